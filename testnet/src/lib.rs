@@ -1,0 +1,3 @@
+//! testnet: drives real `kith` processes.
+
+#![deny(missing_docs)]
