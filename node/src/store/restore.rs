@@ -363,7 +363,8 @@ impl TreeSink {
             std::os::unix::fs::fchown(&file, Some(meta.uid), Some(meta.gid))
                 .map_err(Self::dest_err(&path))?;
         }
-        set_mode(&path, meta.mode)?;
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(Self::dest_err(&path))?;
         let t = mtime(&meta);
         filetime::set_file_handle_times(&file, Some(t), Some(t)).map_err(Self::dest_err(&path))?;
         Ok(())

@@ -1,0 +1,248 @@
+//! kith against restic on the reference dataset, in the same run, on the same data.
+//!
+//! Each round, for each tool (alternating which goes first): copy v1 into a work folder and
+//! store it; turn the work folder into v2 with `rsync` (unchanged files keep their inode and
+//! times, as on a real disk between two backups) and store it again; restore both versions and
+//! check every file against the dataset's checksums (first round). Figures are medians.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::proc::{dir_bytes, file_bytes, have, median, run, timed, warm};
+
+/// Where the data and the tools are.
+#[derive(Debug, Clone)]
+pub struct StoreBench {
+    /// Folder with `v1/`, `v2/`, `v1.sha256`, `v2.sha256` (from make-dataset.sh).
+    pub data: PathBuf,
+    /// The kith binary.
+    pub kith: PathBuf,
+    /// Scratch space for work folders, stores and restores.
+    pub scratch: PathBuf,
+    /// Rounds.
+    pub runs: usize,
+}
+
+/// One tool's figures for one round.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    /// First store of v1.
+    pub put_v1: Duration,
+    /// Second store, of v2, over v1.
+    pub put_v2: Duration,
+    /// Restore of the latest version (v2).
+    pub get_v2: Duration,
+    /// Restore of the first version (v1).
+    pub get_v1: Duration,
+    /// Store size after v1.
+    pub size_v1: u64,
+    /// Store size after v1 and v2.
+    pub size_v2: u64,
+}
+
+/// Figures of both tools over all rounds.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// kith's rounds.
+    pub kith: Vec<Round>,
+    /// restic's rounds.
+    pub restic: Vec<Round>,
+    /// Bytes in v1 and v2.
+    pub bytes: (u64, u64),
+    /// `restic version`.
+    pub restic_version: String,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Tool {
+    Kith,
+    Restic,
+}
+
+impl StoreBench {
+    /// Runs the rounds.
+    pub fn run(&self) -> Result<Report> {
+        for tool in ["restic", "rsync", "sha256sum"] {
+            if !have(tool) {
+                bail!("{tool} is missing: apt-get install restic rsync coreutils");
+            }
+        }
+        for v in ["v1", "v2"] {
+            if !self.data.join(v).is_dir() {
+                bail!("{} has no {v}/: build the dataset with make-dataset.sh", self.data.display());
+            }
+        }
+        std::fs::create_dir_all(&self.scratch)?;
+        let mut report = Report {
+            bytes: (file_bytes(&self.data.join("v1"))?, file_bytes(&self.data.join("v2"))?),
+            restic_version: String::from_utf8_lossy(&run(Command::new("restic").arg("version"))?.stdout).trim().into(),
+            ..Report::default()
+        };
+        for i in 0..self.runs {
+            let order = if i % 2 == 0 { [Tool::Kith, Tool::Restic] } else { [Tool::Restic, Tool::Kith] };
+            for tool in order {
+                let round = self.round(tool, i == 0)?;
+                eprintln!("round {} {}: {round:?}", i + 1, if tool == Tool::Kith { "kith" } else { "restic" });
+                match tool {
+                    Tool::Kith => report.kith.push(round),
+                    Tool::Restic => report.restic.push(round),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn round(&self, tool: Tool, check: bool) -> Result<Round> {
+        let work = self.scratch.join("work");
+        let store = self.scratch.join("store");
+        for d in [&work, &store, &self.scratch.join("out1"), &self.scratch.join("out2")] {
+            remove(d)?;
+        }
+        settle()?;
+        run(Command::new("cp").arg("-a").arg(self.data.join("v1")).arg(&work))?;
+        warm(&work)?;
+        let mut r = Round::default();
+        let t = Tools { kith: &self.kith, store: &store, cache: &self.scratch.join("restic-cache") };
+        r.put_v1 = t.store(tool, &work)?;
+        r.size_v1 = dir_bytes(&store)?;
+        run(Command::new("rsync").arg("-a").arg("--delete").arg(format!("{}/", self.data.join("v2").display())).arg(&work))?;
+        warm(&work)?;
+        r.put_v2 = t.store(tool, &work)?;
+        r.size_v2 = dir_bytes(&store)?;
+        let (out2, out1) = (self.scratch.join("out2"), self.scratch.join("out1"));
+        settle()?;
+        let (d2, root2) = t.restore(tool, &work, 2, &out2)?;
+        settle()?;
+        let (d1, root1) = t.restore(tool, &work, 1, &out1)?;
+        r.get_v2 = d2;
+        r.get_v1 = d1;
+        if check {
+            check_sums(&root2, &self.data.join("v2.sha256"))?;
+            check_sums(&root1, &self.data.join("v1.sha256"))?;
+        }
+        Ok(r)
+    }
+}
+
+struct Tools<'a> {
+    kith: &'a Path,
+    store: &'a Path,
+    cache: &'a Path,
+}
+
+impl Tools<'_> {
+    fn kith(&self) -> Command {
+        let mut c = Command::new(self.kith);
+        c.arg("--home").arg(self.store);
+        c
+    }
+
+    fn restic(&self) -> Command {
+        let mut c = Command::new("restic");
+        c.env("RESTIC_PASSWORD", "kith-bench").arg("--repo").arg(self.store).arg("--cache-dir").arg(self.cache).arg("-q");
+        c
+    }
+
+    fn store(&self, tool: Tool, work: &Path) -> Result<Duration> {
+        Ok(match tool {
+            Tool::Kith => timed(self.kith().arg("put").arg(work))?.1,
+            Tool::Restic => {
+                if !self.store.join("config").exists() {
+                    remove(self.cache)?;
+                    run(self.restic().args(["init", "--repository-version", "2"]))?;
+                }
+                timed(self.restic().arg("backup").arg(work))?.1
+            }
+        })
+    }
+
+    /// Restores version `n` (1 or 2) into `out`; returns the time and the restored root.
+    fn restore(&self, tool: Tool, work: &Path, n: usize, out: &Path) -> Result<(Duration, PathBuf)> {
+        Ok(match tool {
+            Tool::Kith => {
+                let spec = format!("{}@{n}", work.display());
+                (timed(self.kith().arg("get").arg(&spec).arg("-o").arg(out))?.1, out.to_path_buf())
+            }
+            Tool::Restic => {
+                let snaps = run(self.restic().args(["snapshots", "--json"]))?;
+                let list: serde_json::Value = serde_json::from_slice(&snaps.stdout)?;
+                let mut ids: Vec<(String, String)> = list
+                    .as_array()
+                    .context("restic snapshots")?
+                    .iter()
+                    .map(|s| (s["time"].as_str().unwrap_or("").to_string(), s["id"].as_str().unwrap_or("").to_string()))
+                    .collect();
+                ids.sort();
+                let id = &ids.get(n - 1).context("missing snapshot")?.1;
+                let took = timed(self.restic().args(["restore", id, "--target"]).arg(out))?.1;
+                (took, out.join(work.strip_prefix("/").unwrap_or(work)))
+            }
+        })
+    }
+}
+
+/// Flushes dirty pages, so one step's write-back does not slow the next one down.
+fn settle() -> Result<()> {
+    run(&mut Command::new("sync"))?;
+    Ok(())
+}
+
+fn remove(p: &Path) -> Result<()> {
+    if p.exists() {
+        std::fs::remove_dir_all(p).with_context(|| format!("cannot remove {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn check_sums(root: &Path, sums: &Path) -> Result<()> {
+    run(Command::new("sha256sum").arg("-c").arg("--quiet").arg(sums).current_dir(root))
+        .with_context(|| format!("restored tree {} differs from {}", root.display(), sums.display()))?;
+    Ok(())
+}
+
+impl Report {
+    /// A markdown table of medians and ratios.
+    pub fn markdown(&self) -> String {
+        let mbps = |bytes: u64, d: Duration| bytes as f64 / d.as_secs_f64() / 1e6;
+        let med = |v: &[Round], f: fn(&Round) -> Duration| median(v.iter().map(f).collect());
+        let size = |v: &[Round], f: fn(&Round) -> u64| {
+            let mut s: Vec<u64> = v.iter().map(f).collect();
+            s.sort();
+            s.get(s.len() / 2).copied().unwrap_or(0)
+        };
+        let (b1, b2) = self.bytes;
+        let mut out = String::new();
+        let _ = writeln!(out, "| {} rounds, medians | kith | restic | kith / restic |", self.kith.len());
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
+        let rows: [(&str, u64, fn(&Round) -> Duration); 4] = [
+            ("put v1 (first)", b1, |r| r.put_v1),
+            ("put v2 (incremental)", b2, |r| r.put_v2),
+            ("restore v2", b2, |r| r.get_v2),
+            ("restore v1", b1, |r| r.get_v1),
+        ];
+        for (name, bytes, f) in rows {
+            let (k, r) = (med(&self.kith, f), med(&self.restic, f));
+            let _ = writeln!(
+                out,
+                "| {name}, MB/s (s) | {:.0} ({:.2}) | {:.0} ({:.2}) | {:.2}x |",
+                mbps(bytes, k),
+                k.as_secs_f64(),
+                mbps(bytes, r),
+                r.as_secs_f64(),
+                r.as_secs_f64() / k.as_secs_f64()
+            );
+        }
+        let sizes: [(&str, fn(&Round) -> u64); 2] =
+            [("store after v1, MB", |r| r.size_v1), ("store after v1 + v2, MB", |r| r.size_v2)];
+        for (name, f) in sizes {
+            let (k, r) = (size(&self.kith, f), size(&self.restic, f));
+            let _ = writeln!(out, "| {name} | {:.1} | {:.1} | {:.3} |", k as f64 / 1e6, r as f64 / 1e6, k as f64 / r as f64);
+        }
+        let _ = writeln!(out, "\nDataset: v1 {b1} bytes, v2 {b2} bytes. {}.", self.restic_version);
+        out
+    }
+}

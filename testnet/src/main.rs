@@ -1,0 +1,53 @@
+//! `testnet`: benchmarks and scenarios with real kith processes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use kith_testnet::bench::StoreBench;
+
+#[derive(Parser)]
+#[command(name = "testnet", about = "Real kith nodes on one machine: benchmarks and scenarios.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// kith put/get against restic backup/restore on the reference dataset.
+    StoreBench {
+        /// Dataset folder made by make-dataset.sh (v1/, v2/, *.sha256).
+        #[arg(long, default_value = "bench-data")]
+        data: PathBuf,
+        /// Scratch folder (work copies, stores, restores).
+        #[arg(long, default_value = "bench-scratch")]
+        scratch: PathBuf,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+        /// Rounds; figures are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::StoreBench { data, scratch, kith, runs } => {
+            let kith = match kith {
+                Some(k) => k,
+                None => std::env::current_exe()?.parent().context("no parent")?.join("kith"),
+            };
+            let bench = StoreBench {
+                data: std::path::absolute(data)?,
+                kith,
+                scratch: std::path::absolute(scratch)?,
+                runs,
+            };
+            let report = bench.run()?;
+            println!("{}", report.markdown());
+        }
+    }
+    Ok(())
+}
