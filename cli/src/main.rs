@@ -1,16 +1,34 @@
 //! `kith`: the command-line interface of a kith node.
+//!
+//! Commands run in this process, or, when `kith up` runs on the home, in the daemon (which
+//! holds the store and the network); either way they answer with the same frames
+//! ([`wire::Frame`]) and print the same way.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod client;
+mod daemon;
 mod fmt;
+mod ops;
 mod progress;
+mod render;
+mod wire;
 
 use std::io::{IsTerminal, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use kith_node::store::{GcReport, VerifyReport};
-use kith_node::{Home, Identity, ObjectInfo, PutReport, Store};
+use kith_node::net::mdns::MdnsConfig;
+use kith_node::{Home, Identity, Store};
+use serde_json::Value;
+
+use ops::{Ctx, GetTo, Request};
+use wire::{Frame, Out};
 
 /// Environment variable holding a passphrase for `key export` and `init --import`.
 const PASSPHRASE_ENV: &str = "KITH_PASSPHRASE";
@@ -31,6 +49,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node in the foreground: discovery, serving, the control API (Ctrl-C stops it).
+    Up {
+        /// UDP address of the node's endpoint (repeat for several).
+        #[arg(long, value_name = "ADDR", default_values_t = ["0.0.0.0:7781".parse::<SocketAddr>().expect("valid")])]
+        listen: Vec<SocketAddr>,
+        /// Address of the LAN-facing HTTP listener.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7780")]
+        http: SocketAddr,
+        /// Do not announce or browse on mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// Use mDNS on this interface only (repeat for several; `lo` for loopback).
+        #[arg(long, value_name = "NAME")]
+        mdns_iface: Vec<String>,
+    },
+    /// Show the node, its addresses, peers and store usage.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the peers this node knows, and whether they answer.
+    Peers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage peers.
+    Peer {
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
     /// Create a home with a new identity, or with one exported from another machine.
     Init {
         /// Restore the identity in FILE (made by `kith key export`); the node gets a new key.
@@ -42,6 +92,9 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Print a ticket other nodes can add with `kith peer add` (needs `kith up`).
+        #[arg(long)]
+        ticket: bool,
     },
     /// Manage the identity's keys.
     Key {
@@ -58,7 +111,7 @@ enum Command {
     },
     /// Restore an object: an id (or unique prefix), PATH@VERSION, or a stored path.
     Get {
-        /// What to restore.
+        /// What to restore. With `kith up` running, a full id this node lacks is fetched from peers.
         spec: String,
         /// Where to restore it; it must not exist. `-` writes a file object to standard output.
         #[arg(short, long, value_name = "DEST")]
@@ -84,7 +137,11 @@ enum Command {
         spec: String,
     },
     /// Reclaim the space of chunks that no object references.
-    Gc,
+    Gc {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every chunk against its hash and every object's structure.
     Verify {
         /// Print JSON.
@@ -102,16 +159,21 @@ enum KeyCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Add a peer from its ticket (`kith id --ticket` on the other node); remembered.
+    Add {
+        /// The ticket.
+        ticket: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let mut msg = format!("kith: error: {e}");
-            for cause in e.chain().skip(1) {
-                msg.push_str(&format!(": {cause}"));
-            }
-            eprintln!("{msg}");
+            eprintln!("kith: error: {}", ops::chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -119,34 +181,78 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let root = Home::locate(cli.home.as_deref())?;
+    let cwd = std::env::current_dir().context("cannot read the current folder")?;
+    let abs = |p: &Path| kith_node::store::absolute_in(p, &cwd);
     match cli.command {
-        Command::Init { import } => init(&root, import.as_deref()),
-        Command::Id { json } => id(&open_home(&root)?, json),
-        Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
-        Command::Put { path, json } => put(&open_home(&root)?, &path, json),
-        Command::Get { spec, output } => get(&open_home(&root)?, &spec, output.as_deref()),
-        Command::Ls { json } => {
-            let store = Store::open(&open_home(&root)?, "kith ls")?;
-            print_objects(&store.list()?, json)
-        }
-        Command::Log { path, json } => {
-            let store = Store::open(&open_home(&root)?, "kith log")?;
-            let versions = store.log(&path)?;
-            if versions.is_empty() && !json {
-                bail!("no versions stored from {}", kith_node::store::absolute(&path)?.display());
-            }
-            print_objects(&versions, json)
-        }
-        Command::Rm { spec } => {
-            let store = Store::open(&open_home(&root)?, "kith rm")?;
-            let id = store.resolve(&spec)?;
-            store.remove(&id)?;
-            eprintln!("forgot object {id}; run `kith gc` to reclaim its space");
+        Command::Up { listen, http, no_mdns, mdns_iface } => {
+            init_logging();
+            let home = open_home(&root)?;
+            let mdns = MdnsConfig { disabled: no_mdns, interfaces: mdns_iface };
+            daemon::up(home, daemon::UpOptions { listen, http, mdns })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gc => gc(&open_home(&root)?),
-        Command::Verify { json } => verify(&open_home(&root)?, json),
+        Command::Init { import } => init(&root, import.as_deref()),
+        Command::Id { json, ticket: false } => render::id(&local_id(&root)?, json),
+        Command::Id { json, ticket: true } => {
+            render::ticket(&execute(&root, Request::Ticket, "")?, json)
+        }
+        Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
+        Command::Status { json } => render::status(&execute(&root, Request::Status, "")?, json),
+        Command::Peers { json } => render::peers(&execute(&root, Request::Peers, "")?, json),
+        Command::Peer { command: PeerCommand::Add { ticket } } => {
+            render::peer_added(&execute(&root, Request::PeerAdd { ticket }, "")?)
+        }
+        Command::Put { path, json } => {
+            render::put(&execute(&root, Request::Put { path: abs(&path) }, "storing")?, json)
+        }
+        Command::Get { spec, output } => {
+            let to = match output {
+                Some(p) if p == Path::new("-") => GetTo::Stdout,
+                Some(p) => GetTo::Path(abs(&p)),
+                None => GetTo::Here,
+            };
+            let to_stdout = to == GetTo::Stdout;
+            let v = execute(
+                &root,
+                Request::Get { spec, cwd, to },
+                if to_stdout { "" } else { "restoring" },
+            )?;
+            if !to_stdout {
+                render::restored(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls { json } => render::objects(&execute(&root, Request::Ls, "")?, json),
+        Command::Log { path, json } => {
+            let v = execute(&root, Request::Log { path: abs(&path) }, "")?;
+            if !json && v.as_array().is_some_and(|a| a.is_empty()) {
+                bail!("no versions stored from {}", abs(&path).display());
+            }
+            render::objects(&v, json)
+        }
+        Command::Rm { spec } => {
+            let v = execute(&root, Request::Rm { spec, cwd }, "")?;
+            eprintln!(
+                "forgot object {}; run `kith gc` to reclaim its space",
+                v["id"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { json } => render::gc(&execute(&root, Request::Gc, "")?, json),
+        Command::Verify { json } => {
+            render::verify(&execute(&root, Request::Verify, "verifying")?, json)
+        }
     }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
 }
 
 /// Opens the home, creating it with a new identity if it does not exist yet.
@@ -158,12 +264,67 @@ fn open_home(root: &Path) -> Result<Home> {
     Ok(home)
 }
 
+/// Runs a request in the daemon if one runs on the home, else in this process; shows its
+/// progress (labelled `label`), writes its data to standard output, and returns its result.
+fn execute(root: &Path, req: Request, label: &'static str) -> Result<Value> {
+    let mut next: Box<dyn FnMut() -> Result<Option<Frame>>> = match client::send(root, &req)? {
+        Some(mut body) => Box::new(move || Frame::read(&mut body)),
+        None => local(root, req)?,
+    };
+    let bar = progress::Bar::new(label);
+    let mut stdout = std::io::stdout().lock();
+    let result = loop {
+        match next()? {
+            Some(Frame::Progress { done, total, files }) => bar.update(done, total, files),
+            Some(Frame::Data(d)) => {
+                stdout.write_all(&d).context("cannot write to standard output")?
+            }
+            Some(Frame::Warning(w)) => bar.println(&format!("kith: warning: {w}")),
+            Some(Frame::Result(v)) => break Ok(v),
+            Some(Frame::Error(e)) => break Err(anyhow::anyhow!(e)),
+            None => {
+                break Err(anyhow::anyhow!(
+                    "the operation ended without an answer (did the daemon stop?)"
+                ));
+            }
+        }
+    };
+    bar.finish();
+    stdout.flush()?;
+    result
+}
+
+/// Runs a request in this process, with the home's store.
+fn local(root: &Path, req: Request) -> Result<Box<dyn FnMut() -> Result<Option<Frame>>>> {
+    let home = open_home(root)?;
+    let what = format!("kith {}", serde_json::to_value(&req)?["op"].as_str().unwrap_or("command"));
+    let store = Arc::new(Store::open(&home, &what)?);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(16);
+    let ctx = Arc::new(Ctx { home, store, node: None, started: Instant::now(), http: None });
+    rt.spawn(ops::run(ctx, req, Out(tx)));
+    Ok(Box::new(move || {
+        let _keep = &rt;
+        Ok(rx.blocking_recv())
+    }))
+}
+
+fn local_id(root: &Path) -> Result<Value> {
+    let home = open_home(root)?;
+    let identity = home.identity()?;
+    Ok(serde_json::json!({
+        "node": home.node_key()?.id().to_string(),
+        "identity": identity.id().to_string(),
+        "age": identity.recipient().to_string(),
+    }))
+}
+
 fn init(root: &Path, import: Option<&Path>) -> Result<ExitCode> {
     let Some(file) = import else {
-        let (home, created) = Home::open_or_init(root)?;
+        let (_, created) = Home::open_or_init(root)?;
         let verb = if created { "created" } else { "already initialised:" };
         eprintln!("kith: {verb} {}", root.display());
-        return id(&home, false);
+        return render::id(&local_id(root)?, false);
     };
     let mut data = Vec::new();
     std::fs::File::open(file)
@@ -174,29 +335,13 @@ fn init(root: &Path, import: Option<&Path>) -> Result<ExitCode> {
     let pass = passphrase("Passphrase of the key export", false)?;
     let identity = Identity::import(&data, &pass)
         .with_context(|| format!("cannot import {}", file.display()))?;
-    let home = Home::init(root, identity)?;
+    Home::init(root, identity)?;
     eprintln!("kith: imported the identity into {} with a new node key", root.display());
-    id(&home, false)
-}
-
-fn id(home: &Home, json: bool) -> Result<ExitCode> {
-    let node = home.node_key()?.id();
-    let identity = home.identity()?;
-    let recipient = identity.recipient().to_string();
-    if json {
-        let v = serde_json::json!({
-            "node": node.to_string(), "identity": identity.id().to_string(), "age": recipient,
-        });
-        println!("{v}");
-    } else {
-        println!("node      {node}");
-        println!("identity  {}", identity.id());
-        println!("age       {recipient}");
-    }
-    Ok(ExitCode::SUCCESS)
+    render::id(&local_id(root)?, false)
 }
 
 fn export(home: &Home, file: &Path) -> Result<ExitCode> {
+    use std::os::unix::fs::OpenOptionsExt;
     if file.exists() {
         bail!("{} already exists; choose a new file name", file.display());
     }
@@ -219,8 +364,6 @@ fn export(home: &Home, file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-use std::os::unix::fs::OpenOptionsExt;
-
 /// A passphrase from $KITH_PASSPHRASE, else asked on the terminal (twice when `confirm`).
 fn passphrase(prompt: &str, confirm: bool) -> Result<String> {
     if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
@@ -242,199 +385,4 @@ fn passphrase(prompt: &str, confirm: bool) -> Result<String> {
         bail!("the passphrases differ");
     }
     Ok(p)
-}
-
-fn put(home: &Home, path: &Path, json: bool) -> Result<ExitCode> {
-    let mut store = Store::open(home, "kith put")?;
-    let report = {
-        let bar = progress::Bar::start("storing");
-        store.put(path, bar.counters())?
-    };
-    for w in &report.warnings {
-        eprintln!("kith: warning: {w}");
-    }
-    if json {
-        println!("{}", put_json(&report));
-    } else {
-        println!("{}", report.id);
-        print_put_summary(&report);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_put_summary(r: &PutReport) {
-    let s = &r.stats;
-    let secs = s.elapsed.as_secs_f64();
-    let new_share =
-        if s.bytes_scanned > 0 { 100.0 * s.bytes_new as f64 / s.bytes_scanned as f64 } else { 0.0 };
-    eprintln!("stored {} as version {}", r.source.display(), r.version);
-    eprintln!(
-        "  {} files ({} unchanged), {} folders, {} links",
-        s.files, s.files_unchanged, s.dirs, s.symlinks
-    );
-    eprintln!(
-        "  {} scanned, {} read, {} new ({new_share:.1}%), {} added to the store",
-        fmt::bytes(s.bytes_scanned),
-        fmt::bytes(s.bytes_read),
-        fmt::bytes(s.bytes_new),
-        fmt::bytes(s.bytes_stored)
-    );
-    eprintln!(
-        "  dedup ratio {:.1}%, {secs:.2} s, {}",
-        100.0 - new_share,
-        fmt::rate(s.bytes_scanned, secs)
-    );
-}
-
-fn put_json(r: &PutReport) -> serde_json::Value {
-    let s = &r.stats;
-    serde_json::json!({
-        "id": r.id.to_string(),
-        "version": r.version,
-        "source": r.source.to_string_lossy(),
-        "files": s.files, "dirs": s.dirs, "symlinks": s.symlinks,
-        "files_unchanged": s.files_unchanged,
-        "bytes_scanned": s.bytes_scanned, "bytes_read": s.bytes_read,
-        "chunks_new": s.chunks_new, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
-        "seconds": s.elapsed.as_secs_f64(),
-        "warnings": r.warnings,
-    })
-}
-
-fn get(home: &Home, spec: &str, output: Option<&Path>) -> Result<ExitCode> {
-    let store = Store::open(home, "kith get")?;
-    let id = store.resolve(spec)?;
-    if output == Some(Path::new("-")) {
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        store.restore_to_writer(&id, &mut out, None)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let dest = match output {
-        Some(d) => d.to_path_buf(),
-        None => {
-            let info = store.list()?.into_iter().find(|o| o.id == id);
-            let name = info.as_ref().and_then(|o| o.source.file_name()).map(PathBuf::from);
-            name.context("the object has no name to restore under; pass -o DEST")?
-        }
-    };
-    let stats = {
-        let bar = progress::Bar::start("restoring");
-        store.restore(&id, &dest, bar.counters())?
-    };
-    eprintln!(
-        "restored {} to {}: {} files, {} folders, {} links, {} in {:.2} s ({})",
-        id.short(12),
-        dest.display(),
-        stats.files,
-        stats.dirs,
-        stats.symlinks,
-        fmt::bytes(stats.bytes),
-        stats.elapsed.as_secs_f64(),
-        fmt::rate(stats.bytes, stats.elapsed.as_secs_f64())
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_objects(objects: &[ObjectInfo], json: bool) -> Result<ExitCode> {
-    if json {
-        let list: Vec<_> = objects
-            .iter()
-            .map(|o| {
-                serde_json::json!({
-                    "id": o.id.to_string(), "version": o.version, "created_ms": o.created_ms,
-                    "source": o.source.to_string_lossy(), "kind": o.kind.name(),
-                    "files": o.stats.files, "dirs": o.stats.dirs, "bytes": o.stats.bytes,
-                    "parent": o.parent.map(|p| p.to_string()),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(list));
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<12}  {:>4}  {:<19}  {:<4}  {:>7}  {:>10}  SOURCE",
-        "ID", "VER", "STORED", "KIND", "FILES", "SIZE"
-    );
-    for o in objects {
-        println!(
-            "{:<12}  {:>4}  {:<19}  {:<4}  {:>7}  {:>10}  {}",
-            o.id.short(12),
-            o.version,
-            fmt::time(o.created_ms),
-            o.kind.name(),
-            o.stats.files,
-            fmt::bytes(o.stats.bytes),
-            o.source.display()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn gc(home: &Home) -> Result<ExitCode> {
-    let mut store = Store::open(home, "kith gc")?;
-    let r: GcReport = store.gc()?;
-    eprintln!(
-        "kept {} objects and {} chunks; removed {} chunks, deleted {} packs, rewrote {}; freed {}",
-        r.objects,
-        r.blobs_kept,
-        r.blobs_removed,
-        r.packs_deleted,
-        r.packs_rewritten,
-        fmt::bytes(r.bytes_freed)
-    );
-    if r.bytes_unreferenced_kept > 0 {
-        eprintln!(
-            "  {} of unreferenced chunks stay in packs that are mostly in use",
-            fmt::bytes(r.bytes_unreferenced_kept)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn verify(home: &Home, json: bool) -> Result<ExitCode> {
-    let store = Store::open(home, "kith verify")?;
-    let r: VerifyReport = {
-        let bar = progress::Bar::start("verifying");
-        store.verify(bar.counters())?
-    };
-    if json {
-        let v = serde_json::json!({
-            "packs": r.packs, "blobs": r.blobs, "bytes": r.bytes, "objects": r.objects,
-            "damaged_blobs": r.damaged_blobs.iter().map(|(id, why)| serde_json::json!({"chunk": id.to_string(), "reason": why})).collect::<Vec<_>>(),
-            "damaged_objects": r.damaged_objects.iter().map(|d| serde_json::json!({"id": d.id.to_string(), "source": d.source.as_ref().map(|s| s.to_string_lossy()), "problems": d.problems, "problem_count": d.problem_count})).collect::<Vec<_>>(),
-            "unindexed_packs": r.unindexed_packs.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
-            "unreferenced_blobs": r.unreferenced_blobs,
-        });
-        println!("{v}");
-    } else {
-        println!(
-            "checked {} chunks ({}) in {} packs, and {} objects",
-            r.blobs,
-            fmt::bytes(r.bytes),
-            r.packs,
-            r.objects
-        );
-        for (id, why) in &r.damaged_blobs {
-            println!("damaged chunk {id}: {why}");
-        }
-        for d in &r.damaged_objects {
-            let src = d.source.as_ref().map(|s| format!(" ({})", s.display())).unwrap_or_default();
-            println!("damaged object {}{src}: {} problem(s)", d.id, d.problem_count);
-            for p in &d.problems {
-                println!("  {p}");
-            }
-        }
-        if !r.unindexed_packs.is_empty() || r.unreferenced_blobs > 0 {
-            println!(
-                "{} unindexed packs and {} unreferenced chunks from interrupted puts; `kith gc` removes them",
-                r.unindexed_packs.len(),
-                r.unreferenced_blobs
-            );
-        }
-        if !r.is_damaged() {
-            println!("no damage found");
-        }
-    }
-    Ok(if r.is_damaged() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

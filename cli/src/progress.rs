@@ -1,70 +1,55 @@
-//! A progress bar on standard error while a long store operation runs; nothing when standard
-//! error is not a terminal.
+//! A progress bar on standard error while a long operation runs; nothing when standard error
+//! is not a terminal.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kith_node::Progress;
 
-const TICK: Duration = Duration::from_millis(100);
-
-/// Draws a bar for a [`Progress`] until dropped.
+/// A bar fed by progress frames.
 pub struct Bar {
-    counters: Option<Arc<Progress>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    bar: Option<ProgressBar>,
 }
 
 impl Bar {
-    /// Starts a bar labelled `what` if standard error is a terminal.
-    pub fn start(what: &'static str) -> Bar {
-        let stop = Arc::new(AtomicBool::new(false));
+    /// A bar labelled `what`, drawn only on a terminal.
+    pub fn new(what: &'static str) -> Bar {
         if !std::io::stderr().is_terminal() {
-            return Bar { counters: None, stop, thread: None };
+            return Bar { bar: None };
         }
-        let counters = Arc::new(Progress::default());
-        let (c, s) = (counters.clone(), stop.clone());
-        let thread = std::thread::spawn(move || draw(what, &c, &s));
-        Bar { counters: Some(counters), stop, thread: Some(thread) }
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(what);
+        Bar { bar: Some(bar) }
     }
 
-    /// The counters to hand to the store, if a bar is shown.
-    pub fn counters(&self) -> Option<Arc<Progress>> {
-        self.counters.clone()
-    }
-}
-
-impl Drop for Bar {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Shows how far the operation is.
+    pub fn update(&self, done: u64, total: u64, files: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total.max(done).max(1));
+            b.set_position(done);
+            if files > 0 {
+                b.set_message(format!("{files} files"));
+            }
         }
     }
-}
 
-fn draw(what: &'static str, c: &Progress, stop: &AtomicBool) {
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(what);
-    bar.tick();
-    while !stop.load(Ordering::Relaxed) {
-        bar.set_length(c.bytes_total.load(Ordering::Relaxed).max(1));
-        bar.set_position(c.bytes_done.load(Ordering::Relaxed));
-        let files = c.files_done.load(Ordering::Relaxed);
-        if files > 0 {
-            bar.set_message(format!("{files} files"));
+    /// Prints a line without tearing the bar.
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
         }
-        std::thread::sleep(TICK);
     }
-    bar.finish_and_clear();
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
 }

@@ -9,6 +9,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::fsutil;
 use crate::keys::{Identity, KeyFileError, MAX_KEY_FILE_BYTES, NodeKey};
@@ -22,6 +23,10 @@ pub const IDENTITY_FILE: &str = "identity.key";
 /// Mode of key files.
 pub const KEY_FILE_MODE: u32 = 0o600;
 const LOCK_FILE: &str = "lock";
+/// How the daemon names itself in the lock file.
+pub const DAEMON_WHAT: &str = "kith up";
+/// How often a patient lock is tried again.
+const LOCK_RETRY: Duration = Duration::from_millis(50);
 const STORE_DIR: &str = "store";
 
 /// Why a home could not be found, created or read.
@@ -94,13 +99,14 @@ impl Home {
     /// Picks the home directory: `explicit` (from `--home`), else `$KITH_HOME`, else the platform
     /// data directory (`~/.local/share/kith` on Linux).
     pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, HomeError> {
-        if let Some(p) = explicit {
-            return Ok(p.to_path_buf());
-        }
-        if let Some(p) = std::env::var_os(HOME_ENV).filter(|p| !p.is_empty()) {
-            return Ok(PathBuf::from(p));
-        }
-        dirs::data_dir().map(|d| d.join("kith")).ok_or(HomeError::NoDefault)
+        let chosen = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os(HOME_ENV).filter(|p| !p.is_empty()) {
+                Some(p) => PathBuf::from(p),
+                None => dirs::data_dir().map(|d| d.join("kith")).ok_or(HomeError::NoDefault)?,
+            },
+        };
+        std::path::absolute(&chosen).map_err(|source| HomeError::Io { path: chosen, source })
     }
 
     /// Opens the home at `root`, initialising it with fresh keys if it does not exist yet.
@@ -178,6 +184,27 @@ impl Home {
         let path = self.identity_path();
         let bytes = read_key_file(&path)?;
         Identity::from_file_bytes(&bytes).map_err(|source| HomeError::KeyFile { path, source })
+    }
+
+    /// Takes the home's lock, waiting up to `patience` while a short command holds it (but not
+    /// when another daemon does: that holds the home until it stops).
+    pub fn lock_patiently(
+        &self,
+        mode: LockMode,
+        what: &str,
+        patience: Duration,
+    ) -> Result<HomeLock, HomeError> {
+        let start = Instant::now();
+        loop {
+            match self.lock(mode, what) {
+                Err(HomeError::Busy { holder, .. })
+                    if !holder.contains(DAEMON_WHAT) && start.elapsed() < patience =>
+                {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Takes the home's lock without waiting; `what` describes this process to others.

@@ -4,8 +4,10 @@
 //! - [`Store`] turns files and folders into objects made of content-defined, compressed,
 //!   encrypted chunks, and back, with versions, verification and garbage collection.
 //!
-//! Later this crate also holds the iroh endpoint, discovery, the peer table and chunk
-//! transfer; it knows nothing about pools.
+//! - [`net::Node`] is the node on the network: an offline-first iroh endpoint, mDNS discovery,
+//!   the peer table and verified blob transfer.
+//!
+//! It knows nothing about pools.
 
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -14,6 +16,7 @@ mod fsutil;
 pub mod home;
 pub mod ids;
 pub mod keys;
+pub mod net;
 pub mod store;
 
 pub use home::{Home, HomeError};

@@ -32,10 +32,12 @@ fn content() -> Vec<u8> {
 
 #[test]
 fn key_files_v1_decode() {
-    let id = Identity::from_file_bytes(&std::fs::read(dir().join("identity-v1.key")).unwrap()).unwrap();
+    let id =
+        Identity::from_file_bytes(&std::fs::read(dir().join("identity-v1.key")).unwrap()).unwrap();
     let expected = std::fs::read_to_string(dir().join("identity-v1.id")).unwrap();
     assert_eq!(id.id().to_string(), expected.trim());
-    let node = NodeKey::from_file_bytes(&std::fs::read(dir().join("node-v1.key")).unwrap()).unwrap();
+    let node =
+        NodeKey::from_file_bytes(&std::fs::read(dir().join("node-v1.key")).unwrap()).unwrap();
     let expected = std::fs::read_to_string(dir().join("node-v1.id")).unwrap();
     assert_eq!(node.id().to_string(), expected.trim());
 }
@@ -51,7 +53,8 @@ fn identity_export_v1_decodes_with_its_passphrase() {
 /// The pack holds a data chunk, a tree chunk and an object root, as a put writes them.
 #[test]
 fn pack_envelope_tree_and_root_v1_decode() {
-    let id = Identity::from_file_bytes(&std::fs::read(dir().join("identity-v1.key")).unwrap()).unwrap();
+    let id =
+        Identity::from_file_bytes(&std::fs::read(dir().join("identity-v1.key")).unwrap()).unwrap();
     let keys = StoreKeys::derive(id.store_secret());
     let path = dir().join("pack-v1.pack");
     let trailer = pack::read_trailer(&path).unwrap();
@@ -64,7 +67,10 @@ fn pack_envelope_tree_and_root_v1_decode() {
     };
     let (root_entry, _) = trailer.iter().find(|(e, _)| e.kind == BlobKind::Root as u8).unwrap();
     let object = ObjectId(root_entry.id);
-    assert_eq!(object.to_string(), std::fs::read_to_string(dir().join("pack-v1.object")).unwrap().trim());
+    assert_eq!(
+        object.to_string(),
+        std::fs::read_to_string(dir().join("pack-v1.object")).unwrap().trim()
+    );
     let root = Root::open(&blob(&root_entry.id), id.age_identity()).unwrap();
     assert_eq!(root.version, 1);
     assert_eq!(root.entry_kind(), EntryKind::File);
@@ -76,10 +82,18 @@ fn pack_envelope_tree_and_root_v1_decode() {
         envelope::open(&keys, &blob(&r.id), &r.chunk_key(), r.len).map_err(|e| panic!("{e}"))
     });
     let mut items = Vec::new();
-    while let Some(i) = reader.next_item().map_err(|e: kith_node::store::tree::TreeError| e).unwrap() {
+    while let Some(i) =
+        reader.next_item().map_err(|e: kith_node::store::tree::TreeError| e).unwrap()
+    {
         items.push(i);
     }
-    let [Item::File { path, meta, .. }, Item::Chunk(data), Item::FileEnd { size: 3500 }, Item::End(_)] = &items[..] else {
+    let [
+        Item::File { path, meta, .. },
+        Item::Chunk(data),
+        Item::FileEnd { size: 3500 },
+        Item::End(_),
+    ] = &items[..]
+    else {
         panic!("unexpected items {items:?}")
     };
     assert!(path.is_empty());
@@ -113,7 +127,8 @@ fn write_fixtures() {
     let data_ref = ChunkRef { id: chunk_id.0, key: key.0, len: data.len() as u32 };
     let mut tree = TreeWriter::new(Cutter::new(TREE_CHUNKS, keys.cdc_seed()));
     let meta = Meta { mode: 0o644, mtime_s: 1_763_000_000, mtime_ns: 0, uid: 1000, gid: 1000 };
-    let change = ChangeKey { size: 3500, mtime_ns: 1_763_000_000_000_000_000, ctime_ns: 0, ino: 1, dev: 1 };
+    let change =
+        ChangeKey { size: 3500, mtime_ns: 1_763_000_000_000_000_000, ctime_ns: 0, ino: 1, dev: 1 };
     tree.push(&Item::File { path: vec![], meta, change });
     tree.push(&Item::Chunk(data_ref));
     tree.push(&Item::FileEnd { size: 3500 });

@@ -73,20 +73,32 @@ impl StoreBench {
         }
         for v in ["v1", "v2"] {
             if !self.data.join(v).is_dir() {
-                bail!("{} has no {v}/: build the dataset with make-dataset.sh", self.data.display());
+                bail!(
+                    "{} has no {v}/: build the dataset with make-dataset.sh",
+                    self.data.display()
+                );
             }
         }
         std::fs::create_dir_all(&self.scratch)?;
         let mut report = Report {
             bytes: (file_bytes(&self.data.join("v1"))?, file_bytes(&self.data.join("v2"))?),
-            restic_version: String::from_utf8_lossy(&run(Command::new("restic").arg("version"))?.stdout).trim().into(),
+            restic_version: String::from_utf8_lossy(
+                &run(Command::new("restic").arg("version"))?.stdout,
+            )
+            .trim()
+            .into(),
             ..Report::default()
         };
         for i in 0..self.runs {
-            let order = if i % 2 == 0 { [Tool::Kith, Tool::Restic] } else { [Tool::Restic, Tool::Kith] };
+            let order =
+                if i % 2 == 0 { [Tool::Kith, Tool::Restic] } else { [Tool::Restic, Tool::Kith] };
             for tool in order {
                 let round = self.round(tool, i == 0)?;
-                eprintln!("round {} {}: {round:?}", i + 1, if tool == Tool::Kith { "kith" } else { "restic" });
+                eprintln!(
+                    "round {} {}: {round:?}",
+                    i + 1,
+                    if tool == Tool::Kith { "kith" } else { "restic" }
+                );
                 match tool {
                     Tool::Kith => report.kith.push(round),
                     Tool::Restic => report.restic.push(round),
@@ -106,10 +118,15 @@ impl StoreBench {
         run(Command::new("cp").arg("-a").arg(self.data.join("v1")).arg(&work))?;
         warm(&work)?;
         let mut r = Round::default();
-        let t = Tools { kith: &self.kith, store: &store, cache: &self.scratch.join("restic-cache") };
+        let t =
+            Tools { kith: &self.kith, store: &store, cache: &self.scratch.join("restic-cache") };
         r.put_v1 = t.store(tool, &work)?;
         r.size_v1 = dir_bytes(&store)?;
-        run(Command::new("rsync").arg("-a").arg("--delete").arg(format!("{}/", self.data.join("v2").display())).arg(&work))?;
+        run(Command::new("rsync")
+            .arg("-a")
+            .arg("--delete")
+            .arg(format!("{}/", self.data.join("v2").display()))
+            .arg(&work))?;
         warm(&work)?;
         r.put_v2 = t.store(tool, &work)?;
         r.size_v2 = dir_bytes(&store)?;
@@ -143,7 +160,12 @@ impl Tools<'_> {
 
     fn restic(&self) -> Command {
         let mut c = Command::new("restic");
-        c.env("RESTIC_PASSWORD", "kith-bench").arg("--repo").arg(self.store).arg("--cache-dir").arg(self.cache).arg("-q");
+        c.env("RESTIC_PASSWORD", "kith-bench")
+            .arg("--repo")
+            .arg(self.store)
+            .arg("--cache-dir")
+            .arg(self.cache)
+            .arg("-q");
         c
     }
 
@@ -161,7 +183,13 @@ impl Tools<'_> {
     }
 
     /// Restores version `n` (1 or 2) into `out`; returns the time and the restored root.
-    fn restore(&self, tool: Tool, work: &Path, n: usize, out: &Path) -> Result<(Duration, PathBuf)> {
+    fn restore(
+        &self,
+        tool: Tool,
+        work: &Path,
+        n: usize,
+        out: &Path,
+    ) -> Result<(Duration, PathBuf)> {
         Ok(match tool {
             Tool::Kith => {
                 let spec = format!("{}@{n}", work.display());
@@ -174,7 +202,12 @@ impl Tools<'_> {
                     .as_array()
                     .context("restic snapshots")?
                     .iter()
-                    .map(|s| (s["time"].as_str().unwrap_or("").to_string(), s["id"].as_str().unwrap_or("").to_string()))
+                    .map(|s| {
+                        (
+                            s["time"].as_str().unwrap_or("").to_string(),
+                            s["id"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
                     .collect();
                 ids.sort();
                 let id = &ids.get(n - 1).context("missing snapshot")?.1;
@@ -200,9 +233,14 @@ fn remove(p: &Path) -> Result<()> {
 
 fn check_sums(root: &Path, sums: &Path) -> Result<()> {
     run(Command::new("sha256sum").arg("-c").arg("--quiet").arg(sums).current_dir(root))
-        .with_context(|| format!("restored tree {} differs from {}", root.display(), sums.display()))?;
+        .with_context(|| {
+            format!("restored tree {} differs from {}", root.display(), sums.display())
+        })?;
     Ok(())
 }
+
+type TimeRow = (&'static str, u64, fn(&Round) -> Duration);
+type SizeRow = (&'static str, fn(&Round) -> u64);
 
 impl Report {
     /// A markdown table of medians and ratios.
@@ -216,9 +254,13 @@ impl Report {
         };
         let (b1, b2) = self.bytes;
         let mut out = String::new();
-        let _ = writeln!(out, "| {} rounds, medians | kith | restic | kith / restic |", self.kith.len());
+        let _ = writeln!(
+            out,
+            "| {} rounds, medians | kith | restic | kith / restic |",
+            self.kith.len()
+        );
         let _ = writeln!(out, "| --- | ---: | ---: | ---: |");
-        let rows: [(&str, u64, fn(&Round) -> Duration); 4] = [
+        let rows: [TimeRow; 4] = [
             ("put v1 (first)", b1, |r| r.put_v1),
             ("put v2 (incremental)", b2, |r| r.put_v2),
             ("restore v2", b2, |r| r.get_v2),
@@ -236,11 +278,17 @@ impl Report {
                 r.as_secs_f64() / k.as_secs_f64()
             );
         }
-        let sizes: [(&str, fn(&Round) -> u64); 2] =
+        let sizes: [SizeRow; 2] =
             [("store after v1, MB", |r| r.size_v1), ("store after v1 + v2, MB", |r| r.size_v2)];
         for (name, f) in sizes {
             let (k, r) = (size(&self.kith, f), size(&self.restic, f));
-            let _ = writeln!(out, "| {name} | {:.1} | {:.1} | {:.3} |", k as f64 / 1e6, r as f64 / 1e6, k as f64 / r as f64);
+            let _ = writeln!(
+                out,
+                "| {name} | {:.1} | {:.1} | {:.3} |",
+                k as f64 / 1e6,
+                r as f64 / 1e6,
+                k as f64 / r as f64
+            );
         }
         let _ = writeln!(out, "\nDataset: v1 {b1} bytes, v2 {b2} bytes. {}.", self.restic_version);
         out

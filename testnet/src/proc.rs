@@ -29,7 +29,10 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
 
 /// Whether `program` is on the PATH.
 pub fn have(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Bytes used by the files under `dir` (apparent sizes, as `du -sb`).

@@ -4,12 +4,15 @@
 
 mod bad_input;
 mod crash;
+mod daemon;
 mod dedup;
+mod discovery;
 mod integrity;
 mod keys;
 mod large;
 mod privacy;
 mod progress;
 mod roundtrip;
+mod transfer;
 mod util;
 mod versions;

@@ -267,3 +267,25 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// A testnet of `n` nodes running this build's kith.
+pub fn testnet(n: usize, layout: kith_testnet::Layout) -> kith_testnet::Testnet {
+    kith_testnet::Testnet::new(Path::new(kith_bin()), n, layout).unwrap()
+}
+
+/// A POST to a daemon's control socket with raw headers; returns the status code and body.
+pub fn control_post(home: &Path, headers: &str, body: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(home.join("control.sock")).unwrap();
+    write!(
+        s,
+        "POST /v1/run HTTP/1.1\r\nHost: kith\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let out = String::from_utf8_lossy(&raw).into_owned();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out)
+}

@@ -81,7 +81,7 @@ pub(super) fn verify(
     progress: Option<Arc<Progress>>,
 ) -> Result<VerifyReport, StoreError> {
     let mut report = VerifyReport::default();
-    let blobs = store.index.blobs()?;
+    let blobs = store.index().blobs()?;
     let by_pack = group_by_pack(&blobs);
     if let Some(p) = &progress {
         p.bytes_total.store(blobs.iter().map(|(_, l)| l.len as u64).sum(), Ordering::Relaxed);
@@ -95,7 +95,7 @@ pub(super) fn verify(
     report.unindexed_packs = unindexed_packs(store)?;
 
     let mut referenced = HashSet::new();
-    for row in store.index.objects()? {
+    for row in store.index().objects()? {
         report.objects += 1;
         if let Some(d) = check_object(store, &row.id, &damaged, &mut referenced) {
             report.damaged_objects.push(d);
@@ -153,7 +153,7 @@ fn check_blobs(
 }
 
 fn unindexed_packs(store: &Store) -> Result<Vec<PathBuf>, StoreError> {
-    let indexed: HashSet<u64> = store.index.packs()?.into_iter().map(|p| p.number).collect();
+    let indexed: HashSet<u64> = store.index().packs()?.into_iter().map(|p| p.number).collect();
     let dir = store.packs_dir();
     let mut out = Vec::new();
     for entry in fs::read_dir(&dir).map_err(StoreError::io(&dir))? {
@@ -186,7 +186,7 @@ fn check_object(
             for (file, chunk) in files {
                 let why = match damaged.get(&chunk) {
                     Some(why) => why.clone(),
-                    None if store.index.blob(&chunk).ok().flatten().is_none() => {
+                    None if store.index().blob(&chunk).ok().flatten().is_none() => {
                         format!("chunk {chunk} is missing from the store")
                     }
                     None => continue,
@@ -233,15 +233,15 @@ fn walk_refs(
 pub(super) fn gc(store: &Store) -> Result<GcReport, StoreError> {
     let mut report = GcReport::default();
     let mut live = HashSet::new();
-    for row in store.index.objects()? {
+    for row in store.index().objects()? {
         report.objects += 1;
         walk_refs(store, &row.id, &mut live).map_err(|e| e.in_object(row.id, None))?;
         live.insert(row.id.into());
     }
-    let blobs = store.index.blobs()?;
+    let blobs = store.index().blobs()?;
     let mut by_pack = group_by_pack(&blobs);
     let mut plan = Plan::default();
-    for row in store.index.packs()? {
+    for row in store.index().packs()? {
         let list = by_pack.remove(&row.number).unwrap_or_default();
         let (kept, dead): (Vec<_>, Vec<_>) =
             list.into_iter().partition(|(id, _)| live.contains(id));
@@ -272,7 +272,7 @@ struct Plan {
 fn apply(store: &Store, plan: Plan, report: &mut GcReport) -> Result<(), StoreError> {
     let tmp = store.tmp_dir();
     clear_dir(&tmp)?;
-    let mut next = store.index.next_pack_number()?;
+    let mut next = store.index().next_pack_number()?;
     let mut reader = BlobReader::new(store);
     let mut new_packs = Vec::new();
     let mut writer: Option<PackWriter> = None;
@@ -307,8 +307,8 @@ fn apply(store: &Store, plan: Plan, report: &mut GcReport) -> Result<(), StoreEr
     let old: Vec<u64> =
         plan.delete.iter().copied().chain(plan.rewrite.iter().map(|(n, _)| *n)).collect();
     let sizes: HashMap<u64, u64> =
-        store.index.packs()?.into_iter().map(|p| (p.number, p.size)).collect();
-    store.index.replace_packs(&plan.remove, &old, &new_packs)?;
+        store.index().packs()?.into_iter().map(|p| (p.number, p.size)).collect();
+    store.index().replace_packs(&plan.remove, &old, &new_packs)?;
     for n in &old {
         let _ = fs::remove_file(store.pack_path(*n));
         report.bytes_freed += sizes.get(n).copied().unwrap_or(0);

@@ -8,6 +8,7 @@
 pub mod chunker;
 pub mod envelope;
 pub mod index;
+mod ingest;
 mod maintenance;
 pub mod pack;
 mod put;
@@ -20,18 +21,19 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::home::{Home, HomeError, HomeLock, LockMode};
 use crate::ids::{ChunkId, IdParseError, MIN_PREFIX_HEX, ObjectId, normalize_hex};
 use crate::keys::Identity;
 use envelope::{OpenError, StoreKeys};
 use index::{Index, IndexError, ObjectRow};
-use pack::{BlobLocation, PackError};
+use pack::{BlobKind, BlobLocation, PackError};
 use root::{EntryKind, Root, RootError};
 use tree::{ChunkRef, TreeError, TreeReader, TreeStats};
 
+pub use ingest::Ingest;
 pub use maintenance::{DamagedObject, GcReport, VerifyReport};
 pub use put::{INDEX_CHECKPOINT_PACKS, PutReport, PutStats};
 pub use restore::RestoreStats;
@@ -215,26 +217,58 @@ pub struct StoreUsage {
 /// An open store, held exclusively by this process.
 pub struct Store {
     dir: PathBuf,
-    index: Index,
+    /// Readers share it; only compaction takes it exclusively.
+    index: RwLock<Index>,
+    /// Serialises what writes packs or removes objects: put, ingest, rm, gc.
+    writer: Mutex<()>,
     keys: StoreKeys,
     identity: Identity,
     device: [u8; 32],
     _lock: HomeLock,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
 impl Store {
     /// Opens the store of `home`, taking the home's lock; `what` names this process to others.
     pub fn open(home: &Home, what: &str) -> Result<Store, StoreError> {
-        let lock = home.lock(LockMode::Exclusive, what)?;
+        Self::open_patiently(home, what, std::time::Duration::ZERO)
+    }
+
+    /// [`Store::open`], waiting up to `patience` for a short command that holds the home.
+    pub fn open_patiently(
+        home: &Home,
+        what: &str,
+        patience: std::time::Duration,
+    ) -> Result<Store, StoreError> {
+        let lock = home.lock_patiently(LockMode::Exclusive, what, patience)?;
         let identity = home.identity()?;
         let device = *home.node_key()?.id().as_bytes();
         let dir = home.store_dir();
         for d in [dir.clone(), dir.join(PACKS_DIR), dir.join(TMP_DIR)] {
             crate::fsutil::create_private_dir(&d).map_err(StoreError::io(&d))?;
         }
-        let index = Index::open(&dir.join(INDEX_FILE))?;
+        let index = RwLock::new(Index::open(&dir.join(INDEX_FILE))?);
         let keys = StoreKeys::derive(identity.store_secret());
-        Ok(Store { dir, index, keys, identity, device, _lock: lock })
+        Ok(Store { dir, index, writer: Mutex::new(()), keys, identity, device, _lock: lock })
+    }
+
+    fn index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Compacts the index if copy-on-write left it mostly free pages.
+    fn compact(&self) -> Result<(), IndexError> {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        index.compact_if_fragmented().map(|_| ())
     }
 
     /// The store directory.
@@ -256,12 +290,13 @@ impl Store {
 
     /// Stores the file, folder or symlink at `path` as a new version of it.
     pub fn put(
-        &mut self,
+        &self,
         path: &Path,
         progress: Option<Arc<Progress>>,
     ) -> Result<PutReport, StoreError> {
+        let _w = self.write_lock();
         let mut report = put::put(self, path, progress)?;
-        if let Err(e) = self.index.compact_if_fragmented() {
+        if let Err(e) = self.compact() {
             report.warnings.push(format!("compacting the index failed (harmless): {e}"));
         }
         Ok(report)
@@ -293,24 +328,67 @@ impl Store {
     }
 
     /// Deletes blobs no object references and reclaims their space.
-    pub fn gc(&mut self) -> Result<GcReport, StoreError> {
+    pub fn gc(&self) -> Result<GcReport, StoreError> {
+        let _w = self.write_lock();
         let report = maintenance::gc(self)?;
-        self.index.compact_if_fragmented()?;
+        self.compact()?;
         Ok(report)
     }
 
     /// Forgets an object; its blobs stay until [`Store::gc`].
     pub fn remove(&self, id: &ObjectId) -> Result<(), StoreError> {
-        if self.index.remove_object(id)? {
+        let _w = self.write_lock();
+        if self.index().remove_object(id)? {
             Ok(())
         } else {
             Err(StoreError::NotFound(format!("no object {id}")))
         }
     }
 
+    /// Starts writing blobs that arrive from peers.
+    pub fn ingest(&self) -> Result<Ingest<'_>, StoreError> {
+        Ingest::new(self)
+    }
+
+    /// Whether the store holds blob `id`.
+    pub fn has(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.index().blob(id)?.is_some())
+    }
+
+    /// Reads blob `id` (verified), with its kind; `None` if the store does not hold it.
+    pub fn read_blob(&self, id: &ChunkId) -> Result<Option<(BlobKind, Vec<u8>)>, StoreError> {
+        BlobReader::new(self).read_with_kind(id)
+    }
+
+    /// Opens an object's root with this identity: the root must be in the store.
+    pub fn root(&self, id: &ObjectId) -> Result<Root, StoreError> {
+        self.read_root(id)
+    }
+
+    /// Decrypts a tree chunk read from the store (for walking a tree whose chunks arrive from
+    /// peers).
+    pub fn open_chunk(&self, r: &ChunkRef) -> Result<Vec<u8>, StoreError> {
+        BlobReader::new(self).open_chunk(r)
+    }
+
+    /// Records an object whose blobs are all in the store (fetched from another device of
+    /// this identity) as the next local version of its source. Returns its version number.
+    pub fn adopt(&self, id: &ObjectId) -> Result<u32, StoreError> {
+        let _w = self.write_lock();
+        if let Some(row) = self.index().object(id)? {
+            return Ok(row.version);
+        }
+        let root = self.read_root(id)?;
+        let lineage = self.keys.lineage(&root.source);
+        let version = self.index().last_version_number(&lineage)? + 1;
+        let row = ObjectRow { id: *id, lineage, version, created_ms: root.created_ms };
+        self.index().add_object(row)?;
+        Ok(version)
+    }
+
     /// Every object, oldest first.
     pub fn list(&self) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.index.objects()?.into_iter().map(|row| self.info(row)).collect()
+        self.index().objects()?.into_iter().map(|row| self.info(row)).collect()
     }
 
     /// The versions stored from `source`, oldest first.
@@ -318,8 +396,8 @@ impl Store {
         let source = absolute(source)?;
         let lineage = self.keys.lineage(source.as_os_str().as_bytes());
         let mut out = Vec::new();
-        for (_, id) in self.index.versions(&lineage)? {
-            if let Some(row) = self.index.object(&id)? {
+        for (_, id) in self.index().versions(&lineage)? {
+            if let Some(row) = self.index().object(&id)? {
                 out.push(self.info(row)?);
             }
         }
@@ -328,14 +406,15 @@ impl Store {
 
     /// Resolves what a user typed: a full id, an id prefix, `PATH@N`, or a path (its latest
     /// version).
-    pub fn resolve(&self, spec: &str) -> Result<ObjectId, StoreError> {
+    /// `cwd` is the folder relative paths in `spec` are relative to.
+    pub fn resolve(&self, spec: &str, cwd: &Path) -> Result<ObjectId, StoreError> {
         if let Some((path, n)) = spec.rsplit_once('@').filter(|(p, _)| !p.is_empty()) {
             let n: u32 = n.parse().map_err(|_| {
                 StoreError::BadSpec(format!("'{spec}': the version after '@' must be a number"))
             })?;
-            let source = absolute(Path::new(path))?;
+            let source = absolute_in(Path::new(path), cwd);
             let lineage = self.keys.lineage(source.as_os_str().as_bytes());
-            let versions = self.index.versions(&lineage)?;
+            let versions = self.index().versions(&lineage)?;
             return versions.iter().find(|(v, _)| *v == n).map(|(_, id)| *id).ok_or_else(|| {
                 StoreError::NotFound(match versions.is_empty() {
                     true => format!("no versions stored from {}", source.display()),
@@ -347,7 +426,7 @@ impl Store {
             && hex.len() >= MIN_PREFIX_HEX
         {
             let matches: Vec<ObjectId> = self
-                .index
+                .index()
                 .objects()?
                 .into_iter()
                 .map(|r| r.id)
@@ -362,9 +441,9 @@ impl Store {
                 count => return Err(StoreError::Ambiguous { prefix: spec.into(), count }),
             }
         }
-        let source = absolute(Path::new(spec))?;
+        let source = absolute_in(Path::new(spec), cwd);
         let lineage = self.keys.lineage(source.as_os_str().as_bytes());
-        match self.index.versions(&lineage)?.last() {
+        match self.index().versions(&lineage)?.last() {
             Some((_, id)) => Ok(*id),
             None => Err(StoreError::NotFound(format!(
                 "'{spec}' is neither an object id nor a path with stored versions (see kith ls)"
@@ -374,12 +453,12 @@ impl Store {
 
     /// Bytes and counts held.
     pub fn usage(&self) -> Result<StoreUsage, StoreError> {
-        let packs = self.index.packs()?;
+        let packs = self.index().packs()?;
         Ok(StoreUsage {
             packs: packs.len() as u64,
             pack_bytes: packs.iter().map(|p| p.size).sum(),
-            blobs: self.index.blob_count()?,
-            objects: self.index.objects()?.len() as u64,
+            blobs: self.index().blob_count()?,
+            objects: self.index().objects()?.len() as u64,
         })
     }
 
@@ -426,8 +505,27 @@ impl<'s> BlobReader<'s> {
 
     /// Reads the stored bytes of blob `id`, verified.
     pub(crate) fn read(&mut self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        let loc = self.store.index.blob(id)?.ok_or(StoreError::Missing { chunk: *id })?;
-        self.read_at(id, &loc)
+        self.read_with_kind(id)?.map(|(_, b)| b).ok_or(StoreError::Missing { chunk: *id })
+    }
+
+    /// Reads blob `id` with its kind, verified; `None` if the index does not know it. A pack
+    /// that vanished under us (a concurrent gc moved the blob) is looked up once more.
+    pub(crate) fn read_with_kind(
+        &mut self,
+        id: &ChunkId,
+    ) -> Result<Option<(BlobKind, Vec<u8>)>, StoreError> {
+        for attempt in 0..2 {
+            let Some(loc) = self.store.index().blob(id)? else { return Ok(None) };
+            match self.read_at(id, &loc) {
+                Err(StoreError::Io { source, .. })
+                    if attempt == 0 && source.kind() == io::ErrorKind::NotFound =>
+                {
+                    self.open.remove(&loc.pack);
+                }
+                other => return other.map(|b| Some((loc.kind, b))),
+            }
+        }
+        Ok(None)
     }
 
     /// Reads blob `id` at a known location, verified.
@@ -486,10 +584,16 @@ impl<'s> BlobReader<'s> {
 }
 
 /// The absolute, lexically normalised form of `path` (no `.` or `..`, symlinks kept), which
-/// names a source across versions.
+/// names a source across versions; relative paths are taken relative to this process's folder.
 pub fn absolute(path: &Path) -> Result<PathBuf, StoreError> {
-    let abs = std::path::absolute(path)
+    let cwd = std::env::current_dir()
         .map_err(|source| StoreError::Source { path: path.to_path_buf(), source })?;
+    Ok(absolute_in(path, &cwd))
+}
+
+/// [`absolute`] with relative paths taken relative to `cwd`.
+pub fn absolute_in(path: &Path, cwd: &Path) -> PathBuf {
+    let abs = cwd.join(path);
     let mut out = PathBuf::new();
     for c in abs.components() {
         match c {
@@ -500,7 +604,7 @@ pub fn absolute(path: &Path) -> Result<PathBuf, StoreError> {
             c => out.push(c.as_os_str()),
         }
     }
-    Ok(out)
+    out
 }
 
 /// Removes leftovers of an interrupted operation in `dir` (temporary packs).

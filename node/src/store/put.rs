@@ -192,7 +192,7 @@ pub(super) fn put(
     }
     let source_bytes = source.as_os_str().as_bytes().to_vec();
     let lineage = store.keys.lineage(&source_bytes);
-    let parent = store.index.versions(&lineage)?.last().map(|(_, id)| *id);
+    let parent = store.index().versions(&lineage)?.last().map(|(_, id)| *id);
     let mut warnings = Vec::new();
     let cache = match parent {
         Some(p) => load_cache(store, &p).unwrap_or_else(|e| {
@@ -212,8 +212,8 @@ pub(super) fn put(
     let ctx = RootContext { kind, source_bytes, parent, created_ms: now_ms() };
     let (outcome, committed) = run(store, &source, md, &cache, &ctx, progress, &mut warnings);
     let result = outcome.and_then(|(id, mut stats)| {
-        let version = store.index.last_version_number(&lineage)? + 1;
-        store.index.add_object(ObjectRow { id, lineage, version, created_ms: ctx.created_ms })?;
+        let version = store.index().last_version_number(&lineage)? + 1;
+        store.index().add_object(ObjectRow { id, lineage, version, created_ms: ctx.created_ms })?;
         stats.elapsed = started.elapsed();
         Ok(PutReport { id, version, source: source.clone(), stats, warnings })
     });
@@ -250,7 +250,7 @@ fn run(
     let aborted = AtomicBool::new(false);
     let walk_done = AtomicBool::new(false);
     let cutter = &Cutter::new(DATA_CHUNKS, store.keys.cdc_seed());
-    let next_pack = match store.index.next_pack_number() {
+    let next_pack = match store.index().next_pack_number() {
         Ok(n) => n,
         Err(e) => return (Err(e.into()), Vec::new()),
     };
@@ -652,7 +652,7 @@ fn seal_chunk(
     let known = pending.lock().tokens.get(&token).copied();
     let known = match known {
         Some(id) => Some(id),
-        None => store.index.token(&token)?,
+        None => store.index().token(&token)?,
     };
     if let Some(id) = known {
         return Ok(SealedChunk { chunk: ChunkRef { id, key: key.0, len }, token, envelope: None });
@@ -813,7 +813,7 @@ impl Writer<'_> {
         bytes: &[u8],
         token: Option<[u8; 32]>,
     ) -> Result<bool, StoreError> {
-        if self.pending.lock().ids.contains(&id.0) || self.store.index.blob(&id)?.is_some() {
+        if self.pending.lock().ids.contains(&id.0) || self.store.index().blob(&id)?.is_some() {
             return Ok(false);
         }
         if self.pack.is_none() {
@@ -949,11 +949,22 @@ fn forget_pending(
 
 /// Renames synced packs into place, then records them in the index in one transaction.
 fn commit_batch(store: &Store, batch: &[SealJob]) -> Result<(), StoreError> {
+    let tokens: Vec<([u8; 32], [u8; 32])> =
+        batch.iter().flat_map(|j| j.tokens.iter().copied()).collect();
+    let packs: Vec<&FinishedPack> = batch.iter().map(|j| &j.pack).collect();
+    commit_packs(store, &packs, &tokens)
+}
+
+/// Renames synced packs from `tmp/` into `packs/`, fsyncs the folder, and records the packs,
+/// their blobs and `tokens` in the index in one transaction.
+pub(super) fn commit_packs(
+    store: &Store,
+    packs: &[&FinishedPack],
+    tokens: &[([u8; 32], [u8; 32])],
+) -> Result<(), StoreError> {
     let packs_dir = store.packs_dir();
-    let mut packs = Vec::with_capacity(batch.len());
-    let mut tokens = Vec::new();
-    for job in batch {
-        let pack = &job.pack;
+    let mut rows = Vec::with_capacity(packs.len());
+    for pack in packs {
         let dest = store.pack_path(pack.number);
         fs::rename(&pack.tmp_path, &dest).map_err(StoreError::io(&dest))?;
         let blobs: Vec<(ChunkId, BlobLocation)> = pack
@@ -967,11 +978,10 @@ fn commit_batch(store: &Store, batch: &[SealJob]) -> Result<(), StoreError> {
                 )
             })
             .collect();
-        packs.push(NewPack { number: pack.number, size: pack.size, blobs });
-        tokens.extend_from_slice(&job.tokens);
+        rows.push(NewPack { number: pack.number, size: pack.size, blobs });
     }
     crate::fsutil::sync_dir(&packs_dir).map_err(StoreError::io(&packs_dir))?;
-    store.index.add_packs(&packs, &tokens)?;
+    store.index().add_packs(&rows, tokens)?;
     Ok(())
 }
 
@@ -980,7 +990,7 @@ fn rollback(store: &Store, packs: &[u64]) -> Result<(), StoreError> {
     if packs.is_empty() {
         return Ok(());
     }
-    store.index.forget_packs(packs)?;
+    store.index().forget_packs(packs)?;
     for n in packs {
         let _ = fs::remove_file(store.pack_path(*n));
     }

@@ -364,7 +364,8 @@ impl TreeSink {
                 .map_err(Self::dest_err(&path))?;
         }
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(meta.mode)).map_err(Self::dest_err(&path))?;
+        file.set_permissions(fs::Permissions::from_mode(meta.mode))
+            .map_err(Self::dest_err(&path))?;
         let t = mtime(&meta);
         filetime::set_file_handle_times(&file, Some(t), Some(t)).map_err(Self::dest_err(&path))?;
         Ok(())

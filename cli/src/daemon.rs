@@ -1,0 +1,210 @@
+//! `kith up`: the node in the foreground.
+//!
+//! It holds the home (a second daemon on the same home is refused), runs the network node,
+//! answers commands on the control socket (`HOME/control.sock`, mode 0600, token in
+//! `HOME/control.token`, 0600: reachable from this machine only), and serves the LAN-facing
+//! HTTP listener, which never exposes the control API. SIGINT or SIGTERM stops it within
+//! a few seconds.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::{Context, Result};
+use kith_node::net::mdns::MdnsConfig;
+use kith_node::net::{NetConfig, Node};
+use kith_node::{Home, Store};
+use tokio::sync::mpsc;
+
+use crate::client::{SOCKET, TOKEN};
+use crate::ops::{self, Ctx, Request};
+use crate::wire::{Frame, Out};
+
+/// Time the servers get to finish requests when stopping.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Largest control request body.
+const MAX_REQUEST: usize = 64 << 10;
+/// Frames buffered per control request.
+const FRAME_QUEUE: usize = 16;
+/// How long the daemon waits for a command that holds the home to finish.
+const LOCK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How the daemon listens.
+pub struct UpOptions {
+    /// iroh UDP addresses.
+    pub listen: Vec<SocketAddr>,
+    /// LAN HTTP listener.
+    pub http: SocketAddr,
+    /// Discovery.
+    pub mdns: MdnsConfig,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn up(home: Home, opts: UpOptions) -> Result<()> {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("kith").build()?;
+    let result = rt.block_on(run(home, opts));
+    // Tasks still running (an abandoned client request) get a moment, not forever.
+    rt.shutdown_timeout(STOP_GRACE / 2);
+    result
+}
+
+struct Control {
+    token: String,
+    ctx: Arc<Ctx>,
+    rt: tokio::runtime::Handle,
+}
+
+async fn run(home: Home, opts: UpOptions) -> Result<()> {
+    let started = Instant::now();
+    let store =
+        Arc::new(Store::open_patiently(&home, kith_node::home::DAEMON_WHAT, LOCK_PATIENCE)?);
+    let cfg = NetConfig { listen: opts.listen.clone(), mdns: opts.mdns.clone() };
+    let node = Arc::new(Node::start(&home, store.clone(), cfg).await?);
+
+    let lan = TcpListener::bind(opts.http)
+        .with_context(|| format!("cannot listen for HTTP on {}", opts.http))?;
+    let http_addr = lan.local_addr()?;
+    let ctx = Arc::new(Ctx {
+        home: home.clone(),
+        store,
+        node: Some(node.clone()),
+        started,
+        http: Some(http_addr),
+    });
+
+    let token = new_token();
+    let token_path = home.root().join(TOKEN);
+    write_private(&token_path, token.as_bytes())?;
+    let sock_path = home.root().join(SOCKET);
+    let _ = std::fs::remove_file(&sock_path);
+    let uds = UnixListener::bind(&sock_path)
+        .with_context(|| format!("cannot create {}", sock_path.display()))?;
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))?;
+
+    let control =
+        web::Data::new(Control { token, ctx: ctx.clone(), rt: tokio::runtime::Handle::current() });
+    let control_server = HttpServer::new(move || {
+        App::new()
+            .app_data(control.clone())
+            .app_data(web::PayloadConfig::new(MAX_REQUEST))
+            .route("/v1/run", web::post().to(run_request))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(STOP_GRACE.as_secs())
+    .listen_uds(uds)?
+    .run();
+    let page = web::Data::new(LanPage { node: node.id().to_string() });
+    let lan_server = HttpServer::new(move || {
+        App::new()
+            .app_data(page.clone())
+            .route("/", web::get().to(lan_index))
+            .default_service(web::to(not_found))
+    })
+    .workers(2)
+    .disable_signals()
+    .client_request_timeout(Duration::from_secs(10))
+    .shutdown_timeout(STOP_GRACE.as_secs())
+    .listen(lan)?
+    .run();
+    let (control_handle, lan_handle) = (control_server.handle(), lan_server.handle());
+    tokio::spawn(control_server);
+    tokio::spawn(lan_server);
+    tracing::info!(
+        node = %node.id(),
+        addrs = ?node.addrs(),
+        http = %http_addr,
+        control = %sock_path.display(),
+        "kith is up"
+    );
+
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    let stop = async {
+        tokio::join!(control_handle.stop(true), lan_handle.stop(true), node.shutdown());
+    };
+    if tokio::time::timeout(STOP_GRACE * 2, stop).await.is_err() {
+        tracing::warn!("stopping took too long; leaving anyway");
+    }
+    let _ = std::fs::remove_file(&sock_path);
+    let _ = std::fs::remove_file(&token_path);
+    drop(ctx);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn new_token() -> String {
+    let mut b = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("the system random source works");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can watch SIGTERM");
+    let mut int = signal(SignalKind::interrupt()).expect("can watch SIGINT");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn run_request(
+    req: HttpRequest,
+    body: web::Bytes,
+    control: web::Data<Control>,
+) -> HttpResponse {
+    let given = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let expected = format!("Bearer {}", control.token);
+    if !same(given.as_bytes(), expected.as_bytes()) {
+        return HttpResponse::Unauthorized().body("wrong or missing control token\n");
+    }
+    let request: Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return HttpResponse::BadRequest().body(format!("malformed request: {e}\n")),
+    };
+    let (tx, rx) = mpsc::channel::<Frame>(FRAME_QUEUE);
+    control.rt.spawn(ops::run(control.ctx.clone(), request, Out(tx)));
+    let stream = n0_future::stream::unfold(rx, |mut rx| async move {
+        let f = rx.recv().await?;
+        Some((Ok::<_, std::io::Error>(web::Bytes::from(f.encode())), rx))
+    });
+    HttpResponse::Ok().content_type("application/octet-stream").streaming(stream)
+}
+
+/// Compares in time that does not depend on where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+struct LanPage {
+    node: String,
+}
+
+async fn lan_index(page: web::Data<LanPage>) -> HttpResponse {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>kith node</title></head>\
+         <body><h1>kith</h1><p>This is kith node <code>{}</code>.</p></body></html>\n",
+        page.node
+    );
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html)
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().content_type("text/plain").body("not found\n")
+}

@@ -1,0 +1,401 @@
+//! What each command does, once: the same code runs in this process (no daemon) or in the
+//! daemon (`kith up`), and answers with [`Frame`]s.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use kith_node::net::Node;
+use kith_node::net::peers::{PeerInfo, PeerTable};
+use kith_node::net::ticket::NodeTicket;
+use kith_node::store::{GcReport, VerifyReport};
+use kith_node::{Home, ObjectId, ObjectInfo, Progress, PutReport, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::wire::{Frame, Out};
+
+/// How often a running operation reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// Bytes per data frame when a file object streams to standard output.
+const DATA_FRAME: usize = 1 << 20;
+
+/// A command, as the CLI sends it (paths absolute, or with the caller's folder).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Node, addresses, peers, store usage.
+    Status,
+    /// Node id, identity, age recipient.
+    Id,
+    /// Store a path.
+    Put { path: PathBuf },
+    /// Restore an object.
+    Get { spec: String, cwd: PathBuf, to: GetTo },
+    /// List objects.
+    Ls,
+    /// Versions of a path.
+    Log { path: PathBuf },
+    /// Forget an object.
+    Rm { spec: String, cwd: PathBuf },
+    /// Reclaim unreferenced chunks.
+    Gc,
+    /// Check everything.
+    Verify,
+    /// The peer table.
+    Peers,
+    /// Add a peer by ticket.
+    PeerAdd { ticket: String },
+    /// This node's ticket.
+    Ticket,
+}
+
+/// Where `get` restores to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GetTo {
+    /// A file object's bytes as data frames, for standard output.
+    Stdout,
+    /// This path, which must not exist.
+    Path(PathBuf),
+    /// The object's original name, in the caller's folder.
+    Here,
+}
+
+/// What an operation may use.
+pub struct Ctx {
+    /// The home.
+    pub home: Home,
+    /// The store, held by this process.
+    pub store: Arc<Store>,
+    /// The running node, in the daemon.
+    pub node: Option<Arc<Node>>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// The daemon's LAN HTTP listener.
+    pub http: Option<std::net::SocketAddr>,
+}
+
+/// Runs `req` and sends its frames to `out`, ending with a result or an error frame.
+pub async fn run(ctx: Arc<Ctx>, req: Request, out: Out) {
+    let last = match handle(&ctx, req, &out).await {
+        Ok(v) => Frame::Result(v),
+        Err(e) => Frame::Error(chain(&e)),
+    };
+    out.send(last).await;
+}
+
+/// An error and its causes, on one line.
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(&format!(": {c}"));
+        }
+    }
+    msg
+}
+
+async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
+    let store = ctx.store.clone();
+    match req {
+        Request::Status => status(ctx).await,
+        Request::Id => {
+            let identity = ctx.home.identity()?;
+            Ok(json!({
+                "node": ctx.home.node_key()?.id().to_string(),
+                "identity": identity.id().to_string(),
+                "age": identity.recipient().to_string(),
+            }))
+        }
+        Request::Put { path } => {
+            let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
+            for w in &r.warnings {
+                out.send(Frame::Warning(w.clone())).await;
+            }
+            Ok(put_json(&r))
+        }
+        Request::Get { spec, cwd, to } => get(ctx, spec, cwd, to, out).await,
+        Request::Ls => Ok(objects_json(&blocking(move || store.list()).await?)),
+        Request::Log { path } => Ok(objects_json(&blocking(move || store.log(&path)).await?)),
+        Request::Rm { spec, cwd } => {
+            let id = blocking(move || {
+                let id = store.resolve(&spec, &cwd)?;
+                store.remove(&id)?;
+                Ok::<_, StoreError>(id)
+            })
+            .await?;
+            Ok(json!({ "id": id.to_string() }))
+        }
+        Request::Gc => Ok(gc_json(&blocking(move || store.gc()).await?)),
+        Request::Verify => {
+            Ok(verify_json(&with_progress(out, move |p| store.verify(Some(p))).await?))
+        }
+        Request::Peers => {
+            let node = need_node(ctx, "list peers")?;
+            Ok(Value::Array(node.peers().iter().map(peer_json).collect()))
+        }
+        Request::PeerAdd { ticket } => {
+            let t: NodeTicket = ticket.parse().context("cannot add the peer")?;
+            match &ctx.node {
+                Some(node) => Ok(peer_json(&node.add_peer(&t).await.map_err(|e| anyhow!(e))?)),
+                None => {
+                    let me = ctx.home.node_key()?.id();
+                    if t.id == me {
+                        bail!("that is this node's own ticket");
+                    }
+                    let table = PeerTable::load(me, ctx.home.root().join("peers.cbor"));
+                    table.add_ticket(&t)?;
+                    Ok(json!({ "id": t.id.to_string(), "saved": true }))
+                }
+            }
+        }
+        Request::Ticket => {
+            Ok(json!({ "ticket": need_node(ctx, "make a ticket")?.ticket().to_string() }))
+        }
+    }
+}
+
+fn need_node<'a>(ctx: &'a Ctx, what: &str) -> Result<&'a Arc<Node>> {
+    ctx.node
+        .as_ref()
+        .ok_or_else(|| anyhow!("cannot {what}: kith is not running here; start it with `kith up`"))
+}
+
+async fn blocking<T: Send + 'static, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T>
+where
+    E: Into<anyhow::Error> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.context("an internal task failed")?.map_err(Into::into)
+}
+
+/// Runs a blocking store operation, reporting its progress counters as frames.
+async fn with_progress<T: Send + 'static>(
+    out: &Out,
+    f: impl FnOnce(Arc<Progress>) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T> {
+    let p = Arc::new(Progress::default());
+    let task = tokio::task::spawn_blocking({
+        let p = p.clone();
+        move || f(p)
+    });
+    tokio::pin!(task);
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            r = &mut task => return r.context("an internal task failed")?.map_err(Into::into),
+            _ = tick.tick() => out.send(progress_frame(&p)).await,
+        }
+    }
+}
+
+fn progress_frame(p: &Progress) -> Frame {
+    Frame::Progress {
+        done: p.bytes_done.load(Ordering::Relaxed),
+        total: p.bytes_total.load(Ordering::Relaxed),
+        files: p.files_done.load(Ordering::Relaxed),
+    }
+}
+
+async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Result<Value> {
+    let store = ctx.store.clone();
+    let resolved = {
+        let (spec, cwd) = (spec.clone(), cwd.clone());
+        tokio::task::spawn_blocking(move || store.resolve(&spec, &cwd)).await?
+    };
+    let mut fetched = 0;
+    let id = match (resolved, &ctx.node, spec.parse::<ObjectId>()) {
+        (Ok(id), _, _) => id,
+        (Err(StoreError::NotFound(_)), Some(node), Ok(id)) => {
+            // Not here: fetch it from another device of this identity.
+            let p = Arc::new(Progress::default());
+            let ticker = tokio::spawn(report_progress(out.clone(), p.clone()));
+            let r = node.fetch_object(id, Some(p)).await;
+            ticker.abort();
+            fetched = r?;
+            id
+        }
+        (Err(StoreError::NotFound(msg)), None, Ok(_)) => {
+            bail!("{msg} here; start `kith up` to fetch it from your other devices")
+        }
+        (Err(e), _, _) => return Err(e.into()),
+    };
+    let store = ctx.store.clone();
+    let dest = match to {
+        GetTo::Stdout => None,
+        GetTo::Path(p) => Some(p),
+        GetTo::Here => {
+            let s = store.clone();
+            let root = blocking(move || s.root(&id)).await?;
+            let source = PathBuf::from(String::from_utf8_lossy(&root.source).into_owned());
+            let name = source
+                .file_name()
+                .context("the object has no name to restore under; pass -o DEST")?;
+            Some(cwd.join(name))
+        }
+    };
+    match dest {
+        Some(dest) => {
+            let d = dest.clone();
+            let s = with_progress(out, move |p| store.restore(&id, &d, Some(p))).await?;
+            Ok(json!({
+                "id": id.to_string(), "dest": dest.to_string_lossy(), "files": s.files, "dirs": s.dirs,
+                "symlinks": s.symlinks, "bytes": s.bytes, "seconds": s.elapsed.as_secs_f64(),
+                "fetched_bytes": fetched,
+            }))
+        }
+        None => {
+            let out = out.clone();
+            let s = blocking(move || {
+                let mut w = FrameWriter { out, buf: Vec::with_capacity(DATA_FRAME) };
+                let s = store.restore_to_writer(&id, &mut w, None)?;
+                w.flush().map_err(|source| StoreError::Dest {
+                    path: "standard output".into(),
+                    source,
+                })?;
+                Ok::<_, StoreError>(s)
+            })
+            .await?;
+            Ok(json!({ "id": id.to_string(), "bytes": s.bytes, "fetched_bytes": fetched }))
+        }
+    }
+}
+
+async fn report_progress(out: Out, p: Arc<Progress>) {
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tick.tick().await;
+        out.send(progress_frame(&p)).await;
+    }
+}
+
+/// Turns written bytes into data frames.
+struct FrameWriter {
+    out: Out,
+    buf: Vec<u8>,
+}
+
+impl Write for FrameWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.out.is_closed() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the reader went away",
+            ));
+        }
+        let n = b.len().min(DATA_FRAME - self.buf.len());
+        self.buf.extend_from_slice(&b[..n]);
+        if self.buf.len() >= DATA_FRAME {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let data = std::mem::replace(&mut self.buf, Vec::with_capacity(DATA_FRAME));
+            self.out.blocking_send(Frame::Data(data));
+        }
+        Ok(())
+    }
+}
+
+async fn status(ctx: &Ctx) -> Result<Value> {
+    let store = ctx.store.clone();
+    let usage = blocking(move || store.usage()).await?;
+    let mut v = json!({
+        "node": ctx.home.node_key()?.id().to_string(),
+        "identity": ctx.home.identity()?.id().to_string(),
+        "home": ctx.home.root().to_string_lossy(),
+        "running": ctx.node.is_some(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": {
+            "objects": usage.objects, "chunks": usage.blobs, "packs": usage.packs, "bytes": usage.pack_bytes,
+        },
+    });
+    if let Some(node) = &ctx.node {
+        let peers = node.peers();
+        let reachable = peers.iter().filter(|p| p.reachability.name() == "reachable").count();
+        v["addrs"] = json!(node.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        v["http"] = json!(ctx.http.map(|a| a.to_string()));
+        v["peers"] = json!({ "known": peers.len(), "reachable": reachable });
+        v["uptime_s"] = json!(ctx.started.elapsed().as_secs());
+        let served = node.served();
+        v["served"] = json!({
+            "blobs": served.blobs.load(Ordering::Relaxed),
+            "bytes": served.bytes.load(Ordering::Relaxed),
+            "bad_requests": served.bad_requests.load(Ordering::Relaxed),
+        });
+    }
+    Ok(v)
+}
+
+/// The JSON of a put report.
+pub fn put_json(r: &PutReport) -> Value {
+    let s = &r.stats;
+    json!({
+        "id": r.id.to_string(),
+        "version": r.version,
+        "source": r.source.to_string_lossy(),
+        "files": s.files, "dirs": s.dirs, "symlinks": s.symlinks,
+        "files_unchanged": s.files_unchanged,
+        "bytes_scanned": s.bytes_scanned, "bytes_read": s.bytes_read,
+        "chunks_new": s.chunks_new, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
+        "seconds": s.elapsed.as_secs_f64(),
+        "warnings": r.warnings,
+    })
+}
+
+fn objects_json(objects: &[ObjectInfo]) -> Value {
+    Value::Array(
+        objects
+            .iter()
+            .map(|o| {
+                json!({
+                    "id": o.id.to_string(), "version": o.version, "created_ms": o.created_ms,
+                    "source": o.source.to_string_lossy(), "kind": o.kind.name(),
+                    "files": o.stats.files, "dirs": o.stats.dirs, "bytes": o.stats.bytes,
+                    "parent": o.parent.map(|p| p.to_string()),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn gc_json(r: &GcReport) -> Value {
+    json!({
+        "objects": r.objects, "blobs_kept": r.blobs_kept, "blobs_removed": r.blobs_removed,
+        "packs_deleted": r.packs_deleted, "packs_rewritten": r.packs_rewritten,
+        "bytes_freed": r.bytes_freed, "bytes_unreferenced_kept": r.bytes_unreferenced_kept,
+    })
+}
+
+fn verify_json(r: &VerifyReport) -> Value {
+    json!({
+        "damaged": r.is_damaged(),
+        "packs": r.packs, "blobs": r.blobs, "bytes": r.bytes, "objects": r.objects,
+        "damaged_blobs": r.damaged_blobs.iter().map(|(id, why)| json!({"chunk": id.to_string(), "reason": why})).collect::<Vec<_>>(),
+        "damaged_objects": r.damaged_objects.iter().map(|d| json!({
+            "id": d.id.to_string(), "source": d.source.as_ref().map(|s| s.to_string_lossy()),
+            "problems": d.problems, "problem_count": d.problem_count,
+        })).collect::<Vec<_>>(),
+        "unindexed_packs": r.unindexed_packs.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+        "unreferenced_blobs": r.unreferenced_blobs,
+    })
+}
+
+fn peer_json(p: &PeerInfo) -> Value {
+    json!({
+        "id": p.id.to_string(),
+        "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "mdns": p.mdns, "manual": p.manual,
+        "state": p.reachability.name(),
+        "last_seen_ms": p.last_seen_ms,
+    })
+}

@@ -1,0 +1,232 @@
+//! Printing results for people (or as JSON).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::fmt;
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn json_out(v: &Value) -> Result<ExitCode> {
+    println!("{v}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn id(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    println!("node      {}", s(&v["node"]));
+    println!("identity  {}", s(&v["identity"]));
+    println!("age       {}", s(&v["age"]));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ticket(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    println!("{}", s(&v["ticket"]));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    let st = &v["store"];
+    println!("node      {}", s(&v["node"]));
+    println!("identity  {}", s(&v["identity"]));
+    println!("home      {}", s(&v["home"]));
+    if v["running"].as_bool() == Some(true) {
+        let addrs: Vec<&str> = v["addrs"].as_array().into_iter().flatten().map(s).collect();
+        println!("state     up for {} s", u(&v["uptime_s"]));
+        println!("addrs     {}", addrs.join(", "));
+        println!("http      http://{}/", s(&v["http"]));
+        println!(
+            "peers     {} known, {} reachable",
+            u(&v["peers"]["known"]),
+            u(&v["peers"]["reachable"])
+        );
+    } else {
+        println!("state     not running (start it with `kith up`)");
+    }
+    println!(
+        "store     {} objects, {} chunks in {} packs, {}",
+        u(&st["objects"]),
+        u(&st["chunks"]),
+        u(&st["packs"]),
+        fmt::bytes(u(&st["bytes"]))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn peers(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    println!("{:<16}  {:<11}  {:<19}  {:<10}  ADDRESSES", "NODE", "STATE", "LAST SEEN", "VIA");
+    for p in v.as_array().into_iter().flatten() {
+        let via = match (p["mdns"].as_bool(), p["manual"].as_bool()) {
+            (Some(true), Some(true)) => "mdns,ticket",
+            (Some(true), _) => "mdns",
+            (_, Some(true)) => "ticket",
+            _ => "-",
+        };
+        let seen = p["last_seen_ms"].as_u64().map(fmt::time).unwrap_or_else(|| "never".into());
+        let addrs: Vec<&str> = p["addrs"].as_array().into_iter().flatten().map(s).collect();
+        println!(
+            "{:<16}  {:<11}  {:<19}  {:<10}  {}",
+            &s(&p["id"])[..16.min(s(&p["id"]).len())],
+            s(&p["state"]),
+            seen,
+            via,
+            addrs.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn peer_added(v: &Value) -> Result<ExitCode> {
+    if v["saved"].as_bool() == Some(true) {
+        eprintln!("saved peer {}; `kith up` will use it", s(&v["id"]));
+    } else {
+        eprintln!("added peer {} ({})", s(&v["id"]), s(&v["state"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn put(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    println!("{}", s(&v["id"]));
+    let (scanned, new) = (u(&v["bytes_scanned"]), u(&v["bytes_new"]));
+    let secs = v["seconds"].as_f64().unwrap_or(0.0);
+    let share = if scanned > 0 { 100.0 * new as f64 / scanned as f64 } else { 0.0 };
+    eprintln!("stored {} as version {}", s(&v["source"]), u(&v["version"]));
+    eprintln!(
+        "  {} files ({} unchanged), {} folders, {} links",
+        u(&v["files"]),
+        u(&v["files_unchanged"]),
+        u(&v["dirs"]),
+        u(&v["symlinks"])
+    );
+    eprintln!(
+        "  {} scanned, {} read, {} new ({share:.1}%), {} added to the store",
+        fmt::bytes(scanned),
+        fmt::bytes(u(&v["bytes_read"])),
+        fmt::bytes(new),
+        fmt::bytes(u(&v["bytes_stored"]))
+    );
+    eprintln!("  dedup ratio {:.1}%, {secs:.2} s, {}", 100.0 - share, fmt::rate(scanned, secs));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restored(v: &Value) {
+    let secs = v["seconds"].as_f64().unwrap_or(0.0);
+    let fetched = u(&v["fetched_bytes"]);
+    if fetched > 0 {
+        eprintln!("fetched {} from peers", fmt::bytes(fetched));
+    }
+    eprintln!(
+        "restored {} to {}: {} files, {} folders, {} links, {} in {secs:.2} s ({})",
+        &s(&v["id"])[..12.min(s(&v["id"]).len())],
+        s(&v["dest"]),
+        u(&v["files"]),
+        u(&v["dirs"]),
+        u(&v["symlinks"]),
+        fmt::bytes(u(&v["bytes"])),
+        fmt::rate(u(&v["bytes"]), secs)
+    );
+}
+
+pub fn objects(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    println!(
+        "{:<12}  {:>4}  {:<19}  {:<4}  {:>7}  {:>10}  SOURCE",
+        "ID", "VER", "STORED", "KIND", "FILES", "SIZE"
+    );
+    for o in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<12}  {:>4}  {:<19}  {:<4}  {:>7}  {:>10}  {}",
+            &s(&o["id"])[..12.min(s(&o["id"]).len())],
+            u(&o["version"]),
+            fmt::time(u(&o["created_ms"])),
+            s(&o["kind"]),
+            u(&o["files"]),
+            fmt::bytes(u(&o["bytes"])),
+            s(&o["source"])
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn gc(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    eprintln!(
+        "kept {} objects and {} chunks; removed {} chunks, deleted {} packs, rewrote {}; freed {}",
+        u(&v["objects"]),
+        u(&v["blobs_kept"]),
+        u(&v["blobs_removed"]),
+        u(&v["packs_deleted"]),
+        u(&v["packs_rewritten"]),
+        fmt::bytes(u(&v["bytes_freed"]))
+    );
+    if u(&v["bytes_unreferenced_kept"]) > 0 {
+        eprintln!(
+            "  {} of unreferenced chunks stay in packs that are mostly in use",
+            fmt::bytes(u(&v["bytes_unreferenced_kept"]))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(v: &Value, json: bool) -> Result<ExitCode> {
+    let damaged = v["damaged"].as_bool() == Some(true);
+    let code = if damaged { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    if json {
+        println!("{v}");
+        return Ok(code);
+    }
+    println!(
+        "checked {} chunks ({}) in {} packs, and {} objects",
+        u(&v["blobs"]),
+        fmt::bytes(u(&v["bytes"])),
+        u(&v["packs"]),
+        u(&v["objects"])
+    );
+    for b in v["damaged_blobs"].as_array().into_iter().flatten() {
+        println!("damaged chunk {}: {}", s(&b["chunk"]), s(&b["reason"]));
+    }
+    for d in v["damaged_objects"].as_array().into_iter().flatten() {
+        let src = d["source"].as_str().map(|x| format!(" ({x})")).unwrap_or_default();
+        println!("damaged object {}{src}: {} problem(s)", s(&d["id"]), u(&d["problem_count"]));
+        for p in d["problems"].as_array().into_iter().flatten() {
+            println!("  {}", s(p));
+        }
+    }
+    let unindexed = v["unindexed_packs"].as_array().map_or(0, |a| a.len());
+    if unindexed > 0 || u(&v["unreferenced_blobs"]) > 0 {
+        println!(
+            "{unindexed} unindexed packs and {} unreferenced chunks from interrupted puts; `kith gc` removes them",
+            u(&v["unreferenced_blobs"])
+        );
+    }
+    if !damaged {
+        println!("no damage found");
+    }
+    Ok(code)
+}

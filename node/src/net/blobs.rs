@@ -1,0 +1,483 @@
+//! `kith/blobs/1`: serving and fetching blobs by id between nodes.
+//!
+//! One request per bi-directional stream. The client sends a frame, `Ping(nonce)` or
+//! `Get([id, ...])` (at most [`MAX_IDS`]); the server answers `Pong(nonce)`, or for each id in
+//! order `Have{kind, len}` followed by `len` raw bytes, or `Missing`. A blob is whatever the
+//! store holds under an id (a chunk envelope or an object root); the receiver hashes it before
+//! it keeps or uses it, so a peer can waste our time but never our data.
+//!
+//! The fetcher spreads batches of ids over every peer it can reach (several streams per
+//! peer), moves a batch to another peer when one fails, stalls or lies, and gives up on an id
+//! only when every live peer said it does not have it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use iroh::{Endpoint, EndpointId};
+use minicbor::bytes::ByteArray;
+use minicbor::{Decode, Encode};
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use super::frame::{self, FrameError};
+use super::peers::PeerTable;
+use crate::ids::ChunkId;
+use crate::store::Store;
+use crate::store::pack::{BlobKind, MAX_BLOB_BYTES};
+
+/// The protocol's ALPN.
+pub const ALPN: &[u8] = b"kith/blobs/1";
+/// Ids in one `Get`.
+pub const MAX_IDS: usize = 256;
+/// Requests served at once, over all peers (bounds memory: each holds at most two blobs).
+const MAX_SERVING: usize = 32;
+/// Streams a peer may open at once on one connection.
+const MAX_STREAMS_PER_CONN: u32 = 8;
+/// Time for a peer to send its request, or for us to connect to one.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time without progress on one reply before a peer counts as stalled.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ids the fetcher asks one peer for in one request.
+const FETCH_BATCH: usize = 64;
+/// Streams the fetcher keeps open to one peer.
+const STREAMS_PER_PEER: usize = 4;
+/// Peers one fetch uses at most.
+const MAX_FETCH_PEERS: usize = 8;
+
+/// What a client asks (the protocol's request frame).
+#[derive(Debug, Encode, Decode)]
+pub enum Request {
+    /// Are you there? Answered with the same nonce.
+    #[n(0)]
+    Ping(#[n(0)] u64),
+    /// These blobs, please (at most [`MAX_IDS`]).
+    #[n(1)]
+    Get(#[n(0)] Vec<ByteArray<32>>),
+}
+
+/// What a server answers (one frame per ping, one per id of a get).
+#[derive(Debug, Encode, Decode)]
+pub enum Reply {
+    /// The ping's nonce.
+    #[n(0)]
+    Pong(#[n(0)] u64),
+    /// The blob follows: `len` raw bytes.
+    #[n(1)]
+    Have {
+        /// Its kind (0 chunk, 1 root).
+        #[n(0)]
+        kind: u8,
+        /// Its length.
+        #[n(1)]
+        len: u32,
+    },
+    /// Not here.
+    #[n(2)]
+    Missing,
+    /// The request was not acceptable.
+    #[n(3)]
+    Refused(#[n(0)] String),
+}
+
+/// Counts what this node served.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// Blobs sent.
+    pub blobs: AtomicU64,
+    /// Bytes of blobs sent.
+    pub bytes: AtomicU64,
+    /// Requests dropped as malformed, oversized or stalled.
+    pub bad_requests: AtomicU64,
+}
+
+/// Serves blobs from the store to peers.
+#[derive(Debug, Clone)]
+pub struct BlobsProtocol {
+    store: Arc<Store>,
+    serving: Arc<Semaphore>,
+    served: Arc<Served>,
+}
+
+impl BlobsProtocol {
+    /// Serves from `store`, counting into `served`.
+    pub fn new(store: Arc<Store>, served: Arc<Served>) -> Self {
+        Self { store, serving: Arc::new(Semaphore::new(MAX_SERVING)), served }
+    }
+
+    async fn serve(&self, mut send: SendStream, mut recv: RecvStream) -> Result<(), ServeError> {
+        let req: Request = tokio::time::timeout(REQUEST_TIMEOUT, frame::read(&mut recv))
+            .await
+            .map_err(|_| ServeError::Timeout)??
+            .ok_or(ServeError::Frame(FrameError::Truncated))?;
+        match req {
+            Request::Ping(n) => frame::write(&mut send, &Reply::Pong(n)).await?,
+            Request::Get(ids) if ids.len() > MAX_IDS => {
+                let why = format!("at most {MAX_IDS} ids per request");
+                frame::write(&mut send, &Reply::Refused(why)).await?;
+            }
+            Request::Get(ids) => self.send_blobs(&mut send, ids).await?,
+        }
+        send.finish().map_err(|e| ServeError::Frame(FrameError::Stream(e.to_string())))?;
+        Ok(())
+    }
+
+    async fn send_blobs(
+        &self,
+        send: &mut SendStream,
+        ids: Vec<ByteArray<32>>,
+    ) -> Result<(), ServeError> {
+        // Reads happen on a blocking thread, at most two blobs ahead of the network.
+        let (tx, mut rx) = mpsc::channel::<Option<(BlobKind, Vec<u8>)>>(2);
+        let store = self.store.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            for id in ids {
+                let blob = store.read_blob(&ChunkId(*id)).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "not serving a blob that does not read back");
+                    None
+                });
+                if tx.blocking_send(blob).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(blob) = rx.recv().await {
+            let write = async {
+                match blob {
+                    Some((kind, bytes)) => {
+                        frame::write(
+                            send,
+                            &Reply::Have { kind: kind as u8, len: bytes.len() as u32 },
+                        )
+                        .await?;
+                        send.write_all(&bytes)
+                            .await
+                            .map_err(|e| FrameError::Stream(e.to_string()))?;
+                        self.served.blobs.fetch_add(1, Ordering::Relaxed);
+                        self.served.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    None => frame::write(send, &Reply::Missing).await,
+                }
+            };
+            tokio::time::timeout(STALL_TIMEOUT, write).await.map_err(|_| ServeError::Timeout)??;
+        }
+        drop(rx);
+        let _ = reader.await;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("the peer stalled")]
+    Timeout,
+}
+
+impl ProtocolHandler for BlobsProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        conn.set_max_concurrent_bi_streams(MAX_STREAMS_PER_CONN.into());
+        let peer = conn.remote_id();
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let Ok(permit) = self.serving.clone().acquire_owned().await else { break };
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.serve(send, recv).await {
+                    this.served.bad_requests.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %peer.fmt_short(), error = %e, "dropped a bad blob request");
+                }
+                drop(permit);
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A verified blob from a peer.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// Its id (the BLAKE3 hash of `bytes`, checked).
+    pub id: ChunkId,
+    /// What the sender stores it as.
+    pub kind: BlobKind,
+    /// Its bytes.
+    pub bytes: Bytes,
+}
+
+/// What a fetch got.
+#[derive(Debug, Clone, Default)]
+pub struct FetchReport {
+    /// Blobs received.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Ids no live peer had.
+    pub missing: Vec<ChunkId>,
+    /// Peers dropped during the fetch, with the reason.
+    pub failed_peers: Vec<(EndpointId, String)>,
+    /// Peers asked.
+    pub peers_asked: usize,
+}
+
+/// Connections to peers, reused by fetches and pings.
+#[derive(Debug)]
+pub struct Connections {
+    endpoint: Endpoint,
+    conns: Mutex<HashMap<EndpointId, Connection>>,
+}
+
+impl Connections {
+    /// A pool over `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self { endpoint, conns: Mutex::new(HashMap::new()) }
+    }
+
+    /// An open connection to `peer`, dialed by id (addresses from the peer table).
+    pub async fn get(&self, peer: EndpointId) -> Result<Connection, String> {
+        let cached = self.lock().get(&peer).cloned();
+        if let Some(c) = cached.filter(|c| c.close_reason().is_none()) {
+            return Ok(c);
+        }
+        let conn = tokio::time::timeout(REQUEST_TIMEOUT, self.endpoint.connect(peer, ALPN))
+            .await
+            .map_err(|_| "connecting timed out".to_string())?
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        self.lock().insert(peer, conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets a connection that misbehaved.
+    pub fn drop_peer(&self, peer: &EndpointId) {
+        if let Some(c) = self.lock().remove(peer) {
+            c.close(0u32.into(), b"dropped");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Connection>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks `peer` whether it is there.
+    pub async fn ping(&self, peer: EndpointId) -> Result<(), String> {
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            let conn = self.get(peer).await?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            let nonce = rand_u64();
+            frame::write(&mut send, &Request::Ping(nonce)).await.map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())?;
+            match frame::read::<Reply>(&mut recv).await.map_err(|e| e.to_string())? {
+                Some(Reply::Pong(n)) if n == nonce => Ok(()),
+                other => Err(format!("unexpected reply {other:?}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err("no answer".into()));
+        if result.is_err() {
+            self.drop_peer(&peer);
+        }
+        result
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_le_bytes(b)
+}
+
+#[derive(Default)]
+struct FetchState {
+    /// Ids still to fetch, in order.
+    pending: VecDeque<ChunkId>,
+    /// Peers that said they do not have an id.
+    lacking: HashMap<ChunkId, HashSet<EndpointId>>,
+    /// Batches being fetched.
+    in_flight: usize,
+    /// Peers still in this fetch.
+    live: HashSet<EndpointId>,
+    report: FetchReport,
+}
+
+impl FetchState {
+    /// Takes up to a batch of ids that `peer` has not said it lacks.
+    fn take_for(&mut self, peer: &EndpointId) -> Vec<ChunkId> {
+        let mut batch = Vec::new();
+        let mut rest = VecDeque::with_capacity(self.pending.len());
+        for id in self.pending.drain(..) {
+            let lacks = self.lacking.get(&id).is_some_and(|s| s.contains(peer));
+            if batch.len() < FETCH_BATCH && !lacks { batch.push(id) } else { rest.push_back(id) }
+        }
+        self.pending = rest;
+        batch
+    }
+
+    /// Gives up on pending ids that every live peer lacks (all of them if no peer is left).
+    fn give_up_hopeless(&mut self) {
+        let (live, lacking) = (&self.live, &self.lacking);
+        let hopeless = |id: &ChunkId| {
+            live.is_empty() || lacking.get(id).is_some_and(|s| live.iter().all(|p| s.contains(p)))
+        };
+        let (gone, keep): (Vec<ChunkId>, Vec<ChunkId>) = self.pending.drain(..).partition(hopeless);
+        self.pending = keep.into();
+        self.report.missing.extend(gone);
+    }
+}
+
+/// Fetches `ids` from the peers in `peers`, sending each verified blob to `sink` (in no
+/// particular order). Memory stays bounded by the sink's capacity and the stream count.
+pub async fn fetch(
+    conns: Arc<Connections>,
+    peers: &PeerTable,
+    ids: Vec<ChunkId>,
+    sink: mpsc::Sender<Blob>,
+) -> FetchReport {
+    let candidates: Vec<EndpointId> =
+        peers.candidates().into_iter().take(MAX_FETCH_PEERS).collect();
+    let mut st = FetchState { live: candidates.iter().copied().collect(), ..FetchState::default() };
+    st.report.peers_asked = candidates.len();
+    if candidates.is_empty() {
+        st.report.missing = ids;
+        return st.report;
+    }
+    st.pending = ids.into();
+    let state = Arc::new(Mutex::new(st));
+    let wake = Arc::new(Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    for peer in candidates {
+        for _ in 0..STREAMS_PER_PEER {
+            let (conns, state, wake, sink) =
+                (conns.clone(), state.clone(), wake.clone(), sink.clone());
+            tasks.spawn(async move { fetch_worker(&conns, peer, &state, &wake, &sink).await });
+        }
+    }
+    drop(sink);
+    while tasks.join_next().await.is_some() {}
+    let mut st = lock(&state);
+    let left: Vec<ChunkId> = st.pending.drain(..).collect();
+    st.report.missing.extend(left);
+    std::mem::take(&mut st.report)
+}
+
+fn lock(state: &Mutex<FetchState>) -> std::sync::MutexGuard<'_, FetchState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn fetch_worker(
+    conns: &Connections,
+    peer: EndpointId,
+    state: &Mutex<FetchState>,
+    wake: &Notify,
+    sink: &mpsc::Sender<Blob>,
+) {
+    loop {
+        // Registered before looking, so a change made after the look still wakes us.
+        let notified = wake.notified();
+        let batch = {
+            let mut st = lock(state);
+            if !st.live.contains(&peer) {
+                return;
+            }
+            let batch = st.take_for(&peer);
+            if batch.is_empty() && st.in_flight == 0 {
+                // Nothing this peer can do, and nothing in flight that could change that.
+                wake.notify_waiters();
+                return;
+            }
+            if !batch.is_empty() {
+                st.in_flight += 1;
+            }
+            batch
+        };
+        if batch.is_empty() {
+            notified.await;
+            continue;
+        }
+        let result = get_batch(conns, peer, &batch, sink).await;
+        {
+            let mut st = lock(state);
+            st.in_flight -= 1;
+            match result {
+                Ok(missing) => {
+                    st.report.blobs += (batch.len() - missing.len()) as u64;
+                    for id in &missing {
+                        st.lacking.entry(*id).or_default().insert(peer);
+                    }
+                    st.pending.extend(missing);
+                }
+                Err((done, why)) => {
+                    tracing::warn!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
+                    st.live.remove(&peer);
+                    st.report.failed_peers.push((peer, why));
+                    st.report.blobs += done.len() as u64;
+                    let done: HashSet<ChunkId> = done.into_iter().collect();
+                    st.pending.extend(batch.into_iter().filter(|id| !done.contains(id)));
+                    conns.drop_peer(&peer);
+                }
+            }
+            st.give_up_hopeless();
+        }
+        wake.notify_waiters();
+    }
+}
+
+/// Asks `peer` for `ids`; returns the ids it does not have, or on failure the ids received
+/// before it failed and why.
+async fn get_batch(
+    conns: &Connections,
+    peer: EndpointId,
+    ids: &[ChunkId],
+    sink: &mpsc::Sender<Blob>,
+) -> Result<Vec<ChunkId>, (Vec<ChunkId>, String)> {
+    let mut received = Vec::new();
+    let fail = |received: &Vec<ChunkId>, why: String| (received.clone(), why);
+    let conn = conns.get(peer).await.map_err(|e| fail(&received, e))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&received, e.to_string()))?;
+    let req = Request::Get(ids.iter().map(|id| ByteArray::from(id.0)).collect());
+    frame::write(&mut send, &req).await.map_err(|e| fail(&received, e.to_string()))?;
+    send.finish().map_err(|e| fail(&received, e.to_string()))?;
+    let mut missing = Vec::new();
+    for id in ids {
+        let reply = tokio::time::timeout(STALL_TIMEOUT, frame::read::<Reply>(&mut recv))
+            .await
+            .map_err(|_| fail(&received, "stalled".into()))?
+            .map_err(|e| fail(&received, e.to_string()))?;
+        match reply {
+            Some(Reply::Have { kind, len }) => {
+                if len > MAX_BLOB_BYTES {
+                    return Err(fail(&received, format!("announced a blob of {len} bytes")));
+                }
+                let mut bytes = vec![0u8; len as usize];
+                let n = tokio::time::timeout(
+                    STALL_TIMEOUT,
+                    frame::read_exact_or_eof(&mut recv, &mut bytes),
+                )
+                .await
+                .map_err(|_| fail(&received, "stalled".into()))?
+                .map_err(|e| fail(&received, e.to_string()))?;
+                if n != bytes.len() {
+                    return Err(fail(&received, "disconnected in the middle of a blob".into()));
+                }
+                if ChunkId::of(&bytes) != *id {
+                    return Err(fail(
+                        &received,
+                        format!("sent bytes that do not match chunk {id}"),
+                    ));
+                }
+                let kind = BlobKind::from_u8(kind).unwrap_or(BlobKind::Chunk);
+                if sink.send(Blob { id: *id, kind, bytes: bytes.into() }).await.is_err() {
+                    return Err(fail(&received, "the fetch was cancelled".into()));
+                }
+                received.push(*id);
+            }
+            Some(Reply::Missing) => missing.push(*id),
+            Some(other) => return Err(fail(&received, format!("unexpected reply {other:?}"))),
+            None => return Err(fail(&received, "closed the stream early".into())),
+        }
+    }
+    Ok(missing)
+}

@@ -1,0 +1,70 @@
+//! Frames on iroh streams: `length u32 LE | CBOR`, with a hard size limit.
+
+use iroh::endpoint::{RecvStream, SendStream};
+use minicbor::{Decode, Encode};
+
+/// Largest frame a peer may send us; control messages are far smaller.
+pub const MAX_FRAME: usize = 64 << 10;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The peer announced a frame over the limit.
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// The frame is not CBOR of the expected shape.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The stream ended in the middle of a frame.
+    #[error("the stream ended in the middle of a frame")]
+    Truncated,
+    /// The stream failed.
+    #[error("stream error: {0}")]
+    Stream(String),
+}
+
+/// Writes one frame.
+pub async fn write<T: Encode<()>>(send: &mut SendStream, msg: &T) -> Result<(), FrameError> {
+    let body = minicbor::to_vec(msg).expect("encoding into a Vec cannot fail");
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&body);
+    send.write_all(&buf).await.map_err(|e| FrameError::Stream(e.to_string()))
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+pub async fn read<T: for<'b> Decode<'b, ()>>(
+    recv: &mut RecvStream,
+) -> Result<Option<T>, FrameError> {
+    let mut len = [0u8; 4];
+    match read_exact_or_eof(recv, &mut len).await? {
+        0 => return Ok(None),
+        4 => {}
+        _ => return Err(FrameError::Truncated),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    if read_exact_or_eof(recv, &mut body).await? != len {
+        return Err(FrameError::Truncated);
+    }
+    minicbor::decode(&body).map(Some).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Fills `buf` unless the stream ends; returns how many bytes it read.
+pub async fn read_exact_or_eof(recv: &mut RecvStream, buf: &mut [u8]) -> Result<usize, FrameError> {
+    let mut at = 0;
+    while at < buf.len() {
+        match recv.read(&mut buf[at..]).await.map_err(|e| FrameError::Stream(e.to_string()))? {
+            Some(n) => at += n,
+            None => break,
+        }
+    }
+    Ok(at)
+}

@@ -1,0 +1,364 @@
+//! The network under everything: an offline-first iroh endpoint, LAN discovery, the peer table
+//! and verified blob transfer.
+//!
+//! [`Node`] is one running node. Its endpoint has no relay, no port mapping, no DNS or pkarr
+//! lookup and no network probes: it dials only addresses it learned on the LAN (mDNS) or from a
+//! ticket, so with no configuration it sends nothing beyond the LAN.
+
+pub mod blobs;
+pub mod frame;
+pub mod mdns;
+pub mod peers;
+pub mod ticket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iroh::address_lookup::{AddressLookup, EndpointData, Error as LookupError, Item};
+use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
+use iroh::protocol::Router;
+use iroh::{Endpoint, EndpointId, RelayMode};
+use n0_future::boxed::BoxStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::home::Home;
+use crate::ids::{ChunkId, ObjectId};
+use crate::store::tree::Item as TreeItem;
+use crate::store::{Progress, Store, StoreError};
+use blobs::{Blob, BlobsProtocol, Connections, FetchReport, Served};
+use mdns::{Mdns, MdnsConfig};
+use peers::{PeerInfo, PeerTable};
+use ticket::NodeTicket;
+
+/// How often each known peer is pinged.
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Peers pinged at once.
+const MAX_PINGS: usize = 16;
+/// Blobs buffered between the network and the store during a fetch.
+const INGEST_QUEUE: usize = 16;
+/// Ids looked up and fetched per round when fetching an object's data.
+const FETCH_ROUND: usize = 16_384;
+/// File in the home listing peers added by ticket.
+const PEERS_FILE: &str = "peers.cbor";
+
+/// How a node listens and discovers.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// UDP addresses for the iroh endpoint (port 0 picks one).
+    pub listen: Vec<SocketAddr>,
+    /// LAN discovery.
+    pub mdns: MdnsConfig,
+}
+
+/// Why the network failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The endpoint could not bind.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// mDNS could not start.
+    #[error(transparent)]
+    Mdns(#[from] mdns::MdnsError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Blobs no peer had.
+    #[error("{what}: {count} chunk(s) not found on any reachable peer ({asked} asked{}); first missing: {first}", failures(.failed))]
+    NotFound {
+        /// What was fetched.
+        what: String,
+        /// How many ids were missing.
+        count: usize,
+        /// The first missing id.
+        first: ChunkId,
+        /// Peers asked.
+        asked: usize,
+        /// Peers that failed, with the reason.
+        failed: Vec<String>,
+    },
+    /// No peer to ask.
+    #[error(
+        "no peers to fetch {0} from: start `kith up` on another device on this LAN, or `kith peer add TICKET`"
+    )]
+    NoPeers(String),
+    /// A blocking task failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn failures(failed: &[String]) -> String {
+    if failed.is_empty() { String::new() } else { format!("; failed: {}", failed.join("; ")) }
+}
+
+/// The address lookup: resolves from the peer table, announces on mDNS.
+#[derive(Debug)]
+struct LanLookup {
+    peers: Arc<PeerTable>,
+    mdns: Option<Arc<Mdns>>,
+}
+
+impl AddressLookup for LanLookup {
+    fn publish(&self, data: &EndpointData) {
+        if let Some(m) = &self.mdns {
+            let addrs: Vec<SocketAddr> = data.ip_addrs().copied().collect();
+            m.publish(&addrs);
+        }
+    }
+
+    fn resolve(&self, id: EndpointId) -> Option<BoxStream<Result<Item, LookupError>>> {
+        self.peers.resolve(id)
+    }
+}
+
+/// A running node.
+pub struct Node {
+    store: Arc<Store>,
+    endpoint: Endpoint,
+    router: Router,
+    peers: Arc<PeerTable>,
+    mdns: Option<Arc<Mdns>>,
+    conns: Arc<Connections>,
+    cancel: CancellationToken,
+    served: Arc<Served>,
+}
+
+impl Node {
+    /// Binds the endpoint, starts discovery, serving and pinging.
+    pub async fn start(home: &Home, store: Arc<Store>, cfg: NetConfig) -> Result<Node, NetError> {
+        let key = home.node_key().map_err(StoreError::from)?;
+        let me = key.id();
+        let cancel = CancellationToken::new();
+        let peers = Arc::new(PeerTable::load(me, home.root().join(PEERS_FILE)));
+        let mdns = match cfg.mdns.disabled {
+            true => None,
+            false => Some(Mdns::start(me, &cfg.mdns, peers.clone(), cancel.clone())?),
+        };
+        let lookup = LanLookup { peers: peers.clone(), mdns: mdns.clone() };
+        let mut builder = Endpoint::builder(presets::Minimal)
+            .secret_key(key.secret().clone())
+            .relay_mode(RelayMode::Disabled)
+            .portmapper_config(PortmapperConfig::Disabled)
+            .net_report_config(NetReportConfig::minimal())
+            .clear_address_lookup()
+            .address_lookup(lookup)
+            .clear_ip_transports();
+        let bind_err = |addr: &dyn std::fmt::Display, e: &dyn std::fmt::Display| NetError::Bind {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        };
+        for addr in &cfg.listen {
+            builder = builder.bind_addr(*addr).map_err(|e| bind_err(addr, &e))?;
+        }
+        let listen = cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        let endpoint = builder.bind().await.map_err(|e| bind_err(&listen, &e))?;
+        let served = Arc::new(Served::default());
+        let protocol = BlobsProtocol::new(store.clone(), served.clone());
+        let router = Router::builder(endpoint.clone()).accept(blobs::ALPN, protocol).spawn();
+        let conns = Arc::new(Connections::new(endpoint.clone()));
+        tokio::spawn(ping_loop(peers.clone(), conns.clone(), cancel.clone()));
+        tracing::info!(node = %me, addrs = ?endpoint.bound_sockets(), "node started");
+        Ok(Node { store, endpoint, router, peers, mdns, conns, cancel, served })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> EndpointId {
+        self.endpoint.id()
+    }
+
+    /// The addresses peers can dial.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.endpoint.addr().ip_addrs().copied().collect()
+    }
+
+    /// A ticket for this node.
+    pub fn ticket(&self) -> NodeTicket {
+        NodeTicket { id: self.id(), addrs: self.addrs() }
+    }
+
+    /// The peer table.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.peers.list()
+    }
+
+    /// Adds a peer from a ticket (remembered across restarts).
+    pub async fn add_peer(&self, t: &NodeTicket) -> Result<PeerInfo, String> {
+        if t.id == self.id() {
+            return Err("that is this node's own ticket".into());
+        }
+        self.peers.add_ticket(t).map_err(|e| e.to_string())?;
+        let answered = self.conns.ping(t.id).await;
+        self.peers.record(&t.id, answered.is_ok());
+        self.peers
+            .list()
+            .into_iter()
+            .find(|p| p.id == t.id)
+            .ok_or_else(|| "the peer table is full".into())
+    }
+
+    /// What this node served to peers.
+    pub fn served(&self) -> &Served {
+        &self.served
+    }
+
+    /// The store this node serves.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Fetches the blobs in `ids` that the store lacks from peers into the store.
+    pub async fn fetch_missing(
+        &self,
+        what: &str,
+        ids: Vec<ChunkId>,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<FetchReport, NetError> {
+        let store = self.store.clone();
+        let ids = blocking(move || {
+            let mut out = Vec::new();
+            for id in ids {
+                if !store.has(&id)? {
+                    out.push(id);
+                }
+            }
+            Ok::<_, StoreError>(out)
+        })
+        .await??;
+        if ids.is_empty() {
+            return Ok(FetchReport::default());
+        }
+        let (tx, mut rx) = mpsc::channel::<Blob>(INGEST_QUEUE);
+        let store = self.store.clone();
+        let sink = tokio::task::spawn_blocking(move || {
+            let mut ingest = store.ingest()?;
+            let mut bytes = 0u64;
+            while let Some(b) = rx.blocking_recv() {
+                ingest.add(b.id, b.kind, &b.bytes)?;
+                bytes += b.bytes.len() as u64;
+                if let Some(p) = &progress {
+                    p.bytes_done
+                        .fetch_add(b.bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            ingest.finish()?;
+            Ok::<_, StoreError>(bytes)
+        });
+        let mut report = blobs::fetch(self.conns.clone(), &self.peers, ids, tx).await;
+        report.bytes = sink.await.map_err(|e| NetError::Internal(e.to_string()))??;
+        if report.peers_asked == 0 {
+            return Err(NetError::NoPeers(what.to_string()));
+        }
+        if let Some(first) = report.missing.first() {
+            return Err(NetError::NotFound {
+                what: what.to_string(),
+                count: report.missing.len(),
+                first: *first,
+                asked: report.peers_asked,
+                failed: report
+                    .failed_peers
+                    .iter()
+                    .map(|(p, why)| format!("{}: {why}", p.fmt_short()))
+                    .collect(),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Makes object `id` complete in the local store, fetching its root, tree and data from
+    /// peers as needed, and records it as a local object. Returns the bytes fetched.
+    pub async fn fetch_object(
+        &self,
+        id: ObjectId,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<u64, NetError> {
+        let what = format!("object {id}");
+        let mut fetched = self.fetch_missing(&what, vec![id.into()], progress.clone()).await?.bytes;
+        let store = self.store.clone();
+        let root = blocking(move || store.root(&id)).await??;
+        if let Some(p) = &progress {
+            p.bytes_total.store(root.stats.bytes, std::sync::atomic::Ordering::Relaxed);
+            p.total_known.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let tree: Vec<ChunkId> = root.tree.iter().map(|r| r.chunk_id()).collect();
+        fetched += self.fetch_missing(&what, tree, None).await?.bytes;
+        // Walk the tree and fetch missing data chunks a round at a time (bounded memory).
+        let (tx, mut rx) = mpsc::channel::<Vec<ChunkId>>(1);
+        let store = self.store.clone();
+        let walker = tokio::task::spawn_blocking(move || {
+            let mut reader = store.tree_reader(&root);
+            let mut round = Vec::new();
+            while let Some(item) = reader.next_item()? {
+                if let TreeItem::Chunk(r) = item {
+                    if !store.has(&r.chunk_id())? {
+                        round.push(r.chunk_id());
+                    }
+                    if round.len() >= FETCH_ROUND
+                        && tx.blocking_send(std::mem::take(&mut round)).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+            if !round.is_empty() {
+                let _ = tx.blocking_send(round);
+            }
+            Ok::<_, StoreError>(())
+        });
+        while let Some(round) = rx.recv().await {
+            fetched += self.fetch_missing(&what, round, progress.clone()).await?.bytes;
+        }
+        walker.await.map_err(|e| NetError::Internal(e.to_string()))??;
+        let store = self.store.clone();
+        blocking(move || store.adopt(&id)).await??;
+        Ok(fetched)
+    }
+
+    /// Stops serving, discovery and pinging, and closes the endpoint.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        if let Some(m) = &self.mdns {
+            m.shutdown();
+        }
+        let _ = self.router.shutdown().await;
+        self.endpoint.close().await;
+        tracing::info!("node stopped");
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| NetError::Internal(e.to_string()))
+}
+
+/// Pings every known peer every [`PING_INTERVAL`] and records who answers.
+async fn ping_loop(peers: Arc<PeerTable>, conns: Arc<Connections>, cancel: CancellationToken) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_PINGS));
+    let mut tick = tokio::time::interval(PING_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for p in peers.list() {
+            let Ok(permit) = limit.clone().try_acquire_owned() else { break };
+            let (peers, conns) = (peers.clone(), conns.clone());
+            tokio::spawn(async move {
+                let ok = conns.ping(p.id).await;
+                if ok.is_err() && p.reachability != peers::Reachability::Unreachable {
+                    tracing::info!(peer = %p.id.fmt_short(), "peer unreachable");
+                }
+                peers.record(&p.id, ok.is_ok());
+                drop(permit);
+            });
+        }
+    }
+}

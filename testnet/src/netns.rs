@@ -1,0 +1,159 @@
+//! Network namespaces for testnets: a LAN of nodes joined by a bridge, made and removed here.
+//!
+//! Every namespace is named `kt<pid>...` after the process that made it. They are removed when
+//! the [`Lan`] is dropped (also when a test panics); when the process ends any other way
+//! (Ctrl-C, SIGTERM, SIGKILL) a watchdog process, started in its own session so the terminal's
+//! signals do not reach it, removes them once the maker is gone; and the next process that makes
+//! a LAN removes any namespace whose maker no longer runs.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+/// The LAN's subnet: nodes get `10.99.0.1`, `10.99.0.2`, ...
+pub const SUBNET: [u8; 3] = [10, 99, 0];
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A bridged LAN of namespaces.
+#[derive(Debug)]
+pub struct Lan {
+    switch: String,
+    nodes: Vec<String>,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out =
+        Command::new("ip").args(args).output().context("cannot run `ip` (install iproute2)")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Runs a command inside namespace `ns`.
+pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new("ip").args(["netns", "exec", ns, program]).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} in {ns}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Lan {
+    /// Makes `n` node namespaces on one bridge. Each has `lo` and `eth0` (10.99.0.i+1/24) up.
+    pub fn new(n: usize) -> Result<Lan> {
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("network namespaces need root: run the tests as root");
+        }
+        sweep_stale();
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let switch = format!("kt{pid}x{k}s");
+        let mut lan = Lan { switch: switch.clone(), nodes: Vec::new() };
+        lan.add_ns(&switch)?;
+        ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &switch, "link", "set", "br0", "up"])?;
+        for i in 0..n {
+            let ns = format!("kt{pid}x{k}n{i}");
+            lan.add_ns(&ns)?;
+            let port = format!("p{i}");
+            ip(&[
+                "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns",
+                &switch,
+            ])?;
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", lan_ip(i)), "dev", "eth0"])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &switch, "link", "set", &port, "master", "br0"])?;
+            ip(&["-n", &switch, "link", "set", &port, "up"])?;
+            lan.nodes.push(ns);
+        }
+        lan.watchdog()?;
+        Ok(lan)
+    }
+
+    fn add_ns(&mut self, ns: &str) -> Result<()> {
+        ip(&["netns", "add", ns])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])
+    }
+
+    /// Starts a process that removes this LAN's namespaces once this process has ended.
+    fn watchdog(&self) -> Result<()> {
+        let names: Vec<&str> =
+            self.nodes.iter().map(String::as_str).chain([self.switch.as_str()]).collect();
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; for n in {names}; do ip netns del $n 2>/dev/null; done",
+            pid = std::process::id(),
+            names = names.join(" ")
+        );
+        Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start the namespace watchdog (setsid, sh)")?;
+        Ok(())
+    }
+
+    /// The namespace of node `i`.
+    pub fn ns(&self, i: usize) -> &str {
+        &self.nodes[i]
+    }
+
+    /// Node `i`'s address.
+    pub fn ip(&self, i: usize) -> Ipv4Addr {
+        lan_ip(i)
+    }
+
+    /// Takes node `i` off the LAN (its cable is pulled).
+    pub fn cut(&self, i: usize) -> Result<()> {
+        ip(&["-n", &self.switch, "link", "set", &format!("p{i}"), "down"])
+    }
+
+    /// Puts node `i` back on the LAN.
+    pub fn heal(&self, i: usize) -> Result<()> {
+        ip(&["-n", &self.switch, "link", "set", &format!("p{i}"), "up"])
+    }
+
+    /// Adds delay or loss on node `i`'s link (`tc netem` syntax, e.g. `delay 50ms loss 1%`).
+    pub fn netem(&self, i: usize, spec: &str) -> Result<()> {
+        let mut args = vec!["qdisc", "replace", "dev", "eth0", "root", "netem"];
+        args.extend(spec.split_whitespace());
+        in_ns(&self.nodes[i], "tc", &args).map(|_| ())
+    }
+}
+
+fn lan_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], (i + 1) as u8)
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in self.nodes.iter().chain(std::iter::once(&self.switch)) {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+/// Removes namespaces left by testnet processes that no longer run.
+fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("kt") else { continue };
+        let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let Ok(pid) = pid.parse::<i32>() else { continue };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
