@@ -116,6 +116,9 @@ enum Command {
         /// Where to restore it; it must not exist. `-` writes a file object to standard output.
         #[arg(short, long, value_name = "DEST")]
         output: Option<PathBuf>,
+        /// Print a JSON report on standard output (not with `-o -`).
+        #[arg(long)]
+        json: bool,
     },
     /// List stored objects.
     Ls {
@@ -205,7 +208,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Put { path, json } => {
             render::put(&execute(&root, Request::Put { path: abs(&path) }, "storing")?, json)
         }
-        Command::Get { spec, output } => {
+        Command::Get { spec, output, json } => {
             let to = match output {
                 Some(p) if p == Path::new("-") => GetTo::Stdout,
                 Some(p) => GetTo::Path(abs(&p)),
@@ -217,7 +220,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Request::Get { spec, cwd, to },
                 if to_stdout { "" } else { "restoring" },
             )?;
-            if !to_stdout {
+            if json && !to_stdout {
+                println!("{v}");
+            } else if !to_stdout {
                 render::restored(&v);
             }
             Ok(ExitCode::SUCCESS)

@@ -210,15 +210,18 @@ async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Res
         tokio::task::spawn_blocking(move || store.resolve(&spec, &cwd)).await?
     };
     let mut fetched = 0;
+    let mut fetch_secs = 0.0;
     let id = match (resolved, &ctx.node, spec.parse::<ObjectId>()) {
         (Ok(id), _, _) => id,
         (Err(StoreError::NotFound(_)), Some(node), Ok(id)) => {
             // Not here: fetch it from another device of this identity.
             let p = Arc::new(Progress::default());
             let ticker = tokio::spawn(report_progress(out.clone(), p.clone()));
+            let t = Instant::now();
             let r = node.fetch_object(id, Some(p)).await;
             ticker.abort();
             fetched = r?;
+            fetch_secs = t.elapsed().as_secs_f64();
             id
         }
         (Err(StoreError::NotFound(msg)), None, Ok(_)) => {
@@ -247,7 +250,7 @@ async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Res
             Ok(json!({
                 "id": id.to_string(), "dest": dest.to_string_lossy(), "files": s.files, "dirs": s.dirs,
                 "symlinks": s.symlinks, "bytes": s.bytes, "seconds": s.elapsed.as_secs_f64(),
-                "fetched_bytes": fetched,
+                "fetched_bytes": fetched, "fetch_seconds": fetch_secs,
             }))
         }
         None => {

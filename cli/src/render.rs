@@ -135,7 +135,12 @@ pub fn restored(v: &Value) {
     let secs = v["seconds"].as_f64().unwrap_or(0.0);
     let fetched = u(&v["fetched_bytes"]);
     if fetched > 0 {
-        eprintln!("fetched {} from peers", fmt::bytes(fetched));
+        let fs = v["fetch_seconds"].as_f64().unwrap_or(0.0);
+        eprintln!(
+            "fetched {} from peers in {fs:.2} s ({})",
+            fmt::bytes(fetched),
+            fmt::rate(fetched, fs)
+        );
     }
     eprintln!(
         "restored {} to {}: {} files, {} folders, {} links, {} in {secs:.2} s ({})",

@@ -13,5 +13,6 @@ pub mod bench;
 pub mod net;
 pub mod netns;
 pub mod proc;
+pub mod transfer;
 
 pub use net::{Layout, Testnet};

@@ -30,15 +30,39 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// A kith object between two nodes against a raw iroh stream; discovery time.
+    TransferBench {
+        /// Object size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Rounds; figures are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Discovery rounds (3 nodes in network namespaces; needs root).
+        #[arg(long, default_value_t = 5)]
+        discovery_runs: usize,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
+}
+
+fn sibling_kith(kith: Option<PathBuf>) -> Result<PathBuf> {
+    match kith {
+        Some(k) => Ok(k),
+        None => Ok(std::env::current_exe()?.parent().context("no parent")?.join("kith")),
+    }
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Cmd::TransferBench { mib, runs, discovery_runs, kith } => {
+            let report =
+                kith_testnet::transfer::run(&sibling_kith(kith)?, mib, runs, discovery_runs)?;
+            println!("{}", report.markdown());
+        }
         Cmd::StoreBench { data, scratch, kith, runs } => {
-            let kith = match kith {
-                Some(k) => k,
-                None => std::env::current_exe()?.parent().context("no parent")?.join("kith"),
-            };
+            let kith = sibling_kith(kith)?;
             let bench = StoreBench {
                 data: std::path::absolute(data)?,
                 kith,

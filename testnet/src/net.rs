@@ -18,7 +18,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// Where the nodes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// All on 127.0.0.1 with OS-chosen ports; mDNS on `lo` only.
+    /// All on 127.0.0.1 with OS-chosen ports and no mDNS (tests running at once on one
+    /// machine would otherwise see each other's nodes); nodes are joined by tickets.
     Loopback,
     /// One network namespace per node, joined by a bridge (real multicast); default ports.
     Namespaces,
@@ -45,6 +46,9 @@ pub struct Testnet {
     dir: tempfile::TempDir,
     /// The nodes.
     pub nodes: Vec<TestNode>,
+    /// On loopback, whether a node that starts is given the tickets of the running nodes
+    /// (and they its ticket).
+    pub auto_connect: bool,
     lan: Option<Lan>,
 }
 
@@ -65,7 +69,7 @@ impl Testnet {
                 started: None,
             })
             .collect();
-        Ok(Testnet { kith: kith.to_path_buf(), layout, dir, nodes, lan })
+        Ok(Testnet { kith: kith.to_path_buf(), layout, dir, nodes, auto_connect: true, lan })
     }
 
     /// A scratch folder for the test.
@@ -143,8 +147,7 @@ impl Testnet {
             vec!["--home".into(), node.home.display().to_string(), "up".into()];
         if self.layout == Layout::Loopback {
             args.extend(
-                ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--mdns-iface", "lo"]
-                    .map(String::from),
+                ["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-mdns"].map(String::from),
             );
         }
         args.extend(node.up_args.iter().cloned());
@@ -190,6 +193,21 @@ impl Testnet {
             }
             Ok(net.json(i, &["status"]).is_ok_and(|v| v["running"] == true))
         })?;
+        if self.layout == Layout::Loopback && self.auto_connect {
+            for j in 0..self.nodes.len() {
+                if j != i && self.is_running(j) {
+                    self.connect(i, j)?;
+                    self.connect(j, i)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives node `i` the ticket of node `j`.
+    pub fn connect(&self, i: usize, j: usize) -> Result<()> {
+        let ticket = self.kith_ok(j, &["id", "--ticket"])?;
+        self.kith_ok(i, &["peer", "add", ticket.trim()])?;
         Ok(())
     }
 

@@ -85,9 +85,7 @@ fn a_vanished_peer_shows_unreachable_and_is_used_again_when_back() {
 #[test]
 fn ticket_peers_are_added_and_remembered_across_restarts() {
     let mut net = testnet(2, Layout::Loopback);
-    for n in &mut net.nodes {
-        n.up_args = vec!["--no-mdns".into()];
-    }
+    net.auto_connect = false;
     net.start_all().unwrap();
     assert!(net.peers(0).unwrap().is_empty(), "without mDNS, nobody is found");
     let ticket = net.kith_ok(0, &["id", "--ticket"]).unwrap().trim().to_string();

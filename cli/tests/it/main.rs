@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod badpeer;
 mod crash;
 mod daemon;
 mod dedup;
@@ -10,6 +11,7 @@ mod discovery;
 mod integrity;
 mod keys;
 mod large;
+mod offline;
 mod privacy;
 mod progress;
 mod roundtrip;

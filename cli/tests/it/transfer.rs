@@ -97,12 +97,13 @@ fn an_interrupted_fetch_resumes_where_it_stopped() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // A fetch commits a batch of packs at a time; once a pack of the second batch is in
-    // place, the first is in the index.
+    // A fetch commits a batch of packs at a time (renamed into place, then indexed). The root
+    // and the tree come first, in small packs of their own; so once more than two batches'
+    // worth of packs are in place, the second batch is being renamed and the first is indexed.
     let packs = net.nodes[1].home.join("store/packs");
     let batch = kith_node::store::INDEX_CHECKPOINT_PACKS;
     net.wait_for(TRANSFER, "the fetch to commit a batch", |_| {
-        Ok(std::fs::read_dir(&packs).map(|d| d.count()).unwrap_or(0) > batch)
+        Ok(std::fs::read_dir(&packs).map(|d| d.count()).unwrap_or(0) > 2 * batch)
     })
     .unwrap();
     net.kill(1).unwrap();

@@ -134,8 +134,9 @@ impl BlobsProtocol {
         let (tx, mut rx) = mpsc::channel::<Option<(BlobKind, Vec<u8>)>>(2);
         let store = self.store.clone();
         let reader = tokio::task::spawn_blocking(move || {
+            let mut blobs = store.blob_reader();
             for id in ids {
-                let blob = store.read_blob(&ChunkId(*id)).unwrap_or_else(|e| {
+                let blob = blobs.read_with_kind(&ChunkId(*id)).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "not serving a blob that does not read back");
                     None
                 });
@@ -148,16 +149,15 @@ impl BlobsProtocol {
             let write = async {
                 match blob {
                     Some((kind, bytes)) => {
-                        frame::write(
-                            send,
-                            &Reply::Have { kind: kind as u8, len: bytes.len() as u32 },
-                        )
-                        .await?;
-                        send.write_all(&bytes)
+                        let len = bytes.len() as u64;
+                        frame::write(send, &Reply::Have { kind: kind as u8, len: len as u32 })
+                            .await?;
+                        // Handing over the buffer, not copying it.
+                        send.write_chunk(Bytes::from(bytes))
                             .await
                             .map_err(|e| FrameError::Stream(e.to_string()))?;
                         self.served.blobs.fetch_add(1, Ordering::Relaxed);
-                        self.served.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        self.served.bytes.fetch_add(len, Ordering::Relaxed);
                         Ok(())
                     }
                     None => frame::write(send, &Reply::Missing).await,
@@ -198,15 +198,27 @@ impl ProtocolHandler for BlobsProtocol {
     }
 }
 
-/// A verified blob from a peer.
+/// A verified blob from a peer, in the pieces it arrived in (no copy into one buffer).
 #[derive(Debug, Clone)]
 pub struct Blob {
-    /// Its id (the BLAKE3 hash of `bytes`, checked).
+    /// Its id (the BLAKE3 hash of its bytes, checked).
     pub id: ChunkId,
     /// What the sender stores it as.
     pub kind: BlobKind,
-    /// Its bytes.
-    pub bytes: Bytes,
+    /// Its bytes, in order.
+    pub parts: Vec<Bytes>,
+}
+
+impl Blob {
+    /// Its length.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What a fetch got.
@@ -451,25 +463,13 @@ async fn get_batch(
                 if len > MAX_BLOB_BYTES {
                     return Err(fail(&received, format!("announced a blob of {len} bytes")));
                 }
-                let mut bytes = vec![0u8; len as usize];
-                let n = tokio::time::timeout(
-                    STALL_TIMEOUT,
-                    frame::read_exact_or_eof(&mut recv, &mut bytes),
-                )
-                .await
-                .map_err(|_| fail(&received, "stalled".into()))?
-                .map_err(|e| fail(&received, e.to_string()))?;
-                if n != bytes.len() {
-                    return Err(fail(&received, "disconnected in the middle of a blob".into()));
-                }
-                if ChunkId::of(&bytes) != *id {
-                    return Err(fail(
-                        &received,
-                        format!("sent bytes that do not match chunk {id}"),
-                    ));
-                }
+                let parts =
+                    tokio::time::timeout(STALL_TIMEOUT, read_blob(&mut recv, len as usize, id))
+                        .await
+                        .map_err(|_| fail(&received, "stalled".into()))?
+                        .map_err(|e| fail(&received, e))?;
                 let kind = BlobKind::from_u8(kind).unwrap_or(BlobKind::Chunk);
-                if sink.send(Blob { id: *id, kind, bytes: bytes.into() }).await.is_err() {
+                if sink.send(Blob { id: *id, kind, parts }).await.is_err() {
                     return Err(fail(&received, "the fetch was cancelled".into()));
                 }
                 received.push(*id);
@@ -480,4 +480,26 @@ async fn get_batch(
         }
     }
     Ok(missing)
+}
+
+/// Reads a blob of `len` bytes as the pieces the stream delivers, hashing as it goes; fails
+/// if the stream ends early or the bytes do not hash to `id`.
+async fn read_blob(recv: &mut RecvStream, len: usize, id: &ChunkId) -> Result<Vec<Bytes>, String> {
+    let mut parts = Vec::new();
+    let mut hasher = blake3::Hasher::new();
+    let mut got = 0;
+    while got < len {
+        match recv.read_chunk(len - got).await.map_err(|e| e.to_string())? {
+            Some(chunk) => {
+                got += chunk.len();
+                hasher.update(&chunk);
+                parts.push(chunk);
+            }
+            None => return Err("disconnected in the middle of a blob".into()),
+        }
+    }
+    if ChunkId(*hasher.finalize().as_bytes()) != *id {
+        return Err(format!("sent bytes that do not match chunk {id}"));
+    }
+    Ok(parts)
 }

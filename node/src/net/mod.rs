@@ -240,11 +240,11 @@ impl Node {
             let mut ingest = store.ingest()?;
             let mut bytes = 0u64;
             while let Some(b) = rx.blocking_recv() {
-                ingest.add(b.id, b.kind, &b.bytes)?;
-                bytes += b.bytes.len() as u64;
+                let parts: Vec<&[u8]> = b.parts.iter().map(|p| &p[..]).collect();
+                ingest.add_verified_parts(b.id, b.kind, &parts)?;
+                bytes += b.len() as u64;
                 if let Some(p) = &progress {
-                    p.bytes_done
-                        .fetch_add(b.bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    p.bytes_done.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             ingest.finish()?;
@@ -344,11 +344,16 @@ async fn ping_loop(peers: Arc<PeerTable>, conns: Arc<Connections>, cancel: Cance
     let mut tick = tokio::time::interval(PING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        // Every peer each tick; peers that just appeared (or came back) at once.
+        let only_new = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => false,
+            _ = peers.news.notified() => true,
+        };
         for p in peers.list() {
+            if only_new && p.reachability == peers::Reachability::Reachable {
+                continue;
+            }
             let Ok(permit) = limit.clone().try_acquire_owned() else { break };
             let (peers, conns) = (peers.clone(), conns.clone());
             tokio::spawn(async move {

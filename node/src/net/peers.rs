@@ -79,6 +79,8 @@ pub struct PeerTable {
     me: EndpointId,
     file: PathBuf,
     inner: RwLock<HashMap<EndpointId, Entry>>,
+    /// Woken when a peer appears (or reappears), so it is pinged at once.
+    pub news: tokio::sync::Notify,
 }
 
 #[derive(Encode, Decode)]
@@ -101,7 +103,8 @@ pub struct SavePeersError {
 impl PeerTable {
     /// A table for node `me`, with the ticket peers saved in `file`.
     pub fn load(me: EndpointId, file: PathBuf) -> Self {
-        let table = Self { me, file, inner: RwLock::new(HashMap::new()) };
+        let table =
+            Self { me, file, inner: RwLock::new(HashMap::new()), news: tokio::sync::Notify::new() };
         for t in table.saved_tickets() {
             table.upsert(t.id, &t.addrs, false, true);
         }
@@ -153,6 +156,7 @@ impl PeerTable {
             reachability: Reachability::Unknown,
             last_seen_ms: None,
         });
+        let news = e.reachability != Reachability::Reachable;
         if mdns {
             // A fresh announcement replaces what mDNS said before (the node may have moved).
             e.addrs = addrs.iter().copied().collect();
@@ -161,6 +165,10 @@ impl PeerTable {
             e.addrs.extend(addrs.iter().copied());
         }
         e.manual |= manual;
+        drop(map);
+        if news {
+            self.news.notify_one();
+        }
         true
     }
 

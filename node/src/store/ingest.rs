@@ -1,7 +1,9 @@
 //! Ingest: blobs that arrive from peers, verified, packed and indexed.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::sync::MutexGuard;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::pack::{BlobKind, FinishedPack, PACK_TARGET_BYTES, PackWriter};
 use super::put::{INDEX_CHECKPOINT_PACKS, commit_packs};
@@ -19,6 +21,63 @@ pub struct Ingest<'s> {
     seen: HashSet<[u8; 32]>,
     next_pack: u64,
     added: u64,
+    syncer: Syncer,
+}
+
+/// Syncs finished packs on a thread of its own, so receiving goes on while the disk writes.
+struct Syncer {
+    tx: Option<SyncSender<File>>,
+    done: Receiver<std::io::Result<()>>,
+    pending: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start() -> Self {
+        let (tx, rx) = sync_channel::<File>(INDEX_CHECKPOINT_PACKS);
+        let (done_tx, done) = sync_channel(INDEX_CHECKPOINT_PACKS);
+        let thread = std::thread::Builder::new()
+            .name("kith-sync-packs".into())
+            .spawn(move || {
+                for f in rx {
+                    if done_tx.send(f.sync_data()).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("the system can start a thread");
+        Self { tx: Some(tx), done, pending: 0, thread: Some(thread) }
+    }
+
+    fn sync(&mut self, f: File) {
+        if let Some(tx) = &self.tx
+            && tx.send(f).is_ok()
+        {
+            self.pending += 1;
+        }
+    }
+
+    /// Waits until every pack handed over is synced.
+    fn wait(&mut self) -> std::io::Result<()> {
+        let mut result = Ok(());
+        while self.pending > 0 {
+            self.pending -= 1;
+            match self.done.recv() {
+                Ok(r) => result = result.and(r),
+                Err(_) => return Err(std::io::Error::other("the pack syncer stopped")),
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl<'s> Ingest<'s> {
@@ -34,6 +93,7 @@ impl<'s> Ingest<'s> {
             seen: HashSet::new(),
             next_pack,
             added: 0,
+            syncer: Syncer::start(),
         })
     }
 
@@ -45,6 +105,27 @@ impl<'s> Ingest<'s> {
                 reason: "received bytes do not match its hash".into(),
             });
         }
+        self.add_verified(id, kind, bytes)
+    }
+
+    /// [`Ingest::add`] for bytes the caller has just checked against `id` (the fetcher does,
+    /// to blame the peer that sent them).
+    pub(crate) fn add_verified(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        bytes: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.add_verified_parts(id, kind, &[bytes])
+    }
+
+    /// [`Ingest::add_verified`] for a blob in pieces.
+    pub(crate) fn add_verified_parts(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        parts: &[&[u8]],
+    ) -> Result<bool, StoreError> {
         if self.seen.contains(&id.0) || self.store.index().blob(&id)?.is_some() {
             return Ok(false);
         }
@@ -55,7 +136,7 @@ impl<'s> Ingest<'s> {
             self.next_pack += 1;
         }
         let pack = self.pack.as_mut().expect("opened above");
-        pack.append(id, kind, bytes).map_err(StoreError::io(&tmp))?;
+        pack.append_parts(id, kind, parts).map_err(StoreError::io(&tmp))?;
         self.seen.insert(id.0);
         self.added += 1;
         if pack.len() >= PACK_TARGET_BYTES {
@@ -76,13 +157,15 @@ impl<'s> Ingest<'s> {
         if let Some(pack) = self.pack.take() {
             let tmp = self.store.tmp_dir();
             let done = pack.finish().map_err(StoreError::io(&tmp))?;
-            done.file.sync_data().map_err(StoreError::io(&done.tmp_path))?;
+            self.syncer.sync(done.file.try_clone().map_err(StoreError::io(&done.tmp_path))?);
             self.sealed.push(done);
         }
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        let tmp = self.store.tmp_dir();
+        self.syncer.wait().map_err(StoreError::io(&tmp))?;
         let packs: Vec<&FinishedPack> = self.sealed.iter().collect();
         commit_packs(self.store, &packs, &[])?;
         self.sealed.clear();

@@ -360,6 +360,11 @@ impl Store {
         BlobReader::new(self).read_with_kind(id)
     }
 
+    /// A reader for many blobs in a row (it keeps pack files open between reads).
+    pub fn blob_reader(&self) -> BlobReader<'_> {
+        BlobReader::new(self)
+    }
+
     /// Opens an object's root with this identity: the root must be in the store.
     pub fn root(&self, id: &ObjectId) -> Result<Root, StoreError> {
         self.read_root(id)
@@ -493,7 +498,7 @@ impl Store {
 }
 
 /// Reads blobs, verifying each against its id; keeps a few packs open. One per thread.
-pub(crate) struct BlobReader<'s> {
+pub struct BlobReader<'s> {
     store: &'s Store,
     open: HashMap<u64, File>,
 }
@@ -510,7 +515,7 @@ impl<'s> BlobReader<'s> {
 
     /// Reads blob `id` with its kind, verified; `None` if the index does not know it. A pack
     /// that vanished under us (a concurrent gc moved the blob) is looked up once more.
-    pub(crate) fn read_with_kind(
+    pub fn read_with_kind(
         &mut self,
         id: &ChunkId,
     ) -> Result<Option<(BlobKind, Vec<u8>)>, StoreError> {

@@ -34,6 +34,7 @@ pub const PACK_TARGET_BYTES: u64 = 16 << 20;
 /// small). Bounds what a reader allocates for one blob.
 pub const MAX_BLOB_BYTES: u32 = 16 << 20;
 const FOOTER_LEN: u64 = 12;
+const WRITE_BUFFER: usize = 64 << 10;
 const MAX_TRAILER_BYTES: u64 = 64 << 20;
 
 /// What a blob is.
@@ -150,7 +151,8 @@ impl PackWriter {
     pub fn create(tmp_dir: &Path, number: u64) -> io::Result<Self> {
         let path = tmp_dir.join(pack_file_name(number));
         let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        // Small blobs are gathered; a blob of this size or more goes to the file directly.
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut header = [0u8; PACK_HEADER_LEN as usize];
         header[..8].copy_from_slice(PACK_MAGIC);
         header[8] = PACK_VERSION;
@@ -175,11 +177,24 @@ impl PackWriter {
 
     /// Appends a blob and returns its offset.
     pub fn append(&mut self, id: ChunkId, kind: BlobKind, bytes: &[u8]) -> io::Result<u64> {
-        let len = u32::try_from(bytes.len())
+        self.append_parts(id, kind, &[bytes])
+    }
+
+    /// Appends a blob given in pieces (as it arrived from the network) and returns its offset.
+    pub fn append_parts(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        parts: &[&[u8]],
+    ) -> io::Result<u64> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let len = u32::try_from(total)
             .ok()
             .filter(|l| *l <= MAX_BLOB_BYTES)
             .ok_or_else(|| io::Error::other("blob larger than the pack limit"))?;
-        self.out.write_all(bytes)?;
+        for p in parts {
+            self.out.write_all(p)?;
+        }
         let at = self.offset;
         self.entries.push((TrailerEntry { id: id.0, kind: kind as u8, len }, at));
         self.offset += len as u64;
