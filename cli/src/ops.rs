@@ -29,8 +29,6 @@ const DATA_FRAME: usize = 1 << 20;
 pub enum Request {
     /// Node, addresses, peers, store usage.
     Status,
-    /// Node id, identity, age recipient.
-    Id,
     /// Store a path.
     Put { path: PathBuf },
     /// Restore an object.
@@ -104,14 +102,6 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
     let store = ctx.store.clone();
     match req {
         Request::Status => status(ctx).await,
-        Request::Id => {
-            let identity = ctx.home.identity()?;
-            Ok(json!({
-                "node": ctx.home.node_key()?.id().to_string(),
-                "identity": identity.id().to_string(),
-                "age": identity.recipient().to_string(),
-            }))
-        }
         Request::Put { path } => {
             let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
             for w in &r.warnings {
