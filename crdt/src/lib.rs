@@ -1,8 +1,24 @@
-//! kith's replicated documents.
+//! kith's replicated documents: automerge documents whose every change is signed and authorised.
 //!
-//! This crate will hold the automerge documents every pool member syncs (identity, pool, ledger,
-//! federation), the signed-change envelope, the authorisation rules that decide whether an author
-//! may make a change, and the sync-session state machine. It does no I/O: the node feeds it bytes
-//! and a clock. Nothing lives here yet; see the pools issue.
+//! - [`SignedDoc`] holds a document and a signature per change; local and remote changes both
+//!   pass an [`Authorizer`] before they are applied, and a bad batch is rejected whole.
+//! - [`SyncFrame`] carries one automerge sync message and the signatures of the changes in it;
+//!   [`SignedDoc::sync_out`] and [`SignedDoc::sync_in`] drive a session with a [`SyncState`].
+//!
+//! The crate does no I/O: callers move bytes and pass the time.
 
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod file;
+pub(crate) mod signed;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+pub use automerge;
+pub use file::DOC_FILE_VERSION;
+pub use signed::{
+    Author, Authorizer, Check, DocError, Key, SIGNING_CONTEXT, SignedDoc, Signer, hex, verify,
+};
+pub use sync::{SigEntry, SyncFrame, SyncState};

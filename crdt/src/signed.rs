@@ -1,0 +1,361 @@
+//! Documents whose every change is signed by its author and authorised before it is applied.
+//!
+//! The actor id of every change is its author: 64 bytes, the author's identity key followed by
+//! the device (node) key that wrote it, so two devices of one person never share an actor. The
+//! author signs `SIGNING_CONTEXT || document id || change hash` with its identity key; the
+//! signature travels beside the change (never inside it, as the hash covers the change).
+//!
+//! A document's id is the hash of its first change (the genesis), so the genesis and its author,
+//! the root of all authority in the document, are fixed by the id itself.
+//!
+//! Incoming changes are checked in causal order, each against the document *at its own
+//! dependencies*: an [`Authorizer`] sees the state before the change, the state after it and the
+//! patches it made. The answer therefore depends only on the change and its history, never on
+//! the order in which a node happened to receive concurrent changes, so honest nodes reach the
+//! same verdict and keep converging. A batch with one bad change is rejected whole.
+
+use std::collections::{BTreeMap, HashSet};
+
+use automerge::transaction::CommitOptions;
+use automerge::{ActorId, AutoCommit, AutomergeError, Change, ChangeHash, Patch};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+
+/// Domain separation for change signatures.
+pub const SIGNING_CONTEXT: &[u8] = b"kith-change-v1";
+
+/// A 32-byte public key (identity or device).
+pub type Key = [u8; 32];
+
+/// Who made a change: the author's identity key and the device that wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Author {
+    /// The identity (person) key that signs.
+    pub key: Key,
+    /// The device (node) that wrote the change.
+    pub device: Key,
+}
+
+impl Author {
+    /// The automerge actor id for this author on this device.
+    pub fn actor(&self) -> ActorId {
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(&self.key);
+        b.extend_from_slice(&self.device);
+        ActorId::from(b)
+    }
+
+    /// Reads an author from an actor id; `None` if it is not one of ours.
+    pub fn from_actor(actor: &ActorId) -> Option<Author> {
+        let b = actor.to_bytes();
+        if b.len() != 64 {
+            return None;
+        }
+        let (k, d) = b.split_at(32);
+        Some(Author { key: k.try_into().ok()?, device: d.try_into().ok()? })
+    }
+}
+
+/// The secret half of an author: signs changes.
+pub struct Signer {
+    key: SigningKey,
+    device: Key,
+}
+
+impl Signer {
+    /// A signer from an identity secret key and the device's public key.
+    pub fn new(identity_secret: &[u8; 32], device: Key) -> Signer {
+        Signer { key: SigningKey::from_bytes(identity_secret), device }
+    }
+
+    /// The author this signer writes as.
+    pub fn author(&self) -> Author {
+        Author { key: self.key.verifying_key().to_bytes(), device: self.device }
+    }
+
+    /// Signs arbitrary bytes with the identity key (invites, proofs).
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).to_bytes()
+    }
+}
+
+/// Verifies an ed25519 signature by `key` over `msg`.
+pub fn verify(key: &Key, msg: &[u8], sig: &[u8; 64]) -> bool {
+    match VerifyingKey::from_bytes(key) {
+        Ok(k) => k.verify_strict(msg, &Signature::from_bytes(sig)).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// What an [`Authorizer`] is shown about one change.
+pub struct Check<'a> {
+    /// The document id.
+    pub doc_id: &'a Key,
+    /// Who made the change.
+    pub author: Author,
+    /// The change's own timestamp (milliseconds since the Unix epoch, as its author claims).
+    pub time_ms: i64,
+    /// Whether this is the document's genesis change.
+    pub genesis: bool,
+    /// The document at the change's dependencies.
+    pub before: &'a AutoCommit,
+    /// The document at the change's dependencies plus the change.
+    pub after: &'a AutoCommit,
+    /// What the change did, as patches from `before` to `after`.
+    pub patches: &'a [Patch],
+}
+
+/// Decides whether an author may make a change. Must be a pure function of the [`Check`].
+pub trait Authorizer {
+    /// `Ok` if the change is allowed, or why not.
+    fn authorise(&self, check: &Check<'_>) -> Result<(), String>;
+}
+
+/// Why a document operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DocError {
+    /// A change whose actor is not a kith author.
+    #[error("change {change} has an actor that is not a kith author")]
+    BadActor {
+        /// The change hash (hex).
+        change: String,
+    },
+    /// A change arrived without its signature.
+    #[error("change {change} arrived without a signature")]
+    MissingSignature {
+        /// The change hash (hex).
+        change: String,
+    },
+    /// A signature did not verify.
+    #[error("change {change}: the signature of author {author} does not verify")]
+    BadSignature {
+        /// The change hash (hex).
+        change: String,
+        /// The author's key (hex).
+        author: String,
+    },
+    /// A second root change: a change from another document or a forged genesis.
+    #[error("change {change} claims to start a document, but this document started with {id}")]
+    ForeignGenesis {
+        /// The change hash (hex).
+        change: String,
+        /// The document id (hex).
+        id: String,
+    },
+    /// The author was not allowed to make the change.
+    #[error("change {change} by {author} is not allowed: {reason}")]
+    Unauthorised {
+        /// The change hash (hex).
+        change: String,
+        /// The author's key (hex).
+        author: String,
+        /// What rule it broke.
+        reason: String,
+    },
+    /// Changes whose dependencies never arrived.
+    #[error("{count} change(s) depend on changes that were not sent (first: {first})")]
+    MissingDeps {
+        /// How many.
+        count: usize,
+        /// The first (hex).
+        first: String,
+    },
+    /// A saved document is damaged or of an unknown version.
+    #[error("document file: {0}")]
+    Format(String),
+    /// automerge refused an operation.
+    #[error("document: {0}")]
+    Automerge(#[from] AutomergeError),
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An automerge document with a signature for every change.
+pub struct SignedDoc {
+    id: Key,
+    pub(crate) doc: AutoCommit,
+    pub(crate) sigs: BTreeMap<ChangeHash, [u8; 64]>,
+}
+
+impl std::fmt::Debug for SignedDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedDoc").field("id", &hex(&self.id)).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn signing_message(doc_id: &Key, change: &ChangeHash) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNING_CONTEXT.len() + 64);
+    m.extend_from_slice(SIGNING_CONTEXT);
+    m.extend_from_slice(doc_id);
+    m.extend_from_slice(&change.0);
+    m
+}
+
+impl SignedDoc {
+    pub(crate) fn from_parts(
+        id: Key,
+        doc: AutoCommit,
+        sigs: BTreeMap<ChangeHash, [u8; 64]>,
+    ) -> SignedDoc {
+        SignedDoc { id, doc, sigs }
+    }
+
+    /// Starts a document: `init` writes the genesis, which `authz` must accept.
+    pub fn create(
+        signer: &Signer,
+        time_ms: i64,
+        authz: &dyn Authorizer,
+        init: impl FnOnce(&mut AutoCommit) -> Result<(), AutomergeError>,
+    ) -> Result<SignedDoc, DocError> {
+        let mut d = AutoCommit::new().with_actor(signer.author().actor());
+        init(&mut d)?;
+        let hash = d
+            .commit_with(CommitOptions::default().with_time(time_ms))
+            .ok_or_else(|| DocError::Format("the genesis change is empty".into()))?;
+        let change = d.get_change_by_hash(&hash).expect("the change just committed");
+        let mut sigs = BTreeMap::new();
+        sigs.insert(hash, signer.sign(&signing_message(&hash.0, &hash)));
+        let mut doc = SignedDoc { id: hash.0, doc: AutoCommit::new(), sigs: BTreeMap::new() };
+        doc.ingest(vec![change], &sigs, authz)?;
+        Ok(doc)
+    }
+
+    /// The document id: the hash of its genesis change.
+    pub fn id(&self) -> &Key {
+        &self.id
+    }
+
+    /// The document, for reading.
+    pub fn doc(&self) -> &AutoCommit {
+        &self.doc
+    }
+
+    /// The current heads.
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// Number of changes in the document.
+    pub fn len(&self) -> usize {
+        self.sigs.len()
+    }
+
+    /// Whether the document has no changes (never true for a created or loaded one).
+    pub fn is_empty(&self) -> bool {
+        self.sigs.is_empty()
+    }
+
+    /// Makes a local change: `f` edits a copy, the result is signed, authorised like any
+    /// remote change, and applied. Returns `Ok(None)` when `f` changed nothing.
+    pub fn change<T>(
+        &mut self,
+        signer: &Signer,
+        time_ms: i64,
+        authz: &dyn Authorizer,
+        f: impl FnOnce(&mut AutoCommit) -> Result<T, AutomergeError>,
+    ) -> Result<(T, Option<ChangeHash>), DocError> {
+        let mut work = self.doc.fork().with_actor(signer.author().actor());
+        let out = f(&mut work)?;
+        let Some(hash) = work.commit_with(CommitOptions::default().with_time(time_ms)) else {
+            return Ok((out, None));
+        };
+        let change = work.get_change_by_hash(&hash).expect("the change just committed");
+        let mut sigs = BTreeMap::new();
+        sigs.insert(hash, signer.sign(&signing_message(&self.id, &hash)));
+        self.ingest(vec![change], &sigs, authz)?;
+        Ok((out, Some(hash)))
+    }
+
+    /// Checks and applies changes from elsewhere: all of them, or none (the error names the
+    /// first bad one). Returns the hashes of the changes that were new.
+    pub fn ingest(
+        &mut self,
+        changes: Vec<Change>,
+        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
+        authz: &dyn Authorizer,
+    ) -> Result<Vec<ChangeHash>, DocError> {
+        let mut work = self.doc.fork();
+        let mut seen = HashSet::new();
+        let mut pending: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| seen.insert(c.hash()) && !self.sigs.contains_key(&c.hash()))
+            .collect();
+        let mut accepted = Vec::new();
+        let mut accepted_sigs = Vec::new();
+        while let Some(i) = pending
+            .iter()
+            .position(|c| c.deps().iter().all(|d| work.get_change_by_hash(d).is_some()))
+        {
+            let c = pending.swap_remove(i);
+            let sig = self.check(&mut work, &c, sigs, authz)?;
+            accepted.push(c.hash());
+            accepted_sigs.push((c.hash(), sig));
+            work.apply_changes([c])?;
+        }
+        if let Some(first) = pending.first() {
+            return Err(DocError::MissingDeps {
+                count: pending.len(),
+                first: hex(&first.hash().0),
+            });
+        }
+        self.doc = work;
+        self.sigs.extend(accepted_sigs);
+        Ok(accepted)
+    }
+
+    fn check(
+        &self,
+        work: &mut AutoCommit,
+        c: &Change,
+        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
+        authz: &dyn Authorizer,
+    ) -> Result<[u8; 64], DocError> {
+        let hash = c.hash();
+        let change = hex(&hash.0);
+        let author = Author::from_actor(c.actor_id())
+            .ok_or(DocError::BadActor { change: change.clone() })?;
+        let sig = *sigs.get(&hash).ok_or(DocError::MissingSignature { change: change.clone() })?;
+        if !verify(&author.key, &signing_message(&self.id, &hash), &sig) {
+            return Err(DocError::BadSignature { change, author: hex(&author.key) });
+        }
+        let genesis = c.deps().is_empty();
+        if genesis && hash.0 != self.id {
+            return Err(DocError::ForeignGenesis { change, id: hex(&self.id) });
+        }
+        let mut before = work.fork_at(c.deps())?;
+        let mut after = before.fork();
+        after.apply_changes([c.clone()])?;
+        let heads = after.get_heads();
+        let patches = after.diff(c.deps(), &heads);
+        let check = Check {
+            doc_id: &self.id,
+            author,
+            time_ms: c.timestamp(),
+            genesis,
+            before: &before,
+            after: &after,
+            patches: &patches,
+        };
+        authz.authorise(&check).map_err(|reason| DocError::Unauthorised {
+            change,
+            author: hex(&author.key),
+            reason,
+        })?;
+        Ok(sig)
+    }
+
+    /// Every change not in the history of `heads`, with their signatures (for carrying
+    /// documents by other means than sync, and for tests).
+    pub fn changes_since(
+        &mut self,
+        heads: &[ChangeHash],
+    ) -> (Vec<Change>, BTreeMap<ChangeHash, [u8; 64]>) {
+        let changes = self.doc.get_changes(heads);
+        let sigs =
+            changes.iter().filter_map(|c| Some((c.hash(), *self.sigs.get(&c.hash())?))).collect();
+        (changes, sigs)
+    }
+}

@@ -1,0 +1,82 @@
+//! Sync sessions: automerge's sync protocol, with the signatures of the changes a message carries
+//! sent beside it, and every received change checked before it reaches the document.
+//!
+//! A session is symmetric and keeps an automerge [`SyncState`] per peer. Received messages are
+//! applied to a copy of the document; the changes that are new are then checked by
+//! [`SignedDoc::ingest`], and only if all pass do they (and the updated state) take effect.
+
+use std::collections::BTreeMap;
+
+use automerge::sync::{Message, SyncDoc};
+use automerge::{AutoCommit, Change, ChangeHash};
+
+use crate::signed::{Authorizer, DocError, SignedDoc};
+
+pub use automerge::sync::State as SyncState;
+
+/// One sync message with the signatures of the changes it carries.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct SyncFrame {
+    /// An encoded automerge sync message.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub msg: Vec<u8>,
+    /// `(change hash, signature)` for every change in `msg`.
+    #[n(1)]
+    pub sigs: Vec<SigEntry>,
+}
+
+/// A change hash and its author's signature.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct SigEntry {
+    /// The change hash.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub hash: [u8; 32],
+    /// The signature.
+    #[cbor(n(1), with = "minicbor::bytes")]
+    pub sig: [u8; 64],
+}
+
+impl SignedDoc {
+    /// The next message for a peer, or `None` when there is nothing to say.
+    pub fn sync_out(&mut self, state: &mut SyncState) -> Option<SyncFrame> {
+        let msg = self.doc.sync().generate_sync_message(state)?;
+        let mut hashes = Vec::new();
+        for chunk in msg.changes.iter() {
+            match Change::from_bytes(chunk.to_vec()) {
+                Ok(c) => hashes.push(c.hash()),
+                Err(_) => {
+                    if let Ok(mut d) = AutoCommit::load(chunk) {
+                        hashes.extend(d.get_changes(&[]).iter().map(|c| c.hash()));
+                    }
+                }
+            }
+        }
+        let sigs = hashes
+            .iter()
+            .filter_map(|h| Some(SigEntry { hash: h.0, sig: *self.sigs.get(h)? }))
+            .collect();
+        Some(SyncFrame { msg: msg.encode(), sigs })
+    }
+
+    /// Takes a peer's message: new changes are checked and applied all together, or the
+    /// message is rejected whole and `state` is left as it was. Returns the new changes.
+    pub fn sync_in(
+        &mut self,
+        state: &mut SyncState,
+        frame: &SyncFrame,
+        authz: &dyn Authorizer,
+    ) -> Result<Vec<ChangeHash>, DocError> {
+        let msg = Message::decode(&frame.msg)
+            .map_err(|e| DocError::Format(format!("malformed sync message: {e}")))?;
+        let mut work = self.doc.fork();
+        let mut next = state.clone();
+        work.sync().receive_sync_message(&mut next, msg)?;
+        let heads = self.doc.get_heads();
+        let new = work.get_changes(&heads);
+        let sigs: BTreeMap<ChangeHash, [u8; 64]> =
+            frame.sigs.iter().map(|s| (ChangeHash(s.hash), s.sig)).collect();
+        let accepted = self.ingest(new, &sigs, authz)?;
+        *state = next;
+        Ok(accepted)
+    }
+}

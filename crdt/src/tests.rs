@@ -1,0 +1,195 @@
+use std::collections::BTreeMap;
+
+use automerge::{ObjType, PatchAction, Prop, ROOT, ReadDoc, transaction::Transactable};
+
+use crate::*;
+
+/// A toy rule set: the genesis author owns everything; others write only `own/<their key>`.
+struct Toy;
+
+fn full_path(p: &automerge::Patch) -> Vec<String> {
+    let mut v: Vec<String> = p
+        .path
+        .iter()
+        .map(|(_, prop)| match prop {
+            Prop::Map(k) => k.clone(),
+            Prop::Seq(i) => i.to_string(),
+        })
+        .collect();
+    match &p.action {
+        PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => v.push(key.clone()),
+        _ => {}
+    }
+    v
+}
+
+impl Authorizer for Toy {
+    fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
+        if c.genesis {
+            return Ok(());
+        }
+        let owner = match c.before.get(ROOT, "owner").unwrap() {
+            Some((v, _)) => v.as_bytes().unwrap().to_vec(),
+            None => return Err("no owner".into()),
+        };
+        if owner == c.author.key {
+            return Ok(());
+        }
+        for p in c.patches {
+            let path = full_path(p);
+            if path.len() < 2 || path[0] != "own" || path[1] != hex(&c.author.key) {
+                return Err(format!("may not write {}", path.join("/")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn signer(n: u8) -> Signer {
+    Signer::new(&[n; 32], [n + 100; 32])
+}
+
+fn genesis(owner: &Signer) -> SignedDoc {
+    let key = owner.author().key;
+    SignedDoc::create(owner, 1, &Toy, |d| {
+        d.put(ROOT, "owner", key.to_vec())?;
+        d.put_object(ROOT, "own", ObjType::Map)?;
+        Ok(())
+    })
+    .unwrap()
+}
+
+fn sync_pair(a: &mut SignedDoc, b: &mut SignedDoc) -> Result<(), DocError> {
+    let (mut sa, mut sb) = (SyncState::new(), SyncState::new());
+    for _ in 0..20 {
+        let ma = a.sync_out(&mut sa);
+        if let Some(m) = &ma {
+            b.sync_in(&mut sb, m, &Toy)?;
+        }
+        let mb = b.sync_out(&mut sb);
+        if let Some(m) = &mb {
+            a.sync_in(&mut sa, m, &Toy)?;
+        }
+        if ma.is_none() && mb.is_none() {
+            return Ok(());
+        }
+    }
+    panic!("sync did not finish");
+}
+
+fn load_copy(d: &mut SignedDoc) -> SignedDoc {
+    SignedDoc::load(&d.save("toy"), "toy").unwrap()
+}
+
+fn own_entry(d: &mut SignedDoc, s: &Signer, v: i64) {
+    let k = hex(&s.author().key);
+    d.change(s, 2, &Toy, |d| {
+        let own = d.get(ROOT, "own")?.unwrap().1;
+        d.put(&own, &k, v)
+    })
+    .unwrap();
+}
+
+#[test]
+fn patch_paths_name_the_key_written() {
+    let o = signer(1);
+    let mut d = genesis(&o);
+    let (mut changes, sigs) = d.changes_since(&[]);
+    assert_eq!(changes.len(), 1);
+    let mut a = automerge::AutoCommit::new();
+    a.apply_changes([changes.remove(0)]).unwrap();
+    let heads = a.get_heads();
+    let paths: Vec<_> = a.diff(&[], &heads).iter().map(full_path).collect();
+    assert!(paths.contains(&vec!["owner".to_string()]), "{paths:?}");
+    assert_eq!(sigs.len(), 1);
+}
+
+#[test]
+fn members_converge_and_survive_save_and_load() {
+    let (o, m) = (signer(1), signer(2));
+    let mut a = genesis(&o);
+    let mut b = load_copy(&mut a);
+    own_entry(&mut b, &m, 7);
+    own_entry(&mut a, &o, 9);
+    sync_pair(&mut a, &mut b).unwrap();
+    assert_eq!(a.heads(), b.heads());
+    assert_eq!(a.len(), 3);
+    let c = load_copy(&mut b);
+    assert_eq!(c.len(), 3);
+}
+
+#[test]
+fn unauthorised_change_is_rejected_whole_and_state_kept() {
+    let (o, m) = (signer(1), signer(2));
+    let mut a = genesis(&o);
+    let mut b = load_copy(&mut a);
+    // Forge on b by skipping its checks: edit the raw document with m's actor.
+    let mut raw = b.doc.fork().with_actor(m.author().actor());
+    raw.put(ROOT, "owner", m.author().key.to_vec()).unwrap();
+    let h = raw.commit().unwrap();
+    let bad = raw.get_change_by_hash(&h).unwrap();
+    let mut sigs = BTreeMap::new();
+    sigs.insert(h, m.sign(&signed::signing_message(a.id(), &h)));
+    let before = a.heads();
+    let err = a.ingest(vec![bad], &sigs, &Toy).unwrap_err();
+    assert!(matches!(err, DocError::Unauthorised { .. }), "{err}");
+    assert!(err.to_string().contains("may not write owner"), "{err}");
+    assert_eq!(a.heads(), before);
+}
+
+#[test]
+fn broken_signature_and_foreign_genesis_are_rejected() {
+    let (o, m) = (signer(1), signer(2));
+    let mut a = genesis(&o);
+    let mut b = load_copy(&mut a);
+    own_entry(&mut b, &m, 1);
+    let (changes, mut sigs) = b.changes_since(&a.heads());
+    for s in sigs.values_mut() {
+        s[0] ^= 1;
+    }
+    let err = a.ingest(changes.clone(), &sigs, &Toy).unwrap_err();
+    assert!(matches!(err, DocError::BadSignature { .. }), "{err}");
+    // Signed for another document: the signature binds the document id.
+    let mut other = genesis(&m);
+    let (oc, osigs) = other.changes_since(&[]);
+    let err = a.ingest(oc, &osigs, &Toy).unwrap_err();
+    assert!(
+        matches!(err, DocError::BadSignature { .. } | DocError::ForeignGenesis { .. }),
+        "{err}"
+    );
+    // Missing signature.
+    let err = a.ingest(changes, &BTreeMap::new(), &Toy).unwrap_err();
+    assert!(matches!(err, DocError::MissingSignature { .. }), "{err}");
+}
+
+#[test]
+fn sync_rejects_a_peer_sending_a_forged_change() {
+    let (o, m) = (signer(1), signer(2));
+    let mut a = genesis(&o);
+    let mut b = load_copy(&mut a);
+    let mut raw = b.doc.fork().with_actor(m.author().actor());
+    raw.put(ROOT, "owner", m.author().key.to_vec()).unwrap();
+    let h = raw.commit().unwrap();
+    b.doc = raw;
+    b.sigs.insert(h, m.sign(&signed::signing_message(a.id(), &h)));
+    let err = sync_pair(&mut a, &mut b).unwrap_err();
+    assert!(matches!(err, DocError::Unauthorised { .. }), "{err}");
+    assert_eq!(a.len(), 1);
+}
+
+#[test]
+fn damaged_and_newer_files_get_clear_errors() {
+    let o = signer(1);
+    let mut a = genesis(&o);
+    let bytes = a.save("toy");
+    let err = SignedDoc::load(&bytes[..bytes.len() / 2], "toy").unwrap_err();
+    assert!(err.to_string().contains("not a kith document"), "{err}");
+    let err = SignedDoc::load(&bytes, "pool").unwrap_err();
+    assert!(err.to_string().contains("expected pool"), "{err}");
+    let mut newer = bytes.clone();
+    // An array of 5 fields; the version comes first.
+    assert_eq!(&newer[..2], &[0x85, 0x01]);
+    newer[1] = 0x02;
+    let err = SignedDoc::load(&newer, "toy").unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
