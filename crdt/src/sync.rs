@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use automerge::ChangeHash;
 use automerge::sync::{Message, SyncDoc};
-use automerge::{AutoCommit, Change, ChangeHash};
 
 use crate::signed::{Authorizer, DocError, SignedDoc};
 
@@ -39,18 +39,15 @@ pub struct SigEntry {
 impl SignedDoc {
     /// The next message for a peer, or `None` when there is nothing to say.
     pub fn sync_out(&mut self, state: &mut SyncState) -> Option<SyncFrame> {
+        // The changes a message carries are not listed in it (version 2 concatenates them into
+        // one chunk), so send the signature of every change the peer is not known to have.
+        let shared = state.shared_heads.clone();
         let msg = self.doc.sync().generate_sync_message(state)?;
-        let mut hashes = Vec::new();
-        for chunk in msg.changes.iter() {
-            match Change::from_bytes(chunk.to_vec()) {
-                Ok(c) => hashes.push(c.hash()),
-                Err(_) => {
-                    if let Ok(mut d) = AutoCommit::load(chunk) {
-                        hashes.extend(d.get_changes(&[]).iter().map(|c| c.hash()));
-                    }
-                }
-            }
-        }
+        let hashes: Vec<ChangeHash> = if msg.changes.is_empty() {
+            Vec::new()
+        } else {
+            self.doc.get_changes(&shared).iter().map(|c| c.hash()).collect()
+        };
         let sigs = hashes
             .iter()
             .filter_map(|h| Some(SigEntry { hash: h.0, sig: *self.sigs.get(h)? }))

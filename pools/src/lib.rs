@@ -1,8 +1,27 @@
 //! kith pools: communities sharing their members' storage.
 //!
-//! This crate will hold the pool charter and membership, invites, offers, chunk placement by
-//! weighted rendezvous hashing, replication and repair workers, audits, and the usage ledger with
-//! its settlement. Placement, ledger arithmetic and authorisation stay in a pure, property-tested
-//! core. Nothing lives here yet; see the pools and ledger issues.
+//! - [`Pool`] is a pool's signed, replicated document (charter, members, roles, offers) and the
+//!   operations members perform on it; [`PoolRules`] decides who may change what.
+//! - [`Invite`] is an admin's signed permission to join.
+//! - [`placement::place`] picks the holders of a chunk by weighted rendezvous hashing over the
+//!   offers, in distinct zones.
+//!
+//! The authorisation rules and placement are pure; the service shell (documents on disk, sync
+//! over iroh) lives in [`service`].
 
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod edit;
+mod invite;
+pub mod placement;
+mod pool;
+mod rules;
+#[cfg(test)]
+mod tests;
+mod view;
+
+pub use invite::{Invite, InviteError};
+pub use pool::{Pool, PoolError, check_replicas, parse_size};
+pub use rules::PoolRules;
+pub use view::{Charter, Member, Offer, POOL_KIND, PoolView, Role, State, parse_key};

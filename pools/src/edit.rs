@@ -1,0 +1,115 @@
+//! Edits of the pool document, as functions on a document under change. They write; the rules
+//! decide whether the change stands.
+
+use kith_crdt::automerge::transaction::Transactable;
+use kith_crdt::automerge::{
+    AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, ScalarValue,
+};
+use kith_crdt::{Key, hex};
+
+use crate::view::{Charter, Offer, POOL_KIND, POOL_SCHEMA_VERSION, Role, State};
+
+fn map(d: &AutoCommit, at: &ObjId, key: &str) -> Result<ObjId, AutomergeError> {
+    match d.get(at, key)? {
+        Some((_, id)) => Ok(id),
+        None => Err(AutomergeError::InvalidObjId(format!("no `{key}` in the pool document"))),
+    }
+}
+
+fn member(d: &AutoCommit, who: &Key) -> Result<ObjId, AutomergeError> {
+    let ms = map(d, &ROOT, "members")?;
+    map(d, &ms, &hex(who))
+}
+
+/// Writes a new pool: the charter and the founder as its admin.
+pub fn init(
+    d: &mut AutoCommit,
+    founder: &Key,
+    name: &str,
+    charter: &Charter,
+    now_ms: i64,
+) -> Result<(), AutomergeError> {
+    d.put(ROOT, "v", POOL_SCHEMA_VERSION)?;
+    d.put(ROOT, "kind", POOL_KIND)?;
+    let c = d.put_object(ROOT, "charter", ObjType::Map)?;
+    d.put(&c, "name", charter.name.as_str())?;
+    d.put(&c, "replicas", charter.replicas)?;
+    d.put(&c, "quota", charter.quota)?;
+    d.put(&c, "cost_rule", charter.cost_rule.as_str())?;
+    d.put(&c, "join_rule", charter.join_rule.as_str())?;
+    let ms = d.put_object(ROOT, "members", ObjType::Map)?;
+    write_member(d, &ms, founder, Role::Admin, name, None, now_ms)
+}
+
+fn write_member(
+    d: &mut AutoCommit,
+    ms: &ObjId,
+    who: &Key,
+    role: Role,
+    name: &str,
+    invite: Option<&[u8]>,
+    now_ms: i64,
+) -> Result<(), AutomergeError> {
+    let m = d.put_object(ms, hex(who), ObjType::Map)?;
+    d.put(&m, "role", role.as_str())?;
+    d.put(&m, "state", State::Active.as_str())?;
+    d.put(&m, "name", name)?;
+    d.put(&m, "joined", now_ms)?;
+    if let Some(inv) = invite {
+        d.put(&m, "invite", ScalarValue::Bytes(inv.to_vec()))?;
+    }
+    d.put_object(&m, "nodes", ObjType::Map)?;
+    Ok(())
+}
+
+/// Adds `me` as a member with an invite.
+pub fn join(
+    d: &mut AutoCommit,
+    me: &Key,
+    name: &str,
+    invite: &[u8],
+    now_ms: i64,
+) -> Result<(), AutomergeError> {
+    let ms = map(d, &ROOT, "members")?;
+    write_member(d, &ms, me, Role::Member, name, Some(invite), now_ms)
+}
+
+/// Sets one charter field (already validated by the caller).
+pub fn set_charter(
+    d: &mut AutoCommit,
+    key: &str,
+    value: ScalarValue,
+) -> Result<(), AutomergeError> {
+    let c = map(d, &ROOT, "charter")?;
+    d.put(&c, key, value)
+}
+
+/// Sets a member's role.
+pub fn set_role(d: &mut AutoCommit, who: &Key, role: Role) -> Result<(), AutomergeError> {
+    let m = member(d, who)?;
+    d.put(&m, "role", role.as_str())
+}
+
+/// Sets a member's state (leave, removal).
+pub fn set_state(d: &mut AutoCommit, who: &Key, state: State) -> Result<(), AutomergeError> {
+    let m = member(d, who)?;
+    d.put(&m, "state", state.as_str())
+}
+
+/// Sets the offer of one of `me`'s nodes.
+pub fn set_offer(
+    d: &mut AutoCommit,
+    me: &Key,
+    node: &Key,
+    offer: &Offer,
+) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let ns = map(d, &m, "nodes")?;
+    let o = match d.get(&ns, hex(node))? {
+        Some((_, id)) => id,
+        None => d.put_object(&ns, hex(node), ObjType::Map)?,
+    };
+    d.put(&o, "storage", offer.storage)?;
+    d.put(&o, "egress", offer.egress)?;
+    d.put(&o, "zone", offer.zone.as_str())
+}

@@ -1,0 +1,293 @@
+//! A pool: its signed document and the operations members perform on it.
+
+use kith_crdt::automerge::ScalarValue;
+use kith_crdt::{DocError, Key, SignedDoc, Signer, hex};
+
+use crate::edit;
+use crate::invite::Invite;
+use crate::placement::zones;
+use crate::rules::{PoolRules, invite_valid};
+use crate::view::{Charter, DEFAULT_REPLICAS, Offer, POOL_KIND, PoolView, Role, State};
+
+/// Why a pool operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// The document refused the change or is damaged.
+    #[error(transparent)]
+    Doc(#[from] DocError),
+    /// The pool's policy cannot be met or a value is invalid.
+    #[error("{0}")]
+    Policy(String),
+    /// Not allowed for this member.
+    #[error("{0}")]
+    Denied(String),
+    /// The document does not parse.
+    #[error("the pool document is damaged: {0}")]
+    Damaged(String),
+}
+
+/// A pool and its signed document.
+#[derive(Debug)]
+pub struct Pool {
+    doc: SignedDoc,
+}
+
+/// Parses sizes such as `50GiB`, `1.5 TB`, `4096` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size (try 50GiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        u => {
+            return Err(format!(
+                "unknown size unit `{u}` in `{s}` (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            ));
+        }
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+impl Pool {
+    /// Founds a pool with `signer` as its admin.
+    pub fn create(
+        signer: &Signer,
+        display: &str,
+        charter: Charter,
+        now_ms: i64,
+    ) -> Result<Pool, PoolError> {
+        let founder = signer.author().key;
+        let doc = SignedDoc::create(signer, now_ms, &PoolRules, |d| {
+            edit::init(d, &founder, display, &charter, now_ms)
+        })?;
+        Ok(Pool { doc })
+    }
+
+    /// The default charter for a pool called `name`.
+    pub fn charter(name: &str) -> Charter {
+        Charter {
+            name: name.to_string(),
+            replicas: DEFAULT_REPLICAS,
+            quota: 0,
+            cost_rule: "proportional".into(),
+            join_rule: "invite".into(),
+        }
+    }
+
+    /// Wraps a document that holds a pool.
+    pub fn from_doc(doc: SignedDoc) -> Result<Pool, PoolError> {
+        PoolView::read(doc.doc()).map_err(PoolError::Damaged)?;
+        Ok(Pool { doc })
+    }
+
+    /// Reads a saved pool.
+    pub fn load(bytes: &[u8]) -> Result<Pool, PoolError> {
+        Pool::from_doc(SignedDoc::load(bytes, POOL_KIND)?)
+    }
+
+    /// The pool as bytes.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save(POOL_KIND)
+    }
+
+    /// The pool id.
+    pub fn id(&self) -> Key {
+        *self.doc.id()
+    }
+
+    /// The signed document (for sync).
+    pub fn doc_mut(&mut self) -> &mut SignedDoc {
+        &mut self.doc
+    }
+
+    /// The current state.
+    pub fn view(&self) -> PoolView {
+        PoolView::read(self.doc.doc()).expect("only authorised, parseable changes are applied")
+    }
+
+    fn admin(&self, signer: &Signer) -> Result<PoolView, PoolError> {
+        let v = self.view();
+        match v.active(&signer.author().key) {
+            Some(m) if m.role == Role::Admin => Ok(v),
+            Some(_) => Err(PoolError::Denied("only an admin of the pool may do this".into())),
+            None => Err(PoolError::Denied("you are not a member of this pool".into())),
+        }
+    }
+
+    /// Issues an invite.
+    pub fn invite(
+        &self,
+        signer: &Signer,
+        id: [u8; 16],
+        expires_ms: u64,
+        uses: u32,
+    ) -> Result<Invite, PoolError> {
+        self.admin(signer)?;
+        if uses == 0 {
+            return Err(PoolError::Policy("an invite must allow at least one use".into()));
+        }
+        Ok(Invite::issue(signer, self.id(), id, expires_ms, uses))
+    }
+
+    /// Checks an invite now, as the node that serves a join would.
+    pub fn check_invite(&self, inv: &Invite, now_ms: i64) -> Result<(), PoolError> {
+        let v = self.view();
+        invite_valid(inv, &self.id(), &v, now_ms).map_err(PoolError::Denied)?;
+        let bytes = inv.to_bytes();
+        let used = v.members.values().filter(|m| m.invite.as_deref() == Some(&bytes[..])).count();
+        if used >= inv.uses as usize {
+            return Err(PoolError::Denied(format!(
+                "the invite allowed {} use(s) and has been used up",
+                inv.uses
+            )));
+        }
+        Ok(())
+    }
+
+    /// Joins with an invite.
+    pub fn join(
+        &mut self,
+        signer: &Signer,
+        display: &str,
+        inv: &Invite,
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        let me = signer.author().key;
+        if self.view().active(&me).is_some() {
+            return Err(PoolError::Policy("you are already a member of this pool".into()));
+        }
+        self.check_invite(inv, now_ms)?;
+        let bytes = inv.to_bytes();
+        self.doc
+            .change(signer, now_ms, &PoolRules, |d| edit::join(d, &me, display, &bytes, now_ms))?;
+        Ok(())
+    }
+
+    /// Sets a charter field or a role (`role:MEMBER`), refusing policies the pool cannot meet.
+    pub fn set(
+        &mut self,
+        signer: &Signer,
+        key: &str,
+        value: &str,
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        let v = self.admin(signer)?;
+        if let Some(who) = key.strip_prefix("role:") {
+            let member = self.find_member(&v, who)?;
+            let role = match value {
+                "admin" => Role::Admin,
+                "member" => Role::Member,
+                _ => {
+                    return Err(PoolError::Policy(format!(
+                        "unknown role `{value}` (admin or member)"
+                    )));
+                }
+            };
+            self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_role(d, &member, role))?;
+            return Ok(());
+        }
+        let scalar = match key {
+            "name" if !value.trim().is_empty() => ScalarValue::Str(value.into()),
+            "replicas" => {
+                let n: u64 = value.parse().map_err(|_| {
+                    PoolError::Policy(format!("replicas must be a number, not `{value}`"))
+                })?;
+                check_replicas(&v, n)?;
+                ScalarValue::Uint(n)
+            }
+            "quota" => ScalarValue::Uint(parse_size(value).map_err(PoolError::Policy)?),
+            "cost_rule" if value == "proportional" || value == "credits" => {
+                ScalarValue::Str(value.into())
+            }
+            "join_rule" if value == "invite" => ScalarValue::Str(value.into()),
+            _ => {
+                return Err(PoolError::Policy(format!(
+                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), role:MEMBER (admin|member)"
+                )));
+            }
+        };
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_charter(d, key, scalar))?;
+        Ok(())
+    }
+
+    /// Finds an active or former member by hex prefix or display name.
+    pub fn find_member(&self, v: &PoolView, who: &str) -> Result<Key, PoolError> {
+        let hits: Vec<Key> = v
+            .members
+            .iter()
+            .filter(|(k, m)| m.name == who || (who.len() >= 4 && hex(&k[..]).starts_with(who)))
+            .map(|(k, _)| *k)
+            .collect();
+        match hits.as_slice() {
+            [k] => Ok(*k),
+            [] => Err(PoolError::Policy(format!("no member `{who}` in the pool"))),
+            _ => Err(PoolError::Policy(format!(
+                "`{who}` matches {} members; give more of the key",
+                hits.len()
+            ))),
+        }
+    }
+
+    /// Sets what `node` offers.
+    pub fn offer(
+        &mut self,
+        signer: &Signer,
+        node: &Key,
+        offer: &Offer,
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        let me = signer.author().key;
+        if self.view().active(&me).is_none() {
+            return Err(PoolError::Denied("you are not a member of this pool".into()));
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_offer(d, &me, node, offer))?;
+        Ok(())
+    }
+
+    /// Leaves the pool.
+    pub fn leave(&mut self, signer: &Signer, now_ms: i64) -> Result<(), PoolError> {
+        let me = signer.author().key;
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_state(d, &me, State::Left))?;
+        Ok(())
+    }
+
+    /// Removes a member (admins only).
+    pub fn remove(&mut self, signer: &Signer, who: &str, now_ms: i64) -> Result<Key, PoolError> {
+        let v = self.admin(signer)?;
+        let member = self.find_member(&v, who)?;
+        self.doc
+            .change(signer, now_ms, &PoolRules, |d| edit::set_state(d, &member, State::Removed))?;
+        Ok(member)
+    }
+}
+
+/// Refuses a replication factor the pool's zones cannot hold.
+pub fn check_replicas(v: &PoolView, n: u64) -> Result<(), PoolError> {
+    if n == 0 {
+        return Err(PoolError::Policy("replicas must be at least 1".into()));
+    }
+    let holders = v.holders();
+    let z = zones(&holders) as u64;
+    if n > z {
+        let members = holders
+            .iter()
+            .filter(|h| h.weight > 0)
+            .map(|h| h.member)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        return Err(PoolError::Policy(format!(
+            "cannot keep {n} replicas: the pool has {members} member(s) offering storage in {z} zone(s), and replicas go to distinct zones; invite members or offer storage first"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Who may change what in a pool document: the pure authorisation core.
+//!
+//! Every change is judged against the document at its own dependencies (see `kith_crdt`):
+//!
+//! | path written | who may write it |
+//! | --- | --- |
+//! | anything, in the genesis | the founder, who must make itself the only member, an admin |
+//! | `charter/*` | an active admin |
+//! | `members/X/role` | an active admin |
+//! | `members/X/state` | an active admin (any value); X itself (`left`) |
+//! | `members/X/name`, `members/X/nodes/*` | X itself, while active |
+//! | `members/X` (a new entry), `joined`, `invite` | X itself, joining with a valid invite |
+//! | the root, other keys | nobody after the genesis |
+//!
+//! A join must write exactly `role = member`, `state = active` and an invite that an active
+//! admin signed for this pool, used no later than it expires (by the change's time) and by no
+//! more members than it allows. After every change the pool keeps at least one active admin and a
+//! replication factor of at least one, and the document still parses.
+
+use kith_crdt::automerge::{PatchAction, Prop};
+use kith_crdt::{Authorizer, Check, hex};
+
+use crate::invite::{Invite, InviteError};
+use crate::view::{PoolView, Role, State};
+
+/// The pool rules, as a [`kith_crdt::Authorizer`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolRules;
+
+fn full_path(p: &kith_crdt::automerge::Patch) -> Vec<String> {
+    let mut v: Vec<String> = p
+        .path
+        .iter()
+        .map(|(_, prop)| match prop {
+            Prop::Map(k) => k.clone(),
+            Prop::Seq(i) => i.to_string(),
+        })
+        .collect();
+    match &p.action {
+        PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => v.push(key.clone()),
+        PatchAction::Increment { prop: Prop::Map(k), .. } => v.push(k.clone()),
+        _ => {}
+    }
+    v
+}
+
+impl Authorizer for PoolRules {
+    fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
+        let after =
+            PoolView::read(c.after).map_err(|e| format!("it breaks the pool document: {e}"))?;
+        if c.genesis {
+            return genesis(c, &after);
+        }
+        let before = PoolView::read(c.before).map_err(|e| format!("unreadable history: {e}"))?;
+        let me = hex(&c.author.key);
+        let admin = before.active(&c.author.key).is_some_and(|m| m.role == Role::Admin);
+        let member = before.active(&c.author.key).is_some();
+        let joining = !member
+            && c.patches.iter().any(|p| full_path(p).first().is_some_and(|s| s == "members"));
+        for p in c.patches {
+            let path = full_path(p);
+            let deleting = matches!(p.action, PatchAction::DeleteMap { .. });
+            let own = path.get(1) == Some(&me);
+            let ok = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["charter", _, ..] => admin,
+                ["members", _] => own && joining && !deleting,
+                ["members", _, "role"] => admin || (own && joining),
+                ["members", _, "state"] => {
+                    admin || (own && (joining || (member && left(&after, c))))
+                }
+                ["members", _, "name"] => own && (member || joining),
+                ["members", _, "joined" | "invite"] => own && joining,
+                ["members", _, "nodes", ..] => own && (member || joining),
+                _ => false,
+            };
+            if !ok {
+                return Err(denial(&path, admin, member));
+            }
+        }
+        if joining {
+            check_join(c, &before, &after)?;
+        }
+        if !after.members.values().any(|m| m.is_active_admin()) {
+            return Err("the pool would have no active admin left".into());
+        }
+        if after.charter.replicas == 0 {
+            return Err("the replication factor must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn left(after: &PoolView, c: &Check<'_>) -> bool {
+    after.members.get(&c.author.key).is_some_and(|m| m.state == State::Left)
+}
+
+fn denial(path: &[String], admin: bool, member: bool) -> String {
+    let who = match (admin, member) {
+        (true, _) => "an admin",
+        (false, true) => "a member",
+        (false, false) => "a non-member",
+    };
+    format!("{who} may not write `{}`", path.join("/"))
+}
+
+fn genesis(c: &Check<'_>, after: &PoolView) -> Result<(), String> {
+    let founder = after.members.get(&c.author.key);
+    if after.members.len() != 1 || !founder.is_some_and(|m| m.is_active_admin()) {
+        return Err("a pool must start with its founder as its only member, an admin".into());
+    }
+    if after.charter.replicas == 0 {
+        return Err("the replication factor must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn check_join(c: &Check<'_>, before: &PoolView, after: &PoolView) -> Result<(), String> {
+    let m = after.members.get(&c.author.key).ok_or("a join must add the joining member")?;
+    if m.role != Role::Member || m.state != State::Active {
+        return Err("a join must add the member with role `member`, active".into());
+    }
+    let bytes = m.invite.as_deref().ok_or("a join must carry an invite")?;
+    let inv = Invite::from_bytes(bytes).map_err(|e| e.to_string())?;
+    invite_valid(&inv, c.doc_id, before, c.time_ms)?;
+    let used = after.members.values().filter(|m| m.invite.as_deref() == Some(bytes)).count();
+    if used > inv.uses as usize {
+        return Err(InviteError::UsedUp(inv.uses).to_string());
+    }
+    Ok(())
+}
+
+/// Whether `inv` admits someone to `pool` at `now_ms`, given the pool as it is.
+pub fn invite_valid(
+    inv: &Invite,
+    pool: &[u8; 32],
+    view: &PoolView,
+    now_ms: i64,
+) -> Result<(), String> {
+    if &inv.pool != pool {
+        return Err(InviteError::OtherPool.to_string());
+    }
+    if !inv.signature_ok() {
+        return Err(InviteError::Forged.to_string());
+    }
+    if !view.active(&inv.issuer).is_some_and(|m| m.role == Role::Admin) {
+        return Err(InviteError::NotAdmin(hex(&inv.issuer)).to_string());
+    }
+    let now = now_ms.max(0) as u64;
+    if now > inv.expires_ms {
+        return Err(InviteError::Expired((now - inv.expires_ms) / 1000).to_string());
+    }
+    Ok(())
+}

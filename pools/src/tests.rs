@@ -1,0 +1,283 @@
+//! The pool rules against the attacks the pools issue lists, each on real signed documents.
+
+use std::collections::BTreeMap;
+
+use kith_crdt::automerge::transaction::Transactable;
+use kith_crdt::automerge::{ObjType, ROOT, ReadDoc};
+use kith_crdt::{DocError, Signer, SyncState, hex};
+
+use crate::*;
+
+const T0: i64 = 1_800_000_000_000;
+const HOUR: u64 = 3_600_000;
+
+fn person(n: u8) -> Signer {
+    Signer::new(&[n; 32], [n.wrapping_add(100); 32])
+}
+
+fn copy(p: &mut Pool) -> Pool {
+    Pool::load(&p.save()).unwrap()
+}
+
+/// Everything `from` has that `to` lacks, through the real sync path.
+fn sync(from: &mut Pool, to: &mut Pool) -> Result<(), DocError> {
+    let (mut sa, mut sb) = (SyncState::new(), SyncState::new());
+    for _ in 0..20 {
+        let ma = from.doc_mut().sync_out(&mut sa);
+        if let Some(m) = &ma {
+            to.doc_mut().sync_in(&mut sb, m, &PoolRules)?;
+        }
+        let mb = to.doc_mut().sync_out(&mut sb);
+        if let Some(m) = &mb {
+            from.doc_mut().sync_in(&mut sa, m, &PoolRules)?;
+        }
+        if ma.is_none() && mb.is_none() {
+            return Ok(());
+        }
+    }
+    panic!("sync did not finish")
+}
+
+/// An admin's pool with `bob` joined; returns (admin's copy, bob's copy).
+fn pool_with_bob(admin: &Signer, bob: &Signer) -> (Pool, Pool) {
+    let mut a = Pool::create(admin, "ada", Pool::charter("street"), T0).unwrap();
+    let inv = a.invite(admin, [1; 16], T0 as u64 + HOUR, 1).unwrap();
+    let mut b = copy(&mut a);
+    b.join(bob, "bob", &inv, T0 + 10).unwrap();
+    sync(&mut b, &mut a).unwrap();
+    (a, b)
+}
+
+/// Writes a change with `signer` straight into a copy, skipping the local checks, and returns
+/// what `target` says when the change arrives.
+fn forge(
+    target: &mut Pool,
+    source: &mut Pool,
+    signer: &Signer,
+    f: impl FnOnce(&mut kith_crdt::automerge::AutoCommit),
+) -> Result<(), DocError> {
+    let id = source.id();
+    let mut raw = source.doc_mut().doc().clone().with_actor(signer.author().actor());
+    f(&mut raw);
+    let h = raw.commit().unwrap();
+    let change = raw.get_change_by_hash(&h).unwrap();
+    let mut msg = kith_crdt::SIGNING_CONTEXT.to_vec();
+    msg.extend_from_slice(&id);
+    msg.extend_from_slice(&h.0);
+    let mut sigs = BTreeMap::new();
+    sigs.insert(h, signer.sign(&msg));
+    let before = target.doc_mut().heads();
+    let r = target.doc_mut().ingest(vec![change], &sigs, &PoolRules).map(|_| ());
+    if r.is_err() {
+        assert_eq!(
+            target.doc_mut().heads(),
+            before,
+            "a rejected change must leave the document as it was"
+        );
+    }
+    r
+}
+
+fn member_obj(d: &kith_crdt::automerge::AutoCommit, who: &Signer) -> kith_crdt::automerge::ObjId {
+    let ms = d.get(ROOT, "members").unwrap().unwrap().1;
+    d.get(&ms, hex(&who.author().key)).unwrap().unwrap().1
+}
+
+#[test]
+fn a_member_joins_offers_and_everyone_converges() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    b.offer(&bob, &[7; 32], &Offer { storage: 50 << 30, egress: 0, zone: "north".into() }, T0 + 20)
+        .unwrap();
+    a.offer(&ada, &[8; 32], &Offer { storage: 10 << 30, egress: 0, zone: String::new() }, T0 + 21)
+        .unwrap();
+    sync(&mut a, &mut b).unwrap();
+    assert_eq!(a.view(), b.view());
+    let v = a.view();
+    assert_eq!(v.members.len(), 2);
+    assert_eq!(v.members[&bob.author().key].role, Role::Member);
+    assert_eq!(v.holders().len(), 2);
+}
+
+#[test]
+fn self_promotion_to_admin_is_rejected() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    let err = b.set(&bob, "role:bob", "admin", T0 + 30).unwrap_err();
+    assert!(err.to_string().contains("only an admin"), "{err}");
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        d.put(&m, "role", "admin").unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("a member may not write `members/"), "{err}");
+    assert!(err.to_string().contains("/role`"), "{err}");
+}
+
+#[test]
+fn editing_another_members_offer_is_rejected() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    a.offer(&ada, &[8; 32], &Offer { storage: 10, egress: 0, zone: String::new() }, T0 + 20)
+        .unwrap();
+    sync(&mut a, &mut b).unwrap();
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &ada);
+        let ns = d.get(&m, "nodes").unwrap().unwrap().1;
+        let o = d.get(&ns, hex(&[8; 32])).unwrap().unwrap().1;
+        d.put(&o, "storage", 0u64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("may not write `members/"), "{err}");
+    // Even an admin may not edit a member's offer.
+    b.offer(&bob, &[9; 32], &Offer { storage: 10, egress: 0, zone: String::new() }, T0 + 22)
+        .unwrap();
+    sync(&mut b, &mut a).unwrap();
+    let err = forge(&mut b, &mut a, &ada, |d| {
+        let m = member_obj(d, &bob);
+        let ns = d.get(&m, "nodes").unwrap().unwrap().1;
+        let o = d.put_object(&ns, hex(&[10; 32]), ObjType::Map).unwrap();
+        d.put(&o, "storage", 1u64).unwrap();
+        d.put(&o, "egress", 0u64).unwrap();
+        d.put(&o, "zone", "").unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("an admin may not write"), "{err}");
+}
+
+#[test]
+fn replayed_changes_change_nothing_or_are_rejected() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    // Replaying changes a document already has: nothing new.
+    let (changes, sigs) = b.doc_mut().changes_since(&[]);
+    let heads = a.doc_mut().heads();
+    assert!(a.doc_mut().ingest(changes.clone(), &sigs, &PoolRules).unwrap().is_empty());
+    assert_eq!(a.doc_mut().heads(), heads);
+    // Replaying them into another pool: the signatures bind the pool.
+    let mut other = Pool::create(&ada, "ada", Pool::charter("other"), T0).unwrap();
+    let err = other.doc_mut().ingest(changes, &sigs, &PoolRules).unwrap_err();
+    assert!(
+        matches!(err, DocError::BadSignature { .. } | DocError::ForeignGenesis { .. }),
+        "{err}"
+    );
+    // Replaying a used single-use invite for a second person.
+    let inv =
+        Invite::from_bytes(a.view().members[&bob.author().key].invite.as_ref().unwrap()).unwrap();
+    let carol = person(3);
+    let err = b.join(&carol, "carol", &inv, T0 + 40).unwrap_err();
+    assert!(err.to_string().contains("used up"), "{err}");
+    let bytes = inv.to_bytes();
+    let carol_key = carol.author().key;
+    let err = forge(&mut a, &mut b, &carol, |d| {
+        let ms = d.get(ROOT, "members").unwrap().unwrap().1;
+        let m = d.put_object(&ms, hex(&carol_key), ObjType::Map).unwrap();
+        d.put(&m, "role", "member").unwrap();
+        d.put(&m, "state", "active").unwrap();
+        d.put(&m, "name", "carol").unwrap();
+        d.put(&m, "joined", T0 + 40).unwrap();
+        d.put(&m, "invite", kith_crdt::automerge::ScalarValue::Bytes(bytes)).unwrap();
+        d.put_object(&m, "nodes", ObjType::Map).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("used up"), "{err}");
+}
+
+#[test]
+fn a_change_after_removal_is_rejected() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    a.remove(&ada, "bob", T0 + 50).unwrap();
+    sync(&mut a, &mut b).unwrap();
+    assert_eq!(b.view().members[&bob.author().key].state, State::Removed);
+    let err = b
+        .offer(&bob, &[7; 32], &Offer { storage: 1, egress: 0, zone: String::new() }, T0 + 60)
+        .unwrap_err();
+    assert!(err.to_string().contains("not a member"), "{err}");
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        d.put(&m, "name", "still here").unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+}
+
+#[test]
+fn broken_signature_is_rejected() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    b.offer(&bob, &[7; 32], &Offer { storage: 1, egress: 0, zone: String::new() }, T0 + 20)
+        .unwrap();
+    let heads = a.doc_mut().heads();
+    let (changes, mut sigs) = b.doc_mut().changes_since(&heads);
+    sigs.values_mut().for_each(|s| s[10] ^= 0x40);
+    let err = a.doc_mut().ingest(changes, &sigs, &PoolRules).unwrap_err();
+    assert!(matches!(err, DocError::BadSignature { .. }), "{err}");
+}
+
+#[test]
+fn expired_forged_and_foreign_invites_are_refused() {
+    let (ada, bob, eve) = (person(1), person(2), person(3));
+    let mut a = Pool::create(&ada, "ada", Pool::charter("street"), T0).unwrap();
+    let expired = a.invite(&ada, [2; 16], T0 as u64 + 1000, 1).unwrap();
+    let err = copy(&mut a).join(&bob, "bob", &expired, T0 + 5000).unwrap_err();
+    assert!(err.to_string().contains("expired 4 s"), "{err}");
+    let mut forged = a.invite(&ada, [3; 16], T0 as u64 + HOUR, 1).unwrap();
+    forged.uses = 100;
+    let err = copy(&mut a).join(&bob, "bob", &forged, T0).unwrap_err();
+    assert!(err.to_string().contains("forged"), "{err}");
+    let by_eve = Invite::issue(&eve, a.id(), [4; 16], T0 as u64 + HOUR, 1);
+    let err = copy(&mut a).join(&bob, "bob", &by_eve, T0).unwrap_err();
+    assert!(err.to_string().contains("not an admin"), "{err}");
+    let other = Pool::create(&ada, "ada", Pool::charter("other"), T0 + 1).unwrap();
+    let foreign = other.invite(&ada, [5; 16], T0 as u64 + HOUR, 1).unwrap();
+    let err = copy(&mut a).join(&bob, "bob", &foreign, T0).unwrap_err();
+    assert!(err.to_string().contains("another pool"), "{err}");
+    assert!(Invite::from_bytes(&[0xff; 2000]).unwrap_err().to_string().contains("limit"));
+}
+
+#[test]
+fn a_policy_the_pool_cannot_meet_is_refused_when_set() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    a.offer(&ada, &[8; 32], &Offer { storage: 10, egress: 0, zone: String::new() }, T0 + 20)
+        .unwrap();
+    b.offer(&bob, &[7; 32], &Offer { storage: 10, egress: 0, zone: String::new() }, T0 + 20)
+        .unwrap();
+    sync(&mut a, &mut b).unwrap();
+    let err = a.set(&ada, "replicas", "3", T0 + 30).unwrap_err();
+    assert!(err.to_string().contains("2 member(s) offering storage in 2 zone(s)"), "{err}");
+    a.set(&ada, "replicas", "2", T0 + 31).unwrap();
+    assert_eq!(a.view().charter.replicas, 2);
+    // Two members in one household are one zone.
+    b.offer(&bob, &[7; 32], &Offer { storage: 10, egress: 0, zone: "house".into() }, T0 + 40)
+        .unwrap();
+    a.offer(&ada, &[8; 32], &Offer { storage: 10, egress: 0, zone: "house".into() }, T0 + 41)
+        .unwrap();
+    sync(&mut a, &mut b).unwrap();
+    let err = a.set(&ada, "replicas", "2", T0 + 50).unwrap_err();
+    assert!(err.to_string().contains("1 zone(s)"), "{err}");
+    let err = a.set(&ada, "quota", "lots", T0 + 50).unwrap_err();
+    assert!(err.to_string().contains("not a size"), "{err}");
+    a.set(&ada, "quota", "50GiB", T0 + 51).unwrap();
+    assert_eq!(a.view().charter.quota, 50 << 30);
+}
+
+#[test]
+fn the_last_admin_cannot_leave_admin_less() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, _b) = pool_with_bob(&ada, &bob);
+    let err = a.leave(&ada, T0 + 30).unwrap_err();
+    assert!(err.to_string().contains("no active admin"), "{err}");
+    a.set(&ada, "role:bob", "admin", T0 + 31).unwrap();
+    a.leave(&ada, T0 + 32).unwrap();
+    assert_eq!(a.view().members[&ada.author().key].state, State::Left);
+}
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_size("50GiB").unwrap(), 50 << 30);
+    assert_eq!(parse_size("1.5 TB").unwrap(), 1_500_000_000_000);
+    assert_eq!(parse_size("4096").unwrap(), 4096);
+    assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit"));
+}

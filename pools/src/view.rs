@@ -1,0 +1,268 @@
+//! The pool document's schema, and a typed view of it.
+//!
+//! ```text
+//! v: 1                          format version of the schema
+//! kind: "kith-pool"
+//! charter: { name, replicas, quota, cost_rule, join_rule }
+//! members: { <identity hex>: { role, state, name, joined, invite?, nodes: {
+//!              <node hex>: { storage, egress, zone } } } }
+//! ```
+//!
+//! Members are never deleted: removal and leaving set `state`, so history stays readable and a
+//! removed member's later changes can be recognised and refused.
+
+use std::collections::BTreeMap;
+
+use kith_crdt::Key;
+use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, Value};
+
+/// Version of the pool document schema.
+pub const POOL_SCHEMA_VERSION: u64 = 1;
+/// The `kind` of pool documents and their files.
+pub const POOL_KIND: &str = "kith-pool";
+/// The replication factor of a new pool.
+pub const DEFAULT_REPLICAS: u64 = 3;
+
+/// A member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Changes the charter and roles, removes members, issues invites.
+    Admin,
+    /// Offers storage and stores data.
+    Member,
+}
+
+impl Role {
+    /// The name stored in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a member is in the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// In the pool.
+    Active,
+    /// Left by its own decision.
+    Left,
+    /// Removed by an admin.
+    Removed,
+}
+
+impl State {
+    /// The name stored in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Left => "left",
+            State::Removed => "removed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<State> {
+        match s {
+            "active" => Some(State::Active),
+            "left" => Some(State::Left),
+            "removed" => Some(State::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// The pool's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charter {
+    /// Human name.
+    pub name: String,
+    /// Copies of every chunk.
+    pub replicas: u64,
+    /// Bytes each member may store in the pool (0: no limit).
+    pub quota: u64,
+    /// How shared costs split (`proportional` or `credits`).
+    pub cost_rule: String,
+    /// How members join (`invite`).
+    pub join_rule: String,
+}
+
+/// What one node of a member offers the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Offer {
+    /// Bytes of storage for the pool.
+    pub storage: u64,
+    /// Bytes of egress per month (0: unlimited).
+    pub egress: u64,
+    /// Failure domain (household); empty means the member's own.
+    pub zone: String,
+}
+
+/// One member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Role.
+    pub role: Role,
+    /// In or out.
+    pub state: State,
+    /// Display name.
+    pub name: String,
+    /// When it joined (ms since the Unix epoch, as it claimed).
+    pub joined_ms: i64,
+    /// The invite it joined with (absent for the founder).
+    pub invite: Option<Vec<u8>>,
+    /// Its nodes and their offers.
+    pub nodes: BTreeMap<Key, Offer>,
+}
+
+impl Member {
+    /// Active and admin.
+    pub fn is_active_admin(&self) -> bool {
+        self.state == State::Active && self.role == Role::Admin
+    }
+}
+
+/// The whole pool document, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolView {
+    /// Rules.
+    pub charter: Charter,
+    /// Members by identity key.
+    pub members: BTreeMap<Key, Member>,
+}
+
+fn obj(d: &AutoCommit, at: &ObjId, key: &str) -> Result<ObjId, String> {
+    match d.get(at, key).map_err(|e| e.to_string())? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Err(format!("`{key}` is missing or not a map")),
+    }
+}
+
+fn text(d: &AutoCommit, at: &ObjId, key: &str) -> Result<String, String> {
+    match d.get(at, key).map_err(|e| e.to_string())? {
+        Some((v, _)) => v.as_str().map(str::to_string).ok_or(format!("`{key}` is not text")),
+        None => Err(format!("`{key}` is missing")),
+    }
+}
+
+fn uint(d: &AutoCommit, at: &ObjId, key: &str) -> Result<u64, String> {
+    match d.get(at, key).map_err(|e| e.to_string())? {
+        Some((v, _)) => v.as_u64().ok_or(format!("`{key}` is not an unsigned number")),
+        None => Err(format!("`{key}` is missing")),
+    }
+}
+
+/// Parses a 64-character hex key.
+pub fn parse_key(s: &str) -> Option<Key> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(k)
+}
+
+impl PoolView {
+    /// Reads and checks the schema; an error says which field is wrong.
+    pub fn read(d: &AutoCommit) -> Result<PoolView, String> {
+        let v = uint(d, &ROOT, "v")?;
+        if v > POOL_SCHEMA_VERSION {
+            return Err(format!("pool schema {v} is newer than this kith understands"));
+        }
+        let c = obj(d, &ROOT, "charter")?;
+        let charter = Charter {
+            name: text(d, &c, "name")?,
+            replicas: uint(d, &c, "replicas")?,
+            quota: uint(d, &c, "quota")?,
+            cost_rule: text(d, &c, "cost_rule")?,
+            join_rule: text(d, &c, "join_rule")?,
+        };
+        let ms = obj(d, &ROOT, "members")?;
+        let mut members = BTreeMap::new();
+        for k in d.keys(&ms) {
+            let key = parse_key(&k).ok_or(format!("member key `{k}` is not a key"))?;
+            let m = obj(d, &ms, &k)?;
+            members.insert(key, Self::member(d, &m).map_err(|e| format!("member {k}: {e}"))?);
+        }
+        Ok(PoolView { charter, members })
+    }
+
+    fn member(d: &AutoCommit, m: &ObjId) -> Result<Member, String> {
+        let role = text(d, m, "role")?;
+        let state = text(d, m, "state")?;
+        let invite = match d.get(m, "invite").map_err(|e| e.to_string())? {
+            Some((v, _)) => Some(v.as_bytes().ok_or("`invite` is not bytes")?.to_vec()),
+            None => None,
+        };
+        let joined_ms = match d.get(m, "joined").map_err(|e| e.to_string())? {
+            Some((v, _)) => v.as_i64().ok_or("`joined` is not a number")?,
+            None => return Err("`joined` is missing".into()),
+        };
+        let ns = obj(d, m, "nodes")?;
+        let mut nodes = BTreeMap::new();
+        for k in d.keys(&ns) {
+            let key = parse_key(&k).ok_or(format!("node key `{k}` is not a key"))?;
+            let o = obj(d, &ns, &k)?;
+            let offer = Offer {
+                storage: uint(d, &o, "storage")?,
+                egress: uint(d, &o, "egress")?,
+                zone: text(d, &o, "zone")?,
+            };
+            nodes.insert(key, offer);
+        }
+        Ok(Member {
+            role: Role::parse(&role).ok_or(format!("unknown role `{role}`"))?,
+            state: State::parse(&state).ok_or(format!("unknown state `{state}`"))?,
+            name: text(d, m, "name")?,
+            joined_ms,
+            invite,
+            nodes,
+        })
+    }
+
+    /// The member if it is active.
+    pub fn active(&self, key: &Key) -> Option<&Member> {
+        self.members.get(key).filter(|m| m.state == State::Active)
+    }
+
+    /// Active members' nodes with their offers and zones (a node without a zone label is in
+    /// its member's own zone).
+    pub fn holders(&self) -> Vec<crate::placement::Holder> {
+        let mut out = Vec::new();
+        for (k, m) in self.members.iter().filter(|(_, m)| m.state == State::Active) {
+            for (n, o) in &m.nodes {
+                let zone = if o.zone.is_empty() {
+                    format!("member:{}", kith_crdt::hex(k))
+                } else {
+                    o.zone.clone()
+                };
+                out.push(crate::placement::Holder {
+                    node: *n,
+                    member: *k,
+                    zone,
+                    weight: o.storage,
+                });
+            }
+        }
+        out
+    }
+
+    /// The member a node belongs to, if the node is listed under an active member.
+    pub fn node_owner(&self, node: &Key) -> Option<Key> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.state == State::Active && m.nodes.contains_key(node))
+            .map(|(k, _)| *k)
+    }
+}
