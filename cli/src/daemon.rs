@@ -63,7 +63,13 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     let store =
         Arc::new(Store::open_patiently(&home, kith_node::home::DAEMON_WHAT, LOCK_PATIENCE)?);
     let cfg = NetConfig { listen: opts.listen.clone(), mdns: opts.mdns.clone() };
-    let node = Arc::new(Node::start(&home, store.clone(), cfg).await?);
+    let pools = crate::pool_ops::open(&home)?;
+    let docs = kith_pools::service::DocsProtocol::new(pools.clone());
+    let protocols = vec![(kith_pools::service::DOCS_ALPN.to_vec(), docs.into())];
+    let node = Arc::new(Node::start_with(&home, store.clone(), cfg, protocols).await?);
+    pools.attach(node.endpoint().clone());
+    let pools_stop = tokio_util::sync::CancellationToken::new();
+    let pools_task = tokio::spawn(pools.clone().run(pools_stop.clone()));
 
     let lan = TcpListener::bind(opts.http)
         .with_context(|| format!("cannot listen for HTTP on {}", opts.http))?;
@@ -74,6 +80,7 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
         node: Some(node.clone()),
         started,
         http: Some(http_addr),
+        pools: Some(pools),
     });
 
     let token = new_token();
@@ -124,6 +131,8 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
 
     wait_for_signal().await;
     tracing::info!("stopping");
+    pools_stop.cancel();
+    let _ = pools_task.await;
     let stop = async {
         tokio::join!(control_handle.stop(true), lan_handle.stop(true), node.shutdown());
     };

@@ -10,6 +10,7 @@ mod client;
 mod daemon;
 mod fmt;
 mod ops;
+mod pool_ops;
 mod progress;
 mod render;
 mod wire;
@@ -28,6 +29,7 @@ use kith_node::{Home, Identity, Store};
 use serde_json::Value;
 
 use ops::{Ctx, GetTo, Request};
+use pool_ops::PoolReq;
 use wire::{Frame, Out};
 
 /// Environment variable holding a passphrase for `key export` and `init --import`.
@@ -75,6 +77,25 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Pools: communities sharing their members' storage.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// Offer this node's storage (and egress) to a pool.
+    Offer {
+        /// The pool (name or id).
+        pool: String,
+        /// Storage offered, such as 50GiB.
+        #[arg(long)]
+        storage: String,
+        /// Egress per month, such as 100GB (default: unlimited).
+        #[arg(long)]
+        egress: Option<String>,
+        /// Failure domain such as a household; replicas go to distinct zones.
+        #[arg(long)]
+        zone: Option<String>,
     },
     /// Manage peers.
     Peer {
@@ -163,6 +184,78 @@ enum KeyCommand {
 }
 
 #[derive(Subcommand)]
+enum PoolCommand {
+    /// Found a pool; you become its admin.
+    Create {
+        /// Its name.
+        name: String,
+        /// Copies of every chunk (default 3).
+        #[arg(long)]
+        replicas: Option<u64>,
+        /// Storage each member may use, such as 100GiB (default: no limit).
+        #[arg(long)]
+        quota: Option<String>,
+        /// Your name in the pool.
+        #[arg(long = "as", value_name = "NAME")]
+        display: Option<String>,
+    },
+    /// Print a ticket that lets someone join.
+    Invite {
+        /// The pool.
+        pool: String,
+        /// How long the ticket is valid (s, m, h, d).
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// How many people may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// Join a pool with a ticket.
+    Join {
+        /// The ticket from `kith pool invite`.
+        ticket: String,
+        /// Your name in the pool.
+        #[arg(long = "as", value_name = "NAME")]
+        display: Option<String>,
+    },
+    /// List the pools this node is in.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Members, roles, offers and capacity of a pool.
+    Show {
+        /// The pool.
+        pool: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave a pool.
+    Leave {
+        /// The pool.
+        pool: String,
+    },
+    /// Remove a member (admins).
+    Remove {
+        /// The pool.
+        pool: String,
+        /// The member's name or id prefix.
+        member: String,
+    },
+    /// Change the charter (name, replicas, quota, cost_rule, join_rule) or a role (role:MEMBER).
+    Set {
+        /// The pool.
+        pool: String,
+        /// What to set.
+        key: String,
+        /// The new value.
+        value: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum PeerCommand {
     /// Add a peer from its ticket (`kith id --ticket` on the other node); remembered.
     Add {
@@ -178,6 +271,31 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("kith: error: {}", ops::chain(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
+    let run = |req| execute(root, Request::Pool(req), "");
+    match command {
+        PoolCommand::Create { name, replicas, quota, display } => render::pool_done(
+            &run(PoolReq::Create { name, replicas, quota, display })?,
+            "pool created",
+        ),
+        PoolCommand::Invite { pool, expires, uses } => {
+            render::pool_ticket(&run(PoolReq::Invite { pool, expires, uses })?)
+        }
+        PoolCommand::Join { ticket, display } => {
+            render::pool_done(&run(PoolReq::Join { ticket, display })?, "joined")
+        }
+        PoolCommand::Ls { json } => render::pools(&run(PoolReq::Ls)?, json),
+        PoolCommand::Show { pool, json } => render::pool(&run(PoolReq::Show { pool })?, json),
+        PoolCommand::Leave { pool } => render::pool_done(&run(PoolReq::Leave { pool })?, "left"),
+        PoolCommand::Remove { pool, member } => {
+            render::pool_done(&run(PoolReq::Remove { pool, member })?, "removed")
+        }
+        PoolCommand::Set { pool, key, value } => {
+            render::pool_done(&run(PoolReq::Set { pool, key, value })?, "set")
         }
     }
 }
@@ -201,6 +319,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
         Command::Status { json } => render::status(&execute(&root, Request::Status, "")?, json),
+        Command::Pool { command } => pool_command(&root, command),
+        Command::Offer { pool, storage, egress, zone } => {
+            let req = PoolReq::Offer { pool, storage, egress, zone };
+            render::pool_done(&execute(&root, Request::Pool(req), "")?, "offer recorded")
+        }
         Command::Peers { json } => render::peers(&execute(&root, Request::Peers, "")?, json),
         Command::Peer { command: PeerCommand::Add { ticket } } => {
             render::peer_added(&execute(&root, Request::PeerAdd { ticket }, "")?)
@@ -306,7 +429,8 @@ fn local(root: &Path, req: Request) -> Result<Box<dyn FnMut() -> Result<Option<F
     let store = Arc::new(Store::open(&home, &what)?);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(16);
-    let ctx = Arc::new(Ctx { home, store, node: None, started: Instant::now(), http: None });
+    let ctx =
+        Arc::new(Ctx { home, store, node: None, started: Instant::now(), http: None, pools: None });
     rt.spawn(ops::run(ctx, req, Out(tx)));
     Ok(Box::new(move || {
         let _keep = &rt;

@@ -49,6 +49,8 @@ pub enum Request {
     PeerAdd { ticket: String },
     /// This node's ticket.
     Ticket,
+    /// A pool command.
+    Pool(crate::pool_ops::PoolReq),
 }
 
 /// Where `get` restores to.
@@ -75,6 +77,8 @@ pub struct Ctx {
     pub started: Instant,
     /// The daemon's LAN HTTP listener.
     pub http: Option<std::net::SocketAddr>,
+    /// The pools, in the daemon.
+    pub pools: Option<Arc<kith_pools::service::Pools>>,
 }
 
 /// Runs `req` and sends its frames to `out`, ending with a result or an error frame.
@@ -146,6 +150,11 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
         }
         Request::Ticket => {
             Ok(json!({ "ticket": need_node(ctx, "make a ticket")?.ticket().to_string() }))
+        }
+        Request::Pool(req) => {
+            let node = need_node(ctx, "manage pools")?;
+            let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
+            crate::pool_ops::handle(pools, node, req).await
         }
     }
 }

@@ -235,3 +235,108 @@ pub fn verify(v: &Value, json: bool) -> Result<ExitCode> {
     }
     Ok(code)
 }
+
+pub fn pool_done(v: &Value, what: &str) -> Result<ExitCode> {
+    let detail = match (v["name"].as_str(), v["id"].as_str()) {
+        (Some(n), Some(id)) => format!(": {n} ({})", &id[..16.min(id.len())]),
+        _ => String::new(),
+    };
+    eprintln!("{what}{detail}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pool_ticket(v: &Value) -> Result<ExitCode> {
+    println!("{}", s(&v["ticket"]));
+    eprintln!("valid until {} for {} use(s)", fmt::time(u(&v["expires_ms"])), u(&v["uses"]));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pools(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    println!(
+        "{:<16}  {:<20}  {:>7}  {:>8}  {:>10}  YOU",
+        "ID", "NAME", "MEMBERS", "REPLICAS", "OFFERED"
+    );
+    for p in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<16}  {:<20}  {:>7}  {:>8}  {:>10}  {}",
+            &s(&p["id"])[..16.min(s(&p["id"]).len())],
+            s(&p["name"]),
+            u(&p["members"]),
+            u(&p["replicas"]),
+            fmt::bytes(u(&p["offered"])),
+            s(&p["role"]),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pool(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    let c = &v["charter"];
+    println!("pool      {} ({})", s(&c["name"]), s(&v["id"]));
+    let quota = match u(&c["quota"]) {
+        0 => "none".to_string(),
+        q => fmt::bytes(q),
+    };
+    println!(
+        "charter   {} replicas, quota {quota}, costs {}, joins by {}",
+        u(&c["replicas"]),
+        s(&c["cost_rule"]),
+        s(&c["join_rule"])
+    );
+    let cap = &v["capacity"];
+    let met =
+        if v["policy_met"].as_bool() == Some(true) { "met" } else { "NOT met: too few zones" };
+    println!(
+        "capacity  {} offered in {} zone(s); policy {met}",
+        fmt::bytes(u(&cap["offered"])),
+        u(&cap["zones"])
+    );
+    println!();
+    println!(
+        "{:<16}  {:<16}  {:<7}  {:<8}  NODES (storage, zone)",
+        "MEMBER", "NAME", "ROLE", "STATE"
+    );
+    for m in v["members"].as_array().into_iter().flatten() {
+        let nodes: Vec<String> = m["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                let zone = if s(&n["zone"]).is_empty() { "own" } else { s(&n["zone"]) };
+                format!(
+                    "{} ({}, {zone})",
+                    &s(&n["id"])[..8.min(s(&n["id"]).len())],
+                    fmt::bytes(u(&n["storage"]))
+                )
+            })
+            .collect();
+        println!(
+            "{:<16}  {:<16}  {:<7}  {:<8}  {}",
+            &s(&m["id"])[..16.min(s(&m["id"]).len())],
+            s(&m["name"]),
+            s(&m["role"]),
+            s(&m["state"]),
+            nodes.join(", ")
+        );
+    }
+    let rejected = v["rejected_changes"].as_array().map(Vec::len).unwrap_or(0);
+    if rejected > 0 {
+        println!();
+        println!("rejected changes from peers:");
+        for r in v["rejected_changes"].as_array().into_iter().flatten() {
+            println!(
+                "  {}  {}  {}",
+                fmt::time(u(&r["at_ms"])),
+                &s(&r["peer"])[..16.min(s(&r["peer"]).len())],
+                s(&r["reason"])
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

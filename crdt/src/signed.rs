@@ -203,6 +203,12 @@ impl SignedDoc {
         SignedDoc { id, doc, sigs }
     }
 
+    /// A document known only by its id, to be filled by sync (a new member's first copy). The
+    /// first change to arrive must be the genesis whose hash is `id`.
+    pub fn empty(id: Key) -> SignedDoc {
+        SignedDoc { id, doc: AutoCommit::new(), sigs: BTreeMap::new() }
+    }
+
     /// Starts a document: `init` writes the genesis, which `authz` must accept.
     pub fn create(
         signer: &Signer,

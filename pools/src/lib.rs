@@ -17,6 +17,7 @@ mod invite;
 pub mod placement;
 mod pool;
 mod rules;
+pub mod service;
 #[cfg(test)]
 mod tests;
 mod view;

@@ -12,6 +12,7 @@ mod integrity;
 mod keys;
 mod large;
 mod offline;
+mod pools;
 mod privacy;
 mod progress;
 mod roundtrip;

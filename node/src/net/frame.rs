@@ -11,8 +11,8 @@ pub const MAX_FRAME: usize = 64 << 10;
 #[non_exhaustive]
 pub enum FrameError {
     /// The peer announced a frame over the limit.
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    #[error("frame of {0} bytes exceeds the {1}-byte limit")]
+    TooLarge(usize, usize),
     /// The frame is not CBOR of the expected shape.
     #[error("malformed frame: {0}")]
     Malformed(String),
@@ -26,9 +26,18 @@ pub enum FrameError {
 
 /// Writes one frame.
 pub async fn write<T: Encode<()>>(send: &mut SendStream, msg: &T) -> Result<(), FrameError> {
+    write_max(send, msg, MAX_FRAME).await
+}
+
+/// Writes one frame of at most `max` bytes.
+pub async fn write_max<T: Encode<()>>(
+    send: &mut SendStream,
+    msg: &T,
+    max: usize,
+) -> Result<(), FrameError> {
     let body = minicbor::to_vec(msg).expect("encoding into a Vec cannot fail");
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(body.len()));
+    if body.len() > max {
+        return Err(FrameError::TooLarge(body.len(), max));
     }
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -40,6 +49,14 @@ pub async fn write<T: Encode<()>>(send: &mut SendStream, msg: &T) -> Result<(), 
 pub async fn read<T: for<'b> Decode<'b, ()>>(
     recv: &mut RecvStream,
 ) -> Result<Option<T>, FrameError> {
+    read_max(recv, MAX_FRAME).await
+}
+
+/// Reads one frame of at most `max` bytes; `Ok(None)` at a clean end of stream.
+pub async fn read_max<T: for<'b> Decode<'b, ()>>(
+    recv: &mut RecvStream,
+    max: usize,
+) -> Result<Option<T>, FrameError> {
     let mut len = [0u8; 4];
     match read_exact_or_eof(recv, &mut len).await? {
         0 => return Ok(None),
@@ -47,8 +64,8 @@ pub async fn read<T: for<'b> Decode<'b, ()>>(
         _ => return Err(FrameError::Truncated),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+    if len > max {
+        return Err(FrameError::TooLarge(len, max));
     }
     let mut body = vec![0u8; len];
     if read_exact_or_eof(recv, &mut body).await? != len {

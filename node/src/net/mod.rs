@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use iroh::address_lookup::{AddressLookup, EndpointData, Error as LookupError, Item};
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
-use iroh::protocol::Router;
+use iroh::protocol::{DynProtocolHandler, Router};
 use iroh::{Endpoint, EndpointId, RelayMode};
 use n0_future::boxed::BoxStream;
 use tokio::sync::mpsc;
@@ -133,6 +133,16 @@ pub struct Node {
 impl Node {
     /// Binds the endpoint, starts discovery, serving and pinging.
     pub async fn start(home: &Home, store: Arc<Store>, cfg: NetConfig) -> Result<Node, NetError> {
+        Node::start_with(home, store, cfg, Vec::new()).await
+    }
+
+    /// Like [`Node::start`], also serving the given protocols (by ALPN) from layers above.
+    pub async fn start_with(
+        home: &Home,
+        store: Arc<Store>,
+        cfg: NetConfig,
+        protocols: Vec<(Vec<u8>, Box<dyn DynProtocolHandler>)>,
+    ) -> Result<Node, NetError> {
         let key = home.node_key().map_err(StoreError::from)?;
         let me = key.id();
         let cancel = CancellationToken::new();
@@ -161,7 +171,11 @@ impl Node {
         let endpoint = builder.bind().await.map_err(|e| bind_err(&listen, &e))?;
         let served = Arc::new(Served::default());
         let protocol = BlobsProtocol::new(store.clone(), served.clone());
-        let router = Router::builder(endpoint.clone()).accept(blobs::ALPN, protocol).spawn();
+        let mut router = Router::builder(endpoint.clone()).accept(blobs::ALPN, protocol);
+        for (alpn, handler) in protocols {
+            router = router.accept(alpn, handler);
+        }
+        let router = router.spawn();
         let conns = Arc::new(Connections::new(endpoint.clone()));
         tokio::spawn(ping_loop(peers.clone(), conns.clone(), cancel.clone()));
         tracing::info!(node = %me, addrs = ?endpoint.bound_sockets(), "node started");
@@ -206,6 +220,11 @@ impl Node {
     /// What this node served to peers.
     pub fn served(&self) -> &Served {
         &self.served
+    }
+
+    /// The iroh endpoint (for protocols of the layers above).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// The store this node serves.

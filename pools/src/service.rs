@@ -1,0 +1,654 @@
+//! The pools service: pool documents on disk, and their sync with the other members' nodes over
+//! iroh (`kith/docs/1`).
+//!
+//! A session is one bidirectional stream: the dialling node sends a [`Hello`] naming the pool and
+//! how it may read it (it is a member's node, it joins with an invite, or it is a new device of a
+//! member); the answering node replies with an [`Ack`]; then the two take turns sending one
+//! optional [`SyncFrame`] each until both have nothing to say. Every received change is checked
+//! before it is applied; a peer whose changes are rejected is logged and the session ends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use iroh::{Endpoint, EndpointId};
+use kith_crdt::{Key, Signer, SyncFrame, SyncState, hex, verify};
+use kith_node::net::frame;
+use kith_node::net::ticket::NodeTicket;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::invite::Invite;
+use crate::pool::{Pool, PoolError};
+use crate::rules::PoolRules;
+use crate::view::Offer;
+
+/// ALPN of document sync.
+pub const DOCS_ALPN: &[u8] = b"kith/docs/1";
+/// How often every pool is synced with every reachable member node, besides after changes.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(3);
+/// Largest sync frame (a whole pool document must fit).
+pub const MAX_DOC_FRAME: usize = 4 << 20;
+/// Most turns in one session.
+const MAX_TURNS: usize = 64;
+/// Longest a session may take.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
+/// Rejections remembered for `kith pool show`.
+const MAX_REJECTIONS: usize = 32;
+/// Folder of pool documents in the home.
+const POOLS_DIR: &str = "pools";
+/// Prefix of pool tickets.
+pub const POOL_TICKET_PREFIX: &str = "kithpool1";
+/// Longest pool ticket accepted.
+const MAX_POOL_TICKET: usize = 4096;
+/// Domain separation for a new device's proof.
+const DEVICE_CONTEXT: &[u8] = b"kith-device-v1";
+
+/// How the dialling node may read the pool.
+#[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
+pub enum Proof {
+    /// It is listed as a node of an active member.
+    #[n(0)]
+    Member,
+    /// It joins with this invite.
+    #[n(1)]
+    Invite(#[cbor(n(0), with = "minicbor::bytes")] Vec<u8>),
+    /// It is a new device of this member, which signed its node id.
+    #[n(2)]
+    Device(
+        #[cbor(n(0), with = "minicbor::bytes")] Key,
+        #[cbor(n(1), with = "minicbor::bytes")] [u8; 64],
+    ),
+}
+
+/// The first frame of a session.
+#[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
+pub struct Hello {
+    /// The pool.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub pool: Key,
+    /// Why the dialler may read it.
+    #[n(1)]
+    pub proof: Proof,
+}
+
+/// The answer to a [`Hello`]: empty, or why not.
+#[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
+pub struct Ack {
+    /// Why the session is refused.
+    #[n(0)]
+    pub refused: Option<String>,
+}
+
+/// One turn of a session.
+#[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
+pub struct Turn {
+    /// The sync message, if there is anything to say.
+    #[n(0)]
+    pub frame: Option<SyncFrame>,
+}
+
+/// A pool ticket: an invite and how to reach the node that issued it.
+#[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
+struct TicketBody {
+    #[cbor(n(0), with = "minicbor::bytes")]
+    invite: Vec<u8>,
+    #[n(1)]
+    node: String,
+}
+
+/// Encodes a pool ticket.
+pub fn encode_ticket(invite: &Invite, node: &NodeTicket) -> String {
+    let body = TicketBody { invite: invite.to_bytes(), node: node.to_string() };
+    let bytes = minicbor::to_vec(&body).expect("encoding to a Vec cannot fail");
+    format!(
+        "{POOL_TICKET_PREFIX}{}",
+        data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
+    )
+}
+
+/// Decodes a pool ticket.
+pub fn decode_ticket(s: &str) -> Result<(Invite, NodeTicket), String> {
+    let s = s.trim();
+    if s.len() > MAX_POOL_TICKET {
+        return Err(format!("the ticket is {} characters, more than {MAX_POOL_TICKET}", s.len()));
+    }
+    let body = s
+        .strip_prefix(POOL_TICKET_PREFIX)
+        .ok_or(format!("not a pool ticket (it should start with {POOL_TICKET_PREFIX})"))?;
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(body.to_ascii_uppercase().as_bytes())
+        .map_err(|e| format!("the ticket is damaged: {e}"))?;
+    let t: TicketBody =
+        minicbor::decode(&bytes).map_err(|e| format!("the ticket is damaged: {e}"))?;
+    let invite = Invite::from_bytes(&t.invite).map_err(|e| e.to_string())?;
+    let node: NodeTicket =
+        t.node.parse().map_err(|e| format!("the ticket's node address is damaged: {e}"))?;
+    Ok((invite, node))
+}
+
+fn device_message(pool: &Key, node: &Key) -> Vec<u8> {
+    [DEVICE_CONTEXT, &pool[..], &node[..]].concat()
+}
+
+/// A peer's change that was refused.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The pool.
+    pub pool: Key,
+    /// The peer that sent it.
+    pub peer: String,
+    /// Why.
+    pub reason: String,
+    /// When (ms since the Unix epoch).
+    pub at_ms: i64,
+}
+
+/// Pool documents held by this node, and their sync.
+pub struct Pools {
+    dir: PathBuf,
+    signer: Signer,
+    node: Key,
+    pools: Mutex<BTreeMap<Key, Pool>>,
+    states: Mutex<HashMap<(Key, Key), SyncState>>,
+    rejections: Mutex<Vec<Rejection>>,
+    changed: Notify,
+    endpoint: std::sync::OnceLock<Endpoint>,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    kith_node::keys::now_ms() as i64
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl Pools {
+    /// Loads the pools under `home_root`; a damaged file is reported and skipped, not deleted.
+    pub fn load(home_root: &Path, signer: Signer, node: Key) -> std::io::Result<Pools> {
+        let dir = home_root.join(POOLS_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let mut pools = BTreeMap::new();
+        for e in std::fs::read_dir(&dir)? {
+            let path = e?.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("kpool") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| Pool::load(&b).map_err(|e| e.to_string()))
+            {
+                Ok(p) => {
+                    pools.insert(p.id(), p);
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot read a pool document; left in place")
+                }
+            }
+        }
+        Ok(Pools {
+            dir,
+            signer,
+            node,
+            pools: Mutex::new(pools),
+            states: Mutex::new(HashMap::new()),
+            rejections: Mutex::new(Vec::new()),
+            changed: Notify::new(),
+            endpoint: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Gives the service the node's endpoint, for dialling.
+    pub fn attach(&self, endpoint: Endpoint) {
+        let _ = self.endpoint.set(endpoint);
+    }
+
+    /// This node's signer.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> Key {
+        self.node
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Pool>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save(&self, pool: &mut Pool) -> Result<(), PoolError> {
+        let path = self.dir.join(format!("{}.kpool", hex(&pool.id())));
+        write_atomic(&path, &pool.save())
+            .map_err(|e| PoolError::Policy(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// Runs `f` on a pool by name or id prefix, saves it if it changed, and wakes the sync.
+    pub fn with_pool<T>(
+        &self,
+        spec: &str,
+        f: impl FnOnce(&mut Pool) -> Result<T, PoolError>,
+    ) -> Result<T, PoolError> {
+        let mut pools = self.lock();
+        let id = find(&pools, spec)?;
+        let pool = pools.get_mut(&id).expect("found above");
+        let heads = pool.doc_mut().heads();
+        let out = f(pool)?;
+        if pool.doc_mut().heads() != heads {
+            self.save(pool)?;
+            self.changed.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// Adds a pool this node created or received.
+    pub fn insert(&self, mut pool: Pool) -> Result<Key, PoolError> {
+        self.save(&mut pool)?;
+        let id = pool.id();
+        self.lock().insert(id, pool);
+        self.changed.notify_one();
+        Ok(id)
+    }
+
+    /// Founds a pool; this node is listed with an empty offer.
+    pub fn create(&self, display: &str, charter: crate::view::Charter) -> Result<Key, PoolError> {
+        if self.lock().values().any(|p| p.view().charter.name == charter.name) {
+            return Err(PoolError::Policy(format!(
+                "a pool named `{}` already exists here",
+                charter.name
+            )));
+        }
+        let now = now_ms();
+        let mut pool = Pool::create(&self.signer, display, charter, now)?;
+        pool.offer(&self.signer, &self.node, &Offer::default(), now)?;
+        self.insert(pool)
+    }
+
+    /// Every pool, for listing.
+    pub fn list(&self) -> Vec<(Key, crate::view::PoolView)> {
+        self.lock().iter().map(|(k, p)| (*k, p.view())).collect()
+    }
+
+    /// Rejected changes, newest last.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        self.rejections.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn reject(&self, pool: Key, peer: EndpointId, reason: String) {
+        tracing::warn!(pool = %hex(&pool[..4]), peer = %peer.fmt_short(), %reason, "rejected changes from a peer");
+        let mut r = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == MAX_REJECTIONS {
+            r.remove(0);
+        }
+        r.push(Rejection { pool, peer: peer.to_string(), reason, at_ms: now_ms() });
+    }
+
+    /// Joins a pool with a ticket: fetches the document from the issuing node, adds this
+    /// member (and this node), and sends the change back.
+    pub async fn join(&self, ticket: &str, display: &str) -> Result<Key, PoolError> {
+        let (invite, node) = decode_ticket(ticket).map_err(PoolError::Policy)?;
+        let peer = node.id;
+        if self
+            .lock()
+            .get(&invite.pool)
+            .is_some_and(|p| p.view().active(&self.signer.author().key).is_some())
+        {
+            return Err(PoolError::Policy("you are already a member of this pool".into()));
+        }
+        let proof = Proof::Invite(invite.to_bytes());
+        let endpoint = self.endpoint()?;
+        let addr = iroh::EndpointAddr::from_parts(
+            peer,
+            node.addrs.iter().map(|a| iroh::TransportAddr::Ip(*a)),
+        );
+        let doc = fetch_doc(&endpoint, addr, invite.pool, proof.clone()).await?;
+        let mut pool = Pool::from_doc(doc)?;
+        let now = now_ms();
+        pool.join(&self.signer, display, &invite, now)?;
+        pool.offer(&self.signer, &self.node, &Offer::default(), now)?;
+        let id = self.insert(pool)?;
+        self.sync_one(id, peer, proof).await.map_err(PoolError::Policy)?;
+        Ok(id)
+    }
+
+    fn endpoint(&self) -> Result<Endpoint, PoolError> {
+        self.endpoint.get().cloned().ok_or(PoolError::Policy("the node is not running".into()))
+    }
+
+    /// Syncs every pool with every member node until `cancel`.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+            }
+            self.sync_all().await;
+        }
+    }
+
+    /// One round: every pool with every other node listed in it.
+    pub async fn sync_all(self: &Arc<Self>) {
+        let targets: Vec<(Key, Key)> = self
+            .lock()
+            .iter()
+            .flat_map(|(id, p)| {
+                let v = p.view();
+                let nodes: Vec<Key> = v
+                    .members
+                    .values()
+                    .filter(|m| m.state == crate::view::State::Active)
+                    .flat_map(|m| m.nodes.keys().copied())
+                    .filter(|n| *n != self.node)
+                    .collect();
+                nodes.into_iter().map(move |n| (*id, n))
+            })
+            .collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (pool, node) in targets {
+            let Ok(peer) = EndpointId::from_bytes(&node) else { continue };
+            let this = self.clone();
+            set.spawn(async move {
+                if let Err(e) = this.sync_one(pool, peer, Proof::Member).await {
+                    tracing::debug!(pool = %hex(&pool[..4]), peer = %peer.fmt_short(), error = %e, "pool sync failed");
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// One session with `peer` as the dialler.
+    pub async fn sync_one(
+        &self,
+        pool: Key,
+        peer: EndpointId,
+        proof: Proof,
+    ) -> Result<usize, String> {
+        let endpoint = self.endpoint().map_err(|e| e.to_string())?;
+        let run = async {
+            let conn = endpoint.connect(peer, DOCS_ALPN).await.map_err(|e| e.to_string())?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            frame::write(&mut send, &Hello { pool, proof }).await.map_err(|e| e.to_string())?;
+            let ack: Ack = frame::read(&mut recv)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the peer closed the session")?;
+            if let Some(why) = ack.refused {
+                return Err(format!("the peer refused: {why}"));
+            }
+            let n = self.turns(pool, peer, &mut send, &mut recv, true).await?;
+            let _ = send.finish();
+            conn.close(0u32.into(), b"done");
+            Ok(n)
+        };
+        tokio::time::timeout(SESSION_TIMEOUT, run)
+            .await
+            .map_err(|_| "the session timed out".to_string())?
+    }
+
+    /// Takes turns until both sides are done; returns how many changes arrived. The dialler
+    /// speaks first in each round; a round where neither side had anything ends the session.
+    async fn turns(
+        &self,
+        pool: Key,
+        peer: EndpointId,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        dialler: bool,
+    ) -> Result<usize, String> {
+        let key = (pool, *peer.as_bytes());
+        // Only the lasting part of a state survives a session (an interrupted one may have left
+        // a message marked in flight).
+        let mut state = {
+            let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            states.get(&key).and_then(|s| SyncState::decode(&s.encode()).ok()).unwrap_or_default()
+        };
+        let mut got = 0;
+        for _ in 0..MAX_TURNS {
+            let (mine, theirs) = if dialler {
+                let mine = self.speak(pool, &mut state, send).await?;
+                (mine, self.listen(pool, peer, &mut state, recv, &mut got).await?)
+            } else {
+                let theirs = self.listen(pool, peer, &mut state, recv, &mut got).await?;
+                (self.speak(pool, &mut state, send).await?, theirs)
+            };
+            if !mine && !theirs {
+                self.states.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
+                return Ok(got);
+            }
+        }
+        Err(format!("the session did not settle within {MAX_TURNS} turns"))
+    }
+
+    /// Sends this side's turn; whether it said anything.
+    async fn speak(
+        &self,
+        pool: Key,
+        state: &mut SyncState,
+        send: &mut SendStream,
+    ) -> Result<bool, String> {
+        let out = self.lock().get_mut(&pool).ok_or("the pool is gone")?.doc_mut().sync_out(state);
+        let said = out.is_some();
+        frame::write_max(send, &Turn { frame: out }, MAX_DOC_FRAME)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(said)
+    }
+
+    /// Receives and applies the peer's turn; whether it said anything.
+    async fn listen(
+        &self,
+        pool: Key,
+        peer: EndpointId,
+        state: &mut SyncState,
+        recv: &mut RecvStream,
+        got: &mut usize,
+    ) -> Result<bool, String> {
+        let turn: Turn = frame::read_max(recv, MAX_DOC_FRAME)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the peer ended the session")?;
+        let Some(f) = turn.frame else { return Ok(false) };
+        let result = {
+            let mut pools = self.lock();
+            let p = pools.get_mut(&pool).ok_or("the pool is gone")?;
+            match p.doc_mut().sync_in(state, &f, &PoolRules) {
+                Ok(new) if !new.is_empty() => {
+                    *got += new.len();
+                    self.save(p).map_err(|e| e.to_string())?;
+                    self.changed.notify_one();
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        if let Err(e) = result {
+            self.reject(pool, peer, e.clone());
+            return Err(format!("rejected the peer's changes: {e}"));
+        }
+        Ok(true)
+    }
+
+    /// Whether `peer` may read `pool` with `proof`.
+    fn admit(&self, hello: &Hello, peer: EndpointId) -> Result<(), String> {
+        let pools = self.lock();
+        let pool = pools.get(&hello.pool).ok_or_else(|| {
+            format!(
+                "this node holds no pool {} (it may have been deleted, or this node left it)",
+                hex(&hello.pool[..8])
+            )
+        })?;
+        let v = pool.view();
+        let node = *peer.as_bytes();
+        match &hello.proof {
+            Proof::Member if v.node_owner(&node).is_some() => Ok(()),
+            Proof::Member => {
+                Err("your node is not listed under an active member of this pool".into())
+            }
+            Proof::Invite(bytes) => {
+                let inv = Invite::from_bytes(bytes).map_err(|e| e.to_string())?;
+                if v.node_owner(&node).is_some() {
+                    return Ok(());
+                }
+                pool.check_invite(&inv, now_ms()).map_err(|e| e.to_string())
+            }
+            Proof::Device(member, sig) => {
+                if v.active(member).is_none() {
+                    return Err("that identity is not an active member of this pool".into());
+                }
+                if !verify(member, &device_message(&hello.pool, &node), sig) {
+                    return Err("the device proof does not verify".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A proof that this node is a device of this identity, for a pool.
+    pub fn device_proof(&self, pool: &Key) -> Proof {
+        Proof::Device(self.signer.author().key, self.signer.sign(&device_message(pool, &self.node)))
+    }
+}
+
+/// Fetches a pool document from `peer` (a node that holds it) with `proof`.
+async fn fetch_doc(
+    endpoint: &Endpoint,
+    addr: iroh::EndpointAddr,
+    pool: Key,
+    proof: Proof,
+) -> Result<kith_crdt::SignedDoc, PoolError> {
+    let fail =
+        |e: String| PoolError::Policy(format!("cannot fetch the pool from the inviting node: {e}"));
+    let run = async {
+        let conn = endpoint.connect(addr, DOCS_ALPN).await.map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        frame::write(&mut send, &Hello { pool, proof }).await.map_err(|e| e.to_string())?;
+        let ack: Ack = frame::read(&mut recv)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the peer closed the session")?;
+        if let Some(why) = ack.refused {
+            return Err(format!("refused: {why}"));
+        }
+        // An empty document with the pool's id takes the whole history through plain sync.
+        let mut doc = kith_crdt::SignedDoc::empty(pool);
+        let mut state = SyncState::new();
+        for _ in 0..MAX_TURNS {
+            let out = doc.sync_out(&mut state);
+            let mine = out.is_some();
+            frame::write_max(&mut send, &Turn { frame: out }, MAX_DOC_FRAME)
+                .await
+                .map_err(|e| e.to_string())?;
+            let turn: Turn = frame::read_max(&mut recv, MAX_DOC_FRAME)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the peer ended the session")?;
+            let theirs = turn.frame.is_some();
+            if let Some(f) = turn.frame {
+                doc.sync_in(&mut state, &f, &PoolRules).map_err(|e| e.to_string())?;
+            }
+            if !mine && !theirs {
+                let _ = send.finish();
+                conn.close(0u32.into(), b"done");
+                return Ok(doc);
+            }
+        }
+        Err(format!("the session did not settle within {MAX_TURNS} turns"))
+    };
+    tokio::time::timeout(SESSION_TIMEOUT, run)
+        .await
+        .map_err(|_| fail("timed out".into()))?
+        .map_err(fail)
+}
+
+/// Serves `kith/docs/1`.
+#[derive(Debug, Clone)]
+pub struct DocsProtocol {
+    pools: Arc<Pools>,
+}
+
+impl DocsProtocol {
+    /// The protocol for these pools.
+    pub fn new(pools: Arc<Pools>) -> DocsProtocol {
+        DocsProtocol { pools }
+    }
+
+    async fn serve(&self, conn: &Connection) -> Result<usize, String> {
+        let peer = conn.remote_id();
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let hello: Hello =
+            frame::read(&mut recv).await.map_err(|e| e.to_string())?.ok_or("no hello")?;
+        if let Err(why) = self.pools.admit(&hello, peer) {
+            frame::write(&mut send, &Ack { refused: Some(why.clone()) })
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            // Dropping the connection now could lose the answer; the dialler closes it.
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            return Err(why);
+        }
+        frame::write(&mut send, &Ack { refused: None }).await.map_err(|e| e.to_string())?;
+        let n = self.pools.turns(hello.pool, peer, &mut send, &mut recv, false).await?;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        Ok(n)
+    }
+}
+
+impl ProtocolHandler for DocsProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let peer = conn.remote_id();
+        match tokio::time::timeout(SESSION_TIMEOUT, self.serve(&conn)).await {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::debug!(peer = %peer.fmt_short(), changes = n, "pool sync")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::info!(peer = %peer.fmt_short(), error = %e, "pool sync session failed")
+            }
+            Err(_) => tracing::info!(peer = %peer.fmt_short(), "pool sync session timed out"),
+        }
+        Ok(())
+    }
+}
+
+/// A pool by exact name or by id prefix (at least 4 hex digits).
+fn find(pools: &BTreeMap<Key, Pool>, spec: &str) -> Result<Key, PoolError> {
+    let by_name: Vec<Key> =
+        pools.iter().filter(|(_, p)| p.view().charter.name == spec).map(|(k, _)| *k).collect();
+    if let [k] = by_name.as_slice() {
+        return Ok(*k);
+    }
+    let by_id: Vec<Key> = pools
+        .keys()
+        .filter(|k| spec.len() >= 4 && hex(&k[..]).starts_with(&spec.to_ascii_lowercase()))
+        .copied()
+        .collect();
+    match (by_name.len(), by_id.as_slice()) {
+        (0, [k]) => Ok(*k),
+        (0, []) => Err(PoolError::Policy(format!("no pool `{spec}` here (see `kith pool ls`)"))),
+        _ => Err(PoolError::Policy(format!(
+            "`{spec}` names several pools; use the pool id from `kith pool ls`"
+        ))),
+    }
+}
