@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use automerge::transaction::CommitOptions;
-use automerge::{ActorId, AutoCommit, AutomergeError, Change, ChangeHash, Patch};
+use automerge::{
+    ActorId, AutoCommit, AutomergeError, Change, ChangeHash, Patch, PatchAction, Prop,
+};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 /// Domain separation for change signatures.
@@ -166,6 +168,24 @@ pub enum DocError {
     /// automerge refused an operation.
     #[error("document: {0}")]
     Automerge(#[from] AutomergeError),
+}
+
+/// The path a patch wrote, from the root down to the key it set or deleted.
+pub fn patch_path(p: &Patch) -> Vec<String> {
+    let mut v: Vec<String> = p
+        .path
+        .iter()
+        .map(|(_, prop)| match prop {
+            Prop::Map(k) => k.clone(),
+            Prop::Seq(i) => i.to_string(),
+        })
+        .collect();
+    match &p.action {
+        PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => v.push(key.clone()),
+        PatchAction::Increment { prop: Prop::Map(k), .. } => v.push(k.clone()),
+        _ => {}
+    }
+    v
 }
 
 /// Lower-case hex of bytes.

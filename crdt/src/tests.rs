@@ -1,27 +1,11 @@
 use std::collections::BTreeMap;
 
-use automerge::{ObjType, PatchAction, Prop, ROOT, ReadDoc, transaction::Transactable};
+use automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
 
 use crate::*;
 
 /// A toy rule set: the genesis author owns everything; others write only `own/<their key>`.
 struct Toy;
-
-fn full_path(p: &automerge::Patch) -> Vec<String> {
-    let mut v: Vec<String> = p
-        .path
-        .iter()
-        .map(|(_, prop)| match prop {
-            Prop::Map(k) => k.clone(),
-            Prop::Seq(i) => i.to_string(),
-        })
-        .collect();
-    match &p.action {
-        PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => v.push(key.clone()),
-        _ => {}
-    }
-    v
-}
 
 impl Authorizer for Toy {
     fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
@@ -36,7 +20,7 @@ impl Authorizer for Toy {
             return Ok(());
         }
         for p in c.patches {
-            let path = full_path(p);
+            let path = patch_path(p);
             if path.len() < 2 || path[0] != "own" || path[1] != hex(&c.author.key) {
                 return Err(format!("may not write {}", path.join("/")));
             }
@@ -99,7 +83,7 @@ fn patch_paths_name_the_key_written() {
     let mut a = automerge::AutoCommit::new();
     a.apply_changes([changes.remove(0)]).unwrap();
     let heads = a.get_heads();
-    let paths: Vec<_> = a.diff(&[], &heads).iter().map(full_path).collect();
+    let paths: Vec<_> = a.diff(&[], &heads).iter().map(patch_path).collect();
     assert!(paths.contains(&vec!["owner".to_string()]), "{paths:?}");
     assert_eq!(sigs.len(), 1);
 }

@@ -17,8 +17,8 @@
 //! more members than it allows. After every change the pool keeps at least one active admin and a
 //! replication factor of at least one, and the document still parses.
 
-use kith_crdt::automerge::{PatchAction, Prop};
-use kith_crdt::{Authorizer, Check, hex};
+use kith_crdt::automerge::PatchAction;
+use kith_crdt::{Authorizer, Check, hex, patch_path};
 
 use crate::invite::{Invite, InviteError};
 use crate::view::{PoolView, Role, State};
@@ -26,23 +26,6 @@ use crate::view::{PoolView, Role, State};
 /// The pool rules, as a [`kith_crdt::Authorizer`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolRules;
-
-fn full_path(p: &kith_crdt::automerge::Patch) -> Vec<String> {
-    let mut v: Vec<String> = p
-        .path
-        .iter()
-        .map(|(_, prop)| match prop {
-            Prop::Map(k) => k.clone(),
-            Prop::Seq(i) => i.to_string(),
-        })
-        .collect();
-    match &p.action {
-        PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => v.push(key.clone()),
-        PatchAction::Increment { prop: Prop::Map(k), .. } => v.push(k.clone()),
-        _ => {}
-    }
-    v
-}
 
 impl Authorizer for PoolRules {
     fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
@@ -56,9 +39,9 @@ impl Authorizer for PoolRules {
         let admin = before.active(&c.author.key).is_some_and(|m| m.role == Role::Admin);
         let member = before.active(&c.author.key).is_some();
         let joining = !member
-            && c.patches.iter().any(|p| full_path(p).first().is_some_and(|s| s == "members"));
+            && c.patches.iter().any(|p| patch_path(p).first().is_some_and(|s| s == "members"));
         for p in c.patches {
-            let path = full_path(p);
+            let path = patch_path(p);
             let deleting = matches!(p.action, PatchAction::DeleteMap { .. });
             let own = path.get(1) == Some(&me);
             let ok = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
