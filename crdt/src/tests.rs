@@ -102,18 +102,28 @@ fn members_converge_and_survive_save_and_load() {
     assert_eq!(c.len(), 3);
 }
 
+/// A change by `m` that takes ownership, written straight into a copy of `b` (no checks), with
+/// a valid signature for `id`.
+fn forged_takeover(
+    b: &SignedDoc,
+    m: &Signer,
+    id: &Key,
+) -> (automerge::AutoCommit, automerge::Change, BTreeMap<automerge::ChangeHash, [u8; 64]>) {
+    let mut raw = b.doc.clone().with_actor(m.author().actor());
+    raw.put(ROOT, "owner", m.author().key.to_vec()).unwrap();
+    let h = raw.commit().unwrap();
+    let change = raw.get_change_by_hash(&h).unwrap();
+    let mut sigs = BTreeMap::new();
+    sigs.insert(h, m.sign(&signed::signing_message(id, &h)));
+    (raw, change, sigs)
+}
+
 #[test]
 fn unauthorised_change_is_rejected_whole_and_state_kept() {
     let (o, m) = (signer(1), signer(2));
     let mut a = genesis(&o);
-    let mut b = load_copy(&mut a);
-    // Forge on b by skipping its checks: edit the raw document with m's actor.
-    let mut raw = b.doc.fork().with_actor(m.author().actor());
-    raw.put(ROOT, "owner", m.author().key.to_vec()).unwrap();
-    let h = raw.commit().unwrap();
-    let bad = raw.get_change_by_hash(&h).unwrap();
-    let mut sigs = BTreeMap::new();
-    sigs.insert(h, m.sign(&signed::signing_message(a.id(), &h)));
+    let b = load_copy(&mut a);
+    let (_, bad, sigs) = forged_takeover(&b, &m, a.id());
     let before = a.heads();
     let err = a.ingest(vec![bad], &sigs, &Toy).unwrap_err();
     assert!(matches!(err, DocError::Unauthorised { .. }), "{err}");
@@ -151,11 +161,9 @@ fn sync_rejects_a_peer_sending_a_forged_change() {
     let (o, m) = (signer(1), signer(2));
     let mut a = genesis(&o);
     let mut b = load_copy(&mut a);
-    let mut raw = b.doc.fork().with_actor(m.author().actor());
-    raw.put(ROOT, "owner", m.author().key.to_vec()).unwrap();
-    let h = raw.commit().unwrap();
+    let (raw, bad, sigs) = forged_takeover(&b, &m, a.id());
     b.doc = raw;
-    b.sigs.insert(h, m.sign(&signed::signing_message(a.id(), &h)));
+    b.sigs.insert(bad.hash(), sigs[&bad.hash()]);
     let err = sync_pair(&mut a, &mut b).unwrap_err();
     assert!(matches!(err, DocError::Unauthorised { .. }), "{err}");
     assert_eq!(a.len(), 1);

@@ -346,7 +346,7 @@ impl Pools {
         }
     }
 
-    /// One round: every pool with every other node listed in it.
+    /// One round: every pool with every other node listed in it, former members included.
     pub async fn sync_all(self: &Arc<Self>) {
         let targets: Vec<(Key, Key)> = self
             .lock()
@@ -356,7 +356,8 @@ impl Pools {
                 let nodes: Vec<Key> = v
                     .members
                     .values()
-                    .filter(|m| m.state == crate::view::State::Active)
+                    // Former members too: the change that ended their membership must reach
+                    // them (what they send back is judged by the rules like anything else).
                     .flat_map(|m| m.nodes.keys().copied())
                     .filter(|n| *n != self.node)
                     .collect();
@@ -385,16 +386,8 @@ impl Pools {
     ) -> Result<usize, String> {
         let endpoint = self.endpoint().map_err(|e| e.to_string())?;
         let run = async {
-            let conn = endpoint.connect(peer, DOCS_ALPN).await.map_err(|e| e.to_string())?;
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            frame::write(&mut send, &Hello { pool, proof }).await.map_err(|e| e.to_string())?;
-            let ack: Ack = frame::read(&mut recv)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("the peer closed the session")?;
-            if let Some(why) = ack.refused {
-                return Err(format!("the peer refused: {why}"));
-            }
+            let (conn, mut send, mut recv) =
+                open_session(&endpoint, peer.into(), pool, proof).await?;
             let n = self.turns(pool, peer, &mut send, &mut recv, true).await?;
             let _ = send.finish();
             conn.close(0u32.into(), b"done");
@@ -530,6 +523,26 @@ impl Pools {
     }
 }
 
+/// Dials `addr`, says hello and reads the answer: an open session, or why the peer refused.
+async fn open_session(
+    endpoint: &Endpoint,
+    addr: iroh::EndpointAddr,
+    pool: Key,
+    proof: Proof,
+) -> Result<(Connection, SendStream, RecvStream), String> {
+    let conn = endpoint.connect(addr, DOCS_ALPN).await.map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    frame::write(&mut send, &Hello { pool, proof }).await.map_err(|e| e.to_string())?;
+    let ack: Ack = frame::read(&mut recv)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the peer closed the session")?;
+    match ack.refused {
+        Some(why) => Err(format!("the peer refused: {why}")),
+        None => Ok((conn, send, recv)),
+    }
+}
+
 /// Fetches a pool document from `peer` (a node that holds it) with `proof`.
 async fn fetch_doc(
     endpoint: &Endpoint,
@@ -540,16 +553,7 @@ async fn fetch_doc(
     let fail =
         |e: String| PoolError::Policy(format!("cannot fetch the pool from the inviting node: {e}"));
     let run = async {
-        let conn = endpoint.connect(addr, DOCS_ALPN).await.map_err(|e| e.to_string())?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        frame::write(&mut send, &Hello { pool, proof }).await.map_err(|e| e.to_string())?;
-        let ack: Ack = frame::read(&mut recv)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the peer closed the session")?;
-        if let Some(why) = ack.refused {
-            return Err(format!("refused: {why}"));
-        }
+        let (conn, mut send, mut recv) = open_session(endpoint, addr, pool, proof).await?;
         // An empty document with the pool's id takes the whole history through plain sync.
         let mut doc = kith_crdt::SignedDoc::empty(pool);
         let mut state = SyncState::new();
