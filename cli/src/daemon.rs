@@ -65,11 +65,18 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     let cfg = NetConfig { listen: opts.listen.clone(), mdns: opts.mdns.clone() };
     let pools = crate::pool_ops::open(&home)?;
     let docs = kith_pools::service::DocsProtocol::new(pools.clone());
-    let protocols = vec![(kith_pools::service::DOCS_ALPN.to_vec(), docs.into())];
+    let replicator = kith_pools::replica::Replicator::new(pools.clone());
+    let pool_proto = kith_pools::replica::PoolProtocol::new(replicator.clone());
+    let protocols = vec![
+        (kith_pools::service::DOCS_ALPN.to_vec(), docs.into()),
+        (kith_pools::replica::POOL_ALPN.to_vec(), pool_proto.into()),
+    ];
     let node = Arc::new(Node::start_with(&home, store.clone(), cfg, protocols).await?);
     pools.attach(node.endpoint().clone());
+    replicator.attach(node.clone());
     let pools_stop = tokio_util::sync::CancellationToken::new();
     let pools_task = tokio::spawn(pools.clone().run(pools_stop.clone()));
+    let repair_task = tokio::spawn(replicator.clone().run(pools_stop.clone()));
 
     let lan = TcpListener::bind(opts.http)
         .with_context(|| format!("cannot listen for HTTP on {}", opts.http))?;
@@ -81,6 +88,7 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
         started,
         http: Some(http_addr),
         pools: Some(pools),
+        replicator: Some(replicator),
     });
 
     let token = new_token();
@@ -133,6 +141,7 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     tracing::info!("stopping");
     pools_stop.cancel();
     let _ = pools_task.await;
+    let _ = repair_task.await;
     let stop = async {
         tokio::join!(control_handle.stop(true), lan_handle.stop(true), node.shutdown());
     };

@@ -126,6 +126,9 @@ enum Command {
     Put {
         /// The file, folder or symlink to store.
         path: PathBuf,
+        /// Also put it into this pool: its chunks go to the pool's holders, who acknowledge.
+        #[arg(long, value_name = "POOL")]
+        pool: Option<String>,
         /// Print a JSON report on standard output instead of the id.
         #[arg(long)]
         json: bool,
@@ -328,8 +331,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Peer { command: PeerCommand::Add { ticket } } => {
             render::peer_added(&execute(&root, Request::PeerAdd { ticket }, "")?)
         }
-        Command::Put { path, json } => {
-            render::put(&execute(&root, Request::Put { path: abs(&path) }, "storing")?, json)
+        Command::Put { path, pool, json } => {
+            let what = if pool.is_some() { "storing and replicating" } else { "storing" };
+            render::put(&execute(&root, Request::Put { path: abs(&path), pool }, what)?, json)
         }
         Command::Get { spec, output, json } => {
             let to = match output {
@@ -429,8 +433,15 @@ fn local(root: &Path, req: Request) -> Result<Box<dyn FnMut() -> Result<Option<F
     let store = Arc::new(Store::open(&home, &what)?);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(16);
-    let ctx =
-        Arc::new(Ctx { home, store, node: None, started: Instant::now(), http: None, pools: None });
+    let ctx = Arc::new(Ctx {
+        home,
+        store,
+        node: None,
+        started: Instant::now(),
+        http: None,
+        pools: None,
+        replicator: None,
+    });
     rt.spawn(ops::run(ctx, req, Out(tx)));
     Ok(Box::new(move || {
         let _keep = &rt;

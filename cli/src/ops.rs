@@ -29,8 +29,12 @@ const DATA_FRAME: usize = 1 << 20;
 pub enum Request {
     /// Node, addresses, peers, store usage.
     Status,
-    /// Store a path.
-    Put { path: PathBuf },
+    /// Store a path (and put it into a pool).
+    Put {
+        path: PathBuf,
+        #[serde(default)]
+        pool: Option<String>,
+    },
     /// Restore an object.
     Get { spec: String, cwd: PathBuf, to: GetTo },
     /// List objects.
@@ -79,6 +83,8 @@ pub struct Ctx {
     pub http: Option<std::net::SocketAddr>,
     /// The pools, in the daemon.
     pub pools: Option<Arc<kith_pools::service::Pools>>,
+    /// Replication into the pools, in the daemon.
+    pub replicator: Option<Arc<kith_pools::replica::Replicator>>,
 }
 
 /// Runs `req` and sends its frames to `out`, ending with a result or an error frame.
@@ -106,12 +112,30 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
     let store = ctx.store.clone();
     match req {
         Request::Status => status(ctx).await,
-        Request::Put { path } => {
+        Request::Put { path, pool: None } => {
             let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
             for w in &r.warnings {
                 out.send(Frame::Warning(w.clone())).await;
             }
             Ok(put_json(&r))
+        }
+        Request::Put { path, pool: Some(pool) } => {
+            let rep = ctx.replicator.as_ref().ok_or_else(|| {
+                anyhow!("cannot put into a pool: kith is not running here; start it with `kith up`")
+            })?;
+            let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
+            pools.resolve(&pool)?;
+            let name =
+                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
+            for w in &r.warnings {
+                out.send(Frame::Warning(w.clone())).await;
+            }
+            let t = Instant::now();
+            let pp = rep.put(&pool, r.id.0, &name).await.map_err(|e| anyhow!(e))?;
+            let mut v = put_json(&r);
+            v["pool"] = crate::pool_ops::pool_put_json(&pp, t.elapsed().as_secs_f64());
+            Ok(v)
         }
         Request::Get { spec, cwd, to } => get(ctx, spec, cwd, to, out).await,
         Request::Ls => Ok(objects_json(&blocking(move || store.list()).await?)),
@@ -125,7 +149,19 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             .await?;
             Ok(json!({ "id": id.to_string() }))
         }
-        Request::Gc => Ok(gc_json(&blocking(move || store.gc()).await?)),
+        Request::Gc => {
+            // Blobs held for pools stay, whether or not the daemon runs.
+            let pools = match &ctx.pools {
+                Some(p) => p.clone(),
+                None => crate::pool_ops::open(&ctx.home)?,
+            };
+            let report = blocking(move || {
+                let keep = kith_pools::replica::keep_set(&pools, &store).map_err(|e| anyhow!(e))?;
+                store.gc_keeping(&keep).map_err(anyhow::Error::from)
+            })
+            .await?;
+            Ok(gc_json(&report))
+        }
         Request::Verify => {
             Ok(verify_json(&with_progress(out, move |p| store.verify(Some(p))).await?))
         }
@@ -154,7 +190,8 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
         Request::Pool(req) => {
             let node = need_node(ctx, "manage pools")?;
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
-            crate::pool_ops::handle(pools, node, req).await
+            let rep = ctx.replicator.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
+            crate::pool_ops::handle(pools, rep, node, req).await
         }
     }
 }
@@ -210,8 +247,22 @@ async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Res
     };
     let mut fetched = 0;
     let mut fetch_secs = 0.0;
+    let in_pool = ctx.replicator.as_ref().and_then(|r| r.find_object(&spec));
     let id = match (resolved, &ctx.node, spec.parse::<ObjectId>()) {
         (Ok(id), _, _) => id,
+        (Err(StoreError::NotFound(_)), Some(node), _) if in_pool.is_some() => {
+            // Stored in one of our pools: fetch it from the pool's nodes.
+            let (object, from) = in_pool.expect("checked");
+            let id = ObjectId(object);
+            let p = Arc::new(Progress::default());
+            let ticker = tokio::spawn(report_progress(out.clone(), p.clone()));
+            let t = Instant::now();
+            let r = node.fetch_object_from(id, Some(p), Some(from)).await;
+            ticker.abort();
+            fetched = r?;
+            fetch_secs = t.elapsed().as_secs_f64();
+            id
+        }
         (Err(StoreError::NotFound(_)), Some(node), Ok(id)) => {
             // Not here: fetch it from another device of this identity.
             let p = Arc::new(Progress::default());

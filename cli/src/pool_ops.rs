@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use kith_crdt::hex;
 use kith_node::Home;
+use kith_pools::replica::{PoolPut, Replicator};
 use kith_pools::service::{Pools, encode_ticket};
 use kith_pools::{Offer, Pool, PoolView, parse_size};
 use serde::{Deserialize, Serialize};
@@ -47,17 +48,7 @@ pub fn open(home: &Home) -> Result<Arc<Pools>> {
 
 /// Parses `24h`, `30m`, `7d`, `90s` into milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<u64> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| anyhow!("`{s}` is not a duration (try 24h, 30m, 7d)"))?;
-    let mult = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" | "" => 3_600_000,
-        "d" => 86_400_000,
-        _ => bail!("unknown duration unit `{unit}` in `{s}` (s, m, h, d)"),
-    };
-    Ok(n.saturating_mul(mult))
+    kith_pools::parse_duration_ms(s).map_err(|e| anyhow!(e))
 }
 
 fn display(pools: &Pools, given: Option<String>) -> String {
@@ -67,6 +58,7 @@ fn display(pools: &Pools, given: Option<String>) -> String {
 /// Runs a pool command.
 pub async fn handle(
     pools: &Arc<Pools>,
+    rep: &Arc<Replicator>,
     node: &kith_node::net::Node,
     req: PoolReq,
 ) -> Result<Value> {
@@ -119,7 +111,20 @@ pub async fn handle(
         }
         PoolReq::Show { pool } => {
             let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
-            Ok(show(pools, &id, &v))
+            let mut out = show(pools, &id, &v);
+            out["replication"] = match rep.health(id).await {
+                Ok(h) => health_json(&h),
+                Err(e) => json!({ "error": e }),
+            };
+            if let Some(st) = rep.stats(&id) {
+                out["repair"] = json!({
+                    "at_ms": st.at_ms, "responsible_blobs": st.responsible_blobs,
+                    "responsible_bytes": st.responsible_bytes, "lacking_blobs": st.lacking_blobs,
+                    "repaired_blobs": st.repaired_blobs, "repaired_bytes": st.repaired_bytes,
+                    "error": st.error,
+                });
+            }
+            Ok(out)
         }
         PoolReq::Leave { pool } => {
             pools.with_pool(&pool, |p| p.leave(signer, now as i64))?;
@@ -152,6 +157,42 @@ pub async fn handle(
             Ok(json!({ "storage": offer.storage, "egress": offer.egress, "zone": offer.zone }))
         }
     }
+}
+
+/// A put into a pool, for the CLI.
+pub fn pool_put_json(p: &PoolPut, seconds: f64) -> Value {
+    let acks: Vec<Value> = p
+        .acks
+        .iter()
+        .map(|a| {
+            json!({
+                "node": hex(&a.node), "blobs": a.blobs, "bytes": a.bytes,
+                "ok": a.result.is_ok(),
+                "fetched": a.result.as_ref().ok(),
+                "error": a.result.as_ref().err(),
+            })
+        })
+        .collect();
+    json!({
+        "pool": hex(&p.pool), "manifest": hex(&p.manifest), "blobs": p.blobs, "bytes": p.bytes,
+        "replicas": p.replicas, "holders": p.holders, "acks": acks, "seconds": seconds,
+        "complete": p.acks.iter().all(|a| a.result.is_ok()),
+    })
+}
+
+fn health_json(h: &kith_pools::replica::Health) -> Value {
+    json!({
+        "objects": h.objects, "bytes": h.bytes, "blobs": h.blobs,
+        "under_replicated_bytes": h.under_replicated_bytes,
+        "under_replicated_blobs": h.under_replicated_blobs,
+        "lost_blobs": h.lost_blobs,
+        "unreadable": h.unreadable,
+        "holders": h.holders.iter().map(|x| json!({
+            "node": hex(&x.node), "state": x.state, "silent_s": x.silent_s,
+            "assigned_blobs": x.assigned_blobs, "assigned_bytes": x.assigned_bytes,
+            "confirmed_blobs": x.confirmed_blobs, "error": x.error,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn summary(pools: &Pools, id: &[u8; 32], v: &PoolView) -> Value {
@@ -197,7 +238,12 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> Value {
         "charter": {
             "name": v.charter.name, "replicas": v.charter.replicas, "quota": v.charter.quota,
             "cost_rule": v.charter.cost_rule, "join_rule": v.charter.join_rule,
+            "repair_after_ms": v.charter.repair_after_ms,
         },
+        "objects": v.members.iter().flat_map(|(k, m)| m.objects.iter().map(move |(o, po)| json!({
+            "id": hex(o), "owner": hex(k), "owner_name": m.name, "owner_state": m.state.as_str(),
+            "name": po.name, "bytes": po.bytes, "blobs": po.blobs, "at_ms": po.at_ms,
+        }))).collect::<Vec<_>>(),
         "members": members,
         "capacity": { "offered": holders.iter().map(|h| h.weight).sum::<u64>(), "zones": zones },
         "policy_met": zones >= v.charter.replicas,

@@ -128,6 +128,36 @@ pub fn put(v: &Value, json: bool) -> Result<ExitCode> {
         fmt::bytes(u(&v["bytes_stored"]))
     );
     eprintln!("  dedup ratio {:.1}%, {secs:.2} s, {}", 100.0 - share, fmt::rate(scanned, secs));
+    let p = &v["pool"];
+    if p.is_null() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "put into pool {} ({} blobs, {}), {} replicas over {} holders, in {:.2} s:",
+        &s(&p["pool"])[..8.min(s(&p["pool"]).len())],
+        u(&p["blobs"]),
+        fmt::bytes(u(&p["bytes"])),
+        u(&p["replicas"]),
+        u(&p["holders"]),
+        p["seconds"].as_f64().unwrap_or(0.0)
+    );
+    for a in p["acks"].as_array().into_iter().flatten() {
+        let node = &s(&a["node"])[..8.min(s(&a["node"]).len())];
+        match a["ok"].as_bool() {
+            Some(true) => eprintln!(
+                "  {node}  holds {} blobs ({})",
+                u(&a["blobs"]),
+                fmt::bytes(u(&a["bytes"]))
+            ),
+            _ => eprintln!("  {node}  FAILED: {}", s(&a["error"])),
+        }
+    }
+    if p["complete"].as_bool() != Some(true) {
+        eprintln!(
+            "not every holder acknowledged; the object is stored here and repair keeps copying it to the pool in the background (see `kith pool show`)"
+        );
+        return Ok(ExitCode::from(3));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -324,6 +354,55 @@ pub fn pool(v: &Value, json: bool) -> Result<ExitCode> {
             s(&m["state"]),
             nodes.join(", ")
         );
+    }
+    let objects = v["objects"].as_array().map(Vec::len).unwrap_or(0);
+    if objects > 0 {
+        println!();
+        println!("{:<16}  {:<24}  {:>10}  {:<16}  STORED", "OBJECT", "NAME", "SIZE", "OWNER");
+        for o in v["objects"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16}  {:<24}  {:>10}  {:<16}  {}",
+                &s(&o["id"])[..16.min(s(&o["id"]).len())],
+                s(&o["name"]),
+                fmt::bytes(u(&o["bytes"])),
+                s(&o["owner_name"]),
+                fmt::time(u(&o["at_ms"]))
+            );
+        }
+    }
+    let r = &v["replication"];
+    if let Some(e) = r["error"].as_str() {
+        println!();
+        println!("replication: cannot check: {e}");
+    } else if !r.is_null() {
+        println!();
+        println!(
+            "replication  {} objects, {} in {} blobs; under-replicated {} ({} blobs), lost {} blobs",
+            u(&r["objects"]),
+            fmt::bytes(u(&r["bytes"])),
+            u(&r["blobs"]),
+            fmt::bytes(u(&r["under_replicated_bytes"])),
+            u(&r["under_replicated_blobs"]),
+            u(&r["lost_blobs"])
+        );
+        println!(
+            "{:<16}  {:<5}  {:>8}  {:>10}  {:>10}  NOTE",
+            "HOLDER", "STATE", "SILENT", "ASSIGNED", "CONFIRMED"
+        );
+        for h in r["holders"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16}  {:<5}  {:>7}s  {:>10}  {:>10}  {}",
+                &s(&h["node"])[..16.min(s(&h["node"]).len())],
+                s(&h["state"]),
+                u(&h["silent_s"]),
+                u(&h["assigned_blobs"]),
+                u(&h["confirmed_blobs"]),
+                h["error"].as_str().unwrap_or("")
+            );
+        }
+        for e in r["unreadable"].as_array().into_iter().flatten() {
+            println!("  cannot read: {}", s(e));
+        }
     }
     let rejected = v["rejected_changes"].as_array().map(Vec::len).unwrap_or(0);
     if rejected > 0 {

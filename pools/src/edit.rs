@@ -37,6 +37,7 @@ pub fn init(
     d.put(&c, "quota", charter.quota)?;
     d.put(&c, "cost_rule", charter.cost_rule.as_str())?;
     d.put(&c, "join_rule", charter.join_rule.as_str())?;
+    d.put(&c, "repair_after", charter.repair_after_ms)?;
     let ms = d.put_object(ROOT, "members", ObjType::Map)?;
     write_member(d, &ms, founder, Role::Admin, name, None, now_ms)
 }
@@ -59,6 +60,7 @@ fn write_member(
         d.put(&m, "invite", ScalarValue::Bytes(inv.to_vec()))?;
     }
     d.put_object(&m, "nodes", ObjType::Map)?;
+    d.put_object(&m, "objects", ObjType::Map)?;
     Ok(())
 }
 
@@ -112,4 +114,32 @@ pub fn set_offer(
     d.put(&o, "storage", offer.storage)?;
     d.put(&o, "egress", offer.egress)?;
     d.put(&o, "zone", offer.zone.as_str())
+}
+
+/// Records an object `me` stored in the pool.
+pub fn add_object(
+    d: &mut AutoCommit,
+    me: &Key,
+    object: &Key,
+    o: &crate::view::PoolObject,
+) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    // Pools made before objects existed get the map on first use.
+    let os = match d.get(&m, "objects")? {
+        Some((_, id)) => id,
+        None => d.put_object(&m, "objects", ObjType::Map)?,
+    };
+    let e = d.put_object(&os, hex(object), ObjType::Map)?;
+    d.put(&e, "manifest", ScalarValue::Bytes(o.manifest.to_vec()))?;
+    d.put(&e, "bytes", o.bytes)?;
+    d.put(&e, "blobs", o.blobs)?;
+    d.put(&e, "name", o.name.as_str())?;
+    d.put(&e, "at", o.at_ms)
+}
+
+/// Forgets an object `me` stored.
+pub fn remove_object(d: &mut AutoCommit, me: &Key, object: &Key) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let os = map(d, &m, "objects")?;
+    d.delete(&os, hex(object))
 }

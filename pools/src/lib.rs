@@ -14,8 +14,10 @@
 
 mod edit;
 mod invite;
+pub mod manifest;
 pub mod placement;
 mod pool;
+pub mod replica;
 mod rules;
 pub mod service;
 #[cfg(test)]
@@ -23,6 +25,6 @@ mod tests;
 mod view;
 
 pub use invite::{Invite, InviteError};
-pub use pool::{Pool, PoolError, check_replicas, parse_size};
+pub use pool::{Pool, PoolError, check_replicas, parse_duration_ms, parse_size};
 pub use rules::PoolRules;
-pub use view::{Charter, Member, Offer, POOL_KIND, PoolView, Role, State, parse_key};
+pub use view::{Charter, Member, Offer, POOL_KIND, PoolObject, PoolView, Role, State, parse_key};

@@ -81,6 +81,7 @@ impl Pool {
             quota: 0,
             cost_rule: "proportional".into(),
             join_rule: "invite".into(),
+            repair_after_ms: crate::view::DEFAULT_REPAIR_AFTER_MS,
         }
     }
 
@@ -210,9 +211,19 @@ impl Pool {
                 ScalarValue::Str(value.into())
             }
             "join_rule" if value == "invite" => ScalarValue::Str(value.into()),
+            "repair_after" => {
+                let ms = parse_duration_ms(value).map_err(PoolError::Policy)?;
+                if ms < crate::rules::MIN_REPAIR_AFTER_MS {
+                    return Err(PoolError::Policy(format!(
+                        "repair_after must be at least {} s",
+                        crate::rules::MIN_REPAIR_AFTER_MS / 1000
+                    )));
+                }
+                ScalarValue::Uint(ms)
+            }
             _ => {
                 return Err(PoolError::Policy(format!(
-                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), role:MEMBER (admin|member)"
+                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), repair_after (DURATION), role:MEMBER (admin|member)"
                 )));
             }
         };
@@ -254,6 +265,40 @@ impl Pool {
         Ok(())
     }
 
+    /// Records an object this member stored in the pool.
+    pub fn add_object(
+        &mut self,
+        signer: &Signer,
+        object: &Key,
+        o: &crate::view::PoolObject,
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        let me = signer.author().key;
+        if self.view().active(&me).is_none() {
+            return Err(PoolError::Denied("you are not a member of this pool".into()));
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::add_object(d, &me, object, o))?;
+        Ok(())
+    }
+
+    /// Forgets an object this member stored; holders may then drop its chunks.
+    pub fn remove_object(
+        &mut self,
+        signer: &Signer,
+        object: &Key,
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        let me = signer.author().key;
+        if !self.view().members.get(&me).is_some_and(|m| m.objects.contains_key(object)) {
+            return Err(PoolError::Policy(format!(
+                "you stored no object {} in this pool",
+                hex(&object[..8])
+            )));
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::remove_object(d, &me, object))?;
+        Ok(())
+    }
+
     /// Leaves the pool.
     pub fn leave(&mut self, signer: &Signer, now_ms: i64) -> Result<(), PoolError> {
         let me = signer.author().key;
@@ -269,6 +314,21 @@ impl Pool {
             .change(signer, now_ms, &PoolRules, |d| edit::set_state(d, &member, State::Removed))?;
         Ok(member)
     }
+}
+
+/// Parses a duration such as `30s`, `10m`, `24h` or `7d` (a bare number is hours), in ms.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration (try 24h, 30m, 7d)"))?;
+    let mult = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" | "" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("unknown duration unit `{unit}` in `{s}` (s, m, h, d)")),
+    };
+    Ok(n.saturating_mul(mult))
 }
 
 /// Refuses a replication factor the pool's zones cannot hold.

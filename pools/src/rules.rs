@@ -8,7 +8,7 @@
 //! | `charter/*` | an active admin |
 //! | `members/X/role` | an active admin |
 //! | `members/X/state` | an active admin (any value); X itself (`left`) |
-//! | `members/X/name`, `members/X/nodes/*` | X itself, while active |
+//! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*` | X itself, while active |
 //! | `members/X` (a new entry), `joined`, `invite` | X itself, joining with a valid invite |
 //! | the root, other keys | nobody after the genesis |
 //!
@@ -53,7 +53,7 @@ impl Authorizer for PoolRules {
                 }
                 ["members", _, "name"] => own && (member || joining),
                 ["members", _, "joined" | "invite"] => own && joining,
-                ["members", _, "nodes", ..] => own && (member || joining),
+                ["members", _, "nodes" | "objects", ..] => own && (member || joining),
                 _ => false,
             };
             if !ok {
@@ -69,9 +69,15 @@ impl Authorizer for PoolRules {
         if after.charter.replicas == 0 {
             return Err("the replication factor must be at least 1".into());
         }
+        if after.charter.repair_after_ms < MIN_REPAIR_AFTER_MS {
+            return Err(format!("repair_after must be at least {} s", MIN_REPAIR_AFTER_MS / 1000));
+        }
         Ok(())
     }
 }
+
+/// Shortest `repair_after` (a holder that misses a few sync rounds is not gone).
+pub const MIN_REPAIR_AFTER_MS: u64 = 5_000;
 
 fn left(after: &PoolView, c: &Check<'_>) -> bool {
     after.members.get(&c.author.key).is_some_and(|m| m.state == State::Left)

@@ -157,6 +157,11 @@ pub struct Pools {
     rejections: Mutex<Vec<Rejection>>,
     changed: Notify,
     endpoint: std::sync::OnceLock<Endpoint>,
+    /// When each node last completed a session with this one (ms since the epoch).
+    seen: Mutex<HashMap<Key, i64>>,
+    started_ms: i64,
+    /// Sessions `sync_all` started that have not ended.
+    in_flight: Mutex<std::collections::HashSet<(Key, Key)>>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -214,12 +219,63 @@ impl Pools {
             rejections: Mutex::new(Vec::new()),
             changed: Notify::new(),
             endpoint: std::sync::OnceLock::new(),
+            seen: Mutex::new(HashMap::new()),
+            started_ms: now_ms(),
+            in_flight: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
     /// Gives the service the node's endpoint, for dialling.
     pub fn attach(&self, endpoint: Endpoint) {
         let _ = self.endpoint.set(endpoint);
+    }
+
+    /// Notes that `node` just completed a session with this one.
+    pub fn saw(&self, node: &Key) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(*node, now_ms());
+    }
+
+    /// How long `node` has gone without a session with this one (ms), counting from this
+    /// service's start for a node not seen since.
+    pub fn silent_for_ms(&self, node: &Key) -> i64 {
+        if *node == self.node {
+            return 0;
+        }
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(node).copied();
+        now_ms() - seen.unwrap_or(self.started_ms)
+    }
+
+    /// Whether `node` was heard from within `within_ms` (this node always is).
+    pub fn is_up(&self, node: &Key, within_ms: i64) -> bool {
+        if *node == self.node {
+            return true;
+        }
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(node).copied();
+        seen.is_some_and(|t| now_ms() - t <= within_ms)
+    }
+
+    /// The pool with this id, as it is now.
+    pub fn view_of(&self, pool: &Key) -> Option<crate::view::PoolView> {
+        self.lock().get(pool).map(|p| p.view())
+    }
+
+    /// The id of the pool `spec` names.
+    pub fn resolve(&self, spec: &str) -> Result<Key, PoolError> {
+        find(&self.lock(), spec)
+    }
+
+    /// The pools an identity is an active member of.
+    pub fn pools_of(&self, identity: &Key) -> Vec<Key> {
+        self.lock()
+            .iter()
+            .filter(|(_, p)| p.view().active(identity).is_some())
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Whether this node holds pool `id`.
+    pub fn has_pool(&self, id: &Key) -> bool {
+        self.lock().contains_key(id)
     }
 
     /// This node's signer.
@@ -330,7 +386,7 @@ impl Pools {
         Ok(id)
     }
 
-    fn endpoint(&self) -> Result<Endpoint, PoolError> {
+    pub(crate) fn endpoint(&self) -> Result<Endpoint, PoolError> {
         self.endpoint.get().cloned().ok_or(PoolError::Policy("the node is not running".into()))
     }
 
@@ -347,6 +403,8 @@ impl Pools {
     }
 
     /// One round: every pool with every other node listed in it, former members included.
+    /// Sessions run on their own; a target whose last session is still running (a node that
+    /// is gone takes a while to time out) is skipped, so slow peers never delay the others.
     pub async fn sync_all(self: &Arc<Self>) {
         let targets: Vec<(Key, Key)> = self
             .lock()
@@ -364,17 +422,19 @@ impl Pools {
                 nodes.into_iter().map(move |n| (*id, n))
             })
             .collect();
-        let mut set = tokio::task::JoinSet::new();
         for (pool, node) in targets {
             let Ok(peer) = EndpointId::from_bytes(&node) else { continue };
+            if !self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert((pool, node)) {
+                continue;
+            }
             let this = self.clone();
-            set.spawn(async move {
+            tokio::spawn(async move {
                 if let Err(e) = this.sync_one(pool, peer, Proof::Member).await {
                     tracing::debug!(pool = %hex(&pool[..4]), peer = %peer.fmt_short(), error = %e, "pool sync failed");
                 }
+                this.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&(pool, node));
             });
         }
-        while set.join_next().await.is_some() {}
     }
 
     /// One session with `peer` as the dialler.
@@ -391,6 +451,7 @@ impl Pools {
             let n = self.turns(pool, peer, &mut send, &mut recv, true).await?;
             let _ = send.finish();
             conn.close(0u32.into(), b"done");
+            self.saw(peer.as_bytes());
             Ok(n)
         };
         tokio::time::timeout(SESSION_TIMEOUT, run)
@@ -544,7 +605,7 @@ async fn open_session(
 }
 
 /// Fetches a pool document from `peer` (a node that holds it) with `proof`.
-async fn fetch_doc(
+pub(crate) async fn fetch_doc(
     endpoint: &Endpoint,
     addr: iroh::EndpointAddr,
     pool: Key,
@@ -613,6 +674,7 @@ impl DocsProtocol {
         }
         frame::write(&mut send, &Ack { refused: None }).await.map_err(|e| e.to_string())?;
         let n = self.pools.turns(hello.pool, peer, &mut send, &mut recv, false).await?;
+        self.pools.saw(peer.as_bytes());
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
         Ok(n)

@@ -3,10 +3,14 @@
 //! ```text
 //! v: 1                          format version of the schema
 //! kind: "kith-pool"
-//! charter: { name, replicas, quota, cost_rule, join_rule }
+//! charter: { name, replicas, quota, cost_rule, join_rule, repair_after? }
 //! members: { <identity hex>: { role, state, name, joined, invite?, nodes: {
-//!              <node hex>: { storage, egress, zone } } } }
+//!              <node hex>: { storage, egress, zone } },
+//!            objects?: { <object hex>: { manifest, bytes, blobs, name, at } } } }
 //! ```
+//!
+//! `repair_after` (ms) and `objects` came after the first pools; readers treat them as
+//! optional.
 //!
 //! Members are never deleted: removal and leaving set `state`, so history stays readable and a
 //! removed member's later changes can be recognised and refused.
@@ -22,6 +26,9 @@ pub const POOL_SCHEMA_VERSION: u64 = 1;
 pub const POOL_KIND: &str = "kith-pool";
 /// The replication factor of a new pool.
 pub const DEFAULT_REPLICAS: u64 = 3;
+/// How long a holder may be unreachable before its chunks are copied elsewhere (as Ceph's
+/// `mon_osd_down_out_interval`): long enough for a reboot, short enough to matter.
+pub const DEFAULT_REPAIR_AFTER_MS: u64 = 10 * 60 * 1000;
 
 /// A member's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +101,23 @@ pub struct Charter {
     pub cost_rule: String,
     /// How members join (`invite`).
     pub join_rule: String,
+    /// How long a holder may be unreachable before its chunks are repaired elsewhere (ms).
+    pub repair_after_ms: u64,
+}
+
+/// An object a member stored in the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolObject {
+    /// Id of its manifest blob (see [`crate::manifest`]).
+    pub manifest: Key,
+    /// Stored bytes of all its blobs (one copy).
+    pub bytes: u64,
+    /// How many blobs.
+    pub blobs: u64,
+    /// The name it was stored under (a file or folder name; no path).
+    pub name: String,
+    /// When it was stored (ms since the Unix epoch, as the member claimed).
+    pub at_ms: i64,
 }
 
 /// What one node of a member offers the pool.
@@ -122,6 +146,8 @@ pub struct Member {
     pub invite: Option<Vec<u8>>,
     /// Its nodes and their offers.
     pub nodes: BTreeMap<Key, Offer>,
+    /// What it stored in the pool, by object id.
+    pub objects: BTreeMap<Key, PoolObject>,
 }
 
 impl Member {
@@ -187,6 +213,10 @@ impl PoolView {
             quota: uint(d, &c, "quota")?,
             cost_rule: text(d, &c, "cost_rule")?,
             join_rule: text(d, &c, "join_rule")?,
+            repair_after_ms: match d.get(&c, "repair_after").map_err(|e| e.to_string())? {
+                Some(_) => uint(d, &c, "repair_after")?,
+                None => DEFAULT_REPAIR_AFTER_MS,
+            },
         };
         let ms = obj(d, &ROOT, "members")?;
         let mut members = BTreeMap::new();
@@ -221,6 +251,33 @@ impl PoolView {
             };
             nodes.insert(key, offer);
         }
+        let mut objects = BTreeMap::new();
+        if d.get(m, "objects").map_err(|e| e.to_string())?.is_some() {
+            let os = obj(d, m, "objects")?;
+            for k in d.keys(&os) {
+                let key = parse_key(&k).ok_or(format!("object key `{k}` is not a key"))?;
+                let o = obj(d, &os, &k)?;
+                let manifest = match d.get(&o, "manifest").map_err(|e| e.to_string())? {
+                    Some((v, _)) => v
+                        .as_bytes()
+                        .and_then(|b| <Key>::try_from(b).ok())
+                        .ok_or(format!("object {k}: `manifest` is not a 32-byte id"))?,
+                    None => return Err(format!("object {k}: `manifest` is missing")),
+                };
+                let at_ms = match d.get(&o, "at").map_err(|e| e.to_string())? {
+                    Some((v, _)) => v.as_i64().ok_or("`at` is not a number")?,
+                    None => return Err(format!("object {k}: `at` is missing")),
+                };
+                let po = PoolObject {
+                    manifest,
+                    bytes: uint(d, &o, "bytes")?,
+                    blobs: uint(d, &o, "blobs")?,
+                    name: text(d, &o, "name")?,
+                    at_ms,
+                };
+                objects.insert(key, po);
+            }
+        }
         Ok(Member {
             role: Role::parse(&role).ok_or(format!("unknown role `{role}`"))?,
             state: State::parse(&state).ok_or(format!("unknown state `{state}`"))?,
@@ -228,6 +285,7 @@ impl PoolView {
             joined_ms,
             invite,
             nodes,
+            objects,
         })
     }
 
@@ -264,5 +322,20 @@ impl PoolView {
             .iter()
             .find(|(_, m)| m.state == State::Active && m.nodes.contains_key(node))
             .map(|(k, _)| *k)
+    }
+}
+
+impl PoolView {
+    /// Objects of active members: (owner, object id, object).
+    pub fn objects(&self) -> impl Iterator<Item = (&Key, &Key, &PoolObject)> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.state == State::Active)
+            .flat_map(|(k, m)| m.objects.iter().map(move |(o, po)| (k, o, po)))
+    }
+
+    /// Every node listed in the pool, former members' included.
+    pub fn all_nodes(&self) -> Vec<Key> {
+        self.members.values().flat_map(|m| m.nodes.keys().copied()).collect()
     }
 }

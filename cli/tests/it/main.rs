@@ -15,6 +15,7 @@ mod offline;
 mod pools;
 mod privacy;
 mod progress;
+mod replication;
 mod roundtrip;
 mod transfer;
 mod util;

@@ -348,8 +348,18 @@ pub async fn fetch(
     ids: Vec<ChunkId>,
     sink: mpsc::Sender<Blob>,
 ) -> FetchReport {
-    let candidates: Vec<EndpointId> =
-        peers.candidates().into_iter().take(MAX_FETCH_PEERS).collect();
+    fetch_from(conns, peers.candidates(), ids, sink).await
+}
+
+/// Like [`fetch`], from these peers (in order of preference; the first
+/// [`MAX_FETCH_PEERS`] are used).
+pub async fn fetch_from(
+    conns: Arc<Connections>,
+    candidates: Vec<EndpointId>,
+    ids: Vec<ChunkId>,
+    sink: mpsc::Sender<Blob>,
+) -> FetchReport {
+    let candidates: Vec<EndpointId> = candidates.into_iter().take(MAX_FETCH_PEERS).collect();
     let mut st = FetchState { live: candidates.iter().copied().collect(), ..FetchState::default() };
     st.report.peers_asked = candidates.len();
     if candidates.is_empty() {

@@ -239,6 +239,18 @@ impl Node {
         ids: Vec<ChunkId>,
         progress: Option<Arc<Progress>>,
     ) -> Result<FetchReport, NetError> {
+        self.fetch_missing_from(what, ids, progress, None).await
+    }
+
+    /// Like [`Node::fetch_missing`], asking `from` (in order of preference) instead of the
+    /// peer table's candidates.
+    pub async fn fetch_missing_from(
+        &self,
+        what: &str,
+        ids: Vec<ChunkId>,
+        progress: Option<Arc<Progress>>,
+        from: Option<Vec<EndpointId>>,
+    ) -> Result<FetchReport, NetError> {
         let store = self.store.clone();
         let ids = blocking(move || {
             let mut out = Vec::new();
@@ -269,7 +281,8 @@ impl Node {
             ingest.finish()?;
             Ok::<_, StoreError>(bytes)
         });
-        let mut report = blobs::fetch(self.conns.clone(), &self.peers, ids, tx).await;
+        let from = from.unwrap_or_else(|| self.peers.candidates());
+        let mut report = blobs::fetch_from(self.conns.clone(), from, ids, tx).await;
         report.bytes = sink.await.map_err(|e| NetError::Internal(e.to_string()))??;
         if report.peers_asked == 0 {
             return Err(NetError::NoPeers(what.to_string()));
@@ -297,8 +310,22 @@ impl Node {
         id: ObjectId,
         progress: Option<Arc<Progress>>,
     ) -> Result<u64, NetError> {
+        self.fetch_object_from(id, progress, None).await
+    }
+
+    /// Like [`Node::fetch_object`], asking `from` (in order of preference) instead of the peer
+    /// table's candidates.
+    pub async fn fetch_object_from(
+        &self,
+        id: ObjectId,
+        progress: Option<Arc<Progress>>,
+        from: Option<Vec<EndpointId>>,
+    ) -> Result<u64, NetError> {
         let what = format!("object {id}");
-        let mut fetched = self.fetch_missing(&what, vec![id.into()], progress.clone()).await?.bytes;
+        let mut fetched = self
+            .fetch_missing_from(&what, vec![id.into()], progress.clone(), from.clone())
+            .await?
+            .bytes;
         let store = self.store.clone();
         let root = blocking(move || store.root(&id)).await??;
         if let Some(p) = &progress {
@@ -306,7 +333,7 @@ impl Node {
             p.total_known.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let tree: Vec<ChunkId> = root.tree.iter().map(|r| r.chunk_id()).collect();
-        fetched += self.fetch_missing(&what, tree, None).await?.bytes;
+        fetched += self.fetch_missing_from(&what, tree, None, from.clone()).await?.bytes;
         // Walk the tree and fetch missing data chunks a round at a time (bounded memory).
         let (tx, mut rx) = mpsc::channel::<Vec<ChunkId>>(1);
         let store = self.store.clone();
@@ -331,7 +358,8 @@ impl Node {
             Ok::<_, StoreError>(())
         });
         while let Some(round) = rx.recv().await {
-            fetched += self.fetch_missing(&what, round, progress.clone()).await?.bytes;
+            fetched +=
+                self.fetch_missing_from(&what, round, progress.clone(), from.clone()).await?.bytes;
         }
         walker.await.map_err(|e| NetError::Internal(e.to_string()))??;
         let store = self.store.clone();

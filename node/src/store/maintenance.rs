@@ -204,6 +204,35 @@ fn check_object(
     Some(DamagedObject { id: *id, source, problems, problem_count })
 }
 
+/// Every blob object `id` consists of (its root first), with its stored length.
+pub(super) fn object_blobs(
+    store: &Store,
+    id: &ObjectId,
+) -> Result<Vec<(ChunkId, u32)>, StoreError> {
+    let mut order = vec![ChunkId::from(*id)];
+    let root = store.read_root(id)?;
+    order.extend(root.tree.iter().map(|r| r.chunk_id()));
+    let mut reader = store.tree_reader(&root);
+    let mut seen: HashSet<ChunkId> = order.iter().copied().collect();
+    while let Some(item) = reader.next_item()? {
+        if let Item::Chunk(r) = item
+            && seen.insert(r.chunk_id())
+        {
+            order.push(r.chunk_id());
+        }
+    }
+    let index = store.index();
+    order
+        .into_iter()
+        .map(|c| match index.blob(&c)? {
+            Some(loc) => Ok((c, loc.len)),
+            None => {
+                Err(StoreError::NotFound(format!("chunk {c} of object {id} is not in the store")))
+            }
+        })
+        .collect()
+}
+
 /// Collects every blob an object references; returns its source and (file, chunk) pairs of
 /// its data chunks.
 fn walk_refs(
@@ -230,9 +259,9 @@ fn walk_refs(
     Ok((source, chunks))
 }
 
-pub(super) fn gc(store: &Store) -> Result<GcReport, StoreError> {
+pub(super) fn gc(store: &Store, keep: &HashSet<ChunkId>) -> Result<GcReport, StoreError> {
     let mut report = GcReport::default();
-    let mut live = HashSet::new();
+    let mut live = keep.clone();
     for row in store.index().objects()? {
         report.objects += 1;
         walk_refs(store, &row.id, &mut live).map_err(|e| e.in_object(row.id, None))?;

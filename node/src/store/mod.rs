@@ -329,10 +329,29 @@ impl Store {
 
     /// Deletes blobs no object references and reclaims their space.
     pub fn gc(&self) -> Result<GcReport, StoreError> {
+        self.gc_keeping(&std::collections::HashSet::new())
+    }
+
+    /// Like [`Store::gc`], also keeping the blobs in `keep` (those held for others).
+    pub fn gc_keeping(
+        &self,
+        keep: &std::collections::HashSet<ChunkId>,
+    ) -> Result<GcReport, StoreError> {
         let _w = self.write_lock();
-        let report = maintenance::gc(self)?;
+        let report = maintenance::gc(self, keep)?;
         self.compact()?;
         Ok(report)
+    }
+
+    /// Every blob object `id` consists of, its root first, with each one's stored length
+    /// (what another node must hold to restore it).
+    pub fn object_blobs(&self, id: &ObjectId) -> Result<Vec<(ChunkId, u32)>, StoreError> {
+        maintenance::object_blobs(self, id)
+    }
+
+    /// The stored length of a blob, if the store holds it.
+    pub fn blob_len(&self, id: &ChunkId) -> Result<Option<u32>, StoreError> {
+        Ok(self.index().blob(id)?.map(|l| l.len))
     }
 
     /// Forgets an object; its blobs stay until [`Store::gc`].

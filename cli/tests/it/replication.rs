@@ -1,0 +1,175 @@
+//! Objects put into a pool survive their writer: holders acknowledge, a restored identity finds
+//! its pools and gets its bytes back, and repair restores the replication factor when a holder
+//! goes for good.
+
+use std::time::Duration;
+
+use kith_testnet::{Layout, Testnet};
+use serde_json::Value;
+
+use crate::util::*;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn show(net: &Testnet, i: usize) -> Value {
+    net.json(i, &["pool", "show", "street"]).unwrap()
+}
+
+/// Nodes 0..4 in one pool, each in its own zone, offering storage; two replicas, repair after
+/// 10 s.
+fn pool_of_four(net: &mut Testnet) {
+    for i in 0..4 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    for i in 1..4 {
+        let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim()]).unwrap();
+    }
+    for i in 0..4 {
+        let zone = format!("house-{i}");
+        net.kith_ok(i, &["offer", "street", "--storage", "10GiB", "--zone", &zone]).unwrap();
+    }
+    net.kith_ok(0, &["pool", "set", "street", "repair_after", "10s"]).unwrap();
+    // Two copies of four holders: losing a holder leaves work for repair.
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
+    net.wait_for(CONVERGE, "every node to see four offers and repair_after", |net| {
+        Ok((0..4).all(|i| {
+            let v = show(net, i);
+            v["capacity"]["offered"] == 40u64 << 30
+                && v["charter"]["repair_after_ms"] == 10000
+                && v["charter"]["replicas"] == 2
+        }))
+    })
+    .unwrap();
+}
+
+fn replication(v: &Value) -> (u64, u64, u64) {
+    let r = &v["replication"];
+    (
+        r["objects"].as_u64().unwrap_or(0),
+        r["under_replicated_bytes"].as_u64().unwrap_or(u64::MAX),
+        r["lost_blobs"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+#[test]
+fn a_pool_object_outlives_its_writer_and_repair_restores_the_replicas() {
+    let mut net = testnet(5, Layout::Loopback);
+    pool_of_four(&mut net);
+    let data = random_bytes(6 << 20, 41);
+    let src = net.dir().join("photos.bin");
+    write(&src, &data);
+    let put = net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let p = &put["pool"];
+    assert_eq!(p["complete"], true, "{put}");
+    assert_eq!(p["replicas"], 2);
+    assert_eq!(p["holders"], 4);
+    let acks = p["acks"].as_array().unwrap();
+    let blobs = p["blobs"].as_u64().unwrap();
+    // Every blob went to two holders; each holder's share adds up.
+    assert_eq!(acks.iter().map(|a| a["blobs"].as_u64().unwrap()).sum::<u64>(), 2 * blobs);
+    let node0 = net.id(0).unwrap();
+    let writer_held = acks.iter().any(|a| a["node"] == node0.as_str() && a["blobs"] != 0);
+    assert!(acks.iter().all(|a| a["ok"] == true), "{put}");
+    let object = put["id"].as_str().unwrap().to_string();
+
+    net.wait_for(CONVERGE, "node 1 to confirm full replication", |net| {
+        Ok(replication(&show(net, 1)) == (1, 0, 0))
+    })
+    .unwrap();
+
+    // The writer's machine is gone for good. A new machine with the restored identity finds
+    // the pool through its peers and gets the object back from the holders.
+    net.kill(0).unwrap();
+    net.share_identity(4, 0).unwrap();
+    net.start(4).unwrap();
+    net.wait_for(CONVERGE, "the restored identity to find its pool", |net| {
+        Ok(net.json(4, &["pool", "ls"])?.as_array().is_some_and(|a| a.len() == 1))
+    })
+    .unwrap();
+    let back = net.dir().join("restored.bin");
+    net.kith_ok(4, &["get", &object[..12], "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == data, "restored bytes differ");
+
+    // Node 0 is silent past repair_after: its share moves to the other three holders.
+    net.wait_for(CONVERGE, "repair after the writer's loss", |net| {
+        let v = show(net, 1);
+        let out = v["replication"]["holders"]
+            .as_array()
+            .is_some_and(|hs| hs.iter().any(|h| h["state"] == "out"));
+        Ok(out && replication(&v) == (1, 0, 0))
+    })
+    .unwrap();
+    let repaired = |net: &Testnet, nodes: &[usize]| -> u64 {
+        nodes.iter().map(|i| show(net, *i)["repair"]["repaired_blobs"].as_u64().unwrap_or(0)).sum()
+    };
+    if writer_held {
+        assert!(repaired(&net, &[1, 2, 3]) > 0, "the writer's copies were not replaced");
+    }
+
+    // The new machine offers storage; then one more holder goes: the replicas come back.
+    net.kith_ok(4, &["offer", "street", "--storage", "10GiB", "--zone", "house-4"]).unwrap();
+    net.wait_for(CONVERGE, "node 1 to see the new offer", |net| {
+        Ok(show(net, 1)["capacity"]["offered"] == 50u64 << 30)
+    })
+    .unwrap();
+    net.kill(2).unwrap();
+    let node2 = net.id(2).unwrap();
+    net.wait_for(CONVERGE, "node 1 to notice node 2 is gone", |net| {
+        let v = show(net, 1);
+        Ok(v["replication"]["holders"]
+            .as_array()
+            .is_some_and(|hs| hs.iter().any(|h| h["node"] == node2.as_str() && h["state"] != "up")))
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "repair after losing a second holder", |net| {
+        Ok(replication(&show(net, 1)) == (1, 0, 0))
+    })
+    .unwrap();
+    let v = show(&net, 1);
+    let lost_holder = v["replication"]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["node"] == node2.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(lost_holder["state"], "out", "{v}");
+    assert_eq!(lost_holder["assigned_blobs"], 0, "{v}");
+}
+
+#[test]
+fn put_into_a_pool_reports_a_holder_that_cannot_hold() {
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--replicas", "1"]).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+    net.kith_ok(1, &["pool", "join", ticket.trim()]).unwrap();
+    net.kith_ok(1, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    net.wait_for(CONVERGE, "node 0 to see node 1's offer", |net| {
+        Ok(show(net, 0)["capacity"]["offered"] == 1u64 << 30)
+    })
+    .unwrap();
+    // Node 1 is the only holder; it stops before the put.
+    net.stop(1).unwrap();
+    let src = net.dir().join("notes.txt");
+    write(&src, &text_bytes(300_000, 5));
+    let out = net.kith(0, &["put", src.to_str().unwrap(), "--pool", "street"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("FAILED") && err.contains("repair keeps copying"), "{err}");
+    // The object is stored locally all the same.
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(net.json(0, &["ls"]).unwrap()[0]["id"], id.as_str());
+    // Node 1 returns: repair copies its share without another put.
+    net.start(1).unwrap();
+    net.wait_for(CONVERGE, "node 1 to repair the object", |net| {
+        Ok(replication(&show(net, 0)) == (1, 0, 0))
+    })
+    .unwrap();
+}

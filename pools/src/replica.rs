@@ -1,0 +1,898 @@
+//! Replication: objects put into a pool, held by members' nodes, repaired when holders go away.
+//!
+//! - **Put.** The owner lists the object's blobs in a [`Manifest`], records the object in the
+//!   pool document, and asks each node that placement picks (over the holders it currently
+//!   hears from) to hold its share: `Hold{pool, object, positions}` on `kith/pool/1`. The holder
+//!   checks that the asking node belongs to a member who stored that object, fetches the
+//!   manifest and its share (verified, from the owner first), and answers `Held` once they are
+//!   on its disk.
+//! - **Repair.** Every node, every few seconds, computes from the pool document and the
+//!   manifests which blobs it should hold over the holders it has heard from within the pool's
+//!   `repair_after`, and fetches what it lacks from the other members' nodes. No coordinator:
+//!   when a holder falls silent for longer than that, the next holders in each blob's ranking
+//!   take over its share; when it returns, it is a holder again and the extra copies stay.
+//! - **Health.** `kith pool show` asks each reachable holder which of its assigned blobs it has
+//!   (`Has`) and reports the bytes missing from full replication.
+//! - **Recovery.** A node of an identity that knows no pools (a restored identity on a new
+//!   machine) asks the peers it reaches which pools that identity belongs to (`PoolsOf`, signed
+//!   with the identity key), fetches those documents with a device proof and lists itself.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use iroh::EndpointId;
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use kith_crdt::{Key, hex, verify};
+use kith_node::ChunkId;
+use kith_node::net::{Node, frame};
+use kith_node::store::pack::BlobKind;
+use minicbor::{Decode, Encode};
+use tokio_util::sync::CancellationToken;
+
+use crate::manifest::Manifest;
+use crate::placement::{Holder, place};
+use crate::pool::{Pool, PoolError};
+use crate::service::{Pools, Proof, SYNC_INTERVAL};
+use crate::view::{Offer, PoolObject, PoolView};
+
+/// ALPN of replication requests.
+pub const POOL_ALPN: &[u8] = b"kith/pool/1";
+/// Largest request or reply frame.
+const MAX_FRAME: usize = 4 << 20;
+/// Ids in one `Has`.
+pub const MAX_HAS: usize = 65_536;
+/// How often each node checks what it should hold.
+pub const REPAIR_INTERVAL: Duration = Duration::from_secs(5);
+/// Blobs fetched per round of repair or hold.
+const FETCH_ROUND: usize = 4096;
+/// Requests served at once.
+const MAX_SERVING: usize = 8;
+/// A holder counts as up in `pool show` if heard from within this many sync rounds.
+const UP_ROUNDS: u32 = 4;
+/// Domain separation for `PoolsOf`.
+const POOLS_OF_CONTEXT: &[u8] = b"kith-pools-of-v1";
+
+/// A replication request (one per stream).
+#[derive(Debug, Clone, Encode, Decode)]
+pub enum Request {
+    /// Hold these blobs (positions in the object's manifest).
+    #[n(0)]
+    Hold {
+        /// The pool.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        pool: Key,
+        /// The object, as recorded in the pool document.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        object: Key,
+        /// Positions of the blobs to hold.
+        #[n(2)]
+        positions: Vec<u32>,
+    },
+    /// Which of these blobs do you hold?
+    #[n(1)]
+    Has {
+        /// The pool.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        pool: Key,
+        /// The blobs (at most [`MAX_HAS`]).
+        #[n(1)]
+        ids: Vec<minicbor::bytes::ByteArray<32>>,
+    },
+    /// Which pools is this identity in? Signed by the identity over the asking node's id.
+    #[n(2)]
+    PoolsOf {
+        /// The identity.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        identity: Key,
+        /// Its signature.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        sig: [u8; 64],
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, Encode, Decode)]
+pub enum Reply {
+    /// The blobs are held: how many were fetched now, and their bytes.
+    #[n(0)]
+    Held {
+        /// Blobs fetched.
+        #[n(0)]
+        blobs: u64,
+        /// Their bytes.
+        #[n(1)]
+        bytes: u64,
+    },
+    /// For each asked id, whether it is held.
+    #[n(1)]
+    Has(#[n(0)] Vec<bool>),
+    /// Pool ids.
+    #[n(2)]
+    Pools(#[n(0)] Vec<minicbor::bytes::ByteArray<32>>),
+    /// Not done, and why.
+    #[n(3)]
+    Refused(#[n(0)] String),
+}
+
+/// One holder's answer to a put.
+#[derive(Debug, Clone)]
+pub struct HolderAck {
+    /// The node.
+    pub node: Key,
+    /// Blobs assigned to it.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// `Ok(bytes it fetched)` or why not.
+    pub result: Result<u64, String>,
+}
+
+/// What a put into a pool did.
+#[derive(Debug, Clone)]
+pub struct PoolPut {
+    /// The pool.
+    pub pool: Key,
+    /// The manifest's id.
+    pub manifest: Key,
+    /// Blobs of the object.
+    pub blobs: u64,
+    /// Their bytes (one copy).
+    pub bytes: u64,
+    /// The replication factor.
+    pub replicas: u64,
+    /// Holders the pool could use (heard from recently, offering storage).
+    pub holders: usize,
+    /// Each chosen holder's answer.
+    pub acks: Vec<HolderAck>,
+}
+
+/// What one repair pass found for one pool.
+#[derive(Debug, Clone, Default)]
+pub struct RepairStats {
+    /// When the pass ended (ms since the epoch).
+    pub at_ms: i64,
+    /// Blobs this node should hold.
+    pub responsible_blobs: u64,
+    /// Their bytes.
+    pub responsible_bytes: u64,
+    /// Of those, blobs it still lacks.
+    pub lacking_blobs: u64,
+    /// Blobs fetched by repair since the node started.
+    pub repaired_blobs: u64,
+    /// Their bytes.
+    pub repaired_bytes: u64,
+    /// The last problem, if the pass had one.
+    pub error: Option<String>,
+}
+
+/// How a holder stands in a health check.
+#[derive(Debug, Clone)]
+pub struct HolderHealth {
+    /// The node.
+    pub node: Key,
+    /// `up`, `down` (silent, not yet replaced) or `out` (silent past `repair_after`).
+    pub state: &'static str,
+    /// Seconds since it was last heard from.
+    pub silent_s: u64,
+    /// Blobs placement gives it.
+    pub assigned_blobs: u64,
+    /// Their bytes.
+    pub assigned_bytes: u64,
+    /// Of those, blobs it confirmed holding.
+    pub confirmed_blobs: u64,
+    /// Why it could not be asked, if so.
+    pub error: Option<String>,
+}
+
+/// A pool's replication health.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// Objects stored in the pool.
+    pub objects: u64,
+    /// Their bytes (one copy).
+    pub bytes: u64,
+    /// Blobs.
+    pub blobs: u64,
+    /// Bytes missing from full replication (a blob with one copy short counts its size once).
+    pub under_replicated_bytes: u64,
+    /// Blobs with fewer confirmed copies than the replication factor.
+    pub under_replicated_blobs: u64,
+    /// Blobs with no confirmed copy.
+    pub lost_blobs: u64,
+    /// Manifests this node could not read.
+    pub unreadable: Vec<String>,
+    /// Per holder.
+    pub holders: Vec<HolderHealth>,
+}
+
+/// Replication, repair and recovery for this node's pools.
+pub struct Replicator {
+    pools: Arc<Pools>,
+    node: OnceLock<Arc<Node>>,
+    manifests: Mutex<HashMap<Key, Arc<Manifest>>>,
+    stats: Mutex<BTreeMap<Key, RepairStats>>,
+    asked: Mutex<HashSet<EndpointId>>,
+    serving: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicator").finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    kith_node::keys::now_ms() as i64
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pools_of_message(node: &Key) -> Vec<u8> {
+    [POOLS_OF_CONTEXT, &node[..]].concat()
+}
+
+impl Replicator {
+    /// Replication for `pools`; [`Replicator::attach`] gives it the node once it runs.
+    pub fn new(pools: Arc<Pools>) -> Arc<Replicator> {
+        Arc::new(Replicator {
+            pools,
+            node: OnceLock::new(),
+            manifests: Mutex::new(HashMap::new()),
+            stats: Mutex::new(BTreeMap::new()),
+            asked: Mutex::new(HashSet::new()),
+            serving: Arc::new(tokio::sync::Semaphore::new(MAX_SERVING)),
+        })
+    }
+
+    /// Gives the replicator the running node.
+    pub fn attach(&self, node: Arc<Node>) {
+        let _ = self.node.set(node);
+    }
+
+    fn node(&self) -> Result<&Arc<Node>, String> {
+        self.node.get().ok_or_else(|| "the node is not running".to_string())
+    }
+
+    /// Holders offering storage that were heard from within the pool's `repair_after`.
+    pub fn live_holders(&self, v: &PoolView) -> Vec<Holder> {
+        let limit = v.charter.repair_after_ms as i64;
+        v.holders()
+            .into_iter()
+            .filter(|h| h.weight > 0 && self.pools.silent_for_ms(&h.node) <= limit)
+            .collect()
+    }
+
+    /// Other nodes of active members, most recently heard from first.
+    fn pool_nodes(&self, v: &PoolView) -> Vec<EndpointId> {
+        let me = self.pools.node();
+        let mut nodes: Vec<(i64, Key)> = v
+            .holders()
+            .into_iter()
+            .filter(|h| h.node != me)
+            .map(|h| (self.pools.silent_for_ms(&h.node), h.node))
+            .collect();
+        nodes.sort();
+        nodes.dedup_by_key(|(_, n)| *n);
+        nodes.into_iter().filter_map(|(_, n)| EndpointId::from_bytes(&n).ok()).collect()
+    }
+
+    /// A manifest, from memory, the store, or else fetched from `from`.
+    async fn manifest(&self, id: &Key, from: &[EndpointId]) -> Result<Arc<Manifest>, String> {
+        if let Some(m) = lock(&self.manifests).get(id) {
+            return Ok(m.clone());
+        }
+        let node = self.node()?;
+        let cid = ChunkId(*id);
+        let what = format!("manifest {}", hex(&id[..8]));
+        node.fetch_missing_from(&what, vec![cid], None, Some(from.to_vec()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let store = node.store().clone();
+        let bytes = tokio::task::spawn_blocking(move || store.read_blob(&cid))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{what} is not in the store after fetching it"))?
+            .1;
+        let m = Arc::new(Manifest::from_bytes(&bytes)?);
+        lock(&self.manifests).insert(*id, m.clone());
+        Ok(m)
+    }
+
+    /// An object stored in one of this node's pools whose id starts with `spec` (at least 8
+    /// hex digits), with the pool nodes to fetch it from, most recently heard from first.
+    pub fn find_object(&self, spec: &str) -> Option<(Key, Vec<EndpointId>)> {
+        let spec = spec.to_ascii_lowercase();
+        if spec.len() < 8 {
+            return None;
+        }
+        for (_, v) in self.pools.list() {
+            let hit = v.objects().map(|(_, o, _)| *o).find(|o| hex(o).starts_with(&spec));
+            if let Some(o) = hit {
+                return Some((o, self.pool_nodes(&v)));
+            }
+        }
+        None
+    }
+
+    /// Puts object `object` (already in this node's store) into pool `spec` under `name`,
+    /// asking the chosen holders to hold it; returns their answers.
+    pub async fn put(&self, spec: &str, object: Key, name: &str) -> Result<PoolPut, String> {
+        let node = self.node()?.clone();
+        let store = node.store().clone();
+        let oid = kith_node::ObjectId(object);
+        let blobs = tokio::task::spawn_blocking(move || store.object_blobs(&oid))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let list: Vec<([u8; 32], u32)> = blobs.iter().map(|(c, l)| (c.0, *l)).collect();
+        let manifest = Manifest::new(object, &list)?;
+        let mid = manifest.id();
+        let bytes = manifest.to_bytes();
+        let store = node.store().clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ingest = store.ingest()?;
+            ingest.add(ChunkId(mid), BlobKind::Chunk, &bytes)?;
+            ingest.finish()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot store the manifest: {e}"))?;
+        lock(&self.manifests).insert(mid, Arc::new(manifest.clone()));
+        let signer = self.pools.signer();
+        let record = PoolObject {
+            manifest: mid,
+            bytes: manifest.bytes(),
+            blobs: manifest.blobs.len() as u64,
+            name: name.chars().take(255).collect(),
+            at_ms: now_ms(),
+        };
+        let (pool, v) = self
+            .pools
+            .with_pool(spec, |p| {
+                let me = signer.author().key;
+                let known = p.view().members.get(&me).and_then(|m| m.objects.get(&object).cloned());
+                if known.is_none_or(|k| k.manifest != mid) {
+                    p.add_object(signer, &object, &record, now_ms())?;
+                }
+                Ok((p.id(), p.view()))
+            })
+            .map_err(|e| e.to_string())?;
+        let holders = self.live_holders(&v);
+        let r = v.charter.replicas as usize;
+        let mut assigned: BTreeMap<Key, (Vec<u32>, u64)> = BTreeMap::new();
+        for (i, (id, len)) in manifest.blobs.iter().enumerate() {
+            for h in place(id, &holders, r) {
+                let e = assigned.entry(h.node).or_default();
+                e.0.push(i as u32);
+                e.1 += *len as u64;
+            }
+        }
+        let me = self.pools.node();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut acks = Vec::new();
+        for (holder, (positions, bytes)) in assigned {
+            let blobs = positions.len() as u64;
+            if holder == me {
+                acks.push(HolderAck { node: holder, blobs, bytes, result: Ok(0) });
+                continue;
+            }
+            let pools = self.pools.clone();
+            let node = node.clone();
+            tasks.spawn(async move {
+                let result = hold(&pools, &node, pool, object, holder, positions, bytes).await;
+                HolderAck { node: holder, blobs, bytes, result }
+            });
+        }
+        while let Some(a) = tasks.join_next().await {
+            acks.push(a.map_err(|e| e.to_string())?);
+        }
+        acks.sort_by_key(|a| a.node);
+        Ok(PoolPut {
+            pool,
+            manifest: mid,
+            blobs: manifest.blobs.len() as u64,
+            bytes: manifest.bytes(),
+            replicas: v.charter.replicas,
+            holders: holders.len(),
+            acks,
+        })
+    }
+
+    /// Repairs every pool and looks for this identity's pools, every [`REPAIR_INTERVAL`],
+    /// until `cancel`.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(REPAIR_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let pass = async {
+                self.recover().await;
+                for (pool, _) in self.pools.list() {
+                    self.repair(pool).await;
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = pass => {}
+            }
+        }
+    }
+
+    /// The latest repair figures per pool.
+    pub fn stats(&self, pool: &Key) -> Option<RepairStats> {
+        lock(&self.stats).get(pool).cloned()
+    }
+
+    /// One repair pass over `pool`: fetch every manifest, then the blobs this node should hold.
+    pub async fn repair(&self, pool: Key) {
+        let Some(v) = self.pools.view_of(&pool) else { return };
+        let me = self.pools.node();
+        if v.node_owner(&me).is_none() {
+            return;
+        }
+        let from = self.pool_nodes(&v);
+        let mut errors = Vec::new();
+        let mut manifests = Vec::new();
+        for (_, oid, po) in v.objects() {
+            match self.manifest(&po.manifest, &from).await {
+                Ok(m) if m.object.as_slice() == oid.as_slice() => manifests.push(m),
+                Ok(_) => errors
+                    .push(format!("object {}: its manifest names another object", hex(&oid[..8]))),
+                Err(e) => errors.push(format!("object {}: {e}", hex(&oid[..8]))),
+            }
+        }
+        let holders = self.live_holders(&v);
+        let r = v.charter.replicas as usize;
+        let Ok(node) = self.node() else { return };
+        let store = node.store().clone();
+        let plan = tokio::task::spawn_blocking(move || {
+            let mut st = RepairStats::default();
+            let mut want = Vec::new();
+            if holders.iter().any(|h| h.node == me) {
+                let mut seen = HashSet::new();
+                for m in &manifests {
+                    for (id, len) in &m.blobs {
+                        if !seen.insert(**id)
+                            || !place(id, &holders, r).iter().any(|h| h.node == me)
+                        {
+                            continue;
+                        }
+                        st.responsible_blobs += 1;
+                        st.responsible_bytes += *len as u64;
+                        if !store.has(&ChunkId(**id))? {
+                            want.push(ChunkId(**id));
+                        }
+                    }
+                }
+            }
+            Ok::<_, kith_node::StoreError>((st, want))
+        })
+        .await;
+        let (mut st, want) = match plan {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                return self
+                    .record(pool, RepairStats { error: Some(e.to_string()), ..Default::default() });
+            }
+            Err(e) => {
+                return self
+                    .record(pool, RepairStats { error: Some(e.to_string()), ..Default::default() });
+            }
+        };
+        let prev = self.stats(&pool).unwrap_or_default();
+        st.repaired_blobs = prev.repaired_blobs;
+        st.repaired_bytes = prev.repaired_bytes;
+        let mut lacking = want.len() as u64;
+        if !want.is_empty() {
+            tracing::info!(pool = %hex(&pool[..4]), blobs = want.len(), "repairing: fetching blobs this node should hold");
+        }
+        for round in want.chunks(FETCH_ROUND) {
+            let what = format!("pool {} repair", hex(&pool[..4]));
+            match node.fetch_missing_from(&what, round.to_vec(), None, Some(from.clone())).await {
+                Ok(rep) => {
+                    lacking -= round.len() as u64;
+                    st.repaired_blobs += rep.blobs;
+                    st.repaired_bytes += rep.bytes;
+                }
+                Err(e) => {
+                    errors.push(e.to_string());
+                    break;
+                }
+            }
+        }
+        st.lacking_blobs = lacking;
+        st.error = errors.into_iter().next();
+        st.at_ms = now_ms();
+        self.record(pool, st);
+    }
+
+    fn record(&self, pool: Key, st: RepairStats) {
+        if let Some(e) = &st.error {
+            tracing::warn!(pool = %hex(&pool[..4]), error = %e, "repair pass incomplete");
+        }
+        lock(&self.stats).insert(pool, st);
+    }
+
+    /// Checks a pool's replication by asking each holder what it holds.
+    pub async fn health(&self, pool: Key) -> Result<Health, String> {
+        let v = self.pools.view_of(&pool).ok_or("no such pool")?;
+        let node = self.node()?.clone();
+        let from = self.pool_nodes(&v);
+        let mut h = Health::default();
+        let mut manifests = Vec::new();
+        for (_, oid, po) in v.objects() {
+            h.objects += 1;
+            h.bytes += po.bytes;
+            match self.manifest(&po.manifest, &from).await {
+                Ok(m) => manifests.push(m),
+                Err(e) => h.unreadable.push(format!("object {}: {e}", hex(&oid[..8]))),
+            }
+        }
+        let live = self.live_holders(&v);
+        let r = v.charter.replicas as usize;
+        let mut blobs: Vec<([u8; 32], u32, Vec<Key>)> = Vec::new();
+        let mut seen = HashSet::new();
+        for m in &manifests {
+            for (id, len) in &m.blobs {
+                if seen.insert(**id) {
+                    let targets = place(id, &live, r).iter().map(|t| t.node).collect();
+                    blobs.push((**id, *len, targets));
+                }
+            }
+        }
+        h.blobs = blobs.len() as u64;
+        let up_within = (SYNC_INTERVAL * UP_ROUNDS).as_millis() as i64;
+        let mut confirmed: HashMap<([u8; 32], Key), bool> = HashMap::new();
+        for holder in v.holders().into_iter().filter(|x| x.weight > 0) {
+            let mine: Vec<([u8; 32], u32)> = blobs
+                .iter()
+                .filter(|(_, _, t)| t.contains(&holder.node))
+                .map(|(id, len, _)| (*id, *len))
+                .collect();
+            let silent = self.pools.silent_for_ms(&holder.node);
+            let state = if live.iter().all(|l| l.node != holder.node) {
+                "out"
+            } else if self.pools.is_up(&holder.node, up_within) {
+                "up"
+            } else {
+                "down"
+            };
+            let mut hh = HolderHealth {
+                node: holder.node,
+                state,
+                silent_s: (silent.max(0) / 1000) as u64,
+                assigned_blobs: mine.len() as u64,
+                assigned_bytes: mine.iter().map(|(_, l)| *l as u64).sum(),
+                confirmed_blobs: 0,
+                error: None,
+            };
+            if state == "up" && !mine.is_empty() {
+                let ids: Vec<[u8; 32]> = mine.iter().map(|(id, _)| *id).collect();
+                let answer = if holder.node == self.pools.node() {
+                    let store = node.store().clone();
+                    let ids = ids.clone();
+                    tokio::task::spawn_blocking(move || {
+                        ids.iter().map(|id| store.has(&ChunkId(*id))).collect::<Result<Vec<_>, _>>()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                } else {
+                    has(&node, pool, holder.node, &ids).await
+                };
+                match answer {
+                    Ok(bits) => {
+                        for (id, b) in ids.iter().zip(bits) {
+                            if b {
+                                hh.confirmed_blobs += 1;
+                                confirmed.insert((*id, holder.node), true);
+                            }
+                        }
+                    }
+                    Err(e) => hh.error = Some(e),
+                }
+            }
+            h.holders.push(hh);
+        }
+        for (id, len, targets) in &blobs {
+            let copies = targets.iter().filter(|t| confirmed.contains_key(&(*id, **t))).count();
+            if copies < r {
+                h.under_replicated_blobs += 1;
+                h.under_replicated_bytes += *len as u64 * (r - copies) as u64;
+            }
+            if copies == 0 {
+                h.lost_blobs += 1;
+            }
+        }
+        Ok(h)
+    }
+
+    /// Asks reachable peers not asked yet which pools this identity is in, and takes the ones
+    /// this node lacks.
+    async fn recover(&self) {
+        let Ok(node) = self.node() else { return };
+        let me = self.pools.signer().author().key;
+        let peers: Vec<EndpointId> = node
+            .peers()
+            .into_iter()
+            .filter(|p| p.reachability == kith_node::net::peers::Reachability::Reachable)
+            .map(|p| p.id)
+            .filter(|p| !lock(&self.asked).contains(p))
+            .collect();
+        for peer in peers {
+            let sig = self.pools.signer().sign(&pools_of_message(&self.pools.node()));
+            let req = Request::PoolsOf { identity: me, sig };
+            let ids = match ask(node, peer, &req).await {
+                Ok(Reply::Pools(ids)) => ids,
+                Ok(other) => {
+                    tracing::debug!(peer = %peer.fmt_short(), reply = ?other, "pools-of refused");
+                    lock(&self.asked).insert(peer);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %peer.fmt_short(), error = %e, "pools-of failed");
+                    continue;
+                }
+            };
+            lock(&self.asked).insert(peer);
+            for id in ids {
+                if self.pools.has_pool(&id) {
+                    continue;
+                }
+                match self.take_pool(peer, *id).await {
+                    Ok(()) => {
+                        tracing::info!(pool = %hex(&id[..4]), peer = %peer.fmt_short(), "found a pool of this identity and joined it as a new device")
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool = %hex(&id[..4]), error = %e, "cannot take a pool of this identity")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn take_pool(&self, peer: EndpointId, id: Key) -> Result<(), String> {
+        let endpoint = self.pools.endpoint().map_err(|e| e.to_string())?;
+        let proof = self.pools.device_proof(&id);
+        let doc = crate::service::fetch_doc(&endpoint, peer.into(), id, proof.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut pool = Pool::from_doc(doc).map_err(|e| e.to_string())?;
+        if pool.id() != id {
+            return Err("the peer sent another pool".into());
+        }
+        let now = now_ms();
+        pool.offer(self.pools.signer(), &self.pools.node(), &Offer::default(), now)
+            .map_err(|e: PoolError| e.to_string())?;
+        self.pools.insert(pool).map_err(|e| e.to_string())?;
+        self.pools.sync_one(id, peer, proof).await?;
+        Ok(())
+    }
+
+    async fn serve(&self, peer: EndpointId, req: Request) -> Reply {
+        let refused = |e: String| Reply::Refused(e);
+        match req {
+            Request::Hold { pool, object, positions } => {
+                self.serve_hold(peer, pool, object, positions).await.unwrap_or_else(refused)
+            }
+            Request::Has { pool, ids } => {
+                self.serve_has(peer, pool, ids).await.unwrap_or_else(refused)
+            }
+            Request::PoolsOf { identity, sig } => {
+                if !verify(&identity, &pools_of_message(peer.as_bytes()), &sig) {
+                    return refused("the signature does not verify".into());
+                }
+                Reply::Pools(self.pools.pools_of(&identity).into_iter().map(Into::into).collect())
+            }
+        }
+    }
+
+    fn member_view(&self, peer: EndpointId, pool: &Key) -> Result<(PoolView, Key), String> {
+        let v = self
+            .pools
+            .view_of(pool)
+            .ok_or_else(|| format!("this node holds no pool {}", hex(&pool[..8])))?;
+        let owner = v
+            .node_owner(peer.as_bytes())
+            .ok_or("your node is not listed under an active member of this pool")?;
+        Ok((v, owner))
+    }
+
+    async fn serve_hold(
+        &self,
+        peer: EndpointId,
+        pool: Key,
+        object: Key,
+        positions: Vec<u32>,
+    ) -> Result<Reply, String> {
+        let (v, owner) = self.member_view(peer, &pool)?;
+        let me = self.pools.node();
+        if !v.holders().iter().any(|h| h.node == me && h.weight > 0) {
+            return Err("this node offers no storage to the pool".into());
+        }
+        let po = v.members[&owner].objects.get(&object).ok_or_else(|| {
+            format!(
+                "object {} is not in this node's copy of the pool document (yet)",
+                hex(&object[..8])
+            )
+        })?;
+        let mut from = vec![peer];
+        from.extend(self.pool_nodes(&v).into_iter().filter(|p| *p != peer));
+        let m = self.manifest(&po.manifest, &from).await?;
+        if m.object.as_slice() != object.as_slice() {
+            return Err("the manifest names another object".into());
+        }
+        let mut ids = Vec::with_capacity(positions.len());
+        for p in positions {
+            let (id, _) =
+                m.blobs.get(p as usize).ok_or(format!("position {p} is past the manifest"))?;
+            ids.push(ChunkId(**id));
+        }
+        let node = self.node()?;
+        let (mut blobs, mut bytes) = (0, 0);
+        for round in ids.chunks(FETCH_ROUND) {
+            let what = format!("object {} for the pool", hex(&object[..8]));
+            let rep = node
+                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()))
+                .await
+                .map_err(|e| e.to_string())?;
+            blobs += rep.blobs;
+            bytes += rep.bytes;
+        }
+        Ok(Reply::Held { blobs, bytes })
+    }
+
+    async fn serve_has(
+        &self,
+        peer: EndpointId,
+        pool: Key,
+        ids: Vec<minicbor::bytes::ByteArray<32>>,
+    ) -> Result<Reply, String> {
+        self.member_view(peer, &pool)?;
+        if ids.len() > MAX_HAS {
+            return Err(format!("at most {MAX_HAS} ids per request"));
+        }
+        let store = self.node()?.store().clone();
+        tokio::task::spawn_blocking(move || {
+            ids.iter().map(|id| store.has(&ChunkId(**id))).collect::<Result<Vec<bool>, _>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map(Reply::Has)
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Every blob this node keeps for its pools: the manifests of active members' objects and
+/// everything they list (whether or not placement gives it to this node: copies are dropped
+/// only when their object leaves the pool). Reads only what is on disk.
+pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> Result<HashSet<ChunkId>, String> {
+    let mut keep = HashSet::new();
+    for (_, v) in pools.list() {
+        for (_, _, po) in v.objects() {
+            keep.insert(ChunkId(po.manifest));
+            let Some((_, bytes)) =
+                store.read_blob(&ChunkId(po.manifest)).map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let m = Manifest::from_bytes(&bytes)?;
+            keep.extend(m.blobs.iter().map(|(id, _)| ChunkId(**id)));
+        }
+    }
+    Ok(keep)
+}
+
+/// Sends one request to `peer` and reads the answer.
+async fn ask(node: &Node, peer: EndpointId, req: &Request) -> Result<Reply, String> {
+    let conn =
+        tokio::time::timeout(Duration::from_secs(10), node.endpoint().connect(peer, POOL_ALPN))
+            .await
+            .map_err(|_| "connecting timed out".to_string())?
+            .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    frame::write_max(&mut send, req, MAX_FRAME).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    let reply: Reply = frame::read_max(&mut recv, MAX_FRAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the peer closed the stream without answering")?;
+    conn.close(0u32.into(), b"done");
+    Ok(reply)
+}
+
+/// Asks `holder` to hold `positions` of `object`, after making sure it has the document
+/// that records the object.
+async fn hold(
+    pools: &Pools,
+    node: &Node,
+    pool: Key,
+    object: Key,
+    holder: Key,
+    positions: Vec<u32>,
+    bytes: u64,
+) -> Result<u64, String> {
+    let peer = EndpointId::from_bytes(&holder).map_err(|e| e.to_string())?;
+    pools
+        .sync_one(pool, peer, Proof::Member)
+        .await
+        .map_err(|e| format!("cannot sync the pool: {e}"))?;
+    // Generous: the holder fetches at its own pace, and its fetch fails on a stall by itself.
+    let limit = Duration::from_secs(600 + bytes / (1 << 20));
+    let req = Request::Hold { pool, object, positions };
+    match tokio::time::timeout(limit, ask(node, peer, &req)).await {
+        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Reply::Held { bytes, .. })) => Ok(bytes),
+        Ok(Ok(Reply::Refused(why))) => Err(format!("refused: {why}")),
+        Ok(Ok(other)) => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Asks `holder` which of `ids` it holds.
+async fn has(node: &Node, pool: Key, holder: Key, ids: &[[u8; 32]]) -> Result<Vec<bool>, String> {
+    let peer = EndpointId::from_bytes(&holder).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(ids.len());
+    for batch in ids.chunks(MAX_HAS) {
+        let req = Request::Has { pool, ids: batch.iter().map(|i| (*i).into()).collect() };
+        match ask(node, peer, &req).await? {
+            Reply::Has(bits) if bits.len() == batch.len() => out.extend(bits),
+            Reply::Refused(why) => return Err(format!("refused: {why}")),
+            other => return Err(format!("unexpected answer {other:?}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Serves `kith/pool/1`.
+#[derive(Debug, Clone)]
+pub struct PoolProtocol {
+    rep: Arc<Replicator>,
+}
+
+impl PoolProtocol {
+    /// The protocol for this replicator.
+    pub fn new(rep: Arc<Replicator>) -> PoolProtocol {
+        PoolProtocol { rep }
+    }
+
+    async fn serve(&self, conn: &Connection) -> Result<(), String> {
+        let peer = conn.remote_id();
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let req: Request =
+            tokio::time::timeout(Duration::from_secs(10), frame::read_max(&mut recv, MAX_FRAME))
+                .await
+                .map_err(|_| "no request within 10 s".to_string())?
+                .map_err(|e| e.to_string())?
+                .ok_or("no request")?;
+        let reply = match self.rep.serving.clone().try_acquire_owned() {
+            Ok(_permit) => self.rep.serve(peer, req).await,
+            Err(_) => Reply::Refused("busy; try again shortly".into()),
+        };
+        if let Reply::Refused(why) = &reply {
+            tracing::info!(peer = %peer.fmt_short(), %why, "refused a pool request");
+        }
+        frame::write_max(&mut send, &reply, MAX_FRAME).await.map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        Ok(())
+    }
+}
+
+impl ProtocolHandler for PoolProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let peer = conn.remote_id();
+        if let Err(e) = self.serve(&conn).await {
+            tracing::info!(peer = %peer.fmt_short(), error = %e, "pool request failed");
+        }
+        Ok(())
+    }
+}
