@@ -156,7 +156,12 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                 None => crate::pool_ops::open(&ctx.home)?,
             };
             let report = blocking(move || {
-                let keep = kith_pools::replica::keep_set(&pools, &store).map_err(|e| anyhow!(e))?;
+                let (keep, unreadable) = kith_pools::replica::keep_set(&pools, &store);
+                if let Some(first) = unreadable.first() {
+                    bail!(
+                        "not collecting garbage: cannot tell what this node holds for its pools ({first}); `kith up` repairs it"
+                    );
+                }
                 store.gc_keeping(&keep).map_err(anyhow::Error::from)
             })
             .await?;

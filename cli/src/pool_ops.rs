@@ -239,7 +239,14 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> Value {
             "name": v.charter.name, "replicas": v.charter.replicas, "quota": v.charter.quota,
             "cost_rule": v.charter.cost_rule, "join_rule": v.charter.join_rule,
             "repair_after_ms": v.charter.repair_after_ms,
+            "audit_every_ms": v.charter.audit_every_ms,
         },
+        "audits": v.members.iter().filter(|(_, m)| m.state == kith_pools::State::Active)
+            .flat_map(|(k, m)| m.audits.iter().map(move |(n, a)| json!({
+                "auditor": hex(k), "auditor_name": m.name, "node": hex(n),
+                "passed": a.passed, "failed": a.failed, "failing": a.failing,
+                "reason": a.reason, "at_ms": a.at_ms,
+            }))).collect::<Vec<_>>(),
         "objects": v.members.iter().flat_map(|(k, m)| m.objects.iter().map(move |(o, po)| json!({
             "id": hex(o), "owner": hex(k), "owner_name": m.name, "owner_state": m.state.as_str(),
             "name": po.name, "bytes": po.bytes, "blobs": po.blobs, "at_ms": po.at_ms,

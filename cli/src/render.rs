@@ -404,6 +404,25 @@ pub fn pool(v: &Value, json: bool) -> Result<ExitCode> {
             println!("  cannot read: {}", s(e));
         }
     }
+    let audits = v["audits"].as_array().map(Vec::len).unwrap_or(0);
+    if audits > 0 {
+        println!();
+        println!("{:<16}  {:<16}  {:>6}  {:>6}  LATEST", "AUDITED NODE", "BY", "PASSED", "FAILED");
+        for a in v["audits"].as_array().into_iter().flatten() {
+            let latest = if a["failing"].as_bool() == Some(true) {
+                format!("FAILING: {}", s(&a["reason"]))
+            } else {
+                "passed".to_string()
+            };
+            println!(
+                "{:<16}  {:<16}  {:>6}  {:>6}  {latest}",
+                &s(&a["node"])[..16.min(s(&a["node"]).len())],
+                s(&a["auditor_name"]),
+                u(&a["passed"]),
+                u(&a["failed"])
+            );
+        }
+    }
     let rejected = v["rejected_changes"].as_array().map(Vec::len).unwrap_or(0);
     if rejected > 0 {
         println!();

@@ -38,6 +38,7 @@ pub fn init(
     d.put(&c, "cost_rule", charter.cost_rule.as_str())?;
     d.put(&c, "join_rule", charter.join_rule.as_str())?;
     d.put(&c, "repair_after", charter.repair_after_ms)?;
+    d.put(&c, "audit_every", charter.audit_every_ms)?;
     let ms = d.put_object(ROOT, "members", ObjType::Map)?;
     write_member(d, &ms, founder, Role::Admin, name, None, now_ms)
 }
@@ -135,6 +136,29 @@ pub fn add_object(
     d.put(&e, "blobs", o.blobs)?;
     d.put(&e, "name", o.name.as_str())?;
     d.put(&e, "at", o.at_ms)
+}
+
+/// Writes `me`'s audit record of `node`.
+pub fn set_audit(
+    d: &mut AutoCommit,
+    me: &Key,
+    node: &Key,
+    a: &crate::view::AuditRecord,
+) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let os = match d.get(&m, "audits")? {
+        Some((_, id)) => id,
+        None => d.put_object(&m, "audits", ObjType::Map)?,
+    };
+    let e = match d.get(&os, hex(node))? {
+        Some((_, id)) => id,
+        None => d.put_object(&os, hex(node), ObjType::Map)?,
+    };
+    d.put(&e, "passed", a.passed)?;
+    d.put(&e, "failed", a.failed)?;
+    d.put(&e, "failing", a.failing)?;
+    d.put(&e, "reason", a.reason.as_str())?;
+    d.put(&e, "at", a.at_ms)
 }
 
 /// Forgets an object `me` stored.

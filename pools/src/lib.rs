@@ -17,6 +17,7 @@ mod invite;
 pub mod manifest;
 pub mod placement;
 mod pool;
+pub mod proof;
 pub mod replica;
 mod rules;
 pub mod service;

@@ -82,6 +82,7 @@ impl Pool {
             cost_rule: "proportional".into(),
             join_rule: "invite".into(),
             repair_after_ms: crate::view::DEFAULT_REPAIR_AFTER_MS,
+            audit_every_ms: crate::view::DEFAULT_AUDIT_EVERY_MS,
         }
     }
 
@@ -211,11 +212,11 @@ impl Pool {
                 ScalarValue::Str(value.into())
             }
             "join_rule" if value == "invite" => ScalarValue::Str(value.into()),
-            "repair_after" => {
+            "repair_after" | "audit_every" => {
                 let ms = parse_duration_ms(value).map_err(PoolError::Policy)?;
                 if ms < crate::rules::MIN_REPAIR_AFTER_MS {
                     return Err(PoolError::Policy(format!(
-                        "repair_after must be at least {} s",
+                        "{key} must be at least {} s",
                         crate::rules::MIN_REPAIR_AFTER_MS / 1000
                     )));
                 }
@@ -223,7 +224,7 @@ impl Pool {
             }
             _ => {
                 return Err(PoolError::Policy(format!(
-                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), repair_after (DURATION), role:MEMBER (admin|member)"
+                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), repair_after (DURATION), audit_every (DURATION), role:MEMBER (admin|member)"
                 )));
             }
         };
@@ -278,6 +279,19 @@ impl Pool {
             return Err(PoolError::Denied("you are not a member of this pool".into()));
         }
         self.doc.change(signer, now_ms, &PoolRules, |d| edit::add_object(d, &me, object, o))?;
+        Ok(())
+    }
+
+    /// Records this member's audit of `node`.
+    pub fn set_audit(
+        &mut self,
+        signer: &Signer,
+        node: &Key,
+        a: &crate::view::AuditRecord,
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        let me = signer.author().key;
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_audit(d, &me, node, a))?;
         Ok(())
     }
 

@@ -35,7 +35,7 @@ use crate::manifest::Manifest;
 use crate::placement::{Holder, place};
 use crate::pool::{Pool, PoolError};
 use crate::service::{Pools, Proof, SYNC_INTERVAL};
-use crate::view::{Offer, PoolObject, PoolView};
+use crate::view::{AuditRecord, Offer, PoolObject, PoolView};
 
 /// ALPN of replication requests.
 pub const POOL_ALPN: &[u8] = b"kith/pool/1";
@@ -80,6 +80,19 @@ pub enum Request {
         #[n(1)]
         ids: Vec<minicbor::bytes::ByteArray<32>>,
     },
+    /// Prove you hold chunk `index` (1 KiB) of blob `id`.
+    #[n(3)]
+    Audit {
+        /// The pool.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        pool: Key,
+        /// The blob.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        id: Key,
+        /// Which 1 KiB chunk of it.
+        #[n(2)]
+        index: u64,
+    },
     /// Which pools is this identity in? Signed by the identity over the asking node's id.
     #[n(2)]
     PoolsOf {
@@ -114,6 +127,9 @@ pub enum Reply {
     /// Not done, and why.
     #[n(3)]
     Refused(#[n(0)] String),
+    /// A range proof for an audit.
+    #[n(4)]
+    Proof(#[n(0)] crate::proof::RangeProof),
 }
 
 /// One holder's answer to a put.
@@ -215,6 +231,12 @@ pub struct Replicator {
     stats: Mutex<BTreeMap<Key, RepairStats>>,
     asked: Mutex<HashSet<EndpointId>>,
     serving: Arc<tokio::sync::Semaphore>,
+    audits: Mutex<HashMap<(Key, Key), AuditRecord>>,
+    audited: Mutex<HashMap<Key, std::time::Instant>>,
+    published: Mutex<HashMap<(Key, Key), i64>>,
+    nonce: std::sync::atomic::AtomicU64,
+    seed: u64,
+    scrubbing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -245,6 +267,15 @@ impl Replicator {
             stats: Mutex::new(BTreeMap::new()),
             asked: Mutex::new(HashSet::new()),
             serving: Arc::new(tokio::sync::Semaphore::new(MAX_SERVING)),
+            audits: Mutex::new(HashMap::new()),
+            audited: Mutex::new(HashMap::new()),
+            published: Mutex::new(HashMap::new()),
+            nonce: std::sync::atomic::AtomicU64::new(0),
+            scrubbing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            seed: {
+                use std::hash::{BuildHasher, Hasher};
+                std::collections::hash_map::RandomState::new().build_hasher().finish()
+            },
         })
     }
 
@@ -264,6 +295,12 @@ impl Replicator {
             .into_iter()
             .filter(|h| h.weight > 0 && self.pools.silent_for_ms(&h.node) <= limit)
             .collect()
+    }
+
+    /// The holders placement uses: live ones, less those whose latest audit failed.
+    pub fn placement_holders(&self, v: &PoolView) -> Vec<Holder> {
+        let failing = v.failing_nodes();
+        self.live_holders(v).into_iter().filter(|h| !failing.contains(&h.node)).collect()
     }
 
     /// Other nodes of active members, most recently heard from first.
@@ -288,6 +325,15 @@ impl Replicator {
         let node = self.node()?;
         let cid = ChunkId(*id);
         let what = format!("manifest {}", hex(&id[..8]));
+        // A copy that no longer reads back is forgotten and fetched again.
+        let store = node.store().clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if store.has(&cid)? && store.read_blob(&cid).is_err() {
+                store.forget_damaged(&cid)?;
+            }
+            Ok::<_, kith_node::StoreError>(())
+        })
+        .await;
         node.fetch_missing_from(&what, vec![cid], None, Some(from.to_vec()))
             .await
             .map_err(|e| e.to_string())?;
@@ -417,6 +463,7 @@ impl Replicator {
                 self.recover().await;
                 for (pool, _) in self.pools.list() {
                     self.repair(pool).await;
+                    self.audit_if_due(pool).await;
                 }
             };
             tokio::select! {
@@ -449,7 +496,13 @@ impl Replicator {
                 Err(e) => errors.push(format!("object {}: {e}", hex(&oid[..8]))),
             }
         }
-        let holders = self.live_holders(&v);
+        // A node that failed an audit still restores its own share (and passes again).
+        let mut holders = self.placement_holders(&v);
+        if let Some(h) = self.live_holders(&v).into_iter().find(|h| h.node == me)
+            && !holders.contains(&h)
+        {
+            holders.push(h);
+        }
         let r = v.charter.replicas as usize;
         let Ok(node) = self.node() else { return };
         let store = node.store().clone();
@@ -479,12 +532,16 @@ impl Replicator {
         let (mut st, want) = match plan {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
-                return self
-                    .record(pool, RepairStats { error: Some(e.to_string()), ..Default::default() });
+                return self.record(
+                    pool,
+                    RepairStats { error: Some(e.to_string()), ..Default::default() },
+                );
             }
             Err(e) => {
-                return self
-                    .record(pool, RepairStats { error: Some(e.to_string()), ..Default::default() });
+                return self.record(
+                    pool,
+                    RepairStats { error: Some(e.to_string()), ..Default::default() },
+                );
             }
         };
         let prev = self.stats(&pool).unwrap_or_default();
@@ -536,7 +593,8 @@ impl Replicator {
                 Err(e) => h.unreadable.push(format!("object {}: {e}", hex(&oid[..8]))),
             }
         }
-        let live = self.live_holders(&v);
+        let live = self.placement_holders(&v);
+        let failing = v.failing_nodes();
         let r = v.charter.replicas as usize;
         let mut blobs: Vec<([u8; 32], u32, Vec<Key>)> = Vec::new();
         let mut seen = HashSet::new();
@@ -558,7 +616,9 @@ impl Replicator {
                 .map(|(id, len, _)| (*id, *len))
                 .collect();
             let silent = self.pools.silent_for_ms(&holder.node);
-            let state = if live.iter().all(|l| l.node != holder.node) {
+            let state = if failing.contains(&holder.node) {
+                "failing"
+            } else if live.iter().all(|l| l.node != holder.node) {
                 "out"
             } else if self.pools.is_up(&holder.node, up_within) {
                 "up"
@@ -677,11 +737,183 @@ impl Replicator {
         Ok(())
     }
 
+    /// This node's audit records for `pool`, by audited node.
+    pub fn audits(&self, pool: &Key) -> BTreeMap<Key, AuditRecord> {
+        lock(&self.audits)
+            .iter()
+            .filter(|((p, _), _)| p == pool)
+            .map(|((_, n), a)| (*n, a.clone()))
+            .collect()
+    }
+
+    fn random(&self) -> u64 {
+        let n = self.nonce.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut h = blake3::Hasher::new();
+        h.update(&self.seed.to_le_bytes());
+        h.update(&n.to_le_bytes());
+        h.update(&now_ms().to_le_bytes());
+        u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+
+    /// Audits every live holder of `pool` once if the pool's `audit_every` has passed since
+    /// the last round: one random 1 KiB range of one random blob placement gives it.
+    pub async fn audit_if_due(&self, pool: Key) {
+        let Some(v) = self.pools.view_of(&pool) else { return };
+        let me = self.pools.node();
+        if v.node_owner(&me).is_none() {
+            return;
+        }
+        let every = Duration::from_millis(v.charter.audit_every_ms);
+        {
+            let mut last = lock(&self.audited);
+            let now = std::time::Instant::now();
+            // The first round waits one period too: a node that just started has not synced.
+            let due = last.entry(pool).or_insert(now);
+            if now.duration_since(*due) < every {
+                return;
+            }
+            *due = now;
+        }
+        let manifests: Vec<Arc<Manifest>> = {
+            let cache = lock(&self.manifests);
+            v.objects().filter_map(|(_, _, po)| cache.get(&po.manifest).cloned()).collect()
+        };
+        // Audits follow placement over every live holder (failing ones included, so a node
+        // that repaired itself can pass again).
+        let live = self.live_holders(&v);
+        let r = v.charter.replicas as usize;
+        let Ok(node) = self.node() else { return };
+        for h in live.iter().filter(|h| h.node != me) {
+            let mine: Vec<([u8; 32], u32)> = manifests
+                .iter()
+                .flat_map(|m| m.blobs.iter())
+                .filter(|(id, _)| place(id, &live, r).iter().any(|t| t.node == h.node))
+                .map(|(id, len)| (**id, *len))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let (id, len) = mine[(self.random() % mine.len() as u64) as usize];
+            let index = self.random() % crate::proof::chunks(len as u64);
+            let Ok(peer) = EndpointId::from_bytes(&h.node) else { continue };
+            let req = Request::Audit { pool, id, index };
+            let verdict = match ask(node, peer, &req).await {
+                Ok(Reply::Proof(p)) => crate::proof::check(&id, len as u64, index, &p),
+                Ok(Reply::Refused(why)) => Err(format!("refused: {why}")),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                // Unreachable is for repair to judge, not an audit failure.
+                Err(e) => {
+                    tracing::debug!(peer = %peer.fmt_short(), error = %e, "audit not delivered");
+                    continue;
+                }
+            };
+            self.record_audit(pool, h.node, &hex(&id[..8]), verdict);
+        }
+    }
+
+    fn record_audit(&self, pool: Key, node: Key, blob: &str, verdict: Result<(), String>) {
+        let now = now_ms();
+        let (rec, publish) = {
+            let mut audits = lock(&self.audits);
+            let rec = audits.entry((pool, node)).or_default();
+            let was = (rec.passed + rec.failed > 0, rec.failing);
+            match &verdict {
+                Ok(()) => {
+                    rec.passed += 1;
+                    rec.failing = false;
+                }
+                Err(why) => {
+                    rec.failed += 1;
+                    rec.failing = true;
+                    rec.reason = format!("blob {blob}: {why}");
+                    tracing::warn!(node = %hex(&node[..4]), reason = %rec.reason, "a holder failed an audit");
+                }
+            }
+            rec.at_ms = now;
+            // The document hears of the first audit, every change of verdict, and otherwise
+            // at most every ten minutes: its size grows with events, not with time.
+            let last = lock(&self.published).get(&(pool, node)).copied();
+            let publish = !was.0 || was.1 != rec.failing || last.is_none_or(|t| now - t > 600_000);
+            (rec.clone(), publish)
+        };
+        if publish {
+            let signer = self.pools.signer();
+            match self.pools.with_pool(&hex(&pool), |p| p.set_audit(signer, &node, &rec, now)) {
+                Ok(()) => {
+                    lock(&self.published).insert((pool, node), now);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot record an audit in the pool document"),
+            }
+        }
+    }
+
+    async fn serve_audit(
+        &self,
+        peer: EndpointId,
+        pool: Key,
+        id: Key,
+        index: u64,
+    ) -> Result<Reply, String> {
+        self.member_view(peer, &pool)?;
+        let store = self.node()?.store().clone();
+        let answer = tokio::task::spawn_blocking(move || match store.read_blob(&ChunkId(id)) {
+            Ok(Some((_, blob))) => crate::proof::prove(&blob, index)
+                .map(Reply::Proof)
+                .ok_or_else(|| format!("the blob has no chunk {index}")),
+            Ok(None) => Err("not held here".into()),
+            Err(e) => Err(format!("damaged here: {e}")),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if answer.as_ref().is_err_and(|e| e.starts_with("damaged")) {
+            self.scrub();
+        }
+        answer
+    }
+
+    /// Checks every blob this node keeps for its pools and forgets those that no longer read
+    /// back, so repair fetches good copies (a disk that lost one blob has likely lost more).
+    /// One scrub at a time.
+    fn scrub(&self) {
+        if self.scrubbing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let Ok(node) = self.node() else { return };
+        let (pools, store) = (self.pools.clone(), node.store().clone());
+        let flag = self.scrubbing.clone();
+        // Manifests in memory too: a damaged manifest on disk hides what it lists.
+        let cached: Vec<ChunkId> = lock(&self.manifests)
+            .values()
+            .flat_map(|m| m.blobs.iter().map(|(id, _)| ChunkId(**id)))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let mut forgot = 0u64;
+            let (mut keep, _) = keep_set(&pools, &store);
+            keep.extend(cached);
+            for id in keep {
+                if store.has(&id).unwrap_or(false)
+                    && store.read_blob(&id).is_err()
+                    && store.forget_damaged(&id).unwrap_or(false)
+                {
+                    forgot += 1;
+                }
+            }
+            tracing::warn!(
+                blobs = forgot,
+                "scrubbed the pool blobs held here after a failed audit; repair fetches them again"
+            );
+            flag.store(false, std::sync::atomic::Ordering::Release);
+        });
+    }
+
     async fn serve(&self, peer: EndpointId, req: Request) -> Reply {
         let refused = |e: String| Reply::Refused(e);
         match req {
             Request::Hold { pool, object, positions } => {
                 self.serve_hold(peer, pool, object, positions).await.unwrap_or_else(refused)
+            }
+            Request::Audit { pool, id, index } => {
+                self.serve_audit(peer, pool, id, index).await.unwrap_or_else(refused)
             }
             Request::Has { pool, ids } => {
                 self.serve_has(peer, pool, ids).await.unwrap_or_else(refused)
@@ -773,22 +1005,26 @@ impl Replicator {
 
 /// Every blob this node keeps for its pools: the manifests of active members' objects and
 /// everything they list (whether or not placement gives it to this node: copies are dropped
-/// only when their object leaves the pool). Reads only what is on disk.
-pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> Result<HashSet<ChunkId>, String> {
+/// only when their object leaves the pool). Reads only what is on disk; also returns the
+/// manifests it could not read (`gc` must not run while there are any).
+pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, Vec<String>) {
     let mut keep = HashSet::new();
+    let mut unreadable = Vec::new();
     for (_, v) in pools.list() {
         for (_, _, po) in v.objects() {
-            keep.insert(ChunkId(po.manifest));
-            let Some((_, bytes)) =
-                store.read_blob(&ChunkId(po.manifest)).map_err(|e| e.to_string())?
-            else {
-                continue;
-            };
-            let m = Manifest::from_bytes(&bytes)?;
-            keep.extend(m.blobs.iter().map(|(id, _)| ChunkId(**id)));
+            let mid = ChunkId(po.manifest);
+            keep.insert(mid);
+            match store.read_blob(&mid).map_err(|e| e.to_string()).and_then(|b| match b {
+                Some((_, bytes)) => Manifest::from_bytes(&bytes).map(Some),
+                None => Ok(None),
+            }) {
+                Ok(Some(m)) => keep.extend(m.blobs.iter().map(|(id, _)| ChunkId(**id))),
+                Ok(None) => {}
+                Err(e) => unreadable.push(format!("manifest {}: {e}", hex(&po.manifest[..8]))),
+            }
         }
     }
-    Ok(keep)
+    (keep, unreadable)
 }
 
 /// Sends one request to `peer` and reads the answer.

@@ -8,7 +8,7 @@
 //! | `charter/*` | an active admin |
 //! | `members/X/role` | an active admin |
 //! | `members/X/state` | an active admin (any value); X itself (`left`) |
-//! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*` | X itself, while active |
+//! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*`, `members/X/audits/*` | X itself, while active |
 //! | `members/X` (a new entry), `joined`, `invite` | X itself, joining with a valid invite |
 //! | the root, other keys | nobody after the genesis |
 //!
@@ -53,7 +53,7 @@ impl Authorizer for PoolRules {
                 }
                 ["members", _, "name"] => own && (member || joining),
                 ["members", _, "joined" | "invite"] => own && joining,
-                ["members", _, "nodes" | "objects", ..] => own && (member || joining),
+                ["members", _, "nodes" | "objects" | "audits", ..] => own && (member || joining),
                 _ => false,
             };
             if !ok {
@@ -69,8 +69,13 @@ impl Authorizer for PoolRules {
         if after.charter.replicas == 0 {
             return Err("the replication factor must be at least 1".into());
         }
-        if after.charter.repair_after_ms < MIN_REPAIR_AFTER_MS {
-            return Err(format!("repair_after must be at least {} s", MIN_REPAIR_AFTER_MS / 1000));
+        if after.charter.repair_after_ms < MIN_REPAIR_AFTER_MS
+            || after.charter.audit_every_ms < MIN_REPAIR_AFTER_MS
+        {
+            return Err(format!(
+                "repair_after and audit_every must be at least {} s",
+                MIN_REPAIR_AFTER_MS / 1000
+            ));
         }
         Ok(())
     }

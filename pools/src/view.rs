@@ -3,10 +3,11 @@
 //! ```text
 //! v: 1                          format version of the schema
 //! kind: "kith-pool"
-//! charter: { name, replicas, quota, cost_rule, join_rule, repair_after? }
+//! charter: { name, replicas, quota, cost_rule, join_rule, repair_after?, audit_every? }
 //! members: { <identity hex>: { role, state, name, joined, invite?, nodes: {
 //!              <node hex>: { storage, egress, zone } },
-//!            objects?: { <object hex>: { manifest, bytes, blobs, name, at } } } }
+//!            objects?: { <object hex>: { manifest, bytes, blobs, name, at } },
+//!            audits?: { <node hex>: { passed, failed, failing, reason, at } } } }
 //! ```
 //!
 //! `repair_after` (ms) and `objects` came after the first pools; readers treat them as
@@ -29,6 +30,8 @@ pub const DEFAULT_REPLICAS: u64 = 3;
 /// How long a holder may be unreachable before its chunks are copied elsewhere (as Ceph's
 /// `mon_osd_down_out_interval`): long enough for a reboot, short enough to matter.
 pub const DEFAULT_REPAIR_AFTER_MS: u64 = 10 * 60 * 1000;
+/// How often each node audits each holder by default.
+pub const DEFAULT_AUDIT_EVERY_MS: u64 = 10 * 60 * 1000;
 
 /// A member's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +106,8 @@ pub struct Charter {
     pub join_rule: String,
     /// How long a holder may be unreachable before its chunks are repaired elsewhere (ms).
     pub repair_after_ms: u64,
+    /// How often each member node audits each holder (ms).
+    pub audit_every_ms: u64,
 }
 
 /// An object a member stored in the pool.
@@ -131,6 +136,21 @@ pub struct Offer {
     pub zone: String,
 }
 
+/// What one member's node found auditing another node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditRecord {
+    /// Audits passed.
+    pub passed: u64,
+    /// Audits failed.
+    pub failed: u64,
+    /// Whether the latest audit failed.
+    pub failing: bool,
+    /// Why the latest failure failed.
+    pub reason: String,
+    /// When the record was written (ms since the epoch).
+    pub at_ms: i64,
+}
+
 /// One member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -148,6 +168,8 @@ pub struct Member {
     pub nodes: BTreeMap<Key, Offer>,
     /// What it stored in the pool, by object id.
     pub objects: BTreeMap<Key, PoolObject>,
+    /// Its audits of other nodes, by node.
+    pub audits: BTreeMap<Key, AuditRecord>,
 }
 
 impl Member {
@@ -217,6 +239,10 @@ impl PoolView {
                 Some(_) => uint(d, &c, "repair_after")?,
                 None => DEFAULT_REPAIR_AFTER_MS,
             },
+            audit_every_ms: match d.get(&c, "audit_every").map_err(|e| e.to_string())? {
+                Some(_) => uint(d, &c, "audit_every")?,
+                None => DEFAULT_AUDIT_EVERY_MS,
+            },
         };
         let ms = obj(d, &ROOT, "members")?;
         let mut members = BTreeMap::new();
@@ -278,6 +304,30 @@ impl PoolView {
                 objects.insert(key, po);
             }
         }
+        let mut audits = BTreeMap::new();
+        if d.get(m, "audits").map_err(|e| e.to_string())?.is_some() {
+            let os = obj(d, m, "audits")?;
+            for k in d.keys(&os) {
+                let key = parse_key(&k).ok_or(format!("audited node `{k}` is not a key"))?;
+                let o = obj(d, &os, &k)?;
+                let failing = match d.get(&o, "failing").map_err(|e| e.to_string())? {
+                    Some((v, _)) => v.as_bool().ok_or("`failing` is not a boolean")?,
+                    None => false,
+                };
+                let at_ms = match d.get(&o, "at").map_err(|e| e.to_string())? {
+                    Some((v, _)) => v.as_i64().ok_or("`at` is not a number")?,
+                    None => 0,
+                };
+                let rec = AuditRecord {
+                    passed: uint(d, &o, "passed")?,
+                    failed: uint(d, &o, "failed")?,
+                    failing,
+                    reason: text(d, &o, "reason")?,
+                    at_ms,
+                };
+                audits.insert(key, rec);
+            }
+        }
         Ok(Member {
             role: Role::parse(&role).ok_or(format!("unknown role `{role}`"))?,
             state: State::parse(&state).ok_or(format!("unknown state `{state}`"))?,
@@ -286,6 +336,7 @@ impl PoolView {
             invite,
             nodes,
             objects,
+            audits,
         })
     }
 
@@ -332,6 +383,15 @@ impl PoolView {
             .iter()
             .filter(|(_, m)| m.state == State::Active)
             .flat_map(|(k, m)| m.objects.iter().map(move |(o, po)| (k, o, po)))
+    }
+
+    /// Nodes whose latest audit by some active member's node failed.
+    pub fn failing_nodes(&self) -> std::collections::BTreeSet<Key> {
+        self.members
+            .values()
+            .filter(|m| m.state == State::Active)
+            .flat_map(|m| m.audits.iter().filter(|(_, a)| a.failing).map(|(n, _)| *n))
+            .collect()
     }
 
     /// Every node listed in the pool, former members' included.

@@ -173,3 +173,59 @@ fn put_into_a_pool_reports_a_holder_that_cannot_hold() {
     })
     .unwrap();
 }
+
+#[test]
+fn an_audit_catches_a_holder_that_lost_its_data_and_the_pool_heals() {
+    let mut net = testnet(4, Layout::Loopback);
+    pool_of_four(&mut net);
+    net.kith_ok(0, &["pool", "set", "street", "audit_every", "5s"]).unwrap();
+    let src = net.dir().join("ledger.bin");
+    write(&src, &random_bytes(3 << 20, 9));
+    net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    net.wait_for(CONVERGE, "full replication", |net| Ok(replication(&show(net, 0)) == (1, 0, 0)))
+        .unwrap();
+    // Node 2's disk loses its packs while it is down; its index still claims the blobs.
+    net.stop(2).unwrap();
+    let packs = net.dir().join("node2/store/packs");
+    let mut damaged = 0;
+    for f in files_under(&packs) {
+        std::fs::write(&f, b"").unwrap();
+        damaged += 1;
+    }
+    assert!(damaged > 0, "node 2 held no packs");
+    net.start(2).unwrap();
+    let node2 = net.id(2).unwrap();
+    let record = |net: &Testnet| -> Vec<Value> {
+        show(net, 0)["audits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["node"] == node2.as_str())
+            .cloned()
+            .collect()
+    };
+    net.wait_for(CONVERGE, "an audit to catch node 2", |net| {
+        Ok(record(net).iter().any(|a| a["failed"].as_u64() > Some(0)))
+    })
+    .unwrap();
+    let failed = record(&net);
+    assert!(failed.iter().any(|a| a["reason"].as_str().unwrap().contains("damaged")), "{failed:?}");
+    // Node 2 forgets what it lost and fetches it again; the next audits pass.
+    net.wait_for(CONVERGE, "node 2 to pass its audits again", |net| {
+        let r = record(net);
+        Ok(!r.is_empty() && r.iter().all(|a| a["failing"] == false))
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "full replication again", |net| {
+        Ok(replication(&show(net, 0)) == (1, 0, 0))
+    })
+    .unwrap();
+    // Holders hold what they cannot read: another member's node fetches the object but
+    // cannot open it.
+    let back = net.dir().join("back.bin");
+    let id = show(&net, 3)["objects"][0]["id"].as_str().unwrap().to_string();
+    let out = net.kith(3, &["get", &id, "-o", back.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot be decrypted"), "{err}");
+    assert!(!back.exists());
+}

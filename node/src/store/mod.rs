@@ -349,6 +349,20 @@ impl Store {
         maintenance::object_blobs(self, id)
     }
 
+    /// Drops blob `id` from the index if its bytes no longer read back (damaged or lost on
+    /// disk), so that it can be fetched again; returns whether it did. `gc` reclaims the bytes.
+    pub fn forget_damaged(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        let _w = self.write_lock();
+        match self.blob_reader().read_with_kind(id) {
+            Ok(_) | Err(StoreError::Index(_)) => Ok(false),
+            Err(e) => {
+                tracing::warn!(chunk = %id, error = %e, "forgetting a blob that no longer reads back");
+                self.index().replace_packs(&[*id], &[], &[])?;
+                Ok(true)
+            }
+        }
+    }
+
     /// The stored length of a blob, if the store holds it.
     pub fn blob_len(&self, id: &ChunkId) -> Result<Option<u32>, StoreError> {
         Ok(self.index().blob(id)?.map(|l| l.len))

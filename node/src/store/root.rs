@@ -103,13 +103,13 @@ struct RootHeader {
 #[non_exhaustive]
 pub enum RootError {
     /// Not addressed to this identity, or altered.
-    #[error("it cannot be decrypted with this identity ({0})")]
+    #[error("cannot be decrypted with this identity ({0})")]
     Decrypt(String),
     /// Not a root of a known layout.
-    #[error("it is malformed ({0})")]
+    #[error("is malformed ({0})")]
     Malformed(String),
     /// Written by a newer kith.
-    #[error("it has root format {0}; this kith reads up to {ROOT_VERSION}: upgrade kith")]
+    #[error("has root format {0}; this kith reads up to {ROOT_VERSION}: upgrade kith")]
     NewerVersion(u32),
 }
 
