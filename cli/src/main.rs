@@ -235,10 +235,16 @@ enum PoolCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Leave a pool.
+    /// Leave a pool, after handing what this member's nodes hold to the other holders.
     Leave {
         /// The pool.
         pool: String,
+        /// How long to wait for the hand-off.
+        #[arg(long, default_value = "10m", value_name = "DURATION")]
+        wait: String,
+        /// Leave even if the hand-off is incomplete (the pool repairs from the other copies).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a member (admins).
     Remove {
@@ -293,7 +299,9 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
         }
         PoolCommand::Ls { json } => render::pools(&run(PoolReq::Ls)?, json),
         PoolCommand::Show { pool, json } => render::pool(&run(PoolReq::Show { pool })?, json),
-        PoolCommand::Leave { pool } => render::pool_done(&run(PoolReq::Leave { pool })?, "left"),
+        PoolCommand::Leave { pool, wait, force } => {
+            render::pool_done(&run(PoolReq::Leave { pool, wait, force })?, "left")
+        }
         PoolCommand::Remove { pool, member } => {
             render::pool_done(&run(PoolReq::Remove { pool, member })?, "removed")
         }

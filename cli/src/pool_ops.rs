@@ -1,6 +1,7 @@
 //! Pool commands, run in the daemon: they need the node to reach the other members.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use kith_crdt::hex;
@@ -28,8 +29,14 @@ pub enum PoolReq {
     Ls,
     /// One pool in detail.
     Show { pool: String },
-    /// Leave.
-    Leave { pool: String },
+    /// Leave, after handing off held chunks.
+    Leave {
+        pool: String,
+        #[serde(default = "default_wait")]
+        wait: String,
+        #[serde(default)]
+        force: bool,
+    },
     /// Remove a member.
     Remove { pool: String, member: String },
     /// Set a charter field or role.
@@ -126,9 +133,16 @@ pub async fn handle(
             }
             Ok(out)
         }
-        PoolReq::Leave { pool } => {
-            pools.with_pool(&pool, |p| p.leave(signer, now as i64))?;
-            Ok(json!({ "left": pool }))
+        PoolReq::Leave { pool, wait, force } => {
+            let limit = Duration::from_millis(parse_duration_ms(&wait)?);
+            let handed = hand_off(pools, rep, &pool, limit).await;
+            if let Err(e) = &handed
+                && !force
+            {
+                bail!("{e}; still a member (run again, or leave with --force)");
+            }
+            pools.with_pool(&pool, |p| p.leave(signer, kith_node::keys::now_ms() as i64))?;
+            Ok(json!({ "left": pool, "handed_off": handed.is_ok() }))
         }
         PoolReq::Remove { pool, member } => {
             let k = pools.with_pool(&pool, |p| p.remove(signer, &member, now as i64))?;
@@ -156,6 +170,49 @@ pub async fn handle(
             pools.with_pool(&pool, |p| p.offer(signer, &node, &offer, now as i64))?;
             Ok(json!({ "storage": offer.storage, "egress": offer.egress, "zone": offer.zone }))
         }
+    }
+}
+
+fn default_wait() -> String {
+    "10m".into()
+}
+
+/// Hands what this member's nodes hold in `pool` to the other holders: withdraws their storage
+/// offers (placement then picks others, whose repair copies from us while we still serve), and
+/// waits until the pool is fully replicated without us.
+async fn hand_off(
+    pools: &Arc<Pools>,
+    rep: &Arc<Replicator>,
+    pool: &str,
+    limit: Duration,
+) -> Result<()> {
+    let signer = pools.signer();
+    let me = signer.author().key;
+    let (id, v) = pools.with_pool(pool, |p| Ok((p.id(), p.view())))?;
+    let mine = v.active(&me).ok_or_else(|| anyhow!("you are not a member of this pool"))?;
+    if v.objects().next().is_none() {
+        return Ok(());
+    }
+    for (node, offer) in mine.nodes.iter().filter(|(_, o)| o.storage > 0) {
+        let withdrawn = Offer { storage: 0, ..offer.clone() };
+        pools.with_pool(pool, |p| {
+            p.offer(signer, node, &withdrawn, kith_node::keys::now_ms() as i64)
+        })?;
+    }
+    let t = std::time::Instant::now();
+    loop {
+        let h = rep.health(id).await.map_err(|e| anyhow!(e))?;
+        if h.under_replicated_bytes == 0 && h.unreadable.is_empty() {
+            return Ok(());
+        }
+        if t.elapsed() > limit {
+            bail!(
+                "the hand-off is incomplete after {} s: {} would be under-replicated without this member",
+                limit.as_secs(),
+                crate::fmt::bytes(h.under_replicated_bytes)
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

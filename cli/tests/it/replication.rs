@@ -229,3 +229,30 @@ fn an_audit_catches_a_holder_that_lost_its_data_and_the_pool_heals() {
     assert!(!out.status.success() && err.contains("cannot be decrypted"), "{err}");
     assert!(!back.exists());
 }
+
+#[test]
+fn a_leaving_member_hands_its_chunks_over_first() {
+    let mut net = testnet(4, Layout::Loopback);
+    pool_of_four(&mut net);
+    let src = net.dir().join("recipes.bin");
+    write(&src, &random_bytes(3 << 20, 17));
+    net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    net.wait_for(CONVERGE, "full replication", |net| Ok(replication(&show(net, 0)) == (1, 0, 0)))
+        .unwrap();
+    let node3 = net.id(3).unwrap();
+    let held_by_3 = |v: &Value| {
+        v["replication"]["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["node"] == node3.as_str())
+            .map(|h| h["assigned_blobs"].as_u64().unwrap())
+    };
+    assert!(held_by_3(&show(&net, 0)).unwrap() > 0, "node 3 held nothing to hand over");
+    net.kith_ok(3, &["pool", "leave", "street"]).unwrap();
+    // Node 3 stops at once: the other three hold everything already.
+    net.kill(3).unwrap();
+    let v = show(&net, 0);
+    assert_eq!(held_by_3(&v), None, "node 3 is still a holder: {v}");
+    assert_eq!(replication(&v), (1, 0, 0), "{v}");
+}
