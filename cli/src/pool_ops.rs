@@ -312,5 +312,6 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> Value {
         "capacity": { "offered": holders.iter().map(|h| h.weight).sum::<u64>(), "zones": zones },
         "policy_met": zones >= v.charter.replicas,
         "rejected_changes": rejections,
+        "sync_bytes": { "sent": pools.sync_bytes().0, "received": pools.sync_bytes().1 },
     })
 }

@@ -162,6 +162,8 @@ pub struct Pools {
     started_ms: i64,
     /// Sessions `sync_all` started that have not ended.
     in_flight: Mutex<std::collections::HashSet<(Key, Key)>>,
+    sync_sent: std::sync::atomic::AtomicU64,
+    sync_received: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Pools {
@@ -222,12 +224,20 @@ impl Pools {
             seen: Mutex::new(HashMap::new()),
             started_ms: now_ms(),
             in_flight: Mutex::new(std::collections::HashSet::new()),
+            sync_sent: std::sync::atomic::AtomicU64::new(0),
+            sync_received: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     /// Gives the service the node's endpoint, for dialling.
     pub fn attach(&self, endpoint: Endpoint) {
         let _ = self.endpoint.set(endpoint);
+    }
+
+    /// Bytes of sync turns sent and received since start (all pools; frame headers excluded).
+    pub fn sync_bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.sync_sent.load(Relaxed), self.sync_received.load(Relaxed))
     }
 
     /// Notes that `node` just completed a session with this one.
@@ -502,9 +512,10 @@ impl Pools {
     ) -> Result<bool, String> {
         let out = self.lock().get_mut(&pool).ok_or("the pool is gone")?.doc_mut().sync_out(state);
         let said = out.is_some();
-        frame::write_max(send, &Turn { frame: out }, MAX_DOC_FRAME)
-            .await
-            .map_err(|e| e.to_string())?;
+        let turn = Turn { frame: out };
+        let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
+        frame::write_max(send, &turn, MAX_DOC_FRAME).await.map_err(|e| e.to_string())?;
+        self.sync_sent.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(said)
     }
 
@@ -521,6 +532,8 @@ impl Pools {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the peer ended the session")?;
+        let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
+        self.sync_received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let Some(f) = turn.frame else { return Ok(false) };
         let result = {
             let mut pools = self.lock();

@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod net;
 pub mod netns;
+pub mod pool;
 pub mod proc;
 pub mod transfer;
 

@@ -45,6 +45,19 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// Pools: put into a pool of 5 against a local put, the writer lost and its identity
+    /// restored, repair after a holder's loss, document convergence over many nodes.
+    PoolBench {
+        /// Object size in MiB.
+        #[arg(long, default_value_t = 200)]
+        mib: u64,
+        /// Nodes in the convergence run (0: skip it).
+        #[arg(long, default_value_t = 10)]
+        converge_nodes: usize,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
 }
 
 fn sibling_kith(kith: Option<PathBuf>) -> Result<PathBuf> {
@@ -60,6 +73,13 @@ fn main() -> Result<()> {
             let report =
                 kith_testnet::transfer::run(&sibling_kith(kith)?, mib, runs, discovery_runs)?;
             println!("{}", report.markdown());
+        }
+        Cmd::PoolBench { mib, converge_nodes, kith } => {
+            let report = kith_testnet::pool::scenario(&sibling_kith(kith)?, mib, converge_nodes)?;
+            println!("{}", report.markdown());
+            if !report.identical {
+                anyhow::bail!("the restored object differs from what was put");
+            }
         }
         Cmd::StoreBench { data, scratch, kith, runs } => {
             let kith = sibling_kith(kith)?;

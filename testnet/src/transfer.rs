@@ -181,15 +181,20 @@ pub fn run(
 }
 
 /// Flushes dirty pages, so one step's write-back does not slow the next one down.
-fn settle() -> Result<()> {
+pub(crate) fn settle() -> Result<()> {
     crate::proc::run(&mut std::process::Command::new("sync"))?;
     Ok(())
 }
 
 fn write_random(path: &Path, bytes: u64) -> Result<()> {
+    write_random_seeded(path, bytes, 0)
+}
+
+/// Writes `bytes` pseudo-random (incompressible) bytes; different seeds share no chunks.
+pub(crate) fn write_random_seeded(path: &Path, bytes: u64, seed: u64) -> Result<()> {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
     let mut buf = vec![0u8; 1 << 20];
     let mut left = bytes;
     while left > 0 {

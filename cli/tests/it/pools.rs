@@ -139,3 +139,24 @@ fn bad_tickets_get_clear_errors() {
     // Node 0 is still up and answering.
     assert!(net.json(0, &["status"]).is_ok());
 }
+
+#[test]
+fn a_ticket_for_a_pool_its_node_no_longer_holds_is_refused_clearly() {
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+    }
+    net.start_all().unwrap();
+    net.kith_ok(0, &["pool", "create", "street"]).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+    // The inviting node's pool is gone (its document deleted while it was down).
+    net.stop(0).unwrap();
+    let pools_dir = net.dir().join("node0/pools");
+    let files = files_under(&pools_dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::remove_file(&files[0]).unwrap();
+    net.start(0).unwrap();
+    let e = err(&net, 1, &["pool", "join", ticket.trim()]);
+    assert!(e.contains("holds no pool"), "{e}");
+    assert_eq!(net.json(1, &["pool", "ls"]).unwrap().as_array().map(Vec::len), Some(0));
+}

@@ -1,0 +1,267 @@
+//! Pool scenario and benchmarks: an object survives its writer, repair after a holder's loss,
+//! put throughput into a pool against a local put, and document convergence over many nodes.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::net::{Layout, Testnet};
+
+const LONG: Duration = Duration::from_secs(600);
+
+/// What the scenario measured.
+#[derive(Debug, Default)]
+pub struct PoolReport {
+    /// Object size.
+    pub bytes: u64,
+    /// Local put of a same-sized object on the writer (s).
+    pub local_put: f64,
+    /// Put into the pool, holders acknowledged (s), and the replication part of it.
+    pub pool_put: f64,
+    /// The replication part of the pool put (s).
+    pub pool_replicate: f64,
+    /// From starting the restored node to it listing the pool (s).
+    pub recover: f64,
+    /// `kith get` on the restored node (s).
+    pub restore: f64,
+    /// Whether the restored bytes were identical.
+    pub identical: bool,
+    /// From killing the writer to full replication without it (s).
+    pub repair_writer: f64,
+    /// From killing a second holder to full replication without it (s).
+    pub repair_holder: f64,
+    /// Under-replicated bytes seen while the second repair ran (maximum).
+    pub under_max: u64,
+    /// The pool's repair_after (s).
+    pub repair_after: u64,
+    /// Convergence: nodes, seconds, and sync bytes sent by all nodes meanwhile.
+    pub converge: Option<(usize, f64, u64)>,
+}
+
+fn show(net: &Testnet, i: usize) -> Result<Value> {
+    net.json(i, &["pool", "show", "street"])
+}
+
+fn under(v: &Value) -> u64 {
+    v["replication"]["under_replicated_bytes"].as_u64().unwrap_or(u64::MAX)
+}
+
+/// Builds a pool of nodes `0..n` of a testnet of `total` (node 0 founds it); each offers
+/// storage in its own zone.
+fn pool(kith: &Path, n: usize, total: usize, replicas: u64, repair_after: &str) -> Result<Testnet> {
+    let mut net = Testnet::new(kith, total, Layout::Loopback)?;
+    for i in 0..n {
+        net.kith_ok(i, &["init"])?;
+        net.start(i)?;
+    }
+    net.kith_ok(0, &["pool", "create", "street"])?;
+    for i in 1..n {
+        let t = net.kith_ok(0, &["pool", "invite", "street"])?;
+        net.kith_ok(i, &["pool", "join", t.trim()])?;
+    }
+    for i in 0..n {
+        net.kith_ok(i, &["offer", "street", "--storage", "100GiB", "--zone", &format!("z{i}")])?;
+    }
+    net.kith_ok(0, &["pool", "set", "street", "repair_after", repair_after])?;
+    let want = n as u64 * (100 << 30);
+    net.wait_for(LONG, "offers to converge", |net| {
+        Ok((0..n).all(|i| show(net, i).is_ok_and(|v| v["capacity"]["offered"] == want)))
+    })?;
+    net.kith_ok(0, &["pool", "set", "street", "replicas", &replicas.to_string()])?;
+    Ok(net)
+}
+
+/// The scenario: 5 nodes, `mib` MiB put into the pool, the writer lost for good, its identity
+/// restored on a new machine, then one more holder lost.
+pub fn scenario(kith: &Path, mib: u64, converge_nodes: usize) -> Result<PoolReport> {
+    let bytes = mib << 20;
+    let mut r = PoolReport { bytes, repair_after: 10, ..PoolReport::default() };
+    // Six homes: five pool nodes and the machine the writer's identity is restored on.
+    let mut net = pool(kith, 5, 6, 3, "10s")?;
+    let local = net.dir().join("local.bin");
+    let pooled = net.dir().join("pooled.bin");
+    crate::transfer::write_random_seeded(&local, bytes, 1)?;
+    crate::transfer::write_random_seeded(&pooled, bytes, 2)?;
+    crate::transfer::settle()?;
+    let t = Instant::now();
+    net.kith_ok(0, &["put", local.to_str().context("path")?])?;
+    r.local_put = t.elapsed().as_secs_f64();
+    crate::transfer::settle()?;
+    let t = Instant::now();
+    let put = net.json(0, &["put", pooled.to_str().context("path")?, "--pool", "street"])?;
+    r.pool_put = t.elapsed().as_secs_f64();
+    r.pool_replicate = put["pool"]["seconds"].as_f64().unwrap_or(0.0);
+    if put["pool"]["complete"] != true {
+        bail!("the pool put was incomplete: {put}");
+    }
+    eprintln!("local put {:.2} s, pool put {:.2} s", r.local_put, r.pool_put);
+    let id = put["id"].as_str().context("id")?.to_string();
+    net.wait_for(LONG, "full replication", |net| Ok(under(&show(net, 1)?) == 0))?;
+
+    // The writer's machine is gone for good.
+    net.kill(0)?;
+    let killed = Instant::now();
+    let new = 5;
+    net.share_identity(new, 0)?;
+    let t = Instant::now();
+    net.start(new)?;
+    net.wait_for(LONG, "the restored identity to find its pool", |net| {
+        Ok(net.json(new, &["pool", "ls"])?.as_array().is_some_and(|a| a.len() == 1))
+    })?;
+    r.recover = t.elapsed().as_secs_f64();
+    let back = net.dir().join("back.bin");
+    let t = Instant::now();
+    net.kith_ok(new, &["get", &id, "-o", back.to_str().context("path")?])?;
+    r.restore = t.elapsed().as_secs_f64();
+    r.identical = files_equal(&back, &pooled)?;
+    std::fs::remove_file(&back)?;
+    eprintln!("recovered the pool in {:.2} s, restored in {:.2} s", r.recover, r.restore);
+    net.wait_for(LONG, "repair after the writer's loss", |net| {
+        let v = show(net, 1)?;
+        let out = v["replication"]["holders"]
+            .as_array()
+            .is_some_and(|hs| hs.iter().any(|h| h["state"] == "out"));
+        Ok(out && under(&v) == 0)
+    })?;
+    r.repair_writer = killed.elapsed().as_secs_f64();
+
+    // One more holder goes.
+    net.kill(1)?;
+    let killed = Instant::now();
+    net.wait_for(LONG, "repair after a holder's loss", |net| {
+        let v = show(net, 2)?;
+        let u = under(&v);
+        if u != u64::MAX {
+            r.under_max = r.under_max.max(u);
+        }
+        let out = v["replication"]["holders"]
+            .as_array()
+            .is_some_and(|hs| hs.iter().filter(|h| h["state"] == "out").count() == 2);
+        Ok(out && u == 0)
+    })?;
+    r.repair_holder = killed.elapsed().as_secs_f64();
+    eprintln!("repair {:.1} s / {:.1} s", r.repair_writer, r.repair_holder);
+    drop(net);
+
+    if converge_nodes > 1 {
+        r.converge = Some(converge(kith, converge_nodes)?);
+    }
+    Ok(r)
+}
+
+/// A membership change in a pool of `n` nodes: time until every node has it, and the sync
+/// bytes all nodes sent meanwhile.
+fn converge(kith: &Path, n: usize) -> Result<(usize, f64, u64)> {
+    let mut net = pool(kith, n, n, 1, "10m")?;
+    let sent = |net: &Testnet| -> Result<u64> {
+        (0..n).map(|i| Ok(show(net, i)?["sync_bytes"]["sent"].as_u64().unwrap_or(0))).sum()
+    };
+    let before = sent(&net)?;
+    let victim = show(&net, 0)?["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .find(|m| m["role"] == "member")
+        .and_then(|m| m["id"].as_str().map(str::to_string))
+        .context("a member")?;
+    let t0 = Instant::now();
+    net.kith_ok(0, &["pool", "set", "street", &format!("role:{}", &victim[..16]), "admin"])?;
+    net.wait_for(LONG, "every node to see the new admin", |net| {
+        Ok((0..n).all(|i| {
+            show(net, i).is_ok_and(|v| {
+                v["members"].as_array().is_some_and(|ms| {
+                    ms.iter().any(|m| m["id"] == victim.as_str() && m["role"] == "admin")
+                })
+            })
+        }))
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    let bytes = sent(&net)? - before;
+    Ok((n, secs, bytes))
+}
+
+fn files_equal(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = fa.read(&mut ba)?;
+        let mut nb = 0;
+        while nb < na {
+            let k = fb.read(&mut bb[nb..na])?;
+            if k == 0 {
+                return Ok(false);
+            }
+            nb += k;
+        }
+        if na == 0 {
+            return Ok(fb.read(&mut bb)? == 0);
+        }
+        if ba[..na] != bb[..na] {
+            return Ok(false);
+        }
+    }
+}
+
+impl PoolReport {
+    /// A markdown summary.
+    pub fn markdown(&self) -> String {
+        let mb = self.bytes as f64 / 1e6;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| {} MiB, pool of 5, 3 replicas, loopback | s | MB/s |",
+            self.bytes >> 20
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: |");
+        let _ = writeln!(
+            out,
+            "| local put (no pool) | {:.2} | {:.0} |",
+            self.local_put,
+            mb / self.local_put
+        );
+        let _ = writeln!(
+            out,
+            "| put --pool (local put + 3 holders acknowledged) | {:.2} | {:.0} |",
+            self.pool_put,
+            mb / self.pool_put
+        );
+        let _ = writeln!(
+            out,
+            "| of which replication | {:.2} | {:.0} |",
+            self.pool_replicate,
+            mb / self.pool_replicate
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Pool put / local put throughput: {:.2}.",
+            self.local_put / self.pool_put
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Writer killed; identity restored on a new node: pool found in {:.2} s, `kith get` {:.2} s, bytes identical: {}.",
+            self.recover, self.restore, self.identical
+        );
+        let _ = writeln!(
+            out,
+            "Repair (repair_after = {} s): writer's loss to full replication {:.1} s; a second holder's loss to full replication {:.1} s (under-replicated peak {:.1} MB).",
+            self.repair_after,
+            self.repair_writer,
+            self.repair_holder,
+            self.under_max as f64 / 1e6
+        );
+        if let Some((n, s, b)) = self.converge {
+            let _ = writeln!(
+                out,
+                "Convergence: a role change reached all {n} nodes in {s:.2} s; all nodes sent {:.1} KB of sync turns meanwhile (including the idle rounds of every pair every 3 s).",
+                b as f64 / 1e3
+            );
+        }
+        out
+    }
+}
