@@ -14,6 +14,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::enum_variant_names)] // the commands are benchmarks
 enum Cmd {
     /// kith put/get against restic backup/restore on the reference dataset.
     StoreBench {
