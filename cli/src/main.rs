@@ -83,6 +83,12 @@ enum Command {
         #[command(subcommand)]
         command: PoolCommand,
     },
+    /// This identity's document: name, devices, age recipients, pools (synced among them).
+    Identity {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Offer this node's storage (and egress) to a pool.
     Offer {
         /// The pool (name or id).
@@ -331,6 +337,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
         Command::Status { json } => render::status(&execute(&root, Request::Status, "")?, json),
         Command::Pool { command } => pool_command(&root, command),
+        Command::Identity { json } => {
+            render::identity(&execute(&root, Request::Pool(PoolReq::Identity), "")?, json)
+        }
         Command::Offer { pool, storage, egress, zone } => {
             let req = PoolReq::Offer { pool, storage, egress, zone };
             render::pool_done(&execute(&root, Request::Pool(req), "")?, "offer recorded")

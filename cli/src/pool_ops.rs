@@ -27,6 +27,8 @@ pub enum PoolReq {
     Join { ticket: String, display: Option<String> },
     /// List pools.
     Ls,
+    /// This identity's document.
+    Identity,
     /// One pool in detail.
     Show { pool: String },
     /// Leave, after handing off held chunks.
@@ -49,8 +51,15 @@ pub enum PoolReq {
 pub fn open(home: &Home) -> Result<Arc<Pools>> {
     let identity = home.identity()?;
     let node = home.node_key()?;
-    let signer = kith_crdt::Signer::new(&identity.signing_key().to_bytes(), *node.id().as_bytes());
-    Ok(Arc::new(Pools::load(home.root(), signer, *node.id().as_bytes())?))
+    let secret = identity.signing_key().to_bytes();
+    let signer = kith_crdt::Signer::new(&secret, *node.id().as_bytes());
+    let pools = Pools::load(home.root(), signer, *node.id().as_bytes())?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let device = if host.is_empty() { "device".to_string() } else { host };
+    pools.init_identity(&secret, &device, &identity.recipient().to_string())?;
+    Ok(Arc::new(pools))
 }
 
 /// Parses `24h`, `30m`, `7d`, `90s` into milliseconds.
@@ -86,7 +95,9 @@ pub async fn handle(
             if let Some(q) = quota {
                 charter.quota = parse_size(&q).map_err(|e| anyhow!(e))?;
             }
+            let named = d.clone();
             let id = pools.create(&display(pools, d), charter)?;
+            remember_pool(pools, &id, &name, named.as_deref())?;
             Ok(json!({ "id": hex(&id), "name": name }))
         }
         PoolReq::Invite { pool, expires, uses } => {
@@ -109,9 +120,25 @@ pub async fn handle(
             node.add_peer(&inviter)
                 .await
                 .map_err(|e| anyhow!("cannot reach the inviting node: {e}"))?;
+            let named = d.clone();
             let id = pools.join(&ticket, &display(pools, d)).await?;
             let name = pools.with_pool(&hex(&id), |p| Ok(p.view().charter.name))?;
+            remember_pool(pools, &id, &name, named.as_deref())?;
             Ok(json!({ "id": hex(&id), "name": name }))
+        }
+        PoolReq::Identity => {
+            let v = pools.identity().ok_or_else(|| anyhow!("no identity document"))?;
+            Ok(json!({
+                "id": hex(&v.owner), "name": v.name,
+                "devices": v.devices.iter().map(|(n, d)| json!({
+                    "node": hex(n), "name": d.name, "added_ms": d.added_ms,
+                    "this": *n == pools.node(),
+                })).collect::<Vec<_>>(),
+                "recipients": v.recipients.keys().collect::<Vec<_>>(),
+                "pools": v.pools.iter().map(|(p, r)| json!({
+                    "id": hex(p), "name": r.name, "joined_ms": r.joined_ms,
+                })).collect::<Vec<_>>(),
+            }))
         }
         PoolReq::Ls => {
             Ok(Value::Array(pools.list().iter().map(|(id, v)| summary(pools, id, v)).collect()))
@@ -141,7 +168,11 @@ pub async fn handle(
             {
                 bail!("{e}; still a member (run again, or leave with --force)");
             }
-            pools.with_pool(&pool, |p| p.leave(signer, kith_node::keys::now_ms() as i64))?;
+            let id = pools.with_pool(&pool, |p| {
+                p.leave(signer, kith_node::keys::now_ms() as i64)?;
+                Ok(p.id())
+            })?;
+            pools.with_identity(|d, s, now| d.drop_pool(s, &id, now).map(|_| ()))?;
             Ok(json!({ "left": pool, "handed_off": handed.is_ok() }))
         }
         PoolReq::Remove { pool, member } => {
@@ -171,6 +202,18 @@ pub async fn handle(
             Ok(json!({ "storage": offer.storage, "egress": offer.egress, "zone": offer.zone }))
         }
     }
+}
+
+/// Records a pool in the identity document (and the display name, if given).
+fn remember_pool(pools: &Pools, id: &[u8; 32], name: &str, display: Option<&str>) -> Result<()> {
+    pools.with_identity(|d, s, now| {
+        d.add_pool(s, id, name, now)?;
+        if let Some(n) = display {
+            d.set_name(s, n, now)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 fn default_wait() -> String {

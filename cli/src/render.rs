@@ -303,6 +303,29 @@ pub fn pools(v: &Value, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn identity(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    let name = if s(&v["name"]).is_empty() { "(no name)" } else { s(&v["name"]) };
+    println!("identity  {name} ({})", s(&v["id"]));
+    for d in v["devices"].as_array().into_iter().flatten() {
+        let this = if d["this"].as_bool() == Some(true) { "  (this node)" } else { "" };
+        println!(
+            "device    {}  {}{this}",
+            &s(&d["node"])[..16.min(s(&d["node"]).len())],
+            s(&d["name"])
+        );
+    }
+    for r in v["recipients"].as_array().into_iter().flatten() {
+        println!("recipient {}", s(r));
+    }
+    for p in v["pools"].as_array().into_iter().flatten() {
+        println!("pool      {}  {}", &s(&p["id"])[..16.min(s(&p["id"]).len())], s(&p["name"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn pool(v: &Value, json: bool) -> Result<ExitCode> {
     if json {
         return json_out(v);

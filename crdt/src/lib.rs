@@ -19,7 +19,7 @@ mod tests;
 pub use automerge;
 pub use file::DOC_FILE_VERSION;
 pub use signed::{
-    Author, Authorizer, Check, DocError, Key, SIGNING_CONTEXT, SignedDoc, Signer, hex, patch_path,
-    verify,
+    Author, Authorizer, Check, DocError, Key, MAX_CHANGE_BYTES, SIGNING_CONTEXT, SignedDoc, Signer,
+    hex, patch_path, verify,
 };
 pub use sync::{SigEntry, SyncFrame, SyncState};

@@ -112,6 +112,10 @@ pub trait Authorizer {
     fn authorise(&self, check: &Check<'_>) -> Result<(), String>;
 }
 
+/// Largest change a document accepts, local or remote. Membership, offers, objects and audit
+/// records are a few hundred bytes; the limit keeps one change far below a sync frame.
+pub const MAX_CHANGE_BYTES: usize = 64 << 10;
+
 /// Why a document operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -153,6 +157,16 @@ pub enum DocError {
         author: String,
         /// What rule it broke.
         reason: String,
+    },
+    /// A change larger than any document accepts.
+    #[error("change {change} is {len} bytes; a document change may have at most {limit}")]
+    TooLarge {
+        /// The change hash (hex).
+        change: String,
+        /// Its encoded length.
+        len: usize,
+        /// [`MAX_CHANGE_BYTES`].
+        limit: usize,
     },
     /// Changes whose dependencies never arrived.
     #[error("{count} change(s) depend on changes that were not sent (first: {first})")]
@@ -341,6 +355,10 @@ impl SignedDoc {
     ) -> Result<[u8; 64], DocError> {
         let hash = c.hash();
         let change = hex(&hash.0);
+        let len = c.raw_bytes().len();
+        if len > MAX_CHANGE_BYTES {
+            return Err(DocError::TooLarge { change, len, limit: MAX_CHANGE_BYTES });
+        }
         let author = Author::from_actor(c.actor_id())
             .ok_or(DocError::BadActor { change: change.clone() })?;
         let sig = *sigs.get(&hash).ok_or(DocError::MissingSignature { change: change.clone() })?;

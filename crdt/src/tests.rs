@@ -185,3 +185,28 @@ fn damaged_and_newer_files_get_clear_errors() {
     let err = SignedDoc::load(&newer, "toy").unwrap_err();
     assert!(err.to_string().contains("newer"), "{err}");
 }
+
+#[test]
+fn a_change_over_the_size_limit_is_refused_locally_and_from_peers() {
+    let o = signer(1);
+    let mut a = genesis(&o);
+    let before = a.heads();
+    // Incompressible bytes, so the change cannot shrink below the limit.
+    let big: Vec<u8> = (0..MAX_CHANGE_BYTES as u32 + 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let err = a.change(&o, 2, &Toy, |d| d.put(ROOT, "blob", big.clone())).unwrap_err();
+    assert!(matches!(err, DocError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("at most 65536"), "{err}");
+    assert_eq!(a.heads(), before);
+    // The same change made behind the library's back, correctly signed by the owner.
+    let mut raw = a.doc.clone().with_actor(o.author().actor());
+    raw.put(ROOT, "blob", big).unwrap();
+    let h = raw.commit().unwrap();
+    let change = raw.get_change_by_hash(&h).unwrap();
+    let mut sigs = BTreeMap::new();
+    sigs.insert(h, o.sign(&signed::signing_message(a.id(), &h)));
+    let err = a.ingest(vec![change], &sigs, &Toy).unwrap_err();
+    assert!(matches!(err, DocError::TooLarge { .. }), "{err}");
+    assert_eq!(a.heads(), before);
+}

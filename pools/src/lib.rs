@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod edit;
+pub mod identity;
 mod invite;
 pub mod manifest;
 pub mod placement;

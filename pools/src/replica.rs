@@ -51,6 +51,10 @@ const FETCH_ROUND: usize = 4096;
 const MAX_SERVING: usize = 8;
 /// A holder counts as up in `pool show` if heard from within this many sync rounds.
 const UP_ROUNDS: u32 = 4;
+/// Domain separation for a device's identity document exchange.
+const IDENTITY_CONTEXT: &[u8] = b"kith-identity-v1";
+/// How often this node exchanges its identity document with its pools' nodes.
+const IDENTITY_EVERY: Duration = Duration::from_secs(60);
 /// Domain separation for `PoolsOf`.
 const POOLS_OF_CONTEXT: &[u8] = b"kith-pools-of-v1";
 
@@ -93,6 +97,21 @@ pub enum Request {
         #[n(2)]
         index: u64,
     },
+    /// Here is my copy of this identity's document (maybe empty); send yours. Allowed for the
+    /// identity's devices (signature over the asking node's id) and for nodes that share a
+    /// pool with the identity.
+    #[n(4)]
+    Identity {
+        /// The identity.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        identity: Key,
+        /// The identity's signature, when a device of it asks.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        sig: Option<[u8; 64]>,
+        /// The asker's copy.
+        #[cbor(n(2), with = "minicbor::bytes")]
+        doc: Vec<u8>,
+    },
     /// Which pools is this identity in? Signed by the identity over the asking node's id.
     #[n(2)]
     PoolsOf {
@@ -130,6 +149,9 @@ pub enum Reply {
     /// A range proof for an audit.
     #[n(4)]
     Proof(#[n(0)] crate::proof::RangeProof),
+    /// This node's copy of an identity document (empty if it has none).
+    #[n(5)]
+    IdentityDoc(#[cbor(n(0), with = "minicbor::bytes")] Vec<u8>),
 }
 
 /// One holder's answer to a put.
@@ -237,6 +259,7 @@ pub struct Replicator {
     nonce: std::sync::atomic::AtomicU64,
     seed: u64,
     scrubbing: Arc<std::sync::atomic::AtomicBool>,
+    identity_shared: Mutex<Option<(std::time::Instant, [u8; 32])>>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -257,6 +280,10 @@ fn pools_of_message(node: &Key) -> Vec<u8> {
     [POOLS_OF_CONTEXT, &node[..]].concat()
 }
 
+fn identity_message(node: &Key) -> Vec<u8> {
+    [IDENTITY_CONTEXT, &node[..]].concat()
+}
+
 impl Replicator {
     /// Replication for `pools`; [`Replicator::attach`] gives it the node once it runs.
     pub fn new(pools: Arc<Pools>) -> Arc<Replicator> {
@@ -272,6 +299,7 @@ impl Replicator {
             published: Mutex::new(HashMap::new()),
             nonce: std::sync::atomic::AtomicU64::new(0),
             scrubbing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            identity_shared: Mutex::new(None),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -461,6 +489,7 @@ impl Replicator {
             }
             let pass = async {
                 self.recover().await;
+                self.share_identity_if_due().await;
                 for (pool, _) in self.pools.list() {
                     self.repair(pool).await;
                     self.audit_if_due(pool).await;
@@ -703,6 +732,9 @@ impl Replicator {
                 }
             };
             lock(&self.asked).insert(peer);
+            if let Err(e) = self.exchange_identity(peer).await {
+                tracing::debug!(peer = %peer.fmt_short(), error = %e, "identity exchange failed");
+            }
             for id in ids {
                 if self.pools.has_pool(&id) {
                     continue;
@@ -732,9 +764,61 @@ impl Replicator {
         let now = now_ms();
         pool.offer(self.pools.signer(), &self.pools.node(), &Offer::default(), now)
             .map_err(|e: PoolError| e.to_string())?;
+        let name = pool.view().charter.name;
+        self.pools
+            .with_identity(|d, s, now| d.add_pool(s, &id, &name, now).map(|_| ()))
+            .map_err(|e| e.to_string())?;
         self.pools.insert(pool).map_err(|e| e.to_string())?;
         self.pools.sync_one(id, peer, proof).await?;
         Ok(())
+    }
+
+    /// Sends this identity's document to `peer` and merges the copy it sends back.
+    async fn exchange_identity(&self, peer: EndpointId) -> Result<usize, String> {
+        let node = self.node()?;
+        let me = self.pools.signer().author().key;
+        let sig = self.pools.signer().sign(&identity_message(&self.pools.node()));
+        let doc = self.pools.identity_bytes(&me).unwrap_or_default();
+        match ask(node, peer, &Request::Identity { identity: me, sig: Some(sig), doc }).await? {
+            Reply::IdentityDoc(bytes) => self.pools.merge_identity(&me, &bytes),
+            Reply::Refused(why) => Err(format!("refused: {why}")),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Exchanges this identity's document with every node of its pools every
+    /// [`IDENTITY_EVERY`], and at once when the document or the set of nodes changed: its
+    /// other devices merge it, the other members keep it for a restore.
+    async fn share_identity_if_due(&self) {
+        let mut nodes: Vec<EndpointId> = Vec::new();
+        for (_, v) in self.pools.list() {
+            for n in self.pool_nodes(&v) {
+                if !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+            }
+        }
+        let me = self.pools.signer().author().key;
+        let mut h = blake3::Hasher::new();
+        h.update(&self.pools.identity_bytes(&me).unwrap_or_default());
+        let mut sorted: Vec<[u8; 32]> = nodes.iter().map(|n| *n.as_bytes()).collect();
+        sorted.sort();
+        for n in &sorted {
+            h.update(n);
+        }
+        let digest = *h.finalize().as_bytes();
+        {
+            let mut last = lock(&self.identity_shared);
+            if last.is_some_and(|(t, d)| t.elapsed() < IDENTITY_EVERY && d == digest) {
+                return;
+            }
+            *last = Some((std::time::Instant::now(), digest));
+        }
+        for peer in nodes {
+            if let Err(e) = self.exchange_identity(peer).await {
+                tracing::debug!(peer = %peer.fmt_short(), error = %e, "identity exchange failed");
+            }
+        }
     }
 
     /// This node's audit records for `pool`, by audited node.
@@ -911,6 +995,20 @@ impl Replicator {
         match req {
             Request::Hold { pool, object, positions } => {
                 self.serve_hold(peer, pool, object, positions).await.unwrap_or_else(refused)
+            }
+            Request::Identity { identity, sig, doc } => {
+                let device =
+                    sig.is_some_and(|s| verify(&identity, &identity_message(peer.as_bytes()), &s));
+                if !device && !self.pools.shares_pool_with(peer.as_bytes(), &identity) {
+                    return refused(
+                        "you are not a device of that identity and share no pool with it here"
+                            .into(),
+                    );
+                }
+                if let Err(e) = self.pools.merge_identity(&identity, &doc) {
+                    return refused(format!("your copy was refused: {e}"));
+                }
+                Reply::IdentityDoc(self.pools.identity_bytes(&identity).unwrap_or_default())
             }
             Request::Audit { pool, id, index } => {
                 self.serve_audit(peer, pool, id, index).await.unwrap_or_else(refused)

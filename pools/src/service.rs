@@ -21,6 +21,7 @@ use kith_node::net::ticket::NodeTicket;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::identity::{IdentityDoc, IdentityView};
 use crate::invite::Invite;
 use crate::pool::{Pool, PoolError};
 use crate::rules::PoolRules;
@@ -44,6 +45,31 @@ const POOLS_DIR: &str = "pools";
 pub const POOL_TICKET_PREFIX: &str = "kithpool1";
 /// Longest pool ticket accepted.
 const MAX_POOL_TICKET: usize = 4096;
+/// This identity's document in the home.
+const IDENTITY_FILE: &str = "identity.kdoc";
+/// Other members' identity documents kept here.
+const CUSTODY_DIR: &str = "identities";
+
+fn load_custody(dir: &Path) -> BTreeMap<Key, IdentityDoc> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| IdentityDoc::load(&b).map_err(|e| e.to_string()))
+        {
+            Ok(d) => {
+                out.insert(d.view().owner, d);
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read a member's identity document; left in place")
+            }
+        }
+    }
+    out
+}
+
 /// Domain separation for a new device's proof.
 const DEVICE_CONTEXT: &[u8] = b"kith-device-v1";
 
@@ -164,6 +190,10 @@ pub struct Pools {
     in_flight: Mutex<std::collections::HashSet<(Key, Key)>>,
     sync_sent: std::sync::atomic::AtomicU64,
     sync_received: std::sync::atomic::AtomicU64,
+    /// This identity's document.
+    identity: Mutex<Option<IdentityDoc>>,
+    /// Copies of other members' identity documents, kept for them.
+    custody: Mutex<BTreeMap<Key, IdentityDoc>>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -226,12 +256,130 @@ impl Pools {
             in_flight: Mutex::new(std::collections::HashSet::new()),
             sync_sent: std::sync::atomic::AtomicU64::new(0),
             sync_received: std::sync::atomic::AtomicU64::new(0),
+            identity: Mutex::new(None),
+            custody: Mutex::new(load_custody(&home_root.join(CUSTODY_DIR))),
         })
     }
 
     /// Gives the service the node's endpoint, for dialling.
     pub fn attach(&self, endpoint: Endpoint) {
         let _ = self.endpoint.set(endpoint);
+    }
+
+    /// Loads (or starts) this identity's document and lists this node and the identity's age
+    /// recipient in it.
+    pub fn init_identity(
+        &self,
+        identity_secret: &[u8; 32],
+        device_name: &str,
+        recipient: &str,
+    ) -> Result<(), PoolError> {
+        let path = self.identity_path();
+        let doc = match std::fs::read(&path) {
+            Ok(b) => IdentityDoc::load(&b)
+                .map_err(|e| PoolError::Damaged(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                IdentityDoc::genesis(identity_secret)
+                    .map_err(|e| PoolError::Damaged(e.to_string()))?
+            }
+            Err(e) => {
+                return Err(PoolError::Policy(format!("cannot read {}: {e}", path.display())));
+            }
+        };
+        if doc.view().owner != self.signer.author().key {
+            return Err(PoolError::Damaged(format!(
+                "{} belongs to another identity",
+                path.display()
+            )));
+        }
+        *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = Some(doc);
+        let node = self.node;
+        self.with_identity(|d, s, now| {
+            d.add_device(s, &node, device_name, now)?;
+            d.add_recipient(s, recipient, now)?;
+            Ok(())
+        })
+    }
+
+    fn identity_path(&self) -> PathBuf {
+        self.dir.parent().unwrap_or(&self.dir).join(IDENTITY_FILE)
+    }
+
+    /// Edits this identity's document and saves it.
+    pub fn with_identity(
+        &self,
+        f: impl FnOnce(&mut IdentityDoc, &Signer, i64) -> Result<(), kith_crdt::DocError>,
+    ) -> Result<(), PoolError> {
+        let mut guard = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(doc) = guard.as_mut() else { return Ok(()) };
+        f(doc, &self.signer, now_ms()).map_err(|e| PoolError::Policy(e.to_string()))?;
+        let bytes = doc.save();
+        write_atomic(&self.identity_path(), &bytes)
+            .map_err(|e| PoolError::Policy(format!("cannot save the identity document: {e}")))
+    }
+
+    /// This identity's document, typed.
+    pub fn identity(&self) -> Option<IdentityView> {
+        self.identity.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|d| d.view())
+    }
+
+    /// The saved bytes of `owner`'s identity document, if this node has it.
+    pub fn identity_bytes(&self, owner: &Key) -> Option<Vec<u8>> {
+        if *owner == self.signer.author().key {
+            return self
+                .identity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+                .map(|d| d.save());
+        }
+        self.custody.lock().unwrap_or_else(|p| p.into_inner()).get_mut(owner).map(|d| d.save())
+    }
+
+    /// Merges a copy of `owner`'s identity document into this node's (its own, or the one it
+    /// keeps for a member); returns how many changes were new.
+    pub fn merge_identity(&self, owner: &Key, bytes: &[u8]) -> Result<usize, String> {
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        if *owner == self.signer.author().key {
+            let mut n = 0;
+            self.with_identity(|d, _, _| {
+                n = d.merge(bytes)?;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            return Ok(n);
+        }
+        let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
+        let n = match custody.get_mut(owner) {
+            Some(d) => d.merge(bytes).map_err(|e| e.to_string())?,
+            None => {
+                let d = IdentityDoc::load(bytes).map_err(|e| e.to_string())?;
+                if d.view().owner != *owner {
+                    return Err("that is another identity's document".into());
+                }
+                custody.insert(*owner, d);
+                1
+            }
+        };
+        if n > 0 {
+            let dir = self.dir.parent().unwrap_or(&self.dir).join(CUSTODY_DIR);
+            let d = custody.get_mut(owner).expect("just there");
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| write_atomic(&dir.join(format!("{}.kdoc", hex(owner))), &d.save()))
+                .map_err(|e| format!("cannot keep a member's identity document: {e}"))?;
+        }
+        Ok(n)
+    }
+
+    /// Whether `node` may exchange `owner`'s identity document with this node: it shares a pool
+    /// with `owner` here (as a node of an active member, with `owner` active too).
+    pub fn shares_pool_with(&self, node: &Key, owner: &Key) -> bool {
+        self.lock().values().any(|p| {
+            let v = p.view();
+            v.node_owner(node).is_some() && v.active(owner).is_some()
+        })
     }
 
     /// Bytes of sync turns sent and received since start (all pools; frame headers excluded).

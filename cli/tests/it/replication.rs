@@ -80,6 +80,12 @@ fn a_pool_object_outlives_its_writer_and_repair_restores_the_replicas() {
     })
     .unwrap();
 
+    // The other members keep a copy of the writer's identity document.
+    let ada = net.json(0, &["identity"]).unwrap()["id"].as_str().unwrap().to_string();
+    let kept = net.dir().join(format!("node1/identities/{ada}.kdoc"));
+    net.wait_for(CONVERGE, "node 1 to keep the writer's identity document", |_| Ok(kept.exists()))
+        .unwrap();
+
     // The writer's machine is gone for good. A new machine with the restored identity finds
     // the pool through its peers and gets the object back from the holders.
     net.kill(0).unwrap();
@@ -92,6 +98,19 @@ fn a_pool_object_outlives_its_writer_and_repair_restores_the_replicas() {
     let back = net.dir().join("restored.bin");
     net.kith_ok(4, &["get", &object[..12], "-o", back.to_str().unwrap()]).unwrap();
     assert!(std::fs::read(&back).unwrap() == data, "restored bytes differ");
+    // The identity document came back from the other members, who kept it: the name, the lost
+    // device, this one, and the pool.
+    let node4 = net.id(4).unwrap();
+    net.wait_for(CONVERGE, "the identity document to come back", |net| {
+        let v = net.json(4, &["identity"])?;
+        let devices: Vec<&str> =
+            v["devices"].as_array().unwrap().iter().map(|d| d["node"].as_str().unwrap()).collect();
+        Ok(v["name"] == "ada"
+            && devices.contains(&node0.as_str())
+            && devices.contains(&node4.as_str())
+            && v["pools"][0]["name"] == "street")
+    })
+    .unwrap();
 
     // Node 0 is silent past repair_after: its share moves to the other three holders.
     net.wait_for(CONVERGE, "repair after the writer's loss", |net| {

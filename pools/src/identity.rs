@@ -1,0 +1,332 @@
+//! The identity document: a person's display name, devices, age recipients and pools, written
+//! only by that identity (from any of its devices) and kept by its devices and, as custodians,
+//! by the nodes of the pools it is in, so a restored identity gets it back.
+//!
+//! ```text
+//! v: 1, kind: "kith-identity", owner: <identity key>
+//! name: "..."                               (absent until set)
+//! devices:    { <node hex>: { name, added } }
+//! recipients: { <age recipient>: added }
+//! pools:      { <pool hex>: { name, joined } }
+//! ```
+//!
+//! Every device must hold the same document, even one that starts alone after a restore, so
+//! the genesis is deterministic: written as the identity with a zero device key at time 0, it
+//! has the same hash (the document id) wherever it is made.
+
+use std::collections::BTreeMap;
+
+use kith_crdt::automerge::transaction::Transactable;
+use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, Value};
+use kith_crdt::{Authorizer, Check, DocError, Key, SignedDoc, Signer, hex};
+
+use crate::view::parse_key;
+
+/// The `kind` of identity documents and their files.
+pub const IDENTITY_KIND: &str = "kith-identity";
+/// Version of the identity document schema.
+pub const IDENTITY_SCHEMA_VERSION: u64 = 1;
+
+/// A device of the identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Its name (the host name by default).
+    pub name: String,
+    /// When it was added (ms since the epoch).
+    pub added_ms: i64,
+}
+
+/// A pool the identity is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRef {
+    /// The pool's name when it was recorded.
+    pub name: String,
+    /// When the identity joined it (ms since the epoch).
+    pub joined_ms: i64,
+}
+
+/// The identity document, typed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdentityView {
+    /// The identity key.
+    pub owner: Key,
+    /// Display name (empty if never set).
+    pub name: String,
+    /// Devices by node id.
+    pub devices: BTreeMap<Key, Device>,
+    /// age recipients (public keys others encrypt to) and when they were added.
+    pub recipients: BTreeMap<String, i64>,
+    /// Pools by id.
+    pub pools: BTreeMap<Key, PoolRef>,
+}
+
+fn map(d: &AutoCommit, at: &ObjId, key: &str) -> Result<ObjId, String> {
+    match d.get(at, key).map_err(|e| e.to_string())? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Err(format!("`{key}` is missing or not a map")),
+    }
+}
+
+fn text(d: &AutoCommit, at: &ObjId, key: &str) -> Result<String, String> {
+    match d.get(at, key).map_err(|e| e.to_string())? {
+        Some((v, _)) => v.as_str().map(str::to_string).ok_or(format!("`{key}` is not text")),
+        None => Ok(String::new()),
+    }
+}
+
+fn int(d: &AutoCommit, at: &ObjId, key: &str) -> Result<i64, String> {
+    match d.get(at, key).map_err(|e| e.to_string())? {
+        Some((v, _)) => v.as_i64().ok_or(format!("`{key}` is not a number")),
+        None => Ok(0),
+    }
+}
+
+impl IdentityView {
+    /// Reads and checks the schema.
+    pub fn read(d: &AutoCommit) -> Result<IdentityView, String> {
+        match d.get(ROOT, "v").map_err(|e| e.to_string())? {
+            Some((v, _)) if v.as_u64().is_some_and(|v| v <= IDENTITY_SCHEMA_VERSION) => {}
+            Some(_) => return Err("identity schema is newer than this kith understands".into()),
+            None => return Err("`v` is missing".into()),
+        }
+        let owner = match d.get(ROOT, "owner").map_err(|e| e.to_string())? {
+            Some((v, _)) => {
+                v.as_bytes().and_then(|b| <Key>::try_from(b).ok()).ok_or("`owner` is not a key")?
+            }
+            None => return Err("`owner` is missing".into()),
+        };
+        let mut view = IdentityView { owner, name: text(d, &ROOT, "name")?, ..Default::default() };
+        let ds = map(d, &ROOT, "devices")?;
+        for k in d.keys(&ds) {
+            let node = parse_key(&k).ok_or(format!("device `{k}` is not a key"))?;
+            let o = map(d, &ds, &k)?;
+            view.devices.insert(
+                node,
+                Device { name: text(d, &o, "name")?, added_ms: int(d, &o, "added")? },
+            );
+        }
+        let rs = map(d, &ROOT, "recipients")?;
+        for k in d.keys(&rs) {
+            let at = int(d, &rs, &k)?;
+            view.recipients.insert(k, at);
+        }
+        let ps = map(d, &ROOT, "pools")?;
+        for k in d.keys(&ps) {
+            let pool = parse_key(&k).ok_or(format!("pool `{k}` is not a key"))?;
+            let o = map(d, &ps, &k)?;
+            view.pools.insert(
+                pool,
+                PoolRef { name: text(d, &o, "name")?, joined_ms: int(d, &o, "joined")? },
+            );
+        }
+        Ok(view)
+    }
+}
+
+/// Only the identity writes its document.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdentityRules;
+
+impl Authorizer for IdentityRules {
+    fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
+        let after = IdentityView::read(c.after)
+            .map_err(|e| format!("it breaks the identity document: {e}"))?;
+        if after.owner != c.author.key {
+            return Err(format!("only identity {} writes its document", hex(&after.owner[..8])));
+        }
+        if !c.genesis {
+            let before =
+                IdentityView::read(c.before).map_err(|e| format!("unreadable history: {e}"))?;
+            if before.owner != after.owner {
+                return Err("the owner of an identity document never changes".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An identity's document.
+#[derive(Debug)]
+pub struct IdentityDoc {
+    doc: SignedDoc,
+}
+
+/// The signer of the deterministic genesis: the identity with a zero device key.
+fn genesis_signer(identity_secret: &[u8; 32]) -> Signer {
+    Signer::new(identity_secret, [0; 32])
+}
+
+impl IdentityDoc {
+    /// The identity's document as it starts, the same on every device.
+    pub fn genesis(identity_secret: &[u8; 32]) -> Result<IdentityDoc, DocError> {
+        let s = genesis_signer(identity_secret);
+        let owner = s.author().key;
+        let doc = SignedDoc::create(&s, 0, &IdentityRules, |d| {
+            d.put(ROOT, "v", IDENTITY_SCHEMA_VERSION)?;
+            d.put(ROOT, "kind", IDENTITY_KIND)?;
+            d.put(ROOT, "owner", owner.to_vec())?;
+            d.put_object(ROOT, "devices", ObjType::Map)?;
+            d.put_object(ROOT, "recipients", ObjType::Map)?;
+            d.put_object(ROOT, "pools", ObjType::Map)?;
+            Ok(())
+        })?;
+        Ok(IdentityDoc { doc })
+    }
+
+    /// Reads a saved document (signatures and rules checked).
+    pub fn load(bytes: &[u8]) -> Result<IdentityDoc, DocError> {
+        let doc = SignedDoc::load(bytes, IDENTITY_KIND)?;
+        IdentityView::read(doc.doc()).map_err(DocError::Format)?;
+        Ok(IdentityDoc { doc })
+    }
+
+    /// Its bytes.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save(IDENTITY_KIND)
+    }
+
+    /// The document id.
+    pub fn id(&self) -> Key {
+        *self.doc.id()
+    }
+
+    /// The typed view.
+    pub fn view(&self) -> IdentityView {
+        IdentityView::read(self.doc.doc()).unwrap_or_default()
+    }
+
+    /// Takes in every change of another copy (each one checked); returns how many were new.
+    pub fn merge(&mut self, other: &[u8]) -> Result<usize, DocError> {
+        let mut theirs = SignedDoc::load(other, IDENTITY_KIND)?;
+        if theirs.id() != self.doc.id() {
+            return Err(DocError::Format("that is another identity's document".into()));
+        }
+        let (changes, sigs) = theirs.changes_since(&[]);
+        Ok(self.doc.ingest(changes, &sigs, &IdentityRules)?.len())
+    }
+
+    fn edit(
+        &mut self,
+        signer: &Signer,
+        now_ms: i64,
+        f: impl FnOnce(&mut AutoCommit) -> Result<(), kith_crdt::automerge::AutomergeError>,
+    ) -> Result<bool, DocError> {
+        Ok(self.doc.change(signer, now_ms, &IdentityRules, f)?.1.is_some())
+    }
+
+    /// Lists a device (no change if it is listed).
+    pub fn add_device(
+        &mut self,
+        signer: &Signer,
+        node: &Key,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<bool, DocError> {
+        if self.view().devices.contains_key(node) {
+            return Ok(false);
+        }
+        self.edit(signer, now_ms, |d| {
+            let ds = d.get(ROOT, "devices")?.map(|(_, id)| id).unwrap_or(ROOT);
+            let o = d.put_object(&ds, hex(node), ObjType::Map)?;
+            d.put(&o, "name", name)?;
+            d.put(&o, "added", now_ms)
+        })
+    }
+
+    /// Lists an age recipient (no change if it is listed).
+    pub fn add_recipient(
+        &mut self,
+        signer: &Signer,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<bool, DocError> {
+        if self.view().recipients.contains_key(recipient) {
+            return Ok(false);
+        }
+        self.edit(signer, now_ms, |d| {
+            let rs = d.get(ROOT, "recipients")?.map(|(_, id)| id).unwrap_or(ROOT);
+            d.put(&rs, recipient, now_ms)
+        })
+    }
+
+    /// Records a pool (no change if it is recorded).
+    pub fn add_pool(
+        &mut self,
+        signer: &Signer,
+        pool: &Key,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<bool, DocError> {
+        if self.view().pools.contains_key(pool) {
+            return Ok(false);
+        }
+        self.edit(signer, now_ms, |d| {
+            let ps = d.get(ROOT, "pools")?.map(|(_, id)| id).unwrap_or(ROOT);
+            let o = d.put_object(&ps, hex(pool), ObjType::Map)?;
+            d.put(&o, "name", name)?;
+            d.put(&o, "joined", now_ms)
+        })
+    }
+
+    /// Forgets a pool (left or removed).
+    pub fn drop_pool(
+        &mut self,
+        signer: &Signer,
+        pool: &Key,
+        now_ms: i64,
+    ) -> Result<bool, DocError> {
+        if !self.view().pools.contains_key(pool) {
+            return Ok(false);
+        }
+        self.edit(signer, now_ms, |d| {
+            let ps = d.get(ROOT, "pools")?.map(|(_, id)| id).unwrap_or(ROOT);
+            d.delete(&ps, hex(pool))
+        })
+    }
+
+    /// Sets the display name (no change if it is the same).
+    pub fn set_name(&mut self, signer: &Signer, name: &str, now_ms: i64) -> Result<bool, DocError> {
+        if self.view().name == name {
+            return Ok(false);
+        }
+        self.edit(signer, now_ms, |d| d.put(ROOT, "name", name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_devices_start_the_same_document_and_merge() {
+        let secret = [7u8; 32];
+        let (a_dev, b_dev) = (Signer::new(&secret, [1; 32]), Signer::new(&secret, [2; 32]));
+        let mut a = IdentityDoc::genesis(&secret).unwrap();
+        let mut b = IdentityDoc::genesis(&secret).unwrap();
+        assert_eq!(a.id(), b.id(), "the genesis is deterministic");
+        a.add_device(&a_dev, &[1; 32], "laptop", 10).unwrap();
+        a.add_pool(&a_dev, &[9; 32], "street", 11).unwrap();
+        b.add_device(&b_dev, &[2; 32], "phone", 12).unwrap();
+        b.set_name(&b_dev, "ada", 13).unwrap();
+        let (sa, sb) = (a.save(), b.save());
+        assert!(a.merge(&sb).unwrap() > 0);
+        assert!(b.merge(&sa).unwrap() > 0);
+        assert_eq!(a.view(), b.view());
+        let v = a.view();
+        assert_eq!(v.name, "ada");
+        assert_eq!(v.devices.len(), 2);
+        assert_eq!(v.pools[&[9; 32]].name, "street");
+    }
+
+    #[test]
+    fn another_identity_cannot_write_or_pass_its_document_off() {
+        let mut mine = IdentityDoc::genesis(&[7; 32]).unwrap();
+        let mut other = IdentityDoc::genesis(&[8; 32]).unwrap();
+        let e = mine.merge(&other.save()).unwrap_err();
+        assert!(e.to_string().contains("another identity"), "{e}");
+        let intruder = Signer::new(&[8; 32], [3; 32]);
+        let e = mine.add_device(&intruder, &[3; 32], "evil", 1).unwrap_err();
+        assert!(e.to_string().contains("only identity"), "{e}");
+        assert!(mine.view().devices.is_empty());
+    }
+}
