@@ -147,7 +147,14 @@ pub async fn handle(
             let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
             let mut out = show(pools, &id, &v);
             out["replication"] = match rep.health(id).await {
-                Ok(h) => health_json(&h),
+                Ok(h) => {
+                    // Used: every copy placement asks for; free: what offers leave.
+                    let used: u64 = h.holders.iter().map(|x| x.assigned_bytes).sum();
+                    let offered = out["capacity"]["offered"].as_u64().unwrap_or(0);
+                    out["capacity"]["used"] = json!(used);
+                    out["capacity"]["free"] = json!(offered.saturating_sub(used));
+                    health_json(&h)
+                }
                 Err(e) => json!({ "error": e }),
             };
             if let Some(st) = rep.stats(&id) {

@@ -346,9 +346,11 @@ pub fn pool(v: &Value, json: bool) -> Result<ExitCode> {
     let met =
         if v["policy_met"].as_bool() == Some(true) { "met" } else { "NOT met: too few zones" };
     println!(
-        "capacity  {} offered in {} zone(s); policy {met}",
+        "capacity  {} offered in {} zone(s), {} used, {} free; policy {met}",
         fmt::bytes(u(&cap["offered"])),
-        u(&cap["zones"])
+        u(&cap["zones"]),
+        fmt::bytes(u(&cap["used"])),
+        fmt::bytes(u(&cap["free"]))
     );
     println!();
     println!(

@@ -79,6 +79,10 @@ fn a_pool_object_outlives_its_writer_and_repair_restores_the_replicas() {
         Ok(replication(&show(net, 1)) == (1, 0, 0))
     })
     .unwrap();
+    // Capacity used is every copy: two of each blob.
+    let cap = show(&net, 1)["capacity"].clone();
+    assert_eq!(cap["used"].as_u64().unwrap(), 2 * p["bytes"].as_u64().unwrap(), "{cap}");
+    assert_eq!(cap["free"].as_u64().unwrap(), (40u64 << 30) - cap["used"].as_u64().unwrap());
 
     // The other members keep a copy of the writer's identity document.
     let ada = net.json(0, &["identity"]).unwrap()["id"].as_str().unwrap().to_string();
