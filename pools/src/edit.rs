@@ -16,6 +16,18 @@ fn map(d: &AutoCommit, at: &ObjId, key: &str) -> Result<ObjId, AutomergeError> {
     }
 }
 
+/// The map at `at/key`, made if it is not there yet.
+pub(crate) fn map_or_new(
+    d: &mut AutoCommit,
+    at: &ObjId,
+    key: &str,
+) -> Result<ObjId, AutomergeError> {
+    match d.get(at, key)? {
+        Some((_, id)) => Ok(id),
+        None => d.put_object(at, key, ObjType::Map),
+    }
+}
+
 fn member(d: &AutoCommit, who: &Key) -> Result<ObjId, AutomergeError> {
     let ms = map(d, &ROOT, "members")?;
     map(d, &ms, &hex(who))
@@ -108,10 +120,7 @@ pub fn set_offer(
 ) -> Result<(), AutomergeError> {
     let m = member(d, me)?;
     let ns = map(d, &m, "nodes")?;
-    let o = match d.get(&ns, hex(node))? {
-        Some((_, id)) => id,
-        None => d.put_object(&ns, hex(node), ObjType::Map)?,
-    };
+    let o = map_or_new(d, &ns, &hex(node))?;
     d.put(&o, "storage", offer.storage)?;
     d.put(&o, "egress", offer.egress)?;
     d.put(&o, "zone", offer.zone.as_str())
@@ -126,10 +135,7 @@ pub fn add_object(
 ) -> Result<(), AutomergeError> {
     let m = member(d, me)?;
     // Pools made before objects existed get the map on first use.
-    let os = match d.get(&m, "objects")? {
-        Some((_, id)) => id,
-        None => d.put_object(&m, "objects", ObjType::Map)?,
-    };
+    let os = map_or_new(d, &m, "objects")?;
     let e = d.put_object(&os, hex(object), ObjType::Map)?;
     d.put(&e, "manifest", ScalarValue::Bytes(o.manifest.to_vec()))?;
     d.put(&e, "bytes", o.bytes)?;
@@ -146,14 +152,8 @@ pub fn set_audit(
     a: &crate::view::AuditRecord,
 ) -> Result<(), AutomergeError> {
     let m = member(d, me)?;
-    let os = match d.get(&m, "audits")? {
-        Some((_, id)) => id,
-        None => d.put_object(&m, "audits", ObjType::Map)?,
-    };
-    let e = match d.get(&os, hex(node))? {
-        Some((_, id)) => id,
-        None => d.put_object(&os, hex(node), ObjType::Map)?,
-    };
+    let os = map_or_new(d, &m, "audits")?;
+    let e = map_or_new(d, &os, &hex(node))?;
     d.put(&e, "passed", a.passed)?;
     d.put(&e, "failed", a.failed)?;
     d.put(&e, "failing", a.failing)?;

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use kith_crdt::automerge::transaction::Transactable;
-use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, Value};
+use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc};
 use kith_crdt::{Authorizer, Check, DocError, Key, SignedDoc, Signer, hex};
 
 use crate::view::parse_key;
@@ -60,16 +60,12 @@ pub struct IdentityView {
     pub pools: BTreeMap<Key, PoolRef>,
 }
 
-fn map(d: &AutoCommit, at: &ObjId, key: &str) -> Result<ObjId, String> {
-    match d.get(at, key).map_err(|e| e.to_string())? {
-        Some((Value::Object(ObjType::Map), id)) => Ok(id),
-        _ => Err(format!("`{key}` is missing or not a map")),
-    }
-}
+use crate::view::obj as map;
 
+/// Text at `at/key`, empty if absent.
 fn text(d: &AutoCommit, at: &ObjId, key: &str) -> Result<String, String> {
     match d.get(at, key).map_err(|e| e.to_string())? {
-        Some((v, _)) => v.as_str().map(str::to_string).ok_or(format!("`{key}` is not text")),
+        Some(_) => crate::view::text(d, at, key),
         None => Ok(String::new()),
     }
 }

@@ -188,14 +188,14 @@ pub struct PoolView {
     pub members: BTreeMap<Key, Member>,
 }
 
-fn obj(d: &AutoCommit, at: &ObjId, key: &str) -> Result<ObjId, String> {
+pub(crate) fn obj(d: &AutoCommit, at: &ObjId, key: &str) -> Result<ObjId, String> {
     match d.get(at, key).map_err(|e| e.to_string())? {
         Some((Value::Object(ObjType::Map), id)) => Ok(id),
         _ => Err(format!("`{key}` is missing or not a map")),
     }
 }
 
-fn text(d: &AutoCommit, at: &ObjId, key: &str) -> Result<String, String> {
+pub(crate) fn text(d: &AutoCommit, at: &ObjId, key: &str) -> Result<String, String> {
     match d.get(at, key).map_err(|e| e.to_string())? {
         Some((v, _)) => v.as_str().map(str::to_string).ok_or(format!("`{key}` is not text")),
         None => Err(format!("`{key}` is missing")),
