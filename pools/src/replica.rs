@@ -417,6 +417,11 @@ impl Replicator {
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot store the manifest: {e}"))?;
         lock(&self.manifests).insert(mid, Arc::new(manifest.clone()));
+        let id = self.pools.resolve(spec).map_err(|e| e.to_string())?;
+        let v = self.pools.view_of(&id).ok_or("the pool is gone")?;
+        self.check_room(&v, &manifest)
+            .await
+            .map_err(|e| format!("{e}; the object is stored on this node, not in the pool"))?;
         let signer = self.pools.signer();
         let record = PoolObject {
             manifest: mid,
@@ -436,7 +441,7 @@ impl Replicator {
                 Ok((p.id(), p.view()))
             })
             .map_err(|e| e.to_string())?;
-        let holders = self.live_holders(&v);
+        let holders = self.placement_holders(&v);
         let r = v.charter.replicas as usize;
         let mut assigned: BTreeMap<Key, (Vec<u32>, u64)> = BTreeMap::new();
         for (i, (id, len)) in manifest.blobs.iter().enumerate() {
@@ -475,6 +480,71 @@ impl Replicator {
             holders: holders.len(),
             acks,
         })
+    }
+
+    /// Refuses an object that would take this member over its quota (one copy of its distinct
+    /// blobs) or the pool over the storage its live holders offer (every copy).
+    async fn check_room(&self, v: &PoolView, m: &Manifest) -> Result<(), String> {
+        let me = self.pools.signer().author().key;
+        let from = self.pool_nodes(v);
+        let mut all: HashMap<[u8; 32], u64> = HashMap::new();
+        let mut mine: HashSet<[u8; 32]> = HashSet::new();
+        let mut unknown = (0u64, 0u64);
+        for (owner, _, po) in v.objects() {
+            match self.manifest(&po.manifest, &from).await {
+                Ok(pm) => {
+                    for (id, len) in &pm.blobs {
+                        all.insert(**id, *len as u64);
+                        if *owner == me {
+                            mine.insert(**id);
+                        }
+                    }
+                }
+                // Counted whole when its manifest cannot be read.
+                Err(_) => {
+                    unknown.0 += po.bytes;
+                    if *owner == me {
+                        unknown.1 += po.bytes;
+                    }
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        let fresh = |set: &dyn Fn(&[u8; 32]) -> bool, seen: &mut HashSet<[u8; 32]>| -> u64 {
+            seen.clear();
+            m.blobs
+                .iter()
+                .filter(|(id, _)| !set(id) && seen.insert(**id))
+                .map(|(_, l)| *l as u64)
+                .sum()
+        };
+        let name = &v.charter.name;
+        let quota = v.charter.quota;
+        if quota > 0 {
+            let used: u64 = mine.iter().map(|id| all[id]).sum::<u64>() + unknown.1;
+            let more = fresh(&|id| mine.contains(id), &mut seen);
+            if used + more > quota {
+                return Err(format!(
+                    "over your quota in pool `{name}`: you store {} of {}, and this object needs {} more",
+                    size(used),
+                    size(quota),
+                    size(more)
+                ));
+            }
+        }
+        let r = v.charter.replicas;
+        let offered: u64 = self.placement_holders(v).iter().map(|h| h.weight).sum();
+        let used = (all.values().sum::<u64>() + unknown.0) * r;
+        let more = fresh(&|id| all.contains_key(id), &mut seen) * r;
+        if used + more > offered {
+            return Err(format!(
+                "pool `{name}` is out of capacity: {} of the {} its live holders offer is used ({r} copies of everything), and this object needs {} more",
+                size(used),
+                size(offered),
+                size(more)
+            ));
+        }
+        Ok(())
     }
 
     /// Repairs every pool and looks for this identity's pools, every [`REPAIR_INTERVAL`],
@@ -1123,6 +1193,17 @@ pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, V
         }
     }
     (keep, unreadable)
+}
+
+/// A size for messages: `1.5 MiB`.
+fn size(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (b as f64, 0);
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
 /// Sends one request to `peer` and reads the answer.

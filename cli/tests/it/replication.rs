@@ -279,3 +279,40 @@ fn a_leaving_member_hands_its_chunks_over_first() {
     assert_eq!(held_by_3(&v), None, "node 3 is still a holder: {v}");
     assert_eq!(replication(&v), (1, 0, 0), "{v}");
 }
+
+#[test]
+fn puts_over_the_quota_or_the_pools_capacity_are_refused_clearly() {
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--replicas", "1", "--quota", "1MiB"]).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+    net.kith_ok(1, &["pool", "join", ticket.trim()]).unwrap();
+    net.kith_ok(1, &["offer", "street", "--storage", "3MiB"]).unwrap();
+    net.wait_for(CONVERGE, "node 0 to see the offer", |net| {
+        Ok(show(net, 0)["capacity"]["offered"] == 3u64 << 20)
+    })
+    .unwrap();
+    let file = |name: &str, len: usize, seed: u64| {
+        let p = net.dir().join(name);
+        write(&p, &random_bytes(len, seed));
+        p
+    };
+    let (a, b, c) = (file("a", 700 << 10, 1), file("b", 700 << 10, 2), file("c", 3 << 20, 3));
+    net.json(0, &["put", a.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let out = net.kith(0, &["put", b.to_str().unwrap(), "--pool", "street"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains("over your quota") && e.contains("of 1.0 MiB"), "{e}");
+    assert!(e.contains("stored on this node, not in the pool"), "{e}");
+    // No quota: the pool's capacity (3 MiB offered, one copy) is the limit.
+    net.kith_ok(0, &["pool", "set", "street", "quota", "0"]).unwrap();
+    let out = net.kith(0, &["put", c.to_str().unwrap(), "--pool", "street"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("out of capacity"), "{e}");
+    // The pool still holds exactly the first object.
+    let v = show(&net, 0);
+    assert_eq!(v["objects"].as_array().unwrap().len(), 1, "{v}");
+}
