@@ -15,6 +15,7 @@
 mod edit;
 pub mod identity;
 mod invite;
+pub mod ledger;
 pub mod manifest;
 pub mod placement;
 mod pool;

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod ledger_sim;
 pub mod net;
 pub mod netns;
 pub mod pool;

@@ -46,6 +46,15 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// A year of a pool's ledger, simulated on the ledger core: document and sync sizes.
+    LedgerSim {
+        /// Members.
+        #[arg(long, default_value_t = 50)]
+        members: usize,
+        /// Months.
+        #[arg(long, default_value_t = 12)]
+        months: usize,
+    },
     /// Pools: put into a pool of 5 against a local put, the writer lost and its identity
     /// restored, repair after a holder's loss, document convergence over many nodes.
     PoolBench {
@@ -74,6 +83,10 @@ fn main() -> Result<()> {
             let report =
                 kith_testnet::transfer::run(&sibling_kith(kith)?, mib, runs, discovery_runs)?;
             println!("{}", report.markdown());
+        }
+        Cmd::LedgerSim { members, months } => {
+            let m = kith_testnet::ledger_sim::run(members, months)?;
+            println!("{}", kith_testnet::ledger_sim::markdown(members, &m));
         }
         Cmd::PoolBench { mib, converge_nodes, kith } => {
             let report = kith_testnet::pool::scenario(&sibling_kith(kith)?, mib, converge_nodes)?;
