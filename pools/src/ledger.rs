@@ -418,8 +418,12 @@ impl Authorizer for LedgerRules<'_> {
             if after.pool != *self.pool_id {
                 return Err("the ledger belongs to another pool".into());
             }
-            if !admin {
-                return Err("only an admin starts a ledger".into());
+            let canonical = genesis_signer(&after.pool, after.period).author().key;
+            if c.author.key != canonical
+                || c.time_ms != after.period.start_ms()
+                || !(after.rows.is_empty() && after.costs.is_empty() && after.carried.is_empty())
+            {
+                return Err("a ledger starts only with its canonical genesis".into());
             }
             return Ok(());
         }
@@ -480,6 +484,21 @@ impl Authorizer for LedgerRules<'_> {
                         if r.bytes < prev.bytes || r.blobs < prev.blobs {
                             return Err("a receipt may only grow".into());
                         }
+                    }
+                }
+                ["carried", ..] if !admin => {
+                    return Err("only an admin carries balances in".into());
+                }
+                ["carried"] => return Err("the carried balances are never replaced".into()),
+                ["carried", _] => {
+                    if at(c.before, &path)?.is_some() {
+                        return Err("a balance is carried in once".into());
+                    }
+                    let PatchAction::PutMap { value: (v, _), .. } = &p.action else {
+                        return Err("a carried balance is a number".into());
+                    };
+                    if !matches!(v.as_scalar(), Some(ScalarValue::Int(_))) {
+                        return Err("a carried balance is a number".into());
                     }
                 }
                 ["costs", ..] if !admin => return Err("only an admin enters costs".into()),
@@ -554,6 +573,18 @@ fn check_cost_field(field: &str, action: &PatchAction) -> Result<(), String> {
     if ok { Ok(()) } else { Err(format!("a cost's `{field}` is malformed")) }
 }
 
+/// The signer of a ledger's genesis: a key derived from the pool and period, which every node
+/// can compute. It proves nothing about who started the ledger (nobody needs to); it makes the
+/// genesis, and so the document id, the same everywhere. The rules accept it for the canonical
+/// genesis only.
+pub fn genesis_signer(pool: &Key, period: Period) -> Signer {
+    let secret = blake3::derive_key(
+        "kith ledger genesis v1",
+        &[&pool[..], period.to_string().as_bytes()].concat(),
+    );
+    Signer::new(&secret, [0; 32])
+}
+
 /// A ledger: one pool, one period.
 #[derive(Debug)]
 pub struct Ledger {
@@ -561,29 +592,43 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts the ledger of `period` (an admin), carrying `carried` balances in.
-    pub fn create(
-        signer: &Signer,
-        rules: &LedgerRules<'_>,
-        period: Period,
-        carried: &BTreeMap<Key, i64>,
-        now_ms: i64,
-    ) -> Result<Ledger, DocError> {
+    /// The ledger of `period`, as it starts: the same document on every node (its genesis is
+    /// canonical and signed with a key anyone can derive, see [`genesis_signer`]).
+    pub fn start(rules: &LedgerRules<'_>, period: Period) -> Result<Ledger, DocError> {
         let pool = *rules.pool_id;
-        let doc = SignedDoc::create(signer, now_ms, rules, |d| {
+        let signer = genesis_signer(&pool, period);
+        let doc = SignedDoc::create(&signer, period.start_ms(), rules, |d| {
             d.put(ROOT, "v", LEDGER_SCHEMA_VERSION)?;
             d.put(ROOT, "kind", LEDGER_KIND)?;
             d.put(ROOT, "pool", ScalarValue::Bytes(pool.to_vec()))?;
             d.put(ROOT, "period", period.to_string())?;
-            let cs = d.put_object(ROOT, "carried", ObjType::Map)?;
-            for (m, b) in carried {
-                d.put(&cs, hex(m), *b)?;
-            }
+            d.put_object(ROOT, "carried", ObjType::Map)?;
             d.put_object(ROOT, "rows", ObjType::Map)?;
             d.put_object(ROOT, "costs", ObjType::Map)?;
             Ok(())
         })?;
         Ok(Ledger { doc })
+    }
+
+    /// Carries credit balances in from the previous period's seal (an admin, once per member).
+    pub fn carry(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        carried: &BTreeMap<Key, i64>,
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        if carried.is_empty() {
+            return Ok(());
+        }
+        self.doc.change(signer, now_ms, rules, |d| {
+            let cs = crate::edit::map_or_new(d, &ROOT, "carried")?;
+            for (m, b) in carried {
+                d.put(&cs, hex(m), *b)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Wraps a document (after load or sync).
@@ -990,11 +1035,30 @@ mod tests {
         let id = p.id();
         let rules = LedgerRules { pool: &v, pool_id: &id };
         let period = Period::parse("2026-11").unwrap();
-        let mut l = Ledger::create(&a, &rules, period, &BTreeMap::new(), 10).unwrap();
+        let mut l = Ledger::start(&rules, period).unwrap();
+        // Every node starts the same document.
+        assert_eq!(Ledger::start(&rules, period).unwrap().doc_mut().id(), l.doc_mut().id());
         l.add(&m, &rules, Counter::EgressReceived, 500, 11).unwrap();
         assert_eq!(l.view().total(&m.author().key, Counter::EgressReceived), 500);
-        // A member cannot start a ledger, enter costs, or shrink a counter.
-        assert!(Ledger::create(&m, &rules, period, &BTreeMap::new(), 12).is_err());
+        // A member cannot start a ledger of its own, carry balances, enter costs, or shrink a
+        // counter.
+        let own = SignedDoc::create(&m, period.start_ms(), &rules, |d| {
+            d.put(ROOT, "v", 1)?;
+            d.put(ROOT, "kind", LEDGER_KIND)?;
+            d.put(ROOT, "pool", ScalarValue::Bytes(id.to_vec()))?;
+            d.put(ROOT, "period", period.to_string())?;
+            for k in ["carried", "rows", "costs"] {
+                d.put_object(ROOT, k, ObjType::Map)?;
+            }
+            Ok(())
+        });
+        assert!(own.unwrap_err().to_string().contains("canonical genesis"));
+        let e = l.carry(&m, &rules, &BTreeMap::from([(m.author().key, 5)]), 12).unwrap_err();
+        assert!(e.to_string().contains("only an admin"), "{e}");
+        l.carry(&a, &rules, &BTreeMap::from([(m.author().key, 5)]), 12).unwrap();
+        let e = l.carry(&a, &rules, &BTreeMap::from([(m.author().key, 9)]), 12).unwrap_err();
+        assert!(e.to_string().contains("carried in once"), "{e}");
+        assert_eq!(l.view().carried[&m.author().key], 5);
         let e = l.add_cost(&m, &rules, "c1", "uplink", 1000, 13).unwrap_err();
         assert!(e.to_string().contains("only an admin"), "{e}");
         assert!(l.add(&m, &rules, Counter::EgressReceived, -5, 14).is_err());
@@ -1017,7 +1081,7 @@ mod tests {
         let id = p.id();
         let rules = LedgerRules { pool: &v, pool_id: &id };
         let period = Period::parse("2026-11").unwrap();
-        let mut l = Ledger::create(&a, &rules, period, &BTreeMap::new(), 10).unwrap();
+        let mut l = Ledger::start(&rules, period).unwrap();
         l.add(&a, &rules, Counter::StorageUsed, 1, 11).unwrap();
         // Bob writes straight into Ada's row and signs the change properly.
         let mut raw = l.doc_mut().doc().clone().with_actor(m.author().actor());
@@ -1047,7 +1111,7 @@ mod tests {
         let v = p.view();
         let rules = LedgerRules { pool: &v, pool_id: &id };
         let period = Period::parse("2026-11").unwrap();
-        let mut l = Ledger::create(&a, &rules, period, &BTreeMap::new(), 10).unwrap();
+        let mut l = Ledger::start(&rules, period).unwrap();
         // Bob received 300 bytes from Ada's node and signs for them; Ada claims 1000 served.
         let r = Receipt::sign(&m, id, period, an, 300, 2, [7; 32], 20);
         l.file_receipt(&m, &rules, &r, 20).unwrap();
@@ -1085,7 +1149,7 @@ mod tests {
             let id = p.id();
             let rules = LedgerRules { pool: &v, pool_id: &id };
             let period = Period::parse("2026-11").unwrap();
-            let mut base = Ledger::create(&a, &rules, period, &BTreeMap::new(), 10).unwrap();
+            let mut base = Ledger::start(&rules, period).unwrap();
             let bytes = base.doc_mut().save("t");
             let copy = |b: &[u8]| Ledger::from_doc(SignedDoc::load(b, "t").unwrap()).unwrap();
             let (mut l1, mut l2, mut l3) = (copy(&bytes), copy(&bytes), copy(&bytes));

@@ -48,7 +48,8 @@ pub fn run(members: usize, months: usize) -> Result<Vec<Month>> {
     for _ in 0..months {
         let t = Instant::now();
         let start = period.start_ms();
-        let mut l = Ledger::create(admin, &rules, period, &carried, start)?;
+        let mut l = Ledger::start(&rules, period)?;
+        l.carry(admin, &rules, &carried, start)?;
         let days = ((period.end_ms() - start) / 86_400_000) as usize;
         let mut day_bytes = 0;
         l.add_cost(admin, &rules, "power", "electricity for the shared box", 4_200, start)?;
