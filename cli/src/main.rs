@@ -248,7 +248,7 @@ enum PoolCommand {
         /// How long to wait for the hand-off.
         #[arg(long, default_value = "10m", value_name = "DURATION")]
         wait: String,
-        /// Leave even if the hand-off is incomplete (the pool repairs from the other copies).
+        /// Leave at once, without a hand-off (the pool repairs from the other copies, if any).
         #[arg(long)]
         force: bool,
     },

@@ -169,11 +169,15 @@ pub async fn handle(
         }
         PoolReq::Leave { pool, wait, force } => {
             let limit = Duration::from_millis(parse_duration_ms(&wait)?);
-            let handed = hand_off(pools, rep, &pool, limit).await;
+            let handed = if force {
+                Err(anyhow!("left without a hand-off"))
+            } else {
+                hand_off(pools, rep, &pool, limit).await
+            };
             if let Err(e) = &handed
                 && !force
             {
-                bail!("{e}; still a member (run again, or leave with --force)");
+                bail!("{e}; still a member (run again, or leave at once with --force)");
             }
             let id = pools.with_pool(&pool, |p| {
                 p.leave(signer, kith_node::keys::now_ms() as i64)?;
@@ -283,7 +287,8 @@ pub fn pool_put_json(p: &PoolPut, seconds: f64) -> Value {
     json!({
         "pool": hex(&p.pool), "manifest": hex(&p.manifest), "blobs": p.blobs, "bytes": p.bytes,
         "replicas": p.replicas, "holders": p.holders, "acks": acks, "seconds": seconds,
-        "complete": p.acks.iter().all(|a| a.result.is_ok()),
+        "short_blobs": p.short_blobs,
+        "complete": p.short_blobs == 0 && p.acks.iter().all(|a| a.result.is_ok()),
     })
 }
 

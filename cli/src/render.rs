@@ -152,10 +152,21 @@ pub fn put(v: &Value, json: bool) -> Result<ExitCode> {
             _ => eprintln!("  {node}  FAILED: {}", s(&a["error"])),
         }
     }
-    if p["complete"].as_bool() != Some(true) {
+    if u(&p["short_blobs"]) > 0 {
         eprintln!(
-            "not every holder acknowledged; the object is stored here and repair keeps copying it to the pool in the background (see `kith pool show`)"
+            "only {} of {} copies could be placed: the pool has {} holder(s) offering storage; repair adds the missing copies when members offer more",
+            u(&p["holders"]).min(u(&p["replicas"])),
+            u(&p["replicas"]),
+            u(&p["holders"])
         );
+    }
+    if p["complete"].as_bool() != Some(true) {
+        let failed = p["acks"].as_array().into_iter().flatten().any(|a| a["ok"] != true);
+        if failed {
+            eprintln!(
+                "not every holder acknowledged; the object is stored here and repair keeps copying it to the pool in the background (see `kith pool show`)"
+            );
+        }
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)

@@ -184,6 +184,8 @@ pub struct PoolPut {
     pub holders: usize,
     /// Each chosen holder's answer.
     pub acks: Vec<HolderAck>,
+    /// Blobs that got fewer holders than the replication factor (too few live holders).
+    pub short_blobs: u64,
 }
 
 /// What one repair pass found for one pool.
@@ -444,8 +446,13 @@ impl Replicator {
         let holders = self.placement_holders(&v);
         let r = v.charter.replicas as usize;
         let mut assigned: BTreeMap<Key, (Vec<u32>, u64)> = BTreeMap::new();
+        let mut short_blobs = 0;
         for (i, (id, len)) in manifest.blobs.iter().enumerate() {
-            for h in place(id, &holders, r) {
+            let targets = place(id, &holders, r);
+            if targets.len() < r {
+                short_blobs += 1;
+            }
+            for h in targets {
                 let e = assigned.entry(h.node).or_default();
                 e.0.push(i as u32);
                 e.1 += *len as u64;
@@ -479,6 +486,7 @@ impl Replicator {
             replicas: v.charter.replicas,
             holders: holders.len(),
             acks,
+            short_blobs,
         })
     }
 

@@ -301,7 +301,9 @@ fn puts_over_the_quota_or_the_pools_capacity_are_refused_clearly() {
         p
     };
     let (a, b, c) = (file("a", 700 << 10, 1), file("b", 700 << 10, 2), file("c", 3 << 20, 3));
+    let small = file("d", 10 << 10, 4);
     net.json(0, &["put", a.to_str().unwrap(), "--pool", "street"]).unwrap();
+    assert_eq!(show(&net, 0)["replication"]["under_replicated_bytes"], 0);
     let out = net.kith(0, &["put", b.to_str().unwrap(), "--pool", "street"]);
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{e}");
@@ -315,4 +317,17 @@ fn puts_over_the_quota_or_the_pools_capacity_are_refused_clearly() {
     // The pool still holds exactly the first object.
     let v = show(&net, 0);
     assert_eq!(v["objects"].as_array().unwrap().len(), 1, "{v}");
+    // Two copies wanted, one holder: the put says so and exits 3 (the set-time check refuses
+    // such a policy; here the second zone's member has left since).
+    net.kith_ok(0, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
+    net.kith_ok(1, &["pool", "leave", "street", "--force"]).unwrap();
+    net.wait_for(CONVERGE, "node 0 to see node 1 leave", |net| {
+        Ok(show(net, 0)["capacity"]["offered"] == 1u64 << 30)
+    })
+    .unwrap();
+    let out = net.kith(0, &["put", small.to_str().unwrap(), "--pool", "street"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{e}");
+    assert!(e.contains("only 1 of 2 copies could be placed"), "{e}");
 }
