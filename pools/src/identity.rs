@@ -181,6 +181,11 @@ impl IdentityDoc {
         self.doc.save(IDENTITY_KIND)
     }
 
+    /// The document's heads.
+    pub fn heads(&mut self) -> Vec<[u8; 32]> {
+        self.doc.heads().iter().map(|h| h.0).collect()
+    }
+
     /// The document id.
     pub fn id(&self) -> Key {
         *self.doc.id()

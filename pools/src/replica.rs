@@ -278,12 +278,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn pools_of_message(node: &Key) -> Vec<u8> {
-    [POOLS_OF_CONTEXT, &node[..]].concat()
+/// What an identity signs to vouch for one of its nodes, for one purpose.
+fn node_message(context: &[u8], node: &Key) -> Vec<u8> {
+    [context, &node[..]].concat()
 }
 
-fn identity_message(node: &Key) -> Vec<u8> {
-    [IDENTITY_CONTEXT, &node[..]].concat()
+/// Which of `ids` the local store holds.
+async fn held_locally(
+    store: Arc<kith_node::Store>,
+    ids: Vec<[u8; 32]>,
+) -> Result<Vec<bool>, String> {
+    tokio::task::spawn_blocking(move || {
+        ids.iter().map(|id| store.has(&ChunkId(*id))).collect::<Result<Vec<bool>, _>>()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
 }
 
 impl Replicator {
@@ -744,14 +754,7 @@ impl Replicator {
             if state == "up" && !mine.is_empty() {
                 let ids: Vec<[u8; 32]> = mine.iter().map(|(id, _)| *id).collect();
                 let answer = if holder.node == self.pools.node() {
-                    let store = node.store().clone();
-                    let ids = ids.clone();
-                    tokio::task::spawn_blocking(move || {
-                        ids.iter().map(|id| store.has(&ChunkId(*id))).collect::<Result<Vec<_>, _>>()
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    held_locally(node.store().clone(), ids.clone()).await
                 } else {
                     has(&node, pool, holder.node, &ids).await
                 };
@@ -795,7 +798,7 @@ impl Replicator {
             .filter(|p| !lock(&self.asked).contains(p))
             .collect();
         for peer in peers {
-            let sig = self.pools.signer().sign(&pools_of_message(&self.pools.node()));
+            let sig = self.pools.signer().sign(&node_message(POOLS_OF_CONTEXT, &self.pools.node()));
             let req = Request::PoolsOf { identity: me, sig };
             let ids = match ask(node, peer, &req).await {
                 Ok(Reply::Pools(ids)) => ids,
@@ -855,7 +858,7 @@ impl Replicator {
     async fn exchange_identity(&self, peer: EndpointId) -> Result<usize, String> {
         let node = self.node()?;
         let me = self.pools.signer().author().key;
-        let sig = self.pools.signer().sign(&identity_message(&self.pools.node()));
+        let sig = self.pools.signer().sign(&node_message(IDENTITY_CONTEXT, &self.pools.node()));
         let doc = self.pools.identity_bytes(&me).unwrap_or_default();
         match ask(node, peer, &Request::Identity { identity: me, sig: Some(sig), doc }).await? {
             Reply::IdentityDoc(bytes) => self.pools.merge_identity(&me, &bytes),
@@ -876,9 +879,10 @@ impl Replicator {
                 }
             }
         }
-        let me = self.pools.signer().author().key;
         let mut h = blake3::Hasher::new();
-        h.update(&self.pools.identity_bytes(&me).unwrap_or_default());
+        for head in self.pools.identity_heads() {
+            h.update(&head);
+        }
         let mut sorted: Vec<[u8; 32]> = nodes.iter().map(|n| *n.as_bytes()).collect();
         sorted.sort();
         for n in &sorted {
@@ -1075,8 +1079,9 @@ impl Replicator {
                 self.serve_hold(peer, pool, object, positions).await.unwrap_or_else(refused)
             }
             Request::Identity { identity, sig, doc } => {
-                let device =
-                    sig.is_some_and(|s| verify(&identity, &identity_message(peer.as_bytes()), &s));
+                let device = sig.is_some_and(|s| {
+                    verify(&identity, &node_message(IDENTITY_CONTEXT, peer.as_bytes()), &s)
+                });
                 if !device && !self.pools.shares_pool_with(peer.as_bytes(), &identity) {
                     return refused(
                         "you are not a device of that identity and share no pool with it here"
@@ -1095,7 +1100,7 @@ impl Replicator {
                 self.serve_has(peer, pool, ids).await.unwrap_or_else(refused)
             }
             Request::PoolsOf { identity, sig } => {
-                if !verify(&identity, &pools_of_message(peer.as_bytes()), &sig) {
+                if !verify(&identity, &node_message(POOLS_OF_CONTEXT, peer.as_bytes()), &sig) {
                     return refused("the signature does not verify".into());
                 }
                 Reply::Pools(self.pools.pools_of(&identity).into_iter().map(Into::into).collect())
@@ -1168,14 +1173,8 @@ impl Replicator {
         if ids.len() > MAX_HAS {
             return Err(format!("at most {MAX_HAS} ids per request"));
         }
-        let store = self.node()?.store().clone();
-        tokio::task::spawn_blocking(move || {
-            ids.iter().map(|id| store.has(&ChunkId(**id))).collect::<Result<Vec<bool>, _>>()
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map(Reply::Has)
-        .map_err(|e| e.to_string())
+        let ids = ids.iter().map(|id| **id).collect();
+        held_locally(self.node()?.store().clone(), ids).await.map(Reply::Has)
     }
 }
 

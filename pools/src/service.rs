@@ -323,6 +323,16 @@ impl Pools {
         self.identity.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|d| d.view())
     }
 
+    /// The heads of this identity's document (cheap: no serialising).
+    pub fn identity_heads(&self) -> Vec<[u8; 32]> {
+        self.identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(|d| d.heads())
+            .unwrap_or_default()
+    }
+
     /// The saved bytes of `owner`'s identity document, if this node has it.
     pub fn identity_bytes(&self, owner: &Key) -> Option<Vec<u8>> {
         if *owner == self.signer.author().key {
