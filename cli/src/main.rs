@@ -9,6 +9,7 @@
 mod client;
 mod daemon;
 mod fmt;
+mod ledger_ops;
 mod ops;
 mod pool_ops;
 mod progress;
@@ -77,6 +78,15 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The usage ledger: who gave and took what in each pool, and who owes what.
+    ///
+    /// Without a subcommand: a table per member for the period (this month by default).
+    Ledger {
+        #[command(subcommand)]
+        command: Option<LedgerCommand>,
+        #[command(flatten)]
+        sel: LedgerSel,
     },
     /// Pools: communities sharing their members' storage.
     Pool {
@@ -270,6 +280,61 @@ enum PoolCommand {
     },
 }
 
+#[derive(clap::Args, Clone)]
+struct LedgerSel {
+    /// The pool (default: every pool this node is in).
+    #[arg(long)]
+    pool: Option<String>,
+    /// The month, such as 2026-11 (default: this month).
+    #[arg(long)]
+    period: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Recompute every member's figures from the evidence (receipts, audits) and flag rows
+    /// that do not match; exit status 1 if any does.
+    Verify {
+        #[command(flatten)]
+        sel: LedgerSel,
+    },
+    /// Write what each member owes for a period, for a treasurer (CSV or JSON).
+    Statement {
+        #[command(flatten)]
+        sel: LedgerSel,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Write to this file (it must not exist) instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Enter a shared cost the pool paid, such as electricity (admins).
+    Cost {
+        /// The pool.
+        pool: String,
+        /// The amount, such as 42.50, in the pool's currency.
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        /// What it paid for.
+        what: String,
+        /// The month it belongs to (default: this month).
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// Seal a month that has ended: a signed summary that carries credit balances into the
+    /// next month's ledger (admins).
+    Seal {
+        /// The pool.
+        pool: String,
+        /// The month, such as 2026-10.
+        period: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum PeerCommand {
     /// Add a peer from its ticket (`kith id --ticket` on the other node); remembered.
@@ -286,6 +351,57 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("kith: error: {}", ops::chain(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn ledger_command(root: &Path, command: Option<LedgerCommand>, top: LedgerSel) -> Result<ExitCode> {
+    use ledger_ops::{LedgerReq, render_show, render_statement, render_verify};
+    let run = |req| execute(root, Request::Ledger(req), "");
+    match command {
+        None => {
+            let LedgerSel { pool, period, json } = top;
+            render_show(&run(LedgerReq::Show { pool, period })?, json)
+        }
+        Some(LedgerCommand::Verify { sel }) => {
+            let json = sel.json || top.json;
+            let req = LedgerReq::Verify {
+                pool: sel.pool.or(top.pool),
+                period: sel.period.or(top.period),
+            };
+            render_verify(&run(req)?, json)
+        }
+        Some(LedgerCommand::Statement { sel, format, output }) => {
+            if format != "csv" && format != "json" {
+                anyhow::bail!("unknown format `{format}` (csv or json)");
+            }
+            let req = LedgerReq::Statement {
+                pool: sel.pool.or(top.pool),
+                period: sel.period.or(top.period),
+            };
+            render_statement(&run(req)?, &format, output)
+        }
+        Some(LedgerCommand::Cost { pool, amount, what, period }) => {
+            let v = run(LedgerReq::Cost { pool, amount, what, period })?;
+            eprintln!(
+                "cost of {}.{:02} entered in {} {}",
+                v["cents"].as_i64().unwrap_or(0) / 100,
+                v["cents"].as_i64().unwrap_or(0) % 100,
+                v["name"].as_str().unwrap_or(""),
+                v["period"].as_str().unwrap_or("")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(LedgerCommand::Seal { pool, period }) => {
+            let v = run(LedgerReq::Seal { pool, period })?;
+            eprintln!(
+                "sealed {} {}: {} members, {} bytes",
+                v["name"].as_str().unwrap_or(""),
+                v["period"].as_str().unwrap_or(""),
+                v["members"],
+                v["bytes"]
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -337,6 +453,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
         Command::Status { json } => render::status(&execute(&root, Request::Status, "")?, json),
         Command::Pool { command } => pool_command(&root, command),
+        Command::Ledger { command, sel } => ledger_command(&root, command, sel),
         Command::Identity { json } => {
             render::identity(&execute(&root, Request::Pool(PoolReq::Identity), "")?, json)
         }

@@ -55,6 +55,8 @@ pub enum Request {
     Ticket,
     /// A pool command.
     Pool(crate::pool_ops::PoolReq),
+    /// A ledger command.
+    Ledger(crate::ledger_ops::LedgerReq),
 }
 
 /// Where `get` restores to.
@@ -198,6 +200,11 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             let rep = ctx.replicator.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             crate::pool_ops::handle(pools, rep, node, req).await
         }
+        Request::Ledger(req) => {
+            need_node(ctx, "read the ledgers")?;
+            let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
+            crate::ledger_ops::handle(pools, req).await
+        }
     }
 }
 
@@ -257,12 +264,12 @@ async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Res
         (Ok(id), _, _) => id,
         (Err(StoreError::NotFound(_)), Some(node), _) if in_pool.is_some() => {
             // Stored in one of our pools: fetch it from the pool's nodes.
-            let (object, from) = in_pool.expect("checked");
+            let (pool, object, from) = in_pool.expect("checked");
             let id = ObjectId(object);
             let p = Arc::new(Progress::default());
             let ticker = tokio::spawn(report_progress(out.clone(), p.clone()));
             let t = Instant::now();
-            let r = node.fetch_object_from(id, Some(p), Some(from)).await;
+            let r = node.fetch_object_from(id, Some(p), Some(from), Some(pool)).await;
             ticker.abort();
             fetched = r?;
             fetch_secs = t.elapsed().as_secs_f64();

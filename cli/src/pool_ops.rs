@@ -352,6 +352,7 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> Value {
             "cost_rule": v.charter.cost_rule, "join_rule": v.charter.join_rule,
             "repair_after_ms": v.charter.repair_after_ms,
             "audit_every_ms": v.charter.audit_every_ms,
+            "record_every_ms": v.charter.record_every_ms,
         },
         "audits": v.members.iter().filter(|(_, m)| m.state == kith_pools::State::Active)
             .flat_map(|(k, m)| m.audits.iter().map(move |(n, a)| json!({

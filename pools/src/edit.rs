@@ -51,6 +51,7 @@ pub fn init(
     d.put(&c, "join_rule", charter.join_rule.as_str())?;
     d.put(&c, "repair_after", charter.repair_after_ms)?;
     d.put(&c, "audit_every", charter.audit_every_ms)?;
+    d.put(&c, "record_every", charter.record_every_ms)?;
     let ms = d.put_object(ROOT, "members", ObjType::Map)?;
     write_member(d, &ms, founder, Role::Admin, name, None, now_ms)
 }

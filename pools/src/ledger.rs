@@ -9,6 +9,7 @@
 //!              requests_served, audits_passed, audits_failed    (counters)
 //!              receipts: { <server node hex>: <signed receipt> } } }
 //! costs:   { <id>: { by, what, cents, at } }
+//! sealed:  <the previous period's seal, recorded by an admin>
 //! ```
 //!
 //! Each device of a member writes its own row (so two devices never create the same map at
@@ -143,6 +144,15 @@ impl Period {
             Period { year: self.year + 1, month: 1 }
         } else {
             Period { year: self.year, month: self.month + 1 }
+        }
+    }
+
+    /// The month before.
+    pub fn prev(self) -> Period {
+        if self.month == 1 {
+            Period { year: self.year - 1, month: 12 }
+        } else {
+            Period { year: self.year, month: self.month - 1 }
         }
     }
 
@@ -290,6 +300,8 @@ pub struct LedgerView {
     pub rows: BTreeMap<(Key, Key), Row>,
     /// Costs by id.
     pub costs: BTreeMap<String, Cost>,
+    /// The previous period's seal, once an admin recorded it here.
+    pub sealed: Option<Seal>,
 }
 
 fn num(d: &AutoCommit, at: &ObjId, key: &str) -> Result<i64, String> {
@@ -376,7 +388,11 @@ impl LedgerView {
             };
             costs.insert(k, cost);
         }
-        Ok(LedgerView { pool, period, carried, rows, costs })
+        let sealed = match d.get(ROOT, "sealed").map_err(|e| e.to_string())? {
+            Some((v, _)) => Some(Seal::from_bytes(v.as_bytes().ok_or("`sealed` is not bytes")?)?),
+            None => None,
+        };
+        Ok(LedgerView { pool, period, carried, rows, costs, sealed })
     }
 
     /// A member's figure: the sum over its devices' rows.
@@ -484,6 +500,27 @@ impl Authorizer for LedgerRules<'_> {
                         if r.bytes < prev.bytes || r.blobs < prev.blobs {
                             return Err("a receipt may only grow".into());
                         }
+                    }
+                }
+                ["sealed", ..] if !admin => return Err("only an admin records a seal".into()),
+                ["sealed"] => {
+                    if at(c.before, &path)?.is_some() {
+                        return Err("the previous period is sealed once".into());
+                    }
+                    let PatchAction::PutMap { value: (v, _), .. } = &p.action else {
+                        return Err("a seal is written whole".into());
+                    };
+                    let bytes = v.as_scalar().and_then(|s| match s {
+                        ScalarValue::Bytes(b) => Some(b.clone()),
+                        _ => None,
+                    });
+                    let seal = Seal::from_bytes(&bytes.ok_or("a seal is not bytes")?)?;
+                    let prev = Period::parse(&period)?.prev().to_string();
+                    if seal.pool != *self.pool_id || seal.period != prev {
+                        return Err(format!("the seal must be of this pool's {prev}"));
+                    }
+                    if seal.by != c.author.key || !seal.signature_ok() {
+                        return Err("the seal's signature does not verify".into());
                     }
                 }
                 ["carried", ..] if !admin => {
@@ -635,6 +672,51 @@ impl Ledger {
     pub fn from_doc(doc: SignedDoc) -> Result<Ledger, DocError> {
         LedgerView::read(doc.doc()).map_err(DocError::Format)?;
         Ok(Ledger { doc })
+    }
+
+    /// Reads a saved ledger.
+    pub fn load(bytes: &[u8]) -> Result<Ledger, DocError> {
+        Ledger::from_doc(SignedDoc::load(bytes, LEDGER_KIND)?)
+    }
+
+    /// The ledger as bytes.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save(LEDGER_KIND)
+    }
+
+    /// Records the previous period's seal and carries its credit balances in (an admin, once).
+    pub fn record_seal(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        seal: &Seal,
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        if self.view().sealed.is_some() {
+            return Err(DocError::Format("the previous period is sealed once".into()));
+        }
+        let carried = seal.carried();
+        self.doc.change(signer, now_ms, rules, |d| {
+            d.put(ROOT, "sealed", ScalarValue::Bytes(seal.to_bytes()))?;
+            let cs = crate::edit::map_or_new(d, &ROOT, "carried")?;
+            for (m, b) in &carried {
+                if d.get(&cs, hex(m))?.is_none() {
+                    d.put(&cs, hex(m), *b)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// How many changes it holds (1: only the genesis).
+    pub fn len(&self) -> usize {
+        self.doc.len()
+    }
+
+    /// Whether it holds no changes (never true: it has its genesis).
+    pub fn is_empty(&self) -> bool {
+        self.doc.is_empty()
     }
 
     /// The document.
@@ -790,6 +872,14 @@ pub fn check_evidence(l: &LedgerView, pool: &PoolView) -> Vec<Flag> {
                     "claims {served} bytes served; receipts from others cover {evidence}"
                 ),
             });
+        } else if evidence > served {
+            // Receipts for bytes its nodes never sent (or have not recorded yet).
+            flags.push(Flag {
+                member: m,
+                what: format!(
+                    "others signed receipts for {evidence} bytes from its nodes; it reports serving {served}"
+                ),
+            });
         }
         let received = l.total(&m, Counter::EgressReceived);
         let signed: i64 = receipts.iter().filter(|r| r.receiver == m).map(|r| r.bytes as i64).sum();
@@ -921,7 +1011,7 @@ pub fn settle(l: &LedgerView, rule: CostRule, members: &[Key]) -> Vec<Statement>
 /// A closed period, sealed: every member's totals, the costs and the statements, signed by an
 /// admin. It replaces the period's document for the record; the next period starts a new
 /// document that carries the credit balances.
-#[derive(Debug, Clone, PartialEq, minicbor::Encode, minicbor::Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
 #[cbor(array)]
 pub struct Seal {
     /// The pool.
@@ -984,6 +1074,11 @@ impl Seal {
     /// Its bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         minicbor::to_vec(self).expect("encoding to a Vec cannot fail")
+    }
+
+    /// Parses a seal.
+    pub fn from_bytes(b: &[u8]) -> Result<Seal, String> {
+        minicbor::decode(b).map_err(|e| format!("bad seal: {e}"))
     }
 
     /// The balances to carry into the next period.
@@ -1123,6 +1218,55 @@ mod tests {
         assert!(flags.iter().all(|f| f.member == a.author().key));
         assert!(flags[0].what.contains("receipts from others cover 300"), "{flags:?}");
         assert!(flags[1].what.contains("no passed audit"), "{flags:?}");
+        // Receipts for bytes Ada's node never sent (Bob signs for 5000 more) are flagged too.
+        let more = Receipt::sign(&m, id, period, an, 6_300, 3, [8; 32], 24);
+        l.file_receipt(&m, &rules, &more, 24).unwrap();
+        l.add(&m, &rules, Counter::EgressReceived, 6_000, 25).unwrap();
+        let flags = check_evidence(&l.view(), &v);
+        assert!(flags[0].what.contains("reports serving 1000"), "{flags:?}");
+        // A receipt may only grow.
+        let less = Receipt::sign(&m, id, period, an, 10, 3, [8; 32], 26);
+        let e = l.file_receipt(&m, &rules, &less, 26).unwrap_err();
+        assert!(e.to_string().contains("only grow"), "{e}");
+    }
+
+    #[test]
+    fn a_seal_is_an_admins_once_for_the_month_before() {
+        let (p, a, m) = pool();
+        let v = p.view();
+        let id = p.id();
+        let rules = LedgerRules { pool: &v, pool_id: &id };
+        let oct = Period::parse("2026-10").unwrap();
+        let mut old = Ledger::start(&rules, oct).unwrap();
+        old.add(&m, &rules, Counter::StorageProvided, 730 << 30, 11).unwrap();
+        let members = [a.author().key, m.author().key];
+        let seal = Seal::make(&old.view(), CostRule::Credits, &members, &a);
+        assert!(seal.signature_ok());
+        assert!(seal.carried()[&m.author().key] > 0, "{seal:?}");
+        let mut nov = Ledger::start(&rules, oct.next()).unwrap();
+        let e = nov.record_seal(
+            &m,
+            &rules,
+            &Seal::make(&old.view(), CostRule::Credits, &members, &m),
+            20,
+        );
+        assert!(e.unwrap_err().to_string().contains("only an admin"));
+        // A seal of another month, or one whose bytes were altered, is refused.
+        let mut dec = Ledger::start(&rules, oct.next().next()).unwrap();
+        let e = dec.record_seal(&a, &rules, &seal, 21).unwrap_err();
+        assert!(e.to_string().contains("2026-11"), "{e}");
+        let mut forged = seal.clone();
+        forged.owes[0].2 += 1_000_000;
+        let e = nov.record_seal(&a, &rules, &forged, 22).unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        nov.record_seal(&a, &rules, &seal, 23).unwrap();
+        assert_eq!(nov.view().sealed.as_ref(), Some(&seal));
+        assert_eq!(nov.view().carried, seal.carried());
+        let e = nov.record_seal(&a, &rules, &seal, 24).unwrap_err();
+        assert!(e.to_string().contains("sealed once"), "{e}");
+        // What a node saved reads back the same.
+        let back = Ledger::load(&nov.save()).unwrap();
+        assert_eq!(back.view(), nov.view());
     }
 
     #[test]

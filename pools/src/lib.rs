@@ -16,6 +16,7 @@ mod edit;
 pub mod identity;
 mod invite;
 pub mod ledger;
+pub mod ledgers;
 pub mod manifest;
 pub mod placement;
 mod pool;
@@ -25,6 +26,7 @@ mod rules;
 pub mod service;
 #[cfg(test)]
 mod tests;
+pub mod usage;
 mod view;
 
 pub use invite::{Invite, InviteError};

@@ -83,6 +83,7 @@ impl Pool {
             join_rule: "invite".into(),
             repair_after_ms: crate::view::DEFAULT_REPAIR_AFTER_MS,
             audit_every_ms: crate::view::DEFAULT_AUDIT_EVERY_MS,
+            record_every_ms: crate::view::DEFAULT_RECORD_EVERY_MS,
         }
     }
 
@@ -212,7 +213,7 @@ impl Pool {
                 ScalarValue::Str(value.into())
             }
             "join_rule" if value == "invite" => ScalarValue::Str(value.into()),
-            "repair_after" | "audit_every" => {
+            "repair_after" | "audit_every" | "record_every" => {
                 let ms = parse_duration_ms(value).map_err(PoolError::Policy)?;
                 if ms < crate::rules::MIN_REPAIR_AFTER_MS {
                     return Err(PoolError::Policy(format!(
@@ -224,7 +225,7 @@ impl Pool {
             }
             _ => {
                 return Err(PoolError::Policy(format!(
-                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), repair_after (DURATION), audit_every (DURATION), role:MEMBER (admin|member)"
+                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), repair_after (DURATION), audit_every (DURATION), record_every (DURATION), role:MEMBER (admin|member)"
                 )));
             }
         };

@@ -199,6 +199,11 @@ pub struct RepairStats {
     pub responsible_bytes: u64,
     /// Of those, blobs it still lacks.
     pub lacking_blobs: u64,
+    /// Bytes this node holds for other members (what it provides).
+    pub held_for_others: u64,
+    /// Bytes of this member's data that other members' nodes hold (copies counted), reckoned
+    /// on one node of the member (its lowest node id), else 0.
+    pub own_held_by_others: u64,
     /// Blobs fetched by repair since the node started.
     pub repaired_blobs: u64,
     /// Their bytes.
@@ -262,6 +267,7 @@ pub struct Replicator {
     seed: u64,
     scrubbing: Arc<std::sync::atomic::AtomicBool>,
     identity_shared: Mutex<Option<(std::time::Instant, [u8; 32])>>,
+    usage: crate::usage::Usage,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -312,6 +318,7 @@ impl Replicator {
             nonce: std::sync::atomic::AtomicU64::new(0),
             scrubbing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             identity_shared: Mutex::new(None),
+            usage: crate::usage::Usage::default(),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -358,7 +365,12 @@ impl Replicator {
     }
 
     /// A manifest, from memory, the store, or else fetched from `from`.
-    async fn manifest(&self, id: &Key, from: &[EndpointId]) -> Result<Arc<Manifest>, String> {
+    async fn manifest(
+        &self,
+        pool: Key,
+        id: &Key,
+        from: &[EndpointId],
+    ) -> Result<Arc<Manifest>, String> {
         if let Some(m) = lock(&self.manifests).get(id) {
             return Ok(m.clone());
         }
@@ -374,7 +386,7 @@ impl Replicator {
             Ok::<_, kith_node::StoreError>(())
         })
         .await;
-        node.fetch_missing_from(&what, vec![cid], None, Some(from.to_vec()))
+        node.fetch_missing_from(&what, vec![cid], None, Some(from.to_vec()), Some(pool))
             .await
             .map_err(|e| e.to_string())?;
         let store = node.store().clone();
@@ -390,16 +402,17 @@ impl Replicator {
     }
 
     /// An object stored in one of this node's pools whose id starts with `spec` (at least 8
-    /// hex digits), with the pool nodes to fetch it from, most recently heard from first.
-    pub fn find_object(&self, spec: &str) -> Option<(Key, Vec<EndpointId>)> {
+    /// hex digits): its pool, its id and the pool nodes to fetch it from, most recently heard
+    /// from first.
+    pub fn find_object(&self, spec: &str) -> Option<(Key, Key, Vec<EndpointId>)> {
         let spec = spec.to_ascii_lowercase();
         if spec.len() < 8 {
             return None;
         }
-        for (_, v) in self.pools.list() {
+        for (pool, v) in self.pools.list() {
             let hit = v.objects().map(|(_, o, _)| *o).find(|o| hex(o).starts_with(&spec));
             if let Some(o) = hit {
-                return Some((o, self.pool_nodes(&v)));
+                return Some((pool, o, self.pool_nodes(&v)));
             }
         }
         None
@@ -431,7 +444,7 @@ impl Replicator {
         lock(&self.manifests).insert(mid, Arc::new(manifest.clone()));
         let id = self.pools.resolve(spec).map_err(|e| e.to_string())?;
         let v = self.pools.view_of(&id).ok_or("the pool is gone")?;
-        self.check_room(&v, &manifest)
+        self.check_room(id, &v, &manifest)
             .await
             .map_err(|e| format!("{e}; the object is stored on this node, not in the pool"))?;
         let signer = self.pools.signer();
@@ -502,14 +515,14 @@ impl Replicator {
 
     /// Refuses an object that would take this member over its quota (one copy of its distinct
     /// blobs) or the pool over the storage its live holders offer (every copy).
-    async fn check_room(&self, v: &PoolView, m: &Manifest) -> Result<(), String> {
+    async fn check_room(&self, pool: Key, v: &PoolView, m: &Manifest) -> Result<(), String> {
         let me = self.pools.signer().author().key;
         let from = self.pool_nodes(v);
         let mut all: HashMap<[u8; 32], u64> = HashMap::new();
         let mut mine: HashSet<[u8; 32]> = HashSet::new();
         let mut unknown = (0u64, 0u64);
         for (owner, _, po) in v.objects() {
-            match self.manifest(&po.manifest, &from).await {
+            match self.manifest(pool, &po.manifest, &from).await {
                 Ok(pm) => {
                     for (id, len) in &pm.blobs {
                         all.insert(**id, *len as u64);
@@ -581,6 +594,7 @@ impl Replicator {
                 for (pool, _) in self.pools.list() {
                     self.repair(pool).await;
                     self.audit_if_due(pool).await;
+                    self.record_usage_if_due(pool);
                 }
             };
             tokio::select! {
@@ -605,9 +619,9 @@ impl Replicator {
         let from = self.pool_nodes(&v);
         let mut errors = Vec::new();
         let mut manifests = Vec::new();
-        for (_, oid, po) in v.objects() {
-            match self.manifest(&po.manifest, &from).await {
-                Ok(m) if m.object.as_slice() == oid.as_slice() => manifests.push(m),
+        for (owner, oid, po) in v.objects() {
+            match self.manifest(pool, &po.manifest, &from).await {
+                Ok(m) if m.object.as_slice() == oid.as_slice() => manifests.push((*owner, m)),
                 Ok(_) => errors
                     .push(format!("object {}: its manifest names another object", hex(&oid[..8]))),
                 Err(e) => errors.push(format!("object {}: {e}", hex(&oid[..8]))),
@@ -623,23 +637,35 @@ impl Replicator {
         let r = v.charter.replicas as usize;
         let Ok(node) = self.node() else { return };
         let store = node.store().clone();
+        let Some(member) = v.node_owner(&me) else { return };
+        // One node per member reckons what others hold for it.
+        let reckons_use = v.members[&member].nodes.keys().min() == Some(&me);
+        let owners: HashMap<Key, Key> =
+            v.members.iter().flat_map(|(m, x)| x.nodes.keys().map(move |n| (*n, *m))).collect();
         let plan = tokio::task::spawn_blocking(move || {
             let mut st = RepairStats::default();
             let mut want = Vec::new();
-            if holders.iter().any(|h| h.node == me) {
-                let mut seen = HashSet::new();
-                for m in &manifests {
-                    for (id, len) in &m.blobs {
-                        if !seen.insert(**id)
-                            || !place(id, &holders, r).iter().any(|h| h.node == me)
-                        {
-                            continue;
-                        }
-                        st.responsible_blobs += 1;
-                        st.responsible_bytes += *len as u64;
-                        if !store.has(&ChunkId(**id))? {
-                            want.push(ChunkId(**id));
-                        }
+            let mut seen = HashSet::new();
+            for (owner, m) in &manifests {
+                for (id, len) in &m.blobs {
+                    if !seen.insert(**id) {
+                        continue;
+                    }
+                    let placed = place(id, &holders, r);
+                    if owner == &member && reckons_use {
+                        let others =
+                            placed.iter().filter(|h| owners.get(&h.node) != Some(&member)).count();
+                        st.own_held_by_others += *len as u64 * others as u64;
+                    }
+                    if !placed.iter().any(|h| h.node == me) {
+                        continue;
+                    }
+                    st.responsible_blobs += 1;
+                    st.responsible_bytes += *len as u64;
+                    if !store.has(&ChunkId(**id))? {
+                        want.push(ChunkId(**id));
+                    } else if owner != &member {
+                        st.held_for_others += *len as u64;
                     }
                 }
             }
@@ -670,7 +696,10 @@ impl Replicator {
         }
         for round in want.chunks(FETCH_ROUND) {
             let what = format!("pool {} repair", hex(&pool[..4]));
-            match node.fetch_missing_from(&what, round.to_vec(), None, Some(from.clone())).await {
+            match node
+                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()), Some(pool))
+                .await
+            {
                 Ok(rep) => {
                     lacking -= round.len() as u64;
                     st.repaired_blobs += rep.blobs;
@@ -685,7 +714,82 @@ impl Replicator {
         st.lacking_blobs = lacking;
         st.error = errors.into_iter().next();
         st.at_ms = now_ms();
+        self.usage.accrue(pool, st.held_for_others, st.own_held_by_others, st.at_ms);
         self.record(pool, st);
+    }
+
+    /// Records this node's usage into the pool's ledger for the current period once the
+    /// pool's `record_every` has passed: storage accrued, audits answered, bytes served to and
+    /// received from other members' nodes, and a signed receipt per node it received from.
+    /// Transfers with this member's own nodes, and with nodes that are not an active member's,
+    /// are not pool usage and are dropped.
+    pub fn record_usage_if_due(&self, pool: Key) {
+        let Some(v) = self.pools.view_of(&pool) else { return };
+        let me = self.pools.node();
+        let Some(member) = v.node_owner(&me) else { return };
+        let Ok(node) = self.node() else { return };
+        let now = now_ms();
+        let Some(due) = self.usage.take_due(pool, v.charter.record_every_ms, now) else { return };
+        let other = |peer: &EndpointId| v.node_owner(peer.as_bytes()).is_some_and(|m| m != member);
+        let take = |t: &kith_node::net::blobs::Tallies| {
+            let (mine, rest): (HashMap<_, _>, HashMap<_, _>) =
+                t.take().into_iter().partition(|((p, _), _)| *p == pool);
+            t.add_all(rest);
+            mine.into_iter()
+                .filter(|((_, peer), _)| other(peer))
+                .map(|((_, peer), x)| (*peer.as_bytes(), x))
+                .collect::<Vec<_>>()
+        };
+        let served: u64 = take(node.served().tagged()).iter().map(|(_, t)| t.bytes).sum();
+        let received = take(node.received());
+        let signer = self.pools.signer();
+        let period = crate::ledger::Period::of(now);
+        let result = self.pools.ledgers().with(&v, &pool, period, |l, rules| {
+            let a = signer.author();
+            let prev = l.view().rows.remove(&(a.key, a.device)).unwrap_or_default().receipts;
+            let receipts: Vec<crate::ledger::Receipt> = received
+                .iter()
+                .map(|(server, t)| {
+                    let (b, n) = prev.get(server).map_or((0, 0), |r| (r.bytes, r.blobs));
+                    crate::ledger::Receipt::sign(
+                        signer,
+                        pool,
+                        period,
+                        *server,
+                        b + t.bytes,
+                        n + t.blobs,
+                        t.last,
+                        now,
+                    )
+                })
+                .collect();
+            use crate::ledger::Counter::*;
+            let adds: Vec<(crate::ledger::Counter, i64)> = [
+                (StorageProvided, due.provided),
+                (StorageUsed, due.used),
+                (EgressServed, served as i64),
+                (EgressReceived, received.iter().map(|(_, t)| t.bytes as i64).sum()),
+                (AuditsPassed, due.audits_passed),
+                (AuditsFailed, due.audits_failed),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+            if adds.is_empty() && receipts.is_empty() {
+                return Ok(());
+            }
+            l.record(signer, rules, &adds, &receipts, now)
+        });
+        match result {
+            Ok(()) => {
+                tracing::debug!(pool = %hex(&pool[..4]), %period, "recorded usage");
+                self.pools.wake();
+            }
+            Err(e) => {
+                tracing::warn!(pool = %hex(&pool[..4]), error = %e, "cannot record usage in the ledger");
+                self.usage.put_back(pool, due);
+            }
+        }
     }
 
     fn record(&self, pool: Key, st: RepairStats) {
@@ -705,7 +809,7 @@ impl Replicator {
         for (_, oid, po) in v.objects() {
             h.objects += 1;
             h.bytes += po.bytes;
-            match self.manifest(&po.manifest, &from).await {
+            match self.manifest(pool, &po.manifest, &from).await {
                 Ok(m) => manifests.push(m),
                 Err(e) => h.unreadable.push(format!("object {}: {e}", hex(&oid[..8]))),
             }
@@ -1034,6 +1138,8 @@ impl Replicator {
         if answer.as_ref().is_err_and(|e| e.starts_with("damaged")) {
             self.scrub();
         }
+        // A holder knows its own verdict: a proof from the blob it holds passes.
+        self.usage.audited(pool, answer.is_ok());
         answer
     }
 
@@ -1139,7 +1245,7 @@ impl Replicator {
         })?;
         let mut from = vec![peer];
         from.extend(self.pool_nodes(&v).into_iter().filter(|p| *p != peer));
-        let m = self.manifest(&po.manifest, &from).await?;
+        let m = self.manifest(pool, &po.manifest, &from).await?;
         if m.object.as_slice() != object.as_slice() {
             return Err("the manifest names another object".into());
         }
@@ -1154,7 +1260,7 @@ impl Replicator {
         for round in ids.chunks(FETCH_ROUND) {
             let what = format!("object {} for the pool", hex(&object[..8]));
             let rep = node
-                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()))
+                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()), Some(pool))
                 .await
                 .map_err(|e| e.to_string())?;
             blobs += rep.blobs;

@@ -71,9 +71,10 @@ impl Authorizer for PoolRules {
         }
         if after.charter.repair_after_ms < MIN_REPAIR_AFTER_MS
             || after.charter.audit_every_ms < MIN_REPAIR_AFTER_MS
+            || after.charter.record_every_ms < MIN_REPAIR_AFTER_MS
         {
             return Err(format!(
-                "repair_after and audit_every must be at least {} s",
+                "repair_after, audit_every and record_every must be at least {} s",
                 MIN_REPAIR_AFTER_MS / 1000
             ));
         }

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::identity::{IdentityDoc, IdentityView};
 use crate::invite::Invite;
+use crate::ledger::Period;
+use crate::ledgers::{Ledgers, live_periods, syncable};
 use crate::pool::{Pool, PoolError};
 use crate::rules::PoolRules;
 use crate::view::Offer;
@@ -99,7 +101,13 @@ pub struct Hello {
     /// Why the dialler may read it.
     #[n(1)]
     pub proof: Proof,
+    /// Ledger periods (`YYYY-MM`, at most [`MAX_PERIODS`]) to sync after the pool document.
+    #[n(2)]
+    pub periods: Option<Vec<String>>,
 }
+
+/// Most ledger periods one session syncs.
+pub const MAX_PERIODS: usize = 3;
 
 /// The answer to a [`Hello`]: empty, or why not.
 #[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
@@ -107,6 +115,9 @@ pub struct Ack {
     /// Why the session is refused.
     #[n(0)]
     pub refused: Option<String>,
+    /// The ledger periods of the hello that this side syncs, in the order they follow.
+    #[n(1)]
+    pub periods: Option<Vec<String>>,
 }
 
 /// One turn of a session.
@@ -194,6 +205,8 @@ pub struct Pools {
     identity: Mutex<Option<IdentityDoc>>,
     /// Copies of other members' identity documents, kept for them.
     custody: Mutex<BTreeMap<Key, IdentityDoc>>,
+    /// The pools' ledgers.
+    ledgers: Ledgers,
 }
 
 impl std::fmt::Debug for Pools {
@@ -206,7 +219,7 @@ fn now_ms() -> i64 {
     kith_node::keys::now_ms() as i64
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
@@ -258,6 +271,7 @@ impl Pools {
             sync_received: std::sync::atomic::AtomicU64::new(0),
             identity: Mutex::new(None),
             custody: Mutex::new(load_custody(&home_root.join(CUSTODY_DIR))),
+            ledgers: Ledgers::new(home_root),
         })
     }
 
@@ -613,10 +627,15 @@ impl Pools {
         proof: Proof,
     ) -> Result<usize, String> {
         let endpoint = self.endpoint().map_err(|e| e.to_string())?;
+        let periods = matches!(proof, Proof::Member)
+            .then(|| live_periods(now_ms()).iter().map(Period::to_string).collect());
         let run = async {
-            let (conn, mut send, mut recv) =
-                open_session(&endpoint, peer.into(), pool, proof).await?;
-            let n = self.turns(pool, peer, &mut send, &mut recv, true).await?;
+            let (conn, mut send, mut recv, periods) =
+                open_session(&endpoint, peer.into(), pool, proof, periods).await?;
+            let mut n = self.turns(pool, Doc::Pool, peer, &mut send, &mut recv, true).await?;
+            for p in periods {
+                n += self.turns(pool, Doc::Ledger(p), peer, &mut send, &mut recv, true).await?;
+            }
             let _ = send.finish();
             conn.close(0u32.into(), b"done");
             self.saw(peer.as_bytes());
@@ -632,12 +651,13 @@ impl Pools {
     async fn turns(
         &self,
         pool: Key,
+        doc: Doc,
         peer: EndpointId,
         send: &mut SendStream,
         recv: &mut RecvStream,
         dialler: bool,
     ) -> Result<usize, String> {
-        let key = (pool, *peer.as_bytes());
+        let key = (doc.state_key(&pool), *peer.as_bytes());
         // Only the lasting part of a state survives a session (an interrupted one may have left
         // a message marked in flight).
         let mut state = {
@@ -647,11 +667,11 @@ impl Pools {
         let mut got = 0;
         for _ in 0..MAX_TURNS {
             let (mine, theirs) = if dialler {
-                let mine = self.speak(pool, &mut state, send).await?;
-                (mine, self.listen(pool, peer, &mut state, recv, &mut got).await?)
+                let mine = self.speak(pool, doc, &mut state, send).await?;
+                (mine, self.listen(pool, doc, peer, &mut state, recv, &mut got).await?)
             } else {
-                let theirs = self.listen(pool, peer, &mut state, recv, &mut got).await?;
-                (self.speak(pool, &mut state, send).await?, theirs)
+                let theirs = self.listen(pool, doc, peer, &mut state, recv, &mut got).await?;
+                (self.speak(pool, doc, &mut state, send).await?, theirs)
             };
             if !mine && !theirs {
                 self.states.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
@@ -665,10 +685,19 @@ impl Pools {
     async fn speak(
         &self,
         pool: Key,
+        doc: Doc,
         state: &mut SyncState,
         send: &mut SendStream,
     ) -> Result<bool, String> {
-        let out = self.lock().get_mut(&pool).ok_or("the pool is gone")?.doc_mut().sync_out(state);
+        let out = match doc {
+            Doc::Pool => {
+                self.lock().get_mut(&pool).ok_or("the pool is gone")?.doc_mut().sync_out(state)
+            }
+            Doc::Ledger(period) => {
+                let v = self.view_of(&pool).ok_or("the pool is gone")?;
+                self.ledgers.sync_out(&v, &pool, period, state)?
+            }
+        };
         let said = out.is_some();
         let turn = Turn { frame: out };
         let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
@@ -681,6 +710,7 @@ impl Pools {
     async fn listen(
         &self,
         pool: Key,
+        doc: Doc,
         peer: EndpointId,
         state: &mut SyncState,
         recv: &mut RecvStream,
@@ -693,6 +723,18 @@ impl Pools {
         let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
         self.sync_received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let Some(f) = turn.frame else { return Ok(false) };
+        if let Doc::Ledger(period) = doc {
+            let v = self.view_of(&pool).ok_or("the pool is gone")?;
+            match self.ledgers.sync_in(&v, &pool, period, state, &f) {
+                Ok(n) => *got += n,
+                Err(e) => {
+                    let e = format!("ledger {period}: {e}");
+                    self.reject(pool, peer, e.clone());
+                    return Err(format!("rejected the peer's changes: {e}"));
+                }
+            }
+            return Ok(true);
+        }
         let result = {
             let mut pools = self.lock();
             let p = pools.get_mut(&pool).ok_or("the pool is gone")?;
@@ -749,30 +791,92 @@ impl Pools {
         }
     }
 
+    /// The ledger periods of `hello` this node syncs with `peer`: those a node of an active
+    /// member asks for that have begun and are at most a year old, at most [`MAX_PERIODS`].
+    fn ledger_periods(&self, hello: &Hello, peer: EndpointId) -> Vec<Period> {
+        let member =
+            self.view_of(&hello.pool).is_some_and(|v| v.node_owner(peer.as_bytes()).is_some());
+        let now = now_ms();
+        let mut out: Vec<Period> = Vec::new();
+        for p in hello.periods.iter().flatten().take(MAX_PERIODS) {
+            if let Ok(p) = Period::parse(p)
+                && member
+                && syncable(p, now)
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// The pools' ledgers.
+    pub fn ledgers(&self) -> &Ledgers {
+        &self.ledgers
+    }
+
+    /// Starts a sync round soon (after a change outside the pool documents, such as a ledger's).
+    pub fn wake(&self) {
+        self.changed.notify_one();
+    }
+
     /// A proof that this node is a device of this identity, for a pool.
     pub fn device_proof(&self, pool: &Key) -> Proof {
         Proof::Device(self.signer.author().key, self.signer.sign(&device_message(pool, &self.node)))
     }
 }
 
-/// Dials `addr`, says hello and reads the answer: an open session, or why the peer refused.
+/// Which document a part of a session syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doc {
+    /// The pool document.
+    Pool,
+    /// The pool's ledger of a period.
+    Ledger(Period),
+}
+
+impl Doc {
+    /// The key its sync states are kept under.
+    fn state_key(self, pool: &Key) -> Key {
+        match self {
+            Doc::Pool => *pool,
+            Doc::Ledger(p) => blake3::derive_key(
+                "kith ledger sync state v1",
+                &[&pool[..], p.to_string().as_bytes()].concat(),
+            ),
+        }
+    }
+}
+
+/// Dials `addr`, says hello and reads the answer: an open session with the ledger periods the
+/// peer syncs after the pool document, or why the peer refused.
 async fn open_session(
     endpoint: &Endpoint,
     addr: iroh::EndpointAddr,
     pool: Key,
     proof: Proof,
-) -> Result<(Connection, SendStream, RecvStream), String> {
+    periods: Option<Vec<String>>,
+) -> Result<(Connection, SendStream, RecvStream, Vec<Period>), String> {
     let conn = endpoint.connect(addr, DOCS_ALPN).await.map_err(|e| e.to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    frame::write(&mut send, &Hello { pool, proof }).await.map_err(|e| e.to_string())?;
+    let asked = periods.clone().unwrap_or_default();
+    frame::write(&mut send, &Hello { pool, proof, periods }).await.map_err(|e| e.to_string())?;
     let ack: Ack = frame::read(&mut recv)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("the peer closed the session")?;
-    match ack.refused {
-        Some(why) => Err(format!("the peer refused: {why}")),
-        None => Ok((conn, send, recv)),
+    if let Some(why) = ack.refused {
+        return Err(format!("the peer refused: {why}"));
     }
+    // The peer may sync fewer periods than asked, never others.
+    let mut periods = Vec::new();
+    for p in ack.periods.unwrap_or_default() {
+        if !asked.contains(&p) || periods.len() == MAX_PERIODS {
+            return Err(format!("the peer answered with ledger period `{p}`, not one asked for"));
+        }
+        periods.push(Period::parse(&p)?);
+    }
+    Ok((conn, send, recv, periods))
 }
 
 /// Fetches a pool document from `peer` (a node that holds it) with `proof`.
@@ -785,7 +889,7 @@ pub(crate) async fn fetch_doc(
     let fail =
         |e: String| PoolError::Policy(format!("cannot fetch the pool from the inviting node: {e}"));
     let run = async {
-        let (conn, mut send, mut recv) = open_session(endpoint, addr, pool, proof).await?;
+        let (conn, mut send, mut recv, _) = open_session(endpoint, addr, pool, proof, None).await?;
         // An empty document with the pool's id takes the whole history through plain sync.
         let mut doc = kith_crdt::SignedDoc::empty(pool);
         let mut state = SyncState::new();
@@ -835,7 +939,7 @@ impl DocsProtocol {
         let hello: Hello =
             frame::read(&mut recv).await.map_err(|e| e.to_string())?.ok_or("no hello")?;
         if let Err(why) = self.pools.admit(&hello, peer) {
-            frame::write(&mut send, &Ack { refused: Some(why.clone()) })
+            frame::write(&mut send, &Ack { refused: Some(why.clone()), periods: None })
                 .await
                 .map_err(|e| e.to_string())?;
             let _ = send.finish();
@@ -843,8 +947,15 @@ impl DocsProtocol {
             let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
             return Err(why);
         }
-        frame::write(&mut send, &Ack { refused: None }).await.map_err(|e| e.to_string())?;
-        let n = self.pools.turns(hello.pool, peer, &mut send, &mut recv, false).await?;
+        let periods = self.pools.ledger_periods(&hello, peer);
+        let ack =
+            Ack { refused: None, periods: Some(periods.iter().map(Period::to_string).collect()) };
+        frame::write(&mut send, &ack).await.map_err(|e| e.to_string())?;
+        let pool = hello.pool;
+        let mut n = self.pools.turns(pool, Doc::Pool, peer, &mut send, &mut recv, false).await?;
+        for p in periods {
+            n += self.pools.turns(pool, Doc::Ledger(p), peer, &mut send, &mut recv, false).await?;
+        }
         self.pools.saw(peer.as_bytes());
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;

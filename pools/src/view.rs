@@ -3,7 +3,7 @@
 //! ```text
 //! v: 1                          format version of the schema
 //! kind: "kith-pool"
-//! charter: { name, replicas, quota, cost_rule, join_rule, repair_after?, audit_every? }
+//! charter: { name, replicas, quota, cost_rule, join_rule, repair_after?, audit_every?, record_every? }
 //! members: { <identity hex>: { role, state, name, joined, invite?, nodes: {
 //!              <node hex>: { storage, egress, zone } },
 //!            objects?: { <object hex>: { manifest, bytes, blobs, name, at } },
@@ -32,6 +32,8 @@ pub const DEFAULT_REPLICAS: u64 = 3;
 pub const DEFAULT_REPAIR_AFTER_MS: u64 = 10 * 60 * 1000;
 /// How often each node audits each holder by default.
 pub const DEFAULT_AUDIT_EVERY_MS: u64 = 10 * 60 * 1000;
+/// How often a node records its usage into the ledger when the charter does not say.
+pub const DEFAULT_RECORD_EVERY_MS: u64 = 60 * 60 * 1000;
 
 /// A member's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,8 @@ pub struct Charter {
     pub repair_after_ms: u64,
     /// How often each member node audits each holder (ms).
     pub audit_every_ms: u64,
+    /// How often each node records its usage into the pool's ledger (ms).
+    pub record_every_ms: u64,
 }
 
 /// An object a member stored in the pool.
@@ -242,6 +246,10 @@ impl PoolView {
             audit_every_ms: match d.get(&c, "audit_every").map_err(|e| e.to_string())? {
                 Some(_) => uint(d, &c, "audit_every")?,
                 None => DEFAULT_AUDIT_EVERY_MS,
+            },
+            record_every_ms: match d.get(&c, "record_every").map_err(|e| e.to_string())? {
+                Some(_) => uint(d, &c, "record_every")?,
+                None => DEFAULT_RECORD_EVERY_MS,
             },
         };
         let ms = obj(d, &ROOT, "members")?;

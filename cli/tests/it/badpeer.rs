@@ -43,7 +43,7 @@ impl ProtocolHandler for Evil {
                         let _ = frame::write(&mut send, &Reply::Pong(n)).await;
                         let _ = send.finish();
                     }
-                    Ok(Some(Request::Get(_))) => {
+                    Ok(Some(Request::Get(..))) => {
                         this.gets.fetch_add(1, Ordering::SeqCst);
                         match this.how {
                             Misbehaviour::Lie => {
@@ -216,15 +216,19 @@ fn malformed_oversized_and_unknown_requests_leave_the_node_up() {
             assert!(!matches!(reply, Ok(Some(Reply::Have { .. }))), "{reply:?}");
         }
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let many =
-            Request::Get((0..1000).map(|_| minicbor::bytes::ByteArray::from([0u8; 32])).collect());
+        let many = Request::Get(
+            (0..1000).map(|_| minicbor::bytes::ByteArray::from([0u8; 32])).collect(),
+            None,
+        );
         // Over the frame limit: refused before it is read.
         let _ = frame::write(&mut send, &many).await;
         let _ = send.finish();
         let _ = frame::read::<Reply>(&mut recv).await;
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let too_many =
-            Request::Get((0..300).map(|_| minicbor::bytes::ByteArray::from([0u8; 32])).collect());
+        let too_many = Request::Get(
+            (0..300).map(|_| minicbor::bytes::ByteArray::from([0u8; 32])).collect(),
+            None,
+        );
         frame::write(&mut send, &too_many).await.unwrap();
         send.finish().unwrap();
         let reply = frame::read::<Reply>(&mut recv).await.unwrap();

@@ -11,6 +11,7 @@ mod discovery;
 mod integrity;
 mod keys;
 mod large;
+mod ledger;
 mod offline;
 mod pools;
 mod privacy;

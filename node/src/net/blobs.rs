@@ -1,7 +1,7 @@
 //! `kith/blobs/1`: serving and fetching blobs by id between nodes.
 //!
 //! One request per bi-directional stream. The client sends a frame, `Ping(nonce)` or
-//! `Get([id, ...])` (at most [`MAX_IDS`]); the server answers `Pong(nonce)`, or for each id in
+//! `Get([id, ...], pool?)` (at most [`MAX_IDS`]); the server answers `Pong(nonce)`, or for each id in
 //! order `Have{kind, len}` followed by `len` raw bytes, or `Missing`. A blob is whatever the
 //! store holds under an id (a chunk envelope or an object root); the receiver hashes it before
 //! it keeps or uses it, so a peer can waste our time but never our data.
@@ -54,9 +54,10 @@ pub enum Request {
     /// Are you there? Answered with the same nonce.
     #[n(0)]
     Ping(#[n(0)] u64),
-    /// These blobs, please (at most [`MAX_IDS`]).
+    /// These blobs, please (at most [`MAX_IDS`]), fetched on behalf of the pool named
+    /// second, if any (what the server counts as served in that pool; see [`Tally`]).
     #[n(1)]
-    Get(#[n(0)] Vec<ByteArray<32>>),
+    Get(#[n(0)] Vec<ByteArray<32>>, #[n(1)] Option<ByteArray<32>>),
 }
 
 /// What a server answers (one frame per ping, one per id of a get).
@@ -92,6 +93,67 @@ pub struct Served {
     pub bytes: AtomicU64,
     /// Requests dropped as malformed, oversized or stalled.
     pub bad_requests: AtomicU64,
+    /// What was sent for requests that named a pool, by pool and peer, since last taken.
+    tagged: Tallies,
+}
+
+impl Served {
+    /// What was served for requests naming a pool, by (pool, peer). The claim of the pool is
+    /// the requester's; the layer above checks it.
+    pub fn tagged(&self) -> &Tallies {
+        &self.tagged
+    }
+}
+
+/// Bytes and blobs moved between this node and one peer for one pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Bytes of blobs.
+    pub bytes: u64,
+    /// Blobs.
+    pub blobs: u64,
+    /// The id of the last blob.
+    pub last: [u8; 32],
+}
+
+/// Tallies by (pool, peer), bounded: beyond [`MAX_TALLIES`] entries new pairs are not counted
+/// (a peer naming random pools cannot grow it without bound).
+#[derive(Debug, Default)]
+pub struct Tallies(Mutex<HashMap<([u8; 32], EndpointId), Tally>>);
+
+/// Most (pool, peer) pairs tallied between two takes.
+pub const MAX_TALLIES: usize = 4096;
+
+impl Tallies {
+    /// Counts one blob.
+    pub fn add(&self, pool: [u8; 32], peer: EndpointId, id: [u8; 32], len: u64) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() >= MAX_TALLIES && !t.contains_key(&(pool, peer)) {
+            return;
+        }
+        let e = t.entry((pool, peer)).or_default();
+        e.bytes += len;
+        e.blobs += 1;
+        e.last = id;
+    }
+
+    /// Takes the tallies and starts again.
+    pub fn take(&self) -> HashMap<([u8; 32], EndpointId), Tally> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Adds tallies (what a fetch got, or what could not be recorded and is put back).
+    pub fn add_all(&self, from: HashMap<([u8; 32], EndpointId), Tally>) {
+        for ((pool, peer), x) in from {
+            let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let e = t.entry((pool, peer)).or_default();
+            e.bytes += x.bytes;
+            e.blobs += x.blobs;
+            if e.last == [0; 32] {
+                e.last = x.last;
+            }
+        }
+    }
 }
 
 /// Serves blobs from the store to peers.
@@ -108,18 +170,26 @@ impl BlobsProtocol {
         Self { store, serving: Arc::new(Semaphore::new(MAX_SERVING)), served }
     }
 
-    async fn serve(&self, mut send: SendStream, mut recv: RecvStream) -> Result<(), ServeError> {
+    async fn serve(
+        &self,
+        peer: EndpointId,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) -> Result<(), ServeError> {
         let req: Request = tokio::time::timeout(REQUEST_TIMEOUT, frame::read(&mut recv))
             .await
             .map_err(|_| ServeError::Timeout)??
             .ok_or(ServeError::Frame(FrameError::Truncated))?;
         match req {
             Request::Ping(n) => frame::write(&mut send, &Reply::Pong(n)).await?,
-            Request::Get(ids) if ids.len() > MAX_IDS => {
+            Request::Get(ids, _) if ids.len() > MAX_IDS => {
                 let why = format!("at most {MAX_IDS} ids per request");
                 frame::write(&mut send, &Reply::Refused(why)).await?;
             }
-            Request::Get(ids) => self.send_blobs(&mut send, ids).await?,
+            Request::Get(ids, pool) => {
+                let tag = pool.map(|p| (*p, peer));
+                self.send_blobs(&mut send, ids, tag).await?
+            }
         }
         send.finish().map_err(|e| ServeError::Frame(FrameError::Stream(e.to_string())))?;
         Ok(())
@@ -129,9 +199,10 @@ impl BlobsProtocol {
         &self,
         send: &mut SendStream,
         ids: Vec<ByteArray<32>>,
+        tag: Option<([u8; 32], EndpointId)>,
     ) -> Result<(), ServeError> {
         // Reads happen on a blocking thread, at most two blobs ahead of the network.
-        let (tx, mut rx) = mpsc::channel::<Option<(BlobKind, Vec<u8>)>>(2);
+        let (tx, mut rx) = mpsc::channel::<Option<(BlobKind, Vec<u8>, [u8; 32])>>(2);
         let store = self.store.clone();
         let reader = tokio::task::spawn_blocking(move || {
             let mut blobs = store.blob_reader();
@@ -140,7 +211,7 @@ impl BlobsProtocol {
                     tracing::warn!(error = %e, "not serving a blob that does not read back");
                     None
                 });
-                if tx.blocking_send(blob).is_err() {
+                if tx.blocking_send(blob.map(|(k, b)| (k, b, *id))).is_err() {
                     break;
                 }
             }
@@ -148,7 +219,7 @@ impl BlobsProtocol {
         while let Some(blob) = rx.recv().await {
             let write = async {
                 match blob {
-                    Some((kind, bytes)) => {
+                    Some((kind, bytes, id)) => {
                         let len = bytes.len() as u64;
                         frame::write(send, &Reply::Have { kind: kind as u8, len: len as u32 })
                             .await?;
@@ -158,6 +229,9 @@ impl BlobsProtocol {
                             .map_err(|e| FrameError::Stream(e.to_string()))?;
                         self.served.blobs.fetch_add(1, Ordering::Relaxed);
                         self.served.bytes.fetch_add(len, Ordering::Relaxed);
+                        if let Some((pool, peer)) = tag {
+                            self.served.tagged.add(pool, peer, id, len);
+                        }
                         Ok(())
                     }
                     None => frame::write(send, &Reply::Missing).await,
@@ -187,7 +261,7 @@ impl ProtocolHandler for BlobsProtocol {
             let Ok(permit) = self.serving.clone().acquire_owned().await else { break };
             let this = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = this.serve(send, recv).await {
+                if let Err(e) = this.serve(peer, send, recv).await {
                     this.served.bad_requests.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(peer = %peer.fmt_short(), error = %e, "dropped a bad blob request");
                 }
@@ -234,6 +308,8 @@ pub struct FetchReport {
     pub failed_peers: Vec<(EndpointId, String)>,
     /// Peers asked.
     pub peers_asked: usize,
+    /// What each peer sent (verified blobs only).
+    pub by_peer: HashMap<EndpointId, Tally>,
 }
 
 /// Connections to peers, reused by fetches and pings.
@@ -348,15 +424,17 @@ pub async fn fetch(
     ids: Vec<ChunkId>,
     sink: mpsc::Sender<Blob>,
 ) -> FetchReport {
-    fetch_from(conns, peers.candidates(), ids, sink).await
+    fetch_from(conns, peers.candidates(), ids, None, sink).await
 }
 
 /// Like [`fetch`], from these peers (in order of preference; the first
-/// [`MAX_FETCH_PEERS`] are used).
+/// [`MAX_FETCH_PEERS`] are used), on behalf of `pool` if given (the servers count what they
+/// send for it; the report says what each peer sent).
 pub async fn fetch_from(
     conns: Arc<Connections>,
     candidates: Vec<EndpointId>,
     ids: Vec<ChunkId>,
+    pool: Option<[u8; 32]>,
     sink: mpsc::Sender<Blob>,
 ) -> FetchReport {
     let candidates: Vec<EndpointId> = candidates.into_iter().take(MAX_FETCH_PEERS).collect();
@@ -374,7 +452,8 @@ pub async fn fetch_from(
         for _ in 0..STREAMS_PER_PEER {
             let (conns, state, wake, sink) =
                 (conns.clone(), state.clone(), wake.clone(), sink.clone());
-            tasks.spawn(async move { fetch_worker(&conns, peer, &state, &wake, &sink).await });
+            tasks
+                .spawn(async move { fetch_worker(&conns, peer, pool, &state, &wake, &sink).await });
         }
     }
     drop(sink);
@@ -392,6 +471,7 @@ fn lock(state: &Mutex<FetchState>) -> std::sync::MutexGuard<'_, FetchState> {
 async fn fetch_worker(
     conns: &Connections,
     peer: EndpointId,
+    pool: Option<[u8; 32]>,
     state: &Mutex<FetchState>,
     wake: &Notify,
     sink: &mpsc::Sender<Blob>,
@@ -419,12 +499,21 @@ async fn fetch_worker(
             notified.await;
             continue;
         }
-        let result = get_batch(conns, peer, &batch, sink).await;
+        let result = get_batch(conns, peer, pool, &batch, sink).await;
         {
             let mut st = lock(state);
             st.in_flight -= 1;
+            let got = match &result {
+                Ok((_, got)) | Err((got, _)) => got,
+            };
+            if let Some((last, _)) = got.last() {
+                let t = st.report.by_peer.entry(peer).or_default();
+                t.blobs += got.len() as u64;
+                t.bytes += got.iter().map(|(_, len)| len).sum::<u64>();
+                t.last = last.0;
+            }
             match result {
-                Ok(missing) => {
+                Ok((missing, _)) => {
                     st.report.blobs += (batch.len() - missing.len()) as u64;
                     for id in &missing {
                         st.lacking.entry(*id).or_default().insert(peer);
@@ -436,7 +525,7 @@ async fn fetch_worker(
                     st.live.remove(&peer);
                     st.report.failed_peers.push((peer, why));
                     st.report.blobs += done.len() as u64;
-                    let done: HashSet<ChunkId> = done.into_iter().collect();
+                    let done: HashSet<ChunkId> = done.into_iter().map(|(id, _)| id).collect();
                     st.pending.extend(batch.into_iter().filter(|id| !done.contains(id)));
                     conns.drop_peer(&peer);
                 }
@@ -447,19 +536,26 @@ async fn fetch_worker(
     }
 }
 
-/// Asks `peer` for `ids`; returns the ids it does not have, or on failure the ids received
-/// before it failed and why.
+/// What [`get_batch`] received: each id with its length.
+type Received = Vec<(ChunkId, u64)>;
+
+/// Asks `peer` for `ids`; returns the ids it does not have and what it received, or on
+/// failure what it received before it failed and why.
 async fn get_batch(
     conns: &Connections,
     peer: EndpointId,
+    pool: Option<[u8; 32]>,
     ids: &[ChunkId],
     sink: &mpsc::Sender<Blob>,
-) -> Result<Vec<ChunkId>, (Vec<ChunkId>, String)> {
+) -> Result<(Vec<ChunkId>, Received), (Received, String)> {
     let mut received = Vec::new();
-    let fail = |received: &Vec<ChunkId>, why: String| (received.clone(), why);
+    let fail = |received: &Received, why: String| (received.clone(), why);
     let conn = conns.get(peer).await.map_err(|e| fail(&received, e))?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&received, e.to_string()))?;
-    let req = Request::Get(ids.iter().map(|id| ByteArray::from(id.0)).collect());
+    let req = Request::Get(
+        ids.iter().map(|id| ByteArray::from(id.0)).collect(),
+        pool.map(ByteArray::from),
+    );
     frame::write(&mut send, &req).await.map_err(|e| fail(&received, e.to_string()))?;
     send.finish().map_err(|e| fail(&received, e.to_string()))?;
     let mut missing = Vec::new();
@@ -482,14 +578,14 @@ async fn get_batch(
                 if sink.send(Blob { id: *id, kind, parts }).await.is_err() {
                     return Err(fail(&received, "the fetch was cancelled".into()));
                 }
-                received.push(*id);
+                received.push((*id, u64::from(len)));
             }
             Some(Reply::Missing) => missing.push(*id),
             Some(other) => return Err(fail(&received, format!("unexpected reply {other:?}"))),
             None => return Err(fail(&received, "closed the stream early".into())),
         }
     }
-    Ok(missing)
+    Ok((missing, received))
 }
 
 /// Reads a blob of `len` bytes as the pieces the stream delivers, hashing as it goes; fails

@@ -27,7 +27,7 @@ use crate::home::Home;
 use crate::ids::{ChunkId, ObjectId};
 use crate::store::tree::Item as TreeItem;
 use crate::store::{Progress, Store, StoreError};
-use blobs::{Blob, BlobsProtocol, Connections, FetchReport, Served};
+use blobs::{Blob, BlobsProtocol, Connections, FetchReport, Served, Tallies};
 use mdns::{Mdns, MdnsConfig};
 use peers::{PeerInfo, PeerTable};
 use ticket::NodeTicket;
@@ -128,6 +128,7 @@ pub struct Node {
     conns: Arc<Connections>,
     cancel: CancellationToken,
     served: Arc<Served>,
+    received: Tallies,
 }
 
 impl Node {
@@ -179,7 +180,17 @@ impl Node {
         let conns = Arc::new(Connections::new(endpoint.clone()));
         tokio::spawn(ping_loop(peers.clone(), conns.clone(), cancel.clone()));
         tracing::info!(node = %me, addrs = ?endpoint.bound_sockets(), "node started");
-        Ok(Node { store, endpoint, router, peers, mdns, conns, cancel, served })
+        Ok(Node {
+            store,
+            endpoint,
+            router,
+            peers,
+            mdns,
+            conns,
+            cancel,
+            served,
+            received: Tallies::default(),
+        })
     }
 
     /// This node's id.
@@ -222,6 +233,12 @@ impl Node {
         &self.served
     }
 
+    /// What this node received from peers for fetches made on behalf of a pool, by (pool,
+    /// peer), since last taken.
+    pub fn received(&self) -> &Tallies {
+        &self.received
+    }
+
     /// The iroh endpoint (for protocols of the layers above).
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
@@ -239,17 +256,19 @@ impl Node {
         ids: Vec<ChunkId>,
         progress: Option<Arc<Progress>>,
     ) -> Result<FetchReport, NetError> {
-        self.fetch_missing_from(what, ids, progress, None).await
+        self.fetch_missing_from(what, ids, progress, None, None).await
     }
 
     /// Like [`Node::fetch_missing`], asking `from` (in order of preference) instead of the
-    /// peer table's candidates.
+    /// peer table's candidates, on behalf of `pool` if given (what each peer sent is tallied,
+    /// see [`Node::received`]).
     pub async fn fetch_missing_from(
         &self,
         what: &str,
         ids: Vec<ChunkId>,
         progress: Option<Arc<Progress>>,
         from: Option<Vec<EndpointId>>,
+        pool: Option<[u8; 32]>,
     ) -> Result<FetchReport, NetError> {
         let store = self.store.clone();
         let ids = blocking(move || {
@@ -282,8 +301,13 @@ impl Node {
             Ok::<_, StoreError>(bytes)
         });
         let from = from.unwrap_or_else(|| self.peers.candidates());
-        let mut report = blobs::fetch_from(self.conns.clone(), from, ids, tx).await;
+        let mut report = blobs::fetch_from(self.conns.clone(), from, ids, pool, tx).await;
         report.bytes = sink.await.map_err(|e| NetError::Internal(e.to_string()))??;
+        if let Some(pool) = pool {
+            for (peer, t) in &report.by_peer {
+                self.received.add_all([((pool, *peer), *t)].into());
+            }
+        }
         if report.peers_asked == 0 {
             return Err(NetError::NoPeers(what.to_string()));
         }
@@ -310,7 +334,7 @@ impl Node {
         id: ObjectId,
         progress: Option<Arc<Progress>>,
     ) -> Result<u64, NetError> {
-        self.fetch_object_from(id, progress, None).await
+        self.fetch_object_from(id, progress, None, None).await
     }
 
     /// Like [`Node::fetch_object`], asking `from` (in order of preference) instead of the peer
@@ -320,10 +344,11 @@ impl Node {
         id: ObjectId,
         progress: Option<Arc<Progress>>,
         from: Option<Vec<EndpointId>>,
+        pool: Option<[u8; 32]>,
     ) -> Result<u64, NetError> {
         let what = format!("object {id}");
         let mut fetched = self
-            .fetch_missing_from(&what, vec![id.into()], progress.clone(), from.clone())
+            .fetch_missing_from(&what, vec![id.into()], progress.clone(), from.clone(), pool)
             .await?
             .bytes;
         let store = self.store.clone();
@@ -333,7 +358,7 @@ impl Node {
             p.total_known.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let tree: Vec<ChunkId> = root.tree.iter().map(|r| r.chunk_id()).collect();
-        fetched += self.fetch_missing_from(&what, tree, None, from.clone()).await?.bytes;
+        fetched += self.fetch_missing_from(&what, tree, None, from.clone(), pool).await?.bytes;
         // Walk the tree and fetch missing data chunks a round at a time (bounded memory).
         let (tx, mut rx) = mpsc::channel::<Vec<ChunkId>>(1);
         let store = self.store.clone();
@@ -358,8 +383,10 @@ impl Node {
             Ok::<_, StoreError>(())
         });
         while let Some(round) = rx.recv().await {
-            fetched +=
-                self.fetch_missing_from(&what, round, progress.clone(), from.clone()).await?.bytes;
+            fetched += self
+                .fetch_missing_from(&what, round, progress.clone(), from.clone(), pool)
+                .await?
+                .bytes;
         }
         walker.await.map_err(|e| NetError::Internal(e.to_string()))??;
         let store = self.store.clone();

@@ -1,0 +1,486 @@
+//! `kith ledger`: the pools' usage ledgers, run in the daemon (which holds and syncs them),
+//! and their printing.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use kith_crdt::{DocError, Key, hex};
+use kith_pools::ledger::{
+    CostRule, Counter, LedgerView, Period, Seal, Statement, check_evidence, settle,
+};
+use kith_pools::service::Pools;
+use kith_pools::{PoolError, PoolView};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::fmt;
+
+/// Largest cost accepted, in cents (ten million units of the pool's currency).
+const MAX_COST_CENTS: i64 = 1_000_000_000;
+
+/// A ledger command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "ledger_op", rename_all = "snake_case")]
+pub enum LedgerReq {
+    /// The table per member.
+    Show { pool: Option<String>, period: Option<String> },
+    /// Recompute from the evidence.
+    Verify { pool: Option<String>, period: Option<String> },
+    /// What each member owes, for a treasurer.
+    Statement { pool: Option<String>, period: Option<String> },
+    /// Enter a shared cost (admins).
+    Cost { pool: String, amount: String, what: String, period: Option<String> },
+    /// Seal a closed period (admins).
+    Seal { pool: String, period: String },
+}
+
+/// The reason alone, for a refusal of this node's own change.
+fn plain(e: PoolError) -> anyhow::Error {
+    match e {
+        PoolError::Doc(DocError::Unauthorised { reason, .. }) => anyhow!(reason),
+        e => anyhow!(e),
+    }
+}
+
+fn now() -> i64 {
+    kith_node::keys::now_ms() as i64
+}
+
+/// The period asked for (this month by default); one that has not begun is refused.
+fn period(p: Option<&str>) -> Result<Period> {
+    let now = now();
+    let p = match p {
+        Some(s) => Period::parse(s).map_err(|e| anyhow!(e))?,
+        None => Period::of(now),
+    };
+    p.not_future(now).map_err(|e| anyhow!("{e}; there is nothing to show for it yet"))
+}
+
+/// The pools asked for: one by name or id, else every pool this node is in.
+fn select(pools: &Pools, spec: Option<&str>) -> Result<Vec<(Key, PoolView)>> {
+    match spec {
+        Some(s) => {
+            let id = pools.resolve(s)?;
+            Ok(vec![(id, pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?)])
+        }
+        None => {
+            let all = pools.list();
+            if all.is_empty() {
+                bail!("this node is in no pool (see `kith pool create` and `kith pool join`)");
+            }
+            Ok(all)
+        }
+    }
+}
+
+/// Every member with a row, and every active member.
+fn members(v: &PoolView, l: &LedgerView) -> Vec<Key> {
+    let mut m: Vec<Key> = l
+        .members()
+        .into_iter()
+        .chain(
+            v.members.iter().filter(|(_, x)| x.state == kith_pools::State::Active).map(|(k, _)| *k),
+        )
+        .collect();
+    m.sort();
+    m.dedup();
+    m
+}
+
+fn name(v: &PoolView, m: &Key) -> String {
+    v.members.get(m).map(|x| x.name.clone()).unwrap_or_else(|| hex(&m[..4]))
+}
+
+fn rule(v: &PoolView) -> CostRule {
+    CostRule::parse(&v.charter.cost_rule).unwrap_or(CostRule::Proportional)
+}
+
+/// One pool's ledger for a period, as JSON.
+fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Value> {
+    let l = pools.ledgers().view(v, id, p).map_err(plain)?;
+    let ms = members(v, &l);
+    let st = settle(&l, rule(v), &ms);
+    let flags = check_evidence(&l, v);
+    let rows: Vec<Value> = ms
+        .iter()
+        .zip(&st)
+        .map(|(m, s)| {
+            let mut row = json!({
+                "member": hex(m),
+                "name": name(v, m),
+                "usage": s.usage,
+                "contribution": s.contribution,
+                "owes_cents": s.owes_cents,
+                "balance_milli": s.balance_milli,
+                "receipts": l.rows.iter().filter(|((k, _), _)| k == m)
+                    .map(|(_, r)| r.receipts.len()).sum::<usize>(),
+                "flags": flags.iter().filter(|f| f.member == *m).map(|f| f.what.clone())
+                    .collect::<Vec<_>>(),
+            });
+            for c in Counter::ALL {
+                row[c.key()] = json!(l.total(m, c));
+            }
+            row
+        })
+        .collect();
+    let sealed = pools.ledgers().seal(id, p).map(|s| hex(&s.by)).or_else(|| {
+        (p < Period::of(now()))
+            .then(|| pools.ledgers().view(v, id, p.next()).ok())
+            .flatten()
+            .and_then(|n| n.sealed)
+            .map(|s| hex(&s.by))
+    });
+    Ok(json!({
+        "pool": hex(id),
+        "name": v.charter.name,
+        "period": p.to_string(),
+        "cost_rule": v.charter.cost_rule,
+        "recorded": pools.ledgers().has_data(id, p),
+        "costs": l.costs.iter().map(|(k, c)| json!({
+            "id": k, "what": c.what, "cents": c.cents, "by": hex(&c.by), "at_ms": c.at_ms,
+        })).collect::<Vec<_>>(),
+        "costs_cents": l.costs.values().map(|c| c.cents).sum::<i64>(),
+        "carried_in": l.carried.len(),
+        "sealed_by": sealed,
+        "members": rows,
+    }))
+}
+
+/// Parses an amount such as `12`, `12.5` or `12.50` into cents.
+pub fn parse_cents(s: &str) -> Result<i64> {
+    let bad = || anyhow!("`{s}` is not an amount (such as 42 or 42.50, in the pool's currency)");
+    let t = s.trim();
+    let (units, frac) = t.split_once('.').unwrap_or((t, ""));
+    if units.is_empty()
+        || !units.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 2
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || units.len() > 12
+    {
+        return Err(bad());
+    }
+    let cents = units.parse::<i64>().map_err(|_| bad())? * 100
+        + format!("{frac:0<2}").parse::<i64>().map_err(|_| bad())?;
+    if cents == 0 {
+        bail!("a cost must be more than 0");
+    }
+    if cents > MAX_COST_CENTS {
+        bail!("{s} is more than the largest cost accepted ({})", MAX_COST_CENTS / 100);
+    }
+    Ok(cents)
+}
+
+/// Runs a ledger command.
+pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
+    match req {
+        LedgerReq::Show { pool, period: p } => {
+            let p = period(p.as_deref())?;
+            let out: Result<Vec<Value>> = select(pools, pool.as_deref())?
+                .iter()
+                .map(|(id, v)| table(pools, id, v, p))
+                .collect();
+            Ok(json!({ "period": p.to_string(), "pools": out? }))
+        }
+        LedgerReq::Verify { pool, period: p } => {
+            let p = period(p.as_deref())?;
+            let mut out = Vec::new();
+            for (id, v) in select(pools, pool.as_deref())? {
+                let l = pools.ledgers().view(&v, &id, p).map_err(plain)?;
+                let receipts: Vec<_> = l.rows.values().flat_map(|r| r.receipts.values()).collect();
+                let mut flags: Vec<Value> = check_evidence(&l, &v)
+                    .into_iter()
+                    .map(|f| json!({ "member": hex(&f.member), "name": name(&v, &f.member), "what": f.what }))
+                    .collect();
+                for r in &receipts {
+                    if !r.signature_ok() {
+                        flags.push(json!({ "member": hex(&r.receiver), "name": name(&v, &r.receiver),
+                            "what": format!("a receipt for node {} does not verify", hex(&r.server[..8])) }));
+                    }
+                }
+                out.push(json!({
+                    "pool": hex(&id),
+                    "name": v.charter.name,
+                    "period": p.to_string(),
+                    "members": l.members().len(),
+                    "receipts": receipts.len(),
+                    "receipt_bytes": receipts.iter().map(|r| r.bytes).sum::<u64>(),
+                    "flags": flags,
+                }));
+            }
+            Ok(json!({ "period": p.to_string(), "pools": out }))
+        }
+        LedgerReq::Statement { pool, period: p } => {
+            let p = period(p.as_deref())?;
+            let mut out = Vec::new();
+            for (id, v) in select(pools, pool.as_deref())? {
+                if !pools.ledgers().has_data(&id, p) {
+                    if pool.is_some() {
+                        bail!(
+                            "no ledger data for pool {} in {p}: nothing was recorded then (see `kith ledger --period {p}`)",
+                            v.charter.name
+                        );
+                    }
+                    continue;
+                }
+                let l = pools.ledgers().view(&v, &id, p).map_err(plain)?;
+                let ms = members(&v, &l);
+                let st = settle(&l, rule(&v), &ms);
+                out.push(statement(&id, &v, &l, p, &st));
+            }
+            if out.is_empty() {
+                bail!("no ledger data in {p} in any pool: nothing was recorded then");
+            }
+            Ok(json!({ "period": p.to_string(), "statements": out }))
+        }
+        LedgerReq::Cost { pool, amount, what, period: p } => {
+            let cents = parse_cents(&amount)?;
+            let what = what.trim().to_string();
+            if what.is_empty() || what.len() > 200 {
+                bail!("say what the cost paid for, in 1 to 200 characters");
+            }
+            let p = period(p.as_deref())?;
+            let id = pools.resolve(&pool)?;
+            let v = pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?;
+            let mut cid = [0u8; 8];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut cid)
+                .map_err(|_| anyhow!("no randomness"))?;
+            let signer = pools.signer();
+            pools
+                .ledgers()
+                .with(&v, &id, p, |l, rules| {
+                    l.add_cost(signer, rules, &hex(&cid), &what, cents, now())
+                })
+                .map_err(plain)?;
+            pools.wake();
+            Ok(
+                json!({ "pool": hex(&id), "name": v.charter.name, "period": p.to_string(), "id": hex(&cid), "cents": cents }),
+            )
+        }
+        LedgerReq::Seal { pool, period: p } => {
+            let p = Period::parse(&p).map_err(|e| anyhow!(e))?;
+            if p >= Period::of(now()) {
+                bail!("{p} is not over yet; a period is sealed after it ends");
+            }
+            let id = pools.resolve(&pool)?;
+            let v = pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?;
+            if !v.members.get(&pools.signer().author().key).is_some_and(|m| m.is_active_admin()) {
+                bail!("only an admin seals a period");
+            }
+            let l = pools.ledgers().view(&v, &id, p).map_err(plain)?;
+            let seal = Seal::make(&l, rule(&v), &members(&v, &l), pools.signer());
+            let signer = pools.signer();
+            pools
+                .ledgers()
+                .with(&v, &id, p.next(), |n, rules| n.record_seal(signer, rules, &seal, now()))
+                .map_err(|e| match plain(e).to_string() {
+                    m if m.contains("sealed once") => anyhow!("{p} is already sealed"),
+                    m => anyhow!(m),
+                })?;
+            pools.ledgers().keep_seal(&seal)?;
+            pools.wake();
+            Ok(json!({
+                "pool": hex(&id), "name": v.charter.name, "period": p.to_string(),
+                "bytes": seal.to_bytes().len(), "members": seal.owes.len(), "costs_cents": seal.costs_cents,
+            }))
+        }
+    }
+}
+
+fn statement(id: &Key, v: &PoolView, l: &LedgerView, p: Period, st: &[Statement]) -> Value {
+    json!({
+        "pool": hex(id),
+        "name": v.charter.name,
+        "period": p.to_string(),
+        "cost_rule": v.charter.cost_rule,
+        "costs_cents": l.costs.values().map(|c| c.cents).sum::<i64>(),
+        "costs": l.costs.values().map(|c| json!({ "what": c.what, "cents": c.cents })).collect::<Vec<_>>(),
+        "members": st.iter().map(|s| json!({
+            "member": hex(&s.member),
+            "name": name(v, &s.member),
+            "storage_used_byte_hours": l.total(&s.member, Counter::StorageUsed),
+            "received_bytes": l.total(&s.member, Counter::EgressReceived),
+            "storage_provided_byte_hours": l.total(&s.member, Counter::StorageProvided),
+            "served_bytes": l.total(&s.member, Counter::EgressServed),
+            "usage": s.usage,
+            "contribution": s.contribution,
+            "balance_milli": s.balance_milli,
+            "owes_cents": s.owes_cents,
+            "reference": format!("kith {} {p} {}", v.charter.name, &hex(&s.member)[..8]),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn i(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn money(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+/// Prints `kith ledger`.
+pub fn render_show(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in v["pools"].as_array().into_iter().flatten() {
+        println!(
+            "{} {}  ({} split, costs {}{})",
+            s(&p["name"]),
+            s(&p["period"]),
+            s(&p["cost_rule"]),
+            money(i(&p["costs_cents"])),
+            p["sealed_by"].as_str().map(|b| format!(", sealed by {}", &b[..8])).unwrap_or_default()
+        );
+        println!(
+            "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}",
+            "MEMBER", "HELD FOR", "HELD BY", "SERVED", "RECEIVED", "AUDITS", "OWES"
+        );
+        println!(
+            "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9}",
+            "", "OTHERS", "OTHERS", "", "", "OK/FAIL"
+        );
+        for m in p["members"].as_array().into_iter().flatten() {
+            let bh = |k: &str| format!("{}·h", fmt::bytes(i(&m[k]).max(0) as u64));
+            let b = |k: &str| fmt::bytes(i(&m[k]).max(0) as u64);
+            let flag = if m["flags"].as_array().is_some_and(|f| !f.is_empty()) { " !" } else { "" };
+            println!(
+                "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}{flag}",
+                s(&m["name"]).chars().take(16).collect::<String>(),
+                bh("storage_provided"),
+                bh("storage_used"),
+                b("egress_served"),
+                b("egress_received"),
+                format!("{}/{}", i(&m["audits_passed"]), i(&m["audits_failed"])),
+                money(i(&m["owes_cents"])),
+            );
+        }
+        if !p["recorded"].as_bool().unwrap_or(false) {
+            println!("  (nothing recorded yet in this period)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `kith ledger verify`; exit status 1 when a row does not match its evidence.
+pub fn render_verify(v: &Value, json: bool) -> Result<ExitCode> {
+    let flagged = v["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| p["flags"].as_array().is_some_and(|f| !f.is_empty()));
+    let code = if flagged { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    if json {
+        println!("{v}");
+        return Ok(code);
+    }
+    for p in v["pools"].as_array().into_iter().flatten() {
+        println!(
+            "{} {}: {} members, {} receipts covering {}",
+            s(&p["name"]),
+            s(&p["period"]),
+            i(&p["members"]),
+            i(&p["receipts"]),
+            fmt::bytes(p["receipt_bytes"].as_u64().unwrap_or(0))
+        );
+        for f in p["flags"].as_array().into_iter().flatten() {
+            println!("  FLAG {}: {}", s(&f["name"]), s(&f["what"]));
+        }
+        if p["flags"].as_array().is_none_or(|f| f.is_empty()) {
+            println!("  every row matches its evidence");
+        }
+    }
+    Ok(code)
+}
+
+/// Writes `kith ledger statement` as CSV or JSON, to a file or standard output.
+pub fn render_statement(v: &Value, format: &str, output: Option<PathBuf>) -> Result<ExitCode> {
+    let text = match format {
+        "json" => format!("{}\n", serde_json::to_string_pretty(v)?),
+        "csv" => {
+            let mut t = String::from(
+                "pool,period,member,name,storage_used_byte_hours,received_bytes,storage_provided_byte_hours,served_bytes,usage_units,contribution_units,credit_balance,owes,payment_reference\n",
+            );
+            for st in v["statements"].as_array().into_iter().flatten() {
+                for m in st["members"].as_array().into_iter().flatten() {
+                    let cells = [
+                        s(&st["name"]).to_string(),
+                        s(&st["period"]).to_string(),
+                        s(&m["member"]).to_string(),
+                        s(&m["name"]).to_string(),
+                        i(&m["storage_used_byte_hours"]).to_string(),
+                        i(&m["received_bytes"]).to_string(),
+                        i(&m["storage_provided_byte_hours"]).to_string(),
+                        i(&m["served_bytes"]).to_string(),
+                        format!("{:.6}", m["usage"].as_f64().unwrap_or(0.0)),
+                        format!("{:.6}", m["contribution"].as_f64().unwrap_or(0.0)),
+                        format!("{:.3}", i(&m["balance_milli"]) as f64 / 1000.0),
+                        money(i(&m["owes_cents"])),
+                        s(&m["reference"]).to_string(),
+                    ];
+                    let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+                    t.push_str(&row.join(","));
+                    t.push('\n');
+                }
+            }
+            t
+        }
+        f => bail!("unknown format `{f}` (csv or json)"),
+    };
+    match output {
+        Some(path) => {
+            let mut f =
+                std::fs::OpenOptions::new().write(true).create_new(true).open(&path).with_context(
+                    || format!("cannot create {} (it must not exist)", path.display()),
+                )?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A CSV cell, quoted when it needs to be; a leading `=`, `+`, `-` or `@` is escaped so a
+/// spreadsheet does not run a member's name as a formula.
+fn csv_cell(c: &str) -> String {
+    let c = if c.starts_with(['=', '+', '-', '@']) && c.parse::<f64>().is_err() {
+        format!("'{c}")
+    } else {
+        c.to_string()
+    };
+    if c.contains([',', '"', '\n', '\r']) { format!("\"{}\"", c.replace('"', "\"\"")) } else { c }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_parse_to_cents_and_bad_ones_are_refused() {
+        assert_eq!(parse_cents("12").unwrap(), 1200);
+        assert_eq!(parse_cents("12.5").unwrap(), 1250);
+        assert_eq!(parse_cents("0.07").unwrap(), 7);
+        for bad in ["", "-3", "1,50", "1.505", "abc", "1e3", ".5", "0", "0.00", "99999999999999"] {
+            assert!(parse_cents(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_cell("-12.50"), "-12.50");
+    }
+}

@@ -1,0 +1,148 @@
+//! What a node accrues between two records into its pools' ledgers.
+//!
+//! Storage is accrued in byte-milliseconds at every repair pass (what this node holds for
+//! other members, and, on one node per member, what other members hold for it), and turned
+//! into whole byte-hours when recorded; the remainder waits for the next record. Audits are
+//! counted as this node answers them. Transfer comes from the node's tallies of blobs served
+//! and received for each pool (see `kith_node::net::blobs::Tallies`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kith_crdt::Key;
+
+/// Longest gap between two repair passes that still accrues in full (a node that was
+/// suspended did not hold anything for anybody meanwhile).
+const MAX_GAP_MS: i64 = 10 * 60 * 1000;
+/// Milliseconds in an hour.
+const HOUR_MS: u128 = 3_600_000;
+
+#[derive(Debug, Default)]
+struct Accrual {
+    /// When storage last accrued.
+    at_ms: Option<i64>,
+    /// Byte-ms held for other members.
+    provided: u128,
+    /// Byte-ms of this member's data held by other members.
+    used: u128,
+    audits_passed: i64,
+    audits_failed: i64,
+    /// When usage was last recorded (or when accrual began).
+    recorded_ms: Option<i64>,
+}
+
+/// What is due for one record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Due {
+    /// Byte-hours held for others.
+    pub provided: i64,
+    /// Byte-hours of own data held by others.
+    pub used: i64,
+    /// Audits of this node passed.
+    pub audits_passed: i64,
+    /// Audits of this node failed.
+    pub audits_failed: i64,
+}
+
+/// Accruals per pool.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pools: Mutex<HashMap<Key, Accrual>>,
+}
+
+impl Usage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Accrual>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accrues storage at `now_ms`: this node held `provided` bytes for others, and other
+    /// members held `used` bytes of this member's data (copies counted), since the last
+    /// accrual.
+    pub fn accrue(&self, pool: Key, provided: u64, used: u64, now_ms: i64) {
+        let mut pools = self.lock();
+        let a = pools.entry(pool).or_default();
+        a.recorded_ms.get_or_insert(now_ms);
+        if let Some(t) = a.at_ms {
+            let dt = (now_ms - t).clamp(0, MAX_GAP_MS) as u128;
+            a.provided += provided as u128 * dt;
+            a.used += used as u128 * dt;
+        }
+        a.at_ms = Some(now_ms);
+    }
+
+    /// Counts an audit this node answered.
+    pub fn audited(&self, pool: Key, passed: bool) {
+        let mut pools = self.lock();
+        let a = pools.entry(pool).or_default();
+        if passed {
+            a.audits_passed += 1;
+        } else {
+            a.audits_failed += 1;
+        }
+    }
+
+    /// Takes what is due if `every_ms` has passed since the last record (the first record
+    /// comes `every_ms` after accrual began); whole byte-hours only.
+    pub fn take_due(&self, pool: Key, every_ms: u64, now_ms: i64) -> Option<Due> {
+        let mut pools = self.lock();
+        let a = pools.get_mut(&pool)?;
+        let since = *a.recorded_ms.get_or_insert(now_ms);
+        if now_ms - since < every_ms as i64 {
+            return None;
+        }
+        a.recorded_ms = Some(now_ms);
+        let due = Due {
+            provided: (a.provided / HOUR_MS) as i64,
+            used: (a.used / HOUR_MS) as i64,
+            audits_passed: a.audits_passed,
+            audits_failed: a.audits_failed,
+        };
+        a.provided %= HOUR_MS;
+        a.used %= HOUR_MS;
+        a.audits_passed = 0;
+        a.audits_failed = 0;
+        Some(due)
+    }
+
+    /// Puts back what could not be recorded.
+    pub fn put_back(&self, pool: Key, due: Due) {
+        let mut pools = self.lock();
+        let a = pools.entry(pool).or_default();
+        a.provided += due.provided as u128 * HOUR_MS;
+        a.used += due.used as u128 * HOUR_MS;
+        a.audits_passed += due.audits_passed;
+        a.audits_failed += due.audits_failed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_accrues_in_byte_hours_and_keeps_the_remainder() {
+        let u = Usage::default();
+        let p = [1; 32];
+        u.accrue(p, 0, 0, 0);
+        // An hour of 3,600 and 7,200 bytes, in ten-minute passes.
+        for step in 1..=6 {
+            u.accrue(p, 3_600, 7_200, step * 600_000);
+            if step == 3 {
+                assert_eq!(u.take_due(p, 3_600_000, 1_800_000), None, "not due yet");
+            }
+        }
+        let due = u.take_due(p, 3_600_000, 3_600_000).unwrap();
+        assert_eq!(due.provided, 3_600);
+        assert_eq!(due.used, 7_200);
+        // A gap longer than MAX_GAP_MS accrues only MAX_GAP_MS.
+        u.accrue(p, 6, 0, 3_600_000 + 24 * HOUR_MS as i64);
+        u.audited(p, true);
+        u.audited(p, false);
+        let due = u.take_due(p, 1, 3_600_000 + 24 * HOUR_MS as i64).unwrap();
+        assert_eq!(due.provided, 1, "6 bytes for 10 minutes is one byte-hour");
+        assert_eq!((due.audits_passed, due.audits_failed), (1, 1));
+        u.put_back(p, due);
+        let again = u.take_due(p, 1, 3_600_000 + 25 * HOUR_MS as i64).unwrap();
+        assert_eq!(again, due, "what could not be recorded is recorded next time");
+    }
+}
