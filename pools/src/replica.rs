@@ -365,12 +365,7 @@ impl Replicator {
     }
 
     /// A manifest, from memory, the store, or else fetched from `from`.
-    async fn manifest(
-        &self,
-        pool: Key,
-        id: &Key,
-        from: &[EndpointId],
-    ) -> Result<Arc<Manifest>, String> {
+    async fn manifest(&self, id: &Key, from: &[EndpointId]) -> Result<Arc<Manifest>, String> {
         if let Some(m) = lock(&self.manifests).get(id) {
             return Ok(m.clone());
         }
@@ -386,7 +381,9 @@ impl Replicator {
             Ok::<_, kith_node::StoreError>(())
         })
         .await;
-        node.fetch_missing_from(&what, vec![cid], None, Some(from.to_vec()), Some(pool))
+        // Replication traffic is not egress in the ledger: it is what storage costs, priced in
+        // byte-hours. Only fetches for a member's own use name the pool.
+        node.fetch_missing_from(&what, vec![cid], None, Some(from.to_vec()), None)
             .await
             .map_err(|e| e.to_string())?;
         let store = node.store().clone();
@@ -444,7 +441,7 @@ impl Replicator {
         lock(&self.manifests).insert(mid, Arc::new(manifest.clone()));
         let id = self.pools.resolve(spec).map_err(|e| e.to_string())?;
         let v = self.pools.view_of(&id).ok_or("the pool is gone")?;
-        self.check_room(id, &v, &manifest)
+        self.check_room(&v, &manifest)
             .await
             .map_err(|e| format!("{e}; the object is stored on this node, not in the pool"))?;
         let signer = self.pools.signer();
@@ -515,14 +512,14 @@ impl Replicator {
 
     /// Refuses an object that would take this member over its quota (one copy of its distinct
     /// blobs) or the pool over the storage its live holders offer (every copy).
-    async fn check_room(&self, pool: Key, v: &PoolView, m: &Manifest) -> Result<(), String> {
+    async fn check_room(&self, v: &PoolView, m: &Manifest) -> Result<(), String> {
         let me = self.pools.signer().author().key;
         let from = self.pool_nodes(v);
         let mut all: HashMap<[u8; 32], u64> = HashMap::new();
         let mut mine: HashSet<[u8; 32]> = HashSet::new();
         let mut unknown = (0u64, 0u64);
         for (owner, _, po) in v.objects() {
-            match self.manifest(pool, &po.manifest, &from).await {
+            match self.manifest(&po.manifest, &from).await {
                 Ok(pm) => {
                     for (id, len) in &pm.blobs {
                         all.insert(**id, *len as u64);
@@ -620,7 +617,7 @@ impl Replicator {
         let mut errors = Vec::new();
         let mut manifests = Vec::new();
         for (owner, oid, po) in v.objects() {
-            match self.manifest(pool, &po.manifest, &from).await {
+            match self.manifest(&po.manifest, &from).await {
                 Ok(m) if m.object.as_slice() == oid.as_slice() => manifests.push((*owner, m)),
                 Ok(_) => errors
                     .push(format!("object {}: its manifest names another object", hex(&oid[..8]))),
@@ -697,7 +694,7 @@ impl Replicator {
         for round in want.chunks(FETCH_ROUND) {
             let what = format!("pool {} repair", hex(&pool[..4]));
             match node
-                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()), Some(pool))
+                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()), None)
                 .await
             {
                 Ok(rep) => {
@@ -809,7 +806,7 @@ impl Replicator {
         for (_, oid, po) in v.objects() {
             h.objects += 1;
             h.bytes += po.bytes;
-            match self.manifest(pool, &po.manifest, &from).await {
+            match self.manifest(&po.manifest, &from).await {
                 Ok(m) => manifests.push(m),
                 Err(e) => h.unreadable.push(format!("object {}: {e}", hex(&oid[..8]))),
             }
@@ -1245,7 +1242,7 @@ impl Replicator {
         })?;
         let mut from = vec![peer];
         from.extend(self.pool_nodes(&v).into_iter().filter(|p| *p != peer));
-        let m = self.manifest(pool, &po.manifest, &from).await?;
+        let m = self.manifest(&po.manifest, &from).await?;
         if m.object.as_slice() != object.as_slice() {
             return Err("the manifest names another object".into());
         }
@@ -1260,7 +1257,7 @@ impl Replicator {
         for round in ids.chunks(FETCH_ROUND) {
             let what = format!("object {} for the pool", hex(&object[..8]));
             let rep = node
-                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()), Some(pool))
+                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()), None)
                 .await
                 .map_err(|e| e.to_string())?;
             blobs += rep.blobs;

@@ -31,7 +31,8 @@ fn fails(net: &Testnet, i: usize, args: &[&str]) -> String {
 
 #[test]
 fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
-    let mut net = testnet(3, Layout::Loopback);
+    // Nodes 0 to 2 are ada, bo and cy; node 3 is ada's new machine after node 0 is lost.
+    let mut net = testnet(4, Layout::Loopback);
     let names = ["ada", "bo", "cy"];
     for i in 0..3 {
         net.kith_ok(i, &["init"]).unwrap();
@@ -57,40 +58,58 @@ fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
     })
     .unwrap();
 
-    // Ada stores 3 MiB in the pool; the holders fetch their shares from her node.
+    // Ada stores 3 MiB in the pool. Holding it is storage: byte-hours held for her by bo and
+    // cy, backed by the audits they pass.
     let src = net.dir().join("photos.bin");
-    write(&src, &random_bytes(3 << 20, 7));
+    let data = random_bytes(3 << 20, 7);
+    write(&src, &data);
     let put = net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
     assert_eq!(put["pool"]["complete"], true, "{put}");
-
-    // Every node records; the ledgers sync; bo's node sees all of it, backed by evidence.
+    let object = put["id"].as_str().unwrap().to_string();
     let mut last = Value::Null;
-    net.wait_for(
-        CONVERGE,
-        "the ledger to show storage, transfer and audits, all verified",
-        |net| {
-            let l = ledger(net, 1);
-            let (ada, bo, cy) = (row(&l, "ada"), row(&l, "bo"), row(&l, "cy"));
-            let served = n(ada, "egress_served") + n(bo, "egress_served") + n(cy, "egress_served");
-            let received =
-                n(ada, "egress_received") + n(bo, "egress_received") + n(cy, "egress_received");
-            let verify = net.kith(1, &["ledger", "verify", "--pool", "street"]);
-            last = l.clone();
-            Ok(n(ada, "storage_used") > 0
-                && n(bo, "storage_provided") + n(cy, "storage_provided") > 0
-                && n(ada, "egress_served") > 0
-                && served == received
-                && n(bo, "audits_passed") + n(cy, "audits_passed") > 0
-                && n(bo, "receipts") + n(cy, "receipts") > 0
-                && verify.status.success())
-        },
-    )
+    net.wait_for(CONVERGE, "storage and audits recorded, synced and verified", |net| {
+        let l = ledger(net, 1);
+        let (ada, bo, cy) = (row(&l, "ada"), row(&l, "bo"), row(&l, "cy"));
+        let verify = net.kith(1, &["ledger", "verify", "--pool", "street"]);
+        last = l.clone();
+        Ok(n(ada, "storage_used") > 0
+            && n(bo, "storage_provided") > 0
+            && n(cy, "storage_provided") > 0
+            && n(bo, "audits_passed") > 0
+            && n(cy, "audits_passed") > 0
+            && verify.status.success())
+    })
     .unwrap_or_else(|e| panic!("{e}: {last}"));
-    let l = ledger(&net, 1);
-    let ada = row(&l, "ada");
-    // Ada's share left her node: at least one full copy of the object (two replicas over three
-    // holders put at least one copy elsewhere), every byte receipted by its receiver.
-    assert!(n(ada, "egress_served") >= put["pool"]["bytes"].as_i64().unwrap(), "{l}");
+    // Placing replicas is not egress: nobody was charged for moving ada's copies.
+    let l = ledger(&net, 2);
+    for name in names {
+        assert_eq!(n(row(&l, name), "egress_served"), 0, "{l}");
+    }
+
+    // Ada's machine is lost; her new one restores the object from bo's and cy's nodes. Those
+    // bytes are egress: served by them, received by her, each serving node receipted.
+    net.kill(0).unwrap();
+    net.share_identity(3, 0).unwrap();
+    net.start(3).unwrap();
+    net.wait_for(CONVERGE, "the restored identity to find its pool", |net| {
+        Ok(net.json(3, &["pool", "ls"])?.as_array().is_some_and(|a| a.len() == 1))
+    })
+    .unwrap();
+    let back = net.dir().join("restored.bin");
+    net.kith_ok(3, &["get", &object[..12], "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == data, "restored bytes differ");
+    net.wait_for(CONVERGE, "the restore's transfer recorded with receipts and verified", |net| {
+        let l = ledger(net, 1);
+        let (ada, bo, cy) = (row(&l, "ada"), row(&l, "bo"), row(&l, "cy"));
+        let served = n(bo, "egress_served") + n(cy, "egress_served");
+        let verify = net.kith(1, &["ledger", "verify", "--pool", "street"]);
+        last = l.clone();
+        Ok(n(ada, "egress_received") >= data.len() as i64
+            && served == n(ada, "egress_received")
+            && n(ada, "receipts") >= 1
+            && verify.status.success())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {last}"));
     let verify = net.json(2, &["ledger", "verify", "--pool", "street"]).unwrap();
     assert!(verify["pools"][0]["receipts"].as_u64().unwrap() >= 1, "{verify}");
     assert_eq!(verify["pools"][0]["flags"], Value::Array(vec![]), "{verify}");
@@ -99,12 +118,12 @@ fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
     let err = fails(&net, 1, &["ledger", "cost", "street", "5", "snacks"]);
     assert!(err.contains("only an admin enters costs"), "{err}");
     for bad in ["abc", "-5", "1.234", "0"] {
-        let err = fails(&net, 0, &["ledger", "cost", "street", bad, "power"]);
+        let err = fails(&net, 3, &["ledger", "cost", "street", bad, "power"]);
         assert!(err.contains("amount") || err.contains("more than 0"), "{bad}: {err}");
     }
-    let err = fails(&net, 0, &["ledger", "cost", "street", "5", "   "]);
+    let err = fails(&net, 3, &["ledger", "cost", "street", "5", "   "]);
     assert!(err.contains("say what the cost paid for"), "{err}");
-    net.kith_ok(0, &["ledger", "cost", "street", "30.01", "electricity, November"]).unwrap();
+    net.kith_ok(3, &["ledger", "cost", "street", "30.01", "electricity, November"]).unwrap();
     net.wait_for(CONVERGE, "the cost to reach cy's node", |net| {
         Ok(n(&ledger(net, 2), "costs_cents") == 3001)
     })
@@ -157,7 +176,7 @@ fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
 
     // Sealing: only a month that has ended, only by an admin, only once.
     let this = l["period"].as_str().unwrap().to_string();
-    let err = fails(&net, 0, &["ledger", "seal", "street", &this]);
+    let err = fails(&net, 3, &["ledger", "seal", "street", &this]);
     assert!(err.contains("not over yet"), "{err}");
     let prev = {
         let (y, m) = this.split_once('-').unwrap();
@@ -166,8 +185,8 @@ fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
     };
     let err = fails(&net, 1, &["ledger", "seal", "street", &prev]);
     assert!(err.contains("only an admin"), "{err}");
-    net.kith_ok(0, &["ledger", "seal", "street", &prev]).unwrap();
-    let err = fails(&net, 0, &["ledger", "seal", "street", &prev]);
+    net.kith_ok(3, &["ledger", "seal", "street", &prev]).unwrap();
+    let err = fails(&net, 3, &["ledger", "seal", "street", &prev]);
     assert!(err.contains("already sealed"), "{err}");
     net.wait_for(CONVERGE, "bo's node to see the seal", |net| {
         let v = net.json(1, &["ledger", "--pool", "street", "--period", &prev])?;
