@@ -114,11 +114,16 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     .listen_uds(uds)?
     .run();
     let page = web::Data::new(LanPage { node: node.id().to_string() });
+    let gateway = web::Data::from(kith_hosting::gateway::Gateway::new(
+        ctx.pools.clone().expect("the daemon runs pools"),
+        node.clone(),
+        kith_hosting::gateway::DEFAULT_CACHE_BYTES,
+    ));
     let lan_server = HttpServer::new(move || {
         App::new()
             .app_data(page.clone())
-            .route("/", web::get().to(lan_index))
-            .default_service(web::to(not_found))
+            .app_data(gateway.clone())
+            .default_service(web::to(lan_request))
     })
     .workers(2)
     .disable_signals()
@@ -212,6 +217,24 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 struct LanPage {
     node: String,
+}
+
+/// Every LAN request: a site's (by `Host: NAME.local` or `/s/NAME/`), else the node's page.
+async fn lan_request(
+    req: HttpRequest,
+    page: web::Data<LanPage>,
+    gateway: web::Data<kith_hosting::gateway::Gateway>,
+) -> HttpResponse {
+    if let Some(r) = gateway.clone().into_inner().handle(&req).await {
+        return r;
+    }
+    if req.path() == "/"
+        && (req.method() == actix_web::http::Method::GET
+            || req.method() == actix_web::http::Method::HEAD)
+    {
+        return lan_index(page).await;
+    }
+    not_found().await
 }
 
 async fn lan_index(page: web::Data<LanPage>) -> HttpResponse {

@@ -14,6 +14,7 @@ mod ops;
 mod pool_ops;
 mod progress;
 mod render;
+mod site_ops;
 mod wire;
 
 use std::io::{IsTerminal, Read, Write};
@@ -87,6 +88,11 @@ enum Command {
         command: Option<LedgerCommand>,
         #[command(flatten)]
         sel: LedgerSel,
+    },
+    /// Sites: publish a folder to a pool; every member's node serves it.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
     },
     /// Pools: communities sharing their members' storage.
     Pool {
@@ -280,6 +286,65 @@ enum PoolCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Publish a folder as a new version of a site (served at http://NAME.local/).
+    Publish {
+        /// The folder.
+        dir: PathBuf,
+        /// The site's name (one DNS label: a-z, 0-9, -).
+        #[arg(long)]
+        name: String,
+        /// The pool (default: the only pool this node is in).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Anyone on the LAN may read it (the default).
+        #[arg(long, conflicts_with = "members")]
+        public: bool,
+        /// Only the pool's members may read it (with `kith site credential`).
+        #[arg(long)]
+        members: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The sites of this node's pools.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The versions of a site.
+    Versions {
+        /// The site.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve an earlier version of your site again.
+    Rollback {
+        /// The site.
+        name: String,
+        /// The version (see `kith site versions`).
+        version: u64,
+    },
+    /// Take your site down (every version).
+    Rm {
+        /// The site.
+        name: String,
+    },
+    /// Print a credential that opens the pool's members-only sites.
+    Credential {
+        /// The pool (default: the only pool this node is in).
+        #[arg(long)]
+        pool: Option<String>,
+        /// How long it is valid (s, m, h, d).
+        #[arg(long, default_value = "30d")]
+        expires: String,
+    },
+}
+
 #[derive(clap::Args, Clone)]
 struct LedgerSel {
     /// The pool (default: every pool this node is in).
@@ -351,6 +416,29 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("kith: error: {}", ops::chain(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn site_command(root: &Path, cwd: &Path, command: SiteCommand) -> Result<ExitCode> {
+    use site_ops::{SiteReq, render};
+    let run = |req| execute(root, Request::Site(req), "");
+    match command {
+        SiteCommand::Publish { dir, name, pool, public: _, members, json } => {
+            let dir = kith_node::store::absolute_in(&dir, cwd);
+            site_ops::check_dir(&dir)?;
+            render(&run(SiteReq::Publish { dir, name, pool, members })?, "publish", json)
+        }
+        SiteCommand::Ls { json } => render(&run(SiteReq::Ls)?, "ls", json),
+        SiteCommand::Versions { name, json } => {
+            render(&run(SiteReq::Versions { name })?, "versions", json)
+        }
+        SiteCommand::Rollback { name, version } => {
+            render(&run(SiteReq::Rollback { name, version })?, "rollback", false)
+        }
+        SiteCommand::Rm { name } => render(&run(SiteReq::Rm { name })?, "rm", false),
+        SiteCommand::Credential { pool, expires } => {
+            render(&run(SiteReq::Credential { pool, expires })?, "credential", false)
         }
     }
 }
@@ -454,6 +542,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { json } => render::status(&execute(&root, Request::Status, "")?, json),
         Command::Pool { command } => pool_command(&root, command),
         Command::Ledger { command, sel } => ledger_command(&root, command, sel),
+        Command::Site { command } => site_command(&root, &cwd, command),
         Command::Identity { json } => {
             render::identity(&execute(&root, Request::Pool(PoolReq::Identity), "")?, json)
         }

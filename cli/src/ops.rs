@@ -57,6 +57,8 @@ pub enum Request {
     Pool(crate::pool_ops::PoolReq),
     /// A ledger command.
     Ledger(crate::ledger_ops::LedgerReq),
+    /// A site command.
+    Site(crate::site_ops::SiteReq),
 }
 
 /// Where `get` restores to.
@@ -199,6 +201,10 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             let rep = ctx.replicator.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             crate::pool_ops::handle(pools, rep, node, req).await
+        }
+        Request::Site(req) => {
+            need_node(ctx, "manage sites")?;
+            crate::site_ops::handle(ctx, req).await
         }
         Request::Ledger(req) => {
             need_node(ctx, "read the ledgers")?;

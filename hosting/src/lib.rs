@@ -1,6 +1,20 @@
-//! kith hosting: sites published to a pool and served by every member.
+//! kith hosting: sites published to a pool and served by every member's node.
 //!
-//! This crate will hold site publishing and versions, name resolution (`NAME.local` over mDNS),
-//! the HTTP gateway (actix-web) and its edge cache. Nothing lives here yet; see the hosting issue.
+//! - [`site`]: a site version's format (files cut into sealed chunks, and an index) and
+//!   publishing a folder.
+//! - [`gateway`]: the HTTP gateway every node runs: `Host: NAME.local` and `/s/NAME/`, the way
+//!   nginx serves static files, with an edge cache.
+//! - [`http`]: the pure request parsing it uses; [`access`]: credentials for members-only
+//!   sites; [`name`]: site names (DNS labels).
 
 #![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod access;
+pub mod gateway;
+pub mod http;
+pub mod mime;
+pub mod name;
+pub mod site;
+
+pub use name::check_name;

@@ -162,6 +162,50 @@ pub fn set_audit(
     d.put(&e, "at", a.at_ms)
 }
 
+/// Records version `n` of `me`'s site `name` and serves it.
+pub fn set_site_version(
+    d: &mut AutoCommit,
+    me: &Key,
+    name: &str,
+    access: crate::view::Access,
+    n: u64,
+    v: &crate::view::SiteVersion,
+) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let ss = map_or_new(d, &m, "sites")?;
+    let s = map_or_new(d, &ss, name)?;
+    d.put(&s, "access", access.as_str())?;
+    let vs = map_or_new(d, &s, "versions")?;
+    let e = d.put_object(&vs, n.to_string(), ObjType::Map)?;
+    d.put(&e, "index", ScalarValue::Bytes(v.index.to_vec()))?;
+    d.put(&e, "key", ScalarValue::Bytes(v.key.to_vec()))?;
+    d.put(&e, "len", v.len)?;
+    d.put(&e, "files", v.files)?;
+    d.put(&e, "bytes", v.bytes)?;
+    d.put(&e, "at", v.at_ms)?;
+    d.put(&s, "current", n)
+}
+
+/// Serves version `n` of `me`'s site `name`.
+pub fn set_site_current(
+    d: &mut AutoCommit,
+    me: &Key,
+    name: &str,
+    n: u64,
+) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let ss = map(d, &m, "sites")?;
+    let s = map(d, &ss, name)?;
+    d.put(&s, "current", n)
+}
+
+/// Forgets `me`'s site `name`.
+pub fn remove_site(d: &mut AutoCommit, me: &Key, name: &str) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let ss = map(d, &m, "sites")?;
+    d.delete(&ss, name)
+}
+
 /// Forgets an object `me` stored.
 pub fn remove_object(d: &mut AutoCommit, me: &Key, object: &Key) -> Result<(), AutomergeError> {
     let m = member(d, me)?;

@@ -32,4 +32,7 @@ mod view;
 pub use invite::{Invite, InviteError};
 pub use pool::{Pool, PoolError, check_replicas, parse_duration_ms, parse_size};
 pub use rules::PoolRules;
-pub use view::{Charter, Member, Offer, POOL_KIND, PoolObject, PoolView, Role, State, parse_key};
+pub use view::{
+    Access, Charter, Member, Offer, POOL_KIND, PoolObject, PoolView, Role, Site, SiteVersion,
+    State, parse_key,
+};

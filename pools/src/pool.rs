@@ -296,6 +296,88 @@ impl Pool {
         Ok(())
     }
 
+    /// Publishes a new version of this member's site `name` (a valid DNS label) and serves it;
+    /// returns its number. Refused if another member serves a site of that name.
+    pub fn publish_site(
+        &mut self,
+        signer: &Signer,
+        name: &str,
+        access: crate::view::Access,
+        v: &crate::view::SiteVersion,
+        now_ms: i64,
+    ) -> Result<u64, PoolError> {
+        let me = signer.author().key;
+        let view = self.view();
+        let m = view
+            .active(&me)
+            .ok_or_else(|| PoolError::Denied("you are not a member of this pool".into()))?;
+        if let Some((owner, _)) = view.site(name).filter(|(o, _)| *o != me) {
+            let who = view.members.get(&owner).map(|m| m.name.clone()).unwrap_or_default();
+            return Err(PoolError::Policy(format!(
+                "`{name}` is {who}'s site in this pool; choose another name"
+            )));
+        }
+        let n = m.sites.get(name).and_then(|s| s.versions.keys().max()).map_or(1, |x| x + 1);
+        self.doc.change(signer, now_ms, &PoolRules, |d| {
+            edit::set_site_version(d, &me, name, access, n, v)
+        })?;
+        Ok(n)
+    }
+
+    /// Serves version `n` of this member's site `name` again.
+    pub fn rollback_site(
+        &mut self,
+        signer: &Signer,
+        name: &str,
+        n: u64,
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        let me = signer.author().key;
+        let view = self.view();
+        let site = view
+            .active(&me)
+            .and_then(|m| m.sites.get(name))
+            .ok_or_else(|| PoolError::Policy(format!("you have no site `{name}` in this pool")))?;
+        if !site.versions.contains_key(&n) {
+            let have: Vec<String> = site.versions.keys().map(u64::to_string).collect();
+            return Err(PoolError::Policy(format!(
+                "site `{name}` has no version {n} (versions: {})",
+                have.join(", ")
+            )));
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_site_current(d, &me, name, n))?;
+        Ok(())
+    }
+
+    /// Takes this member's site `name` down and forgets its versions (and their objects, so
+    /// holders may drop the chunks).
+    pub fn remove_site(
+        &mut self,
+        signer: &Signer,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<crate::view::Site, PoolError> {
+        let me = signer.author().key;
+        let view = self.view();
+        let m = view
+            .active(&me)
+            .ok_or_else(|| PoolError::Denied("you are not a member of this pool".into()))?;
+        let site =
+            m.sites.get(name).cloned().ok_or_else(|| {
+                PoolError::Policy(format!("you have no site `{name}` in this pool"))
+            })?;
+        let objects: Vec<Key> =
+            site.versions.values().map(|v| v.index).filter(|o| m.objects.contains_key(o)).collect();
+        self.doc.change(signer, now_ms, &PoolRules, |d| {
+            edit::remove_site(d, &me, name)?;
+            for o in &objects {
+                edit::remove_object(d, &me, o)?;
+            }
+            Ok(())
+        })?;
+        Ok(site)
+    }
+
     /// Forgets an object this member stored; holders may then drop its chunks.
     pub fn remove_object(
         &mut self,

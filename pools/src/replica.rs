@@ -426,7 +426,21 @@ impl Replicator {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let list: Vec<([u8; 32], u32)> = blobs.iter().map(|(c, l)| (c.0, *l)).collect();
-        let manifest = Manifest::new(object, &list)?;
+        self.put_blobs(spec, object, name, &list).await
+    }
+
+    /// Puts the blobs `list` (in this node's store, `(id, stored length)`) into pool `spec` as
+    /// object `object` named `name`: what [`Replicator::put`] does for a stored object, and
+    /// what a site version is.
+    pub async fn put_blobs(
+        &self,
+        spec: &str,
+        object: Key,
+        name: &str,
+        list: &[([u8; 32], u32)],
+    ) -> Result<PoolPut, String> {
+        let node = self.node()?.clone();
+        let manifest = Manifest::new(object, list)?;
         let mid = manifest.id();
         let bytes = manifest.to_bytes();
         let store = node.store().clone();

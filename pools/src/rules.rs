@@ -8,7 +8,7 @@
 //! | `charter/*` | an active admin |
 //! | `members/X/role` | an active admin |
 //! | `members/X/state` | an active admin (any value); X itself (`left`) |
-//! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*`, `members/X/audits/*` | X itself, while active |
+//! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*`, `members/X/audits/*`, `members/X/sites/*` | X itself, while active |
 //! | `members/X` (a new entry), `joined`, `invite` | X itself, joining with a valid invite |
 //! | the root, other keys | nobody after the genesis |
 //!
@@ -53,7 +53,9 @@ impl Authorizer for PoolRules {
                 }
                 ["members", _, "name"] => own && (member || joining),
                 ["members", _, "joined" | "invite"] => own && joining,
-                ["members", _, "nodes" | "objects" | "audits", ..] => own && (member || joining),
+                ["members", _, "nodes" | "objects" | "audits" | "sites", ..] => {
+                    own && (member || joining)
+                }
                 _ => false,
             };
             if !ok {

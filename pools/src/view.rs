@@ -114,6 +114,75 @@ pub struct Charter {
     pub record_every_ms: u64,
 }
 
+/// Who may read a site through a gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone on the LAN.
+    Public,
+    /// Members of the pool, with a member's credential.
+    Members,
+}
+
+impl Access {
+    /// Its name in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Public => "public",
+            Access::Members => "members",
+        }
+    }
+
+    /// Parses `public` or `members`.
+    pub fn parse(s: &str) -> Result<Access, String> {
+        match s {
+            "public" => Ok(Access::Public),
+            "members" => Ok(Access::Members),
+            _ => Err(format!("unknown access `{s}` (public or members)")),
+        }
+    }
+}
+
+/// One published version of a site: its index (an encrypted blob, see `kith_hosting`) and the
+/// key that opens it, which every member can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteVersion {
+    /// The index blob's id (also the id of the pool object holding the version's blobs).
+    pub index: Key,
+    /// The index's key.
+    pub key: Key,
+    /// The index's plaintext length.
+    pub len: u64,
+    /// Files.
+    pub files: u64,
+    /// Bytes of content (plaintext).
+    pub bytes: u64,
+    /// When it was published (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// A member's site in the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// Who may read it.
+    pub access: Access,
+    /// The version served.
+    pub current: u64,
+    /// Every version kept, by number.
+    pub versions: BTreeMap<u64, SiteVersion>,
+}
+
+impl Site {
+    /// The version served, if it is there.
+    pub fn served(&self) -> Option<&SiteVersion> {
+        self.versions.get(&self.current)
+    }
+
+    /// When the site was first published.
+    pub fn first_ms(&self) -> i64 {
+        self.versions.values().map(|v| v.at_ms).min().unwrap_or(i64::MAX)
+    }
+}
+
 /// An object a member stored in the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolObject {
@@ -174,6 +243,8 @@ pub struct Member {
     pub objects: BTreeMap<Key, PoolObject>,
     /// Its audits of other nodes, by node.
     pub audits: BTreeMap<Key, AuditRecord>,
+    /// Its sites, by name.
+    pub sites: BTreeMap<String, Site>,
 }
 
 impl Member {
@@ -336,6 +407,15 @@ impl PoolView {
                 audits.insert(key, rec);
             }
         }
+        let mut sites = BTreeMap::new();
+        if d.get(m, "sites").map_err(|e| e.to_string())?.is_some() {
+            let ss = obj(d, m, "sites")?;
+            for name in d.keys(&ss) {
+                let s = obj(d, &ss, &name)?;
+                let site = Self::read_site(d, &s).map_err(|e| format!("site {name}: {e}"))?;
+                sites.insert(name, site);
+            }
+        }
         Ok(Member {
             role: Role::parse(&role).ok_or(format!("unknown role `{role}`"))?,
             state: State::parse(&state).ok_or(format!("unknown state `{state}`"))?,
@@ -345,6 +425,45 @@ impl PoolView {
             nodes,
             objects,
             audits,
+            sites,
+        })
+    }
+
+    fn read_site(d: &AutoCommit, s: &ObjId) -> Result<Site, String> {
+        let key32 = |o: &ObjId, k: &str| -> Result<Key, String> {
+            match d.get(o, k).map_err(|e| e.to_string())? {
+                Some((v, _)) => v
+                    .as_bytes()
+                    .and_then(|b| <Key>::try_from(b).ok())
+                    .ok_or(format!("`{k}` is not a 32-byte id")),
+                None => Err(format!("`{k}` is missing")),
+            }
+        };
+        let vs = obj(d, s, "versions")?;
+        let mut versions = BTreeMap::new();
+        for k in d.keys(&vs) {
+            let n: u64 = k.parse().map_err(|_| format!("version `{k}` is not a number"))?;
+            let v = obj(d, &vs, &k)?;
+            let at_ms = match d.get(&v, "at").map_err(|e| e.to_string())? {
+                Some((x, _)) => x.as_i64().ok_or("`at` is not a number")?,
+                None => return Err(format!("version {k}: `at` is missing")),
+            };
+            versions.insert(
+                n,
+                SiteVersion {
+                    index: key32(&v, "index")?,
+                    key: key32(&v, "key")?,
+                    len: uint(d, &v, "len")?,
+                    files: uint(d, &v, "files")?,
+                    bytes: uint(d, &v, "bytes")?,
+                    at_ms,
+                },
+            );
+        }
+        Ok(Site {
+            access: Access::parse(&text(d, s, "access")?)?,
+            current: uint(d, s, "current")?,
+            versions,
         })
     }
 
@@ -391,6 +510,23 @@ impl PoolView {
             .iter()
             .filter(|(_, m)| m.state == State::Active)
             .flat_map(|(k, m)| m.objects.iter().map(move |(o, po)| (k, o, po)))
+    }
+
+    /// Sites of active members: (owner, name, site).
+    pub fn sites(&self) -> impl Iterator<Item = (&Key, &String, &Site)> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.state == State::Active)
+            .flat_map(|(k, m)| m.sites.iter().map(move |(n, s)| (k, n, s)))
+    }
+
+    /// The site served under `name`: if two members published one (concurrently, on two sides
+    /// of a partition), the one first published wins, then the lower member id.
+    pub fn site(&self, name: &str) -> Option<(Key, &Site)> {
+        self.sites()
+            .filter(|(_, n, _)| n.as_str() == name)
+            .min_by_key(|(k, _, s)| (s.first_ms(), **k))
+            .map(|(k, _, s)| (*k, s))
     }
 
     /// Nodes whose latest audit by some active member's node failed.

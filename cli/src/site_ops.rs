@@ -1,0 +1,282 @@
+//! `kith site`: publish folders as sites of a pool, list, roll back, take down; run in the
+//! daemon (which holds the pools and serves the sites).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow, bail};
+use kith_crdt::hex;
+use kith_hosting::site::{publish, site_secret};
+use kith_pools::service::Pools;
+use kith_pools::{Access, SiteVersion};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::fmt;
+use crate::ops::Ctx;
+
+/// A site command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "site_op", rename_all = "snake_case")]
+pub enum SiteReq {
+    /// Publish a folder as a new version.
+    Publish { dir: PathBuf, name: String, pool: Option<String>, members: bool },
+    /// Sites of this node's pools.
+    Ls,
+    /// Versions of a site.
+    Versions { name: String },
+    /// Serve an earlier version again.
+    Rollback { name: String, version: u64 },
+    /// Take a site down.
+    Rm { name: String },
+    /// A credential for members-only sites.
+    Credential { pool: Option<String>, expires: String },
+}
+
+fn now() -> i64 {
+    kith_node::keys::now_ms() as i64
+}
+
+/// The pool named, or the only pool this node is in.
+fn pool_spec(pools: &Pools, given: Option<String>) -> Result<String> {
+    if let Some(p) = given {
+        pools.resolve(&p)?;
+        return Ok(p);
+    }
+    match pools.list().as_slice() {
+        [(id, _)] => Ok(hex(id)),
+        [] => {
+            bail!("this node is in no pool; sites are published to a pool (see `kith pool create`)")
+        }
+        _ => bail!("this node is in several pools; say which with --pool"),
+    }
+}
+
+/// The pool holding this identity's site `name`.
+fn own_site(pools: &Pools, name: &str) -> Result<String> {
+    let me = pools.signer().author().key;
+    pools
+        .list()
+        .into_iter()
+        .find(|(_, v)| v.members.get(&me).is_some_and(|m| m.sites.contains_key(name)))
+        .map(|(id, _)| hex(&id))
+        .ok_or_else(|| anyhow!("you have no site `{name}` (see `kith site ls`)"))
+}
+
+fn urls(ctx: &Ctx, name: &str) -> Value {
+    let port = ctx.http.map(|a| a.port()).unwrap_or(7780);
+    let suffix = if port == 80 { String::new() } else { format!(":{port}") };
+    json!([format!("http://{name}.local{suffix}/"), format!("http://NODE{suffix}/s/{name}/")])
+}
+
+/// Runs a site command.
+pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
+    let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
+    let signer = pools.signer();
+    match req {
+        SiteReq::Publish { dir, name, pool, members } => {
+            kith_hosting::check_name(&name).map_err(|e| anyhow!(e))?;
+            let spec = pool_spec(pools, pool)?;
+            let id = pools.resolve(&spec)?;
+            let me = signer.author().key;
+            if let Some((owner, _)) =
+                pools.view_of(&id).and_then(|v| v.site(&name).map(|(o, s)| (o, s.clone())))
+                && owner != me
+            {
+                bail!("`{name}` is another member's site in this pool; choose another name");
+            }
+            let rep = ctx.replicator.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
+            let secret = site_secret(ctx.home.identity()?.store_secret(), &id, &name);
+            let (store, n, d) = (ctx.store.clone(), name.clone(), dir.clone());
+            let started = std::time::Instant::now();
+            let p = tokio::task::spawn_blocking(move || publish(&store, &secret, &n, &d, now()))
+                .await?
+                .map_err(|e| anyhow!(e))?;
+            let put = rep
+                .put_blobs(&spec, p.index.0, &format!("site {name}"), &p.blobs)
+                .await
+                .map_err(|e| anyhow!(e))?;
+            let access = if members { Access::Members } else { Access::Public };
+            let v = SiteVersion {
+                index: p.index.0,
+                key: p.key,
+                len: p.len,
+                files: p.files,
+                bytes: p.bytes,
+                at_ms: now(),
+            };
+            let version = pools
+                .with_pool(&spec, |pool| pool.publish_site(signer, &name, access, &v, now()))?;
+            let mut out = json!({
+                "name": name, "pool": hex(&id), "version": version, "access": access.as_str(),
+                "files": p.files, "bytes": p.bytes, "new_blobs": p.new_blobs, "blobs": p.blobs.len(),
+                "skipped": p.skipped, "urls": urls(ctx, &name),
+                "seconds": started.elapsed().as_secs_f64(),
+            });
+            out["pool_put"] = crate::pool_ops::pool_put_json(&put, started.elapsed().as_secs_f64());
+            Ok(out)
+        }
+        SiteReq::Ls => {
+            let mut sites = Vec::new();
+            for (id, v) in pools.list() {
+                for (owner, name, s) in v.sites() {
+                    let cur = s.served();
+                    let winner = v.site(name).is_some_and(|(o, _)| o == *owner);
+                    sites.push(json!({
+                        "name": name, "pool": hex(&id), "pool_name": v.charter.name,
+                        "owner": hex(owner), "owner_name": v.members[owner].name,
+                        "access": s.access.as_str(), "version": s.current,
+                        "files": cur.map(|c| c.files), "bytes": cur.map(|c| c.bytes),
+                        "at_ms": cur.map(|c| c.at_ms), "served": winner,
+                        "urls": urls(ctx, name),
+                    }));
+                }
+            }
+            Ok(json!({ "sites": sites }))
+        }
+        SiteReq::Versions { name } => {
+            let (id, v) =
+                pools.list().into_iter().find(|(_, v)| v.site(&name).is_some()).ok_or_else(
+                    || anyhow!("no site `{name}` in this node's pools (see `kith site ls`)"),
+                )?;
+            let (owner, s) = v.site(&name).expect("found above");
+            let versions: Vec<Value> = s
+                .versions
+                .iter()
+                .map(|(n, x)| json!({
+                    "version": n, "current": *n == s.current, "files": x.files, "bytes": x.bytes,
+                    "at_ms": x.at_ms, "index": hex(&x.index),
+                }))
+                .collect();
+            Ok(
+                json!({ "name": name, "pool": hex(&id), "owner": hex(&owner), "versions": versions }),
+            )
+        }
+        SiteReq::Rollback { name, version } => {
+            let spec = own_site(pools, &name)?;
+            pools.with_pool(&spec, |p| p.rollback_site(signer, &name, version, now()))?;
+            Ok(json!({ "name": name, "version": version }))
+        }
+        SiteReq::Rm { name } => {
+            let spec = own_site(pools, &name)?;
+            let site = pools.with_pool(&spec, |p| p.remove_site(signer, &name, now()))?;
+            Ok(json!({ "name": name, "versions": site.versions.len() }))
+        }
+        SiteReq::Credential { pool, expires } => {
+            let spec = pool_spec(pools, pool)?;
+            let id = pools.resolve(&spec)?;
+            let life = crate::pool_ops::parse_duration_ms(&expires)?;
+            if life == 0 || life > 365 * 86_400_000 {
+                bail!("--expires must be between 1s and 365d");
+            }
+            let until = kith_node::keys::now_ms() + life;
+            Ok(json!({
+                "credential": kith_hosting::access::issue(signer, &id, until),
+                "pool": hex(&id), "expires_ms": until,
+            }))
+        }
+    }
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// Prints a site command's result.
+pub fn render(v: &Value, what: &str, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match what {
+        "publish" => {
+            eprintln!(
+                "published {} version {} ({}): {} files, {}, {} new blobs, in {:.2} s",
+                s(&v["name"]),
+                u(&v["version"]),
+                s(&v["access"]),
+                u(&v["files"]),
+                fmt::bytes(u(&v["bytes"])),
+                u(&v["new_blobs"]),
+                v["seconds"].as_f64().unwrap_or(0.0)
+            );
+            for x in v["skipped"].as_array().into_iter().flatten() {
+                eprintln!("  left out {}", s(x));
+            }
+            for x in v["urls"].as_array().into_iter().flatten() {
+                println!("{}", s(x));
+            }
+            let p = &v["pool_put"];
+            if u(&p["short_blobs"]) > 0 {
+                eprintln!(
+                    "only {} of {} copies could be placed: the pool has {} holder(s) offering storage; repair adds copies when members offer more",
+                    u(&p["holders"]).min(u(&p["replicas"])),
+                    u(&p["replicas"]),
+                    u(&p["holders"])
+                );
+            }
+            for a in p["acks"].as_array().into_iter().flatten().filter(|a| a["ok"] != true) {
+                eprintln!(
+                    "holder {} could not take its copy yet ({}); repair keeps copying in the background",
+                    &s(&a["node"])[..8.min(s(&a["node"]).len())],
+                    s(&a["error"])
+                );
+            }
+        }
+        "ls" => {
+            let sites = v["sites"].as_array().cloned().unwrap_or_default();
+            if sites.is_empty() {
+                eprintln!("no sites yet (kith site publish DIR --name NAME)");
+            }
+            for x in sites {
+                println!(
+                    "{:<24} v{:<4} {:<8} {:>6} files {:>10}  {} in {}{}",
+                    s(&x["name"]),
+                    u(&x["version"]),
+                    s(&x["access"]),
+                    u(&x["files"]),
+                    fmt::bytes(u(&x["bytes"])),
+                    s(&x["owner_name"]),
+                    s(&x["pool_name"]),
+                    if x["served"] == true { "" } else { "  (name taken: not served)" }
+                );
+            }
+        }
+        "versions" => {
+            for x in v["versions"].as_array().into_iter().flatten() {
+                println!(
+                    "{}{:<4} {} {:>6} files {:>10}",
+                    if x["current"] == true { "*" } else { " " },
+                    u(&x["version"]),
+                    fmt::time(u(&x["at_ms"])),
+                    u(&x["files"]),
+                    fmt::bytes(u(&x["bytes"]))
+                );
+            }
+        }
+        "rollback" => eprintln!("{} now serves version {}", s(&v["name"]), u(&v["version"])),
+        "rm" => eprintln!("took {} down ({} versions forgotten)", s(&v["name"]), u(&v["versions"])),
+        "credential" => {
+            println!("{}", s(&v["credential"]));
+            eprintln!(
+                "valid until {}; send it as `Authorization: Bearer ...` or the cookie kith_access",
+                fmt::time(u(&v["expires_ms"]))
+            );
+        }
+        _ => println!("{v}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks a folder exists before the daemon is asked (a clear error without a round trip).
+pub fn check_dir(dir: &std::path::Path) -> Result<()> {
+    let m = std::fs::metadata(dir).map_err(|e| anyhow!("cannot read {}: {e}", dir.display()))?;
+    if !m.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
+    Ok(())
+}

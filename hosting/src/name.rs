@@ -1,0 +1,41 @@
+//! Site names: one DNS label, so `NAME.local` resolves over mDNS.
+
+/// Longest site name (a DNS label).
+pub const MAX_NAME: usize = 63;
+
+/// Checks a site name: 1 to 63 of `a-z`, `0-9` and `-`, not starting or ending with `-`
+/// (lower case: names are looked up case-insensitively, as DNS does).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let why = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_NAME {
+        Some("it is longer than 63 characters")
+    } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        Some("only a-z, 0-9 and - are allowed")
+    } else if name.starts_with('-') || name.ends_with('-') {
+        Some("it may not start or end with -")
+    } else {
+        None
+    };
+    match why {
+        Some(w) => Err(format!(
+            "`{name}` is not a valid site name: {w} (a site name is one DNS label, such as bakery)"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_dns_labels() {
+        for ok in ["bakery", "a", "my-site-2", &"x".repeat(63)] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Bakery", "a.b", "a_b", "é", "a b", &"x".repeat(64), "../x"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}
