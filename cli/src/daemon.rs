@@ -215,6 +215,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Most bytes of request headers the LAN listener accepts.
+const MAX_HEADER_BYTES: usize = 16 << 10;
+
 struct LanPage {
     node: String,
 }
@@ -225,6 +228,15 @@ async fn lan_request(
     page: web::Data<LanPage>,
     gateway: web::Data<kith_hosting::gateway::Gateway>,
 ) -> HttpResponse {
+    // As nginx's large_client_header_buffers: headers beyond 16 KiB in all are refused (the
+    // HTTP parser itself stops reading at 128 KiB).
+    let header_bytes: usize =
+        req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return HttpResponse::build(actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            .content_type("text/plain; charset=utf-8")
+            .body("the request's headers are too large\n");
+    }
     if let Some(r) = gateway.clone().into_inner().handle(&req).await {
         return r;
     }

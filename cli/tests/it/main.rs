@@ -8,6 +8,7 @@ mod crash;
 mod daemon;
 mod dedup;
 mod discovery;
+mod hosting;
 mod integrity;
 mod keys;
 mod large;

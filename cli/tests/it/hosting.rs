@@ -1,0 +1,321 @@
+//! Sites between real daemons: published into a pool, served by every node's gateway the way
+//! nginx serves static files, updated atomically, surviving the publisher, guarded for members,
+//! and the gateway stays up under bad requests.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use kith_testnet::{Layout, Testnet};
+
+use crate::util::*;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// A response, as read off the socket.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends raw bytes and reads the whole answer (the request asks to close).
+fn raw(addr: SocketAddr, request: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse(&buf)
+}
+
+fn parse(buf: &[u8]) -> Resp {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+    let head = std::str::from_utf8(&buf[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    Resp { status, headers, body: buf[end..].to_vec() }
+}
+
+/// A GET (or another method) with extra header lines.
+fn req(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Resp {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+        r.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    raw(addr, r.as_bytes())
+}
+
+fn get(addr: SocketAddr, path: &str) -> Resp {
+    req(addr, "GET", path, &[])
+}
+
+fn http(net: &Testnet, i: usize) -> SocketAddr {
+    net.json(i, &["status"]).unwrap()["http"].as_str().unwrap().parse().unwrap()
+}
+
+/// Nodes 0..n in one pool, each offering storage in its own zone, two replicas.
+fn pool(net: &mut Testnet, n: usize) {
+    for i in 0..n {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    for i in 1..n {
+        let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim()]).unwrap();
+    }
+    for i in 0..n {
+        let zone = format!("house-{i}");
+        net.kith_ok(i, &["offer", "street", "--storage", "10GiB", "--zone", &zone]).unwrap();
+    }
+    net.wait_for(CONVERGE, "every node to see every offer", |net| {
+        Ok((0..n).all(|i| {
+            net.json(i, &["pool", "show", "street"]).unwrap_or_default()["capacity"]["offered"]
+                == (n as u64 * 10) << 30
+        }))
+    })
+    .unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
+}
+
+fn site_dir(net: &Testnet, name: &str, version: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let dir = net.dir().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["css", "docs", ".git"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    write(&dir.join("index.html"), format!("<h1>Bakery {version}</h1>").as_bytes());
+    write(&dir.join("404.html"), b"<h1>no such loaf</h1>");
+    let css =
+        format!("/* {version} */\n{}", "body { color: brown; margin: 0 auto; }\n".repeat(200));
+    write(&dir.join("css/site.css"), css.as_bytes());
+    write(&dir.join("docs/index.html"), b"<p>docs</p>");
+    write(&dir.join(".git/config"), b"secret");
+    write(&dir.join("empty.txt"), b"");
+    let big = random_bytes(3 << 20, 77);
+    write(&dir.join("bread.bin"), &big);
+    (dir, big)
+}
+
+#[test]
+fn a_site_is_served_by_every_node_the_way_nginx_would() {
+    let mut net = testnet(3, Layout::Loopback);
+    pool(&mut net, 3);
+    let (dir, big) = site_dir(&net, "bakery", "v1");
+    let p = net.json(0, &["site", "publish", dir.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    assert_eq!(p["version"], 1, "{p}");
+    assert_eq!(p["files"], 6, "{p}");
+    assert!(p["skipped"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().contains(".git")));
+    let a = http(&net, 1);
+    net.wait_for(CONVERGE, "node 1 to serve the site", |_| Ok(get(a, "/s/bakery/").status == 200))
+        .unwrap();
+
+    // Pages, folders, types, the site's own 404.
+    let r = get(a, "/s/bakery/");
+    assert_eq!(r.body, b"<h1>Bakery v1</h1>");
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let etag = r.header("etag").unwrap().to_string();
+    let modified = r.header("last-modified").unwrap().to_string();
+    let by_host = req(a, "GET", "/", &["Host: bakery.local"]);
+    assert_eq!(by_host.status, 200, "{by_host:?}");
+    assert_eq!(by_host.body, r.body);
+    let r = get(a, "/s/bakery");
+    assert_eq!((r.status, r.header("location")), (301, Some("/s/bakery/")));
+    let r = get(a, "/s/bakery/docs");
+    assert_eq!((r.status, r.header("location")), (301, Some("/s/bakery/docs/")));
+    assert_eq!(get(a, "/s/bakery/docs/").body, b"<p>docs</p>");
+    let r = get(a, "/s/bakery/no/such/page");
+    assert_eq!((r.status, r.body.as_slice()), (404, &b"<h1>no such loaf</h1>"[..]));
+    assert_eq!(get(a, "/s/bakery/.git/config").status, 404, "hidden files are not published");
+    let r = get(a, "/s/bakery/empty.txt");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+
+    // Validators.
+    let r = req(a, "GET", "/s/bakery/", &[&format!("If-None-Match: {etag}")]);
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    let r = req(a, "GET", "/s/bakery/", &[&format!("If-Modified-Since: {modified}")]);
+    assert_eq!(r.status, 304);
+    let r = req(a, "GET", "/s/bakery/", &["If-None-Match: \"other\""]);
+    assert_eq!(r.status, 200);
+
+    // Ranges, across chunk boundaries of a 3 MiB file.
+    let r = get(a, "/s/bakery/bread.bin");
+    assert!(r.status == 200 && r.body == big, "whole file differs");
+    let r = req(a, "GET", "/s/bakery/bread.bin", &["Range: bytes=1000000-2500000"]);
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 1000000-2500000/{}", big.len()).as_str())
+    );
+    assert!(r.body == big[1_000_000..=2_500_000], "range bytes differ");
+    let r = req(a, "GET", "/s/bakery/bread.bin", &["Range: bytes=-10"]);
+    assert!(r.status == 206 && r.body == big[big.len() - 10..]);
+    let r = req(a, "GET", "/s/bakery/bread.bin", &["Range: bytes=99999999-"]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some(format!("bytes */{}", big.len()).as_str()));
+    let r = req(a, "GET", "/s/bakery/bread.bin", &["Range: bytes=0-0", "If-Range: \"stale\""]);
+    assert_eq!((r.status, r.body.len()), (200, big.len()));
+
+    // HEAD: the same head, no body.
+    let r = req(a, "HEAD", "/s/bakery/bread.bin", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(big.len().to_string().as_str()));
+    assert!(r.body.is_empty());
+
+    // gzip where the client accepts it; the same bytes once unpacked.
+    let css = std::fs::read(dir.join("css/site.css")).unwrap();
+    let r = req(a, "GET", "/s/bakery/css/site.css", &["Accept-Encoding: gzip, br"]);
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert!(r.body.len() < css.len() / 4);
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&r.body[..]).read_to_end(&mut plain).unwrap();
+    assert_eq!(plain, css);
+    let r = get(a, "/s/bakery/css/site.css");
+    assert!(r.header("content-encoding").is_none() && r.body == css);
+
+    // No escape, however the path is spelled; other methods, other sites.
+    for bad in [
+        "/s/bakery/../../etc/passwd",
+        "/s/bakery/%2e%2e/%2e%2e/etc/passwd",
+        "/s/bakery/..%2f..%2fetc",
+        "/s/bakery/%2E./x",
+    ] {
+        let r = get(a, bad);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+    assert_eq!(get(a, "/s/bakery/%252e%252e/%252e%252e/etc/passwd").status, 404);
+    assert_eq!(get(a, "/s/bakery/%ff%fe").status, 400);
+    let r = req(a, "POST", "/s/bakery/", &["Content-Length: 0"]);
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+    assert_eq!(get(a, "/s/nosuchsite/").status, 404);
+    assert_eq!(get(a, "/s/Not_A_Name/").status, 404);
+    assert_eq!(req(a, "GET", "/", &["Host: nosuch.local"]).status, 404);
+
+    // A new version: every node serves it within seconds; a page's later requests keep the
+    // version the page came from.
+    let r = get(a, "/s/bakery/");
+    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    assert_eq!(cookie, "kithv-bakery=1");
+    let (dir, _) = site_dir(&net, "bakery", "v2");
+    net.kith_ok(0, &["site", "publish", dir.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    let b = http(&net, 2);
+    net.wait_for(CONVERGE, "nodes 1 and 2 to serve version 2", |_| {
+        Ok([a, b].iter().all(|x| get(*x, "/s/bakery/").body == b"<h1>Bakery v2</h1>"))
+    })
+    .unwrap();
+    let pinned = req(a, "GET", "/s/bakery/css/site.css", &[&format!("Cookie: {cookie}")]);
+    assert!(
+        pinned.body.starts_with(b"/* v1 */"),
+        "the page's stylesheet came from another version"
+    );
+    assert!(get(a, "/s/bakery/css/site.css").body.starts_with(b"/* v2 */"));
+    let v = net.json(1, &["site", "versions", "bakery"]).unwrap();
+    assert_eq!(v["versions"].as_array().unwrap().len(), 2, "{v}");
+    net.kith_ok(0, &["site", "rollback", "bakery", "1"]).unwrap();
+    net.wait_for(CONVERGE, "node 2 to serve version 1 again", |_| {
+        Ok(get(b, "/s/bakery/").body == b"<h1>Bakery v1</h1>")
+    })
+    .unwrap();
+
+    // The publisher's node goes away: the others still serve every byte.
+    net.kill(0).unwrap();
+    for x in [a, b] {
+        assert!(
+            get(x, "/s/bakery/bread.bin").body == big,
+            "a node lost the site with its publisher"
+        );
+        assert_eq!(get(x, "/s/bakery/docs/").body, b"<p>docs</p>");
+    }
+}
+
+#[test]
+fn members_only_sites_need_a_members_credential_and_bad_input_is_refused() {
+    let mut net = testnet(2, Layout::Loopback);
+    pool(&mut net, 2);
+    let (dir, _) = site_dir(&net, "club", "v1");
+    let d = dir.to_str().unwrap();
+    net.kith_ok(0, &["site", "publish", d, "--name", "club", "--members"]).unwrap();
+    let a = http(&net, 1);
+    net.wait_for(CONVERGE, "node 1 to know the site", |_| Ok(get(a, "/s/club/").status == 401))
+        .unwrap();
+    let cred = net.kith_ok(1, &["site", "credential"]).unwrap().trim().to_string();
+    let r = req(a, "GET", "/s/club/", &[&format!("Authorization: Bearer {cred}")]);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"<h1>Bakery v1</h1>"[..]));
+    let r = req(a, "GET", "/s/club/", &[&format!("Cookie: kith_access={cred}")]);
+    assert_eq!(r.status, 200);
+    let mut forged = cred.clone();
+    forged.pop();
+    forged.push(if cred.ends_with('a') { 'b' } else { 'a' });
+    let r = req(a, "GET", "/s/club/", &[&format!("Authorization: Bearer {forged}")]);
+    assert_eq!(r.status, 401);
+
+    // Publishing: bad names, empty folders, names another member holds.
+    let err = |net: &Testnet, i: usize, args: &[&str]| {
+        let out = net.kith(i, args);
+        assert!(!out.status.success(), "kith {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(&net, 0, &["site", "publish", d, "--name", "Bad_Name"]);
+    assert!(e.contains("not a valid site name"), "{e}");
+    let empty = net.dir().join("empty");
+    std::fs::create_dir_all(empty.join(".hidden")).unwrap();
+    let e = err(&net, 0, &["site", "publish", empty.to_str().unwrap(), "--name", "void"]);
+    assert!(e.contains("no files to publish"), "{e}");
+    let e = err(&net, 0, &["site", "publish", "/nonexistent/folder", "--name", "void"]);
+    assert!(e.contains("cannot read"), "{e}");
+    net.wait_for(CONVERGE, "node 1 to see the site", |net| {
+        Ok(net.json(1, &["site", "ls"])?["sites"].as_array().is_some_and(|s| !s.is_empty()))
+    })
+    .unwrap();
+    let e = err(&net, 1, &["site", "publish", d, "--name", "club"]);
+    assert!(e.contains("another member's site"), "{e}");
+    let e = err(&net, 1, &["site", "rm", "club"]);
+    assert!(e.contains("you have no site"), "{e}");
+
+    // The gateway stays up for everybody while a client misbehaves.
+    let r = raw(a, b"GARBAGE\r\n\r\n");
+    assert_eq!(r.status, 400);
+    let huge =
+        format!("GET /s/club/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(64 << 10));
+    let r = raw(a, huge.as_bytes());
+    assert_eq!(r.status, 431);
+    let huger = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+    let r = raw(a, huger.as_bytes());
+    assert!(r.status == 431 || r.status == 400, "{}", r.status);
+    // A slow client that never finishes its headers is cut off; others are served meanwhile.
+    let mut slow = TcpStream::connect(a).unwrap();
+    slow.write_all(b"GET /s/club/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    assert_eq!(req(a, "GET", "/s/club/", &[&format!("Authorization: Bearer {cred}")]).status, 200);
+    slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(60), "the slow client was never cut off");
+
+    // Taking the site down.
+    net.kith_ok(0, &["site", "rm", "club"]).unwrap();
+    net.wait_for(CONVERGE, "node 1 to drop the site", |_| Ok(get(a, "/s/club/").status == 404))
+        .unwrap();
+}
