@@ -131,6 +131,15 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     .shutdown_timeout(STOP_GRACE.as_secs())
     .listen(lan)?
     .run();
+    let announce_task = node.mdns().cloned().map(|m| {
+        let pools = ctx.pools.clone().expect("the daemon runs pools");
+        tokio::spawn(kith_hosting::gateway::announce(
+            pools,
+            m,
+            http_addr.port(),
+            pools_stop.clone(),
+        ))
+    });
     let (control_handle, lan_handle) = (control_server.handle(), lan_server.handle());
     tokio::spawn(control_server);
     tokio::spawn(lan_server);
@@ -147,6 +156,9 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     pools_stop.cancel();
     let _ = pools_task.await;
     let _ = repair_task.await;
+    if let Some(t) = announce_task {
+        let _ = t.await;
+    }
     let stop = async {
         tokio::join!(control_handle.stop(true), lan_handle.stop(true), node.shutdown());
     };

@@ -89,6 +89,17 @@ enum Command {
         #[command(flatten)]
         sel: LedgerSel,
     },
+    /// Look a name up on the LAN over mDNS, as a phone would (bakery, or bakery.local).
+    Resolve {
+        /// The name.
+        name: String,
+        /// How long to listen for answers (s, m).
+        #[arg(long, default_value = "3s", value_name = "DURATION")]
+        wait: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sites: publish a folder to a pool; every member's node serves it.
     Site {
         #[command(subcommand)]
@@ -420,6 +431,24 @@ fn main() -> ExitCode {
     }
 }
 
+fn resolve(name: &str, wait: &str, json: bool) -> Result<ExitCode> {
+    let wait = std::time::Duration::from_millis(pool_ops::parse_duration_ms(wait)?);
+    let host = if name.contains('.') { name.to_string() } else { format!("{name}.local") };
+    let ips = kith_node::net::mdns::resolve(&host, wait).map_err(|e| anyhow::anyhow!(e))?;
+    if json {
+        println!("{}", serde_json::json!({ "name": host, "addrs": ips }));
+    } else {
+        for ip in &ips {
+            println!("{ip}");
+        }
+    }
+    if ips.is_empty() {
+        eprintln!("kith: nobody on this LAN answered for {host} within {} s", wait.as_secs_f32());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn site_command(root: &Path, cwd: &Path, command: SiteCommand) -> Result<ExitCode> {
     use site_ops::{SiteReq, render};
     let run = |req| execute(root, Request::Site(req), "");
@@ -543,6 +572,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pool { command } => pool_command(&root, command),
         Command::Ledger { command, sel } => ledger_command(&root, command, sel),
         Command::Site { command } => site_command(&root, &cwd, command),
+        Command::Resolve { name, wait, json } => resolve(&name, &wait, json),
         Command::Identity { json } => {
             render::identity(&execute(&root, Request::Pool(PoolReq::Identity), "")?, json)
         }

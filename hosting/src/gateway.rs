@@ -85,8 +85,6 @@ pub struct Gateway {
     cache: Mutex<Lru>,
     indexes: Mutex<HashMap<Key, Arc<SiteIndex>>>,
     stats: GatewayStats,
-    /// Site requests served, by pool, since last taken (for the ledger).
-    served: Mutex<HashMap<Key, u64>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -148,18 +146,12 @@ impl Gateway {
             }),
             indexes: Mutex::new(HashMap::new()),
             stats: GatewayStats::default(),
-            served: Mutex::new(HashMap::new()),
         })
     }
 
     /// What the gateway did.
     pub fn stats(&self) -> &GatewayStats {
         &self.stats
-    }
-
-    /// Takes the count of site requests served per pool since the last take.
-    pub fn take_served(&self) -> HashMap<Key, u64> {
-        std::mem::take(&mut *lock(&self.served))
     }
 
     /// The site of this name in one of this node's pools (the first pool by id that has one),
@@ -271,7 +263,7 @@ impl Gateway {
                 );
             }
         };
-        *lock(&self.served).entry(found.pool).or_default() += 1;
+        self.pools.count_site_request(&found.pool);
         let path = segs.join("/");
         let file = if dir {
             let p = if path.is_empty() {
@@ -544,4 +536,48 @@ impl Gateway {
 
 struct GatewayRef {
     view: PoolView,
+}
+
+/// How often the announced site names are brought in line with the pools.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps the names of the sites this node serves announced on mDNS (`NAME.local`, answering
+/// with this node's addresses, HTTP on `port`) until `cancel`, and withdraws them then.
+pub async fn announce(
+    pools: Arc<Pools>,
+    mdns: Arc<kith_node::net::mdns::Mdns>,
+    port: u16,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let want: std::collections::BTreeSet<String> = pools
+            .list()
+            .iter()
+            .flat_map(|(_, v)| {
+                v.sites()
+                    .filter(|(o, n, s)| {
+                        s.served().is_some() && v.site(n).is_some_and(|(w, _)| w == **o)
+                    })
+                    .map(|(_, n, _)| n.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let have: std::collections::BTreeSet<String> = mdns.published_names().into_iter().collect();
+        for n in want.difference(&have) {
+            match mdns.publish_name(n, port) {
+                Ok(()) => tracing::info!(site = %n, "answering for {n}.local on mDNS"),
+                Err(e) => tracing::warn!(site = %n, error = %e, "cannot announce a site name"),
+            }
+        }
+        for n in have.difference(&want) {
+            mdns.unpublish_name(n);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+        }
+    }
+    for n in mdns.published_names() {
+        mdns.unpublish_name(&n);
+    }
 }

@@ -753,6 +753,7 @@ impl Replicator {
         };
         let served: u64 = take(node.served().tagged()).iter().map(|(_, t)| t.bytes).sum();
         let received = take(node.received());
+        let requests = self.pools.take_site_requests(&pool);
         let signer = self.pools.signer();
         let period = crate::ledger::Period::of(now);
         let result = self.pools.ledgers().with(&v, &pool, period, |l, rules| {
@@ -780,6 +781,7 @@ impl Replicator {
                 (StorageUsed, due.used),
                 (EgressServed, served as i64),
                 (EgressReceived, received.iter().map(|(_, t)| t.bytes as i64).sum()),
+                (RequestsServed, requests as i64),
                 (AuditsPassed, due.audits_passed),
                 (AuditsFailed, due.audits_failed),
             ]

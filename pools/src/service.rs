@@ -207,6 +207,8 @@ pub struct Pools {
     custody: Mutex<BTreeMap<Key, IdentityDoc>>,
     /// The pools' ledgers.
     ledgers: Ledgers,
+    /// Site requests this node answered, by pool, not yet recorded.
+    site_requests: Mutex<HashMap<Key, u64>>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -272,6 +274,7 @@ impl Pools {
             identity: Mutex::new(None),
             custody: Mutex::new(load_custody(&home_root.join(CUSTODY_DIR))),
             ledgers: Ledgers::new(home_root),
+            site_requests: Mutex::new(HashMap::new()),
         })
     }
 
@@ -813,6 +816,17 @@ impl Pools {
     /// The pools' ledgers.
     pub fn ledgers(&self) -> &Ledgers {
         &self.ledgers
+    }
+
+    /// Counts a site request this node answered for `pool` (for the ledger).
+    pub fn count_site_request(&self, pool: &Key) {
+        *self.site_requests.lock().unwrap_or_else(|p| p.into_inner()).entry(*pool).or_default() +=
+            1;
+    }
+
+    /// Takes the count of site requests answered for `pool` since the last take.
+    pub fn take_site_requests(&self, pool: &Key) -> u64 {
+        self.site_requests.lock().unwrap_or_else(|p| p.into_inner()).remove(pool).unwrap_or(0)
     }
 
     /// Starts a sync round soon (after a change outside the pool documents, such as a ledger's).

@@ -15,6 +15,7 @@ pub mod net;
 pub mod netns;
 pub mod pool;
 pub mod proc;
+pub mod site;
 pub mod transfer;
 
 pub use net::{Layout, Testnet};

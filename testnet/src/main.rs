@@ -55,6 +55,18 @@ enum Cmd {
         #[arg(long, default_value_t = 12)]
         months: usize,
     },
+    /// Sites: the kith gateway against nginx on the same folder (wrk), and a cold request.
+    SiteBench {
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Connections.
+        #[arg(long, default_value_t = 32)]
+        conns: usize,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
     /// Pools: put into a pool of 5 against a local put, the writer lost and its identity
     /// restored, repair after a holder's loss, document convergence over many nodes.
     PoolBench {
@@ -82,6 +94,10 @@ fn main() -> Result<()> {
         Cmd::TransferBench { mib, runs, discovery_runs, kith } => {
             let report =
                 kith_testnet::transfer::run(&sibling_kith(kith)?, mib, runs, discovery_runs)?;
+            println!("{}", report.markdown());
+        }
+        Cmd::SiteBench { secs, conns, kith } => {
+            let report = kith_testnet::site::run(&sibling_kith(kith)?, secs, conns)?;
             println!("{}", report.markdown());
         }
         Cmd::LedgerSim { members, months } => {

@@ -46,6 +46,26 @@ pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `f` on a thread that has joined namespace `ns` (sockets it opens live there), and
+/// returns what it returns.
+pub fn on_ns_thread<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        // SAFETY: setns on this thread only, with a namespace file descriptor we hold open.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("cannot join {path}: {}", std::io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread in {ns} panicked"))?
+}
+
 impl Lan {
     /// Makes `n` node namespaces on one bridge. Each has `lo` and `eth0` (10.99.0.i+1/24) up.
     pub fn new(n: usize) -> Result<Lan> {

@@ -319,3 +319,48 @@ fn members_only_sites_need_a_members_credential_and_bad_input_is_refused() {
     net.wait_for(CONVERGE, "node 1 to drop the site", |_| Ok(get(a, "/s/club/").status == 404))
         .unwrap();
 }
+
+#[test]
+fn a_site_name_resolves_over_mdns_and_opens_from_a_neighbours_device() {
+    // Nodes 0 and 1 are pool members on one LAN; namespace 2 is a neighbour's phone with no kith.
+    let mut net = testnet(3, Layout::Namespaces);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+    net.kith_ok(1, &["pool", "join", ticket.trim()]).unwrap();
+    for i in 0..2 {
+        let zone = format!("house-{i}");
+        net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &zone]).unwrap();
+    }
+    let (dir, _) = site_dir(&net, "bakery", "v1");
+    net.kith_ok(0, &["site", "publish", dir.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    let phone = net.lan().unwrap().ns(2).to_string();
+    let mut addrs = Vec::new();
+    net.wait_for(CONVERGE, "both nodes to answer for bakery.local", |_| {
+        let out = kith_testnet::netns::in_ns(&phone, kith_bin(), &["resolve", "bakery", "--json"]);
+        let v: serde_json::Value =
+            serde_json::from_str(&out.unwrap_or_default()).unwrap_or_default();
+        addrs = v["addrs"].as_array().cloned().unwrap_or_default();
+        Ok(["10.99.0.1", "10.99.0.2"].iter().all(|a| addrs.iter().any(|x| x == a)))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {addrs:?}"));
+    // The phone opens http://bakery.local:7780/ at either address.
+    for ip in ["10.99.0.1", "10.99.0.2"] {
+        let addr: SocketAddr = format!("{ip}:7780").parse().unwrap();
+        let r = kith_testnet::netns::on_ns_thread(&phone, move || {
+            req(addr, "GET", "/", &["Host: bakery.local:7780"])
+        })
+        .unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"<h1>Bakery v1</h1>"[..]), "{ip}");
+    }
+    // Taken down: nobody answers for the name any more.
+    net.kith_ok(0, &["site", "rm", "bakery"]).unwrap();
+    net.wait_for(CONVERGE, "bakery.local to stop resolving", |_| {
+        let out = kith_testnet::netns::in_ns(&phone, kith_bin(), &["resolve", "bakery", "--json"]);
+        Ok(out.is_err())
+    })
+    .unwrap();
+}

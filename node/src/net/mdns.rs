@@ -41,7 +41,13 @@ pub struct Mdns {
     daemon: ServiceDaemon,
     me: EndpointId,
     announced: Mutex<Option<String>>,
+    /// Host names announced for sites: name → the service's full name.
+    names: Mutex<std::collections::BTreeMap<String, String>>,
 }
+
+/// The service type site names are announced under (so `NAME.local` resolves, and Bonjour
+/// browsers list the site).
+pub const HTTP_SERVICE: &str = "_http._tcp.local.";
 
 impl std::fmt::Debug for Mdns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,7 +74,12 @@ impl Mdns {
             }
         }
         let events = daemon.browse(SERVICE).map_err(err)?;
-        let mdns = Arc::new(Mdns { daemon, me, announced: Mutex::new(None) });
+        let mdns = Arc::new(Mdns {
+            daemon,
+            me,
+            announced: Mutex::new(None),
+            names: Mutex::new(Default::default()),
+        });
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -107,6 +118,42 @@ impl Mdns {
         }
     }
 
+    /// Answers for `NAME.local` with this node's addresses on every interface mDNS uses, and
+    /// announces an HTTP service on `port` there. Every node serving a site does this, so any of
+    /// them may answer.
+    pub fn publish_name(&self, name: &str, port: u16) -> Result<(), MdnsError> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.contains_key(name) {
+            return Ok(());
+        }
+        // One instance per node: instance names must be unique on the LAN.
+        let instance = format!("{name} on {}", self.me.fmt_short());
+        let host = format!("{name}.local.");
+        let props = [("path", "/")];
+        let no_ips: &[IpAddr] = &[];
+        let mut info = ServiceInfo::new(HTTP_SERVICE, &instance, &host, no_ips, port, &props[..])
+            .map_err(|e| MdnsError(e.to_string()))?
+            .enable_addr_auto();
+        info.set_requires_probe(false);
+        let fullname = info.get_fullname().to_string();
+        self.daemon.register(info).map_err(|e| MdnsError(e.to_string()))?;
+        names.insert(name.to_string(), fullname);
+        Ok(())
+    }
+
+    /// Stops answering for `NAME.local`.
+    pub fn unpublish_name(&self, name: &str) {
+        let full = self.names.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        if let Some(full) = full {
+            let _ = self.daemon.unregister(&full);
+        }
+    }
+
+    /// The names this node answers for.
+    pub fn published_names(&self) -> Vec<String> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
     /// Withdraws the announcement and stops the daemon.
     pub fn shutdown(&self) {
         if let Some(name) = self.announced.lock().unwrap_or_else(|p| p.into_inner()).take()
@@ -116,6 +163,35 @@ impl Mdns {
         }
         let _ = self.daemon.shutdown();
     }
+}
+
+/// Resolves `host` (such as `bakery.local`) over mDNS: the addresses heard within `timeout`.
+pub fn resolve(host: &str, timeout: std::time::Duration) -> Result<Vec<IpAddr>, MdnsError> {
+    let err = |e: mdns_sd::Error| MdnsError(e.to_string());
+    let daemon = ServiceDaemon::new().map_err(err)?;
+    let host = if host.ends_with('.') { host.to_string() } else { format!("{host}.") };
+    let rx = daemon.resolve_hostname(&host, Some(timeout.as_millis() as u64)).map_err(err)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out: Vec<IpAddr> = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(mdns_sd::HostnameResolutionEvent::AddressesFound(_, ips)) => {
+                for ip in ips {
+                    let ip = ip.to_ip_addr();
+                    if !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+            Ok(mdns_sd::HostnameResolutionEvent::SearchTimeout(_))
+            | Ok(mdns_sd::HostnameResolutionEvent::SearchStopped(_))
+            | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = daemon.shutdown();
+    out.sort();
+    Ok(out)
 }
 
 fn handle(peers: &PeerTable, me: EndpointId, ev: ServiceEvent) {

@@ -239,6 +239,11 @@ impl Node {
         &self.received
     }
 
+    /// The mDNS announcer, when mDNS is on.
+    pub fn mdns(&self) -> Option<&Arc<Mdns>> {
+        self.mdns.as_ref()
+    }
+
     /// The iroh endpoint (for protocols of the layers above).
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
