@@ -100,7 +100,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A site found by name.
 struct Found {
     pool: Key,
-    view: PoolView,
+    view: Arc<PoolView>,
     access: Access,
     version: SiteVersion,
     /// The version's number.
@@ -157,7 +157,8 @@ impl Gateway {
     /// The site of this name in one of this node's pools (the first pool by id that has one),
     /// at version `pin` if it still has it, else at its current version.
     fn find(&self, name: &str, pin: Option<u64>) -> Option<Found> {
-        self.pools.list().into_iter().find_map(|(pool, view)| {
+        self.pools.views().iter().find_map(|(pool, view)| {
+            let (pool, view) = (*pool, Arc::clone(view));
             let (_, site) = view.site(name)?;
             let (number, version) = pin
                 .and_then(|n| site.versions.get(&n).map(|v| (n, v.clone())))
@@ -535,7 +536,7 @@ impl Gateway {
 }
 
 struct GatewayRef {
-    view: PoolView,
+    view: Arc<PoolView>,
 }
 
 /// How often the announced site names are brought in line with the pools.

@@ -171,6 +171,9 @@ fn device_message(pool: &Key, node: &Key) -> Vec<u8> {
     [DEVICE_CONTEXT, &pool[..], &node[..]].concat()
 }
 
+/// Every pool's typed view, shared.
+pub type SharedViews = Arc<Vec<(Key, Arc<crate::view::PoolView>)>>;
+
 /// A peer's change that was refused.
 #[derive(Debug, Clone)]
 pub struct Rejection {
@@ -209,6 +212,10 @@ pub struct Pools {
     ledgers: Ledgers,
     /// Site requests this node answered, by pool, not yet recorded.
     site_requests: Mutex<HashMap<Key, u64>>,
+    /// Bumped whenever a pool document changes on disk.
+    generation: std::sync::atomic::AtomicU64,
+    /// Every pool's typed view, as of a generation.
+    views: Mutex<Option<(u64, SharedViews)>>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -275,6 +282,8 @@ impl Pools {
             custody: Mutex::new(load_custody(&home_root.join(CUSTODY_DIR))),
             ledgers: Ledgers::new(home_root),
             site_requests: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            views: Mutex::new(None),
         })
     }
 
@@ -478,6 +487,7 @@ impl Pools {
     }
 
     fn save(&self, pool: &mut Pool) -> Result<(), PoolError> {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let path = self.dir.join(format!("{}.kpool", hex(&pool.id())));
         write_atomic(&path, &pool.save())
             .map_err(|e| PoolError::Policy(format!("cannot write {}: {e}", path.display())))
@@ -506,6 +516,7 @@ impl Pools {
         self.save(&mut pool)?;
         let id = pool.id();
         self.lock().insert(id, pool);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.changed.notify_one();
         Ok(id)
     }
@@ -527,6 +538,25 @@ impl Pools {
     /// Every pool, for listing.
     pub fn list(&self) -> Vec<(Key, crate::view::PoolView)> {
         self.lock().iter().map(|(k, p)| (*k, p.view())).collect()
+    }
+
+    /// Every pool's view, shared and read again only after a document changed (for hot paths
+    /// such as the HTTP gateway, where reading every document per request would dominate).
+    pub fn views(&self) -> SharedViews {
+        let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        if let Some((at, v)) = self.views.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && *at == g
+        {
+            return v.clone();
+        }
+        // Read under the pools' lock, so the generation read with it is the views' own.
+        let (g, v) = {
+            let pools = self.lock();
+            let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
+            (g, Arc::new(pools.iter().map(|(k, p)| (*k, Arc::new(p.view()))).collect::<Vec<_>>()))
+        };
+        *self.views.lock().unwrap_or_else(|p| p.into_inner()) = Some((g, v.clone()));
+        v
     }
 
     /// Rejected changes, newest last.

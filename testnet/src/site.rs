@@ -128,6 +128,7 @@ impl Drop for Nginx {
 }
 
 fn nginx(dir: &Path, root: &Path, port: u16) -> Result<Nginx> {
+    std::fs::create_dir_all(dir)?;
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
