@@ -582,3 +582,29 @@ pub async fn announce(
         mdns.unpublish_name(&n);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_to_its_cap_and_evicts_the_least_recently_used() {
+        let mut c = Lru { map: HashMap::new(), order: BTreeMap::new(), tick: 0, bytes: 0, cap: 30 };
+        let b = |n: usize| Bytes::from(vec![0u8; n]);
+        c.put([1; 32], b(10));
+        c.put([2; 32], b(10));
+        c.put([3; 32], b(10));
+        assert!(c.get(&[1; 32]).is_some(), "touching 1 makes 2 the oldest");
+        c.put([4; 32], b(10));
+        assert!(c.get(&[2; 32]).is_none());
+        assert!(
+            c.get(&[1; 32]).is_some() && c.get(&[3; 32]).is_some() && c.get(&[4; 32]).is_some()
+        );
+        assert_eq!(c.bytes, 30);
+        c.put([5; 32], b(31));
+        assert!(c.get(&[5; 32]).is_none(), "larger than the whole cache: not kept");
+        c.put([6; 32], b(25));
+        assert_eq!(c.bytes, 25, "one big entry pushes out all the small ones");
+        assert_eq!(c.map.len(), c.order.len());
+    }
+}

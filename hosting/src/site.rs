@@ -348,3 +348,116 @@ pub fn open_index(envelope: &[u8], key: &[u8; 32], len: u64) -> Result<SiteIndex
     let plain = open_with_key(envelope, &ChunkKey(*key), len).map_err(|e| e.to_string())?;
     SiteIndex::from_bytes(&plain)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kith_node::Home;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, _) = Home::open_or_init(&dir.path().join("home")).unwrap();
+        let store = Store::open(&home, "test").unwrap();
+        (dir, store)
+    }
+
+    fn read(store: &Store, f: &FileEntry, chunks: &[ChunkRef]) -> Vec<u8> {
+        let _ = f;
+        let mut out = Vec::new();
+        for c in chunks {
+            let (_, env) = store.read_blob(&ChunkId(*c.id)).unwrap().unwrap();
+            out.extend(open_chunk(&env, c).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn a_folder_publishes_and_reads_back_and_a_second_version_costs_only_its_changes() {
+        let (dir, store) = store();
+        let site = dir.path().join("www");
+        std::fs::create_dir_all(site.join("css")).unwrap();
+        std::fs::create_dir_all(site.join(".git")).unwrap();
+        std::fs::write(site.join("index.html"), "<h1>hi</h1>".repeat(100)).unwrap();
+        std::fs::write(site.join("css/a.css"), "body{}\n".repeat(500)).unwrap();
+        std::fs::write(site.join(".git/config"), "secret").unwrap();
+        let big: Vec<u8> =
+            (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(site.join("big.bin"), &big).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", site.join("link")).unwrap();
+        let secret = site_secret(&[1; 32], &[2; 32], "www");
+        let p = publish(&store, &secret, "www", &site, 1).unwrap();
+        assert_eq!(p.files, 3);
+        assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
+        let (_, env) = store.read_blob(&p.index).unwrap().unwrap();
+        let index = open_index(&env, &p.key, p.len).unwrap();
+        let paths: Vec<&str> = index.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["big.bin", "css/a.css", "index.html"]);
+        let b = index.file("big.bin").unwrap();
+        assert!(b.chunks.len() > 1 && b.gzip.is_none());
+        assert!(read(&store, b, &b.chunks) == big);
+        let css = index.file("css/a.css").unwrap();
+        let (glen, gz) = css.gzip.as_ref().unwrap();
+        let packed = read(&store, css, gz);
+        assert_eq!(packed.len() as u64, *glen);
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&packed[..]), &mut plain)
+            .unwrap();
+        assert_eq!(plain, "body{}\n".repeat(500).into_bytes());
+        // A wrong key opens nothing.
+        assert!(open_index(&env, &[9; 32], p.len).is_err());
+        // Version 2 changes one small file: only it and the index are new.
+        std::fs::write(site.join("index.html"), "<h1>hello</h1>").unwrap();
+        let p2 = publish(&store, &secret, "www", &site, 2).unwrap();
+        assert!(p2.new_blobs <= 2, "{} new blobs", p2.new_blobs);
+        // Empty folders and bad names are refused.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir_all(empty.join(".hidden")).unwrap();
+        assert!(publish(&store, &secret, "www", &empty, 3).unwrap_err().contains("no files"));
+        assert!(publish(&store, &secret, "No", &site, 3).unwrap_err().contains("not a valid"));
+    }
+
+    /// Drops, for this thread only, the capabilities that let root read any file.
+    fn drop_read_override() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut h = Header { version: 0x2008_0522, pid: 0 };
+        let mut d = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+        // SAFETY: capget/capset with the v3 header and two data words, as the kernel expects.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()), 0);
+            // CAP_DAC_OVERRIDE is 1, CAP_DAC_READ_SEARCH is 2 (linux/capability.h).
+            let drop = !((1u32 << 1) | (1u32 << 2));
+            d[0].effective &= drop;
+            assert_eq!(libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()), 0);
+        }
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named_and_nothing_is_published() {
+        let (dir, store) = store();
+        let site = dir.path().join("www");
+        std::fs::create_dir_all(&site).unwrap();
+        std::fs::write(site.join("index.html"), "<h1>hi</h1>").unwrap();
+        std::fs::write(site.join("private.txt"), "no").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(site.join("private.txt"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
+        let e = std::thread::spawn(move || {
+            drop_read_override();
+            publish(&store, &[1; 32], "www", &site, 1).unwrap_err()
+        })
+        .join()
+        .unwrap();
+        assert!(e.contains("private.txt") && e.contains("ermission denied"), "{e}");
+    }
+}
