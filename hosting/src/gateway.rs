@@ -500,7 +500,9 @@ impl Gateway {
         Ok(b)
     }
 
-    /// A chunk's envelope: from the store, or fetched (verified) from the pool's nodes.
+    /// A chunk's envelope: from the store, or fetched (verified) from the pool's nodes into
+    /// memory only (the store keeps what placement gives this node; the cache of opened chunks
+    /// is what keeps fetched content, within its cap).
     async fn envelope(&self, view: &PoolView, c: &ChunkRef) -> Result<Vec<u8>, String> {
         let id = ChunkId(*c.id);
         let store = self.node.store().clone();
@@ -522,16 +524,11 @@ impl Gateway {
         let from: Vec<EndpointId> =
             nodes.into_iter().filter_map(|(_, n)| EndpointId::from_bytes(&n).ok()).collect();
         let what = format!("site content {}", hex(&c.id[..8]));
-        self.node
-            .fetch_missing_from(&what, vec![id], None, Some(from), None)
-            .await
-            .map_err(|e| e.to_string())?;
+        let blobs =
+            self.node.fetch_to_memory(&what, vec![id], from).await.map_err(|e| e.to_string())?;
         self.stats.fetched.fetch_add(1, Relaxed);
-        tokio::task::spawn_blocking(read)
-            .await
-            .map_err(|e| e.to_string())??
-            .map(|(_, env)| env)
-            .ok_or_else(|| "fetched, yet not in the store".to_string())
+        let blob = blobs.into_iter().next().ok_or("fetched nothing")?;
+        Ok(blob.parts.concat())
     }
 }
 

@@ -332,6 +332,44 @@ impl Node {
         Ok(report)
     }
 
+    /// Fetches the blobs `ids` from `from` (in order of preference) into memory, verified by
+    /// id, without keeping them in the store (for caches with their own bound). Fails if any
+    /// id could not be had.
+    pub async fn fetch_to_memory(
+        &self,
+        what: &str,
+        ids: Vec<ChunkId>,
+        from: Vec<EndpointId>,
+    ) -> Result<Vec<Blob>, NetError> {
+        let (tx, mut rx) = mpsc::channel::<Blob>(INGEST_QUEUE);
+        let collect = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some(b) = rx.recv().await {
+                out.push(b);
+            }
+            out
+        });
+        let report = blobs::fetch_from(self.conns.clone(), from, ids, None, tx).await;
+        let got = collect.await.map_err(|e| NetError::Internal(e.to_string()))?;
+        if report.peers_asked == 0 {
+            return Err(NetError::NoPeers(what.to_string()));
+        }
+        if let Some(first) = report.missing.first() {
+            return Err(NetError::NotFound {
+                what: what.to_string(),
+                count: report.missing.len(),
+                first: *first,
+                asked: report.peers_asked,
+                failed: report
+                    .failed_peers
+                    .iter()
+                    .map(|(p, why)| format!("{}: {why}", p.fmt_short()))
+                    .collect(),
+            });
+        }
+        Ok(got)
+    }
+
     /// Makes object `id` complete in the local store, fetching its root, tree and data from
     /// peers as needed, and records it as a local object. Returns the bytes fetched.
     pub async fn fetch_object(
