@@ -78,6 +78,16 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     let pools_task = tokio::spawn(pools.clone().run(pools_stop.clone()));
     let repair_task = tokio::spawn(replicator.clone().run(pools_stop.clone()));
 
+    let gateway = kith_hosting::gateway::Gateway::new(
+        pools.clone(),
+        node.clone(),
+        kith_hosting::gateway::DEFAULT_CACHE_BYTES,
+    );
+    let browsers = kith_hosting::browser::Browsers::new(
+        gateway.clone(),
+        store.clone(),
+        home.root().join("uploads"),
+    );
     let lan = TcpListener::bind(opts.http)
         .with_context(|| format!("cannot listen for HTTP on {}", opts.http))?;
     let http_addr = lan.local_addr()?;
@@ -89,6 +99,7 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
         http: Some(http_addr),
         pools: Some(pools),
         replicator: Some(replicator),
+        browsers: Some(browsers.clone()),
     });
 
     let token = new_token();
@@ -114,16 +125,22 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     .listen_uds(uds)?
     .run();
     let page = web::Data::new(LanPage { node: node.id().to_string() });
-    let gateway = web::Data::from(kith_hosting::gateway::Gateway::new(
-        ctx.pools.clone().expect("the daemon runs pools"),
-        node.clone(),
-        kith_hosting::gateway::DEFAULT_CACHE_BYTES,
-    ));
+    let gateway = web::Data::from(gateway);
+    let browsers = web::Data::from(browsers);
     let lan_server = HttpServer::new(move || {
         App::new()
             .app_data(page.clone())
             .app_data(gateway.clone())
+            .app_data(browsers.clone())
+            .app_data(web::PayloadConfig::new(kith_hosting::browser::MAX_OFFER))
             .default_service(web::to(lan_request))
+    })
+    .on_connect(|conn, ext| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
+            && let Ok(a) = tcp.local_addr()
+        {
+            ext.insert(LocalAddr(a));
+        }
     })
     .workers(2)
     .disable_signals()
@@ -235,10 +252,16 @@ struct LanPage {
 }
 
 /// Every LAN request: a site's (by `Host: NAME.local` or `/s/NAME/`), else the node's page.
+/// The address a LAN connection reached this node at.
+#[derive(Clone, Copy)]
+struct LocalAddr(std::net::SocketAddr);
+
 async fn lan_request(
     req: HttpRequest,
+    body: web::Bytes,
     page: web::Data<LanPage>,
     gateway: web::Data<kith_hosting::gateway::Gateway>,
+    browsers: web::Data<kith_hosting::browser::Browsers>,
 ) -> HttpResponse {
     // As nginx's large_client_header_buffers: headers beyond 16 KiB in all are refused (the
     // HTTP parser itself stops reading at 128 KiB).
@@ -252,13 +275,46 @@ async fn lan_request(
     if let Some(r) = gateway.clone().into_inner().handle(&req).await {
         return r;
     }
-    if req.path() == "/"
-        && (req.method() == actix_web::http::Method::GET
-            || req.method() == actix_web::http::Method::HEAD)
-    {
-        return lan_index(page).await;
+    use actix_web::http::Method;
+    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    match (req.path(), get) {
+        ("/", true) => lan_index(page).await,
+        ("/kith/", true) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("Cache-Control", "no-cache"))
+            .body(kith_hosting::browser::PAGE),
+        ("/kith", true) => {
+            HttpResponse::MovedPermanently().insert_header(("Location", "/kith/")).finish()
+        }
+        ("/kith/rtc", false) if req.method() == Method::POST => {
+            let local = req.conn_data::<LocalAddr>().map(|a| a.0.ip());
+            let Some(local) = local else {
+                return HttpResponse::InternalServerError().body("no local address\n");
+            };
+            use kith_hosting::browser::OfferError;
+            match browsers.into_inner().answer(&body, local).await {
+                Ok(answer) => HttpResponse::Ok().content_type("application/json").body(answer),
+                Err(OfferError::Bad(e)) => HttpResponse::BadRequest().body(format!("{e}\n")),
+                Err(OfferError::Busy) => HttpResponse::ServiceUnavailable()
+                    .body("too many browser sessions at once; try again shortly\n"),
+                Err(OfferError::Failed(e)) => {
+                    HttpResponse::InternalServerError().body(format!("{e}\n"))
+                }
+            }
+        }
+        ("/kith/report", false) if req.method() == Method::POST => {
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(v) if body.len() <= 4096 => {
+                    browsers.report(v);
+                    HttpResponse::NoContent().finish()
+                }
+                _ => {
+                    HttpResponse::BadRequest().body("a report is a JSON object of at most 4 KiB\n")
+                }
+            }
+        }
+        _ => not_found().await,
     }
-    not_found().await
 }
 
 async fn lan_index(page: web::Data<LanPage>) -> HttpResponse {

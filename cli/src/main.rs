@@ -89,6 +89,9 @@ enum Command {
         #[command(flatten)]
         sel: LedgerSel,
     },
+    /// Print a pairing code: a browser on this node's page (http://NODE:7780/kith/) may upload
+    /// one file into your store with it (ten minutes, one upload).
+    Pair,
     /// Look a name up on the LAN over mDNS, as a phone would (bakery, or bakery.local).
     Resolve {
         /// The name.
@@ -573,6 +576,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ledger { command, sel } => ledger_command(&root, command, sel),
         Command::Site { command } => site_command(&root, &cwd, command),
         Command::Resolve { name, wait, json } => resolve(&name, &wait, json),
+        Command::Pair => {
+            let v = execute(&root, Request::Pair, "")?;
+            println!("{}", v["code"].as_str().unwrap_or(""));
+            eprintln!(
+                "valid for {} minutes and one upload, on {}",
+                v["expires_s"].as_u64().unwrap_or(0) / 60,
+                v["page"].as_str().unwrap_or("this node's page")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Identity { json } => {
             render::identity(&execute(&root, Request::Pool(PoolReq::Identity), "")?, json)
         }
@@ -694,6 +707,7 @@ fn local(root: &Path, req: Request) -> Result<Box<dyn FnMut() -> Result<Option<F
         http: None,
         pools: None,
         replicator: None,
+        browsers: None,
     });
     rt.spawn(ops::run(ctx, req, Out(tx)));
     Ok(Box::new(move || {

@@ -59,6 +59,8 @@ pub enum Request {
     Ledger(crate::ledger_ops::LedgerReq),
     /// A site command.
     Site(crate::site_ops::SiteReq),
+    /// A pairing code for a browser's upload.
+    Pair,
 }
 
 /// Where `get` restores to.
@@ -89,6 +91,8 @@ pub struct Ctx {
     pub pools: Option<Arc<kith_pools::service::Pools>>,
     /// Replication into the pools, in the daemon.
     pub replicator: Option<Arc<kith_pools::replica::Replicator>>,
+    /// Browser peers, in the daemon.
+    pub browsers: Option<Arc<kith_hosting::browser::Browsers>>,
 }
 
 /// Runs `req` and sends its frames to `out`, ending with a result or an error frame.
@@ -201,6 +205,15 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             let rep = ctx.replicator.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             crate::pool_ops::handle(pools, rep, node, req).await
+        }
+        Request::Pair => {
+            let b = ctx.browsers.as_ref().ok_or_else(|| {
+                anyhow!("cannot pair: kith is not running here; start it with `kith up`")
+            })?;
+            let (code, secs) = b.pair();
+            Ok(
+                json!({ "code": code, "expires_s": secs, "page": ctx.http.map(|a| format!("http://NODE:{}/kith/", a.port())) }),
+            )
         }
         Request::Site(req) => {
             need_node(ctx, "manage sites")?;
@@ -397,6 +410,9 @@ async fn status(ctx: &Ctx) -> Result<Value> {
         v["http"] = json!(ctx.http.map(|a| a.to_string()));
         v["peers"] = json!({ "known": peers.len(), "reachable": reachable });
         v["uptime_s"] = json!(ctx.started.elapsed().as_secs());
+        if let Some(b) = &ctx.browsers {
+            v["browsers"] = json!({ "sessions": b.sessions(), "reports": b.reports() });
+        }
         let served = node.served();
         v["served"] = json!({
             "blobs": served.blobs.load(Ordering::Relaxed),

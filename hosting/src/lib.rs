@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod access;
+pub mod browser;
 pub mod gateway;
 pub mod http;
 pub mod mime;

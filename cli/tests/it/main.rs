@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod badpeer;
+mod browsers;
 mod crash;
 mod daemon;
 mod dedup;
