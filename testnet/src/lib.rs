@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod browser;
 pub mod ledger_sim;
 pub mod net;
 pub mod netns;

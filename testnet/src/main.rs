@@ -55,6 +55,18 @@ enum Cmd {
         #[arg(long, default_value_t = 12)]
         months: usize,
     },
+    /// Browsers: headless Chromium downloads over the node's WebRTC channel, against iroh.
+    BrowserBench {
+        /// File size in MiB.
+        #[arg(long, default_value_t = 20)]
+        mib: u64,
+        /// Rounds; figures are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
     /// Sites: the kith gateway against nginx on the same folder (wrk), and a cold request.
     SiteBench {
         /// Seconds per wrk run.
@@ -94,6 +106,10 @@ fn main() -> Result<()> {
         Cmd::TransferBench { mib, runs, discovery_runs, kith } => {
             let report =
                 kith_testnet::transfer::run(&sibling_kith(kith)?, mib, runs, discovery_runs)?;
+            println!("{}", report.markdown());
+        }
+        Cmd::BrowserBench { mib, runs, kith } => {
+            let report = kith_testnet::browser::run(&sibling_kith(kith)?, mib, runs)?;
             println!("{}", report.markdown());
         }
         Cmd::SiteBench { secs, conns, kith } => {

@@ -160,3 +160,52 @@ fn a_browser_downloads_a_public_file_and_uploads_with_a_pairing_code() {
     assert_eq!(status, 413);
     assert!(net.json(0, &["status"]).is_ok(), "the node went down");
 }
+
+fn sessions(net: &Testnet) -> u64 {
+    net.json(0, &["status"]).unwrap_or_default()["browsers"]["sessions"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn browsers_that_vanish_or_never_connect_leave_nothing_behind() {
+    let mut net = testnet(2, Layout::Namespaces);
+    net.kith_ok(0, &["init"]).unwrap();
+    net.start(0).unwrap();
+    net.kith_ok(0, &["pool", "create", "street"]).unwrap();
+    net.kith_ok(0, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    let site = net.dir().join("www");
+    std::fs::create_dir_all(&site).unwrap();
+    write(&site.join("huge.bin"), &random_bytes(200 << 20, 9));
+    net.kith_ok(0, &["site", "publish", site.to_str().unwrap(), "--name", "films"]).unwrap();
+    let phone = net.lan().unwrap().ns(1).to_string();
+    in_ns(&phone, "ip", &["route", "add", "default", "via", "10.99.0.1"]).unwrap();
+    let node: SocketAddr = "10.99.0.1:7780".parse().unwrap();
+
+    // A browser that disappears in the middle of a 200 MiB download.
+    let b = chromium(&net, &phone, &format!("http://{node}/kith/?get=films/huge.bin"), 1);
+    net.wait_for(OPEN, "the download to begin", |net| {
+        let served = net.json(0, &["status"])?["browsers"]["sessions"].as_u64().unwrap_or(0);
+        Ok(served == 1)
+    })
+    .unwrap();
+    drop(b);
+    net.wait_for(
+        OPEN,
+        "the vanished browser's session to be dropped",
+        |net| Ok(sessions(net) == 0),
+    )
+    .unwrap();
+
+    // An offer whose connection never completes (the phone's UDP is blocked).
+    let rules = "table inet kith_test {\n  chain out {\n    type filter hook output priority 0;\n    udp dport != 53 drop\n  }\n}\n";
+    let file = net.dir().join("block-udp.nft");
+    std::fs::write(&file, rules).unwrap();
+    in_ns(&phone, "nft", &["-f", file.to_str().unwrap()]).unwrap();
+    let b = chromium(&net, &phone, &format!("http://{node}/kith/"), 2);
+    net.wait_for(OPEN, "the offer to be answered", |net| Ok(sessions(net) == 1)).unwrap();
+    net.wait_for(OPEN, "the unfinished session to be dropped", |net| Ok(sessions(net) == 0))
+        .unwrap();
+    drop(b);
+    assert!(net.json(0, &["status"]).is_ok(), "the node went down");
+}

@@ -1,0 +1,122 @@
+//! Browser benchmark: headless Chromium in one network namespace downloads a file from a node in
+//! another over the node's WebRTC data channel; a raw iroh stream moves the same bytes in the
+//! same run for comparison.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::net::{Layout, Testnet};
+use crate::netns::in_ns;
+use crate::proc::median;
+
+/// What the benchmark measured.
+#[derive(Debug, Default)]
+pub struct BrowserReport {
+    /// Bytes per download.
+    pub bytes: u64,
+    /// From the page's start to the channel open (ms), per run.
+    pub open_ms: Vec<f64>,
+    /// The download over the channel, checked (ms), per run.
+    pub download_ms: Vec<f64>,
+    /// Raw iroh on loopback, the same bytes (ms), per run.
+    pub iroh_ms: Vec<f64>,
+}
+
+struct Browser(Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `runs` downloads of `mib` MiB.
+pub fn run(kith: &Path, mib: u64, runs: usize) -> Result<BrowserReport> {
+    let mut net = Testnet::new(kith, 2, Layout::Namespaces)?;
+    net.kith_ok(0, &["init"])?;
+    net.start(0)?;
+    net.kith_ok(0, &["pool", "create", "street"])?;
+    net.kith_ok(0, &["offer", "street", "--storage", "10GiB"])?;
+    let site = net.dir().join("www");
+    std::fs::create_dir_all(&site)?;
+    let bytes = mib << 20;
+    let mut data = vec![0u8; bytes as usize];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(site.join("big.bin"), &data)?;
+    drop(data);
+    net.kith_ok(0, &["site", "publish", site.to_str().context("path")?, "--name", "bench"])?;
+    let phone = net.lan().context("namespaces")?.ns(1).to_string();
+    in_ns(&phone, "ip", &["route", "add", "default", "via", "10.99.0.1"])?;
+    let mut r = BrowserReport { bytes, ..Default::default() };
+    for i in 0..runs {
+        let profile = net.dir().join(format!("chromium-{i}"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &phone, "chromium", "--headless", "--no-sandbox"])
+            .args(["--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("http://10.99.0.1:7780/kith/?get=bench/big.bin")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run chromium (apt-get install chromium)")?;
+        let b = Browser(child);
+        let mut got = serde_json::Value::Null;
+        net.wait_for(Duration::from_secs(300), "the browser's report", |net| {
+            let reports = net.json(0, &["status"])?["browsers"]["reports"].clone();
+            got = reports.as_array().and_then(|a| a.get(i).cloned()).unwrap_or_default();
+            Ok(!got.is_null())
+        })?;
+        drop(b);
+        if got["ok"] != true || got["bytes"] != bytes {
+            bail!("download {i} failed: {got}");
+        }
+        r.open_ms.push(got["open_ms"].as_f64().unwrap_or(0.0));
+        r.download_ms.push(got["ms"].as_f64().unwrap_or(0.0));
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    for _ in 0..runs {
+        let d = rt.block_on(crate::transfer::raw_iroh(bytes, None))?;
+        r.iroh_ms.push(d.as_secs_f64() * 1000.0);
+    }
+    Ok(r)
+}
+
+impl BrowserReport {
+    /// The report as Markdown.
+    pub fn markdown(&self) -> String {
+        let med = |v: &[f64]| {
+            let d: Vec<Duration> =
+                v.iter().map(|ms| Duration::from_secs_f64(ms / 1000.0)).collect();
+            median(d).as_secs_f64() * 1000.0
+        };
+        let mbs = |ms: f64| self.bytes as f64 / 1e6 / (ms / 1000.0);
+        let (open, dl, iroh) = (med(&self.open_ms), med(&self.download_ms), med(&self.iroh_ms));
+        let mut s = String::new();
+        let _ = writeln!(s, "Medians of {} runs, {} MiB:\n", self.open_ms.len(), self.bytes >> 20);
+        let _ = writeln!(s, "| path | channel setup | transfer | throughput | ratio to iroh |");
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(
+            s,
+            "| headless Chromium → node, WebRTC data channel (two namespaces, veth) | {open:.0} ms | {dl:.0} ms | {:.1} MB/s | {:.3} |",
+            mbs(dl),
+            iroh / dl
+        );
+        let _ = writeln!(
+            s,
+            "| raw iroh stream, one QUIC stream on loopback | (dial: a few ms) | {iroh:.0} ms | {:.1} MB/s | 1 |",
+            mbs(iroh)
+        );
+        s
+    }
+}
