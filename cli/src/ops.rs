@@ -211,9 +211,8 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                 anyhow!("cannot pair: kith is not running here; start it with `kith up`")
             })?;
             let (code, secs) = b.pair();
-            Ok(
-                json!({ "code": code, "expires_s": secs, "page": ctx.http.map(|a| format!("http://NODE:{}/kith/", a.port())) }),
-            )
+            let page = crate::site_ops::lan_urls(ctx, "/kith/").into_iter().next();
+            Ok(json!({ "code": code, "expires_s": secs, "page": page }))
         }
         Request::Site(req) => {
             need_node(ctx, "manage sites")?;

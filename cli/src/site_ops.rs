@@ -63,10 +63,36 @@ fn own_site(pools: &Pools, name: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("you have no site `{name}` (see `kith site ls`)"))
 }
 
+/// `http://ADDR:PORT{path}` for each address this node's LAN listener is reachable at (its
+/// LAN addresses first; loopback when it has no other).
+pub fn lan_urls(ctx: &Ctx, path: &str) -> Vec<String> {
+    let Some(http) = ctx.http else { return Vec::new() };
+    let port = if http.port() == 80 { String::new() } else { format!(":{}", http.port()) };
+    let mut ips: Vec<std::net::IpAddr> = if http.ip().is_unspecified() {
+        ctx.node.as_ref().map(|n| n.addrs().iter().map(|a| a.ip()).collect()).unwrap_or_default()
+    } else {
+        vec![http.ip()]
+    };
+    ips.retain(|ip| !ip.is_unspecified());
+    ips.sort_by_key(|ip| (ip.is_loopback(), ip.is_ipv6()));
+    ips.dedup();
+    if ips.iter().any(|ip| !ip.is_loopback()) {
+        ips.retain(|ip| !ip.is_loopback());
+    }
+    ips.iter()
+        .map(|ip| match ip {
+            std::net::IpAddr::V4(v4) => format!("http://{v4}{port}{path}"),
+            std::net::IpAddr::V6(v6) => format!("http://[{v6}]{port}{path}"),
+        })
+        .collect()
+}
+
 fn urls(ctx: &Ctx, name: &str) -> Value {
     let port = ctx.http.map(|a| a.port()).unwrap_or(7780);
     let suffix = if port == 80 { String::new() } else { format!(":{port}") };
-    json!([format!("http://{name}.local{suffix}/"), format!("http://NODE{suffix}/s/{name}/")])
+    let mut all = vec![format!("http://{name}.local{suffix}/")];
+    all.extend(lan_urls(ctx, &format!("/s/{name}/")));
+    json!(all)
 }
 
 /// Runs a site command.
