@@ -13,7 +13,6 @@ use actix_web::http::header;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use bytes::Bytes;
-use iroh::EndpointId;
 use kith_crdt::{Key, hex};
 use kith_node::ChunkId;
 use kith_node::net::Node;
@@ -573,16 +572,7 @@ impl Gateway {
             self.stats.reads.fetch_add(1, Relaxed);
             return Ok(env);
         }
-        let me = self.pools.node();
-        let mut nodes: Vec<(i64, Key)> = view
-            .holders()
-            .into_iter()
-            .filter(|h| h.node != me)
-            .map(|h| (self.pools.silent_for_ms(&h.node), h.node))
-            .collect();
-        nodes.sort();
-        let from: Vec<EndpointId> =
-            nodes.into_iter().filter_map(|(_, n)| EndpointId::from_bytes(&n).ok()).collect();
+        let from = self.pools.nodes_by_recency(view);
         let what = format!("site content {}", hex(&c.id[..8]));
         let blobs =
             self.node.fetch_to_memory(&what, vec![id], from).await.map_err(|e| e.to_string())?;

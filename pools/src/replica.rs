@@ -352,16 +352,7 @@ impl Replicator {
 
     /// Other nodes of active members, most recently heard from first.
     fn pool_nodes(&self, v: &PoolView) -> Vec<EndpointId> {
-        let me = self.pools.node();
-        let mut nodes: Vec<(i64, Key)> = v
-            .holders()
-            .into_iter()
-            .filter(|h| h.node != me)
-            .map(|h| (self.pools.silent_for_ms(&h.node), h.node))
-            .collect();
-        nodes.sort();
-        nodes.dedup_by_key(|(_, n)| *n);
-        nodes.into_iter().filter_map(|(_, n)| EndpointId::from_bytes(&n).ok()).collect()
+        self.pools.nodes_by_recency(v)
     }
 
     /// A manifest, from memory, the store, or else fetched from `from`.

@@ -448,6 +448,20 @@ impl Pools {
         seen.is_some_and(|t| now_ms() - t <= within_ms)
     }
 
+    /// The other nodes of `v`'s active members, most recently heard from first (whom to ask
+    /// for a pool's blobs).
+    pub fn nodes_by_recency(&self, v: &crate::view::PoolView) -> Vec<EndpointId> {
+        let mut nodes: Vec<(i64, Key)> = v
+            .holders()
+            .into_iter()
+            .filter(|h| h.node != self.node)
+            .map(|h| (self.silent_for_ms(&h.node), h.node))
+            .collect();
+        nodes.sort();
+        nodes.dedup_by_key(|(_, n)| *n);
+        nodes.into_iter().filter_map(|(_, n)| EndpointId::from_bytes(&n).ok()).collect()
+    }
+
     /// The pool with this id, as it is now.
     pub fn view_of(&self, pool: &Key) -> Option<crate::view::PoolView> {
         self.lock().get(pool).map(|p| p.view())

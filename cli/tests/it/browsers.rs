@@ -85,9 +85,10 @@ fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
     (status, text)
 }
 
-#[test]
-fn a_browser_downloads_a_public_file_and_uploads_with_a_pairing_code() {
-    // Node 0 in namespace 0; namespace 1 is a phone with a browser and no kith.
+/// Node 0 in namespace 0 with a pool and a public site `name` of `files`; namespace 1 is a
+/// phone with a browser and no kith. Returns the net, the phone's namespace and the node's
+/// HTTP address.
+fn node_and_phone(name: &str, files: &[(&str, &[u8])]) -> (Testnet, String, SocketAddr) {
     let mut net = testnet(2, Layout::Namespaces);
     net.kith_ok(0, &["init"]).unwrap();
     net.start(0).unwrap();
@@ -95,14 +96,21 @@ fn a_browser_downloads_a_public_file_and_uploads_with_a_pairing_code() {
     net.kith_ok(0, &["offer", "street", "--storage", "1GiB"]).unwrap();
     let site = net.dir().join("www");
     std::fs::create_dir_all(&site).unwrap();
-    write(&site.join("index.html"), b"<h1>Bakery</h1>");
-    let big = random_bytes(1 << 20, 5);
-    write(&site.join("bread.bin"), &big);
-    net.kith_ok(0, &["site", "publish", site.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    for (path, bytes) in files {
+        write(&site.join(path), bytes);
+    }
+    net.kith_ok(0, &["site", "publish", site.to_str().unwrap(), "--name", name]).unwrap();
     let phone = net.lan().unwrap().ns(1).to_string();
     // Chromium gathers no candidates without a default route (even one that leads nowhere).
     in_ns(&phone, "ip", &["route", "add", "default", "via", "10.99.0.1"]).unwrap();
-    let node: SocketAddr = "10.99.0.1:7780".parse().unwrap();
+    (net, phone, "10.99.0.1:7780".parse().unwrap())
+}
+
+#[test]
+fn a_browser_downloads_a_public_file_and_uploads_with_a_pairing_code() {
+    let big = random_bytes(1 << 20, 5);
+    let (mut net, phone, node) =
+        node_and_phone("bakery", &[("index.html", b"<h1>Bakery</h1>"), ("bread.bin", &big)]);
 
     // Download: the page lists the sites and fetches a file over the channel.
     let url = format!("http://{node}/kith/?get=bakery/bread.bin");
@@ -169,18 +177,8 @@ fn sessions(net: &Testnet) -> u64 {
 
 #[test]
 fn browsers_that_vanish_or_never_connect_leave_nothing_behind() {
-    let mut net = testnet(2, Layout::Namespaces);
-    net.kith_ok(0, &["init"]).unwrap();
-    net.start(0).unwrap();
-    net.kith_ok(0, &["pool", "create", "street"]).unwrap();
-    net.kith_ok(0, &["offer", "street", "--storage", "1GiB"]).unwrap();
-    let site = net.dir().join("www");
-    std::fs::create_dir_all(&site).unwrap();
-    write(&site.join("huge.bin"), &random_bytes(200 << 20, 9));
-    net.kith_ok(0, &["site", "publish", site.to_str().unwrap(), "--name", "films"]).unwrap();
-    let phone = net.lan().unwrap().ns(1).to_string();
-    in_ns(&phone, "ip", &["route", "add", "default", "via", "10.99.0.1"]).unwrap();
-    let node: SocketAddr = "10.99.0.1:7780".parse().unwrap();
+    let huge = random_bytes(200 << 20, 9);
+    let (mut net, phone, node) = node_and_phone("films", &[("huge.bin", &huge)]);
 
     // A browser that disappears in the middle of a 200 MiB download.
     let b = chromium(&net, &phone, &format!("http://{node}/kith/?get=films/huge.bin"), 1);

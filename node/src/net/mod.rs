@@ -131,6 +131,27 @@ pub struct Node {
     received: Tallies,
 }
 
+/// Whether a fetch got everything: the error names what was missing and why peers failed.
+fn check_report(what: &str, report: &FetchReport) -> Result<(), NetError> {
+    if report.peers_asked == 0 {
+        return Err(NetError::NoPeers(what.to_string()));
+    }
+    if let Some(first) = report.missing.first() {
+        return Err(NetError::NotFound {
+            what: what.to_string(),
+            count: report.missing.len(),
+            first: *first,
+            asked: report.peers_asked,
+            failed: report
+                .failed_peers
+                .iter()
+                .map(|(p, why)| format!("{}: {why}", p.fmt_short()))
+                .collect(),
+        });
+    }
+    Ok(())
+}
+
 impl Node {
     /// Binds the endpoint, starts discovery, serving and pinging.
     pub async fn start(home: &Home, store: Arc<Store>, cfg: NetConfig) -> Result<Node, NetError> {
@@ -313,22 +334,7 @@ impl Node {
                 self.received.add_all([((pool, *peer), *t)].into());
             }
         }
-        if report.peers_asked == 0 {
-            return Err(NetError::NoPeers(what.to_string()));
-        }
-        if let Some(first) = report.missing.first() {
-            return Err(NetError::NotFound {
-                what: what.to_string(),
-                count: report.missing.len(),
-                first: *first,
-                asked: report.peers_asked,
-                failed: report
-                    .failed_peers
-                    .iter()
-                    .map(|(p, why)| format!("{}: {why}", p.fmt_short()))
-                    .collect(),
-            });
-        }
+        check_report(what, &report)?;
         Ok(report)
     }
 
@@ -351,22 +357,7 @@ impl Node {
         });
         let report = blobs::fetch_from(self.conns.clone(), from, ids, None, tx).await;
         let got = collect.await.map_err(|e| NetError::Internal(e.to_string()))?;
-        if report.peers_asked == 0 {
-            return Err(NetError::NoPeers(what.to_string()));
-        }
-        if let Some(first) = report.missing.first() {
-            return Err(NetError::NotFound {
-                what: what.to_string(),
-                count: report.missing.len(),
-                first: *first,
-                asked: report.peers_asked,
-                failed: report
-                    .failed_peers
-                    .iter()
-                    .map(|(p, why)| format!("{}: {why}", p.fmt_short()))
-                    .collect(),
-            });
-        }
+        check_report(what, &report)?;
         Ok(got)
     }
 
