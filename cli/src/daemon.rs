@@ -40,6 +40,8 @@ pub struct UpOptions {
     pub http: SocketAddr,
     /// Discovery.
     pub mdns: MdnsConfig,
+    /// Bytes of opened site content the gateway keeps in memory.
+    pub site_cache: usize,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -78,11 +80,7 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     let pools_task = tokio::spawn(pools.clone().run(pools_stop.clone()));
     let repair_task = tokio::spawn(replicator.clone().run(pools_stop.clone()));
 
-    let gateway = kith_hosting::gateway::Gateway::new(
-        pools.clone(),
-        node.clone(),
-        kith_hosting::gateway::DEFAULT_CACHE_BYTES,
-    );
+    let gateway = kith_hosting::gateway::Gateway::new(pools.clone(), node.clone(), opts.site_cache);
     let browsers = kith_hosting::browser::Browsers::new(
         gateway.clone(),
         store.clone(),
@@ -100,6 +98,7 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
         pools: Some(pools),
         replicator: Some(replicator),
         browsers: Some(browsers.clone()),
+        gateway: Some(gateway.clone()),
     });
 
     let token = new_token();

@@ -67,6 +67,10 @@ enum Command {
         /// Use mDNS on this interface only (repeat for several; `lo` for loopback).
         #[arg(long, value_name = "NAME")]
         mdns_iface: Vec<String>,
+        /// Memory for opened site content the gateway keeps (hot pages served without
+        /// fetching or decrypting again).
+        #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+        site_cache: String,
     },
     /// Show the node, its addresses, peers and store usage.
     Status {
@@ -558,11 +562,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current folder")?;
     let abs = |p: &Path| kith_node::store::absolute_in(p, &cwd);
     match cli.command {
-        Command::Up { listen, http, no_mdns, mdns_iface } => {
+        Command::Up { listen, http, no_mdns, mdns_iface, site_cache } => {
+            let site_cache =
+                kith_pools::parse_size(&site_cache).map_err(|e| anyhow::anyhow!(e))? as usize;
             init_logging();
             let home = open_home(&root)?;
             let mdns = MdnsConfig { disabled: no_mdns, interfaces: mdns_iface };
-            daemon::up(home, daemon::UpOptions { listen, http, mdns })?;
+            daemon::up(home, daemon::UpOptions { listen, http, mdns, site_cache })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Init { import } => init(&root, import.as_deref()),
@@ -708,6 +714,7 @@ fn local(root: &Path, req: Request) -> Result<Box<dyn FnMut() -> Result<Option<F
         pools: None,
         replicator: None,
         browsers: None,
+        gateway: None,
     });
     rt.spawn(ops::run(ctx, req, Out(tx)));
     Ok(Box::new(move || {

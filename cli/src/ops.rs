@@ -93,6 +93,8 @@ pub struct Ctx {
     pub replicator: Option<Arc<kith_pools::replica::Replicator>>,
     /// Browser peers, in the daemon.
     pub browsers: Option<Arc<kith_hosting::browser::Browsers>>,
+    /// The sites' gateway, in the daemon.
+    pub gateway: Option<Arc<kith_hosting::gateway::Gateway>>,
 }
 
 /// Runs `req` and sends its frames to `out`, ending with a result or an error frame.
@@ -409,6 +411,16 @@ async fn status(ctx: &Ctx) -> Result<Value> {
         v["http"] = json!(ctx.http.map(|a| a.to_string()));
         v["peers"] = json!({ "known": peers.len(), "reachable": reachable });
         v["uptime_s"] = json!(ctx.started.elapsed().as_secs());
+        if let Some(g) = &ctx.gateway {
+            let s = g.stats();
+            v["gateway"] = json!({
+                "requests": s.requests.load(Ordering::Relaxed),
+                "cache_hits": s.hits.load(Ordering::Relaxed),
+                "store_reads": s.reads.load(Ordering::Relaxed),
+                "fetched": s.fetched.load(Ordering::Relaxed),
+                "cache_bytes": g.cache_bytes(),
+            });
+        }
         if let Some(b) = &ctx.browsers {
             v["browsers"] = json!({ "sessions": b.sessions(), "reports": b.reports() });
         }

@@ -148,6 +148,11 @@ impl Gateway {
         })
     }
 
+    /// Bytes of opened chunks in the cache now.
+    pub fn cache_bytes(&self) -> usize {
+        lock(&self.cache).bytes
+    }
+
     /// What the gateway did.
     pub fn stats(&self) -> &GatewayStats {
         &self.stats

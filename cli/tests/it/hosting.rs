@@ -194,6 +194,10 @@ fn a_site_is_served_by_every_node_the_way_nginx_would() {
     assert_eq!(plain, css);
     let r = get(a, "/s/bakery/css/site.css");
     assert!(r.header("content-encoding").is_none() && r.body == css);
+    // Hot content came from the memory cache; the gateway counts what it did.
+    let g = net.json(1, &["status"]).unwrap()["gateway"].clone();
+    assert!(g["requests"].as_u64().unwrap() > 0 && g["cache_hits"].as_u64().unwrap() > 0, "{g}");
+    assert!(g["cache_bytes"].as_u64().unwrap() >= big.len() as u64, "{g}");
 
     // No escape, however the path is spelled; other methods, other sites.
     for bad in [
