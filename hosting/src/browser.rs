@@ -485,3 +485,71 @@ async fn send_json(dc: &Arc<dyn DataChannel>, v: &Value) -> Result<(), String> {
 async fn send_err(dc: &Arc<dyn DataChannel>, e: &str) -> Result<(), String> {
     send_json(dc, &json!({ "op": "error", "error": e })).await
 }
+
+/// Opens a data channel to a node's browser endpoint at `http` (`POST /kith/rtc`), as the page
+/// does, binding to `local` (a node reaching another's page, tests, benchmarks). Returns the
+/// connection and the open channel.
+pub async fn connect_http(
+    http: std::net::SocketAddr,
+    local: std::net::IpAddr,
+) -> Result<(Arc<dyn PeerConnection>, Arc<dyn DataChannel>), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gtx, mut grx) = tokio::sync::mpsc::unbounded_channel();
+    let (ctx, _crx) = tokio::sync::mpsc::unbounded_channel();
+    let (stx, _srx) = tokio::sync::watch::channel(RTCPeerConnectionState::New);
+    let settings = SettingEngineBuilder::default()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let e = |e: webrtc::error::Error| e.to_string();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(settings)
+        .with_handler(Arc::new(Handler { gathered: gtx, channels: ctx, state: stx }))
+        .with_udp_addrs(vec![std::net::SocketAddr::new(local, 0).to_string()])
+        .with_data_channel_send_buffer_limit(SEND_BUFFER)
+        .build()
+        .await
+        .map_err(e)?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let dc = pc.create_data_channel("kith", None).await.map_err(e)?;
+    let offer = pc.create_offer(None).await.map_err(e)?;
+    pc.set_local_description(offer).await.map_err(e)?;
+    let _ = tokio::time::timeout(Duration::from_secs(5), grx.recv()).await;
+    let offer = pc.local_description().await.ok_or("no offer was made")?;
+    let body = serde_json::to_vec(&offer).map_err(|e| e.to_string())?;
+    let mut s = tokio::net::TcpStream::connect(http).await.map_err(|e| e.to_string())?;
+    let head = format!(
+        "POST /kith/rtc HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    s.write_all(&body).await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| "the node did not answer the offer".to_string())?
+        .map_err(|e| e.to_string())?;
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or("a malformed answer")? + 4;
+    let status = String::from_utf8_lossy(&buf[..end]);
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "the node refused the offer: {}",
+            String::from_utf8_lossy(&buf[end..]).trim()
+        ));
+    }
+    let answer: RTCSessionDescription =
+        serde_json::from_slice(&buf[end..]).map_err(|e| format!("a malformed answer: {e}"))?;
+    pc.set_remote_description(answer).await.map_err(e)?;
+    let open = async {
+        while let Some(ev) = dc.poll().await {
+            if matches!(ev, DataChannelEvent::OnOpen) {
+                return Ok(());
+            }
+        }
+        Err("the channel closed before it opened".to_string())
+    };
+    tokio::time::timeout(OPEN_TIMEOUT, open)
+        .await
+        .map_err(|_| "the channel did not open".to_string())??;
+    Ok((pc, dc))
+}

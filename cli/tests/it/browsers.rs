@@ -207,3 +207,74 @@ fn browsers_that_vanish_or_never_connect_leave_nothing_behind() {
     drop(b);
     assert!(net.json(0, &["status"]).is_ok(), "the node went down");
 }
+
+#[test]
+fn a_client_that_breaks_the_channel_protocol_gets_clear_errors() {
+    // A Rust WebRTC client (what a node uses to reach another's page) on loopback, free to send
+    // what a browser would refuse to.
+    let mut net = testnet(1, Layout::Loopback);
+    net.kith_ok(0, &["init"]).unwrap();
+    net.start(0).unwrap();
+    net.kith_ok(0, &["pool", "create", "street"]).unwrap();
+    net.kith_ok(0, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    let site = net.dir().join("www");
+    std::fs::create_dir_all(&site).unwrap();
+    write(&site.join("index.html"), b"<h1>Bakery</h1>");
+    net.kith_ok(0, &["site", "publish", site.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    let http: SocketAddr =
+        net.json(0, &["status"]).unwrap()["http"].as_str().unwrap().parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answers: Vec<Value> = rt.block_on(async move {
+        use kith_hosting::browser::connect_http;
+        use webrtc::data_channel::DataChannelEvent;
+        let local = "127.0.0.1".parse().unwrap();
+        let (pc, dc) = connect_http(http, local).await.unwrap();
+        let mut out = Vec::new();
+        let mut next = async || loop {
+            match tokio::time::timeout(Duration::from_secs(20), dc.poll()).await {
+                Ok(Some(DataChannelEvent::OnMessage(m))) => {
+                    return serde_json::from_slice::<Value>(&m.data).unwrap_or_default();
+                }
+                Ok(Some(DataChannelEvent::OnClose)) | Ok(None) => {
+                    return serde_json::json!({ "closed": true });
+                }
+                Err(_) => return serde_json::json!({ "timeout": true }),
+                Ok(Some(_)) => {}
+            }
+        };
+        for req in [
+            "not json",
+            r#"{"op":"teleport"}"#,
+            r#"{"op":"get","site":"bakery","path":"nope"}"#,
+            r#"{"op":"upload","code":"guess","name":"x","len":3}"#,
+            r#"{"op":"list"}"#,
+        ] {
+            dc.send_text(req).await.unwrap();
+            out.push(next().await);
+        }
+        // Bytes with no upload open, then a message over 64 KiB: the channel is closed.
+        dc.send(bytes::BytesMut::from(&b"abc"[..])).await.unwrap();
+        out.push(next().await);
+        // A message over the node's advertised max-message-size (64 KiB) is refused by the
+        // sender's own stack; the channel goes on working.
+        let sent = dc.send(bytes::BytesMut::from(&vec![0u8; 100 << 10][..])).await;
+        out.push(serde_json::json!({ "send": format!("{sent:?}") }));
+        dc.send_text(r#"{"op":"list"}"#).await.unwrap();
+        out.push(next().await);
+        let _ = pc.close().await;
+        out
+    });
+    let err = |i: usize| answers[i]["error"].as_str().unwrap_or("").to_string();
+    assert!(err(0).contains("not a JSON request"), "{answers:?}");
+    assert!(err(1).contains("unknown request"), "{answers:?}");
+    assert!(err(2).contains("no file"), "{answers:?}");
+    assert!(err(3).contains("no pairing code is open"), "{answers:?}");
+    assert_eq!(answers[4]["sites"][0]["name"], "bakery", "{answers:?}");
+    assert!(err(5).contains("no upload open"), "{answers:?}");
+    assert!(answers[6]["send"].as_str().unwrap().contains("TooLarge"), "{answers:?}");
+    assert_eq!(answers[7]["op"], "list", "the channel broke: {answers:?}");
+    net.wait_for(OPEN, "the session to be gone", |net| {
+        Ok(net.json(0, &["status"])?["browsers"]["sessions"] == 0)
+    })
+    .unwrap();
+}
