@@ -230,7 +230,7 @@ fn a_client_that_breaks_the_channel_protocol_gets_clear_errors() {
         let local = "127.0.0.1".parse().unwrap();
         let (pc, dc) = connect_http(http, local).await.unwrap();
         let mut out = Vec::new();
-        let mut next = async || loop {
+        let next = async || loop {
             match tokio::time::timeout(Duration::from_secs(20), dc.poll()).await {
                 Ok(Some(DataChannelEvent::OnMessage(m))) => {
                     return serde_json::from_slice::<Value>(&m.data).unwrap_or_default();
