@@ -24,6 +24,53 @@ pub struct BrowserReport {
     pub download_ms: Vec<f64>,
     /// Raw iroh on loopback, the same bytes (ms), per run.
     pub iroh_ms: Vec<f64>,
+    /// A Rust WebRTC peer (what a node runs) from the other namespace: channel open (ms).
+    pub peer_open_ms: Vec<f64>,
+    /// Its download of the same file over the channel (ms).
+    pub peer_ms: Vec<f64>,
+}
+
+/// A Rust peer in `ns` (address `local`) opens a channel to the node's page at `http` and
+/// downloads `site/path`; returns (open, download) times and the bytes received.
+fn rust_peer(
+    ns: &str,
+    http: std::net::SocketAddr,
+    local: std::net::IpAddr,
+) -> Result<(Duration, Duration, u64)> {
+    crate::netns::on_ns_thread(ns, move || {
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(async move {
+            use webrtc::data_channel::DataChannelEvent;
+            let t = std::time::Instant::now();
+            let (pc, dc) = kith_hosting::browser::connect_http(http, local)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let open = t.elapsed();
+            let t = std::time::Instant::now();
+            dc.send_text(r#"{"op":"get","site":"bench","path":"big.bin"}"#)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut got = 0u64;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(60), dc.poll()).await {
+                    Ok(Some(DataChannelEvent::OnMessage(m))) if m.is_string => {
+                        let v: serde_json::Value = serde_json::from_slice(&m.data)?;
+                        match v["op"].as_str() {
+                            Some("done") => break,
+                            Some("error") => bail!("the node said: {v}"),
+                            _ => {}
+                        }
+                    }
+                    Ok(Some(DataChannelEvent::OnMessage(m))) => got += m.data.len() as u64,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => bail!("the channel ended after {got} bytes"),
+                }
+            }
+            let dl = t.elapsed();
+            let _ = pc.close().await;
+            Ok((open, dl, got))
+        })
+    })?
 }
 
 struct Browser(Child);
@@ -84,6 +131,14 @@ pub fn run(kith: &Path, mib: u64, runs: usize) -> Result<BrowserReport> {
         r.open_ms.push(got["open_ms"].as_f64().unwrap_or(0.0));
         r.download_ms.push(got["ms"].as_f64().unwrap_or(0.0));
     }
+    for _ in 0..runs {
+        let (open, dl, got) = rust_peer(&phone, "10.99.0.1:7780".parse()?, "10.99.0.2".parse()?)?;
+        if got != bytes {
+            bail!("the Rust peer received {got} of {bytes} bytes");
+        }
+        r.peer_open_ms.push(open.as_secs_f64() * 1000.0);
+        r.peer_ms.push(dl.as_secs_f64() * 1000.0);
+    }
     let rt = tokio::runtime::Runtime::new()?;
     for _ in 0..runs {
         let d = rt.block_on(crate::transfer::raw_iroh(bytes, None))?;
@@ -111,6 +166,13 @@ impl BrowserReport {
             "| headless Chromium → node, WebRTC data channel (two namespaces, veth) | {open:.0} ms | {dl:.0} ms | {:.1} MB/s | {:.3} |",
             mbs(dl),
             iroh / dl
+        );
+        let (popen, pdl) = (med(&self.peer_open_ms), med(&self.peer_ms));
+        let _ = writeln!(
+            s,
+            "| Rust WebRTC peer (a node) → node, data channel (two namespaces, veth) | {popen:.0} ms | {pdl:.0} ms | {:.1} MB/s | {:.3} |",
+            mbs(pdl),
+            iroh / pdl
         );
         let _ = writeln!(
             s,
