@@ -93,28 +93,6 @@ impl Ledgers {
             || self.path(pool, period).exists()
     }
 
-    /// The periods of `pool` this node has a ledger or a seal for, oldest first.
-    pub fn periods(&self, pool: &Key) -> Vec<Period> {
-        let mut out: Vec<Period> = self
-            .lock()
-            .iter()
-            .filter(|((p, _), l)| p == pool && l.len() > 1)
-            .map(|((_, per), _)| *per)
-            .collect();
-        if let Ok(entries) = std::fs::read_dir(self.dir.join(hex(pool))) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stem = name.split('.').next().unwrap_or_default();
-                if let Ok(p) = Period::parse(stem) {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort();
-        out.dedup();
-        out
-    }
-
     /// The typed view of a ledger.
     pub fn view(
         &self,
