@@ -175,6 +175,10 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     if let Some(t) = announce_task {
         let _ = t.await;
     }
+    // What usage accrued since the last record goes into the ledgers before the node stops.
+    if let Some(r) = &ctx.replicator {
+        r.record_usage_now();
+    }
     let stop = async {
         tokio::join!(control_handle.stop(true), lan_handle.stop(true), node.shutdown());
     };

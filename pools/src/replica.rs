@@ -726,12 +726,25 @@ impl Replicator {
     /// Transfers with this member's own nodes, and with nodes that are not an active member's,
     /// are not pool usage and are dropped.
     pub fn record_usage_if_due(&self, pool: Key) {
+        self.record_usage(pool, false);
+    }
+
+    /// Records what every pool's usage has accrued now, due or not (when the node stops, so
+    /// the last hour is not lost).
+    pub fn record_usage_now(&self) {
+        for (pool, _) in self.pools.list() {
+            self.record_usage(pool, true);
+        }
+    }
+
+    fn record_usage(&self, pool: Key, now_anyway: bool) {
         let Some(v) = self.pools.view_of(&pool) else { return };
         let me = self.pools.node();
         let Some(member) = v.node_owner(&me) else { return };
         let Ok(node) = self.node() else { return };
         let now = now_ms();
-        let Some(due) = self.usage.take_due(pool, v.charter.record_every_ms, now) else { return };
+        let every = if now_anyway { 0 } else { v.charter.record_every_ms };
+        let Some(due) = self.usage.take_due(pool, every, now) else { return };
         let other = |peer: &EndpointId| v.node_owner(peer.as_bytes()).is_some_and(|m| m != member);
         let take = |t: &kith_node::net::blobs::Tallies| {
             let (mine, rest): (HashMap<_, _>, HashMap<_, _>) =

@@ -194,3 +194,45 @@ fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_node_that_stops_records_what_it_accrued_first() {
+    // The hourly record is not due; stopping the node records anyway.
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+    net.kith_ok(1, &["pool", "join", ticket.trim(), "--as", "bo"]).unwrap();
+    net.kith_ok(1, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    let src = net.dir().join("a.bin");
+    write(&src, &random_bytes(3 << 20, 3));
+    net.wait_for(CONVERGE, "ada's node to see bo's offer", |net| {
+        Ok(net.json(0, &["pool", "show", "street"])?["capacity"]["offered"] == 1u64 << 30)
+    })
+    .unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "1"]).unwrap();
+    let put = net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    assert_eq!(put["pool"]["complete"], true, "{put}");
+    // Bo's node holds the copy through two repair passes (storage accrues between passes),
+    // then stops.
+    let mut first = 0;
+    net.wait_for(CONVERGE, "bo's node to hold the copy in a repair pass", |net| {
+        let v = net.json(1, &["pool", "show", "street"])?;
+        first = v["repair"]["at_ms"].as_u64().unwrap_or(0);
+        Ok(v["repair"]["responsible_blobs"] != 0 && v["repair"]["lacking_blobs"] == 0)
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "the next repair pass", |net| {
+        let v = net.json(1, &["pool", "show", "street"])?;
+        Ok(v["repair"]["at_ms"].as_u64().unwrap_or(0) > first)
+    })
+    .unwrap();
+    assert_eq!(n(row(&ledger(&net, 1), "bo"), "storage_provided"), 0, "recorded before it was due");
+    net.stop(1).unwrap();
+    net.start(1).unwrap();
+    let l = ledger(&net, 1);
+    assert!(n(row(&l, "bo"), "storage_provided") > 0, "{l}");
+}
