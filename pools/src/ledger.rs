@@ -214,12 +214,25 @@ pub struct Receipt {
     pub sig: [u8; 64],
 }
 
+/// A record's bytes (CBOR).
+fn encode<T: minicbor::Encode<()>>(t: &T) -> Vec<u8> {
+    minicbor::to_vec(t).expect("encoding to a Vec cannot fail")
+}
+
+/// Parses a record, naming `what` it should have been.
+fn decode<'b, T: minicbor::Decode<'b, ()>>(b: &'b [u8], what: &str) -> Result<T, String> {
+    minicbor::decode(b).map_err(|e| format!("bad {what}: {e}"))
+}
+
+/// What a signed record's signature covers: `context` and the record's bytes with its
+/// signature zeroed (`unsigned`).
+fn signed_message<T: minicbor::Encode<()>>(context: &[u8], unsigned: &T) -> Vec<u8> {
+    [context, &encode(unsigned)[..]].concat()
+}
+
 impl Receipt {
     fn message(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.sig = [0; 64];
-        let body = minicbor::to_vec(&unsigned).expect("encoding to a Vec cannot fail");
-        [RECEIPT_CONTEXT, &body[..]].concat()
+        signed_message(RECEIPT_CONTEXT, &Receipt { sig: [0; 64], ..self.clone() })
     }
 
     /// A receipt signed by `signer` (the receiver).
@@ -256,12 +269,12 @@ impl Receipt {
 
     /// Its bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        minicbor::to_vec(self).expect("encoding to a Vec cannot fail")
+        encode(self)
     }
 
     /// Parses a receipt.
     pub fn from_bytes(b: &[u8]) -> Result<Receipt, String> {
-        minicbor::decode(b).map_err(|e| format!("bad receipt: {e}"))
+        decode(b, "receipt")
     }
 }
 
@@ -1041,10 +1054,7 @@ const SEAL_CONTEXT: &[u8] = b"kith-seal-v1";
 
 impl Seal {
     fn message(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.sig = [0; 64];
-        [SEAL_CONTEXT, &minicbor::to_vec(&unsigned).expect("encoding to a Vec cannot fail")[..]]
-            .concat()
+        signed_message(SEAL_CONTEXT, &Seal { sig: [0; 64], ..self.clone() })
     }
 
     /// Seals `l` under `rule` for `members`, signed by `admin`.
@@ -1073,12 +1083,12 @@ impl Seal {
 
     /// Its bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        minicbor::to_vec(self).expect("encoding to a Vec cannot fail")
+        encode(self)
     }
 
     /// Parses a seal.
     pub fn from_bytes(b: &[u8]) -> Result<Seal, String> {
-        minicbor::decode(b).map_err(|e| format!("bad seal: {e}"))
+        decode(b, "seal")
     }
 
     /// The balances to carry into the next period.

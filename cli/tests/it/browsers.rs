@@ -85,11 +85,9 @@ fn post(addr: SocketAddr, path: &str, body: &[u8]) -> (u16, String) {
     (status, text)
 }
 
-/// Node 0 in namespace 0 with a pool and a public site `name` of `files`; namespace 1 is a
-/// phone with a browser and no kith. Returns the net, the phone's namespace and the node's
-/// HTTP address.
-fn node_and_phone(name: &str, files: &[(&str, &[u8])]) -> (Testnet, String, SocketAddr) {
-    let mut net = testnet(2, Layout::Namespaces);
+/// Node 0 of a testnet of `n` with a pool and a public site `name` of `files`.
+fn node_with_site(n: usize, layout: Layout, name: &str, files: &[(&str, &[u8])]) -> Testnet {
+    let mut net = testnet(n, layout);
     net.kith_ok(0, &["init"]).unwrap();
     net.start(0).unwrap();
     net.kith_ok(0, &["pool", "create", "street"]).unwrap();
@@ -100,6 +98,13 @@ fn node_and_phone(name: &str, files: &[(&str, &[u8])]) -> (Testnet, String, Sock
         write(&site.join(path), bytes);
     }
     net.kith_ok(0, &["site", "publish", site.to_str().unwrap(), "--name", name]).unwrap();
+    net
+}
+
+/// Node 0 in namespace 0 with a public site `name` of `files`; namespace 1 is a phone with a
+/// browser and no kith. Returns the net, the phone's namespace and the node's HTTP address.
+fn node_and_phone(name: &str, files: &[(&str, &[u8])]) -> (Testnet, String, SocketAddr) {
+    let net = node_with_site(2, Layout::Namespaces, name, files);
     let phone = net.lan().unwrap().ns(1).to_string();
     // Chromium gathers no candidates without a default route (even one that leads nowhere).
     in_ns(&phone, "ip", &["route", "add", "default", "via", "10.99.0.1"]).unwrap();
@@ -212,15 +217,8 @@ fn browsers_that_vanish_or_never_connect_leave_nothing_behind() {
 fn a_client_that_breaks_the_channel_protocol_gets_clear_errors() {
     // A Rust WebRTC client (what a node uses to reach another's page) on loopback, free to send
     // what a browser would refuse to.
-    let mut net = testnet(1, Layout::Loopback);
-    net.kith_ok(0, &["init"]).unwrap();
-    net.start(0).unwrap();
-    net.kith_ok(0, &["pool", "create", "street"]).unwrap();
-    net.kith_ok(0, &["offer", "street", "--storage", "1GiB"]).unwrap();
-    let site = net.dir().join("www");
-    std::fs::create_dir_all(&site).unwrap();
-    write(&site.join("index.html"), b"<h1>Bakery</h1>");
-    net.kith_ok(0, &["site", "publish", site.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    let mut net =
+        node_with_site(1, Layout::Loopback, "bakery", &[("index.html", b"<h1>Bakery</h1>")]);
     let http: SocketAddr =
         net.json(0, &["status"]).unwrap()["http"].as_str().unwrap().parse().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
