@@ -69,11 +69,17 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     let docs = kith_pools::service::DocsProtocol::new(pools.clone());
     let replicator = kith_pools::replica::Replicator::new(pools.clone());
     let pool_proto = kith_pools::replica::PoolProtocol::new(replicator.clone());
+    let mesh = kith_hosting::mesh::Mesh::new(home.node_key()?.secret().clone());
     let protocols = vec![
         (kith_pools::service::DOCS_ALPN.to_vec(), docs.into()),
         (kith_pools::replica::POOL_ALPN.to_vec(), pool_proto.into()),
+        (
+            kith_hosting::mesh::SIGNAL_ALPN.to_vec(),
+            kith_hosting::mesh::SignalProtocol(mesh.clone()).into(),
+        ),
     ];
     let node = Arc::new(Node::start_with(&home, store.clone(), cfg, protocols).await?);
+    mesh.attach(node.clone());
     pools.attach(node.endpoint().clone());
     replicator.attach(node.clone());
     let pools_stop = tokio_util::sync::CancellationToken::new();
@@ -89,6 +95,14 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     let lan = TcpListener::bind(opts.http)
         .with_context(|| format!("cannot listen for HTTP on {}", opts.http))?;
     let http_addr = lan.local_addr()?;
+    // STUN for nodes joined through this one: UDP on the HTTP listener's port if free.
+    let stun = match tokio::net::UdpSocket::bind(http_addr).await {
+        Ok(s) => s,
+        Err(_) => tokio::net::UdpSocket::bind((http_addr.ip(), 0))
+            .await
+            .with_context(|| format!("cannot listen for STUN on {}", http_addr.ip()))?,
+    };
+    let stun_task = mesh.serve_stun(stun, pools_stop.clone())?;
     let ctx = Arc::new(Ctx {
         home: home.clone(),
         store,
@@ -99,6 +113,7 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
         replicator: Some(replicator),
         browsers: Some(browsers.clone()),
         gateway: Some(gateway.clone()),
+        mesh: Some(mesh),
     });
 
     let token = new_token();
@@ -175,6 +190,7 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     if let Some(t) = announce_task {
         let _ = t.await;
     }
+    let _ = stun_task.await;
     // What usage accrued since the last record goes into the ledgers before the node stops.
     if let Some(r) = &ctx.replicator {
         r.record_usage_now();

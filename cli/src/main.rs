@@ -425,6 +425,13 @@ enum PeerCommand {
         /// The ticket.
         ticket: String,
     },
+    /// Reach a known peer now: directly, or if it cannot be dialed (behind another NAT)
+    /// through a WebRTC data channel signalled by a neighbour both reach; says which, or why
+    /// neither worked.
+    Link {
+        /// The peer's node id (or its first characters).
+        peer: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -603,6 +610,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Peer { command: PeerCommand::Add { ticket } } => {
             render::peer_added(&execute(&root, Request::PeerAdd { ticket }, "")?)
         }
+        Command::Peer { command: PeerCommand::Link { peer } } => {
+            render::peer_linked(&execute(&root, Request::PeerLink { peer }, "reaching")?)
+        }
         Command::Put { path, pool, json } => {
             let what = if pool.is_some() { "storing and replicating" } else { "storing" };
             render::put(&execute(&root, Request::Put { path: abs(&path), pool }, what)?, json)
@@ -714,6 +724,7 @@ fn local(root: &Path, req: Request) -> Result<Box<dyn FnMut() -> Result<Option<F
         pools: None,
         replicator: None,
         browsers: None,
+        mesh: None,
         gateway: None,
     });
     rt.spawn(ops::run(ctx, req, Out(tx)));

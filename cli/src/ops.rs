@@ -51,6 +51,8 @@ pub enum Request {
     Peers,
     /// Add a peer by ticket.
     PeerAdd { ticket: String },
+    /// Reach a peer now, directly or through a neighbour.
+    PeerLink { peer: String },
     /// This node's ticket.
     Ticket,
     /// A pool command.
@@ -95,6 +97,8 @@ pub struct Ctx {
     pub browsers: Option<Arc<kith_hosting::browser::Browsers>>,
     /// The sites' gateway, in the daemon.
     pub gateway: Option<Arc<kith_hosting::gateway::Gateway>>,
+    /// Links through neighbours (WebRTC), in the daemon.
+    pub mesh: Option<Arc<kith_hosting::mesh::Mesh>>,
 }
 
 /// Runs `req` and sends its frames to `out`, ending with a result or an error frame.
@@ -182,7 +186,28 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
         }
         Request::Peers => {
             let node = need_node(ctx, "list peers")?;
-            Ok(Value::Array(node.peers().iter().map(peer_json).collect()))
+            let links: std::collections::HashMap<_, _> = node.links().into_iter().collect();
+            let peers = node.peers();
+            let peers = peers.iter().map(|p| {
+                let mut v = peer_json(p);
+                v["route"] = match (links.get(&p.id), p.reachability.name()) {
+                    (Some(r), _) => json!(r),
+                    (None, "reachable") => json!("direct"),
+                    _ => Value::Null,
+                };
+                v["link_error"] = json!(node.link_error(&p.id));
+                v
+            });
+            Ok(Value::Array(peers.collect()))
+        }
+        Request::PeerLink { peer } => {
+            let node = need_node(ctx, "reach a peer")?;
+            let id = find_peer(node, &peer)?.id;
+            let route = node
+                .reach(id)
+                .await
+                .map_err(|e| anyhow!("cannot reach {}: {e}", id.fmt_short()))?;
+            Ok(json!({ "id": id.to_string(), "route": route }))
         }
         Request::PeerAdd { ticket } => {
             let t: NodeTicket = ticket.parse().context("cannot add the peer")?;
@@ -424,6 +449,9 @@ async fn status(ctx: &Ctx) -> Result<Value> {
         if let Some(b) = &ctx.browsers {
             v["browsers"] = json!({ "sessions": b.sessions(), "reports": b.reports() });
         }
+        if let Some(m) = &ctx.mesh {
+            v["mesh"] = m.status();
+        }
         let served = node.served();
         v["served"] = json!({
             "blobs": served.blobs.load(Ordering::Relaxed),
@@ -486,6 +514,23 @@ fn verify_json(r: &VerifyReport) -> Value {
         "unindexed_packs": r.unindexed_packs.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
         "unreferenced_blobs": r.unreferenced_blobs,
     })
+}
+
+/// A known peer by its full id or the start of it.
+fn find_peer(node: &Node, spec: &str) -> Result<PeerInfo> {
+    let spec = spec.trim();
+    if spec.len() < 4 {
+        bail!("give at least 4 characters of the node id");
+    }
+    let matches: Vec<_> =
+        node.peers().into_iter().filter(|p| p.id.to_string().starts_with(spec)).collect();
+    match matches.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "no known peer starts with {spec} (`kith peers` lists them; `kith peer add TICKET` adds one)"
+        ),
+        _ => bail!("{} peers start with {spec}; give more of the id", matches.len()),
+    }
 }
 
 fn peer_json(p: &PeerInfo) -> Value {

@@ -73,7 +73,10 @@ pub fn peers(v: &Value, json: bool) -> Result<ExitCode> {
     if json {
         return json_out(v);
     }
-    println!("{:<16}  {:<11}  {:<19}  {:<10}  ADDRESSES", "NODE", "STATE", "LAST SEEN", "VIA");
+    println!(
+        "{:<16}  {:<11}  {:<19}  {:<10}  {:<22}  ADDRESSES",
+        "NODE", "STATE", "LAST SEEN", "LEARNED", "ROUTE"
+    );
     for p in v.as_array().into_iter().flatten() {
         let via = match (p["mdns"].as_bool(), p["manual"].as_bool()) {
             (Some(true), Some(true)) => "mdns,ticket",
@@ -83,12 +86,18 @@ pub fn peers(v: &Value, json: bool) -> Result<ExitCode> {
         };
         let seen = p["last_seen_ms"].as_u64().map(fmt::time).unwrap_or_else(|| "never".into());
         let addrs: Vec<&str> = p["addrs"].as_array().into_iter().flatten().map(s).collect();
+        let route = match p["route"].as_str() {
+            Some(r) => r,
+            None if p["link_error"].is_string() => "none (see --json)",
+            None => "-",
+        };
         println!(
-            "{:<16}  {:<11}  {:<19}  {:<10}  {}",
+            "{:<16}  {:<11}  {:<19}  {:<10}  {:<22}  {}",
             &s(&p["id"])[..16.min(s(&p["id"]).len())],
             s(&p["state"]),
             seen,
             via,
+            route,
             addrs.join(" ")
         );
     }
@@ -101,6 +110,11 @@ pub fn peer_added(v: &Value) -> Result<ExitCode> {
     } else {
         eprintln!("added peer {} ({})", s(&v["id"]), s(&v["state"]));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn peer_linked(v: &Value) -> Result<ExitCode> {
+    println!("{} {}", s(&v["id"]), s(&v["route"]));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -43,7 +43,7 @@ pub const MAX_MESSAGE: usize = 64 << 10;
 /// Largest upload.
 pub const MAX_UPLOAD: u64 = 4 << 30;
 /// Time for a channel to open after the answer, else the session is dropped.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A session with no request for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Pairing codes: how long one lasts, and how many wrong tries end it.
@@ -85,6 +85,71 @@ struct Handler {
     gathered: tokio::sync::mpsc::UnboundedSender<()>,
     channels: tokio::sync::mpsc::UnboundedSender<Arc<dyn DataChannel>>,
     state: tokio::sync::watch::Sender<RTCPeerConnectionState>,
+}
+
+/// What a peer connection reports: gathering done, channels the other side opened, and its
+/// state.
+pub(crate) struct Events {
+    pub(crate) gathered: tokio::sync::mpsc::UnboundedReceiver<()>,
+    pub(crate) channels: tokio::sync::mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
+    pub(crate) state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
+}
+
+/// A peer connection bound to `bind` (`IP:0`; a wildcard means every interface), using the
+/// STUN servers `stun` (`stun:IP:PORT`), with webrtc-rs's mDNS off (it needs a multicast
+/// route that an offline LAN may lack) and a bounded send buffer.
+pub(crate) async fn peer_connection(
+    bind: std::net::SocketAddr,
+    stun: Vec<String>,
+) -> Result<(Arc<dyn PeerConnection>, Events), webrtc::error::Error> {
+    let (gtx, grx) = tokio::sync::mpsc::unbounded_channel();
+    let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
+    let (stx, srx) = tokio::sync::watch::channel(RTCPeerConnectionState::New);
+    let handler = Arc::new(Handler { gathered: gtx, channels: ctx, state: stx });
+    let settings = SettingEngineBuilder::default()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let mut config = RTCConfigurationBuilder::new();
+    if !stun.is_empty() {
+        config = config.with_ice_servers(vec![webrtc::peer_connection::RTCIceServer {
+            urls: stun,
+            ..Default::default()
+        }]);
+    }
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config.build())
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_udp_addrs(vec![bind.to_string()])
+        .with_data_channel_send_buffer_limit(SEND_BUFFER)
+        .build()
+        .await?;
+    Ok((Arc::new(pc), Events { gathered: grx, channels: crx, state: srx }))
+}
+
+/// Whether a connection in state `s` is gone for good.
+pub(crate) fn is_gone(s: RTCPeerConnectionState) -> bool {
+    matches!(
+        s,
+        RTCPeerConnectionState::Failed
+            | RTCPeerConnectionState::Closed
+            | RTCPeerConnectionState::Disconnected
+    )
+}
+
+/// Waits for `dc` to open.
+pub(crate) async fn wait_open(dc: &Arc<dyn DataChannel>) -> Result<(), String> {
+    let open = async {
+        while let Some(ev) = dc.poll().await {
+            if matches!(ev, DataChannelEvent::OnOpen) {
+                return Ok(());
+            }
+        }
+        Err("the channel closed before it opened".to_string())
+    };
+    tokio::time::timeout(OPEN_TIMEOUT, open)
+        .await
+        .map_err(|_| "the channel did not open".to_string())?
 }
 
 #[async_trait::async_trait]
@@ -214,26 +279,12 @@ impl Browsers {
         if self.sessions() >= MAX_SESSIONS {
             return Err(OfferError::Busy);
         }
-        let (gtx, mut grx) = tokio::sync::mpsc::unbounded_channel();
-        let (ctx, mut crx) = tokio::sync::mpsc::unbounded_channel();
-        let (stx, srx) = tokio::sync::watch::channel(RTCPeerConnectionState::New);
-        let handler = Arc::new(Handler { gathered: gtx, channels: ctx, state: stx });
-        // No mDNS: webrtc-rs would need a multicast route, which an offline LAN may lack;
-        // browsers' `.local` candidates are then ignored, and their checks still reach us.
-        let settings = SettingEngineBuilder::default()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            .build();
-        let fail = |e: webrtc::error::Error| OfferError::Failed(e.to_string());
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(settings)
-            .with_handler(handler)
-            .with_udp_addrs(vec![format!("{}", std::net::SocketAddr::new(local, 0))])
-            .with_data_channel_send_buffer_limit(SEND_BUFFER)
-            .build()
+        // No mDNS (see `peer_connection`): browsers' `.local` candidates are then ignored,
+        // and their checks still reach us.
+        let (pc, events) = peer_connection(std::net::SocketAddr::new(local, 0), Vec::new())
             .await
-            .map_err(fail)?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+            .map_err(|e| OfferError::Failed(e.to_string()))?;
+        let Events { gathered: mut grx, channels: mut crx, state: srx } = events;
         if let Err(e) = pc.set_remote_description(offer).await {
             let _ = pc.close().await;
             return Err(OfferError::Bad(format!("the offer's SDP was refused: {e}")));
@@ -266,13 +317,7 @@ impl Browsers {
                             if srx.changed().await.is_err() {
                                 break;
                             }
-                            let s = *srx.borrow();
-                            if matches!(
-                                s,
-                                RTCPeerConnectionState::Failed
-                                    | RTCPeerConnectionState::Closed
-                                    | RTCPeerConnectionState::Disconnected
-                            ) {
+                            if is_gone(*srx.borrow()) {
                                 break;
                             }
                         }
@@ -494,23 +539,10 @@ pub async fn connect_http(
     local: std::net::IpAddr,
 ) -> Result<(Arc<dyn PeerConnection>, Arc<dyn DataChannel>), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (gtx, mut grx) = tokio::sync::mpsc::unbounded_channel();
-    let (ctx, _crx) = tokio::sync::mpsc::unbounded_channel();
-    let (stx, _srx) = tokio::sync::watch::channel(RTCPeerConnectionState::New);
-    let settings = SettingEngineBuilder::default()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
     let e = |e: webrtc::error::Error| e.to_string();
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_setting_engine(settings)
-        .with_handler(Arc::new(Handler { gathered: gtx, channels: ctx, state: stx }))
-        .with_udp_addrs(vec![std::net::SocketAddr::new(local, 0).to_string()])
-        .with_data_channel_send_buffer_limit(SEND_BUFFER)
-        .build()
-        .await
-        .map_err(e)?;
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let (pc, mut events) =
+        peer_connection(std::net::SocketAddr::new(local, 0), Vec::new()).await.map_err(e)?;
+    let grx = &mut events.gathered;
     let dc = pc.create_data_channel("kith", None).await.map_err(e)?;
     let offer = pc.create_offer(None).await.map_err(e)?;
     pc.set_local_description(offer).await.map_err(e)?;
@@ -540,16 +572,6 @@ pub async fn connect_http(
     let answer: RTCSessionDescription =
         serde_json::from_slice(&buf[end..]).map_err(|e| format!("a malformed answer: {e}"))?;
     pc.set_remote_description(answer).await.map_err(e)?;
-    let open = async {
-        while let Some(ev) = dc.poll().await {
-            if matches!(ev, DataChannelEvent::OnOpen) {
-                return Ok(());
-            }
-        }
-        Err("the channel closed before it opened".to_string())
-    };
-    tokio::time::timeout(OPEN_TIMEOUT, open)
-        .await
-        .map_err(|_| "the channel did not open".to_string())??;
+    wait_open(&dc).await?;
     Ok((pc, dc))
 }

@@ -82,6 +82,15 @@ impl Testnet {
         self.lan.as_ref()
     }
 
+    /// Puts node `i` behind a NAT router of its own (see [`Lan::put_behind_nat`]); namespace
+    /// testnets only, before the node starts.
+    pub fn put_behind_nat(&mut self, i: usize) -> Result<()> {
+        match self.lan.as_mut() {
+            Some(lan) => lan.put_behind_nat(i),
+            None => bail!("NAT needs a namespace testnet"),
+        }
+    }
+
     /// A `kith` command on node `i`'s home (run from the root namespace: the control socket is
     /// a file in the home).
     pub fn cmd(&self, i: usize) -> Command {

@@ -22,6 +22,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub struct Lan {
     switch: String,
     nodes: Vec<String>,
+    ips: Vec<Ipv4Addr>,
+    routers: Vec<String>,
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -76,7 +78,8 @@ impl Lan {
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let switch = format!("kt{pid}x{k}s");
-        let mut lan = Lan { switch: switch.clone(), nodes: Vec::new() };
+        let mut lan =
+            Lan { switch: switch.clone(), nodes: Vec::new(), ips: Vec::new(), routers: Vec::new() };
         lan.add_ns(&switch)?;
         ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &switch, "link", "set", "br0", "up"])?;
@@ -93,9 +96,66 @@ impl Lan {
             ip(&["-n", &switch, "link", "set", &port, "master", "br0"])?;
             ip(&["-n", &switch, "link", "set", &port, "up"])?;
             lan.nodes.push(ns);
+            lan.ips.push(lan_ip(i));
         }
-        lan.watchdog()?;
+        let names: Vec<String> = lan.nodes.iter().chain([&lan.switch]).cloned().collect();
+        watchdog(&names)?;
         Ok(lan)
+    }
+
+    /// Puts node `i` behind a NAT router of its own, as a home router does: the router takes
+    /// the node's place on the LAN (its address, its port on the bridge) and masquerades the
+    /// node's subnet `10.98.i.0/24` (the node is `10.98.i.2`, its default route the router);
+    /// nothing on the LAN can open a connection to the node. Call before the node starts.
+    pub fn put_behind_nat(&mut self, i: usize) -> Result<()> {
+        let (pid, node) = (std::process::id(), self.nodes[i].clone());
+        let router = format!("{node}r");
+        self.add_ns(&router)?;
+        self.routers.push(router.clone());
+        watchdog(std::slice::from_ref(&router))?;
+        // The node's cable now goes to the router's inside port.
+        ip(&["-n", &node, "link", "del", "eth0"])?;
+        let port = format!("p{i}");
+        ip(&[
+            "-n",
+            &router,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch,
+        ])?;
+        ip(&["-n", &router, "addr", "add", &format!("{}/24", lan_ip(i)), "dev", "eth0"])?;
+        ip(&["-n", &router, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &self.switch, "link", "set", &port, "master", "br0"])?;
+        ip(&["-n", &self.switch, "link", "set", &port, "up"])?;
+        ip(&[
+            "-n", &router, "link", "add", "in0", "type", "veth", "peer", "name", "eth0", "netns",
+            &node,
+        ])?;
+        let inside = Ipv4Addr::new(10, 98, i as u8, 2);
+        ip(&["-n", &router, "addr", "add", &format!("10.98.{i}.1/24"), "dev", "in0"])?;
+        ip(&["-n", &router, "link", "set", "in0", "up"])?;
+        ip(&["-n", &node, "addr", "add", &format!("{inside}/24"), "dev", "eth0"])?;
+        ip(&["-n", &node, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &node, "route", "add", "default", "via", &format!("10.98.{i}.1")])?;
+        in_ns(&router, "sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+        // Unsolicited packets from outside are dropped before conntrack confirms them, as home
+        // routers do; a confirmed entry for one would take the tuple a later outgoing packet
+        // needs, and masquerading would then pick another port.
+        let rules = "table ip kith_nat {\n  chain post {\n    type nat hook postrouting priority 100;\n    oifname \"eth0\" masquerade\n  }\n  chain in {\n    type filter hook input priority 0;\n    iifname \"eth0\" ct state new drop\n  }\n}\n";
+        let file = std::env::temp_dir().join(format!("kith-nat-{pid}-{router}.nft"));
+        std::fs::write(&file, rules)?;
+        let loaded = in_ns(&router, "nft", &["-f", &file.to_string_lossy()]);
+        let _ = std::fs::remove_file(&file);
+        loaded.context("cannot set up masquerading (install nftables)")?;
+        self.ips[i] = inside;
+        Ok(())
     }
 
     fn add_ns(&mut self, ns: &str) -> Result<()> {
@@ -103,33 +163,14 @@ impl Lan {
         ip(&["-n", ns, "link", "set", "lo", "up"])
     }
 
-    /// Starts a process that removes this LAN's namespaces once this process has ended.
-    fn watchdog(&self) -> Result<()> {
-        let names: Vec<&str> =
-            self.nodes.iter().map(String::as_str).chain([self.switch.as_str()]).collect();
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; for n in {names}; do ip netns del $n 2>/dev/null; done",
-            pid = std::process::id(),
-            names = names.join(" ")
-        );
-        Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("cannot start the namespace watchdog (setsid, sh)")?;
-        Ok(())
-    }
-
     /// The namespace of node `i`.
     pub fn ns(&self, i: usize) -> &str {
         &self.nodes[i]
     }
 
-    /// Node `i`'s address.
+    /// Node `i`'s address (behind its NAT, if it has one).
     pub fn ip(&self, i: usize) -> Ipv4Addr {
-        lan_ip(i)
+        self.ips[i]
     }
 
     /// Takes node `i` off the LAN (its cable is pulled).
@@ -150,13 +191,30 @@ impl Lan {
     }
 }
 
+/// Starts a process that removes namespaces `names` once this process has ended.
+fn watchdog(names: &[String]) -> Result<()> {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; for n in {names}; do ip netns del $n 2>/dev/null; done",
+        pid = std::process::id(),
+        names = names.join(" ")
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the namespace watchdog (setsid, sh)")?;
+    Ok(())
+}
+
 fn lan_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(SUBNET[0], SUBNET[1], SUBNET[2], (i + 1) as u8)
 }
 
 impl Drop for Lan {
     fn drop(&mut self) {
-        for ns in self.nodes.iter().chain(std::iter::once(&self.switch)) {
+        for ns in self.nodes.iter().chain(&self.routers).chain(std::iter::once(&self.switch)) {
             let _ = ip(&["netns", "del", ns]);
         }
     }

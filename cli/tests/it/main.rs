@@ -14,6 +14,7 @@ mod integrity;
 mod keys;
 mod large;
 mod ledger;
+mod mesh;
 mod offline;
 mod pools;
 mod privacy;

@@ -12,8 +12,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
@@ -24,6 +24,7 @@ use minicbor::{Decode, Encode};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::frame::{self, FrameError};
+use super::link::{Link, Linker};
 use super::peers::PeerTable;
 use crate::ids::ChunkId;
 use crate::store::Store;
@@ -47,6 +48,10 @@ const FETCH_BATCH: usize = 64;
 const STREAMS_PER_PEER: usize = 4;
 /// Peers one fetch uses at most.
 const MAX_FETCH_PEERS: usize = 8;
+/// After a failed attempt to link a peer through a neighbour, how long before the next.
+const LINK_RETRY: Duration = Duration::from_secs(30);
+/// Time a linker gets to make a link.
+const LINK_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// What a client asks (the protocol's request frame).
 #[derive(Debug, Encode, Decode)]
@@ -312,17 +317,125 @@ pub struct FetchReport {
     pub by_peer: HashMap<EndpointId, Tally>,
 }
 
-/// Connections to peers, reused by fetches and pings.
-#[derive(Debug)]
+/// How a peer is reached: directly, or over a link (see [`super::link`]).
+pub enum Route {
+    /// An iroh connection.
+    Direct(Connection),
+    /// A link through a neighbour.
+    Link(Arc<dyn Link>),
+}
+
+/// The last attempt to link a peer.
+struct LinkAttempt {
+    at: Instant,
+    error: Option<String>,
+    running: bool,
+}
+
+/// Connections to peers, reused by fetches and pings; and links to peers that cannot be
+/// dialed, when a linker is set.
 pub struct Connections {
     endpoint: Endpoint,
     conns: Mutex<HashMap<EndpointId, Connection>>,
+    links: Mutex<HashMap<EndpointId, Arc<dyn Link>>>,
+    attempts: Mutex<HashMap<EndpointId, LinkAttempt>>,
+    linker: OnceLock<Arc<dyn Linker>>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections").finish_non_exhaustive()
+    }
+}
+
+fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Connections {
     /// A pool over `endpoint`.
     pub fn new(endpoint: Endpoint) -> Self {
-        Self { endpoint, conns: Mutex::new(HashMap::new()) }
+        Self {
+            endpoint,
+            conns: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
+            linker: OnceLock::new(),
+        }
+    }
+
+    /// Sets the linker used for peers that do not answer directly (once).
+    pub fn set_linker(&self, linker: Arc<dyn Linker>) {
+        let _ = self.linker.set(linker);
+    }
+
+    /// The open link to `peer`, if any (a closed one is forgotten).
+    pub fn link_to(&self, peer: &EndpointId) -> Option<Arc<dyn Link>> {
+        let mut links = lock_map(&self.links);
+        match links.get(peer) {
+            Some(l) if l.is_open() => Some(l.clone()),
+            Some(_) => {
+                links.remove(peer);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Open links, by peer, with their routes.
+    pub fn links(&self) -> Vec<(EndpointId, String)> {
+        let mut links = lock_map(&self.links);
+        links.retain(|_, l| l.is_open());
+        links.iter().map(|(p, l)| (*p, l.route())).collect()
+    }
+
+    /// Why the last attempt to link `peer` failed, if it did.
+    pub fn link_error(&self, peer: &EndpointId) -> Option<String> {
+        lock_map(&self.attempts).get(peer).and_then(|a| a.error.clone())
+    }
+
+    /// How `peer` is reached: its open link, else a direct connection, else (with a linker)
+    /// a new link, unless one failed in the last [`LINK_RETRY`] and `force` is false. The
+    /// error says why each way failed.
+    pub async fn route(&self, peer: EndpointId, force: bool) -> Result<Route, String> {
+        if let Some(l) = self.link_to(&peer) {
+            return Ok(Route::Link(l));
+        }
+        let direct = match self.get(peer).await {
+            Ok(c) => return Ok(Route::Direct(c)),
+            Err(e) => e,
+        };
+        let Some(linker) = self.linker.get().cloned() else { return Err(direct) };
+        {
+            let mut attempts = lock_map(&self.attempts);
+            if let Some(a) = attempts.get(&peer) {
+                if a.running {
+                    return Err(format!("{direct}; a link through a neighbour is being made"));
+                }
+                if !force && a.at.elapsed() < LINK_RETRY {
+                    let why = a.error.clone().unwrap_or_default();
+                    return Err(format!("{direct}; {why}"));
+                }
+            }
+            attempts.insert(peer, LinkAttempt { at: Instant::now(), error: None, running: true });
+        }
+        tracing::debug!(peer = %peer.fmt_short(), %direct, "linking a peer through a neighbour");
+        let made = tokio::time::timeout(LINK_TIMEOUT, linker.link(peer))
+            .await
+            .unwrap_or_else(|_| Err("making a link through a neighbour timed out".into()));
+        let error = made.as_ref().err().cloned();
+        lock_map(&self.attempts)
+            .insert(peer, LinkAttempt { at: Instant::now(), error, running: false });
+        match made {
+            Ok(l) => {
+                tracing::info!(peer = %peer.fmt_short(), route = %l.route(), "linked a peer that cannot be dialed");
+                if let Some(old) = lock_map(&self.links).insert(peer, l.clone()) {
+                    old.close();
+                }
+                Ok(Route::Link(l))
+            }
+            Err(e) => Err(format!("{direct}; {e}")),
+        }
     }
 
     /// An open connection to `peer`, dialed by id (addresses from the peer table).
@@ -339,10 +452,13 @@ impl Connections {
         Ok(conn)
     }
 
-    /// Forgets a connection that misbehaved.
+    /// Forgets a connection (and a link) that misbehaved.
     pub fn drop_peer(&self, peer: &EndpointId) {
         if let Some(c) = self.lock().remove(peer) {
             c.close(0u32.into(), b"dropped");
+        }
+        if let Some(l) = lock_map(&self.links).remove(peer) {
+            l.close();
         }
     }
 
@@ -350,10 +466,21 @@ impl Connections {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Asks `peer` whether it is there.
-    pub async fn ping(&self, peer: EndpointId) -> Result<(), String> {
+    /// Asks `peer` whether it is there (directly, or over a link; see [`Connections::route`]).
+    pub async fn ping(&self, peer: EndpointId, force: bool) -> Result<(), String> {
+        let conn = match self.route(peer, force).await? {
+            Route::Direct(c) => c,
+            Route::Link(l) => {
+                let r = tokio::time::timeout(REQUEST_TIMEOUT, l.ping())
+                    .await
+                    .unwrap_or_else(|_| Err("no answer over the link".into()));
+                if r.is_err() {
+                    self.drop_peer(&peer);
+                }
+                return r;
+            }
+        };
         let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let conn = self.get(peer).await?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
             let nonce = rand_u64();
             frame::write(&mut send, &Request::Ping(nonce)).await.map_err(|e| e.to_string())?;
@@ -537,7 +664,7 @@ async fn fetch_worker(
 }
 
 /// What [`get_batch`] received: each id with its length.
-type Received = Vec<(ChunkId, u64)>;
+pub type Received = Vec<(ChunkId, u64)>;
 
 /// Asks `peer` for `ids`; returns the ids it does not have and what it received, or on
 /// failure what it received before it failed and why.
@@ -550,7 +677,10 @@ async fn get_batch(
 ) -> Result<(Vec<ChunkId>, Received), (Received, String)> {
     let mut received = Vec::new();
     let fail = |received: &Received, why: String| (received.clone(), why);
-    let conn = conns.get(peer).await.map_err(|e| fail(&received, e))?;
+    let conn = match conns.route(peer, false).await.map_err(|e| fail(&received, e))? {
+        Route::Direct(c) => c,
+        Route::Link(l) => return l.get(ids, pool, sink).await,
+    };
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&received, e.to_string()))?;
     let req = Request::Get(
         ids.iter().map(|id| ByteArray::from(id.0)).collect(),

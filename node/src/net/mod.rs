@@ -7,6 +7,7 @@
 
 pub mod blobs;
 pub mod frame;
+pub mod link;
 pub mod mdns;
 pub mod peers;
 pub mod ticket;
@@ -240,13 +241,38 @@ impl Node {
             return Err("that is this node's own ticket".into());
         }
         self.peers.add_ticket(t).map_err(|e| e.to_string())?;
-        let answered = self.conns.ping(t.id).await;
+        let answered = self.conns.ping(t.id, false).await;
         self.peers.record(&t.id, answered.is_ok());
         self.peers
             .list()
             .into_iter()
             .find(|p| p.id == t.id)
             .ok_or_else(|| "the peer table is full".into())
+    }
+
+    /// Sets how peers that cannot be dialed are linked (see [`link`]).
+    pub fn set_linker(&self, linker: Arc<dyn link::Linker>) {
+        self.conns.set_linker(linker);
+    }
+
+    /// Open links to peers that cannot be dialed, with their routes.
+    pub fn links(&self) -> Vec<(EndpointId, String)> {
+        self.conns.links()
+    }
+
+    /// Why the last attempt to link `peer` through a neighbour failed, if it did.
+    pub fn link_error(&self, peer: &EndpointId) -> Option<String> {
+        self.conns.link_error(peer)
+    }
+
+    /// Reaches `peer` now, directly or through a neighbour (trying again even if an attempt
+    /// failed lately), records the result in the peer table, and says how: `direct` or the
+    /// link's route. The error says why each way failed.
+    pub async fn reach(&self, peer: EndpointId) -> Result<String, String> {
+        let r = self.conns.ping(peer, true).await;
+        self.peers.record(&peer, r.is_ok());
+        r?;
+        Ok(self.conns.link_to(&peer).map(|l| l.route()).unwrap_or_else(|| "direct".into()))
     }
 
     /// What this node served to peers.
@@ -465,7 +491,7 @@ async fn ping_loop(peers: Arc<PeerTable>, conns: Arc<Connections>, cancel: Cance
             let Ok(permit) = limit.clone().try_acquire_owned() else { break };
             let (peers, conns) = (peers.clone(), conns.clone());
             tokio::spawn(async move {
-                let ok = conns.ping(p.id).await;
+                let ok = conns.ping(p.id, false).await;
                 if ok.is_err() && p.reachability != peers::Reachability::Unreachable {
                     tracing::info!(peer = %p.id.fmt_short(), "peer unreachable");
                 }
