@@ -195,6 +195,8 @@ pub struct MeshStats {
     pub received_bytes: AtomicU64,
     /// STUN binding requests answered.
     pub stun_answered: AtomicU64,
+    /// How long the last link took to make (signalling, gathering, ICE, DTLS, SCTP), in ms.
+    pub last_setup_ms: AtomicU64,
 }
 
 /// One node's part in the mesh over WebRTC: neighbour (relaying signalling, answering STUN),
@@ -347,6 +349,7 @@ impl Mesh {
             "received_bytes": s.received_bytes.load(Ordering::Relaxed),
             "stun_port": self.stun_port.get(),
             "stun_answered": s.stun_answered.load(Ordering::Relaxed),
+            "last_setup_ms": s.last_setup_ms.load(Ordering::Relaxed),
         })
     }
 
@@ -715,9 +718,12 @@ impl Linker for Mesh {
             }
             let mut why = Vec::new();
             for n in neighbours {
+                let t = std::time::Instant::now();
                 match self.link_via(n, peer).await {
                     Ok(l) => {
                         self.stats.links_made.fetch_add(1, Ordering::Relaxed);
+                        let ms = t.elapsed().as_millis() as u64;
+                        self.stats.last_setup_ms.store(ms, Ordering::Relaxed);
                         return Ok(Arc::new(l) as Arc<dyn Link>);
                     }
                     Err(e) => why.push(format!("{}: {e}", short(&n))),

@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod browser;
 pub mod ledger_sim;
+pub mod mesh;
 pub mod net;
 pub mod netns;
 pub mod pool;

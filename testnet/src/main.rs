@@ -67,6 +67,18 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// Node to node through two NATs: a WebRTC link signalled by a neighbour, against iroh.
+    MeshBench {
+        /// Object size in MiB.
+        #[arg(long, default_value_t = 32)]
+        mib: u64,
+        /// Rounds; figures are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
     /// Sites: the kith gateway against nginx on the same folder (wrk), and a cold request.
     SiteBench {
         /// Seconds per wrk run.
@@ -110,6 +122,10 @@ fn main() -> Result<()> {
         }
         Cmd::BrowserBench { mib, runs, kith } => {
             let report = kith_testnet::browser::run(&sibling_kith(kith)?, mib, runs)?;
+            println!("{}", report.markdown());
+        }
+        Cmd::MeshBench { mib, runs, kith } => {
+            let report = kith_testnet::mesh::run(&sibling_kith(kith)?, mib, runs)?;
             println!("{}", report.markdown());
         }
         Cmd::SiteBench { secs, conns, kith } => {
