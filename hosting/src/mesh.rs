@@ -368,15 +368,14 @@ impl Mesh {
         mut send: SendStream,
         mut recv: RecvStream,
     ) -> Result<(), String> {
-        let first = read_frame(&mut recv, STEP_TIMEOUT).await?;
-        tracing::debug!(peer = %short(&conn.remote_id()), msg = ?std::mem::discriminant(&first), "signalling");
-        let result = match first {
-            Signal::Want { to } => self.relay(conn, &mut send, &mut recv, *to).await,
-            Signal::Incoming { offer, stun } => match self.answer(conn, &offer, stun).await {
+        let result = match read_frame(&mut recv, STEP_TIMEOUT).await {
+            Ok(Signal::Want { to }) => self.relay(conn, &mut send, &mut recv, *to).await,
+            Ok(Signal::Incoming { offer, stun }) => match self.answer(conn, &offer, stun).await {
                 Ok(answer) => write_frame(&mut send, &Signal::Answer(answer)).await,
                 Err(e) => Err(e),
             },
-            _ => Err("expected Want or Incoming".into()),
+            Ok(_) => Err("expected Want or Incoming".into()),
+            Err(e) => Err(e),
         };
         if let Err(e) = &result {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);

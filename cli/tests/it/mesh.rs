@@ -113,3 +113,124 @@ fn nodes_behind_two_nats_join_through_a_neighbour_and_move_chunks() {
     .unwrap();
     assert!(net.json(1, &["status"]).is_ok(), "node 1 went down");
 }
+
+/// Sends `raw` (frames, or anything) on a new `kith/signal/1` stream to `to`, then the frames of
+/// `then`, reading one reply after each; returns the replies.
+async fn signal(
+    ep: &iroh::Endpoint,
+    to: &kith_node::net::ticket::NodeTicket,
+    raw: &[u8],
+    then: Vec<Signal>,
+) -> Vec<Signal> {
+    let addr = to.addrs.iter().fold(iroh::EndpointAddr::new(to.id), |a, x| a.with_ip_addr(*x));
+    let conn = ep.connect(addr, kith_hosting::mesh::SIGNAL_ALPN).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(raw).await.unwrap();
+    let mut replies = Vec::new();
+    let mut then = then.into_iter();
+    loop {
+        match frame::read::<Signal>(&mut recv).await {
+            Ok(Some(s)) => {
+                let done = matches!(s, Signal::Cannot(_) | Signal::Answer(_));
+                replies.push(s);
+                match then.next() {
+                    Some(next) if !done => frame::write(&mut send, &next).await.unwrap(),
+                    _ => break,
+                }
+            }
+            _ => break,
+        }
+    }
+    conn.close(0u32.into(), b"done");
+    replies
+}
+
+fn cannot(replies: &[Signal]) -> String {
+    match replies.last() {
+        Some(Signal::Cannot(why)) => why.clone(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+use kith_hosting::mesh::{Description, Signal, Signed};
+use kith_node::net::frame;
+use minicbor::bytes::ByteArray;
+
+#[test]
+fn bad_signalling_gets_clear_refusals_and_nodes_stay_up() {
+    // A neighbour (0) and a far node (1) on loopback; a hand-made client breaks the rules.
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    let ticket = |i: usize| -> kith_node::net::ticket::NodeTicket {
+        net.kith_ok(i, &["id", "--ticket"]).unwrap().trim().parse().unwrap()
+    };
+    let (b, c) = (ticket(0), ticket(1));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let key = iroh::SecretKey::generate();
+        let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+            .secret_key(key.clone())
+            .relay_mode(iroh::RelayMode::Disabled)
+            .clear_address_lookup()
+            .clear_ip_transports()
+            .bind_addr("127.0.0.1:0")
+            .unwrap()
+            .bind()
+            .await
+            .unwrap();
+        let frame_of = |s: &Signal| {
+            let body = minicbor::to_vec(s).unwrap();
+            [(body.len() as u32).to_le_bytes().to_vec(), body].concat()
+        };
+        let now = kith_node::keys::now_ms();
+        let desc = |from: [u8; 32], to: [u8; 32], sdp: &str| Description {
+            from: ByteArray::from(from),
+            to: ByteArray::from(to),
+            sdp: sdp.into(),
+            at_ms: now,
+            answers: None,
+        };
+        let me = *key.public().as_bytes();
+        let want_c = Signal::Want { to: ByteArray::from(*c.id.as_bytes()) };
+
+        // Not CBOR; a frame over the limit; the wrong first message.
+        let junk = [5u32.to_le_bytes().to_vec(), vec![0xff; 5]].concat();
+        assert!(cannot(&signal(&ep, &b, &junk, vec![]).await).contains("malformed"));
+        let huge = (1u32 << 20).to_le_bytes();
+        assert!(cannot(&signal(&ep, &b, &huge, vec![]).await).contains("exceeds"));
+        let first = frame_of(&Signal::Go { stun: 1 });
+        assert!(cannot(&signal(&ep, &b, &first, vec![]).await).contains("expected Want"));
+        // A node the neighbour cannot reach.
+        let nobody = Signal::Want { to: ByteArray::from(*iroh::SecretKey::generate().public().as_bytes()) };
+        assert!(cannot(&signal(&ep, &b, &frame_of(&nobody), vec![]).await).contains("cannot reach"));
+        // An offer in another node's name: the neighbour does not pass it on.
+        let forged = Signed::sign(&key, &desc(*b.id.as_bytes(), *c.id.as_bytes(), "v=0"));
+        let r = signal(&ep, &b, &frame_of(&want_c), vec![Signal::Offer(forged)]).await;
+        assert!(matches!(r.first(), Some(Signal::Go { .. })), "{r:?}");
+        assert!(cannot(&r).contains("not from this connection's node"), "{r:?}");
+        // A well-signed offer with SDP that is not SDP: the far node refuses, the refusal
+        // comes back through the neighbour.
+        let bad_sdp = Signed::sign(&key, &desc(me, *c.id.as_bytes(), "this is not SDP"));
+        let r = signal(&ep, &b, &frame_of(&want_c), vec![Signal::Offer(bad_sdp)]).await;
+        let why = cannot(&r);
+        assert!(why.contains("refused") && why.contains(&c.id.fmt_short().to_string()), "{why}");
+        // Straight to the far node: an offer signed by someone else than its sender, and one
+        // for another node.
+        let not_theirs = Signed::sign(&key, &desc(*b.id.as_bytes(), *c.id.as_bytes(), "v=0"));
+        let inc = Signal::Incoming { offer: not_theirs, stun: 3478 };
+        assert!(cannot(&signal(&ep, &c, &frame_of(&inc), vec![]).await).contains("not signed by"));
+        let elsewhere = Signed::sign(&key, &desc(me, *b.id.as_bytes(), "v=0"));
+        let inc = Signal::Incoming { offer: elsewhere, stun: 3478 };
+        assert!(cannot(&signal(&ep, &c, &frame_of(&inc), vec![]).await).contains("another node"));
+        ep.close().await;
+    });
+    for i in 0..2 {
+        let m = mesh(&net, i);
+        assert_eq!(m["answered_sessions"], 0, "node {i} kept a session: {m}");
+        assert!(m["refused"].as_u64().unwrap() >= 2, "node {i}: {m}");
+    }
+    assert_eq!(mesh(&net, 0)["relayed"], 0);
+}
