@@ -5,7 +5,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use kith_hosting::mesh::{Description, Signal, Signed};
+use kith_node::net::frame;
 use kith_testnet::{Layout, Testnet};
+use minicbor::bytes::ByteArray;
 use serde_json::Value;
 
 use crate::util::*;
@@ -128,16 +131,11 @@ async fn signal(
     send.write_all(raw).await.unwrap();
     let mut replies = Vec::new();
     let mut then = then.into_iter();
-    loop {
-        match frame::read::<Signal>(&mut recv).await {
-            Ok(Some(s)) => {
-                let done = matches!(s, Signal::Cannot(_) | Signal::Answer(_));
-                replies.push(s);
-                match then.next() {
-                    Some(next) if !done => frame::write(&mut send, &next).await.unwrap(),
-                    _ => break,
-                }
-            }
+    while let Ok(Some(s)) = frame::read::<Signal>(&mut recv).await {
+        let done = matches!(s, Signal::Cannot(_) | Signal::Answer(_));
+        replies.push(s);
+        match then.next() {
+            Some(next) if !done => frame::write(&mut send, &next).await.unwrap(),
             _ => break,
         }
     }
@@ -151,10 +149,6 @@ fn cannot(replies: &[Signal]) -> String {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
-
-use kith_hosting::mesh::{Description, Signal, Signed};
-use kith_node::net::frame;
-use minicbor::bytes::ByteArray;
 
 #[test]
 fn bad_signalling_gets_clear_refusals_and_nodes_stay_up() {
@@ -204,8 +198,11 @@ fn bad_signalling_gets_clear_refusals_and_nodes_stay_up() {
         let first = frame_of(&Signal::Go { stun: 1 });
         assert!(cannot(&signal(&ep, &b, &first, vec![]).await).contains("expected Want"));
         // A node the neighbour cannot reach.
-        let nobody = Signal::Want { to: ByteArray::from(*iroh::SecretKey::generate().public().as_bytes()) };
-        assert!(cannot(&signal(&ep, &b, &frame_of(&nobody), vec![]).await).contains("cannot reach"));
+        let nobody =
+            Signal::Want { to: ByteArray::from(*iroh::SecretKey::generate().public().as_bytes()) };
+        assert!(
+            cannot(&signal(&ep, &b, &frame_of(&nobody), vec![]).await).contains("cannot reach")
+        );
         // An offer in another node's name: the neighbour does not pass it on.
         let forged = Signed::sign(&key, &desc(*b.id.as_bytes(), *c.id.as_bytes(), "v=0"));
         let r = signal(&ep, &b, &frame_of(&want_c), vec![Signal::Offer(forged)]).await;

@@ -33,18 +33,23 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{EndpointId, SecretKey, Signature, TransportAddr};
 use kith_node::ChunkId;
 use kith_node::net::Node;
-use kith_node::net::blobs::{Blob, MAX_IDS, Received, Reply, Request};
+use kith_node::net::blobs::{MAX_IDS, Reply, Request};
 use kith_node::net::frame;
-use kith_node::net::link::{GetResult, Link, LinkFuture, Linker};
-use kith_node::store::pack::{BlobKind, MAX_BLOB_BYTES};
+use kith_node::net::link::{Link, LinkFuture, Linker};
+use kith_node::store::pack::BlobKind;
 use minicbor::bytes::ByteArray;
 use minicbor::{Decode, Encode};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription};
+use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use crate::browser::{Events, is_gone, peer_connection, wait_open};
+
+mod link;
+pub mod stun;
+
+use link::RtcLink;
 
 /// The signalling protocol's ALPN.
 pub const SIGNAL_ALPN: &[u8] = b"kith/signal/1";
@@ -756,217 +761,6 @@ impl ProtocolHandler for SignalProtocol {
 async fn send_reply(dc: &Arc<dyn DataChannel>, r: &Reply) -> Result<(), String> {
     let body = minicbor::to_vec(r).expect("encoding into a Vec cannot fail");
     dc.send(BytesMut::from(&body[..])).await.map_err(|e| e.to_string())
-}
-
-/// A data channel to a far node, carrying `kith/blobs/1` requests one at a time.
-struct RtcLink {
-    pc: Arc<dyn PeerConnection>,
-    dc: Arc<dyn DataChannel>,
-    route: String,
-    state: watch::Receiver<RTCPeerConnectionState>,
-    busy: tokio::sync::Mutex<()>,
-    closed: AtomicBool,
-    stats: Arc<MeshStats>,
-}
-
-impl RtcLink {
-    /// The next message, within the stall timeout.
-    async fn next(&self) -> Result<BytesMut, String> {
-        let wait = async {
-            loop {
-                match self.dc.poll().await {
-                    Some(DataChannelEvent::OnMessage(m)) => return Ok(m.data),
-                    Some(DataChannelEvent::OnClose) | None => {
-                        return Err("the channel closed".to_string());
-                    }
-                    Some(_) => continue,
-                }
-            }
-        };
-        tokio::time::timeout(STALL_TIMEOUT, wait).await.map_err(|_| "stalled".to_string())?
-    }
-
-    async fn reply(&self) -> Result<Reply, String> {
-        let m = self.next().await?;
-        minicbor::decode(&m).map_err(|e| format!("a malformed reply: {e}"))
-    }
-
-    async fn request(&self, r: &Request) -> Result<(), String> {
-        let body = minicbor::to_vec(r).expect("encoding into a Vec cannot fail");
-        self.dc.send(BytesMut::from(&body[..])).await.map_err(|e| e.to_string())
-    }
-
-    fn fail(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-    }
-
-    async fn get_inner(
-        &self,
-        ids: &[ChunkId],
-        pool: Option<[u8; 32]>,
-        sink: &mpsc::Sender<Blob>,
-        received: &mut Received,
-    ) -> Result<Vec<ChunkId>, String> {
-        let req = Request::Get(
-            ids.iter().map(|id| ByteArray::from(id.0)).collect(),
-            pool.map(ByteArray::from),
-        );
-        self.request(&req).await?;
-        let mut missing = Vec::new();
-        for id in ids {
-            match self.reply().await? {
-                Reply::Have { kind, len } => {
-                    if len > MAX_BLOB_BYTES {
-                        return Err(format!("announced a blob of {len} bytes"));
-                    }
-                    let mut parts = Vec::new();
-                    let mut hasher = blake3::Hasher::new();
-                    let mut got = 0usize;
-                    while got < len as usize {
-                        let m = self.next().await?;
-                        if got + m.len() > len as usize {
-                            return Err("sent more bytes than the blob has".into());
-                        }
-                        got += m.len();
-                        hasher.update(&m);
-                        parts.push(m.freeze());
-                    }
-                    if ChunkId(*hasher.finalize().as_bytes()) != *id {
-                        return Err(format!("sent bytes that do not match chunk {id}"));
-                    }
-                    self.stats.received_bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-                    let kind = BlobKind::from_u8(kind).unwrap_or(BlobKind::Chunk);
-                    if sink.send(Blob { id: *id, kind, parts }).await.is_err() {
-                        return Err("the fetch was cancelled".into());
-                    }
-                    received.push((*id, u64::from(len)));
-                }
-                Reply::Missing => missing.push(*id),
-                Reply::Refused(why) => return Err(format!("refused: {why}")),
-                Reply::Pong(_) => return Err("an unexpected pong".into()),
-            }
-        }
-        Ok(missing)
-    }
-}
-
-impl Link for RtcLink {
-    fn get<'a>(
-        &'a self,
-        ids: &'a [ChunkId],
-        pool: Option<[u8; 32]>,
-        sink: &'a mpsc::Sender<Blob>,
-    ) -> LinkFuture<'a, GetResult> {
-        Box::pin(async move {
-            let _one = self.busy.lock().await;
-            let mut received = Vec::new();
-            match self.get_inner(ids, pool, sink, &mut received).await {
-                Ok(missing) => Ok((missing, received)),
-                Err(e) => {
-                    // The replies of this request may still be coming: the channel is out of step.
-                    self.fail();
-                    Err((received, e))
-                }
-            }
-        })
-    }
-
-    fn ping(&self) -> LinkFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            let _one = self.busy.lock().await;
-            let nonce = kith_node::keys::now_ms();
-            let r = async {
-                self.request(&Request::Ping(nonce)).await?;
-                match self.reply().await? {
-                    Reply::Pong(n) if n == nonce => Ok(()),
-                    other => Err(format!("unexpected reply {other:?}")),
-                }
-            };
-            let r = r.await;
-            if r.is_err() {
-                self.fail();
-            }
-            r
-        })
-    }
-
-    fn is_open(&self) -> bool {
-        !self.closed.load(Ordering::Relaxed) && !is_gone(*self.state.borrow())
-    }
-
-    fn route(&self) -> String {
-        self.route.clone()
-    }
-
-    fn close(&self) {
-        self.fail();
-        let pc = self.pc.clone();
-        tokio::spawn(async move {
-            let _ = pc.close().await;
-        });
-    }
-}
-
-impl Drop for RtcLink {
-    fn drop(&mut self) {
-        let pc = self.pc.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = pc.close().await;
-            });
-        }
-    }
-}
-
-/// A STUN binding responder (RFC 5389): enough for ICE to learn its outside address.
-pub mod stun {
-    use std::net::SocketAddr;
-
-    const MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
-    const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
-    const BINDING_SUCCESS: [u8; 2] = [0x01, 0x01];
-    const XOR_MAPPED_ADDRESS: [u8; 2] = [0x00, 0x20];
-
-    /// The success response to a binding request from `from`, or `None` for anything else
-    /// (other messages are ignored, never answered).
-    pub fn binding_response(req: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
-        if req.len() < 20 || req[0..2] != BINDING_REQUEST || req[4..8] != MAGIC {
-            return None;
-        }
-        let attrs_len = u16::from_be_bytes([req[2], req[3]]) as usize;
-        if !attrs_len.is_multiple_of(4) || 20 + attrs_len != req.len() {
-            return None;
-        }
-        let txid = &req[8..20];
-        let port = from.port() ^ 0x2112;
-        let mut attr = Vec::new();
-        match from.ip() {
-            std::net::IpAddr::V4(ip) => {
-                attr.extend_from_slice(&[0, 1]);
-                attr.extend_from_slice(&port.to_be_bytes());
-                for (b, m) in ip.octets().iter().zip(MAGIC) {
-                    attr.push(b ^ m);
-                }
-            }
-            std::net::IpAddr::V6(ip) => {
-                attr.extend_from_slice(&[0, 2]);
-                attr.extend_from_slice(&port.to_be_bytes());
-                let key: Vec<u8> = MAGIC.iter().chain(txid).copied().collect();
-                for (b, m) in ip.octets().iter().zip(key) {
-                    attr.push(b ^ m);
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(20 + 4 + attr.len());
-        out.extend_from_slice(&BINDING_SUCCESS);
-        out.extend_from_slice(&((4 + attr.len()) as u16).to_be_bytes());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(txid);
-        out.extend_from_slice(&XOR_MAPPED_ADDRESS);
-        out.extend_from_slice(&(attr.len() as u16).to_be_bytes());
-        out.extend_from_slice(&attr);
-        Some(out)
-    }
 }
 
 #[cfg(test)]
