@@ -131,7 +131,11 @@ impl Link for RtcLink {
 
     fn ping(&self) -> LinkFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let _one = self.busy.lock().await;
+            // A request in flight is progress the stall timeout watches; a ping queued behind
+            // a long batch would only time out and close a working link.
+            let Ok(_one) = self.busy.try_lock() else {
+                return if self.is_open() { Ok(()) } else { Err("the link closed".into()) };
+            };
             let nonce = kith_node::keys::now_ms();
             let r = async {
                 self.request(&Request::Ping(nonce)).await?;
