@@ -137,6 +137,20 @@ pub(crate) fn is_gone(s: RTCPeerConnectionState) -> bool {
     )
 }
 
+/// The next message on `dc`; `None` once it closes or nothing came for `idle`.
+pub(crate) async fn next_message(
+    dc: &Arc<dyn DataChannel>,
+    idle: Duration,
+) -> Option<rtc::data_channel::RTCDataChannelMessage> {
+    loop {
+        match tokio::time::timeout(idle, dc.poll()).await {
+            Ok(Some(DataChannelEvent::OnMessage(m))) => return Some(m),
+            Ok(Some(DataChannelEvent::OnClose) | None) | Err(_) => return None,
+            Ok(Some(_)) => continue,
+        }
+    }
+}
+
 /// Waits for `dc` to open.
 pub(crate) async fn wait_open(dc: &Arc<dyn DataChannel>) -> Result<(), String> {
     let open = async {
@@ -338,16 +352,7 @@ impl Browsers {
     /// Serves one data channel until it closes or idles.
     async fn serve(self: &Arc<Self>, dc: Arc<dyn DataChannel>) {
         let mut upload: Option<Upload> = None;
-        loop {
-            let ev = match tokio::time::timeout(IDLE_TIMEOUT, dc.poll()).await {
-                Ok(Some(ev)) => ev,
-                Ok(None) | Err(_) => break,
-            };
-            let msg = match ev {
-                DataChannelEvent::OnMessage(m) => m,
-                DataChannelEvent::OnClose => break,
-                _ => continue,
-            };
+        while let Some(msg) = next_message(&dc, IDLE_TIMEOUT).await {
             if msg.data.len() > MAX_MESSAGE {
                 let _ = send_err(&dc, "a message may be at most 64 KiB").await;
                 break;

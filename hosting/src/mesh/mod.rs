@@ -31,20 +31,18 @@ use bytes::BytesMut;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{EndpointId, SecretKey, Signature, TransportAddr};
-use kith_node::ChunkId;
 use kith_node::net::Node;
 use kith_node::net::blobs::{MAX_IDS, Reply, Request};
 use kith_node::net::frame;
 use kith_node::net::link::{Link, LinkFuture, Linker};
-use kith_node::store::pack::BlobKind;
 use minicbor::bytes::ByteArray;
 use minicbor::{Decode, Encode};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
-use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use tokio::sync::Semaphore;
+use webrtc::data_channel::DataChannel;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
-use crate::browser::{Events, is_gone, peer_connection, wait_open};
+use crate::browser::{Events, is_gone, next_message, peer_connection, wait_open};
 
 mod link;
 pub mod stun;
@@ -517,16 +515,7 @@ impl Mesh {
     /// Serves `kith/blobs/1` requests from `peer` on `dc` until it closes or idles.
     async fn serve(&self, peer: EndpointId, dc: Arc<dyn DataChannel>) {
         let Ok(node) = self.node() else { return };
-        loop {
-            let ev = match tokio::time::timeout(IDLE_TIMEOUT, dc.poll()).await {
-                Ok(Some(ev)) => ev,
-                Ok(None) | Err(_) => break,
-            };
-            let msg = match ev {
-                DataChannelEvent::OnMessage(m) => m,
-                DataChannelEvent::OnClose => break,
-                _ => continue,
-            };
+        while let Some(msg) = next_message(&dc, IDLE_TIMEOUT).await {
             if msg.data.len() > MAX_MESSAGE {
                 break;
             }
@@ -565,20 +554,7 @@ impl Mesh {
         ids: Vec<ByteArray<32>>,
         pool: Option<[u8; 32]>,
     ) -> Result<(), String> {
-        let (tx, mut rx) = mpsc::channel::<Option<(BlobKind, Vec<u8>, [u8; 32])>>(2);
-        let store = node.store().clone();
-        let reader = tokio::task::spawn_blocking(move || {
-            let mut blobs = store.blob_reader();
-            for id in ids {
-                let blob = blobs.read_with_kind(&ChunkId(*id)).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "not serving a blob that does not read back");
-                    None
-                });
-                if tx.blocking_send(blob.map(|(k, b)| (k, b, *id))).is_err() {
-                    break;
-                }
-            }
-        });
+        let (mut rx, reader) = kith_node::net::blobs::read_ahead(node.store().clone(), ids);
         let served = node.served();
         while let Some(blob) = rx.recv().await {
             let write = async {

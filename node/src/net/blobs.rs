@@ -206,21 +206,7 @@ impl BlobsProtocol {
         ids: Vec<ByteArray<32>>,
         tag: Option<([u8; 32], EndpointId)>,
     ) -> Result<(), ServeError> {
-        // Reads happen on a blocking thread, at most two blobs ahead of the network.
-        let (tx, mut rx) = mpsc::channel::<Option<(BlobKind, Vec<u8>, [u8; 32])>>(2);
-        let store = self.store.clone();
-        let reader = tokio::task::spawn_blocking(move || {
-            let mut blobs = store.blob_reader();
-            for id in ids {
-                let blob = blobs.read_with_kind(&ChunkId(*id)).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "not serving a blob that does not read back");
-                    None
-                });
-                if tx.blocking_send(blob.map(|(k, b)| (k, b, *id))).is_err() {
-                    break;
-                }
-            }
-        });
+        let (mut rx, reader) = read_ahead(self.store.clone(), ids);
         while let Some(blob) = rx.recv().await {
             let write = async {
                 match blob {
@@ -248,6 +234,31 @@ impl BlobsProtocol {
         let _ = reader.await;
         Ok(())
     }
+}
+
+/// A blob read for serving: its kind, bytes and id; `None` when the store lacks it.
+pub type ReadBlob = Option<(BlobKind, Vec<u8>, [u8; 32])>;
+
+/// Reads `ids` from `store` on a blocking thread, at most two blobs ahead of the receiver (the
+/// network), in order. A blob that does not read back is served as missing.
+pub fn read_ahead(
+    store: Arc<Store>,
+    ids: Vec<ByteArray<32>>,
+) -> (mpsc::Receiver<ReadBlob>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<ReadBlob>(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut blobs = store.blob_reader();
+        for id in ids {
+            let blob = blobs.read_with_kind(&ChunkId(*id)).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "not serving a blob that does not read back");
+                None
+            });
+            if tx.blocking_send(blob.map(|(k, b)| (k, b, *id))).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, reader)
 }
 
 #[derive(Debug, thiserror::Error)]
