@@ -92,14 +92,7 @@ pub fn run(kith: &Path, mib: u64, runs: usize) -> Result<BrowserReport> {
     let site = net.dir().join("www");
     std::fs::create_dir_all(&site)?;
     let bytes = mib << 20;
-    let mut data = vec![0u8; bytes as usize];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let data = crate::pseudo_bytes(bytes as usize, 0x2545_f491_4f6c_dd1d);
     std::fs::write(site.join("big.bin"), &data)?;
     drop(data);
     net.kith_ok(0, &["site", "publish", site.to_str().context("path")?, "--name", "bench"])?;

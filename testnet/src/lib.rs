@@ -20,4 +20,17 @@ pub mod proc;
 pub mod site;
 pub mod transfer;
 
+/// `len` bytes that do not compress, from `seed` (xorshift64), for benchmark data.
+pub fn pseudo_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 pub use net::{Layout, Testnet};

@@ -27,18 +27,6 @@ pub struct MeshReport {
     pub iroh_get: Vec<Duration>,
 }
 
-fn pseudo(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// iroh: dial node `id` at `addr` from namespace `ns` and ping it (`kith/blobs/1`).
 fn iroh_dial(ns: &str, id: &str, addr: std::net::SocketAddr) -> Result<Duration> {
     let id: iroh::EndpointId = id.parse().context("node id")?;
@@ -114,8 +102,8 @@ pub fn run(kith: &Path, mib: u64, runs: usize) -> Result<MeshReport> {
             "10.99.0.1:7781".parse()?,
         )?);
         let (x, y) = (net.dir().join(format!("x{run}")), net.dir().join(format!("y{run}")));
-        std::fs::write(&x, pseudo(bytes as usize, 2 * run as u64 + 1))?;
-        std::fs::write(&y, pseudo(bytes as usize, 2 * run as u64 + 2))?;
+        std::fs::write(&x, crate::pseudo_bytes(bytes as usize, 2 * run as u64 + 1))?;
+        std::fs::write(&y, crate::pseudo_bytes(bytes as usize, 2 * run as u64 + 2))?;
         let on_c = net.kith_ok(2, &["put", x.to_str().context("path")?])?.trim().to_string();
         let on_b = net.kith_ok(0, &["put", y.to_str().context("path")?])?.trim().to_string();
         let (ox, oy) = (net.dir().join(format!("ox{run}")), net.dir().join(format!("oy{run}")));

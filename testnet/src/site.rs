@@ -182,14 +182,7 @@ pub fn run(kith: &Path, secs: u64, conns: usize) -> Result<SiteReport> {
         para.repeat(50)
     );
     std::fs::write(site.join("index.html"), &page)?;
-    let mut big = vec![0u8; 5 << 20];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for b in big.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let big = crate::pseudo_bytes(5 << 20, 1);
     std::fs::write(site.join("big.bin"), &big)?;
     net.kith_ok(0, &["site", "publish", site.to_str().context("path")?, "--name", "bench"])?;
     let addr = |net: &Testnet, i: usize| -> Result<SocketAddr> {
