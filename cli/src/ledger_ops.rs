@@ -94,13 +94,18 @@ fn name(v: &PoolView, m: &Key) -> String {
     v.members.get(m).map(|x| x.name.clone()).unwrap_or_else(|| hex(&m[..4]))
 }
 
+/// The pool with its history, for the ledgers' rules.
+fn snap(pools: &Pools, id: &Key) -> Result<Arc<kith_pools::PoolSnapshot>> {
+    pools.snapshot(id).ok_or_else(|| anyhow!("the pool is gone"))
+}
+
 fn rule(v: &PoolView) -> CostRule {
     CostRule::parse(&v.charter.cost_rule).unwrap_or(CostRule::Proportional)
 }
 
 /// One pool's ledger for a period, as JSON.
 fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Value> {
-    let l = pools.ledgers().view(v, id, p).map_err(plain)?;
+    let l = pools.ledgers().view(&*snap(pools, id)?, p).map_err(plain)?;
     let ms = members(v, &l);
     let st = settle(&l, rule(v), &ms);
     let flags = check_evidence(&l, v);
@@ -128,7 +133,7 @@ fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Value> {
         .collect();
     let sealed = pools.ledgers().seal(id, p).map(|s| hex(&s.by)).or_else(|| {
         (p < Period::of(now()))
-            .then(|| pools.ledgers().view(v, id, p.next()).ok())
+            .then(|| snap(pools, id).ok().and_then(|s| pools.ledgers().view(&s, p.next()).ok()))
             .flatten()
             .and_then(|n| n.sealed)
             .map(|s| hex(&s.by))
@@ -188,7 +193,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             let p = period(p.as_deref())?;
             let mut out = Vec::new();
             for (id, v) in select(pools, pool.as_deref())? {
-                let l = pools.ledgers().view(&v, &id, p).map_err(plain)?;
+                let l = pools.ledgers().view(&*snap(pools, &id)?, p).map_err(plain)?;
                 let receipts: Vec<_> = l.rows.values().flat_map(|r| r.receipts.values()).collect();
                 let mut flags: Vec<Value> = check_evidence(&l, &v)
                     .into_iter()
@@ -225,7 +230,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
                     }
                     continue;
                 }
-                let l = pools.ledgers().view(&v, &id, p).map_err(plain)?;
+                let l = pools.ledgers().view(&*snap(pools, &id)?, p).map_err(plain)?;
                 let ms = members(&v, &l);
                 let st = settle(&l, rule(&v), &ms);
                 out.push(statement(&id, &v, &l, p, &st));
@@ -250,7 +255,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             let signer = pools.signer();
             pools
                 .ledgers()
-                .with(&v, &id, p, |l, rules| {
+                .with(&*snap(pools, &id)?, p, |l, rules| {
                     l.add_cost(signer, rules, &hex(&cid), &what, cents, now())
                 })
                 .map_err(plain)?;
@@ -269,12 +274,14 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             if !v.members.get(&pools.signer().author().key).is_some_and(|m| m.is_active_admin()) {
                 bail!("only an admin seals a period");
             }
-            let l = pools.ledgers().view(&v, &id, p).map_err(plain)?;
+            let l = pools.ledgers().view(&*snap(pools, &id)?, p).map_err(plain)?;
             let seal = Seal::make(&l, rule(&v), &members(&v, &l), pools.signer());
             let signer = pools.signer();
             pools
                 .ledgers()
-                .with(&v, &id, p.next(), |n, rules| n.record_seal(signer, rules, &seal, now()))
+                .with(&*snap(pools, &id)?, p.next(), |n, rules| {
+                    n.record_seal(signer, rules, &seal, now())
+                })
                 .map_err(|e| match plain(e).to_string() {
                     m if m.contains("sealed once") => anyhow!("{p} is already sealed"),
                     m => anyhow!(m),

@@ -275,7 +275,8 @@ enum PoolCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Leave a pool, after handing what this member's nodes hold to the other holders.
+    /// Leave a pool: your objects come home to this node, the others copy what your nodes hold
+    /// for them, then you are out (your sites stop being served).
     Leave {
         /// The pool.
         pool: String,
@@ -285,6 +286,18 @@ enum PoolCommand {
         /// Leave at once, without a hand-off (the pool repairs from the other copies, if any).
         #[arg(long)]
         force: bool,
+        /// Do not ask before taking your sites and objects out of the pool.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// End the pool for everyone (its last admin): members' objects come home to their nodes,
+    /// sites stop, and nobody can change it any more.
+    Dissolve {
+        /// The pool.
+        pool: String,
+        /// Do not ask first.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Remove a member (admins).
     Remove {
@@ -552,8 +565,40 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
         }
         PoolCommand::Ls { json } => render::pools(&run(PoolReq::Ls)?, json),
         PoolCommand::Show { pool, json } => render::pool(&run(PoolReq::Show { pool })?, json),
-        PoolCommand::Leave { pool, wait, force } => {
-            render::pool_done(&run(PoolReq::Leave { pool, wait, force })?, "left")
+        PoolCommand::Leave { pool, wait, force, yes } => {
+            let mut yes = yes;
+            if !yes {
+                let plan = run(PoolReq::LeavePlan { pool: pool.clone() });
+                match plan {
+                    Ok(plan) if plan["needs_confirmation"] == true => {
+                        yes = confirm(
+                            &format!("Leaving {}", plan["name"].as_str().unwrap_or(&pool)),
+                            &plan["warnings"],
+                        )?;
+                    }
+                    Ok(_) => {}
+                    // With --force the capacity checks do not apply; the daemon says the rest.
+                    Err(e) if !force => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            let what = execute(
+                root,
+                Request::Pool(PoolReq::Leave { pool, wait, force, yes }),
+                "handing off",
+            )?;
+            render::pool_done(&what, "left")
+        }
+        PoolCommand::Dissolve { pool, yes } => {
+            if !yes {
+                let warning = serde_json::json!([format!(
+                    "every member's objects in {pool} come home to their own nodes and leave the pool; its sites stop being served; nobody can change the pool any more"
+                )]);
+                if !confirm(&format!("Dissolving {pool}"), &warning)? {
+                    bail!("pool {pool} was not dissolved");
+                }
+            }
+            render::pool_done(&run(PoolReq::Dissolve { pool })?, "dissolved")
         }
         PoolCommand::Remove { pool, member } => {
             render::pool_done(&run(PoolReq::Remove { pool, member })?, "removed")
@@ -562,6 +607,22 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
             render::pool_done(&run(PoolReq::Set { pool, key, value })?, "set")
         }
     }
+}
+
+/// Shows what an action takes away and asks on the terminal; without a terminal, the caller
+/// must pass `--yes` (returns false then, and the daemon refuses, naming what it would take).
+fn confirm(what: &str, warnings: &Value) -> Result<bool> {
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Ok(false);
+    }
+    eprintln!("{what}:");
+    for w in warnings.as_array().into_iter().flatten() {
+        eprintln!("  - {}", w.as_str().unwrap_or(""));
+    }
+    eprint!("Go on? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("cannot read the answer")?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

@@ -231,7 +231,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             let node = need_node(ctx, "manage pools")?;
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             let rep = ctx.replicator.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
-            crate::pool_ops::handle(pools, rep, node, req).await
+            crate::pool_ops::handle(pools, rep, node, req, out).await
         }
         Request::Pair => {
             let b = ctx.browsers.as_ref().ok_or_else(|| {

@@ -6,11 +6,14 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use kith_crdt::hex;
 use kith_node::Home;
+use kith_pools::leave;
 use kith_pools::replica::{PoolPut, Replicator};
 use kith_pools::service::{Pools, encode_ticket};
 use kith_pools::{Offer, Pool, PoolView, parse_size};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::wire::{Frame, Out};
 
 /// Longest invite lifetime accepted.
 const MAX_INVITE_LIFETIME_MS: u64 = 365 * 24 * 3_600_000;
@@ -31,6 +34,8 @@ pub enum PoolReq {
     Identity,
     /// One pool in detail.
     Show { pool: String },
+    /// What leaving would take away, checked before anything changes.
+    LeavePlan { pool: String },
     /// Leave, after handing off held chunks.
     Leave {
         pool: String,
@@ -38,7 +43,12 @@ pub enum PoolReq {
         wait: String,
         #[serde(default)]
         force: bool,
+        /// The member confirmed what leaving takes away (its sites, its objects).
+        #[serde(default)]
+        yes: bool,
     },
+    /// End the pool for everyone (its last admin).
+    Dissolve { pool: String },
     /// Remove a member.
     Remove { pool: String, member: String },
     /// Set a charter field or role.
@@ -77,6 +87,7 @@ pub async fn handle(
     rep: &Arc<Replicator>,
     node: &kith_node::net::Node,
     req: PoolReq,
+    out: &Out,
 ) -> Result<Value> {
     let now = kith_node::keys::now_ms();
     let signer = pools.signer();
@@ -167,24 +178,63 @@ pub async fn handle(
             }
             Ok(out)
         }
-        PoolReq::Leave { pool, wait, force } => {
+        PoolReq::LeavePlan { pool } => {
+            let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
+            let me = signer.author().key;
+            let plan = leave::plan(id, &v, &me)?;
+            leave::check_capacity(&v, &me)?;
+            Ok(plan_json(&plan))
+        }
+        PoolReq::Leave { pool, wait, force, yes } => {
             let limit = Duration::from_millis(parse_duration_ms(&wait)?);
-            let handed = if force {
-                Err(anyhow!("left without a hand-off"))
-            } else {
-                hand_off(pools, rep, &pool, limit).await
-            };
-            if let Err(e) = &handed
-                && !force
-            {
-                bail!("{e}; still a member (run again, or leave at once with --force)");
+            let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
+            let me = signer.author().key;
+            let plan = leave::plan(id, &v, &me)?;
+            // --force leaves without a hand-off, so the others' capacity does not matter.
+            if !force {
+                leave::check_capacity(&v, &me)?;
             }
-            let id = pools.with_pool(&pool, |p| {
-                p.leave(signer, kith_node::keys::now_ms() as i64)?;
-                Ok(p.id())
+            if plan.needs_confirmation() && !yes {
+                bail!(
+                    "leaving pool {} takes away what is yours there: {}. Run again with --yes to leave",
+                    plan.name,
+                    plan.warnings().join("; ")
+                );
+            }
+            let plan = if force { leave::LeavePlan { others_bytes: 0, ..plan } } else { plan };
+            let progress_out = out.clone();
+            leave::leave(
+                pools,
+                rep,
+                &plan,
+                limit,
+                || out.is_closed(),
+                |p| {
+                    progress_out.try_send(Frame::Progress {
+                        done: p.done,
+                        total: p.total,
+                        files: 0,
+                    })
+                },
+            )
+            .await?;
+            Ok(
+                json!({ "left": plan.name, "handed_off": !force, "sites": plan.sites, "objects": plan.objects }),
+            )
+        }
+        PoolReq::Dissolve { pool } => {
+            let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
+            if v.active(&signer.author().key).is_none() {
+                bail!("you are not a member of pool {}", v.charter.name);
+            }
+            rep.bring_home(id).await.map_err(|e| {
+                anyhow!("your objects in pool {} are not all on this node and could not be fetched ({e}); nothing was changed", v.charter.name)
             })?;
+            pools.with_pool(&pool, |p| p.dissolve(signer, kith_node::keys::now_ms() as i64))?;
             pools.with_identity(|d, s, now| d.drop_pool(s, &id, now).map(|_| ()))?;
-            Ok(json!({ "left": pool, "handed_off": handed.is_ok() }))
+            let members =
+                v.members.values().filter(|m| m.state == kith_pools::State::Active).count();
+            Ok(json!({ "dissolved": v.charter.name, "members": members.saturating_sub(1) }))
         }
         PoolReq::Remove { pool, member } => {
             let k = pools.with_pool(&pool, |p| p.remove(signer, &member, now as i64))?;
@@ -231,43 +281,13 @@ fn default_wait() -> String {
     "10m".into()
 }
 
-/// Hands what this member's nodes hold in `pool` to the other holders: withdraws their storage
-/// offers (placement then picks others, whose repair copies from us while we still serve), and
-/// waits until the pool is fully replicated without us.
-async fn hand_off(
-    pools: &Arc<Pools>,
-    rep: &Arc<Replicator>,
-    pool: &str,
-    limit: Duration,
-) -> Result<()> {
-    let signer = pools.signer();
-    let me = signer.author().key;
-    let (id, v) = pools.with_pool(pool, |p| Ok((p.id(), p.view())))?;
-    let mine = v.active(&me).ok_or_else(|| anyhow!("you are not a member of this pool"))?;
-    if v.objects().next().is_none() {
-        return Ok(());
-    }
-    for (node, offer) in mine.nodes.iter().filter(|(_, o)| o.storage > 0) {
-        let withdrawn = Offer { storage: 0, ..offer.clone() };
-        pools.with_pool(pool, |p| {
-            p.offer(signer, node, &withdrawn, kith_node::keys::now_ms() as i64)
-        })?;
-    }
-    let t = std::time::Instant::now();
-    loop {
-        let h = rep.health(id).await.map_err(|e| anyhow!(e))?;
-        if h.under_replicated_bytes == 0 && h.unreadable.is_empty() {
-            return Ok(());
-        }
-        if t.elapsed() > limit {
-            bail!(
-                "the hand-off is incomplete after {} s: {} would be under-replicated without this member",
-                limit.as_secs(),
-                crate::fmt::bytes(h.under_replicated_bytes)
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+/// A leave plan, for the CLI.
+fn plan_json(p: &leave::LeavePlan) -> Value {
+    json!({
+        "pool": hex(&p.pool), "name": p.name, "sites": p.sites, "objects": p.objects,
+        "object_bytes": p.object_bytes, "others_bytes": p.others_bytes,
+        "needs_confirmation": p.needs_confirmation(), "warnings": p.warnings(),
+    })
 }
 
 /// A put into a pool, for the CLI.

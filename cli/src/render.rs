@@ -296,6 +296,27 @@ pub fn pool_done(v: &Value, what: &str) -> Result<ExitCode> {
         (Some(n), Some(id)) => format!(": {n} ({})", &id[..16.min(id.len())]),
         _ => String::new(),
     };
+    if let Some(pool) = v["left"].as_str() {
+        let handed =
+            if v["handed_off"] == true { ", after the others copied what you held" } else { "" };
+        eprintln!("left pool {pool}{handed}");
+        if u(&v["objects"]) > 0 {
+            eprintln!("  your {} object(s) are in this node's store (`kith ls`)", u(&v["objects"]));
+        }
+        let sites: Vec<&str> =
+            v["sites"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+        if !sites.is_empty() {
+            eprintln!("  your site(s) {} are no longer served by the pool", sites.join(", "));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(pool) = v["dissolved"].as_str() {
+        eprintln!(
+            "dissolved pool {pool}: its {} other member(s) bring their objects home and leave; nobody can change it any more",
+            u(&v["members"])
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!("{what}{detail}");
     Ok(ExitCode::SUCCESS)
 }

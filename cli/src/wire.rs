@@ -111,6 +111,11 @@ impl Out {
         let _ = self.0.blocking_send(f);
     }
 
+    /// Sends a frame if there is room now (progress, which the next one supersedes).
+    pub fn try_send(&self, f: Frame) {
+        let _ = self.0.try_send(f);
+    }
+
     /// Whether the receiver is gone.
     pub fn is_closed(&self) -> bool {
         self.0.is_closed()

@@ -96,6 +96,9 @@ pub struct Check<'a> {
     pub author: Author,
     /// The change's own timestamp (milliseconds since the Unix epoch, as its author claims).
     pub time_ms: i64,
+    /// The change's note (automerge's commit message), covered by its hash and signature:
+    /// documents that depend on another say here which state of it a change was made in.
+    pub note: Option<&'a str>,
     /// Whether this is the document's genesis change.
     pub genesis: bool,
     /// The document at the change's dependencies.
@@ -273,6 +276,11 @@ impl SignedDoc {
         &self.doc
     }
 
+    /// The document's history, for reading at past heads (`ReadDoc::get_at`).
+    pub fn history(&mut self) -> &automerge::Automerge {
+        self.doc.document()
+    }
+
     /// The current heads.
     pub fn heads(&mut self) -> Vec<ChangeHash> {
         self.doc.get_heads()
@@ -297,9 +305,25 @@ impl SignedDoc {
         authz: &dyn Authorizer,
         f: impl FnOnce(&mut AutoCommit) -> Result<T, AutomergeError>,
     ) -> Result<(T, Option<ChangeHash>), DocError> {
+        self.change_noted(signer, time_ms, None, authz, f)
+    }
+
+    /// [`SignedDoc::change`] with a note the rules read (see [`Check::note`]).
+    pub fn change_noted<T>(
+        &mut self,
+        signer: &Signer,
+        time_ms: i64,
+        note: Option<String>,
+        authz: &dyn Authorizer,
+        f: impl FnOnce(&mut AutoCommit) -> Result<T, AutomergeError>,
+    ) -> Result<(T, Option<ChangeHash>), DocError> {
         let mut work = self.doc.fork().with_actor(signer.author().actor());
         let out = f(&mut work)?;
-        let Some(hash) = work.commit_with(CommitOptions::default().with_time(time_ms)) else {
+        let mut options = CommitOptions::default().with_time(time_ms);
+        if let Some(note) = note {
+            options = options.with_message(note);
+        }
+        let Some(hash) = work.commit_with(options) else {
             return Ok((out, None));
         };
         let change = work.get_change_by_hash(&hash).expect("the change just committed");
@@ -378,6 +402,7 @@ impl SignedDoc {
             doc_id: &self.id,
             author,
             time_ms: c.timestamp(),
+            note: c.message(),
             genesis,
             before: &before,
             after: &after,

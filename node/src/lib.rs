@@ -12,7 +12,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod fsutil;
+pub mod fsutil;
 pub mod home;
 pub mod ids;
 pub mod keys;

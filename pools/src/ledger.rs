@@ -22,15 +22,26 @@
 //! own row. A member's `egress_served` must be covered by receipts other members signed for its
 //! nodes; its `storage_provided` must be backed by passed audits in the pool document. `verify`
 //! recomputes both and flags what does not match.
+//!
+//! Who may write is judged against the pool *as it was when the change was made*, never as it
+//! is now: every change (but the genesis) carries a note naming the pool document's heads it
+//! was written at (`kith-pool-at:<hash>,...`), covered by its hash and signature, and the rules
+//! read the author's standing at those heads. So a member who has since left or been removed
+//! keeps the rows it wrote while it was in the pool, and a node that joins later judges them as
+//! the nodes that saw them first did. Changes from before notes existed (no note) are judged by
+//! the member's entry as it is now: active or departed by its own choice.
 
 use std::collections::BTreeMap;
 
 use kith_crdt::automerge::PatchAction;
 use kith_crdt::automerge::transaction::Transactable;
-use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use kith_crdt::automerge::{
+    AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
+};
 use kith_crdt::{Authorizer, Check, DocError, Key, SignedDoc, Signer, hex, patch_path, verify};
 
-use crate::view::{PoolView, Role, obj, parse_key, text};
+use crate::pool::PoolSnapshot;
+use crate::view::{PoolView, Role, State, obj, parse_key, text};
 
 /// The `kind` of ledger documents and their files.
 pub const LEDGER_KIND: &str = "kith-ledger";
@@ -427,24 +438,81 @@ impl LedgerView {
     }
 }
 
-/// The ledger's rules, judged against the pool as this node knows it.
+/// Prefix of a ledger change's note: the pool heads it was written at follow, in hex, separated
+/// by commas.
+pub const POOL_NOTE: &str = "kith-pool-at:";
+/// Most pool heads a note may name (a pool document has one head per concurrent writer).
+const MAX_NOTE_HEADS: usize = 64;
+
+/// The note a ledger change written at pool heads `heads` carries.
+pub fn pool_note(heads: &[ChangeHash]) -> String {
+    let hexes: Vec<String> = heads.iter().map(|h| hex(&h.0)).collect();
+    format!("{POOL_NOTE}{}", hexes.join(","))
+}
+
+/// The pool heads a note names.
+pub fn parse_pool_note(note: &str) -> Result<Vec<ChangeHash>, String> {
+    let bad = || "a ledger change's note must name the pool heads it was written at".to_string();
+    let list = note.strip_prefix(POOL_NOTE).ok_or_else(bad)?;
+    let heads: Vec<ChangeHash> = list
+        .split(',')
+        .map(|h| parse_key(h).map(ChangeHash).ok_or_else(bad))
+        .collect::<Result<_, _>>()?;
+    if heads.len() > MAX_NOTE_HEADS {
+        return Err(format!("a ledger change names at most {MAX_NOTE_HEADS} pool heads"));
+    }
+    Ok(heads)
+}
+
+/// The ledger's rules: each change is judged against the pool as it was when the change was
+/// made (see the module docs), read from a snapshot of the pool document with its history.
 #[derive(Debug, Clone, Copy)]
 pub struct LedgerRules<'a> {
-    /// The pool.
-    pub pool: &'a PoolView,
-    /// Its id.
-    pub pool_id: &'a Key,
+    /// The pool, with its history.
+    pub pool: &'a PoolSnapshot,
+}
+
+impl LedgerRules<'_> {
+    /// The pool's id.
+    pub fn pool_id(&self) -> &Key {
+        self.pool.id()
+    }
+
+    /// The note a change written now carries.
+    fn note(&self) -> Option<String> {
+        Some(pool_note(&self.pool.heads()))
+    }
+
+    /// Whether the author of `c` was an active member, and an admin, when it made `c`.
+    fn standing(&self, c: &Check<'_>) -> Result<(bool, bool), String> {
+        let Some(note) = c.note else {
+            // Written before notes existed: the member's entry as it is now.
+            let m = self.pool.view().members.get(&c.author.key);
+            let member = m.is_some_and(|m| matches!(m.state, State::Active | State::Left));
+            return Ok((member, member && m.is_some_and(|m| m.role == Role::Admin)));
+        };
+        let heads = parse_pool_note(note)?;
+        if !self.pool.knows(&heads) {
+            return Err(format!(
+                "it was written at a state of the pool this node has not received yet; it is \
+                 accepted once the pool document has synced ({})",
+                note.get(POOL_NOTE.len()..POOL_NOTE.len() + 16).unwrap_or(note)
+            ));
+        }
+        let s = self.pool.standing_at(&c.author.key, &heads);
+        let member = s.is_some_and(|s| s.state == State::Active);
+        Ok((member, member && s.is_some_and(|s| s.role == Role::Admin)))
+    }
 }
 
 impl Authorizer for LedgerRules<'_> {
     // Judged from the change's patches and only the parts of the document they touch, so that
     // checking a month of changes stays linear in its length.
     fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
-        let admin = self.pool.active(&c.author.key).is_some_and(|m| m.role == Role::Admin);
         if c.genesis {
             let after =
                 LedgerView::read(c.after).map_err(|e| format!("it breaks the ledger: {e}"))?;
-            if after.pool != *self.pool_id {
+            if after.pool != *self.pool_id() {
                 return Err("the ledger belongs to another pool".into());
             }
             let canonical = genesis_signer(&after.pool, after.period).author().key;
@@ -456,7 +524,7 @@ impl Authorizer for LedgerRules<'_> {
             }
             return Ok(());
         }
-        let member = self.pool.active(&c.author.key).is_some();
+        let (member, admin) = self.standing(c)?;
         let own = row_key(&c.author.key, &c.author.device);
         let period = text(c.before, &ROOT, "period")?;
         for p in c.patches {
@@ -488,7 +556,8 @@ impl Authorizer for LedgerRules<'_> {
                         _ => None,
                     });
                     let r = Receipt::from_bytes(&bytes.ok_or("a receipt is not bytes")?)?;
-                    if r.receiver != c.author.key || r.pool != *self.pool_id || r.period != period {
+                    if r.receiver != c.author.key || r.pool != *self.pool_id() || r.period != period
+                    {
                         return Err(
                             "a receipt must be this member's, for this pool and period".into()
                         );
@@ -529,7 +598,7 @@ impl Authorizer for LedgerRules<'_> {
                     });
                     let seal = Seal::from_bytes(&bytes.ok_or("a seal is not bytes")?)?;
                     let prev = Period::parse(&period)?.prev().to_string();
-                    if seal.pool != *self.pool_id || seal.period != prev {
+                    if seal.pool != *self.pool_id() || seal.period != prev {
                         return Err(format!("the seal must be of this pool's {prev}"));
                     }
                     if seal.by != c.author.key || !seal.signature_ok() {
@@ -645,7 +714,7 @@ impl Ledger {
     /// The ledger of `period`, as it starts: the same document on every node (its genesis is
     /// canonical and signed with a key anyone can derive, see [`genesis_signer`]).
     pub fn start(rules: &LedgerRules<'_>, period: Period) -> Result<Ledger, DocError> {
-        let pool = *rules.pool_id;
+        let pool = *rules.pool_id();
         let signer = genesis_signer(&pool, period);
         let doc = SignedDoc::create(&signer, period.start_ms(), rules, |d| {
             d.put(ROOT, "v", LEDGER_SCHEMA_VERSION)?;
@@ -671,7 +740,7 @@ impl Ledger {
         if carried.is_empty() {
             return Ok(());
         }
-        self.doc.change(signer, now_ms, rules, |d| {
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
             let cs = crate::edit::map_or_new(d, &ROOT, "carried")?;
             for (m, b) in carried {
                 d.put(&cs, hex(m), *b)?;
@@ -709,7 +778,7 @@ impl Ledger {
             return Err(DocError::Format("the previous period is sealed once".into()));
         }
         let carried = seal.carried();
-        self.doc.change(signer, now_ms, rules, |d| {
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
             d.put(ROOT, "sealed", ScalarValue::Bytes(seal.to_bytes()))?;
             let cs = crate::edit::map_or_new(d, &ROOT, "carried")?;
             for (m, b) in &carried {
@@ -774,7 +843,7 @@ impl Ledger {
         if by <= 0 {
             return Err(DocError::Format(format!("`{}` may only grow", c.key())));
         }
-        self.doc.change(signer, now_ms, rules, |d| {
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
             let r = Self::own_row(d, signer)?;
             d.increment(&r, c.key(), by)
         })?;
@@ -794,7 +863,7 @@ impl Ledger {
         if let Some((c, by)) = adds.iter().find(|(_, by)| *by <= 0) {
             return Err(DocError::Format(format!("`{}` may only grow, not by {by}", c.key())));
         }
-        self.doc.change(signer, now_ms, rules, |d| {
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
             let row = Self::own_row(d, signer)?;
             for (c, by) in adds {
                 d.increment(&row, c.key(), *by)?;
@@ -816,7 +885,7 @@ impl Ledger {
         r: &Receipt,
         now_ms: i64,
     ) -> Result<(), DocError> {
-        self.doc.change(signer, now_ms, rules, |d| {
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
             let row = Self::own_row(d, signer)?;
             let rec = crate::edit::map_or_new(d, &row, "receipts")?;
             d.put(&rec, hex(&r.server), ScalarValue::Bytes(r.to_bytes()))
@@ -843,7 +912,7 @@ impl Ledger {
             ));
         }
         let by = signer.author().key;
-        self.doc.change(signer, now_ms, rules, |d| {
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
             let cs = crate::edit::map_or_new(d, &ROOT, "costs")?;
             let c = d.put_object(&cs, id, ObjType::Map)?;
             d.put(&c, "by", ScalarValue::Bytes(by.to_vec()))?;
@@ -1135,10 +1204,10 @@ mod tests {
 
     #[test]
     fn members_write_only_their_own_rows_and_only_upwards() {
-        let (p, a, m) = pool();
-        let v = p.view();
+        let (mut p, a, m) = pool();
         let id = p.id();
-        let rules = LedgerRules { pool: &v, pool_id: &id };
+        let snap = p.snapshot();
+        let rules = LedgerRules { pool: &snap };
         let period = Period::parse("2026-11").unwrap();
         let mut l = Ledger::start(&rules, period).unwrap();
         // Every node starts the same document.
@@ -1181,10 +1250,9 @@ mod tests {
 
     #[test]
     fn nobody_can_raise_another_members_row() {
-        let (p, a, m) = pool();
-        let v = p.view();
-        let id = p.id();
-        let rules = LedgerRules { pool: &v, pool_id: &id };
+        let (mut p, a, m) = pool();
+        let snap = p.snapshot();
+        let rules = LedgerRules { pool: &snap };
         let period = Period::parse("2026-11").unwrap();
         let mut l = Ledger::start(&rules, period).unwrap();
         l.add(&a, &rules, Counter::StorageUsed, 1, 11).unwrap();
@@ -1202,6 +1270,117 @@ mod tests {
         assert_eq!(l.view().total(&a.author().key, Counter::StorageUsed), 1);
     }
 
+    /// Every change of `from` (but the genesis), with signatures, for a fresh copy to ingest.
+    fn history(
+        from: &mut Ledger,
+    ) -> (Vec<kith_crdt::automerge::Change>, BTreeMap<ChangeHash, [u8; 64]>) {
+        from.doc_mut().changes_since(&[])
+    }
+
+    #[test]
+    fn regression_rows_and_costs_of_departed_members_sync_to_newcomers() {
+        // Ada (admin) enters a cost, both record usage; Ada hands over to Bob and leaves; Carol
+        // joins after that. Carol's node must accept the month's ledger as every node that saw
+        // it first did (issue 14: it refused Ada's rows and cost on every sync).
+        let (mut p, a, m) = pool();
+        let period = Period::parse("2026-11").unwrap();
+        let snap = p.snapshot();
+        let rules = LedgerRules { pool: &snap };
+        let mut l = Ledger::start(&rules, period).unwrap();
+        l.add_cost(&a, &rules, "c1", "power", 4_250, 10).unwrap();
+        l.add(&a, &rules, Counter::StorageProvided, 7, 11).unwrap();
+        l.add(&m, &rules, Counter::StorageUsed, 9, 12).unwrap();
+        // Ada makes Bob admin and leaves.
+        p.set(&a, "role:bob", "admin", 20).unwrap();
+        p.leave(&a, 21).unwrap();
+        let c = signer(3, 103);
+        let inv = p.invite(&m, [3; 16], u64::MAX / 2, 1).unwrap();
+        p.join(&c, "carol", &inv, 22).unwrap();
+        // Carol's node: a fresh ledger, the pool as it is now.
+        let now = p.snapshot();
+        let later = LedgerRules { pool: &now };
+        let mut fresh = Ledger::start(&later, period).unwrap();
+        let (changes, sigs) = history(&mut l);
+        fresh.doc_mut().ingest(changes, &sigs, &later).unwrap();
+        let v = fresh.view();
+        assert_eq!(v.costs.values().map(|c| c.cents).sum::<i64>(), 4_250);
+        assert_eq!(v.total(&a.author().key, Counter::StorageProvided), 7);
+        assert_eq!(v.total(&m.author().key, Counter::StorageUsed), 9);
+        // Having left, Ada can no longer write: neither her row nor a cost.
+        let e = fresh.add(&a, &later, Counter::StorageProvided, 1, 30).unwrap_err();
+        assert!(e.to_string().contains("own row"), "{e}");
+        let e = fresh.add_cost(&a, &later, "c2", "more power", 100, 31).unwrap_err();
+        assert!(e.to_string().contains("only an admin"), "{e}");
+        // Bob, admin now, can; Carol writes her own row.
+        fresh.add_cost(&m, &later, "c3", "uplink", 1_000, 32).unwrap();
+        fresh.add(&c, &later, Counter::StorageUsed, 3, 33).unwrap();
+    }
+
+    #[test]
+    fn a_change_naming_pool_heads_this_node_lacks_waits_for_the_pool() {
+        let (mut p, a, m) = pool();
+        let period = Period::parse("2026-11").unwrap();
+        let old = p.snapshot();
+        let c = signer(3, 103);
+        let inv = p.invite(&a, [3; 16], u64::MAX / 2, 1).unwrap();
+        p.join(&c, "carol", &inv, 22).unwrap();
+        let new = p.snapshot();
+        let mut l = Ledger::start(&LedgerRules { pool: &new }, period).unwrap();
+        l.add(&c, &LedgerRules { pool: &new }, Counter::StorageUsed, 3, 33).unwrap();
+        l.add(&m, &LedgerRules { pool: &new }, Counter::StorageUsed, 4, 34).unwrap();
+        // A node that has not seen Carol's join yet refuses the batch, saying why; once its
+        // pool document has synced, it accepts the same batch.
+        let behind = LedgerRules { pool: &old };
+        let mut copy = Ledger::start(&behind, period).unwrap();
+        let (changes, sigs) = history(&mut l);
+        let e = copy.doc_mut().ingest(changes.clone(), &sigs, &behind).unwrap_err();
+        assert!(e.to_string().contains("has not received yet"), "{e}");
+        assert_eq!(copy.len(), 1, "nothing of a refused batch is applied");
+        copy.doc_mut().ingest(changes, &sigs, &LedgerRules { pool: &new }).unwrap();
+        assert_eq!(copy.view().total(&c.author().key, Counter::StorageUsed), 3);
+    }
+
+    #[test]
+    fn changes_without_a_pool_note_are_judged_by_the_entry_as_it_is() {
+        // Ledgers written before notes existed: rows of active and departed members stand,
+        // rows of removed members do not.
+        let (mut p, a, m) = pool();
+        let period = Period::parse("2026-11").unwrap();
+        let snap = p.snapshot();
+        let rules = LedgerRules { pool: &snap };
+        let mut l = Ledger::start(&rules, period).unwrap();
+        let row = |l: &mut Ledger, s: &Signer| {
+            let mut raw = l.doc_mut().doc().clone().with_actor(s.author().actor());
+            let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
+            let r = raw
+                .put_object(&rows, row_key(&s.author().key, &s.author().device), ObjType::Map)
+                .unwrap();
+            raw.put(&r, "storage_used", ScalarValue::counter(5)).unwrap();
+            let h = raw.commit().unwrap();
+            let change = raw.get_change_by_hash(&h).unwrap();
+            let msg = [kith_crdt::SIGNING_CONTEXT, &id_of(l)[..], &h.0[..]].concat();
+            (change, BTreeMap::from([(h, s.sign(&msg))]))
+        };
+        let (bob_row, bob_sig) = row(&mut l, &m);
+        p.leave(&m, 5).unwrap();
+        let left = p.snapshot();
+        let mut copy = Ledger::start(&LedgerRules { pool: &left }, period).unwrap();
+        copy.doc_mut()
+            .ingest(vec![bob_row.clone()], &bob_sig, &LedgerRules { pool: &left })
+            .unwrap();
+        // Had Bob been removed instead, the same legacy row is refused.
+        let (mut q, a2, _) = pool();
+        assert_eq!(a2.author(), a.author());
+        q.remove(&a2, "bob", 5).unwrap();
+        let removed = q.snapshot();
+        let mut copy = Ledger::start(&LedgerRules { pool: &removed }, period).unwrap();
+        let e = copy
+            .doc_mut()
+            .ingest(vec![bob_row], &bob_sig, &LedgerRules { pool: &removed })
+            .unwrap_err();
+        assert!(e.to_string().contains("own row"), "{e}");
+    }
+
     fn id_of(l: &mut Ledger) -> Key {
         *l.doc_mut().id()
     }
@@ -1214,7 +1393,8 @@ mod tests {
         p.offer(&a, &an, &crate::Offer { storage: 1 << 30, ..Default::default() }, 3).unwrap();
         p.offer(&m, &mn, &crate::Offer { storage: 1 << 30, ..Default::default() }, 4).unwrap();
         let v = p.view();
-        let rules = LedgerRules { pool: &v, pool_id: &id };
+        let snap = p.snapshot();
+        let rules = LedgerRules { pool: &snap };
         let period = Period::parse("2026-11").unwrap();
         let mut l = Ledger::start(&rules, period).unwrap();
         // Bob received 300 bytes from Ada's node and signs for them; Ada claims 1000 served.
@@ -1242,10 +1422,9 @@ mod tests {
 
     #[test]
     fn a_seal_is_an_admins_once_for_the_month_before() {
-        let (p, a, m) = pool();
-        let v = p.view();
-        let id = p.id();
-        let rules = LedgerRules { pool: &v, pool_id: &id };
+        let (mut p, a, m) = pool();
+        let snap = p.snapshot();
+        let rules = LedgerRules { pool: &snap };
         let oct = Period::parse("2026-10").unwrap();
         let mut old = Ledger::start(&rules, oct).unwrap();
         old.add(&m, &rules, Counter::StorageProvided, 730 << 30, 11).unwrap();
@@ -1297,11 +1476,10 @@ mod tests {
             zs in proptest::collection::vec(1i64..1_000_000, 1..12),
             flip in any::<bool>(),
         ) {
-            let (p, a, m) = pool();
+            let (mut p, a, m) = pool();
             let m2 = signer(2, 103); // Bob's second device
-            let v = p.view();
-            let id = p.id();
-            let rules = LedgerRules { pool: &v, pool_id: &id };
+            let snap = p.snapshot();
+        let rules = LedgerRules { pool: &snap };
             let period = Period::parse("2026-11").unwrap();
             let mut base = Ledger::start(&rules, period).unwrap();
             let bytes = base.doc_mut().save("t");

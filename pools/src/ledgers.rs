@@ -11,8 +11,7 @@ use std::sync::Mutex;
 use kith_crdt::{DocError, Key, SyncFrame, SyncState, hex};
 
 use crate::ledger::{Ledger, LedgerRules, LedgerView, Period, Seal};
-use crate::pool::PoolError;
-use crate::view::PoolView;
+use crate::pool::{PoolError, PoolSnapshot};
 
 /// Folder of ledgers in the home.
 const LEDGERS_DIR: &str = "ledgers";
@@ -44,16 +43,17 @@ impl Ledgers {
         self.docs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the ledger of `pool` for `period` (loaded, or started if this node has none),
-    /// and saves it if `f` changed it. `view` is the pool as this node knows it, for the rules.
+    /// Runs `f` on the ledger of `snap`'s pool for `period` (loaded, or started if this node has
+    /// none), and saves it if `f` changed it. `snap` is the pool as this node knows it, with its
+    /// history, for the rules.
     pub fn with<T>(
         &self,
-        view: &PoolView,
-        pool: &Key,
+        snap: &PoolSnapshot,
         period: Period,
         f: impl FnOnce(&mut Ledger, &LedgerRules<'_>) -> Result<T, DocError>,
     ) -> Result<T, PoolError> {
-        let rules = LedgerRules { pool: view, pool_id: pool };
+        let rules = LedgerRules { pool: snap };
+        let pool = snap.id();
         let mut docs = self.lock();
         let l = match docs.entry((*pool, period)) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -80,7 +80,7 @@ impl Ledgers {
         if l.doc_mut().heads() != before {
             let path = self.path(pool, period);
             std::fs::create_dir_all(path.parent().expect("a ledger path has a folder"))
-                .and_then(|()| crate::service::write_atomic(&path, &l.save()))
+                .and_then(|()| crate::fsutil::write_atomic(&path, &l.save()))
                 .map_err(|e| PoolError::Policy(format!("cannot save {}: {e}", path.display())))?;
         }
         Ok(out)
@@ -94,13 +94,8 @@ impl Ledgers {
     }
 
     /// The typed view of a ledger.
-    pub fn view(
-        &self,
-        view: &PoolView,
-        pool: &Key,
-        period: Period,
-    ) -> Result<LedgerView, PoolError> {
-        self.with(view, pool, period, |l, _| Ok(l.view()))
+    pub fn view(&self, snap: &PoolSnapshot, period: Period) -> Result<LedgerView, PoolError> {
+        self.with(snap, period, |l, _| Ok(l.view()))
     }
 
     /// Keeps a seal this node made or received.
@@ -108,7 +103,7 @@ impl Ledgers {
         let period = Period::parse(&seal.period).map_err(PoolError::Damaged)?;
         let path = self.seal_path(&seal.pool, period);
         std::fs::create_dir_all(path.parent().expect("a seal path has a folder"))
-            .and_then(|()| crate::service::write_atomic(&path, &seal.to_bytes()))
+            .and_then(|()| crate::fsutil::write_atomic(&path, &seal.to_bytes()))
             .map_err(|e| PoolError::Policy(format!("cannot save {}: {e}", path.display())))
     }
 
@@ -121,25 +116,22 @@ impl Ledgers {
     /// The next sync message for a peer.
     pub fn sync_out(
         &self,
-        view: &PoolView,
-        pool: &Key,
+        snap: &PoolSnapshot,
         period: Period,
         state: &mut SyncState,
     ) -> Result<Option<SyncFrame>, String> {
-        self.with(view, pool, period, |l, _| Ok(l.doc_mut().sync_out(state)))
-            .map_err(|e| e.to_string())
+        self.with(snap, period, |l, _| Ok(l.doc_mut().sync_out(state))).map_err(|e| e.to_string())
     }
 
     /// Applies a peer's sync message; how many changes were new.
     pub fn sync_in(
         &self,
-        view: &PoolView,
-        pool: &Key,
+        snap: &PoolSnapshot,
         period: Period,
         state: &mut SyncState,
         frame: &SyncFrame,
     ) -> Result<usize, String> {
-        self.with(view, pool, period, |l, rules| {
+        self.with(snap, period, |l, rules| {
             l.doc_mut().sync_in(state, frame, rules).map(|v| v.len())
         })
         .map_err(|e| e.to_string())

@@ -12,9 +12,12 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod clock;
 mod edit;
+mod fsutil;
 pub mod identity;
 mod invite;
+pub mod leave;
 pub mod ledger;
 pub mod ledgers;
 pub mod manifest;
@@ -30,7 +33,9 @@ pub mod usage;
 mod view;
 
 pub use invite::{Invite, InviteError};
-pub use pool::{Pool, PoolError, check_replicas, parse_duration_ms, parse_size};
+pub use pool::{
+    Pool, PoolError, PoolSnapshot, Standing, check_replicas, parse_duration_ms, parse_size,
+};
 pub use rules::PoolRules;
 pub use view::{
     Access, Charter, Member, Offer, POOL_KIND, PoolObject, PoolView, Role, Site, SiteVersion,

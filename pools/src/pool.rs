@@ -1,6 +1,6 @@
 //! A pool: its signed document and the operations members perform on it.
 
-use kith_crdt::automerge::ScalarValue;
+use kith_crdt::automerge::{Automerge, ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use kith_crdt::{DocError, Key, SignedDoc, Signer, hex};
 
 use crate::edit;
@@ -31,6 +31,67 @@ pub enum PoolError {
 #[derive(Debug)]
 pub struct Pool {
     doc: SignedDoc,
+}
+
+/// A pool document frozen at one moment, with its history: what the rules of documents that
+/// depend on the pool (the ledgers) judge a change against, without holding the pool itself.
+#[derive(Debug, Clone)]
+pub struct PoolSnapshot {
+    id: Key,
+    view: PoolView,
+    history: Automerge,
+}
+
+/// A member's standing at some point of the pool's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// Its role then.
+    pub role: Role,
+    /// Its state then.
+    pub state: State,
+}
+
+impl PoolSnapshot {
+    /// The pool id.
+    pub fn id(&self) -> &Key {
+        &self.id
+    }
+
+    /// The pool as it is in this snapshot.
+    pub fn view(&self) -> &PoolView {
+        &self.view
+    }
+
+    /// The heads of the snapshot.
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.history.get_heads()
+    }
+
+    /// Whether every change in `heads` is in this snapshot's history.
+    pub fn knows(&self, heads: &[ChangeHash]) -> bool {
+        heads.iter().all(|h| self.history.get_change_meta_by_hash(h).is_some())
+    }
+
+    /// `who`'s role and state in the pool at `heads` (all known, see [`PoolSnapshot::knows`]),
+    /// or `None` if it had no entry then. Reads only the member's entry, so it costs the same
+    /// whatever the size of the pool.
+    pub fn standing_at(&self, who: &Key, heads: &[ChangeHash]) -> Option<Standing> {
+        let d = &self.history;
+        let map = |at: &kith_crdt::automerge::ObjId, key: &str| match d.get_at(at, key, heads) {
+            Ok(Some((Value::Object(ObjType::Map), id))) => Some(id),
+            _ => None,
+        };
+        let text = |at: &kith_crdt::automerge::ObjId, key: &str| match d.get_at(at, key, heads) {
+            Ok(Some((v, _))) => v.as_str().map(str::to_string),
+            _ => None,
+        };
+        let members = map(&ROOT, "members")?;
+        let m = map(&members, &hex(who))?;
+        Some(Standing {
+            role: Role::parse(&text(&m, "role")?)?,
+            state: State::parse(&text(&m, "state")?)?,
+        })
+    }
 }
 
 /// Parses sizes such as `50GiB`, `1.5 TB`, `4096` (bytes).
@@ -84,6 +145,7 @@ impl Pool {
             repair_after_ms: crate::view::DEFAULT_REPAIR_AFTER_MS,
             audit_every_ms: crate::view::DEFAULT_AUDIT_EVERY_MS,
             record_every_ms: crate::view::DEFAULT_RECORD_EVERY_MS,
+            dissolved_ms: None,
         }
     }
 
@@ -111,6 +173,12 @@ impl Pool {
     /// The signed document (for sync).
     pub fn doc_mut(&mut self) -> &mut SignedDoc {
         &mut self.doc
+    }
+
+    /// The document as it is now, with its history, for judging other documents' changes
+    /// (a ledger row) against the pool as it was when they were made.
+    pub fn snapshot(&mut self) -> PoolSnapshot {
+        PoolSnapshot { id: self.id(), view: self.view(), history: self.doc.history().clone() }
     }
 
     /// The current state.
@@ -400,6 +468,36 @@ impl Pool {
     pub fn leave(&mut self, signer: &Signer, now_ms: i64) -> Result<(), PoolError> {
         let me = signer.author().key;
         self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_state(d, &me, State::Left))?;
+        Ok(())
+    }
+
+    /// Ends the pool for everyone (its only active admin): the pool takes no change after this
+    /// but members leaving, and the admin leaves in the same change.
+    pub fn dissolve(&mut self, signer: &Signer, now_ms: i64) -> Result<(), PoolError> {
+        let v = self.admin(signer)?;
+        let me = signer.author().key;
+        let others: Vec<String> = v
+            .members
+            .iter()
+            .filter(|(k, m)| **k != me && m.is_active_admin())
+            .map(|(_, m)| m.name.clone())
+            .collect();
+        if !others.is_empty() {
+            return Err(PoolError::Denied(format!(
+                "{} also admin(s) of this pool, which can go on without you: leave it with \
+                 `kith pool leave {}`; to end it for everyone, the other admins leave first",
+                if others.len() == 1 {
+                    format!("{} is", others[0])
+                } else {
+                    format!("{} are", others.join(", "))
+                },
+                v.charter.name
+            )));
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| {
+            edit::set_charter(d, "dissolved", ScalarValue::Int(now_ms))?;
+            edit::set_state(d, &me, State::Left)
+        })?;
         Ok(())
     }
 

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::manifest::Manifest;
 use crate::placement::{Holder, place};
 use crate::pool::{Pool, PoolError};
-use crate::service::{Pools, Proof, SYNC_INTERVAL};
+use crate::service::{Pools, Proof};
 use crate::view::{AuditRecord, Offer, PoolObject, PoolView};
 
 /// ALPN of replication requests.
@@ -49,8 +49,8 @@ pub const REPAIR_INTERVAL: Duration = Duration::from_secs(5);
 const FETCH_ROUND: usize = 4096;
 /// Requests served at once.
 const MAX_SERVING: usize = 8;
-/// A holder counts as up in `pool show` if heard from within this many sync rounds.
-const UP_ROUNDS: u32 = 4;
+/// How long `pool show` waits for a holder's answer.
+const HAS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Domain separation for a device's identity document exchange.
 const IDENTITY_CONTEXT: &[u8] = b"kith-identity-v1";
 /// How often this node exchanges its identity document with its pools' nodes.
@@ -217,7 +217,8 @@ pub struct RepairStats {
 pub struct HolderHealth {
     /// The node.
     pub node: Key,
-    /// `up`, `down` (silent, not yet replaced) or `out` (silent past `repair_after`).
+    /// `up` (it answered), `down` (no answer, not yet replaced), `out` (no answer, silent past
+    /// `repair_after`) or `failing` (its latest audit failed).
     pub state: &'static str,
     /// Seconds since it was last heard from.
     pub silent_s: u64,
@@ -244,8 +245,12 @@ pub struct Health {
     pub under_replicated_bytes: u64,
     /// Blobs with fewer confirmed copies than the replication factor.
     pub under_replicated_blobs: u64,
-    /// Blobs with no confirmed copy.
+    /// Blobs no node has, every node having answered.
     pub lost_blobs: u64,
+    /// Blobs no answering node has, while some nodes did not answer (they may have them).
+    pub unconfirmed_blobs: u64,
+    /// Nodes that did not answer.
+    pub silent: Vec<Key>,
     /// Manifests this node could not read.
     pub unreadable: Vec<String>,
     /// Per holder.
@@ -276,9 +281,7 @@ impl std::fmt::Debug for Replicator {
     }
 }
 
-fn now_ms() -> i64 {
-    kith_node::keys::now_ms() as i64
-}
+use crate::clock::now_ms;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -324,6 +327,30 @@ impl Replicator {
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
             },
         })
+    }
+
+    /// The pools it replicates.
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.pools
+    }
+
+    /// Makes every object of this identity in `pool` complete in this node's store, fetching
+    /// what it lacks from the pool's nodes (before the objects leave the pool: a member
+    /// leaving, a pool dissolved). Returns the bytes fetched.
+    pub async fn bring_home(&self, pool: Key) -> Result<u64, String> {
+        let v = self.pools.view_of(&pool).ok_or("no such pool")?;
+        let me = self.pools.signer().author().key;
+        let Some(m) = v.members.get(&me) else { return Ok(0) };
+        let node = self.node()?.clone();
+        let from = self.pool_nodes(&v);
+        let mut fetched = 0;
+        for oid in m.objects.keys() {
+            fetched += node
+                .fetch_object_from(kith_node::ObjectId(*oid), None, Some(from.clone()), None)
+                .await
+                .map_err(|e| format!("object {}: {e}", hex(&oid[..8])))?;
+        }
+        Ok(fetched)
     }
 
     /// Gives the replicator the running node.
@@ -593,6 +620,7 @@ impl Replicator {
             let pass = async {
                 self.recover().await;
                 self.share_identity_if_due().await;
+                self.settle_dissolved().await;
                 for (pool, _) in self.pools.list() {
                     self.repair(pool).await;
                     self.audit_if_due(pool).await;
@@ -602,6 +630,40 @@ impl Replicator {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = pass => {}
+            }
+        }
+    }
+
+    /// For each dissolved pool this identity is still in: brings its objects home, then
+    /// leaves, which tells the others it no longer needs their copies.
+    async fn settle_dissolved(&self) {
+        let me = self.pools.signer().author().key;
+        for (pool, v) in self.pools.former() {
+            if v.charter.dissolved_ms.is_none() || v.active(&me).is_none() {
+                continue;
+            }
+            let name = v.charter.name.clone();
+            match self.bring_home(pool).await {
+                Ok(bytes) => {
+                    let left = self
+                        .pools
+                        .with_pool(&hex(&pool), |p| p.leave(self.pools.signer(), now_ms()))
+                        .and_then(|()| {
+                            self.pools
+                                .with_identity(|d, s, now| d.drop_pool(s, &pool, now).map(|_| ()))
+                        });
+                    match left {
+                        Ok(()) => {
+                            tracing::info!(pool = %name, fetched = bytes, "pool {name} was dissolved; your objects are in this node's store")
+                        }
+                        Err(e) => {
+                            tracing::warn!(pool = %name, error = %e, "cannot record leaving a dissolved pool")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(pool = %name, error = %e, "pool {name} was dissolved; still bringing your objects home")
+                }
             }
         }
     }
@@ -760,7 +822,8 @@ impl Replicator {
         let requests = self.pools.take_site_requests(&pool);
         let signer = self.pools.signer();
         let period = crate::ledger::Period::of(now);
-        let result = self.pools.ledgers().with(&v, &pool, period, |l, rules| {
+        let Some(snap) = self.pools.snapshot(&pool) else { return };
+        let result = self.pools.ledgers().with(&snap, period, |l, rules| {
             let a = signer.author();
             let prev = l.view().rows.remove(&(a.key, a.device)).unwrap_or_default().receipts;
             let receipts: Vec<crate::ledger::Receipt> = received
@@ -818,12 +881,27 @@ impl Replicator {
 
     /// Checks a pool's replication by asking each holder what it holds.
     pub async fn health(&self, pool: Key) -> Result<Health, String> {
+        self.health_without(pool, None).await
+    }
+
+    /// [`Replicator::health`], leaving out the objects of `owner` (a member about to leave,
+    /// whose objects leave with it).
+    ///
+    /// Every node of an active member is asked at once, whatever this node thinks of its
+    /// liveness (a holder that answers is up): first which of the blobs placement gives it it
+    /// holds, then, for blobs no target confirmed, whether it holds them anyway. A blob is
+    /// *lost* only when every node answered and none has it; when some did not answer, it is
+    /// *unconfirmed*, never lost.
+    pub async fn health_without(&self, pool: Key, owner: Option<&Key>) -> Result<Health, String> {
         let v = self.pools.view_of(&pool).ok_or("no such pool")?;
         let node = self.node()?.clone();
         let from = self.pool_nodes(&v);
         let mut h = Health::default();
         let mut manifests = Vec::new();
-        for (_, oid, po) in v.objects() {
+        for (who, oid, po) in v.objects() {
+            if Some(who) == owner {
+                continue;
+            }
             h.objects += 1;
             h.bytes += po.bytes;
             match self.manifest(&po.manifest, &from).await {
@@ -845,65 +923,119 @@ impl Replicator {
             }
         }
         h.blobs = blobs.len() as u64;
-        let up_within = (SYNC_INTERVAL * UP_ROUNDS).as_millis() as i64;
-        let mut confirmed: HashMap<([u8; 32], Key), bool> = HashMap::new();
-        for holder in v.holders().into_iter().filter(|x| x.weight > 0) {
-            let mine: Vec<([u8; 32], u32)> = blobs
+        let nodes: Vec<crate::placement::Holder> = v.holders();
+        let asks: Vec<(Key, Vec<[u8; 32]>)> = nodes
+            .iter()
+            .map(|x| {
+                let mine = blobs.iter().filter(|(_, _, t)| t.contains(&x.node));
+                (x.node, mine.map(|(id, _, _)| *id).collect())
+            })
+            .collect();
+        let answers = self.ask_has(pool, &node, asks).await;
+        let mut confirmed: HashSet<([u8; 32], Key)> = HashSet::new();
+        for (holder, ids, answer) in &answers {
+            if let Ok(bits) = answer {
+                for (id, b) in ids.iter().zip(bits) {
+                    if *b {
+                        confirmed.insert((*id, *holder));
+                    }
+                }
+            }
+        }
+        // Blobs no target confirmed: does any node that answered have them anyway?
+        let orphans: Vec<[u8; 32]> = blobs
+            .iter()
+            .filter(|(id, _, t)| !t.iter().any(|n| confirmed.contains(&(*id, *n))))
+            .map(|(id, _, _)| *id)
+            .collect();
+        let mut anywhere: HashSet<[u8; 32]> = HashSet::new();
+        if !orphans.is_empty() {
+            let answered: Vec<(Key, Vec<[u8; 32]>)> = answers
                 .iter()
-                .filter(|(_, _, t)| t.contains(&holder.node))
-                .map(|(id, len, _)| (*id, *len))
+                .filter(|(_, _, a)| a.is_ok())
+                .map(|(n, _, _)| (*n, orphans.clone()))
                 .collect();
-            let silent = self.pools.silent_for_ms(&holder.node);
-            let state = if failing.contains(&holder.node) {
+            for (_, ids, answer) in self.ask_has(pool, &node, answered).await {
+                for (id, b) in ids.iter().zip(answer.unwrap_or_default()) {
+                    if b {
+                        anywhere.insert(*id);
+                    }
+                }
+            }
+        }
+        let silent: Vec<Key> =
+            answers.iter().filter(|(_, _, a)| a.is_err()).map(|(n, _, _)| *n).collect();
+        for (x, (_, ids, answer)) in nodes.iter().zip(&answers) {
+            let state = if failing.contains(&x.node) {
                 "failing"
-            } else if live.iter().all(|l| l.node != holder.node) {
-                "out"
-            } else if self.pools.is_up(&holder.node, up_within) {
+            } else if answer.is_ok() {
                 "up"
+            } else if live.iter().all(|l| l.node != x.node) {
+                "out"
             } else {
                 "down"
             };
-            let mut hh = HolderHealth {
-                node: holder.node,
+            let assigned: u64 = blobs
+                .iter()
+                .filter(|(_, _, t)| t.contains(&x.node))
+                .map(|(_, l, _)| *l as u64)
+                .sum();
+            h.holders.push(HolderHealth {
+                node: x.node,
                 state,
-                silent_s: (silent.max(0) / 1000) as u64,
-                assigned_blobs: mine.len() as u64,
-                assigned_bytes: mine.iter().map(|(_, l)| *l as u64).sum(),
-                confirmed_blobs: 0,
-                error: None,
-            };
-            if state == "up" && !mine.is_empty() {
-                let ids: Vec<[u8; 32]> = mine.iter().map(|(id, _)| *id).collect();
-                let answer = if holder.node == self.pools.node() {
-                    held_locally(node.store().clone(), ids.clone()).await
-                } else {
-                    has(&node, pool, holder.node, &ids).await
-                };
-                match answer {
-                    Ok(bits) => {
-                        for (id, b) in ids.iter().zip(bits) {
-                            if b {
-                                hh.confirmed_blobs += 1;
-                                confirmed.insert((*id, holder.node), true);
-                            }
-                        }
-                    }
-                    Err(e) => hh.error = Some(e),
-                }
-            }
-            h.holders.push(hh);
+                silent_s: (self.pools.silent_for_ms(&x.node).max(0) / 1000) as u64,
+                assigned_blobs: ids.len() as u64,
+                assigned_bytes: assigned,
+                confirmed_blobs: ids.iter().filter(|id| confirmed.contains(&(**id, x.node))).count()
+                    as u64,
+                error: answer.as_ref().err().cloned(),
+            });
         }
         for (id, len, targets) in &blobs {
-            let copies = targets.iter().filter(|t| confirmed.contains_key(&(*id, **t))).count();
+            let copies = targets.iter().filter(|t| confirmed.contains(&(*id, **t))).count();
             if copies < r {
                 h.under_replicated_blobs += 1;
                 h.under_replicated_bytes += *len as u64 * (r - copies) as u64;
             }
-            if copies == 0 {
-                h.lost_blobs += 1;
+            if copies == 0 && !anywhere.contains(id) {
+                if silent.is_empty() {
+                    h.lost_blobs += 1;
+                } else {
+                    h.unconfirmed_blobs += 1;
+                }
             }
         }
+        h.silent = silent;
         Ok(h)
+    }
+
+    /// Asks each node at once which of its ids it holds (this node answers from its store);
+    /// a node that does not answer within [`HAS_TIMEOUT`] gets an error.
+    async fn ask_has(
+        &self,
+        pool: Key,
+        node: &Arc<Node>,
+        asks: Vec<(Key, Vec<[u8; 32]>)>,
+    ) -> Vec<(Key, Vec<[u8; 32]>, Result<Vec<bool>, String>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, (holder, ids)) in asks.into_iter().enumerate() {
+            let (pools, node, me) = (self.pools.clone(), node.clone(), self.pools.node());
+            set.spawn(async move {
+                let answer = if holder == me {
+                    held_locally(node.store().clone(), ids.clone()).await
+                } else {
+                    tokio::time::timeout(HAS_TIMEOUT, has(&pools, &node, pool, holder, &ids))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("no answer within {} s", HAS_TIMEOUT.as_secs()))
+                        })
+                };
+                (i, holder, ids, answer)
+            });
+        }
+        let mut out: Vec<_> = set.join_all().await;
+        out.sort_by_key(|(i, ..)| *i);
+        out.into_iter().map(|(_, n, ids, a)| (n, ids, a)).collect()
     }
 
     /// Asks reachable peers not asked yet which pools this identity is in, and takes the ones
@@ -921,7 +1053,7 @@ impl Replicator {
         for peer in peers {
             let sig = self.pools.signer().sign(&node_message(POOLS_OF_CONTEXT, &self.pools.node()));
             let req = Request::PoolsOf { identity: me, sig };
-            let ids = match ask(node, peer, &req).await {
+            let ids = match ask(&self.pools, node, peer, &req).await {
                 Ok(Reply::Pools(ids)) => ids,
                 Ok(other) => {
                     tracing::debug!(peer = %peer.fmt_short(), reply = ?other, "pools-of refused");
@@ -981,7 +1113,9 @@ impl Replicator {
         let me = self.pools.signer().author().key;
         let sig = self.pools.signer().sign(&node_message(IDENTITY_CONTEXT, &self.pools.node()));
         let doc = self.pools.identity_bytes(&me).unwrap_or_default();
-        match ask(node, peer, &Request::Identity { identity: me, sig: Some(sig), doc }).await? {
+        match ask(&self.pools, node, peer, &Request::Identity { identity: me, sig: Some(sig), doc })
+            .await?
+        {
             Reply::IdentityDoc(bytes) => self.pools.merge_identity(&me, &bytes),
             Reply::Refused(why) => Err(format!("refused: {why}")),
             other => Err(format!("unexpected answer {other:?}")),
@@ -1084,7 +1218,7 @@ impl Replicator {
             let index = self.random() % crate::proof::chunks(len as u64);
             let Ok(peer) = EndpointId::from_bytes(&h.node) else { continue };
             let req = Request::Audit { pool, id, index };
-            let verdict = match ask(node, peer, &req).await {
+            let verdict = match ask(&self.pools, node, peer, &req).await {
                 Ok(Reply::Proof(p)) => crate::proof::check(&id, len as u64, index, &p),
                 Ok(Reply::Refused(why)) => Err(format!("refused: {why}")),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
@@ -1308,7 +1442,7 @@ impl Replicator {
 pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, Vec<String>) {
     let mut keep = HashSet::new();
     let mut unreadable = Vec::new();
-    for (_, v) in pools.list() {
+    for (_, v) in pools.holding() {
         for (_, _, po) in v.objects() {
             let mid = ChunkId(po.manifest);
             keep.insert(mid);
@@ -1336,8 +1470,9 @@ fn size(b: u64) -> String {
     if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-/// Sends one request to `peer` and reads the answer.
-async fn ask(node: &Node, peer: EndpointId, req: &Request) -> Result<Reply, String> {
+/// Sends one request to `peer` and reads the answer; a peer that answers is alive, whatever
+/// it says.
+async fn ask(pools: &Pools, node: &Node, peer: EndpointId, req: &Request) -> Result<Reply, String> {
     let conn =
         tokio::time::timeout(Duration::from_secs(10), node.endpoint().connect(peer, POOL_ALPN))
             .await
@@ -1351,6 +1486,7 @@ async fn ask(node: &Node, peer: EndpointId, req: &Request) -> Result<Reply, Stri
         .map_err(|e| e.to_string())?
         .ok_or("the peer closed the stream without answering")?;
     conn.close(0u32.into(), b"done");
+    pools.saw(peer.as_bytes());
     Ok(reply)
 }
 
@@ -1373,7 +1509,7 @@ async fn hold(
     // Generous: the holder fetches at its own pace, and its fetch fails on a stall by itself.
     let limit = Duration::from_secs(600 + bytes / (1 << 20));
     let req = Request::Hold { pool, object, positions };
-    match tokio::time::timeout(limit, ask(node, peer, &req)).await {
+    match tokio::time::timeout(limit, ask(pools, node, peer, &req)).await {
         Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
         Ok(Err(e)) => Err(e),
         Ok(Ok(Reply::Held { bytes, .. })) => Ok(bytes),
@@ -1383,12 +1519,22 @@ async fn hold(
 }
 
 /// Asks `holder` which of `ids` it holds.
-async fn has(node: &Node, pool: Key, holder: Key, ids: &[[u8; 32]]) -> Result<Vec<bool>, String> {
+async fn has(
+    pools: &Pools,
+    node: &Node,
+    pool: Key,
+    holder: Key,
+    ids: &[[u8; 32]],
+) -> Result<Vec<bool>, String> {
     let peer = EndpointId::from_bytes(&holder).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(ids.len());
-    for batch in ids.chunks(MAX_HAS) {
+    // An empty question is still asked: the answer says the holder is up.
+    let empty: [[u8; 32]; 0] = [];
+    let batches: Vec<&[[u8; 32]]> =
+        if ids.is_empty() { vec![&empty[..]] } else { ids.chunks(MAX_HAS).collect() };
+    for batch in batches {
         let req = Request::Has { pool, ids: batch.iter().map(|i| (*i).into()).collect() };
-        match ask(node, peer, &req).await? {
+        match ask(pools, node, peer, &req).await? {
             Reply::Has(bits) if bits.len() == batch.len() => out.extend(bits),
             Reply::Refused(why) => return Err(format!("refused: {why}")),
             other => return Err(format!("unexpected answer {other:?}")),

@@ -12,6 +12,10 @@
 //! | `members/X` (a new entry), `joined`, `invite` | X itself, joining with a valid invite |
 //! | the root, other keys | nobody after the genesis |
 //!
+//! Once `charter/dissolved` is set (by the pool's only active admin, who leaves in the same
+//! change), the pool takes no change but members leaving (`members/X/state = left`, X itself)
+//! and withdrawing their offers; it no longer needs an admin.
+//!
 //! A join must write exactly `role = member`, `state = active` and an invite that an active
 //! admin signed for this pool, used no later than it expires (by the change's time) and by no
 //! more members than it allows. After every change the pool keeps at least one active admin and a
@@ -40,11 +44,15 @@ impl Authorizer for PoolRules {
         let member = before.active(&c.author.key).is_some();
         let joining = !member
             && c.patches.iter().any(|p| patch_path(p).first().is_some_and(|s| s == "members"));
+        if before.charter.dissolved_ms.is_some() {
+            return dissolved(c, &after, &me, member);
+        }
         for p in c.patches {
             let path = patch_path(p);
             let deleting = matches!(p.action, PatchAction::DeleteMap { .. });
             let own = path.get(1) == Some(&me);
             let ok = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                ["charter", "dissolved"] => admin && !deleting && only_admin(&before, c),
                 ["charter", _, ..] => admin,
                 ["members", _] => own && joining && !deleting,
                 ["members", _, "role"] => admin || (own && joining),
@@ -65,7 +73,9 @@ impl Authorizer for PoolRules {
         if joining {
             check_join(c, &before, &after)?;
         }
-        if !after.members.values().any(|m| m.is_active_admin()) {
+        if after.charter.dissolved_ms.is_none()
+            && !after.members.values().any(|m| m.is_active_admin())
+        {
             return Err("the pool would have no active admin left".into());
         }
         if after.charter.replicas == 0 {
@@ -82,6 +92,31 @@ impl Authorizer for PoolRules {
         }
         Ok(())
     }
+}
+
+/// Whether the author is the pool's only active admin.
+fn only_admin(before: &PoolView, c: &Check<'_>) -> bool {
+    before.members.iter().filter(|(_, m)| m.is_active_admin()).all(|(k, _)| *k == c.author.key)
+}
+
+/// A change to a dissolved pool: only a member leaving, or withdrawing its offers.
+fn dissolved(c: &Check<'_>, after: &PoolView, me: &str, member: bool) -> Result<(), String> {
+    for p in c.patches {
+        let path = patch_path(p);
+        let own = path.get(1).map(String::as_str) == Some(me);
+        let ok = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["members", _, "state"] => own && member && left(after, c),
+            ["members", _, "nodes", ..] => own && member,
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "the pool was dissolved; it takes no change but members leaving (`{}`)",
+                path.join("/")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Shortest `repair_after` (a holder that misses a few sync rounds is not gone).

@@ -25,9 +25,9 @@ use crate::identity::{IdentityDoc, IdentityView};
 use crate::invite::Invite;
 use crate::ledger::Period;
 use crate::ledgers::{Ledgers, live_periods, syncable};
-use crate::pool::{Pool, PoolError};
+use crate::pool::{Pool, PoolError, PoolSnapshot};
 use crate::rules::PoolRules;
-use crate::view::Offer;
+use crate::view::{Offer, State};
 
 /// ALPN of document sync.
 pub const DOCS_ALPN: &[u8] = b"kith/docs/1";
@@ -214,8 +214,12 @@ pub struct Pools {
     site_requests: Mutex<HashMap<Key, u64>>,
     /// Bumped whenever a pool document changes on disk.
     generation: std::sync::atomic::AtomicU64,
-    /// Every pool's typed view, as of a generation.
-    views: Mutex<Option<(u64, SharedViews)>>,
+    /// Every pool's typed view and those of this identity's pools, as of a generation.
+    views: Mutex<Option<(u64, SharedViews, SharedViews)>>,
+    /// Former pools whose departure a session has taken to another node.
+    delivered: Mutex<std::collections::HashSet<Key>>,
+    /// Pools with their history, as of a generation.
+    snapshots: Mutex<HashMap<Key, (u64, Arc<PoolSnapshot>)>>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -224,22 +228,8 @@ impl std::fmt::Debug for Pools {
     }
 }
 
-fn now_ms() -> i64 {
-    kith_node::keys::now_ms() as i64
-}
-
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
+use crate::clock::now_ms;
+use crate::fsutil::write_atomic;
 
 impl Pools {
     /// Loads the pools under `home_root`; a damaged file is reported and skipped, not deleted.
@@ -284,6 +274,8 @@ impl Pools {
             site_requests: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             views: Mutex::new(None),
+            snapshots: Mutex::new(HashMap::new()),
+            delivered: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -424,8 +416,17 @@ impl Pools {
         (self.sync_sent.load(Relaxed), self.sync_received.load(Relaxed))
     }
 
-    /// Notes that `node` just completed a session with this one.
+    /// Notes that `node` just answered this one (a sync session's greeting, a request): it is
+    /// alive, whatever the outcome of what followed. Only nodes listed in a pool here are
+    /// remembered, so strangers cannot grow the table.
     pub fn saw(&self, node: &Key) {
+        let listed = self
+            .all_views()
+            .iter()
+            .any(|(_, v)| v.members.values().any(|m| m.nodes.contains_key(node)));
+        if !listed {
+            return;
+        }
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(*node, now_ms());
     }
 
@@ -462,6 +463,25 @@ impl Pools {
         nodes.into_iter().filter_map(|(_, n)| EndpointId::from_bytes(&n).ok()).collect()
     }
 
+    /// The pool with this id as it is now, with its history (for the ledgers' rules); kept
+    /// until the pool document changes.
+    pub fn snapshot(&self, pool: &Key) -> Option<Arc<PoolSnapshot>> {
+        let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let mut cache = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, s)) = cache.get(pool)
+            && *at == g
+        {
+            return Some(s.clone());
+        }
+        let (g, snap) = {
+            let mut pools = self.lock();
+            let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
+            (g, Arc::new(pools.get_mut(pool)?.snapshot()))
+        };
+        cache.insert(*pool, (g, snap.clone()));
+        Some(snap)
+    }
+
     /// The pool with this id, as it is now.
     pub fn view_of(&self, pool: &Key) -> Option<crate::view::PoolView> {
         self.lock().get(pool).map(|p| p.view())
@@ -484,6 +504,11 @@ impl Pools {
     /// Whether this node holds pool `id`.
     pub fn has_pool(&self, id: &Key) -> bool {
         self.lock().contains_key(id)
+    }
+
+    /// The folder of pool documents.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// This node's signer.
@@ -537,7 +562,7 @@ impl Pools {
 
     /// Founds a pool; this node is listed with an empty offer.
     pub fn create(&self, display: &str, charter: crate::view::Charter) -> Result<Key, PoolError> {
-        if self.lock().values().any(|p| p.view().charter.name == charter.name) {
+        if self.list().iter().any(|(_, v)| v.charter.name == charter.name) {
             return Err(PoolError::Policy(format!(
                 "a pool named `{}` already exists here",
                 charter.name
@@ -549,28 +574,73 @@ impl Pools {
         self.insert(pool)
     }
 
-    /// Every pool, for listing.
+    /// The pools this identity is an active member of (a pool it left, was removed from, or
+    /// that was dissolved is kept on disk but is no longer its: see [`Pools::former`]).
     pub fn list(&self) -> Vec<(Key, crate::view::PoolView)> {
-        self.lock().iter().map(|(k, p)| (*k, p.view())).collect()
+        self.views().iter().map(|(k, v)| (*k, (**v).clone())).collect()
     }
 
-    /// Every pool's view, shared and read again only after a document changed (for hot paths
-    /// such as the HTTP gateway, where reading every document per request would dominate).
+    /// The pools this identity was in and is no longer, or that were dissolved (kept so that
+    /// the change that ended the membership reaches the others).
+    pub fn former(&self) -> Vec<(Key, crate::view::PoolView)> {
+        let me = self.signer.author().key;
+        self.all_views()
+            .iter()
+            .filter(|(_, v)| v.active(&me).is_none() || v.charter.dissolved_ms.is_some())
+            .map(|(k, v)| (*k, (**v).clone()))
+            .collect()
+    }
+
+    /// The pools whose blobs this node keeps: its own, and dissolved ones whose members have
+    /// not all taken their objects home yet.
+    pub fn holding(&self) -> Vec<(Key, crate::view::PoolView)> {
+        let me = self.signer.author().key;
+        self.all_views()
+            .iter()
+            .filter(|(_, v)| {
+                let settling = v.charter.dissolved_ms.is_some()
+                    && v.members.values().any(|m| m.state == State::Active);
+                (v.active(&me).is_some() && v.charter.dissolved_ms.is_none()) || settling
+            })
+            .map(|(k, v)| (*k, (**v).clone()))
+            .collect()
+    }
+
+    /// The views of the pools this identity is an active member of, shared and read again only
+    /// after a document changed (for hot paths such as the HTTP gateway, where reading every
+    /// document per request would dominate).
     pub fn views(&self) -> SharedViews {
+        self.cached_views().1
+    }
+
+    /// Every pool's view, former ones included.
+    fn all_views(&self) -> SharedViews {
+        self.cached_views().0
+    }
+
+    fn cached_views(&self) -> (SharedViews, SharedViews) {
         let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
-        if let Some((at, v)) = self.views.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        if let Some((at, all, mine)) = self.views.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
             && *at == g
         {
-            return v.clone();
+            return (all.clone(), mine.clone());
         }
         // Read under the pools' lock, so the generation read with it is the views' own.
-        let (g, v) = {
+        let (g, all) = {
             let pools = self.lock();
             let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
-            (g, Arc::new(pools.iter().map(|(k, p)| (*k, Arc::new(p.view()))).collect::<Vec<_>>()))
+            (g, pools.iter().map(|(k, p)| (*k, Arc::new(p.view()))).collect::<Vec<_>>())
         };
-        *self.views.lock().unwrap_or_else(|p| p.into_inner()) = Some((g, v.clone()));
-        v
+        let me = self.signer.author().key;
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|(_, v)| v.active(&me).is_some() && v.charter.dissolved_ms.is_none())
+            .cloned()
+            .collect();
+        let (all, mine) = (Arc::new(all), Arc::new(mine));
+        *self.views.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((g, all.clone(), mine.clone()));
+        (all, mine)
     }
 
     /// Rejected changes, newest last.
@@ -635,11 +705,15 @@ impl Pools {
     /// Sessions run on their own; a target whose last session is still running (a node that
     /// is gone takes a while to time out) is skipped, so slow peers never delay the others.
     pub async fn sync_all(self: &Arc<Self>) {
+        let me = self.signer.author().key;
+        let delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let targets: Vec<(Key, Key)> = self
-            .lock()
+            .all_views()
             .iter()
-            .flat_map(|(id, p)| {
-                let v = p.view();
+            // A pool this identity left is synced until one session has taken the departure
+            // to another node, which passes it on.
+            .filter(|(id, v)| v.active(&me).is_some() || !delivered.contains(id))
+            .flat_map(|(id, v)| {
                 let nodes: Vec<Key> = v
                     .members
                     .values()
@@ -658,8 +732,16 @@ impl Pools {
             }
             let this = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = this.sync_one(pool, peer, Proof::Member).await {
-                    tracing::debug!(pool = %hex(&pool[..4]), peer = %peer.fmt_short(), error = %e, "pool sync failed");
+                match this.sync_one(pool, peer, Proof::Member).await {
+                    Ok(_) => {
+                        let me = this.signer.author().key;
+                        if this.view_of(&pool).is_some_and(|v| v.active(&me).is_none()) {
+                            this.delivered.lock().unwrap_or_else(|p| p.into_inner()).insert(pool);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(pool = %hex(&pool[..4]), peer = %peer.fmt_short(), error = %e, "pool sync failed")
+                    }
                 }
                 this.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&(pool, node));
             });
@@ -679,6 +761,8 @@ impl Pools {
         let run = async {
             let (conn, mut send, mut recv, periods) =
                 open_session(&endpoint, peer.into(), pool, proof, periods).await?;
+            // It answered: it is alive, even if what it sends next is refused.
+            self.saw(peer.as_bytes());
             let mut n = self.turns(pool, Doc::Pool, peer, &mut send, &mut recv, true).await?;
             for p in periods {
                 n += self.turns(pool, Doc::Ledger(p), peer, &mut send, &mut recv, true).await?;
@@ -741,8 +825,8 @@ impl Pools {
                 self.lock().get_mut(&pool).ok_or("the pool is gone")?.doc_mut().sync_out(state)
             }
             Doc::Ledger(period) => {
-                let v = self.view_of(&pool).ok_or("the pool is gone")?;
-                self.ledgers.sync_out(&v, &pool, period, state)?
+                let snap = self.snapshot(&pool).ok_or("the pool is gone")?;
+                self.ledgers.sync_out(&snap, period, state)?
             }
         };
         let said = out.is_some();
@@ -771,8 +855,8 @@ impl Pools {
         self.sync_received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let Some(f) = turn.frame else { return Ok(false) };
         if let Doc::Ledger(period) = doc {
-            let v = self.view_of(&pool).ok_or("the pool is gone")?;
-            match self.ledgers.sync_in(&v, &pool, period, state, &f) {
+            let snap = self.snapshot(&pool).ok_or("the pool is gone")?;
+            match self.ledgers.sync_in(&snap, period, state, &f) {
                 Ok(n) => *got += n,
                 Err(e) => {
                     let e = format!("ledger {period}: {e}");
@@ -814,8 +898,11 @@ impl Pools {
         })?;
         let v = pool.view();
         let node = *peer.as_bytes();
+        // A member who left still syncs the pool document, to pass its departure on.
+        let departed =
+            v.members.values().any(|m| m.state == State::Left && m.nodes.contains_key(&node));
         match &hello.proof {
-            Proof::Member if v.node_owner(&node).is_some() => Ok(()),
+            Proof::Member if v.node_owner(&node).is_some() || departed => Ok(()),
             Proof::Member => {
                 Err("your node is not listed under an active member of this pool".into())
             }
@@ -1005,6 +1092,7 @@ impl DocsProtocol {
             let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
             return Err(why);
         }
+        self.pools.saw(peer.as_bytes());
         let periods = self.pools.ledger_periods(&hello, peer);
         let ack =
             Ack { refused: None, periods: Some(periods.iter().map(Period::to_string).collect()) };

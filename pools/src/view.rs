@@ -3,7 +3,8 @@
 //! ```text
 //! v: 1                          format version of the schema
 //! kind: "kith-pool"
-//! charter: { name, replicas, quota, cost_rule, join_rule, repair_after?, audit_every?, record_every? }
+//! charter: { name, replicas, quota, cost_rule, join_rule, repair_after?, audit_every?, record_every?,
+//!            dissolved? }
 //! members: { <identity hex>: { role, state, name, joined, invite?, nodes: {
 //!              <node hex>: { storage, egress, zone } },
 //!            objects?: { <object hex>: { manifest, bytes, blobs, name, at } },
@@ -53,7 +54,7 @@ impl Role {
         }
     }
 
-    fn parse(s: &str) -> Option<Role> {
+    pub(crate) fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
             "member" => Some(Role::Member),
@@ -83,7 +84,7 @@ impl State {
         }
     }
 
-    fn parse(s: &str) -> Option<State> {
+    pub(crate) fn parse(s: &str) -> Option<State> {
         match s {
             "active" => Some(State::Active),
             "left" => Some(State::Left),
@@ -112,6 +113,9 @@ pub struct Charter {
     pub audit_every_ms: u64,
     /// How often each node records its usage into the pool's ledger (ms).
     pub record_every_ms: u64,
+    /// When the pool's last admin dissolved it (ms since the epoch, as it claimed): it takes no
+    /// change after that but members leaving, once their objects are home.
+    pub dissolved_ms: Option<i64>,
 }
 
 /// Who may read a site through a gateway.
@@ -321,6 +325,10 @@ impl PoolView {
             record_every_ms: match d.get(&c, "record_every").map_err(|e| e.to_string())? {
                 Some(_) => uint(d, &c, "record_every")?,
                 None => DEFAULT_RECORD_EVERY_MS,
+            },
+            dissolved_ms: match d.get(&c, "dissolved").map_err(|e| e.to_string())? {
+                Some((v, _)) => Some(v.as_i64().ok_or("`dissolved` is not a time")?),
+                None => None,
             },
         };
         let ms = obj(d, &ROOT, "members")?;

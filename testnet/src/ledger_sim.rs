@@ -38,9 +38,9 @@ pub fn run(members: usize, months: usize) -> Result<Vec<Month>> {
         let inv = pool.invite(admin, [i as u8; 16], u64::MAX / 2, 1).map_err(|e| anyhow!("{e}"))?;
         pool.join(s, &format!("m{i}"), &inv, 2).map_err(|e| anyhow!("{e}"))?;
     }
-    let view = pool.view();
     let id = pool.id();
-    let rules = LedgerRules { pool: &view, pool_id: &id };
+    let snap = pool.snapshot();
+    let rules = LedgerRules { pool: &snap };
     let keys: Vec<[u8; 32]> = signers.iter().map(|s| s.author().key).collect();
     let mut period = Period::parse("2026-01").map_err(|e| anyhow!(e))?;
     let mut carried = BTreeMap::new();
