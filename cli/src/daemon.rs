@@ -66,6 +66,8 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
         Arc::new(Store::open_patiently(&home, kith_node::home::DAEMON_WHAT, LOCK_PATIENCE)?);
     let cfg = NetConfig { listen: opts.listen.clone(), mdns: opts.mdns.clone() };
     let pools = crate::pool_ops::open(&home)?;
+    // A leave that a stopped daemon did not finish: the member stays, with its offer back.
+    kith_pools::leave::restore_interrupted(&pools);
     let docs = kith_pools::service::DocsProtocol::new(pools.clone());
     let replicator = kith_pools::replica::Replicator::new(pools.clone());
     let pool_proto = kith_pools::replica::PoolProtocol::new(replicator.clone());

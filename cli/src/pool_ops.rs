@@ -380,7 +380,8 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> Value {
                 "passed": a.passed, "failed": a.failed, "failing": a.failing,
                 "reason": a.reason, "at_ms": a.at_ms,
             }))).collect::<Vec<_>>(),
-        "objects": v.members.iter().flat_map(|(k, m)| m.objects.iter().map(move |(o, po)| json!({
+        "objects": v.members.iter().filter(|(_, m)| m.state == kith_pools::State::Active)
+            .flat_map(|(k, m)| m.objects.iter().map(move |(o, po)| json!({
             "id": hex(o), "owner": hex(k), "owner_name": m.name, "owner_state": m.state.as_str(),
             "name": po.name, "bytes": po.bytes, "blobs": po.blobs, "at_ms": po.at_ms,
         }))).collect::<Vec<_>>(),

@@ -185,14 +185,21 @@ pub fn plan(pool: Key, v: &PoolView, me: &Key) -> Result<LeavePlan, LeaveError> 
     }
     let others_bytes: u64 =
         v.objects().filter(|(owner, _, _)| *owner != me).map(|(_, _, o)| o.bytes).sum();
+    let site_objects: std::collections::HashSet<Key> =
+        mine.sites.values().flat_map(|s| s.versions.values().map(|x| x.index)).collect();
     let holding_nodes: Vec<Key> =
         mine.nodes.iter().filter(|(_, o)| o.storage > 0).map(|(n, _)| *n).collect();
     Ok(LeavePlan {
         pool,
         name,
         sites: mine.sites.keys().cloned().collect(),
-        objects: mine.objects.len() as u64,
-        object_bytes: mine.objects.values().map(|o| o.bytes).sum(),
+        objects: mine.objects.keys().filter(|o| !site_objects.contains(*o)).count() as u64,
+        object_bytes: mine
+            .objects
+            .iter()
+            .filter(|(o, _)| !site_objects.contains(*o))
+            .map(|(_, o)| o.bytes)
+            .sum(),
         holding_nodes,
         others_bytes,
     })

@@ -343,8 +343,11 @@ impl Replicator {
         let Some(m) = v.members.get(&me) else { return Ok(0) };
         let node = self.node()?.clone();
         let from = self.pool_nodes(&v);
+        // Site versions are pool objects too, but they are published, not kept: not brought.
+        let sites: HashSet<Key> =
+            m.sites.values().flat_map(|s| s.versions.values().map(|x| x.index)).collect();
         let mut fetched = 0;
-        for oid in m.objects.keys() {
+        for oid in m.objects.keys().filter(|o| !sites.contains(*o)) {
             fetched += node
                 .fetch_object_from(kith_node::ObjectId(*oid), None, Some(from.clone()), None)
                 .await

@@ -16,6 +16,7 @@ mod large;
 mod ledger;
 mod mesh;
 mod offline;
+mod pool_life;
 mod pools;
 mod privacy;
 mod progress;

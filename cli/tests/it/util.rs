@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use kith_testnet::Testnet;
 
 pub fn kith_bin() -> &'static str {
     env!("CARGO_BIN_EXE_kith")
@@ -288,4 +291,65 @@ pub fn control_post(home: &Path, headers: &str, body: &str) -> (u16, String) {
     let out = String::from_utf8_lossy(&raw).into_owned();
     let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, out)
+}
+
+/// A response, as read off the socket.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends raw bytes and reads the whole answer (the request asks to close).
+pub fn raw(addr: SocketAddr, request: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse(&buf)
+}
+
+pub fn parse(buf: &[u8]) -> Resp {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+    let head = std::str::from_utf8(&buf[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    Resp { status, headers, body: buf[end..].to_vec() }
+}
+
+/// A GET (or another method) with extra header lines.
+pub fn req(addr: SocketAddr, method: &str, path: &str, headers: &[&str]) -> Resp {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+        r.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    raw(addr, r.as_bytes())
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Resp {
+    req(addr, "GET", path, &[])
+}
+
+pub fn http(net: &Testnet, i: usize) -> SocketAddr {
+    net.json(i, &["status"]).unwrap()["http"].as_str().unwrap().parse().unwrap()
 }

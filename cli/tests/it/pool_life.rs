@@ -1,0 +1,252 @@
+//! Pools as people live them: leaving safely (refused at once when the pool cannot do without
+//! you, undone when interrupted, explained when it takes your sites and objects), the last admin,
+//! dissolving a pool, joining after someone left.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use kith_testnet::{Layout, Testnet};
+use serde_json::Value;
+
+use crate::util::*;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn show(net: &Testnet, i: usize) -> Value {
+    net.json(i, &["pool", "show", "street"]).unwrap()
+}
+
+/// Nodes 0..n in pool `street`, node 0 its admin, each offering 1 GiB in its own zone,
+/// `replicas` copies, repair after 10 s.
+fn street(net: &mut Testnet, n: usize, replicas: u64) {
+    for i in 0..n {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let names = ["ada", "bob", "cy", "dee", "eve"];
+    for i in 1..n {
+        let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", names[i]]).unwrap();
+    }
+    for i in 0..n {
+        let zone = format!("house-{i}");
+        net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &zone]).unwrap();
+    }
+    net.kith_ok(0, &["pool", "set", "street", "repair_after", "10s"]).unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "replicas", &replicas.to_string()]).unwrap();
+    net.wait_for(CONVERGE, "every node to see every offer", |net| {
+        Ok((0..n).all(|i| {
+            let v = show(net, i);
+            v["capacity"]["offered"] == (n as u64) << 30 && v["charter"]["replicas"] == replicas
+        }))
+    })
+    .unwrap();
+}
+
+/// Puts `len` bytes from node `i` into the pool and waits until node 0 sees every copy.
+fn put(net: &mut Testnet, i: usize, name: &str, len: usize, seed: u64) -> (String, Vec<u8>) {
+    let data = random_bytes(len, seed);
+    let src = net.dir().join(name);
+    write(&src, &data);
+    let put = net.json(i, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    net.wait_for(CONVERGE, "full replication", |net| {
+        let r = &show(net, 0)["replication"];
+        Ok(r["under_replicated_bytes"] == 0
+            && r["lost_blobs"] == 0
+            && r["objects"].as_u64() > Some(0))
+    })
+    .unwrap();
+    (put["id"].as_str().unwrap().to_string(), data)
+}
+
+/// Node `of`'s member entry as node `at` sees it.
+fn member(net: &Testnet, at: usize, of: usize) -> Value {
+    let node = net.id(of).unwrap();
+    show(net, at)["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["nodes"].as_array().unwrap().iter().any(|n| n["id"] == node.as_str()))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn offer(m: &Value) -> u64 {
+    m["nodes"][0]["storage"].as_u64().unwrap_or(0)
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn leaving_is_refused_at_once_when_the_pool_cannot_keep_its_replicas() {
+    let mut net = testnet(3, Layout::Loopback);
+    street(&mut net, 3, 3);
+    put(&mut net, 0, "photos.bin", 1 << 20, 1);
+    let out = net.kith(2, &["pool", "leave", "street", "--yes"]);
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains("fewer than its 3 replicas"), "{e}");
+    assert!(e.contains("kith pool set street replicas 2"), "the next step is named: {e}");
+    // Nothing was withdrawn: cy is still a member, offering what it offered.
+    let cy = member(&net, 2, 2);
+    assert_eq!((cy["state"].as_str(), offer(&cy)), (Some("active"), 1 << 30), "{cy}");
+    // With the factor lowered, the same leave goes through.
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
+    net.wait_for(CONVERGE, "cy to see replicas 2", |net| {
+        Ok(show(net, 2)["charter"]["replicas"] == 2)
+    })
+    .unwrap();
+    net.kith_ok(2, &["pool", "leave", "street", "--yes"]).unwrap();
+    net.wait_for(CONVERGE, "ada to see cy gone, data whole", |net| {
+        let v = show(net, 0);
+        Ok(member(net, 0, 2)["state"] == "left" && v["replication"]["under_replicated_bytes"] == 0)
+    })
+    .unwrap();
+    assert_eq!(net.json(2, &["pool", "ls"]).unwrap(), Value::Array(vec![]), "cy still lists it");
+}
+
+#[test]
+fn an_unfinished_leave_puts_the_offer_back() {
+    let mut net = testnet(4, Layout::Loopback);
+    street(&mut net, 4, 2);
+    put(&mut net, 0, "photos.bin", 3 << 20, 2);
+    // A holder goes quiet: the hand-off cannot finish within a short wait.
+    net.kill(1).unwrap();
+    let out = net.kith(3, &["pool", "leave", "street", "--wait", "2s", "--yes"]);
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains("hand-off is incomplete"), "{e}");
+    assert!(e.contains("did not answer"), "the cause is named: {e}");
+    assert!(e.contains("offer is back"), "{e}");
+    let dee = member(&net, 3, 3);
+    assert_eq!((dee["state"].as_str(), offer(&dee)), (Some("active"), 1 << 30), "{dee}");
+
+    // Ctrl-C in the middle: the offer comes back too.
+    let mut child = net
+        .cmd(3)
+        .args(["pool", "leave", "street", "--wait", "5m", "--yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    net.wait_for(CONVERGE, "the offer to be withdrawn", |net| Ok(offer(&member(net, 3, 3)) == 0))
+        .unwrap();
+    // SAFETY: a plain signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+    net.wait_for(CONVERGE, "the offer to come back after Ctrl-C", |net| {
+        Ok(offer(&member(net, 3, 3)) == 1 << 30)
+    })
+    .unwrap();
+
+    // kill -9 of the daemon in the middle: the offer comes back when it starts again.
+    let mut child = net
+        .cmd(3)
+        .args(["pool", "leave", "street", "--wait", "5m", "--yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    net.wait_for(CONVERGE, "the offer to be withdrawn", |net| Ok(offer(&member(net, 3, 3)) == 0))
+        .unwrap();
+    net.kill(3).unwrap();
+    let _ = child.wait();
+    net.start(3).unwrap();
+    let dee = member(&net, 3, 3);
+    assert_eq!((dee["state"].as_str(), offer(&dee)), (Some("active"), 1 << 30), "{dee}");
+    assert!(net.log(3).contains("a leave was interrupted"), "the restart says what it undid");
+    net.wait_for(CONVERGE, "ada to see dee's offer back", |net| {
+        Ok(offer(&member(net, 0, 3)) == 1 << 30)
+    })
+    .unwrap();
+}
+
+#[test]
+fn leaving_warns_then_takes_the_members_sites_and_objects_out() {
+    let mut net = testnet(3, Layout::Loopback);
+    street(&mut net, 3, 2);
+    let (object, data) = put(&mut net, 2, "notes.bin", 1 << 20, 3);
+    let www = net.dir().join("www");
+    write(&www.join("index.html"), b"<h1>bread</h1>");
+    net.kith_ok(2, &["site", "publish", www.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    let at0 = http(&net, 0);
+    net.wait_for(CONVERGE, "ada's node to serve bakery", |_| {
+        Ok(get(at0, "/s/bakery/").status == 200)
+    })
+    .unwrap();
+
+    // Without --yes (and no terminal to ask on), nothing happens and the warning names it all.
+    let out = net.kith(2, &["pool", "leave", "street"]);
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains("bakery") && e.contains("object") && e.contains("--yes"), "{e}");
+    assert_eq!(member(&net, 0, 2)["state"], "active");
+    assert_eq!(get(at0, "/s/bakery/").status, 200);
+
+    let out = net.kith(2, &["pool", "leave", "street", "--yes"]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("left pool street") && said.contains("bakery"), "{said}");
+    net.wait_for(CONVERGE, "ada's node to stop serving bakery", |_| {
+        Ok(get(at0, "/s/bakery/").status == 404)
+    })
+    .unwrap();
+    // The member who left serves nothing of the pool and no longer lists it.
+    assert_eq!(get(http(&net, 2), "/s/bakery/").status, 404);
+    assert_eq!(net.json(2, &["pool", "ls"]).unwrap(), Value::Array(vec![]));
+    // Its object is in its own store, byte for byte; the pool no longer lists it.
+    let back = net.dir().join("back.bin");
+    net.kith_ok(2, &["get", &object, "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == data);
+    net.wait_for(CONVERGE, "ada's pool to drop cy's object", |net| {
+        Ok(show(net, 0)["objects"].as_array().unwrap().iter().all(|o| o["id"] != object.as_str()))
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_last_admin_is_told_the_next_step_and_can_dissolve_the_pool() {
+    let mut net = testnet(3, Layout::Loopback);
+    street(&mut net, 3, 2);
+    let (object, data) = put(&mut net, 1, "letters.bin", 1 << 20, 4);
+    let out = net.kith(0, &["pool", "leave", "street", "--yes"]);
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains("only admin") && e.contains("`kith pool set street role:"), "{e}");
+    assert!(e.contains(" admin`"), "the exact command is given: {e}");
+    assert!(e.contains("kith pool dissolve street"), "{e}");
+    // Another admin: dissolving is refused, naming them.
+    net.kith_ok(0, &["pool", "set", "street", "role:bob", "admin"]).unwrap();
+    net.wait_for(CONVERGE, "ada's node to know bob is admin", |net| {
+        Ok(member(net, 0, 1)["role"] == "admin")
+    })
+    .unwrap();
+    let out = net.kith(0, &["pool", "dissolve", "street", "--yes"]);
+    let e = stderr(&out);
+    assert!(!out.status.success() && e.contains("bob is also admin"), "{e}");
+    net.kith_ok(0, &["pool", "set", "street", "role:bob", "member"]).unwrap();
+    net.wait_for(CONVERGE, "bob to be a member again everywhere", |net| {
+        Ok((0..3).all(|i| member(net, i, 1)["role"] == "member"))
+    })
+    .unwrap();
+
+    // Bob forgets his local version: the dissolution brings the object home from the pool.
+    net.kith_ok(1, &["rm", &object]).unwrap();
+    net.kith_ok(0, &["pool", "dissolve", "street", "--yes"]).unwrap();
+    net.wait_for(CONVERGE, "every node to stop listing street", |net| {
+        Ok((0..3).all(|i| net.json(i, &["pool", "ls"]).is_ok_and(|v| v == Value::Array(vec![]))))
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "bob's node to bring the object home", |net| {
+        Ok(net.log(1).contains("your objects are in this node's store"))
+    })
+    .unwrap();
+    let ls = net.json(1, &["ls"]).unwrap();
+    assert!(ls.as_array().unwrap().iter().any(|o| o["id"] == object.as_str()), "{ls}");
+    let back = net.dir().join("back.bin");
+    net.kith_ok(1, &["get", &object, "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == data);
+}
