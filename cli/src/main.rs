@@ -142,6 +142,11 @@ enum Command {
         #[command(subcommand)]
         command: PeerCommand,
     },
+    /// The devices of your identity: list them, retire a lost one.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
     /// Create a home with a new identity, or with one exported from another machine.
     Init {
         /// Restore the identity in FILE (made by `kith key export`); the node gets a new key.
@@ -432,6 +437,22 @@ enum LedgerCommand {
 }
 
 #[derive(Subcommand)]
+enum DeviceCommand {
+    /// Every device of this identity, when each was last heard from, which are retired.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retire a lost, stolen or replaced device (from another of your devices): your pools stop
+    /// counting it as a holder (its share is copied elsewhere) and nobody dials it any more.
+    Revoke {
+        /// The device's node id (or its first characters, see `kith device ls`).
+        node: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum PeerCommand {
     /// Add a peer from its ticket (`kith id --ticket` on the other node); remembered.
     Add {
@@ -667,6 +688,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let req = PoolReq::Offer { pool, storage, egress, zone };
             render::pool_done(&execute(&root, Request::Pool(req), "")?, "offer recorded")
         }
+        Command::Device { command: DeviceCommand::Ls { json } } => {
+            render::devices(&execute(&root, Request::Pool(PoolReq::Devices), "")?, json)
+        }
+        Command::Device { command: DeviceCommand::Revoke { node } } => {
+            render::device_revoked(&execute(&root, Request::Pool(PoolReq::Revoke { node }), "")?)
+        }
         Command::Peers { json } => render::peers(&execute(&root, Request::Peers, "")?, json),
         Command::Peer { command: PeerCommand::Add { ticket } } => {
             render::peer_added(&execute(&root, Request::PeerAdd { ticket }, "")?)
@@ -722,7 +749,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // iroh's accept loop warns about every failed handshake of a peer (another node dialling
+    // an old address of a replaced device): kith says that once, in its own words.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,iroh=warn,iroh::protocol=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

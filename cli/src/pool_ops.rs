@@ -49,6 +49,10 @@ pub enum PoolReq {
     },
     /// End the pool for everyone (its last admin).
     Dissolve { pool: String },
+    /// This identity's devices.
+    Devices,
+    /// Retire a device of this identity.
+    Revoke { node: String },
     /// Remove a member.
     Remove { pool: String, member: String },
     /// Set a charter field or role.
@@ -221,6 +225,27 @@ pub async fn handle(
             Ok(
                 json!({ "left": plan.name, "handed_off": !force, "sites": plan.sites, "objects": plan.objects }),
             )
+        }
+        PoolReq::Devices => {
+            let peers = node.peers();
+            let seen = |n: &[u8; 32]| {
+                pools.last_seen_ms(n).or_else(|| {
+                    peers
+                        .iter()
+                        .find(|p| p.id.as_bytes() == n)
+                        .and_then(|p| p.last_seen_ms.map(|t| t as i64))
+                })
+            };
+            let list = kith_pools::devices::list(pools, seen);
+            Ok(Value::Array(list.iter().map(|d| json!({
+                "node": hex(&d.node), "name": d.name, "added_ms": d.added_ms,
+                "retired_ms": d.retired_ms, "this": d.this, "last_seen_ms": d.last_seen_ms,
+            })).collect()))
+        }
+        PoolReq::Revoke { node: spec } => {
+            let r = kith_pools::devices::retire(pools, &spec, now as i64)?;
+            node.forget_peer(&r.node);
+            Ok(json!({ "node": hex(&r.node), "name": r.name, "pools": r.pools }))
         }
         PoolReq::Dissolve { pool } => {
             let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;

@@ -509,3 +509,45 @@ pub fn pool(v: &Value, json: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn devices(v: &Value, json: bool) -> Result<ExitCode> {
+    if json {
+        return json_out(v);
+    }
+    println!("{:<16}  {:<20}  {:<17}  {:<24}", "NODE", "NAME", "ADDED", "STATE");
+    for d in v.as_array().into_iter().flatten() {
+        let node = s(&d["node"]);
+        let state = if let Some(at) = d["retired_ms"].as_i64() {
+            format!("retired {}", fmt::time(at as u64))
+        } else if d["this"] == true {
+            "this device".to_string()
+        } else if let Some(at) = d["last_seen_ms"].as_i64() {
+            format!("seen {}", fmt::time(at as u64))
+        } else {
+            "not seen since this node started".to_string()
+        };
+        println!(
+            "{:<16}  {:<20}  {:<17}  {state}",
+            &node[..16.min(node.len())],
+            s(&d["name"]),
+            fmt::time(u(&d["added_ms"]))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn device_revoked(v: &Value) -> Result<ExitCode> {
+    let node = s(&v["node"]);
+    let pools: Vec<&str> =
+        v["pools"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+    eprintln!("retired device {} ({})", &node[..16.min(node.len())], s(&v["name"]));
+    if pools.is_empty() {
+        eprintln!("  it held nothing in your pools");
+    } else {
+        eprintln!(
+            "  taken out of pool(s) {}: what it held is copied to other holders",
+            pools.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

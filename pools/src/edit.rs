@@ -127,6 +127,13 @@ pub fn set_offer(
     d.put(&o, "zone", offer.zone.as_str())
 }
 
+/// Takes one of `me`'s nodes out of the pool (a retired device).
+pub fn remove_node(d: &mut AutoCommit, me: &Key, node: &Key) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let ns = map(d, &m, "nodes")?;
+    d.delete(&ns, hex(node))
+}
+
 /// Records an object `me` stored in the pool.
 pub fn add_object(
     d: &mut AutoCommit,

@@ -5,7 +5,7 @@
 //! ```text
 //! v: 1, kind: "kith-identity", owner: <identity key>
 //! name: "..."                               (absent until set)
-//! devices:    { <node hex>: { name, added } }
+//! devices:    { <node hex>: { name, added, revoked? } }
 //! recipients: { <age recipient>: added }
 //! pools:      { <pool hex>: { name, joined } }
 //! ```
@@ -34,6 +34,8 @@ pub struct Device {
     pub name: String,
     /// When it was added (ms since the epoch).
     pub added_ms: i64,
+    /// When another device of the identity retired it (lost, stolen, replaced).
+    pub revoked_ms: Option<i64>,
 }
 
 /// A pool the identity is in.
@@ -96,9 +98,13 @@ impl IdentityView {
         for k in d.keys(&ds) {
             let node = parse_key(&k).ok_or(format!("device `{k}` is not a key"))?;
             let o = map(d, &ds, &k)?;
+            let revoked_ms = match d.get(&o, "revoked").map_err(|e| e.to_string())? {
+                Some((v, _)) => Some(v.as_i64().ok_or("`revoked` is not a time")?),
+                None => None,
+            };
             view.devices.insert(
                 node,
-                Device { name: text(d, &o, "name")?, added_ms: int(d, &o, "added")? },
+                Device { name: text(d, &o, "name")?, added_ms: int(d, &o, "added")?, revoked_ms },
             );
         }
         let rs = map(d, &ROOT, "recipients")?;
@@ -135,6 +141,13 @@ impl Authorizer for IdentityRules {
                 IdentityView::read(c.before).map_err(|e| format!("unreadable history: {e}"))?;
             if before.owner != after.owner {
                 return Err("the owner of an identity document never changes".into());
+            }
+            for (node, d) in &before.devices {
+                if d.revoked_ms.is_some()
+                    && after.devices.get(node).and_then(|a| a.revoked_ms) != d.revoked_ms
+                {
+                    return Err(format!("device {} was retired; that stays", hex(&node[..8])));
+                }
             }
         }
         Ok(())
@@ -234,6 +247,31 @@ impl IdentityDoc {
         })
     }
 
+    /// Retires a device of the identity (lost, stolen, replaced): its pools stop counting on
+    /// it. Done once; it stays retired.
+    pub fn revoke_device(
+        &mut self,
+        signer: &Signer,
+        node: &Key,
+        now_ms: i64,
+    ) -> Result<bool, DocError> {
+        match self.view().devices.get(node) {
+            None => {
+                return Err(DocError::Format(format!(
+                    "{} is not a device of this identity",
+                    hex(&node[..8])
+                )));
+            }
+            Some(d) if d.revoked_ms.is_some() => return Ok(false),
+            Some(_) => {}
+        }
+        self.edit(signer, now_ms, |d| {
+            let ds = d.get(ROOT, "devices")?.map(|(_, id)| id).unwrap_or(ROOT);
+            let o = d.get(&ds, hex(node))?.map(|(_, id)| id).unwrap_or(ROOT);
+            d.put(&o, "revoked", now_ms)
+        })
+    }
+
     /// Lists an age recipient (no change if it is listed).
     pub fn add_recipient(
         &mut self,
@@ -317,6 +355,28 @@ mod tests {
         assert_eq!(v.name, "ada");
         assert_eq!(v.devices.len(), 2);
         assert_eq!(v.pools[&[9; 32]].name, "street");
+    }
+
+    #[test]
+    fn a_retired_device_stays_retired() {
+        let secret = [7u8; 32];
+        let a_dev = Signer::new(&secret, [1; 32]);
+        let mut a = IdentityDoc::genesis(&secret).unwrap();
+        a.add_device(&a_dev, &[1; 32], "laptop", 10).unwrap();
+        a.add_device(&a_dev, &[2; 32], "old phone", 11).unwrap();
+        assert!(a.revoke_device(&a_dev, &[2; 32], 12).unwrap());
+        assert!(!a.revoke_device(&a_dev, &[2; 32], 13).unwrap(), "once");
+        assert_eq!(a.view().devices[&[2; 32]].revoked_ms, Some(12));
+        // Writing it back is refused, even by the identity.
+        let e = a
+            .edit(&a_dev, 14, |d| {
+                let ds = d.get(ROOT, "devices")?.unwrap().1;
+                let o = d.get(&ds, hex(&[2; 32]))?.unwrap().1;
+                d.delete(&o, "revoked")
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("stays"), "{e}");
+        assert!(a.revoke_device(&a_dev, &[3; 32], 15).is_err(), "not a device");
     }
 
     #[test]

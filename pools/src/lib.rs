@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod clock;
+pub mod devices;
 mod edit;
 mod fsutil;
 pub mod identity;

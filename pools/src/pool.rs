@@ -335,6 +335,23 @@ impl Pool {
         Ok(())
     }
 
+    /// Takes a retired device of this member out of the pool: it holds nothing for it any more
+    /// (its share is re-placed) and is no longer dialled. No change if it is not listed.
+    pub fn remove_node(
+        &mut self,
+        signer: &Signer,
+        node: &Key,
+        now_ms: i64,
+    ) -> Result<bool, PoolError> {
+        let me = signer.author().key;
+        let listed = self.view().members.get(&me).is_some_and(|m| m.nodes.contains_key(node));
+        if !listed {
+            return Ok(false);
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::remove_node(d, &me, node))?;
+        Ok(true)
+    }
+
     /// Records an object this member stored in the pool.
     pub fn add_object(
         &mut self,

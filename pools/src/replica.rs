@@ -273,6 +273,8 @@ pub struct Replicator {
     scrubbing: Arc<std::sync::atomic::AtomicBool>,
     identity_shared: Mutex<Option<(std::time::Instant, [u8; 32])>>,
     usage: crate::usage::Usage,
+    /// Whether this node said it was retired.
+    told_retired: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -322,6 +324,7 @@ impl Replicator {
             scrubbing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             identity_shared: Mutex::new(None),
             usage: crate::usage::Usage::default(),
+            told_retired: std::sync::atomic::AtomicBool::new(false),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -624,6 +627,7 @@ impl Replicator {
                 self.recover().await;
                 self.share_identity_if_due().await;
                 self.settle_dissolved().await;
+                self.forget_retired();
                 for (pool, _) in self.pools.list() {
                     self.repair(pool).await;
                     self.audit_if_due(pool).await;
@@ -634,6 +638,24 @@ impl Replicator {
                 _ = cancel.cancelled() => return,
                 _ = pass => {}
             }
+        }
+    }
+
+    /// Stops dialling devices their identities retired (and says so once per device).
+    fn forget_retired(&self) {
+        let Ok(node) = self.node() else { return };
+        for n in crate::devices::retired_nodes(&self.pools) {
+            if node.forget_peer(&n) {
+                tracing::info!(peer = %hex(&n[..5]), "forgot a device its owner retired");
+            }
+        }
+        if let Some(at) = self.pools.retired_at()
+            && !self.told_retired.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                at_ms = at,
+                "this device was retired by another device of its identity: it takes no part in pools any more (its own store stays readable here)"
+            );
         }
     }
 

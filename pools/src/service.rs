@@ -331,6 +331,8 @@ impl Pools {
         let mut guard = self.identity.lock().unwrap_or_else(|p| p.into_inner());
         let Some(doc) = guard.as_mut() else { return Ok(()) };
         f(doc, &self.signer, now_ms()).map_err(|e| PoolError::Policy(e.to_string()))?;
+        // Views depend on the identity too (a retired device has no pools).
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let bytes = doc.save();
         write_atomic(&self.identity_path(), &bytes)
             .map_err(|e| PoolError::Policy(format!("cannot save the identity document: {e}")))
@@ -341,6 +343,13 @@ impl Pools {
         self.identity.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|d| d.view())
     }
 
+    /// When another device of this identity retired this one, if it did: a retired device takes
+    /// no part in pools any more (its store stays readable here).
+    pub fn retired_at(&self) -> Option<i64> {
+        let guard = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref()?.view().devices.get(&self.node)?.revoked_ms
+    }
+
     /// The heads of this identity's document (cheap: no serialising).
     pub fn identity_heads(&self) -> Vec<[u8; 32]> {
         self.identity
@@ -349,6 +358,19 @@ impl Pools {
             .as_mut()
             .map(|d| d.heads())
             .unwrap_or_default()
+    }
+
+    /// The identity documents this node keeps for other members, typed.
+    pub fn custody_views(&self) -> Vec<IdentityView> {
+        self.custody.lock().unwrap_or_else(|p| p.into_inner()).values().map(|d| d.view()).collect()
+    }
+
+    /// When `node` last answered this one (ms since the epoch), since this node started.
+    pub fn last_seen_ms(&self, node: &Key) -> Option<i64> {
+        if *node == self.node {
+            return Some(now_ms());
+        }
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(node).copied()
     }
 
     /// The saved bytes of `owner`'s identity document, if this node has it.
@@ -632,9 +654,12 @@ impl Pools {
             (g, pools.iter().map(|(k, p)| (*k, Arc::new(p.view()))).collect::<Vec<_>>())
         };
         let me = self.signer.author().key;
+        let retired = self.retired_at().is_some();
         let mine: Vec<_> = all
             .iter()
-            .filter(|(_, v)| v.active(&me).is_some() && v.charter.dissolved_ms.is_none())
+            .filter(|(_, v)| {
+                !retired && v.active(&me).is_some() && v.charter.dissolved_ms.is_none()
+            })
             .cloned()
             .collect();
         let (all, mine) = (Arc::new(all), Arc::new(mine));
@@ -705,6 +730,9 @@ impl Pools {
     /// Sessions run on their own; a target whose last session is still running (a node that
     /// is gone takes a while to time out) is skipped, so slow peers never delay the others.
     pub async fn sync_all(self: &Arc<Self>) {
+        if self.retired_at().is_some() {
+            return;
+        }
         let me = self.signer.author().key;
         let delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let targets: Vec<(Key, Key)> = self

@@ -173,7 +173,8 @@ impl Testnet {
             .env_remove("KITH_HOME")
             .env(
                 "RUST_LOG",
-                std::env::var("KITH_TESTNET_LOG").unwrap_or_else(|_| "info,iroh=warn".into()),
+                std::env::var("KITH_TESTNET_LOG")
+                    .unwrap_or_else(|_| "info,iroh=warn,iroh::protocol=error".into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -250,3 +250,107 @@ fn the_last_admin_is_told_the_next_step_and_can_dissolve_the_pool() {
     net.kith_ok(1, &["get", &object, "-o", back.to_str().unwrap()]).unwrap();
     assert!(std::fs::read(&back).unwrap() == data);
 }
+
+#[test]
+fn a_lost_device_is_retired_and_nobody_warns_about_it() {
+    // Namespaces: the replacement machine gets the lost one's address, as DHCP would give it.
+    let mut net = testnet(4, Layout::Namespaces);
+    street(&mut net, 3, 2);
+    let (object, data) = put(&mut net, 0, "photos.bin", 2 << 20, 5);
+    let old = net.id(0).unwrap();
+    // Ada's node had been up long enough for bob's node to keep her identity document.
+    let ada = net.json(0, &["identity"]).unwrap()["id"].as_str().unwrap().to_string();
+    let kept = net.nodes[1].home.join(format!("identities/{ada}.kdoc"));
+    net.wait_for(CONVERGE, "bob's node to keep ada's identity document", |_| Ok(kept.exists()))
+        .unwrap();
+    let export = net.dir().join("ada.age");
+    let out = net
+        .cmd(0)
+        .args(["key", "export"])
+        .arg(&export)
+        .env("KITH_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Ada's machine is lost; a new one with her identity takes its place on the LAN.
+    net.kill(0).unwrap();
+    let old_home = net.nodes[0].home.clone();
+    net.nodes[0].home = net.dir().join("new-machine");
+    net.nodes[0].log = net.dir().join("new-machine.log");
+    let out = net
+        .cmd(0)
+        .args(["init", "--import"])
+        .arg(&export)
+        .env("KITH_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    net.start(0).unwrap();
+    let new = net.id(0).unwrap();
+    net.wait_for(CONVERGE, "the new machine to find street", |net| {
+        Ok(net.json(0, &["pool", "ls"])?.as_array().is_some_and(|a| a.len() == 1))
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "the identity document to list both devices", |net| {
+        let devices = net.json(0, &["device", "ls"])?;
+        let listed: Vec<&str> =
+            devices.as_array().unwrap().iter().map(|d| d["node"].as_str().unwrap()).collect();
+        Ok(listed.contains(&old.as_str()) && listed.contains(&new.as_str()))
+    })
+    .unwrap();
+    // Linking the old id says in plain words what is there.
+    let out = net.kith(1, &["peer", "link", &old[..12]]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(said.contains("another key answers"), "{said}");
+    assert!(!said.contains("UnknownIssuer"), "{said}");
+
+    // Retiring the device you are on is refused; retiring the lost one takes it out.
+    let out = net.kith(0, &["device", "revoke", &new[..12]]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("the device you are on"),
+        "{}",
+        stderr(&out)
+    );
+    let out = net.kith(0, &["device", "revoke", &old[..12]]);
+    assert!(out.status.success() && stderr(&out).contains("street"), "{}", stderr(&out));
+    net.kith_ok(0, &["offer", "street", "--storage", "1GiB", "--zone", "house-0"]).unwrap();
+    net.wait_for(CONVERGE, "bob to stop counting the lost device, data whole again", |net| {
+        let v = show(net, 1);
+        let holders = v["replication"]["holders"].as_array().unwrap().clone();
+        Ok(holders.iter().all(|h| h["node"] != old.as_str())
+            && v["replication"]["under_replicated_bytes"] == 0
+            && v["replication"]["lost_blobs"] == 0)
+    })
+    .unwrap();
+    let back = net.dir().join("back.bin");
+    net.kith_ok(1, &["get", &object, "-o", back.to_str().unwrap()]).ok();
+    net.kith_ok(0, &["get", &object, "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == data);
+    let retired = net.json(0, &["device", "ls"]).unwrap();
+    assert!(
+        retired
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["node"] == old.as_str() && d["retired_ms"].is_i64()),
+        "{retired}"
+    );
+
+    // The old device turns up again on another address: it learns it was retired and stays out.
+    net.nodes[3].home = old_home;
+    net.start(3).unwrap();
+    net.wait_for(CONVERGE, "the old device to learn it was retired", |net| {
+        Ok(net.log(3).contains("this device was retired"))
+    })
+    .unwrap();
+    assert_eq!(net.json(3, &["pool", "ls"]).unwrap(), Value::Array(vec![]));
+    // Nobody logged certificate errors: at most one plain sentence per node about the address.
+    for i in 0..4 {
+        let log = net.log(i);
+        assert!(!log.contains("invalid peer certificate"), "node {i} logs TLS errors:\n{log}");
+        assert!(
+            log.matches("another node answers at the address").count() <= 1,
+            "node {i}:\n{log}"
+        );
+    }
+}

@@ -351,12 +351,20 @@ pub struct Connections {
     links: Mutex<HashMap<EndpointId, Arc<dyn Link>>>,
     attempts: Mutex<HashMap<EndpointId, LinkAttempt>>,
     linker: OnceLock<Arc<dyn Linker>>,
+    /// Peers at whose addresses another key answered (said once each).
+    other_keys: Mutex<HashMap<EndpointId, ()>>,
 }
 
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connections").finish_non_exhaustive()
     }
+}
+
+/// Whether a dial failed because the node at the address has another key (TLS names the
+/// certificate as not issued for the expected key).
+fn other_key(error: &str) -> bool {
+    error.contains("invalid peer certificate")
 }
 
 fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
@@ -371,6 +379,7 @@ impl Connections {
             conns: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
+            other_keys: Mutex::new(HashMap::new()),
             linker: OnceLock::new(),
         }
     }
@@ -417,6 +426,10 @@ impl Connections {
             Err(e) => e,
         };
         let Some(linker) = self.linker.get().cloned() else { return Err(direct) };
+        // A neighbour would find the same other node at that address.
+        if self.is_other_key(&peer) {
+            return Err(direct);
+        }
         {
             let mut attempts = lock_map(&self.attempts);
             if let Some(a) = attempts.get(&peer) {
@@ -458,9 +471,39 @@ impl Connections {
         let conn = tokio::time::timeout(REQUEST_TIMEOUT, self.endpoint.connect(peer, ALPN))
             .await
             .map_err(|_| "connecting timed out".to_string())?
-            .map_err(|e| format!("cannot connect: {e}"))?;
+            .map_err(|e| {
+                if other_key(&e.to_string()) {
+                    self.other_key_at(peer)
+                } else {
+                    format!("cannot connect: {e}")
+                }
+            })?;
+        lock_map(&self.other_keys).remove(&peer);
         self.lock().insert(peer, conn.clone());
         Ok(conn)
+    }
+
+    /// Notes that another key answers at `peer`'s addresses, says so once in plain words, and
+    /// returns the error for the caller.
+    fn other_key_at(&self, peer: EndpointId) -> String {
+        if lock_map(&self.other_keys).insert(peer, ()).is_none() {
+            tracing::warn!(
+                peer = %peer.fmt_short(),
+                "another node answers at the address of {peer}: that device was replaced or \
+                 reinstalled. If it is gone for good, its owner retires it with \
+                 `kith device revoke {}` on another of their devices",
+                peer.fmt_short()
+            );
+        }
+        format!(
+            "another key answers at the address of {}: the device there is not that node any more",
+            peer.fmt_short()
+        )
+    }
+
+    /// Whether the last dial of `peer` found another key at its addresses.
+    pub fn is_other_key(&self, peer: &EndpointId) -> bool {
+        lock_map(&self.other_keys).contains_key(peer)
     }
 
     /// Forgets a connection (and a link) that misbehaved.
@@ -479,6 +522,15 @@ impl Connections {
 
     /// Asks `peer` whether it is there (directly, or over a link; see [`Connections::route`]).
     pub async fn ping(&self, peer: EndpointId, force: bool) -> Result<(), String> {
+        let cached = self.lock().get(&peer).is_some_and(|c| c.close_reason().is_none());
+        match self.ping_once(peer, force).await {
+            // A kept connection may have died quietly (the peer went away): dial afresh once.
+            Err(_) if cached => self.ping_once(peer, force).await,
+            r => r,
+        }
+    }
+
+    async fn ping_once(&self, peer: EndpointId, force: bool) -> Result<(), String> {
         let conn = match self.route(peer, force).await? {
             Route::Direct(c) => c,
             Route::Link(l) => {

@@ -250,6 +250,19 @@ impl Node {
             .ok_or_else(|| "the peer table is full".into())
     }
 
+    /// Forgets a peer for good (a device its owner retired); true the first time.
+    pub fn forget_peer(&self, node: &[u8; 32]) -> bool {
+        let Ok(id) = EndpointId::from_bytes(node) else { return false };
+        self.conns.drop_peer(&id);
+        match self.peers.forget(&id) {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save the peers after forgetting one");
+                true
+            }
+        }
+    }
+
     /// Sets how peers that cannot be dialed are linked (see [`link`]).
     pub fn set_linker(&self, linker: Arc<dyn link::Linker>) {
         self.conns.set_linker(linker);
@@ -270,7 +283,11 @@ impl Node {
     /// link's route. The error says why each way failed.
     pub async fn reach(&self, peer: EndpointId) -> Result<String, String> {
         let r = self.conns.ping(peer, true).await;
-        self.peers.record(&peer, r.is_ok());
+        if r.is_err() && self.conns.is_other_key(&peer) {
+            self.peers.record_other_key(&peer);
+        } else {
+            self.peers.record(&peer, r.is_ok());
+        }
         r?;
         Ok(self.conns.link_to(&peer).map(|l| l.route()).unwrap_or_else(|| "direct".into()))
     }
@@ -492,10 +509,14 @@ async fn ping_loop(peers: Arc<PeerTable>, conns: Arc<Connections>, cancel: Cance
             let (peers, conns) = (peers.clone(), conns.clone());
             tokio::spawn(async move {
                 let ok = conns.ping(p.id, false).await;
-                if ok.is_err() && p.reachability != peers::Reachability::Unreachable {
-                    tracing::info!(peer = %p.id.fmt_short(), "peer unreachable");
+                if ok.is_err() && conns.is_other_key(&p.id) {
+                    peers.record_other_key(&p.id);
+                } else {
+                    if ok.is_err() && p.reachability != peers::Reachability::Unreachable {
+                        tracing::info!(peer = %p.id.fmt_short(), "peer unreachable");
+                    }
+                    peers.record(&p.id, ok.is_ok());
                 }
-                peers.record(&p.id, ok.is_ok());
                 drop(permit);
             });
         }

@@ -34,6 +34,8 @@ pub enum Reachability {
     Reachable,
     /// Did not answer the last ping.
     Unreachable,
+    /// Another key answers at its addresses (the device there was replaced or reinstalled).
+    OtherKey,
 }
 
 impl Reachability {
@@ -43,6 +45,7 @@ impl Reachability {
             Self::Unknown => "unknown",
             Self::Reachable => "reachable",
             Self::Unreachable => "unreachable",
+            Self::OtherKey => "another key at its address",
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct PeerTable {
     me: EndpointId,
     file: PathBuf,
     inner: RwLock<HashMap<EndpointId, Entry>>,
+    /// Peers forgotten on purpose (devices their owners retired): never added again.
+    forgotten: RwLock<std::collections::HashSet<EndpointId>>,
     /// Woken when a peer appears (or reappears), so it is pinged at once.
     pub news: tokio::sync::Notify,
 }
@@ -103,8 +108,13 @@ pub struct SavePeersError {
 impl PeerTable {
     /// A table for node `me`, with the ticket peers saved in `file`.
     pub fn load(me: EndpointId, file: PathBuf) -> Self {
-        let table =
-            Self { me, file, inner: RwLock::new(HashMap::new()), news: tokio::sync::Notify::new() };
+        let table = Self {
+            me,
+            file,
+            inner: RwLock::new(HashMap::new()),
+            forgotten: RwLock::new(std::collections::HashSet::new()),
+            news: tokio::sync::Notify::new(),
+        };
         for t in table.saved_tickets() {
             table.upsert(t.id, &t.addrs, false, true);
         }
@@ -142,7 +152,7 @@ impl PeerTable {
 
     /// Adds or updates a peer. Returns false if it is this node or the table is full.
     pub fn upsert(&self, id: EndpointId, addrs: &[SocketAddr], mdns: bool, manual: bool) -> bool {
-        if id == self.me {
+        if id == self.me || self.forgotten.read().unwrap_or_else(|p| p.into_inner()).contains(&id) {
             return false;
         }
         let mut map = self.write();
@@ -180,14 +190,44 @@ impl PeerTable {
         let mut saved: Vec<NodeTicket> =
             self.saved_tickets().into_iter().filter(|s| s.id != t.id).collect();
         saved.push(t.clone());
+        self.save(&saved)?;
+        Ok(true)
+    }
+
+    /// Forgets a peer for good (a device its owner retired): out of the table and the saved
+    /// tickets, and never added again. Returns whether it was not forgotten already.
+    pub fn forget(&self, id: &EndpointId) -> Result<bool, SavePeersError> {
+        if !self.forgotten.write().unwrap_or_else(|p| p.into_inner()).insert(*id) {
+            return Ok(false);
+        }
+        let known = self.write().remove(id).is_some();
+        let saved = self.saved_tickets();
+        if saved.iter().any(|t| t.id == *id) {
+            let rest: Vec<NodeTicket> = saved.into_iter().filter(|t| t.id != *id).collect();
+            self.save(&rest)?;
+        }
+        Ok(known)
+    }
+
+    fn save(&self, saved: &[NodeTicket]) -> Result<(), SavePeersError> {
         let file = SavedPeers {
             version: PEERS_FILE_VERSION,
             peers: saved.iter().map(|t| t.to_string()).collect(),
         };
         let bytes = minicbor::to_vec(&file).expect("encoding into a Vec cannot fail");
         crate::fsutil::write_atomic(&self.file, &bytes, 0o600)
-            .map_err(|source| SavePeersError { path: self.file.clone(), source })?;
-        Ok(true)
+            .map_err(|source| SavePeersError { path: self.file.clone(), source })
+    }
+
+    /// Records that another key answers at the peer's addresses; true the first time.
+    pub fn record_other_key(&self, id: &EndpointId) -> bool {
+        match self.write().get_mut(id) {
+            Some(e) if e.reachability != Reachability::OtherKey => {
+                e.reachability = Reachability::OtherKey;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// mDNS no longer announces the peer.
@@ -237,6 +277,7 @@ impl PeerTable {
                     Reachability::Reachable => 0,
                     Reachability::Unknown => 1,
                     Reachability::Unreachable => 2,
+                    Reachability::OtherKey => 3,
                 };
                 (rank, *id)
             })
