@@ -108,7 +108,7 @@ fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Value> {
     let l = pools.ledgers().view(&*snap(pools, id)?, p).map_err(plain)?;
     let ms = members(v, &l);
     let st = settle(&l, rule(v), &ms);
-    let flags = check_evidence(&l, v);
+    let flags = check_evidence(&l, v, now());
     let rows: Vec<Value> = ms
         .iter()
         .zip(&st)
@@ -195,7 +195,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             for (id, v) in select(pools, pool.as_deref())? {
                 let l = pools.ledgers().view(&*snap(pools, &id)?, p).map_err(plain)?;
                 let receipts: Vec<_> = l.rows.values().flat_map(|r| r.receipts.values()).collect();
-                let mut flags: Vec<Value> = check_evidence(&l, &v)
+                let mut flags: Vec<Value> = check_evidence(&l, &v, now())
                     .into_iter()
                     .map(|f| json!({ "member": hex(&f.member), "name": name(&v, &f.member), "what": f.what }))
                     .collect();
@@ -372,6 +372,17 @@ pub fn render_show(v: &Value, json: bool) -> Result<ExitCode> {
         }
         if !p["recorded"].as_bool().unwrap_or(false) {
             println!("  (nothing recorded yet in this period)");
+        }
+        let flagged = p["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["flags"].as_array().is_some_and(|f| !f.is_empty()));
+        if flagged {
+            println!(
+                "  ! = figures that receipts or audits do not back yet; `kith ledger verify --pool {}` says which",
+                s(&p["name"])
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

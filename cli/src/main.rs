@@ -125,8 +125,8 @@ enum Command {
     },
     /// Offer this node's storage (and egress) to a pool.
     Offer {
-        /// The pool (name or id).
-        pool: String,
+        /// The pool (name or id; default: the only pool you are in).
+        pool: Option<String>,
         /// Storage offered, such as 50GiB.
         #[arg(long)]
         storage: String,
@@ -249,8 +249,8 @@ enum PoolCommand {
     },
     /// Print a ticket that lets someone join.
     Invite {
-        /// The pool.
-        pool: String,
+        /// The pool (default: the only pool you are in).
+        pool: Option<String>,
         /// How long the ticket is valid (s, m, h, d).
         #[arg(long, default_value = "24h")]
         expires: String,
@@ -274,8 +274,8 @@ enum PoolCommand {
     },
     /// Members, roles, offers and capacity of a pool.
     Show {
-        /// The pool.
-        pool: String,
+        /// The pool (default: the only pool you are in).
+        pool: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -311,7 +311,14 @@ enum PoolCommand {
         /// The member's name or id prefix.
         member: String,
     },
-    /// Change the charter (name, replicas, quota, cost_rule, join_rule) or a role (role:MEMBER).
+    /// Change a setting of the pool's charter, or a member's role (admins).
+    ///
+    /// Keys: name (text); replicas (copies of every chunk, at most the zones offering
+    /// storage); quota (storage per member, such as 100GiB, 0 for none); cost_rule
+    /// (proportional or credits); join_rule (invite); repair_after (how long a silent holder
+    /// waits before its share is copied elsewhere, such as 10m); audit_every (how often holders
+    /// are audited, such as 10m); record_every (how often usage goes into the ledger, such as
+    /// 1h); role:MEMBER (admin or member).
     Set {
         /// The pool.
         pool: String,
@@ -579,13 +586,16 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
             "pool created",
         ),
         PoolCommand::Invite { pool, expires, uses } => {
+            let pool = pool.unwrap_or_default();
             render::pool_ticket(&run(PoolReq::Invite { pool, expires, uses })?)
         }
         PoolCommand::Join { ticket, display } => {
             render::pool_done(&run(PoolReq::Join { ticket, display })?, "joined")
         }
         PoolCommand::Ls { json } => render::pools(&run(PoolReq::Ls)?, json),
-        PoolCommand::Show { pool, json } => render::pool(&run(PoolReq::Show { pool })?, json),
+        PoolCommand::Show { pool, json } => {
+            render::pool(&run(PoolReq::Show { pool: pool.unwrap_or_default() })?, json)
+        }
         PoolCommand::Leave { pool, wait, force, yes } => {
             let mut yes = yes;
             if !yes {
@@ -685,7 +695,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             render::identity(&execute(&root, Request::Pool(PoolReq::Identity), "")?, json)
         }
         Command::Offer { pool, storage, egress, zone } => {
-            let req = PoolReq::Offer { pool, storage, egress, zone };
+            let req = PoolReq::Offer { pool: pool.unwrap_or_default(), storage, egress, zone };
             render::pool_done(&execute(&root, Request::Pool(req), "")?, "offer recorded")
         }
         Command::Device { command: DeviceCommand::Ls { json } } => {
@@ -806,14 +816,17 @@ fn local(root: &Path, req: Request) -> Result<Box<dyn FnMut() -> Result<Option<F
     let store = Arc::new(Store::open(&home, &what)?);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(16);
+    // The documents on disk, for the commands that read them without the daemon.
+    let pools = pool_ops::open(&home)?;
+    let replicator = kith_pools::replica::Replicator::new(pools.clone());
     let ctx = Arc::new(Ctx {
         home,
         store,
         node: None,
         started: Instant::now(),
         http: None,
-        pools: None,
-        replicator: None,
+        pools: Some(pools),
+        replicator: Some(replicator),
         browsers: None,
         mesh: None,
         gateway: None,

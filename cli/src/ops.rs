@@ -137,8 +137,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             let rep = ctx.replicator.as_ref().ok_or_else(|| {
                 anyhow!("cannot put into a pool: kith is not running here; start it with `kith up`")
             })?;
-            let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
-            pools.resolve(&pool)?;
+            rep.ready_for_put(&pool).map_err(|e| anyhow!(e))?;
             let name =
                 path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
@@ -148,7 +147,8 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             let t = Instant::now();
             let pp = rep.put(&pool, r.id.0, &name).await.map_err(|e| anyhow!(e))?;
             let mut v = put_json(&r);
-            v["pool"] = crate::pool_ops::pool_put_json(&pp, t.elapsed().as_secs_f64());
+            let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
+            v["pool"] = crate::pool_ops::pool_put_json(pools, &pp, t.elapsed().as_secs_f64());
             Ok(v)
         }
         Request::Get { spec, cwd, to } => get(ctx, spec, cwd, to, out).await,
@@ -183,6 +183,19 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
         }
         Request::Verify => {
             Ok(verify_json(&with_progress(out, move |p| store.verify(Some(p))).await?))
+        }
+        Request::Peers if ctx.node.is_none() => {
+            // Not running: the peers saved here (from tickets); nobody was asked.
+            let me = ctx.home.node_key()?.id();
+            let saved = kith_node::net::peers::PeerTable::load(
+                me,
+                ctx.home.root().join(kith_node::net::PEERS_FILE),
+            );
+            out.send(Frame::Warning(
+                "kith is not running here: these are the peers saved from tickets, not asked (start it with `kith up`)".into(),
+            ))
+            .await;
+            Ok(Value::Array(saved.list().iter().map(peer_json).collect()))
         }
         Request::Peers => {
             let node = need_node(ctx, "list peers")?;
@@ -228,7 +241,12 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             Ok(json!({ "ticket": need_node(ctx, "make a ticket")?.ticket().to_string() }))
         }
         Request::Pool(req) => {
-            let node = need_node(ctx, "manage pools")?;
+            // Reading the documents works without the daemon; changing them needs the node.
+            let node = if req.reads_only() {
+                ctx.node.as_ref()
+            } else {
+                Some(need_node(ctx, "manage pools")?)
+            };
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             let rep = ctx.replicator.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             crate::pool_ops::handle(pools, rep, node, req, out).await
@@ -242,11 +260,12 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             Ok(json!({ "code": code, "expires_s": secs, "page": page }))
         }
         Request::Site(req) => {
-            need_node(ctx, "manage sites")?;
+            if !req.reads_only() {
+                need_node(ctx, "manage sites")?;
+            }
             crate::site_ops::handle(ctx, req).await
         }
         Request::Ledger(req) => {
-            need_node(ctx, "read the ledgers")?;
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             crate::ledger_ops::handle(pools, req).await
         }
@@ -434,6 +453,11 @@ async fn status(ctx: &Ctx) -> Result<Value> {
         let reachable = peers.iter().filter(|p| p.reachability.name() == "reachable").count();
         v["addrs"] = json!(node.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>());
         v["http"] = json!(ctx.http.map(|a| a.to_string()));
+        // Where a person opens this node: its LAN addresses, not the 0.0.0.0 it listens on.
+        v["urls"] = json!(crate::site_ops::lan_urls(ctx, "/"));
+        if let Some(at) = ctx.pools.as_ref().and_then(|p| p.retired_at()) {
+            v["retired_ms"] = json!(at);
+        }
         v["peers"] = json!({ "known": peers.len(), "reachable": reachable });
         v["uptime_s"] = json!(ctx.started.elapsed().as_secs());
         if let Some(g) = &ctx.gateway {

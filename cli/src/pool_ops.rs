@@ -61,6 +61,13 @@ pub enum PoolReq {
     Offer { pool: String, storage: String, egress: Option<String>, zone: Option<String> },
 }
 
+impl PoolReq {
+    /// Whether it only reads the documents (works without the daemon, on the files).
+    pub fn reads_only(&self) -> bool {
+        matches!(self, PoolReq::Ls | PoolReq::Show { .. } | PoolReq::Identity | PoolReq::Devices)
+    }
+}
+
 /// Makes the pools service for a home.
 pub fn open(home: &Home) -> Result<Arc<Pools>> {
     let identity = home.identity()?;
@@ -89,12 +96,14 @@ fn display(pools: &Pools, given: Option<String>) -> String {
 pub async fn handle(
     pools: &Arc<Pools>,
     rep: &Arc<Replicator>,
-    node: &kith_node::net::Node,
+    node: Option<&Arc<kith_node::net::Node>>,
     req: PoolReq,
     out: &Out,
 ) -> Result<Value> {
     let now = kith_node::keys::now_ms();
     let signer = pools.signer();
+    let running =
+        || node.ok_or_else(|| anyhow!("kith is not running here; start it with `kith up`"));
     match req {
         PoolReq::Create { name, replicas, quota, display: d } => {
             if name.trim().is_empty() || name.len() > 64 {
@@ -125,14 +134,15 @@ pub async fn handle(
                 .map_err(|_| anyhow!("no randomness"))?;
             let inv = pools.with_pool(&pool, |p| p.invite(signer, id, now + life, uses))?;
             Ok(
-                json!({ "ticket": encode_ticket(&inv, &node.ticket()), "expires_ms": now + life, "uses": uses }),
+                json!({ "ticket": encode_ticket(&inv, &running()?.ticket()), "expires_ms": now + life, "uses": uses }),
             )
         }
         PoolReq::Join { ticket, display: d } => {
             // Remember the inviting node, so this node can reach it again to sync.
             let (_, inviter) =
                 kith_pools::service::decode_ticket(&ticket).map_err(|e| anyhow!(e))?;
-            node.add_peer(&inviter)
+            running()?
+                .add_peer(&inviter)
                 .await
                 .map_err(|e| anyhow!("cannot reach the inviting node: {e}"))?;
             let named = d.clone();
@@ -170,6 +180,9 @@ pub async fn handle(
                     out["capacity"]["free"] = json!(offered.saturating_sub(used));
                     health_json(&h)
                 }
+                Err(_) if node.is_none() => json!({
+                    "error": "not checked: kith is not running here (start it with `kith up` to ask the holders)"
+                }),
                 Err(e) => json!({ "error": e }),
             };
             if let Some(st) = rep.stats(&id) {
@@ -227,7 +240,7 @@ pub async fn handle(
             )
         }
         PoolReq::Devices => {
-            let peers = node.peers();
+            let peers = node.map(|n| n.peers()).unwrap_or_default();
             let seen = |n: &[u8; 32]| {
                 pools.last_seen_ms(n).or_else(|| {
                     peers
@@ -244,7 +257,7 @@ pub async fn handle(
         }
         PoolReq::Revoke { node: spec } => {
             let r = kith_pools::devices::retire(pools, &spec, now as i64)?;
-            node.forget_peer(&r.node);
+            running()?.forget_peer(&r.node);
             Ok(json!({ "node": hex(&r.node), "name": r.name, "pools": r.pools }))
         }
         PoolReq::Dissolve { pool } => {
@@ -283,6 +296,7 @@ pub async fn handle(
             if offer.zone.len() > 64 {
                 bail!("a zone label is at most 64 characters");
             }
+            check_disk(running()?, &pools.dir().to_path_buf(), offer.storage)?;
             let node = pools.node();
             pools.with_pool(&pool, |p| p.offer(signer, &node, &offer, now as i64))?;
             Ok(json!({ "storage": offer.storage, "egress": offer.egress, "zone": offer.zone }))
@@ -306,6 +320,26 @@ fn default_wait() -> String {
     "10m".into()
 }
 
+/// Refuses an offer larger than the disk can give: its free space plus what the store already
+/// holds (the store lives on it).
+fn check_disk(node: &kith_node::net::Node, home_dir: &std::path::Path, storage: u64) -> Result<()> {
+    let free = kith_node::fsutil::free_bytes(home_dir)
+        .map_err(|e| anyhow!("cannot read the free space of {}: {e}", home_dir.display()))?;
+    let held = node.store().usage().map(|u| u.pack_bytes).unwrap_or(0);
+    let can = free.saturating_add(held);
+    if storage > can {
+        bail!(
+            "you offer {} but the disk of {} has {} free (and this node's store holds {}): offer at most that much (`--storage {}`), or free space first",
+            crate::fmt::bytes(storage),
+            home_dir.parent().unwrap_or(home_dir).display(),
+            crate::fmt::bytes(free),
+            crate::fmt::bytes(held),
+            if can >= 1 << 30 { format!("{}GiB", can >> 30) } else { format!("{}MiB", can >> 20) }
+        );
+    }
+    Ok(())
+}
+
 /// A leave plan, for the CLI.
 fn plan_json(p: &leave::LeavePlan) -> Value {
     json!({
@@ -315,14 +349,20 @@ fn plan_json(p: &leave::LeavePlan) -> Value {
     })
 }
 
-/// A put into a pool, for the CLI.
-pub fn pool_put_json(p: &PoolPut, seconds: f64) -> Value {
+/// A put into a pool, for the CLI, with the names of the pool and of each holder's member.
+pub fn pool_put_json(pools: &Pools, p: &PoolPut, seconds: f64) -> Value {
+    let v = pools.view_of(&p.pool);
+    let member_of = |node: &[u8; 32]| {
+        v.as_ref()
+            .and_then(|v| v.node_owner(node))
+            .and_then(|k| v.as_ref()?.members.get(&k).map(|m| m.name.clone()))
+    };
     let acks: Vec<Value> = p
         .acks
         .iter()
         .map(|a| {
             json!({
-                "node": hex(&a.node), "blobs": a.blobs, "bytes": a.bytes,
+                "node": hex(&a.node), "member": member_of(&a.node), "blobs": a.blobs, "bytes": a.bytes,
                 "ok": a.result.is_ok(),
                 "fetched": a.result.as_ref().ok(),
                 "error": a.result.as_ref().err(),
@@ -330,7 +370,8 @@ pub fn pool_put_json(p: &PoolPut, seconds: f64) -> Value {
         })
         .collect();
     json!({
-        "pool": hex(&p.pool), "manifest": hex(&p.manifest), "blobs": p.blobs, "bytes": p.bytes,
+        "pool": hex(&p.pool), "pool_name": v.as_ref().map(|v| v.charter.name.clone()),
+        "manifest": hex(&p.manifest), "blobs": p.blobs, "bytes": p.bytes,
         "replicas": p.replicas, "holders": p.holders, "acks": acks, "seconds": seconds,
         "short_blobs": p.short_blobs,
         "complete": p.short_blobs == 0 && p.acks.iter().all(|a| a.result.is_ok()),

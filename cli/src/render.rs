@@ -50,7 +50,19 @@ pub fn status(v: &Value, json: bool) -> Result<ExitCode> {
         let addrs: Vec<&str> = v["addrs"].as_array().into_iter().flatten().map(s).collect();
         println!("state     up for {} s", u(&v["uptime_s"]));
         println!("addrs     {}", addrs.join(", "));
-        println!("http      http://{}/", s(&v["http"]));
+        let urls: Vec<&str> =
+            v["urls"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+        if urls.is_empty() {
+            println!("http      http://{}/", s(&v["http"]));
+        } else {
+            println!("http      {}", urls.join("  "));
+        }
+        if let Some(at) = v["retired_ms"].as_u64() {
+            println!(
+                "RETIRED   another device of this identity retired this one on {}: it takes no part in pools",
+                fmt::time(at)
+            );
+        }
         println!(
             "peers     {} known, {} reachable",
             u(&v["peers"]["known"]),
@@ -148,7 +160,10 @@ pub fn put(v: &Value, json: bool) -> Result<ExitCode> {
     }
     eprintln!(
         "put into pool {} ({} blobs, {}), {} replicas over {} holders, in {:.2} s:",
-        &s(&p["pool"])[..8.min(s(&p["pool"]).len())],
+        p["pool_name"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| s(&p["pool"])[..8.min(s(&p["pool"]).len())].to_string()),
         u(&p["blobs"]),
         fmt::bytes(u(&p["bytes"])),
         u(&p["replicas"]),
@@ -156,7 +171,11 @@ pub fn put(v: &Value, json: bool) -> Result<ExitCode> {
         p["seconds"].as_f64().unwrap_or(0.0)
     );
     for a in p["acks"].as_array().into_iter().flatten() {
-        let node = &s(&a["node"])[..8.min(s(&a["node"]).len())];
+        let short = &s(&a["node"])[..8.min(s(&a["node"]).len())];
+        let node = match a["member"].as_str() {
+            Some(m) => format!("{m}'s node {short}"),
+            None => short.to_string(),
+        };
         match a["ok"].as_bool() {
             Some(true) => eprintln!(
                 "  {node}  holds {} blobs ({})",

@@ -60,7 +60,19 @@ fn own_site(pools: &Pools, name: &str) -> Result<String> {
         .into_iter()
         .find(|(_, v)| v.members.get(&me).is_some_and(|m| m.sites.contains_key(name)))
         .map(|(id, _)| hex(&id))
-        .ok_or_else(|| anyhow!("you have no site `{name}` (see `kith site ls`)"))
+        .ok_or_else(|| {
+            // Somebody else's? Say whose, and what they can do.
+            let owner = pools.list().into_iter().find_map(|(_, v)| {
+                let (k, _) = v.site(name)?;
+                Some((v.members.get(&k)?.name.clone(), v.charter.name.clone()))
+            });
+            match owner {
+                Some((who, pool)) => anyhow!(
+                    "site `{name}` in pool {pool} is {who}'s, not yours: only its owner publishes, rolls back or removes it"
+                ),
+                None => anyhow!("you have no site `{name}` (see `kith site ls`)"),
+            }
+        })
 }
 
 /// `http://ADDR:PORT{path}` for each address this node's LAN listener is reachable at (its
@@ -93,6 +105,13 @@ fn urls(ctx: &Ctx, name: &str) -> Value {
     let mut all = vec![format!("http://{name}.local{suffix}/")];
     all.extend(lan_urls(ctx, &format!("/s/{name}/")));
     json!(all)
+}
+
+impl SiteReq {
+    /// Whether it only reads the pool documents (works without the daemon).
+    pub fn reads_only(&self) -> bool {
+        matches!(self, SiteReq::Ls | SiteReq::Versions { .. })
+    }
 }
 
 /// Runs a site command.
@@ -139,7 +158,8 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
                 "skipped": p.skipped, "urls": urls(ctx, &name),
                 "seconds": started.elapsed().as_secs_f64(),
             });
-            out["pool_put"] = crate::pool_ops::pool_put_json(&put, started.elapsed().as_secs_f64());
+            out["pool_put"] =
+                crate::pool_ops::pool_put_json(pools, &put, started.elapsed().as_secs_f64());
             Ok(out)
         }
         SiteReq::Ls => {

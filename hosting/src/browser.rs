@@ -492,7 +492,9 @@ impl Browsers {
         }
         u.file.sync_all().map_err(|e| e.to_string())?;
         let (store, path, dir) = (self.store.clone(), u.path.clone(), u.dir.clone());
-        let r = tokio::task::spawn_blocking(move || store.put(&path, None))
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let label = PathBuf::from(format!("browser upload: {name}"));
+        let r = tokio::task::spawn_blocking(move || store.put_as(&path, Some(&label), None))
             .await
             .map_err(|e| e.to_string())?;
         let _ = std::fs::remove_dir_all(&dir);

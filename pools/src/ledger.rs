@@ -935,7 +935,11 @@ pub struct Flag {
 
 /// Recomputes what evidence supports and flags rows that claim more (or, for what a member
 /// received, less) than it.
-pub fn check_evidence(l: &LedgerView, pool: &PoolView) -> Vec<Flag> {
+///
+/// A storage claim with no passed audit is not flagged while no audit could have run yet: for
+/// two audit intervals after the member joined, the period began and the pool's first object
+/// was stored (`now_ms` is the time of the check).
+pub fn check_evidence(l: &LedgerView, pool: &PoolView, now_ms: i64) -> Vec<Flag> {
     let mut flags = Vec::new();
     let receipts: Vec<&Receipt> = l.rows.values().flat_map(|r| r.receipts.values()).collect();
     for m in l.members() {
@@ -978,7 +982,7 @@ pub fn check_evidence(l: &LedgerView, pool: &PoolView) -> Vec<Flag> {
             .filter(|(k, _)| **k != m)
             .flat_map(|(_, x)| x.audits.iter())
             .any(|(n, a)| nodes.contains(n) && a.passed > 0);
-        if provided > 0 && !audited {
+        if provided > 0 && !audited && !awaiting_first_audit(l, pool, &m, now_ms) {
             flags.push(Flag {
                 member: m,
                 what: format!(
@@ -988,6 +992,14 @@ pub fn check_evidence(l: &LedgerView, pool: &PoolView) -> Vec<Flag> {
         }
     }
     flags
+}
+
+/// Whether `member`'s storage could not have been audited yet (see [`check_evidence`]).
+pub fn awaiting_first_audit(l: &LedgerView, pool: &PoolView, member: &Key, now_ms: i64) -> bool {
+    let joined = pool.members.get(member).map_or(0, |m| m.joined_ms);
+    let first_object = pool.objects().map(|(_, _, o)| o.at_ms).min().unwrap_or(now_ms);
+    let since = l.period.start_ms().max(joined).max(first_object);
+    now_ms - since < 2 * pool.charter.audit_every_ms as i64
 }
 
 /// How shared costs split.
@@ -1403,7 +1415,7 @@ mod tests {
         l.add(&m, &rules, Counter::EgressReceived, 300, 21).unwrap();
         l.add(&a, &rules, Counter::EgressServed, 1000, 22).unwrap();
         l.add(&a, &rules, Counter::StorageProvided, 5000, 23).unwrap();
-        let flags = check_evidence(&l.view(), &v);
+        let flags = check_evidence(&l.view(), &v, i64::MAX / 4);
         assert_eq!(flags.len(), 2, "{flags:?}");
         assert!(flags.iter().all(|f| f.member == a.author().key));
         assert!(flags[0].what.contains("receipts from others cover 300"), "{flags:?}");
@@ -1412,7 +1424,7 @@ mod tests {
         let more = Receipt::sign(&m, id, period, an, 6_300, 3, [8; 32], 24);
         l.file_receipt(&m, &rules, &more, 24).unwrap();
         l.add(&m, &rules, Counter::EgressReceived, 6_000, 25).unwrap();
-        let flags = check_evidence(&l.view(), &v);
+        let flags = check_evidence(&l.view(), &v, i64::MAX / 4);
         assert!(flags[0].what.contains("reports serving 1000"), "{flags:?}");
         // A receipt may only grow.
         let less = Receipt::sign(&m, id, period, an, 10, 3, [8; 32], 26);

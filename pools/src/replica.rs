@@ -439,6 +439,28 @@ impl Replicator {
         None
     }
 
+    /// Whether pool `spec` can take a new object at all, checked before anything is stored: this
+    /// identity is a member, and some live holder offers storage (else: who can offer).
+    pub fn ready_for_put(&self, spec: &str) -> Result<(), String> {
+        let id = self.pools.resolve(spec).map_err(|e| e.to_string())?;
+        let v = self.pools.view_of(&id).ok_or("no such pool")?;
+        let name = &v.charter.name;
+        if v.active(&self.pools.signer().author().key).is_none() {
+            return Err(format!("you are not a member of pool {name}; nothing was stored"));
+        }
+        if v.holders().iter().all(|h| h.weight == 0) {
+            return Err(format!(
+                "nobody in pool {name} offers storage yet: offer some with `kith offer {name} --storage 10GiB` (on any member's node); nothing was stored"
+            ));
+        }
+        if self.placement_holders(&v).is_empty() {
+            return Err(format!(
+                "no node that offers storage in pool {name} has answered lately (see `kith pool show {name}`); nothing was stored"
+            ));
+        }
+        Ok(())
+    }
+
     /// Puts object `object` (already in this node's store) into pool `spec` under `name`,
     /// asking the chosen holders to hold it; returns their answers.
     pub async fn put(&self, spec: &str, object: Key, name: &str) -> Result<PoolPut, String> {
@@ -604,7 +626,7 @@ impl Replicator {
         let more = fresh(&|id| all.contains_key(id), &mut seen) * r;
         if used + more > offered {
             return Err(format!(
-                "pool `{name}` is out of capacity: {} of the {} its live holders offer is used ({r} copies of everything), and this object needs {} more",
+                "pool `{name}` is out of capacity: {} of the {} its live holders offer is used ({r} copies of everything), and this object needs {} more; members offer more with `kith offer {name} --storage SIZE`",
                 size(used),
                 size(offered),
                 size(more)

@@ -156,14 +156,21 @@ pub fn decode_ticket(s: &str) -> Result<(Invite, NodeTicket), String> {
     let body = s
         .strip_prefix(POOL_TICKET_PREFIX)
         .ok_or(format!("not a pool ticket (it should start with {POOL_TICKET_PREFIX})"))?;
-    let bytes = data_encoding::BASE32_NOPAD
-        .decode(body.to_ascii_uppercase().as_bytes())
-        .map_err(|e| format!("the ticket is damaged: {e}"))?;
-    let t: TicketBody =
-        minicbor::decode(&bytes).map_err(|e| format!("the ticket is damaged: {e}"))?;
-    let invite = Invite::from_bytes(&t.invite).map_err(|e| e.to_string())?;
-    let node: NodeTicket =
-        t.node.parse().map_err(|e| format!("the ticket's node address is damaged: {e}"))?;
+    let damaged = |_| {
+        "this ticket is damaged or incomplete: copy it again, whole (`kith pool invite` prints it)"
+            .to_string()
+    };
+    let bytes =
+        data_encoding::BASE32_NOPAD.decode(body.to_ascii_uppercase().as_bytes()).map_err(|e| {
+            tracing::debug!(error = %e, "pool ticket: bad base32");
+            damaged(())
+        })?;
+    let t: TicketBody = minicbor::decode(&bytes).map_err(|e| {
+        tracing::debug!(error = %e, "pool ticket: bad CBOR");
+        damaged(())
+    })?;
+    let invite = Invite::from_bytes(&t.invite).map_err(|_| damaged(()))?;
+    let node: NodeTicket = t.node.parse().map_err(|_| damaged(()))?;
     Ok((invite, node))
 }
 
@@ -330,7 +337,11 @@ impl Pools {
     ) -> Result<(), PoolError> {
         let mut guard = self.identity.lock().unwrap_or_else(|p| p.into_inner());
         let Some(doc) = guard.as_mut() else { return Ok(()) };
+        let heads = doc.heads();
         f(doc, &self.signer, now_ms()).map_err(|e| PoolError::Policy(e.to_string()))?;
+        if doc.heads() == heads {
+            return Ok(());
+        }
         // Views depend on the identity too (a retired device has no pools).
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let bytes = doc.save();
@@ -511,7 +522,7 @@ impl Pools {
 
     /// The id of the pool `spec` names.
     pub fn resolve(&self, spec: &str) -> Result<Key, PoolError> {
-        find(&self.lock(), spec)
+        self.find(spec)
     }
 
     /// The pools an identity is an active member of.
@@ -560,9 +571,10 @@ impl Pools {
         spec: &str,
         f: impl FnOnce(&mut Pool) -> Result<T, PoolError>,
     ) -> Result<T, PoolError> {
+        let id = self.find(spec)?;
         let mut pools = self.lock();
-        let id = find(&pools, spec)?;
-        let pool = pools.get_mut(&id).expect("found above");
+        let pool =
+            pools.get_mut(&id).ok_or_else(|| PoolError::Policy("the pool is gone".into()))?;
         let heads = pool.doc_mut().heads();
         let out = f(pool)?;
         if pool.doc_mut().heads() != heads {
@@ -1154,23 +1166,79 @@ impl ProtocolHandler for DocsProtocol {
     }
 }
 
-/// A pool by exact name or by id prefix (at least 4 hex digits).
-fn find(pools: &BTreeMap<Key, Pool>, spec: &str) -> Result<Key, PoolError> {
-    let by_name: Vec<Key> =
-        pools.iter().filter(|(_, p)| p.view().charter.name == spec).map(|(k, _)| *k).collect();
-    if let [k] = by_name.as_slice() {
-        return Ok(*k);
+/// How far a misspelled pool name may be from a real one to be suggested.
+const SUGGEST_DISTANCE: usize = 2;
+
+impl Pools {
+    /// A pool by exact name or by id prefix (at least 4 hex digits); an empty `spec` is the only
+    /// pool this identity is in. This identity's pools are searched first, then former ones.
+    fn find(&self, spec: &str) -> Result<Key, PoolError> {
+        let mine = self.views();
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return match mine.as_slice() {
+                [(k, _)] => Ok(*k),
+                [] => Err(PoolError::Policy(
+                    "you are in no pool (create one with `kith pool create NAME`, or join with a ticket)".into(),
+                )),
+                _ => Err(PoolError::Policy(format!(
+                    "you are in several pools ({}); name one",
+                    mine.iter().map(|(_, v)| v.charter.name.as_str()).collect::<Vec<_>>().join(", ")
+                ))),
+            };
+        }
+        let all = self.all_views();
+        for set in [&*mine, &*all] {
+            let by_name: Vec<Key> =
+                set.iter().filter(|(_, v)| v.charter.name == spec).map(|(k, _)| *k).collect();
+            match by_name.as_slice() {
+                [k] => return Ok(*k),
+                [] => {}
+                _ => {
+                    return Err(PoolError::Policy(format!(
+                        "`{spec}` names several pools; use the pool id from `kith pool ls`"
+                    )));
+                }
+            }
+        }
+        let lower = spec.to_ascii_lowercase();
+        let by_id: Vec<Key> = all
+            .iter()
+            .filter(|(k, _)| spec.len() >= 4 && hex(&k[..]).starts_with(&lower))
+            .map(|(k, _)| *k)
+            .collect();
+        match by_id.as_slice() {
+            [k] => Ok(*k),
+            [] => {
+                let close = mine
+                    .iter()
+                    .map(|(_, v)| v.charter.name.as_str())
+                    .filter(|n| distance(n, spec) <= SUGGEST_DISTANCE)
+                    .min_by_key(|n| distance(n, spec));
+                Err(PoolError::Policy(match close {
+                    Some(n) => format!("no pool `{spec}` here; did you mean {n}?"),
+                    None => format!("no pool `{spec}` here (see `kith pool ls`)"),
+                }))
+            }
+            _ => Err(PoolError::Policy(format!(
+                "`{spec}` matches several pool ids; give more of it (see `kith pool ls`)"
+            ))),
+        }
     }
-    let by_id: Vec<Key> = pools
-        .keys()
-        .filter(|k| spec.len() >= 4 && hex(&k[..]).starts_with(&spec.to_ascii_lowercase()))
-        .copied()
-        .collect();
-    match (by_name.len(), by_id.as_slice()) {
-        (0, [k]) => Ok(*k),
-        (0, []) => Err(PoolError::Policy(format!("no pool `{spec}` here (see `kith pool ls`)"))),
-        _ => Err(PoolError::Policy(format!(
-            "`{spec}` names several pools; use the pool id from `kith pool ls`"
-        ))),
+}
+
+/// Edit distance between two short names (Levenshtein, by characters).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
     }
+    row[b.len()]
 }

@@ -63,7 +63,7 @@ fn pool(kith: &Path, n: usize, total: usize, replicas: u64, repair_after: &str) 
         net.kith_ok(i, &["pool", "join", t.trim()])?;
     }
     for i in 0..n {
-        net.kith_ok(i, &["offer", "street", "--storage", "100GiB", "--zone", &format!("z{i}")])?;
+        net.kith_ok(i, &["offer", "street", "--storage", "10GiB", "--zone", &format!("z{i}")])?;
     }
     net.kith_ok(0, &["pool", "set", "street", "repair_after", repair_after])?;
     let want = n as u64 * (100 << 30);

@@ -25,12 +25,12 @@ fn pool(net: &mut Testnet, n: usize) {
     }
     for i in 0..n {
         let zone = format!("house-{i}");
-        net.kith_ok(i, &["offer", "street", "--storage", "10GiB", "--zone", &zone]).unwrap();
+        net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &zone]).unwrap();
     }
     net.wait_for(CONVERGE, "every node to see every offer", |net| {
         Ok((0..n).all(|i| {
             net.json(i, &["pool", "show", "street"]).unwrap_or_default()["capacity"]["offered"]
-                == (n as u64 * 10) << 30
+                == (n as u64) << 30
         }))
     })
     .unwrap();

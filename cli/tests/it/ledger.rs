@@ -45,7 +45,7 @@ fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
     }
     for i in 0..3 {
         let zone = format!("house-{i}");
-        net.kith_ok(i, &["offer", "street", "--storage", "10GiB", "--zone", &zone]).unwrap();
+        net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &zone]).unwrap();
     }
     for (k, v) in [("replicas", "2"), ("record_every", "5s"), ("audit_every", "5s")] {
         net.kith_ok(0, &["pool", "set", "street", k, v]).unwrap();
@@ -53,7 +53,7 @@ fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
     net.wait_for(CONVERGE, "every node to see the charter and three offers", |net| {
         Ok((0..3).all(|i| {
             let v = net.json(i, &["pool", "show", "street"]).unwrap_or_default();
-            v["charter"]["record_every_ms"] == 5000 && v["capacity"]["offered"] == 30u64 << 30
+            v["charter"]["record_every_ms"] == 5000 && v["capacity"]["offered"] == 3u64 << 30
         }))
     })
     .unwrap();

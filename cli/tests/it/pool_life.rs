@@ -354,3 +354,68 @@ fn a_lost_device_is_retired_and_nobody_warns_about_it() {
         );
     }
 }
+
+#[test]
+fn the_tour_says_what_to_do_next() {
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap(); // the only pool, by default
+    let mut cut = ticket.trim().to_string();
+    cut.truncate(cut.len() - 9);
+    let out = net.kith(1, &["pool", "join", &cut]);
+    let e = stderr(&out);
+    assert!(e.contains("damaged or incomplete") && !e.contains("trailing"), "{e}");
+    net.kith_ok(1, &["pool", "join", ticket.trim(), "--as", "bob"]).unwrap();
+    // A misspelt pool name gets a suggestion; the only pool needs no name.
+    let e = stderr(&net.kith(0, &["pool", "show", "stret"]));
+    assert!(e.contains("did you mean street?"), "{e}");
+    assert_eq!(net.json(0, &["pool", "show"]).unwrap()["charter"]["name"], "street");
+    // A put into a pool nobody offers storage to says how to offer, and stores nothing.
+    let src = net.dir().join("a.bin");
+    write(&src, &random_bytes(10_000, 9));
+    let out = net.kith(0, &["put", src.to_str().unwrap(), "--pool", "street"]);
+    let e = stderr(&out);
+    assert!(!out.status.success() && e.contains("kith offer street --storage"), "{e}");
+    assert_eq!(net.json(0, &["ls"]).unwrap(), Value::Array(vec![]), "no local version was made");
+    // An offer larger than the disk is refused, saying how much there is.
+    let out = net.kith(0, &["offer", "--storage", "900000TB"]);
+    let e = stderr(&out);
+    assert!(!out.status.success() && e.contains("free") && e.contains("--storage"), "{e}");
+    net.kith_ok(0, &["offer", "--storage", "1GiB"]).unwrap();
+    net.kith_ok(1, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
+    let put = net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    assert_eq!(put["pool"]["pool_name"], "street", "{put}");
+    let said = stderr(&net.kith(0, &["put", src.to_str().unwrap(), "--pool", "street"]));
+    assert!(said.contains("into pool street") && said.contains("bob's node"), "{said}");
+    // Somebody else's site: the owner is named.
+    let www = net.dir().join("www");
+    write(&www.join("index.html"), b"hi");
+    net.kith_ok(0, &["site", "publish", www.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    net.wait_for(CONVERGE, "bob to see bakery", |net| {
+        Ok(net.json(1, &["site", "ls"])?["sites"].as_array().is_some_and(|s| !s.is_empty()))
+    })
+    .unwrap();
+    let e = stderr(&net.kith(1, &["site", "rollback", "bakery", "1"]));
+    assert!(e.contains("ada's") && e.contains("only its owner"), "{e}");
+    // Right after the first put, verify flags no storage claim that no audit could check yet.
+    let out = net.kith(0, &["ledger", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // status names real addresses, never 0.0.0.0.
+    let st = net.kith_ok(0, &["status"]).unwrap();
+    assert!(st.contains("http://127.0.0.1:") && !st.contains("0.0.0.0"), "{st}");
+    // Read-only commands work with the daemon stopped, from the documents on disk.
+    net.stop(1).unwrap();
+    assert_eq!(net.json(1, &["pool", "ls"]).unwrap().as_array().unwrap().len(), 1);
+    let v = net.json(1, &["pool", "show"]).unwrap();
+    assert_eq!(v["charter"]["name"], "street");
+    assert!(v["replication"]["error"].as_str().unwrap().contains("kith up"), "{v}");
+    net.kith_ok(1, &["ledger"]).unwrap();
+    net.kith_ok(1, &["site", "ls"]).unwrap();
+    let out = net.kith(1, &["peers"]);
+    assert!(out.status.success() && stderr(&out).contains("not running"), "{}", stderr(&out));
+}

@@ -53,13 +53,13 @@ fn members(v: &Value) -> Vec<(String, String, String)> {
 fn members_join_by_invite_offer_and_converge() {
     let mut net = street();
     for (i, zone) in [(0, "north"), (1, "south"), (2, "east")] {
-        net.kith_ok(i, &["offer", "street", "--storage", "10GiB", "--zone", zone]).unwrap();
+        net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", zone]).unwrap();
     }
     net.wait_for(CONVERGE, "every node to see three members with their offers", |net| {
         Ok((0..3).all(|i| {
             let v = show(net, i);
             v["members"].as_array().map(Vec::len) == Some(3)
-                && v["capacity"]["offered"] == 30u64 << 30
+                && v["capacity"]["offered"] == 3u64 << 30
         }))
     })
     .unwrap();

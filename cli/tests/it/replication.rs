@@ -29,7 +29,7 @@ fn pool_of_four(net: &mut Testnet) {
     }
     for i in 0..4 {
         let zone = format!("house-{i}");
-        net.kith_ok(i, &["offer", "street", "--storage", "10GiB", "--zone", &zone]).unwrap();
+        net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &zone]).unwrap();
     }
     net.kith_ok(0, &["pool", "set", "street", "repair_after", "10s"]).unwrap();
     // Two copies of four holders: losing a holder leaves work for repair.
@@ -37,7 +37,7 @@ fn pool_of_four(net: &mut Testnet) {
     net.wait_for(CONVERGE, "every node to see four offers and repair_after", |net| {
         Ok((0..4).all(|i| {
             let v = show(net, i);
-            v["capacity"]["offered"] == 40u64 << 30
+            v["capacity"]["offered"] == 4u64 << 30
                 && v["charter"]["repair_after_ms"] == 10000
                 && v["charter"]["replicas"] == 2
         }))
@@ -82,7 +82,7 @@ fn a_pool_object_outlives_its_writer_and_repair_restores_the_replicas() {
     // Capacity used is every copy: two of each blob.
     let cap = show(&net, 1)["capacity"].clone();
     assert_eq!(cap["used"].as_u64().unwrap(), 2 * p["bytes"].as_u64().unwrap(), "{cap}");
-    assert_eq!(cap["free"].as_u64().unwrap(), (40u64 << 30) - cap["used"].as_u64().unwrap());
+    assert_eq!(cap["free"].as_u64().unwrap(), (4u64 << 30) - cap["used"].as_u64().unwrap());
 
     // The other members keep a copy of the writer's identity document.
     let ada = net.json(0, &["identity"]).unwrap()["id"].as_str().unwrap().to_string();
@@ -133,9 +133,9 @@ fn a_pool_object_outlives_its_writer_and_repair_restores_the_replicas() {
     }
 
     // The new machine offers storage; then one more holder goes: the replicas come back.
-    net.kith_ok(4, &["offer", "street", "--storage", "10GiB", "--zone", "house-4"]).unwrap();
+    net.kith_ok(4, &["offer", "street", "--storage", "1GiB", "--zone", "house-4"]).unwrap();
     net.wait_for(CONVERGE, "node 1 to see the new offer", |net| {
-        Ok(show(net, 1)["capacity"]["offered"] == 50u64 << 30)
+        Ok(show(net, 1)["capacity"]["offered"] == 5u64 << 30)
     })
     .unwrap();
     net.kill(2).unwrap();

@@ -190,6 +190,18 @@ pub fn resolve(host: &str, timeout: std::time::Duration) -> Result<Vec<IpAddr>, 
         }
     }
     let _ = daemon.shutdown();
+    // What a phone on the LAN can use: not this machine's loopback, not link-local addresses
+    // (fe80::, 169.254.*), unless there is nothing else.
+    let lan = |ip: &IpAddr| {
+        !ip.is_loopback()
+            && match ip {
+                IpAddr::V4(v4) => !v4.is_link_local(),
+                IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            }
+    };
+    if out.iter().any(lan) {
+        out.retain(lan);
+    }
     out.sort();
     Ok(out)
 }

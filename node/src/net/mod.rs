@@ -42,7 +42,8 @@ const INGEST_QUEUE: usize = 16;
 /// Ids looked up and fetched per round when fetching an object's data.
 const FETCH_ROUND: usize = 16_384;
 /// File in the home listing peers added by ticket.
-const PEERS_FILE: &str = "peers.cbor";
+/// The saved peers, in the home.
+pub const PEERS_FILE: &str = "peers.cbor";
 
 /// How a node listens and discovers.
 #[derive(Debug, Clone)]

@@ -47,8 +47,10 @@ pub enum TicketError {
     /// Too long to be a ticket.
     #[error("the ticket is longer than {MAX_TICKET_LEN} characters")]
     TooLong,
-    /// Damaged: bad base32, CBOR, key or address.
-    #[error("the ticket is damaged ({0}); copy it again")]
+    /// Damaged: bad base32, CBOR, key or address (what the decoder said is kept, not shown).
+    #[error(
+        "this ticket is damaged or incomplete: copy it again, whole (`kith id --ticket` on the other node prints it)"
+    )]
     Damaged(String),
     /// From a newer kith.
     #[error("ticket version {0} is newer than this kith reads: upgrade kith")]

@@ -294,8 +294,19 @@ impl Store {
         path: &Path,
         progress: Option<Arc<Progress>>,
     ) -> Result<PutReport, StoreError> {
+        self.put_as(path, None, progress)
+    }
+
+    /// Stores `path` recorded under `label` instead of its own path (a file that arrived from
+    /// elsewhere, such as a browser upload, whose temporary path means nothing to its owner).
+    pub fn put_as(
+        &self,
+        path: &Path,
+        label: Option<&Path>,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<PutReport, StoreError> {
         let _w = self.write_lock();
-        let mut report = put::put(self, path, progress)?;
+        let mut report = put::put(self, path, label, progress)?;
         if let Err(e) = self.compact() {
             report.warnings.push(format!("compacting the index failed (harmless): {e}"));
         }

@@ -181,16 +181,19 @@ struct CachedFile {
 pub(super) fn put(
     store: &Store,
     path: &Path,
+    recorded_as: Option<&Path>,
     progress: Option<Arc<Progress>>,
 ) -> Result<PutReport, StoreError> {
     let started = Instant::now();
     let source = absolute(path)?;
+    // What the object is recorded under (its lineage, `kith ls`): the path, or a label.
+    let recorded = recorded_as.map_or_else(|| source.clone(), Path::to_path_buf);
     let md = fs::symlink_metadata(&source)
         .map_err(|e| StoreError::Source { path: path.to_path_buf(), source: e })?;
     if let Some(what) = unsupported(&md) {
         return Err(StoreError::Unsupported { path: path.to_path_buf(), what });
     }
-    let source_bytes = source.as_os_str().as_bytes().to_vec();
+    let source_bytes = recorded.as_os_str().as_bytes().to_vec();
     let lineage = store.keys.lineage(&source_bytes);
     let parent = store.index().versions(&lineage)?.last().map(|(_, id)| *id);
     let mut warnings = Vec::new();
@@ -215,7 +218,7 @@ pub(super) fn put(
         let version = store.index().last_version_number(&lineage)? + 1;
         store.index().add_object(ObjectRow { id, lineage, version, created_ms: ctx.created_ms })?;
         stats.elapsed = started.elapsed();
-        Ok(PutReport { id, version, source: source.clone(), stats, warnings })
+        Ok(PutReport { id, version, source: recorded.clone(), stats, warnings })
     });
     if result.is_err() {
         // Best effort: the error the user sees is the original one; gc removes what stays.
