@@ -233,9 +233,12 @@ fn the_last_admin_is_told_the_next_step_and_can_dissolve_the_pool() {
     })
     .unwrap();
 
-    // Bob forgets his local version: the dissolution brings the object home from the pool.
+    // Bob forgets his local version and is offline when ada dissolves the pool: when he comes
+    // back, his node learns it and brings the object home from the others, who kept it.
     net.kith_ok(1, &["rm", &object]).unwrap();
+    net.stop(1).unwrap();
     net.kith_ok(0, &["pool", "dissolve", "street", "--yes"]).unwrap();
+    net.start(1).unwrap();
     net.wait_for(CONVERGE, "every node to stop listing street", |net| {
         Ok((0..3).all(|i| net.json(i, &["pool", "ls"]).is_ok_and(|v| v == Value::Array(vec![]))))
     })
@@ -418,4 +421,150 @@ fn the_tour_says_what_to_do_next() {
     net.kith_ok(1, &["site", "ls"]).unwrap();
     let out = net.kith(1, &["peers"]);
     assert!(out.status.success() && stderr(&out).contains("not running"), "{}", stderr(&out));
+}
+
+/// The month's ledger of `street` as node `i` sees it.
+fn ledger(net: &Testnet, i: usize) -> Value {
+    net.json(i, &["ledger", "--pool", "street"]).unwrap()["pools"][0].clone()
+}
+
+/// A member's row in a ledger table, by name.
+fn row<'a>(l: &'a Value, name: &str) -> Option<&'a Value> {
+    l["members"].as_array()?.iter().find(|m| m["name"] == name)
+}
+
+/// What a newcomer must see: the whole month's ledger (the admin's cost, the rows of a member
+/// who left), every live holder up, no change refused, nothing lost.
+fn sees_the_pool_whole(net: &Testnet, i: usize, left: &str) -> anyhow::Result<bool> {
+    let l = ledger(net, i);
+    let v = net.json(i, &["pool", "show", "street"])?;
+    let r = &v["replication"];
+    let holders_up = r["holders"]
+        .as_array()
+        .is_some_and(|hs| hs.iter().filter(|h| h["state"] == "up").count() >= 2);
+    Ok(l["costs_cents"] == 4250
+        && row(&l, left).is_some_and(|m| m["storage_provided"].as_i64() > Some(0))
+        && v["rejected_changes"].as_array().is_some_and(|a| a.is_empty())
+        && r["lost_blobs"] == 0
+        && r["unconfirmed_blobs"].as_u64().unwrap_or(0) == 0
+        && r["under_replicated_bytes"] == 0
+        && holders_up)
+}
+
+#[test]
+fn a_pool_lives_its_whole_story() {
+    // Ada (0), bob (1) and cy (2) form a pool; dee (3) joins later; node 4 is ada's new
+    // machine after hers is lost for good.
+    let mut net = testnet(5, Layout::Loopback);
+    street(&mut net, 3, 2);
+    for (k, v) in [("record_every", "5s"), ("audit_every", "5s")] {
+        net.kith_ok(0, &["pool", "set", "street", k, v]).unwrap();
+    }
+    let (photos, photo_bytes) = put(&mut net, 0, "photos.bin", 2 << 20, 11);
+    let (notes, note_bytes) = put(&mut net, 1, "notes.bin", 1 << 20, 12);
+    let www = net.dir().join("www");
+    write(&www.join("index.html"), b"<h1>fresh bread</h1>");
+    net.kith_ok(0, &["site", "publish", www.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    net.kith_ok(0, &["ledger", "cost", "street", "42.50", "power"]).unwrap();
+    net.wait_for(CONVERGE, "everyone's usage and the cost in everyone's ledger", |net| {
+        Ok((0..3).all(|i| {
+            let l = ledger(net, i);
+            l["costs_cents"] == 4250
+                && ["ada", "bob", "cy"]
+                    .iter()
+                    .all(|m| row(&l, m).is_some_and(|r| r["storage_provided"].as_i64() > Some(0)))
+        }))
+    })
+    .unwrap();
+
+    // Cy leaves: the others copy what cy held, and nothing goes missing.
+    net.kith_ok(2, &["pool", "leave", "street", "--yes"]).unwrap();
+    net.wait_for(CONVERGE, "ada to see cy gone and the pool whole", |net| {
+        let v = show(net, 0);
+        Ok(member(net, 0, 2)["state"] == "left" && v["replication"]["under_replicated_bytes"] == 0)
+    })
+    .unwrap();
+    net.kill(2).unwrap();
+
+    // Dee joins after cy left: the whole month's ledger reaches her, cy's rows included.
+    net.kith_ok(3, &["init"]).unwrap();
+    net.start(3).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+    net.kith_ok(3, &["pool", "join", ticket.trim(), "--as", "dee"]).unwrap();
+    net.kith_ok(3, &["offer", "street", "--storage", "1GiB", "--zone", "house-3"]).unwrap();
+    net.wait_for(CONVERGE, "dee to see the pool whole", |net| sees_the_pool_whole(net, 3, "cy"))
+        .unwrap();
+    let at3 = http(&net, 3);
+    net.wait_for(CONVERGE, "dee's node to serve bakery", |_| {
+        Ok(get(at3, "/s/bakery/").status == 200)
+    })
+    .unwrap();
+    assert_eq!(get(at3, "/s/bakery/").body, b"<h1>fresh bread</h1>");
+
+    // Ada's machine is lost for good. Her identity, restored on node 4, finds the pool, the
+    // month's ledger and her photos; she retires the lost machine.
+    let kept = net.nodes[1].home.join(format!(
+        "identities/{}.kdoc",
+        net.json(0, &["identity"]).unwrap()["id"].as_str().unwrap()
+    ));
+    net.wait_for(CONVERGE, "bob to keep ada's identity document", |_| Ok(kept.exists())).unwrap();
+    let lost = net.id(0).unwrap();
+    net.share_identity(4, 0).unwrap();
+    net.kill(0).unwrap();
+    net.start(4).unwrap();
+    net.wait_for(CONVERGE, "ada's new machine to find street", |net| {
+        Ok(net.json(4, &["pool", "ls"])?.as_array().is_some_and(|a| a.len() == 1))
+    })
+    .unwrap();
+    let back = net.dir().join("photos-back.bin");
+    net.kith_ok(4, &["get", &photos, "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == photo_bytes, "ada's photos came back different");
+    net.kith_ok(4, &["device", "revoke", &lost[..12]]).unwrap();
+    net.kith_ok(4, &["offer", "street", "--storage", "1GiB", "--zone", "house-4"]).unwrap();
+    net.wait_for(CONVERGE, "ada's new machine to see the pool whole", |net| {
+        sees_the_pool_whole(net, 4, "cy")
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "bob to see the pool whole without the lost machine", |net| {
+        let v = show(net, 1);
+        let r = &v["replication"];
+        Ok(r["holders"].as_array().unwrap().iter().all(|h| h["node"] != lost.as_str())
+            && r["under_replicated_bytes"] == 0
+            && r["lost_blobs"] == 0)
+    })
+    .unwrap();
+
+    // The last admin hands over and leaves; bob, admin now, dissolves the pool.
+    net.kith_ok(4, &["pool", "set", "street", "role:bob", "admin"]).unwrap();
+    net.wait_for(CONVERGE, "ada's node to know bob is admin", |net| {
+        Ok(show(net, 4)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "bob" && m["role"] == "admin"))
+    })
+    .unwrap();
+    net.kith_ok(4, &["pool", "leave", "street", "--yes"]).unwrap();
+    net.wait_for(CONVERGE, "bob to see ada leave", |net| {
+        Ok(show(net, 1)["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "ada" && m["state"] == "left"))
+    })
+    .unwrap();
+    net.kith_ok(1, &["pool", "dissolve", "street", "--yes"]).unwrap();
+    net.wait_for(CONVERGE, "every node to let street go", |net| {
+        Ok([1, 3, 4]
+            .iter()
+            .all(|i| net.json(*i, &["pool", "ls"]).is_ok_and(|v| v == Value::Array(vec![]))))
+    })
+    .unwrap();
+    assert_eq!(get(at3, "/s/bakery/").status, 404, "a dissolved pool's site is not served");
+    // Nothing was lost: everyone's objects are in their own stores.
+    for (i, id, bytes) in [(4, &photos, &photo_bytes), (1, &notes, &note_bytes)] {
+        let out = net.dir().join(format!("final-{i}.bin"));
+        net.kith_ok(i, &["get", id, "-o", out.to_str().unwrap()]).unwrap();
+        assert!(std::fs::read(&out).unwrap() == *bytes, "node {i} lost bytes");
+    }
 }
