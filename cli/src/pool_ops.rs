@@ -220,7 +220,7 @@ pub async fn handle(
             }
             let plan = if force { leave::LeavePlan { others_bytes: 0, ..plan } } else { plan };
             let progress_out = out.clone();
-            leave::leave(
+            let delivered = leave::leave(
                 pools,
                 rep,
                 &plan,
@@ -235,9 +235,10 @@ pub async fn handle(
                 },
             )
             .await?;
-            Ok(
-                json!({ "left": plan.name, "handed_off": !force, "sites": plan.sites, "objects": plan.objects }),
-            )
+            Ok(json!({
+                "left": plan.name, "handed_off": !force, "sites": plan.sites,
+                "objects": plan.objects, "delivered": delivered,
+            }))
         }
         PoolReq::Devices => {
             let peers = node.map(|n| n.peers()).unwrap_or_default();
@@ -268,11 +269,16 @@ pub async fn handle(
             rep.bring_home(id).await.map_err(|e| {
                 anyhow!("your objects in pool {} are not all on this node and could not be fetched ({e}); nothing was changed", v.charter.name)
             })?;
+            let others = pools.nodes_by_recency(&v);
             pools.with_pool(&pool, |p| p.dissolve(signer, kith_node::keys::now_ms() as i64))?;
             pools.with_identity(|d, s, now| d.drop_pool(s, &id, now).map(|_| ()))?;
+            let delivered = leave::deliver(pools, id, &others).await;
             let members =
                 v.members.values().filter(|m| m.state == kith_pools::State::Active).count();
-            Ok(json!({ "dissolved": v.charter.name, "members": members.saturating_sub(1) }))
+            Ok(json!({
+                "dissolved": v.charter.name, "members": members.saturating_sub(1),
+                "delivered": delivered,
+            }))
         }
         PoolReq::Remove { pool, member } => {
             let k = pools.with_pool(&pool, |p| p.remove(signer, &member, now as i64))?;

@@ -319,6 +319,11 @@ pub fn pool_done(v: &Value, what: &str) -> Result<ExitCode> {
         let handed =
             if v["handed_off"] == true { ", after the others copied what you held" } else { "" };
         eprintln!("left pool {pool}{handed}");
+        if v["delivered"] == false {
+            eprintln!(
+                "  no other member's node has heard it yet: keep kith running until it reaches one"
+            );
+        }
         if u(&v["objects"]) > 0 {
             eprintln!("  your {} object(s) are in this node's store (`kith ls`)", u(&v["objects"]));
         }
@@ -334,6 +339,11 @@ pub fn pool_done(v: &Value, what: &str) -> Result<ExitCode> {
             "dissolved pool {pool}: its {} other member(s) bring their objects home and leave; nobody can change it any more",
             u(&v["members"])
         );
+        if v["delivered"] == false && u(&v["members"]) > 0 {
+            eprintln!(
+                "  no other member's node has heard it yet: keep kith running until it reaches one"
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("{what}{detail}");

@@ -361,9 +361,10 @@ pub fn restore_interrupted(pools: &Pools) -> Vec<Key> {
 }
 
 /// Leaves the pool of `plan`: brings this member's objects home, hands off what its nodes hold
-/// (withdrawing their offers, waiting at most `limit` for the others to copy), and records the
-/// departure. `gone` says whether the caller went away (the leave is then undone);
-/// `progress` hears how far the hand-off is.
+/// (withdrawing their offers, waiting at most `limit` for the others to copy), records the
+/// departure and takes it to another node. `gone` says whether the caller went away (the leave
+/// is then undone); `progress` hears how far the hand-off is. Returns whether another node has
+/// the departure (if not, this node passes it on when it next reaches one).
 pub async fn leave(
     pools: &Pools,
     rep: &Replicator,
@@ -371,7 +372,7 @@ pub async fn leave(
     limit: Duration,
     gone: impl Fn() -> bool,
     mut progress: impl FnMut(HandOffProgress),
-) -> Result<(), LeaveError> {
+) -> Result<bool, LeaveError> {
     let name = plan.name.clone();
     rep.bring_home(plan.pool)
         .await
@@ -400,11 +401,33 @@ pub async fn leave(
         hand_off(rep, plan, limit, &gone, &mut progress).await?;
     }
     let id = plan.pool;
+    let others = pools.nodes_by_recency(&v);
     pools.with_pool(&hex(&id), |p| p.leave(pools.signer(), crate::clock::now_ms()))?;
     withdrawn.done = true;
     remove_marker(pools.dir(), &id);
     pools.with_identity(|d, s, now| d.drop_pool(s, &id, now).map(|_| ()))?;
-    Ok(())
+    Ok(deliver(pools, id, &others).await)
+}
+
+/// How long a departure (or a dissolution) waits to reach another node before the command
+/// returns anyway (the node keeps trying in the background).
+const DELIVER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Takes the latest change of `pool` to one of `nodes` (most recently heard from first), so
+/// that the member may switch this node off right after: whether one took it in time.
+pub async fn deliver(pools: &Pools, pool: Key, nodes: &[iroh::EndpointId]) -> bool {
+    let tries = async {
+        for peer in nodes {
+            match pools.sync_one(pool, *peer, crate::service::Proof::Member).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    tracing::debug!(peer = %peer.fmt_short(), error = %e, "departure not delivered")
+                }
+            }
+        }
+        false
+    };
+    tokio::time::timeout(DELIVER_TIMEOUT, tries).await.unwrap_or(false)
 }
 
 /// Waits until the pool is fully replicated without this member's nodes.

@@ -1012,7 +1012,9 @@ impl Replicator {
         }
         let silent: Vec<Key> =
             answers.iter().filter(|(_, _, a)| a.is_err()).map(|(n, _, _)| *n).collect();
-        for (x, (_, ids, answer)) in nodes.iter().zip(&answers) {
+        // Every node was asked; those that offer nothing (withdrawn, or never offered) are not
+        // listed as holders.
+        for (x, (_, ids, answer)) in nodes.iter().zip(&answers).filter(|(x, _)| x.weight > 0) {
             let state = if failing.contains(&x.node) {
                 "failing"
             } else if answer.is_ok() {

@@ -235,7 +235,7 @@ fn members_only_sites_need_a_members_credential_and_bad_input_is_refused() {
     let e = err(&net, 1, &["site", "publish", d, "--name", "club"]);
     assert!(e.contains("another member's site"), "{e}");
     let e = err(&net, 1, &["site", "rm", "club"]);
-    assert!(e.contains("you have no site"), "{e}");
+    assert!(e.contains("not yours") && e.contains("only its owner"), "the owner is named: {e}");
 
     // The gateway stays up for everybody while a client misbehaves.
     let r = raw(a, b"GARBAGE\r\n\r\n");

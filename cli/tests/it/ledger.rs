@@ -47,6 +47,10 @@ fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
         let zone = format!("house-{i}");
         net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &zone]).unwrap();
     }
+    net.wait_for(CONVERGE, "ada's node to see the three offers", |net| {
+        Ok(net.json(0, &["pool", "show", "street"])?["capacity"]["offered"] == 3u64 << 30)
+    })
+    .unwrap();
     for (k, v) in [("replicas", "2"), ("record_every", "5s"), ("audit_every", "5s")] {
         net.kith_ok(0, &["pool", "set", "street", k, v]).unwrap();
     }

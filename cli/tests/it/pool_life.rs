@@ -33,6 +33,11 @@ fn street(net: &mut Testnet, n: usize, replicas: u64) {
         let zone = format!("house-{i}");
         net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &zone]).unwrap();
     }
+    // The admin's node must see every zone before it may ask for that many replicas.
+    net.wait_for(CONVERGE, "ada's node to see every offer", |net| {
+        Ok(show(net, 0)["capacity"]["offered"] == (n as u64) << 30)
+    })
+    .unwrap();
     net.kith_ok(0, &["pool", "set", "street", "repair_after", "10s"]).unwrap();
     net.kith_ok(0, &["pool", "set", "street", "replicas", &replicas.to_string()]).unwrap();
     net.wait_for(CONVERGE, "every node to see every offer", |net| {
@@ -390,6 +395,10 @@ fn the_tour_says_what_to_do_next() {
     assert!(!out.status.success() && e.contains("free") && e.contains("--storage"), "{e}");
     net.kith_ok(0, &["offer", "--storage", "1GiB"]).unwrap();
     net.kith_ok(1, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    net.wait_for(CONVERGE, "ada's node to see bob's offer", |net| {
+        Ok(show(net, 0)["capacity"]["offered"] == 2u64 << 30)
+    })
+    .unwrap();
     net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
     let put = net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
     assert_eq!(put["pool"]["pool_name"], "street", "{put}");

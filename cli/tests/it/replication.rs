@@ -31,6 +31,10 @@ fn pool_of_four(net: &mut Testnet) {
         let zone = format!("house-{i}");
         net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &zone]).unwrap();
     }
+    net.wait_for(CONVERGE, "node 0 to see the four offers", |net| {
+        Ok(show(net, 0)["capacity"]["offered"] == 4u64 << 30)
+    })
+    .unwrap();
     net.kith_ok(0, &["pool", "set", "street", "repair_after", "10s"]).unwrap();
     // Two copies of four holders: losing a holder leaves work for repair.
     net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();

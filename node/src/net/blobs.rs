@@ -506,6 +506,11 @@ impl Connections {
         lock_map(&self.other_keys).contains_key(peer)
     }
 
+    /// Whether a connection to `peer` is kept open.
+    pub fn has_connection(&self, peer: &EndpointId) -> bool {
+        self.lock().get(peer).is_some_and(|c| c.close_reason().is_none())
+    }
+
     /// Forgets a connection (and a link) that misbehaved.
     pub fn drop_peer(&self, peer: &EndpointId) {
         if let Some(c) = self.lock().remove(peer) {
@@ -522,15 +527,6 @@ impl Connections {
 
     /// Asks `peer` whether it is there (directly, or over a link; see [`Connections::route`]).
     pub async fn ping(&self, peer: EndpointId, force: bool) -> Result<(), String> {
-        let cached = self.lock().get(&peer).is_some_and(|c| c.close_reason().is_none());
-        match self.ping_once(peer, force).await {
-            // A kept connection may have died quietly (the peer went away): dial afresh once.
-            Err(_) if cached => self.ping_once(peer, force).await,
-            r => r,
-        }
-    }
-
-    async fn ping_once(&self, peer: EndpointId, force: bool) -> Result<(), String> {
         let conn = match self.route(peer, force).await? {
             Route::Direct(c) => c,
             Route::Link(l) => {

@@ -283,7 +283,12 @@ impl Node {
     /// failed lately), records the result in the peer table, and says how: `direct` or the
     /// link's route. The error says why each way failed.
     pub async fn reach(&self, peer: EndpointId) -> Result<String, String> {
-        let r = self.conns.ping(peer, true).await;
+        let kept = self.conns.has_connection(&peer);
+        let mut r = self.conns.ping(peer, true).await;
+        if r.is_err() && kept {
+            // The kept connection may have died quietly (the peer went away): dial afresh.
+            r = self.conns.ping(peer, true).await;
+        }
         if r.is_err() && self.conns.is_other_key(&peer) {
             self.peers.record_other_key(&peer);
         } else {
