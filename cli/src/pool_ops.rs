@@ -302,7 +302,7 @@ pub async fn handle(
             if offer.zone.len() > 64 {
                 bail!("a zone label is at most 64 characters");
             }
-            check_disk(running()?, &pools.dir().to_path_buf(), offer.storage)?;
+            check_disk(running()?, pools.dir(), offer.storage)?;
             let node = pools.node();
             pools.with_pool(&pool, |p| p.offer(signer, &node, &offer, now as i64))?;
             Ok(json!({ "storage": offer.storage, "egress": offer.egress, "zone": offer.zone }))

@@ -343,7 +343,10 @@ pub fn restore_interrupted(pools: &Pools) -> Vec<Key> {
             Ok(offers) if still_member => {
                 put_back(pools, &pool, &offers).map_err(|e| e.to_string())
             }
-            Ok(_) => Ok(remove_marker(pools.dir(), &pool)),
+            Ok(_) => {
+                remove_marker(pools.dir(), &pool);
+                Ok(())
+            }
             Err(e) => Err(e),
         };
         match result {

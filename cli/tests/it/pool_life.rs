@@ -25,9 +25,9 @@ fn street(net: &mut Testnet, n: usize, replicas: u64) {
     }
     net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
     let names = ["ada", "bob", "cy", "dee", "eve"];
-    for i in 1..n {
+    for (i, name) in names.iter().enumerate().take(n).skip(1) {
         let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
-        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", names[i]]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
     }
     for i in 0..n {
         let zone = format!("house-{i}");
