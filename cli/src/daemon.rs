@@ -89,6 +89,10 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
     let repair_task = tokio::spawn(replicator.clone().run(pools_stop.clone()));
 
     let gateway = kith_hosting::gateway::Gateway::new(pools.clone(), node.clone(), opts.site_cache);
+    replicator.set_site_keeper(Arc::new(kith_hosting::gateway::SiteKeeper {
+        gateway: gateway.clone(),
+        scratch: home.root().join("kept-sites"),
+    }));
     let browsers = kith_hosting::browser::Browsers::new(
         gateway.clone(),
         store.clone(),

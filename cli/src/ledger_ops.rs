@@ -59,20 +59,35 @@ fn period(p: Option<&str>) -> Result<Period> {
     p.not_future(now).map_err(|e| anyhow!("{e}; there is nothing to show for it yet"))
 }
 
-/// The pools asked for: one by name or id, else every pool this node is in.
-fn select(pools: &Pools, spec: Option<&str>) -> Result<Vec<(Key, PoolView)>> {
+/// The pools asked for: one by name or id (a pool this identity left or that was dissolved
+/// included: its ledgers stay readable), else every pool this node is in and every former one
+/// with a ledger for `p`.
+fn select(pools: &Pools, spec: Option<&str>, p: Period) -> Result<Vec<(Key, PoolView)>> {
     match spec {
         Some(s) => {
             let id = pools.resolve(s)?;
             Ok(vec![(id, pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?)])
         }
         None => {
-            let all = pools.list();
+            let mut all = pools.list();
+            all.extend(
+                pools.former().into_iter().filter(|(id, _)| pools.ledgers().has_data(id, p)),
+            );
             if all.is_empty() {
                 bail!("this node is in no pool (see `kith pool create` and `kith pool join`)");
             }
             Ok(all)
         }
+    }
+}
+
+impl LedgerReq {
+    /// Whether it only reads (works without the daemon, on the files).
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            LedgerReq::Show { .. } | LedgerReq::Verify { .. } | LedgerReq::Statement { .. }
+        )
     }
 }
 
@@ -183,7 +198,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
     match req {
         LedgerReq::Show { pool, period: p } => {
             let p = period(p.as_deref())?;
-            let out: Result<Vec<Value>> = select(pools, pool.as_deref())?
+            let out: Result<Vec<Value>> = select(pools, pool.as_deref(), p)?
                 .iter()
                 .map(|(id, v)| table(pools, id, v, p))
                 .collect();
@@ -192,7 +207,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
         LedgerReq::Verify { pool, period: p } => {
             let p = period(p.as_deref())?;
             let mut out = Vec::new();
-            for (id, v) in select(pools, pool.as_deref())? {
+            for (id, v) in select(pools, pool.as_deref(), p)? {
                 let l = pools.ledgers().view(&*snap(pools, &id)?, p).map_err(plain)?;
                 let receipts: Vec<_> = l.rows.values().flat_map(|r| r.receipts.values()).collect();
                 let mut flags: Vec<Value> = check_evidence(&l, &v, now())
@@ -209,7 +224,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
                     "pool": hex(&id),
                     "name": v.charter.name,
                     "period": p.to_string(),
-                    "members": l.members().len(),
+                    "members": members(&v, &l).len(),
                     "receipts": receipts.len(),
                     "receipt_bytes": receipts.iter().map(|r| r.bytes).sum::<u64>(),
                     "flags": flags,
@@ -220,7 +235,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
         LedgerReq::Statement { pool, period: p } => {
             let p = period(p.as_deref())?;
             let mut out = Vec::new();
-            for (id, v) in select(pools, pool.as_deref())? {
+            for (id, v) in select(pools, pool.as_deref(), p)? {
                 if !pools.ledgers().has_data(&id, p) {
                     if pool.is_some() {
                         bail!(

@@ -477,6 +477,15 @@ enum PeerCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Up { .. }) {
+        // As other command-line tools: `kith ls | head` ends quietly when head has enough,
+        // instead of panicking on a closed pipe. (The daemon keeps Rust's default and sees the
+        // error on a broken socket.)
+        // SAFETY: setting a signal disposition before any thread exists has no other effect.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -602,10 +611,12 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
                 let plan = run(PoolReq::LeavePlan { pool: pool.clone() });
                 match plan {
                     Ok(plan) if plan["needs_confirmation"] == true => {
-                        yes = confirm(
-                            &format!("Leaving {}", plan["name"].as_str().unwrap_or(&pool)),
-                            &plan["warnings"],
-                        )?;
+                        let name = plan["name"].as_str().unwrap_or(&pool).to_string();
+                        match confirm(&format!("Leaving {name}"), &plan["warnings"])? {
+                            Some(true) => yes = true,
+                            Some(false) => bail!("you stay in pool {name}"),
+                            None => {}
+                        }
                     }
                     Ok(_) => {}
                     // With --force the capacity checks do not apply; the daemon says the rest.
@@ -622,11 +633,15 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
         }
         PoolCommand::Dissolve { pool, yes } => {
             if !yes {
-                let warning = serde_json::json!([format!(
+                let what = format!(
                     "every member's objects in {pool} come home to their own nodes and leave the pool; its sites stop being served; nobody can change the pool any more"
-                )]);
-                if !confirm(&format!("Dissolving {pool}"), &warning)? {
-                    bail!("pool {pool} was not dissolved");
+                );
+                match confirm(&format!("Dissolving {pool}"), &serde_json::json!([what]))? {
+                    Some(true) => {}
+                    Some(false) => bail!("pool {pool} was not dissolved"),
+                    None => bail!(
+                        "dissolving pool {pool} ends it for everyone: {what}. Run again with --yes to dissolve it"
+                    ),
                 }
             }
             render::pool_done(&run(PoolReq::Dissolve { pool })?, "dissolved")
@@ -640,11 +655,11 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
     }
 }
 
-/// Shows what an action takes away and asks on the terminal; without a terminal, the caller
-/// must pass `--yes` (returns false then, and the daemon refuses, naming what it would take).
-fn confirm(what: &str, warnings: &Value) -> Result<bool> {
+/// Shows what an action takes away and asks on the terminal: the answer, or `None` without a
+/// terminal to ask on (the caller must then pass `--yes`).
+fn confirm(what: &str, warnings: &Value) -> Result<Option<bool>> {
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-        return Ok(false);
+        return Ok(None);
     }
     eprintln!("{what}:");
     for w in warnings.as_array().into_iter().flatten() {
@@ -653,7 +668,7 @@ fn confirm(what: &str, warnings: &Value) -> Result<bool> {
     eprint!("Go on? [y/N] ");
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).context("cannot read the answer")?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    Ok(Some(matches!(line.trim(), "y" | "Y" | "yes")))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -761,8 +776,9 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     // iroh's accept loop warns about every failed handshake of a peer (another node dialling
     // an old address of a replaced device): kith says that once, in its own words.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,iroh=warn,iroh::protocol=error"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,iroh=warn,iroh::protocol=error,noq_proto=error,actix_server=warn")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -266,6 +266,9 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             crate::site_ops::handle(ctx, req).await
         }
         Request::Ledger(req) => {
+            if !req.reads_only() {
+                need_node(ctx, "change the ledger")?;
+            }
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             crate::ledger_ops::handle(pools, req).await
         }

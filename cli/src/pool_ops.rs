@@ -171,6 +171,19 @@ pub async fn handle(
         PoolReq::Show { pool } => {
             let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
             let mut out = show(pools, &id, &v);
+            let me = signer.author().key;
+            let you = match v.members.get(&me).map(|m| m.state) {
+                _ if v.charter.dissolved_ms.is_some() => "dissolved",
+                Some(kith_pools::State::Active) => "active",
+                Some(kith_pools::State::Left) => "left",
+                Some(kith_pools::State::Removed) => "removed",
+                None => "not a member",
+            };
+            out["you"] = json!(you);
+            if you != "active" {
+                // A pool this node is out of: its last known state, nobody asked.
+                return Ok(out);
+            }
             out["replication"] = match rep.health(id).await {
                 Ok(h) => {
                     // Used: every copy placement asks for; free: what offers leave.
@@ -181,7 +194,7 @@ pub async fn handle(
                     health_json(&h)
                 }
                 Err(_) if node.is_none() => json!({
-                    "error": "not checked: kith is not running here (start it with `kith up` to ask the holders)"
+                    "error": "kith is not running here, so the holders were not asked (start it with `kith up`)"
                 }),
                 Err(e) => json!({ "error": e }),
             };
@@ -213,7 +226,7 @@ pub async fn handle(
             }
             if plan.needs_confirmation() && !yes {
                 bail!(
-                    "leaving pool {} takes away what is yours there: {}. Run again with --yes to leave",
+                    "leaving pool {}: {}. Run again with --yes to leave",
                     plan.name,
                     plan.warnings().join("; ")
                 );
@@ -266,7 +279,7 @@ pub async fn handle(
             if v.active(&signer.author().key).is_none() {
                 bail!("you are not a member of pool {}", v.charter.name);
             }
-            rep.bring_home(id).await.map_err(|e| {
+            rep.bring_home(id).await.and(rep.keep_sites(id).await.map(|_| 0)).map_err(|e| {
                 anyhow!("your objects in pool {} are not all on this node and could not be fetched ({e}); nothing was changed", v.charter.name)
             })?;
             let others = pools.nodes_by_recency(&v);

@@ -5,31 +5,41 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A bar fed by progress frames.
+/// A bar fed by progress frames, drawn from the first frame on (a command that reports no
+/// progress, or has no label, draws none).
 pub struct Bar {
-    bar: Option<ProgressBar>,
+    what: &'static str,
+    bar: std::cell::OnceCell<Option<ProgressBar>>,
 }
 
 impl Bar {
     /// A bar labelled `what`, drawn only on a terminal.
     pub fn new(what: &'static str) -> Bar {
-        if !std::io::stderr().is_terminal() {
-            return Bar { bar: None };
-        }
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(what);
-        Bar { bar: Some(bar) }
+        Bar { what, bar: std::cell::OnceCell::new() }
+    }
+
+    fn drawn(&self) -> Option<&ProgressBar> {
+        self.bar
+            .get_or_init(|| {
+                if self.what.is_empty() || !std::io::stderr().is_terminal() {
+                    return None;
+                }
+                let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+                let style = ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_prefix(self.what);
+                Some(bar)
+            })
+            .as_ref()
     }
 
     /// Shows how far the operation is.
     pub fn update(&self, done: u64, total: u64, files: u64) {
-        if let Some(b) = &self.bar {
+        if let Some(b) = self.drawn() {
             b.set_length(total.max(done).max(1));
             b.set_position(done);
             if files > 0 {
@@ -40,7 +50,7 @@ impl Bar {
 
     /// Prints a line without tearing the bar.
     pub fn println(&self, line: &str) {
-        match &self.bar {
+        match self.bar.get().and_then(Option::as_ref) {
             Some(b) => b.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
         }
@@ -48,7 +58,7 @@ impl Bar {
 
     /// Removes the bar.
     pub fn finish(&self) {
-        if let Some(b) = &self.bar {
+        if let Some(b) = self.bar.get().and_then(Option::as_ref) {
             b.finish_and_clear();
         }
     }

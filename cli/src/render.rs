@@ -85,6 +85,12 @@ pub fn peers(v: &Value, json: bool) -> Result<ExitCode> {
     if json {
         return json_out(v);
     }
+    if v.as_array().is_none_or(|a| a.is_empty()) {
+        eprintln!(
+            "no peers yet: nodes on this LAN appear by themselves (mDNS); add one elsewhere with `kith peer add TICKET`"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{:<16}  {:<11}  {:<19}  {:<10}  {:<22}  ADDRESSES",
         "NODE", "STATE", "LAST SEEN", "LEARNED", "ROUTE"
@@ -300,7 +306,7 @@ pub fn verify(v: &Value, json: bool) -> Result<ExitCode> {
     let unindexed = v["unindexed_packs"].as_array().map_or(0, |a| a.len());
     if unindexed > 0 || u(&v["unreferenced_blobs"]) > 0 {
         println!(
-            "{unindexed} unindexed packs and {} unreferenced chunks from interrupted puts; `kith gc` removes them",
+            "{unindexed} unindexed packs and {} unreferenced chunks (left by interrupted puts, or once held for a pool this node no longer serves); `kith gc` removes them",
             u(&v["unreferenced_blobs"])
         );
     }
@@ -360,6 +366,12 @@ pub fn pools(v: &Value, json: bool) -> Result<ExitCode> {
     if json {
         return json_out(v);
     }
+    if v.as_array().is_none_or(|a| a.is_empty()) {
+        eprintln!(
+            "you are in no pool yet: `kith pool create NAME`, or `kith pool join TICKET` with a ticket from a member"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{:<16}  {:<20}  {:>7}  {:>8}  {:>10}  YOU",
         "ID", "NAME", "MEMBERS", "REPLICAS", "OFFERED"
@@ -417,16 +429,38 @@ pub fn pool(v: &Value, json: bool) -> Result<ExitCode> {
         s(&c["cost_rule"]),
         s(&c["join_rule"])
     );
+    if let Some(gone) = v["you"].as_str().filter(|y| *y != "active") {
+        println!(
+            "YOU       {gone}: this node no longer takes part in this pool; what follows is its last known state"
+        );
+    }
     let cap = &v["capacity"];
-    let met =
-        if v["policy_met"].as_bool() == Some(true) { "met" } else { "NOT met: too few zones" };
-    println!(
-        "capacity  {} offered in {} zone(s), {} used, {} free; policy {met}",
-        fmt::bytes(u(&cap["offered"])),
-        u(&cap["zones"]),
-        fmt::bytes(u(&cap["used"])),
-        fmt::bytes(u(&cap["free"]))
-    );
+    let met = if v["policy_met"].as_bool() == Some(true) {
+        "met".to_string()
+    } else {
+        format!(
+            "NOT met: {} zone(s) offer storage for {} replicas (more members offer storage with `kith offer {} --storage SIZE --zone NAME`, or lower the factor with `kith pool set {} replicas N`)",
+            u(&cap["zones"]),
+            u(&c["replicas"]),
+            s(&c["name"]),
+            s(&c["name"])
+        )
+    };
+    if cap["used"].is_u64() {
+        println!(
+            "capacity  {} offered in {} zone(s), {} used, {} free; policy {met}",
+            fmt::bytes(u(&cap["offered"])),
+            u(&cap["zones"]),
+            fmt::bytes(u(&cap["used"])),
+            fmt::bytes(u(&cap["free"]))
+        );
+    } else {
+        println!(
+            "capacity  {} offered in {} zone(s); policy {met}",
+            fmt::bytes(u(&cap["offered"])),
+            u(&cap["zones"]),
+        );
+    }
     println!();
     println!(
         "{:<16}  {:<16}  {:<7}  {:<8}  NODES (storage, zone)",

@@ -48,6 +48,9 @@ pub enum DeviceError {
     /// No device of this identity matches.
     #[error("no device of this identity matches `{0}` (see `kith device ls`)")]
     Unknown(String),
+    /// Too few characters to name a device safely.
+    #[error("`{0}` is too short: give at least 4 characters of the node id (see `kith device ls`)")]
+    TooShort(String),
     /// Several match.
     #[error("`{0}` matches several devices; give more of the node id (see `kith device ls`)")]
     Ambiguous(String),
@@ -117,6 +120,9 @@ pub fn retire(pools: &Pools, spec: &str, now_ms: i64) -> Result<Retired, DeviceE
     known.dedup();
     let hits: Vec<Key> =
         known.into_iter().filter(|n| want.len() >= 4 && hex(&n[..]).starts_with(&want)).collect();
+    if want.len() < 4 {
+        return Err(DeviceError::TooShort(spec.into()));
+    }
     let node = match hits.as_slice() {
         [n] => *n,
         [] => return Err(DeviceError::Unknown(spec.into())),

@@ -16,6 +16,7 @@
 //! so a daemon killed in the middle puts them back when it starts ([`restore_interrupted`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kith_crdt::{Key, hex};
@@ -25,6 +26,18 @@ use crate::pool::PoolError;
 use crate::replica::Replicator;
 use crate::service::Pools;
 use crate::view::{Offer, PoolView, Role, State};
+
+/// Keeps a member's site, when the pool stops serving it (the member leaves, the pool is
+/// dissolved), as an ordinary object in the member's own store; the hosting layer knows the
+/// site format and implements it.
+pub trait SiteKeeper: Send + Sync {
+    /// Keeps the version served of this identity's site `name` in `pool`; returns the object id.
+    fn keep<'a>(
+        &'a self,
+        pool: Key,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Key, String>> + Send + 'a>>;
+}
 
 /// How often the hand-off checks the pool's replication.
 const HAND_OFF_POLL: Duration = Duration::from_secs(1);
@@ -144,25 +157,31 @@ pub struct LeavePlan {
 }
 
 impl LeavePlan {
-    /// Whether leaving takes something away that the member should confirm.
+    /// Whether the member should confirm: always (leaving cannot be undone), and it says why.
     pub fn needs_confirmation(&self) -> bool {
-        !self.sites.is_empty() || self.objects > 0
+        true
     }
 
-    /// What leaving takes away, in sentences (empty if nothing).
+    /// What leaving takes away, in sentences.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = vec![format!(
+            "you are out of pool {}: coming back takes a new invite from an admin",
+            self.name
+        )];
         if !self.sites.is_empty() {
             out.push(format!(
-                "your site(s) {} stop being served by the pool's nodes (publish them in another pool to keep them up)",
+                "your site(s) {} stop being served by the pool's nodes; their current version \
+                 comes home as an object in this node's store (publish it in another pool to keep \
+                 it up)",
                 self.sites.join(", ")
             ));
         }
         if self.objects > 0 {
             out.push(format!(
-                "your {} object(s) ({} bytes) leave the pool: they are brought to this node first \
+                "your {} object(s) ({}) leave the pool: they are brought to this node first \
                  and stay in its store (`kith ls`); the copies other members hold are released",
-                self.objects, self.object_bytes
+                self.objects,
+                crate::fmt::size(self.object_bytes)
             ));
         }
         out
@@ -369,7 +388,7 @@ pub fn restore_interrupted(pools: &Pools) -> Vec<Key> {
 /// is then undone); `progress` hears how far the hand-off is. Returns whether another node has
 /// the departure (if not, this node passes it on when it next reaches one).
 pub async fn leave(
-    pools: &Pools,
+    pools: &Arc<Pools>,
     rep: &Replicator,
     plan: &LeavePlan,
     limit: Duration,
@@ -378,6 +397,9 @@ pub async fn leave(
 ) -> Result<bool, LeaveError> {
     let name = plan.name.clone();
     rep.bring_home(plan.pool)
+        .await
+        .map_err(|why| LeaveError::NotHome { pool: name.clone(), why })?;
+    rep.keep_sites(plan.pool)
         .await
         .map_err(|why| LeaveError::NotHome { pool: name.clone(), why })?;
     let me = pools.signer().author().key;
@@ -405,6 +427,9 @@ pub async fn leave(
     }
     let id = plan.pool;
     let others = pools.nodes_by_recency(&v);
+    // What this member's nodes accrued since the last record goes into the month's ledger
+    // while it is still a member.
+    rep.record_usage_of(id);
     pools.with_pool(&hex(&id), |p| p.leave(pools.signer(), crate::clock::now_ms()))?;
     withdrawn.done = true;
     remove_marker(pools.dir(), &id);
@@ -416,21 +441,30 @@ pub async fn leave(
 /// returns anyway (the node keeps trying in the background).
 const DELIVER_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Takes the latest change of `pool` to one of `nodes` (most recently heard from first), so
-/// that the member may switch this node off right after: whether one took it in time.
-pub async fn deliver(pools: &Pools, pool: Key, nodes: &[iroh::EndpointId]) -> bool {
-    let tries = async {
-        for peer in nodes {
-            match pools.sync_one(pool, *peer, crate::service::Proof::Member).await {
-                Ok(_) => return true,
-                Err(e) => {
-                    tracing::debug!(peer = %peer.fmt_short(), error = %e, "departure not delivered")
-                }
+/// Takes the latest change of `pool` to one of `nodes` (all tried at once, so a node that is
+/// gone costs nothing), so that the member may switch this node off right after: whether one
+/// took it in time.
+pub async fn deliver(pools: &Arc<Pools>, pool: Key, nodes: &[iroh::EndpointId]) -> bool {
+    let mut set = tokio::task::JoinSet::new();
+    for peer in nodes.iter().copied() {
+        let pools = pools.clone();
+        set.spawn(async move {
+            let r = pools.sync_one(pool, peer, crate::service::Proof::Member).await;
+            if let Err(e) = &r {
+                tracing::debug!(peer = %peer.fmt_short(), error = %e, "departure not delivered");
+            }
+            r.is_ok()
+        });
+    }
+    let first = async {
+        while let Some(r) = set.join_next().await {
+            if r.unwrap_or(false) {
+                return true;
             }
         }
         false
     };
-    tokio::time::timeout(DELIVER_TIMEOUT, tries).await.unwrap_or(false)
+    tokio::time::timeout(DELIVER_TIMEOUT, first).await.unwrap_or(false)
 }
 
 /// Waits until the pool is fully replicated without this member's nodes.

@@ -15,6 +15,7 @@
 mod clock;
 pub mod devices;
 mod edit;
+mod fmt;
 mod fsutil;
 pub mod identity;
 mod invite;

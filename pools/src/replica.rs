@@ -50,7 +50,7 @@ const FETCH_ROUND: usize = 4096;
 /// Requests served at once.
 const MAX_SERVING: usize = 8;
 /// How long `pool show` waits for a holder's answer.
-const HAS_TIMEOUT: Duration = Duration::from_secs(3);
+const HAS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Domain separation for a device's identity document exchange.
 const IDENTITY_CONTEXT: &[u8] = b"kith-identity-v1";
 /// How often this node exchanges its identity document with its pools' nodes.
@@ -275,6 +275,8 @@ pub struct Replicator {
     usage: crate::usage::Usage,
     /// Whether this node said it was retired.
     told_retired: std::sync::atomic::AtomicBool,
+    /// Keeps this member's sites as objects when the pool stops serving them.
+    keeper: OnceLock<Arc<dyn crate::leave::SiteKeeper>>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -325,6 +327,7 @@ impl Replicator {
             identity_shared: Mutex::new(None),
             usage: crate::usage::Usage::default(),
             told_retired: std::sync::atomic::AtomicBool::new(false),
+            keeper: OnceLock::new(),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -357,6 +360,29 @@ impl Replicator {
                 .map_err(|e| format!("object {}: {e}", hex(&oid[..8])))?;
         }
         Ok(fetched)
+    }
+
+    /// Gives the replicator what keeps sites as objects (the hosting layer).
+    pub fn set_site_keeper(&self, keeper: Arc<dyn crate::leave::SiteKeeper>) {
+        let _ = self.keeper.set(keeper);
+    }
+
+    /// Keeps the served version of each of this identity's sites in `pool` as an object in
+    /// this node's store (before the pool stops serving them); returns (name, object id).
+    pub async fn keep_sites(&self, pool: Key) -> Result<Vec<(String, Key)>, String> {
+        let v = self.pools.view_of(&pool).ok_or("no such pool")?;
+        let me = self.pools.signer().author().key;
+        let Some(m) = v.members.get(&me) else { return Ok(Vec::new()) };
+        if m.sites.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keeper = self.keeper.get().ok_or("the node cannot read sites yet; try again")?;
+        let mut out = Vec::new();
+        for name in m.sites.keys() {
+            let id = keeper.keep(pool, name).await.map_err(|e| format!("site {name}: {e}"))?;
+            out.push((name.clone(), id));
+        }
+        Ok(out)
     }
 
     /// Gives the replicator the running node.
@@ -614,9 +640,9 @@ impl Replicator {
             if used + more > quota {
                 return Err(format!(
                     "over your quota in pool `{name}`: you store {} of {}, and this object needs {} more",
-                    size(used),
-                    size(quota),
-                    size(more)
+                    crate::fmt::size(used),
+                    crate::fmt::size(quota),
+                    crate::fmt::size(more)
                 ));
             }
         }
@@ -627,9 +653,9 @@ impl Replicator {
         if used + more > offered {
             return Err(format!(
                 "pool `{name}` is out of capacity: {} of the {} its live holders offer is used ({r} copies of everything), and this object needs {} more; members offer more with `kith offer {name} --storage SIZE`",
-                size(used),
-                size(offered),
-                size(more)
+                crate::fmt::size(used),
+                crate::fmt::size(offered),
+                crate::fmt::size(more)
             ));
         }
         Ok(())
@@ -690,8 +716,13 @@ impl Replicator {
                 continue;
             }
             let name = v.charter.name.clone();
-            match self.bring_home(pool).await {
+            let home = match self.bring_home(pool).await {
+                Ok(bytes) => self.keep_sites(pool).await.map(|_| bytes),
+                Err(e) => Err(e),
+            };
+            match home {
                 Ok(bytes) => {
+                    self.record_usage(pool, true);
                     let left = self
                         .pools
                         .with_pool(&hex(&pool), |p| p.leave(self.pools.signer(), now_ms()))
@@ -844,6 +875,11 @@ impl Replicator {
         for (pool, _) in self.pools.list() {
             self.record_usage(pool, true);
         }
+    }
+
+    /// Records what accrued in `pool` since the last record, at once (before leaving it).
+    pub fn record_usage_of(&self, pool: Key) {
+        self.record_usage(pool, true);
     }
 
     fn record_usage(&self, pool: Key, now_anyway: bool) {
@@ -1067,10 +1103,16 @@ impl Replicator {
         asks: Vec<(Key, Vec<[u8; 32]>)>,
     ) -> Vec<(Key, Vec<[u8; 32]>, Result<Vec<bool>, String>)> {
         let mut set = tokio::task::JoinSet::new();
+        let out_after =
+            self.pools.view_of(&pool).map_or(i64::MAX, |v| v.charter.repair_after_ms as i64);
         for (i, (holder, ids)) in asks.into_iter().enumerate() {
             let (pools, node, me) = (self.pools.clone(), node.clone(), self.pools.node());
+            // A node silent past repair_after is out; asking it would only wait out the timeout.
+            let out = self.pools.silent_for_ms(&holder) > out_after;
             set.spawn(async move {
-                let answer = if holder == me {
+                let answer = if out {
+                    Err(format!("silent for {} s", pools.silent_for_ms(&holder) / 1000))
+                } else if holder == me {
                     held_locally(node.store().clone(), ids.clone()).await
                 } else {
                     tokio::time::timeout(HAS_TIMEOUT, has(&pools, &node, pool, holder, &ids))
@@ -1124,7 +1166,9 @@ impl Replicator {
                 }
                 match self.take_pool(peer, *id).await {
                     Ok(()) => {
-                        tracing::info!(pool = %hex(&id[..4]), peer = %peer.fmt_short(), "found a pool of this identity and joined it as a new device")
+                        let name =
+                            self.pools.view_of(&id).map(|v| v.charter.name).unwrap_or_default();
+                        tracing::info!(pool = %name, peer = %peer.fmt_short(), "found pool {name} of this identity and joined it as a new device; this machine offers it no storage yet (`kith offer {name} --storage SIZE --zone HOUSEHOLD`)")
                     }
                     Err(e) => {
                         tracing::warn!(pool = %hex(&id[..4]), error = %e, "cannot take a pool of this identity")
@@ -1508,17 +1552,6 @@ pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, V
     (keep, unreadable)
 }
 
-/// A size for messages: `1.5 MiB`.
-fn size(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut v, mut u) = (b as f64, 0);
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
-}
-
 /// Sends one request to `peer` and reads the answer; a peer that answers is alive, whatever
 /// it says.
 async fn ask(pools: &Pools, node: &Node, peer: EndpointId, req: &Request) -> Result<Reply, String> {
@@ -1526,7 +1559,7 @@ async fn ask(pools: &Pools, node: &Node, peer: EndpointId, req: &Request) -> Res
         tokio::time::timeout(Duration::from_secs(10), node.endpoint().connect(peer, POOL_ALPN))
             .await
             .map_err(|_| "connecting timed out".to_string())?
-            .map_err(|e| format!("cannot connect: {e}"))?;
+            .map_err(|e| kith_node::net::connect_error(&peer, &e))?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     frame::write_max(&mut send, req, MAX_FRAME).await.map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;
@@ -1618,7 +1651,7 @@ impl PoolProtocol {
             Err(_) => Reply::Refused("busy; try again shortly".into()),
         };
         if let Reply::Refused(why) = &reply {
-            tracing::info!(peer = %peer.fmt_short(), %why, "refused a pool request");
+            tracing::debug!(peer = %peer.fmt_short(), %why, "refused a pool request");
         }
         frame::write_max(&mut send, &reply, MAX_FRAME).await.map_err(|e| e.to_string())?;
         let _ = send.finish();

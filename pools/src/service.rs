@@ -1042,7 +1042,11 @@ async fn open_session(
     proof: Proof,
     periods: Option<Vec<String>>,
 ) -> Result<(Connection, SendStream, RecvStream, Vec<Period>), String> {
-    let conn = endpoint.connect(addr, DOCS_ALPN).await.map_err(|e| e.to_string())?;
+    let peer = addr.id;
+    let conn = endpoint
+        .connect(addr, DOCS_ALPN)
+        .await
+        .map_err(|e| kith_node::net::connect_error(&peer, &e))?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let asked = periods.clone().unwrap_or_default();
     frame::write(&mut send, &Hello { pool, proof, periods }).await.map_err(|e| e.to_string())?;
@@ -1158,7 +1162,7 @@ impl ProtocolHandler for DocsProtocol {
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                tracing::info!(peer = %peer.fmt_short(), error = %e, "pool sync session failed")
+                tracing::debug!(peer = %peer.fmt_short(), error = %e, "pool sync session failed")
             }
             Err(_) => tracing::info!(peer = %peer.fmt_short(), "pool sync session timed out"),
         }

@@ -173,8 +173,9 @@ impl Testnet {
             .env_remove("KITH_HOME")
             .env(
                 "RUST_LOG",
-                std::env::var("KITH_TESTNET_LOG")
-                    .unwrap_or_else(|_| "info,iroh=warn,iroh::protocol=error".into()),
+                std::env::var("KITH_TESTNET_LOG").unwrap_or_else(|_| {
+                    "info,iroh=warn,iroh::protocol=error,noq_proto=error,actix_server=warn".into()
+                }),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -202,6 +202,9 @@ fn leaving_warns_then_takes_the_members_sites_and_objects_out() {
     // The member who left serves nothing of the pool and no longer lists it.
     assert_eq!(get(http(&net, 2), "/s/bakery/").status, 404);
     assert_eq!(net.json(2, &["pool", "ls"]).unwrap(), Value::Array(vec![]));
+    // The site's last version came home as an object, as the warning said.
+    let kept = net.kith_ok(2, &["ls"]).unwrap();
+    assert!(kept.contains("site bakery, version 1"), "{kept}");
     // Its object is in its own store, byte for byte; the pool no longer lists it.
     let back = net.dir().join("back.bin");
     net.kith_ok(2, &["get", &object, "-o", back.to_str().unwrap()]).unwrap();
@@ -570,7 +573,9 @@ fn a_pool_lives_its_whole_story() {
     })
     .unwrap();
     assert_eq!(get(at3, "/s/bakery/").status, 404, "a dissolved pool's site is not served");
-    // Nothing was lost: everyone's objects are in their own stores.
+    // Nothing was lost: ada's site came home with her, everyone's objects are in their stores.
+    let kept = net.kith_ok(4, &["ls"]).unwrap();
+    assert!(kept.contains("site bakery, version 1"), "{kept}");
     for (i, id, bytes) in [(4, &photos, &photo_bytes), (1, &notes, &note_bytes)] {
         let out = net.dir().join(format!("final-{i}.bin"));
         net.kith_ok(i, &["get", id, "-o", out.to_str().unwrap()]).unwrap();

@@ -276,7 +276,7 @@ fn a_leaving_member_hands_its_chunks_over_first() {
             .map(|h| h["assigned_blobs"].as_u64().unwrap())
     };
     assert!(held_by_3(&show(&net, 0)).unwrap() > 0, "node 3 held nothing to hand over");
-    net.kith_ok(3, &["pool", "leave", "street"]).unwrap();
+    net.kith_ok(3, &["pool", "leave", "street", "--yes"]).unwrap();
     // Node 3 stops at once: the other three hold everything already.
     net.kill(3).unwrap();
     let v = show(&net, 0);
@@ -325,7 +325,7 @@ fn puts_over_the_quota_or_the_pools_capacity_are_refused_clearly() {
     // such a policy; here the second zone's member has left since).
     net.kith_ok(0, &["offer", "street", "--storage", "1GiB"]).unwrap();
     net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
-    net.kith_ok(1, &["pool", "leave", "street", "--force"]).unwrap();
+    net.kith_ok(1, &["pool", "leave", "street", "--force", "--yes"]).unwrap();
     net.wait_for(CONVERGE, "node 0 to see node 1 leave", |net| {
         Ok(show(net, 0)["capacity"]["offered"] == 1u64 << 30)
     })

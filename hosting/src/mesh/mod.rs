@@ -411,7 +411,14 @@ impl Mesh {
         let far = tokio::time::timeout(STEP_TIMEOUT, node.endpoint().connect(to, SIGNAL_ALPN))
             .await
             .map_err(|_| format!("{} cannot reach {}: timed out", short(&self.me()), short(&to)))?
-            .map_err(|e| format!("{} cannot reach {}: {e}", short(&self.me()), short(&to)))?;
+            .map_err(|e| {
+                format!(
+                    "{} cannot reach {}: {}",
+                    short(&self.me()),
+                    short(&to),
+                    kith_node::net::connect_error(&to, &e)
+                )
+            })?;
         tracing::debug!(from = %short(&from), to = %short(&to), "passing signalling on");
         write_frame(send, &Signal::Go { stun }).await?;
         let offer = match read_frame(recv, ANSWER_TIMEOUT).await? {
@@ -593,7 +600,7 @@ impl Mesh {
             tokio::time::timeout(STEP_TIMEOUT, node.endpoint().connect(neighbour, SIGNAL_ALPN))
                 .await
                 .map_err(|_| "connecting timed out".to_string())?
-                .map_err(|e| format!("cannot connect: {e}"))?;
+                .map_err(|e| kith_node::net::connect_error(&neighbour, &e))?;
         let result = self.offer_through(&conn, neighbour, to).await;
         conn.close(0u32.into(), b"done");
         result
@@ -726,7 +733,7 @@ impl ProtocolHandler for SignalProtocol {
             let (mesh, conn) = (self.0.clone(), conn.clone());
             tokio::spawn(async move {
                 if let Err(e) = mesh.handle(&conn, send, recv).await {
-                    tracing::info!(peer = %short(&conn.remote_id()), error = %e, "signalling refused");
+                    tracing::debug!(peer = %short(&conn.remote_id()), error = %e, "signalling refused");
                 }
             });
         }

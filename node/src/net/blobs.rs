@@ -367,6 +367,25 @@ fn other_key(error: &str) -> bool {
     error.contains("invalid peer certificate")
 }
 
+/// Why dialling `peer` failed, in words for people: the transport's own text only when it
+/// says something they can act on.
+pub fn connect_error(peer: &EndpointId, error: &dyn std::fmt::Display) -> String {
+    let text = error.to_string();
+    if other_key(&text) {
+        format!(
+            "another key answers at the address of {}: the device there is not that node any more",
+            peer.fmt_short()
+        )
+    } else if text.contains("No addressing information") {
+        format!(
+            "no address is known for {} (it is not announced on this LAN now, and no ticket names it)",
+            peer.fmt_short()
+        )
+    } else {
+        format!("cannot connect to {}: {text}", peer.fmt_short())
+    }
+}
+
 fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -475,7 +494,7 @@ impl Connections {
                 if other_key(&e.to_string()) {
                     self.other_key_at(peer)
                 } else {
-                    format!("cannot connect: {e}")
+                    connect_error(&peer, &e)
                 }
             })?;
         lock_map(&self.other_keys).remove(&peer);
@@ -707,7 +726,7 @@ async fn fetch_worker(
                     st.pending.extend(missing);
                 }
                 Err((done, why)) => {
-                    tracing::warn!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
+                    tracing::info!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
                     st.live.remove(&peer);
                     st.report.failed_peers.push((peer, why));
                     st.report.blobs += done.len() as u64;

@@ -165,17 +165,24 @@ impl Mdns {
     }
 }
 
-/// Resolves `host` (such as `bakery.local`) over mDNS: the addresses heard within `timeout`.
+/// How long `resolve` keeps listening after the first answer.
+const RESOLVE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Resolves `host` (such as `bakery.local`) over mDNS: the addresses heard within `timeout`
+/// (within half a second of the first answer: every node serving a name answers at once).
 pub fn resolve(host: &str, timeout: std::time::Duration) -> Result<Vec<IpAddr>, MdnsError> {
     let err = |e: mdns_sd::Error| MdnsError(e.to_string());
     let daemon = ServiceDaemon::new().map_err(err)?;
     let host = if host.ends_with('.') { host.to_string() } else { format!("{host}.") };
     let rx = daemon.resolve_hostname(&host, Some(timeout.as_millis() as u64)).map_err(err)?;
-    let deadline = std::time::Instant::now() + timeout;
+    let mut deadline = std::time::Instant::now() + timeout;
     let mut out: Vec<IpAddr> = Vec::new();
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
         match rx.recv_timeout(left) {
             Ok(mdns_sd::HostnameResolutionEvent::AddressesFound(_, ips)) => {
+                // Every node serving the name answers at once: wait a little for the others,
+                // not the whole timeout.
+                deadline = deadline.min(std::time::Instant::now() + RESOLVE_GRACE);
                 for ip in ips {
                     let ip = ip.to_ip_addr();
                     if !out.contains(&ip) {

@@ -6,6 +6,7 @@
 //! ticket, so with no configuration it sends nothing beyond the LAN.
 
 pub mod blobs;
+pub use blobs::connect_error;
 pub mod frame;
 pub mod link;
 pub mod mdns;
@@ -498,6 +499,8 @@ async fn blocking<T: Send + 'static>(
 /// Pings every known peer every [`PING_INTERVAL`] and records who answers.
 async fn ping_loop(peers: Arc<PeerTable>, conns: Arc<Connections>, cancel: CancellationToken) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_PINGS));
+    // One ping at a time per peer: a peer that goes away is said to be unreachable once.
+    let pinging: Arc<std::sync::Mutex<std::collections::HashSet<EndpointId>>> = Arc::default();
     let mut tick = tokio::time::interval(PING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -511,8 +514,14 @@ async fn ping_loop(peers: Arc<PeerTable>, conns: Arc<Connections>, cancel: Cance
             if only_new && p.reachability == peers::Reachability::Reachable {
                 continue;
             }
-            let Ok(permit) = limit.clone().try_acquire_owned() else { break };
-            let (peers, conns) = (peers.clone(), conns.clone());
+            if !pinging.lock().unwrap_or_else(|p| p.into_inner()).insert(p.id) {
+                continue;
+            }
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                pinging.lock().unwrap_or_else(|p| p.into_inner()).remove(&p.id);
+                break;
+            };
+            let (peers, conns, pinging) = (peers.clone(), conns.clone(), pinging.clone());
             tokio::spawn(async move {
                 let ok = conns.ping(p.id, false).await;
                 if ok.is_err() && conns.is_other_key(&p.id) {
@@ -523,6 +532,7 @@ async fn ping_loop(peers: Arc<PeerTable>, conns: Arc<Connections>, cancel: Cance
                     }
                     peers.record(&p.id, ok.is_ok());
                 }
+                pinging.lock().unwrap_or_else(|p| p.into_inner()).remove(&p.id);
                 drop(permit);
             });
         }
