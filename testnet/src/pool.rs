@@ -66,7 +66,7 @@ fn pool(kith: &Path, n: usize, total: usize, replicas: u64, repair_after: &str) 
         net.kith_ok(i, &["offer", "street", "--storage", "10GiB", "--zone", &format!("z{i}")])?;
     }
     net.kith_ok(0, &["pool", "set", "street", "repair_after", repair_after])?;
-    let want = n as u64 * (100 << 30);
+    let want = n as u64 * (10 << 30);
     net.wait_for(LONG, "offers to converge", |net| {
         Ok((0..n).all(|i| show(net, i).is_ok_and(|v| v["capacity"]["offered"] == want)))
     })?;
