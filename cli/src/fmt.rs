@@ -23,8 +23,9 @@ pub fn rate(bytes: u64, secs: f64) -> String {
 /// Milliseconds since the epoch as local `YYYY-MM-DD HH:MM:SS`.
 pub fn time(ms: u64) -> String {
     let secs = (ms / 1000) as libc::time_t;
-    // SAFETY: localtime_r writes into the tm we pass and reads only `secs`.
+    // SAFETY: an all-zero tm is a valid value of this plain C struct.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: localtime_r writes into the tm we pass and reads only `secs`.
     let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
     if !ok {
         return format!("@{}", ms / 1000);

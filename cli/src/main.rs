@@ -331,7 +331,7 @@ enum PoolCommand {
 
 #[derive(Subcommand)]
 enum SiteCommand {
-    /// Publish a folder as a new version of a site (served at http://NAME.local/).
+    /// Publish a folder as a new version of a site (served at `http://NAME.local:7780/`).
     Publish {
         /// The folder.
         dir: PathBuf,

@@ -8,6 +8,7 @@
 //! The crate does no I/O: callers move bytes and pass the time.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod file;

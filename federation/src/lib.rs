@@ -5,3 +5,4 @@
 //! lives here yet.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]

@@ -10,6 +10,7 @@
 //!   other joined by a data channel through a neighbour.
 
 #![deny(missing_docs)]
+#![cfg_attr(not(test), forbid(unsafe_code))]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod access;

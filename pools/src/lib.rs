@@ -10,6 +10,7 @@
 //! over iroh) lives in [`service`].
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod clock;

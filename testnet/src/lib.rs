@@ -4,7 +4,7 @@
 //! - [`Testnet`] runs N real `kith up` processes, on loopback or in network namespaces joined
 //!   by a bridge ([`netns::Lan`]), with helpers to kill, restart and cut off nodes and to add
 //!   latency or loss. Namespaces and processes are always removed.
-//! - [`bench`] compares kith with restic on the reference dataset (put, incremental put,
+//! - [`bench`](mod@bench) compares kith with restic on the reference dataset (put, incremental put,
 //!   restore, store size), and kith transfer with a raw iroh stream.
 
 #![deny(missing_docs)]

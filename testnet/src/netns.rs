@@ -71,6 +71,7 @@ pub fn on_ns_thread<T: Send + 'static>(
 impl Lan {
     /// Makes `n` node namespaces on one bridge. Each has `lo` and `eth0` (10.99.0.i+1/24) up.
     pub fn new(n: usize) -> Result<Lan> {
+        // SAFETY: geteuid has no preconditions and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             bail!("network namespaces need root: run the tests as root");
         }

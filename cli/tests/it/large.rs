@@ -16,8 +16,9 @@ fn peak_rss(mut cmd: Command, stdout: impl FnOnce(&mut std::process::Child)) -> 
     let mut child = cmd.stderr(Stdio::inherit()).spawn().unwrap();
     stdout(&mut child);
     let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 fills `status` and `usage` for our own child.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32);
     assert!(std::process::ExitStatus::from_raw(status).success(), "{cmd:?} failed");

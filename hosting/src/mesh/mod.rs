@@ -112,7 +112,7 @@ pub enum Signal {
     },
 }
 
-/// A description and its sender's signature over [`SIGN_CONTEXT`] and `body`.
+/// A description and its sender's signature over `SIGN_CONTEXT` and `body`.
 #[derive(Debug, Clone, Encode, Decode)]
 pub struct Signed {
     /// The CBOR of a [`Description`].

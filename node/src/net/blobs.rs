@@ -434,7 +434,7 @@ impl Connections {
     }
 
     /// How `peer` is reached: its open link, else a direct connection, else (with a linker)
-    /// a new link, unless one failed in the last [`LINK_RETRY`] and `force` is false. The
+    /// a new link, unless one failed in the last `LINK_RETRY` and `force` is false. The
     /// error says why each way failed.
     pub async fn route(&self, peer: EndpointId, force: bool) -> Result<Route, String> {
         if let Some(l) = self.link_to(&peer) {
@@ -633,7 +633,7 @@ pub async fn fetch(
 }
 
 /// Like [`fetch`], from these peers (in order of preference; the first
-/// [`MAX_FETCH_PEERS`] are used), on behalf of `pool` if given (the servers count what they
+/// `MAX_FETCH_PEERS` are used), on behalf of `pool` if given (the servers count what they
 /// send for it; the report says what each peer sent).
 pub async fn fetch_from(
     conns: Arc<Connections>,
@@ -741,7 +741,7 @@ async fn fetch_worker(
     }
 }
 
-/// What [`get_batch`] received: each id with its length.
+/// What `get_batch` received: each id with its length.
 pub type Received = Vec<(ChunkId, u64)>;
 
 /// Asks `peer` for `ids`; returns the ids it does not have and what it received, or on
