@@ -361,6 +361,24 @@ impl std::fmt::Debug for Connections {
     }
 }
 
+/// Marks a link attempt as no longer running if its caller went away before it ended.
+struct AttemptGuard<'a> {
+    conns: &'a Connections,
+    peer: EndpointId,
+    done: bool,
+}
+
+impl Drop for AttemptGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(a) = lock_map(&self.conns.attempts).get_mut(&self.peer)
+        {
+            a.running = false;
+            a.error = Some("the last link attempt was abandoned".into());
+        }
+    }
+}
+
 /// Whether a dial failed because the node at the address has another key (TLS names the
 /// certificate as not issued for the expected key).
 fn other_key(error: &str) -> bool {
@@ -462,11 +480,15 @@ impl Connections {
             }
             attempts.insert(peer, LinkAttempt { at: Instant::now(), error: None, running: true });
         }
+        // A caller that stops waiting (a fetch that finished without this peer) must not leave
+        // the attempt marked as running for good.
+        let mut guard = AttemptGuard { conns: self, peer, done: false };
         tracing::debug!(peer = %peer.fmt_short(), %direct, "linking a peer through a neighbour");
         let made = tokio::time::timeout(LINK_TIMEOUT, linker.link(peer))
             .await
             .unwrap_or_else(|_| Err("making a link through a neighbour timed out".into()));
         let error = made.as_ref().err().cloned();
+        guard.done = true;
         lock_map(&self.attempts)
             .insert(peer, LinkAttempt { at: Instant::now(), error, running: false });
         match made {
@@ -662,6 +684,25 @@ pub async fn fetch_from(
         }
     }
     drop(sink);
+    // Done when nothing is left to ask for and nothing is in flight: a worker still dialling a
+    // peer that is gone (a dial, then a link through a neighbour, may take tens of seconds)
+    // must not hold the fetch up, so the rest are stopped then.
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let st = lock(&state);
+            if st.pending.is_empty() && st.in_flight == 0 {
+                break;
+            }
+        }
+        tokio::select! {
+            r = tasks.join_next() => if r.is_none() { break },
+            _ = &mut notified => {}
+        }
+    }
+    tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     let mut st = lock(&state);
     let left: Vec<ChunkId> = st.pending.drain(..).collect();
@@ -681,6 +722,19 @@ async fn fetch_worker(
     wake: &Notify,
     sink: &mpsc::Sender<Blob>,
 ) {
+    // Reach the peer before taking any work: a peer that cannot be reached holds no blobs back
+    // from the others while it times out.
+    if let Err(why) = conns.route(peer, false).await {
+        tracing::info!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
+        let mut st = lock(state);
+        if st.live.remove(&peer) {
+            st.report.failed_peers.push((peer, why));
+        }
+        st.give_up_hopeless();
+        drop(st);
+        wake.notify_waiters();
+        return;
+    }
     loop {
         // Registered before looking, so a change made after the look still wakes us.
         let notified = wake.notified();
