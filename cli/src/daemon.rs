@@ -1,10 +1,11 @@
-//! `kith up`: the node in the foreground.
+//! The daemon: one node, every task of it under one owner.
 //!
 //! It holds the home (a second daemon on the same home is refused), runs the network node,
 //! answers commands on the control socket (`HOME/control.sock`, mode 0600, token in
 //! `HOME/control.token`, 0600: reachable from this machine only), and serves the LAN-facing
-//! HTTP listener, which never exposes the control API. SIGINT or SIGTERM stops it within
-//! a few seconds.
+//! HTTP listener, which never exposes the control API. [`Daemon::start`] returns once it is up;
+//! it stops within a few seconds of its `shutdown` future resolving (`kith up`: SIGINT or
+//! SIGTERM).
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
@@ -32,8 +33,9 @@ const FRAME_QUEUE: usize = 16;
 /// How long the daemon waits for a command that holds the home to finish.
 const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
-/// How the daemon listens.
-pub struct UpOptions {
+/// How the daemon listens; [`Config::default`] is what `kith up` uses with no options.
+#[derive(Debug, Clone)]
+pub struct Config {
     /// iroh UDP addresses.
     pub listen: Vec<SocketAddr>,
     /// LAN HTTP listener.
@@ -44,14 +46,113 @@ pub struct UpOptions {
     pub site_cache: usize,
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
-pub fn up(home: Home, opts: UpOptions) -> Result<()> {
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("kith").build()?;
-    let result = rt.block_on(run(home, opts));
-    // Tasks still running (an abandoned client request) get a moment, not forever.
-    rt.shutdown_timeout(STOP_GRACE / 2);
-    result
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], DEFAULT_UDP_PORT))],
+            http: SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
+            mdns: MdnsConfig::default(),
+            site_cache: DEFAULT_SITE_CACHE,
+        }
+    }
+}
+
+/// The UDP port of the node's endpoint by default.
+pub const DEFAULT_UDP_PORT: u16 = 7781;
+/// The port of the LAN HTTP listener by default.
+pub const DEFAULT_HTTP_PORT: u16 = 7780;
+/// Memory for opened site content by default.
+pub const DEFAULT_SITE_CACHE: usize = 256 << 20;
+
+/// A node's daemon.
+#[derive(Debug)]
+pub struct Daemon;
+
+/// A running daemon: what it listens on, and its end.
+#[derive(Debug)]
+pub struct DaemonHandle {
+    /// The node's id.
+    pub node: String,
+    /// The LAN HTTP listener's address.
+    pub http: SocketAddr,
+    /// The control socket.
+    pub control: std::path::PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DaemonHandle {
+    /// Waits until the daemon has stopped (after its `shutdown` resolved).
+    pub async fn stopped(self) -> Result<()> {
+        self.task.await.context("the daemon's task failed")
+    }
+}
+
+impl Daemon {
+    /// Starts every task of a node on `home` and returns once it is up; everything stops when
+    /// `shutdown` resolves (see [`DaemonHandle::stopped`]).
+    pub async fn start(
+        home: Home,
+        config: Config,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<DaemonHandle> {
+        let running = start(home, config).await?;
+        let (node, http, control) =
+            (running.node.id().to_string(), running.http, running.sock_path.clone());
+        let task = tokio::spawn(async move {
+            shutdown.await;
+            running.stop().await;
+        });
+        Ok(DaemonHandle { node, http, control, task })
+    }
+
+    /// Runs a daemon on `home` in the foreground until SIGINT or SIGTERM (`kith up`).
+    pub fn run_until_signal(home: Home, config: Config) -> Result<()> {
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("kith").build()?;
+        let result = rt.block_on(async {
+            Daemon::start(home, config, wait_for_signal()).await?.stopped().await
+        });
+        // Tasks still running (an abandoned client request) get a moment, not forever.
+        rt.shutdown_timeout(STOP_GRACE / 2);
+        result
+    }
+}
+
+/// What a started daemon runs, to be stopped in order.
+struct Running {
+    node: Arc<Node>,
+    http: SocketAddr,
+    ctx: Arc<Ctx>,
+    pools_stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    control: actix_web::dev::ServerHandle,
+    lan: actix_web::dev::ServerHandle,
+    sock_path: std::path::PathBuf,
+    token_path: std::path::PathBuf,
+}
+
+impl Running {
+    async fn stop(self) {
+        tracing::info!("stopping");
+        self.pools_stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        // What usage accrued since the last record goes into the ledgers before the node stops.
+        if let Some(r) = &self.ctx.replicator {
+            r.record_usage_now();
+        }
+        let stop = async {
+            tokio::join!(self.control.stop(true), self.lan.stop(true), self.node.shutdown());
+        };
+        if tokio::time::timeout(STOP_GRACE * 2, stop).await.is_err() {
+            tracing::warn!("stopping took too long; leaving anyway");
+        }
+        let _ = std::fs::remove_file(&self.sock_path);
+        let _ = std::fs::remove_file(&self.token_path);
+        drop(self.ctx);
+        tracing::info!("stopped");
+    }
 }
 
 struct Control {
@@ -60,7 +161,7 @@ struct Control {
     rt: tokio::runtime::Handle,
 }
 
-async fn run(home: Home, opts: UpOptions) -> Result<()> {
+async fn start(home: Home, opts: Config) -> Result<Running> {
     let started = Instant::now();
     let store =
         Arc::new(Store::open_patiently(&home, kith_node::home::DAEMON_WHAT, LOCK_PATIENCE)?);
@@ -188,30 +289,19 @@ async fn run(home: Home, opts: UpOptions) -> Result<()> {
         "kith is up"
     );
 
-    wait_for_signal().await;
-    tracing::info!("stopping");
-    pools_stop.cancel();
-    let _ = pools_task.await;
-    let _ = repair_task.await;
-    if let Some(t) = announce_task {
-        let _ = t.await;
-    }
-    let _ = stun_task.await;
-    // What usage accrued since the last record goes into the ledgers before the node stops.
-    if let Some(r) = &ctx.replicator {
-        r.record_usage_now();
-    }
-    let stop = async {
-        tokio::join!(control_handle.stop(true), lan_handle.stop(true), node.shutdown());
-    };
-    if tokio::time::timeout(STOP_GRACE * 2, stop).await.is_err() {
-        tracing::warn!("stopping took too long; leaving anyway");
-    }
-    let _ = std::fs::remove_file(&sock_path);
-    let _ = std::fs::remove_file(&token_path);
-    drop(ctx);
-    tracing::info!("stopped");
-    Ok(())
+    let mut tasks = vec![pools_task, repair_task, stun_task];
+    tasks.extend(announce_task);
+    Ok(Running {
+        node,
+        http: http_addr,
+        ctx,
+        pools_stop,
+        tasks,
+        control: control_handle,
+        lan: lan_handle,
+        sock_path,
+        token_path,
+    })
 }
 
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {

@@ -6,33 +6,25 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod client;
-mod daemon;
-mod fmt;
-mod ledger_ops;
-mod ops;
-mod pool_ops;
 mod progress;
 mod render;
-mod site_ops;
-mod wire;
+mod render_ledger;
+mod render_pool;
+mod render_site;
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kith_node::net::mdns::MdnsConfig;
-use kith_node::{Home, Identity, Store};
+use kith_node::{Home, Identity};
 use serde_json::Value;
 
-use ops::{Ctx, GetTo, Request};
-use pool_ops::PoolReq;
-use wire::{Frame, Out};
+use kith::wire::Frame;
+use kith::{GetTo, PoolReq, Request, client};
 
 /// Environment variable holding a passphrase for `key export` and `init --import`.
 const PASSPHRASE_ENV: &str = "KITH_PASSPHRASE";
@@ -489,14 +481,14 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kith: error: {}", ops::chain(&e));
+            eprintln!("kith: error: {}", kith::chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
 fn resolve(name: &str, wait: &str, json: bool) -> Result<ExitCode> {
-    let wait = std::time::Duration::from_millis(pool_ops::parse_duration_ms(wait)?);
+    let wait = std::time::Duration::from_millis(kith::parse_duration_ms(wait)?);
     let host = if name.contains('.') { name.to_string() } else { format!("{name}.local") };
     let ips = kith_node::net::mdns::resolve(&host, wait).map_err(|e| anyhow::anyhow!(e))?;
     if json {
@@ -514,12 +506,13 @@ fn resolve(name: &str, wait: &str, json: bool) -> Result<ExitCode> {
 }
 
 fn site_command(root: &Path, cwd: &Path, command: SiteCommand) -> Result<ExitCode> {
-    use site_ops::{SiteReq, render};
+    use crate::render_site::render;
+    use kith::SiteReq;
     let run = |req| execute(root, Request::Site(req), "");
     match command {
         SiteCommand::Publish { dir, name, pool, public: _, members, json } => {
             let dir = kith_node::store::absolute_in(&dir, cwd);
-            site_ops::check_dir(&dir)?;
+            kith::check_dir(&dir)?;
             render(&run(SiteReq::Publish { dir, name, pool, members })?, "publish", json)
         }
         SiteCommand::Ls { json } => render(&run(SiteReq::Ls)?, "ls", json),
@@ -537,7 +530,8 @@ fn site_command(root: &Path, cwd: &Path, command: SiteCommand) -> Result<ExitCod
 }
 
 fn ledger_command(root: &Path, command: Option<LedgerCommand>, top: LedgerSel) -> Result<ExitCode> {
-    use ledger_ops::{LedgerReq, render_show, render_statement, render_verify};
+    use crate::render_ledger::{render_show, render_statement, render_verify};
+    use kith::LedgerReq;
     let run = |req| execute(root, Request::Ledger(req), "");
     match command {
         None => {
@@ -588,33 +582,37 @@ fn ledger_command(root: &Path, command: Option<LedgerCommand>, top: LedgerSel) -
 }
 
 fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
-    let run = |req| execute(root, Request::Pool(req), "");
+    use kith::api::pools::*;
+    use render_pool as r;
+    let call = |req| -> Result<Value> { execute(root, Request::Pool(req), "") };
     match command {
-        PoolCommand::Create { name, replicas, quota, display } => render::pool_done(
-            &run(PoolReq::Create { name, replicas, quota, display })?,
+        PoolCommand::Create { name, replicas, quota, display } => r::pool_ref(
+            &typed(call(PoolReq::Create { name, replicas, quota, display })?)?,
             "pool created",
         ),
         PoolCommand::Invite { pool, expires, uses } => {
             let pool = pool.unwrap_or_default();
-            render::pool_ticket(&run(PoolReq::Invite { pool, expires, uses })?)
+            r::ticket(&typed(call(PoolReq::Invite { pool, expires, uses })?)?)
         }
         PoolCommand::Join { ticket, display } => {
-            render::pool_done(&run(PoolReq::Join { ticket, display })?, "joined")
+            r::pool_ref(&typed(call(PoolReq::Join { ticket, display })?)?, "joined")
         }
-        PoolCommand::Ls { json } => render::pools(&run(PoolReq::Ls)?, json),
+        PoolCommand::Ls { json } => {
+            let list: Vec<PoolSummary> = typed(call(PoolReq::Ls)?)?;
+            if json { r::json(&list) } else { r::pools(&list) }
+        }
         PoolCommand::Show { pool, json } => {
-            render::pool(&run(PoolReq::Show { pool: pool.unwrap_or_default() })?, json)
+            let d: PoolDetail = typed(call(PoolReq::Show { pool: pool.unwrap_or_default() })?)?;
+            if json { r::json(&d) } else { r::pool(&d) }
         }
         PoolCommand::Leave { pool, wait, force, yes } => {
             let mut yes = yes;
             if !yes {
-                let plan = run(PoolReq::LeavePlan { pool: pool.clone() });
-                match plan {
-                    Ok(plan) if plan["needs_confirmation"] == true => {
-                        let name = plan["name"].as_str().unwrap_or(&pool).to_string();
-                        match confirm(&format!("Leaving {name}"), &plan["warnings"])? {
+                match call(PoolReq::LeavePlan { pool: pool.clone() }).and_then(typed::<LeavePlan>) {
+                    Ok(plan) if plan.needs_confirmation => {
+                        match confirm(&format!("Leaving {}", plan.name), &plan.warnings)? {
                             Some(true) => yes = true,
-                            Some(false) => bail!("you stay in pool {name}"),
+                            Some(false) => bail!("you stay in pool {}", plan.name),
                             None => {}
                         }
                     }
@@ -624,19 +622,15 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
                     Err(_) => {}
                 }
             }
-            let what = execute(
-                root,
-                Request::Pool(PoolReq::Leave { pool, wait, force, yes }),
-                "handing off",
-            )?;
-            render::pool_done(&what, "left")
+            let req = Request::Pool(PoolReq::Leave { pool, wait, force, yes });
+            r::left(&typed(execute(root, req, "handing off")?)?)
         }
         PoolCommand::Dissolve { pool, yes } => {
             if !yes {
                 let what = format!(
                     "every member's objects in {pool} come home to their own nodes and leave the pool; its sites stop being served; nobody can change the pool any more"
                 );
-                match confirm(&format!("Dissolving {pool}"), &serde_json::json!([what]))? {
+                match confirm(&format!("Dissolving {pool}"), std::slice::from_ref(&what))? {
                     Some(true) => {}
                     Some(false) => bail!("pool {pool} was not dissolved"),
                     None => bail!(
@@ -644,26 +638,34 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
                     ),
                 }
             }
-            render::pool_done(&run(PoolReq::Dissolve { pool })?, "dissolved")
+            r::dissolved(&typed(call(PoolReq::Dissolve { pool })?)?)
         }
         PoolCommand::Remove { pool, member } => {
-            render::pool_done(&run(PoolReq::Remove { pool, member })?, "removed")
+            r::removed(&typed(call(PoolReq::Remove { pool, member })?)?)
         }
         PoolCommand::Set { pool, key, value } => {
-            render::pool_done(&run(PoolReq::Set { pool, key, value })?, "set")
+            r::set(&typed(call(PoolReq::Set { pool, key, value })?)?)
         }
     }
 }
 
+/// Reads a command's answer as the type it is: the answer of a daemon of another kith version
+/// may not read.
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
+    serde_json::from_value(v).context(
+        "the daemon's answer has a form this kith does not read: is the running daemon another version of kith? (restart `kith up`)",
+    )
+}
+
 /// Shows what an action takes away and asks on the terminal: the answer, or `None` without a
 /// terminal to ask on (the caller must then pass `--yes`).
-fn confirm(what: &str, warnings: &Value) -> Result<Option<bool>> {
+fn confirm(what: &str, warnings: &[String]) -> Result<Option<bool>> {
     if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
         return Ok(None);
     }
     eprintln!("{what}:");
-    for w in warnings.as_array().into_iter().flatten() {
-        eprintln!("  - {}", w.as_str().unwrap_or(""));
+    for w in warnings {
+        eprintln!("  - {w}");
     }
     eprint!("Go on? [y/N] ");
     let mut line = String::new();
@@ -682,7 +684,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             init_logging();
             let home = open_home(&root)?;
             let mdns = MdnsConfig { disabled: no_mdns, interfaces: mdns_iface };
-            daemon::up(home, daemon::UpOptions { listen, http, mdns, site_cache })?;
+            kith::Daemon::run_until_signal(home, kith::Config { listen, http, mdns, site_cache })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Init { import } => init(&root, import.as_deref()),
@@ -707,18 +709,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Identity { json } => {
-            render::identity(&execute(&root, Request::Pool(PoolReq::Identity), "")?, json)
+            let v: kith::api::pools::IdentityDoc =
+                typed(execute(&root, Request::Pool(PoolReq::Identity), "")?)?;
+            if json { render_pool::json(&v) } else { render_pool::identity(&v) }
         }
         Command::Offer { pool, storage, egress, zone } => {
             let req = PoolReq::Offer { pool: pool.unwrap_or_default(), storage, egress, zone };
-            render::pool_done(&execute(&root, Request::Pool(req), "")?, "offer recorded")
+            render_pool::offered(&typed(execute(&root, Request::Pool(req), "")?)?)
         }
         Command::Device { command: DeviceCommand::Ls { json } } => {
-            render::devices(&execute(&root, Request::Pool(PoolReq::Devices), "")?, json)
+            let list: Vec<kith::api::pools::Device> =
+                typed(execute(&root, Request::Pool(PoolReq::Devices), "")?)?;
+            if json { render_pool::json(&list) } else { render_pool::devices(&list) }
         }
-        Command::Device { command: DeviceCommand::Revoke { node } } => {
-            render::device_revoked(&execute(&root, Request::Pool(PoolReq::Revoke { node }), "")?)
-        }
+        Command::Device { command: DeviceCommand::Revoke { node } } => render_pool::retired(
+            &typed(execute(&root, Request::Pool(PoolReq::Revoke { node }), "")?)?,
+        ),
         Command::Peers { json } => render::peers(&execute(&root, Request::Peers, "")?, json),
         Command::Peer { command: PeerCommand::Add { ticket } } => {
             render::peer_added(&execute(&root, Request::PeerAdd { ticket }, "")?)
@@ -827,31 +833,8 @@ fn execute(root: &Path, req: Request, label: &'static str) -> Result<Value> {
 
 /// Runs a request in this process, with the home's store.
 fn local(root: &Path, req: Request) -> Result<Box<dyn FnMut() -> Result<Option<Frame>>>> {
-    let home = open_home(root)?;
-    let what = format!("kith {}", serde_json::to_value(&req)?["op"].as_str().unwrap_or("command"));
-    let store = Arc::new(Store::open(&home, &what)?);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(16);
-    // The documents on disk, for the commands that read them without the daemon.
-    let pools = pool_ops::open(&home)?;
-    let replicator = kith_pools::replica::Replicator::new(pools.clone());
-    let ctx = Arc::new(Ctx {
-        home,
-        store,
-        node: None,
-        started: Instant::now(),
-        http: None,
-        pools: Some(pools),
-        replicator: Some(replicator),
-        browsers: None,
-        mesh: None,
-        gateway: None,
-    });
-    rt.spawn(ops::run(ctx, req, Out(tx)));
-    Ok(Box::new(move || {
-        let _keep = &rt;
-        Ok(rx.blocking_recv())
-    }))
+    let mut frames = kith::local::run(open_home(root)?, req)?;
+    Ok(Box::new(move || frames.next_frame()))
 }
 
 fn local_id(root: &Path) -> Result<Value> {

@@ -13,69 +13,16 @@ use kith_node::net::peers::{PeerInfo, PeerTable};
 use kith_node::net::ticket::NodeTicket;
 use kith_node::store::{GcReport, VerifyReport};
 use kith_node::{Home, ObjectId, ObjectInfo, Progress, PutReport, Store, StoreError};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::wire::{Frame, Out};
+
+pub use crate::api::{GetTo, Request};
 
 /// How often a running operation reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// Bytes per data frame when a file object streams to standard output.
 const DATA_FRAME: usize = 1 << 20;
-
-/// A command, as the CLI sends it (paths absolute, or with the caller's folder).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    /// Node, addresses, peers, store usage.
-    Status,
-    /// Store a path (and put it into a pool).
-    Put {
-        path: PathBuf,
-        #[serde(default)]
-        pool: Option<String>,
-    },
-    /// Restore an object.
-    Get { spec: String, cwd: PathBuf, to: GetTo },
-    /// List objects.
-    Ls,
-    /// Versions of a path.
-    Log { path: PathBuf },
-    /// Forget an object.
-    Rm { spec: String, cwd: PathBuf },
-    /// Reclaim unreferenced chunks.
-    Gc,
-    /// Check everything.
-    Verify,
-    /// The peer table.
-    Peers,
-    /// Add a peer by ticket.
-    PeerAdd { ticket: String },
-    /// Reach a peer now, directly or through a neighbour.
-    PeerLink { peer: String },
-    /// This node's ticket.
-    Ticket,
-    /// A pool command.
-    Pool(crate::pool_ops::PoolReq),
-    /// A ledger command.
-    Ledger(crate::ledger_ops::LedgerReq),
-    /// A site command.
-    Site(crate::site_ops::SiteReq),
-    /// A pairing code for a browser's upload.
-    Pair,
-}
-
-/// Where `get` restores to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GetTo {
-    /// A file object's bytes as data frames, for standard output.
-    Stdout,
-    /// This path, which must not exist.
-    Path(PathBuf),
-    /// The object's original name, in the caller's folder.
-    Here,
-}
 
 /// What an operation may use.
 pub struct Ctx {

@@ -10,63 +10,15 @@ use kith_pools::leave;
 use kith_pools::replica::{PoolPut, Replicator};
 use kith_pools::service::{Pools, encode_ticket};
 use kith_pools::{Offer, Pool, PoolView, parse_size};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::api::pools::*;
 use crate::wire::{Frame, Out};
+
+pub use crate::api::PoolReq;
 
 /// Longest invite lifetime accepted.
 const MAX_INVITE_LIFETIME_MS: u64 = 365 * 24 * 3_600_000;
-
-/// A pool command.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "pool_op", rename_all = "snake_case")]
-pub enum PoolReq {
-    /// Found a pool.
-    Create { name: String, replicas: Option<u64>, quota: Option<String>, display: Option<String> },
-    /// Issue an invite ticket.
-    Invite { pool: String, expires: String, uses: u32 },
-    /// Join with a ticket.
-    Join { ticket: String, display: Option<String> },
-    /// List pools.
-    Ls,
-    /// This identity's document.
-    Identity,
-    /// One pool in detail.
-    Show { pool: String },
-    /// What leaving would take away, checked before anything changes.
-    LeavePlan { pool: String },
-    /// Leave, after handing off held chunks.
-    Leave {
-        pool: String,
-        #[serde(default = "default_wait")]
-        wait: String,
-        #[serde(default)]
-        force: bool,
-        /// The member confirmed what leaving takes away (its sites, its objects).
-        #[serde(default)]
-        yes: bool,
-    },
-    /// End the pool for everyone (its last admin).
-    Dissolve { pool: String },
-    /// This identity's devices.
-    Devices,
-    /// Retire a device of this identity.
-    Revoke { node: String },
-    /// Remove a member.
-    Remove { pool: String, member: String },
-    /// Set a charter field or role.
-    Set { pool: String, key: String, value: String },
-    /// Offer this node's resources.
-    Offer { pool: String, storage: String, egress: Option<String>, zone: Option<String> },
-}
-
-impl PoolReq {
-    /// Whether it only reads the documents (works without the daemon, on the files).
-    pub fn reads_only(&self) -> bool {
-        matches!(self, PoolReq::Ls | PoolReq::Show { .. } | PoolReq::Identity | PoolReq::Devices)
-    }
-}
 
 /// Makes the pools service for a home.
 pub fn open(home: &Home) -> Result<Arc<Pools>> {
@@ -122,7 +74,7 @@ pub async fn handle(
             let named = d.clone();
             let id = pools.create(&display(pools, d), charter)?;
             remember_pool(pools, &id, &name, named.as_deref())?;
-            Ok(json!({ "id": hex(&id), "name": name }))
+            answer(PoolRef { id: hex(&id), name })
         }
         PoolReq::Invite { pool, expires, uses } => {
             let life = parse_duration_ms(&expires)?;
@@ -133,9 +85,11 @@ pub async fn handle(
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
                 .map_err(|_| anyhow!("no randomness"))?;
             let inv = pools.with_pool(&pool, |p| p.invite(signer, id, now + life, uses))?;
-            Ok(
-                json!({ "ticket": encode_ticket(&inv, &running()?.ticket()), "expires_ms": now + life, "uses": uses }),
-            )
+            answer(Ticket {
+                ticket: encode_ticket(&inv, &running()?.ticket()),
+                expires_ms: now + life,
+                uses,
+            })
         }
         PoolReq::Join { ticket, display: d } => {
             // Remember the inviting node, so this node can reach it again to sync.
@@ -149,71 +103,78 @@ pub async fn handle(
             let id = pools.join(&ticket, &display(pools, d)).await?;
             let name = pools.with_pool(&hex(&id), |p| Ok(p.view().charter.name))?;
             remember_pool(pools, &id, &name, named.as_deref())?;
-            Ok(json!({ "id": hex(&id), "name": name }))
+            answer(PoolRef { id: hex(&id), name })
         }
         PoolReq::Identity => {
             let v = pools.identity().ok_or_else(|| anyhow!("no identity document"))?;
-            Ok(json!({
-                "id": hex(&v.owner), "name": v.name,
-                "devices": v.devices.iter().map(|(n, d)| json!({
-                    "node": hex(n), "name": d.name, "added_ms": d.added_ms,
-                    "this": *n == pools.node(),
-                })).collect::<Vec<_>>(),
-                "recipients": v.recipients.keys().collect::<Vec<_>>(),
-                "pools": v.pools.iter().map(|(p, r)| json!({
-                    "id": hex(p), "name": r.name, "joined_ms": r.joined_ms,
-                })).collect::<Vec<_>>(),
-            }))
+            answer(IdentityDoc {
+                id: hex(&v.owner),
+                name: v.name.clone(),
+                devices: v
+                    .devices
+                    .iter()
+                    .map(|(n, d)| IdentityDevice {
+                        node: hex(n),
+                        name: d.name.clone(),
+                        added_ms: d.added_ms,
+                        this: *n == pools.node(),
+                    })
+                    .collect(),
+                recipients: v.recipients.keys().cloned().collect(),
+                pools: v
+                    .pools
+                    .iter()
+                    .map(|(p, r)| IdentityPool {
+                        id: hex(p),
+                        name: r.name.clone(),
+                        joined_ms: r.joined_ms,
+                    })
+                    .collect(),
+            })
         }
         PoolReq::Ls => {
-            Ok(Value::Array(pools.list().iter().map(|(id, v)| summary(pools, id, v)).collect()))
+            answer(pools.list().iter().map(|(id, v)| summary(pools, id, v)).collect::<Vec<_>>())
         }
         PoolReq::Show { pool } => {
             let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
             let mut out = show(pools, &id, &v);
-            let me = signer.author().key;
-            let you = match v.members.get(&me).map(|m| m.state) {
-                _ if v.charter.dissolved_ms.is_some() => "dissolved",
-                Some(kith_pools::State::Active) => "active",
-                Some(kith_pools::State::Left) => "left",
-                Some(kith_pools::State::Removed) => "removed",
-                None => "not a member",
-            };
-            out["you"] = json!(you);
-            if you != "active" {
+            if out.you != "active" {
                 // A pool this node is out of: its last known state, nobody asked.
-                return Ok(out);
+                return answer(out);
             }
-            out["replication"] = match rep.health(id).await {
+            out.replication = Some(match rep.health(id).await {
                 Ok(h) => {
                     // Used: every copy placement asks for; free: what offers leave.
                     let used: u64 = h.holders.iter().map(|x| x.assigned_bytes).sum();
-                    let offered = out["capacity"]["offered"].as_u64().unwrap_or(0);
-                    out["capacity"]["used"] = json!(used);
-                    out["capacity"]["free"] = json!(offered.saturating_sub(used));
-                    health_json(&h)
+                    out.capacity.used = Some(used);
+                    out.capacity.free = Some(out.capacity.offered.saturating_sub(used));
+                    replication(&v, &h)
                 }
-                Err(_) if node.is_none() => json!({
-                    "error": "kith is not running here, so the holders were not asked (start it with `kith up`)"
-                }),
-                Err(e) => json!({ "error": e }),
-            };
-            if let Some(st) = rep.stats(&id) {
-                out["repair"] = json!({
-                    "at_ms": st.at_ms, "responsible_blobs": st.responsible_blobs,
-                    "responsible_bytes": st.responsible_bytes, "lacking_blobs": st.lacking_blobs,
-                    "repaired_blobs": st.repaired_blobs, "repaired_bytes": st.repaired_bytes,
-                    "error": st.error,
-                });
-            }
-            Ok(out)
+                Err(_) if node.is_none() => Replication {
+                    error: Some(
+                        "kith is not running here, so the holders were not asked (start it with `kith up`)".into(),
+                    ),
+                    ..Replication::default()
+                },
+                Err(e) => Replication { error: Some(e), ..Replication::default() },
+            });
+            out.repair = rep.stats(&id).map(|st| Repair {
+                at_ms: st.at_ms,
+                responsible_blobs: st.responsible_blobs,
+                responsible_bytes: st.responsible_bytes,
+                lacking_blobs: st.lacking_blobs,
+                repaired_blobs: st.repaired_blobs,
+                repaired_bytes: st.repaired_bytes,
+                error: st.error,
+            });
+            answer(out)
         }
         PoolReq::LeavePlan { pool } => {
             let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
             let me = signer.author().key;
             let plan = leave::plan(id, &v, &me)?;
             leave::check_capacity(&v, &me)?;
-            Ok(plan_json(&plan))
+            answer(plan_of(&plan))
         }
         PoolReq::Leave { pool, wait, force, yes } => {
             let limit = Duration::from_millis(parse_duration_ms(&wait)?);
@@ -248,10 +209,13 @@ pub async fn handle(
                 },
             )
             .await?;
-            Ok(json!({
-                "left": plan.name, "handed_off": !force, "sites": plan.sites,
-                "objects": plan.objects, "delivered": delivered,
-            }))
+            answer(Left {
+                left: plan.name,
+                handed_off: !force,
+                sites: plan.sites,
+                objects: plan.objects,
+                delivered,
+            })
         }
         PoolReq::Devices => {
             let peers = node.map(|n| n.peers()).unwrap_or_default();
@@ -264,15 +228,23 @@ pub async fn handle(
                 })
             };
             let list = kith_pools::devices::list(pools, seen);
-            Ok(Value::Array(list.iter().map(|d| json!({
-                "node": hex(&d.node), "name": d.name, "added_ms": d.added_ms,
-                "retired_ms": d.retired_ms, "this": d.this, "last_seen_ms": d.last_seen_ms,
-            })).collect()))
+            answer(
+                list.iter()
+                    .map(|d| Device {
+                        node: hex(&d.node),
+                        name: d.name.clone(),
+                        added_ms: d.added_ms,
+                        retired_ms: d.retired_ms,
+                        this: d.this,
+                        last_seen_ms: d.last_seen_ms,
+                    })
+                    .collect::<Vec<_>>(),
+            )
         }
         PoolReq::Revoke { node: spec } => {
             let r = kith_pools::devices::retire(pools, &spec, now as i64)?;
             running()?.forget_peer(&r.node);
-            Ok(json!({ "node": hex(&r.node), "name": r.name, "pools": r.pools }))
+            answer(Retired { node: hex(&r.node), name: r.name, pools: r.pools })
         }
         PoolReq::Dissolve { pool } => {
             let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
@@ -288,18 +260,19 @@ pub async fn handle(
             let delivered = leave::deliver(pools, id, &others).await;
             let members =
                 v.members.values().filter(|m| m.state == kith_pools::State::Active).count();
-            Ok(json!({
-                "dissolved": v.charter.name, "members": members.saturating_sub(1),
-                "delivered": delivered,
-            }))
+            answer(Dissolved {
+                dissolved: v.charter.name.clone(),
+                members: members.saturating_sub(1) as u64,
+                delivered,
+            })
         }
         PoolReq::Remove { pool, member } => {
             let k = pools.with_pool(&pool, |p| p.remove(signer, &member, now as i64))?;
-            Ok(json!({ "removed": hex(&k) }))
+            answer(Removed { removed: hex(&k) })
         }
         PoolReq::Set { pool, key, value } => {
             pools.with_pool(&pool, |p| p.set(signer, &key, &value, now as i64))?;
-            Ok(json!({ "set": key, "value": value }))
+            answer(Set { set: key, value })
         }
         PoolReq::Offer { pool, storage, egress, zone } => {
             let offer = Offer {
@@ -318,7 +291,7 @@ pub async fn handle(
             check_disk(running()?, pools.dir(), offer.storage)?;
             let node = pools.node();
             pools.with_pool(&pool, |p| p.offer(signer, &node, &offer, now as i64))?;
-            Ok(json!({ "storage": offer.storage, "egress": offer.egress, "zone": offer.zone }))
+            answer(Offered { storage: offer.storage, egress: offer.egress, zone: offer.zone })
         }
     }
 }
@@ -333,10 +306,6 @@ fn remember_pool(pools: &Pools, id: &[u8; 32], name: &str, display: Option<&str>
         Ok(())
     })?;
     Ok(())
-}
-
-fn default_wait() -> String {
-    "10m".into()
 }
 
 /// Refuses an offer larger than the disk can give: its free space plus what the store already
@@ -359,13 +328,23 @@ fn check_disk(node: &kith_node::net::Node, home_dir: &std::path::Path, storage: 
     Ok(())
 }
 
-/// A leave plan, for the CLI.
-fn plan_json(p: &leave::LeavePlan) -> Value {
-    json!({
-        "pool": hex(&p.pool), "name": p.name, "sites": p.sites, "objects": p.objects,
-        "object_bytes": p.object_bytes, "others_bytes": p.others_bytes,
-        "needs_confirmation": p.needs_confirmation(), "warnings": p.warnings(),
-    })
+/// A leave plan, for the API.
+fn plan_of(p: &leave::LeavePlan) -> LeavePlan {
+    LeavePlan {
+        pool: hex(&p.pool),
+        name: p.name.clone(),
+        sites: p.sites.clone(),
+        objects: p.objects,
+        object_bytes: p.object_bytes,
+        others_bytes: p.others_bytes,
+        needs_confirmation: p.needs_confirmation(),
+        warnings: p.warnings(),
+    }
+}
+
+/// A typed answer, as the JSON that crosses the control socket.
+fn answer<T: serde::Serialize>(t: T) -> Result<Value> {
+    Ok(serde_json::to_value(t)?)
 }
 
 /// A put into a pool, for the CLI, with the names of the pool and of each holder's member.
@@ -397,83 +376,147 @@ pub fn pool_put_json(pools: &Pools, p: &PoolPut, seconds: f64) -> Value {
     })
 }
 
-fn health_json(h: &kith_pools::replica::Health) -> Value {
-    json!({
-        "objects": h.objects, "bytes": h.bytes, "blobs": h.blobs,
-        "under_replicated_bytes": h.under_replicated_bytes,
-        "under_replicated_blobs": h.under_replicated_blobs,
-        "lost_blobs": h.lost_blobs,
-        "unreadable": h.unreadable,
-        "holders": h.holders.iter().map(|x| json!({
-            "node": hex(&x.node), "state": x.state, "silent_s": x.silent_s,
-            "assigned_blobs": x.assigned_blobs, "assigned_bytes": x.assigned_bytes,
-            "confirmed_blobs": x.confirmed_blobs, "error": x.error,
-        })).collect::<Vec<_>>(),
-    })
+fn replication(v: &PoolView, h: &kith_pools::replica::Health) -> Replication {
+    let member =
+        |n: &[u8; 32]| v.members.values().find(|m| m.nodes.contains_key(n)).map(|m| m.name.clone());
+    Replication {
+        error: None,
+        objects: h.objects,
+        bytes: h.bytes,
+        blobs: h.blobs,
+        under_replicated_bytes: h.under_replicated_bytes,
+        under_replicated_blobs: h.under_replicated_blobs,
+        lost_blobs: h.lost_blobs,
+        unconfirmed_blobs: h.unconfirmed_blobs,
+        silent: h.silent.iter().map(|n| hex(n)).collect(),
+        unreadable: h.unreadable.clone(),
+        holders: h
+            .holders
+            .iter()
+            .map(|x| Holder {
+                node: hex(&x.node),
+                member: member(&x.node),
+                state: x.state.to_string(),
+                silent_s: x.silent_s,
+                assigned_blobs: x.assigned_blobs,
+                assigned_bytes: x.assigned_bytes,
+                confirmed_blobs: x.confirmed_blobs,
+                error: x.error.clone(),
+            })
+            .collect(),
+    }
 }
 
-fn summary(pools: &Pools, id: &[u8; 32], v: &PoolView) -> Value {
+fn summary(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolSummary {
     let me = pools.signer().author().key;
     let active = v.members.values().filter(|m| m.state == kith_pools::State::Active).count();
-    json!({
-        "id": hex(id),
-        "name": v.charter.name,
-        "members": active,
-        "replicas": v.charter.replicas,
-        "offered": v.holders().iter().map(|h| h.weight).sum::<u64>(),
-        "role": v.members.get(&me).map(|m| format!("{} ({})", m.role.as_str(), m.state.as_str())),
-    })
+    PoolSummary {
+        id: hex(id),
+        name: v.charter.name.clone(),
+        members: active as u64,
+        replicas: v.charter.replicas,
+        offered: v.holders().iter().map(|h| h.weight).sum::<u64>(),
+        role: v.members.get(&me).map(|m| format!("{} ({})", m.role.as_str(), m.state.as_str())),
+    }
 }
 
-fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> Value {
+fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
     let holders = v.holders();
     let zones = kith_pools::placement::zones(&holders) as u64;
-    let members: Vec<Value> = v
-        .members
-        .iter()
-        .map(|(k, m)| {
-            json!({
-                "id": hex(k),
-                "name": m.name,
-                "role": m.role.as_str(),
-                "state": m.state.as_str(),
-                "joined_ms": m.joined_ms,
-                "nodes": m.nodes.iter().map(|(n, o)| json!({
-                    "id": hex(n), "storage": o.storage, "egress": o.egress, "zone": o.zone,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let rejections: Vec<Value> = pools
-        .rejections()
-        .into_iter()
-        .filter(|r| &r.pool == id)
-        .map(|r| json!({ "peer": r.peer, "reason": r.reason, "at_ms": r.at_ms }))
-        .collect();
-    json!({
-        "id": hex(id),
-        "charter": {
-            "name": v.charter.name, "replicas": v.charter.replicas, "quota": v.charter.quota,
-            "cost_rule": v.charter.cost_rule, "join_rule": v.charter.join_rule,
-            "repair_after_ms": v.charter.repair_after_ms,
-            "audit_every_ms": v.charter.audit_every_ms,
-            "record_every_ms": v.charter.record_every_ms,
+    let active = |m: &&kith_pools::Member| m.state == kith_pools::State::Active;
+    let me = pools.signer().author().key;
+    let you = match v.members.get(&me).map(|m| m.state) {
+        _ if v.charter.dissolved_ms.is_some() => "dissolved",
+        Some(kith_pools::State::Active) => "active",
+        Some(kith_pools::State::Left) => "left",
+        Some(kith_pools::State::Removed) => "removed",
+        None => "not a member",
+    };
+    let c = &v.charter;
+    PoolDetail {
+        id: hex(id),
+        charter: Charter {
+            name: c.name.clone(),
+            replicas: c.replicas,
+            quota: c.quota,
+            cost_rule: c.cost_rule.clone(),
+            join_rule: c.join_rule.clone(),
+            repair_after_ms: c.repair_after_ms,
+            audit_every_ms: c.audit_every_ms,
+            record_every_ms: c.record_every_ms,
+            dissolved_ms: c.dissolved_ms,
         },
-        "audits": v.members.iter().filter(|(_, m)| m.state == kith_pools::State::Active)
-            .flat_map(|(k, m)| m.audits.iter().map(move |(n, a)| json!({
-                "auditor": hex(k), "auditor_name": m.name, "node": hex(n),
-                "passed": a.passed, "failed": a.failed, "failing": a.failing,
-                "reason": a.reason, "at_ms": a.at_ms,
-            }))).collect::<Vec<_>>(),
-        "objects": v.members.iter().filter(|(_, m)| m.state == kith_pools::State::Active)
-            .flat_map(|(k, m)| m.objects.iter().map(move |(o, po)| json!({
-            "id": hex(o), "owner": hex(k), "owner_name": m.name, "owner_state": m.state.as_str(),
-            "name": po.name, "bytes": po.bytes, "blobs": po.blobs, "at_ms": po.at_ms,
-        }))).collect::<Vec<_>>(),
-        "members": members,
-        "capacity": { "offered": holders.iter().map(|h| h.weight).sum::<u64>(), "zones": zones },
-        "policy_met": zones >= v.charter.replicas,
-        "rejected_changes": rejections,
-        "sync_bytes": { "sent": pools.sync_bytes().0, "received": pools.sync_bytes().1 },
-    })
+        audits: v
+            .members
+            .iter()
+            .filter(|(_, m)| active(m))
+            .flat_map(|(k, m)| {
+                m.audits.iter().map(move |(n, a)| Audit {
+                    auditor: hex(k),
+                    auditor_name: m.name.clone(),
+                    node: hex(n),
+                    passed: a.passed,
+                    failed: a.failed,
+                    failing: a.failing,
+                    reason: a.reason.clone(),
+                    at_ms: a.at_ms,
+                })
+            })
+            .collect(),
+        objects: v
+            .members
+            .iter()
+            .filter(|(_, m)| active(m))
+            .flat_map(|(k, m)| {
+                m.objects.iter().map(move |(o, po)| PoolObject {
+                    id: hex(o),
+                    owner: hex(k),
+                    owner_name: m.name.clone(),
+                    owner_state: m.state.as_str().to_string(),
+                    name: po.name.clone(),
+                    bytes: po.bytes,
+                    blobs: po.blobs,
+                    at_ms: po.at_ms,
+                })
+            })
+            .collect(),
+        members: v
+            .members
+            .iter()
+            .map(|(k, m)| Member {
+                id: hex(k),
+                name: m.name.clone(),
+                role: m.role.as_str().to_string(),
+                state: m.state.as_str().to_string(),
+                joined_ms: m.joined_ms,
+                nodes: m
+                    .nodes
+                    .iter()
+                    .map(|(n, o)| MemberNode {
+                        id: hex(n),
+                        storage: o.storage,
+                        egress: o.egress,
+                        zone: o.zone.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        capacity: Capacity {
+            offered: holders.iter().map(|h| h.weight).sum::<u64>(),
+            zones,
+            used: None,
+            free: None,
+        },
+        policy_met: zones >= c.replicas,
+        rejected_changes: pools
+            .rejections()
+            .into_iter()
+            .filter(|r| &r.pool == id)
+            .map(|r| Rejection { peer: r.peer, reason: r.reason, at_ms: r.at_ms })
+            .collect(),
+        sync_bytes: SyncBytes { sent: pools.sync_bytes().0, received: pools.sync_bytes().1 },
+        you: you.to_string(),
+        replication: None,
+        repair: None,
+    }
 }

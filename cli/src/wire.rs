@@ -16,7 +16,14 @@ pub const MAX_FRAME: usize = 4 << 20;
 #[derive(Debug)]
 pub enum Frame {
     /// How far a long operation is.
-    Progress { done: u64, total: u64, files: u64 },
+    Progress {
+        /// Units done (bytes, most often).
+        done: u64,
+        /// Units in all, as far as known.
+        total: u64,
+        /// Files done, when it counts files.
+        files: u64,
+    },
     /// Bytes for standard output.
     Data(Vec<u8>),
     /// Something the user should read; the operation goes on.

@@ -1,0 +1,94 @@
+//! The typed API of every command: a request type, and what it answers. The same types cross
+//! the control socket (as JSON) and run in this process; `--json` prints the answer's JSON.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub mod ledger;
+pub mod pools;
+pub mod sites;
+
+pub use ledger::LedgerReq;
+pub use pools::PoolReq;
+pub use sites::SiteReq;
+
+/// Version of the request format; a daemon refuses requests it does not know, naming its own.
+pub const API_VERSION: u32 = 1;
+
+/// A command, as the CLI sends it (paths absolute, or with the caller's folder).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Node, addresses, peers, store usage.
+    Status,
+    /// Store a path (and put it into a pool).
+    Put {
+        /// The file, folder or symlink (absolute).
+        path: PathBuf,
+        /// Also put it into this pool.
+        #[serde(default)]
+        pool: Option<String>,
+    },
+    /// Restore an object.
+    Get {
+        /// An id, a unique prefix, `PATH@VERSION` or a stored path.
+        spec: String,
+        /// The caller's folder, for relative paths in `spec`.
+        cwd: PathBuf,
+        /// Where to restore it.
+        to: GetTo,
+    },
+    /// List objects.
+    Ls,
+    /// Versions of a path.
+    Log {
+        /// The source path (absolute).
+        path: PathBuf,
+    },
+    /// Forget an object.
+    Rm {
+        /// An id, a unique prefix or `PATH@VERSION`.
+        spec: String,
+        /// The caller's folder, for relative paths in `spec`.
+        cwd: PathBuf,
+    },
+    /// Reclaim unreferenced chunks.
+    Gc,
+    /// Check everything.
+    Verify,
+    /// The peer table.
+    Peers,
+    /// Add a peer by ticket.
+    PeerAdd {
+        /// `kith1...` from `kith id --ticket`.
+        ticket: String,
+    },
+    /// Reach a peer now, directly or through a neighbour.
+    PeerLink {
+        /// The peer's node id or a prefix.
+        peer: String,
+    },
+    /// This node's ticket.
+    Ticket,
+    /// A pool command.
+    Pool(PoolReq),
+    /// A ledger command.
+    Ledger(LedgerReq),
+    /// A site command.
+    Site(SiteReq),
+    /// A pairing code for a browser's upload.
+    Pair,
+}
+
+/// Where `get` restores to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GetTo {
+    /// A file object's bytes as data frames, for standard output.
+    Stdout,
+    /// This path, which must not exist.
+    Path(PathBuf),
+    /// The object's original name, in the caller's folder.
+    Here,
+}

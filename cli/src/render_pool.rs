@@ -1,0 +1,339 @@
+//! Rendering the pool commands' typed answers as text (`--json` prints them as they are).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use kith::api::pools::*;
+use kith::fmt;
+use serde::Serialize;
+
+/// The first `n` characters of an id.
+fn short(id: &str, n: usize) -> &str {
+    &id[..n.min(id.len())]
+}
+
+/// Prints `t` as JSON.
+pub fn json<T: Serialize>(t: &T) -> Result<ExitCode> {
+    println!("{}", serde_json::to_string(t)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith pool create` and `join`.
+pub fn pool_ref(r: &PoolRef, what: &str) -> Result<ExitCode> {
+    eprintln!("{what}: {} ({})", r.name, short(&r.id, 16));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith pool invite`.
+pub fn ticket(t: &Ticket) -> Result<ExitCode> {
+    println!("{}", t.ticket);
+    eprintln!("valid until {} for {} use(s)", fmt::time(t.expires_ms), t.uses);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith pool ls`.
+pub fn pools(list: &[PoolSummary]) -> Result<ExitCode> {
+    if list.is_empty() {
+        eprintln!(
+            "you are in no pool yet: `kith pool create NAME`, or `kith pool join TICKET` with a ticket from a member"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16}  {:<20}  {:>7}  {:>8}  {:>10}  YOU",
+        "ID", "NAME", "MEMBERS", "REPLICAS", "OFFERED"
+    );
+    for p in list {
+        println!(
+            "{:<16}  {:<20}  {:>7}  {:>8}  {:>10}  {}",
+            short(&p.id, 16),
+            p.name,
+            p.members,
+            p.replicas,
+            fmt::bytes(p.offered),
+            p.role.as_deref().unwrap_or(""),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith identity`.
+pub fn identity(v: &IdentityDoc) -> Result<ExitCode> {
+    let name = if v.name.is_empty() { "(no name)" } else { &v.name };
+    println!("identity  {name} ({})", v.id);
+    for d in &v.devices {
+        let this = if d.this { "  (this node)" } else { "" };
+        println!("device    {}  {}{this}", short(&d.node, 16), d.name);
+    }
+    for r in &v.recipients {
+        println!("recipient {r}");
+    }
+    for p in &v.pools {
+        println!("pool      {}  {}", short(&p.id, 16), p.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith pool show`.
+pub fn pool(v: &PoolDetail) -> Result<ExitCode> {
+    let c = &v.charter;
+    println!("pool      {} ({})", c.name, v.id);
+    let quota = if c.quota == 0 { "none".to_string() } else { fmt::bytes(c.quota) };
+    println!(
+        "charter   {} replicas, quota {quota}, costs {}, joins by {}",
+        c.replicas, c.cost_rule, c.join_rule
+    );
+    if v.you != "active" {
+        println!(
+            "YOU       {}: this node no longer takes part in this pool; what follows is its last known state",
+            v.you
+        );
+    }
+    capacity(v);
+    members(v);
+    objects(v);
+    if let Some(r) = &v.replication {
+        replication(r);
+    }
+    audits(v);
+    if !v.rejected_changes.is_empty() {
+        println!();
+        println!("rejected changes from peers:");
+        for r in &v.rejected_changes {
+            println!(
+                "  {}  {}  {}",
+                fmt::time(r.at_ms.max(0) as u64),
+                short(&r.peer, 16),
+                r.reason
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn capacity(v: &PoolDetail) {
+    let (c, cap) = (&v.charter, &v.capacity);
+    let met = if v.policy_met {
+        "met".to_string()
+    } else {
+        format!(
+            "NOT met: {} zone(s) offer storage for {} replicas (more members offer storage with `kith offer {} --storage SIZE --zone NAME`, or lower the factor with `kith pool set {} replicas N`)",
+            cap.zones, c.replicas, c.name, c.name
+        )
+    };
+    match (cap.used, cap.free) {
+        (Some(used), Some(free)) => println!(
+            "capacity  {} offered in {} zone(s), {} used, {} free; policy {met}",
+            fmt::bytes(cap.offered),
+            cap.zones,
+            fmt::bytes(used),
+            fmt::bytes(free)
+        ),
+        _ => println!(
+            "capacity  {} offered in {} zone(s); policy {met}",
+            fmt::bytes(cap.offered),
+            cap.zones
+        ),
+    }
+}
+
+fn members(v: &PoolDetail) {
+    println!();
+    println!(
+        "{:<16}  {:<16}  {:<7}  {:<8}  NODES (storage, zone)",
+        "MEMBER", "NAME", "ROLE", "STATE"
+    );
+    for m in &v.members {
+        let nodes: Vec<String> = m
+            .nodes
+            .iter()
+            .map(|n| {
+                let zone = if n.zone.is_empty() { "own" } else { &n.zone };
+                format!("{} ({}, {zone})", short(&n.id, 8), fmt::bytes(n.storage))
+            })
+            .collect();
+        println!(
+            "{:<16}  {:<16}  {:<7}  {:<8}  {}",
+            short(&m.id, 16),
+            m.name,
+            m.role,
+            m.state,
+            nodes.join(", ")
+        );
+    }
+}
+
+fn objects(v: &PoolDetail) {
+    if v.objects.is_empty() {
+        return;
+    }
+    println!();
+    println!("{:<16}  {:<24}  {:>10}  {:<16}  STORED", "OBJECT", "NAME", "SIZE", "OWNER");
+    for o in &v.objects {
+        println!(
+            "{:<16}  {:<24}  {:>10}  {:<16}  {}",
+            short(&o.id, 16),
+            o.name,
+            fmt::bytes(o.bytes),
+            o.owner_name,
+            fmt::time(o.at_ms.max(0) as u64)
+        );
+    }
+}
+
+fn replication(r: &Replication) {
+    println!();
+    if let Some(e) = &r.error {
+        println!("replication: cannot check: {e}");
+        return;
+    }
+    println!(
+        "replication  {} objects, {} in {} blobs; under-replicated {} ({} blobs), lost {} blobs",
+        r.objects,
+        fmt::bytes(r.bytes),
+        r.blobs,
+        fmt::bytes(r.under_replicated_bytes),
+        r.under_replicated_blobs,
+        r.lost_blobs
+    );
+    if r.unconfirmed_blobs > 0 {
+        let who: Vec<&str> = r.silent.iter().map(|n| short(n, 8)).collect();
+        println!(
+            "             {} blobs unconfirmed: node(s) {} did not answer and may hold them",
+            r.unconfirmed_blobs,
+            who.join(", ")
+        );
+    }
+    println!(
+        "{:<16}  {:<12}  {:<5}  {:>8}  {:>10}  {:>10}  NOTE",
+        "HOLDER", "MEMBER", "STATE", "SILENT", "ASSIGNED", "CONFIRMED"
+    );
+    for h in &r.holders {
+        println!(
+            "{:<16}  {:<12}  {:<5}  {:>7}s  {:>10}  {:>10}  {}",
+            short(&h.node, 16),
+            h.member.as_deref().unwrap_or(""),
+            h.state,
+            h.silent_s,
+            h.assigned_blobs,
+            h.confirmed_blobs,
+            h.error.as_deref().unwrap_or("")
+        );
+    }
+    for e in &r.unreadable {
+        println!("  cannot read: {e}");
+    }
+}
+
+fn audits(v: &PoolDetail) {
+    if v.audits.is_empty() {
+        return;
+    }
+    println!();
+    println!("{:<16}  {:<16}  {:>6}  {:>6}  LATEST", "AUDITED NODE", "BY", "PASSED", "FAILED");
+    for a in &v.audits {
+        let latest =
+            if a.failing { format!("FAILING: {}", a.reason) } else { "passed".to_string() };
+        println!(
+            "{:<16}  {:<16}  {:>6}  {:>6}  {latest}",
+            short(&a.node, 16),
+            a.auditor_name,
+            a.passed,
+            a.failed
+        );
+    }
+}
+
+/// `kith pool leave`.
+pub fn left(v: &Left) -> Result<ExitCode> {
+    let handed = if v.handed_off { ", after the others copied what you held" } else { "" };
+    eprintln!("left pool {}{handed}", v.left);
+    if !v.delivered {
+        eprintln!(
+            "  no other member's node has heard it yet: keep kith running until it reaches one"
+        );
+    }
+    if v.objects > 0 {
+        eprintln!("  your {} object(s) are in this node's store (`kith ls`)", v.objects);
+    }
+    if !v.sites.is_empty() {
+        eprintln!(
+            "  your site(s) {} are no longer served by the pool; their last version is an object in this node's store",
+            v.sites.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith pool dissolve`.
+pub fn dissolved(v: &Dissolved) -> Result<ExitCode> {
+    eprintln!(
+        "dissolved pool {}: its {} other member(s) bring their objects home and leave; nobody can change it any more",
+        v.dissolved, v.members
+    );
+    if !v.delivered && v.members > 0 {
+        eprintln!(
+            "  no other member's node has heard it yet: keep kith running until it reaches one"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith device ls`.
+pub fn devices(list: &[Device]) -> Result<ExitCode> {
+    println!("{:<16}  {:<20}  {:<19}  STATE", "NODE", "NAME", "ADDED");
+    for d in list {
+        let state = if let Some(at) = d.retired_ms {
+            format!("retired {}", fmt::time(at.max(0) as u64))
+        } else if d.this {
+            "this device".to_string()
+        } else if let Some(at) = d.last_seen_ms {
+            format!("seen {}", fmt::time(at.max(0) as u64))
+        } else {
+            "not seen since this node started".to_string()
+        };
+        let name = if d.name.is_empty() { "(unknown)" } else { &d.name };
+        let added = if d.added_ms > 0 { fmt::time(d.added_ms as u64) } else { "-".into() };
+        println!("{:<16}  {:<20}  {:<19}  {state}", short(&d.node, 16), name, added);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith device revoke`.
+pub fn retired(v: &Retired) -> Result<ExitCode> {
+    eprintln!("retired device {} ({})", short(&v.node, 16), v.name);
+    if v.pools.is_empty() {
+        eprintln!("  it held nothing in your pools");
+    } else {
+        eprintln!(
+            "  taken out of pool(s) {}: what it held is copied to other holders",
+            v.pools.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith pool remove`.
+pub fn removed(v: &Removed) -> Result<ExitCode> {
+    eprintln!("removed member {}", short(&v.removed, 16));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith pool set`.
+pub fn set(v: &Set) -> Result<ExitCode> {
+    eprintln!("set {} to {}", v.set, v.value);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith offer`.
+pub fn offered(v: &Offered) -> Result<ExitCode> {
+    let zone =
+        if v.zone.is_empty() { "your own zone".to_string() } else { format!("zone {}", v.zone) };
+    let egress = if v.egress == 0 {
+        "unlimited egress".to_string()
+    } else {
+        format!("{} egress a month", fmt::bytes(v.egress))
+    };
+    eprintln!("offered {} of storage and {egress}, in {zone}", fmt::bytes(v.storage));
+    Ok(ExitCode::SUCCESS)
+}
