@@ -12,6 +12,8 @@ use crate::ops::Request;
 
 /// File name of the control socket in a home.
 pub const SOCKET: &str = "control.sock";
+/// Header naming the API version of a request.
+pub const API_HEADER: &str = "Kith-Api";
 /// File name of the control token in a home.
 pub const TOKEN: &str = "control.token";
 const MAX_HEADERS: usize = 16 << 10;
@@ -40,8 +42,9 @@ pub fn send(root: &Path, req: &Request) -> Result<Option<Box<dyn Read>>> {
     let mut w = &stream;
     write!(
         w,
-        "POST /v1/run HTTP/1.1\r\nHost: kith\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /v1/run HTTP/1.1\r\nHost: kith\r\nAuthorization: Bearer {}\r\n{API_HEADER}: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         token.trim(),
+        crate::api::API_VERSION,
         body.len()
     )?;
     w.write_all(&body)?;

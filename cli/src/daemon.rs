@@ -20,7 +20,7 @@ use kith_node::net::{NetConfig, Node};
 use kith_node::{Home, Store};
 use tokio::sync::mpsc;
 
-use crate::client::{SOCKET, TOKEN};
+use crate::client::{API_HEADER, SOCKET, TOKEN};
 use crate::ops::{self, Ctx, Request};
 use crate::wire::{Frame, Out};
 
@@ -341,8 +341,27 @@ async fn run_request(
     if !same(given.as_bytes(), expected.as_bytes()) {
         return HttpResponse::Unauthorized().body("wrong or missing control token\n");
     }
+    let theirs = req
+        .headers()
+        .get(API_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(0);
+    if theirs > crate::api::API_VERSION {
+        return HttpResponse::BadRequest().body(format!(
+            "this daemon runs kith {} (API {}), older than the command's (API {theirs}): upgrade kith and restart `kith up`\n",
+            env!("CARGO_PKG_VERSION"),
+            crate::api::API_VERSION
+        ));
+    }
     let request: Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
+        Err(e) if e.to_string().contains("unknown variant") => {
+            return HttpResponse::BadRequest().body(format!(
+                "this daemon runs kith {} and does not know that command ({e}): upgrade kith and restart `kith up`\n",
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
         Err(e) => return HttpResponse::BadRequest().body(format!("malformed request: {e}\n")),
     };
     let (tx, rx) = mpsc::channel::<Frame>(FRAME_QUEUE);

@@ -61,7 +61,15 @@ fn the_control_api_needs_the_token_and_is_not_on_the_lan_listener() {
     let ok_auth = format!("Authorization: Bearer {token}\r\n");
     assert_eq!(control_post(&home, "", r#"{"op":"status"}"#).0, 401);
     assert_eq!(control_post(&home, "Authorization: Bearer nope\r\n", r#"{"op":"status"}"#).0, 401);
+    // A command this daemon does not know, or a request from a newer kith: "upgrade kith".
     let (code, body) = control_post(&home, &ok_auth, r#"{"op":"format_disk"}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("does not know that command") && body.contains("upgrade kith"), "{body}");
+    let newer = format!("{ok_auth}Kith-Api: 999\r\n");
+    let (code, body) = control_post(&home, &newer, r#"{"op":"status"}"#);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("older than the command's") && body.contains("upgrade kith"), "{body}");
+    let (code, body) = control_post(&home, &ok_auth, r#"{"op":"status""#);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("malformed request"), "{body}");
     assert_eq!(control_post(&home, &ok_auth, r#"{"op":"status"}"#).0, 200);
