@@ -186,7 +186,8 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     pools.attach(node.endpoint().clone());
     replicator.attach(node.clone());
     let pools_stop = tokio_util::sync::CancellationToken::new();
-    let pools_task = tokio::spawn(pools.clone().run(pools_stop.clone()));
+    let pools_task =
+        tokio::spawn(pools.clone().run(pools_stop.clone(), replicator.workers().clone()));
     let repair_task = tokio::spawn(replicator.clone().run(pools_stop.clone()));
 
     let gateway = kith_hosting::gateway::Gateway::new(pools.clone(), node.clone(), opts.site_cache);

@@ -408,6 +408,20 @@ async fn status(ctx: &Ctx) -> Result<Value> {
         if let Some(at) = ctx.pools.as_ref().and_then(|p| p.retired_at()) {
             v["retired_ms"] = json!(at);
         }
+        if let Some(r) = &ctx.replicator {
+            v["workers"] = json!(
+                r.workers()
+                    .list()
+                    .iter()
+                    .map(|w| json!({
+                        "name": w.name, "state": w.state.name(), "passes": w.passes,
+                        "last_ms": w.last_ms, "last_took_ms": w.last_took_ms,
+                        "progress": w.progress.map(|(d, t)| json!([d, t])),
+                        "last_error": w.last_error,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+        }
         v["peers"] = json!({ "known": peers.len(), "reachable": reachable });
         v["uptime_s"] = json!(ctx.started.elapsed().as_secs());
         if let Some(g) = &ctx.gateway {

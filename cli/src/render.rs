@@ -78,6 +78,30 @@ pub fn status(v: &Value, json: bool) -> Result<ExitCode> {
         u(&st["packs"]),
         fmt::bytes(u(&st["bytes"]))
     );
+    let workers = v["workers"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !workers.is_empty() {
+        println!();
+        println!(
+            "{:<24}  {:<7}  {:>6}  {:<19}  {:>8}  NOTE",
+            "WORKER", "STATE", "PASSES", "LAST", "TOOK"
+        );
+        for w in workers {
+            let last = w["last_ms"].as_u64().map(fmt::time).unwrap_or_else(|| "-".into());
+            let note = match (w["last_error"].as_str(), w["progress"].as_array()) {
+                (Some(e), _) => e.to_string(),
+                (None, Some(p)) if p.len() == 2 => format!("{}/{}", u(&p[0]), u(&p[1])),
+                _ => String::new(),
+            };
+            println!(
+                "{:<24}  {:<7}  {:>6}  {:<19}  {:>6}ms  {note}",
+                s(&w["name"]),
+                s(&w["state"]),
+                u(&w["passes"]),
+                last,
+                u(&w["last_took_ms"]),
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

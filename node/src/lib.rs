@@ -18,6 +18,7 @@ pub mod ids;
 pub mod keys;
 pub mod net;
 pub mod store;
+pub mod worker;
 
 pub use home::{Home, HomeError};
 pub use ids::{ChunkId, ObjectId};

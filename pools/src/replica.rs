@@ -28,6 +28,7 @@ use kith_crdt::{Key, hex, verify};
 use kith_node::ChunkId;
 use kith_node::net::{Node, frame};
 use kith_node::store::pack::BlobKind;
+use kith_node::worker::{Pace, Workers};
 use minicbor::{Decode, Encode};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,8 @@ const MAX_FRAME: usize = 4 << 20;
 pub const MAX_HAS: usize = 65_536;
 /// How often each node checks what it should hold.
 pub const REPAIR_INTERVAL: Duration = Duration::from_secs(5);
+/// After a pass of a pool's duties that took `d`, its worker rests at least `d` times this.
+const TRANQUILITY: u32 = 1;
 /// Blobs fetched per round of repair or hold.
 const FETCH_ROUND: usize = 4096;
 /// Requests served at once.
@@ -277,6 +280,8 @@ pub struct Replicator {
     told_retired: std::sync::atomic::AtomicBool,
     /// Keeps this member's sites as objects when the pool stops serving them.
     keeper: OnceLock<Arc<dyn crate::leave::SiteKeeper>>,
+    /// The node's background workers.
+    workers: Arc<Workers>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -328,6 +333,7 @@ impl Replicator {
             usage: crate::usage::Usage::default(),
             told_retired: std::sync::atomic::AtomicBool::new(false),
             keeper: OnceLock::new(),
+            workers: Workers::new(),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -664,29 +670,104 @@ impl Replicator {
     /// Repairs every pool and looks for this identity's pools, every [`REPAIR_INTERVAL`],
     /// until `cancel`.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let pace = Pace { interval: REPAIR_INTERVAL, tranquility: TRANQUILITY };
+        let mut tasks = tokio::task::JoinSet::new();
+        let this = self.clone();
+        tasks.spawn(self.workers.clone().run("identity".into(), pace, cancel.clone(), move |_| {
+            let this = this.clone();
+            async move {
+                this.recover().await;
+                this.share_identity_if_due().await;
+                this.settle_dissolved().await;
+                this.forget_retired();
+                Ok(())
+            }
+        }));
+        // One set of workers per pool, so a slow pool never delays another's duties.
+        let mut per_pool: HashMap<Key, CancellationToken> = HashMap::new();
         let mut tick = tokio::time::interval(REPAIR_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let pass = async {
-                self.recover().await;
-                self.share_identity_if_due().await;
-                self.settle_dissolved().await;
-                self.forget_retired();
-                for (pool, _) in self.pools.list() {
-                    self.repair(pool).await;
-                    self.audit_if_due(pool).await;
-                    self.record_usage_if_due(pool);
+            let now: HashMap<Key, String> =
+                self.pools.list().into_iter().map(|(k, v)| (k, v.charter.name)).collect();
+            per_pool.retain(|k, stop| {
+                let keep = now.contains_key(k);
+                if !keep {
+                    stop.cancel();
                 }
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = pass => {}
+                keep
+            });
+            for (pool, name) in now {
+                if per_pool.contains_key(&pool) {
+                    continue;
+                }
+                let stop = cancel.child_token();
+                per_pool.insert(pool, stop.clone());
+                self.spawn_pool_workers(&mut tasks, pool, &name, pace, stop);
             }
         }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Repair, audits and usage recording of one pool, each a worker of its own.
+    fn spawn_pool_workers(
+        self: &Arc<Self>,
+        tasks: &mut tokio::task::JoinSet<()>,
+        pool: Key,
+        name: &str,
+        pace: Pace,
+        stop: CancellationToken,
+    ) {
+        let this = self.clone();
+        tasks.spawn(self.workers.clone().run(
+            format!("repair {name}"),
+            pace,
+            stop.clone(),
+            move |w| {
+                let this = this.clone();
+                async move {
+                    this.repair(pool).await;
+                    let st = this.stats(&pool);
+                    if let Some(st) = &st {
+                        w.progress(
+                            st.responsible_blobs.saturating_sub(st.lacking_blobs),
+                            st.responsible_blobs,
+                        );
+                    }
+                    st.and_then(|s| s.error).map_or(Ok(()), Err)
+                }
+            },
+        ));
+        let this = self.clone();
+        tasks.spawn(self.workers.clone().run(
+            format!("audit {name}"),
+            pace,
+            stop.clone(),
+            move |_| {
+                let this = this.clone();
+                async move {
+                    this.audit_if_due(pool).await;
+                    Ok(())
+                }
+            },
+        ));
+        let this = self.clone();
+        tasks.spawn(self.workers.clone().run(format!("usage {name}"), pace, stop, move |_| {
+            let this = this.clone();
+            async move {
+                this.record_usage_if_due(pool);
+                Ok(())
+            }
+        }));
+    }
+
+    /// This node's workers, for `kith status`.
+    pub fn workers(&self) -> &Arc<Workers> {
+        &self.workers
     }
 
     /// Stops dialling devices their identities retired (and says so once per device).

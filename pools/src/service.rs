@@ -18,6 +18,7 @@ use iroh::{Endpoint, EndpointId};
 use kith_crdt::{Key, Signer, SyncFrame, SyncState, hex, verify};
 use kith_node::net::frame;
 use kith_node::net::ticket::NodeTicket;
+use kith_node::worker::Workers;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -726,16 +727,22 @@ impl Pools {
         self.endpoint.get().cloned().ok_or(PoolError::Policy("the node is not running".into()))
     }
 
-    /// Syncs every pool with every member node until `cancel`.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+    /// Syncs every pool with every member node until `cancel`, as the worker `sync` of
+    /// `workers`: a round every [`SYNC_INTERVAL`] and right after any change.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken, workers: Arc<Workers>) {
+        let w = workers.register("sync");
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => break,
                 _ = self.changed.notified() => {}
                 _ = tokio::time::sleep(SYNC_INTERVAL) => {}
             }
+            let t = std::time::Instant::now();
+            w.begin();
             self.sync_all().await;
+            w.end(t.elapsed(), Ok(()));
         }
+        w.stop();
     }
 
     /// One round: every pool with every other node listed in it, former members included.

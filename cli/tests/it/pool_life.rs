@@ -420,6 +420,21 @@ fn the_tour_says_what_to_do_next() {
     // Right after the first put, verify flags no storage claim that no audit could check yet.
     let out = net.kith(0, &["ledger", "verify"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // Background duties are named workers, one set per pool, shown by status.
+    net.wait_for(CONVERGE, "the pool's workers to have run", |net| {
+        let st = net.json(0, &["status"])?;
+        let names: Vec<String> = st["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|w| w["passes"].as_u64() > Some(0))
+            .map(|w| w["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        Ok(["sync", "identity", "repair street", "audit street", "usage street"]
+            .iter()
+            .all(|n| names.iter().any(|x| x == n)))
+    })
+    .unwrap();
     // status names real addresses, never 0.0.0.0.
     let st = net.kith_ok(0, &["status"]).unwrap();
     assert!(st.contains("http://127.0.0.1:") && !st.contains("0.0.0.0"), "{st}");

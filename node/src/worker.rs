@@ -1,0 +1,242 @@
+//! Background work as named workers (Garage's model): each duty (repair of one pool, its
+//! audits, recording usage, sync) is one task with a name, a state the CLI shows, and a
+//! throttle, because the hardware is also somebody's desktop.
+//!
+//! A worker runs a *pass* every `interval`; after a pass that took `d`, it waits at least
+//! `d × tranquility` before the next one, so a duty that finds much to do never takes more than
+//! `1 / (1 + tranquility)` of the time it runs in. A worker stops when its cancellation token
+//! does.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+/// Workers a registry keeps (a bound against a pool or peer explosion).
+const MAX_WORKERS: usize = 4096;
+
+/// What a worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Waiting for its next pass.
+    Idle,
+    /// In a pass.
+    Busy,
+    /// Its last pass failed (it tries again at the next).
+    Error,
+    /// Stopped (its duty ended, or the node is stopping).
+    Stopped,
+}
+
+impl WorkerState {
+    /// Its name, for tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerState::Idle => "idle",
+            WorkerState::Busy => "busy",
+            WorkerState::Error => "error",
+            WorkerState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A worker as the CLI shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Its name, such as `repair street`.
+    pub name: String,
+    /// What it is doing.
+    pub state: WorkerState,
+    /// Passes run.
+    pub passes: u64,
+    /// When the last pass ended (ms since the epoch).
+    pub last_ms: Option<u64>,
+    /// How long the last pass took (ms).
+    pub last_took_ms: u64,
+    /// How far the current (or last) pass is: done and total, in the worker's own unit.
+    pub progress: Option<(u64, u64)>,
+    /// The last pass's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// One worker's shared state: the worker updates it, the registry reads it.
+#[derive(Debug)]
+pub struct Worker {
+    info: Mutex<WorkerInfo>,
+}
+
+impl Worker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorkerInfo> {
+        self.info.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reports how far the current pass is.
+    pub fn progress(&self, done: u64, total: u64) {
+        self.lock().progress = Some((done, total));
+    }
+
+    /// What it is doing now.
+    pub fn info(&self) -> WorkerInfo {
+        self.lock().clone()
+    }
+
+    /// Marks the start of a pass (for workers driven by something else than [`Workers::run`]).
+    pub fn begin(&self) {
+        self.lock().state = WorkerState::Busy;
+    }
+
+    /// Marks the end of a pass that took `took`.
+    pub fn end(&self, took: Duration, result: Result<(), String>) {
+        let mut i = self.lock();
+        i.passes += 1;
+        i.last_ms = Some(crate::keys::now_ms());
+        i.last_took_ms = took.as_millis() as u64;
+        match result {
+            Ok(()) => {
+                i.state = WorkerState::Idle;
+                i.last_error = None;
+            }
+            Err(e) => {
+                i.state = WorkerState::Error;
+                i.last_error = Some(e);
+            }
+        }
+    }
+
+    /// Marks the worker stopped.
+    pub fn stop(&self) {
+        self.lock().state = WorkerState::Stopped;
+    }
+}
+
+/// The workers of one node.
+#[derive(Debug, Default)]
+pub struct Workers {
+    list: Mutex<Vec<Arc<Worker>>>,
+}
+
+/// How often a worker runs and how much room it leaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Time between the starts of two passes, at least.
+    pub interval: Duration,
+    /// After a pass that took `d`, wait at least `d × tranquility`.
+    pub tranquility: u32,
+}
+
+impl Workers {
+    /// A registry with no workers.
+    pub fn new() -> Arc<Workers> {
+        Arc::new(Workers::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Worker>>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every worker, by name; stopped ones are forgotten.
+    pub fn list(&self) -> Vec<WorkerInfo> {
+        let mut list = self.lock();
+        list.retain(|w| w.info().state != WorkerState::Stopped);
+        let mut out: Vec<WorkerInfo> = list.iter().map(|w| w.info()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Registers a worker called `name` (idle, no passes yet).
+    pub fn register(&self, name: &str) -> Arc<Worker> {
+        let w = Arc::new(Worker {
+            info: Mutex::new(WorkerInfo {
+                name: name.to_string(),
+                state: WorkerState::Idle,
+                passes: 0,
+                last_ms: None,
+                last_took_ms: 0,
+                progress: None,
+                last_error: None,
+            }),
+        });
+        let mut list = self.lock();
+        if list.len() < MAX_WORKERS {
+            list.push(w.clone());
+        }
+        w
+    }
+
+    /// Runs `pass` as the worker `name` at `pace` until `cancel` (a pass under way is dropped
+    /// at its next await).
+    pub async fn run<F, Fut>(
+        self: Arc<Self>,
+        name: String,
+        pace: Pace,
+        cancel: CancellationToken,
+        mut pass: F,
+    ) where
+        F: FnMut(Arc<Worker>) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let w = self.register(&name);
+        loop {
+            let started = Instant::now();
+            w.begin();
+            let result = tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = pass(w.clone()) => r,
+            };
+            let took = started.elapsed();
+            if let Err(e) = &result {
+                tracing::debug!(worker = %name, error = %e, "a pass failed");
+            }
+            w.end(took, result);
+            let rest = pace.interval.saturating_sub(took).max(took * pace.tranquility);
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(rest) => {}
+            }
+        }
+        w.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_runs_at_its_pace_shows_its_state_and_stops() {
+        let workers = Workers::new();
+        let cancel = CancellationToken::new();
+        let pace = Pace { interval: Duration::from_secs(5), tranquility: 2 };
+        let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let r = runs.clone();
+        let task = tokio::spawn(workers.clone().run(
+            "repair street".into(),
+            pace,
+            cancel.clone(),
+            move |w| {
+                let r = r.clone();
+                async move {
+                    let n = r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    w.progress(n, 10);
+                    // A long pass: 4 s, so the next waits 8 s (tranquility 2), not 1 s.
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    if n == 1 { Err("holder gone".to_string()) } else { Ok(()) }
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(workers.list()[0].state, WorkerState::Busy);
+        tokio::time::sleep(Duration::from_secs(4)).await; // t = 5: first pass over at 4
+        let i = workers.list()[0].clone();
+        assert_eq!((i.state, i.passes, i.progress), (WorkerState::Idle, 1, Some((0, 10))));
+        tokio::time::sleep(Duration::from_secs(8)).await; // t = 13: second pass since 12
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_secs(4)).await; // t = 17: it failed at 16
+        let i = workers.list()[0].clone();
+        assert_eq!((i.state, i.last_error.as_deref()), (WorkerState::Error, Some("holder gone")));
+        cancel.cancel();
+        task.await.unwrap();
+        assert!(workers.list().is_empty(), "a stopped worker is forgotten");
+    }
+}
