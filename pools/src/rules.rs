@@ -16,6 +16,9 @@
 //! change), the pool takes no change but members leaving (`members/X/state = left`, X itself)
 //! and withdrawing their offers; it no longer needs an admin.
 //!
+//! A removed member cannot join again by itself; a member who left joins again only with a new
+//! invite (not the one it joined with first).
+//!
 //! A join must write exactly `role = member`, `state = active` and an invite that an active
 //! admin signed for this pool, used no later than it expires (by the change's time) and by no
 //! more members than it allows. After every change the pool keeps at least one active admin and a
@@ -46,6 +49,17 @@ impl Authorizer for PoolRules {
             && c.patches.iter().any(|p| patch_path(p).first().is_some_and(|s| s == "members"));
         if before.charter.dissolved_ms.is_some() {
             return dissolved(c, &after, &me, member);
+        }
+        // A removed member never comes back by itself (only an admin takes it back), whatever
+        // invite it still has or time it claims.
+        if joining
+            && let Some(m) = before.members.get(&c.author.key)
+            && m.state == State::Removed
+        {
+            return Err(format!(
+                "{} was removed from this pool; only an admin can take it back",
+                if m.name.is_empty() { &me[..16] } else { &m.name }
+            ));
         }
         for p in c.patches {
             let path = patch_path(p);
@@ -152,6 +166,10 @@ fn check_join(c: &Check<'_>, before: &PoolView, after: &PoolView) -> Result<(), 
         return Err("a join must add the member with role `member`, active".into());
     }
     let bytes = m.invite.as_deref().ok_or("a join must carry an invite")?;
+    // A member who left comes back with a new invite, never the one it joined with.
+    if before.members.get(&c.author.key).is_some_and(|b| b.invite.as_deref() == Some(bytes)) {
+        return Err("a member who left needs a new invite to come back".into());
+    }
     let inv = Invite::from_bytes(bytes).map_err(|e| e.to_string())?;
     invite_valid(&inv, c.doc_id, before, c.time_ms)?;
     let used = after.members.values().filter(|m| m.invite.as_deref() == Some(bytes)).count();

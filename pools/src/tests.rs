@@ -56,10 +56,26 @@ fn forge(
     signer: &Signer,
     f: impl FnOnce(&mut kith_crdt::automerge::AutoCommit),
 ) -> Result<(), DocError> {
+    forge_at(target, source, signer, None, f)
+}
+
+/// [`forge`], claiming the change was made at `time_ms`.
+fn forge_at(
+    target: &mut Pool,
+    source: &mut Pool,
+    signer: &Signer,
+    time_ms: Option<i64>,
+    f: impl FnOnce(&mut kith_crdt::automerge::AutoCommit),
+) -> Result<(), DocError> {
     let id = source.id();
     let mut raw = source.doc_mut().doc().clone().with_actor(signer.author().actor());
     f(&mut raw);
-    let h = raw.commit().unwrap();
+    let h = match time_ms {
+        Some(t) => raw
+            .commit_with(kith_crdt::automerge::transaction::CommitOptions::default().with_time(t)),
+        None => raw.commit(),
+    }
+    .unwrap();
     let change = raw.get_change_by_hash(&h).unwrap();
     let mut msg = kith_crdt::SIGNING_CONTEXT.to_vec();
     msg.extend_from_slice(&id);
@@ -280,4 +296,49 @@ fn sizes_parse() {
     assert_eq!(parse_size("1.5 TB").unwrap(), 1_500_000_000_000);
     assert_eq!(parse_size("4096").unwrap(), 4096);
     assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit"));
+}
+
+#[test]
+fn regression_a_removed_member_cannot_make_itself_active_again() {
+    // Issue 16: at its dependencies a removed member is not active, so its change was judged
+    // as a join, and the invite still stored in its entry passed (its expiry checked against
+    // the change's self-claimed time).
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    a.remove(&ada, "bob", T0 + 50).unwrap();
+    sync(&mut a, &mut b).unwrap();
+    for time in [None, Some(T0 + 20), Some(T0 + 10 * HOUR as i64)] {
+        // Now, back-dated to before the invite expired, and long after it expired.
+        let err = forge_at(&mut a, &mut b, &bob, time, |d| {
+            let m = member_obj(d, &bob);
+            d.put(&m, "state", "active").unwrap();
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("was removed from this pool"), "{time:?}: {err}");
+    }
+    assert_eq!(a.view().members[&bob.author().key].state, State::Removed);
+}
+
+#[test]
+fn a_member_who_left_comes_back_only_with_a_new_invite() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    b.leave(&bob, T0 + 40).unwrap();
+    sync(&mut b, &mut a).unwrap();
+    let old = a.view().members[&bob.author().key].invite.clone().unwrap();
+    let old = Invite::from_bytes(&old).unwrap();
+    let err = b.join(&bob, "bob", &old, T0 + 50).unwrap_err();
+    assert!(err.to_string().contains("used up"), "{err}");
+    // Forged past the local check, the rules refuse the old invite too.
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        d.put(&m, "state", "active").unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("needs a new invite"), "{err}");
+    let fresh = a.invite(&ada, [2; 16], T0 as u64 + 2 * HOUR, 1).unwrap();
+    sync(&mut a, &mut b).unwrap();
+    b.join(&bob, "bob", &fresh, T0 + 60).unwrap();
+    sync(&mut b, &mut a).unwrap();
+    assert_eq!(a.view().members[&bob.author().key].state, State::Active);
 }
