@@ -1,0 +1,304 @@
+//! The fetcher: spreads batches of ids over the peers, moves a batch on when a peer fails, and
+//! verifies every blob it receives.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use iroh::EndpointId;
+use iroh::endpoint::RecvStream;
+use minicbor::bytes::ByteArray;
+use tokio::sync::{Notify, mpsc};
+
+use super::{
+    Blob, Connections, FETCH_BATCH, MAX_FETCH_PEERS, Reply, Request, Route, STALL_TIMEOUT,
+    STREAMS_PER_PEER, Tally,
+};
+use crate::ids::ChunkId;
+use crate::net::frame;
+use crate::net::peers::PeerTable;
+use crate::store::pack::{BlobKind, MAX_BLOB_BYTES};
+
+/// What a fetch got.
+#[derive(Debug, Clone, Default)]
+pub struct FetchReport {
+    /// Blobs received.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Ids no live peer had.
+    pub missing: Vec<ChunkId>,
+    /// Peers dropped during the fetch, with the reason.
+    pub failed_peers: Vec<(EndpointId, String)>,
+    /// Peers asked.
+    pub peers_asked: usize,
+    /// What each peer sent (verified blobs only).
+    pub by_peer: HashMap<EndpointId, Tally>,
+}
+
+#[derive(Default)]
+struct FetchState {
+    /// Ids still to fetch, in order.
+    pending: VecDeque<ChunkId>,
+    /// Peers that said they do not have an id.
+    lacking: HashMap<ChunkId, HashSet<EndpointId>>,
+    /// Batches being fetched.
+    in_flight: usize,
+    /// Peers still in this fetch.
+    live: HashSet<EndpointId>,
+    report: FetchReport,
+}
+
+impl FetchState {
+    /// Takes up to a batch of ids that `peer` has not said it lacks.
+    fn take_for(&mut self, peer: &EndpointId) -> Vec<ChunkId> {
+        let mut batch = Vec::new();
+        let mut rest = VecDeque::with_capacity(self.pending.len());
+        for id in self.pending.drain(..) {
+            let lacks = self.lacking.get(&id).is_some_and(|s| s.contains(peer));
+            if batch.len() < FETCH_BATCH && !lacks { batch.push(id) } else { rest.push_back(id) }
+        }
+        self.pending = rest;
+        batch
+    }
+
+    /// Gives up on pending ids that every live peer lacks (all of them if no peer is left).
+    fn give_up_hopeless(&mut self) {
+        let (live, lacking) = (&self.live, &self.lacking);
+        let hopeless = |id: &ChunkId| {
+            live.is_empty() || lacking.get(id).is_some_and(|s| live.iter().all(|p| s.contains(p)))
+        };
+        let (gone, keep): (Vec<ChunkId>, Vec<ChunkId>) = self.pending.drain(..).partition(hopeless);
+        self.pending = keep.into();
+        self.report.missing.extend(gone);
+    }
+}
+
+/// Fetches `ids` from the peers in `peers`, sending each verified blob to `sink` (in no
+/// particular order). Memory stays bounded by the sink's capacity and the stream count.
+pub async fn fetch(
+    conns: Arc<Connections>,
+    peers: &PeerTable,
+    ids: Vec<ChunkId>,
+    sink: mpsc::Sender<Blob>,
+) -> FetchReport {
+    fetch_from(conns, peers.candidates(), ids, None, sink).await
+}
+
+/// Like [`fetch`], from these peers (in order of preference; the first
+/// `MAX_FETCH_PEERS` are used), on behalf of `pool` if given (the servers count what they
+/// send for it; the report says what each peer sent).
+pub async fn fetch_from(
+    conns: Arc<Connections>,
+    candidates: Vec<EndpointId>,
+    ids: Vec<ChunkId>,
+    pool: Option<[u8; 32]>,
+    sink: mpsc::Sender<Blob>,
+) -> FetchReport {
+    let candidates: Vec<EndpointId> = candidates.into_iter().take(MAX_FETCH_PEERS).collect();
+    let mut st = FetchState { live: candidates.iter().copied().collect(), ..FetchState::default() };
+    st.report.peers_asked = candidates.len();
+    if candidates.is_empty() {
+        st.report.missing = ids;
+        return st.report;
+    }
+    st.pending = ids.into();
+    let state = Arc::new(Mutex::new(st));
+    let wake = Arc::new(Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    for peer in candidates {
+        for _ in 0..STREAMS_PER_PEER {
+            let (conns, state, wake, sink) =
+                (conns.clone(), state.clone(), wake.clone(), sink.clone());
+            tasks
+                .spawn(async move { fetch_worker(&conns, peer, pool, &state, &wake, &sink).await });
+        }
+    }
+    drop(sink);
+    // Done when nothing is left to ask for and nothing is in flight: a worker still dialling a
+    // peer that is gone (a dial, then a link through a neighbour, may take tens of seconds)
+    // must not hold the fetch up, so the rest are stopped then.
+    loop {
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let st = lock(&state);
+            if st.pending.is_empty() && st.in_flight == 0 {
+                break;
+            }
+        }
+        tokio::select! {
+            r = tasks.join_next() => if r.is_none() { break },
+            _ = &mut notified => {}
+        }
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    let mut st = lock(&state);
+    let left: Vec<ChunkId> = st.pending.drain(..).collect();
+    st.report.missing.extend(left);
+    std::mem::take(&mut st.report)
+}
+
+fn lock(state: &Mutex<FetchState>) -> std::sync::MutexGuard<'_, FetchState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn fetch_worker(
+    conns: &Connections,
+    peer: EndpointId,
+    pool: Option<[u8; 32]>,
+    state: &Mutex<FetchState>,
+    wake: &Notify,
+    sink: &mpsc::Sender<Blob>,
+) {
+    // Reach the peer before taking any work: a peer that cannot be reached holds no blobs back
+    // from the others while it times out.
+    if let Err(why) = conns.route(peer, false).await {
+        tracing::info!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
+        let mut st = lock(state);
+        if st.live.remove(&peer) {
+            st.report.failed_peers.push((peer, why));
+        }
+        st.give_up_hopeless();
+        drop(st);
+        wake.notify_waiters();
+        return;
+    }
+    loop {
+        // Registered before looking, so a change made after the look still wakes us.
+        let notified = wake.notified();
+        let batch = {
+            let mut st = lock(state);
+            if !st.live.contains(&peer) {
+                return;
+            }
+            let batch = st.take_for(&peer);
+            if batch.is_empty() && st.in_flight == 0 {
+                // Nothing this peer can do, and nothing in flight that could change that.
+                wake.notify_waiters();
+                return;
+            }
+            if !batch.is_empty() {
+                st.in_flight += 1;
+            }
+            batch
+        };
+        if batch.is_empty() {
+            notified.await;
+            continue;
+        }
+        let result = get_batch(conns, peer, pool, &batch, sink).await;
+        {
+            let mut st = lock(state);
+            st.in_flight -= 1;
+            let got = match &result {
+                Ok((_, got)) | Err((got, _)) => got,
+            };
+            if let Some((last, _)) = got.last() {
+                let t = st.report.by_peer.entry(peer).or_default();
+                t.blobs += got.len() as u64;
+                t.bytes += got.iter().map(|(_, len)| len).sum::<u64>();
+                t.last = last.0;
+            }
+            match result {
+                Ok((missing, _)) => {
+                    st.report.blobs += (batch.len() - missing.len()) as u64;
+                    for id in &missing {
+                        st.lacking.entry(*id).or_default().insert(peer);
+                    }
+                    st.pending.extend(missing);
+                }
+                Err((done, why)) => {
+                    tracing::info!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
+                    st.live.remove(&peer);
+                    st.report.failed_peers.push((peer, why));
+                    st.report.blobs += done.len() as u64;
+                    let done: HashSet<ChunkId> = done.into_iter().map(|(id, _)| id).collect();
+                    st.pending.extend(batch.into_iter().filter(|id| !done.contains(id)));
+                    conns.drop_peer(&peer);
+                }
+            }
+            st.give_up_hopeless();
+        }
+        wake.notify_waiters();
+    }
+}
+
+/// What `get_batch` received: each id with its length.
+pub type Received = Vec<(ChunkId, u64)>;
+
+/// Asks `peer` for `ids`; returns the ids it does not have and what it received, or on
+/// failure what it received before it failed and why.
+async fn get_batch(
+    conns: &Connections,
+    peer: EndpointId,
+    pool: Option<[u8; 32]>,
+    ids: &[ChunkId],
+    sink: &mpsc::Sender<Blob>,
+) -> Result<(Vec<ChunkId>, Received), (Received, String)> {
+    let mut received = Vec::new();
+    let fail = |received: &Received, why: String| (received.clone(), why);
+    let conn = match conns.route(peer, false).await.map_err(|e| fail(&received, e))? {
+        Route::Direct(c) => c,
+        Route::Link(l) => return l.get(ids, pool, sink).await,
+    };
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&received, e.to_string()))?;
+    let req = Request::Get(
+        ids.iter().map(|id| ByteArray::from(id.0)).collect(),
+        pool.map(ByteArray::from),
+    );
+    frame::write(&mut send, &req).await.map_err(|e| fail(&received, e.to_string()))?;
+    send.finish().map_err(|e| fail(&received, e.to_string()))?;
+    let mut missing = Vec::new();
+    for id in ids {
+        let reply = tokio::time::timeout(STALL_TIMEOUT, frame::read::<Reply>(&mut recv))
+            .await
+            .map_err(|_| fail(&received, "stalled".into()))?
+            .map_err(|e| fail(&received, e.to_string()))?;
+        match reply {
+            Some(Reply::Have { kind, len }) => {
+                if len > MAX_BLOB_BYTES {
+                    return Err(fail(&received, format!("announced a blob of {len} bytes")));
+                }
+                let parts =
+                    tokio::time::timeout(STALL_TIMEOUT, read_blob(&mut recv, len as usize, id))
+                        .await
+                        .map_err(|_| fail(&received, "stalled".into()))?
+                        .map_err(|e| fail(&received, e))?;
+                let kind = BlobKind::from_u8(kind).unwrap_or(BlobKind::Chunk);
+                if sink.send(Blob { id: *id, kind, parts }).await.is_err() {
+                    return Err(fail(&received, "the fetch was cancelled".into()));
+                }
+                received.push((*id, u64::from(len)));
+            }
+            Some(Reply::Missing) => missing.push(*id),
+            Some(other) => return Err(fail(&received, format!("unexpected reply {other:?}"))),
+            None => return Err(fail(&received, "closed the stream early".into())),
+        }
+    }
+    Ok((missing, received))
+}
+
+/// Reads a blob of `len` bytes as the pieces the stream delivers, hashing as it goes; fails
+/// if the stream ends early or the bytes do not hash to `id`.
+async fn read_blob(recv: &mut RecvStream, len: usize, id: &ChunkId) -> Result<Vec<Bytes>, String> {
+    let mut parts = Vec::new();
+    let mut hasher = blake3::Hasher::new();
+    let mut got = 0;
+    while got < len {
+        match recv.read_chunk(len - got).await.map_err(|e| e.to_string())? {
+            Some(chunk) => {
+                got += chunk.len();
+                hasher.update(&chunk);
+                parts.push(chunk);
+            }
+            None => return Err("disconnected in the middle of a blob".into()),
+        }
+    }
+    if ChunkId(*hasher.finalize().as_bytes()) != *id {
+        return Err(format!("sent bytes that do not match chunk {id}"));
+    }
+    Ok(parts)
+}

@@ -1,0 +1,112 @@
+//! `kith/blobs/1`: serving and fetching blobs by id between nodes.
+//!
+//! One request per bi-directional stream. The client sends a frame, `Ping(nonce)` or
+//! `Get([id, ...], pool?)` (at most [`MAX_IDS`]); the server answers `Pong(nonce)`, or for each id in
+//! order `Have{kind, len}` followed by `len` raw bytes, or `Missing`. A blob is whatever the
+//! store holds under an id (a chunk envelope or an object root); the receiver hashes it before
+//! it keeps or uses it, so a peer can waste our time but never our data.
+//!
+//! The fetcher spreads batches of ids over every peer it can reach (several streams per
+//! peer), moves a batch to another peer when one fails, stalls or lies, and gives up on an id
+//! only when every live peer said it does not have it.
+
+mod conns;
+mod fetch;
+mod server;
+mod tally;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use minicbor::bytes::ByteArray;
+use minicbor::{Decode, Encode};
+
+use crate::ids::ChunkId;
+use crate::store::pack::BlobKind;
+
+pub use conns::{Connections, Route, connect_error};
+pub use fetch::{FetchReport, Received, fetch, fetch_from};
+pub use server::{BlobsProtocol, ReadBlob, Served, read_ahead};
+pub use tally::{MAX_TALLIES, Tallies, Tally};
+
+/// The protocol's ALPN.
+pub const ALPN: &[u8] = b"kith/blobs/1";
+/// Ids in one `Get`.
+pub const MAX_IDS: usize = 256;
+/// Requests served at once, over all peers (bounds memory: each holds at most two blobs).
+const MAX_SERVING: usize = 32;
+/// Streams a peer may open at once on one connection.
+const MAX_STREAMS_PER_CONN: u32 = 8;
+/// Time for a peer to send its request, or for us to connect to one.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time without progress on one reply before a peer counts as stalled.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ids the fetcher asks one peer for in one request.
+const FETCH_BATCH: usize = 64;
+/// Streams the fetcher keeps open to one peer.
+const STREAMS_PER_PEER: usize = 4;
+/// Peers one fetch uses at most.
+const MAX_FETCH_PEERS: usize = 8;
+/// After a failed attempt to link a peer through a neighbour, how long before the next.
+const LINK_RETRY: Duration = Duration::from_secs(30);
+/// Time a linker gets to make a link.
+const LINK_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// What a client asks (the protocol's request frame).
+#[derive(Debug, Encode, Decode)]
+pub enum Request {
+    /// Are you there? Answered with the same nonce.
+    #[n(0)]
+    Ping(#[n(0)] u64),
+    /// These blobs, please (at most [`MAX_IDS`]), fetched on behalf of the pool named
+    /// second, if any (what the server counts as served in that pool; see [`Tally`]).
+    #[n(1)]
+    Get(#[n(0)] Vec<ByteArray<32>>, #[n(1)] Option<ByteArray<32>>),
+}
+
+/// What a server answers (one frame per ping, one per id of a get).
+#[derive(Debug, Encode, Decode)]
+pub enum Reply {
+    /// The ping's nonce.
+    #[n(0)]
+    Pong(#[n(0)] u64),
+    /// The blob follows: `len` raw bytes.
+    #[n(1)]
+    Have {
+        /// Its kind (0 chunk, 1 root).
+        #[n(0)]
+        kind: u8,
+        /// Its length.
+        #[n(1)]
+        len: u32,
+    },
+    /// Not here.
+    #[n(2)]
+    Missing,
+    /// The request was not acceptable.
+    #[n(3)]
+    Refused(#[n(0)] String),
+}
+
+/// A verified blob from a peer, in the pieces it arrived in (no copy into one buffer).
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// Its id (the BLAKE3 hash of its bytes, checked).
+    pub id: ChunkId,
+    /// What the sender stores it as.
+    pub kind: BlobKind,
+    /// Its bytes, in order.
+    pub parts: Vec<Bytes>,
+}
+
+impl Blob {
+    /// Its length.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

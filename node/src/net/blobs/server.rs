@@ -1,0 +1,168 @@
+//! The server side: answers pings and serves blobs from the store, counting what it sends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use iroh::EndpointId;
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use minicbor::bytes::ByteArray;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{
+    MAX_IDS, MAX_SERVING, MAX_STREAMS_PER_CONN, REQUEST_TIMEOUT, Reply, Request, STALL_TIMEOUT,
+    Tallies,
+};
+use crate::ids::ChunkId;
+use crate::net::frame::{self, FrameError};
+use crate::store::Store;
+use crate::store::pack::BlobKind;
+
+/// Counts what this node served.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// Blobs sent.
+    pub blobs: AtomicU64,
+    /// Bytes of blobs sent.
+    pub bytes: AtomicU64,
+    /// Requests dropped as malformed, oversized or stalled.
+    pub bad_requests: AtomicU64,
+    /// What was sent for requests that named a pool, by pool and peer, since last taken.
+    tagged: Tallies,
+}
+
+impl Served {
+    /// What was served for requests naming a pool, by (pool, peer). The claim of the pool is
+    /// the requester's; the layer above checks it.
+    pub fn tagged(&self) -> &Tallies {
+        &self.tagged
+    }
+}
+
+/// Serves blobs from the store to peers.
+#[derive(Debug, Clone)]
+pub struct BlobsProtocol {
+    store: Arc<Store>,
+    serving: Arc<Semaphore>,
+    served: Arc<Served>,
+}
+
+impl BlobsProtocol {
+    /// Serves from `store`, counting into `served`.
+    pub fn new(store: Arc<Store>, served: Arc<Served>) -> Self {
+        Self { store, serving: Arc::new(Semaphore::new(MAX_SERVING)), served }
+    }
+
+    async fn serve(
+        &self,
+        peer: EndpointId,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) -> Result<(), ServeError> {
+        let req: Request = tokio::time::timeout(REQUEST_TIMEOUT, frame::read(&mut recv))
+            .await
+            .map_err(|_| ServeError::Timeout)??
+            .ok_or(ServeError::Frame(FrameError::Truncated))?;
+        match req {
+            Request::Ping(n) => frame::write(&mut send, &Reply::Pong(n)).await?,
+            Request::Get(ids, _) if ids.len() > MAX_IDS => {
+                let why = format!("at most {MAX_IDS} ids per request");
+                frame::write(&mut send, &Reply::Refused(why)).await?;
+            }
+            Request::Get(ids, pool) => {
+                let tag = pool.map(|p| (*p, peer));
+                self.send_blobs(&mut send, ids, tag).await?
+            }
+        }
+        send.finish().map_err(|e| ServeError::Frame(FrameError::Stream(e.to_string())))?;
+        Ok(())
+    }
+
+    async fn send_blobs(
+        &self,
+        send: &mut SendStream,
+        ids: Vec<ByteArray<32>>,
+        tag: Option<([u8; 32], EndpointId)>,
+    ) -> Result<(), ServeError> {
+        let (mut rx, reader) = read_ahead(self.store.clone(), ids);
+        while let Some(blob) = rx.recv().await {
+            let write = async {
+                match blob {
+                    Some((kind, bytes, id)) => {
+                        let len = bytes.len() as u64;
+                        frame::write(send, &Reply::Have { kind: kind as u8, len: len as u32 })
+                            .await?;
+                        // Handing over the buffer, not copying it.
+                        send.write_chunk(Bytes::from(bytes))
+                            .await
+                            .map_err(|e| FrameError::Stream(e.to_string()))?;
+                        self.served.blobs.fetch_add(1, Ordering::Relaxed);
+                        self.served.bytes.fetch_add(len, Ordering::Relaxed);
+                        if let Some((pool, peer)) = tag {
+                            self.served.tagged.add(pool, peer, id, len);
+                        }
+                        Ok(())
+                    }
+                    None => frame::write(send, &Reply::Missing).await,
+                }
+            };
+            tokio::time::timeout(STALL_TIMEOUT, write).await.map_err(|_| ServeError::Timeout)??;
+        }
+        drop(rx);
+        let _ = reader.await;
+        Ok(())
+    }
+}
+
+/// A blob read for serving: its kind, bytes and id; `None` when the store lacks it.
+pub type ReadBlob = Option<(BlobKind, Vec<u8>, [u8; 32])>;
+
+/// Reads `ids` from `store` on a blocking thread, at most two blobs ahead of the receiver (the
+/// network), in order. A blob that does not read back is served as missing.
+pub fn read_ahead(
+    store: Arc<Store>,
+    ids: Vec<ByteArray<32>>,
+) -> (mpsc::Receiver<ReadBlob>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel::<ReadBlob>(2);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut blobs = store.blob_reader();
+        for id in ids {
+            let blob = blobs.read_with_kind(&ChunkId(*id)).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "not serving a blob that does not read back");
+                None
+            });
+            if tx.blocking_send(blob.map(|(k, b)| (k, b, *id))).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, reader)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("the peer stalled")]
+    Timeout,
+}
+
+impl ProtocolHandler for BlobsProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        conn.set_max_concurrent_bi_streams(MAX_STREAMS_PER_CONN.into());
+        let peer = conn.remote_id();
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let Ok(permit) = self.serving.clone().acquire_owned().await else { break };
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.serve(peer, send, recv).await {
+                    this.served.bad_requests.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %peer.fmt_short(), error = %e, "dropped a bad blob request");
+                }
+                drop(permit);
+            });
+        }
+        Ok(())
+    }
+}
