@@ -165,27 +165,57 @@ fn genesis_signer(identity_secret: &[u8; 32]) -> Signer {
     Signer::new(identity_secret, [0; 32])
 }
 
+/// What the genesis writes: the same on every device, so its hash (the document id) is a
+/// function of the owner's key alone.
+fn genesis_content(
+    d: &mut AutoCommit,
+    owner: &Key,
+) -> Result<(), kith_crdt::automerge::AutomergeError> {
+    d.put(ROOT, "v", IDENTITY_SCHEMA_VERSION)?;
+    d.put(ROOT, "kind", IDENTITY_KIND)?;
+    d.put(ROOT, "owner", owner.to_vec())?;
+    d.put_object(ROOT, "devices", ObjType::Map)?;
+    d.put_object(ROOT, "recipients", ObjType::Map)?;
+    d.put_object(ROOT, "pools", ObjType::Map)?;
+    Ok(())
+}
+
 impl IdentityDoc {
     /// The identity's document as it starts, the same on every device.
     pub fn genesis(identity_secret: &[u8; 32]) -> Result<IdentityDoc, DocError> {
         let s = genesis_signer(identity_secret);
         let owner = s.author().key;
-        let doc = SignedDoc::create(&s, 0, &IdentityRules, |d| {
-            d.put(ROOT, "v", IDENTITY_SCHEMA_VERSION)?;
-            d.put(ROOT, "kind", IDENTITY_KIND)?;
-            d.put(ROOT, "owner", owner.to_vec())?;
-            d.put_object(ROOT, "devices", ObjType::Map)?;
-            d.put_object(ROOT, "recipients", ObjType::Map)?;
-            d.put_object(ROOT, "pools", ObjType::Map)?;
-            Ok(())
-        })?;
+        let doc = SignedDoc::create(&s, 0, &IdentityRules, |d| genesis_content(d, &owner))?;
         Ok(IdentityDoc { doc })
     }
 
-    /// Reads a saved document (signatures and rules checked).
+    /// The id every copy of `owner`'s document has: the hash of its deterministic genesis,
+    /// which anyone can compute from the key (no secret needed: the signature is not part of
+    /// the change).
+    pub fn id_of(owner: &Key) -> Key {
+        let actor = kith_crdt::Author { key: *owner, device: [0; 32] }.actor();
+        let mut d = AutoCommit::new().with_actor(actor);
+        genesis_content(&mut d, owner).expect("writing a fresh document cannot fail");
+        let options = kith_crdt::automerge::transaction::CommitOptions::default().with_time(0);
+        d.commit_with(options).expect("the genesis changes the document").0
+    }
+
+    /// Reads a saved document: every signature verified, the document must be the one of
+    /// the identity it names (its id is that identity's genesis), and every change is judged by
+    /// the rules again, so a copy planted by somebody else is refused.
     pub fn load(bytes: &[u8]) -> Result<IdentityDoc, DocError> {
-        let doc = SignedDoc::load(bytes, IDENTITY_KIND)?;
-        IdentityView::read(doc.doc()).map_err(DocError::Format)?;
+        let mut loaded = SignedDoc::load(bytes, IDENTITY_KIND)?;
+        let view = IdentityView::read(loaded.doc()).map_err(DocError::Format)?;
+        let id = *loaded.id();
+        if id != IdentityDoc::id_of(&view.owner) {
+            return Err(DocError::Format(format!(
+                "this is not the document of identity {} (it did not start as that identity's does)",
+                hex(&view.owner[..8])
+            )));
+        }
+        let (changes, sigs) = loaded.changes_since(&[]);
+        let mut doc = SignedDoc::empty(id);
+        doc.ingest(changes, &sigs, &IdentityRules)?;
         Ok(IdentityDoc { doc })
     }
 
@@ -355,6 +385,32 @@ mod tests {
         assert_eq!(v.name, "ada");
         assert_eq!(v.devices.len(), 2);
         assert_eq!(v.pools[&[9; 32]].name, "street");
+    }
+
+    #[test]
+    fn regression_a_document_planted_for_another_identity_is_refused() {
+        // Issue 16: `load` did not run the rules, so a member could hand a custodian a
+        // document it wrote itself that names another identity as its owner.
+        let victim = Signer::new(&[7; 32], [0; 32]).author().key;
+        let evil = Signer::new(&[8; 32], [3; 32]);
+        let planted = SignedDoc::create(&evil, 0, &NoRules, |d| genesis_content(d, &victim))
+            .unwrap()
+            .save(IDENTITY_KIND);
+        let e = IdentityDoc::load(&planted).unwrap_err();
+        assert!(e.to_string().contains("not the document of identity"), "{e}");
+        // The real one loads, and its id is what anyone computes from the key.
+        let mut real = IdentityDoc::genesis(&[7; 32]).unwrap();
+        assert_eq!(real.id(), IdentityDoc::id_of(&victim));
+        assert!(IdentityDoc::load(&real.save()).is_ok());
+    }
+
+    /// Accepts anything (to write what the rules would refuse).
+    struct NoRules;
+
+    impl Authorizer for NoRules {
+        fn authorise(&self, _: &Check<'_>) -> Result<(), String> {
+            Ok(())
+        }
     }
 
     #[test]

@@ -413,6 +413,11 @@ impl Pools {
             .map_err(|e| e.to_string())?;
             return Ok(n);
         }
+        // Custody is for the members of this node's pools, nobody else: a stranger cannot
+        // fill this node's disk or memory with documents of identities it makes up.
+        if self.pools_of(owner).is_empty() {
+            return Err("that identity is not a member of any pool of this node".into());
+        }
         let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
         let n = match custody.get_mut(owner) {
             Some(d) => d.merge(bytes).map_err(|e| e.to_string())?,

@@ -23,5 +23,6 @@ mod progress;
 mod replication;
 mod roundtrip;
 mod transfer;
+mod trust;
 mod util;
 mod versions;

@@ -1,0 +1,80 @@
+//! The trust model, tried as an attacker would: strangers on the LAN, members taking what is
+//! not theirs.
+
+use iroh::endpoint::presets;
+use iroh::{Endpoint, EndpointAddr, RelayMode, TransportAddr};
+use kith_node::net::frame;
+use kith_node::net::ticket::NodeTicket;
+use kith_pools::identity::IdentityDoc;
+use kith_pools::replica::{POOL_ALPN, Reply, Request};
+use kith_testnet::{Layout, Testnet};
+
+use crate::util::*;
+
+async fn endpoint() -> Endpoint {
+    Endpoint::builder(presets::Minimal)
+        .relay_mode(RelayMode::Disabled)
+        .clear_address_lookup()
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+}
+
+fn addr_of(net: &Testnet, i: usize) -> EndpointAddr {
+    let t: NodeTicket = net.kith_ok(i, &["id", "--ticket"]).unwrap().trim().parse().unwrap();
+    EndpointAddr::from_parts(t.id, t.addrs.into_iter().map(TransportAddr::Ip))
+}
+
+async fn ask(ep: &Endpoint, to: &EndpointAddr, req: &Request) -> Reply {
+    let conn = ep.connect(to.clone(), POOL_ALPN).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    frame::write_max(&mut send, req, 4 << 20).await.unwrap();
+    send.finish().unwrap();
+    let reply: Reply = frame::read_max(&mut recv, 4 << 20).await.unwrap().unwrap();
+    conn.close(0u32.into(), b"done");
+    reply
+}
+
+#[test]
+fn regression_strangers_cannot_fill_a_nodes_custody_with_identity_documents() {
+    // Issue 16: anyone on the LAN could send `Identity` requests signed by identities it made
+    // up, and the node stored each document, up to a 4 MiB frame, with no membership check.
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
+    net.kith_ok(1, &["pool", "join", ticket.trim(), "--as", "bob"]).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ep = rt.block_on(endpoint());
+    let to = addr_of(&net, 0);
+    let custody = net.nodes[0].home.join("identities");
+    let kept_before = std::fs::read_dir(&custody).map(|d| d.count()).unwrap_or(0);
+    for n in 0..100u32 {
+        let mut secret = [0u8; 32];
+        secret[..4].copy_from_slice(&n.to_le_bytes());
+        secret[31] = 0xa5;
+        let me = kith_crdt::Signer::new(&secret, *ep.id().as_bytes());
+        let mut doc = IdentityDoc::genesis(&secret).unwrap();
+        doc.set_name(&me, &"x".repeat(60_000), 1).unwrap();
+        let msg = [&b"kith-identity-v1"[..], ep.id().as_bytes()].concat();
+        let req = Request::Identity {
+            identity: me.author().key,
+            sig: Some(me.sign(&msg)),
+            doc: doc.save(),
+        };
+        match rt.block_on(ask(&ep, &to, &req)) {
+            Reply::Refused(why) => assert!(why.contains("not a member"), "{why}"),
+            other => panic!("a stranger's identity document was taken: {other:?}"),
+        }
+    }
+    let kept_after = std::fs::read_dir(&custody).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(kept_after, kept_before, "the node kept a stranger's document");
+    // The node goes on serving its pool.
+    assert_eq!(net.json(0, &["pool", "show"]).unwrap()["charter"]["name"], "street");
+}
