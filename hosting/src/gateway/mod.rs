@@ -1,0 +1,195 @@
+//! The HTTP gateway: every pool node serves every site of its pools, by `Host: NAME.local` and
+//! by path `/s/NAME/`. Content this node does not hold is fetched from the pool's nodes
+//! (verified by id) and kept; opened chunks stay in a memory cache with a size cap, evicted
+//! least recently used first, so hot content is served without reading the store or
+//! decrypting again.
+
+mod announce;
+mod cache;
+mod keep;
+mod public;
+mod serve;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use kith_crdt::{Key, hex};
+use kith_node::ChunkId;
+use kith_node::net::Node;
+use kith_pools::service::Pools;
+use kith_pools::{Access, PoolView, SiteVersion};
+
+use crate::site::{ChunkRef, SiteIndex, open_chunk, open_index};
+use cache::Lru;
+
+pub use announce::announce;
+pub use keep::SiteKeeper;
+
+/// Default size of the cache of opened chunks.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+/// Site indexes kept open.
+const MAX_INDEXES: usize = 256;
+
+/// What the gateway did, for `kith status`.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// Site requests answered.
+    pub requests: AtomicU64,
+    /// Chunks served from the cache.
+    pub hits: AtomicU64,
+    /// Chunks read from the store.
+    pub reads: AtomicU64,
+    /// Chunks fetched from other nodes.
+    pub fetched: AtomicU64,
+}
+
+/// The gateway of one node.
+pub struct Gateway {
+    pools: Arc<Pools>,
+    node: Arc<Node>,
+    cache: Mutex<Lru>,
+    indexes: Mutex<HashMap<Key, Arc<SiteIndex>>>,
+    stats: GatewayStats,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A site found by name.
+struct Found {
+    pool: Key,
+    view: Arc<PoolView>,
+    access: Access,
+    version: SiteVersion,
+    /// The version's number.
+    number: u64,
+    /// The site's name.
+    name: String,
+    /// Whether the request named it by `Host` (else by `/s/NAME/`).
+    by_host: bool,
+}
+
+impl Gateway {
+    /// A gateway over this node's pools, caching up to `cache_bytes` of opened chunks.
+    pub fn new(pools: Arc<Pools>, node: Arc<Node>, cache_bytes: usize) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            pools,
+            node,
+            cache: Mutex::new(Lru {
+                map: HashMap::new(),
+                order: BTreeMap::new(),
+                tick: 0,
+                bytes: 0,
+                cap: cache_bytes,
+            }),
+            indexes: Mutex::new(HashMap::new()),
+            stats: GatewayStats::default(),
+        })
+    }
+
+    /// Bytes of opened chunks in the cache now.
+    pub fn cache_bytes(&self) -> usize {
+        lock(&self.cache).bytes
+    }
+
+    /// What the gateway did.
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
+    }
+
+    /// The site of this name in one of this node's pools (the first pool by id that has one),
+    /// at version `pin` if it still has it, else at its current version.
+    fn find(&self, name: &str, pin: Option<u64>) -> Option<Found> {
+        self.pools.views().iter().find_map(|(pool, view)| {
+            let (pool, view) = (*pool, Arc::clone(view));
+            let (_, site) = view.site(name)?;
+            let (number, version) = pin
+                .and_then(|n| site.versions.get(&n).map(|v| (n, v.clone())))
+                .or_else(|| site.served().map(|v| (site.current, v.clone())))?;
+            let access = site.access;
+            Some(Found {
+                pool,
+                view,
+                access,
+                version,
+                number,
+                name: name.to_string(),
+                by_host: false,
+            })
+        })
+    }
+
+    async fn index(&self, found: &Found) -> Result<Arc<SiteIndex>, String> {
+        if let Some(i) = lock(&self.indexes).get(&found.version.index) {
+            return Ok(i.clone());
+        }
+        let r = ChunkRef {
+            id: found.version.index.into(),
+            key: found.version.key.into(),
+            len: 0,
+            stored: 0,
+        };
+        let env = self.envelope(&found.view, &r).await?;
+        let i = Arc::new(open_index(&env, &found.version.key, found.version.len)?);
+        let mut idx = lock(&self.indexes);
+        if idx.len() >= MAX_INDEXES {
+            idx.clear();
+        }
+        idx.insert(found.version.index, i.clone());
+        Ok(i)
+    }
+
+    async fn chunk(&self, found: &Found, c: &ChunkRef) -> Result<Bytes, String> {
+        self.chunk_for(&GatewayRef { view: found.view.clone() }, c).await
+    }
+
+    async fn chunk_for(&self, at: &GatewayRef, c: &ChunkRef) -> Result<Bytes, String> {
+        if let Some(b) = lock(&self.cache).get(&c.id) {
+            self.stats.hits.fetch_add(1, Relaxed);
+            return Ok(b);
+        }
+        let env = self.envelope(&at.view, c).await?;
+        let r = c.clone();
+        let plain = tokio::task::spawn_blocking(move || open_chunk(&env, &r))
+            .await
+            .map_err(|e| e.to_string())??;
+        let b = Bytes::from(plain);
+        lock(&self.cache).put(*c.id, b.clone());
+        Ok(b)
+    }
+
+    /// A chunk's envelope: from the store, or fetched (verified) from the pool's nodes into
+    /// memory only (the store keeps what placement gives this node; the cache of opened chunks
+    /// is what keeps fetched content, within its cap).
+    async fn envelope(&self, view: &PoolView, c: &ChunkRef) -> Result<Vec<u8>, String> {
+        let id = ChunkId(*c.id);
+        let store = self.node.store().clone();
+        let read = move || store.read_blob(&id).map_err(|e| e.to_string());
+        if let Some((_, env)) =
+            tokio::task::spawn_blocking(read.clone()).await.map_err(|e| e.to_string())??
+        {
+            self.stats.reads.fetch_add(1, Relaxed);
+            return Ok(env);
+        }
+        let from = self.pools.nodes_by_recency(view);
+        let what = format!("site content {}", hex(&c.id[..8]));
+        let blobs =
+            self.node.fetch_to_memory(&what, vec![id], from).await.map_err(|e| e.to_string())?;
+        self.stats.fetched.fetch_add(1, Relaxed);
+        let blob = blobs.into_iter().next().ok_or("fetched nothing")?;
+        Ok(blob.parts.concat())
+    }
+}
+
+struct GatewayRef {
+    view: Arc<PoolView>,
+}
