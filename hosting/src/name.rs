@@ -3,8 +3,29 @@
 /// Longest site name (a DNS label).
 pub const MAX_NAME: usize = 63;
 
+/// Names that devices and services on a home LAN answer for over mDNS: a site must not take
+/// them (a neighbour's printer or router would be shadowed).
+const RESERVED: &[&str] = &[
+    "printer",
+    "router",
+    "gateway",
+    "nas",
+    "homeassistant",
+    "home-assistant",
+    "localhost",
+    "kith",
+    "raspberrypi",
+    "fritz",
+    "fritzbox",
+    "modem",
+    "wpad",
+    "airport",
+    "chromecast",
+    "sonos",
+];
+
 /// Checks a site name: 1 to 63 of `a-z`, `0-9` and `-`, not starting or ending with `-`
-/// (lower case: names are looked up case-insensitively, as DNS does).
+/// (lower case: names are looked up case-insensitively, as DNS does), and not a reserved name.
 pub fn check_name(name: &str) -> Result<(), String> {
     let why = if name.is_empty() {
         Some("it is empty")
@@ -14,6 +35,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
         Some("only a-z, 0-9 and - are allowed")
     } else if name.starts_with('-') || name.ends_with('-') {
         Some("it may not start or end with -")
+    } else if RESERVED.contains(&name) {
+        Some("it is the name of a common device or service on home networks")
     } else {
         None
     };
@@ -36,6 +59,10 @@ mod tests {
         }
         for bad in ["", "-a", "a-", "Bakery", "a.b", "a_b", "é", "a b", &"x".repeat(64), "../x"] {
             assert!(check_name(bad).is_err(), "{bad}");
+        }
+        for reserved in ["printer", "router", "nas", "gateway", "homeassistant"] {
+            let e = check_name(reserved).unwrap_err();
+            assert!(e.contains("common device or service"), "{e}");
         }
     }
 }

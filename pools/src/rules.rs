@@ -87,6 +87,7 @@ impl Authorizer for PoolRules {
         if joining {
             check_join(c, &before, &after)?;
         }
+        check_site_claims(c, &before)?;
         if after.charter.dissolved_ms.is_none()
             && !after.members.values().any(|m| m.is_active_admin())
         {
@@ -106,6 +107,27 @@ impl Authorizer for PoolRules {
         }
         Ok(())
     }
+}
+
+/// A member may claim a site name only if no other active member holds it at the change's
+/// dependencies: a name someone published is theirs, whatever time a later claim says it was
+/// made at. Claims made concurrently (on two sides of a partition) are resolved by
+/// [`PoolView::site`], which never looks at claimed times.
+fn check_site_claims(c: &Check<'_>, before: &PoolView) -> Result<(), String> {
+    for p in c.patches {
+        let path = patch_path(p);
+        if let ["members", who, "sites", name] =
+            path.iter().map(String::as_str).collect::<Vec<_>>().as_slice()
+            && *who == hex(&c.author.key)
+            && matches!(p.action, PatchAction::PutMap { .. })
+            && let Some((owner, _)) = before.site(name)
+            && owner != c.author.key
+        {
+            let by = before.members.get(&owner).map_or(String::new(), |m| m.name.clone());
+            return Err(format!("the site name `{name}` is {by}'s in this pool"));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the author is the pool's only active admin.

@@ -342,3 +342,26 @@ fn a_member_who_left_comes_back_only_with_a_new_invite() {
     sync(&mut b, &mut a).unwrap();
     assert_eq!(a.view().members[&bob.author().key].state, State::Active);
 }
+
+#[test]
+fn regression_a_back_dated_site_does_not_take_a_name_over() {
+    // Issue 16: the owner of a name was the smallest self-claimed first-publish time, so a
+    // member back-dating a version took over a name somebody else had published.
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    let version =
+        SiteVersion { index: [5; 32], key: [6; 32], len: 10, files: 1, bytes: 10, at_ms: T0 + 100 };
+    a.publish_site(&ada, "www", Access::Public, &version, T0 + 100).unwrap();
+    sync(&mut a, &mut b).unwrap();
+    let forged = SiteVersion { at_ms: T0 - 1_000_000, index: [7; 32], ..version.clone() };
+    let err = b.publish_site(&bob, "www", Access::Public, &forged, T0 - 1_000_000).unwrap_err();
+    assert!(err.to_string().contains("is ada's"), "{err}");
+    // Forged past the local check: refused by the rules on ada's node too.
+    let bob_key = bob.author().key;
+    let err = forge_at(&mut a, &mut b, &bob, Some(T0 - 1_000_000), |d| {
+        crate::edit::set_site_version(d, &bob_key, "www", Access::Public, 1, &forged).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("is ada's"), "{err}");
+    assert_eq!(a.view().site("www").map(|(k, _)| k), Some(ada.author().key));
+}

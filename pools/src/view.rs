@@ -528,12 +528,14 @@ impl PoolView {
             .flat_map(|(k, m)| m.sites.iter().map(move |(n, s)| (k, n, s)))
     }
 
-    /// The site served under `name`: if two members published one (concurrently, on two sides
-    /// of a partition), the one first published wins, then the lower member id.
+    /// The site served under `name`. A member can claim a name only while nobody else holds
+    /// it (see the rules), so two claimants have claimed it concurrently (on two sides of a
+    /// partition): the lower member id wins, never a time a member claims (which it could
+    /// back-date).
     pub fn site(&self, name: &str) -> Option<(Key, &Site)> {
         self.sites()
             .filter(|(_, n, _)| n.as_str() == name)
-            .min_by_key(|(k, _, s)| (s.first_ms(), **k))
+            .min_by_key(|(k, _, _)| **k)
             .map(|(k, _, s)| (*k, s))
     }
 
