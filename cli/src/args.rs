@@ -1,0 +1,444 @@
+//! The command line: every command, its arguments and its help text (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kith",
+    version,
+    about = "An offline-first mesh of neighbours pooling storage, hosting and bandwidth."
+)]
+pub(crate) struct Cli {
+    /// The node's home directory [default: $KITH_HOME, else ~/.local/share/kith]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the node in the foreground: discovery, serving, the control API (Ctrl-C stops it).
+    Up {
+        /// UDP address of the node's endpoint (repeat for several).
+        #[arg(long, value_name = "ADDR", default_values_t = ["0.0.0.0:7781".parse::<SocketAddr>().expect("valid")])]
+        listen: Vec<SocketAddr>,
+        /// Address of the LAN-facing HTTP listener.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7780")]
+        http: SocketAddr,
+        /// Do not announce or browse on mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+        /// Use mDNS on this interface only (repeat for several; `lo` for loopback).
+        #[arg(long, value_name = "NAME")]
+        mdns_iface: Vec<String>,
+        /// Memory for opened site content the gateway keeps (hot pages served without
+        /// fetching or decrypting again).
+        #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+        site_cache: String,
+    },
+    /// Show the node, its addresses, peers and store usage.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the peers this node knows, and whether they answer.
+    Peers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The usage ledger: who gave and took what in each pool, and who owes what.
+    ///
+    /// Without a subcommand: a table per member for the period (this month by default).
+    Ledger {
+        #[command(subcommand)]
+        command: Option<LedgerCommand>,
+        #[command(flatten)]
+        sel: LedgerSel,
+    },
+    /// Print a pairing code: a browser on this node's page (http://NODE:7780/kith/) may upload
+    /// one file into your store with it (ten minutes, one upload).
+    Pair,
+    /// Look a name up on the LAN over mDNS, as a phone would (bakery, or bakery.local).
+    Resolve {
+        /// The name.
+        name: String,
+        /// How long to listen for answers (s, m).
+        #[arg(long, default_value = "3s", value_name = "DURATION")]
+        wait: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sites: publish a folder to a pool; every member's node serves it.
+    Site {
+        #[command(subcommand)]
+        command: SiteCommand,
+    },
+    /// Pools: communities sharing their members' storage.
+    Pool {
+        #[command(subcommand)]
+        command: PoolCommand,
+    },
+    /// This identity's document: name, devices, age recipients, pools (synced among them).
+    Identity {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offer this node's storage (and egress) to a pool.
+    Offer {
+        /// The pool (name or id; default: the only pool you are in).
+        pool: Option<String>,
+        /// Storage offered, such as 50GiB.
+        #[arg(long)]
+        storage: String,
+        /// Egress per month, such as 100GB (default: unlimited).
+        #[arg(long)]
+        egress: Option<String>,
+        /// Failure domain such as a household; replicas go to distinct zones.
+        #[arg(long)]
+        zone: Option<String>,
+    },
+    /// Manage peers.
+    Peer {
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
+    /// The devices of your identity: list them, retire a lost one.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Create a home with a new identity, or with one exported from another machine.
+    Init {
+        /// Restore the identity in FILE (made by `kith key export`); the node gets a new key.
+        #[arg(long, value_name = "FILE")]
+        import: Option<PathBuf>,
+    },
+    /// Print this node's id, the identity id and the age recipient.
+    Id {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print a ticket other nodes can add with `kith peer add` (needs `kith up`).
+        #[arg(long)]
+        ticket: bool,
+    },
+    /// Manage the identity's keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Store a file or folder as a new version; prints the object id.
+    Put {
+        /// The file, folder or symlink to store.
+        path: PathBuf,
+        /// Also put it into this pool: its chunks go to the pool's holders, who acknowledge.
+        #[arg(long, value_name = "POOL")]
+        pool: Option<String>,
+        /// Print a JSON report on standard output instead of the id.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore an object: an id (or unique prefix), PATH@VERSION, or a stored path.
+    Get {
+        /// What to restore. With `kith up` running, a full id this node lacks is fetched from peers.
+        spec: String,
+        /// Where to restore it; it must not exist. `-` writes a file object to standard output.
+        #[arg(short, long, value_name = "DEST")]
+        output: Option<PathBuf>,
+        /// Print a JSON report on standard output (not with `-o -`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List stored objects.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the versions stored from a path.
+    Log {
+        /// The source path.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget an object version; `kith gc` reclaims its space.
+    Rm {
+        /// An id (or unique prefix) or PATH@VERSION.
+        spec: String,
+    },
+    /// Reclaim the space of chunks that no object references.
+    Gc {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every chunk against its hash and every object's structure.
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Write the identity to FILE, encrypted with a passphrase ($KITH_PASSPHRASE or a prompt).
+    Export {
+        /// Where to write the export; it must not exist.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PoolCommand {
+    /// Found a pool; you become its admin.
+    Create {
+        /// Its name.
+        name: String,
+        /// Copies of every chunk (default 3).
+        #[arg(long)]
+        replicas: Option<u64>,
+        /// Storage each member may use, such as 100GiB (default: no limit).
+        #[arg(long)]
+        quota: Option<String>,
+        /// Your name in the pool.
+        #[arg(long = "as", value_name = "NAME")]
+        display: Option<String>,
+    },
+    /// Print a ticket that lets someone join.
+    Invite {
+        /// The pool (default: the only pool you are in).
+        pool: Option<String>,
+        /// How long the ticket is valid (s, m, h, d).
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// How many people may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// Join a pool with a ticket.
+    Join {
+        /// The ticket from `kith pool invite`.
+        ticket: String,
+        /// Your name in the pool.
+        #[arg(long = "as", value_name = "NAME")]
+        display: Option<String>,
+    },
+    /// List the pools this node is in.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Members, roles, offers and capacity of a pool.
+    Show {
+        /// The pool (default: the only pool you are in).
+        pool: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave a pool: your objects come home to this node, the others copy what your nodes hold
+    /// for them, then you are out (your sites stop being served).
+    Leave {
+        /// The pool.
+        pool: String,
+        /// How long to wait for the hand-off.
+        #[arg(long, default_value = "10m", value_name = "DURATION")]
+        wait: String,
+        /// Leave at once, without a hand-off (the pool repairs from the other copies, if any).
+        #[arg(long)]
+        force: bool,
+        /// Do not ask before taking your sites and objects out of the pool.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// End the pool for everyone (its last admin): members' objects come home to their nodes,
+    /// sites stop, and nobody can change it any more.
+    Dissolve {
+        /// The pool.
+        pool: String,
+        /// Do not ask first.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Remove a member (admins).
+    Remove {
+        /// The pool.
+        pool: String,
+        /// The member's name or id prefix.
+        member: String,
+    },
+    /// Change a setting of the pool's charter, or a member's role (admins).
+    ///
+    /// Keys: name (text); replicas (copies of every chunk, at most the zones offering
+    /// storage); quota (storage per member, such as 100GiB, 0 for none); cost_rule
+    /// (proportional or credits); join_rule (invite); repair_after (how long a silent holder
+    /// waits before its share is copied elsewhere, such as 10m); audit_every (how often holders
+    /// are audited, such as 10m); record_every (how often usage goes into the ledger, such as
+    /// 1h); role:MEMBER (admin or member).
+    Set {
+        /// The pool.
+        pool: String,
+        /// What to set.
+        key: String,
+        /// The new value.
+        value: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SiteCommand {
+    /// Publish a folder as a new version of a site (served at `http://NAME.local:7780/`).
+    Publish {
+        /// The folder.
+        dir: PathBuf,
+        /// The site's name (one DNS label: a-z, 0-9, -).
+        #[arg(long)]
+        name: String,
+        /// The pool (default: the only pool this node is in).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Anyone on the LAN may read it (the default).
+        #[arg(long, conflicts_with = "members")]
+        public: bool,
+        /// Only the pool's members may read it (with `kith site credential`).
+        #[arg(long)]
+        members: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The sites of this node's pools.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The versions of a site.
+    Versions {
+        /// The site.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve an earlier version of your site again.
+    Rollback {
+        /// The site.
+        name: String,
+        /// The version (see `kith site versions`).
+        version: u64,
+    },
+    /// Take your site down (every version).
+    Rm {
+        /// The site.
+        name: String,
+    },
+    /// Print a credential that opens the pool's members-only sites.
+    Credential {
+        /// The pool (default: the only pool this node is in).
+        #[arg(long)]
+        pool: Option<String>,
+        /// How long it is valid (s, m, h, d).
+        #[arg(long, default_value = "30d")]
+        expires: String,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct LedgerSel {
+    /// The pool (default: every pool this node is in).
+    #[arg(long)]
+    pub(crate) pool: Option<String>,
+    /// The month, such as 2026-11 (default: this month).
+    #[arg(long)]
+    pub(crate) period: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LedgerCommand {
+    /// Recompute every member's figures from the evidence (receipts, audits) and flag rows
+    /// that do not match; exit status 1 if any does.
+    Verify {
+        #[command(flatten)]
+        sel: LedgerSel,
+    },
+    /// Write what each member owes for a period, for a treasurer (CSV or JSON).
+    Statement {
+        #[command(flatten)]
+        sel: LedgerSel,
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Write to this file (it must not exist) instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Enter a shared cost the pool paid, such as electricity (admins).
+    Cost {
+        /// The pool.
+        pool: String,
+        /// The amount, such as 42.50, in the pool's currency.
+        #[arg(allow_hyphen_values = true)]
+        amount: String,
+        /// What it paid for.
+        what: String,
+        /// The month it belongs to (default: this month).
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// Seal a month that has ended: a signed summary that carries credit balances into the
+    /// next month's ledger (admins).
+    Seal {
+        /// The pool.
+        pool: String,
+        /// The month, such as 2026-10.
+        period: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DeviceCommand {
+    /// Every device of this identity, when each was last heard from, which are retired.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retire a lost, stolen or replaced device (from another of your devices): your pools stop
+    /// counting it as a holder (its share is copied elsewhere) and nobody dials it any more.
+    Revoke {
+        /// The device's node id (or its first characters, see `kith device ls`).
+        node: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PeerCommand {
+    /// Add a peer from its ticket (`kith id --ticket` on the other node); remembered.
+    Add {
+        /// The ticket.
+        ticket: String,
+    },
+    /// Reach a known peer now: directly, or if it cannot be dialed (behind another NAT)
+    /// through a WebRTC data channel signalled by a neighbour both reach; says which, or why
+    /// neither worked.
+    Link {
+        /// The peer's node id (or its first characters).
+        peer: String,
+    },
+}
