@@ -223,6 +223,12 @@ fn replication(r: &Replication) {
     for e in &r.unreadable {
         println!("  cannot read: {e}");
     }
+    if !r.over_quota.is_empty() {
+        println!(
+            "  over their owner's quota, held by no node: object(s) {}",
+            r.over_quota.join(", ")
+        );
+    }
 }
 
 fn audits(v: &PoolDetail) {

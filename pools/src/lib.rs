@@ -27,6 +27,7 @@ pub mod manifest;
 pub mod placement;
 mod pool;
 pub mod proof;
+pub mod quota;
 pub mod replica;
 mod rules;
 pub mod service;

@@ -256,6 +256,8 @@ pub struct Health {
     pub silent: Vec<Key>,
     /// Manifests this node could not read.
     pub unreadable: Vec<String>,
+    /// Objects over their owner's quota, which no holder keeps (ids, 8 bytes hex).
+    pub over_quota: Vec<String>,
     /// Per holder.
     pub holders: Vec<HolderHealth>,
 }
@@ -844,12 +846,21 @@ impl Replicator {
         let mut manifests = Vec::new();
         for (owner, oid, po) in v.objects() {
             match self.manifest(&po.manifest, &from).await {
-                Ok(m) if m.object.as_slice() == oid.as_slice() => manifests.push((*owner, m)),
+                Ok(m) if m.object.as_slice() == oid.as_slice() => {
+                    manifests.push((*owner, *oid, po.at_ms, m))
+                }
                 Ok(_) => errors
                     .push(format!("object {}: its manifest names another object", hex(&oid[..8]))),
                 Err(e) => errors.push(format!("object {}: {e}", hex(&oid[..8]))),
             }
         }
+        // Objects over their owner's quota are held by nobody, whatever the writer's client did.
+        let over = over_quota(&v, &manifests);
+        let manifests: Vec<(Key, Arc<Manifest>)> = manifests
+            .into_iter()
+            .filter(|(_, oid, _, _)| !over.contains(oid))
+            .map(|(owner, _, _, m)| (owner, m))
+            .collect();
         // A node that failed an audit still restores its own share (and passes again).
         let mut holders = self.placement_holders(&v);
         if let Some(h) = self.live_holders(&v).into_iter().find(|h| h.node == me)
@@ -1061,17 +1072,26 @@ impl Replicator {
         let node = self.node()?.clone();
         let from = self.pool_nodes(&v);
         let mut h = Health::default();
-        let mut manifests = Vec::new();
+        let mut read = Vec::new();
         for (who, oid, po) in v.objects() {
             if Some(who) == owner {
                 continue;
             }
-            h.objects += 1;
-            h.bytes += po.bytes;
             match self.manifest(&po.manifest, &from).await {
-                Ok(m) => manifests.push(m),
+                Ok(m) => read.push((*who, *oid, po.at_ms, m)),
                 Err(e) => h.unreadable.push(format!("object {}: {e}", hex(&oid[..8]))),
             }
+        }
+        let over = over_quota(&v, &read);
+        h.over_quota = over.iter().map(|o| hex(&o[..8])).collect();
+        let mut manifests = Vec::new();
+        for (_, oid, _, m) in read {
+            if over.contains(&oid) {
+                continue;
+            }
+            h.objects += 1;
+            h.bytes += m.blobs.iter().map(|(_, l)| u64::from(*l)).sum::<u64>();
+            manifests.push(m);
         }
         let live = self.placement_holders(&v);
         let failing = v.failing_nodes();
@@ -1574,6 +1594,19 @@ impl Replicator {
         if m.object.as_slice() != object.as_slice() {
             return Err("the manifest names another object".into());
         }
+        if v.charter.quota > 0 {
+            let mut all = Vec::new();
+            for (o, oid, x) in v.objects().filter(|(o, _, _)| **o == owner) {
+                all.push((*o, *oid, x.at_ms, self.manifest(&x.manifest, &from).await?));
+            }
+            if over_quota(&v, &all).contains(&object) {
+                return Err(format!(
+                    "object {} takes its owner over the pool's quota of {}; this node does not hold it",
+                    hex(&object[..8]),
+                    crate::fmt::size(v.charter.quota)
+                ));
+            }
+        }
         let mut ids = Vec::with_capacity(positions.len());
         for p in positions {
             let (id, _) =
@@ -1631,6 +1664,26 @@ pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, V
         }
     }
     (keep, unreadable)
+}
+
+/// The objects of `manifests` (owner, object, claimed time, manifest) over their owner's quota
+/// in pool `v`, as every holder reckons it (see [`crate::quota`]).
+fn over_quota(v: &PoolView, manifests: &[(Key, Key, i64, Arc<Manifest>)]) -> HashSet<Key> {
+    let blobs: Vec<Vec<([u8; 32], u32)>> = manifests
+        .iter()
+        .map(|(_, _, _, m)| m.blobs.iter().map(|(id, l)| (**id, *l)).collect())
+        .collect();
+    let stored: Vec<crate::quota::Stored<'_>> = manifests
+        .iter()
+        .zip(&blobs)
+        .map(|((owner, object, at_ms, _), b)| crate::quota::Stored {
+            owner: *owner,
+            object: *object,
+            at_ms: *at_ms,
+            blobs: b,
+        })
+        .collect();
+    crate::quota::over_quota(v.charter.quota, &stored)
 }
 
 /// Sends one request to `peer` and reads the answer; a peer that answers is alive, whatever

@@ -384,6 +384,9 @@ pub struct Replication {
     /// Manifests this node could not read.
     #[serde(default)]
     pub unreadable: Vec<String>,
+    /// Objects over their owner's quota, which no holder keeps (ids, 16 hex digits).
+    #[serde(default)]
+    pub over_quota: Vec<String>,
     /// Per holder.
     #[serde(default)]
     pub holders: Vec<Holder>,

@@ -78,3 +78,61 @@ fn regression_strangers_cannot_fill_a_nodes_custody_with_identity_documents() {
     // The node goes on serving its pool.
     assert_eq!(net.json(0, &["pool", "show"]).unwrap()["charter"]["name"], "street");
 }
+
+#[test]
+fn holders_keep_no_object_over_its_owners_quota() {
+    // Issue 16: quotas were checked only by the writer's client; holders and repair took
+    // whatever placement gave them. Here ada's object fitted when she stored it; the admin then
+    // sets a quota it is over, and its holder goes: nobody takes its share over, and every
+    // node says why.
+    let mut net = testnet(3, Layout::Loopback);
+    for i in 0..3 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "1"]).unwrap();
+    for (i, name) in [(1, "bob"), (2, "cy")] {
+        let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+    }
+    for i in 1..3 {
+        net.kith_ok(i, &["offer", "--storage", "1GiB", "--zone", &format!("z{i}")]).unwrap();
+    }
+    net.kith_ok(0, &["pool", "set", "street", "repair_after", "5s"]).unwrap();
+    let show = |net: &Testnet, i: usize| net.json(i, &["pool", "show"]).unwrap();
+    net.wait_for(std::time::Duration::from_secs(60), "ada to see two offers", |net| {
+        Ok(show(net, 0)["capacity"]["offered"] == 2u64 << 30)
+    })
+    .unwrap();
+    let src = net.dir().join("big.bin");
+    write(&src, &random_bytes(3 << 20, 1));
+    let put = net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let object = put["id"].as_str().unwrap().to_string();
+    let holder = put["pool"]["acks"][0]["node"].as_str().unwrap().to_string();
+    let (gone, other) = if holder == net.id(1).unwrap() { (1, 2) } else { (2, 1) };
+    net.kith_ok(0, &["pool", "set", "street", "quota", "1MiB"]).unwrap();
+    net.wait_for(std::time::Duration::from_secs(60), "the object reported over quota", |net| {
+        let r = &show(net, other)["replication"];
+        Ok(r["over_quota"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|x| object.starts_with(x.as_str().unwrap()))))
+    })
+    .unwrap();
+    net.kill(gone).unwrap();
+    // Past repair_after the other node would take the share over: it does not.
+    net.wait_for(std::time::Duration::from_secs(60), "the holder to be out", |net| {
+        let v = show(net, other);
+        Ok(v["replication"]["holders"].as_array().unwrap().iter().any(|h| h["state"] == "out"))
+    })
+    .unwrap();
+    let out_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    let mut last = serde_json::Value::Null;
+    net.wait_for(std::time::Duration::from_secs(60), "a repair pass after that", |net| {
+        last = show(net, other);
+        Ok(last["repair"]["at_ms"].as_i64().is_some_and(|t| t > out_at))
+    })
+    .unwrap();
+    assert_eq!(last["repair"]["responsible_blobs"], 0, "{last}");
+}
