@@ -185,6 +185,8 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     mesh.attach(node.clone());
     pools.attach(node.endpoint().clone());
     replicator.attach(node.clone());
+    // Blobs go only to this identity's devices and to members of a pool that references them.
+    node.served().set_gate(kith_pools::gate::PoolsGate::new(replicator.clone()));
     let pools_stop = tokio_util::sync::CancellationToken::new();
     let pools_task =
         tokio::spawn(pools.clone().run(pools_stop.clone(), replicator.workers().clone()));

@@ -18,6 +18,7 @@ pub mod devices;
 mod edit;
 mod fmt;
 mod fsutil;
+pub mod gate;
 pub mod identity;
 mod invite;
 pub mod leave;

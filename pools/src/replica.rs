@@ -422,6 +422,18 @@ impl Replicator {
         self.pools.nodes_by_recency(v)
     }
 
+    /// A manifest this node has (in memory, or in its store), without fetching.
+    pub fn manifest_here(&self, id: &Key) -> Option<Arc<Manifest>> {
+        if let Some(m) = lock(&self.manifests).get(id) {
+            return Some(m.clone());
+        }
+        let store = self.node().ok()?.store().clone();
+        let (_, bytes) = store.read_blob(&ChunkId(*id)).ok()??;
+        let m = Arc::new(Manifest::from_bytes(&bytes).ok()?);
+        lock(&self.manifests).insert(*id, m.clone());
+        Some(m)
+    }
+
     /// A manifest, from memory, the store, or else fetched from `from`.
     async fn manifest(&self, id: &Key, from: &[EndpointId]) -> Result<Arc<Manifest>, String> {
         if let Some(m) = lock(&self.manifests).get(id) {

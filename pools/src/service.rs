@@ -545,6 +545,25 @@ impl Pools {
         self.lock().contains_key(id)
     }
 
+    /// Bumped whenever a pool document or this identity's document changes (for caches).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether `node` is a device of this identity that is not retired.
+    pub fn is_own_device(&self, node: &Key) -> bool {
+        self.identity()
+            .and_then(|v| v.devices.get(node).map(|d| d.revoked_ms.is_none()))
+            .unwrap_or(false)
+    }
+
+    /// Whether this identity retired `node`.
+    pub fn is_retired_device(&self, node: &Key) -> bool {
+        self.identity()
+            .and_then(|v| v.devices.get(node).map(|d| d.revoked_ms.is_some()))
+            .unwrap_or(false)
+    }
+
     /// The folder of pool documents.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -219,6 +219,7 @@ fn malformed_oversized_and_unknown_requests_leave_the_node_up() {
         let many = Request::Get(
             (0..1000).map(|_| minicbor::bytes::ByteArray::from([0u8; 32])).collect(),
             None,
+            None,
         );
         // Over the frame limit: refused before it is read.
         let _ = frame::write(&mut send, &many).await;
@@ -227,6 +228,7 @@ fn malformed_oversized_and_unknown_requests_leave_the_node_up() {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let too_many = Request::Get(
             (0..300).map(|_| minicbor::bytes::ByteArray::from([0u8; 32])).collect(),
+            None,
             None,
         );
         frame::write(&mut send, &too_many).await.unwrap();

@@ -110,12 +110,12 @@ impl Mesh {
             };
             let sent = match req {
                 Request::Ping(n) => send_reply(&dc, &Reply::Pong(n)).await,
-                Request::Get(ids, _) if ids.len() > MAX_IDS => {
+                Request::Get(ids, ..) if ids.len() > MAX_IDS => {
                     let why = format!("at most {MAX_IDS} ids per request");
                     send_reply(&dc, &Reply::Refused(why)).await
                 }
-                Request::Get(ids, pool) => {
-                    self.send_blobs(node, &dc, peer, ids, pool.map(|p| *p)).await
+                Request::Get(ids, pool, proof) => {
+                    self.send_blobs(node, &dc, peer, ids, pool.map(|p| *p), proof).await
                 }
             };
             if let Err(e) = sent {
@@ -132,9 +132,13 @@ impl Mesh {
         peer: EndpointId,
         ids: Vec<ByteArray<32>>,
         pool: Option<[u8; 32]>,
+        proof: Option<kith_node::net::blobs::DeviceProof>,
     ) -> Result<(), String> {
-        let (mut rx, reader) = kith_node::net::blobs::read_ahead(node.store().clone(), ids);
         let served = node.served();
+        if let Err(why) = served.check(&peer, proof.as_ref(), &ids) {
+            return send_reply(dc, &Reply::Refused(why)).await;
+        }
+        let (mut rx, reader) = kith_node::net::blobs::read_ahead(node.store().clone(), ids);
         while let Some(blob) = rx.recv().await {
             let write = async {
                 match blob {

@@ -25,6 +25,7 @@ pub(super) struct RtcLink {
     pub(super) busy: tokio::sync::Mutex<()>,
     pub(super) closed: AtomicBool,
     pub(super) stats: Arc<MeshStats>,
+    pub(super) proof: Option<kith_node::net::blobs::DeviceProof>,
 }
 
 impl RtcLink {
@@ -68,6 +69,7 @@ impl RtcLink {
         let req = Request::Get(
             ids.iter().map(|id| ByteArray::from(id.0)).collect(),
             pool.map(ByteArray::from),
+            self.proof.clone(),
         );
         self.request(&req).await?;
         let mut missing = Vec::new();

@@ -96,6 +96,7 @@ impl Mesh {
                 busy: tokio::sync::Mutex::new(()),
                 closed: AtomicBool::new(false),
                 stats: self.stats.clone(),
+                proof: self.node().ok().and_then(|n| n.device_proof()),
             }),
             Err(e) => {
                 let _ = pc.close().await;

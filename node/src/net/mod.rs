@@ -202,6 +202,12 @@ impl Node {
         }
         let router = router.spawn();
         let conns = Arc::new(Connections::new(endpoint.clone()));
+        let identity = home.identity().map_err(StoreError::from)?;
+        let sig = identity.signing_key().sign(&blobs::DeviceProof::message(me.as_bytes()));
+        conns.set_device_proof(blobs::DeviceProof {
+            identity: *identity.id().as_bytes(),
+            sig: sig.to_bytes(),
+        });
         tokio::spawn(ping_loop(peers.clone(), conns.clone(), cancel.clone()));
         tracing::info!(node = %me, addrs = ?endpoint.bound_sockets(), "node started");
         Ok(Node {
@@ -250,6 +256,11 @@ impl Node {
             .into_iter()
             .find(|p| p.id == t.id)
             .ok_or_else(|| "the peer table is full".into())
+    }
+
+    /// This node's proof that it is a device of its identity.
+    pub fn device_proof(&self) -> Option<blobs::DeviceProof> {
+        self.conns.device_proof()
     }
 
     /// Forgets a peer for good (a device its owner retired); true the first time.

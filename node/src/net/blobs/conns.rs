@@ -37,6 +37,8 @@ pub struct Connections {
     linker: OnceLock<Arc<dyn Linker>>,
     /// Peers at whose addresses another key answered (said once each).
     other_keys: Mutex<HashMap<EndpointId, ()>>,
+    /// This node's proof that it is a device of its identity, sent with every request.
+    proof: OnceLock<super::DeviceProof>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -101,6 +103,7 @@ impl Connections {
             links: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             other_keys: Mutex::new(HashMap::new()),
+            proof: OnceLock::new(),
             linker: OnceLock::new(),
         }
     }
@@ -229,6 +232,16 @@ impl Connections {
     /// Whether the last dial of `peer` found another key at its addresses.
     pub fn is_other_key(&self, peer: &EndpointId) -> bool {
         lock_map(&self.other_keys).contains_key(peer)
+    }
+
+    /// Sets the proof sent with requests (once).
+    pub fn set_device_proof(&self, proof: super::DeviceProof) {
+        let _ = self.proof.set(proof);
+    }
+
+    /// This node's proof that it is a device of its identity.
+    pub fn device_proof(&self) -> Option<super::DeviceProof> {
+        self.proof.get().cloned()
     }
 
     /// Whether a connection to `peer` is kept open.

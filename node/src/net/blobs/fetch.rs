@@ -248,6 +248,7 @@ async fn get_batch(
     let req = Request::Get(
         ids.iter().map(|id| ByteArray::from(id.0)).collect(),
         pool.map(ByteArray::from),
+        conns.device_proof(),
     );
     frame::write(&mut send, &req).await.map_err(|e| fail(&received, e.to_string()))?;
     send.finish().map_err(|e| fail(&received, e.to_string()))?;

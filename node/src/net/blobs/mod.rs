@@ -26,7 +26,7 @@ use crate::store::pack::BlobKind;
 
 pub use conns::{Connections, Route, connect_error};
 pub use fetch::{FetchReport, Received, fetch, fetch_from};
-pub use server::{BlobsProtocol, ReadBlob, Served, read_ahead};
+pub use server::{BlobGate, BlobsProtocol, ReadBlob, Served, read_ahead};
 pub use tally::{MAX_TALLIES, Tallies, Tally};
 
 /// The protocol's ALPN.
@@ -59,9 +59,33 @@ pub enum Request {
     #[n(0)]
     Ping(#[n(0)] u64),
     /// These blobs, please (at most [`MAX_IDS`]), fetched on behalf of the pool named
-    /// second, if any (what the server counts as served in that pool; see [`Tally`]).
+    /// second, if any (what the server counts as served in that pool; see [`Tally`]), by a
+    /// device of the identity of the proof, if any (older nodes send none).
     #[n(1)]
-    Get(#[n(0)] Vec<ByteArray<32>>, #[n(1)] Option<ByteArray<32>>),
+    Get(#[n(0)] Vec<ByteArray<32>>, #[n(1)] Option<ByteArray<32>>, #[n(2)] Option<DeviceProof>),
+}
+
+/// Domain separation of a [`DeviceProof`].
+pub const DEVICE_PROOF_CONTEXT: &[u8] = b"kith-device-proof-v1";
+
+/// A node's proof that it is a device of an identity: the identity's Ed25519 signature over
+/// [`DEVICE_PROOF_CONTEXT`] and the node's id. A node serves its identity's own blobs (objects
+/// in no pool) to the identity's other devices on this proof.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DeviceProof {
+    /// The identity.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub identity: [u8; 32],
+    /// Its signature.
+    #[cbor(n(1), with = "minicbor::bytes")]
+    pub sig: [u8; 64],
+}
+
+impl DeviceProof {
+    /// The message the identity signs for `node`.
+    pub fn message(node: &[u8; 32]) -> Vec<u8> {
+        [DEVICE_PROOF_CONTEXT, &node[..]].concat()
+    }
 }
 
 /// What a server answers (one frame per ping, one per id of a get).

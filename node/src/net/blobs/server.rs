@@ -19,6 +19,19 @@ use crate::net::frame::{self, FrameError};
 use crate::store::Store;
 use crate::store::pack::BlobKind;
 
+/// Decides who may fetch which blobs (the pools: the identity's own devices, and members'
+/// nodes of a pool that references the blob). Without one, a node serves any blob it has.
+pub trait BlobGate: Send + Sync + std::fmt::Debug {
+    /// `Ok` if `peer` (which may prove it is a device of an identity) may have every blob of
+    /// `ids`, else why not (said to the peer).
+    fn may_serve(
+        &self,
+        peer: &EndpointId,
+        proof: Option<&super::DeviceProof>,
+        ids: &[[u8; 32]],
+    ) -> Result<(), String>;
+}
+
 /// Counts what this node served.
 #[derive(Debug, Default)]
 pub struct Served {
@@ -30,6 +43,9 @@ pub struct Served {
     pub bad_requests: AtomicU64,
     /// What was sent for requests that named a pool, by pool and peer, since last taken.
     tagged: Tallies,
+    /// Requests refused by the gate.
+    pub refused: AtomicU64,
+    gate: std::sync::OnceLock<Arc<dyn BlobGate>>,
 }
 
 impl Served {
@@ -37,6 +53,25 @@ impl Served {
     /// the requester's; the layer above checks it.
     pub fn tagged(&self) -> &Tallies {
         &self.tagged
+    }
+
+    /// Sets who may fetch what (once).
+    pub fn set_gate(&self, gate: Arc<dyn BlobGate>) {
+        let _ = self.gate.set(gate);
+    }
+
+    /// Whether `peer` may have `ids` (every serving path asks this before sending a byte).
+    pub fn check(
+        &self,
+        peer: &EndpointId,
+        proof: Option<&super::DeviceProof>,
+        ids: &[ByteArray<32>],
+    ) -> Result<(), String> {
+        let Some(gate) = self.gate.get() else { return Ok(()) };
+        let ids: Vec<[u8; 32]> = ids.iter().map(|i| **i).collect();
+        gate.may_serve(peer, proof, &ids).inspect_err(|_| {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        })
     }
 }
 
@@ -66,13 +101,18 @@ impl BlobsProtocol {
             .ok_or(ServeError::Frame(FrameError::Truncated))?;
         match req {
             Request::Ping(n) => frame::write(&mut send, &Reply::Pong(n)).await?,
-            Request::Get(ids, _) if ids.len() > MAX_IDS => {
+            Request::Get(ids, ..) if ids.len() > MAX_IDS => {
                 let why = format!("at most {MAX_IDS} ids per request");
                 frame::write(&mut send, &Reply::Refused(why)).await?;
             }
-            Request::Get(ids, pool) => {
-                let tag = pool.map(|p| (*p, peer));
-                self.send_blobs(&mut send, ids, tag).await?
+            Request::Get(ids, pool, proof) => {
+                match self.served.check(&peer, proof.as_ref(), &ids) {
+                    Err(why) => frame::write(&mut send, &Reply::Refused(why)).await?,
+                    Ok(()) => {
+                        let tag = pool.map(|p| (*p, peer));
+                        self.send_blobs(&mut send, ids, tag).await?
+                    }
+                }
             }
         }
         send.finish().map_err(|e| ServeError::Frame(FrameError::Stream(e.to_string())))?;

@@ -1,0 +1,92 @@
+//! Who may fetch which blobs from this node: the identity's own devices, and the nodes of
+//! active members of a pool that references the blob (holders repairing, members opening a
+//! site or restoring their objects). A removed member, a stranger who learned an id, or a
+//! retired device gets nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use iroh::EndpointId;
+use kith_crdt::{Key, hex};
+use kith_node::net::blobs::{BlobGate, DeviceProof};
+
+use crate::replica::Replicator;
+
+/// The blobs each pool references, as of a pool-document generation.
+type Referenced = HashMap<Key, (u64, Arc<HashSet<[u8; 32]>>)>;
+
+/// The pools' [`BlobGate`].
+#[derive(Debug)]
+pub struct PoolsGate {
+    rep: Arc<Replicator>,
+    referenced: Mutex<Referenced>,
+}
+
+impl PoolsGate {
+    /// The gate of these pools.
+    pub fn new(rep: Arc<Replicator>) -> Arc<PoolsGate> {
+        Arc::new(PoolsGate { rep, referenced: Mutex::new(HashMap::new()) })
+    }
+
+    /// Every blob pool `id` references: each object's manifest and the blobs it lists.
+    fn referenced(&self, id: &Key, v: &crate::PoolView) -> Arc<HashSet<[u8; 32]>> {
+        let generation = self.rep.pools().generation();
+        if let Some((g, set)) = self.lock().get(id)
+            && *g == generation
+        {
+            return set.clone();
+        }
+        let mut set = HashSet::new();
+        for (_, _, po) in v.objects() {
+            set.insert(po.manifest);
+            if let Some(m) = self.rep.manifest_here(&po.manifest) {
+                set.extend(m.blobs.iter().map(|(b, _)| **b));
+            }
+        }
+        let set = Arc::new(set);
+        self.lock().insert(*id, (generation, set.clone()));
+        set
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Referenced> {
+        self.referenced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl BlobGate for PoolsGate {
+    fn may_serve(
+        &self,
+        peer: &EndpointId,
+        proof: Option<&DeviceProof>,
+        ids: &[[u8; 32]],
+    ) -> Result<(), String> {
+        let pools = self.rep.pools();
+        let node = *peer.as_bytes();
+        let me = pools.signer().author().key;
+        // A device of this identity (proven now, or listed in its document), not retired.
+        let proven = proof.is_some_and(|p| {
+            p.identity == me && kith_crdt::verify(&me, &DeviceProof::message(&node), &p.sig)
+        });
+        if (proven || pools.is_own_device(&node)) && !pools.is_retired_device(&node) {
+            return Ok(());
+        }
+        let mut allowed: Vec<Arc<HashSet<[u8; 32]>>> = Vec::new();
+        for (id, v) in pools.holding() {
+            if v.node_owner(&node).is_some() {
+                allowed.push(self.referenced(&id, &v));
+            }
+        }
+        if allowed.is_empty() {
+            return Err(
+                "this node serves blobs only to its identity's devices and to members of its pools"
+                    .into(),
+            );
+        }
+        match ids.iter().find(|b| !allowed.iter().any(|s| s.contains(*b))) {
+            None => Ok(()),
+            Some(b) => {
+                Err(format!("blob {} is in no pool this node shares with you", hex(&b[..8])))
+            }
+        }
+    }
+}
