@@ -136,3 +136,58 @@ fn holders_keep_no_object_over_its_owners_quota() {
     .unwrap();
     assert_eq!(last["repair"]["responsible_blobs"], 0, "{last}");
 }
+
+#[test]
+fn blobs_go_only_to_the_identitys_devices_and_members_of_a_pool_that_holds_them() {
+    // Issue 16: any node that knew an id could fetch the blob. Now: a stranger gets nothing,
+    // and a removed member cannot open a members-only site published after its removal.
+    let mut net = testnet(3, Layout::Loopback);
+    for i in 0..3 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "2"]).unwrap();
+    for (i, name) in [(1, "bob"), (2, "cy")] {
+        let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+        net.kith_ok(i, &["offer", "--storage", "1GiB", "--zone", &format!("z{i}")]).unwrap();
+    }
+    net.kith_ok(0, &["pool", "remove", "street", "cy"]).unwrap();
+    let www = net.dir().join("club");
+    write(&www.join("index.html"), b"members only");
+    net.wait_for(std::time::Duration::from_secs(60), "ada to see bob's offer", |net| {
+        Ok(net.json(0, &["pool", "show"])?["capacity"]["offered"] == 1u64 << 30)
+    })
+    .unwrap();
+    net.kith_ok(0, &["site", "publish", www.to_str().unwrap(), "--name", "club", "--members"])
+        .unwrap();
+    let versions = net.json(0, &["site", "versions", "club"]).unwrap();
+    let index = versions["versions"][0]["index"].as_str().unwrap().to_string();
+    // Cy, removed before the site was published, asks for its index: refused everywhere.
+    let out = net.kith(2, &["get", &index, "-o", net.dir().join("x").to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{e}");
+    assert!(e.contains("no pool this node shares") || e.contains("members of its pools"), "{e}");
+    // A stranger's raw request gets a refusal, not the blob.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ep = rt.block_on(endpoint());
+    let to = addr_of(&net, 0);
+    let reply = rt.block_on(async {
+        let conn = ep.connect(to, kith_node::net::blobs::ALPN).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let id: kith_node::ChunkId = index.parse().unwrap();
+        let req = kith_node::net::blobs::Request::Get(vec![id.0.into()], None, None);
+        frame::write(&mut send, &req).await.unwrap();
+        send.finish().unwrap();
+        frame::read::<kith_node::net::blobs::Reply>(&mut recv).await.unwrap().unwrap()
+    });
+    assert!(matches!(reply, kith_node::net::blobs::Reply::Refused(_)), "{reply:?}");
+    // Bob, a member, is served: his node's gateway opens the site with his credential.
+    let at1 = http(&net, 1);
+    let cred = net.kith_ok(1, &["site", "credential"]).unwrap().trim().to_string();
+    net.wait_for(std::time::Duration::from_secs(60), "bob's node to open the site", |_| {
+        let r = req(at1, "GET", "/s/club/", &[&format!("Authorization: Bearer {cred}")]);
+        Ok(r.status == 200 && r.body == b"members only")
+    })
+    .unwrap();
+}
