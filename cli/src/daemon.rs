@@ -184,6 +184,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     let node = Arc::new(Node::start_with(&home, store.clone(), cfg, protocols).await?);
     mesh.attach(node.clone());
     pools.attach(node.endpoint().clone());
+    pools.count_refusals_in(node.refusals().clone());
     replicator.attach(node.clone());
     // Blobs go only to this identity's devices and to members of a pool that references them.
     node.served().set_gate(kith_pools::gate::PoolsGate::new(replicator.clone()));

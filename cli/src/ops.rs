@@ -440,6 +440,7 @@ async fn status(ctx: &Ctx) -> Result<Value> {
         if let Some(m) = &ctx.mesh {
             v["mesh"] = m.status();
         }
+        v["refused"] = json!(node.refusals().counts());
         let served = node.served();
         v["served"] = json!({
             "blobs": served.blobs.load(Ordering::Relaxed),

@@ -78,6 +78,10 @@ pub fn status(v: &Value, json: bool) -> Result<ExitCode> {
         u(&st["packs"]),
         fmt::bytes(u(&st["bytes"]))
     );
+    if let Some(refused) = v["refused"].as_object().filter(|r| !r.is_empty()) {
+        let list: Vec<String> = refused.iter().map(|(k, n)| format!("{k}: {}", u(n))).collect();
+        println!("refused   {}", list.join("; "));
+    }
     let workers = v["workers"].as_array().map(Vec::as_slice).unwrap_or_default();
     if !workers.is_empty() {
         println!();

@@ -17,6 +17,7 @@ pub mod home;
 pub mod ids;
 pub mod keys;
 pub mod net;
+pub mod refusals;
 pub mod store;
 pub mod worker;
 

@@ -1797,7 +1797,7 @@ impl PoolProtocol {
             Err(_) => Reply::Refused("busy; try again shortly".into()),
         };
         if let Reply::Refused(why) = &reply {
-            tracing::debug!(peer = %peer.fmt_short(), %why, "refused a pool request");
+            self.rep.pools.refused(peer.as_bytes(), "pool request refused", why);
         }
         frame::write_max(&mut send, &reply, MAX_FRAME).await.map_err(|e| e.to_string())?;
         let _ = send.finish();

@@ -224,6 +224,8 @@ pub struct Pools {
     generation: std::sync::atomic::AtomicU64,
     /// Every pool's typed view and those of this identity's pools, as of a generation.
     views: Mutex<Option<(u64, SharedViews, SharedViews)>>,
+    /// Where refusals are counted (the node's), once attached.
+    refusals: std::sync::OnceLock<Arc<kith_node::refusals::Refusals>>,
     /// Former pools whose departure a session has taken to another node.
     delivered: Mutex<std::collections::HashSet<Key>>,
     /// Pools with their history, as of a generation.
@@ -284,12 +286,26 @@ impl Pools {
             views: Mutex::new(None),
             snapshots: Mutex::new(HashMap::new()),
             delivered: Mutex::new(std::collections::HashSet::new()),
+            refusals: std::sync::OnceLock::new(),
         })
     }
 
     /// Gives the service the node's endpoint, for dialling.
     pub fn attach(&self, endpoint: Endpoint) {
         let _ = self.endpoint.set(endpoint);
+    }
+
+    /// Gives the service the node's count of refusals.
+    pub fn count_refusals_in(&self, refusals: Arc<kith_node::refusals::Refusals>) {
+        let _ = self.refusals.set(refusals);
+    }
+
+    /// Counts (and logs, rate-limited) a refusal of `peer`'s input.
+    pub fn refused(&self, peer: &Key, cause: &'static str, detail: &str) {
+        match self.refusals.get() {
+            Some(r) => r.refuse(peer, cause, detail),
+            None => tracing::debug!(cause, detail, "refused a peer's input"),
+        }
     }
 
     /// Loads (or starts) this identity's document and lists this node and the identity's age
@@ -711,7 +727,7 @@ impl Pools {
     }
 
     fn reject(&self, pool: Key, peer: EndpointId, reason: String) {
-        tracing::warn!(pool = %hex(&pool[..4]), peer = %peer.fmt_short(), %reason, "rejected changes from a peer");
+        self.refused(peer.as_bytes(), "changes the rules refuse", &reason);
         let mut r = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
         if r.len() == MAX_REJECTIONS {
             r.remove(0);
@@ -1159,6 +1175,7 @@ impl DocsProtocol {
         let hello: Hello =
             frame::read(&mut recv).await.map_err(|e| e.to_string())?.ok_or("no hello")?;
         if let Err(why) = self.pools.admit(&hello, peer) {
+            self.pools.refused(peer.as_bytes(), "sync session refused", &why);
             frame::write(&mut send, &Ack { refused: Some(why.clone()), periods: None })
                 .await
                 .map_err(|e| e.to_string())?;

@@ -75,8 +75,12 @@ fn regression_strangers_cannot_fill_a_nodes_custody_with_identity_documents() {
     }
     let kept_after = std::fs::read_dir(&custody).map(|d| d.count()).unwrap_or(0);
     assert_eq!(kept_after, kept_before, "the node kept a stranger's document");
-    // The node goes on serving its pool.
+    // The node goes on serving its pool; it counted every refusal and logged one line.
     assert_eq!(net.json(0, &["pool", "show"]).unwrap()["charter"]["name"], "street");
+    let refused = net.json(0, &["status"]).unwrap()["refused"]["pool request refused"].as_u64();
+    assert!(refused >= Some(100), "{refused:?}");
+    let lines = net.log(0).lines().filter(|l| l.contains("pool request refused")).count();
+    assert_eq!(lines, 1, "one log line for one peer and cause:\n{}", net.log(0));
 }
 
 #[test]

@@ -258,6 +258,11 @@ impl Node {
             .ok_or_else(|| "the peer table is full".into())
     }
 
+    /// What this node refused, by cause.
+    pub fn refusals(&self) -> &Arc<crate::refusals::Refusals> {
+        &self.served.refusals
+    }
+
     /// This node's proof that it is a device of its identity.
     pub fn device_proof(&self) -> Option<blobs::DeviceProof> {
         self.conns.device_proof()

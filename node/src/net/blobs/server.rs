@@ -46,6 +46,8 @@ pub struct Served {
     /// Requests refused by the gate.
     pub refused: AtomicU64,
     gate: std::sync::OnceLock<Arc<dyn BlobGate>>,
+    /// What this node refused, by cause (shared with the layers above).
+    pub refusals: Arc<crate::refusals::Refusals>,
 }
 
 impl Served {
@@ -69,8 +71,13 @@ impl Served {
     ) -> Result<(), String> {
         let Some(gate) = self.gate.get() else { return Ok(()) };
         let ids: Vec<[u8; 32]> = ids.iter().map(|i| **i).collect();
-        gate.may_serve(peer, proof, &ids).inspect_err(|_| {
+        gate.may_serve(peer, proof, &ids).inspect_err(|why| {
             self.refused.fetch_add(1, Ordering::Relaxed);
+            self.refusals.refuse(
+                peer.as_bytes(),
+                "blob asked for by a peer it is not shared with",
+                why,
+            );
         })
     }
 }
