@@ -6,13 +6,15 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use kith_crdt::{DocError, Key, hex};
 use kith_pools::ledger::{
-    CostRule, Counter, LedgerView, Period, Seal, Statement, check_evidence, settle,
+    CostRule, Counter, LedgerView, Period, Seal, Statement as LedgerStatement, check_evidence,
+    settle,
 };
 use kith_pools::service::Pools;
 use kith_pools::{PoolError, PoolView};
 
 pub use crate::api::LedgerReq;
-use serde_json::{Value, json};
+use crate::api::ledger::*;
+use serde_json::Value;
 
 /// Largest cost accepted, in cents (ten million units of the pool's currency).
 const MAX_COST_CENTS: i64 = 1_000_000_000;
@@ -88,32 +90,36 @@ fn rule(v: &PoolView) -> CostRule {
     CostRule::parse(&v.charter.cost_rule).unwrap_or(CostRule::Proportional)
 }
 
-/// One pool's ledger for a period, as JSON.
-fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Value> {
+/// One pool's ledger for a period.
+fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Table> {
     let l = pools.ledgers().view(&*snap(pools, id)?, p).map_err(plain)?;
     let ms = members(v, &l);
     let st = settle(&l, rule(v), &ms);
     let flags = check_evidence(&l, v, now());
-    let rows: Vec<Value> = ms
+    let rows: Vec<Row> = ms
         .iter()
         .zip(&st)
-        .map(|(m, s)| {
-            let mut row = json!({
-                "member": hex(m),
-                "name": name(v, m),
-                "usage": s.usage,
-                "contribution": s.contribution,
-                "owes_cents": s.owes_cents,
-                "balance_milli": s.balance_milli,
-                "receipts": l.rows.iter().filter(|((k, _), _)| k == m)
-                    .map(|(_, r)| r.receipts.len()).sum::<usize>(),
-                "flags": flags.iter().filter(|f| f.member == *m).map(|f| f.what.clone())
-                    .collect::<Vec<_>>(),
-            });
-            for c in Counter::ALL {
-                row[c.key()] = json!(l.total(m, c));
-            }
-            row
+        .map(|(m, s)| Row {
+            member: hex(m),
+            name: name(v, m),
+            usage: s.usage,
+            contribution: s.contribution,
+            owes_cents: s.owes_cents,
+            balance_milli: s.balance_milli,
+            receipts: l
+                .rows
+                .iter()
+                .filter(|((k, _), _)| k == m)
+                .map(|(_, r)| r.receipts.len() as u64)
+                .sum(),
+            flags: flags.iter().filter(|f| f.member == *m).map(|f| f.what.clone()).collect(),
+            storage_provided: l.total(m, Counter::StorageProvided),
+            storage_used: l.total(m, Counter::StorageUsed),
+            egress_served: l.total(m, Counter::EgressServed),
+            egress_received: l.total(m, Counter::EgressReceived),
+            requests_served: l.total(m, Counter::RequestsServed),
+            audits_passed: l.total(m, Counter::AuditsPassed),
+            audits_failed: l.total(m, Counter::AuditsFailed),
         })
         .collect();
     let sealed = pools.ledgers().seal(id, p).map(|s| hex(&s.by)).or_else(|| {
@@ -123,20 +129,28 @@ fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Value> {
             .and_then(|n| n.sealed)
             .map(|s| hex(&s.by))
     });
-    Ok(json!({
-        "pool": hex(id),
-        "name": v.charter.name,
-        "period": p.to_string(),
-        "cost_rule": v.charter.cost_rule,
-        "recorded": pools.ledgers().has_data(id, p),
-        "costs": l.costs.iter().map(|(k, c)| json!({
-            "id": k, "what": c.what, "cents": c.cents, "by": hex(&c.by), "at_ms": c.at_ms,
-        })).collect::<Vec<_>>(),
-        "costs_cents": l.costs.values().map(|c| c.cents).sum::<i64>(),
-        "carried_in": l.carried.len(),
-        "sealed_by": sealed,
-        "members": rows,
-    }))
+    Ok(Table {
+        pool: hex(id),
+        name: v.charter.name.clone(),
+        period: p.to_string(),
+        cost_rule: v.charter.cost_rule.clone(),
+        recorded: pools.ledgers().has_data(id, p),
+        costs: l
+            .costs
+            .iter()
+            .map(|(k, c)| Cost {
+                id: k.clone(),
+                what: c.what.clone(),
+                cents: c.cents,
+                by: hex(&c.by),
+                at_ms: c.at_ms,
+            })
+            .collect(),
+        costs_cents: l.costs.values().map(|c| c.cents).sum::<i64>(),
+        carried_in: l.carried.len() as u64,
+        sealed_by: sealed,
+        members: rows,
+    })
 }
 
 /// Parses an amount such as `12`, `12.5` or `12.50` into cents.
@@ -168,11 +182,11 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
     match req {
         LedgerReq::Show { pool, period: p } => {
             let p = period(p.as_deref())?;
-            let out: Result<Vec<Value>> = select(pools, pool.as_deref(), p)?
+            let out: Result<Vec<Table>> = select(pools, pool.as_deref(), p)?
                 .iter()
                 .map(|(id, v)| table(pools, id, v, p))
                 .collect();
-            Ok(json!({ "period": p.to_string(), "pools": out? }))
+            answer(Tables { period: p.to_string(), pools: out? })
         }
         LedgerReq::Verify { pool, period: p } => {
             let p = period(p.as_deref())?;
@@ -180,27 +194,37 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             for (id, v) in select(pools, pool.as_deref(), p)? {
                 let l = pools.ledgers().view(&*snap(pools, &id)?, p).map_err(plain)?;
                 let receipts: Vec<_> = l.rows.values().flat_map(|r| r.receipts.values()).collect();
-                let mut flags: Vec<Value> = check_evidence(&l, &v, now())
+                let mut flags: Vec<Flag> = check_evidence(&l, &v, now())
                     .into_iter()
-                    .map(|f| json!({ "member": hex(&f.member), "name": name(&v, &f.member), "what": f.what }))
+                    .map(|f| Flag {
+                        member: hex(&f.member),
+                        name: name(&v, &f.member),
+                        what: f.what,
+                    })
                     .collect();
                 for r in &receipts {
                     if !r.signature_ok() {
-                        flags.push(json!({ "member": hex(&r.receiver), "name": name(&v, &r.receiver),
-                            "what": format!("a receipt for node {} does not verify", hex(&r.server[..8])) }));
+                        flags.push(Flag {
+                            member: hex(&r.receiver),
+                            name: name(&v, &r.receiver),
+                            what: format!(
+                                "a receipt for node {} does not verify",
+                                hex(&r.server[..8])
+                            ),
+                        });
                     }
                 }
-                out.push(json!({
-                    "pool": hex(&id),
-                    "name": v.charter.name,
-                    "period": p.to_string(),
-                    "members": members(&v, &l).len(),
-                    "receipts": receipts.len(),
-                    "receipt_bytes": receipts.iter().map(|r| r.bytes).sum::<u64>(),
-                    "flags": flags,
-                }));
+                out.push(VerifiedPool {
+                    pool: hex(&id),
+                    name: v.charter.name.clone(),
+                    period: p.to_string(),
+                    members: members(&v, &l).len() as u64,
+                    receipts: receipts.len() as u64,
+                    receipt_bytes: receipts.iter().map(|r| r.bytes).sum::<u64>(),
+                    flags,
+                });
             }
-            Ok(json!({ "period": p.to_string(), "pools": out }))
+            answer(Verified { period: p.to_string(), pools: out })
         }
         LedgerReq::Statement { pool, period: p } => {
             let p = period(p.as_deref())?;
@@ -223,7 +247,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             if out.is_empty() {
                 bail!("no ledger data in {p} in any pool: nothing was recorded then");
             }
-            Ok(json!({ "period": p.to_string(), "statements": out }))
+            answer(Statements { period: p.to_string(), statements: out })
         }
         LedgerReq::Cost { pool, amount, what, period: p } => {
             let cents = parse_cents(&amount)?;
@@ -245,9 +269,13 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
                 })
                 .map_err(plain)?;
             pools.wake();
-            Ok(
-                json!({ "pool": hex(&id), "name": v.charter.name, "period": p.to_string(), "id": hex(&cid), "cents": cents }),
-            )
+            answer(CostEntered {
+                pool: hex(&id),
+                name: v.charter.name.clone(),
+                period: p.to_string(),
+                id: hex(&cid),
+                cents,
+            })
         }
         LedgerReq::Seal { pool, period: p } => {
             let p = Period::parse(&p).map_err(|e| anyhow!(e))?;
@@ -260,6 +288,10 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
                 bail!("only an admin seals a period");
             }
             let l = pools.ledgers().view(&*snap(pools, &id)?, p).map_err(plain)?;
+            if pools.ledgers().view(&*snap(pools, &id)?, p.next()).map_err(plain)?.sealed.is_some()
+            {
+                bail!("{p} is already sealed");
+            }
             let seal = Seal::make(&l, rule(&v), &members(&v, &l), pools.signer());
             let signer = pools.signer();
             pools
@@ -267,42 +299,61 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
                 .with(&*snap(pools, &id)?, p.next(), |n, rules| {
                     n.record_seal(signer, rules, &seal, now())
                 })
-                .map_err(|e| match plain(e).to_string() {
-                    m if m.contains("sealed once") => anyhow!("{p} is already sealed"),
-                    m => anyhow!(m),
-                })?;
+                .map_err(plain)?;
             pools.ledgers().keep_seal(&seal)?;
             pools.wake();
-            Ok(json!({
-                "pool": hex(&id), "name": v.charter.name, "period": p.to_string(),
-                "bytes": seal.to_bytes().len(), "members": seal.owes.len(), "costs_cents": seal.costs_cents,
-            }))
+            answer(Sealed {
+                pool: hex(&id),
+                name: v.charter.name.clone(),
+                period: p.to_string(),
+                bytes: seal.to_bytes().len() as u64,
+                members: seal.owes.len() as u64,
+                costs_cents: seal.costs_cents,
+            })
         }
     }
 }
 
-fn statement(id: &Key, v: &PoolView, l: &LedgerView, p: Period, st: &[Statement]) -> Value {
-    json!({
-        "pool": hex(id),
-        "name": v.charter.name,
-        "period": p.to_string(),
-        "cost_rule": v.charter.cost_rule,
-        "costs_cents": l.costs.values().map(|c| c.cents).sum::<i64>(),
-        "costs": l.costs.values().map(|c| json!({ "what": c.what, "cents": c.cents })).collect::<Vec<_>>(),
-        "members": st.iter().map(|s| json!({
-            "member": hex(&s.member),
-            "name": name(v, &s.member),
-            "storage_used_byte_hours": l.total(&s.member, Counter::StorageUsed),
-            "received_bytes": l.total(&s.member, Counter::EgressReceived),
-            "storage_provided_byte_hours": l.total(&s.member, Counter::StorageProvided),
-            "served_bytes": l.total(&s.member, Counter::EgressServed),
-            "usage": s.usage,
-            "contribution": s.contribution,
-            "balance_milli": s.balance_milli,
-            "owes_cents": s.owes_cents,
-            "reference": format!("kith {} {p} {}", v.charter.name, &hex(&s.member)[..8]),
-        })).collect::<Vec<_>>(),
-    })
+fn statement(
+    id: &Key,
+    v: &PoolView,
+    l: &LedgerView,
+    p: Period,
+    st: &[LedgerStatement],
+) -> Statement {
+    Statement {
+        pool: hex(id),
+        name: v.charter.name.clone(),
+        period: p.to_string(),
+        cost_rule: v.charter.cost_rule.clone(),
+        costs_cents: l.costs.values().map(|c| c.cents).sum::<i64>(),
+        costs: l
+            .costs
+            .values()
+            .map(|c| CostLine { what: c.what.clone(), cents: c.cents })
+            .collect(),
+        members: st
+            .iter()
+            .map(|s| Owed {
+                member: hex(&s.member),
+                name: name(v, &s.member),
+                storage_used_byte_hours: l.total(&s.member, Counter::StorageUsed),
+                received_bytes: l.total(&s.member, Counter::EgressReceived),
+                storage_provided_byte_hours: l.total(&s.member, Counter::StorageProvided),
+                served_bytes: l.total(&s.member, Counter::EgressServed),
+                usage: s.usage,
+                contribution: s.contribution,
+                balance_milli: s.balance_milli,
+                owes_cents: s.owes_cents,
+                reference: format!("kith {} {p} {}", v.charter.name, &hex(&s.member)[..8]),
+            })
+            .collect(),
+    }
+}
+
+/// A typed answer, as the JSON that crosses the control socket.
+fn answer<T: serde::Serialize>(t: T) -> Result<Value> {
+    Ok(serde_json::to_value(t)?)
 }
 
 #[cfg(test)]

@@ -95,13 +95,14 @@ fn site_command(root: &Path, cwd: &Path, command: SiteCommand) -> Result<ExitCod
 }
 
 fn ledger_command(root: &Path, command: Option<LedgerCommand>, top: LedgerSel) -> Result<ExitCode> {
-    use crate::render_ledger::{render_show, render_statement, render_verify};
+    use crate::render_ledger as r;
     use kith::LedgerReq;
     let run = |req| execute(root, Request::Ledger(req), "");
     match command {
         None => {
             let LedgerSel { pool, period, json } = top;
-            render_show(&run(LedgerReq::Show { pool, period })?, json)
+            let v: kith::api::ledger::Tables = typed(run(LedgerReq::Show { pool, period })?)?;
+            if json { render_pool::json(&v) } else { r::render_show(&v) }
         }
         Some(LedgerCommand::Verify { sel }) => {
             let json = sel.json || top.json;
@@ -109,7 +110,7 @@ fn ledger_command(root: &Path, command: Option<LedgerCommand>, top: LedgerSel) -
                 pool: sel.pool.or(top.pool),
                 period: sel.period.or(top.period),
             };
-            render_verify(&run(req)?, json)
+            r::render_verify(&typed(run(req)?)?, json)
         }
         Some(LedgerCommand::Statement { sel, format, output }) => {
             if format != "csv" && format != "json" {
@@ -119,29 +120,13 @@ fn ledger_command(root: &Path, command: Option<LedgerCommand>, top: LedgerSel) -
                 pool: sel.pool.or(top.pool),
                 period: sel.period.or(top.period),
             };
-            render_statement(&run(req)?, &format, output)
+            r::render_statement(&typed(run(req)?)?, &format, output)
         }
         Some(LedgerCommand::Cost { pool, amount, what, period }) => {
-            let v = run(LedgerReq::Cost { pool, amount, what, period })?;
-            eprintln!(
-                "cost of {}.{:02} entered in {} {}",
-                v["cents"].as_i64().unwrap_or(0) / 100,
-                v["cents"].as_i64().unwrap_or(0) % 100,
-                v["name"].as_str().unwrap_or(""),
-                v["period"].as_str().unwrap_or("")
-            );
-            Ok(ExitCode::SUCCESS)
+            r::cost_entered(&typed(run(LedgerReq::Cost { pool, amount, what, period })?)?)
         }
         Some(LedgerCommand::Seal { pool, period }) => {
-            let v = run(LedgerReq::Seal { pool, period })?;
-            eprintln!(
-                "sealed {} {}: {} members, {} bytes",
-                v["name"].as_str().unwrap_or(""),
-                v["period"].as_str().unwrap_or(""),
-                v["members"],
-                v["bytes"]
-            );
-            Ok(ExitCode::SUCCESS)
+            r::sealed(&typed(run(LedgerReq::Seal { pool, period })?)?)
         }
     }
 }
@@ -258,7 +243,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             render::ticket(&execute(&root, Request::Ticket, "")?, json)
         }
         Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
-        Command::Status { json } => render::status(&execute(&root, Request::Status, "")?, json),
+        Command::Status { json } => {
+            let v: kith::api::node::Status = typed(execute(&root, Request::Status, "")?)?;
+            if json { render_pool::json(&v) } else { render::status(&v) }
+        }
         Command::Pool { command } => pool_command(&root, command),
         Command::Ledger { command, sel } => ledger_command(&root, command, sel),
         Command::Site { command } => site_command(&root, &cwd, command),

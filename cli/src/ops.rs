@@ -386,69 +386,84 @@ impl Write for FrameWriter {
 }
 
 async fn status(ctx: &Ctx) -> Result<Value> {
+    use crate::api::node::*;
     let store = ctx.store.clone();
     let usage = blocking(move || store.usage()).await?;
-    let mut v = json!({
-        "node": ctx.home.node_key()?.id().to_string(),
-        "identity": ctx.home.identity()?.id().to_string(),
-        "home": ctx.home.root().to_string_lossy(),
-        "running": ctx.node.is_some(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "store": {
-            "objects": usage.objects, "chunks": usage.blobs, "packs": usage.packs, "bytes": usage.pack_bytes,
+    let mut v = Status {
+        node: ctx.home.node_key()?.id().to_string(),
+        identity: ctx.home.identity()?.id().to_string(),
+        home: ctx.home.root().to_string_lossy().into_owned(),
+        running: ctx.node.is_some(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        store: StoreUsage {
+            objects: usage.objects,
+            chunks: usage.blobs,
+            packs: usage.packs,
+            bytes: usage.pack_bytes,
         },
-    });
+        addrs: Vec::new(),
+        http: None,
+        urls: Vec::new(),
+        retired_ms: None,
+        workers: Vec::new(),
+        peers: None,
+        uptime_s: 0,
+        gateway: None,
+        browsers: None,
+        mesh: None,
+        refused: Default::default(),
+        served: None,
+    };
     if let Some(node) = &ctx.node {
         let peers = node.peers();
         let reachable = peers.iter().filter(|p| p.reachability.name() == "reachable").count();
-        v["addrs"] = json!(node.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>());
-        v["http"] = json!(ctx.http.map(|a| a.to_string()));
+        v.addrs = node.addrs().iter().map(|a| a.to_string()).collect();
+        v.http = ctx.http.map(|a| a.to_string());
         // Where a person opens this node: its LAN addresses, not the 0.0.0.0 it listens on.
-        v["urls"] = json!(crate::site_ops::lan_urls(ctx, "/"));
-        if let Some(at) = ctx.pools.as_ref().and_then(|p| p.retired_at()) {
-            v["retired_ms"] = json!(at);
-        }
+        v.urls = crate::site_ops::lan_urls(ctx, "/");
+        v.retired_ms = ctx.pools.as_ref().and_then(|p| p.retired_at());
         if let Some(r) = &ctx.replicator {
-            v["workers"] = json!(
-                r.workers()
-                    .list()
-                    .iter()
-                    .map(|w| json!({
-                        "name": w.name, "state": w.state.name(), "passes": w.passes,
-                        "last_ms": w.last_ms, "last_took_ms": w.last_took_ms,
-                        "progress": w.progress.map(|(d, t)| json!([d, t])),
-                        "last_error": w.last_error,
-                    }))
-                    .collect::<Vec<_>>()
-            );
+            v.workers = r
+                .workers()
+                .list()
+                .into_iter()
+                .map(|w| Worker {
+                    name: w.name,
+                    state: w.state.name().to_string(),
+                    passes: w.passes,
+                    last_ms: w.last_ms,
+                    last_took_ms: w.last_took_ms,
+                    progress: w.progress,
+                    last_error: w.last_error,
+                })
+                .collect();
         }
-        v["peers"] = json!({ "known": peers.len(), "reachable": reachable });
-        v["uptime_s"] = json!(ctx.started.elapsed().as_secs());
-        if let Some(g) = &ctx.gateway {
+        v.peers = Some(PeerCount { known: peers.len() as u64, reachable: reachable as u64 });
+        v.uptime_s = ctx.started.elapsed().as_secs();
+        v.gateway = ctx.gateway.as_ref().map(|g| {
             let s = g.stats();
-            v["gateway"] = json!({
-                "requests": s.requests.load(Ordering::Relaxed),
-                "cache_hits": s.hits.load(Ordering::Relaxed),
-                "store_reads": s.reads.load(Ordering::Relaxed),
-                "fetched": s.fetched.load(Ordering::Relaxed),
-                "cache_bytes": g.cache_bytes(),
-            });
-        }
-        if let Some(b) = &ctx.browsers {
-            v["browsers"] = json!({ "sessions": b.sessions(), "reports": b.reports() });
-        }
-        if let Some(m) = &ctx.mesh {
-            v["mesh"] = m.status();
-        }
-        v["refused"] = json!(node.refusals().counts());
+            Gateway {
+                requests: s.requests.load(Ordering::Relaxed),
+                cache_hits: s.hits.load(Ordering::Relaxed),
+                store_reads: s.reads.load(Ordering::Relaxed),
+                fetched: s.fetched.load(Ordering::Relaxed),
+                cache_bytes: g.cache_bytes() as u64,
+            }
+        });
+        v.browsers = ctx
+            .browsers
+            .as_ref()
+            .map(|b| json!({ "sessions": b.sessions(), "reports": b.reports() }));
+        v.mesh = ctx.mesh.as_ref().map(|m| m.status());
+        v.refused = node.refusals().counts().into_iter().map(|(k, n)| (k.to_string(), n)).collect();
         let served = node.served();
-        v["served"] = json!({
-            "blobs": served.blobs.load(Ordering::Relaxed),
-            "bytes": served.bytes.load(Ordering::Relaxed),
-            "bad_requests": served.bad_requests.load(Ordering::Relaxed),
+        v.served = Some(Served {
+            blobs: served.blobs.load(Ordering::Relaxed),
+            bytes: served.bytes.load(Ordering::Relaxed),
+            bad_requests: served.bad_requests.load(Ordering::Relaxed),
         });
     }
-    Ok(v)
+    Ok(serde_json::to_value(v)?)
 }
 
 /// The JSON of a put report.

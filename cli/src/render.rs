@@ -38,71 +38,64 @@ pub fn ticket(v: &Value, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn status(v: &Value, json: bool) -> Result<ExitCode> {
-    if json {
-        return json_out(v);
-    }
-    let st = &v["store"];
-    println!("node      {}", s(&v["node"]));
-    println!("identity  {}", s(&v["identity"]));
-    println!("home      {}", s(&v["home"]));
-    if v["running"].as_bool() == Some(true) {
-        let addrs: Vec<&str> = v["addrs"].as_array().into_iter().flatten().map(s).collect();
-        println!("state     up for {} s", u(&v["uptime_s"]));
-        println!("addrs     {}", addrs.join(", "));
-        let urls: Vec<&str> =
-            v["urls"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
-        if urls.is_empty() {
-            println!("http      http://{}/", s(&v["http"]));
-        } else {
-            println!("http      {}", urls.join("  "));
+/// `kith status`.
+pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
+    println!("node      {}", v.node);
+    println!("identity  {}", v.identity);
+    println!("home      {}", v.home);
+    if v.running {
+        println!("state     up for {} s", v.uptime_s);
+        println!("addrs     {}", v.addrs.join(", "));
+        match (&v.urls[..], &v.http) {
+            ([], Some(h)) => println!("http      http://{h}/"),
+            (urls, _) => println!("http      {}", urls.join("  ")),
         }
-        if let Some(at) = v["retired_ms"].as_u64() {
+        if let Some(at) = v.retired_ms {
             println!(
                 "RETIRED   another device of this identity retired this one on {}: it takes no part in pools",
-                fmt::time(at)
+                fmt::time(at.max(0) as u64)
             );
         }
-        println!(
-            "peers     {} known, {} reachable",
-            u(&v["peers"]["known"]),
-            u(&v["peers"]["reachable"])
-        );
+        if let Some(p) = &v.peers {
+            println!("peers     {} known, {} reachable", p.known, p.reachable);
+        }
     } else {
         println!("state     not running (start it with `kith up`)");
     }
+    let st = &v.store;
     println!(
         "store     {} objects, {} chunks in {} packs, {}",
-        u(&st["objects"]),
-        u(&st["chunks"]),
-        u(&st["packs"]),
-        fmt::bytes(u(&st["bytes"]))
+        st.objects,
+        st.chunks,
+        st.packs,
+        fmt::bytes(st.bytes)
     );
-    if let Some(refused) = v["refused"].as_object().filter(|r| !r.is_empty()) {
-        let list: Vec<String> = refused.iter().map(|(k, n)| format!("{k}: {}", u(n))).collect();
+    if let Some(g) = &v.gateway {
+        println!(
+            "gateway   {} requests, {} from the cache, {} store reads, {} fetched",
+            g.requests, g.cache_hits, g.store_reads, g.fetched
+        );
+    }
+    if !v.refused.is_empty() {
+        let list: Vec<String> = v.refused.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         println!("refused   {}", list.join("; "));
     }
-    let workers = v["workers"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if !workers.is_empty() {
+    if !v.workers.is_empty() {
         println!();
         println!(
             "{:<24}  {:<7}  {:>6}  {:<19}  {:>8}  NOTE",
             "WORKER", "STATE", "PASSES", "LAST", "TOOK"
         );
-        for w in workers {
-            let last = w["last_ms"].as_u64().map(fmt::time).unwrap_or_else(|| "-".into());
-            let note = match (w["last_error"].as_str(), w["progress"].as_array()) {
-                (Some(e), _) => e.to_string(),
-                (None, Some(p)) if p.len() == 2 => format!("{}/{}", u(&p[0]), u(&p[1])),
+        for w in &v.workers {
+            let last = w.last_ms.map(fmt::time).unwrap_or_else(|| "-".into());
+            let note = match (&w.last_error, w.progress) {
+                (Some(e), _) => e.clone(),
+                (None, Some((d, t))) => format!("{d}/{t}"),
                 _ => String::new(),
             };
             println!(
                 "{:<24}  {:<7}  {:>6}  {:<19}  {:>6}ms  {note}",
-                s(&w["name"]),
-                s(&w["state"]),
-                u(&w["passes"]),
-                last,
-                u(&w["last_took_ms"]),
+                w.name, w.state, w.passes, last, w.last_took_ms
             );
         }
     }

@@ -5,35 +5,26 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use kith::api::ledger::*;
 use kith::fmt;
-use serde_json::Value;
-
-fn i(v: &Value) -> i64 {
-    v.as_i64().unwrap_or(0)
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
 
 fn money(cents: i64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
 /// Prints `kith ledger`.
-pub fn render_show(v: &Value, json: bool) -> Result<ExitCode> {
-    if json {
-        println!("{v}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    for p in v["pools"].as_array().into_iter().flatten() {
+pub fn render_show(v: &Tables) -> Result<ExitCode> {
+    for p in &v.pools {
         println!(
             "{} {}  ({} split, costs {}{})",
-            s(&p["name"]),
-            s(&p["period"]),
-            s(&p["cost_rule"]),
-            money(i(&p["costs_cents"])),
-            p["sealed_by"].as_str().map(|b| format!(", sealed by {}", &b[..8])).unwrap_or_default()
+            p.name,
+            p.period,
+            p.cost_rule,
+            money(p.costs_cents),
+            p.sealed_by
+                .as_ref()
+                .map(|b| format!(", sealed by {}", &b[..8.min(b.len())]))
+                .unwrap_or_default()
         );
         println!(
             "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}",
@@ -43,33 +34,30 @@ pub fn render_show(v: &Value, json: bool) -> Result<ExitCode> {
             "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9}",
             "", "OTHERS", "OTHERS", "", "", "OK/FAIL"
         );
-        for m in p["members"].as_array().into_iter().flatten() {
-            let bh = |k: &str| format!("{}·h", fmt::bytes(i(&m[k]).max(0) as u64));
-            let b = |k: &str| fmt::bytes(i(&m[k]).max(0) as u64);
-            let flag = if m["flags"].as_array().is_some_and(|f| !f.is_empty()) { " !" } else { "" };
+        for m in &p.members {
+            let bh = |n: i64| format!("{}·h", fmt::bytes(n.max(0) as u64));
+            let b = |n: i64| fmt::bytes(n.max(0) as u64);
+            let flag = if m.flags.is_empty() { "" } else { " !" };
             println!(
                 "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}{flag}",
-                s(&m["name"]).chars().take(16).collect::<String>(),
-                bh("storage_provided"),
-                bh("storage_used"),
-                b("egress_served"),
-                b("egress_received"),
-                format!("{}/{}", i(&m["audits_passed"]), i(&m["audits_failed"])),
-                money(i(&m["owes_cents"])),
+                m.name.chars().take(16).collect::<String>(),
+                bh(m.storage_provided),
+                bh(m.storage_used),
+                b(m.egress_served),
+                b(m.egress_received),
+                format!("{}/{}", m.audits_passed, m.audits_failed),
+                money(m.owes_cents),
             );
         }
-        if !p["recorded"].as_bool().unwrap_or(false) {
-            println!("  (nothing recorded yet in this period)");
+        if !p.recorded {
+            println!(
+                "  (nothing recorded yet in this period; nodes record every `record_every`, an hour by default)"
+            );
         }
-        let flagged = p["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["flags"].as_array().is_some_and(|f| !f.is_empty()));
-        if flagged {
+        if p.members.iter().any(|m| !m.flags.is_empty()) {
             println!(
                 "  ! = figures that receipts or audits do not back yet; `kith ledger verify --pool {}` says which",
-                s(&p["name"])
+                p.name
             );
         }
     }
@@ -77,30 +65,26 @@ pub fn render_show(v: &Value, json: bool) -> Result<ExitCode> {
 }
 
 /// Prints `kith ledger verify`; exit status 1 when a row does not match its evidence.
-pub fn render_verify(v: &Value, json: bool) -> Result<ExitCode> {
-    let flagged = v["pools"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|p| p["flags"].as_array().is_some_and(|f| !f.is_empty()));
+pub fn render_verify(v: &Verified, json: bool) -> Result<ExitCode> {
+    let flagged = v.pools.iter().any(|p| !p.flags.is_empty());
     let code = if flagged { ExitCode::FAILURE } else { ExitCode::SUCCESS };
     if json {
-        println!("{v}");
+        println!("{}", serde_json::to_string(v)?);
         return Ok(code);
     }
-    for p in v["pools"].as_array().into_iter().flatten() {
+    for p in &v.pools {
         println!(
             "{} {}: {} members, {} receipts covering {}",
-            s(&p["name"]),
-            s(&p["period"]),
-            i(&p["members"]),
-            i(&p["receipts"]),
-            fmt::bytes(p["receipt_bytes"].as_u64().unwrap_or(0))
+            p.name,
+            p.period,
+            p.members,
+            p.receipts,
+            fmt::bytes(p.receipt_bytes)
         );
-        for f in p["flags"].as_array().into_iter().flatten() {
-            println!("  FLAG {}: {}", s(&f["name"]), s(&f["what"]));
+        for f in &p.flags {
+            println!("  FLAG {}: {}", f.name, f.what);
         }
-        if p["flags"].as_array().is_none_or(|f| f.is_empty()) {
+        if p.flags.is_empty() {
             println!("  every row matches its evidence");
         }
     }
@@ -108,29 +92,29 @@ pub fn render_verify(v: &Value, json: bool) -> Result<ExitCode> {
 }
 
 /// Writes `kith ledger statement` as CSV or JSON, to a file or standard output.
-pub fn render_statement(v: &Value, format: &str, output: Option<PathBuf>) -> Result<ExitCode> {
+pub fn render_statement(v: &Statements, format: &str, output: Option<PathBuf>) -> Result<ExitCode> {
     let text = match format {
         "json" => format!("{}\n", serde_json::to_string_pretty(v)?),
         "csv" => {
             let mut t = String::from(
                 "pool,period,member,name,storage_used_byte_hours,received_bytes,storage_provided_byte_hours,served_bytes,usage_units,contribution_units,credit_balance,owes,payment_reference\n",
             );
-            for st in v["statements"].as_array().into_iter().flatten() {
-                for m in st["members"].as_array().into_iter().flatten() {
+            for st in &v.statements {
+                for m in &st.members {
                     let cells = [
-                        s(&st["name"]).to_string(),
-                        s(&st["period"]).to_string(),
-                        s(&m["member"]).to_string(),
-                        s(&m["name"]).to_string(),
-                        i(&m["storage_used_byte_hours"]).to_string(),
-                        i(&m["received_bytes"]).to_string(),
-                        i(&m["storage_provided_byte_hours"]).to_string(),
-                        i(&m["served_bytes"]).to_string(),
-                        format!("{:.6}", m["usage"].as_f64().unwrap_or(0.0)),
-                        format!("{:.6}", m["contribution"].as_f64().unwrap_or(0.0)),
-                        format!("{:.3}", i(&m["balance_milli"]) as f64 / 1000.0),
-                        money(i(&m["owes_cents"])),
-                        s(&m["reference"]).to_string(),
+                        st.name.clone(),
+                        st.period.clone(),
+                        m.member.clone(),
+                        m.name.clone(),
+                        m.storage_used_byte_hours.to_string(),
+                        m.received_bytes.to_string(),
+                        m.storage_provided_byte_hours.to_string(),
+                        m.served_bytes.to_string(),
+                        format!("{:.6}", m.usage),
+                        format!("{:.6}", m.contribution),
+                        format!("{:.3}", m.balance_milli as f64 / 1000.0),
+                        money(m.owes_cents),
+                        m.reference.clone(),
                     ];
                     let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
                     t.push_str(&row.join(","));
@@ -153,6 +137,18 @@ pub fn render_statement(v: &Value, format: &str, output: Option<PathBuf>) -> Res
         }
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith ledger cost`.
+pub fn cost_entered(v: &CostEntered) -> Result<ExitCode> {
+    eprintln!("cost of {} entered in {} {}", money(v.cents), v.name, v.period);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith ledger seal`.
+pub fn sealed(v: &Sealed) -> Result<ExitCode> {
+    eprintln!("sealed {} {}: {} members, {} bytes", v.name, v.period, v.members, v.bytes);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -56,3 +56,222 @@ impl LedgerReq {
         )
     }
 }
+
+/// `kith ledger`: a table per pool for one period.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tables {
+    /// The period, `YYYY-MM`.
+    pub period: String,
+    /// One table per pool.
+    pub pools: Vec<Table>,
+}
+
+/// One pool's ledger for a period.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Table {
+    /// The pool (hex).
+    pub pool: String,
+    /// Its name.
+    pub name: String,
+    /// The period.
+    pub period: String,
+    /// How costs split.
+    pub cost_rule: String,
+    /// Whether this node has anything recorded for the period.
+    pub recorded: bool,
+    /// The costs entered.
+    pub costs: Vec<Cost>,
+    /// Their sum (cents).
+    pub costs_cents: i64,
+    /// Members whose credit balance was carried in from the month before.
+    pub carried_in: u64,
+    /// The admin who sealed the period (hex), once sealed.
+    pub sealed_by: Option<String>,
+    /// A row per member.
+    pub members: Vec<Row>,
+}
+
+/// A shared cost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cost {
+    /// Its id.
+    pub id: String,
+    /// What it paid for.
+    pub what: String,
+    /// Its amount (cents).
+    pub cents: i64,
+    /// The admin who entered it (hex).
+    pub by: String,
+    /// When (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// One member's figures for a period.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    /// The member (hex).
+    pub member: String,
+    /// Its name.
+    pub name: String,
+    /// What it used (units: GiB-months and GiB).
+    pub usage: f64,
+    /// What it gave.
+    pub contribution: f64,
+    /// What it owes (cents).
+    pub owes_cents: i64,
+    /// Its credit balance (milli-units).
+    pub balance_milli: i64,
+    /// Receipts in its rows.
+    pub receipts: u64,
+    /// What the evidence does not back.
+    pub flags: Vec<String>,
+    /// Byte-hours of storage it provided.
+    pub storage_provided: i64,
+    /// Byte-hours of storage others held for it.
+    pub storage_used: i64,
+    /// Bytes it served.
+    pub egress_served: i64,
+    /// Bytes it received.
+    pub egress_received: i64,
+    /// Site requests its nodes answered.
+    pub requests_served: i64,
+    /// Audits its nodes passed.
+    pub audits_passed: i64,
+    /// Audits its nodes failed.
+    pub audits_failed: i64,
+}
+
+/// `kith ledger verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verified {
+    /// The period.
+    pub period: String,
+    /// Per pool.
+    pub pools: Vec<VerifiedPool>,
+}
+
+/// One pool's check against its evidence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifiedPool {
+    /// The pool (hex).
+    pub pool: String,
+    /// Its name.
+    pub name: String,
+    /// The period.
+    pub period: String,
+    /// Members in the period.
+    pub members: u64,
+    /// Receipts.
+    pub receipts: u64,
+    /// Bytes they cover.
+    pub receipt_bytes: u64,
+    /// What does not match.
+    pub flags: Vec<Flag>,
+}
+
+/// A figure the evidence does not back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flag {
+    /// The member (hex).
+    pub member: String,
+    /// Its name.
+    pub name: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// `kith ledger statement`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Statements {
+    /// The period.
+    pub period: String,
+    /// Per pool.
+    pub statements: Vec<Statement>,
+}
+
+/// What each member of a pool owes for a period.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Statement {
+    /// The pool (hex).
+    pub pool: String,
+    /// Its name.
+    pub name: String,
+    /// The period.
+    pub period: String,
+    /// How costs split.
+    pub cost_rule: String,
+    /// The costs (cents).
+    pub costs_cents: i64,
+    /// Each cost.
+    pub costs: Vec<CostLine>,
+    /// Each member.
+    pub members: Vec<Owed>,
+}
+
+/// A cost on a statement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CostLine {
+    /// What it paid for.
+    pub what: String,
+    /// Its amount (cents).
+    pub cents: i64,
+}
+
+/// One member on a statement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Owed {
+    /// The member (hex).
+    pub member: String,
+    /// Its name.
+    pub name: String,
+    /// Byte-hours others held for it.
+    pub storage_used_byte_hours: i64,
+    /// Bytes it received.
+    pub received_bytes: i64,
+    /// Byte-hours it held for others.
+    pub storage_provided_byte_hours: i64,
+    /// Bytes it served.
+    pub served_bytes: i64,
+    /// Usage (units).
+    pub usage: f64,
+    /// Contribution (units).
+    pub contribution: f64,
+    /// Credit balance (milli-units).
+    pub balance_milli: i64,
+    /// What it owes (cents).
+    pub owes_cents: i64,
+    /// A payment reference for a bank transfer.
+    pub reference: String,
+}
+
+/// `kith ledger cost`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CostEntered {
+    /// The pool (hex).
+    pub pool: String,
+    /// Its name.
+    pub name: String,
+    /// The period.
+    pub period: String,
+    /// The cost's id.
+    pub id: String,
+    /// Its amount (cents).
+    pub cents: i64,
+}
+
+/// `kith ledger seal`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sealed {
+    /// The pool (hex).
+    pub pool: String,
+    /// Its name.
+    pub name: String,
+    /// The period sealed.
+    pub period: String,
+    /// The seal's size (bytes).
+    pub bytes: u64,
+    /// Members in it.
+    pub members: u64,
+    /// The costs settled (cents).
+    pub costs_cents: i64,
+}

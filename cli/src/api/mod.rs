@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod ledger;
+pub mod node;
 pub mod pools;
 pub mod sites;
 

@@ -1,0 +1,125 @@
+//! What the node-wide commands answer: status, peers, tickets, pairing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `kith status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// This node's id.
+    pub node: String,
+    /// The identity's id.
+    pub identity: String,
+    /// The home.
+    pub home: String,
+    /// Whether the daemon runs (the rest is known only then).
+    pub running: bool,
+    /// kith's version.
+    pub version: String,
+    /// The store.
+    pub store: StoreUsage,
+    /// The node's endpoint addresses.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    /// The LAN HTTP listener's address.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Where a person opens this node (its LAN addresses).
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// When another device of the identity retired this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_ms: Option<i64>,
+    /// The node's background workers.
+    #[serde(default)]
+    pub workers: Vec<Worker>,
+    /// Peers known and answering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<PeerCount>,
+    /// Seconds since the daemon started.
+    #[serde(default)]
+    pub uptime_s: u64,
+    /// The site gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Gateway>,
+    /// Browser peers: open sessions and what their pages reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browsers: Option<serde_json::Value>,
+    /// Links through neighbours (WebRTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<serde_json::Value>,
+    /// Peers' input refused, by cause.
+    #[serde(default)]
+    pub refused: BTreeMap<String, u64>,
+    /// Blobs served to peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<Served>,
+}
+
+/// The store's size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreUsage {
+    /// Objects.
+    pub objects: u64,
+    /// Chunks (blobs).
+    pub chunks: u64,
+    /// Pack files.
+    pub packs: u64,
+    /// Bytes of pack files.
+    pub bytes: u64,
+}
+
+/// A background worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Worker {
+    /// Its name, such as `repair street`.
+    pub name: String,
+    /// `idle`, `busy`, `error` or `stopped`.
+    pub state: String,
+    /// Passes run.
+    pub passes: u64,
+    /// When the last pass ended (ms since the epoch).
+    pub last_ms: Option<u64>,
+    /// How long it took (ms).
+    pub last_took_ms: u64,
+    /// How far the pass is: done and total.
+    pub progress: Option<(u64, u64)>,
+    /// The last pass's error.
+    pub last_error: Option<String>,
+}
+
+/// Peers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerCount {
+    /// Known.
+    pub known: u64,
+    /// Answering.
+    pub reachable: u64,
+}
+
+/// The site gateway's counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Gateway {
+    /// Requests answered.
+    pub requests: u64,
+    /// Answered from the memory cache.
+    pub cache_hits: u64,
+    /// Chunks read from the store.
+    pub store_reads: u64,
+    /// Chunks fetched from peers.
+    pub fetched: u64,
+    /// Bytes in the cache.
+    pub cache_bytes: u64,
+}
+
+/// Blobs served to peers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Served {
+    /// Blobs sent.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Requests dropped as malformed, oversized or stalled.
+    pub bad_requests: u64,
+}
