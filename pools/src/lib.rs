@@ -23,7 +23,6 @@ pub mod identity;
 mod invite;
 pub mod leave;
 pub mod ledger;
-pub mod ledgers;
 pub mod manifest;
 pub mod placement;
 mod pool;
@@ -46,3 +45,8 @@ pub use view::{
     Access, Charter, Member, Offer, POOL_KIND, PoolObject, PoolView, Role, Site, SiteVersion,
     State, parse_key,
 };
+
+/// The store of ledger documents, by its former path: see [`ledger::Ledgers`].
+pub mod ledgers {
+    pub use crate::ledger::{Ledgers, SYNC_MONTHS_BACK, live_periods, syncable};
+}

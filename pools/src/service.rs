@@ -24,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::identity::{IdentityDoc, IdentityView};
 use crate::invite::Invite;
-use crate::ledger::Period;
-use crate::ledgers::{Ledgers, live_periods, syncable};
+use crate::ledger::{Ledgers, Period, live_periods, syncable};
 use crate::pool::{Pool, PoolError, PoolSnapshot};
 use crate::rules::PoolRules;
 use crate::view::{Offer, State};

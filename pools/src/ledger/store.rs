@@ -10,7 +10,10 @@ use std::sync::Mutex;
 
 use kith_crdt::{DocError, Key, SyncFrame, SyncState, hex};
 
-use crate::ledger::{Ledger, LedgerRules, LedgerView, Period, Seal};
+use super::document::Ledger;
+use super::rules::LedgerRules;
+use super::seal::Seal;
+use super::{LedgerView, Period};
 use crate::pool::{PoolError, PoolSnapshot};
 
 /// Folder of ledgers in the home.

@@ -1,0 +1,233 @@
+//! A ledger document of one pool and one period, and the changes a member's device writes to
+//! it.
+
+use std::collections::BTreeMap;
+
+use kith_crdt::automerge::transaction::Transactable;
+use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use kith_crdt::{DocError, Key, SignedDoc, Signer, hex};
+
+use super::evidence::Receipt;
+use super::rules::{LedgerRules, genesis_signer};
+use super::seal::Seal;
+use super::{Counter, LEDGER_KIND, LEDGER_SCHEMA_VERSION, LedgerView, Period, row_key};
+
+/// A ledger: one pool, one period.
+#[derive(Debug)]
+pub struct Ledger {
+    doc: SignedDoc,
+}
+
+impl Ledger {
+    /// The ledger of `period`, as it starts: the same document on every node (its genesis is
+    /// canonical and signed with a key anyone can derive, see [`genesis_signer`]).
+    pub fn start(rules: &LedgerRules<'_>, period: Period) -> Result<Ledger, DocError> {
+        let pool = *rules.pool_id();
+        let signer = genesis_signer(&pool, period);
+        let doc = SignedDoc::create(&signer, period.start_ms(), rules, |d| {
+            d.put(ROOT, "v", LEDGER_SCHEMA_VERSION)?;
+            d.put(ROOT, "kind", LEDGER_KIND)?;
+            d.put(ROOT, "pool", ScalarValue::Bytes(pool.to_vec()))?;
+            d.put(ROOT, "period", period.to_string())?;
+            d.put_object(ROOT, "carried", ObjType::Map)?;
+            d.put_object(ROOT, "rows", ObjType::Map)?;
+            d.put_object(ROOT, "costs", ObjType::Map)?;
+            Ok(())
+        })?;
+        Ok(Ledger { doc })
+    }
+
+    /// Carries credit balances in from the previous period's seal (an admin, once per member).
+    pub fn carry(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        carried: &BTreeMap<Key, i64>,
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        if carried.is_empty() {
+            return Ok(());
+        }
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
+            let cs = crate::edit::map_or_new(d, &ROOT, "carried")?;
+            for (m, b) in carried {
+                d.put(&cs, hex(m), *b)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Wraps a document (after load or sync).
+    pub fn from_doc(doc: SignedDoc) -> Result<Ledger, DocError> {
+        LedgerView::read(doc.doc()).map_err(DocError::Format)?;
+        Ok(Ledger { doc })
+    }
+
+    /// Reads a saved ledger.
+    pub fn load(bytes: &[u8]) -> Result<Ledger, DocError> {
+        Ledger::from_doc(SignedDoc::load(bytes, LEDGER_KIND)?)
+    }
+
+    /// The ledger as bytes.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save(LEDGER_KIND)
+    }
+
+    /// Records the previous period's seal and carries its credit balances in (an admin, once).
+    pub fn record_seal(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        seal: &Seal,
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        if self.view().sealed.is_some() {
+            return Err(DocError::Format("the previous period is sealed once".into()));
+        }
+        let carried = seal.carried();
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
+            d.put(ROOT, "sealed", ScalarValue::Bytes(seal.to_bytes()))?;
+            let cs = crate::edit::map_or_new(d, &ROOT, "carried")?;
+            for (m, b) in &carried {
+                if d.get(&cs, hex(m))?.is_none() {
+                    d.put(&cs, hex(m), *b)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// How many changes it holds (1: only the genesis).
+    pub fn len(&self) -> usize {
+        self.doc.len()
+    }
+
+    /// Whether it holds no changes (never true: it has its genesis).
+    pub fn is_empty(&self) -> bool {
+        self.doc.is_empty()
+    }
+
+    /// The document.
+    pub fn doc_mut(&mut self) -> &mut SignedDoc {
+        &mut self.doc
+    }
+
+    /// The typed view.
+    pub fn view(&self) -> LedgerView {
+        LedgerView::read(self.doc.doc()).expect("checked on every change")
+    }
+
+    fn own_row(
+        d: &mut AutoCommit,
+        signer: &Signer,
+    ) -> Result<ObjId, kith_crdt::automerge::AutomergeError> {
+        let a = signer.author();
+        let rs = crate::edit::map_or_new(d, &ROOT, "rows")?;
+        let key = row_key(&a.key, &a.device);
+        match d.get(&rs, &key)? {
+            Some((Value::Object(ObjType::Map), id)) => Ok(id),
+            _ => {
+                let r = d.put_object(&rs, &key, ObjType::Map)?;
+                for c in Counter::ALL {
+                    d.put(&r, c.key(), ScalarValue::counter(0))?;
+                }
+                d.put_object(&r, "receipts", ObjType::Map)?;
+                Ok(r)
+            }
+        }
+    }
+
+    /// Adds `by` to this device's counter `c`.
+    pub fn add(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        c: Counter,
+        by: i64,
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        if by <= 0 {
+            return Err(DocError::Format(format!("`{}` may only grow", c.key())));
+        }
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
+            let r = Self::own_row(d, signer)?;
+            d.increment(&r, c.key(), by)
+        })?;
+        Ok(())
+    }
+
+    /// Adds to several counters and files several receipts in one change (what a node records
+    /// once a day).
+    pub fn record(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        adds: &[(Counter, i64)],
+        receipts: &[Receipt],
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        if let Some((c, by)) = adds.iter().find(|(_, by)| *by <= 0) {
+            return Err(DocError::Format(format!("`{}` may only grow, not by {by}", c.key())));
+        }
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
+            let row = Self::own_row(d, signer)?;
+            for (c, by) in adds {
+                d.increment(&row, c.key(), *by)?;
+            }
+            let rec = crate::edit::map_or_new(d, &row, "receipts")?;
+            for r in receipts {
+                d.put(&rec, hex(&r.server), ScalarValue::Bytes(r.to_bytes()))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Files (or grows) a receipt this member signed.
+    pub fn file_receipt(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        r: &Receipt,
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
+            let row = Self::own_row(d, signer)?;
+            let rec = crate::edit::map_or_new(d, &row, "receipts")?;
+            d.put(&rec, hex(&r.server), ScalarValue::Bytes(r.to_bytes()))
+        })?;
+        Ok(())
+    }
+
+    /// Enters a shared cost (admins).
+    pub fn add_cost(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        id: &str,
+        what: &str,
+        cents: i64,
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        if cents <= 0 {
+            return Err(DocError::Format(format!("a cost must be positive, not {cents} cents")));
+        }
+        if what.trim().is_empty() || what.len() > 200 {
+            return Err(DocError::Format(
+                "say what the cost paid for, in at most 200 characters".into(),
+            ));
+        }
+        let by = signer.author().key;
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
+            let cs = crate::edit::map_or_new(d, &ROOT, "costs")?;
+            let c = d.put_object(&cs, id, ObjType::Map)?;
+            d.put(&c, "by", ScalarValue::Bytes(by.to_vec()))?;
+            d.put(&c, "what", what)?;
+            d.put(&c, "cents", cents)?;
+            d.put(&c, "at", now_ms)
+        })?;
+        Ok(())
+    }
+}

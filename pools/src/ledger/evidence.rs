@@ -1,0 +1,170 @@
+//! Evidence of usage: the receipts a receiver signs for what a server node sent it, and the
+//! check of a ledger's rows against the receipts and the pool's audits.
+
+use kith_crdt::{Key, Signer, verify};
+
+use super::{Counter, LedgerView, Period, decode, encode, signed_message};
+use crate::view::PoolView;
+
+/// Domain separation of receipts.
+const RECEIPT_CONTEXT: &[u8] = b"kith-receipt-v1";
+
+/// A receiver's signed, cumulative acknowledgement of what one server node sent it in a period.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+#[cbor(array)]
+pub struct Receipt {
+    /// The pool.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub pool: Key,
+    /// The period (`YYYY-MM`).
+    #[n(1)]
+    pub period: String,
+    /// The node that sent.
+    #[cbor(n(2), with = "minicbor::bytes")]
+    pub server: Key,
+    /// The member that received (and signs).
+    #[cbor(n(3), with = "minicbor::bytes")]
+    pub receiver: Key,
+    /// Bytes received from it in the period so far.
+    #[n(4)]
+    pub bytes: u64,
+    /// Blobs received so far.
+    #[n(5)]
+    pub blobs: u64,
+    /// The hash of the last blob received.
+    #[cbor(n(6), with = "minicbor::bytes")]
+    pub last: Key,
+    /// When (ms since the epoch).
+    #[n(7)]
+    pub at_ms: i64,
+    /// The receiver's signature over all of the above.
+    #[cbor(n(8), with = "minicbor::bytes")]
+    pub sig: [u8; 64],
+}
+
+impl Receipt {
+    fn message(&self) -> Vec<u8> {
+        signed_message(RECEIPT_CONTEXT, &Receipt { sig: [0; 64], ..self.clone() })
+    }
+
+    /// A receipt signed by `signer` (the receiver).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign(
+        signer: &Signer,
+        pool: Key,
+        period: Period,
+        server: Key,
+        bytes: u64,
+        blobs: u64,
+        last: Key,
+        at_ms: i64,
+    ) -> Receipt {
+        let mut r = Receipt {
+            pool,
+            period: period.to_string(),
+            server,
+            receiver: signer.author().key,
+            bytes,
+            blobs,
+            last,
+            at_ms,
+            sig: [0; 64],
+        };
+        r.sig = signer.sign(&r.message());
+        r
+    }
+
+    /// Whether the receiver's signature verifies.
+    pub fn signature_ok(&self) -> bool {
+        verify(&self.receiver, &self.message(), &self.sig)
+    }
+
+    /// Its bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Parses a receipt.
+    pub fn from_bytes(b: &[u8]) -> Result<Receipt, String> {
+        decode(b, "receipt")
+    }
+}
+
+/// Something `verify` found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flag {
+    /// The member.
+    pub member: Key,
+    /// What does not match.
+    pub what: String,
+}
+
+/// Recomputes what evidence supports and flags rows that claim more (or, for what a member
+/// received, less) than it.
+///
+/// A storage claim with no passed audit is not flagged while no audit could have run yet: for
+/// two audit intervals after the member joined, the period began and the pool's first object
+/// was stored (`now_ms` is the time of the check).
+pub fn check_evidence(l: &LedgerView, pool: &PoolView, now_ms: i64) -> Vec<Flag> {
+    let mut flags = Vec::new();
+    let receipts: Vec<&Receipt> = l.rows.values().flat_map(|r| r.receipts.values()).collect();
+    for m in l.members() {
+        let nodes: Vec<Key> =
+            pool.members.get(&m).map(|x| x.nodes.keys().copied().collect()).unwrap_or_default();
+        let served = l.total(&m, Counter::EgressServed);
+        let evidence: i64 = receipts
+            .iter()
+            .filter(|r| r.receiver != m && nodes.contains(&r.server) && r.signature_ok())
+            .map(|r| r.bytes as i64)
+            .sum();
+        if served > evidence {
+            flags.push(Flag {
+                member: m,
+                what: format!(
+                    "claims {served} bytes served; receipts from others cover {evidence}"
+                ),
+            });
+        } else if evidence > served {
+            // Receipts for bytes its nodes never sent (or have not recorded yet).
+            flags.push(Flag {
+                member: m,
+                what: format!(
+                    "others signed receipts for {evidence} bytes from its nodes; it reports serving {served}"
+                ),
+            });
+        }
+        let received = l.total(&m, Counter::EgressReceived);
+        let signed: i64 = receipts.iter().filter(|r| r.receiver == m).map(|r| r.bytes as i64).sum();
+        if received < signed {
+            flags.push(Flag {
+                member: m,
+                what: format!("reports {received} bytes received but signed receipts for {signed}"),
+            });
+        }
+        let provided = l.total(&m, Counter::StorageProvided);
+        let audited = pool
+            .members
+            .iter()
+            .filter(|(k, _)| **k != m)
+            .flat_map(|(_, x)| x.audits.iter())
+            .any(|(n, a)| nodes.contains(n) && a.passed > 0);
+        if provided > 0 && !audited && !awaiting_first_audit(l, pool, &m, now_ms) {
+            flags.push(Flag {
+                member: m,
+                what: format!(
+                    "claims {provided} byte-hours of storage provided with no passed audit"
+                ),
+            });
+        }
+    }
+    flags
+}
+
+/// Whether `member`'s storage could not have been audited yet (see [`check_evidence`]).
+pub fn awaiting_first_audit(l: &LedgerView, pool: &PoolView, member: &Key, now_ms: i64) -> bool {
+    let joined = pool.members.get(member).map_or(0, |m| m.joined_ms);
+    // With nothing stored in the pool, there is nothing to audit and nothing to provide.
+    let Some(first_object) = pool.objects().map(|(_, _, o)| o.at_ms).min() else { return false };
+    let since = l.period.start_ms().max(joined).max(first_object);
+    now_ms - since < 2 * pool.charter.audit_every_ms as i64
+}

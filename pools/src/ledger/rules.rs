@@ -1,0 +1,278 @@
+//! Who may write what in a ledger: each change judged against the pool as it was when the
+//! change was made, named by the pool heads in the change's note.
+
+use kith_crdt::automerge::PatchAction;
+use kith_crdt::automerge::{AutoCommit, ChangeHash, ObjId, ROOT, ReadDoc, ScalarValue, Value};
+use kith_crdt::{Authorizer, Check, Key, Signer, hex, patch_path};
+
+use super::evidence::Receipt;
+use super::seal::Seal;
+use super::{Counter, LedgerView, Period, row_key};
+use crate::pool::PoolSnapshot;
+use crate::view::{Role, State, parse_key, text};
+
+/// Prefix of a ledger change's note: the pool heads it was written at follow, in hex, separated
+/// by commas.
+pub const POOL_NOTE: &str = "kith-pool-at:";
+/// Most pool heads a note may name (a pool document has one head per concurrent writer).
+const MAX_NOTE_HEADS: usize = 64;
+
+/// The note a ledger change written at pool heads `heads` carries.
+pub fn pool_note(heads: &[ChangeHash]) -> String {
+    let hexes: Vec<String> = heads.iter().map(|h| hex(&h.0)).collect();
+    format!("{POOL_NOTE}{}", hexes.join(","))
+}
+
+/// The pool heads a note names.
+pub fn parse_pool_note(note: &str) -> Result<Vec<ChangeHash>, String> {
+    let bad = || "a ledger change's note must name the pool heads it was written at".to_string();
+    let list = note.strip_prefix(POOL_NOTE).ok_or_else(bad)?;
+    let heads: Vec<ChangeHash> = list
+        .split(',')
+        .map(|h| parse_key(h).map(ChangeHash).ok_or_else(bad))
+        .collect::<Result<_, _>>()?;
+    if heads.len() > MAX_NOTE_HEADS {
+        return Err(format!("a ledger change names at most {MAX_NOTE_HEADS} pool heads"));
+    }
+    Ok(heads)
+}
+
+/// The ledger's rules: each change is judged against the pool as it was when the change was
+/// made (see the module docs), read from a snapshot of the pool document with its history.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerRules<'a> {
+    /// The pool, with its history.
+    pub pool: &'a PoolSnapshot,
+}
+
+impl LedgerRules<'_> {
+    /// The pool's id.
+    pub fn pool_id(&self) -> &Key {
+        self.pool.id()
+    }
+
+    /// The note a change written now carries.
+    pub(super) fn note(&self) -> Option<String> {
+        Some(pool_note(&self.pool.heads()))
+    }
+
+    /// Whether the author of `c` was an active member, and an admin, when it made `c`.
+    fn standing(&self, c: &Check<'_>) -> Result<(bool, bool), String> {
+        let Some(note) = c.note else {
+            // Written before notes existed: the member's entry as it is now.
+            let m = self.pool.view().members.get(&c.author.key);
+            let member = m.is_some_and(|m| matches!(m.state, State::Active | State::Left));
+            return Ok((member, member && m.is_some_and(|m| m.role == Role::Admin)));
+        };
+        let heads = parse_pool_note(note)?;
+        if !self.pool.knows(&heads) {
+            return Err(format!(
+                "it was written at a state of the pool this node has not received yet; it is \
+                 accepted once the pool document has synced ({})",
+                note.get(POOL_NOTE.len()..POOL_NOTE.len() + 16).unwrap_or(note)
+            ));
+        }
+        let s = self.pool.standing_at(&c.author.key, &heads);
+        let member = s.is_some_and(|s| s.state == State::Active);
+        Ok((member, member && s.is_some_and(|s| s.role == Role::Admin)))
+    }
+}
+
+impl Authorizer for LedgerRules<'_> {
+    // Judged from the change's patches and only the parts of the document they touch, so that
+    // checking a month of changes stays linear in its length.
+    fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
+        if c.genesis {
+            let after =
+                LedgerView::read(c.after).map_err(|e| format!("it breaks the ledger: {e}"))?;
+            if after.pool != *self.pool_id() {
+                return Err("the ledger belongs to another pool".into());
+            }
+            let canonical = genesis_signer(&after.pool, after.period).author().key;
+            if c.author.key != canonical
+                || c.time_ms != after.period.start_ms()
+                || !(after.rows.is_empty() && after.costs.is_empty() && after.carried.is_empty())
+            {
+                return Err("a ledger starts only with its canonical genesis".into());
+            }
+            return Ok(());
+        }
+        let (member, admin) = self.standing(c)?;
+        let own = row_key(&c.author.key, &c.author.device);
+        let period = text(c.before, &ROOT, "period")?;
+        for p in c.patches {
+            let path = patch_path(p);
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            if matches!(p.action, PatchAction::DeleteMap { .. }) {
+                return Err(format!("nothing in a ledger is deleted (`{}`)", path.join("/")));
+            }
+            match path.as_slice() {
+                ["rows", k, ..] if *k != own || !member => {
+                    return Err(format!(
+                        "a device writes only its own row; {} may not write row {}",
+                        hex(&c.author.key[..8]),
+                        k.get(..17).unwrap_or(k)
+                    ));
+                }
+                ["rows", _] | ["rows", _, "receipts"] => {
+                    if at(c.before, &path)?.is_some() {
+                        return Err(format!("`{}` cannot be made again", path.join("/")));
+                    }
+                }
+                ["rows", _, key] => check_counter(c, &path, key, &p.action)?,
+                ["rows", _, "receipts", server] => {
+                    let PatchAction::PutMap { value: (v, _), .. } = &p.action else {
+                        return Err("a receipt is written whole".into());
+                    };
+                    let bytes = v.as_scalar().and_then(|s| match s {
+                        ScalarValue::Bytes(b) => Some(b.clone()),
+                        _ => None,
+                    });
+                    let r = Receipt::from_bytes(&bytes.ok_or("a receipt is not bytes")?)?;
+                    if r.receiver != c.author.key || r.pool != *self.pool_id() || r.period != period
+                    {
+                        return Err(
+                            "a receipt must be this member's, for this pool and period".into()
+                        );
+                    }
+                    if hex(&r.server) != *server {
+                        return Err("a receipt is filed under another node".into());
+                    }
+                    if !r.signature_ok() {
+                        return Err(format!(
+                            "the receipt for node {} has a bad signature",
+                            &server[..16]
+                        ));
+                    }
+                    if let Some((v, _)) = at(c.before, &path)? {
+                        let prev = v
+                            .as_scalar()
+                            .and_then(|s| match s {
+                                ScalarValue::Bytes(b) => Receipt::from_bytes(b).ok(),
+                                _ => None,
+                            })
+                            .ok_or("the earlier receipt is unreadable")?;
+                        if r.bytes < prev.bytes || r.blobs < prev.blobs {
+                            return Err("a receipt may only grow".into());
+                        }
+                    }
+                }
+                ["sealed", ..] if !admin => return Err("only an admin records a seal".into()),
+                ["sealed"] => {
+                    if at(c.before, &path)?.is_some() {
+                        return Err("the previous period is sealed once".into());
+                    }
+                    let PatchAction::PutMap { value: (v, _), .. } = &p.action else {
+                        return Err("a seal is written whole".into());
+                    };
+                    let bytes = v.as_scalar().and_then(|s| match s {
+                        ScalarValue::Bytes(b) => Some(b.clone()),
+                        _ => None,
+                    });
+                    let seal = Seal::from_bytes(&bytes.ok_or("a seal is not bytes")?)?;
+                    let prev = Period::parse(&period)?.prev().to_string();
+                    if seal.pool != *self.pool_id() || seal.period != prev {
+                        return Err(format!("the seal must be of this pool's {prev}"));
+                    }
+                    if seal.by != c.author.key || !seal.signature_ok() {
+                        return Err("the seal's signature does not verify".into());
+                    }
+                }
+                ["carried", ..] if !admin => {
+                    return Err("only an admin carries balances in".into());
+                }
+                ["carried"] => return Err("the carried balances are never replaced".into()),
+                ["carried", _] => {
+                    if at(c.before, &path)?.is_some() {
+                        return Err("a balance is carried in once".into());
+                    }
+                    let PatchAction::PutMap { value: (v, _), .. } = &p.action else {
+                        return Err("a carried balance is a number".into());
+                    };
+                    if !matches!(v.as_scalar(), Some(ScalarValue::Int(_))) {
+                        return Err("a carried balance is a number".into());
+                    }
+                }
+                ["costs", ..] if !admin => return Err("only an admin enters costs".into()),
+                ["costs", _] => {
+                    if at(c.before, &path)?.is_some() {
+                        return Err("a cost is entered once".into());
+                    }
+                }
+                ["costs", _, field] => check_cost_field(field, &p.action)?,
+                _ => {
+                    return Err(format!(
+                        "`{}` may not be written after a ledger starts",
+                        path.join("/")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The value at `path` in `d`, if there is one.
+fn at<'d>(d: &'d AutoCommit, path: &[&str]) -> Result<Option<(Value<'d>, ObjId)>, String> {
+    let mut cur = ROOT;
+    for (i, k) in path.iter().enumerate() {
+        match d.get(&cur, *k).map_err(|e| e.to_string())? {
+            Some((v, id)) if i + 1 == path.len() => return Ok(Some((v, id))),
+            Some((Value::Object(_), id)) => cur = id,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+fn check_counter(
+    c: &Check<'_>,
+    path: &[&str],
+    key: &str,
+    action: &PatchAction,
+) -> Result<(), String> {
+    if !Counter::ALL.iter().any(|k| k.key() == key) {
+        return Err(format!("a row has no `{key}`"));
+    }
+    match action {
+        PatchAction::Increment { value, .. } if *value > 0 => Ok(()),
+        PatchAction::Increment { value, .. } => {
+            Err(format!("`{key}` may only grow, not by {value}"))
+        }
+        // A new row's counters start with their first value.
+        PatchAction::PutMap { value: (v, _), .. } => {
+            let fresh = at(c.before, path)?.is_none();
+            match v.as_scalar() {
+                Some(ScalarValue::Counter(n)) if fresh && i64::from(n) >= 0 => Ok(()),
+                _ => Err(format!("`{key}` is a counter that only grows")),
+            }
+        }
+        _ => Err(format!("`{key}` is a counter that only grows")),
+    }
+}
+
+fn check_cost_field(field: &str, action: &PatchAction) -> Result<(), String> {
+    let PatchAction::PutMap { value: (v, _), .. } = action else {
+        return Err("a cost is written whole".into());
+    };
+    let ok = match (field, v.as_scalar()) {
+        ("by", Some(ScalarValue::Bytes(b))) => b.len() == 32,
+        ("what", Some(ScalarValue::Str(t))) => !t.trim().is_empty() && t.len() <= 200,
+        ("cents", Some(ScalarValue::Int(n))) => *n > 0,
+        ("at", Some(ScalarValue::Int(_))) => true,
+        _ => false,
+    };
+    if ok { Ok(()) } else { Err(format!("a cost's `{field}` is malformed")) }
+}
+
+/// The signer of a ledger's genesis: a key derived from the pool and period, which every node
+/// can compute. It proves nothing about who started the ledger (nobody needs to); it makes the
+/// genesis, and so the document id, the same everywhere. The rules accept it for the canonical
+/// genesis only.
+pub fn genesis_signer(pool: &Key, period: Period) -> Signer {
+    let secret = blake3::derive_key(
+        "kith ledger genesis v1",
+        &[&pool[..], period.to_string().as_bytes()].concat(),
+    );
+    Signer::new(&secret, [0; 32])
+}

@@ -1,0 +1,110 @@
+//! Settling a period: each member's usage and contribution in units, and the shared costs split
+//! among them under the pool's cost rule.
+
+use kith_crdt::Key;
+
+use super::{Counter, LedgerView};
+
+/// Hours in the month a storage unit is priced over (365.25 * 24 / 12).
+const HOURS_PER_MONTH: f64 = 730.5;
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// How shared costs split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostRule {
+    /// In proportion to each member's usage net of its contribution in the period.
+    Proportional,
+    /// Contribution earns credits that usage spends, carried across periods; costs fall on the
+    /// members in deficit, in proportion to it.
+    Credits,
+}
+
+impl CostRule {
+    /// Parses a charter's `cost_rule`.
+    pub fn parse(s: &str) -> Result<CostRule, String> {
+        match s {
+            "proportional" => Ok(CostRule::Proportional),
+            "credits" => Ok(CostRule::Credits),
+            _ => Err(format!("unknown cost rule `{s}`")),
+        }
+    }
+}
+
+/// One member's statement for a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The member.
+    pub member: Key,
+    /// Usage in units (GiB-months stored by others + GiB received).
+    pub usage: f64,
+    /// Contribution in units (GiB-months held for others + GiB served).
+    pub contribution: f64,
+    /// Credit balance after the period, in milli-units (credits rule; 0 otherwise).
+    pub balance_milli: i64,
+    /// Share of the period's costs, in cents.
+    pub owes_cents: i64,
+}
+
+fn units(storage_byte_hours: i64, bytes: i64) -> f64 {
+    storage_byte_hours as f64 / GIB / HOURS_PER_MONTH + bytes as f64 / GIB
+}
+
+/// Splits `total` cents in proportion to `weights` (all equal if every weight is zero), so the
+/// parts add up to `total` exactly (largest remainder).
+pub fn split_cents(total: i64, weights: &[f64]) -> Vec<i64> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let sum: f64 = weights.iter().map(|w| w.max(0.0)).sum();
+    let w: Vec<f64> = if sum > 0.0 {
+        weights.iter().map(|w| w.max(0.0) / sum).collect()
+    } else {
+        vec![1.0 / weights.len() as f64; weights.len()]
+    };
+    let exact: Vec<f64> = w.iter().map(|x| x * total as f64).collect();
+    let mut parts: Vec<i64> = exact.iter().map(|x| x.floor() as i64).collect();
+    let mut left = total - parts.iter().sum::<i64>();
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by(|a, b| {
+        (exact[*b] - parts[*b] as f64).total_cmp(&(exact[*a] - parts[*a] as f64)).then(a.cmp(b))
+    });
+    for i in order.iter().cycle() {
+        if left <= 0 {
+            break;
+        }
+        parts[*i] += 1;
+        left -= 1;
+    }
+    parts
+}
+
+/// The statements of a period under `rule`.
+pub fn settle(l: &LedgerView, rule: CostRule, members: &[Key]) -> Vec<Statement> {
+    let total: i64 = l.costs.values().map(|c| c.cents).sum();
+    let mut st: Vec<Statement> = members
+        .iter()
+        .map(|m| {
+            let usage =
+                units(l.total(m, Counter::StorageUsed), l.total(m, Counter::EgressReceived));
+            let contribution =
+                units(l.total(m, Counter::StorageProvided), l.total(m, Counter::EgressServed));
+            let carried = l.carried.get(m).copied().unwrap_or(0);
+            let balance_milli = match rule {
+                CostRule::Credits => carried + ((contribution - usage) * 1000.0).round() as i64,
+                CostRule::Proportional => 0,
+            };
+            Statement { member: *m, usage, contribution, balance_milli, owes_cents: 0 }
+        })
+        .collect();
+    let weights: Vec<f64> = st
+        .iter()
+        .map(|s| match rule {
+            CostRule::Proportional => (s.usage - s.contribution).max(0.0),
+            CostRule::Credits => (-s.balance_milli).max(0) as f64,
+        })
+        .collect();
+    for (s, c) in st.iter_mut().zip(split_cents(total, &weights)) {
+        s.owes_cents = c;
+    }
+    st
+}

@@ -1,0 +1,334 @@
+use kith_crdt::automerge::transaction::Transactable;
+use kith_crdt::automerge::{ChangeHash, ObjType, ScalarValue};
+use kith_crdt::{SignedDoc, Signer};
+use proptest::prelude::*;
+
+use super::*;
+use crate::Pool;
+
+fn signer(n: u8, dev: u8) -> Signer {
+    Signer::new(&[n; 32], [dev; 32])
+}
+
+/// A pool with an admin (1) and a member (2).
+fn pool() -> (Pool, Signer, Signer) {
+    let (a, m) = (signer(1, 101), signer(2, 102));
+    let mut p = Pool::create(&a, "ada", Pool::charter("street"), 1).unwrap();
+    let inv = p.invite(&a, [1; 16], u64::MAX / 2, 1).unwrap();
+    p.join(&m, "bob", &inv, 2).unwrap();
+    (p, a, m)
+}
+
+#[test]
+fn periods_parse_and_bound_months() {
+    let p = Period::parse("2026-11").unwrap();
+    assert_eq!(p.to_string(), "2026-11");
+    assert_eq!(Period::of(p.start_ms()), p);
+    assert_eq!(Period::of(p.end_ms() - 1), p);
+    assert_eq!(Period::of(p.end_ms()), Period::parse("2026-12").unwrap());
+    assert_eq!(Period::parse("2026-12").unwrap().next().to_string(), "2027-01");
+    // 2026-11-01T00:00:00Z
+    assert_eq!(p.start_ms(), 1_793_491_200_000);
+    for bad in ["2026-13", "2026-1", "26-11", "2026/11", "x"] {
+        assert!(Period::parse(bad).is_err(), "{bad}");
+    }
+    let e = Period::parse("2099-01").unwrap().not_future(p.start_ms()).unwrap_err();
+    assert!(e.contains("has not begun"), "{e}");
+}
+
+#[test]
+fn members_write_only_their_own_rows_and_only_upwards() {
+    let (mut p, a, m) = pool();
+    let id = p.id();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let period = Period::parse("2026-11").unwrap();
+    let mut l = Ledger::start(&rules, period).unwrap();
+    // Every node starts the same document.
+    assert_eq!(Ledger::start(&rules, period).unwrap().doc_mut().id(), l.doc_mut().id());
+    l.add(&m, &rules, Counter::EgressReceived, 500, 11).unwrap();
+    assert_eq!(l.view().total(&m.author().key, Counter::EgressReceived), 500);
+    // A member cannot start a ledger of its own, carry balances, enter costs, or shrink a
+    // counter.
+    let own = SignedDoc::create(&m, period.start_ms(), &rules, |d| {
+        d.put(ROOT, "v", 1)?;
+        d.put(ROOT, "kind", LEDGER_KIND)?;
+        d.put(ROOT, "pool", ScalarValue::Bytes(id.to_vec()))?;
+        d.put(ROOT, "period", period.to_string())?;
+        for k in ["carried", "rows", "costs"] {
+            d.put_object(ROOT, k, ObjType::Map)?;
+        }
+        Ok(())
+    });
+    assert!(own.unwrap_err().to_string().contains("canonical genesis"));
+    let e = l.carry(&m, &rules, &BTreeMap::from([(m.author().key, 5)]), 12).unwrap_err();
+    assert!(e.to_string().contains("only an admin"), "{e}");
+    l.carry(&a, &rules, &BTreeMap::from([(m.author().key, 5)]), 12).unwrap();
+    let e = l.carry(&a, &rules, &BTreeMap::from([(m.author().key, 9)]), 12).unwrap_err();
+    assert!(e.to_string().contains("carried in once"), "{e}");
+    assert_eq!(l.view().carried[&m.author().key], 5);
+    let e = l.add_cost(&m, &rules, "c1", "uplink", 1000, 13).unwrap_err();
+    assert!(e.to_string().contains("only an admin"), "{e}");
+    assert!(l.add(&m, &rules, Counter::EgressReceived, -5, 14).is_err());
+    // A forged receipt (signed by someone else) is refused.
+    let forged = Receipt::sign(&a, id, period, [9; 32], 10, 1, [0; 32], 15);
+    let e = l.file_receipt(&m, &rules, &forged, 15).unwrap_err();
+    assert!(e.to_string().contains("must be this member's"), "{e}");
+    let mut broken = Receipt::sign(&m, id, period, [9; 32], 10, 1, [0; 32], 15);
+    broken.bytes = 10_000;
+    let e = l.file_receipt(&m, &rules, &broken, 16).unwrap_err();
+    assert!(e.to_string().contains("bad signature"), "{e}");
+    let later = Receipt::sign(&m, id, period.next(), [9; 32], 10, 1, [0; 32], 15);
+    assert!(l.file_receipt(&m, &rules, &later, 17).is_err());
+}
+
+#[test]
+fn nobody_can_raise_another_members_row() {
+    let (mut p, a, m) = pool();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let period = Period::parse("2026-11").unwrap();
+    let mut l = Ledger::start(&rules, period).unwrap();
+    l.add(&a, &rules, Counter::StorageUsed, 1, 11).unwrap();
+    // Bob writes straight into Ada's row and signs the change properly.
+    let mut raw = l.doc_mut().doc().clone().with_actor(m.author().actor());
+    let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
+    let ada = raw.get(&rows, row_key(&a.author().key, &a.author().device)).unwrap().unwrap().1;
+    raw.increment(&ada, "storage_used", 1_000_000).unwrap();
+    let h = raw.commit().unwrap();
+    let change = raw.get_change_by_hash(&h).unwrap();
+    let msg = [kith_crdt::SIGNING_CONTEXT, &id_of(&mut l)[..], &h.0[..]].concat();
+    let sigs = BTreeMap::from([(h, m.sign(&msg))]);
+    let e = l.doc_mut().ingest(vec![change], &sigs, &rules).unwrap_err();
+    assert!(e.to_string().contains("writes only its own row"), "{e}");
+    assert_eq!(l.view().total(&a.author().key, Counter::StorageUsed), 1);
+}
+
+/// Every change of `from` (but the genesis), with signatures, for a fresh copy to ingest.
+fn history(
+    from: &mut Ledger,
+) -> (Vec<kith_crdt::automerge::Change>, BTreeMap<ChangeHash, [u8; 64]>) {
+    from.doc_mut().changes_since(&[])
+}
+
+#[test]
+fn regression_rows_and_costs_of_departed_members_sync_to_newcomers() {
+    // Ada (admin) enters a cost, both record usage; Ada hands over to Bob and leaves; Carol
+    // joins after that. Carol's node must accept the month's ledger as every node that saw
+    // it first did (issue 14: it refused Ada's rows and cost on every sync).
+    let (mut p, a, m) = pool();
+    let period = Period::parse("2026-11").unwrap();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let mut l = Ledger::start(&rules, period).unwrap();
+    l.add_cost(&a, &rules, "c1", "power", 4_250, 10).unwrap();
+    l.add(&a, &rules, Counter::StorageProvided, 7, 11).unwrap();
+    l.add(&m, &rules, Counter::StorageUsed, 9, 12).unwrap();
+    // Ada makes Bob admin and leaves.
+    p.set(&a, "role:bob", "admin", 20).unwrap();
+    p.leave(&a, 21).unwrap();
+    let c = signer(3, 103);
+    let inv = p.invite(&m, [3; 16], u64::MAX / 2, 1).unwrap();
+    p.join(&c, "carol", &inv, 22).unwrap();
+    // Carol's node: a fresh ledger, the pool as it is now.
+    let now = p.snapshot();
+    let later = LedgerRules { pool: &now };
+    let mut fresh = Ledger::start(&later, period).unwrap();
+    let (changes, sigs) = history(&mut l);
+    fresh.doc_mut().ingest(changes, &sigs, &later).unwrap();
+    let v = fresh.view();
+    assert_eq!(v.costs.values().map(|c| c.cents).sum::<i64>(), 4_250);
+    assert_eq!(v.total(&a.author().key, Counter::StorageProvided), 7);
+    assert_eq!(v.total(&m.author().key, Counter::StorageUsed), 9);
+    // Having left, Ada can no longer write: neither her row nor a cost.
+    let e = fresh.add(&a, &later, Counter::StorageProvided, 1, 30).unwrap_err();
+    assert!(e.to_string().contains("own row"), "{e}");
+    let e = fresh.add_cost(&a, &later, "c2", "more power", 100, 31).unwrap_err();
+    assert!(e.to_string().contains("only an admin"), "{e}");
+    // Bob, admin now, can; Carol writes her own row.
+    fresh.add_cost(&m, &later, "c3", "uplink", 1_000, 32).unwrap();
+    fresh.add(&c, &later, Counter::StorageUsed, 3, 33).unwrap();
+}
+
+#[test]
+fn a_change_naming_pool_heads_this_node_lacks_waits_for_the_pool() {
+    let (mut p, a, m) = pool();
+    let period = Period::parse("2026-11").unwrap();
+    let old = p.snapshot();
+    let c = signer(3, 103);
+    let inv = p.invite(&a, [3; 16], u64::MAX / 2, 1).unwrap();
+    p.join(&c, "carol", &inv, 22).unwrap();
+    let new = p.snapshot();
+    let mut l = Ledger::start(&LedgerRules { pool: &new }, period).unwrap();
+    l.add(&c, &LedgerRules { pool: &new }, Counter::StorageUsed, 3, 33).unwrap();
+    l.add(&m, &LedgerRules { pool: &new }, Counter::StorageUsed, 4, 34).unwrap();
+    // A node that has not seen Carol's join yet refuses the batch, saying why; once its
+    // pool document has synced, it accepts the same batch.
+    let behind = LedgerRules { pool: &old };
+    let mut copy = Ledger::start(&behind, period).unwrap();
+    let (changes, sigs) = history(&mut l);
+    let e = copy.doc_mut().ingest(changes.clone(), &sigs, &behind).unwrap_err();
+    assert!(e.to_string().contains("has not received yet"), "{e}");
+    assert_eq!(copy.len(), 1, "nothing of a refused batch is applied");
+    copy.doc_mut().ingest(changes, &sigs, &LedgerRules { pool: &new }).unwrap();
+    assert_eq!(copy.view().total(&c.author().key, Counter::StorageUsed), 3);
+}
+
+#[test]
+fn changes_without_a_pool_note_are_judged_by_the_entry_as_it_is() {
+    // Ledgers written before notes existed: rows of active and departed members stand,
+    // rows of removed members do not.
+    let (mut p, a, m) = pool();
+    let period = Period::parse("2026-11").unwrap();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let mut l = Ledger::start(&rules, period).unwrap();
+    let row = |l: &mut Ledger, s: &Signer| {
+        let mut raw = l.doc_mut().doc().clone().with_actor(s.author().actor());
+        let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
+        let r = raw
+            .put_object(&rows, row_key(&s.author().key, &s.author().device), ObjType::Map)
+            .unwrap();
+        raw.put(&r, "storage_used", ScalarValue::counter(5)).unwrap();
+        let h = raw.commit().unwrap();
+        let change = raw.get_change_by_hash(&h).unwrap();
+        let msg = [kith_crdt::SIGNING_CONTEXT, &id_of(l)[..], &h.0[..]].concat();
+        (change, BTreeMap::from([(h, s.sign(&msg))]))
+    };
+    let (bob_row, bob_sig) = row(&mut l, &m);
+    p.leave(&m, 5).unwrap();
+    let left = p.snapshot();
+    let mut copy = Ledger::start(&LedgerRules { pool: &left }, period).unwrap();
+    copy.doc_mut().ingest(vec![bob_row.clone()], &bob_sig, &LedgerRules { pool: &left }).unwrap();
+    // Had Bob been removed instead, the same legacy row is refused.
+    let (mut q, a2, _) = pool();
+    assert_eq!(a2.author(), a.author());
+    q.remove(&a2, "bob", 5).unwrap();
+    let removed = q.snapshot();
+    let mut copy = Ledger::start(&LedgerRules { pool: &removed }, period).unwrap();
+    let e = copy
+        .doc_mut()
+        .ingest(vec![bob_row], &bob_sig, &LedgerRules { pool: &removed })
+        .unwrap_err();
+    assert!(e.to_string().contains("own row"), "{e}");
+}
+
+fn id_of(l: &mut Ledger) -> Key {
+    *l.doc_mut().id()
+}
+
+#[test]
+fn evidence_flags_claims_without_receipts_or_audits() {
+    let (mut p, a, m) = pool();
+    let id = p.id();
+    let (an, mn) = (a.author().device, m.author().device);
+    p.offer(&a, &an, &crate::Offer { storage: 1 << 30, ..Default::default() }, 3).unwrap();
+    p.offer(&m, &mn, &crate::Offer { storage: 1 << 30, ..Default::default() }, 4).unwrap();
+    let v = p.view();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let period = Period::parse("2026-11").unwrap();
+    let mut l = Ledger::start(&rules, period).unwrap();
+    // Bob received 300 bytes from Ada's node and signs for them; Ada claims 1000 served.
+    let r = Receipt::sign(&m, id, period, an, 300, 2, [7; 32], 20);
+    l.file_receipt(&m, &rules, &r, 20).unwrap();
+    l.add(&m, &rules, Counter::EgressReceived, 300, 21).unwrap();
+    l.add(&a, &rules, Counter::EgressServed, 1000, 22).unwrap();
+    l.add(&a, &rules, Counter::StorageProvided, 5000, 23).unwrap();
+    let flags = check_evidence(&l.view(), &v, i64::MAX / 4);
+    assert_eq!(flags.len(), 2, "{flags:?}");
+    assert!(flags.iter().all(|f| f.member == a.author().key));
+    assert!(flags[0].what.contains("receipts from others cover 300"), "{flags:?}");
+    assert!(flags[1].what.contains("no passed audit"), "{flags:?}");
+    // Receipts for bytes Ada's node never sent (Bob signs for 5000 more) are flagged too.
+    let more = Receipt::sign(&m, id, period, an, 6_300, 3, [8; 32], 24);
+    l.file_receipt(&m, &rules, &more, 24).unwrap();
+    l.add(&m, &rules, Counter::EgressReceived, 6_000, 25).unwrap();
+    let flags = check_evidence(&l.view(), &v, i64::MAX / 4);
+    assert!(flags[0].what.contains("reports serving 1000"), "{flags:?}");
+    // A receipt may only grow.
+    let less = Receipt::sign(&m, id, period, an, 10, 3, [8; 32], 26);
+    let e = l.file_receipt(&m, &rules, &less, 26).unwrap_err();
+    assert!(e.to_string().contains("only grow"), "{e}");
+}
+
+#[test]
+fn a_seal_is_an_admins_once_for_the_month_before() {
+    let (mut p, a, m) = pool();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let oct = Period::parse("2026-10").unwrap();
+    let mut old = Ledger::start(&rules, oct).unwrap();
+    old.add(&m, &rules, Counter::StorageProvided, 730 << 30, 11).unwrap();
+    let members = [a.author().key, m.author().key];
+    let seal = Seal::make(&old.view(), CostRule::Credits, &members, &a);
+    assert!(seal.signature_ok());
+    assert!(seal.carried()[&m.author().key] > 0, "{seal:?}");
+    let mut nov = Ledger::start(&rules, oct.next()).unwrap();
+    let e =
+        nov.record_seal(&m, &rules, &Seal::make(&old.view(), CostRule::Credits, &members, &m), 20);
+    assert!(e.unwrap_err().to_string().contains("only an admin"));
+    // A seal of another month, or one whose bytes were altered, is refused.
+    let mut dec = Ledger::start(&rules, oct.next().next()).unwrap();
+    let e = dec.record_seal(&a, &rules, &seal, 21).unwrap_err();
+    assert!(e.to_string().contains("2026-11"), "{e}");
+    let mut forged = seal.clone();
+    forged.owes[0].2 += 1_000_000;
+    let e = nov.record_seal(&a, &rules, &forged, 22).unwrap_err();
+    assert!(e.to_string().contains("does not verify"), "{e}");
+    nov.record_seal(&a, &rules, &seal, 23).unwrap();
+    assert_eq!(nov.view().sealed.as_ref(), Some(&seal));
+    assert_eq!(nov.view().carried, seal.carried());
+    let e = nov.record_seal(&a, &rules, &seal, 24).unwrap_err();
+    assert!(e.to_string().contains("sealed once"), "{e}");
+    // What a node saved reads back the same.
+    let back = Ledger::load(&nov.save()).unwrap();
+    assert_eq!(back.view(), nov.view());
+}
+
+#[test]
+fn settlement_splits_costs_exactly() {
+    assert_eq!(split_cents(100, &[1.0, 1.0, 1.0]), vec![34, 33, 33]);
+    assert_eq!(split_cents(100, &[0.0, 0.0]), vec![50, 50]);
+    assert_eq!(split_cents(1000, &[3.0, 1.0, 0.0]), vec![750, 250, 0]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Increments from two devices of one member and from another member, made apart and
+    /// merged in any order, add up to the sum of all of them.
+    #[test]
+    fn partitioned_increments_merge_to_the_sum(
+        xs in proptest::collection::vec(1i64..1_000_000, 1..12),
+        ys in proptest::collection::vec(1i64..1_000_000, 1..12),
+        zs in proptest::collection::vec(1i64..1_000_000, 1..12),
+        flip in any::<bool>(),
+    ) {
+        let (mut p, a, m) = pool();
+        let m2 = signer(2, 103); // Bob's second device
+        let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+        let period = Period::parse("2026-11").unwrap();
+        let mut base = Ledger::start(&rules, period).unwrap();
+        let bytes = base.doc_mut().save("t");
+        let copy = |b: &[u8]| Ledger::from_doc(SignedDoc::load(b, "t").unwrap()).unwrap();
+        let (mut l1, mut l2, mut l3) = (copy(&bytes), copy(&bytes), copy(&bytes));
+        for x in &xs { l1.add(&m, &rules, Counter::StorageUsed, *x, 11).unwrap(); }
+        for y in &ys { l2.add(&m2, &rules, Counter::StorageUsed, *y, 12).unwrap(); }
+        for z in &zs { l3.add(&a, &rules, Counter::StorageProvided, *z, 13).unwrap(); }
+        let mut parts = vec![l1, l2, l3];
+        if flip { parts.reverse(); }
+        let mut merged = copy(&bytes);
+        for part in &mut parts {
+            let (changes, sigs) = part.doc_mut().changes_since(&[]);
+            merged.doc_mut().ingest(changes, &sigs, &rules).unwrap();
+        }
+        let view = merged.view();
+        let bob = m.author().key;
+        prop_assert_eq!(view.total(&bob, Counter::StorageUsed), xs.iter().sum::<i64>() + ys.iter().sum::<i64>());
+        prop_assert_eq!(view.total(&a.author().key, Counter::StorageProvided), zs.iter().sum::<i64>());
+        // Costs always split exactly.
+        let st = settle(&view, CostRule::Proportional, &[a.author().key, bob]);
+        prop_assert_eq!(st.iter().map(|s| s.owes_cents).sum::<i64>(), 0);
+    }
+}
