@@ -10,8 +10,8 @@
 
 use kith_crdt::{Key, hex};
 
+use crate::docs::Pools;
 use crate::pool::PoolError;
-use crate::service::Pools;
 
 /// One device of this identity.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use kith_crdt::{Key, hex};
 
+use crate::docs::Pools;
 use crate::placement::zones;
 use crate::pool::PoolError;
 use crate::replica::Replicator;
-use crate::service::Pools;
 use crate::view::{Offer, PoolView, Role, State};
 
 /// Keeps a member's site, when the pool stops serving it (the member leaves, the pool is
@@ -449,7 +449,7 @@ pub async fn deliver(pools: &Arc<Pools>, pool: Key, nodes: &[iroh::EndpointId]) 
     for peer in nodes.iter().copied() {
         let pools = pools.clone();
         set.spawn(async move {
-            let r = pools.sync_one(pool, peer, crate::service::Proof::Member).await;
+            let r = pools.sync_one(pool, peer, crate::docs::Proof::Member).await;
             if let Err(e) = &r {
                 tracing::debug!(peer = %peer.fmt_short(), error = %e, "departure not delivered");
             }

@@ -6,35 +6,45 @@
 //! - [`placement::place`] picks the holders of a chunk by weighted rendezvous hashing over the
 //!   offers, in distinct zones.
 //!
-//! The authorisation rules and placement are pure; the service shell (documents on disk, sync
-//! over iroh) lives in [`service`].
+//! The authorisation rules and placement are pure; the shell around them lives in [`docs`]
+//! (documents on disk, sync over iroh), [`replica`] (replication, repair, audits, recovery) and
+//! [`ledger`] (the usage ledgers).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod clock;
-pub mod devices;
+// The pool document: its schema, its edits, who may make them, invites.
 mod edit;
-mod fmt;
-mod fsutil;
-pub mod gate;
-pub mod identity;
 mod invite;
-pub mod leave;
-pub mod ledger;
+mod pool;
+mod rules;
+mod view;
+
+// Pure parts of replication and accounting.
 pub mod manifest;
 pub mod placement;
-mod pool;
 pub mod proof;
 pub mod quota;
+pub mod usage;
+
+// This node's pools: documents and their sync, replication, ledgers, identity and devices,
+// leaving, and who may fetch what.
+pub mod devices;
+pub mod docs;
+pub mod gate;
+pub mod identity;
+pub mod leave;
+pub mod ledger;
 pub mod replica;
-mod rules;
-pub mod service;
+
+// Helpers.
+mod clock;
+mod fmt;
+mod fsutil;
+
 #[cfg(test)]
 mod tests;
-pub mod usage;
-mod view;
 
 pub use invite::{Invite, InviteError};
 pub use pool::{
@@ -45,6 +55,16 @@ pub use view::{
     Access, Charter, Member, Offer, POOL_KIND, PoolObject, PoolView, Role, Site, SiteVersion,
     State, parse_key,
 };
+
+// Former paths, kept for the other crates.
+
+/// The pool documents and their sync, by their former path: see [`docs`].
+pub mod service {
+    pub use crate::docs::{
+        Ack, DOCS_ALPN, DocsProtocol, Hello, MAX_DOC_FRAME, MAX_PERIODS, POOL_TICKET_PREFIX, Pools,
+        Proof, Rejection, SYNC_INTERVAL, SharedViews, Turn, decode_ticket, encode_ticket,
+    };
+}
 
 /// The store of ledger documents, by its former path: see [`ledger::Ledgers`].
 pub mod ledgers {

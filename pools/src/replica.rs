@@ -32,10 +32,10 @@ use kith_node::worker::{Pace, Workers};
 use minicbor::{Decode, Encode};
 use tokio_util::sync::CancellationToken;
 
+use crate::docs::{Pools, Proof};
 use crate::manifest::Manifest;
 use crate::placement::{Holder, place};
 use crate::pool::{Pool, PoolError};
-use crate::service::{Pools, Proof};
 use crate::view::{AuditRecord, Offer, PoolObject, PoolView};
 
 /// ALPN of replication requests.
@@ -1294,7 +1294,7 @@ impl Replicator {
     async fn take_pool(&self, peer: EndpointId, id: Key) -> Result<(), String> {
         let endpoint = self.pools.endpoint().map_err(|e| e.to_string())?;
         let proof = self.pools.device_proof(&id);
-        let doc = crate::service::fetch_doc(&endpoint, peer.into(), id, proof.clone())
+        let doc = crate::docs::fetch_doc(&endpoint, peer.into(), id, proof.clone())
             .await
             .map_err(|e| e.to_string())?;
         let mut pool = Pool::from_doc(doc).map_err(|e| e.to_string())?;

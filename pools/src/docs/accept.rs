@@ -1,0 +1,138 @@
+//! The answering side of `kith/docs/1`: who may read a pool, which ledger periods a session
+//! syncs, and the protocol handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iroh::EndpointId;
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use kith_crdt::{hex, verify};
+use kith_node::net::frame;
+
+use super::Pools;
+use super::session::{Ack, Doc, Hello, MAX_PERIODS, Proof, SESSION_TIMEOUT, device_message};
+use crate::clock::now_ms;
+use crate::invite::Invite;
+use crate::ledger::{Period, syncable};
+use crate::view::State;
+
+impl Pools {
+    /// Whether `peer` may read `pool` with `proof`.
+    fn admit(&self, hello: &Hello, peer: EndpointId) -> Result<(), String> {
+        let pools = self.lock();
+        let pool = pools.get(&hello.pool).ok_or_else(|| {
+            format!(
+                "this node holds no pool {} (it may have been deleted, or this node left it)",
+                hex(&hello.pool[..8])
+            )
+        })?;
+        let v = pool.view();
+        let node = *peer.as_bytes();
+        // A member who left still syncs the pool document, to pass its departure on.
+        let departed =
+            v.members.values().any(|m| m.state == State::Left && m.nodes.contains_key(&node));
+        match &hello.proof {
+            Proof::Member if v.node_owner(&node).is_some() || departed => Ok(()),
+            Proof::Member => {
+                Err("your node is not listed under an active member of this pool".into())
+            }
+            Proof::Invite(bytes) => {
+                let inv = Invite::from_bytes(bytes).map_err(|e| e.to_string())?;
+                if v.node_owner(&node).is_some() {
+                    return Ok(());
+                }
+                pool.check_invite(&inv, now_ms()).map_err(|e| e.to_string())
+            }
+            Proof::Device(member, sig) => {
+                if v.active(member).is_none() {
+                    return Err("that identity is not an active member of this pool".into());
+                }
+                if !verify(member, &device_message(&hello.pool, &node), sig) {
+                    return Err("the device proof does not verify".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The ledger periods of `hello` this node syncs with `peer`: those a node of an active
+    /// member asks for that have begun and are at most a year old, at most [`MAX_PERIODS`].
+    fn ledger_periods(&self, hello: &Hello, peer: EndpointId) -> Vec<Period> {
+        let member =
+            self.view_of(&hello.pool).is_some_and(|v| v.node_owner(peer.as_bytes()).is_some());
+        let now = now_ms();
+        let mut out: Vec<Period> = Vec::new();
+        for p in hello.periods.iter().flatten().take(MAX_PERIODS) {
+            if let Ok(p) = Period::parse(p)
+                && member
+                && syncable(p, now)
+                && !out.contains(&p)
+            {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+/// Serves `kith/docs/1`.
+#[derive(Debug, Clone)]
+pub struct DocsProtocol {
+    pools: Arc<Pools>,
+}
+
+impl DocsProtocol {
+    /// The protocol for these pools.
+    pub fn new(pools: Arc<Pools>) -> DocsProtocol {
+        DocsProtocol { pools }
+    }
+
+    async fn serve(&self, conn: &Connection) -> Result<usize, String> {
+        let peer = conn.remote_id();
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let hello: Hello =
+            frame::read(&mut recv).await.map_err(|e| e.to_string())?.ok_or("no hello")?;
+        if let Err(why) = self.pools.admit(&hello, peer) {
+            self.pools.refused(peer.as_bytes(), "sync session refused", &why);
+            frame::write(&mut send, &Ack { refused: Some(why.clone()), periods: None })
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            // Dropping the connection now could lose the answer; the dialler closes it.
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            return Err(why);
+        }
+        self.pools.saw(peer.as_bytes());
+        let periods = self.pools.ledger_periods(&hello, peer);
+        let ack =
+            Ack { refused: None, periods: Some(periods.iter().map(Period::to_string).collect()) };
+        frame::write(&mut send, &ack).await.map_err(|e| e.to_string())?;
+        let pool = hello.pool;
+        let mut n = self.pools.turns(pool, Doc::Pool, peer, &mut send, &mut recv, false).await?;
+        for p in periods {
+            n += self.pools.turns(pool, Doc::Ledger(p), peer, &mut send, &mut recv, false).await?;
+        }
+        self.pools.saw(peer.as_bytes());
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        Ok(n)
+    }
+}
+
+impl ProtocolHandler for DocsProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let peer = conn.remote_id();
+        match tokio::time::timeout(SESSION_TIMEOUT, self.serve(&conn)).await {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::debug!(peer = %peer.fmt_short(), changes = n, "pool sync")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer.fmt_short(), error = %e, "pool sync session failed")
+            }
+            Err(_) => tracing::info!(peer = %peer.fmt_short(), "pool sync session timed out"),
+        }
+        Ok(())
+    }
+}

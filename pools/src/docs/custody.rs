@@ -1,0 +1,204 @@
+//! This identity's document, and the copies of other members' identity documents this node
+//! keeps for them (so that a member can restore its identity from the pool).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kith_crdt::{Key, Signer, hex};
+
+use super::Pools;
+use crate::clock::now_ms;
+use crate::fsutil::write_atomic;
+use crate::identity::{IdentityDoc, IdentityView};
+use crate::pool::PoolError;
+
+/// This identity's document in the home.
+const IDENTITY_FILE: &str = "identity.kdoc";
+
+/// Other members' identity documents kept here.
+pub(super) const CUSTODY_DIR: &str = "identities";
+
+pub(super) fn load_custody(dir: &Path) -> BTreeMap<Key, IdentityDoc> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| IdentityDoc::load(&b).map_err(|e| e.to_string()))
+        {
+            Ok(d) => {
+                out.insert(d.view().owner, d);
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read a member's identity document; left in place")
+            }
+        }
+    }
+    out
+}
+
+impl Pools {
+    /// Loads (or starts) this identity's document and lists this node and the identity's age
+    /// recipient in it.
+    pub fn init_identity(
+        &self,
+        identity_secret: &[u8; 32],
+        device_name: &str,
+        recipient: &str,
+    ) -> Result<(), PoolError> {
+        let path = self.identity_path();
+        let doc = match std::fs::read(&path) {
+            Ok(b) => IdentityDoc::load(&b)
+                .map_err(|e| PoolError::Damaged(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                IdentityDoc::genesis(identity_secret)
+                    .map_err(|e| PoolError::Damaged(e.to_string()))?
+            }
+            Err(e) => {
+                return Err(PoolError::Policy(format!("cannot read {}: {e}", path.display())));
+            }
+        };
+        if doc.view().owner != self.signer.author().key {
+            return Err(PoolError::Damaged(format!(
+                "{} belongs to another identity",
+                path.display()
+            )));
+        }
+        *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = Some(doc);
+        let node = self.node;
+        self.with_identity(|d, s, now| {
+            d.add_device(s, &node, device_name, now)?;
+            d.add_recipient(s, recipient, now)?;
+            Ok(())
+        })
+    }
+
+    fn identity_path(&self) -> PathBuf {
+        self.dir.parent().unwrap_or(&self.dir).join(IDENTITY_FILE)
+    }
+
+    /// Edits this identity's document and saves it.
+    pub fn with_identity(
+        &self,
+        f: impl FnOnce(&mut IdentityDoc, &Signer, i64) -> Result<(), kith_crdt::DocError>,
+    ) -> Result<(), PoolError> {
+        let mut guard = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(doc) = guard.as_mut() else { return Ok(()) };
+        let heads = doc.heads();
+        f(doc, &self.signer, now_ms()).map_err(|e| PoolError::Policy(e.to_string()))?;
+        if doc.heads() == heads {
+            return Ok(());
+        }
+        // Views depend on the identity too (a retired device has no pools).
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let bytes = doc.save();
+        write_atomic(&self.identity_path(), &bytes)
+            .map_err(|e| PoolError::Policy(format!("cannot save the identity document: {e}")))
+    }
+
+    /// This identity's document, typed.
+    pub fn identity(&self) -> Option<IdentityView> {
+        self.identity.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|d| d.view())
+    }
+
+    /// When another device of this identity retired this one, if it did: a retired device takes
+    /// no part in pools any more (its store stays readable here).
+    pub fn retired_at(&self) -> Option<i64> {
+        let guard = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref()?.view().devices.get(&self.node)?.revoked_ms
+    }
+
+    /// The heads of this identity's document (cheap: no serialising).
+    pub fn identity_heads(&self) -> Vec<[u8; 32]> {
+        self.identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(|d| d.heads())
+            .unwrap_or_default()
+    }
+
+    /// The identity documents this node keeps for other members, typed.
+    pub fn custody_views(&self) -> Vec<IdentityView> {
+        self.custody.lock().unwrap_or_else(|p| p.into_inner()).values().map(|d| d.view()).collect()
+    }
+
+    /// The saved bytes of `owner`'s identity document, if this node has it.
+    pub fn identity_bytes(&self, owner: &Key) -> Option<Vec<u8>> {
+        if *owner == self.signer.author().key {
+            return self
+                .identity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+                .map(|d| d.save());
+        }
+        self.custody.lock().unwrap_or_else(|p| p.into_inner()).get_mut(owner).map(|d| d.save())
+    }
+
+    /// Merges a copy of `owner`'s identity document into this node's (its own, or the one it
+    /// keeps for a member); returns how many changes were new.
+    pub fn merge_identity(&self, owner: &Key, bytes: &[u8]) -> Result<usize, String> {
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        if *owner == self.signer.author().key {
+            let mut n = 0;
+            self.with_identity(|d, _, _| {
+                n = d.merge(bytes)?;
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            return Ok(n);
+        }
+        // Custody is for the members of this node's pools, nobody else: a stranger cannot
+        // fill this node's disk or memory with documents of identities it makes up.
+        if self.pools_of(owner).is_empty() {
+            return Err("that identity is not a member of any pool of this node".into());
+        }
+        let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
+        let n = match custody.get_mut(owner) {
+            Some(d) => d.merge(bytes).map_err(|e| e.to_string())?,
+            None => {
+                let d = IdentityDoc::load(bytes).map_err(|e| e.to_string())?;
+                if d.view().owner != *owner {
+                    return Err("that is another identity's document".into());
+                }
+                custody.insert(*owner, d);
+                1
+            }
+        };
+        if n > 0 {
+            let dir = self.dir.parent().unwrap_or(&self.dir).join(CUSTODY_DIR);
+            let d = custody.get_mut(owner).expect("just there");
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| write_atomic(&dir.join(format!("{}.kdoc", hex(owner))), &d.save()))
+                .map_err(|e| format!("cannot keep a member's identity document: {e}"))?;
+        }
+        Ok(n)
+    }
+
+    /// Whether `node` may exchange `owner`'s identity document with this node: it shares a pool
+    /// with `owner` here (as a node of an active member, with `owner` active too).
+    pub fn shares_pool_with(&self, node: &Key, owner: &Key) -> bool {
+        self.lock().values().any(|p| {
+            let v = p.view();
+            v.node_owner(node).is_some() && v.active(owner).is_some()
+        })
+    }
+
+    /// Whether `node` is a device of this identity that is not retired.
+    pub fn is_own_device(&self, node: &Key) -> bool {
+        self.identity()
+            .and_then(|v| v.devices.get(node).map(|d| d.revoked_ms.is_none()))
+            .unwrap_or(false)
+    }
+
+    /// Whether this identity retired `node`.
+    pub fn is_retired_device(&self, node: &Key) -> bool {
+        self.identity()
+            .and_then(|v| v.devices.get(node).map(|d| d.revoked_ms.is_some()))
+            .unwrap_or(false)
+    }
+}

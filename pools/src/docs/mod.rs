@@ -1,0 +1,213 @@
+//! Pool documents on disk, and their sync with the other members' nodes over iroh
+//! (`kith/docs/1`).
+//!
+//! A session is one bidirectional stream: the dialling node sends a [`Hello`] naming the pool and
+//! how it may read it (it is a member's node, it joins with an invite, or it is a new device of a
+//! member); the answering node replies with an [`Ack`]; then the two take turns sending one
+//! optional [`SyncFrame`](kith_crdt::SyncFrame) each until both have nothing to say. Every
+//! received change is checked before it is applied; a peer whose changes are rejected is logged
+//! and the session ends.
+//!
+//! [`Pools`] holds the documents (found by name or id, viewed, edited), this identity's
+//! document and the copies it keeps for other members, and when each node was last heard from;
+//! [`Pools::run`] dials the sessions and [`DocsProtocol`] answers them.
+
+mod accept;
+mod catalog;
+mod custody;
+mod dial;
+mod liveness;
+mod session;
+mod ticket;
+
+pub use accept::DocsProtocol;
+pub use catalog::SharedViews;
+pub use dial::SYNC_INTERVAL;
+pub(crate) use dial::fetch_doc;
+pub use session::{Ack, DOCS_ALPN, Hello, MAX_DOC_FRAME, MAX_PERIODS, Proof, Rejection, Turn};
+pub use ticket::{POOL_TICKET_PREFIX, decode_ticket, encode_ticket};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use iroh::Endpoint;
+use kith_crdt::{Key, Signer, SyncState, hex};
+use tokio::sync::Notify;
+
+use self::custody::{CUSTODY_DIR, load_custody};
+use crate::clock::now_ms;
+use crate::fsutil::write_atomic;
+use crate::identity::IdentityDoc;
+use crate::ledger::Ledgers;
+use crate::pool::{Pool, PoolError, PoolSnapshot};
+
+/// Folder of pool documents in the home.
+const POOLS_DIR: &str = "pools";
+
+/// Pool documents held by this node, and their sync.
+pub struct Pools {
+    dir: PathBuf,
+    signer: Signer,
+    node: Key,
+    pools: Mutex<BTreeMap<Key, Pool>>,
+    states: Mutex<HashMap<(Key, Key), SyncState>>,
+    rejections: Mutex<Vec<Rejection>>,
+    changed: Notify,
+    endpoint: std::sync::OnceLock<Endpoint>,
+    /// When each node last completed a session with this one (ms since the epoch).
+    seen: Mutex<HashMap<Key, i64>>,
+    started_ms: i64,
+    /// Sessions `sync_all` started that have not ended.
+    in_flight: Mutex<std::collections::HashSet<(Key, Key)>>,
+    sync_sent: std::sync::atomic::AtomicU64,
+    sync_received: std::sync::atomic::AtomicU64,
+    /// This identity's document.
+    identity: Mutex<Option<IdentityDoc>>,
+    /// Copies of other members' identity documents, kept for them.
+    custody: Mutex<BTreeMap<Key, IdentityDoc>>,
+    /// The pools' ledgers.
+    ledgers: Ledgers,
+    /// Site requests this node answered, by pool, not yet recorded.
+    site_requests: Mutex<HashMap<Key, u64>>,
+    /// Bumped whenever a pool document changes on disk.
+    generation: std::sync::atomic::AtomicU64,
+    /// Every pool's typed view and those of this identity's pools, as of a generation.
+    views: Mutex<Option<(u64, SharedViews, SharedViews)>>,
+    /// Where refusals are counted (the node's), once attached.
+    refusals: std::sync::OnceLock<Arc<kith_node::refusals::Refusals>>,
+    /// Former pools whose departure a session has taken to another node.
+    delivered: Mutex<std::collections::HashSet<Key>>,
+    /// Pools with their history, as of a generation.
+    snapshots: Mutex<HashMap<Key, (u64, Arc<PoolSnapshot>)>>,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Pools {
+    /// Loads the pools under `home_root`; a damaged file is reported and skipped, not deleted.
+    pub fn load(home_root: &Path, signer: Signer, node: Key) -> std::io::Result<Pools> {
+        let dir = home_root.join(POOLS_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let mut pools = BTreeMap::new();
+        for e in std::fs::read_dir(&dir)? {
+            let path = e?.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("kpool") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| Pool::load(&b).map_err(|e| e.to_string()))
+            {
+                Ok(p) => {
+                    pools.insert(p.id(), p);
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot read a pool document; left in place")
+                }
+            }
+        }
+        Ok(Pools {
+            dir,
+            signer,
+            node,
+            pools: Mutex::new(pools),
+            states: Mutex::new(HashMap::new()),
+            rejections: Mutex::new(Vec::new()),
+            changed: Notify::new(),
+            endpoint: std::sync::OnceLock::new(),
+            seen: Mutex::new(HashMap::new()),
+            started_ms: now_ms(),
+            in_flight: Mutex::new(std::collections::HashSet::new()),
+            sync_sent: std::sync::atomic::AtomicU64::new(0),
+            sync_received: std::sync::atomic::AtomicU64::new(0),
+            identity: Mutex::new(None),
+            custody: Mutex::new(load_custody(&home_root.join(CUSTODY_DIR))),
+            ledgers: Ledgers::new(home_root),
+            site_requests: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            views: Mutex::new(None),
+            snapshots: Mutex::new(HashMap::new()),
+            delivered: Mutex::new(std::collections::HashSet::new()),
+            refusals: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Gives the service the node's endpoint, for dialling.
+    pub fn attach(&self, endpoint: Endpoint) {
+        let _ = self.endpoint.set(endpoint);
+    }
+
+    /// Gives the service the node's count of refusals.
+    pub fn count_refusals_in(&self, refusals: Arc<kith_node::refusals::Refusals>) {
+        let _ = self.refusals.set(refusals);
+    }
+
+    /// Counts (and logs, rate-limited) a refusal of `peer`'s input.
+    pub fn refused(&self, peer: &Key, cause: &'static str, detail: &str) {
+        match self.refusals.get() {
+            Some(r) => r.refuse(peer, cause, detail),
+            None => tracing::debug!(cause, detail, "refused a peer's input"),
+        }
+    }
+
+    /// The folder of pool documents.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This node's signer.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> Key {
+        self.node
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Pool>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save(&self, pool: &mut Pool) -> Result<(), PoolError> {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let path = self.dir.join(format!("{}.kpool", hex(&pool.id())));
+        write_atomic(&path, &pool.save())
+            .map_err(|e| PoolError::Policy(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// Bumped whenever a pool document or this identity's document changes (for caches).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn endpoint(&self) -> Result<Endpoint, PoolError> {
+        self.endpoint.get().cloned().ok_or(PoolError::Policy("the node is not running".into()))
+    }
+
+    /// The pools' ledgers.
+    pub fn ledgers(&self) -> &Ledgers {
+        &self.ledgers
+    }
+
+    /// Counts a site request this node answered for `pool` (for the ledger).
+    pub fn count_site_request(&self, pool: &Key) {
+        *self.site_requests.lock().unwrap_or_else(|p| p.into_inner()).entry(*pool).or_default() +=
+            1;
+    }
+
+    /// Takes the count of site requests answered for `pool` since the last take.
+    pub fn take_site_requests(&self, pool: &Key) -> u64 {
+        self.site_requests.lock().unwrap_or_else(|p| p.into_inner()).remove(pool).unwrap_or(0)
+    }
+
+    /// Starts a sync round soon (after a change outside the pool documents, such as a ledger's).
+    pub fn wake(&self) {
+        self.changed.notify_one();
+    }
+}

@@ -1,0 +1,261 @@
+//! One `kith/docs/1` session, from either side: its frames, and the turns in which the two
+//! nodes send each other what the other lacks of the pool document, then of its ledgers.
+
+use std::time::Duration;
+
+use iroh::EndpointId;
+use iroh::endpoint::{RecvStream, SendStream};
+use kith_crdt::{Key, SyncFrame, SyncState};
+use kith_node::net::frame;
+
+use super::Pools;
+use crate::clock::now_ms;
+use crate::ledger::Period;
+use crate::rules::PoolRules;
+
+/// ALPN of document sync.
+pub const DOCS_ALPN: &[u8] = b"kith/docs/1";
+
+/// Largest sync frame (a whole pool document must fit).
+pub const MAX_DOC_FRAME: usize = 4 << 20;
+
+/// Most turns in one session.
+pub(super) const MAX_TURNS: usize = 64;
+
+/// Longest a session may take.
+pub(super) const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Rejections remembered for `kith pool show`.
+const MAX_REJECTIONS: usize = 32;
+
+/// Domain separation for a new device's proof.
+const DEVICE_CONTEXT: &[u8] = b"kith-device-v1";
+
+/// How the dialling node may read the pool.
+#[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
+pub enum Proof {
+    /// It is listed as a node of an active member.
+    #[n(0)]
+    Member,
+    /// It joins with this invite.
+    #[n(1)]
+    Invite(#[cbor(n(0), with = "minicbor::bytes")] Vec<u8>),
+    /// It is a new device of this member, which signed its node id.
+    #[n(2)]
+    Device(
+        #[cbor(n(0), with = "minicbor::bytes")] Key,
+        #[cbor(n(1), with = "minicbor::bytes")] [u8; 64],
+    ),
+}
+
+/// The first frame of a session.
+#[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
+pub struct Hello {
+    /// The pool.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub pool: Key,
+    /// Why the dialler may read it.
+    #[n(1)]
+    pub proof: Proof,
+    /// Ledger periods (`YYYY-MM`, at most [`MAX_PERIODS`]) to sync after the pool document.
+    #[n(2)]
+    pub periods: Option<Vec<String>>,
+}
+
+/// Most ledger periods one session syncs.
+pub const MAX_PERIODS: usize = 3;
+
+/// The answer to a [`Hello`]: empty, or why not.
+#[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
+pub struct Ack {
+    /// Why the session is refused.
+    #[n(0)]
+    pub refused: Option<String>,
+    /// The ledger periods of the hello that this side syncs, in the order they follow.
+    #[n(1)]
+    pub periods: Option<Vec<String>>,
+}
+
+/// One turn of a session.
+#[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
+pub struct Turn {
+    /// The sync message, if there is anything to say.
+    #[n(0)]
+    pub frame: Option<SyncFrame>,
+}
+
+pub(super) fn device_message(pool: &Key, node: &Key) -> Vec<u8> {
+    [DEVICE_CONTEXT, &pool[..], &node[..]].concat()
+}
+
+/// A peer's change that was refused.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The pool.
+    pub pool: Key,
+    /// The peer that sent it.
+    pub peer: String,
+    /// Why.
+    pub reason: String,
+    /// When (ms since the Unix epoch).
+    pub at_ms: i64,
+}
+
+/// Which document a part of a session syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Doc {
+    /// The pool document.
+    Pool,
+    /// The pool's ledger of a period.
+    Ledger(Period),
+}
+
+impl Doc {
+    /// The key its sync states are kept under.
+    fn state_key(self, pool: &Key) -> Key {
+        match self {
+            Doc::Pool => *pool,
+            Doc::Ledger(p) => blake3::derive_key(
+                "kith ledger sync state v1",
+                &[&pool[..], p.to_string().as_bytes()].concat(),
+            ),
+        }
+    }
+}
+
+impl Pools {
+    /// Bytes of sync turns sent and received since start (all pools; frame headers excluded).
+    pub fn sync_bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.sync_sent.load(Relaxed), self.sync_received.load(Relaxed))
+    }
+
+    /// Rejected changes, newest last.
+    pub fn rejections(&self) -> Vec<Rejection> {
+        self.rejections.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn reject(&self, pool: Key, peer: EndpointId, reason: String) {
+        self.refused(peer.as_bytes(), "changes the rules refuse", &reason);
+        let mut r = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == MAX_REJECTIONS {
+            r.remove(0);
+        }
+        r.push(Rejection { pool, peer: peer.to_string(), reason, at_ms: now_ms() });
+    }
+
+    /// Takes turns until both sides are done; returns how many changes arrived. The dialler
+    /// speaks first in each round; a round where neither side had anything ends the session.
+    pub(super) async fn turns(
+        &self,
+        pool: Key,
+        doc: Doc,
+        peer: EndpointId,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        dialler: bool,
+    ) -> Result<usize, String> {
+        let key = (doc.state_key(&pool), *peer.as_bytes());
+        // Only the lasting part of a state survives a session (an interrupted one may have left
+        // a message marked in flight).
+        let mut state = {
+            let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            states.get(&key).and_then(|s| SyncState::decode(&s.encode()).ok()).unwrap_or_default()
+        };
+        let mut got = 0;
+        for _ in 0..MAX_TURNS {
+            let (mine, theirs) = if dialler {
+                let mine = self.speak(pool, doc, &mut state, send).await?;
+                (mine, self.listen(pool, doc, peer, &mut state, recv, &mut got).await?)
+            } else {
+                let theirs = self.listen(pool, doc, peer, &mut state, recv, &mut got).await?;
+                (self.speak(pool, doc, &mut state, send).await?, theirs)
+            };
+            if !mine && !theirs {
+                self.states.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
+                return Ok(got);
+            }
+        }
+        Err(format!("the session did not settle within {MAX_TURNS} turns"))
+    }
+
+    /// Sends this side's turn; whether it said anything.
+    async fn speak(
+        &self,
+        pool: Key,
+        doc: Doc,
+        state: &mut SyncState,
+        send: &mut SendStream,
+    ) -> Result<bool, String> {
+        let out = match doc {
+            Doc::Pool => {
+                self.lock().get_mut(&pool).ok_or("the pool is gone")?.doc_mut().sync_out(state)
+            }
+            Doc::Ledger(period) => {
+                let snap = self.snapshot(&pool).ok_or("the pool is gone")?;
+                self.ledgers.sync_out(&snap, period, state)?
+            }
+        };
+        let said = out.is_some();
+        let turn = Turn { frame: out };
+        let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
+        frame::write_max(send, &turn, MAX_DOC_FRAME).await.map_err(|e| e.to_string())?;
+        self.sync_sent.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(said)
+    }
+
+    /// Receives and applies the peer's turn; whether it said anything.
+    async fn listen(
+        &self,
+        pool: Key,
+        doc: Doc,
+        peer: EndpointId,
+        state: &mut SyncState,
+        recv: &mut RecvStream,
+        got: &mut usize,
+    ) -> Result<bool, String> {
+        let turn: Turn = frame::read_max(recv, MAX_DOC_FRAME)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the peer ended the session")?;
+        let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
+        self.sync_received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        let Some(f) = turn.frame else { return Ok(false) };
+        if let Doc::Ledger(period) = doc {
+            let snap = self.snapshot(&pool).ok_or("the pool is gone")?;
+            match self.ledgers.sync_in(&snap, period, state, &f) {
+                Ok(n) => *got += n,
+                Err(e) => {
+                    let e = format!("ledger {period}: {e}");
+                    self.reject(pool, peer, e.clone());
+                    return Err(format!("rejected the peer's changes: {e}"));
+                }
+            }
+            return Ok(true);
+        }
+        let result = {
+            let mut pools = self.lock();
+            let p = pools.get_mut(&pool).ok_or("the pool is gone")?;
+            match p.doc_mut().sync_in(state, &f, &PoolRules) {
+                Ok(new) if !new.is_empty() => {
+                    *got += new.len();
+                    self.save(p).map_err(|e| e.to_string())?;
+                    self.changed.notify_one();
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        if let Err(e) = result {
+            self.reject(pool, peer, e.clone());
+            return Err(format!("rejected the peer's changes: {e}"));
+        }
+        Ok(true)
+    }
+
+    /// A proof that this node is a device of this identity, for a pool.
+    pub fn device_proof(&self, pool: &Key) -> Proof {
+        Proof::Device(self.signer.author().key, self.signer.sign(&device_message(pool, &self.node)))
+    }
+}
