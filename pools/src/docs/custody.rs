@@ -14,7 +14,6 @@ use crate::pool::PoolError;
 
 /// This identity's document in the home.
 const IDENTITY_FILE: &str = "identity.kdoc";
-
 /// Other members' identity documents kept here.
 pub(super) const CUSTODY_DIR: &str = "identities";
 

@@ -15,19 +15,14 @@ use crate::rules::PoolRules;
 
 /// ALPN of document sync.
 pub const DOCS_ALPN: &[u8] = b"kith/docs/1";
-
 /// Largest sync frame (a whole pool document must fit).
 pub const MAX_DOC_FRAME: usize = 4 << 20;
-
 /// Most turns in one session.
 pub(super) const MAX_TURNS: usize = 64;
-
 /// Longest a session may take.
 pub(super) const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
-
 /// Rejections remembered for `kith pool show`.
 const MAX_REJECTIONS: usize = 32;
-
 /// Domain separation for a new device's proof.
 const DEVICE_CONTEXT: &[u8] = b"kith-device-v1";
 

@@ -6,7 +6,6 @@ use crate::invite::Invite;
 
 /// Prefix of pool tickets.
 pub const POOL_TICKET_PREFIX: &str = "kithpool1";
-
 /// Longest pool ticket accepted.
 const MAX_POOL_TICKET: usize = 4096;
 

@@ -1,0 +1,107 @@
+//! This node's usage recorded into its pools' ledgers: storage accrued, audits answered, bytes
+//! served and received, with the receipts it signs for what it received.
+
+use std::collections::HashMap;
+
+use iroh::EndpointId;
+use kith_crdt::{Key, hex};
+
+use super::Replicator;
+use crate::clock::now_ms;
+
+impl Replicator {
+    /// Records this node's usage into the pool's ledger for the current period once the
+    /// pool's `record_every` has passed: storage accrued, audits answered, bytes served to and
+    /// received from other members' nodes, and a signed receipt per node it received from.
+    /// Transfers with this member's own nodes, and with nodes that are not an active member's,
+    /// are not pool usage and are dropped.
+    pub fn record_usage_if_due(&self, pool: Key) {
+        self.record_usage(pool, false);
+    }
+
+    /// Records what every pool's usage has accrued now, due or not (when the node stops, so
+    /// the last hour is not lost).
+    pub fn record_usage_now(&self) {
+        for (pool, _) in self.pools.list() {
+            self.record_usage(pool, true);
+        }
+    }
+
+    /// Records what accrued in `pool` since the last record, at once (before leaving it).
+    pub fn record_usage_of(&self, pool: Key) {
+        self.record_usage(pool, true);
+    }
+
+    pub(super) fn record_usage(&self, pool: Key, now_anyway: bool) {
+        let Some(v) = self.pools.view_of(&pool) else { return };
+        let me = self.pools.node();
+        let Some(member) = v.node_owner(&me) else { return };
+        let Ok(node) = self.node() else { return };
+        let now = now_ms();
+        let every = if now_anyway { 0 } else { v.charter.record_every_ms };
+        let Some(due) = self.usage.take_due(pool, every, now) else { return };
+        let other = |peer: &EndpointId| v.node_owner(peer.as_bytes()).is_some_and(|m| m != member);
+        let take = |t: &kith_node::net::blobs::Tallies| {
+            let (mine, rest): (HashMap<_, _>, HashMap<_, _>) =
+                t.take().into_iter().partition(|((p, _), _)| *p == pool);
+            t.add_all(rest);
+            mine.into_iter()
+                .filter(|((_, peer), _)| other(peer))
+                .map(|((_, peer), x)| (*peer.as_bytes(), x))
+                .collect::<Vec<_>>()
+        };
+        let served: u64 = take(node.served().tagged()).iter().map(|(_, t)| t.bytes).sum();
+        let received = take(node.received());
+        let requests = self.pools.take_site_requests(&pool);
+        let signer = self.pools.signer();
+        let period = crate::ledger::Period::of(now);
+        let Some(snap) = self.pools.snapshot(&pool) else { return };
+        let result = self.pools.ledgers().with(&snap, period, |l, rules| {
+            let a = signer.author();
+            let prev = l.view().rows.remove(&(a.key, a.device)).unwrap_or_default().receipts;
+            let receipts: Vec<crate::ledger::Receipt> = received
+                .iter()
+                .map(|(server, t)| {
+                    let (b, n) = prev.get(server).map_or((0, 0), |r| (r.bytes, r.blobs));
+                    crate::ledger::Receipt::sign(
+                        signer,
+                        pool,
+                        period,
+                        *server,
+                        b + t.bytes,
+                        n + t.blobs,
+                        t.last,
+                        now,
+                    )
+                })
+                .collect();
+            use crate::ledger::Counter::*;
+            let adds: Vec<(crate::ledger::Counter, i64)> = [
+                (StorageProvided, due.provided),
+                (StorageUsed, due.used),
+                (EgressServed, served as i64),
+                (EgressReceived, received.iter().map(|(_, t)| t.bytes as i64).sum()),
+                (RequestsServed, requests as i64),
+                (AuditsPassed, due.audits_passed),
+                (AuditsFailed, due.audits_failed),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+            if adds.is_empty() && receipts.is_empty() {
+                return Ok(());
+            }
+            l.record(signer, rules, &adds, &receipts, now)
+        });
+        match result {
+            Ok(()) => {
+                tracing::debug!(pool = %hex(&pool[..4]), %period, "recorded usage");
+                self.pools.wake();
+            }
+            Err(e) => {
+                tracing::warn!(pool = %hex(&pool[..4]), error = %e, "cannot record usage in the ledger");
+                self.usage.put_back(pool, due);
+            }
+        }
+    }
+}

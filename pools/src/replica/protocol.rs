@@ -1,0 +1,390 @@
+//! `kith/pool/1`: replication requests between pool nodes (hold, has, audit, identity,
+//! pools-of), how this node asks them and how it answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use iroh::EndpointId;
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use kith_crdt::{Key, hex, verify};
+use kith_node::ChunkId;
+use kith_node::net::{Node, frame};
+use minicbor::{Decode, Encode};
+
+use super::repair::over_quota;
+use super::{FETCH_ROUND, Replicator};
+use crate::docs::{Pools, Proof};
+use crate::view::PoolView;
+
+/// ALPN of replication requests.
+pub const POOL_ALPN: &[u8] = b"kith/pool/1";
+/// Largest request or reply frame.
+const MAX_FRAME: usize = 4 << 20;
+/// Ids in one `Has`.
+pub const MAX_HAS: usize = 65_536;
+/// Domain separation for a device's identity document exchange.
+pub(super) const IDENTITY_CONTEXT: &[u8] = b"kith-identity-v1";
+/// Domain separation for `PoolsOf`.
+pub(super) const POOLS_OF_CONTEXT: &[u8] = b"kith-pools-of-v1";
+
+/// A replication request (one per stream).
+#[derive(Debug, Clone, Encode, Decode)]
+pub enum Request {
+    /// Hold these blobs (positions in the object's manifest).
+    #[n(0)]
+    Hold {
+        /// The pool.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        pool: Key,
+        /// The object, as recorded in the pool document.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        object: Key,
+        /// Positions of the blobs to hold.
+        #[n(2)]
+        positions: Vec<u32>,
+    },
+    /// Which of these blobs do you hold?
+    #[n(1)]
+    Has {
+        /// The pool.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        pool: Key,
+        /// The blobs (at most [`MAX_HAS`]).
+        #[n(1)]
+        ids: Vec<minicbor::bytes::ByteArray<32>>,
+    },
+    /// Prove you hold chunk `index` (1 KiB) of blob `id`.
+    #[n(3)]
+    Audit {
+        /// The pool.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        pool: Key,
+        /// The blob.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        id: Key,
+        /// Which 1 KiB chunk of it.
+        #[n(2)]
+        index: u64,
+    },
+    /// Here is my copy of this identity's document (maybe empty); send yours. Allowed for the
+    /// identity's devices (signature over the asking node's id) and for nodes that share a
+    /// pool with the identity.
+    #[n(4)]
+    Identity {
+        /// The identity.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        identity: Key,
+        /// The identity's signature, when a device of it asks.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        sig: Option<[u8; 64]>,
+        /// The asker's copy.
+        #[cbor(n(2), with = "minicbor::bytes")]
+        doc: Vec<u8>,
+    },
+    /// Which pools is this identity in? Signed by the identity over the asking node's id.
+    #[n(2)]
+    PoolsOf {
+        /// The identity.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        identity: Key,
+        /// Its signature.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        sig: [u8; 64],
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, Encode, Decode)]
+pub enum Reply {
+    /// The blobs are held: how many were fetched now, and their bytes.
+    #[n(0)]
+    Held {
+        /// Blobs fetched.
+        #[n(0)]
+        blobs: u64,
+        /// Their bytes.
+        #[n(1)]
+        bytes: u64,
+    },
+    /// For each asked id, whether it is held.
+    #[n(1)]
+    Has(#[n(0)] Vec<bool>),
+    /// Pool ids.
+    #[n(2)]
+    Pools(#[n(0)] Vec<minicbor::bytes::ByteArray<32>>),
+    /// Not done, and why.
+    #[n(3)]
+    Refused(#[n(0)] String),
+    /// A range proof for an audit.
+    #[n(4)]
+    Proof(#[n(0)] crate::proof::RangeProof),
+    /// This node's copy of an identity document (empty if it has none).
+    #[n(5)]
+    IdentityDoc(#[cbor(n(0), with = "minicbor::bytes")] Vec<u8>),
+}
+
+/// What an identity signs to vouch for one of its nodes, for one purpose.
+pub(super) fn node_message(context: &[u8], node: &Key) -> Vec<u8> {
+    [context, &node[..]].concat()
+}
+
+/// Which of `ids` the local store holds.
+pub(super) async fn held_locally(
+    store: Arc<kith_node::Store>,
+    ids: Vec<[u8; 32]>,
+) -> Result<Vec<bool>, String> {
+    tokio::task::spawn_blocking(move || {
+        ids.iter().map(|id| store.has(&ChunkId(*id))).collect::<Result<Vec<bool>, _>>()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+impl Replicator {
+    async fn serve(&self, peer: EndpointId, req: Request) -> Reply {
+        let refused = |e: String| Reply::Refused(e);
+        match req {
+            Request::Hold { pool, object, positions } => {
+                self.serve_hold(peer, pool, object, positions).await.unwrap_or_else(refused)
+            }
+            Request::Identity { identity, sig, doc } => {
+                let device = sig.is_some_and(|s| {
+                    verify(&identity, &node_message(IDENTITY_CONTEXT, peer.as_bytes()), &s)
+                });
+                if !device && !self.pools.shares_pool_with(peer.as_bytes(), &identity) {
+                    return refused(
+                        "you are not a device of that identity and share no pool with it here"
+                            .into(),
+                    );
+                }
+                if let Err(e) = self.pools.merge_identity(&identity, &doc) {
+                    return refused(format!("your copy was refused: {e}"));
+                }
+                Reply::IdentityDoc(self.pools.identity_bytes(&identity).unwrap_or_default())
+            }
+            Request::Audit { pool, id, index } => {
+                self.serve_audit(peer, pool, id, index).await.unwrap_or_else(refused)
+            }
+            Request::Has { pool, ids } => {
+                self.serve_has(peer, pool, ids).await.unwrap_or_else(refused)
+            }
+            Request::PoolsOf { identity, sig } => {
+                if !verify(&identity, &node_message(POOLS_OF_CONTEXT, peer.as_bytes()), &sig) {
+                    return refused("the signature does not verify".into());
+                }
+                Reply::Pools(self.pools.pools_of(&identity).into_iter().map(Into::into).collect())
+            }
+        }
+    }
+
+    pub(super) fn member_view(
+        &self,
+        peer: EndpointId,
+        pool: &Key,
+    ) -> Result<(PoolView, Key), String> {
+        let v = self
+            .pools
+            .view_of(pool)
+            .ok_or_else(|| format!("this node holds no pool {}", hex(&pool[..8])))?;
+        let owner = v
+            .node_owner(peer.as_bytes())
+            .ok_or("your node is not listed under an active member of this pool")?;
+        Ok((v, owner))
+    }
+
+    async fn serve_hold(
+        &self,
+        peer: EndpointId,
+        pool: Key,
+        object: Key,
+        positions: Vec<u32>,
+    ) -> Result<Reply, String> {
+        let (v, owner) = self.member_view(peer, &pool)?;
+        let me = self.pools.node();
+        if !v.holders().iter().any(|h| h.node == me && h.weight > 0) {
+            return Err("this node offers no storage to the pool".into());
+        }
+        let po = v.members[&owner].objects.get(&object).ok_or_else(|| {
+            format!(
+                "object {} is not in this node's copy of the pool document (yet)",
+                hex(&object[..8])
+            )
+        })?;
+        let mut from = vec![peer];
+        from.extend(self.pool_nodes(&v).into_iter().filter(|p| *p != peer));
+        let m = self.manifest(&po.manifest, &from).await?;
+        if m.object.as_slice() != object.as_slice() {
+            return Err("the manifest names another object".into());
+        }
+        if v.charter.quota > 0 {
+            let mut all = Vec::new();
+            for (o, oid, x) in v.objects().filter(|(o, _, _)| **o == owner) {
+                all.push((*o, *oid, x.at_ms, self.manifest(&x.manifest, &from).await?));
+            }
+            if over_quota(&v, &all).contains(&object) {
+                return Err(format!(
+                    "object {} takes its owner over the pool's quota of {}; this node does not hold it",
+                    hex(&object[..8]),
+                    crate::fmt::size(v.charter.quota)
+                ));
+            }
+        }
+        let mut ids = Vec::with_capacity(positions.len());
+        for p in positions {
+            let (id, _) =
+                m.blobs.get(p as usize).ok_or(format!("position {p} is past the manifest"))?;
+            ids.push(ChunkId(**id));
+        }
+        let node = self.node()?;
+        let (mut blobs, mut bytes) = (0, 0);
+        for round in ids.chunks(FETCH_ROUND) {
+            let what = format!("object {} for the pool", hex(&object[..8]));
+            let rep = node
+                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            blobs += rep.blobs;
+            bytes += rep.bytes;
+        }
+        Ok(Reply::Held { blobs, bytes })
+    }
+
+    async fn serve_has(
+        &self,
+        peer: EndpointId,
+        pool: Key,
+        ids: Vec<minicbor::bytes::ByteArray<32>>,
+    ) -> Result<Reply, String> {
+        self.member_view(peer, &pool)?;
+        if ids.len() > MAX_HAS {
+            return Err(format!("at most {MAX_HAS} ids per request"));
+        }
+        let ids = ids.iter().map(|id| **id).collect();
+        held_locally(self.node()?.store().clone(), ids).await.map(Reply::Has)
+    }
+}
+
+/// Sends one request to `peer` and reads the answer; a peer that answers is alive, whatever
+/// it says.
+pub(super) async fn ask(
+    pools: &Pools,
+    node: &Node,
+    peer: EndpointId,
+    req: &Request,
+) -> Result<Reply, String> {
+    let conn =
+        tokio::time::timeout(Duration::from_secs(10), node.endpoint().connect(peer, POOL_ALPN))
+            .await
+            .map_err(|_| "connecting timed out".to_string())?
+            .map_err(|e| kith_node::net::connect_error(&peer, &e))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    frame::write_max(&mut send, req, MAX_FRAME).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    let reply: Reply = frame::read_max(&mut recv, MAX_FRAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the peer closed the stream without answering")?;
+    conn.close(0u32.into(), b"done");
+    pools.saw(peer.as_bytes());
+    Ok(reply)
+}
+
+/// Asks `holder` to hold `positions` of `object`, after making sure it has the document
+/// that records the object.
+pub(super) async fn hold(
+    pools: &Pools,
+    node: &Node,
+    pool: Key,
+    object: Key,
+    holder: Key,
+    positions: Vec<u32>,
+    bytes: u64,
+) -> Result<u64, String> {
+    let peer = EndpointId::from_bytes(&holder).map_err(|e| e.to_string())?;
+    pools
+        .sync_one(pool, peer, Proof::Member)
+        .await
+        .map_err(|e| format!("cannot sync the pool: {e}"))?;
+    // Generous: the holder fetches at its own pace, and its fetch fails on a stall by itself.
+    let limit = Duration::from_secs(600 + bytes / (1 << 20));
+    let req = Request::Hold { pool, object, positions };
+    match tokio::time::timeout(limit, ask(pools, node, peer, &req)).await {
+        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Reply::Held { bytes, .. })) => Ok(bytes),
+        Ok(Ok(Reply::Refused(why))) => Err(format!("refused: {why}")),
+        Ok(Ok(other)) => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Asks `holder` which of `ids` it holds.
+pub(super) async fn has(
+    pools: &Pools,
+    node: &Node,
+    pool: Key,
+    holder: Key,
+    ids: &[[u8; 32]],
+) -> Result<Vec<bool>, String> {
+    let peer = EndpointId::from_bytes(&holder).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(ids.len());
+    // An empty question is still asked: the answer says the holder is up.
+    let empty: [[u8; 32]; 0] = [];
+    let batches: Vec<&[[u8; 32]]> =
+        if ids.is_empty() { vec![&empty[..]] } else { ids.chunks(MAX_HAS).collect() };
+    for batch in batches {
+        let req = Request::Has { pool, ids: batch.iter().map(|i| (*i).into()).collect() };
+        match ask(pools, node, peer, &req).await? {
+            Reply::Has(bits) if bits.len() == batch.len() => out.extend(bits),
+            Reply::Refused(why) => return Err(format!("refused: {why}")),
+            other => return Err(format!("unexpected answer {other:?}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Serves `kith/pool/1`.
+#[derive(Debug, Clone)]
+pub struct PoolProtocol {
+    rep: Arc<Replicator>,
+}
+
+impl PoolProtocol {
+    /// The protocol for this replicator.
+    pub fn new(rep: Arc<Replicator>) -> PoolProtocol {
+        PoolProtocol { rep }
+    }
+
+    async fn serve(&self, conn: &Connection) -> Result<(), String> {
+        let peer = conn.remote_id();
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let req: Request =
+            tokio::time::timeout(Duration::from_secs(10), frame::read_max(&mut recv, MAX_FRAME))
+                .await
+                .map_err(|_| "no request within 10 s".to_string())?
+                .map_err(|e| e.to_string())?
+                .ok_or("no request")?;
+        let reply = match self.rep.serving.clone().try_acquire_owned() {
+            Ok(_permit) => self.rep.serve(peer, req).await,
+            Err(_) => Reply::Refused("busy; try again shortly".into()),
+        };
+        if let Reply::Refused(why) = &reply {
+            self.rep.pools.refused(peer.as_bytes(), "pool request refused", why);
+        }
+        frame::write_max(&mut send, &reply, MAX_FRAME).await.map_err(|e| e.to_string())?;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+        Ok(())
+    }
+}
+
+impl ProtocolHandler for PoolProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let peer = conn.remote_id();
+        if let Err(e) = self.serve(&conn).await {
+            tracing::info!(peer = %peer.fmt_short(), error = %e, "pool request failed");
+        }
+        Ok(())
+    }
+}

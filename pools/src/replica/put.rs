@@ -1,0 +1,249 @@
+//! Putting an object into a pool: its manifest stored and recorded in the pool document, room
+//! checked against the quota and the storage offered, each blob's share asked of the holders
+//! placement picks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use kith_crdt::Key;
+use kith_node::ChunkId;
+use kith_node::store::pack::BlobKind;
+
+use super::protocol::hold;
+use super::{Replicator, lock};
+use crate::clock::now_ms;
+use crate::manifest::Manifest;
+use crate::placement::place;
+use crate::view::{PoolObject, PoolView};
+
+/// One holder's answer to a put.
+#[derive(Debug, Clone)]
+pub struct HolderAck {
+    /// The node.
+    pub node: Key,
+    /// Blobs assigned to it.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// `Ok(bytes it fetched)` or why not.
+    pub result: Result<u64, String>,
+}
+
+/// What a put into a pool did.
+#[derive(Debug, Clone)]
+pub struct PoolPut {
+    /// The pool.
+    pub pool: Key,
+    /// The manifest's id.
+    pub manifest: Key,
+    /// Blobs of the object.
+    pub blobs: u64,
+    /// Their bytes (one copy).
+    pub bytes: u64,
+    /// The replication factor.
+    pub replicas: u64,
+    /// Holders the pool could use (heard from recently, offering storage).
+    pub holders: usize,
+    /// Each chosen holder's answer.
+    pub acks: Vec<HolderAck>,
+    /// Blobs that got fewer holders than the replication factor (too few live holders).
+    pub short_blobs: u64,
+}
+
+impl Replicator {
+    /// Whether pool `spec` can take a new object at all, checked before anything is stored: this
+    /// identity is a member, and some live holder offers storage (else: who can offer).
+    pub fn ready_for_put(&self, spec: &str) -> Result<(), String> {
+        let id = self.pools.resolve(spec).map_err(|e| e.to_string())?;
+        let v = self.pools.view_of(&id).ok_or("no such pool")?;
+        let name = &v.charter.name;
+        if v.active(&self.pools.signer().author().key).is_none() {
+            return Err(format!("you are not a member of pool {name}; nothing was stored"));
+        }
+        if v.holders().iter().all(|h| h.weight == 0) {
+            return Err(format!(
+                "nobody in pool {name} offers storage yet: offer some with `kith offer {name} --storage 10GiB` (on any member's node); nothing was stored"
+            ));
+        }
+        if self.placement_holders(&v).is_empty() {
+            return Err(format!(
+                "no node that offers storage in pool {name} has answered lately (see `kith pool show {name}`); nothing was stored"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Puts object `object` (already in this node's store) into pool `spec` under `name`,
+    /// asking the chosen holders to hold it; returns their answers.
+    pub async fn put(&self, spec: &str, object: Key, name: &str) -> Result<PoolPut, String> {
+        let node = self.node()?.clone();
+        let store = node.store().clone();
+        let oid = kith_node::ObjectId(object);
+        let blobs = tokio::task::spawn_blocking(move || store.object_blobs(&oid))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let list: Vec<([u8; 32], u32)> = blobs.iter().map(|(c, l)| (c.0, *l)).collect();
+        self.put_blobs(spec, object, name, &list).await
+    }
+
+    /// Puts the blobs `list` (in this node's store, `(id, stored length)`) into pool `spec` as
+    /// object `object` named `name`: what [`Replicator::put`] does for a stored object, and
+    /// what a site version is.
+    pub async fn put_blobs(
+        &self,
+        spec: &str,
+        object: Key,
+        name: &str,
+        list: &[([u8; 32], u32)],
+    ) -> Result<PoolPut, String> {
+        let node = self.node()?.clone();
+        let manifest = Manifest::new(object, list)?;
+        let mid = manifest.id();
+        let bytes = manifest.to_bytes();
+        let store = node.store().clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ingest = store.ingest()?;
+            ingest.add(ChunkId(mid), BlobKind::Chunk, &bytes)?;
+            ingest.finish()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot store the manifest: {e}"))?;
+        lock(&self.manifests).insert(mid, Arc::new(manifest.clone()));
+        let id = self.pools.resolve(spec).map_err(|e| e.to_string())?;
+        let v = self.pools.view_of(&id).ok_or("the pool is gone")?;
+        self.check_room(&v, &manifest)
+            .await
+            .map_err(|e| format!("{e}; the object is stored on this node, not in the pool"))?;
+        let signer = self.pools.signer();
+        let record = PoolObject {
+            manifest: mid,
+            bytes: manifest.bytes(),
+            blobs: manifest.blobs.len() as u64,
+            name: name.chars().take(255).collect(),
+            at_ms: now_ms(),
+        };
+        let (pool, v) = self
+            .pools
+            .with_pool(spec, |p| {
+                let me = signer.author().key;
+                let known = p.view().members.get(&me).and_then(|m| m.objects.get(&object).cloned());
+                if known.is_none_or(|k| k.manifest != mid) {
+                    p.add_object(signer, &object, &record, now_ms())?;
+                }
+                Ok((p.id(), p.view()))
+            })
+            .map_err(|e| e.to_string())?;
+        let holders = self.placement_holders(&v);
+        let r = v.charter.replicas as usize;
+        let mut assigned: BTreeMap<Key, (Vec<u32>, u64)> = BTreeMap::new();
+        let mut short_blobs = 0;
+        for (i, (id, len)) in manifest.blobs.iter().enumerate() {
+            let targets = place(id, &holders, r);
+            if targets.len() < r {
+                short_blobs += 1;
+            }
+            for h in targets {
+                let e = assigned.entry(h.node).or_default();
+                e.0.push(i as u32);
+                e.1 += *len as u64;
+            }
+        }
+        let me = self.pools.node();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut acks = Vec::new();
+        for (holder, (positions, bytes)) in assigned {
+            let blobs = positions.len() as u64;
+            if holder == me {
+                acks.push(HolderAck { node: holder, blobs, bytes, result: Ok(0) });
+                continue;
+            }
+            let pools = self.pools.clone();
+            let node = node.clone();
+            tasks.spawn(async move {
+                let result = hold(&pools, &node, pool, object, holder, positions, bytes).await;
+                HolderAck { node: holder, blobs, bytes, result }
+            });
+        }
+        while let Some(a) = tasks.join_next().await {
+            acks.push(a.map_err(|e| e.to_string())?);
+        }
+        acks.sort_by_key(|a| a.node);
+        Ok(PoolPut {
+            pool,
+            manifest: mid,
+            blobs: manifest.blobs.len() as u64,
+            bytes: manifest.bytes(),
+            replicas: v.charter.replicas,
+            holders: holders.len(),
+            acks,
+            short_blobs,
+        })
+    }
+
+    /// Refuses an object that would take this member over its quota (one copy of its distinct
+    /// blobs) or the pool over the storage its live holders offer (every copy).
+    async fn check_room(&self, v: &PoolView, m: &Manifest) -> Result<(), String> {
+        let me = self.pools.signer().author().key;
+        let from = self.pool_nodes(v);
+        let mut all: HashMap<[u8; 32], u64> = HashMap::new();
+        let mut mine: HashSet<[u8; 32]> = HashSet::new();
+        let mut unknown = (0u64, 0u64);
+        for (owner, _, po) in v.objects() {
+            match self.manifest(&po.manifest, &from).await {
+                Ok(pm) => {
+                    for (id, len) in &pm.blobs {
+                        all.insert(**id, *len as u64);
+                        if *owner == me {
+                            mine.insert(**id);
+                        }
+                    }
+                }
+                // Counted whole when its manifest cannot be read.
+                Err(_) => {
+                    unknown.0 += po.bytes;
+                    if *owner == me {
+                        unknown.1 += po.bytes;
+                    }
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        let fresh = |set: &dyn Fn(&[u8; 32]) -> bool, seen: &mut HashSet<[u8; 32]>| -> u64 {
+            seen.clear();
+            m.blobs
+                .iter()
+                .filter(|(id, _)| !set(id) && seen.insert(**id))
+                .map(|(_, l)| *l as u64)
+                .sum()
+        };
+        let name = &v.charter.name;
+        let quota = v.charter.quota;
+        if quota > 0 {
+            let used: u64 = mine.iter().map(|id| all[id]).sum::<u64>() + unknown.1;
+            let more = fresh(&|id| mine.contains(id), &mut seen);
+            if used + more > quota {
+                return Err(format!(
+                    "over your quota in pool `{name}`: you store {} of {}, and this object needs {} more",
+                    crate::fmt::size(used),
+                    crate::fmt::size(quota),
+                    crate::fmt::size(more)
+                ));
+            }
+        }
+        let r = v.charter.replicas;
+        let offered: u64 = self.placement_holders(v).iter().map(|h| h.weight).sum();
+        let used = (all.values().sum::<u64>() + unknown.0) * r;
+        let more = fresh(&|id| all.contains_key(id), &mut seen) * r;
+        if used + more > offered {
+            return Err(format!(
+                "pool `{name}` is out of capacity: {} of the {} its live holders offer is used ({r} copies of everything), and this object needs {} more; members offer more with `kith offer {name} --storage SIZE`",
+                crate::fmt::size(used),
+                crate::fmt::size(offered),
+                crate::fmt::size(more)
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! Recovery and the identity: a node of a restored identity finding the pools it belongs to,
+//! this identity's document exchanged with its pools' nodes, devices it retired forgotten.
+
+use std::time::Duration;
+
+use iroh::EndpointId;
+use kith_crdt::{Key, hex};
+
+use super::protocol::{IDENTITY_CONTEXT, POOLS_OF_CONTEXT, Reply, Request, ask, node_message};
+use super::{Replicator, lock};
+use crate::clock::now_ms;
+use crate::pool::{Pool, PoolError};
+use crate::view::Offer;
+
+/// How often this node exchanges its identity document with its pools' nodes.
+const IDENTITY_EVERY: Duration = Duration::from_secs(60);
+
+impl Replicator {
+    /// Asks reachable peers not asked yet which pools this identity is in, and takes the ones
+    /// this node lacks.
+    pub(super) async fn recover(&self) {
+        let Ok(node) = self.node() else { return };
+        let me = self.pools.signer().author().key;
+        let peers: Vec<EndpointId> = node
+            .peers()
+            .into_iter()
+            .filter(|p| p.reachability == kith_node::net::peers::Reachability::Reachable)
+            .map(|p| p.id)
+            .filter(|p| !lock(&self.asked).contains(p))
+            .collect();
+        for peer in peers {
+            let sig = self.pools.signer().sign(&node_message(POOLS_OF_CONTEXT, &self.pools.node()));
+            let req = Request::PoolsOf { identity: me, sig };
+            let ids = match ask(&self.pools, node, peer, &req).await {
+                Ok(Reply::Pools(ids)) => ids,
+                Ok(other) => {
+                    tracing::debug!(peer = %peer.fmt_short(), reply = ?other, "pools-of refused");
+                    lock(&self.asked).insert(peer);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %peer.fmt_short(), error = %e, "pools-of failed");
+                    continue;
+                }
+            };
+            lock(&self.asked).insert(peer);
+            if let Err(e) = self.exchange_identity(peer).await {
+                tracing::debug!(peer = %peer.fmt_short(), error = %e, "identity exchange failed");
+            }
+            for id in ids {
+                if self.pools.has_pool(&id) {
+                    continue;
+                }
+                match self.take_pool(peer, *id).await {
+                    Ok(()) => {
+                        let name =
+                            self.pools.view_of(&id).map(|v| v.charter.name).unwrap_or_default();
+                        tracing::info!(pool = %name, peer = %peer.fmt_short(), "found pool {name} of this identity and joined it as a new device; this machine offers it no storage yet (`kith offer {name} --storage SIZE --zone HOUSEHOLD`)")
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool = %hex(&id[..4]), error = %e, "cannot take a pool of this identity")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn take_pool(&self, peer: EndpointId, id: Key) -> Result<(), String> {
+        let endpoint = self.pools.endpoint().map_err(|e| e.to_string())?;
+        let proof = self.pools.device_proof(&id);
+        let doc = crate::docs::fetch_doc(&endpoint, peer.into(), id, proof.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut pool = Pool::from_doc(doc).map_err(|e| e.to_string())?;
+        if pool.id() != id {
+            return Err("the peer sent another pool".into());
+        }
+        let now = now_ms();
+        pool.offer(self.pools.signer(), &self.pools.node(), &Offer::default(), now)
+            .map_err(|e: PoolError| e.to_string())?;
+        let name = pool.view().charter.name;
+        self.pools
+            .with_identity(|d, s, now| d.add_pool(s, &id, &name, now).map(|_| ()))
+            .map_err(|e| e.to_string())?;
+        self.pools.insert(pool).map_err(|e| e.to_string())?;
+        self.pools.sync_one(id, peer, proof).await?;
+        Ok(())
+    }
+
+    /// Sends this identity's document to `peer` and merges the copy it sends back.
+    async fn exchange_identity(&self, peer: EndpointId) -> Result<usize, String> {
+        let node = self.node()?;
+        let me = self.pools.signer().author().key;
+        let sig = self.pools.signer().sign(&node_message(IDENTITY_CONTEXT, &self.pools.node()));
+        let doc = self.pools.identity_bytes(&me).unwrap_or_default();
+        match ask(&self.pools, node, peer, &Request::Identity { identity: me, sig: Some(sig), doc })
+            .await?
+        {
+            Reply::IdentityDoc(bytes) => self.pools.merge_identity(&me, &bytes),
+            Reply::Refused(why) => Err(format!("refused: {why}")),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// Exchanges this identity's document with every node of its pools every
+    /// [`IDENTITY_EVERY`], and at once when the document or the set of nodes changed: its
+    /// other devices merge it, the other members keep it for a restore.
+    pub(super) async fn share_identity_if_due(&self) {
+        let mut nodes: Vec<EndpointId> = Vec::new();
+        for (_, v) in self.pools.list() {
+            for n in self.pool_nodes(&v) {
+                if !nodes.contains(&n) {
+                    nodes.push(n);
+                }
+            }
+        }
+        let mut h = blake3::Hasher::new();
+        for head in self.pools.identity_heads() {
+            h.update(&head);
+        }
+        let mut sorted: Vec<[u8; 32]> = nodes.iter().map(|n| *n.as_bytes()).collect();
+        sorted.sort();
+        for n in &sorted {
+            h.update(n);
+        }
+        let digest = *h.finalize().as_bytes();
+        {
+            let mut last = lock(&self.identity_shared);
+            if last.is_some_and(|(t, d)| t.elapsed() < IDENTITY_EVERY && d == digest) {
+                return;
+            }
+            *last = Some((std::time::Instant::now(), digest));
+        }
+        for peer in nodes {
+            if let Err(e) = self.exchange_identity(peer).await {
+                tracing::debug!(peer = %peer.fmt_short(), error = %e, "identity exchange failed");
+            }
+        }
+    }
+
+    /// Stops dialling devices their identities retired (and says so once per device).
+    pub(super) fn forget_retired(&self) {
+        let Ok(node) = self.node() else { return };
+        for n in crate::devices::retired_nodes(&self.pools) {
+            if node.forget_peer(&n) {
+                tracing::info!(peer = %hex(&n[..5]), "forgot a device its owner retired");
+            }
+        }
+        if let Some(at) = self.pools.retired_at()
+            && !self.told_retired.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                at_ms = at,
+                "this device was retired by another device of its identity: it takes no part in pools any more (its own store stays readable here)"
+            );
+        }
+    }
+}
