@@ -27,17 +27,8 @@ use crate::pool::PoolError;
 use crate::replica::Replicator;
 use crate::view::{Offer, PoolView, Role, State};
 
-/// Keeps a member's site, when the pool stops serving it (the member leaves, the pool is
-/// dissolved), as an ordinary object in the member's own store; the hosting layer knows the
-/// site format and implements it.
-pub trait SiteKeeper: Send + Sync {
-    /// Keeps the version served of this identity's site `name` in `pool`; returns the object id.
-    fn keep<'a>(
-        &'a self,
-        pool: Key,
-        name: &'a str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Key, String>> + Send + 'a>>;
-}
+// What keeps a member's sites when the pool stops serving them, by its former path.
+pub use crate::replica::SiteKeeper;
 
 /// How often the hand-off checks the pool's replication.
 const HAND_OFF_POLL: Duration = Duration::from_secs(1);

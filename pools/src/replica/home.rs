@@ -9,6 +9,18 @@ use kith_crdt::{Key, hex};
 use super::Replicator;
 use crate::clock::now_ms;
 
+/// Keeps a member's site, when the pool stops serving it (the member leaves, the pool is
+/// dissolved), as an ordinary object in the member's own store; the hosting layer knows the
+/// site format and implements it.
+pub trait SiteKeeper: Send + Sync {
+    /// Keeps the version served of this identity's site `name` in `pool`; returns the object id.
+    fn keep<'a>(
+        &'a self,
+        pool: Key,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Key, String>> + Send + 'a>>;
+}
+
 impl Replicator {
     /// Makes every object of this identity in `pool` complete in this node's store, fetching
     /// what it lacks from the pool's nodes (before the objects leave the pool: a member
@@ -33,7 +45,7 @@ impl Replicator {
     }
 
     /// Gives the replicator what keeps sites as objects (the hosting layer).
-    pub fn set_site_keeper(&self, keeper: Arc<dyn crate::leave::SiteKeeper>) {
+    pub fn set_site_keeper(&self, keeper: Arc<dyn SiteKeeper>) {
         let _ = self.keeper.set(keeper);
     }
 

@@ -27,6 +27,7 @@ mod recovery;
 mod repair;
 
 pub use health::{Health, HolderHealth};
+pub use home::SiteKeeper;
 pub use protocol::{MAX_HAS, POOL_ALPN, PoolProtocol, Reply, Request};
 pub use put::{HolderAck, PoolPut};
 pub use repair::{RepairStats, keep_set};
@@ -75,7 +76,7 @@ pub struct Replicator {
     /// Whether this node said it was retired.
     told_retired: std::sync::atomic::AtomicBool,
     /// Keeps this member's sites as objects when the pool stops serving them.
-    keeper: OnceLock<Arc<dyn crate::leave::SiteKeeper>>,
+    keeper: OnceLock<Arc<dyn SiteKeeper>>,
     /// The node's background workers.
     workers: Arc<Workers>,
 }
