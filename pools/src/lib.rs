@@ -43,9 +43,6 @@ mod clock;
 mod fmt;
 mod fsutil;
 
-#[cfg(test)]
-mod tests;
-
 pub use invite::{Invite, InviteError};
 pub use pool::{
     Pool, PoolError, PoolSnapshot, Standing, check_replicas, parse_duration_ms, parse_size,
@@ -70,3 +67,6 @@ pub mod service {
 pub mod ledgers {
     pub use crate::ledger::{Ledgers, SYNC_MONTHS_BACK, live_periods, syncable};
 }
+
+#[cfg(test)]
+mod tests;
