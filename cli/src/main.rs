@@ -71,25 +71,31 @@ fn resolve(name: &str, wait: &str, json: bool) -> Result<ExitCode> {
 }
 
 fn site_command(root: &Path, cwd: &Path, command: SiteCommand) -> Result<ExitCode> {
-    use crate::render_site::render;
+    use crate::render_site as r;
     use kith::SiteReq;
+    use kith::api::sites::*;
     let run = |req| execute(root, Request::Site(req), "");
     match command {
         SiteCommand::Publish { dir, name, pool, public: _, members, json } => {
             let dir = kith_node::store::absolute_in(&dir, cwd);
             kith::check_dir(&dir)?;
-            render(&run(SiteReq::Publish { dir, name, pool, members })?, "publish", json)
+            let v: Published = typed(run(SiteReq::Publish { dir, name, pool, members })?)?;
+            if json { render_pool::json(&v) } else { r::published(&v) }
         }
-        SiteCommand::Ls { json } => render(&run(SiteReq::Ls)?, "ls", json),
+        SiteCommand::Ls { json } => {
+            let v: SiteList = typed(run(SiteReq::Ls)?)?;
+            if json { render_pool::json(&v) } else { r::list(&v) }
+        }
         SiteCommand::Versions { name, json } => {
-            render(&run(SiteReq::Versions { name })?, "versions", json)
+            let v: Versions = typed(run(SiteReq::Versions { name })?)?;
+            if json { render_pool::json(&v) } else { r::versions(&v) }
         }
         SiteCommand::Rollback { name, version } => {
-            render(&run(SiteReq::Rollback { name, version })?, "rollback", false)
+            r::rolled_back(&typed(run(SiteReq::Rollback { name, version })?)?)
         }
-        SiteCommand::Rm { name } => render(&run(SiteReq::Rm { name })?, "rm", false),
+        SiteCommand::Rm { name } => r::removed(&typed(run(SiteReq::Rm { name })?)?),
         SiteCommand::Credential { pool, expires } => {
-            render(&run(SiteReq::Credential { pool, expires })?, "credential", false)
+            r::credential(&typed(run(SiteReq::Credential { pool, expires })?)?)
         }
     }
 }
@@ -240,7 +246,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { import } => init(&root, import.as_deref()),
         Command::Id { json, ticket: false } => render::id(&local_id(&root)?, json),
         Command::Id { json, ticket: true } => {
-            render::ticket(&execute(&root, Request::Ticket, "")?, json)
+            let t: kith::api::store::NodeTicket = typed(execute(&root, Request::Ticket, "")?)?;
+            if json { render_pool::json(&t) } else { render::ticket(&t) }
         }
         Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
         Command::Status { json } => {
@@ -252,12 +259,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Site { command } => site_command(&root, &cwd, command),
         Command::Resolve { name, wait, json } => resolve(&name, &wait, json),
         Command::Pair => {
-            let v = execute(&root, Request::Pair, "")?;
-            println!("{}", v["code"].as_str().unwrap_or(""));
+            let v: kith::api::store::PairCode = typed(execute(&root, Request::Pair, "")?)?;
+            println!("{}", v.code);
             eprintln!(
                 "valid for {} minutes and one upload, on {}",
-                v["expires_s"].as_u64().unwrap_or(0) / 60,
-                v["page"].as_str().unwrap_or("this node's page")
+                v.expires_s / 60,
+                v.page.as_deref().unwrap_or("this node's page")
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -278,16 +285,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Device { command: DeviceCommand::Revoke { node } } => render_pool::retired(
             &typed(execute(&root, Request::Pool(PoolReq::Revoke { node }), "")?)?,
         ),
-        Command::Peers { json } => render::peers(&execute(&root, Request::Peers, "")?, json),
+        Command::Peers { json } => {
+            let list: Vec<kith::api::store::Peer> = typed(execute(&root, Request::Peers, "")?)?;
+            if json { render_pool::json(&list) } else { render::peers(&list) }
+        }
         Command::Peer { command: PeerCommand::Add { ticket } } => {
-            render::peer_added(&execute(&root, Request::PeerAdd { ticket }, "")?)
+            render::peer_added(&typed(execute(&root, Request::PeerAdd { ticket }, "")?)?)
         }
         Command::Peer { command: PeerCommand::Link { peer } } => {
-            render::peer_linked(&execute(&root, Request::PeerLink { peer }, "reaching")?)
+            render::peer_linked(&typed(execute(&root, Request::PeerLink { peer }, "reaching")?)?)
         }
         Command::Put { path, pool, json } => {
             let what = if pool.is_some() { "storing and replicating" } else { "storing" };
-            render::put(&execute(&root, Request::Put { path: abs(&path), pool }, what)?, json)
+            let v: kith::api::store::Put =
+                typed(execute(&root, Request::Put { path: abs(&path), pool }, what)?)?;
+            if json { render_pool::json(&v) } else { render::put(&v) }
         }
         Command::Get { spec, output, json } => {
             let to = match output {
@@ -296,37 +308,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => GetTo::Here,
             };
             let to_stdout = to == GetTo::Stdout;
-            let v = execute(
+            let v: kith::api::store::Restored = typed(execute(
                 &root,
                 Request::Get { spec, cwd, to },
                 if to_stdout { "" } else { "restoring" },
-            )?;
+            )?)?;
             if json && !to_stdout {
-                println!("{v}");
+                render_pool::json(&v)?;
             } else if !to_stdout {
                 render::restored(&v);
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ls { json } => render::objects(&execute(&root, Request::Ls, "")?, json),
+        Command::Ls { json } => {
+            let list: Vec<kith::api::store::Object> = typed(execute(&root, Request::Ls, "")?)?;
+            if json { render_pool::json(&list) } else { render::objects(&list) }
+        }
         Command::Log { path, json } => {
-            let v = execute(&root, Request::Log { path: abs(&path) }, "")?;
-            if !json && v.as_array().is_some_and(|a| a.is_empty()) {
+            let list: Vec<kith::api::store::Object> =
+                typed(execute(&root, Request::Log { path: abs(&path) }, "")?)?;
+            if json {
+                return render_pool::json(&list);
+            }
+            if list.is_empty() {
                 bail!("no versions stored from {}", abs(&path).display());
             }
-            render::objects(&v, json)
+            render::objects(&list)
         }
         Command::Rm { spec } => {
-            let v = execute(&root, Request::Rm { spec, cwd }, "")?;
-            eprintln!(
-                "forgot object {}; run `kith gc` to reclaim its space",
-                v["id"].as_str().unwrap_or("?")
-            );
+            let v: kith::api::store::Forgotten =
+                typed(execute(&root, Request::Rm { spec, cwd }, "")?)?;
+            eprintln!("forgot object {}; run `kith gc` to reclaim its space", v.id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gc { json } => render::gc(&execute(&root, Request::Gc, "")?, json),
+        Command::Gc { json } => {
+            let v: kith::api::store::Collected = typed(execute(&root, Request::Gc, "")?)?;
+            if json { render_pool::json(&v) } else { render::gc(&v) }
+        }
         Command::Verify { json } => {
-            render::verify(&execute(&root, Request::Verify, "verifying")?, json)
+            render::verify(&typed(execute(&root, Request::Verify, "verifying")?)?, json)
         }
     }
 }

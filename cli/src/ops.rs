@@ -78,7 +78,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             for w in &r.warnings {
                 out.send(Frame::Warning(w.clone())).await;
             }
-            Ok(put_json(&r))
+            answer(put_of(&r))
         }
         Request::Put { path, pool: Some(pool) } => {
             let rep = ctx.replicator.as_ref().ok_or_else(|| {
@@ -93,14 +93,14 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             }
             let t = Instant::now();
             let pp = rep.put(&pool, r.id.0, &name).await.map_err(|e| anyhow!(e))?;
-            let mut v = put_json(&r);
+            let mut v = put_of(&r);
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
-            v["pool"] = crate::pool_ops::pool_put_json(pools, &pp, t.elapsed().as_secs_f64());
-            Ok(v)
+            v.pool = Some(crate::pool_ops::pool_put_of(pools, &pp, t.elapsed().as_secs_f64()));
+            answer(v)
         }
         Request::Get { spec, cwd, to } => get(ctx, spec, cwd, to, out).await,
-        Request::Ls => Ok(objects_json(&blocking(move || store.list()).await?)),
-        Request::Log { path } => Ok(objects_json(&blocking(move || store.log(&path)).await?)),
+        Request::Ls => answer(objects_of(&blocking(move || store.list()).await?)),
+        Request::Log { path } => answer(objects_of(&blocking(move || store.log(&path)).await?)),
         Request::Rm { spec, cwd } => {
             let id = blocking(move || {
                 let id = store.resolve(&spec, &cwd)?;
@@ -108,7 +108,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                 Ok::<_, StoreError>(id)
             })
             .await?;
-            Ok(json!({ "id": id.to_string() }))
+            answer(crate::api::store::Forgotten { id: id.to_string() })
         }
         Request::Gc => {
             // Blobs held for pools stay, whether or not the daemon runs.
@@ -126,10 +126,10 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                 store.gc_keeping(&keep).map_err(anyhow::Error::from)
             })
             .await?;
-            Ok(gc_json(&report))
+            answer(gc_of(&report))
         }
         Request::Verify => {
-            Ok(verify_json(&with_progress(out, move |p| store.verify(Some(p))).await?))
+            answer(verify_of(&with_progress(out, move |p| store.verify(Some(p))).await?))
         }
         Request::Peers if ctx.node.is_none() => {
             // Not running: the peers saved here (from tickets); nobody was asked.
@@ -142,23 +142,23 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                 "kith is not running here: these are the peers saved from tickets, not asked (start it with `kith up`)".into(),
             ))
             .await;
-            Ok(Value::Array(saved.list().iter().map(peer_json).collect()))
+            answer(saved.list().iter().map(peer_of).collect::<Vec<_>>())
         }
         Request::Peers => {
             let node = need_node(ctx, "list peers")?;
             let links: std::collections::HashMap<_, _> = node.links().into_iter().collect();
             let peers = node.peers();
             let peers = peers.iter().map(|p| {
-                let mut v = peer_json(p);
-                v["route"] = match (links.get(&p.id), p.reachability.name()) {
-                    (Some(r), _) => json!(r),
-                    (None, "reachable") => json!("direct"),
-                    _ => Value::Null,
+                let mut v = peer_of(p);
+                v.route = match (links.get(&p.id), p.reachability.name()) {
+                    (Some(r), _) => Some(r.clone()),
+                    (None, "reachable") => Some("direct".into()),
+                    _ => None,
                 };
-                v["link_error"] = json!(node.link_error(&p.id));
+                v.link_error = node.link_error(&p.id);
                 v
             });
-            Ok(Value::Array(peers.collect()))
+            answer(peers.collect::<Vec<_>>())
         }
         Request::PeerLink { peer } => {
             let node = need_node(ctx, "reach a peer")?;
@@ -167,12 +167,12 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                 .reach(id)
                 .await
                 .map_err(|e| anyhow!("cannot reach {}: {e}", id.fmt_short()))?;
-            Ok(json!({ "id": id.to_string(), "route": route }))
+            answer(crate::api::store::Linked { id: id.to_string(), route })
         }
         Request::PeerAdd { ticket } => {
             let t: NodeTicket = ticket.parse().context("cannot add the peer")?;
             match &ctx.node {
-                Some(node) => Ok(peer_json(&node.add_peer(&t).await.map_err(|e| anyhow!(e))?)),
+                Some(node) => answer(peer_of(&node.add_peer(&t).await.map_err(|e| anyhow!(e))?)),
                 None => {
                     let me = ctx.home.node_key()?.id();
                     if t.id == me {
@@ -180,13 +180,23 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                     }
                     let table = PeerTable::load(me, ctx.home.root().join("peers.cbor"));
                     table.add_ticket(&t)?;
-                    Ok(json!({ "id": t.id.to_string(), "saved": true }))
+                    answer(crate::api::store::Peer {
+                        id: t.id.to_string(),
+                        addrs: t.addrs.iter().map(|a| a.to_string()).collect(),
+                        mdns: false,
+                        manual: true,
+                        state: "unknown".into(),
+                        last_seen_ms: None,
+                        route: None,
+                        link_error: None,
+                        saved: Some(true),
+                    })
                 }
             }
         }
-        Request::Ticket => {
-            Ok(json!({ "ticket": need_node(ctx, "make a ticket")?.ticket().to_string() }))
-        }
+        Request::Ticket => answer(crate::api::store::NodeTicket {
+            ticket: need_node(ctx, "make a ticket")?.ticket().to_string(),
+        }),
         Request::Pool(req) => {
             // Reading the documents works without the daemon; changing them needs the node.
             let node = if req.reads_only() {
@@ -204,7 +214,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             })?;
             let (code, secs) = b.pair();
             let page = crate::site_ops::lan_urls(ctx, "/kith/").into_iter().next();
-            Ok(json!({ "code": code, "expires_s": secs, "page": page }))
+            answer(crate::api::store::PairCode { code, expires_s: secs, page })
         }
         Request::Site(req) => {
             if !req.reads_only() {
@@ -323,11 +333,17 @@ async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Res
         Some(dest) => {
             let d = dest.clone();
             let s = with_progress(out, move |p| store.restore(&id, &d, Some(p))).await?;
-            Ok(json!({
-                "id": id.to_string(), "dest": dest.to_string_lossy(), "files": s.files, "dirs": s.dirs,
-                "symlinks": s.symlinks, "bytes": s.bytes, "seconds": s.elapsed.as_secs_f64(),
-                "fetched_bytes": fetched, "fetch_seconds": fetch_secs,
-            }))
+            answer(crate::api::store::Restored {
+                id: id.to_string(),
+                dest: Some(dest.to_string_lossy().into_owned()),
+                files: s.files,
+                dirs: s.dirs,
+                symlinks: s.symlinks,
+                bytes: s.bytes,
+                seconds: s.elapsed.as_secs_f64(),
+                fetched_bytes: fetched,
+                fetch_seconds: fetch_secs,
+            })
         }
         None => {
             let out = out.clone();
@@ -341,7 +357,17 @@ async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Res
                 Ok::<_, StoreError>(s)
             })
             .await?;
-            Ok(json!({ "id": id.to_string(), "bytes": s.bytes, "fetched_bytes": fetched }))
+            answer(crate::api::store::Restored {
+                id: id.to_string(),
+                dest: None,
+                files: 0,
+                dirs: 0,
+                symlinks: 0,
+                bytes: s.bytes,
+                seconds: 0.0,
+                fetched_bytes: fetched,
+                fetch_seconds: fetch_secs,
+            })
         }
     }
 }
@@ -466,58 +492,92 @@ async fn status(ctx: &Ctx) -> Result<Value> {
     Ok(serde_json::to_value(v)?)
 }
 
-/// The JSON of a put report.
-pub fn put_json(r: &PutReport) -> Value {
+/// A put's report.
+pub fn put_of(r: &PutReport) -> crate::api::store::Put {
     let s = &r.stats;
-    json!({
-        "id": r.id.to_string(),
-        "version": r.version,
-        "source": r.source.to_string_lossy(),
-        "files": s.files, "dirs": s.dirs, "symlinks": s.symlinks,
-        "files_unchanged": s.files_unchanged,
-        "bytes_scanned": s.bytes_scanned, "bytes_read": s.bytes_read,
-        "chunks_new": s.chunks_new, "bytes_new": s.bytes_new, "bytes_stored": s.bytes_stored,
-        "seconds": s.elapsed.as_secs_f64(),
-        "warnings": r.warnings,
-    })
+    crate::api::store::Put {
+        id: r.id.to_string(),
+        version: r.version.into(),
+        source: r.source.to_string_lossy().into_owned(),
+        files: s.files,
+        dirs: s.dirs,
+        symlinks: s.symlinks,
+        files_unchanged: s.files_unchanged,
+        bytes_scanned: s.bytes_scanned,
+        bytes_read: s.bytes_read,
+        chunks_new: s.chunks_new,
+        bytes_new: s.bytes_new,
+        bytes_stored: s.bytes_stored,
+        seconds: s.elapsed.as_secs_f64(),
+        warnings: r.warnings.clone(),
+        pool: None,
+    }
 }
 
-fn objects_json(objects: &[ObjectInfo]) -> Value {
-    Value::Array(
-        objects
+fn objects_of(objects: &[ObjectInfo]) -> Vec<crate::api::store::Object> {
+    objects
+        .iter()
+        .map(|o| crate::api::store::Object {
+            id: o.id.to_string(),
+            version: o.version.into(),
+            created_ms: o.created_ms,
+            source: o.source.to_string_lossy().into_owned(),
+            kind: o.kind.name().to_string(),
+            files: o.stats.files,
+            dirs: o.stats.dirs,
+            bytes: o.stats.bytes,
+            parent: o.parent.map(|p| p.to_string()),
+        })
+        .collect()
+}
+
+fn gc_of(r: &GcReport) -> crate::api::store::Collected {
+    crate::api::store::Collected {
+        objects: r.objects as u64,
+        blobs_kept: r.blobs_kept,
+        blobs_removed: r.blobs_removed,
+        packs_deleted: r.packs_deleted,
+        packs_rewritten: r.packs_rewritten,
+        bytes_freed: r.bytes_freed,
+        bytes_unreferenced_kept: r.bytes_unreferenced_kept,
+    }
+}
+
+fn verify_of(r: &VerifyReport) -> crate::api::store::Verified {
+    use crate::api::store::{DamagedBlob, DamagedObject};
+    crate::api::store::Verified {
+        damaged: r.is_damaged(),
+        packs: r.packs as u64,
+        blobs: r.blobs,
+        bytes: r.bytes,
+        objects: r.objects as u64,
+        damaged_blobs: r
+            .damaged_blobs
             .iter()
-            .map(|o| {
-                json!({
-                    "id": o.id.to_string(), "version": o.version, "created_ms": o.created_ms,
-                    "source": o.source.to_string_lossy(), "kind": o.kind.name(),
-                    "files": o.stats.files, "dirs": o.stats.dirs, "bytes": o.stats.bytes,
-                    "parent": o.parent.map(|p| p.to_string()),
-                })
+            .map(|(id, why)| DamagedBlob { chunk: id.to_string(), reason: why.clone() })
+            .collect(),
+        damaged_objects: r
+            .damaged_objects
+            .iter()
+            .map(|d| DamagedObject {
+                id: d.id.to_string(),
+                source: d.source.as_ref().map(|s| s.to_string_lossy().into_owned()),
+                problems: d.problems.clone(),
+                problem_count: d.problem_count as u64,
             })
             .collect(),
-    )
+        unindexed_packs: r
+            .unindexed_packs
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        unreferenced_blobs: r.unreferenced_blobs,
+    }
 }
 
-fn gc_json(r: &GcReport) -> Value {
-    json!({
-        "objects": r.objects, "blobs_kept": r.blobs_kept, "blobs_removed": r.blobs_removed,
-        "packs_deleted": r.packs_deleted, "packs_rewritten": r.packs_rewritten,
-        "bytes_freed": r.bytes_freed, "bytes_unreferenced_kept": r.bytes_unreferenced_kept,
-    })
-}
-
-fn verify_json(r: &VerifyReport) -> Value {
-    json!({
-        "damaged": r.is_damaged(),
-        "packs": r.packs, "blobs": r.blobs, "bytes": r.bytes, "objects": r.objects,
-        "damaged_blobs": r.damaged_blobs.iter().map(|(id, why)| json!({"chunk": id.to_string(), "reason": why})).collect::<Vec<_>>(),
-        "damaged_objects": r.damaged_objects.iter().map(|d| json!({
-            "id": d.id.to_string(), "source": d.source.as_ref().map(|s| s.to_string_lossy()),
-            "problems": d.problems, "problem_count": d.problem_count,
-        })).collect::<Vec<_>>(),
-        "unindexed_packs": r.unindexed_packs.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
-        "unreferenced_blobs": r.unreferenced_blobs,
-    })
+/// A typed answer, as the JSON that crosses the control socket.
+fn answer<T: serde::Serialize>(t: T) -> Result<Value> {
+    Ok(serde_json::to_value(t)?)
 }
 
 /// A known peer by its full id or the start of it.
@@ -537,12 +597,16 @@ fn find_peer(node: &Node, spec: &str) -> Result<PeerInfo> {
     }
 }
 
-fn peer_json(p: &PeerInfo) -> Value {
-    json!({
-        "id": p.id.to_string(),
-        "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "mdns": p.mdns, "manual": p.manual,
-        "state": p.reachability.name(),
-        "last_seen_ms": p.last_seen_ms,
-    })
+fn peer_of(p: &PeerInfo) -> crate::api::store::Peer {
+    crate::api::store::Peer {
+        id: p.id.to_string(),
+        addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+        mdns: p.mdns,
+        manual: p.manual,
+        state: p.reachability.name().to_string(),
+        last_seen_ms: p.last_seen_ms,
+        route: None,
+        link_error: None,
+        saved: None,
+    }
 }

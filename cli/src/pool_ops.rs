@@ -10,7 +10,7 @@ use kith_pools::leave;
 use kith_pools::replica::{PoolPut, Replicator};
 use kith_pools::service::{Pools, encode_ticket};
 use kith_pools::{Offer, Pool, PoolView, parse_size};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::pools::*;
 use crate::wire::{Frame, Out};
@@ -347,33 +347,39 @@ fn answer<T: serde::Serialize>(t: T) -> Result<Value> {
     Ok(serde_json::to_value(t)?)
 }
 
-/// A put into a pool, for the CLI, with the names of the pool and of each holder's member.
-pub fn pool_put_json(pools: &Pools, p: &PoolPut, seconds: f64) -> Value {
+/// A put into a pool, with the names of the pool and of each holder's member.
+pub fn pool_put_of(pools: &Pools, p: &PoolPut, seconds: f64) -> crate::api::store::PoolPut {
     let v = pools.view_of(&p.pool);
     let member_of = |node: &[u8; 32]| {
         v.as_ref()
             .and_then(|v| v.node_owner(node))
             .and_then(|k| v.as_ref()?.members.get(&k).map(|m| m.name.clone()))
     };
-    let acks: Vec<Value> = p
-        .acks
-        .iter()
-        .map(|a| {
-            json!({
-                "node": hex(&a.node), "member": member_of(&a.node), "blobs": a.blobs, "bytes": a.bytes,
-                "ok": a.result.is_ok(),
-                "fetched": a.result.as_ref().ok(),
-                "error": a.result.as_ref().err(),
+    crate::api::store::PoolPut {
+        pool: hex(&p.pool),
+        pool_name: v.as_ref().map(|v| v.charter.name.clone()),
+        manifest: hex(&p.manifest),
+        blobs: p.blobs,
+        bytes: p.bytes,
+        replicas: p.replicas,
+        holders: p.holders as u64,
+        acks: p
+            .acks
+            .iter()
+            .map(|a| crate::api::store::Ack {
+                node: hex(&a.node),
+                member: member_of(&a.node),
+                blobs: a.blobs,
+                bytes: a.bytes,
+                ok: a.result.is_ok(),
+                fetched: a.result.as_ref().ok().copied(),
+                error: a.result.as_ref().err().cloned(),
             })
-        })
-        .collect();
-    json!({
-        "pool": hex(&p.pool), "pool_name": v.as_ref().map(|v| v.charter.name.clone()),
-        "manifest": hex(&p.manifest), "blobs": p.blobs, "bytes": p.bytes,
-        "replicas": p.replicas, "holders": p.holders, "acks": acks, "seconds": seconds,
-        "short_blobs": p.short_blobs,
-        "complete": p.short_blobs == 0 && p.acks.iter().all(|a| a.result.is_ok()),
-    })
+            .collect(),
+        seconds,
+        short_blobs: p.short_blobs,
+        complete: p.short_blobs == 0 && p.acks.iter().all(|a| a.result.is_ok()),
+    }
 }
 
 fn replication(v: &PoolView, h: &kith_pools::replica::Health) -> Replication {

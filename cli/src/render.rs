@@ -5,11 +5,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use serde_json::Value;
 
+use kith::api::store::*;
 use kith::fmt;
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")
@@ -30,11 +27,9 @@ pub fn id(v: &Value, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn ticket(v: &Value, json: bool) -> Result<ExitCode> {
-    if json {
-        return json_out(v);
-    }
-    println!("{}", s(&v["ticket"]));
+/// `kith id --ticket`.
+pub fn ticket(v: &NodeTicket) -> Result<ExitCode> {
+    println!("{}", v.ticket);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -102,127 +97,122 @@ pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn peers(v: &Value, json: bool) -> Result<ExitCode> {
-    if json {
-        return json_out(v);
-    }
-    if v.as_array().is_none_or(|a| a.is_empty()) {
+/// `kith peers`.
+pub fn peers(list: &[Peer]) -> Result<ExitCode> {
+    if list.is_empty() {
         eprintln!(
             "no peers yet: nodes on this LAN appear by themselves (mDNS); add one elsewhere with `kith peer add TICKET`"
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<16}  {:<11}  {:<19}  {:<10}  {:<22}  ADDRESSES",
+        "{:<16}  {:<11}  {:<19}  {:<11}  {:<22}  ADDRESSES",
         "NODE", "STATE", "LAST SEEN", "LEARNED", "ROUTE"
     );
-    for p in v.as_array().into_iter().flatten() {
-        let via = match (p["mdns"].as_bool(), p["manual"].as_bool()) {
-            (Some(true), Some(true)) => "mdns,ticket",
-            (Some(true), _) => "mdns",
-            (_, Some(true)) => "ticket",
+    for p in list {
+        let via = match (p.mdns, p.manual) {
+            (true, true) => "mdns,ticket",
+            (true, false) => "mdns",
+            (false, true) => "ticket",
             _ => "-",
         };
-        let seen = p["last_seen_ms"].as_u64().map(fmt::time).unwrap_or_else(|| "never".into());
-        let addrs: Vec<&str> = p["addrs"].as_array().into_iter().flatten().map(s).collect();
-        let route = match p["route"].as_str() {
-            Some(r) => r,
-            None if p["link_error"].is_string() => "none (see --json)",
-            None => "-",
+        let seen = p.last_seen_ms.map(fmt::time).unwrap_or_else(|| "never".into());
+        let route = match (&p.route, &p.link_error) {
+            (Some(r), _) => r.as_str(),
+            (None, Some(_)) => "none (see --json)",
+            (None, None) => "-",
         };
         println!(
-            "{:<16}  {:<11}  {:<19}  {:<10}  {:<22}  {}",
-            &s(&p["id"])[..16.min(s(&p["id"]).len())],
-            s(&p["state"]),
+            "{:<16}  {:<11}  {:<19}  {:<11}  {:<22}  {}",
+            &p.id[..16.min(p.id.len())],
+            p.state,
             seen,
             via,
             route,
-            addrs.join(" ")
+            p.addrs.join(" ")
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn peer_added(v: &Value) -> Result<ExitCode> {
-    if v["saved"].as_bool() == Some(true) {
-        eprintln!("saved peer {}; `kith up` will use it", s(&v["id"]));
+/// `kith peer add`.
+pub fn peer_added(p: &Peer) -> Result<ExitCode> {
+    if p.saved == Some(true) {
+        eprintln!("saved peer {}; `kith up` will use it", p.id);
     } else {
-        eprintln!("added peer {} ({})", s(&v["id"]), s(&v["state"]));
+        eprintln!("added peer {} ({})", p.id, p.state);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn peer_linked(v: &Value) -> Result<ExitCode> {
-    println!("{} {}", s(&v["id"]), s(&v["route"]));
+/// `kith peer link`.
+pub fn peer_linked(v: &Linked) -> Result<ExitCode> {
+    println!("{} {}", v.id, v.route);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn put(v: &Value, json: bool) -> Result<ExitCode> {
-    if json {
-        return json_out(v);
-    }
-    println!("{}", s(&v["id"]));
-    let (scanned, new) = (u(&v["bytes_scanned"]), u(&v["bytes_new"]));
-    let secs = v["seconds"].as_f64().unwrap_or(0.0);
+/// `kith put`; exit status 3 when the pool put is not complete (stored here, not yet in the
+/// pool: restic's code for an incomplete snapshot).
+pub fn put(v: &Put) -> Result<ExitCode> {
+    println!("{}", v.id);
+    let (scanned, new) = (v.bytes_scanned, v.bytes_new);
     let share = if scanned > 0 { 100.0 * new as f64 / scanned as f64 } else { 0.0 };
-    eprintln!("stored {} as version {}", s(&v["source"]), u(&v["version"]));
+    eprintln!("stored {} as version {}", v.source, v.version);
     eprintln!(
         "  {} files ({} unchanged), {} folders, {} links",
-        u(&v["files"]),
-        u(&v["files_unchanged"]),
-        u(&v["dirs"]),
-        u(&v["symlinks"])
+        v.files, v.files_unchanged, v.dirs, v.symlinks
     );
     eprintln!(
         "  {} scanned, {} read, {} new ({share:.1}%), {} added to the store",
         fmt::bytes(scanned),
-        fmt::bytes(u(&v["bytes_read"])),
+        fmt::bytes(v.bytes_read),
         fmt::bytes(new),
-        fmt::bytes(u(&v["bytes_stored"]))
+        fmt::bytes(v.bytes_stored)
     );
-    eprintln!("  dedup ratio {:.1}%, {secs:.2} s, {}", 100.0 - share, fmt::rate(scanned, secs));
-    let p = &v["pool"];
-    if p.is_null() {
-        return Ok(ExitCode::SUCCESS);
+    eprintln!(
+        "  dedup ratio {:.1}%, {:.2} s, {}",
+        100.0 - share,
+        v.seconds,
+        fmt::rate(scanned, v.seconds)
+    );
+    match &v.pool {
+        None => Ok(ExitCode::SUCCESS),
+        Some(p) => pool_put(p),
     }
+}
+
+/// How a put went to a pool's holders.
+pub fn pool_put(p: &PoolPut) -> Result<ExitCode> {
     eprintln!(
         "put into pool {} ({} blobs, {}), {} replicas over {} holders, in {:.2} s:",
-        p["pool_name"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| s(&p["pool"])[..8.min(s(&p["pool"]).len())].to_string()),
-        u(&p["blobs"]),
-        fmt::bytes(u(&p["bytes"])),
-        u(&p["replicas"]),
-        u(&p["holders"]),
-        p["seconds"].as_f64().unwrap_or(0.0)
+        p.pool_name.clone().unwrap_or_else(|| p.pool[..8.min(p.pool.len())].to_string()),
+        p.blobs,
+        fmt::bytes(p.bytes),
+        p.replicas,
+        p.holders,
+        p.seconds
     );
-    for a in p["acks"].as_array().into_iter().flatten() {
-        let short = &s(&a["node"])[..8.min(s(&a["node"]).len())];
-        let node = match a["member"].as_str() {
+    for a in &p.acks {
+        let short = &a.node[..8.min(a.node.len())];
+        let node = match &a.member {
             Some(m) => format!("{m}'s node {short}"),
             None => short.to_string(),
         };
-        match a["ok"].as_bool() {
-            Some(true) => eprintln!(
-                "  {node}  holds {} blobs ({})",
-                u(&a["blobs"]),
-                fmt::bytes(u(&a["bytes"]))
-            ),
-            _ => eprintln!("  {node}  FAILED: {}", s(&a["error"])),
+        match (a.ok, &a.error) {
+            (true, _) => eprintln!("  {node}  holds {} blobs ({})", a.blobs, fmt::bytes(a.bytes)),
+            (false, e) => eprintln!("  {node}  FAILED: {}", e.as_deref().unwrap_or("")),
         }
     }
-    if u(&p["short_blobs"]) > 0 {
+    if p.short_blobs > 0 {
         eprintln!(
             "only {} of {} copies could be placed: the pool has {} holder(s) offering storage; repair adds the missing copies when members offer more",
-            u(&p["holders"]).min(u(&p["replicas"])),
-            u(&p["replicas"]),
-            u(&p["holders"])
+            p.holders.min(p.replicas),
+            p.replicas,
+            p.holders
         );
     }
-    if p["complete"].as_bool() != Some(true) {
-        let failed = p["acks"].as_array().into_iter().flatten().any(|a| a["ok"] != true);
-        if failed {
+    if !p.complete {
+        if p.acks.iter().any(|a| !a.ok) {
             eprintln!(
                 "not every holder acknowledged; the object is stored here and repair keeps copying it to the pool in the background (see `kith pool show`)"
             );
@@ -232,106 +222,102 @@ pub fn put(v: &Value, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn restored(v: &Value) {
-    let secs = v["seconds"].as_f64().unwrap_or(0.0);
-    let fetched = u(&v["fetched_bytes"]);
-    if fetched > 0 {
-        let fs = v["fetch_seconds"].as_f64().unwrap_or(0.0);
+/// `kith get` to a path.
+pub fn restored(v: &Restored) {
+    if v.fetched_bytes > 0 {
         eprintln!(
-            "fetched {} from peers in {fs:.2} s ({})",
-            fmt::bytes(fetched),
-            fmt::rate(fetched, fs)
+            "fetched {} from peers in {:.2} s ({})",
+            fmt::bytes(v.fetched_bytes),
+            v.fetch_seconds,
+            fmt::rate(v.fetched_bytes, v.fetch_seconds)
         );
     }
     eprintln!(
-        "restored {} to {}: {} files, {} folders, {} links, {} in {secs:.2} s ({})",
-        &s(&v["id"])[..12.min(s(&v["id"]).len())],
-        s(&v["dest"]),
-        u(&v["files"]),
-        u(&v["dirs"]),
-        u(&v["symlinks"]),
-        fmt::bytes(u(&v["bytes"])),
-        fmt::rate(u(&v["bytes"]), secs)
+        "restored {} to {}: {} files, {} folders, {} links, {} in {:.2} s ({})",
+        &v.id[..12.min(v.id.len())],
+        v.dest.as_deref().unwrap_or("standard output"),
+        v.files,
+        v.dirs,
+        v.symlinks,
+        fmt::bytes(v.bytes),
+        v.seconds,
+        fmt::rate(v.bytes, v.seconds)
     );
 }
 
-pub fn objects(v: &Value, json: bool) -> Result<ExitCode> {
-    if json {
-        return json_out(v);
-    }
+/// `kith ls` and `kith log`.
+pub fn objects(list: &[Object]) -> Result<ExitCode> {
     println!(
         "{:<12}  {:>4}  {:<19}  {:<4}  {:>7}  {:>10}  SOURCE",
         "ID", "VER", "STORED", "KIND", "FILES", "SIZE"
     );
-    for o in v.as_array().into_iter().flatten() {
+    for o in list {
         println!(
             "{:<12}  {:>4}  {:<19}  {:<4}  {:>7}  {:>10}  {}",
-            &s(&o["id"])[..12.min(s(&o["id"]).len())],
-            u(&o["version"]),
-            fmt::time(u(&o["created_ms"])),
-            s(&o["kind"]),
-            u(&o["files"]),
-            fmt::bytes(u(&o["bytes"])),
-            s(&o["source"])
+            &o.id[..12.min(o.id.len())],
+            o.version,
+            fmt::time(o.created_ms),
+            o.kind,
+            o.files,
+            fmt::bytes(o.bytes),
+            o.source
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn gc(v: &Value, json: bool) -> Result<ExitCode> {
-    if json {
-        return json_out(v);
-    }
+/// `kith gc`.
+pub fn gc(v: &Collected) -> Result<ExitCode> {
     eprintln!(
         "kept {} objects and {} chunks; removed {} chunks, deleted {} packs, rewrote {}; freed {}",
-        u(&v["objects"]),
-        u(&v["blobs_kept"]),
-        u(&v["blobs_removed"]),
-        u(&v["packs_deleted"]),
-        u(&v["packs_rewritten"]),
-        fmt::bytes(u(&v["bytes_freed"]))
+        v.objects,
+        v.blobs_kept,
+        v.blobs_removed,
+        v.packs_deleted,
+        v.packs_rewritten,
+        fmt::bytes(v.bytes_freed)
     );
-    if u(&v["bytes_unreferenced_kept"]) > 0 {
+    if v.bytes_unreferenced_kept > 0 {
         eprintln!(
             "  {} of unreferenced chunks stay in packs that are mostly in use",
-            fmt::bytes(u(&v["bytes_unreferenced_kept"]))
+            fmt::bytes(v.bytes_unreferenced_kept)
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn verify(v: &Value, json: bool) -> Result<ExitCode> {
-    let damaged = v["damaged"].as_bool() == Some(true);
-    let code = if damaged { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+/// `kith verify`; exit status 1 when something is damaged.
+pub fn verify(v: &Verified, json: bool) -> Result<ExitCode> {
+    let code = if v.damaged { ExitCode::FAILURE } else { ExitCode::SUCCESS };
     if json {
-        println!("{v}");
+        println!("{}", serde_json::to_string(v)?);
         return Ok(code);
     }
     println!(
         "checked {} chunks ({}) in {} packs, and {} objects",
-        u(&v["blobs"]),
-        fmt::bytes(u(&v["bytes"])),
-        u(&v["packs"]),
-        u(&v["objects"])
+        v.blobs,
+        fmt::bytes(v.bytes),
+        v.packs,
+        v.objects
     );
-    for b in v["damaged_blobs"].as_array().into_iter().flatten() {
-        println!("damaged chunk {}: {}", s(&b["chunk"]), s(&b["reason"]));
+    for b in &v.damaged_blobs {
+        println!("damaged chunk {}: {}", b.chunk, b.reason);
     }
-    for d in v["damaged_objects"].as_array().into_iter().flatten() {
-        let src = d["source"].as_str().map(|x| format!(" ({x})")).unwrap_or_default();
-        println!("damaged object {}{src}: {} problem(s)", s(&d["id"]), u(&d["problem_count"]));
-        for p in d["problems"].as_array().into_iter().flatten() {
-            println!("  {}", s(p));
+    for d in &v.damaged_objects {
+        let src = d.source.as_ref().map(|x| format!(" ({x})")).unwrap_or_default();
+        println!("damaged object {}{src}: {} problem(s)", d.id, d.problem_count);
+        for p in &d.problems {
+            println!("  {p}");
         }
     }
-    let unindexed = v["unindexed_packs"].as_array().map_or(0, |a| a.len());
-    if unindexed > 0 || u(&v["unreferenced_blobs"]) > 0 {
+    if !v.unindexed_packs.is_empty() || v.unreferenced_blobs > 0 {
         println!(
-            "{unindexed} unindexed packs and {} unreferenced chunks (left by interrupted puts, or once held for a pool this node no longer serves); `kith gc` removes them",
-            u(&v["unreferenced_blobs"])
+            "{} unindexed packs and {} unreferenced chunks (left by interrupted puts, or once held for a pool this node no longer serves); `kith gc` removes them",
+            v.unindexed_packs.len(),
+            v.unreferenced_blobs
         );
     }
-    if !damaged {
+    if !v.damaged {
         println!("no damage found");
     }
     Ok(code)

@@ -6,11 +6,12 @@ use kith_crdt::hex;
 use kith_hosting::site::{publish, site_secret};
 use kith_pools::service::Pools;
 use kith_pools::{Access, SiteVersion};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::ops::Ctx;
 
 pub use crate::api::SiteReq;
+use crate::api::sites::*;
 
 fn now() -> i64 {
     kith_node::keys::now_ms() as i64
@@ -78,12 +79,17 @@ pub fn lan_urls(ctx: &Ctx, path: &str) -> Vec<String> {
         .collect()
 }
 
-fn urls(ctx: &Ctx, name: &str) -> Value {
+fn urls(ctx: &Ctx, name: &str) -> Vec<String> {
     let port = ctx.http.map(|a| a.port()).unwrap_or(7780);
     let suffix = if port == 80 { String::new() } else { format!(":{port}") };
     let mut all = vec![format!("http://{name}.local{suffix}/")];
     all.extend(lan_urls(ctx, &format!("/s/{name}/")));
-    json!(all)
+    all
+}
+
+/// A typed answer, as the JSON that crosses the control socket.
+fn answer<T: serde::Serialize>(t: T) -> Result<Value> {
+    Ok(serde_json::to_value(t)?)
 }
 
 /// Runs a site command.
@@ -124,15 +130,24 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
             };
             let version = pools
                 .with_pool(&spec, |pool| pool.publish_site(signer, &name, access, &v, now()))?;
-            let mut out = json!({
-                "name": name, "pool": hex(&id), "version": version, "access": access.as_str(),
-                "files": p.files, "bytes": p.bytes, "new_blobs": p.new_blobs, "blobs": p.blobs.len(),
-                "skipped": p.skipped, "urls": urls(ctx, &name),
-                "seconds": started.elapsed().as_secs_f64(),
-            });
-            out["pool_put"] =
-                crate::pool_ops::pool_put_json(pools, &put, started.elapsed().as_secs_f64());
-            Ok(out)
+            answer(Published {
+                urls: urls(ctx, &name),
+                name,
+                pool: hex(&id),
+                version,
+                access: access.as_str().to_string(),
+                files: p.files,
+                bytes: p.bytes,
+                new_blobs: p.new_blobs,
+                blobs: p.blobs.len() as u64,
+                skipped: p.skipped.clone(),
+                seconds: started.elapsed().as_secs_f64(),
+                pool_put: crate::pool_ops::pool_put_of(
+                    pools,
+                    &put,
+                    started.elapsed().as_secs_f64(),
+                ),
+            })
         }
         SiteReq::Ls => {
             let mut sites = Vec::new();
@@ -140,17 +155,23 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
                 for (owner, name, s) in v.sites() {
                     let cur = s.served();
                     let winner = v.site(name).is_some_and(|(o, _)| o == *owner);
-                    sites.push(json!({
-                        "name": name, "pool": hex(&id), "pool_name": v.charter.name,
-                        "owner": hex(owner), "owner_name": v.members[owner].name,
-                        "access": s.access.as_str(), "version": s.current,
-                        "files": cur.map(|c| c.files), "bytes": cur.map(|c| c.bytes),
-                        "at_ms": cur.map(|c| c.at_ms), "served": winner,
-                        "urls": urls(ctx, name),
-                    }));
+                    sites.push(SiteEntry {
+                        name: name.clone(),
+                        pool: hex(&id),
+                        pool_name: v.charter.name.clone(),
+                        owner: hex(owner),
+                        owner_name: v.members[owner].name.clone(),
+                        access: s.access.as_str().to_string(),
+                        version: s.current,
+                        files: cur.map(|c| c.files),
+                        bytes: cur.map(|c| c.bytes),
+                        at_ms: cur.map(|c| c.at_ms),
+                        served: winner,
+                        urls: urls(ctx, name),
+                    });
                 }
             }
-            Ok(json!({ "sites": sites }))
+            answer(SiteList { sites })
         }
         SiteReq::Versions { name } => {
             let (id, v) =
@@ -158,27 +179,29 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
                     || anyhow!("no site `{name}` in this node's pools (see `kith site ls`)"),
                 )?;
             let (owner, s) = v.site(&name).expect("found above");
-            let versions: Vec<Value> = s
+            let versions: Vec<Version> = s
                 .versions
                 .iter()
-                .map(|(n, x)| json!({
-                    "version": n, "current": *n == s.current, "files": x.files, "bytes": x.bytes,
-                    "at_ms": x.at_ms, "index": hex(&x.index),
-                }))
+                .map(|(n, x)| Version {
+                    version: *n,
+                    current: *n == s.current,
+                    files: x.files,
+                    bytes: x.bytes,
+                    at_ms: x.at_ms,
+                    index: hex(&x.index),
+                })
                 .collect();
-            Ok(
-                json!({ "name": name, "pool": hex(&id), "owner": hex(&owner), "versions": versions }),
-            )
+            answer(Versions { name, pool: hex(&id), owner: hex(&owner), versions })
         }
         SiteReq::Rollback { name, version } => {
             let spec = own_site(pools, &name)?;
             pools.with_pool(&spec, |p| p.rollback_site(signer, &name, version, now()))?;
-            Ok(json!({ "name": name, "version": version }))
+            answer(RolledBack { name, version })
         }
         SiteReq::Rm { name } => {
             let spec = own_site(pools, &name)?;
             let site = pools.with_pool(&spec, |p| p.remove_site(signer, &name, now()))?;
-            Ok(json!({ "name": name, "versions": site.versions.len() }))
+            answer(SiteRemoved { name, versions: site.versions.len() as u64 })
         }
         SiteReq::Credential { pool, expires } => {
             let spec = pool_spec(pools, pool)?;
@@ -188,10 +211,11 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
                 bail!("--expires must be between 1s and 365d");
             }
             let until = kith_node::keys::now_ms() + life;
-            Ok(json!({
-                "credential": kith_hosting::access::issue(signer, &id, until),
-                "pool": hex(&id), "expires_ms": until,
-            }))
+            answer(Credential {
+                credential: kith_hosting::access::issue(signer, &id, until),
+                pool: hex(&id),
+                expires_ms: until,
+            })
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod ledger;
 pub mod node;
 pub mod pools;
 pub mod sites;
+pub mod store;
 
 pub use ledger::LedgerReq;
 pub use pools::PoolReq;

@@ -1,0 +1,266 @@
+//! What the store commands answer: put, get, ls, log, rm, gc, verify; and peers.
+
+use serde::{Deserialize, Serialize};
+
+/// `kith put`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Put {
+    /// The object's id.
+    pub id: String,
+    /// Its version number for its source.
+    pub version: u64,
+    /// What it is recorded under (the absolute source path).
+    pub source: String,
+    /// Files.
+    pub files: u64,
+    /// Folders.
+    pub dirs: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Files not read again (unchanged since the last version).
+    pub files_unchanged: u64,
+    /// Bytes of the files.
+    pub bytes_scanned: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+    /// New chunks.
+    pub chunks_new: u64,
+    /// Their plaintext bytes.
+    pub bytes_new: u64,
+    /// Bytes added to the store.
+    pub bytes_stored: u64,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// What could not be stored, and why.
+    pub warnings: Vec<String>,
+    /// With `--pool`: how the holders took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolPut>,
+}
+
+/// How an object went to a pool's holders.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolPut {
+    /// The pool (hex).
+    pub pool: String,
+    /// The pool's name.
+    pub pool_name: Option<String>,
+    /// The manifest (hex).
+    pub manifest: String,
+    /// Blobs of the object.
+    pub blobs: u64,
+    /// Their bytes (one copy).
+    pub bytes: u64,
+    /// The replication factor.
+    pub replicas: u64,
+    /// Holders the pool could use.
+    pub holders: u64,
+    /// Each chosen holder's answer.
+    pub acks: Vec<Ack>,
+    /// Seconds the replication took.
+    pub seconds: f64,
+    /// Blobs that got fewer holders than the replication factor.
+    pub short_blobs: u64,
+    /// Whether every copy was placed and acknowledged.
+    pub complete: bool,
+}
+
+/// One holder's answer to a put.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ack {
+    /// The holder (hex).
+    pub node: String,
+    /// The member it belongs to, by name.
+    pub member: Option<String>,
+    /// Blobs assigned to it.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Whether it holds them now.
+    pub ok: bool,
+    /// Bytes it fetched.
+    pub fetched: Option<u64>,
+    /// Why it could not hold them.
+    pub error: Option<String>,
+}
+
+/// `kith get`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restored {
+    /// The object.
+    pub id: String,
+    /// Where it was restored (absent: to standard output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+    /// Files.
+    #[serde(default)]
+    pub files: u64,
+    /// Folders.
+    #[serde(default)]
+    pub dirs: u64,
+    /// Symlinks.
+    #[serde(default)]
+    pub symlinks: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Seconds the restore took.
+    #[serde(default)]
+    pub seconds: f64,
+    /// Bytes fetched from peers first.
+    pub fetched_bytes: u64,
+    /// Seconds the fetch took.
+    #[serde(default)]
+    pub fetch_seconds: f64,
+}
+
+/// An object in `kith ls` and `kith log`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Object {
+    /// Its id.
+    pub id: String,
+    /// Its version number for its source.
+    pub version: u64,
+    /// When it was stored (ms since the epoch).
+    pub created_ms: u64,
+    /// What it is recorded under.
+    pub source: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    /// Files.
+    pub files: u64,
+    /// Folders.
+    pub dirs: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// The version before it.
+    pub parent: Option<String>,
+}
+
+/// `kith rm`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Forgotten {
+    /// The object forgotten.
+    pub id: String,
+}
+
+/// `kith gc`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Collected {
+    /// Objects kept.
+    pub objects: u64,
+    /// Blobs kept.
+    pub blobs_kept: u64,
+    /// Blobs removed.
+    pub blobs_removed: u64,
+    /// Packs deleted.
+    pub packs_deleted: u64,
+    /// Packs rewritten.
+    pub packs_rewritten: u64,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+    /// Unreferenced bytes left in packs below the rewrite threshold.
+    pub bytes_unreferenced_kept: u64,
+}
+
+/// `kith verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verified {
+    /// Whether anything is damaged.
+    pub damaged: bool,
+    /// Packs read.
+    pub packs: u64,
+    /// Blobs checked.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Objects walked.
+    pub objects: u64,
+    /// Blobs that do not match their id.
+    pub damaged_blobs: Vec<DamagedBlob>,
+    /// Objects that cannot be restored whole.
+    pub damaged_objects: Vec<DamagedObject>,
+    /// Pack files the index does not list.
+    pub unindexed_packs: Vec<String>,
+    /// Blobs no object references.
+    pub unreferenced_blobs: u64,
+}
+
+/// A damaged blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DamagedBlob {
+    /// Its id.
+    pub chunk: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A damaged object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DamagedObject {
+    /// Its id.
+    pub id: String,
+    /// What it was stored from.
+    pub source: Option<String>,
+    /// What is wrong (the first ones).
+    pub problems: Vec<String>,
+    /// How many problems in all.
+    pub problem_count: u64,
+}
+
+/// A peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Peer {
+    /// Its node id.
+    pub id: String,
+    /// Its addresses.
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    /// Announced on this LAN (mDNS).
+    #[serde(default)]
+    pub mdns: bool,
+    /// Added by ticket.
+    #[serde(default)]
+    pub manual: bool,
+    /// `unknown`, `reachable`, `unreachable` or `another key at its address`.
+    #[serde(default)]
+    pub state: String,
+    /// When it last answered (ms since the epoch).
+    #[serde(default)]
+    pub last_seen_ms: Option<u64>,
+    /// How it is reached: `direct`, or a link through a neighbour.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Why the last attempt to link it failed.
+    #[serde(default)]
+    pub link_error: Option<String>,
+    /// Saved without asking it (the daemon was not running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved: Option<bool>,
+}
+
+/// `kith peer link`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Linked {
+    /// The peer.
+    pub id: String,
+    /// How it is reached.
+    pub route: String,
+}
+
+/// `kith id --ticket`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeTicket {
+    /// `kith1...`.
+    pub ticket: String,
+}
+
+/// `kith pair`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairCode {
+    /// The code a browser types.
+    pub code: String,
+    /// Seconds it is valid.
+    pub expires_s: u64,
+    /// The node's page.
+    pub page: Option<String>,
+}
