@@ -225,6 +225,9 @@ pub(crate) enum PoolCommand {
         /// How many people may join with it.
         #[arg(long, default_value_t = 1)]
         uses: u32,
+        /// Print the ticket, its expiry and uses as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Join a pool with a ticket.
     Join {

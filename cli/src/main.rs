@@ -146,9 +146,10 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
             &typed(call(PoolReq::Create { name, replicas, quota, display })?)?,
             "pool created",
         ),
-        PoolCommand::Invite { pool, expires, uses } => {
+        PoolCommand::Invite { pool, expires, uses, json } => {
             let pool = pool.unwrap_or_default();
-            r::ticket(&typed(call(PoolReq::Invite { pool, expires, uses })?)?)
+            let t: Ticket = typed(call(PoolReq::Invite { pool, expires, uses })?)?;
+            if json { r::json(&t) } else { r::ticket(&t) }
         }
         PoolCommand::Join { ticket, display } => {
             r::pool_ref(&typed(call(PoolReq::Join { ticket, display })?)?, "joined")

@@ -44,8 +44,8 @@ fn a_running_node_answers_commands_and_refuses_a_second_daemon() {
     assert!(err.contains("in use by another kith process") && err.contains("kith up"), "{err}");
     assert!(net.is_running(0));
 
-    let took = net.stop(0).unwrap();
-    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    // SIGTERM stops it cleanly (exit status 0) and it removes its control files.
+    net.stop(0).unwrap();
     assert!(!home.join("control.sock").exists() && !home.join("control.token").exists());
     // Without the daemon the same commands run locally on the same store.
     assert!(net.kith_ok(0, &["ls"]).unwrap().contains(&id[..12]));
