@@ -63,6 +63,24 @@ pub fn send(root: &Path, req: &Request) -> Result<Option<Box<dyn Read>>> {
     Ok(Some(body))
 }
 
+/// Sends `req` to the daemon of the home at `root` and returns its typed answer; progress,
+/// data and warnings frames are passed over. An error if no daemon runs there.
+pub fn call<T: serde::de::DeserializeOwned>(root: &Path, req: &Request) -> Result<T> {
+    let Some(mut body) = send(root, req)? else {
+        bail!("no daemon runs on {}", root.display());
+    };
+    loop {
+        match crate::wire::Frame::read(&mut body)? {
+            Some(crate::wire::Frame::Result(v)) => {
+                return serde_json::from_value(v).context("an answer of another shape");
+            }
+            Some(crate::wire::Frame::Error(e)) => bail!(e),
+            Some(_) => {}
+            None => bail!("the operation ended without an answer (did the daemon stop?)"),
+        }
+    }
+}
+
 fn read_head(r: &mut impl BufRead) -> Result<(u16, bool, Option<u64>)> {
     let mut seen = 0;
     let mut line = String::new();

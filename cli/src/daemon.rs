@@ -44,6 +44,8 @@ pub struct Config {
     pub mdns: MdnsConfig,
     /// Bytes of opened site content the gateway keeps in memory.
     pub site_cache: usize,
+    /// The clock the node decides by (the system's; a manual one in tests).
+    pub clock: kith_node::Clock,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             http: SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
             mdns: MdnsConfig::default(),
             site_cache: DEFAULT_SITE_CACHE,
+            clock: kith_node::Clock::system(),
         }
     }
 }
@@ -166,7 +169,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     let store =
         Arc::new(Store::open_patiently(&home, kith_node::home::DAEMON_WHAT, LOCK_PATIENCE)?);
     let cfg = NetConfig { listen: opts.listen.clone(), mdns: opts.mdns.clone() };
-    let pools = crate::pool_ops::open(&home)?;
+    let pools = crate::pool_ops::open(&home, opts.clock.clone())?;
     // A leave that a stopped daemon did not finish: the member stays, with its offer back.
     kith_pools::leave::restore_interrupted(&pools);
     let docs = kith_pools::service::DocsProtocol::new(pools.clone());

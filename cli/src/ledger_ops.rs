@@ -27,13 +27,8 @@ fn plain(e: PoolError) -> anyhow::Error {
     }
 }
 
-fn now() -> i64 {
-    kith_node::keys::now_ms() as i64
-}
-
 /// The period asked for (this month by default); one that has not begun is refused.
-fn period(p: Option<&str>) -> Result<Period> {
-    let now = now();
+fn period(p: Option<&str>, now: i64) -> Result<Period> {
     let p = match p {
         Some(s) => Period::parse(s).map_err(|e| anyhow!(e))?,
         None => Period::of(now),
@@ -95,7 +90,7 @@ fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Table> {
     let l = pools.ledgers().view(&*snap(pools, id)?, p).map_err(plain)?;
     let ms = members(v, &l);
     let st = settle(&l, rule(v), &ms);
-    let flags = check_evidence(&l, v, now());
+    let flags = check_evidence(&l, v, pools.now_ms());
     let rows: Vec<Row> = ms
         .iter()
         .zip(&st)
@@ -123,7 +118,7 @@ fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Table> {
         })
         .collect();
     let sealed = pools.ledgers().seal(id, p).map(|s| hex(&s.by)).or_else(|| {
-        (p < Period::of(now()))
+        (p < Period::of(pools.now_ms()))
             .then(|| snap(pools, id).ok().and_then(|s| pools.ledgers().view(&s, p.next()).ok()))
             .flatten()
             .and_then(|n| n.sealed)
@@ -181,7 +176,7 @@ pub fn parse_cents(s: &str) -> Result<i64> {
 pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
     match req {
         LedgerReq::Show { pool, period: p } => {
-            let p = period(p.as_deref())?;
+            let p = period(p.as_deref(), pools.now_ms())?;
             let out: Result<Vec<Table>> = select(pools, pool.as_deref(), p)?
                 .iter()
                 .map(|(id, v)| table(pools, id, v, p))
@@ -189,12 +184,12 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             answer(Tables { period: p.to_string(), pools: out? })
         }
         LedgerReq::Verify { pool, period: p } => {
-            let p = period(p.as_deref())?;
+            let p = period(p.as_deref(), pools.now_ms())?;
             let mut out = Vec::new();
             for (id, v) in select(pools, pool.as_deref(), p)? {
                 let l = pools.ledgers().view(&*snap(pools, &id)?, p).map_err(plain)?;
                 let receipts: Vec<_> = l.rows.values().flat_map(|r| r.receipts.values()).collect();
-                let mut flags: Vec<Flag> = check_evidence(&l, &v, now())
+                let mut flags: Vec<Flag> = check_evidence(&l, &v, pools.now_ms())
                     .into_iter()
                     .map(|f| Flag {
                         member: hex(&f.member),
@@ -227,7 +222,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             answer(Verified { period: p.to_string(), pools: out })
         }
         LedgerReq::Statement { pool, period: p } => {
-            let p = period(p.as_deref())?;
+            let p = period(p.as_deref(), pools.now_ms())?;
             let mut out = Vec::new();
             for (id, v) in select(pools, pool.as_deref(), p)? {
                 if !pools.ledgers().has_data(&id, p) {
@@ -255,7 +250,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             if what.is_empty() || what.len() > 200 {
                 bail!("say what the cost paid for, in 1 to 200 characters");
             }
-            let p = period(p.as_deref())?;
+            let p = period(p.as_deref(), pools.now_ms())?;
             let id = pools.resolve(&pool)?;
             let v = pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?;
             let mut cid = [0u8; 8];
@@ -265,7 +260,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             pools
                 .ledgers()
                 .with(&*snap(pools, &id)?, p, |l, rules| {
-                    l.add_cost(signer, rules, &hex(&cid), &what, cents, now())
+                    l.add_cost(signer, rules, &hex(&cid), &what, cents, pools.now_ms())
                 })
                 .map_err(plain)?;
             pools.wake();
@@ -279,7 +274,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
         }
         LedgerReq::Seal { pool, period: p } => {
             let p = Period::parse(&p).map_err(|e| anyhow!(e))?;
-            if p >= Period::of(now()) {
+            if p >= Period::of(pools.now_ms()) {
                 bail!("{p} is not over yet; a period is sealed after it ends");
             }
             let id = pools.resolve(&pool)?;
@@ -297,7 +292,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             pools
                 .ledgers()
                 .with(&*snap(pools, &id)?, p.next(), |n, rules| {
-                    n.record_seal(signer, rules, &seal, now())
+                    n.record_seal(signer, rules, &seal, pools.now_ms())
                 })
                 .map_err(plain)?;
             pools.ledgers().keep_seal(&seal)?;

@@ -241,7 +241,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             init_logging();
             let home = open_home(&root)?;
             let mdns = MdnsConfig { disabled: no_mdns, interfaces: mdns_iface };
-            kith::Daemon::run_until_signal(home, kith::Config { listen, http, mdns, site_cache })?;
+            kith::Daemon::run_until_signal(
+                home,
+                kith::Config { listen, http, mdns, site_cache, ..Default::default() },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Init { import } => init(&root, import.as_deref()),

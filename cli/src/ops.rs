@@ -114,7 +114,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             // Blobs held for pools stay, whether or not the daemon runs.
             let pools = match &ctx.pools {
                 Some(p) => p.clone(),
-                None => crate::pool_ops::open(&ctx.home)?,
+                None => crate::pool_ops::open(&ctx.home, kith_node::Clock::system())?,
             };
             let report = blocking(move || {
                 let (keep, unreadable) = kith_pools::replica::keep_set(&pools, &store);

@@ -21,12 +21,12 @@ pub use crate::api::PoolReq;
 const MAX_INVITE_LIFETIME_MS: u64 = 365 * 24 * 3_600_000;
 
 /// Makes the pools service for a home.
-pub fn open(home: &Home) -> Result<Arc<Pools>> {
+pub fn open(home: &Home, clock: kith_node::Clock) -> Result<Arc<Pools>> {
     let identity = home.identity()?;
     let node = home.node_key()?;
     let secret = identity.signing_key().to_bytes();
     let signer = kith_crdt::Signer::new(&secret, *node.id().as_bytes());
-    let pools = Pools::load(home.root(), signer, *node.id().as_bytes())?;
+    let pools = Pools::load(home.root(), signer, *node.id().as_bytes(), clock)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
@@ -52,7 +52,7 @@ pub async fn handle(
     req: PoolReq,
     out: &Out,
 ) -> Result<Value> {
-    let now = kith_node::keys::now_ms();
+    let now = pools.now_ms() as u64;
     let signer = pools.signer();
     let running =
         || node.ok_or_else(|| anyhow!("kith is not running here; start it with `kith up`"));
@@ -255,7 +255,7 @@ pub async fn handle(
                 anyhow!("your objects in pool {} are not all on this node and could not be fetched ({e}); nothing was changed", v.charter.name)
             })?;
             let others = pools.nodes_by_recency(&v);
-            pools.with_pool(&pool, |p| p.dissolve(signer, kith_node::keys::now_ms() as i64))?;
+            pools.with_pool(&pool, |p| p.dissolve(signer, pools.now_ms()))?;
             pools.with_identity(|d, s, now| d.drop_pool(s, &id, now).map(|_| ()))?;
             let delivered = leave::deliver(pools, id, &others).await;
             let members =

@@ -13,10 +13,6 @@ use crate::ops::Ctx;
 pub use crate::api::SiteReq;
 use crate::api::sites::*;
 
-fn now() -> i64 {
-    kith_node::keys::now_ms() as i64
-}
-
 /// The pool named, or the only pool this node is in.
 fn pool_spec(pools: &Pools, given: Option<String>) -> Result<String> {
     if let Some(p) = given {
@@ -112,7 +108,8 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
             let secret = site_secret(ctx.home.identity()?.store_secret(), &id, &name);
             let (store, n, d) = (ctx.store.clone(), name.clone(), dir.clone());
             let started = std::time::Instant::now();
-            let p = tokio::task::spawn_blocking(move || publish(&store, &secret, &n, &d, now()))
+            let now = pools.now_ms();
+            let p = tokio::task::spawn_blocking(move || publish(&store, &secret, &n, &d, now))
                 .await?
                 .map_err(|e| anyhow!(e))?;
             let put = rep
@@ -126,10 +123,11 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
                 len: p.len,
                 files: p.files,
                 bytes: p.bytes,
-                at_ms: now(),
+                at_ms: pools.now_ms(),
             };
-            let version = pools
-                .with_pool(&spec, |pool| pool.publish_site(signer, &name, access, &v, now()))?;
+            let version = pools.with_pool(&spec, |pool| {
+                pool.publish_site(signer, &name, access, &v, pools.now_ms())
+            })?;
             answer(Published {
                 urls: urls(ctx, &name),
                 name,
@@ -195,12 +193,12 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
         }
         SiteReq::Rollback { name, version } => {
             let spec = own_site(pools, &name)?;
-            pools.with_pool(&spec, |p| p.rollback_site(signer, &name, version, now()))?;
+            pools.with_pool(&spec, |p| p.rollback_site(signer, &name, version, pools.now_ms()))?;
             answer(RolledBack { name, version })
         }
         SiteReq::Rm { name } => {
             let spec = own_site(pools, &name)?;
-            let site = pools.with_pool(&spec, |p| p.remove_site(signer, &name, now()))?;
+            let site = pools.with_pool(&spec, |p| p.remove_site(signer, &name, pools.now_ms()))?;
             answer(SiteRemoved { name, versions: site.versions.len() as u64 })
         }
         SiteReq::Credential { pool, expires } => {
@@ -210,7 +208,7 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
             if life == 0 || life > 365 * 86_400_000 {
                 bail!("--expires must be between 1s and 365d");
             }
-            let until = kith_node::keys::now_ms() + life;
+            let until = pools.now_ms() as u64 + life;
             answer(Credential {
                 credential: kith_hosting::access::issue(signer, &id, until),
                 pool: hex(&id),

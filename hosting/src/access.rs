@@ -72,8 +72,13 @@ pub fn check(token: &str, pool: &Key, view: &PoolView, now_ms: u64) -> Result<Ke
     Ok(body.member)
 }
 
-/// Checks the credential a request carries, if any.
-pub fn check_request(req: &HttpRequest, pool: &Key, view: &PoolView) -> Result<Key, String> {
+/// Checks the credential a request carries, if any, at `now_ms`.
+pub fn check_request(
+    req: &HttpRequest,
+    pool: &Key,
+    view: &PoolView,
+    now_ms: u64,
+) -> Result<Key, String> {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -86,7 +91,7 @@ pub fn check_request(req: &HttpRequest, pool: &Key, view: &PoolView) -> Result<K
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix("kith_access=").map(str::to_string));
     let token = bearer.map(str::to_string).or(cookie).ok_or("no credential was sent")?;
-    check(&token, pool, view, kith_node::keys::now_ms())
+    check(&token, pool, view, now_ms)
 }
 
 #[cfg(test)]

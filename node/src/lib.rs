@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod clock;
 pub mod fsutil;
 pub mod home;
 pub mod ids;
@@ -21,6 +22,7 @@ pub mod refusals;
 pub mod store;
 pub mod worker;
 
+pub use clock::Clock;
 pub use home::{Home, HomeError};
 pub use ids::{ChunkId, ObjectId};
 pub use keys::{Identity, NodeKey};

@@ -114,6 +114,8 @@ impl Worker {
 #[derive(Debug, Default)]
 pub struct Workers {
     list: Mutex<Vec<Arc<Worker>>>,
+    /// Moving a manual clock ends every worker's rest.
+    clock: crate::Clock,
 }
 
 /// How often a worker runs and how much room it leaves.
@@ -126,9 +128,14 @@ pub struct Pace {
 }
 
 impl Workers {
-    /// A registry with no workers.
+    /// A registry with no workers, resting by the system clock.
     pub fn new() -> Arc<Workers> {
         Arc::new(Workers::default())
+    }
+
+    /// A registry with no workers whose rests end early when `clock` (a manual one) moves.
+    pub fn with_clock(clock: crate::Clock) -> Arc<Workers> {
+        Arc::new(Workers { list: Mutex::default(), clock })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Worker>>> {
@@ -192,7 +199,7 @@ impl Workers {
             let rest = pace.interval.saturating_sub(took).max(took * pace.tranquility);
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(rest) => {}
+                _ = self.clock.pause(rest) => {}
             }
         }
         w.stop();

@@ -281,7 +281,7 @@ fn put_back(pools: &Pools, pool: &Key, offers: &[(Key, Offer)]) -> Result<(), Po
     let signer = pools.signer();
     pools.with_pool(&hex(pool), |p| {
         for (node, offer) in offers {
-            p.offer(signer, node, offer, crate::clock::now_ms())?;
+            p.offer(signer, node, offer, pools.now_ms())?;
         }
         Ok(())
     })?;
@@ -410,7 +410,7 @@ pub async fn leave(
         pools.with_pool(&hex(&plan.pool), |p| {
             for (node, offer) in &offers {
                 let none = Offer { storage: 0, ..offer.clone() };
-                p.offer(signer, node, &none, crate::clock::now_ms())?;
+                p.offer(signer, node, &none, pools.now_ms())?;
             }
             Ok(())
         })?;
@@ -421,7 +421,7 @@ pub async fn leave(
     // What this member's nodes accrued since the last record goes into the month's ledger
     // while it is still a member.
     rep.record_usage_of(id);
-    pools.with_pool(&hex(&id), |p| p.leave(pools.signer(), crate::clock::now_ms()))?;
+    pools.with_pool(&hex(&id), |p| p.leave(pools.signer(), pools.now_ms()))?;
     withdrawn.done = true;
     remove_marker(pools.dir(), &id);
     pools.with_identity(|d, s, now| d.drop_pool(s, &id, now).map(|_| ()))?;

@@ -39,7 +39,6 @@ pub mod ledger;
 pub mod replica;
 
 // Helpers.
-mod clock;
 mod fmt;
 mod fsutil;
 

@@ -97,7 +97,8 @@ impl Gateway {
                 .body("only GET and HEAD\n");
         }
         if found.access == Access::Members
-            && let Err(why) = access::check_request(req, &found.pool, &found.view)
+            && let Err(why) =
+                access::check_request(req, &found.pool, &found.view, self.pools.now_ms() as u64)
         {
             return HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"kith members\""))

@@ -12,7 +12,6 @@ use kith_node::net::frame;
 
 use super::Pools;
 use super::session::{Ack, Doc, Hello, MAX_PERIODS, Proof, SESSION_TIMEOUT, device_message};
-use crate::clock::now_ms;
 use crate::invite::Invite;
 use crate::ledger::{Period, syncable};
 use crate::view::State;
@@ -42,7 +41,7 @@ impl Pools {
                 if v.node_owner(&node).is_some() {
                     return Ok(());
                 }
-                pool.check_invite(&inv, now_ms()).map_err(|e| e.to_string())
+                pool.check_invite(&inv, self.now_ms()).map_err(|e| e.to_string())
             }
             Proof::Device(member, sig) => {
                 if v.active(member).is_none() {
@@ -61,7 +60,7 @@ impl Pools {
     fn ledger_periods(&self, hello: &Hello, peer: EndpointId) -> Vec<Period> {
         let member =
             self.view_of(&hello.pool).is_some_and(|v| v.node_owner(peer.as_bytes()).is_some());
-        let now = now_ms();
+        let now = self.now_ms();
         let mut out: Vec<Period> = Vec::new();
         for p in hello.periods.iter().flatten().take(MAX_PERIODS) {
             if let Ok(p) = Period::parse(p)

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use kith_crdt::{Key, hex};
 
 use super::Pools;
-use crate::clock::now_ms;
 use crate::pool::{Pool, PoolError, PoolSnapshot};
 use crate::view::{Offer, State};
 
@@ -94,7 +93,7 @@ impl Pools {
                 charter.name
             )));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut pool = Pool::create(&self.signer, display, charter, now)?;
         pool.offer(&self.signer, &self.node, &Offer::default(), now)?;
         self.insert(pool)

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use kith_crdt::{Key, Signer, hex};
 
 use super::Pools;
-use crate::clock::now_ms;
 use crate::fsutil::write_atomic;
 use crate::identity::{IdentityDoc, IdentityView};
 use crate::pool::PoolError;
@@ -85,7 +84,7 @@ impl Pools {
         let mut guard = self.identity.lock().unwrap_or_else(|p| p.into_inner());
         let Some(doc) = guard.as_mut() else { return Ok(()) };
         let heads = doc.heads();
-        f(doc, &self.signer, now_ms()).map_err(|e| PoolError::Policy(e.to_string()))?;
+        f(doc, &self.signer, self.now_ms()).map_err(|e| PoolError::Policy(e.to_string()))?;
         if doc.heads() == heads {
             return Ok(());
         }

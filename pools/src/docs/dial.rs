@@ -16,7 +16,6 @@ use super::session::{
     Ack, DOCS_ALPN, Doc, Hello, MAX_DOC_FRAME, MAX_PERIODS, MAX_TURNS, Proof, SESSION_TIMEOUT, Turn,
 };
 use super::ticket::decode_ticket;
-use crate::clock::now_ms;
 use crate::ledger::{Period, live_periods};
 use crate::pool::{Pool, PoolError};
 use crate::rules::PoolRules;
@@ -46,7 +45,7 @@ impl Pools {
         );
         let doc = fetch_doc(&endpoint, addr, invite.pool, proof.clone()).await?;
         let mut pool = Pool::from_doc(doc)?;
-        let now = now_ms();
+        let now = self.now_ms();
         pool.join(&self.signer, display, &invite, now)?;
         pool.offer(&self.signer, &self.node, &Offer::default(), now)?;
         let id = self.insert(pool)?;
@@ -62,7 +61,7 @@ impl Pools {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.changed.notified() => {}
-                _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+                _ = self.clock().pause(SYNC_INTERVAL) => {}
             }
             let t = std::time::Instant::now();
             w.begin();
@@ -131,7 +130,7 @@ impl Pools {
     ) -> Result<usize, String> {
         let endpoint = self.endpoint().map_err(|e| e.to_string())?;
         let periods = matches!(proof, Proof::Member)
-            .then(|| live_periods(now_ms()).iter().map(Period::to_string).collect());
+            .then(|| live_periods(self.now_ms()).iter().map(Period::to_string).collect());
         let run = async {
             let (conn, mut send, mut recv, periods) =
                 open_session(&endpoint, peer.into(), pool, proof, periods).await?;

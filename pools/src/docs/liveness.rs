@@ -5,13 +5,12 @@ use iroh::EndpointId;
 use kith_crdt::Key;
 
 use super::Pools;
-use crate::clock::now_ms;
 
 impl Pools {
     /// When `node` last answered this one (ms since the epoch), since this node started.
     pub fn last_seen_ms(&self, node: &Key) -> Option<i64> {
         if *node == self.node {
-            return Some(now_ms());
+            return Some(self.now_ms());
         }
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(node).copied()
     }
@@ -27,7 +26,7 @@ impl Pools {
         if !listed {
             return;
         }
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(*node, now_ms());
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(*node, self.now_ms());
     }
 
     /// How long `node` has gone without a session with this one (ms), counting from this
@@ -37,7 +36,7 @@ impl Pools {
             return 0;
         }
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(node).copied();
-        now_ms() - seen.unwrap_or(self.started_ms)
+        self.now_ms() - seen.unwrap_or(self.started_ms)
     }
 
     /// Whether `node` was heard from within `within_ms` (this node always is).
@@ -46,7 +45,7 @@ impl Pools {
             return true;
         }
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(node).copied();
-        seen.is_some_and(|t| now_ms() - t <= within_ms)
+        seen.is_some_and(|t| self.now_ms() - t <= within_ms)
     }
 
     /// The other nodes of `v`'s active members, most recently heard from first (whom to ask

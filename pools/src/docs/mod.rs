@@ -36,7 +36,6 @@ use kith_crdt::{Key, Signer, SyncState, hex};
 use tokio::sync::Notify;
 
 use self::custody::{CUSTODY_DIR, load_custody};
-use crate::clock::now_ms;
 use crate::fsutil::write_atomic;
 use crate::identity::IdentityDoc;
 use crate::ledger::Ledgers;
@@ -80,6 +79,8 @@ pub struct Pools {
     delivered: Mutex<std::collections::HashSet<Key>>,
     /// Pools with their history, as of a generation.
     snapshots: Mutex<HashMap<Key, (u64, Arc<PoolSnapshot>)>>,
+    /// The clock every decision by time reads.
+    clock: kith_node::Clock,
 }
 
 impl std::fmt::Debug for Pools {
@@ -90,7 +91,13 @@ impl std::fmt::Debug for Pools {
 
 impl Pools {
     /// Loads the pools under `home_root`; a damaged file is reported and skipped, not deleted.
-    pub fn load(home_root: &Path, signer: Signer, node: Key) -> std::io::Result<Pools> {
+    /// Every decision by time (silence, expiry, recording, periods) reads `clock`.
+    pub fn load(
+        home_root: &Path,
+        signer: Signer,
+        node: Key,
+        clock: kith_node::Clock,
+    ) -> std::io::Result<Pools> {
         let dir = home_root.join(POOLS_DIR);
         std::fs::create_dir_all(&dir)?;
         let mut pools = BTreeMap::new();
@@ -121,7 +128,7 @@ impl Pools {
             changed: Notify::new(),
             endpoint: std::sync::OnceLock::new(),
             seen: Mutex::new(HashMap::new()),
-            started_ms: now_ms(),
+            started_ms: clock.now_ms(),
             in_flight: Mutex::new(std::collections::HashSet::new()),
             sync_sent: std::sync::atomic::AtomicU64::new(0),
             sync_received: std::sync::atomic::AtomicU64::new(0),
@@ -134,7 +141,18 @@ impl Pools {
             snapshots: Mutex::new(HashMap::new()),
             delivered: Mutex::new(std::collections::HashSet::new()),
             refusals: std::sync::OnceLock::new(),
+            clock,
         })
+    }
+
+    /// The clock this node decides by.
+    pub fn clock(&self) -> &kith_node::Clock {
+        &self.clock
+    }
+
+    /// Now by [`Pools::clock`], in ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Gives the service the node's endpoint, for dialling.

@@ -9,7 +9,6 @@ use kith_crdt::{Key, SyncFrame, SyncState};
 use kith_node::net::frame;
 
 use super::Pools;
-use crate::clock::now_ms;
 use crate::ledger::Period;
 use crate::rules::PoolRules;
 
@@ -136,7 +135,7 @@ impl Pools {
         if r.len() == MAX_REJECTIONS {
             r.remove(0);
         }
-        r.push(Rejection { pool, peer: peer.to_string(), reason, at_ms: now_ms() });
+        r.push(Rejection { pool, peer: peer.to_string(), reason, at_ms: self.now_ms() });
     }
 
     /// Takes turns until both sides are done; returns how many changes arrived. The dialler

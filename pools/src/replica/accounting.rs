@@ -7,7 +7,6 @@ use iroh::EndpointId;
 use kith_crdt::{Key, hex};
 
 use super::Replicator;
-use crate::clock::now_ms;
 
 impl Replicator {
     /// Records this node's usage into the pool's ledger for the current period once the
@@ -37,7 +36,7 @@ impl Replicator {
         let me = self.pools.node();
         let Some(member) = v.node_owner(&me) else { return };
         let Ok(node) = self.node() else { return };
-        let now = now_ms();
+        let now = self.pools.now_ms();
         let every = if now_anyway { 0 } else { v.charter.record_every_ms };
         let Some(due) = self.usage.take_due(pool, every, now) else { return };
         let other = |peer: &EndpointId| v.node_owner(peer.as_bytes()).is_some_and(|m| m != member);

@@ -13,7 +13,6 @@ use kith_node::ChunkId;
 use super::protocol::{Reply, Request, ask};
 use super::repair::keep_set;
 use super::{Replicator, lock};
-use crate::clock::now_ms;
 use crate::manifest::Manifest;
 use crate::placement::place;
 use crate::view::AuditRecord;
@@ -33,7 +32,7 @@ impl Replicator {
         let mut h = blake3::Hasher::new();
         h.update(&self.seed.to_le_bytes());
         h.update(&n.to_le_bytes());
-        h.update(&now_ms().to_le_bytes());
+        h.update(&self.pools.now_ms().to_le_bytes());
         u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
     }
 
@@ -94,7 +93,7 @@ impl Replicator {
     }
 
     fn record_audit(&self, pool: Key, node: Key, blob: &str, verdict: Result<(), String>) {
-        let now = now_ms();
+        let now = self.pools.now_ms();
         let (rec, publish) = {
             let mut audits = lock(&self.audits);
             let rec = audits.entry((pool, node)).or_default();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use kith_crdt::{Key, hex};
 
 use super::Replicator;
-use crate::clock::now_ms;
 
 /// Keeps a member's site, when the pool stops serving it (the member leaves, the pool is
 /// dissolved), as an ordinary object in the member's own store; the hosting layer knows the
@@ -85,7 +84,9 @@ impl Replicator {
                     self.record_usage(pool, true);
                     let left = self
                         .pools
-                        .with_pool(&hex(&pool), |p| p.leave(self.pools.signer(), now_ms()))
+                        .with_pool(&hex(&pool), |p| {
+                            p.leave(self.pools.signer(), self.pools.now_ms())
+                        })
                         .and_then(|()| {
                             self.pools
                                 .with_identity(|d, s, now| d.drop_pool(s, &pool, now).map(|_| ()))

@@ -94,6 +94,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Replicator {
     /// Replication for `pools`; [`Replicator::attach`] gives it the node once it runs.
     pub fn new(pools: Arc<Pools>) -> Arc<Replicator> {
+        let workers = Workers::with_clock(pools.clock().clone());
         Arc::new(Replicator {
             pools,
             node: OnceLock::new(),
@@ -110,7 +111,7 @@ impl Replicator {
             usage: crate::usage::Usage::default(),
             told_retired: std::sync::atomic::AtomicBool::new(false),
             keeper: OnceLock::new(),
-            workers: Workers::new(),
+            workers,
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -233,12 +234,14 @@ impl Replicator {
         }));
         // One set of workers per pool, so a slow pool never delays another's duties.
         let mut per_pool: HashMap<Key, CancellationToken> = HashMap::new();
-        let mut tick = tokio::time::interval(REPAIR_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let clock = self.pools.clock().clone();
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tick.tick() => {}
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = clock.pause(REPAIR_INTERVAL) => {}
+                }
             }
             let now: HashMap<Key, String> =
                 self.pools.list().into_iter().map(|(k, v)| (k, v.charter.name)).collect();

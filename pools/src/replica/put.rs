@@ -11,7 +11,6 @@ use kith_node::store::pack::BlobKind;
 
 use super::protocol::hold;
 use super::{Replicator, lock};
-use crate::clock::now_ms;
 use crate::manifest::Manifest;
 use crate::placement::place;
 use crate::view::{PoolObject, PoolView};
@@ -122,7 +121,7 @@ impl Replicator {
             bytes: manifest.bytes(),
             blobs: manifest.blobs.len() as u64,
             name: name.chars().take(255).collect(),
-            at_ms: now_ms(),
+            at_ms: self.pools.now_ms(),
         };
         let (pool, v) = self
             .pools
@@ -130,7 +129,7 @@ impl Replicator {
                 let me = signer.author().key;
                 let known = p.view().members.get(&me).and_then(|m| m.objects.get(&object).cloned());
                 if known.is_none_or(|k| k.manifest != mid) {
-                    p.add_object(signer, &object, &record, now_ms())?;
+                    p.add_object(signer, &object, &record, self.pools.now_ms())?;
                 }
                 Ok((p.id(), p.view()))
             })

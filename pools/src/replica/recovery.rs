@@ -8,7 +8,6 @@ use kith_crdt::{Key, hex};
 
 use super::protocol::{IDENTITY_CONTEXT, POOLS_OF_CONTEXT, Reply, Request, ask, node_message};
 use super::{Replicator, lock};
-use crate::clock::now_ms;
 use crate::pool::{Pool, PoolError};
 use crate::view::Offer;
 
@@ -75,7 +74,7 @@ impl Replicator {
         if pool.id() != id {
             return Err("the peer sent another pool".into());
         }
-        let now = now_ms();
+        let now = self.pools.now_ms();
         pool.offer(self.pools.signer(), &self.pools.node(), &Offer::default(), now)
             .map_err(|e: PoolError| e.to_string())?;
         let name = pool.view().charter.name;

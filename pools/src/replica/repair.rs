@@ -9,7 +9,6 @@ use kith_crdt::{Key, hex};
 use kith_node::ChunkId;
 
 use super::{FETCH_ROUND, Replicator, lock};
-use crate::clock::now_ms;
 use crate::docs::Pools;
 use crate::manifest::Manifest;
 use crate::placement::place;
@@ -153,7 +152,7 @@ impl Replicator {
         }
         st.lacking_blobs = lacking;
         st.error = errors.into_iter().next();
-        st.at_ms = now_ms();
+        st.at_ms = self.pools.now_ms();
         self.usage.accrue(pool, st.held_for_others, st.own_held_by_others, st.at_ms);
         self.record(pool, st);
     }
