@@ -172,12 +172,12 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     let pools = crate::pool_ops::open(&home, opts.clock.clone())?;
     // A leave that a stopped daemon did not finish: the member stays, with its offer back.
     kith_pools::leave::restore_interrupted(&pools);
-    let docs = kith_pools::service::DocsProtocol::new(pools.clone());
+    let docs = kith_pools::docs::DocsProtocol::new(pools.clone());
     let replicator = kith_pools::replica::Replicator::new(pools.clone());
     let pool_proto = kith_pools::replica::PoolProtocol::new(replicator.clone());
     let mesh = kith_hosting::mesh::Mesh::new(home.node_key()?.secret().clone());
     let protocols = vec![
-        (kith_pools::service::DOCS_ALPN.to_vec(), docs.into()),
+        (kith_pools::docs::DOCS_ALPN.to_vec(), docs.into()),
         (kith_pools::replica::POOL_ALPN.to_vec(), pool_proto.into()),
         (
             kith_hosting::mesh::SIGNAL_ALPN.to_vec(),

@@ -9,7 +9,7 @@ use kith_pools::ledger::{
     CostRule, Counter, LedgerView, Period, Seal, Statement as LedgerStatement, check_evidence,
     settle,
 };
-use kith_pools::service::Pools;
+use kith_pools::docs::Pools;
 use kith_pools::{PoolError, PoolView};
 
 pub use crate::api::LedgerReq;

@@ -37,7 +37,7 @@ pub struct Ctx {
     /// The daemon's LAN HTTP listener.
     pub http: Option<std::net::SocketAddr>,
     /// The pools, in the daemon.
-    pub pools: Option<Arc<kith_pools::service::Pools>>,
+    pub pools: Option<Arc<kith_pools::docs::Pools>>,
     /// Replication into the pools, in the daemon.
     pub replicator: Option<Arc<kith_pools::replica::Replicator>>,
     /// Browser peers, in the daemon.

@@ -4,7 +4,7 @@
 use anyhow::{Result, anyhow, bail};
 use kith_crdt::hex;
 use kith_hosting::site::{publish, site_secret};
-use kith_pools::service::Pools;
+use kith_pools::docs::Pools;
 use kith_pools::{Access, SiteVersion};
 use serde_json::Value;
 

@@ -52,20 +52,5 @@ pub use view::{
     State, parse_key,
 };
 
-// Former paths, kept for the other crates.
-
-/// The pool documents and their sync, by their former path: see [`docs`].
-pub mod service {
-    pub use crate::docs::{
-        Ack, DOCS_ALPN, DocsProtocol, Hello, MAX_DOC_FRAME, MAX_PERIODS, POOL_TICKET_PREFIX, Pools,
-        Proof, Rejection, SYNC_INTERVAL, SharedViews, Turn, decode_ticket, encode_ticket,
-    };
-}
-
-/// The store of ledger documents, by its former path: see [`ledger::Ledgers`].
-pub mod ledgers {
-    pub use crate::ledger::{Ledgers, SYNC_MONTHS_BACK, live_periods, syncable};
-}
-
 #[cfg(test)]
 mod tests;

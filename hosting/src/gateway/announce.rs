@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kith_pools::service::Pools;
+use kith_pools::docs::Pools;
 
 /// How often the announced site names are brought in line with the pools.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);

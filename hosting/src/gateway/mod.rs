@@ -18,7 +18,7 @@ use bytes::Bytes;
 use kith_crdt::{Key, hex};
 use kith_node::ChunkId;
 use kith_node::net::Node;
-use kith_pools::service::Pools;
+use kith_pools::docs::Pools;
 use kith_pools::{Access, PoolView, SiteVersion};
 
 use crate::site::{ChunkRef, SiteIndex, open_chunk, open_index};

@@ -29,8 +29,8 @@ impl Pools {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(*node, self.now_ms());
     }
 
-    /// How long `node` has gone without a session with this one (ms), counting from this
-    /// service's start for a node not seen since.
+    /// How long `node` has gone without a session with this one (ms), counting from the
+    /// start of these [`Pools`] for a node not seen since.
     pub fn silent_for_ms(&self, node: &Key) -> i64 {
         if *node == self.node {
             return 0;

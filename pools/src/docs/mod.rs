@@ -155,12 +155,12 @@ impl Pools {
         self.clock.now_ms()
     }
 
-    /// Gives the service the node's endpoint, for dialling.
+    /// Gives the pools the node's endpoint, for dialling.
     pub fn attach(&self, endpoint: Endpoint) {
         let _ = self.endpoint.set(endpoint);
     }
 
-    /// Gives the service the node's count of refusals.
+    /// Gives the pools the node's count of refusals.
     pub fn count_refusals_in(&self, refusals: Arc<kith_node::refusals::Refusals>) {
         let _ = self.refusals.set(refusals);
     }
