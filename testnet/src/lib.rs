@@ -6,6 +6,7 @@
 //!   latency or loss. Namespaces and processes are always removed.
 //! - [`bench`](mod@bench) compares kith with restic on the reference dataset (put, incremental put,
 //!   restore, store size), and kith transfer with a raw iroh stream.
+//! - [`up`](mod@up) starts a LAN of nodes in namespaces for a person to try kith on by hand.
 
 #![deny(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod pool;
 pub mod proc;
 pub mod site;
 pub mod transfer;
+pub mod up;
 
 /// `len` bytes that do not compress, from `seed` (xorshift64), for benchmark data.
 pub fn pseudo_bytes(len: usize, seed: u64) -> Vec<u8> {

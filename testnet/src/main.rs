@@ -104,6 +104,23 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// An N-node LAN in network namespaces to try kith on by hand, until Ctrl-C (needs root).
+    ///
+    /// Prints how to reach every node (namespace, address, home, node id, a command line).
+    /// Ctrl-C stops the nodes and removes the namespaces and homes.
+    Up {
+        /// Nodes.
+        nodes: usize,
+        /// Found a pool of this name on node 0, join every other node to it, offer storage.
+        #[arg(long, value_name = "NAME")]
+        pool: Option<String>,
+        /// Keep the homes and logs (their folder is printed).
+        #[arg(long)]
+        keep: bool,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
 }
 
 fn sibling_kith(kith: Option<PathBuf>) -> Result<PathBuf> {
@@ -142,6 +159,9 @@ fn main() -> Result<()> {
             if !report.identical {
                 anyhow::bail!("the restored object differs from what was put");
             }
+        }
+        Cmd::Up { nodes, pool, keep, kith } => {
+            kith_testnet::up::run(&sibling_kith(kith)?, nodes, pool.as_deref(), keep)?;
         }
         Cmd::StoreBench { data, scratch, kith, runs } => {
             let kith = sibling_kith(kith)?;

@@ -77,6 +77,11 @@ impl Testnet {
         self.dir.path()
     }
 
+    /// Keeps the scratch folder (the homes and logs) when the testnet is dropped.
+    pub fn keep_dir(&mut self) {
+        self.dir.disable_cleanup(true);
+    }
+
     /// The LAN, for namespace testnets.
     pub fn lan(&self) -> Option<&Lan> {
         self.lan.as_ref()
@@ -246,6 +251,44 @@ impl Testnet {
             bail!("node {i} did not stop cleanly ({status}): {}", self.log(i));
         }
         Ok(t.elapsed())
+    }
+
+    /// Stops every node at once with SIGTERM and waits for them; a node still running after
+    /// `limit` is killed. Fails naming the nodes that did not stop cleanly.
+    pub fn stop_all(&mut self, limit: Duration) -> Result<()> {
+        for c in self.nodes.iter().filter_map(|n| n.child.as_ref()) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + limit;
+        let mut unclean = Vec::new();
+        for i in 0..self.nodes.len() {
+            let Some(mut child) = self.nodes[i].child.take() else { continue };
+            let status = loop {
+                match child.try_wait()? {
+                    Some(status) => break Some(status),
+                    None if Instant::now() > deadline => break None,
+                    None => std::thread::sleep(POLL),
+                }
+            };
+            match status {
+                Some(s) if s.success() => {}
+                Some(s) => unclean.push(format!("node {i} ({s})")),
+                None => {
+                    child.kill()?;
+                    child.wait()?;
+                    unclean.push(format!("node {i} (killed after {limit:?})"));
+                }
+            }
+        }
+        if !unclean.is_empty() {
+            bail!(
+                "did not stop cleanly: {} (logs in {})",
+                unclean.join(", "),
+                self.dir().display()
+            );
+        }
+        Ok(())
     }
 
     /// Kills node `i` with SIGKILL (a crash, or the power cord).
