@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
 use kith_crdt::{DocError, Key, hex};
+use kith_pools::docs::Pools;
 use kith_pools::ledger::{
     CostRule, Counter, LedgerView, Period, Seal, Statement as LedgerStatement, check_evidence,
     settle,
 };
-use kith_pools::docs::Pools;
 use kith_pools::{PoolError, PoolView};
 
 pub use crate::api::LedgerReq;

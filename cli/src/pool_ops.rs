@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use kith_crdt::hex;
 use kith_node::Home;
+use kith_pools::docs::{Pools, encode_ticket};
 use kith_pools::leave;
 use kith_pools::replica::{PoolPut, Replicator};
-use kith_pools::docs::{Pools, encode_ticket};
 use kith_pools::{Offer, Pool, PoolView, parse_size};
 use serde_json::Value;
 
@@ -93,8 +93,7 @@ pub async fn handle(
         }
         PoolReq::Join { ticket, display: d } => {
             // Remember the inviting node, so this node can reach it again to sync.
-            let (_, inviter) =
-                kith_pools::docs::decode_ticket(&ticket).map_err(|e| anyhow!(e))?;
+            let (_, inviter) = kith_pools::docs::decode_ticket(&ticket).map_err(|e| anyhow!(e))?;
             running()?
                 .add_peer(&inviter)
                 .await

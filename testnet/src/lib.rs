@@ -6,12 +6,15 @@
 //!   latency or loss. Namespaces and processes are always removed.
 //! - [`bench`](mod@bench) compares kith with restic on the reference dataset (put, incremental put,
 //!   restore, store size), and kith transfer with a raw iroh stream.
+//! - [`inproc::Daemons`] runs N daemons in this process through the `kith` library, on one
+//!   manual clock, for scenarios that span hours or months.
 //! - [`up`](mod@up) starts a LAN of nodes in namespaces for a person to try kith on by hand.
 
 #![deny(missing_docs)]
 
 pub mod bench;
 pub mod browser;
+pub mod inproc;
 pub mod ledger_sim;
 pub mod mesh;
 pub mod net;

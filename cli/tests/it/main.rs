@@ -1,4 +1,5 @@
-//! Integration tests of the `kith` binary: real processes, real files, real disks.
+//! Integration tests of the `kith` binary (real processes, real files, real disks), and of
+//! daemons started in-process through the library on manual time.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,6 +15,7 @@ mod integrity;
 mod keys;
 mod large;
 mod ledger;
+mod manual_time;
 mod mesh;
 mod offline;
 mod pool_life;
