@@ -51,7 +51,9 @@ impl SignedDoc {
         if file.kind != kind {
             return Err(DocError::Format(format!("a {} document, expected {kind}", file.kind)));
         }
-        let mut doc = AutoCommit::load(&file.doc)?;
+        let mut budget = crate::bounds::MAX_INFLATED_BYTES;
+        crate::bounds::check_chunks(&file.doc, &mut budget)?;
+        let mut doc = crate::signed::guard(|| Ok(AutoCommit::load(&file.doc)?))?;
         let sigs: BTreeMap<ChangeHash, [u8; 64]> =
             file.sigs.iter().map(|s| (ChangeHash(s.hash), s.sig)).collect();
         let changes = doc.get_changes(&[]);

@@ -5,12 +5,16 @@
 //! - [`SyncFrame`] carries one automerge sync message and the signatures of the changes in it;
 //!   [`SignedDoc::sync_out`] and [`SignedDoc::sync_in`] drive a session with a [`SyncState`].
 //!
+//! - [`bounds`] checks what automerge would inflate from bytes that come from elsewhere before
+//!   it sees them; a panic inside automerge on a peer's input becomes an error.
+//!
 //! The crate does no I/O: callers move bytes and pass the time.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod bounds;
 mod file;
 pub(crate) mod signed;
 mod sync;

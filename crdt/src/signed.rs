@@ -182,9 +182,39 @@ pub enum DocError {
     /// A saved document is damaged or of an unknown version.
     #[error("document file: {0}")]
     Format(String),
+    /// Compressed data that would expand past what kith accepts (see [`crate::bounds`]).
+    #[error("{what} expands past {limit} bytes; refused")]
+    Expands {
+        /// What: a change, compressed data, the data of a message or file.
+        what: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// automerge failed inside (it panicked on this input); the input is refused and nothing
+    /// changed.
+    #[error("automerge could not take this input ({0}); refused")]
+    Internal(String),
     /// automerge refused an operation.
     #[error("document: {0}")]
     Automerge(#[from] AutomergeError),
+}
+
+/// Runs `f` (an automerge operation on a fork or on input from elsewhere), turning a panic
+/// inside automerge into [`DocError::Internal`]: automerge 0.12 panics on some malformed
+/// changes (an operation on an object that does not exist), and a peer must not be able to
+/// stop a node with one. The fork `f` worked on is dropped by the caller.
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, DocError>) -> Result<T, DocError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(DocError::Internal(why))
+        }
+    }
 }
 
 /// The path a patch wrote, from the root down to the key it set or deleted.
@@ -354,10 +384,10 @@ impl SignedDoc {
             .position(|c| c.deps().iter().all(|d| work.get_change_by_hash(d).is_some()))
         {
             let c = pending.swap_remove(i);
-            let sig = self.check(&mut work, &c, sigs, authz)?;
+            let sig = guard(|| self.check(&mut work, &c, sigs, authz))?;
             accepted.push(c.hash());
             accepted_sigs.push((c.hash(), sig));
-            work.apply_changes([c])?;
+            guard(|| Ok(work.apply_changes([c])?))?;
         }
         if let Some(first) = pending.first() {
             return Err(DocError::MissingDeps {

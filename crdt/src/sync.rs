@@ -65,9 +65,13 @@ impl SignedDoc {
     ) -> Result<Vec<ChangeHash>, DocError> {
         let msg = Message::decode(&frame.msg)
             .map_err(|e| DocError::Format(format!("malformed sync message: {e}")))?;
+        let mut budget = crate::bounds::MAX_INFLATED_BYTES;
+        for chunk in msg.changes.iter() {
+            crate::bounds::check_chunks(chunk, &mut budget)?;
+        }
         let mut work = self.doc.fork();
         let mut next = state.clone();
-        work.sync().receive_sync_message(&mut next, msg)?;
+        crate::signed::guard(|| Ok(work.sync().receive_sync_message(&mut next, msg)?))?;
         let heads = self.doc.get_heads();
         let new = work.get_changes(&heads);
         let sigs: BTreeMap<ChangeHash, [u8; 64]> =

@@ -210,3 +210,45 @@ fn a_change_over_the_size_limit_is_refused_locally_and_from_peers() {
     assert!(matches!(err, DocError::TooLarge { .. }), "{err}");
     assert_eq!(a.heads(), before);
 }
+
+#[test]
+fn a_signed_change_writing_into_an_object_that_does_not_exist_is_refused() {
+    use automerge::ScalarValue;
+    use automerge::legacy::{Key as LKey, ObjectId, Op, OpId, OpType};
+    let o = signer(1);
+    let mut a = genesis(&o);
+    let before = a.heads();
+    let len = a.len();
+    let actor = o.author().actor();
+    // The owner's own key, a valid signature, deps on the current heads: only the object the
+    // op names (op 99 of this actor) was never made.
+    let expanded = automerge::ExpandedChange {
+        operations: vec![Op {
+            action: OpType::Put(ScalarValue::Int(1)),
+            obj: ObjectId::Id(OpId(99, actor.clone())),
+            key: LKey::Map("x".into()),
+            pred: Vec::new().into(),
+            insert: false,
+        }],
+        actor_id: actor,
+        hash: None,
+        seq: 2,
+        start_op: std::num::NonZeroU64::new(100).unwrap(),
+        time: 0,
+        message: None,
+        deps: before.clone(),
+        extra_bytes: Vec::new(),
+        author: None,
+    };
+    let change = automerge::Change::from(expanded);
+    let h = change.hash();
+    let mut sigs = BTreeMap::new();
+    sigs.insert(h, o.sign(&signed::signing_message(a.id(), &h)));
+    let err = a.ingest(vec![change], &sigs, &Toy).unwrap_err();
+    assert!(!err.to_string().is_empty());
+    assert_eq!(a.heads(), before, "nothing applied");
+    assert_eq!(a.len(), len);
+    // The document still takes a valid change afterwards.
+    own_entry(&mut a, &o, 7);
+    assert_eq!(a.len(), len + 1);
+}

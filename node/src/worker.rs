@@ -86,8 +86,9 @@ impl Worker {
         self.lock().state = WorkerState::Busy;
     }
 
-    /// Marks the end of a pass that took `took`.
-    pub fn end(&self, took: Duration, result: Result<(), String>) {
+    /// Marks the end of a pass that took `took`, keeping its error's message for display (the
+    /// error itself stays with the pass: this is a status record, not an error path).
+    pub fn end(&self, took: Duration, result: Result<(), &dyn std::fmt::Display>) {
         let mut i = self.lock();
         i.passes += 1;
         i.last_ms = Some(crate::keys::now_ms());
@@ -99,7 +100,7 @@ impl Worker {
             }
             Err(e) => {
                 i.state = WorkerState::Error;
-                i.last_error = Some(e);
+                i.last_error = Some(e.to_string());
             }
         }
     }
@@ -173,7 +174,7 @@ impl Workers {
 
     /// Runs `pass` as the worker `name` at `pace` until `cancel` (a pass under way is dropped
     /// at its next await).
-    pub async fn run<F, Fut>(
+    pub async fn run<F, Fut, E>(
         self: Arc<Self>,
         name: String,
         pace: Pace,
@@ -181,7 +182,8 @@ impl Workers {
         mut pass: F,
     ) where
         F: FnMut(Arc<Worker>) -> Fut,
-        Fut: Future<Output = Result<(), String>>,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
     {
         let w = self.register(&name);
         loop {
@@ -195,7 +197,7 @@ impl Workers {
             if let Err(e) = &result {
                 tracing::debug!(worker = %name, error = %e, "a pass failed");
             }
-            w.end(took, result);
+            w.end(took, result.as_ref().map_err(|e| e as &dyn std::fmt::Display).copied());
             let rest = pace.interval.saturating_sub(took).max(took * pace.tranquility);
             tokio::select! {
                 _ = cancel.cancelled() => break,

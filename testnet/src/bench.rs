@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use serde::Serialize;
 
+use crate::figures::round;
 use crate::proc::{dir_bytes, file_bytes, have, median, run, timed, warm};
 
 /// Where the data and the tools are.
@@ -55,6 +57,52 @@ pub struct Report {
     pub bytes: (u64, u64),
     /// `restic version`.
     pub restic_version: String,
+}
+
+/// The figures of [`Report`] as a benchmark's JSON line (medians; MB/s over the dataset's file
+/// bytes; see [`figures`](crate::figures)).
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreFigures {
+    /// `"store"`.
+    pub bench: &'static str,
+    /// Rounds.
+    pub rounds: usize,
+    /// Bytes in the files of v1.
+    pub v1_bytes: u64,
+    /// Bytes in the files of v2.
+    pub v2_bytes: u64,
+    /// kith: first put, of v1 (MB/s).
+    pub put_v1_mbps: f64,
+    /// kith: incremental put, of v2 (MB/s).
+    pub put_v2_mbps: f64,
+    /// kith: restore of v2 (MB/s).
+    pub restore_v2_mbps: f64,
+    /// kith: restore of v1 (MB/s).
+    pub restore_v1_mbps: f64,
+    /// restic: first backup (MB/s).
+    pub restic_put_v1_mbps: f64,
+    /// restic: incremental backup (MB/s).
+    pub restic_put_v2_mbps: f64,
+    /// restic: restore of v2 (MB/s).
+    pub restic_restore_v2_mbps: f64,
+    /// restic: restore of v1 (MB/s).
+    pub restic_restore_v1_mbps: f64,
+    /// First put: kith's throughput over restic's.
+    pub put_v1_over_restic: f64,
+    /// Incremental put: kith's throughput over restic's.
+    pub put_v2_over_restic: f64,
+    /// Restore of v2: kith's throughput over restic's.
+    pub restore_v2_over_restic: f64,
+    /// Restore of v1: kith's throughput over restic's.
+    pub restore_v1_over_restic: f64,
+    /// kith's store after v1 (MB).
+    pub store_v1_mb: f64,
+    /// kith's store after v1 and v2 (MB).
+    pub store_v2_mb: f64,
+    /// kith's store over restic's repository after v1 (lower is better).
+    pub store_v1_size_ratio: f64,
+    /// kith's store over restic's repository after v1 and v2.
+    pub store_v2_size_ratio: f64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -243,6 +291,49 @@ type TimeRow = (&'static str, u64, fn(&Round) -> Duration);
 type SizeRow = (&'static str, fn(&Round) -> u64);
 
 impl Report {
+    /// The figures for the JSON line.
+    pub fn figures(&self) -> StoreFigures {
+        let secs = |v: &[Round], f: fn(&Round) -> Duration| {
+            median(v.iter().map(f).collect()).as_secs_f64()
+        };
+        let size = |v: &[Round], f: fn(&Round) -> u64| {
+            let mut s: Vec<u64> = v.iter().map(f).collect();
+            s.sort();
+            s.get(s.len() / 2).copied().unwrap_or(0) as f64
+        };
+        let (b1, b2) = (self.bytes.0 as f64, self.bytes.1 as f64);
+        let (k, r) = (&self.kith, &self.restic);
+        let mbps = |bytes: f64, s: f64| round(bytes / s / 1e6, 1);
+        let over = |f: fn(&Round) -> Duration| round(secs(r, f) / secs(k, f), 3);
+        type Time = fn(&Round) -> Duration;
+        let (put1, put2, get2, get1): (Time, Time, Time, Time) =
+            (|x| x.put_v1, |x| x.put_v2, |x| x.get_v2, |x| x.get_v1);
+        type Size = fn(&Round) -> u64;
+        let (size1, size2): (Size, Size) = (|x| x.size_v1, |x| x.size_v2);
+        StoreFigures {
+            bench: "store",
+            rounds: k.len(),
+            v1_bytes: self.bytes.0,
+            v2_bytes: self.bytes.1,
+            put_v1_mbps: mbps(b1, secs(k, put1)),
+            put_v2_mbps: mbps(b2, secs(k, put2)),
+            restore_v2_mbps: mbps(b2, secs(k, get2)),
+            restore_v1_mbps: mbps(b1, secs(k, get1)),
+            restic_put_v1_mbps: mbps(b1, secs(r, put1)),
+            restic_put_v2_mbps: mbps(b2, secs(r, put2)),
+            restic_restore_v2_mbps: mbps(b2, secs(r, get2)),
+            restic_restore_v1_mbps: mbps(b1, secs(r, get1)),
+            put_v1_over_restic: over(put1),
+            put_v2_over_restic: over(put2),
+            restore_v2_over_restic: over(get2),
+            restore_v1_over_restic: over(get1),
+            store_v1_mb: round(size(k, size1) / 1e6, 1),
+            store_v2_mb: round(size(k, size2) / 1e6, 1),
+            store_v1_size_ratio: round(size(k, size1) / size(r, size1), 3),
+            store_v2_size_ratio: round(size(k, size2) / size(r, size2), 3),
+        }
+    }
+
     /// A markdown table of medians and ratios.
     pub fn markdown(&self) -> String {
         let mbps = |bytes: u64, d: Duration| bytes as f64 / d.as_secs_f64() / 1e6;

@@ -141,6 +141,31 @@ pub fn run(kith: &Path, mib: u64, runs: usize) -> Result<BrowserReport> {
 }
 
 impl BrowserReport {
+    /// The figures as a benchmark's JSON line (medians; see [`figures`](crate::figures)).
+    pub fn figures(&self) -> serde_json::Value {
+        use crate::figures::round;
+        let med = |v: &[f64]| {
+            let d: Vec<Duration> =
+                v.iter().map(|ms| Duration::from_secs_f64(ms / 1000.0)).collect();
+            median(d).as_secs_f64() * 1000.0
+        };
+        let (open, dl, iroh) = (med(&self.open_ms), med(&self.download_ms), med(&self.iroh_ms));
+        let (popen, pdl) = (med(&self.peer_open_ms), med(&self.peer_ms));
+        serde_json::json!({
+            "bench": "browser",
+            "mib": self.bytes >> 20,
+            "rounds": self.open_ms.len(),
+            "browser_open_ms": round(open, 0),
+            "browser_download_ms": round(dl, 0),
+            "browser_mbps": round(self.bytes as f64 / 1e3 / dl, 1),
+            "browser_over_iroh": round(iroh / dl, 3),
+            "peer_open_ms": round(popen, 0),
+            "peer_download_ms": round(pdl, 0),
+            "peer_over_iroh": round(iroh / pdl, 3),
+            "iroh_ms": round(iroh, 0),
+        })
+    }
+
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let med = |v: &[f64]| {

@@ -97,6 +97,24 @@ pub fn run(members: usize, months: usize) -> Result<Vec<Month>> {
     Ok(out)
 }
 
+/// The figures as a benchmark's JSON line (see [`figures`](crate::figures)): the largest
+/// month's document, one day's changes at most, and a year of sealed summaries.
+pub fn figures(members: usize, months: &[Month]) -> serde_json::Value {
+    use crate::figures::round;
+    let kb = |b: usize| round(b as f64 / 1e3, 1);
+    let max = |f: fn(&Month) -> usize| months.iter().map(f).max().unwrap_or(0);
+    serde_json::json!({
+        "bench": "ledger",
+        "members": members,
+        "months": months.len(),
+        "doc_month_end_kb": kb(max(|m| m.doc_bytes)),
+        "day_sync_kb": kb(max(|m| m.day_bytes)),
+        "seal_kb": kb(max(|m| m.seal_bytes)),
+        "sealed_year_kb": kb(months.iter().map(|m| m.seal_bytes).sum()),
+        "month_build_s": round(months.iter().map(|m| m.seconds).fold(0.0, f64::max), 2),
+    })
+}
+
 /// A markdown table.
 pub fn markdown(members: usize, months: &[Month]) -> String {
     let mut s = String::new();

@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod browser;
+pub mod figures;
 pub mod inproc;
 pub mod ledger_sim;
 pub mod mesh;

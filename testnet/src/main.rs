@@ -104,6 +104,19 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// Checks a benchmark's output (its last line, JSON) against the reference figures in
+    /// docs/benchmarks.md; fails if a figure regressed by more than the tolerance or is missing.
+    Compare {
+        /// The benchmark's output [default: standard input].
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// The Markdown file holding the reference block.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        reference: PathBuf,
+        /// How far a figure may move the wrong way (0.3: 30%).
+        #[arg(long, default_value_t = kith_testnet::figures::TOLERANCE)]
+        tolerance: f64,
+    },
     /// An N-node LAN in network namespaces to try kith on by hand, until Ctrl-C (needs root).
     ///
     /// Prints how to reach every node (namespace, address, home, node id, a command line).
@@ -130,36 +143,87 @@ fn sibling_kith(kith: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// Prints a benchmark's figures as the last line of its output (see `kith_testnet::figures`).
+fn json_line<T: serde::Serialize>(figures: &T) -> Result<()> {
+    println!("{}", kith_testnet::figures::line(figures)?);
+    Ok(())
+}
+
+/// `testnet compare`: prints every reference figure against this run's, fails on a regression.
+fn compare(output: Option<PathBuf>, reference: &std::path::Path, tolerance: f64) -> Result<()> {
+    use kith_testnet::figures::{self, Verdict};
+    let text = match output {
+        Some(p) => {
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?
+        }
+        None => std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?,
+    };
+    let run = figures::last_line(&text)?;
+    let markdown = std::fs::read_to_string(reference)
+        .with_context(|| format!("cannot read {}", reference.display()))?;
+    let reference =
+        figures::reference(&markdown).with_context(|| format!("in {}", reference.display()))?;
+    let checks = figures::compare(&reference, &run, tolerance)?;
+    println!("{}", figures::header());
+    for c in &checks {
+        println!("{c}");
+    }
+    let bad: Vec<_> = checks.iter().filter(|c| c.verdict != Verdict::Ok).collect();
+    if !bad.is_empty() {
+        anyhow::bail!(
+            "{} of {} figures of \"{}\" regressed by more than {:.0}% or are missing",
+            bad.len(),
+            checks.len(),
+            run.bench,
+            tolerance * 100.0
+        );
+    }
+    println!(
+        "{}: {} figures within {:.0}% of the reference",
+        run.bench,
+        checks.len(),
+        tolerance * 100.0
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::TransferBench { mib, runs, discovery_runs, kith } => {
             let report =
                 kith_testnet::transfer::run(&sibling_kith(kith)?, mib, runs, discovery_runs)?;
             println!("{}", report.markdown());
+            json_line(&report.figures())?;
         }
         Cmd::BrowserBench { mib, runs, kith } => {
             let report = kith_testnet::browser::run(&sibling_kith(kith)?, mib, runs)?;
             println!("{}", report.markdown());
+            json_line(&report.figures())?;
         }
         Cmd::MeshBench { mib, runs, kith } => {
             let report = kith_testnet::mesh::run(&sibling_kith(kith)?, mib, runs)?;
             println!("{}", report.markdown());
+            json_line(&report.figures())?;
         }
         Cmd::SiteBench { secs, conns, kith } => {
             let report = kith_testnet::site::run(&sibling_kith(kith)?, secs, conns)?;
             println!("{}", report.markdown());
+            json_line(&report.figures())?;
         }
         Cmd::LedgerSim { members, months } => {
             let m = kith_testnet::ledger_sim::run(members, months)?;
             println!("{}", kith_testnet::ledger_sim::markdown(members, &m));
+            json_line(&kith_testnet::ledger_sim::figures(members, &m))?;
         }
         Cmd::PoolBench { mib, converge_nodes, kith } => {
             let report = kith_testnet::pool::scenario(&sibling_kith(kith)?, mib, converge_nodes)?;
             println!("{}", report.markdown());
+            json_line(&report.figures())?;
             if !report.identical {
                 anyhow::bail!("the restored object differs from what was put");
             }
         }
+        Cmd::Compare { output, reference, tolerance } => compare(output, &reference, tolerance)?,
         Cmd::Up { nodes, pool, keep, kith } => {
             kith_testnet::up::run(&sibling_kith(kith)?, nodes, pool.as_deref(), keep)?;
         }
@@ -173,6 +237,7 @@ fn main() -> Result<()> {
             };
             let report = bench.run()?;
             println!("{}", report.markdown());
+            json_line(&report.figures())?;
         }
     }
     Ok(())

@@ -120,6 +120,25 @@ pub fn run(kith: &Path, mib: u64, runs: usize) -> Result<MeshReport> {
 }
 
 impl MeshReport {
+    /// The figures as a benchmark's JSON line (medians; see [`figures`](crate::figures)).
+    pub fn figures(&self) -> serde_json::Value {
+        use crate::figures::round;
+        let ms = |v: &[Duration]| median(v.to_vec()).as_secs_f64() * 1000.0;
+        let (ls, lg, is, ig) =
+            (ms(&self.link_setup), ms(&self.link_get), ms(&self.iroh_setup), ms(&self.iroh_get));
+        serde_json::json!({
+            "bench": "mesh",
+            "mib": self.bytes >> 20,
+            "rounds": self.link_get.len(),
+            "link_setup_ms": round(ls, 0),
+            "link_get_ms": round(lg, 0),
+            "iroh_setup_ms": round(is, 1),
+            "iroh_get_ms": round(ig, 0),
+            "link_mbps": round(self.bytes as f64 / 1e3 / lg, 1),
+            "link_over_iroh": round(ig / lg, 3),
+        })
+    }
+
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let ms = |v: &[Duration]| median(v.to_vec()).as_secs_f64() * 1000.0;

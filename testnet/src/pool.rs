@@ -6,8 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::figures::round;
 use crate::net::{Layout, Testnet};
 
 const LONG: Duration = Duration::from_secs(600);
@@ -39,6 +41,47 @@ pub struct PoolReport {
     pub repair_after: u64,
     /// Convergence: nodes, seconds, and sync bytes sent by all nodes meanwhile.
     pub converge: Option<(usize, f64, u64)>,
+}
+
+/// The figures of [`PoolReport`] as a benchmark's JSON line (see [`figures`](crate::figures)).
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolFigures {
+    /// `"pool"`.
+    pub bench: &'static str,
+    /// Object size (MiB).
+    pub mib: u64,
+    /// Local put of a same-sized object, no pool (s).
+    pub local_put_s: f64,
+    /// Put into the pool, 3 holders acknowledged (s).
+    pub pool_put_s: f64,
+    /// The replication part of the pool put (s).
+    pub pool_replicate_s: f64,
+    /// Local put (MB/s).
+    pub local_put_mbps: f64,
+    /// Put into the pool (MB/s).
+    pub pool_put_mbps: f64,
+    /// Pool put throughput over local put throughput.
+    pub pool_put_over_local: f64,
+    /// The writer's identity restored on a new node: start to the pool found (s).
+    pub pool_found_after_writer_loss_s: f64,
+    /// `kith get` of the object on that node (s).
+    pub restore_after_writer_loss_s: f64,
+    /// Whether the restored bytes were identical.
+    pub identical: bool,
+    /// The pool's `repair_after` during the run (s).
+    pub repair_after_setting_s: u64,
+    /// From killing the writer to full replication without it (s).
+    pub repair_after_writer_loss_s: f64,
+    /// From killing a second holder to full replication without it (s).
+    pub repair_after_holder_loss_s: f64,
+    /// Under-replicated bytes at most, during the second repair (MB).
+    pub under_replicated_peak_mb: f64,
+    /// Nodes in the convergence run, if it ran.
+    pub converge_nodes: Option<usize>,
+    /// A role change reaching every node (s).
+    pub converge_s: Option<f64>,
+    /// Sync bytes all nodes sent meanwhile (KB).
+    pub converge_sync_kb: Option<f64>,
 }
 
 fn show(net: &Testnet, i: usize) -> Result<Value> {
@@ -207,6 +250,32 @@ fn files_equal(a: &Path, b: &Path) -> Result<bool> {
 }
 
 impl PoolReport {
+    /// The figures for the JSON line.
+    pub fn figures(&self) -> PoolFigures {
+        let mb = self.bytes as f64 / 1e6;
+        let s3 = |x: f64| round(x, 3);
+        PoolFigures {
+            bench: "pool",
+            mib: self.bytes >> 20,
+            local_put_s: s3(self.local_put),
+            pool_put_s: s3(self.pool_put),
+            pool_replicate_s: s3(self.pool_replicate),
+            local_put_mbps: round(mb / self.local_put, 1),
+            pool_put_mbps: round(mb / self.pool_put, 1),
+            pool_put_over_local: s3(self.local_put / self.pool_put),
+            pool_found_after_writer_loss_s: s3(self.recover),
+            restore_after_writer_loss_s: s3(self.restore),
+            identical: self.identical,
+            repair_after_setting_s: self.repair_after,
+            repair_after_writer_loss_s: s3(self.repair_writer),
+            repair_after_holder_loss_s: s3(self.repair_holder),
+            under_replicated_peak_mb: round(self.under_max as f64 / 1e6, 1),
+            converge_nodes: self.converge.map(|c| c.0),
+            converge_s: self.converge.map(|c| s3(c.1)),
+            converge_sync_kb: self.converge.map(|c| round(c.2 as f64 / 1e3, 1)),
+        }
+    }
+
     /// A markdown summary.
     pub fn markdown(&self) -> String {
         let mb = self.bytes as f64 / 1e6;

@@ -216,6 +216,27 @@ pub fn run(kith: &Path, secs: u64, conns: usize) -> Result<SiteReport> {
 }
 
 impl SiteReport {
+    /// The figures as a benchmark's JSON line (see [`figures`](crate::figures)).
+    pub fn figures(&self) -> serde_json::Value {
+        use crate::figures::round;
+        let over = |k: &Wrk, n: &Wrk| if n.rps > 0.0 { round(k.rps / n.rps, 3) } else { 0.0 };
+        serde_json::json!({
+            "bench": "site",
+            "conns": self.conns,
+            "secs": self.secs,
+            "kith_small_rps": round(self.small.0.rps, 0),
+            "nginx_small_rps": round(self.small.1.rps, 0),
+            "small_over_nginx": over(&self.small.0, &self.small.1),
+            "kith_big_rps": round(self.big.0.rps, 1),
+            "nginx_big_rps": round(self.big.1.rps, 1),
+            "big_over_nginx": over(&self.big.0, &self.big.1),
+            "kith_small_p99_ms": round(self.small.0.p99_ms, 2),
+            "kith_big_p99_ms": round(self.big.0.p99_ms, 2),
+            "cold_small_ms": round(self.cold_small_ms, 1),
+            "cold_big_ms": round(self.cold_big_ms, 1),
+        })
+    }
+
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let mut s = String::new();

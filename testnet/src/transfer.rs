@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use iroh::endpoint::presets;
 use iroh::{Endpoint, RelayMode};
+use serde::Serialize;
 
+use crate::figures::round;
 use crate::net::{Layout, Testnet};
 use crate::proc::median;
 
@@ -32,6 +34,38 @@ pub struct TransferReport {
     pub get: Vec<Duration>,
     /// Discovery: from a node's start until it lists both other nodes as reachable.
     pub discovery: Vec<Duration>,
+}
+
+/// The figures of [`TransferReport`] as a benchmark's JSON line (medians; see
+/// [`figures`](crate::figures)).
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferFigures {
+    /// `"transfer"`.
+    pub bench: &'static str,
+    /// Object size (MiB).
+    pub mib: u64,
+    /// Rounds.
+    pub rounds: usize,
+    /// Raw iroh stream into memory (MB/s).
+    pub raw_memory_mbps: f64,
+    /// Raw iroh stream written to a file and synced (MB/s).
+    pub raw_file_mbps: f64,
+    /// kith fetch into the store (MB/s).
+    pub fetch_mbps: f64,
+    /// `kith get`: fetch, then restore to a file (MB/s).
+    pub get_mbps: f64,
+    /// kith fetch over raw iroh to a file (throughput ratio).
+    pub fetch_over_raw_file: f64,
+    /// kith fetch over raw iroh into memory.
+    pub fetch_over_raw_memory: f64,
+    /// `kith get` over raw iroh to a file.
+    pub get_over_raw_file: f64,
+    /// Discovery rounds.
+    pub discovery_rounds: usize,
+    /// Discovery, start of the last node to both peers reachable: median (s), if measured.
+    pub discovery_s: Option<f64>,
+    /// Discovery: the slowest round (s), if measured.
+    pub discovery_max_s: Option<f64>,
 }
 
 /// Sends `bytes` over one iroh stream between two endpoints on loopback; returns the time
@@ -213,6 +247,30 @@ pub(crate) fn write_random_seeded(path: &Path, bytes: u64, seed: u64) -> Result<
 }
 
 impl TransferReport {
+    /// The figures for the JSON line.
+    pub fn figures(&self) -> TransferFigures {
+        let mbps = |v: &[Duration]| self.bytes as f64 / median(v.to_vec()).as_secs_f64() / 1e6;
+        let (raw, raw_file, fetch, get) =
+            (mbps(&self.raw), mbps(&self.raw_file), mbps(&self.fetch), mbps(&self.get));
+        let secs = |d: Duration| round(d.as_secs_f64(), 3);
+        let discovery = (!self.discovery.is_empty()).then(|| median(self.discovery.clone()));
+        TransferFigures {
+            bench: "transfer",
+            mib: self.bytes >> 20,
+            rounds: self.raw.len(),
+            raw_memory_mbps: round(raw, 1),
+            raw_file_mbps: round(raw_file, 1),
+            fetch_mbps: round(fetch, 1),
+            get_mbps: round(get, 1),
+            fetch_over_raw_file: round(fetch / raw_file, 3),
+            fetch_over_raw_memory: round(fetch / raw, 3),
+            get_over_raw_file: round(get / raw_file, 3),
+            discovery_rounds: self.discovery.len(),
+            discovery_s: discovery.map(secs),
+            discovery_max_s: self.discovery.iter().max().copied().map(secs),
+        }
+    }
+
     /// A markdown table of medians and ratios.
     pub fn markdown(&self) -> String {
         let mbps = |d: Duration| self.bytes as f64 / d.as_secs_f64() / 1e6;

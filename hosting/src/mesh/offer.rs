@@ -25,7 +25,7 @@ impl Mesh {
             tokio::time::timeout(STEP_TIMEOUT, node.endpoint().connect(neighbour, SIGNAL_ALPN))
                 .await
                 .map_err(|_| "connecting timed out".to_string())?
-                .map_err(|e| kith_node::net::connect_error(&neighbour, &e))?;
+                .map_err(|e| kith_node::net::connect_error(&neighbour, e).to_string())?;
         let result = self.offer_through(&conn, neighbour, to).await;
         conn.close(0u32.into(), b"done");
         result

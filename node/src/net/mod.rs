@@ -6,7 +6,7 @@
 //! ticket, so with no configuration it sends nothing beyond the LAN.
 
 pub mod blobs;
-pub use blobs::connect_error;
+pub use blobs::{LinkError, connect_error};
 pub mod frame;
 pub mod link;
 pub mod mdns;
@@ -244,18 +244,14 @@ impl Node {
     }
 
     /// Adds a peer from a ticket (remembered across restarts).
-    pub async fn add_peer(&self, t: &NodeTicket) -> Result<PeerInfo, String> {
+    pub async fn add_peer(&self, t: &NodeTicket) -> Result<PeerInfo, LinkError> {
         if t.id == self.id() {
-            return Err("that is this node's own ticket".into());
+            return Err(LinkError::OwnTicket);
         }
-        self.peers.add_ticket(t).map_err(|e| e.to_string())?;
+        self.peers.add_ticket(t)?;
         let answered = self.conns.ping(t.id, false).await;
         self.peers.record(&t.id, answered.is_ok());
-        self.peers
-            .list()
-            .into_iter()
-            .find(|p| p.id == t.id)
-            .ok_or_else(|| "the peer table is full".into())
+        self.peers.list().into_iter().find(|p| p.id == t.id).ok_or(LinkError::TableFull)
     }
 
     /// What this node refused, by cause.
@@ -299,7 +295,7 @@ impl Node {
     /// Reaches `peer` now, directly or through a neighbour (trying again even if an attempt
     /// failed lately), records the result in the peer table, and says how: `direct` or the
     /// link's route. The error says why each way failed.
-    pub async fn reach(&self, peer: EndpointId) -> Result<String, String> {
+    pub async fn reach(&self, peer: EndpointId) -> Result<String, LinkError> {
         let kept = self.conns.has_connection(&peer);
         let mut r = self.conns.ping(peer, true).await;
         if r.is_err() && kept {

@@ -44,9 +44,17 @@ pub struct ChunkerParams {
     pub level: u8,
 }
 
+/// Chunker parameters outside the limits fastcdc supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chunker parameters {params:?}")]
+pub struct InvalidParams {
+    /// The parameters refused.
+    pub params: ChunkerParams,
+}
+
 impl ChunkerParams {
     /// Checks the limits fastcdc only checks in debug builds.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidParams> {
         let ok = self.min >= 64
             && self.min <= self.avg
             && self.avg <= self.max
@@ -55,7 +63,7 @@ impl ChunkerParams {
             && self.max.is_multiple_of(2)
             && self.max <= 16 << 20
             && self.level <= 3;
-        if ok { Ok(()) } else { Err(format!("invalid chunker parameters {self:?}")) }
+        if ok { Ok(()) } else { Err(InvalidParams { params: *self }) }
     }
 }
 

@@ -118,7 +118,14 @@ pub enum OpenError {
     /// The plaintext does not hash to the key it was opened with.
     #[error("the plaintext does not match its key")]
     KeyMismatch,
+    /// The manifest names a chunk longer than any chunker makes: refused before decompressing,
+    /// so a crafted manifest cannot make the reader allocate its number.
+    #[error("the manifest names a chunk of {0} bytes; chunks are at most {MAX_PLAIN_LEN}")]
+    TooLong(u32),
 }
+
+/// The longest chunk plaintext (the chunker's largest allowed maximum).
+pub const MAX_PLAIN_LEN: u32 = 16 << 20;
 
 /// Whether sealing tries zstd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +258,9 @@ pub fn open_with_key(
     if envelope.len() < ENVELOPE_OVERHEAD {
         return Err(OpenError::Truncated(envelope.len()));
     }
+    if plain_len > MAX_PLAIN_LEN {
+        return Err(OpenError::TooLong(plain_len));
+    }
     let (version, codec) = (envelope[0], envelope[1]);
     if version != ENVELOPE_VERSION {
         return Err(OpenError::UnknownVersion(version));
@@ -281,6 +291,19 @@ pub fn open_with_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manifest_naming_a_huge_chunk_is_refused_before_decompressing() {
+        let keys = keys();
+        let plain = vec![0u8; 1 << 20];
+        let key = keys.chunk_key(&plain);
+        let (env, _) = Sealer::new().seal(&key, &plain, Compression::Try);
+        assert_eq!(open(&keys, &env, &key, 1 << 20).expect("opens"), plain);
+        let e = open(&keys, &env, &key, u32::MAX).unwrap_err();
+        assert!(matches!(e, OpenError::TooLong(u32::MAX)), "{e}");
+        let e = open(&keys, &env, &key, (1 << 20) - 1).unwrap_err();
+        assert!(matches!(e, OpenError::Decompress(_) | OpenError::Length { .. }), "{e}");
+    }
 
     fn keys() -> StoreKeys {
         StoreKeys::derive(&[7; 32])

@@ -164,7 +164,7 @@ async fn open_session(
     let conn = endpoint
         .connect(addr, DOCS_ALPN)
         .await
-        .map_err(|e| kith_node::net::connect_error(&peer, &e))?;
+        .map_err(|e| kith_node::net::connect_error(&peer, e).to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let asked = periods.clone().unwrap_or_default();
     frame::write(&mut send, &Hello { pool, proof, periods }).await.map_err(|e| e.to_string())?;

@@ -229,7 +229,7 @@ impl Replicator {
                 this.share_identity_if_due().await;
                 this.settle_dissolved().await;
                 this.forget_retired();
-                Ok(())
+                Ok::<_, std::convert::Infallible>(())
             }
         }));
         // One set of workers per pool, so a slow pool never delays another's duties.
@@ -302,7 +302,7 @@ impl Replicator {
                 let this = this.clone();
                 async move {
                     this.audit_if_due(pool).await;
-                    Ok(())
+                    Ok::<_, std::convert::Infallible>(())
                 }
             },
         ));
@@ -311,7 +311,7 @@ impl Replicator {
             let this = this.clone();
             async move {
                 this.record_usage_if_due(pool);
-                Ok(())
+                Ok::<_, std::convert::Infallible>(())
             }
         }));
     }

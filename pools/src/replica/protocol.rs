@@ -278,7 +278,7 @@ pub(super) async fn ask(
         tokio::time::timeout(Duration::from_secs(10), node.endpoint().connect(peer, POOL_ALPN))
             .await
             .map_err(|_| "connecting timed out".to_string())?
-            .map_err(|e| kith_node::net::connect_error(&peer, &e))?;
+            .map_err(|e| kith_node::net::connect_error(&peer, e).to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     frame::write_max(&mut send, req, MAX_FRAME).await.map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;

@@ -5,12 +5,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use iroh::endpoint::Connection;
+use iroh::endpoint::{
+    ClosedStream, ConnectError, ConnectWithOptsError, Connection, ConnectionError,
+};
 use iroh::{Endpoint, EndpointId};
 
 use super::{ALPN, LINK_RETRY, LINK_TIMEOUT, REQUEST_TIMEOUT, Reply, Request};
-use crate::net::frame;
+use crate::net::frame::{self, FrameError};
 use crate::net::link::{Link, Linker};
+use crate::net::peers::SavePeersError;
 
 /// How a peer is reached: directly, or over a link (see [`crate::net::link`]).
 pub enum Route {
@@ -65,28 +68,100 @@ impl Drop for AttemptGuard<'_> {
     }
 }
 
-/// Whether a dial failed because the node at the address has another key (TLS names the
-/// certificate as not issued for the expected key).
-fn other_key(error: &str) -> bool {
-    error.contains("invalid peer certificate")
+/// Why a peer could not be added, reached or pinged. The message names the peer and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The ticket names this node itself.
+    #[error("that is this node's own ticket")]
+    OwnTicket,
+    /// The peer table could not be saved.
+    #[error(transparent)]
+    Save(#[from] SavePeersError),
+    /// The peer table has no room for another peer.
+    #[error("the peer table is full")]
+    TableFull,
+    /// Dialling took longer than the request timeout.
+    #[error("connecting timed out")]
+    ConnectTimeout,
+    /// Another key answers at the peer's addresses: the device there was replaced or
+    /// reinstalled.
+    #[error(
+        "another key answers at the address of {}: the device there is not that node any more",
+        .peer.fmt_short()
+    )]
+    OtherKey {
+        /// The peer dialled.
+        peer: EndpointId,
+    },
+    /// No address is known for the peer.
+    #[error(
+        "no address is known for {} (it is not announced on this LAN now, and no ticket names it)",
+        .peer.fmt_short()
+    )]
+    NoAddress {
+        /// The peer dialled.
+        peer: EndpointId,
+    },
+    /// Dialling failed.
+    #[error("cannot connect to {}: {source}", .peer.fmt_short())]
+    Connect {
+        /// The peer dialled.
+        peer: EndpointId,
+        /// What the transport said.
+        #[source]
+        source: ConnectError,
+    },
+    /// The peer cannot be dialled and a link to it through a neighbour is being made.
+    #[error("{direct}; a link through a neighbour is being made")]
+    Linking {
+        /// Why dialling failed.
+        direct: Box<LinkError>,
+    },
+    /// The peer can be reached neither directly nor through a neighbour.
+    #[error("{direct}; {why}")]
+    NoLink {
+        /// Why dialling failed.
+        direct: Box<LinkError>,
+        /// Why no link was made (the linker's words, naming every neighbour asked).
+        why: String,
+    },
+    /// The peer did not answer a ping in time.
+    #[error("no answer")]
+    NoAnswer,
+    /// The peer did not answer a ping over its link in time.
+    #[error("no answer over the link")]
+    NoAnswerOverLink,
+    /// The link failed (in the link's words).
+    #[error("{0}")]
+    Link(String),
+    /// The connection failed during the request.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The request's stream was closed.
+    #[error(transparent)]
+    Closed(#[from] ClosedStream),
+    /// A frame could not be written or read.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer answered a ping with something else.
+    #[error("unexpected reply {0}")]
+    UnexpectedReply(String),
 }
 
-/// Why dialling `peer` failed, in words for people: the transport's own text only when it
-/// says something they can act on.
-pub fn connect_error(peer: &EndpointId, error: &dyn std::fmt::Display) -> String {
-    let text = error.to_string();
-    if other_key(&text) {
-        format!(
-            "another key answers at the address of {}: the device there is not that node any more",
-            peer.fmt_short()
-        )
-    } else if text.contains("No addressing information") {
-        format!(
-            "no address is known for {} (it is not announced on this LAN now, and no ticket names it)",
-            peer.fmt_short()
-        )
-    } else {
-        format!("cannot connect to {}: {text}", peer.fmt_short())
+/// Why dialling `peer` failed, for people: the transport's own text only when it says
+/// something they can act on.
+pub fn connect_error(peer: &EndpointId, error: ConnectError) -> LinkError {
+    let peer = *peer;
+    // TLS names the certificate as not issued for the expected key; iroh has no variant for it.
+    if error.to_string().contains("invalid peer certificate") {
+        return LinkError::OtherKey { peer };
+    }
+    match error {
+        ConnectError::Connect { source: ConnectWithOptsError::NoAddress { .. }, .. } => {
+            LinkError::NoAddress { peer }
+        }
+        source => LinkError::Connect { peer, source },
     }
 }
 
@@ -141,7 +216,7 @@ impl Connections {
     /// How `peer` is reached: its open link, else a direct connection, else (with a linker)
     /// a new link, unless one failed in the last `LINK_RETRY` and `force` is false. The
     /// error says why each way failed.
-    pub async fn route(&self, peer: EndpointId, force: bool) -> Result<Route, String> {
+    pub async fn route(&self, peer: EndpointId, force: bool) -> Result<Route, LinkError> {
         if let Some(l) = self.link_to(&peer) {
             return Ok(Route::Link(l));
         }
@@ -158,11 +233,11 @@ impl Connections {
             let mut attempts = lock_map(&self.attempts);
             if let Some(a) = attempts.get(&peer) {
                 if a.running {
-                    return Err(format!("{direct}; a link through a neighbour is being made"));
+                    return Err(LinkError::Linking { direct: Box::new(direct) });
                 }
                 if !force && a.at.elapsed() < LINK_RETRY {
                     let why = a.error.clone().unwrap_or_default();
-                    return Err(format!("{direct}; {why}"));
+                    return Err(LinkError::NoLink { direct: Box::new(direct), why });
                 }
             }
             attempts.insert(peer, LinkAttempt { at: Instant::now(), error: None, running: true });
@@ -186,34 +261,33 @@ impl Connections {
                 }
                 Ok(Route::Link(l))
             }
-            Err(e) => Err(format!("{direct}; {e}")),
+            Err(why) => Err(LinkError::NoLink { direct: Box::new(direct), why }),
         }
     }
 
     /// An open connection to `peer`, dialed by id (addresses from the peer table).
-    pub async fn get(&self, peer: EndpointId) -> Result<Connection, String> {
+    pub async fn get(&self, peer: EndpointId) -> Result<Connection, LinkError> {
         let cached = self.lock().get(&peer).cloned();
         if let Some(c) = cached.filter(|c| c.close_reason().is_none()) {
             return Ok(c);
         }
         let conn = tokio::time::timeout(REQUEST_TIMEOUT, self.endpoint.connect(peer, ALPN))
             .await
-            .map_err(|_| "connecting timed out".to_string())?
+            .map_err(|_| LinkError::ConnectTimeout)?
             .map_err(|e| {
-                if other_key(&e.to_string()) {
-                    self.other_key_at(peer)
-                } else {
-                    connect_error(&peer, &e)
+                let e = connect_error(&peer, e);
+                if matches!(e, LinkError::OtherKey { .. }) {
+                    self.other_key_at(peer);
                 }
+                e
             })?;
         lock_map(&self.other_keys).remove(&peer);
         self.lock().insert(peer, conn.clone());
         Ok(conn)
     }
 
-    /// Notes that another key answers at `peer`'s addresses, says so once in plain words, and
-    /// returns the error for the caller.
-    fn other_key_at(&self, peer: EndpointId) -> String {
+    /// Notes that another key answers at `peer`'s addresses, and says so once in plain words.
+    fn other_key_at(&self, peer: EndpointId) {
         if lock_map(&self.other_keys).insert(peer, ()).is_none() {
             tracing::warn!(
                 peer = %peer.fmt_short(),
@@ -223,10 +297,6 @@ impl Connections {
                 peer.fmt_short()
             );
         }
-        format!(
-            "another key answers at the address of {}: the device there is not that node any more",
-            peer.fmt_short()
-        )
     }
 
     /// Whether the last dial of `peer` found another key at its addresses.
@@ -264,13 +334,14 @@ impl Connections {
     }
 
     /// Asks `peer` whether it is there (directly, or over a link; see [`Connections::route`]).
-    pub async fn ping(&self, peer: EndpointId, force: bool) -> Result<(), String> {
+    pub async fn ping(&self, peer: EndpointId, force: bool) -> Result<(), LinkError> {
         let conn = match self.route(peer, force).await? {
             Route::Direct(c) => c,
             Route::Link(l) => {
-                let r = tokio::time::timeout(REQUEST_TIMEOUT, l.ping())
-                    .await
-                    .unwrap_or_else(|_| Err("no answer over the link".into()));
+                let r = match tokio::time::timeout(REQUEST_TIMEOUT, l.ping()).await {
+                    Ok(r) => r.map_err(LinkError::Link),
+                    Err(_) => Err(LinkError::NoAnswerOverLink),
+                };
                 if r.is_err() {
                     self.drop_peer(&peer);
                 }
@@ -278,17 +349,17 @@ impl Connections {
             }
         };
         let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            let (mut send, mut recv) = conn.open_bi().await?;
             let nonce = rand_u64();
-            frame::write(&mut send, &Request::Ping(nonce)).await.map_err(|e| e.to_string())?;
-            send.finish().map_err(|e| e.to_string())?;
-            match frame::read::<Reply>(&mut recv).await.map_err(|e| e.to_string())? {
+            frame::write(&mut send, &Request::Ping(nonce)).await?;
+            send.finish()?;
+            match frame::read::<Reply>(&mut recv).await? {
                 Some(Reply::Pong(n)) if n == nonce => Ok(()),
-                other => Err(format!("unexpected reply {other:?}")),
+                other => Err(LinkError::UnexpectedReply(format!("{other:?}"))),
             }
         })
         .await
-        .unwrap_or_else(|_| Err("no answer".into()));
+        .unwrap_or(Err(LinkError::NoAnswer));
         if result.is_err() {
             self.drop_peer(&peer);
         }

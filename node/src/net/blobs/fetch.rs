@@ -159,7 +159,7 @@ async fn fetch_worker(
         tracing::info!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
         let mut st = lock(state);
         if st.live.remove(&peer) {
-            st.report.failed_peers.push((peer, why));
+            st.report.failed_peers.push((peer, why.to_string()));
         }
         st.give_up_hopeless();
         drop(st);
@@ -240,7 +240,7 @@ async fn get_batch(
 ) -> Result<(Vec<ChunkId>, Received), (Received, String)> {
     let mut received = Vec::new();
     let fail = |received: &Received, why: String| (received.clone(), why);
-    let conn = match conns.route(peer, false).await.map_err(|e| fail(&received, e))? {
+    let conn = match conns.route(peer, false).await.map_err(|e| fail(&received, e.to_string()))? {
         Route::Direct(c) => c,
         Route::Link(l) => return l.get(ids, pool, sink).await,
     };

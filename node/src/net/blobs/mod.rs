@@ -24,7 +24,7 @@ use minicbor::{Decode, Encode};
 use crate::ids::ChunkId;
 use crate::store::pack::BlobKind;
 
-pub use conns::{Connections, Route, connect_error};
+pub use conns::{Connections, LinkError, Route, connect_error};
 pub use fetch::{FetchReport, Received, fetch, fetch_from};
 pub use server::{BlobGate, BlobsProtocol, ReadBlob, Served, read_ahead};
 pub use tally::{MAX_TALLIES, Tallies, Tally};
