@@ -155,7 +155,7 @@ pub async fn handle(
                     ),
                     ..Replication::default()
                 },
-                Err(e) => Replication { error: Some(e), ..Replication::default() },
+                Err(e) => Replication { error: Some(e.to_string()), ..Replication::default() },
             });
             out.repair = rep.stats(&id).map(|st| Repair {
                 at_ms: st.at_ms,

@@ -10,15 +10,16 @@
 //!
 //! Incoming changes are checked in causal order, each against the document *at its own
 //! dependencies*: an [`Authorizer`] sees the state before the change, the state after it and the
-//! patches it made. The answer therefore depends only on the change and its history, never on
+//! patches it made (the patches cost what the change touched, not what the document holds). The answer therefore depends only on the change and its history, never on
 //! the order in which a node happened to receive concurrent changes, so honest nodes reach the
 //! same verdict and keep converging. A batch with one bad change is rejected whole.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet};
 
 use automerge::transaction::CommitOptions;
 use automerge::{
-    ActorId, AutoCommit, AutomergeError, Change, ChangeHash, Patch, PatchAction, Prop,
+    ActorId, AutoCommit, Automerge, AutomergeError, Change, ChangeHash, Patch, PatchAction, Prop,
 };
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
@@ -89,6 +90,12 @@ pub fn verify(key: &Key, msg: &[u8], sig: &[u8; 64]) -> bool {
 }
 
 /// What an [`Authorizer`] is shown about one change.
+///
+/// The change is judged against the document at its own dependencies ([`Check::deps`]), not
+/// against whatever this node happens to hold. Reading one value before the change costs a
+/// lookup (`doc.get_at(obj, key, deps)`); [`Check::before`] and [`Check::after`] give whole
+/// documents at those points, made when first asked for (a copy of the document, so rules that
+/// must stay cheap read values with `get_at` instead).
 pub struct Check<'a> {
     /// The document id.
     pub doc_id: &'a Key,
@@ -101,12 +108,39 @@ pub struct Check<'a> {
     pub note: Option<&'a str>,
     /// Whether this is the document's genesis change.
     pub genesis: bool,
-    /// The document at the change's dependencies.
-    pub before: &'a AutoCommit,
-    /// The document at the change's dependencies plus the change.
-    pub after: &'a AutoCommit,
-    /// What the change did, as patches from `before` to `after`.
+    /// The change's dependencies: the heads of the document it was made in.
+    pub deps: &'a [ChangeHash],
+    /// The change's hash.
+    pub hash: ChangeHash,
+    /// The document with the change applied (and possibly changes concurrent with it, which
+    /// the change's author had not seen: read it at `deps` or at `[hash]`).
+    pub doc: &'a Automerge,
+    /// What the change did, as patches from the document at `deps` to it plus the change.
     pub patches: &'a [Patch],
+    /// Whether the document was at `deps` when the change arrived (every head of it a
+    /// dependency), so that `doc` is the state after the change.
+    pub(crate) sequential: bool,
+    pub(crate) before: OnceCell<Automerge>,
+    pub(crate) after: OnceCell<Automerge>,
+}
+
+impl Check<'_> {
+    /// The document at the change's dependencies (made on first use).
+    pub fn before(&self) -> &Automerge {
+        self.before.get_or_init(|| {
+            self.doc.fork_at(self.deps).expect("the change's dependencies are in the document")
+        })
+    }
+
+    /// The document at the change's dependencies plus the change (the document itself when
+    /// nothing concurrent is in it).
+    pub fn after(&self) -> &Automerge {
+        if self.sequential {
+            return self.doc;
+        }
+        self.after
+            .get_or_init(|| self.doc.fork_at(&[self.hash]).expect("the change was just applied"))
+    }
 }
 
 /// Decides whether an author may make a change. Must be a pure function of the [`Check`].
@@ -347,19 +381,43 @@ impl SignedDoc {
         authz: &dyn Authorizer,
         f: impl FnOnce(&mut AutoCommit) -> Result<T, AutomergeError>,
     ) -> Result<(T, Option<ChangeHash>), DocError> {
-        let mut work = self.doc.fork().with_actor(signer.author().actor());
-        let out = f(&mut work)?;
-        let mut options = CommitOptions::default().with_time(time_ms);
-        if let Some(note) = note {
-            options = options.with_message(note);
-        }
-        let Some(hash) = work.commit_with(options) else {
-            return Ok((out, None));
+        // The change is made, then judged, in the document itself: no copy of it per change.
+        // The diff cursor set before `f` runs gives its patches without a scan. A refused
+        // change (rare: the caller asked for something its author may not do) is undone by
+        // rebuilding the document at the heads it had.
+        let mut work = std::mem::replace(&mut self.doc, AutoCommit::new());
+        let heads = work.get_heads();
+        work.set_actor(signer.author().actor());
+        work.update_diff_cursor();
+        let made = f(&mut work).map_err(DocError::from).and_then(|out| {
+            let mut options = CommitOptions::default().with_time(time_ms);
+            if let Some(note) = note {
+                options = options.with_message(note);
+            }
+            let Some(hash) = work.commit_with(options) else { return Ok((out, None)) };
+            let change = work.get_change_by_hash(&hash).expect("the change just committed");
+            let mut sigs = BTreeMap::new();
+            sigs.insert(hash, signer.sign(&signing_message(&self.id, &hash)));
+            let sig = guard(|| self.check(&mut work, &change, &sigs, authz, Some(&heads)))?;
+            Ok((out, Some((hash, sig))))
+        });
+        work.reset_diff_cursor();
+        let (out, made) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                work.rollback();
+                let now = work.get_heads();
+                self.doc = if now == heads {
+                    work
+                } else {
+                    work.fork_at(&heads).expect("the document had these heads a moment ago")
+                };
+                return Err(e);
+            }
         };
-        let change = work.get_change_by_hash(&hash).expect("the change just committed");
-        let mut sigs = BTreeMap::new();
-        sigs.insert(hash, signer.sign(&signing_message(&self.id, &hash)));
-        self.ingest(vec![change], &sigs, authz)?;
+        self.doc = work;
+        let Some((hash, sig)) = made else { return Ok((out, None)) };
+        self.sigs.insert(hash, sig);
         Ok((out, Some(hash)))
     }
 
@@ -384,11 +442,11 @@ impl SignedDoc {
             .position(|c| c.deps().iter().all(|d| work.get_change_by_hash(d).is_some()))
         {
             let c = pending.swap_remove(i);
-            let sig = guard(|| self.check(&mut work, &c, sigs, authz))?;
+            let sig = guard(|| self.check(&mut work, &c, sigs, authz, None))?;
             accepted.push(c.hash());
             accepted_sigs.push((c.hash(), sig));
-            guard(|| Ok(work.apply_changes([c])?))?;
         }
+        work.reset_diff_cursor();
         if let Some(first) = pending.first() {
             return Err(DocError::MissingDeps {
                 count: pending.len(),
@@ -406,6 +464,7 @@ impl SignedDoc {
         c: &Change,
         sigs: &BTreeMap<ChangeHash, [u8; 64]>,
         authz: &dyn Authorizer,
+        made_at: Option<&[ChangeHash]>,
     ) -> Result<[u8; 64], DocError> {
         let hash = c.hash();
         let change = hex(&hash.0);
@@ -423,20 +482,48 @@ impl SignedDoc {
         if genesis && hash.0 != self.id {
             return Err(DocError::ForeignGenesis { change, id: hex(&self.id) });
         }
-        let mut before = work.fork_at(c.deps())?;
-        let mut after = before.fork();
-        after.apply_changes([c.clone()])?;
-        let heads = after.get_heads();
-        let patches = after.diff(c.deps(), &heads);
+        // Applied to the batch's working copy first (a refused batch is dropped whole), and the
+        // patches taken from the change alone when the copy held exactly its dependencies (the
+        // usual case; the diff cursor indexes what applying it touched), else by a diff of the
+        // history between its dependencies and it.
+        // A local change (`made_at`: the heads it was made at) is in `work` already, made
+        // there under a diff cursor.
+        let mut deps = c.deps().to_vec();
+        deps.sort();
+        let heads = match made_at {
+            Some(h) => h.to_vec(),
+            None => work.get_heads(),
+        };
+        // Every head a dependency: the document before the change is the document at its
+        // dependencies (automerge also names the author's previous change, an ancestor).
+        let sequential = heads.iter().all(|h| deps.contains(h));
+        if made_at.is_none() {
+            if sequential {
+                work.update_diff_cursor();
+            } else {
+                work.reset_diff_cursor();
+            }
+            work.apply_changes([c.clone()])?;
+        }
+        let patches = if sequential {
+            let now = work.get_heads();
+            work.diff(&heads, &now)
+        } else {
+            work.diff(&deps, &[hash])
+        };
         let check = Check {
             doc_id: &self.id,
             author,
             time_ms: c.timestamp(),
             note: c.message(),
             genesis,
-            before: &before,
-            after: &after,
+            deps: &deps,
+            hash,
+            doc: work.document(),
             patches: &patches,
+            sequential,
+            before: OnceCell::new(),
+            after: OnceCell::new(),
         };
         authz.authorise(&check).map_err(|reason| DocError::Unauthorised {
             change,

@@ -12,7 +12,7 @@ impl Authorizer for Toy {
         if c.genesis {
             return Ok(());
         }
-        let owner = match c.before.get(ROOT, "owner").unwrap() {
+        let owner = match c.doc.get_at(ROOT, "owner", c.deps).unwrap() {
             Some((v, _)) => v.as_bytes().unwrap().to_vec(),
             None => return Err("no owner".into()),
         };
@@ -199,6 +199,12 @@ fn a_change_over_the_size_limit_is_refused_locally_and_from_peers() {
     assert!(matches!(err, DocError::TooLarge { .. }), "{err}");
     assert!(err.to_string().contains("at most 65536"), "{err}");
     assert_eq!(a.heads(), before);
+    assert!(a.doc().get(ROOT, "blob").unwrap().is_none(), "the refused change was undone");
+    // A change its author may not make is undone the same way, and the document goes on.
+    let m = signer(2);
+    let err = a.change(&m, 3, &Toy, |d| d.put(ROOT, "owner", m.author().key.to_vec())).unwrap_err();
+    assert!(matches!(err, DocError::Unauthorised { .. }), "{err}");
+    assert_eq!(a.heads(), before);
     // The same change made behind the library's back, correctly signed by the owner.
     let mut raw = a.doc.clone().with_actor(o.author().actor());
     raw.put(ROOT, "blob", big).unwrap();
@@ -209,6 +215,8 @@ fn a_change_over_the_size_limit_is_refused_locally_and_from_peers() {
     let err = a.ingest(vec![change], &sigs, &Toy).unwrap_err();
     assert!(matches!(err, DocError::TooLarge { .. }), "{err}");
     assert_eq!(a.heads(), before);
+    own_entry(&mut a, &o, 1);
+    assert_eq!(a.len(), 2);
 }
 
 #[test]
@@ -251,4 +259,35 @@ fn a_signed_change_writing_into_an_object_that_does_not_exist_is_refused() {
     // The document still takes a valid change afterwards.
     own_entry(&mut a, &o, 7);
     assert_eq!(a.len(), len + 1);
+}
+
+#[test]
+fn concurrent_changes_are_judged_at_their_own_dependencies() {
+    let (o, m) = (signer(1), signer(2));
+    let mut a = genesis(&o);
+    let mut b = load_copy(&mut a);
+    // The owner writes in a; meanwhile m writes its own entry in b, not having seen it.
+    own_entry(&mut a, &o, 5);
+    own_entry(&mut b, &m, 7);
+    let (changes, sigs) = b.changes_since(&[]);
+    let new = a.ingest(changes, &sigs, &Toy).expect("a concurrent allowed change");
+    assert_eq!(new.len(), 1);
+    let own = a.doc().get(ROOT, "own").unwrap().unwrap().1;
+    assert_eq!(a.doc().keys(&own).count(), 2, "both entries");
+    // A forbidden change made concurrently (on b's older heads) is judged at those heads and
+    // refused, though a holds changes it did not see.
+    let (_, bad, sigs) = forged_takeover(&b, &m, a.id());
+    let before = a.heads();
+    let err = a.ingest(vec![bad], &sigs, &Toy).unwrap_err();
+    assert!(matches!(err, DocError::Unauthorised { .. }), "{err}");
+    assert_eq!(a.heads(), before);
+    // A concurrent change writing the owner's key inside its own entry is allowed; one
+    // writing into another member's entry is not, whatever a holds now.
+    let mut c = load_copy(&mut b);
+    let key = hex(&o.author().key);
+    let r = c.change(&m, 9, &Toy, |d| {
+        let own = d.get(ROOT, "own")?.unwrap().1;
+        d.put(&own, &key, 1)
+    });
+    assert!(matches!(r, Err(DocError::Unauthorised { .. })), "{r:?}");
 }

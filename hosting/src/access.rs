@@ -47,29 +47,64 @@ pub fn issue(signer: &Signer, pool: &Key, expires_ms: u64) -> String {
 }
 
 /// Checks a credential for `pool` at `now_ms`: the member who signed it.
-pub fn check(token: &str, pool: &Key, view: &PoolView, now_ms: u64) -> Result<Key, String> {
+pub fn check(
+    token: &str,
+    pool: &Key,
+    view: &PoolView,
+    now_ms: u64,
+) -> Result<Key, CredentialError> {
     let token = token.trim();
     if token.len() > MAX_LEN {
-        return Err("the credential is too long".into());
+        return Err(CredentialError::TooLong);
     }
-    let b32 = token.strip_prefix(PREFIX).ok_or("that is not a kith site credential")?;
+    let b32 = token.strip_prefix(PREFIX).ok_or(CredentialError::NotACredential)?;
     let bytes = data_encoding::BASE32_NOPAD
         .decode(b32.to_ascii_uppercase().as_bytes())
-        .map_err(|_| "the credential is damaged")?;
-    let body: Body = minicbor::decode(&bytes).map_err(|_| "the credential is damaged")?;
+        .map_err(|_| CredentialError::Damaged)?;
+    let body: Body = minicbor::decode(&bytes).map_err(|_| CredentialError::Damaged)?;
     if body.pool != *pool {
-        return Err("the credential is for another pool".into());
+        return Err(CredentialError::OtherPool);
     }
     if !verify(&body.member, &message(&body.member, &body.pool, body.expires_ms), &body.sig) {
-        return Err("the credential's signature does not verify".into());
+        return Err(CredentialError::BadSignature);
     }
     if now_ms > body.expires_ms {
-        return Err("the credential has expired".into());
+        return Err(CredentialError::Expired);
     }
     if view.active(&body.member).is_none() {
-        return Err("the credential's member is not an active member of the pool".into());
+        return Err(CredentialError::NotActive);
     }
     Ok(body.member)
+}
+
+/// Why a site credential was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// Longer than any credential.
+    #[error("the credential is too long")]
+    TooLong,
+    /// Not a kith credential at all.
+    #[error("that is not a kith site credential")]
+    NotACredential,
+    /// Not valid base32 or CBOR.
+    #[error("the credential is damaged")]
+    Damaged,
+    /// Issued for another pool.
+    #[error("the credential is for another pool")]
+    OtherPool,
+    /// The signature does not verify.
+    #[error("the credential's signature does not verify")]
+    BadSignature,
+    /// Past its expiry.
+    #[error("the credential has expired")]
+    Expired,
+    /// Its member is not an active member of the pool (left or removed).
+    #[error("the credential's member is not an active member of the pool")]
+    NotActive,
+    /// The request carries none.
+    #[error("no credential was sent")]
+    Missing,
 }
 
 /// Checks the credential a request carries, if any, at `now_ms`.
@@ -78,7 +113,7 @@ pub fn check_request(
     pool: &Key,
     view: &PoolView,
     now_ms: u64,
-) -> Result<Key, String> {
+) -> Result<Key, CredentialError> {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -90,7 +125,7 @@ pub fn check_request(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix("kith_access=").map(str::to_string));
-    let token = bearer.map(str::to_string).or(cookie).ok_or("no credential was sent")?;
+    let token = bearer.map(str::to_string).or(cookie).ok_or(CredentialError::Missing)?;
     check(&token, pool, view, now_ms)
 }
 
@@ -107,16 +142,18 @@ mod tests {
         let (id, v) = (p.id(), p.view());
         let t = issue(&a, &id, 1_000);
         assert_eq!(check(&t, &id, &v, 999).unwrap(), a.author().key);
-        assert!(check(&t, &id, &v, 1_001).unwrap_err().contains("expired"));
-        assert!(check(&t, &[7; 32], &v, 1).unwrap_err().contains("another pool"));
+        assert!(check(&t, &id, &v, 1_001).unwrap_err() == CredentialError::Expired);
+        assert!(check(&t, &[7; 32], &v, 1).unwrap_err() == CredentialError::OtherPool);
         let outsider = issue(&x, &id, 1_000);
-        assert!(check(&outsider, &id, &v, 1).unwrap_err().contains("not an active member"));
+        assert!(check(&outsider, &id, &v, 1).unwrap_err() == CredentialError::NotActive);
         // A changed byte breaks the signature or the encoding.
         let mut forged = t.clone().into_bytes();
         let i = forged.len() - 5;
         forged[i] = if forged[i] == b'a' { b'b' } else { b'a' };
         assert!(check(std::str::from_utf8(&forged).unwrap(), &id, &v, 1).is_err());
         assert!(check("nonsense", &id, &v, 1).is_err());
-        assert!(check(&"kithsite1".repeat(100), &id, &v, 1).unwrap_err().contains("too long"));
+        assert!(
+            check(&"kithsite1".repeat(100), &id, &v, 1).unwrap_err() == CredentialError::TooLong
+        );
     }
 }

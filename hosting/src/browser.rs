@@ -544,41 +544,69 @@ async fn send_err(dc: &Arc<dyn DataChannel>, e: &str) -> Result<(), String> {
 pub async fn connect_http(
     http: std::net::SocketAddr,
     local: std::net::IpAddr,
-) -> Result<(Arc<dyn PeerConnection>, Arc<dyn DataChannel>), String> {
+) -> Result<(Arc<dyn PeerConnection>, Arc<dyn DataChannel>), ConnectHttpError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let e = |e: webrtc::error::Error| e.to_string();
-    let (pc, mut events) =
-        peer_connection(std::net::SocketAddr::new(local, 0), Vec::new()).await.map_err(e)?;
+    let (pc, mut events) = peer_connection(std::net::SocketAddr::new(local, 0), Vec::new()).await?;
     let grx = &mut events.gathered;
-    let dc = pc.create_data_channel("kith", None).await.map_err(e)?;
-    let offer = pc.create_offer(None).await.map_err(e)?;
-    pc.set_local_description(offer).await.map_err(e)?;
+    let dc = pc.create_data_channel("kith", None).await?;
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
     let _ = tokio::time::timeout(Duration::from_secs(5), grx.recv()).await;
-    let offer = pc.local_description().await.ok_or("no offer was made")?;
-    let body = serde_json::to_vec(&offer).map_err(|e| e.to_string())?;
-    let mut s = tokio::net::TcpStream::connect(http).await.map_err(|e| e.to_string())?;
+    let offer = pc.local_description().await.ok_or(ConnectHttpError::NoOffer)?;
+    let body =
+        serde_json::to_vec(&offer).map_err(|e| ConnectHttpError::Malformed(e.to_string()))?;
+    let mut s = tokio::net::TcpStream::connect(http).await?;
     let head = format!(
         "POST /kith/rtc HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-    s.write_all(&body).await.map_err(|e| e.to_string())?;
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(&body).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
         .await
-        .map_err(|_| "the node did not answer the offer".to_string())?
-        .map_err(|e| e.to_string())?;
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or("a malformed answer")? + 4;
+        .map_err(|_| ConnectHttpError::NoAnswer)??;
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| ConnectHttpError::Malformed("no end of headers".into()))?
+        + 4;
     let status = String::from_utf8_lossy(&buf[..end]);
     if !status.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "the node refused the offer: {}",
-            String::from_utf8_lossy(&buf[end..]).trim()
+        return Err(ConnectHttpError::Refused(
+            String::from_utf8_lossy(&buf[end..]).trim().to_string(),
         ));
     }
-    let answer: RTCSessionDescription =
-        serde_json::from_slice(&buf[end..]).map_err(|e| format!("a malformed answer: {e}"))?;
-    pc.set_remote_description(answer).await.map_err(e)?;
-    wait_open(&dc).await?;
+    let answer: RTCSessionDescription = serde_json::from_slice(&buf[end..])
+        .map_err(|e| ConnectHttpError::Malformed(e.to_string()))?;
+    pc.set_remote_description(answer).await?;
+    wait_open(&dc).await.map_err(ConnectHttpError::NotOpen)?;
     Ok((pc, dc))
+}
+
+/// Why [`connect_http`] could not open a channel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectHttpError {
+    /// WebRTC failed (making the offer, applying the answer).
+    #[error("WebRTC: {0}")]
+    WebRtc(#[from] webrtc::error::Error),
+    /// The HTTP exchange failed.
+    #[error("cannot reach the node's page: {0}")]
+    Io(#[from] std::io::Error),
+    /// No offer was made.
+    #[error("no offer was made")]
+    NoOffer,
+    /// The node did not answer in time.
+    #[error("the node did not answer the offer")]
+    NoAnswer,
+    /// The answer is not an HTTP response with a session description.
+    #[error("a malformed answer: {0}")]
+    Malformed(String),
+    /// The node refused the offer (its words).
+    #[error("the node refused the offer: {0}")]
+    Refused(String),
+    /// The channel did not open.
+    #[error("the channel did not open: {0}")]
+    NotOpen(String),
 }

@@ -26,7 +26,7 @@ const RESERVED: &[&str] = &[
 
 /// Checks a site name: 1 to 63 of `a-z`, `0-9` and `-`, not starting or ending with `-`
 /// (lower case: names are looked up case-insensitively, as DNS does), and not a reserved name.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), NameError> {
     let why = if name.is_empty() {
         Some("it is empty")
     } else if name.len() > MAX_NAME {
@@ -41,11 +41,19 @@ pub fn check_name(name: &str) -> Result<(), String> {
         None
     };
     match why {
-        Some(w) => Err(format!(
-            "`{name}` is not a valid site name: {w} (a site name is one DNS label, such as bakery)"
-        )),
+        Some(why) => Err(NameError { name: name.to_string(), why }),
         None => Ok(()),
     }
+}
+
+/// A site name that is not one DNS label, or is reserved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{name}` is not a valid site name: {why} (a site name is one DNS label, such as bakery)")]
+pub struct NameError {
+    /// The name given.
+    pub name: String,
+    /// What is wrong with it.
+    pub why: &'static str,
 }
 
 #[cfg(test)]
@@ -62,7 +70,7 @@ mod tests {
         }
         for reserved in ["printer", "router", "nas", "gateway", "homeassistant"] {
             let e = check_name(reserved).unwrap_err();
-            assert!(e.contains("common device or service"), "{e}");
+            assert!(e.why.contains("common device or service"), "{e}");
         }
     }
 }

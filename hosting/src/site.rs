@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use kith_node::ChunkId;
 use kith_node::store::Store;
 use kith_node::store::chunker::{Chunker, Cutter, DATA_CHUNKS};
-use kith_node::store::envelope::{ChunkKey, Compression, Sealer, StoreKeys, open_with_key};
+use kith_node::store::envelope::{
+    ChunkKey, Compression, OpenError, Sealer, StoreKeys, open_with_key,
+};
 use kith_node::store::pack::BlobKind;
 use minicbor::bytes::ByteArray;
 use minicbor::{Decode, Encode};
@@ -99,13 +101,13 @@ impl SiteIndex {
     }
 
     /// Parses an index.
-    pub fn from_bytes(b: &[u8]) -> Result<SiteIndex, String> {
-        let i: SiteIndex = minicbor::decode(b).map_err(|e| format!("bad site index: {e}"))?;
+    pub fn from_bytes(b: &[u8]) -> Result<SiteIndex, IndexError> {
+        let i: SiteIndex = minicbor::decode(b)?;
         if i.v > INDEX_VERSION {
-            return Err(format!("site index version {} is newer than this kith reads", i.v));
+            return Err(IndexError::Newer(i.v.into()));
         }
         if !i.files.windows(2).all(|w| w[0].path < w[1].path) {
-            return Err("bad site index: files are not sorted".into());
+            return Err(IndexError::Unsorted);
         }
         Ok(i)
     }
@@ -246,7 +248,7 @@ pub fn publish(
     dir: &Path,
     now_ms: i64,
 ) -> Result<Published, String> {
-    crate::name::check_name(name)?;
+    crate::name::check_name(name).map_err(|e| e.to_string())?;
     let mut skipped = Vec::new();
     let list = walk(dir, &mut skipped)?;
     if list.is_empty() {
@@ -338,15 +340,36 @@ pub fn publish(
 }
 
 /// Opens a chunk envelope with the key its index names.
-pub fn open_chunk(envelope: &[u8], r: &ChunkRef) -> Result<Vec<u8>, String> {
-    open_with_key(envelope, &ChunkKey(*r.key), r.len).map_err(|e| e.to_string())
+pub fn open_chunk(envelope: &[u8], r: &ChunkRef) -> Result<Vec<u8>, OpenError> {
+    open_with_key(envelope, &ChunkKey(*r.key), r.len)
 }
 
 /// Opens an index envelope with the key and length from the pool document.
-pub fn open_index(envelope: &[u8], key: &[u8; 32], len: u64) -> Result<SiteIndex, String> {
-    let len = u32::try_from(len).map_err(|_| "the site index is too large".to_string())?;
-    let plain = open_with_key(envelope, &ChunkKey(*key), len).map_err(|e| e.to_string())?;
+pub fn open_index(envelope: &[u8], key: &[u8; 32], len: u64) -> Result<SiteIndex, IndexError> {
+    let len = u32::try_from(len).map_err(|_| IndexError::TooLarge(len))?;
+    let plain = open_with_key(envelope, &ChunkKey(*key), len)?;
     SiteIndex::from_bytes(&plain)
+}
+
+/// Why a site index could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// Not valid CBOR of an index.
+    #[error("bad site index: {0}")]
+    Decode(#[from] minicbor::decode::Error),
+    /// Written by a newer kith.
+    #[error("site index version {0} is newer than this kith reads: upgrade kith")]
+    Newer(u64),
+    /// Its files are not sorted by path (lookups would miss).
+    #[error("bad site index: files are not sorted")]
+    Unsorted,
+    /// The pool document names an index longer than any envelope.
+    #[error("the site index is too large ({0} bytes)")]
+    TooLarge(u64),
+    /// Its envelope does not open (wrong key, altered bytes).
+    #[error(transparent)]
+    Open(#[from] OpenError),
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use kith_crdt::automerge::transaction::Transactable;
 use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc};
 use kith_crdt::{Authorizer, Check, DocError, Key, SignedDoc, Signer, hex};
 
+use crate::error::ShapeError;
 use crate::view::parse_key;
 
 /// The `kind` of identity documents and their files.
@@ -65,14 +66,14 @@ pub struct IdentityView {
 use crate::view::obj as map;
 
 /// Text at `at/key`, empty if absent.
-fn text(d: &AutoCommit, at: &ObjId, key: &str) -> Result<String, String> {
+fn text(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<String, String> {
     match d.get(at, key).map_err(|e| e.to_string())? {
         Some(_) => crate::view::text(d, at, key),
         None => Ok(String::new()),
     }
 }
 
-fn int(d: &AutoCommit, at: &ObjId, key: &str) -> Result<i64, String> {
+fn int(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<i64, String> {
     match d.get(at, key).map_err(|e| e.to_string())? {
         Some((v, _)) => v.as_i64().ok_or(format!("`{key}` is not a number")),
         None => Ok(0),
@@ -81,7 +82,7 @@ fn int(d: &AutoCommit, at: &ObjId, key: &str) -> Result<i64, String> {
 
 impl IdentityView {
     /// Reads and checks the schema.
-    pub fn read(d: &AutoCommit) -> Result<IdentityView, String> {
+    pub fn read(d: &impl ReadDoc) -> Result<IdentityView, ShapeError> {
         match d.get(ROOT, "v").map_err(|e| e.to_string())? {
             Some((v, _)) if v.as_u64().is_some_and(|v| v <= IDENTITY_SCHEMA_VERSION) => {}
             Some(_) => return Err("identity schema is newer than this kith understands".into()),
@@ -131,14 +132,14 @@ pub struct IdentityRules;
 
 impl Authorizer for IdentityRules {
     fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
-        let after = IdentityView::read(c.after)
+        let after = IdentityView::read(c.after())
             .map_err(|e| format!("it breaks the identity document: {e}"))?;
         if after.owner != c.author.key {
             return Err(format!("only identity {} writes its document", hex(&after.owner[..8])));
         }
         if !c.genesis {
             let before =
-                IdentityView::read(c.before).map_err(|e| format!("unreadable history: {e}"))?;
+                IdentityView::read(c.before()).map_err(|e| format!("unreadable history: {e}"))?;
             if before.owner != after.owner {
                 return Err("the owner of an identity document never changes".into());
             }
@@ -205,7 +206,7 @@ impl IdentityDoc {
     /// the rules again, so a copy planted by somebody else is refused.
     pub fn load(bytes: &[u8]) -> Result<IdentityDoc, DocError> {
         let mut loaded = SignedDoc::load(bytes, IDENTITY_KIND)?;
-        let view = IdentityView::read(loaded.doc()).map_err(DocError::Format)?;
+        let view = IdentityView::read(loaded.doc()).map_err(|e| DocError::Format(e.0))?;
         let id = *loaded.id();
         if id != IdentityDoc::id_of(&view.owner) {
             return Err(DocError::Format(format!(

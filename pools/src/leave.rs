@@ -389,10 +389,10 @@ pub async fn leave(
     let name = plan.name.clone();
     rep.bring_home(plan.pool)
         .await
-        .map_err(|why| LeaveError::NotHome { pool: name.clone(), why })?;
+        .map_err(|why| LeaveError::NotHome { pool: name.clone(), why: why.to_string() })?;
     rep.keep_sites(plan.pool)
         .await
-        .map_err(|why| LeaveError::NotHome { pool: name.clone(), why })?;
+        .map_err(|why| LeaveError::NotHome { pool: name.clone(), why: why.to_string() })?;
     let me = pools.signer().author().key;
     let v =
         pools.view_of(&plan.pool).ok_or_else(|| LeaveError::NotMember { pool: name.clone() })?;

@@ -39,9 +39,11 @@ pub mod ledger;
 pub mod replica;
 
 // Helpers.
+mod error;
 mod fmt;
 mod fsutil;
 
+pub use error::{DecodeError, ParseError, ShapeError};
 pub use invite::{Invite, InviteError};
 pub use pool::{
     Pool, PoolError, PoolSnapshot, Standing, check_replicas, parse_duration_ms, parse_size,

@@ -11,6 +11,21 @@
 use minicbor::bytes::ByteArray;
 use minicbor::{Decode, Encode};
 
+use crate::error::{DecodeError, decode};
+
+/// Refuses more blobs than a manifest may list.
+fn too_many(count: usize) -> Result<(), DecodeError> {
+    if count > MAX_MANIFEST_BLOBS {
+        return Err(DecodeError::TooMany {
+            what: "a pool object's manifest",
+            items: "chunks",
+            count,
+            limit: MAX_MANIFEST_BLOBS,
+        });
+    }
+    Ok(())
+}
+
 /// Version of the manifest encoding.
 pub const MANIFEST_VERSION: u32 = 1;
 /// Most blobs one manifest lists (16 MiB of manifest: about 1 TB of data at the default
@@ -34,13 +49,8 @@ pub struct Manifest {
 
 impl Manifest {
     /// The manifest of `object` made of `blobs`.
-    pub fn new(object: [u8; 32], blobs: &[([u8; 32], u32)]) -> Result<Manifest, String> {
-        if blobs.len() > MAX_MANIFEST_BLOBS {
-            return Err(format!(
-                "the object has {} chunks; a pool object may have at most {MAX_MANIFEST_BLOBS}",
-                blobs.len()
-            ));
-        }
+    pub fn new(object: [u8; 32], blobs: &[([u8; 32], u32)]) -> Result<Manifest, DecodeError> {
+        too_many(blobs.len())?;
         Ok(Manifest {
             version: MANIFEST_VERSION,
             object: object.into(),
@@ -54,14 +64,12 @@ impl Manifest {
     }
 
     /// Parses a manifest, checking its version and size.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, String> {
-        let m: Manifest = minicbor::decode(bytes).map_err(|e| format!("bad manifest: {e}"))?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Manifest, DecodeError> {
+        let m: Manifest = decode(bytes, "manifest")?;
         if m.version != MANIFEST_VERSION {
-            return Err(format!("manifest version {} is not understood here", m.version));
+            return Err(DecodeError::Version { what: "manifest", version: m.version.into() });
         }
-        if m.blobs.len() > MAX_MANIFEST_BLOBS {
-            return Err(format!("a manifest lists {} blobs, over the limit", m.blobs.len()));
-        }
+        too_many(m.blobs.len())?;
         Ok(m)
     }
 
@@ -90,8 +98,8 @@ mod tests {
         let mut newer = m.clone();
         newer.version = 9;
         let e = Manifest::from_bytes(&newer.to_bytes()).unwrap_err();
-        assert!(e.contains("version 9"), "{e}");
+        assert!(matches!(e, DecodeError::Version { version: 9, .. }), "{e}");
         let e = Manifest::from_bytes(&bytes[..bytes.len() - 3]).unwrap_err();
-        assert!(e.contains("bad manifest"), "{e}");
+        assert!(e.to_string().contains("bad manifest"), "{e}");
     }
 }

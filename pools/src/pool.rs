@@ -4,6 +4,7 @@ use kith_crdt::automerge::{Automerge, ChangeHash, ObjType, ROOT, ReadDoc, Scalar
 use kith_crdt::{DocError, Key, SignedDoc, Signer, hex};
 
 use crate::edit;
+use crate::error::ParseError;
 use crate::invite::Invite;
 use crate::placement::zones;
 use crate::rules::{PoolRules, invite_valid};
@@ -25,6 +26,9 @@ pub enum PoolError {
     /// The document does not parse.
     #[error("the pool document is damaged: {0}")]
     Damaged(String),
+    /// A value given does not parse.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
 }
 
 /// A pool and its signed document.
@@ -95,11 +99,12 @@ impl PoolSnapshot {
 }
 
 /// Parses sizes such as `50GiB`, `1.5 TB`, `4096` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, ParseError> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size (try 50GiB)"))?;
+    let bad = |m: String| ParseError::new("size", s, m);
+    let n: f64 = num.parse().map_err(|_| bad(format!("`{s}` is not a size (try 50GiB)")))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -111,9 +116,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
         u => {
-            return Err(format!(
+            return Err(bad(format!(
                 "unknown size unit `{u}` in `{s}` (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
-            ));
+            )));
         }
     };
     Ok((n * mult as f64) as u64)
@@ -151,7 +156,7 @@ impl Pool {
 
     /// Wraps a document that holds a pool.
     pub fn from_doc(doc: SignedDoc) -> Result<Pool, PoolError> {
-        PoolView::read(doc.doc()).map_err(PoolError::Damaged)?;
+        PoolView::read(doc.doc()).map_err(|e| PoolError::Damaged(e.0))?;
         Ok(Pool { doc })
     }
 
@@ -276,13 +281,13 @@ impl Pool {
                 check_replicas(&v, n)?;
                 ScalarValue::Uint(n)
             }
-            "quota" => ScalarValue::Uint(parse_size(value).map_err(PoolError::Policy)?),
+            "quota" => ScalarValue::Uint(parse_size(value)?),
             "cost_rule" if value == "proportional" || value == "credits" => {
                 ScalarValue::Str(value.into())
             }
             "join_rule" if value == "invite" => ScalarValue::Str(value.into()),
             "repair_after" | "audit_every" | "record_every" => {
-                let ms = parse_duration_ms(value).map_err(PoolError::Policy)?;
+                let ms = parse_duration_ms(value)?;
                 if ms < crate::rules::MIN_REPAIR_AFTER_MS {
                     return Err(PoolError::Policy(format!(
                         "{key} must be at least {} s",
@@ -529,16 +534,18 @@ impl Pool {
 }
 
 /// Parses a duration such as `30s`, `10m`, `24h` or `7d` (a bare number is hours), in ms.
-pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+pub fn parse_duration_ms(s: &str) -> Result<u64, ParseError> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration (try 24h, 30m, 7d)"))?;
+    let bad = |m: String| ParseError::new("duration", s, m);
+    let n: u64 =
+        num.parse().map_err(|_| bad(format!("`{s}` is not a duration (try 24h, 30m, 7d)")))?;
     let mult = match unit {
         "s" => 1_000,
         "m" => 60_000,
         "h" | "" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("unknown duration unit `{unit}` in `{s}` (s, m, h, d)")),
+        _ => return Err(bad(format!("unknown duration unit `{unit}` in `{s}` (s, m, h, d)"))),
     };
     Ok(n.saturating_mul(mult))
 }

@@ -75,26 +75,55 @@ pub fn prove(blob: &[u8], index: u64) -> Option<RangeProof> {
     Some(RangeProof { data: blob[start as usize..(start + n) as usize].to_vec(), siblings })
 }
 
+/// Why a proof does not show what it claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    /// The chunk asked for is not in the blob.
+    #[error("chunk {index} is past the end of a {len}-byte blob")]
+    PastEnd {
+        /// The chunk asked for.
+        index: u64,
+        /// The blob's length.
+        len: u64,
+    },
+    /// The proof's data is not the chunk's length.
+    #[error("the chunk has {found} bytes, not {expected}")]
+    Length {
+        /// Bytes in the proof.
+        found: usize,
+        /// Bytes the chunk has.
+        expected: u64,
+    },
+    /// The proof has the wrong number of sibling hashes.
+    #[error("the proof has {found} sibling hashes, not {expected}")]
+    Depth {
+        /// Hashes in the proof.
+        found: usize,
+        /// Hashes the path needs.
+        expected: usize,
+    },
+    /// The proof does not lead to the blob's id.
+    #[error("the proof does not lead to the blob's id")]
+    Mismatch,
+}
+
 /// Whether `proof` shows chunk `index` of the `len`-byte blob whose BLAKE3 hash is `id`.
-pub fn check(id: &[u8; 32], len: u64, index: u64, proof: &RangeProof) -> Result<(), String> {
+pub fn check(id: &[u8; 32], len: u64, index: u64, proof: &RangeProof) -> Result<(), ProofError> {
     if index >= chunks(len) {
-        return Err(format!("chunk {index} is past the end of a {len}-byte blob"));
+        return Err(ProofError::PastEnd { index, len });
     }
     let (levels, (start, n)) = path(len, index);
     if proof.data.len() as u64 != n {
-        return Err(format!("the chunk has {} bytes, not {n}", proof.data.len()));
+        return Err(ProofError::Length { found: proof.data.len(), expected: n });
     }
     if proof.siblings.len() != levels.len() || levels.len() > MAX_PROOF_DEPTH {
-        return Err(format!(
-            "the proof has {} sibling hashes, not {}",
-            proof.siblings.len(),
-            levels.len()
-        ));
+        return Err(ProofError::Depth { found: proof.siblings.len(), expected: levels.len() });
     }
     if levels.is_empty() {
         return match blake3::hash(&proof.data).as_bytes() == id {
             true => Ok(()),
-            false => Err("the bytes do not hash to the blob's id".into()),
+            false => Err(ProofError::Mismatch),
         };
     }
     let mut acc = cv(start, &proof.data);
@@ -104,7 +133,7 @@ pub fn check(id: &[u8; 32], len: u64, index: u64, proof: &RangeProof) -> Result<
             let root = merge_subtrees_root(l, r, Mode::Hash);
             return match root.as_bytes() == id {
                 true => Ok(()),
-                false => Err("the proof does not lead to the blob's id".into()),
+                false => Err(ProofError::Mismatch),
             };
         }
         acc = merge_subtrees_non_root(l, r, Mode::Hash);
@@ -156,6 +185,8 @@ mod tests {
         assert!(prove(&b, 3).is_none());
         let id = *blake3::hash(&b).as_bytes();
         let p = prove(&b, 2).unwrap();
-        assert!(check(&id, 3000, 3, &p).unwrap_err().contains("past the end"));
+        assert!(
+            check(&id, 3000, 3, &p).unwrap_err() == ProofError::PastEnd { index: 3, len: 3000 }
+        );
     }
 }

@@ -37,11 +37,11 @@ pub struct PoolRules;
 impl Authorizer for PoolRules {
     fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
         let after =
-            PoolView::read(c.after).map_err(|e| format!("it breaks the pool document: {e}"))?;
+            PoolView::read(c.after()).map_err(|e| format!("it breaks the pool document: {e}"))?;
         if c.genesis {
             return genesis(c, &after);
         }
-        let before = PoolView::read(c.before).map_err(|e| format!("unreadable history: {e}"))?;
+        let before = PoolView::read(c.before()).map_err(|e| format!("unreadable history: {e}"))?;
         let me = hex(&c.author.key);
         let admin = before.active(&c.author.key).is_some_and(|m| m.role == Role::Admin);
         let member = before.active(&c.author.key).is_some();

@@ -295,7 +295,7 @@ fn sizes_parse() {
     assert_eq!(parse_size("50GiB").unwrap(), 50 << 30);
     assert_eq!(parse_size("1.5 TB").unwrap(), 1_500_000_000_000);
     assert_eq!(parse_size("4096").unwrap(), 4096);
-    assert!(parse_size("12 parsecs").unwrap_err().contains("unknown size unit"));
+    assert!(parse_size("12 parsecs").unwrap_err().to_string().contains("unknown size unit"));
 }
 
 #[test]

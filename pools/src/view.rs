@@ -20,7 +20,9 @@
 use std::collections::BTreeMap;
 
 use kith_crdt::Key;
-use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, Value};
+use kith_crdt::automerge::{ObjId, ObjType, ROOT, ReadDoc, Value};
+
+use crate::error::{ParseError, ShapeError};
 
 /// Version of the pool document schema.
 pub const POOL_SCHEMA_VERSION: u64 = 1;
@@ -137,11 +139,15 @@ impl Access {
     }
 
     /// Parses `public` or `members`.
-    pub fn parse(s: &str) -> Result<Access, String> {
+    pub fn parse(s: &str) -> Result<Access, ParseError> {
         match s {
             "public" => Ok(Access::Public),
             "members" => Ok(Access::Members),
-            _ => Err(format!("unknown access `{s}` (public or members)")),
+            _ => Err(ParseError::new(
+                "access",
+                s,
+                format!("unknown access `{s}` (public or members)"),
+            )),
         }
     }
 }
@@ -267,21 +273,21 @@ pub struct PoolView {
     pub members: BTreeMap<Key, Member>,
 }
 
-pub(crate) fn obj(d: &AutoCommit, at: &ObjId, key: &str) -> Result<ObjId, String> {
+pub(crate) fn obj(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<ObjId, String> {
     match d.get(at, key).map_err(|e| e.to_string())? {
         Some((Value::Object(ObjType::Map), id)) => Ok(id),
         _ => Err(format!("`{key}` is missing or not a map")),
     }
 }
 
-pub(crate) fn text(d: &AutoCommit, at: &ObjId, key: &str) -> Result<String, String> {
+pub(crate) fn text(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<String, String> {
     match d.get(at, key).map_err(|e| e.to_string())? {
         Some((v, _)) => v.as_str().map(str::to_string).ok_or(format!("`{key}` is not text")),
         None => Err(format!("`{key}` is missing")),
     }
 }
 
-fn uint(d: &AutoCommit, at: &ObjId, key: &str) -> Result<u64, String> {
+fn uint(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<u64, String> {
     match d.get(at, key).map_err(|e| e.to_string())? {
         Some((v, _)) => v.as_u64().ok_or(format!("`{key}` is not an unsigned number")),
         None => Err(format!("`{key}` is missing")),
@@ -302,10 +308,10 @@ pub fn parse_key(s: &str) -> Option<Key> {
 
 impl PoolView {
     /// Reads and checks the schema; an error says which field is wrong.
-    pub fn read(d: &AutoCommit) -> Result<PoolView, String> {
+    pub fn read(d: &impl ReadDoc) -> Result<PoolView, ShapeError> {
         let v = uint(d, &ROOT, "v")?;
         if v > POOL_SCHEMA_VERSION {
-            return Err(format!("pool schema {v} is newer than this kith understands"));
+            return Err(format!("pool schema {v} is newer than this kith understands").into());
         }
         let c = obj(d, &ROOT, "charter")?;
         let charter = Charter {
@@ -341,7 +347,7 @@ impl PoolView {
         Ok(PoolView { charter, members })
     }
 
-    fn member(d: &AutoCommit, m: &ObjId) -> Result<Member, String> {
+    fn member(d: &impl ReadDoc, m: &ObjId) -> Result<Member, String> {
         let role = text(d, m, "role")?;
         let state = text(d, m, "state")?;
         let invite = match d.get(m, "invite").map_err(|e| e.to_string())? {
@@ -437,7 +443,7 @@ impl PoolView {
         })
     }
 
-    fn read_site(d: &AutoCommit, s: &ObjId) -> Result<Site, String> {
+    fn read_site(d: &impl ReadDoc, s: &ObjId) -> Result<Site, String> {
         let key32 = |o: &ObjId, k: &str| -> Result<Key, String> {
             match d.get(o, k).map_err(|e| e.to_string())? {
                 Some((v, _)) => v
@@ -469,7 +475,7 @@ impl PoolView {
             );
         }
         Ok(Site {
-            access: Access::parse(&text(d, s, "access")?)?,
+            access: Access::parse(&text(d, s, "access")?).map_err(|e| e.to_string())?,
             current: uint(d, s, "current")?,
             versions,
         })

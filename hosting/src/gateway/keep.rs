@@ -10,7 +10,7 @@ impl Gateway {
     /// Writes the served version of this identity's site `name` in `pool` (a pool this node
     /// may be leaving) into a folder under `scratch`, every file checked against its hash, and
     /// stores it as an ordinary object labelled `site NAME, version N`; returns its id.
-    pub async fn keep_site(
+    pub(crate) async fn keep_site(
         &self,
         pool: Key,
         name: &str,

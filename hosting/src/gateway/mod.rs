@@ -139,7 +139,9 @@ impl Gateway {
             stored: 0,
         };
         let env = self.envelope(&found.view, &r).await?;
-        let i = Arc::new(open_index(&env, &found.version.key, found.version.len)?);
+        let i = Arc::new(
+            open_index(&env, &found.version.key, found.version.len).map_err(|e| e.to_string())?,
+        );
         let mut idx = lock(&self.indexes);
         if idx.len() >= MAX_INDEXES {
             idx.clear();
@@ -161,7 +163,8 @@ impl Gateway {
         let r = c.clone();
         let plain = tokio::task::spawn_blocking(move || open_chunk(&env, &r))
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         let b = Bytes::from(plain);
         lock(&self.cache).put(*c.id, b.clone());
         Ok(b)

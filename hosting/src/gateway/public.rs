@@ -50,7 +50,7 @@ impl Gateway {
     }
 
     /// A file of a public site, and the pool it is read through.
-    pub async fn public_file(
+    pub(crate) async fn public_file(
         &self,
         site: &str,
         path: &str,
@@ -65,7 +65,11 @@ impl Gateway {
     }
 
     /// A chunk of a file, opened (from the cache, the store or a peer).
-    pub async fn chunk_in(&self, view: &Arc<PoolView>, c: &ChunkRef) -> Result<Bytes, String> {
+    pub(crate) async fn chunk_in(
+        &self,
+        view: &Arc<PoolView>,
+        c: &ChunkRef,
+    ) -> Result<Bytes, String> {
         self.chunk_for(&GatewayRef { view: view.clone() }, c).await
     }
 }

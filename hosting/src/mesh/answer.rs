@@ -27,7 +27,7 @@ impl Mesh {
         offer: &Signed,
         stun: u16,
     ) -> Result<Signed, String> {
-        let d = offer.open(self.me(), kith_node::keys::now_ms())?;
+        let d = offer.open(self.me(), kith_node::keys::now_ms()).map_err(|e| e.to_string())?;
         let from = EndpointId::from_bytes(&d.from).map_err(|_| "an invalid node id")?;
         if lock(&self.sessions).len() >= MAX_SESSIONS {
             return Err(format!("{} has as many channels as it keeps", short(&self.me())));

@@ -45,7 +45,7 @@ use webrtc::peer_connection::PeerConnection;
 
 use signal::{read_frame, write_frame};
 
-pub use signal::{Description, Signal, Signed};
+pub use signal::{Description, Signal, SignalError, Signed};
 
 /// The signalling protocol's ALPN.
 pub const SIGNAL_ALPN: &[u8] = b"kith/signal/1";

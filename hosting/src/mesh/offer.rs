@@ -70,7 +70,7 @@ impl Mesh {
                 Signal::Cannot(why) => return Err(why),
                 _ => return Err("answered something else than an answer".into()),
             };
-            let a = answer.open(self.me(), kith_node::keys::now_ms())?;
+            let a = answer.open(self.me(), kith_node::keys::now_ms()).map_err(|e| e.to_string())?;
             tracing::debug!(answer = %a.sdp, "answered");
             if *a.from != *to.as_bytes() {
                 return Err("the answer is not from the node asked".into());

@@ -90,18 +90,16 @@ impl Signed {
     }
 
     /// The description, if it is signed by its sender, addressed to `me`, and recent.
-    pub fn open(&self, me: EndpointId, now_ms: u64) -> Result<Description, String> {
-        let d: Description =
-            minicbor::decode(&self.body).map_err(|e| format!("a malformed description: {e}"))?;
-        let from = EndpointId::from_bytes(&d.from)
-            .map_err(|_| "a description from an invalid node id".to_string())?;
+    pub fn open(&self, me: EndpointId, now_ms: u64) -> Result<Description, SignalError> {
+        let d: Description = minicbor::decode(&self.body)?;
+        let from = EndpointId::from_bytes(&d.from).map_err(|_| SignalError::BadSender)?;
         from.verify(&signed_message(&self.body), &Signature::from_bytes(&self.sig))
-            .map_err(|_| format!("a description not signed by {}", from.fmt_short()))?;
+            .map_err(|_| SignalError::NotSigned(from.fmt_short().to_string()))?;
         if *d.to != *me.as_bytes() {
-            return Err("a description meant for another node".into());
+            return Err(SignalError::OtherNode);
         }
         if d.at_ms.abs_diff(now_ms) > MAX_SKEW_MS {
-            return Err("a description too old or from the future (check the clocks)".into());
+            return Err(SignalError::Stale);
         }
         Ok(d)
     }
@@ -110,6 +108,27 @@ impl Signed {
     pub fn hash(&self) -> [u8; 32] {
         *blake3::hash(&self.body).as_bytes()
     }
+}
+
+/// Why a signed session description was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// Not valid CBOR of a description.
+    #[error("a malformed description: {0}")]
+    Malformed(#[from] minicbor::decode::Error),
+    /// The sender is not a valid node id.
+    #[error("a description from an invalid node id")]
+    BadSender,
+    /// The signature is not its sender's.
+    #[error("a description not signed by {0}")]
+    NotSigned(String),
+    /// Addressed to another node.
+    #[error("a description meant for another node")]
+    OtherNode,
+    /// Outside the allowed clock skew.
+    #[error("a description too old or from the future (check the clocks)")]
+    Stale,
 }
 
 fn signed_message(body: &[u8]) -> Vec<u8> {

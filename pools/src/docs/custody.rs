@@ -11,6 +11,27 @@ use crate::fsutil::write_atomic;
 use crate::identity::{IdentityDoc, IdentityView};
 use crate::pool::PoolError;
 
+/// Why a copy of an identity document was not merged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CustodyError {
+    /// Custody is only for members of this node's pools.
+    #[error("that identity is not a member of any pool of this node")]
+    NotAMember,
+    /// The document is another identity's.
+    #[error("that is another identity's document")]
+    OtherIdentity,
+    /// The document refused the copy (a forged or unauthorised change, damage).
+    #[error(transparent)]
+    Doc(#[from] kith_crdt::DocError),
+    /// This node's own identity document could not be changed.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The copy could not be written to disk.
+    #[error("cannot keep a member's identity document: {0}")]
+    Io(#[source] std::io::Error),
+}
+
 /// This identity's document in the home.
 const IDENTITY_FILE: &str = "identity.kdoc";
 /// Other members' identity documents kept here.
@@ -137,7 +158,7 @@ impl Pools {
 
     /// Merges a copy of `owner`'s identity document into this node's (its own, or the one it
     /// keeps for a member); returns how many changes were new.
-    pub fn merge_identity(&self, owner: &Key, bytes: &[u8]) -> Result<usize, String> {
+    pub fn merge_identity(&self, owner: &Key, bytes: &[u8]) -> Result<usize, CustodyError> {
         if bytes.is_empty() {
             return Ok(0);
         }
@@ -146,22 +167,21 @@ impl Pools {
             self.with_identity(|d, _, _| {
                 n = d.merge(bytes)?;
                 Ok(())
-            })
-            .map_err(|e| e.to_string())?;
+            })?;
             return Ok(n);
         }
         // Custody is for the members of this node's pools, nobody else: a stranger cannot
         // fill this node's disk or memory with documents of identities it makes up.
         if self.pools_of(owner).is_empty() {
-            return Err("that identity is not a member of any pool of this node".into());
+            return Err(CustodyError::NotAMember);
         }
         let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
         let n = match custody.get_mut(owner) {
-            Some(d) => d.merge(bytes).map_err(|e| e.to_string())?,
+            Some(d) => d.merge(bytes)?,
             None => {
-                let d = IdentityDoc::load(bytes).map_err(|e| e.to_string())?;
+                let d = IdentityDoc::load(bytes)?;
                 if d.view().owner != *owner {
-                    return Err("that is another identity's document".into());
+                    return Err(CustodyError::OtherIdentity);
                 }
                 custody.insert(*owner, d);
                 1
@@ -172,7 +192,7 @@ impl Pools {
             let d = custody.get_mut(owner).expect("just there");
             std::fs::create_dir_all(&dir)
                 .and_then(|()| write_atomic(&dir.join(format!("{}.kdoc", hex(owner))), &d.save()))
-                .map_err(|e| format!("cannot keep a member's identity document: {e}"))?;
+                .map_err(CustodyError::Io)?;
         }
         Ok(n)
     }

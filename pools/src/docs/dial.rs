@@ -28,7 +28,7 @@ impl Pools {
     /// Joins a pool with a ticket: fetches the document from the issuing node, adds this
     /// member (and this node), and sends the change back.
     pub async fn join(&self, ticket: &str, display: &str) -> Result<Key, PoolError> {
-        let (invite, node) = decode_ticket(ticket).map_err(PoolError::Policy)?;
+        let (invite, node) = decode_ticket(ticket)?;
         let peer = node.id;
         if self
             .lock()
@@ -122,7 +122,7 @@ impl Pools {
     }
 
     /// One session with `peer` as the dialler.
-    pub async fn sync_one(
+    pub(crate) async fn sync_one(
         &self,
         pool: Key,
         peer: EndpointId,
@@ -181,7 +181,7 @@ async fn open_session(
         if !asked.contains(&p) || periods.len() == MAX_PERIODS {
             return Err(format!("the peer answered with ledger period `{p}`, not one asked for"));
         }
-        periods.push(Period::parse(&p)?);
+        periods.push(Period::parse(&p).map_err(|e| e.to_string())?);
     }
     Ok((conn, send, recv, periods))
 }

@@ -22,6 +22,7 @@ mod ticket;
 
 pub use accept::DocsProtocol;
 pub use catalog::SharedViews;
+pub use custody::CustodyError;
 pub use dial::SYNC_INTERVAL;
 pub(crate) use dial::fetch_doc;
 pub use session::{Ack, DOCS_ALPN, Hello, MAX_DOC_FRAME, MAX_PERIODS, Proof, Rejection, Turn};

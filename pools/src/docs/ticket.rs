@@ -2,6 +2,7 @@
 
 use kith_node::net::ticket::NodeTicket;
 
+use crate::error::ParseError;
 use crate::invite::Invite;
 
 /// Prefix of pool tickets.
@@ -29,17 +30,22 @@ pub fn encode_ticket(invite: &Invite, node: &NodeTicket) -> String {
 }
 
 /// Decodes a pool ticket.
-pub fn decode_ticket(s: &str) -> Result<(Invite, NodeTicket), String> {
+pub fn decode_ticket(s: &str) -> Result<(Invite, NodeTicket), ParseError> {
     let s = s.trim();
+    let bad = |m: String| ParseError::new("pool ticket", s, m);
     if s.len() > MAX_POOL_TICKET {
-        return Err(format!("the ticket is {} characters, more than {MAX_POOL_TICKET}", s.len()));
+        return Err(bad(format!(
+            "the ticket is {} characters, more than {MAX_POOL_TICKET}",
+            s.len()
+        )));
     }
-    let body = s
-        .strip_prefix(POOL_TICKET_PREFIX)
-        .ok_or(format!("not a pool ticket (it should start with {POOL_TICKET_PREFIX})"))?;
+    let body = s.strip_prefix(POOL_TICKET_PREFIX).ok_or_else(|| {
+        bad(format!("not a pool ticket (it should start with {POOL_TICKET_PREFIX})"))
+    })?;
     let damaged = |_| {
-        "this ticket is damaged or incomplete: copy it again, whole (`kith pool invite` prints it)"
-            .to_string()
+        bad("this ticket is damaged or incomplete: copy it again, whole (`kith pool invite` \
+             prints it)"
+            .to_string())
     };
     let bytes =
         data_encoding::BASE32_NOPAD.decode(body.to_ascii_uppercase().as_bytes()).map_err(|e| {

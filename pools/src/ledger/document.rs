@@ -60,7 +60,7 @@ impl Ledger {
 
     /// Wraps a document (after load or sync).
     pub fn from_doc(doc: SignedDoc) -> Result<Ledger, DocError> {
-        LedgerView::read(doc.doc()).map_err(DocError::Format)?;
+        LedgerView::read(doc.doc()).map_err(|e| DocError::Format(e.0))?;
         Ok(Ledger { doc })
     }
 

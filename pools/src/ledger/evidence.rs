@@ -3,7 +3,8 @@
 
 use kith_crdt::{Key, Signer, verify};
 
-use super::{Counter, LedgerView, Period, decode, encode, signed_message};
+use super::{Counter, LedgerView, Period, encode, signed_message};
+use crate::error::{DecodeError, decode};
 use crate::view::PoolView;
 
 /// Domain separation of receipts.
@@ -85,7 +86,7 @@ impl Receipt {
     }
 
     /// Parses a receipt.
-    pub fn from_bytes(b: &[u8]) -> Result<Receipt, String> {
+    pub fn from_bytes(b: &[u8]) -> Result<Receipt, DecodeError> {
         decode(b, "receipt")
     }
 }

@@ -49,9 +49,10 @@ pub use store::{Ledgers, SYNC_MONTHS_BACK, live_periods, syncable};
 
 use std::collections::BTreeMap;
 
-use kith_crdt::automerge::{AutoCommit, ObjId, ROOT, ReadDoc};
+use kith_crdt::automerge::{ObjId, ROOT, ReadDoc};
 use kith_crdt::{Key, hex};
 
+use crate::error::{ParseError, ShapeError};
 use crate::view::{obj, parse_key, text};
 
 /// The `kind` of ledger documents and their files.
@@ -126,8 +127,14 @@ fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
 
 impl Period {
     /// Parses `YYYY-MM`.
-    pub fn parse(s: &str) -> Result<Period, String> {
-        let bad = || format!("`{s}` is not a period (YYYY-MM, such as 2026-11)");
+    pub fn parse(s: &str) -> Result<Period, ParseError> {
+        let bad = || {
+            ParseError::new(
+                "period",
+                s,
+                format!("`{s}` is not a period (YYYY-MM, such as 2026-11)"),
+            )
+        };
         let (y, m) = s.trim().split_once('-').ok_or_else(bad)?;
         if y.len() != 4 || m.len() != 2 {
             return Err(bad());
@@ -184,9 +191,10 @@ impl Period {
     }
 
     /// Refuses a period that has not begun at `now_ms`.
-    pub fn not_future(self, now_ms: i64) -> Result<Period, String> {
+    pub fn not_future(self, now_ms: i64) -> Result<Period, ParseError> {
         if self.start_ms() > now_ms {
-            return Err(format!("period {self} has not begun"));
+            let period = self.to_string();
+            return Err(ParseError::new("period", &period, format!("period {self} has not begun")));
         }
         Ok(self)
     }
@@ -201,11 +209,6 @@ impl std::fmt::Display for Period {
 /// A record's bytes (CBOR).
 fn encode<T: minicbor::Encode<()>>(t: &T) -> Vec<u8> {
     minicbor::to_vec(t).expect("encoding to a Vec cannot fail")
-}
-
-/// Parses a record, naming `what` it should have been.
-fn decode<'b, T: minicbor::Decode<'b, ()>>(b: &'b [u8], what: &str) -> Result<T, String> {
-    minicbor::decode(b).map_err(|e| format!("bad {what}: {e}"))
 }
 
 /// What a signed record's signature covers: `context` and the record's bytes with its
@@ -253,7 +256,7 @@ pub struct LedgerView {
     pub sealed: Option<Seal>,
 }
 
-fn num(d: &AutoCommit, at: &ObjId, key: &str) -> Result<i64, String> {
+fn num(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<i64, String> {
     match d.get(at, key).map_err(|e| e.to_string())? {
         Some((v, _)) => v.as_i64().ok_or(format!("`{key}` is not a number")),
         None => Err(format!("`{key}` is missing")),
@@ -271,10 +274,10 @@ fn parse_row_key(k: &str) -> Option<(Key, Key)> {
 
 impl LedgerView {
     /// Reads and checks the schema.
-    pub fn read(d: &AutoCommit) -> Result<LedgerView, String> {
+    pub fn read(d: &impl ReadDoc) -> Result<LedgerView, ShapeError> {
         let v = num(d, &ROOT, "v")?;
         if v as u64 > LEDGER_SCHEMA_VERSION {
-            return Err(format!("ledger schema {v} is newer than this kith understands"));
+            return Err(format!("ledger schema {v} is newer than this kith understands").into());
         }
         let pool = match d.get(ROOT, "pool").map_err(|e| e.to_string())? {
             Some((v, _)) => {
@@ -327,7 +330,7 @@ impl LedgerView {
                 Some((v, _)) => {
                     v.as_bytes().and_then(|b| <Key>::try_from(b).ok()).ok_or("`by` is not a key")?
                 }
-                None => return Err(format!("cost {k}: `by` is missing")),
+                None => return Err(format!("cost {k}: `by` is missing").into()),
             };
             let cost = Cost {
                 by,

@@ -2,14 +2,15 @@
 //! change was made, named by the pool heads in the change's note.
 
 use kith_crdt::automerge::PatchAction;
-use kith_crdt::automerge::{AutoCommit, ChangeHash, ObjId, ROOT, ReadDoc, ScalarValue, Value};
+use kith_crdt::automerge::{ChangeHash, ObjId, ROOT, ReadDoc, ScalarValue, Value};
 use kith_crdt::{Authorizer, Check, Key, Signer, hex, patch_path};
 
 use super::evidence::Receipt;
 use super::seal::Seal;
 use super::{Counter, LedgerView, Period, row_key};
+use crate::error::ParseError;
 use crate::pool::PoolSnapshot;
-use crate::view::{Role, State, parse_key, text};
+use crate::view::{Role, State, parse_key};
 
 /// Prefix of a ledger change's note: the pool heads it was written at follow, in hex, separated
 /// by commas.
@@ -24,15 +25,25 @@ pub fn pool_note(heads: &[ChangeHash]) -> String {
 }
 
 /// The pool heads a note names.
-pub fn parse_pool_note(note: &str) -> Result<Vec<ChangeHash>, String> {
-    let bad = || "a ledger change's note must name the pool heads it was written at".to_string();
+pub fn parse_pool_note(note: &str) -> Result<Vec<ChangeHash>, ParseError> {
+    let bad = || {
+        ParseError::new(
+            "pool note",
+            note,
+            "a ledger change's note must name the pool heads it was written at",
+        )
+    };
     let list = note.strip_prefix(POOL_NOTE).ok_or_else(bad)?;
     let heads: Vec<ChangeHash> = list
         .split(',')
         .map(|h| parse_key(h).map(ChangeHash).ok_or_else(bad))
         .collect::<Result<_, _>>()?;
     if heads.len() > MAX_NOTE_HEADS {
-        return Err(format!("a ledger change names at most {MAX_NOTE_HEADS} pool heads"));
+        return Err(ParseError::new(
+            "pool note",
+            note,
+            format!("a ledger change names at most {MAX_NOTE_HEADS} pool heads"),
+        ));
     }
     Ok(heads)
 }
@@ -64,7 +75,7 @@ impl LedgerRules<'_> {
             let member = m.is_some_and(|m| matches!(m.state, State::Active | State::Left));
             return Ok((member, member && m.is_some_and(|m| m.role == Role::Admin)));
         };
-        let heads = parse_pool_note(note)?;
+        let heads = parse_pool_note(note).map_err(|e| e.to_string())?;
         if !self.pool.knows(&heads) {
             return Err(format!(
                 "it was written at a state of the pool this node has not received yet; it is \
@@ -84,7 +95,7 @@ impl Authorizer for LedgerRules<'_> {
     fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
         if c.genesis {
             let after =
-                LedgerView::read(c.after).map_err(|e| format!("it breaks the ledger: {e}"))?;
+                LedgerView::read(c.after()).map_err(|e| format!("it breaks the ledger: {e}"))?;
             if after.pool != *self.pool_id() {
                 return Err("the ledger belongs to another pool".into());
             }
@@ -99,7 +110,10 @@ impl Authorizer for LedgerRules<'_> {
         }
         let (member, admin) = self.standing(c)?;
         let own = row_key(&c.author.key, &c.author.device);
-        let period = text(c.before, &ROOT, "period")?;
+        let period = match before(c, &["period"])? {
+            Some((v, _)) => v.as_str().map(str::to_string).ok_or("`period` is not text")?,
+            None => return Err("`period` is missing".into()),
+        };
         for p in c.patches {
             let path = patch_path(p);
             let path: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -115,7 +129,7 @@ impl Authorizer for LedgerRules<'_> {
                     ));
                 }
                 ["rows", _] | ["rows", _, "receipts"] => {
-                    if at(c.before, &path)?.is_some() {
+                    if before(c, &path)?.is_some() {
                         return Err(format!("`{}` cannot be made again", path.join("/")));
                     }
                 }
@@ -128,7 +142,8 @@ impl Authorizer for LedgerRules<'_> {
                         ScalarValue::Bytes(b) => Some(b.clone()),
                         _ => None,
                     });
-                    let r = Receipt::from_bytes(&bytes.ok_or("a receipt is not bytes")?)?;
+                    let r = Receipt::from_bytes(&bytes.ok_or("a receipt is not bytes")?)
+                        .map_err(|e| e.to_string())?;
                     if r.receiver != c.author.key || r.pool != *self.pool_id() || r.period != period
                     {
                         return Err(
@@ -144,7 +159,7 @@ impl Authorizer for LedgerRules<'_> {
                             &server[..16]
                         ));
                     }
-                    if let Some((v, _)) = at(c.before, &path)? {
+                    if let Some((v, _)) = before(c, &path)? {
                         let prev = v
                             .as_scalar()
                             .and_then(|s| match s {
@@ -159,7 +174,7 @@ impl Authorizer for LedgerRules<'_> {
                 }
                 ["sealed", ..] if !admin => return Err("only an admin records a seal".into()),
                 ["sealed"] => {
-                    if at(c.before, &path)?.is_some() {
+                    if before(c, &path)?.is_some() {
                         return Err("the previous period is sealed once".into());
                     }
                     let PatchAction::PutMap { value: (v, _), .. } = &p.action else {
@@ -169,8 +184,10 @@ impl Authorizer for LedgerRules<'_> {
                         ScalarValue::Bytes(b) => Some(b.clone()),
                         _ => None,
                     });
-                    let seal = Seal::from_bytes(&bytes.ok_or("a seal is not bytes")?)?;
-                    let prev = Period::parse(&period)?.prev().to_string();
+                    let seal = Seal::from_bytes(&bytes.ok_or("a seal is not bytes")?)
+                        .map_err(|e| e.to_string())?;
+                    let prev =
+                        Period::parse(&period).map_err(|e| e.to_string())?.prev().to_string();
                     if seal.pool != *self.pool_id() || seal.period != prev {
                         return Err(format!("the seal must be of this pool's {prev}"));
                     }
@@ -183,7 +200,7 @@ impl Authorizer for LedgerRules<'_> {
                 }
                 ["carried"] => return Err("the carried balances are never replaced".into()),
                 ["carried", _] => {
-                    if at(c.before, &path)?.is_some() {
+                    if before(c, &path)?.is_some() {
                         return Err("a balance is carried in once".into());
                     }
                     let PatchAction::PutMap { value: (v, _), .. } = &p.action else {
@@ -195,7 +212,7 @@ impl Authorizer for LedgerRules<'_> {
                 }
                 ["costs", ..] if !admin => return Err("only an admin enters costs".into()),
                 ["costs", _] => {
-                    if at(c.before, &path)?.is_some() {
+                    if before(c, &path)?.is_some() {
                         return Err("a cost is entered once".into());
                     }
                 }
@@ -213,10 +230,12 @@ impl Authorizer for LedgerRules<'_> {
 }
 
 /// The value at `path` in `d`, if there is one.
-fn at<'d>(d: &'d AutoCommit, path: &[&str]) -> Result<Option<(Value<'d>, ObjId)>, String> {
+/// The value at `path` in the document at the change's dependencies (a lookup per step, at
+/// those heads: no copy of the document).
+fn before<'d>(c: &Check<'d>, path: &[&str]) -> Result<Option<(Value<'d>, ObjId)>, String> {
     let mut cur = ROOT;
     for (i, k) in path.iter().enumerate() {
-        match d.get(&cur, *k).map_err(|e| e.to_string())? {
+        match c.doc.get_at(&cur, *k, c.deps).map_err(|e| e.to_string())? {
             Some((v, id)) if i + 1 == path.len() => return Ok(Some((v, id))),
             Some((Value::Object(_), id)) => cur = id,
             _ => return Ok(None),
@@ -241,7 +260,7 @@ fn check_counter(
         }
         // A new row's counters start with their first value.
         PatchAction::PutMap { value: (v, _), .. } => {
-            let fresh = at(c.before, path)?.is_none();
+            let fresh = before(c, path)?.is_none();
             match v.as_scalar() {
                 Some(ScalarValue::Counter(n)) if fresh && i64::from(n) >= 0 => Ok(()),
                 _ => Err(format!("`{key}` is a counter that only grows")),

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use kith_crdt::{Key, Signer, verify};
 
 use super::settle::{CostRule, settle};
-use super::{Counter, LedgerView, decode, encode, signed_message};
+use super::{Counter, LedgerView, encode, signed_message};
+use crate::error::{DecodeError, decode};
 
 /// A closed period, sealed: every member's totals, the costs and the statements, signed by an
 /// admin. It replaces the period's document for the record; the next period starts a new
@@ -73,7 +74,7 @@ impl Seal {
     }
 
     /// Parses a seal.
-    pub fn from_bytes(b: &[u8]) -> Result<Seal, String> {
+    pub fn from_bytes(b: &[u8]) -> Result<Seal, DecodeError> {
         decode(b, "seal")
     }
 

@@ -4,6 +4,7 @@
 use kith_crdt::Key;
 
 use super::{Counter, LedgerView};
+use crate::error::ParseError;
 
 /// Hours in the month a storage unit is priced over (365.25 * 24 / 12).
 const HOURS_PER_MONTH: f64 = 730.5;
@@ -21,11 +22,15 @@ pub enum CostRule {
 
 impl CostRule {
     /// Parses a charter's `cost_rule`.
-    pub fn parse(s: &str) -> Result<CostRule, String> {
+    pub fn parse(s: &str) -> Result<CostRule, ParseError> {
         match s {
             "proportional" => Ok(CostRule::Proportional),
             "credits" => Ok(CostRule::Credits),
-            _ => Err(format!("unknown cost rule `{s}`")),
+            _ => Err(ParseError::new(
+                "cost rule",
+                s,
+                format!("unknown cost rule `{s}` (proportional or credits)"),
+            )),
         }
     }
 }

@@ -103,7 +103,7 @@ impl Ledgers {
 
     /// Keeps a seal this node made or received.
     pub fn keep_seal(&self, seal: &Seal) -> Result<(), PoolError> {
-        let period = Period::parse(&seal.period).map_err(PoolError::Damaged)?;
+        let period = Period::parse(&seal.period).map_err(|e| PoolError::Damaged(e.to_string()))?;
         let path = self.seal_path(&seal.pool, period);
         std::fs::create_dir_all(path.parent().expect("a seal path has a folder"))
             .and_then(|()| crate::fsutil::write_atomic(&path, &seal.to_bytes()))
@@ -117,7 +117,7 @@ impl Ledgers {
     }
 
     /// The next sync message for a peer.
-    pub fn sync_out(
+    pub(crate) fn sync_out(
         &self,
         snap: &PoolSnapshot,
         period: Period,
@@ -127,7 +127,7 @@ impl Ledgers {
     }
 
     /// Applies a peer's sync message; how many changes were new.
-    pub fn sync_in(
+    pub(crate) fn sync_in(
         &self,
         snap: &PoolSnapshot,
         period: Period,

@@ -33,7 +33,7 @@ fn periods_parse_and_bound_months() {
         assert!(Period::parse(bad).is_err(), "{bad}");
     }
     let e = Period::parse("2099-01").unwrap().not_future(p.start_ms()).unwrap_err();
-    assert!(e.contains("has not begun"), "{e}");
+    assert!(e.to_string().contains("has not begun"), "{e}");
 }
 
 #[test]

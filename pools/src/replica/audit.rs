@@ -79,7 +79,9 @@ impl Replicator {
             let Ok(peer) = EndpointId::from_bytes(&h.node) else { continue };
             let req = Request::Audit { pool, id, index };
             let verdict = match ask(&self.pools, node, peer, &req).await {
-                Ok(Reply::Proof(p)) => crate::proof::check(&id, len as u64, index, &p),
+                Ok(Reply::Proof(p)) => {
+                    crate::proof::check(&id, len as u64, index, &p).map_err(|e| e.to_string())
+                }
                 Ok(Reply::Refused(why)) => Err(format!("refused: {why}")),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 // Unreachable is for repair to judge, not an audit failure.

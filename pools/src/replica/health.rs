@@ -8,6 +8,7 @@ use std::time::Duration;
 use kith_crdt::{Key, hex};
 use kith_node::net::Node;
 
+use super::ReplicaError;
 use super::Replicator;
 use super::protocol::{has, held_locally};
 use super::repair::over_quota;
@@ -65,7 +66,7 @@ pub struct Health {
 
 impl Replicator {
     /// Checks a pool's replication by asking each holder what it holds.
-    pub async fn health(&self, pool: Key) -> Result<Health, String> {
+    pub async fn health(&self, pool: Key) -> Result<Health, ReplicaError> {
         self.health_without(pool, None).await
     }
 
@@ -77,7 +78,11 @@ impl Replicator {
     /// holds, then, for blobs no target confirmed, whether it holds them anyway. A blob is
     /// *lost* only when every node answered and none has it; when some did not answer, it is
     /// *unconfirmed*, never lost.
-    pub async fn health_without(&self, pool: Key, owner: Option<&Key>) -> Result<Health, String> {
+    pub async fn health_without(
+        &self,
+        pool: Key,
+        owner: Option<&Key>,
+    ) -> Result<Health, ReplicaError> {
         let v = self.pools.view_of(&pool).ok_or("no such pool")?;
         let node = self.node()?.clone();
         let from = self.pool_nodes(&v);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kith_crdt::{Key, hex};
 
+use super::ReplicaError;
 use super::Replicator;
 
 /// Keeps a member's site, when the pool stops serving it (the member leaves, the pool is
@@ -24,7 +25,7 @@ impl Replicator {
     /// Makes every object of this identity in `pool` complete in this node's store, fetching
     /// what it lacks from the pool's nodes (before the objects leave the pool: a member
     /// leaving, a pool dissolved). Returns the bytes fetched.
-    pub async fn bring_home(&self, pool: Key) -> Result<u64, String> {
+    pub async fn bring_home(&self, pool: Key) -> Result<u64, ReplicaError> {
         let v = self.pools.view_of(&pool).ok_or("no such pool")?;
         let me = self.pools.signer().author().key;
         let Some(m) = v.members.get(&me) else { return Ok(0) };
@@ -50,7 +51,7 @@ impl Replicator {
 
     /// Keeps the served version of each of this identity's sites in `pool` as an object in
     /// this node's store (before the pool stops serving them); returns (name, object id).
-    pub async fn keep_sites(&self, pool: Key) -> Result<Vec<(String, Key)>, String> {
+    pub async fn keep_sites(&self, pool: Key) -> Result<Vec<(String, Key)>, ReplicaError> {
         let v = self.pools.view_of(&pool).ok_or("no such pool")?;
         let me = self.pools.signer().author().key;
         let Some(m) = v.members.get(&me) else { return Ok(Vec::new()) };

@@ -43,10 +43,63 @@ use kith_node::net::Node;
 use kith_node::worker::{Pace, Workers};
 use tokio_util::sync::CancellationToken;
 
+use crate::PoolError;
 use crate::docs::Pools;
 use crate::manifest::Manifest;
 use crate::placement::Holder;
 use crate::view::{AuditRecord, PoolView};
+
+/// Why a replication request (a put, a health report, bringing objects home) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// The node is not running (the replicator was made without one).
+    #[error("the node is not running")]
+    NotRunning,
+    /// The pool document refused the change.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// This identity is not an active member of the pool.
+    #[error("you are not a member of pool {pool}; nothing was stored")]
+    NotAMember {
+        /// The pool's name.
+        pool: String,
+    },
+    /// Nobody in the pool offers storage.
+    #[error(
+        "nobody in pool {pool} offers storage yet: offer some with `kith offer {pool} --storage \
+         10GiB` (on any member's node); nothing was stored"
+    )]
+    NoOffers {
+        /// The pool's name.
+        pool: String,
+    },
+    /// No node offering storage was heard from within the pool's `repair_after`.
+    #[error(
+        "no node that offers storage in pool {pool} has answered lately (see `kith pool show \
+         {pool}`); nothing was stored"
+    )]
+    NoLiveHolders {
+        /// The pool's name.
+        pool: String,
+    },
+    /// The pool's rules or state refuse the request, in words for people (over quota, too few
+    /// holders, a holder's refusal).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<String> for ReplicaError {
+    fn from(s: String) -> ReplicaError {
+        ReplicaError::Refused(s)
+    }
+}
+
+impl From<&str> for ReplicaError {
+    fn from(s: &str) -> ReplicaError {
+        ReplicaError::Refused(s.to_string())
+    }
+}
 
 /// How often each node checks what it should hold.
 pub const REPAIR_INTERVAL: Duration = Duration::from_secs(5);
@@ -194,7 +247,7 @@ impl Replicator {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{what} is not in the store after fetching it"))?
             .1;
-        let m = Arc::new(Manifest::from_bytes(&bytes)?);
+        let m = Arc::new(Manifest::from_bytes(&bytes).map_err(|e| e.to_string())?);
         lock(&self.manifests).insert(*id, m.clone());
         Ok(m)
     }

@@ -9,6 +9,7 @@ use kith_crdt::Key;
 use kith_node::ChunkId;
 use kith_node::store::pack::BlobKind;
 
+use super::ReplicaError;
 use super::protocol::hold;
 use super::{Replicator, lock};
 use crate::manifest::Manifest;
@@ -52,29 +53,25 @@ pub struct PoolPut {
 impl Replicator {
     /// Whether pool `spec` can take a new object at all, checked before anything is stored: this
     /// identity is a member, and some live holder offers storage (else: who can offer).
-    pub fn ready_for_put(&self, spec: &str) -> Result<(), String> {
+    pub fn ready_for_put(&self, spec: &str) -> Result<(), ReplicaError> {
         let id = self.pools.resolve(spec).map_err(|e| e.to_string())?;
         let v = self.pools.view_of(&id).ok_or("no such pool")?;
-        let name = &v.charter.name;
+        let pool = v.charter.name.clone();
         if v.active(&self.pools.signer().author().key).is_none() {
-            return Err(format!("you are not a member of pool {name}; nothing was stored"));
+            return Err(ReplicaError::NotAMember { pool });
         }
         if v.holders().iter().all(|h| h.weight == 0) {
-            return Err(format!(
-                "nobody in pool {name} offers storage yet: offer some with `kith offer {name} --storage 10GiB` (on any member's node); nothing was stored"
-            ));
+            return Err(ReplicaError::NoOffers { pool });
         }
         if self.placement_holders(&v).is_empty() {
-            return Err(format!(
-                "no node that offers storage in pool {name} has answered lately (see `kith pool show {name}`); nothing was stored"
-            ));
+            return Err(ReplicaError::NoLiveHolders { pool });
         }
         Ok(())
     }
 
     /// Puts object `object` (already in this node's store) into pool `spec` under `name`,
     /// asking the chosen holders to hold it; returns their answers.
-    pub async fn put(&self, spec: &str, object: Key, name: &str) -> Result<PoolPut, String> {
+    pub async fn put(&self, spec: &str, object: Key, name: &str) -> Result<PoolPut, ReplicaError> {
         let node = self.node()?.clone();
         let store = node.store().clone();
         let oid = kith_node::ObjectId(object);
@@ -83,7 +80,7 @@ impl Replicator {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let list: Vec<([u8; 32], u32)> = blobs.iter().map(|(c, l)| (c.0, *l)).collect();
-        self.put_blobs(spec, object, name, &list).await
+        Ok(self.put_blobs(spec, object, name, &list).await?)
     }
 
     /// Puts the blobs `list` (in this node's store, `(id, stored length)`) into pool `spec` as
@@ -97,7 +94,7 @@ impl Replicator {
         list: &[([u8; 32], u32)],
     ) -> Result<PoolPut, String> {
         let node = self.node()?.clone();
-        let manifest = Manifest::new(object, list)?;
+        let manifest = Manifest::new(object, list).map_err(|e| e.to_string())?;
         let mid = manifest.id();
         let bytes = manifest.to_bytes();
         let store = node.store().clone();

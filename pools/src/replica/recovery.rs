@@ -95,7 +95,9 @@ impl Replicator {
         match ask(&self.pools, node, peer, &Request::Identity { identity: me, sig: Some(sig), doc })
             .await?
         {
-            Reply::IdentityDoc(bytes) => self.pools.merge_identity(&me, &bytes),
+            Reply::IdentityDoc(bytes) => {
+                self.pools.merge_identity(&me, &bytes).map_err(|e| e.to_string())
+            }
             Reply::Refused(why) => Err(format!("refused: {why}")),
             other => Err(format!("unexpected answer {other:?}")),
         }

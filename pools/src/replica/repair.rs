@@ -177,7 +177,9 @@ pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, V
             let mid = ChunkId(po.manifest);
             keep.insert(mid);
             match store.read_blob(&mid).map_err(|e| e.to_string()).and_then(|b| match b {
-                Some((_, bytes)) => Manifest::from_bytes(&bytes).map(Some),
+                Some((_, bytes)) => {
+                    Manifest::from_bytes(&bytes).map(Some).map_err(|e| e.to_string())
+                }
                 None => Ok(None),
             }) {
                 Ok(Some(m)) => keep.extend(m.blobs.iter().map(|(id, _)| ChunkId(**id))),
