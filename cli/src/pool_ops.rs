@@ -479,7 +479,8 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
                     owner: hex(k),
                     owner_name: m.name.clone(),
                     owner_state: m.state.as_str().to_string(),
-                    name: po.name.clone(),
+                    // Names are sealed for their owner: others see that an object is there.
+                    name: po.name.open(pools.signer(), o).unwrap_or_else(|| "(private)".into()),
                     bytes: po.bytes,
                     blobs: po.blobs,
                     at_ms: po.at_ms,

@@ -79,6 +79,12 @@ impl Signer {
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.key.sign(msg).to_bytes()
     }
+
+    /// A secret key for `context` that every device holding this identity derives alike and
+    /// nobody else can (BLAKE3's key derivation over the identity secret).
+    pub fn derive_key(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, self.key.as_bytes())
+    }
 }
 
 /// Verifies an ed25519 signature by `key` over `msg`.

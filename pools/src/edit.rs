@@ -148,7 +148,10 @@ pub fn add_object(
     d.put(&e, "manifest", ScalarValue::Bytes(o.manifest.to_vec()))?;
     d.put(&e, "bytes", o.bytes)?;
     d.put(&e, "blobs", o.blobs)?;
-    d.put(&e, "name", o.name.as_str())?;
+    match &o.name {
+        crate::names::ObjectName::Sealed(b) => d.put(&e, "name", ScalarValue::Bytes(b.clone()))?,
+        crate::names::ObjectName::Clear(t) => d.put(&e, "name", t.as_str())?,
+    }
     d.put(&e, "at", o.at_ms)
 }
 

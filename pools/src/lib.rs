@@ -23,6 +23,7 @@ mod view;
 
 // Pure parts of replication and accounting.
 pub mod manifest;
+pub mod names;
 pub mod placement;
 pub mod proof;
 pub mod quota;

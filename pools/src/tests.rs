@@ -365,3 +365,30 @@ fn regression_a_back_dated_site_does_not_take_a_name_over() {
     assert!(err.to_string().contains("is ada's"), "{err}");
     assert_eq!(a.view().site("www").map(|(k, _)| k), Some(ada.author().key));
 }
+
+#[test]
+fn a_member_reading_the_pool_document_finds_no_name_of_anothers_object() {
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    let object = [9; 32];
+    let record = crate::view::PoolObject {
+        manifest: [8; 32],
+        bytes: 4096,
+        blobs: 2,
+        name: crate::names::seal(&ada, &object, "medical-records-2026.pdf"),
+        at_ms: T0 + 20,
+    };
+    a.add_object(&ada, &object, &record, T0 + 20).unwrap();
+    sync(&mut a, &mut b).unwrap();
+    // Bob holds the whole document: the object, its size and manifest, not its name.
+    let bytes = b.save();
+    for part in ["medical", "records-2026", ".pdf"] {
+        assert!(!bytes.windows(part.len()).any(|w| w == part.as_bytes()), "{part} in clear");
+    }
+    let seen = b.view().members[&ada.author().key].objects[&object].clone();
+    assert_eq!((seen.bytes, seen.blobs), (4096, 2), "what quotas and repair need");
+    assert_eq!(seen.name.open(&bob, &object), None);
+    // Ada, on any of her devices, reads it.
+    let laptop = Signer::new(&[1; 32], [77; 32]);
+    assert_eq!(seen.name.open(&laptop, &object).as_deref(), Some("medical-records-2026.pdf"));
+}

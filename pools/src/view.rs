@@ -23,6 +23,7 @@ use kith_crdt::Key;
 use kith_crdt::automerge::{ObjId, ObjType, ROOT, ReadDoc, Value};
 
 use crate::error::{ParseError, ShapeError};
+use crate::names::ObjectName;
 
 /// Version of the pool document schema.
 pub const POOL_SCHEMA_VERSION: u64 = 1;
@@ -202,8 +203,9 @@ pub struct PoolObject {
     pub bytes: u64,
     /// How many blobs.
     pub blobs: u64,
-    /// The name it was stored under (a file or folder name; no path).
-    pub name: String,
+    /// The name it was stored under (a file or folder name; no path), sealed for its owner
+    /// (see [`crate::names`]).
+    pub name: crate::names::ObjectName,
     /// When it was stored (ms since the Unix epoch, as the member claimed).
     pub at_ms: i64,
 }
@@ -271,6 +273,19 @@ pub struct PoolView {
     pub charter: Charter,
     /// Members by identity key.
     pub members: BTreeMap<Key, Member>,
+}
+
+/// An object's name: sealed bytes, or text written before names were sealed.
+fn object_name(d: &impl ReadDoc, o: &ObjId, k: &str) -> Result<ObjectName, String> {
+    let Some((v, _)) = d.get(o, "name").map_err(|e| e.to_string())? else {
+        return Err(format!("object {k}: `name` is missing"));
+    };
+    if let Some(b) = v.as_bytes() {
+        return Ok(ObjectName::Sealed(b.to_vec()));
+    }
+    v.as_str()
+        .map(|t| ObjectName::Clear(t.to_string()))
+        .ok_or(format!("object {k}: `name` is neither bytes nor text"))
 }
 
 pub(crate) fn obj(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<ObjId, String> {
@@ -391,7 +406,7 @@ impl PoolView {
                     manifest,
                     bytes: uint(d, &o, "bytes")?,
                     blobs: uint(d, &o, "blobs")?,
-                    name: text(d, &o, "name")?,
+                    name: object_name(d, &o, &k)?,
                     at_ms,
                 };
                 objects.insert(key, po);

@@ -1,0 +1,94 @@
+//! Object names belong to their owner. A pool document records each object a member stores
+//! (placement, repair and quotas need its manifest, size and blob count), but its name is
+//! sealed under a key only the owner's identity derives: holders and other members see that an
+//! object exists and how large it is, never what it is called.
+//!
+//! Sealed name: `nonce (12 random bytes) || ChaCha20-Poly1305(key, nonce, aad = object id,
+//! name)`, key = BLAKE3 key derivation over the identity secret ([`NAME_CONTEXT`]). Binding the
+//! object id means a sealed name cannot be moved to another object.
+
+use kith_crdt::{Key, Signer};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Key derivation context of the name key.
+pub const NAME_CONTEXT: &str = "kith 2026-11 pool object names v1";
+
+/// Longest name sealed (a file or folder name; longer ones are cut at a character boundary).
+pub const MAX_NAME: usize = 255;
+
+/// An object's name as the pool document holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectName {
+    /// Sealed for its owner (what kith writes).
+    Sealed(Vec<u8>),
+    /// In clear: written by kith before names were sealed.
+    Clear(String),
+}
+
+fn key(signer: &Signer) -> LessSafeKey {
+    let k = signer.derive_key(NAME_CONTEXT);
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("a 32-byte key"))
+}
+
+/// Seals `name` of `object` for `signer`'s identity.
+pub fn seal(signer: &Signer, object: &Key, name: &str) -> ObjectName {
+    let mut end = name.len().min(MAX_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).expect("the system's random source");
+    let mut body = name.as_bytes()[..end].to_vec();
+    key(signer)
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(object), &mut body)
+        .expect("sealing a short name");
+    ObjectName::Sealed([&nonce[..], &body].concat())
+}
+
+impl ObjectName {
+    /// The name, if `signer` is of the identity that sealed it (or it is in clear).
+    pub fn open(&self, signer: &Signer, object: &Key) -> Option<String> {
+        match self {
+            ObjectName::Clear(s) => Some(s.clone()),
+            ObjectName::Sealed(b) if b.len() >= NONCE_LEN => {
+                let nonce: [u8; NONCE_LEN] = b[..NONCE_LEN].try_into().ok()?;
+                let mut body = b[NONCE_LEN..].to_vec();
+                let plain = key(signer)
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(object),
+                        &mut body,
+                    )
+                    .ok()?;
+                String::from_utf8(plain.to_vec()).ok()
+            }
+            ObjectName::Sealed(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owner_reads_a_name_and_only_for_its_object() {
+        let (alice, alice_laptop, bob) = (
+            Signer::new(&[1; 32], [10; 32]),
+            Signer::new(&[1; 32], [11; 32]),
+            Signer::new(&[2; 32], [20; 32]),
+        );
+        let sealed = seal(&alice, &[7; 32], "taxes-2026.pdf");
+        let ObjectName::Sealed(bytes) = &sealed else { panic!("sealed") };
+        assert!(!bytes.windows(5).any(|w| w == b"taxes"), "no clear text");
+        assert_eq!(sealed.open(&alice, &[7; 32]).as_deref(), Some("taxes-2026.pdf"));
+        assert_eq!(sealed.open(&alice_laptop, &[7; 32]).as_deref(), Some("taxes-2026.pdf"));
+        assert_eq!(sealed.open(&bob, &[7; 32]), None);
+        assert_eq!(sealed.open(&alice, &[8; 32]), None, "moved to another object");
+        assert_ne!(seal(&alice, &[7; 32], "a"), seal(&alice, &[7; 32], "a"), "fresh nonces");
+        let long = "é".repeat(200);
+        let cut = seal(&alice, &[7; 32], &long).open(&alice, &[7; 32]).unwrap();
+        assert!(cut.len() <= MAX_NAME && long.starts_with(&cut));
+    }
+}
