@@ -121,7 +121,7 @@ pub async fn handle(
                     .collect(),
                 recipients: v.recipients.keys().cloned().collect(),
                 pools: v
-                    .pools
+                    .pools(pools.signer())
                     .iter()
                     .map(|(p, r)| IdentityPool {
                         id: hex(p),

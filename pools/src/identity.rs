@@ -7,8 +7,14 @@
 //! name: "..."                               (absent until set)
 //! devices:    { <node hex>: { name, added, revoked? } }
 //! recipients: { <age recipient>: added }
-//! pools:      { <pool hex>: { name, joined } }
+//! pools:      { <opaque key>: { sealed } }    (written before 2026-11-30: { <pool hex>: { name, joined } })
 //! ```
+//!
+//! The pools an identity is in are its own business: custodians keep the document for members
+//! of *their* pools and must not learn the others. Each entry is sealed for the identity
+//! (`crate::names`, key context [`POOL_REF_CONTEXT`]; plaintext: pool id, joined time (i64,
+//! little-endian), name) under an opaque key, a keyed hash of the pool id that only the
+//! identity can compute, so its devices find an entry without anyone else linking it.
 //!
 //! Every device must hold the same document, even one that starts alone after a restore, so
 //! the genesis is deterministic: written as the identity with a zero device key at time 0, it
@@ -39,6 +45,18 @@ pub struct Device {
     pub revoked_ms: Option<i64>,
 }
 
+/// Key derivation context of the key that seals the identity's pool entries.
+pub const POOL_REF_CONTEXT: &str = "kith 2026-11 identity pool refs v1";
+
+/// An entry of the identity's pool list as the document holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolEntry {
+    /// Sealed for the identity.
+    Sealed(Vec<u8>),
+    /// In clear (written before entries were sealed): the pool and its reference.
+    Clear(Key, PoolRef),
+}
+
 /// A pool the identity is in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolRef {
@@ -59,8 +77,42 @@ pub struct IdentityView {
     pub devices: BTreeMap<Key, Device>,
     /// age recipients (public keys others encrypt to) and when they were added.
     pub recipients: BTreeMap<String, i64>,
-    /// Pools by id.
-    pub pools: BTreeMap<Key, PoolRef>,
+    /// Pool entries by their key in the document (sealed; see [`IdentityView::pools`]).
+    pub pool_entries: BTreeMap<String, PoolEntry>,
+}
+
+impl IdentityView {
+    /// The identity's pools, as `signer` (a device of the identity) opens them.
+    pub fn pools(&self, signer: &Signer) -> BTreeMap<Key, PoolRef> {
+        let mut out = BTreeMap::new();
+        for e in self.pool_entries.values() {
+            match e {
+                PoolEntry::Clear(id, r) => {
+                    out.insert(*id, r.clone());
+                }
+                PoolEntry::Sealed(b) => {
+                    let Some(plain) = crate::names::open_bytes(signer, POOL_REF_CONTEXT, b"", b)
+                    else {
+                        continue;
+                    };
+                    if plain.len() < 40 {
+                        continue;
+                    }
+                    let id: Key = plain[..32].try_into().expect("32 bytes");
+                    let joined_ms = i64::from_le_bytes(plain[32..40].try_into().expect("8 bytes"));
+                    let name = String::from_utf8_lossy(&plain[40..]).into_owned();
+                    out.insert(id, PoolRef { name, joined_ms });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The opaque key of `pool`'s entry: a keyed hash only the identity computes.
+fn entry_key(signer: &Signer, pool: &Key) -> String {
+    let k = signer.derive_key(POOL_REF_CONTEXT);
+    hex(&blake3::keyed_hash(&k, pool).as_bytes()[..16])
 }
 
 use crate::view::obj as map;
@@ -115,12 +167,19 @@ impl IdentityView {
         }
         let ps = map(d, &ROOT, "pools")?;
         for k in d.keys(&ps) {
-            let pool = parse_key(&k).ok_or(format!("pool `{k}` is not a key"))?;
             let o = map(d, &ps, &k)?;
-            view.pools.insert(
-                pool,
-                PoolRef { name: text(d, &o, "name")?, joined_ms: int(d, &o, "joined")? },
-            );
+            let entry = match d.get(&o, "sealed").map_err(|e| e.to_string())? {
+                Some((v, _)) => PoolEntry::Sealed(
+                    v.as_bytes().ok_or(format!("pool entry `{k}` is not sealed bytes"))?.to_vec(),
+                ),
+                None => {
+                    let pool = parse_key(&k).ok_or(format!("pool `{k}` is not a key"))?;
+                    let r =
+                        PoolRef { name: text(d, &o, "name")?, joined_ms: int(d, &o, "joined")? };
+                    PoolEntry::Clear(pool, r)
+                }
+            };
+            view.pool_entries.insert(k, entry);
         }
         Ok(view)
     }
@@ -327,14 +386,16 @@ impl IdentityDoc {
         name: &str,
         now_ms: i64,
     ) -> Result<bool, DocError> {
-        if self.view().pools.contains_key(pool) {
+        if self.view().pools(signer).contains_key(pool) {
             return Ok(false);
         }
+        let plain = [&pool[..], &now_ms.to_le_bytes(), name.as_bytes()].concat();
+        let sealed = crate::names::seal_bytes(signer, POOL_REF_CONTEXT, b"", &plain);
+        let key = entry_key(signer, pool);
         self.edit(signer, now_ms, |d| {
             let ps = d.get(ROOT, "pools")?.map(|(_, id)| id).unwrap_or(ROOT);
-            let o = d.put_object(&ps, hex(pool), ObjType::Map)?;
-            d.put(&o, "name", name)?;
-            d.put(&o, "joined", now_ms)
+            let o = d.put_object(&ps, key.as_str(), ObjType::Map)?;
+            d.put(&o, "sealed", kith_crdt::automerge::ScalarValue::Bytes(sealed))
         })
     }
 
@@ -345,12 +406,19 @@ impl IdentityDoc {
         pool: &Key,
         now_ms: i64,
     ) -> Result<bool, DocError> {
-        if !self.view().pools.contains_key(pool) {
+        if !self.view().pools(signer).contains_key(pool) {
             return Ok(false);
         }
+        // The sealed entry, and a clear one an older kith wrote.
+        let keys = [entry_key(signer, pool), hex(pool)];
         self.edit(signer, now_ms, |d| {
             let ps = d.get(ROOT, "pools")?.map(|(_, id)| id).unwrap_or(ROOT);
-            d.delete(&ps, hex(pool))
+            for k in &keys {
+                if d.get(&ps, k.as_str())?.is_some() {
+                    d.delete(&ps, k.as_str())?;
+                }
+            }
+            Ok(())
         })
     }
 
@@ -385,7 +453,17 @@ mod tests {
         let v = a.view();
         assert_eq!(v.name, "ada");
         assert_eq!(v.devices.len(), 2);
-        assert_eq!(v.pools[&[9; 32]].name, "street");
+        assert_eq!(v.pools(&a_dev)[&[9; 32]].name, "street");
+        assert_eq!(v.pools(&b_dev)[&[9; 32]].name, "street", "any device of the identity");
+        // A custodian (another identity) sees that there is an entry, not which pool.
+        let other = Signer::new(&[8; 32], [3; 32]);
+        assert!(v.pools(&other).is_empty());
+        let saved = a.save();
+        assert!(!saved.windows(6).any(|w| w == b"street"), "no pool name in clear");
+        assert!(!saved.windows(32).any(|w| w == [9; 32]), "no pool id in clear");
+        // Dropped from any device.
+        b.drop_pool(&b_dev, &[9; 32], 14).unwrap();
+        assert!(b.view().pools(&b_dev).is_empty());
     }
 
     #[test]

@@ -26,9 +26,36 @@ pub enum ObjectName {
     Clear(String),
 }
 
-fn key(signer: &Signer) -> LessSafeKey {
-    let k = signer.derive_key(NAME_CONTEXT);
+fn key(signer: &Signer, context: &str) -> LessSafeKey {
+    let k = signer.derive_key(context);
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("a 32-byte key"))
+}
+
+/// Seals `plain` for `signer`'s identity under the key of `context`, bound to `aad`:
+/// `nonce || ciphertext || tag`.
+pub(crate) fn seal_bytes(signer: &Signer, context: &str, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new().fill(&mut nonce).expect("the system's random source");
+    let mut body = plain.to_vec();
+    key(signer, context)
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .expect("sealing a short record");
+    [&nonce[..], &body].concat()
+}
+
+/// Opens what [`seal_bytes`] sealed, if `signer` is of the same identity.
+pub(crate) fn open_bytes(
+    signer: &Signer,
+    context: &str,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Option<Vec<u8>> {
+    let nonce: [u8; NONCE_LEN] = sealed.get(..NONCE_LEN)?.try_into().ok()?;
+    let mut body = sealed[NONCE_LEN..].to_vec();
+    let plain = key(signer, context)
+        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+        .ok()?;
+    Some(plain.to_vec())
 }
 
 /// Seals `name` of `object` for `signer`'s identity.
@@ -37,13 +64,7 @@ pub fn seal(signer: &Signer, object: &Key, name: &str) -> ObjectName {
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    let mut nonce = [0u8; NONCE_LEN];
-    SystemRandom::new().fill(&mut nonce).expect("the system's random source");
-    let mut body = name.as_bytes()[..end].to_vec();
-    key(signer)
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(object), &mut body)
-        .expect("sealing a short name");
-    ObjectName::Sealed([&nonce[..], &body].concat())
+    ObjectName::Sealed(seal_bytes(signer, NAME_CONTEXT, object, &name.as_bytes()[..end]))
 }
 
 impl ObjectName {
@@ -51,19 +72,9 @@ impl ObjectName {
     pub fn open(&self, signer: &Signer, object: &Key) -> Option<String> {
         match self {
             ObjectName::Clear(s) => Some(s.clone()),
-            ObjectName::Sealed(b) if b.len() >= NONCE_LEN => {
-                let nonce: [u8; NONCE_LEN] = b[..NONCE_LEN].try_into().ok()?;
-                let mut body = b[NONCE_LEN..].to_vec();
-                let plain = key(signer)
-                    .open_in_place(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(object),
-                        &mut body,
-                    )
-                    .ok()?;
-                String::from_utf8(plain.to_vec()).ok()
+            ObjectName::Sealed(b) => {
+                String::from_utf8(open_bytes(signer, NAME_CONTEXT, object, b)?).ok()
             }
-            ObjectName::Sealed(_) => None,
         }
     }
 }
