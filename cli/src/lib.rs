@@ -20,6 +20,7 @@ pub mod local;
 mod ops;
 mod pool_ops;
 mod site_ops;
+mod status_ops;
 pub mod wire;
 
 pub use api::{GetTo, LedgerReq, PoolReq, Request, SiteReq};

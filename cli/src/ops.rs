@@ -13,7 +13,7 @@ use kith_node::net::peers::{PeerInfo, PeerTable};
 use kith_node::net::ticket::NodeTicket;
 use kith_node::store::{GcReport, VerifyReport};
 use kith_node::{Home, ObjectId, ObjectInfo, Progress, PutReport, Store, StoreError};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::wire::{Frame, Out};
 
@@ -72,7 +72,7 @@ pub fn chain(e: &anyhow::Error) -> String {
 async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
     let store = ctx.store.clone();
     match req {
-        Request::Status => status(ctx).await,
+        Request::Status => crate::status_ops::status(ctx).await,
         Request::Put { path, pool: None } => {
             let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
             for w in &r.warnings {
@@ -238,7 +238,7 @@ fn need_node<'a>(ctx: &'a Ctx, what: &str) -> Result<&'a Arc<Node>> {
         .ok_or_else(|| anyhow!("cannot {what}: kith is not running here; start it with `kith up`"))
 }
 
-async fn blocking<T: Send + 'static, E>(
+pub(crate) async fn blocking<T: Send + 'static, E>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T>
 where
@@ -409,87 +409,6 @@ impl Write for FrameWriter {
         }
         Ok(())
     }
-}
-
-async fn status(ctx: &Ctx) -> Result<Value> {
-    use crate::api::node::*;
-    let store = ctx.store.clone();
-    let usage = blocking(move || store.usage()).await?;
-    let mut v = Status {
-        node: ctx.home.node_key()?.id().to_string(),
-        identity: ctx.home.identity()?.id().to_string(),
-        home: ctx.home.root().to_string_lossy().into_owned(),
-        running: ctx.node.is_some(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        store: StoreUsage {
-            objects: usage.objects,
-            chunks: usage.blobs,
-            packs: usage.packs,
-            bytes: usage.pack_bytes,
-        },
-        addrs: Vec::new(),
-        http: None,
-        urls: Vec::new(),
-        retired_ms: None,
-        workers: Vec::new(),
-        peers: None,
-        uptime_s: 0,
-        gateway: None,
-        browsers: None,
-        mesh: None,
-        refused: Default::default(),
-        served: None,
-    };
-    if let Some(node) = &ctx.node {
-        let peers = node.peers();
-        let reachable = peers.iter().filter(|p| p.reachability.name() == "reachable").count();
-        v.addrs = node.addrs().iter().map(|a| a.to_string()).collect();
-        v.http = ctx.http.map(|a| a.to_string());
-        // Where a person opens this node: its LAN addresses, not the 0.0.0.0 it listens on.
-        v.urls = crate::site_ops::lan_urls(ctx, "/");
-        v.retired_ms = ctx.pools.as_ref().and_then(|p| p.retired_at());
-        if let Some(r) = &ctx.replicator {
-            v.workers = r
-                .workers()
-                .list()
-                .into_iter()
-                .map(|w| Worker {
-                    name: w.name,
-                    state: w.state.name().to_string(),
-                    passes: w.passes,
-                    last_ms: w.last_ms,
-                    last_took_ms: w.last_took_ms,
-                    progress: w.progress,
-                    last_error: w.last_error,
-                })
-                .collect();
-        }
-        v.peers = Some(PeerCount { known: peers.len() as u64, reachable: reachable as u64 });
-        v.uptime_s = ctx.started.elapsed().as_secs();
-        v.gateway = ctx.gateway.as_ref().map(|g| {
-            let s = g.stats();
-            Gateway {
-                requests: s.requests.load(Ordering::Relaxed),
-                cache_hits: s.hits.load(Ordering::Relaxed),
-                store_reads: s.reads.load(Ordering::Relaxed),
-                fetched: s.fetched.load(Ordering::Relaxed),
-                cache_bytes: g.cache_bytes() as u64,
-            }
-        });
-        v.browsers = ctx
-            .browsers
-            .as_ref()
-            .map(|b| json!({ "sessions": b.sessions(), "reports": b.reports() }));
-        v.mesh = ctx.mesh.as_ref().map(|m| m.status());
-        v.refused = node.refusals().counts().into_iter().map(|(k, n)| (k.to_string(), n)).collect();
-        let served = node.served();
-        v.served = Some(Served {
-            blobs: served.blobs.load(Ordering::Relaxed),
-            bytes: served.bytes.load(Ordering::Relaxed),
-            bad_requests: served.bad_requests.load(Ordering::Relaxed),
-        });
-    }
-    Ok(serde_json::to_value(v)?)
 }
 
 /// A put's report.
