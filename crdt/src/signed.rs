@@ -310,6 +310,34 @@ impl SignedDoc {
         SignedDoc { id, doc, sigs }
     }
 
+    /// A copy to check a peer's changes in without holding the document: take it back with
+    /// [`SignedDoc::adopt`].
+    pub fn fork(&mut self) -> SignedDoc {
+        SignedDoc { id: self.id, doc: self.doc.fork(), sigs: self.sigs.clone() }
+    }
+
+    /// Takes in `checked`, a [`SignedDoc::fork`] of this document made when it had `heads`
+    /// and holding changes checked since: swapped in whole when this document has not changed
+    /// meanwhile, else the new changes are checked again against it (a change's verdict depends
+    /// only on its history, so this is the same verdict, paid twice only in that rare case).
+    /// Returns the hashes of the changes that were new here.
+    pub fn adopt(
+        &mut self,
+        mut checked: SignedDoc,
+        heads: &[ChangeHash],
+        authz: &dyn Authorizer,
+    ) -> Result<Vec<ChangeHash>, DocError> {
+        if checked.id != self.id {
+            return Err(DocError::Format("a copy of another document".into()));
+        }
+        let (changes, sigs) = checked.changes_since(heads);
+        if self.heads() == heads {
+            *self = checked;
+            return Ok(changes.iter().map(Change::hash).collect());
+        }
+        self.ingest(changes, &sigs, authz)
+    }
+
     /// A document known only by its id, to be filled by sync (a new member's first copy). The
     /// first change to arrive must be the genesis whose hash is `id`.
     pub fn empty(id: Key) -> SignedDoc {

@@ -291,3 +291,38 @@ fn concurrent_changes_are_judged_at_their_own_dependencies() {
     });
     assert!(matches!(r, Err(DocError::Unauthorised { .. })), "{r:?}");
 }
+
+#[test]
+fn a_copy_checked_apart_is_adopted_whole_or_its_changes_are_checked_again() {
+    let (o, m) = (signer(1), signer(2));
+    let mut a = genesis(&o);
+    let mut b = load_copy(&mut a);
+    own_entry(&mut b, &m, 3);
+    let (changes, sigs) = b.changes_since(&[]);
+    // Nothing changed meanwhile: the copy is swapped in.
+    let heads = a.heads();
+    let mut work = a.fork();
+    work.ingest(changes.clone(), &sigs, &Toy).unwrap();
+    assert_eq!(a.adopt(work, &heads, &Toy).unwrap().len(), 1);
+    assert_eq!(a.len(), 2);
+    // A local change meanwhile: the copy's new changes are judged again, against the document.
+    let mut x = load_copy(&mut b);
+    let mut y = genesis(&o);
+    let heads = y.heads();
+    let mut work = y.fork();
+    work.ingest(changes, &sigs, &Toy).unwrap();
+    own_entry(&mut y, &o, 1);
+    assert_eq!(y.adopt(work, &heads, &Toy).unwrap().len(), 1);
+    assert_eq!(y.len(), 3);
+    // Judged again for real: a forged change slipped into a copy is refused then.
+    let heads = x.heads();
+    let mut work = x.fork();
+    let (raw, bad, fsigs) = forged_takeover(&x, &m, x.id());
+    work.doc = raw;
+    work.sigs.extend(fsigs);
+    own_entry(&mut x, &o, 2);
+    let before = x.heads();
+    let err = x.adopt(work, &heads, &Toy).unwrap_err();
+    assert!(matches!(err, DocError::Unauthorised { .. }), "{err} ({})", hex(&bad.hash().0));
+    assert_eq!(x.heads(), before);
+}

@@ -175,6 +175,21 @@ impl Pool {
         *self.doc.id()
     }
 
+    /// A copy to check a peer's changes in, outside any lock (see [`Pool::adopt`]).
+    pub fn fork(&mut self) -> Pool {
+        Pool { doc: self.doc.fork() }
+    }
+
+    /// Takes in `checked`, a [`Pool::fork`] made at `heads` with changes checked since (see
+    /// [`SignedDoc::adopt`]); the hashes of the changes new here.
+    pub fn adopt(
+        &mut self,
+        checked: Pool,
+        heads: &[ChangeHash],
+    ) -> Result<Vec<ChangeHash>, PoolError> {
+        Ok(self.doc.adopt(checked.doc, heads, &PoolRules)?)
+    }
+
     /// The signed document (for sync).
     pub fn doc_mut(&mut self) -> &mut SignedDoc {
         &mut self.doc

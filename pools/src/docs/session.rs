@@ -227,19 +227,30 @@ impl Pools {
             }
             return Ok(true);
         }
-        let result = {
+        // Checked on a copy, without the pools' lock: a peer's large batch never holds up this
+        // node's other pools, nor local changes to this one, while its changes are judged.
+        let (mut work, heads) = {
             let mut pools = self.lock();
             let p = pools.get_mut(&pool).ok_or("the pool is gone")?;
-            match p.doc_mut().sync_in(state, &f, &PoolRules) {
-                Ok(new) if !new.is_empty() => {
-                    *got += new.len();
-                    self.save(p).map_err(|e| e.to_string())?;
-                    self.changed.notify_one();
-                    Ok(())
+            let heads = p.doc_mut().heads();
+            (p.fork(), heads)
+        };
+        let result = match work.doc_mut().sync_in(state, &f, &PoolRules) {
+            Ok(new) if !new.is_empty() => {
+                let mut pools = self.lock();
+                let p = pools.get_mut(&pool).ok_or("the pool is gone")?;
+                match p.adopt(work, &heads) {
+                    Ok(_) => {
+                        *got += new.len();
+                        self.save(p).map_err(|e| e.to_string())?;
+                        self.changed.notify_one();
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
                 }
-                Ok(_) => Ok(()),
-                Err(e) => Err(e.to_string()),
             }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
         };
         if let Err(e) = result {
             self.reject(pool, peer, e.clone());
