@@ -15,7 +15,7 @@
 //! same verdict and keep converging. A batch with one bad change is rejected whole.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use automerge::transaction::CommitOptions;
 use automerge::{
@@ -465,22 +465,40 @@ impl SignedDoc {
     ) -> Result<Vec<ChangeHash>, DocError> {
         let mut work = self.doc.fork();
         let mut seen = HashSet::new();
-        let mut pending: Vec<Change> = changes
+        let pending: Vec<Change> = changes
             .into_iter()
             .filter(|c| seen.insert(c.hash()) && !self.sigs.contains_key(&c.hash()))
             .collect();
         let mut accepted = Vec::new();
         let mut accepted_sigs = Vec::new();
-        while let Some(i) = pending
-            .iter()
-            .position(|c| c.deps().iter().all(|d| work.get_change_by_hash(d).is_some()))
-        {
-            let c = pending.swap_remove(i);
+        let mut taken: HashSet<ChangeHash> = HashSet::new();
+        // In causal order: a change whose dependencies are not all here yet goes to the back;
+        // a full turn of the queue without progress ends it. Linear when the batch is in
+        // causal order already (as sync sends it).
+        let mut queue: VecDeque<Change> = pending.into();
+        let mut waited = 0;
+        while let Some(c) = queue.pop_front() {
+            let ready = c.deps().iter().all(|d| {
+                taken.contains(d)
+                    || self.sigs.contains_key(d)
+                    || work.get_change_meta_by_hash(d).is_some()
+            });
+            if !ready {
+                queue.push_back(c);
+                waited += 1;
+                if waited > queue.len() {
+                    break;
+                }
+                continue;
+            }
+            waited = 0;
             let sig = guard(|| self.check(&mut work, &c, sigs, authz, None))?;
+            taken.insert(c.hash());
             accepted.push(c.hash());
             accepted_sigs.push((c.hash(), sig));
         }
         work.reset_diff_cursor();
+        let pending: Vec<Change> = queue.into();
         if let Some(first) = pending.first() {
             return Err(DocError::MissingDeps {
                 count: pending.len(),

@@ -206,6 +206,14 @@ impl Pool {
         PoolView::read(self.doc.doc()).expect("only authorised, parseable changes are applied")
     }
 
+    /// Whether `who` is an active member (one lookup, not a read of the whole pool).
+    pub fn is_active(&self, who: &Key) -> bool {
+        let d = self.doc.doc();
+        let Ok(Some((_, members))) = d.get(ROOT, "members") else { return false };
+        let Ok(Some((_, m))) = d.get(&members, hex(who)) else { return false };
+        matches!(d.get(&m, "state"), Ok(Some((v, _))) if v.as_str() == Some("active"))
+    }
+
     fn admin(&self, signer: &Signer) -> Result<PoolView, PoolError> {
         let v = self.view();
         match v.active(&signer.author().key) {
@@ -348,7 +356,7 @@ impl Pool {
         now_ms: i64,
     ) -> Result<(), PoolError> {
         let me = signer.author().key;
-        if self.view().active(&me).is_none() {
+        if !self.is_active(&me) {
             return Err(PoolError::Denied("you are not a member of this pool".into()));
         }
         self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_offer(d, &me, node, offer))?;
@@ -381,7 +389,7 @@ impl Pool {
         now_ms: i64,
     ) -> Result<(), PoolError> {
         let me = signer.author().key;
-        if self.view().active(&me).is_none() {
+        if !self.is_active(&me) {
             return Err(PoolError::Denied("you are not a member of this pool".into()));
         }
         self.doc.change(signer, now_ms, &PoolRules, |d| edit::add_object(d, &me, object, o))?;

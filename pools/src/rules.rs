@@ -36,6 +36,9 @@ pub struct PoolRules;
 
 impl Authorizer for PoolRules {
     fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
+        if let Some(verdict) = own_entries(c) {
+            return verdict;
+        }
         let after =
             PoolView::read(c.after()).map_err(|e| format!("it breaks the pool document: {e}"))?;
         if c.genesis {
@@ -107,6 +110,75 @@ impl Authorizer for PoolRules {
         }
         Ok(())
     }
+}
+
+/// Most of a pool's changes are a member writing its own objects, audits and offers. Such a
+/// change, by a member active at the change's dependencies in a pool not dissolved there, is
+/// judged from what it touched alone: the entries it wrote must parse (so the document still
+/// does), and nothing else can change by it (no charter, role, state or site; the document-wide
+/// checks below cannot fail). That keeps a check in proportion to the change, not to the pool.
+/// Anything else (`None`) takes the full path.
+fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
+    use kith_crdt::automerge::{ObjType, ROOT, ReadDoc, Value};
+    if c.genesis || c.patches.is_empty() {
+        return None;
+    }
+    let me = hex(&c.author.key);
+    let mut touched: Vec<(String, String)> = Vec::new();
+    for p in c.patches {
+        let path = patch_path(p);
+        let deleting = matches!(p.action, PatchAction::DeleteMap { .. });
+        match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["members", who, kind @ ("objects" | "audits" | "nodes"), key, ..] if *who == me => {
+                touched.push((kind.to_string(), key.to_string()));
+            }
+            // The map of objects or audits made on first use.
+            ["members", who, "objects" | "audits"] if *who == me && !deleting => {}
+            _ => return None,
+        }
+    }
+    // Active, in a pool not dissolved, at the change's dependencies.
+    let d = c.doc;
+    let get = |at: &kith_crdt::automerge::ObjId, k: &str| d.get_at(at, k, c.deps).ok().flatten();
+    let map = |at: &kith_crdt::automerge::ObjId, k: &str| match get(at, k) {
+        Some((Value::Object(ObjType::Map), id)) => Some(id),
+        _ => None,
+    };
+    let charter = map(&ROOT, "charter")?;
+    if get(&charter, "dissolved").is_some() {
+        return None;
+    }
+    let entry = map(&map(&ROOT, "members")?, &me)?;
+    let active = get(&entry, "state").is_some_and(|(v, _)| v.as_str() == Some("active"));
+    if !active {
+        return None;
+    }
+    // What it wrote parses, in the document after it.
+    let after = c.after();
+    let check = || -> Result<(), String> {
+        let members = crate::view::obj(after, &ROOT, "members")?;
+        let m = crate::view::obj(after, &members, &me)?;
+        for (kind, key) in &touched {
+            let Some((Value::Object(ObjType::Map), kinds)) =
+                after.get(&m, kind.as_str()).map_err(|e| e.to_string())?
+            else {
+                return Err(format!("`{kind}` is not a map"));
+            };
+            let e = match after.get(&kinds, key.as_str()).map_err(|e| e.to_string())? {
+                None => continue,
+                Some((Value::Object(ObjType::Map), e)) => e,
+                Some(_) => return Err(format!("{kind} entry `{key}` is not a map")),
+            };
+            crate::view::parse_key(key).ok_or(format!("{kind} key `{key}` is not a key"))?;
+            match kind.as_str() {
+                "objects" => crate::view::read_object(after, &e, key).map(|_| ())?,
+                "audits" => crate::view::read_audit(after, &e).map(|_| ())?,
+                _ => crate::view::read_offer(after, &e).map(|_| ())?,
+            }
+        }
+        Ok(())
+    };
+    Some(check().map_err(|e| format!("it breaks the pool document: {e}")))
 }
 
 /// A member may claim a site name only if no other active member holds it at the change's

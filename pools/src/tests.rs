@@ -392,3 +392,106 @@ fn a_member_reading_the_pool_document_finds_no_name_of_anothers_object() {
     let laptop = Signer::new(&[1; 32], [77; 32]);
     assert_eq!(seen.name.open(&laptop, &object).as_deref(), Some("medical-records-2026.pdf"));
 }
+
+#[test]
+fn own_objects_audits_and_offers_are_judged_from_what_they_touch() {
+    use kith_crdt::automerge::{ObjType, ScalarValue};
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    // A well-formed object of bob's own: accepted.
+    let record = crate::view::PoolObject {
+        manifest: [8; 32],
+        bytes: 10,
+        blobs: 1,
+        name: crate::names::seal(&bob, &[5; 32], "a"),
+        at_ms: T0 + 30,
+    };
+    b.add_object(&bob, &[5; 32], &record, T0 + 30).unwrap();
+    sync(&mut b, &mut a).unwrap();
+    assert_eq!(a.view().members[&bob.author().key].objects.len(), 1);
+    // A malformed one (its size as text) would break the document for everyone: refused.
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        let os = d.get(&m, "objects").unwrap().unwrap().1;
+        let e = d.put_object(&os, hex(&[6; 32]), ObjType::Map).unwrap();
+        d.put(&e, "manifest", ScalarValue::Bytes(vec![8; 32])).unwrap();
+        d.put(&e, "bytes", "ten").unwrap();
+        d.put(&e, "blobs", 1u64).unwrap();
+        d.put(&e, "name", "x").unwrap();
+        d.put(&e, "at", 1i64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("breaks the pool document"), "{err}");
+    // An entry that is not a map, and an object key that is not a key: refused.
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        let os = d.get(&m, "objects").unwrap().unwrap().1;
+        d.put(&os, "not-a-key", 1u64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("breaks the pool document"), "{err}");
+    // Into ada's objects: refused by the full rules.
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &ada);
+        let os = crate::edit::map_or_new(d, &m, "objects").unwrap();
+        d.put_object(&os, hex(&[7; 32]), ObjType::Map).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+    // Once removed, not even its own: refused by the full rules.
+    a.remove(&ada, "bob", T0 + 50).unwrap();
+    sync(&mut a, &mut b).unwrap();
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        let os = d.get(&m, "objects").unwrap().unwrap().1;
+        d.delete(&os, hex(&[5; 32])).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+}
+
+/// Issue 16 item 6: a large batch of a member's own changes with one bad change at its end is
+/// refused whole, and its cost is in proportion to the batch (own entries are judged from what
+/// they touch: docs/benchmarks.md has the time of 20,000).
+#[test]
+fn a_large_batch_with_one_bad_change_is_refused_whole() {
+    use kith_crdt::automerge::{ObjType, ScalarValue};
+    const N: usize = 2000;
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    let heads = b.doc_mut().heads();
+    for i in 0..N {
+        let object = *blake3::hash(&i.to_le_bytes()).as_bytes();
+        let record = crate::view::PoolObject {
+            manifest: object,
+            bytes: 10,
+            blobs: 1,
+            name: crate::names::ObjectName::Sealed(vec![0; 30]),
+            at_ms: T0 + 30,
+        };
+        b.add_object(&bob, &object, &record, T0 + 30).unwrap();
+    }
+    // The bad one: bob makes himself an admin.
+    let mut raw = b.doc_mut().doc().clone().with_actor(bob.author().actor());
+    let m = member_obj(&raw, &bob);
+    raw.put(&m, "role", "admin").unwrap();
+    let os = crate::edit::map_or_new(&mut raw, &m, "objects").unwrap();
+    let e = raw.put_object(&os, hex(&[1; 32]), ObjType::Map).unwrap();
+    raw.put(&e, "manifest", ScalarValue::Bytes(vec![1; 32])).unwrap();
+    let h = raw.commit().unwrap();
+    let bad = raw.get_change_by_hash(&h).unwrap();
+    let (mut changes, mut sigs) = b.doc_mut().changes_since(&heads);
+    let mut msg = kith_crdt::SIGNING_CONTEXT.to_vec();
+    msg.extend_from_slice(&a.id());
+    msg.extend_from_slice(&h.0);
+    sigs.insert(h, bob.sign(&msg));
+    changes.push(bad);
+    assert_eq!(changes.len(), N + 1);
+    let before = a.doc_mut().heads();
+    let t = std::time::Instant::now();
+    let err = a.doc_mut().ingest(changes, &sigs, &PoolRules).unwrap_err();
+    eprintln!("{} changes judged and refused in {:?}", N + 1, t.elapsed());
+    assert!(err.to_string().contains("not allowed"), "{err}");
+    assert_eq!(a.doc_mut().heads(), before, "nothing of the batch was kept");
+    assert!(a.view().members[&bob.author().key].objects.is_empty());
+}

@@ -275,6 +275,56 @@ pub struct PoolView {
     pub members: BTreeMap<Key, Member>,
 }
 
+/// A node's offer (`members/X/nodes/<node>`).
+pub(crate) fn read_offer(d: &impl ReadDoc, o: &ObjId) -> Result<Offer, String> {
+    Ok(Offer {
+        storage: uint(d, o, "storage")?,
+        egress: uint(d, o, "egress")?,
+        zone: text(d, o, "zone")?,
+    })
+}
+
+/// An object's entry (`members/X/objects/<k>`).
+pub(crate) fn read_object(d: &impl ReadDoc, o: &ObjId, k: &str) -> Result<PoolObject, String> {
+    let manifest = match d.get(o, "manifest").map_err(|e| e.to_string())? {
+        Some((v, _)) => v
+            .as_bytes()
+            .and_then(|b| <Key>::try_from(b).ok())
+            .ok_or(format!("object {k}: `manifest` is not a 32-byte id"))?,
+        None => return Err(format!("object {k}: `manifest` is missing")),
+    };
+    let at_ms = match d.get(o, "at").map_err(|e| e.to_string())? {
+        Some((v, _)) => v.as_i64().ok_or("`at` is not a number")?,
+        None => return Err(format!("object {k}: `at` is missing")),
+    };
+    Ok(PoolObject {
+        manifest,
+        bytes: uint(d, o, "bytes")?,
+        blobs: uint(d, o, "blobs")?,
+        name: object_name(d, o, k)?,
+        at_ms,
+    })
+}
+
+/// An audit record (`members/X/audits/<node>`).
+pub(crate) fn read_audit(d: &impl ReadDoc, o: &ObjId) -> Result<AuditRecord, String> {
+    let failing = match d.get(o, "failing").map_err(|e| e.to_string())? {
+        Some((v, _)) => v.as_bool().ok_or("`failing` is not a boolean")?,
+        None => false,
+    };
+    let at_ms = match d.get(o, "at").map_err(|e| e.to_string())? {
+        Some((v, _)) => v.as_i64().ok_or("`at` is not a number")?,
+        None => 0,
+    };
+    Ok(AuditRecord {
+        passed: uint(d, o, "passed")?,
+        failed: uint(d, o, "failed")?,
+        failing,
+        reason: text(d, o, "reason")?,
+        at_ms,
+    })
+}
+
 /// An object's name: sealed bytes, or text written before names were sealed.
 fn object_name(d: &impl ReadDoc, o: &ObjId, k: &str) -> Result<ObjectName, String> {
     let Some((v, _)) = d.get(o, "name").map_err(|e| e.to_string())? else {
@@ -378,12 +428,7 @@ impl PoolView {
         for k in d.keys(&ns) {
             let key = parse_key(&k).ok_or(format!("node key `{k}` is not a key"))?;
             let o = obj(d, &ns, &k)?;
-            let offer = Offer {
-                storage: uint(d, &o, "storage")?,
-                egress: uint(d, &o, "egress")?,
-                zone: text(d, &o, "zone")?,
-            };
-            nodes.insert(key, offer);
+            nodes.insert(key, read_offer(d, &o)?);
         }
         let mut objects = BTreeMap::new();
         if d.get(m, "objects").map_err(|e| e.to_string())?.is_some() {
@@ -391,24 +436,7 @@ impl PoolView {
             for k in d.keys(&os) {
                 let key = parse_key(&k).ok_or(format!("object key `{k}` is not a key"))?;
                 let o = obj(d, &os, &k)?;
-                let manifest = match d.get(&o, "manifest").map_err(|e| e.to_string())? {
-                    Some((v, _)) => v
-                        .as_bytes()
-                        .and_then(|b| <Key>::try_from(b).ok())
-                        .ok_or(format!("object {k}: `manifest` is not a 32-byte id"))?,
-                    None => return Err(format!("object {k}: `manifest` is missing")),
-                };
-                let at_ms = match d.get(&o, "at").map_err(|e| e.to_string())? {
-                    Some((v, _)) => v.as_i64().ok_or("`at` is not a number")?,
-                    None => return Err(format!("object {k}: `at` is missing")),
-                };
-                let po = PoolObject {
-                    manifest,
-                    bytes: uint(d, &o, "bytes")?,
-                    blobs: uint(d, &o, "blobs")?,
-                    name: object_name(d, &o, &k)?,
-                    at_ms,
-                };
+                let po = read_object(d, &o, &k)?;
                 objects.insert(key, po);
             }
         }
@@ -418,21 +446,7 @@ impl PoolView {
             for k in d.keys(&os) {
                 let key = parse_key(&k).ok_or(format!("audited node `{k}` is not a key"))?;
                 let o = obj(d, &os, &k)?;
-                let failing = match d.get(&o, "failing").map_err(|e| e.to_string())? {
-                    Some((v, _)) => v.as_bool().ok_or("`failing` is not a boolean")?,
-                    None => false,
-                };
-                let at_ms = match d.get(&o, "at").map_err(|e| e.to_string())? {
-                    Some((v, _)) => v.as_i64().ok_or("`at` is not a number")?,
-                    None => 0,
-                };
-                let rec = AuditRecord {
-                    passed: uint(d, &o, "passed")?,
-                    failed: uint(d, &o, "failed")?,
-                    failing,
-                    reason: text(d, &o, "reason")?,
-                    at_ms,
-                };
+                let rec = read_audit(d, &o)?;
                 audits.insert(key, rec);
             }
         }
