@@ -43,7 +43,11 @@ impl Replicator {
                 }
             };
             lock(&self.asked).insert(peer);
-            if let Err(e) = self.exchange_identity(peer).await {
+            // Only with a node that shares a pool with this identity or is one of its devices:
+            // a stranger would refuse the document (custody is for members) and say so.
+            if (!ids.is_empty() || self.pools.is_own_device(peer.as_bytes()))
+                && let Err(e) = self.exchange_identity(peer).await
+            {
                 tracing::debug!(peer = %peer.fmt_short(), error = %e, "identity exchange failed");
             }
             for id in ids {
