@@ -195,7 +195,7 @@ impl Node {
         let listen = cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
         let endpoint = builder.bind().await.map_err(|e| bind_err(&listen, &e))?;
         let served = Arc::new(Served::default());
-        let protocol = BlobsProtocol::new(store.clone(), served.clone());
+        let protocol = BlobsProtocol::new(store.clone(), served.clone()).with_peers(peers.clone());
         let mut router = Router::builder(endpoint.clone()).accept(blobs::ALPN, protocol);
         for (alpn, handler) in protocols {
             router = router.accept(alpn, handler);

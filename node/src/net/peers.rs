@@ -237,6 +237,11 @@ impl PeerTable {
         }
     }
 
+    /// Whether `id` is in the table.
+    pub fn knows(&self, id: &EndpointId) -> bool {
+        self.read().contains_key(id)
+    }
+
     /// Records the result of a ping.
     pub fn record(&self, id: &EndpointId, answered: bool) {
         if let Some(e) = self.write().get_mut(id) {

@@ -88,12 +88,22 @@ pub struct BlobsProtocol {
     store: Arc<Store>,
     serving: Arc<Semaphore>,
     served: Arc<Served>,
+    peers: Option<Arc<crate::net::peers::PeerTable>>,
 }
 
 impl BlobsProtocol {
     /// Serves from `store`, counting into `served`.
     pub fn new(store: Arc<Store>, served: Arc<Served>) -> Self {
-        Self { store, serving: Arc::new(Semaphore::new(MAX_SERVING)), served }
+        Self { store, serving: Arc::new(Semaphore::new(MAX_SERVING)), served, peers: None }
+    }
+
+    /// Also notes in `peers` the nodes that dial this one directly (at the address they came
+    /// from), so a node learns of its neighbours as soon as they reach it: mDNS answers to a
+    /// new node can wait up to a second (RFC 6762's multicast window), a neighbour that saw its
+    /// announcement dials it at once. The table is bounded and refuses forgotten devices.
+    pub fn with_peers(mut self, peers: Arc<crate::net::peers::PeerTable>) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     async fn serve(
@@ -199,6 +209,20 @@ impl ProtocolHandler for BlobsProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         conn.set_max_concurrent_bi_streams(MAX_STREAMS_PER_CONN.into());
         let peer = conn.remote_id();
+        if let Some(peers) = &self.peers {
+            let addrs: Vec<std::net::SocketAddr> = conn
+                .paths()
+                .iter()
+                .filter_map(|p| match p.remote_addr() {
+                    iroh::TransportAddr::Ip(a) => Some(*a),
+                    _ => None,
+                })
+                .take(4)
+                .collect();
+            if !addrs.is_empty() && !peers.knows(&peer) {
+                peers.upsert(peer, &addrs, false, false);
+            }
+        }
         while let Ok((send, recv)) = conn.accept_bi().await {
             let Ok(permit) = self.serving.clone().acquire_owned().await else { break };
             let this = self.clone();
