@@ -37,6 +37,12 @@ fn three_nodes_in_namespaces_find_each_other() {
                     .all(|j| k.iter().any(|(id, st)| *id == ids[j] && st == "reachable")))
             })
             .unwrap();
+        // A neighbour that dialled first is known before its mDNS answer (which may wait out
+        // mDNS's one-second multicast window); the announcement still arrives.
+        net.wait_for(DISCOVERY, &format!("node {i} to hear both on mDNS"), |n| {
+            Ok(n.peers(i)?.iter().filter(|p| p["mdns"] == true).count() == 2)
+        })
+        .unwrap();
         eprintln!("node {i} saw both peers {took:?} after the last node started");
         let peers = net.peers(i).unwrap();
         assert_eq!(peers.len(), 2, "only the two others, never itself: {peers:?}");
