@@ -125,6 +125,7 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
     }
     let me = hex(&c.author.key);
     let mut touched: Vec<(String, String)> = Vec::new();
+    let mut maps: Vec<String> = Vec::new();
     for p in c.patches {
         let path = patch_path(p);
         let deleting = matches!(p.action, PatchAction::DeleteMap { .. });
@@ -132,8 +133,10 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
             ["members", who, kind @ ("objects" | "audits" | "nodes"), key, ..] if *who == me => {
                 touched.push((kind.to_string(), key.to_string()));
             }
-            // The map of objects or audits made on first use.
-            ["members", who, "objects" | "audits"] if *who == me && !deleting => {}
+            // The map of objects or audits made on first use (checked below to be a map).
+            ["members", who, kind @ ("objects" | "audits")] if *who == me && !deleting => {
+                maps.push(kind.to_string());
+            }
             _ => return None,
         }
     }
@@ -158,6 +161,9 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
     let check = || -> Result<(), String> {
         let members = crate::view::obj(after, &ROOT, "members")?;
         let m = crate::view::obj(after, &members, &me)?;
+        for kind in &maps {
+            crate::view::obj(after, &m, kind)?;
+        }
         for (kind, key) in &touched {
             let Some((Value::Object(ObjType::Map), kinds)) =
                 after.get(&m, kind.as_str()).map_err(|e| e.to_string())?

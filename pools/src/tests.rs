@@ -430,6 +430,13 @@ fn own_objects_audits_and_offers_are_judged_from_what_they_touch() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("breaks the pool document"), "{err}");
+    // Its map of objects replaced by a number: refused (the document would not parse).
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        d.put(&m, "objects", 3u64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("breaks the pool document"), "{err}");
     // Into ada's objects: refused by the full rules.
     let err = forge(&mut a, &mut b, &bob, |d| {
         let m = member_obj(d, &ada);
