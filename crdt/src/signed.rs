@@ -435,11 +435,14 @@ impl SignedDoc {
             let sig = guard(|| self.check(&mut work, &change, &sigs, authz, Some(&heads)))?;
             Ok((out, Some((hash, sig))))
         });
+        // A failed edit leaves its transaction open: dropped before anything closes it.
+        if made.is_err() {
+            work.rollback();
+        }
         work.reset_diff_cursor();
         let (out, made) = match made {
             Ok(m) => m,
             Err(e) => {
-                work.rollback();
                 let now = work.get_heads();
                 self.doc = if now == heads {
                     work

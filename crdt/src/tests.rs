@@ -326,3 +326,21 @@ fn a_copy_checked_apart_is_adopted_whole_or_its_changes_are_checked_again() {
     assert!(matches!(err, DocError::Unauthorised { .. }), "{err} ({})", hex(&bad.hash().0));
     assert_eq!(x.heads(), before);
 }
+
+#[test]
+fn an_edit_that_fails_half_way_leaves_nothing_behind() {
+    let o = signer(1);
+    let mut a = genesis(&o);
+    let before = a.heads();
+    let err = a
+        .change(&o, 2, &Toy, |d| {
+            d.put(ROOT, "half", 1)?;
+            Err::<(), _>(automerge::AutomergeError::InvalidIndex(7))
+        })
+        .unwrap_err();
+    assert!(matches!(err, DocError::Automerge(_)), "{err}");
+    assert_eq!(a.heads(), before);
+    assert!(a.doc().get(ROOT, "half").unwrap().is_none());
+    own_entry(&mut a, &o, 4);
+    assert_eq!(a.len(), 2);
+}
