@@ -9,6 +9,12 @@
 //! budget, before anything is allocated for it. Chunk types other than documents, changes and
 //! compressed changes (such as automerge's experimental bundles) are refused: kith never sends
 //! them.
+//!
+//! Bytes are not the only measure: a run-length column says "a billion of these" in a few
+//! bytes, and automerge walks (and collects) every entry a column declares. So every column of
+//! a change or a document is walked run by run, never entry by entry, and the entries it
+//! declares are counted: a change may declare at most [`MAX_CHANGE_ENTRIES`] per column, a
+//! document [`MAX_DOCUMENT_ENTRIES`].
 
 use std::io::Read;
 
@@ -18,6 +24,14 @@ use crate::signed::{DocError, MAX_CHANGE_BYTES};
 /// document of tens of thousands of objects is a few MiB; this leaves room without letting a
 /// peer make a node allocate much.
 pub const MAX_INFLATED_BYTES: usize = 16 << 20;
+
+/// Most entries (operations, predecessors, ...) one column of a change may declare. A change is
+/// at most 64 KiB; a change of a kith document writes a few dozen values.
+pub const MAX_CHANGE_ENTRIES: u64 = 1 << 16;
+
+/// Most entries one column of a document may declare (a year of a large pool's ledger is far
+/// below this).
+pub const MAX_DOCUMENT_ENTRIES: u64 = 1 << 22;
 
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 const DOCUMENT: u8 = 0;
@@ -45,10 +59,12 @@ pub fn check_chunks(bytes: &[u8], budget: &mut usize) -> Result<(), DocError> {
                     return Err(too_large(MAX_CHANGE_BYTES, "a change"));
                 }
                 spend(budget, data.len())?;
+                check_change(data)?;
             }
             COMPRESSED_CHANGE => {
                 let n = inflated_len(data, MAX_CHANGE_BYTES)?;
                 spend(budget, n)?;
+                check_change(&inflate(data, MAX_CHANGE_BYTES)?)?;
             }
             other => return Err(malformed(&format!("chunk type {other} is not accepted"))),
         }
@@ -76,20 +92,127 @@ fn check_document(data: &[u8], budget: &mut usize) -> Result<(), DocError> {
         for _ in 0..n {
             let spec = r.uleb()?;
             let len = r.uleb()?;
-            columns.push((spec & DEFLATE_BIT != 0, len));
+            columns.push((spec, len));
         }
     }
-    for (deflated, len) in columns {
+    for (spec, len) in columns {
         let col = r.take_len(len)?;
-        if deflated {
+        if spec & DEFLATE_BIT != 0 {
             let n = inflated_len(col, *budget)?;
             spend(budget, n)?;
+            count_entries(spec, &inflate(col, n)?, MAX_DOCUMENT_ENTRIES)?;
         } else {
             spend(budget, col.len())?;
+            count_entries(spec, col, MAX_DOCUMENT_ENTRIES)?;
         }
     }
     // What follows (head indexes) is read by automerge from what is left, in place.
     spend(budget, r.b.len())
+}
+
+/// A change's body: its header (dependencies, actor, sequence, start, time, message, other
+/// actors), then its operation columns, each walked by [`count_entries`].
+fn check_change(data: &[u8]) -> Result<(), DocError> {
+    let mut r = Reader { b: data };
+    let deps = r.uleb()?;
+    r.take_len(deps.checked_mul(32).ok_or_else(|| malformed("too many dependencies"))?)?;
+    let actor = r.uleb()?;
+    r.take_len(actor)?;
+    r.uleb()?; // sequence number
+    r.uleb()?; // start op
+    r.uleb()?; // time (signed, same framing)
+    let message = r.uleb()?;
+    r.take_len(message)?;
+    let others = r.uleb()?;
+    if others > r.b.len() as u64 {
+        return Err(malformed("more actors than bytes"));
+    }
+    for _ in 0..others {
+        let n = r.uleb()?;
+        r.take_len(n)?;
+    }
+    let n = r.uleb()?;
+    if n > r.b.len() as u64 {
+        return Err(malformed("more columns than bytes"));
+    }
+    let mut columns = Vec::new();
+    for _ in 0..n {
+        columns.push((r.uleb()?, r.uleb()?));
+    }
+    for (spec, len) in columns {
+        let col = r.take_len(len)?;
+        if spec & DEFLATE_BIT != 0 {
+            return Err(malformed("a change with a compressed column"));
+        }
+        count_entries(spec, col, MAX_CHANGE_ENTRIES)?;
+    }
+    Ok(())
+}
+
+/// Walks a column run by run and counts the entries it declares; an error past `limit`.
+/// Column types (the low three bits of the specification): 0 group, 1 actor, 2 integer,
+/// 3 delta, 4 boolean, 5 string, 6 value metadata (all run-length encoded but boolean, which
+/// is alternating run lengths), 7 raw values (no entries of their own).
+fn count_entries(spec: u64, col: &[u8], limit: u64) -> Result<u64, DocError> {
+    const BOOLEAN: u64 = 4;
+    const STRING: u64 = 5;
+    const RAW: u64 = 7;
+    let kind = spec & 0b111;
+    let mut r = Reader { b: col };
+    let mut total = 0u64;
+    let over = || DocError::Expands { what: "a column's entries".into(), limit: limit as usize };
+    let skip_value = |r: &mut Reader<'_>| -> Result<(), DocError> {
+        if kind == STRING {
+            let n = r.uleb()?;
+            r.take_len(n)?;
+        } else {
+            r.uleb()?;
+        }
+        Ok(())
+    };
+    match kind {
+        RAW => {}
+        BOOLEAN => {
+            while !r.b.is_empty() {
+                total = total.saturating_add(r.uleb()?);
+                if total > limit {
+                    return Err(over());
+                }
+            }
+        }
+        _ => {
+            while !r.b.is_empty() {
+                let count = r.sleb()?;
+                let n = count.unsigned_abs();
+                total = total.saturating_add(if count == 0 { r.uleb()? } else { n });
+                if total > limit {
+                    return Err(over());
+                }
+                if count > 0 {
+                    skip_value(&mut r)?;
+                } else if count < 0 {
+                    for _ in 0..n {
+                        skip_value(&mut r)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// `data` inflated, at most `limit` bytes (checked by [`inflated_len`] first where the size is
+/// charged to a budget).
+fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, DocError> {
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(data)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| malformed(&format!("bad compressed data: {e}")))?;
+    if out.len() > limit {
+        return Err(too_large(limit, "compressed data"));
+    }
+    Ok(out)
 }
 
 /// What `data` inflates to, counted with a fixed buffer; an error past `limit` bytes or when it
@@ -152,5 +275,26 @@ impl<'a> Reader<'a> {
             }
         }
         Err(malformed("a number longer than 64 bits"))
+    }
+
+    fn sleb(&mut self) -> Result<i64, DocError> {
+        let mut v = 0i64;
+        let mut shift = 0u32;
+        loop {
+            let byte = self.take(1)?[0];
+            if shift < 64 {
+                v |= i64::from(byte & 0x7f) << shift;
+            }
+            shift += 7;
+            if byte & 0x80 == 0 {
+                if shift < 64 && byte & 0x40 != 0 {
+                    v |= -1i64 << shift;
+                }
+                return Ok(v);
+            }
+            if shift >= 70 {
+                return Err(malformed("a number longer than 64 bits"));
+            }
+        }
     }
 }

@@ -87,6 +87,34 @@ fn chunk(kind: u8, data: &[u8]) -> Vec<u8> {
     c
 }
 
+/// A change chunk around `body` with the checksum automerge expects (SHA-256 of type, length
+/// and body), so only the checks before automerge can refuse it.
+fn signed_off_change(body: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut header = vec![1u8];
+    uleb(body.len() as u64, &mut header);
+    let sum = sha2::Sha256::new().chain_update(&header).chain_update(body).finalize();
+    let mut c = vec![0x85, 0x6f, 0x4a, 0x83];
+    c.extend_from_slice(&sum[..4]);
+    c.extend_from_slice(&header);
+    c.extend_from_slice(body);
+    c
+}
+
+fn sleb(v: i64, out: &mut Vec<u8>) {
+    let mut v = v;
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        let done = (v == 0 && b & 0x40 == 0) || (v == -1 && b & 0x40 != 0);
+        if done {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
 /// A sync message that carries `chunks` as its changes.
 fn frame(chunks: Vec<Vec<u8>>) -> SyncFrame {
     let msg = Message {
@@ -165,4 +193,50 @@ fn broken_framing_and_unknown_chunk_types_are_refused_by_name() {
         }
     }
     assert_eq!(peer.len(), d.len());
+}
+
+#[test]
+fn a_tiny_change_declaring_a_billion_operations_is_refused_unwalked() {
+    // No dependencies, a 64-byte actor, seq 1, start op 1, time 0, no message, no other actors,
+    // one column: actions (id 4, integer).
+    let mut header = vec![0];
+    uleb(64, &mut header);
+    header.extend_from_slice(&[7; 64]);
+    header.extend_from_slice(&[1, 1, 0, 0, 0]);
+    let change = |col: &[u8]| {
+        let mut body = header.clone();
+        uleb(1, &mut body);
+        uleb((4 << 4) | 2, &mut body);
+        uleb(col.len() as u64, &mut body);
+        body.extend_from_slice(col);
+        signed_off_change(&body)
+    };
+    // One run of a billion `put`s, in 6 bytes.
+    let mut col = Vec::new();
+    sleb(1_000_000_000, &mut col);
+    uleb(1, &mut col);
+    let bomb = change(&col);
+    assert!(bomb.len() < 120, "{} bytes", bomb.len());
+    let mut d = doc();
+    let before = d.len();
+    let (r, peak) = peak_of(|| d.sync_in(&mut SyncState::new(), &frame(vec![bomb]), &Anyone));
+    match r {
+        Err(DocError::Expands { what, .. }) => assert!(what.contains("entries"), "{what}"),
+        other => panic!("expected a refusal for its entries, got {other:?}"),
+    }
+    assert!(peak < ALLOWED, "refusing it allocated {} MiB", peak >> 20);
+    assert_eq!(d.len(), before);
+    // A literal run that claims more values than the column holds: refused as truncated.
+    let mut col = Vec::new();
+    sleb(-1000, &mut col);
+    uleb(1, &mut col);
+    let r = d.sync_in(&mut SyncState::new(), &frame(vec![change(&col)]), &Anyone);
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("truncated"), "{e}");
+    // A null run of a billion, and a boolean column of a billion: refused as well.
+    let mut col = vec![0];
+    uleb(1_000_000_000, &mut col);
+    let e = d.sync_in(&mut SyncState::new(), &frame(vec![change(&col)]), &Anyone).unwrap_err();
+    assert!(matches!(e, DocError::Expands { .. }), "{e}");
+    assert_eq!(d.len(), before);
 }

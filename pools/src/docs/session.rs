@@ -235,7 +235,17 @@ impl Pools {
             let heads = p.doc_mut().heads();
             (p.fork(), heads)
         };
-        let result = match work.doc_mut().sync_in(state, &f, &PoolRules) {
+        // On a blocking thread: a large batch takes its time without holding up this node's
+        // other sessions and requests.
+        let mut st = std::mem::replace(state, SyncState::new());
+        let (work, st, checked) = tokio::task::spawn_blocking(move || {
+            let r = work.doc_mut().sync_in(&mut st, &f, &PoolRules);
+            (work, st, r)
+        })
+        .await
+        .map_err(|e| format!("the check of the peer's changes failed: {e}"))?;
+        *state = st;
+        let result = match checked {
             Ok(new) if !new.is_empty() => {
                 let mut pools = self.lock();
                 let p = pools.get_mut(&pool).ok_or("the pool is gone")?;

@@ -114,9 +114,21 @@ impl Authorizer for LedgerRules<'_> {
             Some((v, _)) => v.as_str().map(str::to_string).ok_or("`period` is not text")?,
             None => return Err("`period` is missing".into()),
         };
+        // Rows and costs the change wrote, checked whole once it is applied (below).
+        let mut rows_touched: Vec<String> = Vec::new();
+        let mut costs_touched: Vec<String> = Vec::new();
         for p in c.patches {
             let path = patch_path(p);
             let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            match path.as_slice() {
+                ["rows", k, ..] if !rows_touched.iter().any(|r| r == k) => {
+                    rows_touched.push(k.to_string())
+                }
+                ["costs", k, ..] if !costs_touched.iter().any(|r| r == k) => {
+                    costs_touched.push(k.to_string())
+                }
+                _ => {}
+            }
             if matches!(p.action, PatchAction::DeleteMap { .. }) {
                 return Err(format!("nothing in a ledger is deleted (`{}`)", path.join("/")));
             }
@@ -225,8 +237,64 @@ impl Authorizer for LedgerRules<'_> {
                 }
             }
         }
+        // What it wrote must read as the ledger reads it, or the period would stop parsing on
+        // every node: each row and cost it touched, as it is after the change.
+        let after = [c.hash];
+        for k in &rows_touched {
+            row_reads(c, &after, k).map_err(|e| format!("it breaks the ledger: row {k}: {e}"))?;
+        }
+        for k in &costs_touched {
+            cost_reads(c, &after, k).map_err(|e| format!("it breaks the ledger: cost {k}: {e}"))?;
+        }
         Ok(())
     }
+}
+
+/// The map at `key` of `obj`, at `heads`.
+fn map_at(c: &Check<'_>, obj: &ObjId, key: &str, heads: &[ChangeHash]) -> Result<ObjId, String> {
+    match c.doc.get_at(obj, key, heads).map_err(|e| e.to_string())? {
+        Some((Value::Object(kith_crdt::automerge::ObjType::Map), id)) => Ok(id),
+        Some(_) => Err(format!("`{key}` is not a map")),
+        None => Err(format!("`{key}` is missing")),
+    }
+}
+
+/// Row `k` at `heads`, read as [`LedgerView::read`] reads it (lookups, no copy).
+fn row_reads(c: &Check<'_>, heads: &[ChangeHash], k: &str) -> Result<(), String> {
+    let rows = map_at(c, &ROOT, "rows", heads)?;
+    let r = map_at(c, &rows, k, heads)?;
+    for counter in Counter::ALL {
+        if let Some((v, _)) = c.doc.get_at(&r, counter.key(), heads).map_err(|e| e.to_string())? {
+            v.as_i64().ok_or(format!("`{}` is not a number", counter.key()))?;
+        }
+    }
+    let rec = map_at(c, &r, "receipts", heads)?;
+    for s in c.doc.keys_at(&rec, heads) {
+        parse_key(&s).ok_or(format!("receipt `{s}` is not a node"))?;
+        if let Some((v, _)) = c.doc.get_at(&rec, &s, heads).map_err(|e| e.to_string())? {
+            let b = v.as_bytes().ok_or("a receipt is not bytes")?;
+            Receipt::from_bytes(b).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Cost `k` at `heads`, read as [`LedgerView::read`] reads it.
+fn cost_reads(c: &Check<'_>, heads: &[ChangeHash], k: &str) -> Result<(), String> {
+    let costs = map_at(c, &ROOT, "costs", heads)?;
+    let e = map_at(c, &costs, k, heads)?;
+    let get = |f: &str| c.doc.get_at(&e, f, heads).map_err(|e| e.to_string());
+    let by = get("by")?.ok_or("`by` is missing")?.0;
+    by.as_bytes().filter(|b| b.len() == 32).ok_or("`by` is not a key")?;
+    get("what")?.ok_or("`what` is missing")?.0.as_str().ok_or("`what` is not text")?;
+    for f in ["cents", "at"] {
+        get(f)?
+            .ok_or(format!("`{f}` is missing"))?
+            .0
+            .as_i64()
+            .ok_or(format!("`{f}` is not a number"))?;
+    }
+    Ok(())
 }
 
 /// The value at `path` in `d`, if there is one.

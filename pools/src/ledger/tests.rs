@@ -190,6 +190,7 @@ fn changes_without_a_pool_note_are_judged_by_the_entry_as_it_is() {
             .put_object(&rows, row_key(&s.author().key, &s.author().device), ObjType::Map)
             .unwrap();
         raw.put(&r, "storage_used", ScalarValue::counter(5)).unwrap();
+        raw.put_object(&r, "receipts", ObjType::Map).unwrap();
         let h = raw.commit().unwrap();
         let change = raw.get_change_by_hash(&h).unwrap();
         let msg = [kith_crdt::SIGNING_CONTEXT, &id_of(l)[..], &h.0[..]].concat();
@@ -331,4 +332,51 @@ proptest! {
         let st = settle(&view, CostRule::Proportional, &[a.author().key, bob]);
         prop_assert_eq!(st.iter().map(|s| s.owes_cents).sum::<i64>(), 0);
     }
+}
+
+#[test]
+fn a_row_that_would_not_read_is_refused_and_the_ledger_keeps_reading() {
+    let (mut p, a, m) = pool();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let period = Period::parse("2026-11").unwrap();
+    let mut l = Ledger::start(&rules, period).unwrap();
+    l.add(&a, &rules, Counter::StorageUsed, 1, 11).unwrap();
+    let id = id_of(&mut l);
+    let own = row_key(&m.author().key, &m.author().device);
+    let mut forged = |f: &dyn Fn(&mut kith_crdt::automerge::AutoCommit)| {
+        let mut raw = l.doc_mut().doc().clone().with_actor(m.author().actor());
+        f(&mut raw);
+        let h = raw.commit().unwrap();
+        let change = raw.get_change_by_hash(&h).unwrap();
+        let msg = [kith_crdt::SIGNING_CONTEXT, &id[..], &h.0[..]].concat();
+        let sigs = BTreeMap::from([(h, m.sign(&msg))]);
+        l.doc_mut().ingest(vec![change], &sigs, &rules).map(|_| ())
+    };
+    // Bob's own row as an empty map (no receipts), as a number, with a counter as text.
+    let empty = forged(&|d| {
+        let rows = d.get(ROOT, "rows").unwrap().unwrap().1;
+        d.put_object(&rows, own.as_str(), ObjType::Map).unwrap();
+    });
+    let scalar = forged(&|d| {
+        let rows = d.get(ROOT, "rows").unwrap().unwrap().1;
+        d.put(&rows, own.as_str(), 7).unwrap();
+    });
+    let text = forged(&|d| {
+        let rows = d.get(ROOT, "rows").unwrap().unwrap().1;
+        let r = d.put_object(&rows, own.as_str(), ObjType::Map).unwrap();
+        d.put_object(&r, "receipts", ObjType::Map).unwrap();
+        d.put(&r, "storage_used", "lots").unwrap();
+    });
+    for e in [empty, scalar] {
+        let e = e.unwrap_err();
+        assert!(e.to_string().contains("breaks the ledger"), "{e}");
+    }
+    assert!(text.is_err(), "a counter as text");
+    // Nothing was kept: the ledger reads, with Ada's figure only.
+    assert_eq!(l.view().total(&a.author().key, Counter::StorageUsed), 1);
+    assert_eq!(l.view().rows.len(), 1);
+    // Bob's real first record still goes in.
+    l.add(&m, &rules, Counter::StorageUsed, 2, 12).unwrap();
+    assert_eq!(l.view().total(&m.author().key, Counter::StorageUsed), 2);
 }
