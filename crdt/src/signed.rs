@@ -316,16 +316,16 @@ impl SignedDoc {
         SignedDoc { id: self.id, doc: self.doc.fork(), sigs: self.sigs.clone() }
     }
 
-    /// Takes in `checked`, a [`SignedDoc::fork`] of this document made when it had `heads`
-    /// and holding changes checked since: swapped in whole when this document has not changed
-    /// meanwhile, else the new changes are checked again against it (a change's verdict depends
-    /// only on its history, so this is the same verdict, paid twice only in that rare case).
+    /// Takes in `checked`, a [`SignedDoc::fork`] of this document made when it had `heads`,
+    /// whose new changes were all checked there: swapped in whole when this document has not
+    /// changed meanwhile, else its new changes are applied as they are. A change's verdict
+    /// depends only on the change and its history, so a change judged in the copy stands here
+    /// (this is why nothing is judged twice, and why the copy must hold only checked changes).
     /// Returns the hashes of the changes that were new here.
     pub fn adopt(
         &mut self,
         mut checked: SignedDoc,
         heads: &[ChangeHash],
-        authz: &dyn Authorizer,
     ) -> Result<Vec<ChangeHash>, DocError> {
         if checked.id != self.id {
             return Err(DocError::Format("a copy of another document".into()));
@@ -335,7 +335,14 @@ impl SignedDoc {
             *self = checked;
             return Ok(changes.iter().map(Change::hash).collect());
         }
-        self.ingest(changes, &sigs, authz)
+        let new: Vec<Change> =
+            changes.into_iter().filter(|c| !self.sigs.contains_key(&c.hash())).collect();
+        let hashes: Vec<ChangeHash> = new.iter().map(Change::hash).collect();
+        let mut work = self.doc.fork();
+        guard(|| Ok(work.apply_changes(new)?))?;
+        self.doc = work;
+        self.sigs.extend(sigs.into_iter().filter(|(h, _)| hashes.contains(h)));
+        Ok(hashes)
     }
 
     /// A document known only by its id, to be filled by sync (a new member's first copy). The
@@ -423,7 +430,7 @@ impl SignedDoc {
         let heads = work.get_heads();
         work.set_actor(signer.author().actor());
         work.update_diff_cursor();
-        let made = f(&mut work).map_err(DocError::from).and_then(|out| {
+        let made = guard(|| Ok(f(&mut work)?)).and_then(|out| {
             let mut options = CommitOptions::default().with_time(time_ms);
             if let Some(note) = note {
                 options = options.with_message(note);
@@ -566,6 +573,15 @@ impl SignedDoc {
         } else {
             work.diff(&deps, &[hash])
         };
+        // A change must change something: empty ones cost every node a check and stay in the
+        // history for good.
+        if patches.is_empty() {
+            return Err(DocError::Unauthorised {
+                change,
+                author: hex(&author.key),
+                reason: "it changes nothing".into(),
+            });
+        }
         let check = Check {
             doc_id: &self.id,
             author,

@@ -187,7 +187,7 @@ impl Pool {
         checked: Pool,
         heads: &[ChangeHash],
     ) -> Result<Vec<ChangeHash>, PoolError> {
-        Ok(self.doc.adopt(checked.doc, heads, &PoolRules)?)
+        Ok(self.doc.adopt(checked.doc, heads)?)
     }
 
     /// The signed document (for sync).

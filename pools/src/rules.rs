@@ -39,6 +39,19 @@ impl Authorizer for PoolRules {
         if let Some(verdict) = own_entries(c) {
             return verdict;
         }
+        // Someone who is not an active member and does not write its own entry (a join, a
+        // departure) may write nothing: refused before any copy of the document is made.
+        if !c.genesis {
+            let me = hex(&c.author.key);
+            let own = |p: &kith_crdt::automerge::Patch| {
+                let path = patch_path(p);
+                path.first().is_some_and(|s| s == "members") && path.get(1) == Some(&me)
+            };
+            if !active_at_deps(c, &me) && !c.patches.iter().any(own) {
+                let first = c.patches.first().map(patch_path).unwrap_or_default();
+                return Err(denial(&first, false, false));
+            }
+        }
         let after =
             PoolView::read(c.after()).map_err(|e| format!("it breaks the pool document: {e}"))?;
         if c.genesis {
@@ -110,6 +123,21 @@ impl Authorizer for PoolRules {
         }
         Ok(())
     }
+}
+
+/// Whether `me` is an active member at the change's dependencies (lookups, no copy).
+fn active_at_deps(c: &Check<'_>, me: &str) -> bool {
+    use kith_crdt::automerge::{ObjType, ROOT, ReadDoc, Value};
+    let get =
+        |at: &kith_crdt::automerge::ObjId, k: &str| c.doc.get_at(at, k, c.deps).ok().flatten();
+    let map = |at: &kith_crdt::automerge::ObjId, k: &str| match get(at, k) {
+        Some((Value::Object(ObjType::Map), id)) => Some(id),
+        _ => None,
+    };
+    map(&ROOT, "members")
+        .and_then(|ms| map(&ms, me))
+        .and_then(|m| get(&m, "state"))
+        .is_some_and(|(v, _)| v.as_str() == Some("active"))
 }
 
 /// Most of a pool's changes are a member writing its own objects, audits and offers. Such a
