@@ -23,6 +23,9 @@ use crate::keys::now_ms;
 const PEERS_FILE_VERSION: u32 = 1;
 /// Peers remembered; beyond this, discovery ignores new ones (bounds memory on a hostile LAN).
 pub const MAX_PEERS: usize = 1024;
+/// Most peers known only because they dialled this node (not announced on mDNS, not from a
+/// ticket): a stranger with many keys fills these, never the room mDNS and tickets need.
+pub const MAX_DIALLED: usize = 64;
 const MAX_PEERS_FILE: u64 = 1 << 20;
 
 /// Whether a peer answers.
@@ -237,6 +240,20 @@ impl PeerTable {
         }
     }
 
+    /// Notes a node that dialled this one, at the address it came from, unless it is known
+    /// already or [`MAX_DIALLED`] such nodes are; whether it was added.
+    pub fn note_dialler(&self, id: EndpointId, addrs: &[SocketAddr]) -> bool {
+        {
+            let map = self.read();
+            if map.contains_key(&id)
+                || map.values().filter(|e| !e.mdns && !e.manual).count() >= MAX_DIALLED
+            {
+                return false;
+            }
+        }
+        self.upsert(id, addrs, false, false)
+    }
+
     /// Whether `id` is in the table.
     pub fn knows(&self, id: &EndpointId) -> bool {
         self.read().contains_key(id)
@@ -276,7 +293,8 @@ impl PeerTable {
         let map = self.read();
         let mut v: Vec<(u8, EndpointId)> = map
             .iter()
-            .filter(|(_, e)| !e.addrs.is_empty())
+            // Peers known only because they dialled in are not asked for data: anyone can dial.
+            .filter(|(_, e)| !e.addrs.is_empty() && (e.mdns || e.manual))
             .map(|(id, e)| {
                 let rank = match e.reachability {
                     Reachability::Reachable => 0,
@@ -320,6 +338,15 @@ mod tests {
         let b: SocketAddr = "10.0.0.3:1".parse().unwrap();
         assert!(t.add_ticket(&NodeTicket { id: other, addrs: vec![a] }).unwrap());
         assert!(!t.upsert(me, &[a], true, false), "never myself");
+        // Nodes that dial in: a bounded share of the table, and never fetch candidates.
+        let strangers: Vec<EndpointId> = (0..MAX_DIALLED + 10)
+            .map(|i| iroh::SecretKey::from_bytes(&[i as u8 + 50; 32]).public())
+            .collect();
+        let added = strangers.iter().filter(|id| t.note_dialler(**id, &[a])).count();
+        assert_eq!(added, MAX_DIALLED);
+        assert!(t.candidates().iter().all(|c| !strangers.contains(c)));
+        let neighbour = iroh::SecretKey::from_bytes(&[250; 32]).public();
+        assert!(t.upsert(neighbour, &[a], true, false), "mDNS still has room");
         let again = PeerTable::load(me, file);
         assert_eq!(again.list().len(), 1);
         assert!(again.list()[0].manual);

@@ -219,8 +219,8 @@ impl ProtocolHandler for BlobsProtocol {
                 })
                 .take(4)
                 .collect();
-            if !addrs.is_empty() && !peers.knows(&peer) {
-                peers.upsert(peer, &addrs, false, false);
+            if !addrs.is_empty() {
+                peers.note_dialler(peer, &addrs);
             }
         }
         while let Ok((send, recv)) = conn.accept_bi().await {
