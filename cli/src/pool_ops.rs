@@ -480,7 +480,11 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
                     owner_name: m.name.clone(),
                     owner_state: m.state.as_str().to_string(),
                     // Names are sealed for their owner: others see that an object is there.
-                    name: po.name.open(pools.signer(), o).unwrap_or_else(|| "(private)".into()),
+                    name: if *k == me {
+                        po.name.open(pools.signer(), id, o).unwrap_or_else(|| "(unreadable)".into())
+                    } else {
+                        "(private)".into()
+                    },
                     bytes: po.bytes,
                     blobs: po.blobs,
                     at_ms: po.at_ms,

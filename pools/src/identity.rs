@@ -47,6 +47,8 @@ pub struct Device {
 
 /// Key derivation context of the key that seals the identity's pool entries.
 pub const POOL_REF_CONTEXT: &str = "kith 2026-11 identity pool refs v1";
+/// Key derivation context of the key that makes an entry's opaque key (a keyed hash).
+pub const POOL_INDEX_CONTEXT: &str = "kith 2026-11 identity pool index v1";
 
 /// An entry of the identity's pool list as the document holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,13 +87,14 @@ impl IdentityView {
     /// The identity's pools, as `signer` (a device of the identity) opens them.
     pub fn pools(&self, signer: &Signer) -> BTreeMap<Key, PoolRef> {
         let mut out = BTreeMap::new();
-        for e in self.pool_entries.values() {
+        for (key, e) in &self.pool_entries {
             match e {
                 PoolEntry::Clear(id, r) => {
                     out.insert(*id, r.clone());
                 }
                 PoolEntry::Sealed(b) => {
-                    let Some(plain) = crate::names::open_bytes(signer, POOL_REF_CONTEXT, b"", b)
+                    let aad = key.as_bytes();
+                    let Some(plain) = crate::names::open_bytes(signer, POOL_REF_CONTEXT, aad, b)
                     else {
                         continue;
                     };
@@ -111,7 +114,7 @@ impl IdentityView {
 
 /// The opaque key of `pool`'s entry: a keyed hash only the identity computes.
 fn entry_key(signer: &Signer, pool: &Key) -> String {
-    let k = signer.derive_key(POOL_REF_CONTEXT);
+    let k = signer.derive_key(POOL_INDEX_CONTEXT);
     hex(&blake3::keyed_hash(&k, pool).as_bytes()[..16])
 }
 
@@ -390,8 +393,8 @@ impl IdentityDoc {
             return Ok(false);
         }
         let plain = [&pool[..], &now_ms.to_le_bytes(), name.as_bytes()].concat();
-        let sealed = crate::names::seal_bytes(signer, POOL_REF_CONTEXT, b"", &plain);
         let key = entry_key(signer, pool);
+        let sealed = crate::names::seal_bytes(signer, POOL_REF_CONTEXT, key.as_bytes(), &plain);
         self.edit(signer, now_ms, |d| {
             let ps = d.get(ROOT, "pools")?.map(|(_, id)| id).unwrap_or(ROOT);
             let o = d.put_object(&ps, key.as_str(), ObjType::Map)?;

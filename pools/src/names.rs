@@ -3,9 +3,11 @@
 //! sealed under a key only the owner's identity derives: holders and other members see that an
 //! object exists and how large it is, never what it is called.
 //!
-//! Sealed name: `nonce (12 random bytes) || ChaCha20-Poly1305(key, nonce, aad = object id,
-//! name)`, key = BLAKE3 key derivation over the identity secret ([`NAME_CONTEXT`]). Binding the
-//! object id means a sealed name cannot be moved to another object.
+//! Sealed name: `nonce (12 random bytes) || ChaCha20-Poly1305(key, nonce, aad = owner key ||
+//! pool id || object id, name padded with zero bytes to a multiple of 32)`, key = BLAKE3 key
+//! derivation over the identity secret ([`NAME_CONTEXT`]). Binding owner, pool and object means
+//! a sealed name cannot be moved to another entry (not even by a member copying it onto its own
+//! object); the padding hides a name's exact length.
 
 use kith_crdt::{Key, Signer};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -58,22 +60,35 @@ pub(crate) fn open_bytes(
     Some(plain.to_vec())
 }
 
-/// Seals `name` of `object` for `signer`'s identity.
-pub fn seal(signer: &Signer, object: &Key, name: &str) -> ObjectName {
+/// What a sealed name is bound to.
+fn name_aad(signer: &Signer, pool: &Key, object: &Key) -> Vec<u8> {
+    [&signer.author().key[..], pool, object].concat()
+}
+
+/// Seals `name` of `signer`'s `object` in `pool`.
+pub fn seal(signer: &Signer, pool: &Key, object: &Key, name: &str) -> ObjectName {
     let mut end = name.len().min(MAX_NAME);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    ObjectName::Sealed(seal_bytes(signer, NAME_CONTEXT, object, &name.as_bytes()[..end]))
+    let mut plain = name.as_bytes()[..end].to_vec();
+    plain.resize(plain.len().div_ceil(32).max(1) * 32, 0);
+    ObjectName::Sealed(seal_bytes(signer, NAME_CONTEXT, &name_aad(signer, pool, object), &plain))
 }
 
 impl ObjectName {
-    /// The name, if `signer` is of the identity that sealed it (or it is in clear).
-    pub fn open(&self, signer: &Signer, object: &Key) -> Option<String> {
+    /// The name, if `signer` is of the identity that sealed it for this pool and object (or
+    /// it is in clear).
+    pub fn open(&self, signer: &Signer, pool: &Key, object: &Key) -> Option<String> {
         match self {
             ObjectName::Clear(s) => Some(s.clone()),
             ObjectName::Sealed(b) => {
-                String::from_utf8(open_bytes(signer, NAME_CONTEXT, object, b)?).ok()
+                let aad = name_aad(signer, pool, object);
+                let mut plain = open_bytes(signer, NAME_CONTEXT, &aad, b)?;
+                while plain.last() == Some(&0) {
+                    plain.pop();
+                }
+                String::from_utf8(plain).ok()
             }
         }
     }
@@ -84,22 +99,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_owner_reads_a_name_and_only_for_its_object() {
+    fn only_the_owner_reads_a_name_and_only_for_its_entry() {
         let (alice, alice_laptop, bob) = (
             Signer::new(&[1; 32], [10; 32]),
             Signer::new(&[1; 32], [11; 32]),
             Signer::new(&[2; 32], [20; 32]),
         );
-        let sealed = seal(&alice, &[7; 32], "taxes-2026.pdf");
+        let (pool, other_pool) = ([5; 32], [6; 32]);
+        let sealed = seal(&alice, &pool, &[7; 32], "taxes-2026.pdf");
         let ObjectName::Sealed(bytes) = &sealed else { panic!("sealed") };
         assert!(!bytes.windows(5).any(|w| w == b"taxes"), "no clear text");
-        assert_eq!(sealed.open(&alice, &[7; 32]).as_deref(), Some("taxes-2026.pdf"));
-        assert_eq!(sealed.open(&alice_laptop, &[7; 32]).as_deref(), Some("taxes-2026.pdf"));
-        assert_eq!(sealed.open(&bob, &[7; 32]), None);
-        assert_eq!(sealed.open(&alice, &[8; 32]), None, "moved to another object");
-        assert_ne!(seal(&alice, &[7; 32], "a"), seal(&alice, &[7; 32], "a"), "fresh nonces");
+        assert_eq!(bytes.len(), 12 + 32 + 16, "padded: the length says only 'under 33 bytes'");
+        assert_eq!(sealed.open(&alice, &pool, &[7; 32]).as_deref(), Some("taxes-2026.pdf"));
+        assert_eq!(sealed.open(&alice_laptop, &pool, &[7; 32]).as_deref(), Some("taxes-2026.pdf"));
+        assert_eq!(sealed.open(&bob, &pool, &[7; 32]), None);
+        assert_eq!(sealed.open(&alice, &pool, &[8; 32]), None, "moved to another object");
+        assert_eq!(sealed.open(&alice, &other_pool, &[7; 32]), None, "moved to another pool");
+        assert_ne!(seal(&alice, &pool, &[7; 32], "a"), seal(&alice, &pool, &[7; 32], "a"));
         let long = "é".repeat(200);
-        let cut = seal(&alice, &[7; 32], &long).open(&alice, &[7; 32]).unwrap();
+        let cut = seal(&alice, &pool, &[7; 32], &long).open(&alice, &pool, &[7; 32]).unwrap();
         assert!(cut.len() <= MAX_NAME && long.starts_with(&cut));
     }
 }

@@ -375,7 +375,7 @@ fn a_member_reading_the_pool_document_finds_no_name_of_anothers_object() {
         manifest: [8; 32],
         bytes: 4096,
         blobs: 2,
-        name: crate::names::seal(&ada, &object, "medical-records-2026.pdf"),
+        name: crate::names::seal(&ada, &a.id(), &object, "medical-records-2026.pdf"),
         at_ms: T0 + 20,
     };
     a.add_object(&ada, &object, &record, T0 + 20).unwrap();
@@ -387,10 +387,11 @@ fn a_member_reading_the_pool_document_finds_no_name_of_anothers_object() {
     }
     let seen = b.view().members[&ada.author().key].objects[&object].clone();
     assert_eq!((seen.bytes, seen.blobs), (4096, 2), "what quotas and repair need");
-    assert_eq!(seen.name.open(&bob, &object), None);
+    assert_eq!(seen.name.open(&bob, &b.id(), &object), None);
     // Ada, on any of her devices, reads it.
     let laptop = Signer::new(&[1; 32], [77; 32]);
-    assert_eq!(seen.name.open(&laptop, &object).as_deref(), Some("medical-records-2026.pdf"));
+    let name = seen.name.open(&laptop, &b.id(), &object);
+    assert_eq!(name.as_deref(), Some("medical-records-2026.pdf"));
 }
 
 #[test]
@@ -403,7 +404,7 @@ fn own_objects_audits_and_offers_are_judged_from_what_they_touch() {
         manifest: [8; 32],
         bytes: 10,
         blobs: 1,
-        name: crate::names::seal(&bob, &[5; 32], "a"),
+        name: crate::names::seal(&bob, &b.id(), &[5; 32], "a"),
         at_ms: T0 + 30,
     };
     b.add_object(&bob, &[5; 32], &record, T0 + 30).unwrap();

@@ -117,7 +117,7 @@ impl Replicator {
             manifest: mid,
             bytes: manifest.bytes(),
             blobs: manifest.blobs.len() as u64,
-            name: crate::names::seal(signer, &object, name),
+            name: crate::names::seal(signer, &id, &object, name),
             at_ms: self.pools.now_ms(),
         };
         let (pool, v) = self
