@@ -28,7 +28,7 @@ use kith_crdt::automerge::PatchAction;
 use kith_crdt::{Authorizer, Check, hex, patch_path};
 
 use crate::invite::{Invite, InviteError};
-use crate::view::{PoolView, Role, State};
+use crate::view::{Get, PoolView, Role, State};
 
 /// The pool rules, as a [`kith_crdt::Authorizer`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -184,8 +184,9 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
     if !active {
         return None;
     }
-    // What it wrote parses, in the document after it.
-    let after = c.after();
+    // What it wrote parses, in the document after it (read at the change: no copy).
+    let heads = [c.hash];
+    let after = &crate::view::At { doc: c.doc, heads: &heads };
     let check = || -> Result<(), String> {
         let members = crate::view::obj(after, &ROOT, "members")?;
         let m = crate::view::obj(after, &members, &me)?;
@@ -193,12 +194,11 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
             crate::view::obj(after, &m, kind)?;
         }
         for (kind, key) in &touched {
-            let Some((Value::Object(ObjType::Map), kinds)) =
-                after.get(&m, kind.as_str()).map_err(|e| e.to_string())?
+            let Some((Value::Object(ObjType::Map), kinds)) = after.get_value(&m, kind.as_str())?
             else {
                 return Err(format!("`{kind}` is not a map"));
             };
-            let e = match after.get(&kinds, key.as_str()).map_err(|e| e.to_string())? {
+            let e = match after.get_value(&kinds, key.as_str())? {
                 None => continue,
                 Some((Value::Object(ObjType::Map), e)) => e,
                 Some(_) => return Err(format!("{kind} entry `{key}` is not a map")),

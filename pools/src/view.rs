@@ -25,6 +25,31 @@ use kith_crdt::automerge::{ObjId, ObjType, ROOT, ReadDoc, Value};
 use crate::error::{ParseError, ShapeError};
 use crate::names::ObjectName;
 
+/// Reading one value: of a document as it is, or (with [`At`]) at some heads of its history,
+/// so the rules can check an entry after a change without a copy of the document.
+pub(crate) trait Get {
+    /// The value at `key` of `obj`.
+    fn get_value(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'_>, ObjId)>, String>;
+}
+
+impl<D: ReadDoc> Get for D {
+    fn get_value(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'_>, ObjId)>, String> {
+        self.get(obj, key).map_err(|e| e.to_string())
+    }
+}
+
+/// A document read at `heads`.
+pub(crate) struct At<'a, D> {
+    pub(crate) doc: &'a D,
+    pub(crate) heads: &'a [kith_crdt::automerge::ChangeHash],
+}
+
+impl<D: ReadDoc> Get for At<'_, D> {
+    fn get_value(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'_>, ObjId)>, String> {
+        self.doc.get_at(obj, key, self.heads).map_err(|e| e.to_string())
+    }
+}
+
 /// Version of the pool document schema.
 pub const POOL_SCHEMA_VERSION: u64 = 1;
 /// The `kind` of pool documents and their files.
@@ -276,7 +301,7 @@ pub struct PoolView {
 }
 
 /// A node's offer (`members/X/nodes/<node>`).
-pub(crate) fn read_offer(d: &impl ReadDoc, o: &ObjId) -> Result<Offer, String> {
+pub(crate) fn read_offer(d: &impl Get, o: &ObjId) -> Result<Offer, String> {
     Ok(Offer {
         storage: uint(d, o, "storage")?,
         egress: uint(d, o, "egress")?,
@@ -285,15 +310,15 @@ pub(crate) fn read_offer(d: &impl ReadDoc, o: &ObjId) -> Result<Offer, String> {
 }
 
 /// An object's entry (`members/X/objects/<k>`).
-pub(crate) fn read_object(d: &impl ReadDoc, o: &ObjId, k: &str) -> Result<PoolObject, String> {
-    let manifest = match d.get(o, "manifest").map_err(|e| e.to_string())? {
+pub(crate) fn read_object(d: &impl Get, o: &ObjId, k: &str) -> Result<PoolObject, String> {
+    let manifest = match d.get_value(o, "manifest")? {
         Some((v, _)) => v
             .as_bytes()
             .and_then(|b| <Key>::try_from(b).ok())
             .ok_or(format!("object {k}: `manifest` is not a 32-byte id"))?,
         None => return Err(format!("object {k}: `manifest` is missing")),
     };
-    let at_ms = match d.get(o, "at").map_err(|e| e.to_string())? {
+    let at_ms = match d.get_value(o, "at")? {
         Some((v, _)) => v.as_i64().ok_or("`at` is not a number")?,
         None => return Err(format!("object {k}: `at` is missing")),
     };
@@ -307,12 +332,12 @@ pub(crate) fn read_object(d: &impl ReadDoc, o: &ObjId, k: &str) -> Result<PoolOb
 }
 
 /// An audit record (`members/X/audits/<node>`).
-pub(crate) fn read_audit(d: &impl ReadDoc, o: &ObjId) -> Result<AuditRecord, String> {
-    let failing = match d.get(o, "failing").map_err(|e| e.to_string())? {
+pub(crate) fn read_audit(d: &impl Get, o: &ObjId) -> Result<AuditRecord, String> {
+    let failing = match d.get_value(o, "failing")? {
         Some((v, _)) => v.as_bool().ok_or("`failing` is not a boolean")?,
         None => false,
     };
-    let at_ms = match d.get(o, "at").map_err(|e| e.to_string())? {
+    let at_ms = match d.get_value(o, "at")? {
         Some((v, _)) => v.as_i64().ok_or("`at` is not a number")?,
         None => 0,
     };
@@ -326,8 +351,8 @@ pub(crate) fn read_audit(d: &impl ReadDoc, o: &ObjId) -> Result<AuditRecord, Str
 }
 
 /// An object's name: sealed bytes, or text written before names were sealed.
-fn object_name(d: &impl ReadDoc, o: &ObjId, k: &str) -> Result<ObjectName, String> {
-    let Some((v, _)) = d.get(o, "name").map_err(|e| e.to_string())? else {
+fn object_name(d: &impl Get, o: &ObjId, k: &str) -> Result<ObjectName, String> {
+    let Some((v, _)) = d.get_value(o, "name")? else {
         return Err(format!("object {k}: `name` is missing"));
     };
     if let Some(b) = v.as_bytes() {
@@ -338,22 +363,22 @@ fn object_name(d: &impl ReadDoc, o: &ObjId, k: &str) -> Result<ObjectName, Strin
         .ok_or(format!("object {k}: `name` is neither bytes nor text"))
 }
 
-pub(crate) fn obj(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<ObjId, String> {
-    match d.get(at, key).map_err(|e| e.to_string())? {
+pub(crate) fn obj(d: &impl Get, at: &ObjId, key: &str) -> Result<ObjId, String> {
+    match d.get_value(at, key)? {
         Some((Value::Object(ObjType::Map), id)) => Ok(id),
         _ => Err(format!("`{key}` is missing or not a map")),
     }
 }
 
-pub(crate) fn text(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<String, String> {
-    match d.get(at, key).map_err(|e| e.to_string())? {
+pub(crate) fn text(d: &impl Get, at: &ObjId, key: &str) -> Result<String, String> {
+    match d.get_value(at, key)? {
         Some((v, _)) => v.as_str().map(str::to_string).ok_or(format!("`{key}` is not text")),
         None => Err(format!("`{key}` is missing")),
     }
 }
 
-fn uint(d: &impl ReadDoc, at: &ObjId, key: &str) -> Result<u64, String> {
-    match d.get(at, key).map_err(|e| e.to_string())? {
+fn uint(d: &impl Get, at: &ObjId, key: &str) -> Result<u64, String> {
+    match d.get_value(at, key)? {
         Some((v, _)) => v.as_u64().ok_or(format!("`{key}` is not an unsigned number")),
         None => Err(format!("`{key}` is missing")),
     }
