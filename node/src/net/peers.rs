@@ -293,15 +293,18 @@ impl PeerTable {
         let map = self.read();
         let mut v: Vec<(u8, EndpointId)> = map
             .iter()
-            // Peers known only because they dialled in are not asked for data: anyone can dial.
-            .filter(|(_, e)| !e.addrs.is_empty() && (e.mdns || e.manual))
+            .filter(|(_, e)| !e.addrs.is_empty())
             .map(|(id, e)| {
-                let rank = match e.reachability {
-                    Reachability::Reachable => 0,
-                    Reachability::Unknown => 1,
-                    Reachability::Unreachable => 2,
-                    Reachability::OtherKey => 3,
-                };
+                // Peers known only because they dialled in come after those announced on the
+                // LAN or named by a ticket: anyone can dial, so they never crowd the others out.
+                let dialled = if e.mdns || e.manual { 0 } else { 4 };
+                let rank = dialled
+                    + match e.reachability {
+                        Reachability::Reachable => 0,
+                        Reachability::Unknown => 1,
+                        Reachability::Unreachable => 2,
+                        Reachability::OtherKey => 3,
+                    };
                 (rank, *id)
             })
             .collect();
@@ -344,7 +347,8 @@ mod tests {
             .collect();
         let added = strangers.iter().filter(|id| t.note_dialler(**id, &[a])).count();
         assert_eq!(added, MAX_DIALLED);
-        assert!(t.candidates().iter().all(|c| !strangers.contains(c)));
+        let first = t.candidates();
+        assert!(!strangers.contains(&first[0]), "the ticket peer comes first: {first:?}");
         let neighbour = iroh::SecretKey::from_bytes(&[250; 32]).public();
         assert!(t.upsert(neighbour, &[a], true, false), "mDNS still has room");
         let again = PeerTable::load(me, file);

@@ -86,7 +86,22 @@ impl Replicator {
             .with_identity(|d, s, now| d.add_pool(s, &id, &name, now).map(|_| ()))
             .map_err(|e| e.to_string())?;
         self.pools.insert(pool).map_err(|e| e.to_string())?;
-        self.pools.sync_one(id, peer, proof).await?;
+        self.pools.sync_one(id, peer, proof.clone()).await?;
+        // A holder serves this device only once it knows it is a node of the pool: tell every
+        // node now (a few seconds each at most), not at their next round, so a `kith
+        // get` right after the restore is not refused.
+        if let Some(v) = self.pools.view_of(&id) {
+            for n in self.pool_nodes(&v).into_iter().filter(|n| *n != peer) {
+                let r = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    self.pools.sync_one(id, n, proof.clone()),
+                )
+                .await;
+                if !matches!(r, Ok(Ok(_))) {
+                    tracing::debug!(peer = %n.fmt_short(), "could not tell a pool node of this device yet");
+                }
+            }
+        }
         Ok(())
     }
 
