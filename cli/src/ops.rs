@@ -293,7 +293,20 @@ async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Res
             let p = Arc::new(Progress::default());
             let ticker = tokio::spawn(report_progress(out.clone(), p.clone()));
             let t = Instant::now();
-            let r = node.fetch_object_from(id, Some(p), Some(from), Some(pool)).await;
+            let mut r =
+                node.fetch_object_from(id, Some(p.clone()), Some(from.clone()), Some(pool)).await;
+            // A holder that has not heard yet that this device is a node of the pool (a device
+            // just restored) refuses it until its next sync round, a few seconds: ask again.
+            for _ in 0..4 {
+                match &r {
+                    Err(e) if e.to_string().contains("serves blobs only to") => {}
+                    _ => break,
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                r = node
+                    .fetch_object_from(id, Some(p.clone()), Some(from.clone()), Some(pool))
+                    .await;
+            }
             ticker.abort();
             fetched = r?;
             fetch_secs = t.elapsed().as_secs_f64();
