@@ -24,7 +24,7 @@
 //! more members than it allows. After every change the pool keeps at least one active admin and a
 //! replication factor of at least one, and the document still parses.
 
-use kith_crdt::automerge::PatchAction;
+use kith_crdt::automerge::{ObjId, ObjType, PatchAction, ROOT, ReadDoc, Value};
 use kith_crdt::{Authorizer, Check, hex, patch_path};
 
 use crate::invite::{Invite, InviteError};
@@ -125,19 +125,25 @@ impl Authorizer for PoolRules {
     }
 }
 
-/// Whether `me` is an active member at the change's dependencies (lookups, no copy).
+/// The value at `path` in the document at the change's dependencies (lookups, no copy).
+fn at_deps<'d>(c: &Check<'d>, path: &[&str]) -> Option<(Value<'d>, ObjId)> {
+    let mut cur = ROOT;
+    for (i, k) in path.iter().enumerate() {
+        let (v, id) = c.doc.get_at(&cur, *k, c.deps).ok().flatten()?;
+        if i + 1 == path.len() {
+            return Some((v, id));
+        }
+        if !matches!(v, Value::Object(ObjType::Map)) {
+            return None;
+        }
+        cur = id;
+    }
+    None
+}
+
+/// Whether `me` is an active member at the change's dependencies.
 fn active_at_deps(c: &Check<'_>, me: &str) -> bool {
-    use kith_crdt::automerge::{ObjType, ROOT, ReadDoc, Value};
-    let get =
-        |at: &kith_crdt::automerge::ObjId, k: &str| c.doc.get_at(at, k, c.deps).ok().flatten();
-    let map = |at: &kith_crdt::automerge::ObjId, k: &str| match get(at, k) {
-        Some((Value::Object(ObjType::Map), id)) => Some(id),
-        _ => None,
-    };
-    map(&ROOT, "members")
-        .and_then(|ms| map(&ms, me))
-        .and_then(|m| get(&m, "state"))
-        .is_some_and(|(v, _)| v.as_str() == Some("active"))
+    at_deps(c, &["members", me, "state"]).is_some_and(|(v, _)| v.as_str() == Some("active"))
 }
 
 /// Most of a pool's changes are a member writing its own objects, audits and offers. Such a
@@ -147,7 +153,6 @@ fn active_at_deps(c: &Check<'_>, me: &str) -> bool {
 /// checks below cannot fail). That keeps a check in proportion to the change, not to the pool.
 /// Anything else (`None`) takes the full path.
 fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
-    use kith_crdt::automerge::{ObjType, ROOT, ReadDoc, Value};
     if c.genesis || c.patches.is_empty() {
         return None;
     }
@@ -169,19 +174,7 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
         }
     }
     // Active, in a pool not dissolved, at the change's dependencies.
-    let d = c.doc;
-    let get = |at: &kith_crdt::automerge::ObjId, k: &str| d.get_at(at, k, c.deps).ok().flatten();
-    let map = |at: &kith_crdt::automerge::ObjId, k: &str| match get(at, k) {
-        Some((Value::Object(ObjType::Map), id)) => Some(id),
-        _ => None,
-    };
-    let charter = map(&ROOT, "charter")?;
-    if get(&charter, "dissolved").is_some() {
-        return None;
-    }
-    let entry = map(&map(&ROOT, "members")?, &me)?;
-    let active = get(&entry, "state").is_some_and(|(v, _)| v.as_str() == Some("active"));
-    if !active {
+    if at_deps(c, &["charter", "dissolved"]).is_some() || !active_at_deps(c, &me) {
         return None;
     }
     // What it wrote parses, in the document after it (read at the change: no copy).
