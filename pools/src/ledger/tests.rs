@@ -91,17 +91,28 @@ fn nobody_can_raise_another_members_row() {
     let mut l = Ledger::start(&rules, period).unwrap();
     l.add(&a, &rules, Counter::StorageUsed, 1, 11).unwrap();
     // Bob writes straight into Ada's row and signs the change properly.
-    let mut raw = l.doc_mut().doc().clone().with_actor(m.author().actor());
-    let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
-    let ada = raw.get(&rows, row_key(&a.author().key, &a.author().device)).unwrap().unwrap().1;
-    raw.increment(&ada, "storage_used", 1_000_000).unwrap();
-    let h = raw.commit().unwrap();
-    let change = raw.get_change_by_hash(&h).unwrap();
-    let msg = [kith_crdt::SIGNING_CONTEXT, &id_of(&mut l)[..], &h.0[..]].concat();
-    let sigs = BTreeMap::from([(h, m.sign(&msg))]);
+    let (change, sigs) = raw_change(&mut l, &m, |raw| {
+        let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
+        let ada = raw.get(&rows, row_key(&a.author().key, &a.author().device)).unwrap().unwrap().1;
+        raw.increment(&ada, "storage_used", 1_000_000).unwrap();
+    });
     let e = l.doc_mut().ingest(vec![change], &sigs, &rules).unwrap_err();
     assert!(e.to_string().contains("writes only its own row"), "{e}");
     assert_eq!(l.view().total(&a.author().key, Counter::StorageUsed), 1);
+}
+
+/// A change `s` writes with `f` straight into a copy of `l` (no checks), signed for `l`.
+fn raw_change(
+    l: &mut Ledger,
+    s: &Signer,
+    f: impl FnOnce(&mut kith_crdt::automerge::AutoCommit),
+) -> (kith_crdt::automerge::Change, BTreeMap<ChangeHash, [u8; 64]>) {
+    let mut raw = l.doc_mut().doc().clone().with_actor(s.author().actor());
+    f(&mut raw);
+    let h = raw.commit().unwrap();
+    let change = raw.get_change_by_hash(&h).unwrap();
+    let msg = [kith_crdt::SIGNING_CONTEXT, &id_of(l)[..], &h.0[..]].concat();
+    (change, BTreeMap::from([(h, s.sign(&msg))]))
 }
 
 /// Every change of `from` (but the genesis), with signatures, for a fresh copy to ingest.
@@ -184,17 +195,13 @@ fn changes_without_a_pool_note_are_judged_by_the_entry_as_it_is() {
     let rules = LedgerRules { pool: &snap };
     let mut l = Ledger::start(&rules, period).unwrap();
     let row = |l: &mut Ledger, s: &Signer| {
-        let mut raw = l.doc_mut().doc().clone().with_actor(s.author().actor());
-        let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
-        let r = raw
-            .put_object(&rows, row_key(&s.author().key, &s.author().device), ObjType::Map)
-            .unwrap();
-        raw.put(&r, "storage_used", ScalarValue::counter(5)).unwrap();
-        raw.put_object(&r, "receipts", ObjType::Map).unwrap();
-        let h = raw.commit().unwrap();
-        let change = raw.get_change_by_hash(&h).unwrap();
-        let msg = [kith_crdt::SIGNING_CONTEXT, &id_of(l)[..], &h.0[..]].concat();
-        (change, BTreeMap::from([(h, s.sign(&msg))]))
+        let key = row_key(&s.author().key, &s.author().device);
+        raw_change(l, s, |raw| {
+            let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
+            let r = raw.put_object(&rows, key, ObjType::Map).unwrap();
+            raw.put(&r, "storage_used", ScalarValue::counter(5)).unwrap();
+            raw.put_object(&r, "receipts", ObjType::Map).unwrap();
+        })
     };
     let (bob_row, bob_sig) = row(&mut l, &m);
     p.leave(&m, 5).unwrap();
@@ -342,15 +349,9 @@ fn a_row_that_would_not_read_is_refused_and_the_ledger_keeps_reading() {
     let period = Period::parse("2026-11").unwrap();
     let mut l = Ledger::start(&rules, period).unwrap();
     l.add(&a, &rules, Counter::StorageUsed, 1, 11).unwrap();
-    let id = id_of(&mut l);
     let own = row_key(&m.author().key, &m.author().device);
     let mut forged = |f: &dyn Fn(&mut kith_crdt::automerge::AutoCommit)| {
-        let mut raw = l.doc_mut().doc().clone().with_actor(m.author().actor());
-        f(&mut raw);
-        let h = raw.commit().unwrap();
-        let change = raw.get_change_by_hash(&h).unwrap();
-        let msg = [kith_crdt::SIGNING_CONTEXT, &id[..], &h.0[..]].concat();
-        let sigs = BTreeMap::from([(h, m.sign(&msg))]);
+        let (change, sigs) = raw_change(&mut l, &m, f);
         l.doc_mut().ingest(vec![change], &sigs, &rules).map(|_| ())
     };
     // Bob's own row as an empty map (no receipts), as a number, with a counter as text.
