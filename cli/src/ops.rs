@@ -296,13 +296,14 @@ async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Res
             let mut r =
                 node.fetch_object_from(id, Some(p.clone()), Some(from.clone()), Some(pool)).await;
             // A holder that has not heard yet that this device is a node of the pool (a device
-            // just restored) refuses it until its next sync round, a few seconds: ask again.
-            for _ in 0..4 {
+            // just restored) refuses it until its next sync round: ask again soon, for up to
+            // eight seconds, so the fetch goes on as soon as the holder knows.
+            for _ in 0..40 {
                 match &r {
                     Err(e) if e.to_string().contains("serves blobs only to") => {}
                     _ => break,
                 }
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 r = node
                     .fetch_object_from(id, Some(p.clone()), Some(from.clone()), Some(pool))
                     .await;
