@@ -175,13 +175,13 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     let docs = kith_pools::docs::DocsProtocol::new(pools.clone());
     let replicator = kith_pools::replica::Replicator::new(pools.clone());
     let pool_proto = kith_pools::replica::PoolProtocol::new(replicator.clone());
-    let mesh = kith_hosting::mesh::Mesh::new(home.node_key()?.secret().clone());
+    let mesh = kith_node::net::mesh::Mesh::new(home.node_key()?.secret().clone());
     let protocols = vec![
         (kith_pools::docs::DOCS_ALPN.to_vec(), docs.into()),
         (kith_pools::replica::POOL_ALPN.to_vec(), pool_proto.into()),
         (
-            kith_hosting::mesh::SIGNAL_ALPN.to_vec(),
-            kith_hosting::mesh::SignalProtocol(mesh.clone()).into(),
+            kith_node::net::mesh::SIGNAL_ALPN.to_vec(),
+            kith_node::net::mesh::SignalProtocol(mesh.clone()).into(),
         ),
     ];
     let node = Arc::new(Node::start_with(&home, store.clone(), cfg, protocols).await?);

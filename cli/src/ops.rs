@@ -45,7 +45,7 @@ pub struct Ctx {
     /// The sites' gateway, in the daemon.
     pub gateway: Option<Arc<kith_hosting::gateway::Gateway>>,
     /// Links through neighbours (WebRTC), in the daemon.
-    pub mesh: Option<Arc<kith_hosting::mesh::Mesh>>,
+    pub mesh: Option<Arc<kith_node::net::mesh::Mesh>>,
 }
 
 /// Runs `req` and sends its frames to `out`, ending with a result or an error frame.

@@ -10,5 +10,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = minicbor::decode::<kith_pools::docs::Turn>(data);
     let _ = minicbor::decode::<kith_pools::replica::Request>(data);
     let _ = minicbor::decode::<kith_pools::replica::Reply>(data);
-    let _ = minicbor::decode::<kith_hosting::mesh::Signal>(data);
+    let _ = minicbor::decode::<kith_node::net::mesh::Signal>(data);
 });

@@ -1,7 +1,7 @@
 //! A signed WebRTC session description relayed by a neighbour.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use kith_hosting::mesh::Signed;
+use kith_node::net::mesh::Signed;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 64 {

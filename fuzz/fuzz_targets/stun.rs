@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let from = std::net::SocketAddr::from(([192, 168, 1, 20], 40000));
-    let _ = kith_hosting::mesh::stun::binding_response(data, from);
+    let _ = kith_node::net::mesh::stun::binding_response(data, from);
 });

@@ -22,13 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use serde_json::{Value, json};
-use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSdpType, RTCSessionDescription,
-    SettingEngineBuilder,
+use kith_node::net::rtc::{
+    Events, OPEN_TIMEOUT, is_gone, next_message, peer_connection, wait_open,
 };
+use serde_json::{Value, json};
+use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::{PeerConnection, RTCSdpType, RTCSessionDescription};
 
 use crate::gateway::Gateway;
 
@@ -39,11 +38,9 @@ pub const MAX_OFFER: usize = 64 << 10;
 /// Browser sessions at once.
 pub const MAX_SESSIONS: usize = 16;
 /// Largest message on the channel.
-pub const MAX_MESSAGE: usize = 64 << 10;
+pub const MAX_MESSAGE: usize = kith_node::net::rtc::MAX_MESSAGE;
 /// Largest upload.
 pub const MAX_UPLOAD: u64 = 4 << 30;
-/// Time for a channel to open after the answer, else the session is dropped.
-pub(crate) const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A session with no request for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Pairing codes: how long one lasts, and how many wrong tries end it.
@@ -51,8 +48,6 @@ const PAIR_LIFETIME: Duration = Duration::from_secs(600);
 const PAIR_TRIES: u32 = 5;
 /// Reports kept for `kith status`.
 const MAX_REPORTS: usize = 16;
-/// Send-buffer limit per channel (back-pressure for downloads).
-const SEND_BUFFER: usize = 16 << 20;
 
 struct Pairing {
     code: String,
@@ -79,108 +74,6 @@ impl std::fmt::Debug for Browsers {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-struct Handler {
-    gathered: tokio::sync::mpsc::UnboundedSender<()>,
-    channels: tokio::sync::mpsc::UnboundedSender<Arc<dyn DataChannel>>,
-    state: tokio::sync::watch::Sender<RTCPeerConnectionState>,
-}
-
-/// What a peer connection reports: gathering done, channels the other side opened, and its
-/// state.
-pub(crate) struct Events {
-    pub(crate) gathered: tokio::sync::mpsc::UnboundedReceiver<()>,
-    pub(crate) channels: tokio::sync::mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
-    pub(crate) state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
-}
-
-/// A peer connection bound to `bind` (`IP:0`; a wildcard means every interface), using the
-/// STUN servers `stun` (`stun:IP:PORT`), with webrtc-rs's mDNS off (it needs a multicast
-/// route that an offline LAN may lack) and a bounded send buffer.
-pub(crate) async fn peer_connection(
-    bind: std::net::SocketAddr,
-    stun: Vec<String>,
-) -> Result<(Arc<dyn PeerConnection>, Events), webrtc::error::Error> {
-    let (gtx, grx) = tokio::sync::mpsc::unbounded_channel();
-    let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
-    let (stx, srx) = tokio::sync::watch::channel(RTCPeerConnectionState::New);
-    let handler = Arc::new(Handler { gathered: gtx, channels: ctx, state: stx });
-    let settings = SettingEngineBuilder::default()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
-    let mut config = RTCConfigurationBuilder::new();
-    if !stun.is_empty() {
-        config = config.with_ice_servers(vec![webrtc::peer_connection::RTCIceServer {
-            urls: stun,
-            ..Default::default()
-        }]);
-    }
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(config.build())
-        .with_setting_engine(settings)
-        .with_handler(handler)
-        .with_udp_addrs(vec![bind.to_string()])
-        .with_data_channel_send_buffer_limit(SEND_BUFFER)
-        .build()
-        .await?;
-    Ok((Arc::new(pc), Events { gathered: grx, channels: crx, state: srx }))
-}
-
-/// Whether a connection in state `s` is gone for good.
-pub(crate) fn is_gone(s: RTCPeerConnectionState) -> bool {
-    matches!(
-        s,
-        RTCPeerConnectionState::Failed
-            | RTCPeerConnectionState::Closed
-            | RTCPeerConnectionState::Disconnected
-    )
-}
-
-/// The next message on `dc`; `None` once it closes or nothing came for `idle`.
-pub(crate) async fn next_message(
-    dc: &Arc<dyn DataChannel>,
-    idle: Duration,
-) -> Option<rtc::data_channel::RTCDataChannelMessage> {
-    loop {
-        match tokio::time::timeout(idle, dc.poll()).await {
-            Ok(Some(DataChannelEvent::OnMessage(m))) => return Some(m),
-            Ok(Some(DataChannelEvent::OnClose) | None) | Err(_) => return None,
-            Ok(Some(_)) => continue,
-        }
-    }
-}
-
-/// Waits for `dc` to open.
-pub(crate) async fn wait_open(dc: &Arc<dyn DataChannel>) -> Result<(), String> {
-    let open = async {
-        while let Some(ev) = dc.poll().await {
-            if matches!(ev, DataChannelEvent::OnOpen) {
-                return Ok(());
-            }
-        }
-        Err("the channel closed before it opened".to_string())
-    };
-    tokio::time::timeout(OPEN_TIMEOUT, open)
-        .await
-        .map_err(|_| "the channel did not open".to_string())?
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
-        if s == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(());
-        }
-    }
-
-    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
-        let _ = self.channels.send(dc);
-    }
-
-    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        let _ = self.state.send(s);
-    }
 }
 
 /// Why an offer was refused.

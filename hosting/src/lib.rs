@@ -6,8 +6,8 @@
 //!   nginx serves static files, with an edge cache.
 //! - [`http`]: the pure request parsing it uses; [`access`]: credentials for members-only
 //!   sites; [`name`]: site names (DNS labels).
-//! - [`browser`]: browsers as light peers over WebRTC; [`mesh`]: nodes that cannot dial each
-//!   other joined by a data channel through a neighbour.
+//! - [`browser`]: browsers as light peers over WebRTC (on the data-channel helpers of
+//!   `kith_node::net::rtc`).
 
 #![deny(missing_docs)]
 #![cfg_attr(not(test), forbid(unsafe_code))]
@@ -17,7 +17,6 @@ pub mod access;
 pub mod browser;
 pub mod gateway;
 pub mod http;
-pub mod mesh;
 pub mod mime;
 pub mod name;
 pub mod site;

@@ -48,7 +48,7 @@ pub struct Status {
     pub browsers: Option<serde_json::Value>,
     /// Links through neighbours (WebRTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mesh: Option<serde_json::Value>,
+    pub mesh: Option<kith_node::net::mesh::MeshStatus>,
     /// Peers' input refused, by cause.
     #[serde(default)]
     pub refused: BTreeMap<String, u64>,

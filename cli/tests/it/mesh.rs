@@ -5,8 +5,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use kith_hosting::mesh::{Description, Signal, Signed};
 use kith_node::net::frame;
+use kith_node::net::mesh::{Description, Signal, Signed};
 use kith_testnet::{Layout, Testnet};
 use minicbor::bytes::ByteArray;
 use serde_json::Value;
@@ -130,7 +130,7 @@ async fn signal(
     then: Vec<Signal>,
 ) -> Vec<Signal> {
     let addr = to.addrs.iter().fold(iroh::EndpointAddr::new(to.id), |a, x| a.with_ip_addr(*x));
-    let conn = ep.connect(addr, kith_hosting::mesh::SIGNAL_ALPN).await.unwrap();
+    let conn = ep.connect(addr, kith_node::net::mesh::SIGNAL_ALPN).await.unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(raw).await.unwrap();
     let mut replies = Vec::new();

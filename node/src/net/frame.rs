@@ -39,9 +39,14 @@ pub async fn write_max<T: Encode<()>>(
     if body.len() > max {
         return Err(FrameError::TooLarge(body.len(), max));
     }
+    write_body(send, &body).await
+}
+
+/// Writes one frame whose CBOR body is already encoded.
+pub async fn write_body(send: &mut SendStream, body: &[u8]) -> Result<(), FrameError> {
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&body);
+    buf.extend_from_slice(body);
     send.write_all(&buf).await.map_err(|e| FrameError::Stream(e.to_string()))
 }
 
@@ -57,6 +62,20 @@ pub async fn read_max<T: for<'b> Decode<'b, ()>>(
     recv: &mut RecvStream,
     max: usize,
 ) -> Result<Option<T>, FrameError> {
+    match read_body(recv, max).await? {
+        Some(body) => decode(&body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Decodes a frame's body.
+pub fn decode<T: for<'b> Decode<'b, ()>>(body: &[u8]) -> Result<T, FrameError> {
+    minicbor::decode(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Reads one frame's body (at most `max` bytes) without decoding it; `Ok(None)` at a clean
+/// end of stream.
+pub async fn read_body(recv: &mut RecvStream, max: usize) -> Result<Option<Vec<u8>>, FrameError> {
     let mut len = [0u8; 4];
     match read_exact_or_eof(recv, &mut len).await? {
         0 => return Ok(None),
@@ -71,7 +90,7 @@ pub async fn read_max<T: for<'b> Decode<'b, ()>>(
     if read_exact_or_eof(recv, &mut body).await? != len {
         return Err(FrameError::Truncated);
     }
-    minicbor::decode(&body).map(Some).map_err(|e| FrameError::Malformed(e.to_string()))
+    Ok(Some(body))
 }
 
 /// Fills `buf` unless the stream ends; returns how many bytes it read.

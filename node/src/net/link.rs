@@ -1,42 +1,38 @@
 //! Links: reaching a peer other than by dialing it over iroh.
 //!
 //! Two nodes behind different NATs cannot dial each other (there is no relay: kith sends nothing
-//! beyond the LAN). A layer above (`kith_hosting::mesh`) can still join them with a WebRTC data
-//! channel, signalled through a neighbour both can reach. It hands this layer a [`Linker`]; when
-//! a peer does not answer directly, [`super::blobs::Connections`] asks the linker for a
-//! [`Link`], and the fetcher and the pinger use it like a connection: the same requests, the
-//! same replies, every blob verified by its id on arrival.
+//! beyond the LAN). [`super::mesh`] can still join them with a WebRTC data channel, signalled
+//! through a neighbour both can reach. A [`Link`] is what such a channel is to the layers
+//! above: a framed message channel. The `kith/blobs/1` client and server
+//! ([`super::blobs`]) run over it exactly as over an iroh stream: the same requests, the same
+//! replies, every blob verified by its id on arrival.
+//!
+//! [`super::blobs::Connections`] asks its [`Linker`] for a link when a peer does not answer
+//! directly, and the fetcher and the pinger then use it like a connection.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use iroh::EndpointId;
-use tokio::sync::mpsc;
 
-use super::blobs::{Blob, Received};
-use crate::ids::ChunkId;
+/// Largest message on a link (the SCTP `max-message-size` of kith's data channels).
+pub const MAX_MESSAGE: usize = 64 << 10;
 
 /// A boxed future (the traits here are object safe).
 pub type LinkFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What a get over a link returns: the ids the peer does not have and what arrived, or on
-/// failure what arrived before it failed and why (as for a direct connection).
-pub type GetResult = Result<(Vec<ChunkId>, Received), (Received, String)>;
-
-/// A way to one peer that is not a direct iroh connection.
+/// A framed message channel to one peer that is not a direct iroh connection. Messages
+/// arrive whole and in order; each is at most [`MAX_MESSAGE`] bytes.
 pub trait Link: Send + Sync + 'static {
-    /// Asks for `ids` (at most [`super::blobs::MAX_IDS`]) on behalf of `pool`; each blob,
-    /// verified against its id, goes to `sink`.
-    fn get<'a>(
-        &'a self,
-        ids: &'a [ChunkId],
-        pool: Option<[u8; 32]>,
-        sink: &'a mpsc::Sender<Blob>,
-    ) -> LinkFuture<'a, GetResult>;
+    /// Sends one message.
+    fn send(&self, msg: Bytes) -> LinkFuture<'_, Result<(), String>>;
 
-    /// Whether the peer answers over the link.
-    fn ping(&self) -> LinkFuture<'_, Result<(), String>>;
+    /// The next message; `Ok(None)` once the link closed, an error if none came within
+    /// `wait`.
+    fn recv(&self, wait: Duration) -> LinkFuture<'_, Result<Option<Bytes>, String>>;
 
     /// Whether the link is still up.
     fn is_open(&self) -> bool;

@@ -10,7 +10,9 @@ pub use blobs::{LinkError, connect_error};
 pub mod frame;
 pub mod link;
 pub mod mdns;
+pub mod mesh;
 pub mod peers;
+pub mod rtc;
 pub mod ticket;
 
 use std::net::SocketAddr;
@@ -308,7 +310,7 @@ impl Node {
             self.peers.record(&peer, r.is_ok());
         }
         r?;
-        Ok(self.conns.link_to(&peer).map(|l| l.route()).unwrap_or_else(|| "direct".into()))
+        Ok(self.conns.link_to(&peer).map(|l| l.link().route()).unwrap_or_else(|| "direct".into()))
     }
 
     /// What this node served to peers.

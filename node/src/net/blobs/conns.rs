@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use iroh::endpoint::{
-    ClosedStream, ConnectError, ConnectWithOptsError, Connection, ConnectionError,
-};
+use iroh::endpoint::{ConnectError, ConnectWithOptsError, Connection, ConnectionError};
 use iroh::{Endpoint, EndpointId};
 
-use super::{ALPN, LINK_RETRY, LINK_TIMEOUT, REQUEST_TIMEOUT, Reply, Request};
-use crate::net::frame::{self, FrameError};
+use tokio::sync::mpsc;
+
+use super::wire::{GetResult, LinkWire, StreamWire};
+use super::{ALPN, LINK_RETRY, LINK_TIMEOUT, REQUEST_TIMEOUT, STALL_TIMEOUT};
+use crate::ids::ChunkId;
+use crate::net::frame::FrameError;
 use crate::net::link::{Link, Linker};
 use crate::net::peers::SavePeersError;
 
@@ -20,7 +22,65 @@ pub enum Route {
     /// An iroh connection.
     Direct(Connection),
     /// A link through a neighbour.
-    Link(Arc<dyn Link>),
+    Link(Arc<LinkClient>),
+}
+
+/// A link carrying `kith/blobs/1` requests, one at a time: a link is one channel, and the
+/// replies of two requests would interleave on it.
+pub struct LinkClient {
+    link: Arc<dyn Link>,
+    busy: tokio::sync::Mutex<()>,
+}
+
+impl LinkClient {
+    /// Requests over `link`.
+    pub fn new(link: Arc<dyn Link>) -> Self {
+        Self { link, busy: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The link.
+    pub fn link(&self) -> &Arc<dyn Link> {
+        &self.link
+    }
+
+    fn wire(&self) -> LinkWire<'_> {
+        LinkWire { link: &*self.link, wait: STALL_TIMEOUT }
+    }
+
+    /// Asks for `ids` over the link (as [`Connections::route`]'s direct connections are asked).
+    pub async fn get(
+        &self,
+        ids: &[ChunkId],
+        pool: Option<[u8; 32]>,
+        proof: Option<super::DeviceProof>,
+        sink: &mpsc::Sender<super::Blob>,
+    ) -> GetResult {
+        let _one = self.busy.lock().await;
+        let r = super::wire::get(&mut self.wire(), ids, pool, proof, sink).await;
+        if r.is_err() {
+            // The replies of this request may still be coming: the channel is out of step.
+            self.link.close();
+        }
+        r
+    }
+
+    /// Whether the peer answers over the link.
+    pub async fn ping(&self, nonce: u64) -> Result<(), LinkError> {
+        // A request in flight is progress the stall timeout watches; a ping queued behind a
+        // long batch would only time out and close a working link.
+        let Ok(_one) = self.busy.try_lock() else {
+            return if self.link.is_open() {
+                Ok(())
+            } else {
+                Err(LinkError::Link("the link closed".into()))
+            };
+        };
+        let r = super::wire::ping(&mut self.wire(), nonce).await;
+        if r.is_err() {
+            self.link.close();
+        }
+        r
+    }
 }
 
 /// The last attempt to link a peer.
@@ -35,7 +95,7 @@ struct LinkAttempt {
 pub struct Connections {
     endpoint: Endpoint,
     conns: Mutex<HashMap<EndpointId, Connection>>,
-    links: Mutex<HashMap<EndpointId, Arc<dyn Link>>>,
+    links: Mutex<HashMap<EndpointId, Arc<LinkClient>>>,
     attempts: Mutex<HashMap<EndpointId, LinkAttempt>>,
     linker: OnceLock<Arc<dyn Linker>>,
     /// Peers at whose addresses another key answered (said once each).
@@ -138,9 +198,6 @@ pub enum LinkError {
     /// The connection failed during the request.
     #[error(transparent)]
     Connection(#[from] ConnectionError),
-    /// The request's stream was closed.
-    #[error(transparent)]
-    Closed(#[from] ClosedStream),
     /// A frame could not be written or read.
     #[error(transparent)]
     Frame(#[from] FrameError),
@@ -189,10 +246,10 @@ impl Connections {
     }
 
     /// The open link to `peer`, if any (a closed one is forgotten).
-    pub fn link_to(&self, peer: &EndpointId) -> Option<Arc<dyn Link>> {
+    pub fn link_to(&self, peer: &EndpointId) -> Option<Arc<LinkClient>> {
         let mut links = lock_map(&self.links);
         match links.get(peer) {
-            Some(l) if l.is_open() => Some(l.clone()),
+            Some(l) if l.link.is_open() => Some(l.clone()),
             Some(_) => {
                 links.remove(peer);
                 None
@@ -204,8 +261,8 @@ impl Connections {
     /// Open links, by peer, with their routes.
     pub fn links(&self) -> Vec<(EndpointId, String)> {
         let mut links = lock_map(&self.links);
-        links.retain(|_, l| l.is_open());
-        links.iter().map(|(p, l)| (*p, l.route())).collect()
+        links.retain(|_, l| l.link.is_open());
+        links.iter().map(|(p, l)| (*p, l.link.route())).collect()
     }
 
     /// Why the last attempt to link `peer` failed, if it did.
@@ -256,8 +313,9 @@ impl Connections {
         match made {
             Ok(l) => {
                 tracing::info!(peer = %peer.fmt_short(), route = %l.route(), "linked a peer that cannot be dialed");
+                let l = Arc::new(LinkClient::new(l));
                 if let Some(old) = lock_map(&self.links).insert(peer, l.clone()) {
-                    old.close();
+                    old.link.close();
                 }
                 Ok(Route::Link(l))
             }
@@ -325,7 +383,7 @@ impl Connections {
             c.close(0u32.into(), b"dropped");
         }
         if let Some(l) = lock_map(&self.links).remove(peer) {
-            l.close();
+            l.link.close();
         }
     }
 
@@ -335,13 +393,13 @@ impl Connections {
 
     /// Asks `peer` whether it is there (directly, or over a link; see [`Connections::route`]).
     pub async fn ping(&self, peer: EndpointId, force: bool) -> Result<(), LinkError> {
+        let nonce = rand_u64();
         let conn = match self.route(peer, force).await? {
             Route::Direct(c) => c,
             Route::Link(l) => {
-                let r = match tokio::time::timeout(REQUEST_TIMEOUT, l.ping()).await {
-                    Ok(r) => r.map_err(LinkError::Link),
-                    Err(_) => Err(LinkError::NoAnswerOverLink),
-                };
+                let r = tokio::time::timeout(REQUEST_TIMEOUT, l.ping(nonce))
+                    .await
+                    .unwrap_or(Err(LinkError::NoAnswerOverLink));
                 if r.is_err() {
                     self.drop_peer(&peer);
                 }
@@ -349,14 +407,8 @@ impl Connections {
             }
         };
         let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let (mut send, mut recv) = conn.open_bi().await?;
-            let nonce = rand_u64();
-            frame::write(&mut send, &Request::Ping(nonce)).await?;
-            send.finish()?;
-            match frame::read::<Reply>(&mut recv).await? {
-                Some(Reply::Pong(n)) if n == nonce => Ok(()),
-                other => Err(LinkError::UnexpectedReply(format!("{other:?}"))),
-            }
+            let (send, recv) = conn.open_bi().await?;
+            super::wire::ping(&mut StreamWire { send, recv }, nonce).await
         })
         .await
         .unwrap_or(Err(LinkError::NoAnswer));

@@ -4,20 +4,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use iroh::EndpointId;
-use iroh::endpoint::RecvStream;
-use minicbor::bytes::ByteArray;
 use tokio::sync::{Notify, mpsc};
 
-use super::{
-    Blob, Connections, FETCH_BATCH, MAX_FETCH_PEERS, Reply, Request, Route, STALL_TIMEOUT,
-    STREAMS_PER_PEER, Tally,
-};
+use super::wire::{self, GetResult, StreamWire};
+use super::{Blob, Connections, FETCH_BATCH, MAX_FETCH_PEERS, Route, STREAMS_PER_PEER, Tally};
 use crate::ids::ChunkId;
-use crate::net::frame;
 use crate::net::peers::PeerTable;
-use crate::store::pack::{BlobKind, MAX_BLOB_BYTES};
 
 /// What a fetch got.
 #[derive(Debug, Clone, Default)]
@@ -226,80 +219,20 @@ async fn fetch_worker(
     }
 }
 
-/// What `get_batch` received: each id with its length.
-pub type Received = Vec<(ChunkId, u64)>;
-
-/// Asks `peer` for `ids`; returns the ids it does not have and what it received, or on
-/// failure what it received before it failed and why.
+/// Asks `peer` for `ids` (directly, or over its link); returns the ids it does not have and
+/// what it received, or on failure what it received before it failed and why.
 async fn get_batch(
     conns: &Connections,
     peer: EndpointId,
     pool: Option<[u8; 32]>,
     ids: &[ChunkId],
     sink: &mpsc::Sender<Blob>,
-) -> Result<(Vec<ChunkId>, Received), (Received, String)> {
-    let mut received = Vec::new();
-    let fail = |received: &Received, why: String| (received.clone(), why);
-    let conn = match conns.route(peer, false).await.map_err(|e| fail(&received, e.to_string()))? {
+) -> GetResult {
+    let proof = conns.device_proof();
+    let conn = match conns.route(peer, false).await.map_err(|e| (Vec::new(), e.to_string()))? {
         Route::Direct(c) => c,
-        Route::Link(l) => return l.get(ids, pool, sink).await,
+        Route::Link(l) => return l.get(ids, pool, proof, sink).await,
     };
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| fail(&received, e.to_string()))?;
-    let req = Request::Get(
-        ids.iter().map(|id| ByteArray::from(id.0)).collect(),
-        pool.map(ByteArray::from),
-        conns.device_proof(),
-    );
-    frame::write(&mut send, &req).await.map_err(|e| fail(&received, e.to_string()))?;
-    send.finish().map_err(|e| fail(&received, e.to_string()))?;
-    let mut missing = Vec::new();
-    for id in ids {
-        let reply = tokio::time::timeout(STALL_TIMEOUT, frame::read::<Reply>(&mut recv))
-            .await
-            .map_err(|_| fail(&received, "stalled".into()))?
-            .map_err(|e| fail(&received, e.to_string()))?;
-        match reply {
-            Some(Reply::Have { kind, len }) => {
-                if len > MAX_BLOB_BYTES {
-                    return Err(fail(&received, format!("announced a blob of {len} bytes")));
-                }
-                let parts =
-                    tokio::time::timeout(STALL_TIMEOUT, read_blob(&mut recv, len as usize, id))
-                        .await
-                        .map_err(|_| fail(&received, "stalled".into()))?
-                        .map_err(|e| fail(&received, e))?;
-                let kind = BlobKind::from_u8(kind).unwrap_or(BlobKind::Chunk);
-                if sink.send(Blob { id: *id, kind, parts }).await.is_err() {
-                    return Err(fail(&received, "the fetch was cancelled".into()));
-                }
-                received.push((*id, u64::from(len)));
-            }
-            Some(Reply::Missing) => missing.push(*id),
-            Some(other) => return Err(fail(&received, format!("unexpected reply {other:?}"))),
-            None => return Err(fail(&received, "closed the stream early".into())),
-        }
-    }
-    Ok((missing, received))
-}
-
-/// Reads a blob of `len` bytes as the pieces the stream delivers, hashing as it goes; fails
-/// if the stream ends early or the bytes do not hash to `id`.
-async fn read_blob(recv: &mut RecvStream, len: usize, id: &ChunkId) -> Result<Vec<Bytes>, String> {
-    let mut parts = Vec::new();
-    let mut hasher = blake3::Hasher::new();
-    let mut got = 0;
-    while got < len {
-        match recv.read_chunk(len - got).await.map_err(|e| e.to_string())? {
-            Some(chunk) => {
-                got += chunk.len();
-                hasher.update(&chunk);
-                parts.push(chunk);
-            }
-            None => return Err("disconnected in the middle of a blob".into()),
-        }
-    }
-    if ChunkId(*hasher.finalize().as_bytes()) != *id {
-        return Err(format!("sent bytes that do not match chunk {id}"));
-    }
-    Ok(parts)
+    let (send, recv) = conn.open_bi().await.map_err(|e| (Vec::new(), e.to_string()))?;
+    wire::get(&mut StreamWire { send, recv }, ids, pool, proof, sink).await
 }

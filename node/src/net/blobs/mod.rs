@@ -1,6 +1,8 @@
 //! `kith/blobs/1`: serving and fetching blobs by id between nodes.
 //!
-//! One request per bi-directional stream. The client sends a frame, `Ping(nonce)` or
+//! Over iroh, one request per bi-directional stream; over a [link](crate::net::link), one
+//! request after another, each frame a message (`wire.rs` holds both ends, once for both
+//! transports). The client sends a frame, `Ping(nonce)` or
 //! `Get([id, ...], pool?)` (at most [`MAX_IDS`]); the server answers `Pong(nonce)`, or for each id in
 //! order `Have{kind, len}` followed by `len` raw bytes, or `Missing`. A blob is whatever the
 //! store holds under an id (a chunk envelope or an object root); the receiver hashes it before
@@ -14,6 +16,7 @@ mod conns;
 mod fetch;
 mod server;
 mod tally;
+mod wire;
 
 use std::time::Duration;
 
@@ -24,10 +27,12 @@ use minicbor::{Decode, Encode};
 use crate::ids::ChunkId;
 use crate::store::pack::BlobKind;
 
-pub use conns::{Connections, LinkError, Route, connect_error};
-pub use fetch::{FetchReport, Received, fetch, fetch_from};
+pub use conns::{Connections, LinkClient, LinkError, Route, connect_error};
+pub use fetch::{FetchReport, fetch, fetch_from};
 pub use server::{BlobGate, BlobsProtocol, ReadBlob, Served, read_ahead};
 pub use tally::{MAX_TALLIES, Tallies, Tally};
+pub use wire::{GetResult, Received};
+pub(crate) use wire::{LinkWire, Wire, answer};
 
 /// The protocol's ALPN.
 pub const ALPN: &[u8] = b"kith/blobs/1";

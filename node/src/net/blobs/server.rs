@@ -3,17 +3,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use iroh::EndpointId;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use minicbor::bytes::ByteArray;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::{
-    MAX_IDS, MAX_SERVING, MAX_STREAMS_PER_CONN, REQUEST_TIMEOUT, Reply, Request, STALL_TIMEOUT,
-    Tallies,
-};
+use super::wire::{self, ServeError, StreamWire, Wire};
+use super::{MAX_SERVING, MAX_STREAMS_PER_CONN, REQUEST_TIMEOUT, Request, Tallies};
 use crate::ids::ChunkId;
 use crate::net::frame::{self, FrameError};
 use crate::store::Store;
@@ -109,65 +106,16 @@ impl BlobsProtocol {
     async fn serve(
         &self,
         peer: EndpointId,
-        mut send: SendStream,
+        send: SendStream,
         mut recv: RecvStream,
     ) -> Result<(), ServeError> {
         let req: Request = tokio::time::timeout(REQUEST_TIMEOUT, frame::read(&mut recv))
             .await
             .map_err(|_| ServeError::Timeout)??
             .ok_or(ServeError::Frame(FrameError::Truncated))?;
-        match req {
-            Request::Ping(n) => frame::write(&mut send, &Reply::Pong(n)).await?,
-            Request::Get(ids, ..) if ids.len() > MAX_IDS => {
-                let why = format!("at most {MAX_IDS} ids per request");
-                frame::write(&mut send, &Reply::Refused(why)).await?;
-            }
-            Request::Get(ids, pool, proof) => {
-                match self.served.check(&peer, proof.as_ref(), &ids) {
-                    Err(why) => frame::write(&mut send, &Reply::Refused(why)).await?,
-                    Ok(()) => {
-                        let tag = pool.map(|p| (*p, peer));
-                        self.send_blobs(&mut send, ids, tag).await?
-                    }
-                }
-            }
-        }
-        send.finish().map_err(|e| ServeError::Frame(FrameError::Stream(e.to_string())))?;
-        Ok(())
-    }
-
-    async fn send_blobs(
-        &self,
-        send: &mut SendStream,
-        ids: Vec<ByteArray<32>>,
-        tag: Option<([u8; 32], EndpointId)>,
-    ) -> Result<(), ServeError> {
-        let (mut rx, reader) = read_ahead(self.store.clone(), ids);
-        while let Some(blob) = rx.recv().await {
-            let write = async {
-                match blob {
-                    Some((kind, bytes, id)) => {
-                        let len = bytes.len() as u64;
-                        frame::write(send, &Reply::Have { kind: kind as u8, len: len as u32 })
-                            .await?;
-                        // Handing over the buffer, not copying it.
-                        send.write_chunk(Bytes::from(bytes))
-                            .await
-                            .map_err(|e| FrameError::Stream(e.to_string()))?;
-                        self.served.blobs.fetch_add(1, Ordering::Relaxed);
-                        self.served.bytes.fetch_add(len, Ordering::Relaxed);
-                        if let Some((pool, peer)) = tag {
-                            self.served.tagged.add(pool, peer, id, len);
-                        }
-                        Ok(())
-                    }
-                    None => frame::write(send, &Reply::Missing).await,
-                }
-            };
-            tokio::time::timeout(STALL_TIMEOUT, write).await.map_err(|_| ServeError::Timeout)??;
-        }
-        drop(rx);
-        let _ = reader.await;
+        let mut wire = StreamWire { send, recv };
+        wire::answer(&mut wire, &self.store, &self.served, peer, req).await?;
+        wire.finish()?;
         Ok(())
     }
 }
@@ -195,14 +143,6 @@ pub fn read_ahead(
         }
     });
     (rx, reader)
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ServeError {
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-    #[error("the peer stalled")]
-    Timeout,
 }
 
 impl ProtocolHandler for BlobsProtocol {

@@ -11,7 +11,7 @@ use super::ice::{gather, local_ip_towards, remote_ip, stun_url};
 use super::link::RtcLink;
 use super::signal::{read_frame, write_frame};
 use super::{ANSWER_TIMEOUT, Description, Mesh, SIGNAL_ALPN, STEP_TIMEOUT, Signal, Signed, short};
-use crate::browser::{peer_connection, wait_open};
+use crate::net::rtc::{peer_connection, wait_open};
 
 impl Mesh {
     /// As the node that wants a link: through `neighbour`, to `to`.
@@ -25,7 +25,7 @@ impl Mesh {
             tokio::time::timeout(STEP_TIMEOUT, node.endpoint().connect(neighbour, SIGNAL_ALPN))
                 .await
                 .map_err(|_| "connecting timed out".to_string())?
-                .map_err(|e| kith_node::net::connect_error(&neighbour, e).to_string())?;
+                .map_err(|e| crate::net::connect_error(&neighbour, e).to_string())?;
         let result = self.offer_through(&conn, neighbour, to).await;
         conn.close(0u32.into(), b"done");
         result
@@ -60,7 +60,7 @@ impl Mesh {
                 from: ByteArray::from(*self.me().as_bytes()),
                 to: ByteArray::from(*to.as_bytes()),
                 sdp: local.sdp,
-                at_ms: kith_node::keys::now_ms(),
+                at_ms: crate::keys::now_ms(),
                 answers: None,
             };
             let offer = Signed::sign(&self.key, &d);
@@ -70,7 +70,7 @@ impl Mesh {
                 Signal::Cannot(why) => return Err(why),
                 _ => return Err("answered something else than an answer".into()),
             };
-            let a = answer.open(self.me(), kith_node::keys::now_ms()).map_err(|e| e.to_string())?;
+            let a = answer.open(self.me(), crate::keys::now_ms()).map_err(|e| e.to_string())?;
             tracing::debug!(answer = %a.sdp, "answered");
             if *a.from != *to.as_bytes() {
                 return Err("the answer is not from the node asked".into());
@@ -93,10 +93,8 @@ impl Mesh {
                 dc,
                 route: format!("webrtc via {}", short(&neighbour)),
                 state: events.state,
-                busy: tokio::sync::Mutex::new(()),
                 closed: AtomicBool::new(false),
                 stats: self.stats.clone(),
-                proof: self.node().ok().and_then(|n| n.device_proof()),
             }),
             Err(e) => {
                 let _ = pc.close().await;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::net::frame;
 use iroh::endpoint::{RecvStream, SendStream};
 use iroh::{EndpointId, SecretKey, Signature};
-use kith_node::net::frame;
 use minicbor::bytes::ByteArray;
 use minicbor::{Decode, Encode};
 

@@ -7,7 +7,7 @@ use iroh::TransportAddr;
 use iroh::endpoint::Connection;
 
 use super::GATHER_TIMEOUT;
-use crate::browser::Events;
+use crate::net::rtc::Events;
 
 /// The IP address the selected path of `conn` reaches the other side at.
 pub(super) fn remote_ip(conn: &Connection) -> Option<IpAddr> {

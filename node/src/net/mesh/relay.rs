@@ -35,7 +35,7 @@ impl Mesh {
                     "{} cannot reach {}: {}",
                     short(&self.me()),
                     short(&to),
-                    kith_node::net::connect_error(&to, e)
+                    crate::net::connect_error(&to, e)
                 )
             })?;
         tracing::debug!(from = %short(&from), to = %short(&to), "passing signalling on");

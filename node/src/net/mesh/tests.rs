@@ -17,7 +17,7 @@ fn desc(from: &SecretKey, to: EndpointId, at_ms: u64) -> Description {
 #[test]
 fn descriptions_open_only_when_signed_by_their_sender_for_us_and_recent() {
     let (a, c, b) = (SecretKey::generate(), SecretKey::generate(), SecretKey::generate());
-    let now = kith_node::keys::now_ms();
+    let now = crate::keys::now_ms();
     let good = Signed::sign(&a, &desc(&a, c.public(), now));
     assert_eq!(good.open(c.public(), now).unwrap().sdp, "v=0");
     // The neighbour signs an offer in A's name: refused.

@@ -6,7 +6,8 @@
 //! open a data channel straight to each other (ICE punches through NATs that map a socket to
 //! one outside port whatever the destination, as Linux masquerading and most home routers
 //! do). The channel then carries the `kith/blobs/1` requests and replies, so the fetcher and
-//! the pinger use it like a connection ([`kith_node::net::link`]).
+//! the pinger use it like a connection ([`crate::net::link`]). The WebRTC plumbing is
+//! [`crate::net::rtc`], which browsers' channels use too.
 //!
 //! ```text
 //! A → B  Want{to: C}                 B dials C (kith/signal/1), else Cannot(why)
@@ -34,12 +35,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::net::Node;
+use crate::net::link::{Link, LinkFuture, Linker};
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{EndpointId, SecretKey};
-use kith_node::net::Node;
-use kith_node::net::link::{Link, LinkFuture, Linker};
-use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use webrtc::peer_connection::PeerConnection;
 
@@ -53,8 +53,6 @@ pub const SIGNAL_ALPN: &[u8] = b"kith/signal/1";
 pub const MAX_RELAYS: usize = 8;
 /// Channels a node answered, open at once.
 pub const MAX_SESSIONS: usize = 16;
-/// Largest message on a channel (the SCTP `max-message-size` both ends advertise).
-const MAX_MESSAGE: usize = 64 << 10;
 /// Neighbours asked per link.
 const MAX_NEIGHBOURS: usize = 4;
 /// Time to dial a neighbour or the far node, or for a frame to arrive.
@@ -63,8 +61,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time to gather candidates (host, and srflx from the neighbour's STUN).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time without progress on a reply before the link counts as stalled.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A channel with no request for this long is closed (the pinger asks every 2 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How far a description's time may be from ours.
@@ -87,12 +83,50 @@ pub struct MeshStats {
     pub served_blobs: AtomicU64,
     /// Their bytes.
     pub served_bytes: AtomicU64,
-    /// Bytes of verified blobs received over links.
+    /// Bytes received over links (every blob among them verified by its id).
     pub received_bytes: AtomicU64,
     /// STUN binding requests answered.
     pub stun_answered: AtomicU64,
     /// How long the last link took to make (signalling, gathering, ICE, DTLS, SCTP), in ms.
     pub last_setup_ms: AtomicU64,
+}
+
+/// An open link, for `kith status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MeshLink {
+    /// The peer.
+    pub peer: String,
+    /// How it is reached.
+    pub route: String,
+}
+
+/// The mesh's counters and open links, for `kith status` (see [`MeshStats`]).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct MeshStatus {
+    /// Links open now.
+    pub links: Vec<MeshLink>,
+    /// Channels this node answered, open now.
+    pub answered_sessions: usize,
+    /// Links this node made.
+    pub links_made: u64,
+    /// Attempts that failed.
+    pub links_failed: u64,
+    /// Signalling passed on as a neighbour.
+    pub relayed: u64,
+    /// Signalling refused.
+    pub refused: u64,
+    /// Blobs sent over channels this node answered.
+    pub served_blobs: u64,
+    /// Their bytes.
+    pub served_bytes: u64,
+    /// Bytes received over links.
+    pub received_bytes: u64,
+    /// The STUN responder's port.
+    pub stun_port: Option<u16>,
+    /// STUN binding requests answered.
+    pub stun_answered: u64,
+    /// How long the last link took to make, in ms.
+    pub last_setup_ms: u64,
 }
 
 /// One node's part in the mesh over WebRTC: neighbour (relaying signalling, answering STUN),
@@ -170,30 +204,31 @@ impl Mesh {
     }
 
     /// Counters and open channels, for `kith status`.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> MeshStatus {
         let s = &self.stats;
-        let links: Vec<Value> = self
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let links = self
             .node
             .get()
             .map(|n| n.links())
             .unwrap_or_default()
             .into_iter()
-            .map(|(p, r)| json!({ "peer": p.to_string(), "route": r }))
+            .map(|(p, route)| MeshLink { peer: p.to_string(), route })
             .collect();
-        json!({
-            "links": links,
-            "answered_sessions": lock(&self.sessions).len(),
-            "links_made": s.links_made.load(Ordering::Relaxed),
-            "links_failed": s.links_failed.load(Ordering::Relaxed),
-            "relayed": s.relayed.load(Ordering::Relaxed),
-            "refused": s.refused.load(Ordering::Relaxed),
-            "served_blobs": s.served_blobs.load(Ordering::Relaxed),
-            "served_bytes": s.served_bytes.load(Ordering::Relaxed),
-            "received_bytes": s.received_bytes.load(Ordering::Relaxed),
-            "stun_port": self.stun_port.get(),
-            "stun_answered": s.stun_answered.load(Ordering::Relaxed),
-            "last_setup_ms": s.last_setup_ms.load(Ordering::Relaxed),
-        })
+        MeshStatus {
+            links,
+            answered_sessions: lock(&self.sessions).len(),
+            links_made: n(&s.links_made),
+            links_failed: n(&s.links_failed),
+            relayed: n(&s.relayed),
+            refused: n(&s.refused),
+            served_blobs: n(&s.served_blobs),
+            served_bytes: n(&s.served_bytes),
+            received_bytes: n(&s.received_bytes),
+            stun_port: self.stun_port.get().copied(),
+            stun_answered: n(&s.stun_answered),
+            last_setup_ms: n(&s.last_setup_ms),
+        }
     }
 
     fn node(&self) -> Result<&Arc<Node>, String> {
@@ -240,7 +275,7 @@ impl Linker for Mesh {
                 .peers()
                 .into_iter()
                 .filter(|p| {
-                    p.reachability == kith_node::net::peers::Reachability::Reachable
+                    p.reachability == crate::net::peers::Reachability::Reachable
                         && p.id != peer
                         && !linked.contains(&p.id)
                 })

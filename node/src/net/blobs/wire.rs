@@ -1,0 +1,302 @@
+//! The protocol's two ends, written once for every transport: an iroh stream (length-prefixed
+//! frames, a blob's bytes raw after its `Have`) and a [`Link`] (one message per frame, a blob's
+//! bytes in messages of at most [`MAX_MESSAGE`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use iroh::EndpointId;
+use iroh::endpoint::{RecvStream, SendStream};
+use minicbor::bytes::ByteArray;
+use tokio::sync::mpsc;
+
+use super::LinkError;
+use super::{Blob, DeviceProof, MAX_IDS, Reply, Request, STALL_TIMEOUT, Served, read_ahead};
+use crate::ids::ChunkId;
+use crate::net::frame::{self, FrameError, MAX_FRAME};
+use crate::net::link::{Link, MAX_MESSAGE};
+use crate::store::Store;
+use crate::store::pack::{BlobKind, MAX_BLOB_BYTES};
+
+/// What a get returns: the ids the peer does not have and what arrived (each id with its
+/// length), or on failure what arrived before it failed and why.
+pub type GetResult = Result<(Vec<ChunkId>, Received), (Received, String)>;
+
+/// Each id received, with its length.
+pub type Received = Vec<(ChunkId, u64)>;
+
+/// One end of a transport carrying `kith/blobs/1`.
+pub(crate) trait Wire: Send {
+    /// Sends one frame (its CBOR body).
+    fn send_frame(&mut self, body: Vec<u8>) -> impl Future<Output = Result<(), FrameError>> + Send;
+    /// Sends a blob's bytes, after its `Have`.
+    fn send_blob(&mut self, bytes: Bytes) -> impl Future<Output = Result<(), FrameError>> + Send;
+    /// The next frame's body; `Ok(None)` at a clean end.
+    fn recv_frame(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, FrameError>> + Send;
+    /// The next piece of a blob, at most `max` bytes; `Ok(None)` if the transport ended.
+    fn recv_part(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<Bytes>, FrameError>> + Send;
+    /// Ends what this side sends (a stream's finish; nothing on a link).
+    fn finish(&mut self) -> Result<(), FrameError>;
+}
+
+/// A bi-directional iroh stream: one request and its replies.
+pub(crate) struct StreamWire {
+    pub(crate) send: SendStream,
+    pub(crate) recv: RecvStream,
+}
+
+fn stream_error(e: impl std::fmt::Display) -> FrameError {
+    FrameError::Stream(e.to_string())
+}
+
+impl Wire for StreamWire {
+    async fn send_frame(&mut self, body: Vec<u8>) -> Result<(), FrameError> {
+        frame::write_body(&mut self.send, &body).await
+    }
+
+    async fn send_blob(&mut self, bytes: Bytes) -> Result<(), FrameError> {
+        // Handing over the buffer, not copying it.
+        self.send.write_chunk(bytes).await.map_err(stream_error)
+    }
+
+    async fn recv_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        frame::read_body(&mut self.recv, MAX_FRAME).await
+    }
+
+    async fn recv_part(&mut self, max: usize) -> Result<Option<Bytes>, FrameError> {
+        self.recv.read_chunk(max).await.map_err(stream_error)
+    }
+
+    fn finish(&mut self) -> Result<(), FrameError> {
+        self.send.finish().map_err(stream_error)
+    }
+}
+
+/// A link: requests and replies one after another, each a message.
+pub(crate) struct LinkWire<'a> {
+    pub(crate) link: &'a dyn Link,
+    /// How long a receive waits for the next message.
+    pub(crate) wait: Duration,
+}
+
+impl Wire for LinkWire<'_> {
+    async fn send_frame(&mut self, body: Vec<u8>) -> Result<(), FrameError> {
+        if body.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge(body.len(), MAX_FRAME));
+        }
+        self.link.send(Bytes::from(body)).await.map_err(FrameError::Stream)
+    }
+
+    async fn send_blob(&mut self, bytes: Bytes) -> Result<(), FrameError> {
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + MAX_MESSAGE).min(bytes.len());
+            self.link.send(bytes.slice(at..end)).await.map_err(FrameError::Stream)?;
+            at = end;
+        }
+        Ok(())
+    }
+
+    async fn recv_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        match self.link.recv(self.wait).await.map_err(FrameError::Stream)? {
+            Some(m) if m.len() > MAX_FRAME => Err(FrameError::TooLarge(m.len(), MAX_FRAME)),
+            m => Ok(m.map(|m| m.to_vec())),
+        }
+    }
+
+    async fn recv_part(&mut self, max: usize) -> Result<Option<Bytes>, FrameError> {
+        match self.link.recv(self.wait).await.map_err(FrameError::Stream)? {
+            Some(m) if m.len() > max => {
+                Err(FrameError::Malformed("sent more bytes than the blob has".into()))
+            }
+            m => Ok(m),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), FrameError> {
+        Ok(())
+    }
+}
+
+fn encode<T: minicbor::Encode<()>>(msg: &T) -> Vec<u8> {
+    minicbor::to_vec(msg).expect("encoding into a Vec cannot fail")
+}
+
+/// Why a request could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ServeError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("the peer stalled")]
+    Timeout,
+}
+
+/// What one answer sent.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Sent {
+    pub(crate) blobs: u64,
+    pub(crate) bytes: u64,
+}
+
+/// The server's end: answers `req` from `peer` on `wire` (a pong, a refusal, or each blob
+/// `peer` may have, from `store`), counting into `served`.
+pub(crate) async fn answer<W: Wire>(
+    wire: &mut W,
+    store: &Arc<Store>,
+    served: &Served,
+    peer: EndpointId,
+    req: Request,
+) -> Result<Sent, ServeError> {
+    let refuse = |why: String| encode(&Reply::Refused(why));
+    match req {
+        Request::Ping(n) => wire.send_frame(encode(&Reply::Pong(n))).await?,
+        Request::Get(ids, ..) if ids.len() > MAX_IDS => {
+            wire.send_frame(refuse(format!("at most {MAX_IDS} ids per request"))).await?
+        }
+        Request::Get(ids, pool, proof) => match served.check(&peer, proof.as_ref(), &ids) {
+            Err(why) => wire.send_frame(refuse(why)).await?,
+            Ok(()) => return send_blobs(wire, store, served, ids, pool.map(|p| (*p, peer))).await,
+        },
+    }
+    Ok(Sent::default())
+}
+
+async fn send_blobs<W: Wire>(
+    wire: &mut W,
+    store: &Arc<Store>,
+    served: &Served,
+    ids: Vec<ByteArray<32>>,
+    tag: Option<([u8; 32], EndpointId)>,
+) -> Result<Sent, ServeError> {
+    let mut sent = Sent::default();
+    let (mut rx, reader) = read_ahead(store.clone(), ids);
+    while let Some(blob) = rx.recv().await {
+        let write = async {
+            match blob {
+                Some((kind, bytes, id)) => {
+                    let len = bytes.len() as u64;
+                    let have = Reply::Have { kind: kind as u8, len: len as u32 };
+                    wire.send_frame(encode(&have)).await?;
+                    wire.send_blob(Bytes::from(bytes)).await?;
+                    served.blobs.fetch_add(1, Ordering::Relaxed);
+                    served.bytes.fetch_add(len, Ordering::Relaxed);
+                    sent.blobs += 1;
+                    sent.bytes += len;
+                    if let Some((pool, peer)) = tag {
+                        served.tagged().add(pool, peer, id, len);
+                    }
+                    Ok(())
+                }
+                None => wire.send_frame(encode(&Reply::Missing)).await,
+            }
+        };
+        tokio::time::timeout(STALL_TIMEOUT, write).await.map_err(|_| ServeError::Timeout)??;
+    }
+    drop(rx);
+    let _ = reader.await;
+    Ok(sent)
+}
+
+/// Waits for `f` at most the stall timeout.
+async fn unstalled<T>(f: impl Future<Output = Result<T, FrameError>>) -> Result<T, String> {
+    match tokio::time::timeout(STALL_TIMEOUT, f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("stalled".into()),
+    }
+}
+
+/// The client's end of a get: asks for `ids` (at most [`MAX_IDS`]) on `wire`, on behalf of
+/// `pool`, proving the device with `proof`; each blob, verified against its id, goes to `sink`.
+pub(crate) async fn get<W: Wire>(
+    wire: &mut W,
+    ids: &[ChunkId],
+    pool: Option<[u8; 32]>,
+    proof: Option<DeviceProof>,
+    sink: &mpsc::Sender<Blob>,
+) -> GetResult {
+    let mut received = Vec::new();
+    match get_into(wire, ids, pool, proof, sink, &mut received).await {
+        Ok(missing) => Ok((missing, received)),
+        Err(why) => Err((received, why)),
+    }
+}
+
+async fn get_into<W: Wire>(
+    wire: &mut W,
+    ids: &[ChunkId],
+    pool: Option<[u8; 32]>,
+    proof: Option<DeviceProof>,
+    sink: &mpsc::Sender<Blob>,
+    received: &mut Received,
+) -> Result<Vec<ChunkId>, String> {
+    let req = Request::Get(
+        ids.iter().map(|id| ByteArray::from(id.0)).collect(),
+        pool.map(ByteArray::from),
+        proof,
+    );
+    wire.send_frame(encode(&req)).await.map_err(|e| e.to_string())?;
+    wire.finish().map_err(|e| e.to_string())?;
+    let mut missing = Vec::new();
+    for id in ids {
+        let Some(body) = unstalled(wire.recv_frame()).await? else {
+            return Err("closed the stream early".into());
+        };
+        match frame::decode::<Reply>(&body).map_err(|e| e.to_string())? {
+            Reply::Have { kind, len } => {
+                if len > MAX_BLOB_BYTES {
+                    return Err(format!("announced a blob of {len} bytes"));
+                }
+                let parts = read_blob(wire, len as usize, id).await?;
+                let kind = BlobKind::from_u8(kind).unwrap_or(BlobKind::Chunk);
+                if sink.send(Blob { id: *id, kind, parts }).await.is_err() {
+                    return Err("the fetch was cancelled".into());
+                }
+                received.push((*id, u64::from(len)));
+            }
+            Reply::Missing => missing.push(*id),
+            Reply::Refused(why) => return Err(format!("refused: {why}")),
+            other => return Err(format!("unexpected reply {other:?}")),
+        }
+    }
+    Ok(missing)
+}
+
+/// Reads a blob of `len` bytes as the pieces the transport delivers, hashing as it goes; fails
+/// if it ends early, stalls, or the bytes do not hash to `id`.
+async fn read_blob<W: Wire>(wire: &mut W, len: usize, id: &ChunkId) -> Result<Vec<Bytes>, String> {
+    let mut parts = Vec::new();
+    let mut hasher = blake3::Hasher::new();
+    let mut got = 0;
+    while got < len {
+        let Some(part) = unstalled(wire.recv_part(len - got)).await? else {
+            return Err("disconnected in the middle of a blob".into());
+        };
+        got += part.len();
+        hasher.update(&part);
+        parts.push(part);
+    }
+    if ChunkId(*hasher.finalize().as_bytes()) != *id {
+        return Err(format!("sent bytes that do not match chunk {id}"));
+    }
+    Ok(parts)
+}
+
+/// The client's end of a ping: `Ok` if the peer answers `nonce` with the same.
+pub(crate) async fn ping<W: Wire>(wire: &mut W, nonce: u64) -> Result<(), LinkError> {
+    wire.send_frame(encode(&Request::Ping(nonce))).await?;
+    wire.finish()?;
+    let reply = match wire.recv_frame().await? {
+        Some(body) => Some(frame::decode::<Reply>(&body)?),
+        None => None,
+    };
+    match reply {
+        Some(Reply::Pong(n)) if n == nonce => Ok(()),
+        other => Err(LinkError::UnexpectedReply(format!("{other:?}"))),
+    }
+}
