@@ -15,16 +15,19 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bounds;
+mod check;
 mod file;
+mod judge;
 pub(crate) mod signed;
 mod sync;
 #[cfg(test)]
 mod tests;
 
 pub use automerge;
+pub use check::{Authorizer, Check, Touch};
 pub use file::DOC_FILE_VERSION;
 pub use signed::{
-    Author, Authorizer, Check, DocError, Key, MAX_CHANGE_BYTES, SIGNING_CONTEXT, SignedDoc, Signer,
-    hex, patch_path, verify,
+    Author, DocError, Key, MAX_CHANGE_BYTES, SIGNING_CONTEXT, SignedDoc, Signer, hex, patch_path,
+    verify,
 };
 pub use sync::{SigEntry, SyncFrame, SyncState};

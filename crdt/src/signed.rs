@@ -14,12 +14,13 @@
 //! the order in which a node happened to receive concurrent changes, so honest nodes reach the
 //! same verdict and keep converging. A batch with one bad change is rejected whole.
 
-use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
+
+use crate::check::Authorizer;
 
 use automerge::transaction::CommitOptions;
 use automerge::{
-    ActorId, AutoCommit, Automerge, AutomergeError, Change, ChangeHash, Patch, PatchAction, Prop,
+    ActorId, AutoCommit, AutomergeError, Change, ChangeHash, Patch, PatchAction, Prop,
 };
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
@@ -93,66 +94,6 @@ pub fn verify(key: &Key, msg: &[u8], sig: &[u8; 64]) -> bool {
         Ok(k) => k.verify_strict(msg, &Signature::from_bytes(sig)).is_ok(),
         Err(_) => false,
     }
-}
-
-/// What an [`Authorizer`] is shown about one change.
-///
-/// The change is judged against the document at its own dependencies ([`Check::deps`]), not
-/// against whatever this node happens to hold. Reading one value before the change costs a
-/// lookup (`doc.get_at(obj, key, deps)`); [`Check::before`] and [`Check::after`] give whole
-/// documents at those points, made when first asked for (a copy of the document, so rules that
-/// must stay cheap read values with `get_at` instead).
-pub struct Check<'a> {
-    /// The document id.
-    pub doc_id: &'a Key,
-    /// Who made the change.
-    pub author: Author,
-    /// The change's own timestamp (milliseconds since the Unix epoch, as its author claims).
-    pub time_ms: i64,
-    /// The change's note (automerge's commit message), covered by its hash and signature:
-    /// documents that depend on another say here which state of it a change was made in.
-    pub note: Option<&'a str>,
-    /// Whether this is the document's genesis change.
-    pub genesis: bool,
-    /// The change's dependencies: the heads of the document it was made in.
-    pub deps: &'a [ChangeHash],
-    /// The change's hash.
-    pub hash: ChangeHash,
-    /// The document with the change applied (and possibly changes concurrent with it, which
-    /// the change's author had not seen: read it at `deps` or at `[hash]`).
-    pub doc: &'a Automerge,
-    /// What the change did, as patches from the document at `deps` to it plus the change.
-    pub patches: &'a [Patch],
-    /// Whether the document was at `deps` when the change arrived (every head of it a
-    /// dependency), so that `doc` is the state after the change.
-    pub(crate) sequential: bool,
-    pub(crate) before: OnceCell<Automerge>,
-    pub(crate) after: OnceCell<Automerge>,
-}
-
-impl Check<'_> {
-    /// The document at the change's dependencies (made on first use).
-    pub fn before(&self) -> &Automerge {
-        self.before.get_or_init(|| {
-            self.doc.fork_at(self.deps).expect("the change's dependencies are in the document")
-        })
-    }
-
-    /// The document at the change's dependencies plus the change (the document itself when
-    /// nothing concurrent is in it).
-    pub fn after(&self) -> &Automerge {
-        if self.sequential {
-            return self.doc;
-        }
-        self.after
-            .get_or_init(|| self.doc.fork_at(&[self.hash]).expect("the change was just applied"))
-    }
-}
-
-/// Decides whether an author may make a change. Must be a pure function of the [`Check`].
-pub trait Authorizer {
-    /// `Ok` if the change is allowed, or why not.
-    fn authorise(&self, check: &Check<'_>) -> Result<(), String>;
 }
 
 /// Largest change a document accepts, local or remote. Membership, offers, objects and audit
@@ -282,7 +223,7 @@ pub fn hex(b: &[u8]) -> String {
 
 /// An automerge document with a signature for every change.
 pub struct SignedDoc {
-    id: Key,
+    pub(crate) id: Key,
     pub(crate) doc: AutoCommit,
     pub(crate) sigs: BTreeMap<ChangeHash, [u8; 64]>,
 }
@@ -413,7 +354,7 @@ impl SignedDoc {
         self.change_noted(signer, time_ms, None, authz, f)
     }
 
-    /// [`SignedDoc::change`] with a note the rules read (see [`Check::note`]).
+    /// [`SignedDoc::change`] with a note the rules read (see [`crate::Check::note`]).
     pub fn change_noted<T>(
         &mut self,
         signer: &Signer,
@@ -463,145 +404,6 @@ impl SignedDoc {
         let Some((hash, sig)) = made else { return Ok((out, None)) };
         self.sigs.insert(hash, sig);
         Ok((out, Some(hash)))
-    }
-
-    /// Checks and applies changes from elsewhere: all of them, or none (the error names the
-    /// first bad one). Returns the hashes of the changes that were new.
-    pub fn ingest(
-        &mut self,
-        changes: Vec<Change>,
-        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
-        authz: &dyn Authorizer,
-    ) -> Result<Vec<ChangeHash>, DocError> {
-        let mut work = self.doc.fork();
-        let mut seen = HashSet::new();
-        let pending: Vec<Change> = changes
-            .into_iter()
-            .filter(|c| seen.insert(c.hash()) && !self.sigs.contains_key(&c.hash()))
-            .collect();
-        let mut accepted = Vec::new();
-        let mut accepted_sigs = Vec::new();
-        let mut taken: HashSet<ChangeHash> = HashSet::new();
-        // In causal order: a change whose dependencies are not all here yet goes to the back;
-        // a full turn of the queue without progress ends it. Linear when the batch is in
-        // causal order already (as sync sends it).
-        let mut queue: VecDeque<Change> = pending.into();
-        let mut waited = 0;
-        while let Some(c) = queue.pop_front() {
-            let ready = c.deps().iter().all(|d| {
-                taken.contains(d)
-                    || self.sigs.contains_key(d)
-                    || work.get_change_meta_by_hash(d).is_some()
-            });
-            if !ready {
-                queue.push_back(c);
-                waited += 1;
-                if waited > queue.len() {
-                    break;
-                }
-                continue;
-            }
-            waited = 0;
-            let sig = guard(|| self.check(&mut work, &c, sigs, authz, None))?;
-            taken.insert(c.hash());
-            accepted.push(c.hash());
-            accepted_sigs.push((c.hash(), sig));
-        }
-        work.reset_diff_cursor();
-        let pending: Vec<Change> = queue.into();
-        if let Some(first) = pending.first() {
-            return Err(DocError::MissingDeps {
-                count: pending.len(),
-                first: hex(&first.hash().0),
-            });
-        }
-        self.doc = work;
-        self.sigs.extend(accepted_sigs);
-        Ok(accepted)
-    }
-
-    fn check(
-        &self,
-        work: &mut AutoCommit,
-        c: &Change,
-        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
-        authz: &dyn Authorizer,
-        made_at: Option<&[ChangeHash]>,
-    ) -> Result<[u8; 64], DocError> {
-        let hash = c.hash();
-        let change = hex(&hash.0);
-        let len = c.raw_bytes().len();
-        if len > MAX_CHANGE_BYTES {
-            return Err(DocError::TooLarge { change, len, limit: MAX_CHANGE_BYTES });
-        }
-        let author = Author::from_actor(c.actor_id())
-            .ok_or(DocError::BadActor { change: change.clone() })?;
-        let sig = *sigs.get(&hash).ok_or(DocError::MissingSignature { change: change.clone() })?;
-        if !verify(&author.key, &signing_message(&self.id, &hash), &sig) {
-            return Err(DocError::BadSignature { change, author: hex(&author.key) });
-        }
-        let genesis = c.deps().is_empty();
-        if genesis && hash.0 != self.id {
-            return Err(DocError::ForeignGenesis { change, id: hex(&self.id) });
-        }
-        // Applied to the batch's working copy first (a refused batch is dropped whole), and the
-        // patches taken from the change alone when the copy held exactly its dependencies (the
-        // usual case; the diff cursor indexes what applying it touched), else by a diff of the
-        // history between its dependencies and it.
-        // A local change (`made_at`: the heads it was made at) is in `work` already, made
-        // there under a diff cursor.
-        let mut deps = c.deps().to_vec();
-        deps.sort();
-        let heads = match made_at {
-            Some(h) => h.to_vec(),
-            None => work.get_heads(),
-        };
-        // Every head a dependency: the document before the change is the document at its
-        // dependencies (automerge also names the author's previous change, an ancestor).
-        let sequential = heads.iter().all(|h| deps.contains(h));
-        if made_at.is_none() {
-            if sequential {
-                work.update_diff_cursor();
-            } else {
-                work.reset_diff_cursor();
-            }
-            work.apply_changes([c.clone()])?;
-        }
-        let patches = if sequential {
-            let now = work.get_heads();
-            work.diff(&heads, &now)
-        } else {
-            work.diff(&deps, &[hash])
-        };
-        // A change must change something: empty ones cost every node a check and stay in the
-        // history for good.
-        if patches.is_empty() {
-            return Err(DocError::Unauthorised {
-                change,
-                author: hex(&author.key),
-                reason: "it changes nothing".into(),
-            });
-        }
-        let check = Check {
-            doc_id: &self.id,
-            author,
-            time_ms: c.timestamp(),
-            note: c.message(),
-            genesis,
-            deps: &deps,
-            hash,
-            doc: work.document(),
-            patches: &patches,
-            sequential,
-            before: OnceCell::new(),
-            after: OnceCell::new(),
-        };
-        authz.authorise(&check).map_err(|reason| DocError::Unauthorised {
-            change,
-            author: hex(&author.key),
-            reason,
-        })?;
-        Ok(sig)
     }
 
     /// Every change not in the history of `heads`, with their signatures (for carrying

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use automerge::ChangeHash;
 use automerge::sync::{Message, SyncDoc};
 
-use crate::signed::{Authorizer, DocError, SignedDoc};
+use crate::check::Authorizer;
+use crate::signed::{DocError, SignedDoc};
 
 pub use automerge::sync::State as SyncState;
 

@@ -28,17 +28,18 @@ use kith_crdt::automerge::{ObjId, ObjType, PatchAction, ROOT, ReadDoc, Value};
 use kith_crdt::{Authorizer, Check, hex, patch_path};
 
 use crate::invite::{Invite, InviteError};
-use crate::view::{Get, PoolView, Role, State};
+use crate::view::{PoolView, Role, State};
 
 /// The pool rules, as a [`kith_crdt::Authorizer`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolRules;
 
 impl Authorizer for PoolRules {
+    fn quick(&self, c: &Check<'_>) -> Option<Result<(), String>> {
+        own_entries(c)
+    }
+
     fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
-        if let Some(verdict) = own_entries(c) {
-            return verdict;
-        }
         // Someone who is not an active member and does not write its own entry (a join, a
         // departure) may write nothing: refused before any copy of the document is made.
         if !c.genesis {
@@ -148,20 +149,25 @@ fn active_at_deps(c: &Check<'_>, me: &str) -> bool {
 
 /// Most of a pool's changes are a member writing its own objects, audits and offers. Such a
 /// change, by a member active at the change's dependencies in a pool not dissolved there, is
-/// judged from what it touched alone: the entries it wrote must parse (so the document still
-/// does), and nothing else can change by it (no charter, role, state or site; the document-wide
-/// checks below cannot fail). That keeps a check in proportion to the change, not to the pool.
-/// Anything else (`None`) takes the full path.
+/// judged from what its operations wrote alone ([`Check::touched`]; no patches: naming a
+/// patch's path walks every entry beside it, so N such changes cost N² before): the entries it
+/// wrote must parse (so the document still does), and nothing else can change by it (no
+/// charter, role, state or site; the document-wide checks below cannot fail). That keeps a
+/// check in proportion to the change, not to the pool. Anything else (`None`) takes the full
+/// path.
 fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
-    if c.genesis || c.patches.is_empty() {
+    if c.genesis {
         return None;
     }
     let me = hex(&c.author.key);
     let mut touched: Vec<(String, String)> = Vec::new();
     let mut maps: Vec<String> = Vec::new();
-    for p in c.patches {
-        let path = patch_path(p);
-        let deleting = matches!(p.action, PatchAction::DeleteMap { .. });
+    let ops = c.touched()?;
+    if ops.is_empty() {
+        return None;
+    }
+    for t in ops {
+        let (path, deleting) = (t.path, t.deleting);
         match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             ["members", who, kind @ ("objects" | "audits" | "nodes"), key, ..] if *who == me => {
                 touched.push((kind.to_string(), key.to_string()));
@@ -177,35 +183,48 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
     if at_deps(c, &["charter", "dissolved"]).is_some() || !active_at_deps(c, &me) {
         return None;
     }
-    // What it wrote parses, in the document after it (read at the change: no copy).
-    let heads = [c.hash];
-    let after = &crate::view::At { doc: c.doc, heads: &heads };
-    let check = || -> Result<(), String> {
-        let members = crate::view::obj(after, &ROOT, "members")?;
-        let m = crate::view::obj(after, &members, &me)?;
-        for kind in &maps {
-            crate::view::obj(after, &m, kind)?;
+    // What it wrote parses, in the document after it (the document itself when nothing
+    // concurrent is in it, else read at the change: no copy either way).
+    touched.sort();
+    touched.dedup();
+    let parsed = match c.after_if_current() {
+        Some(doc) => entries_parse(doc, &me, &maps, &touched),
+        None => {
+            entries_parse(&crate::view::At { doc: c.doc, heads: &[c.hash] }, &me, &maps, &touched)
         }
-        for (kind, key) in &touched {
-            let Some((Value::Object(ObjType::Map), kinds)) = after.get_value(&m, kind.as_str())?
-            else {
-                return Err(format!("`{kind}` is not a map"));
-            };
-            let e = match after.get_value(&kinds, key.as_str())? {
-                None => continue,
-                Some((Value::Object(ObjType::Map), e)) => e,
-                Some(_) => return Err(format!("{kind} entry `{key}` is not a map")),
-            };
-            crate::view::parse_key(key).ok_or(format!("{kind} key `{key}` is not a key"))?;
-            match kind.as_str() {
-                "objects" => crate::view::read_object(after, &e, key).map(|_| ())?,
-                "audits" => crate::view::read_audit(after, &e).map(|_| ())?,
-                _ => crate::view::read_offer(after, &e).map(|_| ())?,
-            }
-        }
-        Ok(())
     };
-    Some(check().map_err(|e| format!("it breaks the pool document: {e}")))
+    Some(parsed.map_err(|e| format!("it breaks the pool document: {e}")))
+}
+
+/// Whether member `me`'s maps `maps` are maps and its entries `touched` (kind, key) parse.
+fn entries_parse(
+    after: &impl crate::view::Get,
+    me: &str,
+    maps: &[String],
+    touched: &[(String, String)],
+) -> Result<(), String> {
+    let members = crate::view::obj(after, &ROOT, "members")?;
+    let m = crate::view::obj(after, &members, me)?;
+    for kind in maps {
+        crate::view::obj(after, &m, kind)?;
+    }
+    for (kind, key) in touched {
+        let Some((Value::Object(ObjType::Map), kinds)) = after.get_value(&m, kind.as_str())? else {
+            return Err(format!("`{kind}` is not a map"));
+        };
+        let e = match after.get_value(&kinds, key.as_str())? {
+            None => continue,
+            Some((Value::Object(ObjType::Map), e)) => e,
+            Some(_) => return Err(format!("{kind} entry `{key}` is not a map")),
+        };
+        crate::view::parse_key(key).ok_or(format!("{kind} key `{key}` is not a key"))?;
+        match kind.as_str() {
+            "objects" => crate::view::read_object(after, &e, key).map(|_| ())?,
+            "audits" => crate::view::read_audit(after, &e).map(|_| ())?,
+            _ => crate::view::read_offer(after, &e).map(|_| ())?,
+        }
+    }
+    Ok(())
 }
 
 /// A member may claim a site name only if no other active member holds it at the change's

@@ -464,7 +464,7 @@ fn own_objects_audits_and_offers_are_judged_from_what_they_touch() {
 #[test]
 fn a_large_batch_with_one_bad_change_is_refused_whole() {
     use kith_crdt::automerge::{ObjType, ScalarValue};
-    const N: usize = 2000;
+    const N: usize = 20_000;
     let (ada, bob) = (person(1), person(2));
     let (mut a, mut b) = pool_with_bob(&ada, &bob);
     let heads = b.doc_mut().heads();
@@ -502,4 +502,64 @@ fn a_large_batch_with_one_bad_change_is_refused_whole() {
     assert!(err.to_string().contains("not allowed"), "{err}");
     assert_eq!(a.doc_mut().heads(), before, "nothing of the batch was kept");
     assert!(a.view().members[&bob.author().key].objects.is_empty());
+}
+
+/// A batch is judged in runs (own entries together, anything else one change at a time) with
+/// the verdict one change at a time gives: a name change between two runs of objects is taken
+/// with them, and a malformed object in the middle of a run refuses the whole batch.
+#[test]
+fn batches_judged_in_runs_agree_with_one_change_at_a_time() {
+    use kith_crdt::automerge::ScalarValue;
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    let me = bob.author().key;
+    let record = |i: u8| crate::view::PoolObject {
+        manifest: [i; 32],
+        bytes: 10,
+        blobs: 1,
+        name: crate::names::ObjectName::Sealed(vec![0; 30]),
+        at_ms: T0 + 30,
+    };
+    for i in 0..20 {
+        b.add_object(&bob, &[i; 32], &record(i), T0 + 30).unwrap();
+    }
+    // A change the full rules judge (a member's own display name).
+    b.doc_mut()
+        .change(&bob, T0 + 31, &PoolRules, |d| {
+            let m = member_obj(d, &bob);
+            d.put(&m, "name", "bobby")
+        })
+        .unwrap();
+    for i in 20..40 {
+        b.add_object(&bob, &[i; 32], &record(i), T0 + 32).unwrap();
+    }
+    sync(&mut b, &mut a).unwrap();
+    assert_eq!(a.doc_mut().heads(), b.doc_mut().heads());
+    let v = a.view();
+    assert_eq!(v.members[&me].objects.len(), 40);
+    assert_eq!(v.members[&me].name, "bobby");
+
+    // Ten good objects, a malformed one, ten good ones after it: refused whole.
+    let id = b.id();
+    let heads = b.doc_mut().heads();
+    let mut raw = b.doc_mut().doc().clone().with_actor(bob.author().actor());
+    let mut sigs = BTreeMap::new();
+    for i in 100..121u8 {
+        crate::edit::add_object(&mut raw, &me, &[i; 32], &record(i)).unwrap();
+        if i == 110 {
+            let m = member_obj(&raw, &bob);
+            let os = raw.get(&m, "objects").unwrap().unwrap().1;
+            let e = raw.get(&os, hex(&[i; 32])).unwrap().unwrap().1;
+            raw.put(&e, "bytes", ScalarValue::Str("ten".into())).unwrap();
+        }
+        let h = raw.commit().unwrap();
+        let msg = [kith_crdt::SIGNING_CONTEXT, &id[..], &h.0[..]].concat();
+        sigs.insert(h, bob.sign(&msg));
+    }
+    let changes = raw.get_changes(&heads);
+    assert_eq!(changes.len(), 21);
+    let before = a.doc_mut().heads();
+    let err = a.doc_mut().ingest(changes, &sigs, &PoolRules).unwrap_err();
+    assert!(err.to_string().contains("breaks the pool document"), "{err}");
+    assert_eq!(a.doc_mut().heads(), before, "nothing of the batch was kept");
 }
