@@ -1,9 +1,8 @@
 //! What an [`Authorizer`] is shown about a change, and what it decides.
 
-use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
+use std::cell::OnceCell;
 
-use automerge::{Automerge, Change, ChangeHash, Patch, Prop};
+use automerge::{Automerge, ChangeHash, Patch};
 
 use crate::signed::{Author, Key};
 
@@ -34,12 +33,7 @@ pub struct Check<'a> {
     /// the change's author had not seen: read it at `deps` or at `[hash]`).
     pub doc: &'a Automerge,
     /// What the change did, as patches from the document at `deps` to it plus the change.
-    /// Empty while [`Authorizer::quick`] runs (patches are computed only for a full check).
     pub patches: &'a [Patch],
-    /// The change itself.
-    pub(crate) change: &'a Change,
-    /// Paths of objects named so far in this batch, by object id.
-    pub(crate) paths: &'a RefCell<HashMap<String, Vec<String>>>,
     /// Whether the document was at `deps` when the change arrived (every head of it a
     /// dependency), so that `doc` is the state after the change.
     pub(crate) sequential: bool,
@@ -47,59 +41,7 @@ pub struct Check<'a> {
     pub(crate) after: OnceCell<Automerge>,
 }
 
-/// What one operation of a change wrote (see [`Check::touched`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Touch {
-    /// The path from the root to the key the operation set, made, deleted or incremented.
-    pub path: Vec<String>,
-    /// Whether it deleted the key.
-    pub deleting: bool,
-}
-
 impl Check<'_> {
-    /// What each operation of the change wrote, in order, read from the change itself (its
-    /// cost is the change's, not the document's: automerge's patches walk every key of each
-    /// touched object's parent to name its path). `None` if an operation writes into a list
-    /// or text (whose positions this does not resolve).
-    pub fn touched(&self) -> Option<Vec<Touch>> {
-        use automerge::ReadDoc;
-        use automerge::legacy::{Key as OpKey, ObjectId, OpType};
-        // Objects never move, so their paths are kept for the rest of the batch.
-        let mut paths = self.paths.borrow_mut();
-        let (start, actor) = (self.change.start_op().get(), self.change.actor_id().to_string());
-        let mut out = Vec::new();
-        for (i, op) in self.change.decode().operations.into_iter().enumerate() {
-            let OpKey::Map(key) = &op.key else { return None };
-            let mut path = match &op.obj {
-                ObjectId::Root => Vec::new(),
-                obj => {
-                    let name = obj.to_string();
-                    if let Some(p) = paths.get(&name) {
-                        p.clone()
-                    } else {
-                        let id = self.doc.import_obj(&name).ok()?;
-                        let mut p = Vec::new();
-                        for (_, prop) in self.doc.parents(&id).ok()?.path() {
-                            match prop {
-                                Prop::Map(k) => p.push(k),
-                                Prop::Seq(_) => return None,
-                            }
-                        }
-                        paths.insert(name, p.clone());
-                        p
-                    }
-                }
-            };
-            path.push(key.to_string());
-            if let OpType::Make(_) = op.action {
-                // The object this operation makes is named by its id: no lookup for it.
-                paths.insert(format!("{}@{actor}", start + i as u64), path.clone());
-            }
-            out.push(Touch { path, deleting: matches!(op.action, OpType::Delete) });
-        }
-        Some(out)
-    }
-
     /// The document after the change when it is `doc` itself (nothing concurrent with the
     /// change in it), else `None` (read `doc` at `[hash]` then). Reading the current state is
     /// cheaper than reading at heads.
@@ -129,13 +71,4 @@ impl Check<'_> {
 pub trait Authorizer {
     /// `Ok` if the change is allowed, or why not.
     fn authorise(&self, check: &Check<'_>) -> Result<(), String>;
-
-    /// A verdict from what the change's operations wrote ([`Check::touched`]) and lookups,
-    /// before its patches are computed (`check.patches` is empty here); `None`, the default,
-    /// asks for the full check by [`Authorizer::authorise`]. Rules use it for the common
-    /// changes they can judge in proportion to the change.
-    fn quick(&self, check: &Check<'_>) -> Option<Result<(), String>> {
-        let _ = check;
-        None
-    }
 }

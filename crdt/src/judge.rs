@@ -1,8 +1,8 @@
 //! Judging changes: each change from elsewhere (and each local one) checked by an
 //! [`Authorizer`] against the document at its own dependencies before it is kept.
 
-use std::cell::{OnceCell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use automerge::{AutoCommit, Change, ChangeHash};
 
@@ -10,13 +10,6 @@ use crate::check::{Authorizer, Check};
 use crate::signed::{
     Author, DocError, MAX_CHANGE_BYTES, SignedDoc, guard, hex, signing_message, verify,
 };
-
-/// Runs of at least this many changes are first judged together ([`Authorizer::quick`]).
-const QUICK_RUN: usize = 8;
-/// After a run that judged fewer than [`QUICK_RUN`] changes together, how many changes are
-/// taken one at a time before the next try, doubled after each such run (a batch that
-/// alternates kinds of changes costs about what one taken one at a time does).
-const QUICK_BACKOFF: usize = 64;
 
 impl SignedDoc {
     /// Checks and applies changes from elsewhere: all of them, or none (the error names the
@@ -41,27 +34,7 @@ impl SignedDoc {
         // causal order already (as sync sends it).
         let mut queue: VecDeque<Change> = pending.into();
         let mut waited = 0;
-        // Changes to take one at a time before trying a run again, and after the next failed try
-        // (doubling, so that rules without a quick path cost one try).
-        let (mut slow, mut backoff) = (0usize, QUICK_BACKOFF);
-        loop {
-            if waited == 0 && slow == 0 && queue.len() >= QUICK_RUN {
-                let run = queue.make_contiguous();
-                let quick = self.quick_run(&mut work, run, &taken, sigs, authz)?;
-                if quick.len() < QUICK_RUN {
-                    slow = backoff;
-                    backoff = backoff.saturating_mul(2);
-                } else {
-                    backoff = QUICK_BACKOFF;
-                }
-                for (hash, sig) in quick {
-                    queue.pop_front();
-                    taken.insert(hash);
-                    accepted.push(hash);
-                    accepted_sigs.push((hash, sig));
-                }
-            }
-            let Some(c) = queue.pop_front() else { break };
+        while let Some(c) = queue.pop_front() {
             let ready = c.deps().iter().all(|d| {
                 taken.contains(d)
                     || self.sigs.contains_key(d)
@@ -76,7 +49,6 @@ impl SignedDoc {
                 continue;
             }
             waited = 0;
-            slow = slow.saturating_sub(1);
             let sig = guard(|| self.check(&mut work, &c, sigs, authz, None))?;
             taken.insert(c.hash());
             accepted.push(c.hash());
@@ -122,87 +94,6 @@ impl SignedDoc {
         Ok((author, sig, genesis))
     }
 
-    /// The longest run at the front of `run` that [`Authorizer::quick`] accepts, applied to
-    /// `work`: the run (as far as it is in causal order) is applied to a copy at once (automerge
-    /// applies a batch in one pass, where one change at a time costs a pass over the document
-    /// each), then each change judged in order by lookups at its own dependencies and heads.
-    /// It stops at the first change that needs the full check (or a copy that will not
-    /// apply); a change that `quick` refuses refuses the batch.
-    fn quick_run(
-        &self,
-        work: &mut AutoCommit,
-        run: &[Change],
-        taken: &HashSet<ChangeHash>,
-        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
-        authz: &dyn Authorizer,
-    ) -> Result<Vec<(ChangeHash, [u8; 64])>, DocError> {
-        let mut known: HashSet<ChangeHash> = HashSet::new();
-        let causal = run
-            .iter()
-            .take_while(|c| {
-                let ready = !c.deps().is_empty()
-                    && !c.is_empty()
-                    && c.deps().iter().all(|d| {
-                        known.contains(d)
-                            || taken.contains(d)
-                            || self.sigs.contains_key(d)
-                            || work.get_change_meta_by_hash(d).is_some()
-                    });
-                ready && known.insert(c.hash())
-            })
-            .count();
-        if causal < QUICK_RUN {
-            return Ok(Vec::new());
-        }
-        let run = &run[..causal];
-        let mut trial = work.fork();
-        if guard(|| Ok(trial.apply_changes(run.iter().cloned())?)).is_err() {
-            return Ok(Vec::new());
-        }
-        let mut accepted = Vec::new();
-        let paths = RefCell::new(HashMap::new());
-        for c in run {
-            let (author, sig, genesis) = self.vouch(c, sigs)?;
-            let mut deps = c.deps().to_vec();
-            deps.sort();
-            let check = Check {
-                doc_id: &self.id,
-                author,
-                time_ms: c.timestamp(),
-                note: c.message(),
-                genesis,
-                deps: &deps,
-                hash: c.hash(),
-                doc: trial.document(),
-                patches: &[],
-                change: c,
-                paths: &paths,
-                sequential: false,
-                before: OnceCell::new(),
-                after: OnceCell::new(),
-            };
-            match guard(|| Ok(authz.quick(&check))) {
-                Ok(Some(Ok(()))) => accepted.push((c.hash(), sig)),
-                Ok(Some(Err(reason))) => {
-                    let change = hex(&c.hash().0);
-                    return Err(DocError::Unauthorised {
-                        change,
-                        author: hex(&author.key),
-                        reason,
-                    });
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        if accepted.len() == run.len() {
-            *work = trial;
-        } else if !accepted.is_empty() {
-            let done = &run[..accepted.len()];
-            guard(|| Ok(work.apply_changes(done.iter().cloned())?))?;
-        }
-        Ok(accepted)
-    }
-
     pub(crate) fn check(
         &self,
         work: &mut AutoCommit,
@@ -242,28 +133,6 @@ impl SignedDoc {
             author: hex(&author.key),
             reason,
         };
-        let paths = RefCell::new(HashMap::new());
-        let quick = Check {
-            doc_id: &self.id,
-            author,
-            time_ms: c.timestamp(),
-            note: c.message(),
-            genesis,
-            deps: &deps,
-            hash,
-            doc: work.document(),
-            patches: &[],
-            change: c,
-            paths: &paths,
-            sequential,
-            before: OnceCell::new(),
-            after: OnceCell::new(),
-        };
-        if !c.is_empty()
-            && let Some(verdict) = authz.quick(&quick)
-        {
-            return verdict.map(|()| sig).map_err(unauthorised);
-        }
         let patches = if sequential {
             let now = work.get_heads();
             work.diff(&heads, &now)
@@ -285,8 +154,6 @@ impl SignedDoc {
             hash,
             doc: work.document(),
             patches: &patches,
-            change: c,
-            paths: &paths,
             sequential,
             before: OnceCell::new(),
             after: OnceCell::new(),

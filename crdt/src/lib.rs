@@ -22,9 +22,10 @@ pub(crate) mod signed;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod typed;
 
 pub use automerge;
-pub use check::{Authorizer, Check, Touch};
+pub use check::{Authorizer, Check};
 pub use file::DOC_FILE_VERSION;
 pub use signed::{
     Author, DocError, Key, MAX_CHANGE_BYTES, SIGNING_CONTEXT, SignedDoc, Signer, hex, patch_path,
