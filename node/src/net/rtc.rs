@@ -14,8 +14,7 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, SettingEngineBuilder,
 };
 
-/// Largest message on a channel (the SCTP `max-message-size` kith advertises).
-pub const MAX_MESSAGE: usize = 64 << 10;
+pub use super::link::MAX_MESSAGE;
 /// Time for a channel to open after the answer.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Send-buffer limit per channel (back-pressure for senders).

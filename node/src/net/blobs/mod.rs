@@ -32,7 +32,7 @@ pub use fetch::{FetchReport, fetch, fetch_from};
 pub use server::{BlobGate, BlobsProtocol, ReadBlob, Served, read_ahead};
 pub use tally::{MAX_TALLIES, Tallies, Tally};
 pub use wire::{GetResult, Received};
-pub(crate) use wire::{LinkWire, Wire, answer};
+pub(crate) use wire::{LinkWire, Sent, Wire, answer};
 
 /// The protocol's ALPN.
 pub const ALPN: &[u8] = b"kith/blobs/1";

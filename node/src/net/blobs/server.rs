@@ -114,7 +114,8 @@ impl BlobsProtocol {
             .map_err(|_| ServeError::Timeout)??
             .ok_or(ServeError::Frame(FrameError::Truncated))?;
         let mut wire = StreamWire { send, recv };
-        wire::answer(&mut wire, &self.store, &self.served, peer, req).await?;
+        let mut sent = wire::Sent::default();
+        wire::answer(&mut wire, &self.store, &self.served, peer, req, &mut sent).await?;
         wire.finish()?;
         Ok(())
     }

@@ -28,6 +28,9 @@ pub type GetResult = Result<(Vec<ChunkId>, Received), (Received, String)>;
 /// Each id received, with its length.
 pub type Received = Vec<(ChunkId, u64)>;
 
+/// A blob may take the stall timeout for every started this many bytes (10 s a 4 MiB).
+const BLOB_TIME_PER: u32 = 4 << 20;
+
 /// One end of a transport carrying `kith/blobs/1`.
 pub(crate) trait Wire: Send {
     /// Sends one frame (its CBOR body).
@@ -145,14 +148,16 @@ pub(crate) struct Sent {
 }
 
 /// The server's end: answers `req` from `peer` on `wire` (a pong, a refusal, or each blob
-/// `peer` may have, from `store`), counting into `served`.
+/// `peer` may have, from `store`), counting into `served` and `sent` as each blob goes (what
+/// went before a failure stays counted).
 pub(crate) async fn answer<W: Wire>(
     wire: &mut W,
     store: &Arc<Store>,
     served: &Served,
     peer: EndpointId,
     req: Request,
-) -> Result<Sent, ServeError> {
+    sent: &mut Sent,
+) -> Result<(), ServeError> {
     let refuse = |why: String| encode(&Reply::Refused(why));
     match req {
         Request::Ping(n) => wire.send_frame(encode(&Reply::Pong(n))).await?,
@@ -161,10 +166,12 @@ pub(crate) async fn answer<W: Wire>(
         }
         Request::Get(ids, pool, proof) => match served.check(&peer, proof.as_ref(), &ids) {
             Err(why) => wire.send_frame(refuse(why)).await?,
-            Ok(()) => return send_blobs(wire, store, served, ids, pool.map(|p| (*p, peer))).await,
+            Ok(()) => {
+                return send_blobs(wire, store, served, ids, pool.map(|p| (*p, peer)), sent).await;
+            }
         },
     }
-    Ok(Sent::default())
+    Ok(())
 }
 
 async fn send_blobs<W: Wire>(
@@ -173,8 +180,8 @@ async fn send_blobs<W: Wire>(
     served: &Served,
     ids: Vec<ByteArray<32>>,
     tag: Option<([u8; 32], EndpointId)>,
-) -> Result<Sent, ServeError> {
-    let mut sent = Sent::default();
+    sent: &mut Sent,
+) -> Result<(), ServeError> {
     let (mut rx, reader) = read_ahead(store.clone(), ids);
     while let Some(blob) = rx.recv().await {
         let write = async {
@@ -200,7 +207,7 @@ async fn send_blobs<W: Wire>(
     }
     drop(rx);
     let _ = reader.await;
-    Ok(sent)
+    Ok(())
 }
 
 /// Waits for `f` at most the stall timeout.
@@ -252,7 +259,12 @@ async fn get_into<W: Wire>(
                 if len > MAX_BLOB_BYTES {
                     return Err(format!("announced a blob of {len} bytes"));
                 }
-                let parts = read_blob(wire, len as usize, id).await?;
+                // Progress on every piece, and the whole blob within a time for its size: a
+                // peer trickling a byte at a time cannot hold the batch for long.
+                let deadline = STALL_TIMEOUT * (1 + len / BLOB_TIME_PER);
+                let parts = tokio::time::timeout(deadline, read_blob(wire, len as usize, id))
+                    .await
+                    .map_err(|_| format!("took over {} s for a blob", deadline.as_secs()))??;
                 let kind = BlobKind::from_u8(kind).unwrap_or(BlobKind::Chunk);
                 if sink.send(Blob { id: *id, kind, parts }).await.is_err() {
                     return Err("the fetch was cancelled".into());

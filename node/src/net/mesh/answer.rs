@@ -12,7 +12,7 @@ use webrtc::peer_connection::RTCSessionDescription;
 use super::ice::{gather, local_ip_towards, remote_ip, stun_url};
 use super::link::RtcLink;
 use super::{Description, IDLE_TIMEOUT, MAX_SESSIONS, Mesh, Signed, lock, short};
-use crate::net::blobs::{LinkWire, Reply, Request, Wire, answer};
+use crate::net::blobs::{LinkWire, Reply, Request, Sent, Wire, answer};
 use crate::net::frame;
 use crate::net::rtc::{Events, is_gone, peer_connection};
 
@@ -120,15 +120,13 @@ impl Mesh {
                     continue;
                 }
             };
-            match answer(&mut wire, node.store(), node.served(), peer, req).await {
-                Ok(sent) => {
-                    self.stats.served_blobs.fetch_add(sent.blobs, Ordering::Relaxed);
-                    self.stats.served_bytes.fetch_add(sent.bytes, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::info!(peer = %short(&peer), error = %e, "a linked peer's channel failed");
-                    break;
-                }
+            let mut sent = Sent::default();
+            let r = answer(&mut wire, node.store(), node.served(), peer, req, &mut sent).await;
+            self.stats.served_blobs.fetch_add(sent.blobs, Ordering::Relaxed);
+            self.stats.served_bytes.fetch_add(sent.bytes, Ordering::Relaxed);
+            if let Err(e) = r {
+                tracing::info!(peer = %short(&peer), error = %e, "a linked peer's channel failed");
+                break;
             }
         }
     }

@@ -83,7 +83,8 @@ pub struct MeshStats {
     pub served_blobs: AtomicU64,
     /// Their bytes.
     pub served_bytes: AtomicU64,
-    /// Bytes received over links (every blob among them verified by its id).
+    /// Bytes of messages received over links (requests, replies and blob pieces, counted on
+    /// arrival; a blob is verified by its id once whole).
     pub received_bytes: AtomicU64,
     /// STUN binding requests answered.
     pub stun_answered: AtomicU64,
@@ -119,7 +120,7 @@ pub struct MeshStatus {
     pub served_blobs: u64,
     /// Their bytes.
     pub served_bytes: u64,
-    /// Bytes received over links.
+    /// Bytes of messages received over links (see [`MeshStats::received_bytes`]).
     pub received_bytes: u64,
     /// The STUN responder's port.
     pub stun_port: Option<u16>,
