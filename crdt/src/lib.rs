@@ -5,6 +5,9 @@
 //! - [`SyncFrame`] carries one automerge sync message and the signatures of the changes in it;
 //!   [`SignedDoc::sync_out`] and [`SignedDoc::sync_in`] drive a session with a [`SyncState`].
 //!
+//! - [`Doc`] is a document of one [`Schema`] (a kind: its file name, typed view and rules):
+//!   load, save, edit, check and sync, once for every kind.
+//!
 //! - [`bounds`] checks what automerge would inflate from bytes that come from elsewhere before
 //!   it sees them; a panic inside automerge on a peer's input becomes an error.
 //!
@@ -32,3 +35,4 @@ pub use signed::{
     verify,
 };
 pub use sync::{SigEntry, SyncFrame, SyncState};
+pub use typed::{Doc, Schema};

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use kith_crdt::automerge::transaction::Transactable;
 use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc};
-use kith_crdt::{Authorizer, Check, DocError, Key, SignedDoc, Signer, hex};
+use kith_crdt::{Authorizer, Check, Doc, DocError, Key, Schema, SignedDoc, Signer, hex};
 
 use crate::error::ShapeError;
 use crate::view::parse_key;
@@ -217,10 +217,43 @@ impl Authorizer for IdentityRules {
     }
 }
 
+/// The kind of identity documents.
+#[derive(Debug)]
+pub struct IdentityKind;
+
+impl Schema for IdentityKind {
+    const KIND: &'static str = IDENTITY_KIND;
+    const EXT: &'static str = "kdoc";
+    type View = IdentityView;
+    type Rules<'r> = IdentityRules;
+
+    fn read(doc: &impl ReadDoc) -> Result<IdentityView, String> {
+        IdentityView::read(doc).map_err(|e| e.0)
+    }
+
+    /// The document must be the one of the identity it names (its id is that identity's
+    /// genesis), and every change is judged by the rules again, so a copy planted by somebody
+    /// else is refused.
+    fn admit(mut loaded: SignedDoc) -> Result<SignedDoc, DocError> {
+        let view = IdentityView::read(loaded.doc()).map_err(|e| DocError::Format(e.0))?;
+        let id = *loaded.id();
+        if id != IdentityDoc::id_of(&view.owner) {
+            return Err(DocError::Format(format!(
+                "this is not the document of identity {} (it did not start as that identity's does)",
+                hex(&view.owner[..8])
+            )));
+        }
+        let (changes, sigs) = loaded.changes_since(&[]);
+        let mut doc = SignedDoc::empty(id);
+        doc.ingest(changes, &sigs, &IdentityRules)?;
+        Ok(doc)
+    }
+}
+
 /// An identity's document.
 #[derive(Debug)]
 pub struct IdentityDoc {
-    doc: SignedDoc,
+    doc: Doc<IdentityKind>,
 }
 
 /// The signer of the deterministic genesis: the identity with a zero device key.
@@ -248,7 +281,7 @@ impl IdentityDoc {
     pub fn genesis(identity_secret: &[u8; 32]) -> Result<IdentityDoc, DocError> {
         let s = genesis_signer(identity_secret);
         let owner = s.author().key;
-        let doc = SignedDoc::create(&s, 0, &IdentityRules, |d| genesis_content(d, &owner))?;
+        let doc = Doc::create(&s, 0, &IdentityRules, |d| genesis_content(d, &owner))?;
         Ok(IdentityDoc { doc })
     }
 
@@ -263,28 +296,16 @@ impl IdentityDoc {
         d.commit_with(options).expect("the genesis changes the document").0
     }
 
-    /// Reads a saved document: every signature verified, the document must be the one of
-    /// the identity it names (its id is that identity's genesis), and every change is judged by
-    /// the rules again, so a copy planted by somebody else is refused.
+    /// Reads a saved document: every signature verified, and admitted as
+    /// [`IdentityKind::admit`] says (it is the named identity's, and every change passes the
+    /// rules again).
     pub fn load(bytes: &[u8]) -> Result<IdentityDoc, DocError> {
-        let mut loaded = SignedDoc::load(bytes, IDENTITY_KIND)?;
-        let view = IdentityView::read(loaded.doc()).map_err(|e| DocError::Format(e.0))?;
-        let id = *loaded.id();
-        if id != IdentityDoc::id_of(&view.owner) {
-            return Err(DocError::Format(format!(
-                "this is not the document of identity {} (it did not start as that identity's does)",
-                hex(&view.owner[..8])
-            )));
-        }
-        let (changes, sigs) = loaded.changes_since(&[]);
-        let mut doc = SignedDoc::empty(id);
-        doc.ingest(changes, &sigs, &IdentityRules)?;
-        Ok(IdentityDoc { doc })
+        Ok(IdentityDoc { doc: Doc::load(bytes)? })
     }
 
     /// Its bytes.
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save(IDENTITY_KIND)
+        self.doc.save()
     }
 
     /// The document's heads.
@@ -294,18 +315,18 @@ impl IdentityDoc {
 
     /// The document id.
     pub fn id(&self) -> Key {
-        *self.doc.id()
+        self.doc.id()
     }
 
     /// The typed view.
     pub fn view(&self) -> IdentityView {
-        IdentityView::read(self.doc.doc()).unwrap_or_default()
+        self.doc.view().unwrap_or_default()
     }
 
     /// Takes in every change of another copy (each one checked); returns how many were new.
     pub fn merge(&mut self, other: &[u8]) -> Result<usize, DocError> {
-        let mut theirs = SignedDoc::load(other, IDENTITY_KIND)?;
-        if theirs.id() != self.doc.id() {
+        let mut theirs = SignedDoc::load(other, IdentityKind::KIND)?;
+        if *theirs.id() != self.doc.id() {
             return Err(DocError::Format("that is another identity's document".into()));
         }
         let (changes, sigs) = theirs.changes_since(&[]);
@@ -431,6 +452,18 @@ impl IdentityDoc {
             return Ok(false);
         }
         self.edit(signer, now_ms, |d| d.put(ROOT, "name", name))
+    }
+}
+
+impl crate::fsutil::Stored for IdentityDoc {
+    type Kind = IdentityKind;
+
+    fn load(bytes: &[u8]) -> Result<Self, String> {
+        IdentityDoc::load(bytes).map_err(|e| e.to_string())
+    }
+
+    fn save(&mut self) -> Vec<u8> {
+        IdentityDoc::save(self)
     }
 }
 

@@ -1,7 +1,7 @@
 //! A pool: its signed document and the operations members perform on it.
 
 use kith_crdt::automerge::{Automerge, ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue, Value};
-use kith_crdt::{DocError, Key, SignedDoc, Signer, hex};
+use kith_crdt::{Doc, DocError, Key, Schema, SignedDoc, Signer, hex};
 
 use crate::edit;
 use crate::error::ParseError;
@@ -31,10 +31,25 @@ pub enum PoolError {
     Parse(#[from] ParseError),
 }
 
+/// The kind of pool documents.
+#[derive(Debug)]
+pub struct PoolKind;
+
+impl Schema for PoolKind {
+    const KIND: &'static str = POOL_KIND;
+    const EXT: &'static str = "kpool";
+    type View = PoolView;
+    type Rules<'r> = PoolRules;
+
+    fn read(doc: &impl ReadDoc) -> Result<PoolView, String> {
+        PoolView::read(doc).map_err(|e| e.0)
+    }
+}
+
 /// A pool and its signed document.
 #[derive(Debug)]
 pub struct Pool {
-    doc: SignedDoc,
+    doc: Doc<PoolKind>,
 }
 
 /// A pool document frozen at one moment, with its history: what the rules of documents that
@@ -133,7 +148,7 @@ impl Pool {
         now_ms: i64,
     ) -> Result<Pool, PoolError> {
         let founder = signer.author().key;
-        let doc = SignedDoc::create(signer, now_ms, &PoolRules, |d| {
+        let doc = Doc::create(signer, now_ms, &PoolRules, |d| {
             edit::init(d, &founder, display, &charter, now_ms)
         })?;
         Ok(Pool { doc })
@@ -156,23 +171,27 @@ impl Pool {
 
     /// Wraps a document that holds a pool.
     pub fn from_doc(doc: SignedDoc) -> Result<Pool, PoolError> {
-        PoolView::read(doc.doc()).map_err(|e| PoolError::Damaged(e.0))?;
-        Ok(Pool { doc })
+        match Doc::wrap(doc) {
+            Ok(doc) => Ok(Pool { doc }),
+            Err(DocError::Format(why)) => Err(PoolError::Damaged(why)),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Reads a saved pool.
+    /// Reads a saved pool (a file that is not a kith document is a [`DocError`], one that
+    /// does not read as a pool is [`PoolError::Damaged`]).
     pub fn load(bytes: &[u8]) -> Result<Pool, PoolError> {
-        Pool::from_doc(SignedDoc::load(bytes, POOL_KIND)?)
+        Pool::from_doc(SignedDoc::load(bytes, PoolKind::KIND)?)
     }
 
     /// The pool as bytes.
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save(POOL_KIND)
+        self.doc.save()
     }
 
     /// The pool id.
     pub fn id(&self) -> Key {
-        *self.doc.id()
+        self.doc.id()
     }
 
     /// A copy to check a peer's changes in, outside any lock (see [`Pool::adopt`]).
@@ -181,7 +200,7 @@ impl Pool {
     }
 
     /// Takes in `checked`, a [`Pool::fork`] made at `heads` with changes checked since (see
-    /// [`SignedDoc::adopt`]); the hashes of the changes new here.
+    /// [`Doc::adopt`]); the hashes of the changes new here.
     pub fn adopt(
         &mut self,
         checked: Pool,
@@ -190,8 +209,8 @@ impl Pool {
         Ok(self.doc.adopt(checked.doc, heads)?)
     }
 
-    /// The signed document (for sync).
-    pub fn doc_mut(&mut self) -> &mut SignedDoc {
+    /// The document (for sync).
+    pub fn doc_mut(&mut self) -> &mut Doc<PoolKind> {
         &mut self.doc
     }
 
@@ -203,7 +222,7 @@ impl Pool {
 
     /// The current state.
     pub fn view(&self) -> PoolView {
-        PoolView::read(self.doc.doc()).expect("only authorised, parseable changes are applied")
+        self.doc.view().expect("only authorised, parseable changes are applied")
     }
 
     /// Whether `who` is an active member (one lookup, not a read of the whole pool).
@@ -592,4 +611,16 @@ pub fn check_replicas(v: &PoolView, n: u64) -> Result<(), PoolError> {
         )));
     }
     Ok(())
+}
+
+impl crate::fsutil::Stored for Pool {
+    type Kind = PoolKind;
+
+    fn load(bytes: &[u8]) -> Result<Self, String> {
+        Pool::load(bytes).map_err(|e| e.to_string())
+    }
+
+    fn save(&mut self) -> Vec<u8> {
+        Pool::save(self)
+    }
 }

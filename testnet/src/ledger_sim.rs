@@ -79,7 +79,7 @@ pub fn run(members: usize, months: usize) -> Result<Vec<Month>> {
             let (changes, _) = l.doc_mut().changes_since(&heads);
             day_bytes = changes.iter().map(|c| c.raw_bytes().len()).sum();
         }
-        let doc_bytes = l.doc_mut().save("sim").len();
+        let doc_bytes = l.save().len();
         let changes = l.doc_mut().len();
         let seal = Seal::make(&l.view(), CostRule::Credits, &keys, admin);
         carried = seal.carried();

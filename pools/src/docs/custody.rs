@@ -1,13 +1,9 @@
 //! This identity's document, and the copies of other members' identity documents this node
 //! keeps for them (so that a member can restore its identity from the pool).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
 use kith_crdt::{Key, Signer, hex};
 
 use super::Pools;
-use crate::fsutil::write_atomic;
 use crate::identity::{IdentityDoc, IdentityView};
 use crate::pool::PoolError;
 
@@ -32,30 +28,10 @@ pub enum CustodyError {
     Io(#[source] std::io::Error),
 }
 
-/// This identity's document in the home.
-const IDENTITY_FILE: &str = "identity.kdoc";
+/// This identity's document in the home (`identity.kdoc`).
+const IDENTITY_NAME: &str = "identity";
 /// Other members' identity documents kept here.
 pub(super) const CUSTODY_DIR: &str = "identities";
-
-pub(super) fn load_custody(dir: &Path) -> BTreeMap<Key, IdentityDoc> {
-    let mut out = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for e in entries.flatten() {
-        let path = e.path();
-        match std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| IdentityDoc::load(&b).map_err(|e| e.to_string()))
-        {
-            Ok(d) => {
-                out.insert(d.view().owner, d);
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot read a member's identity document; left in place")
-            }
-        }
-    }
-    out
-}
 
 impl Pools {
     /// Loads (or starts) this identity's document and lists this node and the identity's age
@@ -66,22 +42,15 @@ impl Pools {
         device_name: &str,
         recipient: &str,
     ) -> Result<(), PoolError> {
-        let path = self.identity_path();
-        let doc = match std::fs::read(&path) {
-            Ok(b) => IdentityDoc::load(&b)
-                .map_err(|e| PoolError::Damaged(format!("{}: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                IdentityDoc::genesis(identity_secret)
-                    .map_err(|e| PoolError::Damaged(e.to_string()))?
-            }
-            Err(e) => {
-                return Err(PoolError::Policy(format!("cannot read {}: {e}", path.display())));
-            }
+        let doc = match self.home_files.read::<IdentityDoc>(IDENTITY_NAME)? {
+            Some(doc) => doc,
+            None => IdentityDoc::genesis(identity_secret)
+                .map_err(|e| PoolError::Damaged(e.to_string()))?,
         };
         if doc.view().owner != self.signer.author().key {
             return Err(PoolError::Damaged(format!(
                 "{} belongs to another identity",
-                path.display()
+                self.home_files.path::<IdentityDoc>(IDENTITY_NAME).display()
             )));
         }
         *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = Some(doc);
@@ -91,10 +60,6 @@ impl Pools {
             d.add_recipient(s, recipient, now)?;
             Ok(())
         })
-    }
-
-    fn identity_path(&self) -> PathBuf {
-        self.dir.parent().unwrap_or(&self.dir).join(IDENTITY_FILE)
     }
 
     /// Edits this identity's document and saves it.
@@ -111,8 +76,9 @@ impl Pools {
         }
         // Views depend on the identity too (a retired device has no pools).
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let bytes = doc.save();
-        write_atomic(&self.identity_path(), &bytes)
+        self.home_files
+            .write(IDENTITY_NAME, doc)
+            .map(|_| ())
             .map_err(|e| PoolError::Policy(format!("cannot save the identity document: {e}")))
     }
 
@@ -188,11 +154,8 @@ impl Pools {
             }
         };
         if n > 0 {
-            let dir = self.dir.parent().unwrap_or(&self.dir).join(CUSTODY_DIR);
             let d = custody.get_mut(owner).expect("just there");
-            std::fs::create_dir_all(&dir)
-                .and_then(|()| write_atomic(&dir.join(format!("{}.kdoc", hex(owner))), &d.save()))
-                .map_err(CustodyError::Io)?;
+            self.custody_files.write(&hex(owner), d).map_err(CustodyError::Io)?;
         }
         Ok(n)
     }

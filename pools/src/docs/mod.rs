@@ -29,15 +29,15 @@ pub use session::{Ack, DOCS_ALPN, Hello, MAX_DOC_FRAME, MAX_PERIODS, Proof, Reje
 pub use ticket::{POOL_TICKET_PREFIX, decode_ticket, encode_ticket};
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use iroh::Endpoint;
 use kith_crdt::{Key, Signer, SyncState, hex};
 use tokio::sync::Notify;
 
-use self::custody::{CUSTODY_DIR, load_custody};
-use crate::fsutil::write_atomic;
+use self::custody::CUSTODY_DIR;
+use crate::fsutil::DocFiles;
 use crate::identity::IdentityDoc;
 use crate::ledger::Ledgers;
 use crate::pool::{Pool, PoolError, PoolSnapshot};
@@ -47,7 +47,12 @@ const POOLS_DIR: &str = "pools";
 
 /// Pool documents held by this node, and their sync.
 pub struct Pools {
-    dir: PathBuf,
+    /// The pool documents (`pools/ID.kpool`).
+    files: DocFiles,
+    /// This identity's document (`identity.kdoc`, in the home).
+    home_files: DocFiles,
+    /// Copies of other members' identity documents (`identities/OWNER.kdoc`).
+    custody_files: DocFiles,
     signer: Signer,
     node: Key,
     pools: Mutex<BTreeMap<Key, Pool>>,
@@ -86,7 +91,7 @@ pub struct Pools {
 
 impl std::fmt::Debug for Pools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pools").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Pools").field("dir", &self.files.dir()).finish_non_exhaustive()
     }
 }
 
@@ -99,28 +104,20 @@ impl Pools {
         node: Key,
         clock: kith_node::Clock,
     ) -> std::io::Result<Pools> {
-        let dir = home_root.join(POOLS_DIR);
-        std::fs::create_dir_all(&dir)?;
-        let mut pools = BTreeMap::new();
-        for e in std::fs::read_dir(&dir)? {
-            let path = e?.path();
-            if path.extension().and_then(|x| x.to_str()) != Some("kpool") {
-                continue;
-            }
-            match std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| Pool::load(&b).map_err(|e| e.to_string()))
-            {
-                Ok(p) => {
-                    pools.insert(p.id(), p);
-                }
-                Err(e) => {
-                    tracing::error!(file = %path.display(), error = %e, "cannot read a pool document; left in place")
-                }
-            }
-        }
+        let files = DocFiles::new(home_root.join(POOLS_DIR));
+        std::fs::create_dir_all(files.dir())?;
+        let pools: BTreeMap<Key, Pool> =
+            files.read_all::<Pool>().into_iter().map(|p| (p.id(), p)).collect();
+        let custody_files = DocFiles::new(home_root.join(CUSTODY_DIR));
+        let custody = custody_files
+            .read_all::<IdentityDoc>()
+            .into_iter()
+            .map(|d| (d.view().owner, d))
+            .collect();
         Ok(Pools {
-            dir,
+            files,
+            home_files: DocFiles::new(home_root.to_path_buf()),
+            custody_files,
             signer,
             node,
             pools: Mutex::new(pools),
@@ -134,7 +131,7 @@ impl Pools {
             sync_sent: std::sync::atomic::AtomicU64::new(0),
             sync_received: std::sync::atomic::AtomicU64::new(0),
             identity: Mutex::new(None),
-            custody: Mutex::new(load_custody(&home_root.join(CUSTODY_DIR))),
+            custody: Mutex::new(custody),
             ledgers: Ledgers::new(home_root),
             site_requests: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -176,7 +173,7 @@ impl Pools {
 
     /// The folder of pool documents.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.files.dir()
     }
 
     /// This node's signer.
@@ -195,9 +192,11 @@ impl Pools {
 
     fn save(&self, pool: &mut Pool) -> Result<(), PoolError> {
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let path = self.dir.join(format!("{}.kpool", hex(&pool.id())));
-        write_atomic(&path, &pool.save())
-            .map_err(|e| PoolError::Policy(format!("cannot write {}: {e}", path.display())))
+        let name = hex(&pool.id());
+        self.files.write(&name, pool).map(|_| ()).map_err(|e| {
+            let path = self.files.path::<Pool>(&name);
+            PoolError::Policy(format!("cannot write {}: {e}", path.display()))
+        })
     }
 
     /// Bumped whenever a pool document or this identity's document changes (for caches).

@@ -5,17 +5,32 @@ use std::collections::BTreeMap;
 
 use kith_crdt::automerge::transaction::Transactable;
 use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
-use kith_crdt::{DocError, Key, SignedDoc, Signer, hex};
+use kith_crdt::{Doc, DocError, Key, Schema, SignedDoc, Signer, hex};
 
 use super::evidence::Receipt;
 use super::rules::{LedgerRules, genesis_signer};
 use super::seal::Seal;
 use super::{Counter, LEDGER_KIND, LEDGER_SCHEMA_VERSION, LedgerView, Period, row_key};
 
+/// The kind of ledger documents.
+#[derive(Debug)]
+pub struct LedgerKind;
+
+impl Schema for LedgerKind {
+    const KIND: &'static str = LEDGER_KIND;
+    const EXT: &'static str = "kledger";
+    type View = LedgerView;
+    type Rules<'r> = LedgerRules<'r>;
+
+    fn read(doc: &impl ReadDoc) -> Result<LedgerView, String> {
+        LedgerView::read(doc).map_err(|e| e.0)
+    }
+}
+
 /// A ledger: one pool, one period.
 #[derive(Debug)]
 pub struct Ledger {
-    doc: SignedDoc,
+    doc: Doc<LedgerKind>,
 }
 
 impl Ledger {
@@ -24,7 +39,7 @@ impl Ledger {
     pub fn start(rules: &LedgerRules<'_>, period: Period) -> Result<Ledger, DocError> {
         let pool = *rules.pool_id();
         let signer = genesis_signer(&pool, period);
-        let doc = SignedDoc::create(&signer, period.start_ms(), rules, |d| {
+        let doc = Doc::create(&signer, period.start_ms(), rules, |d| {
             d.put(ROOT, "v", LEDGER_SCHEMA_VERSION)?;
             d.put(ROOT, "kind", LEDGER_KIND)?;
             d.put(ROOT, "pool", ScalarValue::Bytes(pool.to_vec()))?;
@@ -60,18 +75,17 @@ impl Ledger {
 
     /// Wraps a document (after load or sync).
     pub fn from_doc(doc: SignedDoc) -> Result<Ledger, DocError> {
-        LedgerView::read(doc.doc()).map_err(|e| DocError::Format(e.0))?;
-        Ok(Ledger { doc })
+        Ok(Ledger { doc: Doc::wrap(doc)? })
     }
 
     /// Reads a saved ledger.
     pub fn load(bytes: &[u8]) -> Result<Ledger, DocError> {
-        Ledger::from_doc(SignedDoc::load(bytes, LEDGER_KIND)?)
+        Ok(Ledger { doc: Doc::load(bytes)? })
     }
 
     /// The ledger as bytes.
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save(LEDGER_KIND)
+        self.doc.save()
     }
 
     /// Records the previous period's seal and carries its credit balances in (an admin, once).
@@ -110,13 +124,13 @@ impl Ledger {
     }
 
     /// The document.
-    pub fn doc_mut(&mut self) -> &mut SignedDoc {
+    pub fn doc_mut(&mut self) -> &mut Doc<LedgerKind> {
         &mut self.doc
     }
 
     /// The typed view.
     pub fn view(&self) -> LedgerView {
-        LedgerView::read(self.doc.doc()).expect("checked on every change")
+        self.doc.view().expect("checked on every change")
     }
 
     fn own_row(
@@ -229,5 +243,17 @@ impl Ledger {
             d.put(&c, "at", now_ms)
         })?;
         Ok(())
+    }
+}
+
+impl crate::fsutil::Stored for Ledger {
+    type Kind = LedgerKind;
+
+    fn load(bytes: &[u8]) -> Result<Self, String> {
+        Ledger::load(bytes).map_err(|e| e.to_string())
+    }
+
+    fn save(&mut self) -> Vec<u8> {
+        Ledger::save(self)
     }
 }

@@ -14,6 +14,7 @@ use super::document::Ledger;
 use super::rules::LedgerRules;
 use super::seal::Seal;
 use super::{LedgerView, Period};
+use crate::fsutil::DocFiles;
 use crate::pool::{PoolError, PoolSnapshot};
 
 /// Folder of ledgers in the home.
@@ -34,8 +35,9 @@ impl Ledgers {
         Ledgers { dir: home_root.join(LEDGERS_DIR), docs: Mutex::new(BTreeMap::new()) }
     }
 
-    fn path(&self, pool: &Key, period: Period) -> PathBuf {
-        self.dir.join(hex(pool)).join(format!("{period}.kledger"))
+    /// The ledgers of `pool` (`ledgers/POOL/PERIOD.kledger`).
+    fn files(&self, pool: &Key) -> DocFiles {
+        DocFiles::new(self.dir.join(hex(pool)))
     }
 
     fn seal_path(&self, pool: &Key, period: Period) -> PathBuf {
@@ -61,19 +63,9 @@ impl Ledgers {
         let l = match docs.entry((*pool, period)) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                let path = self.path(pool, period);
-                let l = match std::fs::read(&path) {
-                    Ok(b) => Ledger::load(&b)
-                        .map_err(|e| PoolError::Damaged(format!("{}: {e}", path.display())))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        Ledger::start(&rules, period)?
-                    }
-                    Err(e) => {
-                        return Err(PoolError::Policy(format!(
-                            "cannot read {}: {e}",
-                            path.display()
-                        )));
-                    }
+                let l = match self.files(pool).read::<Ledger>(&period.to_string())? {
+                    Some(l) => l,
+                    None => Ledger::start(&rules, period)?,
                 };
                 e.insert(l)
             }
@@ -81,10 +73,12 @@ impl Ledgers {
         let before = l.doc_mut().heads();
         let out = f(l, &rules)?;
         if l.doc_mut().heads() != before {
-            let path = self.path(pool, period);
-            std::fs::create_dir_all(path.parent().expect("a ledger path has a folder"))
-                .and_then(|()| crate::fsutil::write_atomic(&path, &l.save()))
-                .map_err(|e| PoolError::Policy(format!("cannot save {}: {e}", path.display())))?;
+            let files = self.files(pool);
+            let name = period.to_string();
+            files.write(&name, l).map_err(|e| {
+                let path = files.path::<Ledger>(&name);
+                PoolError::Policy(format!("cannot save {}: {e}", path.display()))
+            })?;
         }
         Ok(out)
     }
@@ -93,7 +87,7 @@ impl Ledgers {
     /// beyond the genesis in memory).
     pub fn has_data(&self, pool: &Key, period: Period) -> bool {
         self.lock().get(&(*pool, period)).is_some_and(|l| l.len() > 1)
-            || self.path(pool, period).exists()
+            || self.files(pool).path::<Ledger>(&period.to_string()).exists()
     }
 
     /// The typed view of a ledger.

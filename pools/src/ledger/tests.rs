@@ -222,7 +222,7 @@ fn changes_without_a_pool_note_are_judged_by_the_entry_as_it_is() {
 }
 
 fn id_of(l: &mut Ledger) -> Key {
-    *l.doc_mut().id()
+    l.doc_mut().id()
 }
 
 #[test]
@@ -318,8 +318,8 @@ proptest! {
     let rules = LedgerRules { pool: &snap };
         let period = Period::parse("2026-11").unwrap();
         let mut base = Ledger::start(&rules, period).unwrap();
-        let bytes = base.doc_mut().save("t");
-        let copy = |b: &[u8]| Ledger::from_doc(SignedDoc::load(b, "t").unwrap()).unwrap();
+        let bytes = base.save();
+        let copy = |b: &[u8]| Ledger::load(b).unwrap();
         let (mut l1, mut l2, mut l3) = (copy(&bytes), copy(&bytes), copy(&bytes));
         for x in &xs { l1.add(&m, &rules, Counter::StorageUsed, *x, 11).unwrap(); }
         for y in &ys { l2.add(&m2, &rules, Counter::StorageUsed, *y, 12).unwrap(); }
