@@ -43,6 +43,7 @@ pub mod replica;
 mod error;
 mod fmt;
 mod fsutil;
+mod slots;
 
 pub use error::{DecodeError, ParseError, ShapeError};
 pub use invite::{Invite, InviteError};

@@ -195,3 +195,68 @@ fn blobs_go_only_to_the_identitys_devices_and_members_of_a_pool_that_holds_them(
     })
     .unwrap();
 }
+
+#[test]
+fn one_peer_holding_many_sessions_does_not_shut_out_the_members() {
+    // Issue 16 item 10: sync sessions were bounded per request, not per peer; one peer could
+    // hold as many as it opened.
+    use kith_pools::docs::{Ack, DOCS_ALPN, Hello, Proof};
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
+    net.kith_ok(1, &["pool", "join", ticket.trim(), "--as", "bob"]).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ep = rt.block_on(endpoint());
+    let to = addr_of(&net, 0);
+    // A stranger opens 30 sessions at once and says nothing in any of them.
+    let held: Vec<iroh::endpoint::Connection> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..30 {
+            v.push(ep.connect(to.clone(), DOCS_ALPN).await.unwrap());
+        }
+        v
+    });
+    // Node 0 keeps eight of them and closes the others at once, counting each.
+    let cause = "too many sessions at once from one peer";
+    let limit = std::time::Duration::from_secs(30);
+    wait_for(limit, "the extra sessions refused", || {
+        net.json(0, &["status"]).map(|v| v["refused"][cause].as_u64() >= Some(22)).unwrap_or(false)
+    });
+    // Meanwhile a member's change still reaches node 0.
+    net.kith_ok(1, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    wait_for(limit, "bob's offer synced to node 0", || {
+        let Ok(v) = net.json(0, &["pool", "show"]) else { return false };
+        v["members"].as_array().into_iter().flatten().any(|m| {
+            m["name"] == "bob"
+                && m["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n["storage"].as_u64() > Some(0))
+        })
+    });
+    // Once the stranger lets go, its places come back: a new session is answered (refused
+    // for what it is, a stranger's, not for being too many).
+    for c in &held {
+        c.close(0u32.into(), b"done");
+    }
+    let mut ack: Option<Ack> = None;
+    wait_for(limit, "a stranger's later session answered", || {
+        ack = rt.block_on(async {
+            let conn = ep.connect(to.clone(), DOCS_ALPN).await.ok()?;
+            let (mut send, mut recv) = conn.open_bi().await.ok()?;
+            let hello = Hello { pool: [7; 32], proof: Proof::Member, periods: None };
+            frame::write(&mut send, &hello).await.ok()?;
+            let ack: Ack = frame::read(&mut recv).await.ok()??;
+            conn.close(0u32.into(), b"done");
+            Some(ack)
+        });
+        ack.is_some()
+    });
+    let why = ack.and_then(|a| a.refused).unwrap_or_default();
+    assert!(why.contains("holds no pool"), "{why}");
+}

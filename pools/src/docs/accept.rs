@@ -14,6 +14,7 @@ use super::Pools;
 use super::session::{Ack, Doc, Hello, MAX_PERIODS, Proof, SESSION_TIMEOUT, device_message};
 use crate::invite::Invite;
 use crate::ledger::{Period, syncable};
+use crate::slots::Slots;
 use crate::view::State;
 
 impl Pools {
@@ -79,19 +80,33 @@ impl Pools {
 #[derive(Debug, Clone)]
 pub struct DocsProtocol {
     pools: Arc<Pools>,
+    slots: Arc<Slots>,
 }
+
+/// Sessions one peer may have at once (one per pool it shares with this node, usually).
+const SESSIONS_PER_PEER: usize = 8;
+/// Sessions at once, over all peers.
+const MAX_SESSIONS: usize = 64;
+/// Time for the dialler's hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl DocsProtocol {
     /// The protocol for these pools.
     pub fn new(pools: Arc<Pools>) -> DocsProtocol {
-        DocsProtocol { pools }
+        DocsProtocol { pools, slots: Slots::new(SESSIONS_PER_PEER, MAX_SESSIONS) }
     }
 
     async fn serve(&self, conn: &Connection) -> Result<usize, String> {
         let peer = conn.remote_id();
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-        let hello: Hello =
-            frame::read(&mut recv).await.map_err(|e| e.to_string())?.ok_or("no hello")?;
+        let opened = async {
+            let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+            let hello: Hello =
+                frame::read(&mut recv).await.map_err(|e| e.to_string())?.ok_or("no hello")?;
+            Ok::<_, String>((send, recv, hello))
+        };
+        let (mut send, mut recv, hello) = tokio::time::timeout(HELLO_TIMEOUT, opened)
+            .await
+            .map_err(|_| format!("no hello within {} s", HELLO_TIMEOUT.as_secs()))??;
         if let Err(why) = self.pools.admit(&hello, peer) {
             self.pools.refused(peer.as_bytes(), "sync session refused", &why);
             frame::write(&mut send, &Ack { refused: Some(why.clone()), periods: None })
@@ -122,6 +137,14 @@ impl DocsProtocol {
 impl ProtocolHandler for DocsProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let peer = conn.remote_id();
+        let _slot = match self.slots.take(*peer.as_bytes()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                self.pools.refused(peer.as_bytes(), full.cause(), "a sync session");
+                conn.close(1u32.into(), full.cause().as_bytes());
+                return Ok(());
+            }
+        };
         match tokio::time::timeout(SESSION_TIMEOUT, self.serve(&conn)).await {
             Ok(Ok(n)) if n > 0 => {
                 tracing::debug!(peer = %peer.fmt_short(), changes = n, "pool sync")

@@ -348,12 +348,18 @@ pub(super) async fn has(
 #[derive(Debug, Clone)]
 pub struct PoolProtocol {
     rep: Arc<Replicator>,
+    slots: Arc<crate::slots::Slots>,
 }
+
+/// Requests one peer may have open at once (a writer asks each holder once per put).
+const REQUESTS_PER_PEER: usize = 8;
+/// Requests open at once, over all peers (read or waiting for a place to be served).
+const MAX_REQUESTS: usize = 128;
 
 impl PoolProtocol {
     /// The protocol for this replicator.
     pub fn new(rep: Arc<Replicator>) -> PoolProtocol {
-        PoolProtocol { rep }
+        PoolProtocol { rep, slots: crate::slots::Slots::new(REQUESTS_PER_PEER, MAX_REQUESTS) }
     }
 
     async fn serve(&self, conn: &Connection) -> Result<(), String> {
@@ -382,6 +388,14 @@ impl PoolProtocol {
 impl ProtocolHandler for PoolProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let peer = conn.remote_id();
+        let _slot = match self.slots.take(*peer.as_bytes()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                self.rep.pools.refused(peer.as_bytes(), full.cause(), "a pool request");
+                conn.close(1u32.into(), full.cause().as_bytes());
+                return Ok(());
+            }
+        };
         if let Err(e) = self.serve(&conn).await {
             tracing::info!(peer = %peer.fmt_short(), error = %e, "pool request failed");
         }
