@@ -68,11 +68,17 @@ impl DocFiles {
         }
     }
 
-    /// Every document of kind `T` in the folder; one that does not read is logged and skipped.
-    pub(crate) fn read_all<T: Stored>(&self) -> Vec<T> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+    /// Every document of kind `T` in the folder (none if there is no folder); one that does
+    /// not read is logged and skipped. A folder that cannot be listed is an error.
+    pub(crate) fn read_all<T: Stored>(&self) -> std::io::Result<Vec<T>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let mut out = Vec::new();
-        for e in entries.flatten() {
+        for e in entries {
+            let e = e?;
             let path = e.path();
             if path.extension().and_then(|x| x.to_str()) != Some(T::Kind::EXT) {
                 continue;
@@ -85,6 +91,6 @@ impl DocFiles {
                 ),
             }
         }
-        out
+        Ok(out)
     }
 }

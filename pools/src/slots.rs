@@ -1,5 +1,6 @@
 //! Sessions and requests served at once, per peer and in all: one peer cannot take every place,
-//! and a peer that makes up many node ids can take at most the total.
+//! and peers this node does not know (no node of any pool it holds) share a small number of
+//! places of their own, so strangers that make up node ids cannot crowd out the members.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,9 +10,18 @@ use kith_crdt::Key;
 /// Places for sessions of one protocol.
 #[derive(Debug)]
 pub(crate) struct Slots {
+    what: &'static str,
     per_peer: usize,
-    total: usize,
-    held: Mutex<(usize, HashMap<Key, usize>)>,
+    known: usize,
+    strangers: usize,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    known: usize,
+    strangers: usize,
+    by_peer: HashMap<Key, usize>,
 }
 
 /// A place taken; given back when dropped.
@@ -19,6 +29,7 @@ pub(crate) struct Slots {
 pub(crate) struct Slot {
     slots: Arc<Slots>,
     peer: Key,
+    known: bool,
 }
 
 /// Why no place was free.
@@ -26,52 +37,65 @@ pub(crate) struct Slot {
 pub(crate) enum Full {
     /// This peer holds as many as one peer may.
     Peer,
-    /// Every place is taken.
+    /// Every place for peers of its kind (known, or strangers) is taken.
     All,
 }
 
-impl Full {
-    /// The cause counted in `kith status` and told to the peer.
-    pub(crate) fn cause(self) -> &'static str {
-        match self {
-            Full::Peer => "too many sessions at once from one peer",
-            Full::All => "too many sessions at once",
-        }
-    }
-}
-
 impl Slots {
-    /// At most `per_peer` places for one peer and `total` in all.
-    pub(crate) fn new(per_peer: usize, total: usize) -> Arc<Slots> {
-        Arc::new(Slots { per_peer, total, held: Mutex::new((0, HashMap::new())) })
+    /// At most `per_peer` places for one peer, `known` in all for nodes of this node's pools
+    /// and `strangers` in all for every other peer; `what` names them in refusals.
+    pub(crate) fn new(
+        what: &'static str,
+        per_peer: usize,
+        known: usize,
+        strangers: usize,
+    ) -> Arc<Slots> {
+        Arc::new(Slots { what, per_peer, known, strangers, held: Mutex::new(Held::default()) })
     }
 
-    /// A place for `peer`, if one is free.
-    pub(crate) fn take(self: &Arc<Self>, peer: Key) -> Result<Slot, Full> {
+    /// A place for `peer` (`known`: a node of one of this node's pools), if one is free.
+    pub(crate) fn take(self: &Arc<Self>, peer: Key, known: bool) -> Result<Slot, Full> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, by_peer) = &mut *held;
-        let mine = by_peer.get(&peer).copied().unwrap_or(0);
+        let mine = held.by_peer.get(&peer).copied().unwrap_or(0);
         if mine >= self.per_peer {
             return Err(Full::Peer);
         }
-        if *total >= self.total {
+        let (taken, limit) = if known {
+            (&mut held.known, self.known)
+        } else {
+            (&mut held.strangers, self.strangers)
+        };
+        if *taken >= limit {
             return Err(Full::All);
         }
-        *total += 1;
-        by_peer.insert(peer, mine + 1);
-        Ok(Slot { slots: self.clone(), peer })
+        *taken += 1;
+        held.by_peer.insert(peer, mine + 1);
+        Ok(Slot { slots: self.clone(), peer, known })
+    }
+
+    /// The cause a refusal is counted under in `kith status` (and told to the peer).
+    pub(crate) fn cause(&self, full: Full) -> &'static str {
+        match (self.what, full) {
+            ("sync", Full::Peer) => "too many sync sessions at once from one peer",
+            ("sync", Full::All) => "too many sync sessions at once",
+            (_, Full::Peer) => "too many pool requests at once from one peer",
+            (_, Full::All) => "too many pool requests at once",
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut held = self.slots.held.lock().unwrap_or_else(|p| p.into_inner());
-        let (total, by_peer) = &mut *held;
-        *total = total.saturating_sub(1);
-        if let Some(n) = by_peer.get_mut(&self.peer) {
+        if self.known {
+            held.known = held.known.saturating_sub(1);
+        } else {
+            held.strangers = held.strangers.saturating_sub(1);
+        }
+        if let Some(n) = held.by_peer.get_mut(&self.peer) {
             *n -= 1;
             if *n == 0 {
-                by_peer.remove(&self.peer);
+                held.by_peer.remove(&self.peer);
             }
         }
     }
@@ -82,15 +106,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_peer_gets_its_share_and_places_come_back() {
-        let s = Slots::new(2, 3);
-        let a1 = s.take([1; 32]).unwrap();
-        let _a2 = s.take([1; 32]).unwrap();
-        assert_eq!(s.take([1; 32]).unwrap_err(), Full::Peer);
-        let _b1 = s.take([2; 32]).unwrap();
-        assert_eq!(s.take([3; 32]).unwrap_err(), Full::All);
+    fn a_peer_gets_its_share_strangers_theirs_and_places_come_back() {
+        let s = Slots::new("sync", 2, 3, 1);
+        let a1 = s.take([1; 32], true).unwrap();
+        let _a2 = s.take([1; 32], true).unwrap();
+        assert_eq!(s.take([1; 32], true).unwrap_err(), Full::Peer);
+        let _b1 = s.take([2; 32], true).unwrap();
+        assert_eq!(s.take([3; 32], true).unwrap_err(), Full::All);
+        // Strangers have their own places, and cannot take the members'.
+        let _x = s.take([9; 32], false).unwrap();
+        assert_eq!(s.take([8; 32], false).unwrap_err(), Full::All);
         drop(a1);
-        let _c1 = s.take([3; 32]).unwrap();
-        assert_eq!(s.held.lock().unwrap().0, 3);
+        let _c1 = s.take([3; 32], true).unwrap();
+        let held = s.held.lock().unwrap();
+        assert_eq!((held.known, held.strangers), (3, 1));
     }
 }

@@ -220,8 +220,9 @@ fn one_peer_holding_many_sessions_does_not_shut_out_the_members() {
         }
         v
     });
-    // Node 0 keeps eight of them and closes the others at once, counting each.
-    let cause = "too many sessions at once from one peer";
+    // Node 0 keeps eight of them (the places strangers share) and closes the others at once,
+    // counting each; the members have places of their own.
+    let cause = "too many sync sessions at once";
     let limit = std::time::Duration::from_secs(30);
     wait_for(limit, "the extra sessions refused", || {
         net.json(0, &["status"]).map(|v| v["refused"][cause].as_u64() >= Some(22)).unwrap_or(false)

@@ -83,17 +83,20 @@ pub struct DocsProtocol {
     slots: Arc<Slots>,
 }
 
-/// Sessions one peer may have at once (one per pool it shares with this node, usually).
-const SESSIONS_PER_PEER: usize = 8;
-/// Sessions at once, over all peers.
-const MAX_SESSIONS: usize = 64;
+/// Sessions one peer may have at once (a node dials one per pool it shares with this one).
+const SESSIONS_PER_PEER: usize = 16;
+/// Sessions at once with nodes of this node's pools.
+const MAX_SESSIONS: usize = 128;
+/// Sessions at once with every other peer together (joiners with an invite, new devices).
+const MAX_STRANGER_SESSIONS: usize = 8;
 /// Time for the dialler's hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl DocsProtocol {
     /// The protocol for these pools.
     pub fn new(pools: Arc<Pools>) -> DocsProtocol {
-        DocsProtocol { pools, slots: Slots::new(SESSIONS_PER_PEER, MAX_SESSIONS) }
+        let slots = Slots::new("sync", SESSIONS_PER_PEER, MAX_SESSIONS, MAX_STRANGER_SESSIONS);
+        DocsProtocol { pools, slots }
     }
 
     async fn serve(&self, conn: &Connection) -> Result<usize, String> {
@@ -137,11 +140,13 @@ impl DocsProtocol {
 impl ProtocolHandler for DocsProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let peer = conn.remote_id();
-        let _slot = match self.slots.take(*peer.as_bytes()) {
+        let known = self.pools.is_known_node(peer.as_bytes());
+        let _slot = match self.slots.take(*peer.as_bytes(), known) {
             Ok(slot) => slot,
             Err(full) => {
-                self.pools.refused(peer.as_bytes(), full.cause(), "a sync session");
-                conn.close(1u32.into(), full.cause().as_bytes());
+                let cause = self.slots.cause(full);
+                self.pools.refused(peer.as_bytes(), cause, "a sync session");
+                conn.close(1u32.into(), cause.as_bytes());
                 return Ok(());
             }
         };

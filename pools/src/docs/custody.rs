@@ -169,6 +169,13 @@ impl Pools {
         })
     }
 
+    /// Whether `node` is a node of a pool this node holds (former pools included: a member that
+    /// left still passes its departure on) or a device of this identity.
+    pub fn is_known_node(&self, node: &Key) -> bool {
+        self.all_views().iter().any(|(_, v)| v.members.values().any(|m| m.nodes.contains_key(node)))
+            || self.is_own_device(node)
+    }
+
     /// Whether `node` is a device of this identity that is not retired.
     pub fn is_own_device(&self, node: &Key) -> bool {
         self.identity()

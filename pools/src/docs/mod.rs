@@ -107,10 +107,12 @@ impl Pools {
         let files = DocFiles::new(home_root.join(POOLS_DIR));
         std::fs::create_dir_all(files.dir())?;
         let pools: BTreeMap<Key, Pool> =
-            files.read_all::<Pool>().into_iter().map(|p| (p.id(), p)).collect();
+            files.read_all::<Pool>()?.into_iter().map(|p| (p.id(), p)).collect();
         let custody_files = DocFiles::new(home_root.join(CUSTODY_DIR));
+        // Copies kept for others: a folder that cannot be listed leaves none (as before).
         let custody = custody_files
             .read_all::<IdentityDoc>()
+            .unwrap_or_default()
             .into_iter()
             .map(|d| (d.view().owner, d))
             .collect();

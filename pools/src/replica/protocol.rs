@@ -351,26 +351,42 @@ pub struct PoolProtocol {
     slots: Arc<crate::slots::Slots>,
 }
 
-/// Requests one peer may have open at once (a writer asks each holder once per put).
-const REQUESTS_PER_PEER: usize = 8;
-/// Requests open at once, over all peers (read or waiting for a place to be served).
-const MAX_REQUESTS: usize = 128;
+/// Requests one peer may have open at once (a writer asks each holder once per put, and a hold
+/// stays open while the holder fetches).
+const REQUESTS_PER_PEER: usize = 32;
+/// Requests open at once from nodes of this node's pools.
+const MAX_REQUESTS: usize = 256;
+/// Requests open at once from every other peer together (a restored device asking for its
+/// pools and identity document).
+const MAX_STRANGER_REQUESTS: usize = 16;
+/// Time for a peer to open its stream and send its request, and for the answer to go out.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl PoolProtocol {
     /// The protocol for this replicator.
     pub fn new(rep: Arc<Replicator>) -> PoolProtocol {
-        PoolProtocol { rep, slots: crate::slots::Slots::new(REQUESTS_PER_PEER, MAX_REQUESTS) }
+        let slots = crate::slots::Slots::new(
+            "pool",
+            REQUESTS_PER_PEER,
+            MAX_REQUESTS,
+            MAX_STRANGER_REQUESTS,
+        );
+        PoolProtocol { rep, slots }
     }
 
     async fn serve(&self, conn: &Connection) -> Result<(), String> {
         let peer = conn.remote_id();
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-        let req: Request =
-            tokio::time::timeout(Duration::from_secs(10), frame::read_max(&mut recv, MAX_FRAME))
+        let opened = async {
+            let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+            let req: Request = frame::read_max(&mut recv, MAX_FRAME)
                 .await
-                .map_err(|_| "no request within 10 s".to_string())?
                 .map_err(|e| e.to_string())?
                 .ok_or("no request")?;
+            Ok::<_, String>((send, req))
+        };
+        let (mut send, req) = tokio::time::timeout(REQUEST_TIMEOUT, opened)
+            .await
+            .map_err(|_| format!("no request within {} s", REQUEST_TIMEOUT.as_secs()))??;
         let reply = match self.rep.serving.clone().try_acquire_owned() {
             Ok(_permit) => self.rep.serve(peer, req).await,
             Err(_) => Reply::Refused("busy; try again shortly".into()),
@@ -378,7 +394,10 @@ impl PoolProtocol {
         if let Reply::Refused(why) = &reply {
             self.rep.pools.refused(peer.as_bytes(), "pool request refused", why);
         }
-        frame::write_max(&mut send, &reply, MAX_FRAME).await.map_err(|e| e.to_string())?;
+        tokio::time::timeout(REQUEST_TIMEOUT, frame::write_max(&mut send, &reply, MAX_FRAME))
+            .await
+            .map_err(|_| "the answer was not taken within 10 s".to_string())?
+            .map_err(|e| e.to_string())?;
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
         Ok(())
@@ -388,11 +407,13 @@ impl PoolProtocol {
 impl ProtocolHandler for PoolProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let peer = conn.remote_id();
-        let _slot = match self.slots.take(*peer.as_bytes()) {
+        let known = self.rep.pools.is_known_node(peer.as_bytes());
+        let _slot = match self.slots.take(*peer.as_bytes(), known) {
             Ok(slot) => slot,
             Err(full) => {
-                self.rep.pools.refused(peer.as_bytes(), full.cause(), "a pool request");
-                conn.close(1u32.into(), full.cause().as_bytes());
+                let cause = self.slots.cause(full);
+                self.rep.pools.refused(peer.as_bytes(), cause, "a pool request");
+                conn.close(1u32.into(), cause.as_bytes());
                 return Ok(());
             }
         };

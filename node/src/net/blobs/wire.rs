@@ -28,8 +28,9 @@ pub type GetResult = Result<(Vec<ChunkId>, Received), (Received, String)>;
 /// Each id received, with its length.
 pub type Received = Vec<(ChunkId, u64)>;
 
-/// A blob may take the stall timeout for every started this many bytes (10 s a 4 MiB).
-const BLOB_TIME_PER: u32 = 4 << 20;
+/// The slowest a blob may arrive, in bytes a second, beyond the stall timeout (a 1 MiB chunk may
+/// take 42 s: slow links are fine, a peer trickling a byte at a time is not).
+const MIN_BLOB_RATE: u32 = 32 << 10;
 
 /// One end of a transport carrying `kith/blobs/1`.
 pub(crate) trait Wire: Send {
@@ -261,7 +262,7 @@ async fn get_into<W: Wire>(
                 }
                 // Progress on every piece, and the whole blob within a time for its size: a
                 // peer trickling a byte at a time cannot hold the batch for long.
-                let deadline = STALL_TIMEOUT * (1 + len / BLOB_TIME_PER);
+                let deadline = STALL_TIMEOUT + Duration::from_secs(u64::from(len / MIN_BLOB_RATE));
                 let parts = tokio::time::timeout(deadline, read_blob(wire, len as usize, id))
                     .await
                     .map_err(|_| format!("took over {} s for a blob", deadline.as_secs()))??;
