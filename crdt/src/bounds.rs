@@ -72,6 +72,31 @@ pub fn check_chunks(bytes: &[u8], budget: &mut usize) -> Result<(), DocError> {
     Ok(())
 }
 
+/// The changes among the chunks of `bytes` (which [`check_chunks`] passed), parsed by
+/// automerge one by one; document chunks are left out.
+pub(crate) fn changes_in(bytes: &[u8]) -> Result<Vec<automerge::Change>, DocError> {
+    let mut out = Vec::new();
+    let mut r = Reader { b: bytes };
+    while !r.b.is_empty() {
+        let start = bytes.len() - r.b.len();
+        r.take(4)?;
+        r.take(4)?;
+        let kind = r.take(1)?[0];
+        let len = r.uleb()?;
+        r.take_len(len)?;
+        let end = bytes.len() - r.b.len();
+        if kind == CHANGE || kind == COMPRESSED_CHANGE {
+            let chunk = &bytes[start..end];
+            let c = crate::signed::guard(|| {
+                automerge::Change::try_from(chunk)
+                    .map_err(|e| malformed(&format!("a change that does not parse: {e}")))
+            })?;
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 /// A document chunk: actors, heads, the change and operation column metadata, then the
 /// columns; compressed columns are counted at their inflated size.
 fn check_document(data: &[u8], budget: &mut usize) -> Result<(), DocError> {

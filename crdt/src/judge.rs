@@ -121,6 +121,11 @@ impl SignedDoc {
         // dependencies (automerge also names the author's previous change, an ancestor).
         let sequential = heads.iter().all(|h| deps.contains(h));
         if made_at.is_none() {
+            fresh_op_ids(work, c).map_err(|reason| DocError::Unauthorised {
+                change: change.clone(),
+                author: hex(&author.key),
+                reason,
+            })?;
             if sequential {
                 work.update_diff_cursor();
             } else {
@@ -161,4 +166,35 @@ impl SignedDoc {
         authz.authorise(&check).map_err(unauthorised)?;
         Ok(sig)
     }
+}
+
+/// Refuses a change that reuses an operation id already in `work`. automerge numbers a change's
+/// operations from its `start_op` and does not check that they are new; a change whose ids are
+/// an earlier change's (its author's own, the only ones it can name) sent automerge 0.12 into a
+/// loop that used memory until the process was killed
+/// (`pools::tests::regression_a_change_reusing_operation_ids_is_refused`). One lookup per
+/// operation (a change has at most 65,536, `bounds`), each a binary search of the author's
+/// changes.
+pub(crate) fn fresh_op_ids(work: &AutoCommit, c: &Change) -> Result<(), String> {
+    let actor = c.actor_id().to_hex_string();
+    let start = c.start_op().get();
+    let end = c.max_op();
+    if end < start {
+        return Ok(());
+    }
+    // An author new to the document has no operations in it yet.
+    if work.import_obj(&format!("{start}@{actor}")).is_err() {
+        return Ok(());
+    }
+    for counter in start..=end {
+        let id = work
+            .import_obj(&format!("{counter}@{actor}"))
+            .map_err(|e| format!("an operation id that does not parse: {e}"))?;
+        if work.hash_for_opid(&id).is_some() {
+            return Err(format!(
+                "it reuses operation id {counter} of an earlier change by its author"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -563,3 +563,69 @@ fn batches_judged_in_runs_agree_with_one_change_at_a_time() {
     assert!(err.to_string().contains("breaks the pool document"), "{err}");
     assert_eq!(a.doc_mut().heads(), before, "nothing of the batch was kept");
 }
+
+/// Found by probing automerge with forged changes: it numbers a change's operations from the
+/// change's `start_op` without checking that they are new. A member's change numbered over its
+/// own earlier change (here, its join) sent every node that received it into a loop that used
+/// memory until the process was killed. Refused now, before automerge sees it.
+#[test]
+fn regression_a_change_reusing_operation_ids_is_refused() {
+    use kith_crdt::automerge::legacy::ObjectId;
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    let record = crate::view::PoolObject {
+        manifest: [8; 32],
+        bytes: 10,
+        blobs: 1,
+        name: crate::names::ObjectName::Sealed(vec![0; 30]),
+        at_ms: T0 + 30,
+    };
+    let heads = b.doc_mut().heads();
+    b.add_object(&bob, &[5; 32], &record, T0 + 30).unwrap();
+    let (changes, _) = b.doc_mut().changes_since(&heads);
+    let c = &changes[0];
+    let all = b.doc_mut().doc().clone().get_changes(&[]);
+    let join = all.iter().find(|x| x.actor_id() == c.actor_id() && x.seq() == 1).unwrap();
+    // The same operations, numbered from where bob's join started.
+    let (s, n, t) =
+        (c.start_op().get(), c.max_op() + 1 - c.start_op().get(), join.start_op().get());
+    let mut x = c.decode();
+    let actor = x.actor_id.clone();
+    for op in &mut x.operations {
+        if let ObjectId::Id(o) = &mut op.obj
+            && o.1 == actor
+            && (s..s + n).contains(&o.0)
+        {
+            o.0 = o.0 - s + t;
+        }
+    }
+    x.start_op = join.start_op();
+    x.hash = None;
+    let forged = kith_crdt::automerge::Change::from(x);
+    let h = forged.hash();
+    let msg = [kith_crdt::SIGNING_CONTEXT, &a.id()[..], &h.0[..]].concat();
+    let sigs = BTreeMap::from([(h, bob.sign(&msg))]);
+    let before = a.doc_mut().heads();
+    // Through sync, where automerge applies a message to a copy before any change is judged.
+    let msg = kith_crdt::automerge::sync::Message {
+        heads: vec![h],
+        need: vec![],
+        have: vec![],
+        changes: vec![forged.raw_bytes().to_vec()].into(),
+        flags: None,
+        version: kith_crdt::automerge::sync::MessageVersion::V1,
+    };
+    let frame = kith_crdt::SyncFrame {
+        msg: msg.encode(),
+        sigs: vec![kith_crdt::SigEntry { hash: h.0, sig: sigs[&h] }],
+    };
+    let err = a.doc_mut().sync_in(&mut SyncState::new(), &frame, &PoolRules).unwrap_err();
+    assert!(err.to_string().contains("reuses operation id"), "{err}");
+    // And handed over directly.
+    let err = a.doc_mut().ingest(vec![forged], &sigs, &PoolRules).unwrap_err();
+    assert!(err.to_string().contains("reuses operation id"), "{err}");
+    assert_eq!(a.doc_mut().heads(), before);
+    // The honest change still goes through.
+    sync(&mut b, &mut a).unwrap();
+    assert_eq!(a.view().members[&bob.author().key].objects.len(), 1);
+}
