@@ -121,7 +121,7 @@ impl SignedDoc {
         // dependencies (automerge also names the author's previous change, an ancestor).
         let sequential = heads.iter().all(|h| deps.contains(h));
         if made_at.is_none() {
-            fresh_op_ids(work, c).map_err(|reason| DocError::Unauthorised {
+            well_formed(work, c).map_err(|reason| DocError::Unauthorised {
                 change: change.clone(),
                 author: hex(&author.key),
                 reason,
@@ -168,13 +168,71 @@ impl SignedDoc {
     }
 }
 
-/// Refuses a change that reuses an operation id already in `work`. automerge numbers a change's
-/// operations from its `start_op` and does not check that they are new; a change whose ids are
-/// an earlier change's (its author's own, the only ones it can name) sent automerge 0.12 into a
-/// loop that used memory until the process was killed
-/// (`pools::tests::regression_a_change_reusing_operation_ids_is_refused`). One lookup per
-/// operation (a change has at most 65,536, `bounds`), each a binary search of the author's
-/// changes.
+/// Refuses a change that is not well formed against `work` (which holds its dependencies),
+/// before automerge applies it. automerge trusts a change's operations to be what its own
+/// transactions make; a forged one is not:
+///
+/// - its operation ids must be new. automerge numbers a change's operations from its
+///   `start_op` without checking; a change numbered over its author's earlier change sent
+///   automerge 0.12 into a loop that used memory until the process was killed
+///   (`pools::tests::regression_a_change_reusing_operation_ids_is_refused`). One binary search
+///   of the author's changes per operation (a change has at most 65,536, `bounds`).
+/// - it writes map keys only: kith's documents hold maps and values, never lists or text.
+/// - every value an operation says it replaces is one that holds its key in the document at the
+///   change's dependencies (or an earlier operation of the same change on the same key). A
+///   change naming another member's operation as replaced was accepted, and the document then
+///   saved could not be loaded again (automerge: mismatching heads), on every node that took it
+///   (`pools::tests::forged_operations_touch_only_their_authors_entries`). One lookup at the
+///   dependencies per key an operation overwrites.
+pub(crate) fn well_formed(work: &AutoCommit, c: &Change) -> Result<(), String> {
+    use automerge::ReadDoc;
+    use automerge::legacy::{Key as OpKey, ObjectId, OpType};
+    fresh_op_ids(work, c)?;
+    let actor = c.actor_id().to_hex_string();
+    let start = c.start_op().get();
+    let mut deps = c.deps().to_vec();
+    deps.sort();
+    // (object, key) -> the ids of this change's own operations on it so far.
+    let mut own: std::collections::HashMap<(String, String), Vec<String>> = Default::default();
+    for (i, op) in c.decode().operations.into_iter().enumerate() {
+        let OpKey::Map(key) = &op.key else {
+            return Err("it writes into a list or text, which kith's documents do not hold".into());
+        };
+        if matches!(op.action, OpType::Make(t) if t != automerge::ObjType::Map) {
+            return Err("it makes a list or text, which kith's documents do not hold".into());
+        }
+        let obj = op.obj.to_string();
+        let slot = (obj.clone(), key.to_string());
+        if !op.pred.is_empty() {
+            let mut holders: Vec<String> = own.get(&slot).cloned().unwrap_or_default();
+            let made_here =
+                matches!(&op.obj, ObjectId::Id(o) if o.1.to_hex_string() == actor && o.0 >= start);
+            if !made_here {
+                let id = match op.obj {
+                    ObjectId::Root => automerge::ROOT,
+                    _ => work
+                        .import_obj(&obj)
+                        .map_err(|_| format!("it writes into {obj}, which is no object here"))?,
+                };
+                let at = work.get_all_at(&id, key.as_str(), &deps).map_err(|_| {
+                    format!("it writes into {obj}, which is no object at its dependencies")
+                })?;
+                holders.extend(at.into_iter().map(|(_, id)| id.to_string()));
+            }
+            for p in op.pred.iter() {
+                if !holders.contains(&p.to_string()) {
+                    return Err(format!(
+                        "it replaces operation {p}, which does not hold the key it writes"
+                    ));
+                }
+            }
+        }
+        own.entry(slot).or_default().push(format!("{}@{actor}", start + i as u64));
+    }
+    Ok(())
+}
+
+/// Refuses a change that reuses an operation id already in `work` (see [`well_formed`]).
 pub(crate) fn fresh_op_ids(work: &AutoCommit, c: &Change) -> Result<(), String> {
     let actor = c.actor_id().to_hex_string();
     let start = c.start_op().get();

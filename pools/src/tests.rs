@@ -629,3 +629,84 @@ fn regression_a_change_reusing_operation_ids_is_refused() {
     sync(&mut b, &mut a).unwrap();
     assert_eq!(a.view().members[&bob.author().key].objects.len(), 1);
 }
+
+/// Forged operations (probing automerge, 2026-11-30): a member's change whose operations name
+/// another member's operations as the values they replace, name a value or a missing object as
+/// the object they write into, or replace operations that do not exist. Each is refused or
+/// harmless: the other member's entry and the charter stay as they were, and the node goes on.
+#[test]
+fn forged_operations_touch_only_their_authors_entries() {
+    use kith_crdt::automerge::legacy::{ObjectId, OpId};
+    let (ada, bob) = (person(1), person(2));
+    let (a0, mut b) = pool_with_bob(&ada, &bob);
+    drop(a0);
+    let record = crate::view::PoolObject {
+        manifest: [8; 32],
+        bytes: 10,
+        blobs: 1,
+        name: crate::names::ObjectName::Sealed(vec![0; 30]),
+        at_ms: T0 + 30,
+    };
+    let heads = b.doc_mut().heads();
+    let mut b2 = copy(&mut b);
+    b2.add_object(&bob, &[5; 32], &record, T0 + 30).unwrap();
+    let (changes, _) = b2.doc_mut().changes_since(&heads);
+    let honest = changes[0].clone();
+    let all = b.doc_mut().doc().clone().get_changes(&[]);
+    let ada_actor = ada.author().actor();
+    let genesis = all.iter().find(|x| *x.actor_id() == ada_actor).unwrap().clone();
+    let ada_ops: Vec<u64> = (genesis.start_op().get()..=genesis.max_op()).collect();
+    let forge = |f: &dyn Fn(&mut kith_crdt::automerge::ExpandedChange)| {
+        let mut x = honest.decode();
+        f(&mut x);
+        x.hash = None;
+        kith_crdt::automerge::Change::from(x)
+    };
+    let mut cases: Vec<(&str, kith_crdt::automerge::Change)> = Vec::new();
+    for op in &ada_ops {
+        let o = *op;
+        let a2 = ada_actor.clone();
+        cases.push((
+            "replaces one of ada's operations",
+            forge(&move |x| x.operations[1].pred = vec![OpId(o, a2.clone())].into()),
+        ));
+        let a2 = ada_actor.clone();
+        cases.push((
+            "writes into one of ada's operations as an object",
+            forge(&move |x| x.operations[1].obj = ObjectId::Id(OpId(o, a2.clone()))),
+        ));
+    }
+    let a3 = ada_actor.clone();
+    cases.push((
+        "replaces an operation that does not exist",
+        forge(&move |x| x.operations[1].pred = vec![OpId(9_999, a3.clone())].into()),
+    ));
+    let a4 = ada_actor.clone();
+    cases.push((
+        "writes into an object that does not exist",
+        forge(&move |x| x.operations[1].obj = ObjectId::Id(OpId(9_999, a4.clone()))),
+    ));
+    for (what, forged) in cases {
+        let mut a = copy(&mut b);
+        let before = a.view();
+        let h = forged.hash();
+        let msg = [kith_crdt::SIGNING_CONTEXT, &a.id()[..], &h.0[..]].concat();
+        let sigs = BTreeMap::from([(h, bob.sign(&msg))]);
+        let r = a.doc_mut().ingest(vec![forged], &sigs, &PoolRules);
+        let after = a.view();
+        let ada_key = ada.author().key;
+        assert_eq!(
+            format!("{:?}", after.members[&ada_key]),
+            format!("{:?}", before.members[&ada_key]),
+            "a change that {what} changed ada's entry ({r:?})"
+        );
+        assert_eq!(
+            format!("{:?}", after.charter),
+            format!("{:?}", before.charter),
+            "a change that {what} changed the charter ({r:?})"
+        );
+        // Whatever was kept reads back the same from the saved document.
+        let reloaded = copy(&mut a);
+        assert_eq!(format!("{:?}", reloaded.view()), format!("{:?}", after), "{what}");
+    }
+}
