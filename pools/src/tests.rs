@@ -621,6 +621,33 @@ fn regression_a_change_reusing_operation_ids_is_refused() {
     };
     let err = a.doc_mut().sync_in(&mut SyncState::new(), &frame, &PoolRules).unwrap_err();
     assert!(err.to_string().contains("reuses operation id"), "{err}");
+    // In a whole document, as a peer sends one to a node that has nothing of it yet.
+    let mut plain = a.doc_mut().doc().clone();
+    plain.apply_changes([forged.clone()]).unwrap();
+    let whole = plain.save();
+    let msg = kith_crdt::automerge::sync::Message {
+        heads: plain.get_heads(),
+        need: vec![],
+        have: vec![],
+        changes: vec![whole].into(),
+        flags: None,
+        version: kith_crdt::automerge::sync::MessageVersion::V1,
+    };
+    let mut all_sigs: Vec<kith_crdt::SigEntry> = a
+        .doc_mut()
+        .changes_since(&[])
+        .1
+        .into_iter()
+        .map(|(h, sig)| kith_crdt::SigEntry { hash: h.0, sig })
+        .collect();
+    all_sigs.push(kith_crdt::SigEntry { hash: h.0, sig: sigs[&h] });
+    let frame = kith_crdt::SyncFrame { msg: msg.encode(), sigs: all_sigs };
+    // (Not checked before automerge loads it: automerge takes nothing of it.)
+    match a.doc_mut().sync_in(&mut SyncState::new(), &frame, &PoolRules) {
+        Ok(new) => assert!(new.is_empty(), "the forged change came in a whole document"),
+        Err(e) => assert!(e.to_string().contains("reuses operation id"), "{e}"),
+    }
+    assert_eq!(a.doc_mut().heads(), before);
     // And handed over directly.
     let err = a.doc_mut().ingest(vec![forged], &sigs, &PoolRules).unwrap_err();
     assert!(err.to_string().contains("reuses operation id"), "{err}");
