@@ -177,14 +177,19 @@ impl SignedDoc {
 ///   automerge 0.12 into a loop that used memory until the process was killed
 ///   (`pools::tests::regression_a_change_reusing_operation_ids_is_refused`). One binary search
 ///   of the author's changes per operation (a change has at most 65,536, `bounds`).
-/// - it writes map keys only: kith's documents hold maps and values, never lists or text.
+/// - it writes map keys only, and only puts, maps, deletes and increments: kith's documents hold
+///   maps and values, never lists, text or marks; a delete or an increment names what it acts
+///   on (a delete of nothing was accepted and left a document that would not load).
+/// - it writes into maps that exist: ones the document holds, or ones an earlier operation of
+///   the same change made (an operation making a map inside itself ran automerge out of
+///   memory; found by `fuzz/fuzz_targets/forged_change.rs`).
 /// - every value an operation says it replaces is one that holds its key in the document at the
 ///   change's dependencies (or an earlier operation of the same change on the same key). A
 ///   change naming another member's operation as replaced was accepted, and the document then
 ///   saved could not be loaded again (automerge: mismatching heads), on every node that took it
 ///   (`pools::tests::forged_operations_touch_only_their_authors_entries`). One lookup at the
 ///   dependencies per key an operation overwrites.
-pub(crate) fn well_formed(work: &AutoCommit, c: &Change) -> Result<(), String> {
+pub(crate) fn well_formed(work: &mut AutoCommit, c: &Change) -> Result<(), String> {
     use automerge::ReadDoc;
     use automerge::legacy::{Key as OpKey, ObjectId, OpType};
     fresh_op_ids(work, c)?;
@@ -192,33 +197,66 @@ pub(crate) fn well_formed(work: &AutoCommit, c: &Change) -> Result<(), String> {
     let start = c.start_op().get();
     let mut deps = c.deps().to_vec();
     deps.sort();
-    // (object, key) -> the ids of this change's own operations on it so far.
+    // (object, key) -> what holds it after this change's operations on it so far (a put or a
+    // made object holds a key; a delete leaves it empty; an increment changes nothing).
     let mut own: std::collections::HashMap<(String, String), Vec<String>> = Default::default();
+    let mut made: std::collections::HashSet<u64> = Default::default();
     for (i, op) in c.decode().operations.into_iter().enumerate() {
         let OpKey::Map(key) = &op.key else {
             return Err("it writes into a list or text, which kith's documents do not hold".into());
         };
-        if matches!(op.action, OpType::Make(t) if t != automerge::ObjType::Map) {
-            return Err("it makes a list or text, which kith's documents do not hold".into());
+        match &op.action {
+            OpType::Make(automerge::ObjType::Map) | OpType::Put(_) => {}
+            OpType::Make(_) => {
+                return Err("it makes a list or text, which kith's documents do not hold".into());
+            }
+            // A delete or an increment acts on values that hold the key: it must name them.
+            OpType::Delete | OpType::Increment(_) if op.pred.is_empty() => {
+                return Err("it deletes or increments nothing".into());
+            }
+            OpType::Delete | OpType::Increment(_) => {}
+            _ => return Err("it marks text, which kith's documents do not hold".into()),
         }
         let obj = op.obj.to_string();
+        // The object it writes into: one an earlier operation of this change made (a map), or
+        // a map in the document.
+        if let ObjectId::Id(o) = &op.obj {
+            if o.1.to_hex_string() == actor && o.0 >= start {
+                if !made.contains(&o.0) || o.0 >= start + i as u64 {
+                    return Err(format!("it writes into {obj}, which no earlier operation made"));
+                }
+            } else {
+                let id = work
+                    .import_obj(&obj)
+                    .map_err(|_| format!("it writes into {obj}, which is no object here"))?;
+                if !matches!(work.object_type(&id), Ok(automerge::ObjType::Map)) {
+                    return Err(format!("it writes into {obj}, which is no map here"));
+                }
+            }
+        }
         let slot = (obj.clone(), key.to_string());
         if !op.pred.is_empty() {
-            let mut holders: Vec<String> = own.get(&slot).cloned().unwrap_or_default();
-            let made_here =
-                matches!(&op.obj, ObjectId::Id(o) if o.1.to_hex_string() == actor && o.0 >= start);
-            if !made_here {
-                let id = match op.obj {
-                    ObjectId::Root => automerge::ROOT,
-                    _ => work
-                        .import_obj(&obj)
-                        .map_err(|_| format!("it writes into {obj}, which is no object here"))?,
-                };
-                let at = work.get_all_at(&id, key.as_str(), &deps).map_err(|_| {
-                    format!("it writes into {obj}, which is no object at its dependencies")
-                })?;
-                holders.extend(at.into_iter().map(|(_, id)| id.to_string()));
-            }
+            let holders: Vec<String> = match own.get(&slot) {
+                Some(h) => h.clone(),
+                None => {
+                    let made_here = matches!(&op.obj, ObjectId::Id(o)
+                        if o.1.to_hex_string() == actor && o.0 >= start);
+                    if made_here {
+                        Vec::new()
+                    } else {
+                        let id = match op.obj {
+                            ObjectId::Root => automerge::ROOT,
+                            _ => work.import_obj(&obj).map_err(|_| {
+                                format!("it writes into {obj}, which is no object here")
+                            })?,
+                        };
+                        let at = work.get_all_at(&id, key.as_str(), &deps).map_err(|_| {
+                            format!("it writes into {obj}, which is no object at its dependencies")
+                        })?;
+                        at.into_iter().map(|(_, id)| id.to_string()).collect()
+                    }
+                }
+            };
             for p in op.pred.iter() {
                 if !holders.contains(&p.to_string()) {
                     return Err(format!(
@@ -227,15 +265,39 @@ pub(crate) fn well_formed(work: &AutoCommit, c: &Change) -> Result<(), String> {
                 }
             }
         }
-        own.entry(slot).or_default().push(format!("{}@{actor}", start + i as u64));
+        let id = format!("{}@{actor}", start + i as u64);
+        if matches!(op.action, OpType::Make(_)) {
+            made.insert(start + i as u64);
+        }
+        match op.action {
+            OpType::Put(_) | OpType::Make(_) => {
+                own.insert(slot, vec![id]);
+            }
+            OpType::Delete => {
+                own.insert(slot, Vec::new());
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
 
 /// Refuses a change that reuses an operation id already in `work` (see [`well_formed`]).
-pub(crate) fn fresh_op_ids(work: &AutoCommit, c: &Change) -> Result<(), String> {
+pub(crate) fn fresh_op_ids(work: &mut AutoCommit, c: &Change) -> Result<(), String> {
     let actor = c.actor_id().to_hex_string();
     let start = c.start_op().get();
+    // Numbered after everything it depends on, as automerge numbers a change it makes (one
+    // numbered below was accepted and left a document that would not load: invalid max op).
+    for d in c.deps() {
+        if let Some(m) = work.get_change_meta_by_hash(d)
+            && m.max_op >= start
+        {
+            return Err(format!(
+                "it numbers its operations from {start}, not after its dependency's {}",
+                m.max_op
+            ));
+        }
+    }
     let end = c.max_op();
     if end < start {
         return Ok(());

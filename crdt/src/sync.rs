@@ -87,7 +87,7 @@ impl SignedDoc {
                 let fresh = if clash {
                     Err("it reuses operation ids of another change in the message".to_string())
                 } else {
-                    crate::judge::fresh_op_ids(&self.doc, &c)
+                    crate::judge::fresh_op_ids(&mut self.doc, &c)
                 };
                 if let Err(reason) = fresh {
                     let author = crate::signed::Author::from_actor(c.actor_id())

@@ -571,6 +571,9 @@ fn batches_judged_in_runs_agree_with_one_change_at_a_time() {
 #[test]
 fn regression_a_change_reusing_operation_ids_is_refused() {
     use kith_crdt::automerge::legacy::ObjectId;
+    // Numbered over its own join, so below what it depends on and onto ids in use.
+    let reused =
+        |e: &str| e.contains("numbers its operations") || e.contains("reuses operation id");
     let (ada, bob) = (person(1), person(2));
     let (mut a, mut b) = pool_with_bob(&ada, &bob);
     let record = crate::view::PoolObject {
@@ -620,7 +623,7 @@ fn regression_a_change_reusing_operation_ids_is_refused() {
         sigs: vec![kith_crdt::SigEntry { hash: h.0, sig: sigs[&h] }],
     };
     let err = a.doc_mut().sync_in(&mut SyncState::new(), &frame, &PoolRules).unwrap_err();
-    assert!(err.to_string().contains("reuses operation id"), "{err}");
+    assert!(reused(&err.to_string()), "{err}");
     // In a whole document, as a peer sends one to a node that has nothing of it yet.
     let mut plain = a.doc_mut().doc().clone();
     plain.apply_changes([forged.clone()]).unwrap();
@@ -645,12 +648,12 @@ fn regression_a_change_reusing_operation_ids_is_refused() {
     // (Not checked before automerge loads it: automerge takes nothing of it.)
     match a.doc_mut().sync_in(&mut SyncState::new(), &frame, &PoolRules) {
         Ok(new) => assert!(new.is_empty(), "the forged change came in a whole document"),
-        Err(e) => assert!(e.to_string().contains("reuses operation id"), "{e}"),
+        Err(e) => assert!(reused(&e.to_string()), "{e}"),
     }
     assert_eq!(a.doc_mut().heads(), before);
     // And handed over directly.
     let err = a.doc_mut().ingest(vec![forged], &sigs, &PoolRules).unwrap_err();
-    assert!(err.to_string().contains("reuses operation id"), "{err}");
+    assert!(reused(&err.to_string()), "{err}");
     assert_eq!(a.doc_mut().heads(), before);
     // The honest change still goes through.
     sync(&mut b, &mut a).unwrap();
