@@ -180,8 +180,8 @@ impl SignedDoc {
 /// - it writes map keys only, and only puts, maps, deletes and increments: kith's documents hold
 ///   maps and values, never lists, text or marks; a delete or an increment names what it acts
 ///   on (a delete of nothing was accepted and left a document that would not load).
-/// - it writes into maps that exist: ones the document holds, or ones an earlier operation of
-///   the same change made (an operation making a map inside itself ran automerge out of
+/// - it writes into maps that exist: ones the document holds at the change's dependencies, or
+///   ones an earlier operation of the same change made (an operation making a map inside itself ran automerge out of
 ///   memory; found by `fuzz/fuzz_targets/forged_change.rs`).
 /// - every value an operation says it replaces is one that holds its key in the document at the
 ///   change's dependencies (or an earlier operation of the same change on the same key). A
@@ -201,6 +201,7 @@ pub(crate) fn well_formed(work: &mut AutoCommit, c: &Change) -> Result<(), Strin
     // made object holds a key; a delete leaves it empty; an increment changes nothing).
     let mut own: std::collections::HashMap<(String, String), Vec<String>> = Default::default();
     let mut made: std::collections::HashSet<u64> = Default::default();
+    let mut seen: std::collections::HashSet<String> = Default::default();
     for (i, op) in c.decode().operations.into_iter().enumerate() {
         let OpKey::Map(key) = &op.key else {
             return Err("it writes into a list or text, which kith's documents do not hold".into());
@@ -231,6 +232,15 @@ pub(crate) fn well_formed(work: &mut AutoCommit, c: &Change) -> Result<(), Strin
                     .map_err(|_| format!("it writes into {obj}, which is no object here"))?;
                 if !matches!(work.object_type(&id), Ok(automerge::ObjType::Map)) {
                     return Err(format!("it writes into {obj}, which is no map here"));
+                }
+                // A map its author could see: at the change's dependencies, where it hangs in
+                // the document (one made by a change concurrent with this one is not).
+                if seen.insert(obj.clone())
+                    && work.parents_at(&id, &deps).ok().and_then(|p| p.visible_path()).is_none()
+                {
+                    return Err(format!(
+                        "it writes into {obj}, which its dependencies do not hold"
+                    ));
                 }
             }
         }

@@ -370,3 +370,48 @@ fn an_edit_that_panics_leaves_the_document_as_it_was() {
     own_entry(&mut a, &o, 4);
     assert_eq!(a.len(), 2);
 }
+
+/// A change writing into a map that only a change concurrent with it made: nodes that have the
+/// other change would take it, nodes that do not could not, and the two would never sync again.
+/// Refused everywhere.
+#[test]
+fn a_change_writing_into_a_map_its_dependencies_do_not_hold_is_refused() {
+    use automerge::legacy::{Key as OpKey, ObjectId, OpId};
+    struct Anyone;
+    impl Authorizer for Anyone {
+        fn authorise(&self, _: &Check<'_>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let (ada, bob) = (signer(1), signer(2));
+    let mut base = genesis(&ada);
+    let mut with_map = load_copy(&mut base);
+    let made = with_map
+        .change(&ada, 2, &Anyone, |d| {
+            let own = d.get(ROOT, "own")?.unwrap().1;
+            d.put_object(&own, "x", ObjType::Map)
+        })
+        .unwrap()
+        .0;
+    let made = made.to_string();
+    let (ctr, _) = made.split_once('@').unwrap();
+    // Bob's change, made on the base (which has no map), then pointed into ada's new map.
+    let mut raw = base.doc().clone().with_actor(bob.author().actor());
+    let own = raw.get(ROOT, "own").unwrap().unwrap().1;
+    raw.put(&own, "y", 1).unwrap();
+    let h = raw.commit().unwrap();
+    let mut x = raw.get_change_by_hash(&h).unwrap().decode();
+    x.operations[0].obj = ObjectId::Id(OpId(ctr.parse().unwrap(), ada.author().actor()));
+    x.operations[0].key = OpKey::Map("y".into());
+    x.hash = None;
+    let forged = automerge::Change::from(x);
+    let h = forged.hash();
+    let msg = [SIGNING_CONTEXT, &base.id()[..], &h.0[..]].concat();
+    let sigs = BTreeMap::from([(h, bob.sign(&msg))]);
+    let before = with_map.heads();
+    let err = with_map.ingest(vec![forged.clone()], &sigs, &Anyone).unwrap_err();
+    assert!(err.to_string().contains("its dependencies do not hold"), "{err}");
+    assert_eq!(with_map.heads(), before);
+    // The node without the map cannot take it either.
+    assert!(base.ingest(vec![forged], &sigs, &Anyone).is_err());
+}
