@@ -94,6 +94,17 @@ fn forge_at(
     r
 }
 
+/// A pool object record with manifest `manifest`, a sealed name and its time at `T0 + 30`.
+fn sealed_record(manifest: [u8; 32]) -> crate::view::PoolObject {
+    crate::view::PoolObject {
+        manifest,
+        bytes: 10,
+        blobs: 1,
+        name: crate::names::ObjectName::Sealed(vec![0; 30]),
+        at_ms: T0 + 30,
+    }
+}
+
 fn member_obj(d: &kith_crdt::automerge::AutoCommit, who: &Signer) -> kith_crdt::automerge::ObjId {
     let ms = d.get(ROOT, "members").unwrap().unwrap().1;
     d.get(&ms, hex(&who.author().key)).unwrap().unwrap().1
@@ -513,13 +524,7 @@ fn batches_judged_in_runs_agree_with_one_change_at_a_time() {
     let (ada, bob) = (person(1), person(2));
     let (mut a, mut b) = pool_with_bob(&ada, &bob);
     let me = bob.author().key;
-    let record = |i: u8| crate::view::PoolObject {
-        manifest: [i; 32],
-        bytes: 10,
-        blobs: 1,
-        name: crate::names::ObjectName::Sealed(vec![0; 30]),
-        at_ms: T0 + 30,
-    };
+    let record = |i: u8| sealed_record([i; 32]);
     for i in 0..20 {
         b.add_object(&bob, &[i; 32], &record(i), T0 + 30).unwrap();
     }
@@ -576,13 +581,7 @@ fn regression_a_change_reusing_operation_ids_is_refused() {
         |e: &str| e.contains("numbers its operations") || e.contains("reuses operation id");
     let (ada, bob) = (person(1), person(2));
     let (mut a, mut b) = pool_with_bob(&ada, &bob);
-    let record = crate::view::PoolObject {
-        manifest: [8; 32],
-        bytes: 10,
-        blobs: 1,
-        name: crate::names::ObjectName::Sealed(vec![0; 30]),
-        at_ms: T0 + 30,
-    };
+    let record = sealed_record([8; 32]);
     let heads = b.doc_mut().heads();
     b.add_object(&bob, &[5; 32], &record, T0 + 30).unwrap();
     let (changes, _) = b.doc_mut().changes_since(&heads);
@@ -670,13 +669,7 @@ fn forged_operations_touch_only_their_authors_entries() {
     let (ada, bob) = (person(1), person(2));
     let (a0, mut b) = pool_with_bob(&ada, &bob);
     drop(a0);
-    let record = crate::view::PoolObject {
-        manifest: [8; 32],
-        bytes: 10,
-        blobs: 1,
-        name: crate::names::ObjectName::Sealed(vec![0; 30]),
-        at_ms: T0 + 30,
-    };
+    let record = sealed_record([8; 32]);
     let heads = b.doc_mut().heads();
     let mut b2 = copy(&mut b);
     b2.add_object(&bob, &[5; 32], &record, T0 + 30).unwrap();

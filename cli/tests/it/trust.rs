@@ -38,10 +38,9 @@ async fn ask(ep: &Endpoint, to: &EndpointAddr, req: &Request) -> Reply {
     reply
 }
 
-#[test]
-fn regression_strangers_cannot_fill_a_nodes_custody_with_identity_documents() {
-    // Issue 16: anyone on the LAN could send `Identity` requests signed by identities it made
-    // up, and the node stored each document, up to a 4 MiB frame, with no membership check.
+/// Ada's pool `street` with bob's node in it, and a stranger's raw iroh endpoint aimed at
+/// ada's node.
+fn street_and_a_stranger() -> (Testnet, tokio::runtime::Runtime, Endpoint, EndpointAddr) {
     let mut net = testnet(2, Layout::Loopback);
     for i in 0..2 {
         net.kith_ok(i, &["init"]).unwrap();
@@ -53,6 +52,14 @@ fn regression_strangers_cannot_fill_a_nodes_custody_with_identity_documents() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ep = rt.block_on(endpoint());
     let to = addr_of(&net, 0);
+    (net, rt, ep, to)
+}
+
+#[test]
+fn regression_strangers_cannot_fill_a_nodes_custody_with_identity_documents() {
+    // Issue 16: anyone on the LAN could send `Identity` requests signed by identities it made
+    // up, and the node stored each document, up to a 4 MiB frame, with no membership check.
+    let (net, rt, ep, to) = street_and_a_stranger();
     let custody = net.nodes[0].home.join("identities");
     let kept_before = std::fs::read_dir(&custody).map(|d| d.count()).unwrap_or(0);
     for n in 0..100u32 {
@@ -201,17 +208,7 @@ fn one_peer_holding_many_sessions_does_not_shut_out_the_members() {
     // Issue 16 item 10: sync sessions were bounded per request, not per peer; one peer could
     // hold as many as it opened.
     use kith_pools::docs::{Ack, DOCS_ALPN, Hello, Proof};
-    let mut net = testnet(2, Layout::Loopback);
-    for i in 0..2 {
-        net.kith_ok(i, &["init"]).unwrap();
-        net.start(i).unwrap();
-    }
-    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
-    let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
-    net.kith_ok(1, &["pool", "join", ticket.trim(), "--as", "bob"]).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let ep = rt.block_on(endpoint());
-    let to = addr_of(&net, 0);
+    let (net, rt, ep, to) = street_and_a_stranger();
     // A stranger opens 30 sessions at once and says nothing in any of them.
     let held: Vec<iroh::endpoint::Connection> = rt.block_on(async {
         let mut v = Vec::new();
