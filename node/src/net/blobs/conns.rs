@@ -88,6 +88,8 @@ struct LinkAttempt {
     at: Instant,
     error: Option<String>,
     running: bool,
+    /// Becomes true when the attempt ends (its sender is the attempt's guard).
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Connections to peers, reused by fetches and pings; and links to peers that cannot be
@@ -111,10 +113,12 @@ impl std::fmt::Debug for Connections {
 }
 
 /// Marks a link attempt as no longer running if its caller went away before it ended.
+/// Whoever waits for the attempt is told when it ends, either way.
 struct AttemptGuard<'a> {
     conns: &'a Connections,
     peer: EndpointId,
     done: bool,
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for AttemptGuard<'_> {
@@ -125,6 +129,7 @@ impl Drop for AttemptGuard<'_> {
             a.running = false;
             a.error = Some("the last link attempt was abandoned".into());
         }
+        self.ended.send_replace(true);
     }
 }
 
@@ -286,30 +291,53 @@ impl Connections {
         if self.is_other_key(&peer) {
             return Err(direct);
         }
-        {
+        let (ended, running) = {
             let mut attempts = lock_map(&self.attempts);
-            if let Some(a) = attempts.get(&peer) {
-                if a.running {
-                    return Err(LinkError::Linking { direct: Box::new(direct) });
-                }
-                if !force && a.at.elapsed() < LINK_RETRY {
+            match attempts.get(&peer) {
+                Some(a) if a.running => (None, Some(a.ended.clone())),
+                Some(a) if !force && a.at.elapsed() < LINK_RETRY => {
                     let why = a.error.clone().unwrap_or_default();
                     return Err(LinkError::NoLink { direct: Box::new(direct), why });
                 }
+                _ => {
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    let attempt =
+                        LinkAttempt { at: Instant::now(), error: None, running: true, ended: rx };
+                    attempts.insert(peer, attempt);
+                    (Some(tx), None)
+                }
             }
-            attempts.insert(peer, LinkAttempt { at: Instant::now(), error: None, running: true });
+        };
+        if let Some(mut running) = running {
+            // Someone asked on purpose: they get the running attempt's outcome, not a "later".
+            if !force {
+                return Err(LinkError::Linking { direct: Box::new(direct) });
+            }
+            let _ = tokio::time::timeout(LINK_TIMEOUT, running.wait_for(|ended| *ended)).await;
+            if let Some(l) = self.link_to(&peer) {
+                return Ok(Route::Link(l));
+            }
+            return Err(match lock_map(&self.attempts).get(&peer) {
+                Some(a) if !a.running => LinkError::NoLink {
+                    direct: Box::new(direct),
+                    why: a.error.clone().unwrap_or_default(),
+                },
+                _ => LinkError::Linking { direct: Box::new(direct) },
+            });
         }
+        let ended = ended.expect("an attempt was started");
         // A caller that stops waiting (a fetch that finished without this peer) must not leave
         // the attempt marked as running for good.
-        let mut guard = AttemptGuard { conns: self, peer, done: false };
+        let mut guard = AttemptGuard { conns: self, peer, done: false, ended };
         tracing::debug!(peer = %peer.fmt_short(), %direct, "linking a peer through a neighbour");
         let made = tokio::time::timeout(LINK_TIMEOUT, linker.link(peer))
             .await
             .unwrap_or_else(|_| Err("making a link through a neighbour timed out".into()));
         let error = made.as_ref().err().cloned();
         guard.done = true;
-        lock_map(&self.attempts)
-            .insert(peer, LinkAttempt { at: Instant::now(), error, running: false });
+        if let Some(a) = lock_map(&self.attempts).get_mut(&peer) {
+            (a.at, a.error, a.running) = (Instant::now(), error, false);
+        }
         match made {
             Ok(l) => {
                 tracing::info!(peer = %peer.fmt_short(), route = %l.route(), "linked a peer that cannot be dialed");
