@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 
 use kith_crdt::automerge::transaction::Transactable;
 use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc};
-use kith_crdt::{Authorizer, Check, Doc, DocError, Key, Schema, SignedDoc, Signer, hex};
+use kith_crdt::{
+    Authorizer, Check, Doc, DocError, Key, Schema, SignedDoc, Signer, SyncFrame, SyncState, hex,
+};
 
 use crate::error::ShapeError;
 use crate::view::parse_key;
@@ -321,6 +323,30 @@ impl IdentityDoc {
     /// The typed view.
     pub fn view(&self) -> IdentityView {
         self.doc.view().unwrap_or_default()
+    }
+
+    /// A document synced from nothing (see [`IdentityDoc::fresh`]) once it holds `owner`'s
+    /// genesis: `None` while it does not.
+    pub fn adopt_fresh(doc: SignedDoc, owner: &Key) -> Option<IdentityDoc> {
+        let doc = Doc::wrap(doc).ok()?;
+        let d = IdentityDoc { doc };
+        (d.id() == IdentityDoc::id_of(owner) && d.view().owner == *owner).then_some(d)
+    }
+
+    /// An empty copy of `owner`'s document, to sync into: only `owner`'s genesis (the change
+    /// whose hash is [`IdentityDoc::id_of`]) can start it.
+    pub fn fresh(owner: &Key) -> SignedDoc {
+        SignedDoc::empty(IdentityDoc::id_of(owner))
+    }
+
+    /// The next sync message for a peer, if there is anything to say.
+    pub fn sync_out(&mut self, state: &mut SyncState) -> Option<SyncFrame> {
+        self.doc.sync_out(state)
+    }
+
+    /// Takes in a peer's sync message, every change checked by the rules; how many were new.
+    pub fn sync_in(&mut self, state: &mut SyncState, frame: &SyncFrame) -> Result<usize, DocError> {
+        Ok(self.doc.sync_in(state, frame, &IdentityRules)?.len())
     }
 
     /// Takes in every change of another copy (each one checked); returns how many were new.

@@ -5,8 +5,6 @@ use iroh::endpoint::presets;
 use iroh::{Endpoint, EndpointAddr, RelayMode, TransportAddr};
 use kith_node::net::frame;
 use kith_node::net::ticket::NodeTicket;
-use kith_pools::identity::IdentityDoc;
-use kith_pools::replica::{POOL_ALPN, Reply, Request};
 use kith_testnet::{Layout, Testnet};
 
 use crate::util::*;
@@ -28,16 +26,6 @@ fn addr_of(net: &Testnet, i: usize) -> EndpointAddr {
     EndpointAddr::from_parts(t.id, t.addrs.into_iter().map(TransportAddr::Ip))
 }
 
-async fn ask(ep: &Endpoint, to: &EndpointAddr, req: &Request) -> Reply {
-    let conn = ep.connect(to.clone(), POOL_ALPN).await.unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    frame::write_max(&mut send, req, 4 << 20).await.unwrap();
-    send.finish().unwrap();
-    let reply: Reply = frame::read_max(&mut recv, 4 << 20).await.unwrap().unwrap();
-    conn.close(0u32.into(), b"done");
-    reply
-}
-
 /// Ada's pool `street` with bob's node in it, and a stranger's raw iroh endpoint aimed at
 /// ada's node.
 fn street_and_a_stranger() -> (Testnet, tokio::runtime::Runtime, Endpoint, EndpointAddr) {
@@ -57,36 +45,51 @@ fn street_and_a_stranger() -> (Testnet, tokio::runtime::Runtime, Endpoint, Endpo
 
 #[test]
 fn regression_strangers_cannot_fill_a_nodes_custody_with_identity_documents() {
-    // Issue 16: anyone on the LAN could send `Identity` requests signed by identities it made
-    // up, and the node stored each document, up to a 4 MiB frame, with no membership check.
+    // Issue 16: anyone on the LAN could send identity documents signed by identities it made
+    // up, and the node stored each one, up to a 4 MiB frame, with no membership check. They
+    // travel in `kith/docs/1` sessions now: one about an identity that is a member of none of
+    // the node's pools is refused at its hello, before any change is taken.
+    use kith_pools::docs::{Ack, DOCS_ALPN, Hello, Proof};
     let (net, rt, ep, to) = street_and_a_stranger();
     let custody = net.nodes[0].home.join("identities");
     let kept_before = std::fs::read_dir(&custody).map(|d| d.count()).unwrap_or(0);
+    let session = |hello: Hello| -> Option<String> {
+        rt.block_on(async {
+            let conn = ep.connect(to.clone(), DOCS_ALPN).await.unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            frame::write(&mut send, &hello).await.unwrap();
+            let ack: Ack = frame::read(&mut recv).await.unwrap().unwrap();
+            conn.close(0u32.into(), b"done");
+            ack.refused
+        })
+    };
     for n in 0..100u32 {
         let mut secret = [0u8; 32];
         secret[..4].copy_from_slice(&n.to_le_bytes());
         secret[31] = 0xa5;
         let me = kith_crdt::Signer::new(&secret, *ep.id().as_bytes());
-        let mut doc = IdentityDoc::genesis(&secret).unwrap();
-        doc.set_name(&me, &"x".repeat(60_000), 1).unwrap();
-        let msg = [&b"kith-identity-v1"[..], ep.id().as_bytes()].concat();
-        let req = Request::Identity {
-            identity: me.author().key,
-            sig: Some(me.sign(&msg)),
-            doc: doc.save(),
-        };
-        match rt.block_on(ask(&ep, &to, &req)) {
-            Reply::Refused(why) => assert!(why.contains("not a member"), "{why}"),
-            other => panic!("a stranger's identity document was taken: {other:?}"),
-        }
+        let owner = me.author().key;
+        let msg = [&b"kith-device-v1"[..], &owner[..], ep.id().as_bytes()].concat();
+        let why = session(Hello::identity(owner, Proof::Device(owner, me.sign(&msg))));
+        let why = why.expect("a stranger's identity session was taken");
+        assert!(why.contains("not a member"), "{why}");
     }
+    // Nor with somebody else's identity and no proof of being its device.
+    let ada = net.json(0, &["identity"]).unwrap()["id"].as_str().unwrap().to_string();
+    let ada = kith_pools::parse_key(&ada).unwrap();
+    let why = session(Hello::identity(ada, Proof::Member)).unwrap();
+    assert!(why.contains("only with a device of that identity"), "{why}");
+    let why = session(Hello::identity(ada, Proof::Device(ada, [1; 64]))).unwrap();
+    assert!(why.contains("does not verify"), "{why}");
     let kept_after = std::fs::read_dir(&custody).map(|d| d.count()).unwrap_or(0);
     assert_eq!(kept_after, kept_before, "the node kept a stranger's document");
     // The node goes on serving its pool; it counted every refusal and logged one line.
     assert_eq!(net.json(0, &["pool", "show"]).unwrap()["charter"]["name"], "street");
-    let refused = net.json(0, &["status"]).unwrap()["refused"]["pool request refused"].as_u64();
-    assert!(refused >= Some(100), "{refused:?}");
-    let lines = net.log(0).lines().filter(|l| l.contains("pool request refused")).count();
+    let refused = net.json(0, &["status"]).unwrap()["refused"]["sync session refused"].as_u64();
+    assert!(refused >= Some(102), "{refused:?}");
+    let stranger = format!("peer={}", &ep.id().to_string()[..10]);
+    let said = |l: &&str| l.contains("sync session refused") && l.contains(&stranger);
+    let lines = net.log(0).lines().filter(said).count();
     assert_eq!(lines, 1, "one log line for one peer and cause:\n{}", net.log(0));
 }
 
@@ -247,7 +250,7 @@ fn one_peer_holding_many_sessions_does_not_shut_out_the_members() {
         ack = rt.block_on(async {
             let conn = ep.connect(to.clone(), DOCS_ALPN).await.ok()?;
             let (mut send, mut recv) = conn.open_bi().await.ok()?;
-            let hello = Hello { pool: [7; 32], proof: Proof::Member, periods: None };
+            let hello = Hello::pool([7; 32], Proof::Member, None);
             frame::write(&mut send, &hello).await.ok()?;
             let ack: Ack = frame::read(&mut recv).await.ok()??;
             conn.close(0u32.into(), b"done");

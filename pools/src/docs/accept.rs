@@ -1,5 +1,5 @@
-//! The answering side of `kith/docs/1`: who may read a pool, which ledger periods a session
-//! syncs, and the protocol handler.
+//! The answering side of `kith/docs/1`: who may read a pool or an identity's document, which
+//! ledger periods a session syncs, and the protocol handler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +7,11 @@ use std::time::Duration;
 use iroh::EndpointId;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use kith_crdt::{hex, verify};
+use kith_crdt::{Key, hex, verify};
 use kith_node::net::frame;
 
-use super::Pools;
 use super::session::{Ack, Doc, Hello, MAX_PERIODS, Proof, SESSION_TIMEOUT, device_message};
+use super::{CustodyError, Pools};
 use crate::invite::Invite;
 use crate::ledger::{Period, syncable};
 use crate::slots::Slots;
@@ -20,6 +20,9 @@ use crate::view::State;
 impl Pools {
     /// Whether `peer` may read `pool` with `proof`.
     fn admit(&self, hello: &Hello, peer: EndpointId) -> Result<(), String> {
+        if let Some(owner) = &hello.identity {
+            return self.admit_identity(owner, &hello.proof, peer.as_bytes());
+        }
         let pools = self.lock();
         let pool = pools.get(&hello.pool).ok_or_else(|| {
             format!(
@@ -54,6 +57,22 @@ impl Pools {
                 Ok(())
             }
         }
+    }
+
+    /// Whether `node` may sync `owner`'s identity document with this node: it proves it is a
+    /// device of `owner`, and `owner` is this identity or a member of one of this node's pools
+    /// (whose copy this node keeps for it).
+    fn admit_identity(&self, owner: &Key, proof: &Proof, node: &Key) -> Result<(), String> {
+        let Proof::Device(signer, sig) = proof else {
+            return Err("an identity document is synced only with a device of that identity".into());
+        };
+        if signer != owner || !verify(owner, &device_message(owner, node), sig) {
+            return Err("the device proof does not verify".into());
+        }
+        if *owner != self.signer.author().key && self.pools_of(owner).is_empty() {
+            return Err(CustodyError::NotAMember.to_string());
+        }
+        Ok(())
     }
 
     /// The ledger periods of `hello` this node syncs with `peer`: those a node of an active
@@ -121,6 +140,16 @@ impl DocsProtocol {
             return Err(why);
         }
         self.pools.saw(peer.as_bytes());
+        if let Some(owner) = hello.identity {
+            frame::write(&mut send, &Ack { refused: None, periods: None })
+                .await
+                .map_err(|e| e.to_string())?;
+            let doc = Doc::Identity(owner);
+            let n = self.pools.turns(owner, doc, peer, &mut send, &mut recv, false).await?;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            return Ok(n);
+        }
         let periods = self.pools.ledger_periods(&hello, peer);
         let ack =
             Ack { refused: None, periods: Some(periods.iter().map(Period::to_string).collect()) };

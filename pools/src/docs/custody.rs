@@ -1,10 +1,10 @@
 //! This identity's document, and the copies of other members' identity documents this node
 //! keeps for them (so that a member can restore its identity from the pool).
 
-use kith_crdt::{Key, Signer, hex};
+use kith_crdt::{Key, SignedDoc, Signer, SyncFrame, SyncState, hex};
 
 use super::Pools;
-use crate::identity::{IdentityDoc, IdentityView};
+use crate::identity::{IdentityDoc, IdentityRules, IdentityView};
 use crate::pool::PoolError;
 
 /// Why a copy of an identity document was not merged.
@@ -17,6 +17,9 @@ pub enum CustodyError {
     /// The document is another identity's.
     #[error("that is another identity's document")]
     OtherIdentity,
+    /// This node has no document of its own identity (yet).
+    #[error("this node has no identity document")]
+    NoDocument,
     /// The document refused the copy (a forged or unauthorised change, damage).
     #[error(transparent)]
     Doc(#[from] kith_crdt::DocError),
@@ -109,29 +112,39 @@ impl Pools {
         self.custody.lock().unwrap_or_else(|p| p.into_inner()).values().map(|d| d.view()).collect()
     }
 
-    /// The saved bytes of `owner`'s identity document, if this node has it.
-    pub fn identity_bytes(&self, owner: &Key) -> Option<Vec<u8>> {
+    /// The next sync message of `owner`'s identity document (this identity's, or the copy kept
+    /// for a member; `fresh` while there is none).
+    pub(super) fn identity_sync_out(
+        &self,
+        owner: &Key,
+        state: &mut SyncState,
+        fresh: &mut Option<SignedDoc>,
+    ) -> Result<Option<SyncFrame>, CustodyError> {
         if *owner == self.signer.author().key {
-            return self
-                .identity
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut()
-                .map(|d| d.save());
+            let mut guard = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+            return Ok(guard.as_mut().ok_or(CustodyError::NoDocument)?.sync_out(state));
         }
-        self.custody.lock().unwrap_or_else(|p| p.into_inner()).get_mut(owner).map(|d| d.save())
+        let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(match custody.get_mut(owner) {
+            Some(d) => d.sync_out(state),
+            None => fresh.get_or_insert_with(|| IdentityDoc::fresh(owner)).sync_out(state),
+        })
     }
 
-    /// Merges a copy of `owner`'s identity document into this node's (its own, or the one it
-    /// keeps for a member); returns how many changes were new.
-    pub fn merge_identity(&self, owner: &Key, bytes: &[u8]) -> Result<usize, CustodyError> {
-        if bytes.is_empty() {
-            return Ok(0);
-        }
+    /// Takes in a peer's sync message of `owner`'s identity document, every change checked;
+    /// how many changes were new. A copy for a member is kept (and written) once it holds the
+    /// member's genesis; nobody else's is.
+    pub(super) fn identity_sync_in(
+        &self,
+        owner: &Key,
+        state: &mut SyncState,
+        frame: &SyncFrame,
+        fresh: &mut Option<SignedDoc>,
+    ) -> Result<usize, CustodyError> {
         if *owner == self.signer.author().key {
             let mut n = 0;
             self.with_identity(|d, _, _| {
-                n = d.merge(bytes)?;
+                n = d.sync_in(state, frame)?;
                 Ok(())
             })?;
             return Ok(n);
@@ -143,18 +156,23 @@ impl Pools {
         }
         let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
         let n = match custody.get_mut(owner) {
-            Some(d) => d.merge(bytes)?,
+            Some(d) => d.sync_in(state, frame)?,
             None => {
-                let d = IdentityDoc::load(bytes)?;
-                if d.view().owner != *owner {
-                    return Err(CustodyError::OtherIdentity);
+                let doc = fresh.get_or_insert_with(|| IdentityDoc::fresh(owner));
+                let n = doc.sync_in(state, frame, &IdentityRules)?.len();
+                if n > 0 {
+                    let d = fresh
+                        .take()
+                        .and_then(|doc| IdentityDoc::adopt_fresh(doc, owner))
+                        .ok_or(CustodyError::OtherIdentity)?;
+                    custody.insert(*owner, d);
                 }
-                custody.insert(*owner, d);
-                1
+                n
             }
         };
-        if n > 0 {
-            let d = custody.get_mut(owner).expect("just there");
+        if n > 0
+            && let Some(d) = custody.get_mut(owner)
+        {
             self.custody_files.write(&hex(owner), d).map_err(CustodyError::Io)?;
         }
         Ok(n)

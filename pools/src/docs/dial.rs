@@ -133,7 +133,7 @@ impl Pools {
             .then(|| live_periods(self.now_ms()).iter().map(Period::to_string).collect());
         let run = async {
             let (conn, mut send, mut recv, periods) =
-                open_session(&endpoint, peer.into(), pool, proof, periods).await?;
+                open_session(&endpoint, peer.into(), Hello::pool(pool, proof, periods)).await?;
             // It answered: it is alive, even if what it sends next is refused.
             self.saw(peer.as_bytes());
             let mut n = self.turns(pool, Doc::Pool, peer, &mut send, &mut recv, true).await?;
@@ -149,6 +149,26 @@ impl Pools {
             .await
             .map_err(|_| "the session timed out".to_string())?
     }
+
+    /// One session about this identity's document with `peer` (another of its devices, or a
+    /// node of one of its pools, which keeps a copy for a restore), as the dialler; how many
+    /// changes arrived.
+    pub(crate) async fn sync_identity(&self, peer: EndpointId) -> Result<usize, String> {
+        let endpoint = self.endpoint().map_err(|e| e.to_string())?;
+        let me = self.signer.author().key;
+        let hello = Hello::identity(me, self.device_proof(&me));
+        let run = async {
+            let (conn, mut send, mut recv, _) = open_session(&endpoint, peer.into(), hello).await?;
+            self.saw(peer.as_bytes());
+            let n = self.turns(me, Doc::Identity(me), peer, &mut send, &mut recv, true).await?;
+            let _ = send.finish();
+            conn.close(0u32.into(), b"done");
+            Ok(n)
+        };
+        tokio::time::timeout(SESSION_TIMEOUT, run)
+            .await
+            .map_err(|_| "the session timed out".to_string())?
+    }
 }
 
 /// Dials `addr`, says hello and reads the answer: an open session with the ledger periods the
@@ -156,9 +176,7 @@ impl Pools {
 async fn open_session(
     endpoint: &Endpoint,
     addr: iroh::EndpointAddr,
-    pool: Key,
-    proof: Proof,
-    periods: Option<Vec<String>>,
+    hello: Hello,
 ) -> Result<(Connection, SendStream, RecvStream, Vec<Period>), String> {
     let peer = addr.id;
     let conn = endpoint
@@ -166,8 +184,8 @@ async fn open_session(
         .await
         .map_err(|e| kith_node::net::connect_error(&peer, e).to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    let asked = periods.clone().unwrap_or_default();
-    frame::write(&mut send, &Hello { pool, proof, periods }).await.map_err(|e| e.to_string())?;
+    let asked = hello.periods.clone().unwrap_or_default();
+    frame::write(&mut send, &hello).await.map_err(|e| e.to_string())?;
     let ack: Ack = frame::read(&mut recv)
         .await
         .map_err(|e| e.to_string())?
@@ -196,7 +214,8 @@ pub(crate) async fn fetch_doc(
     let fail =
         |e: String| PoolError::Policy(format!("cannot fetch the pool from the inviting node: {e}"));
     let run = async {
-        let (conn, mut send, mut recv, _) = open_session(endpoint, addr, pool, proof, None).await?;
+        let (conn, mut send, mut recv, _) =
+            open_session(endpoint, addr, Hello::pool(pool, proof, None)).await?;
         // An empty document with the pool's id takes the whole history through plain sync.
         let mut doc = kith_crdt::SignedDoc::empty(pool);
         let mut state = SyncState::new();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use iroh::EndpointId;
 use iroh::endpoint::{RecvStream, SendStream};
-use kith_crdt::{Key, SyncFrame, SyncState};
+use kith_crdt::{Key, SignedDoc, SyncFrame, SyncState};
 use kith_node::net::frame;
 
 use super::Pools;
@@ -54,6 +54,23 @@ pub struct Hello {
     /// Ledger periods (`YYYY-MM`, at most [`MAX_PERIODS`]) to sync after the pool document.
     #[n(2)]
     pub periods: Option<Vec<String>>,
+    /// The identity whose document the session syncs instead of a pool's. `pool` is then all
+    /// zeros (a node that does not know this field answers that it holds no such pool), and
+    /// the proof must be a [`Proof::Device`] of that identity.
+    #[cbor(n(3), with = "minicbor::bytes")]
+    pub identity: Option<Key>,
+}
+
+impl Hello {
+    /// The hello of a session about `pool`.
+    pub fn pool(pool: Key, proof: Proof, periods: Option<Vec<String>>) -> Hello {
+        Hello { pool, proof, periods, identity: None }
+    }
+
+    /// The hello of a session about `owner`'s identity document, with a device proof.
+    pub fn identity(owner: Key, proof: Proof) -> Hello {
+        Hello { pool: [0; 32], proof, periods: None, identity: Some(owner) }
+    }
 }
 
 /// Most ledger periods one session syncs.
@@ -95,6 +112,16 @@ pub struct Rejection {
     pub at_ms: i64,
 }
 
+/// One side's part of a session about one document.
+pub(super) struct Side {
+    /// What this side knows of the peer's copy.
+    state: SyncState,
+    /// Changes that arrived.
+    got: usize,
+    /// A member's identity document this node keeps no copy of yet, until it reads.
+    fresh: Option<SignedDoc>,
+}
+
 /// Which document a part of a session syncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Doc {
@@ -102,6 +129,8 @@ pub(super) enum Doc {
     Pool,
     /// The pool's ledger of a period.
     Ledger(Period),
+    /// An identity's document (this identity's, or a copy kept for a member).
+    Identity(Key),
 }
 
 impl Doc {
@@ -113,6 +142,7 @@ impl Doc {
                 "kith ledger sync state v1",
                 &[&pool[..], p.to_string().as_bytes()].concat(),
             ),
+            Doc::Identity(owner) => blake3::derive_key("kith identity sync state v1", &owner),
         }
     }
 }
@@ -152,22 +182,22 @@ impl Pools {
         let key = (doc.state_key(&pool), *peer.as_bytes());
         // Only the lasting part of a state survives a session (an interrupted one may have left
         // a message marked in flight).
-        let mut state = {
+        let state = {
             let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
             states.get(&key).and_then(|s| SyncState::decode(&s.encode()).ok()).unwrap_or_default()
         };
-        let mut got = 0;
+        let mut side = Side { state, got: 0, fresh: None };
         for _ in 0..MAX_TURNS {
             let (mine, theirs) = if dialler {
-                let mine = self.speak(pool, doc, &mut state, send).await?;
-                (mine, self.listen(pool, doc, peer, &mut state, recv, &mut got).await?)
+                let mine = self.speak(pool, doc, &mut side, send).await?;
+                (mine, self.listen(pool, doc, peer, &mut side, recv).await?)
             } else {
-                let theirs = self.listen(pool, doc, peer, &mut state, recv, &mut got).await?;
-                (self.speak(pool, doc, &mut state, send).await?, theirs)
+                let theirs = self.listen(pool, doc, peer, &mut side, recv).await?;
+                (self.speak(pool, doc, &mut side, send).await?, theirs)
             };
             if !mine && !theirs {
-                self.states.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
-                return Ok(got);
+                self.states.lock().unwrap_or_else(|p| p.into_inner()).insert(key, side.state);
+                return Ok(side.got);
             }
         }
         Err(format!("the session did not settle within {MAX_TURNS} turns"))
@@ -178,10 +208,14 @@ impl Pools {
         &self,
         pool: Key,
         doc: Doc,
-        state: &mut SyncState,
+        side: &mut Side,
         send: &mut SendStream,
     ) -> Result<bool, String> {
+        let (state, fresh) = (&mut side.state, &mut side.fresh);
         let out = match doc {
+            Doc::Identity(owner) => {
+                self.identity_sync_out(&owner, state, fresh).map_err(|e| e.to_string())?
+            }
             Doc::Pool => {
                 self.lock().get_mut(&pool).ok_or("the pool is gone")?.doc_mut().sync_out(state)
             }
@@ -204,10 +238,10 @@ impl Pools {
         pool: Key,
         doc: Doc,
         peer: EndpointId,
-        state: &mut SyncState,
+        side: &mut Side,
         recv: &mut RecvStream,
-        got: &mut usize,
     ) -> Result<bool, String> {
+        let Side { state, got, fresh } = side;
         let turn: Turn = frame::read_max(recv, MAX_DOC_FRAME)
             .await
             .map_err(|e| e.to_string())?
@@ -215,18 +249,38 @@ impl Pools {
         let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
         self.sync_received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let Some(f) = turn.frame else { return Ok(false) };
-        if let Doc::Ledger(period) = doc {
-            let snap = self.snapshot(&pool).ok_or("the pool is gone")?;
-            match self.ledgers.sync_in(&snap, period, state, &f) {
-                Ok(n) => *got += n,
-                Err(e) => {
-                    let e = format!("ledger {period}: {e}");
-                    self.reject(pool, peer, e.clone());
-                    return Err(format!("rejected the peer's changes: {e}"));
-                }
+        // Identity documents and ledgers are small: judged in place.
+        let judged = match doc {
+            Doc::Identity(owner) => self
+                .identity_sync_in(&owner, state, &f, fresh)
+                .map_err(|e| format!("identity {}: {e}", kith_crdt::hex(&owner[..8]))),
+            Doc::Ledger(period) => {
+                let snap = self.snapshot(&pool).ok_or("the pool is gone")?;
+                self.ledgers
+                    .sync_in(&snap, period, state, &f)
+                    .map_err(|e| format!("ledger {period}: {e}"))
             }
-            return Ok(true);
+            Doc::Pool => return self.pool_sync_in(pool, peer, state, got, f).await,
+        };
+        match judged {
+            Ok(n) => *got += n,
+            Err(e) => {
+                self.reject(pool, peer, e.clone());
+                return Err(format!("rejected the peer's changes: {e}"));
+            }
         }
+        Ok(true)
+    }
+
+    /// Applies the peer's turn to the pool document (see [`Pools::listen`]).
+    async fn pool_sync_in(
+        &self,
+        pool: Key,
+        peer: EndpointId,
+        state: &mut SyncState,
+        got: &mut usize,
+        f: SyncFrame,
+    ) -> Result<bool, String> {
         // Checked on a copy, without the pools' lock: a peer's large batch never holds up this
         // node's other pools, nor local changes to this one, while its changes are judged.
         let (mut work, heads) = {

@@ -1,5 +1,4 @@
-//! `kith/pool/1`: replication requests between pool nodes (hold, has, audit, identity,
-//! pools-of), how this node asks them and how it answers.
+//! `kith/pool/1`: replication requests between pool nodes (hold, has, audit, pools-of), how this node asks them and how it answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +22,6 @@ pub const POOL_ALPN: &[u8] = b"kith/pool/1";
 const MAX_FRAME: usize = 4 << 20;
 /// Ids in one `Has`.
 pub const MAX_HAS: usize = 65_536;
-/// Domain separation for a device's identity document exchange.
-pub(super) const IDENTITY_CONTEXT: &[u8] = b"kith-identity-v1";
 /// Domain separation for `PoolsOf`.
 pub(super) const POOLS_OF_CONTEXT: &[u8] = b"kith-pools-of-v1";
 
@@ -67,21 +64,6 @@ pub enum Request {
         #[n(2)]
         index: u64,
     },
-    /// Here is my copy of this identity's document (maybe empty); send yours. Allowed for the
-    /// identity's devices (signature over the asking node's id) and for nodes that share a
-    /// pool with the identity.
-    #[n(4)]
-    Identity {
-        /// The identity.
-        #[cbor(n(0), with = "minicbor::bytes")]
-        identity: Key,
-        /// The identity's signature, when a device of it asks.
-        #[cbor(n(1), with = "minicbor::bytes")]
-        sig: Option<[u8; 64]>,
-        /// The asker's copy.
-        #[cbor(n(2), with = "minicbor::bytes")]
-        doc: Vec<u8>,
-    },
     /// Which pools is this identity in? Signed by the identity over the asking node's id.
     #[n(2)]
     PoolsOf {
@@ -119,9 +101,6 @@ pub enum Reply {
     /// A range proof for an audit.
     #[n(4)]
     Proof(#[n(0)] crate::proof::RangeProof),
-    /// This node's copy of an identity document (empty if it has none).
-    #[n(5)]
-    IdentityDoc(#[cbor(n(0), with = "minicbor::bytes")] Vec<u8>),
 }
 
 /// What an identity signs to vouch for one of its nodes, for one purpose.
@@ -148,21 +127,6 @@ impl Replicator {
         match req {
             Request::Hold { pool, object, positions } => {
                 self.serve_hold(peer, pool, object, positions).await.unwrap_or_else(refused)
-            }
-            Request::Identity { identity, sig, doc } => {
-                let device = sig.is_some_and(|s| {
-                    verify(&identity, &node_message(IDENTITY_CONTEXT, peer.as_bytes()), &s)
-                });
-                if !device && !self.pools.shares_pool_with(peer.as_bytes(), &identity) {
-                    return refused(
-                        "you are not a device of that identity and share no pool with it here"
-                            .into(),
-                    );
-                }
-                if let Err(e) = self.pools.merge_identity(&identity, &doc) {
-                    return refused(format!("your copy was refused: {e}"));
-                }
-                Reply::IdentityDoc(self.pools.identity_bytes(&identity).unwrap_or_default())
             }
             Request::Audit { pool, id, index } => {
                 self.serve_audit(peer, pool, id, index).await.unwrap_or_else(refused)

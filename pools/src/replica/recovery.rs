@@ -6,7 +6,7 @@ use std::time::Duration;
 use iroh::EndpointId;
 use kith_crdt::{Key, hex};
 
-use super::protocol::{IDENTITY_CONTEXT, POOLS_OF_CONTEXT, Reply, Request, ask, node_message};
+use super::protocol::{POOLS_OF_CONTEXT, Reply, Request, ask, node_message};
 use super::{Replicator, lock};
 use crate::pool::{Pool, PoolError};
 use crate::view::Offer;
@@ -105,21 +105,9 @@ impl Replicator {
         Ok(())
     }
 
-    /// Sends this identity's document to `peer` and merges the copy it sends back.
+    /// Syncs this identity's document with `peer` (see [`crate::docs::Pools`]).
     async fn exchange_identity(&self, peer: EndpointId) -> Result<usize, String> {
-        let node = self.node()?;
-        let me = self.pools.signer().author().key;
-        let sig = self.pools.signer().sign(&node_message(IDENTITY_CONTEXT, &self.pools.node()));
-        let doc = self.pools.identity_bytes(&me).unwrap_or_default();
-        match ask(&self.pools, node, peer, &Request::Identity { identity: me, sig: Some(sig), doc })
-            .await?
-        {
-            Reply::IdentityDoc(bytes) => {
-                self.pools.merge_identity(&me, &bytes).map_err(|e| e.to_string())
-            }
-            Reply::Refused(why) => Err(format!("refused: {why}")),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
+        self.pools.sync_identity(peer).await
     }
 
     /// Exchanges this identity's document with every node of its pools every
