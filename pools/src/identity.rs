@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 
 use kith_crdt::automerge::transaction::Transactable;
-use kith_crdt::automerge::{AutoCommit, ObjId, ObjType, ROOT, ReadDoc};
+use kith_crdt::automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc};
 use kith_crdt::{
     Authorizer, Check, Doc, DocError, Key, Schema, SignedDoc, Signer, SyncFrame, SyncState, hex,
 };
@@ -342,6 +342,18 @@ impl IdentityDoc {
     /// The next sync message for a peer, if there is anything to say.
     pub fn sync_out(&mut self, state: &mut SyncState) -> Option<SyncFrame> {
         self.doc.sync_out(state)
+    }
+
+    /// A copy to judge a peer's changes in, outside any lock, with the heads it was made at
+    /// (see [`IdentityDoc::adopt`]).
+    pub fn fork(&mut self) -> (IdentityDoc, Vec<ChangeHash>) {
+        (IdentityDoc { doc: self.doc.fork() }, self.doc.heads())
+    }
+
+    /// Takes in `checked`, a [`IdentityDoc::fork`] made at `heads` with changes judged since;
+    /// how many changes were new here.
+    pub fn adopt(&mut self, checked: IdentityDoc, heads: &[ChangeHash]) -> Result<usize, DocError> {
+        Ok(self.doc.adopt(checked.doc, heads)?.len())
     }
 
     /// Takes in a peer's sync message, every change checked by the rules; how many were new.

@@ -69,7 +69,7 @@ fn regression_strangers_cannot_fill_a_nodes_custody_with_identity_documents() {
         secret[31] = 0xa5;
         let me = kith_crdt::Signer::new(&secret, *ep.id().as_bytes());
         let owner = me.author().key;
-        let msg = [&b"kith-device-v1"[..], &owner[..], ep.id().as_bytes()].concat();
+        let msg = [&b"kith-identity-device-v1"[..], &owner[..], ep.id().as_bytes()].concat();
         let why = session(Hello::identity(owner, Proof::Device(owner, me.sign(&msg))));
         let why = why.expect("a stranger's identity session was taken");
         assert!(why.contains("not a member"), "{why}");

@@ -10,7 +10,9 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use kith_crdt::{Key, hex, verify};
 use kith_node::net::frame;
 
-use super::session::{Ack, Doc, Hello, MAX_PERIODS, Proof, SESSION_TIMEOUT, device_message};
+use super::session::{
+    Ack, Doc, Hello, MAX_PERIODS, Proof, SESSION_TIMEOUT, device_message, identity_device_message,
+};
 use super::{CustodyError, Pools};
 use crate::invite::Invite;
 use crate::ledger::{Period, syncable};
@@ -66,10 +68,10 @@ impl Pools {
         let Proof::Device(signer, sig) = proof else {
             return Err("an identity document is synced only with a device of that identity".into());
         };
-        if signer != owner || !verify(owner, &device_message(owner, node), sig) {
+        if signer != owner || !verify(owner, &identity_device_message(owner, node), sig) {
             return Err("the device proof does not verify".into());
         }
-        if *owner != self.signer.author().key && self.pools_of(owner).is_empty() {
+        if *owner != self.signer.author().key && !self.keeps_identity_of(owner) {
             return Err(CustodyError::NotAMember.to_string());
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! This identity's document, and the copies of other members' identity documents this node
 //! keeps for them (so that a member can restore its identity from the pool).
 
+use kith_crdt::automerge::ChangeHash;
 use kith_crdt::{Key, SignedDoc, Signer, SyncFrame, SyncState, hex};
 
 use super::Pools;
@@ -20,6 +21,12 @@ pub enum CustodyError {
     /// This node has no document of its own identity (yet).
     #[error("this node has no identity document")]
     NoDocument,
+    /// The copy would grow over what this node keeps for a member.
+    #[error("a member's identity document may take at most {} KiB here", MAX_KEPT_BYTES >> 10)]
+    TooLarge,
+    /// Judging the changes failed.
+    #[error("the check of the changes failed: {0}")]
+    Judge(String),
     /// The document refused the copy (a forged or unauthorised change, damage).
     #[error(transparent)]
     Doc(#[from] kith_crdt::DocError),
@@ -33,6 +40,16 @@ pub enum CustodyError {
 
 /// This identity's document in the home (`identity.kdoc`).
 const IDENTITY_NAME: &str = "identity";
+/// Largest copy of a member's identity document this node keeps (a name, a few devices,
+/// recipients and pools take a few KiB).
+pub const MAX_KEPT_BYTES: usize = 1 << 20;
+
+/// What judging a peer's identity changes gave: a copy of a document held here, or a first copy.
+enum Judged {
+    Copy(Result<(IdentityDoc, Vec<ChangeHash>, usize), kith_crdt::DocError>),
+    Fresh(Result<(SignedDoc, usize), kith_crdt::DocError>),
+}
+
 /// Other members' identity documents kept here.
 pub(super) const CUSTODY_DIR: &str = "identities";
 
@@ -131,51 +148,101 @@ impl Pools {
         })
     }
 
-    /// Takes in a peer's sync message of `owner`'s identity document, every change checked;
-    /// how many changes were new. A copy for a member is kept (and written) once it holds the
-    /// member's genesis; nobody else's is.
-    pub(super) fn identity_sync_in(
+    /// Takes in a peer's sync message of `owner`'s identity document; how many changes were
+    /// new. Every change is judged on a copy, on a blocking thread, with no lock held (a long
+    /// batch holds up nothing else), then adopted. A copy for a member is kept (and written)
+    /// once it holds the member's genesis, and only while it stays under [`MAX_KEPT_BYTES`];
+    /// nobody else's is.
+    pub(super) async fn identity_sync_in(
         &self,
         owner: &Key,
         state: &mut SyncState,
-        frame: &SyncFrame,
+        frame: SyncFrame,
         fresh: &mut Option<SignedDoc>,
     ) -> Result<usize, CustodyError> {
-        if *owner == self.signer.author().key {
-            let mut n = 0;
-            self.with_identity(|d, _, _| {
-                n = d.sync_in(state, frame)?;
-                Ok(())
-            })?;
-            return Ok(n);
-        }
+        let own = *owner == self.signer.author().key;
         // Custody is for the members of this node's pools, nobody else: a stranger cannot
         // fill this node's disk or memory with documents of identities it makes up.
-        if self.pools_of(owner).is_empty() {
+        if !own && !self.keeps_identity_of(owner) {
             return Err(CustodyError::NotAMember);
         }
-        let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
-        let n = match custody.get_mut(owner) {
-            Some(d) => d.sync_in(state, frame)?,
-            None => {
-                let doc = fresh.get_or_insert_with(|| IdentityDoc::fresh(owner));
-                let n = doc.sync_in(state, frame, &IdentityRules)?.len();
-                if n > 0 {
-                    let d = fresh
-                        .take()
-                        .and_then(|doc| IdentityDoc::adopt_fresh(doc, owner))
-                        .ok_or(CustodyError::OtherIdentity)?;
-                    custody.insert(*owner, d);
-                }
-                n
-            }
+        let base = if own {
+            let mut guard = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+            Some(guard.as_mut().ok_or(CustodyError::NoDocument)?.fork())
+        } else {
+            self.custody.lock().unwrap_or_else(|p| p.into_inner()).get_mut(owner).map(|d| d.fork())
         };
-        if n > 0
-            && let Some(d) = custody.get_mut(owner)
-        {
-            self.custody_files.write(&hex(owner), d).map_err(CustodyError::Io)?;
+        let (who, mut st, start) = (*owner, std::mem::take(state), fresh.take());
+        let (judged, st) = tokio::task::spawn_blocking(move || {
+            let judged = match base {
+                Some((mut work, heads)) => {
+                    Judged::Copy(work.sync_in(&mut st, &frame).map(|n| (work, heads, n)))
+                }
+                None => {
+                    let mut doc = start.unwrap_or_else(|| IdentityDoc::fresh(&who));
+                    let n = doc.sync_in(&mut st, &frame, &IdentityRules);
+                    Judged::Fresh(n.map(|n| (doc, n.len())))
+                }
+            };
+            (judged, st)
+        })
+        .await
+        .map_err(|e| CustodyError::Judge(e.to_string()))?;
+        *state = st;
+        match judged {
+            Judged::Copy(r) => {
+                let (mut work, heads, n) = r?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                if own {
+                    let mut new = 0;
+                    self.with_identity(|d, _, _| {
+                        new = d.adopt(work, &heads)?;
+                        Ok(())
+                    })?;
+                    return Ok(new);
+                }
+                if work.save().len() > MAX_KEPT_BYTES {
+                    return Err(CustodyError::TooLarge);
+                }
+                let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
+                let d = custody.get_mut(owner).ok_or(CustodyError::NotAMember)?;
+                let new = d.adopt(work, &heads)?;
+                if new > 0 {
+                    self.custody_files.write(&hex(owner), d).map_err(CustodyError::Io)?;
+                }
+                Ok(new)
+            }
+            Judged::Fresh(r) => {
+                let (doc, n) = r?;
+                if n == 0 {
+                    *fresh = Some(doc);
+                    return Ok(0);
+                }
+                let mut d =
+                    IdentityDoc::adopt_fresh(doc, owner).ok_or(CustodyError::OtherIdentity)?;
+                if d.save().len() > MAX_KEPT_BYTES {
+                    return Err(CustodyError::TooLarge);
+                }
+                let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
+                // Another session may have started a copy meanwhile: this one's changes wait
+                // for the next session.
+                if custody.contains_key(owner) {
+                    return Ok(0);
+                }
+                self.custody_files.write(&hex(owner), &mut d).map_err(CustodyError::Io)?;
+                custody.insert(*owner, d);
+                Ok(n)
+            }
         }
-        Ok(n)
+    }
+
+    /// Whether this node keeps a copy of `owner`'s identity document: `owner` is an active
+    /// member of a pool this identity is an active member of.
+    pub(crate) fn keeps_identity_of(&self, owner: &Key) -> bool {
+        let me = self.signer.author().key;
+        self.lock().values().any(|p| p.is_active(owner) && p.is_active(&me))
     }
 
     /// Whether `node` may exchange `owner`'s identity document with this node: it shares a pool

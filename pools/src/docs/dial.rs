@@ -156,7 +156,7 @@ impl Pools {
     pub(crate) async fn sync_identity(&self, peer: EndpointId) -> Result<usize, String> {
         let endpoint = self.endpoint().map_err(|e| e.to_string())?;
         let me = self.signer.author().key;
-        let hello = Hello::identity(me, self.device_proof(&me));
+        let hello = Hello::identity(me, self.identity_proof());
         let run = async {
             let (conn, mut send, mut recv, _) = open_session(&endpoint, peer.into(), hello).await?;
             self.saw(peer.as_bytes());

@@ -16,6 +16,8 @@ use crate::rules::PoolRules;
 pub const DOCS_ALPN: &[u8] = b"kith/docs/1";
 /// Largest sync frame (a whole pool document must fit).
 pub const MAX_DOC_FRAME: usize = 4 << 20;
+/// Largest sync frame of an identity document (a whole one is a few KiB).
+pub(super) const MAX_IDENTITY_FRAME: usize = 256 << 10;
 /// Most turns in one session.
 pub(super) const MAX_TURNS: usize = 64;
 /// Longest a session may take.
@@ -24,6 +26,8 @@ pub(super) const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_REJECTIONS: usize = 32;
 /// Domain separation for a new device's proof.
 const DEVICE_CONTEXT: &[u8] = b"kith-device-v1";
+/// Domain separation for a device's proof in a session about its identity's document.
+const IDENTITY_DEVICE_CONTEXT: &[u8] = b"kith-identity-device-v1";
 
 /// How the dialling node may read the pool.
 #[derive(Debug, Clone, minicbor::Encode, minicbor::Decode)]
@@ -97,6 +101,11 @@ pub struct Turn {
 
 pub(super) fn device_message(pool: &Key, node: &Key) -> Vec<u8> {
     [DEVICE_CONTEXT, &pool[..], &node[..]].concat()
+}
+
+/// What an identity signs to let one of its nodes sync its identity document.
+pub(super) fn identity_device_message(owner: &Key, node: &Key) -> Vec<u8> {
+    [IDENTITY_DEVICE_CONTEXT, &owner[..], &node[..]].concat()
 }
 
 /// A peer's change that was refused.
@@ -242,18 +251,30 @@ impl Pools {
         recv: &mut RecvStream,
     ) -> Result<bool, String> {
         let Side { state, got, fresh } = side;
-        let turn: Turn = frame::read_max(recv, MAX_DOC_FRAME)
+        let max = if matches!(doc, Doc::Identity(_)) { MAX_IDENTITY_FRAME } else { MAX_DOC_FRAME };
+        let turn: Turn = frame::read_max(recv, max)
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the peer ended the session")?;
         let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
         self.sync_received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let Some(f) = turn.frame else { return Ok(false) };
-        // Identity documents and ledgers are small: judged in place.
         let judged = match doc {
-            Doc::Identity(owner) => self
-                .identity_sync_in(&owner, state, &f, fresh)
-                .map_err(|e| format!("identity {}: {e}", kith_crdt::hex(&owner[..8]))),
+            Doc::Identity(owner) => {
+                // Counted apart from the pools' rejections (`kith pool show` lists those).
+                return match self.identity_sync_in(&owner, state, f, fresh).await {
+                    Ok(n) => {
+                        *got += n;
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        let e = format!("identity {}: {e}", kith_crdt::hex(&owner[..8]));
+                        self.refused(peer.as_bytes(), "identity changes refused", &e);
+                        Err(format!("refused the peer's changes: {e}"))
+                    }
+                };
+            }
+            // Ledgers are judged in place: linear in the batch (see ledger/).
             Doc::Ledger(period) => {
                 let snap = self.snapshot(&pool).ok_or("the pool is gone")?;
                 self.ledgers
@@ -326,5 +347,11 @@ impl Pools {
     /// A proof that this node is a device of this identity, for a pool.
     pub fn device_proof(&self, pool: &Key) -> Proof {
         Proof::Device(self.signer.author().key, self.signer.sign(&device_message(pool, &self.node)))
+    }
+
+    /// A proof that this node is a device of this identity, for a session about its document.
+    pub(super) fn identity_proof(&self) -> Proof {
+        let me = self.signer.author().key;
+        Proof::Device(me, self.signer.sign(&identity_device_message(&me, &self.node)))
     }
 }
