@@ -126,7 +126,7 @@ impl Authorizer for PoolRules {
 }
 
 /// The value at `path` in the document at the change's dependencies (lookups, no copy).
-fn at_deps<'d>(c: &Check<'d>, path: &[&str]) -> Option<(Value<'d>, ObjId)> {
+pub(crate) fn at_deps<'d>(c: &Check<'d>, path: &[&str]) -> Option<(Value<'d>, ObjId)> {
     let mut cur = ROOT;
     for (i, k) in path.iter().enumerate() {
         let (v, id) = c.doc.get_at(&cur, *k, c.deps).ok().flatten()?;
