@@ -146,9 +146,9 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore an object: an id (or unique prefix), PATH@VERSION, or a stored path.
+    /// Restore an object: an id (or unique prefix), PATH@VERSION, or a stored path; SPEC:path/inside restores one file or folder of it.
     Get {
-        /// What to restore. With `kith up` running, a full id this node lacks is fetched from peers.
+        /// What to restore. With `kith up` running, a full id this node lacks is fetched from peers (for SPEC:path/inside, only that part's chunks).
         spec: String,
         /// Where to restore it; it must not exist. `-` writes a file object to standard output.
         #[arg(short, long, value_name = "DEST")]
@@ -157,8 +157,20 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List stored objects.
+    /// List stored objects; with SPEC, the files of that object (version).
     Ls {
+        /// An id (or unique prefix), PATH@VERSION, or a stored path: list its files.
+        spec: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed between two versions: added, removed, modified and metadata-only entries.
+    Diff {
+        /// The older version (an id, a prefix, PATH@VERSION or a stored path).
+        old: String,
+        /// The newer version.
+        new: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -15,6 +15,7 @@ pub mod api;
 pub mod client;
 mod daemon;
 pub mod fmt;
+mod get_ops;
 mod ledger_ops;
 pub mod local;
 mod ops;

@@ -324,9 +324,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ls { json } => {
+        Command::Ls { spec: None, json } => {
             let list: Vec<kith::api::store::Object> = typed(execute(&root, Request::Ls, "")?)?;
             if json { render_pool::json(&list) } else { render::objects(&list) }
+        }
+        Command::Ls { spec: Some(spec), json } => {
+            let v: kith::api::store::Files =
+                typed(execute(&root, Request::Files { spec, cwd }, "reading")?)?;
+            if json { render_pool::json(&v) } else { render::files(&v) }
+        }
+        Command::Diff { old, new, json } => {
+            let v: kith::api::store::Diff =
+                typed(execute(&root, Request::Diff { old, new, cwd }, "reading")?)?;
+            if json { render_pool::json(&v) } else { render::diff(&v) }
         }
         Command::Log { path, json } => {
             let list: Vec<kith::api::store::Object> =

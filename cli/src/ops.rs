@@ -1,8 +1,6 @@
 //! What each command does, once: the same code runs in this process (no daemon) or in the
 //! daemon (`kith up`), and answers with [`Frame`]s.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,17 +10,15 @@ use kith_node::net::Node;
 use kith_node::net::peers::{PeerInfo, PeerTable};
 use kith_node::net::ticket::NodeTicket;
 use kith_node::store::{GcReport, VerifyReport};
-use kith_node::{Home, ObjectId, ObjectInfo, Progress, PutReport, Store, StoreError};
+use kith_node::{Home, ObjectInfo, Progress, PutReport, Store, StoreError};
 use serde_json::Value;
 
 use crate::wire::{Frame, Out};
 
-pub use crate::api::{GetTo, Request};
+pub use crate::api::Request;
 
 /// How often a running operation reports progress.
-const PROGRESS_EVERY: Duration = Duration::from_millis(200);
-/// Bytes per data frame when a file object streams to standard output.
-const DATA_FRAME: usize = 1 << 20;
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// What an operation may use.
 pub struct Ctx {
@@ -98,7 +94,9 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             v.pool = Some(crate::pool_ops::pool_put_of(pools, &pp, t.elapsed().as_secs_f64()));
             answer(v)
         }
-        Request::Get { spec, cwd, to } => get(ctx, spec, cwd, to, out).await,
+        Request::Get { spec, cwd, to } => crate::get_ops::get(ctx, spec, cwd, to, out).await,
+        Request::Files { spec, cwd } => crate::get_ops::files(ctx, spec, cwd, out).await,
+        Request::Diff { old, new, cwd } => crate::get_ops::diff(ctx, old, new, cwd, out).await,
         Request::Ls => answer(objects_of(&blocking(move || store.list()).await?)),
         Request::Log { path } => answer(objects_of(&blocking(move || store.log(&path)).await?)),
         Request::Rm { spec, cwd } => {
@@ -248,7 +246,7 @@ where
 }
 
 /// Runs a blocking store operation, reporting its progress counters as frames.
-async fn with_progress<T: Send + 'static>(
+pub(crate) async fn with_progress<T: Send + 'static>(
     out: &Out,
     f: impl FnOnce(Arc<Progress>) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T> {
@@ -267,161 +265,11 @@ async fn with_progress<T: Send + 'static>(
     }
 }
 
-fn progress_frame(p: &Progress) -> Frame {
+pub(crate) fn progress_frame(p: &Progress) -> Frame {
     Frame::Progress {
         done: p.bytes_done.load(Ordering::Relaxed),
         total: p.bytes_total.load(Ordering::Relaxed),
         files: p.files_done.load(Ordering::Relaxed),
-    }
-}
-
-async fn get(ctx: &Ctx, spec: String, cwd: PathBuf, to: GetTo, out: &Out) -> Result<Value> {
-    let store = ctx.store.clone();
-    let resolved = {
-        let (spec, cwd) = (spec.clone(), cwd.clone());
-        tokio::task::spawn_blocking(move || store.resolve(&spec, &cwd)).await?
-    };
-    let mut fetched = 0;
-    let mut fetch_secs = 0.0;
-    let in_pool = ctx.replicator.as_ref().and_then(|r| r.find_object(&spec));
-    let id = match (resolved, &ctx.node, spec.parse::<ObjectId>()) {
-        (Ok(id), _, _) => id,
-        (Err(StoreError::NotFound(_)), Some(node), _) if in_pool.is_some() => {
-            // Stored in one of our pools: fetch it from the pool's nodes.
-            let (pool, object, from) = in_pool.expect("checked");
-            let id = ObjectId(object);
-            let p = Arc::new(Progress::default());
-            let ticker = tokio::spawn(report_progress(out.clone(), p.clone()));
-            let t = Instant::now();
-            let mut r =
-                node.fetch_object_from(id, Some(p.clone()), Some(from.clone()), Some(pool)).await;
-            // A holder that has not heard yet that this device is a node of the pool (a device
-            // just restored) refuses it until its next sync round: ask again soon, for up to
-            // eight seconds, so the fetch goes on as soon as the holder knows.
-            for _ in 0..40 {
-                match &r {
-                    Err(e) if e.to_string().contains("serves blobs only to") => {}
-                    _ => break,
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                r = node
-                    .fetch_object_from(id, Some(p.clone()), Some(from.clone()), Some(pool))
-                    .await;
-            }
-            ticker.abort();
-            fetched = r?;
-            fetch_secs = t.elapsed().as_secs_f64();
-            id
-        }
-        (Err(StoreError::NotFound(_)), Some(node), Ok(id)) => {
-            // Not here: fetch it from another device of this identity.
-            let p = Arc::new(Progress::default());
-            let ticker = tokio::spawn(report_progress(out.clone(), p.clone()));
-            let t = Instant::now();
-            let r = node.fetch_object(id, Some(p)).await;
-            ticker.abort();
-            fetched = r?;
-            fetch_secs = t.elapsed().as_secs_f64();
-            id
-        }
-        (Err(StoreError::NotFound(msg)), None, Ok(_)) => {
-            bail!("{msg} here; start `kith up` to fetch it from your other devices")
-        }
-        (Err(e), _, _) => return Err(e.into()),
-    };
-    let store = ctx.store.clone();
-    let dest = match to {
-        GetTo::Stdout => None,
-        GetTo::Path(p) => Some(p),
-        GetTo::Here => {
-            let s = store.clone();
-            let root = blocking(move || s.root(&id)).await?;
-            let source = PathBuf::from(String::from_utf8_lossy(&root.source).into_owned());
-            let name = source
-                .file_name()
-                .context("the object has no name to restore under; pass -o DEST")?;
-            Some(cwd.join(name))
-        }
-    };
-    match dest {
-        Some(dest) => {
-            let d = dest.clone();
-            let s = with_progress(out, move |p| store.restore(&id, &d, Some(p))).await?;
-            answer(crate::api::store::Restored {
-                id: id.to_string(),
-                dest: Some(dest.to_string_lossy().into_owned()),
-                files: s.files,
-                dirs: s.dirs,
-                symlinks: s.symlinks,
-                bytes: s.bytes,
-                seconds: s.elapsed.as_secs_f64(),
-                fetched_bytes: fetched,
-                fetch_seconds: fetch_secs,
-            })
-        }
-        None => {
-            let out = out.clone();
-            let s = blocking(move || {
-                let mut w = FrameWriter { out, buf: Vec::with_capacity(DATA_FRAME) };
-                let s = store.restore_to_writer(&id, &mut w, None)?;
-                w.flush().map_err(|source| StoreError::Dest {
-                    path: "standard output".into(),
-                    source,
-                })?;
-                Ok::<_, StoreError>(s)
-            })
-            .await?;
-            answer(crate::api::store::Restored {
-                id: id.to_string(),
-                dest: None,
-                files: 0,
-                dirs: 0,
-                symlinks: 0,
-                bytes: s.bytes,
-                seconds: 0.0,
-                fetched_bytes: fetched,
-                fetch_seconds: fetch_secs,
-            })
-        }
-    }
-}
-
-async fn report_progress(out: Out, p: Arc<Progress>) {
-    let mut tick = tokio::time::interval(PROGRESS_EVERY);
-    loop {
-        tick.tick().await;
-        out.send(progress_frame(&p)).await;
-    }
-}
-
-/// Turns written bytes into data frames.
-struct FrameWriter {
-    out: Out,
-    buf: Vec<u8>,
-}
-
-impl Write for FrameWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        if self.out.is_closed() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "the reader went away",
-            ));
-        }
-        let n = b.len().min(DATA_FRAME - self.buf.len());
-        self.buf.extend_from_slice(&b[..n]);
-        if self.buf.len() >= DATA_FRAME {
-            self.flush()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            let data = std::mem::replace(&mut self.buf, Vec::with_capacity(DATA_FRAME));
-            self.out.blocking_send(Frame::Data(data));
-        }
-        Ok(())
     }
 }
 
@@ -509,7 +357,7 @@ fn verify_of(r: &VerifyReport) -> crate::api::store::Verified {
 }
 
 /// A typed answer, as the JSON that crosses the control socket.
-fn answer<T: serde::Serialize>(t: T) -> Result<Value> {
+pub(crate) fn answer<T: serde::Serialize>(t: T) -> Result<Value> {
     Ok(serde_json::to_value(t)?)
 }
 

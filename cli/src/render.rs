@@ -224,6 +224,10 @@ pub fn pool_put(p: &PoolPut) -> Result<ExitCode> {
 
 /// `kith get` to a path.
 pub fn restored(v: &Restored) {
+    let what = match &v.inside {
+        Some(inside) => format!("{}:{inside}", &v.id[..12.min(v.id.len())]),
+        None => v.id[..12.min(v.id.len())].to_string(),
+    };
     if v.fetched_bytes > 0 {
         eprintln!(
             "fetched {} from peers in {:.2} s ({})",
@@ -233,8 +237,7 @@ pub fn restored(v: &Restored) {
         );
     }
     eprintln!(
-        "restored {} to {}: {} files, {} folders, {} links, {} in {:.2} s ({})",
-        &v.id[..12.min(v.id.len())],
+        "restored {what} to {}: {} files, {} folders, {} links, {} in {:.2} s ({})",
         v.dest.as_deref().unwrap_or("standard output"),
         v.files,
         v.dirs,
@@ -263,6 +266,54 @@ pub fn objects(list: &[Object]) -> Result<ExitCode> {
             o.source
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith ls SPEC`: as `ls -l`, a line per entry.
+pub fn files(v: &Files) -> Result<ExitCode> {
+    for e in &v.entries {
+        let kind = match e.kind.as_str() {
+            "dir" => 'd',
+            "symlink" => 'l',
+            _ => '-',
+        };
+        let path = if e.path.is_empty() { ".".to_string() } else { e.path.clone() };
+        let link = e.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+        println!(
+            "{kind}{:04o}  {:>10}  {:<19}  {path}{link}",
+            e.mode & 0o7777,
+            if kind == '-' { fmt::bytes(e.size) } else { String::new() },
+            fmt::time(u64::try_from(e.mtime_s).unwrap_or(0) * 1000)
+        );
+    }
+    if v.fetched_bytes > 0 {
+        eprintln!("read the tree of {} from peers ({})", &v.id[..12], fmt::bytes(v.fetched_bytes));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith diff`: a line per change, `+` added, `-` removed, `M` modified, `U` metadata only
+/// (as `restic diff`).
+pub fn diff(v: &Diff) -> Result<ExitCode> {
+    for c in &v.changes {
+        let mark = match c.change.as_str() {
+            "added" => '+',
+            "removed" => '-',
+            "modified" => 'M',
+            _ => 'U',
+        };
+        let path = if c.path.is_empty() { "." } else { &c.path };
+        let slash = if c.kind == "dir" && !c.path.is_empty() { "/" } else { "" };
+        println!("{mark}  {path}{slash}");
+    }
+    let count = |k: &str| v.changes.iter().filter(|c| c.change == k).count();
+    eprintln!(
+        "{} added, {} removed, {} modified, {} with other metadata only",
+        count("added"),
+        count("removed"),
+        count("modified"),
+        count("metadata")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -32,9 +32,10 @@ pub enum Request {
         #[serde(default)]
         pool: Option<String>,
     },
-    /// Restore an object.
+    /// Restore an object, or a file or folder inside it.
     Get {
-        /// An id, a unique prefix, `PATH@VERSION` or a stored path.
+        /// An id, a unique prefix, `PATH@VERSION` or a stored path; `SPEC:path/inside` for a
+        /// file or folder inside it.
         spec: String,
         /// The caller's folder, for relative paths in `spec`.
         cwd: PathBuf,
@@ -43,6 +44,22 @@ pub enum Request {
     },
     /// List objects.
     Ls,
+    /// List the files of an object.
+    Files {
+        /// An id, a unique prefix, `PATH@VERSION` or a stored path.
+        spec: String,
+        /// The caller's folder, for relative paths in `spec`.
+        cwd: PathBuf,
+    },
+    /// What changed between two objects (versions).
+    Diff {
+        /// The older one (as `spec` of [`Request::Files`]).
+        old: String,
+        /// The newer one.
+        new: String,
+        /// The caller's folder, for relative paths in the specs.
+        cwd: PathBuf,
+    },
     /// Versions of a path.
     Log {
         /// The source path (absolute).

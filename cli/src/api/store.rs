@@ -92,6 +92,9 @@ pub struct Restored {
     /// Where it was restored (absent: to standard output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dest: Option<String>,
+    /// The file or folder inside the object that was restored (absent: all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside: Option<String>,
     /// Files.
     #[serde(default)]
     pub files: u64,
@@ -134,6 +137,64 @@ pub struct Object {
     pub bytes: u64,
     /// The version before it.
     pub parent: Option<String>,
+}
+
+/// An entry of an object in `kith ls ID`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path inside the object (empty for the object's root entry).
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    /// Bytes (files).
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time (seconds since the epoch).
+    pub mtime_s: i64,
+    /// The link's target (symlinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// `kith ls ID`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Files {
+    /// The object.
+    pub id: String,
+    /// Its entries, in tree order (each folder before what it holds, names sorted).
+    pub entries: Vec<FileEntry>,
+    /// Bytes fetched from peers to read its tree.
+    pub fetched_bytes: u64,
+}
+
+/// One line of `kith diff`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Difference {
+    /// `added`, `removed`, `modified` (content, type or link target) or `metadata` (mode,
+    /// owner or time only).
+    pub change: String,
+    /// Path inside the objects.
+    pub path: String,
+    /// `file`, `dir` or `symlink` (the newer one's, when both exist).
+    pub kind: String,
+    /// Size before (files that existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_size: Option<u64>,
+    /// Size after (files that exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_size: Option<u64>,
+}
+
+/// `kith diff`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Diff {
+    /// The older object.
+    pub old: String,
+    /// The newer object.
+    pub new: String,
+    /// What changed, by path.
+    pub changes: Vec<Difference>,
 }
 
 /// `kith rm`.

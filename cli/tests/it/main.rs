@@ -11,6 +11,7 @@ mod daemon;
 mod dedup;
 mod discovery;
 mod hosting;
+mod inside;
 mod integrity;
 mod keys;
 mod large;

@@ -9,24 +9,6 @@ use crate::util::*;
 
 const TRANSFER: Duration = Duration::from_secs(120);
 
-/// Nodes 1.. share node 0's identity (one person's devices); all start.
-fn devices(n: usize, layout: Layout) -> kith_testnet::Testnet {
-    let mut net = testnet(n, layout);
-    net.kith_ok(0, &["init"]).unwrap();
-    for i in 1..n {
-        net.share_identity(i, 0).unwrap();
-    }
-    net.start_all().unwrap();
-    for i in 0..n {
-        let want = n - 1;
-        net.wait_for(Duration::from_secs(20), "devices to see each other", |net| {
-            Ok(net.peers(i)?.iter().filter(|p| p["state"] == "reachable").count() >= want)
-        })
-        .unwrap();
-    }
-    net
-}
-
 #[test]
 fn a_second_device_gets_a_tree_across_the_network() {
     let net = devices(2, Layout::Loopback);

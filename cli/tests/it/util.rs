@@ -353,3 +353,21 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
 pub fn http(net: &Testnet, i: usize) -> SocketAddr {
     net.json(i, &["status"]).unwrap()["http"].as_str().unwrap().parse().unwrap()
 }
+
+/// Nodes 1.. share node 0's identity (one person's devices); all start.
+pub fn devices(n: usize, layout: kith_testnet::Layout) -> kith_testnet::Testnet {
+    let mut net = testnet(n, layout);
+    net.kith_ok(0, &["init"]).unwrap();
+    for i in 1..n {
+        net.share_identity(i, 0).unwrap();
+    }
+    net.start_all().unwrap();
+    for i in 0..n {
+        let want = n - 1;
+        net.wait_for(std::time::Duration::from_secs(20), "devices to see each other", |net| {
+            Ok(net.peers(i)?.iter().filter(|p| p["state"] == "reachable").count() >= want)
+        })
+        .unwrap();
+    }
+    net
+}

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::home::Home;
 use crate::ids::{ChunkId, ObjectId};
 use crate::store::tree::Item as TreeItem;
-use crate::store::{Progress, Store, StoreError};
+use crate::store::{Part, Progress, Store, StoreError};
 use blobs::{Blob, BlobsProtocol, Connections, FetchReport, Served, Tallies};
 use mdns::{Mdns, MdnsConfig};
 use peers::{PeerInfo, PeerTable};
@@ -444,6 +444,22 @@ impl Node {
         from: Option<Vec<EndpointId>>,
         pool: Option<[u8; 32]>,
     ) -> Result<u64, NetError> {
+        let whole = Part::new("").map_err(NetError::Store)?;
+        self.fetch_part_from(id, whole, progress, from, pool).await
+    }
+
+    /// Fetches what restoring `part` of object `id` reads: its root, its tree and the chunks
+    /// of the files inside `part`, nothing else. A whole object is then recorded as a local
+    /// object; a part is not (`kith gc` may reclaim it). Returns the bytes fetched.
+    pub async fn fetch_part_from(
+        &self,
+        id: ObjectId,
+        mut part: Part,
+        progress: Option<Arc<Progress>>,
+        from: Option<Vec<EndpointId>>,
+        pool: Option<[u8; 32]>,
+    ) -> Result<u64, NetError> {
+        let whole = part.is_whole();
         let what = format!("object {id}");
         let mut fetched = self
             .fetch_missing_from(&what, vec![id.into()], progress.clone(), from.clone(), pool)
@@ -451,7 +467,7 @@ impl Node {
             .bytes;
         let store = self.store.clone();
         let root = blocking(move || store.root(&id)).await??;
-        if let Some(p) = &progress {
+        if let Some(p) = progress.as_ref().filter(|_| whole) {
             p.bytes_total.store(root.stats.bytes, std::sync::atomic::Ordering::Relaxed);
             p.total_known.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -464,7 +480,7 @@ impl Node {
             let mut reader = store.tree_reader(&root);
             let mut round = Vec::new();
             while let Some(item) = reader.next_item()? {
-                if let TreeItem::Chunk(r) = item {
+                if let Some(TreeItem::Chunk(r)) = part.pick(item) {
                     if !store.has(&r.chunk_id())? {
                         round.push(r.chunk_id());
                     }
@@ -487,8 +503,10 @@ impl Node {
                 .bytes;
         }
         walker.await.map_err(|e| NetError::Internal(e.to_string()))??;
-        let store = self.store.clone();
-        blocking(move || store.adopt(&id)).await??;
+        if whole {
+            let store = self.store.clone();
+            blocking(move || store.adopt(&id)).await??;
+        }
         Ok(fetched)
     }
 

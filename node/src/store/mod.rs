@@ -13,6 +13,7 @@ mod ingest;
 mod maintenance;
 mod objects;
 pub mod pack;
+mod part;
 mod put;
 mod reader;
 mod restore;
@@ -38,6 +39,7 @@ pub use error::StoreError;
 pub use ingest::Ingest;
 pub use maintenance::{DamagedObject, GcReport, VerifyReport};
 pub use objects::{ObjectInfo, StoreUsage, absolute, absolute_in};
+pub use part::{Change, Entry, EntryType, Part};
 pub use put::{INDEX_CHECKPOINT_PACKS, PutReport, PutStats};
 pub use reader::BlobReader;
 pub use restore::RestoreStats;
@@ -165,17 +167,30 @@ impl Store {
         dest: &Path,
         progress: Option<Arc<Progress>>,
     ) -> Result<RestoreStats, StoreError> {
-        restore::restore_to_path(self, id, dest, progress)
+        restore::restore_to_path(self, id, Part::new("")?, dest, progress)
     }
 
-    /// Writes the contents of file object `id` to `out`.
+    /// Restores `part` of object `id` (a file or folder inside it) to `dest`, which must not
+    /// exist; only the chunks of that part are read.
+    pub fn restore_part(
+        &self,
+        id: &ObjectId,
+        part: Part,
+        dest: &Path,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<RestoreStats, StoreError> {
+        restore::restore_to_path(self, id, part, dest, progress)
+    }
+
+    /// Writes the contents of file object `id` (or of the file `part` inside it) to `out`.
     pub fn restore_to_writer(
         &self,
         id: &ObjectId,
+        part: Part,
         out: &mut dyn io::Write,
         progress: Option<Arc<Progress>>,
     ) -> Result<RestoreStats, StoreError> {
-        restore::restore_to_writer(self, id, out, progress)
+        restore::restore_to_writer(self, id, part, out, progress)
     }
 
     /// Checks every blob against its id and every object's structure.

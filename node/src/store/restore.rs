@@ -21,7 +21,7 @@ use filetime::FileTime;
 
 use super::root::{EntryKind, Root};
 use super::tree::{ChunkRef, Item, Meta};
-use super::{BlobReader, Progress, Store, StoreError};
+use super::{BlobReader, Part, Progress, Store, StoreError};
 use crate::ids::ObjectId;
 
 /// Chunks read ahead of the writer (each at most 1 MiB of plaintext).
@@ -56,6 +56,7 @@ struct Job {
 pub(super) fn restore_to_path(
     store: &Store,
     id: &ObjectId,
+    part: Part,
     dest: &Path,
     progress: Option<Arc<Progress>>,
 ) -> Result<RestoreStats, StoreError> {
@@ -72,7 +73,7 @@ pub(super) fn restore_to_path(
     let tmp = parent.join(format!(".{name}.kith-partial-{}", std::process::id()));
     remove_any(&tmp);
     let mut sink = Sink::Tree(TreeSink::new(tmp.clone()));
-    let result = run(store, id, &root, &mut sink, progress).and_then(|stats| {
+    let result = run(store, id, &root, part, &mut sink, progress).and_then(|stats| {
         fs::rename(&tmp, dest)
             .map_err(|source| StoreError::Dest { path: dest.to_path_buf(), source })?;
         Ok(stats)
@@ -87,18 +88,19 @@ pub(super) fn restore_to_path(
 pub(super) fn restore_to_writer(
     store: &Store,
     id: &ObjectId,
+    part: Part,
     out: &mut dyn Write,
     progress: Option<Arc<Progress>>,
 ) -> Result<RestoreStats, StoreError> {
     let root = store.read_root(id)?;
-    if root.entry_kind() != EntryKind::File {
+    if part.is_whole() && root.entry_kind() != EntryKind::File {
         return Err(StoreError::BadSpec(format!(
             "object {id} is a {}, not a file; restore it to a path with -o DEST",
             root.entry_kind().name()
         )));
     }
-    let mut sink = Sink::Writer(out);
-    run(store, id, &root, &mut sink, progress)
+    let mut sink = Sink::Writer(out, part.path());
+    run(store, id, &root, part, &mut sink, progress)
 }
 
 fn remove_any(path: &Path) {
@@ -117,11 +119,13 @@ fn run(
     store: &Store,
     id: &ObjectId,
     root: &Root,
+    part: Part,
     sink: &mut Sink<'_>,
     progress: Option<Arc<Progress>>,
 ) -> Result<RestoreStats, StoreError> {
     let started = Instant::now();
-    if let Some(p) = &progress {
+    // A part's size is known only once its tree is walked: its progress counts up.
+    if let Some(p) = progress.as_ref().filter(|_| part.is_whole()) {
         p.bytes_total.store(root.stats.bytes, Ordering::Relaxed);
         p.total_known.store(true, Ordering::Relaxed);
     }
@@ -142,7 +146,7 @@ fn run(
         }
         drop(job_rx);
         super::put::named(s, "kith-read-tree", move || {
-            read_tree(store, root, job_tx, order_tx, slot_tx)
+            read_tree(store, root, part, job_tx, order_tx, slot_tx)
         });
         let mut file: Option<Vec<u8>> = None;
         for o in order_rx {
@@ -182,14 +186,17 @@ fn run(
 fn read_tree(
     store: &Store,
     root: &Root,
+    mut part: Part,
     jobs: Sender<Job>,
     order: Sender<Ordered>,
     slots: Sender<()>,
 ) {
     let mut reader = store.tree_reader(root);
     loop {
-        let next = match reader.next_item() {
-            Ok(Some(Item::Chunk(chunk))) => {
+        let next = match reader.next_item().map(|i| i.map(|i| part.pick(i))) {
+            // Outside the part: its chunks are never read.
+            Ok(Some(None)) => continue,
+            Ok(Some(Some(Item::Chunk(chunk)))) => {
                 if slots.send(()).is_err() {
                     return;
                 }
@@ -199,7 +206,11 @@ fn read_tree(
                 }
                 Ordered::Data(receipt)
             }
-            Ok(Some(item)) => Ordered::Item(item),
+            Ok(Some(Some(item))) => Ordered::Item(item),
+            Ok(None) if !part.found() => Ordered::Fail(StoreError::NotFound(format!(
+                "there is no `{}` inside the object",
+                part.path()
+            ))),
             Ok(None) => return,
             Err(e) => Ordered::Fail(e),
         };
@@ -212,26 +223,32 @@ fn read_tree(
 
 enum Sink<'w> {
     Tree(TreeSink),
-    Writer(&'w mut dyn Write),
+    /// A file's bytes; the path inside the object, for messages.
+    Writer(&'w mut dyn Write, String),
 }
 
 impl Sink<'_> {
     fn item(&mut self, item: Item, stats: &mut RestoreStats) -> Result<(), StoreError> {
         match self {
             Sink::Tree(t) => t.item(item, stats),
-            Sink::Writer(_) => {
-                if let Item::FileEnd { .. } = item {
+            Sink::Writer(_, path) => match item {
+                Item::FileEnd { .. } => {
                     stats.files += 1;
+                    Ok(())
                 }
-                Ok(())
-            }
+                Item::Dir { .. } | Item::Symlink { .. } => Err(StoreError::BadSpec(format!(
+                    "`{path}` is a {} inside the object, not a file; restore it to a path with -o DEST",
+                    if matches!(item, Item::Dir { .. }) { "folder" } else { "symlink" }
+                ))),
+                _ => Ok(()),
+            },
         }
     }
 
     fn data(&mut self, data: &[u8]) -> Result<(), StoreError> {
         match self {
             Sink::Tree(t) => t.data(data),
-            Sink::Writer(w) => w.write_all(data).map_err(|source| StoreError::Dest {
+            Sink::Writer(w, _) => w.write_all(data).map_err(|source| StoreError::Dest {
                 path: PathBuf::from("standard output"),
                 source,
             }),
@@ -241,7 +258,7 @@ impl Sink<'_> {
     fn finish(&mut self) -> Result<(), StoreError> {
         match self {
             Sink::Tree(t) => t.finish(),
-            Sink::Writer(w) => w.flush().map_err(|source| StoreError::Dest {
+            Sink::Writer(w, _) => w.flush().map_err(|source| StoreError::Dest {
                 path: PathBuf::from("standard output"),
                 source,
             }),
