@@ -352,7 +352,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rm { spec } => {
             let v: kith::api::store::Forgotten =
                 typed(execute(&root, Request::Rm { spec, cwd }, "")?)?;
-            eprintln!("forgot object {}; run `kith gc` to reclaim its space", v.id);
+            render::forgotten(&v);
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { json } => {

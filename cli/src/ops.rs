@@ -94,20 +94,12 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             v.pool = Some(crate::pool_ops::pool_put_of(pools, &pp, t.elapsed().as_secs_f64()));
             answer(v)
         }
-        Request::Get { spec, cwd, to } => crate::get_ops::get(ctx, spec, cwd, to, out).await,
-        Request::Files { spec, cwd } => crate::get_ops::files(ctx, spec, cwd, out).await,
-        Request::Diff { old, new, cwd } => crate::get_ops::diff(ctx, old, new, cwd, out).await,
+        Request::Get { spec, cwd, to } => crate::object_ops::get(ctx, spec, cwd, to, out).await,
+        Request::Files { spec, cwd } => crate::object_ops::files(ctx, spec, cwd, out).await,
+        Request::Diff { old, new, cwd } => crate::object_ops::diff(ctx, old, new, cwd, out).await,
         Request::Ls => answer(objects_of(&blocking(move || store.list()).await?)),
         Request::Log { path } => answer(objects_of(&blocking(move || store.log(&path)).await?)),
-        Request::Rm { spec, cwd } => {
-            let id = blocking(move || {
-                let id = store.resolve(&spec, &cwd)?;
-                store.remove(&id)?;
-                Ok::<_, StoreError>(id)
-            })
-            .await?;
-            answer(crate::api::store::Forgotten { id: id.to_string() })
-        }
+        Request::Rm { spec, cwd } => crate::object_ops::rm(ctx, spec, cwd).await,
         Request::Gc => {
             // Blobs held for pools stay, whether or not the daemon runs.
             let pools = match &ctx.pools {

@@ -269,6 +269,20 @@ pub fn objects(list: &[Object]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `kith rm`.
+pub fn forgotten(v: &Forgotten) {
+    let id = &v.id[..12.min(v.id.len())];
+    if !v.released_from.is_empty() {
+        eprintln!(
+            "released object {id} from pool {}: its quota is free, and its holders reclaim its space",
+            v.released_from.join(", pool ")
+        );
+    }
+    if v.local {
+        eprintln!("forgot object {id} here; run `kith gc` to reclaim its space");
+    }
+}
+
 /// `kith ls SPEC`: as `ls -l`, a line per entry.
 pub fn files(v: &Files) -> Result<ExitCode> {
     for e in &v.entries {

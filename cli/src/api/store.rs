@@ -202,6 +202,12 @@ pub struct Diff {
 pub struct Forgotten {
     /// The object forgotten.
     pub id: String,
+    /// Whether it was an object of this node's store (`kith gc` reclaims its space here).
+    #[serde(default)]
+    pub local: bool,
+    /// The pools it was released from (their holders reclaim its space).
+    #[serde(default)]
+    pub released_from: Vec<String>,
 }
 
 /// `kith gc`.

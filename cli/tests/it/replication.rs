@@ -335,3 +335,68 @@ fn puts_over_the_quota_or_the_pools_capacity_are_refused_clearly() {
     assert_eq!(out.status.code(), Some(3), "{e}");
     assert!(e.contains("only 1 of 2 copies could be placed"), "{e}");
 }
+
+#[test]
+fn an_object_taken_out_of_the_pool_frees_the_quota_and_the_holders_space() {
+    // Issue 18: `kith rm` acted only locally, so a member's quota use only grew and holders
+    // kept the chunks for good.
+    let mut net = testnet(3, Layout::Loopback);
+    for i in 0..3 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "2"]).unwrap();
+    for (i, name) in [(1, "bob"), (2, "cy")] {
+        let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+        let zone = format!("house-{i}");
+        net.kith_ok(i, &["offer", "--storage", "1GiB", "--zone", &zone]).unwrap();
+    }
+    net.kith_ok(0, &["pool", "set", "street", "quota", "6MiB"]).unwrap();
+    net.wait_for(CONVERGE, "ada to see both offers and the quota", |net| {
+        let v = show(net, 0);
+        Ok(v["capacity"]["offered"] == 2u64 << 30 && v["charter"]["quota"] == 6u64 << 20)
+    })
+    .unwrap();
+    let stored = |net: &Testnet, i: usize| -> u64 {
+        net.json(i, &["status"]).unwrap()["store"]["bytes"].as_u64().unwrap()
+    };
+    let before = [stored(&net, 1), stored(&net, 2)];
+    let (a, b) = (net.dir().join("a.bin"), net.dir().join("b.bin"));
+    write(&a, &random_bytes(4 << 20, 81));
+    write(&b, &random_bytes(4 << 20, 82));
+    let put = net.json(0, &["put", a.to_str().unwrap(), "--pool", "street"]).unwrap();
+    assert_eq!(put["pool"]["complete"], true, "{put}");
+    let id = put["id"].as_str().unwrap().to_string();
+    for (n, i) in [1, 2].into_iter().enumerate() {
+        assert!(stored(&net, i) >= before[n] + (4 << 20), "node {i} holds no copy");
+    }
+    // A second object does not fit the quota with the first in the pool.
+    let over = net.kith(0, &["put", b.to_str().unwrap(), "--pool", "street"]);
+    let err = String::from_utf8_lossy(&over.stderr);
+    assert!(!over.status.success() && err.contains("quota"), "{err}");
+
+    let rm = net.kith(0, &["rm", &id[..12]]);
+    let said = String::from_utf8_lossy(&rm.stderr);
+    assert!(rm.status.success(), "{said}");
+    assert!(said.contains("released object") && said.contains("pool street"), "{said}");
+    // Every node sees it gone, and each holder gives the space back by itself.
+    net.wait_for(CONVERGE, "the holders to reclaim the object's space", |net| {
+        Ok([1, 2].into_iter().enumerate().all(|(n, i)| {
+            show(net, i)["objects"].as_array().is_some_and(|o| o.is_empty())
+                && stored(net, i) < before[n] + (1 << 20)
+        }))
+    })
+    .unwrap();
+    for i in 1..3 {
+        assert_eq!(net.json(i, &["verify"]).unwrap()["damaged"], false);
+    }
+    // The quota is free again, and the object is gone for its owner too.
+    net.json(0, &["put", b.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let gone = net.kith(0, &["get", &id, "-o", net.dir().join("a.out").to_str().unwrap()]);
+    assert!(!gone.status.success());
+    // Nothing left to take out: a clear error, and nothing changes.
+    let again = net.kith(0, &["rm", &id]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains(&format!("no object {id}")), "{err}");
+}

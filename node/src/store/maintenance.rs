@@ -259,7 +259,13 @@ fn walk_refs(
     Ok((source, chunks))
 }
 
-pub(super) fn gc(store: &Store, keep: &HashSet<ChunkId>) -> Result<GcReport, StoreError> {
+/// Deletes the blobs no local object references and `keep` does not hold; with `only`, only
+/// those of its blobs (what the pools released), leaving every other blob as it is.
+pub(super) fn gc(
+    store: &Store,
+    keep: &HashSet<ChunkId>,
+    only: Option<&HashSet<ChunkId>>,
+) -> Result<GcReport, StoreError> {
     let mut report = GcReport::default();
     let mut live = keep.clone();
     for row in store.index().objects()? {
@@ -272,8 +278,9 @@ pub(super) fn gc(store: &Store, keep: &HashSet<ChunkId>) -> Result<GcReport, Sto
     let mut plan = Plan::default();
     for row in store.index().packs()? {
         let list = by_pack.remove(&row.number).unwrap_or_default();
-        let (kept, dead): (Vec<_>, Vec<_>) =
-            list.into_iter().partition(|(id, _)| live.contains(id));
+        let (kept, dead): (Vec<_>, Vec<_>) = list
+            .into_iter()
+            .partition(|(id, _)| live.contains(id) || only.is_some_and(|o| !o.contains(id)));
         plan.remove.extend(dead.iter().map(|(id, _)| *id));
         let live_bytes: u64 = kept.iter().map(|(_, l)| l.len as u64).sum();
         let unused = row.data_bytes.saturating_sub(live_bytes);

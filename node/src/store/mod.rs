@@ -209,7 +209,23 @@ impl Store {
         keep: &std::collections::HashSet<ChunkId>,
     ) -> Result<GcReport, StoreError> {
         let _w = self.write_lock();
-        let report = maintenance::gc(self, keep)?;
+        let report = maintenance::gc(self, keep, None)?;
+        self.compact()?;
+        Ok(report)
+    }
+
+    /// Deletes those of `released` (blobs kept for others that they gave up) that no local
+    /// object references and that `keep` does not hold now, and reclaims their space; every
+    /// other blob stays. `keep` runs under the store's writer lock, so no blob arrives between
+    /// reading it and deleting.
+    pub fn reclaim<E: std::fmt::Display>(
+        &self,
+        released: &std::collections::HashSet<ChunkId>,
+        keep: impl FnOnce() -> Result<std::collections::HashSet<ChunkId>, E>,
+    ) -> Result<GcReport, StoreError> {
+        let _w = self.write_lock();
+        let keep = keep().map_err(|e| StoreError::Internal(format!("not reclaiming: {e}")))?;
+        let report = maintenance::gc(self, &keep, Some(released))?;
         self.compact()?;
         Ok(report)
     }

@@ -23,6 +23,7 @@ mod health;
 mod home;
 mod protocol;
 mod put;
+mod reclaim;
 mod recovery;
 mod repair;
 
@@ -284,6 +285,11 @@ impl Replicator {
                 this.forget_retired();
                 Ok::<_, std::convert::Infallible>(())
             }
+        }));
+        let this = self.clone();
+        tasks.spawn(self.workers.clone().run("reclaim".into(), pace, cancel.clone(), move |_| {
+            let this = this.clone();
+            async move { this.reclaim_released().await }
         }));
         // One set of workers per pool, so a slow pool never delays another's duties.
         let mut per_pool: HashMap<Key, CancellationToken> = HashMap::new();

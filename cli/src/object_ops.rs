@@ -1,7 +1,8 @@
-//! Restoring objects and looking inside them: `kith get` (all of an object, or a file or
-//! folder in it with `SPEC:path/inside`), `kith ls SPEC` and `kith diff OLD NEW`. An object
-//! this node lacks is fetched from peers first, but only what the command reads: the tree to
-//! list or compare, and the chunks of the part restored.
+//! One object after it is stored: restoring it (`kith get`, all of it, or a file or folder in
+//! it with `SPEC:path/inside`), looking inside it (`kith ls SPEC`, `kith diff OLD NEW`) and
+//! forgetting it (`kith rm`, here and in the pools it was put into). An object this node lacks
+//! is fetched from peers first, but only what the command reads: the tree to list or compare,
+//! and the chunks of the part restored.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -151,6 +152,75 @@ pub(crate) async fn get(
             answer(Restored { files: 0, dirs: 0, symlinks: 0, seconds: 0.0, ..report(s, None) })
         }
     }
+}
+
+/// `kith rm SPEC`: forgets the object here (if it is an object of this store) and releases it
+/// from every pool this identity put it into, so that the quota it used is free and its
+/// holders reclaim its space. All or nothing: with the object in a pool and no `kith up`
+/// running to release it, nothing is forgotten.
+pub(crate) async fn rm(ctx: &Ctx, spec: String, cwd: PathBuf) -> Result<Value> {
+    let local = {
+        let (store, spec, cwd) = (ctx.store.clone(), spec.clone(), cwd.clone());
+        blocking(move || Ok::<_, anyhow::Error>(store.resolve(&spec, &cwd))).await?
+    };
+    let pools = match &ctx.pools {
+        Some(p) => p.clone(),
+        None => crate::pool_ops::open(&ctx.home, kith_node::Clock::system())?,
+    };
+    let me = pools.signer().author().key;
+    let mine = |id: &[u8; 32]| -> Vec<([u8; 32], String)> {
+        pools
+            .list()
+            .into_iter()
+            .filter(|(_, v)| v.active(&me).is_some_and(|m| m.objects.contains_key(id)))
+            .map(|(k, v)| (k, v.charter.name))
+            .collect()
+    };
+    let (local, id): (Option<ObjectId>, [u8; 32]) = match local {
+        Ok(id) => (Some(id), id.0),
+        // Not here: one of this identity's pool objects, by id or a prefix of 8 hex digits.
+        Err(StoreError::NotFound(msg)) if spec.len() >= 8 => {
+            let spec = spec.to_ascii_lowercase();
+            let hits: Vec<[u8; 32]> = pools
+                .list()
+                .into_iter()
+                .filter_map(|(_, v)| {
+                    v.active(&me).map(|m| m.objects.keys().copied().collect::<Vec<_>>())
+                })
+                .flatten()
+                .filter(|o| kith_crdt::hex(o).starts_with(&spec))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            match hits.as_slice() {
+                [one] => (None, *one),
+                [] => return Err(StoreError::NotFound(msg).into()),
+                _ => bail!("`{spec}` names {} of your pool objects; give more digits", hits.len()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let released = mine(&id);
+    if !released.is_empty() && ctx.pools.is_none() {
+        bail!(
+            "object {} is in pool {}: start `kith up` to release it from the pool (nothing was forgotten)",
+            &kith_crdt::hex(&id)[..12],
+            released[0].1
+        );
+    }
+    for (pool, _) in &released {
+        let now = pools.now_ms();
+        pools.with_pool(&kith_crdt::hex(pool), |p| p.remove_object(pools.signer(), &id, now))?;
+    }
+    if let Some(oid) = local {
+        let store = ctx.store.clone();
+        blocking(move || store.remove(&oid)).await?;
+    }
+    answer(crate::api::store::Forgotten {
+        id: kith_crdt::hex(&id),
+        local: local.is_some(),
+        released_from: released.into_iter().map(|(_, name)| name).collect(),
+    })
 }
 
 /// `kith ls SPEC`: the entries of an object, read from its tree.
