@@ -115,6 +115,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// The store itself: rebuild its index.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Create a home with a new identity, or with one exported from another machine.
     Init {
         /// Restore the identity in FILE (made by `kith key export`); the node gets a new key.
@@ -183,10 +188,13 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Forget an object version; `kith gc` reclaims its space.
+    /// Forget an object version, here and in the pools you put it into (their holders reclaim its space); `kith gc` reclaims it here.
     Rm {
         /// An id (or unique prefix) or PATH@VERSION.
         spec: String,
+        /// Forget it only on this node: your pools keep their copy, and `kith get ID` fetches it back.
+        #[arg(long)]
+        local: bool,
     },
     /// Reclaim the space of chunks that no object references.
     Gc {
@@ -423,6 +431,17 @@ pub(crate) enum LedgerCommand {
         pool: String,
         /// The month, such as 2026-10.
         period: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Rebuild a lost or damaged index from the packs, the object journal and the roots (with
+    /// `kith up` stopped); the old index is moved aside, never deleted.
+    RebuildIndex {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

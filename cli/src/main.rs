@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use args::{
     Cli, Command, DeviceCommand, KeyCommand, LedgerCommand, LedgerSel, PeerCommand, PoolCommand,
-    SiteCommand,
+    SiteCommand, StoreCommand,
 };
 use keys_cmd::{export, init};
 use kith::wire::Frame;
@@ -254,6 +254,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json { render_pool::json(&t) } else { render::ticket(&t) }
         }
         Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
+        Command::Store { command: StoreCommand::RebuildIndex { json } } => {
+            let r = kith_node::Store::rebuild_index(&Home::open(&root)?)?;
+            let v = kith::api::store::rebuilt(&r);
+            if json { render_pool::json(&v) } else { render::rebuilt(&v) }
+        }
         Command::Status { json } => {
             let v: kith::api::node::Status = typed(execute(&root, Request::Status, "")?)?;
             if json { render_pool::json(&v) } else { render::status(&v) }
@@ -349,9 +354,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             render::objects(&list)
         }
-        Command::Rm { spec } => {
+        Command::Rm { spec, local } => {
             let v: kith::api::store::Forgotten =
-                typed(execute(&root, Request::Rm { spec, cwd }, "")?)?;
+                typed(execute(&root, Request::Rm { spec, cwd, here_only: local }, "")?)?;
             render::forgotten(&v);
             Ok(ExitCode::SUCCESS)
         }

@@ -32,13 +32,21 @@ struct Available {
 /// `SPEC:path/inside` split in two, unless the whole of it names an object (a stored path may
 /// hold a `:`).
 async fn split_inner(ctx: &Ctx, spec: &str, cwd: &Path) -> (String, Option<String>) {
-    if let Some((left, right)) = spec.split_once(':') {
-        let (store, s, c) = (ctx.store.clone(), spec.to_string(), cwd.to_path_buf());
-        if blocking(move || store.resolve(&s, &c)).await.is_err() {
-            return (left.to_string(), Some(right.to_string()));
+    let resolves = |s: &str| {
+        let (store, s, c) = (ctx.store.clone(), s.to_string(), cwd.to_path_buf());
+        async move { blocking(move || store.resolve(&s, &c)).await.is_ok() }
+    };
+    if !spec.contains(':') || resolves(spec).await {
+        return (spec.to_string(), None);
+    }
+    // The first `:` whose left side names an object; else the first (an id this node lacks).
+    for (i, _) in spec.match_indices(':') {
+        if resolves(&spec[..i]).await {
+            return (spec[..i].to_string(), Some(spec[i + 1..].to_string()));
         }
     }
-    (spec.to_string(), None)
+    let (left, right) = spec.split_once(':').expect("it holds a `:`");
+    (left.to_string(), Some(right.to_string()))
 }
 
 /// Makes what reading `part` of the object `spec` names takes available in the store: an
@@ -155,10 +163,11 @@ pub(crate) async fn get(
 }
 
 /// `kith rm SPEC`: forgets the object here (if it is an object of this store) and releases it
-/// from every pool this identity put it into, so that the quota it used is free and its
-/// holders reclaim its space. All or nothing: with the object in a pool and no `kith up`
-/// running to release it, nothing is forgotten.
-pub(crate) async fn rm(ctx: &Ctx, spec: String, cwd: PathBuf) -> Result<Value> {
+/// from every pool this identity put it into (unless `here_only`), so that the quota it used
+/// is free and its holders reclaim its space. Nothing is forgotten when it cannot be released
+/// (no `kith up` running, or it is a site's version); a pool that refuses after others took
+/// the release leaves it forgotten in those (`rm` again finishes).
+pub(crate) async fn rm(ctx: &Ctx, spec: String, cwd: PathBuf, here_only: bool) -> Result<Value> {
     let local = {
         let (store, spec, cwd) = (ctx.store.clone(), spec.clone(), cwd.clone());
         blocking(move || Ok::<_, anyhow::Error>(store.resolve(&spec, &cwd))).await?
@@ -200,7 +209,23 @@ pub(crate) async fn rm(ctx: &Ctx, spec: String, cwd: PathBuf) -> Result<Value> {
         }
         Err(e) => return Err(e.into()),
     };
-    let released = mine(&id);
+    if here_only && local.is_none() {
+        bail!(
+            "object {} is not stored on this node; without --local, `kith rm` takes it out of your pools",
+            &kith_crdt::hex(&id)[..12]
+        );
+    }
+    let released = if here_only { Vec::new() } else { mine(&id) };
+    // Checked in every pool before anything changes.
+    for (pool, name) in &released {
+        let v = pools.view_of(pool);
+        if let Some((site, n)) = v.as_ref().and_then(|v| v.members.get(&me)?.site_version(&id)) {
+            bail!(
+                "object {} is version {n} of your site {site} in pool {name}: take the site down with `kith site rm {site}` (nothing was forgotten)",
+                &kith_crdt::hex(&id)[..12]
+            );
+        }
+    }
     if !released.is_empty() && ctx.pools.is_none() {
         bail!(
             "object {} is in pool {}: start `kith up` to release it from the pool (nothing was forgotten)",

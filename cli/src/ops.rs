@@ -99,7 +99,9 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
         Request::Diff { old, new, cwd } => crate::object_ops::diff(ctx, old, new, cwd, out).await,
         Request::Ls => answer(objects_of(&blocking(move || store.list()).await?)),
         Request::Log { path } => answer(objects_of(&blocking(move || store.log(&path)).await?)),
-        Request::Rm { spec, cwd } => crate::object_ops::rm(ctx, spec, cwd).await,
+        Request::Rm { spec, cwd, here_only } => {
+            crate::object_ops::rm(ctx, spec, cwd, here_only).await
+        }
         Request::Gc => {
             // Blobs held for pools stay, whether or not the daemon runs.
             let pools = match &ctx.pools {

@@ -269,6 +269,43 @@ pub fn objects(list: &[Object]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `kith store rebuild-index`.
+pub fn rebuilt(v: &Rebuilt) -> Result<ExitCode> {
+    if let Some(p) = &v.moved_aside {
+        eprintln!("moved the old index aside to {p}");
+    }
+    eprintln!(
+        "read {} packs ({} blobs); recorded {} objects again ({} with their version numbers from the journal, {} found by their roots and numbered by time)",
+        v.packs, v.blobs, v.objects, v.from_journal, v.found_by_time
+    );
+    if v.forgotten > 0 {
+        eprintln!("{} forgotten versions stay forgotten (`kith gc` reclaims them)", v.forgotten);
+    }
+    if v.partial > 0 || v.foreign_roots > 0 {
+        eprintln!(
+            "{} parts of objects fetched from peers and {} roots kept for pool members are blobs, not objects here",
+            v.partial, v.foreign_roots
+        );
+    }
+    if let Some(d) = &v.journal_damage {
+        eprintln!(
+            "warning: the object journal is damaged ({d}); what follows it was found by roots"
+        );
+    }
+    for p in &v.damaged_packs {
+        eprintln!("warning: {p} (left in place)");
+    }
+    for l in &v.lost {
+        eprintln!("lost: {l}");
+    }
+    if v.damaged_packs.is_empty() && v.lost.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("run `kith verify` to see what can still be restored");
+        Ok(ExitCode::from(1))
+    }
+}
+
 /// `kith rm`.
 pub fn forgotten(v: &Forgotten) {
     let id = &v.id[..12.min(v.id.len())];

@@ -518,9 +518,17 @@ impl Pool {
         now_ms: i64,
     ) -> Result<(), PoolError> {
         let me = signer.author().key;
-        if !self.view().members.get(&me).is_some_and(|m| m.objects.contains_key(object)) {
+        let v = self.view();
+        let Some(m) = v.members.get(&me).filter(|m| m.objects.contains_key(object)) else {
             return Err(PoolError::Policy(format!(
                 "you stored no object {} in this pool",
+                hex(&object[..8])
+            )));
+        };
+        // A site's version goes with its site, never under it.
+        if let Some((name, n)) = m.site_version(object) {
+            return Err(PoolError::Policy(format!(
+                "object {} is version {n} of your site {name}: take the site down with `kith site rm {name}`",
                 hex(&object[..8])
             )));
         }

@@ -289,6 +289,16 @@ impl Member {
     pub fn is_active_admin(&self) -> bool {
         self.state == State::Active && self.role == Role::Admin
     }
+
+    /// The site (and version number) whose version is `object`, if one is.
+    pub fn site_version(&self, object: &Key) -> Option<(&str, u64)> {
+        self.sites.iter().find_map(|(name, site)| {
+            site.versions
+                .iter()
+                .find(|(_, sv)| sv.index == *object)
+                .map(|(n, _)| (name.as_str(), *n))
+        })
+    }
 }
 
 /// The whole pool document, typed.

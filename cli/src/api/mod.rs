@@ -65,12 +65,15 @@ pub enum Request {
         /// The source path (absolute).
         path: PathBuf,
     },
-    /// Forget an object.
+    /// Forget an object, here and in the pools it was put into.
     Rm {
         /// An id, a unique prefix or `PATH@VERSION`.
         spec: String,
         /// The caller's folder, for relative paths in `spec`.
         cwd: PathBuf,
+        /// Only here: the pools keep their copy.
+        #[serde(default)]
+        here_only: bool,
     },
     /// Reclaim unreferenced chunks.
     Gc,

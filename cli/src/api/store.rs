@@ -197,6 +197,56 @@ pub struct Diff {
     pub changes: Vec<Difference>,
 }
 
+/// `kith store rebuild-index`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rebuilt {
+    /// Where the old index went, if there was one.
+    pub moved_aside: Option<String>,
+    /// Packs read.
+    pub packs: u64,
+    /// Packs that could not be read (left in place), with why.
+    pub damaged_packs: Vec<String>,
+    /// Blobs found.
+    pub blobs: u64,
+    /// Objects recorded again.
+    pub objects: u64,
+    /// Of those, named by the object journal (with their version numbers).
+    pub from_journal: u64,
+    /// Of those, found only as roots, numbered by time.
+    pub found_by_time: u64,
+    /// Forgotten versions whose roots are still in packs (they stay forgotten).
+    pub forgotten: u64,
+    /// Versions that cannot be restored whole, and what is missing.
+    pub lost: Vec<String>,
+    /// Roots of this identity with chunks missing (parts fetched from peers).
+    pub partial: u64,
+    /// Roots of others (kept for pool members).
+    pub foreign_roots: u64,
+    /// Dedup tokens restored.
+    pub tokens: u64,
+    /// Why the journal could be read only in part.
+    pub journal_damage: Option<String>,
+}
+
+/// The typed answer of a rebuild.
+pub fn rebuilt(r: &kith_node::store::RebuildReport) -> Rebuilt {
+    Rebuilt {
+        moved_aside: r.moved_aside.as_ref().map(|p| p.display().to_string()),
+        packs: r.packs,
+        damaged_packs: r.damaged_packs.clone(),
+        blobs: r.blobs,
+        objects: r.objects,
+        from_journal: r.from_journal,
+        found_by_time: r.found_by_time,
+        forgotten: r.forgotten,
+        lost: r.lost.clone(),
+        partial: r.partial,
+        foreign_roots: r.foreign_roots,
+        tokens: r.tokens,
+        journal_damage: r.journal_damage.clone(),
+    }
+}
+
 /// `kith rm`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Forgotten {

@@ -376,6 +376,15 @@ fn an_object_taken_out_of_the_pool_frees_the_quota_and_the_holders_space() {
     let err = String::from_utf8_lossy(&over.stderr);
     assert!(!over.status.success() && err.contains("quota"), "{err}");
 
+    // Forgetting it only here keeps the pool's copies: it comes back from the holders.
+    let rm = net.kith(0, &["rm", "--local", &id]);
+    let said = String::from_utf8_lossy(&rm.stderr);
+    assert!(rm.status.success() && !said.contains("released"), "{said}");
+    assert_eq!(show(&net, 0)["objects"].as_array().unwrap().len(), 1);
+    let back = net.dir().join("a.back");
+    net.kith_ok(0, &["get", &id, "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&a).unwrap(), "the bytes differ");
+
     let rm = net.kith(0, &["rm", &id[..12]]);
     let said = String::from_utf8_lossy(&rm.stderr);
     assert!(rm.status.success(), "{said}");
@@ -387,7 +396,10 @@ fn an_object_taken_out_of_the_pool_frees_the_quota_and_the_holders_space() {
                 && stored(net, i) < before[n] + (1 << 20)
         }))
     })
-    .unwrap();
+    .unwrap_or_else(|e| {
+        let workers = |i| net.json(i, &["status"]).unwrap()["workers"].clone();
+        panic!("{e}\nnode 1: {}\nnode 2: {}\n{}", workers(1), workers(2), net.log(1))
+    });
     for i in 1..3 {
         assert_eq!(net.json(i, &["verify"]).unwrap()["damaged"], false);
     }

@@ -98,3 +98,100 @@ fn gc_after_removing_an_old_version_keeps_shared_chunks() {
     k.ok(&["get", &id2, "-o", k.path("out").to_str().unwrap()]);
     assert_eq!(describe(&k.path("out")), describe(&src));
 }
+
+#[test]
+fn a_lost_index_is_rebuilt_from_the_packs_and_the_journal() {
+    // Issue 18: `index.redb` held the only list of versions; losing it lost them, and a new
+    // index took the packs' numbers, so the next put overwrote a pack.
+    let k = Kith::new();
+    let src = k.path("notes");
+    let mut want = Vec::new();
+    let mut ids = Vec::new();
+    for (n, text) in ["one", "two", "three"].into_iter().enumerate() {
+        write(&src.join("todo.txt"), text.as_bytes());
+        write(&src.join(format!("day{n}.bin")), &random_bytes(200_000, n as u64));
+        want.push(describe(&src));
+        ids.push(k.put(&src));
+    }
+    let photo = k.path("photo.jpg");
+    write(&photo, &random_bytes(1_500_000, 9));
+    let photo_id = k.put(&photo);
+    k.ok(&["rm", &format!("{}@2", src.display())]);
+    let packs = k.packs();
+    let listing = |k: &Kith| -> Vec<(u64, String)> {
+        let v: serde_json::Value =
+            serde_json::from_str(&k.ok(&["log", "--json", src.to_str().unwrap()]).stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| (o["version"].as_u64().unwrap(), o["id"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let before = listing(&k);
+    assert_eq!(before, vec![(1, ids[0].clone()), (3, ids[2].clone())]);
+
+    fs::remove_file(k.store_dir().join("index.redb")).unwrap();
+    // Every command says what to do, and nothing changes.
+    for args in [vec!["ls"], vec!["put", photo.to_str().unwrap()]] {
+        let e = k.fail(&args);
+        assert!(
+            e.stderr.contains("index") && e.stderr.contains("kith store rebuild-index"),
+            "{}",
+            e.stderr
+        );
+    }
+    assert_eq!(k.packs(), packs, "a pack changed while the index was missing");
+
+    let r: serde_json::Value =
+        serde_json::from_str(&k.ok(&["store", "rebuild-index", "--json"]).stdout).unwrap();
+    assert_eq!(r["objects"], 3, "{r}");
+    assert_eq!(r["from_journal"], 3, "{r}");
+    assert_eq!(r["forgotten"], 1, "{r}");
+    assert_eq!(r["lost"], serde_json::json!([]), "{r}");
+    // The same versions under the same numbers, byte for byte; the forgotten one stays so.
+    assert_eq!(listing(&k), before);
+    for (v, at) in [(1, 0), (3, 2)] {
+        let out = k.path(&format!("v{v}"));
+        k.ok(&["get", &format!("{}@{v}", src.display()), "-o", out.to_str().unwrap()]);
+        assert_eq!(describe(&out), want[at]);
+    }
+    let back = k.path("photo.back");
+    k.ok(&["get", &photo_id, "-o", back.to_str().unwrap()]);
+    assert_eq!(fs::read(&back).unwrap(), fs::read(&photo).unwrap());
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["verify", "--json"]).stdout).unwrap();
+    assert_eq!(v["damaged"], false, "{v}");
+    // Numbers are not given again, and dedup knows the chunks again.
+    write(&src.join("todo.txt"), b"four");
+    assert_eq!(k.put_json(&src)["version"], 4);
+    let copy = k.path("photo-copy.jpg");
+    fs::copy(&photo, &copy).unwrap();
+    assert_eq!(k.put_json(&copy)["chunks_new"], 0);
+
+    // Without the journal as well, every version whose root is here comes back, numbered by
+    // time (the forgotten one too: only the journal knew it was forgotten).
+    fs::remove_file(k.store_dir().join("index.redb")).unwrap();
+    fs::remove_file(k.store_dir().join("objects.log")).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&k.ok(&["store", "rebuild-index", "--json"]).stdout).unwrap();
+    assert_eq!(
+        (r["from_journal"].as_u64(), r["found_by_time"].as_u64()),
+        (Some(0), Some(6)),
+        "{r}"
+    );
+    let versions: Vec<u64> = listing(&k).into_iter().map(|(v, _)| v).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+
+    // A damaged pack: the rebuild says what it could not read and which versions are lost.
+    let biggest = k.packs().into_iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&biggest).unwrap();
+    f.set_len(fs::metadata(&biggest).unwrap().len() / 2).unwrap();
+    fs::remove_file(k.store_dir().join("index.redb")).unwrap();
+    let out = k.run(&["store", "rebuild-index"]);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("damaged pack") && out.stderr.contains("left in place"),
+        "{}",
+        out.stderr
+    );
+    assert!(biggest.exists(), "a damaged pack was deleted");
+}

@@ -107,6 +107,17 @@ pub enum StoreError {
     /// What the user typed is not an id or path spec.
     #[error("{0}")]
     BadSpec(String),
+    /// The index is missing from a store that has packs.
+    #[error(
+        "the store index {} is missing, but the store holds {packs} packs: run `kith store rebuild-index` to rebuild it from them (nothing was changed)",
+        .path.display()
+    )]
+    IndexMissing {
+        /// Where the index should be.
+        path: PathBuf,
+        /// Pack files found.
+        packs: usize,
+    },
     /// A bug: a thread of the pipeline ended unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),

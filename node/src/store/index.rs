@@ -215,6 +215,17 @@ impl Index {
         Ok(())
     }
 
+    /// Makes `lineage`'s last version number at least `version` (numbers are never reused).
+    pub fn raise_last_version(&self, lineage: &[u8; 32], version: u32) -> Result<(), IndexError> {
+        if self.last_version_number(lineage)? >= version {
+            return Ok(());
+        }
+        let tx = self.write()?;
+        tx.open_table(META)?.insert(lineage_counter_key(lineage).as_str(), version as u64)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets an object (its blobs stay until `gc`). Returns whether it was known.
     pub fn remove_object(&self, id: &ObjectId) -> Result<bool, IndexError> {
         let tx = self.write()?;

@@ -10,12 +10,14 @@ pub mod envelope;
 mod error;
 pub mod index;
 mod ingest;
+pub mod journal;
 mod maintenance;
 mod objects;
 pub mod pack;
 mod part;
 mod put;
 mod reader;
+mod rebuild;
 mod restore;
 pub mod root;
 pub mod tree;
@@ -31,6 +33,7 @@ use crate::ids::{ChunkId, ObjectId};
 use crate::keys::Identity;
 use envelope::StoreKeys;
 use index::{Index, IndexError, ObjectRow};
+use journal::{Journal, Record};
 use pack::BlobKind;
 use root::Root;
 use tree::{ChunkRef, TreeReader};
@@ -42,6 +45,7 @@ pub use objects::{ObjectInfo, StoreUsage, absolute, absolute_in};
 pub use part::{Change, Entry, EntryType, Part};
 pub use put::{INDEX_CHECKPOINT_PACKS, PutReport, PutStats};
 pub use reader::BlobReader;
+pub use rebuild::RebuildReport;
 pub use restore::RestoreStats;
 
 const PACKS_DIR: &str = "packs";
@@ -71,6 +75,8 @@ pub struct Store {
     keys: StoreKeys,
     identity: Identity,
     device: [u8; 32],
+    /// Every object recorded and forgotten, beside the index (for a rebuild).
+    journal: Journal,
     _lock: HomeLock,
 }
 
@@ -93,15 +99,50 @@ impl Store {
         patience: std::time::Duration,
     ) -> Result<Store, StoreError> {
         let lock = home.lock_patiently(LockMode::Exclusive, what, patience)?;
+        Self::open_locked(home, lock, false)
+    }
+
+    /// Opens the store under `lock`. Without `fresh_index`, a store that has packs and no
+    /// index is refused (a new index would not know the packs, and the next put would take
+    /// their numbers).
+    fn open_locked(home: &Home, lock: HomeLock, fresh_index: bool) -> Result<Store, StoreError> {
         let identity = home.identity()?;
         let device = *home.node_key()?.id().as_bytes();
         let dir = home.store_dir();
         for d in [dir.clone(), dir.join(PACKS_DIR), dir.join(TMP_DIR)] {
             crate::fsutil::create_private_dir(&d).map_err(StoreError::io(&d))?;
         }
-        let index = RwLock::new(Index::open(&dir.join(INDEX_FILE))?);
+        let path = dir.join(INDEX_FILE);
+        if !fresh_index && !path.exists() {
+            let packs = fs::read_dir(dir.join(PACKS_DIR))
+                .map_err(StoreError::io(&dir))?
+                .filter_map(Result::ok)
+                .filter(|e| pack::parse_pack_file_name(&e.file_name().to_string_lossy()).is_some())
+                .count();
+            if packs > 0 {
+                return Err(StoreError::IndexMissing { path, packs });
+            }
+        }
+        let index = RwLock::new(Index::open(&path)?);
         let keys = StoreKeys::derive(identity.store_secret());
-        Ok(Store { dir, index, writer: Mutex::new(()), keys, identity, device, _lock: lock })
+        let journal = Journal::new(&dir);
+        let store = Store {
+            dir,
+            index,
+            writer: Mutex::new(()),
+            keys,
+            identity,
+            device,
+            journal,
+            _lock: lock,
+        };
+        // A store from before the journal: it starts as the index says.
+        if !store.journal.exists() {
+            let mut rows = store.index().objects()?;
+            rows.sort_by_key(|r| (r.lineage, r.version));
+            store.journal.rewrite(&rows).map_err(StoreError::io(store.journal.path()))?;
+        }
+        Ok(store)
     }
 
     fn index(&self) -> RwLockReadGuard<'_, Index> {
@@ -259,7 +300,9 @@ impl Store {
     pub fn remove(&self, id: &ObjectId) -> Result<(), StoreError> {
         let _w = self.write_lock();
         if self.index().remove_object(id)? {
-            Ok(())
+            self.journal
+                .append(&Record::Forgotten(*id))
+                .map_err(StoreError::io(self.journal.path()))
         } else {
             Err(StoreError::NotFound(format!("no object {id}")))
         }
@@ -303,11 +346,18 @@ impl Store {
         if let Some(row) = self.index().object(id)? {
             return Ok(row.version);
         }
+        // Only whole: a chunk taken meanwhile (a gc, a reclaim) is fetched again, never missed.
+        if !self.whole(id)? {
+            return Err(StoreError::NotFound(format!(
+                "object {id} is not complete here (chunks are missing); fetch it again"
+            )));
+        }
         let root = self.read_root(id)?;
         let lineage = self.keys.lineage(&root.source);
         let version = self.index().last_version_number(&lineage)? + 1;
         let row = ObjectRow { id: *id, lineage, version, created_ms: root.created_ms };
         self.index().add_object(row)?;
+        self.journal.append(&Record::Recorded(row)).map_err(StoreError::io(self.journal.path()))?;
         Ok(version)
     }
 

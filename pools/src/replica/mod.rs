@@ -133,6 +133,9 @@ pub struct Replicator {
     keeper: OnceLock<Arc<dyn SiteKeeper>>,
     /// The node's background workers.
     workers: Arc<Workers>,
+    /// Manifests of objects its pools listed, as far as this node has seen since it started
+    /// (the reclaim worker takes out those that are gone).
+    listed: Mutex<HashSet<Key>>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -166,6 +169,7 @@ impl Replicator {
             told_retired: std::sync::atomic::AtomicBool::new(false),
             keeper: OnceLock::new(),
             workers,
+            listed: Mutex::new(HashSet::new()),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -219,8 +223,11 @@ impl Replicator {
         Some(m)
     }
 
-    /// A manifest, from memory, the store, or else fetched from `from`.
+    /// A manifest of an object a pool lists, from memory, the store, or else fetched from
+    /// `from`.
     async fn manifest(&self, id: &Key, from: &[EndpointId]) -> Result<Arc<Manifest>, String> {
+        // Listed: once no pool lists it, the reclaim worker takes what was kept for it.
+        lock(&self.listed).insert(*id);
         if let Some(m) = lock(&self.manifests).get(id) {
             return Ok(m.clone());
         }

@@ -3,6 +3,7 @@
 //! references are deleted and their packs rewritten, without waiting for `kith gc`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use kith_crdt::Key;
 use kith_node::ChunkId;
@@ -11,9 +12,10 @@ use super::{Replicator, keep_set, lock};
 use crate::manifest::Manifest;
 
 impl Replicator {
-    /// Looks for objects that left this node's pools (those whose manifest it read since it
-    /// started and no pool lists any more), and reclaims the blobs kept for them (only those:
-    /// a blob fetched for anything else stays). What left before a restart waits for `kith gc`.
+    /// Looks for objects that a pool listed (at an earlier look, or when this node read their
+    /// manifest to hold, repair or check them) and none lists now, and reclaims the blobs kept
+    /// for them (only those: a blob fetched for anything else stays). An object that left
+    /// while this node was down waits for `kith gc`.
     pub(super) async fn reclaim_released(&self) -> Result<(), String> {
         let now: HashSet<Key> = self
             .pools
@@ -21,23 +23,33 @@ impl Replicator {
             .iter()
             .flat_map(|(_, v)| v.objects().map(|(_, _, po)| po.manifest).collect::<Vec<_>>())
             .collect();
-        let gone: Vec<Key> =
-            lock(&self.manifests).keys().filter(|m| !now.contains(*m)).copied().collect();
+        let gone: Vec<Key> = {
+            let mut listed = lock(&self.listed);
+            listed.extend(now.iter().copied());
+            listed.difference(&now).copied().collect()
+        };
         if gone.is_empty() {
             return Ok(());
         }
+        // What each released object listed: the copy in memory, else the one on disk.
+        let cached: Vec<(Key, Option<Arc<Manifest>>)> = {
+            let manifests = lock(&self.manifests);
+            gone.iter().map(|m| (*m, manifests.get(m).cloned())).collect()
+        };
         let store = self.node()?.store().clone();
         let pools = self.pools.clone();
         let count = gone.len();
-        let forget = gone.clone();
+        let done_with = gone.clone();
         let done = tokio::task::spawn_blocking(move || {
             let mut released = HashSet::new();
-            for m in &gone {
-                let id = ChunkId(*m);
+            for (m, cached) in cached {
+                let id = ChunkId(m);
                 released.insert(id);
-                if let Ok(Some((_, bytes))) = store.read_blob(&id)
-                    && let Ok(man) = Manifest::from_bytes(&bytes)
-                {
+                let man = cached.or_else(|| {
+                    let (_, bytes) = store.read_blob(&id).ok()??;
+                    Manifest::from_bytes(&bytes).ok().map(Arc::new)
+                });
+                if let Some(man) = man {
                     released.extend(man.blobs.iter().map(|(b, _)| ChunkId(**b)));
                 }
             }
@@ -53,9 +65,9 @@ impl Replicator {
         .map_err(|e| e.to_string())?;
         match done {
             Ok(r) => {
-                let mut manifests = lock(&self.manifests);
-                for m in &forget {
-                    manifests.remove(m);
+                let mut listed = lock(&self.listed);
+                for m in &done_with {
+                    listed.remove(m);
                 }
                 if r.blobs_removed > 0 {
                     tracing::info!(

@@ -168,7 +168,8 @@ impl Replicator {
 /// Every blob this node keeps for its pools: the manifests of active members' objects and
 /// everything they list (whether or not placement gives it to this node: copies are dropped
 /// only when their object leaves the pool). Reads only what is on disk; also returns the
-/// manifests it could not read (`gc` must not run while there are any).
+/// manifests it could not read or does not have yet (`gc` must not run while there are any:
+/// a blob such a manifest lists could be taken).
 pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, Vec<String>) {
     let mut keep = HashSet::new();
     let mut unreadable = Vec::new();
@@ -183,7 +184,10 @@ pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, V
                 None => Ok(None),
             }) {
                 Ok(Some(m)) => keep.extend(m.blobs.iter().map(|(id, _)| ChunkId(**id))),
-                Ok(None) => {}
+                Ok(None) => unreadable.push(format!(
+                    "manifest {} is not here yet (repair fetches it)",
+                    hex(&po.manifest[..8])
+                )),
                 Err(e) => unreadable.push(format!("manifest {}: {e}", hex(&po.manifest[..8]))),
             }
         }

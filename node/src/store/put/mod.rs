@@ -34,6 +34,7 @@ use crossbeam_channel::{Receiver, bounded};
 use super::chunker::{Cutter, DATA_CHUNKS, TREE_CHUNKS};
 use super::envelope::Sealer;
 use super::index::ObjectRow;
+use super::journal::Record;
 use super::root::EntryKind;
 use super::tree::{Item, TreeStats, TreeWriter};
 use super::{Progress, Store, StoreError, absolute, clear_dir};
@@ -156,7 +157,12 @@ pub(super) fn put(
     let (outcome, committed) = run(store, &source, md, &cache, &ctx, progress, &mut warnings);
     let result = outcome.and_then(|(id, mut stats)| {
         let version = store.index().last_version_number(&lineage)? + 1;
-        store.index().add_object(ObjectRow { id, lineage, version, created_ms: ctx.created_ms })?;
+        let row = ObjectRow { id, lineage, version, created_ms: ctx.created_ms };
+        store.index().add_object(row)?;
+        store
+            .journal
+            .append(&Record::Recorded(row))
+            .map_err(StoreError::io(store.journal.path()))?;
         stats.elapsed = started.elapsed();
         Ok(PutReport { id, version, source: recorded.clone(), stats, warnings })
     });
