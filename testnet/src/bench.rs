@@ -40,6 +40,10 @@ pub struct Round {
     pub get_v2: Duration,
     /// Restore of the first version (v1).
     pub get_v1: Duration,
+    /// Listing the files of v2 (`kith ls`, `restic ls`).
+    pub ls_v2: Duration,
+    /// What changed from v1 to v2 (`kith diff`, `restic diff`).
+    pub diff: Duration,
     /// Store size after v1.
     pub size_v1: u64,
     /// Store size after v1 and v2.
@@ -93,6 +97,10 @@ pub struct StoreFigures {
     pub put_v2_over_restic: f64,
     /// Restore of v2: kith's throughput over restic's.
     pub restore_v2_over_restic: f64,
+    /// `ls` of v2: restic's time over kith's.
+    pub ls_over_restic: f64,
+    /// `diff` of v1 and v2: restic's time over kith's.
+    pub diff_over_restic: f64,
     /// Restore of v1: kith's throughput over restic's.
     pub restore_v1_over_restic: f64,
     /// kith's store after v1 (MB).
@@ -185,6 +193,7 @@ impl StoreBench {
         let (d1, root1) = t.restore(tool, &work, 1, &out1)?;
         r.get_v2 = d2;
         r.get_v1 = d1;
+        (r.ls_v2, r.diff) = t.inside(tool, &work)?;
         if check {
             check_sums(&root2, &self.data.join("v2.sha256"))?;
             check_sums(&root1, &self.data.join("v1.sha256"))?;
@@ -230,6 +239,42 @@ impl Tools<'_> {
         })
     }
 
+    /// restic's snapshot ids, oldest first.
+    fn snapshots(&self) -> Result<Vec<String>> {
+        let snaps = run(self.restic().args(["snapshots", "--json"]))?;
+        let list: serde_json::Value = serde_json::from_slice(&snaps.stdout)?;
+        let mut ids: Vec<(String, String)> = list
+            .as_array()
+            .context("restic snapshots")?
+            .iter()
+            .map(|s| {
+                (
+                    s["time"].as_str().unwrap_or("").to_string(),
+                    s["id"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        ids.sort();
+        Ok(ids.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Lists the files of v2, then what changed from v1 to v2; the time of each.
+    fn inside(&self, tool: Tool, work: &Path) -> Result<(Duration, Duration)> {
+        Ok(match tool {
+            Tool::Kith => {
+                let v = |n| format!("{}@{n}", work.display());
+                let ls = timed(self.kith().arg("ls").arg(v(2)))?.1;
+                (ls, timed(self.kith().arg("diff").arg(v(1)).arg(v(2)))?.1)
+            }
+            Tool::Restic => {
+                let ids = self.snapshots()?;
+                let [a, b] = ids.as_slice() else { bail!("restic has {} snapshots", ids.len()) };
+                let ls = timed(self.restic().args(["ls", b]))?.1;
+                (ls, timed(self.restic().args(["diff", a, b]))?.1)
+            }
+        })
+    }
+
     /// Restores version `n` (1 or 2) into `out`; returns the time and the restored root.
     fn restore(
         &self,
@@ -244,21 +289,8 @@ impl Tools<'_> {
                 (timed(self.kith().arg("get").arg(&spec).arg("-o").arg(out))?.1, out.to_path_buf())
             }
             Tool::Restic => {
-                let snaps = run(self.restic().args(["snapshots", "--json"]))?;
-                let list: serde_json::Value = serde_json::from_slice(&snaps.stdout)?;
-                let mut ids: Vec<(String, String)> = list
-                    .as_array()
-                    .context("restic snapshots")?
-                    .iter()
-                    .map(|s| {
-                        (
-                            s["time"].as_str().unwrap_or("").to_string(),
-                            s["id"].as_str().unwrap_or("").to_string(),
-                        )
-                    })
-                    .collect();
-                ids.sort();
-                let id = &ids.get(n - 1).context("missing snapshot")?.1;
+                let ids = self.snapshots()?;
+                let id = ids.get(n - 1).context("missing snapshot")?;
                 let took = timed(self.restic().args(["restore", id, "--target"]).arg(out))?.1;
                 (took, out.join(work.strip_prefix("/").unwrap_or(work)))
             }
@@ -289,6 +321,7 @@ fn check_sums(root: &Path, sums: &Path) -> Result<()> {
 
 type TimeRow = (&'static str, u64, fn(&Round) -> Duration);
 type SizeRow = (&'static str, fn(&Round) -> u64);
+type InsideRow = (&'static str, fn(&Round) -> Duration);
 
 impl Report {
     /// The figures for the JSON line.
@@ -327,6 +360,8 @@ impl Report {
             put_v2_over_restic: over(put2),
             restore_v2_over_restic: over(get2),
             restore_v1_over_restic: over(get1),
+            ls_over_restic: over(|x| x.ls_v2),
+            diff_over_restic: over(|x| x.diff),
             store_v1_mb: round(size(k, size1) / 1e6, 1),
             store_v2_mb: round(size(k, size2) / 1e6, 1),
             store_v1_size_ratio: round(size(k, size1) / size(r, size1), 3),
@@ -357,6 +392,8 @@ impl Report {
             ("restore v2", b2, |r| r.get_v2),
             ("restore v1", b1, |r| r.get_v1),
         ];
+        let inside: [InsideRow; 2] =
+            [("ls v2 (every file)", |r| r.ls_v2), ("diff v1 v2", |r| r.diff)];
         for (name, bytes, f) in rows {
             let (k, r) = (med(&self.kith, f), med(&self.restic, f));
             let _ = writeln!(
@@ -365,6 +402,16 @@ impl Report {
                 mbps(bytes, k),
                 k.as_secs_f64(),
                 mbps(bytes, r),
+                r.as_secs_f64(),
+                r.as_secs_f64() / k.as_secs_f64()
+            );
+        }
+        for (name, f) in inside {
+            let (k, r) = (med(&self.kith, f), med(&self.restic, f));
+            let _ = writeln!(
+                out,
+                "| {name}, s | {:.3} | {:.3} | {:.2}x |",
+                k.as_secs_f64(),
                 r.as_secs_f64(),
                 r.as_secs_f64() / k.as_secs_f64()
             );

@@ -243,7 +243,7 @@ fn the_last_admin_is_told_the_next_step_and_can_dissolve_the_pool() {
 
     // Bob forgets his local version and is offline when ada dissolves the pool: when he comes
     // back, his node learns it and brings the object home from the others, who kept it.
-    net.kith_ok(1, &["rm", &object]).unwrap();
+    net.kith_ok(1, &["rm", "--local", &object]).unwrap();
     net.stop(1).unwrap();
     net.kith_ok(0, &["pool", "dissolve", "street", "--yes"]).unwrap();
     net.start(1).unwrap();
