@@ -363,6 +363,15 @@ pub(crate) enum SiteCommand {
         /// The version (see `kith site versions`).
         version: u64,
     },
+    /// Change a setting of your site: `keep N` keeps the newest N versions (and the one served) and forgets the others.
+    Set {
+        /// The site.
+        name: String,
+        /// The setting (`keep`).
+        key: String,
+        /// Its value.
+        value: String,
+    },
     /// Take your site down (every version).
     Rm {
         /// The site.

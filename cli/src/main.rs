@@ -94,6 +94,9 @@ fn site_command(root: &Path, cwd: &Path, command: SiteCommand) -> Result<ExitCod
             r::rolled_back(&typed(run(SiteReq::Rollback { name, version })?)?)
         }
         SiteCommand::Rm { name } => r::removed(&typed(run(SiteReq::Rm { name })?)?),
+        SiteCommand::Set { name, key, value } => {
+            r::site_set(&typed(run(SiteReq::Set { name, key, value })?)?)
+        }
         SiteCommand::Credential { pool, expires } => {
             r::credential(&typed(run(SiteReq::Credential { pool, expires })?)?)
         }

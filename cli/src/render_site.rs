@@ -85,6 +85,16 @@ pub fn rolled_back(v: &RolledBack) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `kith site set`.
+pub fn site_set(v: &SiteSet) -> Result<ExitCode> {
+    eprintln!("{} keeps its newest {} versions (and the one it serves)", v.name, v.keep);
+    if !v.forgotten.is_empty() {
+        let list: Vec<String> = v.forgotten.iter().map(u64::to_string).collect();
+        eprintln!("forgot versions {}; their holders reclaim the space", list.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `kith site rm`.
 pub fn removed(v: &SiteRemoved) -> Result<ExitCode> {
     eprintln!("took {} down ({} versions forgotten)", v.name, v.versions);

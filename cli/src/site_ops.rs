@@ -196,6 +196,20 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
             pools.with_pool(&spec, |p| p.rollback_site(signer, &name, version, pools.now_ms()))?;
             answer(RolledBack { name, version })
         }
+        SiteReq::Set { name, key, value } => {
+            if key != "keep" {
+                bail!("a site has one setting, `keep N` (how many versions it keeps), not `{key}`");
+            }
+            let keep: u64 = value
+                .parse()
+                .ok()
+                .filter(|k| *k >= 1)
+                .ok_or_else(|| anyhow!("keep must be a number of versions, at least 1"))?;
+            let spec = own_site(pools, &name)?;
+            let forgotten =
+                pools.with_pool(&spec, |p| p.set_site_keep(signer, &name, keep, pools.now_ms()))?;
+            answer(SiteSet { name, keep, forgotten })
+        }
         SiteReq::Rm { name } => {
             let spec = own_site(pools, &name)?;
             let site = pools.with_pool(&spec, |p| p.remove_site(signer, &name, pools.now_ms()))?;

@@ -209,6 +209,33 @@ pub fn set_site_current(
     d.put(&s, "current", n)
 }
 
+/// Sets how many versions `me`'s site `name` keeps.
+pub fn set_site_keep(
+    d: &mut AutoCommit,
+    me: &Key,
+    name: &str,
+    keep: u64,
+) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let ss = map(d, &m, "sites")?;
+    let s = map(d, &ss, name)?;
+    d.put(&s, "keep", keep)
+}
+
+/// Forgets version `n` of `me`'s site `name`.
+pub fn remove_site_version(
+    d: &mut AutoCommit,
+    me: &Key,
+    name: &str,
+    n: u64,
+) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let ss = map(d, &m, "sites")?;
+    let s = map(d, &ss, name)?;
+    let vs = map(d, &s, "versions")?;
+    d.delete(&vs, n.to_string())
+}
+
 /// Forgets `me`'s site `name`.
 pub fn remove_site(d: &mut AutoCommit, me: &Key, name: &str) -> Result<(), AutomergeError> {
     let m = member(d, me)?;

@@ -450,10 +450,78 @@ impl Pool {
             )));
         }
         let n = m.sites.get(name).and_then(|s| s.versions.keys().max()).map_or(1, |x| x + 1);
+        // What the retention drops once this version is in (the new one is served).
+        let drop = m.sites.get(name).map_or_else(Vec::new, |s| {
+            let mut after = s.clone();
+            after.versions.insert(n, v.clone());
+            after.current = n;
+            after.beyond_keep(s.keep)
+        });
+        let objects = Self::version_objects(m, name, &drop);
         self.doc.change(signer, now_ms, &PoolRules, |d| {
-            edit::set_site_version(d, &me, name, access, n, v)
+            edit::set_site_version(d, &me, name, access, n, v)?;
+            Self::drop_versions(d, &me, name, &drop, &objects)
         })?;
         Ok(n)
+    }
+
+    /// Sets how many versions this member's site `name` keeps (the newest, and the one
+    /// served), and forgets the others with their objects (holders reclaim their chunks);
+    /// returns the versions forgotten.
+    pub fn set_site_keep(
+        &mut self,
+        signer: &Signer,
+        name: &str,
+        keep: u64,
+        now_ms: i64,
+    ) -> Result<Vec<u64>, PoolError> {
+        if keep == 0 {
+            return Err(PoolError::Policy(format!(
+                "a site keeps at least the version it serves; to take it down: `kith site rm {name}`"
+            )));
+        }
+        let me = signer.author().key;
+        let view = self.view();
+        let m = view
+            .active(&me)
+            .ok_or_else(|| PoolError::Denied("you are not a member of this pool".into()))?;
+        let site = m
+            .sites
+            .get(name)
+            .ok_or_else(|| PoolError::Policy(format!("you have no site `{name}` in this pool")))?;
+        let drop = site.beyond_keep(Some(keep));
+        let objects = Self::version_objects(m, name, &drop);
+        self.doc.change(signer, now_ms, &PoolRules, |d| {
+            edit::set_site_keep(d, &me, name, keep)?;
+            Self::drop_versions(d, &me, name, &drop, &objects)
+        })?;
+        Ok(drop)
+    }
+
+    /// The pool objects of versions `drop` of `m`'s site `name`.
+    fn version_objects(m: &crate::view::Member, name: &str, drop: &[u64]) -> Vec<Key> {
+        let Some(site) = m.sites.get(name) else { return Vec::new() };
+        drop.iter()
+            .filter_map(|n| site.versions.get(n))
+            .map(|v| v.index)
+            .filter(|o| m.objects.contains_key(o))
+            .collect()
+    }
+
+    fn drop_versions(
+        d: &mut kith_crdt::automerge::AutoCommit,
+        me: &Key,
+        name: &str,
+        drop: &[u64],
+        objects: &[Key],
+    ) -> Result<(), kith_crdt::automerge::AutomergeError> {
+        for n in drop {
+            edit::remove_site_version(d, me, name, *n)?;
+        }
+        for o in objects {
+            edit::remove_object(d, me, o)?;
+        }
+        Ok(())
     }
 
     /// Serves version `n` of this member's site `name` again.

@@ -205,9 +205,23 @@ pub struct Site {
     pub current: u64,
     /// Every version kept, by number.
     pub versions: BTreeMap<u64, SiteVersion>,
+    /// How many versions it keeps (the newest, and the one served); `None`: every one.
+    pub keep: Option<u64>,
 }
 
 impl Site {
+    /// The versions its retention drops: all but the newest `keep` and the one served.
+    pub fn beyond_keep(&self, keep: Option<u64>) -> Vec<u64> {
+        let Some(keep) = keep else { return Vec::new() };
+        self.versions
+            .keys()
+            .rev()
+            .skip(keep as usize)
+            .filter(|n| **n != self.current)
+            .copied()
+            .collect()
+    }
+
     /// The version served, if it is there.
     pub fn served(&self) -> Option<&SiteVersion> {
         self.versions.get(&self.current)
@@ -538,10 +552,15 @@ impl PoolView {
                 },
             );
         }
+        let keep = match d.get(s, "keep").map_err(|e| e.to_string())? {
+            Some((v, _)) => Some(v.as_u64().filter(|k| *k >= 1).ok_or("`keep` is not a count")?),
+            None => None,
+        };
         Ok(Site {
             access: Access::parse(&text(d, s, "access")?).map_err(|e| e.to_string())?,
             current: uint(d, s, "current")?,
             versions,
+            keep,
         })
     }
 

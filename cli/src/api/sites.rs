@@ -33,6 +33,15 @@ pub enum SiteReq {
         /// The version.
         version: u64,
     },
+    /// Change a setting of a site (`keep N`: how many versions it keeps).
+    Set {
+        /// The site.
+        name: String,
+        /// The setting.
+        key: String,
+        /// Its value.
+        value: String,
+    },
     /// Take a site down.
     Rm {
         /// The site.
@@ -156,6 +165,17 @@ pub struct RolledBack {
     pub name: String,
     /// The version now served.
     pub version: u64,
+}
+
+/// `kith site set`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteSet {
+    /// The site.
+    pub name: String,
+    /// How many versions it keeps.
+    pub keep: u64,
+    /// The versions forgotten now (their holders reclaim the space).
+    pub forgotten: Vec<u64>,
 }
 
 /// `kith site rm`.

@@ -307,3 +307,63 @@ fn a_site_name_resolves_over_mdns_and_opens_from_a_neighbours_device() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_site_keeps_the_versions_its_retention_keeps_and_holders_reclaim_the_rest() {
+    // Issue 18: every version of a site stayed in the pool for good.
+    let mut net = testnet(2, Layout::Loopback);
+    pool(&mut net, 2);
+    let versions = |net: &Testnet, i: usize| -> Vec<(u64, bool)> {
+        net.json(i, &["site", "versions", "club"]).unwrap()["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["version"].as_u64().unwrap(), v["current"].as_bool().unwrap()))
+            .collect()
+    };
+    let stored = |net: &Testnet, i: usize| -> u64 {
+        net.json(i, &["status"]).unwrap()["store"]["bytes"].as_u64().unwrap()
+    };
+    for v in 1..=3u64 {
+        let (dir, _) = site_dir(&net, "club", &format!("v{v}"));
+        write(&dir.join("bread.bin"), &random_bytes(3 << 20, 100 + v));
+        net.kith_ok(0, &["site", "publish", dir.to_str().unwrap(), "--name", "club"]).unwrap();
+    }
+    net.kith_ok(0, &["site", "rollback", "club", "2"]).unwrap();
+    net.wait_for(CONVERGE, "node 1 to hold the three versions", |net| {
+        Ok(versions(net, 1).len() == 3 && stored(net, 1) > 9 << 20)
+    })
+    .unwrap();
+    let held = stored(&net, 1);
+
+    // Keep one: the newest stays, and so does the one served.
+    let out = net.kith(0, &["site", "set", "club", "keep", "1"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("forgot versions 1"), "{said}");
+    assert_eq!(versions(&net, 0), vec![(2, true), (3, false)]);
+    net.wait_for(CONVERGE, "node 1 to reclaim version 1", |net| {
+        Ok(versions(net, 1).len() == 2 && stored(net, 1) + (3 << 20) <= held)
+    })
+    .unwrap();
+    // A new version is served; with keep 1 it is the only one left.
+    let (dir, _) = site_dir(&net, "club", "v4");
+    net.kith_ok(0, &["site", "publish", dir.to_str().unwrap(), "--name", "club"]).unwrap();
+    assert_eq!(versions(&net, 0), vec![(4, true)]);
+    let a = http(&net, 1);
+    net.wait_for(CONVERGE, "node 1 to serve version 4", |_| {
+        Ok(get(a, "/s/club/").body.as_slice() == b"<h1>Bakery v4</h1>")
+    })
+    .unwrap();
+    assert_eq!(net.json(1, &["verify"]).unwrap()["damaged"], false);
+
+    // Settings that make no sense are refused by name.
+    for (args, why) in [
+        (["site", "set", "club", "keep", "0"], "at least 1"),
+        (["site", "set", "club", "colour", "red"], "one setting, `keep N`"),
+        (["site", "set", "nope", "keep", "3"], "nope"),
+    ] {
+        let out = net.kith(0, &args);
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && e.contains(why), "{args:?}: {e}");
+    }
+}
