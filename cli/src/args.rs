@@ -196,6 +196,23 @@ pub(crate) enum Command {
         #[arg(long)]
         local: bool,
     },
+    /// Write everything of your identity (identity document, every version of every object, pool memberships) into one file; chunks stay encrypted, so it is safe to hand to anyone.
+    Export {
+        /// The file to write; it must not exist.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take in an export of your identity (no network needed); what the store has already is skipped.
+    Import {
+        /// The file (made by `kith export`).
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Reclaim the space of chunks that no object references.
     Gc {
         /// Print JSON.

@@ -20,6 +20,7 @@ pub mod local;
 mod object_ops;
 mod ops;
 mod pool_ops;
+mod portable_ops;
 mod site_ops;
 mod status_ops;
 pub mod wire;

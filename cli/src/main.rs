@@ -363,6 +363,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             render::forgotten(&v);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export { output, json } => {
+            let v: kith::api::store::Exported =
+                typed(execute(&root, Request::Export { path: abs(&output) }, "exporting")?)?;
+            if json { render_pool::json(&v) } else { render::exported(&v, true) }
+        }
+        Command::Import { file, json } => {
+            let v: kith::api::store::Exported =
+                typed(execute(&root, Request::Import { path: abs(&file) }, "importing")?)?;
+            if json { render_pool::json(&v) } else { render::exported(&v, false) }
+        }
         Command::Gc { json } => {
             let v: kith::api::store::Collected = typed(execute(&root, Request::Gc, "")?)?;
             if json { render_pool::json(&v) } else { render::gc(&v) }

@@ -102,6 +102,8 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
         Request::Rm { spec, cwd, here_only } => {
             crate::object_ops::rm(ctx, spec, cwd, here_only).await
         }
+        Request::Export { path } => crate::portable_ops::export(ctx, path, out).await,
+        Request::Import { path } => crate::portable_ops::import(ctx, path, out).await,
         Request::Gc => {
             // Blobs held for pools stay, whether or not the daemon runs.
             let pools = match &ctx.pools {

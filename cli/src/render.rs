@@ -306,6 +306,29 @@ pub fn rebuilt(v: &Rebuilt) -> Result<ExitCode> {
     }
 }
 
+/// `kith export` (`wrote`) and `kith import`.
+pub fn exported(v: &Exported, wrote: bool) -> Result<ExitCode> {
+    let (verb, objects) = if wrote { ("wrote", "objects") } else { ("took in", "new objects") };
+    eprintln!(
+        "{verb} {}: {} {objects}, {} chunks ({}) in {:.2} s",
+        v.path,
+        v.objects,
+        v.blobs,
+        fmt::bytes(v.blob_bytes),
+        v.seconds
+    );
+    if !wrote && v.blobs_present > 0 {
+        eprintln!("{} chunks were here already", v.blobs_present);
+    }
+    if !v.pools.is_empty() {
+        eprintln!(
+            "pools named: {} (with `kith up` running, a node of this identity finds them by itself)",
+            v.pools.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `kith rm`.
 pub fn forgotten(v: &Forgotten) {
     let id = &v.id[..12.min(v.id.len())];

@@ -75,6 +75,16 @@ pub enum Request {
         #[serde(default)]
         here_only: bool,
     },
+    /// Write everything of this identity into one file.
+    Export {
+        /// The file (absolute); it must not exist.
+        path: PathBuf,
+    },
+    /// Take in an export of this identity.
+    Import {
+        /// The file (absolute).
+        path: PathBuf,
+    },
     /// Reclaim unreferenced chunks.
     Gc,
     /// Check everything.

@@ -247,6 +247,29 @@ pub fn rebuilt(r: &kith_node::store::RebuildReport) -> Rebuilt {
     }
 }
 
+/// `kith export` and `kith import`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exported {
+    /// The file.
+    pub path: String,
+    /// Objects written, or recorded here.
+    pub objects: u64,
+    /// Blobs written, or new here.
+    pub blobs: u64,
+    /// Their bytes.
+    pub blob_bytes: u64,
+    /// Blobs this store had already (import).
+    #[serde(default)]
+    pub blobs_present: u64,
+    /// Changes of the identity document that were new here (import).
+    #[serde(default)]
+    pub identity_changes: u64,
+    /// The pools named (this identity's memberships).
+    pub pools: Vec<String>,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
 /// `kith rm`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Forgotten {

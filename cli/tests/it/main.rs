@@ -21,6 +21,7 @@ mod mesh;
 mod offline;
 mod pool_life;
 mod pools;
+mod portable;
 mod privacy;
 mod progress;
 mod replication;

@@ -49,7 +49,8 @@ pub struct Contents {
     pub damage: Option<String>,
 }
 
-fn encode(r: &Record) -> [u8; RECORD_LEN] {
+/// A record's 85 bytes.
+pub(super) fn encode(r: &Record) -> [u8; RECORD_LEN] {
     let mut b = [0u8; RECORD_LEN];
     match r {
         Record::Recorded(row) => {
@@ -69,7 +70,11 @@ fn encode(r: &Record) -> [u8; RECORD_LEN] {
     b
 }
 
-fn decode(b: &[u8]) -> Result<Record, String> {
+/// A record from its 85 bytes.
+pub(super) fn decode(b: &[u8]) -> Result<Record, String> {
+    if b.len() != RECORD_LEN {
+        return Err(format!("a record has {RECORD_LEN} bytes, not {}", b.len()));
+    }
     if blake3::hash(&b[..77]).as_bytes()[..8] != b[77..RECORD_LEN] {
         return Err("a record does not match its check".into());
     }

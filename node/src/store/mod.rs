@@ -8,6 +8,7 @@
 pub mod chunker;
 pub mod envelope;
 mod error;
+pub mod export;
 pub mod index;
 mod ingest;
 pub mod journal;

@@ -102,6 +102,22 @@ impl Pools {
             .map_err(|e| PoolError::Policy(format!("cannot save the identity document: {e}")))
     }
 
+    /// This identity's document as saved, if this node has one (for an export).
+    pub fn identity_doc_bytes(&self) -> Option<Vec<u8>> {
+        self.identity.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(|d| d.save())
+    }
+
+    /// Takes in another copy of this identity's document (from an export), every change
+    /// checked; how many changes were new.
+    pub fn merge_identity_doc(&self, bytes: &[u8]) -> Result<usize, PoolError> {
+        let mut n = 0;
+        self.with_identity(|d, _, _| {
+            n = d.merge(bytes)?;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
     /// This identity's document, typed.
     pub fn identity(&self) -> Option<IdentityView> {
         self.identity.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|d| d.view())

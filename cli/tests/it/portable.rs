@@ -1,0 +1,132 @@
+//! Portable data: `kith export` writes everything of an identity into one file, `kith import`
+//! takes it in on another machine with no network, byte for byte; bad files are refused.
+
+use std::fs;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// A second home with the identity of `a` (a new machine of the same person).
+fn same_person(a: &Kith) -> Kith {
+    let key = a.path("me.age");
+    if !key.exists() {
+        let mut cmd = a.cmd();
+        cmd.args(["key", "export", key.to_str().unwrap()]).env("KITH_PASSPHRASE", "pw");
+        assert!(cmd.output().unwrap().status.success());
+    }
+    let b = Kith::new();
+    let mut cmd = b.cmd();
+    cmd.args(["init", "--import", key.to_str().unwrap()]).env("KITH_PASSPHRASE", "pw");
+    assert!(cmd.output().unwrap().status.success());
+    b
+}
+
+fn log(k: &Kith, src: &str) -> Vec<(u64, String)> {
+    json(&k.ok(&["log", "--json", src]).stdout)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["version"].as_u64().unwrap(), o["id"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn everything_of_an_identity_moves_in_one_file_and_bad_files_are_refused() {
+    let a = Kith::new();
+    let src = a.path("letters");
+    write(&src.join("dear.txt"), b"Dear neighbour, the plums are ripe.");
+    write(&src.join("scan.bin"), &random_bytes(2_000_000, 5));
+    let v1 = describe(&src);
+    a.put(&src);
+    write(&src.join("dear.txt"), b"Dear neighbour, the plums are gone.");
+    let v2 = describe(&src);
+    a.put(&src);
+    let photo = a.path("photo.jpg");
+    write(&photo, &random_bytes(700_000, 6));
+    let photo_id = a.put(&photo);
+    let kept = log(&a, src.to_str().unwrap());
+
+    let file = a.path("me.kexp");
+    let e = json(&a.ok(&["export", "-o", file.to_str().unwrap(), "--json"]).stdout);
+    assert_eq!(e["objects"], 3, "{e}");
+    let bytes = fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"KITHEXP1"));
+    let plain = b"plums are";
+    assert!(!bytes.windows(plain.len()).any(|w| w == plain), "the export holds plaintext");
+    let e = a.fail(&["export", "-o", file.to_str().unwrap()]);
+    assert!(e.stderr.contains("already exists"), "{}", e.stderr);
+
+    // Another machine of the same person takes it all in, with no network, byte for byte.
+    let b = same_person(&a);
+    let src_s = src.to_str().unwrap();
+    let i = json(&b.ok(&["import", file.to_str().unwrap(), "--json"]).stdout);
+    assert_eq!((i["objects"].as_u64(), i["blobs_present"].as_u64()), (Some(3), Some(0)), "{i}");
+    assert_eq!(log(&b, src_s), kept);
+    for (v, want) in [(1, &v1), (2, &v2)] {
+        let out = b.path(&format!("v{v}"));
+        b.ok(&["get", &format!("{src_s}@{v}"), "-o", out.to_str().unwrap()]);
+        assert_eq!(&describe(&out), want);
+    }
+    let got = b.path("photo.back");
+    b.ok(&["get", &photo_id, "-o", got.to_str().unwrap()]);
+    assert_eq!(fs::read(&got).unwrap(), fs::read(&photo).unwrap());
+    assert_eq!(json(&b.ok(&["verify", "--json"]).stdout)["damaged"], false);
+    // Again: nothing new, nothing doubled.
+    let again = json(&b.ok(&["import", file.to_str().unwrap(), "--json"]).stdout);
+    assert_eq!((again["objects"].as_u64(), again["blobs"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(log(&b, src_s), kept);
+
+    // Bad files: each refused by what is wrong, and no object of it is recorded.
+    let c = same_person(&a);
+    let bad = c.path("bad.kexp");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (bytes[..bytes.len() / 2].to_vec(), "truncated"),
+        (
+            {
+                let mut b = bytes.clone();
+                let at = b.len() / 2;
+                b[at] ^= 1;
+                b
+            },
+            "(damaged)",
+        ),
+        (
+            {
+                let mut b = bytes.clone();
+                *b.last_mut().unwrap() ^= 1;
+                b
+            },
+            "end does not match",
+        ),
+        (b"PK\x03\x04 a zip file, not an export".to_vec(), "KITHEXP1"),
+        (
+            {
+                let mut b = bytes.clone();
+                b[8] = 7;
+                b
+            },
+            "upgrade kith",
+        ),
+    ];
+    for (content, why) in cases {
+        fs::write(&bad, &content).unwrap();
+        let e = c.fail(&["import", bad.to_str().unwrap()]);
+        assert!(e.stderr.contains(why), "{why}: {}", e.stderr);
+        assert_eq!(json(&c.ok(&["ls", "--json"]).stdout), Value::Array(vec![]));
+    }
+    // Somebody else's export: refused by name.
+    let stranger = Kith::new();
+    stranger.ok(&["init"]);
+    let e = stranger.fail(&["import", file.to_str().unwrap()]);
+    assert!(
+        e.stderr.contains("this export is identity") && e.stderr.contains("init --import"),
+        "{}",
+        e.stderr
+    );
+    assert_eq!(json(&stranger.ok(&["ls", "--json"]).stdout), Value::Array(vec![]));
+}

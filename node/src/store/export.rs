@@ -1,0 +1,325 @@
+//! Export files (`kith export`, `kith import`): everything of this identity's store in one
+//! file, as it is stored (chunks stay encrypted), in a framed format specified in
+//! `docs/formats.md` and readable without kith's code.
+//!
+//! ```text
+//! header  "KITHEXP1" | format u32 LE (1)
+//! entry   tag u8 | length u32 LE | payload
+//!   1 about        CBOR [identity [32], created_ms u64, objects u64, blobs u64]
+//!   2 identity     the identity document, as saved (`identity.kdoc`)
+//!   3 pool         CBOR [pool id [32], name text]: a membership, as a reference
+//!   4 blob         id [32] | kind u8 (0 chunk, 1 root) | the blob as stored
+//!   5 object       an object journal record (85 bytes, see journal.rs)
+//!   255 end        entries before it u64 LE | BLAKE3 of every byte before this entry [32]
+//! ```
+//!
+//! Blobs come before the objects that use them, so an import adopts an object only once every
+//! blob of it arrived; the end entry proves that nothing was cut off or changed.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+
+use minicbor::{Decode, Encode};
+
+use super::journal::Record;
+use super::pack::{BlobKind, MAX_BLOB_BYTES};
+use super::tree::Item;
+use super::{BlobReader, Progress, Store, StoreError};
+use crate::ids::ChunkId;
+
+const MAGIC: &[u8; 8] = b"KITHEXP1";
+/// Export format this build writes and the newest it reads.
+pub const EXPORT_FORMAT: u32 = 1;
+const TAG_ABOUT: u8 = 1;
+const TAG_IDENTITY: u8 = 2;
+const TAG_POOL: u8 = 3;
+const TAG_BLOB: u8 = 4;
+const TAG_OBJECT: u8 = 5;
+const TAG_END: u8 = 255;
+/// Largest entry: a blob with its header (a root is at most 16 MiB).
+const MAX_ENTRY: u32 = MAX_BLOB_BYTES + 64;
+
+/// What an export says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(array)]
+pub struct About {
+    /// The identity whose store it is.
+    #[n(0)]
+    #[cbor(with = "minicbor::bytes")]
+    pub identity: [u8; 32],
+    /// When it was written (ms since the epoch).
+    #[n(1)]
+    pub created_ms: u64,
+    /// Objects in it.
+    #[n(2)]
+    pub objects: u64,
+    /// Blobs in it.
+    #[n(3)]
+    pub blobs: u64,
+}
+
+/// A pool membership, as a reference (the pool's nodes hold the document).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[cbor(array)]
+pub struct PoolRef {
+    /// The pool.
+    #[n(0)]
+    #[cbor(with = "minicbor::bytes")]
+    pub id: [u8; 32],
+    /// Its name.
+    #[n(1)]
+    pub name: String,
+}
+
+/// What goes into an export besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct ExportExtras {
+    /// The identity document, as saved.
+    pub identity_doc: Option<Vec<u8>>,
+    /// The pools this identity is in.
+    pub pools: Vec<PoolRef>,
+}
+
+/// What an export wrote, or an import read and took.
+#[derive(Debug, Clone, Default)]
+pub struct ExportReport {
+    /// Objects.
+    pub objects: u64,
+    /// Blobs.
+    pub blobs: u64,
+    /// Bytes of blobs.
+    pub blob_bytes: u64,
+    /// Blobs the store had already (import).
+    pub blobs_present: u64,
+    /// The identity document, if one was in it (import: its bytes, to merge).
+    pub identity_doc: Option<Vec<u8>>,
+    /// Pool memberships named.
+    pub pools: Vec<PoolRef>,
+}
+
+/// Why an export file was refused.
+fn bad(why: impl Into<String>) -> StoreError {
+    StoreError::BadSpec(format!("not a readable kith export: {}", why.into()))
+}
+
+/// Writes entries, hashing everything written.
+struct Writer<W: Write> {
+    out: W,
+    hash: blake3::Hasher,
+    entries: u64,
+}
+
+impl<W: Write> Writer<W> {
+    fn raw(&mut self, b: &[u8]) -> io::Result<()> {
+        self.hash.update(b);
+        self.out.write_all(b)
+    }
+
+    fn entry(&mut self, tag: u8, parts: &[&[u8]]) -> io::Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.raw(&[tag])?;
+        self.raw(&(len as u32).to_le_bytes())?;
+        for p in parts {
+            self.raw(p)?;
+        }
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn end(mut self) -> io::Result<W> {
+        let digest = *self.hash.finalize().as_bytes();
+        let entries = self.entries.to_le_bytes();
+        self.out.write_all(&[TAG_END])?;
+        self.out.write_all(&40u32.to_le_bytes())?;
+        self.out.write_all(&entries)?;
+        self.out.write_all(&digest)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+impl Store {
+    /// Writes every object of this store (with every blob it uses, once) to `out`.
+    pub fn export<W: Write>(
+        &self,
+        out: W,
+        extras: &ExportExtras,
+        created_ms: u64,
+        progress: Option<&Progress>,
+    ) -> Result<(W, ExportReport), StoreError> {
+        let io_err = |e: io::Error| StoreError::Dest { path: "the export".into(), source: e };
+        let mut rows = self.index().objects()?;
+        rows.sort_by_key(|r| (r.created_ms, r.lineage, r.version));
+        if let Some(p) = progress {
+            let bytes = rows.iter().map(|r| self.read_root(&r.id).map(|root| root.stats.bytes));
+            let total: u64 = bytes.collect::<Result<Vec<u64>, _>>()?.iter().sum();
+            p.bytes_total.store(total, std::sync::atomic::Ordering::Relaxed);
+            p.total_known.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut w = Writer { out, hash: blake3::Hasher::new(), entries: 0 };
+        w.raw(MAGIC).map_err(io_err)?;
+        w.raw(&EXPORT_FORMAT.to_le_bytes()).map_err(io_err)?;
+        let mut report = ExportReport::default();
+        // The blob count is known only at the end: the about entry counts objects, and the
+        // end entry proves the whole.
+        let about = About {
+            identity: *self.identity.id().as_bytes(),
+            created_ms,
+            objects: rows.len() as u64,
+            blobs: 0,
+        };
+        let cbor = minicbor::to_vec(&about).expect("encoding into a Vec cannot fail");
+        w.entry(TAG_ABOUT, &[&cbor]).map_err(io_err)?;
+        if let Some(doc) = &extras.identity_doc {
+            w.entry(TAG_IDENTITY, &[doc]).map_err(io_err)?;
+        }
+        for p in &extras.pools {
+            let cbor = minicbor::to_vec(p).expect("encoding into a Vec cannot fail");
+            w.entry(TAG_POOL, &[&cbor]).map_err(io_err)?;
+        }
+        let mut written: HashSet<ChunkId> = HashSet::new();
+        let mut reader = BlobReader::new(self);
+        for row in &rows {
+            let root = self.read_root(&row.id)?;
+            let mut ids: Vec<ChunkId> = vec![ChunkId(row.id.0)];
+            ids.extend(root.tree.iter().map(|r| r.chunk_id()));
+            let mut tree = self.tree_reader(&root);
+            let mut data = 0u64;
+            while let Some(item) = tree.next_item()? {
+                if let Item::Chunk(r) = item {
+                    ids.push(r.chunk_id());
+                    data += u64::from(r.len);
+                }
+            }
+            for id in ids {
+                if !written.insert(id) {
+                    continue;
+                }
+                let (kind, bytes) =
+                    reader.read_with_kind(&id)?.ok_or(StoreError::Missing { chunk: id })?;
+                w.entry(TAG_BLOB, &[&id.0, &[kind as u8], &bytes]).map_err(io_err)?;
+                report.blobs += 1;
+                report.blob_bytes += bytes.len() as u64;
+            }
+            if let Some(p) = progress {
+                p.bytes_done.fetch_add(data, std::sync::atomic::Ordering::Relaxed);
+                p.files_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        for row in &rows {
+            w.entry(TAG_OBJECT, &[&super::journal::encode(&Record::Recorded(*row))])
+                .map_err(io_err)?;
+        }
+        report.objects = rows.len() as u64;
+        report.pools = extras.pools.clone();
+        let out = w.end().map_err(io_err)?;
+        Ok((out, report))
+    }
+
+    /// Reads an export of this identity from `input`: takes every blob (each checked against
+    /// its id), then, once the end entry proved the file whole, records its objects (their
+    /// versions numbered after what this store has). Blobs of a file found damaged stay
+    /// unreferenced (`kith gc` reclaims them); no object of it is recorded.
+    pub fn import<R: Read>(
+        &self,
+        mut input: R,
+        progress: Option<&Progress>,
+    ) -> Result<ExportReport, StoreError> {
+        let mut hash = blake3::Hasher::new();
+        let mut head = [0u8; 12];
+        input.read_exact(&mut head).map_err(|_| bad("it is shorter than its header"))?;
+        if &head[..8] != MAGIC {
+            return Err(bad("it does not start with KITHEXP1"));
+        }
+        let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        if format > EXPORT_FORMAT {
+            return Err(StoreError::BadSpec(format!(
+                "the export has format {format}; this kith reads up to {EXPORT_FORMAT}: upgrade kith"
+            )));
+        }
+        hash.update(&head);
+        let me = *self.identity.id().as_bytes();
+        let short = |k: &[u8; 32]| k[..6].iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut report = ExportReport::default();
+        let mut objects: Vec<super::index::ObjectRow> = Vec::new();
+        let mut entries = 0u64;
+        let mut ingest = self.ingest()?;
+        let mut about_seen = false;
+        loop {
+            let mut tl = [0u8; 5];
+            input.read_exact(&mut tl).map_err(|_| bad("it is truncated (no end entry)"))?;
+            let len = u32::from_le_bytes(tl[1..5].try_into().expect("4 bytes"));
+            if len > MAX_ENTRY {
+                return Err(bad(format!("an entry of {len} bytes is larger than any")));
+            }
+            let mut payload = vec![0u8; len as usize];
+            input.read_exact(&mut payload).map_err(|_| bad("it is truncated"))?;
+            if tl[0] == TAG_END {
+                let digest = *hash.finalize().as_bytes();
+                let ok = payload.len() == 40
+                    && payload[..8] == entries.to_le_bytes()
+                    && payload[8..] == digest;
+                if !ok {
+                    return Err(bad("its end does not match what came before (damaged)"));
+                }
+                break;
+            }
+            hash.update(&tl);
+            hash.update(&payload);
+            entries += 1;
+            match tl[0] {
+                TAG_ABOUT => {
+                    let a: About = minicbor::decode(&payload).map_err(|e| bad(e.to_string()))?;
+                    if a.identity != me {
+                        return Err(StoreError::BadSpec(format!(
+                            "this export is identity {}'s, and this home is identity {}'s: import it into a home made with that identity (`kith init --import KEYFILE`)",
+                            short(&a.identity),
+                            short(&me)
+                        )));
+                    }
+                    about_seen = true;
+                }
+                _ if !about_seen => return Err(bad("it does not say whose it is first")),
+                TAG_IDENTITY => report.identity_doc = Some(payload),
+                TAG_POOL => {
+                    report.pools.push(minicbor::decode(&payload).map_err(|e| bad(e.to_string()))?)
+                }
+                TAG_BLOB => {
+                    if payload.len() < 33 {
+                        return Err(bad("a blob entry is too short"));
+                    }
+                    let id = ChunkId(payload[..32].try_into().expect("32 bytes"));
+                    let kind = BlobKind::from_u8(payload[32])
+                        .ok_or_else(|| bad(format!("a blob of unknown kind {}", payload[32])))?;
+                    let added = ingest.add(id, kind, &payload[33..]).map_err(|e| match e {
+                        StoreError::Damaged { .. } => bad("a blob does not match its id (damaged)"),
+                        e => e,
+                    })?;
+                    if added {
+                        report.blobs += 1;
+                        report.blob_bytes += (payload.len() - 33) as u64;
+                    } else {
+                        report.blobs_present += 1;
+                    }
+                    if let Some(p) = progress {
+                        p.bytes_done
+                            .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                TAG_OBJECT => match super::journal::decode(&payload) {
+                    Ok(Record::Recorded(row)) => objects.push(row),
+                    _ => return Err(bad("an object entry does not read")),
+                },
+                t => return Err(bad(format!("an entry of unknown type {t}"))),
+            }
+        }
+        ingest.finish()?;
+        for row in &objects {
+            if self.index().object(&row.id)?.is_none() {
+                self.adopt(&row.id)?;
+                report.objects += 1;
+            }
+        }
+        Ok(report)
+    }
+}
