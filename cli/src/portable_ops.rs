@@ -2,6 +2,7 @@
 //! import` takes such a file in (no network needed). The format is `kith_node::store::export`.
 
 use std::io::{BufReader, BufWriter};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -36,7 +37,13 @@ pub(crate) async fn export(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
     let (store, t, p) = (ctx.store.clone(), tmp.clone(), path.clone());
     let written = with_progress(out, move |progress| {
         let io = |source| kith_node::StoreError::Dest { path: t.clone(), source };
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&t).map_err(io)?;
+        // The chunks are encrypted, but the identity document names devices and pools.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&t)
+            .map_err(io)?;
         let now = kith_node::keys::now_ms();
         let r =
             store.export(BufWriter::with_capacity(1 << 20, file), &extras, now, Some(&progress));
@@ -67,6 +74,7 @@ pub(crate) async fn export(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
         blob_bytes: report.blob_bytes,
         blobs_present: 0,
         identity_changes: 0,
+        incomplete: 0,
         pools: report.pools.into_iter().map(|p| p.name).collect(),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -99,6 +107,7 @@ pub(crate) async fn import(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
         blob_bytes: report.blob_bytes,
         blobs_present: report.blobs_present,
         identity_changes,
+        incomplete: report.incomplete,
         pools: report.pools.into_iter().map(|p| p.name).collect(),
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -320,6 +320,12 @@ pub fn exported(v: &Exported, wrote: bool) -> Result<ExitCode> {
     if !wrote && v.blobs_present > 0 {
         eprintln!("{} chunks were here already", v.blobs_present);
     }
+    if v.incomplete > 0 {
+        eprintln!(
+            "warning: {} objects were left out: the file does not carry all their chunks",
+            v.incomplete
+        );
+    }
     if !v.pools.is_empty() {
         eprintln!(
             "pools named: {} (with `kith up` running, a node of this identity finds them by itself)",

@@ -30,6 +30,13 @@ pub fn sibling_tmp(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// Moves `from` to `to`, failing if `to` exists (a pack is never written over another).
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    // A hard link fails if `to` exists; the link is the rename, removing `from` tidies up.
+    fs::hard_link(from, to)?;
+    fs::remove_file(from)
+}
+
 /// Fsyncs a directory, so that renames and creations in it survive a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -222,9 +222,10 @@ impl Site {
             .collect()
     }
 
-    /// The version served, if it is there.
+    /// The version served: `current`, or, if a concurrent retention dropped that one (a
+    /// rollback on one device, `keep` on another), the newest version kept.
     pub fn served(&self) -> Option<&SiteVersion> {
-        self.versions.get(&self.current)
+        self.versions.get(&self.current).or_else(|| self.versions.values().next_back())
     }
 
     /// When the site was first published.

@@ -264,6 +264,9 @@ pub struct Exported {
     /// Changes of the identity document that were new here (import).
     #[serde(default)]
     pub identity_changes: u64,
+    /// Objects the file names without carrying all their chunks (import: left out).
+    #[serde(default)]
+    pub incomplete: u64,
     /// The pools named (this identity's memberships).
     pub pools: Vec<String>,
     /// Seconds it took.

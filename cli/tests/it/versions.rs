@@ -194,4 +194,22 @@ fn a_lost_index_is_rebuilt_from_the_packs_and_the_journal() {
         out.stderr
     );
     assert!(biggest.exists(), "a damaged pack was deleted");
+    // The damaged pack keeps its number: new packs go after it, never over it.
+    let damaged = fs::read(&biggest).unwrap();
+    write(&k.path("later.bin"), &random_bytes(3_000_000, 11));
+    k.put(&k.path("later.bin"));
+    assert_eq!(fs::read(&biggest).unwrap(), damaged, "a put wrote over the damaged pack");
+
+    // A rebuild that did not finish (killed half-way) leaves a marker every command refuses.
+    fs::write(k.store_dir().join("index.rebuilding"), b"").unwrap();
+    let e = k.fail(&["ls"]);
+    assert!(
+        e.stderr.contains("did not finish") && e.stderr.contains("rebuild-index"),
+        "{}",
+        e.stderr
+    );
+    // (It finishes, and still says what the damaged pack cost.)
+    assert_eq!(k.run(&["store", "rebuild-index"]).code, Some(1));
+    assert!(!k.store_dir().join("index.rebuilding").exists());
+    k.ok(&["ls"]);
 }

@@ -118,6 +118,15 @@ pub enum StoreError {
         /// Pack files found.
         packs: usize,
     },
+    /// A rebuild of the index did not finish.
+    #[error(
+        "a rebuild of the store index {} did not finish: run `kith store rebuild-index` again (nothing was changed)",
+        .path.display()
+    )]
+    RebuildUnfinished {
+        /// The index.
+        path: PathBuf,
+    },
     /// A bug: a thread of the pipeline ended unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),

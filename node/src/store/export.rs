@@ -36,6 +36,8 @@ const TAG_POOL: u8 = 3;
 const TAG_BLOB: u8 = 4;
 const TAG_OBJECT: u8 = 5;
 const TAG_END: u8 = 255;
+/// Most objects and pools one export may name (their records are kept until the end).
+const MAX_NAMED: usize = 10_000_000;
 /// Largest entry: a blob with its header (a root is at most 16 MiB).
 const MAX_ENTRY: u32 = MAX_BLOB_BYTES + 64;
 
@@ -91,6 +93,8 @@ pub struct ExportReport {
     pub blob_bytes: u64,
     /// Blobs the store had already (import).
     pub blobs_present: u64,
+    /// Objects the file names without carrying all their blobs (import: left out).
+    pub incomplete: u64,
     /// The identity document, if one was in it (import: its bytes, to merge).
     pub identity_doc: Option<Vec<u8>>,
     /// Pool memberships named.
@@ -222,10 +226,109 @@ impl Store {
     /// unreferenced (`kith gc` reclaims them); no object of it is recorded.
     pub fn import<R: Read>(
         &self,
-        mut input: R,
+        input: R,
         progress: Option<&Progress>,
     ) -> Result<ExportReport, StoreError> {
-        let mut hash = blake3::Hasher::new();
+        let mut entries = Entries::new(input)?;
+        let me = *self.identity.id().as_bytes();
+        let short = |k: &[u8; 32]| k[..6].iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut report = ExportReport::default();
+        let mut objects: Vec<super::index::ObjectRow> = Vec::new();
+        let mut ingest = self.ingest()?;
+        while let Some(entry) = entries.next_entry()? {
+            if objects.len() + report.pools.len() >= MAX_NAMED {
+                return Err(bad(format!("it names more than {MAX_NAMED} objects and pools")));
+            }
+            match entry {
+                Entry::About(a) if a.identity != me => {
+                    return Err(StoreError::BadSpec(format!(
+                        "this export is identity {}'s, and this home is identity {}'s: import it into a home made with that identity (`kith init --import KEYFILE`)",
+                        short(&a.identity),
+                        short(&me)
+                    )));
+                }
+                Entry::About(_) => {}
+                Entry::Identity(doc) => report.identity_doc = Some(doc),
+                Entry::Pool(p) => report.pools.push(p),
+                Entry::Blob { id, kind, bytes } => {
+                    let added = ingest.add(id, kind, &bytes).map_err(|e| match e {
+                        StoreError::Damaged { .. } => bad("a blob does not match its id (damaged)"),
+                        e => e,
+                    })?;
+                    if added {
+                        report.blobs += 1;
+                        report.blob_bytes += bytes.len() as u64;
+                    } else {
+                        report.blobs_present += 1;
+                    }
+                    if let Some(p) = progress {
+                        p.bytes_done.fetch_add(
+                            bytes.len() as u64 + 38,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
+                }
+                Entry::Object(row) => objects.push(row),
+            }
+        }
+        // Recorded under the same writer lock that took the blobs; an object whose blobs are not
+        // all here (a file that lists more than it carries) is left out and counted.
+        let (_, recorded) = ingest.finish_then(|| {
+            let (mut recorded, mut skipped) = (0u64, 0u64);
+            for row in &objects {
+                if self.index().object(&row.id)?.is_some() {
+                    continue;
+                }
+                if self.whole(&row.id).unwrap_or(false) {
+                    self.adopt_locked(&row.id)?;
+                    recorded += 1;
+                } else {
+                    skipped += 1;
+                }
+            }
+            Ok::<_, StoreError>((recorded, skipped))
+        })?;
+        (report.objects, report.incomplete) = recorded?;
+        Ok(report)
+    }
+}
+
+/// One entry of an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// Whose it is (always first).
+    About(About),
+    /// The identity document.
+    Identity(Vec<u8>),
+    /// A pool membership.
+    Pool(PoolRef),
+    /// A blob as stored.
+    Blob {
+        /// Its id (not checked here: the store checks it).
+        id: ChunkId,
+        /// What it is.
+        kind: BlobKind,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// An object, as a journal record.
+    Object(super::index::ObjectRow),
+}
+
+/// Reads an export's entries in order: framing, bounds, types and the end entry (which must
+/// match every byte before it) are checked here; `next_entry` gives `None` only after a valid
+/// end.
+pub struct Entries<R> {
+    input: R,
+    hash: blake3::Hasher,
+    entries: u64,
+    about: bool,
+    done: bool,
+}
+
+impl<R: Read> Entries<R> {
+    /// Reads the header.
+    pub fn new(mut input: R) -> Result<Self, StoreError> {
         let mut head = [0u8; 12];
         input.read_exact(&mut head).map_err(|_| bad("it is shorter than its header"))?;
         if &head[..8] != MAGIC {
@@ -237,89 +340,62 @@ impl Store {
                 "the export has format {format}; this kith reads up to {EXPORT_FORMAT}: upgrade kith"
             )));
         }
+        let mut hash = blake3::Hasher::new();
         hash.update(&head);
-        let me = *self.identity.id().as_bytes();
-        let short = |k: &[u8; 32]| k[..6].iter().map(|b| format!("{b:02x}")).collect::<String>();
-        let mut report = ExportReport::default();
-        let mut objects: Vec<super::index::ObjectRow> = Vec::new();
-        let mut entries = 0u64;
-        let mut ingest = self.ingest()?;
-        let mut about_seen = false;
-        loop {
-            let mut tl = [0u8; 5];
-            input.read_exact(&mut tl).map_err(|_| bad("it is truncated (no end entry)"))?;
-            let len = u32::from_le_bytes(tl[1..5].try_into().expect("4 bytes"));
-            if len > MAX_ENTRY {
-                return Err(bad(format!("an entry of {len} bytes is larger than any")));
-            }
-            let mut payload = vec![0u8; len as usize];
-            input.read_exact(&mut payload).map_err(|_| bad("it is truncated"))?;
-            if tl[0] == TAG_END {
-                let digest = *hash.finalize().as_bytes();
-                let ok = payload.len() == 40
-                    && payload[..8] == entries.to_le_bytes()
-                    && payload[8..] == digest;
-                if !ok {
-                    return Err(bad("its end does not match what came before (damaged)"));
-                }
-                break;
-            }
-            hash.update(&tl);
-            hash.update(&payload);
-            entries += 1;
-            match tl[0] {
-                TAG_ABOUT => {
-                    let a: About = minicbor::decode(&payload).map_err(|e| bad(e.to_string()))?;
-                    if a.identity != me {
-                        return Err(StoreError::BadSpec(format!(
-                            "this export is identity {}'s, and this home is identity {}'s: import it into a home made with that identity (`kith init --import KEYFILE`)",
-                            short(&a.identity),
-                            short(&me)
-                        )));
-                    }
-                    about_seen = true;
-                }
-                _ if !about_seen => return Err(bad("it does not say whose it is first")),
-                TAG_IDENTITY => report.identity_doc = Some(payload),
-                TAG_POOL => {
-                    report.pools.push(minicbor::decode(&payload).map_err(|e| bad(e.to_string()))?)
-                }
-                TAG_BLOB => {
-                    if payload.len() < 33 {
-                        return Err(bad("a blob entry is too short"));
-                    }
-                    let id = ChunkId(payload[..32].try_into().expect("32 bytes"));
-                    let kind = BlobKind::from_u8(payload[32])
-                        .ok_or_else(|| bad(format!("a blob of unknown kind {}", payload[32])))?;
-                    let added = ingest.add(id, kind, &payload[33..]).map_err(|e| match e {
-                        StoreError::Damaged { .. } => bad("a blob does not match its id (damaged)"),
-                        e => e,
-                    })?;
-                    if added {
-                        report.blobs += 1;
-                        report.blob_bytes += (payload.len() - 33) as u64;
-                    } else {
-                        report.blobs_present += 1;
-                    }
-                    if let Some(p) = progress {
-                        p.bytes_done
-                            .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                TAG_OBJECT => match super::journal::decode(&payload) {
-                    Ok(Record::Recorded(row)) => objects.push(row),
-                    _ => return Err(bad("an object entry does not read")),
-                },
-                t => return Err(bad(format!("an entry of unknown type {t}"))),
-            }
+        Ok(Entries { input, hash, entries: 0, about: false, done: false })
+    }
+
+    /// The next entry; `None` once the end entry proved the file whole.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, StoreError> {
+        if self.done {
+            return Ok(None);
         }
-        ingest.finish()?;
-        for row in &objects {
-            if self.index().object(&row.id)?.is_none() {
-                self.adopt(&row.id)?;
-                report.objects += 1;
-            }
+        let mut tl = [0u8; 5];
+        self.input.read_exact(&mut tl).map_err(|_| bad("it is truncated (no end entry)"))?;
+        let len = u32::from_le_bytes(tl[1..5].try_into().expect("4 bytes"));
+        if len > MAX_ENTRY {
+            return Err(bad(format!("an entry of {len} bytes is larger than any")));
         }
-        Ok(report)
+        let mut payload = vec![0u8; len as usize];
+        self.input.read_exact(&mut payload).map_err(|_| bad("it is truncated"))?;
+        if tl[0] == TAG_END {
+            let digest = *self.hash.finalize().as_bytes();
+            let ok = payload.len() == 40
+                && payload[..8] == self.entries.to_le_bytes()
+                && payload[8..] == digest;
+            if !ok {
+                return Err(bad("its end does not match what came before (damaged)"));
+            }
+            self.done = true;
+            return Ok(None);
+        }
+        self.hash.update(&tl);
+        self.hash.update(&payload);
+        self.entries += 1;
+        let entry = match tl[0] {
+            TAG_ABOUT => {
+                self.about = true;
+                Entry::About(minicbor::decode(&payload).map_err(|e| bad(e.to_string()))?)
+            }
+            _ if !self.about => return Err(bad("it does not say whose it is first")),
+            TAG_IDENTITY => Entry::Identity(payload),
+            TAG_POOL => Entry::Pool(minicbor::decode(&payload).map_err(|e| bad(e.to_string()))?),
+            TAG_BLOB => {
+                if payload.len() < 33 {
+                    return Err(bad("a blob entry is too short"));
+                }
+                let id = ChunkId(payload[..32].try_into().expect("32 bytes"));
+                let kind = BlobKind::from_u8(payload[32])
+                    .ok_or_else(|| bad(format!("a blob of unknown kind {}", payload[32])))?;
+                payload.drain(..33);
+                Entry::Blob { id, kind, bytes: payload }
+            }
+            TAG_OBJECT => match super::journal::decode(&payload) {
+                Ok(Record::Recorded(row)) => Entry::Object(row),
+                _ => return Err(bad("an object entry does not read")),
+            },
+            t => return Err(bad(format!("an entry of unknown type {t}"))),
+        };
+        Ok(Some(entry))
     }
 }

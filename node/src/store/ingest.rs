@@ -84,7 +84,7 @@ impl<'s> Ingest<'s> {
     pub(super) fn new(store: &'s Store) -> Result<Self, StoreError> {
         let writer = store.write_lock();
         clear_dir(&store.tmp_dir())?;
-        let next_pack = store.index().next_pack_number()?;
+        let next_pack = store.next_pack_number()?;
         Ok(Self {
             store,
             _writer: writer,
@@ -177,6 +177,14 @@ impl<'s> Ingest<'s> {
         self.seal()?;
         self.commit()?;
         Ok(self.added)
+    }
+
+    /// [`Ingest::finish`], then `f` with the store's writer lock still held: nothing (a gc, a
+    /// reclaim) can take what was just added before `f` records it.
+    pub(crate) fn finish_then<T>(mut self, f: impl FnOnce() -> T) -> Result<(u64, T), StoreError> {
+        self.seal()?;
+        self.commit()?;
+        Ok((self.added, f()))
     }
 }
 

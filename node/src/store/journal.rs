@@ -12,7 +12,7 @@
 //! ```
 //!
 //! A record cut short at the end (a crash during an append) is ignored; a record whose check
-//! fails ends the readable part (what follows is reported, not trusted).
+//! fails is skipped and reported (the records after it still read).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -169,17 +169,19 @@ impl Journal {
                 self.path.display()
             )));
         }
+        // Records have one size: a damaged one is skipped, the ones after it still read.
+        let mut bad = Vec::new();
         for (n, rec) in bytes[HEADER_LEN..].chunks(RECORD_LEN).enumerate() {
             if rec.len() < RECORD_LEN {
                 break;
             }
             match decode(rec) {
                 Ok(r) => out.records.push(r),
-                Err(e) => {
-                    out.damage = Some(format!("record {} and after: {e}", n + 1));
-                    break;
-                }
+                Err(_) => bad.push((n + 1).to_string()),
             }
+        }
+        if !bad.is_empty() {
+            out.damage = Some(format!("record {} did not read (skipped)", bad.join(", ")));
         }
         Ok(out)
     }
@@ -233,13 +235,18 @@ mod tests {
         assert_eq!((r.records.len(), r.damage), (3, None));
         j.append(&Record::Recorded(row(4))).unwrap();
         assert_eq!(j.read().unwrap().records.last(), Some(&Record::Recorded(row(4))));
-        // A flipped bit ends the readable part, and says so.
+        // A flipped bit costs that record only, and says so.
         let mut bytes = fs::read(j.path()).unwrap();
         bytes[HEADER_LEN + RECORD_LEN + 5] ^= 1;
         fs::write(j.path(), &bytes).unwrap();
         let r = j.read().unwrap();
-        assert_eq!(r.records, vec![Record::Recorded(row(1))]);
-        assert!(r.damage.unwrap().contains("record 2"));
+        let left = vec![
+            Record::Recorded(row(1)),
+            Record::Forgotten(ObjectId([1; 32])),
+            Record::Recorded(row(4)),
+        ];
+        assert_eq!(r.records, left);
+        assert!(r.damage.unwrap().contains("record 2 did not read"));
         // A newer format is refused by name.
         bytes[8] = 9;
         fs::write(j.path(), &bytes).unwrap();

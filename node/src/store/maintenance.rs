@@ -308,7 +308,7 @@ struct Plan {
 fn apply(store: &Store, plan: Plan, report: &mut GcReport) -> Result<(), StoreError> {
     let tmp = store.tmp_dir();
     clear_dir(&tmp)?;
-    let mut next = store.index().next_pack_number()?;
+    let mut next = store.next_pack_number()?;
     let mut reader = BlobReader::new(store);
     let mut new_packs = Vec::new();
     let mut writer: Option<PackWriter> = None;
@@ -336,7 +336,8 @@ fn apply(store: &Store, plan: Plan, report: &mut GcReport) -> Result<(), StoreEr
     let packs_dir = store.packs_dir();
     for p in &new_packs {
         p.file.sync_data().map_err(StoreError::io(&p.tmp_path))?;
-        fs::rename(&p.tmp_path, store.pack_path(p.number)).map_err(StoreError::io(&packs_dir))?;
+        crate::fsutil::rename_noreplace(&p.tmp_path, &store.pack_path(p.number))
+            .map_err(StoreError::io(&packs_dir))?;
     }
     crate::fsutil::sync_dir(&packs_dir).map_err(StoreError::io(&packs_dir))?;
 

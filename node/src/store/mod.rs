@@ -52,6 +52,8 @@ pub use restore::RestoreStats;
 const PACKS_DIR: &str = "packs";
 const TMP_DIR: &str = "tmp";
 const INDEX_FILE: &str = "index.redb";
+/// Present while `kith store rebuild-index` builds a new index: a half-built one is refused.
+const REBUILDING_FILE: &str = "index.rebuilding";
 
 /// Counters a caller may watch while a long operation runs.
 #[derive(Debug, Default)]
@@ -114,6 +116,10 @@ impl Store {
             crate::fsutil::create_private_dir(&d).map_err(StoreError::io(&d))?;
         }
         let path = dir.join(INDEX_FILE);
+        let marker = dir.join(REBUILDING_FILE);
+        if !fresh_index && marker.exists() {
+            return Err(StoreError::RebuildUnfinished { path });
+        }
         if !fresh_index && !path.exists() {
             let packs = fs::read_dir(dir.join(PACKS_DIR))
                 .map_err(StoreError::io(&dir))?
@@ -171,6 +177,20 @@ impl Store {
 
     fn tmp_dir(&self) -> PathBuf {
         self.dir.join(TMP_DIR)
+    }
+
+    /// The number the next pack takes: after every pack the index knows and every pack file on
+    /// disk, so a pack the index lost (or one a rebuild found damaged) is never written over.
+    pub(crate) fn next_pack_number(&self) -> Result<u64, StoreError> {
+        let indexed = self.index().next_pack_number()?;
+        let dir = self.packs_dir();
+        let on_disk = fs::read_dir(&dir)
+            .map_err(StoreError::io(&dir))?
+            .filter_map(Result::ok)
+            .filter_map(|e| pack::parse_pack_file_name(&e.file_name().to_string_lossy()))
+            .max()
+            .map_or(1, |n| n + 1);
+        Ok(indexed.max(on_disk))
     }
 
     fn pack_path(&self, n: u64) -> PathBuf {
@@ -344,6 +364,11 @@ impl Store {
     /// this identity) as the next local version of its source. Returns its version number.
     pub fn adopt(&self, id: &ObjectId) -> Result<u32, StoreError> {
         let _w = self.write_lock();
+        self.adopt_locked(id)
+    }
+
+    /// [`Store::adopt`] with the writer lock held by the caller.
+    pub(crate) fn adopt_locked(&self, id: &ObjectId) -> Result<u32, StoreError> {
         if let Some(row) = self.index().object(id)? {
             return Ok(row.version);
         }
@@ -357,9 +382,19 @@ impl Store {
         let lineage = self.keys.lineage(&root.source);
         let version = self.index().last_version_number(&lineage)? + 1;
         let row = ObjectRow { id: *id, lineage, version, created_ms: root.created_ms };
-        self.index().add_object(row)?;
-        self.journal.append(&Record::Recorded(row)).map_err(StoreError::io(self.journal.path()))?;
+        self.record(row)?;
         Ok(version)
+    }
+
+    /// Records an object in the index and the journal, both or neither (as far as a failed
+    /// append allows: the index entry is taken back).
+    pub(crate) fn record(&self, row: ObjectRow) -> Result<(), StoreError> {
+        self.index().add_object(row)?;
+        if let Err(e) = self.journal.append(&Record::Recorded(row)) {
+            let _ = self.index().remove_object(&row.id);
+            return Err(StoreError::io(self.journal.path())(e));
+        }
+        Ok(())
     }
 
     /// Reads and decrypts an object's root.

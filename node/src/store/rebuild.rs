@@ -11,7 +11,7 @@ use super::index::{NewPack, ObjectRow};
 use super::journal::{Journal, Record};
 use super::pack::{self, BlobKind, BlobLocation};
 use super::tree::Item;
-use super::{INDEX_FILE, PACKS_DIR, Store, StoreError};
+use super::{INDEX_FILE, PACKS_DIR, REBUILDING_FILE, Store, StoreError};
 use crate::home::{Home, LockMode};
 use crate::ids::{ChunkId, ObjectId};
 
@@ -57,6 +57,10 @@ impl Store {
         let dir = home.store_dir();
         let mut report = RebuildReport::default();
         let path = dir.join(INDEX_FILE);
+        // Until the new index is whole, no other command opens the store.
+        let marker = dir.join(REBUILDING_FILE);
+        crate::fsutil::write_atomic(&marker, b"kith store rebuild-index\n", 0o600)
+            .map_err(StoreError::io(&marker))?;
         if path.exists() {
             let ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -69,6 +73,7 @@ impl Store {
         let store = Store::open_locked(home, lock, true)?;
         store.rebuild_packs(&mut report)?;
         store.rebuild_objects(&mut report)?;
+        std::fs::remove_file(&marker).map_err(StoreError::io(&marker))?;
         Ok(report)
     }
 

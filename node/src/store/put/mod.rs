@@ -34,7 +34,6 @@ use crossbeam_channel::{Receiver, bounded};
 use super::chunker::{Cutter, DATA_CHUNKS, TREE_CHUNKS};
 use super::envelope::Sealer;
 use super::index::ObjectRow;
-use super::journal::Record;
 use super::root::EntryKind;
 use super::tree::{Item, TreeStats, TreeWriter};
 use super::{Progress, Store, StoreError, absolute, clear_dir};
@@ -158,11 +157,7 @@ pub(super) fn put(
     let result = outcome.and_then(|(id, mut stats)| {
         let version = store.index().last_version_number(&lineage)? + 1;
         let row = ObjectRow { id, lineage, version, created_ms: ctx.created_ms };
-        store.index().add_object(row)?;
-        store
-            .journal
-            .append(&Record::Recorded(row))
-            .map_err(StoreError::io(store.journal.path()))?;
+        store.record(row)?;
         stats.elapsed = started.elapsed();
         Ok(PutReport { id, version, source: recorded.clone(), stats, warnings })
     });
@@ -199,9 +194,9 @@ fn run(
     let aborted = AtomicBool::new(false);
     let walk_done = AtomicBool::new(false);
     let cutter = &Cutter::new(DATA_CHUNKS, store.keys.cdc_seed());
-    let next_pack = match store.index().next_pack_number() {
+    let next_pack = match store.next_pack_number() {
         Ok(n) => n,
-        Err(e) => return (Err(e.into()), Vec::new()),
+        Err(e) => return (Err(e), Vec::new()),
     };
 
     std::thread::scope(|s| {

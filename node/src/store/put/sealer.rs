@@ -99,7 +99,7 @@ pub(in crate::store) fn commit_packs(
     let mut rows = Vec::with_capacity(packs.len());
     for pack in packs {
         let dest = store.pack_path(pack.number);
-        fs::rename(&pack.tmp_path, &dest).map_err(StoreError::io(&dest))?;
+        crate::fsutil::rename_noreplace(&pack.tmp_path, &dest).map_err(StoreError::io(&dest))?;
         let blobs: Vec<(ChunkId, BlobLocation)> = pack
             .entries
             .iter()
