@@ -196,6 +196,13 @@ pub fn set_site_version(
     d.put(&s, "current", n)
 }
 
+/// `me`'s site `name`, which exists.
+fn site(d: &AutoCommit, me: &Key, name: &str) -> Result<ObjId, AutomergeError> {
+    let m = member(d, me)?;
+    let ss = map(d, &m, "sites")?;
+    map(d, &ss, name)
+}
+
 /// Serves version `n` of `me`'s site `name`.
 pub fn set_site_current(
     d: &mut AutoCommit,
@@ -203,9 +210,7 @@ pub fn set_site_current(
     name: &str,
     n: u64,
 ) -> Result<(), AutomergeError> {
-    let m = member(d, me)?;
-    let ss = map(d, &m, "sites")?;
-    let s = map(d, &ss, name)?;
+    let s = site(d, me, name)?;
     d.put(&s, "current", n)
 }
 
@@ -216,9 +221,7 @@ pub fn set_site_keep(
     name: &str,
     keep: u64,
 ) -> Result<(), AutomergeError> {
-    let m = member(d, me)?;
-    let ss = map(d, &m, "sites")?;
-    let s = map(d, &ss, name)?;
+    let s = site(d, me, name)?;
     d.put(&s, "keep", keep)
 }
 
@@ -229,9 +232,7 @@ pub fn remove_site_version(
     name: &str,
     n: u64,
 ) -> Result<(), AutomergeError> {
-    let m = member(d, me)?;
-    let ss = map(d, &m, "sites")?;
-    let s = map(d, &ss, name)?;
+    let s = site(d, me, name)?;
     let vs = map(d, &s, "versions")?;
     d.delete(&vs, n.to_string())
 }
