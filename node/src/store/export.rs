@@ -280,7 +280,7 @@ impl Store {
                     continue;
                 }
                 if self.whole(&row.id).unwrap_or(false) {
-                    self.adopt_locked(&row.id)?;
+                    self.adopt_locked(&row.id, Some(row.version))?;
                     recorded += 1;
                 } else {
                     skipped += 1;

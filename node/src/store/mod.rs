@@ -364,11 +364,13 @@ impl Store {
     /// this identity) as the next local version of its source. Returns its version number.
     pub fn adopt(&self, id: &ObjectId) -> Result<u32, StoreError> {
         let _w = self.write_lock();
-        self.adopt_locked(id)
+        self.adopt_locked(id, None)
     }
 
-    /// [`Store::adopt`] with the writer lock held by the caller.
-    pub(crate) fn adopt_locked(&self, id: &ObjectId) -> Result<u32, StoreError> {
+    /// [`Store::adopt`] with the writer lock held by the caller; the object keeps the version
+    /// number `keep` if it is above every number its lineage has had here (an import into a
+    /// store that had none of these versions keeps the original numbers).
+    pub(crate) fn adopt_locked(&self, id: &ObjectId, keep: Option<u32>) -> Result<u32, StoreError> {
         if let Some(row) = self.index().object(id)? {
             return Ok(row.version);
         }
@@ -380,7 +382,8 @@ impl Store {
         }
         let root = self.read_root(id)?;
         let lineage = self.keys.lineage(&root.source);
-        let version = self.index().last_version_number(&lineage)? + 1;
+        let next = self.index().last_version_number(&lineage)? + 1;
+        let version = keep.filter(|k| *k >= next).unwrap_or(next);
         let row = ObjectRow { id: *id, lineage, version, created_ms: root.created_ms };
         self.record(row)?;
         Ok(version)
