@@ -199,8 +199,17 @@ pub(crate) enum Command {
     /// Write everything of your identity (identity document, every version of every object, pool memberships) into one file; chunks stay encrypted, so it is safe to hand to anyone.
     Export {
         /// The file to write; it must not exist.
-        #[arg(short, long, value_name = "FILE")]
-        output: PathBuf,
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            required_unless_present = "plain",
+            conflicts_with = "plain"
+        )]
+        output: Option<PathBuf>,
+        /// Instead: the latest version of every stored path, as ordinary files under DIR (which must not exist), each at its original path inside it.
+        #[arg(long, value_name = "DIR")]
+        plain: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -363,9 +363,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             render::forgotten(&v);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { output, json } => {
-            let v: kith::api::store::Exported =
-                typed(execute(&root, Request::Export { path: abs(&output) }, "exporting")?)?;
+        Command::Export { output, plain, json } => {
+            let req = match (output, plain) {
+                (_, Some(dir)) => Request::Export { path: abs(&dir), plain: true },
+                (Some(file), None) => Request::Export { path: abs(&file), plain: false },
+                (None, None) => bail!("give -o FILE, or --plain DIR"),
+            };
+            let v: kith::api::store::Exported = typed(execute(&root, req, "exporting")?)?;
             if json { render_pool::json(&v) } else { render::exported(&v, true) }
         }
         Command::Import { file, json } => {

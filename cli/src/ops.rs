@@ -102,7 +102,10 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
         Request::Rm { spec, cwd, here_only } => {
             crate::object_ops::rm(ctx, spec, cwd, here_only).await
         }
-        Request::Export { path } => crate::portable_ops::export(ctx, path, out).await,
+        Request::Export { path, plain: false } => crate::portable_ops::export(ctx, path, out).await,
+        Request::Export { path, plain: true } => {
+            crate::portable_ops::export_plain(ctx, path, out).await
+        }
         Request::Import { path } => crate::portable_ops::import(ctx, path, out).await,
         Request::Gc => {
             // Blobs held for pools stay, whether or not the daemon runs.

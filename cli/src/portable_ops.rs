@@ -80,6 +80,60 @@ pub(crate) async fn export(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
     })
 }
 
+/// `kith export --plain DIR`: the latest version of every stored path, restored under DIR at
+/// its original path (`/home/ada/letters` as `DIR/home/ada/letters`). DIR must not exist; a
+/// failure leaves what was restored so far, each path whole or absent.
+pub(crate) async fn export_plain(ctx: &Ctx, dir: PathBuf, out: &Out) -> Result<Value> {
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        bail!("{} already exists; export to a folder that does not exist yet", dir.display());
+    }
+    let started = Instant::now();
+    let (store, d) = (ctx.store.clone(), dir.clone());
+    let (objects, bytes) = with_progress(out, move |progress| {
+        let mut latest: std::collections::BTreeMap<PathBuf, kith_node::ObjectInfo> =
+            std::collections::BTreeMap::new();
+        for o in store.list()? {
+            match latest.get(&o.source) {
+                Some(l) if l.version >= o.version => {}
+                _ => {
+                    latest.insert(o.source.clone(), o);
+                }
+            }
+        }
+        let total = latest.values().map(|o| o.stats.bytes).sum();
+        progress.bytes_total.store(total, std::sync::atomic::Ordering::Relaxed);
+        progress.total_known.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::fs::create_dir_all(&d)
+            .map_err(|source| kith_node::StoreError::Dest { path: d.clone(), source })?;
+        let mut bytes = 0;
+        for (source, o) in &latest {
+            let rel = source.strip_prefix("/").unwrap_or(source);
+            let dest = d.join(rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| kith_node::StoreError::Dest {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            bytes += store.restore(&o.id, &dest, None)?.bytes;
+            progress.bytes_done.fetch_add(o.stats.bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok((latest.len() as u64, bytes))
+    })
+    .await?;
+    answer(Exported {
+        path: dir.display().to_string(),
+        objects,
+        blobs: 0,
+        blob_bytes: bytes,
+        blobs_present: 0,
+        identity_changes: 0,
+        incomplete: 0,
+        pools: Vec::new(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
 /// `kith import FILE`.
 pub(crate) async fn import(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value> {
     let started = Instant::now();

@@ -308,6 +308,16 @@ pub fn rebuilt(v: &Rebuilt) -> Result<ExitCode> {
 
 /// `kith export` (`wrote`) and `kith import`.
 pub fn exported(v: &Exported, wrote: bool) -> Result<ExitCode> {
+    if wrote && v.blobs == 0 && v.objects > 0 {
+        eprintln!(
+            "restored the latest version of {} paths under {} ({}) in {:.2} s",
+            v.objects,
+            v.path,
+            fmt::bytes(v.blob_bytes),
+            v.seconds
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let (verb, objects) = if wrote { ("wrote", "objects") } else { ("took in", "new objects") };
     eprintln!(
         "{verb} {}: {} {objects}, {} chunks ({}) in {:.2} s",

@@ -79,6 +79,9 @@ pub enum Request {
     Export {
         /// The file (absolute); it must not exist.
         path: PathBuf,
+        /// Instead, the latest version of every stored path as ordinary files under `path`.
+        #[serde(default)]
+        plain: bool,
     },
     /// Take in an export of this identity.
     Import {

@@ -64,6 +64,13 @@ fn everything_of_an_identity_moves_in_one_file_and_bad_files_are_refused() {
     assert!(!bytes.windows(plain.len()).any(|w| w == plain), "the export holds plaintext");
     let e = a.fail(&["export", "-o", file.to_str().unwrap()]);
     assert!(e.stderr.contains("already exists"), "{}", e.stderr);
+    // Or as ordinary files: the latest version of every path, at its path under a folder.
+    let plain = a.path("plain");
+    let p = json(&a.ok(&["export", "--plain", plain.to_str().unwrap(), "--json"]).stdout);
+    assert_eq!(p["objects"], 2, "{p}");
+    let under = |path: &std::path::Path| plain.join(path.strip_prefix("/").unwrap());
+    assert_eq!(describe(&under(&src)), v3);
+    assert_eq!(fs::read(under(&photo)).unwrap(), fs::read(&photo).unwrap());
 
     // Another machine of the same person takes it all in, with no network, byte for byte.
     let b = same_person(&a);
