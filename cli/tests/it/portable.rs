@@ -142,3 +142,50 @@ fn everything_of_an_identity_moves_in_one_file_and_bad_files_are_refused() {
     );
     assert_eq!(json(&stranger.ok(&["ls", "--json"]).stdout), Value::Array(vec![]));
 }
+
+#[test]
+fn an_import_onto_a_full_disk_fails_clearly_and_loses_nothing() {
+    let a = Kith::new();
+    let big = a.path("film.bin");
+    write(&big, &random_bytes(40 << 20, 21));
+    a.put(&big);
+    let file = a.path("me.kexp");
+    a.ok(&["export", "-o", file.to_str().unwrap()]);
+    let key = a.path("me.age");
+    let mut cmd = a.cmd();
+    cmd.args(["key", "export", key.to_str().unwrap()]).env("KITH_PASSPHRASE", "pw");
+    assert!(cmd.output().unwrap().status.success());
+
+    // The same person on a machine whose disk has 24 MiB.
+    let mnt = a.path("small-disk");
+    let _fs = Tmpfs::mount(&mnt, "24m");
+    let home = mnt.join("home");
+    let run = |args: &[&str]| -> Out {
+        std::process::Command::new(kith_bin())
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .env("KITH_PASSPHRASE", "pw")
+            .output()
+            .unwrap()
+            .into()
+    };
+    assert_eq!(run(&["init", "--import", key.to_str().unwrap()]).code, Some(0));
+    let note = a.path("note.txt");
+    write(&note, b"kept through it all");
+    let first = run(&["put", note.to_str().unwrap()]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let note_id = first.stdout.trim().to_string();
+
+    let out = run(&["import", file.to_str().unwrap()]);
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("No space left on device"), "{}", out.stderr);
+    // Nothing of the import is recorded, and what was there is intact.
+    let ls: Value = serde_json::from_str(&run(&["ls", "--json"]).stdout).unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 1, "{ls}");
+    let v = run(&["verify", "--json"]);
+    assert_eq!(v.code, Some(0), "{}{}", v.stdout, v.stderr);
+    let got = a.path("note.back");
+    assert_eq!(run(&["get", &note_id, "-o", got.to_str().unwrap()]).code, Some(0));
+    assert_eq!(fs::read(&got).unwrap(), b"kept through it all");
+}
