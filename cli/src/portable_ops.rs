@@ -57,6 +57,9 @@ pub(crate) async fn export(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
         let file = w.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         std::fs::rename(&t, &p).map_err(io)?;
+        if let Some(dir) = p.parent() {
+            kith_node::fsutil::sync_dir(dir).map_err(io)?;
+        }
         Ok(report)
     })
     .await;

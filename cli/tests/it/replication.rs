@@ -340,18 +340,7 @@ fn puts_over_the_quota_or_the_pools_capacity_are_refused_clearly() {
 fn an_object_taken_out_of_the_pool_frees_the_quota_and_the_holders_space() {
     // Issue 18: `kith rm` acted only locally, so a member's quota use only grew and holders
     // kept the chunks for good.
-    let mut net = testnet(3, Layout::Loopback);
-    for i in 0..3 {
-        net.kith_ok(i, &["init"]).unwrap();
-        net.start(i).unwrap();
-    }
-    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "2"]).unwrap();
-    for (i, name) in [(1, "bob"), (2, "cy")] {
-        let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
-        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
-        let zone = format!("house-{i}");
-        net.kith_ok(i, &["offer", "--storage", "1GiB", "--zone", &zone]).unwrap();
-    }
+    let mut net = street_of_three(2);
     net.kith_ok(0, &["pool", "set", "street", "quota", "6MiB"]).unwrap();
     net.wait_for(CONVERGE, "ada to see both offers and the quota", |net| {
         let v = show(net, 0);

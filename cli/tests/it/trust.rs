@@ -99,19 +99,7 @@ fn holders_keep_no_object_over_its_owners_quota() {
     // whatever placement gave them. Here ada's object fitted when she stored it; the admin then
     // sets a quota it is over, and its holder goes: nobody takes its share over, and every
     // node says why.
-    let mut net = testnet(3, Layout::Loopback);
-    for i in 0..3 {
-        net.kith_ok(i, &["init"]).unwrap();
-        net.start(i).unwrap();
-    }
-    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "1"]).unwrap();
-    for (i, name) in [(1, "bob"), (2, "cy")] {
-        let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
-        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
-    }
-    for i in 1..3 {
-        net.kith_ok(i, &["offer", "--storage", "1GiB", "--zone", &format!("z{i}")]).unwrap();
-    }
+    let mut net = street_of_three(1);
     net.kith_ok(0, &["pool", "set", "street", "repair_after", "5s"]).unwrap();
     let show = |net: &Testnet, i: usize| net.json(i, &["pool", "show"]).unwrap();
     net.wait_for(std::time::Duration::from_secs(60), "ada to see two offers", |net| {

@@ -371,3 +371,21 @@ pub fn devices(n: usize, layout: kith_testnet::Layout) -> kith_testnet::Testnet 
     }
     net
 }
+
+/// Three running nodes: ada's pool `street` with `replicas` copies, bob and cy in it, each of
+/// them offering 1 GiB in a zone of their own (ada offers nothing).
+pub fn street_of_three(replicas: u32) -> kith_testnet::Testnet {
+    let mut net = testnet(3, kith_testnet::Layout::Loopback);
+    for i in 0..3 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    let r = replicas.to_string();
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", &r]).unwrap();
+    for (i, name) in [(1, "bob"), (2, "cy")] {
+        let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+        net.kith_ok(i, &["offer", "--storage", "1GiB", "--zone", &format!("z{i}")]).unwrap();
+    }
+    net
+}

@@ -154,9 +154,10 @@ impl Store {
         let io_err = |e: io::Error| StoreError::Dest { path: "the export".into(), source: e };
         let mut rows = self.index().objects()?;
         rows.sort_by_key(|r| (r.created_ms, r.lineage, r.version));
+        // Each root read once: the progress total, then the walk.
+        let roots = rows.iter().map(|r| self.read_root(&r.id)).collect::<Result<Vec<_>, _>>()?;
         if let Some(p) = progress {
-            let bytes = rows.iter().map(|r| self.read_root(&r.id).map(|root| root.stats.bytes));
-            let total: u64 = bytes.collect::<Result<Vec<u64>, _>>()?.iter().sum();
+            let total: u64 = roots.iter().map(|root| root.stats.bytes).sum();
             p.bytes_total.store(total, std::sync::atomic::Ordering::Relaxed);
             p.total_known.store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -183,11 +184,10 @@ impl Store {
         }
         let mut written: HashSet<ChunkId> = HashSet::new();
         let mut reader = BlobReader::new(self);
-        for row in &rows {
-            let root = self.read_root(&row.id)?;
+        for (row, root) in rows.iter().zip(&roots) {
             let mut ids: Vec<ChunkId> = vec![ChunkId(row.id.0)];
             ids.extend(root.tree.iter().map(|r| r.chunk_id()));
-            let mut tree = self.tree_reader(&root);
+            let mut tree = self.tree_reader(root);
             let mut data = 0u64;
             while let Some(item) = tree.next_item()? {
                 if let Item::Chunk(r) = item {

@@ -80,6 +80,8 @@ pub struct Store {
     device: [u8; 32],
     /// Every object recorded and forgotten, beside the index (for a rebuild).
     journal: Journal,
+    /// One past the highest pack number on disk when the store opened.
+    packs_on_disk_end: u64,
     _lock: HomeLock,
 }
 
@@ -120,16 +122,15 @@ impl Store {
         if !fresh_index && marker.exists() {
             return Err(StoreError::RebuildUnfinished { path });
         }
-        if !fresh_index && !path.exists() {
-            let packs = fs::read_dir(dir.join(PACKS_DIR))
-                .map_err(StoreError::io(&dir))?
-                .filter_map(Result::ok)
-                .filter(|e| pack::parse_pack_file_name(&e.file_name().to_string_lossy()).is_some())
-                .count();
-            if packs > 0 {
-                return Err(StoreError::IndexMissing { path, packs });
-            }
+        let packs: Vec<u64> = fs::read_dir(dir.join(PACKS_DIR))
+            .map_err(StoreError::io(&dir))?
+            .filter_map(Result::ok)
+            .filter_map(|e| pack::parse_pack_file_name(&e.file_name().to_string_lossy()))
+            .collect();
+        if !fresh_index && !path.exists() && !packs.is_empty() {
+            return Err(StoreError::IndexMissing { path, packs: packs.len() });
         }
+        let packs_on_disk_end = packs.iter().max().map_or(1, |n| n + 1);
         let index = RwLock::new(Index::open(&path)?);
         let keys = StoreKeys::derive(identity.store_secret());
         let journal = Journal::new(&dir);
@@ -141,6 +142,7 @@ impl Store {
             identity,
             device,
             journal,
+            packs_on_disk_end,
             _lock: lock,
         };
         // A store from before the journal: it starts as the index says.
@@ -179,18 +181,12 @@ impl Store {
         self.dir.join(TMP_DIR)
     }
 
-    /// The number the next pack takes: after every pack the index knows and every pack file on
-    /// disk, so a pack the index lost (or one a rebuild found damaged) is never written over.
+    /// The number the next pack takes: after every pack the index knows and every pack file
+    /// that was on disk when the store opened, so a pack the index lost (or one a rebuild found
+    /// damaged) is never written over. (Packs written since are indexed; the rename that puts
+    /// one in place refuses to replace a file in any case.)
     pub(crate) fn next_pack_number(&self) -> Result<u64, StoreError> {
-        let indexed = self.index().next_pack_number()?;
-        let dir = self.packs_dir();
-        let on_disk = fs::read_dir(&dir)
-            .map_err(StoreError::io(&dir))?
-            .filter_map(Result::ok)
-            .filter_map(|e| pack::parse_pack_file_name(&e.file_name().to_string_lossy()))
-            .max()
-            .map_or(1, |n| n + 1);
-        Ok(indexed.max(on_disk))
+        Ok(self.index().next_pack_number()?.max(self.packs_on_disk_end))
     }
 
     fn pack_path(&self, n: u64) -> PathBuf {
