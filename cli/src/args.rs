@@ -214,6 +214,18 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move your objects out of a pool: into another pool, or home to this node. Each object is placed and its copies confirmed before the old pool releases it; run it again to finish a move that was stopped.
+    Move {
+        /// The pool to move out of.
+        #[arg(long)]
+        from: String,
+        /// The pool to move into, or `home` (this node's store).
+        #[arg(long)]
+        to: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Take in an export of your identity (no network needed); what the store has already is skipped.
     Import {
         /// The file (made by `kith export`).

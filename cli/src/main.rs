@@ -372,6 +372,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let v: kith::api::store::Exported = typed(execute(&root, req, "exporting")?)?;
             if json { render_pool::json(&v) } else { render::exported(&v, true) }
         }
+        Command::Move { from, to, json } => {
+            let v: kith::api::store::Moved =
+                typed(execute(&root, Request::Move { from, to }, "moving")?)?;
+            if !json {
+                return render::moved(&v);
+            }
+            render_pool::json(&v)?;
+            // Objects left behind make the exit status say so in JSON too.
+            Ok(if v.stayed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Import { file, json } => {
             let v: kith::api::store::Exported =
                 typed(execute(&root, Request::Import { path: abs(&file) }, "importing")?)?;

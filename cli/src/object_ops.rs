@@ -351,3 +351,38 @@ impl Write for FrameWriter {
         Ok(())
     }
 }
+
+/// `kith move --from A --to B|home`: this identity's objects out of pool `from`, each placed
+/// and confirmed in `to` (or made whole here) before `from` releases it.
+pub(crate) async fn move_objects(ctx: &Ctx, from: String, to: String, out: &Out) -> Result<Value> {
+    let (Some(rep), Some(pools)) = (&ctx.replicator, &ctx.pools) else {
+        bail!("cannot move between pools: kith is not running here; start it with `kith up`");
+    };
+    let src = pools.resolve(&from)?;
+    let dest = if to == "home" {
+        kith_pools::replica::Destination::Home
+    } else {
+        kith_pools::replica::Destination::Pool(pools.resolve(&to)?)
+    };
+    let p = Arc::new(Progress::default());
+    let ticker = tokio::spawn(report_progress(out.clone(), p.clone()));
+    let t = std::time::Instant::now();
+    let r = rep.move_objects(src, dest, Some(p)).await;
+    ticker.abort();
+    let m = r.map_err(|e| anyhow::anyhow!(e))?;
+    answer(crate::api::store::Moved {
+        from: m.from,
+        to: m.to,
+        objects: m.objects,
+        bytes: m.bytes,
+        fetched_bytes: m.fetched,
+        copies: m.copies,
+        stayed: m
+            .stayed
+            .into_iter()
+            .map(|s| crate::api::store::MoveStayed { id: s.object, name: s.name, reason: s.reason })
+            .collect(),
+        sites: m.sites,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}

@@ -106,6 +106,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
         Request::Export { path, plain: true } => {
             crate::portable_ops::export_plain(ctx, path, out).await
         }
+        Request::Move { from, to } => crate::object_ops::move_objects(ctx, from, to, out).await,
         Request::Import { path } => crate::portable_ops::import(ctx, path, out).await,
         Request::Gc => {
             // Blobs held for pools stay, whether or not the daemon runs.

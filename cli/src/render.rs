@@ -359,6 +359,66 @@ pub fn forgotten(v: &Forgotten) {
     }
 }
 
+/// `kith move`.
+pub fn moved(v: &Moved) -> Result<ExitCode> {
+    let (n, them) = if v.objects == 1 {
+        ("1 object".to_string(), "it")
+    } else {
+        (format!("{} objects", v.objects), "them")
+    };
+    if v.objects == 0 && v.stayed.is_empty() {
+        eprintln!("pool {} holds no objects of yours; nothing to move", v.from);
+    } else if v.objects > 0 && v.to == "home" {
+        eprintln!(
+            "moved {n} ({}) from pool {} home to this node's store in {:.1} s; pool {} released {them}, and its holders reclaim the space",
+            fmt::bytes(v.bytes),
+            v.from,
+            v.seconds,
+            v.from
+        );
+    } else if v.objects > 0 {
+        eprintln!(
+            "moved {n} ({}) from pool {} into pool {} in {:.1} s, every chunk confirmed on {} of {}'s holders; pool {} released {them}, and its holders reclaim the space",
+            fmt::bytes(v.bytes),
+            v.from,
+            v.to,
+            v.seconds,
+            v.copies,
+            v.to,
+            v.from
+        );
+    }
+    for s in &v.sites {
+        let hint = if v.to == "home" {
+            String::new()
+        } else {
+            format!(
+                " (publish it in pool {} with `kith site publish DIR --name {s} --pool {}`)",
+                v.to, v.to
+            )
+        };
+        eprintln!(
+            "site {s} stays published in pool {}: a move takes objects, not sites{hint}",
+            v.from
+        );
+    }
+    for s in &v.stayed {
+        let name = if s.name.is_empty() { String::new() } else { format!(" ({})", s.name) };
+        eprintln!(
+            "object {}{name} stays in pool {}: {}",
+            &s.id[..12.min(s.id.len())],
+            v.from,
+            s.reason
+        );
+    }
+    if v.stayed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("nothing was lost; run the same `kith move` again once that is fixed");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
 /// `kith ls SPEC`: as `ls -l`, a line per entry.
 pub fn files(v: &Files) -> Result<ExitCode> {
     for e in &v.entries {

@@ -18,6 +18,7 @@ pub mod figures;
 pub mod inproc;
 pub mod ledger_sim;
 pub mod mesh;
+pub mod moving;
 pub mod net;
 pub mod netns;
 pub mod pool;

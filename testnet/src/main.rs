@@ -104,6 +104,16 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// Moving: `kith move` of an object between two pools of 3 nodes, against a plain
+    /// `put --pool` of as much fresh data into the destination.
+    MoveBench {
+        /// Object size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
     /// Checks a benchmark's output (its last line, JSON) against the reference figures in
     /// docs/benchmarks.md; fails if a figure regressed by more than the tolerance or is missing.
     Compare {
@@ -222,6 +232,11 @@ fn main() -> Result<()> {
             if !report.identical {
                 anyhow::bail!("the restored object differs from what was put");
             }
+        }
+        Cmd::MoveBench { mib, kith } => {
+            let f = kith_testnet::moving::run(&sibling_kith(kith)?, mib)?;
+            println!("{}", kith_testnet::moving::markdown(&f));
+            json_line(&f)?;
         }
         Cmd::Compare { output, reference, tolerance } => compare(output, &reference, tolerance)?,
         Cmd::Up { nodes, pool, keep, kith } => {

@@ -83,6 +83,13 @@ pub enum Request {
         #[serde(default)]
         plain: bool,
     },
+    /// Move this identity's objects out of a pool, into another pool or home.
+    Move {
+        /// The source pool.
+        from: String,
+        /// The destination pool, or `home`.
+        to: String,
+    },
     /// Take in an export of this identity.
     Import {
         /// The file (absolute).

@@ -286,6 +286,42 @@ pub struct Forgotten {
     pub released_from: Vec<String>,
 }
 
+/// `kith move`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Moved {
+    /// The source pool.
+    pub from: String,
+    /// The destination pool, or `home`.
+    pub to: String,
+    /// Objects released from the source after their copies were confirmed.
+    pub objects: u64,
+    /// Their bytes (one copy).
+    pub bytes: u64,
+    /// Bytes fetched first to make objects whole on this node.
+    pub fetched_bytes: u64,
+    /// Copies every moved blob has at least in the destination, as its holders confirmed.
+    pub copies: u64,
+    /// Objects that stayed in the source, and why.
+    #[serde(default)]
+    pub stayed: Vec<MoveStayed>,
+    /// This identity's sites in the source (a move does not take them).
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// An object `kith move` left in the source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MoveStayed {
+    /// The object (hex).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// `kith gc`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Collected {

@@ -189,3 +189,184 @@ fn an_import_onto_a_full_disk_fails_clearly_and_loses_nothing() {
     assert_eq!(run(&["get", &note_id, "-o", got.to_str().unwrap()]).code, Some(0));
     assert_eq!(fs::read(&got).unwrap(), b"kept through it all");
 }
+
+fn pool_objects(net: &kith_testnet::Testnet, i: usize, pool: &str) -> Vec<String> {
+    let v = net.json(i, &["pool", "show", pool]).unwrap();
+    let mut ids: Vec<String> = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_member_moves_everything_to_another_pool_then_home_and_nothing_is_ever_missing() {
+    // Issue 18 item 2: ada leaves street's storage for town's, then takes everything home.
+    use std::time::Duration;
+    const CONVERGE: Duration = Duration::from_secs(90);
+    let mut net = testnet(4, kith_testnet::Layout::Loopback);
+    for i in 0..4 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "2"]).unwrap();
+    for (i, name) in [(1, "bob"), (2, "cy")] {
+        let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+        net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &format!("z{i}")])
+            .unwrap();
+    }
+    // Town: cy holds for both pools (what street lets go, town may still need), dee for town.
+    net.kith_ok(0, &["pool", "create", "town", "--as", "ada", "--replicas", "2"]).unwrap();
+    for (i, name) in [(2, "cy"), (3, "dee")] {
+        let ticket = net.kith_ok(0, &["pool", "invite", "town"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+        net.kith_ok(i, &["offer", "town", "--storage", "1GiB", "--zone", &format!("t{i}")])
+            .unwrap();
+    }
+    net.wait_for(CONVERGE, "ada to see the offers of both pools", |net| {
+        Ok(["street", "town"].iter().all(|p| {
+            net.json(0, &["pool", "show", p]).is_ok_and(|v| v["capacity"]["offered"] == 2u64 << 30)
+        }))
+    })
+    .unwrap();
+    let stored = |net: &kith_testnet::Testnet, i: usize| -> u64 {
+        net.json(i, &["status"]).unwrap()["store"]["bytes"].as_u64().unwrap()
+    };
+    let bob_before = stored(&net, 1);
+    // Three objects: two files and a folder, and a site, all in street.
+    let dir = net.dir().join("data");
+    fs::create_dir_all(dir.join("photos")).unwrap();
+    let files = [
+        (dir.join("a.bin"), random_bytes(3 << 20, 91)),
+        (dir.join("notes.txt"), text_bytes(200 << 10, 92)),
+        (dir.join("photos/p1.jpg"), random_bytes(1 << 20, 93)),
+    ];
+    for (p, b) in &files {
+        write(p, b);
+    }
+    let mut ids = Vec::new();
+    for p in [dir.join("a.bin"), dir.join("notes.txt"), dir.join("photos")] {
+        let put = net.json(0, &["put", p.to_str().unwrap(), "--pool", "street"]).unwrap();
+        assert_eq!(put["pool"]["complete"], true, "{put}");
+        ids.push(put["id"].as_str().unwrap().to_string());
+    }
+    ids.sort();
+    let site = net.dir().join("site");
+    fs::create_dir_all(&site).unwrap();
+    write(&site.join("index.html"), b"<h1>ada</h1>");
+    net.kith_ok(
+        0,
+        &["site", "publish", site.to_str().unwrap(), "--name", "ada", "--pool", "street"],
+    )
+    .unwrap();
+    net.wait_for(CONVERGE, "bob to hold street's copies", |net| {
+        Ok(stored(net, 1) >= bob_before + (2 << 20))
+    })
+    .unwrap();
+
+    // Town's holder dee is down: the move places nothing it cannot confirm, and releases
+    // nothing it did not place.
+    net.stop(3).unwrap();
+    let first = net.kith(0, &["move", "--from", "street", "--to", "town"]);
+    assert!(!first.status.success(), "a move with a holder down claimed success");
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        said.contains("only 1 of its holders answer") && said.contains("nothing was moved"),
+        "{said}"
+    );
+    assert_eq!(
+        pool_objects(&net, 0, "street").len(),
+        4,
+        "street lost objects: the site's version and 3"
+    );
+    net.start(3).unwrap();
+    net.kith_ok(0, &["pool", "set", "town", "quota", "4MiB"]).unwrap();
+
+    // Stopped the hard way in the middle (once town lists one of ada's objects), then run again.
+    let mut cmd = net.cmd(0);
+    cmd.args(["move", "--from", "street", "--to", "town"]);
+    let mut child = cmd.spawn().unwrap();
+    wait_for(CONVERGE, "town to list an object of ada's", || {
+        !pool_objects(&net, 0, "town").is_empty()
+    });
+    net.kill(0).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    net.start(0).unwrap();
+    // Nothing is missing from both pools at any point.
+    let (street, town) = (pool_objects(&net, 0, "street"), pool_objects(&net, 0, "town"));
+    for id in &ids {
+        assert!(street.contains(id) || town.contains(id), "object {id} is in neither pool");
+    }
+    net.wait_for(CONVERGE, "ada's node to hear from town's holders again", |net| {
+        Ok(net.json(0, &["pool", "show", "town"])?["replication"]["holders"]
+            .as_array()
+            .is_some_and(|hs| hs.iter().filter(|h| h["state"] == "up").count() == 2))
+    })
+    .unwrap();
+    // Town's quota holds a.bin and the notes, not the photos as well: they stay in street.
+    let out = net.kith(0, &["move", "--from", "street", "--to", "town"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("stays in pool street") && said.contains("quota"), "{said}");
+    assert!(said.contains("site ada stays published in pool street"), "{said}");
+    assert_eq!(pool_objects(&net, 0, "street").len(), 2, "{said}");
+    assert_eq!(pool_objects(&net, 0, "town").len(), 2, "{said}");
+    net.kith_ok(0, &["pool", "set", "town", "quota", "1GiB"]).unwrap();
+    let out = net.kith(0, &["move", "--from", "street", "--to", "town"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("moved 1 object"), "{said}");
+    assert!(said.contains("confirmed on 2 of town's holders"), "{said}");
+    // Street keeps only the site's version; town has every object, with its copies.
+    let street = pool_objects(&net, 0, "street");
+    assert_eq!(street.len(), 1, "{street:?}");
+    assert!(!ids.contains(&street[0]));
+    assert_eq!(pool_objects(&net, 0, "town"), ids);
+    net.wait_for(CONVERGE, "town to be fully replicated", |net| {
+        Ok(net.json(3, &["pool", "show", "town"])?["replication"]["under_replicated_bytes"] == 0)
+    })
+    .unwrap();
+    // Street's holder bob gives the space back; cy keeps what town needs.
+    net.wait_for(CONVERGE, "bob to reclaim what street let go", |net| {
+        Ok(stored(net, 1) < bob_before + (1 << 20))
+    })
+    .unwrap();
+    // Running it again has nothing to do.
+    let again = net.kith(0, &["move", "--from", "street", "--to", "town"]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success() && said.contains("nothing to move"), "{said}");
+
+    // Ada forgets her own copies and reads them back from town.
+    let back_dir = net.dir().join("back");
+    fs::create_dir_all(&back_dir).unwrap();
+    let id_of = |net: &kith_testnet::Testnet, p: &std::path::Path| -> String {
+        net.json(0, &["log", p.to_str().unwrap()]).unwrap()[0]["id"].as_str().unwrap().to_string()
+    };
+    for (path, bytes) in &files[..2] {
+        let id = id_of(&net, path);
+        net.kith_ok(0, &["rm", "--local", &id]).unwrap();
+        let back = back_dir.join(path.file_name().unwrap());
+        net.kith_ok(0, &["get", &id, "-o", back.to_str().unwrap()]).unwrap();
+        assert!(fs::read(&back).unwrap() == *bytes, "{} came back different", path.display());
+        fs::remove_file(&back).unwrap();
+    }
+
+    // Home: everything leaves town, and stays whole in ada's own store.
+    let out = net.kith(0, &["move", "--from", "town", "--to", "home"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("home to this node"), "{said}");
+    assert!(pool_objects(&net, 0, "town").is_empty());
+    net.stop(1).unwrap();
+    net.stop(2).unwrap();
+    net.stop(3).unwrap();
+    for (path, bytes) in &files[..2] {
+        let back = back_dir.join(path.file_name().unwrap());
+        net.kith_ok(0, &["get", &id_of(&net, path), "-o", back.to_str().unwrap()]).unwrap();
+        assert!(fs::read(&back).unwrap() == *bytes, "{} is not whole at home", path.display());
+    }
+    assert_eq!(net.json(0, &["verify"]).unwrap()["damaged"], false);
+}

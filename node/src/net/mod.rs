@@ -8,6 +8,7 @@
 pub mod blobs;
 pub use blobs::{LinkError, connect_error};
 pub mod frame;
+mod inflight;
 pub mod link;
 pub mod mdns;
 pub mod mesh;
@@ -134,6 +135,27 @@ pub struct Node {
     cancel: CancellationToken,
     served: Arc<Served>,
     received: Tallies,
+    inflight: inflight::InFlight,
+}
+
+/// How long a shared fetch waits for another that is getting the same blobs, before it gets
+/// them itself.
+pub const SHARED_WAIT: Duration = Duration::from_secs(30);
+
+/// Two fetch reports of one fetch as one.
+fn merge(mut a: FetchReport, b: FetchReport) -> FetchReport {
+    a.blobs += b.blobs;
+    a.bytes += b.bytes;
+    a.missing.extend(b.missing);
+    a.failed_peers.extend(b.failed_peers);
+    a.peers_asked = a.peers_asked.max(b.peers_asked);
+    for (peer, t) in b.by_peer {
+        let e = a.by_peer.entry(peer).or_default();
+        e.blobs += t.blobs;
+        e.bytes += t.bytes;
+        e.last = t.last;
+    }
+    a
 }
 
 /// Whether a fetch got everything: the error names what was missing and why peers failed.
@@ -222,6 +244,7 @@ impl Node {
             cancel,
             served,
             received: Tallies::default(),
+            inflight: inflight::InFlight::default(),
         })
     }
 
@@ -360,8 +383,61 @@ impl Node {
         from: Option<Vec<EndpointId>>,
         pool: Option<[u8; 32]>,
     ) -> Result<FetchReport, NetError> {
+        let ids = self.lacking(ids).await?;
+        if ids.is_empty() {
+            return Ok(FetchReport::default());
+        }
+        self.fetch_claimed(what, ids, &progress, &from, pool).await
+    }
+
+    /// Like [`Node::fetch_missing_from`], for the pools' replication (holding a new object,
+    /// repair): a blob another shared fetch of this node is getting now is waited for, not
+    /// fetched a second time, for at most [`SHARED_WAIT`]; then this fetch gets what is still
+    /// missing itself. User-facing fetches (`kith get`) never wait behind background work.
+    pub async fn fetch_missing_shared(
+        &self,
+        what: &str,
+        ids: Vec<ChunkId>,
+        progress: Option<Arc<Progress>>,
+        from: Option<Vec<EndpointId>>,
+        pool: Option<[u8; 32]>,
+    ) -> Result<FetchReport, NetError> {
+        let mut ids = self.lacking(ids).await?;
+        let mut total: Option<FetchReport> = None;
+        while !ids.is_empty() {
+            // What another fetch of this node is getting now is waited for, not fetched again.
+            let (claim, theirs) = self.inflight.claim(ids);
+            if !claim.ids.is_empty() {
+                let rep =
+                    self.fetch_claimed(what, claim.ids.clone(), &progress, &from, pool).await?;
+                total = Some(match total {
+                    None => rep,
+                    Some(t) => merge(t, rep),
+                });
+            }
+            drop(claim);
+            if theirs.is_empty() {
+                break;
+            }
+            let waited = tokio::time::timeout(SHARED_WAIT, self.inflight.wait(&theirs)).await;
+            // What the other fetch did not get, this one does.
+            ids = self.lacking(theirs).await?;
+            if waited.is_err() && !ids.is_empty() {
+                let rep = self.fetch_claimed(what, ids, &progress, &from, pool).await?;
+                total = Some(match total {
+                    None => rep,
+                    Some(t) => merge(t, rep),
+                });
+                break;
+            }
+        }
+        Ok(total.unwrap_or_default())
+    }
+
+    /// The ids of `ids` the store lacks.
+    async fn lacking(&self, ids: Vec<ChunkId>) -> Result<Vec<ChunkId>, NetError> {
         let store = self.store.clone();
-        let ids = blocking(move || {
+        Ok(blocking(move || {
             let mut out = Vec::new();
             for id in ids {
                 if !store.has(&id)? {
@@ -370,12 +446,21 @@ impl Node {
             }
             Ok::<_, StoreError>(out)
         })
-        .await??;
-        if ids.is_empty() {
-            return Ok(FetchReport::default());
-        }
+        .await??)
+    }
+
+    /// Fetches `ids` (claimed by this fetch) into the store.
+    async fn fetch_claimed(
+        &self,
+        what: &str,
+        ids: Vec<ChunkId>,
+        progress: &Option<Arc<Progress>>,
+        from: &Option<Vec<EndpointId>>,
+        pool: Option<[u8; 32]>,
+    ) -> Result<FetchReport, NetError> {
         let (tx, mut rx) = mpsc::channel::<Blob>(INGEST_QUEUE);
         let store = self.store.clone();
+        let progress = progress.clone();
         let sink = tokio::task::spawn_blocking(move || {
             let mut ingest = store.ingest()?;
             let mut bytes = 0u64;
@@ -390,7 +475,7 @@ impl Node {
             ingest.finish()?;
             Ok::<_, StoreError>(bytes)
         });
-        let from = from.unwrap_or_else(|| self.peers.candidates());
+        let from = from.clone().unwrap_or_else(|| self.peers.candidates());
         let mut report = blobs::fetch_from(self.conns.clone(), from, ids, pool, tx).await;
         report.bytes = sink.await.map_err(|e| NetError::Internal(e.to_string()))??;
         if let Some(pool) = pool {

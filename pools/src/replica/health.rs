@@ -212,7 +212,7 @@ impl Replicator {
 
     /// Asks each node at once which of its ids it holds (this node answers from its store);
     /// a node that does not answer within [`HAS_TIMEOUT`] gets an error.
-    async fn ask_has(
+    pub(super) async fn ask_has(
         &self,
         pool: Key,
         node: &Arc<Node>,

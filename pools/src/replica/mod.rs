@@ -21,6 +21,7 @@ mod accounting;
 mod audit;
 mod health;
 mod home;
+mod moving;
 mod protocol;
 mod put;
 mod reclaim;
@@ -29,6 +30,7 @@ mod repair;
 
 pub use health::{Health, HolderHealth};
 pub use home::SiteKeeper;
+pub use moving::{Destination, Moved, Stayed};
 pub use protocol::{MAX_HAS, POOL_ALPN, PoolProtocol, Reply, Request};
 pub use put::{HolderAck, PoolPut};
 pub use repair::{RepairStats, keep_set};
@@ -245,7 +247,7 @@ impl Replicator {
         .await;
         // Replication traffic is not egress in the ledger: it is what storage costs, priced in
         // byte-hours. Only fetches for a member's own use name the pool.
-        node.fetch_missing_from(&what, vec![cid], None, Some(from.to_vec()), None)
+        node.fetch_missing_shared(&what, vec![cid], None, Some(from.to_vec()), None)
             .await
             .map_err(|e| e.to_string())?;
         let store = node.store().clone();

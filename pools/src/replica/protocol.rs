@@ -206,7 +206,7 @@ impl Replicator {
         for round in ids.chunks(FETCH_ROUND) {
             let what = format!("object {} for the pool", hex(&object[..8]));
             let rep = node
-                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()), None)
+                .fetch_missing_shared(&what, round.to_vec(), None, Some(from.clone()), None)
                 .await
                 .map_err(|e| e.to_string())?;
             blobs += rep.blobs;

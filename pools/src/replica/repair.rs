@@ -136,7 +136,7 @@ impl Replicator {
         for round in want.chunks(FETCH_ROUND) {
             let what = format!("pool {} repair", hex(&pool[..4]));
             match node
-                .fetch_missing_from(&what, round.to_vec(), None, Some(from.clone()), None)
+                .fetch_missing_shared(&what, round.to_vec(), None, Some(from.clone()), None)
                 .await
             {
                 Ok(rep) => {
