@@ -392,8 +392,10 @@ impl Node {
 
     /// Like [`Node::fetch_missing_from`], for the pools' replication (holding a new object,
     /// repair): a blob another shared fetch of this node is getting now is waited for, not
-    /// fetched a second time, for at most [`SHARED_WAIT`]; then this fetch gets what is still
-    /// missing itself. User-facing fetches (`kith get`) never wait behind background work.
+    /// fetched a second time, for at most [`SHARED_WAIT`] in all; then this fetch gets what is
+    /// still missing itself. `kith get` fetches objects with [`Node::fetch_missing_from`], which
+    /// never waits behind this background work (pool manifests, which `put --pool` and
+    /// `pool show` read, are fetched shared: they are small).
     pub async fn fetch_missing_shared(
         &self,
         what: &str,
@@ -404,6 +406,7 @@ impl Node {
     ) -> Result<FetchReport, NetError> {
         let mut ids = self.lacking(ids).await?;
         let mut total: Option<FetchReport> = None;
+        let deadline = tokio::time::Instant::now() + SHARED_WAIT;
         while !ids.is_empty() {
             // What another fetch of this node is getting now is waited for, not fetched again.
             let (claim, theirs) = self.inflight.claim(ids);
@@ -419,7 +422,7 @@ impl Node {
             if theirs.is_empty() {
                 break;
             }
-            let waited = tokio::time::timeout(SHARED_WAIT, self.inflight.wait(&theirs)).await;
+            let waited = tokio::time::timeout_at(deadline, self.inflight.wait(&theirs)).await;
             // What the other fetch did not get, this one does.
             ids = self.lacking(theirs).await?;
             if waited.is_err() && !ids.is_empty() {

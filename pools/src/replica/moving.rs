@@ -4,6 +4,7 @@
 //! recorded in the pools' documents or the store, so a move that is stopped at any point is
 //! finished by running it again, and no object is ever missing from both places.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -157,29 +158,30 @@ impl Replicator {
         Ok(out)
     }
 
-    /// Asks every holder of pool `v` whether it is up (an empty question), and refuses to start
-    /// when fewer answer than the copies the move must confirm: each object would wait out a
-    /// holder that is down, and stay.
+    /// Asks every holder placement would use in pool `v` whether it is up (an empty
+    /// question), and refuses to start unless all answer: each object would otherwise wait
+    /// out the holder that is down, and stay.
     async fn holders_answer(
         &self,
         pool: Key,
         v: &crate::view::PoolView,
     ) -> Result<(), ReplicaError> {
         let node = self.node()?.clone();
-        let offering: Vec<(Key, Vec<[u8; 32]>)> =
-            v.holders().iter().filter(|h| h.weight > 0).map(|h| (h.node, Vec::new())).collect();
-        let answers = self.ask_has(pool, &node, offering).await;
-        let up = answers.iter().filter(|(_, _, a)| a.is_ok()).count();
-        let want = copies_wanted(v);
-        if up < want {
-            let down: Vec<String> = answers
-                .iter()
-                .filter_map(|(n, _, a)| a.as_ref().err().map(|e| format!("{}: {e}", hex(&n[..8]))))
-                .collect();
+        let live: Vec<(Key, Vec<[u8; 32]>)> =
+            self.placement_holders(v).iter().map(|h| (h.node, Vec::new())).collect();
+        let answers = self.ask_has(pool, &node, live).await;
+        let down: Vec<String> = answers
+            .iter()
+            .filter_map(|(n, _, a)| {
+                a.as_ref().err().map(|e| format!("{} ({e})", holder_name(v, n)))
+            })
+            .collect();
+        if !down.is_empty() {
             return Err(format!(
-                "pool {} keeps {want} copies, and only {up} of its holders answer ({}); nothing was moved: run it again when they are back",
+                "pool {}'s holder {} does not answer; nothing was moved: run the move again once it is back (or once the pool stops counting on it, {} s after it was last heard from)",
                 v.charter.name,
-                down.join("; ")
+                down.join(", holder "),
+                v.charter.repair_after_ms / 1000
             )
             .into());
         }
@@ -188,8 +190,7 @@ impl Replicator {
 
     /// Puts object `oid` (whole on this node) into pool `pool` and asks the holders placement
     /// gives each blob whether they hold it; `Ok(copies the least copied blob has)` when every
-    /// blob has as many copies as the pool asks for (or as it has holders offering storage, if
-    /// fewer).
+    /// blob has as many copies as [`copies_wanted`] says.
     async fn place_and_confirm(&self, pool: Key, oid: Key, name: &str) -> Result<u64, String> {
         let put = self.put(&hex(&pool), oid, name).await.map_err(|e| {
             e.to_string()
@@ -200,63 +201,79 @@ impl Replicator {
             self.manifest_here(&put.manifest).ok_or("the manifest just stored is gone")?;
         let v = self.pools.view_of(&pool).ok_or("the destination pool is gone")?;
         let live = self.placement_holders(&v);
-        let want = copies_wanted(&v);
-        let mut asks: std::collections::BTreeMap<Key, Vec<[u8; 32]>> = Default::default();
+        let want = copies_wanted(&v, live.len());
+        // A holder counts only if it took the hold (its copy of the document lists the object,
+        // so its reclaim keeps the blobs), or it is this node.
+        let me = self.pools.node();
+        let took: HashSet<Key> = put
+            .acks
+            .iter()
+            .filter(|a| a.result.is_ok())
+            .map(|a| a.node)
+            .chain(std::iter::once(me))
+            .collect();
+        let mut asks: BTreeMap<Key, Vec<[u8; 32]>> = BTreeMap::new();
+        let mut distinct = HashSet::new();
         for (id, _) in &manifest.blobs {
+            if !distinct.insert(**id) {
+                continue;
+            }
             for h in place(id, &live, want) {
                 asks.entry(h.node).or_default().push(**id);
             }
         }
         let node = self.node()?.clone();
         let answers = self.ask_has(pool, &node, asks.into_iter().collect()).await;
-        let mut copies: std::collections::HashMap<[u8; 32], usize> = Default::default();
+        let mut held: HashSet<([u8; 32], Key)> = HashSet::new();
         let mut silent = Vec::new();
         for (holder, ids, answer) in answers {
             match answer {
-                Ok(bits) => {
-                    for (id, b) in ids.iter().zip(bits) {
-                        if b {
-                            *copies.entry(*id).or_default() += 1;
-                        }
-                    }
+                Ok(bits) if took.contains(&holder) => {
+                    held.extend(
+                        ids.iter().zip(bits).filter(|(_, b)| *b).map(|(id, _)| (*id, holder)),
+                    );
                 }
-                Err(e) => silent.push(format!("{}: {e}", hex(&holder[..8]))),
+                Ok(_) => {}
+                Err(e) => silent.push(format!("{} ({e})", holder_name(&v, &holder))),
             }
         }
-        let short = manifest
-            .blobs
-            .iter()
-            .filter(|(id, _)| copies.get(&**id).copied().unwrap_or(0) < want)
-            .count();
+        let mut copies: HashMap<[u8; 32], usize> = HashMap::new();
+        for (id, _) in &held {
+            *copies.entry(*id).or_default() += 1;
+        }
+        let short =
+            distinct.iter().filter(|id| copies.get(*id).copied().unwrap_or(0) < want).count();
         if short > 0 {
             let why: Vec<String> = put
                 .acks
                 .iter()
                 .filter_map(|a| {
-                    a.result.as_ref().err().map(|e| format!("{}: {e}", hex(&a.node[..8])))
+                    a.result.as_ref().err().map(|e| format!("{}: {e}", holder_name(&v, &a.node)))
                 })
                 .chain(silent)
                 .collect();
             return Err(format!(
-                "{short} of its {} blobs have fewer than {want} confirmed copies in pool {}{}",
-                manifest.blobs.len(),
+                "{short} of its {} chunks have fewer than {want} confirmed copies in pool {}{}; it is listed there already, and running the move again finishes it",
+                distinct.len(),
                 v.charter.name,
                 if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) }
             ));
         }
-        Ok(manifest
-            .blobs
-            .iter()
-            .map(|(id, _)| copies.get(&**id).copied().unwrap_or(0) as u64)
-            .min()
-            .unwrap_or(0))
+        Ok(distinct.iter().map(|id| copies.get(id).copied().unwrap_or(0) as u64).min().unwrap_or(0))
     }
 }
 
-/// The copies a move confirms for each blob: as many as the pool asks for, or as it has
-/// holders offering storage if fewer. A holder that is down counts as one the move waits for,
-/// not as one it may do without.
-fn copies_wanted(v: &crate::view::PoolView) -> usize {
-    let offering = v.holders().iter().filter(|h| h.weight > 0).count();
-    (v.charter.replicas as usize).min(offering).max(1)
+/// The copies a move confirms for each blob: as many as the pool asks for, or as many as it
+/// has holders placement uses (live, not failing audits) if fewer: what repair would make.
+fn copies_wanted(v: &crate::view::PoolView, live: usize) -> usize {
+    (v.charter.replicas as usize).min(live).max(1)
+}
+
+/// A holder in words: its member's name and the start of its node id.
+fn holder_name(v: &crate::view::PoolView, node: &Key) -> String {
+    let who = v.node_owner(node).and_then(|m| v.members.get(&m)).map(|m| m.name.clone());
+    match who {
+        Some(n) if !n.is_empty() => format!("{n} ({})", hex(&node[..4])),
+        _ => hex(&node[..4]),
+    }
 }
