@@ -115,6 +115,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Drops: a pool's changes and chunks in a file, carried between neighbourhoods with no link.
+    Drop {
+        #[command(subcommand)]
+        command: DropCommand,
+    },
     /// The store itself: rebuild its index.
     Store {
         #[command(subcommand)]
@@ -486,6 +491,33 @@ pub(crate) enum StoreCommand {
     /// Rebuild a lost or damaged index from the packs, the object journal and the roots (with
     /// `kith up` stopped); the old index is moved aside, never deleted.
     RebuildIndex {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DropCommand {
+    /// Write what the other side of a pool lacks into a file (changes and the chunks they reference), to carry where there is no link.
+    Make {
+        /// The pool (default: the only pool this node is in).
+        #[arg(long)]
+        pool: Option<String>,
+        /// The file to write; it must not exist.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Everything, not only what the other side lacks since the last drop from it applied here.
+        #[arg(long)]
+        full: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take in a drop made on the other side (checked like a sync; applying it twice changes nothing).
+    Apply {
+        /// The file (made by `kith drop make`).
+        file: PathBuf,
         /// Print JSON.
         #[arg(long)]
         json: bool,

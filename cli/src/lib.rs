@@ -14,6 +14,7 @@
 pub mod api;
 pub mod client;
 mod daemon;
+mod drop_ops;
 pub mod fmt;
 mod ledger_ops;
 pub mod local;

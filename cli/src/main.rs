@@ -25,8 +25,8 @@ use kith_node::net::mdns::MdnsConfig;
 use serde_json::Value;
 
 use args::{
-    Cli, Command, DeviceCommand, KeyCommand, LedgerCommand, LedgerSel, PeerCommand, PoolCommand,
-    SiteCommand, StoreCommand,
+    Cli, Command, DeviceCommand, DropCommand, KeyCommand, LedgerCommand, LedgerSel, PeerCommand,
+    PoolCommand, SiteCommand, StoreCommand,
 };
 use keys_cmd::{export, init};
 use kith::wire::Frame;
@@ -257,6 +257,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json { render_pool::json(&t) } else { render::ticket(&t) }
         }
         Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
+        Command::Drop { command: DropCommand::Make { pool, output, full, json } } => {
+            let req =
+                Request::DropMake { pool: pool.unwrap_or_default(), path: abs(&output), full };
+            let v: kith::api::store::Dropped = typed(execute(&root, req, "")?)?;
+            if json { render_pool::json(&v) } else { render::dropped(&v, true) }
+        }
+        Command::Drop { command: DropCommand::Apply { file, json } } => {
+            let v: kith::api::store::Dropped =
+                typed(execute(&root, Request::DropApply { path: abs(&file) }, "")?)?;
+            if json { render_pool::json(&v) } else { render::dropped(&v, false) }
+        }
         Command::Store { command: StoreCommand::RebuildIndex { json } } => {
             let r = kith_node::Store::rebuild_index(&Home::open(&root)?)?;
             let v = kith::api::store::rebuilt(&r);

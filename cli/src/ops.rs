@@ -107,6 +107,10 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             crate::portable_ops::export_plain(ctx, path, out).await
         }
         Request::Move { from, to } => crate::object_ops::move_objects(ctx, from, to, out).await,
+        Request::DropMake { pool, path, full } => {
+            crate::drop_ops::make(ctx, pool, path, full).await
+        }
+        Request::DropApply { path } => crate::drop_ops::apply(ctx, path).await,
         Request::Import { path } => crate::portable_ops::import(ctx, path, out).await,
         Request::Gc => {
             // Blobs held for pools stay, whether or not the daemon runs.

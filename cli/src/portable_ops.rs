@@ -31,45 +31,13 @@ pub(crate) async fn export(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
             .map(|(id, v)| PoolRef { id, name: v.charter.name })
             .collect();
     }
-    let name = path.file_name().context("the export needs a file name")?.to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.kith-partial-{}", std::process::id()));
     let started = Instant::now();
-    let (store, t, p) = (ctx.store.clone(), tmp.clone(), path.clone());
-    let written = with_progress(out, move |progress| {
-        let io = |source| kith_node::StoreError::Dest { path: t.clone(), source };
-        // The chunks are encrypted, but the identity document names devices and pools.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&t)
-            .map_err(io)?;
+    let (store, p) = (ctx.store.clone(), path.clone());
+    let report = with_progress(out, move |progress| {
         let now = kith_node::keys::now_ms();
-        let r =
-            store.export(BufWriter::with_capacity(1 << 20, file), &extras, now, Some(&progress));
-        let (w, report) = match r {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = std::fs::remove_file(&t);
-                return Err(e);
-            }
-        };
-        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&t, &p).map_err(io)?;
-        if let Some(dir) = p.parent() {
-            kith_node::fsutil::sync_dir(dir).map_err(io)?;
-        }
-        Ok(report)
+        write_whole(&p, |w| store.export(w, &extras, now, Some(&progress)))
     })
-    .await;
-    let report = match written {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
+    .await?;
     answer(Exported {
         path: path.display().to_string(),
         objects: report.objects,
@@ -81,6 +49,44 @@ pub(crate) async fn export(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
         pools: report.pools.into_iter().map(|p| p.name).collect(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Writes a new file at `path` through `f`, under a temporary name beside it (mode 0600: what
+/// kith carries names devices and pools) that is synced and renamed at the end, so `path`
+/// appears whole or not at all; a failure leaves nothing.
+pub(crate) fn write_whole<T>(
+    path: &std::path::Path,
+    f: impl FnOnce(
+        BufWriter<std::fs::File>,
+    ) -> Result<(BufWriter<std::fs::File>, T), kith_node::StoreError>,
+) -> Result<T, kith_node::StoreError> {
+    let io = |source| kith_node::StoreError::Dest { path: path.to_path_buf(), source };
+    let name = path.file_name().ok_or_else(|| io(std::io::ErrorKind::InvalidInput.into()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.kith-partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        let (w, t) = f(BufWriter::with_capacity(1 << 20, file))?;
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        if let Some(dir) = path.parent() {
+            kith_node::fsutil::sync_dir(dir).map_err(io)?;
+        }
+        Ok(t)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// `kith export --plain DIR`: the latest version of every stored path, restored under DIR at

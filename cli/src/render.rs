@@ -359,6 +359,46 @@ pub fn forgotten(v: &Forgotten) {
     }
 }
 
+/// `kith drop make` (`made`) and `kith drop apply`.
+pub fn dropped(v: &Dropped, made: bool) -> Result<ExitCode> {
+    if made {
+        let what = if v.incremental {
+            "what the other side lacks since its last drop applied here"
+        } else {
+            "everything (no drop from the other side was applied here yet, or --full)"
+        };
+        eprintln!(
+            "wrote {} for pool {}: {what}: {} changes, chunks of {} objects ({} blobs, {})",
+            v.path,
+            v.pool,
+            v.changes,
+            v.objects,
+            v.blobs,
+            fmt::bytes(v.blob_bytes)
+        );
+        if v.blobs_missing > 0 {
+            eprintln!(
+                "{} blobs of those objects are on no node this one could reach, and are not in the drop",
+                v.blobs_missing
+            );
+        }
+        eprintln!("carry it to the other side and run `kith drop apply FILE` there");
+    } else if v.changes == 0 && v.blobs == 0 {
+        eprintln!("applied {} to pool {}: nothing new here (applied before?)", v.path, v.pool);
+    } else {
+        eprintln!(
+            "applied {} to pool {}: {} new changes, {} new blobs ({}), {} already here",
+            v.path,
+            v.pool,
+            v.changes,
+            v.blobs,
+            fmt::bytes(v.blob_bytes),
+            v.blobs_present
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `kith move`.
 pub fn moved(v: &Moved) -> Result<ExitCode> {
     let (n, them) = if v.objects == 1 {

@@ -72,6 +72,28 @@ pub fn check_chunks(bytes: &[u8], budget: &mut usize) -> Result<(), DocError> {
     Ok(())
 }
 
+/// Changes carried by other means than sync (a drop file): `bytes` must be change chunks only
+/// (no document chunk), each checked against the bounds before automerge parses it; what they
+/// inflate to is taken from `budget`.
+pub fn carried_changes(
+    bytes: &[u8],
+    budget: &mut usize,
+) -> Result<Vec<automerge::Change>, DocError> {
+    check_chunks(bytes, budget)?;
+    let mut r = Reader { b: bytes };
+    while !r.b.is_empty() {
+        r.take(4)?;
+        r.take(4)?;
+        let kind = r.take(1)?[0];
+        let len = r.uleb()?;
+        r.take_len(len)?;
+        if kind == DOCUMENT {
+            return Err(malformed("a whole document where changes were expected"));
+        }
+    }
+    changes_in(bytes)
+}
+
 /// The changes among the chunks of `bytes` (which [`check_chunks`] passed), parsed by
 /// automerge one by one; document chunks are left out.
 pub(crate) fn changes_in(bytes: &[u8]) -> Result<Vec<automerge::Change>, DocError> {

@@ -33,6 +33,7 @@ pub mod usage;
 // leaving, and who may fetch what.
 pub mod devices;
 pub mod docs;
+pub mod drop;
 pub mod gate;
 pub mod identity;
 pub mod leave;

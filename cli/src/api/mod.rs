@@ -90,6 +90,21 @@ pub enum Request {
         /// The destination pool, or `home`.
         to: String,
     },
+    /// Write a drop of a pool into a new file.
+    DropMake {
+        /// The pool (empty: the only one).
+        pool: String,
+        /// The file (absolute); it must not exist.
+        path: PathBuf,
+        /// Everything, not only what the other side lacks.
+        #[serde(default)]
+        full: bool,
+    },
+    /// Apply a drop file.
+    DropApply {
+        /// The file (absolute).
+        path: PathBuf,
+    },
     /// Take in an export of this identity.
     Import {
         /// The file (absolute).

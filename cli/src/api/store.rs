@@ -322,6 +322,33 @@ pub struct MoveStayed {
     pub reason: String,
 }
 
+/// `kith drop make` and `kith drop apply`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dropped {
+    /// The file.
+    pub path: String,
+    /// The pool's name.
+    pub pool: String,
+    /// Changes carried (make) or new here (apply).
+    pub changes: u64,
+    /// Objects whose chunks it carries (make).
+    pub objects: u64,
+    /// Blobs carried (make) or new here (apply).
+    pub blobs: u64,
+    /// Their bytes.
+    pub blob_bytes: u64,
+    /// Blobs this store had already (apply).
+    pub blobs_present: u64,
+    /// Blobs of carried objects that are not in the drop (make): nowhere on this node.
+    pub blobs_missing: u64,
+    /// Bytes fetched from the pool's nodes first, to make the drop complete (make).
+    pub fetched_bytes: u64,
+    /// Made since what the other side acknowledged (make), else everything.
+    pub incremental: bool,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
 /// `kith gc`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Collected {

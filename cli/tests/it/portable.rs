@@ -392,3 +392,162 @@ fn a_member_moves_everything_to_another_pool_then_home_and_nothing_is_ever_missi
     check_back(&net, "home");
     assert_eq!(net.json(0, &["verify"]).unwrap()["damaged"], false);
 }
+
+/// What node `i`'s gateway answers for `http://NAME.local:7780/`, asked from `from`'s namespace.
+fn site_page(net: &kith_testnet::Testnet, from: usize, i: usize, name: &str) -> Option<String> {
+    let lan = net.lan().unwrap();
+    let addr: std::net::SocketAddr = format!("{}:7780", lan.ip(i)).parse().unwrap();
+    let host = format!("Host: {name}.local:7780");
+    let r = kith_testnet::netns::on_ns_thread(lan.ns(from), move || {
+        req(addr, "GET", "/", &[host.as_str()])
+    })
+    .ok()?;
+    (r.status == 200).then(|| String::from_utf8_lossy(&r.body).into_owned())
+}
+
+fn holders_out(net: &kith_testnet::Testnet, i: usize, n: usize) -> anyhow::Result<bool> {
+    Ok(net.json(i, &["pool", "show", "street"])?["replication"]["holders"]
+        .as_array()
+        .is_some_and(|hs| hs.iter().filter(|h| h["state"] == "out").count() == n))
+}
+
+#[test]
+fn two_neighbourhoods_with_no_link_exchange_a_pool_by_drop_files() {
+    // Issue 18 item 3: ada's house loses its link to the street; a stick carries the pool.
+    use std::time::Duration;
+    const CONVERGE: Duration = Duration::from_secs(90);
+    let mut net = testnet(3, kith_testnet::Layout::Namespaces);
+    for i in 0..3 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "2"]).unwrap();
+    for (i, name) in [(1, "bob"), (2, "cy")] {
+        let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+    }
+    for i in 0..3 {
+        net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &format!("z{i}")])
+            .unwrap();
+    }
+    net.kith_ok(0, &["pool", "set", "street", "repair_after", "5s"]).unwrap();
+    let site = |net: &kith_testnet::Testnet, name: &str, text: &str| {
+        let dir = net.dir().join(format!("{name}-{text}"));
+        fs::create_dir_all(&dir).unwrap();
+        write(&dir.join("index.html"), text.as_bytes());
+        dir
+    };
+    let v1 = site(&net, "bakery", "bakery v1");
+    net.kith_ok(0, &["site", "publish", v1.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    net.wait_for(CONVERGE, "bob to serve bakery v1", |net| {
+        Ok(site_page(net, 2, 1, "bakery").as_deref() == Some("bakery v1"))
+    })
+    .unwrap();
+
+    // Ada's house is cut off. She stores a letter and publishes v2 there.
+    net.lan().unwrap().cut(0).unwrap();
+    net.wait_for(CONVERGE, "each side to count the other out", |net| {
+        Ok(holders_out(net, 0, 2)? && holders_out(net, 1, 1)?)
+    })
+    .unwrap();
+    let letter = net.dir().join("letter.txt");
+    write(&letter, &text_bytes(300 << 10, 7));
+    let put = net.kith(0, &["put", letter.to_str().unwrap(), "--pool", "street", "--json"]);
+    let put = json(&String::from_utf8_lossy(&put.stdout));
+    let letter_id = put["id"].as_str().unwrap().to_string();
+    let v2 = site(&net, "bakery", "bakery v2");
+    let _ = net.kith(0, &["site", "publish", v2.to_str().unwrap(), "--name", "bakery"]);
+    assert_eq!(site_page(&net, 0, 0, "bakery").as_deref(), Some("bakery v2"));
+    assert_eq!(site_page(&net, 2, 1, "bakery").as_deref(), Some("bakery v1"));
+
+    // The drop: ada has never applied one from the street, so it carries everything.
+    let a1 = net.dir().join("a1.kdrop");
+    let made = net.json(0, &["drop", "make", "-o", a1.to_str().unwrap()]).unwrap();
+    assert_eq!(made["incremental"], false, "{made}");
+    assert_eq!(made["blobs_missing"], 0, "{made}");
+    assert!(made["changes"].as_u64().unwrap() > 0 && made["blobs"].as_u64().unwrap() > 0);
+    let applied = net.json(1, &["drop", "apply", a1.to_str().unwrap()]).unwrap();
+    assert!(applied["changes"].as_u64().unwrap() > 0, "{applied}");
+    // The street has the letter (cy hears it from bob over the LAN) and serves v2.
+    net.wait_for(CONVERGE, "cy to list ada's letter", |net| {
+        Ok(net.json(2, &["pool", "show", "street"])?["objects"]
+            .as_array()
+            .is_some_and(|os| os.iter().any(|o| o["id"] == letter_id.as_str())))
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "bob to serve bakery v2", |net| {
+        Ok(site_page(net, 2, 1, "bakery").as_deref() == Some("bakery v2"))
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "the street to hold two copies of everything", |net| {
+        Ok(net.json(2, &["pool", "show", "street"])?["replication"]["under_replicated_bytes"] == 0)
+    })
+    .unwrap();
+    // Applying it again changes nothing.
+    let again = net.json(1, &["drop", "apply", a1.to_str().unwrap()]).unwrap();
+    assert_eq!((again["changes"].as_u64(), again["blobs"].as_u64()), (Some(0), Some(0)));
+
+    // The other way: bob publishes a site; his drop carries only what ada lacks.
+    let club = site(&net, "club", "club v1");
+    net.kith_ok(1, &["site", "publish", club.to_str().unwrap(), "--name", "club"]).unwrap();
+    let b1 = net.dir().join("b1.kdrop");
+    let made = net.json(1, &["drop", "make", "-o", b1.to_str().unwrap()]).unwrap();
+    assert_eq!(made["incremental"], true, "{made}");
+    assert_eq!(made["objects"], 1, "only the club's version is new to ada: {made}");
+    // Bad copies of it are refused, and change nothing.
+    let bytes = fs::read(&b1).unwrap();
+    let cut = net.dir().join("cut.kdrop");
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let flipped = net.dir().join("flipped.kdrop");
+    let mut f = bytes.clone();
+    let mid = f.len() / 2;
+    f[mid] ^= 1;
+    fs::write(&flipped, &f).unwrap();
+    let forged = net.dir().join("forged.kdrop");
+    forge_first_signature(&b1, &forged);
+    let heads_before = net.json(0, &["pool", "show", "street"]).unwrap()["members"].clone();
+    for (file, why) in [(&cut, "truncated"), (&flipped, "damaged"), (&forged, "signature")] {
+        let out = net.kith(0, &["drop", "apply", file.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{why}: {err}");
+    }
+    assert_eq!(net.json(0, &["pool", "show", "street"]).unwrap()["members"], heads_before);
+    assert_eq!(site_page(&net, 0, 0, "club"), None);
+    let applied = net.json(0, &["drop", "apply", b1.to_str().unwrap()]).unwrap();
+    assert!(applied["changes"].as_u64().unwrap() > 0, "{applied}");
+    net.wait_for(CONVERGE, "ada to serve the club's site", |net| {
+        Ok(site_page(net, 0, 0, "club").as_deref() == Some("club v1"))
+    })
+    .unwrap();
+    // Each side has acknowledged the other's: nothing is left to carry.
+    let made = net.json(0, &["drop", "make", "-o", net.dir().join("a2.kdrop").to_str().unwrap()]);
+    let made = made.unwrap();
+    assert_eq!((made["incremental"].as_bool(), made["objects"].as_u64()), (Some(true), Some(0)));
+
+    // A drop of a pool the street's nodes are not in.
+    net.kith_ok(0, &["pool", "create", "attic", "--as", "ada"]).unwrap();
+    let attic = net.dir().join("attic.kdrop");
+    net.kith_ok(0, &["drop", "make", "--pool", "attic", "-o", attic.to_str().unwrap()]).unwrap();
+    let out = net.kith(1, &["drop", "apply", attic.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not in"), "{err}");
+}
+
+/// A copy of drop `from` with the first change's signature altered, framed anew (a forger
+/// can recompute the end hash: the signatures are what protects a drop).
+fn forge_first_signature(from: &std::path::Path, to: &std::path::Path) {
+    use kith_node::store::framed::{FramedReader, FramedWriter};
+    let input = fs::File::open(from).unwrap();
+    let (mut r, format) = FramedReader::new(input, b"KITHDRP1", 64 << 20).unwrap();
+    let mut w = FramedWriter::new(fs::File::create(to).unwrap(), b"KITHDRP1", format).unwrap();
+    let mut forged = false;
+    while let Some((tag, mut payload)) = r.next_raw().unwrap() {
+        if tag == 2 && !forged {
+            payload[0] ^= 1;
+            forged = true;
+        }
+        w.entry(tag, &[&payload]).unwrap();
+    }
+    assert!(forged, "the drop carries no change");
+    w.end().unwrap();
+}

@@ -21,6 +21,7 @@ use std::io::{self, Read, Write};
 
 use minicbor::{Decode, Encode};
 
+use super::framed::{FramedReader, FramedWriter};
 use super::journal::Record;
 use super::pack::{BlobKind, MAX_BLOB_BYTES};
 use super::tree::Item;
@@ -35,7 +36,6 @@ const TAG_IDENTITY: u8 = 2;
 const TAG_POOL: u8 = 3;
 const TAG_BLOB: u8 = 4;
 const TAG_OBJECT: u8 = 5;
-const TAG_END: u8 = 255;
 /// Most objects and pools one export may name (their records are kept until the end).
 const MAX_NAMED: usize = 10_000_000;
 /// Largest entry: a blob with its header (a root is at most 16 MiB).
@@ -106,42 +106,6 @@ fn bad(why: impl Into<String>) -> StoreError {
     StoreError::BadSpec(format!("not a readable kith export: {}", why.into()))
 }
 
-/// Writes entries, hashing everything written.
-struct Writer<W: Write> {
-    out: W,
-    hash: blake3::Hasher,
-    entries: u64,
-}
-
-impl<W: Write> Writer<W> {
-    fn raw(&mut self, b: &[u8]) -> io::Result<()> {
-        self.hash.update(b);
-        self.out.write_all(b)
-    }
-
-    fn entry(&mut self, tag: u8, parts: &[&[u8]]) -> io::Result<()> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        self.raw(&[tag])?;
-        self.raw(&(len as u32).to_le_bytes())?;
-        for p in parts {
-            self.raw(p)?;
-        }
-        self.entries += 1;
-        Ok(())
-    }
-
-    fn end(mut self) -> io::Result<W> {
-        let digest = *self.hash.finalize().as_bytes();
-        let entries = self.entries.to_le_bytes();
-        self.out.write_all(&[TAG_END])?;
-        self.out.write_all(&40u32.to_le_bytes())?;
-        self.out.write_all(&entries)?;
-        self.out.write_all(&digest)?;
-        self.out.flush()?;
-        Ok(self.out)
-    }
-}
-
 impl Store {
     /// Writes every object of this store (with every blob it uses, once) to `out`.
     pub fn export<W: Write>(
@@ -161,9 +125,7 @@ impl Store {
             p.bytes_total.store(total, std::sync::atomic::Ordering::Relaxed);
             p.total_known.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut w = Writer { out, hash: blake3::Hasher::new(), entries: 0 };
-        w.raw(MAGIC).map_err(io_err)?;
-        w.raw(&EXPORT_FORMAT.to_le_bytes()).map_err(io_err)?;
+        let mut w = FramedWriter::new(out, MAGIC, EXPORT_FORMAT).map_err(io_err)?;
         let mut report = ExportReport::default();
         // The blob count is known only at the end: the about entry counts objects, and the
         // end entry proves the whole.
@@ -319,60 +281,28 @@ pub enum Entry {
 /// match every byte before it) are checked here; `next_entry` gives `None` only after a valid
 /// end.
 pub struct Entries<R> {
-    input: R,
-    hash: blake3::Hasher,
-    entries: u64,
+    frames: FramedReader<R>,
     about: bool,
-    done: bool,
 }
 
 impl<R: Read> Entries<R> {
     /// Reads the header.
-    pub fn new(mut input: R) -> Result<Self, StoreError> {
-        let mut head = [0u8; 12];
-        input.read_exact(&mut head).map_err(|_| bad("it is shorter than its header"))?;
-        if &head[..8] != MAGIC {
-            return Err(bad("it does not start with KITHEXP1"));
-        }
-        let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+    pub fn new(input: R) -> Result<Self, StoreError> {
+        let (frames, format) = FramedReader::new(input, MAGIC, MAX_ENTRY).map_err(bad)?;
         if format > EXPORT_FORMAT {
             return Err(StoreError::BadSpec(format!(
                 "the export has format {format}; this kith reads up to {EXPORT_FORMAT}: upgrade kith"
             )));
         }
-        let mut hash = blake3::Hasher::new();
-        hash.update(&head);
-        Ok(Entries { input, hash, entries: 0, about: false, done: false })
+        Ok(Entries { frames, about: false })
     }
 
     /// The next entry; `None` once the end entry proved the file whole.
     pub fn next_entry(&mut self) -> Result<Option<Entry>, StoreError> {
-        if self.done {
+        let Some((tag, mut payload)) = self.frames.next_raw().map_err(bad)? else {
             return Ok(None);
-        }
-        let mut tl = [0u8; 5];
-        self.input.read_exact(&mut tl).map_err(|_| bad("it is truncated (no end entry)"))?;
-        let len = u32::from_le_bytes(tl[1..5].try_into().expect("4 bytes"));
-        if len > MAX_ENTRY {
-            return Err(bad(format!("an entry of {len} bytes is larger than any")));
-        }
-        let mut payload = vec![0u8; len as usize];
-        self.input.read_exact(&mut payload).map_err(|_| bad("it is truncated"))?;
-        if tl[0] == TAG_END {
-            let digest = *self.hash.finalize().as_bytes();
-            let ok = payload.len() == 40
-                && payload[..8] == self.entries.to_le_bytes()
-                && payload[8..] == digest;
-            if !ok {
-                return Err(bad("its end does not match what came before (damaged)"));
-            }
-            self.done = true;
-            return Ok(None);
-        }
-        self.hash.update(&tl);
-        self.hash.update(&payload);
-        self.entries += 1;
-        let entry = match tl[0] {
+        };
+        let entry = match tag {
             TAG_ABOUT => {
                 self.about = true;
                 Entry::About(minicbor::decode(&payload).map_err(|e| bad(e.to_string()))?)

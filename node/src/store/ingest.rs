@@ -181,7 +181,7 @@ impl<'s> Ingest<'s> {
 
     /// [`Ingest::finish`], then `f` with the store's writer lock still held: nothing (a gc, a
     /// reclaim) can take what was just added before `f` records it.
-    pub(crate) fn finish_then<T>(mut self, f: impl FnOnce() -> T) -> Result<(u64, T), StoreError> {
+    pub fn finish_then<T>(mut self, f: impl FnOnce() -> T) -> Result<(u64, T), StoreError> {
         self.seal()?;
         self.commit()?;
         Ok((self.added, f()))

@@ -9,6 +9,7 @@ pub mod chunker;
 pub mod envelope;
 mod error;
 pub mod export;
+pub mod framed;
 pub mod index;
 mod ingest;
 pub mod journal;

@@ -13,6 +13,7 @@
 //! [`Pools::run`] dials the sessions and [`DocsProtocol`] answers them.
 
 mod accept;
+mod carry;
 mod catalog;
 mod custody;
 mod dial;
@@ -21,6 +22,7 @@ mod session;
 mod ticket;
 
 pub use accept::DocsProtocol;
+pub use carry::CarriedOut;
 pub use catalog::SharedViews;
 pub use custody::CustodyError;
 pub use dial::SYNC_INTERVAL;
