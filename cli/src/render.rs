@@ -368,11 +368,12 @@ pub fn dropped(v: &Dropped, made: bool) -> Result<ExitCode> {
             "everything (no drop from the other side was applied here yet, or --full)"
         };
         eprintln!(
-            "wrote {} for pool {}: {what}: {} changes, chunks of {} objects ({} blobs, {})",
+            "wrote {} for pool {}: {what}: {} changes, chunks of {} object{} ({} blobs, {})",
             v.path,
             v.pool,
             v.changes,
             v.objects,
+            if v.objects == 1 { "" } else { "s" },
             v.blobs,
             fmt::bytes(v.blob_bytes)
         );
@@ -384,7 +385,10 @@ pub fn dropped(v: &Dropped, made: bool) -> Result<ExitCode> {
         }
         eprintln!("carry it to the other side and run `kith drop apply FILE` there");
     } else if v.changes == 0 && v.blobs == 0 {
-        eprintln!("applied {} to pool {}: nothing new here (applied before?)", v.path, v.pool);
+        eprintln!(
+            "applied {} to pool {}: nothing new, this node had all of it already",
+            v.path, v.pool
+        );
     } else {
         eprintln!(
             "applied {} to pool {}: {} new changes, {} new blobs ({}), {} already here",
