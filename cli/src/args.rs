@@ -115,6 +115,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Scheduled backups of a path, into a pool or home, with a retention.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Drops: a pool's changes and chunks in a file, carried between neighbourhoods with no link.
     Drop {
         #[command(subcommand)]
@@ -494,6 +499,49 @@ pub(crate) enum StoreCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BackupCommand {
+    /// Store PATH on a schedule (kith up runs it; a run missed while the machine was off runs at start), keeping what --keep says.
+    Add {
+        /// The file or folder.
+        path: PathBuf,
+        /// A pool, or `home` (this node's store only).
+        #[arg(long)]
+        to: String,
+        /// How often: 30m, 1h, 1d.
+        #[arg(long, default_value = "1h")]
+        every: String,
+        /// Versions to keep, as restic's forget: last=N, hourly=N, daily=N, weekly=N, monthly=N, yearly=N (comma-separated), or all.
+        #[arg(long, default_value = "all")]
+        keep: String,
+        /// The job's name (default: the path's last part).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The jobs: what, where, when they last ran and how it went.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a job now (or every job).
+    Run {
+        /// The job.
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a job; the versions it stored stay.
+    Rm {
+        /// The job.
+        name: String,
     },
 }
 

@@ -230,6 +230,12 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         mesh: Some(mesh),
     });
 
+    let backups_task = tokio::spawn(crate::backup::worker(
+        ctx.clone(),
+        ctx.replicator.as_ref().expect("the daemon replicates").workers().clone(),
+        pools_stop.clone(),
+    ));
+
     let token = new_token();
     let token_path = home.root().join(TOKEN);
     write_private(&token_path, token.as_bytes())?;
@@ -296,7 +302,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         "kith is up"
     );
 
-    let mut tasks = vec![pools_task, repair_task, stun_task];
+    let mut tasks = vec![pools_task, repair_task, stun_task, backups_task];
     tasks.extend(announce_task);
     Ok(Running {
         node,

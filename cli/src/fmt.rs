@@ -52,3 +52,15 @@ mod tests {
         assert_eq!(bytes(3 << 30), "3.0 GiB");
     }
 }
+
+/// A span of time in the largest whole unit, as `--every` takes it: `90s`, `30m`, `2h`, `7d`
+/// (rounded down past a minute).
+pub fn span(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..120 => format!("{s}s"),
+        120..7_200 => format!("{}m", s / 60),
+        7_200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}

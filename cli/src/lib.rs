@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+mod backup;
 pub mod client;
 mod daemon;
 mod drop_ops;

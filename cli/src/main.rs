@@ -25,8 +25,8 @@ use kith_node::net::mdns::MdnsConfig;
 use serde_json::Value;
 
 use args::{
-    Cli, Command, DeviceCommand, DropCommand, KeyCommand, LedgerCommand, LedgerSel, PeerCommand,
-    PoolCommand, SiteCommand, StoreCommand,
+    BackupCommand, Cli, Command, DeviceCommand, DropCommand, KeyCommand, LedgerCommand, LedgerSel,
+    PeerCommand, PoolCommand, SiteCommand, StoreCommand,
 };
 use keys_cmd::{export, init};
 use kith::wire::Frame;
@@ -257,6 +257,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json { render_pool::json(&t) } else { render::ticket(&t) }
         }
         Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
+        Command::Backup { command: BackupCommand::Add { path, to, every, keep, name, json } } => {
+            let req = Request::BackupAdd { path: abs(&path), to, every, keep, name };
+            let v: kith::api::store::BackupJob = typed(execute(&root, req, "")?)?;
+            if json { render_pool::json(&v) } else { render::backup_added(&v) }
+        }
+        Command::Backup { command: BackupCommand::Ls { json } } => {
+            let v: Vec<kith::api::store::BackupJob> =
+                typed(execute(&root, Request::BackupLs, "")?)?;
+            if json { render_pool::json(&v) } else { render::backups(&v) }
+        }
+        Command::Backup { command: BackupCommand::Run { name, json } } => {
+            let v: Vec<kith::api::store::BackupRun> =
+                typed(execute(&root, Request::BackupRun { name }, "backing up")?)?;
+            let failed = v.iter().any(|r| r.error.is_some());
+            if json {
+                render_pool::json(&v)?;
+            } else {
+                render::backup_runs(&v);
+            }
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Backup { command: BackupCommand::Rm { name } } => {
+            let v: kith::api::store::BackupJob =
+                typed(execute(&root, Request::BackupRm { name }, "")?)?;
+            eprintln!(
+                "removed backup job {}; the versions it stored stay (`kith log {}`)",
+                v.name, v.path
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Drop { command: DropCommand::Make { pool, output, full, json } } => {
             let req =
                 Request::DropMake { pool: pool.unwrap_or_default(), path: abs(&output), full };

@@ -111,6 +111,14 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             crate::drop_ops::make(ctx, pool, path, full).await
         }
         Request::DropApply { path } => crate::drop_ops::apply(ctx, path).await,
+        Request::BackupAdd { path, to, every, keep, name } => {
+            answer(crate::backup::add(ctx, path, to, &every, &keep, name)?)
+        }
+        Request::BackupLs => {
+            answer(crate::backup::load(ctx)?.iter().map(|j| j.api()).collect::<Vec<_>>())
+        }
+        Request::BackupRun { name } => answer(crate::backup::run_now(ctx, name.as_deref()).await?),
+        Request::BackupRm { name } => answer(crate::backup::remove(ctx, &name)?),
         Request::Import { path } => crate::portable_ops::import(ctx, path, out).await,
         Request::Gc => {
             // Blobs held for pools stay, whether or not the daemon runs.

@@ -359,6 +359,81 @@ pub fn forgotten(v: &Forgotten) {
     }
 }
 
+/// `kith backup add`.
+pub fn backup_added(v: &BackupJob) -> Result<ExitCode> {
+    let to =
+        if v.to == "home" { "this node's store".to_string() } else { format!("pool {}", v.to) };
+    eprintln!(
+        "backup {}: {} into {to} every {}, keeping {}; with `kith up` running, the first run starts within seconds",
+        v.name,
+        v.path,
+        fmt::span(v.every_s * 1000),
+        v.keep
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith backup ls`.
+pub fn backups(v: &[BackupJob]) -> Result<ExitCode> {
+    if v.is_empty() {
+        eprintln!("no backup jobs (add one with `kith backup add PATH --to POOL|home`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = kith_node::keys::now_ms() as i64;
+    for j in v {
+        let last = match (j.last_run_ms, &j.last_error) {
+            (None, _) => "not run yet".to_string(),
+            (Some(t), None) => format!(
+                "last ran {} ago (version {})",
+                fmt::span((now - t).max(0) as u64),
+                j.last_version.map(|v| v.to_string()).unwrap_or_default()
+            ),
+            (Some(t), Some(e)) => {
+                format!("last ran {} ago: {e}", fmt::span((now - t).max(0) as u64))
+            }
+        };
+        println!(
+            "{}  {} -> {}  every {}  keep {}  {last}",
+            j.name,
+            j.path,
+            j.to,
+            fmt::span(j.every_s * 1000),
+            j.keep
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith backup run`.
+pub fn backup_runs(v: &[BackupRun]) {
+    for r in v {
+        match (&r.error, r.version) {
+            (Some(e), _) => eprintln!("backup {} failed: {e}", r.name),
+            (None, Some(version)) => {
+                let into = r.pool.as_ref().map(|p| format!(" and in pool {p}")).unwrap_or_default();
+                eprintln!(
+                    "backup {}: version {version} stored here{into} in {:.1} s ({} files unchanged, {} new)",
+                    r.name,
+                    r.seconds,
+                    r.files_unchanged,
+                    fmt::bytes(r.bytes_new)
+                );
+                if !r.forgotten.is_empty() {
+                    let vs: Vec<String> = r.forgotten.iter().map(|v| v.to_string()).collect();
+                    eprintln!(
+                        "  the retention forgot version {} (and reclaimed their space)",
+                        vs.join(", ")
+                    );
+                }
+                if let Some(w) = &r.warning {
+                    eprintln!("  {w}");
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
 /// `kith drop make` (`made`) and `kith drop apply`.
 pub fn dropped(v: &Dropped, made: bool) -> Result<ExitCode> {
     if made {

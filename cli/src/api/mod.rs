@@ -105,6 +105,33 @@ pub enum Request {
         /// The file (absolute).
         path: PathBuf,
     },
+    /// Add a scheduled backup job.
+    BackupAdd {
+        /// What to store (absolute).
+        path: PathBuf,
+        /// `home`, or a pool.
+        to: String,
+        /// How often (`1h`, `30m`, `1d`).
+        every: String,
+        /// What to keep (`daily=7,weekly=4`, or `all`).
+        keep: String,
+        /// Its name (default: the path's last part).
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// The backup jobs.
+    BackupLs,
+    /// Run backup jobs now (one, or all).
+    BackupRun {
+        /// The job (none: every job).
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Remove a backup job (its versions stay).
+    BackupRm {
+        /// The job.
+        name: String,
+    },
     /// Take in an export of this identity.
     Import {
         /// The file (absolute).

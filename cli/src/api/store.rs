@@ -349,6 +349,58 @@ pub struct Dropped {
     pub seconds: f64,
 }
 
+/// A backup job (`kith backup add`, `ls`, `rm`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupJob {
+    /// Its name.
+    pub name: String,
+    /// What it stores.
+    pub path: String,
+    /// `home`, or the pool it puts into.
+    pub to: String,
+    /// How often (s).
+    pub every_s: u64,
+    /// What it keeps (`daily=7,weekly=4`, or `all`).
+    pub keep: String,
+    /// When it last ran (ms since the epoch).
+    pub last_run_ms: Option<i64>,
+    /// When it last succeeded.
+    pub last_ok_ms: Option<i64>,
+    /// When it runs next (absent: as soon as the daemon looks).
+    pub next_run_ms: Option<i64>,
+    /// Why its last run failed (or what it warned of).
+    pub last_error: Option<String>,
+    /// The version its last run stored.
+    pub last_version: Option<u32>,
+    /// Runs so far.
+    pub runs: u64,
+    /// Versions its retention forgot so far.
+    pub forgotten: u64,
+}
+
+/// One run of a backup job (`kith backup run`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRun {
+    /// The job.
+    pub name: String,
+    /// The version stored, if the put went through.
+    pub version: Option<u32>,
+    /// Files not read again (unchanged since the last version).
+    pub files_unchanged: u64,
+    /// Bytes new to the store.
+    pub bytes_new: u64,
+    /// The pool it was put into.
+    pub pool: Option<String>,
+    /// Versions the retention forgot (here and in the pools).
+    pub forgotten: Vec<u32>,
+    /// A warning (stored, not yet fully replicated).
+    pub warning: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
 /// `kith gc`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Collected {

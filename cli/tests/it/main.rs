@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod backups;
 mod bad_input;
 mod badpeer;
 mod browsers;
