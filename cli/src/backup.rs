@@ -119,6 +119,22 @@ fn year_month(days: i64) -> (i64, u32) {
     (y, m)
 }
 
+/// The period of rule `i` (1 hourly, 2 daily, 3 weekly, 4 monthly, 5 yearly) that `ms` is in.
+fn bucket(i: usize, ms: i64) -> i64 {
+    let day = ms.div_euclid(86_400_000);
+    match i {
+        1 => ms.div_euclid(3_600_000),
+        2 => day,
+        // 1970-01-01 was a Thursday: +3 makes weeks start on Monday.
+        3 => (day + 3).div_euclid(7),
+        4 => {
+            let (y, m) = year_month(day);
+            y * 12 + i64::from(m)
+        }
+        _ => year_month(day).0,
+    }
+}
+
 /// The versions (of `(version, made at ms)`) that `keep` does not keep, as restic's
 /// `forget --keep-*` chooses: for each rule, newest first, the first version of each new
 /// period is kept until the rule has its count.
@@ -128,24 +144,9 @@ pub fn forget_plan(versions: &[(u32, i64)], keep: &Keep) -> BTreeSet<u32> {
     }
     let mut newest_first = versions.to_vec();
     newest_first.sort_by_key(|(v, at)| std::cmp::Reverse((*at, *v)));
-    let day = |ms: i64| ms.div_euclid(86_400_000);
-    let rules: [(u32, Box<dyn Fn(i64) -> i64>); 6] = [
-        (keep.last, Box::new(|_| 0)),
-        (keep.hourly, Box::new(|ms: i64| ms.div_euclid(3_600_000))),
-        (keep.daily, Box::new(day)),
-        // 1970-01-01 was a Thursday: +3 makes weeks start on Monday.
-        (keep.weekly, Box::new(move |ms: i64| (day(ms) + 3).div_euclid(7))),
-        (
-            keep.monthly,
-            Box::new(move |ms: i64| {
-                let (y, m) = year_month(day(ms));
-                y * 12 + i64::from(m)
-            }),
-        ),
-        (keep.yearly, Box::new(move |ms: i64| year_month(day(ms)).0)),
-    ];
+    let counts = [keep.last, keep.hourly, keep.daily, keep.weekly, keep.monthly, keep.yearly];
     let mut kept = BTreeSet::new();
-    for (i, (count, bucket)) in rules.iter().enumerate() {
+    for (i, count) in counts.iter().enumerate() {
         let mut last: Option<i64> = None;
         let mut n = 0;
         for (v, at) in &newest_first {
@@ -153,7 +154,7 @@ pub fn forget_plan(versions: &[(u32, i64)], keep: &Keep) -> BTreeSet<u32> {
                 break;
             }
             // `last=N` keeps each of the N newest; the others keep one per period.
-            let b = if i == 0 { i64::from(*v) } else { bucket(*at) };
+            let b = if i == 0 { i64::from(*v) } else { bucket(i, *at) };
             if last != Some(b) {
                 kept.insert(*v);
                 last = Some(b);
