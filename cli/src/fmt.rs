@@ -41,18 +41,6 @@ pub fn time(ms: u64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 << 30), "3.0 GiB");
-    }
-}
-
 /// A span of time in the largest whole unit, as `--every` takes it: `90s`, `30m`, `2h`, `7d`
 /// (rounded down past a minute).
 pub fn span(ms: u64) -> String {
@@ -62,5 +50,17 @@ pub fn span(ms: u64) -> String {
         120..7_200 => format!("{}m", s / 60),
         7_200..172_800 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
     }
 }
