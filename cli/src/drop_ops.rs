@@ -1,7 +1,6 @@
 //! Drops (`kith drop make`, `kith drop apply`): a pool's changes and the chunks they reference
 //! in a file, for neighbourhoods with no link between them. The format is `kith_pools::drop`.
 
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +19,13 @@ fn pools_of(ctx: &Ctx) -> Result<Arc<kith_pools::docs::Pools>> {
     })
 }
 
-fn dropped(path: &std::path::Path, r: DropReport, fetched: u64, t: Instant) -> Dropped {
+fn dropped(
+    path: &std::path::Path,
+    r: DropReport,
+    fetched: u64,
+    t: Instant,
+    offline: bool,
+) -> Dropped {
     Dropped {
         path: path.display().to_string(),
         pool: r.pool,
@@ -30,6 +35,8 @@ fn dropped(path: &std::path::Path, r: DropReport, fetched: u64, t: Instant) -> D
         blob_bytes: r.blob_bytes,
         blobs_present: r.blobs_present,
         blobs_missing: r.blobs_missing,
+        blobs_skipped: r.blobs_skipped,
+        offline,
         fetched_bytes: fetched,
         incremental: r.incremental,
         seconds: t.elapsed().as_secs_f64(),
@@ -52,8 +59,8 @@ pub(crate) async fn make(ctx: &Ctx, pool: String, path: PathBuf, full: bool) -> 
     if let Some(node) = &ctx.node {
         let (p, store) = (pools.clone(), ctx.store.clone());
         let wanted = blocking(move || {
-            let since = if full { Vec::new() } else { drop::acknowledged(&p, &id) };
-            let known = p.carry_out(&id, &since).map_err(|e| anyhow::anyhow!(e))?.known_objects;
+            let sides = drop::acknowledged(&p, &id, full);
+            let known = p.carry_out(&id, &sides).map_err(|e| anyhow::anyhow!(e))?.known_manifests;
             let (ids, _) = drop::blobs_to_carry(&p, &store, &id, &known)?;
             let mut lacking = Vec::new();
             for c in ids {
@@ -84,7 +91,7 @@ pub(crate) async fn make(ctx: &Ctx, pool: String, path: PathBuf, full: bool) -> 
         })
     })
     .await?;
-    answer(dropped(&path, report, fetched, t))
+    answer(dropped(&path, report, fetched, t, ctx.node.is_none()))
 }
 
 /// `kith drop apply FILE`.
@@ -92,11 +99,7 @@ pub(crate) async fn apply(ctx: &Ctx, path: PathBuf) -> Result<Value> {
     let t = Instant::now();
     let pools = pools_of(ctx)?;
     let (store, file) = (ctx.store.clone(), path.clone());
-    let report = blocking(move || {
-        let f = std::fs::File::open(&file)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-        Ok::<_, anyhow::Error>(drop::apply(&pools, &store, BufReader::with_capacity(1 << 20, f))?)
-    })
-    .await?;
-    answer(dropped(&path, report, 0, t))
+    let report =
+        blocking(move || Ok::<_, anyhow::Error>(drop::apply_file(&pools, &store, &file)?)).await?;
+    answer(dropped(&path, report, 0, t, false))
 }

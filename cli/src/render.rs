@@ -453,8 +453,13 @@ pub fn dropped(v: &Dropped, made: bool) -> Result<ExitCode> {
             fmt::bytes(v.blob_bytes)
         );
         if v.blobs_missing > 0 {
+            let why = if v.offline {
+                "this node lacks them, and kith is not running to fetch them from the pool's nodes (start `kith up`)"
+            } else {
+                "neither this node nor any node of the pool it could reach has them"
+            };
             eprintln!(
-                "{} blobs of those objects are on no node this one could reach, and are not in the drop",
+                "{} blobs of those objects are not in the drop: {why}; the next drop made here carries them once this node has them",
                 v.blobs_missing
             );
         }
@@ -473,6 +478,12 @@ pub fn dropped(v: &Dropped, made: bool) -> Result<ExitCode> {
             v.blobs,
             fmt::bytes(v.blob_bytes),
             v.blobs_present
+        );
+    }
+    if !made && v.blobs_skipped > 0 {
+        eprintln!(
+            "{} blobs in the file belong to nothing the pool lists, and were not taken",
+            v.blobs_skipped
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -24,6 +24,7 @@ use kith_crdt::{Key, hex};
 use kith_node::ChunkId;
 use kith_node::store::framed::{FramedReader, FramedWriter};
 use kith_node::store::pack::{BlobKind, MAX_BLOB_BYTES};
+use minicbor::bytes::ByteArray;
 use minicbor::{Decode, Encode};
 
 use crate::docs::Pools;
@@ -39,8 +40,10 @@ const TAG_BLOB: u8 = 3;
 const MAX_ENTRY: u32 = MAX_BLOB_BYTES + 64;
 /// Heads named in an about entry, at most.
 const MAX_HEADS: usize = 1024;
-/// Bytes of changes a drop may carry (a pool document's whole history is a few MiB).
-const MAX_CHANGE_BYTES_IN_DROP: usize = 256 << 20;
+/// Bytes of changes a drop may carry, inflated (a pool document's whole history is a few MiB).
+const MAX_CHANGE_BYTES_IN_DROP: usize = 64 << 20;
+/// Changes a drop may carry.
+const MAX_CHANGES: usize = 200_000;
 
 /// What a drop says about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
@@ -84,6 +87,8 @@ pub struct DropReport {
     pub blob_bytes: u64,
     /// Blobs the store had already (apply).
     pub blobs_present: u64,
+    /// Blobs the file carried that the pool does not reference (apply): not taken.
+    pub blobs_skipped: u64,
     /// Blobs of carried objects this node did not have (make): the other side must get them
     /// from elsewhere.
     pub blobs_missing: u64,
@@ -116,64 +121,96 @@ fn bad(why: impl Into<String>) -> DropError {
     DropError::Bad(why.into())
 }
 
-/// Where the heads of the last drop applied from the other side are kept, per pool.
-fn acks_path(pools: &Pools, pool: &Key) -> std::path::PathBuf {
-    pools.dir().join("drops").join(format!("{}.acked", hex(pool)))
+/// What this node knows of the other sides of a pool: the heads of the last drop applied
+/// from each node that made one, and the manifests a drop made here could not carry whole.
+/// Kept in `pools/drops/<pool id>.sides` (CBOR `[[[node, [head...]]...], [manifest...]]`).
+#[derive(Debug, Clone, Default, Encode, Decode)]
+#[cbor(array)]
+pub struct Sides {
+    /// Maker node and the heads its last drop applied here named (those this node holds).
+    #[n(0)]
+    pub acked: Vec<(ByteArray<32>, Vec<ByteArray<32>>)>,
+    /// Manifests whose blobs a drop made here lacked: carried again until whole.
+    #[n(1)]
+    pub owed: BTreeSet<ByteArray<32>>,
 }
 
-/// The heads the other side acknowledged for `pool` (empty if none).
-pub fn acknowledged(pools: &Pools, pool: &Key) -> Vec<ChangeHash> {
-    let Ok(b) = std::fs::read(acks_path(pools, pool)) else { return Vec::new() };
-    b.chunks_exact(32).map(|c| ChangeHash(c.try_into().expect("32 bytes"))).collect()
+fn sides_path(pools: &Pools, pool: &Key) -> std::path::PathBuf {
+    pools.dir().join("drops").join(format!("{}.sides", hex(pool)))
 }
 
-fn acknowledge(pools: &Pools, pool: &Key, heads: &[ChangeHash]) -> Result<(), DropError> {
-    let path = acks_path(pools, pool);
+/// The other sides of `pool` this node knows (nothing if it never applied or made a drop).
+pub fn sides(pools: &Pools, pool: &Key) -> Sides {
+    std::fs::read(sides_path(pools, pool))
+        .ok()
+        .and_then(|b| minicbor::decode(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_sides(pools: &Pools, pool: &Key, s: &Sides) -> Result<(), DropError> {
+    let path = sides_path(pools, pool);
     let io = |e: std::io::Error| DropError::Io(format!("cannot write {}: {e}", path.display()));
     std::fs::create_dir_all(path.parent().expect("a parent")).map_err(io)?;
-    let bytes: Vec<u8> = heads.iter().flat_map(|h| h.0).collect();
     let tmp = path.with_extension("tmp");
+    let bytes = minicbor::to_vec(s).expect("encoding into a Vec cannot fail");
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)
 }
 
-/// The blobs a drop of `pool` carries: for every object listed now and not in `known`, its
-/// manifest and every blob the manifest lists (each once). Manifests this store lacks are
-/// counted as missing objects.
+/// The heads each other side acknowledged, for `carry_out` (none with `full`).
+pub fn acknowledged(pools: &Pools, pool: &Key, full: bool) -> Vec<Vec<ChangeHash>> {
+    if full {
+        return Vec::new();
+    }
+    sides(pools, pool)
+        .acked
+        .iter()
+        .map(|(_, hs)| hs.iter().map(|h| ChangeHash(**h)).collect())
+        .collect()
+}
+
+/// The blobs a drop of `pool` carries: for every object listed now whose manifest is not in
+/// `known` (or is owed), its manifest and every blob the manifest lists (each once), with the
+/// manifests that are carried. Manifests this store lacks are carried as missing.
 pub fn blobs_to_carry(
     pools: &Pools,
     store: &kith_node::Store,
     pool: &Key,
     known: &BTreeSet<Key>,
-) -> Result<(Vec<ChunkId>, u64), DropError> {
+) -> Result<(Vec<ChunkId>, Vec<(Key, Vec<ChunkId>)>), DropError> {
     let v = pools.view_of(pool).ok_or_else(|| DropError::NotInPool(hex(&pool[..8])))?;
+    let owed: BTreeSet<Key> = sides(pools, pool).owed.iter().map(|h| **h).collect();
     let io = |e: kith_node::StoreError| DropError::Io(e.to_string());
-    let (mut ids, mut seen, mut objects) = (Vec::new(), BTreeSet::new(), 0);
+    let (mut ids, mut seen, mut carried) = (Vec::new(), BTreeSet::new(), Vec::new());
     for m in v.members.values() {
-        for (oid, po) in &m.objects {
-            if known.contains(oid) {
+        for po in m.objects.values() {
+            if known.contains(&po.manifest) && !owed.contains(&po.manifest) {
                 continue;
             }
-            objects += 1;
-            if seen.insert(po.manifest) {
-                ids.push(ChunkId(po.manifest));
-            }
-            let Some((_, bytes)) = store.read_blob(&ChunkId(po.manifest)).map_err(io)? else {
+            if !seen.insert(po.manifest) {
                 continue;
-            };
-            let Ok(man) = Manifest::from_bytes(&bytes) else { continue };
-            for (id, _) in &man.blobs {
-                if seen.insert(**id) {
-                    ids.push(ChunkId(**id));
+            }
+            let mut of = vec![ChunkId(po.manifest)];
+            if let Some((_, bytes)) = store.read_blob(&ChunkId(po.manifest)).map_err(io)?
+                && let Ok(man) = Manifest::from_bytes(&bytes)
+            {
+                of.extend(man.blobs.iter().map(|(id, _)| ChunkId(**id)));
+            }
+            for id in &of {
+                if seen.insert(id.0) || *id == ChunkId(po.manifest) {
+                    ids.push(*id);
                 }
             }
+            carried.push((po.manifest, of));
         }
     }
-    Ok((ids, objects))
+    ids.dedup();
+    Ok((ids, carried))
 }
 
-/// Writes a drop of pool `pool` to `out`: the changes the other side lacks (everything when
-/// `full`, else since the heads it acknowledged) and the blobs of the objects it did not list.
+/// Writes a drop of pool `pool` to `out`: the changes some other side lacks (everything when
+/// `full`, or when a side acknowledged nothing yet) and the blobs of the objects not every side
+/// listed. Manifests it could not carry whole are noted, and carried again next time.
 pub fn make<W: Write>(
     pools: &Pools,
     store: &kith_node::Store,
@@ -182,33 +219,40 @@ pub fn make<W: Write>(
     out: W,
 ) -> Result<(W, DropReport), DropError> {
     let v = pools.view_of(pool).ok_or_else(|| DropError::NotInPool(hex(&pool[..8])))?;
-    let since = if full { Vec::new() } else { acknowledged(pools, pool) };
-    let carried = pools.carry_out(pool, &since).map_err(|e| DropError::Io(e.to_string()))?;
-    let (ids, objects) = blobs_to_carry(pools, store, pool, &carried.known_objects)?;
+    let sides_acked = acknowledged(pools, pool, full);
+    let carried = pools.carry_out(pool, &sides_acked).map_err(|e| DropError::Io(e.to_string()))?;
+    let (ids, objects) = blobs_to_carry(pools, store, pool, &carried.known_manifests)?;
     let mut report = DropReport {
         pool: v.charter.name.clone(),
-        objects,
-        incremental: !carried.since.is_empty(),
+        objects: objects.len() as u64,
+        incremental: carried.incremental,
         ..DropReport::default()
     };
     let io = |e: std::io::Error| DropError::Io(format!("cannot write the drop: {e}"));
     let mut w = FramedWriter::new(out, MAGIC, DROP_FORMAT).map_err(io)?;
     let arr = |hs: &[ChangeHash]| hs.iter().map(|h| h.0.into()).collect::<Vec<_>>();
+    let since: Vec<ChangeHash> = sides_acked.iter().flatten().copied().collect();
     let about = About {
         pool: *pool,
         maker: pools.signer().author().key,
         node: pools.node(),
         made_ms: pools.now_ms().max(0) as u64,
-        since: arr(&carried.since),
-        heads: arr(&carried.heads),
+        since: arr(&since[..since.len().min(MAX_HEADS)]),
+        heads: arr(&carried.heads[..carried.heads.len().min(MAX_HEADS)]),
     };
     let cbor = minicbor::to_vec(&about).expect("encoding into a Vec cannot fail");
     w.entry(TAG_ABOUT, &[&cbor]).map_err(io)?;
     for c in &carried.changes {
-        let Some(sig) = carried.sigs.get(&c.hash()) else { continue };
+        let sig = carried.sigs.get(&c.hash()).ok_or_else(|| {
+            DropError::Io(format!(
+                "change {} of the pool has no signature here; the document is damaged",
+                hex(&c.hash().0[..8])
+            ))
+        })?;
         w.entry(TAG_CHANGE, &[sig, c.raw_bytes()]).map_err(io)?;
         report.changes += 1;
     }
+    let mut missing: BTreeSet<ChunkId> = BTreeSet::new();
     for id in ids {
         match store.read_blob(&id).map_err(|e| DropError::Io(e.to_string()))? {
             Some((kind, bytes)) => {
@@ -216,10 +260,25 @@ pub fn make<W: Write>(
                 report.blobs += 1;
                 report.blob_bytes += bytes.len() as u64;
             }
-            None => report.blobs_missing += 1,
+            None => {
+                missing.insert(id);
+            }
         }
     }
+    report.blobs_missing = missing.len() as u64;
     let out = w.end().map_err(io)?;
+    // What could not be carried whole is owed, and carried again by the next drop.
+    let mut s = sides(pools, pool);
+    for (manifest, of) in &objects {
+        let whole = !of.iter().any(|id| missing.contains(id));
+        let key = ByteArray::from(*manifest);
+        if whole {
+            s.owed.remove(&key);
+        } else {
+            s.owed.insert(key);
+        }
+    }
+    save_sides(pools, pool, &s)?;
     Ok((out, report))
 }
 
@@ -270,12 +329,19 @@ impl<R: Read> DropReader<R> {
             _ if !self.about => return Err(bad("it does not say which pool it is of first")),
             TAG_ABOUT => return Err(bad("it says which pool it is of twice")),
             TAG_CHANGE => {
+                if payload.len() > 64 + kith_crdt::MAX_CHANGE_BYTES {
+                    return Err(bad("a change entry is larger than any change"));
+                }
                 if payload.len() < 64 {
                     return Err(bad("a change entry is too short"));
                 }
                 let sig: [u8; 64] = payload[..64].try_into().expect("64 bytes");
                 let mut cs = kith_crdt::bounds::carried_changes(&payload[64..], &mut self.budget)
-                    .map_err(|e| bad(format!("a change does not read: {e}")))?;
+                    .map_err(|e| {
+                        bad(format!(
+                            "a change does not read ({e}): the file is damaged or incomplete; copy it again"
+                        ))
+                    })?;
                 if cs.len() != 1 {
                     return Err(bad("a change entry holds other than one change"));
                 }
@@ -296,66 +362,119 @@ impl<R: Read> DropReader<R> {
     }
 }
 
-/// Applies a drop read from `input`: its blobs go into the store as they come (each checked
-/// against its id); once the end proved the file whole, its changes are judged and applied
-/// all together (or none), under the store's writer lock, so no gc takes the blobs between.
-/// The drop's heads are then kept as what the other side acknowledged.
-pub fn apply<R: Read>(
+/// Applies the drop in file `path`, in two reads: the first checks the whole file (its
+/// framing, bounds and end) and collects its changes, which are then judged on a copy of the
+/// pool like a peer's sync turn, with no lock held; the second takes in only the blobs that
+/// the pool, with those changes, references (each checked against its id), and the changes
+/// are adopted under the store's writer lock, so no gc takes the blobs between. The drop's
+/// heads (those this node then holds) become what its maker's side acknowledged.
+pub fn apply_file(
     pools: &Pools,
     store: &kith_node::Store,
-    input: R,
+    path: &std::path::Path,
 ) -> Result<DropReport, DropError> {
-    let mut entries = DropReader::new(input)?;
-    let store_err = |e: kith_node::StoreError| DropError::Io(e.to_string());
-    let mut about: Option<About> = None;
-    let mut changes = Vec::new();
-    let mut sigs = BTreeMap::new();
-    let mut report = DropReport::default();
-    let mut ingest = store.ingest().map_err(store_err)?;
+    let open = || {
+        std::fs::File::open(path)
+            .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+            .map_err(|e| DropError::Io(format!("cannot open {}: {e}", path.display())))
+    };
+    let mut head = [0u8; 8];
+    let _ = open()?.read(&mut head);
+    if &head == b"KITHEXP1" {
+        return Err(bad(
+            "this file is an export of an identity, not a drop: take it in with `kith import FILE`",
+        ));
+    }
+    // First read: everything but the blobs' contents, and the end.
+    let mut entries = DropReader::new(open()?)?;
+    let (mut about, mut changes, mut sigs, mut blobs_in_file) =
+        (None, Vec::new(), BTreeMap::new(), 0u64);
     while let Some(entry) = entries.next_entry()? {
         match entry {
             DropEntry::About(a) => {
-                let v = pools
-                    .view_of(&a.pool)
-                    .ok_or_else(|| DropError::NotInPool(hex(&a.pool[..8])))?;
-                report.pool = v.charter.name;
+                if a.node == pools.node() {
+                    return Err(bad(
+                        "it was made on this node: carry it to the other side and apply it there",
+                    ));
+                }
+                pools.view_of(&a.pool).ok_or_else(|| DropError::NotInPool(hex(&a.pool[..8])))?;
                 about = Some(a);
             }
             DropEntry::Change(c, sig) => {
+                if changes.len() >= MAX_CHANGES {
+                    return Err(bad(format!("it carries more than {MAX_CHANGES} changes")));
+                }
                 sigs.insert(c.hash(), sig);
                 changes.push(*c);
             }
-            DropEntry::Blob(id, kind, bytes) => {
-                let added = ingest.add(id, kind, &bytes).map_err(|e| match e {
-                    kith_node::StoreError::Damaged { .. } => {
-                        bad("a blob does not match its id (damaged)")
-                    }
-                    e => store_err(e),
-                })?;
-                if added {
-                    report.blobs += 1;
-                    report.blob_bytes += bytes.len() as u64;
-                } else {
-                    report.blobs_present += 1;
-                }
-            }
+            DropEntry::Blob(..) => blobs_in_file += 1,
         }
     }
     let about = about.ok_or_else(|| bad("it says nothing about itself"))?;
-    let new = ingest
-        .finish_then(|| pools.carry_in(&about.pool, changes, &sigs))
-        .map_err(store_err)?
-        .1
-        .map_err(|e| match e {
-            crate::pool::PoolError::Doc(kith_crdt::DocError::MissingDeps { count, .. }) => {
-                DropError::Refused(format!(
-                    "{count} of its changes follow changes this node does not have: apply the drops made before it first, or ask the other side for a full drop (`kith drop make --full`)"
-                ))
+    let mut report = DropReport {
+        pool: pools.view_of(&about.pool).map(|v| v.charter.name).unwrap_or_default(),
+        ..DropReport::default()
+    };
+    let judged = pools.carry_judge(&about.pool, changes, &sigs).map_err(|e| match e {
+        crate::pool::PoolError::Doc(kith_crdt::DocError::MissingDeps { count, .. }) => {
+            DropError::Refused(format!(
+                "{count} of its changes follow changes this node does not have (a drop made on the other side earlier was not applied here): ask for a full drop (`kith drop make --full` there)"
+            ))
+        }
+        e => DropError::Refused(e.to_string()),
+    })?;
+    // What the pool references, with the changes: manifests, and what those list.
+    let mut manifests = judged.manifests.clone();
+    let mut listed: BTreeSet<[u8; 32]> = BTreeSet::new();
+    let io = |e: kith_node::StoreError| DropError::Io(e.to_string());
+    for m in &manifests {
+        if let Some((_, bytes)) = store.read_blob(&ChunkId(*m)).map_err(io)?
+            && let Ok(man) = Manifest::from_bytes(&bytes)
+        {
+            listed.extend(man.blobs.iter().map(|(id, _)| **id));
+        }
+    }
+    // Second read: the blobs the pool references; the rest are skipped.
+    let mut entries = DropReader::new(open()?)?;
+    let mut ingest = store.ingest().map_err(io)?;
+    let mut seen = 0u64;
+    while let Some(entry) = entries.next_entry()? {
+        let DropEntry::Blob(id, kind, bytes) = entry else { continue };
+        seen += 1;
+        let is_manifest = manifests.contains(&id.0);
+        if !is_manifest && !listed.contains(&id.0) {
+            report.blobs_skipped += 1;
+            continue;
+        }
+        let added = ingest.add(id, kind, &bytes).map_err(|e| match e {
+            kith_node::StoreError::Damaged { .. } => {
+                bad("a blob does not match its id: the file is damaged; copy it again")
             }
-            e => DropError::Refused(e.to_string()),
+            e => io(e),
         })?;
-    report.changes = new as u64;
+        if is_manifest && let Ok(man) = Manifest::from_bytes(&bytes) {
+            listed.extend(man.blobs.iter().map(|(id, _)| **id));
+            manifests.remove(&id.0);
+        }
+        if added {
+            report.blobs += 1;
+            report.blob_bytes += bytes.len() as u64;
+        } else {
+            report.blobs_present += 1;
+        }
+    }
+    if seen != blobs_in_file {
+        return Err(bad("it changed while it was read; copy it again"));
+    }
+    let (_, adopted) = ingest.finish_then(|| pools.carry_adopt(&about.pool, judged)).map_err(io)?;
+    report.changes = adopted.map_err(|e| DropError::Refused(e.to_string()))? as u64;
+    // What the maker's side holds, as far as this node can tell (heads it does not hold are
+    // left out: they would make the next drop carry too little).
     let heads: Vec<ChangeHash> = about.heads.iter().map(|h| ChangeHash(**h)).collect();
-    acknowledge(pools, &about.pool, &heads)?;
+    let known = pools.carry_known(&about.pool, &heads);
+    let mut s = sides(pools, &about.pool);
+    s.acked.retain(|(n, _)| **n != about.node);
+    s.acked.push((about.node.into(), known.iter().map(|h| h.0.into()).collect()));
+    save_sides(pools, &about.pool, &s)?;
     Ok(report)
 }

@@ -341,6 +341,12 @@ pub struct Dropped {
     pub blobs_present: u64,
     /// Blobs of carried objects that are not in the drop (make): nowhere on this node.
     pub blobs_missing: u64,
+    /// Blobs the file carried that the pool does not reference (apply): not taken.
+    #[serde(default)]
+    pub blobs_skipped: u64,
+    /// Made with no `kith up` running: nothing was fetched from the pool's nodes.
+    #[serde(default)]
+    pub offline: bool,
     /// Bytes fetched from the pool's nodes first, to make the drop complete (make).
     pub fetched_bytes: u64,
     /// Made since what the other side acknowledged (make), else everything.

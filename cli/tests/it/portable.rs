@@ -498,23 +498,60 @@ fn two_neighbourhoods_with_no_link_exchange_a_pool_by_drop_files() {
     let bytes = fs::read(&b1).unwrap();
     let cut = net.dir().join("cut.kdrop");
     fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    // A byte of the last blob flipped: only the end's hash can tell.
     let flipped = net.dir().join("flipped.kdrop");
     let mut f = bytes.clone();
-    let mid = f.len() / 2;
-    f[mid] ^= 1;
+    let at = f.len() - 60;
+    f[at] ^= 1;
     fs::write(&flipped, &f).unwrap();
+    // Re-framed (anyone can recompute the end): a forged signature; the changes backwards.
     let forged = net.dir().join("forged.kdrop");
-    forge_first_signature(&b1, &forged);
+    reframe(&b1, &forged, |mut es| {
+        let c = es.iter_mut().find(|(t, _)| *t == 2).expect("a change");
+        c.1[0] ^= 1;
+        es
+    });
+    let backwards = net.dir().join("backwards.kdrop");
+    reframe(&b1, &backwards, |es| {
+        let (mut changes, rest): (Vec<_>, Vec<_>) = es.into_iter().partition(|(t, _)| *t == 2);
+        assert!(changes.len() > 1, "the drop carries one change");
+        changes.reverse();
+        let mut out = vec![rest[0].clone()];
+        out.extend(changes);
+        out.extend(rest.into_iter().skip(1));
+        out
+    });
+    // An export is not a drop; ada's own drop is not for ada.
+    let export = net.dir().join("ada.kexp");
+    net.kith_ok(0, &["export", "-o", export.to_str().unwrap()]).unwrap();
     let heads_before = net.json(0, &["pool", "show", "street"]).unwrap()["members"].clone();
-    for (file, why) in [(&cut, "truncated"), (&flipped, "damaged"), (&forged, "signature")] {
+    for (file, why) in [
+        (&cut, "truncated"),
+        (&flipped, "damaged"),
+        (&forged, "signature"),
+        (&backwards, "follow changes"),
+        (&export, "kith import"),
+        (&a1, "made on this node"),
+    ] {
         let out = net.kith(0, &["drop", "apply", file.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(why), "{why}: {err}");
     }
     assert_eq!(net.json(0, &["pool", "show", "street"]).unwrap()["members"], heads_before);
     assert_eq!(site_page(&net, 0, 0, "club"), None);
-    let applied = net.json(0, &["drop", "apply", b1.to_str().unwrap()]).unwrap();
+    // Blobs the pool does not reference are not taken (a drop cannot fill a disk with junk).
+    let padded = net.dir().join("padded.kdrop");
+    let junk = random_bytes(2 << 20, 99);
+    reframe(&b1, &padded, |mut es| {
+        let mut entry = blake3::hash(&junk).as_bytes().to_vec();
+        entry.push(0);
+        entry.extend_from_slice(&junk);
+        es.push((3, entry));
+        es
+    });
+    let applied = net.json(0, &["drop", "apply", padded.to_str().unwrap()]).unwrap();
     assert!(applied["changes"].as_u64().unwrap() > 0, "{applied}");
+    assert_eq!(applied["blobs_skipped"], 1, "{applied}");
     net.wait_for(CONVERGE, "ada to serve the club's site", |net| {
         Ok(site_page(net, 0, 0, "club").as_deref() == Some("club v1"))
     })
@@ -533,21 +570,23 @@ fn two_neighbourhoods_with_no_link_exchange_a_pool_by_drop_files() {
     assert!(!out.status.success() && err.contains("not in"), "{err}");
 }
 
-/// A copy of drop `from` with the first change's signature altered, framed anew (a forger
-/// can recompute the end hash: the signatures are what protects a drop).
-fn forge_first_signature(from: &std::path::Path, to: &std::path::Path) {
+/// A copy of drop `from` whose entries `(tag, payload)` went through `f`, framed anew (a
+/// forger can recompute the end hash: the signatures are what protects a drop).
+fn reframe(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    f: impl FnOnce(Vec<(u8, Vec<u8>)>) -> Vec<(u8, Vec<u8>)>,
+) {
     use kith_node::store::framed::{FramedReader, FramedWriter};
     let input = fs::File::open(from).unwrap();
     let (mut r, format) = FramedReader::new(input, b"KITHDRP1", 64 << 20).unwrap();
+    let mut entries = Vec::new();
+    while let Some(e) = r.next_raw().unwrap() {
+        entries.push(e);
+    }
     let mut w = FramedWriter::new(fs::File::create(to).unwrap(), b"KITHDRP1", format).unwrap();
-    let mut forged = false;
-    while let Some((tag, mut payload)) = r.next_raw().unwrap() {
-        if tag == 2 && !forged {
-            payload[0] ^= 1;
-            forged = true;
-        }
+    for (tag, payload) in f(entries) {
         w.entry(tag, &[&payload]).unwrap();
     }
-    assert!(forged, "the drop carries no change");
     w.end().unwrap();
 }

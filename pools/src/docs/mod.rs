@@ -22,7 +22,7 @@ mod session;
 mod ticket;
 
 pub use accept::DocsProtocol;
-pub use carry::CarriedOut;
+pub use carry::{CarriedOut, Judged};
 pub use catalog::SharedViews;
 pub use custody::CustodyError;
 pub use dial::SYNC_INTERVAL;
