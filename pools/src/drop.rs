@@ -169,6 +169,9 @@ pub fn acknowledged(pools: &Pools, pool: &Key, full: bool) -> Vec<Vec<ChangeHash
         .collect()
 }
 
+/// An object's manifest, and the blobs a drop carries for it (the manifest first).
+pub type Carried = (Key, Vec<ChunkId>);
+
 /// The blobs a drop of `pool` carries: for every object listed now whose manifest is not in
 /// `known` (or is owed), its manifest and every blob the manifest lists (each once), with the
 /// manifests that are carried. Manifests this store lacks are carried as missing.
@@ -177,7 +180,7 @@ pub fn blobs_to_carry(
     store: &kith_node::Store,
     pool: &Key,
     known: &BTreeSet<Key>,
-) -> Result<(Vec<ChunkId>, Vec<(Key, Vec<ChunkId>)>), DropError> {
+) -> Result<(Vec<ChunkId>, Vec<Carried>), DropError> {
     let v = pools.view_of(pool).ok_or_else(|| DropError::NotInPool(hex(&pool[..8])))?;
     let owed: BTreeSet<Key> = sides(pools, pool).owed.iter().map(|h| **h).collect();
     let io = |e: kith_node::StoreError| DropError::Io(e.to_string());
