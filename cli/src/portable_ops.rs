@@ -35,7 +35,7 @@ pub(crate) async fn export(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
     let (store, p) = (ctx.store.clone(), path.clone());
     let report = with_progress(out, move |progress| {
         let now = kith_node::keys::now_ms();
-        write_whole(&p, |w| store.export(w, &extras, now, Some(&progress)))
+        export_resumable(&store, &p, &extras, now, &progress)
     })
     .await?;
     answer(Exported {
@@ -44,11 +44,79 @@ pub(crate) async fn export(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
         blobs: report.blobs,
         blob_bytes: report.blob_bytes,
         blobs_present: 0,
+        resumed_blobs: report.resumed_blobs,
         identity_changes: 0,
         incomplete: 0,
         pools: report.pools.into_iter().map(|p| p.name).collect(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// `kith export` into `path` through `.NAME.kith-partial` beside it (0600), locked while it is
+/// written: an export interrupted in any way (Ctrl-C, a crash, a full disk) leaves the partial
+/// file, and the same command continues it from its last whole entry; a partial that cannot be
+/// read starts over. The partial is synced and renamed to `path` at the end.
+fn export_resumable(
+    store: &kith_node::Store,
+    path: &std::path::Path,
+    extras: &ExportExtras,
+    now_ms: u64,
+    progress: &kith_node::Progress,
+) -> Result<kith_node::store::export::ExportReport, kith_node::StoreError> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::fd::AsRawFd;
+    let io = |source| kith_node::StoreError::Dest { path: path.to_path_buf(), source };
+    let name = path.file_name().ok_or_else(|| io(std::io::ErrorKind::InvalidInput.into()))?;
+    let partial = path.with_file_name(format!(".{}.kith-partial", name.to_string_lossy()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(io)?;
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(kith_node::StoreError::BadSpec(format!(
+            "another kith export to {} is running",
+            path.display()
+        )));
+    }
+    let len = file.metadata().map_err(io)?.len();
+    let resume = if len > 0 {
+        kith_node::store::export::ExportResume::read(std::io::BufReader::new(&file))
+    } else {
+        None
+    };
+    let report = match resume {
+        Some(r) if r.complete => kith_node::store::export::ExportReport {
+            resumed_blobs: r.blobs() as u64,
+            ..Default::default()
+        },
+        Some(r) => {
+            file.set_len(r.offset).map_err(io)?;
+            file.seek(SeekFrom::Start(r.offset)).map_err(io)?;
+            let w = BufWriter::with_capacity(1 << 20, file.try_clone().map_err(io)?);
+            let (w, report) = store.export_resuming(w, extras, now_ms, Some(progress), Some(r))?;
+            w.into_inner().map_err(|e| io(e.into_error()))?;
+            report
+        }
+        None => {
+            file.set_len(0).map_err(io)?;
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+            let w = BufWriter::with_capacity(1 << 20, file.try_clone().map_err(io)?);
+            let (w, report) = store.export(w, extras, now_ms, Some(progress))?;
+            w.into_inner().map_err(|e| io(e.into_error()))?;
+            report
+        }
+    };
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&partial, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        kith_node::fsutil::sync_dir(dir).map_err(io)?;
+    }
+    Ok(report)
 }
 
 /// Writes a new file at `path` through `f`, under a temporary name beside it (mode 0600: what
@@ -136,6 +204,7 @@ pub(crate) async fn export_plain(ctx: &Ctx, dir: PathBuf, out: &Out) -> Result<V
         blobs: 0,
         blob_bytes: bytes,
         blobs_present: 0,
+        resumed_blobs: 0,
         identity_changes: 0,
         incomplete: 0,
         pools: Vec::new(),
@@ -169,6 +238,7 @@ pub(crate) async fn import(ctx: &Ctx, path: PathBuf, out: &Out) -> Result<Value>
         blobs: report.blobs,
         blob_bytes: report.blob_bytes,
         blobs_present: report.blobs_present,
+        resumed_blobs: 0,
         identity_changes,
         incomplete: report.incomplete,
         pools: report.pools.into_iter().map(|p| p.name).collect(),

@@ -308,7 +308,11 @@ pub fn rebuilt(v: &Rebuilt) -> Result<ExitCode> {
 
 /// `kith export` (`wrote`) and `kith import`.
 pub fn exported(v: &Exported, wrote: bool) -> Result<ExitCode> {
-    if wrote && v.blobs == 0 && v.objects > 0 {
+    if wrote && v.resumed_blobs > 0 && v.objects == 0 {
+        eprintln!("an interrupted export to {} was whole already; it is now there", v.path);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if wrote && v.blobs == 0 && v.objects > 0 && v.resumed_blobs == 0 {
         eprintln!(
             "restored the latest version of {} paths under {} ({}) in {:.2} s",
             v.objects,
@@ -329,6 +333,9 @@ pub fn exported(v: &Exported, wrote: bool) -> Result<ExitCode> {
     );
     if !wrote && v.blobs_present > 0 {
         eprintln!("{} chunks were here already", v.blobs_present);
+    }
+    if wrote && v.resumed_blobs > 0 {
+        eprintln!("continued an interrupted export: {} chunks were in it already", v.resumed_blobs);
     }
     if v.incomplete > 0 {
         eprintln!(

@@ -261,6 +261,9 @@ pub struct Exported {
     /// Blobs this store had already (import).
     #[serde(default)]
     pub blobs_present: u64,
+    /// Blobs an interrupted export had written already (export, resumed).
+    #[serde(default)]
+    pub resumed_blobs: u64,
     /// Changes of the identity document that were new here (import).
     #[serde(default)]
     pub identity_changes: u64,

@@ -590,3 +590,44 @@ fn reframe(
     }
     w.end().unwrap();
 }
+
+#[test]
+fn an_interrupted_export_continues_where_it_stopped() {
+    let a = Kith::new();
+    let src = a.path("photos");
+    for i in 0..6 {
+        write(&src.join(format!("p{i}.bin")), &random_bytes(400_000, 40 + i));
+    }
+    a.put(&src);
+    let doc = a.path("notes.txt");
+    write(&doc, &text_bytes(200_000, 9));
+    a.put(&doc);
+    let whole = a.path("whole.kexp");
+    a.ok(&["export", "-o", whole.to_str().unwrap()]);
+    let bytes = fs::read(&whole).unwrap();
+
+    // Interrupted in the middle of an entry (what a crash or Ctrl-C leaves): the same command
+    // continues from the last whole entry, and the result is the file an uninterrupted run
+    // would have written, byte for byte.
+    let out = a.path("me.kexp");
+    let partial = a.path(".me.kexp.kith-partial");
+    fs::write(&partial, &bytes[..bytes.len() * 3 / 5]).unwrap();
+    let e = json(&a.ok(&["export", "-o", out.to_str().unwrap(), "--json"]).stdout);
+    assert!(e["resumed_blobs"].as_u64().unwrap() > 0, "nothing was resumed: {e}");
+    assert!(!partial.exists());
+    assert!(fs::read(&out).unwrap() == bytes, "the continued export differs from a whole one");
+    let said = a.ok(&["import", out.to_str().unwrap(), "--json"]);
+    assert_eq!(json(&said.stdout)["objects"], 0, "an import of what is here takes in nothing");
+
+    // A partial that is not an export at all: started over, and the result reads back.
+    let out2 = a.path("again.kexp");
+    fs::write(a.path(".again.kexp.kith-partial"), random_bytes(5000, 1)).unwrap();
+    let e = json(&a.ok(&["export", "-o", out2.to_str().unwrap(), "--json"]).stdout);
+    assert_eq!(e["resumed_blobs"], 0, "{e}");
+    let b = same_person(&a);
+    let i = json(&b.ok(&["import", out2.to_str().unwrap(), "--json"]).stdout);
+    assert_eq!(i["objects"], 2, "{i}");
+    let back = b.path("back");
+    b.ok(&["get", src.to_str().unwrap(), "-o", back.to_str().unwrap()]);
+    assert_eq!(describe(&back), describe(&src));
+}

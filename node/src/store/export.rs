@@ -93,6 +93,8 @@ pub struct ExportReport {
     pub blob_bytes: u64,
     /// Blobs the store had already (import).
     pub blobs_present: u64,
+    /// Blobs an interrupted export had written already (export, resumed).
+    pub resumed_blobs: u64,
     /// Objects the file names without carrying all their blobs (import: left out).
     pub incomplete: u64,
     /// The identity document, if one was in it (import: its bytes, to merge).
@@ -106,6 +108,72 @@ fn bad(why: impl Into<String>) -> StoreError {
     StoreError::BadSpec(format!("not a readable kith export: {}", why.into()))
 }
 
+/// What an interrupted export had written, read back from its partial file.
+#[derive(Debug, Clone)]
+pub struct ExportResume {
+    hash: blake3::Hasher,
+    entries: u64,
+    /// Bytes of the whole entries (and the header) to keep; the rest is cut off.
+    pub offset: u64,
+    blobs: HashSet<ChunkId>,
+    objects: HashSet<[u8; 32]>,
+    /// Whether the file was whole already (its end entry checked).
+    pub complete: bool,
+}
+
+impl ExportResume {
+    /// Reads a partial export; `None` if nothing of it can be kept (not an export, or cut
+    /// before its about entry was whole): start over.
+    pub fn read<R: Read>(input: R) -> Option<ExportResume> {
+        let (mut frames, format) = FramedReader::new(input, MAGIC, MAX_ENTRY).ok()?;
+        if format != EXPORT_FORMAT {
+            return None;
+        }
+        let mut r = ExportResume {
+            hash: frames.hasher(),
+            entries: 0,
+            offset: frames.offset(),
+            blobs: HashSet::new(),
+            objects: HashSet::new(),
+            complete: false,
+        };
+        let mut about = false;
+        loop {
+            match frames.next_raw() {
+                Ok(Some((tag, payload))) => {
+                    match tag {
+                        TAG_ABOUT => about = true,
+                        TAG_BLOB if payload.len() >= 32 => {
+                            r.blobs.insert(ChunkId(payload[..32].try_into().expect("32 bytes")));
+                        }
+                        TAG_OBJECT => {
+                            if let Ok(Record::Recorded(row)) = super::journal::decode(&payload) {
+                                r.objects.insert(row.id.0);
+                            }
+                        }
+                        _ => {}
+                    }
+                    r.hash = frames.hasher();
+                    r.entries = frames.entries();
+                    r.offset = frames.offset();
+                }
+                Ok(None) => {
+                    r.complete = true;
+                    break;
+                }
+                // A cut or torn entry: everything before it stays.
+                Err(_) => break,
+            }
+        }
+        about.then_some(r)
+    }
+
+    /// Blobs it holds already.
+    pub fn blobs(&self) -> usize {
+        self.blobs.len()
+    }
+}
+
 impl Store {
     /// Writes every object of this store (with every blob it uses, once) to `out`.
     pub fn export<W: Write>(
@@ -114,6 +182,19 @@ impl Store {
         extras: &ExportExtras,
         created_ms: u64,
         progress: Option<&Progress>,
+    ) -> Result<(W, ExportReport), StoreError> {
+        self.export_resuming(out, extras, created_ms, progress, None)
+    }
+
+    /// [`Store::export`], continuing the partial export `resume` read back (`out` is that file,
+    /// cut at `resume.offset` and positioned there): what it holds is not written again.
+    pub fn export_resuming<W: Write>(
+        &self,
+        out: W,
+        extras: &ExportExtras,
+        created_ms: u64,
+        progress: Option<&Progress>,
+        resume: Option<ExportResume>,
     ) -> Result<(W, ExportReport), StoreError> {
         let io_err = |e: io::Error| StoreError::Dest { path: "the export".into(), source: e };
         let mut rows = self.index().objects()?;
@@ -125,26 +206,34 @@ impl Store {
             p.bytes_total.store(total, std::sync::atomic::Ordering::Relaxed);
             p.total_known.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let mut w = FramedWriter::new(out, MAGIC, EXPORT_FORMAT).map_err(io_err)?;
         let mut report = ExportReport::default();
-        // The blob count is known only at the end: the about entry counts objects, and the
-        // end entry proves the whole.
-        let about = About {
-            identity: *self.identity.id().as_bytes(),
-            created_ms,
-            objects: rows.len() as u64,
-            blobs: 0,
+        let (mut w, mut written, objects_written) = match resume {
+            Some(r) => {
+                report.resumed_blobs = r.blobs.len() as u64;
+                (FramedWriter::resume(out, r.hash, r.entries), r.blobs, r.objects)
+            }
+            None => {
+                let mut w = FramedWriter::new(out, MAGIC, EXPORT_FORMAT).map_err(io_err)?;
+                // The blob count is known only at the end: the about entry counts objects,
+                // and the end entry proves the whole.
+                let about = About {
+                    identity: *self.identity.id().as_bytes(),
+                    created_ms,
+                    objects: rows.len() as u64,
+                    blobs: 0,
+                };
+                let cbor = minicbor::to_vec(&about).expect("encoding into a Vec cannot fail");
+                w.entry(TAG_ABOUT, &[&cbor]).map_err(io_err)?;
+                if let Some(doc) = &extras.identity_doc {
+                    w.entry(TAG_IDENTITY, &[doc]).map_err(io_err)?;
+                }
+                for p in &extras.pools {
+                    let cbor = minicbor::to_vec(p).expect("encoding into a Vec cannot fail");
+                    w.entry(TAG_POOL, &[&cbor]).map_err(io_err)?;
+                }
+                (w, HashSet::new(), HashSet::new())
+            }
         };
-        let cbor = minicbor::to_vec(&about).expect("encoding into a Vec cannot fail");
-        w.entry(TAG_ABOUT, &[&cbor]).map_err(io_err)?;
-        if let Some(doc) = &extras.identity_doc {
-            w.entry(TAG_IDENTITY, &[doc]).map_err(io_err)?;
-        }
-        for p in &extras.pools {
-            let cbor = minicbor::to_vec(p).expect("encoding into a Vec cannot fail");
-            w.entry(TAG_POOL, &[&cbor]).map_err(io_err)?;
-        }
-        let mut written: HashSet<ChunkId> = HashSet::new();
         let mut reader = BlobReader::new(self);
         for (row, root) in rows.iter().zip(&roots) {
             let mut ids: Vec<ChunkId> = vec![ChunkId(row.id.0)];
@@ -172,7 +261,7 @@ impl Store {
                 p.files_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        for row in &rows {
+        for row in rows.iter().filter(|r| !objects_written.contains(&r.id.0)) {
             w.entry(TAG_OBJECT, &[&super::journal::encode(&Record::Recorded(*row))])
                 .map_err(io_err)?;
         }

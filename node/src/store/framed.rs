@@ -30,6 +30,12 @@ impl<W: Write> FramedWriter<W> {
         self.out.write_all(b)
     }
 
+    /// Continues a file whose first `entries` entries were written and hashed into `hash`
+    /// (see [`FramedReader::hasher`]); `out` is positioned after them.
+    pub fn resume(out: W, hash: blake3::Hasher, entries: u64) -> Self {
+        FramedWriter { out, hash, entries }
+    }
+
     /// Writes one entry whose payload is `parts` one after the other.
     pub fn entry(&mut self, tag: u8, parts: &[&[u8]]) -> io::Result<()> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -62,6 +68,7 @@ pub struct FramedReader<R> {
     input: R,
     hash: blake3::Hasher,
     entries: u64,
+    offset: u64,
     max_entry: u32,
     done: bool,
 }
@@ -77,7 +84,7 @@ impl<R: Read> FramedReader<R> {
         let format = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
         let mut hash = blake3::Hasher::new();
         hash.update(&head);
-        Ok((FramedReader { input, hash, entries: 0, max_entry, done: false }, format))
+        Ok((FramedReader { input, hash, entries: 0, offset: 12, max_entry, done: false }, format))
     }
 
     /// The next entry `(tag, payload)`; `None` once the end entry proved the file whole.
@@ -107,6 +114,22 @@ impl<R: Read> FramedReader<R> {
         self.hash.update(&tl);
         self.hash.update(&payload);
         self.entries += 1;
+        self.offset += 5 + u64::from(len);
         Ok(Some((tl[0], payload)))
+    }
+
+    /// The hash of everything read so far (the header and the whole entries given out).
+    pub fn hasher(&self) -> blake3::Hasher {
+        self.hash.clone()
+    }
+
+    /// Entries given out so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Bytes read so far: the header and the whole entries given out.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 }
