@@ -192,6 +192,47 @@ fn check_change(data: &[u8]) -> Result<(), DocError> {
             return Err(malformed("a change with a compressed column"));
         }
         count_entries(spec, col, MAX_CHANGE_ENTRIES)?;
+        op_ids_fit(spec, col)?;
+    }
+    Ok(())
+}
+
+/// In a change's operation columns, every actor index and every counter (an integer, or the
+/// running sum of a delta column) fits in 32 bits: automerge builds operation ids from them
+/// with an `unwrap` (a panic on a change anyone can send).
+fn op_ids_fit(spec: u64, col: &[u8]) -> Result<(), DocError> {
+    const ACTOR: u64 = 1;
+    const INTEGER: u64 = 2;
+    const DELTA: u64 = 3;
+    let kind = spec & 0b111;
+    if !matches!(kind, ACTOR | INTEGER | DELTA) {
+        return Ok(());
+    }
+    let too_big = || malformed("an operation id past 32 bits");
+    let mut r = Reader { b: col };
+    let mut sum: i128 = 0;
+    let mut value = |r: &mut Reader<'_>, times: u64| -> Result<(), DocError> {
+        if kind == DELTA {
+            sum += i128::from(r.sleb()?) * i128::from(times);
+            if !(0..=i128::from(u32::MAX)).contains(&sum) {
+                return Err(too_big());
+            }
+        } else if r.uleb()? > u64::from(u32::MAX) {
+            return Err(too_big());
+        }
+        Ok(())
+    };
+    while !r.b.is_empty() {
+        let count = r.sleb()?;
+        if count == 0 {
+            r.uleb()?; // a run of nulls
+        } else if count > 0 {
+            value(&mut r, count.unsigned_abs())?;
+        } else {
+            for _ in 0..count.unsigned_abs() {
+                value(&mut r, 1)?;
+            }
+        }
     }
     Ok(())
 }
