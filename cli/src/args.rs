@@ -508,7 +508,7 @@ pub(crate) enum BackupCommand {
     Add {
         /// The file or folder.
         path: PathBuf,
-        /// A pool, or `home` (this node's store only).
+        /// A pool, `home` (this node's store only), or a folder on another disk (a path with a `/`: it becomes a kith home of your identity, readable with `kith --home DIR`).
         #[arg(long)]
         to: String,
         /// How often: 30m, 1h, 1d.

@@ -172,7 +172,8 @@ pub struct Job {
     pub name: String,
     /// What it stores (absolute).
     pub path: PathBuf,
-    /// `home`, or the pool it puts into.
+    /// `home`, the pool it puts into, or a folder (an absolute path: a kith home of this
+    /// identity on another disk).
     pub to: String,
     /// How often (ms).
     pub every_ms: u64,
@@ -287,6 +288,15 @@ pub fn add(
     }
     let keep = Keep::parse(keep)?;
     let to = if to == "home" {
+        to
+    } else if to.starts_with('/') {
+        // A folder (another disk): a kith home of this identity, made at the first run.
+        let dir = PathBuf::from(&to);
+        if dir.starts_with(ctx.home.root()) {
+            bail!(
+                "{to} is inside this node's home; a backup place must be elsewhere (another disk)"
+            );
+        }
         to
     } else {
         // The pool by its name, so the job survives a typo being fixed nowhere else.
@@ -414,6 +424,11 @@ async fn run_job(ctx: &Ctx, job: &Job) -> Result<BackupRun> {
             path.display()
         );
     }
+    if job.to.starts_with('/') {
+        let (home, dir, keep, name) =
+            (ctx.home.clone(), PathBuf::from(&job.to), job.keep, job.name.clone());
+        return blocking(move || run_into_folder(&home, &dir, &path, &keep, name)).await;
+    }
     let into_pool = job.to != "home";
     if into_pool {
         let rep = ctx.replicator.as_ref().ok_or_else(|| {
@@ -462,6 +477,68 @@ async fn run_job(ctx: &Ctx, job: &Job) -> Result<BackupRun> {
         pool,
         forgotten,
         warning,
+        error: None,
+        seconds: 0.0,
+    })
+}
+
+/// A job whose place is a folder (another disk): the folder is a kith home of this identity
+/// (made at the first run, with the identity key, 0600, as in the node's own home), so
+/// `kith --home DIR log PATH` and `get` read it directly. The path is put into its store (its
+/// own record of unchanged files saves reading them again), then the retention runs there and
+/// a gc reclaims what it forgot.
+fn run_into_folder(
+    home: &kith_node::Home,
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    keep: &Keep,
+    name: String,
+) -> Result<BackupRun> {
+    let there = match kith_node::Home::open(dir) {
+        Ok(h) => {
+            if h.identity()?.id() != home.identity()?.id() {
+                bail!(
+                    "{} is a kith home of another identity; choose another folder",
+                    dir.display()
+                );
+            }
+            h
+        }
+        Err(_) => {
+            let parent = dir.parent().unwrap_or(dir);
+            if !parent.is_dir() {
+                bail!(
+                    "{} is not there (a disk not mounted?); nothing was stored, and the versions kept so far stay",
+                    parent.display()
+                );
+            }
+            kith_node::Home::init(dir, home.identity()?)
+                .with_context(|| format!("cannot make a backup place in {}", dir.display()))?
+        }
+    };
+    let store = kith_node::Store::open(&there, "a backup")?;
+    let put = store.put(path, None)?;
+    let versions = store.log(path)?;
+    let plan = forget_plan(
+        &versions.iter().map(|o| (o.version, o.created_ms as i64)).collect::<Vec<_>>(),
+        keep,
+    );
+    let mut forgotten = Vec::new();
+    for o in versions.iter().filter(|o| plan.contains(&o.version)) {
+        store.remove(&o.id)?;
+        forgotten.push(o.version);
+    }
+    if !forgotten.is_empty() {
+        store.gc()?;
+    }
+    Ok(BackupRun {
+        name,
+        version: Some(put.version),
+        files_unchanged: put.stats.files_unchanged,
+        bytes_new: put.stats.bytes_new,
+        pool: Some(dir.display().to_string()),
+        forgotten,
+        warning: put.warnings.first().cloned(),
         error: None,
         seconds: 0.0,
     })

@@ -258,6 +258,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Key { command: KeyCommand::Export { file } } => export(&open_home(&root)?, &file),
         Command::Backup { command: BackupCommand::Add { path, to, every, keep, name, json } } => {
+            // A place with a `/` in it is a folder, taken from where the command runs.
+            let to = if to.contains('/') { abs(Path::new(&to)).display().to_string() } else { to };
             let req = Request::BackupAdd { path: abs(&path), to, every, keep, name };
             let v: kith::api::store::BackupJob = typed(execute(&root, req, "")?)?;
             if json { render_pool::json(&v) } else { render::backup_added(&v) }

@@ -415,11 +415,15 @@ pub fn backups(v: &[BackupJob]) -> Result<ExitCode> {
 pub fn backup_runs(v: &[BackupRun]) {
     for r in v {
         match (&r.error, r.version) {
-            (Some(e), _) => eprintln!("backup {} failed: {e}", r.name),
+            (Some(e), _) => eprintln!("kith: error: backup {} failed: {e}", r.name),
             (None, Some(version)) => {
-                let into = r.pool.as_ref().map(|p| format!(" and in pool {p}")).unwrap_or_default();
+                let into = match &r.pool {
+                    Some(p) if p.starts_with('/') => format!("in the folder {p}"),
+                    Some(p) => format!("here and in pool {p}"),
+                    None => "here".into(),
+                };
                 eprintln!(
-                    "backup {}: version {version} stored here{into} in {:.1} s ({} files unchanged, {} new)",
+                    "backup {}: version {version} stored {into} in {:.1} s ({} files unchanged, {} new)",
                     r.name,
                     r.seconds,
                     r.files_unchanged,

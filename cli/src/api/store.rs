@@ -398,7 +398,7 @@ pub struct BackupRun {
     pub files_unchanged: u64,
     /// Bytes new to the store.
     pub bytes_new: u64,
-    /// The pool it was put into.
+    /// The pool it was put into, or the folder (a path).
     pub pool: Option<String>,
     /// Versions the retention forgot (here and in the pools).
     pub forgotten: Vec<u32>,

@@ -104,3 +104,69 @@ fn a_folder_is_backed_up_on_schedule_into_the_pool_and_the_retention_reclaims_ol
     net.kith_ok(0, &["get", &format!("{docs_s}@4"), "-o", back.to_str().unwrap()]).unwrap();
     assert_eq!(describe(&back), describe(&docs));
 }
+
+#[test]
+fn a_backup_to_a_folder_on_another_disk_is_a_home_of_its_own_that_reads_back() {
+    let a = Kith::new();
+    let src = a.path("letters");
+    write(&src.join("one.txt"), b"first letter");
+    let disk = tempfile::tempdir().unwrap();
+    let place = disk.path().join("kith-backup");
+    let src_s = src.to_str().unwrap();
+    let added = json_of(&a.ok(&[
+        "backup",
+        "add",
+        src_s,
+        "--to",
+        place.to_str().unwrap(),
+        "--keep",
+        "last=2",
+        "--json",
+    ]));
+    assert_eq!(added["to"], place.to_str().unwrap());
+    for (i, text) in ["second", "third"].iter().enumerate() {
+        let runs = json_of(&a.ok(&["backup", "run", "--json"]));
+        assert_eq!(runs[0]["version"], i as u64 + 1, "{runs}");
+        write(&src.join("one.txt"), text.as_bytes());
+    }
+    let runs = json_of(&a.ok(&["backup", "run", "--json"]));
+    assert_eq!(
+        (runs[0]["version"].as_u64(), runs[0]["forgotten"].clone()),
+        (Some(3), serde_json::json!([1]))
+    );
+    // The folder is a home of this identity: it lists and restores by itself.
+    let there = |args: &[&str]| {
+        let out = std::process::Command::new(kith_bin())
+            .arg("--home")
+            .arg(&place)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let log: Value = serde_json::from_str(&there(&["log", src_s, "--json"])).unwrap();
+    let versions: Vec<u64> =
+        log.as_array().unwrap().iter().map(|o| o["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, vec![2, 3]);
+    let back = a.path("back");
+    there(&["get", &format!("{src_s}@3"), "-o", back.to_str().unwrap()]);
+    assert_eq!(fs::read(back.join("one.txt")).unwrap(), b"third");
+    // Nothing of it went into the node's own store.
+    let here = a.run(&["log", src_s]);
+    assert!(here.code != Some(0) || here.stdout.trim().is_empty(), "{}", here.stdout);
+
+    // An unplugged disk, and a folder that is another identity's home: clear errors.
+    a.ok(&["backup", "add", src_s, "--to", "/no/such/disk/kith", "--name", "gone"]);
+    let out = a.fail(&["backup", "run", "gone"]);
+    assert!(out.stderr.contains("is not there"), "{}", out.stderr);
+    let other = Kith::new();
+    other.ok(&["init"]);
+    a.ok(&["backup", "add", src_s, "--to", other.home.to_str().unwrap(), "--name", "theirs"]);
+    let out = a.fail(&["backup", "run", "theirs"]);
+    assert!(out.stderr.contains("another identity"), "{}", out.stderr);
+}
+
+fn json_of(out: &Out) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
