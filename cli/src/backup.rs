@@ -9,7 +9,7 @@
 //! pools, and their chunks reclaimed (here by a gc, in the pool by the holders' reclaim).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use crate::ops::{Ctx, blocking};
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// The shortest interval a job may have.
 const MIN_EVERY_MS: u64 = 60_000;
+/// How soon a failed run is tried again (at most).
+const RETRY_MS: u64 = 5 * 60_000;
 /// The jobs file, in the home.
 const FILE: &str = "backups.json";
 
@@ -143,7 +145,8 @@ pub fn forget_plan(versions: &[(u32, i64)], keep: &Keep) -> BTreeSet<u32> {
         return BTreeSet::new();
     }
     let mut newest_first = versions.to_vec();
-    newest_first.sort_by_key(|(v, at)| std::cmp::Reverse((*at, *v)));
+    // Newest by version number (a clock set wrong once must not make an old version look new).
+    newest_first.sort_by_key(|(v, _)| std::cmp::Reverse(*v));
     let counts = [keep.last, keep.hourly, keep.daily, keep.weekly, keep.monthly, keep.yearly];
     let mut kept = BTreeSet::new();
     for (i, count) in counts.iter().enumerate() {
@@ -197,11 +200,22 @@ pub struct Job {
     /// Versions its retention forgot so far.
     #[serde(default)]
     pub forgotten: u64,
+    /// The objects this job stored that it keeps (ids): its retention looks at these only.
+    #[serde(default)]
+    pub made: Vec<String>,
+    /// The device the source was on when the job was added.
+    #[serde(default)]
+    pub device: Option<u64>,
 }
 
 impl Job {
+    /// Due: never run, run `every` ago, run "in the future" (the clock went back), or failed
+    /// last time and 5 minutes passed (a disk mounted late is not a day lost).
     fn due(&self, now_ms: i64) -> bool {
-        self.last_run_ms.is_none_or(|t| now_ms >= t.saturating_add(self.every_ms as i64))
+        let Some(t) = self.last_run_ms else { return true };
+        let failed = self.last_ok_ms != Some(t);
+        let wait = if failed { self.every_ms.min(RETRY_MS) } else { self.every_ms };
+        t > now_ms || now_ms >= t.saturating_add(wait as i64)
     }
 
     /// The typed answer.
@@ -280,8 +294,19 @@ pub fn add(
     keep: &str,
     name: Option<String>,
 ) -> Result<BackupJob> {
-    std::fs::symlink_metadata(&path)
+    use std::os::unix::fs::MetadataExt;
+    // Through symlinks: a link to a folder backs up the folder, not the link.
+    let path = std::fs::canonicalize(&path)
         .with_context(|| format!("cannot back up {}: it cannot be read", path.display()))?;
+    let device = std::fs::metadata(&path)?.dev();
+    let home_root = std::fs::canonicalize(ctx.home.root()).unwrap_or(ctx.home.root().into());
+    if home_root.starts_with(&path) {
+        bail!(
+            "{} holds this node's home ({}): each run would store the store; back up the folders inside it instead",
+            path.display(),
+            home_root.display()
+        );
+    }
     let every_ms = crate::pool_ops::parse_duration_ms(every)?;
     if every_ms < MIN_EVERY_MS {
         bail!("--every {every} is too often: at least 1m");
@@ -290,12 +315,33 @@ pub fn add(
     let to = if to == "home" {
         to
     } else if to.starts_with('/') {
-        // A folder (another disk): a kith home of this identity, made at the first run.
+        // A folder (another disk): a kith home of this identity, made now, so that a run that
+        // finds no home there (the disk not mounted) makes none.
         let dir = PathBuf::from(&to);
-        if dir.starts_with(ctx.home.root()) {
+        if dir.starts_with(&home_root) || dir.starts_with(ctx.home.root()) {
             bail!(
                 "{to} is inside this node's home; a backup place must be elsewhere (another disk)"
             );
+        }
+        if dir.starts_with(&path) {
+            bail!("{to} is inside {}: each run would store the backup itself", path.display());
+        }
+        match kith_node::Home::open(&dir) {
+            Ok(h) if h.identity()?.id() != ctx.home.identity()?.id() => {
+                bail!("{to} is a kith home of another identity; choose another folder")
+            }
+            Ok(_) => {}
+            Err(_) => {
+                // Its parent must be there already: a missing one is a disk not mounted.
+                if !dir.parent().is_some_and(Path::is_dir) {
+                    bail!(
+                        "cannot make a backup place in {to}: {} is not there (a disk not mounted?)",
+                        dir.parent().unwrap_or(&dir).display()
+                    );
+                }
+                kith_node::Home::init(&dir, ctx.home.identity()?)
+                    .with_context(|| format!("cannot make a backup place in {to}"))?;
+            }
         }
         to
     } else {
@@ -331,6 +377,8 @@ pub fn add(
             last_version: None,
             runs: 0,
             forgotten: 0,
+            made: Vec::new(),
+            device: Some(device),
         };
         let api = job.api();
         jobs.push(job);
@@ -389,10 +437,12 @@ async fn run_and_record(ctx: &Ctx, job: &Job) -> Result<BackupRun> {
         Err(e) => BackupRun {
             name: job.name.clone(),
             version: None,
+            made: None,
             files_unchanged: 0,
             bytes_new: 0,
             pool: None,
             forgotten: Vec::new(),
+            forgotten_ids: Vec::new(),
             warning: None,
             error: Some(crate::ops::chain(&e)),
             seconds: 0.0,
@@ -410,30 +460,69 @@ async fn run_and_record(ctx: &Ctx, job: &Job) -> Result<BackupRun> {
                 j.last_ok_ms = Some(started);
                 j.last_version = report.version;
             }
+            j.made.retain(|id| !report.forgotten_ids.contains(id));
+            if let Some(id) = &report.made
+                && !j.made.contains(id)
+            {
+                j.made.push(id.clone());
+            }
         }
         Ok(())
     })?;
     Ok(report)
 }
 
-async fn run_job(ctx: &Ctx, job: &Job) -> Result<BackupRun> {
-    let path = job.path.clone();
-    if std::fs::symlink_metadata(&path).is_err() {
-        bail!(
+/// Whether the source is there, and on the disk it was on when the job was added (an
+/// unmounted disk leaves an empty mount point: storing that would make the retention forget
+/// every real version).
+fn check_source(job: &Job) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let gone = || {
+        anyhow::anyhow!(
             "{} is gone (a disk not mounted?); nothing was stored, and the versions kept so far stay",
-            path.display()
+            job.path.display()
+        )
+    };
+    let meta = std::fs::metadata(&job.path).map_err(|_| gone())?;
+    if job.device.is_some_and(|d| d != meta.dev()) {
+        bail!(
+            "{} is not on the disk it was on when the job was added (a disk not mounted?); nothing was stored, and the versions kept so far stay",
+            job.path.display()
         );
     }
+    Ok(())
+}
+
+/// The versions of `versions` (of the job's path) that the job made, and the one just stored,
+/// that the retention forgets; the one just stored is always kept.
+fn plan_for(job: &Job, versions: &[kith_node::ObjectInfo], now: u32) -> Vec<(u32, String)> {
+    let mine: Vec<&kith_node::ObjectInfo> = versions
+        .iter()
+        .filter(|o| o.version == now || job.made.contains(&o.id.to_string()))
+        .collect();
+    let plan = forget_plan(
+        &mine.iter().map(|o| (o.version, o.created_ms as i64)).collect::<Vec<_>>(),
+        &job.keep,
+    );
+    mine.iter()
+        .filter(|o| plan.contains(&o.version) && o.version != now)
+        .map(|o| (o.version, o.id.to_string()))
+        .collect()
+}
+
+async fn run_job(ctx: &Ctx, job: &Job) -> Result<BackupRun> {
+    check_source(job)?;
+    let path = job.path.clone();
     if job.to.starts_with('/') {
-        let (home, dir, keep, name) =
-            (ctx.home.clone(), PathBuf::from(&job.to), job.keep, job.name.clone());
-        return blocking(move || run_into_folder(&home, &dir, &path, &keep, name)).await;
+        let (home, job) = (ctx.home.clone(), job.clone());
+        return blocking(move || run_into_folder(&home, &job)).await;
     }
     let into_pool = job.to != "home";
     if into_pool {
-        let rep = ctx.replicator.as_ref().ok_or_else(|| {
-            anyhow::anyhow!("backing up into pool {} needs `kith up` running", job.to)
-        })?;
+        let rep = match (&ctx.node, &ctx.replicator) {
+            (Some(_), Some(rep)) => rep,
+            _ => bail!("backing up into pool {} needs `kith up` running", job.to),
+        };
         rep.ready_for_put(&job.to).map_err(|e| anyhow::anyhow!(e))?;
     }
     let store = ctx.store.clone();
@@ -441,125 +530,153 @@ async fn run_job(ctx: &Ctx, job: &Job) -> Result<BackupRun> {
     let put = blocking(move || store.put(&p, None)).await?;
     let mut warning = put.warnings.first().cloned();
     let mut pool = None;
+    let mut whole = true;
     if let (true, Some(rep)) = (into_pool, &ctx.replicator) {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let pp = rep.put(&job.to, put.id.0, &name).await.map_err(|e| anyhow::anyhow!(e))?;
         if pp.short_blobs > 0 || pp.acks.iter().any(|a| a.result.is_err()) {
+            whole = false;
             warning = Some(format!(
-                "version {} is stored here and in pool {}, not yet on every holder; repair finishes it",
+                "version {} is stored here and in pool {}, not yet on every holder (repair finishes it); nothing was forgotten this time",
                 put.version, job.to
             ));
         }
         pool = Some(job.to.clone());
     }
-    // Retention over every version of the path.
-    let (store, p) = (ctx.store.clone(), path.clone());
-    let versions = blocking(move || store.log(&p)).await?;
-    let plan = forget_plan(
-        &versions.iter().map(|o| (o.version, o.created_ms as i64)).collect::<Vec<_>>(),
-        &job.keep,
-    );
-    let mut forgotten = Vec::new();
-    for o in versions.iter().filter(|o| plan.contains(&o.version)) {
-        crate::object_ops::rm(ctx, o.id.to_string(), PathBuf::from("/"), false)
-            .await
-            .with_context(|| format!("cannot forget version {}", o.version))?;
-        forgotten.push(o.version);
+    let empty = put.stats.files == 0 && put.stats.symlinks == 0 && put.stats.dirs <= 1;
+    if empty && !job.made.is_empty() {
+        warning = Some(format!("{} is empty now; nothing was forgotten this time", path.display()));
     }
-    if !forgotten.is_empty() {
-        reclaim_here(ctx).await?;
-    }
-    Ok(BackupRun {
+    let mut report = BackupRun {
         name: job.name.clone(),
         version: Some(put.version),
+        made: Some(put.id.to_string()),
         files_unchanged: put.stats.files_unchanged,
         bytes_new: put.stats.bytes_new,
         pool,
-        forgotten,
+        forgotten: Vec::new(),
+        forgotten_ids: Vec::new(),
         warning,
         error: None,
         seconds: 0.0,
-    })
-}
-
-/// A job whose place is a folder (another disk): the folder is a kith home of this identity
-/// (made at the first run, with the identity key, 0600, as in the node's own home), so
-/// `kith --home DIR log PATH` and `get` read it directly. The path is put into its store (its
-/// own record of unchanged files saves reading them again), then the retention runs there and
-/// a gc reclaims what it forgot.
-fn run_into_folder(
-    home: &kith_node::Home,
-    dir: &std::path::Path,
-    path: &std::path::Path,
-    keep: &Keep,
-    name: String,
-) -> Result<BackupRun> {
-    let there = match kith_node::Home::open(dir) {
-        Ok(h) => {
-            if h.identity()?.id() != home.identity()?.id() {
-                bail!(
-                    "{} is a kith home of another identity; choose another folder",
-                    dir.display()
-                );
-            }
-            h
-        }
-        Err(_) => {
-            let parent = dir.parent().unwrap_or(dir);
-            if !parent.is_dir() {
-                bail!(
-                    "{} is not there (a disk not mounted?); nothing was stored, and the versions kept so far stay",
-                    parent.display()
-                );
-            }
-            kith_node::Home::init(dir, home.identity()?)
-                .with_context(|| format!("cannot make a backup place in {}", dir.display()))?
-        }
     };
-    let store = kith_node::Store::open(&there, "a backup")?;
-    let put = store.put(path, None)?;
-    let versions = store.log(path)?;
-    let plan = forget_plan(
-        &versions.iter().map(|o| (o.version, o.created_ms as i64)).collect::<Vec<_>>(),
-        keep,
-    );
-    let mut forgotten = Vec::new();
-    for o in versions.iter().filter(|o| plan.contains(&o.version)) {
-        store.remove(&o.id)?;
-        forgotten.push(o.version);
+    if !whole || (empty && !job.made.is_empty()) {
+        return Ok(report);
     }
-    if !forgotten.is_empty() {
-        store.gc()?;
+    // The retention, over the versions this job made; released from the job's pool only.
+    let (store, p) = (ctx.store.clone(), path.clone());
+    let versions = blocking(move || store.log(&p)).await?;
+    let forget = plan_for(job, &versions, put.version);
+    if forget.is_empty() {
+        return Ok(report);
     }
-    Ok(BackupRun {
-        name,
-        version: Some(put.version),
-        files_unchanged: put.stats.files_unchanged,
-        bytes_new: put.stats.bytes_new,
-        pool: Some(dir.display().to_string()),
-        forgotten,
-        warning: put.warnings.first().cloned(),
-        error: None,
-        seconds: 0.0,
+    let (store, ids) = (ctx.store.clone(), forget.clone());
+    let released = blocking(move || {
+        let mut released = std::collections::HashSet::new();
+        for (_, id) in &ids {
+            let oid: kith_node::ObjectId = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            released.extend(store.object_blobs(&oid)?.into_iter().map(|(c, _)| c));
+        }
+        Ok::<_, anyhow::Error>(released)
     })
-}
-
-/// A gc of this node's store that keeps what its pools hold (as `kith gc`).
-async fn reclaim_here(ctx: &Ctx) -> Result<()> {
+    .await?;
     let pools = match &ctx.pools {
         Some(p) => p.clone(),
         None => crate::pool_ops::open(&ctx.home, kith_node::Clock::system())?,
     };
+    for (version, id) in &forget {
+        let oid: kith_node::ObjectId = id.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if into_pool {
+            let now = pools.now_ms();
+            let key = oid.0;
+            pools
+                .with_pool(&job.to, |p| {
+                    let me = pools.signer().author().key;
+                    if p.view().members.get(&me).is_some_and(|m| m.objects.contains_key(&key)) {
+                        p.remove_object(pools.signer(), &key, now)?;
+                    }
+                    Ok(())
+                })
+                .with_context(|| {
+                    format!("cannot release version {version} from pool {}", job.to)
+                })?;
+        }
+        let store = ctx.store.clone();
+        blocking(move || store.remove(&oid)).await?;
+        report.forgotten.push(*version);
+        report.forgotten_ids.push(id.clone());
+    }
+    // Their chunks, unless another object or a pool keeps them; the set kept is read under
+    // the store's writer lock, so nothing a hold or repair brings in meanwhile is taken.
     let store = ctx.store.clone();
     blocking(move || {
-        let (keep, unreadable) = kith_pools::replica::keep_set(&pools, &store);
-        // Not now: a later run (or `kith gc`) reclaims it once the pools read again.
-        if unreadable.is_empty() {
-            store.gc_keeping(&keep)?;
-        }
-        Ok::<_, anyhow::Error>(())
+        store.reclaim(&released, || {
+            let (keep, unreadable) = kith_pools::replica::keep_set(&pools, &store);
+            match unreadable.first() {
+                Some(first) => {
+                    Err(format!("cannot tell what this node holds for its pools ({first})"))
+                }
+                None => Ok(keep),
+            }
+        })
     })
     .await
+    .map(|_| ())
+    .or_else(|e| {
+        // Forgotten all the same; `kith gc` reclaims the space later.
+        report.warning =
+            Some(format!("the space of the forgotten versions is not reclaimed yet: {e}"));
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(report)
+}
+
+/// A job whose place is a folder (another disk): a kith home of this identity, made when the
+/// job was added, so `kith --home DIR log PATH` and `get` read it directly. The path is put
+/// into its store (its own record of unchanged files saves reading them again), then the
+/// retention runs there and a gc reclaims what it forgot.
+fn run_into_folder(home: &kith_node::Home, job: &Job) -> Result<BackupRun> {
+    let dir = PathBuf::from(&job.to);
+    let there = kith_node::Home::open(&dir).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not there (a disk not mounted?); nothing was stored, and the versions kept so far stay",
+            dir.display()
+        )
+    })?;
+    if there.identity()?.id() != home.identity()?.id() {
+        bail!("{} is a kith home of another identity; choose another folder", dir.display());
+    }
+    let store = kith_node::Store::open_patiently(&there, "a backup", Duration::from_secs(10))?;
+    let put = store.put(&job.path, None)?;
+    let mut report = BackupRun {
+        name: job.name.clone(),
+        version: Some(put.version),
+        made: Some(put.id.to_string()),
+        files_unchanged: put.stats.files_unchanged,
+        bytes_new: put.stats.bytes_new,
+        pool: Some(dir.display().to_string()),
+        forgotten: Vec::new(),
+        forgotten_ids: Vec::new(),
+        warning: put.warnings.first().cloned(),
+        error: None,
+        seconds: 0.0,
+    };
+    let empty = put.stats.files == 0 && put.stats.symlinks == 0 && put.stats.dirs <= 1;
+    if empty && !job.made.is_empty() {
+        report.warning =
+            Some(format!("{} is empty now; nothing was forgotten this time", job.path.display()));
+        return Ok(report);
+    }
+    let versions = store.log(&job.path)?;
+    for (version, id) in plan_for(job, &versions, put.version) {
+        store.remove(&id.parse().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+        report.forgotten.push(version);
+        report.forgotten_ids.push(id);
+    }
+    if !report.forgotten.is_empty() {
+        store.gc()?;
+    }
+    Ok(report)
 }
 
 /// The daemon's worker: runs due jobs, every [`CHECK_EVERY`], until `cancel`.

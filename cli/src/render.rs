@@ -368,8 +368,13 @@ pub fn forgotten(v: &Forgotten) {
 
 /// `kith backup add`.
 pub fn backup_added(v: &BackupJob) -> Result<ExitCode> {
-    let to =
-        if v.to == "home" { "this node's store".to_string() } else { format!("pool {}", v.to) };
+    let to = if v.to == "home" {
+        "this node's store".to_string()
+    } else if v.to.starts_with('/') {
+        format!("the folder {} (read it with `kith --home {} log PATH`)", v.to, v.to)
+    } else {
+        format!("pool {}", v.to)
+    };
     eprintln!(
         "backup {}: {} into {to} every {}, keeping {}; with `kith up` running, the first run starts within seconds",
         v.name,

@@ -394,14 +394,20 @@ pub struct BackupRun {
     pub name: String,
     /// The version stored, if the put went through.
     pub version: Option<u32>,
+    /// Its object id.
+    #[serde(default)]
+    pub made: Option<String>,
     /// Files not read again (unchanged since the last version).
     pub files_unchanged: u64,
     /// Bytes new to the store.
     pub bytes_new: u64,
     /// The pool it was put into, or the folder (a path).
     pub pool: Option<String>,
-    /// Versions the retention forgot (here and in the pools).
+    /// Versions the retention forgot (here and in the job's pool).
     pub forgotten: Vec<u32>,
+    /// Their object ids.
+    #[serde(default)]
+    pub forgotten_ids: Vec<String>,
     /// A warning (stored, not yet fully replicated).
     pub warning: Option<String>,
     /// Why it failed.

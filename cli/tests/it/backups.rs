@@ -75,6 +75,15 @@ fn a_folder_is_backed_up_on_schedule_into_the_pool_and_the_retention_reclaims_ol
         Ok(net.json(1, &["pool", "show", "street"])?["objects"].as_array().map(Vec::len) == Some(2))
     })
     .unwrap();
+    // A version stored by hand is not the job's: its retention leaves it alone.
+    net.kith_ok(0, &["put", docs_s]).unwrap();
+    let runs = net.json(0, &["backup", "run", "docs"]).unwrap();
+    assert_eq!(runs[0]["version"], 5, "{runs}");
+    assert_eq!(runs[0]["forgotten"], serde_json::json!([2]), "{runs}");
+    let log = net.json(0, &["log", docs_s]).unwrap();
+    let versions: Vec<u64> =
+        log.as_array().unwrap().iter().map(|o| o["version"].as_u64().unwrap()).collect();
+    assert_eq!(versions, vec![3, 4, 5]);
 
     // The machine was off past the next run: the run is made at start.
     net.stop(0).unwrap();
@@ -84,9 +93,9 @@ fn a_folder_is_backed_up_on_schedule_into_the_pool_and_the_retention_reclaims_ol
     jobs[0]["last_run_ms"] = (ran - 2 * 3_600_000).into();
     fs::write(&file, serde_json::to_vec(&jobs).unwrap()).unwrap();
     net.start(0).unwrap();
-    net.wait_for(CONVERGE, "the missed run at start", |net| Ok(job(net, "docs")["runs"] == 4))
+    net.wait_for(CONVERGE, "the missed run at start", |net| Ok(job(net, "docs")["runs"] == 5))
         .unwrap();
-    assert_eq!(job(&net, "docs")["last_version"], 4);
+    assert_eq!(job(&net, "docs")["last_version"], 6);
 
     // The source vanishes (an unplugged disk): a clear error, and what was kept stays.
     fs::rename(&docs, net.dir().join("docs.away")).unwrap();
@@ -101,7 +110,7 @@ fn a_folder_is_backed_up_on_schedule_into_the_pool_and_the_retention_reclaims_ol
     net.kith_ok(0, &["backup", "rm", "docs"]).unwrap();
     assert_eq!(net.json(0, &["backup", "ls"]).unwrap(), serde_json::json!([]));
     let back = net.dir().join("back");
-    net.kith_ok(0, &["get", &format!("{docs_s}@4"), "-o", back.to_str().unwrap()]).unwrap();
+    net.kith_ok(0, &["get", &format!("{docs_s}@6"), "-o", back.to_str().unwrap()]).unwrap();
     assert_eq!(describe(&back), describe(&docs));
 }
 
@@ -156,15 +165,33 @@ fn a_backup_to_a_folder_on_another_disk_is_a_home_of_its_own_that_reads_back() {
     let here = a.run(&["log", src_s]);
     assert!(here.code != Some(0) || here.stdout.trim().is_empty(), "{}", here.stdout);
 
-    // An unplugged disk, and a folder that is another identity's home: clear errors.
-    a.ok(&["backup", "add", src_s, "--to", "/no/such/disk/kith", "--name", "gone"]);
-    let out = a.fail(&["backup", "run", "gone"]);
+    // The source emptied (its disk's folder with nothing in it): stored, nothing forgotten.
+    let aside = a.path("aside");
+    fs::rename(&src, &aside).unwrap();
+    fs::create_dir(&src).unwrap();
+    let runs = json_of(&a.ok(&["backup", "run", "--json"]));
+    assert_eq!(runs[0]["forgotten"], serde_json::json!([]), "{runs}");
+    assert!(runs[0]["warning"].as_str().unwrap().contains("empty"), "{runs}");
+    fs::remove_dir(&src).unwrap();
+    fs::rename(&aside, &src).unwrap();
+    // The disk unplugged (its mount point left empty): no new home there, a clear error.
+    let unplugged = a.path("unplugged");
+    fs::rename(&place, &unplugged).unwrap();
+    fs::create_dir(&place).unwrap();
+    let out = a.fail(&["backup", "run", "letters"]);
     assert!(out.stderr.contains("is not there"), "{}", out.stderr);
+    assert_eq!(fs::read_dir(&place).unwrap().count(), 0, "a home was made on the mount point");
+    // Places that cannot be: a missing disk, another identity's home, inside the source.
+    let out = a.fail(&["backup", "add", src_s, "--to", "/no/such/disk/kith", "--name", "gone"]);
+    assert!(out.stderr.contains("cannot make a backup place"), "{}", out.stderr);
     let other = Kith::new();
     other.ok(&["init"]);
-    a.ok(&["backup", "add", src_s, "--to", other.home.to_str().unwrap(), "--name", "theirs"]);
-    let out = a.fail(&["backup", "run", "theirs"]);
+    let theirs = other.home.to_str().unwrap();
+    let out = a.fail(&["backup", "add", src_s, "--to", theirs, "--name", "theirs"]);
     assert!(out.stderr.contains("another identity"), "{}", out.stderr);
+    let inside = src.join("kith");
+    let out = a.fail(&["backup", "add", src_s, "--to", inside.to_str().unwrap(), "--name", "in"]);
+    assert!(out.stderr.contains("each run would store the backup"), "{}", out.stderr);
 }
 
 fn json_of(out: &Out) -> Value {
