@@ -47,8 +47,8 @@ pub fn span(ms: u64) -> String {
     let s = ms / 1000;
     match s {
         0..120 => format!("{s}s"),
-        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
         120..7_200 => format!("{}m", s / 60),
         7_200..172_800 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86_400),
