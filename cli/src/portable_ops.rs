@@ -89,11 +89,12 @@ fn export_resumable(
     } else {
         None
     };
+    // A partial of another identity or home, or of a store that changed since: started over.
+    let resume = match resume {
+        Some(r) if store.resume_fits(&r, extras)? => Some(r),
+        _ => None,
+    };
     let report = match resume {
-        Some(r) if r.complete => kith_node::store::export::ExportReport {
-            resumed_blobs: r.blobs() as u64,
-            ..Default::default()
-        },
         Some(r) => {
             file.set_len(r.offset).map_err(io)?;
             file.seek(SeekFrom::Start(r.offset)).map_err(io)?;

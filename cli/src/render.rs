@@ -308,10 +308,6 @@ pub fn rebuilt(v: &Rebuilt) -> Result<ExitCode> {
 
 /// `kith export` (`wrote`) and `kith import`.
 pub fn exported(v: &Exported, wrote: bool) -> Result<ExitCode> {
-    if wrote && v.resumed_blobs > 0 && v.objects == 0 {
-        eprintln!("an interrupted export to {} was whole already; it is now there", v.path);
-        return Ok(ExitCode::SUCCESS);
-    }
     if wrote && v.blobs == 0 && v.objects > 0 && v.resumed_blobs == 0 {
         eprintln!(
             "restored the latest version of {} paths under {} ({}) in {:.2} s",

@@ -115,15 +115,19 @@ pub struct ExportResume {
     entries: u64,
     /// Bytes of the whole entries (and the header) to keep; the rest is cut off.
     pub offset: u64,
+    about: Option<About>,
+    identity_doc: Option<Vec<u8>>,
+    pools: Vec<PoolRef>,
+    /// Whether its first part (about, identity document, pools) is all there.
+    header_done: bool,
     blobs: HashSet<ChunkId>,
     objects: HashSet<[u8; 32]>,
-    /// Whether the file was whole already (its end entry checked).
-    pub complete: bool,
 }
 
 impl ExportResume {
-    /// Reads a partial export; `None` if nothing of it can be kept (not an export, or cut
-    /// before its about entry was whole): start over.
+    /// Reads a partial export up to its first entry that is cut, torn, out of order or not
+    /// what it claims (a blob whose bytes do not match its id): what comes before stays. `None`
+    /// if it is not an export of this format.
     pub fn read<R: Read>(input: R) -> Option<ExportResume> {
         let (mut frames, format) = FramedReader::new(input, MAGIC, MAX_ENTRY).ok()?;
         if format != EXPORT_FORMAT {
@@ -133,39 +137,54 @@ impl ExportResume {
             hash: frames.hasher(),
             entries: 0,
             offset: frames.offset(),
+            about: None,
+            identity_doc: None,
+            pools: Vec::new(),
+            header_done: false,
             blobs: HashSet::new(),
             objects: HashSet::new(),
-            complete: false,
         };
-        let mut about = false;
-        loop {
-            match frames.next_raw() {
-                Ok(Some((tag, payload))) => {
-                    match tag {
-                        TAG_ABOUT => about = true,
-                        TAG_BLOB if payload.len() >= 32 => {
-                            r.blobs.insert(ChunkId(payload[..32].try_into().expect("32 bytes")));
-                        }
-                        TAG_OBJECT => {
-                            if let Ok(Record::Recorded(row)) = super::journal::decode(&payload) {
-                                r.objects.insert(row.id.0);
-                            }
-                        }
-                        _ => {}
+        // Entries come in this order: about, identity, pools, blobs, objects.
+        let mut phase = 0;
+        while let Ok(Some((tag, payload))) = frames.next_raw() {
+            let ok = match tag {
+                TAG_ABOUT if phase == 0 => {
+                    phase = 1;
+                    r.about = minicbor::decode(&payload).ok();
+                    r.about.is_some()
+                }
+                TAG_IDENTITY if phase == 1 => {
+                    r.identity_doc = Some(payload);
+                    phase = 2;
+                    true
+                }
+                TAG_POOL if (1..=2).contains(&phase) => {
+                    phase = 2;
+                    minicbor::decode(&payload).map(|p| r.pools.push(p)).is_ok()
+                }
+                TAG_BLOB if (1..=3).contains(&phase) && payload.len() >= 33 => {
+                    phase = 3;
+                    let id = ChunkId(payload[..32].try_into().expect("32 bytes"));
+                    ChunkId::of(&payload[33..]) == id && r.blobs.insert(id)
+                }
+                TAG_OBJECT if (1..=4).contains(&phase) => {
+                    phase = 4;
+                    match super::journal::decode(&payload) {
+                        Ok(Record::Recorded(row)) => r.objects.insert(row.id.0),
+                        _ => false,
                     }
-                    r.hash = frames.hasher();
-                    r.entries = frames.entries();
-                    r.offset = frames.offset();
                 }
-                Ok(None) => {
-                    r.complete = true;
-                    break;
-                }
-                // A cut or torn entry: everything before it stays.
-                Err(_) => break,
+                _ => false,
+            };
+            if !ok {
+                break;
             }
+            r.header_done = phase >= 3;
+            r.hash = frames.hasher();
+            r.entries = frames.entries();
+            r.offset = frames.offset();
         }
-        about.then_some(r)
+        r.about.is_some().then_some(r)
     }
 
     /// Blobs it holds already.
@@ -184,6 +203,22 @@ impl Store {
         progress: Option<&Progress>,
     ) -> Result<(W, ExportReport), StoreError> {
         self.export_resuming(out, extras, created_ms, progress, None)
+    }
+
+    /// Whether the partial export `r` is the start of what an export of this store with
+    /// `extras` writes now: the same identity, objects and header entries (what it holds of
+    /// objects still here). Else it is started over.
+    pub fn resume_fits(&self, r: &ExportResume, extras: &ExportExtras) -> Result<bool, StoreError> {
+        let rows = self.index().objects()?;
+        let about_fits = r.about.as_ref().is_some_and(|a| {
+            a.identity == *self.identity.id().as_bytes() && a.objects == rows.len() as u64
+        });
+        let here: HashSet<[u8; 32]> = rows.iter().map(|row| row.id.0).collect();
+        Ok(about_fits
+            && r.header_done
+            && r.identity_doc == extras.identity_doc
+            && r.pools == extras.pools
+            && r.objects.iter().all(|o| here.contains(o)))
     }
 
     /// [`Store::export`], continuing the partial export `resume` read back (`out` is that file,
