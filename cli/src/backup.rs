@@ -472,6 +472,34 @@ async fn run_and_record(ctx: &Ctx, job: &Job) -> Result<BackupRun> {
     Ok(report)
 }
 
+/// Whether the source is empty now while the job kept versions: then nothing is forgotten.
+fn emptied(job: &Job, put: &kith_node::PutReport) -> bool {
+    let empty = put.stats.files == 0 && put.stats.symlinks == 0 && put.stats.dirs <= 1;
+    empty && !job.made.is_empty()
+}
+
+/// The report of a run that stored `put` into `place`, before its retention.
+fn stored(
+    job: &Job,
+    put: &kith_node::PutReport,
+    place: Option<String>,
+    warning: Option<String>,
+) -> BackupRun {
+    BackupRun {
+        name: job.name.clone(),
+        version: Some(put.version),
+        made: Some(put.id.to_string()),
+        files_unchanged: put.stats.files_unchanged,
+        bytes_new: put.stats.bytes_new,
+        pool: place,
+        forgotten: Vec::new(),
+        forgotten_ids: Vec::new(),
+        warning,
+        error: None,
+        seconds: 0.0,
+    }
+}
+
 /// Whether the source is there, and on the disk it was on when the job was added (an
 /// unmounted disk leaves an empty mount point: storing that would make the retention forget
 /// every real version).
@@ -543,24 +571,12 @@ async fn run_job(ctx: &Ctx, job: &Job) -> Result<BackupRun> {
         }
         pool = Some(job.to.clone());
     }
-    let empty = put.stats.files == 0 && put.stats.symlinks == 0 && put.stats.dirs <= 1;
-    if empty && !job.made.is_empty() {
+    let empty = emptied(job, &put);
+    if empty {
         warning = Some(format!("{} is empty now; nothing was forgotten this time", path.display()));
     }
-    let mut report = BackupRun {
-        name: job.name.clone(),
-        version: Some(put.version),
-        made: Some(put.id.to_string()),
-        files_unchanged: put.stats.files_unchanged,
-        bytes_new: put.stats.bytes_new,
-        pool,
-        forgotten: Vec::new(),
-        forgotten_ids: Vec::new(),
-        warning,
-        error: None,
-        seconds: 0.0,
-    };
-    if !whole || (empty && !job.made.is_empty()) {
+    let mut report = stored(job, &put, pool, warning);
+    if !whole || empty {
         return Ok(report);
     }
     // The retention, over the versions this job made; released from the job's pool only.
@@ -648,21 +664,9 @@ fn run_into_folder(home: &kith_node::Home, job: &Job) -> Result<BackupRun> {
     }
     let store = kith_node::Store::open_patiently(&there, "a backup", Duration::from_secs(10))?;
     let put = store.put(&job.path, None)?;
-    let mut report = BackupRun {
-        name: job.name.clone(),
-        version: Some(put.version),
-        made: Some(put.id.to_string()),
-        files_unchanged: put.stats.files_unchanged,
-        bytes_new: put.stats.bytes_new,
-        pool: Some(dir.display().to_string()),
-        forgotten: Vec::new(),
-        forgotten_ids: Vec::new(),
-        warning: put.warnings.first().cloned(),
-        error: None,
-        seconds: 0.0,
-    };
-    let empty = put.stats.files == 0 && put.stats.symlinks == 0 && put.stats.dirs <= 1;
-    if empty && !job.made.is_empty() {
+    let mut report =
+        stored(job, &put, Some(dir.display().to_string()), put.warnings.first().cloned());
+    if emptied(job, &put) {
         report.warning =
             Some(format!("{} is empty now; nothing was forgotten this time", job.path.display()));
         return Ok(report);

@@ -317,7 +317,7 @@ impl<R: Read> DropReader<R> {
 
     /// The next entry; `None` once the end entry proved the file whole.
     pub fn next_entry(&mut self) -> Result<Option<DropEntry>, DropError> {
-        let Some((tag, mut payload)) = self.frames.next_raw().map_err(bad)? else {
+        let Some((tag, payload)) = self.frames.next_raw().map_err(bad)? else {
             return Ok(None);
         };
         Ok(Some(match tag {
@@ -351,14 +351,9 @@ impl<R: Read> DropReader<R> {
                 DropEntry::Change(Box::new(cs.pop().expect("one")), sig)
             }
             TAG_BLOB => {
-                if payload.len() < 33 {
-                    return Err(bad("a blob entry is too short"));
-                }
-                let id = ChunkId(payload[..32].try_into().expect("32 bytes"));
-                let kind = BlobKind::from_u8(payload[32])
-                    .ok_or_else(|| bad(format!("a blob of unknown kind {}", payload[32])))?;
-                payload.drain(..33);
-                DropEntry::Blob(id, kind, payload)
+                let (id, kind, bytes) =
+                    kith_node::store::framed::blob_entry(payload).map_err(bad)?;
+                DropEntry::Blob(id, kind, bytes)
             }
             t => return Err(bad(format!("an entry of unknown type {t}"))),
         }))

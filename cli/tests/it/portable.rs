@@ -190,6 +190,22 @@ fn an_import_onto_a_full_disk_fails_clearly_and_loses_nothing() {
     assert_eq!(fs::read(&got).unwrap(), b"kept through it all");
 }
 
+/// `n` nodes up; pool street (2 replicas) made by ada on node 0, joined by bob and cy (nodes 1
+/// and 2); nobody offers storage yet.
+fn street(n: usize, layout: kith_testnet::Layout) -> kith_testnet::Testnet {
+    let mut net = testnet(n, layout);
+    for i in 0..n {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "2"]).unwrap();
+    for (i, name) in [(1, "bob"), (2, "cy")] {
+        let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+    }
+    net
+}
+
 fn pool_objects(net: &kith_testnet::Testnet, i: usize, pool: &str) -> Vec<String> {
     let v = net.json(i, &["pool", "show", pool]).unwrap();
     let mut ids: Vec<String> = v["objects"]
@@ -207,15 +223,8 @@ fn a_member_moves_everything_to_another_pool_then_home_and_nothing_is_ever_missi
     // Issue 18 item 2: ada leaves street's storage for town's, then takes everything home.
     use std::time::Duration;
     const CONVERGE: Duration = Duration::from_secs(90);
-    let mut net = testnet(4, kith_testnet::Layout::Loopback);
-    for i in 0..4 {
-        net.kith_ok(i, &["init"]).unwrap();
-        net.start(i).unwrap();
-    }
-    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "2"]).unwrap();
-    for (i, name) in [(1, "bob"), (2, "cy")] {
-        let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
-        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+    let mut net = street(4, kith_testnet::Layout::Loopback);
+    for i in [1, 2] {
         net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &format!("z{i}")])
             .unwrap();
     }
@@ -416,16 +425,7 @@ fn two_neighbourhoods_with_no_link_exchange_a_pool_by_drop_files() {
     // Issue 18 item 3: ada's house loses its link to the street; a stick carries the pool.
     use std::time::Duration;
     const CONVERGE: Duration = Duration::from_secs(90);
-    let mut net = testnet(3, kith_testnet::Layout::Namespaces);
-    for i in 0..3 {
-        net.kith_ok(i, &["init"]).unwrap();
-        net.start(i).unwrap();
-    }
-    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "2"]).unwrap();
-    for (i, name) in [(1, "bob"), (2, "cy")] {
-        let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
-        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
-    }
+    let mut net = street(3, kith_testnet::Layout::Namespaces);
     for i in 0..3 {
         net.kith_ok(i, &["offer", "street", "--storage", "1GiB", "--zone", &format!("z{i}")])
             .unwrap();

@@ -423,7 +423,7 @@ impl<R: Read> Entries<R> {
 
     /// The next entry; `None` once the end entry proved the file whole.
     pub fn next_entry(&mut self) -> Result<Option<Entry>, StoreError> {
-        let Some((tag, mut payload)) = self.frames.next_raw().map_err(bad)? else {
+        let Some((tag, payload)) = self.frames.next_raw().map_err(bad)? else {
             return Ok(None);
         };
         let entry = match tag {
@@ -435,14 +435,8 @@ impl<R: Read> Entries<R> {
             TAG_IDENTITY => Entry::Identity(payload),
             TAG_POOL => Entry::Pool(minicbor::decode(&payload).map_err(|e| bad(e.to_string()))?),
             TAG_BLOB => {
-                if payload.len() < 33 {
-                    return Err(bad("a blob entry is too short"));
-                }
-                let id = ChunkId(payload[..32].try_into().expect("32 bytes"));
-                let kind = BlobKind::from_u8(payload[32])
-                    .ok_or_else(|| bad(format!("a blob of unknown kind {}", payload[32])))?;
-                payload.drain(..33);
-                Entry::Blob { id, kind, bytes: payload }
+                let (id, kind, bytes) = super::framed::blob_entry(payload).map_err(bad)?;
+                Entry::Blob { id, kind, bytes }
             }
             TAG_OBJECT => match super::journal::decode(&payload) {
                 Ok(Record::Recorded(row)) => Entry::Object(row),

@@ -133,3 +133,18 @@ impl<R: Read> FramedReader<R> {
         self.offset
     }
 }
+
+/// A blob entry's payload, `id [32] | kind u8 | the blob as stored`, taken apart (the id is
+/// not checked here: the store checks it); the reason in words if it is malformed.
+pub fn blob_entry(
+    mut payload: Vec<u8>,
+) -> Result<(crate::ids::ChunkId, super::pack::BlobKind, Vec<u8>), String> {
+    if payload.len() < 33 {
+        return Err("a blob entry is too short".into());
+    }
+    let id = crate::ids::ChunkId(payload[..32].try_into().expect("32 bytes"));
+    let kind = super::pack::BlobKind::from_u8(payload[32])
+        .ok_or_else(|| format!("a blob of unknown kind {}", payload[32]))?;
+    payload.drain(..33);
+    Ok((id, kind, payload))
+}
