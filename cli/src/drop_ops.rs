@@ -60,7 +60,7 @@ pub(crate) async fn make(ctx: &Ctx, pool: String, path: PathBuf, full: bool) -> 
         let (p, store) = (pools.clone(), ctx.store.clone());
         let wanted = blocking(move || {
             let sides = drop::acknowledged(&p, &id, full);
-            let known = p.carry_out(&id, &sides).map_err(|e| anyhow::anyhow!(e))?.known_manifests;
+            let known = p.known_manifests(&id, &sides).map_err(|e| anyhow::anyhow!(e))?;
             let (ids, _) = drop::blobs_to_carry(&p, &store, &id, &known)?;
             let mut lacking = Vec::new();
             for c in ids {

@@ -112,12 +112,23 @@ fn export_resumable(
             report
         }
     };
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&partial, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        kith_node::fsutil::sync_dir(dir).map_err(io)?;
-    }
+    publish(&file, &partial, path).map_err(io)?;
     Ok(report)
+}
+
+/// Makes the whole file `tmp` (written through `file`) appear as `path`: synced, renamed, and
+/// the rename synced.
+fn publish(
+    file: &std::fs::File,
+    tmp: &std::path::Path,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    file.sync_all()?;
+    std::fs::rename(tmp, path)?;
+    if let Some(dir) = path.parent() {
+        kith_node::fsutil::sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Writes a new file at `path` through `f`, under a temporary name beside it (mode 0600: what
@@ -145,11 +156,7 @@ pub(crate) fn write_whole<T>(
             .map_err(io)?;
         let (w, t) = f(BufWriter::with_capacity(1 << 20, file))?;
         let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            kith_node::fsutil::sync_dir(dir).map_err(io)?;
-        }
+        publish(&file, &tmp, path).map_err(io)?;
         Ok(t)
     })();
     if written.is_err() {

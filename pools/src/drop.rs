@@ -184,13 +184,14 @@ pub fn blobs_to_carry(
     let v = pools.view_of(pool).ok_or_else(|| DropError::NotInPool(hex(&pool[..8])))?;
     let owed: BTreeSet<Key> = sides(pools, pool).owed.iter().map(|h| **h).collect();
     let io = |e: kith_node::StoreError| DropError::Io(e.to_string());
-    let (mut ids, mut seen, mut carried) = (Vec::new(), BTreeSet::new(), Vec::new());
+    let (mut ids, mut carried) = (Vec::new(), Vec::new());
+    let (mut manifests, mut blobs) = (BTreeSet::new(), BTreeSet::new());
     for m in v.members.values() {
         for po in m.objects.values() {
             if known.contains(&po.manifest) && !owed.contains(&po.manifest) {
                 continue;
             }
-            if !seen.insert(po.manifest) {
+            if !manifests.insert(po.manifest) {
                 continue;
             }
             let mut of = vec![ChunkId(po.manifest)];
@@ -199,15 +200,11 @@ pub fn blobs_to_carry(
             {
                 of.extend(man.blobs.iter().map(|(id, _)| ChunkId(**id)));
             }
-            for id in &of {
-                if seen.insert(id.0) || *id == ChunkId(po.manifest) {
-                    ids.push(*id);
-                }
-            }
+            // Each blob once, the manifest before what it lists.
+            ids.extend(of.iter().filter(|id| blobs.insert(**id)));
             carried.push((po.manifest, of));
         }
     }
-    ids.dedup();
     Ok((ids, carried))
 }
 

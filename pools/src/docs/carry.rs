@@ -49,24 +49,7 @@ impl Pools {
         let doc = p.doc_mut();
         let heads = doc.heads();
         let history = doc.history();
-        let known: Vec<Vec<ChangeHash>> = sides
-            .iter()
-            .map(|s| {
-                s.iter().filter(|h| history.get_change_meta_by_hash(h).is_some()).copied().collect()
-            })
-            .collect();
-        let incremental =
-            !known.is_empty() && known.iter().all(|s: &Vec<ChangeHash>| !s.is_empty());
-        let mut known_manifests: Option<BTreeSet<Key>> = None;
-        if incremental {
-            for s in &known {
-                let m = manifests_at(history, s);
-                known_manifests = Some(match known_manifests {
-                    None => m,
-                    Some(k) => k.intersection(&m).copied().collect(),
-                });
-            }
-        }
+        let (known, incremental, known_manifests) = acknowledged_in(history, sides);
         let (all, sigs) = doc.changes_since(&[]);
         let changes = if incremental {
             let mut lacking: HashSet<ChangeHash> = HashSet::new();
@@ -77,13 +60,19 @@ impl Pools {
         } else {
             all
         };
-        Ok(CarriedOut {
-            changes,
-            sigs,
-            heads,
-            incremental,
-            known_manifests: known_manifests.unwrap_or_default(),
-        })
+        Ok(CarriedOut { changes, sigs, heads, incremental, known_manifests })
+    }
+
+    /// The manifests every side listed when it acknowledged (see [`CarriedOut`]), without the
+    /// changes: what a drop will carry blobs for.
+    pub fn known_manifests(
+        &self,
+        pool: &Key,
+        sides: &[Vec<ChangeHash>],
+    ) -> Result<BTreeSet<Key>, PoolError> {
+        let mut pools = self.lock();
+        let p = pools.get_mut(pool).ok_or_else(|| PoolError::Policy("no such pool".into()))?;
+        Ok(acknowledged_in(p.doc_mut().history(), sides).2)
     }
 
     /// Judges changes of pool `pool` carried from elsewhere on a copy, like a peer's sync turn,
@@ -150,6 +139,30 @@ impl Pools {
         let history = p.doc_mut().history();
         heads.iter().filter(|h| history.get_change_meta_by_hash(h).is_some()).copied().collect()
     }
+}
+
+/// Of `sides`' heads, those `d` holds; whether every side acknowledged something it holds
+/// (else a drop carries everything); and the manifests every side listed then.
+fn acknowledged_in(
+    d: &kith_crdt::automerge::Automerge,
+    sides: &[Vec<ChangeHash>],
+) -> (Vec<Vec<ChangeHash>>, bool, BTreeSet<Key>) {
+    let known: Vec<Vec<ChangeHash>> = sides
+        .iter()
+        .map(|s| s.iter().filter(|h| d.get_change_meta_by_hash(h).is_some()).copied().collect())
+        .collect();
+    let incremental = !known.is_empty() && known.iter().all(|s| !s.is_empty());
+    let mut manifests: Option<BTreeSet<Key>> = None;
+    if incremental {
+        for s in &known {
+            let m = manifests_at(d, s);
+            manifests = Some(match manifests {
+                None => m,
+                Some(k) => k.intersection(&m).copied().collect(),
+            });
+        }
+    }
+    (known, incremental, manifests.unwrap_or_default())
 }
 
 /// The manifests of the objects every member listed at `heads`.
