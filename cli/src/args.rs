@@ -132,9 +132,15 @@ pub(crate) enum Command {
     },
     /// Create a home with a new identity, or with one exported from another machine.
     Init {
-        /// Restore the identity in FILE (made by `kith key export`); the node gets a new key.
+        /// Make this a device of the identity in FILE (made by `kith key export`): the node
+        /// gets a new key, certified by the identity, and keeps no copy of the identity key,
+        /// so another device can cut it off (`kith device revoke`). The export stays your key.
         #[arg(long, value_name = "FILE")]
         import: Option<PathBuf>,
+        /// With --import: keep the identity key on this device too (it can then export it
+        /// again, but cannot be cut off by another device).
+        #[arg(long, requires = "import")]
+        keep_identity_key: bool,
     },
     /// Print this node's id, the identity id and the age recipient.
     Id {

@@ -170,6 +170,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         Arc::new(Store::open_patiently(&home, kith_node::home::DAEMON_WHAT, LOCK_PATIENCE)?);
     let cfg = NetConfig { listen: opts.listen.clone(), mdns: opts.mdns.clone() };
     let pools = crate::pool_ops::open(&home, opts.clock.clone())?;
+    crate::pool_ops::keep_data_keys(&pools, &store);
     // A leave that a stopped daemon did not finish: the member stays, with its offer back.
     kith_pools::leave::restore_interrupted(&pools);
     let docs = kith_pools::docs::DocsProtocol::new(pools.clone());

@@ -13,7 +13,7 @@ use crate::{local_id, render};
 /// Environment variable holding a passphrase for `key export` and `init --import`.
 const PASSPHRASE_ENV: &str = "KITH_PASSPHRASE";
 
-pub(crate) fn init(root: &Path, import: Option<&Path>) -> Result<ExitCode> {
+pub(crate) fn init(root: &Path, import: Option<&Path>, keep_key: bool) -> Result<ExitCode> {
     let Some(file) = import else {
         let (_, created) = Home::open_or_init(root)?;
         let verb = if created { "created" } else { "already initialised:" };
@@ -29,8 +29,36 @@ pub(crate) fn init(root: &Path, import: Option<&Path>) -> Result<ExitCode> {
     let pass = passphrase("Passphrase of the key export", false)?;
     let identity = Identity::import(&data, &pass)
         .with_context(|| format!("cannot import {}", file.display()))?;
-    Home::init(root, identity)?;
-    eprintln!("kith: imported the identity into {} with a new node key", root.display());
+    if identity.signing_key().is_none() {
+        bail!("{} holds no identity key; it is not a key export", file.display());
+    }
+    if keep_key {
+        Home::init(root, identity)?;
+        eprintln!(
+            "kith: imported the identity into {} with a new node key (the identity key is kept \
+             here too)",
+            root.display()
+        );
+    } else {
+        let mut failed = None;
+        Home::init_with(root, |node| match kith::device_grant(&identity, node) {
+            Ok(g) => identity.clone().into_device(g),
+            Err(e) => {
+                failed = Some(e);
+                identity.clone()
+            }
+        })?;
+        if let Some(e) = failed {
+            bail!("cannot make this a device of the identity: {e}");
+        }
+        eprintln!(
+            "kith: {} is now a device of identity {} with its own key; the identity key stays \
+             in {} (keep it safe: it adds devices and restores everything)",
+            root.display(),
+            identity.id(),
+            file.display()
+        );
+    }
     render::id(&local_id(root)?, false)
 }
 

@@ -31,5 +31,5 @@ pub use api::{GetTo, LedgerReq, PoolReq, Request, SiteReq};
 pub use daemon::{Config, Daemon, DaemonHandle};
 pub use ledger_ops::parse_cents;
 pub use ops::chain;
-pub use pool_ops::parse_duration_ms;
+pub use pool_ops::{device_grant, parse_duration_ms};
 pub use site_ops::check_dir;

@@ -34,6 +34,7 @@ pub fn run(home: Home, req: Request) -> Result<Frames> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Frame>(FRAME_QUEUE);
     let pools = crate::pool_ops::open(&home, kith_node::Clock::system())?;
+    crate::pool_ops::keep_data_keys(&pools, &store);
     let replicator = kith_pools::replica::Replicator::new(pools.clone());
     let ctx = Arc::new(Ctx {
         home,

@@ -250,7 +250,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Init { import } => init(&root, import.as_deref()),
+        Command::Init { import, keep_identity_key } => {
+            init(&root, import.as_deref(), keep_identity_key)
+        }
         Command::Id { json, ticket: false } => render::id(&local_id(&root)?, json),
         Command::Id { json, ticket: true } => {
             let t: kith::api::store::NodeTicket = typed(execute(&root, Request::Ticket, "")?)?;

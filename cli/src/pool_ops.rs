@@ -24,15 +24,63 @@ const MAX_INVITE_LIFETIME_MS: u64 = 365 * 24 * 3_600_000;
 pub fn open(home: &Home, clock: kith_node::Clock) -> Result<Arc<Pools>> {
     let identity = home.identity()?;
     let node = home.node_key()?;
-    let secret = identity.signing_key().to_bytes();
-    let signer = kith_crdt::Signer::new(&secret, *node.id().as_bytes());
+    let node_secret = node.secret().to_bytes();
+    // Signed with the node's own key: certified on the spot where this device holds the
+    // identity key, else by the certificate it was given when it was imported.
+    let (signer, genesis_sig) = match (identity.signing_key(), identity.grant()) {
+        (Some(k), _) => (kith_crdt::Signer::with_device(&k.to_bytes(), &node_secret), None),
+        (None, Some(g)) if g.node == *node.id().as_bytes() => {
+            let derived = g.derived.iter().cloned().collect();
+            let id = *identity.id().as_bytes();
+            (kith_crdt::Signer::device_only(id, &node_secret, g.cert, derived), Some(g.genesis_sig))
+        }
+        (None, _) => bail!(
+            "{} was made for another node key than this home's; import the identity again \
+             (`kith init --import`) in a new home",
+            home.identity_path().display()
+        ),
+    };
     let pools = Pools::load(home.root(), signer, *node.id().as_bytes(), clock)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
     let device = if host.is_empty() { "device".to_string() } else { host };
-    pools.init_identity(&secret, &device, &identity.recipient().to_string())?;
+    pools.init_identity(genesis_sig, &device, &identity.recipient().to_string())?;
     Ok(Arc::new(pools))
+}
+
+/// Data keys the identity makes (after a device is retired) go to `store`: new objects are
+/// sealed to the newest, and the key file keeps them.
+pub fn keep_data_keys(pools: &Pools, store: &Arc<kith_node::Store>) {
+    let known = store.identity().data_keys().iter().map(|k| k.to_public().to_string()).collect();
+    let store = store.clone();
+    pools.set_data_key_sink(
+        known,
+        Box::new(move |k| store.add_data_key(k).map(|_| ()).map_err(|e| e.to_string())),
+    );
+}
+
+/// What a device imported without the identity key is given by it (see
+/// [`kith_node::keys::DeviceGrant`]).
+pub fn device_grant(
+    identity: &kith_node::Identity,
+    node: &kith_node::keys::NodeKey,
+) -> Result<kith_node::keys::DeviceGrant> {
+    let root = identity
+        .signing_key()
+        .ok_or_else(|| anyhow!("this identity holds no identity key to certify a device with"))?;
+    let signer = kith_crdt::Signer::new(&root.to_bytes(), [0; 32]);
+    let node_id = *node.id().as_bytes();
+    Ok(kith_node::keys::DeviceGrant {
+        node: node_id,
+        cert: signer.certify(&node_id).expect("the signer holds the key"),
+        derived: kith_pools::IDENTITY_KEY_CONTEXTS
+            .iter()
+            .map(|c| (c.to_string(), signer.derive_key(c)))
+            .collect(),
+        genesis_sig: kith_pools::identity::IdentityDoc::genesis_sig(&signer)
+            .expect("the signer holds the key"),
+    })
 }
 
 /// Parses `24h`, `30m`, `7d`, `90s` into milliseconds.

@@ -4,7 +4,7 @@ use std::cell::OnceCell;
 
 use automerge::{Automerge, ChangeHash, Patch};
 
-use crate::signed::{Author, Key};
+use crate::signed::{Author, Key, SignedBy};
 
 /// What an [`Authorizer`] is shown about one change.
 ///
@@ -18,6 +18,9 @@ pub struct Check<'a> {
     pub doc_id: &'a Key,
     /// Who made the change.
     pub author: Author,
+    /// Which key signed it: the identity key, or the device `author.device` (certified by the
+    /// identity), so rules can refuse the changes of a device the identity retired.
+    pub signed_by: SignedBy,
     /// The change's own timestamp (milliseconds since the Unix epoch, as its author claims).
     pub time_ms: i64,
     /// The change's note (automerge's commit message), covered by its hash and signature:

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use automerge::{AutoCommit, ChangeHash};
 
-use crate::signed::{Author, DocError, SignedDoc, hex, verify};
+use crate::signed::{Author, DocError, Sig, SignedBy, SignedDoc, hex};
 use crate::sync::SigEntry;
 
 /// Version of the document file format written by this build.
@@ -32,7 +32,7 @@ impl SignedDoc {
             kind: kind.to_string(),
             id: *self.id(),
             doc: self.doc.save(),
-            sigs: self.sigs.iter().map(|(h, s)| SigEntry { hash: h.0, sig: *s }).collect(),
+            sigs: self.sigs.iter().map(|(h, s)| SigEntry { hash: h.0, sig: s.clone() }).collect(),
         };
         minicbor::to_vec(&file).expect("encoding to a Vec cannot fail")
     }
@@ -54,8 +54,8 @@ impl SignedDoc {
         let mut budget = crate::bounds::MAX_INFLATED_BYTES;
         crate::bounds::check_chunks(&file.doc, &mut budget)?;
         let mut doc = crate::signed::guard(|| Ok(AutoCommit::load(&file.doc)?))?;
-        let sigs: BTreeMap<ChangeHash, [u8; 64]> =
-            file.sigs.iter().map(|s| (ChangeHash(s.hash), s.sig)).collect();
+        let sigs: BTreeMap<ChangeHash, Sig> =
+            file.sigs.into_iter().map(|s| (ChangeHash(s.hash), s.sig)).collect();
         let changes = doc.get_changes(&[]);
         let mut roots = 0;
         for c in &changes {
@@ -63,7 +63,12 @@ impl SignedDoc {
             let author =
                 Author::from_actor(c.actor_id()).ok_or(DocError::BadActor { change: hex(&h.0) })?;
             let sig = sigs.get(&h).ok_or(DocError::MissingSignature { change: hex(&h.0) })?;
-            if !verify(&author.key, &crate::signed::signing_message(&file.id, &h), sig) {
+            let by = crate::signed::signed_by(
+                &author.key,
+                &crate::signed::signing_message(&file.id, &h),
+                sig,
+            );
+            if by.is_none_or(|by| matches!(by, SignedBy::Device(d) if d != author.device)) {
                 return Err(DocError::BadSignature { change: hex(&h.0), author: hex(&author.key) });
             }
             if c.deps().is_empty() {
@@ -76,7 +81,8 @@ impl SignedDoc {
         if roots != 1 {
             return Err(DocError::Format(format!("{roots} genesis changes, expected one")));
         }
-        let sigs = changes.iter().filter_map(|c| Some((c.hash(), *sigs.get(&c.hash())?))).collect();
+        let sigs =
+            changes.iter().filter_map(|c| Some((c.hash(), sigs.get(&c.hash())?.clone()))).collect();
         Ok(SignedDoc::from_parts(file.id, doc, sigs))
     }
 }

@@ -8,7 +8,8 @@ use automerge::{AutoCommit, Change, ChangeHash};
 
 use crate::check::{Authorizer, Check};
 use crate::signed::{
-    Author, DocError, MAX_CHANGE_BYTES, SignedDoc, guard, hex, signing_message, verify,
+    Author, DocError, MAX_CHANGE_BYTES, Sig, SignedBy, SignedDoc, guard, hex, signed_by,
+    signing_message,
 };
 
 impl SignedDoc {
@@ -17,7 +18,7 @@ impl SignedDoc {
     pub fn ingest(
         &mut self,
         changes: Vec<Change>,
-        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
+        sigs: &BTreeMap<ChangeHash, Sig>,
         authz: &dyn Authorizer,
     ) -> Result<Vec<ChangeHash>, DocError> {
         let mut seen = HashSet::new();
@@ -73,8 +74,8 @@ impl SignedDoc {
     fn vouch(
         &self,
         c: &Change,
-        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
-    ) -> Result<(Author, [u8; 64], bool), DocError> {
+        sigs: &BTreeMap<ChangeHash, Sig>,
+    ) -> Result<(Author, SignedBy, Sig, bool), DocError> {
         let hash = c.hash();
         let change = hex(&hash.0);
         let len = c.raw_bytes().len();
@@ -83,28 +84,34 @@ impl SignedDoc {
         }
         let author = Author::from_actor(c.actor_id())
             .ok_or(DocError::BadActor { change: change.clone() })?;
-        let sig = *sigs.get(&hash).ok_or(DocError::MissingSignature { change: change.clone() })?;
-        if !verify(&author.key, &signing_message(&self.id, &hash), &sig) {
+        let sig = sigs.get(&hash).ok_or(DocError::MissingSignature { change: change.clone() })?;
+        // A device's signature must be by the device the change names as its writer: the
+        // device field of an author is a claim only when the identity key itself signed.
+        let by = match signed_by(&author.key, &signing_message(&self.id, &hash), sig) {
+            Some(SignedBy::Device(d)) if d != author.device => None,
+            by => by,
+        };
+        let Some(by) = by else {
             return Err(DocError::BadSignature { change, author: hex(&author.key) });
-        }
+        };
         let genesis = c.deps().is_empty();
         if genesis && hash.0 != self.id {
             return Err(DocError::ForeignGenesis { change, id: hex(&self.id) });
         }
-        Ok((author, sig, genesis))
+        Ok((author, by, sig.clone(), genesis))
     }
 
     pub(crate) fn check(
         &self,
         work: &mut AutoCommit,
         c: &Change,
-        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
+        sigs: &BTreeMap<ChangeHash, Sig>,
         authz: &dyn Authorizer,
         made_at: Option<&[ChangeHash]>,
-    ) -> Result<[u8; 64], DocError> {
+    ) -> Result<Sig, DocError> {
         let hash = c.hash();
         let change = hex(&hash.0);
-        let (author, sig, genesis) = self.vouch(c, sigs)?;
+        let (author, signed_by, sig, genesis) = self.vouch(c, sigs)?;
         // Applied to the batch's working copy first (a refused batch is dropped whole), and the
         // patches taken from the change alone when the copy held exactly its dependencies (the
         // usual case; the diff cursor indexes what applying it touched), else by a diff of the
@@ -152,6 +159,7 @@ impl SignedDoc {
         let check = Check {
             doc_id: &self.id,
             author,
+            signed_by,
             time_ms: c.timestamp(),
             note: c.message(),
             genesis,

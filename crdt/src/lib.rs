@@ -31,8 +31,9 @@ pub use automerge;
 pub use check::{Authorizer, Check};
 pub use file::DOC_FILE_VERSION;
 pub use signed::{
-    Author, DocError, Key, MAX_CHANGE_BYTES, SIGNING_CONTEXT, SignedDoc, Signer, hex, patch_path,
-    verify,
+    Author, DEVICE_CERT_CONTEXT, DEVICE_SIG_LEN, DocError, Key, MAX_CHANGE_BYTES, ROOT_SIG_LEN,
+    SIGNING_CONTEXT, Sig, SignedBy, SignedDoc, Signer, cert_message, hex, patch_path, signed_by,
+    verify, verify_device,
 };
 pub use sync::{SigEntry, SyncFrame, SyncState};
 pub use typed::{Doc, Schema};

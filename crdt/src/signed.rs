@@ -59,39 +59,220 @@ impl Author {
     }
 }
 
-/// The secret half of an author: signs changes.
+/// A signature as kith carries it: [`ROOT_SIG_LEN`] bytes made by the identity key itself,
+/// or [`DEVICE_SIG_LEN`] bytes made by one device of the identity: the device's key (32), the
+/// identity's certificate of that device (64, over [`cert_message`]) and the device's
+/// signature (64). A device-made signature names the device that made it, so a device the
+/// identity retired can be refused by whoever knows of the retirement.
+pub type Sig = Vec<u8>;
+
+/// Length of a signature made by the identity key.
+pub const ROOT_SIG_LEN: usize = 64;
+/// Length of a signature made by a certified device.
+pub const DEVICE_SIG_LEN: usize = 32 + 64 + 64;
+/// Domain separation of a device certificate.
+pub const DEVICE_CERT_CONTEXT: &[u8] = b"kith-device-cert-v1";
+
+/// What the identity signs to certify that `device` is one of its devices.
+pub fn cert_message(identity: &Key, device: &Key) -> Vec<u8> {
+    [DEVICE_CERT_CONTEXT, &identity[..], &device[..]].concat()
+}
+
+/// Who made a valid signature of an identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignedBy {
+    /// The identity key itself (devices that hold it, and everything signed before devices
+    /// had keys of their own).
+    Root,
+    /// The certified device with this key.
+    Device(Key),
+}
+
+/// The secret half of an author: signs changes, invites, receipts and proofs.
+///
+/// A device signer ([`Signer::with_device`], [`Signer::device_only`]) signs with the device's
+/// own key and the identity's certificate of it; [`Signer::new`] signs with the identity key
+/// (the form every signature had before devices had keys; tests use it too).
 pub struct Signer {
-    key: SigningKey,
+    identity: Key,
+    root: Option<SigningKey>,
     device: Key,
+    device_key: Option<(SigningKey, [u8; 64])>,
+    derived: BTreeMap<String, [u8; 32]>,
 }
 
 impl Signer {
-    /// A signer from an identity secret key and the device's public key.
+    /// A signer with the identity secret key, writing as `device` (signatures by the identity
+    /// key).
     pub fn new(identity_secret: &[u8; 32], device: Key) -> Signer {
-        Signer { key: SigningKey::from_bytes(identity_secret), device }
+        let root = SigningKey::from_bytes(identity_secret);
+        Signer {
+            identity: root.verifying_key().to_bytes(),
+            root: Some(root),
+            device,
+            device_key: None,
+            derived: BTreeMap::new(),
+        }
+    }
+
+    /// A signer on a device that holds the identity secret: it certifies its own device key
+    /// and signs with it.
+    pub fn with_device(identity_secret: &[u8; 32], device_secret: &[u8; 32]) -> Signer {
+        let root = SigningKey::from_bytes(identity_secret);
+        let dev = SigningKey::from_bytes(device_secret);
+        let identity = root.verifying_key().to_bytes();
+        let device = dev.verifying_key().to_bytes();
+        let cert = root.sign(&cert_message(&identity, &device)).to_bytes();
+        Signer {
+            identity,
+            root: Some(root),
+            device,
+            device_key: Some((dev, cert)),
+            derived: BTreeMap::new(),
+        }
+    }
+
+    /// A signer on a device that does not hold the identity secret: its device key, the
+    /// identity's certificate of it, and the keys the identity derived for it
+    /// ([`Signer::derive_key`]'s contexts).
+    pub fn device_only(
+        identity: Key,
+        device_secret: &[u8; 32],
+        cert: [u8; 64],
+        derived: BTreeMap<String, [u8; 32]>,
+    ) -> Signer {
+        let dev = SigningKey::from_bytes(device_secret);
+        let device = dev.verifying_key().to_bytes();
+        Signer { identity, root: None, device, device_key: Some((dev, cert)), derived }
     }
 
     /// The author this signer writes as.
     pub fn author(&self) -> Author {
-        Author { key: self.key.verifying_key().to_bytes(), device: self.device }
+        Author { key: self.identity, device: self.device }
     }
 
-    /// Signs arbitrary bytes with the identity key (invites, proofs).
-    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.key.sign(msg).to_bytes()
+    /// Whether this signer holds the identity secret.
+    pub fn has_root(&self) -> bool {
+        self.root.is_some()
     }
 
-    /// A secret key for `context` that every device holding this identity derives alike and
-    /// nobody else can (BLAKE3's key derivation over the identity secret).
+    /// Signs arbitrary bytes (changes, invites, proofs): with the device key where this
+    /// signer has one, else with the identity key.
+    pub fn sign(&self, msg: &[u8]) -> Sig {
+        match &self.device_key {
+            Some((dev, cert)) => {
+                let mut out = Vec::with_capacity(DEVICE_SIG_LEN);
+                out.extend_from_slice(&self.device);
+                out.extend_from_slice(cert);
+                out.extend_from_slice(&dev.sign(msg).to_bytes());
+                out
+            }
+            None => self
+                .root
+                .as_ref()
+                .expect("a signer holds a root or a device key")
+                .sign(msg)
+                .to_bytes()
+                .to_vec(),
+        }
+    }
+
+    /// Signs with the identity key itself, if this signer holds it.
+    pub fn sign_root(&self, msg: &[u8]) -> Option<[u8; 64]> {
+        self.root.as_ref().map(|r| r.sign(msg).to_bytes())
+    }
+
+    /// The identity's certificate of `device`, if this signer holds the identity secret.
+    pub fn certify(&self, device: &Key) -> Option<[u8; 64]> {
+        self.sign_root(&cert_message(&self.identity, device))
+    }
+
+    /// A secret key for `context` that only this device derives (BLAKE3's key derivation over
+    /// its own key); `None` for a signer without a device key.
+    pub fn derive_device_key(&self, context: &str) -> Option<[u8; 32]> {
+        self.device_key.as_ref().map(|(k, _)| blake3::derive_key(context, k.as_bytes()))
+    }
+
+    /// A secret key for `context` that every device of this identity derives alike and
+    /// nobody else can (BLAKE3's key derivation over the identity secret; a device without it
+    /// was given the keys of the contexts it needs when it was certified).
+    ///
+    /// # Panics
+    ///
+    /// On a device without the identity secret, for a context it was not given: the contexts
+    /// are a fixed list (`kith_pools::IDENTITY_KEY_CONTEXTS`), so this is a bug.
     pub fn derive_key(&self, context: &str) -> [u8; 32] {
-        blake3::derive_key(context, self.key.as_bytes())
+        match &self.root {
+            Some(r) => blake3::derive_key(context, r.as_bytes()),
+            None => *self
+                .derived
+                .get(context)
+                .unwrap_or_else(|| panic!("no key was derived for `{context}` on this device")),
+        }
     }
 }
 
-/// Verifies an ed25519 signature by `key` over `msg`.
-pub fn verify(key: &Key, msg: &[u8], sig: &[u8; 64]) -> bool {
+/// Which key of `identity` made `sig` over `msg`, if it is valid: the identity key itself,
+/// or a device the identity certified.
+pub fn signed_by(identity: &Key, msg: &[u8], sig: &[u8]) -> Option<SignedBy> {
+    match sig.len() {
+        ROOT_SIG_LEN => verify64(identity, msg, sig).then_some(SignedBy::Root),
+        DEVICE_SIG_LEN => {
+            let device: Key = sig[..32].try_into().expect("32 bytes");
+            (certified(identity, &device, &sig[32..96]) && verify64(&device, msg, &sig[96..]))
+                .then_some(SignedBy::Device(device))
+        }
+        _ => None,
+    }
+}
+
+/// Verifies a signature of `key`'s identity over `msg` (by the identity key or one of its
+/// certified devices, see [`Sig`]).
+pub fn verify(key: &Key, msg: &[u8], sig: &[u8]) -> bool {
+    signed_by(key, msg, sig).is_some()
+}
+
+/// Verifies a proof that `node` is a device of `identity`: a signature over `msg` (which
+/// names the node) by the identity key, or by that very device. A device cannot vouch for
+/// another node: only the identity key certifies devices.
+pub fn verify_device(identity: &Key, node: &Key, msg: &[u8], sig: &[u8]) -> bool {
+    match signed_by(identity, msg, sig) {
+        Some(SignedBy::Root) => true,
+        Some(SignedBy::Device(d)) => d == *node,
+        None => false,
+    }
+}
+
+/// Whether `cert` is `identity`'s certificate of `device`. Every change of a device carries
+/// the same certificate, so the certificates verified are remembered (a few thousand, then
+/// forgotten all at once): a document of many changes costs one verification per change.
+fn certified(identity: &Key, device: &Key, cert: &[u8]) -> bool {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<[u8; 128]>>> = OnceLock::new();
+    let mut k = [0u8; 128];
+    k[..32].copy_from_slice(identity);
+    k[32..64].copy_from_slice(device);
+    k[64..].copy_from_slice(cert);
+    let seen = SEEN.get_or_init(Default::default);
+    if seen.lock().unwrap_or_else(|p| p.into_inner()).contains(&k) {
+        return true;
+    }
+    if !verify64(identity, &cert_message(identity, device), cert) {
+        return false;
+    }
+    let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+    if s.len() >= 4096 {
+        s.clear();
+    }
+    s.insert(k);
+    true
+}
+
+fn verify64(key: &Key, msg: &[u8], sig: &[u8]) -> bool {
+    let Ok(sig) = <[u8; 64]>::try_from(sig) else { return false };
     match VerifyingKey::from_bytes(key) {
-        Ok(k) => k.verify_strict(msg, &Signature::from_bytes(sig)).is_ok(),
+        Ok(k) => k.verify_strict(msg, &Signature::from_bytes(&sig)).is_ok(),
         Err(_) => false,
     }
 }
@@ -225,7 +406,7 @@ pub fn hex(b: &[u8]) -> String {
 pub struct SignedDoc {
     pub(crate) id: Key,
     pub(crate) doc: AutoCommit,
-    pub(crate) sigs: BTreeMap<ChangeHash, [u8; 64]>,
+    pub(crate) sigs: BTreeMap<ChangeHash, Sig>,
 }
 
 impl std::fmt::Debug for SignedDoc {
@@ -246,7 +427,7 @@ impl SignedDoc {
     pub(crate) fn from_parts(
         id: Key,
         doc: AutoCommit,
-        sigs: BTreeMap<ChangeHash, [u8; 64]>,
+        sigs: BTreeMap<ChangeHash, Sig>,
     ) -> SignedDoc {
         SignedDoc { id, doc, sigs }
     }
@@ -411,10 +592,12 @@ impl SignedDoc {
     pub fn changes_since(
         &mut self,
         heads: &[ChangeHash],
-    ) -> (Vec<Change>, BTreeMap<ChangeHash, [u8; 64]>) {
+    ) -> (Vec<Change>, BTreeMap<ChangeHash, Sig>) {
         let changes = self.doc.get_changes(heads);
-        let sigs =
-            changes.iter().filter_map(|c| Some((c.hash(), *self.sigs.get(&c.hash())?))).collect();
+        let sigs = changes
+            .iter()
+            .filter_map(|c| Some((c.hash(), self.sigs.get(&c.hash())?.clone())))
+            .collect();
         (changes, sigs)
     }
 }

@@ -32,9 +32,9 @@ pub struct SigEntry {
     /// The change hash.
     #[cbor(n(0), with = "minicbor::bytes")]
     pub hash: [u8; 32],
-    /// The signature.
+    /// The signature ([`crate::signed::Sig`]).
     #[cbor(n(1), with = "minicbor::bytes")]
-    pub sig: [u8; 64],
+    pub sig: Vec<u8>,
 }
 
 impl SignedDoc {
@@ -51,7 +51,7 @@ impl SignedDoc {
         };
         let sigs = hashes
             .iter()
-            .filter_map(|h| Some(SigEntry { hash: h.0, sig: *self.sigs.get(h)? }))
+            .filter_map(|h| Some(SigEntry { hash: h.0, sig: self.sigs.get(h)?.clone() }))
             .collect();
         Some(SyncFrame { msg: msg.encode(), sigs })
     }
@@ -104,8 +104,8 @@ impl SignedDoc {
         crate::signed::guard(|| Ok(work.sync().receive_sync_message(&mut next, msg)?))?;
         let heads = self.doc.get_heads();
         let new = work.get_changes(&heads);
-        let sigs: BTreeMap<ChangeHash, [u8; 64]> =
-            frame.sigs.iter().map(|s| (ChangeHash(s.hash), s.sig)).collect();
+        let sigs: BTreeMap<ChangeHash, crate::signed::Sig> =
+            frame.sigs.iter().map(|s| (ChangeHash(s.hash), s.sig.clone())).collect();
         let accepted = self.ingest(new, &sigs, authz)?;
         *state = next;
         Ok(accepted)

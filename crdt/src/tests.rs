@@ -108,7 +108,7 @@ fn forged_takeover(
     b: &SignedDoc,
     m: &Signer,
     id: &Key,
-) -> (automerge::AutoCommit, automerge::Change, BTreeMap<automerge::ChangeHash, [u8; 64]>) {
+) -> (automerge::AutoCommit, automerge::Change, BTreeMap<automerge::ChangeHash, signed::Sig>) {
     let mut raw = b.doc.clone().with_actor(m.author().actor());
     raw.put(ROOT, "owner", m.author().key.to_vec()).unwrap();
     let h = raw.commit().unwrap();
@@ -163,7 +163,7 @@ fn sync_rejects_a_peer_sending_a_forged_change() {
     let mut b = load_copy(&mut a);
     let (raw, bad, sigs) = forged_takeover(&b, &m, a.id());
     b.doc = raw;
-    b.sigs.insert(bad.hash(), sigs[&bad.hash()]);
+    b.sigs.insert(bad.hash(), sigs[&bad.hash()].clone());
     let err = sync_pair(&mut a, &mut b).unwrap_err();
     assert!(matches!(err, DocError::Unauthorised { .. }), "{err}");
     assert_eq!(a.len(), 1);
@@ -414,4 +414,67 @@ fn a_change_writing_into_a_map_its_dependencies_do_not_hold_is_refused() {
     assert_eq!(with_map.heads(), before);
     // The node without the map cannot take it either.
     assert!(base.ingest(vec![forged], &sigs, &Anyone).is_err());
+}
+
+/// Records which key signed each change it is shown.
+struct Witness(std::sync::Mutex<Vec<SignedBy>>);
+
+impl Authorizer for Witness {
+    fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
+        self.0.lock().unwrap().push(c.signed_by);
+        Toy.authorise(c)
+    }
+}
+
+#[test]
+fn a_device_signs_with_its_own_certified_key_and_only_as_itself() {
+    let owner = signer(1);
+    let mut a = genesis(&owner);
+    // A device of identity 2 that does not hold the identity secret: its key, the identity's
+    // certificate and nothing else.
+    let root2 = Signer::with_device(&[2; 32], &[21; 32]);
+    let device = root2.author().device;
+    let cert = root2.certify(&device).unwrap();
+    let phone = Signer::device_only(root2.author().key, &[21; 32], cert, BTreeMap::new());
+    assert!(!phone.has_root());
+    assert_eq!(phone.author(), root2.author());
+    let mut b = load_copy(&mut a);
+    own_entry(&mut b, &phone, 7);
+    let (changes, sigs) = b.changes_since(&a.heads());
+    assert_eq!(sigs.values().next().unwrap().len(), DEVICE_SIG_LEN);
+    let seen = Witness(Default::default());
+    a.ingest(changes.clone(), &sigs, &seen).unwrap();
+    assert_eq!(*seen.0.lock().unwrap(), vec![SignedBy::Device(device)]);
+    // Saved and loaded, the device's signature verifies again.
+    assert_eq!(load_copy(&mut a).len(), 2);
+
+    // The same change claimed by another device of the identity: the signature names the
+    // device that made it, so the claim is refused.
+    let mut c = load_copy(&mut genesis(&owner));
+    let other = Author { key: root2.author().key, device: [99; 32] };
+    let mut raw = c.doc.clone().with_actor(other.actor());
+    let own = raw.get(ROOT, "own").unwrap().unwrap().1;
+    raw.put(&own, hex(&other.key), 8).unwrap();
+    let h = raw.commit().unwrap();
+    let forged = raw.get_change_by_hash(&h).unwrap();
+    let sigs = BTreeMap::from([(h, phone.sign(&signed::signing_message(c.id(), &h)))]);
+    let err = c.ingest(vec![forged], &sigs, &Toy).unwrap_err();
+    assert!(matches!(err, DocError::BadSignature { .. }), "{err}");
+
+    // A device key certified by another identity does not sign for this one.
+    let stranger = Signer::with_device(&[3; 32], &[21; 32]);
+    let mut raw = c.doc.clone().with_actor(root2.author().actor());
+    let own = raw.get(ROOT, "own").unwrap().unwrap().1;
+    raw.put(&own, hex(&root2.author().key), 9).unwrap();
+    let h = raw.commit().unwrap();
+    let change = raw.get_change_by_hash(&h).unwrap();
+    let mut s2 = stranger.sign(&signed::signing_message(c.id(), &h));
+    s2[32..96].copy_from_slice(&stranger.certify(&device).unwrap());
+    let err = c.ingest(vec![change], &BTreeMap::from([(h, s2)]), &Toy).unwrap_err();
+    assert!(matches!(err, DocError::BadSignature { .. }), "{err}");
+    // Truncated and overlong signatures are refused, not read past.
+    for len in [0, 63, 65, 159, 161] {
+        assert!(!verify(&root2.author().key, b"m", &vec![0u8; len]));
+    }
+    assert_eq!(c.len(), 1);
 }

@@ -135,7 +135,7 @@ impl<S: Schema> Doc<S> {
     pub fn ingest(
         &mut self,
         changes: Vec<Change>,
-        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
+        sigs: &BTreeMap<ChangeHash, crate::signed::Sig>,
         rules: &S::Rules<'_>,
     ) -> Result<Vec<ChangeHash>, DocError> {
         self.signed.ingest(changes, sigs, rules)
@@ -145,7 +145,7 @@ impl<S: Schema> Doc<S> {
     pub fn changes_since(
         &mut self,
         heads: &[ChangeHash],
-    ) -> (Vec<Change>, BTreeMap<ChangeHash, [u8; 64]>) {
+    ) -> (Vec<Change>, BTreeMap<ChangeHash, crate::signed::Sig>) {
         self.signed.changes_since(heads)
     }
 

@@ -9,5 +9,5 @@ fn identity() -> &'static age::x25519::Identity {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = kith_node::store::root::Root::open(data, identity());
+    let _ = kith_node::store::root::Root::open(data, &[identity()]);
 });

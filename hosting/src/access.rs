@@ -26,7 +26,7 @@ struct Body {
     #[n(2)]
     expires_ms: u64,
     #[cbor(n(3), with = "minicbor::bytes")]
-    sig: [u8; 64],
+    sig: Vec<u8>,
 }
 
 fn message(member: &Key, pool: &Key, expires_ms: u64) -> Vec<u8> {

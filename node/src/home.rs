@@ -129,6 +129,15 @@ impl Home {
     /// Creates a home at `root` holding `identity` and a fresh node key. Fails if `root` already
     /// holds an identity, or is a non-empty directory that is not a home.
     pub fn init(root: &Path, identity: Identity) -> Result<Home, HomeError> {
+        Self::init_with(root, |_| identity)
+    }
+
+    /// [`Home::init`], with the identity made for the new node key (a device's grant names
+    /// its node key), so nothing but what the device keeps is ever written.
+    pub fn init_with(
+        root: &Path,
+        identity_for: impl FnOnce(&NodeKey) -> Identity,
+    ) -> Result<Home, HomeError> {
         let home = Home { root: root.to_path_buf() };
         if home.is_initialised() {
             return Err(HomeError::AlreadyInitialised(root.to_path_buf()));
@@ -139,8 +148,10 @@ impl Home {
         fsutil::create_private_dir(root).map_err(io_err(root))?;
         fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io_err(root))?;
         let node_path = home.node_key_path();
-        fsutil::write_atomic(&node_path, &NodeKey::generate().to_file_bytes(), KEY_FILE_MODE)
+        let node = NodeKey::generate();
+        fsutil::write_atomic(&node_path, &node.to_file_bytes(), KEY_FILE_MODE)
             .map_err(io_err(&node_path))?;
+        let identity = identity_for(&node);
         let id_path = home.identity_path();
         fsutil::write_atomic(&id_path, &identity.to_file_bytes(), KEY_FILE_MODE)
             .map_err(io_err(&id_path))?;
@@ -177,6 +188,13 @@ impl Home {
         let path = self.node_key_path();
         let bytes = read_key_file(&path)?;
         NodeKey::from_file_bytes(&bytes).map_err(|source| HomeError::KeyFile { path, source })
+    }
+
+    /// Replaces the identity key file (a data key added); only the holder of the home's lock
+    /// calls this.
+    pub fn write_identity(&self, identity: &Identity) -> Result<(), HomeError> {
+        let path = self.identity_path();
+        fsutil::write_atomic(&path, &identity.to_file_bytes(), KEY_FILE_MODE).map_err(io_err(&path))
     }
 
     /// Reads the identity.

@@ -71,7 +71,7 @@ fn pack_envelope_tree_and_root_v1_decode() {
         object.to_string(),
         std::fs::read_to_string(dir().join("pack-v1.object")).unwrap().trim()
     );
-    let root = Root::open(&blob(&root_entry.id), id.age_identity()).unwrap();
+    let root = Root::open(&blob(&root_entry.id), &[id.age_identity()]).unwrap();
     assert_eq!(root.version, 1);
     assert_eq!(root.entry_kind(), EntryKind::File);
     assert_eq!(root.source, b"/fixture/hello.txt");

@@ -3,10 +3,12 @@
 //! Retiring a device marks it in the identity document (synced to the identity's other
 //! devices and to the custodians in its pools) and takes it out of every pool this identity is
 //! in: placement stops counting it as a holder (its share is re-placed by repair) and nobody
-//! dials it for the pool any more. The retired device, if it ever comes back, learns it from
-//! its identity document and stops taking part in pools. Every device holds the whole identity
-//! today, so this relies on the retired device's honesty; per-device keys that make it a
-//! cryptographic cut-off are the trust work (docs/security.md).
+//! dials it for the pool any more. Each device signs with its own key (certified by the
+//! identity), so every pool and the identity document refuse the retired device's changes,
+//! every node refuses it blobs and sessions, and a new data key it never sees seals what is
+//! stored from then on (`crate::datakeys`). A device imported without the identity key
+//! (`kith init --import`, the default) has nothing left to sign or open new data with; one
+//! that kept the identity key could certify itself a new node key (docs/security.md).
 
 use kith_crdt::{Key, hex};
 
@@ -136,10 +138,12 @@ pub fn retire(pools: &Pools, spec: &str, now_ms: i64) -> Result<Retired, DeviceE
         d.add_device(s, &node, "", now)?;
         d.revoke_device(s, &node, now).map(|_| ())
     })?;
+    // New objects are sealed to a key the retired device never sees.
+    pools.rotate_data_key()?;
     let mut taken = Vec::new();
     for (id, pv) in pools.list() {
         let signer = pools.signer();
-        if pools.with_pool(&hex(&id), |p| p.remove_node(signer, &node, now_ms))? {
+        if pools.with_pool(&hex(&id), |p| p.retire_node(signer, &node, now_ms))? {
             taken.push(pv.charter.name.clone());
         }
     }

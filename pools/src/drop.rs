@@ -2,11 +2,13 @@
 //! neighbourhoods that have no link (`kith drop make`, `kith drop apply`).
 //!
 //! ```text
-//! header  "KITHDRP1" | format u32 LE (1)
+//! header  "KITHDRP1" | format u32 LE (2; format 1 is read too)
 //! entry   tag u8 | length u32 LE | payload            (see node's store::framed)
 //!   1 about    CBOR [pool id [32], maker identity [32], maker node [32], made_ms u64,
 //!                    since [[32]...], heads [[32]...]]                        first
-//!   2 change   signature [64] | one automerge change chunk (at most 64 KiB)
+//!   2 change   signature length u8 | signature (64 or 160, kith_crdt::Sig) |
+//!              one automerge change chunk (at most 64 KiB)       (format 1: signature [64] |
+//!              change)
 //!   3 blob     id [32] | kind u8 (0 chunk, 1 root) | the blob as stored
 //!   255 end    entries before it u64 LE | BLAKE3 of every byte before this entry [32]
 //! ```
@@ -32,7 +34,7 @@ use crate::manifest::Manifest;
 
 const MAGIC: &[u8; 8] = b"KITHDRP1";
 /// The drop format this kith writes and the newest it reads.
-pub const DROP_FORMAT: u32 = 1;
+pub const DROP_FORMAT: u32 = 2;
 const TAG_ABOUT: u8 = 1;
 const TAG_CHANGE: u8 = 2;
 const TAG_BLOB: u8 = 3;
@@ -249,7 +251,8 @@ pub fn make<W: Write>(
                 hex(&c.hash().0[..8])
             ))
         })?;
-        w.entry(TAG_CHANGE, &[sig, c.raw_bytes()]).map_err(io)?;
+        let len = [u8::try_from(sig.len()).expect("a signature is 64 or 160 bytes")];
+        w.entry(TAG_CHANGE, &[&len, sig, c.raw_bytes()]).map_err(io)?;
         report.changes += 1;
     }
     let mut missing: BTreeSet<ChunkId> = BTreeSet::new();
@@ -289,7 +292,7 @@ pub enum DropEntry {
     About(About),
     /// A change, parsed within bounds, with its author's signature (not checked here: the
     /// pool's rules check it).
-    Change(Box<kith_crdt::automerge::Change>, [u8; 64]),
+    Change(Box<kith_crdt::automerge::Change>, kith_crdt::Sig),
     /// A blob as stored (its id is checked by the store).
     Blob(ChunkId, BlobKind, Vec<u8>),
 }
@@ -298,6 +301,7 @@ pub enum DropEntry {
 /// automerge parses them) and the end entry; `next_entry` gives `None` only after a valid end.
 pub struct DropReader<R> {
     frames: FramedReader<R>,
+    format: u32,
     about: bool,
     budget: usize,
 }
@@ -309,7 +313,7 @@ impl<R: Read> DropReader<R> {
         if format > DROP_FORMAT {
             return Err(DropError::Newer(format));
         }
-        Ok(DropReader { frames, about: false, budget: MAX_CHANGE_BYTES_IN_DROP })
+        Ok(DropReader { frames, format, about: false, budget: MAX_CHANGE_BYTES_IN_DROP })
     }
 
     /// The next entry; `None` once the end entry proved the file whole.
@@ -329,14 +333,22 @@ impl<R: Read> DropReader<R> {
             _ if !self.about => return Err(bad("it does not say which pool it is of first")),
             TAG_ABOUT => return Err(bad("it says which pool it is of twice")),
             TAG_CHANGE => {
-                if payload.len() > 64 + kith_crdt::MAX_CHANGE_BYTES {
+                // Format 1 wrote identity-key signatures only (64 bytes, no length).
+                let (at, len) = match self.format {
+                    1 => (0, kith_crdt::ROOT_SIG_LEN),
+                    _ => (1, usize::from(*payload.first().unwrap_or(&0))),
+                };
+                if len != kith_crdt::ROOT_SIG_LEN && len != kith_crdt::DEVICE_SIG_LEN {
+                    return Err(bad("a change entry's signature has no valid length"));
+                }
+                if payload.len() > at + len + kith_crdt::MAX_CHANGE_BYTES {
                     return Err(bad("a change entry is larger than any change"));
                 }
-                if payload.len() < 64 {
+                if payload.len() < at + len {
                     return Err(bad("a change entry is too short"));
                 }
-                let sig: [u8; 64] = payload[..64].try_into().expect("64 bytes");
-                let mut cs = kith_crdt::bounds::carried_changes(&payload[64..], &mut self.budget)
+                let sig = payload[at..at + len].to_vec();
+                let mut cs = kith_crdt::bounds::carried_changes(&payload[at + len..], &mut self.budget)
                     .map_err(|e| {
                         bad(format!(
                             "a change does not read ({e}): the file is damaged or incomplete; copy it again"

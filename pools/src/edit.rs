@@ -127,11 +127,24 @@ pub fn set_offer(
     d.put(&o, "zone", offer.zone.as_str())
 }
 
-/// Takes one of `me`'s nodes out of the pool (a retired device).
-pub fn remove_node(d: &mut AutoCommit, me: &Key, node: &Key) -> Result<(), AutomergeError> {
+/// Retires `me`'s device `node` for good: out of its nodes, and its own changes refused from
+/// then on.
+pub fn retire_node(
+    d: &mut AutoCommit,
+    me: &Key,
+    node: &Key,
+    now_ms: i64,
+) -> Result<(), AutomergeError> {
     let m = member(d, me)?;
     let ns = map(d, &m, "nodes")?;
-    d.delete(&ns, hex(node))
+    if d.get(&ns, hex(node))?.is_some() {
+        d.delete(&ns, hex(node))?;
+    }
+    let rs = map_or_new(d, &m, "retired")?;
+    if d.get(&rs, hex(node))?.is_none() {
+        d.put(&rs, hex(node), now_ms)?;
+    }
+    Ok(())
 }
 
 /// Records an object `me` stored in the pool.

@@ -65,7 +65,8 @@ impl BlobGate for PoolsGate {
         let me = pools.signer().author().key;
         // A device of this identity (proven now, or listed in its document), not retired.
         let proven = proof.is_some_and(|p| {
-            p.identity == me && kith_crdt::verify(&me, &DeviceProof::message(&node), &p.sig)
+            p.identity == me
+                && kith_crdt::verify_device(&me, &node, &DeviceProof::message(&node), &p.sig)
         });
         if (proven || pools.is_own_device(&node)) && !pools.is_retired_device(&node) {
             return Ok(());
@@ -77,6 +78,14 @@ impl BlobGate for PoolsGate {
             }
         }
         if allowed.is_empty() {
+            if pools.is_retired_device(&node)
+                || pools
+                    .holding()
+                    .iter()
+                    .any(|(_, v)| v.not_a_member_node(&node) == crate::view::RETIRED_DEVICE)
+            {
+                return Err(crate::view::RETIRED_DEVICE.into());
+            }
             return Err(
                 "this node serves blobs only to its identity's devices and to members of its pools"
                     .into(),

@@ -5,8 +5,10 @@
 //! ```text
 //! v: 1, kind: "kith-identity", owner: <identity key>
 //! name: "..."                               (absent until set)
-//! devices:    { <node hex>: { name, added, revoked? } }
+//! devices:    { <node hex>: { name, added, revoked?, recipient? } }
 //! recipients: { <age recipient>: added }
+//! recovery:   <age recipient>                 (opened by the identity key alone)
+//! keys:       { <n>: { recipient, at, sealed: { <node hex> | "recovery": bytes } } }
 //! pools:      { <opaque key>: { sealed } }    (written before 2026-11-30: { <pool hex>: { name, joined } })
 //! ```
 //!
@@ -25,8 +27,8 @@ use std::collections::BTreeMap;
 use kith_crdt::automerge::transaction::Transactable;
 use kith_crdt::automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc};
 use kith_crdt::{
-    Authorizer, Check, Doc, DocError, Key, Schema, SignedDoc, Signer, SyncFrame, SyncState, hex,
-    patch_path,
+    Authorizer, Check, Doc, DocError, Key, Schema, SignedBy, SignedDoc, Signer, SyncFrame,
+    SyncState, hex, patch_path,
 };
 
 use crate::error::ShapeError;
@@ -47,6 +49,19 @@ pub struct Device {
     pub added_ms: i64,
     /// When another device of the identity retired it (lost, stolen, replaced).
     pub revoked_ms: Option<i64>,
+    /// The age recipient of its own data key (derived from its node key), once it listed it.
+    pub recipient: Option<String>,
+}
+
+/// A data key the identity made, sealed to its devices.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DataKeyEntry {
+    /// Its age recipient (what new objects are sealed to).
+    pub recipient: String,
+    /// When it was made (ms since the epoch).
+    pub at_ms: i64,
+    /// Its secret, sealed (age) to each device by node hex, and to `"recovery"`.
+    pub sealed: BTreeMap<String, Vec<u8>>,
 }
 
 /// Key derivation context of the key that seals the identity's pool entries.
@@ -85,6 +100,10 @@ pub struct IdentityView {
     pub recipients: BTreeMap<String, i64>,
     /// Pool entries by their key in the document (sealed; see [`IdentityView::pools`]).
     pub pool_entries: BTreeMap<String, PoolEntry>,
+    /// The recipient only the identity key opens (a data key's last resort).
+    pub recovery: Option<String>,
+    /// Data keys made since the first, by number.
+    pub keys: BTreeMap<u64, DataKeyEntry>,
 }
 
 impl IdentityView {
@@ -162,15 +181,50 @@ impl IdentityView {
                 Some((v, _)) => Some(v.as_i64().ok_or("`revoked` is not a time")?),
                 None => None,
             };
+            let recipient = match d.get(&o, "recipient").map_err(|e| e.to_string())? {
+                Some(_) => Some(text(d, &o, "recipient")?),
+                None => None,
+            };
             view.devices.insert(
                 node,
-                Device { name: text(d, &o, "name")?, added_ms: int(d, &o, "added")?, revoked_ms },
+                Device {
+                    name: text(d, &o, "name")?,
+                    added_ms: int(d, &o, "added")?,
+                    revoked_ms,
+                    recipient,
+                },
             );
         }
         let rs = map(d, &ROOT, "recipients")?;
         for k in d.keys(&rs) {
             let at = int(d, &rs, &k)?;
             view.recipients.insert(k, at);
+        }
+        if d.get(ROOT, "recovery").map_err(|e| e.to_string())?.is_some() {
+            view.recovery = Some(text(d, &ROOT, "recovery")?);
+        }
+        if d.get(ROOT, "keys").map_err(|e| e.to_string())?.is_some() {
+            let ks = map(d, &ROOT, "keys")?;
+            for k in d.keys(&ks) {
+                let n: u64 = k.parse().map_err(|_| format!("data key `{k}` is not a number"))?;
+                let o = map(d, &ks, &k)?;
+                let mut e = DataKeyEntry {
+                    recipient: text(d, &o, "recipient")?,
+                    at_ms: int(d, &o, "at")?,
+                    sealed: BTreeMap::new(),
+                };
+                let ss = map(d, &o, "sealed")?;
+                for to in d.keys(&ss) {
+                    let b = match d.get(&ss, &to).map_err(|e| e.to_string())? {
+                        Some((v, _)) => {
+                            v.as_bytes().ok_or("a sealed data key is not bytes")?.to_vec()
+                        }
+                        None => continue,
+                    };
+                    e.sealed.insert(to, b);
+                }
+                view.keys.insert(n, e);
+            }
         }
         let ps = map(d, &ROOT, "pools")?;
         for k in d.keys(&ps) {
@@ -209,6 +263,12 @@ impl Authorizer for IdentityRules {
         // What the change wrote is read off its patches, and the state before it by lookups at
         // its dependencies: no copy of the document per change, so a batch is judged in time
         // linear in its length.
+        // A retired device signs nothing more in its identity's document.
+        if let SignedBy::Device(d) = c.signed_by
+            && at_deps(c, &["devices", &hex(&d), "revoked"]).is_some()
+        {
+            return Err(format!("device {} was retired; its changes are refused", &hex(&d)[..16]));
+        }
         let before_owner =
             at_deps(c, &["owner"]).and_then(|(v, _)| v.as_bytes().map(<[u8]>::to_vec));
         if before_owner.as_deref() != Some(&after.owner[..]) {
@@ -300,6 +360,29 @@ impl IdentityDoc {
         let owner = s.author().key;
         let doc = Doc::create(&s, 0, &IdentityRules, |d| genesis_content(d, &owner))?;
         Ok(IdentityDoc { doc })
+    }
+
+    /// The identity key's signature of its document's genesis, which a device without the
+    /// key keeps to start its copy alone ([`IdentityDoc::genesis_signed`]); `None` without the
+    /// key.
+    pub fn genesis_sig(signer: &Signer) -> Option<[u8; 64]> {
+        let id = IdentityDoc::id_of(&signer.author().key);
+        let msg = [kith_crdt::SIGNING_CONTEXT, &id[..], &id[..]].concat();
+        signer.sign_root(&msg)
+    }
+
+    /// The identity's document as it starts, from the signature of its genesis (the change
+    /// itself is the same everywhere).
+    pub fn genesis_signed(owner: &Key, sig: [u8; 64]) -> Result<IdentityDoc, DocError> {
+        let actor = kith_crdt::Author { key: *owner, device: [0; 32] }.actor();
+        let mut d = AutoCommit::new().with_actor(actor);
+        genesis_content(&mut d, owner)?;
+        let options = kith_crdt::automerge::transaction::CommitOptions::default().with_time(0);
+        let hash = d.commit_with(options).expect("the genesis changes the document");
+        let change = d.get_change_by_hash(&hash).expect("just made").clone();
+        let mut doc = SignedDoc::empty(hash.0);
+        doc.ingest(vec![change], &BTreeMap::from([(hash, sig.to_vec())]), &IdentityRules)?;
+        Ok(IdentityDoc { doc: Doc::wrap(doc)? })
     }
 
     /// The id every copy of `owner`'s document has: the hash of its deterministic genesis,
@@ -499,6 +582,62 @@ impl IdentityDoc {
         })
     }
 
+    /// Lists the recipient of `node`'s own data key (no change if it is listed).
+    pub fn set_device_recipient(
+        &mut self,
+        signer: &Signer,
+        node: &Key,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<bool, DocError> {
+        match self.view().devices.get(node) {
+            Some(d) if d.recipient.as_deref() != Some(recipient) => {}
+            _ => return Ok(false),
+        }
+        self.edit(signer, now_ms, |d| {
+            let ds = d.get(ROOT, "devices")?.map(|(_, id)| id).unwrap_or(ROOT);
+            let o = d.get(&ds, hex(node))?.map(|(_, id)| id).unwrap_or(ROOT);
+            d.put(&o, "recipient", recipient)
+        })
+    }
+
+    /// Records the recovery recipient (no change if it is the same).
+    pub fn set_recovery(
+        &mut self,
+        signer: &Signer,
+        recipient: &str,
+        now_ms: i64,
+    ) -> Result<bool, DocError> {
+        if self.view().recovery.as_deref() == Some(recipient) {
+            return Ok(false);
+        }
+        self.edit(signer, now_ms, |d| d.put(ROOT, "recovery", recipient))
+    }
+
+    /// Records data key `n`.
+    pub fn add_data_key(
+        &mut self,
+        signer: &Signer,
+        n: u64,
+        entry: &DataKeyEntry,
+        now_ms: i64,
+    ) -> Result<bool, DocError> {
+        if self.view().keys.contains_key(&n) {
+            return Ok(false);
+        }
+        self.edit(signer, now_ms, |d| {
+            let ks = crate::edit::map_or_new(d, &ROOT, "keys")?;
+            let o = d.put_object(&ks, n.to_string(), ObjType::Map)?;
+            d.put(&o, "recipient", entry.recipient.as_str())?;
+            d.put(&o, "at", entry.at_ms)?;
+            let ss = d.put_object(&o, "sealed", ObjType::Map)?;
+            for (to, b) in &entry.sealed {
+                d.put(&ss, to.as_str(), b.clone())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Sets the display name (no change if it is the same).
     pub fn set_name(&mut self, signer: &Signer, name: &str, now_ms: i64) -> Result<bool, DocError> {
         if self.view().name == name {
@@ -601,6 +740,27 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("stays"), "{e}");
         assert!(a.revoke_device(&a_dev, &[3; 32], 15).is_err(), "not a device");
+    }
+
+    #[test]
+    fn a_retired_device_signs_nothing_more_in_its_identitys_document() {
+        // Issue 16 item 9: a device signs with its own certified key, so once another device
+        // retired it, its changes are refused, on this copy and on every copy it syncs to.
+        let secret = [7u8; 32];
+        let laptop = Signer::with_device(&secret, &[31; 32]);
+        let phone = Signer::with_device(&secret, &[32; 32]);
+        let mut a = IdentityDoc::genesis(&secret).unwrap();
+        a.add_device(&laptop, &laptop.author().device, "laptop", 10).unwrap();
+        a.add_device(&phone, &phone.author().device, "phone", 11).unwrap();
+        let mut p = IdentityDoc::load(&a.save()).unwrap();
+        assert!(p.set_name(&phone, "ada", 12).unwrap(), "a device writes before");
+        a.merge(&p.save()).unwrap();
+        assert!(a.revoke_device(&laptop, &phone.author().device, 13).unwrap());
+        p.merge(&a.save()).unwrap();
+        let e = p.set_name(&phone, "thief", 14).unwrap_err();
+        assert!(e.to_string().contains("was retired"), "{e}");
+        assert!(a.set_name(&laptop, "ada l.", 15).unwrap(), "the others go on");
+        assert_eq!(a.view().name, "ada l.");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct Invite {
     pub uses: u32,
     /// The issuer's signature over all of the above.
     #[cbor(n(5), with = "minicbor::bytes")]
-    pub sig: [u8; 64],
+    pub sig: Vec<u8>,
 }
 
 /// Why an invite is not valid.
@@ -70,7 +70,7 @@ impl Invite {
     /// A new signed invite.
     pub fn issue(signer: &Signer, pool: Key, id: [u8; 16], expires_ms: u64, uses: u32) -> Invite {
         let mut inv =
-            Invite { pool, id, issuer: signer.author().key, expires_ms, uses, sig: [0; 64] };
+            Invite { pool, id, issuer: signer.author().key, expires_ms, uses, sig: vec![0; 64] };
         inv.sig = signer.sign(&inv.message());
         inv
     }

@@ -31,6 +31,7 @@ pub mod usage;
 
 // This node's pools: documents and their sync, replication, ledgers, identity and devices,
 // leaving, and who may fetch what.
+pub mod datakeys;
 pub mod devices;
 pub mod docs;
 pub mod drop;
@@ -47,14 +48,19 @@ mod fsutil;
 mod slots;
 
 pub use error::{DecodeError, ParseError, ShapeError};
+
+/// Every context this crate derives identity keys for ([`kith_crdt::Signer::derive_key`]): a
+/// device imported without the identity key is given these keys and no others.
+pub const IDENTITY_KEY_CONTEXTS: [&str; 3] =
+    [names::NAME_CONTEXT, identity::POOL_REF_CONTEXT, identity::POOL_INDEX_CONTEXT];
 pub use invite::{Invite, InviteError};
 pub use pool::{
     Pool, PoolError, PoolSnapshot, Standing, check_replicas, parse_duration_ms, parse_size,
 };
 pub use rules::PoolRules;
 pub use view::{
-    Access, Charter, Member, Offer, POOL_KIND, PoolObject, PoolView, Role, Site, SiteVersion,
-    State, parse_key,
+    Access, Charter, Member, Offer, POOL_KIND, PoolObject, PoolView, RETIRED_DEVICE, Role, Site,
+    SiteVersion, State, parse_key,
 };
 
 #[cfg(test)]

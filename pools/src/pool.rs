@@ -382,20 +382,22 @@ impl Pool {
         Ok(())
     }
 
-    /// Takes a retired device of this member out of the pool: it holds nothing for it any more
-    /// (its share is re-placed) and is no longer dialled. No change if it is not listed.
-    pub fn remove_node(
+    /// Retires a device of this member in the pool: it holds nothing for it any more (its
+    /// share is re-placed), is no longer dialled, and its own changes are refused from then on.
+    /// No change if it was retired here already or this member is not active.
+    pub fn retire_node(
         &mut self,
         signer: &Signer,
         node: &Key,
         now_ms: i64,
     ) -> Result<bool, PoolError> {
         let me = signer.author().key;
-        let listed = self.view().members.get(&me).is_some_and(|m| m.nodes.contains_key(node));
-        if !listed {
+        let v = self.view();
+        let Some(m) = v.active(&me) else { return Ok(false) };
+        if m.retired.contains_key(node) {
             return Ok(false);
         }
-        self.doc.change(signer, now_ms, &PoolRules, |d| edit::remove_node(d, &me, node))?;
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::retire_node(d, &me, node, now_ms))?;
         Ok(true)
     }
 

@@ -9,6 +9,10 @@
 //! | `members/X/role` | an active admin |
 //! | `members/X/state` | an active admin (any value); X itself (`left`) |
 //! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*`, `members/X/audits/*`, `members/X/sites/*` | X itself, while active |
+//! | `members/X/retired/*` (a device X retired) | X itself, while active; never deleted |
+//!
+//! A change signed by a device that its member retired in this pool (`members/X/retired/<node>`
+//! at the change's dependencies) is refused whatever it writes.
 //! | `members/X` (a new entry), `joined`, `invite` | X itself, joining with a valid invite |
 //! | the root, other keys | nobody after the genesis |
 //!
@@ -25,7 +29,7 @@
 //! replication factor of at least one, and the document still parses.
 
 use kith_crdt::automerge::{ObjId, ObjType, PatchAction, ROOT, ReadDoc, Value};
-use kith_crdt::{Authorizer, Check, hex, patch_path};
+use kith_crdt::{Authorizer, Check, SignedBy, hex, patch_path};
 
 use crate::invite::{Invite, InviteError};
 use crate::view::{PoolView, Role, State};
@@ -36,6 +40,17 @@ pub struct PoolRules;
 
 impl Authorizer for PoolRules {
     fn authorise(&self, c: &Check<'_>) -> Result<(), String> {
+        // A device its identity retired signs nothing more here (one lookup at the change's
+        // dependencies; the identity key itself is not a device and is never retired).
+        if let SignedBy::Device(d) = c.signed_by
+            && !c.genesis
+            && at_deps(c, &["members", &hex(&c.author.key), "retired", &hex(&d)]).is_some()
+        {
+            return Err(format!(
+                "device {} was retired by its identity; its changes are refused",
+                &hex(&d)[..16]
+            ));
+        }
         if let Some(verdict) = own_entries(c) {
             return verdict;
         }
@@ -94,6 +109,7 @@ impl Authorizer for PoolRules {
                 ["members", _, "nodes" | "objects" | "audits" | "sites", ..] => {
                     own && (member || joining)
                 }
+                ["members", _, "retired", ..] => own && member && !deleting,
                 _ => false,
             };
             if !ok {

@@ -619,7 +619,7 @@ fn regression_a_change_reusing_operation_ids_is_refused() {
     };
     let frame = kith_crdt::SyncFrame {
         msg: msg.encode(),
-        sigs: vec![kith_crdt::SigEntry { hash: h.0, sig: sigs[&h] }],
+        sigs: vec![kith_crdt::SigEntry { hash: h.0, sig: sigs[&h].clone() }],
     };
     let err = a.doc_mut().sync_in(&mut SyncState::new(), &frame, &PoolRules).unwrap_err();
     assert!(reused(&err.to_string()), "{err}");
@@ -642,7 +642,7 @@ fn regression_a_change_reusing_operation_ids_is_refused() {
         .into_iter()
         .map(|(h, sig)| kith_crdt::SigEntry { hash: h.0, sig })
         .collect();
-    all_sigs.push(kith_crdt::SigEntry { hash: h.0, sig: sigs[&h] });
+    all_sigs.push(kith_crdt::SigEntry { hash: h.0, sig: sigs[&h].clone() });
     let frame = kith_crdt::SyncFrame { msg: msg.encode(), sigs: all_sigs };
     // (Not checked before automerge loads it: automerge takes nothing of it.)
     match a.doc_mut().sync_in(&mut SyncState::new(), &frame, &PoolRules) {
@@ -732,4 +732,53 @@ fn forged_operations_touch_only_their_authors_entries() {
         let reloaded = copy(&mut a);
         assert_eq!(format!("{:?}", reloaded.view()), format!("{:?}", after), "{what}");
     }
+}
+
+#[test]
+fn a_retired_device_signs_nothing_more_in_the_pool() {
+    // Issue 16 item 9: each device signs with its own key, certified by the identity, so the
+    // pool knows which device made a change and refuses the changes of a retired one.
+    let ada = person(1);
+    let laptop = bob_laptop();
+    let phone = Signer::with_device(&[2; 32], &[22; 32]);
+    assert_eq!(laptop.author().key, phone.author().key);
+    let (mut a, mut b) = pool_with_bob(&ada, &laptop);
+    let bob = laptop.author().key;
+    let rename = |name: &'static str| {
+        move |d: &mut kith_crdt::automerge::AutoCommit| {
+            let m = member_obj(d, &bob_laptop());
+            d.put(&m, "name", name).unwrap();
+        }
+    };
+    // Before: the phone writes bob's entry like any device of bob.
+    forge(&mut a, &mut b, &phone, rename("bob (phone)")).unwrap();
+    sync(&mut a, &mut b).unwrap();
+    assert!(b.retire_node(&laptop, &phone.author().device, T0 + 60).unwrap());
+    assert!(!b.retire_node(&laptop, &phone.author().device, T0 + 61).unwrap(), "once is enough");
+    sync(&mut b, &mut a).unwrap();
+    assert!(a.view().members[&bob].retired.contains_key(&phone.author().device));
+    // After: whatever it writes, and whenever it claims to write it, it is refused.
+    for time in [None, Some(T0 + 20)] {
+        let err = forge_at(&mut a, &mut b, &phone, time, rename("still me")).unwrap_err();
+        assert!(err.to_string().contains("was retired"), "{err}");
+    }
+    // It cannot list itself as a node again, nor un-retire itself through another device:
+    // the retirement is never deleted, and a retired node is never listed.
+    let phone_hex = hex(&phone.author().device);
+    let err = forge(&mut a, &mut b, &laptop, |d| {
+        let m = member_obj(d, &bob_laptop());
+        let r = d.get(&m, "retired").unwrap().unwrap().1;
+        d.delete(&r, phone_hex.as_str()).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("may not"), "{err}");
+    // The identity's other devices go on.
+    forge(&mut a, &mut b, &laptop, rename("bob")).unwrap();
+    assert_eq!(a.view().members[&bob].name, "bob");
+    // Changes the phone made before it was retired stay, on every copy.
+    assert_eq!(copy(&mut a).view().members[&bob].name, "bob");
+}
+
+fn bob_laptop() -> Signer {
+    Signer::with_device(&[2; 32], &[21; 32])
 }

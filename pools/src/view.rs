@@ -297,6 +297,9 @@ pub struct Member {
     pub audits: BTreeMap<Key, AuditRecord>,
     /// Its sites, by name.
     pub sites: BTreeMap<String, Site>,
+    /// Its devices that its identity retired (lost, stolen), and when: never listed in
+    /// `nodes` again, and their own changes are refused (`members/X/retired/<node>`).
+    pub retired: BTreeMap<Key, i64>,
 }
 
 impl Member {
@@ -315,6 +318,9 @@ impl Member {
         })
     }
 }
+
+/// What a node its identity retired is told when it asks for anything.
+pub const RETIRED_DEVICE: &str = "this device was retired by its identity";
 
 /// The whole pool document, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,6 +486,21 @@ impl PoolView {
             let o = obj(d, &ns, &k)?;
             nodes.insert(key, read_offer(d, &o)?);
         }
+        let mut retired = BTreeMap::new();
+        if d.get(m, "retired").map_err(|e| e.to_string())?.is_some() {
+            let rs = obj(d, m, "retired")?;
+            for k in d.keys(&rs) {
+                let key = parse_key(&k).ok_or(format!("retired node `{k}` is not a key"))?;
+                let at = match d.get(&rs, &k).map_err(|e| e.to_string())? {
+                    Some((v, _)) => v.as_i64().ok_or(format!("retired `{k}` is not a time"))?,
+                    None => 0,
+                };
+                retired.insert(key, at);
+            }
+        }
+        // A retired device stays out, even if a change concurrent with its retirement (or
+        // one it signed before) lists it again.
+        nodes.retain(|n, _| !retired.contains_key(n));
         let mut objects = BTreeMap::new();
         if d.get(m, "objects").map_err(|e| e.to_string())?.is_some() {
             let os = obj(d, m, "objects")?;
@@ -519,6 +540,7 @@ impl PoolView {
             objects,
             audits,
             sites,
+            retired,
         })
     }
 
@@ -598,6 +620,16 @@ impl PoolView {
             .iter()
             .find(|(_, m)| m.state == State::Active && m.nodes.contains_key(node))
             .map(|(k, _)| *k)
+    }
+
+    /// Why `node` may not act for a member here, in words: retired by its identity, or not
+    /// listed under an active member.
+    pub fn not_a_member_node(&self, node: &Key) -> &'static str {
+        if self.members.values().any(|m| m.retired.contains_key(node)) {
+            RETIRED_DEVICE
+        } else {
+            "your node is not listed under an active member of this pool"
+        }
     }
 }
 

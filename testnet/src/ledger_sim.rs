@@ -29,8 +29,9 @@ pub struct Month {
 
 /// Runs `months` months of `members` members, each with one device recording once a day.
 pub fn run(members: usize, months: usize) -> Result<Vec<Month>> {
-    let signers: Vec<Signer> =
-        (0..members).map(|i| Signer::new(&[(i + 1) as u8; 32], [(i + 101) as u8; 32])).collect();
+    let signers: Vec<Signer> = (0..members)
+        .map(|i| Signer::with_device(&[(i + 1) as u8; 32], &[(i + 101) as u8; 32]))
+        .collect();
     let admin = &signers[0];
     let mut pool =
         Pool::create(admin, "m0", Pool::charter("sim"), 1).map_err(|e| anyhow!("{e}"))?;

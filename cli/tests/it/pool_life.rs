@@ -366,6 +366,149 @@ fn a_lost_device_is_retired_and_nobody_warns_about_it() {
     }
 }
 
+/// Imports `export` (made by `kith key export` with passphrase `pw`) as a device into node
+/// `i`'s home and starts it.
+fn import_device(net: &mut Testnet, i: usize, export: &std::path::Path) {
+    let out = net
+        .cmd(i)
+        .args(["init", "--import"])
+        .arg(export)
+        .env("KITH_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is now a device of identity"), "{}", stderr(&out));
+    net.start(i).unwrap();
+}
+
+#[test]
+fn a_stolen_device_is_cut_off_and_never_sees_what_comes_after() {
+    // Issue 16 item 9. Ada has a laptop (node 0, where her identity was made), a phone and a
+    // tablet (nodes 2 and 3, imported as devices: each its own key, certified, no identity
+    // key); bob (node 1) shares street with her.
+    let mut net = testnet(4, Layout::Namespaces);
+    street(&mut net, 2, 2);
+    let export = net.dir().join("ada.age");
+    let out = net
+        .cmd(0)
+        .args(["key", "export"])
+        .arg(&export)
+        .env("KITH_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    import_device(&mut net, 2, &export);
+    import_device(&mut net, 3, &export);
+    let (phone, tablet) = (net.id(2).unwrap(), net.id(3).unwrap());
+    net.wait_for(CONVERGE, "the laptop to list the phone and the tablet", |net| {
+        let ds = net.json(0, &["device", "ls"])?;
+        let listed: Vec<String> =
+            ds.as_array().unwrap().iter().map(|d| d["node"].as_str().unwrap().into()).collect();
+        Ok(listed.contains(&phone) && listed.contains(&tablet))
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "the phone to find street", |net| {
+        Ok(net.json(2, &["pool", "ls"])?.as_array().is_some_and(|a| a.len() == 1))
+    })
+    .unwrap();
+    // A device holds no identity key: it cannot hand the identity on.
+    let out = net
+        .cmd(2)
+        .args(["key", "export"])
+        .arg(net.dir().join("from-phone.age"))
+        .env("KITH_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && stderr(&out).contains("does not hold your identity key"),
+        "{}",
+        stderr(&out)
+    );
+    // Before the theft, the laptop stores something the phone never fetched.
+    let (before, before_data) = put(&mut net, 0, "before.bin", 300_000, 21);
+    let age_before = net.json(0, &["id"]).unwrap()["age"].clone();
+
+    // The phone is stolen. The thief keeps a copy of its home, offline, so it never learns it
+    // was retired.
+    net.kill(2).unwrap();
+    let thief_home = net.dir().join("thief");
+    let cp = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(&net.nodes[2].home)
+        .arg(&thief_home)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    // Ada retires it from her tablet.
+    let out = net.kith(3, &["device", "revoke", &phone[..12]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    net.wait_for(CONVERGE, "the laptop to seal new objects to the new data key", |net| {
+        let v = net.json(0, &["device", "ls"])?;
+        let retired = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["node"] == phone.as_str() && d["retired_ms"].is_i64());
+        Ok(retired && net.json(0, &["id"])?["age"] != age_before)
+    })
+    .unwrap();
+    let (after, after_data) = put(&mut net, 0, "after.bin", 300_000, 22);
+    let export_all = net.dir().join("ada.kexp");
+    net.kith_ok(0, &["export", "-o", export_all.to_str().unwrap()]).unwrap();
+
+    // The thief's copy comes up on the LAN, and finds every node.
+    net.nodes[2].home = thief_home;
+    net.nodes[2].log = net.dir().join("thief.log");
+    net.start(2).unwrap();
+    let others: Vec<String> = [0, 1, 3].iter().map(|&i| net.id(i).unwrap()).collect();
+    net.wait_for(CONVERGE, "the thief's node to reach every node", |net| {
+        let peers = net.peers(2)?;
+        Ok(others
+            .iter()
+            .all(|o| peers.iter().any(|p| p["id"] == o.as_str() && p["state"] == "reachable")))
+    })
+    .unwrap();
+    // It cannot fetch what it did not hold: no node serves it a blob, and each says why.
+    let out = net.kith(2, &["get", &before, "-o", net.dir().join("t1").to_str().unwrap()]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("retired"),
+        "the thief fetched {before}: {}",
+        stderr(&out)
+    );
+    // It cannot write to the pool: no holder takes its chunks and no node syncs with it.
+    let loot = net.dir().join("loot.bin");
+    write(&loot, &random_bytes(50_000, 23));
+    let out = net.kith(2, &["put", loot.to_str().unwrap(), "--pool", "street"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!out.status.success() && said.contains("retired"), "the thief's put: {said}");
+    // Even with every byte of what came after (the laptop's export), it opens nothing of it.
+    let _ = net.kith(2, &["import", export_all.to_str().unwrap()]);
+    let out = net.kith(2, &["get", &after, "-o", net.dir().join("t2").to_str().unwrap()]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("cannot be decrypted"),
+        "the thief read {after}: {}",
+        stderr(&out)
+    );
+    assert!(!net.dir().join("t2").exists());
+    let old = net.dir().join("t3");
+    net.kith_ok(2, &["get", &before, "-o", old.to_str().unwrap()]).ok();
+
+    // Ada's other devices read both, the tablet fetching them from the pool.
+    for (i, id, data) in
+        [(3, &after, &after_data), (3, &before, &before_data), (0, &after, &after_data)]
+    {
+        let out = net.dir().join(format!("back-{i}-{}", &id[..8]));
+        net.kith_ok(i, &["get", id, "-o", out.to_str().unwrap()]).unwrap();
+        assert!(std::fs::read(&out).unwrap() == *data, "node {i}, {id}");
+    }
+    // Nobody lists anything of the thief's: bob's view of ada's objects is what ada stored.
+    let v = show(&net, 1);
+    let ids: Vec<&str> =
+        v["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&before.as_str()) && ids.contains(&after.as_str()), "{ids:?}");
+}
+
 #[test]
 fn the_tour_says_what_to_do_next() {
     let mut net = testnet(2, Layout::Loopback);

@@ -79,7 +79,7 @@ fn regression_strangers_cannot_fill_a_nodes_custody_with_identity_documents() {
     let ada = kith_pools::parse_key(&ada).unwrap();
     let why = session(Hello::identity(ada, Proof::Member)).unwrap();
     assert!(why.contains("only with a device of that identity"), "{why}");
-    let why = session(Hello::identity(ada, Proof::Device(ada, [1; 64]))).unwrap();
+    let why = session(Hello::identity(ada, Proof::Device(ada, vec![1; 64]))).unwrap();
     assert!(why.contains("does not verify"), "{why}");
     let kept_after = std::fs::read_dir(&custody).map(|d| d.count()).unwrap_or(0);
     assert_eq!(kept_after, kept_before, "the node kept a stranger's document");

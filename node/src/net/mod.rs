@@ -227,11 +227,18 @@ impl Node {
         let router = router.spawn();
         let conns = Arc::new(Connections::new(endpoint.clone()));
         let identity = home.identity().map_err(StoreError::from)?;
-        let sig = identity.signing_key().sign(&blobs::DeviceProof::message(me.as_bytes()));
-        conns.set_device_proof(blobs::DeviceProof {
-            identity: *identity.id().as_bytes(),
-            sig: sig.to_bytes(),
-        });
+        let msg = blobs::DeviceProof::message(me.as_bytes());
+        // Signed by the identity key where this device holds it, else by the node key with the
+        // identity's certificate of it (the device form of `kith_crdt::Sig`: node key, cert,
+        // signature).
+        let sig = match (identity.signing_key(), identity.grant()) {
+            (Some(k), _) => k.sign(&msg).to_bytes().to_vec(),
+            (None, Some(g)) => {
+                [&me.as_bytes()[..], &g.cert[..], &key.secret().sign(&msg).to_bytes()[..]].concat()
+            }
+            (None, None) => Vec::new(),
+        };
+        conns.set_device_proof(blobs::DeviceProof { identity: *identity.id().as_bytes(), sig });
         tokio::spawn(ping_loop(peers.clone(), conns.clone(), cancel.clone()));
         tracing::info!(node = %me, addrs = ?endpoint.bound_sockets(), "node started");
         Ok(Node {

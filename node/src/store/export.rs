@@ -211,7 +211,7 @@ impl Store {
     pub fn resume_fits(&self, r: &ExportResume, extras: &ExportExtras) -> Result<bool, StoreError> {
         let rows = self.index().objects()?;
         let about_fits = r.about.as_ref().is_some_and(|a| {
-            a.identity == *self.identity.id().as_bytes() && a.objects == rows.len() as u64
+            a.identity == *self.identity().id().as_bytes() && a.objects == rows.len() as u64
         });
         let here: HashSet<[u8; 32]> = rows.iter().map(|row| row.id.0).collect();
         Ok(about_fits
@@ -252,7 +252,7 @@ impl Store {
                 // The blob count is known only at the end: the about entry counts objects,
                 // and the end entry proves the whole.
                 let about = About {
-                    identity: *self.identity.id().as_bytes(),
+                    identity: *self.identity().id().as_bytes(),
                     created_ms,
                     objects: rows.len() as u64,
                     blobs: 0,
@@ -316,7 +316,7 @@ impl Store {
         progress: Option<&Progress>,
     ) -> Result<ExportReport, StoreError> {
         let mut entries = Entries::new(input)?;
-        let me = *self.identity.id().as_bytes();
+        let me = *self.identity().id().as_bytes();
         let short = |k: &[u8; 32]| k[..6].iter().map(|b| format!("{b:02x}")).collect::<String>();
         let mut report = ExportReport::default();
         let mut objects: Vec<super::index::ObjectRow> = Vec::new();

@@ -77,7 +77,9 @@ pub struct Store {
     /// Serialises what writes packs or removes objects: put, ingest, rm, gc.
     writer: Mutex<()>,
     keys: StoreKeys,
-    identity: Identity,
+    /// The identity as its key file says; data keys added while the store is open go to both.
+    identity: RwLock<Arc<Identity>>,
+    home: Home,
     device: [u8; 32],
     /// Every object recorded and forgotten, beside the index (for a rebuild).
     journal: Journal,
@@ -140,7 +142,8 @@ impl Store {
             index,
             writer: Mutex::new(()),
             keys,
-            identity,
+            identity: RwLock::new(Arc::new(identity)),
+            home: home.clone(),
             device,
             journal,
             packs_on_disk_end,
@@ -346,6 +349,25 @@ impl Store {
         BlobReader::new(self)
     }
 
+    /// The identity this store belongs to (its data keys as of now).
+    pub fn identity(&self) -> Arc<Identity> {
+        self.identity.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds a data key the identity made (a rotation after a device was retired): new
+    /// objects are sealed to it from now on, and it is written to the key file. Whether it
+    /// was new.
+    pub fn add_data_key(&self, key: age::x25519::Identity) -> Result<bool, StoreError> {
+        let mut guard = self.identity.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        if !next.add_data_key(key) {
+            return Ok(false);
+        }
+        self.home.write_identity(&next)?;
+        *guard = Arc::new(next);
+        Ok(true)
+    }
+
     /// Opens an object's root with this identity: the root must be in the store.
     pub fn root(&self, id: &ObjectId) -> Result<Root, StoreError> {
         self.read_root(id)
@@ -400,7 +422,7 @@ impl Store {
     /// Reads and decrypts an object's root.
     pub(crate) fn read_root(&self, id: &ObjectId) -> Result<Root, StoreError> {
         let sealed = BlobReader::new(self).read(&ChunkId::from(*id))?;
-        Root::open(&sealed, self.identity.age_identity())
+        Root::open(&sealed, &self.identity().data_keys())
             .map_err(|source| StoreError::Root { object: *id, source })
     }
 

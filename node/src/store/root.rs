@@ -127,11 +127,11 @@ impl Root {
         out
     }
 
-    /// Decrypts and decodes a root.
-    pub fn open(sealed: &[u8], identity: &age::x25519::Identity) -> Result<Self, RootError> {
+    /// Decrypts and decodes a root with whichever of `keys` it was sealed to.
+    pub fn open(sealed: &[u8], keys: &[&age::x25519::Identity]) -> Result<Self, RootError> {
         let dec = age::Decryptor::new(sealed).map_err(|e| RootError::Decrypt(e.to_string()))?;
         let mut plain = Vec::new();
-        dec.decrypt(std::iter::once(identity as &dyn age::Identity))
+        dec.decrypt(keys.iter().map(|k| *k as &dyn age::Identity))
             .map_err(|e| RootError::Decrypt(e.to_string()))?
             .take(MAX_ROOT_BYTES)
             .read_to_end(&mut plain)

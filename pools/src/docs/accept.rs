@@ -7,7 +7,7 @@ use std::time::Duration;
 use iroh::EndpointId;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use kith_crdt::{Key, hex, verify};
+use kith_crdt::{Key, hex, verify_device};
 use kith_node::net::frame;
 
 use super::session::{
@@ -39,9 +39,7 @@ impl Pools {
             v.members.values().any(|m| m.state == State::Left && m.nodes.contains_key(&node));
         match &hello.proof {
             Proof::Member if v.node_owner(&node).is_some() || departed => Ok(()),
-            Proof::Member => {
-                Err("your node is not listed under an active member of this pool".into())
-            }
+            Proof::Member => Err(v.not_a_member_node(&node).into()),
             Proof::Invite(bytes) => {
                 let inv = Invite::from_bytes(bytes).map_err(|e| e.to_string())?;
                 if v.node_owner(&node).is_some() {
@@ -50,10 +48,13 @@ impl Pools {
                 pool.check_invite(&inv, self.now_ms()).map_err(|e| e.to_string())
             }
             Proof::Device(member, sig) => {
-                if v.active(member).is_none() {
+                let Some(m) = v.active(member) else {
                     return Err("that identity is not an active member of this pool".into());
+                };
+                if m.retired.contains_key(&node) {
+                    return Err(crate::view::RETIRED_DEVICE.into());
                 }
-                if !verify(member, &device_message(&hello.pool, &node), sig) {
+                if !verify_device(member, &node, &device_message(&hello.pool, &node), sig) {
                     return Err("the device proof does not verify".into());
                 }
                 Ok(())
@@ -68,12 +69,16 @@ impl Pools {
         let Proof::Device(signer, sig) = proof else {
             return Err("an identity document is synced only with a device of that identity".into());
         };
-        if signer != owner || !verify(owner, &identity_device_message(owner, node), sig) {
+        if signer != owner
+            || !verify_device(owner, node, &identity_device_message(owner, node), sig)
+        {
             return Err("the device proof does not verify".into());
         }
         if *owner != self.signer.author().key && !self.keeps_identity_of(owner) {
             return Err(CustodyError::NotAMember.to_string());
         }
+        // A retired device may still read its identity's document, which is how it learns it
+        // was retired; the rules refuse anything it writes there.
         Ok(())
     }
 

@@ -16,7 +16,7 @@ pub struct CarriedOut {
     /// Changes some side lacks, in causal order.
     pub changes: Vec<Change>,
     /// Their signatures.
-    pub sigs: BTreeMap<ChangeHash, [u8; 64]>,
+    pub sigs: BTreeMap<ChangeHash, Vec<u8>>,
     /// The document's heads now.
     pub heads: Vec<ChangeHash>,
     /// Whether it is made from what every side acknowledged (else: everything).
@@ -83,7 +83,7 @@ impl Pools {
         &self,
         pool: &Key,
         changes: Vec<Change>,
-        sigs: &BTreeMap<ChangeHash, [u8; 64]>,
+        sigs: &BTreeMap<ChangeHash, Vec<u8>>,
     ) -> Result<Judged, PoolError> {
         let (mut work, heads) = {
             let mut pools = self.lock();

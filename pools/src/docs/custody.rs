@@ -58,16 +58,27 @@ impl Pools {
     /// recipient in it.
     pub fn init_identity(
         &self,
-        identity_secret: &[u8; 32],
+        genesis_sig: Option<[u8; 64]>,
         device_name: &str,
         recipient: &str,
     ) -> Result<(), PoolError> {
+        let owner = self.signer.author().key;
         let doc = match self.home_files.read::<IdentityDoc>(IDENTITY_NAME)? {
             Some(doc) => doc,
-            None => IdentityDoc::genesis(identity_secret)
-                .map_err(|e| PoolError::Damaged(e.to_string()))?,
+            None => {
+                let sig =
+                    IdentityDoc::genesis_sig(&self.signer).or(genesis_sig).ok_or_else(|| {
+                        PoolError::Damaged(
+                            "this device holds neither the identity key nor its document's first \
+                         change: import the identity again (`kith init --import`)"
+                                .into(),
+                        )
+                    })?;
+                IdentityDoc::genesis_signed(&owner, sig)
+                    .map_err(|e| PoolError::Damaged(e.to_string()))?
+            }
         };
-        if doc.view().owner != self.signer.author().key {
+        if doc.view().owner != owner {
             return Err(PoolError::Damaged(format!(
                 "{} belongs to another identity",
                 self.home_files.path::<IdentityDoc>(IDENTITY_NAME).display()
@@ -78,7 +89,52 @@ impl Pools {
         self.with_identity(|d, s, now| {
             d.add_device(s, &node, device_name, now)?;
             d.add_recipient(s, recipient, now)?;
+            if let Some(k) = crate::datakeys::device_key(s) {
+                d.set_device_recipient(s, &node, &k.to_public().to_string(), now)?;
+            }
+            if let Some(k) = crate::datakeys::recovery_key(s) {
+                d.set_recovery(s, &k.to_public().to_string(), now)?;
+            }
             Ok(())
+        })
+    }
+
+    /// Where data keys this device opens go (its store, which seals new objects to the newest
+    /// and writes them to the key file), with the recipients it holds already; the keys the
+    /// identity document has for it are opened now.
+    pub fn set_data_key_sink(&self, known: Vec<String>, sink: super::DataKeySink) {
+        *self.data_keys.lock().unwrap_or_else(|p| p.into_inner()) = Some((known, sink));
+        self.adopt_data_keys();
+    }
+
+    /// Opens the data keys the identity document has for this device that it lacks, and hands
+    /// them to the sink.
+    pub fn adopt_data_keys(&self) {
+        let Some(v) = self.identity() else { return };
+        if v.keys.is_empty() {
+            return;
+        }
+        let mut guard = self.data_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((known, sink)) = guard.as_mut() else { return };
+        for k in crate::datakeys::open_all(&v, &self.signer, known) {
+            let r = k.to_public().to_string();
+            match sink(k) {
+                Ok(()) => known.push(r),
+                Err(e) => tracing::warn!(error = %e, "cannot keep a new data key"),
+            }
+        }
+    }
+
+    /// Makes a new data key, sealed to this identity's devices that are not retired (after
+    /// one was retired), and starts sealing new objects to it.
+    pub fn rotate_data_key(&self) -> Result<(), PoolError> {
+        self.with_identity(|d, s, now| {
+            let v = d.view();
+            // The key itself is dropped here: it is taken back from the document, sealed to
+            // this device like to the others (`adopt_data_keys`).
+            let (_, entry) = crate::datakeys::make(&v, now);
+            let n = v.keys.keys().next_back().map_or(1, |n| n + 1);
+            d.add_data_key(s, n, &entry, now).map(|_| ())
         })
     }
 
@@ -98,8 +154,11 @@ impl Pools {
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.home_files
             .write(IDENTITY_NAME, doc)
-            .map(|_| ())
-            .map_err(|e| PoolError::Policy(format!("cannot save the identity document: {e}")))
+            .map_err(|e| PoolError::Policy(format!("cannot save the identity document: {e}")))?;
+        drop(guard);
+        // A data key made on another device (one was retired) may be sealed to this one.
+        self.adopt_data_keys();
+        Ok(())
     }
 
     /// This identity's document as saved, if this node has one (for an export).

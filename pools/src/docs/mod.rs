@@ -47,6 +47,9 @@ use crate::pool::{Pool, PoolError, PoolSnapshot};
 /// Folder of pool documents in the home.
 const POOLS_DIR: &str = "pools";
 
+/// Where data keys this device opens go (see [`Pools::set_data_key_sink`]).
+pub type DataKeySink = Box<dyn Fn(age::x25519::Identity) -> Result<(), String> + Send + Sync>;
+
 /// Pool documents held by this node, and their sync.
 pub struct Pools {
     /// The pool documents (`pools/ID.kpool`).
@@ -73,6 +76,8 @@ pub struct Pools {
     identity: Mutex<Option<IdentityDoc>>,
     /// Copies of other members' identity documents, kept for them.
     custody: Mutex<BTreeMap<Key, IdentityDoc>>,
+    /// The recipients of the data keys this device holds, and where new ones go.
+    data_keys: Mutex<Option<(Vec<String>, DataKeySink)>>,
     /// The pools' ledgers.
     ledgers: Ledgers,
     /// Site requests this node answered, by pool, not yet recorded.
@@ -136,6 +141,7 @@ impl Pools {
             sync_received: std::sync::atomic::AtomicU64::new(0),
             identity: Mutex::new(None),
             custody: Mutex::new(custody),
+            data_keys: Mutex::new(None),
             ledgers: Ledgers::new(home_root),
             site_requests: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),

@@ -42,7 +42,7 @@ pub enum Proof {
     #[n(2)]
     Device(
         #[cbor(n(0), with = "minicbor::bytes")] Key,
-        #[cbor(n(1), with = "minicbor::bytes")] [u8; 64],
+        #[cbor(n(1), with = "minicbor::bytes")] Vec<u8>,
     ),
 }
 

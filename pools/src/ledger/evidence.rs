@@ -40,12 +40,12 @@ pub struct Receipt {
     pub at_ms: i64,
     /// The receiver's signature over all of the above.
     #[cbor(n(8), with = "minicbor::bytes")]
-    pub sig: [u8; 64],
+    pub sig: Vec<u8>,
 }
 
 impl Receipt {
     fn message(&self) -> Vec<u8> {
-        signed_message(RECEIPT_CONTEXT, &Receipt { sig: [0; 64], ..self.clone() })
+        signed_message(RECEIPT_CONTEXT, &Receipt { sig: vec![0; 64], ..self.clone() })
     }
 
     /// A receipt signed by `signer` (the receiver).
@@ -69,7 +69,7 @@ impl Receipt {
             blobs,
             last,
             at_ms,
-            sig: [0; 64],
+            sig: vec![0; 64],
         };
         r.sig = signer.sign(&r.message());
         r

@@ -34,14 +34,14 @@ pub struct Seal {
     pub by: Key,
     /// The admin's signature over all of the above.
     #[cbor(n(6), with = "minicbor::bytes")]
-    pub sig: [u8; 64],
+    pub sig: Vec<u8>,
 }
 
 const SEAL_CONTEXT: &[u8] = b"kith-seal-v1";
 
 impl Seal {
     fn message(&self) -> Vec<u8> {
-        signed_message(SEAL_CONTEXT, &Seal { sig: [0; 64], ..self.clone() })
+        signed_message(SEAL_CONTEXT, &Seal { sig: vec![0; 64], ..self.clone() })
     }
 
     /// Seals `l` under `rule` for `members`, signed by `admin`.
@@ -57,7 +57,7 @@ impl Seal {
             costs_cents: l.costs.values().map(|c| c.cents).sum(),
             owes: st.iter().map(|s| (s.member.into(), s.owes_cents, s.balance_milli)).collect(),
             by: admin.author().key,
-            sig: [0; 64],
+            sig: vec![0; 64],
         };
         seal.sig = admin.sign(&seal.message());
         seal

@@ -106,7 +106,7 @@ fn raw_change(
     l: &mut Ledger,
     s: &Signer,
     f: impl FnOnce(&mut kith_crdt::automerge::AutoCommit),
-) -> (kith_crdt::automerge::Change, BTreeMap<ChangeHash, [u8; 64]>) {
+) -> (kith_crdt::automerge::Change, BTreeMap<ChangeHash, Vec<u8>>) {
     let mut raw = l.doc_mut().doc().clone().with_actor(s.author().actor());
     f(&mut raw);
     let h = raw.commit().unwrap();
@@ -118,7 +118,7 @@ fn raw_change(
 /// Every change of `from` (but the genesis), with signatures, for a fresh copy to ingest.
 fn history(
     from: &mut Ledger,
-) -> (Vec<kith_crdt::automerge::Change>, BTreeMap<ChangeHash, [u8; 64]>) {
+) -> (Vec<kith_crdt::automerge::Change>, BTreeMap<ChangeHash, Vec<u8>>) {
     from.doc_mut().changes_since(&[])
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use iroh::EndpointId;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use kith_crdt::{Key, hex, verify};
+use kith_crdt::{Key, hex, verify_device};
 use kith_node::ChunkId;
 use kith_node::net::{Node, frame};
 use minicbor::{Decode, Encode};
@@ -72,7 +72,7 @@ pub enum Request {
         identity: Key,
         /// Its signature.
         #[cbor(n(1), with = "minicbor::bytes")]
-        sig: [u8; 64],
+        sig: Vec<u8>,
     },
 }
 
@@ -135,7 +135,8 @@ impl Replicator {
                 self.serve_has(peer, pool, ids).await.unwrap_or_else(refused)
             }
             Request::PoolsOf { identity, sig } => {
-                if !verify(&identity, &node_message(POOLS_OF_CONTEXT, peer.as_bytes()), &sig) {
+                let node = *peer.as_bytes();
+                if !verify_device(&identity, &node, &node_message(POOLS_OF_CONTEXT, &node), &sig) {
                     return refused("the signature does not verify".into());
                 }
                 Reply::Pools(self.pools.pools_of(&identity).into_iter().map(Into::into).collect())
@@ -152,9 +153,8 @@ impl Replicator {
             .pools
             .view_of(pool)
             .ok_or_else(|| format!("this node holds no pool {}", hex(&pool[..8])))?;
-        let owner = v
-            .node_owner(peer.as_bytes())
-            .ok_or("your node is not listed under an active member of this pool")?;
+        let owner =
+            v.node_owner(peer.as_bytes()).ok_or_else(|| v.not_a_member_node(peer.as_bytes()))?;
         Ok((v, owner))
     }
 

@@ -83,7 +83,7 @@ pub struct DeviceProof {
     pub identity: [u8; 32],
     /// Its signature.
     #[cbor(n(1), with = "minicbor::bytes")]
-    pub sig: [u8; 64],
+    pub sig: Vec<u8>,
 }
 
 impl DeviceProof {

@@ -233,7 +233,7 @@ impl Writer<'_> {
             tree: std::mem::take(&mut self.tree_refs),
             stats: self.tree_stats,
         };
-        let sealed = root.seal(&self.store.identity.recipient());
+        let sealed = root.seal(&self.store.identity().recipient());
         let id = ObjectId::of(&sealed);
         self.add_blob(id.into(), BlobKind::Root, &sealed, None)?;
         self.seal_pack()?;
