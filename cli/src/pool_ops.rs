@@ -52,12 +52,10 @@ pub fn open(home: &Home, clock: kith_node::Clock) -> Result<Arc<Pools>> {
 /// Data keys the identity makes (after a device is retired) go to `store`: new objects are
 /// sealed to the newest, and the key file keeps them.
 pub fn keep_data_keys(pools: &Pools, store: &Arc<kith_node::Store>) {
-    let known = store.identity().data_keys().iter().map(|k| k.to_public().to_string()).collect();
     let store = store.clone();
-    pools.set_data_key_sink(
-        known,
-        Box::new(move |k| store.add_data_key(k).map(|_| ()).map_err(|e| e.to_string())),
-    );
+    pools.set_data_key_sink(Box::new(move |keys| {
+        store.set_data_keys(&keys).map(|_| ()).map_err(|e| e.to_string())
+    }));
 }
 
 /// What a device imported without the identity key is given by it (see

@@ -151,6 +151,23 @@ impl Signer {
         Author { key: self.identity, device: self.device }
     }
 
+    /// Whether this signer signs with a device key (else with the identity key).
+    pub fn device_signed(&self) -> bool {
+        self.device_key.is_some()
+    }
+
+    /// The same author signing with the identity key itself, if this signer holds it (for
+    /// what only the identity key may write).
+    pub fn root_form(&self) -> Option<Signer> {
+        self.root.as_ref().map(|r| Signer {
+            identity: self.identity,
+            root: Some(r.clone()),
+            device: self.device,
+            device_key: None,
+            derived: BTreeMap::new(),
+        })
+    }
+
     /// Whether this signer holds the identity secret.
     pub fn has_root(&self) -> bool {
         self.root.is_some()

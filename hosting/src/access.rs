@@ -5,7 +5,7 @@
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
-use kith_crdt::{Key, Signer, verify};
+use kith_crdt::{Key, SignedBy, Signer, signed_by};
 use kith_pools::PoolView;
 use minicbor::{Decode, Encode};
 
@@ -65,14 +65,16 @@ pub fn check(
     if body.pool != *pool {
         return Err(CredentialError::OtherPool);
     }
-    if !verify(&body.member, &message(&body.member, &body.pool, body.expires_ms), &body.sig) {
-        return Err(CredentialError::BadSignature);
-    }
+    let msg = message(&body.member, &body.pool, body.expires_ms);
+    let by = signed_by(&body.member, &msg, &body.sig).ok_or(CredentialError::BadSignature)?;
     if now_ms > body.expires_ms {
         return Err(CredentialError::Expired);
     }
-    if view.active(&body.member).is_none() {
-        return Err(CredentialError::NotActive);
+    let member = view.active(&body.member).ok_or(CredentialError::NotActive)?;
+    if let SignedBy::Device(d) = by
+        && member.retired.contains_key(&d)
+    {
+        return Err(CredentialError::RetiredDevice);
     }
     Ok(body.member)
 }
@@ -105,6 +107,9 @@ pub enum CredentialError {
     /// The request carries none.
     #[error("no credential was sent")]
     Missing,
+    /// Made on a device its member retired.
+    #[error("the credential was made on a device its member retired")]
+    RetiredDevice,
 }
 
 /// Checks the credential a request carries, if any, at `now_ms`.

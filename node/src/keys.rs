@@ -316,14 +316,19 @@ impl Identity {
         std::iter::once(&self.age).chain(self.later.iter()).collect()
     }
 
-    /// Adds a later data key (no change if it is known); whether it was new.
-    pub fn add_data_key(&mut self, key: age::x25519::Identity) -> bool {
-        let r = key.to_public().to_string();
-        if self.data_keys().iter().any(|k| k.to_public().to_string() == r) {
-            return false;
+    /// This identity with the later data keys `ordered` (oldest first) after those it holds
+    /// that are not among them; `None` when that changes nothing.
+    pub fn with_data_keys(&self, ordered: &[age::x25519::Identity]) -> Option<Self> {
+        let r = |k: &age::x25519::Identity| k.to_public().to_string();
+        let first = r(&self.age);
+        let given: Vec<String> = ordered.iter().map(r).collect();
+        let mut later: Vec<age::x25519::Identity> =
+            self.later.iter().filter(|k| !given.contains(&r(k))).cloned().collect();
+        later.extend(ordered.iter().filter(|k| r(k) != first).cloned());
+        if later.iter().map(r).eq(self.later.iter().map(r)) {
+            return None;
         }
-        self.later.push(key);
-        true
+        Some(Self { later, ..self.clone() })
     }
 
     /// The age recipient new objects are sealed to: the newest data key.
@@ -533,9 +538,9 @@ mod tests {
             derived: vec![("ctx".into(), [7; 32])],
             genesis_sig: [8; 64],
         };
-        let mut dev = id.clone().into_device(grant.clone());
-        assert!(dev.add_data_key(age_identity_from_bytes(&[9; 32])));
-        assert!(!dev.add_data_key(age_identity_from_bytes(&[9; 32])), "once");
+        let dev = id.clone().into_device(grant.clone());
+        let dev = dev.with_data_keys(&[age_identity_from_bytes(&[9; 32])]).unwrap();
+        assert!(dev.with_data_keys(&[age_identity_from_bytes(&[9; 32])]).is_none(), "once");
         let bytes = dev.to_file_bytes();
         assert!(!bytes.windows(32).any(|w| w == id.signing_key().unwrap().to_bytes()));
         let back = Identity::from_file_bytes(&bytes).unwrap();
@@ -549,8 +554,7 @@ mod tests {
         );
         assert!(matches!(back.export("pw"), Err(ExportError::NoIdentityKey)));
         // The identity with a later data key exports it (v2), and reads back whole.
-        let mut full = id.clone();
-        full.add_data_key(age_identity_from_bytes(&[9; 32]));
+        let full = id.with_data_keys(&[age_identity_from_bytes(&[9; 32])]).unwrap();
         let back = Identity::from_file_bytes(&full.to_file_bytes()).unwrap();
         assert_eq!(back.signing_key().unwrap().public(), id.id());
         assert_eq!(back.data_keys().len(), 2);

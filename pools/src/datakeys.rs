@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use kith_crdt::{Signer, hex};
 use kith_node::keys::age_identity_from_bytes;
 
-use crate::identity::{DataKeyEntry, IdentityView};
+use crate::identity::{DataKeyEntry, IdentityView, RECOVERY_BY};
 
 /// Key derivation context of a device's own data key (over its node key).
 pub const DEVICE_DATA_CONTEXT: &str = "kith 2026-11 device data key v1";
@@ -34,7 +34,7 @@ pub fn recovery_key(signer: &Signer) -> Option<age::x25519::Identity> {
     signer.has_root().then(|| age_identity_from_bytes(&signer.derive_key(RECOVERY_CONTEXT)))
 }
 
-fn seal(key: &age::x25519::Identity, to: &str) -> Option<Vec<u8>> {
+pub(crate) fn seal(key: &age::x25519::Identity, to: &str) -> Option<Vec<u8>> {
     use age::secrecy::ExposeSecret;
     let r: age::x25519::Recipient = to.parse().ok()?;
     let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).ok()?;
@@ -59,50 +59,66 @@ fn open(sealed: &[u8], with: &age::x25519::Identity) -> Option<age::x25519::Iden
     plain.trim().parse().ok()
 }
 
-/// A new data key and its entry: sealed to every device of `v` that is not retired and lists
-/// its recipient, and to the recovery recipient.
-pub fn make(v: &IdentityView, now_ms: i64) -> (age::x25519::Identity, DataKeyEntry) {
+/// A new data key's entry, numbered after the newest, made by `signer`'s device: its secret
+/// sealed to every device of `v` that is not retired and lists its recipient, and to the
+/// recovery recipient. `None` if the numbers ran out.
+pub fn make(v: &IdentityView, signer: &Signer, now_ms: i64) -> Option<DataKeyEntry> {
     let key = age::x25519::Identity::generate();
+    let n = v.keys.values().map(|e| e.n).max().unwrap_or(0).checked_add(1)?;
+    let by = match signer.device_signed() {
+        true => hex(&signer.author().device),
+        false => RECOVERY_BY.to_string(),
+    };
     let mut entry = DataKeyEntry {
+        n,
+        by,
         recipient: key.to_public().to_string(),
         at_ms: now_ms,
         ..Default::default()
     };
-    for (node, d) in &v.devices {
-        if d.revoked_ms.is_some() {
-            continue;
-        }
-        if let Some(b) = d.recipient.as_deref().and_then(|r| seal(&key, r)) {
-            entry.sealed.insert(hex(node), b);
+    for (to, r) in recipients(v) {
+        if let Some(b) = seal(&key, &r) {
+            entry.sealed.insert(to, b);
         }
     }
-    if let Some(b) = v.recovery.as_deref().and_then(|r| seal(&key, r)) {
-        entry.sealed.insert(RECOVERY.into(), b);
-    }
-    (key, entry)
+    Some(entry)
 }
 
-/// The data keys of `v` this device can open (sealed to it, or to the recovery key when it
-/// holds the identity key), oldest first, skipping those whose recipient is in `known`.
-pub fn open_all(v: &IdentityView, signer: &Signer, known: &[String]) -> Vec<age::x25519::Identity> {
-    let mine = hex(&signer.author().device);
-    let dev = device_key(signer);
-    let rec = recovery_key(signer);
-    let mut out = Vec::new();
-    for e in v.keys.values() {
-        if known.contains(&e.recipient) {
-            continue;
-        }
-        let opened = e
-            .sealed
-            .get(&mine)
-            .zip(dev.as_ref())
-            .and_then(|(b, k)| open(b, k))
-            .or_else(|| e.sealed.get(RECOVERY).zip(rec.as_ref()).and_then(|(b, k)| open(b, k)));
-        // Only a key that is what the entry says (a device could seal anything).
-        if let Some(k) = opened.filter(|k| k.to_public().to_string() == e.recipient) {
-            out.push(k);
-        }
+/// Where data keys go: every device not retired that lists its recipient (by node hex), and
+/// the recovery recipient.
+pub fn recipients(v: &IdentityView) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = v
+        .devices
+        .iter()
+        .filter(|(_, d)| d.revoked_ms.is_none())
+        .filter_map(|(n, d)| Some((hex(n), d.recipient.clone()?)))
+        .collect();
+    if let Some(r) = &v.recovery {
+        out.push((RECOVERY.into(), r.clone()));
     }
     out
+}
+
+/// The data keys of `v` that count, in the order they were made: those made by the identity
+/// key or by a device that is not retired (a retired device's keys are set aside: it knows
+/// them).
+pub fn usable(v: &IdentityView) -> impl Iterator<Item = (&String, &DataKeyEntry)> {
+    v.keys.iter().filter(|(_, e)| {
+        e.by == RECOVERY_BY
+            || crate::view::parse_key(&e.by)
+                .and_then(|n| v.devices.get(&n))
+                .is_some_and(|d| d.revoked_ms.is_none())
+    })
+}
+
+/// Opens `e` with what this device has: its own data key, or the recovery key where it holds
+/// the identity key. Only a key that is what the entry says is taken (a device could seal
+/// anything).
+pub fn open_entry(e: &DataKeyEntry, signer: &Signer) -> Option<age::x25519::Identity> {
+    let mine = hex(&signer.author().device);
+    let opened =
+        e.sealed.get(&mine).zip(device_key(signer)).and_then(|(b, k)| open(b, &k)).or_else(|| {
+            e.sealed.get(RECOVERY).zip(recovery_key(signer)).and_then(|(b, k)| open(b, &k))
+        });
+    opened.filter(|k| k.to_public().to_string() == e.recipient)
 }

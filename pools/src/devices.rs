@@ -133,6 +133,15 @@ pub fn retire(pools: &Pools, spec: &str, now_ms: i64) -> Result<Retired, DeviceE
     if node == pools.node() {
         return Err(DeviceError::ThisDevice(hex(&node[..8])));
     }
+    // The pools that count on it now (retiring it in the identity document retires it in
+    // them too, see `Pools::follow_identity`).
+    let me = pools.signer().author().key;
+    let held: Vec<String> = pools
+        .list()
+        .iter()
+        .filter(|(_, v)| v.members.get(&me).is_some_and(|m| m.nodes.contains_key(&node)))
+        .map(|(_, v)| v.charter.name.clone())
+        .collect();
     pools.with_identity(|d, s, now| {
         // A device the document has not heard of yet (only a pool listed it) is listed first.
         d.add_device(s, &node, "", now)?;
@@ -140,13 +149,11 @@ pub fn retire(pools: &Pools, spec: &str, now_ms: i64) -> Result<Retired, DeviceE
     })?;
     // New objects are sealed to a key the retired device never sees.
     pools.rotate_data_key()?;
-    let mut taken = Vec::new();
-    for (id, pv) in pools.list() {
+    for (id, _) in pools.list() {
         let signer = pools.signer();
-        if pools.with_pool(&hex(&id), |p| p.retire_node(signer, &node, now_ms))? {
-            taken.push(pv.charter.name.clone());
-        }
+        pools.with_pool(&hex(&id), |p| p.retire_node(signer, &node, now_ms))?;
     }
+    let taken = held;
     let name = v.devices.get(&node).map(|d| d.name.clone()).unwrap_or_default();
     Ok(Retired { node, name, pools: taken })
 }

@@ -63,12 +63,13 @@ impl BlobGate for PoolsGate {
         let pools = self.rep.pools();
         let node = *peer.as_bytes();
         let me = pools.signer().author().key;
-        // A device of this identity (proven now, or listed in its document), not retired.
+        // A device of this identity, proven now (by the identity key or that device's own
+        // certified key: a listing in the identity document alone proves nothing), not retired.
         let proven = proof.is_some_and(|p| {
             p.identity == me
                 && kith_crdt::verify_device(&me, &node, &DeviceProof::message(&node), &p.sig)
         });
-        if (proven || pools.is_own_device(&node)) && !pools.is_retired_device(&node) {
+        if proven && !pools.is_retired_device(&node) {
             return Ok(());
         }
         let mut allowed: Vec<Arc<HashSet<[u8; 32]>>> = Vec::new();

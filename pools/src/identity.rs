@@ -25,7 +25,9 @@
 use std::collections::BTreeMap;
 
 use kith_crdt::automerge::transaction::Transactable;
-use kith_crdt::automerge::{AutoCommit, ChangeHash, ObjId, ObjType, ROOT, ReadDoc};
+use kith_crdt::automerge::{
+    AutoCommit, ChangeHash, ObjId, ObjType, PatchAction, ROOT, ReadDoc, ScalarValue, Value,
+};
 use kith_crdt::{
     Authorizer, Check, Doc, DocError, Key, Schema, SignedBy, SignedDoc, Signer, SyncFrame,
     SyncState, hex, patch_path,
@@ -56,6 +58,10 @@ pub struct Device {
 /// A data key the identity made, sealed to its devices.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DataKeyEntry {
+    /// Its number: the newest key has the highest.
+    pub n: u64,
+    /// The device that made it (node hex), or [`RECOVERY_BY`] for the identity key.
+    pub by: String,
     /// Its age recipient (what new objects are sealed to).
     pub recipient: String,
     /// When it was made (ms since the epoch).
@@ -102,8 +108,9 @@ pub struct IdentityView {
     pub pool_entries: BTreeMap<String, PoolEntry>,
     /// The recipient only the identity key opens (a data key's last resort).
     pub recovery: Option<String>,
-    /// Data keys made since the first, by number.
-    pub keys: BTreeMap<u64, DataKeyEntry>,
+    /// Data keys made since the first, by their key in the document (`<n, 20 digits>-<id>`,
+    /// so in the order they were made).
+    pub keys: BTreeMap<String, DataKeyEntry>,
 }
 
 impl IdentityView {
@@ -176,24 +183,44 @@ impl IdentityView {
         let ds = map(d, &ROOT, "devices")?;
         for k in d.keys(&ds) {
             let node = parse_key(&k).ok_or(format!("device `{k}` is not a key"))?;
-            let o = map(d, &ds, &k)?;
-            let revoked_ms = match d.get(&o, "revoked").map_err(|e| e.to_string())? {
-                Some((v, _)) => Some(v.as_i64().ok_or("`revoked` is not a time")?),
-                None => None,
-            };
-            let recipient = match d.get(&o, "recipient").map_err(|e| e.to_string())? {
-                Some(_) => Some(text(d, &o, "recipient")?),
-                None => None,
-            };
-            view.devices.insert(
-                node,
-                Device {
+            // Two devices may list one at the same time (a device listing itself while
+            // another retires it): automerge keeps both entries and shows one, so they are
+            // read together, and a retirement in either stands.
+            let mut dev: Option<Device> = None;
+            for (v, o) in d.get_all(&ds, &k).map_err(|e| e.to_string())? {
+                if !matches!(v, Value::Object(ObjType::Map)) {
+                    return Err(format!("device `{k}` is not a map").into());
+                }
+                let revoked_ms = match d.get(&o, "revoked").map_err(|e| e.to_string())? {
+                    Some((v, _)) => Some(v.as_i64().ok_or("`revoked` is not a time")?),
+                    None => None,
+                };
+                let recipient = match d.get(&o, "recipient").map_err(|e| e.to_string())? {
+                    Some(_) => Some(text(d, &o, "recipient")?),
+                    None => None,
+                };
+                let this = Device {
                     name: text(d, &o, "name")?,
                     added_ms: int(d, &o, "added")?,
                     revoked_ms,
                     recipient,
-                },
-            );
+                };
+                dev = Some(match dev {
+                    None => this,
+                    Some(a) => Device {
+                        name: if a.name.is_empty() { this.name } else { a.name },
+                        added_ms: a.added_ms.max(this.added_ms),
+                        revoked_ms: match (a.revoked_ms, this.revoked_ms) {
+                            (Some(x), Some(y)) => Some(x.min(y)),
+                            (x, y) => x.or(y),
+                        },
+                        recipient: a.recipient.or(this.recipient),
+                    },
+                });
+            }
+            if let Some(dev) = dev {
+                view.devices.insert(node, dev);
+            }
         }
         let rs = map(d, &ROOT, "recipients")?;
         for k in d.keys(&rs) {
@@ -206,9 +233,15 @@ impl IdentityView {
         if d.get(ROOT, "keys").map_err(|e| e.to_string())?.is_some() {
             let ks = map(d, &ROOT, "keys")?;
             for k in d.keys(&ks) {
-                let n: u64 = k.parse().map_err(|_| format!("data key `{k}` is not a number"))?;
+                let n: u64 = k
+                    .split('-')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or(format!("data key `{k}` is not numbered"))?;
                 let o = map(d, &ks, &k)?;
                 let mut e = DataKeyEntry {
+                    n,
+                    by: text(d, &o, "by")?,
                     recipient: text(d, &o, "recipient")?,
                     at_ms: int(d, &o, "at")?,
                     sealed: BTreeMap::new(),
@@ -223,7 +256,7 @@ impl IdentityView {
                     };
                     e.sealed.insert(to, b);
                 }
-                view.keys.insert(n, e);
+                view.keys.insert(k, e);
             }
         }
         let ps = map(d, &ROOT, "pools")?;
@@ -274,8 +307,54 @@ impl Authorizer for IdentityRules {
         if before_owner.as_deref() != Some(&after.owner[..]) {
             return Err("the owner of an identity document never changes".into());
         }
+        let me = match c.signed_by {
+            SignedBy::Device(d) => Some(hex(&d)),
+            SignedBy::Root => None,
+        };
         for p in c.patches {
             let path = patch_path(p);
+            let replacing = matches!(p.action, PatchAction::DeleteMap { .. })
+                || matches!(&p.action, PatchAction::PutMap { value: (Value::Object(_), _), .. });
+            let ps: Vec<&str> = path.iter().map(String::as_str).collect();
+            match ps.as_slice() {
+                // What records devices and data keys is never replaced or deleted once it is
+                // there: a replaced map would take a retirement or a key with it.
+                ["devices" | "keys"] | ["devices" | "keys", _] | ["keys", _, "sealed"]
+                    if replacing && at_deps(c, &ps).is_some() =>
+                {
+                    return Err(format!("`{}` is never replaced", path.join("/")));
+                }
+                ["devices", _, _] | ["keys", _, _, ..]
+                    if matches!(p.action, PatchAction::DeleteMap { .. }) =>
+                {
+                    return Err(format!("`{}` is never deleted", path.join("/")));
+                }
+                // A device lists its own data key's recipient, nobody else.
+                ["devices", node, "recipient"] if me.as_deref() != Some(node) => {
+                    return Err("only a device itself lists its data key's recipient".into());
+                }
+                // The recovery recipient is the identity key's own: only it writes it.
+                ["recovery"] if me.is_some() => {
+                    return Err("only the identity key itself sets the recovery recipient".into());
+                }
+                // A data key says which device made it (so the keys of a device retired later
+                // are set aside), and is written once.
+                ["keys", _, "by"] if replacing || at_deps(c, &ps).is_some() => {
+                    return Err("a data key's maker is written once".into());
+                }
+                ["keys", _, "by"] => {
+                    let by = after_text(c, &ps);
+                    if by.as_deref() != Some(me.as_deref().unwrap_or(RECOVERY_BY)) {
+                        return Err("a data key names the device that made it".into());
+                    }
+                }
+                ["keys", _, "recipient" | "at"] | ["keys", _, "sealed", _]
+                    if at_deps(c, &ps).is_some() =>
+                {
+                    return Err(format!("`{}` is written once", path.join("/")));
+                }
+                _ => {}
+            }
             let [devices, node, ..] = path.as_slice() else { continue };
             if devices != "devices" {
                 continue;
@@ -292,6 +371,29 @@ impl Authorizer for IdentityRules {
         }
         Ok(())
     }
+}
+
+/// The `by` of a data key the identity key itself made.
+pub const RECOVERY_BY: &str = "identity";
+
+/// The text at `path` in the document after the change.
+fn after_text(c: &Check<'_>, path: &[&str]) -> Option<String> {
+    let mut cur = ROOT;
+    let heads = [c.hash];
+    for (i, k) in path.iter().enumerate() {
+        let (v, id) = c.doc.get_at(&cur, *k, &heads).ok().flatten()?;
+        if i + 1 == path.len() {
+            return match v {
+                Value::Scalar(s) => match s.as_ref() {
+                    ScalarValue::Str(t) => Some(t.to_string()),
+                    _ => None,
+                },
+                _ => None,
+            };
+        }
+        cur = id;
+    }
+    None
 }
 
 /// The kind of identity documents.
@@ -614,20 +716,25 @@ impl IdentityDoc {
         self.edit(signer, now_ms, |d| d.put(ROOT, "recovery", recipient))
     }
 
-    /// Records data key `n`.
+    /// Records a data key (its number and maker as `entry` says; numbered after the newest).
     pub fn add_data_key(
         &mut self,
         signer: &Signer,
-        n: u64,
         entry: &DataKeyEntry,
         now_ms: i64,
     ) -> Result<bool, DocError> {
-        if self.view().keys.contains_key(&n) {
+        let key = format!(
+            "{:020}-{}",
+            entry.n,
+            &entry.recipient[entry.recipient.len().saturating_sub(12)..]
+        );
+        if self.view().keys.contains_key(&key) {
             return Ok(false);
         }
         self.edit(signer, now_ms, |d| {
             let ks = crate::edit::map_or_new(d, &ROOT, "keys")?;
-            let o = d.put_object(&ks, n.to_string(), ObjType::Map)?;
+            let o = d.put_object(&ks, key.as_str(), ObjType::Map)?;
+            d.put(&o, "by", entry.by.as_str())?;
             d.put(&o, "recipient", entry.recipient.as_str())?;
             d.put(&o, "at", entry.at_ms)?;
             let ss = d.put_object(&o, "sealed", ObjType::Map)?;
@@ -635,6 +742,27 @@ impl IdentityDoc {
                 d.put(&ss, to.as_str(), b.clone())?;
             }
             Ok(())
+        })
+    }
+
+    /// Adds data key `key`'s secret sealed to `to` (a device listed after the key was made).
+    pub fn reseal_data_key(
+        &mut self,
+        signer: &Signer,
+        key: &str,
+        to: &str,
+        sealed: &[u8],
+        now_ms: i64,
+    ) -> Result<bool, DocError> {
+        match self.view().keys.get(key) {
+            Some(e) if !e.sealed.contains_key(to) => {}
+            _ => return Ok(false),
+        }
+        self.edit(signer, now_ms, |d| {
+            let ks = d.get(ROOT, "keys")?.map(|(_, id)| id).unwrap_or(ROOT);
+            let o = d.get(&ks, key)?.map(|(_, id)| id).unwrap_or(ROOT);
+            let ss = d.get(&o, "sealed")?.map(|(_, id)| id).unwrap_or(ROOT);
+            d.put(&ss, to, sealed.to_vec())
         })
     }
 
@@ -738,7 +866,7 @@ mod tests {
                 d.delete(&o, "revoked")
             })
             .unwrap_err();
-        assert!(e.to_string().contains("stays"), "{e}");
+        assert!(e.to_string().contains("never deleted"), "{e}");
         assert!(a.revoke_device(&a_dev, &[3; 32], 15).is_err(), "not a device");
     }
 
@@ -761,6 +889,57 @@ mod tests {
         assert!(e.to_string().contains("was retired"), "{e}");
         assert!(a.set_name(&laptop, "ada l.", 15).unwrap(), "the others go on");
         assert_eq!(a.view().name, "ada l.");
+    }
+
+    #[test]
+    fn data_keys_are_written_by_whom_they_belong_to_and_a_thiefs_are_set_aside() {
+        // Review of item 9: a device could list another device's recipient or the recovery
+        // recipient as its own, plant a data key, or replace an entry that holds a retirement.
+        let secret = [7u8; 32];
+        let laptop = Signer::with_device(&secret, &[31; 32]);
+        let phone = Signer::with_device(&secret, &[32; 32]);
+        let (l, p) = (laptop.author().device, phone.author().device);
+        let mut a = IdentityDoc::genesis(&secret).unwrap();
+        a.add_device(&laptop, &l, "laptop", 10).unwrap();
+        a.add_device(&phone, &p, "phone", 11).unwrap();
+        let e = a.set_device_recipient(&phone, &l, "age1thief", 12).unwrap_err();
+        assert!(e.to_string().contains("only a device itself"), "{e}");
+        let dk = crate::datakeys::device_key(&laptop).unwrap().to_public().to_string();
+        a.set_device_recipient(&laptop, &l, &dk, 13).unwrap();
+        let e = a.set_recovery(&phone, "age1thief", 14).unwrap_err();
+        assert!(e.to_string().contains("only the identity key"), "{e}");
+        a.set_recovery(&laptop.root_form().unwrap(), "age1real", 15).unwrap();
+        let e = a
+            .edit(&phone, 16, |d| {
+                let ds = d.get(ROOT, "devices")?.unwrap().1;
+                d.put_object(&ds, hex(&l), ObjType::Map).map(|_| ())
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("never replaced"), "{e}");
+        // The phone plants a key before it is stolen; once retired, its keys are set aside,
+        // and the laptop's own rotation is what counts.
+        let planted = crate::datakeys::make(&a.view(), &phone, 17).unwrap();
+        a.add_data_key(&phone, &planted, 17).unwrap();
+        assert_eq!(crate::datakeys::usable(&a.view()).count(), 1);
+        a.revoke_device(&laptop, &p, 18).unwrap();
+        assert_eq!(crate::datakeys::usable(&a.view()).count(), 0, "the thief's key is set aside");
+        let real = crate::datakeys::make(&a.view(), &laptop, 19).unwrap();
+        assert_eq!(real.n, 2);
+        assert!(!real.sealed.contains_key(&hex(&p)), "nothing sealed to the retired phone");
+        a.add_data_key(&laptop, &real, 19).unwrap();
+        let v = a.view();
+        let usable: Vec<_> = crate::datakeys::usable(&v).collect();
+        assert_eq!(usable.len(), 1);
+        let opened = crate::datakeys::open_entry(usable[0].1, &laptop).unwrap();
+        assert_eq!(opened.to_public().to_string(), real.recipient);
+        assert!(crate::datakeys::open_entry(usable[0].1, &phone).is_none());
+        // An entry's maker is the device that wrote it.
+        let mut forged = crate::datakeys::make(&v, &laptop, 20).unwrap();
+        forged.by = hex(&l);
+        let tablet = Signer::with_device(&secret, &[33; 32]);
+        a.add_device(&tablet, &tablet.author().device, "tablet", 21).unwrap();
+        let e = a.add_data_key(&tablet, &forged, 22).unwrap_err();
+        assert!(e.to_string().contains("names the device that made it"), "{e}");
     }
 
     #[test]

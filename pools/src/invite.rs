@@ -80,6 +80,11 @@ impl Invite {
         verify(&self.issuer, &self.message(), &self.sig)
     }
 
+    /// Which key of the issuer signed it, if the signature verifies.
+    pub fn signed_by(&self) -> Option<kith_crdt::SignedBy> {
+        kith_crdt::signed_by(&self.issuer, &self.message(), &self.sig)
+    }
+
     /// Encodes the invite.
     pub fn to_bytes(&self) -> Vec<u8> {
         minicbor::to_vec(self).expect("encoding to a Vec cannot fail")

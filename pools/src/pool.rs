@@ -111,6 +111,19 @@ impl PoolSnapshot {
             state: State::parse(&text(&m, "state")?)?,
         })
     }
+
+    /// Whether `who` had retired its device `node` at `heads`.
+    pub fn retired_at(&self, who: &Key, node: &Key, heads: &[ChangeHash]) -> bool {
+        let d = &self.history;
+        let mut cur = ROOT;
+        for k in ["members", &hex(who), "retired"] {
+            match d.get_at(&cur, k, heads) {
+                Ok(Some((Value::Object(ObjType::Map), id))) => cur = id,
+                _ => return false,
+            }
+        }
+        matches!(d.get_at(&cur, hex(node), heads), Ok(Some(_)))
+    }
 }
 
 /// Parses sizes such as `50GiB`, `1.5 TB`, `4096` (bytes).

@@ -51,6 +51,22 @@ impl Authorizer for PoolRules {
                 &hex(&d)[..16]
             ));
         }
+        // A node is listed under a member only by itself (or by the identity key): a device
+        // cannot list a node key of its own making and act for its member through it.
+        for p in c.patches {
+            let PatchAction::PutMap { key, value: (Value::Object(_), _), .. } = &p.action else {
+                continue;
+            };
+            let path = patch_path(p);
+            if let ["members", who, "nodes", _] =
+                path.iter().map(String::as_str).collect::<Vec<_>>()[..]
+                && at_deps(c, &["members", who, "nodes", key]).is_none()
+                && !matches!(c.signed_by, SignedBy::Root)
+                && c.signed_by != SignedBy::Device(crate::view::parse_key(key).unwrap_or([0; 32]))
+            {
+                return Err(format!("node {} is listed only by itself", &key[..key.len().min(16)]));
+            }
+        }
         if let Some(verdict) = own_entries(c) {
             return verdict;
         }
@@ -109,7 +125,11 @@ impl Authorizer for PoolRules {
                 ["members", _, "nodes" | "objects" | "audits" | "sites", ..] => {
                     own && (member || joining)
                 }
-                ["members", _, "retired", ..] => own && member && !deleting,
+                // Written once: neither the map nor a retirement is ever replaced.
+                ["members", _, "retired", ..] => {
+                    let at: Vec<&str> = path.iter().map(String::as_str).collect();
+                    own && member && !deleting && at_deps(c, &at).is_none()
+                }
                 _ => false,
             };
             if !ok {
@@ -344,11 +364,20 @@ pub fn invite_valid(
     if &inv.pool != pool {
         return Err(InviteError::OtherPool.to_string());
     }
-    if !inv.signature_ok() {
+    let Some(by) = inv.signed_by() else {
         return Err(InviteError::Forged.to_string());
-    }
-    if !view.active(&inv.issuer).is_some_and(|m| m.role == Role::Admin) {
+    };
+    let Some(issuer) = view.active(&inv.issuer).filter(|m| m.role == Role::Admin) else {
         return Err(InviteError::NotAdmin(hex(&inv.issuer)).to_string());
+    };
+    // An invite made on a device its admin retired admits nobody.
+    if let SignedBy::Device(d) = by
+        && issuer.retired.contains_key(&d)
+    {
+        return Err(format!(
+            "the invite was made on a device its admin retired ({})",
+            &hex(&d)[..16]
+        ));
     }
     let now = now_ms.max(0) as u64;
     if now > inv.expires_ms {

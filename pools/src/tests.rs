@@ -772,6 +772,15 @@ fn a_retired_device_signs_nothing_more_in_the_pool() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("may not"), "{err}");
+    // Nor can a device list a node key of its own making to act through it.
+    let err = forge(&mut a, &mut b, &laptop, |d| {
+        let m = member_obj(d, &bob_laptop());
+        let ns = d.get(&m, "nodes").unwrap().unwrap().1;
+        let n = d.put_object(&ns, hex(&[77; 32]), ObjType::Map).unwrap();
+        d.put(&n, "storage", 1u64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("listed only by itself"), "{err}");
     // The identity's other devices go on.
     forge(&mut a, &mut b, &laptop, rename("bob")).unwrap();
     assert_eq!(a.view().members[&bob].name, "bob");
@@ -781,4 +790,22 @@ fn a_retired_device_signs_nothing_more_in_the_pool() {
 
 fn bob_laptop() -> Signer {
     Signer::with_device(&[2; 32], &[21; 32])
+}
+
+#[test]
+fn an_invite_made_on_a_retired_device_admits_nobody() {
+    // Review of item 9: a stolen admin's device could still sign invites for its accomplices.
+    let laptop = Signer::with_device(&[1; 32], &[11; 32]);
+    let phone = Signer::with_device(&[1; 32], &[12; 32]);
+    let mut a = Pool::create(&laptop, "ada", Pool::charter("street"), T0).unwrap();
+    let stolen = a.invite(&phone, [5; 16], T0 as u64 + HOUR, 1).unwrap();
+    let fresh = a.invite(&laptop, [6; 16], T0 as u64 + HOUR, 1).unwrap();
+    assert!(a.retire_node(&laptop, &phone.author().device, T0 + 5).unwrap());
+    let (bob, cy) = (person(2), person(3));
+    let mut b = copy(&mut a);
+    let err = b.join(&bob, "bob", &stolen, T0 + 10).unwrap_err();
+    assert!(err.to_string().contains("retired"), "{err}");
+    b.join(&cy, "cy", &fresh, T0 + 11).unwrap();
+    sync(&mut b, &mut a).unwrap();
+    assert_eq!(a.view().members.len(), 2);
 }

@@ -486,9 +486,13 @@ impl PoolView {
             let o = obj(d, &ns, &k)?;
             nodes.insert(key, read_offer(d, &o)?);
         }
+        // Every map written there counts (two devices may retire one at the same time, each
+        // making the map: automerge keeps both, and shows one).
         let mut retired = BTreeMap::new();
-        if d.get(m, "retired").map_err(|e| e.to_string())?.is_some() {
-            let rs = obj(d, m, "retired")?;
+        for (v, rs) in d.get_all(m, "retired").map_err(|e| e.to_string())? {
+            if !matches!(v, kith_crdt::automerge::Value::Object(ObjType::Map)) {
+                return Err("`retired` is not a map".into());
+            }
             for k in d.keys(&rs) {
                 let key = parse_key(&k).ok_or(format!("retired node `{k}` is not a key"))?;
                 let at = match d.get(&rs, &k).map_err(|e| e.to_string())? {

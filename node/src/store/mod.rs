@@ -354,15 +354,12 @@ impl Store {
         self.identity.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Adds a data key the identity made (a rotation after a device was retired): new
-    /// objects are sealed to it from now on, and it is written to the key file. Whether it
-    /// was new.
-    pub fn add_data_key(&self, key: age::x25519::Identity) -> Result<bool, StoreError> {
+    /// Takes the data keys the identity made (rotations after a device was retired), oldest
+    /// first: new objects are sealed to the last from now on, and the key file keeps them.
+    /// Whether anything changed.
+    pub fn set_data_keys(&self, ordered: &[age::x25519::Identity]) -> Result<bool, StoreError> {
         let mut guard = self.identity.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = (**guard).clone();
-        if !next.add_data_key(key) {
-            return Ok(false);
-        }
+        let Some(next) = guard.with_data_keys(ordered) else { return Ok(false) };
         self.home.write_identity(&next)?;
         *guard = Arc::new(next);
         Ok(true)

@@ -92,49 +92,87 @@ impl Pools {
             if let Some(k) = crate::datakeys::device_key(s) {
                 d.set_device_recipient(s, &node, &k.to_public().to_string(), now)?;
             }
-            if let Some(k) = crate::datakeys::recovery_key(s) {
-                d.set_recovery(s, &k.to_public().to_string(), now)?;
+            if let (Some(k), Some(root)) = (crate::datakeys::recovery_key(s), s.root_form()) {
+                d.set_recovery(&root, &k.to_public().to_string(), now)?;
             }
             Ok(())
         })
     }
 
-    /// Where data keys this device opens go (its store, which seals new objects to the newest
-    /// and writes them to the key file), with the recipients it holds already; the keys the
-    /// identity document has for it are opened now.
-    pub fn set_data_key_sink(&self, known: Vec<String>, sink: super::DataKeySink) {
-        *self.data_keys.lock().unwrap_or_else(|p| p.into_inner()) = Some((known, sink));
-        self.adopt_data_keys();
+    /// Where data keys this device opens go: its store, which seals new objects to the newest
+    /// and keeps them in the key file. The keys the identity document has for it are opened now.
+    pub fn set_data_key_sink(&self, sink: super::DataKeySink) {
+        *self.data_keys.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Default::default(), sink));
+        self.follow_identity();
     }
 
-    /// Opens the data keys the identity document has for this device that it lacks, and hands
-    /// them to the sink.
-    pub fn adopt_data_keys(&self) {
+    /// Acts on what the identity document says: opens the data keys sealed to this device
+    /// that it lacks (handing them all, in order, to the sink), seals the keys it holds to
+    /// devices listed after they were made, and retires in every pool here the devices the
+    /// identity retired (the retiring device may not hold them all).
+    pub fn follow_identity(&self) {
         let Some(v) = self.identity() else { return };
-        if v.keys.is_empty() {
-            return;
+        let mut reseal: Vec<(String, String, Vec<u8>)> = Vec::new();
+        {
+            let mut guard = self.data_keys.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((held, sink)) = guard.as_mut() {
+                let mut new = false;
+                for (k, e) in crate::datakeys::usable(&v) {
+                    if !held.contains_key(k)
+                        && let Some(key) = crate::datakeys::open_entry(e, &self.signer)
+                    {
+                        held.insert(k.clone(), key);
+                        new = true;
+                    }
+                }
+                if new && let Err(e) = sink(held.values().cloned().collect()) {
+                    tracing::warn!(error = %e, "cannot keep the identity's new data key");
+                }
+                let to = crate::datakeys::recipients(&v);
+                for (k, e) in crate::datakeys::usable(&v) {
+                    let Some(key) = held.get(k) else { continue };
+                    for (who, r) in &to {
+                        if !e.sealed.contains_key(who)
+                            && let Some(b) = crate::datakeys::seal(key, r)
+                        {
+                            reseal.push((k.clone(), who.clone(), b));
+                        }
+                    }
+                }
+            }
         }
-        let mut guard = self.data_keys.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((known, sink)) = guard.as_mut() else { return };
-        for k in crate::datakeys::open_all(&v, &self.signer, known) {
-            let r = k.to_public().to_string();
-            match sink(k) {
-                Ok(()) => known.push(r),
-                Err(e) => tracing::warn!(error = %e, "cannot keep a new data key"),
+        if !reseal.is_empty() {
+            let _ = self.with_identity(|d, s, now| {
+                for (k, who, b) in &reseal {
+                    d.reseal_data_key(s, k, who, b, now)?;
+                }
+                Ok(())
+            });
+        }
+        let me = self.signer.author().key;
+        for (node, _) in v.devices.iter().filter(|(_, d)| d.revoked_ms.is_some()) {
+            for (id, pv) in self.list() {
+                let pending = pv.active(&me).is_some_and(|m| !m.retired.contains_key(node));
+                if pending {
+                    let now = self.now_ms();
+                    let _ = self.with_pool(&hex(&id), |p| p.retire_node(&self.signer, node, now));
+                }
             }
         }
     }
 
     /// Makes a new data key, sealed to this identity's devices that are not retired (after
-    /// one was retired), and starts sealing new objects to it.
+    /// one was retired); new objects are sealed to it from then on.
     pub fn rotate_data_key(&self) -> Result<(), PoolError> {
         self.with_identity(|d, s, now| {
             let v = d.view();
             // The key itself is dropped here: it is taken back from the document, sealed to
-            // this device like to the others (`adopt_data_keys`).
-            let (_, entry) = crate::datakeys::make(&v, now);
-            let n = v.keys.keys().next_back().map_or(1, |n| n + 1);
-            d.add_data_key(s, n, &entry, now).map(|_| ())
+            // this device like to the others (`follow_identity`).
+            let Some(entry) = crate::datakeys::make(&v, s, now) else {
+                return Err(kith_crdt::DocError::Format("data keys are numbered out".into()));
+            };
+            d.add_data_key(s, &entry, now).map(|_| ())
         })
     }
 
@@ -157,7 +195,7 @@ impl Pools {
             .map_err(|e| PoolError::Policy(format!("cannot save the identity document: {e}")))?;
         drop(guard);
         // A data key made on another device (one was retired) may be sealed to this one.
-        self.adopt_data_keys();
+        self.follow_identity();
         Ok(())
     }
 

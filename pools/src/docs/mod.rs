@@ -47,8 +47,9 @@ use crate::pool::{Pool, PoolError, PoolSnapshot};
 /// Folder of pool documents in the home.
 const POOLS_DIR: &str = "pools";
 
-/// Where data keys this device opens go (see [`Pools::set_data_key_sink`]).
-pub type DataKeySink = Box<dyn Fn(age::x25519::Identity) -> Result<(), String> + Send + Sync>;
+/// Where the data keys this device opens go, all of them in the order they were made (see
+/// [`Pools::set_data_key_sink`]).
+pub type DataKeySink = Box<dyn Fn(Vec<age::x25519::Identity>) -> Result<(), String> + Send + Sync>;
 
 /// Pool documents held by this node, and their sync.
 pub struct Pools {
@@ -77,7 +78,7 @@ pub struct Pools {
     /// Copies of other members' identity documents, kept for them.
     custody: Mutex<BTreeMap<Key, IdentityDoc>>,
     /// The recipients of the data keys this device holds, and where new ones go.
-    data_keys: Mutex<Option<(Vec<String>, DataKeySink)>>,
+    data_keys: Mutex<Option<(BTreeMap<String, age::x25519::Identity>, DataKeySink)>>,
     /// The pools' ledgers.
     ledgers: Ledgers,
     /// Site requests this node answered, by pool, not yet recorded.

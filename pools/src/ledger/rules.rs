@@ -83,6 +83,12 @@ impl LedgerRules<'_> {
                 note.get(POOL_NOTE.len()..POOL_NOTE.len() + 16).unwrap_or(note)
             ));
         }
+        // A device its member retired (as of the pool state the row names) writes no rows.
+        if let kith_crdt::SignedBy::Device(d) = c.signed_by
+            && self.pool.retired_at(&c.author.key, &d, &heads)
+        {
+            return Err(crate::view::RETIRED_DEVICE.into());
+        }
         let s = self.pool.standing_at(&c.author.key, &heads);
         let member = s.is_some_and(|s| s.state == State::Active);
         Ok((member, member && s.is_some_and(|s| s.role == Role::Admin)))

@@ -139,6 +139,13 @@ impl Replicator {
                 if !verify_device(&identity, &node, &node_message(POOLS_OF_CONTEXT, &node), &sig) {
                     return refused("the signature does not verify".into());
                 }
+                let retired = self.pools.is_retired_device(&node)
+                    || self.pools.list().iter().any(|(_, v)| {
+                        v.members.get(&identity).is_some_and(|m| m.retired.contains_key(&node))
+                    });
+                if retired {
+                    return refused(crate::view::RETIRED_DEVICE.into());
+                }
                 Reply::Pools(self.pools.pools_of(&identity).into_iter().map(Into::into).collect())
             }
         }
