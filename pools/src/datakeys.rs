@@ -64,7 +64,9 @@ fn open(sealed: &[u8], with: &age::x25519::Identity) -> Option<age::x25519::Iden
 /// recovery recipient. `None` if the numbers ran out.
 pub fn make(v: &IdentityView, signer: &Signer, now_ms: i64) -> Option<DataKeyEntry> {
     let key = age::x25519::Identity::generate();
-    let n = v.keys.values().map(|e| e.n).max().unwrap_or(0).checked_add(1)?;
+    // Numbered after the keys that count: a huge number planted by a device retired since
+    // neither blocks this nor stays the newest.
+    let n = usable(v).map(|(_, e)| e.n).max().unwrap_or(0).checked_add(1)?;
     let by = match signer.device_signed() {
         true => hex(&signer.author().device),
         false => RECOVERY_BY.to_string(),

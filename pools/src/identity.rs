@@ -34,7 +34,7 @@ use kith_crdt::{
 };
 
 use crate::error::ShapeError;
-use crate::rules::at_deps;
+use crate::rules::{any_at_deps, at_deps};
 use crate::view::parse_key;
 
 /// The `kind` of identity documents and their files.
@@ -230,8 +230,11 @@ impl IdentityView {
         if d.get(ROOT, "recovery").map_err(|e| e.to_string())?.is_some() {
             view.recovery = Some(text(d, &ROOT, "recovery")?);
         }
-        if d.get(ROOT, "keys").map_err(|e| e.to_string())?.is_some() {
-            let ks = map(d, &ROOT, "keys")?;
+        // Every map written there counts (two devices may each make the first data key).
+        for (v, ks) in d.get_all(ROOT, "keys").map_err(|e| e.to_string())? {
+            if !matches!(v, Value::Object(ObjType::Map)) {
+                return Err("`keys` is not a map".into());
+            }
             for k in d.keys(&ks) {
                 let n: u64 = k
                     .split('-')
@@ -298,7 +301,7 @@ impl Authorizer for IdentityRules {
         // linear in its length.
         // A retired device signs nothing more in its identity's document.
         if let SignedBy::Device(d) = c.signed_by
-            && at_deps(c, &["devices", &hex(&d), "revoked"]).is_some()
+            && any_at_deps(c, &["devices", &hex(&d), "revoked"])
         {
             return Err(format!("device {} was retired; its changes are refused", &hex(&d)[..16]));
         }
@@ -758,12 +761,14 @@ impl IdentityDoc {
             Some(e) if !e.sealed.contains_key(to) => {}
             _ => return Ok(false),
         }
-        self.edit(signer, now_ms, |d| {
-            let ks = d.get(ROOT, "keys")?.map(|(_, id)| id).unwrap_or(ROOT);
-            let o = d.get(&ks, key)?.map(|(_, id)| id).unwrap_or(ROOT);
-            let ss = d.get(&o, "sealed")?.map(|(_, id)| id).unwrap_or(ROOT);
-            d.put(&ss, to, sealed.to_vec())
-        })
+        // Only into the map automerge shows (a concurrent one cannot be written into).
+        let shown = |d: &AutoCommit| -> Option<ObjId> {
+            let ks = d.get(ROOT, "keys").ok()??.1;
+            let o = d.get(&ks, key).ok()??.1;
+            Some(d.get(&o, "sealed").ok()??.1)
+        };
+        let Some(ss) = shown(self.doc.doc()) else { return Ok(false) };
+        self.edit(signer, now_ms, |d| d.put(&ss, to, sealed.to_vec()))
     }
 
     /// Sets the display name (no change if it is the same).
@@ -924,7 +929,7 @@ mod tests {
         a.revoke_device(&laptop, &p, 18).unwrap();
         assert_eq!(crate::datakeys::usable(&a.view()).count(), 0, "the thief's key is set aside");
         let real = crate::datakeys::make(&a.view(), &laptop, 19).unwrap();
-        assert_eq!(real.n, 2);
+        assert_eq!(real.n, 1, "numbered after the keys that count");
         assert!(!real.sealed.contains_key(&hex(&p)), "nothing sealed to the retired phone");
         a.add_data_key(&laptop, &real, 19).unwrap();
         let v = a.view();

@@ -279,8 +279,16 @@ impl Drop for Withdrawn<'_> {
 
 fn put_back(pools: &Pools, pool: &Key, offers: &[(Key, Offer)]) -> Result<(), PoolError> {
     let signer = pools.signer();
+    let me = signer.author().key;
     pools.with_pool(&hex(pool), |p| {
-        for (node, offer) in offers {
+        // Only nodes still listed (one retired meanwhile stays out).
+        let listed: Vec<Key> = p
+            .view()
+            .members
+            .get(&me)
+            .map(|m| m.nodes.keys().copied().collect())
+            .unwrap_or_default();
+        for (node, offer) in offers.iter().filter(|(n, _)| listed.contains(n)) {
             p.offer(signer, node, offer, pools.now_ms())?;
         }
         Ok(())

@@ -112,17 +112,20 @@ impl PoolSnapshot {
         })
     }
 
-    /// Whether `who` had retired its device `node` at `heads`.
+    /// Whether `who` had retired its device `node` at `heads` (in any of the concurrent maps
+    /// at a key).
     pub fn retired_at(&self, who: &Key, node: &Key, heads: &[ChangeHash]) -> bool {
         let d = &self.history;
-        let mut cur = ROOT;
+        let mut level = vec![ROOT];
         for k in ["members", &hex(who), "retired"] {
-            match d.get_at(&cur, k, heads) {
-                Ok(Some((Value::Object(ObjType::Map), id))) => cur = id,
-                _ => return false,
-            }
+            level = level
+                .iter()
+                .flat_map(|o| d.get_all_at(o, k, heads).unwrap_or_default())
+                .filter(|(v, _)| matches!(v, Value::Object(ObjType::Map)))
+                .map(|(_, id)| id)
+                .collect();
         }
-        matches!(d.get_at(&cur, hex(node), heads), Ok(Some(_)))
+        level.iter().any(|o| matches!(d.get_at(o, hex(node), heads), Ok(Some(_))))
     }
 }
 

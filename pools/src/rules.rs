@@ -44,7 +44,7 @@ impl Authorizer for PoolRules {
         // dependencies; the identity key itself is not a device and is never retired).
         if let SignedBy::Device(d) = c.signed_by
             && !c.genesis
-            && at_deps(c, &["members", &hex(&c.author.key), "retired", &hex(&d)]).is_some()
+            && any_at_deps(c, &["members", &hex(&c.author.key), "retired", &hex(&d)])
         {
             return Err(format!(
                 "device {} was retired by its identity; its changes are refused",
@@ -175,6 +175,30 @@ pub(crate) fn at_deps<'d>(c: &Check<'d>, path: &[&str]) -> Option<(Value<'d>, Ob
         cur = id;
     }
     None
+}
+
+/// Whether anything is at `path` at the change's dependencies, in any of the maps concurrent
+/// changes made at one key (automerge shows one of them; a retirement may sit in another).
+pub(crate) fn any_at_deps(c: &Check<'_>, path: &[&str]) -> bool {
+    let mut level = vec![ROOT];
+    for (i, k) in path.iter().enumerate() {
+        let mut next = Vec::new();
+        for obj in &level {
+            for (v, id) in c.doc.get_all_at(obj, *k, c.deps).unwrap_or_default() {
+                if i + 1 == path.len() {
+                    return true;
+                }
+                if matches!(v, Value::Object(ObjType::Map)) {
+                    next.push(id);
+                }
+            }
+        }
+        if next.is_empty() {
+            return false;
+        }
+        level = next;
+    }
+    false
 }
 
 /// Whether `me` is an active member at the change's dependencies.

@@ -809,3 +809,29 @@ fn an_invite_made_on_a_retired_device_admits_nobody() {
     sync(&mut b, &mut a).unwrap();
     assert_eq!(a.view().members.len(), 2);
 }
+
+#[test]
+fn two_retirements_made_at_once_both_stand() {
+    // Second review of item 9: two devices retiring at once each make the `retired` map;
+    // automerge shows one, and the rules must see the other too.
+    let ada = person(1);
+    let laptop = bob_laptop();
+    let tablet = Signer::with_device(&[2; 32], &[23; 32]);
+    let phone = Signer::with_device(&[2; 32], &[22; 32]);
+    let (mut a, mut b) = pool_with_bob(&ada, &laptop);
+    let bob = laptop.author().key;
+    // Concurrently: the laptop retires the phone, the tablet retires an old laptop.
+    assert!(b.retire_node(&laptop, &phone.author().device, T0 + 60).unwrap());
+    assert!(a.retire_node(&tablet, &[88; 32], T0 + 60).unwrap());
+    sync(&mut b, &mut a).unwrap();
+    for p in [&mut a, &mut b] {
+        let retired = &p.view().members[&bob].retired;
+        assert!(retired.contains_key(&phone.author().device) && retired.contains_key(&[88; 32]));
+        let err = forge(&mut copy(p), p, &phone, |d| {
+            let m = member_obj(d, &bob_laptop());
+            d.put(&m, "name", "still me").unwrap();
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("was retired"), "{err}");
+    }
+}

@@ -1,6 +1,8 @@
 //! This identity's document, and the copies of other members' identity documents this node
 //! keeps for them (so that a member can restore its identity from the pool).
 
+use std::collections::BTreeMap;
+
 use kith_crdt::automerge::ChangeHash;
 use kith_crdt::{Key, SignedDoc, Signer, SyncFrame, SyncState, hex};
 
@@ -117,17 +119,28 @@ impl Pools {
         {
             let mut guard = self.data_keys.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((held, sink)) = guard.as_mut() {
-                let mut new = false;
+                // The keys that count now (a retired maker's are dropped), opened where new.
+                let mut next = BTreeMap::new();
                 for (k, e) in crate::datakeys::usable(&v) {
-                    if !held.contains_key(k)
-                        && let Some(key) = crate::datakeys::open_entry(e, &self.signer)
-                    {
-                        held.insert(k.clone(), key);
-                        new = true;
+                    match held.get(k) {
+                        Some(key) => {
+                            next.insert(k.clone(), key.clone());
+                        }
+                        None => {
+                            if let Some(key) = crate::datakeys::open_entry(e, &self.signer) {
+                                next.insert(k.clone(), key);
+                            }
+                        }
                     }
                 }
-                if new && let Err(e) = sink(held.values().cloned().collect()) {
-                    tracing::warn!(error = %e, "cannot keep the identity's new data key");
+                let changed = next.keys().ne(held.keys());
+                if changed {
+                    match sink(next.values().cloned().collect()) {
+                        Ok(()) => *held = next,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot keep the identity's data keys")
+                        }
+                    }
                 }
                 let to = crate::datakeys::recipients(&v);
                 for (k, e) in crate::datakeys::usable(&v) {

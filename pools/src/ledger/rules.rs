@@ -70,6 +70,10 @@ impl LedgerRules<'_> {
     /// Whether the author of `c` was an active member, and an admin, when it made `c`.
     fn standing(&self, c: &Check<'_>) -> Result<(bool, bool), String> {
         let Some(note) = c.note else {
+            // Devices signed rows only after rows named the pool state they were made in.
+            if matches!(c.signed_by, kith_crdt::SignedBy::Device(_)) {
+                return Err("a device's row must name the pool state it was made in".into());
+            }
             // Written before notes existed: the member's entry as it is now.
             let m = self.pool.view().members.get(&c.author.key);
             let member = m.is_some_and(|m| matches!(m.state, State::Active | State::Left));

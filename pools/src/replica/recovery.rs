@@ -139,10 +139,19 @@ impl Replicator {
             }
             *last = Some((std::time::Instant::now(), digest));
         }
+        let mut reached = nodes.is_empty();
         for peer in nodes {
-            if let Err(e) = self.exchange_identity(peer).await {
-                tracing::debug!(peer = %peer.fmt_short(), error = %e, "identity exchange failed");
+            match self.exchange_identity(peer).await {
+                Ok(_) => reached = true,
+                Err(e) => {
+                    tracing::debug!(peer = %peer.fmt_short(), error = %e, "identity exchange failed")
+                }
             }
+        }
+        // Nobody reached yet (a node just started, its peers not found): again next round,
+        // not a minute later (a device retired meanwhile learns it from this exchange).
+        if !reached {
+            *lock(&self.identity_shared) = None;
         }
     }
 
