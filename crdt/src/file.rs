@@ -7,8 +7,12 @@ use automerge::{AutoCommit, ChangeHash};
 use crate::signed::{Author, DocError, Sig, SignedBy, SignedDoc, hex};
 use crate::sync::SigEntry;
 
-/// Version of the document file format written by this build.
-pub const DOC_FILE_VERSION: u32 = 1;
+/// Version of the document file format written by this build (version 1 is read too).
+///
+/// Version 2 keeps each device's key and certificate once (`certs`, 96 bytes each) and, for a
+/// change a device signed, only the device's 64-byte signature and the index of its
+/// certificate (`packed`); version 1 lists every signature whole (`sigs`).
+pub const DOC_FILE_VERSION: u32 = 2;
 
 #[derive(minicbor::Encode, minicbor::Decode)]
 struct DocFile {
@@ -22,17 +26,53 @@ struct DocFile {
     doc: Vec<u8>,
     #[n(4)]
     sigs: Vec<SigEntry>,
+    #[n(5)]
+    certs: Option<Vec<minicbor::bytes::ByteVec>>,
+    #[n(6)]
+    packed: Option<Vec<PackedSig>>,
 }
+
+/// A signature in a version 2 file: whole (the identity key's), or a device's signature and
+/// the index of its key and certificate in `certs`.
+#[derive(minicbor::Encode, minicbor::Decode)]
+struct PackedSig {
+    #[cbor(n(0), with = "minicbor::bytes")]
+    hash: [u8; 32],
+    #[cbor(n(1), with = "minicbor::bytes")]
+    sig: Vec<u8>,
+    #[n(2)]
+    cert: Option<u32>,
+}
+
+/// Device key and certificate: the first 96 bytes of a device's signature.
+const CERT_LEN: usize = crate::signed::DEVICE_SIG_LEN - 64;
 
 impl SignedDoc {
     /// The document as bytes, labelled with `kind` (such as `kith-pool`).
     pub fn save(&mut self, kind: &str) -> Vec<u8> {
+        let mut certs: Vec<minicbor::bytes::ByteVec> = Vec::new();
+        let mut index: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
+        let mut packed = Vec::with_capacity(self.sigs.len());
+        for (h, s) in &self.sigs {
+            if s.len() == crate::signed::DEVICE_SIG_LEN {
+                let (cert, sig) = s.split_at(CERT_LEN);
+                let i = *index.entry(cert).or_insert_with(|| {
+                    certs.push(cert.to_vec().into());
+                    (certs.len() - 1) as u32
+                });
+                packed.push(PackedSig { hash: h.0, sig: sig.to_vec(), cert: Some(i) });
+            } else {
+                packed.push(PackedSig { hash: h.0, sig: s.clone(), cert: None });
+            }
+        }
         let file = DocFile {
             version: DOC_FILE_VERSION,
             kind: kind.to_string(),
             id: *self.id(),
             doc: self.doc.save(),
-            sigs: self.sigs.iter().map(|(h, s)| SigEntry { hash: h.0, sig: s.clone() }).collect(),
+            sigs: Vec::new(),
+            certs: Some(certs),
+            packed: Some(packed),
         };
         minicbor::to_vec(&file).expect("encoding to a Vec cannot fail")
     }
@@ -54,8 +94,24 @@ impl SignedDoc {
         let mut budget = crate::bounds::MAX_INFLATED_BYTES;
         crate::bounds::check_chunks(&file.doc, &mut budget)?;
         let mut doc = crate::signed::guard(|| Ok(AutoCommit::load(&file.doc)?))?;
-        let sigs: BTreeMap<ChangeHash, Sig> =
+        let certs = file.certs.unwrap_or_default();
+        if certs.iter().any(|c| c.len() != CERT_LEN) {
+            return Err(DocError::Format("a device certificate of the wrong length".into()));
+        }
+        let mut sigs: BTreeMap<ChangeHash, Sig> =
             file.sigs.into_iter().map(|s| (ChangeHash(s.hash), s.sig)).collect();
+        for p in file.packed.unwrap_or_default() {
+            let sig = match p.cert {
+                None => p.sig,
+                Some(i) => {
+                    let cert = certs.get(i as usize).ok_or_else(|| {
+                        DocError::Format("a signature names a certificate the file lacks".into())
+                    })?;
+                    [&cert[..], &p.sig[..]].concat()
+                }
+            };
+            sigs.insert(ChangeHash(p.hash), sig);
+        }
         let changes = doc.get_changes(&[]);
         let mut roots = 0;
         for c in &changes {

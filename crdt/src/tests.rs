@@ -179,9 +179,9 @@ fn damaged_and_newer_files_get_clear_errors() {
     let err = SignedDoc::load(&bytes, "pool").unwrap_err();
     assert!(err.to_string().contains("expected pool"), "{err}");
     let mut newer = bytes.clone();
-    // An array of 5 fields; the version comes first.
-    assert_eq!(&newer[..2], &[0x85, 0x01]);
-    newer[1] = 0x02;
+    // An array of 7 fields; the version comes first.
+    assert_eq!(&newer[..2], &[0x87, 0x02]);
+    newer[1] = 0x03;
     let err = SignedDoc::load(&newer, "toy").unwrap_err();
     assert!(err.to_string().contains("newer"), "{err}");
 }
@@ -477,4 +477,49 @@ fn a_device_signs_with_its_own_certified_key_and_only_as_itself() {
         assert!(!verify(&root2.author().key, b"m", &vec![0u8; len]));
     }
     assert_eq!(c.len(), 1);
+}
+
+#[test]
+fn a_file_keeps_each_devices_certificate_once_and_old_files_still_load() {
+    // Version 2 stores a device's key and certificate once, not with every change.
+    let o = signer(1);
+    let mut a = genesis(&o);
+    let phone = Signer::with_device(&[2; 32], &[21; 32]);
+    for v in 0..50 {
+        own_entry(&mut a, &phone, v);
+    }
+    let bytes = a.save("toy");
+    let mut back = SignedDoc::load(&bytes, "toy").unwrap();
+    assert_eq!(back.len(), a.len());
+    assert_eq!(back.heads(), a.heads());
+    // A version 1 file (every signature whole) reads the same.
+    #[derive(minicbor::Encode)]
+    struct V1 {
+        #[n(0)]
+        version: u32,
+        #[n(1)]
+        kind: String,
+        #[cbor(n(2), with = "minicbor::bytes")]
+        id: [u8; 32],
+        #[cbor(n(3), with = "minicbor::bytes")]
+        doc: Vec<u8>,
+        #[n(4)]
+        sigs: Vec<SigEntry>,
+    }
+    let v1 = V1 {
+        version: 1,
+        kind: "toy".into(),
+        id: *a.id(),
+        doc: a.doc.save(),
+        sigs: a.sigs.iter().map(|(h, s)| SigEntry { hash: h.0, sig: s.clone() }).collect(),
+    };
+    let v1 = minicbor::to_vec(&v1).unwrap();
+    assert!(bytes.len() + 45 * 96 < v1.len(), "{} bytes against {}", bytes.len(), v1.len());
+    let mut old = SignedDoc::load(&v1, "toy").unwrap();
+    assert_eq!(old.heads(), a.heads());
+    // A certificate index past the table is refused, not read past.
+    let mut broken = bytes.clone();
+    let at = broken.len() - 1;
+    broken[at] = 0x17; // the last entry's index: 23, beyond the one certificate
+    assert!(SignedDoc::load(&broken, "toy").is_err());
 }
