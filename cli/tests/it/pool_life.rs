@@ -274,15 +274,7 @@ fn a_lost_device_is_retired_and_nobody_warns_about_it() {
     let kept = net.nodes[1].home.join(format!("identities/{ada}.kdoc"));
     net.wait_for(CONVERGE, "bob's node to keep ada's identity document", |_| Ok(kept.exists()))
         .unwrap();
-    let export = net.dir().join("ada.age");
-    let out = net
-        .cmd(0)
-        .args(["key", "export"])
-        .arg(&export)
-        .env("KITH_PASSPHRASE", "pw")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let export = export_key(&net, 0);
     // Ada's machine is lost; a new one with her identity takes its place on the LAN.
     net.kill(0).unwrap();
     let old_home = net.nodes[0].home.clone();
@@ -366,6 +358,20 @@ fn a_lost_device_is_retired_and_nobody_warns_about_it() {
     }
 }
 
+/// Exports node `i`'s identity key with passphrase `pw`; the file's path.
+fn export_key(net: &Testnet, i: usize) -> std::path::PathBuf {
+    let export = net.dir().join(format!("identity-{i}.age"));
+    let out = net
+        .cmd(i)
+        .args(["key", "export"])
+        .arg(&export)
+        .env("KITH_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    export
+}
+
 /// Imports `export` (made by `kith key export` with passphrase `pw`) as a device into node
 /// `i`'s home and starts it.
 fn import_device(net: &mut Testnet, i: usize, export: &std::path::Path) {
@@ -388,15 +394,7 @@ fn a_stolen_device_is_cut_off_and_never_sees_what_comes_after() {
     // key); bob (node 1) shares street with her.
     let mut net = testnet(4, Layout::Namespaces);
     street(&mut net, 2, 2);
-    let export = net.dir().join("ada.age");
-    let out = net
-        .cmd(0)
-        .args(["key", "export"])
-        .arg(&export)
-        .env("KITH_PASSPHRASE", "pw")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let export = export_key(&net, 0);
     import_device(&mut net, 2, &export);
     import_device(&mut net, 3, &export);
     let (phone, tablet) = (net.id(2).unwrap(), net.id(3).unwrap());
