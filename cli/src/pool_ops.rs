@@ -181,8 +181,12 @@ pub async fn handle(
             answer(pools.list().iter().map(|(id, v)| summary(pools, id, v)).collect::<Vec<_>>())
         }
         PoolReq::Show { pool } => {
-            let (id, v) = pools.with_pool(&pool, |p| Ok((p.id(), p.view())))?;
+            let (id, v, heads) =
+                pools.with_pool(&pool, |p| Ok((p.id(), p.view(), p.doc_mut().heads())))?;
             let mut out = show(pools, &id, &v);
+            let mut heads: Vec<String> = heads.iter().map(|h| h.to_string()).collect();
+            heads.sort();
+            out.heads = heads;
             if out.you != "active" {
                 // A pool this node is out of: its last known state, nobody asked.
                 return answer(out);
@@ -573,6 +577,7 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
             .collect(),
         sync_bytes: SyncBytes { sent: pools.sync_bytes().0, received: pools.sync_bytes().1 },
         you: you.to_string(),
+        heads: Vec::new(),
         replication: None,
         repair: None,
     }

@@ -8,12 +8,15 @@
 //!   restore, store size), and kith transfer with a raw iroh stream.
 //! - [`inproc::Daemons`] runs N daemons in this process through the `kith` library, on one
 //!   manual clock, for scenarios that span hours or months.
+//! - [`chaos`](mod@chaos) runs a pool under a workload and seeded faults and checks what
+//!   must hold afterwards.
 //! - [`up`](mod@up) starts a LAN of nodes in namespaces for a person to try kith on by hand.
 
 #![deny(missing_docs)]
 
 pub mod bench;
 pub mod browser;
+pub mod chaos;
 pub mod figures;
 pub mod inproc;
 pub mod ledger_sim;

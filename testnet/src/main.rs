@@ -127,6 +127,31 @@ enum Cmd {
         #[arg(long, default_value_t = kith_testnet::figures::TOLERANCE)]
         tolerance: f64,
     },
+    /// A pool of real daemons in network namespaces under a workload and seeded faults (kill -9,
+    /// restarts from old homes, partitions, loss, slow links, full disks, a member replaced);
+    /// then checks that nothing acknowledged was lost and every node agrees (needs root).
+    ///
+    /// Ends with one line of JSON; exits 1 if anything was violated.
+    Chaos {
+        /// Pool nodes (one more joins during the run).
+        #[arg(long, default_value_t = 7)]
+        nodes: usize,
+        /// Minutes of workload and faults.
+        #[arg(long, default_value_t = 3.0)]
+        minutes: f64,
+        /// The seed of the schedule.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the schedule and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep the logs afterwards (kept anyway when something was violated).
+        #[arg(long)]
+        keep: bool,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
     /// An N-node LAN in network namespaces to try kith on by hand, until Ctrl-C (needs root).
     ///
     /// Prints how to reach every node (namespace, address, home, node id, a command line).
@@ -239,6 +264,21 @@ fn main() -> Result<()> {
             json_line(&f)?;
         }
         Cmd::Compare { output, reference, tolerance } => compare(output, &reference, tolerance)?,
+        Cmd::Chaos { nodes, minutes, seed, dry_run, keep, kith } => {
+            let seconds = (minutes * 60.0).round() as u64;
+            if dry_run {
+                for s in kith_testnet::chaos::schedule(nodes, seconds, seed) {
+                    println!("{}", serde_json::to_string(&s)?);
+                }
+                return Ok(());
+            }
+            let cfg = kith_testnet::chaos::ChaosConfig { nodes, seconds, seed, keep };
+            let report = kith_testnet::chaos::run(&std::path::absolute(sibling_kith(kith)?)?, cfg)?;
+            json_line(&report)?;
+            if report.violations > 0 {
+                anyhow::bail!("seed {seed}: {} violation(s)", report.violations);
+            }
+        }
         Cmd::Up { nodes, pool, keep, kith } => {
             kith_testnet::up::run(&sibling_kith(kith)?, nodes, pool.as_deref(), keep)?;
         }

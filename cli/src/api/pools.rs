@@ -212,6 +212,10 @@ pub struct PoolDetail {
     pub sync_bytes: SyncBytes,
     /// This identity in the pool: `active`, `left`, `removed`, `dissolved` or `not a member`.
     pub you: String,
+    /// The heads of this node's copy of the pool document (hex, sorted): two nodes with the
+    /// same heads hold the same document.
+    #[serde(default)]
+    pub heads: Vec<String>,
     /// What the holders answered (absent for a pool this identity is out of).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<Replication>,
