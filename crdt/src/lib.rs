@@ -31,9 +31,9 @@ pub use automerge;
 pub use check::{Authorizer, Check};
 pub use file::DOC_FILE_VERSION;
 pub use signed::{
-    Author, DEVICE_CERT_CONTEXT, DEVICE_SIG_LEN, DocError, Key, MAX_CHANGE_BYTES, ROOT_SIG_LEN,
-    SIGNING_CONTEXT, Sig, SignedBy, SignedDoc, Signer, cert_message, hex, patch_path, signed_by,
-    verify, verify_device,
+    Author, DEVICE_CERT_CONTEXT, DEVICE_SIG_LEN, DocError, INCARNATION_LEN, Key, MAX_CHANGE_BYTES,
+    ROOT_SIG_LEN, SIGNING_CONTEXT, Sig, SignedBy, SignedDoc, Signer, cert_message, hex, patch_path,
+    signed_by, verify, verify_device,
 };
 pub use sync::{SigEntry, SyncFrame, SyncState};
 pub use typed::{Doc, Schema};

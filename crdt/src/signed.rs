@@ -48,13 +48,15 @@ impl Author {
         ActorId::from(b)
     }
 
-    /// Reads an author from an actor id; `None` if it is not one of ours.
+    /// Reads an author from an actor id (the author's 64 bytes, followed by the
+    /// [`INCARNATION_LEN`] bytes of the signer that made the change, in all but the oldest
+    /// changes); `None` if it is not one of ours.
     pub fn from_actor(actor: &ActorId) -> Option<Author> {
         let b = actor.to_bytes();
-        if b.len() != 64 {
+        if b.len() != 64 && b.len() != 64 + INCARNATION_LEN {
             return None;
         }
-        let (k, d) = b.split_at(32);
+        let (k, d) = b[..64].split_at(32);
         Some(Author { key: k.try_into().ok()?, device: d.try_into().ok()? })
     }
 }
@@ -99,6 +101,38 @@ pub struct Signer {
     device: Key,
     device_key: Option<(SigningKey, [u8; 64])>,
     derived: BTreeMap<String, [u8; 32]>,
+    incarnation: [u8; INCARNATION_LEN],
+}
+
+/// Bytes an actor id carries after its author to tell one writing process from another.
+///
+/// Automerge names each operation by a counter and its actor, and a device whose documents
+/// were put back to an older copy (a home restored from a backup, a disk snapshot, a crash
+/// before the save) would count again from where that copy stopped: its new operations would
+/// reuse the ids of the ones its peers already hold, and every peer would refuse them (see
+/// `judge::fresh_op_ids`). Each signer therefore writes under an actor of its own, drawn when
+/// it is made; the author is still read from the first 64 bytes.
+pub const INCARNATION_LEN: usize = 8;
+
+/// A value no other signer (in this process or any other, before or after) draws.
+fn incarnation() -> [u8; INCARNATION_LEN] {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = blake3::Hasher::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    h.update(&now.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    // Seeded from the system's random source.
+    let mut r = std::collections::hash_map::RandomState::new().build_hasher();
+    r.write_u64(now as u64);
+    h.update(&r.finish().to_le_bytes());
+    let mut out = [0; INCARNATION_LEN];
+    out.copy_from_slice(&h.finalize().as_bytes()[..INCARNATION_LEN]);
+    out
 }
 
 impl Signer {
@@ -112,6 +146,7 @@ impl Signer {
             device,
             device_key: None,
             derived: BTreeMap::new(),
+            incarnation: incarnation(),
         }
     }
 
@@ -129,6 +164,7 @@ impl Signer {
             device,
             device_key: Some((dev, cert)),
             derived: BTreeMap::new(),
+            incarnation: incarnation(),
         }
     }
 
@@ -143,12 +179,27 @@ impl Signer {
     ) -> Signer {
         let dev = SigningKey::from_bytes(device_secret);
         let device = dev.verifying_key().to_bytes();
-        Signer { identity, root: None, device, device_key: Some((dev, cert)), derived }
+        Signer {
+            identity,
+            root: None,
+            device,
+            device_key: Some((dev, cert)),
+            derived,
+            incarnation: incarnation(),
+        }
     }
 
     /// The author this signer writes as.
     pub fn author(&self) -> Author {
         Author { key: self.identity, device: self.device }
+    }
+
+    /// The automerge actor this signer's changes are made under: its author, then its own
+    /// incarnation (see [`INCARNATION_LEN`]).
+    pub fn actor(&self) -> ActorId {
+        let mut b = self.author().actor().to_bytes().to_vec();
+        b.extend_from_slice(&self.incarnation);
+        ActorId::from(b)
     }
 
     /// Whether this signer signs with a device key (else with the identity key).
@@ -165,6 +216,7 @@ impl Signer {
             device: self.device,
             device_key: None,
             derived: BTreeMap::new(),
+            incarnation: self.incarnation,
         })
     }
 
@@ -455,6 +507,20 @@ impl SignedDoc {
         SignedDoc { id: self.id, doc: self.doc.fork(), sigs: self.sigs.clone() }
     }
 
+    /// Puts the document back to `heads` (which it had): what a local change that could not
+    /// be saved leaves behind, so that a change reported as failed is not passed on.
+    pub fn rewind(&mut self, heads: &[ChangeHash]) -> Result<(), DocError> {
+        if self.doc.get_heads() == heads {
+            return Ok(());
+        }
+        let mut doc = guard(|| Ok(self.doc.fork_at(heads)?))?;
+        let kept: std::collections::HashSet<ChangeHash> =
+            doc.get_changes(&[]).iter().map(|c| c.hash()).collect();
+        self.sigs.retain(|h, _| kept.contains(h));
+        self.doc = doc;
+        Ok(())
+    }
+
     /// Takes in `checked`, a [`SignedDoc::fork`] of this document made when it had `heads`,
     /// whose new changes were all checked there: swapped in whole when this document has not
     /// changed meanwhile, else its new changes are applied as they are. A change's verdict
@@ -497,6 +563,9 @@ impl SignedDoc {
         authz: &dyn Authorizer,
         init: impl FnOnce(&mut AutoCommit) -> Result<(), AutomergeError>,
     ) -> Result<SignedDoc, DocError> {
+        // The genesis is written under the author alone: documents every node starts alike
+        // (an identity's, a month's ledger) must come out the same, and a genesis is never
+        // written twice by one device anyway.
         let mut d = AutoCommit::new().with_actor(signer.author().actor());
         init(&mut d)?;
         let hash = d
@@ -567,7 +636,7 @@ impl SignedDoc {
         // rebuilding the document at the heads it had.
         let mut work = std::mem::replace(&mut self.doc, AutoCommit::new());
         let heads = work.get_heads();
-        work.set_actor(signer.author().actor());
+        work.set_actor(signer.actor());
         work.update_diff_cursor();
         let made = guard(|| Ok(f(&mut work)?)).and_then(|out| {
             let mut options = CommitOptions::default().with_time(time_ms);

@@ -169,6 +169,11 @@ impl<S: Schema> Doc<S> {
         Doc { signed: self.signed.fork(), kind: PhantomData }
     }
 
+    /// Puts the document back to `heads` (see [`SignedDoc::rewind`]).
+    pub fn rewind(&mut self, heads: &[ChangeHash]) -> Result<(), DocError> {
+        self.signed.rewind(heads)
+    }
+
     /// Takes in `checked`, a [`Doc::fork`] made at `heads` with changes checked since; the
     /// hashes of the changes new here (see [`SignedDoc::adopt`]).
     pub fn adopt(

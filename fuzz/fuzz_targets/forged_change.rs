@@ -62,7 +62,7 @@ fn setup() -> &'static Setup {
         })
         .expect("the template");
         let template = d.changes_since(&heads).0.remove(0);
-        let actors = [ada.author().actor(), bob.author().actor()];
+        let actors = [ada.actor(), bob.actor()];
         Setup { doc, template, actors, bob }
     })
 }

@@ -106,10 +106,19 @@ pub fn set_role(d: &mut AutoCommit, who: &Key, role: Role) -> Result<(), Automer
     d.put(&m, "role", role.as_str())
 }
 
-/// Sets a member's state (leave, removal).
-pub fn set_state(d: &mut AutoCommit, who: &Key, state: State) -> Result<(), AutomergeError> {
+/// Sets a member's state (leave, removal) and, for a departure, when it was.
+pub fn set_state(
+    d: &mut AutoCommit,
+    who: &Key,
+    state: State,
+    now_ms: i64,
+) -> Result<(), AutomergeError> {
     let m = member(d, who)?;
-    d.put(&m, "state", state.as_str())
+    d.put(&m, "state", state.as_str())?;
+    if state != State::Active {
+        d.put(&m, "left", now_ms)?;
+    }
+    Ok(())
 }
 
 /// Sets the offer of one of `me`'s nodes.

@@ -215,6 +215,11 @@ impl Pool {
         Pool { doc: self.doc.fork() }
     }
 
+    /// Puts the pool back to `heads`, which it had (see [`kith_crdt::SignedDoc::rewind`]).
+    pub fn rewind(&mut self, heads: &[ChangeHash]) -> Result<(), PoolError> {
+        Ok(self.doc.rewind(heads)?)
+    }
+
     /// Takes in `checked`, a [`Pool::fork`] made at `heads` with changes checked since (see
     /// [`Doc::adopt`]); the hashes of the changes new here.
     pub fn adopt(
@@ -625,7 +630,8 @@ impl Pool {
     /// Leaves the pool.
     pub fn leave(&mut self, signer: &Signer, now_ms: i64) -> Result<(), PoolError> {
         let me = signer.author().key;
-        self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_state(d, &me, State::Left))?;
+        self.doc
+            .change(signer, now_ms, &PoolRules, |d| edit::set_state(d, &me, State::Left, now_ms))?;
         Ok(())
     }
 
@@ -654,7 +660,7 @@ impl Pool {
         }
         self.doc.change(signer, now_ms, &PoolRules, |d| {
             edit::set_charter(d, "dissolved", ScalarValue::Int(now_ms))?;
-            edit::set_state(d, &me, State::Left)
+            edit::set_state(d, &me, State::Left, now_ms)
         })?;
         Ok(())
     }
@@ -663,8 +669,9 @@ impl Pool {
     pub fn remove(&mut self, signer: &Signer, who: &str, now_ms: i64) -> Result<Key, PoolError> {
         let v = self.admin(signer)?;
         let member = self.find_member(&v, who)?;
-        self.doc
-            .change(signer, now_ms, &PoolRules, |d| edit::set_state(d, &member, State::Removed))?;
+        self.doc.change(signer, now_ms, &PoolRules, |d| {
+            edit::set_state(d, &member, State::Removed, now_ms)
+        })?;
         Ok(member)
     }
 }

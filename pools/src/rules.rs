@@ -120,6 +120,14 @@ impl Authorizer for PoolRules {
                 ["members", _, "state"] => {
                     admin || (own && (joining || (member && left(&after, c))))
                 }
+                // When it left: written with the departure (by the member or an admin).
+                ["members", _, "left"] => {
+                    !deleting
+                        && crate::view::parse_key(&path[1])
+                            .and_then(|k| after.members.get(&k))
+                            .is_some_and(|m| m.state != State::Active)
+                        && (admin || (own && member && left(&after, c)))
+                }
                 ["members", _, "name"] => own && (member || joining),
                 ["members", _, "joined" | "invite"] => own && joining,
                 ["members", _, "nodes" | "objects" | "audits" | "sites", ..] => {
@@ -318,7 +326,7 @@ fn dissolved(c: &Check<'_>, after: &PoolView, me: &str, member: bool) -> Result<
         let path = patch_path(p);
         let own = path.get(1).map(String::as_str) == Some(me);
         let ok = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["members", _, "state"] => own && member && left(after, c),
+            ["members", _, "state" | "left"] => own && member && left(after, c),
             ["members", _, "nodes", ..] => own && member,
             _ => false,
         };

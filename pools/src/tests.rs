@@ -68,7 +68,7 @@ fn forge_at(
     f: impl FnOnce(&mut kith_crdt::automerge::AutoCommit),
 ) -> Result<(), DocError> {
     let id = source.id();
-    let mut raw = source.doc_mut().doc().clone().with_actor(signer.author().actor());
+    let mut raw = source.doc_mut().doc().clone().with_actor(signer.actor());
     f(&mut raw);
     let h = match time_ms {
         Some(t) => raw
@@ -491,7 +491,7 @@ fn a_large_batch_with_one_bad_change_is_refused_whole() {
         b.add_object(&bob, &object, &record, T0 + 30).unwrap();
     }
     // The bad one: bob makes himself an admin.
-    let mut raw = b.doc_mut().doc().clone().with_actor(bob.author().actor());
+    let mut raw = b.doc_mut().doc().clone().with_actor(bob.actor());
     let m = member_obj(&raw, &bob);
     raw.put(&m, "role", "admin").unwrap();
     let os = crate::edit::map_or_new(&mut raw, &m, "objects").unwrap();
@@ -547,7 +547,7 @@ fn batches_judged_in_runs_agree_with_one_change_at_a_time() {
     // Ten good objects, a malformed one, ten good ones after it: refused whole.
     let id = b.id();
     let heads = b.doc_mut().heads();
-    let mut raw = b.doc_mut().doc().clone().with_actor(bob.author().actor());
+    let mut raw = b.doc_mut().doc().clone().with_actor(bob.actor());
     let mut sigs = BTreeMap::new();
     for i in 100..121u8 {
         crate::edit::add_object(&mut raw, &me, &[i; 32], &record(i)).unwrap();
@@ -676,7 +676,7 @@ fn forged_operations_touch_only_their_authors_entries() {
     let (changes, _) = b2.doc_mut().changes_since(&heads);
     let honest = changes[0].clone();
     let all = b.doc_mut().doc().clone().get_changes(&[]);
-    let ada_actor = ada.author().actor();
+    let ada_actor = ada.author().actor(); // the genesis is written under the author alone
     let genesis = all.iter().find(|x| *x.actor_id() == ada_actor).unwrap().clone();
     let ada_ops: Vec<u64> = (genesis.start_op().get()..=genesis.max_op()).collect();
     let forge = |f: &dyn Fn(&mut kith_crdt::automerge::ExpandedChange)| {

@@ -287,6 +287,9 @@ pub struct Member {
     pub name: String,
     /// When it joined (ms since the Unix epoch, as it claimed).
     pub joined_ms: i64,
+    /// When it last left or was removed (as the author of that change claimed); `None` if it
+    /// never did, or did before the pool kept the time.
+    pub left_ms: Option<i64>,
     /// The invite it joined with (absent for the founder).
     pub invite: Option<Vec<u8>>,
     /// Its nodes and their offers.
@@ -479,6 +482,10 @@ impl PoolView {
             Some((v, _)) => v.as_i64().ok_or("`joined` is not a number")?,
             None => return Err("`joined` is missing".into()),
         };
+        let left_ms = match d.get(m, "left").map_err(|e| e.to_string())? {
+            Some((v, _)) => Some(v.as_i64().ok_or("`left` is not a number")?),
+            None => None,
+        };
         let ns = obj(d, m, "nodes")?;
         let mut nodes = BTreeMap::new();
         for k in d.keys(&ns) {
@@ -539,6 +546,7 @@ impl PoolView {
             state: State::parse(&state).ok_or(format!("unknown state `{state}`"))?,
             name: text(d, m, "name")?,
             joined_ms,
+            left_ms,
             invite,
             nodes,
             objects,

@@ -69,7 +69,12 @@ impl Pools {
         let heads = pool.doc_mut().heads();
         let out = f(pool)?;
         if pool.doc_mut().heads() != heads {
-            self.save(pool)?;
+            // A change that is not on disk is not made: reported as failed, it must not reach
+            // the peers either (a full disk, a read-only home).
+            if let Err(e) = self.save(pool) {
+                pool.rewind(&heads)?;
+                return Err(e);
+            }
             self.changed.notify_one();
         }
         Ok(out)
@@ -247,4 +252,44 @@ fn distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Pool;
+
+    /// A change the node could not write down (its disk full, found by `testnet chaos`: a
+    /// `kith site publish` said "No space left on device" and its version went out anyway) is
+    /// not made at all: the pool is as it was, and nothing new goes to the peers.
+    #[test]
+    fn a_change_that_cannot_be_saved_is_not_made() {
+        let home = std::env::temp_dir().join(format!(
+            "kith-unsaved-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        let signer = kith_crdt::Signer::new(&[7; 32], [8; 32]);
+        let pools = Pools::load(&home, signer, [8; 32], kith_node::Clock::manual(1_000)).unwrap();
+        let id = pools.create("ada", Pool::charter("street")).unwrap();
+        let path = pools.files.path::<Pool>(&hex(&id));
+        let before = pools.with_pool("street", |p| Ok(p.doc_mut().heads())).unwrap();
+        // The file cannot be replaced: a folder stands where it goes.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let signer = pools.signer();
+        let err = pools
+            .with_pool("street", |p| p.set(signer, "audit_every", "45s", pools.now_ms()))
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot write"), "{err}");
+        let after = pools.with_pool("street", |p| Ok(p.doc_mut().heads())).unwrap();
+        assert_eq!(after, before, "the change was kept although it could not be saved");
+        assert_ne!(pools.list()[0].1.charter.audit_every_ms, 45_000);
+        // Once the disk takes it again, the same change is made and kept.
+        std::fs::remove_dir(&path).unwrap();
+        pools.with_pool("street", |p| p.set(signer, "audit_every", "45s", pools.now_ms())).unwrap();
+        assert_eq!(pools.list()[0].1.charter.audit_every_ms, 45_000);
+        assert!(path.is_file());
+        std::fs::remove_dir_all(&home).unwrap();
+    }
 }

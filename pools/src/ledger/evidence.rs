@@ -162,10 +162,18 @@ pub fn check_evidence(l: &LedgerView, pool: &PoolView, now_ms: i64) -> Vec<Flag>
 }
 
 /// Whether `member`'s storage could not have been audited yet (see [`check_evidence`]).
+///
+/// A member that left (or was removed) had only until then: one that stored chunks and left
+/// before its first audit is not flagged for ever after.
 pub fn awaiting_first_audit(l: &LedgerView, pool: &PoolView, member: &Key, now_ms: i64) -> bool {
-    let joined = pool.members.get(member).map_or(0, |m| m.joined_ms);
+    let m = pool.members.get(member);
+    let joined = m.map_or(0, |m| m.joined_ms);
+    let until = match m {
+        Some(m) if m.state != crate::view::State::Active => m.left_ms.unwrap_or(now_ms),
+        _ => now_ms,
+    };
     // With nothing stored in the pool, there is nothing to audit and nothing to provide.
     let Some(first_object) = pool.objects().map(|(_, _, o)| o.at_ms).min() else { return false };
     let since = l.period.start_ms().max(joined).max(first_object);
-    now_ms - since < 2 * pool.charter.audit_every_ms as i64
+    until.min(now_ms) - since < 2 * pool.charter.audit_every_ms as i64
 }

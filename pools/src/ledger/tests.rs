@@ -107,7 +107,7 @@ fn raw_change(
     s: &Signer,
     f: impl FnOnce(&mut kith_crdt::automerge::AutoCommit),
 ) -> (kith_crdt::automerge::Change, BTreeMap<ChangeHash, Vec<u8>>) {
-    let mut raw = l.doc_mut().doc().clone().with_actor(s.author().actor());
+    let mut raw = l.doc_mut().doc().clone().with_actor(s.actor());
     f(&mut raw);
     let h = raw.commit().unwrap();
     let change = raw.get_change_by_hash(&h).unwrap();
@@ -380,4 +380,40 @@ fn a_row_that_would_not_read_is_refused_and_the_ledger_keeps_reading() {
     // Bob's real first record still goes in.
     l.add(&m, &rules, Counter::StorageUsed, 2, 12).unwrap();
     assert_eq!(l.view().total(&m.author().key, Counter::StorageUsed), 2);
+}
+
+/// A member that stores chunks and leaves before anyone could audit it is not flagged for
+/// ever after (found by `testnet chaos --minutes 1 --seed 3`: every node's `kith ledger
+/// verify` flagged the departed node 6 for good); one that stayed long enough to be audited
+/// and never passed is.
+#[test]
+fn a_member_that_left_before_its_first_audit_is_not_flagged_for_good() {
+    let period = Period::parse("2026-11").unwrap();
+    let t = period.start_ms() + 1_000;
+    let every = crate::view::DEFAULT_AUDIT_EVERY_MS as i64;
+    let stays_until = |left_after: i64| {
+        let (mut p, a, m) = pool();
+        let mn = m.author().device;
+        p.offer(&m, &mn, &crate::Offer { storage: 1 << 30, ..Default::default() }, t).unwrap();
+        let o = crate::view::PoolObject {
+            manifest: [9; 32],
+            bytes: 10,
+            blobs: 1,
+            name: crate::names::ObjectName::Sealed(vec![0; 30]),
+            at_ms: t,
+        };
+        p.add_object(&a, &[9; 32], &o, t).unwrap();
+        let snap = p.snapshot();
+        let rules = LedgerRules { pool: &snap };
+        let mut l = Ledger::start(&rules, period).unwrap();
+        l.add(&m, &rules, Counter::StorageProvided, 8918, t + left_after / 2).unwrap();
+        p.leave(&m, t + left_after).unwrap();
+        assert_eq!(p.view().members[&m.author().key].left_ms, Some(t + left_after));
+        // Checked long after, when any audit would have run.
+        check_evidence(&l.view(), &p.view(), t + 100 * every)
+    };
+    assert_eq!(stays_until(every / 2), vec![], "left before its first audit could run");
+    let flags = stays_until(5 * every);
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    assert!(flags[0].what.contains("8918 byte-hours of storage provided with no passed audit"));
 }
