@@ -41,13 +41,22 @@ impl SignedDoc {
     /// The next message for a peer, or `None` when there is nothing to say.
     pub fn sync_out(&mut self, state: &mut SyncState) -> Option<SyncFrame> {
         // The changes a message carries are not listed in it (version 2 concatenates them into
-        // one chunk), so send the signature of every change the peer is not known to have.
-        let shared = state.shared_heads.clone();
+        // one chunk), so the signature of every change the peer may lack goes beside it: every
+        // change after the heads the peer last said it has. (Not after the heads we believe we
+        // share: a peer put back to an older copy of the document no longer has some of
+        // those, and is sent them again.)
+        let theirs: Vec<ChangeHash> = state
+            .their_heads
+            .iter()
+            .flatten()
+            .filter(|h| self.doc.get_change_by_hash(h).is_some())
+            .copied()
+            .collect();
         let msg = self.doc.sync().generate_sync_message(state)?;
         let hashes: Vec<ChangeHash> = if msg.changes.is_empty() {
             Vec::new()
         } else {
-            self.doc.get_changes(&shared).iter().map(|c| c.hash()).collect()
+            self.doc.get_changes(&theirs).iter().map(|c| c.hash()).collect()
         };
         let sigs = hashes
             .iter()

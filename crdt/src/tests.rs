@@ -572,3 +572,52 @@ fn an_actor_names_its_author_with_or_without_an_incarnation() {
     assert_eq!(Author::from_actor(&automerge::ActorId::from(long)), None);
     assert_eq!(Author::from_actor(&automerge::ActorId::from(vec![1u8; 63])), None);
 }
+
+/// A peer keeps its sync state for a device across sessions; when that device comes back from
+/// an older copy of its document, the peer must still send the signature of every change it
+/// sends, not only of those after the heads it believed they shared (found by `testnet chaos
+/// --minutes 3 --seed 1`: node 5 refused every peer's changes as "arrived without a
+/// signature" and never caught up).
+#[test]
+fn a_peer_that_lost_changes_gets_them_back_signed_from_a_peer_that_remembers_it() {
+    let (o, m) = (signer(1), signer(2));
+    let mut a = genesis(&o);
+    let mut b = load_copy(&mut a);
+    let old = load_copy(&mut b);
+    own_entry(&mut a, &o, 1);
+    own_entry(&mut a, &o, 2);
+    // A long-lived state on a's side for b, and a session that brings b up to date.
+    let mut sa = SyncState::new();
+    let mut sb = SyncState::new();
+    for _ in 0..10 {
+        if let Some(f) = a.sync_out(&mut sa) {
+            b.sync_in(&mut sb, &f, &Toy).unwrap();
+        }
+        if let Some(f) = b.sync_out(&mut sb) {
+            a.sync_in(&mut sa, &f, &Toy).unwrap();
+        }
+    }
+    assert_eq!(a.heads(), b.heads());
+    // b is put back to its old copy (with a fresh state: it remembers nothing) and writes.
+    let mut b = old;
+    own_entry(&mut b, &m, 3);
+    let mut sb = SyncState::new();
+    let mut done = false;
+    for _ in 0..10 {
+        let fa = a.sync_out(&mut sa);
+        if let Some(f) = &fa {
+            b.sync_in(&mut sb, f, &Toy).unwrap();
+        }
+        let fb = b.sync_out(&mut sb);
+        if let Some(f) = &fb {
+            a.sync_in(&mut sa, f, &Toy).unwrap();
+        }
+        if fa.is_none() && fb.is_none() {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "sync did not finish");
+    assert_eq!(a.heads(), b.heads());
+    assert_eq!(b.len(), 4);
+}
