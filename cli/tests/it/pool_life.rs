@@ -738,3 +738,69 @@ fn a_pool_lives_its_whole_story() {
         assert!(std::fs::read(&out).unwrap() == *bytes, "node {i} lost bytes");
     }
 }
+
+/// A writer killed before any holder copied its put, then restarted from a copy of its home
+/// taken before the put (chaos seed 1): the pool listed an object no node held, for good; every
+/// node counted its blobs lost, `kith gc` could not read its manifest and a member's leave
+/// waited for it. Its owner's node now takes it out, and says so.
+#[test]
+fn an_object_lost_before_the_pool_kept_it_is_taken_out_by_its_owner() {
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let ticket = net.kith_ok(0, &["pool", "invite", "street"]).unwrap();
+    net.kith_ok(1, &["pool", "join", ticket.trim(), "--as", "bob"]).unwrap();
+    // Only ada's node offers storage: what she puts is held by her node alone.
+    net.kith_ok(0, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "1"]).unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "repair_after", "5s"]).unwrap();
+    net.wait_for(CONVERGE, "bob's node to see the charter", |net| {
+        let v = show(net, 1);
+        Ok(v["charter"]["replicas"] == 1 && v["capacity"]["offered"] == 1u64 << 30)
+    })
+    .unwrap();
+    // A copy of ada's home, taken before the put.
+    net.kill(0).unwrap();
+    let old = net.dir().join("ada-before");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&net.nodes[0].home)
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    net.start(0).unwrap();
+    let src = net.dir().join("soon-lost.bin");
+    write(&src, &random_bytes(300_000, 31));
+    let id = net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = |net: &Testnet, i: usize| {
+        show(net, i)["objects"].as_array().unwrap().iter().any(|o| o["id"] == id.as_str())
+    };
+    net.wait_for(CONVERGE, "bob's node to list ada's object", |net| Ok(listed(net, 1))).unwrap();
+    // Ada's node is lost and comes back from the copy: nobody holds the object any more.
+    net.kill(0).unwrap();
+    net.nodes[0].home = old;
+    net.nodes[0].log = net.dir().join("ada-restored.log");
+    net.start(0).unwrap();
+    net.wait_for(Duration::from_secs(120), "the lost object to leave the pool", |net| {
+        Ok(!listed(net, 0) && !listed(net, 1))
+    })
+    .unwrap();
+    let log = net.log(0);
+    assert!(log.contains("an object of yours is lost"), "{log}");
+    assert!(log.contains(&id), "the warning names the object: {log}");
+    for i in 0..2 {
+        net.wait_for(CONVERGE, "nothing counted lost", |net| {
+            let r = &show(net, i)["replication"];
+            Ok(r["lost_blobs"] == 0 && r["under_replicated_bytes"] == 0)
+        })
+        .unwrap();
+        net.kith_ok(i, &["gc"]).unwrap();
+    }
+}

@@ -21,6 +21,7 @@ mod accounting;
 mod audit;
 mod health;
 mod home;
+mod lost;
 mod moving;
 mod protocol;
 mod put;
@@ -138,6 +139,8 @@ pub struct Replicator {
     /// Manifests of objects its pools listed, as far as this node has seen since it started
     /// (the reclaim worker takes out those that are gone).
     listed: Mutex<HashSet<Key>>,
+    /// When this node last looked for its member's lost objects, per pool (see `lost.rs`).
+    lost_checked: Mutex<HashMap<Key, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -172,6 +175,7 @@ impl Replicator {
             keeper: OnceLock::new(),
             workers,
             listed: Mutex::new(HashSet::new()),
+            lost_checked: Mutex::new(HashMap::new()),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -350,6 +354,7 @@ impl Replicator {
                 let this = this.clone();
                 async move {
                     this.repair(pool).await;
+                    this.forget_lost_if_due(pool).await;
                     let st = this.stats(&pool);
                     if let Some(st) = &st {
                         w.progress(
