@@ -10,8 +10,10 @@
 //! restart from a copy of the home taken earlier (stale documents, stale peer table, chunks it
 //! acknowledged since then gone), partitions of the LAN into two or three groups (nftables in
 //! each namespace) and their healing, packet loss on a node's link (nftables `numgen random`),
-//! a slow link (`tc tbf`), a holder's disk filled up (each home is a tmpfs of its own), and a
-//! member leaving for good while a new node joins.
+//! a slow link (`tc tbf`), a holder's disk filled up (each home is a tmpfs of its own), a
+//! node's wall clock a few minutes off (restarted under Debian's libfaketime), a peer sending
+//! garbage on every protocol (see [`crate::garbage`]), and a member leaving for good while a
+//! new node joins.
 //!
 //! Checked at the end, after the faults stop and the nodes settle: every acknowledged put
 //! reads back byte for byte on its owner's node once its local copy is forgotten (so from the
@@ -58,6 +60,9 @@ pub struct ChaosConfig {
     pub keep: bool,
 }
 
+/// Debian's libfaketime (package `faketime`), for a node's skewed clock.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// A step of the schedule.
 #[allow(missing_docs)] // each variant's line says what its fields are
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +72,9 @@ pub enum Step {
     Put { node: usize, kib: u64, seed: u64 },
     /// Read back acknowledged object number `pick` (modulo their count) on its owner's node.
     Get { pick: u64 },
+    /// The owner of an acknowledged put takes it out of the pool (`kith rm`): the larger of
+    /// two drawn with `pick`, so that long runs do not fill the pool.
+    Rm { pick: u64 },
     /// Node `node` publishes a new version of its site.
     Publish { node: usize },
     /// Node 0 (the founder) makes member `node` an admin or a member again.
@@ -91,6 +99,12 @@ pub enum Step {
     DiskFull { node: usize, for_s: u64 },
     /// Node `node` leaves the pool for good and a new node joins.
     Replace { node: usize },
+    /// Node `node` restarted with its wall clock `ahead_s` ahead (behind if negative) for
+    /// `for_s`, then restarted on the right time (libfaketime; its monotonic clock stays true).
+    Skew { node: usize, ahead_s: i64, for_s: u64 },
+    /// A peer on the LAN (in the spare node's namespace) sends garbage on every protocol to
+    /// every running node for `for_s` (see [`crate::garbage`]).
+    Garbage { for_s: u64, seed: u64 },
 }
 
 impl Step {
@@ -106,6 +120,8 @@ impl Step {
             Step::Slow { .. } => "slow_link",
             Step::DiskFull { .. } => "disk_full",
             Step::Replace { .. } => "leave_and_join",
+            Step::Skew { .. } => "clock_skew",
+            Step::Garbage { .. } => "garbage_peer",
             _ => return None,
         })
     }
@@ -150,7 +166,7 @@ pub fn schedule(nodes: usize, seconds: u64, seed: u64) -> Vec<Timed> {
     // Work.
     let mut t = 2.0;
     while t < end {
-        let step = match r.below(20) {
+        let step = match r.below(26) {
             0..=8 => {
                 // Mostly small objects, some of a few MiB, now and then 12 MiB.
                 let kib = match r.below(10) {
@@ -165,7 +181,8 @@ pub fn schedule(nodes: usize, seconds: u64, seed: u64) -> Vec<Timed> {
             18 => {
                 Step::Role { node: r.range(1, nodes as u64 - 1) as usize, admin: r.below(2) == 0 }
             }
-            _ => Step::Setting { audit_every_s: r.range(20, 60) },
+            19 => Step::Setting { audit_every_s: r.range(20, 60) },
+            _ => Step::Rm { pick: r.next() },
         };
         out.push(Timed { at_s: (t * 10.0).round() / 10.0, step });
         t += 0.5 + r.below(1500) as f64 / 1000.0;
@@ -174,13 +191,13 @@ pub fn schedule(nodes: usize, seconds: u64, seed: u64) -> Vec<Timed> {
     // (the last ends well before it does).
     let leaver = nodes - 1;
     let pick = |r: &mut Rng| r.range(0, leaver as u64 - 1) as usize;
-    let mut kinds: Vec<u64> = (0..8).collect();
+    let mut kinds: Vec<u64> = (0..10).collect();
     for i in (1..kinds.len()).rev() {
         kinds.swap(i, r.below(i as u64 + 1) as usize);
     }
     let slots = (seconds / 12).max(9);
     while (kinds.len() as u64) < slots - 1 {
-        kinds.push(r.below(8));
+        kinds.push(r.below(10));
     }
     let span = end * 0.8;
     for (k, kind) in kinds.iter().enumerate() {
@@ -205,13 +222,19 @@ pub fn schedule(nodes: usize, seconds: u64, seed: u64) -> Vec<Timed> {
             4 => Step::Loss { node: pick(&mut r), percent: r.range(5, 30), for_s: r.range(5, 20) },
             5 => Step::Slow { node: pick(&mut r), mbit: r.range(2, 20), for_s: r.range(5, 20) },
             6 => Step::DiskFull { node: pick(&mut r), for_s: r.range(5, 20) },
+            7 => {
+                // A few minutes either way.
+                let ahead_s = r.range(60, 300) as i64 * if r.below(2) == 0 { 1 } else { -1 };
+                Step::Skew { node: pick(&mut r), ahead_s, for_s: r.range(10, 30) }
+            }
+            8 => Step::Garbage { for_s: r.range(10, 30), seed: r.next() },
             _ => Step::Kill { node: pick(&mut r), down_s: r.range(1, 5) },
         };
         // A stale restart comes a while after its copy, with puts in between.
         let at = if matches!(step, Step::Stale { .. }) { at + span / 8.0 } else { at };
         out.push(Timed { at_s: (at.min(span + 5.0) * 10.0).round() / 10.0, step });
     }
-    out.push(Timed { at_s: end * 0.7, step: Step::Replace { node: leaver } });
+    out.push(Timed { at_s: (end * 7.0).round() / 10.0, step: Step::Replace { node: leaver } });
     out.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     out
 }
@@ -223,6 +246,9 @@ struct Put {
     file: PathBuf,
     bytes: u64,
     id: Option<String>,
+    /// `Some(true)` once a `kith rm` of it was acknowledged, `Some(false)` if one was tried
+    /// and did not answer (it may have been carried out): either way it is not read back.
+    removed: Option<bool>,
 }
 
 /// The run's figures; the last line of its output, as JSON.
@@ -244,6 +270,8 @@ pub struct ChaosReport {
     pub gets_failed: u64,
     /// Site versions published.
     pub publishes: u64,
+    /// Acknowledged puts taken out of the pool again (`kith rm` acknowledged).
+    pub removes: u64,
     /// Role and setting changes acknowledged.
     pub settings: u64,
     /// Faults injected, by kind.
@@ -258,6 +286,8 @@ pub struct ChaosReport {
     pub converged_after_s: f64,
     /// The most memory a daemon used (resident, MiB).
     pub max_rss_mb: u64,
+    /// Streams of garbage a bad peer opened to the nodes.
+    pub garbage_streams: u64,
 }
 
 /// The run.
@@ -276,8 +306,14 @@ struct Run {
     /// Puts in flight: the child and the put's number.
     running: Vec<(Child, usize)>,
     puts: Vec<Put>,
-    /// Each node's site: the latest acknowledged version's mark.
-    sites: BTreeMap<usize, String>,
+    /// Each node's site: the latest acknowledged version's mark, then the marks of the
+    /// publishes tried after it that did not answer (a command that failed or was cut short
+    /// may still have been carried out, as in any system: any of these may be served).
+    sites: BTreeMap<usize, Vec<String>>,
+    /// Publishes tried (each version's mark is unique).
+    publish_tries: u64,
+    /// Garbage peers sending (joined at the end).
+    garbage: Vec<std::thread::JoinHandle<Result<crate::garbage::Sent>>>,
     /// The copies of homes taken by `Backup`.
     backups: BTreeMap<usize, PathBuf>,
     started: Instant,
@@ -320,6 +356,8 @@ pub fn run(kith: &Path, cfg: ChaosConfig) -> Result<ChaosReport> {
         running: Vec::new(),
         puts: Vec::new(),
         sites: BTreeMap::new(),
+        publish_tries: 0,
+        garbage: Vec::new(),
         backups: BTreeMap::new(),
         started: Instant::now(),
         done: Vec::new(),
@@ -518,13 +556,13 @@ impl Run {
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()?;
-                self.puts.push(Put { node, file, bytes: kib << 10, id: None });
+                self.puts.push(Put { node, file, bytes: kib << 10, id: None, removed: None });
                 self.running.push((child, k));
                 self.report.puts += 1;
             }
             Step::Get { pick } => {
                 let acked: Vec<usize> = (0..self.puts.len())
-                    .filter(|&k| self.puts[k].id.is_some() && self.up[self.puts[k].node])
+                    .filter(|&k| self.readable(k) && self.up[self.puts[k].node])
                     .collect();
                 if acked.is_empty() {
                     return Ok(());
@@ -545,13 +583,34 @@ impl Run {
                     None => self.report.gets_failed += 1,
                 }
             }
+            Step::Rm { pick } => {
+                let live: Vec<usize> = (0..self.puts.len())
+                    .filter(|&k| {
+                        let n = self.puts[k].node;
+                        self.readable(k) && self.up[n] && !self.gone[n]
+                    })
+                    .collect();
+                if live.is_empty() {
+                    return Ok(());
+                }
+                let a = live[(pick % live.len() as u64) as usize];
+                let b = live[((pick >> 32) % live.len() as u64) as usize];
+                let k = if self.puts[b].bytes > self.puts[a].bytes { b } else { a };
+                let (node, id) = (self.puts[k].node, self.puts[k].id.clone().context("id")?);
+                let out = self.bounded(node, &["rm", &id])?;
+                self.puts[k].removed = Some(out.is_some());
+                if out.is_some() {
+                    self.report.removes += 1;
+                }
+            }
             Step::Publish { node } => {
                 if !self.up[node] || self.gone[node] {
                     return Ok(());
                 }
                 let dir = self.net.dir().join(format!("site{node}"));
                 std::fs::create_dir_all(&dir)?;
-                let mark = format!("site{node} version {}", self.report.publishes + 1);
+                self.publish_tries += 1;
+                let mark = format!("site{node} version {}", self.publish_tries);
                 std::fs::write(dir.join("index.html"), format!("<p>{mark}</p>\n"))?;
                 let name = format!("site{node}");
                 let out = self.bounded(
@@ -560,7 +619,9 @@ impl Run {
                 )?;
                 if out.is_some() {
                     self.report.publishes += 1;
-                    self.sites.insert(node, mark);
+                    self.sites.insert(node, vec![mark]);
+                } else if let Some(marks) = self.sites.get_mut(&node) {
+                    marks.push(mark);
                 }
             }
             Step::Role { node, admin } => {
@@ -677,6 +738,43 @@ impl Run {
                 self.undo.push((Instant::now() + Duration::from_secs(for_s), step.clone()));
             }
             Step::Replace { node } => self.replace(node)?,
+            Step::Garbage { for_s, seed } => {
+                let lan = self.net.lan().context("namespaces")?;
+                let spare = self.up.len() - 1;
+                let ns = lan.ns(spare).to_string();
+                let mut tickets = Vec::new();
+                let mut http = Vec::new();
+                for i in (0..self.up.len()).filter(|&i| self.up[i]) {
+                    if let Ok(t) = self.net.kith_ok(i, &["id", "--ticket"]) {
+                        tickets.push(t);
+                        http.push(format!("{}:7780", lan.ip(i)).parse()?);
+                    }
+                }
+                self.garbage.push(std::thread::spawn(move || {
+                    crate::garbage::run(&ns, tickets, http, for_s, seed)
+                }));
+            }
+            Step::Skew { node, ahead_s, for_s } => {
+                let lib = Path::new(FAKETIME_LIB);
+                if !lib.exists() {
+                    bail!(
+                        "{FAKETIME_LIB} is missing: install Debian's faketime (scripts/test does)"
+                    );
+                }
+                let env = [
+                    ("LD_PRELOAD", FAKETIME_LIB.to_string()),
+                    ("FAKETIME", format!("{ahead_s:+}")),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+                    ("FAKETIME_DONT_RESET", "1".to_string()),
+                ];
+                self.net.nodes[node].up_env = env.map(|(k, v)| (k.to_string(), v)).to_vec();
+                if self.up[node] {
+                    self.net.kill(node)?;
+                    self.up[node] = false;
+                    self.start(node)?;
+                }
+                self.undo.push((Instant::now() + Duration::from_secs(for_s), step.clone()));
+            }
         }
         Ok(())
     }
@@ -695,6 +793,14 @@ impl Run {
             }
             Step::Slow { node, .. } => {
                 in_ns(lan.ns(*node), "tc", &["qdisc", "del", "dev", "eth0", "root"])?;
+            }
+            Step::Skew { node, .. } => {
+                self.net.nodes[*node].up_env.clear();
+                if self.up[*node] {
+                    self.net.kill(*node)?;
+                    self.up[*node] = false;
+                    self.start(*node)?;
+                }
             }
             Step::DiskFull { node, .. } => {
                 // A restart from an old home may have taken it already.
@@ -811,6 +917,11 @@ impl Run {
     }
 
     /// Reads put `k` back on its owner's node: `Some(same bytes?)`, or `None` if it failed.
+    /// Whether put `k` was acknowledged and not taken out since: it must read back.
+    fn readable(&self, k: usize) -> bool {
+        self.puts[k].id.is_some() && self.puts[k].removed.is_none()
+    }
+
     fn read_back(&mut self, k: usize) -> Result<Option<bool>> {
         let p = self.puts[k].clone();
         let id = p.id.context("acknowledged")?;
@@ -833,6 +944,11 @@ impl Run {
         }
         for (_, i) in std::mem::take(&mut self.restarts) {
             self.start(i)?;
+        }
+        for g in std::mem::take(&mut self.garbage) {
+            let sent = g.join().map_err(|_| anyhow::anyhow!("the garbage peer panicked"))??;
+            eprintln!("chaos: the garbage peer sent {}", serde_json::to_string(&sent)?);
+            self.report.garbage_streams += sent.streams;
         }
         self.reap_puts(true)?;
         Ok(())
@@ -883,36 +999,43 @@ impl Run {
             .iter()
             .map(|&i| Ok((i, lan.ns(i).to_string(), format!("{}:7780", lan.ip(i)).parse()?)))
             .collect::<Result<_>>()?;
-        for (&owner, mark) in &self.sites.clone() {
+        // A node may still be fetching a version's files from their holders: all of them are
+        // polled together until one deadline.
+        let mut pending: Vec<(usize, Vec<String>, usize, String, SocketAddr, String)> = Vec::new();
+        for (&owner, marks) in &self.sites {
             for (i, ns, addr) in &at {
-                // A node may still be fetching the version's files from their holders.
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let fault = loop {
-                    let path = format!("/s/site{owner}/");
-                    let addr = *addr;
-                    let body = crate::netns::on_ns_thread(ns, move || http_body(addr, &path))?;
-                    let fault = match body {
-                        Ok(b) if b.contains(mark.as_str()) => break None,
-                        Ok(b) => format!(
-                            "serves site{owner} without `{mark}`: {}",
-                            b.chars().take(200).collect::<String>()
-                        ),
-                        Err(e) => format!("cannot serve site{owner}: {e:#}"),
-                    };
-                    if Instant::now() > deadline {
-                        break Some(fault);
-                    }
-                    std::thread::sleep(Duration::from_millis(500));
-                };
-                if let Some(f) = fault {
-                    self.violation(format!("node {i} {f}"));
-                }
+                pending.push((owner, marks.clone(), *i, ns.clone(), *addr, String::new()));
             }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut still = Vec::new();
+            for (owner, marks, i, ns, addr, _) in pending {
+                let path = format!("/s/site{owner}/");
+                let body = crate::netns::on_ns_thread(&ns, move || http_body(addr, &path))?;
+                let fault = match body {
+                    Ok(b) if marks.iter().any(|m| b.contains(&format!("{m}<"))) => continue,
+                    Ok(b) => format!(
+                        "serves site{owner} without `{}` (nor a later publish left unanswered): {}",
+                        marks[0],
+                        b.chars().take(200).collect::<String>()
+                    ),
+                    Err(e) => format!("cannot serve site{owner}: {e:#}"),
+                };
+                still.push((owner, marks, i, ns, addr, fault));
+            }
+            pending = still;
+            if pending.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        for (_, _, i, _, _, fault) in pending {
+            self.violation(format!("node {i} {fault}"));
         }
         // Every acknowledged put, from the pool: the owner forgets its local copy, collects
         // the garbage, and reads it back. A put of a node that left came home to it.
-        let acked: Vec<usize> =
-            (0..self.puts.len()).filter(|&k| self.puts[k].id.is_some()).collect();
+        let acked: Vec<usize> = (0..self.puts.len()).filter(|&k| self.readable(k)).collect();
         for &k in &acked {
             let (node, id) = (self.puts[k].node, self.puts[k].id.clone().context("id")?);
             if !self.gone[node] {
@@ -940,6 +1063,26 @@ impl Run {
             self.report.bytes_lost += p.bytes;
             self.violation(what);
         }
+        // A removal that was acknowledged holds: no node lists the object again.
+        for &i in &members {
+            let v = self.net.json(i, &["pool", "show", POOL])?;
+            let listed: Vec<&str> = v["objects"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|o| o["id"].as_str()).collect())
+                .unwrap_or_default();
+            let still: Vec<String> = self
+                .puts
+                .iter()
+                .filter(|p| p.removed == Some(true))
+                .filter_map(|p| p.id.clone())
+                .filter(|id| listed.iter().any(|l| l.starts_with(id.as_str()) || id.starts_with(l)))
+                .collect();
+            for id in still {
+                self.violation(format!(
+                    "node {i} still lists object {id}, whose rm was acknowledged"
+                ));
+            }
+        }
         // Every store sound.
         for i in 0..self.up.len() {
             if !self.up[i] && !self.gone[i] {
@@ -965,9 +1108,19 @@ impl Run {
         let mut statements = BTreeMap::new();
         for &i in members {
             let v = self.net.json(i, &["pool", "show", POOL])?;
-            let under = v["replication"]["under_replicated_bytes"].as_u64();
-            if under != Some(0) {
-                return Ok(Some(format!("node {i}: under-replicated {under:?}")));
+            let r = &v["replication"];
+            // Nothing under-replicated, and every object's manifest readable (an object whose
+            // manifest no node holds counts no blob; its owner's node takes it out).
+            let unreadable = r["unreadable"].as_array().map_or(0, |a| a.len());
+            if r["under_replicated_bytes"] != 0 || unreadable > 0 || r["error"].is_string() {
+                return Ok(Some(format!(
+                    "node {i}: under-replicated {} bytes in {} blobs ({} in no node's store, {} unconfirmed), {unreadable} manifests unreadable{}",
+                    r["under_replicated_bytes"],
+                    r["under_replicated_blobs"],
+                    r["lost_blobs"],
+                    r["unconfirmed_blobs"],
+                    r["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default()
+                )));
             }
             heads.insert(i, v["heads"].clone());
             let s = self
@@ -1096,6 +1249,8 @@ mod tests {
             "slow_link",
             "disk_full",
             "leave_and_join",
+            "clock_skew",
+            "garbage_peer",
         ] {
             assert!(kinds.contains(k), "{k} missing from {kinds:?}");
         }

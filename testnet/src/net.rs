@@ -34,6 +34,8 @@ pub struct TestNode {
     pub log: PathBuf,
     /// Extra arguments for `kith up`.
     pub up_args: Vec<String>,
+    /// Extra environment for `kith up` (a skewed clock: see `chaos`).
+    pub up_env: Vec<(String, String)>,
     child: Option<Child>,
     started: Option<Instant>,
 }
@@ -65,6 +67,7 @@ impl Testnet {
                 home: dir.path().join(format!("node{i}")),
                 log: dir.path().join(format!("node{i}.log")),
                 up_args: Vec::new(),
+                up_env: Vec::new(),
                 child: None,
                 started: None,
             })
@@ -175,6 +178,7 @@ impl Testnet {
         };
         let log = File::options().create(true).append(true).open(&node.log)?;
         cmd.args(&args)
+            .envs(node.up_env.iter().map(|(k, v)| (k, v)))
             .env_remove("KITH_HOME")
             .env(
                 "RUST_LOG",
