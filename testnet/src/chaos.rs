@@ -11,7 +11,8 @@
 //! acknowledged since then gone), partitions of the LAN into two or three groups (nftables in
 //! each namespace) and their healing, packet loss on a node's link (nftables `numgen random`),
 //! a slow link (`tc tbf`), a holder's disk filled up (each home is a tmpfs of its own), a
-//! node's wall clock a few minutes off (restarted under Debian's libfaketime), a peer sending
+//! node's wall clock a few minutes off (restarted under Debian's libfaketime), what a node
+//! sends delayed and reordered (see [`crate::delay`]), a peer sending
 //! garbage on every protocol (see [`crate::garbage`]), and a member leaving for good while a
 //! new node joins.
 //!
@@ -105,6 +106,9 @@ pub enum Step {
     /// A peer on the LAN (in the spare node's namespace) sends garbage on every protocol to
     /// every running node for `for_s` (see [`crate::garbage`]).
     Garbage { for_s: u64, seed: u64 },
+    /// What node `node` sends held `ms` plus up to `jitter_ms` (so packets overtake each
+    /// other) for `for_s` (see [`crate::delay`]).
+    Delay { node: usize, ms: u64, jitter_ms: u64, for_s: u64 },
 }
 
 impl Step {
@@ -122,6 +126,7 @@ impl Step {
             Step::Replace { .. } => "leave_and_join",
             Step::Skew { .. } => "clock_skew",
             Step::Garbage { .. } => "garbage_peer",
+            Step::Delay { .. } => "delay_and_reorder",
             _ => return None,
         })
     }
@@ -191,13 +196,13 @@ pub fn schedule(nodes: usize, seconds: u64, seed: u64) -> Vec<Timed> {
     // (the last ends well before it does).
     let leaver = nodes - 1;
     let pick = |r: &mut Rng| r.range(0, leaver as u64 - 1) as usize;
-    let mut kinds: Vec<u64> = (0..10).collect();
+    let mut kinds: Vec<u64> = (0..11).collect();
     for i in (1..kinds.len()).rev() {
         kinds.swap(i, r.below(i as u64 + 1) as usize);
     }
     let slots = (seconds / 12).max(9);
     while (kinds.len() as u64) < slots - 1 {
-        kinds.push(r.below(10));
+        kinds.push(r.below(11));
     }
     let span = end * 0.8;
     for (k, kind) in kinds.iter().enumerate() {
@@ -228,6 +233,12 @@ pub fn schedule(nodes: usize, seconds: u64, seed: u64) -> Vec<Timed> {
                 Step::Skew { node: pick(&mut r), ahead_s, for_s: r.range(10, 30) }
             }
             8 => Step::Garbage { for_s: r.range(10, 30), seed: r.next() },
+            9 => Step::Delay {
+                node: pick(&mut r),
+                ms: r.range(20, 200),
+                jitter_ms: r.range(5, 50),
+                for_s: r.range(5, 20),
+            },
             _ => Step::Kill { node: pick(&mut r), down_s: r.range(1, 5) },
         };
         // A stale restart comes a while after its copy, with puts in between.
@@ -288,6 +299,10 @@ pub struct ChaosReport {
     pub max_rss_mb: u64,
     /// Streams of garbage a bad peer opened to the nodes.
     pub garbage_streams: u64,
+    /// Packets held by delayed links, and of them, sent after a later one.
+    pub delayed_packets: u64,
+    /// See `delayed_packets`.
+    pub reordered_packets: u64,
 }
 
 /// The run.
@@ -314,6 +329,8 @@ struct Run {
     publish_tries: u64,
     /// Garbage peers sending (joined at the end).
     garbage: Vec<std::thread::JoinHandle<Result<crate::garbage::Sent>>>,
+    /// Links delayed now, by node.
+    delays: BTreeMap<usize, crate::delay::DelayedLink>,
     /// The copies of homes taken by `Backup`.
     backups: BTreeMap<usize, PathBuf>,
     started: Instant,
@@ -358,6 +375,7 @@ pub fn run(kith: &Path, cfg: ChaosConfig) -> Result<ChaosReport> {
         sites: BTreeMap::new(),
         publish_tries: 0,
         garbage: Vec::new(),
+        delays: BTreeMap::new(),
         backups: BTreeMap::new(),
         started: Instant::now(),
         done: Vec::new(),
@@ -714,6 +732,21 @@ impl Run {
                 )?;
                 self.undo.push((Instant::now() + Duration::from_secs(for_s), step.clone()));
             }
+            Step::Delay { node, ms, jitter_ms, for_s } => {
+                if self.delays.contains_key(&node) {
+                    return Ok(());
+                }
+                let lan = self.net.lan().context("namespaces")?;
+                let link = crate::delay::start(
+                    lan.ns(node),
+                    lan.ip(node),
+                    Duration::from_millis(ms),
+                    Duration::from_millis(jitter_ms),
+                    self.cfg.seed ^ ms,
+                )?;
+                self.delays.insert(node, link);
+                self.undo.push((Instant::now() + Duration::from_secs(for_s), step.clone()));
+            }
             Step::Slow { node, mbit, for_s } => {
                 let lan = self.net.lan().context("namespaces")?;
                 let rate = format!("{mbit}mbit");
@@ -788,11 +821,20 @@ impl Run {
                     let _ = in_ns(lan.ns(n), "nft", &["delete", "table", "inet", "chaos_part"]);
                 }
             }
+            // Two faults of a kind on one node overlap: the first to end ends both (the table
+            // or the qdisc is gone when the second ends).
             Step::Loss { node, .. } => {
-                in_ns(lan.ns(*node), "nft", &["delete", "table", "inet", "chaos_loss"])?;
+                let _ = in_ns(lan.ns(*node), "nft", &["delete", "table", "inet", "chaos_loss"]);
             }
             Step::Slow { node, .. } => {
-                in_ns(lan.ns(*node), "tc", &["qdisc", "del", "dev", "eth0", "root"])?;
+                let _ = in_ns(lan.ns(*node), "tc", &["qdisc", "del", "dev", "eth0", "root"]);
+            }
+            Step::Delay { node, .. } => {
+                if let Some(link) = self.delays.remove(node) {
+                    let d = link.stop()?;
+                    self.report.delayed_packets += d.packets;
+                    self.report.reordered_packets += d.reordered;
+                }
             }
             Step::Skew { node, .. } => {
                 self.net.nodes[*node].up_env.clear();
@@ -1251,6 +1293,7 @@ mod tests {
             "leave_and_join",
             "clock_skew",
             "garbage_peer",
+            "delay_and_reorder",
         ] {
             assert!(kinds.contains(k), "{k} missing from {kinds:?}");
         }

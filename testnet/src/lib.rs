@@ -11,6 +11,7 @@
 //! - [`chaos`](mod@chaos) runs a pool under a workload and seeded faults and checks what
 //!   must hold afterwards.
 //! - [`garbage`](mod@garbage) is a peer that sends garbage on every protocol, for chaos.
+//! - [`delay`](mod@delay) delays and reorders what a node sends (no `netem` here), for chaos.
 //! - [`up`](mod@up) starts a LAN of nodes in namespaces for a person to try kith on by hand.
 
 #![deny(missing_docs)]
@@ -18,6 +19,7 @@
 pub mod bench;
 pub mod browser;
 pub mod chaos;
+pub mod delay;
 pub mod figures;
 pub mod garbage;
 pub mod inproc;

@@ -1,9 +1,10 @@
 //! The chaos run of the test suite: seven daemons in namespaces, three minutes of puts, gets,
 //! site versions and settings under every kind of fault the schedule of seed 1 draws (kills,
 //! a writer killed mid-put, a restart from an old copy of a home, partitions, loss, a slow
-//! link, a full disk, a skewed clock, a garbage-sending peer, a member leaving for good while
-//! another joins), then the checks of `testnet chaos`: nothing acknowledged lost, every node
-//! agreeing, nothing under-replicated, every site's latest version served, every store sound.
+//! link, delayed and reordered packets, a full disk, a skewed clock, a garbage-sending peer, a
+//! member leaving for good while another joins), then the checks of `testnet chaos`: nothing
+//! acknowledged lost, every node agreeing, nothing under-replicated, every site's latest version
+//! served, every store sound.
 //!
 //! Runs the real `testnet` binary, which runs the `kith` binary built next to it.
 
@@ -52,6 +53,7 @@ fn three_minutes_of_chaos_lose_nothing_and_every_node_agrees() {
         "leave_and_join",
         "clock_skew",
         "garbage_peer",
+        "delay_and_reorder",
     ] {
         assert!(faults.get(kind).and_then(|n| n.as_u64()).unwrap_or(0) > 0, "{kind}: {report:#}");
     }
