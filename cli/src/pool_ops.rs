@@ -445,6 +445,7 @@ fn replication(v: &PoolView, h: &kith_pools::replica::Health) -> Replication {
         unconfirmed_blobs: h.unconfirmed_blobs,
         silent: h.silent.iter().map(|n| hex(n)).collect(),
         unreadable: h.unreadable.clone(),
+        lost_objects: h.lost_objects.clone(),
         over_quota: h.over_quota.clone(),
         holders: h
             .holders

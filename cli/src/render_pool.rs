@@ -196,6 +196,12 @@ fn replication(r: &Replication) {
         r.under_replicated_blobs,
         r.lost_blobs
     );
+    if !r.lost_objects.is_empty() {
+        println!(
+            "             lost: object(s) {}: no node holds all of them any more (their owner can take them out with `kith rm ID`)",
+            r.lost_objects.join(", ")
+        );
+    }
     if r.unconfirmed_blobs > 0 {
         let who: Vec<&str> = r.silent.iter().map(|n| short(n, 8)).collect();
         println!(

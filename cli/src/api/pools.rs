@@ -388,6 +388,9 @@ pub struct Replication {
     /// Manifests this node could not read.
     #[serde(default)]
     pub unreadable: Vec<String>,
+    /// Objects with a lost blob (ids, 16 hex digits).
+    #[serde(default)]
+    pub lost_objects: Vec<String>,
     /// Objects over their owner's quota, which no holder keeps (ids, 16 hex digits).
     #[serde(default)]
     pub over_quota: Vec<String>,

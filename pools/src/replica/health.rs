@@ -58,6 +58,8 @@ pub struct Health {
     pub silent: Vec<Key>,
     /// Manifests this node could not read.
     pub unreadable: Vec<String>,
+    /// Objects with a lost blob (ids, 8 bytes hex): no node has all of them any more.
+    pub lost_objects: Vec<String>,
     /// Objects over their owner's quota, which no holder keeps (ids, 8 bytes hex).
     pub over_quota: Vec<String>,
     /// Per holder.
@@ -192,6 +194,7 @@ impl Replicator {
                 error: answer.as_ref().err().cloned(),
             });
         }
+        let mut lost: HashSet<[u8; 32]> = HashSet::new();
         for (id, len, targets) in &blobs {
             let copies = targets.iter().filter(|t| confirmed.contains(&(*id, **t))).count();
             if copies < r {
@@ -201,8 +204,16 @@ impl Replicator {
             if copies == 0 && !anywhere.contains(id) {
                 if silent.is_empty() {
                     h.lost_blobs += 1;
+                    lost.insert(*id);
                 } else {
                     h.unconfirmed_blobs += 1;
+                }
+            }
+        }
+        if !lost.is_empty() {
+            for m in &manifests {
+                if m.blobs.iter().any(|(b, _)| lost.contains(&**b)) {
+                    h.lost_objects.push(hex(&m.object[..8]));
                 }
             }
         }

@@ -140,7 +140,7 @@ pub struct Replicator {
     /// (the reclaim worker takes out those that are gone).
     listed: Mutex<HashSet<Key>>,
     /// When this node last looked for its member's lost objects, per pool (see `lost.rs`).
-    lost_checked: Mutex<HashMap<Key, std::time::Instant>>,
+    lost_checked: Mutex<HashMap<Key, lost::LastLook>>,
 }
 
 impl std::fmt::Debug for Replicator {
