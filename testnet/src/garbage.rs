@@ -13,6 +13,8 @@ use iroh::{Endpoint, EndpointAddr, RelayMode, TransportAddr};
 use kith_node::net::ticket::NodeTicket;
 use serde::Serialize;
 
+use crate::chaos::Rng;
+
 /// The protocols a garbage peer opens streams on.
 const ALPNS: [&[u8]; 5] = [
     kith_node::net::blobs::ALPN,
@@ -54,25 +56,6 @@ pub fn run(
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(send_all(targets, http, Duration::from_secs(for_s), seed))
     })?
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 /// One stream's worth of garbage.
