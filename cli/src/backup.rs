@@ -351,7 +351,7 @@ pub fn add(
             None => crate::pool_ops::open(&ctx.home, kith_node::Clock::system())?,
         };
         let id = pools.resolve(&to)?;
-        pools.view_of(&id).map(|v| v.charter.name).unwrap_or(to)
+        pools.view_of(&id).map(|v| v.charter.name.clone()).unwrap_or(to)
     };
     let name = name.unwrap_or_else(|| {
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into())

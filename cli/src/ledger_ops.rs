@@ -43,7 +43,10 @@ fn select(pools: &Pools, spec: Option<&str>, p: Period) -> Result<Vec<(Key, Pool
     match spec {
         Some(s) => {
             let id = pools.resolve(s)?;
-            Ok(vec![(id, pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?)])
+            Ok(vec![(
+                id,
+                (*pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?).clone(),
+            )])
         }
         None => {
             let mut all = pools.list();

@@ -37,6 +37,14 @@ pub struct SigEntry {
     pub sig: Vec<u8>,
 }
 
+impl SyncFrame {
+    /// Whether the message carries changes (a malformed one counts as carrying some: taking
+    /// it in is what reports it).
+    pub fn carries_changes(&self) -> bool {
+        Message::decode(&self.msg).map_or(true, |m| !m.changes.is_empty())
+    }
+}
+
 impl SignedDoc {
     /// The next message for a peer, or `None` when there is nothing to say.
     pub fn sync_out(&mut self, state: &mut SyncState) -> Option<SyncFrame> {
@@ -75,6 +83,14 @@ impl SignedDoc {
     ) -> Result<Vec<ChangeHash>, DocError> {
         let msg = Message::decode(&frame.msg)
             .map_err(|e| DocError::Format(format!("malformed sync message: {e}")))?;
+        if msg.changes.is_empty() {
+            // Heads and a Bloom filter only (most turns): nothing reaches the document, so no
+            // copy of it is made (a copy costs in proportion to the history).
+            let mut next = state.clone();
+            crate::signed::guard(|| Ok(self.doc.sync().receive_sync_message(&mut next, msg)?))?;
+            *state = next;
+            return Ok(Vec::new());
+        }
         let mut budget = crate::bounds::MAX_INFLATED_BYTES;
         for chunk in msg.changes.iter() {
             crate::bounds::check_chunks(chunk, &mut budget)?;

@@ -419,7 +419,7 @@ pub fn apply_file(
     }
     let about = about.ok_or_else(|| bad("it says nothing about itself"))?;
     let mut report = DropReport {
-        pool: pools.view_of(&about.pool).map(|v| v.charter.name).unwrap_or_default(),
+        pool: pools.view_of(&about.pool).map(|v| v.charter.name.clone()).unwrap_or_default(),
         ..DropReport::default()
     };
     let judged = pools.carry_judge(&about.pool, changes, &sigs).map_err(|e| match e {

@@ -129,6 +129,25 @@ impl PoolSnapshot {
     }
 }
 
+/// Checks an invite to pool `id`, as `v` has it now (as the node that serves a join would).
+pub(crate) fn check_invite(
+    v: &PoolView,
+    id: &Key,
+    inv: &Invite,
+    now_ms: i64,
+) -> Result<(), PoolError> {
+    invite_valid(inv, id, v, now_ms).map_err(PoolError::Denied)?;
+    let bytes = inv.to_bytes();
+    let used = v.members.values().filter(|m| m.invite.as_deref() == Some(&bytes[..])).count();
+    if used >= inv.uses as usize {
+        return Err(PoolError::Denied(format!(
+            "the invite allowed {} use(s) and has been used up",
+            inv.uses
+        )));
+    }
+    Ok(())
+}
+
 /// Parses sizes such as `50GiB`, `1.5 TB`, `4096` (bytes).
 pub fn parse_size(s: &str) -> Result<u64, ParseError> {
     let s = s.trim();
@@ -280,17 +299,7 @@ impl Pool {
 
     /// Checks an invite now, as the node that serves a join would.
     pub fn check_invite(&self, inv: &Invite, now_ms: i64) -> Result<(), PoolError> {
-        let v = self.view();
-        invite_valid(inv, &self.id(), &v, now_ms).map_err(PoolError::Denied)?;
-        let bytes = inv.to_bytes();
-        let used = v.members.values().filter(|m| m.invite.as_deref() == Some(&bytes[..])).count();
-        if used >= inv.uses as usize {
-            return Err(PoolError::Denied(format!(
-                "the invite allowed {} use(s) and has been used up",
-                inv.uses
-            )));
-        }
-        Ok(())
+        check_invite(&self.view(), &self.id(), inv, now_ms)
     }
 
     /// Joins with an invite.

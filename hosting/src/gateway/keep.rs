@@ -16,7 +16,7 @@ impl Gateway {
         name: &str,
         scratch: &std::path::Path,
     ) -> Result<Key, String> {
-        let view = Arc::new(self.pools.view_of(&pool).ok_or("no such pool")?);
+        let view = self.pools.view_of(&pool).ok_or("no such pool")?;
         let me = self.pools.signer().author().key;
         let site = view
             .members

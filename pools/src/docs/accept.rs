@@ -25,14 +25,14 @@ impl Pools {
         if let Some(owner) = &hello.identity {
             return self.admit_identity(owner, &hello.proof, peer.as_bytes());
         }
-        let pools = self.lock();
-        let pool = pools.get(&hello.pool).ok_or_else(|| {
+        // The shared view: every session of every peer asks, and a whole pool read costs in
+        // proportion to its history.
+        let v = self.view_of(&hello.pool).ok_or_else(|| {
             format!(
                 "this node holds no pool {} (it may have been deleted, or this node left it)",
                 hex(&hello.pool[..8])
             )
         })?;
-        let v = pool.view();
         let node = *peer.as_bytes();
         // A member who left still syncs the pool document, to pass its departure on.
         let departed =
@@ -45,7 +45,8 @@ impl Pools {
                 if v.node_owner(&node).is_some() {
                     return Ok(());
                 }
-                pool.check_invite(&inv, self.now_ms()).map_err(|e| e.to_string())
+                crate::pool::check_invite(&v, &hello.pool, &inv, self.now_ms())
+                    .map_err(|e| e.to_string())
             }
             Proof::Device(member, sig) => {
                 let Some(m) = v.active(member) else {

@@ -32,9 +32,11 @@ impl Pools {
         Some(snap)
     }
 
-    /// The pool with this id, as it is now.
-    pub fn view_of(&self, pool: &Key) -> Option<crate::view::PoolView> {
-        self.lock().get(pool).map(|p| p.view())
+    /// The pool with this id, as it is now: the shared view, read again only after a document
+    /// changed (peers' sessions and requests ask for it many times a second, and reading a
+    /// whole pool costs in proportion to its history).
+    pub fn view_of(&self, pool: &Key) -> Option<Arc<crate::view::PoolView>> {
+        self.all_views().iter().find(|(k, _)| k == pool).map(|(_, v)| v.clone())
     }
 
     /// The id of the pool `spec` names.
@@ -44,9 +46,9 @@ impl Pools {
 
     /// The pools an identity is an active member of.
     pub fn pools_of(&self, identity: &Key) -> Vec<Key> {
-        self.lock()
+        self.all_views()
             .iter()
-            .filter(|(_, p)| p.view().active(identity).is_some())
+            .filter(|(_, v)| v.active(identity).is_some())
             .map(|(k, _)| *k)
             .collect()
     }

@@ -302,6 +302,18 @@ impl Pools {
         got: &mut usize,
         f: SyncFrame,
     ) -> Result<bool, String> {
+        // A turn without changes (heads and a Bloom filter) only moves the sync state: taken
+        // in place, with no copy of the document.
+        if !f.carries_changes() {
+            let mut pools = self.lock();
+            let p = pools.get_mut(&pool).ok_or("the pool is gone")?;
+            if let Err(e) = p.doc_mut().sync_in(state, &f, &PoolRules) {
+                drop(pools);
+                self.reject(pool, peer, e.to_string());
+                return Err(format!("rejected the peer's changes: {e}"));
+            }
+            return Ok(true);
+        }
         // Checked on a copy, without the pools' lock: a peer's large batch never holds up this
         // node's other pools, nor local changes to this one, while its changes are judged.
         let (mut work, heads) = {

@@ -155,7 +155,7 @@ impl Replicator {
         &self,
         peer: EndpointId,
         pool: &Key,
-    ) -> Result<(PoolView, Key), String> {
+    ) -> Result<(std::sync::Arc<PoolView>, Key), String> {
         let v = self
             .pools
             .view_of(pool)

@@ -56,8 +56,11 @@ impl Replicator {
                 }
                 match self.take_pool(peer, *id).await {
                     Ok(()) => {
-                        let name =
-                            self.pools.view_of(&id).map(|v| v.charter.name).unwrap_or_default();
+                        let name = self
+                            .pools
+                            .view_of(&id)
+                            .map(|v| v.charter.name.clone())
+                            .unwrap_or_default();
                         tracing::info!(pool = %name, peer = %peer.fmt_short(), "found pool {name} of this identity and joined it as a new device; this machine offers it no storage yet (`kith offer {name} --storage SIZE --zone HOUSEHOLD`)")
                     }
                     Err(e) => {
