@@ -36,7 +36,7 @@ impl Ledgers {
     }
 
     /// The ledgers of `pool` (`ledgers/POOL/PERIOD.kledger`).
-    fn files(&self, pool: &Key) -> DocFiles {
+    pub(crate) fn files(&self, pool: &Key) -> DocFiles {
         DocFiles::new(self.dir.join(hex(pool)))
     }
 
@@ -75,10 +75,15 @@ impl Ledgers {
         if l.doc_mut().heads() != before {
             let files = self.files(pool);
             let name = period.to_string();
-            files.write(&name, l).map_err(|e| {
+            if let Err(e) = files.write(&name, l) {
+                // A change that is not on disk is not made (a full disk, a read-only home): kept
+                // only in memory, it went to the peers while the caller heard it failed, and a
+                // caller that tried again counted it twice (`testnet chaos`, a holder's full
+                // disk: storage recorded twice).
+                l.doc_mut().rewind(&before)?;
                 let path = files.path::<Ledger>(&name);
-                PoolError::Policy(format!("cannot save {}: {e}", path.display()))
-            })?;
+                return Err(PoolError::Policy(format!("cannot save {}: {e}", path.display())));
+            }
         }
         Ok(out)
     }

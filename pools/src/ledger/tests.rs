@@ -417,3 +417,39 @@ fn a_member_that_left_before_its_first_audit_is_not_flagged_for_good() {
     assert_eq!(flags.len(), 1, "{flags:?}");
     assert!(flags[0].what.contains("8918 byte-hours of storage provided with no passed audit"));
 }
+
+/// A usage record the node could not write down (a holder's disk full, found by `testnet
+/// chaos`) is not made: it stayed in memory and went to the peers while the caller heard it
+/// failed and recorded the same storage again, so the pool counted it twice.
+#[test]
+fn a_record_that_cannot_be_saved_is_not_made_and_counts_once_when_it_is() {
+    let (mut p, _a, m) = pool();
+    let snap = p.snapshot();
+    let home = std::env::temp_dir().join(format!(
+        "kith-ledger-unsaved-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
+    let ledgers = Ledgers::new(&home);
+    let period = Period::parse("2026-11").unwrap();
+    let me = m.author().key;
+    let record = |l: &mut Ledger, rules: &LedgerRules<'_>| {
+        l.record(&m, rules, &[(Counter::StorageProvided, 700)], &[], period.start_ms() + 10)
+    };
+    let total = |ls: &Ledgers| {
+        ls.with(&snap, period, |l, _| Ok(l.view().total(&me, Counter::StorageProvided))).unwrap()
+    };
+    assert_eq!(total(&ledgers), 0);
+    // The file cannot be replaced: a folder stands where it goes.
+    let path = ledgers.files(snap.id()).path::<Ledger>(&period.to_string());
+    std::fs::create_dir_all(&path).unwrap();
+    let err = ledgers.with(&snap, period, record).unwrap_err();
+    assert!(err.to_string().contains("cannot save"), "{err}");
+    assert_eq!(total(&ledgers), 0, "the record was kept although it could not be saved");
+    // Once the disk takes it again, the caller records the same storage, once.
+    std::fs::remove_dir(&path).unwrap();
+    ledgers.with(&snap, period, record).unwrap();
+    assert_eq!(total(&ledgers), 700);
+    assert_eq!(total(&Ledgers::new(&home)), 700, "the record is on disk");
+    std::fs::remove_dir_all(&home).unwrap();
+}

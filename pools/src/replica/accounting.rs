@@ -40,17 +40,18 @@ impl Replicator {
         let every = if now_anyway { 0 } else { v.charter.record_every_ms };
         let Some(due) = self.usage.take_due(pool, every, now) else { return };
         let other = |peer: &EndpointId| v.node_owner(peer.as_bytes()).is_some_and(|m| m != member);
+        // This pool's tallies with other members' nodes (put back if they cannot be recorded).
         let take = |t: &kith_node::net::blobs::Tallies| {
             let (mine, rest): (HashMap<_, _>, HashMap<_, _>) =
-                t.take().into_iter().partition(|((p, _), _)| *p == pool);
-            t.add_all(rest);
-            mine.into_iter()
-                .filter(|((_, peer), _)| other(peer))
-                .map(|((_, peer), x)| (*peer.as_bytes(), x))
-                .collect::<Vec<_>>()
+                t.take().into_iter().partition(|((p, peer), _)| *p == pool && other(peer));
+            // Transfers with this member's own nodes or with non-members are not pool usage.
+            t.add_all(rest.into_iter().filter(|((p, _), _)| *p != pool).collect());
+            mine
         };
-        let served: u64 = take(node.served().tagged()).iter().map(|(_, t)| t.bytes).sum();
-        let received = take(node.received());
+        let (served_tally, received_tally) = (take(node.served().tagged()), take(node.received()));
+        let served: u64 = served_tally.values().map(|t| t.bytes).sum();
+        let received: Vec<(Key, kith_node::net::blobs::Tally)> =
+            received_tally.iter().map(|((_, peer), x)| (*peer.as_bytes(), *x)).collect();
         let requests = self.pools.take_site_requests(&pool);
         let signer = self.pools.signer();
         let period = crate::ledger::Period::of(now);
@@ -100,6 +101,8 @@ impl Replicator {
             Err(e) => {
                 tracing::warn!(pool = %hex(&pool[..4]), error = %e, "cannot record usage in the ledger");
                 self.usage.put_back(pool, due);
+                node.served().tagged().add_all(served_tally);
+                node.received().add_all(received_tally);
             }
         }
     }
