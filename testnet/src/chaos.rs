@@ -261,8 +261,12 @@ struct Put {
     bytes: u64,
     id: Option<String>,
     /// `Some(true)` once a `kith rm` of it was acknowledged, `Some(false)` if one was tried
-    /// and did not answer (it may have been carried out): either way it is not read back.
+    /// and did not answer (it may have been carried out), or was acknowledged and then the
+    /// node was put back to a copy of its home older than the removal (which a peer may or
+    /// may not have taken first): either way it is not read back.
     removed: Option<bool>,
+    /// When the removal was acknowledged (the count of acknowledged removals then).
+    removed_seq: u64,
 }
 
 /// The run's figures; the last line of its output, as JSON.
@@ -298,6 +302,10 @@ pub struct ChaosReport {
     pub bytes_lost: u64,
     /// From the end of the faults to every check holding (s).
     pub converged_after_s: f64,
+    /// Objects of puts that were never acknowledged (the writer killed or its disk full
+    /// mid-put) listed in the pool with blobs no node holds: they cannot get their replicas
+    /// back, and the run names them (ids, 8 bytes hex) instead of waiting for them.
+    pub lost_unacknowledged: Vec<String>,
     /// The most memory a daemon used (resident, MiB).
     pub max_rss_mb: u64,
     /// Streams of garbage a bad peer opened to the nodes.
@@ -328,14 +336,19 @@ struct Run {
     /// publishes tried after it that did not answer (a command that failed or was cut short
     /// may still have been carried out, as in any system: any of these may be served).
     sites: BTreeMap<usize, Vec<String>>,
+    /// The marks of every publish a node tried since a copy of its home was taken, and the
+    /// marks it served then (any may be served after it is put back to that copy).
+    site_history: BTreeMap<usize, Vec<String>>,
     /// Publishes tried (each version's mark is unique).
     publish_tries: u64,
     /// Garbage peers sending (joined at the end).
     garbage: Vec<std::thread::JoinHandle<Result<crate::garbage::Sent>>>,
     /// Links delayed now, by node.
     delays: BTreeMap<usize, crate::delay::DelayedLink>,
-    /// The copies of homes taken by `Backup`.
-    backups: BTreeMap<usize, PathBuf>,
+    /// The copies of homes taken by `Backup`, with the count of acknowledged removals then.
+    backups: BTreeMap<usize, (PathBuf, u64)>,
+    /// Removals acknowledged so far.
+    rms_acked: u64,
     started: Instant,
     done: Vec<Timed>,
 }
@@ -380,6 +393,8 @@ pub fn run(kith: &Path, cfg: ChaosConfig) -> Result<ChaosReport> {
         garbage: Vec::new(),
         delays: BTreeMap::new(),
         backups: BTreeMap::new(),
+        rms_acked: 0,
+        site_history: BTreeMap::new(),
         started: Instant::now(),
         done: Vec::new(),
         cfg,
@@ -577,7 +592,14 @@ impl Run {
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()?;
-                self.puts.push(Put { node, file, bytes: kib << 10, id: None, removed: None });
+                self.puts.push(Put {
+                    node,
+                    file,
+                    bytes: kib << 10,
+                    id: None,
+                    removed: None,
+                    removed_seq: 0,
+                });
                 self.running.push((child, k));
                 self.report.puts += 1;
             }
@@ -622,6 +644,8 @@ impl Run {
                 self.puts[k].removed = Some(out.is_some());
                 if out.is_some() {
                     self.report.removes += 1;
+                    self.rms_acked += 1;
+                    self.puts[k].removed_seq = self.rms_acked;
                 }
             }
             Step::Publish { node } => {
@@ -638,6 +662,9 @@ impl Run {
                     node,
                     &["site", "publish", &dir.to_string_lossy(), "--name", &name, "--pool", POOL],
                 )?;
+                if let Some(h) = self.site_history.get_mut(&node) {
+                    h.push(mark.clone());
+                }
                 if out.is_some() {
                     self.report.publishes += 1;
                     self.sites.insert(node, vec![mark]);
@@ -681,12 +708,31 @@ impl Run {
                 )?;
                 // A full disk is a fault of its own, not part of the home.
                 let _ = std::fs::remove_file(copy.join("chaos-ballast"));
-                self.backups.insert(node, copy);
+                self.backups.insert(node, (copy, self.rms_acked));
+                self.site_history.insert(node, self.sites.get(&node).cloned().unwrap_or_default());
                 self.up[node] = false;
                 self.start(node)?;
             }
             Step::Stale { node } => {
-                let Some(copy) = self.backups.remove(&node) else { return Ok(()) };
+                let Some((copy, rms_then)) = self.backups.remove(&node) else { return Ok(()) };
+                // What this node did after the copy was taken is undone here, and lost for good
+                // unless a peer took it first (as with any restored backup): a removal it
+                // acknowledged since may come back, and a site version it published since may
+                // give way to any version published after the copy.
+                for p in self.puts.iter_mut() {
+                    if p.node == node && p.removed == Some(true) && p.removed_seq > rms_then {
+                        p.removed = Some(false);
+                    }
+                }
+                if let Some(since) = self.site_history.remove(&node)
+                    && let Some(marks) = self.sites.get_mut(&node)
+                {
+                    for m in since {
+                        if !marks.contains(&m) {
+                            marks.push(m);
+                        }
+                    }
+                }
                 if self.up[node] {
                     self.net.kill(node)?;
                     self.up[node] = false;
@@ -1157,7 +1203,27 @@ impl Run {
             // Nothing under-replicated, and every object's manifest readable (an object whose
             // manifest no node holds counts no blob; its owner's node takes it out).
             let unreadable = r["unreadable"].as_array().map_or(0, |a| a.len());
-            if r["under_replicated_bytes"] != 0 || unreadable > 0 || r["error"].is_string() {
+            // Blobs no node holds (every node answered) of objects no put acknowledged cannot
+            // come back: named, not waited for. An acknowledged put's is a violation below
+            // (it does not read back), so it is never excused here.
+            let lost: Vec<String> = r["lost_objects"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|o| o.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let acked = |o: &String| {
+                self.puts.iter().any(|p| p.id.as_ref().is_some_and(|id| id.starts_with(o.as_str())))
+            };
+            let only_unacked = !lost.is_empty()
+                && r["under_replicated_blobs"] == r["lost_blobs"]
+                && r["unconfirmed_blobs"] == 0
+                && !lost.iter().any(acked);
+            if only_unacked {
+                for o in lost {
+                    if !self.report.lost_unacknowledged.contains(&o) {
+                        self.report.lost_unacknowledged.push(o);
+                    }
+                }
+            } else if r["under_replicated_bytes"] != 0 || unreadable > 0 || r["error"].is_string() {
                 return Ok(Some(format!(
                     "node {i}: under-replicated {} bytes in {} blobs ({} in no node's store, {} unconfirmed), {unreadable} manifests unreadable{}",
                     r["under_replicated_bytes"],
