@@ -232,15 +232,25 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
     let me = hex(&c.author.key);
     let mut touched: Vec<(String, String)> = Vec::new();
     let mut maps: Vec<String> = Vec::new();
+    let mut claims: Vec<String> = Vec::new();
     for p in c.patches {
         let path = patch_path(p);
         let deleting = matches!(p.action, PatchAction::DeleteMap { .. });
         match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["members", who, kind @ ("objects" | "audits" | "nodes"), key, ..] if *who == me => {
+            ["members", who, kind @ ("objects" | "audits" | "nodes" | "sites"), key, rest @ ..]
+                if *who == me =>
+            {
+                // A site name claimed (its entry made): checked against the other members'.
+                if *kind == "sites" && rest.is_empty() && !deleting {
+                    claims.push(key.to_string());
+                }
                 touched.push((kind.to_string(), key.to_string()));
             }
-            // The map of objects or audits made on first use (checked below to be a map).
-            ["members", who, kind @ ("objects" | "audits")] if *who == me && !deleting => {
+            // The map of objects, audits or sites made on first use (checked below to be a
+            // map).
+            ["members", who, kind @ ("objects" | "audits" | "sites")]
+                if *who == me && !deleting =>
+            {
                 maps.push(kind.to_string());
             }
             _ => return None,
@@ -249,6 +259,13 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
     // Active, in a pool not dissolved, at the change's dependencies.
     if at_deps(c, &["charter", "dissolved"]).is_some() || !active_at_deps(c, &me) {
         return None;
+    }
+    // A site name is the claimant's only if no other active member holds it at the change's
+    // dependencies (as `check_site_claims` on the full path, by lookups).
+    for name in &claims {
+        if let Err(e) = site_claim_at_deps(c, &me, name) {
+            return Some(Err(e));
+        }
     }
     // What it wrote parses, in the document after it (the document itself when nothing
     // concurrent is in it, else read at the change: no copy either way).
@@ -284,6 +301,10 @@ fn entries_parse(
             Some((Value::Object(ObjType::Map), e)) => e,
             Some(_) => return Err(format!("{kind} entry `{key}` is not a map")),
         };
+        if kind == "sites" {
+            PoolView::read_site(after, &e).map_err(|e| format!("site {key}: {e}"))?;
+            continue;
+        }
         crate::view::parse_key(key).ok_or(format!("{kind} key `{key}` is not a key"))?;
         match kind.as_str() {
             "objects" => crate::view::read_object(after, &e, key).map(|_| ())?,
@@ -292,6 +313,31 @@ fn entries_parse(
         }
     }
     Ok(())
+}
+
+/// [`check_site_claims`] for one name, by lookups at the change's dependencies: the name's
+/// holder is the lowest active member holding it ([`PoolView::site`]); a claim by anyone else
+/// is refused.
+fn site_claim_at_deps(c: &Check<'_>, me: &str, name: &str) -> Result<(), String> {
+    let Some((Value::Object(ObjType::Map), members)) =
+        c.doc.get_at(&ROOT, "members", c.deps).ok().flatten()
+    else {
+        return Ok(());
+    };
+    let holder = c
+        .doc
+        .keys_at(&members, c.deps)
+        .filter(|m| active_at_deps(c, m) && at_deps(c, &["members", m, "sites", name]).is_some())
+        .min();
+    match holder {
+        Some(h) if h != me => {
+            let by = at_deps(c, &["members", &h, "name"])
+                .and_then(|(v, _)| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            Err(format!("the site name `{name}` is {by}'s in this pool"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A member may claim a site name only if no other active member holds it at the change's

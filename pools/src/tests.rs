@@ -469,6 +469,47 @@ fn own_objects_audits_and_offers_are_judged_from_what_they_touch() {
     assert!(err.to_string().contains("not allowed"), "{err}");
 }
 
+/// Site versions are a member's own entries too, judged from what they touch (a node that had
+/// missed a few hundred publishes judged each against two copies of the whole pool, and fell
+/// behind for good: `testnet chaos`, finding 5): a good one is taken, a malformed one and a
+/// claim of another member's name are refused, as on the full path.
+#[test]
+fn own_site_versions_are_judged_from_what_they_touch() {
+    use kith_crdt::automerge::{ObjType, ScalarValue};
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    let version =
+        SiteVersion { index: [5; 32], key: [6; 32], len: 10, files: 1, bytes: 10, at_ms: T0 + 30 };
+    b.publish_site(&bob, "bakery", Access::Public, &version, T0 + 30).unwrap();
+    let v2 = SiteVersion { index: [7; 32], at_ms: T0 + 31, ..version.clone() };
+    b.publish_site(&bob, "bakery", Access::Public, &v2, T0 + 31).unwrap();
+    sync(&mut b, &mut a).unwrap();
+    let (owner, site) = a.view().site("bakery").map(|(k, s)| (k, s.clone())).unwrap();
+    assert_eq!((owner, site.versions.len()), (bob.author().key, 2));
+    // A version without its index would break the document for everyone: refused.
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        let ss = d.get(&m, "sites").unwrap().unwrap().1;
+        let s = d.get(&ss, "bakery").unwrap().unwrap().1;
+        let vs = d.get(&s, "versions").unwrap().unwrap().1;
+        let v = d.put_object(&vs, "3", ObjType::Map).unwrap();
+        d.put(&v, "key", ScalarValue::Bytes(vec![6; 32])).unwrap();
+        d.put(&v, "at", 1i64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("breaks the pool document"), "{err}");
+    // Ada's name claimed by bob (his own entry, a name she holds): refused.
+    a.publish_site(&ada, "www", Access::Public, &version, T0 + 40).unwrap();
+    sync(&mut a, &mut b).unwrap();
+    let bob_key = bob.author().key;
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        crate::edit::set_site_version(d, &bob_key, "www", Access::Public, 1, &version).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("is ada's"), "{err}");
+    assert_eq!(a.view().site("www").map(|(k, _)| k), Some(ada.author().key));
+}
+
 /// Issue 16 item 6: a large batch of a member's own changes with one bad change at its end is
 /// refused whole, and its cost is in proportion to the batch (own entries are judged from what
 /// they touch: docs/benchmarks.md has the time of 20,000).

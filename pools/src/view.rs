@@ -30,11 +30,17 @@ use crate::names::ObjectName;
 pub(crate) trait Get {
     /// The value at `key` of `obj`.
     fn get_value(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'_>, ObjId)>, String>;
+    /// The keys of map `obj`.
+    fn keys_of(&self, obj: &ObjId) -> Vec<String>;
 }
 
 impl<D: ReadDoc> Get for D {
     fn get_value(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'_>, ObjId)>, String> {
         self.get(obj, key).map_err(|e| e.to_string())
+    }
+
+    fn keys_of(&self, obj: &ObjId) -> Vec<String> {
+        self.keys(obj).collect()
     }
 }
 
@@ -47,6 +53,10 @@ pub(crate) struct At<'a, D> {
 impl<D: ReadDoc> Get for At<'_, D> {
     fn get_value(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'_>, ObjId)>, String> {
         self.doc.get_at(obj, key, self.heads).map_err(|e| e.to_string())
+    }
+
+    fn keys_of(&self, obj: &ObjId) -> Vec<String> {
+        self.doc.keys_at(obj, self.heads).collect()
     }
 }
 
@@ -556,9 +566,10 @@ impl PoolView {
         })
     }
 
-    fn read_site(d: &impl ReadDoc, s: &ObjId) -> Result<Site, String> {
+    /// A site's entry (`members/X/sites/<name>`).
+    pub(crate) fn read_site(d: &impl Get, s: &ObjId) -> Result<Site, String> {
         let key32 = |o: &ObjId, k: &str| -> Result<Key, String> {
-            match d.get(o, k).map_err(|e| e.to_string())? {
+            match d.get_value(o, k)? {
                 Some((v, _)) => v
                     .as_bytes()
                     .and_then(|b| <Key>::try_from(b).ok())
@@ -568,10 +579,10 @@ impl PoolView {
         };
         let vs = obj(d, s, "versions")?;
         let mut versions = BTreeMap::new();
-        for k in d.keys(&vs) {
+        for k in d.keys_of(&vs) {
             let n: u64 = k.parse().map_err(|_| format!("version `{k}` is not a number"))?;
             let v = obj(d, &vs, &k)?;
-            let at_ms = match d.get(&v, "at").map_err(|e| e.to_string())? {
+            let at_ms = match d.get_value(&v, "at")? {
                 Some((x, _)) => x.as_i64().ok_or("`at` is not a number")?,
                 None => return Err(format!("version {k}: `at` is missing")),
             };
@@ -587,7 +598,7 @@ impl PoolView {
                 },
             );
         }
-        let keep = match d.get(s, "keep").map_err(|e| e.to_string())? {
+        let keep = match d.get_value(s, "keep")? {
             Some((v, _)) => Some(v.as_u64().filter(|k| *k >= 1).ok_or("`keep` is not a count")?),
             None => None,
         };

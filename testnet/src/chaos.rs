@@ -1192,6 +1192,21 @@ impl Run {
         Ok(())
     }
 
+    /// The index ids of every site version node `i` knows (each is a pool object).
+    fn site_indexes(&self, i: usize) -> Vec<String> {
+        (0..self.up.len())
+            .filter_map(|k| self.net.json(i, &["site", "versions", &format!("site{k}")]).ok())
+            .flat_map(|v| {
+                v["versions"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter().filter_map(|x| x["index"].as_str().map(str::to_string)).collect()
+                    })
+                    .unwrap_or_else(Vec::new)
+            })
+            .collect()
+    }
+
     /// `None` when every member has the same pool heads and ledger statement, the ledger
     /// verifies and nothing is under-replicated; else what differs.
     fn agreement(&mut self, members: &[usize]) -> Result<Option<String>> {
@@ -1210,12 +1225,18 @@ impl Run {
                 .as_array()
                 .map(|a| a.iter().filter_map(|o| o.as_str().map(str::to_string)).collect())
                 .unwrap_or_default();
+            // Site versions are pool objects too (their index), acknowledged or not: never
+            // excused either.
+            let sites = if lost.is_empty() { Vec::new() } else { self.site_indexes(i) };
             let acked = |o: &String| {
                 self.puts.iter().any(|p| p.id.as_ref().is_some_and(|id| id.starts_with(o.as_str())))
+                    || sites.iter().any(|x| x.starts_with(o.as_str()))
             };
             let only_unacked = !lost.is_empty()
                 && r["under_replicated_blobs"] == r["lost_blobs"]
                 && r["unconfirmed_blobs"] == 0
+                && unreadable == 0
+                && !r["error"].is_string()
                 && !lost.iter().any(acked);
             if only_unacked {
                 for o in lost {

@@ -12,6 +12,7 @@ use kith_node::net::frame;
 
 use super::session::{
     Ack, Doc, Hello, MAX_PERIODS, Proof, SESSION_TIMEOUT, device_message, identity_device_message,
+    in_turn,
 };
 use super::{CustodyError, Pools};
 use crate::invite::Invite;
@@ -139,9 +140,8 @@ impl DocsProtocol {
             .map_err(|_| format!("no hello within {} s", HELLO_TIMEOUT.as_secs()))??;
         if let Err(why) = self.pools.admit(&hello, peer) {
             self.pools.refused(peer.as_bytes(), "sync session refused", &why);
-            frame::write(&mut send, &Ack { refused: Some(why.clone()), periods: None })
-                .await
-                .map_err(|e| e.to_string())?;
+            in_turn(frame::write(&mut send, &Ack { refused: Some(why.clone()), periods: None }))
+                .await?;
             let _ = send.finish();
             // Dropping the connection now could lose the answer; the dialler closes it.
             let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
@@ -149,9 +149,7 @@ impl DocsProtocol {
         }
         self.pools.saw(peer.as_bytes());
         if let Some(owner) = hello.identity {
-            frame::write(&mut send, &Ack { refused: None, periods: None })
-                .await
-                .map_err(|e| e.to_string())?;
+            in_turn(frame::write(&mut send, &Ack { refused: None, periods: None })).await?;
             let doc = Doc::Identity(owner);
             let n = self.pools.turns(owner, doc, peer, &mut send, &mut recv, false).await?;
             let _ = send.finish();
@@ -161,7 +159,7 @@ impl DocsProtocol {
         let periods = self.pools.ledger_periods(&hello, peer);
         let ack =
             Ack { refused: None, periods: Some(periods.iter().map(Period::to_string).collect()) };
-        frame::write(&mut send, &ack).await.map_err(|e| e.to_string())?;
+        in_turn(frame::write(&mut send, &ack)).await?;
         let pool = hello.pool;
         let mut n = self.pools.turns(pool, Doc::Pool, peer, &mut send, &mut recv, false).await?;
         for p in periods {

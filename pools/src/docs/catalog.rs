@@ -69,7 +69,16 @@ impl Pools {
         let pool =
             pools.get_mut(&id).ok_or_else(|| PoolError::Policy("the pool is gone".into()))?;
         let heads = pool.doc_mut().heads();
-        let out = f(pool)?;
+        let out = match f(pool) {
+            Ok(out) => out,
+            Err(e) => {
+                // What `f` changed before it failed is not made either.
+                if pool.doc_mut().heads() != heads {
+                    pool.rewind(&heads)?;
+                }
+                return Err(e);
+            }
+        };
         if pool.doc_mut().heads() != heads {
             // A change that is not on disk is not made: reported as failed, it must not reach
             // the peers either (a full disk, a read-only home).

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Pools;
 use super::session::{
-    Ack, DOCS_ALPN, Doc, Hello, MAX_DOC_FRAME, MAX_PERIODS, MAX_TURNS, Proof, SESSION_TIMEOUT, Turn,
+    Ack, DOCS_ALPN, Doc, Hello, MAX_DOC_FRAME, MAX_PERIODS, MAX_TURNS, Proof, SESSION_TIMEOUT,
+    TURN_TIMEOUT, Turn, in_turn,
 };
 use super::ticket::decode_ticket;
 use crate::ledger::{Period, live_periods};
@@ -179,17 +180,14 @@ async fn open_session(
     hello: Hello,
 ) -> Result<(Connection, SendStream, RecvStream, Vec<Period>), String> {
     let peer = addr.id;
-    let conn = endpoint
-        .connect(addr, DOCS_ALPN)
+    let conn = tokio::time::timeout(TURN_TIMEOUT, endpoint.connect(addr, DOCS_ALPN))
         .await
+        .map_err(|_| format!("no connection within {} s", TURN_TIMEOUT.as_secs()))?
         .map_err(|e| kith_node::net::connect_error(&peer, e).to_string())?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = in_turn(conn.open_bi()).await?;
     let asked = hello.periods.clone().unwrap_or_default();
-    frame::write(&mut send, &hello).await.map_err(|e| e.to_string())?;
-    let ack: Ack = frame::read(&mut recv)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the peer closed the session")?;
+    in_turn(frame::write(&mut send, &hello)).await?;
+    let ack: Ack = in_turn(frame::read(&mut recv)).await?.ok_or("the peer closed the session")?;
     if let Some(why) = ack.refused {
         return Err(format!("the peer refused: {why}"));
     }
@@ -222,12 +220,9 @@ pub(crate) async fn fetch_doc(
         for _ in 0..MAX_TURNS {
             let out = doc.sync_out(&mut state);
             let mine = out.is_some();
-            frame::write_max(&mut send, &Turn { frame: out }, MAX_DOC_FRAME)
-                .await
-                .map_err(|e| e.to_string())?;
-            let turn: Turn = frame::read_max(&mut recv, MAX_DOC_FRAME)
-                .await
-                .map_err(|e| e.to_string())?
+            in_turn(frame::write_max(&mut send, &Turn { frame: out }, MAX_DOC_FRAME)).await?;
+            let turn: Turn = in_turn(frame::read_max(&mut recv, MAX_DOC_FRAME))
+                .await?
                 .ok_or("the peer ended the session")?;
             let theirs = turn.frame.is_some();
             if let Some(f) = turn.frame {

@@ -230,6 +230,12 @@ impl Pools {
             1;
     }
 
+    /// Puts back `n` site requests that could not be recorded.
+    pub fn put_back_site_requests(&self, pool: &Key, n: u64) {
+        *self.site_requests.lock().unwrap_or_else(|p| p.into_inner()).entry(*pool).or_default() +=
+            n;
+    }
+
     /// Takes the count of site requests answered for `pool` since the last take.
     pub fn take_site_requests(&self, pool: &Key) -> u64 {
         self.site_requests.lock().unwrap_or_else(|p| p.into_inner()).remove(pool).unwrap_or(0)

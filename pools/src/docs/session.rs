@@ -20,8 +20,24 @@ pub const MAX_DOC_FRAME: usize = 4 << 20;
 pub(super) const MAX_IDENTITY_FRAME: usize = 256 << 10;
 /// Most turns in one session.
 pub(super) const MAX_TURNS: usize = 64;
-/// Longest a session may take.
-pub(super) const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest a peer may take to send or take one frame of a session (its turn, a hello).
+pub(super) const TURN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest a whole session may take: a backstop only. A session is cut when one frame takes
+/// longer than [`TURN_TIMEOUT`], never while this node judges a batch it received: cutting
+/// that threw the judged batch away, and a node that had missed many changes (restarted from
+/// an old copy of its home) judged the same batch again every round, past the deadline every
+/// time, with both cores busy (`testnet chaos`, finding 5).
+pub(super) const SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// `f` (one frame sent or received), cut after [`TURN_TIMEOUT`].
+pub(super) async fn in_turn<T, E: std::fmt::Display>(
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    tokio::time::timeout(TURN_TIMEOUT, f)
+        .await
+        .map_err(|_| format!("the peer sent nothing for {} s", TURN_TIMEOUT.as_secs()))?
+        .map_err(|e| e.to_string())
+}
 /// Rejections remembered for `kith pool show`.
 const MAX_REJECTIONS: usize = 32;
 /// Domain separation for a new device's proof.
@@ -236,7 +252,7 @@ impl Pools {
         let said = out.is_some();
         let turn = Turn { frame: out };
         let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
-        frame::write_max(send, &turn, MAX_DOC_FRAME).await.map_err(|e| e.to_string())?;
+        in_turn(frame::write_max(send, &turn, MAX_DOC_FRAME)).await?;
         self.sync_sent.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(said)
     }
@@ -252,10 +268,8 @@ impl Pools {
     ) -> Result<bool, String> {
         let Side { state, got, fresh } = side;
         let max = if matches!(doc, Doc::Identity(_)) { MAX_IDENTITY_FRAME } else { MAX_DOC_FRAME };
-        let turn: Turn = frame::read_max(recv, max)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the peer ended the session")?;
+        let turn: Turn =
+            in_turn(frame::read_max(recv, max)).await?.ok_or("the peer ended the session")?;
         let bytes = minicbor::to_vec(&turn).map(|v| v.len() as u64).unwrap_or(0);
         self.sync_received.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         let Some(f) = turn.frame else { return Ok(false) };

@@ -71,7 +71,16 @@ impl Ledgers {
             }
         };
         let before = l.doc_mut().heads();
-        let out = f(l, &rules)?;
+        let out = match f(l, &rules) {
+            Ok(out) => out,
+            Err(e) => {
+                // What `f` changed before it failed is not made either.
+                if l.doc_mut().heads() != before {
+                    l.doc_mut().rewind(&before)?;
+                }
+                return Err(e.into());
+            }
+        };
         if l.doc_mut().heads() != before {
             let files = self.files(pool);
             let name = period.to_string();

@@ -103,6 +103,7 @@ impl Replicator {
                 self.usage.put_back(pool, due);
                 node.served().tagged().add_all(served_tally);
                 node.received().add_all(received_tally);
+                self.pools.put_back_site_requests(&pool, requests);
             }
         }
     }
