@@ -23,7 +23,12 @@ const PASSPHRASE: &str = "kith fixture passphrase";
 const LINE: &[u8] = b"hello from the kith format fixture\n";
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    // The crate's folder as the test runner gives it, else as it was when the test was built
+    // (a shared target folder may hold a binary built from another clone of the repository).
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+    root.join("tests/fixtures")
 }
 
 fn content() -> Vec<u8> {
