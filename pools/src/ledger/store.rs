@@ -87,8 +87,8 @@ impl Ledgers {
             if let Err(e) = files.write(&name, l) {
                 // A change that is not on disk is not made (a full disk, a read-only home): kept
                 // only in memory, it went to the peers while the caller heard it failed, and a
-                // caller that tried again counted it twice (`testnet chaos`, a holder's full
-                // disk: storage recorded twice).
+                // caller that tried again counted it twice (a holder's usage record on a full
+                // disk; `testnet chaos` showed peers' changes kept that way).
                 l.doc_mut().rewind(&before)?;
                 let path = files.path::<Ledger>(&name);
                 return Err(PoolError::Policy(format!("cannot save {}: {e}", path.display())));
