@@ -24,10 +24,11 @@ mod restore;
 pub mod root;
 pub mod tree;
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use crate::home::{Home, HomeLock, LockMode};
@@ -52,6 +53,8 @@ pub use restore::RestoreStats;
 
 const PACKS_DIR: &str = "packs";
 const TMP_DIR: &str = "tmp";
+/// Where ingests write their packs, a folder each, until they commit them.
+const INCOMING_DIR: &str = "incoming";
 const INDEX_FILE: &str = "index.redb";
 /// Present while `kith store rebuild-index` builds a new index: a half-built one is refused.
 const REBUILDING_FILE: &str = "index.rebuilding";
@@ -85,6 +88,11 @@ pub struct Store {
     journal: Journal,
     /// One past the highest pack number on disk when the store opened.
     packs_on_disk_end: u64,
+    /// Numbers the ingests' folders.
+    ingests: AtomicU64,
+    /// Blobs that ingests still running have committed, with how many hold each: `gc` and
+    /// reclaims keep them (what they belong to is not recorded yet).
+    pinned: Mutex<HashMap<ChunkId, u32>>,
     _lock: HomeLock,
 }
 
@@ -117,8 +125,16 @@ impl Store {
         let identity = home.identity()?;
         let device = *home.node_key()?.id().as_bytes();
         let dir = home.store_dir();
-        for d in [dir.clone(), dir.join(PACKS_DIR), dir.join(TMP_DIR)] {
+        for d in [dir.clone(), dir.join(PACKS_DIR), dir.join(TMP_DIR), dir.join(INCOMING_DIR)] {
             crate::fsutil::create_private_dir(&d).map_err(StoreError::io(&d))?;
+        }
+        // What an ingest of an earlier run left unfinished (this process holds the home).
+        let incoming = dir.join(INCOMING_DIR);
+        for entry in fs::read_dir(&incoming).map_err(StoreError::io(&incoming))? {
+            let path = entry.map_err(StoreError::io(&incoming))?.path();
+            let gone =
+                if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            gone.map_err(StoreError::io(&path))?;
         }
         let path = dir.join(INDEX_FILE);
         let marker = dir.join(REBUILDING_FILE);
@@ -147,6 +163,8 @@ impl Store {
             device,
             journal,
             packs_on_disk_end,
+            ingests: AtomicU64::new(0),
+            pinned: Mutex::new(HashMap::new()),
             _lock: lock,
         };
         // A store from before the journal: it starts as the index says.
@@ -170,6 +188,45 @@ impl Store {
     fn compact(&self) -> Result<(), IndexError> {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         index.compact_if_fragmented().map(|_| ())
+    }
+
+    /// A new, empty folder for an ingest's packs.
+    fn new_incoming_dir(&self) -> Result<PathBuf, StoreError> {
+        let n = self.ingests.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(INCOMING_DIR).join(n.to_string());
+        crate::fsutil::create_private_dir(&path).map_err(StoreError::io(&path))?;
+        Ok(path)
+    }
+
+    fn pinned(&self) -> MutexGuard<'_, HashMap<ChunkId, u32>> {
+        self.pinned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `ids` from `gc` and reclaims until as many [`Store::unpin`]s.
+    fn pin(&self, ids: &[ChunkId]) {
+        let mut pinned = self.pinned();
+        for id in ids {
+            *pinned.entry(*id).or_default() += 1;
+        }
+    }
+
+    fn unpin(&self, ids: &[ChunkId]) {
+        let mut pinned = self.pinned();
+        for id in ids {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = pinned.entry(*id) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+    }
+
+    /// `keep` with every pinned blob added.
+    fn with_pinned(&self, keep: &HashSet<ChunkId>) -> HashSet<ChunkId> {
+        let mut all = keep.clone();
+        all.extend(self.pinned().keys().copied());
+        all
     }
 
     /// The store directory.
@@ -271,7 +328,8 @@ impl Store {
         keep: &std::collections::HashSet<ChunkId>,
     ) -> Result<GcReport, StoreError> {
         let _w = self.write_lock();
-        let report = maintenance::gc(self, keep, None)?;
+        let keep = self.with_pinned(keep);
+        let report = maintenance::gc(self, &keep, None)?;
         self.compact()?;
         Ok(report)
     }
@@ -287,6 +345,7 @@ impl Store {
     ) -> Result<GcReport, StoreError> {
         let _w = self.write_lock();
         let keep = keep().map_err(|e| StoreError::Internal(format!("not reclaiming: {e}")))?;
+        let keep = self.with_pinned(&keep);
         let report = maintenance::gc(self, &keep, Some(released))?;
         self.compact()?;
         Ok(report)

@@ -10,7 +10,7 @@ use iroh::EndpointId;
 use kith_crdt::{Key, hex};
 use kith_node::ChunkId;
 
-use super::protocol::{Reply, Request, ask};
+use super::protocol::{Reply, Request, ask_briefly};
 use super::repair::keep_set;
 use super::{Replicator, lock};
 use crate::manifest::Manifest;
@@ -78,7 +78,7 @@ impl Replicator {
             let index = self.random() % crate::proof::chunks(len as u64);
             let Ok(peer) = EndpointId::from_bytes(&h.node) else { continue };
             let req = Request::Audit { pool, id, index };
-            let verdict = match ask(&self.pools, node, peer, &req).await {
+            let verdict = match ask_briefly(&self.pools, node, peer, &req).await {
                 Ok(Reply::Proof(p)) => {
                     crate::proof::check(&id, len as u64, index, &p).map_err(|e| e.to_string())
                 }

@@ -237,6 +237,22 @@ impl Replicator {
     }
 }
 
+/// How long a question that needs no work of the peer (has, audit, pools-of) waits for its
+/// answer: a peer that takes a connection and then stalls must not hold a repair or an audit.
+const QUICK_ANSWER: Duration = Duration::from_secs(20);
+
+/// [`ask`], for a question answered at once: fails after [`QUICK_ANSWER`].
+pub(super) async fn ask_briefly(
+    pools: &Pools,
+    node: &Node,
+    peer: EndpointId,
+    req: &Request,
+) -> Result<Reply, String> {
+    tokio::time::timeout(QUICK_ANSWER, ask(pools, node, peer, req))
+        .await
+        .map_err(|_| format!("no answer within {} s", QUICK_ANSWER.as_secs()))?
+}
+
 /// Sends one request to `peer` and reads the answer; a peer that answers is alive, whatever
 /// it says.
 pub(super) async fn ask(
@@ -306,7 +322,7 @@ pub(super) async fn has(
         if ids.is_empty() { vec![&empty[..]] } else { ids.chunks(MAX_HAS).collect() };
     for batch in batches {
         let req = Request::Has { pool, ids: batch.iter().map(|i| (*i).into()).collect() };
-        match ask(pools, node, peer, &req).await? {
+        match ask_briefly(pools, node, peer, &req).await? {
             Reply::Has(bits) if bits.len() == batch.len() => out.extend(bits),
             Reply::Refused(why) => return Err(format!("refused: {why}")),
             other => return Err(format!("unexpected answer {other:?}")),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use iroh::EndpointId;
 use kith_crdt::{Key, hex};
 
-use super::protocol::{POOLS_OF_CONTEXT, Reply, Request, ask, node_message};
+use super::protocol::{POOLS_OF_CONTEXT, Reply, Request, ask_briefly, node_message};
 use super::{Replicator, lock};
 use crate::pool::{Pool, PoolError};
 use crate::view::Offer;
@@ -30,7 +30,7 @@ impl Replicator {
         for peer in peers {
             let sig = self.pools.signer().sign(&node_message(POOLS_OF_CONTEXT, &self.pools.node()));
             let req = Request::PoolsOf { identity: me, sig };
-            let ids = match ask(&self.pools, node, peer, &req).await {
+            let ids = match ask_briefly(&self.pools, node, peer, &req).await {
                 Ok(Reply::Pools(ids)) => ids,
                 Ok(other) => {
                     tracing::debug!(peer = %peer.fmt_short(), reply = ?other, "pools-of refused");

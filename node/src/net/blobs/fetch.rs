@@ -8,7 +8,9 @@ use iroh::EndpointId;
 use tokio::sync::{Notify, mpsc};
 
 use super::wire::{self, GetResult, StreamWire};
-use super::{Blob, Connections, FETCH_BATCH, MAX_FETCH_PEERS, Route, STREAMS_PER_PEER, Tally};
+use super::{
+    Blob, Connections, FETCH_BATCH, MAX_FETCH_PEERS, Route, STALL_TIMEOUT, STREAMS_PER_PEER, Tally,
+};
 use crate::ids::ChunkId;
 use crate::net::peers::PeerTable;
 
@@ -122,7 +124,13 @@ pub async fn fetch_from(
             }
         }
         tokio::select! {
-            r = tasks.join_next() => if r.is_none() { break },
+            r = tasks.join_next() => match r {
+                None => break,
+                Some(Err(e)) if e.is_panic() => {
+                    tracing::error!(error = %e, "a fetch worker panicked; its batch goes to the others");
+                }
+                Some(_) => {}
+            },
             _ = &mut notified => {}
         }
     }
@@ -182,7 +190,9 @@ async fn fetch_worker(
             notified.await;
             continue;
         }
+        let mut taken = Taken { state, wake, peer, batch: Some(batch.clone()) };
         let result = get_batch(conns, peer, pool, &batch, sink).await;
+        taken.batch = None;
         {
             let mut st = lock(state);
             st.in_flight -= 1;
@@ -219,6 +229,30 @@ async fn fetch_worker(
     }
 }
 
+/// A batch a worker took: if the worker ends without settling it (it panicked), the batch
+/// goes back to the others and the peer leaves the fetch, so the fetch still ends.
+struct Taken<'a> {
+    state: &'a Mutex<FetchState>,
+    wake: &'a Notify,
+    peer: EndpointId,
+    batch: Option<Vec<ChunkId>>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let Some(batch) = self.batch.take() else { return };
+        let mut st = lock(self.state);
+        st.in_flight -= 1;
+        st.pending.extend(batch);
+        if st.live.remove(&self.peer) {
+            st.report.failed_peers.push((self.peer, "the fetch from it failed".into()));
+        }
+        st.give_up_hopeless();
+        drop(st);
+        self.wake.notify_waiters();
+    }
+}
+
 /// Asks `peer` for `ids` (directly, or over its link); returns the ids it does not have and
 /// what it received, or on failure what it received before it failed and why.
 async fn get_batch(
@@ -233,6 +267,10 @@ async fn get_batch(
         Route::Direct(c) => c,
         Route::Link(l) => return l.get(ids, pool, proof, sink).await,
     };
-    let (send, recv) = conn.open_bi().await.map_err(|e| (Vec::new(), e.to_string()))?;
+    // A peer that grants no new stream (it reads none of the ones open) is a stalled peer.
+    let (send, recv) = tokio::time::timeout(STALL_TIMEOUT, conn.open_bi())
+        .await
+        .map_err(|_| (Vec::new(), "opened no stream in time".to_string()))?
+        .map_err(|e| (Vec::new(), e.to_string()))?;
     wire::get(&mut StreamWire { send, recv }, ids, pool, proof, sink).await
 }

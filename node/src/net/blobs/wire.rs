@@ -248,7 +248,9 @@ async fn get_into<W: Wire>(
         pool.map(ByteArray::from),
         proof,
     );
-    wire.send_frame(encode(&req)).await.map_err(|e| e.to_string())?;
+    // A peer that stops reading (or a link whose buffer stays full) fails the request within
+    // the stall timeout, as one that stops sending does.
+    unstalled(wire.send_frame(encode(&req))).await?;
     wire.finish().map_err(|e| e.to_string())?;
     let mut missing = Vec::new();
     for id in ids {
