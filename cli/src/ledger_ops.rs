@@ -92,7 +92,7 @@ fn rule(v: &PoolView) -> CostRule {
 fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Table> {
     let l = pools.ledgers().view(&*snap(pools, id)?, p).map_err(plain)?;
     let ms = members(v, &l);
-    let st = settle(&l, rule(v), &ms);
+    let st = settle(&l, rule(v), &ms, v);
     let flags = check_evidence(&l, v, pools.now_ms());
     let rows: Vec<Row> = ms
         .iter()
@@ -114,6 +114,7 @@ fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Table> {
             storage_provided: l.total(m, Counter::StorageProvided),
             storage_used: l.total(m, Counter::StorageUsed),
             egress_served: l.total(m, Counter::EgressServed),
+            egress_served_receipted: s.served_receipted,
             egress_received: l.total(m, Counter::EgressReceived),
             requests_served: l.total(m, Counter::RequestsServed),
             audits_passed: l.total(m, Counter::AuditsPassed),
@@ -239,7 +240,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
                 }
                 let l = pools.ledgers().view(&*snap(pools, &id)?, p).map_err(plain)?;
                 let ms = members(&v, &l);
-                let st = settle(&l, rule(&v), &ms);
+                let st = settle(&l, rule(&v), &ms, &v);
                 out.push(statement(&id, &v, &l, p, &st));
             }
             if out.is_empty() {
@@ -290,7 +291,7 @@ pub async fn handle(pools: &Arc<Pools>, req: LedgerReq) -> Result<Value> {
             {
                 bail!("{p} is already sealed");
             }
-            let seal = Seal::make(&l, rule(&v), &members(&v, &l), pools.signer());
+            let seal = Seal::make(&l, rule(&v), &members(&v, &l), &v, pools.signer());
             let signer = pools.signer();
             pools
                 .ledgers()
@@ -339,6 +340,7 @@ fn statement(
                 received_bytes: l.total(&s.member, Counter::EgressReceived),
                 storage_provided_byte_hours: l.total(&s.member, Counter::StorageProvided),
                 served_bytes: l.total(&s.member, Counter::EgressServed),
+                served_receipted_bytes: s.served_receipted,
                 usage: s.usage,
                 contribution: s.contribution,
                 balance_milli: s.balance_milli,

@@ -32,7 +32,7 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
         );
         println!(
             "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9}",
-            "", "OTHERS", "OTHERS", "", "", "OK/FAIL"
+            "", "OTHERS", "OTHERS", "RECEIPTED", "", "OK/FAIL"
         );
         for m in &p.members {
             let bh = |n: i64| format!("{}·h", fmt::bytes(n.max(0) as u64));
@@ -43,7 +43,7 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                 m.name.chars().take(16).collect::<String>(),
                 bh(m.storage_provided),
                 bh(m.storage_used),
-                b(m.egress_served),
+                b(m.egress_served_receipted),
                 b(m.egress_received),
                 format!("{}/{}", m.audits_passed, m.audits_failed),
                 money(m.owes_cents),
@@ -97,7 +97,7 @@ pub fn render_statement(v: &Statements, format: &str, output: Option<PathBuf>) -
         "json" => format!("{}\n", serde_json::to_string_pretty(v)?),
         "csv" => {
             let mut t = String::from(
-                "pool,period,member,name,storage_used_byte_hours,received_bytes,storage_provided_byte_hours,served_bytes,usage_units,contribution_units,credit_balance,owes,payment_reference\n",
+                "pool,period,member,name,storage_used_byte_hours,received_bytes,storage_provided_byte_hours,served_bytes,served_receipted_bytes,usage_units,contribution_units,credit_balance,owes,payment_reference\n",
             );
             for st in &v.statements {
                 for m in &st.members {
@@ -110,6 +110,7 @@ pub fn render_statement(v: &Statements, format: &str, output: Option<PathBuf>) -
                         m.received_bytes.to_string(),
                         m.storage_provided_byte_hours.to_string(),
                         m.served_bytes.to_string(),
+                        m.served_receipted_bytes.to_string(),
                         format!("{:.6}", m.usage),
                         format!("{:.6}", m.contribution),
                         format!("{:.3}", m.balance_milli as f64 / 1000.0),

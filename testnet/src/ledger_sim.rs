@@ -82,7 +82,7 @@ pub fn run(members: usize, months: usize) -> Result<Vec<Month>> {
         }
         let doc_bytes = l.save().len();
         let changes = l.doc_mut().len();
-        let seal = Seal::make(&l.view(), CostRule::Credits, &keys, admin);
+        let seal = Seal::make(&l.view(), CostRule::Credits, &keys, &pool.view(), admin);
         carried = seal.carried();
         out.push(Month {
             period: period.to_string(),

@@ -129,8 +129,10 @@ pub struct Row {
     pub storage_provided: i64,
     /// Byte-hours of storage others held for it.
     pub storage_used: i64,
-    /// Bytes it served.
+    /// Bytes its nodes counted as served.
     pub egress_served: i64,
+    /// Bytes served that others signed receipts for: what serving is credited by.
+    pub egress_served_receipted: i64,
     /// Bytes it received.
     pub egress_received: i64,
     /// Site requests its nodes answered.
@@ -230,8 +232,10 @@ pub struct Owed {
     pub received_bytes: i64,
     /// Byte-hours it held for others.
     pub storage_provided_byte_hours: i64,
-    /// Bytes it served.
+    /// Bytes its nodes counted as served.
     pub served_bytes: i64,
+    /// Bytes served that others signed receipts for: what its contribution counts.
+    pub served_receipted_bytes: i64,
     /// Usage (units).
     pub usage: f64,
     /// Contribution (units).

@@ -157,9 +157,14 @@ fn usage_is_recorded_with_evidence_synced_verified_and_settled() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 4, "{csv}");
     assert!(lines[0].starts_with("pool,period,member,name,"), "{csv}");
-    let owed: f64 =
-        lines[1..].iter().map(|l| l.split(',').nth(11).unwrap().parse::<f64>().unwrap()).sum();
+    let col = |name: &str| lines[0].split(',').position(|c| c == name).expect(name);
+    let cell = |l: &str, name: &str| l.split(',').nth(col(name)).unwrap().to_string();
+    let owed: f64 = lines[1..].iter().map(|l| cell(l, "owes").parse::<f64>().unwrap()).sum();
     assert!((owed - 30.01).abs() < 0.001, "{csv}");
+    // Serving is credited by receipts; with no transfer cut, they cover what was served.
+    for l in &lines[1..] {
+        assert_eq!(cell(l, "served_bytes"), cell(l, "served_receipted_bytes"), "{csv}");
+    }
     // The file is not overwritten.
     let err = fails(
         &net,

@@ -19,9 +19,11 @@
 //!
 //! Evidence: a receipt is signed by the member that *received* bytes from a server node; it is
 //! cumulative for the period (bytes, blobs, the last hash, when), and lives in the receiver's
-//! own row. A member's `egress_served` must be covered by receipts other members signed for its
-//! nodes; its `storage_provided` must be backed by passed audits in the pool document. `verify`
-//! recomputes both and flags what does not match.
+//! own row. A member is credited for serving by the receipts other members signed for its
+//! nodes (its own `egress_served` count is shown beside them: a transfer cut between the
+//! server's write and the receiver's check is counted by one side only); its
+//! `storage_provided` must be backed by passed audits in the pool document. `verify` flags a
+//! member that signed for more than it reports receiving, and storage without audits.
 //!
 //! Who may write is judged against the pool *as it was when the change was made*, never as it
 //! is now: every change (but the genesis) carries a note naming the pool document's heads it
@@ -41,7 +43,7 @@ mod settle;
 mod store;
 
 pub use document::Ledger;
-pub use evidence::{Flag, Receipt, awaiting_first_audit, check_evidence};
+pub use evidence::{Flag, Receipt, awaiting_first_audit, check_evidence, receipted_served};
 pub use rules::{LedgerRules, POOL_NOTE, genesis_signer, parse_pool_note, pool_note};
 pub use seal::Seal;
 pub use settle::{CostRule, Statement, settle, split_cents};

@@ -7,6 +7,7 @@ use kith_crdt::{Key, Signer, verify};
 use super::settle::{CostRule, settle};
 use super::{Counter, LedgerView, encode, signed_message};
 use crate::error::{DecodeError, decode};
+use crate::view::PoolView;
 
 /// A closed period, sealed: every member's totals, the costs and the statements, signed by an
 /// admin. It replaces the period's document for the record; the next period starts a new
@@ -44,9 +45,15 @@ impl Seal {
         signed_message(SEAL_CONTEXT, &Seal { sig: vec![0; 64], ..self.clone() })
     }
 
-    /// Seals `l` under `rule` for `members`, signed by `admin`.
-    pub fn make(l: &LedgerView, rule: CostRule, members: &[Key], admin: &Signer) -> Seal {
-        let st = settle(l, rule, members);
+    /// Seals `l` under `rule` for `members` of `pool`, signed by `admin`.
+    pub fn make(
+        l: &LedgerView,
+        rule: CostRule,
+        members: &[Key],
+        pool: &PoolView,
+        admin: &Signer,
+    ) -> Seal {
+        let st = settle(l, rule, members, pool);
         let mut seal = Seal {
             pool: l.pool,
             period: l.period.to_string(),

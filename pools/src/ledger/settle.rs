@@ -5,6 +5,7 @@ use kith_crdt::Key;
 
 use super::{Counter, LedgerView};
 use crate::error::ParseError;
+use crate::view::PoolView;
 
 /// Hours in the month a storage unit is priced over (365.25 * 24 / 12).
 const HOURS_PER_MONTH: f64 = 730.5;
@@ -42,8 +43,11 @@ pub struct Statement {
     pub member: Key,
     /// Usage in units (GiB-months stored by others + GiB received).
     pub usage: f64,
-    /// Contribution in units (GiB-months held for others + GiB served).
+    /// Contribution in units (GiB-months held for others + GiB served, as receipted).
     pub contribution: f64,
+    /// Bytes served that others signed receipts for (what serving is credited by; the
+    /// member's own count, `egress_served`, may differ by transfers cut in the middle).
+    pub served_receipted: i64,
     /// Credit balance after the period, in milli-units (credits rule; 0 otherwise).
     pub balance_milli: i64,
     /// Share of the period's costs, in cents.
@@ -83,22 +87,31 @@ pub fn split_cents(total: i64, weights: &[f64]) -> Vec<i64> {
     parts
 }
 
-/// The statements of a period under `rule`.
-pub fn settle(l: &LedgerView, rule: CostRule, members: &[Key]) -> Vec<Statement> {
+/// The statements of a period under `rule`; `pool` names each member's nodes, whose receipts
+/// credit its serving.
+pub fn settle(l: &LedgerView, rule: CostRule, members: &[Key], pool: &PoolView) -> Vec<Statement> {
     let total: i64 = l.costs.values().map(|c| c.cents).sum();
+    let receipted = super::evidence::receipted_served(l, pool);
     let mut st: Vec<Statement> = members
         .iter()
         .map(|m| {
             let usage =
                 units(l.total(m, Counter::StorageUsed), l.total(m, Counter::EgressReceived));
-            let contribution =
-                units(l.total(m, Counter::StorageProvided), l.total(m, Counter::EgressServed));
+            let served_receipted = receipted.get(m).copied().unwrap_or(0);
+            let contribution = units(l.total(m, Counter::StorageProvided), served_receipted);
             let carried = l.carried.get(m).copied().unwrap_or(0);
             let balance_milli = match rule {
                 CostRule::Credits => carried + ((contribution - usage) * 1000.0).round() as i64,
                 CostRule::Proportional => 0,
             };
-            Statement { member: *m, usage, contribution, balance_milli, owes_cents: 0 }
+            Statement {
+                member: *m,
+                usage,
+                contribution,
+                served_receipted,
+                balance_milli,
+                owes_cents: 0,
+            }
         })
         .collect();
     let weights: Vec<f64> = st
