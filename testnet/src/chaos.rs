@@ -359,6 +359,15 @@ pub fn run(kith: &Path, cfg: ChaosConfig) -> Result<ChaosReport> {
     if cfg.nodes < 4 {
         bail!("a chaos run needs at least 4 nodes, not {}", cfg.nodes);
     }
+    // What the faults use, checked before anything starts (not a minute into the run).
+    for (cmd, package) in [("nft", "nftables"), ("tc", "iproute2"), ("ip", "iproute2")] {
+        if Command::new(cmd).arg("-V").output().is_err() {
+            bail!("`{cmd}` is missing: install Debian's {package} (scripts/test does)");
+        }
+    }
+    if !Path::new(FAKETIME_LIB).exists() {
+        bail!("{FAKETIME_LIB} is missing: install Debian's faketime (scripts/test does)");
+    }
     let steps = schedule(cfg.nodes, cfg.seconds, cfg.seed);
     eprintln!(
         "chaos: seed {}, {} nodes, {} s, {} steps",
@@ -703,6 +712,13 @@ impl Run {
                 }
                 self.net.kill(node)?;
                 let copy = self.net.dir().join(format!("backup{node}"));
+                // A second backup replaces the first: `cp -a HOME COPY` into a copy that is
+                // there already nests the home inside it (and a restore then brought back a
+                // full disk's ballast with it: the seed-2 hour run's harness error).
+                if copy.exists() {
+                    std::fs::remove_dir_all(&copy)
+                        .with_context(|| format!("{}", copy.display()))?;
+                }
                 crate::proc::run(
                     Command::new("cp").arg("-a").arg(&self.net.nodes[node].home).arg(&copy),
                 )?;
