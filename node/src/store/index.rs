@@ -89,6 +89,9 @@ pub struct NewPack {
     pub number: u64,
     /// File size in bytes.
     pub size: u64,
+    /// Bytes of blob data in the file, all of its blobs: those indexed here and any another
+    /// pack holds (an ingest leaves those out), so that `gc` sees them as unused.
+    pub data: u64,
     /// Its blobs and where they are.
     pub blobs: Vec<(ChunkId, BlobLocation)>,
 }
@@ -289,8 +292,7 @@ impl Index {
             }
             let mut table = tx.open_table(PACKS)?;
             for p in packs {
-                let data: u64 = p.blobs.iter().map(|(_, l)| l.len as u64).sum();
-                table.insert(p.number, (p.size, p.blobs.len() as u32, data))?;
+                table.insert(p.number, (p.size, p.blobs.len() as u32, p.data))?;
             }
         }
         tx.commit()?;

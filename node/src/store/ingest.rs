@@ -10,6 +10,10 @@ use super::put::{INDEX_CHECKPOINT_PACKS, commit_packs};
 use super::{Store, StoreError};
 use crate::ids::ChunkId;
 
+/// Sealed packs an ingest keeps waiting for the writer lock before it waits for it (a batch is
+/// [`INDEX_CHECKPOINT_PACKS`]).
+const DEFERRED_COMMIT_PACKS: usize = 4 * INDEX_CHECKPOINT_PACKS;
+
 /// Writes blobs from elsewhere into the store. Each blob is checked against its id before it
 /// is written; packs are committed to the index a batch at a time, so a long transfer that
 /// stops keeps what it had. Packs are written in a folder of this ingest's own; the store's
@@ -25,8 +29,12 @@ pub struct Ingest<'s> {
     /// Numbers the packs in this ingest's folder; the store's numbers are given at commit.
     next_local: u64,
     added: u64,
-    /// Blobs committed so far, pinned in the store.
+    /// Blobs this ingest pinned in the store: those it committed, and those it did not write
+    /// because the store had them (what it adds may refer to them).
     pinned: Vec<ChunkId>,
+    /// Blobs not written because the store had them, pinned but not yet seen under the writer
+    /// lock (a gc that began before the pin may still take them: the commit checks).
+    relied: Vec<ChunkId>,
     syncer: Syncer,
 }
 
@@ -98,6 +106,7 @@ impl<'s> Ingest<'s> {
             next_local: 1,
             added: 0,
             pinned: Vec::new(),
+            relied: Vec::new(),
             syncer: Syncer::start(),
         })
     }
@@ -131,8 +140,20 @@ impl<'s> Ingest<'s> {
         kind: BlobKind,
         parts: &[&[u8]],
     ) -> Result<bool, StoreError> {
-        if self.seen.contains(&id.0) || self.store.index().blob(&id)?.is_some() {
+        if self.seen.contains(&id.0) {
             return Ok(false);
+        }
+        if self.store.has(&id)? {
+            // Kept for what this ingest adds: pinned first, then looked at again, so a gc
+            // either sees the pin or has taken it by the second look; one that began before
+            // the pin and deletes after the look is caught at the commit.
+            self.store.pin(&[id]);
+            self.pinned.push(id);
+            if self.store.has(&id)? {
+                self.relied.push(id);
+                self.seen.insert(id.0);
+                return Ok(false);
+            }
         }
         let tmp = &self.dir;
         if self.pack.is_none() {
@@ -147,7 +168,16 @@ impl<'s> Ingest<'s> {
         if pack.len() >= PACK_TARGET_BYTES {
             self.seal()?;
             if self.sealed.len() >= INDEX_CHECKPOINT_PACKS {
-                self.commit()?;
+                // A put or gc holding the writer lock does not stall receiving (peers time out
+                // a receiver that stops reading): the sealed packs wait for the lock, up to a
+                // bound, and are committed with the next batch.
+                self.syncer.wait().map_err(StoreError::io(&self.dir))?;
+                let store = self.store;
+                if let Some(_writer) = store.try_write_lock() {
+                    self.commit_locked()?;
+                } else if self.sealed.len() >= DEFERRED_COMMIT_PACKS {
+                    self.commit()?;
+                }
             }
         }
         Ok(true)
@@ -178,6 +208,13 @@ impl<'s> Ingest<'s> {
     /// store's next pack number, and blobs another writer committed since this ingest took
     /// them are left out of the index (their bytes stay in the pack, as garbage).
     fn commit_locked(&mut self) -> Result<(), StoreError> {
+        for id in self.relied.drain(..) {
+            if !self.store.has(&id)? {
+                return Err(StoreError::Internal(format!(
+                    "blob {id} was collected while this ingest relied on it; try again"
+                )));
+            }
+        }
         let mut number = self.store.next_pack_number()?;
         let mut ids = Vec::new();
         let mut empty = Vec::new();
@@ -185,7 +222,11 @@ impl<'s> Ingest<'s> {
             let before = pack.entries.len();
             let mut kept = Vec::with_capacity(before);
             for entry in pack.entries.drain(..) {
-                if !self.store.has(&ChunkId(entry.0.id))? {
+                let id = ChunkId(entry.0.id);
+                if self.store.has(&id)? {
+                    // Another writer's copy serves: kept for what this ingest adds.
+                    ids.push(id);
+                } else {
                     kept.push(entry);
                 }
             }
@@ -332,6 +373,32 @@ mod tests {
         let report = store.verify(None).unwrap();
         assert!(report.damaged_blobs.is_empty() && report.unindexed_packs.is_empty(), "{report:?}");
         assert_eq!(report.blobs, 2);
+        // The second copy of `a`, in the second ingest's pack, is garbage that gc gives back.
+        let keep: HashSet<ChunkId> = [a_id, b_id].into();
+        let gc = store.gc_keeping(&keep).unwrap();
+        assert_eq!(gc.packs_rewritten, 1, "{gc:?}");
+        assert_eq!(gc.bytes_unreferenced_kept, 0, "{gc:?}");
+        assert_eq!(store.read_blob(&b_id).unwrap().unwrap().1, b);
+    }
+
+    #[test]
+    fn a_blob_an_ingest_found_in_the_store_is_kept_from_gc_until_it_ends() {
+        let (_dir, store) = store();
+        let (id, bytes) = blob(6);
+        // An earlier fetch left it, unreferenced (as a blob a pool released may be).
+        let mut first = store.ingest().unwrap();
+        first.add(id, BlobKind::Chunk, &bytes).unwrap();
+        first.finish().unwrap();
+        // This ingest finds it and does not write it again: what it adds may refer to it.
+        let mut second = store.ingest().unwrap();
+        assert!(!second.add(id, BlobKind::Chunk, &bytes).unwrap());
+        store.gc().unwrap();
+        assert!(store.has(&id).unwrap(), "gc took a blob an ingest still running relies on");
+        let (added, still) = second.finish_then(|| store.has(&id).unwrap()).unwrap();
+        assert_eq!(added, 0);
+        assert!(still);
+        store.gc().unwrap();
+        assert!(!store.has(&id).unwrap());
     }
 
     #[test]

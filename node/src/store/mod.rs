@@ -184,6 +184,15 @@ impl Store {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The writer lock if nobody holds it now.
+    fn try_write_lock(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.writer.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Compacts the index if copy-on-write left it mostly free pages.
     fn compact(&self) -> Result<(), IndexError> {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());

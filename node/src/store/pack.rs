@@ -144,6 +144,8 @@ pub struct FinishedPack {
     pub entries: Vec<(TrailerEntry, u64)>,
     /// Its size in bytes.
     pub size: u64,
+    /// Bytes of blob data in it (every blob it was written with).
+    pub data: u64,
 }
 
 impl PackWriter {
@@ -209,6 +211,7 @@ impl PackWriter {
         self.out.write_all(&(trailer.len() as u32).to_le_bytes())?;
         self.out.write_all(PACK_TAIL_MAGIC)?;
         let size = self.offset + trailer.len() as u64 + FOOTER_LEN;
+        let data = self.entries.iter().map(|(e, _)| u64::from(e.len)).sum();
         let file = self.out.into_inner().map_err(|e| e.into_error())?;
         Ok(FinishedPack {
             number: self.number,
@@ -216,6 +219,7 @@ impl PackWriter {
             file,
             entries: self.entries,
             size,
+            data,
         })
     }
 

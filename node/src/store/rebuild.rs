@@ -112,7 +112,8 @@ impl Store {
             }
             report.packs += 1;
             report.blobs += blobs.len() as u64;
-            self.index().add_packs(&[NewPack { number, size, blobs }], &[])?;
+            let data = blobs.iter().map(|(_, l)| l.len as u64).sum();
+            self.index().add_packs(&[NewPack { number, size, data, blobs }], &[])?;
         }
         Ok(())
     }

@@ -111,7 +111,7 @@ pub(in crate::store) fn commit_packs(
                 )
             })
             .collect();
-        rows.push(NewPack { number: pack.number, size: pack.size, blobs });
+        rows.push(NewPack { number: pack.number, size: pack.size, data: pack.data, blobs });
     }
     crate::fsutil::sync_dir(&packs_dir).map_err(StoreError::io(&packs_dir))?;
     store.index().add_packs(&rows, tokens)?;
