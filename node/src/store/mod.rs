@@ -125,16 +125,16 @@ impl Store {
         let identity = home.identity()?;
         let device = *home.node_key()?.id().as_bytes();
         let dir = home.store_dir();
-        for d in [dir.clone(), dir.join(PACKS_DIR), dir.join(TMP_DIR), dir.join(INCOMING_DIR)] {
-            crate::fsutil::create_private_dir(&d).map_err(StoreError::io(&d))?;
-        }
-        // What an ingest of an earlier run left unfinished (this process holds the home).
+        // What an ingest of an earlier run left unfinished goes (this process holds the home).
         let incoming = dir.join(INCOMING_DIR);
-        for entry in fs::read_dir(&incoming).map_err(StoreError::io(&incoming))? {
-            let path = entry.map_err(StoreError::io(&incoming))?.path();
-            let gone =
-                if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-            gone.map_err(StoreError::io(&path))?;
+        match fs::remove_dir_all(&incoming) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(StoreError::io(&incoming)(e));
+            }
+            _ => {}
+        }
+        for d in [dir.clone(), dir.join(PACKS_DIR), dir.join(TMP_DIR), incoming] {
+            crate::fsutil::create_private_dir(&d).map_err(StoreError::io(&d))?;
         }
         let path = dir.join(INDEX_FILE);
         let marker = dir.join(REBUILDING_FILE);
@@ -232,10 +232,9 @@ impl Store {
     }
 
     /// `keep` with every pinned blob added.
-    fn with_pinned(&self, keep: &HashSet<ChunkId>) -> HashSet<ChunkId> {
-        let mut all = keep.clone();
-        all.extend(self.pinned().keys().copied());
-        all
+    fn with_pinned(&self, mut keep: HashSet<ChunkId>) -> HashSet<ChunkId> {
+        keep.extend(self.pinned().keys().copied());
+        keep
     }
 
     /// The store directory.
@@ -337,7 +336,7 @@ impl Store {
         keep: &std::collections::HashSet<ChunkId>,
     ) -> Result<GcReport, StoreError> {
         let _w = self.write_lock();
-        let keep = self.with_pinned(keep);
+        let keep = self.with_pinned(keep.clone());
         let report = maintenance::gc(self, &keep, None)?;
         self.compact()?;
         Ok(report)
@@ -354,7 +353,7 @@ impl Store {
     ) -> Result<GcReport, StoreError> {
         let _w = self.write_lock();
         let keep = keep().map_err(|e| StoreError::Internal(format!("not reclaiming: {e}")))?;
-        let keep = self.with_pinned(&keep);
+        let keep = self.with_pinned(keep);
         let report = maintenance::gc(self, &keep, Some(released))?;
         self.compact()?;
         Ok(report)
