@@ -32,7 +32,7 @@ use kith_crdt::automerge::{ObjId, ObjType, PatchAction, ROOT, ReadDoc, Value};
 use kith_crdt::{Authorizer, Check, SignedBy, hex, patch_path};
 
 use crate::invite::{Invite, InviteError};
-use crate::view::{PoolView, Role, State};
+use crate::view::{At, PoolView, Role, State};
 
 /// The pool rules, as a [`kith_crdt::Authorizer`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,12 +83,21 @@ impl Authorizer for PoolRules {
                 return Err(denial(&first, false, false));
             }
         }
-        let after =
-            PoolView::read(c.after()).map_err(|e| format!("it breaks the pool document: {e}"))?;
         if c.genesis {
+            let after = PoolView::read(c.after())
+                .map_err(|e| format!("it breaks the pool document: {e}"))?;
             return genesis(c, &after);
         }
-        let before = PoolView::read(c.before()).map_err(|e| format!("unreadable history: {e}"))?;
+        // The rest is judged by the roster (charter and members) before and after the change,
+        // read at heads (no copy of the document), and by the entries the change wrote, which
+        // must parse: what it did not touch parsed before it and is unchanged.
+        let after = match c.after_if_current() {
+            Some(doc) => PoolView::read_roster(doc),
+            None => PoolView::read_roster(&At { doc: c.doc, heads: &[c.hash] }),
+        }
+        .map_err(|e| format!("it breaks the pool document: {e}"))?;
+        let before = PoolView::read_roster(&At { doc: c.doc, heads: c.deps })
+            .map_err(|e| format!("unreadable history: {e}"))?;
         let me = hex(&c.author.key);
         let admin = before.active(&c.author.key).is_some_and(|m| m.role == Role::Admin);
         let member = before.active(&c.author.key).is_some();
@@ -108,10 +117,14 @@ impl Authorizer for PoolRules {
                 if m.name.is_empty() { &me[..16] } else { &m.name }
             ));
         }
+        let mut written = Written::default();
         for p in c.patches {
             let path = patch_path(p);
             let deleting = matches!(p.action, PatchAction::DeleteMap { .. });
             let own = path.get(1) == Some(&me);
+            if own {
+                written.note(&path, deleting);
+            }
             let ok = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
                 ["charter", "dissolved"] => admin && !deleting && only_admin(&before, c),
                 ["charter", _, ..] => admin,
@@ -147,7 +160,10 @@ impl Authorizer for PoolRules {
         if joining {
             check_join(c, &before, &after)?;
         }
-        check_site_claims(c, &before)?;
+        for name in &written.claims {
+            site_claim_at_deps(c, &me, name)?;
+        }
+        written.parse(c, &me).map_err(|e| format!("it breaks the pool document: {e}"))?;
         if after.charter.dissolved_ms.is_none()
             && !after.members.values().any(|m| m.is_active_admin())
         {
@@ -230,30 +246,13 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
         return None;
     }
     let me = hex(&c.author.key);
-    let mut touched: Vec<(String, String)> = Vec::new();
-    let mut maps: Vec<String> = Vec::new();
-    let mut claims: Vec<String> = Vec::new();
+    let mut written = Written::default();
     for p in c.patches {
         let path = patch_path(p);
-        let deleting = matches!(p.action, PatchAction::DeleteMap { .. });
-        match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["members", who, kind @ ("objects" | "audits" | "nodes" | "sites"), key, rest @ ..]
-                if *who == me =>
-            {
-                // A site name claimed (its entry made): checked against the other members'.
-                if *kind == "sites" && rest.is_empty() && !deleting {
-                    claims.push(key.to_string());
-                }
-                touched.push((kind.to_string(), key.to_string()));
-            }
-            // The map of objects, audits or sites made on first use (checked below to be a
-            // map).
-            ["members", who, kind @ ("objects" | "audits" | "sites")]
-                if *who == me && !deleting =>
-            {
-                maps.push(kind.to_string());
-            }
-            _ => return None,
+        if path.get(1) != Some(&me)
+            || !written.note(&path, matches!(p.action, PatchAction::DeleteMap { .. }))
+        {
+            return None;
         }
     }
     // Active, in a pool not dissolved, at the change's dependencies.
@@ -261,23 +260,63 @@ fn own_entries(c: &Check<'_>) -> Option<Result<(), String>> {
         return None;
     }
     // A site name is the claimant's only if no other active member holds it at the change's
-    // dependencies (as `check_site_claims` on the full path, by lookups).
-    for name in &claims {
+    // dependencies.
+    for name in &written.claims {
         if let Err(e) = site_claim_at_deps(c, &me, name) {
             return Some(Err(e));
         }
     }
-    // What it wrote parses, in the document after it (the document itself when nothing
-    // concurrent is in it, else read at the change: no copy either way).
-    touched.sort();
-    touched.dedup();
-    let parsed = match c.after_if_current() {
-        Some(doc) => entries_parse(doc, &me, &maps, &touched),
-        None => {
-            entries_parse(&crate::view::At { doc: c.doc, heads: &[c.hash] }, &me, &maps, &touched)
+    Some(written.parse(c, &me).map_err(|e| format!("it breaks the pool document: {e}")))
+}
+
+/// The entries of its own a change wrote under `members/<author>/`: what must parse after it.
+#[derive(Default)]
+struct Written {
+    /// (kind, key) of each entry of `objects`, `audits`, `nodes` or `sites` written.
+    touched: Vec<(String, String)>,
+    /// The maps of objects, audits or sites made (on first use).
+    maps: Vec<String>,
+    /// Site names claimed (their entries made).
+    claims: Vec<String>,
+}
+
+impl Written {
+    /// Notes what a patch at `path` (under the author's entry) wrote; `false` if it is not an
+    /// entry of objects, audits, nodes or sites (or the making of such a map).
+    fn note(&mut self, path: &[String], deleting: bool) -> bool {
+        match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["members", _, kind @ ("objects" | "audits" | "nodes" | "sites"), key, rest @ ..] => {
+                // A site name claimed (its entry made): checked against the other members'.
+                if *kind == "sites" && rest.is_empty() && !deleting {
+                    self.claims.push(key.to_string());
+                }
+                self.touched.push((kind.to_string(), key.to_string()));
+                true
+            }
+            // The map of objects, audits or sites made on first use (checked to be a map).
+            ["members", _, kind @ ("objects" | "audits" | "sites")] if !deleting => {
+                self.maps.push(kind.to_string());
+                true
+            }
+            _ => false,
         }
-    };
-    Some(parsed.map_err(|e| format!("it breaks the pool document: {e}")))
+    }
+
+    /// Whether what was written parses, in the document after the change (the document itself
+    /// when nothing concurrent is in it, else read at the change: no copy either way).
+    fn parse(mut self, c: &Check<'_>, me: &str) -> Result<(), String> {
+        if self.touched.is_empty() && self.maps.is_empty() {
+            return Ok(());
+        }
+        self.touched.sort();
+        self.touched.dedup();
+        match c.after_if_current() {
+            Some(doc) => entries_parse(doc, me, &self.maps, &self.touched),
+            None => {
+                entries_parse(&At { doc: c.doc, heads: &[c.hash] }, me, &self.maps, &self.touched)
+            }
+        }
+    }
 }
 
 /// Whether member `me`'s maps `maps` are maps and its entries `touched` (kind, key) parse.
@@ -315,9 +354,12 @@ fn entries_parse(
     Ok(())
 }
 
-/// [`check_site_claims`] for one name, by lookups at the change's dependencies: the name's
-/// holder is the lowest active member holding it ([`PoolView::site`]); a claim by anyone else
-/// is refused.
+/// A member may claim a site name only if no other active member holds it at the change's
+/// dependencies: a name someone published is theirs, whatever time a later claim says it was
+/// made at. By lookups at the change's dependencies: the name's holder is the lowest active
+/// member holding it ([`PoolView::site`]); a claim by anyone else is refused. Claims made
+/// concurrently (on two sides of a partition) are resolved by [`PoolView::site`], which never
+/// looks at claimed times.
 fn site_claim_at_deps(c: &Check<'_>, me: &str, name: &str) -> Result<(), String> {
     let Some((Value::Object(ObjType::Map), members)) =
         c.doc.get_at(&ROOT, "members", c.deps).ok().flatten()
@@ -338,27 +380,6 @@ fn site_claim_at_deps(c: &Check<'_>, me: &str, name: &str) -> Result<(), String>
         }
         _ => Ok(()),
     }
-}
-
-/// A member may claim a site name only if no other active member holds it at the change's
-/// dependencies: a name someone published is theirs, whatever time a later claim says it was
-/// made at. Claims made concurrently (on two sides of a partition) are resolved by
-/// [`PoolView::site`], which never looks at claimed times.
-fn check_site_claims(c: &Check<'_>, before: &PoolView) -> Result<(), String> {
-    for p in c.patches {
-        let path = patch_path(p);
-        if let ["members", who, "sites", name] =
-            path.iter().map(String::as_str).collect::<Vec<_>>().as_slice()
-            && *who == hex(&c.author.key)
-            && matches!(p.action, PatchAction::PutMap { .. })
-            && let Some((owner, _)) = before.site(name)
-            && owner != c.author.key
-        {
-            let by = before.members.get(&owner).map_or(String::new(), |m| m.name.clone());
-            return Err(format!("the site name `{name}` is {by}'s in this pool"));
-        }
-    }
-    Ok(())
 }
 
 /// Whether the author is the pool's only active admin.

@@ -473,6 +473,81 @@ fn own_objects_audits_and_offers_are_judged_from_what_they_touch() {
 /// missed a few hundred publishes judged each against two copies of the whole pool, and fell
 /// behind for good: `testnet chaos`, finding 5): a good one is taken, a malformed one and a
 /// claim of another member's name are refused, as on the full path.
+/// Chaos finding 10: a change the own-entries path does not take (a name, role or setting
+/// change) was judged by reading the whole pool twice, every member's objects included, copied
+/// at the change's dependencies; CPU grew with the pool's history. It is now judged by the
+/// roster (charter and members) read at heads and by the entries it wrote, which must still
+/// parse.
+#[test]
+fn regression_full_rule_changes_are_judged_by_the_roster_and_what_they_wrote() {
+    use kith_crdt::automerge::{ObjType, ScalarValue};
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    let record = crate::view::PoolObject {
+        manifest: [8; 32],
+        bytes: 10,
+        blobs: 1,
+        name: crate::names::seal(&bob, &b.id(), &[5; 32], "a"),
+        at_ms: T0 + 30,
+    };
+    b.add_object(&bob, &[5; 32], &record, T0 + 30).unwrap();
+    sync(&mut b, &mut a).unwrap();
+    // A new name and a malformed object in one change: the name takes the full rules, and
+    // the object must still parse there.
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        d.put(&m, "name", "robert").unwrap();
+        let os = d.get(&m, "objects").unwrap().unwrap().1;
+        let e = d.put_object(&os, hex(&[6; 32]), ObjType::Map).unwrap();
+        d.put(&e, "manifest", ScalarValue::Bytes(vec![8; 32])).unwrap();
+        d.put(&e, "bytes", "ten").unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("breaks the pool document"), "{err}");
+    // Its map of audits replaced by a number along with the name: refused.
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        d.put(&m, "name", "robert").unwrap();
+        d.put(&m, "audits", 3u64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("breaks the pool document"), "{err}");
+    // A malformed site entry along with the name: refused.
+    let err = forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        d.put(&m, "name", "robert").unwrap();
+        let ss = crate::edit::map_or_new(d, &m, "sites").unwrap();
+        let s = d.put_object(&ss, "bakery", ObjType::Map).unwrap();
+        d.put(&s, "versions", 1u64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("breaks the pool document"), "{err}");
+    // A malformed role, written by an admin: refused (the roster does not parse).
+    let err = forge(&mut b, &mut a, &ada, |d| {
+        let m = member_obj(d, &bob);
+        d.put(&m, "role", "king").unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("breaks the pool document"), "{err}");
+    // The name and a well-formed object together: accepted, and both are read back.
+    let record2 = crate::view::PoolObject { manifest: [9; 32], ..record.clone() };
+    forge(&mut a, &mut b, &bob, |d| {
+        let m = member_obj(d, &bob);
+        d.put(&m, "name", "robert").unwrap();
+        crate::edit::add_object(d, &bob.author().key, &[6; 32], &record2).unwrap();
+    })
+    .unwrap();
+    let v = a.view();
+    let m = &v.members[&bob.author().key];
+    assert_eq!((m.name.as_str(), m.objects.len()), ("robert", 2));
+    assert_eq!(m.objects[&[6; 32]], record2);
+    // The roster leaves out what members stored; the whole view has it.
+    let roster = PoolView::read_roster(a.doc_mut().doc()).unwrap();
+    assert!(roster.members[&bob.author().key].objects.is_empty());
+    assert_eq!(roster.members.len(), v.members.len());
+    assert_eq!(roster.charter, v.charter);
+}
+
 #[test]
 fn own_site_versions_are_judged_from_what_they_touch() {
     use kith_crdt::automerge::{ObjType, ScalarValue};

@@ -32,6 +32,8 @@ pub(crate) trait Get {
     fn get_value(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'_>, ObjId)>, String>;
     /// The keys of map `obj`.
     fn keys_of(&self, obj: &ObjId) -> Vec<String>;
+    /// Every value at `key` of `obj` (concurrent writes to one key each leave one).
+    fn get_all_values(&self, obj: &ObjId, key: &str) -> Result<Vec<(Value<'_>, ObjId)>, String>;
 }
 
 impl<D: ReadDoc> Get for D {
@@ -41,6 +43,10 @@ impl<D: ReadDoc> Get for D {
 
     fn keys_of(&self, obj: &ObjId) -> Vec<String> {
         self.keys(obj).collect()
+    }
+
+    fn get_all_values(&self, obj: &ObjId, key: &str) -> Result<Vec<(Value<'_>, ObjId)>, String> {
+        self.get_all(obj, key).map_err(|e| e.to_string())
     }
 }
 
@@ -57,6 +63,10 @@ impl<D: ReadDoc> Get for At<'_, D> {
 
     fn keys_of(&self, obj: &ObjId) -> Vec<String> {
         self.doc.keys_at(obj, self.heads).collect()
+    }
+
+    fn get_all_values(&self, obj: &ObjId, key: &str) -> Result<Vec<(Value<'_>, ObjId)>, String> {
+        self.doc.get_all_at(obj, key, self.heads).map_err(|e| e.to_string())
     }
 }
 
@@ -443,6 +453,18 @@ pub fn parse_key(s: &str) -> Option<Key> {
 impl PoolView {
     /// Reads and checks the schema; an error says which field is wrong.
     pub fn read(d: &impl ReadDoc) -> Result<PoolView, ShapeError> {
+        Self::read_from(d, true)
+    }
+
+    /// The charter and the members without what they stored, audited or published (their
+    /// `objects`, `audits` and `sites` are left empty and unread): what the pool rules judge a
+    /// role, setting or membership change by, read in proportion to the number of members, not
+    /// to the pool's history.
+    pub(crate) fn read_roster(d: &impl Get) -> Result<PoolView, ShapeError> {
+        Self::read_from(d, false)
+    }
+
+    fn read_from(d: &impl Get, whole: bool) -> Result<PoolView, ShapeError> {
         let v = uint(d, &ROOT, "v")?;
         if v > POOL_SCHEMA_VERSION {
             return Err(format!("pool schema {v} is newer than this kith understands").into());
@@ -454,51 +476,52 @@ impl PoolView {
             quota: uint(d, &c, "quota")?,
             cost_rule: text(d, &c, "cost_rule")?,
             join_rule: text(d, &c, "join_rule")?,
-            repair_after_ms: match d.get(&c, "repair_after").map_err(|e| e.to_string())? {
+            repair_after_ms: match d.get_value(&c, "repair_after")? {
                 Some(_) => uint(d, &c, "repair_after")?,
                 None => DEFAULT_REPAIR_AFTER_MS,
             },
-            audit_every_ms: match d.get(&c, "audit_every").map_err(|e| e.to_string())? {
+            audit_every_ms: match d.get_value(&c, "audit_every")? {
                 Some(_) => uint(d, &c, "audit_every")?,
                 None => DEFAULT_AUDIT_EVERY_MS,
             },
-            record_every_ms: match d.get(&c, "record_every").map_err(|e| e.to_string())? {
+            record_every_ms: match d.get_value(&c, "record_every")? {
                 Some(_) => uint(d, &c, "record_every")?,
                 None => DEFAULT_RECORD_EVERY_MS,
             },
-            dissolved_ms: match d.get(&c, "dissolved").map_err(|e| e.to_string())? {
+            dissolved_ms: match d.get_value(&c, "dissolved")? {
                 Some((v, _)) => Some(v.as_i64().ok_or("`dissolved` is not a time")?),
                 None => None,
             },
         };
         let ms = obj(d, &ROOT, "members")?;
         let mut members = BTreeMap::new();
-        for k in d.keys(&ms) {
+        for k in d.keys_of(&ms) {
             let key = parse_key(&k).ok_or(format!("member key `{k}` is not a key"))?;
             let m = obj(d, &ms, &k)?;
-            members.insert(key, Self::member(d, &m).map_err(|e| format!("member {k}: {e}"))?);
+            members
+                .insert(key, Self::member(d, &m, whole).map_err(|e| format!("member {k}: {e}"))?);
         }
         Ok(PoolView { charter, members })
     }
 
-    fn member(d: &impl ReadDoc, m: &ObjId) -> Result<Member, String> {
+    fn member(d: &impl Get, m: &ObjId, whole: bool) -> Result<Member, String> {
         let role = text(d, m, "role")?;
         let state = text(d, m, "state")?;
-        let invite = match d.get(m, "invite").map_err(|e| e.to_string())? {
+        let invite = match d.get_value(m, "invite")? {
             Some((v, _)) => Some(v.as_bytes().ok_or("`invite` is not bytes")?.to_vec()),
             None => None,
         };
-        let joined_ms = match d.get(m, "joined").map_err(|e| e.to_string())? {
+        let joined_ms = match d.get_value(m, "joined")? {
             Some((v, _)) => v.as_i64().ok_or("`joined` is not a number")?,
             None => return Err("`joined` is missing".into()),
         };
-        let left_ms = match d.get(m, "left").map_err(|e| e.to_string())? {
+        let left_ms = match d.get_value(m, "left")? {
             Some((v, _)) => Some(v.as_i64().ok_or("`left` is not a number")?),
             None => None,
         };
         let ns = obj(d, m, "nodes")?;
         let mut nodes = BTreeMap::new();
-        for k in d.keys(&ns) {
+        for k in d.keys_of(&ns) {
             let key = parse_key(&k).ok_or(format!("node key `{k}` is not a key"))?;
             let o = obj(d, &ns, &k)?;
             nodes.insert(key, read_offer(d, &o)?);
@@ -506,13 +529,13 @@ impl PoolView {
         // Every map written there counts (two devices may retire one at the same time, each
         // making the map: automerge keeps both, and shows one).
         let mut retired = BTreeMap::new();
-        for (v, rs) in d.get_all(m, "retired").map_err(|e| e.to_string())? {
+        for (v, rs) in d.get_all_values(m, "retired")? {
             if !matches!(v, kith_crdt::automerge::Value::Object(ObjType::Map)) {
                 return Err("`retired` is not a map".into());
             }
-            for k in d.keys(&rs) {
+            for k in d.keys_of(&rs) {
                 let key = parse_key(&k).ok_or(format!("retired node `{k}` is not a key"))?;
-                let at = match d.get(&rs, &k).map_err(|e| e.to_string())? {
+                let at = match d.get_value(&rs, &k)? {
                     Some((v, _)) => v.as_i64().ok_or(format!("retired `{k}` is not a time"))?,
                     None => 0,
                 };
@@ -523,9 +546,9 @@ impl PoolView {
         // one it signed before) lists it again.
         nodes.retain(|n, _| !retired.contains_key(n));
         let mut objects = BTreeMap::new();
-        if d.get(m, "objects").map_err(|e| e.to_string())?.is_some() {
+        if whole && d.get_value(m, "objects")?.is_some() {
             let os = obj(d, m, "objects")?;
-            for k in d.keys(&os) {
+            for k in d.keys_of(&os) {
                 let key = parse_key(&k).ok_or(format!("object key `{k}` is not a key"))?;
                 let o = obj(d, &os, &k)?;
                 let po = read_object(d, &o, &k)?;
@@ -533,9 +556,9 @@ impl PoolView {
             }
         }
         let mut audits = BTreeMap::new();
-        if d.get(m, "audits").map_err(|e| e.to_string())?.is_some() {
+        if whole && d.get_value(m, "audits")?.is_some() {
             let os = obj(d, m, "audits")?;
-            for k in d.keys(&os) {
+            for k in d.keys_of(&os) {
                 let key = parse_key(&k).ok_or(format!("audited node `{k}` is not a key"))?;
                 let o = obj(d, &os, &k)?;
                 let rec = read_audit(d, &o)?;
@@ -543,9 +566,9 @@ impl PoolView {
             }
         }
         let mut sites = BTreeMap::new();
-        if d.get(m, "sites").map_err(|e| e.to_string())?.is_some() {
+        if whole && d.get_value(m, "sites")?.is_some() {
             let ss = obj(d, m, "sites")?;
-            for name in d.keys(&ss) {
+            for name in d.keys_of(&ss) {
                 let s = obj(d, &ss, &name)?;
                 let site = Self::read_site(d, &s).map_err(|e| format!("site {name}: {e}"))?;
                 sites.insert(name, site);
