@@ -39,6 +39,10 @@ pub(crate) enum Command {
         /// fetching or decrypting again).
         #[arg(long, value_name = "SIZE", default_value = "256MiB")]
         site_cache: String,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off by default; for example
+        /// 127.0.0.1:9781).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// Show the node, its addresses, peers and store usage.
     Status {

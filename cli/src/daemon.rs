@@ -46,6 +46,8 @@ pub struct Config {
     pub site_cache: usize,
     /// The clock the node decides by (the system's; a manual one in tests).
     pub clock: kith_node::Clock,
+    /// Where to serve Prometheus metrics (`None`: nowhere, the default).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             mdns: MdnsConfig::default(),
             site_cache: DEFAULT_SITE_CACHE,
             clock: kith_node::Clock::system(),
+            metrics: None,
         }
     }
 }
@@ -80,6 +83,8 @@ pub struct DaemonHandle {
     pub http: SocketAddr,
     /// The control socket.
     pub control: std::path::PathBuf,
+    /// Where metrics are served, if they are.
+    pub metrics: Option<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -99,13 +104,17 @@ impl Daemon {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<DaemonHandle> {
         let running = start(home, config).await?;
-        let (node, http, control) =
-            (running.node.id().to_string(), running.http, running.sock_path.clone());
+        let (node, http, control, metrics) = (
+            running.node.id().to_string(),
+            running.http,
+            running.sock_path.clone(),
+            running.ctx.metrics,
+        );
         let task = tokio::spawn(async move {
             shutdown.await;
             running.stop().await;
         });
-        Ok(DaemonHandle { node, http, control, task })
+        Ok(DaemonHandle { node, http, control, metrics, task })
     }
 
     /// Runs a daemon on `home` in the foreground until SIGINT or SIGTERM (`kith up`).
@@ -130,6 +139,7 @@ struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     control: actix_web::dev::ServerHandle,
     lan: actix_web::dev::ServerHandle,
+    metrics: Option<actix_web::dev::ServerHandle>,
     sock_path: std::path::PathBuf,
     token_path: std::path::PathBuf,
 }
@@ -146,7 +156,17 @@ impl Running {
             r.record_usage_now();
         }
         let stop = async {
-            tokio::join!(self.control.stop(true), self.lan.stop(true), self.node.shutdown());
+            let metrics = async {
+                if let Some(m) = &self.metrics {
+                    m.stop(true).await;
+                }
+            };
+            tokio::join!(
+                self.control.stop(true),
+                self.lan.stop(true),
+                metrics,
+                self.node.shutdown()
+            );
         };
         if tokio::time::timeout(STOP_GRACE * 2, stop).await.is_err() {
             tracing::warn!("stopping took too long; leaving anyway");
@@ -218,6 +238,13 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
             .with_context(|| format!("cannot listen for STUN on {}", http_addr.ip()))?,
     };
     let stun_task = mesh.serve_stun(stun, pools_stop.clone())?;
+    let metrics_listener = match opts.metrics {
+        Some(a) => {
+            Some(TcpListener::bind(a).with_context(|| format!("cannot serve metrics on {a}"))?)
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     let ctx = Arc::new(Ctx {
         home: home.clone(),
         store,
@@ -229,6 +256,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         browsers: Some(browsers.clone()),
         gateway: Some(gateway.clone()),
         mesh: Some(mesh),
+        metrics: metrics_addr,
     });
 
     let backups_task = tokio::spawn(crate::backup::worker(
@@ -292,14 +320,23 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
             pools_stop.clone(),
         ))
     });
+    let metrics_server = match metrics_listener {
+        Some(l) => Some(crate::metrics::serve(ctx.clone(), l, STOP_GRACE)?),
+        None => None,
+    };
     let (control_handle, lan_handle) = (control_server.handle(), lan_server.handle());
+    let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
     tokio::spawn(control_server);
     tokio::spawn(lan_server);
+    if let Some(s) = metrics_server {
+        tokio::spawn(s);
+    }
     tracing::info!(
         node = %node.id(),
         addrs = ?node.addrs(),
         http = %http_addr,
         control = %sock_path.display(),
+        metrics = ?metrics_addr,
         "kith is up"
     );
 
@@ -313,6 +350,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         tasks,
         control: control_handle,
         lan: lan_handle,
+        metrics: metrics_handle,
         sock_path,
         token_path,
     })

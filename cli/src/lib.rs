@@ -19,6 +19,7 @@ mod drop_ops;
 pub mod fmt;
 mod ledger_ops;
 pub mod local;
+mod metrics;
 mod object_ops;
 mod ops;
 mod pool_ops;

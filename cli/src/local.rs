@@ -47,6 +47,7 @@ pub fn run(home: Home, req: Request) -> Result<Frames> {
         browsers: None,
         mesh: None,
         gateway: None,
+        metrics: None,
     });
     rt.spawn(ops::run(ctx, req, Out(tx)));
     Ok(Frames { rx, _rt: rt })

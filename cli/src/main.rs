@@ -238,7 +238,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current folder")?;
     let abs = |p: &Path| kith_node::store::absolute_in(p, &cwd);
     match cli.command {
-        Command::Up { listen, http, no_mdns, mdns_iface, site_cache } => {
+        Command::Up { listen, http, no_mdns, mdns_iface, site_cache, metrics } => {
             let site_cache =
                 kith_pools::parse_size(&site_cache).map_err(|e| anyhow::anyhow!(e))? as usize;
             init_logging();
@@ -246,7 +246,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mdns = MdnsConfig { disabled: no_mdns, interfaces: mdns_iface };
             kith::Daemon::run_until_signal(
                 home,
-                kith::Config { listen, http, mdns, site_cache, ..Default::default() },
+                kith::Config { listen, http, mdns, site_cache, metrics, ..Default::default() },
             )?;
             Ok(ExitCode::SUCCESS)
         }

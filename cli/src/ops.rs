@@ -42,6 +42,8 @@ pub struct Ctx {
     pub gateway: Option<Arc<kith_hosting::gateway::Gateway>>,
     /// Links through neighbours (WebRTC), in the daemon.
     pub mesh: Option<Arc<kith_node::net::mesh::Mesh>>,
+    /// Where the daemon serves its metrics (`kith up --metrics`), if it does.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Runs `req` and sends its frames to `out`, ending with a result or an error frame.

@@ -45,6 +45,9 @@ pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
             ([], Some(h)) => println!("http      http://{h}/"),
             (urls, _) => println!("http      {}", urls.join("  ")),
         }
+        if let Some(m) = &v.metrics {
+            println!("metrics   {m}");
+        }
         if let Some(at) = v.retired_ms {
             println!(
                 "RETIRED   another device of this identity retired this one on {}: it takes no part in pools",

@@ -25,6 +25,7 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<Value> {
         },
         addrs: Vec::new(),
         http: None,
+        metrics: None,
         urls: Vec::new(),
         retired_ms: None,
         workers: Vec::new(),
@@ -41,6 +42,7 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<Value> {
         let reachable = peers.iter().filter(|p| p.reachability.name() == "reachable").count();
         v.addrs = node.addrs().iter().map(|a| a.to_string()).collect();
         v.http = ctx.http.map(|a| a.to_string());
+        v.metrics = ctx.metrics.map(|a| format!("http://{a}/metrics"));
         // Where a person opens this node: its LAN addresses, not the 0.0.0.0 it listens on.
         v.urls = crate::site_ops::lan_urls(ctx, "/");
         v.retired_ms = ctx.pools.as_ref().and_then(|p| p.retired_at());

@@ -86,6 +86,7 @@ impl Daemons {
             mdns: MdnsConfig { disabled: true, ..MdnsConfig::default() },
             site_cache: 16 << 20,
             clock: self.clock.clone(),
+            metrics: None,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = self

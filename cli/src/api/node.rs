@@ -25,6 +25,9 @@ pub struct Status {
     /// The LAN HTTP listener's address.
     #[serde(default)]
     pub http: Option<String>,
+    /// Where the node serves Prometheus metrics (`kith up --metrics`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     /// Where a person opens this node (its LAN addresses).
     #[serde(default)]
     pub urls: Vec<String>,

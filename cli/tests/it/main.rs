@@ -19,6 +19,7 @@ mod large;
 mod ledger;
 mod manual_time;
 mod mesh;
+mod metrics;
 mod offline;
 mod pool_life;
 mod pools;

@@ -43,6 +43,19 @@ pub struct GatewayStats {
     pub reads: AtomicU64,
     /// Chunks fetched from other nodes.
     pub fetched: AtomicU64,
+    /// Site requests answered, by HTTP status (the gateway's own few codes).
+    by_status: Mutex<std::collections::BTreeMap<u16, u64>>,
+}
+
+impl GatewayStats {
+    /// Site requests answered, by HTTP status.
+    pub fn by_status(&self) -> std::collections::BTreeMap<u16, u64> {
+        lock(&self.by_status).clone()
+    }
+
+    pub(crate) fn answered(&self, status: u16) {
+        *lock(&self.by_status).entry(status).or_default() += 1;
+    }
 }
 
 /// The gateway of one node.

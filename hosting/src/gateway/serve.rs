@@ -67,7 +67,9 @@ impl Gateway {
     pub async fn handle(self: &Arc<Self>, req: &HttpRequest) -> Option<HttpResponse> {
         let (name, rest, base) = Self::route(req)?;
         self.stats.requests.fetch_add(1, Relaxed);
-        Some(self.serve(req, &name, &rest, &base).await)
+        let r = self.serve(req, &name, &rest, &base).await;
+        self.stats.answered(r.status().as_u16());
+        Some(r)
     }
 
     async fn serve(

@@ -136,6 +136,21 @@ pub struct Node {
     served: Arc<Served>,
     received: Tallies,
     inflight: inflight::InFlight,
+    fetched: Fetched,
+}
+
+/// Verified blobs this node fetched from peers since it started, by how the peer was reached
+/// (`kith up --metrics`).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// Blobs from peers reached directly (iroh).
+    pub direct_blobs: std::sync::atomic::AtomicU64,
+    /// Their bytes.
+    pub direct_bytes: std::sync::atomic::AtomicU64,
+    /// Blobs from peers reached through a neighbour's link (WebRTC).
+    pub linked_blobs: std::sync::atomic::AtomicU64,
+    /// Their bytes.
+    pub linked_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// How long a shared fetch waits for another that is getting the same blobs, before it gets
@@ -252,6 +267,7 @@ impl Node {
             served,
             received: Tallies::default(),
             inflight: inflight::InFlight::default(),
+            fetched: Fetched::default(),
         })
     }
 
@@ -352,6 +368,25 @@ impl Node {
     /// peer), since last taken.
     pub fn received(&self) -> &Tallies {
         &self.received
+    }
+
+    /// What this node fetched from peers.
+    pub fn fetched(&self) -> &Fetched {
+        &self.fetched
+    }
+
+    /// Counts what a fetch got, by how each peer was reached.
+    fn count_fetched(&self, report: &FetchReport) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (peer, t) in &report.by_peer {
+            let (blobs, bytes) = if self.conns.link_to(peer).is_some() {
+                (&self.fetched.linked_blobs, &self.fetched.linked_bytes)
+            } else {
+                (&self.fetched.direct_blobs, &self.fetched.direct_bytes)
+            };
+            blobs.fetch_add(t.blobs, Relaxed);
+            bytes.fetch_add(t.bytes, Relaxed);
+        }
     }
 
     /// The mDNS announcer, when mDNS is on.
@@ -487,6 +522,7 @@ impl Node {
         });
         let from = from.clone().unwrap_or_else(|| self.peers.candidates());
         let mut report = blobs::fetch_from(self.conns.clone(), from, ids, pool, tx).await;
+        self.count_fetched(&report);
         report.bytes = sink.await.map_err(|e| NetError::Internal(e.to_string()))??;
         if let Some(pool) = pool {
             for (peer, t) in &report.by_peer {
@@ -515,6 +551,7 @@ impl Node {
             out
         });
         let report = blobs::fetch_from(self.conns.clone(), from, ids, None, tx).await;
+        self.count_fetched(&report);
         let got = collect.await.map_err(|e| NetError::Internal(e.to_string()))?;
         check_report(what, &report)?;
         Ok(got)

@@ -72,6 +72,34 @@ pub struct Progress {
     pub files_done: AtomicU64,
 }
 
+/// What the store did since it opened (`kith up --metrics`).
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Puts that finished.
+    pub puts: AtomicU64,
+    /// Bytes in the files of those puts.
+    pub put_bytes: AtomicU64,
+    /// Bytes they added to the store (new data, tree and root, compressed and encrypted).
+    pub stored_bytes: AtomicU64,
+    /// Restores that finished (to a folder, a file or a stream).
+    pub restores: AtomicU64,
+    /// Bytes of file data they wrote.
+    pub restored_bytes: AtomicU64,
+}
+
+impl StoreCounters {
+    fn put(&self, s: &PutStats) {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        self.put_bytes.fetch_add(s.bytes_scanned, Ordering::Relaxed);
+        self.stored_bytes.fetch_add(s.bytes_stored, Ordering::Relaxed);
+    }
+
+    fn restored(&self, s: &RestoreStats) {
+        self.restores.fetch_add(1, Ordering::Relaxed);
+        self.restored_bytes.fetch_add(s.bytes, Ordering::Relaxed);
+    }
+}
+
 /// An open store, held exclusively by this process.
 pub struct Store {
     dir: PathBuf,
@@ -93,6 +121,7 @@ pub struct Store {
     /// Blobs that ingests still running have committed, with how many hold each: `gc` and
     /// reclaims keep them (what they belong to is not recorded yet).
     pinned: Mutex<HashMap<ChunkId, u32>>,
+    counters: StoreCounters,
     _lock: HomeLock,
 }
 
@@ -164,6 +193,7 @@ impl Store {
             journal,
             packs_on_disk_end,
             ingests: AtomicU64::new(0),
+            counters: StoreCounters::default(),
             pinned: Mutex::new(HashMap::new()),
             _lock: lock,
         };
@@ -262,6 +292,11 @@ impl Store {
         self.packs_dir().join(pack::pack_file_name(n))
     }
 
+    /// What the store did since it opened.
+    pub fn counters(&self) -> &StoreCounters {
+        &self.counters
+    }
+
     /// Stores the file, folder or symlink at `path` as a new version of it.
     pub fn put(
         &self,
@@ -281,6 +316,7 @@ impl Store {
     ) -> Result<PutReport, StoreError> {
         let _w = self.write_lock();
         let mut report = put::put(self, path, label, progress)?;
+        self.counters.put(&report.stats);
         if let Err(e) = self.compact() {
             report.warnings.push(format!("compacting the index failed (harmless): {e}"));
         }
@@ -295,6 +331,7 @@ impl Store {
         progress: Option<Arc<Progress>>,
     ) -> Result<RestoreStats, StoreError> {
         restore::restore_to_path(self, id, Part::new("")?, dest, progress)
+            .inspect(|s| self.counters.restored(s))
     }
 
     /// Restores `part` of object `id` (a file or folder inside it) to `dest`, which must not
@@ -307,6 +344,7 @@ impl Store {
         progress: Option<Arc<Progress>>,
     ) -> Result<RestoreStats, StoreError> {
         restore::restore_to_path(self, id, part, dest, progress)
+            .inspect(|s| self.counters.restored(s))
     }
 
     /// Writes the contents of file object `id` (or of the file `part` inside it) to `out`.
@@ -318,6 +356,7 @@ impl Store {
         progress: Option<Arc<Progress>>,
     ) -> Result<RestoreStats, StoreError> {
         restore::restore_to_writer(self, id, part, out, progress)
+            .inspect(|s| self.counters.restored(s))
     }
 
     /// Checks every blob against its id and every object's structure.

@@ -27,7 +27,9 @@ pub use catalog::SharedViews;
 pub use custody::CustodyError;
 pub use dial::SYNC_INTERVAL;
 pub(crate) use dial::fetch_doc;
-pub use session::{Ack, DOCS_ALPN, Hello, MAX_DOC_FRAME, MAX_PERIODS, Proof, Rejection, Turn};
+pub use session::{
+    Ack, DOCS_ALPN, Hello, MAX_DOC_FRAME, MAX_PERIODS, Proof, Rejection, SyncCounts, Turn,
+};
 pub use ticket::{POOL_TICKET_PREFIX, decode_ticket, encode_ticket};
 
 use std::collections::{BTreeMap, HashMap};
@@ -73,6 +75,11 @@ pub struct Pools {
     in_flight: Mutex<std::collections::HashSet<(Key, Key)>>,
     sync_sent: std::sync::atomic::AtomicU64,
     sync_received: std::sync::atomic::AtomicU64,
+    /// Syncs of one document with one peer that settled, and that failed.
+    sync_settled: std::sync::atomic::AtomicU64,
+    sync_failed: std::sync::atomic::AtomicU64,
+    /// Changes that arrived in settled syncs.
+    sync_changes: std::sync::atomic::AtomicU64,
     /// This identity's document.
     identity: Mutex<Option<IdentityDoc>>,
     /// Copies of other members' identity documents, kept for them.
@@ -140,6 +147,9 @@ impl Pools {
             in_flight: Mutex::new(std::collections::HashSet::new()),
             sync_sent: std::sync::atomic::AtomicU64::new(0),
             sync_received: std::sync::atomic::AtomicU64::new(0),
+            sync_settled: std::sync::atomic::AtomicU64::new(0),
+            sync_failed: std::sync::atomic::AtomicU64::new(0),
+            sync_changes: std::sync::atomic::AtomicU64::new(0),
             identity: Mutex::new(None),
             custody: Mutex::new(custody),
             data_keys: Mutex::new(None),

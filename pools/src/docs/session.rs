@@ -179,6 +179,18 @@ impl Pools {
         (self.sync_sent.load(Relaxed), self.sync_received.load(Relaxed))
     }
 
+    /// Document syncs since start (all pools, ledgers and identities).
+    pub fn sync_counts(&self) -> SyncCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        SyncCounts {
+            settled: self.sync_settled.load(Relaxed),
+            failed: self.sync_failed.load(Relaxed),
+            changes: self.sync_changes.load(Relaxed),
+            sent_bytes: self.sync_sent.load(Relaxed),
+            received_bytes: self.sync_received.load(Relaxed),
+        }
+    }
+
     /// Rejected changes, newest last.
     pub fn rejections(&self) -> Vec<Rejection> {
         self.rejections.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -196,6 +208,29 @@ impl Pools {
     /// Takes turns until both sides are done; returns how many changes arrived. The dialler
     /// speaks first in each round; a round where neither side had anything ends the session.
     pub(super) async fn turns(
+        &self,
+        pool: Key,
+        doc: Doc,
+        peer: EndpointId,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        dialler: bool,
+    ) -> Result<usize, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = self.take_turns(pool, doc, peer, send, recv, dialler).await;
+        match &r {
+            Ok(n) => {
+                self.sync_settled.fetch_add(1, Relaxed);
+                self.sync_changes.fetch_add(*n as u64, Relaxed);
+            }
+            Err(_) => {
+                self.sync_failed.fetch_add(1, Relaxed);
+            }
+        }
+        r
+    }
+
+    async fn take_turns(
         &self,
         pool: Key,
         doc: Doc,
@@ -380,4 +415,19 @@ impl Pools {
         let me = self.signer.author().key;
         Proof::Device(me, self.signer.sign(&identity_device_message(&me, &self.node)))
     }
+}
+
+/// Document syncs since the node started ([`Pools::sync_counts`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncCounts {
+    /// Syncs of one document with one peer that settled (both sides had nothing more).
+    pub settled: u64,
+    /// Syncs that failed (the peer went away, refused, or did not settle).
+    pub failed: u64,
+    /// Changes that arrived in settled syncs.
+    pub changes: u64,
+    /// Bytes of turns sent (frame headers excluded).
+    pub sent_bytes: u64,
+    /// Bytes of turns received.
+    pub received_bytes: u64,
 }

@@ -25,6 +25,8 @@ pub struct RepairStats {
     pub responsible_bytes: u64,
     /// Of those, blobs it still lacks.
     pub lacking_blobs: u64,
+    /// Their bytes.
+    pub lacking_bytes: u64,
     /// Bytes this node holds for other members (what it provides).
     pub held_for_others: u64,
     /// Bytes of this member's data that other members' nodes hold (copies counted), reckoned
@@ -102,7 +104,7 @@ impl Replicator {
                     st.responsible_blobs += 1;
                     st.responsible_bytes += *len as u64;
                     if !store.has(&ChunkId(**id))? {
-                        want.push(ChunkId(**id));
+                        want.push((ChunkId(**id), *len as u64));
                     } else if owner != &member {
                         st.held_for_others += *len as u64;
                     }
@@ -130,17 +132,17 @@ impl Replicator {
         st.repaired_blobs = prev.repaired_blobs;
         st.repaired_bytes = prev.repaired_bytes;
         let mut lacking = want.len() as u64;
+        let mut lacking_bytes: u64 = want.iter().map(|(_, len)| len).sum();
         if !want.is_empty() {
             tracing::info!(pool = %hex(&pool[..4]), blobs = want.len(), "repairing: fetching blobs this node should hold");
         }
         for round in want.chunks(FETCH_ROUND) {
             let what = format!("pool {} repair", hex(&pool[..4]));
-            match node
-                .fetch_missing_shared(&what, round.to_vec(), None, Some(from.clone()), None)
-                .await
-            {
+            let ids = round.iter().map(|(id, _)| *id).collect();
+            match node.fetch_missing_shared(&what, ids, None, Some(from.clone()), None).await {
                 Ok(rep) => {
                     lacking -= round.len() as u64;
+                    lacking_bytes -= round.iter().map(|(_, len)| len).sum::<u64>();
                     st.repaired_blobs += rep.blobs;
                     st.repaired_bytes += rep.bytes;
                 }
@@ -151,6 +153,7 @@ impl Replicator {
             }
         }
         st.lacking_blobs = lacking;
+        st.lacking_bytes = lacking_bytes;
         st.error = errors.into_iter().next();
         st.at_ms = self.pools.now_ms();
         self.usage.accrue(pool, st.held_for_others, st.own_held_by_others, st.at_ms);
