@@ -23,12 +23,12 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the node in the foreground: discovery, serving, the control API (Ctrl-C stops it).
     Up {
-        /// UDP address of the node's endpoint (repeat for several).
-        #[arg(long, value_name = "ADDR", default_values_t = ["0.0.0.0:7781".parse::<SocketAddr>().expect("valid")])]
+        /// UDP address of the node's endpoint (repeat for several) [default: 0.0.0.0:7781]
+        #[arg(long, value_name = "ADDR")]
         listen: Vec<SocketAddr>,
-        /// Address of the LAN-facing HTTP listener.
-        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7780")]
-        http: SocketAddr,
+        /// Address of the LAN-facing HTTP listener [default: 0.0.0.0:7780]
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
         /// Do not announce or browse on mDNS.
         #[arg(long)]
         no_mdns: bool,
@@ -36,13 +36,19 @@ pub(crate) enum Command {
         #[arg(long, value_name = "NAME")]
         mdns_iface: Vec<String>,
         /// Memory for opened site content the gateway keeps (hot pages served without
-        /// fetching or decrypting again).
-        #[arg(long, value_name = "SIZE", default_value = "256MiB")]
-        site_cache: String,
+        /// fetching or decrypting again) [default: 256MiB]
+        #[arg(long, value_name = "SIZE")]
+        site_cache: Option<String>,
         /// Serve Prometheus metrics at http://ADDR/metrics (off by default; for example
         /// 127.0.0.1:9781).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// Read settings from this TOML file [default: HOME/kith.toml, if there is one]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the config file with every key and its default, and exit.
+        #[arg(long)]
+        print_config: bool,
     },
     /// Show the node, its addresses, peers and store usage.
     Status {
@@ -133,6 +139,11 @@ pub(crate) enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+    /// Run `kith up` as a systemd service.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
     },
     /// Create a home with a new identity, or with one exported from another machine.
     Init {
@@ -509,6 +520,26 @@ pub(crate) enum StoreCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Write a systemd unit for `kith up` and enable it: this user's (its home), or with
+    /// --system the machine's (a node of its own in /var/lib/kith, run by a user of its own).
+    Install {
+        /// The machine's service instead of this user's.
+        #[arg(long)]
+        system: bool,
+        /// Write the unit only; do not enable or start it.
+        #[arg(long)]
+        no_enable: bool,
+        /// Write the unit into DIR instead of systemd's folder.
+        #[arg(long, value_name = "DIR")]
+        unit_dir: Option<PathBuf>,
+        /// Print the unit and change nothing.
+        #[arg(long)]
+        print: bool,
     },
 }
 

@@ -14,6 +14,7 @@
 pub mod api;
 mod backup;
 pub mod client;
+pub mod config;
 mod daemon;
 mod drop_ops;
 pub mod fmt;
@@ -24,6 +25,7 @@ mod object_ops;
 mod ops;
 mod pool_ops;
 mod portable_ops;
+pub mod service;
 mod site_ops;
 mod status_ops;
 pub mod wire;

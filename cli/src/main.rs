@@ -21,12 +21,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use kith_node::Home;
-use kith_node::net::mdns::MdnsConfig;
 use serde_json::Value;
 
 use args::{
     BackupCommand, Cli, Command, DeviceCommand, DropCommand, KeyCommand, LedgerCommand, LedgerSel,
-    PeerCommand, PoolCommand, SiteCommand, StoreCommand,
+    PeerCommand, PoolCommand, ServiceCommand, SiteCommand, StoreCommand,
 };
 use keys_cmd::{export, init};
 use kith::wire::Frame;
@@ -238,16 +237,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let cwd = std::env::current_dir().context("cannot read the current folder")?;
     let abs = |p: &Path| kith_node::store::absolute_in(p, &cwd);
     match cli.command {
-        Command::Up { listen, http, no_mdns, mdns_iface, site_cache, metrics } => {
-            let site_cache =
-                kith_pools::parse_size(&site_cache).map_err(|e| anyhow::anyhow!(e))? as usize;
+        Command::Up { print_config: true, .. } => {
+            print!("{}", kith::config::example());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up {
+            listen,
+            http,
+            no_mdns,
+            mdns_iface,
+            site_cache,
+            metrics,
+            config,
+            print_config: false,
+        } => {
+            let (file, from) = kith::config::FileConfig::load(config.as_deref(), &root)?;
+            let flags = kith::config::Flags {
+                listen,
+                http,
+                no_mdns,
+                mdns_iface,
+                site_cache,
+                metrics,
+                config,
+            };
+            let config = file.merge(flags)?;
             init_logging();
-            let home = open_home(&root)?;
-            let mdns = MdnsConfig { disabled: no_mdns, interfaces: mdns_iface };
-            kith::Daemon::run_until_signal(
-                home,
-                kith::Config { listen, http, mdns, site_cache, metrics, ..Default::default() },
-            )?;
+            if let Some(p) = from {
+                tracing::info!(file = %p.display(), "read the config file");
+            }
+            kith::Daemon::run_until_signal(open_home(&root)?, config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Init { import, keep_identity_key } => {
@@ -301,6 +320,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let v: kith::api::store::Dropped =
                 typed(execute(&root, Request::DropApply { path: abs(&file) }, "")?)?;
             if json { render_pool::json(&v) } else { render::dropped(&v, false) }
+        }
+        Command::Service {
+            command: ServiceCommand::Install { system, no_enable, unit_dir, print },
+        } => {
+            use kith::service::{Scope, install, unit};
+            let scope = if system { Scope::System } else { Scope::User };
+            if print {
+                let exe = std::env::current_exe().context("cannot tell where kith is")?;
+                print!("{}", unit(scope, &exe, &root));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let done = install(scope, &root, unit_dir.as_deref(), !no_enable)?;
+            println!("wrote {}", done.path.display());
+            let ctl = if system { "systemctl" } else { "systemctl --user" };
+            let jr = if system { "journalctl -u kith" } else { "journalctl --user -u kith" };
+            if done.enabled {
+                println!("enabled and started; `{ctl} status kith` shows it, `{jr}` its log");
+            } else {
+                println!("start it with `{ctl} daemon-reload && {ctl} enable --now kith`");
+            }
+            if system {
+                println!(
+                    "its home is {}: `kith --home {} status` (as root) talks to it",
+                    done.home.display(),
+                    done.home.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Store { command: StoreCommand::RebuildIndex { json } } => {
             let r = kith_node::Store::rebuild_index(&Home::open(&root)?)?;
@@ -449,11 +496,16 @@ fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,iroh=warn,iroh::protocol=error,noq_proto=error,actix_server=warn")
     });
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    // Under systemd, standard error goes to the journal, which keeps its own time.
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        fmt.without_time().try_init()
+    } else {
+        fmt.try_init()
+    };
 }
 
 /// Opens the home, creating it with a new identity if it does not exist yet.

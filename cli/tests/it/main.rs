@@ -28,6 +28,7 @@ mod privacy;
 mod progress;
 mod replication;
 mod roundtrip;
+mod service;
 mod transfer;
 mod trust;
 mod util;

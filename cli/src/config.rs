@@ -1,0 +1,275 @@
+//! `kith up`'s optional config file: TOML, at `HOME/kith.toml` or where `--config` says. Every
+//! key is optional; a flag on the command line wins over the file, the file over the built-in
+//! defaults (docs/config.md lists the keys and their defaults). An unknown key or a bad value is
+//! an error that names the key and the line: a typo must not silently run a node with defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use serde::Deserialize;
+
+use crate::daemon::{Config, DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT};
+
+/// The config file's name in the home.
+pub const FILE: &str = "kith.toml";
+/// The largest config file read (a config file is a few lines).
+const MAX_FILE: u64 = 64 << 10;
+
+/// What the file says (absent keys are `None`).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// UDP addresses of the node's endpoint.
+    pub listen: Option<Vec<SocketAddr>>,
+    /// The LAN HTTP listener.
+    pub http: Option<SocketAddr>,
+    /// LAN discovery on (`true`) or off.
+    pub mdns: Option<bool>,
+    /// Interfaces mDNS uses (all when empty).
+    pub mdns_iface: Option<Vec<String>>,
+    /// Memory for opened site content, such as `256MiB`.
+    pub site_cache: Option<String>,
+    /// Where to serve Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// What the command line says (absent or default flags are `None`, empty or `false`).
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    /// `--listen`.
+    pub listen: Vec<SocketAddr>,
+    /// `--http`.
+    pub http: Option<SocketAddr>,
+    /// `--no-mdns`.
+    pub no_mdns: bool,
+    /// `--mdns-iface`.
+    pub mdns_iface: Vec<String>,
+    /// `--site-cache`.
+    pub site_cache: Option<String>,
+    /// `--metrics`.
+    pub metrics: Option<SocketAddr>,
+    /// `--config`.
+    pub config: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Parses a config file's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig> {
+        basic_toml::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            // The parser's own position, without the text it appends.
+            let msg = match msg.rfind(" at line ") {
+                Some(i) => msg[..i].to_string(),
+                None => msg,
+            };
+            // An unknown key or a bad value is placed at its table; the line that has the key
+            // is what to fix.
+            let line = key_in(&msg)
+                .and_then(|k| line_of(text, k))
+                .or_else(|| e.line_col().map(|(line, _)| line + 1));
+            let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
+            anyhow!("{}{at}: {}", path.display(), describe(&msg))
+        })
+    }
+
+    /// Reads the file `flag` names (which must exist), else `HOME/kith.toml` if there is one.
+    pub fn load(flag: Option<&Path>, home: &Path) -> Result<(FileConfig, Option<PathBuf>)> {
+        let (path, required) = match flag {
+            Some(p) => (p.to_path_buf(), true),
+            None => (home.join(FILE), false),
+        };
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok((FileConfig::default(), None));
+            }
+            Err(e) => return Err(anyhow!("cannot read the config file {}: {e}", path.display())),
+        };
+        if meta.len() > MAX_FILE {
+            return Err(anyhow!(
+                "{} is {} bytes; a config file is at most {MAX_FILE}",
+                path.display(),
+                meta.len()
+            ));
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        Ok((FileConfig::parse(&text, &path)?, Some(path)))
+    }
+
+    /// The daemon's configuration: each flag given, else the file's key, else the default.
+    pub fn merge(self, flags: Flags) -> Result<Config> {
+        let d = Config::default();
+        let site_cache = match flags.site_cache.or(self.site_cache) {
+            Some(s) => kith_pools::parse_size(&s)
+                .map_err(|e| anyhow!("site_cache `{s}`: {e}"))?
+                .try_into()
+                .map_err(|_| anyhow!("site_cache `{s}` is too large for this machine"))?,
+            None => d.site_cache,
+        };
+        let listen = match (flags.listen, self.listen) {
+            (f, _) if !f.is_empty() => f,
+            (_, Some(l)) if !l.is_empty() => l,
+            (_, Some(_)) => return Err(anyhow!("listen: give at least one address")),
+            (_, None) => d.listen,
+        };
+        let mut mdns = d.mdns;
+        mdns.disabled = flags.no_mdns || self.mdns == Some(false);
+        mdns.interfaces = match (flags.mdns_iface, self.mdns_iface) {
+            (f, _) if !f.is_empty() => f,
+            (_, Some(i)) => i,
+            (_, None) => mdns.interfaces,
+        };
+        Ok(Config {
+            listen,
+            http: flags.http.or(self.http).unwrap_or(d.http),
+            mdns,
+            site_cache,
+            metrics: flags.metrics.or(self.metrics),
+            ..d
+        })
+    }
+}
+
+/// The key an error is about: the first name in backquotes.
+fn key_in(msg: &str) -> Option<&str> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(&msg[start..start + len])
+}
+
+/// The line (from 1) where `key` is given.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+/// serde's words for a config file's reader.
+fn describe(e: &str) -> String {
+    e.replace("unknown field", "unknown key").replace("expected one of", "known keys are")
+}
+
+/// The documented file: every key, commented out, with its default (`kith up --print-config`
+/// prints it; docs/config.md shows it).
+pub fn example() -> String {
+    format!(
+        "# kith up's configuration (HOME/{FILE}). Every key is optional; the values shown are
+# the defaults. A flag on the command line wins over this file.
+
+# UDP addresses of the node's endpoint (iroh).
+# listen = [\"0.0.0.0:{DEFAULT_UDP_PORT}\"]
+
+# The LAN HTTP listener: sites, the node's page, browser peers.
+# http = \"0.0.0.0:{DEFAULT_HTTP_PORT}\"
+
+# LAN discovery (mDNS): find and announce nodes on the LAN.
+# mdns = true
+
+# Interfaces mDNS uses; all when empty (\"lo\" for loopback).
+# mdns_iface = []
+
+# Memory for opened site content the gateway keeps.
+# site_cache = \"256MiB\"
+
+# Serve Prometheus metrics at http://ADDR/metrics; off when absent.
+# metrics = \"127.0.0.1:9781\"
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig> {
+        FileConfig::parse(text, Path::new("kith.toml"))
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_example_parses_to_the_defaults() {
+        let f = parse(&example()).unwrap();
+        assert_eq!(f, FileConfig::default());
+        let c = f.merge(Flags::default()).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            (c.listen, c.http, c.site_cache, c.metrics),
+            (d.listen.clone(), d.http, d.site_cache, None)
+        );
+        assert!(!c.mdns.disabled);
+        // Uncommented, the example's values are the defaults.
+        let all: String = example()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# ").filter(|l| l.contains(" = ")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = parse(&all).unwrap();
+        let c = f.merge(Flags::default()).unwrap();
+        assert_eq!((c.listen, c.http, c.site_cache), (d.listen, d.http, d.site_cache));
+        assert_eq!(c.metrics, Some(addr("127.0.0.1:9781")));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_the_defaults() {
+        let f = parse(
+            "http = \"127.0.0.1:8080\"\nmdns = false\nsite_cache = \"1MiB\"\nlisten = [\"127.0.0.1:9000\"]\n",
+        )
+        .unwrap();
+        let c = f.clone().merge(Flags::default()).unwrap();
+        assert_eq!(c.http, addr("127.0.0.1:8080"));
+        assert_eq!(c.listen, vec![addr("127.0.0.1:9000")]);
+        assert_eq!(c.site_cache, 1 << 20);
+        assert!(c.mdns.disabled);
+        let flags = Flags {
+            http: Some(addr("127.0.0.1:9090")),
+            listen: vec![addr("127.0.0.1:9001")],
+            site_cache: Some("2MiB".into()),
+            ..Flags::default()
+        };
+        let c = f.merge(flags).unwrap();
+        assert_eq!(c.http, addr("127.0.0.1:9090"));
+        assert_eq!(c.listen, vec![addr("127.0.0.1:9001")]);
+        assert_eq!(c.site_cache, 2 << 20);
+    }
+
+    #[test]
+    fn an_unknown_key_or_a_bad_value_names_the_key_and_the_line() {
+        let e = parse("mdns = true\nlisen = [\"0.0.0.0:1\"]\n").unwrap_err().to_string();
+        assert!(e.contains("unknown key `lisen`") && e.contains("line 2"), "{e}");
+        assert!(e.contains("known keys are") && e.contains("`listen`"), "{e}");
+        let e = parse("\n\nhttp = \"not an address\"\n").unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("http"), "{e}");
+        let e = parse("mdns = \"yes\"\n").unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("mdns"), "{e}");
+        let e = parse("site_cache = \"lots\"\n").unwrap().merge(Flags::default()).unwrap_err();
+        assert!(e.to_string().contains("site_cache `lots`"), "{e}");
+        let e = parse("listen = []\n").unwrap().merge(Flags::default()).unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = parse("[http\n").unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_default_file_is_no_file_and_a_missing_named_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (f, path) = FileConfig::load(None, dir.path()).unwrap();
+        assert_eq!((f, path), (FileConfig::default(), None));
+        let named = dir.path().join("other.toml");
+        let e = FileConfig::load(Some(&named), dir.path()).unwrap_err().to_string();
+        assert!(e.contains("other.toml"), "{e}");
+        std::fs::write(dir.path().join(FILE), "mdns = false\n").unwrap();
+        let (f, path) = FileConfig::load(None, dir.path()).unwrap();
+        assert_eq!(f.mdns, Some(false));
+        assert_eq!(path, Some(dir.path().join(FILE)));
+        std::fs::write(&named, vec![b'#'; (MAX_FILE + 1) as usize]).unwrap();
+        let e = FileConfig::load(Some(&named), dir.path()).unwrap_err().to_string();
+        assert!(e.contains("at most"), "{e}");
+    }
+}
