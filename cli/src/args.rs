@@ -50,6 +50,13 @@ pub(crate) enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Check this node's setup (keys, daemon, config, ports, LAN, disk against offers, peers'
+    /// clocks and versions) and say what to fix; fails if something does not work.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the node, its addresses, peers and store usage.
     Status {
         /// Print JSON.

@@ -16,6 +16,7 @@ mod backup;
 pub mod client;
 pub mod config;
 mod daemon;
+mod doctor_ops;
 mod drop_ops;
 pub mod fmt;
 mod ledger_ops;

@@ -354,6 +354,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let v = kith::api::store::rebuilt(&r);
             if json { render_pool::json(&v) } else { render::rebuilt(&v) }
         }
+        Command::Doctor { json } => {
+            let d: kith::api::node::Doctor = typed(execute(&root, Request::Doctor, "")?)?;
+            if json {
+                render_pool::json(&d)?;
+            } else {
+                render::doctor(&d);
+            }
+            let failed = d.checks.iter().any(|c| c.level == "fail");
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
         Command::Status { json } => {
             let v: kith::api::node::Status = typed(execute(&root, Request::Status, "")?)?;
             if json { render_pool::json(&v) } else { render::status(&v) }

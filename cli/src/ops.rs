@@ -71,6 +71,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
     let store = ctx.store.clone();
     match req {
         Request::Status => crate::status_ops::status(ctx).await,
+        Request::Doctor => crate::doctor_ops::doctor(ctx).await,
         Request::Put { path, pool: None } => {
             let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
             for w in &r.warnings {
@@ -199,6 +200,9 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                         manual: true,
                         state: "unknown".into(),
                         last_seen_ms: None,
+                        rtt_ms: None,
+                        version: None,
+                        clock_offset_ms: None,
                         route: None,
                         link_error: None,
                         saved: Some(true),
@@ -400,6 +404,9 @@ fn peer_of(p: &PeerInfo) -> crate::api::store::Peer {
         manual: p.manual,
         state: p.reachability.name().to_string(),
         last_seen_ms: p.last_seen_ms,
+        rtt_ms: p.pong.as_ref().map(|x| x.rtt_ms),
+        version: p.pong.as_ref().and_then(|x| x.version.clone()),
+        clock_offset_ms: p.pong.as_ref().and_then(|x| x.clock_offset_ms),
         route: None,
         link_error: None,
         saved: None,

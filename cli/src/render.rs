@@ -34,6 +34,16 @@ pub fn ticket(v: &NodeTicket) -> Result<ExitCode> {
 }
 
 /// `kith status`.
+/// `kith doctor`'s checks, one line each, with what to fix under those that need it.
+pub fn doctor(d: &kith::api::node::Doctor) {
+    for c in &d.checks {
+        println!("{:<5} {:<9} {}", c.level, c.what, c.says);
+        if let Some(f) = &c.fix {
+            println!("{:<5} {:<9} fix: {f}", "", "");
+        }
+    }
+}
+
 pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
     println!("node      {}", v.node);
     println!("identity  {}", v.identity);
@@ -109,8 +119,8 @@ pub fn peers(list: &[Peer]) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<16}  {:<11}  {:<19}  {:<11}  {:<22}  ADDRESSES",
-        "NODE", "STATE", "LAST SEEN", "LEARNED", "ROUTE"
+        "{:<16}  {:<11}  {:<19}  {:>6}  {:<11}  {:<22}  ADDRESSES",
+        "NODE", "STATE", "LAST SEEN", "RTT", "LEARNED", "ROUTE"
     );
     for p in list {
         let via = match (p.mdns, p.manual) {
@@ -125,11 +135,13 @@ pub fn peers(list: &[Peer]) -> Result<ExitCode> {
             (None, Some(_)) => "none (see --json)",
             (None, None) => "-",
         };
+        let rtt = p.rtt_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<16}  {:<11}  {:<19}  {:<11}  {:<22}  {}",
+            "{:<16}  {:<11}  {:<19}  {:>6}  {:<11}  {:<22}  {}",
             &p.id[..16.min(p.id.len())],
             p.state,
             seen,
+            rtt,
             via,
             route,
             p.addrs.join(" ")

@@ -49,7 +49,7 @@ fn iroh_dial(ns: &str, id: &str, addr: std::net::SocketAddr) -> Result<Duration>
             kith_node::net::frame::write(&mut send, &ping).await?;
             send.finish()?;
             match kith_node::net::frame::read::<kith_node::net::blobs::Reply>(&mut recv).await? {
-                Some(kith_node::net::blobs::Reply::Pong(7)) => {}
+                Some(kith_node::net::blobs::Reply::Pong(7, _)) => {}
                 other => bail!("unexpected reply {other:?}"),
             }
             let took = t.elapsed();

@@ -163,6 +163,8 @@ pub enum Request {
     Site(SiteReq),
     /// A pairing code for a browser's upload.
     Pair,
+    /// Checks of this node's setup, with what to fix.
+    Doctor,
 }
 
 /// Where `get` restores to.

@@ -60,6 +60,28 @@ pub struct Status {
     pub served: Option<Served>,
 }
 
+/// `kith doctor`: checks of this node's setup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Doctor {
+    /// Each check, in the order made.
+    pub checks: Vec<Check>,
+}
+
+/// One check of `kith doctor`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    /// What was checked: `keys`, `daemon`, `config`, `ports`, `lan`, `disk`, `clock`,
+    /// `versions`.
+    pub what: String,
+    /// `ok`, `warn` (works, but not as it should) or `fail` (does not work).
+    pub level: String,
+    /// What was found.
+    pub says: String,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
 /// The store's size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreUsage {

@@ -500,6 +500,15 @@ pub struct Peer {
     /// When it last answered (ms since the epoch).
     #[serde(default)]
     pub last_seen_ms: Option<u64>,
+    /// Round trip of its last answer to a ping (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u32>,
+    /// Its kith version, as it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Its clock minus this node's (ms), as it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
     /// How it is reached: `direct`, or a link through a neighbour.
     #[serde(default)]
     pub route: Option<String>,

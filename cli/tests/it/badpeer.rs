@@ -40,7 +40,7 @@ impl ProtocolHandler for Evil {
             tokio::spawn(async move {
                 match frame::read::<Request>(&mut recv).await {
                     Ok(Some(Request::Ping(n))) => {
-                        let _ = frame::write(&mut send, &Reply::Pong(n)).await;
+                        let _ = frame::write(&mut send, &Reply::Pong(n, None)).await;
                         let _ = send.finish();
                     }
                     Ok(Some(Request::Get(..))) => {
@@ -243,7 +243,10 @@ fn malformed_oversized_and_unknown_requests_leave_the_node_up() {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         frame::write(&mut send, &Request::Ping(42)).await.unwrap();
         send.finish().unwrap();
-        assert!(matches!(frame::read::<Reply>(&mut recv).await.unwrap(), Some(Reply::Pong(42))));
+        assert!(matches!(
+            frame::read::<Reply>(&mut recv).await.unwrap(),
+            Some(Reply::Pong(42, Some(_)))
+        ));
         ep.close().await;
     });
     let status = net.json(0, &["status"]).unwrap();

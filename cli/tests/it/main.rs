@@ -11,6 +11,7 @@ mod crash;
 mod daemon;
 mod dedup;
 mod discovery;
+mod doctor;
 mod hosting;
 mod inside;
 mod integrity;

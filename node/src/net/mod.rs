@@ -297,8 +297,10 @@ impl Node {
             return Err(LinkError::OwnTicket);
         }
         self.peers.add_ticket(t)?;
-        let answered = self.conns.ping(t.id, false).await;
-        self.peers.record(&t.id, answered.is_ok());
+        match self.conns.ping(t.id, false).await {
+            Ok(p) => self.peers.record_pong(&t.id, &p),
+            Err(_) => self.peers.record(&t.id, false),
+        }
         self.peers.list().into_iter().find(|p| p.id == t.id).ok_or(LinkError::TableFull)
     }
 
@@ -350,10 +352,12 @@ impl Node {
             // The kept connection may have died quietly (the peer went away): dial afresh.
             r = self.conns.ping(peer, true).await;
         }
-        if r.is_err() && self.conns.is_other_key(&peer) {
-            self.peers.record_other_key(&peer);
-        } else {
-            self.peers.record(&peer, r.is_ok());
+        match &r {
+            Err(_) if self.conns.is_other_key(&peer) => {
+                self.peers.record_other_key(&peer);
+            }
+            Err(_) => self.peers.record(&peer, false),
+            Ok(p) => self.peers.record_pong(&peer, p),
         }
         r?;
         Ok(self.conns.link_to(&peer).map(|l| l.link().route()).unwrap_or_else(|| "direct".into()))
@@ -694,7 +698,10 @@ async fn ping_loop(peers: Arc<PeerTable>, conns: Arc<Connections>, cancel: Cance
                     if ok.is_err() && p.reachability != peers::Reachability::Unreachable {
                         tracing::info!(peer = %p.id.fmt_short(), "peer unreachable");
                     }
-                    peers.record(&p.id, ok.is_ok());
+                    match &ok {
+                        Ok(pong) => peers.record_pong(&p.id, pong),
+                        Err(_) => peers.record(&p.id, false),
+                    }
                 }
                 pinging.lock().unwrap_or_else(|p| p.into_inner()).remove(&p.id);
                 drop(permit);

@@ -68,6 +68,19 @@ pub struct PeerInfo {
     pub reachability: Reachability,
     /// Last time it answered (ms since the epoch).
     pub last_seen_ms: Option<u64>,
+    /// What its last answer to a ping said (round trip, version, clock).
+    pub pong: Option<Pong>,
+}
+
+/// What a peer's last answer to a ping said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pong {
+    /// Round trip, in ms.
+    pub rtt_ms: u32,
+    /// Its kith version, as it says.
+    pub version: Option<String>,
+    /// Its clock minus this node's (ms), as it says.
+    pub clock_offset_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +90,7 @@ struct Entry {
     manual: bool,
     reachability: Reachability,
     last_seen_ms: Option<u64>,
+    pong: Option<Pong>,
 }
 
 /// The table; shared between discovery, the pinger, the fetcher and iroh.
@@ -168,6 +182,7 @@ impl PeerTable {
             manual: false,
             reachability: Reachability::Unknown,
             last_seen_ms: None,
+            pong: None,
         });
         let news = e.reachability != Reachability::Reachable;
         if mdns {
@@ -270,6 +285,22 @@ impl PeerTable {
         }
     }
 
+    /// Records a peer's answer to a ping (it answered: [`PeerTable::record`] too).
+    pub fn record_pong(&self, id: &EndpointId, p: &super::blobs::Pinged) {
+        self.record(id, true);
+        if let Some(e) = self.write().get_mut(id) {
+            // A busy link answers for itself without a pong: what the last one said stands.
+            if p.facts.is_none() && e.pong.is_some() {
+                return;
+            }
+            e.pong = Some(Pong {
+                rtt_ms: p.rtt.as_millis().min(u32::MAX as u128) as u32,
+                version: p.facts.as_ref().map(|f| f.version.clone()),
+                clock_offset_ms: p.clock_offset_ms,
+            });
+        }
+    }
+
     /// Every peer, sorted by id.
     pub fn list(&self) -> Vec<PeerInfo> {
         let mut v: Vec<PeerInfo> = self
@@ -282,6 +313,7 @@ impl PeerTable {
                 manual: e.manual,
                 reachability: e.reachability,
                 last_seen_ms: e.last_seen_ms,
+                pong: e.pong.clone(),
             })
             .collect();
         v.sort_by_key(|p| *p.id.as_bytes());

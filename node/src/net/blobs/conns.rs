@@ -65,12 +65,12 @@ impl LinkClient {
     }
 
     /// Whether the peer answers over the link.
-    pub async fn ping(&self, nonce: u64) -> Result<(), LinkError> {
+    pub async fn ping(&self, nonce: u64) -> Result<Option<super::Facts>, LinkError> {
         // A request in flight is progress the stall timeout watches; a ping queued behind a
         // long batch would only time out and close a working link.
         let Ok(_one) = self.busy.try_lock() else {
             return if self.link.is_open() {
-                Ok(())
+                Ok(None)
             } else {
                 Err(LinkError::Link("the link closed".into()))
             };
@@ -420,23 +420,26 @@ impl Connections {
     }
 
     /// Asks `peer` whether it is there (directly, or over a link; see [`Connections::route`]).
-    pub async fn ping(&self, peer: EndpointId, force: bool) -> Result<(), LinkError> {
+    pub async fn ping(&self, peer: EndpointId, force: bool) -> Result<Pinged, LinkError> {
         let nonce = rand_u64();
         let conn = match self.route(peer, force).await? {
             Route::Direct(c) => c,
             Route::Link(l) => {
+                let sent = (Instant::now(), crate::keys::now_ms() as i64);
                 let r = tokio::time::timeout(REQUEST_TIMEOUT, l.ping(nonce))
                     .await
                     .unwrap_or(Err(LinkError::NoAnswerOverLink));
                 if r.is_err() {
                     self.drop_peer(&peer);
                 }
-                return r;
+                return r.map(|facts| Pinged::new(sent, facts));
             }
         };
         let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
             let (send, recv) = conn.open_bi().await?;
-            super::wire::ping(&mut StreamWire { send, recv }, nonce).await
+            let sent = (Instant::now(), crate::keys::now_ms() as i64);
+            let facts = super::wire::ping(&mut StreamWire { send, recv }, nonce).await?;
+            Ok(Pinged::new(sent, facts))
         })
         .await
         .unwrap_or(Err(LinkError::NoAnswer));
@@ -444,6 +447,37 @@ impl Connections {
             self.drop_peer(&peer);
         }
         result
+    }
+}
+
+/// A peer's answer to a ping.
+#[derive(Debug, Clone)]
+pub struct Pinged {
+    /// Round trip (from sending the ping on an open stream to its answer).
+    pub rtt: std::time::Duration,
+    /// What the peer says of itself (older nodes say nothing; a link busy with a batch is
+    /// taken as an answer without one).
+    pub facts: Option<super::Facts>,
+    /// The peer's clock minus this node's, at the middle of the round trip (ms).
+    pub clock_offset_ms: Option<i64>,
+}
+
+impl Pinged {
+    fn new(sent: (Instant, i64), facts: Option<super::Facts>) -> Pinged {
+        let rtt = sent.0.elapsed();
+        let mid = sent.1 + (rtt.as_millis() / 2) as i64;
+        let facts = facts.map(|mut f| {
+            if f.version.len() > super::MAX_VERSION {
+                let mut end = super::MAX_VERSION;
+                while !f.version.is_char_boundary(end) {
+                    end -= 1;
+                }
+                f.version.truncate(end);
+            }
+            f
+        });
+        let clock_offset_ms = facts.as_ref().map(|f| f.time_ms.saturating_sub(mid));
+        Pinged { rtt, facts, clock_offset_ms }
     }
 }
 

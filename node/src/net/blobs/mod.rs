@@ -27,7 +27,7 @@ use minicbor::{Decode, Encode};
 use crate::ids::ChunkId;
 use crate::store::pack::BlobKind;
 
-pub use conns::{Connections, LinkClient, LinkError, Route, connect_error};
+pub use conns::{Connections, LinkClient, LinkError, Pinged, Route, connect_error};
 pub use fetch::{FetchReport, fetch, fetch_from};
 pub use server::{BlobGate, BlobsProtocol, ReadBlob, Served, read_ahead};
 pub use tally::{MAX_TALLIES, Tallies, Tally};
@@ -93,12 +93,38 @@ impl DeviceProof {
     }
 }
 
+/// What a node says of itself in a pong: its kith version and its clock, for `kith peers` and
+/// `kith doctor` (the peer's word, used for nothing but showing).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Facts {
+    /// Its kith version (at most [`MAX_VERSION`] bytes are kept).
+    #[n(0)]
+    pub version: String,
+    /// Its clock when it answered (ms since the Unix epoch).
+    #[n(1)]
+    pub time_ms: i64,
+}
+
+/// Longest version string kept from a peer.
+pub const MAX_VERSION: usize = 32;
+
+impl Facts {
+    /// This node's.
+    pub fn here() -> Facts {
+        Facts {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            time_ms: crate::keys::now_ms() as i64,
+        }
+    }
+}
+
 /// What a server answers (one frame per ping, one per id of a get).
 #[derive(Debug, Encode, Decode)]
 pub enum Reply {
-    /// The ping's nonce.
+    /// The ping's nonce, and what the answering node says of itself (absent from older
+    /// nodes; older nodes ignore it).
     #[n(0)]
-    Pong(#[n(0)] u64),
+    Pong(#[n(0)] u64, #[n(1)] Option<Facts>),
     /// The blob follows: `len` raw bytes.
     #[n(1)]
     Have {
@@ -137,5 +163,30 @@ impl Blob {
     /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reply as nodes before `facts` knew it.
+    #[derive(Debug, Decode, Encode)]
+    enum OldReply {
+        #[n(0)]
+        Pong(#[n(0)] u64),
+    }
+
+    #[test]
+    fn a_pong_with_facts_reads_on_older_nodes_and_an_older_pong_reads_here() {
+        let new = Reply::Pong(7, Some(Facts { version: "9.9.9".into(), time_ms: 42 }));
+        let bytes = minicbor::to_vec(&new).unwrap();
+        let OldReply::Pong(n) = minicbor::decode::<OldReply>(&bytes).unwrap();
+        assert_eq!(n, 7);
+        let old = minicbor::to_vec(OldReply::Pong(8)).unwrap();
+        match minicbor::decode::<Reply>(&old).unwrap() {
+            Reply::Pong(8, None) => {}
+            other => panic!("{other:?}"),
+        }
     }
 }

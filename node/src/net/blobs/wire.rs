@@ -161,7 +161,9 @@ pub(crate) async fn answer<W: Wire>(
 ) -> Result<(), ServeError> {
     let refuse = |why: String| encode(&Reply::Refused(why));
     match req {
-        Request::Ping(n) => wire.send_frame(encode(&Reply::Pong(n))).await?,
+        Request::Ping(n) => {
+            wire.send_frame(encode(&Reply::Pong(n, Some(super::Facts::here())))).await?
+        }
         Request::Get(ids, ..) if ids.len() > MAX_IDS => {
             wire.send_frame(refuse(format!("at most {MAX_IDS} ids per request"))).await?
         }
@@ -321,8 +323,12 @@ async fn read_blob<W: Wire>(wire: &mut W, len: usize, id: &ChunkId) -> Result<Ve
     Ok(parts)
 }
 
-/// The client's end of a ping: `Ok` if the peer answers `nonce` with the same.
-pub(crate) async fn ping<W: Wire>(wire: &mut W, nonce: u64) -> Result<(), LinkError> {
+/// The client's end of a ping: `Ok` if the peer answers `nonce` with the same, with what it
+/// says of itself.
+pub(crate) async fn ping<W: Wire>(
+    wire: &mut W,
+    nonce: u64,
+) -> Result<Option<super::Facts>, LinkError> {
     wire.send_frame(encode(&Request::Ping(nonce))).await?;
     wire.finish()?;
     let reply = match wire.recv_frame().await? {
@@ -330,7 +336,7 @@ pub(crate) async fn ping<W: Wire>(wire: &mut W, nonce: u64) -> Result<(), LinkEr
         None => None,
     };
     match reply {
-        Some(Reply::Pong(n)) if n == nonce => Ok(()),
+        Some(Reply::Pong(n, facts)) if n == nonce => Ok(facts),
         other => Err(LinkError::UnexpectedReply(format!("{other:?}"))),
     }
 }
