@@ -539,6 +539,7 @@ fn execute(root: &Path, req: Request, label: &'static str) -> Result<Value> {
     let result = loop {
         match next()? {
             Some(Frame::Progress { done, total, files }) => bar.update(done, total, files),
+            Some(Frame::Stage(s)) => bar.stage(&s),
             Some(Frame::Data(d)) => {
                 stdout.write_all(&d).context("cannot write to standard output")?
             }

@@ -313,7 +313,7 @@ fn difference(c: &Change) -> Difference {
     }
 }
 
-async fn report_progress(out: Out, p: Arc<Progress>) {
+pub(crate) async fn report_progress(out: Out, p: Arc<Progress>) {
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     loop {
         tick.tick().await;

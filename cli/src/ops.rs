@@ -91,7 +91,13 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                 out.send(Frame::Warning(w.clone())).await;
             }
             let t = Instant::now();
-            let pp = rep.put(&pool, r.id.0, &name).await.map_err(|e| anyhow!(e))?;
+            out.send(Frame::Stage("to holders".into())).await;
+            let p = Arc::new(Progress::default());
+            let ticker = tokio::spawn(crate::object_ops::report_progress(out.clone(), p.clone()));
+            let pp = rep.put_with_progress(&pool, r.id.0, &name, Some(p.clone())).await;
+            ticker.abort();
+            out.send(progress_frame(&p)).await;
+            let pp = pp.map_err(|e| anyhow!(e))?;
             let mut v = put_of(&r);
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             v.pool = Some(crate::pool_ops::pool_put_of(pools, &pp, t.elapsed().as_secs_f64()));

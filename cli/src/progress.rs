@@ -48,6 +48,16 @@ impl Bar {
         }
     }
 
+    /// The operation's next step: the bar is labelled `what` and starts again from zero.
+    pub fn stage(&self, what: &str) {
+        if let Some(b) = self.drawn() {
+            b.set_prefix(what.to_string());
+            b.set_position(0);
+            b.reset_eta();
+            b.set_message("");
+        }
+    }
+
     /// Prints a line without tearing the bar.
     pub fn println(&self, line: &str) {
         match self.bar.get().and_then(Option::as_ref) {

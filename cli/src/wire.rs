@@ -2,7 +2,8 @@
 //! daemon: `kind u8 | length u32 LE | payload`.
 //!
 //! Kinds: progress (JSON), data (bytes for standard output), warning (text), result (JSON,
-//! last), error (text, last).
+//! last), error (text, last), stage (text: the long operation's next step, whose progress
+//! follows from zero).
 
 use std::io::{self, Read};
 
@@ -32,6 +33,8 @@ pub enum Frame {
     Result(serde_json::Value),
     /// The operation failed; the last frame.
     Error(String),
+    /// The operation's next step (its progress frames start again from zero).
+    Stage(String),
 }
 
 const PROGRESS: u8 = 1;
@@ -39,6 +42,7 @@ const DATA: u8 = 2;
 const WARNING: u8 = 3;
 const RESULT: u8 = 4;
 const ERROR: u8 = 5;
+const STAGE: u8 = 6;
 
 impl Frame {
     /// Encodes the frame.
@@ -51,6 +55,7 @@ impl Frame {
             Frame::Warning(w) => (WARNING, w.as_bytes().to_vec()),
             Frame::Result(v) => (RESULT, v.to_string().into_bytes()),
             Frame::Error(e) => (ERROR, e.as_bytes().to_vec()),
+            Frame::Stage(s) => (STAGE, s.as_bytes().to_vec()),
         };
         let mut out = Vec::with_capacity(5 + payload.len());
         out.push(kind);
@@ -85,6 +90,7 @@ impl Frame {
             WARNING => Frame::Warning(text()),
             RESULT => Frame::Result(serde_json::from_slice(&payload).context("bad result frame")?),
             ERROR => Frame::Error(text()),
+            STAGE => Frame::Stage(text()),
             k => bail!("unknown frame kind {k} from the daemon (a newer kith?)"),
         }))
     }
@@ -140,6 +146,7 @@ mod tests {
             Frame::Data(vec![1, 2, 3]),
             Frame::Warning("careful".into()),
             Frame::Result(serde_json::json!({"a": 1})),
+            Frame::Stage("replicating".into()),
             Frame::Error("no".into()),
         ];
         let bytes: Vec<u8> = frames.iter().flat_map(|f| f.encode()).collect();

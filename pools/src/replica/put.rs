@@ -72,6 +72,19 @@ impl Replicator {
     /// Puts object `object` (already in this node's store) into pool `spec` under `name`,
     /// asking the chosen holders to hold it; returns their answers.
     pub async fn put(&self, spec: &str, object: Key, name: &str) -> Result<PoolPut, ReplicaError> {
+        self.put_with_progress(spec, object, name, None).await
+    }
+
+    /// [`Replicator::put`], counting in `progress` the bytes the holders took: its total is
+    /// what placement gives the other nodes, and it moves as this node serves them (holders
+    /// that had some blobs already take less, and it jumps when they acknowledge).
+    pub async fn put_with_progress(
+        &self,
+        spec: &str,
+        object: Key,
+        name: &str,
+        progress: Option<Arc<kith_node::Progress>>,
+    ) -> Result<PoolPut, ReplicaError> {
         let node = self.node()?.clone();
         let store = node.store().clone();
         let oid = kith_node::ObjectId(object);
@@ -80,7 +93,7 @@ impl Replicator {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let list: Vec<([u8; 32], u32)> = blobs.iter().map(|(c, l)| (c.0, *l)).collect();
-        Ok(self.put_blobs(spec, object, name, &list).await?)
+        Ok(self.put_blobs_with(spec, object, name, &list, progress).await?)
     }
 
     /// Puts the blobs `list` (in this node's store, `(id, stored length)`) into pool `spec` as
@@ -92,6 +105,17 @@ impl Replicator {
         object: Key,
         name: &str,
         list: &[([u8; 32], u32)],
+    ) -> Result<PoolPut, String> {
+        self.put_blobs_with(spec, object, name, list, None).await
+    }
+
+    async fn put_blobs_with(
+        &self,
+        spec: &str,
+        object: Key,
+        name: &str,
+        list: &[([u8; 32], u32)],
+        progress: Option<Arc<kith_node::Progress>>,
     ) -> Result<PoolPut, String> {
         let node = self.node()?.clone();
         let manifest = Manifest::new(object, list).map_err(|e| e.to_string())?;
@@ -147,6 +171,28 @@ impl Replicator {
             }
         }
         let me = self.pools.node();
+        let to_others: u64 =
+            assigned.iter().filter(|(h, _)| **h != me).map(|(_, (_, bytes))| bytes).sum();
+        let watch = progress.map(|p| {
+            use std::sync::atomic::Ordering::Relaxed;
+            p.bytes_done.store(0, Relaxed);
+            p.files_done.store(0, Relaxed);
+            p.bytes_total.store(to_others, Relaxed);
+            p.total_known.store(true, Relaxed);
+            let watched = node.clone();
+            let start = watched.served().bytes.load(Relaxed);
+            let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (p2, acked2) = (p.clone(), acked.clone());
+            let ticker = tokio::spawn(async move {
+                loop {
+                    let sent = watched.served().bytes.load(Relaxed).saturating_sub(start);
+                    let done = sent.max(acked2.load(Relaxed)).min(to_others);
+                    p2.bytes_done.fetch_max(done, Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            });
+            (p, acked, ticker)
+        });
         let mut tasks = tokio::task::JoinSet::new();
         let mut acks = Vec::new();
         for (holder, (positions, bytes)) in assigned {
@@ -163,7 +209,18 @@ impl Replicator {
             });
         }
         while let Some(a) = tasks.join_next().await {
-            acks.push(a.map_err(|e| e.to_string())?);
+            let a = a.map_err(|e| e.to_string())?;
+            if let Some((p, acked, _)) = &watch
+                && a.result.is_ok()
+            {
+                use std::sync::atomic::Ordering::Relaxed;
+                let now = acked.fetch_add(a.bytes, Relaxed) + a.bytes;
+                p.bytes_done.fetch_max(now.min(to_others), Relaxed);
+            }
+            acks.push(a);
+        }
+        if let Some((_, _, ticker)) = watch {
+            ticker.abort();
         }
         acks.sort_by_key(|a| a.node);
         Ok(PoolPut {
