@@ -57,7 +57,7 @@ pub struct Pool {
 #[derive(Debug, Clone)]
 pub struct PoolSnapshot {
     id: Key,
-    view: PoolView,
+    view: std::sync::Arc<PoolView>,
     history: Automerge,
 }
 
@@ -257,7 +257,13 @@ impl Pool {
     /// The document as it is now, with its history, for judging other documents' changes
     /// (a ledger row) against the pool as it was when they were made.
     pub fn snapshot(&mut self) -> PoolSnapshot {
-        PoolSnapshot { id: self.id(), view: self.view(), history: self.doc.history().clone() }
+        let view = std::sync::Arc::new(self.view());
+        self.snapshot_with(view)
+    }
+
+    /// [`Pool::snapshot`] with the view of the pool as it is now, read already.
+    pub fn snapshot_with(&mut self, view: std::sync::Arc<PoolView>) -> PoolSnapshot {
+        PoolSnapshot { id: self.id(), view, history: self.doc.history().clone() }
     }
 
     /// The current state.

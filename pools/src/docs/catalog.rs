@@ -23,10 +23,20 @@ impl Pools {
         {
             return Some(s.clone());
         }
+        // The shared view, read once per change for every use (not once more here).
+        let (at, all, _) = self.cached_views();
         let (g, snap) = {
             let mut pools = self.lock();
             let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
-            (g, Arc::new(pools.get_mut(pool)?.snapshot()))
+            let cached = (at == g)
+                .then(|| all.iter().find(|(k, _)| k == pool).map(|(_, v)| v.clone()))
+                .flatten();
+            let p = pools.get_mut(pool)?;
+            let snap = match cached {
+                Some(view) => p.snapshot_with(view),
+                None => p.snapshot(),
+            };
+            (g, Arc::new(snap))
         };
         cache.insert(*pool, (g, snap.clone()));
         Some(snap)
@@ -151,20 +161,21 @@ impl Pools {
     /// after a document changed (for hot paths such as the HTTP gateway, where reading every
     /// document per request would dominate).
     pub fn views(&self) -> SharedViews {
-        self.cached_views().1
+        self.cached_views().2
     }
 
     /// Every pool's view, former ones included.
     pub(super) fn all_views(&self) -> SharedViews {
-        self.cached_views().0
+        self.cached_views().1
     }
 
-    fn cached_views(&self) -> (SharedViews, SharedViews) {
+    /// Every pool's view and this identity's pools' views, and the generation they are of.
+    fn cached_views(&self) -> (u64, SharedViews, SharedViews) {
         let g = self.generation.load(std::sync::atomic::Ordering::Acquire);
         if let Some((at, all, mine)) = self.views.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
             && *at == g
         {
-            return (all.clone(), mine.clone());
+            return (g, all.clone(), mine.clone());
         }
         // Read under the pools' lock, so the generation read with it is the views' own.
         let (g, all) = {
@@ -184,7 +195,7 @@ impl Pools {
         let (all, mine) = (Arc::new(all), Arc::new(mine));
         *self.views.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((g, all.clone(), mine.clone()));
-        (all, mine)
+        (g, all, mine)
     }
 }
 
