@@ -50,6 +50,18 @@ pub(crate) enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Print the address of this node's web dashboard (with its login token).
+    Dashboard {
+        /// Open it in a browser.
+        #[arg(long)]
+        open: bool,
+        /// Replace the token first: every address given before stops working.
+        #[arg(long)]
+        new_token: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check this node's setup (keys, daemon, config, ports, LAN, disk against offers, peers'
     /// clocks and versions) and say what to fix; fails if something does not work.
     Doctor {

@@ -274,6 +274,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         .with_context(|| format!("cannot create {}", sock_path.display()))?;
     std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))?;
 
+    let dashboard = web::Data::from(crate::dashboard::Dashboard::new(ctx.clone(), token.clone())?);
     let control =
         web::Data::new(Control { token, ctx: ctx.clone(), rt: tokio::runtime::Handle::current() });
     let control_server = HttpServer::new(move || {
@@ -295,6 +296,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
             .app_data(page.clone())
             .app_data(gateway.clone())
             .app_data(browsers.clone())
+            .app_data(dashboard.clone())
             .app_data(web::PayloadConfig::new(kith_hosting::browser::MAX_OFFER))
             .default_service(web::to(lan_request))
     })
@@ -356,7 +358,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     })
 }
 
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
@@ -366,7 +368,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let mut b = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .expect("the system random source works");
@@ -448,6 +450,7 @@ async fn lan_request(
     page: web::Data<LanPage>,
     gateway: web::Data<kith_hosting::gateway::Gateway>,
     browsers: web::Data<kith_hosting::browser::Browsers>,
+    dashboard: web::Data<crate::dashboard::Dashboard>,
 ) -> HttpResponse {
     // As nginx's large_client_header_buffers: headers beyond 16 KiB in all are refused (the
     // HTTP parser itself stops reading at 128 KiB).
@@ -457,6 +460,9 @@ async fn lan_request(
         return HttpResponse::build(actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
             .content_type("text/plain; charset=utf-8")
             .body("the request's headers are too large\n");
+    }
+    if let Some(r) = dashboard.handle(&req, &body, req.peer_addr()).await {
+        return r;
     }
     if let Some(r) = gateway.clone().into_inner().handle(&req).await {
         return r;

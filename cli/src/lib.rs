@@ -16,6 +16,7 @@ mod backup;
 pub mod client;
 pub mod config;
 mod daemon;
+pub mod dashboard;
 mod doctor_ops;
 mod drop_ops;
 pub mod fmt;

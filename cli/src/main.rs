@@ -354,6 +354,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let v = kith::api::store::rebuilt(&r);
             if json { render_pool::json(&v) } else { render::rebuilt(&v) }
         }
+        Command::Dashboard { open, new_token, json } => {
+            let d: kith::api::node::DashboardUrl =
+                typed(execute(&root, Request::Dashboard { new_token }, "")?)?;
+            if json {
+                return render_pool::json(&d);
+            }
+            println!("{}", d.local);
+            for u in &d.lan {
+                println!("{u}");
+            }
+            eprintln!(
+                "kith: anyone with this address can run this node's pools: keep it to yourself"
+            );
+            if open {
+                let opened = std::process::Command::new("xdg-open").arg(&d.local).status();
+                if !opened.is_ok_and(|s| s.success()) {
+                    eprintln!("kith: could not open a browser (xdg-open); open the address above");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor { json } => {
             let d: kith::api::node::Doctor = typed(execute(&root, Request::Doctor, "")?)?;
             if json {

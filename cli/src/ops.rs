@@ -72,6 +72,24 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
     match req {
         Request::Status => crate::status_ops::status(ctx).await,
         Request::Doctor => crate::doctor_ops::doctor(ctx).await,
+        Request::Dashboard { new_token } => {
+            let Some(http) = ctx.http else {
+                bail!("the dashboard is served by the node: start it with `kith up`");
+            };
+            let root = ctx.home.root();
+            let token = if new_token {
+                crate::dashboard::new_token(root)?
+            } else {
+                crate::dashboard::token(root)?
+            };
+            let path = format!("{}#t={token}", crate::dashboard::PATH);
+            let local = format!("http://127.0.0.1:{}{path}", http.port());
+            let lan = crate::site_ops::lan_urls(ctx, &path)
+                .into_iter()
+                .filter(|u| !u.starts_with("http://127.") && !u.starts_with("http://[::1]"))
+                .collect();
+            answer(crate::api::node::DashboardUrl { local, lan })
+        }
         Request::Put { path, pool: None } => {
             let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
             for w in &r.warnings {
@@ -345,6 +363,7 @@ fn gc_of(r: &GcReport) -> crate::api::store::Collected {
         packs_rewritten: r.packs_rewritten,
         bytes_freed: r.bytes_freed,
         bytes_unreferenced_kept: r.bytes_unreferenced_kept,
+        rewrite_skipped: r.rewrite_skipped.clone(),
     }
 }
 

@@ -641,6 +641,9 @@ pub fn gc(v: &Collected) -> Result<ExitCode> {
             fmt::bytes(v.bytes_unreferenced_kept)
         );
     }
+    if let Some(why) = &v.rewrite_skipped {
+        eprintln!("kith: warning: {why}; free some space and run `kith gc` again to give it back");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -165,6 +165,12 @@ pub enum Request {
     Pair,
     /// Checks of this node's setup, with what to fix.
     Doctor,
+    /// Where the dashboard is, with its token; answers [`node::DashboardUrl`].
+    Dashboard {
+        /// Replace the token first (every address given before stops working).
+        #[serde(default)]
+        new_token: bool,
+    },
 }
 
 /// Where `get` restores to.

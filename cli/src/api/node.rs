@@ -60,6 +60,15 @@ pub struct Status {
     pub served: Option<Served>,
 }
 
+/// `kith dashboard`: the addresses of the node's dashboard, each with its token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DashboardUrl {
+    /// On this machine.
+    pub local: String,
+    /// On the LAN (the node's addresses).
+    pub lan: Vec<String>,
+}
+
 /// `kith doctor`: checks of this node's setup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Doctor {

@@ -433,6 +433,9 @@ pub struct Collected {
     pub bytes_freed: u64,
     /// Unreferenced bytes left in packs below the rewrite threshold.
     pub bytes_unreferenced_kept: u64,
+    /// Why packs due for a rewrite were left (a full disk); what needed no room was freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite_skipped: Option<String>,
 }
 
 /// `kith verify`.

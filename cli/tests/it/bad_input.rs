@@ -159,3 +159,65 @@ fn a_busy_home_names_the_process_holding_it() {
     drop(lock);
     k.ok(&["ls"]);
 }
+
+/// Chaos finding 11: on a full disk `kith gc` failed at its first rewrite and gave nothing
+/// back, though gc is what a full disk needs. It now frees what needs no room first (packs
+/// with nothing live), and leaves the rewrites that do not fit, saying so.
+#[test]
+fn regression_gc_on_a_full_disk_frees_what_needs_no_room_and_says_what_it_left() {
+    let k = Kith::new();
+    let mnt = k.path("small-disk");
+    let _fs = Tmpfs::mount(&mnt, "40m");
+    let home = mnt.join("home");
+    let run = |args: &[&str]| -> Out {
+        Command::new(kith_bin()).arg("--home").arg(&home).args(args).output().unwrap().into()
+    };
+    let put = |p: &std::path::Path| {
+        let o = run(&["put", p.to_str().unwrap()]);
+        assert_eq!(o.code, Some(0), "{}", o.stderr);
+        o.stdout.trim().to_string()
+    };
+    // A pack with nothing live once its object goes (1 MiB), and a pack mostly dead whose
+    // live part (4 MiB) a rewrite would copy.
+    let dead = k.path("dead.bin");
+    write(&dead, &random_bytes(1 << 20, 61));
+    let dead_id = put(&dead);
+    let mixed = k.path("mixed");
+    write(&mixed.join("big.bin"), &random_bytes(8 << 20, 62));
+    write(&mixed.join("keep.bin"), &random_bytes(4 << 20, 63));
+    let mixed_id = put(&mixed);
+    let keep_id = put(&mixed.join("keep.bin"));
+    for id in [&dead_id, &mixed_id] {
+        let o = run(&["rm", id]);
+        assert_eq!(o.code, Some(0), "{}", o.stderr);
+    }
+    // The disk fills up.
+    let ballast = mnt.join("ballast");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={}", ballast.display()), "bs=1M"])
+        .output()
+        .unwrap();
+    let gc = run(&["gc", "--json"]);
+    assert_eq!(gc.code, Some(0), "gc on a full disk: {}", gc.stderr);
+    let v: serde_json::Value = serde_json::from_str(&gc.stdout).unwrap();
+    assert_eq!(v["packs_deleted"], 1, "{v}");
+    assert!(v["bytes_freed"].as_u64().unwrap() >= 1 << 20, "{v}");
+    assert_eq!(v["packs_rewritten"], 0, "{v}");
+    assert!(v["rewrite_skipped"].as_str().unwrap().contains("no room"), "{v}");
+    let human = run(&["gc"]);
+    assert!(human.stderr.contains("free some space and run `kith gc` again"), "{}", human.stderr);
+    assert!(fs::read_dir(home.join("store/tmp")).unwrap().next().is_none());
+    // Nothing live was touched.
+    let verify = run(&["verify", "--json"]);
+    assert_eq!(verify.code, Some(0), "{}{}", verify.stdout, verify.stderr);
+    fs::remove_file(&ballast).unwrap();
+    let got = run(&["get", &keep_id, "-o", k.path("keep-out").to_str().unwrap()]);
+    assert_eq!(got.code, Some(0), "{}", got.stderr);
+    assert!(fs::read(k.path("keep-out")).unwrap() == fs::read(mixed.join("keep.bin")).unwrap());
+    // With room again, the rewrite is made.
+    let gc = run(&["gc", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&gc.stdout).unwrap();
+    assert_eq!(v["packs_rewritten"], 1, "{v}");
+    assert!(v.get("rewrite_skipped").is_none(), "{v}");
+    assert!(v["bytes_freed"].as_u64().unwrap() >= 8 << 20, "{v}");
+}

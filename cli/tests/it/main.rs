@@ -9,6 +9,7 @@ mod badpeer;
 mod browsers;
 mod crash;
 mod daemon;
+mod dashboard;
 mod dedup;
 mod discovery;
 mod doctor;

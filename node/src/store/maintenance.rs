@@ -74,6 +74,9 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Unreferenced bytes left in packs below the rewrite threshold.
     pub bytes_unreferenced_kept: u64,
+    /// Why packs that should have been rewritten were left as they are (the disk had no room
+    /// for their live blobs); what could be freed without writing was freed.
+    pub rewrite_skipped: Option<String>,
 }
 
 pub(super) fn verify(
@@ -281,18 +284,21 @@ pub(super) fn gc(
         let (kept, dead): (Vec<_>, Vec<_>) = list
             .into_iter()
             .partition(|(id, _)| live.contains(id) || only.is_some_and(|o| !o.contains(id)));
-        plan.remove.extend(dead.iter().map(|(id, _)| *id));
+        let dead = dead.iter().map(|(id, _)| *id);
         let live_bytes: u64 = kept.iter().map(|(_, l)| l.len as u64).sum();
         let unused = row.data_bytes.saturating_sub(live_bytes);
         if kept.is_empty() {
+            plan.remove.extend(dead);
             plan.delete.push(row.number);
         } else if unused as f64 > REPACK_UNUSED_FRACTION * row.data_bytes as f64 {
-            plan.rewrite.push((row.number, kept));
+            plan.remove_rewritten.extend(dead);
+            plan.rewrite.push((row.number, kept, unused));
         } else {
+            plan.remove.extend(dead);
             report.bytes_unreferenced_kept += unused;
         }
     }
-    report.blobs_removed = plan.remove.len() as u64;
+    report.blobs_removed = (plan.remove.len() + plan.remove_rewritten.len()) as u64;
     report.blobs_kept = blobs.len() as u64 - report.blobs_removed;
     apply(store, plan, &mut report)?;
     Ok(report)
@@ -300,19 +306,74 @@ pub(super) fn gc(
 
 #[derive(Default)]
 struct Plan {
+    /// Unreferenced blobs of packs deleted or kept as they are (forgotten without a write).
     remove: Vec<ChunkId>,
+    /// Packs with nothing live.
     delete: Vec<u64>,
-    rewrite: Vec<(u64, Vec<(ChunkId, BlobLocation)>)>,
+    /// Unreferenced blobs of the packs rewritten.
+    remove_rewritten: Vec<ChunkId>,
+    /// Packs rewritten with their live blobs, and their unused bytes.
+    rewrite: Vec<(u64, Vec<(ChunkId, BlobLocation)>, u64)>,
 }
 
+/// Applies a plan in two steps: first what frees space without writing a pack (packs with
+/// nothing live deleted, unreferenced blobs forgotten), then the rewrites, which need room for
+/// the live blobs they copy. A full disk stops only the second step: gc is what a full disk
+/// needs most.
 fn apply(store: &Store, plan: Plan, report: &mut GcReport) -> Result<(), StoreError> {
+    let sizes: HashMap<u64, u64> =
+        store.index().packs()?.into_iter().map(|p| (p.number, p.size)).collect();
+    if !plan.delete.is_empty() || !plan.remove.is_empty() {
+        store.index().replace_packs(&plan.remove, &plan.delete, &[])?;
+        for n in &plan.delete {
+            let _ = fs::remove_file(store.pack_path(*n));
+            report.bytes_freed += sizes.get(n).copied().unwrap_or(0);
+        }
+        report.packs_deleted = plan.delete.len() as u64;
+    }
+    // Pack files the index does not list: left by interrupted puts.
+    for path in unindexed_packs(store)? {
+        report.bytes_freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&path).map_err(StoreError::io(&path))?;
+    }
+    if plan.rewrite.is_empty() {
+        return Ok(());
+    }
+    let tmp = store.tmp_dir();
+    match rewrite(store, &plan, &sizes, report) {
+        Err(StoreError::Io { source, .. }) if is_full(&source) => {
+            let _ = clear_dir(&tmp);
+            report.bytes_unreferenced_kept += plan.rewrite.iter().map(|(_, _, u)| u).sum::<u64>();
+            report.blobs_removed -= plan.remove_rewritten.len() as u64;
+            report.rewrite_skipped = Some(format!(
+                "{} packs were not rewritten: the disk has no room for their live blobs ({source})",
+                plan.rewrite.len()
+            ));
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Whether an I/O error says the disk (or the user's quota) is full.
+fn is_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(libc::EDQUOT)
+}
+
+/// Rewrites the packs of `plan.rewrite` without their unreferenced blobs.
+fn rewrite(
+    store: &Store,
+    plan: &Plan,
+    sizes: &HashMap<u64, u64>,
+    report: &mut GcReport,
+) -> Result<(), StoreError> {
     let tmp = store.tmp_dir();
     clear_dir(&tmp)?;
     let mut next = store.next_pack_number()?;
     let mut reader = BlobReader::new(store);
     let mut new_packs = Vec::new();
     let mut writer: Option<PackWriter> = None;
-    for (_, kept) in &plan.rewrite {
+    for (_, kept, _) in &plan.rewrite {
         for (id, loc) in kept {
             let bytes = reader.read_at(id, loc)?;
             let w = match &mut writer {
@@ -341,22 +402,14 @@ fn apply(store: &Store, plan: Plan, report: &mut GcReport) -> Result<(), StoreEr
     }
     crate::fsutil::sync_dir(&packs_dir).map_err(StoreError::io(&packs_dir))?;
 
-    let old: Vec<u64> =
-        plan.delete.iter().copied().chain(plan.rewrite.iter().map(|(n, _)| *n)).collect();
-    let sizes: HashMap<u64, u64> =
-        store.index().packs()?.into_iter().map(|p| (p.number, p.size)).collect();
-    store.index().replace_packs(&plan.remove, &old, &new_packs)?;
+    let old: Vec<u64> = plan.rewrite.iter().map(|(n, _, _)| *n).collect();
+    store.index().replace_packs(&plan.remove_rewritten, &old, &new_packs)?;
+    let mut freed = 0;
     for n in &old {
         let _ = fs::remove_file(store.pack_path(*n));
-        report.bytes_freed += sizes.get(n).copied().unwrap_or(0);
+        freed += sizes.get(n).copied().unwrap_or(0);
     }
-    report.bytes_freed = report.bytes_freed.saturating_sub(new_packs.iter().map(|p| p.size).sum());
-    report.packs_deleted = plan.delete.len() as u64;
+    report.bytes_freed += freed.saturating_sub(new_packs.iter().map(|p| p.size).sum());
     report.packs_rewritten = plan.rewrite.len() as u64;
-    // Pack files the index does not list: left by interrupted puts.
-    for path in unindexed_packs(store)? {
-        report.bytes_freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(&path).map_err(StoreError::io(&path))?;
-    }
     Ok(())
 }

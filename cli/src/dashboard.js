@@ -1,0 +1,139 @@
+"use strict";
+// The token comes in the address's fragment (never sent to a server), is kept for this tab
+// only, and leaves the address bar at once.
+(function () {
+  const m = location.hash.match(/[#&]t=([0-9a-f]{64})/);
+  if (m) {
+    sessionStorage.setItem("kith-token", m[1]);
+    history.replaceState(null, "", location.pathname);
+  }
+})();
+const token = sessionStorage.getItem("kith-token");
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const k of kids.flat()) e.append(k instanceof Node ? k : document.createTextNode(k == null ? "" : String(k)));
+  return e;
+}
+function bytes(n) {
+  if (n == null) return "";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0; let x = Number(n);
+  while (x >= 1024 && i < u.length - 1) { x /= 1024; i++; }
+  return (i ? x.toFixed(1) : x) + " " + u[i];
+}
+function when(ms) { return ms ? new Date(Number(ms)).toLocaleString() : "never"; }
+function table(head, rows) {
+  return el("table", {}, el("tr", {}, head.map((h) => el("th", {}, h))),
+    rows.map((r) => el("tr", {}, r.map((c) => typeof c === "number" ? el("td", { class: "num" }, c) : el("td", {}, c)))));
+}
+function show(id, ...nodes) { const d = $(id); d.replaceChildren(...nodes); }
+
+async function call(request) {
+  const r = await fetch("/kith/api/v1/run", {
+    method: "POST",
+    headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+    body: JSON.stringify(request),
+  });
+  if (r.status === 401) { $("login").hidden = false; throw new Error("not logged in"); }
+  const text = await r.text();
+  let v; try { v = JSON.parse(text); } catch { throw new Error(text.trim()); }
+  if (v.error) throw new Error(v.error);
+  return v.result;
+}
+
+function renderNode(s) {
+  if (s.error) return show("node", el("p", { class: "error" }, s.error));
+  show("node", table(["", ""], [
+    ["node", s.node], ["identity", s.identity], ["version", s.version],
+    ["up for", s.uptime_s + " s"], ["addresses", (s.addrs || []).join(", ")],
+    ["open at", (s.urls || []).join("  ")],
+    ["store", `${s.store.objects} objects, ${s.store.chunks} chunks in ${s.store.packs} packs, ${bytes(s.store.bytes)}`],
+    ["peers", s.peers ? `${s.peers.known} known, ${s.peers.reachable} reachable` : ""],
+    ["sites", s.gateway ? `${s.gateway.requests} requests, ${s.gateway.cache_hits} from the cache` : ""],
+    ["refused", Object.entries(s.refused || {}).map(([k, n]) => `${k}: ${n}`).join("; ") || "nothing"],
+  ]));
+  show("workers", table(["worker", "state", "passes", "progress", "last pass", "last error"],
+    (s.workers || []).map((w) => [w.name, w.state, w.passes,
+      w.progress ? `${w.progress[0]} / ${w.progress[1]}` : "", when(w.last_ms), w.last_error || ""])));
+}
+function renderPeers(list) {
+  if (list.error) return show("peers", el("p", { class: "error" }, list.error));
+  if (!list.length) return show("peers", el("p", { class: "muted" }, "No peers yet: nodes on this LAN appear by themselves."));
+  show("peers", table(["node", "state", "round trip", "last seen", "route", "version", "clock"],
+    list.map((p) => [p.id.slice(0, 16), p.state, p.rtt_ms != null ? p.rtt_ms + " ms" : "",
+      when(p.last_seen_ms), p.route || (p.mdns ? "LAN" : "ticket"), p.version || "",
+      p.clock_offset_ms != null ? (p.clock_offset_ms / 1000).toFixed(1) + " s" : ""])));
+}
+function renderPools(list) {
+  if (list.error) return show("pools", el("p", { class: "error" }, list.error));
+  if (!list.length) return show("pools", el("p", { class: "muted" }, "This node is in no pool yet."));
+  show("pools", table(["pool", "members", "replicas", "offered here", "your role", ""],
+    list.map((p) => [p.name, p.members, p.replicas, bytes(p.offered), p.role || "",
+      el("span", {},
+        el("button", { class: "act", onclick: () => poolDetail(p.name) }, "show"),
+        el("button", { class: "act", onclick: () => invite(p.name) }, "invite"))])));
+}
+async function poolDetail(name) {
+  try {
+    const d = await call({ op: "pool", pool_op: "show", pool: name });
+    const rows = (d.members || []).map((m) =>
+      [m.name || m.id.slice(0, 16), m.role, m.state, bytes((m.nodes || []).reduce((a, n) => a + n.storage, 0))]);
+    const r = d.replication || {};
+    show("pool", el("h3", {}, "Pool " + name),
+      table(["member", "role", "state", "offers"], rows),
+      table(["", ""], [
+        ["objects", r.objects ?? ""], ["bytes", bytes(r.bytes)],
+        ["under-replicated", `${bytes(r.under_replicated_bytes)} (${r.under_replicated_blobs ?? 0} blobs)`],
+        ["lost blobs", r.lost_blobs ?? ""]]));
+  } catch (e) { show("pool", el("p", { class: "error" }, e.message)); }
+}
+async function invite(name) {
+  try {
+    const t = await call({ op: "pool", pool_op: "invite", pool: name, expires: "24h", uses: 1 });
+    show("pool", el("h3", {}, "Invite to " + name),
+      el("p", {}, "Give this ticket to the new member (valid 24 h, one use):"),
+      el("div", { class: "ticket", id: "ticket" }, t.ticket));
+  } catch (e) { show("pool", el("p", { class: "error" }, e.message)); }
+}
+
+for (const b of document.querySelectorAll("nav button")) {
+  b.addEventListener("click", () => {
+    for (const o of document.querySelectorAll("nav button")) o.removeAttribute("aria-current");
+    b.setAttribute("aria-current", "page");
+    for (const s of document.querySelectorAll("main section")) s.hidden = s.id !== "page-" + b.dataset.page;
+  });
+}
+
+// Live updates: server-sent events read with fetch (so the token goes in a header).
+async function live() {
+  if (!token) { $("login").hidden = false; $("live").textContent = "no token"; return; }
+  for (;;) {
+    try {
+      const r = await fetch("/kith/api/v1/events", { headers: { "Authorization": "Bearer " + token } });
+      if (r.status === 401) { $("login").hidden = false; $("live").textContent = "not logged in"; return; }
+      if (!r.ok) throw new Error(await r.text());
+      $("live").textContent = "live";
+      const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const ev = buf.slice(0, i); buf = buf.slice(i + 2);
+          const data = ev.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+          if (!data) continue;
+          const st = JSON.parse(data);
+          renderNode(st.status); renderPeers(st.peers); renderPools(st.pools);
+          document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+        }
+      }
+    } catch (e) { $("live").textContent = "reconnecting (" + e.message + ")"; }
+    await new Promise((ok) => setTimeout(ok, 2000));
+  }
+}
+live();
