@@ -97,8 +97,8 @@ impl Dashboard {
             return Some(page(req, "text/javascript; charset=utf-8", SCRIPT));
         }
         let api = path.strip_prefix("/kith/api/v1/")?;
-        if let Err(r) = self.authorise(req, peer) {
-            return Some(r);
+        if let Some(refused) = self.refusal(req, peer) {
+            return Some(refused);
         }
         Some(match (api, req.method()) {
             ("run", &Method::POST) => self.run(req, body).await,
@@ -107,8 +107,9 @@ impl Dashboard {
         })
     }
 
-    /// The token, or the control token from this machine; and the node itself as the origin.
-    fn authorise(&self, req: &HttpRequest, peer: Option<SocketAddr>) -> Result<(), HttpResponse> {
+    /// Why the request is refused, if it is: it must carry the token (or the control token
+    /// from this machine), and come from the node's own page if from a page at all.
+    fn refusal(&self, req: &HttpRequest, peer: Option<SocketAddr>) -> Option<HttpResponse> {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
             let same = origin
@@ -117,7 +118,7 @@ impl Dashboard {
                 .and_then(|o| o.strip_prefix("http://"))
                 .is_some_and(|o| Some(o) == host);
             if !same {
-                return Err(plain(
+                return Some(plain(
                     StatusCode::FORBIDDEN,
                     "the dashboard answers only its own page (cross-origin request refused)",
                 ));
@@ -138,16 +139,18 @@ impl Dashboard {
         if token.is_some_and(|t| same(given.as_bytes(), t.as_bytes()))
             || (local && same(given.as_bytes(), self.control.as_bytes()))
         {
-            return Ok(());
+            return None;
         }
-        Err(HttpResponse::Unauthorized()
-            .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"kith dashboard\""))
-            .content_type("text/plain; charset=utf-8")
-            .body(if given.is_empty() {
-                "the dashboard needs its token: open the URL `kith dashboard` prints\n"
-            } else {
-                "wrong or outdated dashboard token: open the URL `kith dashboard` prints\n"
-            }))
+        Some(
+            HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"kith dashboard\""))
+                .content_type("text/plain; charset=utf-8")
+                .body(if given.is_empty() {
+                    "the dashboard needs its token: open the URL `kith dashboard` prints\n"
+                } else {
+                    "wrong or outdated dashboard token: open the URL `kith dashboard` prints\n"
+                }),
+        )
     }
 
     async fn run(&self, req: &HttpRequest, body: &web::Bytes) -> HttpResponse {

@@ -83,7 +83,15 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                 crate::dashboard::token(root)?
             };
             let path = format!("{}#t={token}", crate::dashboard::PATH);
-            let local = format!("http://127.0.0.1:{}{path}", http.port());
+            // This machine reaches the listener at loopback, unless it listens on one
+            // address only.
+            let local = match http.ip() {
+                ip if ip.is_unspecified() || ip.is_loopback() => {
+                    format!("http://127.0.0.1:{}{path}", http.port())
+                }
+                std::net::IpAddr::V4(v4) => format!("http://{v4}:{}{path}", http.port()),
+                std::net::IpAddr::V6(v6) => format!("http://[{v6}]:{}{path}", http.port()),
+            };
             let lan = crate::site_ops::lan_urls(ctx, &path)
                 .into_iter()
                 .filter(|u| !u.starts_with("http://127.") && !u.starts_with("http://[::1]"))

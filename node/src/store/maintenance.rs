@@ -313,8 +313,11 @@ struct Plan {
     /// Unreferenced blobs of the packs rewritten.
     remove_rewritten: Vec<ChunkId>,
     /// Packs rewritten with their live blobs, and their unused bytes.
-    rewrite: Vec<(u64, Vec<(ChunkId, BlobLocation)>, u64)>,
+    rewrite: Vec<Rewrite>,
 }
+
+/// A pack to rewrite: its number, its live blobs, its unused bytes.
+type Rewrite = (u64, Vec<(ChunkId, BlobLocation)>, u64);
 
 /// Applies a plan in two steps: first what frees space without writing a pack (packs with
 /// nothing live deleted, unreferenced blobs forgotten), then the rewrites, which need room for
