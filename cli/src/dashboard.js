@@ -5,7 +5,7 @@
   const m = location.hash.match(/[#&]t=([0-9a-f]{64})/);
   if (m) {
     sessionStorage.setItem("kith-token", m[1]);
-    history.replaceState(null, "", location.pathname);
+    history.replaceState(null, "", location.pathname + location.search);
   }
 })();
 const token = sessionStorage.getItem("kith-token");
@@ -30,6 +30,9 @@ function table(head, rows) {
   return el("table", {}, el("tr", {}, head.map((h) => el("th", {}, h))),
     rows.map((r) => el("tr", {}, r.map((c) => typeof c === "number" ? el("td", { class: "num" }, c) : el("td", {}, c)))));
 }
+function kv(rows) {
+  return el("table", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))));
+}
 function show(id, ...nodes) { const d = $(id); d.replaceChildren(...nodes); }
 
 async function call(request) {
@@ -47,7 +50,7 @@ async function call(request) {
 
 function renderNode(s) {
   if (s.error) return show("node", el("p", { class: "error" }, s.error));
-  show("node", table(["", ""], [
+  show("node", kv([
     ["node", s.node], ["identity", s.identity], ["version", s.version],
     ["up for", s.uptime_s + " s"], ["addresses", (s.addrs || []).join(", ")],
     ["open at", (s.urls || []).join("  ")],
@@ -71,7 +74,7 @@ function renderPeers(list) {
 function renderPools(list) {
   if (list.error) return show("pools", el("p", { class: "error" }, list.error));
   if (!list.length) return show("pools", el("p", { class: "muted" }, "This node is in no pool yet."));
-  show("pools", table(["pool", "members", "replicas", "offered here", "your role", ""],
+  show("pools", table(["pool", "members", "replicas", "storage offered", "your role", ""],
     list.map((p) => [p.name, p.members, p.replicas, bytes(p.offered), p.role || "",
       el("span", {},
         el("button", { class: "act", onclick: () => poolDetail(p.name) }, "show"),
@@ -85,7 +88,7 @@ async function poolDetail(name) {
     const r = d.replication || {};
     show("pool", el("h3", {}, "Pool " + name),
       table(["member", "role", "state", "offers"], rows),
-      table(["", ""], [
+      kv([
         ["objects", r.objects ?? ""], ["bytes", bytes(r.bytes)],
         ["under-replicated", `${bytes(r.under_replicated_bytes)} (${r.under_replicated_blobs ?? 0} blobs)`],
         ["lost blobs", r.lost_blobs ?? ""]]));
@@ -100,17 +103,35 @@ async function invite(name) {
   } catch (e) { show("pool", el("p", { class: "error" }, e.message)); }
 }
 
+function open(page) {
+  for (const o of document.querySelectorAll("nav button")) {
+    if (o.dataset.page === page) o.setAttribute("aria-current", "page"); else o.removeAttribute("aria-current");
+  }
+  for (const s of document.querySelectorAll("main section")) s.hidden = s.id !== "page-" + page;
+}
 for (const b of document.querySelectorAll("nav button")) {
-  b.addEventListener("click", () => {
-    for (const o of document.querySelectorAll("nav button")) o.removeAttribute("aria-current");
-    b.setAttribute("aria-current", "page");
-    for (const s of document.querySelectorAll("main section")) s.hidden = s.id !== "page-" + b.dataset.page;
-  });
+  b.addEventListener("click", () => open(b.dataset.page));
+}
+// `?page=pools` opens a page directly (a bookmark).
+const asked = new URLSearchParams(location.search).get("page");
+if (asked && document.getElementById("page-" + asked)) open(asked);
+
+function drawn() {
+  document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+}
+
+// The state once, by plain requests (the page is whole before any live update comes).
+async function refresh() {
+  const [status, peers, pools] = await Promise.all([
+    call({ op: "status" }), call({ op: "peers" }), call({ op: "pool", pool_op: "ls" })]);
+  renderNode(status); renderPeers(peers); renderPools(pools);
+  drawn();
 }
 
 // Live updates: server-sent events read with fetch (so the token goes in a header).
 async function live() {
   if (!token) { $("login").hidden = false; $("live").textContent = "no token"; return; }
+  try { await refresh(); } catch (e) { $("live").textContent = e.message; }
   for (;;) {
     try {
       const r = await fetch("/kith/api/v1/events", { headers: { "Authorization": "Bearer " + token } });
@@ -129,7 +150,7 @@ async function live() {
           if (!data) continue;
           const st = JSON.parse(data);
           renderNode(st.status); renderPeers(st.peers); renderPools(st.pools);
-          document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+          drawn();
         }
       }
     } catch (e) { $("live").textContent = "reconnecting (" + e.message + ")"; }

@@ -136,3 +136,49 @@ fn the_dashboard_answers_only_its_token_and_runs_the_clis_requests_with_the_clis
     let by_control = format!("Authorization: Bearer {}", control.trim());
     assert_eq!(post(addr, status, &[json_ct, &by_control]).status, 200);
 }
+
+/// Headless Chromium (Debian's) loads the page with `--dump-dom`: the DOM it built, after
+/// `budget_ms` of the page's own time.
+fn chromium_dom(dir: &std::path::Path, url: &str, budget_ms: u32) -> String {
+    let out = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args([
+            "--disable-dev-shm-usage",
+            "--disable-extensions",
+            "--disable-background-networking",
+        ])
+        .arg(format!("--user-data-dir={}", dir.display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .args(["--dump-dom", url])
+        .output()
+        .expect("chromium runs (scripts/test installs Debian's chromium)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_real_browser_shows_the_live_dashboard_with_the_token_and_nothing_without_it() {
+    let mut net = testnet(2, Layout::Loopback);
+    for i in 0..2 {
+        net.kith_ok(i, &["init"]).unwrap();
+    }
+    net.start_all().unwrap();
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let url = net.json(0, &["dashboard"]).unwrap()["local"].as_str().unwrap().to_string();
+    let node = net.json(0, &["status"]).unwrap()["node"].as_str().unwrap().to_string();
+    let peer = net.json(1, &["status"]).unwrap()["node"].as_str().unwrap().to_string();
+
+    let dom = chromium_dom(&net.dir().join("chromium-1"), &url, 8000);
+    // The page fetched the node's state over its live stream and drew it.
+    assert!(dom.contains("data-updates=\""), "the page drew no state: {dom}");
+    assert!(dom.contains(&node), "{dom}");
+    assert!(dom.contains(&peer[..16]), "the peers page lists node 1: {dom}");
+    assert!(dom.contains("<td>street</td>"), "{dom}");
+    assert!(dom.contains("id=\"login\" class=\"error\" hidden"), "{dom}");
+
+    // Without the token the page says how to get in, and shows nothing of the node.
+    let bare = url.split('#').next().unwrap();
+    let dom = chromium_dom(&net.dir().join("chromium-2"), bare, 4000);
+    assert!(!dom.contains(&node), "{dom}");
+    assert!(!dom.contains("id=\"login\" class=\"error\" hidden"), "the login note shows: {dom}");
+}
