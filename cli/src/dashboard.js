@@ -116,6 +116,49 @@ for (const b of document.querySelectorAll("nav button")) {
 const asked = new URLSearchParams(location.search).get("page");
 if (asked && document.getElementById("page-" + asked)) open(asked);
 
+function money(cents) { return (Number(cents) / 100).toFixed(2); }
+
+// This month's ledger of every pool: what each member gave and took, and owes.
+async function ledger() {
+  try {
+    const t = await call({ op: "ledger", ledger_op: "show", pool: null, period: null });
+    const parts = [];
+    for (const p of t.pools || []) {
+      parts.push(el("h3", {}, `${p.name}, ${p.period}`),
+        el("p", { class: "muted" }, `shared costs ${money(p.costs_cents)}; cost rule ${p.cost_rule}` +
+          (p.sealed_by ? `; sealed by ${p.sealed_by}` : "")),
+        table(["member", "held for others", "used of others", "served", "receipted", "received", "audits passed / failed", "owes", "flags"],
+          (p.members || []).map((r) => [r.name || r.member.slice(0, 16), bytes(r.storage_provided), bytes(r.storage_used),
+            bytes(r.egress_served), bytes(r.egress_served_receipted), bytes(r.egress_received),
+            `${r.audits_passed} / ${r.audits_failed}`, money(r.owes_cents), (r.flags || []).join(", ")])));
+    }
+    show("ledger", ...(parts.length ? parts : [el("p", { class: "muted" }, "No pool, no ledger.")]));
+  } catch (e) { show("ledger", el("p", { class: "error" }, e.message)); }
+}
+
+// The sites of this node's pools, and a site's versions with a roll-back.
+async function sites() {
+  try {
+    const l = await call({ op: "site", site_op: "ls" });
+    if (!(l.sites || []).length) return show("sites", el("p", { class: "muted" }, "No site yet: `kith site publish DIR --name NAME`."));
+    show("sites", table(["site", "pool", "owner", "access", "version", "files", "size", "published", ""],
+      l.sites.map((x) => [x.name, x.pool_name, x.owner_name, x.access, x.version, x.files ?? "", bytes(x.bytes), when(x.at_ms),
+        el("button", { class: "act", onclick: () => versions(x.name) }, "versions")])));
+  } catch (e) { show("sites", el("p", { class: "error" }, e.message)); }
+}
+async function versions(name) {
+  try {
+    const v = await call({ op: "site", site_op: "versions", name });
+    const rows = (v.versions || []).map((x) => [x.version, x.files, bytes(x.bytes), when(x.at_ms),
+      x.current ? "served" : el("button", { class: "act", onclick: () => rollback(name, x.version) }, "serve this one")]);
+    show("site", el("h3", {}, "Versions of " + name), table(["version", "files", "size", "published", ""], rows));
+  } catch (e) { show("site", el("p", { class: "error" }, e.message)); }
+}
+async function rollback(name, version) {
+  try { await call({ op: "site", site_op: "rollback", name, version }); await versions(name); await sites(); }
+  catch (e) { show("site", el("p", { class: "error" }, e.message)); }
+}
+
 function drawn() {
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
@@ -125,6 +168,7 @@ async function refresh() {
   const [status, peers, pools] = await Promise.all([
     call({ op: "status" }), call({ op: "peers" }), call({ op: "pool", pool_op: "ls" })]);
   renderNode(status); renderPeers(peers); renderPools(pools);
+  await Promise.all([ledger(), sites()]);
   drawn();
 }
 

@@ -164,6 +164,10 @@ fn a_real_browser_shows_the_live_dashboard_with_the_token_and_nothing_without_it
     }
     net.start_all().unwrap();
     net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    net.kith_ok(0, &["offer", "--storage", "1GiB"]).unwrap();
+    let site = net.dir().join("www");
+    write(&site.join("index.html"), b"<h1>Bakery</h1>");
+    net.kith_ok(0, &["site", "publish", site.to_str().unwrap(), "--name", "bakery"]).unwrap();
     let url = net.json(0, &["dashboard"]).unwrap()["local"].as_str().unwrap().to_string();
     let node = net.json(0, &["status"]).unwrap()["node"].as_str().unwrap().to_string();
     let peer = net.json(1, &["status"]).unwrap()["node"].as_str().unwrap().to_string();
@@ -174,6 +178,10 @@ fn a_real_browser_shows_the_live_dashboard_with_the_token_and_nothing_without_it
     assert!(dom.contains(&node), "{dom}");
     assert!(dom.contains(&peer[..16]), "the peers page lists node 1: {dom}");
     assert!(dom.contains("<td>street</td>"), "{dom}");
+    // The ledger and the sites, drawn from the same typed API.
+    assert!(dom.contains("<h3>street, "), "the ledger page: {dom}");
+    assert!(dom.contains("<td>ada</td>"), "ada's row in the ledger: {dom}");
+    assert!(dom.contains("<td>bakery</td>"), "the sites page: {dom}");
     assert!(dom.contains("id=\"login\" class=\"error\" hidden"), "{dom}");
 
     // Without the token the page says how to get in, and shows nothing of the node.
