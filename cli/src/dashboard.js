@@ -59,9 +59,10 @@ function renderNode(s) {
     ["sites", s.gateway ? `${s.gateway.requests} requests, ${s.gateway.cache_hits} from the cache` : ""],
     ["refused", Object.entries(s.refused || {}).map(([k, n]) => `${k}: ${n}`).join("; ") || "nothing"],
   ]));
+  const progress = (w) => !w.progress ? ""
+    : `${w.progress[0]} / ${w.progress[1]}` + (w.eta_s != null ? `, about ${w.eta_s} s left` : "");
   show("workers", table(["worker", "state", "passes", "progress", "last pass", "last error"],
-    (s.workers || []).map((w) => [w.name, w.state, w.passes,
-      w.progress ? `${w.progress[0]} / ${w.progress[1]}` : "", when(w.last_ms), w.last_error || ""])));
+    (s.workers || []).map((w) => [w.name, w.state, w.passes, progress(w), when(w.last_ms), w.last_error || ""])));
 }
 function renderPeers(list) {
   if (list.error) return show("peers", el("p", { class: "error" }, list.error));

@@ -96,9 +96,12 @@ pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
         );
         for w in &v.workers {
             let last = w.last_ms.map(fmt::time).unwrap_or_else(|| "-".into());
-            let note = match (&w.last_error, w.progress) {
-                (Some(e), _) => e.clone(),
-                (None, Some((d, t))) => format!("{d}/{t}"),
+            let note = match (&w.last_error, w.progress, w.eta_s) {
+                (Some(e), _, _) => e.clone(),
+                (None, Some((d, t)), eta) => {
+                    let left = eta.map(|s| format!(", about {s} s left")).unwrap_or_default();
+                    format!("{d}/{t}{left}")
+                }
                 _ => String::new(),
             };
             println!(

@@ -58,6 +58,7 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<Value> {
                     last_ms: w.last_ms,
                     last_took_ms: w.last_took_ms,
                     progress: w.progress,
+                    eta_s: w.eta_s,
                     last_error: w.last_error,
                 })
                 .collect();

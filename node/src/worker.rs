@@ -56,6 +56,9 @@ pub struct WorkerInfo {
     pub last_took_ms: u64,
     /// How far the current (or last) pass is: done and total, in the worker's own unit.
     pub progress: Option<(u64, u64)>,
+    /// Seconds the current pass needs to finish, at the rate it has moved since its first
+    /// progress report (none before it has moved, or once done).
+    pub eta_s: Option<u64>,
     /// The last pass's error, if it failed.
     pub last_error: Option<String>,
 }
@@ -64,6 +67,8 @@ pub struct WorkerInfo {
 #[derive(Debug)]
 pub struct Worker {
     info: Mutex<WorkerInfo>,
+    /// When the current pass first reported progress, and how far it was then.
+    since: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Worker {
@@ -73,16 +78,32 @@ impl Worker {
 
     /// Reports how far the current pass is.
     pub fn progress(&self, done: u64, total: u64) {
+        self.since.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert((Instant::now(), done));
+        self.lock().progress = Some((done, total));
+    }
+
+    /// Reports where a pass ended (in units of its own, so no estimate is made from it).
+    pub fn settle(&self, done: u64, total: u64) {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.lock().progress = Some((done, total));
     }
 
     /// What it is doing now.
     pub fn info(&self) -> WorkerInfo {
-        self.lock().clone()
+        let mut i = self.lock().clone();
+        let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+        i.eta_s = match (i.state, i.progress, since) {
+            (WorkerState::Busy, Some((done, total)), Some((at, from))) => {
+                eta(from, done, total, at.elapsed())
+            }
+            _ => None,
+        };
+        i
     }
 
     /// Marks the start of a pass (for workers driven by something else than [`Workers::run`]).
     pub fn begin(&self) {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.lock().state = WorkerState::Busy;
     }
 
@@ -109,6 +130,16 @@ impl Worker {
     pub fn stop(&self) {
         self.lock().state = WorkerState::Stopped;
     }
+}
+
+/// Seconds left for a pass at `done` of `total` that was at `from` `elapsed` ago: `None`
+/// before it moved or once it is done.
+pub fn eta(from: u64, done: u64, total: u64, elapsed: Duration) -> Option<u64> {
+    if done <= from || done >= total {
+        return None;
+    }
+    let rate = (done - from) as f64 / elapsed.as_secs_f64().max(0.001);
+    Some(((total - done) as f64 / rate).ceil() as u64)
 }
 
 /// The workers of one node.
@@ -162,8 +193,10 @@ impl Workers {
                 last_ms: None,
                 last_took_ms: 0,
                 progress: None,
+                eta_s: None,
                 last_error: None,
             }),
+            since: Mutex::new(None),
         });
         let mut list = self.lock();
         if list.len() < MAX_WORKERS {
@@ -211,6 +244,27 @@ impl Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_has_an_estimate_once_it_moved_and_none_when_done() {
+        let s = Duration::from_secs;
+        assert_eq!(eta(0, 0, 100, s(10)), None, "not moved yet");
+        assert_eq!(eta(0, 25, 100, s(10)), Some(30));
+        assert_eq!(eta(20, 30, 100, s(5)), Some(35), "from where the pass first reported");
+        assert_eq!(eta(0, 100, 100, s(10)), None, "done");
+        let workers = Workers::new();
+        let w = workers.register("repair street");
+        w.begin();
+        assert_eq!(w.info().eta_s, None);
+        w.progress(0, 100);
+        w.progress(50, 100);
+        assert!(w.info().eta_s.is_some(), "{:?}", w.info());
+        w.end(Duration::from_secs(1), Ok(()));
+        assert_eq!(w.info().eta_s, None, "an idle worker has no estimate");
+        w.begin();
+        w.progress(60, 100);
+        assert_eq!(w.info().eta_s, None, "a new pass starts its own rate");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_worker_runs_at_its_pace_shows_its_state_and_stops() {

@@ -119,6 +119,9 @@ pub struct Worker {
     pub last_took_ms: u64,
     /// How far the pass is: done and total.
     pub progress: Option<(u64, u64)>,
+    /// Seconds the pass needs to finish, at the rate it has gone so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<u64>,
     /// The last pass's error.
     pub last_error: Option<String>,
 }

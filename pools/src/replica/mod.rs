@@ -353,11 +353,13 @@ impl Replicator {
             move |w| {
                 let this = this.clone();
                 async move {
-                    this.repair(pool).await;
+                    this.repair_reporting(pool, Some(&w)).await;
                     this.forget_lost_if_due(pool).await;
                     let st = this.stats(&pool);
+                    // At the end of a pass: the blobs this node should hold, and how many it
+                    // does (during one, the blobs it fetched of those it lacked).
                     if let Some(st) = &st {
-                        w.progress(
+                        w.settle(
                             st.responsible_blobs.saturating_sub(st.lacking_blobs),
                             st.responsible_blobs,
                         );

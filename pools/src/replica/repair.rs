@@ -43,6 +43,12 @@ pub struct RepairStats {
 impl Replicator {
     /// One repair pass over `pool`: fetch every manifest, then the blobs this node should hold.
     pub async fn repair(&self, pool: Key) {
+        self.repair_reporting(pool, None).await
+    }
+
+    /// [`Replicator::repair`], reporting to `worker` the blobs fetched of those lacking as the
+    /// pass goes (so that its progress and estimate move during a long repair).
+    pub async fn repair_reporting(&self, pool: Key, worker: Option<&kith_node::worker::Worker>) {
         let Some(v) = self.pools.view_of(&pool) else { return };
         let me = self.pools.node();
         if v.node_owner(&me).is_none() {
@@ -136,6 +142,12 @@ impl Replicator {
         if !want.is_empty() {
             tracing::info!(pool = %hex(&pool[..4]), blobs = want.len(), "repairing: fetching blobs this node should hold");
         }
+        let to_fetch = want.len() as u64;
+        if let Some(w) = worker
+            && to_fetch > 0
+        {
+            w.progress(0, to_fetch);
+        }
         for round in want.chunks(FETCH_ROUND) {
             let what = format!("pool {} repair", hex(&pool[..4]));
             let ids = round.iter().map(|(id, _)| *id).collect();
@@ -143,6 +155,9 @@ impl Replicator {
                 Ok(rep) => {
                     lacking -= round.len() as u64;
                     lacking_bytes -= round.iter().map(|(_, len)| len).sum::<u64>();
+                    if let Some(w) = worker {
+                        w.progress(to_fetch - lacking, to_fetch);
+                    }
                     st.repaired_blobs += rep.blobs;
                     st.repaired_bytes += rep.bytes;
                 }
