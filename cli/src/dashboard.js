@@ -48,8 +48,11 @@ async function call(request) {
   return v.result;
 }
 
+let me = null; // this identity's id, from the node's status
+
 function renderNode(s) {
   if (s.error) return show("node", el("p", { class: "error" }, s.error));
+  me = s.identity;
   show("node", kv([
     ["node", s.node], ["identity", s.identity], ["version", s.version],
     ["up for", s.uptime_s + " s"], ["addresses", (s.addrs || []).join(", ")],
@@ -81,14 +84,40 @@ function renderPools(list) {
         el("button", { class: "act", onclick: () => poolDetail(p.name) }, "show"),
         el("button", { class: "act", onclick: () => invite(p.name) }, "invite"))])));
 }
+// A small form: labelled inputs and a button that runs `act(values)`, then `after()`; the
+// node's answer (or its refusal, in the CLI's words) shows under it.
+function form(label, fields, act, after) {
+  const inputs = fields.map(([name, hint]) => el("input", { name, placeholder: hint, size: "14" }));
+  const out = el("span", { class: "muted" });
+  const go = el("button", { class: "act", onclick: async () => {
+    const v = Object.fromEntries(inputs.map((i) => [i.name, i.value.trim()]));
+    out.className = "muted"; out.textContent = "…";
+    try { await act(v); out.textContent = "done"; if (after) await after(); }
+    catch (e) { out.className = "error"; out.textContent = e.message; }
+  } }, label);
+  return el("p", {}, ...inputs, go, " ", out);
+}
+
 async function poolDetail(name) {
   try {
     const d = await call({ op: "pool", pool_op: "show", pool: name });
+    const again = () => poolDetail(name);
     const rows = (d.members || []).map((m) =>
-      [m.name || m.id.slice(0, 16), m.role, m.state, bytes((m.nodes || []).reduce((a, n) => a + n.storage, 0))]);
+      [m.name || m.id.slice(0, 16), m.role, m.state, bytes((m.nodes || []).reduce((a, n) => a + n.storage, 0)),
+        m.state === "active" && m.id !== me
+          ? el("button", { class: "act", onclick: async () => {
+              if (!confirm(`Remove ${m.name || m.id.slice(0, 16)} from ${name}?`)) return;
+              try { await call({ op: "pool", pool_op: "remove", pool: name, member: m.id }); await again(); }
+              catch (e) { alert(e.message); }
+            } }, "remove")
+          : ""]);
     const r = d.replication || {};
     show("pool", el("h3", {}, "Pool " + name),
-      table(["member", "role", "state", "offers"], rows),
+      table(["member", "role", "state", "offers", ""], rows),
+      form("offer storage", [["storage", "size, e.g. 50GiB"]],
+        (v) => call({ op: "pool", pool_op: "offer", pool: name, storage: v.storage, egress: null, zone: null }), again),
+      form("set", [["key", "e.g. replicas"], ["value", "e.g. 3"]],
+        (v) => call({ op: "pool", pool_op: "set", pool: name, key: v.key, value: v.value }), again),
       kv([
         ["objects", r.objects ?? ""], ["bytes", bytes(r.bytes)],
         ["under-replicated", `${bytes(r.under_replicated_bytes)} (${r.under_replicated_blobs ?? 0} blobs)`],
@@ -125,7 +154,12 @@ async function ledger() {
     const t = await call({ op: "ledger", ledger_op: "show", pool: null, period: null });
     const parts = [];
     for (const p of t.pools || []) {
+      const month = p.period;
       parts.push(el("h3", {}, `${p.name}, ${p.period}`),
+        form("enter a cost", [["amount", "e.g. 42.50"], ["what", "what it paid for"]],
+          (v) => call({ op: "ledger", ledger_op: "cost", pool: p.name, amount: v.amount, what: v.what, period: month }), ledger),
+        form("seal a month", [["period", "YYYY-MM, closed"]],
+          (v) => call({ op: "ledger", ledger_op: "seal", pool: p.name, period: v.period }), ledger),
         el("p", { class: "muted" }, `shared costs ${money(p.costs_cents)}; cost rule ${p.cost_rule}` +
           (p.sealed_by ? `; sealed by ${p.sealed_by}` : "")),
         table(["member", "held for others", "used of others", "served", "receipted", "received", "audits passed / failed", "owes", "flags"],
@@ -177,6 +211,9 @@ async function refresh() {
 async function live() {
   if (!token) { $("login").hidden = false; $("live").textContent = "no token"; return; }
   try { await refresh(); } catch (e) { $("live").textContent = e.message; }
+  // `?pool=NAME` opens that pool's page (a bookmark).
+  const pool = new URLSearchParams(location.search).get("pool");
+  if (pool) { open("pools"); await poolDetail(pool); }
   for (;;) {
     try {
       const r = await fetch("/kith/api/v1/events", { headers: { "Authorization": "Bearer " + token } });

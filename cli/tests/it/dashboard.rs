@@ -184,6 +184,16 @@ fn a_real_browser_shows_the_live_dashboard_with_the_token_and_nothing_without_it
     assert!(dom.contains("<td>bakery</td>"), "the sites page: {dom}");
     assert!(dom.contains("id=\"login\" class=\"error\" hidden"), "{dom}");
 
+    // A pool's page (`?pool=`): its members, replication, and the forms of its actions.
+    let pool_url = url.replacen("/kith/dashboard#", "/kith/dashboard?pool=street#", 1);
+    let dom = chromium_dom(&net.dir().join("chromium-3"), &pool_url, 8000);
+    assert!(dom.contains("<h3>Pool street</h3>"), "{dom}");
+    assert!(dom.contains("<td>ada</td><td>admin</td><td>active</td>"), "{dom}");
+    for action in ["offer storage", "set", "invite"] {
+        assert!(dom.contains(&format!(">{action}</button>")), "{action}: {dom}");
+    }
+    assert!(dom.contains("under-replicated"), "{dom}");
+
     // Without the token the page says how to get in, and shows nothing of the node.
     let bare = url.split('#').next().unwrap();
     let dom = chromium_dom(&net.dir().join("chromium-2"), bare, 4000);
