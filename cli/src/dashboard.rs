@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
 use crate::api::{LedgerReq, PoolReq, Request, SiteReq};
+use crate::daemon::same;
 use crate::ops::{self, Ctx};
 use crate::wire::{Frame, Out};
 
@@ -300,11 +301,6 @@ fn page(req: &HttpRequest, kind: &str, body: &'static str) -> HttpResponse {
 
 fn plain(status: StatusCode, msg: &str) -> HttpResponse {
     HttpResponse::build(status).content_type("text/plain; charset=utf-8").body(format!("{msg}\n"))
-}
-
-/// Compares in time that does not depend on where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -36,6 +36,12 @@ SystemCallErrorNumber=EPERM
 # iroh and the LAN listener (IPv4, IPv6), the control socket (Unix), interfaces (netlink).
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 PrivateTmp=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
 UMask=0077
 ";
 
@@ -72,12 +78,6 @@ TimeoutStopSec=30s
         Scope::User => "\
 PrivateUsers=yes
 ProtectSystem=full
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
 
 [Install]
 WantedBy=default.target
@@ -94,12 +94,6 @@ Environment=KITH_HOME={SYSTEM_HOME}
 ProtectSystem=strict
 ProtectHome=yes
 PrivateDevices=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
 ProtectProc=invisible
 CapabilityBoundingSet=
 AmbientCapabilities=
