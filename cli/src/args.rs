@@ -92,7 +92,11 @@ pub(crate) enum Command {
     },
     /// Print a pairing code: a browser on this node's page (http://NODE:7780/kith/) may upload
     /// one file into your store with it (ten minutes, one upload).
-    Pair,
+    Pair {
+        /// Also draw the page's address with the code as a QR code, for a phone's camera.
+        #[arg(long)]
+        qr: bool,
+    },
     /// Look a name up on the LAN over mDNS, as a phone would (bakery, or bakery.local).
     Resolve {
         /// The name.
@@ -333,6 +337,9 @@ pub(crate) enum PoolCommand {
         /// How many people may join with it.
         #[arg(long, default_value_t = 1)]
         uses: u32,
+        /// Also draw the ticket as a QR code, for a phone's camera.
+        #[arg(long)]
+        qr: bool,
         /// Print the ticket, its expiry and uses as JSON.
         #[arg(long)]
         json: bool,

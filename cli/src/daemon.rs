@@ -297,6 +297,11 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
             .app_data(gateway.clone())
             .app_data(browsers.clone())
             .app_data(dashboard.clone())
+            .service(
+                web::resource("/kith/api/v1/publish")
+                    .app_data(web::PayloadConfig::new(crate::dashboard::MAX_PUBLISH))
+                    .route(web::post().to(dashboard_publish)),
+            )
             .app_data(web::PayloadConfig::new(kith_hosting::browser::MAX_OFFER))
             .default_service(web::to(lan_request))
     })
@@ -437,6 +442,15 @@ const MAX_HEADER_BYTES: usize = 16 << 10;
 
 struct LanPage {
     node: String,
+}
+
+/// A folder dropped on the dashboard (the only LAN request with a body of megabytes).
+async fn dashboard_publish(
+    req: HttpRequest,
+    body: web::Bytes,
+    dashboard: web::Data<crate::dashboard::Dashboard>,
+) -> HttpResponse {
+    dashboard.publish(&req, &body, req.peer_addr()).await
 }
 
 /// Every LAN request: a site's (by `Host: NAME.local` or `/s/NAME/`), else the node's page.

@@ -81,8 +81,8 @@ function renderPools(list) {
   show("pools", table(["pool", "members", "replicas", "storage offered", "your role", ""],
     list.map((p) => [p.name, p.members, p.replicas, bytes(p.offered), p.role || "",
       el("span", {},
-        el("button", { class: "act", onclick: () => poolDetail(p.name) }, "show"),
-        el("button", { class: "act", onclick: () => invite(p.name) }, "invite"))])));
+        el("button", { class: "act", "data-act": "show", "data-pool": p.name, onclick: () => poolDetail(p.name) }, "show"),
+        el("button", { class: "act", "data-act": "invite", "data-pool": p.name, onclick: () => invite(p.name) }, "invite"))])));
 }
 // A small form: labelled inputs and a button that runs `act(values)`, then `after()`; the
 // node's answer (or its refusal, in the CLI's words) shows under it.
@@ -102,8 +102,21 @@ async function poolDetail(name) {
   try {
     const d = await call({ op: "pool", pool_op: "show", pool: name });
     const again = () => poolDetail(name);
+    // Reputation: the audits every member's nodes passed, of all they underwent.
+    const owner = {};
+    for (const m of d.members || []) for (const n of m.nodes || []) owner[n.id] = m.id;
+    const audited = {};
+    for (const a of d.audits || []) {
+      const who = owner[a.node]; if (!who) continue;
+      const x = audited[who] || (audited[who] = { passed: 0, failed: 0, failing: false });
+      x.passed += a.passed; x.failed += a.failed; x.failing = x.failing || a.failing;
+    }
+    const reputation = (id) => {
+      const x = audited[id]; if (!x || !(x.passed + x.failed)) return "not audited yet";
+      return `${Math.floor(100 * x.passed / (x.passed + x.failed))}% (${x.passed} of ${x.passed + x.failed})` + (x.failing ? ", failing now" : "");
+    };
     const rows = (d.members || []).map((m) =>
-      [m.name || m.id.slice(0, 16), m.role, m.state, bytes((m.nodes || []).reduce((a, n) => a + n.storage, 0)),
+      [m.name || m.id.slice(0, 16), m.role, m.state, bytes((m.nodes || []).reduce((a, n) => a + n.storage, 0)), reputation(m.id),
         m.state === "active" && m.id !== me
           ? el("button", { class: "act", onclick: async () => {
               if (!confirm(`Remove ${m.name || m.id.slice(0, 16)} from ${name}?`)) return;
@@ -113,7 +126,7 @@ async function poolDetail(name) {
           : ""]);
     const r = d.replication || {};
     show("pool", el("h3", {}, "Pool " + name),
-      table(["member", "role", "state", "offers", ""], rows),
+      table(["member", "role", "state", "offers", "audits passed", ""], rows),
       form("offer storage", [["storage", "size, e.g. 50GiB"]],
         (v) => call({ op: "pool", pool_op: "offer", pool: name, storage: v.storage, egress: null, zone: null }), again),
       form("set", [["key", "e.g. replicas"], ["value", "e.g. 3"]],
@@ -121,16 +134,45 @@ async function poolDetail(name) {
       kv([
         ["objects", r.objects ?? ""], ["bytes", bytes(r.bytes)],
         ["under-replicated", `${bytes(r.under_replicated_bytes)} (${r.under_replicated_blobs ?? 0} blobs)`],
-        ["lost blobs", r.lost_blobs ?? ""]]));
+        ["lost blobs", r.lost_blobs ?? ""],
+        ["holders", table(["node", "member", "state", "silent for", "assigned", "confirmed"],
+          (r.holders || []).map((h) => [h.node.slice(0, 16), h.member || "", h.state, h.silent_s + " s",
+            `${bytes(h.assigned_bytes)} in ${h.assigned_blobs} blobs`, `${h.confirmed_blobs} blobs` + (h.error ? ` (${h.error})` : "")]))],
+        ["this node's repair", d.repair ? `${d.repair.repaired_blobs} blobs fetched since it started (${bytes(d.repair.repaired_bytes)}); ` +
+          `lacks ${d.repair.lacking_blobs} of the ${d.repair.responsible_blobs} it should hold` +
+          (d.repair.error ? ` (${d.repair.error})` : "") : "no pass yet"]]));
   } catch (e) { show("pool", el("p", { class: "error" }, e.message)); }
+}
+// A QR code of `text`, drawn by the node (an <img> of SVG: no script from anywhere else).
+async function qr(text) {
+  const r = await fetch("/kith/api/v1/qr", {
+    method: "POST",
+    headers: { "Authorization": "Bearer " + token, "Content-Type": "application/json" },
+    body: JSON.stringify({ text }),
+  });
+  if (!r.ok) return el("p", { class: "error" }, (await r.text()).trim());
+  const svg = await r.text();
+  return el("img", { class: "qr", alt: "QR code", src: "data:image/svg+xml;charset=utf-8," + encodeURIComponent(svg) });
 }
 async function invite(name) {
   try {
     const t = await call({ op: "pool", pool_op: "invite", pool: name, expires: "24h", uses: 1 });
     show("pool", el("h3", {}, "Invite to " + name),
-      el("p", {}, "Give this ticket to the new member (valid 24 h, one use):"),
-      el("div", { class: "ticket", id: "ticket" }, t.ticket));
+      el("p", {}, "Give this ticket to the new member (valid 24 h, one use); they join with `kith pool join TICKET`, or scan it:"),
+      el("div", { class: "ticket", id: "ticket" }, t.ticket), await qr(t.ticket));
   } catch (e) { show("pool", el("p", { class: "error" }, e.message)); }
+}
+// Pairing a browser: a code (and its page's address as a QR code) that lets a phone's browser
+// upload one file into this node's store.
+async function pair() {
+  try {
+    const p = await call({ op: "pair" });
+    const url = p.page ? p.page + "#pair=" + p.code : null;
+    show("pairing", el("p", {}, "Pairing code ", el("b", { id: "pair-code" }, p.code),
+      ` (valid ${Math.round(p.expires_s / 60)} minutes, one upload)` + (url ? ": open or scan " : "")),
+      url ? el("p", {}, el("a", { href: url, id: "pair-url" }, url)) : "",
+      url ? await qr(url) : "");
+  } catch (e) { show("pairing", el("p", { class: "error" }, e.message)); }
 }
 
 function open(page) {
@@ -139,6 +181,7 @@ function open(page) {
   }
   for (const s of document.querySelectorAll("main section")) s.hidden = s.id !== "page-" + page;
 }
+$("pair").addEventListener("click", pair);
 for (const b of document.querySelectorAll("nav button")) {
   b.addEventListener("click", () => open(b.dataset.page));
 }
@@ -148,6 +191,67 @@ if (asked && document.getElementById("page-" + asked)) open(asked);
 
 function money(cents) { return (Number(cents) / 100).toFixed(2); }
 
+// The statement as CSV, as `kith ledger statement` writes it (fetched with the token, then
+// saved by the browser).
+async function download(pool, period) {
+  const q = new URLSearchParams({ pool, period });
+  const r = await fetch("/kith/api/v1/statement.csv?" + q, { headers: { "Authorization": "Bearer " + token } });
+  if (!r.ok) throw new Error((await r.text()).trim());
+  const a = el("a", { href: URL.createObjectURL(await r.blob()), download: `kith-statement-${pool}-${period}.csv` });
+  document.body.append(a); a.click(); a.remove();
+}
+function months(last, n) {
+  const [y, m] = last.split("-").map(Number); const out = [];
+  for (let i = n - 1; i >= 0; i--) { const d = new Date(Date.UTC(y, m - 1 - i, 1)); out.push(d.toISOString().slice(0, 7)); }
+  return out;
+}
+// A chart per pool: what each member held for others and served, month by month.
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, ...kids) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  return e;
+}
+function chart(title, periods, series) {
+  // series: [{ name, values: [per period] }]
+  const W = 560, H = 160, left = 50, bottom = 20;
+  const max = Math.max(1, ...series.flatMap((s) => s.values));
+  const group = (W - left) / periods.length, bar = Math.max(2, (group - 8) / Math.max(1, series.length));
+  const colors = ["#2f6f4f", "#c07a2c", "#3d5a9e", "#9e3d6b", "#6b8e23", "#8b5a2b", "#4b8b9e", "#777"];
+  const g = svg("svg", { width: W, height: H + 30, class: "chart", role: "img", "aria-label": title });
+  const all = series.flatMap((s) => s.values);
+  g.append(svg("text", { x: 0, y: 12, "font-size": 12 },
+    all.some((x) => x > 0) ? `${title} (most: ${bytes(max)})` : `${title}: nothing recorded yet`));
+  periods.forEach((p, i) => {
+    g.append(svg("text", { x: left + i * group + 2, y: H + 25, "font-size": 11 }, p));
+    series.forEach((s, j) => {
+      const h = Math.round((H - bottom) * s.values[i] / max);
+      g.append(svg("rect", { x: left + i * group + j * bar, y: H - h, width: bar - 1, height: h, fill: colors[j % colors.length] },
+        svg("title", {}, `${s.name}, ${p}: ${bytes(s.values[i])}`)));
+    });
+  });
+  const legend = el("p", { class: "muted" }, series.map((s, j) => el("span", { style: `color:${colors[j % colors.length]}` }, "■ " + s.name + "  ")));
+  return el("div", {}, g, legend);
+}
+async function monthsChart(pool, period) {
+  const periods = months(period, 6);
+  const tables = await Promise.all(periods.map((p) =>
+    call({ op: "ledger", ledger_op: "show", pool, period: p }).catch(() => ({ pools: [] }))));
+  const names = {}; const held = {}; const served = {};
+  tables.forEach((t, i) => {
+    for (const p of t.pools || []) for (const r of p.members || []) {
+      names[r.member] = r.name || r.member.slice(0, 16);
+      (held[r.member] || (held[r.member] = periods.map(() => 0)))[i] = Number(r.storage_provided || 0);
+      (served[r.member] || (served[r.member] = periods.map(() => 0)))[i] = Number(r.egress_served || 0);
+    }
+  });
+  const ids = Object.keys(names);
+  return el("div", { class: "charts" },
+    chart("held for others", periods, ids.map((id) => ({ name: names[id], values: held[id] }))),
+    chart("served", periods, ids.map((id) => ({ name: names[id], values: served[id] }))));
+}
+
 // This month's ledger of every pool: what each member gave and took, and owes.
 async function ledger() {
   try {
@@ -155,7 +259,12 @@ async function ledger() {
     const parts = [];
     for (const p of t.pools || []) {
       const month = p.period;
+      const out = el("span", { class: "muted" });
       parts.push(el("h3", {}, `${p.name}, ${p.period}`),
+        el("p", {}, el("button", { class: "act", onclick: async () => {
+          try { await download(p.name, month); out.textContent = ""; } catch (e) { out.className = "error"; out.textContent = e.message; }
+        } }, "statement as CSV"), out),
+        await monthsChart(p.name, month),
         form("enter a cost", [["amount", "e.g. 42.50"], ["what", "what it paid for"]],
           (v) => call({ op: "ledger", ledger_op: "cost", pool: p.name, amount: v.amount, what: v.what, period: month }), ledger),
         form("seal a month", [["period", "YYYY-MM, closed"]],
@@ -169,6 +278,75 @@ async function ledger() {
     }
     show("ledger", ...(parts.length ? parts : [el("p", { class: "muted" }, "No pool, no ledger.")]));
   } catch (e) { show("ledger", el("p", { class: "error" }, e.message)); }
+}
+
+// Publishing a folder dropped on the page: its files, read by the browser, go to the node in
+// one upload (path and bytes of each), published as `kith site publish` would.
+async function filesOf(entry, prefix, out) {
+  if (entry.isFile) {
+    const f = await new Promise((ok, fail) => entry.file(ok, fail));
+    out.push([prefix + f.name, f]);
+  } else if (entry.isDirectory) {
+    const reader = entry.createReader();
+    for (;;) {
+      const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+      if (!batch.length) break;
+      for (const e of batch) await filesOf(e, prefix + entry.name + "/", out);
+    }
+  }
+}
+function stripTop(list) {
+  // A single folder dropped: its contents are the site.
+  const tops = new Set(list.map(([p]) => p.split("/")[0]));
+  if (tops.size === 1 && list.every(([p]) => p.includes("/"))) return list.map(([p, f]) => [p.slice(p.indexOf("/") + 1), f]);
+  return list;
+}
+async function publishFiles(list, pool, name, members) {
+  const enc = new TextEncoder(); const parts = [];
+  for (const [path, f] of list) {
+    const p = enc.encode(path); const head = new DataView(new ArrayBuffer(4)); head.setUint32(0, p.length, true);
+    const len = new DataView(new ArrayBuffer(8)); len.setBigUint64(0, BigInt(f.size), true);
+    parts.push(head.buffer, p, len.buffer, await f.arrayBuffer());
+  }
+  const q = new URLSearchParams({ pool, name, members: members ? "1" : "0" });
+  const r = await fetch("/kith/api/v1/publish?" + q, {
+    method: "POST", headers: { "Authorization": "Bearer " + token, "Content-Type": "application/octet-stream" }, body: new Blob(parts) });
+  const text = await r.text();
+  let v; try { v = JSON.parse(text); } catch { throw new Error(text.trim()); }
+  if (v.error) throw new Error(v.error);
+  return v.result;
+}
+function dropZone(pools) {
+  const name = el("input", { name: "site", placeholder: "site name, e.g. bakery", size: "16" });
+  const pool = el("select", { name: "pool" }, pools.map((p) => el("option", { value: p.name }, p.name)));
+  const members = el("input", { type: "checkbox", name: "members" });
+  const pick = el("input", { type: "file", id: "publish-folder", webkitdirectory: "", multiple: "" });
+  const files = el("input", { type: "file", id: "publish-files", multiple: "" });
+  const out = el("p", { class: "muted", id: "publish-result" });
+  const go = async (list) => {
+    if (!name.value.trim()) { out.className = "error"; out.textContent = "name the site first"; return; }
+    out.className = "muted"; out.textContent = `publishing ${list.length} file(s)…`;
+    try {
+      const v = await publishFiles(stripTop(list), pool.value, name.value.trim(), members.checked);
+      out.textContent = `published ${v.name} version ${v.version}: ${v.files} files, ${bytes(v.bytes)}`;
+      await sites();
+    } catch (e) { out.className = "error"; out.textContent = e.message; }
+  };
+  pick.addEventListener("change", () => go([...pick.files].map((f) => [f.webkitRelativePath || f.name, f])));
+  files.addEventListener("change", () => go([...files.files].map((f) => [f.name, f])));
+  const zone = el("div", { class: "drop", id: "drop" }, "Drop a folder here to publish it, or pick one: ", pick, " or files: ", files);
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", async (e) => {
+    e.preventDefault(); zone.classList.remove("over");
+    const list = [];
+    for (const item of [...e.dataTransfer.items]) {
+      const entry = item.webkitGetAsEntry && item.webkitGetAsEntry();
+      if (entry) await filesOf(entry, "", list);
+    }
+    await go(list);
+  });
+  return el("div", {}, el("p", {}, "Publish as ", name, " in pool ", pool, " ", el("label", {}, members, " members only")), zone, out);
 }
 
 // The sites of this node's pools, and a site's versions with a roll-back.
@@ -203,6 +381,7 @@ async function refresh() {
   const [status, peers, pools] = await Promise.all([
     call({ op: "status" }), call({ op: "peers" }), call({ op: "pool", pool_op: "ls" })]);
   renderNode(status); renderPeers(peers); renderPools(pools);
+  if (!$("publish").childElementCount && Array.isArray(pools) && pools.length) show("publish", dropZone(pools));
   await Promise.all([ledger(), sites()]);
   drawn();
 }

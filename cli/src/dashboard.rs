@@ -104,6 +104,8 @@ impl Dashboard {
         Some(match (api, req.method()) {
             ("run", &Method::POST) => self.run(req, body).await,
             ("events", &Method::GET) => self.events(),
+            ("qr", &Method::POST) => qr(body),
+            ("statement.csv", &Method::GET) => self.statement(req).await,
             _ => plain(StatusCode::NOT_FOUND, "no such dashboard API"),
         })
     }
@@ -182,6 +184,86 @@ impl Dashboard {
         }
     }
 
+    /// `POST publish?pool=POOL&name=NAME[&members=1]`: a folder dropped on the page, as a
+    /// sequence of files (see [`unpack`]), published as a new version of site NAME by the
+    /// same code as `kith site publish`. The folder is written under the home and removed
+    /// afterwards.
+    pub async fn publish(
+        &self,
+        req: &HttpRequest,
+        body: &web::Bytes,
+        peer: Option<SocketAddr>,
+    ) -> HttpResponse {
+        if let Some(refused) = self.refusal(req, peer) {
+            return refused;
+        }
+        let q =
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .map(|q| q.into_inner())
+                .unwrap_or_default();
+        let Some(name) = q.get("name").filter(|n| !n.is_empty()).cloned() else {
+            return plain(StatusCode::BAD_REQUEST, "publishing needs the site's name (?name=)");
+        };
+        let pool = q.get("pool").filter(|p| !p.is_empty()).cloned();
+        let members = q.get("members").is_some_and(|m| m == "1" || m == "true");
+        let dir = self
+            .ctx
+            .home
+            .root()
+            .join("tmp")
+            .join(format!("dashboard-publish-{}", &crate::daemon::new_token()[..16]));
+        let unpacked = {
+            let (dir, body) = (dir.clone(), body.clone());
+            tokio::task::spawn_blocking(move || unpack(&body, &dir)).await
+        };
+        let result = match unpacked {
+            Ok(Ok(_)) => {
+                let req = Request::Site(SiteReq::Publish { dir: dir.clone(), name, pool, members });
+                run(self.ctx.clone(), req).await
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        match result {
+            Ok(v) => HttpResponse::Ok().json(serde_json::json!({ "result": v })),
+            Err(e) => HttpResponse::UnprocessableEntity().json(serde_json::json!({ "error": e })),
+        }
+    }
+
+    /// `statement.csv?pool=NAME&period=YYYY-MM`: the ledger statement as the CLI writes it.
+    async fn statement(&self, req: &HttpRequest) -> HttpResponse {
+        let q =
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .map(|q| q.into_inner())
+                .unwrap_or_default();
+        let pool = q.get("pool").filter(|p| !p.is_empty()).cloned();
+        let period = q.get("period").filter(|p| !p.is_empty()).cloned();
+        let file = format!(
+            "kith-statement-{}-{}.csv",
+            pool.as_deref().unwrap_or("all"),
+            period.as_deref().unwrap_or("this-month")
+        )
+        .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'), "_");
+        let v = match run(self.ctx.clone(), Request::Ledger(LedgerReq::Statement { pool, period }))
+            .await
+            .and_then(|v| {
+                serde_json::from_value::<crate::api::ledger::Statements>(v)
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(v) => v,
+            Err(e) => return plain(StatusCode::UNPROCESSABLE_ENTITY, &e),
+        };
+        HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ))
+            .body(v.to_csv())
+    }
+
     /// Server-sent events: the node's status, peers and pools every [`EVENTS_EVERY`].
     fn events(&self) -> HttpResponse {
         let n = self.streams.fetch_add(1, Ordering::AcqRel);
@@ -205,6 +287,96 @@ impl Dashboard {
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .streaming(stream)
     }
+}
+
+/// `qr`: the QR code (SVG) of the JSON body's `text` (a ticket, a pairing address), drawn by
+/// the node so the page needs no script of anyone else's.
+fn qr(body: &web::Bytes) -> HttpResponse {
+    #[derive(serde::Deserialize)]
+    struct Text {
+        text: String,
+    }
+    if body.len() > MAX_BODY {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large");
+    }
+    let t: Text = match serde_json::from_slice(body) {
+        Ok(t) => t,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
+    };
+    match crate::qr::svg(&t.text) {
+        Ok(svg) => HttpResponse::Ok()
+            .content_type("image/svg+xml")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(svg),
+        Err(e) => plain(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// Largest folder the dashboard publishes (bytes of the upload); larger sites go through
+/// `kith site publish` on the node.
+pub const MAX_PUBLISH: usize = 64 << 20;
+/// Most files in a folder published from the dashboard.
+pub const MAX_PUBLISH_FILES: usize = 10_000;
+
+/// Writes an uploaded folder into `dir` (made here; it must not exist): a sequence of files,
+/// each a little-endian u32 path length, the path (UTF-8, `/`-separated, relative, no `.`,
+/// `..` or empty parts), a little-endian u64 length and the bytes. Returns the file count.
+pub fn unpack(mut body: &[u8], dir: &Path) -> Result<usize, String> {
+    fn take<'a>(b: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
+        if b.len() < n {
+            return Err(format!("the upload is cut short in {what}"));
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head)
+    }
+    if body.len() > MAX_PUBLISH {
+        return Err(format!(
+            "a folder published from the dashboard is at most {} MiB; use `kith site publish` on the node",
+            MAX_PUBLISH >> 20
+        ));
+    }
+    std::fs::create_dir_all(dir.parent().unwrap_or(dir)).map_err(|e| e.to_string())?;
+    std::fs::create_dir(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+    let mut files = 0;
+    let mut seen = std::collections::HashSet::new();
+    while !body.is_empty() {
+        files += 1;
+        if files > MAX_PUBLISH_FILES {
+            return Err(format!(
+                "a folder published from the dashboard has at most {MAX_PUBLISH_FILES} files"
+            ));
+        }
+        let n = u32::from_le_bytes(take(&mut body, 4, "a path's length")?.try_into().expect("4"))
+            as usize;
+        if n == 0 || n > 4096 {
+            return Err(format!("a path of {n} bytes (1 to 4096)"));
+        }
+        let path = std::str::from_utf8(take(&mut body, n, "a path")?)
+            .map_err(|_| "a path that is not UTF-8".to_string())?;
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.iter().any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains(['\\', '\0']))
+        {
+            return Err(format!(
+                "the path `{}` is not a plain relative path",
+                path.escape_default()
+            ));
+        }
+        if !seen.insert(path.to_string()) {
+            return Err(format!("the path `{path}` comes twice"));
+        }
+        let len = u64::from_le_bytes(take(&mut body, 8, "a file's length")?.try_into().expect("8"));
+        let data = take(&mut body, usize::try_from(len).unwrap_or(usize::MAX), "a file")?;
+        let target = parts.iter().fold(dir.to_path_buf(), |p, part| p.join(part));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot write `{path}`: {e}"))?;
+        }
+        std::fs::write(&target, data).map_err(|e| format!("cannot write `{path}`: {e}"))?;
+    }
+    if files == 0 {
+        return Err("the folder is empty".into());
+    }
+    Ok(files)
 }
 
 /// Counts a live-update stream until it ends (the browser went away).
@@ -324,6 +496,40 @@ mod tests {
         for r in [Request::Status, Request::Peers, Request::Pool(PoolReq::Ls), Request::Doctor] {
             assert!(allowed(&r), "{r:?}");
         }
+    }
+
+    fn file(path: &str, data: &[u8]) -> Vec<u8> {
+        let mut v = (path.len() as u32).to_le_bytes().to_vec();
+        v.extend_from_slice(path.as_bytes());
+        v.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn an_uploaded_folder_unpacks_and_a_bad_one_is_refused_with_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = file("index.html", b"<h1>hi</h1>");
+        body.extend(file("img/a.png", &[1, 2, 3]));
+        let to = dir.path().join("a");
+        assert_eq!(unpack(&body, &to).unwrap(), 2);
+        assert_eq!(std::fs::read(to.join("img/a.png")).unwrap(), [1, 2, 3]);
+        for (i, (bad, why)) in [
+            (file("../x", b"1"), "not a plain relative path"),
+            (file("/etc/x", b"1"), "not a plain relative path"),
+            (file("a//b", b"1"), "not a plain relative path"),
+            ([file("a", b"1"), file("a", b"2")].concat(), "comes twice"),
+            (file("a", b"12345")[..16].to_vec(), "cut short"),
+            (Vec::new(), "empty"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let to = dir.path().join(format!("b{i}"));
+            let e = unpack(&bad, &to).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        assert!(!dir.path().join("x").exists() && !std::path::Path::new("/etc/x").exists());
     }
 
     #[test]

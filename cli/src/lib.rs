@@ -27,6 +27,7 @@ mod object_ops;
 mod ops;
 mod pool_ops;
 mod portable_ops;
+pub mod qr;
 pub mod service;
 mod site_ops;
 mod status_ops;

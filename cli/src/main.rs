@@ -148,10 +148,16 @@ fn pool_command(root: &Path, command: PoolCommand) -> Result<ExitCode> {
             &typed(call(PoolReq::Create { name, replicas, quota, display })?)?,
             "pool created",
         ),
-        PoolCommand::Invite { pool, expires, uses, json } => {
+        PoolCommand::Invite { pool, expires, uses, qr, json } => {
             let pool = pool.unwrap_or_default();
             let t: Ticket = typed(call(PoolReq::Invite { pool, expires, uses })?)?;
-            if json { r::json(&t) } else { r::ticket(&t) }
+            if json {
+                return r::json(&t);
+            }
+            if qr {
+                eprint!("{}", kith::qr::text(&t.ticket).map_err(anyhow::Error::msg)?);
+            }
+            r::ticket(&t)
         }
         PoolCommand::Join { ticket, display } => {
             r::pool_ref(&typed(call(PoolReq::Join { ticket, display })?)?, "joined")
@@ -393,8 +399,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ledger { command, sel } => ledger_command(&root, command, sel),
         Command::Site { command } => site_command(&root, &cwd, command),
         Command::Resolve { name, wait, json } => resolve(&name, &wait, json),
-        Command::Pair => {
+        Command::Pair { qr } => {
             let v: kith::api::store::PairCode = typed(execute(&root, Request::Pair, "")?)?;
+            if qr {
+                match &v.page {
+                    Some(page) => eprint!(
+                        "{}",
+                        kith::qr::text(&format!("{page}#pair={}", v.code))
+                            .map_err(anyhow::Error::msg)?
+                    ),
+                    None => eprintln!("kith: no LAN address to draw: type the code instead"),
+                }
+            }
             println!("{}", v.code);
             eprintln!(
                 "valid for {} minutes and one upload, on {}",

@@ -9,7 +9,7 @@ use kith::api::ledger::*;
 use kith::fmt;
 
 fn money(cents: i64) -> String {
-    format!("{}.{:02}", cents / 100, cents % 100)
+    kith::api::ledger::money(cents)
 }
 
 /// Prints `kith ledger`.
@@ -95,35 +95,7 @@ pub fn render_verify(v: &Verified, json: bool) -> Result<ExitCode> {
 pub fn render_statement(v: &Statements, format: &str, output: Option<PathBuf>) -> Result<ExitCode> {
     let text = match format {
         "json" => format!("{}\n", serde_json::to_string_pretty(v)?),
-        "csv" => {
-            let mut t = String::from(
-                "pool,period,member,name,storage_used_byte_hours,received_bytes,storage_provided_byte_hours,served_bytes,served_receipted_bytes,usage_units,contribution_units,credit_balance,owes,payment_reference\n",
-            );
-            for st in &v.statements {
-                for m in &st.members {
-                    let cells = [
-                        st.name.clone(),
-                        st.period.clone(),
-                        m.member.clone(),
-                        m.name.clone(),
-                        m.storage_used_byte_hours.to_string(),
-                        m.received_bytes.to_string(),
-                        m.storage_provided_byte_hours.to_string(),
-                        m.served_bytes.to_string(),
-                        m.served_receipted_bytes.to_string(),
-                        format!("{:.6}", m.usage),
-                        format!("{:.6}", m.contribution),
-                        format!("{:.3}", m.balance_milli as f64 / 1000.0),
-                        money(m.owes_cents),
-                        m.reference.clone(),
-                    ];
-                    let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-                    t.push_str(&row.join(","));
-                    t.push('\n');
-                }
-            }
-            t
-        }
+        "csv" => v.to_csv(),
         f => bail!("unknown format `{f}` (csv or json)"),
     };
     match output {
@@ -151,29 +123,4 @@ pub fn cost_entered(v: &CostEntered) -> Result<ExitCode> {
 pub fn sealed(v: &Sealed) -> Result<ExitCode> {
     eprintln!("sealed {} {}: {} members, {} bytes", v.name, v.period, v.members, v.bytes);
     Ok(ExitCode::SUCCESS)
-}
-
-/// A CSV cell, quoted when it needs to be; a leading `=`, `+`, `-` or `@` is escaped so a
-/// spreadsheet does not run a member's name as a formula.
-fn csv_cell(c: &str) -> String {
-    let c = if c.starts_with(['=', '+', '-', '@']) && c.parse::<f64>().is_err() {
-        format!("'{c}")
-    } else {
-        c.to_string()
-    };
-    if c.contains([',', '"', '\n', '\r']) { format!("\"{}\"", c.replace('"', "\"\"")) } else { c }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_cells_are_quoted_and_formulas_defused() {
-        assert_eq!(csv_cell("plain"), "plain");
-        assert_eq!(csv_cell("a,b"), "\"a,b\"");
-        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_cell("=HYPERLINK(1)"), "'=HYPERLINK(1)");
-        assert_eq!(csv_cell("-12.50"), "-12.50");
-    }
 }

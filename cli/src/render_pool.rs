@@ -241,7 +241,22 @@ fn audits(v: &PoolDetail) {
     if v.audits.is_empty() {
         return;
     }
+    // Reputation: of all the audits a member's nodes underwent, the share they passed.
+    let mut by_member: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for a in &v.audits {
+        if let Some(m) = v.members.iter().find(|m| m.nodes.iter().any(|n| n.id == a.node)) {
+            let e = by_member.entry(m.name.as_str()).or_default();
+            e.0 += a.passed;
+            e.1 += a.failed;
+        }
+    }
     println!();
+    for (name, (passed, failed)) in &by_member {
+        let total = passed + failed;
+        if let Some(share) = (passed * 100).checked_div(total) {
+            println!("reputation {name}: {share}% of {total} audits passed");
+        }
+    }
     println!("{:<16}  {:<16}  {:>6}  {:>6}  LATEST", "AUDITED NODE", "BY", "PASSED", "FAILED");
     for a in &v.audits {
         let latest =

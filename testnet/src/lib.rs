@@ -33,6 +33,7 @@ pub mod proc;
 pub mod site;
 pub mod transfer;
 pub mod up;
+pub mod webdriver;
 
 /// `len` bytes that do not compress, from `seed` (xorshift64), for benchmark data.
 pub fn pseudo_bytes(len: usize, seed: u64) -> Vec<u8> {

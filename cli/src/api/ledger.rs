@@ -279,3 +279,76 @@ pub struct Sealed {
     /// The costs settled (cents).
     pub costs_cents: i64,
 }
+
+/// An amount in cents as `12.50` (`-0.05` below zero).
+pub fn money(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", cents.unsigned_abs() / 100, cents.unsigned_abs() % 100)
+}
+
+impl Statements {
+    /// The statement as CSV, one line per member and pool (what `kith ledger statement`
+    /// writes, and the dashboard offers for download).
+    pub fn to_csv(&self) -> String {
+        let mut t = String::from(
+            "pool,period,member,name,storage_used_byte_hours,received_bytes,storage_provided_byte_hours,served_bytes,served_receipted_bytes,usage_units,contribution_units,credit_balance,owes,payment_reference\n",
+        );
+        for st in &self.statements {
+            for m in &st.members {
+                let cells = [
+                    st.name.clone(),
+                    st.period.clone(),
+                    m.member.clone(),
+                    m.name.clone(),
+                    m.storage_used_byte_hours.to_string(),
+                    m.received_bytes.to_string(),
+                    m.storage_provided_byte_hours.to_string(),
+                    m.served_bytes.to_string(),
+                    m.served_receipted_bytes.to_string(),
+                    format!("{:.6}", m.usage),
+                    format!("{:.6}", m.contribution),
+                    format!("{:.3}", m.balance_milli as f64 / 1000.0),
+                    money(m.owes_cents),
+                    m.reference.clone(),
+                ];
+                let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+                t.push_str(&row.join(","));
+                t.push('\n');
+            }
+        }
+        t
+    }
+}
+
+/// A CSV cell, quoted when it needs to be; a leading `=`, `+`, `-` or `@` is escaped so a
+/// spreadsheet does not run a member's name as a formula.
+fn csv_cell(c: &str) -> String {
+    let c = if c.starts_with(['=', '+', '-', '@']) && c.parse::<f64>().is_err() {
+        format!("'{c}")
+    } else {
+        c.to_string()
+    };
+    if c.contains([',', '"', '\n', '\r']) { format!("\"{}\"", c.replace('"', "\"\"")) } else { c }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_cell("-12.50"), "-12.50");
+    }
+
+    #[test]
+    fn regression_negative_amounts_read_as_one_number() {
+        assert_eq!(money(1250), "12.50");
+        assert_eq!(money(-150), "-1.50");
+        assert_eq!(money(-5), "-0.05");
+        assert_eq!(money(0), "0.00");
+    }
+}

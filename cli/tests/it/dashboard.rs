@@ -124,6 +124,62 @@ fn the_dashboard_answers_only_its_token_and_runs_the_clis_requests_with_the_clis
     assert_eq!(state["pools"][0]["name"], "street", "{state}");
     drop(s);
 
+    // A QR code of a ticket, the statement as CSV, a folder published: with the token only.
+    let qr_req = |headers: &[&str]| {
+        let body = r#"{"text":"kithpool1abc"}"#;
+        let mut r = format!(
+            "POST /kith/api/v1/qr HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for h in headers {
+            r.push_str(&format!("{h}\r\n"));
+        }
+        raw(addr, format!("{r}\r\n{body}").as_bytes())
+    };
+    assert_eq!(qr_req(&[json_ct]).status, 401);
+    let r = qr_req(&[json_ct, &auth]);
+    assert_eq!((r.status, r.header("content-type")), (200, Some("image/svg+xml")), "{r:?}");
+    assert!(String::from_utf8_lossy(&r.body).starts_with("<?xml"), "{r:?}");
+    assert_eq!(req(addr, "GET", "/kith/api/v1/statement.csv?pool=street", &[]).status, 401);
+    // Nothing recorded yet this month: the CLI's refusal, in its words (the story below reads
+    // a statement with lines).
+    let r = req(addr, "GET", "/kith/api/v1/statement.csv?pool=street", &[&auth]);
+    assert_eq!(r.status, 422, "{r:?}");
+    let cli = net.kith(0, &["ledger", "statement", "--pool", "street"]);
+    let said = String::from_utf8_lossy(&r.body).trim().to_string();
+    assert!(String::from_utf8_lossy(&cli.stderr).contains(&said), "{said}");
+    let upload = |path: &str, data: &[u8], headers: &[&str]| {
+        let mut body = (path.len() as u32).to_le_bytes().to_vec();
+        body.extend_from_slice(path.as_bytes());
+        body.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        body.extend_from_slice(data);
+        let mut r = format!(
+            "POST /kith/api/v1/publish?pool=street&name=bakery HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for h in headers {
+            r.push_str(&format!("{h}\r\n"));
+        }
+        let mut bytes = format!("{r}\r\n").into_bytes();
+        bytes.extend_from_slice(&body);
+        raw(addr, &bytes)
+    };
+    assert_eq!(upload("index.html", b"<h1>hi</h1>", &[]).status, 401);
+    assert_eq!(upload("index.html", b"<h1>hi</h1>", &[&auth, evil]).status, 403);
+    let r = upload("../../escape.html", b"x", &[&auth]);
+    assert_eq!(r.status, 422, "{r:?}");
+    assert!(json(&r)["error"].as_str().unwrap().contains("not a plain relative path"), "{r:?}");
+    assert!(!net.dir().join("escape.html").exists());
+    net.kith_ok(0, &["offer", "--storage", "1GiB"]).unwrap();
+    let r = upload("index.html", b"<h1>hi</h1>", &[&auth]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(json(&r)["result"]["version"], 1, "{r:?}");
+    let served = get(addr, "/s/bakery/");
+    assert_eq!(served.body, b"<h1>hi</h1>", "{served:?}");
+    let leftovers =
+        std::fs::read_dir(net.nodes[0].home.join("tmp")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0, "the uploaded folder is removed after publishing");
+
     // A new token: the old address stops working at once.
     let d2 = net.json(0, &["dashboard", "--new-token"]).unwrap();
     let token2 = d2["local"].as_str().unwrap().split("#t=").nth(1).unwrap().to_string();
@@ -199,4 +255,305 @@ fn a_real_browser_shows_the_live_dashboard_with_the_token_and_nothing_without_it
     let dom = chromium_dom(&net.dir().join("chromium-2"), bare, 4000);
     assert!(!dom.contains(&node), "{dom}");
     assert!(!dom.contains("id=\"login\" class=\"error\" hidden"), "the login note shows: {dom}");
+}
+
+/// Reads `street`'s page on the dashboard the browser has open, clicking "show" again until
+/// the page's text satisfies `cond` (the pool page is drawn at a click, not live).
+fn pool_page_until(
+    b: &kith_testnet::webdriver::Browser,
+    limit: Duration,
+    what: &str,
+    cond: impl Fn(&str) -> bool,
+) -> String {
+    let t = std::time::Instant::now();
+    loop {
+        b.click("button[data-act=show][data-pool=street]").unwrap();
+        let text = b
+            .wait_text("#pool", Duration::from_secs(20), "the pool's page", |t| {
+                t.contains("Pool street")
+            })
+            .unwrap();
+        // Table cells come tab-separated: one space between words.
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if cond(&text) {
+            return text;
+        }
+        assert!(t.elapsed() < limit, "waited {limit:?} for {what}; the page reads:\n{text}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The number in `text` after `before` (such as "3" in "… 3 blobs fetched").
+fn number_before(text: &str, after: &str) -> u64 {
+    let at = text.find(after).unwrap_or_else(|| panic!("no `{after}` in {text}"));
+    text[..at].split_whitespace().last().and_then(|w| w.parse().ok()).unwrap_or(0)
+}
+
+/// The whole story in a real browser, as the admin of a pool of three nodes on a LAN (network
+/// namespaces, mDNS) would live it: she opens the dashboard with its token, sees her two
+/// neighbours, invites two members (a ticket and its QR code; each joins with the ticket on
+/// their own node), publishes a folder as a site (served by a neighbour's node at once), loses
+/// a node and watches the survivors repair; a page of another origin that tries to change her
+/// pool, even holding a leaked token, changes nothing.
+#[test]
+fn a_person_runs_a_three_node_pool_from_the_dashboard_in_a_real_browser() {
+    use kith_testnet::webdriver::Browser;
+    let long = Duration::from_secs(60);
+    let mut net = testnet(3, Layout::Namespaces);
+    for i in 0..3 {
+        net.kith_ok(i, &["init"]).unwrap();
+    }
+    net.start_all().unwrap();
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada", "--replicas", "2"]).unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "repair_after", "5s"]).unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "record_every", "5s"]).unwrap();
+    net.kith_ok(0, &["offer", "--storage", "1GiB", "--zone", "z0"]).unwrap();
+    let shots = std::env::var_os("KITH_SCREENSHOTS").map(std::path::PathBuf::from);
+    let shot = |b: &kith_testnet::webdriver::Browser, name: &str| {
+        if let Some(dir) = &shots {
+            b.screenshot(&dir.join(format!("dashboard-{name}.png"))).unwrap();
+        }
+    };
+    let ids: Vec<String> = (0..3).map(|i| net.id(i).unwrap()).collect();
+    let dash = |net: &kith_testnet::Testnet, i: usize| -> String {
+        let v = net.json(i, &["dashboard"]).unwrap();
+        let lan = v["lan"].as_array().unwrap();
+        let ip = net.lan().unwrap().ip(i).to_string();
+        lan.iter()
+            .filter_map(|u| u.as_str())
+            .find(|u| u.contains(&ip))
+            .unwrap_or_else(|| panic!("no LAN address of node {i} in {v}"))
+            .to_string()
+    };
+    let url = dash(&net, 0);
+    let ns0 = net.lan().unwrap().ns(0).to_string();
+    let b = Browser::start(Some(&ns0), &net.dir().join("browser")).unwrap();
+
+    // In with the token; the first page is this node.
+    b.goto(&url).unwrap();
+    if let Err(e) = b.wait_text("#node", long, "this node's id", |t| t.contains(&ids[0])) {
+        panic!("{e}; {url}; the page: {}", b.text("body").unwrap());
+    }
+    assert!(b.text("#login").unwrap().is_empty(), "the login note stays hidden");
+
+    // Peers: both neighbours, found on the LAN, with a round trip.
+    b.click("nav button[data-page=peers]").unwrap();
+    let peers = b
+        .wait_text("#peers", long, "both neighbours reachable with a round trip", |t| {
+            t.matches("reachable").count() == 2 && t.matches(" ms").count() >= 2
+        })
+        .unwrap();
+    for id in &ids[1..] {
+        assert!(peers.contains(&id[..16]), "{peers}");
+    }
+    shot(&b, "peers");
+
+    // Pairing a phone's browser: a code, and the node's page with it as a QR code.
+    b.click("nav button[data-page=node]").unwrap();
+    b.click("#pair").unwrap();
+    let code = b.wait_text("#pair-code", long, "a pairing code", |t| !t.is_empty()).unwrap();
+    let link = b.text("#pair-url").unwrap();
+    assert!(link.ends_with(&format!("/kith/#pair={code}")), "{link}");
+    let qr = b
+        .run("const i = document.querySelector('#pairing img.qr'); return i && i.complete ? i.naturalWidth : 0;", serde_json::json!([]))
+        .unwrap();
+    assert!(qr.as_u64().unwrap_or(0) >= 200, "the pairing QR code is drawn: {qr}");
+    shot(&b, "node");
+    b.click("nav button[data-page=peers]").unwrap();
+
+    // Invitations: a ticket and its QR code at a click; each new member joins with it on their
+    // own node (the ticket is the admin's acceptance: pools join by invitation).
+    b.click("nav button[data-page=pools]").unwrap();
+    let mut last = String::new();
+    for (i, name) in [(1, "bob"), (2, "cy")] {
+        b.click("button[data-act=invite][data-pool=street]").unwrap();
+        let ticket = b
+            .wait_text("#ticket", long, "a new ticket", |t| t.starts_with("kith") && t != last)
+            .unwrap()
+            .trim()
+            .to_string();
+        let qr = b
+            .run("const i = document.querySelector('#pool img.qr'); return i && i.complete ? i.naturalWidth : 0;", serde_json::json!([]))
+            .unwrap();
+        assert!(qr.as_u64().unwrap_or(0) >= 200, "the ticket's QR code is drawn: {qr}");
+        net.kith_ok(i, &["pool", "join", &ticket, "--as", name]).unwrap();
+        last = ticket;
+        net.kith_ok(i, &["offer", "--storage", "1GiB", "--zone", &format!("z{i}")]).unwrap();
+    }
+    let page = pool_page_until(&b, long, "bob and cy as active members", |t| {
+        t.contains("bob member active") && t.contains("cy member active")
+    });
+    assert!(page.contains("ada admin active"), "{page}");
+    shot(&b, "pools");
+
+    // A site from files picked on the page (a folder dropped on it goes the same way).
+    let www = net.dir().join("www");
+    write(&www.join("index.html"), b"<h1>Bakery of the street</h1>");
+    write(&www.join("style.css"), b"h1 { color: brown }");
+    b.click("nav button[data-page=sites]").unwrap();
+    b.type_into("#publish input[name=site]", "bakery").unwrap();
+    let picked =
+        format!("{}\n{}", www.join("index.html").display(), www.join("style.css").display());
+    b.type_into("#publish-files", &picked).unwrap();
+    let done = b
+        .wait_text("#publish-result", long, "the site published", |t| {
+            t.starts_with("published") || t.contains("error") || t.contains("cannot")
+        })
+        .unwrap();
+    assert!(done.starts_with("published bakery version 1: 2 files"), "{done}");
+    b.wait_text("#sites", long, "the site listed", |t| t.contains("bakery")).unwrap();
+    shot(&b, "sites");
+    // Served by bob's node, over the LAN.
+    let on_bob = format!("http://{}:7780/s/bakery/", net.lan().unwrap().ip(1));
+    let t = std::time::Instant::now();
+    loop {
+        b.goto(&on_bob).unwrap();
+        if b.text("h1").unwrap() == "Bakery of the street" {
+            break;
+        }
+        assert!(
+            t.elapsed() < long,
+            "bob's node does not serve the site: {}",
+            b.text("body").unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A node is lost: the survivors take its share over, and the page shows them fetching.
+    let data = net.dir().join("photos.bin");
+    write(&data, &random_bytes(6 << 20, 7));
+    net.kith_ok(0, &["put", data.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let show = net.json(0, &["pool", "show", "street"]).unwrap();
+    let holds = |i: usize| {
+        show["replication"]["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["node"] == ids[i].as_str())
+            .map(|h| h["assigned_bytes"].as_u64().unwrap())
+            .unwrap_or(0)
+    };
+    let victim = if holds(1) >= holds(2) { 1 } else { 2 };
+    let survivor = 3 - victim;
+    assert!(holds(victim) > 0, "{show}");
+    let fetched = |net: &kith_testnet::Testnet, i: usize| {
+        net.json(i, &["pool", "show", "street"]).unwrap()["repair"]["repaired_blobs"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = [fetched(&net, 0), fetched(&net, survivor)];
+    net.kill(victim).unwrap();
+    let survivor_url = dash(&net, survivor);
+    let t = std::time::Instant::now();
+    let mut seen = [0u64; 2];
+    loop {
+        for (k, u) in [&url, &survivor_url].into_iter().enumerate() {
+            b.goto(u).unwrap();
+            b.click("nav button[data-page=pools]").unwrap();
+            let page = pool_page_until(&b, long, "the repair line", |t| {
+                t.contains("blobs fetched since it started")
+            });
+            seen[k] = number_before(&page, "blobs fetched since it started");
+        }
+        if seen[0] > before[0] || seen[1] > before[1] {
+            eprintln!(
+                "node {victim} killed: fetched by repair {before:?} -> {seen:?} (node 0, node {survivor})"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no repair seen: {seen:?} (before {before:?})"
+        );
+    }
+    b.goto(&url).unwrap();
+    b.click("nav button[data-page=pools]").unwrap();
+    pool_page_until(&b, Duration::from_secs(120), "full replication again", |t| {
+        t.contains("under-replicated\t0 B (0 blobs)")
+            || t.contains("under-replicated 0 B (0 blobs)")
+    });
+    shot(&b, "repair");
+
+    // The ledger: this month per member, months as charts, the statement as the CLI's CSV.
+    b.click("nav button[data-page=ledger]").unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        // Drawn at load: reload until the first records are in.
+        b.goto(&url).unwrap();
+        b.click("nav button[data-page=ledger]").unwrap();
+        let text = b.text("#ledger").unwrap();
+        if text.contains("bob") && text.contains("cy") {
+            break;
+        }
+        assert!(t.elapsed() < long, "the ledger lists no members: {text}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let charts = b
+        .run("return document.querySelectorAll('#ledger svg.chart').length", serde_json::json!([]))
+        .unwrap();
+    assert_eq!(charts.as_u64(), Some(2), "held and served, month by month");
+    let statement = || {
+        b.run_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/kith/api/v1/statement.csv?pool=street', { headers: { Authorization: 'Bearer ' + sessionStorage.getItem('kith-token') } })
+               .then((r) => r.text()).then(done, (e) => done('failed: ' + e));",
+            serde_json::json!([]),
+        )
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    };
+    // Usage goes into the ledger every record_every (5 s here): until then the statement
+    // says nothing was recorded.
+    let t = std::time::Instant::now();
+    let mut csv = statement();
+    while !csv.starts_with("pool,period,member,name,") {
+        assert!(t.elapsed() < long, "no statement: {csv}");
+        std::thread::sleep(Duration::from_millis(500));
+        csv = statement();
+    }
+    for name in ["ada", "bob", "cy"] {
+        assert!(csv.contains(&format!(",{name},")), "{name} in the statement: {csv}");
+    }
+    shot(&b, "ledger");
+
+    // Another origin (a page on ada's LAN that learnt her token) cannot act on the node: the
+    // browser refuses its header without a CORS grant, and the node refuses its origin.
+    let token = url.split("#t=").nth(1).unwrap().to_string();
+    let api = format!("http://{}:7780/kith/api/v1/run", net.lan().unwrap().ip(0));
+    let evil = format!(
+        r#"<!doctype html><p id="out">…</p><script>
+const body = JSON.stringify({{ op: "pool", pool_op: "set", pool: "street", key: "replicas", value: "1" }});
+const out = [];
+fetch("{api}", {{ method: "POST", headers: {{ "Authorization": "Bearer {token}", "Content-Type": "application/json" }}, body }})
+  .then((r) => out.push("cors:" + r.status), (e) => out.push("cors:refused"))
+  .then(() => fetch("{api}", {{ method: "POST", mode: "no-cors", headers: {{ "Content-Type": "text/plain" }}, body }}))
+  .then((r) => out.push("no-cors:" + r.type), (e) => out.push("no-cors:refused"))
+  .then(() => {{ document.getElementById("out").textContent = out.join(" "); }});
+</script>"#
+    );
+    let ip0 = net.lan().unwrap().ip(0);
+    let listener = kith_testnet::netns::on_ns_thread(&ns0, move || {
+        std::net::TcpListener::bind((ip0, 8088)).unwrap()
+    })
+    .unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{evil}",
+                evil.len()
+            );
+        }
+    });
+    b.goto(&format!("http://{ip0}:8088/")).unwrap();
+    let out = b.wait_text("#out", long, "both attempts", |t| t.contains("no-cors:")).unwrap();
+    eprintln!("another origin's attempts: {out}");
+    assert!(out.contains("cors:refused"), "the browser sent the token cross-origin: {out}");
+    let replicas =
+        net.json(0, &["pool", "show", "street"]).unwrap()["charter"]["replicas"].as_u64();
+    assert_eq!(replicas, Some(2), "another origin changed the pool ({out})");
 }

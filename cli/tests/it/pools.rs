@@ -134,7 +134,14 @@ fn bad_tickets_get_clear_errors() {
     let e = err(&net, 1, &["pool", "join", ticket]);
     assert!(e.contains("expired"), "{e}");
     // A used-up invite.
-    let once = net.kith_ok(0, &["pool", "invite", "street", "--uses", "1"]).unwrap();
+    // (Drawn as a QR code for a phone too: on stderr, the ticket alone on stdout.)
+    let out = net.kith(0, &["pool", "invite", "street", "--uses", "1", "--qr"]);
+    assert!(out.status.success());
+    let once = String::from_utf8(out.stdout).unwrap();
+    let drawn = String::from_utf8(out.stderr).unwrap();
+    let rows: Vec<&str> = drawn.lines().filter(|l| l.contains('▀') || l.contains('▄')).collect();
+    assert!(rows.len() > 20, "a QR code of the ticket: {drawn}");
+    assert!(once.trim().starts_with("kithpool1") && !once.contains('▀'), "{once}");
     net.kith_ok(1, &["pool", "join", once.trim()]).unwrap();
     assert!(err(&net, 1, &["pool", "join", once.trim()]).contains("already a member"));
     assert_eq!(net.json(0, &["pool", "ls"]).unwrap()[0]["members"], 2);
