@@ -257,6 +257,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         gateway: Some(gateway.clone()),
         mesh: Some(mesh),
         metrics: metrics_addr,
+        operations: Default::default(),
     });
 
     let backups_task = tokio::spawn(crate::backup::worker(
@@ -424,7 +425,7 @@ async fn run_request(
         Err(e) => return HttpResponse::BadRequest().body(format!("malformed request: {e}\n")),
     };
     let (tx, rx) = mpsc::channel::<Frame>(FRAME_QUEUE);
-    control.rt.spawn(ops::run(control.ctx.clone(), request, Out(tx)));
+    control.rt.spawn(ops::run(control.ctx.clone(), request, Out::new(tx)));
     let stream = n0_future::stream::unfold(rx, |mut rx| async move {
         let f = rx.recv().await?;
         Some((Ok::<_, std::io::Error>(web::Bytes::from(f.encode())), rx))

@@ -64,8 +64,14 @@ function renderNode(s) {
   ]));
   const progress = (w) => !w.progress ? ""
     : `${w.progress[0]} / ${w.progress[1]}` + (w.eta_s != null ? `, about ${w.eta_s} s left` : "");
-  show("workers", table(["worker", "state", "passes", "progress", "last pass", "last error"],
-    (s.workers || []).map((w) => [w.name, w.state, w.passes, progress(w), when(w.last_ms), w.last_error || ""])));
+  const ops = s.operations || [];
+  show("workers",
+    ops.length ? el("div", { id: "operations" }, el("h3", {}, "Under way"),
+      table(["operation", "stage", "done", "rate", "time left", "running for"],
+        ops.map((o) => [o.what, o.stage || "", o.bytes_total ? `${bytes(o.bytes_done)} of ${bytes(o.bytes_total)}` : bytes(o.bytes_done),
+          bytes(o.rate_bps) + "/s", o.eta_s != null ? o.eta_s + " s" : "", o.running_s + " s"]))) : "",
+    table(["worker", "state", "passes", "progress", "last pass", "last error"],
+      (s.workers || []).map((w) => [w.name, w.state, w.passes, progress(w), when(w.last_ms), w.last_error || ""])));
 }
 function renderPeers(list) {
   if (list.error) return show("peers", el("p", { class: "error" }, list.error));

@@ -408,7 +408,7 @@ async fn snapshot(ctx: &Arc<Ctx>) -> serde_json::Value {
 /// Runs a typed request as the control socket does, and returns its result or its error.
 async fn run(ctx: Arc<Ctx>, req: Request) -> Result<serde_json::Value, String> {
     let (tx, mut rx) = mpsc::channel::<Frame>(16);
-    tokio::spawn(ops::run(ctx, req, Out(tx)));
+    tokio::spawn(ops::run(ctx, req, Out::new(tx)));
     let wait = async {
         while let Some(f) = rx.recv().await {
             match f {

@@ -48,7 +48,8 @@ pub fn run(home: Home, req: Request) -> Result<Frames> {
         mesh: None,
         gateway: None,
         metrics: None,
+        operations: Default::default(),
     });
-    rt.spawn(ops::run(ctx, req, Out(tx)));
+    rt.spawn(ops::run(ctx, req, Out::new(tx)));
     Ok(Frames { rx, _rt: rt })
 }

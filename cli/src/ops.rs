@@ -2,7 +2,7 @@
 //! daemon (`kith up`), and answers with [`Frame`]s.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::wire::{Frame, Out};
 
 pub use crate::api::Request;
+use crate::api::{PoolReq, SiteReq};
 
 /// How often a running operation reports progress.
 pub(crate) const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -44,10 +45,133 @@ pub struct Ctx {
     pub mesh: Option<Arc<kith_node::net::mesh::Mesh>>,
     /// Where the daemon serves its metrics (`kith up --metrics`), if it does.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Long operations under way (puts, gets, exports, imports, moves, hand-offs).
+    pub operations: Operations,
+}
+
+/// A long operation under way: what it is, and its progress as its frames report it.
+#[derive(Debug)]
+pub struct Operation {
+    id: u64,
+    what: String,
+    started: Instant,
+    done: AtomicU64,
+    total: AtomicU64,
+    files: AtomicU64,
+    stage: std::sync::Mutex<String>,
+}
+
+impl Operation {
+    /// Takes a frame's progress or stage.
+    pub fn note(&self, f: &Frame) {
+        match f {
+            Frame::Progress { done, total, files } => {
+                self.done.store(*done, Ordering::Relaxed);
+                self.total.store(*total, Ordering::Relaxed);
+                self.files.store(*files, Ordering::Relaxed);
+            }
+            Frame::Stage(s) => {
+                *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = s.clone();
+                self.done.store(0, Ordering::Relaxed);
+                self.total.store(0, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// As the status reports it.
+    pub fn report(&self) -> crate::api::node::OperationReport {
+        let done = self.done.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.5 { (done as f64 / elapsed) as u64 } else { 0 };
+        let eta_s = (rate > 0 && total > done).then(|| (total - done) / rate);
+        crate::api::node::OperationReport {
+            what: self.what.clone(),
+            stage: self.stage.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            running_s: elapsed as u64,
+            bytes_done: done,
+            bytes_total: total,
+            files_done: self.files.load(Ordering::Relaxed),
+            rate_bps: rate,
+            eta_s,
+        }
+    }
+}
+
+/// The long operations under way on this node.
+#[derive(Debug, Default)]
+pub struct Operations {
+    next: AtomicU64,
+    live: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<Operation>>>,
+}
+
+impl Operations {
+    /// Lists `what` until the guard is dropped.
+    pub fn begin(&self, what: String) -> OperationGuard<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let op = Arc::new(Operation {
+            id,
+            what,
+            started: Instant::now(),
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+            stage: Default::default(),
+        });
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(id, op.clone());
+        OperationGuard { ops: self, op }
+    }
+
+    /// The operations under way, oldest first.
+    pub fn reports(&self) -> Vec<crate::api::node::OperationReport> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).values().map(|o| o.report()).collect()
+    }
+}
+
+/// Keeps an operation listed while it runs.
+#[derive(Debug)]
+pub struct OperationGuard<'a> {
+    ops: &'a Operations,
+    /// The operation.
+    pub op: Arc<Operation>,
+}
+
+impl Drop for OperationGuard<'_> {
+    fn drop(&mut self) {
+        self.ops.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.op.id);
+    }
+}
+
+/// What a long request is, in a few words (none for a short one).
+fn long_operation(req: &Request) -> Option<String> {
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.display().to_string())
+    };
+    Some(match req {
+        Request::Put { path, pool: Some(pool) } => format!("put {} into pool {pool}", name(path)),
+        Request::Put { path, pool: None } => format!("put {}", name(path)),
+        Request::Get { spec, .. } => format!("get {spec}"),
+        Request::Export { path, .. } => format!("export to {}", name(path)),
+        Request::Import { path } => format!("import {}", name(path)),
+        Request::Move { from, to } => format!("move objects from {from} to {to}"),
+        Request::Verify => "verify the store".into(),
+        Request::Gc => "gc".into(),
+        Request::Pool(PoolReq::Leave { pool, .. }) => format!("leave pool {pool}"),
+        Request::Site(SiteReq::Publish { name, .. }) => format!("publish site {name}"),
+        _ => return None,
+    })
 }
 
 /// Runs `req` and sends its frames to `out`, ending with a result or an error frame.
 pub async fn run(ctx: Arc<Ctx>, req: Request, out: Out) {
+    let guard = long_operation(&req).map(|what| ctx.operations.begin(what));
+    let out = match &guard {
+        Some(g) => out.watched(g.op.clone()),
+        None => out,
+    };
     let last = match handle(&ctx, req, &out).await {
         Ok(v) => Frame::Result(v),
         Err(e) => Frame::Error(chain(&e)),

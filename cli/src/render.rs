@@ -88,6 +88,24 @@ pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
         let list: Vec<String> = v.refused.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         println!("refused   {}", list.join("; "));
     }
+    if !v.operations.is_empty() {
+        println!();
+        for o in &v.operations {
+            let stage = if o.stage.is_empty() { String::new() } else { format!(" ({})", o.stage) };
+            let done = if o.bytes_total > 0 {
+                format!("{} of {}", fmt::bytes(o.bytes_done), fmt::bytes(o.bytes_total))
+            } else {
+                fmt::bytes(o.bytes_done)
+            };
+            let left = o.eta_s.map(|s| format!(", about {s} s left")).unwrap_or_default();
+            println!(
+                "running   {}{stage}: {done} in {} s, {}/s{left}",
+                o.what,
+                o.running_s,
+                fmt::bytes(o.rate_bps)
+            );
+        }
+    }
     if !v.workers.is_empty() {
         println!();
         println!(

@@ -29,6 +29,7 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<Value> {
         urls: Vec::new(),
         retired_ms: None,
         workers: Vec::new(),
+        operations: ctx.operations.reports(),
         peers: None,
         uptime_s: 0,
         gateway: None,

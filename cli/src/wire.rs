@@ -6,6 +6,7 @@
 //! follows from zero).
 
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::mpsc;
@@ -111,21 +112,41 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Where an operation sends its frames.
 #[derive(Clone)]
-pub struct Out(pub mpsc::Sender<Frame>);
+pub struct Out(pub mpsc::Sender<Frame>, pub Option<Arc<crate::ops::Operation>>);
 
 impl Out {
+    /// Frames to `tx`, reported to no one else.
+    pub fn new(tx: mpsc::Sender<Frame>) -> Out {
+        Out(tx, None)
+    }
+
+    /// The same frames, with their progress and stages also kept in `op` (which the node's
+    /// status lists, so the dashboard and `kith status` show operations under way).
+    pub fn watched(&self, op: Arc<crate::ops::Operation>) -> Out {
+        Out(self.0.clone(), Some(op))
+    }
+
+    fn note(&self, f: &Frame) {
+        if let Some(op) = &self.1 {
+            op.note(f);
+        }
+    }
+
     /// Sends a frame; a gone receiver (the client left) is not an error for the operation.
     pub async fn send(&self, f: Frame) {
+        self.note(&f);
         let _ = self.0.send(f).await;
     }
 
     /// Sends a frame from a blocking thread.
     pub fn blocking_send(&self, f: Frame) {
+        self.note(&f);
         let _ = self.0.blocking_send(f);
     }
 
     /// Sends a frame if there is room now (progress, which the next one supersedes).
     pub fn try_send(&self, f: Frame) {
+        self.note(&f);
         let _ = self.0.try_send(f);
     }
 

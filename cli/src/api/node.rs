@@ -37,6 +37,10 @@ pub struct Status {
     /// The node's background workers.
     #[serde(default)]
     pub workers: Vec<Worker>,
+    /// Long operations under way (puts, gets, exports, imports, moves, hand-offs), with their
+    /// progress.
+    #[serde(default)]
+    pub operations: Vec<OperationReport>,
     /// Peers known and answering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peers: Option<PeerCount>,
@@ -159,4 +163,27 @@ pub struct Served {
     pub bytes: u64,
     /// Requests dropped as malformed, oversized or stalled.
     pub bad_requests: u64,
+}
+
+/// A long operation under way on the node, as its progress reports say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperationReport {
+    /// What it is (`put photos.bin into pool street`).
+    pub what: String,
+    /// Its stage, if it has stages (`replicating`).
+    #[serde(default)]
+    pub stage: String,
+    /// Seconds since it started.
+    pub running_s: u64,
+    /// Bytes done (of the current stage).
+    pub bytes_done: u64,
+    /// Bytes in all (0: not known yet).
+    pub bytes_total: u64,
+    /// Files done.
+    pub files_done: u64,
+    /// Average rate since it started (bytes/s).
+    pub rate_bps: u64,
+    /// Seconds left at that rate, when known.
+    #[serde(default)]
+    pub eta_s: Option<u64>,
 }

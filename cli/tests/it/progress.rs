@@ -1,6 +1,7 @@
 //! A progress bar on a terminal, and silence on a pipe.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -60,4 +61,53 @@ fn a_pool_put_reports_the_holders_taking_their_copies() {
         Some(Frame::Result(v)) => assert_eq!(v["pool"]["acks"].as_array().unwrap().len(), 2, "{v}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// A long operation is listed in the node's status (which `kith status` prints and the
+/// dashboard draws) with its progress while it runs, whoever started it, and leaves the list
+/// when it ends: here bob's hand-off when he leaves a pool while a node that is to take part of
+/// his share is down, until he gives up waiting.
+#[test]
+fn a_long_operation_is_listed_with_its_progress_while_it_runs_and_not_after() {
+    let mut net = street_of_three(2);
+    net.kith_ok(0, &["offer", "--storage", "1GiB", "--zone", "z0"]).unwrap();
+    let src = net.dir().join("photos.bin");
+    write(&src, &random_bytes(3 << 20, 9));
+    net.kith_ok(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    // Ada's node, which is to take part of bob's share, is down.
+    net.stop(0).unwrap();
+    assert!(net.json(1, &["status"]).unwrap()["operations"].as_array().unwrap().is_empty());
+    let mut leave = net
+        .cmd(1)
+        .args(["pool", "leave", "street", "--wait", "120s", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = serde_json::Value::Null;
+    let waited =
+        net.wait_for(Duration::from_secs(60), "the hand-off listed with its bytes", |net| {
+            let ops = net.json(1, &["status"])?["operations"].clone();
+            let found =
+                ops.as_array().into_iter().flatten().any(|o| {
+                    o["what"] == "leave pool street" && o["bytes_total"].as_u64() > Some(0)
+                });
+            seen = ops;
+            Ok(found)
+        });
+    if let Err(e) = waited {
+        let _ = leave.kill();
+        let out = leave.wait_with_output().unwrap();
+        panic!("{e}: the list read {seen}; leave said {out:?}");
+    }
+    let text = net.kith_ok(1, &["status"]).unwrap();
+    assert!(text.contains("running   leave pool street: "), "{text}");
+    eprintln!("while leaving: {seen}");
+    // He gives up (the command is interrupted): the node stops the hand-off and the list empties.
+    leave.kill().unwrap();
+    leave.wait().unwrap();
+    net.wait_for(Duration::from_secs(30), "the list to empty", |net| {
+        Ok(net.json(1, &["status"])?["operations"].as_array().is_some_and(|a| a.is_empty()))
+    })
+    .unwrap();
 }
