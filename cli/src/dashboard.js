@@ -349,6 +349,7 @@ function dropZone(pools) {
     for (const item of [...e.dataTransfer.items]) {
       const entry = item.webkitGetAsEntry && item.webkitGetAsEntry();
       if (entry) await filesOf(entry, "", list);
+      else if (item.kind === "file") { const f = item.getAsFile(); if (f) list.push([f.name, f]); }
     }
     await go(list);
   });

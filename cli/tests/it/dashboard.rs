@@ -419,6 +419,40 @@ fn a_person_runs_a_three_node_pool_from_the_dashboard_in_a_real_browser() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // A second version dropped on the page (files made in the page: ChromeDriver cannot drag
+    // from the disk, so the test dispatches the drop a person's drag makes).
+    b.goto(&url).unwrap();
+    b.click("nav button[data-page=sites]").unwrap();
+    b.type_into("#publish input[name=site]", "bakery").unwrap();
+    b.run(
+        "const dt = new DataTransfer();
+         dt.items.add(new File(['<h1>Bakery, now with bread</h1>'], 'index.html', { type: 'text/html' }));
+         const zone = document.getElementById('drop');
+         zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));",
+        serde_json::json!([]),
+    )
+    .unwrap();
+    let done = b
+        .wait_text("#publish-result", long, "the dropped version published", |t| {
+            t.contains("version 2") || t.contains("error") || t.contains("cannot")
+        })
+        .unwrap();
+    assert!(done.starts_with("published bakery version 2: 1 files"), "{done}");
+    let t = std::time::Instant::now();
+    loop {
+        b.goto(&on_bob).unwrap();
+        if b.text("h1").unwrap() == "Bakery, now with bread" {
+            eprintln!("version 2 served by bob's node {:?} after it was published", t.elapsed());
+            break;
+        }
+        assert!(
+            t.elapsed() < long,
+            "bob's node serves an old version: {}",
+            b.text("body").unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // A node is lost: the survivors take its share over, and the page shows them fetching.
     let data = net.dir().join("photos.bin");
     write(&data, &random_bytes(6 << 20, 7));

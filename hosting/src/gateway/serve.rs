@@ -20,8 +20,17 @@ use crate::site::{ChunkRef, FileEntry};
 /// Seconds a page's later requests keep the version its HTML came from.
 const PIN_SECS: u32 = 60;
 
-/// The version a request is pinned to by the cookie a page set (`kithv-NAME=N`).
+/// The version a request is pinned to by the cookie a page set (`kithv-NAME=N`). A navigation
+/// (a person opening or reloading a page) is pinned to nothing: it gets the latest version,
+/// whose page then pins what it loads next. Browsers mark a navigation with `Sec-Fetch-Mode:
+/// navigate` only towards secure origins, which a LAN's `http://` is not; every browser asks
+/// for a document with `text/html` in its `Accept`, which no stylesheet, script, image or
+/// `fetch()` does by default.
 fn pinned(req: &HttpRequest, name: &str) -> Option<u64> {
+    let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if h("sec-fetch-mode").eq_ignore_ascii_case("navigate") || h("accept").contains("text/html") {
+        return None;
+    }
     let want = format!("kithv-{name}=");
     req.headers()
         .get_all(header::COOKIE)
