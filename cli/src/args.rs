@@ -124,13 +124,22 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Offer this node's storage (and egress) to a pool.
+    /// Offer this node's storage (and egress), or its CPU for jobs, to a pool.
     Offer {
         /// The pool (name or id; default: the only pool you are in).
         pool: Option<String>,
         /// Storage offered, such as 50GiB.
+        #[arg(long, required_unless_present = "cpu")]
+        storage: Option<String>,
+        /// Lend this node to run members' jobs: how many at once (one core each; 0 withdraws).
         #[arg(long)]
-        storage: String,
+        cpu: Option<u64>,
+        /// Memory a job may use here, such as 4GiB (with --cpu).
+        #[arg(long, default_value = "1GiB", requires = "cpu")]
+        memory: String,
+        /// Hours of the day jobs run here, such as 22-7 (with --cpu; default: always).
+        #[arg(long, requires = "cpu")]
+        hours: Option<String>,
         /// Egress per month, such as 100GB (default: unlimited).
         #[arg(long)]
         egress: Option<String>,

@@ -424,9 +424,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 typed(execute(&root, Request::Pool(PoolReq::Identity), "")?)?;
             if json { render_pool::json(&v) } else { render_pool::identity(&v) }
         }
-        Command::Offer { pool, storage, egress, zone } => {
-            let req = PoolReq::Offer { pool: pool.unwrap_or_default(), storage, egress, zone };
-            render_pool::offered(&typed(execute(&root, Request::Pool(req), "")?)?)
+        Command::Offer { pool, storage, egress, zone, cpu, memory, hours } => {
+            let pool = pool.unwrap_or_default();
+            if let Some(cpu) = cpu {
+                let req = PoolReq::OfferCompute {
+                    pool: pool.clone(),
+                    cpu,
+                    memory,
+                    hours: hours.unwrap_or_default(),
+                };
+                render_pool::compute_offered(&typed(execute(&root, Request::Pool(req), "")?)?)?;
+            }
+            match storage {
+                Some(storage) => {
+                    let req = PoolReq::Offer { pool, storage, egress, zone };
+                    render_pool::offered(&typed(execute(&root, Request::Pool(req), "")?)?)
+                }
+                None => Ok(ExitCode::SUCCESS),
+            }
         }
         Command::Device { command: DeviceCommand::Ls { json } } => {
             let list: Vec<kith::api::pools::Device> =

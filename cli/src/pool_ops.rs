@@ -323,6 +323,24 @@ pub async fn handle(
             pools.with_pool(&pool, |p| p.set(signer, &key, &value, now as i64))?;
             answer(Set { set: key, value })
         }
+        PoolReq::OfferCompute { pool, cpu, memory, hours } => {
+            let memory = parse_size(&memory).map_err(|e| anyhow!(e))?;
+            if cpu > 256 {
+                bail!("a node lends at most 256 cores, not {cpu}");
+            }
+            if cpu > 0 && memory < (16 << 20) {
+                bail!("a job needs at least 16MiB of memory to run; lend more with --memory");
+            }
+            let offer = kith_pools::ComputeOffer { cpu, memory, hours };
+            let node = pools.node();
+            running()?;
+            pools.with_pool(&pool, |p| p.offer_compute(signer, &node, &offer, now as i64))?;
+            answer(crate::api::pools::ComputeOffered {
+                cpu: offer.cpu,
+                memory: offer.memory,
+                hours: offer.hours,
+            })
+        }
         PoolReq::Offer { pool, storage, egress, zone } => {
             let offer = Offer {
                 storage: parse_size(&storage).map_err(|e| anyhow!(e))?,
@@ -554,11 +572,17 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
                 nodes: m
                     .nodes
                     .iter()
-                    .map(|(n, o)| MemberNode {
-                        id: hex(n),
-                        storage: o.storage,
-                        egress: o.egress,
-                        zone: o.zone.clone(),
+                    .map(|(n, o)| {
+                        let c = m.compute.get(n).cloned().unwrap_or_default();
+                        MemberNode {
+                            id: hex(n),
+                            storage: o.storage,
+                            egress: o.egress,
+                            zone: o.zone.clone(),
+                            cpu: c.cpu,
+                            memory: c.memory,
+                            hours: c.hours,
+                        }
                     })
                     .collect(),
             })

@@ -149,7 +149,14 @@ fn members(v: &PoolDetail) {
             .iter()
             .map(|n| {
                 let zone = if n.zone.is_empty() { "own" } else { &n.zone };
-                format!("{} ({}, {zone})", short(&n.id, 8), fmt::bytes(n.storage))
+                let cpu = if n.cpu == 0 {
+                    String::new()
+                } else {
+                    let hours =
+                        if n.hours.is_empty() { String::new() } else { format!(" {}h", n.hours) };
+                    format!(", {} jobs of {}{hours}", n.cpu, fmt::bytes(n.memory))
+                };
+                format!("{} ({}, {zone}{cpu})", short(&n.id, 8), fmt::bytes(n.storage))
             })
             .collect();
         println!(
@@ -349,6 +356,25 @@ pub fn removed(v: &Removed) -> Result<ExitCode> {
 /// `kith pool set`.
 pub fn set(v: &Set) -> Result<ExitCode> {
     eprintln!("set {} to {}", v.set, v.value);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith offer --cpu`.
+pub fn compute_offered(v: &kith::api::pools::ComputeOffered) -> Result<ExitCode> {
+    if v.cpu == 0 {
+        eprintln!("this node no longer runs the pool's jobs");
+    } else {
+        let hours = if v.hours.is_empty() {
+            "at any hour".to_string()
+        } else {
+            format!("from {}h", v.hours.replace('-', "h to "))
+        };
+        eprintln!(
+            "this node runs up to {} of the pool's jobs at once, {} of memory each, {hours}",
+            v.cpu,
+            fmt::bytes(v.memory)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -136,6 +136,21 @@ pub fn set_offer(
     d.put(&o, "zone", offer.zone.as_str())
 }
 
+/// Sets what `me`'s node `node` lends for jobs (a zero `cpu` withdraws it).
+pub fn set_compute(
+    d: &mut AutoCommit,
+    me: &Key,
+    node: &Key,
+    offer: &crate::view::ComputeOffer,
+) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let cs = map_or_new(d, &m, "compute")?;
+    let o = map_or_new(d, &cs, &hex(node))?;
+    d.put(&o, "cpu", offer.cpu)?;
+    d.put(&o, "memory", offer.memory)?;
+    d.put(&o, "hours", offer.hours.as_str())
+}
+
 /// Retires `me`'s device `node` for good: out of its nodes, and its own changes refused from
 /// then on.
 pub fn retire_node(

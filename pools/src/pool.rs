@@ -418,6 +418,28 @@ impl Pool {
         Ok(())
     }
 
+    /// Lends (or with a zero `cpu`, withdraws) this member's node `node` to run jobs.
+    pub fn offer_compute(
+        &mut self,
+        signer: &Signer,
+        node: &Key,
+        offer: &crate::view::ComputeOffer,
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        let me = signer.author().key;
+        if !self.is_active(&me) {
+            return Err(PoolError::Denied("you are not a member of this pool".into()));
+        }
+        if !offer.hours.is_empty() && crate::view::parse_hours(&offer.hours).is_none() {
+            return Err(PoolError::Policy(format!(
+                "hours are H-H in the node's local time (22-7: from 22:00 to 07:00), not `{}`",
+                offer.hours
+            )));
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_compute(d, &me, node, offer))?;
+        Ok(())
+    }
+
     /// Retires a device of this member in the pool: it holds nothing for it any more (its
     /// share is re-placed), is no longer dialled, and its own changes are refused from then on.
     /// No change if it was retired here already or this member is not active.

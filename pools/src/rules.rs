@@ -8,7 +8,7 @@
 //! | `charter/*` | an active admin |
 //! | `members/X/role` | an active admin |
 //! | `members/X/state` | an active admin (any value); X itself (`left`) |
-//! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*`, `members/X/audits/*`, `members/X/sites/*` | X itself, while active |
+//! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*`, `members/X/audits/*`, `members/X/sites/*`, `members/X/compute/*` | X itself, while active |
 //! | `members/X/retired/*` (a device X retired) | X itself, while active; never deleted |
 //!
 //! A change signed by a device that its member retired in this pool (`members/X/retired/<node>`
@@ -143,7 +143,7 @@ impl Authorizer for PoolRules {
                 }
                 ["members", _, "name"] => own && (member || joining),
                 ["members", _, "joined" | "invite"] => own && joining,
-                ["members", _, "nodes" | "objects" | "audits" | "sites", ..] => {
+                ["members", _, "nodes" | "objects" | "audits" | "sites" | "compute", ..] => {
                     own && (member || joining)
                 }
                 // Written once: neither the map nor a retirement is ever replaced.
@@ -285,7 +285,13 @@ impl Written {
     /// entry of objects, audits, nodes or sites (or the making of such a map).
     fn note(&mut self, path: &[String], deleting: bool) -> bool {
         match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["members", _, kind @ ("objects" | "audits" | "nodes" | "sites"), key, rest @ ..] => {
+            [
+                "members",
+                _,
+                kind @ ("objects" | "audits" | "nodes" | "sites" | "compute"),
+                key,
+                rest @ ..,
+            ] => {
                 // A site name claimed (its entry made): checked against the other members'.
                 if *kind == "sites" && rest.is_empty() && !deleting {
                     self.claims.push(key.to_string());
@@ -294,7 +300,7 @@ impl Written {
                 true
             }
             // The map of objects, audits or sites made on first use (checked to be a map).
-            ["members", _, kind @ ("objects" | "audits" | "sites")] if !deleting => {
+            ["members", _, kind @ ("objects" | "audits" | "sites" | "compute")] if !deleting => {
                 self.maps.push(kind.to_string());
                 true
             }
@@ -348,6 +354,7 @@ fn entries_parse(
         match kind.as_str() {
             "objects" => crate::view::read_object(after, &e, key).map(|_| ())?,
             "audits" => crate::view::read_audit(after, &e).map(|_| ())?,
+            "compute" => crate::view::read_compute(after, &e).map(|_| ())?,
             _ => crate::view::read_offer(after, &e).map(|_| ())?,
         }
     }
@@ -394,7 +401,7 @@ fn dissolved(c: &Check<'_>, after: &PoolView, me: &str, member: bool) -> Result<
         let own = path.get(1).map(String::as_str) == Some(me);
         let ok = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             ["members", _, "state" | "left"] => own && member && left(after, c),
-            ["members", _, "nodes", ..] => own && member,
+            ["members", _, "nodes" | "compute", ..] => own && member,
             _ => false,
         };
         if !ok {

@@ -951,3 +951,37 @@ fn two_retirements_made_at_once_both_stand() {
         assert!(err.to_string().contains("was retired"), "{err}");
     }
 }
+
+#[test]
+fn a_member_lends_compute_others_see_it_and_nobody_else_may_write_it() {
+    use crate::view::ComputeOffer;
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    let lend = ComputeOffer { cpu: 2, memory: 4 << 30, hours: "22-7".into() };
+    b.offer_compute(&bob, &[7; 32], &lend, T0 + 20).unwrap();
+    sync(&mut b, &mut a).unwrap();
+    assert_eq!(a.view().members[&bob.author().key].compute[&[7; 32]], lend);
+    let bad = ComputeOffer { hours: "25-3".into(), ..lend.clone() };
+    let err = b.offer_compute(&bob, &[7; 32], &bad, T0 + 21).unwrap_err();
+    assert!(err.to_string().contains("hours are H-H"), "{err}");
+    // Ada may not change what bob lends, nor write hours that do not parse in her own.
+    let err = forge(&mut a, &mut b, &ada, |d| {
+        let m = member_obj(d, &bob);
+        let cs = d.get(&m, "compute").unwrap().unwrap().1;
+        let o = d.get(&cs, hex(&[7; 32])).unwrap().unwrap().1;
+        d.put(&o, "cpu", 64u64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("may not write `members/"), "{err}");
+    let err = forge(&mut a, &mut b, &ada, |d| {
+        let m = member_obj(d, &ada);
+        let cs = d.put_object(&m, "compute", ObjType::Map).unwrap();
+        let o = d.put_object(&cs, hex(&[8; 32]), ObjType::Map).unwrap();
+        d.put(&o, "cpu", 1u64).unwrap();
+        d.put(&o, "memory", 1u64).unwrap();
+        d.put(&o, "hours", "always").unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("hours `always`"), "{err}");
+    assert_eq!(b.view().members[&bob.author().key].compute[&[7; 32]].cpu, 2);
+}

@@ -8,7 +8,8 @@
 //! members: { <identity hex>: { role, state, name, joined, invite?, nodes: {
 //!              <node hex>: { storage, egress, zone } },
 //!            objects?: { <object hex>: { manifest, bytes, blobs, name, at } },
-//!            audits?: { <node hex>: { passed, failed, failing, reason, at } } } }
+//!            audits?: { <node hex>: { passed, failed, failing, reason, at } },
+//!            compute?: { <node hex>: { cpu, memory, hours } } } }
 //! ```
 //!
 //! `repair_after` (ms) and `objects` came after the first pools; readers treat them as
@@ -323,6 +324,35 @@ pub struct Member {
     /// Its devices that its identity retired (lost, stolen), and when: never listed in
     /// `nodes` again, and their own changes are refused (`members/X/retired/<node>`).
     pub retired: BTreeMap<Key, i64>,
+    /// What its nodes lend to run other members' jobs (`members/X/compute/<node>`).
+    pub compute: BTreeMap<Key, ComputeOffer>,
+}
+
+/// What one node of a member lends for jobs (`kith offer POOL --cpu N --memory SIZE`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ComputeOffer {
+    /// Jobs it runs at once (one core each).
+    pub cpu: u64,
+    /// Memory a job may use there (bytes).
+    pub memory: u64,
+    /// Hours of the day it runs jobs (`22-7`, its local time; empty: always).
+    pub hours: String,
+}
+
+/// A node's compute offer (`members/X/compute/<node>`).
+pub(crate) fn read_compute(d: &impl Get, o: &ObjId) -> Result<ComputeOffer, String> {
+    let hours = text(d, o, "hours")?;
+    if !hours.is_empty() && parse_hours(&hours).is_none() {
+        return Err(format!("hours `{hours}` are not H-H"));
+    }
+    Ok(ComputeOffer { cpu: uint(d, o, "cpu")?, memory: uint(d, o, "memory")?, hours })
+}
+
+/// `22-7` as (22, 7): the hours from the first (included) to the second (excluded).
+pub fn parse_hours(h: &str) -> Option<(u32, u32)> {
+    let (a, b) = h.split_once('-')?;
+    let (a, b): (u32, u32) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a < 24 && b <= 24 && a != b).then_some((a, b))
 }
 
 impl Member {
@@ -565,6 +595,16 @@ impl PoolView {
                 audits.insert(key, rec);
             }
         }
+        let mut compute = BTreeMap::new();
+        if d.get_value(m, "compute")?.is_some() {
+            let cs = obj(d, m, "compute")?;
+            for k in d.keys_of(&cs) {
+                let key = parse_key(&k).ok_or(format!("compute node `{k}` is not a key"))?;
+                let o = obj(d, &cs, &k)?;
+                compute.insert(key, read_compute(d, &o)?);
+            }
+            compute.retain(|n, _| !retired.contains_key(n));
+        }
         let mut sites = BTreeMap::new();
         if whole && d.get_value(m, "sites")?.is_some() {
             let ss = obj(d, m, "sites")?;
@@ -586,6 +626,7 @@ impl PoolView {
             audits,
             sites,
             retired,
+            compute,
         })
     }
 

@@ -100,6 +100,18 @@ pub enum PoolReq {
         /// The failure domain (household).
         zone: Option<String>,
     },
+    /// Lend this node to run the pool's jobs (`cpu` 0 withdraws it).
+    OfferCompute {
+        /// The pool (empty: the only one).
+        pool: String,
+        /// Jobs at once (one core each).
+        cpu: u64,
+        /// Memory a job may use (a size).
+        memory: String,
+        /// Hours of the day, `22-7` (empty: always).
+        #[serde(default)]
+        hours: String,
+    },
 }
 
 fn default_wait() -> String {
@@ -318,6 +330,15 @@ pub struct MemberNode {
     pub egress: u64,
     /// Its zone (empty: the member's own).
     pub zone: String,
+    /// Jobs it runs at once for the pool (0: none).
+    #[serde(default)]
+    pub cpu: u64,
+    /// Memory a job may use there (bytes).
+    #[serde(default)]
+    pub memory: u64,
+    /// Hours it runs jobs (empty: always).
+    #[serde(default)]
+    pub hours: String,
 }
 
 /// What the nodes offer.
@@ -540,4 +561,15 @@ pub struct Offered {
     pub egress: u64,
     /// Zone.
     pub zone: String,
+}
+
+/// `kith offer POOL --cpu N`: what this node lends for jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComputeOffered {
+    /// Jobs at once.
+    pub cpu: u64,
+    /// Memory a job may use (bytes).
+    pub memory: u64,
+    /// Hours (empty: always).
+    pub hours: String,
 }
