@@ -297,6 +297,11 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// WebAssembly jobs: run one here, or on the pool's nodes with their results compared.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// Reclaim the space of chunks that no object references.
     Gc {
         /// Print JSON.
@@ -677,5 +682,45 @@ pub(crate) enum PeerCommand {
     Link {
         /// The peer's node id (or its first characters).
         peer: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum JobCommand {
+    /// Run a WASI command (`.wasm`, or `.wat` text) and write its result into a new folder:
+    /// `stdout` and `output/` (what it wrote at /output).
+    Run {
+        /// The module.
+        module: PathBuf,
+        /// Run it on this many members' nodes of POOL and keep the result only if they agree.
+        #[arg(long)]
+        pool: Option<String>,
+        /// How many members' nodes must agree (with --pool).
+        #[arg(long, default_value_t = 2, requires = "pool")]
+        redundancy: u32,
+        /// A file or folder the job reads at /input.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// A file the job reads as its standard input.
+        #[arg(long)]
+        stdin: Option<PathBuf>,
+        /// An argument for the job (repeat for several).
+        #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// An environment variable, NAME=VALUE (repeat for several).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// Fuel it may burn (about 10^9 per CPU-second; default: ten minutes' worth).
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Memory it may use, such as 256MiB.
+        #[arg(long, default_value = "256MiB")]
+        memory: String,
+        /// The folder its result goes into (must not exist).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }

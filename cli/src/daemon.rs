@@ -197,9 +197,15 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     let replicator = kith_pools::replica::Replicator::new(pools.clone());
     let pool_proto = kith_pools::replica::PoolProtocol::new(replicator.clone());
     let mesh = kith_node::net::mesh::Mesh::new(home.node_key()?.secret().clone());
+    let jobs = Arc::new(kith_compute::jobs::JobProtocol::new(
+        pools.clone(),
+        home.node_key()?.secret().clone(),
+        home.root().join("tmp"),
+    )?);
     let protocols = vec![
         (kith_pools::docs::DOCS_ALPN.to_vec(), docs.into()),
         (kith_pools::replica::POOL_ALPN.to_vec(), pool_proto.into()),
+        (kith_compute::jobs::JOB_ALPN.to_vec(), (*jobs).clone().into()),
         (
             kith_node::net::mesh::SIGNAL_ALPN.to_vec(),
             kith_node::net::mesh::SignalProtocol(mesh.clone()).into(),
@@ -258,6 +264,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         mesh: Some(mesh),
         metrics: metrics_addr,
         operations: Default::default(),
+        jobs: Some(jobs),
     });
 
     let backups_task = tokio::spawn(crate::backup::worker(

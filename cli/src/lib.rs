@@ -20,6 +20,7 @@ pub mod dashboard;
 mod doctor_ops;
 mod drop_ops;
 pub mod fmt;
+mod job_ops;
 mod ledger_ops;
 pub mod local;
 mod metrics;

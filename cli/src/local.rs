@@ -49,6 +49,7 @@ pub fn run(home: Home, req: Request) -> Result<Frames> {
         gateway: None,
         metrics: None,
         operations: Default::default(),
+        jobs: None,
     });
     rt.spawn(ops::run(ctx, req, Out::new(tx)));
     Ok(Frames { rx, _rt: rt })

@@ -24,8 +24,8 @@ use kith_node::Home;
 use serde_json::Value;
 
 use args::{
-    BackupCommand, Cli, Command, DeviceCommand, DropCommand, KeyCommand, LedgerCommand, LedgerSel,
-    PeerCommand, PoolCommand, ServiceCommand, SiteCommand, StoreCommand,
+    BackupCommand, Cli, Command, DeviceCommand, DropCommand, JobCommand, KeyCommand, LedgerCommand,
+    LedgerSel, PeerCommand, PoolCommand, ServiceCommand, SiteCommand, StoreCommand,
 };
 use keys_cmd::{export, init};
 use kith::wire::Frame;
@@ -540,6 +540,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let v: kith::api::store::Exported =
                 typed(execute(&root, Request::Import { path: abs(&file) }, "importing")?)?;
             if json { render_pool::json(&v) } else { render::exported(&v, false) }
+        }
+        Command::Job {
+            command:
+                JobCommand::Run {
+                    module,
+                    pool,
+                    redundancy,
+                    input,
+                    stdin,
+                    args,
+                    env,
+                    fuel,
+                    memory,
+                    output,
+                    json,
+                },
+        } => {
+            let env = env
+                .iter()
+                .map(|e| {
+                    e.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| anyhow::anyhow!("--env takes NAME=VALUE, not `{e}`"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let req = kith::api::jobs::JobRun {
+                module: abs(&module),
+                redundancy: if pool.is_some() { redundancy } else { 1 },
+                pool,
+                input: input.as_deref().map(abs),
+                stdin: stdin.as_deref().map(abs),
+                args,
+                env,
+                fuel,
+                memory,
+                out: abs(&output),
+            };
+            let v: kith::api::jobs::JobDone = typed(execute(&root, Request::JobRun(req), "")?)?;
+            if json { render_pool::json(&v) } else { render::job(&v) }
         }
         Command::Gc { json } => {
             let v: kith::api::store::Collected = typed(execute(&root, Request::Gc, "")?)?;

@@ -47,6 +47,8 @@ pub struct Ctx {
     pub metrics: Option<std::net::SocketAddr>,
     /// Long operations under way (puts, gets, exports, imports, moves, hand-offs).
     pub operations: Operations,
+    /// This node's runner of the pools' jobs, in the daemon.
+    pub jobs: Option<std::sync::Arc<kith_compute::jobs::JobProtocol>>,
 }
 
 /// A long operation under way: what it is, and its progress as its frames report it.
@@ -161,6 +163,7 @@ fn long_operation(req: &Request) -> Option<String> {
         Request::Gc => "gc".into(),
         Request::Pool(PoolReq::Leave { pool, .. }) => format!("leave pool {pool}"),
         Request::Site(SiteReq::Publish { name, .. }) => format!("publish site {name}"),
+        Request::JobRun(r) => format!("job {}", name(&r.module)),
         _ => return None,
     })
 }
@@ -380,6 +383,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             let rep = ctx.replicator.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             crate::pool_ops::handle(pools, rep, node, req, out).await
         }
+        Request::JobRun(r) => crate::job_ops::run(ctx, r, out).await,
         Request::Pair => {
             let b = ctx.browsers.as_ref().ok_or_else(|| {
                 anyhow!("cannot pair: kith is not running here; start it with `kith up`")

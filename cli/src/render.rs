@@ -704,3 +704,28 @@ pub fn verify(v: &Verified, json: bool) -> Result<ExitCode> {
     }
     Ok(code)
 }
+
+/// `kith job run`.
+pub fn job(v: &kith::api::jobs::JobDone) -> Result<ExitCode> {
+    println!("{}", v.out);
+    let agreed = v.runners.iter().filter(|r| r.answer == "agreed").count();
+    let by = if v.runners.is_empty() {
+        "ran here".to_string()
+    } else {
+        format!("{agreed} of {} runner(s) agreed", v.runners.len())
+    };
+    eprintln!(
+        "job {}: exit {}, {} file(s), {}, {:.2} CPU-s of fuel; {by}; result {} stored as {}",
+        &v.id[..16],
+        v.exit,
+        v.files,
+        fmt::bytes(v.bytes),
+        v.cpu_seconds,
+        &v.hash[..16],
+        &v.object[..16.min(v.object.len())]
+    );
+    for r in &v.runners {
+        eprintln!("  {}  {}  {} ms", &r.node[..16], r.answer, r.wall_ms);
+    }
+    Ok(if v.exit == 0 { ExitCode::SUCCESS } else { ExitCode::from(v.exit.clamp(1, 255) as u8) })
+}

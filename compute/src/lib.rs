@@ -19,6 +19,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod jobs;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -60,7 +60,7 @@ pub use pool::{
 pub use rules::PoolRules;
 pub use view::{
     Access, Charter, ComputeOffer, Member, Offer, POOL_KIND, PoolObject, PoolView, RETIRED_DEVICE,
-    Role, Site, SiteVersion, State, parse_key,
+    Role, Site, SiteVersion, State, parse_hours, parse_key,
 };
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub mod jobs;
 pub mod ledger;
 pub mod node;
 pub mod pools;
@@ -165,6 +166,8 @@ pub enum Request {
     Pair,
     /// Checks of this node's setup, with what to fix.
     Doctor,
+    /// Run a WebAssembly job, here or on the pool's nodes; answers [`jobs::JobDone`].
+    JobRun(jobs::JobRun),
     /// Where the dashboard is, with its token; answers [`node::DashboardUrl`].
     Dashboard {
         /// Replace the token first (every address given before stops working).

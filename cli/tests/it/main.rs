@@ -7,6 +7,7 @@ mod backups;
 mod bad_input;
 mod badpeer;
 mod browsers;
+mod compute;
 mod crash;
 mod daemon;
 mod dashboard;

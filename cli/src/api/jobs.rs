@@ -1,0 +1,83 @@
+//! `kith job`: WebAssembly jobs run on this node or on the pool's nodes (docs/compute.md).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `kith job run`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRun {
+    /// The module, `.wasm` or `.wat` (absolute).
+    pub module: PathBuf,
+    /// The pool whose nodes run it (none: this node, without the network).
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// How many members' nodes must agree on the result.
+    #[serde(default = "one")]
+    pub redundancy: u32,
+    /// A file or folder, seen read-only at `/input` (absolute).
+    #[serde(default)]
+    pub input: Option<PathBuf>,
+    /// Standard input (absolute).
+    #[serde(default)]
+    pub stdin: Option<PathBuf>,
+    /// Arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Fuel it may burn (default: ten reference CPU-minutes).
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Memory it may use (a size).
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// Where its result goes: a folder that must not exist (absolute).
+    pub out: PathBuf,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_memory() -> String {
+    "256MiB".into()
+}
+
+/// A job done: where its result is, and who ran it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobDone {
+    /// The job's id (hex).
+    pub id: String,
+    /// The result's hash, which the runners agreed on (hex).
+    pub hash: String,
+    /// Its exit status.
+    pub exit: i32,
+    /// Fuel it burnt.
+    pub fuel: u64,
+    /// The same, in reference CPU-seconds.
+    pub cpu_seconds: f64,
+    /// Files in the result (`stdout`, `output/...`).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Where they are.
+    pub out: String,
+    /// The result stored as an object of this node's store (hex).
+    pub object: String,
+    /// Every runner asked.
+    pub runners: Vec<JobRunner>,
+}
+
+/// One runner's part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRunner {
+    /// Its node (hex).
+    pub node: String,
+    /// `agreed`, `disagreed`, `failed: ...` or `refused: ...`.
+    pub answer: String,
+    /// Wall time there (ms).
+    #[serde(default)]
+    pub wall_ms: u64,
+}
