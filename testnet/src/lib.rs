@@ -19,6 +19,7 @@
 pub mod bench;
 pub mod browser;
 pub mod chaos;
+pub mod compute_bench;
 pub mod delay;
 pub mod figures;
 pub mod garbage;

@@ -104,6 +104,16 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// Compute: a CPU-bound job natively, in wasmtime alone, through `kith job run` on one
+    /// node and on a pool of four with redundancy 2; a tiny job's time to its first result.
+    ComputeBench {
+        /// About how long the job takes in wasmtime (s).
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
     /// Moving: `kith move` of an object between two pools of 3 nodes, against a plain
     /// `put --pool` of as much fresh data into the destination.
     MoveBench {
@@ -257,6 +267,11 @@ fn main() -> Result<()> {
             if !report.identical {
                 anyhow::bail!("the restored object differs from what was put");
             }
+        }
+        Cmd::ComputeBench { seconds, kith } => {
+            let f = kith_testnet::compute_bench::run(&sibling_kith(kith)?, seconds)?;
+            println!("{}", f.markdown());
+            json_line(&f)?;
         }
         Cmd::MoveBench { mib, kith } => {
             let f = kith_testnet::moving::run(&sibling_kith(kith)?, mib)?;
