@@ -197,6 +197,15 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     let replicator = kith_pools::replica::Replicator::new(pools.clone());
     let pool_proto = kith_pools::replica::PoolProtocol::new(replicator.clone());
     let mesh = kith_node::net::mesh::Mesh::new(home.node_key()?.secret().clone());
+    // What a stopped daemon left of jobs and dashboard uploads.
+    if let Ok(rd) = std::fs::read_dir(home.root().join("tmp")) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("job-") || n.starts_with("dashboard-publish-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let jobs = Arc::new(kith_compute::jobs::JobProtocol::new(
         pools.clone(),
         home.node_key()?.secret().clone(),
@@ -305,11 +314,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
             .app_data(gateway.clone())
             .app_data(browsers.clone())
             .app_data(dashboard.clone())
-            .service(
-                web::resource("/kith/api/v1/publish")
-                    .app_data(web::PayloadConfig::new(crate::dashboard::MAX_PUBLISH))
-                    .route(web::post().to(dashboard_publish)),
-            )
+            .service(web::resource("/kith/api/v1/publish").route(web::post().to(dashboard_publish)))
             .app_data(web::PayloadConfig::new(kith_hosting::browser::MAX_OFFER))
             .default_service(web::to(lan_request))
     })
@@ -452,13 +457,14 @@ struct LanPage {
     node: String,
 }
 
-/// A folder dropped on the dashboard (the only LAN request with a body of megabytes).
+/// A folder dropped on the dashboard (the only LAN request with a body of megabytes): the
+/// token and origin are checked before a byte of the body is read, one upload at a time.
 async fn dashboard_publish(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     dashboard: web::Data<crate::dashboard::Dashboard>,
 ) -> HttpResponse {
-    dashboard.publish(&req, &body, req.peer_addr()).await
+    dashboard.publish(&req, payload, req.peer_addr()).await
 }
 
 /// Every LAN request: a site's (by `Host: NAME.local` or `/s/NAME/`), else the node's page.

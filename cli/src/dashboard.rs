@@ -49,6 +49,7 @@ pub struct Dashboard {
     control: String,
     ctx: Arc<Ctx>,
     streams: Arc<AtomicUsize>,
+    publishing: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -80,7 +81,12 @@ impl Dashboard {
     /// The dashboard of the daemon of `ctx`, whose control token is `control`.
     pub fn new(ctx: Arc<Ctx>, control: String) -> Result<Arc<Dashboard>> {
         token(ctx.home.root())?;
-        Ok(Arc::new(Dashboard { control, ctx, streams: Arc::new(AtomicUsize::new(0)) }))
+        Ok(Arc::new(Dashboard {
+            control,
+            ctx,
+            streams: Arc::new(AtomicUsize::new(0)),
+            publishing: Arc::new(tokio::sync::Semaphore::new(1)),
+        }))
     }
 
     /// Answers a dashboard request, or `None` when the request is not for the dashboard.
@@ -191,12 +197,42 @@ impl Dashboard {
     pub async fn publish(
         &self,
         req: &HttpRequest,
-        body: &web::Bytes,
+        mut payload: web::Payload,
         peer: Option<SocketAddr>,
     ) -> HttpResponse {
         if let Some(refused) = self.refusal(req, peer) {
             return refused;
         }
+        let Ok(_one) = self.publishing.clone().try_acquire_owned() else {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "another folder is being published; try again when it is done",
+            );
+        };
+        // The body, bounded in size and in time.
+        let read = async {
+            use n0_future::StreamExt;
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| plain(StatusCode::BAD_REQUEST, &e.to_string()))?;
+                if body.len() + chunk.len() > MAX_PUBLISH {
+                    return Err(plain(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                            "a folder published from the dashboard is at most {} MiB; use `kith site publish` on the node",
+                            MAX_PUBLISH >> 20
+                        ),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body.freeze())
+        };
+        let body = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(r)) => return r,
+            Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "the upload took too long"),
+        };
         let q =
             web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
                 .map(|q| q.into_inner())
@@ -212,19 +248,37 @@ impl Dashboard {
             .root()
             .join("tmp")
             .join(format!("dashboard-publish-{}", &crate::daemon::new_token()[..16]));
-        let unpacked = {
-            let (dir, body) = (dir.clone(), body.clone());
-            tokio::task::spawn_blocking(move || unpack(&body, &dir)).await
-        };
-        let result = match unpacked {
-            Ok(Ok(_)) => {
-                let req = Request::Site(SiteReq::Publish { dir: dir.clone(), name, pool, members });
-                run(self.ctx.clone(), req).await
-            }
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(e.to_string()),
-        };
-        let _ = std::fs::remove_dir_all(&dir);
+        // Unpacked, published and removed by one task, which finishes (and cleans up) even if
+        // this request is dropped.
+        let ctx = self.ctx.clone();
+        let task = tokio::spawn(async move {
+            let unpacked = {
+                let (dir, body) = (dir.clone(), body.clone());
+                tokio::task::spawn_blocking(move || unpack(&body, &dir)).await
+            };
+            let result = match unpacked {
+                Ok(Ok(_)) => {
+                    let req =
+                        Request::Site(SiteReq::Publish { dir: dir.clone(), name, pool, members });
+                    let (tx, mut rx) = mpsc::channel::<Frame>(16);
+                    tokio::spawn(ops::run(ctx, req, Out::new(tx)));
+                    let mut last = Err("the request ended without an answer".to_string());
+                    while let Some(f) = rx.recv().await {
+                        match f {
+                            Frame::Result(v) => last = Ok(v),
+                            Frame::Error(e) => last = Err(e),
+                            _ => {}
+                        }
+                    }
+                    last
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+            result
+        });
+        let result = task.await.unwrap_or_else(|e| Err(e.to_string()));
         match result {
             Ok(v) => HttpResponse::Ok().json(serde_json::json!({ "result": v })),
             Err(e) => HttpResponse::UnprocessableEntity().json(serde_json::json!({ "error": e })),

@@ -245,6 +245,7 @@ fn local_run(sandbox: &Sandbox, req: &JobRequest, dir: &Path) -> Result<JobReply
             fuel: req.fuel,
             memory: usize::try_from(req.memory).unwrap_or(usize::MAX),
             output: jobs::MAX_REPLY as u64 / 2,
+            wall: jobs::MAX_WALL,
         },
     };
     let result = dir.join("out");

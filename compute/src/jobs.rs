@@ -31,7 +31,13 @@ pub const MAX_REQUEST: usize = 96 << 20;
 /// Largest answer: the result's files.
 pub const MAX_REPLY: usize = 96 << 20;
 /// How long a runner may take before the asking node stops waiting.
-pub const RUN_LIMIT: Duration = Duration::from_secs(3600);
+pub const RUN_LIMIT: Duration = Duration::from_secs(3660);
+/// Wall time a job may take on a runner (then the runner gives up on it, and says so).
+pub const MAX_WALL: Duration = Duration::from_secs(3600);
+/// Most fuel a job may ask a runner for: an hour of reference CPU.
+pub const MAX_FUEL: u64 = 3600 * crate::FUEL_PER_CPU_SECOND;
+/// Requests read at once before they are admitted (each up to [`MAX_REQUEST`]).
+const READING: usize = 2;
 
 /// A job, as sent to a runner.
 #[derive(Debug, Clone, Encode, Decode)]
@@ -105,11 +111,14 @@ pub enum JobReply {
     Refused(#[n(0)] String),
 }
 
-/// What a runner signs: the job, the result's hash and the fuel it burnt.
-pub fn receipt(job: &Key, hash: &Key, fuel: u64) -> Vec<u8> {
-    let mut r = b"kith job receipt v1".to_vec();
+/// What a runner signs: the pool, the job, the result's hash, its exit status and the fuel
+/// it burnt (the job id covers who asked only through the pool: any member may).
+pub fn receipt(pool: &Key, job: &Key, hash: &Key, exit: i32, fuel: u64) -> Vec<u8> {
+    let mut r = b"kith job receipt v2".to_vec();
+    r.extend_from_slice(pool);
     r.extend_from_slice(job);
     r.extend_from_slice(hash);
+    r.extend_from_slice(&exit.to_le_bytes());
     r.extend_from_slice(&fuel.to_le_bytes());
     r
 }
@@ -122,6 +131,7 @@ pub struct JobProtocol {
     sandbox: Sandbox,
     tmp: PathBuf,
     running: Arc<AtomicU64>,
+    reading: Arc<tokio::sync::Semaphore>,
     /// Jobs run here since the node started, and their fuel.
     pub ran: Arc<AtomicU64>,
     /// Fuel burnt by them.
@@ -142,6 +152,7 @@ impl JobProtocol {
             sandbox: Sandbox::new()?,
             tmp,
             running: Default::default(),
+            reading: Arc::new(tokio::sync::Semaphore::new(READING)),
             ran: Default::default(),
             fuel: Default::default(),
         })
@@ -161,6 +172,17 @@ impl JobProtocol {
             .filter(|o| o.cpu > 0)
             .ok_or("this node lends no CPU to this pool")?
             .clone();
+        if req.fuel > MAX_FUEL {
+            return Err(format!(
+                "the job asks for {} fuel; a runner gives at most {MAX_FUEL}",
+                req.fuel
+            ));
+        }
+        if req.args.len() > 1024 || req.env.len() > 1024 || req.input.len() > 10_000 {
+            return Err(
+                "the job has more than 1024 arguments or variables, or 10000 input files".into()
+            );
+        }
         if req.memory > offer.memory {
             return Err(format!(
                 "the job asks for {} bytes of memory; this node lends {}",
@@ -183,8 +205,34 @@ impl JobProtocol {
         Ok(Slot(self.running.clone()))
     }
 
+    /// Whether `peer` may send this node a job at all: a node of an active member of a pool
+    /// this node lends CPU to (checked before a byte of the request is read).
+    fn may_ask(&self, peer: &Key) -> bool {
+        let me = self.pools.node();
+        self.pools.holding().iter().any(|(_, v)| {
+            v.node_owner(peer).is_some()
+                && v.node_owner(&me)
+                    .and_then(|m| v.members.get(&m))
+                    .and_then(|m| m.compute.get(&me))
+                    .is_some_and(|o| o.cpu > 0)
+        })
+    }
+
     async fn serve(&self, conn: &Connection) -> Result<(), String> {
         let peer = *conn.remote_id().as_bytes();
+        if !self.may_ask(&peer) {
+            self.pools.refused(
+                &peer,
+                "job refused",
+                "not a member's node of a pool this node lends CPU to",
+            );
+            conn.close(1u32.into(), b"this node runs jobs only for the pools it lends CPU to");
+            return Ok(());
+        }
+        let Ok(reading) = self.reading.clone().try_acquire_owned() else {
+            conn.close(1u32.into(), b"busy: other jobs are being received");
+            return Ok(());
+        };
         let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
         let req: JobRequest =
             tokio::time::timeout(Duration::from_secs(120), frame::read_max(&mut recv, MAX_REQUEST))
@@ -192,6 +240,7 @@ impl JobProtocol {
                 .map_err(|_| "no request within 120 s".to_string())?
                 .map_err(|e| e.to_string())?
                 .ok_or("no request")?;
+        drop(reading);
         let reply = match self.admit(&peer, &req) {
             Err(why) => {
                 self.pools.refused(&peer, "job refused", &why);
@@ -212,7 +261,17 @@ impl JobProtocol {
     /// Runs `req` here, on a thread of its own at the lowest priority.
     pub async fn run(&self, req: JobRequest) -> JobReply {
         let id = req.id();
-        let dir = self.tmp.join(format!("job-{}", &hex(&id)[..16]));
+        let pool = req.pool;
+        // A directory of its own: the same job asked twice runs twice, apart.
+        let made = std::fs::create_dir_all(&self.tmp).and_then(|_| {
+            tempfile::Builder::new()
+                .prefix(&format!("job-{}-", &hex(&id)[..8]))
+                .tempdir_in(&self.tmp)
+        });
+        let dir = match made {
+            Ok(d) => d.keep(),
+            Err(e) => return JobReply::Refused(format!("cannot run it here: {e}")),
+        };
         let sandbox = self.sandbox.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let d = dir.clone();
@@ -230,7 +289,7 @@ impl JobProtocol {
             Ok((ran, files)) => {
                 self.ran.fetch_add(1, Ordering::Relaxed);
                 self.fuel.fetch_add(ran.fuel, Ordering::Relaxed);
-                let sig = self.key.sign(&receipt(&id, &ran.hash, ran.fuel));
+                let sig = self.key.sign(&receipt(&pool, &id, &ran.hash, ran.exit, ran.fuel));
                 JobReply::Ran {
                     exit: ran.exit,
                     fuel: ran.fuel,
@@ -241,9 +300,10 @@ impl JobProtocol {
                 }
             }
             Err(ComputeError::Host(why)) => JobReply::Refused(format!("cannot run it here: {why}")),
+            Err(e @ ComputeError::TimedOut(_)) => JobReply::Refused(e.to_string()),
             Err(e) => JobReply::Failed(e.to_string()),
         };
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
         reply
     }
 }
@@ -305,7 +365,6 @@ fn run_materialised(
     dir: &Path,
 ) -> Result<(crate::Ran, Vec<(String, ByteVec)>), ComputeError> {
     let host = |e: std::io::Error| ComputeError::Host(e.to_string());
-    let _ = std::fs::remove_dir_all(dir);
     let input = dir.join("input");
     std::fs::create_dir_all(&input).map_err(host)?;
     for (path, bytes) in &req.input {
@@ -340,6 +399,7 @@ fn run_materialised(
             fuel: req.fuel,
             memory: usize::try_from(req.memory).unwrap_or(usize::MAX),
             output: MAX_REPLY as u64 / 2,
+            wall: MAX_WALL,
         },
     };
     let out = dir.join("out");
@@ -429,11 +489,14 @@ pub async fn ask(
         .ok_or("the runner closed the stream without answering")?;
     conn.close(0u32.into(), b"done");
     pools.saw(&runner);
-    if let JobReply::Ran { hash, fuel, sig, .. } = &reply {
+    if let JobReply::Ran { hash, fuel, sig, exit, .. } = &reply {
         let sig: [u8; 64] =
             sig.as_slice().try_into().map_err(|_| "the runner's receipt is not a signature")?;
-        peer.verify(&receipt(&req.id(), hash, *fuel), &iroh::Signature::from_bytes(&sig))
-            .map_err(|_| "the runner's receipt does not verify".to_string())?;
+        peer.verify(
+            &receipt(&req.pool, &req.id(), hash, *exit, *fuel),
+            &iroh::Signature::from_bytes(&sig),
+        )
+        .map_err(|_| "the runner's receipt does not verify".to_string())?;
         let (mut check, mut files_bytes) =
             (blake3::Hasher::new_derive_key("kith job result v1"), 0u64);
         if let JobReply::Ran { files, .. } = &reply {

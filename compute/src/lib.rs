@@ -31,8 +31,14 @@ use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
 /// The WASI module a job may import from.
 pub const WASI: &str = "wasi_snapshot_preview1";
-/// WASI preview 1 functions a job may not import: they reach the network.
-pub const REFUSED_IMPORTS: [&str; 4] = ["sock_accept", "sock_recv", "sock_send", "sock_shutdown"];
+/// WASI preview 1 functions a job may not import: the sockets reach the network, and
+/// `poll_oneoff` waits on real time (a sleep would cost no fuel and hold a runner's slot).
+pub const REFUSED_IMPORTS: [&str; 5] =
+    ["sock_accept", "sock_recv", "sock_send", "sock_shutdown", "poll_oneoff"];
+/// How often the sandbox looks at a running job's wall time and output.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Most files a job may leave in its result.
+pub const MAX_RESULT_FILES: usize = 10_000;
 /// Largest module accepted (bytes, `.wasm` or `.wat`).
 pub const MAX_MODULE: usize = 64 << 20;
 /// Fuel units per reference CPU-second: what `kith` counts a job's CPU time in (measured on
@@ -48,13 +54,21 @@ pub struct Limits {
     pub fuel: u64,
     /// Linear memory it may grow to (bytes).
     pub memory: usize,
-    /// Bytes it may write in all (output files and standard output).
+    /// Bytes it may write in all (output files and standard output), checked while it runs.
     pub output: u64,
+    /// Wall time it may take on this node (not part of its result: a job stopped by it is
+    /// this node's failure, not the job's).
+    pub wall: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { fuel: 600 * FUEL_PER_CPU_SECOND, memory: 1 << 30, output: 1 << 30 }
+        Limits {
+            fuel: 600 * FUEL_PER_CPU_SECOND,
+            memory: 1 << 30,
+            output: 1 << 30,
+            wall: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -124,6 +138,9 @@ pub enum ComputeError {
     /// It wrote more than it may.
     #[error("the job wrote {0} bytes, more than the {1} it may")]
     Output(u64, u64),
+    /// It ran past its wall time here (this node's failure: another may finish it).
+    #[error("the job ran past {0:?} of wall time on this node")]
+    TimedOut(Duration),
     /// It trapped (a bug in the job: out of bounds, unreachable, stack overflow).
     #[error("the job failed: {0}")]
     Trap(String),
@@ -196,14 +213,28 @@ impl rand_core::TryRng for Seeded {
 }
 
 impl Sandbox {
-    /// The engine: fuel on, NaNs canonical, relaxed SIMD deterministic (threads are not built).
+    /// The engine: fuel on, NaNs canonical, relaxed SIMD deterministic (threads are not built),
+    /// and an epoch every [`TICK`] (a thread that ends with the engine) for the checks a job's
+    /// fuel cannot make: its wall time and the size of what it wrote.
     pub fn new() -> Result<Sandbox, ComputeError> {
         let mut c = Config::new();
         c.consume_fuel(true)
+            .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
             .max_wasm_stack(1 << 20);
         let engine = Engine::new(&c).map_err(|e| ComputeError::Host(e.to_string()))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("kith-job-ticks".into())
+            .spawn(move || {
+                while let Some(e) = weak.upgrade() {
+                    e.increment_epoch();
+                    drop(e);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| ComputeError::Host(e.to_string()))?;
         Ok(Sandbox { engine })
     }
 
@@ -268,6 +299,7 @@ impl Sandbox {
         let wasi = b.build_p1();
         let limits = StoreLimitsBuilder::new()
             .memory_size(job.limits.memory)
+            .table_elements(1 << 20)
             .instances(1)
             .tables(4)
             .memories(1)
@@ -276,6 +308,34 @@ impl Sandbox {
         let mut store = Store::new(&self.engine, State { wasi, limits });
         store.limiter(|s| &mut s.limits);
         store.set_fuel(job.limits.fuel).map_err(|e| ComputeError::Host(e.to_string()))?;
+        // Every tick: past its wall time, or over what it may write (sparse files count at
+        // their length), it stops.
+        let stop = std::sync::Arc::new(std::sync::Mutex::new(None::<ComputeError>));
+        let (why, watched, limits, begun) =
+            (stop.clone(), out.to_path_buf(), job.limits, Instant::now());
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            let over = if begun.elapsed() > limits.wall {
+                Some(ComputeError::TimedOut(limits.wall))
+            } else {
+                match written(&watched) {
+                    Ok((bytes, _)) if bytes > limits.output => {
+                        Some(ComputeError::Output(bytes, limits.output))
+                    }
+                    Ok((_, files)) if files > MAX_RESULT_FILES as u64 => Some(ComputeError::Trap(
+                        format!("the job wrote more than {MAX_RESULT_FILES} files"),
+                    )),
+                    _ => None,
+                }
+            };
+            match over {
+                Some(e) => {
+                    *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    Ok(wasmtime::UpdateDeadline::Interrupt)
+                }
+                None => Ok(wasmtime::UpdateDeadline::Continue(1)),
+            }
+        });
         let mut linker: Linker<State> = Linker::new(&self.engine);
         p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
             .map_err(|e| ComputeError::Host(e.to_string()))?;
@@ -286,6 +346,9 @@ impl Sandbox {
             .and_then(|f| f.call(&mut store, ()));
         let wall = started.elapsed();
         let fuel = job.limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        if let Some(e) = stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
         let exit = match result {
             Ok(()) => 0,
             Err(e) => {
@@ -306,13 +369,19 @@ impl Sandbox {
             }
         };
         drop(store);
-        let stderr = std::fs::read(&stderr_path).unwrap_or_default();
+        let tail = tail_of(&stderr_path, 4096);
         let _ = std::fs::remove_file(&stderr_path);
-        let tail = &stderr[stderr.len().saturating_sub(4096)..];
-        let (hash, files, bytes) = result_hash(out).map_err(host)?;
+        // Sizes first (a sparse file counts at its length), then the bytes.
+        let (bytes, files) = written(out).map_err(host)?;
         if bytes > job.limits.output {
             return Err(ComputeError::Output(bytes, job.limits.output));
         }
+        if files > MAX_RESULT_FILES as u64 {
+            return Err(ComputeError::Trap(format!(
+                "the job wrote more than {MAX_RESULT_FILES} files"
+            )));
+        }
+        let (hash, files, bytes) = result_hash(out).map_err(host)?;
         Ok(Ran {
             exit,
             fuel,
@@ -320,9 +389,44 @@ impl Sandbox {
             files,
             bytes,
             wall,
-            stderr: String::from_utf8_lossy(tail).into_owned(),
+            stderr: String::from_utf8_lossy(&tail).into_owned(),
         })
     }
+}
+
+/// The last `n` bytes of a file.
+fn tail_of(path: &Path, n: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return Vec::new() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(n)));
+    let mut v = Vec::new();
+    let _ = f.take(n).read_to_end(&mut v);
+    v
+}
+
+/// Bytes (files' lengths, sparse or not) and files a job wrote under `out` so far, standard
+/// error included.
+fn written(out: &Path) -> std::io::Result<(u64, u64)> {
+    fn walk(dir: &Path, acc: &mut (u64, u64)) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                walk(&e.path(), acc)?;
+            } else {
+                acc.0 += e.metadata()?.len();
+                acc.1 += 1;
+            }
+            if acc.1 > MAX_RESULT_FILES as u64 + 10 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+    let mut acc = (0, 0);
+    walk(out, &mut acc)?;
+    Ok(acc)
 }
 
 /// The files of a result under `out` (`stdout`, and everything under `output/`), by their

@@ -35,7 +35,12 @@ fn job<'a>(module: &'a [u8], input: Option<&'a Path>) -> Job<'a> {
         input,
         stdin: None,
         seed: [7; 32],
-        limits: Limits { fuel: 10_000_000, memory: 16 << 20, output: 1 << 20 },
+        limits: Limits {
+            fuel: 10_000_000,
+            memory: 16 << 20,
+            output: 1 << 20,
+            wall: Duration::from_secs(60),
+        },
     }
 }
 
@@ -146,4 +151,40 @@ fn modules_that_import_the_network_or_anything_else_are_refused_before_they_run(
     let exit = wat("(call $exit (i32.const 3))", "", "");
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(s.run(&job(&exit, None), dir.path()).unwrap().exit, 3);
+}
+
+#[test]
+fn a_job_that_writes_without_end_or_runs_past_its_wall_time_is_stopped_while_it_runs() {
+    let s = Sandbox::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 32 KiB per write, forever, with fuel enough for gigabytes.
+    let flood = wat(
+        "(loop $l (call $write (i32.const 1) (i32.const 1024) (i32.const 32768)) (br $l))",
+        "",
+        "",
+    );
+    let mut j = job(&flood, None);
+    j.limits.fuel = u64::MAX / 2;
+    j.limits.output = 4 << 20;
+    match s.run(&j, &dir.path().join("a")) {
+        Err(ComputeError::Output(wrote, 4194304)) => {
+            // Stopped within a tick or two of the bound, not at the end of the disk.
+            assert!(wrote < 4 << 30, "{wrote}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let spin = wat("(loop $l (br $l))", "", "");
+    let mut j = job(&spin, None);
+    j.limits.fuel = u64::MAX / 2;
+    j.limits.wall = Duration::from_millis(300);
+    match s.run(&j, &dir.path().join("b")) {
+        Err(ComputeError::TimedOut(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    let sleeps = wat(
+        "",
+        "",
+        r#"(import "wasi_snapshot_preview1" "poll_oneoff" (func (param i32 i32 i32 i32) (result i32)))"#,
+    );
+    assert!(s.check(&sleeps).unwrap_err().to_string().contains("poll_oneoff"));
 }

@@ -114,7 +114,12 @@ fn wasmtime_run(module: &[u8], dir: &Path) -> Result<(f64, kith_compute::Ran)> {
         input: None,
         stdin: None,
         seed: [0; 32],
-        limits: kith_compute::Limits { fuel: u64::MAX / 2, memory: 32 << 20, output: 1 << 20 },
+        limits: kith_compute::Limits {
+            fuel: u64::MAX / 2,
+            memory: 32 << 20,
+            output: 1 << 20,
+            wall: Duration::from_secs(3600),
+        },
     };
     let t = Instant::now();
     let ran = sandbox.run(&job, dir)?;
