@@ -361,8 +361,9 @@ async function sites() {
   try {
     const l = await call({ op: "site", site_op: "ls" });
     if (!(l.sites || []).length) return show("sites", el("p", { class: "muted" }, "No site yet: `kith site publish DIR --name NAME`."));
-    show("sites", table(["site", "pool", "owner", "access", "version", "files", "size", "published", ""],
+    show("sites", table(["site", "pool", "owner", "access", "version", "files", "size", "published", "requests here", "cache hits", "served by", ""],
       l.sites.map((x) => [x.name, x.pool_name, x.owner_name, x.access, x.version, x.files ?? "", bytes(x.bytes), when(x.at_ms),
+        x.requests ?? 0, x.cache_hits ?? 0, `${x.nodes ?? 0} nodes`,
         el("button", { class: "act", onclick: () => versions(x.name) }, "versions")])));
   } catch (e) { show("sites", el("p", { class: "error" }, e.message)); }
 }

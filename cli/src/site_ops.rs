@@ -150,9 +150,21 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
         SiteReq::Ls => {
             let mut sites = Vec::new();
             for (id, v) in pools.list() {
+                // Every active member's node serves every site; those heard from lately (and
+                // this one) are serving now.
+                let limit = v.charter.repair_after_ms as i64;
+                let me = pools.node();
+                let serving = v
+                    .all_nodes()
+                    .iter()
+                    .filter(|n| v.node_owner(n).is_some())
+                    .filter(|n| **n == me || pools.silent_for_ms(n) <= limit)
+                    .count() as u64;
                 for (owner, name, s) in v.sites() {
                     let cur = s.served();
                     let winner = v.site(name).is_some_and(|(o, _)| o == *owner);
+                    let counts =
+                        ctx.gateway.as_ref().map(|g| g.stats().site(name)).unwrap_or_default();
                     sites.push(SiteEntry {
                         name: name.clone(),
                         pool: hex(&id),
@@ -166,6 +178,9 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
                         at_ms: cur.map(|c| c.at_ms),
                         served: winner,
                         urls: urls(ctx, name),
+                        requests: counts.requests,
+                        cache_hits: counts.cache_hits,
+                        nodes: serving,
                     });
                 }
             }

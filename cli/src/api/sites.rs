@@ -126,6 +126,15 @@ pub struct SiteEntry {
     pub served: bool,
     /// Where it is served.
     pub urls: Vec<String>,
+    /// Requests this node answered for it since it started.
+    #[serde(default)]
+    pub requests: u64,
+    /// Of its chunks this node served, those from its cache.
+    #[serde(default)]
+    pub cache_hits: u64,
+    /// The pool's nodes that serve it (every member's node; those heard from lately).
+    #[serde(default)]
+    pub nodes: u64,
 }
 
 /// `kith site versions`.

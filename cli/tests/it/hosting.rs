@@ -200,6 +200,26 @@ fn a_site_is_served_by_every_node_the_way_nginx_would() {
     })
     .unwrap();
 
+    // What node 1 served of the site, and how many nodes serve it.
+    let before = net.json(1, &["site", "ls"]).unwrap();
+    let counts = |v: &serde_json::Value| {
+        let s =
+            v["sites"].as_array().unwrap().iter().find(|s| s["name"] == "bakery").unwrap().clone();
+        (
+            s["requests"].as_u64().unwrap(),
+            s["cache_hits"].as_u64().unwrap(),
+            s["nodes"].as_u64().unwrap(),
+        )
+    };
+    let (r0, h0, nodes) = counts(&before);
+    assert_eq!(nodes, 3, "{before}");
+    for _ in 0..3 {
+        assert_eq!(get(a, "/s/bakery/docs/").status, 200);
+    }
+    let (r1, h1, _) = counts(&net.json(1, &["site", "ls"]).unwrap());
+    assert_eq!(r1, r0 + 3, "three requests counted");
+    assert!(h1 >= h0 + 2, "the second and third from the cache: {h0} -> {h1}");
+
     // The publisher's node goes away: the others still serve every byte.
     net.kill(0).unwrap();
     for x in [a, b] {

@@ -45,6 +45,17 @@ pub struct GatewayStats {
     pub fetched: AtomicU64,
     /// Site requests answered, by HTTP status (the gateway's own few codes).
     by_status: Mutex<std::collections::BTreeMap<u16, u64>>,
+    /// Requests and cache hits by site (only names of sites this node's pools hold).
+    by_site: Mutex<std::collections::BTreeMap<String, SiteCounts>>,
+}
+
+/// What the gateway did for one site since the node started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SiteCounts {
+    /// Requests answered.
+    pub requests: u64,
+    /// Chunks served from the cache.
+    pub cache_hits: u64,
 }
 
 impl GatewayStats {
@@ -55,6 +66,15 @@ impl GatewayStats {
 
     pub(crate) fn answered(&self, status: u16) {
         *lock(&self.by_status).entry(status).or_default() += 1;
+    }
+
+    /// Requests and cache hits of `site` since the node started.
+    pub fn site(&self, site: &str) -> SiteCounts {
+        lock(&self.by_site).get(site).copied().unwrap_or_default()
+    }
+
+    pub(crate) fn count(&self, site: &str, f: impl FnOnce(&mut SiteCounts)) {
+        f(lock(&self.by_site).entry(site.to_string()).or_default());
     }
 }
 
@@ -164,12 +184,16 @@ impl Gateway {
     }
 
     async fn chunk(&self, found: &Found, c: &ChunkRef) -> Result<Bytes, String> {
-        self.chunk_for(&GatewayRef { view: found.view.clone() }, c).await
+        let at = GatewayRef { view: found.view.clone(), site: Some(found.name.clone()) };
+        self.chunk_for(&at, c).await
     }
 
     async fn chunk_for(&self, at: &GatewayRef, c: &ChunkRef) -> Result<Bytes, String> {
         if let Some(b) = lock(&self.cache).get(&c.id) {
             self.stats.hits.fetch_add(1, Relaxed);
+            if let Some(site) = &at.site {
+                self.stats.count(site, |n| n.cache_hits += 1);
+            }
             return Ok(b);
         }
         let env = self.envelope(&at.view, c).await?;
@@ -208,4 +232,6 @@ impl Gateway {
 
 struct GatewayRef {
     view: Arc<PoolView>,
+    /// The site the chunk is for (counted), if any.
+    site: Option<String>,
 }

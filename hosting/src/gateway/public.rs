@@ -70,6 +70,6 @@ impl Gateway {
         view: &Arc<PoolView>,
         c: &ChunkRef,
     ) -> Result<Bytes, String> {
-        self.chunk_for(&GatewayRef { view: view.clone() }, c).await
+        self.chunk_for(&GatewayRef { view: view.clone(), site: None }, c).await
     }
 }

@@ -94,6 +94,7 @@ impl Gateway {
         let Some(mut found) = self.find(name, pinned(req, name)) else {
             return text(StatusCode::NOT_FOUND, &format!("no site `{name}` in this node's pools"));
         };
+        self.stats.count(name, |n| n.requests += 1);
         found.by_host = base == "/";
         if rest == "\u{0}" {
             return HttpResponse::MovedPermanently()
@@ -310,7 +311,7 @@ impl Gateway {
             },
             None => return b.body(Bytes::new()),
         };
-        let this = GatewayRef { view: found.view.clone() };
+        let this = GatewayRef { view: found.view.clone(), site: Some(found.name.clone()) };
         let gw = self.clone();
         let rest: Vec<(ChunkRef, usize, usize)> = parts.into_iter().skip(1).collect();
         let stream = n0_future::stream::unfold(
