@@ -42,9 +42,10 @@ pub const MAX_RESULT_FILES: usize = 10_000;
 /// Largest module accepted (bytes, `.wasm` or `.wat`).
 pub const MAX_MODULE: usize = 64 << 20;
 /// Fuel units per reference CPU-second: what `kith` counts a job's CPU time in. Measured on
-/// the reference job of `testnet compute-bench` on this project's 2-core machine: 1.81 × 10¹⁰
-/// units per second of wasmtime's run (2026-12-01; docs/benchmarks.md).
-pub const FUEL_PER_CPU_SECOND: u64 = 18_000_000_000;
+/// the reference job of `testnet compute-bench` on this project's 2-core machine: 2.14 × 10¹⁰
+/// units per second of wasmtime's run on a quiet machine, 1.81 × 10¹⁰ beside a chaos run
+/// (2026-12-01; docs/benchmarks.md).
+pub const FUEL_PER_CPU_SECOND: u64 = 20_000_000_000;
 /// The wall clock a job reads: 2020-01-01T00:00:00Z, the same on every node.
 pub const JOB_EPOCH: Duration = Duration::from_secs(1_577_836_800);
 

@@ -14,6 +14,8 @@ use crate::{Layout, Testnet};
 /// The job's figures.
 #[derive(Debug, Serialize)]
 pub struct ComputeFigures {
+    /// `compute`.
+    pub bench: &'static str,
     /// Iterations of the loop.
     pub iterations: u64,
     /// Native Rust (s).
@@ -36,6 +38,10 @@ pub struct ComputeFigures {
     pub kith_over_wasmtime: f64,
     /// The pool (two runners agreeing) over wasmtime alone (time).
     pub pool_over_wasmtime: f64,
+    /// wasmtime alone over kith on one node (speed: higher is better; goal over 0.91).
+    pub wasmtime_over_kith: f64,
+    /// wasmtime alone over the pool (speed).
+    pub wasmtime_over_pool: f64,
 }
 
 impl ComputeFigures {
@@ -236,6 +242,7 @@ pub fn run(kith: &Path, seconds: f64) -> Result<ComputeFigures> {
     )?;
     net.stop_all(Duration::from_secs(20))?;
     Ok(ComputeFigures {
+        bench: "compute",
         iterations,
         native_s,
         wasmtime_s,
@@ -247,6 +254,8 @@ pub fn run(kith: &Path, seconds: f64) -> Result<ComputeFigures> {
         wasmtime_over_native: wasmtime_s / native_s,
         kith_over_wasmtime: kith_local_s / wasmtime_s,
         pool_over_wasmtime: kith_pool_s / wasmtime_s,
+        wasmtime_over_kith: crate::figures::round(wasmtime_s / kith_local_s, 3),
+        wasmtime_over_pool: crate::figures::round(wasmtime_s / kith_pool_s, 3),
     })
 }
 
