@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use kith_compute::jobs::{self, JobReply, JobRequest};
-use kith_compute::{FUEL_PER_CPU_SECOND, Job, Limits, MAX_MODULE, Sandbox};
+use kith_compute::{FUEL_PER_CPU_SECOND, Limits, MAX_MODULE, Sandbox};
 use kith_crdt::hex;
 use minicbor::bytes::ByteVec;
 use serde_json::Value;
@@ -152,7 +152,7 @@ pub(crate) async fn run(ctx: &Ctx, r: JobRun, out: &Out) -> Result<Value> {
                         Err(e) => format!("unreachable: {e}"),
                         Ok(JobReply::Refused(why)) => format!("refused: {why}"),
                         Ok(rep) => match &agreed {
-                            Some(ag) if same_answer(ag, rep) => "agreed".into(),
+                            Some(ag) if jobs::same(ag, rep) => "agreed".into(),
                             _ => match rep {
                                 JobReply::Failed(why) => format!("failed: {why}"),
                                 _ => "disagreed".into(),
@@ -204,69 +204,21 @@ pub(crate) async fn run(ctx: &Ctx, r: JobRun, out: &Out) -> Result<Value> {
     })
 }
 
-fn same_answer(a: &JobReply, b: &JobReply) -> bool {
-    match (a, b) {
-        (JobReply::Ran { hash: h1, exit: e1, .. }, JobReply::Ran { hash: h2, exit: e2, .. }) => {
-            h1 == h2 && e1 == e2
-        }
-        (JobReply::Failed(x), JobReply::Failed(y)) => x == y,
-        _ => false,
-    }
-}
-
-/// Runs the job here, without the network (its files written under `dir`).
+/// Runs the job here, without the network (its files written under `dir`), as a runner would.
 fn local_run(sandbox: &Sandbox, req: &JobRequest, dir: &Path) -> Result<JobReply> {
-    let input = dir.join("input");
-    std::fs::create_dir_all(&input)?;
-    for (path, bytes) in &req.input {
-        let rel = jobs::safe_relative(path).ok_or_else(|| anyhow!("bad input path {path}"))?;
-        let to = input.join(rel);
-        if let Some(p) = to.parent() {
-            std::fs::create_dir_all(p)?;
-        }
-        std::fs::write(&to, bytes.as_slice())?;
-    }
-    let stdin = match &req.stdin {
-        Some(b) => {
-            let p = dir.join("stdin");
-            std::fs::write(&p, b.as_slice())?;
-            Some(p)
-        }
-        None => None,
-    };
-    let job = Job {
-        module: &req.module,
-        args: &req.args,
-        env: &req.env,
-        input: (!req.input.is_empty()).then_some(input.as_path()),
-        stdin: stdin.as_deref(),
-        seed: req.seed,
-        limits: Limits {
-            fuel: req.fuel,
-            memory: usize::try_from(req.memory).unwrap_or(usize::MAX),
-            output: jobs::MAX_REPLY as u64 / 2,
-            wall: jobs::MAX_WALL,
-        },
-    };
-    let result = dir.join("out");
-    match sandbox.run(&job, &result) {
-        Ok(ran) => {
-            let mut files = Vec::new();
-            for (rel, path) in kith_compute::result_files(&result)? {
-                files.push((rel, std::fs::read(&path)?.into()));
-            }
-            Ok(JobReply::Ran {
-                exit: ran.exit,
-                fuel: ran.fuel,
-                hash: ran.hash,
-                files,
-                wall_ms: ran.wall.as_millis() as u64,
-                sig: Vec::new().into(),
-            })
-        }
+    match jobs::run_materialised(sandbox, req, dir) {
+        Ok((ran, files)) => Ok(JobReply::Ran {
+            exit: ran.exit,
+            fuel: ran.fuel,
+            hash: ran.hash,
+            files,
+            wall_ms: ran.wall.as_millis() as u64,
+            sig: Vec::new().into(),
+        }),
         Err(kith_compute::ComputeError::Host(why)) => {
             Err(anyhow!("cannot run the job here: {why}"))
         }
+        Err(e @ kith_compute::ComputeError::TimedOut(_)) => Err(anyhow!(e)),
         Err(e) => Ok(JobReply::Failed(e.to_string())),
     }
 }

@@ -358,8 +358,9 @@ fn lowest_priority() {
 
 /// Writes the request's inputs and standard input under `dir`, runs the job with its result
 /// under `dir/out`, and reads the result's files.
+/// (Also what `kith job run` does for a job run here, without the network.)
 #[allow(clippy::type_complexity)]
-fn run_materialised(
+pub fn run_materialised(
     sandbox: &Sandbox,
     req: &JobRequest,
     dir: &Path,
@@ -518,7 +519,7 @@ pub async fn ask(
 }
 
 /// Whether two answers agree: the same result (hash and exit), or the same failure.
-fn same(a: &JobReply, b: &JobReply) -> bool {
+pub fn same(a: &JobReply, b: &JobReply) -> bool {
     match (a, b) {
         (JobReply::Ran { hash: h1, exit: e1, .. }, JobReply::Ran { hash: h2, exit: e2, .. }) => {
             h1 == h2 && e1 == e2
