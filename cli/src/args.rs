@@ -418,7 +418,8 @@ pub(crate) enum PoolCommand {
     /// (proportional or credits); join_rule (invite); repair_after (how long a silent holder
     /// waits before its share is copied elsewhere, such as 10m); audit_every (how often holders
     /// are audited, such as 10m); record_every (how often usage goes into the ledger, such as
-    /// 1h); role:MEMBER (admin or member).
+    /// 1h); cpu_price (what a reference CPU-hour of members' jobs costs, such as 0.02; 0 counts
+    /// CPU as credit); role:MEMBER (admin or member).
     Set {
         /// The pool.
         pool: String,

@@ -142,6 +142,34 @@ pub(crate) async fn run(ctx: &Ctx, r: JobRun, out: &Out) -> Result<Value> {
                 jobs::run_in_pool(node, pools, ctx.jobs.as_deref(), &req, r.redundancy as usize)
                     .await
                     .map_err(|e| anyhow!(e))?;
+            // What the run found of each runner goes into this member's records of them
+            // (their reputation), once a result was accepted.
+            let found = jobs::verdicts(&run, &pools.node());
+            if !found.is_empty() {
+                let pool = hex(&req.pool);
+                let now = pools.now_ms();
+                if let Err(e) =
+                    pools.with_pool(&pool, |p| p.record_checks(pools.signer(), &found, now))
+                {
+                    tracing::warn!(error = %e, "cannot record the runners' answers");
+                }
+            }
+            // The CPU the agreeing runners gave goes into the ledger, with a receipt for each.
+            if let Some(ag) = &run.agreed {
+                let runs: Vec<(kith_crdt::Key, u64)> = run
+                    .answers
+                    .iter()
+                    .filter_map(|a| match &a.reply {
+                        Ok(r @ JobReply::Ran { fuel, .. }) if jobs::same(ag, r) => {
+                            Some((a.node, *fuel))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if let Err(e) = pools.record_cpu_taken(&req.pool, &run.id, &runs) {
+                    tracing::warn!(error = %e, "cannot record the job's CPU in the ledger");
+                }
+            }
             let agreed = run.agreed.clone();
             let runners: Vec<JobRunner> = run
                 .answers
@@ -149,7 +177,7 @@ pub(crate) async fn run(ctx: &Ctx, r: JobRun, out: &Out) -> Result<Value> {
                 .map(|a| JobRunner {
                     node: hex(&a.node),
                     answer: match &a.reply {
-                        Err(e) => format!("unreachable: {e}"),
+                        Err(e) => e.to_string(),
                         Ok(JobReply::Refused(why)) => format!("refused: {why}"),
                         Ok(rep) => match &agreed {
                             Some(ag) if jobs::same(ag, rep) => "agreed".into(),

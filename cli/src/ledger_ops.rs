@@ -119,6 +119,9 @@ fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Table> {
             requests_served: l.total(m, Counter::RequestsServed),
             audits_passed: l.total(m, Counter::AuditsPassed),
             audits_failed: l.total(m, Counter::AuditsFailed),
+            cpu_given_h: s.cpu_given_h,
+            cpu_taken_h: s.cpu_taken_h,
+            cpu_cents: s.cpu_cents,
         })
         .collect();
     let sealed = pools.ledgers().seal(id, p).map(|s| hex(&s.by)).or_else(|| {
@@ -148,6 +151,7 @@ fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Table> {
         costs_cents: l.costs.values().map(|c| c.cents).sum::<i64>(),
         carried_in: l.carried.len() as u64,
         sealed_by: sealed,
+        cpu_price: crate::api::ledger::price(v.charter.cpu_price_micro),
         members: rows,
     })
 }
@@ -345,6 +349,9 @@ fn statement(
                 contribution: s.contribution,
                 balance_milli: s.balance_milli,
                 owes_cents: s.owes_cents,
+                cpu_given_h: s.cpu_given_h,
+                cpu_taken_h: s.cpu_taken_h,
+                cpu_cents: s.cpu_cents,
                 reference: format!("kith {} {p} {}", v.charter.name, &hex(&s.member)[..8]),
             })
             .collect(),

@@ -520,6 +520,7 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
             audit_every_ms: c.audit_every_ms,
             record_every_ms: c.record_every_ms,
             dissolved_ms: c.dissolved_ms,
+            cpu_price: crate::api::ledger::price(c.cpu_price_micro),
         },
         audits: v
             .members
@@ -538,6 +539,34 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
                 })
             })
             .collect(),
+        runners: {
+            let checked: std::collections::BTreeSet<kith_crdt::Key> =
+                v.members.values().flat_map(|m| m.checks.keys().copied()).collect();
+            checked
+                .into_iter()
+                .filter_map(|n| {
+                    let owner = v.node_owner(&n)?;
+                    let r = v.reputation(&n);
+                    let reason = v
+                        .members
+                        .iter()
+                        .filter(|(k, _)| **k != owner)
+                        .filter_map(|(_, m)| m.checks.get(&n))
+                        .filter(|c| c.disagreed > 0)
+                        .max_by_key(|c| c.at_ms)
+                        .map(|c| c.reason.clone())
+                        .unwrap_or_default();
+                    (r.agreed + r.disagreed > 0).then(|| crate::api::pools::RunnerStanding {
+                        node: hex(&n),
+                        member_name: v.members[&owner].name.clone(),
+                        agreed: r.agreed,
+                        disagreed: r.disagreed,
+                        reason,
+                        doubtful: r.doubtful(),
+                    })
+                })
+                .collect()
+        },
         objects: v
             .members
             .iter()

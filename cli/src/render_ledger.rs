@@ -49,6 +49,21 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                 money(m.owes_cents),
             );
         }
+        if p.members.iter().any(|m| m.cpu_given_h > 0.0 || m.cpu_taken_h > 0.0) {
+            println!("  {:<16} {:>12} {:>12} {:>10}", "CPU (ref. hours)", "GIVEN", "TAKEN", "OWES");
+            for m in &p.members {
+                println!(
+                    "  {:<16} {:>12.4} {:>12.4} {:>10}",
+                    m.name.chars().take(16).collect::<String>(),
+                    m.cpu_given_h,
+                    m.cpu_taken_h,
+                    if p.cpu_price.is_empty() { "credit".to_string() } else { money(m.cpu_cents) },
+                );
+            }
+            if !p.cpu_price.is_empty() {
+                println!("  (CPU at {} per reference CPU-hour)", p.cpu_price);
+            }
+        }
         if !p.recorded {
             println!(
                 "  (nothing recorded yet in this period; nodes record every `record_every`, an hour by default)"

@@ -80,8 +80,15 @@ pub fn pool(v: &PoolDetail) -> Result<ExitCode> {
     println!("pool      {} ({})", c.name, v.id);
     let quota = if c.quota == 0 { "none".to_string() } else { fmt::bytes(c.quota) };
     println!(
-        "charter   {} replicas, quota {quota}, costs {}, joins by {}",
-        c.replicas, c.cost_rule, c.join_rule
+        "charter   {} replicas, quota {quota}, costs {}, joins by {}, CPU {}",
+        c.replicas,
+        c.cost_rule,
+        c.join_rule,
+        if c.cpu_price.is_empty() {
+            "as credit".to_string()
+        } else {
+            format!("at {} per CPU-hour", c.cpu_price)
+        }
     );
     if v.you != "active" {
         println!(
@@ -96,6 +103,7 @@ pub fn pool(v: &PoolDetail) -> Result<ExitCode> {
         replication(r);
     }
     audits(v);
+    runners(v);
     if !v.rejected_changes.is_empty() {
         println!();
         println!("rejected changes from peers:");
@@ -240,6 +248,31 @@ fn replication(r: &Replication) {
         println!(
             "  over their owner's quota, held by no node: object(s) {}",
             r.over_quota.join(", ")
+        );
+    }
+}
+
+fn runners(v: &PoolDetail) {
+    if v.runners.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<16}  {:<16}  {:>6}  {:>9}  LATEST DISAGREEMENT",
+        "RUNNER NODE", "MEMBER", "AGREED", "DISAGREED"
+    );
+    for r in &v.runners {
+        let latest = match (r.doubtful, r.reason.is_empty()) {
+            (true, _) => format!("asked last: {}", r.reason),
+            (false, true) => "-".to_string(),
+            (false, false) => r.reason.clone(),
+        };
+        println!(
+            "{:<16}  {:<16}  {:>6}  {:>9}  {latest}",
+            short(&r.node, 16),
+            r.member_name,
+            r.agreed,
+            r.disagreed
         );
     }
 }

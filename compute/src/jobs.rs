@@ -136,6 +136,8 @@ pub struct JobProtocol {
     pub ran: Arc<AtomicU64>,
     /// Fuel burnt by them.
     pub fuel: Arc<AtomicU64>,
+    /// Jobs this node gave each runner since it started (the asking side's load spreading).
+    given: Arc<std::sync::Mutex<std::collections::HashMap<Key, u64>>>,
 }
 
 impl JobProtocol {
@@ -155,6 +157,7 @@ impl JobProtocol {
             reading: Arc::new(tokio::sync::Semaphore::new(READING)),
             ran: Default::default(),
             fuel: Default::default(),
+            given: Default::default(),
         })
     }
 
@@ -247,8 +250,15 @@ impl JobProtocol {
                 JobReply::Refused(why)
             }
             Ok(slot) => {
+                let pool = req.pool;
                 let reply = self.run(req).await;
                 drop(slot);
+                // The CPU given goes into the ledger (the asker's receipt is what credits it).
+                if let JobReply::Ran { fuel, .. } = &reply
+                    && let Err(e) = self.pools.record_cpu_given(&pool, &peer, *fuel)
+                {
+                    tracing::warn!(error = %e, "cannot record the job's CPU in the ledger");
+                }
                 reply
             }
         };
@@ -429,8 +439,27 @@ pub fn safe_relative(path: &str) -> Option<PathBuf> {
 pub struct RunnerAnswer {
     /// The runner's node.
     pub node: Key,
-    /// What it answered (an error text if it could not be asked).
-    pub reply: Result<JobReply, String>,
+    /// What it answered, or why there is no answer to count.
+    pub reply: Result<JobReply, AskError>,
+}
+
+/// Why a runner's answer does not count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AskError {
+    /// It could not be reached, or did not answer in time.
+    Unreachable(String),
+    /// It answered, and the answer broke the protocol: a receipt that does not verify, files
+    /// that do not match the hash it signed. Counted against the runner.
+    Broken(String),
+}
+
+impl std::fmt::Display for AskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AskError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            AskError::Broken(e) => write!(f, "broken answer: {e}"),
+        }
+    }
 }
 
 /// What asking the pool gave.
@@ -464,11 +493,55 @@ pub fn runners(pools: &Pools, pool: &Key, memory: u64) -> Vec<Key> {
             out.push(n);
         }
     }
+    // Runners whose answers other members found mostly wrong are asked last (this node, the
+    // asker's own, stays first).
+    out.sort_by_key(|n| *n != me && v.reputation(n).doubtful());
     out
+}
+
+/// What a pool run found of each runner that answered, once a result was accepted: `Ok` for
+/// an answer that agreed with it, `Err(why)` for one that did not or broke the protocol
+/// (refusals and silence say nothing of a runner's honesty; this node is left out). Empty when
+/// nothing was accepted: then nobody can tell who was wrong.
+pub fn verdicts(run: &PoolRun, me: &Key) -> Vec<(Key, Result<(), String>)> {
+    let Some(agreed) = &run.agreed else { return Vec::new() };
+    run.answers
+        .iter()
+        .filter(|a| a.node != *me)
+        .filter_map(|a| {
+            let v = match &a.reply {
+                Ok(JobReply::Refused(_)) | Err(AskError::Unreachable(_)) => return None,
+                Err(AskError::Broken(why)) => Err(why.clone()),
+                Ok(r) if same(agreed, r) => Ok(()),
+                Ok(JobReply::Ran { hash, exit, .. }) => Err(format!(
+                    "job {}: result {} (exit {exit}) where the others agreed on another",
+                    &hex(&run.id)[..16],
+                    &hex(hash)[..16]
+                )),
+                Ok(JobReply::Failed(why)) => Err(format!(
+                    "job {}: said it failed ({why}) where the others agreed on a result",
+                    &hex(&run.id)[..16]
+                )),
+            };
+            Some((a.node, v))
+        })
+        .collect()
 }
 
 /// Asks one runner.
 pub async fn ask(
+    node: &Node,
+    pools: &Pools,
+    runner: Key,
+    req: &JobRequest,
+) -> Result<JobReply, AskError> {
+    let reply = reach(node, pools, runner, req).await.map_err(AskError::Unreachable)?;
+    check_reply(&runner, req, &reply).map_err(AskError::Broken)?;
+    Ok(reply)
+}
+
+/// Sends `req` to `runner` and reads its answer.
+async fn reach(
     node: &Node,
     pools: &Pools,
     runner: Key,
@@ -490,7 +563,14 @@ pub async fn ask(
         .ok_or("the runner closed the stream without answering")?;
     conn.close(0u32.into(), b"done");
     pools.saw(&runner);
-    if let JobReply::Ran { hash, fuel, sig, exit, .. } = &reply {
+    Ok(reply)
+}
+
+/// Checks a runner's answer: its receipt signed by the runner's node key over this job, and
+/// its files hashing to what it signed.
+pub fn check_reply(runner: &Key, req: &JobRequest, reply: &JobReply) -> Result<(), String> {
+    let peer = EndpointId::from_bytes(runner).map_err(|e| e.to_string())?;
+    if let JobReply::Ran { hash, fuel, sig, exit, .. } = reply {
         let sig: [u8; 64] =
             sig.as_slice().try_into().map_err(|_| "the runner's receipt is not a signature")?;
         peer.verify(
@@ -498,24 +578,28 @@ pub async fn ask(
             &iroh::Signature::from_bytes(&sig),
         )
         .map_err(|_| "the runner's receipt does not verify".to_string())?;
-        let (mut check, mut files_bytes) =
-            (blake3::Hasher::new_derive_key("kith job result v1"), 0u64);
-        if let JobReply::Ran { files, .. } = &reply {
-            for (rel, data) in files {
-                check.update(&(rel.len() as u64).to_le_bytes());
-                check.update(rel.as_bytes());
-                check.update(&(data.len() as u64).to_le_bytes());
-                check.update(data);
-                files_bytes += data.len() as u64;
-            }
-        }
-        if check.finalize().as_bytes() != hash {
+        let files = match reply {
+            JobReply::Ran { files, .. } => files.as_slice(),
+            _ => &[],
+        };
+        if files_hash(files) != *hash {
+            let files_bytes: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
             return Err(format!(
                 "the runner's {files_bytes} bytes of result do not match its hash"
             ));
         }
     }
-    Ok(reply)
+    Ok(())
+}
+
+/// The hash of a result's files (path, bytes), as receipts sign it: what the sandbox computes
+/// of the files a job left.
+pub fn files_hash(files: &[(String, ByteVec)]) -> Key {
+    let mut h = crate::result_hasher();
+    for (rel, data) in files {
+        crate::hash_entry(&mut h, rel, data);
+    }
+    *h.finalize().as_bytes()
 }
 
 /// Whether two answers agree: the same result (hash and exit), or the same failure.
@@ -539,7 +623,19 @@ pub async fn run_in_pool(
     req: &JobRequest,
     redundancy: usize,
 ) -> Result<PoolRun, String> {
-    let candidates = runners(pools, &req.pool, req.memory);
+    let mut candidates = runners(pools, &req.pool, req.memory);
+    let me = pools.node();
+    // This node first when it lends; then runners others found honest before doubtful ones;
+    // among those, the ones this node gave fewest jobs (load spread over the pool, and every
+    // runner checked against the others in turn); then the most recently heard from.
+    if let Some(l) = local {
+        let given = l.given.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let v = pools.view_of(&req.pool);
+        candidates.sort_by_key(|n| {
+            let doubtful = v.as_ref().is_some_and(|v| v.reputation(n).doubtful());
+            (*n != me, doubtful, given.get(n).copied().unwrap_or(0))
+        });
+    }
     if candidates.len() < redundancy {
         return Err(format!(
             "{} member node(s) lend CPU to this pool (with {} bytes of memory), fewer than the {redundancy} runners asked for: members lend with `kith offer POOL --cpu N`",
@@ -547,8 +643,10 @@ pub async fn run_in_pool(
             req.memory
         ));
     }
-    let me = pools.node();
     let ask_one = |runner: Key| async move {
+        if let Some(l) = local {
+            *l.given.lock().unwrap_or_else(|p| p.into_inner()).entry(runner).or_default() += 1;
+        }
         let reply = match local.filter(|_| runner == me) {
             Some(l) => match l.admit(&me, req) {
                 Ok(slot) => {

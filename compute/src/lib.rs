@@ -45,7 +45,7 @@ pub const MAX_MODULE: usize = 64 << 20;
 /// the reference job of `testnet compute-bench` on this project's 2-core machine: 2.14 × 10¹⁰
 /// units per second of wasmtime's run on a quiet machine, 1.81 × 10¹⁰ beside a chaos run
 /// (2026-12-01; docs/benchmarks.md).
-pub const FUEL_PER_CPU_SECOND: u64 = 20_000_000_000;
+pub const FUEL_PER_CPU_SECOND: u64 = kith_pools::ledger::FUEL_PER_CPU_SECOND;
 /// The wall clock a job reads: 2020-01-01T00:00:00Z, the same on every node.
 pub const JOB_EPOCH: Duration = Duration::from_secs(1_577_836_800);
 
@@ -456,18 +456,28 @@ pub fn result_files(out: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
 
 /// BLAKE3 over a result's files (path, length, bytes, in path order): what runners compare.
 pub fn result_hash(out: &Path) -> std::io::Result<([u8; 32], u64, u64)> {
-    let mut h = blake3::Hasher::new_derive_key("kith job result v1");
+    let mut h = result_hasher();
     let (mut files, mut bytes) = (0u64, 0u64);
     for (rel, path) in result_files(out)? {
         let data = std::fs::read(&path)?;
-        h.update(&(rel.len() as u64).to_le_bytes());
-        h.update(rel.as_bytes());
-        h.update(&(data.len() as u64).to_le_bytes());
-        h.update(&data);
+        hash_entry(&mut h, &rel, &data);
         files += 1;
         bytes += data.len() as u64;
     }
     Ok((*h.finalize().as_bytes(), files, bytes))
+}
+
+/// The hasher of results.
+pub(crate) fn result_hasher() -> blake3::Hasher {
+    blake3::Hasher::new_derive_key("kith job result v1")
+}
+
+/// One file of a result into its hash: path length, path, length, bytes.
+pub(crate) fn hash_entry(h: &mut blake3::Hasher, rel: &str, data: &[u8]) {
+    h.update(&(rel.len() as u64).to_le_bytes());
+    h.update(rel.as_bytes());
+    h.update(&(data.len() as u64).to_le_bytes());
+    h.update(data);
 }
 
 #[cfg(test)]

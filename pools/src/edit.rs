@@ -209,6 +209,22 @@ pub fn set_audit(
     d.put(&e, "at", a.at_ms)
 }
 
+/// Writes `me`'s record of runner `node`'s answers.
+pub fn set_check(
+    d: &mut AutoCommit,
+    me: &Key,
+    node: &Key,
+    r: &crate::view::CheckRecord,
+) -> Result<(), AutomergeError> {
+    let m = member(d, me)?;
+    let cs = map_or_new(d, &m, "checks")?;
+    let e = map_or_new(d, &cs, &hex(node))?;
+    d.put(&e, "agreed", r.agreed)?;
+    d.put(&e, "disagreed", r.disagreed)?;
+    d.put(&e, "reason", r.reason.as_str())?;
+    d.put(&e, "at", r.at_ms)
+}
+
 /// Records version `n` of `me`'s site `name` and serves it.
 pub fn set_site_version(
     d: &mut AutoCommit,

@@ -59,8 +59,8 @@ pub use pool::{
 };
 pub use rules::PoolRules;
 pub use view::{
-    Access, Charter, ComputeOffer, Member, Offer, POOL_KIND, PoolObject, PoolView, RETIRED_DEVICE,
-    Role, Site, SiteVersion, State, parse_hours, parse_key,
+    Access, Charter, CheckRecord, ComputeOffer, Member, Offer, POOL_KIND, PoolObject, PoolView,
+    RETIRED_DEVICE, Reputation, Role, Site, SiteVersion, State, parse_hours, parse_key,
 };
 
 #[cfg(test)]

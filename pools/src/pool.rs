@@ -201,6 +201,7 @@ impl Pool {
             audit_every_ms: crate::view::DEFAULT_AUDIT_EVERY_MS,
             record_every_ms: crate::view::DEFAULT_RECORD_EVERY_MS,
             dissolved_ms: None,
+            cpu_price_micro: 0,
         }
     }
 
@@ -364,6 +365,11 @@ impl Pool {
                 ScalarValue::Str(value.into())
             }
             "join_rule" if value == "invite" => ScalarValue::Str(value.into()),
+            "cpu_price" => ScalarValue::Uint(parse_price_micro(value).ok_or_else(|| {
+                PoolError::Policy(format!(
+                    "cpu_price is what a CPU-hour costs in the pool's currency, such as 0.02 (0: counted as credit), not `{value}`"
+                ))
+            })?),
             "repair_after" | "audit_every" | "record_every" => {
                 let ms = parse_duration_ms(value)?;
                 if ms < crate::rules::MIN_REPAIR_AFTER_MS {
@@ -376,7 +382,7 @@ impl Pool {
             }
             _ => {
                 return Err(PoolError::Policy(format!(
-                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), repair_after (DURATION), audit_every (DURATION), record_every (DURATION), role:MEMBER (admin|member)"
+                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), repair_after (DURATION), audit_every (DURATION), record_every (DURATION), cpu_price (PRICE per CPU-hour), role:MEMBER (admin|member)"
                 )));
             }
         };
@@ -437,6 +443,43 @@ impl Pool {
             )));
         }
         self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_compute(d, &me, node, offer))?;
+        Ok(())
+    }
+
+    /// Adds what one job found of its runners to this member's records of them: for each
+    /// node, whether its answer agreed with the accepted result (and if not, why). Nothing is
+    /// written when this member is not active.
+    pub fn record_checks(
+        &mut self,
+        signer: &Signer,
+        found: &[(Key, Result<(), String>)],
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        let me = signer.author().key;
+        let v = self.view();
+        let Some(m) = v.active(&me) else { return Ok(()) };
+        let mut records = Vec::new();
+        for (node, verdict) in found {
+            let mut r = m.checks.get(node).cloned().unwrap_or_default();
+            match verdict {
+                Ok(()) => r.agreed += 1,
+                Err(why) => {
+                    r.disagreed += 1;
+                    r.reason = why.chars().take(200).collect();
+                }
+            }
+            r.at_ms = now_ms;
+            records.push((*node, r));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| {
+            for (node, r) in &records {
+                edit::set_check(d, &me, node, r)?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -761,4 +804,22 @@ impl crate::fsutil::Stored for Pool {
     fn save(&mut self) -> Vec<u8> {
         Pool::save(self)
     }
+}
+
+/// A price such as `0.02` in millionths (20000): at most six decimals, at most a million.
+pub fn parse_price_micro(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() && frac.is_empty()
+        || frac.len() > 6
+        || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    if whole > 1_000_000 {
+        return None;
+    }
+    let frac: u64 = format!("{frac:0<6}").parse().ok()?;
+    Some(whole * 1_000_000 + frac)
 }

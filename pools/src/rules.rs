@@ -8,7 +8,7 @@
 //! | `charter/*` | an active admin |
 //! | `members/X/role` | an active admin |
 //! | `members/X/state` | an active admin (any value); X itself (`left`) |
-//! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*`, `members/X/audits/*`, `members/X/sites/*`, `members/X/compute/*` | X itself, while active |
+//! | `members/X/name`, `members/X/nodes/*`, `members/X/objects/*`, `members/X/audits/*`, `members/X/sites/*`, `members/X/compute/*`, `members/X/checks/*` | X itself, while active |
 //! | `members/X/retired/*` (a device X retired) | X itself, while active; never deleted |
 //!
 //! A change signed by a device that its member retired in this pool (`members/X/retired/<node>`
@@ -143,9 +143,12 @@ impl Authorizer for PoolRules {
                 }
                 ["members", _, "name"] => own && (member || joining),
                 ["members", _, "joined" | "invite"] => own && joining,
-                ["members", _, "nodes" | "objects" | "audits" | "sites" | "compute", ..] => {
-                    own && (member || joining)
-                }
+                [
+                    "members",
+                    _,
+                    "nodes" | "objects" | "audits" | "sites" | "compute" | "checks",
+                    ..,
+                ] => own && (member || joining),
                 // Written once: neither the map nor a retirement is ever replaced.
                 ["members", _, "retired", ..] => {
                     let at: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -288,7 +291,7 @@ impl Written {
             [
                 "members",
                 _,
-                kind @ ("objects" | "audits" | "nodes" | "sites" | "compute"),
+                kind @ ("objects" | "audits" | "nodes" | "sites" | "compute" | "checks"),
                 key,
                 rest @ ..,
             ] => {
@@ -300,7 +303,9 @@ impl Written {
                 true
             }
             // The map of objects, audits or sites made on first use (checked to be a map).
-            ["members", _, kind @ ("objects" | "audits" | "sites" | "compute")] if !deleting => {
+            ["members", _, kind @ ("objects" | "audits" | "sites" | "compute" | "checks")]
+                if !deleting =>
+            {
                 self.maps.push(kind.to_string());
                 true
             }
@@ -355,6 +360,7 @@ fn entries_parse(
             "objects" => crate::view::read_object(after, &e, key).map(|_| ())?,
             "audits" => crate::view::read_audit(after, &e).map(|_| ())?,
             "compute" => crate::view::read_compute(after, &e).map(|_| ())?,
+            "checks" => crate::view::read_check(after, &e).map(|_| ())?,
             _ => crate::view::read_offer(after, &e).map(|_| ())?,
         }
     }

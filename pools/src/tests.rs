@@ -985,3 +985,54 @@ fn a_member_lends_compute_others_see_it_and_nobody_else_may_write_it() {
     assert!(err.to_string().contains("hours `always`"), "{err}");
     assert_eq!(b.view().members[&bob.author().key].compute[&[7; 32]].cpu, 2);
 }
+
+#[test]
+fn job_checks_make_a_runners_reputation_and_only_their_author_writes_them() {
+    use crate::view::CheckRecord;
+    let (ada, bob) = (person(1), person(2));
+    let (mut a, mut b) = pool_with_bob(&ada, &bob);
+    b.offer(&bob, &[7; 32], &Offer { storage: 1, egress: 0, zone: String::new() }, T0 + 20)
+        .unwrap();
+    sync(&mut b, &mut a).unwrap();
+    // Ada's jobs ran on bob's node: twice it agreed, three times it did not.
+    for (i, ok) in [true, false, true, false, false].into_iter().enumerate() {
+        let verdict = if ok { Ok(()) } else { Err(format!("job {i}: another result")) };
+        a.record_checks(&ada, &[([7; 32], verdict)], T0 + 30 + i as i64).unwrap();
+    }
+    // Bob vouching for his own node counts for nothing.
+    b.record_checks(&bob, &[([7; 32], Ok(()))], T0 + 40).unwrap();
+    sync(&mut a, &mut b).unwrap();
+    for p in [&a, &b] {
+        let v = p.view();
+        let rec = &v.members[&ada.author().key].checks[&[7; 32]];
+        assert_eq!(
+            (rec.agreed, rec.disagreed, rec.reason.as_str()),
+            (2, 3, "job 4: another result")
+        );
+        let r = v.reputation(&[7; 32]);
+        assert_eq!((r.agreed, r.disagreed), (2, 3));
+        assert!(r.doubtful(), "{r:?}");
+    }
+    // Bob may not clean up what ada found, nor write a record that does not parse.
+    let err = forge(&mut b, &mut a, &bob, |d| {
+        let m = member_obj(d, &ada);
+        let cs = d.get(&m, "checks").unwrap().unwrap().1;
+        let o = d.get(&cs, hex(&[7; 32])).unwrap().unwrap().1;
+        d.put(&o, "disagreed", 0u64).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("may not write `members/"), "{err}");
+    let err = forge(&mut b, &mut a, &bob, |d| {
+        let m = member_obj(d, &bob);
+        let cs = d.get(&m, "checks").unwrap().unwrap().1;
+        let o = d.put_object(&cs, hex(&[8; 32]), ObjType::Map).unwrap();
+        d.put(&o, "agreed", "many").unwrap();
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("`agreed` is not an unsigned number"), "{err}");
+    let fine = CheckRecord { agreed: 1, ..Default::default() };
+    assert_eq!(
+        b.view().members[&bob.author().key].checks[&[7; 32]],
+        CheckRecord { at_ms: T0 + 40, ..fine }
+    );
+}

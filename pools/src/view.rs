@@ -4,12 +4,13 @@
 //! v: 1                          format version of the schema
 //! kind: "kith-pool"
 //! charter: { name, replicas, quota, cost_rule, join_rule, repair_after?, audit_every?, record_every?,
-//!            dissolved? }
+//!            dissolved?, cpu_price? (millionths of the currency per reference CPU-hour) }
 //! members: { <identity hex>: { role, state, name, joined, invite?, nodes: {
 //!              <node hex>: { storage, egress, zone } },
 //!            objects?: { <object hex>: { manifest, bytes, blobs, name, at } },
 //!            audits?: { <node hex>: { passed, failed, failing, reason, at } },
-//!            compute?: { <node hex>: { cpu, memory, hours } } } }
+//!            compute?: { <node hex>: { cpu, memory, hours } },
+//!            checks?: { <node hex>: { agreed, disagreed, reason, at } } } }
 //! ```
 //!
 //! `repair_after` (ms) and `objects` came after the first pools; readers treat them as
@@ -165,6 +166,10 @@ pub struct Charter {
     /// When the pool's last admin dissolved it (ms since the epoch, as it claimed): it takes no
     /// change after that but members leaving, once their objects are home.
     pub dissolved_ms: Option<i64>,
+    /// What a reference CPU-hour of members' jobs costs, in millionths of the pool's currency
+    /// (`kith pool set POOL cpu_price 0.02`); 0: CPU time counts as credit, a CPU-hour as one
+    /// unit of contribution or usage.
+    pub cpu_price_micro: u64,
 }
 
 /// Who may read a site through a gateway.
@@ -326,6 +331,45 @@ pub struct Member {
     pub retired: BTreeMap<Key, i64>,
     /// What its nodes lend to run other members' jobs (`members/X/compute/<node>`).
     pub compute: BTreeMap<Key, ComputeOffer>,
+    /// What its jobs found of other members' runners: how often each node's answer agreed
+    /// with the others' (`members/X/checks/<node>`).
+    pub checks: BTreeMap<Key, CheckRecord>,
+}
+
+/// A member's record of one runner node's answers to its jobs (`members/X/checks/<node>`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckRecord {
+    /// Answers that agreed with the accepted result.
+    pub agreed: u64,
+    /// Answers that did not (another result, or one that broke the protocol).
+    pub disagreed: u64,
+    /// What the latest disagreement was.
+    pub reason: String,
+    /// When the record was written (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// A runner node's standing in a pool: its answers that other members' jobs checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reputation {
+    /// Answers that agreed.
+    pub agreed: u64,
+    /// Answers that did not.
+    pub disagreed: u64,
+}
+
+impl Reputation {
+    /// The share of its checked answers that agreed (1 with none checked: nothing against it).
+    pub fn rate(&self) -> f64 {
+        let n = self.agreed + self.disagreed;
+        if n == 0 { 1.0 } else { self.agreed as f64 / n as f64 }
+    }
+
+    /// Whether its answers are mostly wrong: at least 3 checked, fewer than half agreeing.
+    /// Such a runner is asked last.
+    pub fn doubtful(&self) -> bool {
+        self.agreed + self.disagreed >= 3 && self.rate() < 0.5
+    }
 }
 
 /// What one node of a member lends for jobs (`kith offer POOL --cpu N --memory SIZE`).
@@ -434,6 +478,20 @@ pub(crate) fn read_audit(d: &impl Get, o: &ObjId) -> Result<AuditRecord, String>
     })
 }
 
+/// A runner check record (`members/X/checks/<node>`).
+pub(crate) fn read_check(d: &impl Get, o: &ObjId) -> Result<CheckRecord, String> {
+    let at_ms = match d.get_value(o, "at")? {
+        Some((v, _)) => v.as_i64().ok_or("`at` is not a number")?,
+        None => 0,
+    };
+    Ok(CheckRecord {
+        agreed: uint(d, o, "agreed")?,
+        disagreed: uint(d, o, "disagreed")?,
+        reason: text(d, o, "reason")?,
+        at_ms,
+    })
+}
+
 /// An object's name: sealed bytes, or text written before names were sealed.
 fn object_name(d: &impl Get, o: &ObjId, k: &str) -> Result<ObjectName, String> {
     let Some((v, _)) = d.get_value(o, "name")? else {
@@ -522,6 +580,10 @@ impl PoolView {
                 Some((v, _)) => Some(v.as_i64().ok_or("`dissolved` is not a time")?),
                 None => None,
             },
+            cpu_price_micro: match d.get_value(&c, "cpu_price")? {
+                Some(_) => uint(d, &c, "cpu_price")?,
+                None => 0,
+            },
         };
         let ms = obj(d, &ROOT, "members")?;
         let mut members = BTreeMap::new();
@@ -605,6 +667,15 @@ impl PoolView {
             }
             compute.retain(|n, _| !retired.contains_key(n));
         }
+        let mut checks = BTreeMap::new();
+        if whole && d.get_value(m, "checks")?.is_some() {
+            let cs = obj(d, m, "checks")?;
+            for k in d.keys_of(&cs) {
+                let key = parse_key(&k).ok_or(format!("checked node `{k}` is not a key"))?;
+                let o = obj(d, &cs, &k)?;
+                checks.insert(key, read_check(d, &o)?);
+            }
+        }
         let mut sites = BTreeMap::new();
         if whole && d.get_value(m, "sites")?.is_some() {
             let ss = obj(d, m, "sites")?;
@@ -627,6 +698,7 @@ impl PoolView {
             sites,
             retired,
             compute,
+            checks,
         })
     }
 
@@ -707,6 +779,23 @@ impl PoolView {
             .iter()
             .find(|(_, m)| m.state == State::Active && m.nodes.contains_key(node))
             .map(|(k, _)| *k)
+    }
+
+    /// Runner `node`'s reputation: what members other than its own recorded of its answers to
+    /// their jobs (a member cannot vouch for its own nodes).
+    pub fn reputation(&self, node: &Key) -> Reputation {
+        let owner = self.node_owner(node);
+        let mut r = Reputation::default();
+        for (k, m) in &self.members {
+            if Some(*k) == owner {
+                continue;
+            }
+            if let Some(c) = m.checks.get(node) {
+                r.agreed += c.agreed;
+                r.disagreed += c.disagreed;
+            }
+        }
+        r
     }
 
     /// Why `node` may not act for a member here, in words: retired by its identity, or not

@@ -87,6 +87,9 @@ pub struct Table {
     pub carried_in: u64,
     /// The admin who sealed the period (hex), once sealed.
     pub sealed_by: Option<String>,
+    /// What a reference CPU-hour costs (`0.02`); empty when CPU counts as credit.
+    #[serde(default)]
+    pub cpu_price: String,
     /// A row per member.
     pub members: Vec<Row>,
 }
@@ -141,6 +144,15 @@ pub struct Row {
     pub audits_passed: i64,
     /// Audits its nodes failed.
     pub audits_failed: i64,
+    /// Reference CPU-hours its nodes gave other members' jobs, as their receipts credit.
+    #[serde(default)]
+    pub cpu_given_h: f64,
+    /// Reference CPU-hours its jobs took of other members' nodes.
+    #[serde(default)]
+    pub cpu_taken_h: f64,
+    /// What it owes for CPU at the pool's `cpu_price` (negative: is owed), in cents.
+    #[serde(default)]
+    pub cpu_cents: i64,
 }
 
 /// `kith ledger verify`.
@@ -244,6 +256,16 @@ pub struct Owed {
     pub balance_milli: i64,
     /// What it owes (cents).
     pub owes_cents: i64,
+    /// Reference CPU-hours its nodes gave other members' jobs, as their receipts credit.
+    #[serde(default)]
+    pub cpu_given_h: f64,
+    /// Reference CPU-hours its jobs took of other members' nodes.
+    #[serde(default)]
+    pub cpu_taken_h: f64,
+    /// What it owes for CPU at the pool's `cpu_price` (negative: is owed), in cents; 0 when
+    /// the pool sets no price (CPU then counts in usage and contribution).
+    #[serde(default)]
+    pub cpu_cents: i64,
     /// A payment reference for a bank transfer.
     pub reference: String,
 }
@@ -280,6 +302,15 @@ pub struct Sealed {
     pub costs_cents: i64,
 }
 
+/// A price in millionths as `0.02` (empty for none).
+pub fn price(micro: u64) -> String {
+    if micro == 0 {
+        return String::new();
+    }
+    let t = format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// An amount in cents as `12.50` (`-0.05` below zero).
 pub fn money(cents: i64) -> String {
     let sign = if cents < 0 { "-" } else { "" };
@@ -291,7 +322,7 @@ impl Statements {
     /// writes, and the dashboard offers for download).
     pub fn to_csv(&self) -> String {
         let mut t = String::from(
-            "pool,period,member,name,storage_used_byte_hours,received_bytes,storage_provided_byte_hours,served_bytes,served_receipted_bytes,usage_units,contribution_units,credit_balance,owes,payment_reference\n",
+            "pool,period,member,name,storage_used_byte_hours,received_bytes,storage_provided_byte_hours,served_bytes,served_receipted_bytes,cpu_given_hours,cpu_taken_hours,usage_units,contribution_units,credit_balance,owes,owes_for_cpu,payment_reference\n",
         );
         for st in &self.statements {
             for m in &st.members {
@@ -305,10 +336,13 @@ impl Statements {
                     m.storage_provided_byte_hours.to_string(),
                     m.served_bytes.to_string(),
                     m.served_receipted_bytes.to_string(),
+                    format!("{:.6}", m.cpu_given_h),
+                    format!("{:.6}", m.cpu_taken_h),
                     format!("{:.6}", m.usage),
                     format!("{:.6}", m.contribution),
                     format!("{:.3}", m.balance_milli as f64 / 1000.0),
                     money(m.owes_cents),
+                    money(m.cpu_cents),
                     m.reference.clone(),
                 ];
                 let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();

@@ -210,6 +210,9 @@ pub struct PoolDetail {
     pub charter: Charter,
     /// Every active member's audit records.
     pub audits: Vec<Audit>,
+    /// Runner nodes' reputations: how often their answers to other members' jobs agreed.
+    #[serde(default)]
+    pub runners: Vec<RunnerStanding>,
     /// Active members' objects.
     pub objects: Vec<PoolObject>,
     /// Every member, former ones included.
@@ -258,6 +261,9 @@ pub struct Charter {
     /// When it was dissolved (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dissolved_ms: Option<i64>,
+    /// What a reference CPU-hour of jobs costs (`0.02`); empty: CPU counts as credit.
+    #[serde(default)]
+    pub cpu_price: String,
 }
 
 /// One member's audit record of one node.
@@ -279,6 +285,24 @@ pub struct Audit {
     pub reason: String,
     /// When it was recorded (ms since the epoch).
     pub at_ms: i64,
+}
+
+/// A runner node's standing: its answers to other members' jobs that were checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunnerStanding {
+    /// The node (hex).
+    pub node: String,
+    /// Its member's name.
+    pub member_name: String,
+    /// Answers that agreed with the accepted result.
+    pub agreed: u64,
+    /// Answers that did not.
+    pub disagreed: u64,
+    /// The latest disagreement any member recorded.
+    #[serde(default)]
+    pub reason: String,
+    /// Whether it is asked last (at least 3 checked, fewer than half agreeing).
+    pub doubtful: bool,
 }
 
 /// An object stored in the pool.

@@ -197,3 +197,197 @@ fn a_job_runs_here_and_on_two_members_nodes_that_agree_and_bad_jobs_are_refused_
     assert!(!out.status.success() && err.contains("lend CPU to this pool"), "{err}");
     net.stop_all(std::time::Duration::from_secs(20)).unwrap();
 }
+
+/// A member's node that lies: it speaks `kith/job/1` with its own node key, runs each job in a
+/// real sandbox, and adds a line to the job's standard output before hashing and signing the
+/// result, so its answer passes every check but the comparison with other runners.
+#[derive(Clone)]
+struct Liar {
+    key: iroh::SecretKey,
+    sandbox: kith_compute::Sandbox,
+    tmp: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for Liar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Liar")
+    }
+}
+
+impl iroh::protocol::ProtocolHandler for Liar {
+    async fn accept(
+        &self,
+        conn: iroh::endpoint::Connection,
+    ) -> Result<(), iroh::protocol::AcceptError> {
+        use kith_compute::jobs::{self, JobReply, JobRequest};
+        use kith_node::net::frame;
+        let Ok((mut send, mut recv)) = conn.accept_bi().await else { return Ok(()) };
+        let Ok(Some(req)) = frame::read_max::<JobRequest>(&mut recv, jobs::MAX_REQUEST).await
+        else {
+            return Ok(());
+        };
+        let (sandbox, dir) = (self.sandbox.clone(), tempfile::tempdir_in(&self.tmp).unwrap());
+        let r = req.clone();
+        let (ran, mut files) = tokio::task::spawn_blocking(move || {
+            jobs::run_materialised(&sandbox, &r, dir.path()).expect("the liar runs the job")
+        })
+        .await
+        .unwrap();
+        let stdout = files.iter_mut().find(|(p, _)| p == "stdout").unwrap();
+        let mut lied = stdout.1.to_vec();
+        lied.extend_from_slice(b"and a lie\n");
+        stdout.1 = lied.into();
+        let hash = jobs::files_hash(&files);
+        let sig = self.key.sign(&jobs::receipt(&req.pool, &req.id(), &hash, ran.exit, ran.fuel));
+        let reply = JobReply::Ran {
+            exit: ran.exit,
+            fuel: ran.fuel,
+            hash,
+            files,
+            wall_ms: 1,
+            sig: sig.to_bytes().to_vec().into(),
+        };
+        let _ = frame::write_max(&mut send, &reply, jobs::MAX_REPLY).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.closed()).await;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_runner_that_lies_is_outvoted_recorded_asked_last_and_never_paid() {
+    let mut net = street_of_three(2);
+    let dir = net.dir().to_path_buf();
+    let job = dir.join("copy.wat");
+    write(&job, copy_job().as_bytes());
+    let input = dir.join("in");
+    write(&input.join("a.txt"), b"bread and butter");
+    // Ada, bob and cy each lend a core.
+    for i in 0..3 {
+        net.kith_ok(i, &["offer", "--cpu", "1", "--memory", "64MiB"]).unwrap();
+    }
+    net.wait_for(std::time::Duration::from_secs(30), "ada to see three offers", |net| {
+        let v = net.json(0, &["pool", "show"])?;
+        let lending = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["nodes"].as_array().unwrap().clone())
+            .filter(|n| n["cpu"] == 1)
+            .count();
+        Ok(lending == 3)
+    })
+    .unwrap();
+    let run = |net: &kith_testnet::Testnet, k: usize| {
+        let out = dir.join(format!("out-{k}"));
+        let k = k.to_string();
+        net.json(
+            0,
+            &[
+                "job",
+                "run",
+                job.to_str().unwrap(),
+                "--pool",
+                "street",
+                "--redundancy",
+                "2",
+                "--memory",
+                "32MiB",
+                "--arg",
+                &k,
+                "--input",
+                input.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        )
+        .unwrap()
+    };
+    let truth = run(&net, 0);
+    assert!(truth["runners"].as_array().unwrap().iter().all(|r| r["answer"] == "agreed"));
+
+    // Cy's node is replaced by one that lies, with cy's key at cy's address.
+    let (bob, cy) = (net.id(1).unwrap(), net.id(2).unwrap());
+    let addr: std::net::SocketAddr =
+        net.json(2, &["status"]).unwrap()["addrs"][0].as_str().unwrap().parse().unwrap();
+    net.stop(2).unwrap();
+    let home = kith_node::Home::open(&dir.join("node2")).unwrap();
+    let liar = Liar {
+        key: home.node_key().unwrap().secret().clone(),
+        sandbox: kith_compute::Sandbox::new().unwrap(),
+        tmp: dir.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let router = rt.block_on(async {
+        let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+            .secret_key(liar.key.clone())
+            .relay_mode(iroh::RelayMode::Disabled)
+            .clear_address_lookup()
+            .clear_ip_transports()
+            .bind_addr(addr)
+            .unwrap()
+            .bind()
+            .await
+            .unwrap();
+        iroh::protocol::Router::builder(ep).accept(kith_compute::jobs::JOB_ALPN, liar).spawn()
+    });
+
+    // Jobs go to the runner given fewest jobs: the liar is asked at least every other job,
+    // outvoted by ada's and bob's answers each time, and every accepted result is the true
+    // one; once most of its checked answers disagreed (at least 3 checked), it is doubtful.
+    let standing = |net: &kith_testnet::Testnet, i: usize| {
+        let v = net.json(i, &["pool", "show"]).unwrap();
+        v["runners"].as_array().unwrap().iter().find(|r| r["node"] == cy.as_str()).cloned()
+    };
+    let mut liar_asked = 0;
+    for k in 1..=8 {
+        let v = run(&net, k);
+        assert_eq!(v["hash"], truth["hash"], "{v}");
+        let runners = v["runners"].as_array().unwrap();
+        for r in runners {
+            let expect = if r["node"] == cy.as_str() { "disagreed" } else { "agreed" };
+            assert_eq!(r["answer"], expect, "{v}");
+        }
+        if runners.iter().any(|r| r["node"] == cy.as_str()) {
+            liar_asked += 1;
+            assert!(runners.iter().any(|r| r["node"] == bob.as_str()), "re-run on bob: {v}");
+        }
+        if standing(&net, 0).is_some_and(|s| s["doubtful"] == true) {
+            break;
+        }
+    }
+    assert!(liar_asked >= 2, "the liar was asked {liar_asked} times");
+    assert_eq!(std::fs::read(dir.join("out-1/stdout")).unwrap(), b"done\n");
+    // Ada's records of it are in the pool document: its reputation, shown to everyone.
+    let s = standing(&net, 0).expect("cy's node has a standing");
+    assert_eq!(s["doubtful"], true, "{s}");
+    assert_eq!(s["disagreed"].as_u64(), Some(liar_asked), "{s}");
+    assert!(s["agreed"].as_u64().unwrap() < liar_asked, "{s}");
+    assert!(s["reason"].as_str().unwrap().contains("where the others agreed"), "{s}");
+    net.wait_for(std::time::Duration::from_secs(30), "bob to see cy's standing", |net| {
+        Ok(standing(net, 1).is_some_and(|s| s["disagreed"].as_u64() == Some(liar_asked)))
+    })
+    .unwrap();
+    let shown = net.kith_ok(0, &["pool", "show"]).unwrap();
+    assert!(shown.contains("asked last"), "{shown}");
+    // Now it is asked last: ada and bob agree without it.
+    let v = run(&net, 7);
+    let runners: Vec<&str> =
+        v["runners"].as_array().unwrap().iter().map(|r| r["node"].as_str().unwrap()).collect();
+    assert!(!runners.contains(&cy.as_str()) && runners.contains(&bob.as_str()), "{v}");
+    // The ledger: ada took bob's CPU and signed for it; the liar earned nothing for its lies
+    // (at most the one job it may have run honestly before).
+    let st = net.json(0, &["ledger", "statement", "--format", "json"]).unwrap();
+    let members = st["statements"][0]["members"].as_array().unwrap().clone();
+    let of = |name: &str| members.iter().find(|m| m["name"] == name).cloned().unwrap();
+    let one_job_h = truth["cpu_seconds"].as_f64().unwrap() / 3600.0;
+    let given = |name: &str| of(name)["cpu_given_h"].as_f64().unwrap();
+    assert!(given("bob") >= liar_asked as f64 * one_job_h * 0.999, "{st}");
+    assert!(given("cy") <= one_job_h * 1.001, "{st}");
+    let taken = of("ada")["cpu_taken_h"].as_f64().unwrap();
+    assert!((taken - given("bob") - given("cy")).abs() < one_job_h * 1e-3, "{st}");
+    let verified = net.kith(0, &["ledger", "verify"]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    rt.block_on(router.shutdown()).unwrap();
+    net.stop_all(std::time::Duration::from_secs(20)).unwrap();
+}

@@ -15,6 +15,7 @@
 mod accept;
 mod carry;
 mod catalog;
+mod cpu;
 mod custody;
 mod dial;
 mod liveness;

@@ -167,7 +167,7 @@ impl Ledger {
         }
         self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
             let r = Self::own_row(d, signer)?;
-            d.increment(&r, c.key(), by)
+            Self::counter_or_new(d, &r, c, by)
         })?;
         Ok(())
     }
@@ -188,7 +188,7 @@ impl Ledger {
         self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
             let row = Self::own_row(d, signer)?;
             for (c, by) in adds {
-                d.increment(&row, c.key(), *by)?;
+                Self::counter_or_new(d, &row, *c, *by)?;
             }
             let rec = crate::edit::map_or_new(d, &row, "receipts")?;
             for r in receipts {
@@ -197,6 +197,45 @@ impl Ledger {
             Ok(())
         })?;
         Ok(())
+    }
+
+    /// Records what one accepted job took of other members' CPU: `taken` fuel, and the CPU
+    /// receipts this member signed for the runners (grown from the ones before), in one change.
+    pub fn record_cpu(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        taken: i64,
+        receipts: &[Receipt],
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        if taken <= 0 {
+            return Err(DocError::Format(format!("`cpu_taken` may only grow, not by {taken}")));
+        }
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
+            let row = Self::own_row(d, signer)?;
+            Self::counter_or_new(d, &row, Counter::CpuTaken, taken)?;
+            let rec = crate::edit::map_or_new(d, &row, "cpu_receipts")?;
+            for r in receipts {
+                d.put(&rec, hex(&r.server), ScalarValue::Bytes(r.to_bytes()))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Adds `by` to counter `c` of `row`, making it in a row from before it existed.
+    fn counter_or_new(
+        d: &mut AutoCommit,
+        row: &ObjId,
+        c: Counter,
+        by: i64,
+    ) -> Result<(), kith_crdt::automerge::AutomergeError> {
+        if d.get(row, c.key())?.is_some() {
+            d.increment(row, c.key(), by)
+        } else {
+            d.put(row, c.key(), ScalarValue::counter(by))
+        }
     }
 
     /// Files (or grows) a receipt this member signed.

@@ -11,6 +11,9 @@ use crate::view::PoolView;
 
 /// Domain separation of receipts.
 const RECEIPT_CONTEXT: &[u8] = b"kith-receipt-v1";
+/// Domain separation of CPU receipts: the same fields, read as (runner node, taker, fuel,
+/// jobs, last job id), so one can never pass for the other.
+const CPU_RECEIPT_CONTEXT: &[u8] = b"kith-cpu-receipt-v1";
 
 /// A receiver's signed, cumulative acknowledgement of what one server node sent it in a period.
 #[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
@@ -46,8 +49,43 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    fn message(&self) -> Vec<u8> {
-        signed_message(RECEIPT_CONTEXT, &Receipt { sig: vec![0; 64], ..self.clone() })
+    fn message(&self, context: &[u8]) -> Vec<u8> {
+        signed_message(context, &Receipt { sig: vec![0; 64], ..self.clone() })
+    }
+
+    /// A CPU receipt signed by `signer` (the member whose jobs ran): cumulative for the
+    /// period, `fuel` burnt by runner node `runner` over `jobs` accepted answers, the latest
+    /// for job `last`. Stored in `bytes`, `blobs` and `last`; verified by
+    /// [`Receipt::cpu_signature_ok`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_cpu(
+        signer: &Signer,
+        pool: Key,
+        period: Period,
+        runner: Key,
+        fuel: u64,
+        jobs: u64,
+        last: Key,
+        at_ms: i64,
+    ) -> Receipt {
+        let mut r = Receipt {
+            pool,
+            period: period.to_string(),
+            server: runner,
+            receiver: signer.author().key,
+            bytes: fuel,
+            blobs: jobs,
+            last,
+            at_ms,
+            sig: vec![0; 64],
+        };
+        r.sig = signer.sign(&r.message(CPU_RECEIPT_CONTEXT));
+        r
+    }
+
+    /// Whether the signature verifies as a CPU receipt's.
+    pub fn cpu_signature_ok(&self) -> bool {
+        verify(&self.receiver, &self.message(CPU_RECEIPT_CONTEXT), &self.sig)
     }
 
     /// A receipt signed by `signer` (the receiver).
@@ -73,13 +111,13 @@ impl Receipt {
             at_ms,
             sig: vec![0; 64],
         };
-        r.sig = signer.sign(&r.message());
+        r.sig = signer.sign(&r.message(RECEIPT_CONTEXT));
         r
     }
 
     /// Whether the receiver's signature verifies.
     pub fn signature_ok(&self) -> bool {
-        verify(&self.receiver, &self.message(), &self.sig)
+        verify(&self.receiver, &self.message(RECEIPT_CONTEXT), &self.sig)
     }
 
     /// Its bytes.
@@ -119,6 +157,23 @@ pub fn receipted_served(l: &LedgerView, pool: &PoolView) -> BTreeMap<Key, i64> {
     out
 }
 
+/// Per member, the fuel other members signed CPU receipts for, burnt by its nodes: the CPU it
+/// is credited for giving.
+pub fn receipted_cpu(l: &LedgerView, pool: &PoolView) -> BTreeMap<Key, i64> {
+    let owner: HashMap<&Key, &Key> =
+        pool.members.iter().flat_map(|(m, x)| x.nodes.keys().map(move |n| (n, m))).collect();
+    let mut out = BTreeMap::new();
+    for r in l.rows.values().flat_map(|r| r.cpu_receipts.values()) {
+        if let Some(m) = owner.get(&r.server)
+            && **m != r.receiver
+            && r.cpu_signature_ok()
+        {
+            *out.entry(**m).or_default() += r.bytes as i64;
+        }
+    }
+    out
+}
+
 /// Flags what the evidence contradicts, where it can be checked exactly.
 ///
 /// What a member served is not checked against receipts: a server counts a blob once it has
@@ -144,6 +199,22 @@ pub fn check_evidence(l: &LedgerView, pool: &PoolView, now_ms: i64) -> Vec<Flag>
             flags.push(Flag {
                 member: m,
                 what: format!("reports {received} bytes received but signed receipts for {signed}"),
+            });
+        }
+        let taken = l.total(&m, Counter::CpuTaken);
+        let cpu_signed: i64 = l
+            .rows
+            .values()
+            .flat_map(|r| r.cpu_receipts.values())
+            .filter(|r| r.receiver == m)
+            .map(|r| r.bytes as i64)
+            .sum();
+        if taken < cpu_signed {
+            flags.push(Flag {
+                member: m,
+                what: format!(
+                    "reports {taken} units of CPU taken but signed CPU receipts for {cpu_signed}"
+                ),
             });
         }
         let provided = l.total(&m, Counter::StorageProvided);

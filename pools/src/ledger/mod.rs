@@ -7,7 +7,9 @@
 //!              storage_provided, storage_used      byte-hours   (counters)
 //!              egress_served, egress_received      bytes        (counters)
 //!              requests_served, audits_passed, audits_failed    (counters)
-//!              receipts: { <server node hex>: <signed receipt> } } }
+//!              cpu_given, cpu_taken         fuel units   (counters; may be absent)
+//!              receipts: { <server node hex>: <signed receipt> }
+//!              cpu_receipts?: { <runner node hex>: <signed CPU receipt> } } }
 //! costs:   { <id>: { by, what, cents, at } }
 //! sealed:  <the previous period's seal, recorded by an admin>
 //! ```
@@ -43,10 +45,12 @@ mod settle;
 mod store;
 
 pub use document::Ledger;
-pub use evidence::{Flag, Receipt, awaiting_first_audit, check_evidence, receipted_served};
+pub use evidence::{
+    Flag, Receipt, awaiting_first_audit, check_evidence, receipted_cpu, receipted_served,
+};
 pub use rules::{LedgerRules, POOL_NOTE, genesis_signer, parse_pool_note, pool_note};
 pub use seal::Seal;
-pub use settle::{CostRule, Statement, settle, split_cents};
+pub use settle::{CostRule, FUEL_PER_CPU_SECOND, Statement, cpu_hours, settle, split_cents};
 pub use store::{Ledgers, SYNC_MONTHS_BACK, live_periods, syncable};
 
 use std::collections::BTreeMap;
@@ -79,11 +83,15 @@ pub enum Counter {
     AuditsPassed,
     /// Audits this member's nodes failed.
     AuditsFailed,
+    /// Fuel this member's nodes burnt running other members' jobs.
+    CpuGiven,
+    /// Fuel other members' nodes burnt running this member's jobs (the answers it accepted).
+    CpuTaken,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 9] = [
         Counter::StorageProvided,
         Counter::StorageUsed,
         Counter::EgressServed,
@@ -91,6 +99,8 @@ impl Counter {
         Counter::RequestsServed,
         Counter::AuditsPassed,
         Counter::AuditsFailed,
+        Counter::CpuGiven,
+        Counter::CpuTaken,
     ];
 
     /// Its key in the document.
@@ -103,6 +113,8 @@ impl Counter {
             Counter::RequestsServed => "requests_served",
             Counter::AuditsPassed => "audits_passed",
             Counter::AuditsFailed => "audits_failed",
+            Counter::CpuGiven => "cpu_given",
+            Counter::CpuTaken => "cpu_taken",
         }
     }
 }
@@ -226,6 +238,8 @@ pub struct Row {
     pub counters: BTreeMap<Counter, i64>,
     /// Receipts this member signed, by server node.
     pub receipts: BTreeMap<Key, Receipt>,
+    /// CPU receipts this member signed, by runner node ([`Receipt::sign_cpu`]).
+    pub cpu_receipts: BTreeMap<Key, Receipt>,
 }
 
 /// A shared cost an admin entered.
@@ -274,6 +288,24 @@ fn parse_row_key(k: &str) -> Option<(Key, Key)> {
     Some((parse_key(m)?, parse_key(d)?))
 }
 
+/// The receipts of map `rec` in row `k`, by node.
+fn read_receipts(
+    d: &impl ReadDoc,
+    rec: &ObjId,
+    k: &str,
+) -> Result<BTreeMap<Key, Receipt>, ShapeError> {
+    let mut out = BTreeMap::new();
+    for s in d.keys(rec) {
+        let server = parse_key(&s).ok_or(format!("row {k}: receipt `{s}` is not a node"))?;
+        let bytes = match d.get(rec, &s).map_err(|e| e.to_string())? {
+            Some((v, _)) => v.as_bytes().map(<[u8]>::to_vec).ok_or("a receipt is not bytes")?,
+            None => continue,
+        };
+        out.insert(server, Receipt::from_bytes(&bytes)?);
+    }
+    Ok(out)
+}
+
 impl LedgerView {
     /// Reads and checks the schema.
     pub fn read(d: &impl ReadDoc) -> Result<LedgerView, ShapeError> {
@@ -311,16 +343,10 @@ impl LedgerView {
                 }
             }
             let rec = obj(d, &r, "receipts")?;
-            for s in d.keys(&rec) {
-                let server =
-                    parse_key(&s).ok_or(format!("row {k}: receipt `{s}` is not a node"))?;
-                let bytes = match d.get(&rec, &s).map_err(|e| e.to_string())? {
-                    Some((v, _)) => {
-                        v.as_bytes().map(<[u8]>::to_vec).ok_or("a receipt is not bytes")?
-                    }
-                    None => continue,
-                };
-                row.receipts.insert(server, Receipt::from_bytes(&bytes)?);
+            row.receipts = read_receipts(d, &rec, &k)?;
+            if d.get(&r, "cpu_receipts").map_err(|e| e.to_string())?.is_some() {
+                let rec = obj(d, &r, "cpu_receipts")?;
+                row.cpu_receipts = read_receipts(d, &rec, &k)?;
             }
             rows.insert(key, row);
         }

@@ -150,13 +150,14 @@ impl Authorizer for LedgerRules<'_> {
                         k.get(..17).unwrap_or(k)
                     ));
                 }
-                ["rows", _] | ["rows", _, "receipts"] => {
+                ["rows", _] | ["rows", _, "receipts" | "cpu_receipts"] => {
                     if before(c, &path)?.is_some() {
                         return Err(format!("`{}` cannot be made again", path.join("/")));
                     }
                 }
                 ["rows", _, key] => check_counter(c, &path, key, &p.action)?,
-                ["rows", _, "receipts", server] => {
+                ["rows", _, kind @ ("receipts" | "cpu_receipts"), server] => {
+                    let cpu = *kind == "cpu_receipts";
                     let PatchAction::PutMap { value: (v, _), .. } = &p.action else {
                         return Err("a receipt is written whole".into());
                     };
@@ -175,7 +176,7 @@ impl Authorizer for LedgerRules<'_> {
                     if hex(&r.server) != *server {
                         return Err("a receipt is filed under another node".into());
                     }
-                    if !r.signature_ok() {
+                    if !(if cpu { r.cpu_signature_ok() } else { r.signature_ok() }) {
                         return Err(format!(
                             "the receipt for node {} has a bad signature",
                             &server[..16]
@@ -278,12 +279,17 @@ fn row_reads(c: &Check<'_>, heads: &[ChangeHash], k: &str) -> Result<(), String>
             v.as_i64().ok_or(format!("`{}` is not a number", counter.key()))?;
         }
     }
-    let rec = map_at(c, &r, "receipts", heads)?;
-    for s in c.doc.keys_at(&rec, heads) {
-        parse_key(&s).ok_or(format!("receipt `{s}` is not a node"))?;
-        if let Some((v, _)) = c.doc.get_at(&rec, &s, heads).map_err(|e| e.to_string())? {
-            let b = v.as_bytes().ok_or("a receipt is not bytes")?;
-            Receipt::from_bytes(b).map_err(|e| e.to_string())?;
+    let mut maps = vec![map_at(c, &r, "receipts", heads)?];
+    if c.doc.get_at(&r, "cpu_receipts", heads).map_err(|e| e.to_string())?.is_some() {
+        maps.push(map_at(c, &r, "cpu_receipts", heads)?);
+    }
+    for rec in maps {
+        for s in c.doc.keys_at(&rec, heads) {
+            parse_key(&s).ok_or(format!("receipt `{s}` is not a node"))?;
+            if let Some((v, _)) = c.doc.get_at(&rec, &s, heads).map_err(|e| e.to_string())? {
+                let b = v.as_bytes().ok_or("a receipt is not bytes")?;
+                Receipt::from_bytes(b).map_err(|e| e.to_string())?;
+            }
         }
     }
     Ok(())

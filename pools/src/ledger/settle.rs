@@ -7,6 +7,15 @@ use super::{Counter, LedgerView};
 use crate::error::ParseError;
 use crate::view::PoolView;
 
+/// Fuel (wasmtime's count of a job's operations) per reference CPU-second: what the ledger's
+/// CPU counters are converted by (measured by `testnet compute-bench`; docs/compute.md).
+pub const FUEL_PER_CPU_SECOND: u64 = 20_000_000_000;
+
+/// Reference CPU-hours in `fuel`.
+pub fn cpu_hours(fuel: i64) -> f64 {
+    fuel as f64 / FUEL_PER_CPU_SECOND as f64 / 3600.0
+}
+
 /// Hours in the month a storage unit is priced over (365.25 * 24 / 12).
 const HOURS_PER_MONTH: f64 = 730.5;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -52,6 +61,13 @@ pub struct Statement {
     pub balance_milli: i64,
     /// Share of the period's costs, in cents.
     pub owes_cents: i64,
+    /// Reference CPU-hours its nodes gave other members' jobs, as receipted by them.
+    pub cpu_given_h: f64,
+    /// Reference CPU-hours its jobs took of other members' nodes (its `cpu_taken`).
+    pub cpu_taken_h: f64,
+    /// What it owes for CPU (negative: is owed), in cents, at the charter's `cpu_price`; 0
+    /// without a price (CPU then counts in `usage` and `contribution`, a CPU-hour as a unit).
+    pub cpu_cents: i64,
 }
 
 fn units(storage_byte_hours: i64, bytes: i64) -> f64 {
@@ -92,13 +108,25 @@ pub fn split_cents(total: i64, weights: &[f64]) -> Vec<i64> {
 pub fn settle(l: &LedgerView, rule: CostRule, members: &[Key], pool: &PoolView) -> Vec<Statement> {
     let total: i64 = l.costs.values().map(|c| c.cents).sum();
     let receipted = super::evidence::receipted_served(l, pool);
+    let cpu_receipted = super::evidence::receipted_cpu(l, pool);
+    let price = pool.charter.cpu_price_micro;
     let mut st: Vec<Statement> = members
         .iter()
         .map(|m| {
+            let cpu_given_h = cpu_hours(cpu_receipted.get(m).copied().unwrap_or(0));
+            let cpu_taken_h = cpu_hours(l.total(m, Counter::CpuTaken));
+            let (cpu_units, cpu_cents) = if price == 0 {
+                ((cpu_given_h, cpu_taken_h), 0)
+            } else {
+                let cents = (cpu_taken_h - cpu_given_h) * price as f64 / 10_000.0;
+                ((0.0, 0.0), cents.round() as i64)
+            };
             let usage =
-                units(l.total(m, Counter::StorageUsed), l.total(m, Counter::EgressReceived));
+                units(l.total(m, Counter::StorageUsed), l.total(m, Counter::EgressReceived))
+                    + cpu_units.1;
             let served_receipted = receipted.get(m).copied().unwrap_or(0);
-            let contribution = units(l.total(m, Counter::StorageProvided), served_receipted);
+            let contribution =
+                units(l.total(m, Counter::StorageProvided), served_receipted) + cpu_units.0;
             let carried = l.carried.get(m).copied().unwrap_or(0);
             let balance_milli = match rule {
                 CostRule::Credits => carried + ((contribution - usage) * 1000.0).round() as i64,
@@ -111,6 +139,9 @@ pub fn settle(l: &LedgerView, rule: CostRule, members: &[Key], pool: &PoolView) 
                 served_receipted,
                 balance_milli,
                 owes_cents: 0,
+                cpu_given_h,
+                cpu_taken_h,
+                cpu_cents,
             }
         })
         .collect();

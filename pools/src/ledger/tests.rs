@@ -466,3 +466,63 @@ fn a_record_that_cannot_be_saved_is_not_made_and_counts_once_when_it_is() {
     assert_eq!(total(&Ledgers::new(&home)), 700, "the record is on disk");
     std::fs::remove_dir_all(&home).unwrap();
 }
+
+#[test]
+fn cpu_given_is_credited_by_the_takers_receipts_and_priced_by_the_charter() {
+    let (mut p, a, m) = pool();
+    let id = p.id();
+    let (an, mn) = (a.author().device, m.author().device);
+    p.offer(&a, &an, &crate::Offer { storage: 1 << 30, ..Default::default() }, 3).unwrap();
+    p.offer(&m, &mn, &crate::Offer { storage: 1 << 30, ..Default::default() }, 4).unwrap();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let period = Period::parse("2026-11").unwrap();
+    let mut l = Ledger::start(&rules, period).unwrap();
+    let hour = 3600 * FUEL_PER_CPU_SECOND;
+    // Ada's node ran two of Bob's jobs: 1.5 reference CPU-hours in all. Bob signs for them.
+    l.add(&a, &rules, Counter::CpuGiven, (hour * 3 / 2) as i64, 10).unwrap();
+    let r1 = Receipt::sign_cpu(&m, id, period, an, hour, 1, [1; 32], 11);
+    l.record_cpu(&m, &rules, hour as i64, &[r1], 11).unwrap();
+    let r2 = Receipt::sign_cpu(&m, id, period, an, hour * 3 / 2, 2, [2; 32], 12);
+    l.record_cpu(&m, &rules, (hour / 2) as i64, &[r2], 12).unwrap();
+    let who = [a.author().key, m.author().key];
+    let v = p.view();
+    assert_eq!(receipted_cpu(&l.view(), &v)[&a.author().key], (hour * 3 / 2) as i64);
+    assert!(check_evidence(&l.view(), &v, 20).iter().all(|f| !f.what.contains("CPU")));
+    // No price: CPU counts as credit, a CPU-hour as one unit.
+    let st = settle(&l.view(), CostRule::Proportional, &who, &v);
+    assert!((st[0].cpu_given_h - 1.5).abs() < 1e-9 && (st[1].cpu_taken_h - 1.5).abs() < 1e-9);
+    assert!((st[0].contribution - 1.5).abs() < 1e-9 && (st[1].usage - 1.5).abs() < 1e-9);
+    assert_eq!((st[0].cpu_cents, st[1].cpu_cents), (0, 0));
+    // At 0.02 a CPU-hour, Bob owes 3 cents and Ada is owed them; nothing counts as units.
+    p.set(&a, "cpu_price", "0.02", 30).unwrap();
+    assert_eq!(p.view().charter.cpu_price_micro, 20_000);
+    let st = settle(&l.view(), CostRule::Proportional, &who, &p.view());
+    assert_eq!((st[0].cpu_cents, st[1].cpu_cents), (-3, 3));
+    assert!(st[0].contribution.abs() < 1e-9 && st[1].usage.abs() < 1e-9);
+    for bad in ["-1", "0.0000001", "two", "", "."] {
+        assert!(p.set(&a, "cpu_price", bad, 31).is_err(), "{bad}");
+    }
+    // A receipt only grows; a data receipt cannot pass for a CPU receipt; nobody signs for
+    // another member; signing for more than it reports taking is flagged.
+    let less = Receipt::sign_cpu(&m, id, period, an, hour, 3, [3; 32], 13);
+    let e = l.record_cpu(&m, &rules, 1, &[less], 13).unwrap_err();
+    assert!(e.to_string().contains("only grow"), "{e}");
+    let data = Receipt::sign(&m, id, period, an, hour * 2, 3, [3; 32], 14);
+    let e = l.record_cpu(&m, &rules, 1, &[data], 14).unwrap_err();
+    assert!(e.to_string().contains("bad signature"), "{e}");
+    let adas = Receipt::sign_cpu(&a, id, period, an, hour * 2, 3, [3; 32], 15);
+    let e = l.record_cpu(&m, &rules, 1, &[adas], 15).unwrap_err();
+    assert!(e.to_string().contains("this member's"), "{e}");
+    let more = Receipt::sign_cpu(&m, id, period, an, hour * 5, 3, [3; 32], 16);
+    l.record_cpu(&m, &rules, 1, &[more], 16).unwrap();
+    let flags = check_evidence(&l.view(), &v, 20);
+    assert!(
+        flags.iter().any(|f| f.member == m.author().key && f.what.contains("CPU receipts for")),
+        "{flags:?}"
+    );
+    // The view reads back what was written, and the document reloads.
+    let l2 = Ledger::load(&l.save()).unwrap();
+    assert_eq!(l2.view().rows[&(m.author().key, mn)].cpu_receipts[&an].blobs, 3);
+    assert_eq!(l2.view(), l.view());
+}
