@@ -19,6 +19,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod determinism;
 pub mod jobs;
 
 use std::collections::BTreeMap;
@@ -166,6 +167,7 @@ impl std::fmt::Debug for Sandbox {
 struct State {
     wasi: WasiP1Ctx,
     limits: StoreLimits,
+    listings: determinism::Listings,
 }
 
 /// The job's wall clock: its fixed start.
@@ -307,7 +309,8 @@ impl Sandbox {
             .memories(1)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(&self.engine, State { wasi, limits });
+        let mut store =
+            Store::new(&self.engine, State { wasi, limits, listings: Default::default() });
         store.limiter(|s| &mut s.limits);
         store.set_fuel(job.limits.fuel).map_err(|e| ComputeError::Host(e.to_string()))?;
         // Every tick: past its wall time, or over what it may write (sparse files count at
@@ -340,6 +343,8 @@ impl Sandbox {
         });
         let mut linker: Linker<State> = Linker::new(&self.engine);
         p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
+            .map_err(|e| ComputeError::Host(e.to_string()))?;
+        determinism::wrap(&mut linker, |s: &mut State| (&mut s.wasi, &mut s.listings))
             .map_err(|e| ComputeError::Host(e.to_string()))?;
         let started = Instant::now();
         let result = linker

@@ -188,3 +188,94 @@ fn a_job_that_writes_without_end_or_runs_past_its_wall_time_is_stopped_while_it_
     );
     assert!(s.check(&sleeps).unwrap_err().to_string().contains("poll_oneoff"));
 }
+
+#[test]
+fn a_folder_lists_in_name_order_with_no_host_inodes_or_times_on_every_runner() {
+    let s = Sandbox::new().unwrap();
+    let m = wat(
+        r#"
+      (drop (call $readdir (i32.const 3) (i32.const 1024) (i32.const 4096) (i64.const 0) (i32.const 32)))
+      (call $write (i32.const 1) (i32.const 1024) (i32.load (i32.const 32)))
+      (drop (call $readdir (i32.const 3) (i32.const 8192) (i32.const 40) (i64.const 3) (i32.const 32)))
+      (call $write (i32.const 1) (i32.const 8192) (i32.load (i32.const 32)))
+      (drop (call $pstat (i32.const 3) (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 512)))
+      (call $write (i32.const 1) (i32.const 512) (i32.const 64))
+      (drop (call $fstat (i32.const 3) (i32.const 600)))
+      (call $write (i32.const 1) (i32.const 600) (i32.const 64))"#,
+        r#"(data (i32.const 64) "a")"#,
+        r#"(import "wasi_snapshot_preview1" "fd_readdir" (func $readdir (param i32 i32 i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_filestat_get" (func $pstat (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_filestat_get" (func $fstat (param i32 i32) (result i32)))"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // Two runners' copies of one input: made in another order, at other times.
+    let make = |name: &str, order: &[&str], age_s: u64| {
+        let input = dir.path().join(name);
+        std::fs::create_dir(&input).unwrap();
+        for n in order {
+            if *n == "d" {
+                std::fs::create_dir(input.join(n)).unwrap();
+            } else {
+                std::fs::write(input.join(n), b"abc").unwrap();
+                let f = std::fs::File::options().write(true).open(input.join(n)).unwrap();
+                f.set_modified(std::time::SystemTime::now() - Duration::from_secs(age_s)).unwrap();
+            }
+        }
+        input
+    };
+    let one = make("one", &["z", "a", "m", "d"], 10);
+    let two = make("two", &["m", "d", "a", "z"], 99_999);
+    let a = s.run(&job(&m, Some(&one)), &dir.path().join("ra")).unwrap();
+    let b = s.run(&job(&m, Some(&two)), &dir.path().join("rb")).unwrap();
+    assert_eq!(a.hash, b.hash, "the same listing and attributes on both");
+    let out = std::fs::read(dir.path().join("ra/stdout")).unwrap();
+    // The whole listing: ., .., then names in order, cookies 1.., no inode numbers.
+    let (mut at, mut names) = (0, Vec::new());
+    while names.len() < 6 {
+        let next = u64::from_le_bytes(out[at..at + 8].try_into().unwrap());
+        let ino = u64::from_le_bytes(out[at + 8..at + 16].try_into().unwrap());
+        let len = u32::from_le_bytes(out[at + 16..at + 20].try_into().unwrap()) as usize;
+        assert_eq!((next, ino), (names.len() as u64 + 1, 0));
+        names.push(String::from_utf8(out[at + 24..at + 24 + len].to_vec()).unwrap());
+        at += 24 + len;
+    }
+    assert_eq!(names, [".", "..", "a", "d", "m", "z"]);
+    // A page of 40 bytes from cookie 3: `d` (a directory) whole, and the next entry cut.
+    let page = &out[at..at + 40];
+    assert_eq!(u64::from_le_bytes(page[0..8].try_into().unwrap()), 4);
+    assert_eq!((page[20], page[24]), (3, b'd'));
+    assert_eq!(u64::from_le_bytes(page[25..33].try_into().unwrap()), 5);
+    // /input/a: no device or inode, one link, its size, every time the job's epoch.
+    let st = &out[at + 40..at + 104];
+    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let epoch = JOB_EPOCH.as_nanos() as u64;
+    assert_eq!([word(st, 0), word(st, 8), word(st, 24), word(st, 32)], [0, 0, 1, 3]);
+    assert_eq!([word(st, 40), word(st, 48), word(st, 56)], [epoch; 3]);
+    // /input itself: a directory of size 0 (its size on disk depends on the file system).
+    let st = &out[at + 104..at + 168];
+    assert_eq!((st[16], word(st, 32), word(st, 48)), (3, 0, epoch));
+    // A folder larger than the job's buffer is read through it page by page, then sorted:
+    // its first page is the first names in order.
+    let many = dir.path().join("many");
+    std::fs::create_dir(&many).unwrap();
+    let mut want: Vec<String> = (0..300).map(|i| format!("file-{:05}", (i * 7919) % 300)).collect();
+    for n in &want {
+        std::fs::write(many.join(n), b"x").unwrap();
+    }
+    s.run(&job(&m, Some(&many)), &dir.path().join("rc")).unwrap();
+    let out = std::fs::read(dir.path().join("rc/stdout")).unwrap();
+    let (mut at, mut got) = (0, Vec::new());
+    while at + 24 <= 4096 {
+        let len = u32::from_le_bytes(out[at + 16..at + 20].try_into().unwrap()) as usize;
+        if at + 24 + len > 4096 {
+            break;
+        }
+        got.push(String::from_utf8(out[at + 24..at + 24 + len].to_vec()).unwrap());
+        at += 24 + len;
+    }
+    want.sort();
+    want.insert(0, "..".into());
+    want.insert(0, ".".into());
+    assert!(got.len() > 100, "{}", got.len());
+    assert_eq!(got, want[..got.len()]);
+}
