@@ -86,7 +86,7 @@ fn with_wasi<T, R>(
     let mem = memory(c)?;
     let (bytes, state) = mem.data_and_store_mut(&mut *c);
     let mut guest = GuestMemory::Unshared(bytes);
-    Ok(f(parts(state).0, &mut guest)?)
+    f(parts(state).0, &mut guest)
 }
 
 fn memory<T>(c: &mut Caller<'_, T>) -> wasmtime::Result<Memory> {
