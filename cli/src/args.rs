@@ -724,4 +724,28 @@ pub(crate) enum JobCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The jobs asked for here (running, and the last 100 finished) and those running here
+    /// for other members.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: what each runner answered, its result, or why it failed.
+    Show {
+        /// A prefix of the job's id (at least 4 characters).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a job asked for here (its runners stop too), or one running here for another
+    /// member (it is told the job was cancelled).
+    Cancel {
+        /// A prefix of the job's id (at least 4 characters).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }

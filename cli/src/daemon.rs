@@ -274,6 +274,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         metrics: metrics_addr,
         operations: Default::default(),
         jobs: Some(jobs),
+        job_book: crate::job_ops::JobBook::open(home.root()),
     });
 
     let backups_task = tokio::spawn(crate::backup::worker(

@@ -36,6 +36,7 @@ pub fn run(home: Home, req: Request) -> Result<Frames> {
     let pools = crate::pool_ops::open(&home, kith_node::Clock::system())?;
     crate::pool_ops::keep_data_keys(&pools, &store);
     let replicator = kith_pools::replica::Replicator::new(pools.clone());
+    let job_book = crate::job_ops::JobBook::open(home.root());
     let ctx = Arc::new(Ctx {
         home,
         store,
@@ -50,6 +51,7 @@ pub fn run(home: Home, req: Request) -> Result<Frames> {
         metrics: None,
         operations: Default::default(),
         jobs: None,
+        job_book,
     });
     rt.spawn(ops::run(ctx, req, Out::new(tx)));
     Ok(Frames { rx, _rt: rt })

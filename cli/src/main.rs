@@ -580,6 +580,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let v: kith::api::jobs::JobDone = typed(execute(&root, Request::JobRun(req), "")?)?;
             if json { render_pool::json(&v) } else { render::job(&v) }
         }
+        Command::Job { command: JobCommand::Ls { json } } => {
+            let v: kith::api::jobs::JobList = typed(execute(&root, Request::JobLs, "")?)?;
+            if json { render_pool::json(&v) } else { render::job_list(&v) }
+        }
+        Command::Job { command: JobCommand::Show { id, json } } => {
+            let v: kith::api::jobs::JobEntry = typed(execute(&root, Request::JobShow { id }, "")?)?;
+            if json { render_pool::json(&v) } else { render::job_entry(&v) }
+        }
+        Command::Job { command: JobCommand::Cancel { id, json } } => {
+            let v: kith::api::jobs::JobCancelled =
+                typed(execute(&root, Request::JobCancel { id }, "")?)?;
+            if json {
+                render_pool::json(&v)
+            } else {
+                eprintln!(
+                    "cancelled {} job(s) asked for here and {} running here for others",
+                    v.submitted, v.running_for_others
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+        }
         Command::Gc { json } => {
             let v: kith::api::store::Collected = typed(execute(&root, Request::Gc, "")?)?;
             if json { render_pool::json(&v) } else { render::gc(&v) }

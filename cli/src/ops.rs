@@ -49,6 +49,8 @@ pub struct Ctx {
     pub operations: Operations,
     /// This node's runner of the pools' jobs, in the daemon.
     pub jobs: Option<std::sync::Arc<kith_compute::jobs::JobProtocol>>,
+    /// The jobs asked for here.
+    pub job_book: crate::job_ops::JobBook,
 }
 
 /// A long operation under way: what it is, and its progress as its frames report it.
@@ -384,6 +386,9 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             crate::pool_ops::handle(pools, rep, node, req, out).await
         }
         Request::JobRun(r) => crate::job_ops::run(ctx, r, out).await,
+        Request::JobLs => crate::job_ops::ls(ctx),
+        Request::JobShow { id } => crate::job_ops::show(ctx, &id),
+        Request::JobCancel { id } => crate::job_ops::cancel(ctx, &id),
         Request::Pair => {
             let b = ctx.browsers.as_ref().ok_or_else(|| {
                 anyhow!("cannot pair: kith is not running here; start it with `kith up`")

@@ -729,3 +729,81 @@ pub fn job(v: &kith::api::jobs::JobDone) -> Result<ExitCode> {
     }
     Ok(if v.exit == 0 { ExitCode::SUCCESS } else { ExitCode::from(v.exit.clamp(1, 255) as u8) })
 }
+
+fn when(ms: i64) -> String {
+    fmt::time(ms.max(0) as u64)
+}
+
+/// `kith job ls`.
+pub fn job_list(v: &kith::api::jobs::JobList) -> Result<ExitCode> {
+    if v.jobs.is_empty() {
+        println!(
+            "no jobs yet: `kith job run MODULE -o OUT` runs one here, `--pool POOL` on the pool"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16}  {:<9}  {:<10}  {:<20}  {:<12}  {:<19}  RESULT",
+        "JOB", "STATE", "POOL", "WHAT", "RUNNERS", "STARTED"
+    );
+    for j in &v.jobs {
+        let what = if j.side == "runner" { format!("for {}", j.what) } else { j.what.clone() };
+        let runners = if j.side == "runner" || j.pool.is_empty() {
+            "here".to_string()
+        } else {
+            let agreed = j.runners.iter().filter(|r| r.answer == "agreed").count();
+            format!("{agreed}/{} agreed", j.redundancy)
+        };
+        let result = match (&j.hash, &j.error) {
+            (Some(h), _) => format!("{} exit {}", &h[..12], j.exit.unwrap_or(0)),
+            (None, Some(e)) => e.chars().take(60).collect(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<16}  {:<9}  {:<10}  {:<20}  {:<12}  {:<19}  {result}",
+            &j.id[..16],
+            j.state,
+            if j.pool.is_empty() { "-" } else { &j.pool },
+            what.chars().take(20).collect::<String>(),
+            runners,
+            when(j.started_ms),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kith job show`.
+pub fn job_entry(j: &kith::api::jobs::JobEntry) -> Result<ExitCode> {
+    println!("job       {}", j.id);
+    if j.side == "runner" {
+        println!("running   here, for {} in pool {}", j.what, j.pool);
+    } else {
+        let on = if j.pool.is_empty() {
+            "this node".to_string()
+        } else {
+            format!("pool {} ({} runner(s) must agree)", j.pool, j.redundancy)
+        };
+        println!("module    {} on {on}", j.what);
+    }
+    println!("state     {}", j.state);
+    println!("started   {}", when(j.started_ms));
+    if let Some(e) = j.ended_ms {
+        println!("ended     {} ({:.1} s)", when(e), (e - j.started_ms) as f64 / 1000.0);
+    }
+    if let Some(h) = &j.hash {
+        println!("result    {h} (exit {}, {:.3} CPU-s)", j.exit.unwrap_or(0), j.cpu_seconds);
+    }
+    if let Some(o) = &j.out {
+        println!("out       {o}");
+    }
+    if let Some(o) = &j.object {
+        println!("object    {o}");
+    }
+    if let Some(e) = &j.error {
+        println!("error     {e}");
+    }
+    for r in &j.runners {
+        println!("runner    {}  {}  {} ms", &r.node[..16], r.answer, r.wall_ms);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -138,6 +138,28 @@ pub struct JobProtocol {
     pub fuel: Arc<AtomicU64>,
     /// Jobs this node gave each runner since it started (the asking side's load spreading).
     given: Arc<std::sync::Mutex<std::collections::HashMap<Key, u64>>>,
+    /// Jobs running here for other nodes, by a number of their own.
+    live: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, LiveJob>>>,
+    next: Arc<AtomicU64>,
+}
+
+/// A job running on this node for another member's node.
+#[derive(Debug, Clone)]
+pub struct LiveJob {
+    /// The job's id.
+    pub id: Key,
+    /// The pool it runs for.
+    pub pool: Key,
+    /// The node that asked.
+    pub asker: Key,
+    /// When it started (ms since the epoch).
+    pub started_ms: i64,
+    /// Fuel it may burn.
+    pub fuel: u64,
+    /// Memory it may use.
+    pub memory: u64,
+    /// Set to stop it.
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl JobProtocol {
@@ -158,6 +180,8 @@ impl JobProtocol {
             ran: Default::default(),
             fuel: Default::default(),
             given: Default::default(),
+            live: Default::default(),
+            next: Default::default(),
         })
     }
 
@@ -251,7 +275,30 @@ impl JobProtocol {
             }
             Ok(slot) => {
                 let pool = req.pool;
-                let reply = self.run(req).await;
+                // The job stops if the asking node goes away (it no longer wants the answer)
+                // or this node's owner cancels it.
+                let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    n,
+                    LiveJob {
+                        id: req.id(),
+                        pool,
+                        asker: peer,
+                        started_ms: self.pools.now_ms(),
+                        fuel: req.fuel,
+                        memory: req.memory,
+                        cancel: cancel.clone(),
+                    },
+                );
+                let (c, watched) = (cancel.clone(), conn.clone());
+                let watch = tokio::spawn(async move {
+                    watched.closed().await;
+                    c.store(true, Ordering::Relaxed);
+                });
+                let reply = self.run_cancellable(req, Some(cancel)).await;
+                watch.abort();
+                self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&n);
                 drop(slot);
                 // The CPU given goes into the ledger (the asker's receipt is what credits it).
                 if let JobReply::Ran { fuel, .. } = &reply
@@ -268,8 +315,33 @@ impl JobProtocol {
         Ok(())
     }
 
+    /// The jobs running here for other nodes.
+    pub fn live(&self) -> Vec<LiveJob> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Stops the jobs running here whose id starts with `prefix` (hex); how many.
+    pub fn cancel(&self, prefix: &str) -> usize {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let hits: Vec<&LiveJob> =
+            live.values().filter(|j| hex(&j.id).starts_with(prefix)).collect();
+        for j in &hits {
+            j.cancel.store(true, Ordering::Relaxed);
+        }
+        hits.len()
+    }
+
     /// Runs `req` here, on a thread of its own at the lowest priority.
     pub async fn run(&self, req: JobRequest) -> JobReply {
+        self.run_cancellable(req, None).await
+    }
+
+    /// [`JobProtocol::run`], stopped when `cancel` is set.
+    pub async fn run_cancellable(
+        &self,
+        req: JobRequest,
+        cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> JobReply {
         let id = req.id();
         let pool = req.pool;
         // A directory of its own: the same job asked twice runs twice, apart.
@@ -287,7 +359,7 @@ impl JobProtocol {
         let d = dir.clone();
         let spawned = std::thread::Builder::new().name("kith-job".into()).spawn(move || {
             lowest_priority();
-            let _ = tx.send(run_materialised(&sandbox, &req, &d));
+            let _ = tx.send(run_materialised(&sandbox, &req, &d, cancel));
         });
         let result = match spawned {
             Ok(_) => {
@@ -311,6 +383,7 @@ impl JobProtocol {
             }
             Err(ComputeError::Host(why)) => JobReply::Refused(format!("cannot run it here: {why}")),
             Err(e @ ComputeError::TimedOut(_)) => JobReply::Refused(e.to_string()),
+            Err(ComputeError::Cancelled) => JobReply::Refused("the job was cancelled".into()),
             Err(e) => JobReply::Failed(e.to_string()),
         };
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
@@ -374,6 +447,7 @@ pub fn run_materialised(
     sandbox: &Sandbox,
     req: &JobRequest,
     dir: &Path,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<(crate::Ran, Vec<(String, ByteVec)>), ComputeError> {
     let host = |e: std::io::Error| ComputeError::Host(e.to_string());
     let input = dir.join("input");
@@ -412,6 +486,7 @@ pub fn run_materialised(
             output: MAX_REPLY as u64 / 2,
             wall: MAX_WALL,
         },
+        cancel,
     };
     let out = dir.join("out");
     let ran = sandbox.run(&job, &out)?;
@@ -622,6 +697,7 @@ pub async fn run_in_pool(
     local: Option<&JobProtocol>,
     req: &JobRequest,
     redundancy: usize,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<PoolRun, String> {
     let mut candidates = runners(pools, &req.pool, req.memory);
     let me = pools.node();
@@ -643,6 +719,7 @@ pub async fn run_in_pool(
             req.memory
         ));
     }
+    let cancel = &cancel;
     let ask_one = |runner: Key| async move {
         if let Some(l) = local {
             *l.given.lock().unwrap_or_else(|p| p.into_inner()).entry(runner).or_default() += 1;
@@ -650,7 +727,7 @@ pub async fn run_in_pool(
         let reply = match local.filter(|_| runner == me) {
             Some(l) => match l.admit(&me, req) {
                 Ok(slot) => {
-                    let r = l.run(req.clone()).await;
+                    let r = l.run_cancellable(req.clone(), cancel.clone()).await;
                     drop(slot);
                     Ok(r)
                 }

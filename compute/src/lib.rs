@@ -92,6 +92,8 @@ pub struct Job<'a> {
     pub seed: [u8; 32],
     /// Its bounds.
     pub limits: Limits,
+    /// Set to stop it (checked every [`TICK`]): the job ends with [`ComputeError::Cancelled`].
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a run did.
@@ -150,6 +152,9 @@ pub enum ComputeError {
     /// The node could not set the run up (its disk).
     #[error("cannot run the job here: {0}")]
     Host(String),
+    /// It was cancelled (by whoever asked for it, or by this node's owner).
+    #[error("the job was cancelled")]
+    Cancelled,
 }
 
 /// The engine jobs run in (one per node; compiling a module is per job).
@@ -318,9 +323,14 @@ impl Sandbox {
         let stop = std::sync::Arc::new(std::sync::Mutex::new(None::<ComputeError>));
         let (why, watched, limits, begun) =
             (stop.clone(), out.to_path_buf(), job.limits, Instant::now());
+        let cancel = job.cancel.clone();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            let over = if begun.elapsed() > limits.wall {
+            let cancelled =
+                cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+            let over = if cancelled {
+                Some(ComputeError::Cancelled)
+            } else if begun.elapsed() > limits.wall {
                 Some(ComputeError::TimedOut(limits.wall))
             } else {
                 match written(&watched) {

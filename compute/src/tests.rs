@@ -41,6 +41,7 @@ fn job<'a>(module: &'a [u8], input: Option<&'a Path>) -> Job<'a> {
             output: 1 << 20,
             wall: Duration::from_secs(60),
         },
+        cancel: None,
     }
 }
 

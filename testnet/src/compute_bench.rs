@@ -126,6 +126,7 @@ fn wasmtime_run(module: &[u8], dir: &Path) -> Result<(f64, kith_compute::Ran)> {
             output: 1 << 20,
             wall: Duration::from_secs(3600),
         },
+        cancel: None,
     };
     let t = Instant::now();
     let ran = sandbox.run(&job, dir)?;

@@ -81,3 +81,65 @@ pub struct JobRunner {
     #[serde(default)]
     pub wall_ms: u64,
 }
+
+/// A job in `kith job ls` and `show`: one this node asked for, or one it runs for another
+/// member's node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobEntry {
+    /// The job's id (hex).
+    pub id: String,
+    /// `submitted` (asked for here) or `runner` (run here for another member's node).
+    pub side: String,
+    /// The module's file name (submitted) or the asking member's name (runner).
+    pub what: String,
+    /// The pool's name; empty for a job run here without the pool.
+    #[serde(default)]
+    pub pool: String,
+    /// `running`, `done`, `failed` or `cancelled`.
+    pub state: String,
+    /// When it started (ms since the epoch).
+    pub started_ms: i64,
+    /// When it ended.
+    #[serde(default)]
+    pub ended_ms: Option<i64>,
+    /// How many runners had to agree.
+    #[serde(default)]
+    pub redundancy: u32,
+    /// What each runner answered (submitted jobs, once done or failed).
+    #[serde(default)]
+    pub runners: Vec<JobRunner>,
+    /// The agreed result's hash (hex).
+    #[serde(default)]
+    pub hash: Option<String>,
+    /// Its exit status.
+    #[serde(default)]
+    pub exit: Option<i32>,
+    /// Reference CPU-seconds of fuel it burnt (or may burn, while running for another).
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    /// Where the result went.
+    #[serde(default)]
+    pub out: Option<String>,
+    /// The result stored as an object (hex).
+    #[serde(default)]
+    pub object: Option<String>,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `kith job ls`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<JobEntry>,
+}
+
+/// `kith job cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobCancelled {
+    /// Jobs this node asked for that were stopped.
+    pub submitted: u64,
+    /// Jobs run here for others that were stopped (their askers are told it was cancelled).
+    pub running_for_others: u64,
+}

@@ -168,6 +168,18 @@ pub enum Request {
     Doctor,
     /// Run a WebAssembly job, here or on the pool's nodes; answers [`jobs::JobDone`].
     JobRun(jobs::JobRun),
+    /// The jobs asked for here and run here for others; answers [`jobs::JobList`].
+    JobLs,
+    /// One job, by a prefix of its id; answers [`jobs::JobEntry`].
+    JobShow {
+        /// A prefix of its id (hex).
+        id: String,
+    },
+    /// Stop jobs by a prefix of their id; answers [`jobs::JobCancelled`].
+    JobCancel {
+        /// A prefix of its id (hex).
+        id: String,
+    },
     /// Where the dashboard is, with its token; answers [`node::DashboardUrl`].
     Dashboard {
         /// Replace the token first (every address given before stops working).

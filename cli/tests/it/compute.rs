@@ -195,6 +195,70 @@ fn a_job_runs_here_and_on_two_members_nodes_that_agree_and_bad_jobs_are_refused_
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("lend CPU to this pool"), "{err}");
+
+    // Ada's jobs are listed, newest first, with how each ended.
+    let ls = net.json(0, &["job", "ls"]).unwrap();
+    let jobs = ls["jobs"].as_array().unwrap();
+    let states: Vec<&str> = jobs.iter().map(|j| j["state"].as_str().unwrap()).collect();
+    let expect = ["failed", "failed", "failed", "failed", "done", "done", "failed", "done"];
+    assert_eq!(states, expect, "{ls}");
+    assert!(jobs[3]["error"].as_str().unwrap().contains("ran out of fuel"), "{ls}");
+    let pooled_id = jobs[5]["id"].as_str().unwrap();
+    assert_eq!(jobs[5]["hash"], v["hash"], "{ls}");
+    let shown = net.kith_ok(0, &["job", "show", &pooled_id[..8]]).unwrap();
+    assert!(
+        shown.contains("pool street (2 runner(s) must agree)") && shown.contains("agreed"),
+        "{shown}"
+    );
+
+    // A long job on the pool, cancelled by ada: its runners stop too.
+    let long = |net: &kith_testnet::Testnet, name: &str| {
+        net.cmd(0)
+            .args(["job", "run", spin.to_str().unwrap(), "--pool", "street", "--memory", "32MiB"])
+            .args(["--fuel", "2000000000000", "-o", dir.join(name).to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let running = |net: &kith_testnet::Testnet, i: usize| -> Vec<serde_json::Value> {
+        let v = net.json(i, &["job", "ls"]).unwrap();
+        v["jobs"].as_array().unwrap().iter().filter(|j| j["state"] == "running").cloned().collect()
+    };
+    let child = long(&net, "long");
+    net.wait_for(std::time::Duration::from_secs(30), "the long job on both runners", |net| {
+        Ok(running(net, 0).len() == 1 && running(net, 1).len() == 1 && running(net, 2).len() == 1)
+    })
+    .unwrap();
+    let id = running(&net, 0)[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(running(&net, 1)[0]["side"], "runner");
+    assert_eq!(running(&net, 1)[0]["what"], "ada");
+    net.kith_ok(0, &["job", "cancel", &id[..8]]).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("was cancelled"), "{err}");
+    net.wait_for(std::time::Duration::from_secs(10), "the runners to stop it", |net| {
+        Ok(running(net, 1).is_empty() && running(net, 2).is_empty())
+    })
+    .unwrap();
+    let shown = net.json(0, &["job", "show", &id[..8]]).unwrap();
+    assert_eq!(shown["state"], "cancelled", "{shown}");
+    // One cancelled by a runner's owner: that runner refuses it, and with nobody else to run
+    // it, ada's job fails saying so.
+    let child = long(&net, "long2");
+    net.wait_for(std::time::Duration::from_secs(30), "the second long job on bob's node", |net| {
+        Ok(running(net, 1).len() == 1)
+    })
+    .unwrap();
+    let id = running(&net, 1)[0]["id"].as_str().unwrap().to_string();
+    let v = net.json(1, &["job", "cancel", &id[..8]]).unwrap();
+    assert_eq!((v["submitted"].as_u64(), v["running_for_others"].as_u64()), (Some(0), Some(1)));
+    net.kith_ok(2, &["job", "cancel", &id[..8]]).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("the job was cancelled"), "{err}");
+    let out = net.kith(0, &["job", "cancel", "abcdef12"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running job abcdef12"));
     net.stop_all(std::time::Duration::from_secs(20)).unwrap();
 }
 
@@ -206,6 +270,8 @@ struct Liar {
     key: iroh::SecretKey,
     sandbox: kith_compute::Sandbox,
     tmp: std::path::PathBuf,
+    /// Instead of lying, read the job and go away without a word (a runner that dies).
+    vanish: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Liar {
@@ -226,10 +292,14 @@ impl iroh::protocol::ProtocolHandler for Liar {
         else {
             return Ok(());
         };
+        if self.vanish.load(std::sync::atomic::Ordering::Relaxed) {
+            conn.close(0u32.into(), b"");
+            return Ok(());
+        }
         let (sandbox, dir) = (self.sandbox.clone(), tempfile::tempdir_in(&self.tmp).unwrap());
         let r = req.clone();
         let (ran, mut files) = tokio::task::spawn_blocking(move || {
-            jobs::run_materialised(&sandbox, &r, dir.path()).expect("the liar runs the job")
+            jobs::run_materialised(&sandbox, &r, dir.path(), None).expect("the liar runs the job")
         })
         .await
         .unwrap();
@@ -316,7 +386,9 @@ fn a_runner_that_lies_is_outvoted_recorded_asked_last_and_never_paid() {
         key: home.node_key().unwrap().secret().clone(),
         sandbox: kith_compute::Sandbox::new().unwrap(),
         tmp: dir.clone(),
+        vanish: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
     };
+    let vanish = liar.vanish.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let router = rt.block_on(async {
         let ep = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
@@ -332,6 +404,21 @@ fn a_runner_that_lies_is_outvoted_recorded_asked_last_and_never_paid() {
         iroh::protocol::Router::builder(ep).accept(kith_compute::jobs::JOB_ALPN, liar).spawn()
     });
 
+    // First it dies with each job it is given: the job is run on bob instead, and its death
+    // says nothing of its honesty.
+    let mut died = false;
+    for k in 101..=103 {
+        let v = run(&net, k);
+        assert_eq!(v["hash"], truth["hash"], "{v}");
+        if let Some(r) = v["runners"].as_array().unwrap().iter().find(|r| r["node"] == cy.as_str())
+        {
+            assert!(r["answer"].as_str().unwrap().starts_with("unreachable"), "{v}");
+            died = true;
+            break;
+        }
+    }
+    assert!(died, "the dying runner was never given a job");
+    vanish.store(false, std::sync::atomic::Ordering::Relaxed);
     // Jobs go to the runner given fewest jobs: the liar is asked at least every other job,
     // outvoted by ada's and bob's answers each time, and every accepted result is the true
     // one; once most of its checked answers disagreed (at least 3 checked), it is doubtful.
