@@ -21,7 +21,8 @@ pub struct Seal {
     /// The period.
     #[n(1)]
     pub period: String,
-    /// Per member: its id and its seven totals, in [`Counter::ALL`] order.
+    /// Per member: its id and its totals, in [`Counter::ALL`] order (seven in seals made before
+    /// the CPU counters, nine since).
     #[n(2)]
     pub totals: Vec<(minicbor::bytes::ByteArray<32>, Vec<i64>)>,
     /// Shared costs of the period, in cents.
