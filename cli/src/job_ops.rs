@@ -96,7 +96,16 @@ pub struct JobBook {
     path: std::path::PathBuf,
     entries: std::sync::Mutex<Vec<JobEntry>>,
     cancels: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
+    /// What jobs found of their runners, not yet in the pool documents, by pool.
+    checks: Arc<std::sync::Mutex<Checks>>,
 }
+
+/// Runner checks waiting to be written, by pool.
+type Checks = std::collections::BTreeMap<kith_crdt::Key, Vec<(kith_crdt::Key, Result<(), String>)>>;
+
+/// How long checks wait to be written together (a burst of jobs makes one pool change, and
+/// no job's answer waits on the pool document's disk).
+const CHECKS_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Finished jobs kept in the book.
 const KEPT: usize = 100;
@@ -123,7 +132,50 @@ impl JobBook {
                 e
             })
             .collect();
-        JobBook { path, entries: std::sync::Mutex::new(entries), cancels: Default::default() }
+        JobBook {
+            path,
+            entries: std::sync::Mutex::new(entries),
+            cancels: Default::default(),
+            checks: Default::default(),
+        }
+    }
+
+    /// Notes what a job in `pool` found of its runners, to be written into this member's
+    /// records in the pool document shortly, with any other job's.
+    fn note_checks(
+        &self,
+        pools: &Arc<kith_pools::docs::Pools>,
+        pool: kith_crdt::Key,
+        found: Vec<(kith_crdt::Key, Result<(), String>)>,
+    ) {
+        if found.is_empty() {
+            return;
+        }
+        let first = {
+            let mut c = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+            let first = c.is_empty();
+            c.entry(pool).or_default().extend(found);
+            first
+        };
+        if !first {
+            return; // a write is already on its way
+        }
+        let (checks, pools) = (self.checks.clone(), pools.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(CHECKS_AFTER).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                let all = std::mem::take(&mut *checks.lock().unwrap_or_else(|p| p.into_inner()));
+                for (pool, found) in all {
+                    let now = pools.now_ms();
+                    if let Err(e) = pools
+                        .with_pool(&hex(&pool), |p| p.record_checks(pools.signer(), &found, now))
+                    {
+                        tracing::warn!(error = %e, "cannot record the runners' answers");
+                    }
+                }
+            })
+            .await;
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<JobEntry>> {
@@ -413,20 +465,11 @@ async fn execute(
             .await
             .map_err(|e| anyhow!(e))?;
             // What the run found of each runner goes into this member's records of them
-            // (their reputation), once a result was accepted.
+            // (their reputation), and the CPU the agreeing runners gave into the ledger with a
+            // receipt for each: bookkeeping, done beside the answer, not before it.
             let found = jobs::verdicts(&run, &pools.node());
-            if !found.is_empty() {
-                let pool = hex(&req.pool);
-                let now = pools.now_ms();
-                if let Err(e) =
-                    pools.with_pool(&pool, |p| p.record_checks(pools.signer(), &found, now))
-                {
-                    tracing::warn!(error = %e, "cannot record the runners' answers");
-                }
-            }
-            // The CPU the agreeing runners gave goes into the ledger, with a receipt for each.
-            if let Some(ag) = &run.agreed {
-                let runs: Vec<(kith_crdt::Key, u64)> = run
+            let runs: Vec<(kith_crdt::Key, u64)> = match &run.agreed {
+                Some(ag) => run
                     .answers
                     .iter()
                     .filter_map(|a| match &a.reply {
@@ -435,11 +478,11 @@ async fn execute(
                         }
                         _ => None,
                     })
-                    .collect();
-                if let Err(e) = pools.record_cpu_taken(&req.pool, &run.id, &runs) {
-                    tracing::warn!(error = %e, "cannot record the job's CPU in the ledger");
-                }
-            }
+                    .collect(),
+                None => Vec::new(),
+            };
+            pools.count_cpu_taken(&req.pool, &run.id, &runs);
+            ctx.job_book.note_checks(pools, req.pool, found);
             let agreed = run.agreed.clone();
             let runners: Vec<JobRunner> = run
                 .answers

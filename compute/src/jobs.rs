@@ -268,6 +268,7 @@ impl JobProtocol {
                 .map_err(|e| e.to_string())?
                 .ok_or("no request")?;
         drop(reading);
+        let mut given = None;
         let reply = match self.admit(&peer, &req) {
             Err(why) => {
                 self.pools.refused(&peer, "job refused", &why);
@@ -300,17 +301,18 @@ impl JobProtocol {
                 watch.abort();
                 self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&n);
                 drop(slot);
-                // The CPU given goes into the ledger (the asker's receipt is what credits it).
-                if let JobReply::Ran { fuel, .. } = &reply
-                    && let Err(e) = self.pools.record_cpu_given(&pool, &peer, *fuel)
-                {
-                    tracing::warn!(error = %e, "cannot record the job's CPU in the ledger");
+                if let JobReply::Ran { fuel, .. } = &reply {
+                    given = Some((pool, *fuel));
                 }
                 reply
             }
         };
         frame::write_max(&mut send, &reply, MAX_REPLY).await.map_err(|e| e.to_string())?;
         let _ = send.finish();
+        // The CPU given is counted for the ledger (the asker's receipt is what credits it).
+        if let Some((pool, fuel)) = given {
+            self.pools.count_cpu_given(&pool, &peer, fuel);
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
         Ok(())
     }

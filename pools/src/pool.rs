@@ -458,9 +458,12 @@ impl Pool {
         let me = signer.author().key;
         let v = self.view();
         let Some(m) = v.active(&me) else { return Ok(()) };
-        let mut records = Vec::new();
+        let mut records: std::collections::BTreeMap<Key, crate::view::CheckRecord> =
+            std::collections::BTreeMap::new();
         for (node, verdict) in found {
-            let mut r = m.checks.get(node).cloned().unwrap_or_default();
+            let r = records
+                .entry(*node)
+                .or_insert_with(|| m.checks.get(node).cloned().unwrap_or_default());
             match verdict {
                 Ok(()) => r.agreed += 1,
                 Err(why) => {
@@ -469,7 +472,6 @@ impl Pool {
                 }
             }
             r.at_ms = now_ms;
-            records.push((*node, r));
         }
         if records.is_empty() {
             return Ok(());

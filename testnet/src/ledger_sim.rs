@@ -75,7 +75,7 @@ pub fn run(members: usize, months: usize) -> Result<Vec<Month>> {
                     [day as u8; 32],
                     now,
                 );
-                l.record(s, &rules, &adds, &[r], now)?;
+                l.record(s, &rules, &adds, &[r], &[], now)?;
             }
             let (changes, _) = l.doc_mut().changes_since(&heads);
             day_bytes = changes.iter().map(|c| c.raw_bytes().len()).sum();

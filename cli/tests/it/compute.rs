@@ -332,6 +332,8 @@ fn a_runner_that_lies_is_outvoted_recorded_asked_last_and_never_paid() {
     write(&job, copy_job().as_bytes());
     let input = dir.join("in");
     write(&input.join("a.txt"), b"bread and butter");
+    // Usage (CPU included) goes into the ledger every 5 s rather than every hour.
+    net.kith_ok(0, &["pool", "set", "street", "record_every", "5s"]).unwrap();
     // Ada, bob and cy each lend a core.
     for i in 0..3 {
         net.kith_ok(i, &["offer", "--cpu", "1", "--memory", "64MiB"]).unwrap();
@@ -407,8 +409,10 @@ fn a_runner_that_lies_is_outvoted_recorded_asked_last_and_never_paid() {
     // First it dies with each job it is given: the job is run on bob instead, and its death
     // says nothing of its honesty.
     let mut died = false;
+    let mut after_truth = 0;
     for k in 101..=103 {
         let v = run(&net, k);
+        after_truth += 1;
         assert_eq!(v["hash"], truth["hash"], "{v}");
         if let Some(r) = v["runners"].as_array().unwrap().iter().find(|r| r["node"] == cy.as_str())
         {
@@ -429,6 +433,7 @@ fn a_runner_that_lies_is_outvoted_recorded_asked_last_and_never_paid() {
     let mut liar_asked = 0;
     for k in 1..=8 {
         let v = run(&net, k);
+        after_truth += 1;
         assert_eq!(v["hash"], truth["hash"], "{v}");
         let runners = v["runners"].as_array().unwrap();
         for r in runners {
@@ -444,6 +449,11 @@ fn a_runner_that_lies_is_outvoted_recorded_asked_last_and_never_paid() {
         }
     }
     assert!(liar_asked >= 2, "the liar was asked {liar_asked} times");
+    // (Records are written together shortly after the answers: the last lands a moment later.)
+    net.wait_for(std::time::Duration::from_secs(10), "ada's records of the liar", |net| {
+        Ok(standing(net, 0).is_some_and(|s| s["disagreed"].as_u64() == Some(liar_asked)))
+    })
+    .unwrap();
     assert_eq!(std::fs::read(dir.join("out-1/stdout")).unwrap(), b"done\n");
     // Ada's records of it are in the pool document: its reputation, shown to everyone.
     let s = standing(&net, 0).expect("cy's node has a standing");
@@ -458,21 +468,39 @@ fn a_runner_that_lies_is_outvoted_recorded_asked_last_and_never_paid() {
     let shown = net.kith_ok(0, &["pool", "show"]).unwrap();
     assert!(shown.contains("asked last"), "{shown}");
     // Now it is asked last: ada and bob agree without it.
-    let v = run(&net, 7);
+    let v = run(&net, 70);
+    after_truth += 1;
     let runners: Vec<&str> =
         v["runners"].as_array().unwrap().iter().map(|r| r["node"].as_str().unwrap()).collect();
     assert!(!runners.contains(&cy.as_str()) && runners.contains(&bob.as_str()), "{v}");
     // The ledger: ada took bob's CPU and signed for it; the liar earned nothing for its lies
     // (at most the one job it may have run honestly before).
-    let st = net.json(0, &["ledger", "statement", "--format", "json"]).unwrap();
-    let members = st["statements"][0]["members"].as_array().unwrap().clone();
-    let of = |name: &str| members.iter().find(|m| m["name"] == name).cloned().unwrap();
     let one_job_h = truth["cpu_seconds"].as_f64().unwrap() / 3600.0;
-    let given = |name: &str| of(name)["cpu_given_h"].as_f64().unwrap();
-    assert!(given("bob") >= liar_asked as f64 * one_job_h * 0.999, "{st}");
-    assert!(given("cy") <= one_job_h * 1.001, "{st}");
-    let taken = of("ada")["cpu_taken_h"].as_f64().unwrap();
-    assert!((taken - given("bob") - given("cy")).abs() < one_job_h * 1e-3, "{st}");
+    // (An error until the first record: "no ledger data".)
+    let statement = |net: &kith_testnet::Testnet| {
+        let st = net.json(0, &["ledger", "statement", "--format", "json"])?;
+        let members = st["statements"][0]["members"].as_array().cloned().unwrap_or_default();
+        let of = |name: &str, what: &str| {
+            members.iter().find(|m| m["name"] == name).and_then(|m| m[what].as_f64()).unwrap_or(0.0)
+        };
+        anyhow::Ok((
+            of("bob", "cpu_given_h"),
+            of("cy", "cpu_given_h"),
+            of("ada", "cpu_taken_h"),
+            st,
+        ))
+    };
+    // Every job after the first ran on bob (the first on bob or on cy, then honest), once the
+    // last record landed.
+    net.wait_for(std::time::Duration::from_secs(30), "the ledger's CPU figures", |net| {
+        Ok(statement(net)
+            .is_ok_and(|(bob, cy, _, _)| bob + cy >= (after_truth + 1) as f64 * one_job_h * 0.999))
+    })
+    .unwrap();
+    let (bob, cy, taken, st) = statement(&net).unwrap();
+    assert!(bob >= after_truth as f64 * one_job_h * 0.999, "{st}");
+    assert!(cy <= one_job_h * 1.001, "{st}");
+    assert!((taken - bob - cy).abs() < one_job_h * 1e-3, "{st}");
     let verified = net.kith(0, &["ledger", "verify"]);
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
     rt.block_on(router.shutdown()).unwrap();

@@ -1,70 +1,94 @@
-//! CPU time of members' jobs, into the pool's ledger: the runner counts what it gave, the
-//! member whose job it was counts what it took and signs a receipt per runner node
-//! (docs/compute.md, docs/ledger.md).
+//! CPU time of members' jobs, counted as it happens and written into the pool's ledger with the
+//! node's other usage (every `record_every`, by [`crate::replica::Replicator`]): the runner
+//! counts what it gave, the member whose job it was counts what it took and signs a receipt
+//! per runner node (docs/compute.md, docs/ledger.md). Counting touches no disk: a job's answer
+//! never waits on the ledger.
+
+use std::collections::BTreeMap;
 
 use kith_crdt::Key;
 
 use super::Pools;
-use crate::ledger::{Counter, Period, Receipt};
-use crate::pool::PoolError;
 
-impl Pools {
-    /// Records, in this node's row of `pool`'s ledger, `fuel` burnt running a job for a node
-    /// of another member (nothing for this member's own nodes: that is not pool usage).
-    pub fn record_cpu_given(&self, pool: &Key, asker: &Key, fuel: u64) -> Result<(), PoolError> {
-        let Some(v) = self.view_of(pool) else { return Ok(()) };
-        let (Some(me), Some(them)) = (v.node_owner(&self.node()), v.node_owner(asker)) else {
-            return Ok(());
-        };
-        if me == them || fuel == 0 {
-            return Ok(());
+/// CPU counted for one pool since the last record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuTally {
+    /// Fuel this node burnt for other members' jobs.
+    pub given: u64,
+    /// Fuel other members' nodes burnt for this member's accepted jobs.
+    pub taken: u64,
+    /// Per runner node of another member: fuel, jobs and the latest job.
+    pub runners: BTreeMap<Key, (u64, u64, Key)>,
+}
+
+impl CpuTally {
+    fn add(&mut self, other: CpuTally) {
+        self.given += other.given;
+        self.taken += other.taken;
+        for (n, (f, j, last)) in other.runners {
+            let e = self.runners.entry(n).or_insert((0, 0, last));
+            e.0 += f;
+            e.1 += j;
         }
-        let now = self.now_ms();
-        let Some(snap) = self.snapshot(pool) else { return Ok(()) };
-        self.ledgers().with(&snap, Period::of(now), |l, rules| {
-            l.add(self.signer(), rules, Counter::CpuGiven, fuel as i64, now)
-        })?;
-        self.wake();
-        Ok(())
     }
 
-    /// Records that job `job` of this member took `runs` (runner node, fuel) of `pool`'s
-    /// nodes: its `cpu_taken` grows by the fuel of other members' nodes, and its CPU receipt
-    /// for each of them grows by that runner's fuel and one job. Runs on this member's own
-    /// nodes are left out.
-    pub fn record_cpu_taken(
-        &self,
-        pool: &Key,
-        job: &Key,
-        runs: &[(Key, u64)],
-    ) -> Result<(), PoolError> {
-        let Some(v) = self.view_of(pool) else { return Ok(()) };
-        let signer = self.signer();
-        let me = signer.author();
-        let others: Vec<(Key, u64)> = runs
-            .iter()
-            .filter(|(n, f)| *f > 0 && v.node_owner(n).is_some_and(|o| o != me.key))
-            .copied()
-            .collect();
-        if others.is_empty() {
-            return Ok(());
+    /// Whether there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        self.given == 0 && self.taken == 0 && self.runners.is_empty()
+    }
+}
+
+impl Pools {
+    fn cpu_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Key, CpuTally>> {
+        self.cpu.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `fuel` burnt here for a job of node `asker` in `pool` (nothing for this member's
+    /// own nodes: that is not pool usage).
+    pub fn count_cpu_given(&self, pool: &Key, asker: &Key, fuel: u64) {
+        let Some(v) = self.view_of(pool) else { return };
+        let (Some(me), Some(them)) = (v.node_owner(&self.node()), v.node_owner(asker)) else {
+            return;
+        };
+        if me != them && fuel > 0 {
+            self.cpu_lock().entry(*pool).or_default().given += fuel;
         }
-        let now = self.now_ms();
-        let period = Period::of(now);
-        let Some(snap) = self.snapshot(pool) else { return Ok(()) };
-        self.ledgers().with(&snap, period, |l, rules| {
-            let prev = l.view().rows.remove(&(me.key, me.device)).unwrap_or_default().cpu_receipts;
-            let receipts: Vec<Receipt> = others
-                .iter()
-                .map(|(runner, fuel)| {
-                    let (f, n) = prev.get(runner).map_or((0, 0), |r| (r.bytes, r.blobs));
-                    Receipt::sign_cpu(signer, *pool, period, *runner, f + fuel, n + 1, *job, now)
-                })
-                .collect();
-            let taken: u64 = others.iter().map(|(_, f)| f).sum();
-            l.record_cpu(signer, rules, taken as i64, &receipts, now)
-        })?;
-        self.wake();
-        Ok(())
+    }
+
+    /// Counts what job `job` of this member took of `pool`'s nodes: `runs` (runner node, fuel)
+    /// of the runners that agreed; runs on this member's own nodes are left out.
+    pub fn count_cpu_taken(&self, pool: &Key, job: &Key, runs: &[(Key, u64)]) {
+        let Some(v) = self.view_of(pool) else { return };
+        let me = self.signer().author().key;
+        let mut t = CpuTally::default();
+        for (n, f) in runs {
+            if *f > 0 && v.node_owner(n).is_some_and(|o| o != me) {
+                t.taken += f;
+                t.runners.insert(*n, (*f, 1, *job));
+            }
+        }
+        if !t.is_empty() {
+            let mut all = self.cpu_lock();
+            let e = all.entry(*pool).or_default();
+            e.add(t.clone());
+            // The latest job is the one just counted.
+            for (n, (_, _, last)) in &t.runners {
+                if let Some(x) = e.runners.get_mut(n) {
+                    x.2 = *last;
+                }
+            }
+        }
+    }
+
+    /// Takes what was counted for `pool` since the last take.
+    pub fn take_cpu(&self, pool: &Key) -> CpuTally {
+        self.cpu_lock().remove(pool).unwrap_or_default()
+    }
+
+    /// Puts back what could not be recorded.
+    pub fn put_back_cpu(&self, pool: &Key, t: CpuTally) {
+        if !t.is_empty() {
+            self.cpu_lock().entry(*pool).or_default().add(t);
+        }
     }
 }

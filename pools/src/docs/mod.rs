@@ -15,7 +15,7 @@
 mod accept;
 mod carry;
 mod catalog;
-mod cpu;
+pub mod cpu;
 mod custody;
 mod dial;
 mod liveness;
@@ -91,6 +91,8 @@ pub struct Pools {
     ledgers: Ledgers,
     /// Site requests this node answered, by pool, not yet recorded.
     site_requests: Mutex<HashMap<Key, u64>>,
+    /// CPU of members' jobs counted since the last record, by pool.
+    cpu: Mutex<HashMap<Key, cpu::CpuTally>>,
     /// Bumped whenever a pool document changes on disk.
     generation: std::sync::atomic::AtomicU64,
     /// Every pool's typed view and those of this identity's pools, as of a generation.
@@ -156,6 +158,7 @@ impl Pools {
             data_keys: Mutex::new(None),
             ledgers: Ledgers::new(home_root),
             site_requests: Mutex::new(HashMap::new()),
+            cpu: Mutex::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
             views: Mutex::new(None),
             snapshots: Mutex::new(HashMap::new()),

@@ -180,6 +180,7 @@ impl Ledger {
         rules: &LedgerRules<'_>,
         adds: &[(Counter, i64)],
         receipts: &[Receipt],
+        cpu_receipts: &[Receipt],
         now_ms: i64,
     ) -> Result<(), DocError> {
         if let Some((c, by)) = adds.iter().find(|(_, by)| *by <= 0) {
@@ -194,30 +195,11 @@ impl Ledger {
             for r in receipts {
                 d.put(&rec, hex(&r.server), ScalarValue::Bytes(r.to_bytes()))?;
             }
-            Ok(())
-        })?;
-        Ok(())
-    }
-
-    /// Records what one accepted job took of other members' CPU: `taken` fuel, and the CPU
-    /// receipts this member signed for the runners (grown from the ones before), in one change.
-    pub fn record_cpu(
-        &mut self,
-        signer: &Signer,
-        rules: &LedgerRules<'_>,
-        taken: i64,
-        receipts: &[Receipt],
-        now_ms: i64,
-    ) -> Result<(), DocError> {
-        if taken <= 0 {
-            return Err(DocError::Format(format!("`cpu_taken` may only grow, not by {taken}")));
-        }
-        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
-            let row = Self::own_row(d, signer)?;
-            Self::counter_or_new(d, &row, Counter::CpuTaken, taken)?;
-            let rec = crate::edit::map_or_new(d, &row, "cpu_receipts")?;
-            for r in receipts {
-                d.put(&rec, hex(&r.server), ScalarValue::Bytes(r.to_bytes()))?;
+            if !cpu_receipts.is_empty() {
+                let rec = crate::edit::map_or_new(d, &row, "cpu_receipts")?;
+                for r in cpu_receipts {
+                    d.put(&rec, hex(&r.server), ScalarValue::Bytes(r.to_bytes()))?;
+                }
             }
             Ok(())
         })?;

@@ -447,7 +447,7 @@ fn a_record_that_cannot_be_saved_is_not_made_and_counts_once_when_it_is() {
     let period = Period::parse("2026-11").unwrap();
     let me = m.author().key;
     let record = |l: &mut Ledger, rules: &LedgerRules<'_>| {
-        l.record(&m, rules, &[(Counter::StorageProvided, 700)], &[], period.start_ms() + 10)
+        l.record(&m, rules, &[(Counter::StorageProvided, 700)], &[], &[], period.start_ms() + 10)
     };
     let total = |ls: &Ledgers| {
         ls.with(&snap, period, |l, _| Ok(l.view().total(&me, Counter::StorageProvided))).unwrap()
@@ -482,9 +482,9 @@ fn cpu_given_is_credited_by_the_takers_receipts_and_priced_by_the_charter() {
     // Ada's node ran two of Bob's jobs: 1.5 reference CPU-hours in all. Bob signs for them.
     l.add(&a, &rules, Counter::CpuGiven, (hour * 3 / 2) as i64, 10).unwrap();
     let r1 = Receipt::sign_cpu(&m, id, period, an, hour, 1, [1; 32], 11);
-    l.record_cpu(&m, &rules, hour as i64, &[r1], 11).unwrap();
+    l.record(&m, &rules, &[(Counter::CpuTaken, hour as i64)], &[], &[r1], 11).unwrap();
     let r2 = Receipt::sign_cpu(&m, id, period, an, hour * 3 / 2, 2, [2; 32], 12);
-    l.record_cpu(&m, &rules, (hour / 2) as i64, &[r2], 12).unwrap();
+    l.record(&m, &rules, &[(Counter::CpuTaken, (hour / 2) as i64)], &[], &[r2], 12).unwrap();
     let who = [a.author().key, m.author().key];
     let v = p.view();
     assert_eq!(receipted_cpu(&l.view(), &v)[&a.author().key], (hour * 3 / 2) as i64);
@@ -506,16 +506,16 @@ fn cpu_given_is_credited_by_the_takers_receipts_and_priced_by_the_charter() {
     // A receipt only grows; a data receipt cannot pass for a CPU receipt; nobody signs for
     // another member; signing for more than it reports taking is flagged.
     let less = Receipt::sign_cpu(&m, id, period, an, hour, 3, [3; 32], 13);
-    let e = l.record_cpu(&m, &rules, 1, &[less], 13).unwrap_err();
+    let e = l.record(&m, &rules, &[(Counter::CpuTaken, 1)], &[], &[less], 13).unwrap_err();
     assert!(e.to_string().contains("only grow"), "{e}");
     let data = Receipt::sign(&m, id, period, an, hour * 2, 3, [3; 32], 14);
-    let e = l.record_cpu(&m, &rules, 1, &[data], 14).unwrap_err();
+    let e = l.record(&m, &rules, &[(Counter::CpuTaken, 1)], &[], &[data], 14).unwrap_err();
     assert!(e.to_string().contains("bad signature"), "{e}");
     let adas = Receipt::sign_cpu(&a, id, period, an, hour * 2, 3, [3; 32], 15);
-    let e = l.record_cpu(&m, &rules, 1, &[adas], 15).unwrap_err();
+    let e = l.record(&m, &rules, &[(Counter::CpuTaken, 1)], &[], &[adas], 15).unwrap_err();
     assert!(e.to_string().contains("this member's"), "{e}");
     let more = Receipt::sign_cpu(&m, id, period, an, hour * 5, 3, [3; 32], 16);
-    l.record_cpu(&m, &rules, 1, &[more], 16).unwrap();
+    l.record(&m, &rules, &[(Counter::CpuTaken, 1)], &[], &[more], 16).unwrap();
     let flags = check_evidence(&l.view(), &v, 20);
     assert!(
         flags.iter().any(|f| f.member == m.author().key && f.what.contains("CPU receipts for")),

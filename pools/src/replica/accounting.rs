@@ -53,12 +53,32 @@ impl Replicator {
         let received: Vec<(Key, kith_node::net::blobs::Tally)> =
             received_tally.iter().map(|((_, peer), x)| (*peer.as_bytes(), *x)).collect();
         let requests = self.pools.take_site_requests(&pool);
+        let cpu = self.pools.take_cpu(&pool);
         let signer = self.pools.signer();
         let period = crate::ledger::Period::of(now);
         let Some(snap) = self.pools.snapshot(&pool) else { return };
         let result = self.pools.ledgers().with(&snap, period, |l, rules| {
             let a = signer.author();
-            let prev = l.view().rows.remove(&(a.key, a.device)).unwrap_or_default().receipts;
+            let row = l.view().rows.remove(&(a.key, a.device)).unwrap_or_default();
+            let prev = row.receipts;
+            let cpu_receipts: Vec<crate::ledger::Receipt> = cpu
+                .runners
+                .iter()
+                .map(|(runner, (fuel, jobs, last))| {
+                    let (f, n) =
+                        row.cpu_receipts.get(runner).map_or((0, 0), |r| (r.bytes, r.blobs));
+                    crate::ledger::Receipt::sign_cpu(
+                        signer,
+                        pool,
+                        period,
+                        *runner,
+                        f + fuel,
+                        n + jobs,
+                        *last,
+                        now,
+                    )
+                })
+                .collect();
             let receipts: Vec<crate::ledger::Receipt> = received
                 .iter()
                 .map(|(server, t)| {
@@ -84,14 +104,16 @@ impl Replicator {
                 (RequestsServed, requests as i64),
                 (AuditsPassed, due.audits_passed),
                 (AuditsFailed, due.audits_failed),
+                (CpuGiven, cpu.given as i64),
+                (CpuTaken, cpu.taken as i64),
             ]
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .collect();
-            if adds.is_empty() && receipts.is_empty() {
+            if adds.is_empty() && receipts.is_empty() && cpu_receipts.is_empty() {
                 return Ok(());
             }
-            l.record(signer, rules, &adds, &receipts, now)
+            l.record(signer, rules, &adds, &receipts, &cpu_receipts, now)
         });
         match result {
             Ok(()) => {
@@ -104,6 +126,7 @@ impl Replicator {
                 node.served().tagged().add_all(served_tally);
                 node.received().add_all(received_tally);
                 self.pools.put_back_site_requests(&pool, requests);
+                self.pools.put_back_cpu(&pool, cpu);
             }
         }
     }
