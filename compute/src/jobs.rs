@@ -704,14 +704,27 @@ pub async fn run_in_pool(
     let mut candidates = runners(pools, &req.pool, req.memory);
     let me = pools.node();
     // This node first when it lends; then runners others found honest before doubtful ones;
-    // among those, the ones this node gave fewest jobs (load spread over the pool, and every
-    // runner checked against the others in turn); then the most recently heard from.
+    // then runners that answered their last ping before those that did not (a node that is
+    // gone costs a connection timeout); then runners on this LAN (announced by mDNS) before
+    // the rest; among those, the ones
+    // this node gave fewest jobs (load spread over the pool, and every runner checked against
+    // the others in turn); then the nearest by round trip; then the most recently heard from.
     if let Some(l) = local {
         let given = l.given.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let v = pools.view_of(&req.pool);
+        let peers: std::collections::HashMap<Key, (bool, bool, u32)> = node
+            .peers()
+            .into_iter()
+            .map(|p| {
+                let rtt = p.pong.as_ref().map_or(u32::MAX, |x| x.rtt_ms);
+                let silent = p.reachability == kith_node::net::peers::Reachability::Unreachable;
+                (*p.id.as_bytes(), (silent, p.mdns, rtt))
+            })
+            .collect();
         candidates.sort_by_key(|n| {
             let doubtful = v.as_ref().is_some_and(|v| v.reputation(n).doubtful());
-            (*n != me, doubtful, given.get(n).copied().unwrap_or(0))
+            let (silent, lan, rtt) = peers.get(n).copied().unwrap_or((false, false, u32::MAX));
+            (*n != me, doubtful, silent, !lan, given.get(n).copied().unwrap_or(0), rtt)
         });
     }
     if candidates.len() < redundancy {

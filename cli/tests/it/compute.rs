@@ -506,3 +506,94 @@ fn a_runner_that_lies_is_outvoted_recorded_asked_last_and_never_paid() {
     rt.block_on(router.shutdown()).unwrap();
     net.stop_all(std::time::Duration::from_secs(20)).unwrap();
 }
+
+#[test]
+fn runners_on_this_lan_are_asked_before_those_reached_otherwise() {
+    // Three nodes in network namespaces on one bridge; cy's node does not announce itself by
+    // mDNS (as a node on another segment, reached by its ticket, would not).
+    let mut net = testnet(3, kith_testnet::Layout::Namespaces);
+    net.nodes[2].up_args = vec!["--no-mdns".into()];
+    for i in 0..3 {
+        net.kith_ok(i, &["init"]).unwrap();
+    }
+    net.start_all().unwrap();
+    for (i, j) in [(0, 2), (2, 0), (1, 2), (2, 1)] {
+        net.connect(i, j).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    for (i, name) in [(1, "bob"), (2, "cy")] {
+        let ticket = net.kith_ok(0, &["pool", "invite"]).unwrap();
+        net.kith_ok(i, &["pool", "join", ticket.trim(), "--as", name]).unwrap();
+        net.kith_ok(i, &["offer", "--cpu", "1", "--memory", "64MiB"]).unwrap();
+    }
+    let (bob, cy) = (net.id(1).unwrap(), net.id(2).unwrap());
+    net.wait_for(
+        std::time::Duration::from_secs(30),
+        "ada to see both offers, bob on the LAN",
+        |net| {
+            let v = net.json(0, &["pool", "show"])?;
+            let lending = v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|m| m["nodes"].as_array().unwrap().clone())
+                .filter(|n| n["cpu"] == 1)
+                .count();
+            let peers = net.peers(0)?;
+            let on_lan = |id: &str| peers.iter().any(|p| p["id"] == id && p["mdns"] == true);
+            Ok(lending == 2 && on_lan(&bob) && !on_lan(&cy))
+        },
+    )
+    .unwrap();
+    let dir = net.dir().to_path_buf();
+    let job = dir.join("copy.wat");
+    write(&job, copy_job().as_bytes());
+    write(&dir.join("in/a.txt"), b"rye");
+    let run = |net: &kith_testnet::Testnet, k: usize| {
+        let out = dir.join(format!("out-{k}"));
+        let (inp, out) = (dir.join("in"), out.to_str().unwrap().to_string());
+        let v = net
+            .json(
+                0,
+                &[
+                    "job",
+                    "run",
+                    job.to_str().unwrap(),
+                    "--pool",
+                    "street",
+                    "--redundancy",
+                    "1",
+                    "--memory",
+                    "32MiB",
+                    "--arg",
+                    &k.to_string(),
+                    "--input",
+                    inp.to_str().unwrap(),
+                    "-o",
+                    &out,
+                ],
+            )
+            .unwrap();
+        let runners: Vec<(String, String)> = v["runners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (r["node"].as_str().unwrap().to_string(), r["answer"].as_str().unwrap().to_string())
+            })
+            .collect();
+        runners
+    };
+    // Bob, on this LAN, takes every job while he can, however many he was given.
+    for k in 0..3 {
+        assert_eq!(run(&net, k), [(bob.clone(), "agreed".to_string())], "job {k}");
+    }
+    // Gone, and known to be gone (he missed a ping): jobs go to cy at once.
+    net.stop(1).unwrap();
+    net.wait_for(std::time::Duration::from_secs(30), "ada to find bob unreachable", |net| {
+        Ok(net.peers(0)?.iter().any(|p| p["id"] == bob.as_str() && p["state"] == "unreachable"))
+    })
+    .unwrap();
+    assert_eq!(run(&net, 3), [(cy.clone(), "agreed".to_string())]);
+    net.stop_all(std::time::Duration::from_secs(20)).unwrap();
+}
