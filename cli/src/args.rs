@@ -699,7 +699,8 @@ pub(crate) enum JobCommand {
         /// How many members' nodes must agree (with --pool).
         #[arg(long, default_value_t = 2, requires = "pool")]
         redundancy: u32,
-        /// A file or folder the job reads at /input.
+        /// A file or folder the job reads at /input, or an object of this node's store (its
+        /// id or a prefix, or PATH@N, as `kith ls` shows).
         #[arg(long)]
         input: Option<PathBuf>,
         /// A file the job reads as its standard input.

@@ -73,6 +73,32 @@ fn input_files(path: &Path) -> Result<Vec<(String, ByteVec)>> {
     Ok(out)
 }
 
+/// The files of object `spec` of this node's store (restored into a folder of its own, read,
+/// and removed): a job's input given as a stored object.
+async fn object_files(ctx: &Ctx, spec: &str) -> Result<Vec<(String, ByteVec)>> {
+    let store = ctx.store.clone();
+    let tmp = ctx.home.root().join("tmp");
+    let spec = spec.to_string();
+    tokio::task::spawn_blocking(move || {
+        let id = store.resolve(&spec, Path::new("/")).map_err(|e| {
+            anyhow!("the input `{spec}` is neither a file or folder nor an object of this node's store ({e})")
+        })?;
+        std::fs::create_dir_all(&tmp)?;
+        let dir = tempfile::Builder::new().prefix("job-input-").tempdir_in(&tmp)?;
+        // A file object keeps the name it was stored from (as a file given by path does).
+        let name = store
+            .list()?
+            .into_iter()
+            .find(|o| o.id == id)
+            .and_then(|o| o.source.file_name().map(|n| n.to_os_string()))
+            .unwrap_or_else(|| "input".into());
+        let dest = dir.path().join(name);
+        store.restore(&id, &dest, None)?;
+        input_files(&dest)
+    })
+    .await?
+}
+
 /// Writes a result's files under `out` (which must not exist).
 fn write_result(out: &Path, files: &[(String, ByteVec)]) -> Result<()> {
     std::fs::create_dir(out)
@@ -238,9 +264,10 @@ impl JobBook {
 
 pub(crate) async fn run(ctx: &Ctx, r: JobRun, out: &Out) -> Result<Value> {
     let module = read_bounded(&r.module, MAX_MODULE as u64, "the module")?;
-    let input = match &r.input {
-        Some(p) => input_files(p)?,
-        None => Vec::new(),
+    let input = match (&r.input, &r.input_object) {
+        (Some(p), _) => input_files(p)?,
+        (None, Some(spec)) => object_files(ctx, spec).await?,
+        (None, None) => Vec::new(),
     };
     let stdin = match &r.stdin {
         Some(p) => Some(read_bounded(p, MAX_INPUT, "standard input")?.into()),

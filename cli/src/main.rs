@@ -569,7 +569,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 module: abs(&module),
                 redundancy: if pool.is_some() { redundancy } else { 1 },
                 pool,
-                input: input.as_deref().map(abs),
+                // A path that does not exist may name an object of the store.
+                input: input.as_deref().filter(|p| p.exists()).map(abs),
+                input_object: input
+                    .as_deref()
+                    .filter(|p| !p.exists())
+                    .map(|p| p.to_string_lossy().into_owned()),
                 stdin: stdin.as_deref().map(abs),
                 args,
                 env,

@@ -18,6 +18,10 @@ pub struct JobRun {
     /// A file or folder, seen read-only at `/input` (absolute).
     #[serde(default)]
     pub input: Option<PathBuf>,
+    /// An object of this node's store (an id prefix, or `PATH@N`), restored and seen
+    /// read-only at `/input`, instead of `input`.
+    #[serde(default)]
+    pub input_object: Option<String>,
     /// Standard input (absolute).
     #[serde(default)]
     pub stdin: Option<PathBuf>,
