@@ -297,6 +297,12 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Federation: agreements in which pools lend each other storage, CDN edges, egress and
+    /// relaying (admins).
+    Federation {
+        #[command(subcommand)]
+        command: FedCommand,
+    },
     /// WebAssembly jobs: run one here, or on the pool's nodes with their results compared.
     Job {
         #[command(subcommand)]
@@ -745,6 +751,90 @@ pub(crate) enum JobCommand {
     Cancel {
         /// A prefix of the job's id (at least 4 characters).
         id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What a pool lends in a federation agreement.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct FedLendArgs {
+    /// Storage for the other pool's off-site replicas, such as 200GiB.
+    #[arg(long, value_name = "SIZE", default_value = "")]
+    pub lend_storage: String,
+    /// Bytes a month its nodes send for the other pool, such as 50GB.
+    #[arg(long, value_name = "SIZE", default_value = "")]
+    pub lend_egress: String,
+    /// Its nodes serve the other pool's public sites (CDN edges).
+    #[arg(long)]
+    pub cdn: bool,
+    /// Its relay carries the other pool's traffic.
+    #[arg(long)]
+    pub relay: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FedCommand {
+    /// Offer another pool an agreement: prints a kithfed1 ticket for an admin of that pool.
+    Invite {
+        /// Your pool.
+        pool: String,
+        #[command(flatten)]
+        lend: FedLendArgs,
+        /// Price per GiB-month of storage held, both ways (none: credit both ways).
+        #[arg(long, value_name = "PRICE", default_value = "")]
+        price_storage: String,
+        /// Price per GB sent, both ways.
+        #[arg(long, value_name = "PRICE", default_value = "")]
+        price_egress: String,
+        /// The term, renewed for as long again unless a side gives notice.
+        #[arg(long, default_value_t = 365)]
+        term_days: u32,
+        /// The notice a side gives before it leaves.
+        #[arg(long, default_value_t = 30)]
+        notice_days: u32,
+        /// How long the ticket may be taken up.
+        #[arg(long, default_value = "7d")]
+        expires: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take up another pool's offer for your pool: prints a kithfedok1 ticket for its admin.
+    Join {
+        /// Your pool.
+        pool: String,
+        /// The kithfed1 ticket.
+        ticket: String,
+        #[command(flatten)]
+        lend: FedLendArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record the other pool's acceptance of your pool's offer (the kithfedok1 ticket).
+    Accept {
+        /// Your pool.
+        pool: String,
+        /// The kithfedok1 ticket.
+        ticket: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The agreements of every pool this node is in.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give notice on an agreement: it ends after its notice period.
+    Leave {
+        /// Your pool.
+        pool: String,
+        /// The partner pool's name, or a prefix of the agreement's id.
+        agreement: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -585,6 +585,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let v: kith::api::jobs::JobDone = typed(execute(&root, Request::JobRun(req), "")?)?;
             if json { render_pool::json(&v) } else { render::job(&v) }
         }
+        Command::Federation { command } => federation(&root, command),
         Command::Job { command: JobCommand::Ls { json } } => {
             let v: kith::api::jobs::JobList = typed(execute(&root, Request::JobLs, "")?)?;
             if json { render_pool::json(&v) } else { render::job_list(&v) }
@@ -689,4 +690,77 @@ fn local_id(root: &Path) -> Result<Value> {
         "identity": identity.id().to_string(),
         "age": identity.recipient().to_string(),
     }))
+}
+
+fn fed_lend(l: args::FedLendArgs) -> kith::api::pools::FedLend {
+    kith::api::pools::FedLend {
+        storage: l.lend_storage,
+        egress: l.lend_egress,
+        cdn: l.cdn,
+        relay: l.relay,
+    }
+}
+
+fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
+    use args::FedCommand as F;
+    use kith::api::pools::{FedAgreement, FedTicket};
+    let ticket = |v: FedTicket, json: bool, what: &str| -> Result<ExitCode> {
+        if json {
+            return render_pool::json(&v);
+        }
+        println!("{}", v.ticket);
+        eprintln!("{what}");
+        Ok(ExitCode::SUCCESS)
+    };
+    match command {
+        F::Invite {
+            pool,
+            lend,
+            price_storage,
+            price_egress,
+            term_days,
+            notice_days,
+            expires,
+            json,
+        } => {
+            let req = PoolReq::FedInvite {
+                pool,
+                lend: fed_lend(lend),
+                price_storage,
+                price_egress,
+                term_days,
+                notice_days,
+                expires,
+            };
+            let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;
+            ticket(
+                v,
+                json,
+                "give this ticket to an admin of the other pool: `kith federation join THEIR-POOL TICKET`",
+            )
+        }
+        F::Join { pool, ticket: t, lend, json } => {
+            let req = PoolReq::FedJoin { pool, ticket: t, lend: fed_lend(lend) };
+            let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;
+            ticket(
+                v,
+                json,
+                "agreed and recorded in your pool; give this ticket back to the offering pool's admin: `kith federation accept THEIR-POOL TICKET`",
+            )
+        }
+        F::Accept { pool, ticket: t, json } => {
+            let v: FedAgreement =
+                typed(execute(root, Request::Pool(PoolReq::FedAccept { pool, ticket: t }), "")?)?;
+            if json { render_pool::json(&v) } else { render_pool::agreements(&[v]) }
+        }
+        F::Ls { json } => {
+            let v: Vec<FedAgreement> = typed(execute(root, Request::Pool(PoolReq::FedList), "")?)?;
+            if json { render_pool::json(&v) } else { render_pool::agreements(&v) }
+        }
+        F::Leave { pool, agreement, json } => {
+            let v: FedAgreement =
+                typed(execute(root, Request::Pool(PoolReq::FedLeave { pool, agreement }), "")?)?;
+            if json { render_pool::json(&v) } else { render_pool::agreements(&[v]) }
+        }
+    }
 }

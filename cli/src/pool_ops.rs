@@ -150,6 +150,166 @@ pub async fn handle(
             remember_pool(pools, &id, &name, named.as_deref())?;
             answer(PoolRef { id: hex(&id), name })
         }
+        PoolReq::FedInvite {
+            pool,
+            lend,
+            price_storage,
+            price_egress,
+            term_days,
+            notice_days,
+            expires,
+        } => {
+            let life = parse_duration_ms(&expires)?;
+            if life == 0 || life > MAX_INVITE_LIFETIME_MS {
+                bail!("--expires must be between 1s and 365d");
+            }
+            let lend = fed_lend(&lend)?;
+            let price = kith_federation::Price {
+                storage_per_gib_month: price(&price_storage)?,
+                egress_per_gb: price(&price_egress)?,
+            };
+            let mut id = [0u8; 16];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+                .map_err(|_| anyhow!("no randomness"))?;
+            let contact = vec![running()?.ticket().to_string()];
+            let offer = pools.with_pool(&pool, |p| {
+                let v = p.view();
+                admin_here(&v, signer)?;
+                let o = kith_federation::Offer::sign(
+                    signer,
+                    id,
+                    p.id(),
+                    &v.charter.name,
+                    lend,
+                    price,
+                    term_days,
+                    notice_days,
+                    now + life,
+                    contact,
+                );
+                o.check(now).map_err(|e| kith_pools::PoolError::Policy(e.to_string()))?;
+                p.add_fed_offer(signer, &o, now as i64)?;
+                Ok(o)
+            })?;
+            answer(FedTicket {
+                ticket: offer.to_ticket(),
+                agreement: None,
+                expires_ms: Some(now + life),
+            })
+        }
+        PoolReq::FedJoin { pool, ticket, lend } => {
+            let offer = kith_federation::Offer::from_ticket(&ticket).map_err(|e| anyhow!(e))?;
+            offer.check(now).map_err(|e| anyhow!(e))?;
+            let lend = fed_lend(&lend)?;
+            let contact = vec![running()?.ticket().to_string()];
+            let agreement = pools.with_pool(&pool, |p| {
+                let v = p.view();
+                admin_here(&v, signer)?;
+                if offer.pool == p.id() {
+                    return Err(kith_pools::PoolError::Policy(
+                        "this is your own pool's offer: an admin of the other pool takes it up"
+                            .into(),
+                    ));
+                }
+                let a = kith_federation::Acceptance::sign(
+                    signer,
+                    &offer,
+                    p.id(),
+                    &v.charter.name,
+                    lend,
+                    now,
+                    contact,
+                );
+                let ag = kith_federation::Agreement { offer: offer.clone(), acceptance: a };
+                if let Some(e) = v.federation.agreements.get(&ag.id()) {
+                    return Ok(e.agreement.clone());
+                }
+                p.add_agreement(signer, &ag, now as i64)?;
+                Ok(ag)
+            })?;
+            // The offering pool's node, remembered: the way to reach the partner later.
+            for c in &offer.contact {
+                if let Ok(t) = c.parse() {
+                    let _ = running()?.add_peer(&t).await;
+                }
+            }
+            answer(FedTicket {
+                ticket: agreement.to_ticket(),
+                agreement: Some(hex(&agreement.id())),
+                expires_ms: None,
+            })
+        }
+        PoolReq::FedAccept { pool, ticket } => {
+            let ag = kith_federation::Agreement::from_ticket(&ticket).map_err(|e| anyhow!(e))?;
+            ag.check().map_err(|e| anyhow!(e))?;
+            let id = pools.with_pool(&pool, |p| {
+                let v = p.view();
+                admin_here(&v, signer)?;
+                if ag.offer.pool != p.id() {
+                    return Err(kith_pools::PoolError::Policy(format!(
+                        "this acceptance is of an offer of pool {}, not of {}",
+                        ag.offer.pool_name, v.charter.name
+                    )));
+                }
+                if let Some(e) = v.federation.agreements.get(&ag.id())
+                    && e.agreement != ag
+                {
+                    return Err(kith_pools::PoolError::Policy(format!(
+                        "this offer was taken up already, by pool {}: an offer is taken up once (make a new one with `kith federation invite`)",
+                        e.agreement.acceptance.pool_name
+                    )));
+                }
+                p.add_agreement(signer, &ag, now as i64)?;
+                Ok(p.id())
+            })?;
+            for c in &ag.acceptance.contact {
+                if let Ok(t) = c.parse() {
+                    let _ = running()?.add_peer(&t).await;
+                }
+            }
+            let v = pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?;
+            answer(fed_agreement(&v, &id, &v.federation.agreements[&ag.id()], now as i64))
+        }
+        PoolReq::FedList => {
+            let mut out = Vec::new();
+            for (id, v) in pools.list() {
+                for e in v.federation.agreements.values() {
+                    out.push(fed_agreement(&v, &id, e, now as i64));
+                }
+            }
+            answer(out)
+        }
+        PoolReq::FedLeave { pool, agreement } => {
+            let (id, aid) = pools.with_pool(&pool, |p| {
+                let v = p.view();
+                admin_here(&v, signer)?;
+                let hits: Vec<kith_crdt::Key> = v
+                    .federation
+                    .agreements
+                    .iter()
+                    .filter(|(k, e)| {
+                        (agreement.len() >= 4 && hex(&k[..]).starts_with(&agreement))
+                            || e.agreement.partner_of(&p.id()).is_some_and(|(_, n)| n == agreement)
+                    })
+                    .map(|(k, _)| *k)
+                    .collect();
+                let [aid] = hits[..] else {
+                    return Err(kith_pools::PoolError::Policy(format!(
+                        "{} agreements match `{agreement}` (`kith federation ls` lists them)",
+                        hits.len()
+                    )));
+                };
+                if v.federation.agreements[&aid].notice_ms.is_some() {
+                    return Err(kith_pools::PoolError::Policy(
+                        "notice was given on this agreement already".into(),
+                    ));
+                }
+                p.give_notice(signer, &aid, now as i64)?;
+                Ok((p.id(), aid))
+            })?;
+            let v = pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?;
+            answer(fed_agreement(&v, &id, &v.federation.agreements[&aid], now as i64))
+        }
         PoolReq::Identity => {
             let v = pools.identity().ok_or_else(|| anyhow!("no identity document"))?;
             answer(IdentityDoc {
@@ -634,5 +794,74 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
         heads: Vec::new(),
         replication: None,
         repair: None,
+    }
+}
+
+/// What a pool lends, from the command line's sizes.
+fn fed_lend(l: &crate::api::pools::FedLend) -> Result<kith_federation::Lend> {
+    let size = |s: &str| -> Result<u64> {
+        if s.trim().is_empty() { Ok(0) } else { parse_size(s).map_err(|e| anyhow!(e)) }
+    };
+    Ok(kith_federation::Lend {
+        storage: size(&l.storage)?,
+        egress: size(&l.egress)?,
+        cdn: l.cdn,
+        relay: l.relay,
+    })
+}
+
+/// A price (`0.02`) in millionths; empty: none.
+fn price(s: &str) -> Result<u64> {
+    if s.trim().is_empty() {
+        return Ok(0);
+    }
+    kith_pools::parse_price_micro(s).ok_or_else(|| {
+        anyhow!("a price is a number such as 0.02 (six decimals at most), not `{s}`")
+    })
+}
+
+/// Refuses anyone but an active admin of the pool.
+fn admin_here(v: &PoolView, signer: &kith_crdt::Signer) -> Result<(), kith_pools::PoolError> {
+    if v.active(&signer.author().key).is_some_and(|m| m.role == kith_pools::Role::Admin) {
+        Ok(())
+    } else {
+        Err(kith_pools::PoolError::Denied(format!(
+            "only an admin of pool {} federates it",
+            v.charter.name
+        )))
+    }
+}
+
+/// An agreement as `kith federation ls` shows it, from pool `id`'s side.
+fn fed_agreement(
+    v: &PoolView,
+    id: &kith_crdt::Key,
+    e: &kith_pools::FedEntry,
+    now_ms: i64,
+) -> crate::api::pools::FedAgreement {
+    let g = &e.agreement;
+    let (partner, partner_name) = g.partner_of(id).unwrap_or((g.offer.pool, &g.offer.pool_name));
+    let (lends, lent) = g.lending_of(id).unwrap_or_default();
+    crate::api::pools::FedAgreement {
+        id: hex(&g.id()),
+        pool: v.charter.name.clone(),
+        partner: hex(&partner),
+        partner_name: partner_name.to_string(),
+        side: if g.offer.pool == *id { "offered" } else { "accepted" }.into(),
+        state: e.state(now_ms).into(),
+        lends_storage: lends.storage,
+        lends_egress: lends.egress,
+        lends_cdn: lends.cdn,
+        lends_relay: lends.relay,
+        lent_storage: lent.storage,
+        lent_egress: lent.egress,
+        lent_cdn: lent.cdn,
+        lent_relay: lent.relay,
+        price_storage: crate::api::ledger::price(g.offer.price.storage_per_gib_month),
+        price_egress: crate::api::ledger::price(g.offer.price.egress_per_gb),
+        since_ms: g.acceptance.at_ms,
+        term_days: g.offer.term_days,
+        notice_days: g.offer.notice_days,
+        ends_ms: e.ends_ms(),
     }
 }

@@ -423,3 +423,65 @@ pub fn offered(v: &Offered) -> Result<ExitCode> {
     eprintln!("offered {} of storage and {egress}, in {zone}", fmt::bytes(v.storage));
     Ok(ExitCode::SUCCESS)
 }
+
+/// `kith federation ls` (and what accept and leave print).
+pub fn agreements(v: &[kith::api::pools::FedAgreement]) -> Result<ExitCode> {
+    if v.is_empty() {
+        println!(
+            "no federation agreements: an admin offers one with `kith federation invite POOL --lend-storage SIZE`"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let lends = |storage: u64, egress: u64, cdn: bool, relay: bool| {
+        let mut parts = Vec::new();
+        if storage > 0 {
+            parts.push(format!("{} storage", fmt::bytes(storage)));
+        }
+        if egress > 0 {
+            parts.push(format!("{}/month egress", fmt::bytes(egress)));
+        }
+        if cdn {
+            parts.push("CDN".to_string());
+        }
+        if relay {
+            parts.push("relay".to_string());
+        }
+        if parts.is_empty() { "nothing".to_string() } else { parts.join(", ") }
+    };
+    for a in v {
+        let state = match a.ends_ms {
+            Some(end) if a.state != "active" => {
+                format!("{} (ends {})", a.state, fmt::time(end.max(0) as u64))
+            }
+            _ => a.state.clone(),
+        };
+        println!("{}  {} <-> {}  {state}", &a.id[..16], a.pool, a.partner_name);
+        println!(
+            "    {} lends {}",
+            a.pool,
+            lends(a.lends_storage, a.lends_egress, a.lends_cdn, a.lends_relay)
+        );
+        println!(
+            "    {} lends {}",
+            a.partner_name,
+            lends(a.lent_storage, a.lent_egress, a.lent_cdn, a.lent_relay)
+        );
+        let price = if a.price_storage.is_empty() && a.price_egress.is_empty() {
+            "credit both ways".to_string()
+        } else {
+            format!(
+                "{} per GiB-month, {} per GB",
+                if a.price_storage.is_empty() { "0" } else { &a.price_storage },
+                if a.price_egress.is_empty() { "0" } else { &a.price_egress }
+            )
+        };
+        println!(
+            "    since {} ({} by this pool), {}-day term, {} days' notice, {price}",
+            fmt::time(a.since_ms),
+            a.side,
+            a.term_days,
+            a.notice_days
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

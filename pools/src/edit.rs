@@ -225,6 +225,41 @@ pub fn set_check(
     d.put(&e, "at", r.at_ms)
 }
 
+/// Records a federation offer this pool's admin made.
+pub fn add_fed_offer(
+    d: &mut AutoCommit,
+    offer: &kith_federation::Offer,
+) -> Result<(), AutomergeError> {
+    let f = map_or_new(d, &ROOT, "federation")?;
+    let os = map_or_new(d, &f, "offers")?;
+    d.put(&os, hex(&offer.id), ScalarValue::Bytes(offer.to_bytes()))
+}
+
+/// Records an agreement this pool is in.
+pub fn add_agreement(
+    d: &mut AutoCommit,
+    a: &kith_federation::Agreement,
+) -> Result<(), AutomergeError> {
+    let f = map_or_new(d, &ROOT, "federation")?;
+    let ags = map_or_new(d, &f, "agreements")?;
+    let e = d.put_object(&ags, hex(&a.id()), ObjType::Map)?;
+    d.put(&e, "agreement", ScalarValue::Bytes(a.to_bytes()))
+}
+
+/// Records that `by` gave notice on agreement `id` at `now_ms`.
+pub fn give_notice(
+    d: &mut AutoCommit,
+    id: &Key,
+    by: &Key,
+    now_ms: i64,
+) -> Result<(), AutomergeError> {
+    let f = map(d, &ROOT, "federation")?;
+    let ags = map(d, &f, "agreements")?;
+    let e = map(d, &ags, &hex(id))?;
+    d.put(&e, "notice", now_ms)?;
+    d.put(&e, "notice_by", ScalarValue::Bytes(by.to_vec()))
+}
+
 /// Records version `n` of `me`'s site `name` and serves it.
 pub fn set_site_version(
     d: &mut AutoCommit,

@@ -55,12 +55,14 @@ pub const IDENTITY_KEY_CONTEXTS: [&str; 3] =
     [names::NAME_CONTEXT, identity::POOL_REF_CONTEXT, identity::POOL_INDEX_CONTEXT];
 pub use invite::{Invite, InviteError};
 pub use pool::{
-    Pool, PoolError, PoolSnapshot, Standing, check_replicas, parse_duration_ms, parse_size,
+    Pool, PoolError, PoolSnapshot, Standing, check_replicas, parse_duration_ms, parse_price_micro,
+    parse_size,
 };
 pub use rules::PoolRules;
 pub use view::{
-    Access, Charter, CheckRecord, ComputeOffer, Member, Offer, POOL_KIND, PoolObject, PoolView,
-    RETIRED_DEVICE, Reputation, Role, Site, SiteVersion, State, parse_hours, parse_key,
+    Access, Charter, CheckRecord, ComputeOffer, FedEntry, Federation, Member, Offer, POOL_KIND,
+    PoolObject, PoolView, RETIRED_DEVICE, Reputation, Role, Site, SiteVersion, State, parse_hours,
+    parse_key,
 };
 
 #[cfg(test)]

@@ -485,6 +485,39 @@ impl Pool {
         Ok(())
     }
 
+    /// Records an offer to federate that `signer` (an admin of this pool) made.
+    pub fn add_fed_offer(
+        &mut self,
+        signer: &Signer,
+        offer: &kith_federation::Offer,
+        now_ms: i64,
+    ) -> Result<(), PoolError> {
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::add_fed_offer(d, offer))?;
+        Ok(())
+    }
+
+    /// Records an agreement this pool is in (its own acceptance of another pool's offer, or
+    /// another pool's acceptance of this pool's offer); `false` if it is recorded already.
+    pub fn add_agreement(
+        &mut self,
+        signer: &Signer,
+        a: &kith_federation::Agreement,
+        now_ms: i64,
+    ) -> Result<bool, PoolError> {
+        if self.view().federation.agreements.contains_key(&a.id()) {
+            return Ok(false);
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::add_agreement(d, a))?;
+        Ok(true)
+    }
+
+    /// Gives notice on agreement `id`: it ends after the offer's notice period.
+    pub fn give_notice(&mut self, signer: &Signer, id: &Key, now_ms: i64) -> Result<(), PoolError> {
+        let by = signer.author().key;
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::give_notice(d, id, &by, now_ms))?;
+        Ok(())
+    }
+
     /// Retires a device of this member in the pool: it holds nothing for it any more (its
     /// share is re-placed), is no longer dialled, and its own changes are refused from then on.
     /// No change if it was retired here already or this member is not active.

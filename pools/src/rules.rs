@@ -128,6 +128,8 @@ impl Authorizer for PoolRules {
             let ok = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
                 ["charter", "dissolved"] => admin && !deleting && only_admin(&before, c),
                 ["charter", _, ..] => admin,
+                // Federation: admins, and only as `federation_ok` below allows.
+                ["federation", ..] => admin && !deleting,
                 ["members", _] => own && joining && !deleting,
                 ["members", _, "role"] => admin || (own && joining),
                 ["members", _, "state"] => {
@@ -162,6 +164,9 @@ impl Authorizer for PoolRules {
         }
         if joining {
             check_join(c, &before, &after)?;
+        }
+        if c.patches.iter().any(|p| patch_path(p).first().is_some_and(|s| s == "federation")) {
+            federation_ok(c, &before, &after)?;
         }
         for name in &written.claims {
             site_claim_at_deps(c, &me, name)?;
@@ -494,6 +499,69 @@ pub fn invite_valid(
     let now = now_ms.max(0) as u64;
     if now > inv.expires_ms {
         return Err(InviteError::Expired((now - inv.expires_ms) / 1000).to_string());
+    }
+    Ok(())
+}
+
+/// What a change may do to the pool's federation (its entries parsed and their signatures
+/// checked already, by reading `after`): an offer is this pool's, signed by the admin who
+/// records it, and never replaced; an agreement names this pool on one side, is never
+/// replaced, and is this pool's to record: as the offering side, of an offer this pool made
+/// (recorded before, signed by one who was an admin then), taken up once; as the accepting
+/// side, accepted by the admin who records it. Notice is given once, by an admin.
+fn federation_ok(c: &Check<'_>, before: &PoolView, after: &PoolView) -> Result<(), String> {
+    let (b, a) = (&before.federation, &after.federation);
+    for (id, o) in &a.offers {
+        match b.offers.get(id) {
+            Some(old) if old == o => {}
+            Some(_) => return Err("a federation offer is never replaced".into()),
+            None => {
+                if o.pool != *c.doc_id || o.by != c.author.key {
+                    return Err(
+                        "a federation offer is this pool's, signed by the admin who records it"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+    for (id, e) in &a.agreements {
+        if let Some(old) = b.agreements.get(id) {
+            if old.agreement != e.agreement {
+                return Err("an agreement is never replaced".into());
+            }
+            if old.notice_ms.is_some()
+                && (old.notice_ms, old.notice_by) != (e.notice_ms, e.notice_by)
+            {
+                return Err("notice on an agreement is given once".into());
+            }
+            if old.notice_ms.is_none() && e.notice_ms.is_some() && e.notice_by != Some(c.author.key)
+            {
+                return Err("notice is given by the admin who records it".into());
+            }
+            continue;
+        }
+        if e.notice_ms.is_some() {
+            return Err("an agreement is recorded before notice is given on it".into());
+        }
+        let g = &e.agreement;
+        if g.offer.pool == *c.doc_id {
+            let made = b.offers.get(&g.offer.id).is_some_and(|o| *o == g.offer);
+            if !made {
+                return Err(
+                    "this pool made no such federation offer (a forged or foreign ticket)".into()
+                );
+            }
+            if !before.active(&g.offer.by).is_some_and(|m| m.role == Role::Admin) {
+                return Err("the offer's signer is not an admin of this pool".into());
+            }
+        } else if g.acceptance.pool == *c.doc_id {
+            if g.acceptance.by != c.author.key {
+                return Err("an acceptance is recorded by the admin who signed it".into());
+            }
+        } else {
+            return Err("the agreement is between two other pools".into());
+        }
     }
     Ok(())
 }

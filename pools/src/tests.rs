@@ -1036,3 +1036,110 @@ fn job_checks_make_a_runners_reputation_and_only_their_author_writes_them() {
         CheckRecord { at_ms: T0 + 40, ..fine }
     );
 }
+
+#[test]
+fn pools_federate_by_an_admins_offer_and_the_other_admins_acceptance_recorded_on_both_sides() {
+    use kith_federation::{Acceptance, Agreement, Lend, Offer, Price};
+    let (ada, bob, bea) = (person(1), person(2), person(3));
+    let (mut street, _) = pool_with_bob(&ada, &bob);
+    let mut hill = Pool::create(&bea, "bea", Pool::charter("hill"), T0).unwrap();
+    let lend = Lend { storage: 200 << 30, egress: 0, cdn: true, relay: false };
+    let street_id = street.id();
+    let offer = |by: &Signer, id: u8| {
+        Offer::sign(
+            by,
+            [id; 16],
+            street_id,
+            "street",
+            lend,
+            Price::default(),
+            365,
+            30,
+            (T0 + 3_600_000) as u64,
+            vec![],
+        )
+    };
+    let o = offer(&ada, 1);
+    // Bob is no admin: his offer is refused.
+    let e = street.add_fed_offer(&bob, &offer(&bob, 2), T0 + 20).unwrap_err();
+    assert!(e.to_string().contains("may not write `federation"), "{e}");
+    street.add_fed_offer(&ada, &o, T0 + 20).unwrap();
+    // Bea takes it up for hill, lending 100 GiB back; hill records it, then street.
+    let back = Lend { storage: 100 << 30, ..Default::default() };
+    let a = Acceptance::sign(&bea, &o, hill.id(), "hill", back, (T0 + 30) as u64, vec![]);
+    let ag = Agreement { offer: o.clone(), acceptance: a };
+    assert!(hill.add_agreement(&bea, &ag, T0 + 30).unwrap());
+    assert!(street.add_agreement(&ada, &ag, T0 + 40).unwrap());
+    assert!(!street.add_agreement(&ada, &ag, T0 + 41).unwrap(), "recorded once");
+    for p in [&street, &hill] {
+        let e = &p.view().federation.agreements[&ag.id()];
+        assert_eq!(
+            (e.state(T0 + 50), e.agreement.lending_of(&hill.id())),
+            ("active", Some((back, lend)))
+        );
+    }
+    // Another pool taking up the same offer: refused (an offer is taken up once).
+    let mut dale = Pool::create(&person(4), "dee", Pool::charter("dale"), T0).unwrap();
+    let again = Agreement {
+        offer: o.clone(),
+        acceptance: Acceptance::sign(
+            &person(4),
+            &o,
+            dale.id(),
+            "dale",
+            back,
+            (T0 + 60) as u64,
+            vec![],
+        ),
+    };
+    assert!(dale.add_agreement(&person(4), &again, T0 + 60).unwrap(), "dale may record its side");
+    let e = street.add_agreement(&ada, &again, T0 + 61);
+    assert!(matches!(e, Ok(false)), "{e:?}");
+    // Ada deleting street's federation (its agreements' history): refused.
+    let e = forge(&mut copy(&mut street), &mut street, &ada, |d| {
+        d.delete(ROOT, "federation").unwrap();
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("may not write `federation"), "{e}");
+    // An agreement on an offer street never made (a forged ticket): refused.
+    let fake = offer(&ada, 7);
+    let forged = Agreement {
+        offer: fake.clone(),
+        acceptance: Acceptance::sign(
+            &bea,
+            &fake,
+            hill.id(),
+            "hill",
+            back,
+            (T0 + 70) as u64,
+            vec![],
+        ),
+    };
+    let e = street.add_agreement(&ada, &forged, T0 + 70).unwrap_err();
+    assert!(e.to_string().contains("made no such federation offer"), "{e}");
+    // An acceptance in hill's name by someone else: refused there.
+    let mut hill2 = copy(&mut hill);
+    let o2 = offer(&ada, 8);
+    let by_mallory = Agreement {
+        offer: o2.clone(),
+        acceptance: Acceptance::sign(
+            &person(5),
+            &o2,
+            hill.id(),
+            "hill",
+            back,
+            (T0 + 80) as u64,
+            vec![],
+        ),
+    };
+    let e = hill2.add_agreement(&bea, &by_mallory, T0 + 80).unwrap_err();
+    assert!(e.to_string().contains("recorded by the admin who signed it"), "{e}");
+    // Notice: given once, by an admin; the agreement ends after the offer's 30 days.
+    street.give_notice(&ada, &ag.id(), T0 + 100).unwrap();
+    let e = street.give_notice(&ada, &ag.id(), T0 + 200).unwrap_err();
+    assert!(e.to_string().contains("given once"), "{e}");
+    let entry = street.view().federation.agreements[&ag.id()].clone();
+    assert_eq!(entry.state(T0 + 101), "leaving");
+    assert_eq!(entry.state(T0 + 100 + 30 * 86_400_000), "ended");
+    assert_eq!(entry.notice_by, Some(ada.author().key));
+}

@@ -11,6 +11,8 @@
 //!            audits?: { <node hex>: { passed, failed, failing, reason, at } },
 //!            compute?: { <node hex>: { cpu, memory, hours } },
 //!            checks?: { <node hex>: { agreed, disagreed, reason, at } } } }
+//! federation?: { offers?: { <offer id hex>: <signed offer bytes> },
+//!                agreements?: { <agreement id hex>: { agreement: <bytes>, notice?: ms, notice_by? } } }
 //! ```
 //!
 //! `repair_after` (ms) and `objects` came after the first pools; readers treat them as
@@ -426,6 +428,45 @@ pub struct PoolView {
     pub charter: Charter,
     /// Members by identity key.
     pub members: BTreeMap<Key, Member>,
+    /// Federation offers this pool made, and its agreements with other pools.
+    pub federation: Federation,
+}
+
+/// This pool's federation: the offers its admins made and the agreements it is in
+/// (docs/federation.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Federation {
+    /// Offers made by this pool's admins, by id (each taken up once).
+    pub offers: BTreeMap<[u8; 16], kith_federation::Offer>,
+    /// Agreements, by id.
+    pub agreements: BTreeMap<Key, FedEntry>,
+}
+
+/// One agreement as this pool records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FedEntry {
+    /// The agreement (checked when read).
+    pub agreement: kith_federation::Agreement,
+    /// When a side gave notice (ms since the epoch), if one did.
+    pub notice_ms: Option<i64>,
+    /// The admin who gave it.
+    pub notice_by: Option<Key>,
+}
+
+impl FedEntry {
+    /// When the agreement ends: at the end of its notice (none while nobody gave notice).
+    pub fn ends_ms(&self) -> Option<i64> {
+        self.notice_ms.map(|n| n + self.agreement.offer.notice_days as i64 * 86_400_000)
+    }
+
+    /// `active`, `leaving` (notice given, not over) or `ended`, at `now_ms`.
+    pub fn state(&self, now_ms: i64) -> &'static str {
+        match self.ends_ms() {
+            None => "active",
+            Some(end) if now_ms < end => "leaving",
+            Some(_) => "ended",
+        }
+    }
 }
 
 /// A node's offer (`members/X/nodes/<node>`).
@@ -476,6 +517,64 @@ pub(crate) fn read_audit(d: &impl Get, o: &ObjId) -> Result<AuditRecord, String>
         reason: text(d, o, "reason")?,
         at_ms,
     })
+}
+
+/// The federation map, if there is one: offers and agreements, each parsed and its
+/// signatures checked (an entry that does not check makes the document unreadable, so the
+/// rules refuse the change that would write it).
+fn read_federation(d: &impl Get) -> Result<Federation, String> {
+    let mut f = Federation::default();
+    if d.get_value(&ROOT, "federation")?.is_none() {
+        return Ok(f);
+    }
+    let fed = obj(d, &ROOT, "federation")?;
+    if d.get_value(&fed, "offers")?.is_some() {
+        let os = obj(d, &fed, "offers")?;
+        for k in d.keys_of(&os) {
+            let b = match d.get_value(&os, &k)? {
+                Some((v, _)) => v.as_bytes().ok_or(format!("offer {k} is not bytes"))?.to_vec(),
+                None => continue,
+            };
+            let o =
+                kith_federation::Offer::from_bytes(&b).map_err(|e| format!("offer {k}: {e}"))?;
+            // Its signature (not its expiry: an offer stays recorded once it has expired).
+            o.check(0).map_err(|e| format!("offer {k}: {e}"))?;
+            if kith_crdt::hex(&o.id) != k {
+                return Err(format!("offer {k} is filed under another id"));
+            }
+            f.offers.insert(o.id, o);
+        }
+    }
+    if d.get_value(&fed, "agreements")?.is_some() {
+        let ags = obj(d, &fed, "agreements")?;
+        for k in d.keys_of(&ags) {
+            let e = obj(d, &ags, &k)?;
+            let b = match d.get_value(&e, "agreement")? {
+                Some((v, _)) => v.as_bytes().ok_or(format!("agreement {k} is not bytes"))?.to_vec(),
+                None => return Err(format!("agreement {k} is empty")),
+            };
+            let a = kith_federation::Agreement::from_bytes(&b)
+                .map_err(|e| format!("agreement {k}: {e}"))?;
+            a.check().map_err(|e| format!("agreement {k}: {e}"))?;
+            if parse_key(&k) != Some(a.id()) {
+                return Err(format!("agreement {k} is filed under another id"));
+            }
+            let notice_ms = match d.get_value(&e, "notice")? {
+                Some((v, _)) => Some(v.as_i64().ok_or("`notice` is not a time")?),
+                None => None,
+            };
+            let notice_by = match d.get_value(&e, "notice_by")? {
+                Some((v, _)) => Some(
+                    v.as_bytes()
+                        .and_then(|b| <Key>::try_from(b).ok())
+                        .ok_or("`notice_by` is not a key")?,
+                ),
+                None => None,
+            };
+            f.agreements.insert(a.id(), FedEntry { agreement: a, notice_ms, notice_by });
+        }
+    }
+    Ok(f)
 }
 
 /// A runner check record (`members/X/checks/<node>`).
@@ -593,7 +692,8 @@ impl PoolView {
             members
                 .insert(key, Self::member(d, &m, whole).map_err(|e| format!("member {k}: {e}"))?);
         }
-        Ok(PoolView { charter, members })
+        let federation = read_federation(d)?;
+        Ok(PoolView { charter, members, federation })
     }
 
     fn member(d: &impl Get, m: &ObjId, whole: bool) -> Result<Member, String> {

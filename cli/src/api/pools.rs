@@ -100,6 +100,52 @@ pub enum PoolReq {
         /// The failure domain (household).
         zone: Option<String>,
     },
+    /// An admin's offer to federate with another pool; answers [`FedTicket`].
+    FedInvite {
+        /// The pool (empty: the only one).
+        pool: String,
+        /// What it lends.
+        lend: FedLend,
+        /// Price per GiB-month of storage (empty: none, credit both ways).
+        #[serde(default)]
+        price_storage: String,
+        /// Price per GB sent.
+        #[serde(default)]
+        price_egress: String,
+        /// The term in days (renewed for as long again unless notice is given).
+        term_days: u32,
+        /// Notice in days.
+        notice_days: u32,
+        /// How long the ticket may be taken up (a duration, such as 7d).
+        expires: String,
+    },
+    /// An admin takes up another pool's offer for this pool; answers [`FedTicket`] (the
+    /// acceptance, for the offering pool).
+    FedJoin {
+        /// This pool (empty: the only one).
+        pool: String,
+        /// The `kithfed1…` ticket.
+        ticket: String,
+        /// What this pool lends back.
+        lend: FedLend,
+    },
+    /// An admin of the offering pool records the other pool's acceptance; answers
+    /// [`FedAgreement`].
+    FedAccept {
+        /// The pool (empty: the only one).
+        pool: String,
+        /// The `kithfedok1…` ticket.
+        ticket: String,
+    },
+    /// The agreements of every pool this node is in; answers `Vec<FedAgreement>`.
+    FedList,
+    /// An admin gives notice on an agreement; answers [`FedAgreement`].
+    FedLeave {
+        /// The pool (empty: the only one).
+        pool: String,
+        /// A prefix of the agreement's id, or the partner pool's name.
+        agreement: String,
+    },
     /// Lend this node to run the pool's jobs (`cpu` 0 withdraws it).
     OfferCompute {
         /// The pool (empty: the only one).
@@ -596,4 +642,80 @@ pub struct ComputeOffered {
     pub memory: u64,
     /// Hours (empty: always).
     pub hours: String,
+}
+
+/// What a pool lends in a federation agreement, as given on the command line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FedLend {
+    /// Storage (a size; empty: none).
+    #[serde(default)]
+    pub storage: String,
+    /// Egress a month (a size; empty: none).
+    #[serde(default)]
+    pub egress: String,
+    /// CDN edges for the other pool's public sites.
+    #[serde(default)]
+    pub cdn: bool,
+    /// Relaying for the other pool.
+    #[serde(default)]
+    pub relay: bool,
+}
+
+/// A federation ticket to pass on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FedTicket {
+    /// The ticket (`kithfed1…` or `kithfedok1…`).
+    pub ticket: String,
+    /// The agreement's id (hex), once there is one.
+    #[serde(default)]
+    pub agreement: Option<String>,
+    /// Until when an offer may be taken up (ms since the epoch).
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+}
+
+/// One agreement, seen from one of its pools.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FedAgreement {
+    /// Its id (hex).
+    pub id: String,
+    /// This pool's name.
+    pub pool: String,
+    /// The partner pool (hex) and its name.
+    pub partner: String,
+    /// The partner's name.
+    pub partner_name: String,
+    /// `offered` (this pool made the offer) or `accepted`.
+    pub side: String,
+    /// `active`, `leaving` or `ended`.
+    pub state: String,
+    /// Storage this pool lends (bytes).
+    pub lends_storage: u64,
+    /// Egress a month this pool lends.
+    pub lends_egress: u64,
+    /// Whether this pool's nodes are CDN edges for the partner.
+    pub lends_cdn: bool,
+    /// Whether this pool relays for the partner.
+    pub lends_relay: bool,
+    /// Storage the partner lends this pool.
+    pub lent_storage: u64,
+    /// Egress a month the partner lends.
+    pub lent_egress: u64,
+    /// Whether the partner is a CDN edge for this pool.
+    pub lent_cdn: bool,
+    /// Whether the partner relays for this pool.
+    pub lent_relay: bool,
+    /// Price per GiB-month of storage (empty: credit).
+    pub price_storage: String,
+    /// Price per GB sent.
+    pub price_egress: String,
+    /// When it started (ms since the epoch).
+    pub since_ms: u64,
+    /// Its term (days), renewed unless notice is given.
+    pub term_days: u32,
+    /// Its notice (days).
+    pub notice_days: u32,
+    /// When it ends, once notice was given.
+    #[serde(default)]
+    pub ends_ms: Option<i64>,
 }

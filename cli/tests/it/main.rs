@@ -14,6 +14,7 @@ mod dashboard;
 mod dedup;
 mod discovery;
 mod doctor;
+mod federation;
 mod hosting;
 mod inside;
 mod integrity;

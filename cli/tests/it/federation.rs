@@ -1,0 +1,115 @@
+//! Federation agreements: an admin of one pool offers, an admin of another takes the offer up,
+//! the first records the acceptance; both pools show the agreement; bad tickets are refused
+//! with why.
+
+use crate::util::*;
+
+#[test]
+fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
+    // Ada's pool street (with bob, a member), bea's pool hill, dee's pool dale.
+    let mut net = testnet(4, kith_testnet::Layout::Loopback);
+    for i in 0..4 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let t = net.kith_ok(0, &["pool", "invite"]).unwrap();
+    net.kith_ok(1, &["pool", "join", t.trim(), "--as", "bob"]).unwrap();
+    net.kith_ok(2, &["pool", "create", "hill", "--as", "bea"]).unwrap();
+    net.kith_ok(3, &["pool", "create", "dale", "--as", "dee"]).unwrap();
+
+    // Bob is a member, not an admin: he cannot offer.
+    let out = net.kith(1, &["federation", "invite", "street", "--lend-storage", "1GiB"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("only an admin of pool street"), "{err}");
+
+    // Ada offers 200 GiB, 50 GB of egress a month, CDN edges and her relay.
+    let offer = net
+        .kith_ok(
+            0,
+            &[
+                "federation",
+                "invite",
+                "street",
+                "--lend-storage",
+                "200GiB",
+                "--lend-egress",
+                "50GB",
+                "--cdn",
+                "--relay",
+                "--notice-days",
+                "30",
+            ],
+        )
+        .unwrap();
+    let offer = offer.trim().to_string();
+    assert!(offer.starts_with("kithfed1"), "{offer}");
+    // Damaged or forged on the way: refused, saying so.
+    let cut = &offer[..offer.len() - 9];
+    let out = net.kith(2, &["federation", "join", "hill", cut]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged or incomplete"));
+    let mut tampered = offer.clone().into_bytes();
+    let at = tampered.len() / 2;
+    tampered[at] = if tampered[at] == b'a' { b'b' } else { b'a' };
+    let out = net.kith(2, &["federation", "join", "hill", std::str::from_utf8(&tampered).unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && (err.contains("does not verify") || err.contains("damaged")),
+        "{err}"
+    );
+    // Ada cannot take up her own pool's offer.
+    let out = net.kith(0, &["federation", "join", "street", &offer]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("your own pool's offer"));
+
+    // Bea takes it up for hill, lending 100 GiB back.
+    let ok = net
+        .kith_ok(2, &["federation", "join", "hill", &offer, "--lend-storage", "100GiB"])
+        .unwrap();
+    let ok = ok.trim().to_string();
+    assert!(ok.starts_with("kithfedok1"), "{ok}");
+    // Dee takes up the same offer for dale (dale records its side; the offer's pool takes up
+    // whichever acceptance its admin records first).
+    let dale_ok = net.kith_ok(3, &["federation", "join", "dale", &offer]).unwrap();
+    // Ada records hill's acceptance; then dale's is refused as the offer is taken.
+    let shown = net.kith_ok(0, &["federation", "accept", "street", &ok]).unwrap();
+    assert!(shown.contains("street <-> hill") && shown.contains("active"), "{shown}");
+    assert!(
+        shown.contains("street lends 200.0 GiB storage, 46.6 GiB/month egress, CDN, relay"),
+        "{shown}"
+    );
+    assert!(shown.contains("hill lends 100.0 GiB storage"), "{shown}");
+    let out = net.kith(0, &["federation", "accept", "street", dale_ok.trim()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("taken up already, by pool hill"), "{err}");
+    // Accepting again is harmless.
+    net.kith_ok(0, &["federation", "accept", "street", &ok]).unwrap();
+
+    // Both sides list it, mirrored; bob (street's member) sees it too, once synced.
+    let a = net.json(0, &["federation", "ls"]).unwrap();
+    let b = net.json(2, &["federation", "ls"]).unwrap();
+    assert_eq!(a[0]["id"], b[0]["id"]);
+    assert_eq!((a[0]["side"].as_str(), b[0]["side"].as_str()), (Some("offered"), Some("accepted")));
+    assert_eq!(a[0]["lends_storage"], b[0]["lent_storage"]);
+    assert_eq!(a[0]["lent_storage"].as_u64(), Some(100 << 30));
+    net.wait_for(std::time::Duration::from_secs(30), "bob to see the agreement", |net| {
+        Ok(net.json(1, &["federation", "ls"])?.as_array().is_some_and(|l| l.len() == 1))
+    })
+    .unwrap();
+
+    // Ada gives notice: leaving, ending in 30 days; notice is given once.
+    let left = net.json(0, &["federation", "leave", "street", "hill"]).unwrap();
+    assert_eq!(left["state"], "leaving", "{left}");
+    let days =
+        (left["ends_ms"].as_i64().unwrap() - left["since_ms"].as_i64().unwrap()) / 86_400_000;
+    assert!((29..=30).contains(&days), "{left}");
+    let out = net.kith(0, &["federation", "leave", "street", "hill"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("given on this agreement already"));
+    // An offer that expired before it was taken up.
+    let short = net.kith_ok(0, &["federation", "invite", "street", "--expires", "1s"]).unwrap();
+    net.wait_for(std::time::Duration::from_secs(10), "the short offer to expire", |net| {
+        let out = net.kith(2, &["federation", "join", "hill", short.trim()]);
+        Ok(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("expired"))
+    })
+    .unwrap();
+    net.stop_all(std::time::Duration::from_secs(20)).unwrap();
+}

@@ -1,0 +1,105 @@
+//! Offers, acceptances and tickets, and every way they are refused.
+
+use super::*;
+
+const NOW: u64 = 1_800_000_000_000;
+const DAY: u64 = 86_400_000;
+
+fn admin(n: u8) -> Signer {
+    Signer::new(&[n; 32], [0; 32])
+}
+
+fn offer(by: &Signer) -> Offer {
+    Offer::sign(
+        by,
+        [9; 16],
+        [1; 32],
+        "street",
+        Lend { storage: 200 << 30, egress: 50_000_000_000, cdn: true, relay: true },
+        Price::default(),
+        365,
+        30,
+        NOW + 7 * DAY,
+        vec!["kithnode1example".into()],
+    )
+}
+
+#[test]
+fn an_offer_and_its_acceptance_travel_as_tickets_and_check() {
+    let (ada, bea) = (admin(1), admin(2));
+    let o = offer(&ada);
+    o.check(NOW).unwrap();
+    let t = o.to_ticket();
+    assert!(t.starts_with("kithfed1") && t.len() < 600, "{} characters", t.len());
+    let back = Offer::from_ticket(&format!("  {t}\n")).unwrap();
+    assert_eq!(back, o);
+    let lend = Lend { storage: 100 << 30, ..Default::default() };
+    let a = Acceptance::sign(&bea, &back, [2; 32], "hill", lend, NOW + DAY, vec![]);
+    let ag = Agreement { offer: back, acceptance: a };
+    ag.check().unwrap();
+    let t = ag.to_ticket();
+    assert!(t.starts_with("kithfedok1"));
+    let back = Agreement::from_ticket(&t).unwrap();
+    assert_eq!(back, ag);
+    assert_eq!(back.id(), o.hash());
+    assert_eq!(back.partner_of(&[1; 32]), Some(([2; 32], "hill")));
+    assert_eq!(back.lending_of(&[2; 32]), Some((lend, o.lend)));
+    assert_eq!(back.partner_of(&[3; 32]), None);
+    // Each ticket is refused where the other is expected.
+    assert!(Offer::from_ticket(&t).is_err());
+    assert!(Agreement::from_ticket(&o.to_ticket()).is_err());
+}
+
+#[test]
+fn forged_expired_damaged_and_foreign_tickets_are_refused_with_why() {
+    let (ada, bea, mallory) = (admin(1), admin(2), admin(3));
+    let o = offer(&ada);
+    // Expired.
+    let e = o.check(NOW + 8 * DAY).unwrap_err();
+    assert!(e.to_string().contains("expired 86400 s ago"), "{e}");
+    // Changed after signing: more storage than ada offered.
+    let mut more = o.clone();
+    more.lend.storage *= 10;
+    assert_eq!(more.check(NOW), Err(FedError::Forged("offer")));
+    // Signed by someone else in ada's name.
+    let mut forged = offer(&mallory);
+    forged.by = ada.author().key;
+    assert_eq!(forged.check(NOW), Err(FedError::Forged("offer")));
+    // Damaged, truncated, too long, not a ticket, another version.
+    let t = o.to_ticket();
+    for bad in [&t[..t.len() - 7], "kithfed1!!!!", "kithpool1abc", ""] {
+        assert!(matches!(Offer::from_ticket(bad), Err(FedError::Malformed(_))), "{bad}");
+    }
+    let long = format!("kithfed1{}", "a".repeat(MAX_TICKET));
+    assert!(Offer::from_ticket(&long).unwrap_err().to_string().contains("more than"));
+    let v2 = Offer { v: 2, ..o.clone() };
+    assert!(v2.check(NOW).unwrap_err().to_string().contains("version 2"));
+    // Out of bounds, even when signed.
+    let huge = Offer::sign(
+        &ada,
+        [1; 16],
+        [1; 32],
+        &"x".repeat(65),
+        Lend::default(),
+        Price::default(),
+        365,
+        30,
+        NOW + DAY,
+        vec![],
+    );
+    assert!(matches!(huge.check(NOW), Err(FedError::Bounds { .. })));
+    // An acceptance: of another offer, by a pool of itself, forged, after the offer expired.
+    let other = offer(&bea);
+    let a = Acceptance::sign(&bea, &other, [2; 32], "hill", Lend::default(), NOW, vec![]);
+    let ag = Agreement { offer: o.clone(), acceptance: a };
+    assert_eq!(ag.check(), Err(FedError::OtherOffer));
+    let a = Acceptance::sign(&bea, &o, [1; 32], "street", Lend::default(), NOW, vec![]);
+    assert_eq!(Agreement { offer: o.clone(), acceptance: a }.check(), Err(FedError::SamePool));
+    let mut a = Acceptance::sign(&bea, &o, [2; 32], "hill", Lend::default(), NOW, vec![]);
+    a.lend.storage = 1;
+    let e = Agreement { offer: o.clone(), acceptance: a }.check().unwrap_err();
+    assert_eq!(e, FedError::Forged("acceptance"));
+    let late = Acceptance::sign(&bea, &o, [2; 32], "hill", Lend::default(), NOW + 8 * DAY, vec![]);
+    let e = Agreement { offer: o, acceptance: late }.check().unwrap_err();
+    assert!(matches!(e, FedError::Expired(_)), "{e}");
+}
