@@ -216,6 +216,10 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         (kith_pools::replica::POOL_ALPN.to_vec(), pool_proto.into()),
         (kith_compute::jobs::JOB_ALPN.to_vec(), (*jobs).clone().into()),
         (
+            kith_pools::fed::FED_ALPN.to_vec(),
+            kith_pools::fed::FedProtocol::new(pools.clone()).into(),
+        ),
+        (
             kith_node::net::mesh::SIGNAL_ALPN.to_vec(),
             kith_node::net::mesh::SignalProtocol(mesh.clone()).into(),
         ),

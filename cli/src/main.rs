@@ -742,10 +742,20 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
         F::Join { pool, ticket: t, lend, json } => {
             let req = PoolReq::FedJoin { pool, ticket: t, lend: fed_lend(lend) };
             let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;
+            if json {
+                return render_pool::json(&v);
+            }
+            if let Some(by) = &v.recorded_by {
+                eprintln!("agreed: recorded in your pool, and by pool {by} (its node was reached)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let why = v.not_delivered.clone().unwrap_or_default();
             ticket(
                 v,
-                json,
-                "agreed and recorded in your pool; give this ticket back to the offering pool's admin: `kith federation accept THEIR-POOL TICKET`",
+                false,
+                &format!(
+                    "agreed and recorded in your pool; the offering pool's node could not record it ({why}): give this ticket to its admin: `kith federation accept THEIR-POOL TICKET`"
+                ),
             )
         }
         F::Accept { pool, ticket: t, json } => {

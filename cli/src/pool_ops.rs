@@ -195,6 +195,8 @@ pub async fn handle(
                 ticket: offer.to_ticket(),
                 agreement: None,
                 expires_ms: Some(now + life),
+                recorded_by: None,
+                not_delivered: None,
             })
         }
         PoolReq::FedJoin { pool, ticket, lend } => {
@@ -202,7 +204,7 @@ pub async fn handle(
             offer.check(now).map_err(|e| anyhow!(e))?;
             let lend = fed_lend(&lend)?;
             let contact = vec![running()?.ticket().to_string()];
-            let agreement = pools.with_pool(&pool, |p| {
+            let ag = pools.with_pool(&pool, |p| {
                 let v = p.view();
                 admin_here(&v, signer)?;
                 if offer.pool == p.id() {
@@ -221,22 +223,37 @@ pub async fn handle(
                     contact,
                 );
                 let ag = kith_federation::Agreement { offer: offer.clone(), acceptance: a };
-                if let Some(e) = v.federation.agreements.get(&ag.id()) {
-                    return Ok(e.agreement.clone());
-                }
-                p.add_agreement(signer, &ag, now as i64)?;
-                Ok(ag)
+                Ok(match v.federation.agreements.get(&ag.id()) {
+                    Some(e) => e.agreement.clone(),
+                    None => ag,
+                })
             })?;
-            // The offering pool's node, remembered: the way to reach the partner later.
+            // Handed to the offering pool's node first: a refusal there (taken up already)
+            // leaves nothing recorded here; an unreachable node leaves the ticket to carry.
+            let (mut recorded_by, mut not_delivered) = (None, None);
             for c in &offer.contact {
-                if let Ok(t) = c.parse() {
-                    let _ = running()?.add_peer(&t).await;
+                let Ok(t) = c.parse::<kith_node::net::ticket::NodeTicket>() else { continue };
+                match kith_pools::fed::deliver(running()?, &t, &ag).await {
+                    Ok(kith_pools::fed::FedReply::Recorded(name)) => {
+                        recorded_by = Some(name);
+                        break;
+                    }
+                    Ok(kith_pools::fed::FedReply::Refused(why)) => {
+                        bail!("pool {} refused this acceptance: {why}", offer.pool_name)
+                    }
+                    Ok(kith_pools::fed::FedReply::NotHere(why)) => not_delivered = Some(why),
+                    Err(e) => not_delivered = Some(e),
                 }
             }
+            pools.with_pool(&pool, |p| p.add_agreement(signer, &ag, now as i64))?;
             answer(FedTicket {
-                ticket: agreement.to_ticket(),
-                agreement: Some(hex(&agreement.id())),
+                ticket: ag.to_ticket(),
+                agreement: Some(hex(&ag.id())),
                 expires_ms: None,
+                not_delivered: recorded_by.is_none().then(|| {
+                    not_delivered.unwrap_or_else(|| "the offer names no node to reach".into())
+                }),
+                recorded_by,
             })
         }
         PoolReq::FedAccept { pool, ticket } => {

@@ -35,6 +35,7 @@ pub mod datakeys;
 pub mod devices;
 pub mod docs;
 pub mod drop;
+pub mod fed;
 pub mod gate;
 pub mod identity;
 pub mod leave;

@@ -672,6 +672,12 @@ pub struct FedTicket {
     /// Until when an offer may be taken up (ms since the epoch).
     #[serde(default)]
     pub expires_ms: Option<u64>,
+    /// The offering pool that recorded the acceptance itself, over the network.
+    #[serde(default)]
+    pub recorded_by: Option<String>,
+    /// Why the acceptance could not be handed over (carry the ticket instead).
+    #[serde(default)]
+    pub not_delivered: Option<String>,
 }
 
 /// One agreement, seen from one of its pools.

@@ -61,28 +61,26 @@ fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
     let out = net.kith(0, &["federation", "join", "street", &offer]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("your own pool's offer"));
 
-    // Bea takes it up for hill, lending 100 GiB back.
-    let ok = net
-        .kith_ok(2, &["federation", "join", "hill", &offer, "--lend-storage", "100GiB"])
-        .unwrap();
-    let ok = ok.trim().to_string();
-    assert!(ok.starts_with("kithfedok1"), "{ok}");
-    // Dee takes up the same offer for dale (dale records its side; the offer's pool takes up
-    // whichever acceptance its admin records first).
-    let dale_ok = net.kith_ok(3, &["federation", "join", "dale", &offer]).unwrap();
-    // Ada records hill's acceptance; then dale's is refused as the offer is taken.
-    let shown = net.kith_ok(0, &["federation", "accept", "street", &ok]).unwrap();
+    // Bea takes it up for hill, lending 100 GiB back: her node hands the acceptance to ada's
+    // node, named in the offer, which records it in street at once.
+    let out = net.kith(2, &["federation", "join", "hill", &offer, "--lend-storage", "100GiB"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("and by pool street"), "{err}");
+    let shown = net.kith_ok(0, &["federation", "ls"]).unwrap();
     assert!(shown.contains("street <-> hill") && shown.contains("active"), "{shown}");
     assert!(
         shown.contains("street lends 200.0 GiB storage, 46.6 GiB/month egress, CDN, relay"),
         "{shown}"
     );
     assert!(shown.contains("hill lends 100.0 GiB storage"), "{shown}");
-    let out = net.kith(0, &["federation", "accept", "street", dale_ok.trim()]);
+    // Dee takes up the same offer for dale: street refuses it (taken up once), and dale
+    // records nothing.
+    let out = net.kith(3, &["federation", "join", "dale", &offer]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("taken up already, by pool hill"), "{err}");
-    // Accepting again is harmless.
-    net.kith_ok(0, &["federation", "accept", "street", &ok]).unwrap();
+    assert_eq!(net.json(3, &["federation", "ls"]).unwrap().as_array().map(Vec::len), Some(0));
+    // Joining again is harmless.
+    net.kith_ok(2, &["federation", "join", "hill", &offer]).unwrap();
 
     // Both sides list it, mirrored; bob (street's member) sees it too, once synced.
     let a = net.json(0, &["federation", "ls"]).unwrap();
@@ -104,6 +102,22 @@ fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
     assert!((29..=30).contains(&days), "{left}");
     let out = net.kith(0, &["federation", "leave", "street", "hill"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("given on this agreement already"));
+    // A second offer, taken up while ada's node is down: hill records its side and gets a
+    // ticket to carry; ada's admin records it with the ticket once her node is back.
+    let second = net.kith_ok(0, &["federation", "invite", "street", "--cdn"]).unwrap();
+    net.stop(0).unwrap();
+    let out = net.kith(2, &["federation", "join", "hill", second.trim()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("could not record it"), "{err}");
+    let carried = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(carried.starts_with("kithfedok1"), "{carried}");
+    net.start(0).unwrap();
+    let shown = net.kith_ok(0, &["federation", "accept", "street", &carried]).unwrap();
+    assert!(shown.contains("street <-> hill") && shown.contains("street lends CDN"), "{shown}");
+    assert_eq!(net.json(0, &["federation", "ls"]).unwrap().as_array().map(Vec::len), Some(2));
+    // A ticket of dale's own making, accepted nowhere: street made no such offer.
+    let out = net.kith(0, &["federation", "accept", "street", "kithfedok1aaaa"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"));
     // An offer that expired before it was taken up.
     let short = net.kith_ok(0, &["federation", "invite", "street", "--expires", "1s"]).unwrap();
     net.wait_for(std::time::Duration::from_secs(10), "the short offer to expire", |net| {
