@@ -233,7 +233,8 @@ pub async fn handle(
             let (mut recorded_by, mut not_delivered) = (None, None);
             for c in &offer.contact {
                 let Ok(t) = c.parse::<kith_node::net::ticket::NodeTicket>() else { continue };
-                match kith_pools::fed::deliver(running()?, &t, &ag).await {
+                let req = kith_pools::fed::FedRequest::Accept(Box::new(ag.clone()));
+                match kith_pools::fed::deliver(running()?, &t, &req).await {
                     Ok(kith_pools::fed::FedReply::Recorded(name)) => {
                         recorded_by = Some(name);
                         break;
@@ -245,7 +246,13 @@ pub async fn handle(
                     Err(e) => not_delivered = Some(e),
                 }
             }
-            pools.with_pool(&pool, |p| p.add_agreement(signer, &ag, now as i64))?;
+            pools.with_pool(&pool, |p| {
+                p.add_agreement(signer, &ag, now as i64)?;
+                if recorded_by.is_some() {
+                    p.confirm_agreement(signer, &ag.id(), now as i64)?;
+                }
+                Ok(())
+            })?;
             answer(FedTicket {
                 ticket: ag.to_ticket(),
                 agreement: Some(hex(&ag.id())),
@@ -316,14 +323,36 @@ pub async fn handle(
                         hits.len()
                     )));
                 };
-                if v.federation.agreements[&aid].notice_ms.is_some() {
+                if v.federation.agreements[&aid].notice.is_some() {
                     return Err(kith_pools::PoolError::Policy(
                         "notice was given on this agreement already".into(),
                     ));
                 }
-                p.give_notice(signer, &aid, now as i64)?;
+                let n = kith_federation::Notice::sign(signer, aid, now);
+                p.record_notice(signer, &n, now as i64)?;
                 Ok((p.id(), aid))
             })?;
+            // Carried to the partner's nodes (best effort: it ends there too when it hears).
+            {
+                let v = pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?;
+                let e = &v.federation.agreements[&aid];
+                let g = &e.agreement;
+                let contacts =
+                    if g.offer.pool == id { &g.acceptance.contact } else { &g.offer.contact };
+                if let (Some(n), Some(node)) = (&e.notice, node) {
+                    for c in contacts {
+                        let Ok(t) = c.parse::<kith_node::net::ticket::NodeTicket>() else {
+                            continue;
+                        };
+                        let req = kith_pools::fed::FedRequest::Notice(n.clone());
+                        if let Ok(kith_pools::fed::FedReply::Recorded(_)) =
+                            kith_pools::fed::deliver(node, &t, &req).await
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
             let v = pools.view_of(&id).ok_or_else(|| anyhow!("the pool is gone"))?;
             answer(fed_agreement(&v, &id, &v.federation.agreements[&aid], now as i64))
         }
@@ -865,7 +894,7 @@ fn fed_agreement(
         partner: hex(&partner),
         partner_name: partner_name.to_string(),
         side: if g.offer.pool == *id { "offered" } else { "accepted" }.into(),
-        state: e.state(now_ms).into(),
+        state: e.state(id, now_ms).into(),
         lends_storage: lends.storage,
         lends_egress: lends.egress,
         lends_cdn: lends.cdn,

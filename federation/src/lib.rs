@@ -24,6 +24,8 @@ use kith_crdt::{Key, Signer, verify};
 const OFFER_CONTEXT: &[u8] = b"kith-federation-offer-v1";
 /// Domain separation of acceptance signatures.
 const ACCEPT_CONTEXT: &[u8] = b"kith-federation-accept-v1";
+/// Domain separation of notices.
+const NOTICE_CONTEXT: &[u8] = b"kith-federation-notice-v1";
 /// Prefix of offer tickets.
 pub const OFFER_TICKET_PREFIX: &str = "kithfed1";
 /// Prefix of acceptance tickets (an agreement, carried back to the offering pool).
@@ -160,6 +162,52 @@ pub struct Agreement {
     /// Its acceptance.
     #[n(1)]
     pub acceptance: Acceptance,
+}
+
+/// An admin's signed notice on an agreement: it ends `notice_days` after `at_ms`. Recorded by
+/// the pool that gave it and carried to the partner, which records it too.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct Notice {
+    /// The agreement's id.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub agreement: Key,
+    /// When notice was given (ms since the epoch).
+    #[n(1)]
+    pub at_ms: u64,
+    /// The admin who gave it.
+    #[cbor(n(2), with = "minicbor::bytes")]
+    pub by: Key,
+    /// Its signature over the above.
+    #[cbor(n(3), with = "minicbor::bytes")]
+    pub sig: Vec<u8>,
+}
+
+impl Notice {
+    /// Notice on agreement `agreement`, given by `signer` at `at_ms`.
+    pub fn sign(signer: &Signer, agreement: Key, at_ms: u64) -> Notice {
+        let mut n = Notice { agreement, at_ms, by: signer.author().key, sig: Vec::new() };
+        n.sig = signer.sign(&message(NOTICE_CONTEXT, &Notice { sig: Vec::new(), ..n.clone() }));
+        n
+    }
+
+    /// Whether its signature verifies.
+    pub fn signature_ok(&self) -> bool {
+        verify(
+            &self.by,
+            &message(NOTICE_CONTEXT, &Notice { sig: Vec::new(), ..self.clone() }),
+            &self.sig,
+        )
+    }
+
+    /// Its bytes (CBOR).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Reads a notice's bytes.
+    pub fn from_bytes(b: &[u8]) -> Result<Notice, FedError> {
+        minicbor::decode(b).map_err(|_| FedError::Malformed("a damaged federation notice".into()))
+    }
 }
 
 /// Why an offer, acceptance or ticket is refused.

@@ -246,18 +246,23 @@ pub fn add_agreement(
     d.put(&e, "agreement", ScalarValue::Bytes(a.to_bytes()))
 }
 
-/// Records that `by` gave notice on agreement `id` at `now_ms`.
-pub fn give_notice(
+/// Records a side's notice on its agreement.
+pub fn record_notice(
     d: &mut AutoCommit,
-    id: &Key,
-    by: &Key,
-    now_ms: i64,
+    n: &kith_federation::Notice,
 ) -> Result<(), AutomergeError> {
     let f = map(d, &ROOT, "federation")?;
     let ags = map(d, &f, "agreements")?;
+    let e = map(d, &ags, &hex(&n.agreement))?;
+    d.put(&e, "notice", ScalarValue::Bytes(n.to_bytes()))
+}
+
+/// Records that the offering pool recorded agreement `id` too.
+pub fn confirm_agreement(d: &mut AutoCommit, id: &Key, now_ms: i64) -> Result<(), AutomergeError> {
+    let f = map(d, &ROOT, "federation")?;
+    let ags = map(d, &f, "agreements")?;
     let e = map(d, &ags, &hex(id))?;
-    d.put(&e, "notice", now_ms)?;
-    d.put(&e, "notice_by", ScalarValue::Bytes(by.to_vec()))
+    d.put(&e, "confirmed", now_ms)
 }
 
 /// Records version `n` of `me`'s site `name` and serves it.

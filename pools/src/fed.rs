@@ -9,7 +9,7 @@ use std::time::Duration;
 use iroh::EndpointId;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use kith_federation::Agreement;
+use kith_federation::{Agreement, Notice};
 use kith_node::net::ticket::NodeTicket;
 use kith_node::net::{Node, frame};
 
@@ -25,7 +25,18 @@ const AT_ONCE: usize = 4;
 /// Time for a peer to send its acceptance.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the offering node answers.
+/// What one pool's node hands the other's.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub enum FedRequest {
+    /// An acceptance of this pool's offer, to record.
+    #[n(0)]
+    Accept(#[n(0)] Box<Agreement>),
+    /// The partner's notice on an agreement, to record.
+    #[n(1)]
+    Notice(#[n(0)] Notice),
+}
+
+/// What the node answers.
 #[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
 pub enum FedReply {
     /// Recorded in the offering pool (now, or before).
@@ -92,18 +103,53 @@ impl FedProtocol {
         }
     }
 
+    /// Records the partner's notice on an agreement of a pool this node holds, if its member
+    /// is an admin there.
+    fn record_notice(&self, n: &Notice) -> FedReply {
+        if !n.signature_ok() {
+            return FedReply::Refused("the notice's signature does not verify".into());
+        }
+        let held = self
+            .pools
+            .list()
+            .into_iter()
+            .find(|(_, v)| v.federation.agreements.contains_key(&n.agreement));
+        let Some((pool, v)) = held else {
+            return FedReply::NotHere("this node holds no pool in that agreement".into());
+        };
+        let me = self.pools.signer().author().key;
+        if !v.active(&me).is_some_and(|m| m.role == Role::Admin) {
+            return FedReply::NotHere(format!(
+                "this node's member is not an admin of pool {}",
+                v.charter.name
+            ));
+        }
+        let now = self.pools.now_ms();
+        let hexed = kith_crdt::hex(&pool);
+        match self.pools.with_pool(&hexed, |p| p.record_notice(self.pools.signer(), n, now)) {
+            Ok(_) => {
+                self.pools.wake();
+                FedReply::Recorded(v.charter.name.clone())
+            }
+            Err(e) => FedReply::Refused(e.to_string()),
+        }
+    }
+
     async fn serve(&self, conn: &Connection) -> Result<(), String> {
         let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-        let ag: Agreement =
+        let req: FedRequest =
             tokio::time::timeout(READ_TIMEOUT, frame::read_max(&mut recv, MAX_FRAME))
                 .await
-                .map_err(|_| "no acceptance in time".to_string())?
+                .map_err(|_| "no request in time".to_string())?
                 .map_err(|e| e.to_string())?
-                .ok_or("no acceptance")?;
+                .ok_or("no request")?;
         let pools = self.clone();
-        let reply = tokio::task::spawn_blocking(move || pools.record(&ag))
-            .await
-            .map_err(|e| e.to_string())?;
+        let reply = tokio::task::spawn_blocking(move || match req {
+            FedRequest::Accept(ag) => pools.record(&ag),
+            FedRequest::Notice(n) => pools.record_notice(&n),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         frame::write_max(&mut send, &reply, MAX_FRAME).await.map_err(|e| e.to_string())?;
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
@@ -125,8 +171,8 @@ impl ProtocolHandler for FedProtocol {
     }
 }
 
-/// Hands `ag` to the offering pool's node `to`: its answer, or why it could not be asked.
-pub async fn deliver(node: &Node, to: &NodeTicket, ag: &Agreement) -> Result<FedReply, String> {
+/// Hands `req` to the other pool's node `to`: its answer, or why it could not be asked.
+pub async fn deliver(node: &Node, to: &NodeTicket, req: &FedRequest) -> Result<FedReply, String> {
     let peer: EndpointId = to.id;
     node.add_peer(to).await.map_err(|e| e.to_string())?;
     let conn =
@@ -135,7 +181,7 @@ pub async fn deliver(node: &Node, to: &NodeTicket, ag: &Agreement) -> Result<Fed
             .map_err(|_| "connecting timed out".to_string())?
             .map_err(|e| kith_node::net::connect_error(&peer, e).to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    frame::write_max(&mut send, ag, MAX_FRAME).await.map_err(|e| e.to_string())?;
+    frame::write_max(&mut send, req, MAX_FRAME).await.map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;
     let reply: FedReply =
         tokio::time::timeout(Duration::from_secs(20), frame::read_max(&mut recv, MAX_FRAME))

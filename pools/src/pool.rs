@@ -511,11 +511,42 @@ impl Pool {
         Ok(true)
     }
 
-    /// Gives notice on agreement `id`: it ends after the offer's notice period.
-    pub fn give_notice(&mut self, signer: &Signer, id: &Key, now_ms: i64) -> Result<(), PoolError> {
-        let by = signer.author().key;
-        self.doc.change(signer, now_ms, &PoolRules, |d| edit::give_notice(d, id, &by, now_ms))?;
-        Ok(())
+    /// Records notice on an agreement: this pool's admin's (`signer` signed it) or the partner's,
+    /// carried here; `false` if notice was recorded already.
+    pub fn record_notice(
+        &mut self,
+        signer: &Signer,
+        n: &kith_federation::Notice,
+        now_ms: i64,
+    ) -> Result<bool, PoolError> {
+        let v = self.view();
+        let e = v
+            .federation
+            .agreements
+            .get(&n.agreement)
+            .ok_or_else(|| PoolError::Policy("this pool has no such agreement".into()))?;
+        if e.notice.is_some() {
+            return Ok(false);
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::record_notice(d, n))?;
+        Ok(true)
+    }
+
+    /// Records that the offering pool recorded agreement `id` too (on the accepting side);
+    /// `false` if known already.
+    pub fn confirm_agreement(
+        &mut self,
+        signer: &Signer,
+        id: &Key,
+        now_ms: i64,
+    ) -> Result<bool, PoolError> {
+        let v = self.view();
+        match v.federation.agreements.get(id) {
+            Some(e) if e.confirmed_ms.is_none() && e.agreement.acceptance.pool == self.id() => {}
+            _ => return Ok(false),
+        }
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::confirm_agreement(d, id, now_ms))?;
+        Ok(true)
     }
 
     /// Retires a device of this member in the pool: it holds nothing for it any more (its

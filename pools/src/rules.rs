@@ -526,25 +526,41 @@ fn federation_ok(c: &Check<'_>, before: &PoolView, after: &PoolView) -> Result<(
         }
     }
     for (id, e) in &a.agreements {
-        if let Some(old) = b.agreements.get(id) {
+        let g = &e.agreement;
+        // Notice: once, signed by an admin here (who records it) or by the partner's signer
+        // of the agreement (carried here).
+        let old = b.agreements.get(id);
+        if let Some(n) = &e.notice
+            && old.is_none_or(|o| o.notice.is_none())
+        {
+            let partner = if g.offer.pool == *c.doc_id { g.acceptance.by } else { g.offer.by };
+            if n.by != c.author.key && n.by != partner {
+                return Err(
+                    "notice is given by an admin of this pool or the partner's signer".into()
+                );
+            }
+        }
+        if let Some(o) = old
+            && o.notice.is_some()
+            && o.notice != e.notice
+        {
+            return Err("notice on an agreement is given once".into());
+        }
+        if e.confirmed_ms.is_some() && g.acceptance.pool != *c.doc_id {
+            return Err("only the accepting side records that the offering side confirmed".into());
+        }
+        if let Some(old) = old {
             if old.agreement != e.agreement {
                 return Err("an agreement is never replaced".into());
             }
-            if old.notice_ms.is_some()
-                && (old.notice_ms, old.notice_by) != (e.notice_ms, e.notice_by)
-            {
-                return Err("notice on an agreement is given once".into());
-            }
-            if old.notice_ms.is_none() && e.notice_ms.is_some() && e.notice_by != Some(c.author.key)
-            {
-                return Err("notice is given by the admin who records it".into());
+            if old.confirmed_ms.is_some() && old.confirmed_ms != e.confirmed_ms {
+                return Err("an agreement is confirmed once".into());
             }
             continue;
         }
-        if e.notice_ms.is_some() {
+        if e.notice.is_some() {
             return Err("an agreement is recorded before notice is given on it".into());
         }
-        let g = &e.agreement;
         if g.offer.pool == *c.doc_id {
             let made = b.offers.get(&g.offer.id).is_some_and(|o| *o == g.offer);
             if !made {

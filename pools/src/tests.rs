@@ -1073,10 +1073,7 @@ fn pools_federate_by_an_admins_offer_and_the_other_admins_acceptance_recorded_on
     assert!(!street.add_agreement(&ada, &ag, T0 + 41).unwrap(), "recorded once");
     for p in [&street, &hill] {
         let e = &p.view().federation.agreements[&ag.id()];
-        assert_eq!(
-            (e.state(T0 + 50), e.agreement.lending_of(&hill.id())),
-            ("active", Some((back, lend)))
-        );
+        assert_eq!(e.agreement.lending_of(&hill.id()), Some((back, lend)));
     }
     // Another pool taking up the same offer: refused (an offer is taken up once).
     let mut dale = Pool::create(&person(4), "dee", Pool::charter("dale"), T0).unwrap();
@@ -1134,12 +1131,44 @@ fn pools_federate_by_an_admins_offer_and_the_other_admins_acceptance_recorded_on
     };
     let e = hill2.add_agreement(&bea, &by_mallory, T0 + 80).unwrap_err();
     assert!(e.to_string().contains("recorded by the admin who signed it"), "{e}");
-    // Notice: given once, by an admin; the agreement ends after the offer's 30 days.
-    street.give_notice(&ada, &ag.id(), T0 + 100).unwrap();
-    let e = street.give_notice(&ada, &ag.id(), T0 + 200).unwrap_err();
+    // Street recorded it: active there; hill's side is pending until it knows, then active.
+    let (s_id, h_id) = (street.id(), hill.id());
+    assert_eq!(street.view().federation.agreements[&ag.id()].state(&s_id, T0 + 50), "active");
+    assert_eq!(hill.view().federation.agreements[&ag.id()].state(&h_id, T0 + 50), "pending");
+    assert!(hill.confirm_agreement(&bea, &ag.id(), T0 + 55).unwrap());
+    assert!(!street.confirm_agreement(&ada, &ag.id(), T0 + 55).unwrap());
+    assert_eq!(hill.view().federation.agreements[&ag.id()].state(&h_id, T0 + 56), "active");
+    // Notice: ada's, recorded in street and carried to hill (signed by the partner's signer);
+    // given once; the agreement ends after the offer's 30 days.
+    let n = kith_federation::Notice::sign(&ada, ag.id(), (T0 + 100) as u64);
+    assert!(street.record_notice(&ada, &n, T0 + 100).unwrap());
+    assert!(hill.record_notice(&bea, &n, T0 + 101).unwrap());
+    let later = kith_federation::Notice::sign(&ada, ag.id(), (T0 + 200) as u64);
+    assert!(!street.record_notice(&ada, &later, T0 + 200).unwrap());
+    let e = forge(&mut copy(&mut street), &mut street, &ada, |d| {
+        let f = d.get(ROOT, "federation").unwrap().unwrap().1;
+        let ags = d.get(&f, "agreements").unwrap().unwrap().1;
+        let entry = d.get(&ags, hex(&ag.id())).unwrap().unwrap().1;
+        d.put(&entry, "notice", kith_crdt::automerge::ScalarValue::Bytes(later.to_bytes()))
+            .unwrap();
+    })
+    .unwrap_err();
     assert!(e.to_string().contains("given once"), "{e}");
-    let entry = street.view().federation.agreements[&ag.id()].clone();
-    assert_eq!(entry.state(T0 + 101), "leaving");
-    assert_eq!(entry.state(T0 + 100 + 30 * 86_400_000), "ended");
-    assert_eq!(entry.notice_by, Some(ada.author().key));
+    for p in [&street, &hill] {
+        let entry = p.view().federation.agreements[&ag.id()].clone();
+        assert_eq!(entry.state(&p.id(), T0 + 101), "leaving");
+        assert_eq!(entry.state(&p.id(), T0 + 100 + 30 * 86_400_000), "ended");
+        assert_eq!(entry.notice_by(), Some(ada.author().key));
+    }
+    // A notice signed by someone who is neither hill's admin nor street's signer: refused.
+    let o9 = offer(&ada, 9);
+    street.add_fed_offer(&ada, &o9, T0 + 400).unwrap();
+    let ag9 = Agreement {
+        offer: o9.clone(),
+        acceptance: Acceptance::sign(&bea, &o9, h_id, "hill", back, (T0 + 400) as u64, vec![]),
+    };
+    hill.add_agreement(&bea, &ag9, T0 + 400).unwrap();
+    let m9 = kith_federation::Notice::sign(&person(5), ag9.id(), (T0 + 401) as u64);
+    let e = hill.record_notice(&bea, &m9, T0 + 401).unwrap_err();
+    assert!(e.to_string().contains("an admin of this pool or the partner's signer"), "{e}");
 }

@@ -12,7 +12,8 @@
 //!            compute?: { <node hex>: { cpu, memory, hours } },
 //!            checks?: { <node hex>: { agreed, disagreed, reason, at } } } }
 //! federation?: { offers?: { <offer id hex>: <signed offer bytes> },
-//!                agreements?: { <agreement id hex>: { agreement: <bytes>, notice?: ms, notice_by? } } }
+//!                agreements?: { <agreement id hex>: { agreement: <bytes>, confirmed?: ms,
+//!                                                      notice?: <signed notice bytes> } } }
 //! ```
 //!
 //! `repair_after` (ms) and `objects` came after the first pools; readers treat them as
@@ -447,24 +448,38 @@ pub struct Federation {
 pub struct FedEntry {
     /// The agreement (checked when read).
     pub agreement: kith_federation::Agreement,
-    /// When a side gave notice (ms since the epoch), if one did.
-    pub notice_ms: Option<i64>,
-    /// The admin who gave it.
-    pub notice_by: Option<Key>,
+    /// A side's signed notice, if one gave it.
+    pub notice: Option<kith_federation::Notice>,
+    /// On the accepting side: when the offering pool was known to have recorded it too.
+    pub confirmed_ms: Option<i64>,
 }
 
 impl FedEntry {
-    /// When the agreement ends: at the end of its notice (none while nobody gave notice).
-    pub fn ends_ms(&self) -> Option<i64> {
-        self.notice_ms.map(|n| n + self.agreement.offer.notice_days as i64 * 86_400_000)
+    /// When a side gave notice (ms since the epoch), if one did.
+    pub fn notice_ms(&self) -> Option<i64> {
+        self.notice.as_ref().map(|n| n.at_ms as i64)
     }
 
-    /// `active`, `leaving` (notice given, not over) or `ended`, at `now_ms`.
-    pub fn state(&self, now_ms: i64) -> &'static str {
+    /// The admin who gave notice.
+    pub fn notice_by(&self) -> Option<Key> {
+        self.notice.as_ref().map(|n| n.by)
+    }
+
+    /// When the agreement ends: at the end of its notice (none while nobody gave notice).
+    pub fn ends_ms(&self) -> Option<i64> {
+        self.notice_ms().map(|n| n + self.agreement.offer.notice_days as i64 * 86_400_000)
+    }
+
+    /// `active`, `pending` (accepted here, not known to be recorded by the offering pool
+    /// yet), `leaving` (notice given, not over) or `ended`, at `now_ms`, seen from `pool`.
+    pub fn state(&self, pool: &Key, now_ms: i64) -> &'static str {
         match self.ends_ms() {
-            None => "active",
             Some(end) if now_ms < end => "leaving",
             Some(_) => "ended",
+            None if self.agreement.acceptance.pool == *pool && self.confirmed_ms.is_none() => {
+                "pending"
+            }
+            None => "active",
         }
     }
 }
@@ -559,19 +574,24 @@ fn read_federation(d: &impl Get) -> Result<Federation, String> {
             if parse_key(&k) != Some(a.id()) {
                 return Err(format!("agreement {k} is filed under another id"));
             }
-            let notice_ms = match d.get_value(&e, "notice")? {
-                Some((v, _)) => Some(v.as_i64().ok_or("`notice` is not a time")?),
+            let notice = match d.get_value(&e, "notice")? {
+                Some((v, _)) => {
+                    let n = kith_federation::Notice::from_bytes(
+                        v.as_bytes().ok_or("`notice` is not bytes")?,
+                    )
+                    .map_err(|e| format!("agreement {k}: {e}"))?;
+                    if !n.signature_ok() || n.agreement != a.id() {
+                        return Err(format!("agreement {k}: its notice does not verify"));
+                    }
+                    Some(n)
+                }
                 None => None,
             };
-            let notice_by = match d.get_value(&e, "notice_by")? {
-                Some((v, _)) => Some(
-                    v.as_bytes()
-                        .and_then(|b| <Key>::try_from(b).ok())
-                        .ok_or("`notice_by` is not a key")?,
-                ),
+            let confirmed_ms = match d.get_value(&e, "confirmed")? {
+                Some((v, _)) => Some(v.as_i64().ok_or("`confirmed` is not a time")?),
                 None => None,
             };
-            f.agreements.insert(a.id(), FedEntry { agreement: a, notice_ms, notice_by });
+            f.agreements.insert(a.id(), FedEntry { agreement: a, notice, confirmed_ms });
         }
     }
     Ok(f)

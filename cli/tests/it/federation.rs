@@ -102,6 +102,13 @@ fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
     assert!((29..=30).contains(&days), "{left}");
     let out = net.kith(0, &["federation", "leave", "street", "hill"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("given on this agreement already"));
+    // The notice was carried to hill, whose admin's node records it too.
+    let hills = net.json(2, &["federation", "ls"]).unwrap();
+    assert_eq!(
+        (hills[0]["state"].as_str(), hills[0]["ends_ms"].as_i64()),
+        (Some("leaving"), left["ends_ms"].as_i64()),
+        "{hills}"
+    );
     // A second offer, taken up while ada's node is down: hill records its side and gets a
     // ticket to carry; ada's admin records it with the ticket once her node is back.
     let second = net.kith_ok(0, &["federation", "invite", "street", "--cdn"]).unwrap();
@@ -115,6 +122,22 @@ fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
     let shown = net.kith_ok(0, &["federation", "accept", "street", &carried]).unwrap();
     assert!(shown.contains("street <-> hill") && shown.contains("street lends CDN"), "{shown}");
     assert_eq!(net.json(0, &["federation", "ls"]).unwrap().as_array().map(Vec::len), Some(2));
+    // Hill's side is pending (it never heard street record it) until bea hands it over again.
+    let state_at_hill = |net: &kith_testnet::Testnet| {
+        let l = net.json(2, &["federation", "ls"]).unwrap();
+        l.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["lends_storage"] == 0 && a["lent_cdn"] == true)
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state_at_hill(&net), "pending");
+    let out = net.kith(2, &["federation", "join", "hill", second.trim()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("and by pool street"));
+    assert_eq!(state_at_hill(&net), "active");
     // A ticket of dale's own making, accepted nowhere: street made no such offer.
     let out = net.kith(0, &["federation", "accept", "street", "kithfedok1aaaa"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"));
