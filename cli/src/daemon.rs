@@ -217,7 +217,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         (kith_compute::jobs::JOB_ALPN.to_vec(), (*jobs).clone().into()),
         (
             kith_pools::fed::FED_ALPN.to_vec(),
-            kith_pools::fed::FedProtocol::new(pools.clone()).into(),
+            kith_pools::fed::FedProtocol::new(replicator.clone()).into(),
         ),
         (
             kith_node::net::mesh::SIGNAL_ALPN.to_vec(),

@@ -57,7 +57,10 @@ async fn available(ctx: &Ctx, spec: &str, cwd: &Path, part: Part, out: &Out) -> 
         let (store, spec, cwd) = (ctx.store.clone(), spec.to_string(), cwd.to_path_buf());
         tokio::task::spawn_blocking(move || store.resolve(&spec, &cwd)).await?
     };
-    let in_pool = ctx.replicator.as_ref().and_then(|r| r.find_object(spec));
+    let in_pool = match ctx.replicator.as_ref() {
+        Some(r) => r.find_object_with_partners(spec).await,
+        None => None,
+    };
     let (node, id, from, pool) = match (resolved, &ctx.node, spec.parse::<ObjectId>()) {
         (Ok(id), _, _) => return Ok(Available { id, fetched: 0, fetch_secs: 0.0 }),
         (Err(StoreError::NotFound(_)), Some(node), _) if in_pool.is_some() => {
@@ -81,7 +84,9 @@ async fn available(ctx: &Ctx, spec: &str, cwd: &Path, part: Part, out: &Out) -> 
     // restored) refuses it until its next sync round: ask again soon, for up to eight
     // seconds, so the fetch goes on as soon as the holder knows.
     if pool.is_some() {
-        for _ in 0..40 {
+        // Bounded by time, not by tries: a try that waits on a dead holder takes seconds.
+        let until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < until {
             match &r {
                 Err(e) if e.to_string().contains("serves blobs only to") => {}
                 _ => break,

@@ -243,6 +243,7 @@ pub async fn handle(
                         bail!("pool {} refused this acceptance: {why}", offer.pool_name)
                     }
                     Ok(kith_pools::fed::FedReply::NotHere(why)) => not_delivered = Some(why),
+                    Ok(other) => not_delivered = Some(format!("an unexpected answer: {other:?}")),
                     Err(e) => not_delivered = Some(e),
                 }
             }
@@ -422,6 +423,26 @@ pub async fn handle(
                 repaired_bytes: st.repaired_bytes,
                 error: st.error,
             });
+            if v.charter.offsite_replicas > 0 {
+                out.offsite = Some(match rep.offsite_health(id).await {
+                    Ok(st) => crate::api::pools::Offsite {
+                        partners: st
+                            .partners
+                            .iter()
+                            .map(|(k, p)| crate::api::pools::OffsitePartner {
+                                name: p.name.clone(),
+                                pool: hex(k),
+                                holders: p.holders,
+                                placed_bytes: p.placed_bytes,
+                                held_bytes: p.held_bytes,
+                            })
+                            .collect(),
+                        // What the holders answered, else what this node's last pass met.
+                        error: st.error.or_else(|| rep.offsite_stats(&id).and_then(|s| s.error)),
+                    },
+                    Err(e) => crate::api::pools::Offsite { error: Some(e), ..Default::default() },
+                });
+            }
             answer(out)
         }
         PoolReq::LeavePlan { pool } => {
@@ -727,6 +748,7 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
             record_every_ms: c.record_every_ms,
             dissolved_ms: c.dissolved_ms,
             cpu_price: crate::api::ledger::price(c.cpu_price_micro),
+            offsite_replicas: c.offsite_replicas,
         },
         audits: v
             .members
@@ -840,6 +862,7 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
         heads: Vec::new(),
         replication: None,
         repair: None,
+        offsite: None,
     }
 }
 

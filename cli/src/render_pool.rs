@@ -102,6 +102,9 @@ pub fn pool(v: &PoolDetail) -> Result<ExitCode> {
     if let Some(r) = &v.replication {
         replication(r);
     }
+    if let Some(o) = &v.offsite {
+        offsite(c.offsite_replicas, o);
+    }
     audits(v);
     runners(v);
     if !v.rejected_changes.is_empty() {
@@ -193,6 +196,35 @@ fn objects(v: &PoolDetail) {
             o.owner_name,
             fmt::time(o.at_ms.max(0) as u64)
         );
+    }
+}
+
+fn offsite(copies: u64, o: &kith::api::pools::Offsite) {
+    println!();
+    println!("off-site  {copies} copy(ies) of every chunk on federated pools' nodes");
+    if o.partners.is_empty() {
+        println!("          no partner lends storage yet (see `kith federation ls`)");
+    } else {
+        println!(
+            "{:<20}  {:>7}  {:>10}  {:>10}  {:>6}",
+            "PARTNER", "HOLDERS", "PLACED", "HELD", "DONE"
+        );
+        for p in &o.partners {
+            let done = (p.held_bytes * 100)
+                .checked_div(p.placed_bytes)
+                .map_or("-".to_string(), |x| format!("{x}%"));
+            println!(
+                "{:<20}  {:>7}  {:>10}  {:>10}  {:>6}",
+                p.name,
+                p.holders,
+                fmt::bytes(p.placed_bytes),
+                fmt::bytes(p.held_bytes),
+                done
+            );
+        }
+    }
+    if let Some(e) = &o.error {
+        println!("          not all checked: {e}");
     }
 }
 

@@ -237,6 +237,11 @@ pub enum FedError {
     /// A pool offering to itself.
     #[error("a pool cannot federate with itself")]
     SamePool,
+    /// A roster past its time: its pool's signer has not renewed it.
+    #[error(
+        "the partner's roster expired {0} s ago: its signer's node has not renewed it (is the agreement still standing?)"
+    )]
+    RosterExpired(u64),
     /// A field out of its bounds.
     #[error("the {what} is out of bounds: {why}")]
     Bounds {
@@ -492,3 +497,138 @@ fn unticket(prefix: &str, what: &str, s: &str) -> Result<Vec<u8>, FedError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Domain separation of rosters.
+const ROSTER_CONTEXT: &[u8] = b"kith-federation-roster-v1";
+/// Longest a roster is valid: the partner stops honouring one this long after it was signed
+/// unless a newer one came (the signer's node renews it halfway).
+pub const ROSTER_MS: u64 = 30 * 86_400_000;
+/// Most members a roster names.
+pub const MAX_ROSTER: usize = 4096;
+
+/// The capability one side of an agreement gives its members to use what the other side lends:
+/// "these identities act for pool `pool` in agreement `agreement` until `not_after_ms`", signed
+/// by that side's signer of the agreement (the admin who signed the offer or the acceptance).
+/// The partner checks it against the agreement alone, without reading the other pool's
+/// document; a node proves it is a device of a listed identity as everywhere in kith (the
+/// identity's signature over the node, or the device's certified key). Time-limited and renewed
+/// while the agreement stands: a removed member drops out of the next one, and nothing is
+/// honoured once the agreement has ended (docs/federation.md: why not Meadowcap).
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct Roster {
+    /// [`VERSION`].
+    #[n(0)]
+    pub v: u32,
+    /// The agreement's id.
+    #[cbor(n(1), with = "minicbor::bytes")]
+    pub agreement: Key,
+    /// The pool whose members these are (a side of the agreement).
+    #[cbor(n(2), with = "minicbor::bytes")]
+    pub pool: Key,
+    /// Its active members' identity keys, sorted.
+    #[n(3)]
+    pub members: Vec<minicbor::bytes::ByteArray<32>>,
+    /// When it was signed (ms since the epoch): the newest wins.
+    #[n(4)]
+    pub at_ms: u64,
+    /// Until when it may be used (ms since the epoch), at most [`ROSTER_MS`] after `at_ms`.
+    #[n(5)]
+    pub not_after_ms: u64,
+    /// The signer: that side's signer of the agreement.
+    #[cbor(n(6), with = "minicbor::bytes")]
+    pub by: Key,
+    /// Its signature over all of the above.
+    #[cbor(n(7), with = "minicbor::bytes")]
+    pub sig: Vec<u8>,
+}
+
+impl Roster {
+    /// A roster of `members` of `pool` in `agreement`, signed by `signer` at `at_ms`, valid
+    /// for [`ROSTER_MS`] (or until `until_ms`, if earlier).
+    pub fn sign(
+        signer: &Signer,
+        agreement: Key,
+        pool: Key,
+        members: &[Key],
+        at_ms: u64,
+        until_ms: Option<u64>,
+    ) -> Roster {
+        let mut m: Vec<Key> = members.to_vec();
+        m.sort_unstable();
+        m.dedup();
+        let not_after_ms = (at_ms + ROSTER_MS).min(until_ms.unwrap_or(u64::MAX));
+        let mut r = Roster {
+            v: VERSION,
+            agreement,
+            pool,
+            members: m.into_iter().map(Into::into).collect(),
+            at_ms,
+            not_after_ms,
+            by: signer.author().key,
+            sig: Vec::new(),
+        };
+        r.sig = signer.sign(&message(ROSTER_CONTEXT, &Roster { sig: Vec::new(), ..r.clone() }));
+        r
+    }
+
+    /// Checks it against `agreement` at `now_ms`: its version, bounds and signature, by the
+    /// agreement's signer for the side it names, and that it is in force.
+    pub fn check(&self, agreement: &Agreement, now_ms: u64) -> Result<(), FedError> {
+        if self.v != VERSION {
+            return Err(FedError::Version { what: "roster", v: self.v });
+        }
+        if self.agreement != agreement.id() {
+            return Err(FedError::Malformed("the roster is of another agreement".into()));
+        }
+        let signer = if self.pool == agreement.offer.pool {
+            agreement.offer.by
+        } else if self.pool == agreement.acceptance.pool {
+            agreement.acceptance.by
+        } else {
+            return Err(FedError::Malformed(
+                "the roster names a pool outside the agreement".into(),
+            ));
+        };
+        if self.members.len() > MAX_ROSTER
+            || self.not_after_ms > self.at_ms.saturating_add(ROSTER_MS)
+            || !self.members.windows(2).all(|w| w[0] < w[1])
+        {
+            return Err(FedError::Bounds {
+                what: "roster",
+                why: format!(
+                    "at most {MAX_ROSTER} distinct members, sorted, valid at most {} days",
+                    ROSTER_MS / 86_400_000
+                ),
+            });
+        }
+        if self.by != signer {
+            return Err(FedError::Forged("roster"));
+        }
+        if !verify(
+            &self.by,
+            &message(ROSTER_CONTEXT, &Roster { sig: Vec::new(), ..self.clone() }),
+            &self.sig,
+        ) {
+            return Err(FedError::Forged("roster"));
+        }
+        if now_ms > self.not_after_ms {
+            return Err(FedError::RosterExpired((now_ms - self.not_after_ms) / 1000));
+        }
+        Ok(())
+    }
+
+    /// Whether it names `member`.
+    pub fn names(&self, member: &Key) -> bool {
+        self.members.binary_search_by(|m| (**m).cmp(member)).is_ok()
+    }
+
+    /// Its bytes (CBOR).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Reads a roster's bytes (not checked: see [`Roster::check`]).
+    pub fn from_bytes(b: &[u8]) -> Result<Roster, FedError> {
+        minicbor::decode(b).map_err(|_| damaged("federation roster"))
+    }
+}

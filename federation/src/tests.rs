@@ -103,3 +103,43 @@ fn forged_expired_damaged_and_foreign_tickets_are_refused_with_why() {
     let e = Agreement { offer: o, acceptance: late }.check().unwrap_err();
     assert!(matches!(e, FedError::Expired(_)), "{e}");
 }
+
+#[test]
+fn a_roster_is_the_capability_the_partner_checks_alone_and_it_runs_out() {
+    let (ada, bea, mallory) = (admin(1), admin(2), admin(3));
+    let o = offer(&ada);
+    let a = Acceptance::sign(&bea, &o, [2; 32], "hill", Lend::default(), NOW, vec![]);
+    let ag = Agreement { offer: o, acceptance: a };
+    let (m1, m2, stranger) = ([7; 32], [5; 32], [6; 32]);
+    // Street's signer vouches for street's members; hill's nodes check it with the agreement.
+    let r = Roster::sign(&ada, ag.id(), [1; 32], &[m1, m2, m1], NOW, None);
+    r.check(&ag, NOW + DAY).unwrap();
+    assert!(r.names(&m1) && r.names(&m2) && !r.names(&stranger));
+    assert_eq!(r.members.len(), 2, "sorted and deduplicated");
+    let back = Roster::from_bytes(&r.to_bytes()).unwrap();
+    assert_eq!(back, r);
+    // It runs out unless renewed, and never outlives the end it was given.
+    let e = r.check(&ag, NOW + ROSTER_MS + 1000).unwrap_err();
+    assert!(e.to_string().contains("expired 1 s ago"), "{e}");
+    let short = Roster::sign(&ada, ag.id(), [1; 32], &[m1], NOW, Some(NOW + DAY));
+    assert!(short.check(&ag, NOW + 2 * DAY).is_err());
+    // Only that side's signer: not the other side's, not a stranger's, not for a third pool.
+    let e = Roster::sign(&bea, ag.id(), [1; 32], &[m1], NOW, None).check(&ag, NOW).unwrap_err();
+    assert_eq!(e, FedError::Forged("roster"));
+    let e = Roster::sign(&mallory, ag.id(), [2; 32], &[m1], NOW, None).check(&ag, NOW).unwrap_err();
+    assert_eq!(e, FedError::Forged("roster"));
+    assert!(Roster::sign(&ada, ag.id(), [3; 32], &[m1], NOW, None).check(&ag, NOW).is_err());
+    // Changed after signing: a stranger added.
+    let mut forged = r.clone();
+    forged.members.push(stranger.into());
+    forged.members.sort();
+    assert_eq!(forged.check(&ag, NOW).unwrap_err(), FedError::Forged("roster"));
+    // Stretched past its bounds.
+    let mut long = r.clone();
+    long.not_after_ms = NOW + 2 * ROSTER_MS;
+    assert!(matches!(long.check(&ag, NOW).unwrap_err(), FedError::Bounds { .. }));
+    // Of another agreement; damaged bytes.
+    let other = Roster::sign(&ada, [8; 32], [1; 32], &[m1], NOW, None);
+    assert!(other.check(&ag, NOW).is_err());
+    assert!(Roster::from_bytes(&r.to_bytes()[..20]).is_err());
+}

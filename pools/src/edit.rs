@@ -257,6 +257,14 @@ pub fn record_notice(
     d.put(&e, "notice", ScalarValue::Bytes(n.to_bytes()))
 }
 
+/// Records this side's roster of an agreement (the newest replaces the last).
+pub fn set_roster(d: &mut AutoCommit, r: &kith_federation::Roster) -> Result<(), AutomergeError> {
+    let f = map(d, &ROOT, "federation")?;
+    let ags = map(d, &f, "agreements")?;
+    let e = map(d, &ags, &hex(&r.agreement))?;
+    d.put(&e, "roster", ScalarValue::Bytes(r.to_bytes()))
+}
+
 /// Records that the offering pool recorded agreement `id` too.
 pub fn confirm_agreement(d: &mut AutoCommit, id: &Key, now_ms: i64) -> Result<(), AutomergeError> {
     let f = map(d, &ROOT, "federation")?;

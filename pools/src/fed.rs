@@ -9,17 +9,20 @@ use std::time::Duration;
 use iroh::EndpointId;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use kith_federation::{Agreement, Notice};
+use kith_crdt::Key;
+use kith_federation::{Agreement, Notice, Roster};
 use kith_node::net::ticket::NodeTicket;
 use kith_node::net::{Node, frame};
+use minicbor::bytes::ByteArray;
 
 use crate::docs::Pools;
 use crate::view::Role;
 
 /// The protocol's name.
 pub const FED_ALPN: &[u8] = b"kith/fed/1";
-/// Largest request or answer (bytes of CBOR): an agreement is well under 8 KiB.
-const MAX_FRAME: usize = 16 << 10;
+/// Largest request or answer (bytes of CBOR): an agreement is well under 8 KiB, an off-site
+/// `Hold` of [`MAX_OFFSITE_IDS`] blobs about 700 KiB, a roster of 4096 members 140 KiB.
+const MAX_FRAME: usize = 1 << 20;
 /// Acceptances handled at once (each is a few signature checks and, at most, one change).
 const AT_ONCE: usize = 4;
 /// Time for a peer to send its acceptance.
@@ -34,6 +37,61 @@ pub enum FedRequest {
     /// The partner's notice on an agreement, to record.
     #[n(1)]
     Notice(#[n(0)] Notice),
+    /// Which of your pool's nodes hold for mine, and how much each?
+    #[n(2)]
+    Holders(#[n(0)] Box<Asking>),
+    /// Hold these blobs (id, length) for my pool; fetch them from the asking node or `from`.
+    #[n(3)]
+    Hold {
+        /// Who asks.
+        #[n(0)]
+        asking: Box<Asking>,
+        /// The blobs and their lengths.
+        #[n(1)]
+        blobs: Vec<(ByteArray<32>, u32)>,
+        /// Other nodes of the asking pool that have them.
+        #[n(2)]
+        from: Vec<ByteArray<32>>,
+    },
+    /// Which of these blobs do you hold for my pool?
+    #[n(4)]
+    Has {
+        /// Who asks.
+        #[n(0)]
+        asking: Box<Asking>,
+        /// The blobs.
+        #[n(1)]
+        ids: Vec<ByteArray<32>>,
+    },
+}
+
+/// Who asks for off-site service: a member of the partner pool, by its roster and its node's
+/// proof that it is a device of that member.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct Asking {
+    /// The agreement.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub agreement: Key,
+    /// The asking pool's roster for it.
+    #[n(1)]
+    pub roster: Roster,
+    /// The asking node's identity (named by the roster).
+    #[cbor(n(2), with = "minicbor::bytes")]
+    pub identity: Key,
+    /// The identity's (or the certified device's) signature over the asking node's id.
+    #[cbor(n(3), with = "minicbor::bytes")]
+    pub sig: Vec<u8>,
+}
+
+/// A lending node and its share of what its pool lends.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct OffsiteHolder {
+    /// The node.
+    #[n(0)]
+    pub node: ByteArray<32>,
+    /// Bytes it holds for the partner at most.
+    #[n(1)]
+    pub share: u64,
 }
 
 /// What the node answers.
@@ -48,19 +106,38 @@ pub enum FedReply {
     /// This node cannot record it (its member is not an admin): carry the ticket instead.
     #[n(2)]
     NotHere(#[n(0)] String),
+    /// The lending pool's holders for the asking pool, and its roster (its nodes fetch from
+    /// the asking pool's).
+    #[n(3)]
+    Holders {
+        /// The lending side's roster, if its signer has made one.
+        #[n(0)]
+        roster: Option<Roster>,
+        /// Its nodes lending storage.
+        #[n(1)]
+        holders: Vec<OffsiteHolder>,
+    },
+    /// For each blob asked, whether this node holds it for the asking pool.
+    #[n(4)]
+    Has(#[n(0)] Vec<bool>),
 }
 
 /// The offering side of `kith/fed/1`.
 #[derive(Debug, Clone)]
 pub struct FedProtocol {
     pools: Arc<Pools>,
+    rep: Arc<crate::replica::Replicator>,
     at_once: Arc<tokio::sync::Semaphore>,
 }
 
 impl FedProtocol {
-    /// The protocol for these pools.
-    pub fn new(pools: Arc<Pools>) -> FedProtocol {
-        FedProtocol { pools, at_once: Arc::new(tokio::sync::Semaphore::new(AT_ONCE)) }
+    /// The protocol for these pools (off-site requests are the replicator's).
+    pub fn new(rep: Arc<crate::replica::Replicator>) -> FedProtocol {
+        FedProtocol {
+            pools: rep.pools().clone(),
+            rep,
+            at_once: Arc::new(tokio::sync::Semaphore::new(AT_ONCE)),
+        }
     }
 
     /// Checks and records `ag` in the offering pool, if this node holds it and its member is
@@ -144,12 +221,18 @@ impl FedProtocol {
                 .map_err(|e| e.to_string())?
                 .ok_or("no request")?;
         let pools = self.clone();
-        let reply = tokio::task::spawn_blocking(move || match req {
-            FedRequest::Accept(ag) => pools.record(&ag),
-            FedRequest::Notice(n) => pools.record_notice(&n),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let reply = match req {
+            FedRequest::Accept(_) | FedRequest::Notice(_) => {
+                tokio::task::spawn_blocking(move || match req {
+                    FedRequest::Accept(ag) => pools.record(&ag),
+                    FedRequest::Notice(n) => pools.record_notice(&n),
+                    _ => FedReply::Refused("unreachable".into()),
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            }
+            other => self.rep.serve_offsite(conn.remote_id(), other).await,
+        };
         frame::write_max(&mut send, &reply, MAX_FRAME).await.map_err(|e| e.to_string())?;
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
@@ -169,6 +252,31 @@ impl ProtocolHandler for FedProtocol {
         }
         Ok(())
     }
+}
+
+/// Sends `req` to the partner's node `peer` (known to this node's endpoint already) and waits
+/// up to `limit` for its answer.
+pub async fn ask_fed(
+    node: &Node,
+    peer: EndpointId,
+    req: &FedRequest,
+    limit: Duration,
+) -> Result<FedReply, String> {
+    let conn =
+        tokio::time::timeout(Duration::from_secs(10), node.endpoint().connect(peer, FED_ALPN))
+            .await
+            .map_err(|_| "connecting timed out".to_string())?
+            .map_err(|e| kith_node::net::connect_error(&peer, e).to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    frame::write_max(&mut send, req, MAX_FRAME).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    let reply: FedReply = tokio::time::timeout(limit, frame::read_max(&mut recv, MAX_FRAME))
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or("the node closed the stream without answering")?;
+    conn.close(0u32.into(), b"done");
+    Ok(reply)
 }
 
 /// Hands `req` to the other pool's node `to`: its answer, or why it could not be asked.

@@ -72,6 +72,32 @@ impl BlobGate for PoolsGate {
         if proven && !pools.is_retired_device(&node) {
             return Ok(());
         }
+        // A member of a federated pool, by its roster: what this node holds for that pool
+        // (off-site copies, to restore), or, when this node's pool borrows from that pool,
+        // what this pool references (the partner's holders fetching the copies asked of them).
+        let partner = proof.filter(|p| {
+            kith_crdt::verify_device(&p.identity, &node, &DeviceProof::message(&node), &p.sig)
+        });
+        if let Some(p) = partner {
+            let now = pools.now_ms();
+            if self.rep.partner_may_fetch(&p.identity, ids) {
+                return Ok(());
+            }
+            for (id, v) in pools.holding() {
+                let named = v.federation.agreements.iter().any(|(a, e)| {
+                    e.state(&id, now) != "ended"
+                        && self.rep.lent().held(a).roster.is_some_and(|r| {
+                            r.names(&p.identity) && now.max(0) as u64 <= r.not_after_ms
+                        })
+                });
+                if named {
+                    let set = self.referenced(&id, &v);
+                    if ids.iter().all(|b| set.contains(b)) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
         let mut allowed: Vec<Arc<HashSet<[u8; 32]>>> = Vec::new();
         for (id, v) in pools.holding() {
             if v.node_owner(&node).is_some() {

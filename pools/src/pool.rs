@@ -35,6 +35,9 @@ pub enum PoolError {
 #[derive(Debug)]
 pub struct PoolKind;
 
+/// Most copies of each chunk a pool keeps off-site.
+pub const MAX_OFFSITE: u64 = 3;
+
 impl Schema for PoolKind {
     const KIND: &'static str = POOL_KIND;
     const EXT: &'static str = "kpool";
@@ -202,6 +205,7 @@ impl Pool {
             record_every_ms: crate::view::DEFAULT_RECORD_EVERY_MS,
             dissolved_ms: None,
             cpu_price_micro: 0,
+            offsite_replicas: 0,
         }
     }
 
@@ -361,6 +365,23 @@ impl Pool {
                 ScalarValue::Uint(n)
             }
             "quota" => ScalarValue::Uint(parse_size(value)?),
+            "offsite_replicas" => {
+                let n: u64 = value.parse().ok().filter(|n| *n <= MAX_OFFSITE).ok_or_else(|| {
+                    PoolError::Policy(format!(
+                        "offsite_replicas is how many copies of each chunk federated pools keep (0 to {MAX_OFFSITE}), not `{value}`"
+                    ))
+                })?;
+                let me = self.id();
+                if n > 0 && v.federation.agreements.values().all(|e| {
+                    e.state(&me, now_ms) == "ended"
+                        || e.agreement.lending_of(&me).is_none_or(|(_, lent)| lent.storage == 0)
+                }) {
+                    return Err(PoolError::Policy(
+                        "no federated pool lends this pool storage: `kith federation invite` or `join` one first".into(),
+                    ));
+                }
+                ScalarValue::Uint(n)
+            }
             "cost_rule" if value == "proportional" || value == "credits" => {
                 ScalarValue::Str(value.into())
             }
@@ -382,7 +403,7 @@ impl Pool {
             }
             _ => {
                 return Err(PoolError::Policy(format!(
-                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), repair_after (DURATION), audit_every (DURATION), record_every (DURATION), cpu_price (PRICE per CPU-hour), role:MEMBER (admin|member)"
+                    "cannot set `{key}` to `{value}`: keys are name, replicas (N), quota (SIZE), cost_rule (proportional|credits), join_rule (invite), repair_after (DURATION), audit_every (DURATION), record_every (DURATION), cpu_price (PRICE per CPU-hour), offsite_replicas (N), role:MEMBER (admin|member)"
                 )));
             }
         };
@@ -529,6 +550,46 @@ impl Pool {
             return Ok(false);
         }
         self.doc.change(signer, now_ms, &PoolRules, |d| edit::record_notice(d, n))?;
+        Ok(true)
+    }
+
+    /// Signs and records this side's roster of agreement `id` when it is missing, out of date
+    /// (the active members changed) or past half its time: `signer` must be this side's signer
+    /// of the agreement. `false` if nothing needed doing (or the agreement has ended).
+    pub fn renew_roster(
+        &mut self,
+        signer: &Signer,
+        id: &Key,
+        now_ms: i64,
+    ) -> Result<bool, PoolError> {
+        let v = self.view();
+        let me = self.id();
+        let Some(e) = v.federation.agreements.get(id) else { return Ok(false) };
+        let g = &e.agreement;
+        let side_signer = if g.offer.pool == me { g.offer.by } else { g.acceptance.by };
+        if side_signer != signer.author().key || e.state(&me, now_ms) == "ended" {
+            return Ok(false);
+        }
+        let members: Vec<Key> =
+            v.members.keys().filter(|m| v.active(m).is_some()).copied().collect();
+        let now = now_ms.max(0) as u64;
+        let fresh = e.roster.as_ref().is_some_and(|r| {
+            let listed: Vec<Key> = r.members.iter().map(|m| **m).collect();
+            listed == members && now < r.at_ms + (r.not_after_ms - r.at_ms) / 2
+        });
+        if fresh {
+            return Ok(false);
+        }
+        let at = e.roster.as_ref().map_or(now, |r| now.max(r.at_ms + 1));
+        let r = kith_federation::Roster::sign(
+            signer,
+            *id,
+            me,
+            &members,
+            at,
+            e.ends_ms().map(|x| x.max(0) as u64),
+        );
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::set_roster(d, &r))?;
         Ok(true)
     }
 

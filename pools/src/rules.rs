@@ -503,6 +503,31 @@ pub fn invite_valid(
     Ok(())
 }
 
+/// A new roster of this pool's side of an agreement: signed by that side's signer, who records
+/// it, newer than the last, naming only active members.
+fn roster_ok(
+    c: &Check<'_>,
+    before: &PoolView,
+    old: Option<&kith_federation::Roster>,
+    r: &kith_federation::Roster,
+) -> Result<(), String> {
+    if r.pool != *c.doc_id || r.by != c.author.key {
+        return Err(
+            "a roster is this pool's, signed and recorded by its signer of the agreement".into()
+        );
+    }
+    if old.is_some_and(|o| o.at_ms >= r.at_ms) {
+        return Err("a roster replaces only an older one".into());
+    }
+    if let Some(m) = r.members.iter().find(|m| before.active(m).is_none()) {
+        return Err(format!(
+            "the roster names {}, who is not an active member of this pool",
+            kith_crdt::hex(&m[..8])
+        ));
+    }
+    Ok(())
+}
+
 /// What a change may do to the pool's federation (its entries parsed and their signatures
 /// checked already, by reading `after`): an offer is this pool's, signed by the admin who
 /// records it, and never replaced; an agreement names this pool on one side, is never
@@ -545,6 +570,11 @@ fn federation_ok(c: &Check<'_>, before: &PoolView, after: &PoolView) -> Result<(
             && o.notice != e.notice
         {
             return Err("notice on an agreement is given once".into());
+        }
+        if let Some(r) = &e.roster
+            && old.is_none_or(|o| o.roster.as_ref() != Some(r))
+        {
+            roster_ok(c, before, old.and_then(|o| o.roster.as_ref()), r)?;
         }
         if e.confirmed_ms.is_some() && g.acceptance.pool != *c.doc_id {
             return Err("only the accepting side records that the offering side confirmed".into());

@@ -1172,3 +1172,76 @@ fn pools_federate_by_an_admins_offer_and_the_other_admins_acceptance_recorded_on
     let e = hill.record_notice(&bea, &m9, T0 + 401).unwrap_err();
     assert!(e.to_string().contains("an admin of this pool or the partner's signer"), "{e}");
 }
+
+#[test]
+fn a_roster_is_signed_and_renewed_by_its_sides_signer_and_names_only_active_members() {
+    use kith_federation::{Acceptance, Agreement, Lend, Offer, Price, Roster};
+    let (ada, bob, bea) = (person(1), person(2), person(3));
+    let (mut street, _) = pool_with_bob(&ada, &bob);
+    let mut hill = Pool::create(&bea, "bea", Pool::charter("hill"), T0).unwrap();
+    // No partner lends street storage: off-site copies are refused.
+    let e = street.set(&ada, "offsite_replicas", "1", T0 + 10).unwrap_err();
+    assert!(e.to_string().contains("no federated pool lends"), "{e}");
+    let o = Offer::sign(
+        &ada,
+        [1; 16],
+        street.id(),
+        "street",
+        Lend::default(),
+        Price::default(),
+        365,
+        30,
+        (T0 + 3_600_000) as u64,
+        vec![],
+    );
+    street.add_fed_offer(&ada, &o, T0 + 20).unwrap();
+    let lend = Lend { storage: 1 << 30, ..Default::default() };
+    let a = Acceptance::sign(&bea, &o, hill.id(), "hill", lend, (T0 + 30) as u64, vec![]);
+    let ag = Agreement { offer: o, acceptance: a };
+    hill.add_agreement(&bea, &ag, T0 + 30).unwrap();
+    street.add_agreement(&ada, &ag, T0 + 40).unwrap();
+    let e = street.set(&ada, "offsite_replicas", "4", T0 + 41).unwrap_err();
+    assert!(e.to_string().contains("0 to 3"), "{e}");
+    street.set(&ada, "offsite_replicas", "1", T0 + 41).unwrap();
+    assert_eq!(street.view().charter.offsite_replicas, 1);
+    // Ada signed the offer: she makes street's roster (bob cannot), and renews it only when
+    // it is half spent or the members changed.
+    assert!(!street.renew_roster(&bob, &ag.id(), T0 + 50).unwrap());
+    assert!(street.renew_roster(&ada, &ag.id(), T0 + 50).unwrap());
+    assert!(!street.renew_roster(&ada, &ag.id(), T0 + 60).unwrap());
+    let r = street.view().federation.agreements[&ag.id()].roster.clone().unwrap();
+    assert!(r.names(&ada.author().key) && r.names(&bob.author().key));
+    r.check(&ag, (T0 + 60) as u64).unwrap();
+    let half = T0 + 50 + (kith_federation::ROSTER_MS / 2) as i64;
+    assert!(street.renew_roster(&ada, &ag.id(), half + 1).unwrap());
+    street.remove(&ada, "bob", half + 2).unwrap();
+    assert!(street.renew_roster(&ada, &ag.id(), half + 3).unwrap());
+    let r2 = street.view().federation.agreements[&ag.id()].roster.clone().unwrap();
+    assert!(r2.names(&ada.author().key) && !r2.names(&bob.author().key), "bob dropped out");
+    // Written by hand: a roster naming one who is no member, or an older one: refused.
+    let put = |p: &mut Pool, r: &Roster, at: i64| {
+        forge_at(&mut copy(p), p, &ada, Some(at), |d| {
+            let f = d.get(ROOT, "federation").unwrap().unwrap().1;
+            let ags = d.get(&f, "agreements").unwrap().unwrap().1;
+            let entry = d.get(&ags, hex(&r.agreement)).unwrap().unwrap().1;
+            d.put(&entry, "roster", kith_crdt::automerge::ScalarValue::Bytes(r.to_bytes()))
+                .unwrap();
+        })
+    };
+    let stranger = person(9).author().key;
+    let bad = Roster::sign(&ada, ag.id(), street.id(), &[stranger], (half + 10) as u64, None);
+    let e = put(&mut street, &bad, half + 10).unwrap_err();
+    assert!(e.to_string().contains("not an active member"), "{e}");
+    let old = Roster::sign(&ada, ag.id(), street.id(), &[ada.author().key], T0 as u64, None);
+    let e = put(&mut street, &old, half + 11).unwrap_err();
+    assert!(e.to_string().contains("replaces only an older one"), "{e}");
+    // Hill's roster is bea's; ada cannot write one in hill's name in street.
+    let theirs =
+        Roster::sign(&bea, ag.id(), hill.id(), &[bea.author().key], (half + 12) as u64, None);
+    let e = put(&mut street, &theirs, half + 12).unwrap_err();
+    assert!(e.to_string().contains("signed and recorded by its signer"), "{e}");
+    // Once the agreement has ended, no roster is renewed.
+    let n = kith_federation::Notice::sign(&bea, ag.id(), (half + 20) as u64);
+    street.record_notice(&ada, &n, half + 20).unwrap();
+    assert!(!street.renew_roster(&ada, &ag.id(), half + 21 + 31 * 86_400_000).unwrap());
+}

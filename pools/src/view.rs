@@ -4,7 +4,7 @@
 //! v: 1                          format version of the schema
 //! kind: "kith-pool"
 //! charter: { name, replicas, quota, cost_rule, join_rule, repair_after?, audit_every?, record_every?,
-//!            dissolved?, cpu_price? (millionths of the currency per reference CPU-hour) }
+//!            dissolved?, cpu_price? (millionths of the currency per reference CPU-hour), offsite_replicas? }
 //! members: { <identity hex>: { role, state, name, joined, invite?, nodes: {
 //!              <node hex>: { storage, egress, zone } },
 //!            objects?: { <object hex>: { manifest, bytes, blobs, name, at } },
@@ -173,6 +173,9 @@ pub struct Charter {
     /// (`kith pool set POOL cpu_price 0.02`); 0: CPU time counts as credit, a CPU-hour as one
     /// unit of contribution or usage.
     pub cpu_price_micro: u64,
+    /// Copies of every chunk kept on nodes of federated pools, beyond `replicas` here
+    /// (`kith pool set POOL offsite_replicas 1`; docs/federation.md).
+    pub offsite_replicas: u64,
 }
 
 /// Who may read a site through a gateway.
@@ -452,6 +455,8 @@ pub struct FedEntry {
     pub notice: Option<kith_federation::Notice>,
     /// On the accepting side: when the offering pool was known to have recorded it too.
     pub confirmed_ms: Option<i64>,
+    /// This side's latest roster: the members its signer vouches for to the partner.
+    pub roster: Option<kith_federation::Roster>,
 }
 
 impl FedEntry {
@@ -591,7 +596,20 @@ fn read_federation(d: &impl Get) -> Result<Federation, String> {
                 Some((v, _)) => Some(v.as_i64().ok_or("`confirmed` is not a time")?),
                 None => None,
             };
-            f.agreements.insert(a.id(), FedEntry { agreement: a, notice, confirmed_ms });
+            let roster = match d.get_value(&e, "roster")? {
+                Some((v, _)) => {
+                    let r = kith_federation::Roster::from_bytes(
+                        v.as_bytes().ok_or("`roster` is not bytes")?,
+                    )
+                    .map_err(|e| format!("agreement {k}: {e}"))?;
+                    // Its signature and bounds as of when it was signed (it stays recorded
+                    // once it has run out).
+                    r.check(&a, r.at_ms).map_err(|e| format!("agreement {k}: {e}"))?;
+                    Some(r)
+                }
+                None => None,
+            };
+            f.agreements.insert(a.id(), FedEntry { agreement: a, notice, confirmed_ms, roster });
         }
     }
     Ok(f)
@@ -701,6 +719,10 @@ impl PoolView {
             },
             cpu_price_micro: match d.get_value(&c, "cpu_price")? {
                 Some(_) => uint(d, &c, "cpu_price")?,
+                None => 0,
+            },
+            offsite_replicas: match d.get_value(&c, "offsite_replicas")? {
+                Some(_) => uint(d, &c, "offsite_replicas")?,
                 None => 0,
             },
         };

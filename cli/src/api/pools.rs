@@ -283,6 +283,34 @@ pub struct PoolDetail {
     /// This node's latest repair pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repair: Option<Repair>,
+    /// Where the off-site copies are (with `offsite_replicas` set), asked now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<Offsite>,
+}
+
+/// A pool's off-site copies on the nodes of federated pools.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Offsite {
+    /// Per partner pool.
+    pub partners: Vec<OffsitePartner>,
+    /// What could not be checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One partner pool's share of the off-site copies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OffsitePartner {
+    /// Its name.
+    pub name: String,
+    /// Its id (hex).
+    pub pool: String,
+    /// Its nodes lending storage to this pool.
+    pub holders: usize,
+    /// Bytes placement gives them (copies counted).
+    pub placed_bytes: u64,
+    /// Of those, bytes they confirmed they hold.
+    pub held_bytes: u64,
 }
 
 /// A pool's rules.
@@ -310,6 +338,9 @@ pub struct Charter {
     /// What a reference CPU-hour of jobs costs (`0.02`); empty: CPU counts as credit.
     #[serde(default)]
     pub cpu_price: String,
+    /// Copies of each chunk kept by federated pools.
+    #[serde(default)]
+    pub offsite_replicas: u64,
 }
 
 /// One member's audit record of one node.

@@ -150,3 +150,95 @@ fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
     .unwrap();
     net.stop_all(std::time::Duration::from_secs(20)).unwrap();
 }
+
+/// Street's sum of placed and held off-site bytes, as node `i` shows them.
+fn offsite(net: &kith_testnet::Testnet, i: usize) -> serde_json::Value {
+    net.json(i, &["pool", "show", "street"]).unwrap()["offsite"].clone()
+}
+
+#[test]
+fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_gets_them_back_after_losing_its_street()
+ {
+    use std::time::Duration;
+    const CONVERGE: Duration = Duration::from_secs(60);
+    // Street: ada (admin, node 0) and bob (node 1, its one holder). Hill: bea (admin, node 2)
+    // and cy (node 3), both lending storage. Node 4 is ada's machine after she loses hers.
+    let mut net = testnet(5, kith_testnet::Layout::Loopback);
+    for i in 0..4 {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    let t = net.kith_ok(0, &["pool", "invite"]).unwrap();
+    net.kith_ok(1, &["pool", "join", t.trim(), "--as", "bob"]).unwrap();
+    net.kith_ok(1, &["offer", "street", "--storage", "1GiB", "--zone", "bobs"]).unwrap();
+    net.kith_ok(2, &["pool", "create", "hill", "--as", "bea"]).unwrap();
+    let t = net.kith_ok(2, &["pool", "invite"]).unwrap();
+    net.kith_ok(3, &["pool", "join", t.trim(), "--as", "cy"]).unwrap();
+    net.kith_ok(2, &["offer", "hill", "--storage", "1GiB", "--zone", "beas"]).unwrap();
+    net.kith_ok(3, &["offer", "hill", "--storage", "1GiB", "--zone", "cys"]).unwrap();
+    net.wait_for(CONVERGE, "ada's node to see bob's offer", |net| {
+        Ok(net.json(0, &["pool", "show", "street"])?["capacity"]["offered"] == 1u64 << 30)
+    })
+    .unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "1"]).unwrap();
+    // Off-site copies need a partner that lends storage.
+    let out = net.kith(0, &["pool", "set", "street", "offsite_replicas", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no federated pool lends"), "{err}");
+
+    // Hill lends street 8 MiB: 4 MiB on each of its nodes.
+    let offer =
+        net.kith_ok(0, &["federation", "invite", "street", "--lend-storage", "1GiB"]).unwrap();
+    net.kith_ok(2, &["federation", "join", "hill", offer.trim(), "--lend-storage", "8MiB"])
+        .unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "offsite_replicas", "1"]).unwrap();
+    let data = random_bytes(2 << 20, 7);
+    let src = net.dir().join("photos.bin");
+    write(&src, &data);
+    let put = net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let id = put["id"].as_str().unwrap().to_string();
+    net.wait_for(CONVERGE, "hill's nodes to hold street's off-site copy", |net| {
+        let o = offsite(net, 0);
+        let p = &o["partners"][0];
+        Ok(p["name"] == "hill"
+            && p["holders"] == 2
+            && p["placed_bytes"].as_u64() > Some(2 << 20)
+            && p["held_bytes"] == p["placed_bytes"])
+    })
+    .unwrap();
+    let shown = net.kith_ok(0, &["pool", "show", "street"]).unwrap();
+    assert!(shown.contains("off-site  1 copy(ies)") && shown.contains("100%"), "{shown}");
+
+    // More than hill lends: its nodes refuse, and say why; nothing past the 8 MiB is held.
+    let big = net.dir().join("films.bin");
+    write(&big, &random_bytes(12 << 20, 8));
+    net.json(0, &["put", big.to_str().unwrap(), "--pool", "street"]).unwrap();
+    net.wait_for(CONVERGE, "hill's refusal to show on bob's node", |net| {
+        let o = offsite(net, 1);
+        Ok(o["error"].as_str().is_some_and(|e| e.contains("more than this node's share")))
+    })
+    .unwrap();
+    let o = offsite(&net, 0);
+    let held = o["partners"][0]["held_bytes"].as_u64().unwrap();
+    assert!(held < 8 << 20 && held > 2 << 20, "{o}");
+
+    // Ada's machine is lost, then bob's: street has no node left but her restored one (node 4,
+    // which found the pool through bob before he went). Every byte comes back from hill.
+    let kept = net.nodes[1].home.join(format!(
+        "identities/{}.kdoc",
+        net.json(0, &["identity"]).unwrap()["id"].as_str().unwrap()
+    ));
+    net.wait_for(CONVERGE, "bob to keep ada's identity document", |_| Ok(kept.exists())).unwrap();
+    net.share_identity(4, 0).unwrap();
+    net.kill(0).unwrap();
+    net.start(4).unwrap();
+    net.wait_for(CONVERGE, "ada's new machine to find street", |net| {
+        Ok(net.json(4, &["pool", "ls"])?.as_array().is_some_and(|a| a.len() == 1))
+    })
+    .unwrap();
+    net.kill(1).unwrap();
+    let back = net.dir().join("photos-back.bin");
+    net.kith_ok(4, &["get", &id, "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == data, "ada's photos came back different");
+}

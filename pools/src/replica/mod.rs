@@ -23,6 +23,7 @@ mod health;
 mod home;
 mod lost;
 mod moving;
+mod offsite;
 mod protocol;
 mod put;
 mod reclaim;
@@ -32,6 +33,9 @@ mod repair;
 pub use health::{Health, HolderHealth};
 pub use home::SiteKeeper;
 pub use moving::{Destination, Moved, Stayed};
+pub use offsite::{
+    Held, Lent, MAX_OFFSITE_IDS, OffsiteStats, PARTNERS_EVERY, PartnerStats, held_on_disk,
+};
 pub use protocol::{MAX_HAS, POOL_ALPN, PoolProtocol, Reply, Request};
 pub use put::{HolderAck, PoolPut};
 pub use repair::{RepairStats, keep_set};
@@ -141,6 +145,14 @@ pub struct Replicator {
     listed: Mutex<HashSet<Key>>,
     /// When this node last looked for its member's lost objects, per pool (see `lost.rs`).
     lost_checked: Mutex<HashMap<Key, lost::LastLook>>,
+    /// What this node holds for federated pools (see `offsite.rs`).
+    lent: offsite::Lent,
+    /// Partners' holders, by agreement, as last asked.
+    partners: Mutex<HashMap<Key, offsite::Partner>>,
+    /// Off-site copies confirmed, by (holder, blob).
+    offsite_confirmed: Mutex<HashMap<(Key, [u8; 32]), std::time::Instant>>,
+    /// The latest off-site pass's figures, per pool.
+    offsite_stats: Mutex<BTreeMap<Key, offsite::OffsiteStats>>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -157,6 +169,7 @@ impl Replicator {
     /// Replication for `pools`; [`Replicator::attach`] gives it the node once it runs.
     pub fn new(pools: Arc<Pools>) -> Arc<Replicator> {
         let workers = Workers::with_clock(pools.clock().clone());
+        let lent = offsite::Lent::new(pools.dir().join("offsite"));
         Arc::new(Replicator {
             pools,
             node: OnceLock::new(),
@@ -176,6 +189,10 @@ impl Replicator {
             workers,
             listed: Mutex::new(HashSet::new()),
             lost_checked: Mutex::new(HashMap::new()),
+            lent,
+            partners: Mutex::new(HashMap::new()),
+            offsite_confirmed: Mutex::new(HashMap::new()),
+            offsite_stats: Mutex::new(BTreeMap::new()),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -277,7 +294,10 @@ impl Replicator {
         for (pool, v) in self.pools.list() {
             let hit = v.objects().map(|(_, o, _)| *o).find(|o| hex(o).starts_with(&spec));
             if let Some(o) = hit {
-                return Some((pool, o, self.pool_nodes(&v)));
+                // The pool's nodes first, then the partners' holding its off-site copies.
+                let mut from = self.pool_nodes(&v);
+                from.extend(self.offsite_nodes(&pool));
+                return Some((pool, o, from));
             }
         }
         None
@@ -296,6 +316,8 @@ impl Replicator {
                 this.share_identity_if_due().await;
                 this.settle_dissolved().await;
                 this.forget_retired();
+                this.renew_rosters();
+                this.release_ended();
                 Ok::<_, std::convert::Infallible>(())
             }
         }));
@@ -355,6 +377,7 @@ impl Replicator {
                 async move {
                     this.repair_reporting(pool, Some(&w)).await;
                     this.forget_lost_if_due(pool).await;
+                    this.offsite(pool).await;
                     let st = this.stats(&pool);
                     // At the end of a pass: the blobs this node should hold, and how many it
                     // does (during one, the blobs it fetched of those it lacked).

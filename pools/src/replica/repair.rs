@@ -54,7 +54,9 @@ impl Replicator {
         if v.node_owner(&me).is_none() {
             return;
         }
-        let from = self.pool_nodes(&v);
+        // The pool's nodes first, then the partners' holding its off-site copies.
+        let mut from = self.pool_nodes(&v);
+        from.extend(self.offsite_nodes(&pool));
         let mut errors = Vec::new();
         let mut manifests = Vec::new();
         for (owner, oid, po) in v.objects() {
@@ -189,7 +191,8 @@ impl Replicator {
 /// manifests it could not read or does not have yet (`gc` must not run while there are any:
 /// a blob such a manifest lists could be taken).
 pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, Vec<String>) {
-    let mut keep = HashSet::new();
+    // What this node holds for federated pools, as recorded on disk.
+    let mut keep = super::offsite::held_on_disk(&pools.dir().join("offsite"));
     let mut unreadable = Vec::new();
     for (_, v) in pools.holding() {
         for (_, _, po) in v.objects() {

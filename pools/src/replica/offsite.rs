@@ -1,0 +1,871 @@
+//! Off-site replicas (docs/federation.md): copies of a pool's chunks on the nodes of pools it
+//! federates with, within what each lends.
+//!
+//! - **The lender** (a node of pool B, which lends storage to A): answers `Holders` with its
+//!   pool's nodes that offer storage and each one's share of what B lends A; holds the blobs
+//!   A's nodes ask it to (`Hold`), fetching them from A's nodes, never past its share; says
+//!   which it has (`Has`); serves them back to A's members' nodes. Each request carries A's
+//!   [`Roster`] (signed by A's signer of the agreement) and the asking node's proof that it is
+//!   a device of an identity the roster names: B checks both against the agreement in its own
+//!   document, and nothing once the agreement has ended. What it holds for each agreement is
+//!   kept on disk (`<pools>/offsite/<agreement>.held`, appended after the blobs are synced),
+//!   so `gc` keeps it and the gate serves it after a restart.
+//! - **The borrower** (a node of A): for each object whose manifest placement gives it first
+//!   among A's live holders, places `offsite_replicas` copies of every blob (and of the
+//!   manifest) over the partners' holders by rendezvous hashing weighted by their shares, and
+//!   asks each holder to hold what it has not confirmed yet. Partners' holder lists (and their
+//!   rosters, so their nodes may fetch from A) are asked for every [`PARTNERS_EVERY`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iroh::EndpointId;
+use kith_crdt::{Key, hex, verify_device};
+use kith_federation::{Agreement, Roster};
+use kith_node::ChunkId;
+use minicbor::bytes::ByteArray;
+
+use super::protocol::node_message;
+use super::{Replicator, lock};
+use crate::fed::{Asking, FedReply, FedRequest, OffsiteHolder, ask_fed};
+use crate::placement::{Holder, place};
+use crate::view::PoolView;
+
+/// Domain separation of a node's proof that it asks for its identity.
+pub(crate) const OFFSITE_CONTEXT: &[u8] = b"kith-offsite-v1";
+/// How often a borrowing node asks its partners for their holders (and rosters).
+pub const PARTNERS_EVERY: Duration = Duration::from_secs(60);
+/// How soon a borrowing node asks again a partner that did not answer (or named no holder).
+const PARTNERS_RETRY: Duration = Duration::from_secs(4);
+/// Blobs in one `Hold` or `Has`.
+pub const MAX_OFFSITE_IDS: usize = 16_384;
+/// How long a confirmation stands before the borrower asks again (a lender that lost its disk
+/// is refilled within this).
+const RECONFIRM: Duration = Duration::from_secs(600);
+/// One record of a `.held` file: the blob id and its length.
+const RECORD: usize = 36;
+
+/// What this node holds for partners, by agreement, as on disk.
+#[derive(Debug)]
+pub struct Lent {
+    dir: PathBuf,
+    held: Mutex<Option<HashMap<Key, Held>>>,
+}
+
+/// What this node holds for one agreement.
+#[derive(Debug, Default, Clone)]
+pub struct Held {
+    /// Blob ids and lengths.
+    pub blobs: HashMap<[u8; 32], u32>,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The partner's latest roster this node has seen.
+    pub roster: Option<Roster>,
+}
+
+impl Lent {
+    /// What is recorded under `dir`.
+    pub fn new(dir: PathBuf) -> Lent {
+        Lent { dir, held: Mutex::new(None) }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Key, Held>) -> T) -> T {
+        let mut g = lock(&self.held);
+        let map = g.get_or_insert_with(|| read_dir(&self.dir));
+        f(map)
+    }
+
+    /// What is held for `agreement`.
+    pub fn held(&self, agreement: &Key) -> Held {
+        self.with(|m| m.get(agreement).cloned().unwrap_or_default())
+    }
+
+    /// Every agreement this node holds something for, with its bytes.
+    pub fn totals(&self) -> BTreeMap<Key, (u64, u64)> {
+        self.with(|m| m.iter().map(|(k, h)| (*k, (h.blobs.len() as u64, h.bytes))).collect())
+    }
+
+    /// Keeps the partner's roster if it is newer than the one known.
+    fn note_roster(&self, r: &Roster) -> Result<(), String> {
+        let newer = self.with(|m| {
+            let h = m.entry(r.agreement).or_default();
+            if h.roster.as_ref().is_none_or(|o| o.at_ms < r.at_ms) {
+                h.roster = Some(r.clone());
+                true
+            } else {
+                false
+            }
+        });
+        if newer {
+            std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+            let path = self.dir.join(format!("{}.roster", hex(&r.agreement)));
+            crate::fsutil::write_atomic(&path, &r.to_bytes()).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Records blobs now on disk for `agreement` (appended, then synced).
+    fn add(&self, agreement: &Key, blobs: &[([u8; 32], u32)]) -> Result<(), String> {
+        let new: Vec<([u8; 32], u32)> = self.with(|m| {
+            let h = m.entry(*agreement).or_default();
+            blobs.iter().filter(|(id, _)| !h.blobs.contains_key(id)).copied().collect()
+        });
+        if new.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let path = self.dir.join(format!("{}.held", hex(agreement)));
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut buf = Vec::with_capacity(new.len() * RECORD);
+        for (id, len) in &new {
+            buf.extend_from_slice(id);
+            buf.extend_from_slice(&len.to_le_bytes());
+        }
+        f.write_all(&buf)
+            .and_then(|_| f.sync_data())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        self.with(|m| {
+            let h = m.entry(*agreement).or_default();
+            for (id, len) in new {
+                if h.blobs.insert(id, len).is_none() {
+                    h.bytes += len as u64;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Forgets everything held for `agreement` (it ended): its blobs go at the next `gc`.
+    pub fn release(&self, agreement: &Key) -> Result<bool, String> {
+        let had = self.with(|m| m.remove(agreement).is_some());
+        for ext in ["held", "roster"] {
+            let p = self.dir.join(format!("{}.{ext}", hex(agreement)));
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", p.display())),
+            }
+        }
+        Ok(had)
+    }
+
+    /// Whether `identity` may have the blobs of `ids` as a member of a partner: named by a
+    /// roster in force of an agreement this node holds for, and each blob either held for it
+    /// or not on this node at all (`here` says which are; those come back as not found).
+    pub fn may_serve(
+        &self,
+        identity: &Key,
+        ids: &[[u8; 32]],
+        now_ms: i64,
+        here: impl Fn(&[u8; 32]) -> bool,
+    ) -> bool {
+        self.with(|m| {
+            m.values().any(|h| {
+                h.roster
+                    .as_ref()
+                    .is_some_and(|r| r.names(identity) && now_ms.max(0) as u64 <= r.not_after_ms)
+                    && !h.blobs.is_empty()
+                    && ids.iter().all(|id| h.blobs.contains_key(id) || !here(id))
+            })
+        })
+    }
+}
+
+/// Every blob held for partners under `dir` (for `gc`'s keep set).
+pub fn held_on_disk(dir: &Path) -> HashSet<ChunkId> {
+    read_dir(dir).values().flat_map(|h| h.blobs.keys().map(|id| ChunkId(*id))).collect()
+}
+
+fn read_dir(dir: &Path) -> HashMap<Key, Held> {
+    let mut out: HashMap<Key, Held> = HashMap::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((stem, ext)) = name.split_once('.') else { continue };
+        let Some(agreement) = crate::view::parse_key(stem) else { continue };
+        match ext {
+            "held" => {
+                let Ok(b) = std::fs::read(e.path()) else { continue };
+                let h = out.entry(agreement).or_default();
+                // A torn last record (a crash while appending) is ignored: it was never synced.
+                for r in b.chunks_exact(RECORD) {
+                    let id: [u8; 32] = r[..32].try_into().unwrap_or([0; 32]);
+                    let len = u32::from_le_bytes(r[32..].try_into().unwrap_or([0; 4]));
+                    if h.blobs.insert(id, len).is_none() {
+                        h.bytes += len as u64;
+                    }
+                }
+            }
+            "roster" => {
+                if let Ok(r) = std::fs::read(e.path())
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| Roster::from_bytes(&b).map_err(|e| e.to_string()))
+                {
+                    out.entry(agreement).or_default().roster = Some(r);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A partner as a borrowing node last heard it.
+#[derive(Debug, Clone)]
+pub(super) struct Partner {
+    /// The partner pool.
+    pub pool: Key,
+    /// Its name.
+    pub name: String,
+    /// Its holders and their shares.
+    pub holders: Vec<OffsiteHolder>,
+    /// When asked.
+    pub at: Instant,
+    /// Why the last ask failed, if it did.
+    pub error: Option<String>,
+}
+
+/// What the last off-site pass of a pool found, per partner pool.
+#[derive(Debug, Clone, Default)]
+pub struct OffsiteStats {
+    /// By partner: name, bytes placed there (copies counted), bytes confirmed held, holders.
+    pub partners: BTreeMap<Key, PartnerStats>,
+    /// The last problem, if the pass had one.
+    pub error: Option<String>,
+}
+
+/// One partner's figures for one pool.
+#[derive(Debug, Clone, Default)]
+pub struct PartnerStats {
+    /// The partner pool's name.
+    pub name: String,
+    /// Its nodes holding for this pool.
+    pub holders: usize,
+    /// Bytes placed there by this node's pass (copies counted).
+    pub placed_bytes: u64,
+    /// Of those, bytes its nodes confirmed they hold.
+    pub held_bytes: u64,
+}
+
+impl Replicator {
+    /// This node's proof that it asks for its identity, for partners.
+    fn asking(&self, ag: &Agreement, roster: &Roster) -> Asking {
+        let node = self.pools.node();
+        Asking {
+            agreement: ag.id(),
+            roster: roster.clone(),
+            identity: self.pools.signer().author().key,
+            sig: self.pools.signer().sign(&node_message(OFFSITE_CONTEXT, &node)),
+        }
+    }
+
+    /// The agreements of `v` that lend this pool storage and stand, with this side's roster;
+    /// those in notice last (placement uses them only when no other partner lends).
+    fn lending_agreements(&self, pool: &Key, v: &PoolView) -> Vec<(Agreement, Roster, bool)> {
+        let now = self.pools.now_ms();
+        let mut out = Vec::new();
+        for e in v.federation.agreements.values() {
+            let state = e.state(pool, now);
+            let lent = e.agreement.lending_of(pool).map_or(0, |(_, lent)| lent.storage);
+            let Some(r) = &e.roster else { continue };
+            if lent == 0 || state == "ended" || state == "pending" {
+                continue;
+            }
+            out.push((e.agreement.clone(), r.clone(), state == "leaving"));
+        }
+        out
+    }
+
+    /// Asks each standing partner for its holders, when not asked for [`PARTNERS_EVERY`]:
+    /// the partner's nodes named in the agreement first, then the holders it named last time.
+    async fn refresh_partners(&self, pool: &Key, v: &PoolView) {
+        let Ok(node) = self.node() else { return };
+        for (ag, roster, _) in self.lending_agreements(pool, v) {
+            let id = ag.id();
+            // Every PARTNERS_EVERY; sooner (each pass) while the partner has not answered yet.
+            // (and while its roster, which lets its nodes fetch from this pool's, is unknown).
+            let no_roster = self.lent.held(&id).roster.is_none();
+            let due = lock(&self.partners).get(&id).is_none_or(|p| {
+                let wait = if p.error.is_some() || p.holders.is_empty() || no_roster {
+                    PARTNERS_RETRY
+                } else {
+                    PARTNERS_EVERY
+                };
+                p.at.elapsed() >= wait
+            });
+            if !due {
+                continue;
+            }
+            let Some((partner, name)) = ag.partner_of(pool) else { continue };
+            let contact =
+                if ag.offer.pool == partner { &ag.offer.contact } else { &ag.acceptance.contact };
+            let mut tickets: Vec<kith_node::net::ticket::NodeTicket> =
+                contact.iter().filter_map(|t| t.parse().ok()).collect();
+            let known: Vec<Key> = lock(&self.partners)
+                .get(&id)
+                .map(|p| p.holders.iter().map(|h| *h.node).collect())
+                .unwrap_or_default();
+            let req = FedRequest::Holders(Box::new(self.asking(&ag, &roster)));
+            let mut error = None;
+            let mut got = None;
+            let mut peers: Vec<EndpointId> = Vec::new();
+            for t in tickets.drain(..) {
+                let _ = node.add_peer(&t).await;
+                peers.push(t.id);
+            }
+            peers.extend(known.iter().filter_map(|k| EndpointId::from_bytes(k).ok()));
+            peers.dedup();
+            for peer in peers {
+                match ask_fed(node, peer, &req, Duration::from_secs(20)).await {
+                    Ok(FedReply::Holders { roster, holders }) => {
+                        if let Some(r) = roster
+                            && r.check(&ag, self.pools.now_ms().max(0) as u64).is_ok()
+                            && r.pool == partner
+                        {
+                            let _ = self.lent.note_roster(&r);
+                        }
+                        got = Some(holders);
+                        break;
+                    }
+                    Ok(other) => error = Some(format!("{}: {other:?}", peer.fmt_short())),
+                    Err(e) => error = Some(format!("{}: {e}", peer.fmt_short())),
+                }
+            }
+            let mut parts = lock(&self.partners);
+            let prev = parts.get(&id).map(|p| p.holders.clone()).unwrap_or_default();
+            parts.insert(
+                id,
+                Partner {
+                    pool: partner,
+                    name: name.to_string(),
+                    holders: got.clone().unwrap_or(prev),
+                    at: Instant::now(),
+                    error: if got.is_some() { None } else { error },
+                },
+            );
+        }
+    }
+
+    /// The partners' holders placement uses for `pool`: those of agreements in force, or, when
+    /// none lends, those in notice. Zones are partner pools (copies in distinct pools first).
+    fn offsite_holders(&self, pool: &Key, v: &PoolView) -> Vec<(Key, Holder)> {
+        let ags = self.lending_agreements(pool, v);
+        let parts = lock(&self.partners);
+        let mut standing = Vec::new();
+        let mut leaving = Vec::new();
+        for (ag, _, in_notice) in &ags {
+            let Some(p) = parts.get(&ag.id()) else { continue };
+            for h in &p.holders {
+                let holder =
+                    Holder { node: *h.node, member: p.pool, zone: hex(&p.pool), weight: h.share };
+                if *in_notice {
+                    leaving.push((ag.id(), holder))
+                } else {
+                    standing.push((ag.id(), holder))
+                }
+            }
+        }
+        if standing.is_empty() { leaving } else { standing }
+    }
+
+    /// [`Replicator::find_object`], with the partners holding the pool's off-site copies
+    /// asked first when this node does not know them yet (a device just restored).
+    pub async fn find_object_with_partners(
+        &self,
+        spec: &str,
+    ) -> Option<(Key, Key, Vec<EndpointId>)> {
+        let (pool, _, _) = self.find_object(spec)?;
+        if let Some(v) = self.pools.view_of(&pool)
+            && v.charter.offsite_replicas > 0
+        {
+            self.refresh_partners(&pool, &v).await;
+        }
+        self.find_object(spec)
+    }
+
+    /// All off-site holders of `pool` this node knows, for fetching (a restore).
+    pub fn offsite_nodes(&self, pool: &Key) -> Vec<EndpointId> {
+        let Some(v) = self.pools.view_of(pool) else { return Vec::new() };
+        let ids: HashSet<Key> = v.federation.agreements.keys().copied().collect();
+        lock(&self.partners)
+            .iter()
+            .filter(|(a, _)| ids.contains(*a))
+            .flat_map(|(_, p)| p.holders.iter().map(|h| *h.node))
+            .filter_map(|k| EndpointId::from_bytes(&k).ok())
+            .collect()
+    }
+
+    /// One off-site pass over `pool`: refresh the partners, then make sure every blob of the
+    /// objects this node is first for has its off-site copies.
+    pub async fn offsite(&self, pool: Key) {
+        let Some(v) = self.pools.view_of(&pool) else { return };
+        let k = v.charter.offsite_replicas as usize;
+        let me = self.pools.node();
+        if k == 0 || v.node_owner(&me).is_none() {
+            return;
+        }
+        self.refresh_partners(&pool, &v).await;
+        let holders = self.offsite_holders(&pool, &v);
+        let mut st = OffsiteStats::default();
+        for (_, p) in lock(&self.partners).iter() {
+            if holders.iter().any(|(_, h)| h.member == p.pool) || p.error.is_some() {
+                let e = st.partners.entry(p.pool).or_default();
+                e.name = p.name.clone();
+                e.holders = p.holders.len();
+                if let Some(err) = &p.error
+                    && st.error.is_none()
+                {
+                    st.error = Some(format!("partner {}: {err}", p.name));
+                }
+            }
+        }
+        if holders.is_empty() {
+            st.error.get_or_insert_with(|| "no partner's holder is known yet".into());
+            lock(&self.offsite_stats).insert(pool, st);
+            return;
+        }
+        let plain: Vec<Holder> = holders.iter().map(|(_, h)| h.clone()).collect();
+        let agreement_of: HashMap<Key, Key> = holders.iter().map(|(a, h)| (h.node, *a)).collect();
+        // The objects this node is first for, by the manifest's placement among live holders.
+        let live = self.placement_holders(&v);
+        let from = self.pool_nodes(&v);
+        let mut want: BTreeMap<Key, Vec<([u8; 32], u32)>> = BTreeMap::new();
+        let mut placed_bytes: HashMap<Key, u64> = HashMap::new();
+        let mut seen = HashSet::new();
+        let store = match self.node() {
+            Ok(n) => n.store().clone(),
+            Err(_) => return,
+        };
+        for (_, oid, po) in v.objects() {
+            if place(&po.manifest, &live, 1).first().map(|h| h.node) != Some(me) {
+                continue;
+            }
+            let m = match self.manifest(&po.manifest, &from).await {
+                Ok(m) if m.object.as_slice() == oid.as_slice() => m,
+                Ok(_) => continue,
+                Err(e) => {
+                    st.error.get_or_insert(format!("object {}: {e}", hex(&oid[..8])));
+                    continue;
+                }
+            };
+            let mlen = store.blob_len(&ChunkId(po.manifest)).ok().flatten().unwrap_or(0);
+            let blobs = std::iter::once((po.manifest, mlen))
+                .chain(m.blobs.iter().map(|(id, l)| (**id, *l)));
+            for (id, len) in blobs {
+                if !seen.insert(id) {
+                    continue;
+                }
+                for h in place(&id, &plain, k) {
+                    *placed_bytes.entry(h.member).or_default() += len as u64;
+                    want.entry(h.node).or_default().push((id, len));
+                }
+            }
+        }
+        let Ok(node) = self.node() else { return };
+        let fresh = |c: &HashMap<(Key, [u8; 32]), Instant>, n: &Key, id: &[u8; 32]| {
+            c.get(&(*n, *id)).is_some_and(|t| t.elapsed() < RECONFIRM)
+        };
+        let mut held_bytes: HashMap<Key, u64> = HashMap::new();
+        let member_of: HashMap<Key, Key> =
+            holders.iter().map(|(_, h)| (h.node, h.member)).collect();
+        let hint: Vec<ByteArray<32>> = std::iter::once(me)
+            .chain(from.iter().map(|p| *p.as_bytes()))
+            .take(8)
+            .map(Into::into)
+            .collect();
+        for (holder, blobs) in want {
+            let partner = member_of[&holder];
+            let (done, todo): (Vec<_>, Vec<_>) = {
+                let c = lock(&self.offsite_confirmed);
+                blobs.into_iter().partition(|(id, _)| fresh(&c, &holder, id))
+            };
+            *held_bytes.entry(partner).or_default() +=
+                done.iter().map(|(_, l)| *l as u64).sum::<u64>();
+            let Some(ag) = agreement_of.get(&holder) else { continue };
+            let Some(e) = v.federation.agreements.get(ag) else { continue };
+            let Some(roster) = &e.roster else { continue };
+            let Ok(peer) = EndpointId::from_bytes(&holder) else { continue };
+            for batch in todo.chunks(MAX_OFFSITE_IDS) {
+                let req = FedRequest::Hold {
+                    asking: Box::new(self.asking(&e.agreement, roster)),
+                    blobs: batch.iter().map(|(id, l)| ((*id).into(), *l)).collect(),
+                    from: hint.clone(),
+                };
+                let bytes: u64 = batch.iter().map(|(_, l)| *l as u64).sum();
+                let limit = Duration::from_secs(600 + bytes / (1 << 20));
+                match ask_fed(node, peer, &req, limit).await {
+                    Ok(FedReply::Has(have)) => {
+                        let mut c = lock(&self.offsite_confirmed);
+                        for ((id, len), ok) in batch.iter().zip(have) {
+                            if ok {
+                                c.insert((holder, *id), Instant::now());
+                                *held_bytes.entry(partner).or_default() += *len as u64;
+                            }
+                        }
+                    }
+                    Ok(FedReply::Refused(why) | FedReply::NotHere(why)) => {
+                        st.error.get_or_insert(format!("{} refused: {why}", peer.fmt_short()));
+                        break;
+                    }
+                    Ok(other) => {
+                        st.error.get_or_insert(format!("{}: {other:?}", peer.fmt_short()));
+                        break;
+                    }
+                    Err(e) => {
+                        st.error.get_or_insert(format!("{}: {e}", peer.fmt_short()));
+                        break;
+                    }
+                }
+            }
+        }
+        for (p, s) in st.partners.iter_mut() {
+            s.placed_bytes = placed_bytes.get(p).copied().unwrap_or(0);
+            s.held_bytes = held_bytes.get(p).copied().unwrap_or(0);
+        }
+        if let Some(e) = &st.error {
+            tracing::warn!(pool = %hex(&pool[..4]), error = %e, "off-site pass incomplete");
+        }
+        lock(&self.offsite_stats).insert(pool, st);
+    }
+
+    /// The latest off-site figures of `pool` (on this node: the objects it is first for).
+    pub fn offsite_stats(&self, pool: &Key) -> Option<OffsiteStats> {
+        lock(&self.offsite_stats).get(pool).cloned()
+    }
+
+    /// Whether a partner's member `identity` may fetch `ids` from this node (see
+    /// [`Lent::may_serve`]).
+    pub(crate) fn partner_may_fetch(&self, identity: &Key, ids: &[[u8; 32]]) -> bool {
+        let Ok(node) = self.node() else { return false };
+        let store = node.store();
+        let here = |id: &[u8; 32]| store.has(&ChunkId(*id)).unwrap_or(true);
+        self.lent.may_serve(identity, ids, self.pools.now_ms(), here)
+    }
+
+    /// What this node holds for partners: by agreement, blobs and bytes.
+    pub fn lent(&self) -> &Lent {
+        &self.lent
+    }
+
+    /// Checks a partner's request: the agreement is one of a pool this node holds, in force
+    /// (`growing`: not in notice either), the roster is the partner's and in force and names
+    /// the asker's identity, and the asking node is a device of it. The pool's view, the
+    /// agreement and what the partner is lent.
+    fn check_asking(
+        &self,
+        peer: &EndpointId,
+        a: &Asking,
+        growing: bool,
+    ) -> Result<(Key, Arc<PoolView>, Agreement, u64), String> {
+        let now = self.pools.now_ms();
+        let (pool, v) = self
+            .pools
+            .list()
+            .into_iter()
+            .find(|(_, v)| v.federation.agreements.contains_key(&a.agreement))
+            .ok_or("this node holds no pool in that agreement")?;
+        let e = &v.federation.agreements[&a.agreement];
+        let ag = e.agreement.clone();
+        let state = e.state(&pool, now);
+        if state == "ended" {
+            return Err(format!(
+                "the agreement between {} and {} has ended: nothing is held or served under it",
+                ag.offer.pool_name, ag.acceptance.pool_name
+            ));
+        }
+        if growing && state == "leaving" {
+            return Err("the agreement is in its notice: this pool takes no new copies".into());
+        }
+        let (partner, _) = ag.partner_of(&pool).ok_or("not this pool's agreement")?;
+        if a.roster.pool != partner {
+            return Err("the roster is not the partner's".into());
+        }
+        a.roster.check(&ag, now.max(0) as u64).map_err(|e| e.to_string())?;
+        if !a.roster.names(&a.identity) {
+            return Err("the partner's roster does not name the asking identity".into());
+        }
+        let node = *peer.as_bytes();
+        if !verify_device(&a.identity, &node, &node_message(OFFSITE_CONTEXT, &node), &a.sig) {
+            return Err("the asking node's proof does not verify".into());
+        }
+        let lent = ag.lending_of(&pool).map_or(0, |(lends, _)| lends.storage);
+        self.lent.note_roster(&a.roster)?;
+        Ok((pool, Arc::new(v), ag, lent))
+    }
+
+    /// This pool's nodes that lend storage, each with its share of `lent` (by what it offers).
+    fn shares(&self, v: &PoolView, lent: u64) -> Vec<OffsiteHolder> {
+        let live = self.live_holders(v);
+        let total: u128 = live.iter().map(|h| h.weight as u128).sum();
+        if total == 0 {
+            return Vec::new();
+        }
+        live.iter()
+            .map(|h| OffsiteHolder {
+                node: h.node.into(),
+                share: (lent as u128 * h.weight as u128 / total).min(h.weight as u128) as u64,
+            })
+            .filter(|h| h.share > 0)
+            .collect()
+    }
+
+    /// Answers a partner's off-site request.
+    pub(crate) async fn serve_offsite(&self, peer: EndpointId, req: FedRequest) -> FedReply {
+        match self.serve_offsite_inner(peer, req).await {
+            Ok(r) => r,
+            Err(e) => FedReply::Refused(e),
+        }
+    }
+
+    async fn serve_offsite_inner(
+        &self,
+        peer: EndpointId,
+        req: FedRequest,
+    ) -> Result<FedReply, String> {
+        match req {
+            FedRequest::Holders(a) => {
+                let (pool, v, ag, lent) = self.check_asking(&peer, &a, false)?;
+                let roster = v.federation.agreements.get(&ag.id()).and_then(|e| e.roster.clone());
+                let _ = pool;
+                Ok(FedReply::Holders { roster, holders: self.shares(&v, lent) })
+            }
+            FedRequest::Has { asking, ids } => {
+                self.check_asking(&peer, &asking, false)?;
+                if ids.len() > MAX_OFFSITE_IDS {
+                    return Err(format!("at most {MAX_OFFSITE_IDS} ids per request"));
+                }
+                let held = self.lent.held(&asking.agreement);
+                Ok(FedReply::Has(ids.iter().map(|id| held.blobs.contains_key(&**id)).collect()))
+            }
+            FedRequest::Hold { asking, blobs, from } => {
+                let (_, v, ag, lent) = self.check_asking(&peer, &asking, true)?;
+                if blobs.len() > MAX_OFFSITE_IDS {
+                    return Err(format!("at most {MAX_OFFSITE_IDS} blobs per request"));
+                }
+                let me = self.pools.node();
+                let share = self
+                    .shares(&v, lent)
+                    .into_iter()
+                    .find(|h| *h.node == me)
+                    .map(|h| h.share)
+                    .ok_or("this node lends no storage to the partner")?;
+                let held = self.lent.held(&ag.id());
+                let new: Vec<([u8; 32], u32)> = blobs
+                    .iter()
+                    .map(|(id, l)| (**id, *l))
+                    .filter(|(id, _)| !held.blobs.contains_key(id))
+                    .collect();
+                let claimed: u64 = new.iter().map(|(_, l)| *l as u64).sum();
+                if held.bytes + claimed > share {
+                    return Err(format!(
+                        "that is more than this node's share of what its pool lends yours ({} held of {}, {} more asked)",
+                        crate::fmt::size(held.bytes),
+                        crate::fmt::size(share),
+                        crate::fmt::size(claimed)
+                    ));
+                }
+                let node = self.node()?;
+                if !new.is_empty() {
+                    let mut sources = vec![peer];
+                    sources.extend(
+                        from.iter()
+                            .filter_map(|k| EndpointId::from_bytes(k).ok())
+                            .filter(|p| *p != peer),
+                    );
+                    let ids: Vec<ChunkId> = new.iter().map(|(id, _)| ChunkId(*id)).collect();
+                    let what = format!(
+                        "off-site copies for pool {}",
+                        ag.partner_of(&ag.acceptance.pool).map_or("", |(_, n)| n)
+                    );
+                    for round in ids.chunks(super::FETCH_ROUND) {
+                        if let Err(e) = node
+                            .fetch_missing_shared(
+                                &what,
+                                round.to_vec(),
+                                None,
+                                Some(sources.clone()),
+                                None,
+                            )
+                            .await
+                        {
+                            tracing::info!(error = %e, "off-site fetch incomplete");
+                        }
+                    }
+                    // What is on disk now, by its real length (not the one claimed).
+                    let store = node.store().clone();
+                    let got = tokio::task::spawn_blocking(move || {
+                        new.iter()
+                            .filter_map(|(id, _)| {
+                                store.blob_len(&ChunkId(*id)).ok().flatten().map(|l| (*id, l))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    self.lent.add(&ag.id(), &got)?;
+                }
+                let held = self.lent.held(&ag.id());
+                Ok(FedReply::Has(
+                    blobs.iter().map(|(id, _)| held.blobs.contains_key(&**id)).collect(),
+                ))
+            }
+            _ => Err("not an off-site request".into()),
+        }
+    }
+
+    /// Forgets what this node held for agreements that have ended (their blobs go at the next
+    /// `gc`); at most once a pass.
+    pub(super) fn release_ended(&self) {
+        let now = self.pools.now_ms();
+        let ended: Vec<Key> = self
+            .lent
+            .totals()
+            .keys()
+            .filter(|a| {
+                self.pools.list().iter().any(|(pool, v)| {
+                    v.federation.agreements.get(*a).is_some_and(|e| e.state(pool, now) == "ended")
+                })
+            })
+            .copied()
+            .collect();
+        for a in ended {
+            match self.lent.release(&a) {
+                Ok(true) => {
+                    tracing::info!(agreement = %hex(&a[..8]), "the federation agreement ended: released what this node held for the partner")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot release off-site copies"),
+            }
+        }
+    }
+
+    /// Renews this node's identity's rosters where it is its pool's signer of an agreement.
+    pub(super) fn renew_rosters(&self) {
+        let now = self.pools.now_ms();
+        let me = self.pools.signer().author().key;
+        for (pool, v) in self.pools.list() {
+            for (id, e) in &v.federation.agreements {
+                let g = &e.agreement;
+                let signer = if g.offer.pool == pool { g.offer.by } else { g.acceptance.by };
+                if signer != me {
+                    continue;
+                }
+                match self
+                    .pools
+                    .with_pool(&hex(&pool), |p| p.renew_roster(self.pools.signer(), id, now))
+                {
+                    Ok(true) => self.pools.wake(),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(pool = %v.charter.name, error = %e, "cannot renew the federation roster")
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Replicator {
+    /// Where `pool`'s off-site copies are: for every partner, the bytes placement gives its
+    /// holders (copies counted) and the bytes they say they hold, asked now.
+    pub async fn offsite_health(&self, pool: Key) -> Result<OffsiteStats, String> {
+        let v = self.pools.view_of(&pool).ok_or("no such pool here")?;
+        let k = v.charter.offsite_replicas as usize;
+        let mut st = OffsiteStats::default();
+        if k == 0 {
+            return Ok(st);
+        }
+        self.refresh_partners(&pool, &v).await;
+        let holders = self.offsite_holders(&pool, &v);
+        for p in lock(&self.partners).values() {
+            if v.federation
+                .agreements
+                .values()
+                .any(|e| e.agreement.partner_of(&pool).map(|x| x.0) == Some(p.pool))
+            {
+                let e = st.partners.entry(p.pool).or_default();
+                e.name = p.name.clone();
+                e.holders = p.holders.len();
+                if let Some(err) = &p.error {
+                    st.error.get_or_insert(format!("partner {}: {err}", p.name));
+                }
+            }
+        }
+        let plain: Vec<Holder> = holders.iter().map(|(_, h)| h.clone()).collect();
+        let agreement_of: HashMap<Key, Key> = holders.iter().map(|(a, h)| (h.node, *a)).collect();
+        let from = self.pool_nodes(&v);
+        let node = self.node()?;
+        let mut want: BTreeMap<Key, Vec<([u8; 32], u32)>> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for (_, oid, po) in v.objects() {
+            let m = match self.manifest(&po.manifest, &from).await {
+                Ok(m) => m,
+                Err(e) => {
+                    st.error.get_or_insert(format!("object {}: {e}", hex(&oid[..8])));
+                    continue;
+                }
+            };
+            let mlen = node.store().blob_len(&ChunkId(po.manifest)).ok().flatten().unwrap_or(0);
+            let blobs = std::iter::once((po.manifest, mlen))
+                .chain(m.blobs.iter().map(|(id, l)| (**id, *l)));
+            for (id, len) in blobs {
+                if seen.insert(id) {
+                    for h in place(&id, &plain, k) {
+                        want.entry(h.node).or_default().push((id, len));
+                    }
+                }
+            }
+        }
+        let member_of: HashMap<Key, Key> =
+            holders.iter().map(|(_, h)| (h.node, h.member)).collect();
+        for (holder, blobs) in want {
+            let partner = member_of[&holder];
+            let placed: u64 = blobs.iter().map(|(_, l)| *l as u64).sum();
+            st.partners.entry(partner).or_default().placed_bytes += placed;
+            let Some(e) = agreement_of.get(&holder).and_then(|a| v.federation.agreements.get(a))
+            else {
+                continue;
+            };
+            let Some(roster) = &e.roster else { continue };
+            let Ok(peer) = EndpointId::from_bytes(&holder) else { continue };
+            let mut held = 0;
+            for batch in blobs.chunks(MAX_OFFSITE_IDS) {
+                let req = FedRequest::Has {
+                    asking: Box::new(self.asking(&e.agreement, roster)),
+                    ids: batch.iter().map(|(id, _)| (*id).into()).collect(),
+                };
+                match ask_fed(node, peer, &req, Duration::from_secs(20)).await {
+                    Ok(FedReply::Has(have)) => {
+                        held += batch
+                            .iter()
+                            .zip(have)
+                            .filter(|(_, h)| *h)
+                            .map(|((_, l), _)| *l as u64)
+                            .sum::<u64>();
+                    }
+                    Ok(FedReply::Refused(why) | FedReply::NotHere(why)) => {
+                        st.error.get_or_insert(format!("{} refused: {why}", peer.fmt_short()));
+                        break;
+                    }
+                    Ok(other) => {
+                        st.error.get_or_insert(format!("{}: {other:?}", peer.fmt_short()));
+                        break;
+                    }
+                    Err(e) => {
+                        st.error.get_or_insert(format!("{} did not answer: {e}", peer.fmt_short()));
+                        break;
+                    }
+                }
+            }
+            st.partners.entry(partner).or_default().held_bytes += held;
+        }
+        Ok(st)
+    }
+}
