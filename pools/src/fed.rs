@@ -22,7 +22,8 @@ use crate::view::Role;
 pub const FED_ALPN: &[u8] = b"kith/fed/1";
 /// Largest request or answer (bytes of CBOR): an agreement is well under 8 KiB, an off-site
 /// `Hold` of [`MAX_OFFSITE_IDS`] blobs about 700 KiB, a roster of 4096 members 140 KiB.
-const MAX_FRAME: usize = 1 << 20;
+/// A sealed copy of a pool's documents is at most [`crate::replica::MAX_SEALED`].
+const MAX_FRAME: usize = crate::replica::MAX_SEALED + (64 << 10);
 /// Acceptances handled at once (each is a few signature checks and, at most, one change).
 const AT_ONCE: usize = 4;
 /// Time for a peer to send its acceptance.
@@ -63,6 +64,38 @@ pub enum FedRequest {
         #[n(1)]
         ids: Vec<ByteArray<32>>,
     },
+    /// Keep this sealed copy of my pool's documents (the newest replaces the last).
+    #[n(5)]
+    Keep {
+        /// Who asks.
+        #[n(0)]
+        asking: Box<Asking>,
+        /// The age-encrypted bundle.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        sealed: Vec<u8>,
+    },
+    /// The sealed copies you keep for pools whose roster names this identity (a restored
+    /// identity finding its pools); signed by the identity over the asking node.
+    #[n(6)]
+    Sealed {
+        /// The identity.
+        #[cbor(n(0), with = "minicbor::bytes")]
+        identity: Key,
+        /// Its signature over the asking node's id.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        sig: Vec<u8>,
+    },
+}
+
+/// A sealed copy of a pool's documents a partner keeps.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct SealedCopy {
+    /// The agreement it is kept under.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub agreement: Key,
+    /// The age-encrypted bundle.
+    #[cbor(n(1), with = "minicbor::bytes")]
+    pub bytes: Vec<u8>,
 }
 
 /// Who asks for off-site service: a member of the partner pool, by its roster and its node's
@@ -120,6 +153,9 @@ pub enum FedReply {
     /// For each blob asked, whether this node holds it for the asking pool.
     #[n(4)]
     Has(#[n(0)] Vec<bool>),
+    /// The sealed copies kept for the asking identity's pools.
+    #[n(5)]
+    Sealed(#[n(0)] Vec<SealedCopy>),
 }
 
 /// The offering side of `kith/fed/1`.

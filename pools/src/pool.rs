@@ -224,6 +224,17 @@ impl Pool {
         Pool::from_doc(SignedDoc::load(bytes, PoolKind::KIND)?)
     }
 
+    /// Reads a pool from another's copy (a sealed copy a partner kept): every change's
+    /// signature verified and every change judged by the rules from the first, as a sync from
+    /// nothing would.
+    pub fn load_judged(bytes: &[u8]) -> Result<Pool, PoolError> {
+        let mut theirs = SignedDoc::load(bytes, PoolKind::KIND)?;
+        let (changes, sigs) = theirs.changes_since(&[]);
+        let mut doc = SignedDoc::empty(*theirs.id());
+        doc.ingest(changes, &sigs, &PoolRules)?;
+        Pool::from_doc(doc)
+    }
+
     /// The pool as bytes.
     pub fn save(&mut self) -> Vec<u8> {
         self.doc.save()

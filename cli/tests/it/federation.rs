@@ -157,7 +157,7 @@ fn offsite(net: &kith_testnet::Testnet, i: usize) -> serde_json::Value {
 }
 
 #[test]
-fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_gets_them_back_after_losing_its_street()
+fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_it_after_losing_every_node()
  {
     use std::time::Duration;
     const CONVERGE: Duration = Duration::from_secs(60);
@@ -223,21 +223,39 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_gets_them_back_a
     let held = o["partners"][0]["held_bytes"].as_u64().unwrap();
     assert!(held < 8 << 20 && held > 2 << 20, "{o}");
 
-    // Ada's machine is lost, then bob's: street has no node left but her restored one (node 4,
-    // which found the pool through bob before he went). Every byte comes back from hill.
-    let kept = net.nodes[1].home.join(format!(
-        "identities/{}.kdoc",
-        net.json(0, &["identity"]).unwrap()["id"].as_str().unwrap()
-    ));
-    net.wait_for(CONVERGE, "bob to keep ada's identity document", |_| Ok(kept.exists())).unwrap();
-    net.share_identity(4, 0).unwrap();
+    // Street loses every node: ada's machine and bob's. Her identity, restored on a fresh
+    // machine (node 4) with only hill's nodes to reach, finds street in the sealed copy hill
+    // keeps (its documents, encrypted to its members' recovery keys), and every byte of her
+    // photos comes back from hill.
+    let sealed = |net: &kith_testnet::Testnet| {
+        [2, 3].iter().any(|i| {
+            std::fs::read_dir(net.nodes[*i].home.join("pools/offsite")).is_ok_and(|rd| {
+                rd.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".sealed"))
+            })
+        })
+    };
+    net.wait_for(CONVERGE, "hill to keep a sealed copy of street", |net| Ok(sealed(net))).unwrap();
+    // She restores from her exported key, keeping the identity key on the new machine (the
+    // sealed copy opens with the identity's recovery key: a device-only import cannot).
+    let export = net.dir().join("ada.age");
+    let out = net.cmd(0).args(["key", "export"]).arg(&export).env("KITH_PASSPHRASE", "pw").output();
+    assert!(out.unwrap().status.success());
     net.kill(0).unwrap();
+    net.kill(1).unwrap();
+    let out = net
+        .cmd(4)
+        .args(["init", "--import"])
+        .arg(&export)
+        .arg("--keep-identity-key")
+        .env("KITH_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     net.start(4).unwrap();
-    net.wait_for(CONVERGE, "ada's new machine to find street", |net| {
+    net.wait_for(CONVERGE, "ada's new machine to find street at hill", |net| {
         Ok(net.json(4, &["pool", "ls"])?.as_array().is_some_and(|a| a.len() == 1))
     })
     .unwrap();
-    net.kill(1).unwrap();
     let back = net.dir().join("photos-back.bin");
     net.kith_ok(4, &["get", &id, "-o", back.to_str().unwrap()]).unwrap();
     assert!(std::fs::read(&back).unwrap() == data, "ada's photos came back different");

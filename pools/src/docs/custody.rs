@@ -250,6 +250,25 @@ impl Pools {
             .unwrap_or_default()
     }
 
+    /// The identity documents this node has of `owners` (its own, and copies it keeps), saved,
+    /// each with its recovery recipient.
+    pub fn identity_docs_of(&self, owners: &[Key]) -> Vec<(Key, Vec<u8>, Option<String>)> {
+        let me = self.signer.author().key;
+        let mut out = Vec::new();
+        if owners.contains(&me)
+            && let Some(d) = self.identity.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+        {
+            out.push((me, d.save(), d.view().recovery));
+        }
+        let mut custody = self.custody.lock().unwrap_or_else(|p| p.into_inner());
+        for o in owners.iter().filter(|o| **o != me) {
+            if let Some(d) = custody.get_mut(o) {
+                out.push((*o, d.save(), d.view().recovery));
+            }
+        }
+        out
+    }
+
     /// The identity documents this node keeps for other members, typed.
     pub fn custody_views(&self) -> Vec<IdentityView> {
         self.custody.lock().unwrap_or_else(|p| p.into_inner()).values().map(|d| d.view()).collect()

@@ -34,7 +34,8 @@ pub use health::{Health, HolderHealth};
 pub use home::SiteKeeper;
 pub use moving::{Destination, Moved, Stayed};
 pub use offsite::{
-    Held, Lent, MAX_OFFSITE_IDS, OffsiteStats, PARTNERS_EVERY, PartnerStats, held_on_disk,
+    Held, Lent, MAX_OFFSITE_IDS, MAX_SEALED, OffsiteStats, PARTNERS_EVERY, PartnerStats,
+    held_on_disk,
 };
 pub use protocol::{MAX_HAS, POOL_ALPN, PoolProtocol, Reply, Request};
 pub use put::{HolderAck, PoolPut};
@@ -151,6 +152,8 @@ pub struct Replicator {
     partners: Mutex<HashMap<Key, offsite::Partner>>,
     /// Off-site copies confirmed, by (holder, blob).
     offsite_confirmed: Mutex<HashMap<(Key, [u8; 32]), std::time::Instant>>,
+    /// Sealed copies sent, by (pool, holder): their digest and when.
+    sealed_sent: Mutex<HashMap<(Key, Key), ([u8; 32], std::time::Instant)>>,
     /// The latest off-site pass's figures, per pool.
     offsite_stats: Mutex<BTreeMap<Key, offsite::OffsiteStats>>,
 }
@@ -193,6 +196,7 @@ impl Replicator {
             partners: Mutex::new(HashMap::new()),
             offsite_confirmed: Mutex::new(HashMap::new()),
             offsite_stats: Mutex::new(BTreeMap::new()),
+            sealed_sent: Mutex::new(HashMap::new()),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -378,6 +382,7 @@ impl Replicator {
                     this.repair_reporting(pool, Some(&w)).await;
                     this.forget_lost_if_due(pool).await;
                     this.offsite(pool).await;
+                    this.share_sealed(pool).await;
                     let st = this.stats(&pool);
                     // At the end of a pass: the blobs this node should hold, and how many it
                     // does (during one, the blobs it fetched of those it lacked).

@@ -30,7 +30,7 @@ use minicbor::bytes::ByteArray;
 
 use super::protocol::node_message;
 use super::{Replicator, lock};
-use crate::fed::{Asking, FedReply, FedRequest, OffsiteHolder, ask_fed};
+use crate::fed::{Asking, FedReply, FedRequest, OffsiteHolder, SealedCopy, ask_fed};
 use crate::placement::{Holder, place};
 use crate::view::PoolView;
 
@@ -45,6 +45,14 @@ pub const MAX_OFFSITE_IDS: usize = 16_384;
 /// How long a confirmation stands before the borrower asks again (a lender that lost its disk
 /// is refilled within this).
 const RECONFIRM: Duration = Duration::from_secs(600);
+/// Largest sealed copy of a pool's documents a partner keeps (the pool document and its
+/// members' identity documents, encrypted).
+pub const MAX_SEALED: usize = 8 << 20;
+/// How often the first node of a pool sends its partners a sealed copy that has not changed.
+const SEAL_EVERY: Duration = Duration::from_secs(600);
+/// How long after sending a sealed copy the next, changed one waits (a busy pool's document
+/// changes every few seconds; its partners get it at most this often).
+const SEAL_AFTER: Duration = Duration::from_secs(30);
 /// One record of a `.held` file: the blob id and its length.
 const RECORD: usize = 36;
 
@@ -142,10 +150,48 @@ impl Lent {
         Ok(())
     }
 
+    /// Keeps the partner's sealed copy of its documents for `agreement`.
+    fn keep_sealed(&self, agreement: &Key, sealed: &[u8]) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let path = self.dir.join(format!("{}.sealed", hex(agreement)));
+        crate::fsutil::write_atomic(&path, sealed).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The sealed copies kept under agreements whose partner's latest roster names `identity`
+    /// (expired or not: a pool that lost every node cannot renew it; the agreement standing is
+    /// checked by the caller), at most `budget` bytes of them.
+    fn sealed_for(
+        &self,
+        identity: &Key,
+        standing: impl Fn(&Key) -> bool,
+        budget: usize,
+    ) -> Vec<SealedCopy> {
+        let agreements: Vec<Key> = self.with(|m| {
+            m.iter()
+                .filter(|(a, h)| {
+                    standing(a) && h.roster.as_ref().is_some_and(|r| r.names(identity))
+                })
+                .map(|(a, _)| *a)
+                .collect()
+        });
+        let mut out = Vec::new();
+        let mut left = budget;
+        for a in agreements {
+            let path = self.dir.join(format!("{}.sealed", hex(&a)));
+            if let Ok(bytes) = std::fs::read(&path)
+                && bytes.len() <= left
+            {
+                left -= bytes.len();
+                out.push(SealedCopy { agreement: a, bytes });
+            }
+        }
+        out
+    }
+
     /// Forgets everything held for `agreement` (it ended): its blobs go at the next `gc`.
     pub fn release(&self, agreement: &Key) -> Result<bool, String> {
         let had = self.with(|m| m.remove(agreement).is_some());
-        for ext in ["held", "roster"] {
+        for ext in ["held", "roster", "sealed"] {
             let p = self.dir.join(format!("{}.{ext}", hex(agreement)));
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
@@ -168,9 +214,10 @@ impl Lent {
     ) -> bool {
         self.with(|m| {
             m.values().any(|h| {
-                h.roster
-                    .as_ref()
-                    .is_some_and(|r| r.names(identity) && now_ms.max(0) as u64 <= r.not_after_ms)
+                // The latest roster, expired or not: a pool whose nodes are all gone cannot
+                // renew it, and its members restore from here (holding more needs one in force).
+                let _ = now_ms;
+                h.roster.as_ref().is_some_and(|r| r.names(identity))
                     && !h.blobs.is_empty()
                     && ids.iter().all(|id| h.blobs.contains_key(id) || !here(id))
             })
@@ -587,7 +634,13 @@ impl Replicator {
         if a.roster.pool != partner {
             return Err("the roster is not the partner's".into());
         }
-        a.roster.check(&ag, now.max(0) as u64).map_err(|e| e.to_string())?;
+        match a.roster.check(&ag, now.max(0) as u64) {
+            Ok(()) => {}
+            // Restoring from here takes the latest roster even once it ran out; holding more
+            // takes one in force.
+            Err(kith_federation::FedError::RosterExpired(_)) if !growing => {}
+            Err(e) => return Err(e.to_string()),
+        }
         if !a.roster.names(&a.identity) {
             return Err("the partner's roster does not name the asking identity".into());
         }
@@ -715,6 +768,34 @@ impl Replicator {
                 Ok(FedReply::Has(
                     blobs.iter().map(|(id, _)| held.blobs.contains_key(&**id)).collect(),
                 ))
+            }
+            FedRequest::Keep { asking, sealed } => {
+                self.check_asking(&peer, &asking, false)?;
+                if sealed.len() > MAX_SEALED {
+                    return Err(format!(
+                        "a sealed copy is at most {}",
+                        crate::fmt::size(MAX_SEALED as u64)
+                    ));
+                }
+                self.lent.keep_sealed(&asking.agreement, &sealed)?;
+                Ok(FedReply::Recorded("kept".into()))
+            }
+            FedRequest::Sealed { identity, sig } => {
+                let node = *peer.as_bytes();
+                if !verify_device(&identity, &node, &node_message(OFFSITE_CONTEXT, &node), &sig) {
+                    return Err("the asking node's proof does not verify".into());
+                }
+                let now = self.pools.now_ms();
+                let views = self.pools.list();
+                let standing = |a: &Key| {
+                    views.iter().any(|(pool, v)| {
+                        v.federation
+                            .agreements
+                            .get(a)
+                            .is_some_and(|e| e.state(pool, now) != "ended")
+                    })
+                };
+                Ok(FedReply::Sealed(self.lent.sealed_for(&identity, standing, MAX_SEALED)))
             }
             _ => Err("not an off-site request".into()),
         }
@@ -868,4 +949,181 @@ impl Replicator {
         }
         Ok(st)
     }
+}
+
+/// What a sealed copy holds: the pool document and its members' identity documents, as saved.
+#[derive(Debug, minicbor::Encode, minicbor::Decode)]
+struct Bundle {
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pool: Vec<u8>,
+    #[n(1)]
+    identities: Vec<minicbor::bytes::ByteVec>,
+}
+
+impl Replicator {
+    /// The first live holder of `pool` (by the placement of the pool's id) sends every partner
+    /// holder a sealed copy of the pool's documents when they changed, or every
+    /// [`SEAL_EVERY`]: encrypted to its active members' recovery keys, so a member who lost
+    /// every node of the pool restores it from a partner with the identity key alone.
+    pub(super) async fn share_sealed(&self, pool: Key) {
+        let Some(v) = self.pools.view_of(&pool) else { return };
+        let me = self.pools.node();
+        if v.charter.offsite_replicas == 0
+            || place(&pool, &self.placement_holders(&v), 1).first().map(|h| h.node) != Some(me)
+        {
+            return;
+        }
+        let Ok(node) = self.node() else { return };
+        let members: Vec<Key> =
+            v.members.keys().filter(|m| v.active(m).is_some()).copied().collect();
+        let docs = self.pools.identity_docs_of(&members);
+        let pool_bytes = match self.pools.with_pool(&hex(&pool), |p| Ok(p.save())) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(pool = %v.charter.name, error = %e, "cannot read the pool to seal it");
+                return;
+            }
+        };
+        let mut h = blake3::Hasher::new();
+        h.update(&pool_bytes);
+        for (_, d, _) in &docs {
+            h.update(d);
+        }
+        let digest = *h.finalize().as_bytes();
+        let targets: Vec<(Key, Agreement, Roster)> = {
+            let parts = lock(&self.partners);
+            self.lending_agreements(&pool, &v)
+                .into_iter()
+                .flat_map(|(ag, r, _)| {
+                    parts
+                        .get(&ag.id())
+                        .map(|p| p.holders.iter().map(|h| *h.node).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |n| (n, ag.clone(), r.clone()))
+                })
+                .collect()
+        };
+        let due: Vec<(Key, Agreement, Roster)> = {
+            let sent = lock(&self.sealed_sent);
+            targets
+                .into_iter()
+                .filter(|(n, _, _)| {
+                    sent.get(&(pool, *n)).is_none_or(|(d, t)| {
+                        (*d != digest && t.elapsed() >= SEAL_AFTER) || t.elapsed() >= SEAL_EVERY
+                    })
+                })
+                .collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        let recipients: Vec<age::x25519::Recipient> =
+            docs.iter().filter_map(|(_, _, r)| r.as_ref()?.parse().ok()).collect();
+        let bundle = Bundle {
+            pool: pool_bytes,
+            identities: docs.into_iter().map(|(_, d, _)| d.into()).collect(),
+        };
+        let sealed = match seal_bundle(&bundle, &recipients) {
+            Ok(s) if s.len() <= MAX_SEALED => s,
+            Ok(s) => {
+                tracing::warn!(pool = %v.charter.name, bytes = s.len(), "the pool's documents are too large to seal for partners");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(pool = %v.charter.name, error = %e, "cannot seal the pool's documents for partners");
+                return;
+            }
+        };
+        for (holder, ag, roster) in due {
+            let Ok(peer) = EndpointId::from_bytes(&holder) else { continue };
+            let req = FedRequest::Keep {
+                asking: Box::new(self.asking(&ag, &roster)),
+                sealed: sealed.clone(),
+            };
+            match ask_fed(node, peer, &req, Duration::from_secs(30)).await {
+                Ok(FedReply::Recorded(_)) => {
+                    lock(&self.sealed_sent).insert((pool, holder), (digest, Instant::now()));
+                }
+                other => {
+                    tracing::info!(peer = %peer.fmt_short(), answer = ?other, "a partner did not keep the sealed copy")
+                }
+            }
+        }
+    }
+
+    /// Asks `peer` (a partner's node, perhaps) for sealed copies of this identity's pools and
+    /// takes those this node lacks (a restored identity whose pools lost every node). Needs
+    /// the identity key (the copies are sealed to its recovery key). How many pools it took.
+    pub(super) async fn take_sealed(&self, peer: EndpointId) -> Result<usize, String> {
+        let Some(key) = crate::datakeys::recovery_key(self.pools.signer()) else { return Ok(0) };
+        let node = self.node()?;
+        let me = self.pools.signer().author().key;
+        let sig = self.pools.signer().sign(&node_message(OFFSITE_CONTEXT, &self.pools.node()));
+        let req = FedRequest::Sealed { identity: me, sig };
+        let copies = match ask_fed(node, peer, &req, Duration::from_secs(30)).await? {
+            FedReply::Sealed(c) => c,
+            other => return Err(format!("{other:?}")),
+        };
+        let mut taken = 0;
+        for c in copies {
+            let bundle = match open_bundle(&c.bytes, &key) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::info!(error = %e, "a sealed copy does not open with this identity");
+                    continue;
+                }
+            };
+            let own = crate::identity::IdentityDoc::id_of(&me);
+            for d in &bundle.identities {
+                if crate::identity::IdentityDoc::load(d).is_ok_and(|x| x.id() == own) {
+                    if let Err(e) = self.pools.merge_identity_doc(d) {
+                        tracing::info!(error = %e, "cannot take this identity's document from a sealed copy");
+                    }
+                }
+            }
+            let pool = crate::pool::Pool::load_judged(&bundle.pool).map_err(|e| e.to_string())?;
+            let id = pool.id();
+            if self.pools.has_pool(&id) || pool.view().active(&me).is_none() {
+                continue;
+            }
+            if !pool.view().federation.agreements.contains_key(&c.agreement) {
+                continue;
+            }
+            self.join_as_device(pool, None).await?;
+            taken += 1;
+            let name = self.pools.view_of(&id).map(|v| v.charter.name.clone()).unwrap_or_default();
+            tracing::info!(pool = %name, peer = %peer.fmt_short(), "found pool {name} of this identity in a sealed copy a federated pool kept, and joined it as a new device");
+        }
+        Ok(taken)
+    }
+}
+
+fn seal_bundle(b: &Bundle, to: &[age::x25519::Recipient]) -> Result<Vec<u8>, String> {
+    if to.is_empty() {
+        return Err("no member lists a recovery recipient".into());
+    }
+    let plain = minicbor::to_vec(b).map_err(|e| e.to_string())?;
+    let enc = age::Encryptor::with_recipients(to.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(plain.len() + 1024);
+    let mut w = enc.wrap_output(&mut out).map_err(|e| e.to_string())?;
+    w.write_all(&plain).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn open_bundle(sealed: &[u8], with: &age::x25519::Identity) -> Result<Bundle, String> {
+    use std::io::Read;
+    if sealed.len() > MAX_SEALED {
+        return Err("too large".into());
+    }
+    let dec = age::Decryptor::new(sealed).map_err(|e| e.to_string())?;
+    let mut plain = Vec::new();
+    dec.decrypt(std::iter::once(with as &dyn age::Identity))
+        .map_err(|e| e.to_string())?
+        .take(MAX_SEALED as u64)
+        .read_to_end(&mut plain)
+        .map_err(|e| e.to_string())?;
+    minicbor::decode(&plain).map_err(|e| format!("a damaged sealed copy: {e}"))
 }

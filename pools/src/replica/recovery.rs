@@ -43,6 +43,17 @@ impl Replicator {
                 }
             };
             lock(&self.asked).insert(peer);
+            // A node that shares no pool with this identity may keep a sealed copy of one for a
+            // federated pool (whose nodes are all gone, perhaps).
+            if ids.is_empty() {
+                match self.take_sealed(peer).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(peer = %peer.fmt_short(), error = %e, "no sealed copies")
+                    }
+                }
+            }
             // Only with a node that shares a pool with this identity or is one of its devices:
             // a stranger would refuse the document (custody is for members) and say so.
             if (!ids.is_empty() || self.pools.is_own_device(peer.as_bytes()))
@@ -77,10 +88,22 @@ impl Replicator {
         let doc = crate::docs::fetch_doc(&endpoint, peer.into(), id, proof.clone())
             .await
             .map_err(|e| e.to_string())?;
-        let mut pool = Pool::from_doc(doc).map_err(|e| e.to_string())?;
+        let pool = Pool::from_doc(doc).map_err(|e| e.to_string())?;
         if pool.id() != id {
             return Err("the peer sent another pool".into());
         }
+        self.join_as_device(pool, Some((peer, proof))).await
+    }
+
+    /// Lists this node in `pool` (a pool of this identity it found: from a member's node
+    /// `from`, or in a sealed copy) and takes the pool in, then tells the pool's nodes.
+    pub(super) async fn join_as_device(
+        &self,
+        mut pool: Pool,
+        from: Option<(EndpointId, crate::docs::Proof)>,
+    ) -> Result<(), String> {
+        let id = pool.id();
+        let proof = from.as_ref().map_or_else(|| self.pools.device_proof(&id), |(_, p)| p.clone());
         let now = self.pools.now_ms();
         pool.offer(self.pools.signer(), &self.pools.node(), &Offer::default(), now)
             .map_err(|e: PoolError| e.to_string())?;
@@ -89,12 +112,15 @@ impl Replicator {
             .with_identity(|d, s, now| d.add_pool(s, &id, &name, now).map(|_| ()))
             .map_err(|e| e.to_string())?;
         self.pools.insert(pool).map_err(|e| e.to_string())?;
-        self.pools.sync_one(id, peer, proof.clone()).await?;
+        let peer = from.as_ref().map(|(p, _)| *p);
+        if let Some(peer) = peer {
+            self.pools.sync_one(id, peer, proof.clone()).await?;
+        }
         // A holder serves this device only once it knows it is a node of the pool: tell every
         // node now (a few seconds each at most), not at their next round, so a `kith
         // get` right after the restore is not refused.
         if let Some(v) = self.pools.view_of(&id) {
-            for n in self.pool_nodes(&v).into_iter().filter(|n| *n != peer) {
+            for n in self.pool_nodes(&v).into_iter().filter(|n| Some(*n) != peer) {
                 let r = tokio::time::timeout(
                     Duration::from_secs(5),
                     self.pools.sync_one(id, n, proof.clone()),
