@@ -125,6 +125,10 @@ pub struct OffsiteHolder {
     /// Bytes it holds for the partner at most.
     #[n(1)]
     pub share: u64,
+    /// How to reach it (a node ticket), when the answering node knows its addresses: the
+    /// partner's nodes are on another LAN, where mDNS does not reach.
+    #[n(2)]
+    pub ticket: Option<String>,
 }
 
 /// What the node answers.

@@ -99,6 +99,15 @@ impl Testnet {
         }
     }
 
+    /// Splits the LAN in two neighbourhoods joined by a shaped router (see [`Lan::split`]);
+    /// namespace testnets only, before the nodes start.
+    pub fn split_lan(&mut self, from: usize, shape: crate::netns::LinkShape) -> Result<()> {
+        match self.lan.as_mut() {
+            Some(lan) => lan.split(from, shape),
+            None => bail!("two neighbourhoods need a namespace testnet"),
+        }
+    }
+
     /// A `kith` command on node `i`'s home (run from the root namespace: the control socket is
     /// a file in the home).
     pub fn cmd(&self, i: usize) -> Command {

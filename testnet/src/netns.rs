@@ -24,6 +24,21 @@ pub struct Lan {
     nodes: Vec<String>,
     ips: Vec<Ipv4Addr>,
     routers: Vec<String>,
+    /// After [`Lan::split`]: the second neighbourhood's bridge, its first node, and the
+    /// router between the two.
+    second: Option<(String, usize, String)>,
+}
+
+/// The second neighbourhood's subnet (after [`Lan::split`]).
+pub const SUBNET2: [u8; 3] = [10, 97, 0];
+
+/// What the router between two neighbourhoods does to the link.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkShape {
+    /// Rate each way (Mbit/s), shaped with `tc tbf`.
+    pub mbit: u32,
+    /// Packets dropped each way, per thousand (nftables `numgen random`).
+    pub loss_permille: u32,
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -79,8 +94,13 @@ impl Lan {
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let switch = format!("kt{pid}x{k}s");
-        let mut lan =
-            Lan { switch: switch.clone(), nodes: Vec::new(), ips: Vec::new(), routers: Vec::new() };
+        let mut lan = Lan {
+            switch: switch.clone(),
+            nodes: Vec::new(),
+            ips: Vec::new(),
+            routers: Vec::new(),
+            second: None,
+        };
         lan.add_ns(&switch)?;
         ip(&["-n", &switch, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &switch, "link", "set", "br0", "up"])?;
@@ -159,6 +179,119 @@ impl Lan {
         Ok(())
     }
 
+    /// Splits the LAN in two neighbourhoods: nodes `from..` move to a second bridge with
+    /// subnet `10.97.0.0/24`, and a router namespace joins the two, shaping the link as
+    /// `shape` says (a slow, lossy link between two streets). Multicast (mDNS) does not cross
+    /// it; unicast does, through the router. Call before the nodes start.
+    pub fn split(&mut self, from: usize, shape: LinkShape) -> Result<()> {
+        if self.second.is_some() || from == 0 || from >= self.nodes.len() {
+            bail!("split once, with nodes on both sides");
+        }
+        let base = self.switch.trim_end_matches('s').to_string();
+        let (switch2, router) = (format!("{base}t"), format!("{base}g"));
+        self.add_ns(&switch2)?;
+        self.add_ns(&router)?;
+        watchdog(&[switch2.clone(), router.clone()])?;
+        ip(&["-n", &switch2, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &switch2, "link", "set", "br0", "up"])?;
+        for (dev, sw, port, addr) in [
+            ("a0", &self.switch, "ra", format!("{}.254/24", dotted(SUBNET))),
+            ("b0", &switch2, "rb", format!("{}.254/24", dotted(SUBNET2))),
+        ] {
+            ip(&[
+                "-n", &router, "link", "add", dev, "type", "veth", "peer", "name", port, "netns",
+                sw,
+            ])?;
+            ip(&["-n", &router, "addr", "add", &addr, "dev", dev])?;
+            ip(&["-n", &router, "link", "set", dev, "up"])?;
+            ip(&["-n", sw, "link", "set", port, "master", "br0"])?;
+            ip(&["-n", sw, "link", "set", port, "up"])?;
+            let rate = format!("{}mbit", shape.mbit);
+            in_ns(
+                &router,
+                "tc",
+                &[
+                    "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", "32kb",
+                    "latency", "200ms",
+                ],
+            )?;
+        }
+        in_ns(&router, "sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+        if shape.loss_permille > 0 {
+            let rules = format!(
+                "table ip kith_loss {{\n  chain drops {{\n    type filter hook forward priority 0;\n    numgen random mod 1000 < {} drop\n  }}\n}}\n",
+                shape.loss_permille
+            );
+            let file =
+                std::env::temp_dir().join(format!("kith-loss-{}-{router}.nft", std::process::id()));
+            std::fs::write(&file, rules)?;
+            let loaded = in_ns(&router, "nft", &["-f", &file.to_string_lossy()]);
+            let _ = std::fs::remove_file(&file);
+            loaded.context("cannot set up packet loss (install nftables)")?;
+        }
+        for i in 0..self.nodes.len() {
+            let node = self.nodes[i].clone();
+            if i >= from {
+                // Its cable moves to the second bridge, with an address there.
+                ip(&["-n", &self.switch, "link", "del", &format!("p{i}")])?;
+                let port = format!("p{i}");
+                ip(&[
+                    "-n", &node, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+                    "netns", &switch2,
+                ])?;
+                let addr = Ipv4Addr::new(SUBNET2[0], SUBNET2[1], SUBNET2[2], (i - from + 1) as u8);
+                ip(&["-n", &node, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+                ip(&["-n", &node, "link", "set", "eth0", "up"])?;
+                ip(&["-n", &switch2, "link", "set", &port, "master", "br0"])?;
+                ip(&["-n", &switch2, "link", "set", &port, "up"])?;
+                ip(&[
+                    "-n",
+                    &node,
+                    "route",
+                    "add",
+                    &format!("{}.0/24", dotted(SUBNET)),
+                    "via",
+                    &format!("{}.254", dotted(SUBNET2)),
+                ])?;
+                self.ips[i] = addr;
+            } else {
+                ip(&[
+                    "-n",
+                    &node,
+                    "route",
+                    "add",
+                    &format!("{}.0/24", dotted(SUBNET2)),
+                    "via",
+                    &format!("{}.254", dotted(SUBNET)),
+                ])?;
+            }
+        }
+        self.routers.push(router.clone());
+        self.routers.push(switch2.clone());
+        self.second = Some((switch2, from, router));
+        Ok(())
+    }
+
+    /// Bytes the router between the neighbourhoods forwarded each way (`a0`: into the first,
+    /// `b0`: into the second), from the interfaces' counters.
+    pub fn link_bytes(&self) -> Result<(u64, u64)> {
+        let Some((_, _, router)) = &self.second else { bail!("the LAN is not split") };
+        let read = |dev: &str| -> Result<u64> {
+            let s = in_ns(router, "cat", &[&format!("/sys/class/net/{dev}/statistics/tx_bytes")])?;
+            Ok(s.trim().parse()?)
+        };
+        Ok((read("a0")?, read("b0")?))
+    }
+
+    /// Cuts the link between the neighbourhoods (`up`: heals it).
+    pub fn set_link(&self, up: bool) -> Result<()> {
+        let Some((_, _, router)) = &self.second else { bail!("the LAN is not split") };
+        for dev in ["a0", "b0"] {
+            ip(&["-n", router, "link", "set", dev, if up { "up" } else { "down" }])?;
+        }
+        Ok(())
+    }
+
     fn add_ns(&mut self, ns: &str) -> Result<()> {
         ip(&["netns", "add", ns])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])
@@ -174,14 +307,22 @@ impl Lan {
         self.ips[i]
     }
 
+    /// The bridge node `i` is on.
+    fn switch_of(&self, i: usize) -> &str {
+        match &self.second {
+            Some((s, from, _)) if i >= *from => s,
+            _ => &self.switch,
+        }
+    }
+
     /// Takes node `i` off the LAN (its cable is pulled).
     pub fn cut(&self, i: usize) -> Result<()> {
-        ip(&["-n", &self.switch, "link", "set", &format!("p{i}"), "down"])
+        ip(&["-n", self.switch_of(i), "link", "set", &format!("p{i}"), "down"])
     }
 
     /// Puts node `i` back on the LAN.
     pub fn heal(&self, i: usize) -> Result<()> {
-        ip(&["-n", &self.switch, "link", "set", &format!("p{i}"), "up"])
+        ip(&["-n", self.switch_of(i), "link", "set", &format!("p{i}"), "up"])
     }
 
     /// Adds delay or loss on node `i`'s link (`tc netem` syntax, e.g. `delay 50ms loss 1%`).
@@ -207,6 +348,10 @@ fn watchdog(names: &[String]) -> Result<()> {
         .spawn()
         .context("cannot start the namespace watchdog (setsid, sh)")?;
     Ok(())
+}
+
+fn dotted(s: [u8; 3]) -> String {
+    format!("{}.{}.{}", s[0], s[1], s[2])
 }
 
 fn lan_ip(i: usize) -> Ipv4Addr {

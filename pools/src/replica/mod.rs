@@ -119,6 +119,9 @@ const FETCH_ROUND: usize = 4096;
 /// Requests served at once.
 const MAX_SERVING: usize = 8;
 
+/// A sealed copy sent to a partner's holder: its digest, and when.
+type SealedSent = ([u8; 32], std::time::Instant);
+
 /// Replication, repair and recovery for this node's pools.
 pub struct Replicator {
     pools: Arc<Pools>,
@@ -153,7 +156,10 @@ pub struct Replicator {
     /// Off-site copies confirmed, by (holder, blob).
     offsite_confirmed: Mutex<HashMap<(Key, [u8; 32]), std::time::Instant>>,
     /// Sealed copies sent, by (pool, holder): their digest and when.
-    sealed_sent: Mutex<HashMap<(Key, Key), ([u8; 32], std::time::Instant)>>,
+    sealed_sent: Mutex<HashMap<(Key, Key), SealedSent>>,
+    /// Agreements whose acceptance or notice this node handed over, and when it last tried.
+    handed_over: Mutex<HashSet<Key>>,
+    hand_over_tried: Mutex<HashMap<Key, std::time::Instant>>,
     /// The latest off-site pass's figures, per pool.
     offsite_stats: Mutex<BTreeMap<Key, offsite::OffsiteStats>>,
 }
@@ -197,6 +203,8 @@ impl Replicator {
             offsite_confirmed: Mutex::new(HashMap::new()),
             offsite_stats: Mutex::new(BTreeMap::new()),
             sealed_sent: Mutex::new(HashMap::new()),
+            handed_over: Mutex::new(HashSet::new()),
+            hand_over_tried: Mutex::new(HashMap::new()),
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -322,6 +330,7 @@ impl Replicator {
                 this.forget_retired();
                 this.renew_rosters();
                 this.release_ended();
+                this.hand_over_federation().await;
                 Ok::<_, std::convert::Infallible>(())
             }
         }));

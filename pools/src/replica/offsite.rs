@@ -372,6 +372,15 @@ impl Replicator {
             for peer in peers {
                 match ask_fed(node, peer, &req, Duration::from_secs(20)).await {
                     Ok(FedReply::Holders { roster, holders }) => {
+                        // The partner's holders may be on another LAN: learn their addresses.
+                        for h in holders.iter().filter(|h| *h.node != self.pools.node()) {
+                            if let Some(t) = h.ticket.as_deref().filter(|t| t.len() <= 2048)
+                                && let Ok(t) = t.parse::<kith_node::net::ticket::NodeTicket>()
+                                && t.id.as_bytes() == &*h.node
+                            {
+                                let _ = node.add_peer(&t).await;
+                            }
+                        }
                         if let Some(r) = roster
                             && r.check(&ag, self.pools.now_ms().max(0) as u64).is_ok()
                             && r.pool == partner
@@ -660,10 +669,23 @@ impl Replicator {
         if total == 0 {
             return Vec::new();
         }
+        let (me, node) = (self.pools.node(), self.node().ok());
+        let peers = node.map(|n| n.peers()).unwrap_or_default();
+        let ticket = |k: &Key| -> Option<String> {
+            let n = node?;
+            if *k == me {
+                return Some(n.ticket().to_string());
+            }
+            let p = peers.iter().find(|p| p.id.as_bytes() == k && !p.addrs.is_empty())?;
+            Some(
+                kith_node::net::ticket::NodeTicket { id: p.id, addrs: p.addrs.clone() }.to_string(),
+            )
+        };
         live.iter()
             .map(|h| OffsiteHolder {
                 node: h.node.into(),
                 share: (lent as u128 * h.weight as u128 / total).min(h.weight as u128) as u64,
+                ticket: ticket(&h.node),
             })
             .filter(|h| h.share > 0)
             .collect()
@@ -1076,10 +1098,10 @@ impl Replicator {
             };
             let own = crate::identity::IdentityDoc::id_of(&me);
             for d in &bundle.identities {
-                if crate::identity::IdentityDoc::load(d).is_ok_and(|x| x.id() == own) {
-                    if let Err(e) = self.pools.merge_identity_doc(d) {
-                        tracing::info!(error = %e, "cannot take this identity's document from a sealed copy");
-                    }
+                if crate::identity::IdentityDoc::load(d).is_ok_and(|x| x.id() == own)
+                    && let Err(e) = self.pools.merge_identity_doc(d)
+                {
+                    tracing::info!(error = %e, "cannot take this identity's document from a sealed copy");
                 }
             }
             let pool = crate::pool::Pool::load_judged(&bundle.pool).map_err(|e| e.to_string())?;
@@ -1126,4 +1148,82 @@ fn open_bundle(sealed: &[u8], with: &age::x25519::Identity) -> Result<Bundle, St
         .read_to_end(&mut plain)
         .map_err(|e| e.to_string())?;
     minicbor::decode(&plain).map_err(|e| format!("a damaged sealed copy: {e}"))
+}
+
+/// How often this node hands a pending acceptance, or a notice its partner has not taken, to
+/// the partner's nodes again.
+const HAND_OVER_EVERY: Duration = Duration::from_secs(20);
+
+impl Replicator {
+    /// Hands over again what the partner has not recorded: this admin's acceptances still
+    /// pending (the offering node was unreachable at `join`), and notices this pool gave that
+    /// the partner's nodes did not take yet. Each at most every [`HAND_OVER_EVERY`], until the
+    /// partner records it (or refuses it for good).
+    pub(super) async fn hand_over_federation(&self) {
+        let Ok(node) = self.node() else { return };
+        let me = self.pools.signer().author().key;
+        let now = self.pools.now_ms();
+        for (pool, v) in self.pools.list() {
+            if v.active(&me).is_none_or(|m| m.role != crate::view::Role::Admin) {
+                continue;
+            }
+            for (id, e) in &v.federation.agreements {
+                let g = &e.agreement;
+                if lock(&self.handed_over).contains(id) {
+                    continue;
+                }
+                let pending = e.state(&pool, now) == "pending" && g.acceptance.by == me;
+                let partner_signer =
+                    if g.offer.pool == pool { g.acceptance.by } else { g.offer.by };
+                let notice = e
+                    .notice
+                    .as_ref()
+                    .filter(|n| e.state(&pool, now) == "leaving" && n.by != partner_signer);
+                let req = if pending {
+                    FedRequest::Accept(Box::new(g.clone()))
+                } else if let Some(n) = notice {
+                    FedRequest::Notice(n.clone())
+                } else {
+                    continue;
+                };
+                let due = lock(&self.hand_over_tried)
+                    .get(id)
+                    .is_none_or(|t| t.elapsed() >= HAND_OVER_EVERY);
+                if !due {
+                    continue;
+                }
+                lock(&self.hand_over_tried).insert(*id, Instant::now());
+                let contacts =
+                    if g.offer.pool == pool { &g.acceptance.contact } else { &g.offer.contact };
+                for c in contacts {
+                    let Ok(t) = c.parse::<kith_node::net::ticket::NodeTicket>() else { continue };
+                    match crate::fed::deliver(node, &t, &req).await {
+                        Ok(FedReply::Recorded(name)) => {
+                            if pending {
+                                let r = self.pools.with_pool(&hex(&pool), |p| {
+                                    p.confirm_agreement(self.pools.signer(), id, now)
+                                });
+                                if let Err(e) = r {
+                                    tracing::warn!(error = %e, "cannot record that the partner took the acceptance");
+                                }
+                                self.pools.wake();
+                                tracing::info!(pool = %v.charter.name, partner = %name, "the partner pool recorded this pool's acceptance: the agreement is active");
+                            } else {
+                                lock(&self.handed_over).insert(*id);
+                                tracing::info!(pool = %v.charter.name, partner = %name, "the partner pool recorded this pool's notice");
+                            }
+                            break;
+                        }
+                        Ok(FedReply::Refused(why)) => {
+                            tracing::warn!(pool = %v.charter.name, why = %why, "the partner pool refused what this pool handed over; it will not be handed over again");
+                            lock(&self.handed_over).insert(*id);
+                            // A refused acceptance stays pending: `kith federation ls` says so.
+                            break;
+                        }
+                        Ok(_) | Err(_) => {}
+                    }
+                }
+            }
+        }
+    }
 }
