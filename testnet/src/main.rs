@@ -114,6 +114,16 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// Federation: two neighbourhoods on two LANs over a 20 Mbit/s link with 0.5% loss; one
+    /// pool keeps an off-site copy at the other, loses its LAN and restores from there.
+    FederationBench {
+        /// Object size in MiB.
+        #[arg(long, default_value_t = 100)]
+        mib: u64,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
     /// Moving: `kith move` of an object between two pools of 3 nodes, against a plain
     /// `put --pool` of as much fresh data into the destination.
     MoveBench {
@@ -272,6 +282,14 @@ fn main() -> Result<()> {
             let f = kith_testnet::compute_bench::run(&sibling_kith(kith)?, seconds)?;
             println!("{}", f.markdown());
             json_line(&f)?;
+        }
+        Cmd::FederationBench { mib, kith } => {
+            let f = kith_testnet::federation_bench::run(&sibling_kith(kith)?, mib)?;
+            println!("{}", kith_testnet::federation_bench::markdown(&f));
+            json_line(&f)?;
+            if !f.identical {
+                anyhow::bail!("the restored object differs from what was put");
+            }
         }
         Cmd::MoveBench { mib, kith } => {
             let f = kith_testnet::moving::run(&sibling_kith(kith)?, mib)?;

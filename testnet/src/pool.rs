@@ -226,7 +226,7 @@ fn converge(kith: &Path, n: usize) -> Result<(usize, f64, u64)> {
     Ok((n, secs, bytes))
 }
 
-fn files_equal(a: &Path, b: &Path) -> Result<bool> {
+pub(crate) fn files_equal(a: &Path, b: &Path) -> Result<bool> {
     use std::io::Read;
     let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
