@@ -435,6 +435,8 @@ pub async fn handle(
                                 holders: p.holders,
                                 placed_bytes: p.placed_bytes,
                                 held_bytes: p.held_bytes,
+                                silent_ms: p.silent_ms,
+                                replaced: p.replaced,
                             })
                             .collect(),
                         // What the holders answered, else what this node's last pass met.

@@ -213,8 +213,19 @@ fn offsite(copies: u64, o: &kith::api::pools::Offsite) {
             let done = (p.held_bytes * 100)
                 .checked_div(p.placed_bytes)
                 .map_or("-".to_string(), |x| format!("{x}%"));
+            let note = match p.silent_ms {
+                Some(ms) if p.replaced => format!(
+                    "  silent {}: past its notice, its copies go to other partners",
+                    fmt::span(ms.max(0) as u64)
+                ),
+                Some(ms) => format!(
+                    "  silent {} (its copies move elsewhere once silent past the notice)",
+                    fmt::span(ms.max(0) as u64)
+                ),
+                None => String::new(),
+            };
             println!(
-                "{:<20}  {:>7}  {:>10}  {:>10}  {:>6}",
+                "{:<20}  {:>7}  {:>10}  {:>10}  {:>6}{note}",
                 p.name,
                 p.holders,
                 fmt::bytes(p.placed_bytes),

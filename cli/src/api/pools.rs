@@ -311,6 +311,12 @@ pub struct OffsitePartner {
     pub placed_bytes: u64,
     /// Of those, bytes they confirmed they hold.
     pub held_bytes: u64,
+    /// How long it has not answered (ms), when it did not answer lately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_ms: Option<i64>,
+    /// Silent past its agreement's notice: its copies are placed with other partners.
+    #[serde(default)]
+    pub replaced: bool,
 }
 
 /// A pool's rules.

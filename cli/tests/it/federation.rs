@@ -362,3 +362,89 @@ fn two_neighbourhoods_joined_by_a_slow_lossy_link_keep_each_others_copies_and_on
     net.kith_ok(6, &["get", &id, "-o", back.to_str().unwrap()]).unwrap();
     assert!(std::fs::read(&back).unwrap() == data, "ada's photos came back different");
 }
+
+/// Street's off-site partners as node 0 shows them, by name.
+fn partners(
+    d: &kith_testnet::inproc::Daemons,
+) -> anyhow::Result<Vec<kith::api::pools::OffsitePartner>> {
+    let v: kith::api::pools::PoolDetail =
+        d.call(0, kith::Request::Pool(kith::PoolReq::Show { pool: "street".into() }))?;
+    Ok(v.offsite.map(|o| o.partners).unwrap_or_default())
+}
+
+#[test]
+fn a_partner_silent_past_its_notice_is_given_up_and_its_copies_go_to_another_partner() {
+    use kith::api::pools::{FedLend, FedTicket, PoolRef};
+    use kith::{PoolReq, Request};
+    use std::time::Duration;
+    const LIMIT: Duration = Duration::from_secs(90);
+    // Street (node 0) keeps one off-site copy with two partners, hill (node 1) and dale
+    // (node 2), each lending 1 GiB on a day's notice. Daemons in this process, on a clock the
+    // test moves.
+    let mut d = kith_testnet::inproc::Daemons::new(3).unwrap();
+    d.start_all().unwrap();
+    for (i, name) in ["street", "hill", "dale"].iter().enumerate() {
+        let create = PoolReq::Create {
+            name: name.to_string(),
+            replicas: Some(1),
+            quota: None,
+            display: Some(format!("admin-{name}")),
+        };
+        let _: PoolRef = d.call(i, Request::Pool(create)).unwrap();
+        let offer = PoolReq::Offer {
+            pool: name.to_string(),
+            storage: "1GiB".into(),
+            egress: None,
+            zone: Some(format!("house-{i}")),
+        };
+        let _: serde_json::Value = d.call(i, Request::Pool(offer)).unwrap();
+    }
+    for (i, partner) in [(1, "hill"), (2, "dale")] {
+        let invite = PoolReq::FedInvite {
+            pool: "street".into(),
+            lend: FedLend::default(),
+            price_storage: String::new(),
+            price_egress: String::new(),
+            term_days: 365,
+            notice_days: 1,
+            expires: "1h".into(),
+        };
+        let t: FedTicket = d.call(0, Request::Pool(invite)).unwrap();
+        let lend = FedLend { storage: "1GiB".into(), ..Default::default() };
+        let join = PoolReq::FedJoin { pool: partner.into(), ticket: t.ticket, lend };
+        let j: FedTicket = d.call(i, Request::Pool(join)).unwrap();
+        assert!(j.recorded_by.is_some(), "{partner}: {:?}", j.not_delivered);
+    }
+    let set =
+        PoolReq::Set { pool: "street".into(), key: "offsite_replicas".into(), value: "1".into() };
+    let _: serde_json::Value = d.call(0, Request::Pool(set)).unwrap();
+    let path = d.dir().join("photos.bin");
+    std::fs::write(&path, crate::util::random_bytes(3 << 20, 5)).unwrap();
+    let _: serde_json::Value =
+        d.call(0, Request::Put { path, pool: Some("street".into()) }).unwrap();
+    // The copy is spread over both partners (rendezvous over their holders).
+    d.wait_for(LIMIT, "both partners to hold their part of street's copy", |d| {
+        let p = partners(d)?;
+        Ok(p.len() == 2 && p.iter().all(|x| x.placed_bytes > 0 && x.held_bytes == x.placed_bytes))
+    })
+    .unwrap();
+
+    // Hill falls silent. Within its notice nothing moves (it may come back); past it, street
+    // gives up on hill and its share goes to dale: the whole copy is at dale again.
+    d.stop(1).unwrap();
+    d.clock.advance(Duration::from_secs(12 * 3600));
+    d.wait_for(LIMIT, "street to see hill silent, not yet given up", |d| {
+        let p = partners(d)?;
+        Ok(p.iter().any(|x| x.name == "hill" && x.silent_ms.is_some() && !x.replaced))
+    })
+    .unwrap();
+    d.clock.advance(Duration::from_secs(13 * 3600));
+    d.wait_for(LIMIT, "hill's share of the copy to move to dale", |d| {
+        let p = partners(d)?;
+        let hill = p.iter().find(|x| x.name == "hill");
+        let dale = p.iter().find(|x| x.name == "dale");
+        Ok(hill.is_some_and(|h| h.replaced && h.placed_bytes == 0)
+            && dale.is_some_and(|x| x.placed_bytes > 3 << 20 && x.held_bytes == x.placed_bytes))
+    })
+    .unwrap();
+}

@@ -38,6 +38,8 @@ use crate::view::PoolView;
 pub(crate) const OFFSITE_CONTEXT: &[u8] = b"kith-offsite-v1";
 /// How often a borrowing node asks its partners for their holders (and rosters).
 pub const PARTNERS_EVERY: Duration = Duration::from_secs(60);
+/// How recent a partner's answer `kith pool show` takes.
+const PARTNERS_FRESH: Duration = Duration::from_secs(5);
 /// How soon a borrowing node asks again a partner that did not answer (or named no holder).
 const PARTNERS_RETRY: Duration = Duration::from_secs(4);
 /// Blobs in one `Hold` or `Has`.
@@ -277,6 +279,24 @@ pub(super) struct Partner {
     pub at: Instant,
     /// Why the last ask failed, if it did.
     pub error: Option<String>,
+    /// When it last answered (ms since the epoch, the pools' clock), since this node started.
+    pub answered_ms: Option<i64>,
+    /// When this node first asked it (the pools' clock): silence is counted from then when it
+    /// never answered.
+    pub first_asked_ms: i64,
+}
+
+impl Partner {
+    /// How long it has not answered (ms), at `now_ms`.
+    pub fn silent_ms(&self, now_ms: i64) -> i64 {
+        now_ms - self.answered_ms.unwrap_or(self.first_asked_ms)
+    }
+}
+
+/// An agreement's notice period (ms): how long a partner may be silent before its copies are
+/// placed elsewhere.
+fn notice_ms(ag: &Agreement) -> i64 {
+    ag.offer.notice_days as i64 * 86_400_000
 }
 
 /// What the last off-site pass of a pool found, per partner pool.
@@ -299,6 +319,10 @@ pub struct PartnerStats {
     pub placed_bytes: u64,
     /// Of those, bytes its nodes confirmed they hold.
     pub held_bytes: u64,
+    /// How long it has not answered (ms), when it did not answer the last time it was asked.
+    pub silent_ms: Option<i64>,
+    /// Whether it has been silent past its agreement's notice: its copies are placed elsewhere.
+    pub replaced: bool,
 }
 
 impl Replicator {
@@ -333,6 +357,11 @@ impl Replicator {
     /// Asks each standing partner for its holders, when not asked for [`PARTNERS_EVERY`]:
     /// the partner's nodes named in the agreement first, then the holders it named last time.
     async fn refresh_partners(&self, pool: &Key, v: &PoolView) {
+        self.refresh_partners_within(pool, v, PARTNERS_EVERY).await
+    }
+
+    /// [`Replicator::refresh_partners`], asking partners whose answer is older than `max_age`.
+    async fn refresh_partners_within(&self, pool: &Key, v: &PoolView, max_age: Duration) {
         let Ok(node) = self.node() else { return };
         for (ag, roster, _) in self.lending_agreements(pool, v) {
             let id = ag.id();
@@ -343,7 +372,7 @@ impl Replicator {
                 let wait = if p.error.is_some() || p.holders.is_empty() || no_roster {
                     PARTNERS_RETRY
                 } else {
-                    PARTNERS_EVERY
+                    max_age
                 };
                 p.at.elapsed() >= wait
             });
@@ -394,16 +423,25 @@ impl Replicator {
                     Err(e) => error = Some(format!("{}: {e}", peer.fmt_short())),
                 }
             }
+            let now = self.pools.now_ms();
             let mut parts = lock(&self.partners);
-            let prev = parts.get(&id).map(|p| p.holders.clone()).unwrap_or_default();
+            let prev = parts.get(&id).cloned();
             parts.insert(
                 id,
                 Partner {
                     pool: partner,
                     name: name.to_string(),
-                    holders: got.clone().unwrap_or(prev),
+                    holders: got.clone().unwrap_or_else(|| {
+                        prev.as_ref().map(|p| p.holders.clone()).unwrap_or_default()
+                    }),
                     at: Instant::now(),
                     error: if got.is_some() { None } else { error },
+                    answered_ms: if got.is_some() {
+                        Some(now)
+                    } else {
+                        prev.as_ref().and_then(|p| p.answered_ms)
+                    },
+                    first_asked_ms: prev.as_ref().map_or(now, |p| p.first_asked_ms),
                 },
             );
         }
@@ -416,8 +454,14 @@ impl Replicator {
         let parts = lock(&self.partners);
         let mut standing = Vec::new();
         let mut leaving = Vec::new();
+        let now = self.pools.now_ms();
         for (ag, _, in_notice) in &ags {
             let Some(p) = parts.get(&ag.id()) else { continue };
+            // A partner silent for longer than the agreement's notice is given up on, as if it
+            // had given notice and left: its copies are placed with the others.
+            if p.silent_ms(now) > notice_ms(ag) {
+                continue;
+            }
             for h in &p.holders {
                 let holder =
                     Holder { node: *h.node, member: p.pool, zone: hex(&p.pool), weight: h.share };
@@ -885,19 +929,20 @@ impl Replicator {
         if k == 0 {
             return Ok(st);
         }
-        self.refresh_partners(&pool, &v).await;
+        // Someone looking at the pool wants it as it is now: partners asked within 5 s.
+        self.refresh_partners_within(&pool, &v, PARTNERS_FRESH).await;
         let holders = self.offsite_holders(&pool, &v);
-        for p in lock(&self.partners).values() {
-            if v.federation
-                .agreements
-                .values()
-                .any(|e| e.agreement.partner_of(&pool).map(|x| x.0) == Some(p.pool))
-            {
+        let now = self.pools.now_ms();
+        for (aid, p) in lock(&self.partners).iter() {
+            if let Some(fe) = v.federation.agreements.get(aid) {
                 let e = st.partners.entry(p.pool).or_default();
                 e.name = p.name.clone();
                 e.holders = p.holders.len();
                 if let Some(err) = &p.error {
                     st.error.get_or_insert(format!("partner {}: {err}", p.name));
+                    let silent = p.silent_ms(now);
+                    e.silent_ms = Some(silent);
+                    e.replaced = silent > notice_ms(&fe.agreement);
                 }
             }
         }
