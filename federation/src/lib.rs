@@ -503,6 +503,8 @@ const ROSTER_CONTEXT: &[u8] = b"kith-federation-roster-v1";
 /// Longest a roster is valid: the partner stops honouring one this long after it was signed
 /// unless a newer one came (the signer's node renews it halfway).
 pub const ROSTER_MS: u64 = 30 * 86_400_000;
+/// How far ahead of the checker's clock a roster may have been signed.
+pub const MAX_SKEW_MS: u64 = 86_400_000;
 /// Most members a roster names.
 pub const MAX_ROSTER: usize = 4096;
 
@@ -603,6 +605,12 @@ impl Roster {
         }
         if self.by != signer {
             return Err(FedError::Forged("roster"));
+        }
+        if self.at_ms > now_ms.saturating_add(MAX_SKEW_MS) {
+            return Err(FedError::Bounds {
+                what: "roster",
+                why: "it was signed in the future (a clock far ahead, or a roster made to outlive its renewals)".into(),
+            });
         }
         if !verify(
             &self.by,

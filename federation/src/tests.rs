@@ -138,6 +138,9 @@ fn a_roster_is_the_capability_the_partner_checks_alone_and_it_runs_out() {
     let mut long = r.clone();
     long.not_after_ms = NOW + 2 * ROSTER_MS;
     assert!(matches!(long.check(&ag, NOW).unwrap_err(), FedError::Bounds { .. }));
+    // Signed in the future, to outlive every renewal: refused.
+    let ahead = Roster::sign(&ada, ag.id(), [1; 32], &[m1], NOW + 30 * DAY, None);
+    assert!(matches!(ahead.check(&ag, NOW).unwrap_err(), FedError::Bounds { .. }));
     // Of another agreement; damaged bytes.
     let other = Roster::sign(&ada, [8; 32], [1; 32], &[m1], NOW, None);
     assert!(other.check(&ag, NOW).is_err());

@@ -260,6 +260,15 @@ impl FedProtocol {
                 .map_err(|_| "no request in time".to_string())?
                 .map_err(|e| e.to_string())?
                 .ok_or("no request")?;
+        // A slot is taken only once a whole request has arrived: idle connections hold none.
+        let Ok(_slot) = self.at_once.clone().try_acquire_owned() else {
+            let busy = FedReply::NotHere(
+                "this node is busy with other federation requests; ask again soon".into(),
+            );
+            frame::write_max(&mut send, &busy, MAX_FRAME).await.map_err(|e| e.to_string())?;
+            let _ = send.finish();
+            return Ok(());
+        };
         let pools = self.clone();
         let reply = match req {
             FedRequest::Accept(_) | FedRequest::Notice(_) => {
@@ -283,10 +292,6 @@ impl FedProtocol {
 impl ProtocolHandler for FedProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let peer = conn.remote_id();
-        let Ok(_slot) = self.at_once.clone().try_acquire_owned() else {
-            conn.close(1u32.into(), b"busy");
-            return Ok(());
-        };
         if let Err(e) = self.serve(&conn).await {
             tracing::info!(peer = %peer.fmt_short(), error = %e, "federation request failed");
         }

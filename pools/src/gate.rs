@@ -84,9 +84,11 @@ impl BlobGate for PoolsGate {
                 return Ok(());
             }
             for (id, v) in pools.holding() {
+                // Only partners that lend this pool storage fetch from it, with a roster in force.
                 let named = v.federation.agreements.iter().any(|(a, e)| {
-                    e.state(&id, now) != "ended"
-                        && self.rep.lent().held(a).roster.is_some_and(|r| {
+                    matches!(e.state(&id, now), "active" | "leaving")
+                        && e.agreement.lending_of(&id).is_some_and(|(_, lent)| lent.storage > 0)
+                        && self.rep.lent().roster(a).is_some_and(|r| {
                             r.names(&p.identity) && now.max(0) as u64 <= r.not_after_ms
                         })
                 });

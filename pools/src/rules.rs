@@ -516,6 +516,9 @@ fn roster_ok(
             "a roster is this pool's, signed and recorded by its signer of the agreement".into()
         );
     }
+    if r.at_ms > (c.time_ms.max(0) as u64).saturating_add(kith_federation::MAX_SKEW_MS) {
+        return Err("a roster is signed at most a day after the change that records it".into());
+    }
     if old.is_some_and(|o| o.at_ms >= r.at_ms) {
         return Err("a roster replaces only an older one".into());
     }

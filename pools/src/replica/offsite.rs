@@ -44,6 +44,8 @@ const PARTNERS_FRESH: Duration = Duration::from_secs(5);
 const PARTNERS_RETRY: Duration = Duration::from_secs(4);
 /// Blobs in one `Hold` or `Has`.
 pub const MAX_OFFSITE_IDS: usize = 16_384;
+/// Blobs a lender fetches before it checks them on disk against their claimed lengths.
+const OFFSITE_ROUND: usize = 256;
 /// How long a confirmation stands before the borrower asks again (a lender that lost its disk
 /// is refilled within this).
 const RECONFIRM: Duration = Duration::from_secs(600);
@@ -63,6 +65,7 @@ const RECORD: usize = 36;
 pub struct Lent {
     dir: PathBuf,
     held: Mutex<Option<HashMap<Key, Held>>>,
+    holds: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// What this node holds for one agreement.
@@ -79,13 +82,37 @@ pub struct Held {
 impl Lent {
     /// What is recorded under `dir`.
     pub fn new(dir: PathBuf) -> Lent {
-        Lent { dir, held: Mutex::new(None) }
+        Lent { dir, held: Mutex::new(None), holds: Mutex::new(HashMap::new()) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<Key, Held>) -> T) -> T {
         let mut g = lock(&self.held);
         let map = g.get_or_insert_with(|| read_dir(&self.dir));
         f(map)
+    }
+
+    /// Whether `id` is held for `agreement`, for each id (no copy of the map is made).
+    pub fn has_many(&self, agreement: &Key, ids: &[[u8; 32]]) -> Vec<bool> {
+        self.with(|m| {
+            let h = m.get(agreement);
+            ids.iter().map(|id| h.is_some_and(|h| h.blobs.contains_key(id))).collect()
+        })
+    }
+
+    /// Bytes held for `agreement`.
+    pub fn bytes(&self, agreement: &Key) -> u64 {
+        self.with(|m| m.get(agreement).map_or(0, |h| h.bytes))
+    }
+
+    /// The partner's latest roster for `agreement`, if one was seen.
+    pub fn roster(&self, agreement: &Key) -> Option<Roster> {
+        self.with(|m| m.get(agreement).and_then(|h| h.roster.clone()))
+    }
+
+    /// The lock that makes `Hold`s of one agreement run one at a time (what is held is
+    /// reckoned before and after each, with no other in between).
+    fn hold_lock(&self, agreement: &Key) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.holds).entry(*agreement).or_default().clone()
     }
 
     /// What is held for `agreement`.
@@ -138,9 +165,17 @@ impl Lent {
             buf.extend_from_slice(id);
             buf.extend_from_slice(&len.to_le_bytes());
         }
-        f.write_all(&buf)
-            .and_then(|_| f.sync_data())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // A torn record left by a failed write or a crash is cut off first, so that what is
+        // appended is read back whole; a write that fails now is cut off the same way.
+        let whole = {
+            let len = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
+            len - len % RECORD as u64
+        };
+        f.set_len(whole).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Err(e) = f.write_all(&buf).and_then(|_| f.sync_data()) {
+            let _ = f.set_len(whole);
+            return Err(format!("{}: {e}", path.display()));
+        }
         self.with(|m| {
             let h = m.entry(*agreement).or_default();
             for (id, len) in new {
@@ -760,14 +795,20 @@ impl Replicator {
                 if ids.len() > MAX_OFFSITE_IDS {
                     return Err(format!("at most {MAX_OFFSITE_IDS} ids per request"));
                 }
-                let held = self.lent.held(&asking.agreement);
-                Ok(FedReply::Has(ids.iter().map(|id| held.blobs.contains_key(&**id)).collect()))
+                let ids: Vec<[u8; 32]> = ids.iter().map(|id| **id).collect();
+                Ok(FedReply::Has(self.lent.has_many(&asking.agreement, &ids)))
             }
             FedRequest::Hold { asking, blobs, from } => {
                 let (_, v, ag, lent) = self.check_asking(&peer, &asking, true)?;
                 if blobs.len() > MAX_OFFSITE_IDS {
                     return Err(format!("at most {MAX_OFFSITE_IDS} blobs per request"));
                 }
+                if blobs.iter().any(|(_, l)| *l == 0 || *l > kith_node::store::pack::MAX_BLOB_BYTES)
+                {
+                    return Err("a blob's length is out of bounds".into());
+                }
+                let turn = self.lent.hold_lock(&ag.id());
+                let _turn = turn.lock().await;
                 let me = self.pools.node();
                 let share = self
                     .shares(&v, lent)
@@ -775,68 +816,96 @@ impl Replicator {
                     .find(|h| *h.node == me)
                     .map(|h| h.share)
                     .ok_or("this node lends no storage to the partner")?;
-                let held = self.lent.held(&ag.id());
+                let held_bytes = self.lent.bytes(&ag.id());
+                let all: Vec<[u8; 32]> = blobs.iter().map(|(id, _)| **id).collect();
+                let known = self.lent.has_many(&ag.id(), &all);
                 let new: Vec<([u8; 32], u32)> = blobs
                     .iter()
-                    .map(|(id, l)| (**id, *l))
-                    .filter(|(id, _)| !held.blobs.contains_key(id))
+                    .zip(&known)
+                    .filter(|(_, k)| !**k)
+                    .map(|((id, l), _)| (**id, *l))
                     .collect();
                 let claimed: u64 = new.iter().map(|(_, l)| *l as u64).sum();
-                if held.bytes + claimed > share {
+                if held_bytes + claimed > share {
                     return Err(format!(
                         "that is more than this node's share of what its pool lends yours ({} held of {}, {} more asked)",
-                        crate::fmt::size(held.bytes),
+                        crate::fmt::size(held_bytes),
                         crate::fmt::size(share),
                         crate::fmt::size(claimed)
                     ));
                 }
                 let node = self.node()?;
-                if !new.is_empty() {
-                    let mut sources = vec![peer];
-                    sources.extend(
-                        from.iter()
-                            .filter_map(|k| EndpointId::from_bytes(k).ok())
-                            .filter(|p| *p != peer),
-                    );
-                    let ids: Vec<ChunkId> = new.iter().map(|(id, _)| ChunkId(*id)).collect();
-                    let what = format!(
-                        "off-site copies for pool {}",
-                        ag.partner_of(&ag.acceptance.pool).map_or("", |(_, n)| n)
-                    );
-                    for round in ids.chunks(super::FETCH_ROUND) {
-                        if let Err(e) = node
-                            .fetch_missing_shared(
-                                &what,
-                                round.to_vec(),
-                                None,
-                                Some(sources.clone()),
-                                None,
-                            )
-                            .await
-                        {
-                            tracing::info!(error = %e, "off-site fetch incomplete");
-                        }
+                // Blobs this node already has for another reason are not taken as the
+                // partner's (serving them would hand out what it was not given).
+                let store = node.store().clone();
+                let ids: Vec<[u8; 32]> = new.iter().map(|(id, _)| *id).collect();
+                let present = tokio::task::spawn_blocking(move || {
+                    ids.iter()
+                        .map(|id| store.has(&ChunkId(*id)).unwrap_or(true))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                let new: Vec<([u8; 32], u32)> =
+                    new.into_iter().zip(present).filter(|(_, p)| !p).map(|(b, _)| b).collect();
+                let mut sources = vec![peer];
+                sources.extend(
+                    from.iter()
+                        .take(8)
+                        .filter_map(|k| EndpointId::from_bytes(k).ok())
+                        .filter(|p| *p != peer),
+                );
+                let what = format!(
+                    "off-site copies for pool {}",
+                    ag.partner_of(&ag.acceptance.pool).map_or("", |(_, n)| n)
+                );
+                let mut total = held_bytes;
+                // In small rounds, each checked on disk against the lengths claimed and the
+                // share before the next: a partner that lies about lengths gets one round.
+                for round in new.chunks(OFFSITE_ROUND) {
+                    let ids: Vec<ChunkId> = round.iter().map(|(id, _)| ChunkId(*id)).collect();
+                    if let Err(e) = node
+                        .fetch_missing_shared(&what, ids, None, Some(sources.clone()), None)
+                        .await
+                    {
+                        tracing::info!(error = %e, "off-site fetch incomplete");
                     }
-                    // What is on disk now, by its real length (not the one claimed).
                     let store = node.store().clone();
+                    let round = round.to_vec();
                     let got = tokio::task::spawn_blocking(move || {
-                        new.iter()
-                            .filter_map(|(id, _)| {
-                                store.blob_len(&ChunkId(*id)).ok().flatten().map(|l| (*id, l))
+                        round
+                            .iter()
+                            .filter_map(|(id, claimed)| {
+                                let l = store.blob_len(&ChunkId(*id)).ok().flatten()?;
+                                Some((*id, l, *claimed))
                             })
                             .collect::<Vec<_>>()
                     })
                     .await
                     .map_err(|e| e.to_string())?;
+                    if got.iter().any(|(_, l, claimed)| l > claimed) {
+                        return Err("a blob is longer than its length said; nothing more is held for this request".into());
+                    }
+                    total += got.iter().map(|(_, l, _)| *l as u64).sum::<u64>();
+                    let got: Vec<([u8; 32], u32)> =
+                        got.into_iter().map(|(id, l, _)| (id, l)).collect();
                     self.lent.add(&ag.id(), &got)?;
+                    if total > share {
+                        return Err(
+                            "that is more than this node's share of what its pool lends yours"
+                                .into(),
+                        );
+                    }
                 }
-                let held = self.lent.held(&ag.id());
-                Ok(FedReply::Has(
-                    blobs.iter().map(|(id, _)| held.blobs.contains_key(&**id)).collect(),
-                ))
+                Ok(FedReply::Has(self.lent.has_many(&ag.id(), &all)))
             }
             FedRequest::Keep { asking, sealed } => {
-                self.check_asking(&peer, &asking, false)?;
+                let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
+                // Replacing the copy a restore depends on takes a roster in force.
+                asking
+                    .roster
+                    .check(&ag, self.pools.now_ms().max(0) as u64)
+                    .map_err(|e| e.to_string())?;
                 if sealed.len() > MAX_SEALED {
                     return Err(format!(
                         "a sealed copy is at most {}",
@@ -1149,15 +1218,36 @@ impl Replicator {
                     tracing::info!(error = %e, "cannot take this identity's document from a sealed copy");
                 }
             }
-            let pool = crate::pool::Pool::load_judged(&bundle.pool).map_err(|e| e.to_string())?;
+            let mut pool = match crate::pool::Pool::load_judged(&bundle.pool) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::info!(error = %e, "a sealed copy's pool document does not check; skipped");
+                    continue;
+                }
+            };
             let id = pool.id();
-            if self.pools.has_pool(&id) || pool.view().active(&me).is_none() {
-                continue;
-            }
             if !pool.view().federation.agreements.contains_key(&c.agreement) {
                 continue;
             }
-            self.join_as_device(pool, None).await?;
+            if self.pools.has_pool(&id) {
+                // Another copy (another holder's, perhaps newer): every change of it is taken
+                // in, judged, so an old copy cannot roll the pool back.
+                let (changes, sigs) = pool.doc_mut().changes_since(&[]);
+                match self.pools.carry_judge(&id, changes, &sigs) {
+                    Ok(j) => {
+                        let _ = self.pools.carry_adopt(&id, j);
+                    }
+                    Err(e) => tracing::info!(error = %e, "a second sealed copy does not merge"),
+                }
+                continue;
+            }
+            if pool.view().active(&me).is_none() {
+                continue;
+            }
+            if let Err(e) = self.join_as_device(pool, None).await {
+                tracing::warn!(error = %e, "cannot take a pool found in a sealed copy");
+                continue;
+            }
             taken += 1;
             let name = self.pools.view_of(&id).map(|v| v.charter.name.clone()).unwrap_or_default();
             tracing::info!(pool = %name, peer = %peer.fmt_short(), "found pool {name} of this identity in a sealed copy a federated pool kept, and joined it as a new device");
@@ -1270,5 +1360,32 @@ impl Replicator {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_record_is_cut_off_before_the_next_append_and_nothing_after_it_is_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let lent = Lent::new(dir.path().to_path_buf());
+        let ag = [7; 32];
+        lent.add(&ag, &[([1; 32], 100), ([2; 32], 200)]).unwrap();
+        // A crash (or a full disk) in the middle of an append leaves part of a record.
+        let path = dir.path().join(format!("{}.held", hex(&ag)));
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[9; 20]).unwrap();
+        drop(f);
+        let again = Lent::new(dir.path().to_path_buf());
+        again.add(&ag, &[([3; 32], 300)]).unwrap();
+        let kept = held_on_disk(dir.path());
+        let want: HashSet<ChunkId> = [[1; 32], [2; 32], [3; 32]].map(ChunkId).into();
+        assert_eq!(kept, want, "every record whole, none shifted");
+        assert_eq!(Lent::new(dir.path().to_path_buf()).bytes(&ag), 600);
+        // Forgetting an agreement removes its files.
+        assert!(again.release(&ag).unwrap());
+        assert!(held_on_disk(dir.path()).is_empty());
     }
 }

@@ -50,7 +50,9 @@ impl Replicator {
                     Ok(n) if n > 0 => continue,
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::debug!(peer = %peer.fmt_short(), error = %e, "no sealed copies")
+                        // Asked again at a later pass (a busy or half-started node).
+                        lock(&self.asked).remove(&peer);
+                        tracing::info!(peer = %peer.fmt_short(), error = %e, "asked for sealed copies of this identity's pools: none taken");
                     }
                 }
             }
