@@ -48,6 +48,42 @@ impl PoolsGate {
         set
     }
 
+    /// Whether `node`, proving it is a device of a federated pool's member named by a roster,
+    /// may have `ids`: what this node holds for that pool (off-site copies, to restore), or,
+    /// when one of this node's pools borrows storage from that pool, what that pool references
+    /// (the partner's holders fetching the copies asked of them).
+    fn partner_may_fetch(
+        &self,
+        holding: &[(Key, crate::PoolView)],
+        node: &Key,
+        proof: Option<&DeviceProof>,
+        ids: &[[u8; 32]],
+    ) -> bool {
+        let Some(p) = proof.filter(|p| {
+            kith_crdt::verify_device(&p.identity, node, &DeviceProof::message(node), &p.sig)
+        }) else {
+            return false;
+        };
+        let now = self.rep.pools().now_ms();
+        if self.rep.partner_may_fetch(&p.identity, ids) {
+            return true;
+        }
+        // Only partners that lend this pool storage fetch from it, with a roster in force.
+        holding.iter().any(|(id, v)| {
+            let named = v.federation.agreements.iter().any(|(a, e)| {
+                matches!(e.state(id, now), "active" | "leaving")
+                    && e.agreement.lending_of(id).is_some_and(|(_, lent)| lent.storage > 0)
+                    && self.rep.lent().roster(a).is_some_and(|r| {
+                        r.names(&p.identity) && now.max(0) as u64 <= r.not_after_ms
+                    })
+            });
+            named && {
+                let set = self.referenced(id, v);
+                ids.iter().all(|b| set.contains(b))
+            }
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Referenced> {
         self.referenced.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -72,39 +108,18 @@ impl BlobGate for PoolsGate {
         if proven && !pools.is_retired_device(&node) {
             return Ok(());
         }
-        // A member of a federated pool, by its roster: what this node holds for that pool
-        // (off-site copies, to restore), or, when this node's pool borrows from that pool,
-        // what this pool references (the partner's holders fetching the copies asked of them).
-        let partner = proof.filter(|p| {
-            kith_crdt::verify_device(&p.identity, &node, &DeviceProof::message(&node), &p.sig)
-        });
-        if let Some(p) = partner {
-            let now = pools.now_ms();
-            if self.rep.partner_may_fetch(&p.identity, ids) {
-                return Ok(());
-            }
-            for (id, v) in pools.holding() {
-                // Only partners that lend this pool storage fetch from it, with a roster in force.
-                let named = v.federation.agreements.iter().any(|(a, e)| {
-                    matches!(e.state(&id, now), "active" | "leaving")
-                        && e.agreement.lending_of(&id).is_some_and(|(_, lent)| lent.storage > 0)
-                        && self.rep.lent().roster(a).is_some_and(|r| {
-                            r.names(&p.identity) && now.max(0) as u64 <= r.not_after_ms
-                        })
-                });
-                if named {
-                    let set = self.referenced(&id, &v);
-                    if ids.iter().all(|b| set.contains(b)) {
-                        return Ok(());
-                    }
-                }
+        let holding = pools.holding();
+        let mut allowed: Vec<Arc<HashSet<[u8; 32]>>> = Vec::new();
+        for (id, v) in &holding {
+            if v.node_owner(&node).is_some() {
+                allowed.push(self.referenced(id, v));
             }
         }
-        let mut allowed: Vec<Arc<HashSet<[u8; 32]>>> = Vec::new();
-        for (id, v) in pools.holding() {
-            if v.node_owner(&node).is_some() {
-                allowed.push(self.referenced(&id, &v));
-            }
+        if !allowed.is_empty() && ids.iter().all(|b| allowed.iter().any(|s| s.contains(b))) {
+            return Ok(());
+        }
+        if self.partner_may_fetch(&holding, &node, proof, ids) {
+            return Ok(());
         }
         if allowed.is_empty() {
             if pools.is_retired_device(&node)
