@@ -425,7 +425,8 @@ pub(crate) enum PoolCommand {
     /// waits before its share is copied elsewhere, such as 10m); audit_every (how often holders
     /// are audited, such as 10m); record_every (how often usage goes into the ledger, such as
     /// 1h); cpu_price (what a reference CPU-hour of members' jobs costs, such as 0.02; 0 counts
-    /// CPU as credit); role:MEMBER (admin or member).
+    /// CPU as credit); offsite_replicas (copies of every chunk kept by federated pools that lend
+    /// this one storage, 0 to 3); role:MEMBER (admin or member).
     Set {
         /// The pool.
         pool: String,
