@@ -326,22 +326,6 @@ pub async fn ask_fed(
 
 /// Hands `req` to the other pool's node `to`: its answer, or why it could not be asked.
 pub async fn deliver(node: &Node, to: &NodeTicket, req: &FedRequest) -> Result<FedReply, String> {
-    let peer: EndpointId = to.id;
     node.add_peer(to).await.map_err(|e| e.to_string())?;
-    let conn =
-        tokio::time::timeout(Duration::from_secs(10), node.endpoint().connect(peer, FED_ALPN))
-            .await
-            .map_err(|_| "connecting timed out".to_string())?
-            .map_err(|e| kith_node::net::connect_error(&peer, e).to_string())?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    frame::write_max(&mut send, req, MAX_FRAME).await.map_err(|e| e.to_string())?;
-    send.finish().map_err(|e| e.to_string())?;
-    let reply: FedReply =
-        tokio::time::timeout(Duration::from_secs(20), frame::read_max(&mut recv, MAX_FRAME))
-            .await
-            .map_err(|_| "no answer in time".to_string())?
-            .map_err(|e| e.to_string())?
-            .ok_or("the node closed the stream without answering")?;
-    conn.close(0u32.into(), b"done");
-    Ok(reply)
+    ask_fed(node, to.id, req, Duration::from_secs(20)).await
 }
