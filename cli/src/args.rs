@@ -43,6 +43,10 @@ pub(crate) enum Command {
         /// 127.0.0.1:9781).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
+        /// Serve federated partners' public sites at NAME.local as their CDN edge (when a
+        /// pool of this node lends its partner CDN: `kith federation invite/join --cdn`).
+        #[arg(long)]
+        cdn: bool,
         /// Read settings from this TOML file [default: HOME/kith.toml, if there is one]
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,

@@ -32,6 +32,8 @@ pub struct FileConfig {
     pub site_cache: Option<String>,
     /// Where to serve Prometheus metrics.
     pub metrics: Option<SocketAddr>,
+    /// Serve federated partners' public sites as their CDN edge.
+    pub cdn: Option<bool>,
 }
 
 /// What the command line says (absent or default flags are `None`, empty or `false`).
@@ -49,6 +51,8 @@ pub struct Flags {
     pub site_cache: Option<String>,
     /// `--metrics`.
     pub metrics: Option<SocketAddr>,
+    /// `--cdn`.
+    pub cdn: bool,
     /// `--config`.
     pub config: Option<PathBuf>,
 }
@@ -127,6 +131,7 @@ impl FileConfig {
             mdns,
             site_cache,
             metrics: flags.metrics.or(self.metrics),
+            cdn: flags.cdn || self.cdn == Some(true),
             ..d
         })
     }
@@ -177,6 +182,10 @@ pub fn example() -> String {
 
 # Serve Prometheus metrics at http://ADDR/metrics; off when absent.
 # metrics = \"127.0.0.1:9781\"
+
+# Serve federated partners' public sites at NAME.local as their CDN edge (when a pool of this
+# node lends its partner CDN: kith federation invite/join --cdn).
+# cdn = false
 "
     )
 }

@@ -48,6 +48,9 @@ pub struct Config {
     pub clock: kith_node::Clock,
     /// Where to serve Prometheus metrics (`None`: nowhere, the default).
     pub metrics: Option<SocketAddr>,
+    /// Serve federated partners' public sites as their CDN edge (when a pool of this node
+    /// lends its partner CDN).
+    pub cdn: bool,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             site_cache: DEFAULT_SITE_CACHE,
             clock: kith_node::Clock::system(),
             metrics: None,
+            cdn: false,
         }
     }
 }
@@ -195,6 +199,9 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     kith_pools::leave::restore_interrupted(&pools);
     let docs = kith_pools::docs::DocsProtocol::new(pools.clone());
     let replicator = kith_pools::replica::Replicator::new(pools.clone());
+    if opts.cdn {
+        replicator.edges().enable();
+    }
     let pool_proto = kith_pools::replica::PoolProtocol::new(replicator.clone());
     let mesh = kith_node::net::mesh::Mesh::new(home.node_key()?.secret().clone());
     // What a stopped daemon left of jobs and dashboard uploads.
@@ -237,6 +244,8 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     let repair_task = tokio::spawn(replicator.clone().run(pools_stop.clone()));
 
     let gateway = kith_hosting::gateway::Gateway::new(pools.clone(), node.clone(), opts.site_cache);
+    let edges = replicator.edges().clone();
+    gateway.serve_edges(edges.clone());
     replicator.set_site_keeper(Arc::new(kith_hosting::gateway::SiteKeeper {
         gateway: gateway.clone(),
         scratch: home.root().join("kept-sites"),
@@ -340,6 +349,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         let pools = ctx.pools.clone().expect("the daemon runs pools");
         tokio::spawn(kith_hosting::gateway::announce(
             pools,
+            edges.clone(),
             m,
             http_addr.port(),
             pools_stop.clone(),

@@ -254,6 +254,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             mdns_iface,
             site_cache,
             metrics,
+            cdn,
             config,
             print_config: false,
         } => {
@@ -265,6 +266,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 mdns_iface,
                 site_cache,
                 metrics,
+                cdn,
                 config,
             };
             let config = file.merge(flags)?;

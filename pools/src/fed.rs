@@ -85,6 +85,9 @@ pub enum FedRequest {
         #[cbor(n(1), with = "minicbor::bytes")]
         sig: Vec<u8>,
     },
+    /// Your pool's public sites as served now (an edge of mine asks: my pool lends yours CDN).
+    #[n(7)]
+    Sites(#[n(0)] Box<Asking>),
 }
 
 /// A sealed copy of a pool's documents a partner keeps.
@@ -160,6 +163,23 @@ pub enum FedReply {
     /// The sealed copies kept for the asking identity's pools.
     #[n(5)]
     Sealed(#[n(0)] Vec<SealedCopy>),
+    /// This pool's public sites, signed by the answering node's identity, which this pool's
+    /// roster names.
+    #[n(6)]
+    Sites {
+        /// This side's roster, if its signer has made one.
+        #[n(0)]
+        roster: Option<Roster>,
+        /// The sites.
+        #[n(1)]
+        heads: Box<crate::replica::SiteHeads>,
+        /// The signing identity.
+        #[cbor(n(2), with = "minicbor::bytes")]
+        identity: Key,
+        /// Its (or its certified device's) signature over the answering node and the sites.
+        #[cbor(n(3), with = "minicbor::bytes")]
+        sig: Vec<u8>,
+    },
 }
 
 /// The offering side of `kith/fed/1`.

@@ -68,14 +68,32 @@ impl PoolsGate {
         if self.rep.partner_may_fetch(&p.identity, ids) {
             return true;
         }
+        let in_force = |a: &Key| {
+            self.rep
+                .lent()
+                .roster(a)
+                .is_some_and(|r| r.names(&p.identity) && now.max(0) as u64 <= r.not_after_ms)
+        };
+        // Edges of a partner that lends this pool CDN fetch its public sites as served now.
+        let edge = holding.iter().any(|(id, v)| {
+            v.federation.agreements.iter().any(|(a, e)| {
+                matches!(e.state(id, now), "active" | "leaving")
+                    && e.agreement.lending_of(id).is_some_and(|(_, lent)| lent.cdn)
+                    && in_force(a)
+            }) && {
+                let set = self.rep.public_site_blobs(v);
+                ids.iter().all(|b| set.contains(b))
+            }
+        });
+        if edge {
+            return true;
+        }
         // Only partners that lend this pool storage fetch from it, with a roster in force.
         holding.iter().any(|(id, v)| {
             let named = v.federation.agreements.iter().any(|(a, e)| {
                 matches!(e.state(id, now), "active" | "leaving")
                     && e.agreement.lending_of(id).is_some_and(|(_, lent)| lent.storage > 0)
-                    && self.rep.lent().roster(a).is_some_and(|r| {
-                        r.names(&p.identity) && now.max(0) as u64 <= r.not_after_ms
-                    })
+                    && in_force(a)
             });
             named && {
                 let set = self.referenced(id, v);

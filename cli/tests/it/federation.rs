@@ -448,3 +448,73 @@ fn a_partner_silent_past_its_notice_is_given_up_and_its_copies_go_to_another_par
     })
     .unwrap();
 }
+
+#[test]
+fn a_partners_cdn_nodes_serve_its_public_site_take_new_versions_and_keep_serving_it_once_its_pool_is_gone()
+ {
+    use std::time::Duration;
+    const CONVERGE: Duration = Duration::from_secs(60);
+    // Street: ada (node 0), who publishes bakery. Hill: bea (node 2, its admin) and cy (node
+    // 3, run with --cdn). Hill lends street CDN.
+    let mut net = testnet(4, kith_testnet::Layout::Loopback);
+    net.nodes[3].up_args.push("--cdn".into());
+    for i in [0, 2, 3] {
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    net.kith_ok(0, &["pool", "create", "street", "--as", "ada"]).unwrap();
+    net.kith_ok(0, &["offer", "street", "--storage", "1GiB"]).unwrap();
+    net.kith_ok(2, &["pool", "create", "hill", "--as", "bea"]).unwrap();
+    let t = net.kith_ok(2, &["pool", "invite"]).unwrap();
+    net.kith_ok(3, &["pool", "join", t.trim(), "--as", "cy"]).unwrap();
+    let offer = net.kith_ok(2, &["federation", "invite", "hill", "--cdn"]).unwrap();
+    net.kith_ok(0, &["federation", "join", "street", offer.trim()]).unwrap();
+
+    // Ada publishes bakery (a page and a 3 MiB picture, several chunks) and club, for
+    // street's members only.
+    let www = net.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write(&www.join("index.html"), b"<h1>Fresh bread</h1>\n");
+    let picture = random_bytes(3 << 20, 21);
+    write(&www.join("loaf.jpg"), &picture);
+    net.kith_ok(0, &["site", "publish", www.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    let club = net.dir().join("club");
+    std::fs::create_dir_all(&club).unwrap();
+    write(&club.join("index.html"), b"members\n");
+    net.kith_ok(0, &["site", "publish", club.to_str().unwrap(), "--name", "club", "--members"])
+        .unwrap();
+
+    // Cy's node serves bakery at bakery.local; bea's (not an edge) does not.
+    let (edge, plain) = (http(&net, 3), http(&net, 2));
+    let page = |path: &str| req(edge, "GET", path, &["Host: bakery.local"]);
+    net.wait_for(CONVERGE, "cy's node to serve street's bakery", |_| {
+        let r = page("/");
+        Ok(r.status == 200 && r.body == b"<h1>Fresh bread</h1>\n")
+    })
+    .unwrap();
+    assert_eq!(req(plain, "GET", "/", &["Host: bakery.local"]).status, 404);
+    assert_eq!(req(edge, "GET", "/", &["Host: club.local"]).status, 404, "members-only served");
+    let r = page("/loaf.jpg");
+    assert!(r.status == 200 && r.body == picture, "the picture came back different");
+
+    // A new version reaches the edge.
+    write(&www.join("index.html"), b"<h1>Fresh bread and buns</h1>\n");
+    net.kith_ok(0, &["site", "publish", www.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    net.wait_for(CONVERGE, "the edge to serve bakery's second version", |_| {
+        Ok(page("/").body == b"<h1>Fresh bread and buns</h1>\n")
+    })
+    .unwrap();
+
+    // Street is gone (its one node): the edge serves the last version, every file, also after
+    // a restart.
+    net.kill(0).unwrap();
+    let r = page("/loaf.jpg");
+    assert!(r.status == 200 && r.body == picture, "the picture is not served with street gone");
+    net.stop(3).unwrap();
+    net.start(3).unwrap();
+    let edge = http(&net, 3);
+    let r = req(edge, "GET", "/", &["Host: bakery.local"]);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"<h1>Fresh bread and buns</h1>\n"[..]));
+    let r = req(edge, "GET", "/loaf.jpg", &["Host: bakery.local"]);
+    assert!(r.status == 200 && r.body == picture, "the picture is not served after a restart");
+}

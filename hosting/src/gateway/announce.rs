@@ -9,15 +9,17 @@ use kith_pools::docs::Pools;
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 
 /// Keeps the names of the sites this node serves announced on mDNS (`NAME.local`, answering
-/// with this node's addresses, HTTP on `port`) until `cancel`, and withdraws them then.
+/// with this node's addresses, HTTP on `port`) until `cancel`, and withdraws them then: its
+/// pools' sites, and the partners' sites it is an edge of.
 pub async fn announce(
     pools: Arc<Pools>,
+    edges: Arc<kith_pools::replica::Edges>,
     mdns: Arc<kith_node::net::mdns::Mdns>,
     port: u16,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        let want: std::collections::BTreeSet<String> = pools
+        let mut want: std::collections::BTreeSet<String> = pools
             .list()
             .iter()
             .flat_map(|(_, v)| {
@@ -29,6 +31,7 @@ pub async fn announce(
                     .collect::<Vec<_>>()
             })
             .collect();
+        want.extend(edges.names());
         let have: std::collections::BTreeSet<String> = mdns.published_names().into_iter().collect();
         for n in want.difference(&have) {
             match mdns.publish_name(n, port) {

@@ -26,7 +26,7 @@ impl Gateway {
         let version = site.served().ok_or_else(|| format!("site `{name}` serves no version"))?;
         let found = Found {
             pool,
-            view: view.clone(),
+            origin: super::Origin::Pool(view.clone()),
             access: site.access,
             version: version.clone(),
             number: site.current,

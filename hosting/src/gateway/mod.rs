@@ -12,13 +12,15 @@ mod serve;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
+use iroh::EndpointId;
 use kith_crdt::{Key, hex};
 use kith_node::ChunkId;
 use kith_node::net::Node;
 use kith_pools::docs::Pools;
+use kith_pools::replica::Edges;
 use kith_pools::{Access, PoolView, SiteVersion};
 
 use crate::site::{ChunkRef, SiteIndex, open_chunk, open_index};
@@ -90,6 +92,8 @@ pub struct Gateway {
     cache: Mutex<Lru>,
     indexes: Mutex<HashMap<Key, Arc<SiteIndex>>>,
     stats: GatewayStats,
+    /// Partners' sites this node serves as their edge (`kith up --cdn`).
+    edges: OnceLock<Arc<Edges>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -102,10 +106,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where a site's content comes from when the store lacks it.
+#[derive(Clone)]
+pub(crate) enum Origin {
+    /// A site of one of this node's pools: the pool's nodes.
+    Pool(Arc<PoolView>),
+    /// A partner's site this node serves as its edge: the partner's nodes that answered.
+    Edge(Arc<[EndpointId]>),
+}
+
 /// A site found by name.
 struct Found {
     pool: Key,
-    view: Arc<PoolView>,
+    origin: Origin,
     access: Access,
     version: SiteVersion,
     /// The version's number.
@@ -131,7 +144,13 @@ impl Gateway {
             }),
             indexes: Mutex::new(HashMap::new()),
             stats: GatewayStats::default(),
+            edges: OnceLock::new(),
         })
+    }
+
+    /// Serves, after this node's own pools' sites, the partners' sites `edges` holds.
+    pub fn serve_edges(&self, edges: Arc<Edges>) {
+        let _ = self.edges.set(edges);
     }
 
     /// Bytes of opened chunks in the cache now.
@@ -145,8 +164,32 @@ impl Gateway {
     }
 
     /// The site of this name in one of this node's pools (the first pool by id that has one),
-    /// at version `pin` if it still has it, else at its current version.
+    /// at version `pin` if it still has it, else at its current version; else a partner's
+    /// site this node is an edge of, at the version it serves.
     fn find(&self, name: &str, pin: Option<u64>) -> Option<Found> {
+        self.find_own(name, pin).or_else(|| {
+            let e = self.edges.get()?.site(name)?;
+            let h = e.head;
+            Some(Found {
+                pool: e.pool,
+                origin: Origin::Edge(e.from.into()),
+                access: Access::Public,
+                version: SiteVersion {
+                    index: h.index,
+                    key: h.key,
+                    len: h.len,
+                    files: h.files,
+                    bytes: h.bytes,
+                    at_ms: h.at_ms,
+                },
+                number: h.number,
+                name: name.to_string(),
+                by_host: false,
+            })
+        })
+    }
+
+    fn find_own(&self, name: &str, pin: Option<u64>) -> Option<Found> {
         self.pools.views().iter().find_map(|(pool, view)| {
             let (pool, view) = (*pool, Arc::clone(view));
             let (_, site) = view.site(name)?;
@@ -156,7 +199,7 @@ impl Gateway {
             let access = site.access;
             Some(Found {
                 pool,
-                view,
+                origin: Origin::Pool(view),
                 access,
                 version,
                 number,
@@ -176,7 +219,7 @@ impl Gateway {
             len: 0,
             stored: 0,
         };
-        let env = self.envelope(&found.view, &r).await?;
+        let env = self.envelope(&found.origin, &r).await?;
         let i = Arc::new(
             open_index(&env, &found.version.key, found.version.len).map_err(|e| e.to_string())?,
         );
@@ -189,7 +232,7 @@ impl Gateway {
     }
 
     async fn chunk(&self, found: &Found, c: &ChunkRef) -> Result<Bytes, String> {
-        let at = GatewayRef { view: found.view.clone(), site: Some(found.name.clone()) };
+        let at = GatewayRef { origin: found.origin.clone(), site: Some(found.name.clone()) };
         self.chunk_for(&at, c).await
     }
 
@@ -201,7 +244,7 @@ impl Gateway {
             }
             return Ok(b);
         }
-        let env = self.envelope(&at.view, c).await?;
+        let env = self.envelope(&at.origin, c).await?;
         let r = c.clone();
         let plain = tokio::task::spawn_blocking(move || open_chunk(&env, &r))
             .await
@@ -212,10 +255,10 @@ impl Gateway {
         Ok(b)
     }
 
-    /// A chunk's envelope: from the store, or fetched (verified) from the pool's nodes into
-    /// memory only (the store keeps what placement gives this node; the cache of opened chunks
-    /// is what keeps fetched content, within its cap).
-    async fn envelope(&self, view: &PoolView, c: &ChunkRef) -> Result<Vec<u8>, String> {
+    /// A chunk's envelope: from the store, or fetched (verified) from the pool's nodes (or
+    /// the partner's, for an edge) into memory only (the store keeps what placement gives this
+    /// node; the cache of opened chunks is what keeps fetched content, within its cap).
+    async fn envelope(&self, origin: &Origin, c: &ChunkRef) -> Result<Vec<u8>, String> {
         let id = ChunkId(*c.id);
         let store = self.node.store().clone();
         let read = move || store.read_blob(&id).map_err(|e| e.to_string());
@@ -225,7 +268,10 @@ impl Gateway {
             self.stats.reads.fetch_add(1, Relaxed);
             return Ok(env);
         }
-        let from = self.pools.nodes_by_recency(view);
+        let from = match origin {
+            Origin::Pool(view) => self.pools.nodes_by_recency(view),
+            Origin::Edge(from) => from.to_vec(),
+        };
         let what = format!("site content {}", hex(&c.id[..8]));
         let blobs =
             self.node.fetch_to_memory(&what, vec![id], from).await.map_err(|e| e.to_string())?;
@@ -236,7 +282,7 @@ impl Gateway {
 }
 
 struct GatewayRef {
-    view: Arc<PoolView>,
+    origin: Origin,
     /// The site the chunk is for (counted), if any.
     site: Option<String>,
 }

@@ -1,11 +1,9 @@
 //! What browser peers read: the public sites with their files, and chunks of them.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use kith_pools::{Access, PoolView};
+use kith_pools::Access;
 
-use super::{Found, Gateway, GatewayRef};
+use super::{Found, Gateway, GatewayRef, Origin};
 use crate::site::{ChunkRef, FileEntry};
 
 impl Gateway {
@@ -24,7 +22,7 @@ impl Gateway {
                 };
                 let found = Found {
                     pool: *pool,
-                    view: view.clone(),
+                    origin: Origin::Pool(view.clone()),
                     access: site.access,
                     version: version.clone(),
                     number: site.current,
@@ -54,22 +52,18 @@ impl Gateway {
         &self,
         site: &str,
         path: &str,
-    ) -> Result<(FileEntry, Arc<PoolView>), String> {
+    ) -> Result<(FileEntry, Origin), String> {
         let found = self.find(site, None).ok_or_else(|| format!("no site `{site}` here"))?;
         if found.access != Access::Public {
             return Err(format!("`{site}` is for the pool's members"));
         }
         let index = self.index(&found).await?;
         let f = index.file(path).ok_or_else(|| format!("`{site}` has no file `{path}`"))?;
-        Ok((f.clone(), found.view))
+        Ok((f.clone(), found.origin))
     }
 
     /// A chunk of a file, opened (from the cache, the store or a peer).
-    pub(crate) async fn chunk_in(
-        &self,
-        view: &Arc<PoolView>,
-        c: &ChunkRef,
-    ) -> Result<Bytes, String> {
-        self.chunk_for(&GatewayRef { view: view.clone(), site: None }, c).await
+    pub(crate) async fn chunk_in(&self, origin: &Origin, c: &ChunkRef) -> Result<Bytes, String> {
+        self.chunk_for(&GatewayRef { origin: origin.clone(), site: None }, c).await
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use kith_crdt::hex;
 use kith_pools::Access;
 
-use super::{Found, Gateway, GatewayRef};
+use super::{Found, Gateway, GatewayRef, Origin};
 use crate::access;
 use crate::http::{PathError, RangeAsk, accepts_gzip, decode_path, none_match, parse_range};
 use crate::site::{ChunkRef, FileEntry};
@@ -109,8 +109,13 @@ impl Gateway {
                 .body("only GET and HEAD\n");
         }
         if found.access == Access::Members
-            && let Err(why) =
-                access::check_request(req, &found.pool, &found.view, self.pools.now_ms() as u64)
+            && let Err(why) = match &found.origin {
+                Origin::Pool(view) => {
+                    access::check_request(req, &found.pool, view, self.pools.now_ms() as u64)
+                        .map_err(|e| e.to_string())
+                }
+                Origin::Edge(_) => Err("an edge serves only public sites".to_string()),
+            }
         {
             return HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"kith members\""))
@@ -311,7 +316,7 @@ impl Gateway {
             },
             None => return b.body(Bytes::new()),
         };
-        let this = GatewayRef { view: found.view.clone(), site: Some(found.name.clone()) };
+        let this = GatewayRef { origin: found.origin.clone(), site: Some(found.name.clone()) };
         let gw = self.clone();
         let rest: Vec<(ChunkRef, usize, usize)> = parts.into_iter().skip(1).collect();
         let stream = n0_future::stream::unfold(

@@ -19,6 +19,7 @@
 
 mod accounting;
 mod audit;
+mod edge;
 mod health;
 mod home;
 mod lost;
@@ -30,6 +31,7 @@ mod reclaim;
 mod recovery;
 mod repair;
 
+pub use edge::{EDGE_EVERY, EdgeSite, EdgeStatus, Edges, MAX_EDGE_BYTES, SiteHead, SiteHeads};
 pub use health::{Health, HolderHealth};
 pub use home::SiteKeeper;
 pub use moving::{Destination, Moved, Stayed};
@@ -162,6 +164,8 @@ pub struct Replicator {
     hand_over_tried: Mutex<HashMap<Key, std::time::Instant>>,
     /// The latest off-site pass's figures, per pool.
     offsite_stats: Mutex<BTreeMap<Key, offsite::OffsiteStats>>,
+    /// What this node serves as an edge of partners' sites (see `edge.rs`).
+    edges: Arc<edge::Edges>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -179,6 +183,7 @@ impl Replicator {
     pub fn new(pools: Arc<Pools>) -> Arc<Replicator> {
         let workers = Workers::with_clock(pools.clock().clone());
         let lent = offsite::Lent::new(pools.dir().join("offsite"));
+        let edges = Arc::new(edge::Edges::new(pools.dir().join("offsite")));
         Arc::new(Replicator {
             pools,
             node: OnceLock::new(),
@@ -205,6 +210,7 @@ impl Replicator {
             sealed_sent: Mutex::new(HashMap::new()),
             handed_over: Mutex::new(HashSet::new()),
             hand_over_tried: Mutex::new(HashMap::new()),
+            edges,
             seed: {
                 use std::hash::{BuildHasher, Hasher};
                 std::collections::hash_map::RandomState::new().build_hasher().finish()
@@ -334,6 +340,24 @@ impl Replicator {
                 Ok::<_, std::convert::Infallible>(())
             }
         }));
+        // An edge of partners' sites (`kith up --cdn`) asks them for new versions every few
+        // seconds.
+        if self.edges.enabled() {
+            let this = self.clone();
+            let edge_pace = Pace { interval: edge::EDGE_EVERY, tranquility: TRANQUILITY };
+            tasks.spawn(self.workers.clone().run(
+                "edge".into(),
+                edge_pace,
+                cancel.clone(),
+                move |_| {
+                    let this = this.clone();
+                    async move {
+                        this.refresh_edges().await;
+                        Ok::<_, std::convert::Infallible>(())
+                    }
+                },
+            ));
+        }
         let this = self.clone();
         tasks.spawn(self.workers.clone().run("reclaim".into(), pace, cancel.clone(), move |_| {
             let this = this.clone();

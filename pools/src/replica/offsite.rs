@@ -362,7 +362,7 @@ pub struct PartnerStats {
 
 impl Replicator {
     /// This node's proof that it asks for its identity, for partners.
-    fn asking(&self, ag: &Agreement, roster: &Roster) -> Asking {
+    pub(super) fn asking(&self, ag: &Agreement, roster: &Roster) -> Asking {
         let node = self.pools.node();
         Asking {
             agreement: ag.id(),
@@ -693,7 +693,7 @@ impl Replicator {
     /// (`growing`: not in notice either), the roster is the partner's and in force and names
     /// the asker's identity, and the asking node is a device of it. The pool's view, the
     /// agreement and what the partner is lent.
-    fn check_asking(
+    pub(super) fn check_asking(
         &self,
         peer: &EndpointId,
         a: &Asking,
@@ -790,6 +790,7 @@ impl Replicator {
                 let _ = pool;
                 Ok(FedReply::Holders { roster, holders: self.shares(&v, lent) })
             }
+            FedRequest::Sites(a) => self.serve_sites(&peer, &a),
             FedRequest::Has { asking, ids } => {
                 self.check_asking(&peer, &asking, false)?;
                 if ids.len() > MAX_OFFSITE_IDS {

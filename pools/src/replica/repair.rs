@@ -193,6 +193,8 @@ impl Replicator {
 pub fn keep_set(pools: &Pools, store: &kith_node::Store) -> (HashSet<ChunkId>, Vec<String>) {
     // What this node holds for federated pools, as recorded on disk.
     let mut keep = super::offsite::held_on_disk(&pools.dir().join("offsite"));
+    // What this node serves as an edge of partners' sites.
+    keep.extend(super::edge::edge_on_disk(&pools.dir().join("offsite")));
     let mut unreadable = Vec::new();
     for (_, v) in pools.holding() {
         for (_, _, po) in v.objects() {

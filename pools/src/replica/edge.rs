@@ -1,0 +1,580 @@
+//! CDN edges (docs/federation.md "CDN edges"): a pool that lends another CDN (`--cdn` in the
+//! agreement) serves the other pool's public sites from those of its nodes that opted in
+//! (`kith up --cdn`), at `NAME.local` on its own LAN.
+//!
+//! - **The origin** (a node of pool A): answers `Sites` with A's public sites as served now
+//!   (name, version, index id and key, manifest id), the answer signed by its identity, which
+//!   A's roster names. Its gate lets the edge's nodes fetch those sites' blobs and no others.
+//! - **The edge** (a node of B run with `--cdn`): every [`EDGE_EVERY`] asks A's nodes; checks
+//!   the answer (A's roster against the agreement in B's own document, the signature over the
+//!   answering node, a signed time newer than the last answer taken); fetches each new
+//!   version's manifest and blobs into its store (each verified by its id, and the manifest
+//!   against the version's index id), and only then serves it. Until a version is whole, the
+//!   last one is served; while the link is down, the last whole versions stay served, also
+//!   after a restart: what is served is recorded in `<pools>/offsite/<agreement>.edge`, and
+//!   `gc` keeps its blobs. A site A takes down leaves the edge at the next answer.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iroh::EndpointId;
+use kith_crdt::{Key, hex, verify_device};
+use kith_federation::{Agreement, Roster};
+use kith_node::ChunkId;
+use kith_node::net::Node;
+use minicbor::bytes::ByteArray;
+
+use super::protocol::node_message;
+use super::{Replicator, lock};
+use crate::fed::{Asking, FedReply, FedRequest, ask_fed};
+use crate::view::{Access, PoolView};
+
+/// How often an edge asks its partners for their sites.
+pub const EDGE_EVERY: Duration = Duration::from_secs(2);
+/// Stored bytes of one partner's sites an edge keeps (every version it serves).
+pub const MAX_EDGE_BYTES: u64 = 4 << 30;
+/// Sites in one answer.
+const MAX_SITES: usize = 256;
+/// Domain separation of an origin's signature over its sites.
+const SITES_CONTEXT: &[u8] = b"kith-sites-v1";
+/// Time for an origin to answer.
+const ASK_LIMIT: Duration = Duration::from_secs(10);
+
+/// One public site as its pool serves it.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct SiteHead {
+    /// Its name.
+    #[n(0)]
+    pub name: String,
+    /// The version served.
+    #[n(1)]
+    pub number: u64,
+    /// The version's index blob (and pool object) id.
+    #[cbor(n(2), with = "minicbor::bytes")]
+    pub index: Key,
+    /// The index's key.
+    #[cbor(n(3), with = "minicbor::bytes")]
+    pub key: Key,
+    /// The index's plaintext length.
+    #[n(4)]
+    pub len: u64,
+    /// Files.
+    #[n(5)]
+    pub files: u64,
+    /// Bytes of content.
+    #[n(6)]
+    pub bytes: u64,
+    /// When the version was published (ms since the epoch).
+    #[n(7)]
+    pub at_ms: i64,
+    /// The id of the manifest listing the version's blobs.
+    #[cbor(n(8), with = "minicbor::bytes")]
+    pub manifest: Key,
+}
+
+/// An origin's public sites at a time: what it signs.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct SiteHeads {
+    /// The agreement.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pub agreement: Key,
+    /// The origin's pool.
+    #[cbor(n(1), with = "minicbor::bytes")]
+    pub pool: Key,
+    /// When the origin answered (ms since the epoch, its clock).
+    #[n(2)]
+    pub at_ms: i64,
+    /// The sites.
+    #[n(3)]
+    pub heads: Vec<SiteHead>,
+}
+
+/// What the origin's node signs: the answering node and the sites.
+fn sites_message(node: &Key, heads: &SiteHeads) -> Vec<u8> {
+    let mut m = node_message(SITES_CONTEXT, node);
+    m.extend(minicbor::to_vec(heads).unwrap_or_default());
+    m
+}
+
+/// Whether `name` is one DNS label as site names are (the origin's rules checked it; an edge
+/// does not trust that).
+fn label_ok(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// What an edge serves for one agreement, as on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+struct EdgeFile {
+    /// The partner (origin) pool.
+    #[cbor(n(0), with = "minicbor::bytes")]
+    pool: Key,
+    /// Its name.
+    #[n(1)]
+    pool_name: String,
+    /// The signed time of the last answer taken.
+    #[n(2)]
+    at_ms: i64,
+    /// The versions served (each whole in the store).
+    #[n(3)]
+    heads: Vec<SiteHead>,
+    /// Their manifests and blobs.
+    #[n(4)]
+    blobs: Vec<ByteArray<32>>,
+}
+
+/// A partner's site this edge serves.
+#[derive(Debug, Clone)]
+pub struct EdgeSite {
+    /// The partner pool.
+    pub pool: Key,
+    /// Its name.
+    pub pool_name: String,
+    /// The version.
+    pub head: SiteHead,
+    /// The partner's nodes that answered last (to fetch what the store lacks).
+    pub from: Vec<EndpointId>,
+}
+
+/// How one partner's edge stands, for `kith pool show`.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeStatus {
+    /// The partner pool's name.
+    pub pool_name: String,
+    /// Sites served and their versions.
+    pub sites: Vec<(String, u64)>,
+    /// Stored bytes kept for them.
+    pub bytes: u64,
+    /// Why the last ask or fetch failed, if it did.
+    pub error: Option<String>,
+}
+
+/// What this node serves as an edge, by agreement.
+#[derive(Debug)]
+pub struct Edges {
+    dir: PathBuf,
+    on: AtomicBool,
+    files: Mutex<Option<HashMap<Key, EdgeFile>>>,
+    origins: Mutex<HashMap<Key, Vec<EndpointId>>>,
+    status: Mutex<HashMap<Key, EdgeStatus>>,
+}
+
+impl Edges {
+    /// What is recorded under `dir`.
+    pub fn new(dir: PathBuf) -> Edges {
+        Edges {
+            dir,
+            on: AtomicBool::new(false),
+            files: Mutex::new(None),
+            origins: Mutex::new(HashMap::new()),
+            status: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Makes this node an edge for partners that are lent CDN (`kith up --cdn`).
+    pub fn enable(&self) {
+        self.on.store(true, Relaxed);
+    }
+
+    /// Whether this node serves as an edge.
+    pub fn enabled(&self) -> bool {
+        self.on.load(Relaxed)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Key, EdgeFile>) -> T) -> T {
+        let mut g = lock(&self.files);
+        f(g.get_or_insert_with(|| read_dir(&self.dir)))
+    }
+
+    /// The partner's site served under `name`, if this node is an edge serving one (the
+    /// first agreement by id that has it).
+    pub fn site(&self, name: &str) -> Option<EdgeSite> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut found = self.with(|m| {
+            let mut ags: Vec<&Key> = m.keys().collect();
+            ags.sort();
+            ags.into_iter().find_map(|a| {
+                let f = &m[a];
+                let h = f.heads.iter().find(|h| h.name == name)?;
+                Some((
+                    *a,
+                    EdgeSite {
+                        pool: f.pool,
+                        pool_name: f.pool_name.clone(),
+                        head: h.clone(),
+                        from: Vec::new(),
+                    },
+                ))
+            })
+        })?;
+        found.1.from = lock(&self.origins).get(&found.0).cloned().unwrap_or_default();
+        Some(found.1)
+    }
+
+    /// The names of the partners' sites this node serves.
+    pub fn names(&self) -> Vec<String> {
+        if !self.enabled() {
+            return Vec::new();
+        }
+        self.with(|m| m.values().flat_map(|f| f.heads.iter().map(|h| h.name.clone())).collect())
+    }
+
+    /// How the edge stands for each agreement of `pool`'s (for `kith pool show`).
+    pub fn status(&self) -> HashMap<Key, EdgeStatus> {
+        lock(&self.status).clone()
+    }
+
+    fn set_status(&self, agreement: &Key, f: impl FnOnce(&mut EdgeStatus)) {
+        f(lock(&self.status).entry(*agreement).or_default())
+    }
+
+    fn file(&self, agreement: &Key) -> EdgeFile {
+        self.with(|m| m.get(agreement).cloned().unwrap_or_default())
+    }
+
+    /// Records what is served for `agreement` (on disk first).
+    fn keep(&self, agreement: &Key, f: EdgeFile) -> Result<(), String> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        let bytes = minicbor::to_vec(&f).map_err(|e| e.to_string())?;
+        crate::fsutil::write_atomic(&edge_path(&self.dir, agreement), &bytes)
+            .map_err(|e| format!("cannot record the edge's sites: {e}"))?;
+        self.with(|m| m.insert(*agreement, f));
+        Ok(())
+    }
+
+    /// Forgets every agreement not in `standing` (ended, or no longer lending CDN): its sites
+    /// are no longer served, and `gc` takes their blobs.
+    fn retain(&self, standing: &HashSet<Key>) {
+        let gone: Vec<Key> = self.with(|m| {
+            let gone: Vec<Key> = m.keys().filter(|a| !standing.contains(*a)).copied().collect();
+            for a in &gone {
+                m.remove(a);
+            }
+            gone
+        });
+        for a in gone {
+            let _ = std::fs::remove_file(edge_path(&self.dir, &a));
+            lock(&self.status).remove(&a);
+            tracing::info!(agreement = %hex(&a[..8]), "no longer an edge under this agreement");
+        }
+    }
+}
+
+fn edge_path(dir: &Path, agreement: &Key) -> PathBuf {
+    dir.join(format!("{}.edge", hex(agreement)))
+}
+
+fn read_dir(dir: &Path) -> HashMap<Key, EdgeFile> {
+    let mut out = HashMap::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".edge") else { continue };
+        let Some(ag) = crate::view::parse_key(stem) else { continue };
+        // Written whole (atomically): a file that does not decode is not ours, and ignored.
+        match std::fs::read(e.path()).map(|b| minicbor::decode::<EdgeFile>(&b).map_err(|_| ())) {
+            Ok(Ok(f)) => {
+                out.insert(ag, f);
+            }
+            _ => tracing::warn!(file = %e.path().display(), "an edge record that does not read"),
+        }
+    }
+    out
+}
+
+/// Every blob an edge keeps under `dir` (for `gc`'s keep set).
+pub fn edge_on_disk(dir: &Path) -> HashSet<ChunkId> {
+    read_dir(dir).values().flat_map(|f| f.blobs.iter().map(|b| ChunkId(**b))).collect()
+}
+
+/// The public sites of `v` as served now, with their manifests.
+fn public_heads(v: &PoolView) -> Vec<SiteHead> {
+    let manifests: HashMap<&Key, &Key> = v.objects().map(|(_, o, po)| (o, &po.manifest)).collect();
+    let mut out = Vec::new();
+    for (owner, name, site) in v.sites() {
+        let winner = v.site(name).is_some_and(|(o, _)| o == *owner);
+        let Some(ver) = site.served().filter(|_| winner && site.access == Access::Public) else {
+            continue;
+        };
+        let Some(manifest) = manifests.get(&ver.index) else { continue };
+        out.push(SiteHead {
+            name: name.clone(),
+            number: site.current,
+            index: ver.index,
+            key: ver.key,
+            len: ver.len,
+            files: ver.files,
+            bytes: ver.bytes,
+            at_ms: ver.at_ms,
+            manifest: **manifest,
+        });
+    }
+    out.truncate(MAX_SITES);
+    out
+}
+
+impl Replicator {
+    /// What this node serves as an edge.
+    pub fn edges(&self) -> &Arc<Edges> {
+        &self.edges
+    }
+
+    /// The blobs of `v`'s public sites as served now: their manifests and what they list.
+    pub(crate) fn public_site_blobs(&self, v: &PoolView) -> HashSet<[u8; 32]> {
+        let mut set = HashSet::new();
+        for h in public_heads(v) {
+            set.insert(h.manifest);
+            if let Some(m) = self.manifest_here(&h.manifest) {
+                set.extend(m.blobs.iter().map(|(b, _)| **b));
+            }
+        }
+        set
+    }
+
+    /// Answers an edge's `Sites`: this pool's public sites, signed, when the asking pool lends
+    /// this one CDN.
+    pub(super) fn serve_sites(&self, peer: &EndpointId, a: &Asking) -> Result<FedReply, String> {
+        let (pool, v, ag, _) = self.check_asking(peer, a, false)?;
+        if !ag.lending_of(&pool).is_some_and(|(_, lent)| lent.cdn) {
+            return Err(format!(
+                "the agreement between {} and {} lends pool {} no CDN",
+                ag.offer.pool_name, ag.acceptance.pool_name, v.charter.name
+            ));
+        }
+        let heads = SiteHeads {
+            agreement: ag.id(),
+            pool,
+            at_ms: self.pools.now_ms(),
+            heads: public_heads(&v),
+        };
+        let roster = v.federation.agreements.get(&ag.id()).and_then(|e| e.roster.clone());
+        let sig = self.pools.signer().sign(&sites_message(&self.pools.node(), &heads));
+        Ok(FedReply::Sites {
+            roster,
+            heads: Box::new(heads),
+            identity: self.pools.signer().author().key,
+            sig,
+        })
+    }
+
+    /// As an edge: asks every partner lent CDN by one of this node's pools for its sites and
+    /// takes the new versions (see the module's notes).
+    pub(super) async fn refresh_edges(&self) {
+        if !self.edges.enabled() {
+            return;
+        }
+        let Ok(node) = self.node() else { return };
+        let now = self.pools.now_ms();
+        let mut standing = HashSet::new();
+        for (pool, v) in self.pools.list() {
+            for e in v.federation.agreements.values() {
+                let ag = &e.agreement;
+                let lends_cdn = ag.lending_of(&pool).is_some_and(|(lends, _)| lends.cdn);
+                if !lends_cdn || !matches!(e.state(&pool, now), "active" | "leaving") {
+                    continue;
+                }
+                let Some(roster) = &e.roster else { continue };
+                let id = ag.id();
+                standing.insert(id);
+                let result = self.refresh_edge(node, &pool, ag, roster).await;
+                self.edges.set_status(&id, |s| s.error = result.err());
+            }
+        }
+        self.edges.retain(&standing);
+    }
+
+    async fn refresh_edge(
+        &self,
+        node: &Arc<Node>,
+        pool: &Key,
+        ag: &Agreement,
+        roster: &Roster,
+    ) -> Result<(), String> {
+        let id = ag.id();
+        let (partner, partner_name) = ag.partner_of(pool).ok_or("not this pool's agreement")?;
+        let mut peers = lock(&self.edges.origins).get(&id).cloned().unwrap_or_default();
+        let contact =
+            if ag.offer.pool == partner { &ag.offer.contact } else { &ag.acceptance.contact };
+        for t in contact.iter().filter_map(|t| t.parse::<kith_node::net::ticket::NodeTicket>().ok())
+        {
+            if !peers.contains(&t.id) {
+                let _ = node.add_peer(&t).await;
+                peers.push(t.id);
+            }
+        }
+        let req = FedRequest::Sites(Box::new(self.asking(ag, roster)));
+        let mut error = format!("no node of pool {partner_name} is known");
+        for (i, peer) in peers.iter().enumerate() {
+            match ask_fed(node, *peer, &req, ASK_LIMIT).await {
+                Ok(FedReply::Sites { roster: theirs, heads, identity, sig }) => {
+                    self.check_sites(ag, partner, peer, theirs.as_ref(), &heads, &identity, &sig)?;
+                    // Who answered is asked first next time.
+                    let mut order = peers.clone();
+                    order.swap(0, i);
+                    lock(&self.edges.origins).insert(id, order.clone());
+                    return self.take_sites(node, &id, partner_name, *heads, &order).await;
+                }
+                Ok(FedReply::Refused(why)) => error = format!("pool {partner_name} refused: {why}"),
+                Ok(other) => error = format!("{}: {other:?}", peer.fmt_short()),
+                Err(e) => error = format!("{}: {e}", peer.fmt_short()),
+            }
+        }
+        Err(error)
+    }
+
+    /// Checks an origin's answer: its pool's roster in force for the agreement names the
+    /// signing identity, which signed over the answering node; the sites are the agreement's
+    /// partner's, not from the future, not older than the last answer taken.
+    #[allow(clippy::too_many_arguments)]
+    fn check_sites(
+        &self,
+        ag: &Agreement,
+        partner: Key,
+        peer: &EndpointId,
+        roster: Option<&Roster>,
+        heads: &SiteHeads,
+        identity: &Key,
+        sig: &[u8],
+    ) -> Result<(), String> {
+        let now = self.pools.now_ms();
+        let roster = roster.ok_or("the partner's answer carries no roster")?;
+        roster.check(ag, now.max(0) as u64).map_err(|e| e.to_string())?;
+        if roster.pool != partner || heads.pool != partner || heads.agreement != ag.id() {
+            return Err("the partner's sites are not of this agreement".into());
+        }
+        if !roster.names(identity) {
+            return Err("the partner's roster does not name the identity that signed".into());
+        }
+        if !verify_device(identity, peer.as_bytes(), &sites_message(peer.as_bytes(), heads), sig) {
+            return Err("the partner's signature over its sites does not verify".into());
+        }
+        if heads.at_ms > now.saturating_add(kith_federation::MAX_SKEW_MS as i64) {
+            return Err("the partner's answer is dated in the future".into());
+        }
+        if heads.heads.len() > MAX_SITES {
+            return Err(format!("more than {MAX_SITES} sites in one answer"));
+        }
+        if heads.at_ms < self.edges.file(&ag.id()).at_ms {
+            return Err("an answer older than the last one taken (replayed?)".into());
+        }
+        Ok(())
+    }
+
+    /// Fetches what each new version lacks into the store and serves it once whole; a version
+    /// that cannot be had whole leaves its site at the version served before.
+    async fn take_sites(
+        &self,
+        node: &Arc<Node>,
+        agreement: &Key,
+        partner_name: &str,
+        heads: SiteHeads,
+        from: &[EndpointId],
+    ) -> Result<(), String> {
+        let old = self.edges.file(agreement);
+        let mut served = Vec::new();
+        let mut blobs: Vec<ByteArray<32>> = Vec::new();
+        let mut bytes = 0u64;
+        let mut problems = Vec::new();
+        for h in heads.heads.iter().filter(|h| label_ok(&h.name)) {
+            let got = self.fetch_version(node, h, from, MAX_EDGE_BYTES - bytes).await;
+            let (head, list) = match got {
+                Ok(list) => (h.clone(), list),
+                Err(e) => {
+                    problems.push(format!("{} v{}: {e}", h.name, h.number));
+                    // The version served before, if it is still whole here.
+                    let Some(prev) = old.heads.iter().find(|o| o.name == h.name) else {
+                        continue;
+                    };
+                    match self.whole_here(node, prev).await {
+                        Some(list) => (prev.clone(), list),
+                        None => continue,
+                    }
+                }
+            };
+            bytes += list.iter().map(|(_, len)| *len as u64).sum::<u64>();
+            blobs.push(head.manifest.into());
+            blobs.extend(list.iter().map(|(b, _)| *b));
+            served.push(head);
+        }
+        let file = EdgeFile {
+            pool: heads.pool,
+            pool_name: partner_name.to_string(),
+            at_ms: heads.at_ms,
+            heads: served,
+            blobs,
+        };
+        if file.heads != old.heads || file.pool_name != old.pool_name {
+            for h in file.heads.iter().filter(|h| !old.heads.contains(h)) {
+                tracing::info!(site = %h.name, version = h.number, pool = partner_name,
+                    "serving a partner's site as its edge");
+            }
+            self.edges.keep(agreement, file.clone())?;
+        } else {
+            // Only the time: kept in memory (the file's time matters only against replays
+            // within one run; an older answer after a restart changes nothing served).
+            self.edges.with(|m| m.insert(*agreement, file.clone()));
+        }
+        self.edges.set_status(agreement, |s| {
+            s.pool_name = partner_name.to_string();
+            s.sites = file.heads.iter().map(|h| (h.name.clone(), h.number)).collect();
+            s.bytes = bytes;
+        });
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+
+    /// The blobs of `h` (with their lengths), fetched into the store if lacking, within
+    /// `budget` stored bytes.
+    async fn fetch_version(
+        &self,
+        node: &Arc<Node>,
+        h: &SiteHead,
+        from: &[EndpointId],
+        budget: u64,
+    ) -> Result<Vec<(ByteArray<32>, u32)>, String> {
+        if let Some(list) = self.whole_here(node, h).await {
+            return Ok(list);
+        }
+        let what = format!("site {} of a partner", h.name);
+        let mid = ChunkId(h.manifest);
+        node.fetch_missing_from(&what, vec![mid], None, Some(from.to_vec()), None)
+            .await
+            .map_err(|e| format!("its manifest: {e}"))?;
+        let m = self.manifest_here(&h.manifest).ok_or("its manifest does not read")?;
+        if *m.object != h.index {
+            return Err("its manifest is of another object".into());
+        }
+        let total: u64 = m.blobs.iter().map(|(_, len)| *len as u64).sum();
+        if total > budget {
+            return Err(format!(
+                "{total} bytes; an edge keeps at most {MAX_EDGE_BYTES} bytes of a partner's sites"
+            ));
+        }
+        let ids: Vec<ChunkId> = m.blobs.iter().map(|(b, _)| ChunkId(**b)).collect();
+        node.fetch_missing_from(&what, ids, None, Some(from.to_vec()), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.whole_here(node, h).await.ok_or_else(|| "not every blob arrived".to_string())
+    }
+
+    /// The blobs of `h` if its manifest and every blob are in the store.
+    async fn whole_here(
+        &self,
+        node: &Arc<Node>,
+        h: &SiteHead,
+    ) -> Option<Vec<(ByteArray<32>, u32)>> {
+        let m = self.manifest_here(&h.manifest)?;
+        if *m.object != h.index {
+            return None;
+        }
+        let ids: Vec<[u8; 32]> = m.blobs.iter().map(|(b, _)| **b).collect();
+        let here = super::protocol::held_locally(node.store().clone(), ids).await.ok()?;
+        here.iter().all(|h| *h).then(|| m.blobs.clone())
+    }
+}
