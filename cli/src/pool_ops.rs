@@ -445,6 +445,19 @@ pub async fn handle(
                     Err(e) => crate::api::pools::Offsite { error: Some(e), ..Default::default() },
                 });
             }
+            let edges = rep.edges().status();
+            out.edges = v
+                .federation
+                .agreements
+                .keys()
+                .filter_map(|a| edges.get(a))
+                .map(|s| crate::api::pools::EdgeServed {
+                    partner: s.pool_name.clone(),
+                    sites: s.sites.clone(),
+                    bytes: s.bytes,
+                    error: s.error.clone(),
+                })
+                .collect();
             answer(out)
         }
         PoolReq::LeavePlan { pool } => {
@@ -865,6 +878,7 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
         replication: None,
         repair: None,
         offsite: None,
+        edges: Vec::new(),
     }
 }
 

@@ -105,6 +105,9 @@ pub fn pool(v: &PoolDetail) -> Result<ExitCode> {
     if let Some(o) = &v.offsite {
         offsite(c.offsite_replicas, o);
     }
+    if !v.edges.is_empty() {
+        edges(&v.edges);
+    }
     audits(v);
     runners(v);
     if !v.rejected_changes.is_empty() {
@@ -196,6 +199,24 @@ fn objects(v: &PoolDetail) {
             o.owner_name,
             fmt::time(o.at_ms.max(0) as u64)
         );
+    }
+}
+
+fn edges(edges: &[kith::api::pools::EdgeServed]) {
+    println!();
+    println!("cdn edge  this node serves partners' public sites at NAME.local (kith up --cdn)");
+    println!("{:<20}  {:<24}  {:>7}  {:>10}", "PARTNER", "SITE", "VERSION", "KEPT");
+    for e in edges {
+        if e.sites.is_empty() {
+            println!("{:<20}  {:<24}  {:>7}  {:>10}", e.partner, "(none yet)", "-", "-");
+        }
+        for (i, (site, version)) in e.sites.iter().enumerate() {
+            let kept = if i == 0 { fmt::bytes(e.bytes) } else { String::new() };
+            println!("{:<20}  {:<24}  {:>7}  {:>10}", e.partner, site, version, kept);
+        }
+        if let Some(err) = &e.error {
+            println!("          {}: {err}", e.partner);
+        }
     }
 }
 

@@ -1245,3 +1245,99 @@ fn a_roster_is_signed_and_renewed_by_its_sides_signer_and_names_only_active_memb
     street.record_notice(&ada, &n, half + 20).unwrap();
     assert!(!street.renew_roster(&ada, &ag.id(), half + 21 + 31 * 86_400_000).unwrap());
 }
+
+#[test]
+fn an_edge_takes_a_partners_sites_only_signed_by_a_roster_member_for_this_agreement_and_never_older()
+ {
+    use crate::replica::{Answer, SiteHead, SiteHeads, check_sites, sign_sites};
+    use kith_federation::{Acceptance, Agreement, Lend, Offer, Price, Roster};
+    let (ada, bob, bea) = (person(1), person(2), person(3));
+    let (street, _) = pool_with_bob(&ada, &bob);
+    let hill = Pool::create(&bea, "bea", Pool::charter("hill"), T0).unwrap();
+    // Hill lends street CDN; ada signs street's roster (ada and bob).
+    let o = Offer::sign(
+        &bea,
+        [2; 16],
+        hill.id(),
+        "hill",
+        Lend { cdn: true, ..Default::default() },
+        Price::default(),
+        365,
+        30,
+        (T0 + 3_600_000) as u64,
+        vec![],
+    );
+    let a = Acceptance::sign(&ada, &o, street.id(), "street", Lend::default(), T0 as u64, vec![]);
+    let ag = Agreement { offer: o, acceptance: a };
+    let roster = Roster::sign(
+        &ada,
+        ag.id(),
+        street.id(),
+        &[ada.author().key, bob.author().key],
+        T0 as u64,
+        None,
+    );
+    let site = SiteHead {
+        name: "bakery".into(),
+        number: 2,
+        index: [7; 32],
+        key: [8; 32],
+        len: 300,
+        files: 2,
+        bytes: 3 << 20,
+        at_ms: T0,
+        manifest: [9; 32],
+    };
+    let heads =
+        SiteHeads { agreement: ag.id(), pool: street.id(), at_ms: T0 + 100, heads: vec![site] };
+    // Bob's node answers, signed by bob (named by street's roster), over the node it is.
+    let node = [42; 32];
+    let answer = |signer: &kith_crdt::Signer, h: &SiteHeads, r: &Roster| {
+        (sign_sites(signer, &node, h), signer.author().key, r.clone())
+    };
+    let now = T0 + 200;
+    let check = |h: &SiteHeads, (sig, identity, r): (Vec<u8>, [u8; 32], Roster), last: i64| {
+        let a = Answer { roster: Some(&r), heads: h, identity, sig };
+        check_sites(&ag, &street.id(), &node, &a, now, last)
+    };
+    check(&heads, answer(&bob, &heads, &roster), 0).unwrap();
+    // Changed on the way: the signature no longer verifies.
+    let mut changed = heads.clone();
+    changed.heads[0].index = [6; 32];
+    let (sig, id, r) = answer(&bob, &heads, &roster);
+    let e = check(&changed, (sig, id, r), 0).unwrap_err();
+    assert!(e.contains("does not verify"), "{e}");
+    // Answered by another node than the one that signed.
+    let (sig, identity, r) = answer(&bob, &heads, &roster);
+    let a = Answer { roster: Some(&r), heads: &heads, identity, sig };
+    let e = check_sites(&ag, &street.id(), &[43; 32], &a, now, 0).unwrap_err();
+    assert!(e.contains("does not verify"), "{e}");
+    // Signed by someone street's roster does not name (bea, hill's admin).
+    let e = check(&heads, answer(&bea, &heads, &roster), 0).unwrap_err();
+    assert!(e.contains("does not name"), "{e}");
+    // Street's sites under another agreement, or passed off as hill's (with hill's roster).
+    let mut other = heads.clone();
+    other.agreement = [5; 32];
+    let e = check(&other, answer(&bob, &other, &roster), 0).unwrap_err();
+    assert!(e.contains("not of this agreement"), "{e}");
+    let hills = Roster::sign(&bea, ag.id(), hill.id(), &[bea.author().key], T0 as u64, None);
+    let mut as_hill = heads.clone();
+    as_hill.pool = hill.id();
+    let e = check(&as_hill, answer(&bea, &as_hill, &hills), 0).unwrap_err();
+    assert!(e.contains("not of this agreement"), "{e}");
+    // A roster ada did not sign (bob forging one naming himself).
+    let forged = Roster::sign(&bob, ag.id(), street.id(), &[bob.author().key], T0 as u64, None);
+    assert!(check(&heads, answer(&bob, &heads, &forged), 0).is_err());
+    // Replayed: older than the answer taken last. Dated two days ahead: refused.
+    let e = check(&heads, answer(&bob, &heads, &roster), T0 + 101).unwrap_err();
+    assert!(e.contains("older than the last"), "{e}");
+    let mut ahead = heads.clone();
+    ahead.at_ms = now + 2 * 86_400_000;
+    let e = check(&ahead, answer(&bob, &ahead, &roster), 0).unwrap_err();
+    assert!(e.contains("in the future"), "{e}");
+    // Without a roster: refused.
+    let (sig, identity, _) = answer(&bob, &heads, &roster);
+    let a = Answer { roster: None, heads: &heads, identity, sig };
+    let e = check_sites(&ag, &street.id(), &node, &a, now, 0).unwrap_err();
+    assert!(e.contains("no roster"), "{e}");
+}

@@ -286,6 +286,24 @@ pub struct PoolDetail {
     /// Where the off-site copies are (with `offsite_replicas` set), asked now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offsite: Option<Offsite>,
+    /// Partners' public sites this node serves as their CDN edge, under this pool's
+    /// agreements (`kith up --cdn`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<EdgeServed>,
+}
+
+/// A partner whose public sites this node serves as its CDN edge.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EdgeServed {
+    /// The partner pool's name.
+    pub partner: String,
+    /// Its sites served here, with the version of each.
+    pub sites: Vec<(String, u64)>,
+    /// Stored bytes kept for them.
+    pub bytes: u64,
+    /// Why the last ask or fetch failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A pool's off-site copies on the nodes of federated pools.

@@ -277,9 +277,11 @@ fn two_neighbourhoods_joined_by_a_slow_lossy_link_keep_each_others_copies_and_on
     const CONVERGE: Duration = Duration::from_secs(90);
     // Street (ada, bob, cy) on one LAN; hill (bea, dee, eve) on another, behind a router that
     // shapes the link to 20 Mbit/s and drops 0.5% of packets; mDNS does not cross it. Node 6 is
-    // a fresh machine on hill's LAN where ada restores.
+    // a fresh machine on hill's LAN where ada restores. Dee's node (4) is a CDN edge: hill lends
+    // street CDN, and street's bakery is served on hill's LAN.
     let mut net = testnet(7, kith_testnet::Layout::Namespaces);
     net.split_lan(3, kith_testnet::netns::LinkShape { mbit: 20, loss_permille: 5 }).unwrap();
+    net.nodes[4].up_args.push("--cdn".into());
     for i in 0..6 {
         net.kith_ok(i, &["init"]).unwrap();
         net.start(i).unwrap();
@@ -304,10 +306,32 @@ fn two_neighbourhoods_joined_by_a_slow_lossy_link_keep_each_others_copies_and_on
     // The offer names ada's node (on street's LAN); bea's node reaches it through the router.
     let offer =
         net.kith_ok(0, &["federation", "invite", "street", "--lend-storage", "1GiB"]).unwrap();
-    let out = net.kith(3, &["federation", "join", "hill", offer.trim(), "--lend-storage", "1GiB"]);
+    let join = ["federation", "join", "hill", offer.trim(), "--lend-storage", "1GiB", "--cdn"];
+    let out = net.kith(3, &join);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.contains("and by pool street"), "{err}");
     net.kith_ok(0, &["pool", "set", "street", "offsite_replicas", "1"]).unwrap();
+    // Ada publishes bakery; eve's phone on hill's LAN (node 5's namespace) opens bakery.local
+    // at dee's edge, across nothing.
+    let www = net.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write(&www.join("index.html"), b"<h1>Bread</h1>\n");
+    let loaf = random_bytes(1 << 20, 12);
+    write(&www.join("loaf.jpg"), &loaf);
+    net.kith_ok(0, &["site", "publish", www.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    let phone = net.lan().unwrap().ns(5).to_string();
+    let edge: std::net::SocketAddr = format!("{}:7780", net.lan().unwrap().ip(4)).parse().unwrap();
+    let open = |path: &'static str| {
+        kith_testnet::netns::on_ns_thread(&phone, move || {
+            req(edge, "GET", path, &["Host: bakery.local:7780"])
+        })
+        .unwrap()
+    };
+    net.wait_for(CONVERGE, "dee's edge to serve street's bakery", |_| {
+        Ok(open("/").body == b"<h1>Bread</h1>\n")
+    })
+    .unwrap();
+    assert!(open("/loaf.jpg").body == loaf, "the loaf came back different");
     let data = random_bytes(8 << 20, 11);
     let src = net.dir().join("photos.bin");
     write(&src, &data);
@@ -336,8 +360,40 @@ fn two_neighbourhoods_joined_by_a_slow_lossy_link_keep_each_others_copies_and_on
     };
     net.wait_for(CONVERGE, "hill to keep a sealed copy of street", |net| Ok(sealed(net))).unwrap();
 
+    // The link is cut. Street changes (a new version of bakery, a new object), and so does
+    // hill (eve offers more): hill's edge keeps serving the version it has; once the link is
+    // healed, the new version reaches it and the new object's copy crosses.
+    let placed = |net: &kith_testnet::Testnet| -> anyhow::Result<(u64, u64)> {
+        let p = &net.json(0, &["pool", "show", "street"])?["offsite"]["partners"][0];
+        Ok((p["placed_bytes"].as_u64().unwrap_or(0), p["held_bytes"].as_u64().unwrap_or(0)))
+    };
+    let before = placed(&net).unwrap().0;
+    net.lan().unwrap().set_link(false).unwrap();
+    write(&www.join("index.html"), b"<h1>Bread and buns</h1>\n");
+    net.kith_ok(0, &["site", "publish", www.to_str().unwrap(), "--name", "bakery"]).unwrap();
+    let notes = net.dir().join("notes.bin");
+    write(&notes, &random_bytes(1 << 20, 13));
+    let put = net.json(0, &["put", notes.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let notes_id = put["id"].as_str().unwrap().to_string();
+    net.kith_ok(5, &["offer", "hill", "--storage", "2GiB", "--zone", "house-5"]).unwrap();
+    assert!(open("/").body == b"<h1>Bread</h1>\n", "the edge stopped serving with the link cut");
+    net.lan().unwrap().set_link(true).unwrap();
+    net.wait_for(CONVERGE, "the new version to reach the edge once healed", |_| {
+        Ok(open("/").body == b"<h1>Bread and buns</h1>\n")
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "street's new object to be held at hill once healed", |net| {
+        let (placed, held) = placed(net)?;
+        Ok(placed > before + (1 << 20) && held == placed)
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "hill's nodes to see eve's new offer", |net| {
+        Ok(net.json(3, &["pool", "show", "hill"])?["capacity"]["offered"] == 4u64 << 30)
+    })
+    .unwrap();
+
     // Every node of street's LAN is destroyed. Ada restores her identity on a fresh machine
-    // on hill's LAN and gets every byte back.
+    // on hill's LAN and gets every byte back; bakery.local still opens on hill's LAN.
     let export = net.dir().join("ada.age");
     let out = net.cmd(0).args(["key", "export"]).arg(&export).env("KITH_PASSPHRASE", "pw").output();
     assert!(out.unwrap().status.success());
@@ -361,6 +417,16 @@ fn two_neighbourhoods_joined_by_a_slow_lossy_link_keep_each_others_copies_and_on
     let back = net.dir().join("photos-back.bin");
     net.kith_ok(6, &["get", &id, "-o", back.to_str().unwrap()]).unwrap();
     assert!(std::fs::read(&back).unwrap() == data, "ada's photos came back different");
+    let back = net.dir().join("notes-back.bin");
+    net.kith_ok(6, &["get", &notes_id, "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&notes).unwrap());
+    let r = open("/");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"<h1>Bread and buns</h1>\n"[..]));
+    assert!(open("/loaf.jpg").body == loaf, "the loaf is gone with street's LAN");
+    let out = kith_testnet::netns::in_ns(&phone, kith_bin(), &["resolve", "bakery", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.unwrap()).unwrap();
+    let ip = net.lan().unwrap().ip(4).to_string();
+    assert!(v["addrs"].as_array().unwrap().iter().any(|a| a == ip.as_str()), "{v}");
 }
 
 /// Street's off-site partners as node 0 shows them, by name.
@@ -504,6 +570,12 @@ fn a_partners_cdn_nodes_serve_its_public_site_take_new_versions_and_keep_serving
         Ok(page("/").body == b"<h1>Fresh bread and buns</h1>\n")
     })
     .unwrap();
+    // Cy's node says what it serves for whom.
+    let e = &net.json(3, &["pool", "show", "hill"]).unwrap()["edges"][0];
+    assert!(e["partner"] == "street" && e["sites"][0][0] == "bakery", "{e}");
+    assert!(e["sites"][0][1] == 2 && e["bytes"].as_u64() > Some(3 << 20), "{e}");
+    let shown = net.kith_ok(3, &["pool", "show", "hill"]).unwrap();
+    assert!(shown.contains("cdn edge") && shown.contains("bakery"), "{shown}");
 
     // Street is gone (its one node): the edge serves the last version, every file, also after
     // a restart.

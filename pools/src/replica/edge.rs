@@ -99,6 +99,57 @@ fn sites_message(node: &Key, heads: &SiteHeads) -> Vec<u8> {
     m
 }
 
+/// An origin's signature over its sites, answering from `node`.
+pub(crate) fn sign_sites(signer: &kith_crdt::Signer, node: &Key, heads: &SiteHeads) -> Vec<u8> {
+    signer.sign(&sites_message(node, heads)).to_vec()
+}
+
+/// An origin's answer as an edge checks it.
+pub(crate) struct Answer<'a> {
+    pub roster: Option<&'a Roster>,
+    pub heads: &'a SiteHeads,
+    pub identity: Key,
+    pub sig: Vec<u8>,
+}
+
+/// Checks an origin's answer from the node `peer` of the pool `partner`, under `ag` (as this
+/// pool's document has it), at `now_ms`, the last answer taken signed at `last_ms`: the partner's roster, in force
+/// for the agreement, names the signing identity, which signed over the answering node and
+/// the sites; the sites are the partner's under this agreement, not dated in the future
+/// (beyond the skew partners allow), not older than the last answer taken, and not too many.
+pub(crate) fn check_sites(
+    ag: &Agreement,
+    partner: &Key,
+    peer: &Key,
+    a: &Answer<'_>,
+    now_ms: i64,
+    last_ms: i64,
+) -> Result<(), String> {
+    let roster = a.roster.ok_or("the partner's answer carries no roster")?;
+    roster.check(ag, now_ms.max(0) as u64).map_err(|e| e.to_string())?;
+    let heads = a.heads;
+    let party = ag.offer.pool == *partner || ag.acceptance.pool == *partner;
+    if roster.pool != *partner || heads.pool != *partner || !party || heads.agreement != ag.id() {
+        return Err("the partner's sites are not of this agreement".into());
+    }
+    if !roster.names(&a.identity) {
+        return Err("the partner's roster does not name the identity that signed".into());
+    }
+    if !verify_device(&a.identity, peer, &sites_message(peer, heads), &a.sig) {
+        return Err("the partner's signature over its sites does not verify".into());
+    }
+    if heads.at_ms > now_ms.saturating_add(kith_federation::MAX_SKEW_MS as i64) {
+        return Err("the partner's answer is dated in the future".into());
+    }
+    if heads.heads.len() > MAX_SITES {
+        return Err(format!("more than {MAX_SITES} sites in one answer"));
+    }
+    if heads.at_ms < last_ms {
+        return Err("an answer older than the last one taken (replayed?)".into());
+    }
+    Ok(())
+}
+
 /// Whether `name` is one DNS label as site names are (the origin's rules checked it; an edge
 /// does not trust that).
 fn label_ok(name: &str) -> bool {
@@ -235,6 +286,12 @@ impl Edges {
         f(lock(&self.status).entry(*agreement).or_default())
     }
 
+    /// The blobs kept as an edge under `agreement` (the partner's public site content).
+    pub(super) fn kept(&self, agreement: &Key) -> HashSet<[u8; 32]> {
+        self.with(|m| m.get(agreement).map(|f| f.blobs.iter().map(|b| **b).collect()))
+            .unwrap_or_default()
+    }
+
     fn file(&self, agreement: &Key) -> EdgeFile {
         self.with(|m| m.get(agreement).cloned().unwrap_or_default())
     }
@@ -355,7 +412,7 @@ impl Replicator {
             heads: public_heads(&v),
         };
         let roster = v.federation.agreements.get(&ag.id()).and_then(|e| e.roster.clone());
-        let sig = self.pools.signer().sign(&sites_message(&self.pools.node(), &heads));
+        let sig = sign_sites(self.pools.signer(), &self.pools.node(), &heads);
         Ok(FedReply::Sites {
             roster,
             heads: Box::new(heads),
@@ -384,7 +441,11 @@ impl Replicator {
                 let id = ag.id();
                 standing.insert(id);
                 let result = self.refresh_edge(node, &pool, ag, roster).await;
-                self.edges.set_status(&id, |s| s.error = result.err());
+                let partner = ag.partner_of(&pool).map(|(_, n)| n.to_string()).unwrap_or_default();
+                self.edges.set_status(&id, |s| {
+                    s.error = result.err();
+                    s.pool_name = partner;
+                });
             }
         }
         self.edges.retain(&standing);
@@ -414,7 +475,9 @@ impl Replicator {
         for (i, peer) in peers.iter().enumerate() {
             match ask_fed(node, *peer, &req, ASK_LIMIT).await {
                 Ok(FedReply::Sites { roster: theirs, heads, identity, sig }) => {
-                    self.check_sites(ag, partner, peer, theirs.as_ref(), &heads, &identity, &sig)?;
+                    let last = self.edges.file(&id).at_ms;
+                    let answer = Answer { roster: theirs.as_ref(), heads: &heads, identity, sig };
+                    check_sites(ag, &partner, peer.as_bytes(), &answer, self.pools.now_ms(), last)?;
                     // Who answered is asked first next time.
                     let mut order = peers.clone();
                     order.swap(0, i);
@@ -427,44 +490,6 @@ impl Replicator {
             }
         }
         Err(error)
-    }
-
-    /// Checks an origin's answer: its pool's roster in force for the agreement names the
-    /// signing identity, which signed over the answering node; the sites are the agreement's
-    /// partner's, not from the future, not older than the last answer taken.
-    #[allow(clippy::too_many_arguments)]
-    fn check_sites(
-        &self,
-        ag: &Agreement,
-        partner: Key,
-        peer: &EndpointId,
-        roster: Option<&Roster>,
-        heads: &SiteHeads,
-        identity: &Key,
-        sig: &[u8],
-    ) -> Result<(), String> {
-        let now = self.pools.now_ms();
-        let roster = roster.ok_or("the partner's answer carries no roster")?;
-        roster.check(ag, now.max(0) as u64).map_err(|e| e.to_string())?;
-        if roster.pool != partner || heads.pool != partner || heads.agreement != ag.id() {
-            return Err("the partner's sites are not of this agreement".into());
-        }
-        if !roster.names(identity) {
-            return Err("the partner's roster does not name the identity that signed".into());
-        }
-        if !verify_device(identity, peer.as_bytes(), &sites_message(peer.as_bytes(), heads), sig) {
-            return Err("the partner's signature over its sites does not verify".into());
-        }
-        if heads.at_ms > now.saturating_add(kith_federation::MAX_SKEW_MS as i64) {
-            return Err("the partner's answer is dated in the future".into());
-        }
-        if heads.heads.len() > MAX_SITES {
-            return Err(format!("more than {MAX_SITES} sites in one answer"));
-        }
-        if heads.at_ms < self.edges.file(&ag.id()).at_ms {
-            return Err("an answer older than the last one taken (replayed?)".into());
-        }
-        Ok(())
     }
 
     /// Fetches what each new version lacks into the store and serves it once whole; a version

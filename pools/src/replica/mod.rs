@@ -31,6 +31,8 @@ mod reclaim;
 mod recovery;
 mod repair;
 
+#[cfg(test)]
+pub(crate) use edge::{Answer, check_sites, sign_sites};
 pub use edge::{EDGE_EVERY, EdgeSite, EdgeStatus, Edges, MAX_EDGE_BYTES, SiteHead, SiteHeads};
 pub use health::{Health, HolderHealth};
 pub use home::SiteKeeper;

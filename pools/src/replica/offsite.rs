@@ -837,12 +837,14 @@ impl Replicator {
                 }
                 let node = self.node()?;
                 // Blobs this node already has for another reason are not taken as the
-                // partner's (serving them would hand out what it was not given).
+                // partner's (serving them would hand out what it was not given), but for the
+                // partner's own site content this node keeps as its edge under this agreement.
                 let store = node.store().clone();
                 let ids: Vec<[u8; 32]> = new.iter().map(|(id, _)| *id).collect();
+                let edge = self.edges.kept(&ag.id());
                 let present = tokio::task::spawn_blocking(move || {
                     ids.iter()
-                        .map(|id| store.has(&ChunkId(*id)).unwrap_or(true))
+                        .map(|id| !edge.contains(id) && store.has(&ChunkId(*id)).unwrap_or(true))
                         .collect::<Vec<_>>()
                 })
                 .await
