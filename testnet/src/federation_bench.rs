@@ -1,9 +1,12 @@
 //! Federation: two neighbourhoods on two LANs joined by a router that shapes the link to 20
 //! Mbit/s and drops 0.5% of packets; pool A (3 nodes, LAN 1) keeps one off-site copy of each
 //! chunk at pool B (3 nodes, LAN 2). Measured: the time for A's object to reach B across the
-//! link against what the link allows, the bytes that crossed against the bytes that had to,
-//! and, once every node of LAN 1 is destroyed, the time for a member restoring on a fresh node
-//! of LAN 2 to find the pool and get the object back.
+//! link against what the link allows, the bytes that crossed against the bytes that had to;
+//! A's public site at B's CDN edge (publish to served there, and a neighbour's page load on
+//! LAN 2 from the edge against from A's node across the link); convergence after the link is
+//! cut and healed while both sides change; and, once every node of LAN 1 is destroyed, the
+//! time for a member restoring on a fresh node of LAN 2 to find the pool and get the object
+//! back.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -50,6 +53,53 @@ pub struct FedFigures {
     pub restore_mb_s: f64,
     /// Whether the restored bytes equal the put ones.
     pub identical: bool,
+    /// Size of the site's larger file (MiB).
+    pub site_mib: u64,
+    /// From `kith site publish` on LAN 1 to the version served by B's edge on LAN 2 (s).
+    pub site_at_edge_s: f64,
+    /// A page (the site's index) opened on LAN 2 from the edge: time to its first byte (ms).
+    pub site_first_byte_edge_ms: f64,
+    /// The same page from A's node across the link (ms).
+    pub site_first_byte_origin_ms: f64,
+    /// The larger file opened on LAN 2 from the edge (s).
+    pub site_file_edge_s: f64,
+    /// The same file from A's node across the link (s).
+    pub site_file_origin_s: f64,
+    /// Origin over edge for the file: how much faster the edge serves it.
+    pub edge_speedup: f64,
+    /// After the link was cut while both sides changed (a new site version and a 1 MiB
+    /// object on A, a new offer on B), from the heal to both converged: the edge serving the
+    /// new version, the object's off-site copy held at B, B's new offer seen by B's admin (s).
+    pub heal_converge_s: f64,
+}
+
+/// A GET of `path` at `addr` with `Host: host`, from namespace `ns`: time to the first byte
+/// of the answer and to its end, and the body.
+fn timed_get(
+    ns: &str,
+    addr: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(f64, f64, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    crate::netns::on_ns_thread(ns, move || -> Result<(f64, f64, Vec<u8>)> {
+        let t = Instant::now();
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        s.write_all(req.as_bytes())?;
+        let mut first = [0u8; 1];
+        s.read_exact(&mut first)?;
+        let ttfb = t.elapsed().as_secs_f64();
+        let mut buf = first.to_vec();
+        s.read_to_end(&mut buf)?;
+        let total = t.elapsed().as_secs_f64();
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").context("no head")? + 4;
+        if !buf.starts_with(b"HTTP/1.1 200") {
+            bail!("{}", String::from_utf8_lossy(&buf[..end]));
+        }
+        Ok((ttfb, total, buf[end..].to_vec()))
+    })?
 }
 
 /// Bytes a node holds for partners, as its `.held` files record them (36-byte records: the
@@ -72,6 +122,8 @@ pub fn run(kith: &Path, mib: u64) -> Result<FedFigures> {
     let bytes = mib << 20;
     let mut net = Testnet::new(kith, 7, Layout::Namespaces)?;
     net.split_lan(3, SHAPE)?;
+    // Hill's node 4 is a CDN edge for street's sites.
+    net.nodes[4].up_args.push("--cdn".into());
     for i in 0..6 {
         net.kith_ok(i, &["init"])?;
         net.start(i)?;
@@ -91,7 +143,10 @@ pub fn run(kith: &Path, mib: u64) -> Result<FedFigures> {
     })?;
     net.kith_ok(0, &["pool", "set", "street", "replicas", "2"])?;
     let offer = net.kith_ok(0, &["federation", "invite", "street", "--lend-storage", "10GiB"])?;
-    net.kith_ok(3, &["federation", "join", "hill", offer.trim(), "--lend-storage", "10GiB"])?;
+    net.kith_ok(
+        3,
+        &["federation", "join", "hill", offer.trim(), "--lend-storage", "10GiB", "--cdn"],
+    )?;
     net.kith_ok(0, &["pool", "set", "street", "offsite_replicas", "1"])?;
     let src = net.dir().join("object.bin");
     crate::transfer::write_random_seeded(&src, bytes, 21)?;
@@ -122,6 +177,64 @@ pub fn run(kith: &Path, mib: u64) -> Result<FedFigures> {
             })
         }))
     })?;
+
+    // Street publishes a site (a page and a larger file); hill's edge serves it on LAN 2.
+    let site_mib = 4;
+    let www = net.dir().join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), b"<h1>Street</h1>\n")?;
+    crate::transfer::write_random_seeded(&www.join("big.bin"), site_mib << 20, 22)?;
+    let phone = net.lan().context("lan")?.ns(5).to_string();
+    let ip = |i: usize| -> Result<std::net::SocketAddr> {
+        Ok(std::net::SocketAddr::new(net.lan().context("lan")?.ip(i).into(), 7780))
+    };
+    let (edge, origin) = (ip(4)?, ip(0)?);
+    let host = "street-news.local:7780";
+    let t = Instant::now();
+    net.kith_ok(0, &["site", "publish", www.to_str().context("path")?, "--name", "street-news"])?;
+    net.wait_for(LONG, "street's site at hill's edge", |_| {
+        Ok(timed_get(&phone, edge, host, "/").is_ok_and(|(_, _, b)| b == b"<h1>Street</h1>\n"))
+    })?;
+    let site_at_edge_s = t.elapsed().as_secs_f64();
+    let big = std::fs::read(www.join("big.bin"))?;
+    let (ttfb_edge, _, _) = timed_get(&phone, edge, host, "/")?;
+    let (ttfb_origin, _, _) = timed_get(&phone, origin, host, "/")?;
+    let (_, file_edge, b1) = timed_get(&phone, edge, host, "/big.bin")?;
+    let (_, file_origin, b2) = timed_get(&phone, origin, host, "/big.bin")?;
+    if b1 != big || b2 != big {
+        bail!("the site's file came back different");
+    }
+    eprintln!(
+        "site at the edge in {site_at_edge_s:.1} s; file {file_edge:.3} s from the edge, {file_origin:.3} s across the link"
+    );
+
+    // The link is cut while both sides change; then healed.
+    let lan = net.lan().context("lan")?;
+    let placed_now = |net: &Testnet| -> Result<(u64, u64)> {
+        let p = &net.json(0, &["pool", "show", "street"])?["offsite"]["partners"][0];
+        Ok((p["placed_bytes"].as_u64().unwrap_or(0), p["held_bytes"].as_u64().unwrap_or(0)))
+    };
+    let before_cut = placed_now(&net)?.0;
+    lan.set_link(false)?;
+    std::fs::write(www.join("index.html"), b"<h1>Street, again</h1>\n")?;
+    net.kith_ok(0, &["site", "publish", www.to_str().context("path")?, "--name", "street-news"])?;
+    let note = net.dir().join("note.bin");
+    crate::transfer::write_random_seeded(&note, 1 << 20, 23)?;
+    net.json(0, &["put", note.to_str().context("path")?, "--pool", "street"])?;
+    net.kith_ok(5, &["offer", "hill", "--storage", "20GiB", "--zone", "z5"])?;
+    let lan = net.lan().context("lan")?;
+    lan.set_link(true)?;
+    let t = Instant::now();
+    net.wait_for(LONG, "both sides to converge after the heal", |net| {
+        let page = timed_get(&phone, edge, host, "/")
+            .is_ok_and(|(_, _, b)| b == b"<h1>Street, again</h1>\n");
+        let (placed, held) = placed_now(net)?;
+        let offered = net.json(3, &["pool", "show", "hill"])?["capacity"]["offered"]
+            == 2u64 * (10 << 30) + (20 << 30);
+        Ok(page && placed > before_cut + (1 << 20) && held == placed && offered)
+    })?;
+    let heal_converge_s = t.elapsed().as_secs_f64();
+    eprintln!("converged {heal_converge_s:.1} s after the heal");
 
     let export = net.dir().join("member.age");
     let out =
@@ -170,6 +283,14 @@ pub fn run(kith: &Path, mib: u64) -> Result<FedFigures> {
         restore_s: s3(restore_s),
         restore_mb_s: round(bytes as f64 / 1e6 / restore_s, 1),
         identical,
+        site_mib,
+        site_at_edge_s: s3(site_at_edge_s),
+        site_first_byte_edge_ms: round(ttfb_edge * 1e3, 2),
+        site_first_byte_origin_ms: round(ttfb_origin * 1e3, 2),
+        site_file_edge_s: s3(file_edge),
+        site_file_origin_s: s3(file_origin),
+        edge_speedup: round(file_origin / file_edge, 1),
+        heal_converge_s: s3(heal_converge_s),
     })
 }
 
@@ -207,5 +328,25 @@ pub fn markdown(f: &FedFigures) -> String {
         f.restore_s, f.restore_mb_s
     );
     let _ = writeln!(out, "| restored bytes identical | {} |", f.identical);
+    let _ = writeln!(
+        out,
+        "| street's site published on LAN 1 to served by hill's edge on LAN 2 ({} MiB file) | {:.1} s |",
+        f.site_mib, f.site_at_edge_s
+    );
+    let _ = writeln!(
+        out,
+        "| a page's first byte on LAN 2: from the edge / from street's node across the link | {:.1} / {:.1} ms |",
+        f.site_first_byte_edge_ms, f.site_first_byte_origin_ms
+    );
+    let _ = writeln!(
+        out,
+        "| the {} MiB file on LAN 2: from the edge / across the link | {:.3} / {:.3} s (**{:.1}x**) |",
+        f.site_mib, f.site_file_edge_s, f.site_file_origin_s, f.edge_speedup
+    );
+    let _ = writeln!(
+        out,
+        "| link cut while both sides change, then healed: both converged after | {:.1} s |",
+        f.heal_converge_s
+    );
     out
 }
