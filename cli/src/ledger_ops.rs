@@ -8,7 +8,7 @@ use kith_crdt::{DocError, Key, hex};
 use kith_pools::docs::Pools;
 use kith_pools::ledger::{
     CostRule, Counter, LedgerView, Period, Seal, Statement as LedgerStatement, check_evidence,
-    settle,
+    partner_lines, settle,
 };
 use kith_pools::{PoolError, PoolView};
 
@@ -153,6 +153,7 @@ fn table(pools: &Pools, id: &Key, v: &PoolView, p: Period) -> Result<Table> {
         sealed_by: sealed,
         cpu_price: crate::api::ledger::price(v.charter.cpu_price_micro),
         members: rows,
+        partners: partner_lines(&l, v).iter().map(PartnerOwed::of).collect(),
     })
 }
 
@@ -355,6 +356,7 @@ fn statement(
                 reference: format!("kith {} {p} {}", v.charter.name, &hex(&s.member)[..8]),
             })
             .collect(),
+        partners: partner_lines(l, v).iter().map(PartnerOwed::of).collect(),
     }
 }
 

@@ -64,6 +64,31 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                 println!("  (CPU at {} per reference CPU-hour)", p.cpu_price);
             }
         }
+        if !p.partners.is_empty() {
+            println!(
+                "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}",
+                "PARTNER POOL", "HELD FOR IT", "HELD BY IT", "SENT IT", "RECEIVED", "", "OWES"
+            );
+            for f in &p.partners {
+                let bh = |n: i64| format!("{}·h", fmt::bytes(n.max(0) as u64));
+                let b = |n: i64| fmt::bytes(n.max(0) as u64);
+                let owes = if f.priced {
+                    money(f.owes_cents)
+                } else {
+                    format!("credit {:+.3}", f.given - f.taken)
+                };
+                println!(
+                    "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}",
+                    f.partner.chars().take(16).collect::<String>(),
+                    bh(f.held_for_byte_hours),
+                    bh(f.held_by_byte_hours),
+                    b(f.served_to_bytes),
+                    b(f.received_from_bytes),
+                    "",
+                    owes,
+                );
+            }
+        }
         if !p.recorded {
             println!(
                 "  (nothing recorded yet in this period; nodes record every `record_every`, an hour by default)"

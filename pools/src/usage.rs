@@ -44,10 +44,26 @@ pub struct Due {
     pub audits_failed: i64,
 }
 
+/// What accrues with one federated partner (by agreement) between two records.
+#[derive(Debug, Default)]
+struct PartnerAccrual {
+    /// When storage last accrued.
+    at_ms: Option<i64>,
+    /// Byte-ms held for the partner.
+    held_for: u128,
+    /// Byte-ms the partner's nodes held for this pool (confirmed by this node's placement).
+    held_by: u128,
+    /// Bytes sent for the partner.
+    served_to: u64,
+    /// Bytes received from the partner's copies.
+    received_from: u64,
+}
+
 /// Accruals per pool.
 #[derive(Debug, Default)]
 pub struct Usage {
     pools: Mutex<HashMap<Key, Accrual>>,
+    partners: Mutex<HashMap<(Key, Key), PartnerAccrual>>,
 }
 
 impl Usage {
@@ -102,6 +118,73 @@ impl Usage {
         a.audits_passed = 0;
         a.audits_failed = 0;
         Some(due)
+    }
+
+    fn partners(&self) -> std::sync::MutexGuard<'_, HashMap<(Key, Key), PartnerAccrual>> {
+        self.partners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accrues storage with the partner of `agreement` (an agreement of `pool`) at `now_ms`:
+    /// this node held `held_for` bytes for it, and its nodes held `held_by` bytes this node
+    /// placed there, since the last accrual.
+    pub fn accrue_partner(
+        &self,
+        pool: Key,
+        agreement: Key,
+        held_for: u64,
+        held_by: u64,
+        now_ms: i64,
+    ) {
+        let mut ps = self.partners();
+        let a = ps.entry((pool, agreement)).or_default();
+        if let Some(t) = a.at_ms {
+            let dt = (now_ms - t).clamp(0, MAX_GAP_MS) as u128;
+            a.held_for += held_for as u128 * dt;
+            a.held_by += held_by as u128 * dt;
+        }
+        a.at_ms = Some(now_ms);
+    }
+
+    /// Counts bytes sent for the partner of `agreement` and received from it.
+    pub fn partner_bytes(&self, pool: Key, agreement: Key, served: u64, received: u64) {
+        let mut ps = self.partners();
+        let a = ps.entry((pool, agreement)).or_default();
+        a.served_to += served;
+        a.received_from += received;
+    }
+
+    /// Takes what accrued with `pool`'s partners (whole byte-hours; the rest waits).
+    pub fn take_partners(&self, pool: Key) -> Vec<(Key, crate::ledger::PartnerCounts)> {
+        let mut out = Vec::new();
+        for ((p, ag), a) in self.partners().iter_mut().filter(|((p, _), _)| *p == pool) {
+            let _ = p;
+            let c = crate::ledger::PartnerCounts {
+                held_for: (a.held_for / HOUR_MS) as i64,
+                held_by: (a.held_by / HOUR_MS) as i64,
+                served_to: a.served_to as i64,
+                received_from: a.received_from as i64,
+            };
+            a.held_for %= HOUR_MS;
+            a.held_by %= HOUR_MS;
+            a.served_to = 0;
+            a.received_from = 0;
+            if c.fields().iter().any(|(_, n)| *n > 0) {
+                out.push((*ag, c));
+            }
+        }
+        out
+    }
+
+    /// Puts back partner counts that could not be recorded.
+    pub fn put_back_partners(&self, pool: Key, counts: &[(Key, crate::ledger::PartnerCounts)]) {
+        let mut ps = self.partners();
+        for (ag, c) in counts {
+            let a = ps.entry((pool, *ag)).or_default();
+            a.held_for += c.held_for as u128 * HOUR_MS;
+            a.held_by += c.held_by as u128 * HOUR_MS;
+            a.served_to += c.served_to as u64;
+            a.received_from += c.received_from as u64;
+        }
     }
 
     /// Puts back what could not be recorded.

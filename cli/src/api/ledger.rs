@@ -92,6 +92,53 @@ pub struct Table {
     pub cpu_price: String,
     /// A row per member.
     pub members: Vec<Row>,
+    /// Each federated partner this pool's nodes recorded anything with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partners: Vec<PartnerOwed>,
+}
+
+/// A federated partner pool on a ledger or a statement: what this pool's nodes recorded doing
+/// for it and taking from it in the period, and what that comes to under the agreement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartnerOwed {
+    /// The agreement (hex).
+    pub agreement: String,
+    /// The partner pool's name.
+    pub partner: String,
+    /// Byte-hours this pool's nodes held for the partner.
+    pub held_for_byte_hours: i64,
+    /// Byte-hours the partner's nodes held for this pool.
+    pub held_by_byte_hours: i64,
+    /// Bytes sent for the partner (its sites as its edge, its copies back).
+    pub served_to_bytes: i64,
+    /// Bytes received from the partner's copies.
+    pub received_from_bytes: i64,
+    /// Units given (GiB-months held for it + GiB sent for it).
+    pub given: f64,
+    /// Units taken (GiB-months it held + GiB received from it).
+    pub taken: f64,
+    /// Whether the agreement prices lending (else the line is credit both ways).
+    pub priced: bool,
+    /// What this pool owes the partner at the agreement's prices (cents; negative: is owed).
+    pub owes_cents: i64,
+}
+
+impl PartnerOwed {
+    /// The line of a period's partner as the API shows it.
+    pub fn of(l: &kith_pools::ledger::PartnerLine) -> PartnerOwed {
+        PartnerOwed {
+            agreement: kith_crdt::hex(&l.agreement),
+            partner: l.partner.clone(),
+            held_for_byte_hours: l.counts.held_for,
+            held_by_byte_hours: l.counts.held_by,
+            served_to_bytes: l.counts.served_to,
+            received_from_bytes: l.counts.received_from,
+            given: l.held_for + l.served_to,
+            taken: l.held_by + l.received_from,
+            priced: l.priced,
+            owes_cents: l.owes_cents,
+        }
+    }
 }
 
 /// A shared cost.
@@ -220,6 +267,9 @@ pub struct Statement {
     pub costs: Vec<CostLine>,
     /// Each member.
     pub members: Vec<Owed>,
+    /// Each federated partner this pool's nodes recorded anything with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partners: Vec<PartnerOwed>,
 }
 
 /// A cost on a statement.
@@ -344,6 +394,33 @@ impl Statements {
                     money(m.owes_cents),
                     money(m.cpu_cents),
                     m.reference.clone(),
+                ];
+                let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+                t.push_str(&row.join(","));
+                t.push('\n');
+            }
+            // A partner pool on one line, in the members' columns: what it held for this pool
+            // and sent it as usage, what this pool held and sent for it as contribution, what
+            // this pool owes it at the agreement's prices (credit when it has none).
+            for p in &st.partners {
+                let cells = [
+                    st.name.clone(),
+                    st.period.clone(),
+                    format!("partner:{}", p.agreement),
+                    format!("partner pool {}", p.partner),
+                    p.held_by_byte_hours.to_string(),
+                    p.received_from_bytes.to_string(),
+                    p.held_for_byte_hours.to_string(),
+                    p.served_to_bytes.to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    format!("{:.6}", p.taken),
+                    format!("{:.6}", p.given),
+                    if p.priced { String::new() } else { format!("{:.3}", p.given - p.taken) },
+                    money(p.owes_cents),
+                    String::new(),
+                    format!("kith {} {} {}", st.name, st.period, &p.agreement[..8]),
                 ];
                 let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
                 t.push_str(&row.join(","));

@@ -218,6 +218,28 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
     .unwrap();
     let shown = net.kith_ok(0, &["pool", "show", "street"]).unwrap();
     assert!(shown.contains("off-site  1 copy(ies)") && shown.contains("100%"), "{shown}");
+    // Both ledgers have a line for the other pool: street's for what hill holds for it, hill's
+    // for what its nodes hold for street.
+    net.kith_ok(0, &["pool", "set", "street", "record_every", "5s"]).unwrap();
+    net.kith_ok(2, &["pool", "set", "hill", "record_every", "5s"]).unwrap();
+    let partner = |net: &kith_testnet::Testnet, i: usize, pool: &str| -> anyhow::Result<_> {
+        Ok(net.json(i, &["ledger", "--pool", pool])?["pools"][0]["partners"][0].clone())
+    };
+    net.wait_for(CONVERGE, "street's ledger to count what hill holds for it", |net| {
+        let p = partner(net, 0, "street")?;
+        Ok(p["partner"] == "hill" && p["held_by_byte_hours"].as_i64() > Some(0))
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "hill's ledger to count what it holds for street", |net| {
+        let p = partner(net, 2, "hill")?;
+        Ok(p["partner"] == "street" && p["held_for_byte_hours"].as_i64() > Some(0))
+    })
+    .unwrap();
+    let csv =
+        net.kith_ok(2, &["ledger", "statement", "--pool", "hill", "--format", "csv"]).unwrap();
+    assert!(csv.contains("partner pool street"), "{csv}");
+    let shown = net.kith_ok(0, &["ledger", "--pool", "street"]).unwrap();
+    assert!(shown.contains("PARTNER POOL") && shown.contains("credit"), "{shown}");
 
     // More than hill lends: its nodes refuse, and say why; nothing past the 8 MiB is held.
     let big = net.dir().join("films.bin");
@@ -562,6 +584,14 @@ fn a_partners_cdn_nodes_serve_its_public_site_take_new_versions_and_keep_serving
     assert_eq!(req(edge, "GET", "/", &["Host: club.local"]).status, 404, "members-only served");
     let r = page("/loaf.jpg");
     assert!(r.status == 200 && r.body == picture, "the picture came back different");
+    // What cy's edge served for street is in hill's ledger, as a line for street.
+    net.kith_ok(2, &["pool", "set", "hill", "record_every", "5s"]).unwrap();
+    net.wait_for(CONVERGE, "hill's ledger to count what its edge served for street", |net| {
+        let l = net.json(2, &["ledger", "--pool", "hill"])?;
+        let p = &l["pools"][0]["partners"][0];
+        Ok(p["partner"] == "street" && p["served_to_bytes"].as_i64() >= Some(3 << 20))
+    })
+    .unwrap();
 
     // A new version reaches the edge.
     write(&www.join("index.html"), b"<h1>Fresh bread and buns</h1>\n");

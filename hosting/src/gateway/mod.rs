@@ -111,8 +111,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) enum Origin {
     /// A site of one of this node's pools: the pool's nodes.
     Pool(Arc<PoolView>),
-    /// A partner's site this node serves as its edge: the partner's nodes that answered.
-    Edge(Arc<[EndpointId]>),
+    /// A partner's site this node serves as its edge (under `agreement`): the partner's nodes
+    /// that answered.
+    Edge {
+        /// The agreement.
+        agreement: Key,
+        /// The partner's nodes.
+        from: Arc<[EndpointId]>,
+    },
 }
 
 /// A site found by name.
@@ -172,7 +178,7 @@ impl Gateway {
             let h = e.head;
             Some(Found {
                 pool: e.pool,
-                origin: Origin::Edge(e.from.into()),
+                origin: Origin::Edge { agreement: e.agreement, from: e.from.into() },
                 access: Access::Public,
                 version: SiteVersion {
                     index: h.index,
@@ -270,7 +276,7 @@ impl Gateway {
         }
         let from = match origin {
             Origin::Pool(view) => self.pools.nodes_by_recency(view),
-            Origin::Edge(from) => from.to_vec(),
+            Origin::Edge { from, .. } => from.to_vec(),
         };
         let what = format!("site content {}", hex(&c.id[..8]));
         let blobs =

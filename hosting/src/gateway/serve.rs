@@ -114,7 +114,7 @@ impl Gateway {
                     access::check_request(req, &found.pool, view, self.pools.now_ms() as u64)
                         .map_err(|e| e.to_string())
                 }
-                Origin::Edge(_) => Err("an edge serves only public sites".to_string()),
+                Origin::Edge { .. } => Err("an edge serves only public sites".to_string()),
             }
         {
             return HttpResponse::Unauthorized()
@@ -285,6 +285,12 @@ impl Gateway {
             // The body's size gives Content-Length; actix sends no body for HEAD.
             let none = n0_future::stream::empty::<Result<Bytes, std::io::Error>>();
             return b.no_chunking(len).streaming(none);
+        }
+        // A partner's site served as its edge: counted for the cross-pool ledger.
+        if let Origin::Edge { agreement, .. } = &found.origin
+            && let Some(edges) = self.edges.get()
+        {
+            edges.count_served(agreement, len);
         }
         // The chunks that hold the range, and where in them it starts and ends.
         let mut parts = Vec::new();

@@ -206,6 +206,40 @@ impl Ledger {
         Ok(())
     }
 
+    /// Adds to this device's counts with federated partners (by agreement), in one change.
+    pub fn record_partners(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        adds: &[(Key, super::PartnerCounts)],
+        now_ms: i64,
+    ) -> Result<(), DocError> {
+        if let Some((k, n)) = adds.iter().flat_map(|(_, p)| p.fields()).find(|(_, n)| *n < 0) {
+            return Err(DocError::Format(format!("`{k}` may only grow, not by {n}")));
+        }
+        let adds: Vec<&(Key, super::PartnerCounts)> =
+            adds.iter().filter(|(_, p)| p.fields().iter().any(|(_, n)| *n > 0)).collect();
+        if adds.is_empty() {
+            return Ok(());
+        }
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
+            let row = Self::own_row(d, signer)?;
+            let ps = crate::edit::map_or_new(d, &row, "partners")?;
+            for (ag, p) in adds {
+                let m = crate::edit::map_or_new(d, &ps, &hex(ag))?;
+                for (k, n) in p.fields().into_iter().filter(|(_, n)| *n > 0) {
+                    if d.get(&m, k)?.is_some() {
+                        d.increment(&m, k, n)?;
+                    } else {
+                        d.put(&m, k, ScalarValue::counter(n))?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Adds `by` to counter `c` of `row`, making it in a row from before it existed.
     fn counter_or_new(
         d: &mut AutoCommit,

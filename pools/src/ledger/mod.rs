@@ -9,7 +9,9 @@
 //!              requests_served, audits_passed, audits_failed    (counters)
 //!              cpu_given, cpu_taken         fuel units   (counters; may be absent)
 //!              receipts: { <server node hex>: <signed receipt> }
-//!              cpu_receipts?: { <runner node hex>: <signed CPU receipt> } } }
+//!              cpu_receipts?: { <runner node hex>: <signed CPU receipt> },
+//!              partners?: { <agreement hex>: { held_for, held_by      byte-hours
+//!                                              served_to, received_from   bytes } } } }
 //! costs:   { <id>: { by, what, cents, at } }
 //! sealed:  <the previous period's seal, recorded by an admin>
 //! ```
@@ -51,6 +53,7 @@ pub use evidence::{
 pub use rules::{LedgerRules, POOL_NOTE, genesis_signer, parse_pool_note, pool_note};
 pub use seal::Seal;
 pub use settle::{CostRule, FUEL_PER_CPU_SECOND, Statement, cpu_hours, settle, split_cents};
+pub use settle::{PartnerLine, partner_lines};
 pub use store::{Ledgers, SYNC_MONTHS_BACK, live_periods, syncable};
 
 use std::collections::BTreeMap;
@@ -240,6 +243,55 @@ pub struct Row {
     pub receipts: BTreeMap<Key, Receipt>,
     /// CPU receipts this member signed, by runner node ([`Receipt::sign_cpu`]).
     pub cpu_receipts: BTreeMap<Key, Receipt>,
+    /// What this device did for and with federated partners, by agreement.
+    pub partners: BTreeMap<Key, PartnerCounts>,
+}
+
+/// What one device did for and with a federated partner pool (by agreement) in a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartnerCounts {
+    /// Byte-hours this device held for the partner (its off-site copies).
+    pub held_for: i64,
+    /// Byte-hours the partner's nodes held for this pool, as this device's placement confirmed
+    /// them.
+    pub held_by: i64,
+    /// Bytes this device sent the partner's nodes, and served as the partner's CDN edge.
+    pub served_to: i64,
+    /// Bytes this device received from the partner's nodes (copies it holds for them, its
+    /// edge's copy of their sites).
+    pub received_from: i64,
+}
+
+impl PartnerCounts {
+    /// Their keys in a row's `partners/<agreement>` map.
+    pub const KEYS: [&'static str; 4] = ["held_for", "held_by", "served_to", "received_from"];
+
+    /// Each counter with its key.
+    pub fn fields(&self) -> [(&'static str, i64); 4] {
+        [
+            ("held_for", self.held_for),
+            ("held_by", self.held_by),
+            ("served_to", self.served_to),
+            ("received_from", self.received_from),
+        ]
+    }
+
+    fn set(&mut self, key: &str, n: i64) {
+        match key {
+            "held_for" => self.held_for = n,
+            "held_by" => self.held_by = n,
+            "served_to" => self.served_to = n,
+            _ => self.received_from = n,
+        }
+    }
+
+    /// The sum of two devices' (or two periods') counts.
+    pub fn add(&mut self, o: &PartnerCounts) {
+        self.held_for += o.held_for;
+        self.held_by += o.held_by;
+        self.served_to += o.served_to;
+        self.received_from += o.received_from;
+    }
 }
 
 /// A shared cost an admin entered.
@@ -347,6 +399,23 @@ impl LedgerView {
             if d.get(&r, "cpu_receipts").map_err(|e| e.to_string())?.is_some() {
                 let rec = obj(d, &r, "cpu_receipts")?;
                 row.cpu_receipts = read_receipts(d, &rec, &k)?;
+            }
+            if d.get(&r, "partners").map_err(|e| e.to_string())?.is_some() {
+                let ps = obj(d, &r, "partners")?;
+                for a in d.keys(&ps) {
+                    let ag = parse_key(&a)
+                        .ok_or(format!("row {k}: partner `{a}` is not an agreement"))?;
+                    let m = obj(d, &ps, &a)?;
+                    let mut pc = PartnerCounts::default();
+                    for key in PartnerCounts::KEYS {
+                        if let Some((v, _)) = d.get(&m, key).map_err(|e| e.to_string())? {
+                            let n =
+                                v.as_i64().ok_or(format!("row {k}: `{key}` is not a number"))?;
+                            pc.set(key, n);
+                        }
+                    }
+                    row.partners.insert(ag, pc);
+                }
             }
             rows.insert(key, row);
         }

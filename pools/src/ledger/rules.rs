@@ -7,7 +7,7 @@ use kith_crdt::{Authorizer, Check, Key, Signer, hex, patch_path};
 
 use super::evidence::Receipt;
 use super::seal::Seal;
-use super::{Counter, LedgerView, Period, row_key};
+use super::{Counter, LedgerView, PartnerCounts, Period, row_key};
 use crate::error::ParseError;
 use crate::pool::PoolSnapshot;
 use crate::view::{Role, State, parse_key};
@@ -150,10 +150,23 @@ impl Authorizer for LedgerRules<'_> {
                         k.get(..17).unwrap_or(k)
                     ));
                 }
-                ["rows", _] | ["rows", _, "receipts" | "cpu_receipts"] => {
+                ["rows", _]
+                | ["rows", _, "receipts" | "cpu_receipts" | "partners"]
+                | ["rows", _, "partners", _] => {
+                    if let ["rows", _, "partners", ag] = path.as_slice()
+                        && parse_key(ag).is_none()
+                    {
+                        return Err(format!("partner `{ag}` is not an agreement"));
+                    }
                     if before(c, &path)?.is_some() {
                         return Err(format!("`{}` cannot be made again", path.join("/")));
                     }
+                }
+                ["rows", _, "partners", _, key] => {
+                    if !PartnerCounts::KEYS.contains(key) {
+                        return Err(format!("a partner's counts have no `{key}`"));
+                    }
+                    grows(c, &path, key, &p.action)?
                 }
                 ["rows", _, key] => check_counter(c, &path, key, &p.action)?,
                 ["rows", _, kind @ ("receipts" | "cpu_receipts"), server] => {
@@ -279,6 +292,18 @@ fn row_reads(c: &Check<'_>, heads: &[ChangeHash], k: &str) -> Result<(), String>
             v.as_i64().ok_or(format!("`{}` is not a number", counter.key()))?;
         }
     }
+    if c.doc.get_at(&r, "partners", heads).map_err(|e| e.to_string())?.is_some() {
+        let ps = map_at(c, &r, "partners", heads)?;
+        for a in c.doc.keys_at(&ps, heads) {
+            parse_key(&a).ok_or(format!("partner `{a}` is not an agreement"))?;
+            let m = map_at(c, &ps, &a, heads)?;
+            for key in PartnerCounts::KEYS {
+                if let Some((v, _)) = c.doc.get_at(&m, key, heads).map_err(|e| e.to_string())? {
+                    v.as_i64().ok_or(format!("`{key}` is not a number"))?;
+                }
+            }
+        }
+    }
     let mut maps = vec![map_at(c, &r, "receipts", heads)?];
     if c.doc.get_at(&r, "cpu_receipts", heads).map_err(|e| e.to_string())?.is_some() {
         maps.push(map_at(c, &r, "cpu_receipts", heads)?);
@@ -337,6 +362,11 @@ fn check_counter(
     if !Counter::ALL.iter().any(|k| k.key() == key) {
         return Err(format!("a row has no `{key}`"));
     }
+    grows(c, path, key, action)
+}
+
+/// Checks that counter `key` at `path` only grows (or starts, when new, at zero or more).
+fn grows(c: &Check<'_>, path: &[&str], key: &str, action: &PatchAction) -> Result<(), String> {
     match action {
         PatchAction::Increment { value, .. } if *value > 0 => Ok(()),
         PatchAction::Increment { value, .. } => {

@@ -157,3 +157,76 @@ pub fn settle(l: &LedgerView, rule: CostRule, members: &[Key], pool: &PoolView) 
     }
     st
 }
+
+/// A federated partner's line in a pool's statement for a period: what this pool's nodes
+/// recorded doing for the partner and taking from it, and what that comes to under the
+/// agreement's prices (or as credit when it has none). Each pool computes its line from its
+/// own ledger: the partner's statement has the mirror line, from what its nodes recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartnerLine {
+    /// The agreement.
+    pub agreement: Key,
+    /// The partner pool's name.
+    pub partner: String,
+    /// The counts summed over this pool's devices.
+    pub counts: super::PartnerCounts,
+    /// GiB-months this pool's nodes held for the partner.
+    pub held_for: f64,
+    /// GiB-months the partner's nodes held for this pool (as this pool's placement confirmed).
+    pub held_by: f64,
+    /// GiB this pool's nodes sent for the partner: its sites served as its CDN edge, and its
+    /// off-site copies served back to its nodes.
+    pub served_to: f64,
+    /// GiB this pool's nodes received from the partner's copies.
+    pub received_from: f64,
+    /// Whether the agreement prices lending.
+    pub priced: bool,
+    /// What this pool owes the partner at the agreement's prices, in cents (negative: the
+    /// partner owes it); 0 without prices.
+    pub owes_cents: i64,
+    /// Units this pool gave the partner net of what it took (GiB-months + GiB; negative: it
+    /// took more): the credit both ways when the agreement has no prices.
+    pub credit: f64,
+}
+
+/// The partner lines of a period: one per agreement this pool's nodes recorded anything under.
+pub fn partner_lines(l: &LedgerView, pool: &PoolView) -> Vec<PartnerLine> {
+    let mut sums: std::collections::BTreeMap<Key, super::PartnerCounts> = Default::default();
+    for row in l.rows.values() {
+        for (ag, c) in &row.partners {
+            sums.entry(*ag).or_default().add(c);
+        }
+    }
+    let gib_months = |bh: i64| bh as f64 / GIB / HOURS_PER_MONTH;
+    let gib = |b: i64| b as f64 / GIB;
+    sums.into_iter()
+        .map(|(ag, c)| {
+            let e = pool.federation.agreements.get(&ag);
+            let partner = e
+                .and_then(|e| e.agreement.partner_of(&l.pool).map(|(_, n)| n.to_string()))
+                .unwrap_or_else(|| format!("agreement {}", kith_crdt::hex(&ag[..4])));
+            let price = e.map(|e| e.agreement.offer.price).unwrap_or_default();
+            let (held_for, held_by) = (gib_months(c.held_for), gib_months(c.held_by));
+            let (served_to, received_from) = (gib(c.served_to), gib(c.received_from));
+            let priced = price.storage_per_gib_month > 0 || price.egress_per_gb > 0;
+            // Prices are in millionths of the currency; egress is priced per GB (10^9 bytes).
+            let cost = |gm: f64, bytes: i64| {
+                gm * price.storage_per_gib_month as f64
+                    + bytes as f64 / 1e9 * price.egress_per_gb as f64
+            };
+            let micro = cost(held_by, c.received_from) - cost(held_for, c.served_to);
+            PartnerLine {
+                agreement: ag,
+                partner,
+                counts: c,
+                held_for,
+                held_by,
+                served_to,
+                received_from,
+                priced,
+                owes_cents: (micro / 10_000.0).round() as i64,
+                credit: (held_for + served_to) - (held_by + received_from),
+            }
+        })
+        .collect()
+}

@@ -526,3 +526,88 @@ fn cpu_given_is_credited_by_the_takers_receipts_and_priced_by_the_charter() {
     assert_eq!(l2.view().rows[&(m.author().key, mn)].cpu_receipts[&an].blobs, 3);
     assert_eq!(l2.view(), l.view());
 }
+
+#[test]
+fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreements_prices() {
+    use kith_federation::{Acceptance, Agreement, Lend, Offer, Price};
+    let (mut p, a, m) = pool();
+    // Street (ada's) and hill (bea's) agree: each GiB-month at 2.00, each GB at 0.50.
+    let bea = signer(3, 103);
+    let hill = Pool::create(&bea, "bea", Pool::charter("hill"), 1).unwrap();
+    let price = Price { storage_per_gib_month: 2_000_000, egress_per_gb: 500_000 };
+    let lend = Lend { storage: 1 << 30, ..Default::default() };
+    let o = Offer::sign(&a, [4; 16], p.id(), "street", lend, price, 365, 30, 3_600_000, vec![]);
+    p.add_fed_offer(&a, &o, 5).unwrap();
+    let acc = Acceptance::sign(&bea, &o, hill.id(), "hill", lend, 6, vec![]);
+    let ag = Agreement { offer: o, acceptance: acc };
+    p.add_agreement(&a, &ag, 7).unwrap();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let period = Period::parse("2026-11").unwrap();
+    let mut l = Ledger::start(&rules, period).unwrap();
+    let id = ag.id();
+    let gib_month = (1i64 << 30) * 7305 / 10;
+    // Ada's node held a GiB for hill for a month and served it 2 GiB, twice; bob's had 3
+    // GiB-months held at hill and 1 GiB back from it.
+    let ada = PartnerCounts { held_for: gib_month, served_to: 2 << 30, ..Default::default() };
+    l.record_partners(&a, &rules, &[(id, ada)], 11).unwrap();
+    l.record_partners(&a, &rules, &[(id, ada)], 12).unwrap();
+    let bob =
+        PartnerCounts { held_by: 3 * gib_month, received_from: 1 << 30, ..Default::default() };
+    l.record_partners(&m, &rules, &[(id, bob)], 13).unwrap();
+    let v = l.view();
+    let row = &v.rows[&(a.author().key, a.author().device)];
+    assert_eq!(row.partners[&id].held_for, 2 * gib_month);
+    assert_eq!(row.partners[&id].served_to, 4 << 30);
+    // One line for hill: street owes it for 3 GiB-months and 1 GiB taken, less 2 GiB-months
+    // and 4 GiB given: 6.00 + 0.54 - 4.00 - 2.15 = 0.39.
+    let lines = partner_lines(&v, &p.view());
+    assert_eq!(lines.len(), 1);
+    let h = &lines[0];
+    assert_eq!((h.partner.as_str(), h.priced), ("hill", true));
+    assert!((h.held_for - 2.0).abs() < 1e-9 && (h.held_by - 3.0).abs() < 1e-9, "{h:?}");
+    assert_eq!(h.owes_cents, 39, "{h:?}");
+    assert!((h.credit - 2.0).abs() < 1e-9, "{h:?}");
+    // Without prices, the same figures are credit both ways (an agreement this view lacks
+    // is named by its id).
+    let lines = partner_lines(&v, &pool().0.view());
+    assert_eq!((lines[0].priced, lines[0].owes_cents), (false, 0));
+    assert!(lines[0].partner.starts_with("agreement "), "{:?}", lines[0]);
+
+    // Counts only grow; a device writes only its own; only known counts; only agreements.
+    let down = PartnerCounts { held_for: -1, ..Default::default() };
+    assert!(l.record_partners(&a, &rules, &[(id, down)], 14).is_err());
+    let path = |raw: &kith_crdt::automerge::AutoCommit, s: &Signer| {
+        let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
+        let r = raw.get(&rows, row_key(&s.author().key, &s.author().device)).unwrap().unwrap().1;
+        let ps = raw.get(&r, "partners").unwrap().unwrap().1;
+        raw.get(&ps, hex(&id)).unwrap().unwrap().1
+    };
+    let refused = |l: &mut Ledger, f: &dyn Fn(&mut kith_crdt::automerge::AutoCommit)| {
+        let (change, sigs) = raw_change(l, &m, |raw| f(raw));
+        l.doc_mut().ingest(vec![change], &sigs, &rules).unwrap_err().to_string()
+    };
+    let e = refused(&mut l, &|raw| {
+        let at = path(raw, &a);
+        raw.increment(&at, "held_for", 1 << 40).unwrap();
+    });
+    assert!(e.contains("writes only its own row"), "{e}");
+    let e = refused(&mut l, &|raw| {
+        let at = path(raw, &m);
+        raw.increment(&at, "held_by", -5).unwrap();
+    });
+    assert!(e.contains("may only grow"), "{e}");
+    let e = refused(&mut l, &|raw| {
+        let at = path(raw, &m);
+        raw.put(&at, "bonus", ScalarValue::counter(5)).unwrap();
+    });
+    assert!(e.contains("no `bonus`"), "{e}");
+    let e = refused(&mut l, &|raw| {
+        let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
+        let r = raw.get(&rows, row_key(&m.author().key, &m.author().device)).unwrap().unwrap().1;
+        let ps = raw.get(&r, "partners").unwrap().unwrap().1;
+        raw.put_object(&ps, "not-an-agreement", ObjType::Map).unwrap();
+    });
+    assert!(e.contains("is not an agreement"), "{e}");
+    assert_eq!(l.view().rows[&(m.author().key, m.author().device)].partners[&id], bob);
+}

@@ -48,6 +48,7 @@ impl Replicator {
             t.add_all(rest.into_iter().filter(|((p, _), _)| *p != pool).collect());
             mine
         };
+        self.take_partner_transfers(&pool, &v, node);
         let (served_tally, received_tally) = (take(node.served().tagged()), take(node.received()));
         let served: u64 = served_tally.values().map(|t| t.bytes).sum();
         let received: Vec<(Key, kith_node::net::blobs::Tally)> =
@@ -56,7 +57,11 @@ impl Replicator {
         let cpu = self.pools.take_cpu(&pool);
         let signer = self.pools.signer();
         let period = crate::ledger::Period::of(now);
-        let Some(snap) = self.pools.snapshot(&pool) else { return };
+        let partners = self.usage.take_partners(pool);
+        let Some(snap) = self.pools.snapshot(&pool) else {
+            self.usage.put_back_partners(pool, &partners);
+            return;
+        };
         let result = self.pools.ledgers().with(&snap, period, |l, rules| {
             let a = signer.author();
             let row = l.view().rows.remove(&(a.key, a.device)).unwrap_or_default();
@@ -110,10 +115,10 @@ impl Replicator {
             .into_iter()
             .filter(|(_, n)| *n > 0)
             .collect();
-            if adds.is_empty() && receipts.is_empty() && cpu_receipts.is_empty() {
-                return Ok(());
+            if !(adds.is_empty() && receipts.is_empty() && cpu_receipts.is_empty()) {
+                l.record(signer, rules, &adds, &receipts, &cpu_receipts, now)?;
             }
-            l.record(signer, rules, &adds, &receipts, &cpu_receipts, now)
+            l.record_partners(signer, rules, &partners, now)
         });
         match result {
             Ok(()) => {
@@ -123,11 +128,75 @@ impl Replicator {
             Err(e) => {
                 tracing::warn!(pool = %hex(&pool[..4]), error = %e, "cannot record usage in the ledger");
                 self.usage.put_back(pool, due);
+                self.usage.put_back_partners(pool, &partners);
                 node.served().tagged().add_all(served_tally);
                 node.received().add_all(received_tally);
                 self.pools.put_back_site_requests(&pool, requests);
                 self.pools.put_back_cpu(&pool, cpu);
             }
+        }
+    }
+
+    /// Takes this pool's transfers with federated partners out of the node's tallies into the
+    /// usage accrual: bytes this node served a partner's nodes for the partner (its copies
+    /// back: fetches tagged with the partner's pool), bytes it received from a partner's
+    /// holders (this pool's copies back), and bytes of partners' sites it served as their
+    /// edge.
+    fn take_partner_transfers(&self, pool: &Key, v: &crate::PoolView, node: &kith_node::net::Node) {
+        let mut by_partner: HashMap<Key, Key> = HashMap::new();
+        for (ag, e) in &v.federation.agreements {
+            if let Some((partner, _)) = e.agreement.partner_of(pool) {
+                by_partner.insert(partner, *ag);
+            }
+        }
+        if by_partner.is_empty() {
+            return;
+        }
+        let holders: HashMap<Key, Key> = super::lock(&self.partners)
+            .iter()
+            .filter(|(ag, _)| v.federation.agreements.contains_key(*ag))
+            .flat_map(|(ag, p)| p.holders.iter().map(move |h| (*h.node, *ag)))
+            .collect();
+        let stranger = |peer: &EndpointId| v.node_owner(peer.as_bytes()).is_none();
+        let split = |t: &kith_node::net::blobs::Tallies,
+                     keep: &dyn Fn(&Key, &EndpointId) -> bool| {
+            let (kept, rest): (HashMap<_, _>, HashMap<_, _>) =
+                t.take().into_iter().partition(|((p, peer), _)| keep(p, peer));
+            t.add_all(rest);
+            kept
+        };
+        let served =
+            split(node.served().tagged(), &|p, peer| by_partner.contains_key(p) && stranger(peer));
+        let received = split(node.received(), &|p, peer| {
+            p == pool && stranger(peer) && holders.contains_key(peer.as_bytes())
+        });
+        for ((p, _), t) in served {
+            self.usage.partner_bytes(*pool, by_partner[&p], t.bytes, 0);
+        }
+        for ((_, peer), t) in received {
+            self.usage.partner_bytes(*pool, holders[peer.as_bytes()], 0, t.bytes);
+        }
+        for (ag, bytes) in self.edges.take_served(|a| v.federation.agreements.contains_key(a)) {
+            self.usage.partner_bytes(*pool, ag, bytes, 0);
+        }
+    }
+
+    /// Accrues this node's storage with `pool`'s partners: what it holds for each, and what
+    /// each holds of what this node placed there (as its last off-site pass confirmed).
+    pub(super) fn accrue_partners(&self, pool: Key) {
+        let Some(v) = self.pools.view_of(&pool) else { return };
+        let now = self.pools.now_ms();
+        let stats = self.offsite_stats(&pool);
+        for (ag, e) in &v.federation.agreements {
+            if e.state(&pool, now) == "ended" {
+                continue;
+            }
+            let partner = e.agreement.partner_of(&pool).map(|(p, _)| p);
+            let held_by = stats
+                .as_ref()
+                .and_then(|s| partner.and_then(|p| s.partners.get(&p)))
+                .map_or(0, |p| p.held_bytes);
+            self.usage.accrue_partner(pool, *ag, self.lent.bytes(ag), held_by, now);
         }
     }
 }

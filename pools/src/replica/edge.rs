@@ -182,6 +182,8 @@ struct EdgeFile {
 /// A partner's site this edge serves.
 #[derive(Debug, Clone)]
 pub struct EdgeSite {
+    /// The agreement it is served under.
+    pub agreement: Key,
     /// The partner pool.
     pub pool: Key,
     /// Its name.
@@ -213,6 +215,8 @@ pub struct Edges {
     files: Mutex<Option<HashMap<Key, EdgeFile>>>,
     origins: Mutex<HashMap<Key, Vec<EndpointId>>>,
     status: Mutex<HashMap<Key, EdgeStatus>>,
+    /// Bytes of partners' sites served, by agreement, since the last record.
+    served: Mutex<HashMap<Key, u64>>,
 }
 
 impl Edges {
@@ -224,6 +228,7 @@ impl Edges {
             files: Mutex::new(None),
             origins: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
+            served: Mutex::new(HashMap::new()),
         }
     }
 
@@ -257,6 +262,7 @@ impl Edges {
                 Some((
                     *a,
                     EdgeSite {
+                        agreement: *a,
                         pool: f.pool,
                         pool_name: f.pool_name.clone(),
                         head: h.clone(),
@@ -275,6 +281,18 @@ impl Edges {
             return Vec::new();
         }
         self.with(|m| m.values().flat_map(|f| f.heads.iter().map(|h| h.name.clone())).collect())
+    }
+
+    /// Counts bytes of a partner's site served under `agreement` (for the ledger).
+    pub fn count_served(&self, agreement: &Key, bytes: u64) {
+        *lock(&self.served).entry(*agreement).or_default() += bytes;
+    }
+
+    /// Takes the bytes served under the agreements `keep` picks.
+    pub(super) fn take_served(&self, keep: impl Fn(&Key) -> bool) -> Vec<(Key, u64)> {
+        let mut s = lock(&self.served);
+        let picked: Vec<Key> = s.keys().filter(|a| keep(a)).copied().collect();
+        picked.into_iter().filter_map(|a| s.remove(&a).map(|b| (a, b))).collect()
     }
 
     /// How the edge stands for each agreement of `pool`'s (for `kith pool show`).

@@ -418,6 +418,7 @@ impl Replicator {
                     this.forget_lost_if_due(pool).await;
                     this.offsite(pool).await;
                     this.share_sealed(pool).await;
+                    this.accrue_partners(pool);
                     let st = this.stats(&pool);
                     // At the end of a pass: the blobs this node should hold, and how many it
                     // does (during one, the blobs it fetched of those it lacked).
