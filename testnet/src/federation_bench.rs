@@ -225,16 +225,29 @@ pub fn run(kith: &Path, mib: u64) -> Result<FedFigures> {
     let lan = net.lan().context("lan")?;
     lan.set_link(true)?;
     let t = Instant::now();
+    // When each part converged (s after the heal).
+    let mut parts: [Option<f64>; 3] = [None; 3];
     net.wait_for(LONG, "both sides to converge after the heal", |net| {
         let page = timed_get(&phone, edge, host, "/")
             .is_ok_and(|(_, _, b)| b == b"<h1>Street, again</h1>\n");
         let (placed, held) = placed_now(net)?;
+        let copied = placed > before_cut + (1 << 20) && held == placed;
         let offered = net.json(3, &["pool", "show", "hill"])?["capacity"]["offered"]
             == 2u64 * (10 << 30) + (20 << 30);
-        Ok(page && placed > before_cut + (1 << 20) && held == placed && offered)
+        for (p, ok) in parts.iter_mut().zip([page, copied, offered]) {
+            if ok && p.is_none() {
+                *p = Some(t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(page && copied && offered)
     })?;
     let heal_converge_s = t.elapsed().as_secs_f64();
-    eprintln!("converged {heal_converge_s:.1} s after the heal");
+    eprintln!(
+        "converged {heal_converge_s:.1} s after the heal (site at the edge {:.1} s, object's copy {:.1} s, offer {:.1} s)",
+        parts[0].unwrap_or(0.0),
+        parts[1].unwrap_or(0.0),
+        parts[2].unwrap_or(0.0)
+    );
 
     let export = net.dir().join("member.age");
     let out =

@@ -433,8 +433,17 @@ impl Replicator {
             }
             peers.extend(known.iter().filter_map(|k| EndpointId::from_bytes(k).ok()));
             peers.dedup();
+            // Asked all at once, the first answer taken: a partner that cannot be reached
+            // (its link down) costs one connection timeout, not one per node it has.
+            let mut asks = tokio::task::JoinSet::new();
             for peer in peers {
-                match ask_fed(node, peer, &req, Duration::from_secs(20)).await {
+                let (node, req) = (node.clone(), req.clone());
+                asks.spawn(async move {
+                    (peer, ask_fed(&node, peer, &req, Duration::from_secs(20)).await)
+                });
+            }
+            while let Some(Ok((peer, answer))) = asks.join_next().await {
+                match answer {
                     Ok(FedReply::Holders { roster, holders }) => {
                         // The partner's holders may be on another LAN: learn their addresses.
                         for h in holders.iter().filter(|h| *h.node != self.pools.node()) {
@@ -615,6 +624,10 @@ impl Replicator {
             .take(8)
             .map(Into::into)
             .collect();
+        // Partners that did not answer this pass (their link is down, say) are not asked to
+        // hold more now: each ask would wait out a connection timeout.
+        let unreachable: HashSet<Key> =
+            lock(&self.partners).values().filter(|p| p.error.is_some()).map(|p| p.pool).collect();
         for (holder, blobs) in want {
             let partner = member_of[&holder];
             let (done, todo): (Vec<_>, Vec<_>) = {
@@ -623,6 +636,9 @@ impl Replicator {
             };
             *held_bytes.entry(partner).or_default() +=
                 done.iter().map(|(_, l)| *l as u64).sum::<u64>();
+            if unreachable.contains(&partner) {
+                continue;
+            }
             let Some(ag) = agreement_of.get(&holder) else { continue };
             let Some(e) = v.federation.agreements.get(ag) else { continue };
             let Some(roster) = &e.roster else { continue };
@@ -1136,6 +1152,7 @@ impl Replicator {
                 .flat_map(|(ag, r, _)| {
                     parts
                         .get(&ag.id())
+                        .filter(|p| p.error.is_none())
                         .map(|p| p.holders.iter().map(|h| *h.node).collect::<Vec<_>>())
                         .unwrap_or_default()
                         .into_iter()
