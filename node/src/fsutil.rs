@@ -24,10 +24,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-/// A temporary name next to `path`, unique to this process.
+/// A temporary name next to `path`, unique to this process and call: two tasks of one process
+/// writing the same file at once (the daemon saving its peers while a command adds one) each
+/// get their own (with one per process, the second failed with "File exists").
 pub fn sibling_tmp(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 /// Moves `from` to `to`, failing if `to` exists (a pack is never written over another).

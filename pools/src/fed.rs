@@ -88,6 +88,9 @@ pub enum FedRequest {
     /// Your pool's public sites as served now (an edge of mine asks: my pool lends yours CDN).
     #[n(7)]
     Sites(#[n(0)] Box<Asking>),
+    /// My pool's public sites changed: ask again (an origin tells the edges that asked it).
+    #[n(8)]
+    SitesChanged(#[cbor(n(0), with = "minicbor::bytes")] Key),
 }
 
 /// A sealed copy of a pool's documents a partner keeps.

@@ -12,8 +12,12 @@ use kith_node::net::blobs::{BlobGate, DeviceProof};
 
 use crate::replica::Replicator;
 
-/// The blobs each pool references, as of a pool-document generation.
-type Referenced = HashMap<Key, (u64, Arc<HashSet<[u8; 32]>>)>;
+/// The blobs each pool references, as of a pool-document generation, and when the set was
+/// made if a manifest was missing then (`None`: every manifest was here).
+type Referenced = HashMap<Key, (u64, Arc<HashSet<[u8; 32]>>, Option<std::time::Instant>)>;
+
+/// How long a set made while a manifest was missing is used before it is made again.
+const INCOMPLETE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The pools' [`BlobGate`].
 #[derive(Debug)]
@@ -28,23 +32,31 @@ impl PoolsGate {
         Arc::new(PoolsGate { rep, referenced: Mutex::new(HashMap::new()) })
     }
 
-    /// Every blob pool `id` references: each object's manifest and the blobs it lists.
+    /// Every blob pool `id` references: each object's manifest and the blobs it lists. Kept
+    /// for the pool document's generation; when a manifest was missing (replication still
+    /// under way), made again after [`INCOMPLETE_FOR`]: the manifest's arrival changes the set
+    /// without changing the document, and a set kept without it refused its blobs until the
+    /// next change (seen after a link between two neighbourhoods healed).
     fn referenced(&self, id: &Key, v: &crate::PoolView) -> Arc<HashSet<[u8; 32]>> {
         let generation = self.rep.pools().generation();
-        if let Some((g, set)) = self.lock().get(id)
+        if let Some((g, set, made)) = self.lock().get(id)
             && *g == generation
+            && made.is_none_or(|t| t.elapsed() < INCOMPLETE_FOR)
         {
             return set.clone();
         }
         let mut set = HashSet::new();
+        let mut whole = true;
         for (_, _, po) in v.objects() {
             set.insert(po.manifest);
-            if let Some(m) = self.rep.manifest_here(&po.manifest) {
-                set.extend(m.blobs.iter().map(|(b, _)| **b));
+            match self.rep.manifest_here(&po.manifest) {
+                Some(m) => set.extend(m.blobs.iter().map(|(b, _)| **b)),
+                None => whole = false,
             }
         }
         let set = Arc::new(set);
-        self.lock().insert(*id, (generation, set.clone()));
+        let made = (!whole).then(std::time::Instant::now);
+        self.lock().insert(*id, (generation, set.clone(), made));
         set
     }
 

@@ -21,6 +21,7 @@ pub mod browser;
 pub mod chaos;
 pub mod compute_bench;
 pub mod delay;
+pub mod fed_sim;
 pub mod federation_bench;
 pub mod figures;
 pub mod garbage;

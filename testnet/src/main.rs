@@ -114,6 +114,25 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// The federation at scale with the real document, message and placement code (no
+    /// network): document sizes, control traffic per day, repair after losing a pool.
+    FedSim {
+        /// Pools (even).
+        #[arg(long, default_value_t = 100)]
+        pools: usize,
+        /// Members per pool.
+        #[arg(long, default_value_t = 50)]
+        members: usize,
+        /// GiB each member keeps off-site.
+        #[arg(long, default_value_t = 2)]
+        gib_per_member: u64,
+        /// CDN edge nodes per pool.
+        #[arg(long, default_value_t = 2)]
+        edges: usize,
+        /// Blobs sampled per pool for placement.
+        #[arg(long, default_value_t = 4000)]
+        blobs: usize,
+    },
     /// Federation: two neighbourhoods on two LANs over a 20 Mbit/s link with 0.5% loss; one
     /// pool keeps an off-site copy at the other, loses its LAN and restores from there.
     FederationBench {
@@ -281,6 +300,11 @@ fn main() -> Result<()> {
         Cmd::ComputeBench { seconds, kith } => {
             let f = kith_testnet::compute_bench::run(&sibling_kith(kith)?, seconds)?;
             println!("{}", f.markdown());
+            json_line(&f)?;
+        }
+        Cmd::FedSim { pools, members, gib_per_member, edges, blobs } => {
+            let f = kith_testnet::fed_sim::run(pools, members, gib_per_member, edges, blobs)?;
+            println!("{}", kith_testnet::fed_sim::markdown(&f));
             json_line(&f)?;
         }
         Cmd::FederationBench { mib, kith } => {

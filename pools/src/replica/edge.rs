@@ -5,7 +5,10 @@
 //! - **The origin** (a node of pool A): answers `Sites` with A's public sites as served now
 //!   (name, version, index id and key, manifest id), the answer signed by its identity, which
 //!   A's roster names. Its gate lets the edge's nodes fetch those sites' blobs and no others.
-//! - **The edge** (a node of B run with `--cdn`): every [`EDGE_EVERY`] asks A's nodes; checks
+//! - **The edge** (a node of B run with `--cdn`): asks A's nodes when A's node it asked last
+//!   tells it A's sites changed (`SitesChanged`, sent by that node within a second of seeing
+//!   the change), every [`EDGE_POLL`] regardless, and every [`EDGE_RETRY`] while A does not
+//!   answer (so a healed link brings the new versions within seconds); checks
 //!   the answer (A's roster against the agreement in B's own document, the signature over the
 //!   answering node, a signed time newer than the last answer taken); fetches each new
 //!   version's manifest and blobs into its store (each verified by its id, and the manifest
@@ -18,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use iroh::EndpointId;
 use kith_crdt::{Key, hex, verify_device};
@@ -32,8 +35,17 @@ use super::{Replicator, lock};
 use crate::fed::{Asking, FedReply, FedRequest, ask_fed};
 use crate::view::{Access, PoolView};
 
-/// How often an edge asks its partners for their sites.
-pub const EDGE_EVERY: Duration = Duration::from_secs(2);
+/// How often the edge worker looks (edges whose origin told them of a change ask then;
+/// origins look for changes to tell).
+pub const EDGE_EVERY: Duration = Duration::from_secs(1);
+/// How often an edge asks a partner that answers, with no word of a change.
+pub const EDGE_POLL: Duration = Duration::from_secs(60);
+/// How often an edge asks a partner that did not answer last time.
+pub const EDGE_RETRY: Duration = Duration::from_secs(5);
+/// How long an origin tells an edge of changes after it last asked.
+const ASKERS_FOR: Duration = Duration::from_secs(600);
+/// Edges an origin node tells, per agreement, at most.
+const MAX_ASKERS: usize = 64;
 /// Stored bytes of one partner's sites an edge keeps (every version it serves).
 pub const MAX_EDGE_BYTES: u64 = 4 << 30;
 /// Sites in one answer.
@@ -217,6 +229,14 @@ pub struct Edges {
     status: Mutex<HashMap<Key, EdgeStatus>>,
     /// Bytes of partners' sites served, by agreement, since the last record.
     served: Mutex<HashMap<Key, u64>>,
+    /// As an edge: when each agreement's partner was last asked, and whether it answered.
+    asked: Mutex<HashMap<Key, (Instant, bool)>>,
+    /// As an edge: agreements whose origin said its sites changed.
+    poked: Mutex<HashSet<Key>>,
+    /// As an origin: the edges that asked, by agreement, and when.
+    askers: Mutex<HashMap<Key, HashMap<EndpointId, Instant>>>,
+    /// As an origin: the digest of each pool's public sites last told.
+    told: Mutex<HashMap<Key, [u8; 32]>>,
 }
 
 impl Edges {
@@ -229,6 +249,10 @@ impl Edges {
             origins: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
             served: Mutex::new(HashMap::new()),
+            asked: Mutex::new(HashMap::new()),
+            poked: Mutex::new(HashSet::new()),
+            askers: Mutex::new(HashMap::new()),
+            told: Mutex::new(HashMap::new()),
         }
     }
 
@@ -281,6 +305,32 @@ impl Edges {
             return Vec::new();
         }
         self.with(|m| m.values().flat_map(|f| f.heads.iter().map(|h| h.name.clone())).collect())
+    }
+
+    /// Notes that the origin of `agreement` said its sites changed: asked at the next look.
+    pub(super) fn poke(&self, agreement: &Key) {
+        if self.enabled() {
+            lock(&self.poked).insert(*agreement);
+        }
+    }
+
+    /// Whether the partner of `agreement` is to be asked now (and, if so, takes its poke).
+    fn due(&self, agreement: &Key) -> bool {
+        let poked = lock(&self.poked).remove(agreement);
+        poked
+            || lock(&self.asked).get(agreement).is_none_or(|(at, answered)| {
+                at.elapsed() >= if *answered { EDGE_POLL } else { EDGE_RETRY }
+            })
+    }
+
+    /// As an origin: notes an edge that asked under `agreement`.
+    fn note_asker(&self, agreement: &Key, peer: EndpointId) {
+        let mut a = lock(&self.askers);
+        let m = a.entry(*agreement).or_default();
+        m.retain(|_, t| t.elapsed() < ASKERS_FOR);
+        if m.len() < MAX_ASKERS || m.contains_key(&peer) {
+            m.insert(peer, Instant::now());
+        }
     }
 
     /// Counts bytes of a partner's site served under `agreement` (for the ledger).
@@ -423,6 +473,7 @@ impl Replicator {
                 ag.offer.pool_name, ag.acceptance.pool_name, v.charter.name
             ));
         }
+        self.edges.note_asker(&ag.id(), *peer);
         let heads = SiteHeads {
             agreement: ag.id(),
             pool,
@@ -437,6 +488,44 @@ impl Replicator {
             identity: self.pools.signer().author().key,
             sig,
         })
+    }
+
+    /// As an origin: tells the edges that asked this node lately, when this pool's public
+    /// sites changed since it last looked (each told at once, in the background).
+    pub(super) fn tell_edges(&self) {
+        let Ok(node) = self.node() else { return };
+        let askers: Vec<(Key, Vec<EndpointId>)> = lock(&self.edges.askers)
+            .iter()
+            .map(|(a, m)| {
+                (*a, m.iter().filter(|(_, t)| t.elapsed() < ASKERS_FOR).map(|(p, _)| *p).collect())
+            })
+            .filter(|(_, p): &(Key, Vec<EndpointId>)| !p.is_empty())
+            .collect();
+        if askers.is_empty() {
+            return;
+        }
+        for (pool, v) in self.pools.list() {
+            let mine: Vec<&(Key, Vec<EndpointId>)> =
+                askers.iter().filter(|(a, _)| v.federation.agreements.contains_key(a)).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let digest =
+                *blake3::hash(&minicbor::to_vec(public_heads(&v)).unwrap_or_default()).as_bytes();
+            let before = lock(&self.edges.told).insert(pool, digest);
+            if before.is_none_or(|d| d == digest) {
+                continue;
+            }
+            for (agreement, peers) in mine {
+                for peer in peers {
+                    let (node, peer, req) =
+                        (node.clone(), *peer, FedRequest::SitesChanged(*agreement));
+                    tokio::spawn(async move {
+                        let _ = ask_fed(&node, peer, &req, Duration::from_secs(5)).await;
+                    });
+                }
+            }
+        }
     }
 
     /// As an edge: asks every partner lent CDN by one of this node's pools for its sites and
@@ -458,7 +547,11 @@ impl Replicator {
                 let Some(roster) = &e.roster else { continue };
                 let id = ag.id();
                 standing.insert(id);
+                if !self.edges.due(&id) {
+                    continue;
+                }
                 let result = self.refresh_edge(node, &pool, ag, roster).await;
+                lock(&self.edges.asked).insert(id, (Instant::now(), result.is_ok()));
                 let partner = ag.partner_of(&pool).map(|(_, n)| n.to_string()).unwrap_or_default();
                 self.edges.set_status(&id, |s| {
                     s.error = result.err();

@@ -33,13 +33,16 @@ mod repair;
 
 #[cfg(test)]
 pub(crate) use edge::{Answer, check_sites, sign_sites};
-pub use edge::{EDGE_EVERY, EdgeSite, EdgeStatus, Edges, MAX_EDGE_BYTES, SiteHead, SiteHeads};
+pub use edge::{
+    EDGE_EVERY, EDGE_POLL, EDGE_RETRY, EdgeSite, EdgeStatus, Edges, MAX_EDGE_BYTES, SiteHead,
+    SiteHeads,
+};
 pub use health::{Health, HolderHealth};
 pub use home::SiteKeeper;
 pub use moving::{Destination, Moved, Stayed};
 pub use offsite::{
     Held, Lent, MAX_OFFSITE_IDS, MAX_SEALED, OffsiteStats, PARTNERS_EVERY, PartnerStats,
-    held_on_disk,
+    SEAL_EVERY, held_on_disk, sealed_targets,
 };
 pub use protocol::{MAX_HAS, POOL_ALPN, PoolProtocol, Reply, Request};
 pub use put::{HolderAck, PoolPut};
@@ -342,24 +345,23 @@ impl Replicator {
                 Ok::<_, std::convert::Infallible>(())
             }
         }));
-        // An edge of partners' sites (`kith up --cdn`) asks them for new versions every few
-        // seconds.
-        if self.edges.enabled() {
-            let this = self.clone();
-            let edge_pace = Pace { interval: edge::EDGE_EVERY, tranquility: TRANQUILITY };
-            tasks.spawn(self.workers.clone().run(
-                "edge".into(),
-                edge_pace,
-                cancel.clone(),
-                move |_| {
-                    let this = this.clone();
-                    async move {
-                        this.refresh_edges().await;
-                        Ok::<_, std::convert::Infallible>(())
-                    }
-                },
-            ));
-        }
+        // Partners' sites: as an origin, tell the edges that asked when this pool's sites
+        // change; as an edge (`kith up --cdn`), ask partners when told, or when due.
+        let this = self.clone();
+        let edge_pace = Pace { interval: edge::EDGE_EVERY, tranquility: TRANQUILITY };
+        tasks.spawn(self.workers.clone().run(
+            "partners' sites".into(),
+            edge_pace,
+            cancel.clone(),
+            move |_| {
+                let this = this.clone();
+                async move {
+                    this.tell_edges();
+                    this.refresh_edges().await;
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            },
+        ));
         let this = self.clone();
         tasks.spawn(self.workers.clone().run("reclaim".into(), pace, cancel.clone(), move |_| {
             let this = this.clone();

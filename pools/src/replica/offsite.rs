@@ -53,7 +53,10 @@ const RECONFIRM: Duration = Duration::from_secs(600);
 /// members' identity documents, encrypted).
 pub const MAX_SEALED: usize = 8 << 20;
 /// How often the first node of a pool sends its partners a sealed copy that has not changed.
-const SEAL_EVERY: Duration = Duration::from_secs(600);
+pub const SEAL_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// A partner's holders a sealed copy goes to, at most (those placement ranks first for the
+/// pool's id): a partner with fifty nodes need not keep fifty copies.
+const SEALED_PER_PARTNER: usize = 2;
 /// How long after sending a sealed copy the next, changed one waits (a busy pool's document
 /// changes every few seconds; its partners get it at most this often).
 const SEAL_AFTER: Duration = Duration::from_secs(30);
@@ -334,6 +337,12 @@ fn notice_ms(ag: &Agreement) -> i64 {
     ag.offer.notice_days as i64 * 86_400_000
 }
 
+/// How many partner holders a pool's sealed copy goes to, with `partners` partners of
+/// `holders` holders each.
+pub fn sealed_targets(partners: usize, holders: usize) -> usize {
+    partners * holders.min(SEALED_PER_PARTNER)
+}
+
 /// What the last off-site pass of a pool found, per partner pool.
 #[derive(Debug, Clone, Default)]
 pub struct OffsiteStats {
@@ -557,6 +566,7 @@ impl Replicator {
         }
         self.refresh_partners(&pool, &v).await;
         let holders = self.offsite_holders(&pool, &v);
+        tracing::debug!(pool = %v.charter.name, holders = holders.len(), "off-site pass");
         let mut st = OffsiteStats::default();
         for (_, p) in lock(&self.partners).iter() {
             if holders.iter().any(|(_, h)| h.member == p.pool) || p.error.is_some() {
@@ -651,7 +661,10 @@ impl Replicator {
                 };
                 let bytes: u64 = batch.iter().map(|(_, l)| *l as u64).sum();
                 let limit = Duration::from_secs(600 + bytes / (1 << 20));
-                match ask_fed(node, peer, &req, limit).await {
+                tracing::debug!(holder = %peer.fmt_short(), blobs = batch.len(), bytes, "asking a partner's holder to hold");
+                let answer = ask_fed(node, peer, &req, limit).await;
+                tracing::debug!(holder = %peer.fmt_short(), answer = ?answer.as_ref().map(|a| match a { FedReply::Has(h) => format!("has {}/{}", h.iter().filter(|x| **x).count(), h.len()), other => format!("{other:?}") }), "a partner's holder answered");
+                match answer {
                     Ok(FedReply::Has(have)) => {
                         let mut c = lock(&self.offsite_confirmed);
                         for ((id, len), ok) in batch.iter().zip(have) {
@@ -807,6 +820,12 @@ impl Replicator {
                 Ok(FedReply::Holders { roster, holders: self.shares(&v, lent) })
             }
             FedRequest::Sites(a) => self.serve_sites(&peer, &a),
+            FedRequest::SitesChanged(agreement) => {
+                // Unchecked: it only makes this edge ask (and check) sooner, once a second at
+                // most.
+                self.edges.poke(&agreement);
+                Ok(FedReply::Recorded("noted".into()))
+            }
             FedRequest::Has { asking, ids } => {
                 self.check_asking(&peer, &asking, false)?;
                 if ids.len() > MAX_OFFSITE_IDS {
@@ -825,7 +844,9 @@ impl Replicator {
                     return Err("a blob's length is out of bounds".into());
                 }
                 let turn = self.lent.hold_lock(&ag.id());
+                tracing::debug!(peer = %peer.fmt_short(), blobs = blobs.len(), "a partner asks this node to hold");
                 let _turn = turn.lock().await;
+                tracing::debug!(peer = %peer.fmt_short(), "holding for a partner: its turn");
                 let me = self.pools.node();
                 let share = self
                     .shares(&v, lent)
@@ -1153,7 +1174,22 @@ impl Replicator {
                     parts
                         .get(&ag.id())
                         .filter(|p| p.error.is_none())
-                        .map(|p| p.holders.iter().map(|h| *h.node).collect::<Vec<_>>())
+                        .map(|p| {
+                            let hs: Vec<Holder> = p
+                                .holders
+                                .iter()
+                                .map(|h| Holder {
+                                    node: *h.node,
+                                    member: p.pool,
+                                    zone: hex(&*h.node),
+                                    weight: h.share.max(1),
+                                })
+                                .collect();
+                            place(&pool, &hs, SEALED_PER_PARTNER)
+                                .into_iter()
+                                .map(|h| h.node)
+                                .collect::<Vec<_>>()
+                        })
                         .unwrap_or_default()
                         .into_iter()
                         .map(move |n| (n, ag.clone(), r.clone()))
