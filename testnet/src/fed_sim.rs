@@ -60,7 +60,8 @@ pub struct SimFigures {
     pub holders_mb_day: f64,
     /// Per pool per day: its edge nodes asking partners for sites (MB).
     pub edges_mb_day: f64,
-    /// Per pool per day: sealed copies sent to partners' holders, the documents unchanged (MB).
+    /// Per pool per day: sealed copies sent to partners' holders, the documents unchanged (MB;
+    /// each change sends them again, at most every 30 s).
     pub sealed_mb_day: f64,
     /// The sum (MB per pool per day).
     pub control_mb_day: f64,
@@ -238,8 +239,10 @@ pub fn run(
     let holders_mb_day =
         m as f64 * partners * every(kith_pools::replica::PARTNERS_EVERY) * holders_exchange_kb
             / 1e3;
+    // Edges ask every EDGE_POLL, and once more for each change they are told of (not counted:
+    // a few a day).
     let edges_mb_day =
-        edges as f64 * partners * every(kith_pools::replica::EDGE_EVERY) * sites_exchange_kb / 1e3;
+        edges as f64 * partners * every(kith_pools::replica::EDGE_POLL) * sites_exchange_kb / 1e3;
     let sealed_mb_day = kith_pools::replica::sealed_targets(3, m) as f64
         * every(kith_pools::replica::SEAL_EVERY)
         * sealed_kb
