@@ -45,7 +45,7 @@ pub fn published(v: &Published) -> Result<ExitCode> {
 
 /// `kith site ls`.
 pub fn list(v: &SiteList) -> Result<ExitCode> {
-    if v.sites.is_empty() {
+    if v.sites.is_empty() && v.edge.is_empty() {
         eprintln!("no sites yet (kith site publish DIR --name NAME)");
     }
     for x in &v.sites {
@@ -59,6 +59,17 @@ pub fn list(v: &SiteList) -> Result<ExitCode> {
             x.owner_name,
             x.pool_name,
             if x.served { "" } else { "  (name taken: not served)" }
+        );
+    }
+    for x in &v.edge {
+        println!(
+            "{:<24} v{:<4} {:<8} {:>6} files {:>10}  pool {}'s, served here as its CDN edge",
+            x.name,
+            x.version,
+            "public",
+            x.files,
+            fmt::bytes(x.bytes),
+            x.partner,
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -184,7 +184,22 @@ pub async fn handle(ctx: &Ctx, req: SiteReq) -> Result<Value> {
                     });
                 }
             }
-            answer(SiteList { sites })
+            let edge = ctx
+                .replicator
+                .as_ref()
+                .map(|r| r.edges().served_sites())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| EdgeSiteEntry {
+                    urls: urls(ctx, &e.head.name),
+                    name: e.head.name,
+                    partner: e.pool_name,
+                    version: e.head.number,
+                    files: e.head.files,
+                    bytes: e.head.bytes,
+                })
+                .collect();
+            answer(SiteList { sites, edge })
         }
         SiteReq::Versions { name } => {
             let (id, v) =

@@ -97,6 +97,26 @@ pub struct Published {
 pub struct SiteList {
     /// Every site of this node's pools.
     pub sites: Vec<SiteEntry>,
+    /// Partners' sites this node serves as their CDN edge (`kith up --cdn`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edge: Vec<EdgeSiteEntry>,
+}
+
+/// A partner's site this node serves as its CDN edge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeSiteEntry {
+    /// Its name.
+    pub name: String,
+    /// The partner pool's name.
+    pub partner: String,
+    /// The version served.
+    pub version: u64,
+    /// Its files.
+    pub files: u64,
+    /// Its bytes.
+    pub bytes: u64,
+    /// Where it is served.
+    pub urls: Vec<String>,
 }
 
 /// A site in a list.

@@ -607,6 +607,8 @@ fn a_partners_cdn_nodes_serve_its_public_site_take_new_versions_and_keep_serving
     assert!(e["sites"][0][1] == 2 && e["bytes"].as_u64() > Some(3 << 20), "{e}");
     let shown = net.kith_ok(3, &["pool", "show", "hill"]).unwrap();
     assert!(shown.contains("cdn edge") && shown.contains("bakery"), "{shown}");
+    let listed = net.kith_ok(3, &["site", "ls"]).unwrap();
+    assert!(listed.contains("bakery") && listed.contains("street's, served here"), "{listed}");
 
     // Street is gone (its one node): the edge serves the last version, every file, also after
     // a restart.

@@ -299,6 +299,26 @@ impl Edges {
         Some(found.1)
     }
 
+    /// Every partner's site this node serves as its edge (for `kith site ls`).
+    pub fn served_sites(&self) -> Vec<EdgeSite> {
+        if !self.enabled() {
+            return Vec::new();
+        }
+        self.with(|m| {
+            m.iter()
+                .flat_map(|(a, f)| {
+                    f.heads.iter().map(|h| EdgeSite {
+                        agreement: *a,
+                        pool: f.pool,
+                        pool_name: f.pool_name.clone(),
+                        head: h.clone(),
+                        from: Vec::new(),
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// The names of the partners' sites this node serves.
     pub fn names(&self) -> Vec<String> {
         if !self.enabled() {
