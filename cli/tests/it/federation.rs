@@ -160,6 +160,15 @@ fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
     net.stop_all(std::time::Duration::from_secs(20)).unwrap();
 }
 
+/// The bakery's folder: a page and a picture.
+fn bakery(net: &kith_testnet::Testnet, page: &[u8], picture: &[u8]) -> std::path::PathBuf {
+    let www = net.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write(&www.join("index.html"), page);
+    write(&www.join("loaf.jpg"), picture);
+    www
+}
+
 /// Street's sum of placed and held off-site bytes, as node `i` shows them.
 fn offsite(net: &kith_testnet::Testnet, i: usize) -> serde_json::Value {
     net.json(i, &["pool", "show", "street"]).unwrap()["offsite"].clone()
@@ -335,11 +344,8 @@ fn two_neighbourhoods_joined_by_a_slow_lossy_link_keep_each_others_copies_and_on
     net.kith_ok(0, &["pool", "set", "street", "offsite_replicas", "1"]).unwrap();
     // Ada publishes bakery; eve's phone on hill's LAN (node 5's namespace) opens bakery.local
     // at dee's edge, across nothing.
-    let www = net.dir().join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    write(&www.join("index.html"), b"<h1>Bread</h1>\n");
     let loaf = random_bytes(1 << 20, 12);
-    write(&www.join("loaf.jpg"), &loaf);
+    let www = bakery(&net, b"<h1>Bread</h1>\n", &loaf);
     net.kith_ok(0, &["site", "publish", www.to_str().unwrap(), "--name", "bakery"]).unwrap();
     let phone = net.lan().unwrap().ns(5).to_string();
     let edge: std::net::SocketAddr = format!("{}:7780", net.lan().unwrap().ip(4)).parse().unwrap();
@@ -561,11 +567,8 @@ fn a_partners_cdn_nodes_serve_its_public_site_take_new_versions_and_keep_serving
 
     // Ada publishes bakery (a page and a 3 MiB picture, several chunks) and club, for
     // street's members only.
-    let www = net.dir().join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    write(&www.join("index.html"), b"<h1>Fresh bread</h1>\n");
     let picture = random_bytes(3 << 20, 21);
-    write(&www.join("loaf.jpg"), &picture);
+    let www = bakery(&net, b"<h1>Fresh bread</h1>\n", &picture);
     net.kith_ok(0, &["site", "publish", www.to_str().unwrap(), "--name", "bakery"]).unwrap();
     let club = net.dir().join("club");
     std::fs::create_dir_all(&club).unwrap();

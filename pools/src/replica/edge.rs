@@ -220,7 +220,7 @@ pub struct EdgeStatus {
 }
 
 /// What this node serves as an edge, by agreement.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Edges {
     dir: PathBuf,
     on: AtomicBool,
@@ -237,23 +237,14 @@ pub struct Edges {
     askers: Mutex<HashMap<Key, HashMap<EndpointId, Instant>>>,
     /// As an origin: the digest of each pool's public sites last told.
     told: Mutex<HashMap<Key, [u8; 32]>>,
+    /// As an origin: the pools' generation when their sites were last looked at.
+    looked: std::sync::atomic::AtomicU64,
 }
 
 impl Edges {
     /// What is recorded under `dir`.
     pub fn new(dir: PathBuf) -> Edges {
-        Edges {
-            dir,
-            on: AtomicBool::new(false),
-            files: Mutex::new(None),
-            origins: Mutex::new(HashMap::new()),
-            status: Mutex::new(HashMap::new()),
-            served: Mutex::new(HashMap::new()),
-            asked: Mutex::new(HashMap::new()),
-            poked: Mutex::new(HashSet::new()),
-            askers: Mutex::new(HashMap::new()),
-            told: Mutex::new(HashMap::new()),
-        }
+        Edges { dir, ..Edges::default() }
     }
 
     /// Makes this node an edge for partners that are lent CDN (`kith up --cdn`).
@@ -274,29 +265,13 @@ impl Edges {
     /// The partner's site served under `name`, if this node is an edge serving one (the
     /// first agreement by id that has it).
     pub fn site(&self, name: &str) -> Option<EdgeSite> {
-        if !self.enabled() {
-            return None;
-        }
-        let mut found = self.with(|m| {
-            let mut ags: Vec<&Key> = m.keys().collect();
-            ags.sort();
-            ags.into_iter().find_map(|a| {
-                let f = &m[a];
-                let h = f.heads.iter().find(|h| h.name == name)?;
-                Some((
-                    *a,
-                    EdgeSite {
-                        agreement: *a,
-                        pool: f.pool,
-                        pool_name: f.pool_name.clone(),
-                        head: h.clone(),
-                        from: Vec::new(),
-                    },
-                ))
-            })
-        })?;
-        found.1.from = lock(&self.origins).get(&found.0).cloned().unwrap_or_default();
-        Some(found.1)
+        let mut found = self
+            .served_sites()
+            .into_iter()
+            .filter(|e| e.head.name == name)
+            .min_by_key(|e| e.agreement)?;
+        found.from = lock(&self.origins).get(&found.agreement).cloned().unwrap_or_default();
+        Some(found)
     }
 
     /// Every partner's site this node serves as its edge (for `kith site ls`).
@@ -321,10 +296,7 @@ impl Edges {
 
     /// The names of the partners' sites this node serves.
     pub fn names(&self) -> Vec<String> {
-        if !self.enabled() {
-            return Vec::new();
-        }
-        self.with(|m| m.values().flat_map(|f| f.heads.iter().map(|h| h.name.clone())).collect())
+        self.served_sites().into_iter().map(|e| e.head.name).collect()
     }
 
     /// Notes that the origin of `agreement` said its sites changed: asked at the next look.
@@ -521,7 +493,9 @@ impl Replicator {
             })
             .filter(|(_, p): &(Key, Vec<EndpointId>)| !p.is_empty())
             .collect();
-        if askers.is_empty() {
+        // Nothing changed in any pool since the last look: nothing to tell.
+        let generation = self.pools.generation();
+        if askers.is_empty() || self.edges.looked.swap(generation, Relaxed) == generation {
             return;
         }
         for (pool, v) in self.pools.list() {
@@ -592,10 +566,7 @@ impl Replicator {
         let id = ag.id();
         let (partner, partner_name) = ag.partner_of(pool).ok_or("not this pool's agreement")?;
         let mut peers = lock(&self.edges.origins).get(&id).cloned().unwrap_or_default();
-        let contact =
-            if ag.offer.pool == partner { &ag.offer.contact } else { &ag.acceptance.contact };
-        for t in contact.iter().filter_map(|t| t.parse::<kith_node::net::ticket::NodeTicket>().ok())
-        {
+        for t in super::offsite::partner_contacts(ag, &partner) {
             if !peers.contains(&t.id) {
                 let _ = node.add_peer(&t).await;
                 peers.push(t.id);

@@ -337,6 +337,16 @@ fn notice_ms(ag: &Agreement) -> i64 {
     ag.offer.notice_days as i64 * 86_400_000
 }
 
+/// The nodes the `partner` side of `ag` named to be reached at (tickets that parse).
+pub(super) fn partner_contacts(
+    ag: &Agreement,
+    partner: &Key,
+) -> Vec<kith_node::net::ticket::NodeTicket> {
+    let contact =
+        if ag.offer.pool == *partner { &ag.offer.contact } else { &ag.acceptance.contact };
+    contact.iter().filter_map(|t| t.parse().ok()).collect()
+}
+
 /// How many partner holders a pool's sealed copy goes to, with `partners` partners of
 /// `holders` holders each.
 pub fn sealed_targets(partners: usize, holders: usize) -> usize {
@@ -424,10 +434,7 @@ impl Replicator {
                 continue;
             }
             let Some((partner, name)) = ag.partner_of(pool) else { continue };
-            let contact =
-                if ag.offer.pool == partner { &ag.offer.contact } else { &ag.acceptance.contact };
-            let mut tickets: Vec<kith_node::net::ticket::NodeTicket> =
-                contact.iter().filter_map(|t| t.parse().ok()).collect();
+            let mut tickets = partner_contacts(&ag, &partner);
             let known: Vec<Key> = lock(&self.partners)
                 .get(&id)
                 .map(|p| p.holders.iter().map(|h| *h.node).collect())
