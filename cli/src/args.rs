@@ -47,6 +47,15 @@ pub(crate) enum Command {
         /// pool of this node lends its partner CDN: `kith federation invite/join --cdn`).
         #[arg(long)]
         cdn: bool,
+        /// Use the relay at URL to reach nodes with no direct path (a federation partner's
+        /// neighbourhood), such as http://10.0.0.5:7790 (repeat for several; none by default:
+        /// nothing leaves the LAN).
+        #[arg(long, value_name = "URL")]
+        relay: Vec<String>,
+        /// Serve a relay on ADDR:PORT, the address both neighbourhoods reach, for this node's
+        /// pools and the partners they lend relay (`kith federation invite/join --relay`).
+        #[arg(long, value_name = "ADDR")]
+        serve_relay: Option<SocketAddr>,
         /// Read settings from this TOML file [default: HOME/kith.toml, if there is one]
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,

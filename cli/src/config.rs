@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub metrics: Option<SocketAddr>,
     /// Serve federated partners' public sites as their CDN edge.
     pub cdn: Option<bool>,
+    /// Relays to use (URLs).
+    pub relay: Option<Vec<String>>,
+    /// Serve a relay on this address.
+    pub serve_relay: Option<SocketAddr>,
 }
 
 /// What the command line says (absent or default flags are `None`, empty or `false`).
@@ -53,6 +57,10 @@ pub struct Flags {
     pub metrics: Option<SocketAddr>,
     /// `--cdn`.
     pub cdn: bool,
+    /// `--relay`.
+    pub relay: Vec<String>,
+    /// `--serve-relay`.
+    pub serve_relay: Option<SocketAddr>,
     /// `--config`.
     pub config: Option<PathBuf>,
 }
@@ -125,8 +133,19 @@ impl FileConfig {
             (_, Some(i)) => i,
             (_, None) => mdns.interfaces,
         };
+        let relays = match (flags.relay, self.relay) {
+            (f, _) if !f.is_empty() => f,
+            (_, Some(r)) => r,
+            (_, None) => Vec::new(),
+        };
+        let relays = relays
+            .iter()
+            .map(|u| parse_relay(u).map_err(|e| anyhow!("relay `{u}`: {e}")))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Config {
             listen,
+            relays,
+            serve_relay: flags.serve_relay.or(self.serve_relay),
             http: flags.http.or(self.http).unwrap_or(d.http),
             mdns,
             site_cache,
@@ -135,6 +154,16 @@ impl FileConfig {
             ..d
         })
     }
+}
+
+/// A relay's URL: `http://` or `https://`, a host, and a port if not the scheme's.
+pub fn parse_relay(s: &str) -> Result<iroh::RelayUrl> {
+    let url: iroh::RelayUrl =
+        s.trim().parse().map_err(|_| anyhow!("not a URL (such as http://10.0.0.5:7790)"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(anyhow!("a relay's URL is http://HOST:PORT (or https://)"));
+    }
+    Ok(url)
 }
 
 /// The key an error is about: the first name in backquotes.
@@ -186,6 +215,14 @@ pub fn example() -> String {
 # Serve federated partners' public sites at NAME.local as their CDN edge (when a pool of this
 # node lends its partner CDN: kith federation invite/join --cdn).
 # cdn = false
+
+# Relays to use to reach nodes with no direct path (a partner's neighbourhood); none when
+# empty: nothing leaves the LAN.
+# relay = []
+
+# Serve a relay on this address, which both neighbourhoods reach, for this node's pools and
+# the partners they lend relay (kith federation invite/join --relay); off when absent.
+# serve_relay = \"10.0.0.5:7790\"
 "
     )
 }
@@ -263,6 +300,24 @@ mod tests {
         assert!(e.to_string().contains("listen"), "{e}");
         let e = parse("[http\n").unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn relays_are_urls_named_when_wrong_and_none_by_default() {
+        assert!(Config::default().relays.is_empty() && Config::default().serve_relay.is_none());
+        let f =
+            parse("relay = [\"http://10.0.0.5:7790\"]\nserve_relay = \"10.0.0.5:7790\"\n").unwrap();
+        let c = f.clone().merge(Flags::default()).unwrap();
+        assert_eq!(c.relays.len(), 1);
+        assert_eq!(c.relays[0].as_str(), "http://10.0.0.5:7790/");
+        assert_eq!(c.serve_relay, Some(addr("10.0.0.5:7790")));
+        let flags = Flags { relay: vec!["http://10.0.0.6:7790".into()], ..Flags::default() };
+        assert_eq!(f.merge(flags).unwrap().relays[0].as_str(), "http://10.0.0.6:7790/");
+        for bad in ["ftp://10.0.0.5:7790", "10.0.0.5:7790", "relay"] {
+            let flags = Flags { relay: vec![bad.into()], ..Flags::default() };
+            let e = FileConfig::default().merge(flags).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("relay `{bad}`")), "{e}");
+        }
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct Config {
     /// Serve federated partners' public sites as their CDN edge (when a pool of this node
     /// lends its partner CDN).
     pub cdn: bool,
+    /// Relays to use (`--relay`; none by default: nothing leaves the LAN).
+    pub relays: Vec<iroh::RelayUrl>,
+    /// Where to serve a relay (`--serve-relay`; nowhere by default).
+    pub serve_relay: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -63,6 +67,8 @@ impl Default for Config {
             clock: kith_node::Clock::system(),
             metrics: None,
             cdn: false,
+            relays: Vec::new(),
+            serve_relay: None,
         }
     }
 }
@@ -192,7 +198,11 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     let started = Instant::now();
     let store =
         Arc::new(Store::open_patiently(&home, kith_node::home::DAEMON_WHAT, LOCK_PATIENCE)?);
-    let cfg = NetConfig { listen: opts.listen.clone(), mdns: opts.mdns.clone() };
+    let cfg = NetConfig {
+        listen: opts.listen.clone(),
+        mdns: opts.mdns.clone(),
+        relays: opts.relays.clone(),
+    };
     let pools = crate::pool_ops::open(&home, opts.clock.clone())?;
     crate::pool_ops::keep_data_keys(&pools, &store);
     // A leave that a stopped daemon did not finish: the member stays, with its offer back.
@@ -273,6 +283,19 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let relay = match opts.serve_relay {
+        Some(addr) => Some(
+            crate::relay::serve(
+                addr,
+                node.clone(),
+                pools.clone(),
+                home.root().to_path_buf(),
+                pools_stop.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let ctx = Arc::new(Ctx {
         home: home.clone(),
         store,
@@ -288,6 +311,8 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         operations: Default::default(),
         jobs: Some(jobs),
         job_book: crate::job_ops::JobBook::open(home.root()),
+        relay,
+        relays: opts.relays.clone(),
     });
 
     let backups_task = tokio::spawn(crate::backup::worker(

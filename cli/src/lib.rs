@@ -29,6 +29,7 @@ mod ops;
 mod pool_ops;
 mod portable_ops;
 pub mod qr;
+mod relay;
 pub mod service;
 mod site_ops;
 mod status_ops;

@@ -52,6 +52,8 @@ pub fn run(home: Home, req: Request) -> Result<Frames> {
         operations: Default::default(),
         jobs: None,
         job_book,
+        relay: None,
+        relays: Vec::new(),
     });
     rt.spawn(ops::run(ctx, req, Out::new(tx)));
     Ok(Frames { rx, _rt: rt })

@@ -255,6 +255,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             site_cache,
             metrics,
             cdn,
+            relay,
+            serve_relay,
             config,
             print_config: false,
         } => {
@@ -267,6 +269,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 site_cache,
                 metrics,
                 cdn,
+                relay,
+                serve_relay,
                 config,
             };
             let config = file.merge(flags)?;
@@ -624,7 +628,11 @@ fn init_logging() {
     // iroh's accept loop warns about every failed handshake of a peer (another node dialling
     // an old address of a replaced device): kith says that once, in its own words.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,iroh=warn,iroh::protocol=error,noq_proto=error,actix_server=warn")
+        // The relay server warns about every node it refuses; kith says so itself.
+        EnvFilter::new(
+            "info,iroh=warn,iroh::protocol=error,noq_proto=error,actix_server=warn,\
+             iroh_relay::server::http_server=error",
+        )
     });
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -51,6 +51,10 @@ pub struct Ctx {
     pub jobs: Option<std::sync::Arc<kith_compute::jobs::JobProtocol>>,
     /// The jobs asked for here.
     pub job_book: crate::job_ops::JobBook,
+    /// The relay this node serves, in the daemon with `--serve-relay`.
+    pub relay: Option<crate::relay::Relay>,
+    /// The relays this node uses (`--relay`).
+    pub relays: Vec<iroh::RelayUrl>,
 }
 
 /// A long operation under way: what it is, and its progress as its frames report it.

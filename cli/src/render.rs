@@ -33,7 +33,6 @@ pub fn ticket(v: &NodeTicket) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `kith status`.
 /// `kith doctor`'s checks, one line each, with what to fix under those that need it.
 pub fn doctor(d: &kith::api::node::Doctor) {
     for c in &d.checks {
@@ -44,6 +43,7 @@ pub fn doctor(d: &kith::api::node::Doctor) {
     }
 }
 
+/// `kith status`.
 pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
     println!("node      {}", v.node);
     println!("identity  {}", v.identity);
@@ -57,6 +57,32 @@ pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
         }
         if let Some(m) = &v.metrics {
             println!("metrics   {m}");
+        }
+        if !v.relays.is_empty() {
+            let home = match (&v.home_relay, &v.relay_error) {
+                (Some(h), _) => format!("connected to {h}"),
+                (None, Some(why)) => format!("not connected: {why}"),
+                (None, None) => "not connected to any yet".to_string(),
+            };
+            println!("relays    {} ({home})", v.relays.join(", "));
+        }
+        if let Some(r) = &v.relay {
+            let bound = match r.bound_bytes {
+                Some(b) => format!(" of {} lent", fmt::bytes(b)),
+                None => String::new(),
+            };
+            let state = match (&r.why_not, r.serving) {
+                (Some(why), _) => format!("not serving: {why}"),
+                (None, true) => format!("serving, {} clients", r.clients),
+                (None, false) => "starting".to_string(),
+            };
+            println!(
+                "relay     {} {state}; relayed {}{bound} in {}; {} unknown nodes refused",
+                r.url,
+                fmt::bytes(r.relayed_bytes),
+                r.month,
+                r.refused
+            );
         }
         if let Some(at) = v.retired_ms {
             println!(

@@ -35,9 +35,19 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<Value> {
         gateway: None,
         browsers: None,
         mesh: None,
+        relay: ctx.relay.as_ref().map(|r| r.status()),
+        relays: ctx.relays.iter().map(|u| u.to_string()).collect(),
+        home_relay: None,
+        relay_error: None,
         refused: Default::default(),
         served: None,
     };
+    if let Some((url, state)) = ctx.node.as_ref().and_then(|n| n.home_relay()) {
+        match state {
+            Ok(()) => v.home_relay = Some(url),
+            Err(why) => v.relay_error = Some(format!("{url}: {why}")),
+        }
+    }
     if let Some(node) = &ctx.node {
         let peers = node.peers();
         let reachable = peers.iter().filter(|p| p.reachability.name() == "reachable").count();

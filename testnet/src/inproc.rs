@@ -87,7 +87,7 @@ impl Daemons {
             site_cache: 16 << 20,
             clock: self.clock.clone(),
             metrics: None,
-            cdn: false,
+            ..Config::default()
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = self

@@ -108,6 +108,15 @@ impl Testnet {
         }
     }
 
+    /// Gives node `i` an uplink both neighbourhoods reach (see [`Lan::add_uplink`]) and
+    /// returns its address; after [`Testnet::split_lan`], before the nodes start.
+    pub fn add_uplink(&mut self, i: usize) -> Result<std::net::Ipv4Addr> {
+        match self.lan.as_mut() {
+            Some(lan) => lan.add_uplink(i),
+            None => bail!("an uplink needs a namespace testnet"),
+        }
+    }
+
     /// A `kith` command on node `i`'s home (run from the root namespace: the control socket is
     /// a file in the home).
     pub fn cmd(&self, i: usize) -> Command {
@@ -192,7 +201,9 @@ impl Testnet {
             .env(
                 "RUST_LOG",
                 std::env::var("KITH_TESTNET_LOG").unwrap_or_else(|_| {
-                    "info,iroh=warn,iroh::protocol=error,noq_proto=error,actix_server=warn".into()
+                    "info,iroh=warn,iroh::protocol=error,noq_proto=error,actix_server=warn,\
+                     iroh_relay::server::http_server=error"
+                        .into()
                 }),
             )
             .stdin(Stdio::null())

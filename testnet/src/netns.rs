@@ -32,6 +32,9 @@ pub struct Lan {
 /// The second neighbourhood's subnet (after [`Lan::split`]).
 pub const SUBNET2: [u8; 3] = [10, 97, 0];
 
+/// The address of the node given an uplink ([`Lan::add_uplink`]).
+pub const UPLINK: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 200);
+
 /// What the router between two neighbourhoods does to the link.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkShape {
@@ -270,6 +273,38 @@ impl Lan {
         self.routers.push(switch2.clone());
         self.second = Some((switch2, from, router));
         Ok(())
+    }
+
+    /// Gives node `i` of the first neighbourhood a second cable, into the second one, with
+    /// the address [`UPLINK`], which both reach: the second on its bridge, the first through
+    /// node `i` (a host route on each of its other nodes), as an uplink's public address is.
+    /// The node forwards nothing (a namespace's default), so with the router's link down
+    /// ([`Lan::set_link`]) the neighbourhoods reach each other only through what node `i`
+    /// serves. Call after [`Lan::split`], before the nodes start.
+    pub fn add_uplink(&mut self, i: usize) -> Result<Ipv4Addr> {
+        let Some((switch2, from, _)) = self.second.clone() else {
+            bail!("an uplink joins two neighbourhoods: split the LAN first")
+        };
+        if i >= from {
+            bail!("the uplink's node is in the first neighbourhood");
+        }
+        let node = self.nodes[i].clone();
+        let port = format!("u{i}");
+        ip(&[
+            "-n", &node, "link", "add", "eth1", "type", "veth", "peer", "name", &port, "netns",
+            &switch2,
+        ])?;
+        // Its way to the second subnet is now its own cable, not the router.
+        ip(&["-n", &node, "route", "del", &format!("{}.0/24", dotted(SUBNET2))])?;
+        ip(&["-n", &node, "addr", "add", &format!("{UPLINK}/24"), "dev", "eth1"])?;
+        ip(&["-n", &node, "link", "set", "eth1", "up"])?;
+        ip(&["-n", &switch2, "link", "set", &port, "master", "br0"])?;
+        ip(&["-n", &switch2, "link", "set", &port, "up"])?;
+        for j in (0..from).filter(|&j| j != i) {
+            let (host, via) = (format!("{UPLINK}/32"), self.ips[i].to_string());
+            ip(&["-n", &self.nodes[j], "route", "add", &host, "via", &via])?;
+        }
+        Ok(UPLINK)
     }
 
     /// Bytes the router between the neighbourhoods forwarded each way (`a0`: into the first,

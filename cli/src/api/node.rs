@@ -53,6 +53,18 @@ pub struct Status {
     /// Browser peers: open sessions and what their pages reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub browsers: Option<serde_json::Value>,
+    /// The relay this node serves (`kith up --serve-relay`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayStatus>,
+    /// The relays this node uses (`kith up --relay`), and the one it is connected to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<String>,
+    /// The relay this node is connected to (its home relay), if it uses relays and is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_relay: Option<String>,
+    /// Why it is not connected to a relay, when it uses relays and is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_error: Option<String>,
     /// Links through neighbours (WebRTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh: Option<kith_node::net::mesh::MeshStatus>,
@@ -186,4 +198,25 @@ pub struct OperationReport {
     /// Seconds left at that rate, when known.
     #[serde(default)]
     pub eta_s: Option<u64>,
+}
+
+/// What the relay is doing (`kith status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayStatus {
+    /// The URL nodes are given (`kith up --relay URL`).
+    pub url: String,
+    /// Whether it accepts connections now.
+    pub serving: bool,
+    /// The month counted (`YYYY-MM`).
+    pub month: String,
+    /// Bytes received from clients this month (what it relayed).
+    pub relayed_bytes: u64,
+    /// The bound for the month: the egress lent with relay, if an agreement states one.
+    pub bound_bytes: Option<u64>,
+    /// Clients connected now.
+    pub clients: u64,
+    /// Connections refused since it started (unknown nodes).
+    pub refused: u64,
+    /// Why it does not serve, when it does not.
+    pub why_not: Option<String>,
 }

@@ -626,3 +626,140 @@ fn a_partners_cdn_nodes_serve_its_public_site_take_new_versions_and_keep_serving
     let r = req(edge, "GET", "/loaf.jpg", &["Host: bakery.local"]);
     assert!(r.status == 200 && r.body == picture, "the picture is not served after a restart");
 }
+
+#[test]
+fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_members_relay_within_what_it_lends()
+ {
+    use std::time::Duration;
+    // A partner's node is let in once ada's node learns it (bea's at once, named in the
+    // agreement; dee's from hill's answer naming its holders), and connects within iroh's
+    // reconnection backoff (at most 16 s) after that.
+    const CONVERGE: Duration = Duration::from_secs(120);
+    // Street (ada, bob, cy) on one LAN; hill (bea, dee) and a stranger's node (5, in no pool)
+    // on another. The router between them is down: nothing crosses it. Ada's node has an
+    // uplink both neighbourhoods reach and serves a relay there; street lends it to hill with
+    // 12 MB of egress a month. Ada offers no storage, so street's copies (on bob's and cy's
+    // nodes) reach hill's nodes only through her relay.
+    let mut net = testnet(6, kith_testnet::Layout::Namespaces);
+    net.split_lan(3, kith_testnet::netns::LinkShape { mbit: 1000, loss_permille: 0 }).unwrap();
+    let up = net.add_uplink(0).unwrap();
+    net.lan().unwrap().set_link(false).unwrap();
+    let url = format!("http://{up}:7790");
+    net.nodes[0].up_args.extend(["--serve-relay".to_string(), format!("{up}:7790")]);
+    for i in 0..6 {
+        net.nodes[i].up_args.extend(["--relay".to_string(), url.clone()]);
+        net.kith_ok(i, &["init"]).unwrap();
+        net.start(i).unwrap();
+    }
+    let names = ["ada", "bob", "cy", "bea", "dee"];
+    for (admin, pool, members) in [(0, "street", 1..3), (3, "hill", 4..5)] {
+        net.kith_ok(admin, &["pool", "create", pool, "--as", names[admin]]).unwrap();
+        for i in members {
+            let t = net.kith_ok(admin, &["pool", "invite", pool]).unwrap();
+            net.kith_ok(i, &["pool", "join", t.trim(), "--as", names[i]]).unwrap();
+        }
+    }
+    for (i, pool) in [(1, "street"), (2, "street"), (3, "hill"), (4, "hill")] {
+        net.kith_ok(i, &["offer", pool, "--storage", "1GiB", "--zone", &format!("house-{i}")])
+            .unwrap();
+    }
+    let status = |net: &kith_testnet::Testnet, i: usize| net.json(i, &["status"]);
+    // With no agreement that lends it, the relay carries nobody.
+    net.wait_for(CONVERGE, "ada's relay to say it lends to nobody yet", |net| {
+        let r = &status(net, 0)?["relay"];
+        Ok(r["serving"] == false
+            && r["why_not"].as_str().is_some_and(|w| w.contains("no agreement")))
+    })
+    .unwrap();
+    net.wait_for(CONVERGE, "street's nodes to see both offers", |net| {
+        Ok(net.json(1, &["pool", "show", "street"])?["capacity"]["offered"] == 2u64 << 30)
+    })
+    .unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
+    // Bea's node reaches ada's at her uplink address (named in the offer): the agreement.
+    let offer = net
+        .kith_ok(0, &["federation", "invite", "street", "--relay", "--lend-egress", "12MB"])
+        .unwrap();
+    let out = net.kith(3, &["federation", "join", "hill", offer.trim(), "--lend-storage", "1GiB"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("and by pool street"), "{err}");
+    net.wait_for(CONVERGE, "ada's relay to serve, bounded by what street lends", |net| {
+        let r = &status(net, 0)?["relay"];
+        Ok(r["serving"] == true && r["bound_bytes"] == 12_000_000u64)
+    })
+    .unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "offsite_replicas", "1"]).unwrap();
+
+    // Bob puts 4 MiB: its off-site copy crosses to hill's nodes through ada's relay.
+    let photos = random_bytes(4 << 20, 21);
+    let src = net.dir().join("photos.bin");
+    write(&src, &photos);
+    net.json(1, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    // What bob's and cy's nodes placed at hill, and what hill's nodes confirmed.
+    let placed = |net: &kith_testnet::Testnet| -> anyhow::Result<(u64, u64)> {
+        let mut sum = (0, 0);
+        for i in [1, 2] {
+            let p = &net.json(i, &["pool", "show", "street"])?["offsite"]["partners"][0];
+            sum.0 += p["placed_bytes"].as_u64().unwrap_or(0);
+            sum.1 += p["held_bytes"].as_u64().unwrap_or(0);
+        }
+        Ok(sum)
+    };
+    net.wait_for(CONVERGE, "hill's nodes to hold street's copy, through the relay", |net| {
+        let (placed, held) = placed(net)?;
+        Ok(placed > 4 << 20 && held == placed)
+    })
+    .unwrap();
+    let r = status(&net, 0).unwrap()["relay"].clone();
+    let relayed = r["relayed_bytes"].as_u64().unwrap();
+    assert!(relayed > 4 << 20 && relayed < 12_000_000, "{r}");
+    // Hill's nodes use the relay; the stranger's node is refused (it is nobody ada knows).
+    let dee = status(&net, 4).unwrap();
+    assert_eq!(
+        dee["home_relay"].as_str().map(|u| u.trim_end_matches('/')),
+        Some(&url[..]),
+        "{dee}"
+    );
+    net.wait_for(CONVERGE, "the relay to refuse the stranger's node", |net| {
+        Ok(status(net, 0)?["relay"]["refused"].as_u64() > Some(0))
+    })
+    .unwrap();
+    let stranger = status(&net, 5).unwrap();
+    assert!(stranger["home_relay"].is_null(), "{stranger}");
+    net.wait_for(CONVERGE, "the stranger's node to say the relay refused it", |net| {
+        Ok(status(net, 5)?["relay_error"].as_str().is_some_and(|e| e.contains("refused")))
+    })
+    .unwrap();
+    let shown = net.kith_ok(0, &["status"]).unwrap();
+    assert!(shown.contains(&format!("relay     {url}")) && shown.contains("lent in"), "{shown}");
+
+    // Bob puts 40 MiB more: its copy would take the relay far past the 12 MB street lends.
+    // The relay stops once it has carried what was lent, and says so; street keeps its data.
+    let videos = random_bytes(40 << 20, 22);
+    let src = net.dir().join("videos.bin");
+    write(&src, &videos);
+    let put = net.json(1, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    net.wait_for(CONVERGE, "the relay to stop at what street lends", |net| {
+        let r = &status(net, 0)?["relay"];
+        Ok(r["serving"] == false && r["why_not"].as_str().is_some_and(|w| w.contains("used up")))
+    })
+    .unwrap();
+    let r = status(&net, 0).unwrap()["relay"].clone();
+    let relayed = r["relayed_bytes"].as_u64().unwrap();
+    // It stops at the bound, give or take 20 ms of traffic: far from the 40 MiB copy.
+    assert!((8_000_000..16_000_000).contains(&relayed), "{r}");
+    let (placed_now, held_now) = placed(&net).unwrap();
+    assert!(held_now < placed_now, "the copy crossed anyway: {placed_now} placed, {held_now} held");
+    // A restart does not reset the month's count.
+    net.stop(0).unwrap();
+    net.start(0).unwrap();
+    net.wait_for(CONVERGE, "ada's relay to stay stopped after a restart", |net| {
+        let r = &status(net, 0)?["relay"];
+        Ok(r["relayed_bytes"].as_u64() >= Some(relayed)
+            && r["why_not"].as_str().is_some_and(|w| w.contains("used up")))
+    })
+    .unwrap();
+    let back = net.dir().join("videos-back.bin");
+    net.kith_ok(1, &["get", put["id"].as_str().unwrap(), "-o", back.to_str().unwrap()]).unwrap();
+    assert!(std::fs::read(&back).unwrap() == videos, "street's videos came back different");
+}

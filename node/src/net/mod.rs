@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use iroh::TransportAddr;
 use iroh::address_lookup::{AddressLookup, EndpointData, Error as LookupError, Item};
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
 use iroh::protocol::{DynProtocolHandler, Router};
@@ -56,6 +57,10 @@ pub struct NetConfig {
     pub listen: Vec<SocketAddr>,
     /// LAN discovery.
     pub mdns: MdnsConfig,
+    /// Relay servers to use (`kith up --relay`): the node keeps a connection to one of them,
+    /// and looks for any peer it cannot reach directly there too. Empty: no relay, nothing
+    /// leaves the LAN (docs/federation.md "Relays").
+    pub relays: Vec<iroh::RelayUrl>,
 }
 
 /// Why the network failed.
@@ -109,6 +114,8 @@ fn failures(failed: &[String]) -> String {
 struct LanLookup {
     peers: Arc<PeerTable>,
     mdns: Option<Arc<Mdns>>,
+    /// The relays this node was told to use: every peer is also looked for there.
+    relays: Vec<iroh::RelayUrl>,
 }
 
 impl AddressLookup for LanLookup {
@@ -120,7 +127,16 @@ impl AddressLookup for LanLookup {
     }
 
     fn resolve(&self, id: EndpointId) -> Option<BoxStream<Result<Item, LookupError>>> {
-        self.peers.resolve(id)
+        if self.relays.is_empty() {
+            return self.peers.resolve(id);
+        }
+        let mut addrs: Vec<TransportAddr> =
+            self.peers.addrs(&id).unwrap_or_default().into_iter().map(TransportAddr::Ip).collect();
+        addrs.extend(self.relays.iter().cloned().map(TransportAddr::Relay));
+        let data = EndpointData::new(addrs);
+        let item =
+            Item::new(iroh::address_lookup::EndpointInfo::from_parts(id, data), "kith-peers", None);
+        Some(n0_future::StreamExt::boxed(n0_future::stream::iter(Some(Ok(item)))))
     }
 }
 
@@ -194,6 +210,19 @@ fn check_report(what: &str, report: &FetchReport) -> Result<(), NetError> {
     Ok(())
 }
 
+/// The relay mode for these relays: none, or these without QUIC address discovery.
+fn relay_mode(relays: &[iroh::RelayUrl]) -> RelayMode {
+    if relays.is_empty() {
+        return RelayMode::Disabled;
+    }
+    RelayMode::Custom(
+        relays
+            .iter()
+            .map(|u| std::sync::Arc::new(iroh::RelayConfig::new(u.clone(), None)))
+            .collect(),
+    )
+}
+
 impl Node {
     /// Binds the endpoint, starts discovery, serving and pinging.
     pub async fn start(home: &Home, store: Arc<Store>, cfg: NetConfig) -> Result<Node, NetError> {
@@ -215,12 +244,17 @@ impl Node {
             true => None,
             false => Some(Mdns::start(me, &cfg.mdns, peers.clone(), cancel.clone())?),
         };
-        let lookup = LanLookup { peers: peers.clone(), mdns: mdns.clone() };
+        let lookup =
+            LanLookup { peers: peers.clone(), mdns: mdns.clone(), relays: cfg.relays.clone() };
+        // With relays, their latency is measured over plain HTTP (`/ping`), which is how a
+        // home relay is chosen; kith's relays serve no QUIC address discovery.
+        let (relay_mode, mut report) = (relay_mode(&cfg.relays), NetReportConfig::minimal());
+        report.https_probes = !cfg.relays.is_empty();
         let mut builder = Endpoint::builder(presets::Minimal)
             .secret_key(key.secret().clone())
-            .relay_mode(RelayMode::Disabled)
+            .relay_mode(relay_mode)
             .portmapper_config(PortmapperConfig::Disabled)
-            .net_report_config(NetReportConfig::minimal())
+            .net_report_config(report)
             .clear_address_lookup()
             .address_lookup(lookup)
             .clear_ip_transports();
@@ -279,6 +313,22 @@ impl Node {
     /// The addresses peers can dial.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.endpoint.addr().ip_addrs().copied().collect()
+    }
+
+    /// The relay this node keeps a connection to (its home relay), when it uses relays, and
+    /// whether it is connected (else why not: what the relay said when it refused, or the
+    /// last error).
+    pub fn home_relay(&self) -> Option<(String, Result<(), String>)> {
+        use iroh::Watcher;
+        let status = self.endpoint.home_relay_status().get();
+        let s = status.first()?;
+        let state = match (s.is_connected(), s.auth_denied_reason(), s.last_error()) {
+            (true, _, _) => Ok(()),
+            (false, Some(why), _) => Err(format!("refused: {why}")),
+            (false, None, Some(e)) => Err(e.to_string()),
+            (false, None, None) => Err("connecting".to_string()),
+        };
+        Some((s.url().to_string(), state))
     }
 
     /// A ticket for this node.

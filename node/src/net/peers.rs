@@ -344,7 +344,7 @@ impl PeerTable {
         v.into_iter().map(|(_, id)| id).collect()
     }
 
-    fn addrs(&self, id: &EndpointId) -> Option<Vec<SocketAddr>> {
+    pub(crate) fn addrs(&self, id: &EndpointId) -> Option<Vec<SocketAddr>> {
         self.read().get(id).map(|e| e.addrs.iter().copied().collect())
     }
 }

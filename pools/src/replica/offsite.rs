@@ -40,6 +40,8 @@ pub(crate) const OFFSITE_CONTEXT: &[u8] = b"kith-offsite-v1";
 pub const PARTNERS_EVERY: Duration = Duration::from_secs(60);
 /// How recent a partner's answer `kith pool show` takes.
 const PARTNERS_FRESH: Duration = Duration::from_secs(5);
+/// How long `kith pool show` waits for partners' fresh answers.
+const SHOW_WAIT: Duration = Duration::from_secs(3);
 /// How soon a borrowing node asks again a partner that did not answer (or named no holder).
 const PARTNERS_RETRY: Duration = Duration::from_secs(4);
 /// Blobs in one `Hold` or `Has`.
@@ -1038,15 +1040,22 @@ impl Replicator {
 impl Replicator {
     /// Where `pool`'s off-site copies are: for every partner, the bytes placement gives its
     /// holders (copies counted) and the bytes they say they hold, asked now.
-    pub async fn offsite_health(&self, pool: Key) -> Result<OffsiteStats, String> {
+    pub async fn offsite_health(self: &Arc<Self>, pool: Key) -> Result<OffsiteStats, String> {
         let v = self.pools.view_of(&pool).ok_or("no such pool here")?;
         let k = v.charter.offsite_replicas as usize;
         let mut st = OffsiteStats::default();
         if k == 0 {
             return Ok(st);
         }
-        // Someone looking at the pool wants it as it is now: partners asked within 5 s.
-        self.refresh_partners_within(&pool, &v, PARTNERS_FRESH).await;
+        // Someone looking at the pool wants it as it is now: partners asked within 5 s, but
+        // not waited for past SHOW_WAIT (a partner out of reach would hold `kith pool show` up
+        // for a connection timeout; the last answer, or its silence, is shown instead). The
+        // asking goes on and records what it finds.
+        let (this, v2) = (self.clone(), v.clone());
+        let ask = tokio::spawn(async move {
+            this.refresh_partners_within(&pool, &v2, PARTNERS_FRESH).await;
+        });
+        let _ = tokio::time::timeout(SHOW_WAIT, ask).await;
         let holders = self.offsite_holders(&pool, &v);
         let now = self.pools.now_ms();
         for (aid, p) in lock(&self.partners).iter() {

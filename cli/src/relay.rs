@@ -1,0 +1,323 @@
+//! `kith up --serve-relay ADDR:PORT`: iroh's own relay server (the `iroh-relay` crate), run by
+//! a node that both neighbourhoods reach (an uplink, a point-to-point link), so that nodes with
+//! no direct path between them still reach each other (docs/federation.md "Relays").
+//!
+//! - Plain HTTP on the address given: what it carries is already end-to-end encrypted QUIC
+//!   between the two nodes, and the relay's handshake proves each client's node key. No
+//!   certificates, no ACME, no QUIC address discovery.
+//! - Who may use it: the nodes of this node's pools' members, the nodes named in the contacts
+//!   of an agreement in force where one of its pools lends relay, and the peers added to this
+//!   node by ticket (the partners' holders its pools' off-site passes learn are, and those its
+//!   owner added with `kith peer add`). Anyone else is refused with a reason, a neighbour on
+//!   its LAN too.
+//! - How much: the bytes it receives from clients in a calendar month, at most the sum of the
+//!   egress its pools lend with relay (`--lend-egress`) in the agreements in force. Past it the
+//!   relay stops (every relayed connection ends; at the rate of the moment, within 20 ms of
+//!   traffic before the bound) until the next month; the count is kept in
+//!   `HOME/relay-usage` across restarts. When no agreement that lends relay states an egress,
+//!   nothing bounds it but the agreements (and the relay serves only while one is in force).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use iroh::EndpointId;
+use iroh_relay::server::{
+    Access, AccessControl, ClientRequest, ConnectionId, RelayConfig, Server, ServerConfig,
+};
+use kith_node::net::Node;
+use kith_node::net::ticket::NodeTicket;
+use kith_pools::docs::Pools;
+use kith_pools::ledger::Period;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::node::RelayStatus;
+
+/// The file that keeps this month's count.
+const USAGE_FILE: &str = "relay-usage";
+/// How often the count is read and checked against the bound. The relay stops once what it
+/// carried, plus what it carried in the last such interval, reaches the bound: at the rate
+/// of the moment it stops just before the bound, past it only by a sudden rise of traffic.
+const CHECK_EVERY: Duration = Duration::from_millis(20);
+/// How often the agreements are read again (what is lent, whether any lends relay), in
+/// checks.
+const AGREEMENTS_EVERY: u32 = 50;
+/// How often the count is saved while it grows.
+const SAVE_EVERY: Duration = Duration::from_secs(10);
+
+/// Who may use the relay, counted.
+struct Admit {
+    /// Whether it lends now (an agreement in force, what is lent not used up); when not, the
+    /// relay still answers (nodes keep it as their relay, and say why they are refused) but
+    /// admits nobody.
+    open: std::sync::atomic::AtomicBool,
+    node: Arc<Node>,
+    pools: Arc<Pools>,
+    clients: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl std::fmt::Debug for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admit").field("clients", &self.clients).finish_non_exhaustive()
+    }
+}
+
+impl AccessControl for Admit {
+    async fn on_connect(&self, request: &ClientRequest) -> Access {
+        let id = request.endpoint_id();
+        if !self.open.load(Ordering::Relaxed) {
+            return Access::Deny { reason: Some("this relay lends nothing now".into()) };
+        }
+        if admitted(&self.node, &self.pools, id) {
+            self.clients.fetch_add(1, Ordering::Relaxed);
+            Access::Allow
+        } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(node = %id.fmt_short(), "relay: refused a node it does not know");
+            Access::Deny {
+                reason: Some(
+                    "this relay carries its pool's nodes and its federation partners' only".into(),
+                ),
+            }
+        }
+    }
+
+    fn on_disconnect(&self, _id: EndpointId, _connection: ConnectionId) {
+        self.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether `id` may use the relay (see the module's notes).
+fn admitted(node: &Node, pools: &Pools, id: EndpointId) -> bool {
+    if id == node.id() || node.peers().iter().any(|p| p.id == id && p.manual) {
+        return true;
+    }
+    let now = pools.now_ms();
+    let key = *id.as_bytes();
+    pools.list().iter().any(|(pool, v)| {
+        v.members.values().any(|m| m.nodes.contains_key(&key))
+            || v.federation.agreements.values().any(|e| {
+                let lends = e.agreement.lending_of(pool).is_some_and(|(l, _)| l.relay);
+                lends
+                    && matches!(e.state(pool, now), "active" | "leaving")
+                    && e.agreement
+                        .offer
+                        .contact
+                        .iter()
+                        .chain(&e.agreement.acceptance.contact)
+                        .filter_map(|t| t.parse::<NodeTicket>().ok())
+                        .any(|t| t.id == id)
+            })
+    })
+}
+
+/// The agreements in force where one of this node's pools lends relay: how many, and the
+/// egress they lend in all (`None` when none states one).
+fn lent(pools: &Pools) -> (usize, Option<u64>) {
+    let now = pools.now_ms();
+    let (mut n, mut bound) = (0, None::<u64>);
+    for (pool, v) in pools.list() {
+        for e in v.federation.agreements.values() {
+            let Some((lends, _)) = e.agreement.lending_of(&pool) else { continue };
+            if lends.relay && matches!(e.state(&pool, now), "active" | "leaving") {
+                n += 1;
+                if lends.egress > 0 {
+                    bound = Some(bound.unwrap_or(0).saturating_add(lends.egress));
+                }
+            }
+        }
+    }
+    (n, bound)
+}
+
+/// A running relay.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    status: Arc<Mutex<RelayStatus>>,
+}
+
+impl Relay {
+    /// What it is doing now.
+    pub fn status(&self) -> RelayStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// This month's count in the usage file: bytes, and the bound it was stopped at if it was
+/// (`MONTH BYTES [BOUND]`; nothing for another month or no file).
+fn load_usage(file: &std::path::Path, month: &str) -> (u64, Option<u64>) {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut words = text.split_whitespace();
+    if words.next() != Some(month) {
+        return (0, None);
+    }
+    let bytes = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    (bytes, words.next().and_then(|n| n.parse().ok()))
+}
+
+fn save_usage(file: &std::path::Path, month: &str, bytes: u64, spent: Option<u64>) {
+    let text = match spent {
+        Some(b) => format!("{month} {bytes} {b}\n"),
+        None => format!("{month} {bytes}\n"),
+    };
+    if let Err(e) = kith_node::fsutil::write_atomic(file, text.as_bytes(), 0o600) {
+        tracing::warn!(error = %e, "relay: cannot save this month's count");
+    }
+}
+
+/// Starts serving a relay on `addr` for as long as `stop` is not cancelled.
+pub async fn serve(
+    addr: SocketAddr,
+    node: Arc<Node>,
+    pools: Arc<Pools>,
+    home: PathBuf,
+    stop: CancellationToken,
+) -> Result<Relay> {
+    let url = format!("http://{addr}");
+    // Bind now, so a bad address fails `kith up` with a clear error.
+    let admit = Arc::new(Admit {
+        open: std::sync::atomic::AtomicBool::new(false),
+        node,
+        pools: pools.clone(),
+        clients: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+    });
+    let server = spawn(addr, admit.clone()).await?;
+    tracing::info!(%url, "relay: listening (nodes use it with `kith up --relay {url}`)");
+    let file = home.join(USAGE_FILE);
+    let month = Period::of(pools.now_ms()).to_string();
+    let status = Arc::new(Mutex::new(RelayStatus {
+        url,
+        month: month.clone(),
+        relayed_bytes: load_usage(&file, &month).0,
+        ..RelayStatus::default()
+    }));
+    let relay = Relay { status: status.clone() };
+    tokio::spawn(watch(addr, server, admit, pools, file, status, stop));
+    Ok(relay)
+}
+
+async fn spawn(addr: SocketAddr, admit: Arc<Admit>) -> Result<Server> {
+    let mut relay = RelayConfig::new(addr);
+    relay.access = admit;
+    let mut config = ServerConfig::default();
+    config.relay = Some(relay);
+    Server::spawn(config).await.with_context(|| format!("cannot serve a relay on {addr}"))
+}
+
+/// Counts, bounds and restarts the relay (see the module's notes).
+async fn watch(
+    addr: SocketAddr,
+    server: Server,
+    admit: Arc<Admit>,
+    pools: Arc<Pools>,
+    file: PathBuf,
+    status: Arc<Mutex<RelayStatus>>,
+    stop: CancellationToken,
+) {
+    let mut server = Some(server);
+    let mut month = Period::of(pools.now_ms()).to_string();
+    // Bytes counted this month before the running server started, and the bound the relay
+    // was stopped at for this month, if it was.
+    let (mut before, mut spent) = load_usage(&file, &month);
+    // The running server's counter, and its value when `before` was taken.
+    let mut counter = server.as_ref().map(|s| s.metrics().server.clone());
+    let mut offset = 0;
+    let mut saved = (before, tokio::time::Instant::now());
+    let (mut ticks, mut lending, mut last) = (0u32, (0, None), before);
+    let count = |c: &Option<Arc<iroh_relay::server::Metrics>>| {
+        c.as_ref().map(|m| m.bytes_recv.get()).unwrap_or(0)
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        let now_month = Period::of(pools.now_ms()).to_string();
+        if now_month != month {
+            // A new month: the count starts again.
+            (before, offset, month, spent) = (0, count(&counter), now_month, None);
+        }
+        let used = before + count(&counter).saturating_sub(offset);
+        let step = used.saturating_sub(last);
+        last = used;
+        if ticks.is_multiple_of(AGREEMENTS_EVERY) {
+            lending = lent(&pools);
+        }
+        ticks = ticks.wrapping_add(1);
+        let (agreements, bound) = lending;
+        // Stopped at a bound that has not grown since (another agreement lends more).
+        let stays_spent = spent.is_some_and(|s| bound.is_none_or(|b| b <= s));
+        let why_not = if agreements == 0 {
+            Some("no agreement in force lends this node's relay".to_string())
+        } else if stays_spent || bound.is_some_and(|b| used.saturating_add(step) >= b) {
+            Some(format!(
+                "this month's lent egress is used up ({} of {}): it serves again next month",
+                crate::fmt::bytes(used),
+                crate::fmt::bytes(bound.unwrap_or(0))
+            ))
+        } else {
+            None
+        };
+        let open = admit.open.load(Ordering::Relaxed);
+        match (&why_not, open) {
+            (Some(why), true) => {
+                // Closed, and the connections it carries are cut: the server is started
+                // again, admitting nobody.
+                admit.open.store(false, Ordering::Relaxed);
+                tracing::warn!(%why, "relay: stopped");
+                if let Some(s) = server.take() {
+                    let _ = s.shutdown().await;
+                }
+                // What passed while it stopped is counted too.
+                let used = before + count(&counter).saturating_sub(offset);
+                (before, offset, counter, last) = (used, 0, None, used);
+                if agreements > 0 {
+                    spent = bound;
+                }
+                save_usage(&file, &month, used, spent);
+                saved = (used, tokio::time::Instant::now());
+            }
+            (None, false) => {
+                admit.open.store(true, Ordering::Relaxed);
+                tracing::info!("relay: serving");
+                spent = None;
+            }
+            _ => {}
+        }
+        if server.is_none() {
+            match spawn(addr, admit.clone()).await {
+                Ok(s) => {
+                    let used = before + count(&counter).saturating_sub(offset);
+                    (before, offset) = (used, 0);
+                    counter = Some(s.metrics().server.clone());
+                    server = Some(s);
+                }
+                Err(e) => tracing::warn!(error = %e, "relay: cannot listen again"),
+            }
+        }
+        let used = last;
+        {
+            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            s.month = month.clone();
+            s.relayed_bytes = used;
+            s.bound_bytes = bound;
+            s.serving = server.is_some() && admit.open.load(Ordering::Relaxed);
+            s.clients = admit.clients.load(Ordering::Relaxed);
+            s.refused = admit.refused.load(Ordering::Relaxed);
+            s.why_not = why_not;
+        }
+        if used != saved.0 && saved.1.elapsed() >= SAVE_EVERY {
+            save_usage(&file, &month, used, spent);
+            saved = (used, tokio::time::Instant::now());
+        }
+    }
+    if let Some(s) = server {
+        let _ = s.shutdown().await;
+    }
+    save_usage(&file, &month, before + count(&counter).saturating_sub(offset), spent);
+}
