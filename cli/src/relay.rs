@@ -14,8 +14,10 @@
 //!   egress its pools lend with relay (`--lend-egress`) in the agreements in force. Past it the
 //!   relay stops (every relayed connection ends; at the rate of the moment, within 20 ms of
 //!   traffic before the bound) until the next month; the count is kept in
-//!   `HOME/relay-usage` across restarts. When no agreement that lends relay states an egress,
-//!   nothing bounds it but the agreements (and the relay serves only while one is in force).
+//!   `HOME/relay-usage` across restarts. The bound counts everything the relay carries, the
+//!   pool's own traffic too. With no agreement in force that lends relay, or none that states
+//!   an egress, the relay carries its own pools' nodes and the peers added by ticket, unbounded
+//!   (its owner's own traffic).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,9 +52,8 @@ const SAVE_EVERY: Duration = Duration::from_secs(10);
 
 /// Who may use the relay, counted.
 struct Admit {
-    /// Whether it lends now (an agreement in force, what is lent not used up); when not, the
-    /// relay still answers (nodes keep it as their relay, and say why they are refused) but
-    /// admits nobody.
+    /// Whether it serves now (what is lent not used up); when not, the relay still answers
+    /// (nodes keep it as their relay, and say why they are refused) but admits nobody.
     open: std::sync::atomic::AtomicBool,
     node: Arc<Node>,
     pools: Arc<Pools>,
@@ -252,9 +253,9 @@ async fn watch(
         let (agreements, bound) = lending;
         // Stopped at a bound that has not grown since (another agreement lends more).
         let stays_spent = spent.is_some_and(|s| bound.is_none_or(|b| b <= s));
-        let why_not = if agreements == 0 {
-            Some("no agreement in force lends this node's relay".to_string())
-        } else if stays_spent || bound.is_some_and(|b| used.saturating_add(step) >= b) {
+        let why_not = if agreements > 0
+            && (stays_spent || bound.is_some_and(|b| used.saturating_add(step) >= b))
+        {
             Some(format!(
                 "this month's lent egress is used up ({} of {}): it serves again next month",
                 crate::fmt::bytes(used),

@@ -33,6 +33,7 @@ pub mod net;
 pub mod netns;
 pub mod pool;
 pub mod proc;
+pub mod relay_bench;
 pub mod site;
 pub mod transfer;
 pub mod up;

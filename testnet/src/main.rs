@@ -143,6 +143,19 @@ enum Cmd {
         #[arg(long)]
         kith: Option<PathBuf>,
     },
+    /// Relays: two neighbourhoods with no path between them but a member's node serving a
+    /// relay; `kith get` through it against a raw iroh stream through it.
+    RelayBench {
+        /// Object size in MiB.
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        /// Rounds of each.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The kith binary [default: next to this one].
+        #[arg(long)]
+        kith: Option<PathBuf>,
+    },
     /// Moving: `kith move` of an object between two pools of 3 nodes, against a plain
     /// `put --pool` of as much fresh data into the destination.
     MoveBench {
@@ -305,6 +318,11 @@ fn main() -> Result<()> {
         Cmd::FedSim { pools, members, gib_per_member, edges, blobs } => {
             let f = kith_testnet::fed_sim::run(pools, members, gib_per_member, edges, blobs)?;
             println!("{}", kith_testnet::fed_sim::markdown(&f));
+            json_line(&f)?;
+        }
+        Cmd::RelayBench { mib, rounds, kith } => {
+            let f = kith_testnet::relay_bench::run(&sibling_kith(kith)?, mib, rounds)?;
+            println!("{}", kith_testnet::relay_bench::markdown(&f));
             json_line(&f)?;
         }
         Cmd::FederationBench { mib, kith } => {

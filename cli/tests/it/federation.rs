@@ -664,11 +664,13 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
             .unwrap();
     }
     let status = |net: &kith_testnet::Testnet, i: usize| net.json(i, &["status"]);
-    // With no agreement that lends it, the relay carries nobody.
-    net.wait_for(CONVERGE, "ada's relay to say it lends to nobody yet", |net| {
+    // With no agreement that lends it, the relay carries street's own nodes, unbounded, and
+    // refuses hill's.
+    net.wait_for(CONVERGE, "bea's node to be refused by ada's relay", |net| {
         let r = &status(net, 0)?["relay"];
-        Ok(r["serving"] == false
-            && r["why_not"].as_str().is_some_and(|w| w.contains("no agreement")))
+        Ok(r["serving"] == true
+            && r["bound_bytes"].is_null()
+            && status(net, 3)?["relay_error"].as_str().is_some_and(|e| e.contains("refused")))
     })
     .unwrap();
     net.wait_for(CONVERGE, "street's nodes to see both offers", |net| {
