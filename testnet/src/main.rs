@@ -275,6 +275,13 @@ fn compare(output: Option<PathBuf>, reference: &std::path::Path, tolerance: f64)
 }
 
 fn main() -> Result<()> {
+    // The benchmarks' own endpoints (raw iroh) log with KITH_TESTNET_TRACE=filter.
+    if let Ok(f) = std::env::var("KITH_TESTNET_TRACE") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     match Cli::parse().command {
         Cmd::TransferBench { mib, runs, discovery_runs, kith } => {
             let report =

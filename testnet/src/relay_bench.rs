@@ -60,7 +60,9 @@ fn raw_through_relay(
 ) -> Result<Duration> {
     let (a, b) = (SecretKey::generate(), SecretKey::generate());
     let to = b.public();
+    eprintln!("relay-bench: letting the raw endpoints in");
     admit(&[a.public(), to])?;
+    eprintln!("relay-bench: raw endpoints binding");
     let relay = |k: SecretKey, url: iroh::RelayUrl| async move {
         let map: iroh::RelayMap =
             [std::sync::Arc::new(iroh::RelayConfig::new(url, None))].into_iter().collect();
@@ -179,9 +181,10 @@ pub fn run(kith: &Path, mib: u64, rounds: usize) -> Result<RelayFigures> {
         Ok(net
             .peers(2)?
             .iter()
-            .any(|p| p["id"] == id1.as_str() && p["reachability"] == "reachable"))
+            .any(|p| p["id"] == id1.as_str() && p["state"] == "reachable"))
     })?;
     let reach = started.elapsed();
+    eprintln!("relay-bench: the LAN 2 device reached the LAN 1 device in {reach:?}");
     let before = relayed(&net)?;
     let (ns1, ns2) = {
         let lan = net.lan().context("namespaces")?;
