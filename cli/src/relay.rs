@@ -59,6 +59,15 @@ struct Admit {
     pools: Arc<Pools>,
     clients: AtomicU64,
     refused: AtomicU64,
+    /// Nodes whose refusal was logged.
+    said: Mutex<std::collections::HashSet<EndpointId>>,
+}
+
+/// Refusals logged at most (then only counted).
+const MAX_SAID: u64 = 1000;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for Admit {
@@ -71,14 +80,20 @@ impl AccessControl for Admit {
     async fn on_connect(&self, request: &ClientRequest) -> Access {
         let id = request.endpoint_id();
         if !self.open.load(Ordering::Relaxed) {
-            return Access::Deny { reason: Some("this relay lends nothing now".into()) };
+            return Access::Deny {
+                reason: Some("this relay has carried what its pool lends this month".into()),
+            };
         }
         if admitted(&self.node, &self.pools, id) {
             self.clients.fetch_add(1, Ordering::Relaxed);
             Access::Allow
         } else {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(node = %id.fmt_short(), "relay: refused a node it does not know");
+            // Said once per node (a refused node retries every few seconds).
+            if self.refused.fetch_add(1, Ordering::Relaxed) < MAX_SAID
+                && lock(&self.said).insert(id)
+            {
+                tracing::info!(node = %id.fmt_short(), "relay: refused a node it does not know");
+            }
             Access::Deny {
                 reason: Some(
                     "this relay carries its pool's nodes and its federation partners' only".into(),
@@ -100,7 +115,9 @@ fn admitted(node: &Node, pools: &Pools, id: EndpointId) -> bool {
     let now = pools.now_ms();
     let key = *id.as_bytes();
     pools.list().iter().any(|(pool, v)| {
-        v.members.values().any(|m| m.nodes.contains_key(&key))
+        v.members
+            .values()
+            .any(|m| m.state == kith_pools::State::Active && m.nodes.contains_key(&key))
             || v.federation.agreements.values().any(|e| {
                 let lends = e.agreement.lending_of(pool).is_some_and(|(l, _)| l.relay);
                 lends
@@ -144,7 +161,7 @@ pub struct Relay {
 impl Relay {
     /// What it is doing now.
     pub fn status(&self) -> RelayStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        lock(&self.status).clone()
     }
 }
 
@@ -186,6 +203,7 @@ pub async fn serve(
         pools: pools.clone(),
         clients: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        said: Mutex::default(),
     });
     let server = spawn(addr, admit.clone()).await?;
     tracing::info!(%url, "relay: listening (nodes use it with `kith up --relay {url}`)");
@@ -303,7 +321,7 @@ async fn watch(
         }
         let used = last;
         {
-            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = lock(&status);
             s.month = month.clone();
             s.relayed_bytes = used;
             s.bound_bytes = bound;
@@ -321,4 +339,26 @@ async fn watch(
         let _ = s.shutdown().await;
     }
     save_usage(&file, &month, before + count(&counter).saturating_sub(offset), spent);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_months_count_survives_a_restart_and_a_damaged_file_counts_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(USAGE_FILE);
+        assert_eq!(load_usage(&file, "2026-12"), (0, None), "no file");
+        save_usage(&file, "2026-12", 12_345, None);
+        assert_eq!(load_usage(&file, "2026-12"), (12_345, None));
+        save_usage(&file, "2026-12", 12_000_100, Some(12_000_000));
+        assert_eq!(load_usage(&file, "2026-12"), (12_000_100, Some(12_000_000)));
+        // Another month starts from nothing; so does a file that is not a count.
+        assert_eq!(load_usage(&file, "2027-01"), (0, None));
+        std::fs::write(&file, b"\xff\x00garbage").unwrap();
+        assert_eq!(load_usage(&file, "2026-12"), (0, None));
+        std::fs::write(&file, b"2026-12 lots").unwrap();
+        assert_eq!(load_usage(&file, "2026-12"), (0, None));
+    }
 }

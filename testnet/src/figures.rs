@@ -303,7 +303,10 @@ mod tests {
         let benches: Vec<&str> = r.keys().map(String::as_str).collect();
         assert_eq!(
             benches,
-            ["browser", "compute", "ledger", "mesh", "move", "pool", "site", "store", "transfer"],
+            [
+                "browser", "compute", "ledger", "mesh", "move", "pool", "relay", "site", "store",
+                "transfer"
+            ],
             "scripts/bench-check runs these"
         );
         // The ledger simulation is quick enough to run here: its line carries every figure.

@@ -178,10 +178,7 @@ pub fn run(kith: &Path, mib: u64, rounds: usize) -> Result<RelayFigures> {
     net.start(2)?;
     let id1 = net.id(1)?;
     net.wait_for(LONG, "the LAN 2 device to reach the LAN 1 device through the relay", |net| {
-        Ok(net
-            .peers(2)?
-            .iter()
-            .any(|p| p["id"] == id1.as_str() && p["state"] == "reachable"))
+        Ok(net.peers(2)?.iter().any(|p| p["id"] == id1.as_str() && p["state"] == "reachable"))
     })?;
     let reach = started.elapsed();
     eprintln!("relay-bench: the LAN 2 device reached the LAN 1 device in {reach:?}");
