@@ -283,18 +283,19 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    let relay = match opts.serve_relay {
-        Some(addr) => Some(
-            crate::relay::serve(
+    let (relay, relay_task) = match opts.serve_relay {
+        Some(addr) => {
+            let (r, t) = crate::relay::serve(
                 addr,
                 node.clone(),
                 pools.clone(),
                 home.root().to_path_buf(),
                 pools_stop.clone(),
             )
-            .await?,
-        ),
-        None => None,
+            .await?;
+            (Some(r), Some(t))
+        }
+        None => (None, None),
     };
     let ctx = Arc::new(Ctx {
         home: home.clone(),
@@ -402,6 +403,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
 
     let mut tasks = vec![pools_task, repair_task, stun_task, backups_task];
     tasks.extend(announce_task);
+    tasks.extend(relay_task);
     Ok(Running {
         node,
         http: http_addr,

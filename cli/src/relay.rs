@@ -63,8 +63,11 @@ struct Admit {
     said: Mutex<std::collections::HashSet<EndpointId>>,
 }
 
+/// Node keys the relay server keeps parsed (iroh-relay's default is a million).
+const KEY_CACHE: usize = 4096;
+
 /// Refusals logged at most (then only counted).
-const MAX_SAID: u64 = 1000;
+const MAX_SAID: usize = 1000;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -89,9 +92,12 @@ impl AccessControl for Admit {
             Access::Allow
         } else {
             // Said once per node (a refused node retries every few seconds).
-            if self.refused.fetch_add(1, Ordering::Relaxed) < MAX_SAID
-                && lock(&self.said).insert(id)
-            {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            let first = {
+                let mut said = lock(&self.said);
+                said.len() < MAX_SAID && said.insert(id)
+            };
+            if first {
                 tracing::info!(node = %id.fmt_short(), "relay: refused a node it does not know");
             }
             Access::Deny {
@@ -165,6 +171,12 @@ impl Relay {
     }
 }
 
+/// The month the usage file counts (empty without a readable one).
+fn usage_month(file: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.split_whitespace().next().filter(|m| Period::parse(m).is_ok()).unwrap_or("").to_string()
+}
+
 /// This month's count in the usage file: bytes, and the bound it was stopped at if it was
 /// (`MONTH BYTES [BOUND]`; nothing for another month or no file).
 fn load_usage(file: &std::path::Path, month: &str) -> (u64, Option<u64>) {
@@ -187,14 +199,15 @@ fn save_usage(file: &std::path::Path, month: &str, bytes: u64, spent: Option<u64
     }
 }
 
-/// Starts serving a relay on `addr` for as long as `stop` is not cancelled.
+/// Starts serving a relay on `addr` for as long as `stop` is not cancelled; the task ends
+/// once it has saved the month's count after `stop`.
 pub async fn serve(
     addr: SocketAddr,
     node: Arc<Node>,
     pools: Arc<Pools>,
     home: PathBuf,
     stop: CancellationToken,
-) -> Result<Relay> {
+) -> Result<(Relay, tokio::task::JoinHandle<()>)> {
     let url = format!("http://{addr}");
     // Bind now, so a bad address fails `kith up` with a clear error.
     let admit = Arc::new(Admit {
@@ -216,13 +229,14 @@ pub async fn serve(
         ..RelayStatus::default()
     }));
     let relay = Relay { status: status.clone() };
-    tokio::spawn(watch(addr, server, admit, pools, file, status, stop));
-    Ok(relay)
+    let task = tokio::spawn(watch(addr, server, admit, pools, file, status, stop));
+    Ok((relay, task))
 }
 
 async fn spawn(addr: SocketAddr, admit: Arc<Admit>) -> Result<Server> {
     let mut relay = RelayConfig::new(addr);
     relay.access = admit;
+    relay.key_cache_capacity = Some(KEY_CACHE);
     let mut config = ServerConfig::default();
     config.relay = Some(relay);
     Server::spawn(config).await.with_context(|| format!("cannot serve a relay on {addr}"))
@@ -239,7 +253,9 @@ async fn watch(
     stop: CancellationToken,
 ) {
     let mut server = Some(server);
-    let mut month = Period::of(pools.now_ms()).to_string();
+    // The month only moves forward: a clock set back (a device booted without one) does not
+    // start the count again.
+    let mut month = Period::of(pools.now_ms()).to_string().max(usage_month(&file));
     // Bytes counted this month before the running server started, and the bound the relay
     // was stopped at for this month, if it was.
     let (mut before, mut spent) = load_usage(&file, &month);
@@ -257,11 +273,11 @@ async fn watch(
             _ = tokio::time::sleep(CHECK_EVERY) => {}
         }
         let now_month = Period::of(pools.now_ms()).to_string();
-        if now_month != month {
+        if now_month > month {
             // A new month: the count starts again.
             (before, offset, month, spent) = (0, count(&counter), now_month, None);
         }
-        let used = before + count(&counter).saturating_sub(offset);
+        let used = before.saturating_add(count(&counter).saturating_sub(offset));
         let step = used.saturating_sub(last);
         last = used;
         if ticks.is_multiple_of(AGREEMENTS_EVERY) {
@@ -269,10 +285,11 @@ async fn watch(
         }
         ticks = ticks.wrapping_add(1);
         let (agreements, bound) = lending;
-        // Stopped at a bound that has not grown since (another agreement lends more).
+        // Stopped at a bound this month: it stays stopped, also when the agreements end or
+        // stop stating an egress, unless an agreement lends more.
         let stays_spent = spent.is_some_and(|s| bound.is_none_or(|b| b <= s));
-        let why_not = if agreements > 0
-            && (stays_spent || bound.is_some_and(|b| used.saturating_add(step) >= b))
+        let why_not = if stays_spent
+            || (agreements > 0 && bound.is_some_and(|b| used.saturating_add(step) >= b))
         {
             Some(format!(
                 "this month's lent egress is used up ({} of {}): it serves again next month",
@@ -293,11 +310,9 @@ async fn watch(
                     let _ = s.shutdown().await;
                 }
                 // What passed while it stopped is counted too.
-                let used = before + count(&counter).saturating_sub(offset);
+                let used = before.saturating_add(count(&counter).saturating_sub(offset));
                 (before, offset, counter, last) = (used, 0, None, used);
-                if agreements > 0 {
-                    spent = bound;
-                }
+                spent = spent.max(bound);
                 save_usage(&file, &month, used, spent);
                 saved = (used, tokio::time::Instant::now());
             }
@@ -311,7 +326,7 @@ async fn watch(
         if server.is_none() {
             match spawn(addr, admit.clone()).await {
                 Ok(s) => {
-                    let used = before + count(&counter).saturating_sub(offset);
+                    let used = before.saturating_add(count(&counter).saturating_sub(offset));
                     (before, offset) = (used, 0);
                     counter = Some(s.metrics().server.clone());
                     server = Some(s);
@@ -338,7 +353,7 @@ async fn watch(
     if let Some(s) = server {
         let _ = s.shutdown().await;
     }
-    save_usage(&file, &month, before + count(&counter).saturating_sub(offset), spent);
+    save_usage(&file, &month, before.saturating_add(count(&counter).saturating_sub(offset)), spent);
 }
 
 #[cfg(test)]
@@ -354,10 +369,14 @@ mod tests {
         assert_eq!(load_usage(&file, "2026-12"), (12_345, None));
         save_usage(&file, "2026-12", 12_000_100, Some(12_000_000));
         assert_eq!(load_usage(&file, "2026-12"), (12_000_100, Some(12_000_000)));
+        // The month the file counts: a clock set back to 1970 keeps counting 2026-12.
+        assert_eq!(usage_month(&file), "2026-12");
+        assert_eq!(String::from("1970-01").max(usage_month(&file)), "2026-12");
         // Another month starts from nothing; so does a file that is not a count.
         assert_eq!(load_usage(&file, "2027-01"), (0, None));
         std::fs::write(&file, b"\xff\x00garbage").unwrap();
         assert_eq!(load_usage(&file, "2026-12"), (0, None));
+        assert_eq!(usage_month(&file), "");
         std::fs::write(&file, b"2026-12 lots").unwrap();
         assert_eq!(load_usage(&file, "2026-12"), (0, None));
     }
