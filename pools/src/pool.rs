@@ -62,6 +62,24 @@ pub struct PoolSnapshot {
     id: Key,
     view: std::sync::Arc<PoolView>,
     history: Automerge,
+    /// Answers of [`PoolSnapshot::standing_at`] and [`PoolSnapshot::retired_at`] already read:
+    /// every row a device writes names the same few pool states, and a read at heads walks the
+    /// pool's history (most of a ledger check's time before it was kept). The history never
+    /// changes, so an answer never goes stale; shared by clones of the snapshot.
+    at: std::sync::Arc<std::sync::Mutex<AtCache>>,
+}
+
+/// Most answers a snapshot keeps (about 150 bytes each for the usual one or two heads, at most
+/// 2.2 KB with the 64 heads a note may name: 2.3 MB at worst); past it, it starts again.
+const AT_CACHE: usize = 1024;
+
+/// What a snapshot has read at past heads: `(member, device or none, heads)` to an answer.
+type AtCache = std::collections::HashMap<(Key, Option<Key>, Vec<ChangeHash>), AtAnswer>;
+
+#[derive(Debug, Clone, Copy)]
+enum AtAnswer {
+    Standing(Option<Standing>),
+    Retired(bool),
 }
 
 /// A member's standing at some point of the pool's history.
@@ -98,6 +116,38 @@ impl PoolSnapshot {
     /// or `None` if it had no entry then. Reads only the member's entry, so it costs the same
     /// whatever the size of the pool.
     pub fn standing_at(&self, who: &Key, heads: &[ChangeHash]) -> Option<Standing> {
+        match self
+            .remembered(who, None, heads, || AtAnswer::Standing(self.read_standing(who, heads)))
+        {
+            AtAnswer::Standing(s) => s,
+            AtAnswer::Retired(_) => None,
+        }
+    }
+
+    /// The answer kept for `(who, device, heads)`, or `read`'s, kept.
+    fn remembered(
+        &self,
+        who: &Key,
+        device: Option<&Key>,
+        heads: &[ChangeHash],
+        read: impl FnOnce() -> AtAnswer,
+    ) -> AtAnswer {
+        let key = (*who, device.copied(), heads.to_vec());
+        let lock = || self.at.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = lock().get(&key) {
+            return *a;
+        }
+        // Read without the lock held: two threads may both read, and agree.
+        let a = read();
+        let mut cache = lock();
+        if cache.len() >= AT_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, a);
+        a
+    }
+
+    fn read_standing(&self, who: &Key, heads: &[ChangeHash]) -> Option<Standing> {
         let d = &self.history;
         let map = |at: &kith_crdt::automerge::ObjId, key: &str| match d.get_at(at, key, heads) {
             Ok(Some((Value::Object(ObjType::Map), id))) => Some(id),
@@ -118,6 +168,11 @@ impl PoolSnapshot {
     /// Whether `who` had retired its device `node` at `heads` (in any of the concurrent maps
     /// at a key).
     pub fn retired_at(&self, who: &Key, node: &Key, heads: &[ChangeHash]) -> bool {
+        let read = || AtAnswer::Retired(self.read_retired(who, node, heads));
+        matches!(self.remembered(who, Some(node), heads, read), AtAnswer::Retired(true))
+    }
+
+    fn read_retired(&self, who: &Key, node: &Key, heads: &[ChangeHash]) -> bool {
         let d = &self.history;
         let mut level = vec![ROOT];
         for k in ["members", &hex(who), "retired"] {
@@ -279,7 +334,12 @@ impl Pool {
 
     /// [`Pool::snapshot`] with the view of the pool as it is now, read already.
     pub fn snapshot_with(&mut self, view: std::sync::Arc<PoolView>) -> PoolSnapshot {
-        PoolSnapshot { id: self.id(), view, history: self.doc.history().clone() }
+        PoolSnapshot {
+            id: self.id(),
+            view,
+            history: self.doc.history().clone(),
+            at: Default::default(),
+        }
     }
 
     /// The current state.

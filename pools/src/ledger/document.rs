@@ -247,10 +247,13 @@ impl Ledger {
         c: Counter,
         by: i64,
     ) -> Result<(), kith_crdt::automerge::AutomergeError> {
-        if d.get(row, c.key())?.is_some() {
-            d.increment(row, c.key(), by)
-        } else {
-            d.put(row, c.key(), ScalarValue::counter(by))
+        // Rows have every counter from their start (`own_row`); only a row made before a
+        // counter existed lacks it, and increment says so without changing anything.
+        match d.increment(row, c.key(), by) {
+            Err(kith_crdt::automerge::AutomergeError::MissingCounter) => {
+                d.put(row, c.key(), ScalarValue::counter(by))
+            }
+            r => r,
         }
     }
 

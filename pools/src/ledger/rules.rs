@@ -2,7 +2,7 @@
 //! change was made, named by the pool heads in the change's note.
 
 use kith_crdt::automerge::PatchAction;
-use kith_crdt::automerge::{ChangeHash, ObjId, ROOT, ReadDoc, ScalarValue, Value};
+use kith_crdt::automerge::{ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 use kith_crdt::{Authorizer, Check, Key, Signer, hex, patch_path};
 
 use super::evidence::Receipt;
@@ -10,7 +10,7 @@ use super::seal::Seal;
 use super::{Counter, LedgerView, PartnerCounts, Period, row_key};
 use crate::error::ParseError;
 use crate::pool::PoolSnapshot;
-use crate::view::{Role, State, parse_key};
+use crate::view::{At, Get, Role, State, parse_key};
 
 /// Prefix of a ledger change's note: the pool heads it was written at follow, in hex, separated
 /// by commas.
@@ -120,11 +120,16 @@ impl Authorizer for LedgerRules<'_> {
         }
         let (member, admin) = self.standing(c)?;
         let own = row_key(&c.author.key, &c.author.device);
-        let period = match before(c, &["period"])? {
+        // Only the genesis writes `period` (every later write at the root outside the maps
+        // below is refused), so the document as it is now has the value the change saw: read
+        // without walking the history to the change's heads.
+        let period = match c.doc.get(&ROOT, "period").map_err(|e| e.to_string())? {
             Some((v, _)) => v.as_str().map(str::to_string).ok_or("`period` is not text")?,
             None => return Err("`period` is missing".into()),
         };
-        // Rows and costs the change wrote, checked whole once it is applied (below).
+        // Rows and costs the change wrote, checked whole once it is applied (below); rows it
+        // made.
+        let mut rows_made: Vec<String> = Vec::new();
         let mut rows_touched: Vec<String> = Vec::new();
         let mut costs_touched: Vec<String> = Vec::new();
         for p in c.patches {
@@ -158,8 +163,17 @@ impl Authorizer for LedgerRules<'_> {
                     {
                         return Err(format!("partner `{ag}` is not an agreement"));
                     }
+                    if !matches!(
+                        p.action,
+                        PatchAction::PutMap { value: (Value::Object(ObjType::Map), _), .. }
+                    ) {
+                        return Err(format!("`{}` is a map", path.join("/")));
+                    }
                     if before(c, &path)?.is_some() {
                         return Err(format!("`{}` cannot be made again", path.join("/")));
+                    }
+                    if let ["rows", k] = path.as_slice() {
+                        rows_made.push(k.to_string());
                     }
                 }
                 ["rows", _, "partners", _, key] => {
@@ -235,7 +249,10 @@ impl Authorizer for LedgerRules<'_> {
                     return Err("only an admin carries balances in".into());
                 }
                 ["carried"] => return Err("the carried balances are never replaced".into()),
-                ["carried", _] => {
+                ["carried", k] => {
+                    if parse_key(k).is_none() {
+                        return Err(format!("a balance is carried in for a member, not `{k}`"));
+                    }
                     if before(c, &path)?.is_some() {
                         return Err("a balance is carried in once".into());
                     }
@@ -263,55 +280,82 @@ impl Authorizer for LedgerRules<'_> {
         }
         // What it wrote must read as the ledger reads it, or the period would stop parsing on
         // every node: each row and cost it touched, as it is after the change.
-        let after = [c.hash];
-        for k in &rows_touched {
-            row_reads(c, &after, k).map_err(|e| format!("it breaks the ledger: row {k}: {e}"))?;
+        // Read in the document itself when nothing concurrent is in it (a read at heads walks
+        // the history first), else at the change.
+        let at_change = [c.hash];
+        let after: &dyn Get = match c.after_if_current() {
+            Some(doc) => &DocNow(doc),
+            None => &At { doc: c.doc, heads: &at_change },
+        };
+        // Every value written in a row was typed above, and the row was whole before (each
+        // change to it was checked so): with nothing concurrent, only a row the change made is
+        // read again (for what it must hold). Concurrent changes are read whole at the change.
+        let sequential = c.after_if_current().is_some();
+        for k in rows_touched.iter().filter(|k| !sequential || rows_made.contains(k)) {
+            row_reads(after, k).map_err(|e| format!("it breaks the ledger: row {k}: {e}"))?;
         }
         for k in &costs_touched {
-            cost_reads(c, &after, k).map_err(|e| format!("it breaks the ledger: cost {k}: {e}"))?;
+            cost_reads(after, k).map_err(|e| format!("it breaks the ledger: cost {k}: {e}"))?;
         }
         Ok(())
     }
 }
 
-/// The map at `key` of `obj`, at `heads`.
-fn map_at(c: &Check<'_>, obj: &ObjId, key: &str, heads: &[ChangeHash]) -> Result<ObjId, String> {
-    match c.doc.get_at(obj, key, heads).map_err(|e| e.to_string())? {
-        Some((Value::Object(kith_crdt::automerge::ObjType::Map), id)) => Ok(id),
+/// A document read as it is now, as a `dyn Get`.
+struct DocNow<'a>(&'a kith_crdt::automerge::Automerge);
+
+impl Get for DocNow<'_> {
+    fn get_value(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'_>, ObjId)>, String> {
+        self.0.get_value(obj, key)
+    }
+
+    fn keys_of(&self, obj: &ObjId) -> Vec<String> {
+        self.0.keys_of(obj)
+    }
+
+    fn get_all_values(&self, obj: &ObjId, key: &str) -> Result<Vec<(Value<'_>, ObjId)>, String> {
+        self.0.get_all_values(obj, key)
+    }
+}
+
+/// The map at `key` of `obj`.
+fn map_at(d: &dyn Get, obj: &ObjId, key: &str) -> Result<ObjId, String> {
+    match d.get_value(obj, key)? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
         Some(_) => Err(format!("`{key}` is not a map")),
         None => Err(format!("`{key}` is missing")),
     }
 }
 
-/// Row `k` at `heads`, read as [`LedgerView::read`] reads it (lookups, no copy).
-fn row_reads(c: &Check<'_>, heads: &[ChangeHash], k: &str) -> Result<(), String> {
-    let rows = map_at(c, &ROOT, "rows", heads)?;
-    let r = map_at(c, &rows, k, heads)?;
+/// Row `k`, read as [`LedgerView::read`] reads it (lookups, no copy).
+fn row_reads(d: &dyn Get, k: &str) -> Result<(), String> {
+    let rows = map_at(d, &ROOT, "rows")?;
+    let r = map_at(d, &rows, k)?;
     for counter in Counter::ALL {
-        if let Some((v, _)) = c.doc.get_at(&r, counter.key(), heads).map_err(|e| e.to_string())? {
+        if let Some((v, _)) = d.get_value(&r, counter.key())? {
             v.as_i64().ok_or(format!("`{}` is not a number", counter.key()))?;
         }
     }
-    if c.doc.get_at(&r, "partners", heads).map_err(|e| e.to_string())?.is_some() {
-        let ps = map_at(c, &r, "partners", heads)?;
-        for a in c.doc.keys_at(&ps, heads) {
+    if d.get_value(&r, "partners")?.is_some() {
+        let ps = map_at(d, &r, "partners")?;
+        for a in d.keys_of(&ps) {
             parse_key(&a).ok_or(format!("partner `{a}` is not an agreement"))?;
-            let m = map_at(c, &ps, &a, heads)?;
+            let m = map_at(d, &ps, &a)?;
             for key in PartnerCounts::KEYS {
-                if let Some((v, _)) = c.doc.get_at(&m, key, heads).map_err(|e| e.to_string())? {
+                if let Some((v, _)) = d.get_value(&m, key)? {
                     v.as_i64().ok_or(format!("`{key}` is not a number"))?;
                 }
             }
         }
     }
-    let mut maps = vec![map_at(c, &r, "receipts", heads)?];
-    if c.doc.get_at(&r, "cpu_receipts", heads).map_err(|e| e.to_string())?.is_some() {
-        maps.push(map_at(c, &r, "cpu_receipts", heads)?);
+    let mut maps = vec![map_at(d, &r, "receipts")?];
+    if d.get_value(&r, "cpu_receipts")?.is_some() {
+        maps.push(map_at(d, &r, "cpu_receipts")?);
     }
     for rec in maps {
-        for s in c.doc.keys_at(&rec, heads) {
+        for s in d.keys_of(&rec) {
             parse_key(&s).ok_or(format!("receipt `{s}` is not a node"))?;
-            if let Some((v, _)) = c.doc.get_at(&rec, &s, heads).map_err(|e| e.to_string())? {
+            if let Some((v, _)) = d.get_value(&rec, &s)? {
                 let b = v.as_bytes().ok_or("a receipt is not bytes")?;
                 Receipt::from_bytes(b).map_err(|e| e.to_string())?;
             }
@@ -320,11 +364,11 @@ fn row_reads(c: &Check<'_>, heads: &[ChangeHash], k: &str) -> Result<(), String>
     Ok(())
 }
 
-/// Cost `k` at `heads`, read as [`LedgerView::read`] reads it.
-fn cost_reads(c: &Check<'_>, heads: &[ChangeHash], k: &str) -> Result<(), String> {
-    let costs = map_at(c, &ROOT, "costs", heads)?;
-    let e = map_at(c, &costs, k, heads)?;
-    let get = |f: &str| c.doc.get_at(&e, f, heads).map_err(|e| e.to_string());
+/// Cost `k`, read as [`LedgerView::read`] reads it.
+fn cost_reads(d: &dyn Get, k: &str) -> Result<(), String> {
+    let costs = map_at(d, &ROOT, "costs")?;
+    let e = map_at(d, &costs, k)?;
+    let get = |f: &str| d.get_value(&e, f);
     let by = get("by")?.ok_or("`by` is missing")?.0;
     by.as_bytes().filter(|b| b.len() == 32).ok_or("`by` is not a key")?;
     get("what")?.ok_or("`what` is missing")?.0.as_str().ok_or("`what` is not text")?;

@@ -382,16 +382,48 @@ fn a_row_that_would_not_read_is_refused_and_the_ledger_keeps_reading() {
         d.put_object(&r, "receipts", ObjType::Map).unwrap();
         d.put(&r, "storage_used", "lots").unwrap();
     });
-    for e in [empty, scalar] {
-        let e = e.unwrap_err();
-        assert!(e.to_string().contains("breaks the ledger"), "{e}");
-    }
+    let e = empty.unwrap_err();
+    assert!(e.to_string().contains("breaks the ledger"), "{e}");
+    let e = scalar.unwrap_err();
+    assert!(e.to_string().contains("is a map"), "{e}");
     assert!(text.is_err(), "a counter as text");
     // Nothing was kept: the ledger reads, with Ada's figure only.
     assert_eq!(l.view().total(&a.author().key, Counter::StorageUsed), 1);
     assert_eq!(l.view().rows.len(), 1);
     // Bob's real first record still goes in.
     l.add(&m, &rules, Counter::StorageUsed, 2, 12).unwrap();
+    assert_eq!(l.view().total(&m.author().key, Counter::StorageUsed), 2);
+    // Once the row exists (checked by what each write is, no longer read whole again): its
+    // partners as a number, a counter replaced by text, a receipt as a number.
+    let mut forged = |f: &dyn Fn(&mut kith_crdt::automerge::AutoCommit)| {
+        let (change, sigs) = raw_change(&mut l, &m, f);
+        l.doc_mut().ingest(vec![change], &sigs, &rules).map(|_| ())
+    };
+    let row = |d: &kith_crdt::automerge::AutoCommit| {
+        let rows = d.get(ROOT, "rows").unwrap().unwrap().1;
+        d.get(&rows, own.as_str()).unwrap().unwrap().1
+    };
+    let partners = forged(&|d| {
+        let r = row(d);
+        d.put(&r, "partners", 3).unwrap();
+    });
+    let counter = forged(&|d| {
+        let r = row(d);
+        d.put(&r, "storage_used", "lots").unwrap();
+    });
+    let receipt = forged(&|d| {
+        let r = row(d);
+        let rec = d.get(&r, "receipts").unwrap().unwrap().1;
+        d.put(&rec, kith_crdt::hex(&[7; 32]), 5).unwrap();
+    });
+    for (what, e, says) in [
+        ("partners", partners, "is a map"),
+        ("counter", counter, "only grows"),
+        ("receipt", receipt, "not bytes"),
+    ] {
+        let e = e.expect_err(what);
+        assert!(e.to_string().contains(says), "{what}: {e}");
+    }
     assert_eq!(l.view().total(&m.author().key, Counter::StorageUsed), 2);
 }
 
@@ -610,4 +642,27 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     });
     assert!(e.contains("is not an agreement"), "{e}");
     assert_eq!(l.view().rows[&(m.author().key, m.author().device)].partners[&id], bob);
+}
+
+/// A balance carried in under a key that names no member (the reader needs a member key) is
+/// refused, even from an admin: it would leave the period unreadable on every node.
+#[test]
+fn a_balance_carried_for_no_member_is_refused() {
+    let (mut p, a, m) = pool();
+    let snap = p.snapshot();
+    let rules = LedgerRules { pool: &snap };
+    let mut l = Ledger::start(&rules, Period::parse("2026-11").unwrap()).unwrap();
+    let (change, sigs) = raw_change(&mut l, &a, |d| {
+        let cs = d.get(ROOT, "carried").unwrap().unwrap().1;
+        d.put(&cs, "garbage", 1).unwrap();
+    });
+    let e = l.doc_mut().ingest(vec![change], &sigs, &rules).unwrap_err();
+    assert!(e.to_string().contains("for a member"), "{e}");
+    // A member's key is taken, and the ledger reads.
+    let (change, sigs) = raw_change(&mut l, &a, |d| {
+        let cs = d.get(ROOT, "carried").unwrap().unwrap().1;
+        d.put(&cs, kith_crdt::hex(&m.author().key), 5).unwrap();
+    });
+    l.doc_mut().ingest(vec![change], &sigs, &rules).unwrap();
+    assert_eq!(l.view().carried.get(&m.author().key), Some(&5));
 }
