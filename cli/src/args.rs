@@ -697,6 +697,12 @@ pub(crate) enum PeerCommand {
         /// The ticket.
         ticket: String,
     },
+    /// Remove a peer: forgotten by this node (and no longer carried by a relay it serves);
+    /// a neighbour on the LAN is found again by mDNS.
+    Rm {
+        /// The peer's node id (or its first characters).
+        peer: String,
+    },
     /// Reach a known peer now: directly, or if it cannot be dialed (behind another NAT)
     /// through a WebRTC data channel signalled by a neighbour both reach; says which, or why
     /// neither worked.

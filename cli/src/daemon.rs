@@ -288,7 +288,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
             let (r, t) = crate::relay::serve(
                 addr,
                 node.clone(),
-                pools.clone(),
+                replicator.clone(),
                 home.root().to_path_buf(),
                 pools_stop.clone(),
             )

@@ -464,6 +464,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Peer { command: PeerCommand::Add { ticket } } => {
             render::peer_added(&typed(execute(&root, Request::PeerAdd { ticket }, "")?)?)
         }
+        Command::Peer { command: PeerCommand::Rm { peer } } => {
+            let r: kith::api::store::PeerRemoved =
+                typed(execute(&root, Request::PeerRm { peer }, "")?)?;
+            eprintln!("removed peer {}", r.id);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Peer { command: PeerCommand::Link { peer } } => {
             render::peer_linked(&typed(execute(&root, Request::PeerLink { peer }, "reaching")?)?)
         }

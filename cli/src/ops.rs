@@ -347,22 +347,42 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
                 .map_err(|e| anyhow!("cannot reach {}: {e}", id.fmt_short()))?;
             answer(crate::api::store::Linked { id: id.to_string(), route })
         }
+        Request::PeerRm { peer } => {
+            let removed = match &ctx.node {
+                Some(node) => {
+                    let id = find_peer(node, &peer)?.id;
+                    node.remove_peer(&id).map_err(|e| anyhow!(e))?;
+                    id
+                }
+                None => {
+                    let me = ctx.home.node_key()?.id();
+                    let table = PeerTable::load(me, ctx.home.root().join("peers.cbor"));
+                    let id = find_in(table.list(), &peer)?.id;
+                    table.remove(&id)?;
+                    id
+                }
+            };
+            answer(crate::api::store::PeerRemoved { id: removed.to_string() })
+        }
         Request::PeerAdd { ticket } => {
             let t: NodeTicket = ticket.parse().context("cannot add the peer")?;
             match &ctx.node {
-                Some(node) => answer(peer_of(&node.add_peer(&t).await.map_err(|e| anyhow!(e))?)),
+                Some(node) => {
+                    answer(peer_of(&node.add_owner_peer(&t).await.map_err(|e| anyhow!(e))?))
+                }
                 None => {
                     let me = ctx.home.node_key()?.id();
                     if t.id == me {
                         bail!("that is this node's own ticket");
                     }
                     let table = PeerTable::load(me, ctx.home.root().join("peers.cbor"));
-                    table.add_ticket(&t)?;
+                    table.add_ticket(&t, true)?;
                     answer(crate::api::store::Peer {
                         id: t.id.to_string(),
                         addrs: t.addrs.iter().map(|a| a.to_string()).collect(),
                         mdns: false,
                         manual: true,
+                        owner: true,
                         state: "unknown".into(),
                         last_seen_ms: None,
                         rtt_ms: None,
@@ -551,12 +571,17 @@ pub(crate) fn answer<T: serde::Serialize>(t: T) -> Result<Value> {
 
 /// A known peer by its full id or the start of it.
 fn find_peer(node: &Node, spec: &str) -> Result<PeerInfo> {
+    find_in(node.peers(), spec)
+}
+
+/// The one peer of `peers` whose id starts with `spec`.
+fn find_in(peers: Vec<PeerInfo>, spec: &str) -> Result<PeerInfo> {
     let spec = spec.trim();
     if spec.len() < 4 {
         bail!("give at least 4 characters of the node id");
     }
     let matches: Vec<_> =
-        node.peers().into_iter().filter(|p| p.id.to_string().starts_with(spec)).collect();
+        peers.into_iter().filter(|p| p.id.to_string().starts_with(spec)).collect();
     match matches.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!(
@@ -572,6 +597,7 @@ fn peer_of(p: &PeerInfo) -> crate::api::store::Peer {
         addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
         mdns: p.mdns,
         manual: p.manual,
+        owner: p.owner,
         state: p.reachability.name().to_string(),
         last_seen_ms: p.last_seen_ms,
         rtt_ms: p.pong.as_ref().map(|x| x.rtt_ms),

@@ -5,11 +5,12 @@
 //! - Plain HTTP on the address given: what it carries is already end-to-end encrypted QUIC
 //!   between the two nodes, and the relay's handshake proves each client's node key. No
 //!   certificates, no ACME, no QUIC address discovery.
-//! - Who may use it: the nodes of this node's pools' members, the nodes named in the contacts
-//!   of an agreement in force where one of its pools lends relay, and the peers added to this
-//!   node by ticket (the partners' holders its pools' off-site passes learn are, and those its
-//!   owner added with `kith peer add`). Anyone else is refused with a reason, a neighbour on
-//!   its LAN too.
+//! - Who may use it: the nodes of this node's pools' active members; under each agreement in
+//!   force where one of its pools lends relay, the partner's nodes named in it (its contacts)
+//!   and those the partner named as its holders for the pool; and the peers this node's owner
+//!   added with `kith peer add`. Anyone else is refused with a reason, a neighbour on its LAN
+//!   too. Read again every second: a node that is no longer let in (its member left, the
+//!   agreement ended) has its relayed connections cut.
 //! - How much: the bytes it receives from clients in a calendar month, at most the sum of the
 //!   egress its pools lend with relay (`--lend-egress`) in the agreements in force. Past it the
 //!   relay stops (every relayed connection ends; at the rate of the moment, within 20 ms of
@@ -19,10 +20,11 @@
 //!   an egress, the relay carries its own pools' nodes and the peers added by ticket, unbounded
 //!   (its owner's own traffic).
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -34,6 +36,7 @@ use kith_node::net::Node;
 use kith_node::net::ticket::NodeTicket;
 use kith_pools::docs::Pools;
 use kith_pools::ledger::Period;
+use kith_pools::replica::Replicator;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::node::RelayStatus;
@@ -44,8 +47,8 @@ const USAGE_FILE: &str = "relay-usage";
 /// carried, plus what it carried in the last such interval, reaches the bound: at the rate
 /// of the moment it stops just before the bound, past it only by a sudden rise of traffic.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
-/// How often the agreements are read again (what is lent, whether any lends relay), in
-/// checks.
+/// How often the agreements and who may use the relay are read again (what is lent, whether
+/// any lends relay), in checks.
 const AGREEMENTS_EVERY: u32 = 50;
 /// How often the count is saved while it grows.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
@@ -55,8 +58,10 @@ struct Admit {
     /// Whether it serves now (what is lent not used up); when not, the relay still answers
     /// (nodes keep it as their relay, and say why they are refused) but admits nobody.
     open: std::sync::atomic::AtomicBool,
-    node: Arc<Node>,
-    pools: Arc<Pools>,
+    /// Who may use it (see the module's notes), read again every [`AGREEMENTS_EVERY`] checks.
+    allowed: RwLock<Arc<HashSet<EndpointId>>>,
+    /// The nodes connected now, with their number of connections.
+    connected: Mutex<HashMap<EndpointId, u32>>,
     clients: AtomicU64,
     refused: AtomicU64,
     /// Nodes whose refusal was logged.
@@ -87,8 +92,10 @@ impl AccessControl for Admit {
                 reason: Some("this relay has carried what its pool lends this month".into()),
             };
         }
-        if admitted(&self.node, &self.pools, id) {
+        let allowed = self.allowed.read().unwrap_or_else(|e| e.into_inner()).contains(&id);
+        if allowed {
             self.clients.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.connected).entry(id).or_default() += 1;
             Access::Allow
         } else {
             // Said once per node (a refused node retries every few seconds).
@@ -108,35 +115,42 @@ impl AccessControl for Admit {
         }
     }
 
-    fn on_disconnect(&self, _id: EndpointId, _connection: ConnectionId) {
+    fn on_disconnect(&self, id: EndpointId, _connection: ConnectionId) {
         self.clients.fetch_sub(1, Ordering::Relaxed);
+        let mut connected = lock(&self.connected);
+        if let Some(n) = connected.get_mut(&id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                connected.remove(&id);
+            }
+        }
     }
 }
 
-/// Whether `id` may use the relay (see the module's notes).
-fn admitted(node: &Node, pools: &Pools, id: EndpointId) -> bool {
-    if id == node.id() || node.peers().iter().any(|p| p.id == id && p.manual) {
-        return true;
-    }
+/// Who may use the relay now (see the module's notes).
+fn allowed(node: &Node, pools: &Pools, rep: &Replicator) -> HashSet<EndpointId> {
+    let mut set = HashSet::from([node.id()]);
+    set.extend(node.peers().into_iter().filter(|p| p.owner).map(|p| p.id));
     let now = pools.now_ms();
-    let key = *id.as_bytes();
-    pools.list().iter().any(|(pool, v)| {
-        v.members
-            .values()
-            .any(|m| m.state == kith_pools::State::Active && m.nodes.contains_key(&key))
-            || v.federation.agreements.values().any(|e| {
-                let lends = e.agreement.lending_of(pool).is_some_and(|(l, _)| l.relay);
-                lends
-                    && matches!(e.state(pool, now), "active" | "leaving")
-                    && e.agreement
-                        .offer
-                        .contact
-                        .iter()
-                        .chain(&e.agreement.acceptance.contact)
-                        .filter_map(|t| t.parse::<NodeTicket>().ok())
-                        .any(|t| t.id == id)
-            })
-    })
+    let ids = |keys: &mut dyn Iterator<Item = [u8; 32]>| -> Vec<EndpointId> {
+        keys.filter_map(|k| EndpointId::from_bytes(&k).ok()).collect()
+    };
+    for (pool, v) in pools.list() {
+        for m in v.members.values().filter(|m| m.state == kith_pools::State::Active) {
+            set.extend(ids(&mut m.nodes.keys().copied()));
+        }
+        for e in v.federation.agreements.values() {
+            let lends = e.agreement.lending_of(&pool).is_some_and(|(l, _)| l.relay);
+            if !(lends && matches!(e.state(&pool, now), "active" | "leaving")) {
+                continue;
+            }
+            let a = &e.agreement;
+            let contacts = a.offer.contact.iter().chain(&a.acceptance.contact);
+            set.extend(contacts.filter_map(|t| t.parse::<NodeTicket>().ok()).map(|t| t.id));
+            set.extend(rep.partner_holders(&a.id()));
+        }
+    }
+    set
 }
 
 /// The agreements in force where one of this node's pools lends relay: how many, and the
@@ -204,16 +218,17 @@ fn save_usage(file: &std::path::Path, month: &str, bytes: u64, spent: Option<u64
 pub async fn serve(
     addr: SocketAddr,
     node: Arc<Node>,
-    pools: Arc<Pools>,
+    rep: Arc<Replicator>,
     home: PathBuf,
     stop: CancellationToken,
 ) -> Result<(Relay, tokio::task::JoinHandle<()>)> {
     let url = format!("http://{addr}");
+    let pools = rep.pools().clone();
     // Bind now, so a bad address fails `kith up` with a clear error.
     let admit = Arc::new(Admit {
         open: std::sync::atomic::AtomicBool::new(false),
-        node,
-        pools: pools.clone(),
+        allowed: RwLock::new(Arc::new(allowed(&node, &pools, &rep))),
+        connected: Mutex::default(),
         clients: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         said: Mutex::default(),
@@ -229,7 +244,8 @@ pub async fn serve(
         ..RelayStatus::default()
     }));
     let relay = Relay { status: status.clone() };
-    let task = tokio::spawn(watch(addr, server, admit, pools, file, status, stop));
+    let who = Who { node, pools, rep };
+    let task = tokio::spawn(watch(addr, server, admit, who, file, status, stop));
     Ok((relay, task))
 }
 
@@ -242,17 +258,46 @@ async fn spawn(addr: SocketAddr, admit: Arc<Admit>) -> Result<Server> {
     Server::spawn(config).await.with_context(|| format!("cannot serve a relay on {addr}"))
 }
 
+/// What the watch reads who may use the relay from.
+struct Who {
+    node: Arc<Node>,
+    pools: Arc<Pools>,
+    rep: Arc<Replicator>,
+}
+
+impl Who {
+    /// Reads again who may use the relay, and cuts the connections of the nodes that may no
+    /// longer.
+    fn admit_again(&self, admit: &Admit, server: Option<&Server>) {
+        let now = Arc::new(allowed(&self.node, &self.pools, &self.rep));
+        *admit.allowed.write().unwrap_or_else(|e| e.into_inner()) = now.clone();
+        let gone: Vec<EndpointId> =
+            lock(&admit.connected).keys().filter(|id| !now.contains(*id)).copied().collect();
+        let Some(clients) = server.and_then(|s| s.relay_service()).map(|s| s.clients()) else {
+            return;
+        };
+        // Asked again every second until the node is seen leaving (`on_disconnect`): a
+        // connection admitted a moment ago may not be registered yet.
+        for id in gone {
+            if clients.disconnect(id, None) {
+                tracing::info!(node = %id.fmt_short(), "relay: cut a node no longer let in");
+            }
+        }
+    }
+}
+
 /// Counts, bounds and restarts the relay (see the module's notes).
 async fn watch(
     addr: SocketAddr,
     server: Server,
     admit: Arc<Admit>,
-    pools: Arc<Pools>,
+    who: Who,
     file: PathBuf,
     status: Arc<Mutex<RelayStatus>>,
     stop: CancellationToken,
 ) {
     let mut server = Some(server);
+    let pools = who.pools.clone();
     // The month only moves forward: a clock set back (a device booted without one) does not
     // start the count again.
     let mut month = Period::of(pools.now_ms()).to_string().max(usage_month(&file));
@@ -282,6 +327,7 @@ async fn watch(
         last = used;
         if ticks.is_multiple_of(AGREEMENTS_EVERY) {
             lending = lent(&pools);
+            who.admit_again(&admit, server.as_ref());
         }
         ticks = ticks.wrapping_add(1);
         let (agreements, bound) = lending;

@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use iroh::TransportAddr;
 use iroh::address_lookup::{AddressLookup, EndpointData, Error as LookupError, Item};
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
 use iroh::protocol::{DynProtocolHandler, Router};
@@ -127,16 +126,7 @@ impl AddressLookup for LanLookup {
     }
 
     fn resolve(&self, id: EndpointId) -> Option<BoxStream<Result<Item, LookupError>>> {
-        if self.relays.is_empty() {
-            return self.peers.resolve(id);
-        }
-        let mut addrs: Vec<TransportAddr> =
-            self.peers.addrs(&id).unwrap_or_default().into_iter().map(TransportAddr::Ip).collect();
-        addrs.extend(self.relays.iter().cloned().map(TransportAddr::Relay));
-        let data = EndpointData::new(addrs);
-        let item =
-            Item::new(iroh::address_lookup::EndpointInfo::from_parts(id, data), "kith-peers", None);
-        Some(n0_future::StreamExt::boxed(n0_future::stream::iter(Some(Ok(item)))))
+        self.peers.lookup(id, &self.relays)
     }
 }
 
@@ -341,12 +331,22 @@ impl Node {
         self.peers.list()
     }
 
-    /// Adds a peer from a ticket (remembered across restarts).
+    /// Adds a peer from a ticket (remembered across restarts), learned from a pool or a
+    /// partner.
     pub async fn add_peer(&self, t: &NodeTicket) -> Result<PeerInfo, LinkError> {
+        self.add_peer_as(t, false).await
+    }
+
+    /// Adds a peer its owner named (`kith peer add`; see [`PeerInfo::owner`]).
+    pub async fn add_owner_peer(&self, t: &NodeTicket) -> Result<PeerInfo, LinkError> {
+        self.add_peer_as(t, true).await
+    }
+
+    async fn add_peer_as(&self, t: &NodeTicket, by_owner: bool) -> Result<PeerInfo, LinkError> {
         if t.id == self.id() {
             return Err(LinkError::OwnTicket);
         }
-        self.peers.add_ticket(t)?;
+        self.peers.add_ticket(t, by_owner)?;
         match self.conns.ping(t.id, false).await {
             Ok(p) => self.peers.record_pong(&t.id, &p),
             Err(_) => self.peers.record(&t.id, false),
@@ -362,6 +362,13 @@ impl Node {
     /// This node's proof that it is a device of its identity.
     pub fn device_proof(&self) -> Option<blobs::DeviceProof> {
         self.conns.device_proof()
+    }
+
+    /// Removes a peer (its owner's `kith peer rm`): out of the table and the saved tickets, its
+    /// connections closed; whether it was known.
+    pub fn remove_peer(&self, id: &EndpointId) -> Result<bool, LinkError> {
+        self.conns.drop_peer(id);
+        Ok(self.peers.remove(id)?)
     }
 
     /// Forgets a peer for good (a device its owner retired); true the first time.

@@ -4,7 +4,7 @@
 //! saved in `HOME/peers.cbor` and come back after a restart. The table is also this node's
 //! iroh address lookup: dialing a node id uses the addresses here, and nothing else.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::RwLock;
@@ -64,6 +64,9 @@ pub struct PeerInfo {
     pub mdns: bool,
     /// Added by ticket (and saved).
     pub manual: bool,
+    /// Added by ticket by this node's owner (`kith peer add`), not learned from a pool or a
+    /// partner: a relay this node serves carries it.
+    pub owner: bool,
     /// Whether it answers.
     pub reachability: Reachability,
     /// Last time it answered (ms since the epoch).
@@ -88,6 +91,7 @@ struct Entry {
     addrs: BTreeSet<SocketAddr>,
     mdns: bool,
     manual: bool,
+    owner: bool,
     reachability: Reachability,
     last_seen_ms: Option<u64>,
     pong: Option<Pong>,
@@ -101,6 +105,8 @@ pub struct PeerTable {
     inner: RwLock<HashMap<EndpointId, Entry>>,
     /// Peers forgotten on purpose (devices their owners retired): never added again.
     forgotten: RwLock<std::collections::HashSet<EndpointId>>,
+    /// Held while the saved peers are read, changed and written back.
+    saving: std::sync::Mutex<()>,
     /// Woken when a peer appears (or reappears), so it is pinged at once.
     pub news: tokio::sync::Notify,
 }
@@ -112,6 +118,9 @@ struct SavedPeers {
     version: u32,
     #[n(1)]
     peers: Vec<String>,
+    /// Of those, the node ids its owner added (files from before it have none).
+    #[n(2)]
+    owner: Option<Vec<String>>,
 }
 
 /// Why the saved peers could not be written.
@@ -130,31 +139,41 @@ impl PeerTable {
             file,
             inner: RwLock::new(HashMap::new()),
             forgotten: RwLock::new(std::collections::HashSet::new()),
+            saving: std::sync::Mutex::new(()),
             news: tokio::sync::Notify::new(),
         };
-        for t in table.saved_tickets() {
+        let (tickets, owner) = table.saved();
+        for t in tickets {
             table.upsert(t.id, &t.addrs, false, true);
+        }
+        for id in &owner {
+            if let Some(e) = table.write().get_mut(id) {
+                e.owner = true;
+            }
         }
         table
     }
 
-    fn saved_tickets(&self) -> Vec<NodeTicket> {
-        let Ok(bytes) = std::fs::read(&self.file) else { return Vec::new() };
+    /// The saved tickets, and the ids of those the owner added.
+    fn saved(&self) -> (Vec<NodeTicket>, HashSet<EndpointId>) {
+        let none = || (Vec::new(), HashSet::new());
+        let Ok(bytes) = std::fs::read(&self.file) else { return none() };
         if bytes.len() as u64 > MAX_PEERS_FILE {
             tracing::warn!(file = %self.file.display(), "peers file too large; ignored");
-            return Vec::new();
+            return none();
         }
         match minicbor::decode::<SavedPeers>(&bytes) {
-            Ok(saved) if saved.version <= PEERS_FILE_VERSION => {
-                saved.peers.iter().filter_map(|t| t.parse().ok()).collect()
-            }
+            Ok(saved) if saved.version <= PEERS_FILE_VERSION => (
+                saved.peers.iter().filter_map(|t| t.parse().ok()).collect(),
+                saved.owner.iter().flatten().filter_map(|id| id.parse().ok()).collect(),
+            ),
             Ok(saved) => {
                 tracing::warn!(version = saved.version, "peers file from a newer kith; ignored");
-                Vec::new()
+                none()
             }
             Err(e) => {
                 tracing::warn!(file = %self.file.display(), error = %e, "damaged peers file; ignored");
-                Vec::new()
+                none()
             }
         }
     }
@@ -180,6 +199,7 @@ impl PeerTable {
             addrs: BTreeSet::new(),
             mdns: false,
             manual: false,
+            owner: false,
             reachability: Reachability::Unknown,
             last_seen_ms: None,
             pong: None,
@@ -200,16 +220,40 @@ impl PeerTable {
         true
     }
 
-    /// Adds a peer from a ticket and saves it.
-    pub fn add_ticket(&self, t: &NodeTicket) -> Result<bool, SavePeersError> {
+    /// Adds a peer from a ticket and saves it; `by_owner` when this node's owner added it
+    /// (see [`PeerInfo::owner`]; a peer once added by its owner stays so).
+    pub fn add_ticket(&self, t: &NodeTicket, by_owner: bool) -> Result<bool, SavePeersError> {
         if !self.upsert(t.id, &t.addrs, false, true) {
             return Ok(false);
         }
-        let mut saved: Vec<NodeTicket> =
-            self.saved_tickets().into_iter().filter(|s| s.id != t.id).collect();
+        if by_owner && let Some(e) = self.write().get_mut(&t.id) {
+            e.owner = true;
+        }
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let (saved, mut owner) = self.saved();
+        let mut saved: Vec<NodeTicket> = saved.into_iter().filter(|s| s.id != t.id).collect();
         saved.push(t.clone());
-        self.save(&saved)?;
+        if by_owner {
+            owner.insert(t.id);
+        }
+        self.save(&saved, &owner)?;
         Ok(true)
+    }
+
+    /// Removes a peer its owner no longer wants (`kith peer rm`): out of the table and the
+    /// saved tickets; it may be added again (and mDNS finds a neighbour again). Returns whether
+    /// it was known.
+    pub fn remove(&self, id: &EndpointId) -> Result<bool, SavePeersError> {
+        let known = self.write().remove(id).is_some();
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let (saved, mut owner) = self.saved();
+        if saved.iter().any(|t| t.id == *id) || owner.contains(id) {
+            let rest: Vec<NodeTicket> = saved.into_iter().filter(|t| t.id != *id).collect();
+            owner.remove(id);
+            self.save(&rest, &owner)?;
+            return Ok(true);
+        }
+        Ok(known)
     }
 
     /// Forgets a peer for good (a device its owner retired): out of the table and the saved
@@ -219,18 +263,27 @@ impl PeerTable {
             return Ok(false);
         }
         let known = self.write().remove(id).is_some();
-        let saved = self.saved_tickets();
-        if saved.iter().any(|t| t.id == *id) {
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let (saved, mut owner) = self.saved();
+        if saved.iter().any(|t| t.id == *id) || owner.contains(id) {
             let rest: Vec<NodeTicket> = saved.into_iter().filter(|t| t.id != *id).collect();
-            self.save(&rest)?;
+            owner.remove(id);
+            self.save(&rest, &owner)?;
         }
         Ok(known)
     }
 
-    fn save(&self, saved: &[NodeTicket]) -> Result<(), SavePeersError> {
+    fn save(
+        &self,
+        saved: &[NodeTicket],
+        owner: &HashSet<EndpointId>,
+    ) -> Result<(), SavePeersError> {
+        let mut owner: Vec<String> = owner.iter().map(|id| id.to_string()).collect();
+        owner.sort();
         let file = SavedPeers {
             version: PEERS_FILE_VERSION,
             peers: saved.iter().map(|t| t.to_string()).collect(),
+            owner: Some(owner),
         };
         let bytes = minicbor::to_vec(&file).expect("encoding into a Vec cannot fail");
         crate::fsutil::write_atomic(&self.file, &bytes, 0o600)
@@ -311,6 +364,7 @@ impl PeerTable {
                 addrs: e.addrs.iter().copied().collect(),
                 mdns: e.mdns,
                 manual: e.manual,
+                owner: e.owner,
                 reachability: e.reachability,
                 last_seen_ms: e.last_seen_ms,
                 pong: e.pong.clone(),
@@ -343,18 +397,41 @@ impl PeerTable {
         v.sort_by_key(|(r, id)| (*r, *id.as_bytes()));
         v.into_iter().map(|(_, id)| id).collect()
     }
+}
 
-    pub(crate) fn addrs(&self, id: &EndpointId) -> Option<Vec<SocketAddr>> {
-        self.read().get(id).map(|e| e.addrs.iter().copied().collect())
+impl PeerTable {
+    /// Where to look for `id`: its addresses in the table, and each of `relays` (the relays
+    /// this node was told to use; a peer is looked for there too) unless mDNS announces it on
+    /// this LAN: iroh sends a new connection's first packets through a relay it is given
+    /// before it has a direct path, and a neighbour's would spend what the relay's pool lends
+    /// (seen in the relay scenario: 11 MiB of a LAN's own replication counted there). `None`
+    /// when that is nothing.
+    pub fn lookup(
+        &self,
+        id: EndpointId,
+        relays: &[iroh::RelayUrl],
+    ) -> Option<BoxStream<Result<Item, LookupError>>> {
+        let (ips, lan) = self
+            .read()
+            .get(&id)
+            .map(|e| (e.addrs.iter().copied().collect::<Vec<_>>(), e.mdns))
+            .unwrap_or_default();
+        let mut addrs: Vec<TransportAddr> = ips.into_iter().map(TransportAddr::Ip).collect();
+        if !lan {
+            addrs.extend(relays.iter().cloned().map(TransportAddr::Relay));
+        }
+        if addrs.is_empty() {
+            return None;
+        }
+        let item =
+            Item::new(EndpointInfo::from_parts(id, EndpointData::new(addrs)), "kith-peers", None);
+        Some(stream::iter(Some(Ok(item))).boxed())
     }
 }
 
 impl AddressLookup for PeerTable {
     fn resolve(&self, id: EndpointId) -> Option<BoxStream<Result<Item, LookupError>>> {
-        let addrs = self.addrs(&id).filter(|a| !a.is_empty())?;
-        let data = EndpointData::new(addrs.into_iter().map(TransportAddr::Ip).collect());
-        let item = Item::new(EndpointInfo::from_parts(id, data), "kith-peers", None);
-        Some(stream::iter(Some(Ok(item))).boxed())
+        self.lookup(id, &[])
     }
 }
 
@@ -371,7 +448,7 @@ mod tests {
         let t = PeerTable::load(me, file.clone());
         let a: SocketAddr = "10.0.0.2:1".parse().unwrap();
         let b: SocketAddr = "10.0.0.3:1".parse().unwrap();
-        assert!(t.add_ticket(&NodeTicket { id: other, addrs: vec![a] }).unwrap());
+        assert!(t.add_ticket(&NodeTicket { id: other, addrs: vec![a] }, false).unwrap());
         assert!(!t.upsert(me, &[a], true, false), "never myself");
         // Nodes that dial in: a bounded share of the table, and never fetch candidates.
         let strangers: Vec<EndpointId> = (0..MAX_DIALLED + 10)
@@ -391,5 +468,66 @@ mod tests {
         assert_eq!(again.list()[0].addrs, vec![b]);
         again.record(&other, false);
         assert_eq!(again.list()[0].reachability, Reachability::Unreachable);
+    }
+
+    /// A peer mDNS announces on this LAN is looked for at its addresses only; a peer known by
+    /// ticket (another LAN) at the relays too; an unknown one at the relays only.
+    #[test]
+    fn neighbours_are_not_looked_for_at_the_relays() {
+        use n0_future::StreamExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let me = iroh::SecretKey::generate().public();
+        let [lan, far, unknown] =
+            [1u8, 2, 3].map(|i| iroh::SecretKey::from_bytes(&[i; 32]).public());
+        let t = PeerTable::load(me, dir.path().join("peers.cbor"));
+        let a: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        t.upsert(lan, &[a], true, false);
+        t.add_ticket(&NodeTicket { id: far, addrs: vec![a] }, false).unwrap();
+        let relay: iroh::RelayUrl = "http://10.97.0.200:7790".parse().unwrap();
+        let found = |id| -> Option<(usize, usize)> {
+            let item =
+                n0_future::future::block_on(t.lookup(id, std::slice::from_ref(&relay))?.next())?
+                    .ok()?;
+            Some((item.ip_addrs().count(), item.relay_urls().count()))
+        };
+        assert_eq!(found(lan), Some((1, 0)));
+        assert_eq!(found(far), Some((1, 1)));
+        assert_eq!(found(unknown), Some((0, 1)));
+        // Without relays, an unknown peer is nowhere.
+        assert!(t.lookup(unknown, &[]).is_none());
+    }
+
+    /// Peers the owner added stay told apart from those learned from pools and partners
+    /// (a relay this node serves carries only the first), across restarts; a file from before
+    /// the distinction loads with none of its peers the owner's; forgetting one forgets that.
+    #[test]
+    fn the_owners_peers_are_told_apart_and_kept_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = iroh::SecretKey::generate().public();
+        let [mine, learned] = [1u8, 2].map(|i| iroh::SecretKey::from_bytes(&[i; 32]).public());
+        let a: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let file = dir.path().join("peers.cbor");
+        let old = SavedPeers {
+            version: 1,
+            peers: vec![NodeTicket { id: learned, addrs: vec![a] }.to_string()],
+            owner: None,
+        };
+        let bytes = minicbor::to_vec(&old).unwrap();
+        // As the version before wrote it: two fields.
+        assert_eq!(bytes[0], 0x82);
+        std::fs::write(&file, &bytes).unwrap();
+        let t = PeerTable::load(me, file.clone());
+        let owner = |t: &PeerTable, id| t.list().iter().find(|p| p.id == id).map(|p| p.owner);
+        assert_eq!(owner(&t, learned), Some(false), "an old file's peers are not the owner's");
+        assert!(t.add_ticket(&NodeTicket { id: mine, addrs: vec![a] }, true).unwrap());
+        // Learned again later from a pool: still the owner's.
+        t.add_ticket(&NodeTicket { id: mine, addrs: vec![a] }, false).unwrap();
+        let again = PeerTable::load(me, file.clone());
+        assert_eq!(owner(&again, mine), Some(true));
+        assert_eq!(owner(&again, learned), Some(false));
+        again.forget(&mine).unwrap();
+        let after = PeerTable::load(me, file);
+        assert_eq!(owner(&after, mine), None);
+        assert_eq!(owner(&after, learned), Some(false));
     }
 }
