@@ -489,6 +489,7 @@ pub fn allowed(req: &Request) -> bool {
         | Request::Ticket
         | Request::Doctor
         | Request::PeerAdd { .. }
+        | Request::PeerRm { .. }
         | Request::PeerLink { .. }
         | Request::Pair => true,
         Request::Pool(p) => !matches!(p, PoolReq::Identity),

@@ -429,14 +429,20 @@ pub async fn handle(
                         partners: st
                             .partners
                             .iter()
-                            .map(|(k, p)| crate::api::pools::OffsitePartner {
-                                name: p.name.clone(),
-                                pool: hex(k),
-                                holders: p.holders,
-                                placed_bytes: p.placed_bytes,
-                                held_bytes: p.held_bytes,
-                                silent_ms: p.silent_ms,
-                                replaced: p.replaced,
+                            .map(|(k, p)| {
+                                let (passed, failed, failing) = rep.partner_audits(k);
+                                crate::api::pools::OffsitePartner {
+                                    name: p.name.clone(),
+                                    pool: hex(k),
+                                    holders: p.holders,
+                                    placed_bytes: p.placed_bytes,
+                                    held_bytes: p.held_bytes,
+                                    silent_ms: p.silent_ms,
+                                    replaced: p.replaced,
+                                    audits_passed: passed,
+                                    audits_failed: failed,
+                                    audit_failing: failing,
+                                }
                             })
                             .collect(),
                         // What the holders answered, else what this node's last pass met.

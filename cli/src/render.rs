@@ -170,10 +170,14 @@ pub fn peers(list: &[Peer]) -> Result<ExitCode> {
         "NODE", "STATE", "LAST SEEN", "RTT", "LEARNED", "ROUTE"
     );
     for p in list {
-        let via = match (p.mdns, p.manual) {
-            (true, true) => "mdns,ticket",
-            (true, false) => "mdns",
-            (false, true) => "ticket",
+        // A ticket peer is `you` when its owner added it, `pool` when learned from a pool or
+        // a partner.
+        let via = match (p.mdns, p.manual, p.owner) {
+            (true, true, true) => "mdns,you",
+            (true, true, false) => "mdns,pool",
+            (true, false, _) => "mdns",
+            (false, true, true) => "you",
+            (false, true, false) => "pool",
             _ => "-",
         };
         let seen = p.last_seen_ms.map(fmt::time).unwrap_or_else(|| "never".into());

@@ -245,8 +245,13 @@ fn offsite(copies: u64, o: &kith::api::pools::Offsite) {
                 ),
                 None => String::new(),
             };
+            let audits = match (&p.audit_failing, p.audits_passed + p.audits_failed) {
+                (Some(why), _) => format!("  failing an audit: {why}"),
+                (None, 0) => String::new(),
+                (None, n) => format!("  audits {} of {n} passed", p.audits_passed),
+            };
             println!(
-                "{:<20}  {:>7}  {:>10}  {:>10}  {:>6}{note}",
+                "{:<20}  {:>7}  {:>10}  {:>10}  {:>6}{note}{audits}",
                 p.name,
                 p.holders,
                 fmt::bytes(p.placed_bytes),

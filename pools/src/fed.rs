@@ -38,9 +38,12 @@ pub enum FedRequest {
     /// The partner's notice on an agreement, to record.
     #[n(1)]
     Notice(#[n(0)] Notice),
-    /// Which of your pool's nodes hold for mine, and how much each?
+    /// Which of your pool's nodes hold for mine, and how much each? With the digest of the
+    /// last answer the asker had ([`FedReply::digest`]), if it had one: the answer is then
+    /// [`FedReply::Unchanged`] while it would be the same (nodes before it send none, and
+    /// ignore it: they answer in full).
     #[n(2)]
-    Holders(#[n(0)] Box<Asking>),
+    Holders(#[n(0)] Box<Asking>, #[n(1)] Option<ByteArray<32>>),
     /// Hold these blobs (id, length) for my pool; fetch them from the asking node or `from`.
     #[n(3)]
     Hold {
@@ -91,6 +94,20 @@ pub enum FedRequest {
     /// My pool's public sites changed: ask again (an origin tells the edges that asked it).
     #[n(8)]
     SitesChanged(#[cbor(n(0), with = "minicbor::bytes")] Key),
+    /// Prove you hold blob `id` for my pool: its chunk `index`, with the proof it belongs to
+    /// the blob (an audit, as within a pool).
+    #[n(9)]
+    Audit {
+        /// Who asks.
+        #[n(0)]
+        asking: Box<Asking>,
+        /// The blob.
+        #[n(1)]
+        id: ByteArray<32>,
+        /// The chunk (1 KiB) asked for.
+        #[n(2)]
+        index: u64,
+    },
 }
 
 /// A sealed copy of a pool's documents a partner keeps.
@@ -183,6 +200,30 @@ pub enum FedReply {
         #[cbor(n(3), with = "minicbor::bytes")]
         sig: Vec<u8>,
     },
+    /// The answer is the one whose digest the asker sent.
+    #[n(7)]
+    Unchanged,
+    /// The chunk an audit asked for, with its proof.
+    #[n(8)]
+    Proof(#[n(0)] crate::proof::RangeProof),
+}
+
+impl FedReply {
+    /// The answer to a `Holders` question: `roster` and `holders`, or [`FedReply::Unchanged`]
+    /// when `known` (the digest the asker sent) is that answer's.
+    pub fn holders(
+        roster: Option<Roster>,
+        holders: Vec<OffsiteHolder>,
+        known: Option<&[u8; 32]>,
+    ) -> FedReply {
+        let answer = FedReply::Holders { roster, holders };
+        if known.is_some_and(|k| *k == answer.digest()) { FedReply::Unchanged } else { answer }
+    }
+
+    /// The digest of this answer, as an asker sends it back ([`FedRequest::Holders`]).
+    pub fn digest(&self) -> [u8; 32] {
+        *blake3::hash(&minicbor::to_vec(self).expect("encoding into a Vec cannot fail")).as_bytes()
+    }
 }
 
 /// The offering side of `kith/fed/1`.

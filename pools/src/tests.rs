@@ -1341,3 +1341,58 @@ fn an_edge_takes_a_partners_sites_only_signed_by_a_roster_member_for_this_agreem
     let e = check_sites(&ag, &street.id(), &node, &a, now, 0).unwrap_err();
     assert!(e.contains("no roster"), "{e}");
 }
+
+/// The `Holders` question asked again with the last answer's digest is answered `Unchanged`
+/// while nothing in the answer changed, and in full once anything did (a holder's share, its
+/// address, the roster); a question without a digest (a node before digests) always gets the
+/// full answer, and a question with one still decodes as the `Holders` question.
+#[test]
+fn the_holders_question_asked_again_is_answered_in_one_word_while_nothing_changed() {
+    use crate::fed::{FedReply, FedRequest, OffsiteHolder};
+    let holder = |n: u8, share: u64| OffsiteHolder {
+        node: [n; 32].into(),
+        share,
+        ticket: Some(format!("ticket-{n}")),
+    };
+    let holders = vec![holder(1, 10 << 30), holder(2, 20 << 30)];
+    let first = FedReply::holders(None, holders.clone(), None);
+    assert!(matches!(first, FedReply::Holders { .. }));
+    let d = first.digest();
+    assert_eq!(FedReply::holders(None, holders.clone(), Some(&d)), FedReply::Unchanged);
+    let grown = vec![holder(1, 11 << 30), holder(2, 20 << 30)];
+    assert!(matches!(FedReply::holders(None, grown, Some(&d)), FedReply::Holders { .. }));
+    let mut moved = holders.clone();
+    moved[1].ticket = Some("ticket-2-elsewhere".into());
+    assert!(matches!(FedReply::holders(None, moved, Some(&d)), FedReply::Holders { .. }));
+    let fewer = vec![holder(1, 10 << 30)];
+    assert!(matches!(FedReply::holders(None, fewer, Some(&d)), FedReply::Holders { .. }));
+    // The unchanged answer is a few bytes; the question carries 34 more than without.
+    assert!(minicbor::to_vec(FedReply::Unchanged).unwrap().len() <= 4);
+    let signer = person(1);
+    let asking = crate::fed::Asking {
+        agreement: [3; 32],
+        roster: kith_federation::Roster {
+            v: 1,
+            agreement: [3; 32],
+            pool: [4; 32],
+            members: vec![],
+            at_ms: 1,
+            not_after_ms: 2,
+            by: signer.author().key,
+            sig: vec![0; 64],
+        },
+        identity: signer.author().key,
+        sig: vec![0; 64],
+    };
+    let without = minicbor::to_vec(FedRequest::Holders(Box::new(asking.clone()), None)).unwrap();
+    let with = minicbor::to_vec(FedRequest::Holders(Box::new(asking), Some(d.into()))).unwrap();
+    assert_eq!(with.len(), without.len() + 34);
+    match minicbor::decode::<FedRequest>(&with).unwrap() {
+        FedRequest::Holders(_, Some(k)) => assert_eq!(*k, d),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        minicbor::decode::<FedRequest>(&without).unwrap(),
+        FedRequest::Holders(_, None)
+    ));
+}

@@ -52,6 +52,9 @@ pub struct SimFigures {
     pub roster_kb: f64,
     /// A `Holders` question and its answer (KB).
     pub holders_exchange_kb: f64,
+    /// The same question asked again with the last answer's digest, and its answer when the
+    /// holders did not change (KB).
+    pub holders_again_kb: f64,
     /// A `Sites` question and its answer with one site (KB).
     pub sites_exchange_kb: f64,
     /// A sealed copy of a pool's documents (KB; the pool document and M identity documents).
@@ -194,9 +197,12 @@ pub fn run(
         })
         .collect::<Result<_>>()?;
     let len = |x: &[u8]| x.len() as f64 / 1e3;
-    let req = minicbor::to_vec(FedRequest::Holders(Box::new(asking.clone())))?;
-    let reply = minicbor::to_vec(FedReply::Holders { roster: partner_roster.clone(), holders })?;
-    let holders_exchange_kb = len(&req) + len(&reply);
+    let req = minicbor::to_vec(FedRequest::Holders(Box::new(asking.clone()), None))?;
+    let answer = FedReply::Holders { roster: partner_roster.clone(), holders };
+    let holders_exchange_kb = len(&req) + len(&minicbor::to_vec(&answer)?);
+    let again = FedRequest::Holders(Box::new(asking.clone()), Some(answer.digest().into()));
+    let holders_again_kb =
+        len(&minicbor::to_vec(again)?) + len(&minicbor::to_vec(FedReply::Unchanged)?);
     let site = kith_pools::replica::SiteHead {
         name: "bakery".into(),
         number: 12,
@@ -236,8 +242,11 @@ pub fn run(
     let day = 86_400.0;
     let partners = 3.0;
     let every = |d: std::time::Duration| day / d.as_secs_f64();
+    // Each asker's question is answered in full once a day (the holders or the roster changed:
+    // more often than a steady pool's), and `Unchanged` the other times.
+    let asks = every(kith_pools::replica::PARTNERS_EVERY);
     let holders_mb_day =
-        m as f64 * partners * every(kith_pools::replica::PARTNERS_EVERY) * holders_exchange_kb
+        m as f64 * partners * (holders_exchange_kb + (asks - 1.0).max(0.0) * holders_again_kb)
             / 1e3;
     // Edges ask every EDGE_POLL, and once more for each change they are told of (not counted:
     // a few a day).
@@ -304,6 +313,7 @@ pub fn run(
         federation_kb: round(pool_doc_kb - bare_kb, 1),
         roster_kb: round(roster_kb, 2),
         holders_exchange_kb: round(holders_exchange_kb, 2),
+        holders_again_kb: round(holders_again_kb, 2),
         sites_exchange_kb: round(sites_exchange_kb, 2),
         sealed_kb: round(sealed_kb, 1),
         holders_mb_day: round(holders_mb_day, 1),
@@ -337,8 +347,8 @@ pub fn markdown(f: &SimFigures) -> String {
     let _ = writeln!(o, "| one roster of {} members | {:.2} KB |", f.members, f.roster_kb);
     let _ = writeln!(
         o,
-        "| `Holders` asked and answered / `Sites` asked and answered | {:.2} / {:.2} KB |",
-        f.holders_exchange_kb, f.sites_exchange_kb
+        "| `Holders` asked and answered / again, unchanged / `Sites` asked and answered | {:.2} / {:.2} / {:.2} KB |",
+        f.holders_exchange_kb, f.holders_again_kb, f.sites_exchange_kb
     );
     let _ =
         writeln!(o, "| a sealed copy of a pool's documents (at least) | {:.1} KB |", f.sealed_kb);

@@ -149,6 +149,11 @@ pub enum Request {
         /// `kith1...` from `kith id --ticket`.
         ticket: String,
     },
+    /// Remove a peer.
+    PeerRm {
+        /// The peer's node id or a prefix.
+        peer: String,
+    },
     /// Reach a peer now, directly or through a neighbour.
     PeerLink {
         /// The peer's node id or a prefix.

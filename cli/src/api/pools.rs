@@ -335,6 +335,16 @@ pub struct OffsitePartner {
     /// Silent past its agreement's notice: its copies are placed with other partners.
     #[serde(default)]
     pub replaced: bool,
+    /// Audits of its holders this node made (one random chunk of a blob each confirmed, every
+    /// `audit_every`): passed.
+    #[serde(default)]
+    pub audits_passed: u64,
+    /// Failed.
+    #[serde(default)]
+    pub audits_failed: u64,
+    /// Why one of its holders failed its last audit, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_failing: Option<String>,
 }
 
 /// A pool's rules.

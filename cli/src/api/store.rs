@@ -497,6 +497,9 @@ pub struct Peer {
     /// Added by ticket.
     #[serde(default)]
     pub manual: bool,
+    /// Added by this node's owner (`kith peer add`), not learned from a pool or a partner.
+    #[serde(default)]
+    pub owner: bool,
     /// `unknown`, `reachable`, `unreachable` or `another key at its address`.
     #[serde(default)]
     pub state: String,
@@ -521,6 +524,13 @@ pub struct Peer {
     /// Saved without asking it (the daemon was not running).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved: Option<bool>,
+}
+
+/// `kith peer rm`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerRemoved {
+    /// The peer's node id.
+    pub id: String,
 }
 
 /// `kith peer link`.

@@ -27,7 +27,7 @@ impl Replicator {
             .collect()
     }
 
-    fn random(&self) -> u64 {
+    pub(super) fn random(&self) -> u64 {
         let n = self.nonce.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut h = blake3::Hasher::new();
         h.update(&self.seed.to_le_bytes());
@@ -159,7 +159,7 @@ impl Replicator {
     /// Checks every blob this node keeps for its pools and forgets those that no longer read
     /// back, so repair fetches good copies (a disk that lost one blob has likely lost more).
     /// One scrub at a time.
-    fn scrub(&self) {
+    pub(super) fn scrub(&self) {
         if self.scrubbing.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }

@@ -162,6 +162,10 @@ pub struct Replicator {
     partners: Mutex<HashMap<Key, offsite::Partner>>,
     /// Off-site copies confirmed, by (holder, blob).
     offsite_confirmed: Mutex<HashMap<(Key, [u8; 32]), std::time::Instant>>,
+    /// Audits of partners' holders, by holder node.
+    partner_audits: Mutex<HashMap<Key, offsite::PartnerAudit>>,
+    /// Agreements an audit is being served for (one at a time each).
+    audits_serving: Mutex<std::collections::HashSet<Key>>,
     /// Sealed copies sent, by (pool, holder): their digest and when.
     sealed_sent: Mutex<HashMap<(Key, Key), SealedSent>>,
     /// Agreements whose acceptance or notice this node handed over, and when it last tried.
@@ -211,6 +215,8 @@ impl Replicator {
             lent,
             partners: Mutex::new(HashMap::new()),
             offsite_confirmed: Mutex::new(HashMap::new()),
+            partner_audits: Mutex::new(HashMap::new()),
+            audits_serving: Mutex::new(Default::default()),
             offsite_stats: Mutex::new(BTreeMap::new()),
             sealed_sent: Mutex::new(HashMap::new()),
             handed_over: Mutex::new(HashSet::new()),

@@ -324,6 +324,9 @@ pub(super) struct Partner {
     /// When this node first asked it (the pools' clock): silence is counted from then when it
     /// never answered.
     pub first_asked_ms: i64,
+    /// The digest of its last answer, sent with the next question (see
+    /// [`FedRequest::Holders`]).
+    pub digest: Option<[u8; 32]>,
 }
 
 impl Partner {
@@ -353,6 +356,39 @@ pub(super) fn partner_contacts(
 /// `holders` holders each.
 pub fn sealed_targets(partners: usize, holders: usize) -> usize {
     partners * holders.min(SEALED_PER_PARTNER)
+}
+
+/// An audit being served for an agreement (one at a time each); let go when dropped.
+struct AuditTurn<'a> {
+    serving: &'a Mutex<HashSet<Key>>,
+    agreement: Key,
+}
+
+impl<'a> AuditTurn<'a> {
+    fn take(serving: &'a Mutex<HashSet<Key>>, agreement: Key) -> Option<AuditTurn<'a>> {
+        lock(serving).insert(agreement).then_some(AuditTurn { serving, agreement })
+    }
+}
+
+impl Drop for AuditTurn<'_> {
+    fn drop(&mut self) {
+        lock(self.serving).remove(&self.agreement);
+    }
+}
+
+/// The audits of one partner's holder, as the borrowing node made them.
+#[derive(Debug, Clone)]
+pub struct PartnerAudit {
+    /// The partner pool.
+    pub partner: Key,
+    /// When it was last audited.
+    pub at: Instant,
+    /// Audits passed and failed.
+    pub passed: u64,
+    /// Audits failed.
+    pub failed: u64,
+    /// Whether the last one failed, and why.
+    pub failing: Option<String>,
 }
 
 /// What the last off-site pass of a pool found, per partner pool.
@@ -437,13 +473,16 @@ impl Replicator {
             }
             let Some((partner, name)) = ag.partner_of(pool) else { continue };
             let mut tickets = partner_contacts(&ag, &partner);
-            let known: Vec<Key> = lock(&self.partners)
+            let (known, digest) = lock(&self.partners)
                 .get(&id)
-                .map(|p| p.holders.iter().map(|h| *h.node).collect())
+                .map(|p| (p.holders.iter().map(|h| *h.node).collect::<Vec<Key>>(), p.digest))
                 .unwrap_or_default();
-            let req = FedRequest::Holders(Box::new(self.asking(&ag, &roster)));
+            let req =
+                FedRequest::Holders(Box::new(self.asking(&ag, &roster)), digest.map(Into::into));
             let mut error = None;
             let mut got = None;
+            // The digest of the answer taken (the last one's when it is unchanged).
+            let mut got_digest = None;
             let mut peers: Vec<EndpointId> = Vec::new();
             for t in tickets.drain(..) {
                 let _ = node.add_peer(&t).await;
@@ -462,7 +501,17 @@ impl Replicator {
             }
             while let Some(Ok((peer, answer))) = asks.join_next().await {
                 match answer {
+                    // The answer this node has (its holders' addresses learned then).
+                    Ok(FedReply::Unchanged) if digest.is_some() => {
+                        got = lock(&self.partners).get(&id).map(|p| p.holders.clone());
+                        got_digest = digest;
+                        break;
+                    }
                     Ok(FedReply::Holders { roster, holders }) => {
+                        got_digest = Some(
+                            FedReply::Holders { roster: roster.clone(), holders: holders.clone() }
+                                .digest(),
+                        );
                         // The partner's holders may be on another LAN: learn their addresses.
                         for h in holders.iter().filter(|h| *h.node != self.pools.node()) {
                             if let Some(t) = h.ticket.as_deref().filter(|t| t.len() <= 2048)
@@ -504,6 +553,7 @@ impl Replicator {
                         prev.as_ref().and_then(|p| p.answered_ms)
                     },
                     first_asked_ms: prev.as_ref().map_or(now, |p| p.first_asked_ms),
+                    digest: if got.is_some() { got_digest } else { prev.and_then(|p| p.digest) },
                 },
             );
         }
@@ -555,13 +605,7 @@ impl Replicator {
     /// All off-site holders of `pool` this node knows, for fetching (a restore).
     pub fn offsite_nodes(&self, pool: &Key) -> Vec<EndpointId> {
         let Some(v) = self.pools.view_of(pool) else { return Vec::new() };
-        let ids: HashSet<Key> = v.federation.agreements.keys().copied().collect();
-        lock(&self.partners)
-            .iter()
-            .filter(|(a, _)| ids.contains(*a))
-            .flat_map(|(_, p)| p.holders.iter().map(|h| *h.node))
-            .filter_map(|k| EndpointId::from_bytes(&k).ok())
-            .collect()
+        v.federation.agreements.keys().flat_map(|a| self.partner_holders(a)).collect()
     }
 
     /// One off-site pass over `pool`: refresh the partners, then make sure every blob of the
@@ -632,6 +676,7 @@ impl Replicator {
             }
         }
         let Ok(node) = self.node() else { return };
+        let audit_every = Duration::from_millis(v.charter.audit_every_ms);
         let fresh = |c: &HashMap<(Key, [u8; 32]), Instant>, n: &Key, id: &[u8; 32]| {
             c.get(&(*n, *id)).is_some_and(|t| t.elapsed() < RECONFIRM)
         };
@@ -653,8 +698,13 @@ impl Replicator {
                 let c = lock(&self.offsite_confirmed);
                 blobs.into_iter().partition(|(id, _)| fresh(&c, &holder, id))
             };
-            *held_bytes.entry(partner).or_default() +=
-                done.iter().map(|(_, l)| *l as u64).sum::<u64>();
+            // A holder failing its audit counts nothing as held until it passes one again
+            // (what it confirms meanwhile is its word only).
+            let was_failing = self.partner_failing(&holder);
+            if !was_failing {
+                *held_bytes.entry(partner).or_default() +=
+                    done.iter().map(|(_, l)| *l as u64).sum::<u64>();
+            }
             if unreachable.contains(&partner) {
                 continue;
             }
@@ -662,6 +712,23 @@ impl Replicator {
             let Some(e) = v.federation.agreements.get(ag) else { continue };
             let Some(roster) = &e.roster else { continue };
             let Ok(peer) = EndpointId::from_bytes(&holder) else { continue };
+            let mut todo = todo;
+            if !done.is_empty() && self.partner_audit_due(&holder, audit_every) {
+                let asking = self.asking(&e.agreement, roster);
+                if let Some(failed) = self.audit_partner(node, peer, partner, asking, &done).await {
+                    // Its confirmations no longer count: held bytes drop, and its copies are
+                    // asked for again (the holder fetches what it lost).
+                    st.error
+                        .get_or_insert(format!("{} failed an audit: {failed}", peer.fmt_short()));
+                    lock(&self.offsite_confirmed).retain(|(n, _), _| *n != holder);
+                    let lost: u64 = done.iter().map(|(_, l)| *l as u64).sum();
+                    if !was_failing && let Some(b) = held_bytes.get_mut(&partner) {
+                        *b = b.saturating_sub(lost);
+                    }
+                    todo.extend(done.iter().copied());
+                }
+            }
+            let failing = self.partner_failing(&holder);
             for batch in todo.chunks(MAX_OFFSITE_IDS) {
                 let req = FedRequest::Hold {
                     asking: Box::new(self.asking(&e.agreement, roster)),
@@ -679,7 +746,9 @@ impl Replicator {
                         for ((id, len), ok) in batch.iter().zip(have) {
                             if ok {
                                 c.insert((holder, *id), Instant::now());
-                                *held_bytes.entry(partner).or_default() += *len as u64;
+                                if !failing {
+                                    *held_bytes.entry(partner).or_default() += *len as u64;
+                                }
                             }
                         }
                     }
@@ -706,6 +775,107 @@ impl Replicator {
             tracing::warn!(pool = %hex(&pool[..4]), error = %e, "off-site pass incomplete");
         }
         lock(&self.offsite_stats).insert(pool, st);
+    }
+
+    /// Whether `holder` is due an audit: never audited, last audited `every` ago or more, or
+    /// failing its last one (audited again at each pass until it passes).
+    fn partner_audit_due(&self, holder: &Key, every: Duration) -> bool {
+        lock(&self.partner_audits)
+            .get(holder)
+            .is_none_or(|a| a.failing.is_some() || a.at.elapsed() >= every)
+    }
+
+    /// Whether `holder` failed its last audit.
+    fn partner_failing(&self, holder: &Key) -> bool {
+        lock(&self.partner_audits).get(holder).is_some_and(|a| a.failing.is_some())
+    }
+
+    /// Audits partner holder `peer` (of pool `partner`): one random 1 KiB chunk of one random
+    /// blob of `held` (what it confirmed), with the proof it belongs to the blob. Records the
+    /// verdict; why it failed, if it did. A holder that cannot be reached is not judged.
+    async fn audit_partner(
+        &self,
+        node: &Arc<kith_node::net::Node>,
+        peer: EndpointId,
+        partner: Key,
+        asking: crate::fed::Asking,
+        held: &[([u8; 32], u32)],
+    ) -> Option<String> {
+        let (id, len) = held[(self.random() % held.len() as u64) as usize];
+        let index = self.random() % crate::proof::chunks(len as u64);
+        let req = FedRequest::Audit { asking: Box::new(asking), id: id.into(), index };
+        let verdict = match ask_fed(node, peer, &req, Duration::from_secs(30)).await {
+            Ok(FedReply::Proof(p)) => {
+                crate::proof::check(&id, len as u64, index, &p).map_err(|e| e.to_string())
+            }
+            Ok(FedReply::Refused(why)) => Err(format!("refused: {why}")),
+            // Busy (its slots taken, or another audit of this pool under way): not judged.
+            Ok(FedReply::NotHere(why)) => {
+                tracing::debug!(peer = %peer.fmt_short(), %why, "partner audit not taken now");
+                return None;
+            }
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => {
+                tracing::debug!(peer = %peer.fmt_short(), error = %e, "partner audit not delivered");
+                return None;
+            }
+        };
+        let mut audits = lock(&self.partner_audits);
+        let a = audits.entry(*peer.as_bytes()).or_insert(PartnerAudit {
+            partner,
+            at: Instant::now(),
+            passed: 0,
+            failed: 0,
+            failing: None,
+        });
+        a.at = Instant::now();
+        match verdict {
+            Ok(()) => {
+                a.passed += 1;
+                a.failing = None;
+                None
+            }
+            Err(why) => {
+                let why = format!("blob {}: {why}", hex(&id[..8]));
+                tracing::warn!(holder = %peer.fmt_short(), reason = %why, "a partner's holder failed an audit");
+                a.failed += 1;
+                a.failing = Some(why.clone());
+                Some(why)
+            }
+        }
+    }
+
+    /// Whether each of `ids` is held here for `agreement`: recorded for the partner and in the
+    /// store.
+    async fn held_here(&self, agreement: &Key, ids: Vec<[u8; 32]>) -> Result<Vec<bool>, String> {
+        let recorded = self.lent.has_many(agreement, &ids);
+        let store = self.node()?.store().clone();
+        tokio::task::spawn_blocking(move || {
+            ids.iter()
+                .zip(recorded)
+                .map(|(id, r)| r && store.has(&ChunkId(*id)).unwrap_or(false))
+                .collect()
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// The audits of `partner`'s holders this node made: passed, failed, and why the last
+    /// failing one failed.
+    pub fn partner_audits(&self, partner: &Key) -> (u64, u64, Option<String>) {
+        let audits = lock(&self.partner_audits);
+        let mine = audits.values().filter(|a| a.partner == *partner);
+        mine.fold((0, 0, None), |(p, f, why), a| {
+            (p + a.passed, f + a.failed, why.or_else(|| a.failing.clone()))
+        })
+    }
+
+    /// The partner's nodes that hold for this node's pool under `agreement`, as its last answer
+    /// named them (none before it answered).
+    pub fn partner_holders(&self, agreement: &Key) -> Vec<EndpointId> {
+        let parts = lock(&self.partners);
+        let holders = parts.get(agreement).map(|p| p.holders.as_slice()).unwrap_or_default();
+        holders.iter().filter_map(|h| EndpointId::from_bytes(&h.node).ok()).collect()
     }
 
     /// The latest off-site figures of `pool` (on this node: the objects it is first for).
@@ -822,11 +992,12 @@ impl Replicator {
         req: FedRequest,
     ) -> Result<FedReply, String> {
         match req {
-            FedRequest::Holders(a) => {
-                let (pool, v, ag, lent) = self.check_asking(&peer, &a, false)?;
+            FedRequest::Holders(a, known) => {
+                let (_, v, ag, lent) = self.check_asking(&peer, &a, false)?;
                 let roster = v.federation.agreements.get(&ag.id()).and_then(|e| e.roster.clone());
-                let _ = pool;
-                Ok(FedReply::Holders { roster, holders: self.shares(&v, lent) })
+                // Asked every minute by every borrowing node: the same answer again is one
+                // word.
+                Ok(FedReply::holders(roster, self.shares(&v, lent), known.as_deref()))
             }
             FedRequest::Sites(a) => self.serve_sites(&peer, &a),
             FedRequest::SitesChanged(agreement) => {
@@ -835,13 +1006,43 @@ impl Replicator {
                 self.edges.poke(&agreement);
                 Ok(FedReply::Recorded("noted".into()))
             }
+            FedRequest::Audit { asking, id, index } => {
+                self.check_asking(&peer, &asking, false)?;
+                // One audit at a time per agreement: each reads and hashes a whole blob.
+                let Some(_turn) = AuditTurn::take(&self.audits_serving, asking.agreement) else {
+                    return Ok(FedReply::NotHere(
+                        "busy: one audit at a time for your pool; ask again later".into(),
+                    ));
+                };
+                let id = *id;
+                if !self.lent.has_many(&asking.agreement, &[id]).first().copied().unwrap_or(false) {
+                    return Err("that blob is not held here for your pool".into());
+                }
+                let store = self.node()?.store().clone();
+                let answer =
+                    tokio::task::spawn_blocking(move || match store.read_blob(&ChunkId(id)) {
+                        Ok(Some((_, blob))) => crate::proof::prove(&blob, index)
+                            .map(FedReply::Proof)
+                            .ok_or_else(|| format!("the blob has no chunk {index}")),
+                        Ok(None) => Err("held for your pool but lost here".into()),
+                        Err(e) => Err(format!("damaged here: {e}")),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // As within a pool: what no longer reads back is forgotten, so the partner's
+                // next `Hold` has it fetched again.
+                if answer.as_ref().is_err_and(|e| e.starts_with("damaged")) {
+                    self.scrub();
+                }
+                answer
+            }
             FedRequest::Has { asking, ids } => {
                 self.check_asking(&peer, &asking, false)?;
                 if ids.len() > MAX_OFFSITE_IDS {
                     return Err(format!("at most {MAX_OFFSITE_IDS} ids per request"));
                 }
                 let ids: Vec<[u8; 32]> = ids.iter().map(|id| **id).collect();
-                Ok(FedReply::Has(self.lent.has_many(&asking.agreement, &ids)))
+                Ok(FedReply::Has(self.held_here(&asking.agreement, ids).await?))
             }
             FedRequest::Hold { asking, blobs, from } => {
                 let (_, v, ag, lent) = self.check_asking(&peer, &asking, true)?;
@@ -895,8 +1096,34 @@ impl Replicator {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-                let new: Vec<([u8; 32], u32)> =
+                let mut new: Vec<([u8; 32], u32)> =
                     new.into_iter().zip(present).filter(|(_, p)| !p).map(|(b, _)| b).collect();
+                // Blobs recorded as held here but gone from the store (a disk that lost them,
+                // a scrub after damage, found by the partner's audit): fetched again, already
+                // counted in what is held.
+                let store = node.store().clone();
+                let recorded: Vec<([u8; 32], u32)> = blobs
+                    .iter()
+                    .zip(&known)
+                    .filter(|(_, k)| **k)
+                    .map(|((id, l), _)| (**id, *l))
+                    .collect();
+                let lost: Vec<([u8; 32], u32)> = tokio::task::spawn_blocking(move || {
+                    recorded
+                        .into_iter()
+                        .filter(|(id, _)| !store.has(&ChunkId(*id)).unwrap_or(true))
+                        .collect()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                let again: HashSet<[u8; 32]> = lost.iter().map(|(id, _)| *id).collect();
+                if !lost.is_empty() {
+                    tracing::warn!(
+                        blobs = lost.len(),
+                        "fetching again blobs held for a partner that were lost here"
+                    );
+                }
+                new.extend(lost);
                 let mut sources = vec![peer];
                 sources.extend(
                     from.iter()
@@ -935,7 +1162,11 @@ impl Replicator {
                     if got.iter().any(|(_, l, claimed)| l > claimed) {
                         return Err("a blob is longer than its length said; nothing more is held for this request".into());
                     }
-                    total += got.iter().map(|(_, l, _)| *l as u64).sum::<u64>();
+                    total += got
+                        .iter()
+                        .filter(|(id, _, _)| !again.contains(id))
+                        .map(|(_, l, _)| *l as u64)
+                        .sum::<u64>();
                     let got: Vec<([u8; 32], u32)> =
                         got.into_iter().map(|(id, l, _)| (id, l)).collect();
                     self.lent.add(&ag.id(), &got)?;
@@ -946,7 +1177,7 @@ impl Replicator {
                         );
                     }
                 }
-                Ok(FedReply::Has(self.lent.has_many(&ag.id(), &all)))
+                Ok(FedReply::Has(self.held_here(&ag.id(), all).await?))
             }
             FedRequest::Keep { asking, sealed } => {
                 let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
