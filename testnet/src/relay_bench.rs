@@ -22,7 +22,6 @@ use crate::proc::median;
 
 const LONG: Duration = Duration::from_secs(300);
 const RAW_ALPN: &[u8] = b"kith-bench/relay/1";
-const WRITE: usize = 1 << 20;
 const PORT: u16 = 7790;
 
 /// What the relay benchmark measured (medians over the rounds).
@@ -88,18 +87,7 @@ fn raw_through_relay(
             rt.block_on(async move {
                 let ep = relay(b, url2).await?;
                 let _ = ready_tx.send(());
-                let conn = ep.accept().await.context("no connection")?.await?;
-                let (_, mut recv) = conn.accept_bi().await?;
-                let f = tokio::fs::File::create(&file).await?;
-                let mut out = tokio::io::BufWriter::with_capacity(WRITE, f);
-                let mut n = 0u64;
-                while let Some(chunk) = recv.read_chunk(WRITE).await? {
-                    n += chunk.len() as u64;
-                    tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
-                }
-                tokio::io::AsyncWriteExt::flush(&mut out).await?;
-                out.into_inner().sync_data().await?;
-                conn.close(0u32.into(), b"done");
+                let n = crate::transfer::raw_receive(&ep, Some(&file)).await?;
                 ep.close().await;
                 anyhow::Ok(n)
             })
@@ -113,15 +101,8 @@ fn raw_through_relay(
             let ep = relay(a, url3.clone()).await?;
             let addr = EndpointAddr::from_parts(to, [TransportAddr::Relay(url3)]);
             let conn = ep.connect(addr, RAW_ALPN).await?;
-            let (mut send, _recv) = conn.open_bi().await?;
-            let block = bytes::Bytes::from(vec![0x5a; WRITE]);
             let start = Instant::now();
-            let mut sent = 0u64;
-            while sent < bytes {
-                send.write_chunk(block.clone()).await?;
-                sent += WRITE as u64;
-            }
-            send.finish()?;
+            let (send, _) = crate::transfer::raw_send(&conn, bytes).await?;
             send.stopped().await?;
             let _ = conn.closed().await;
             let took = start.elapsed();

@@ -92,40 +92,13 @@ pub async fn raw_iroh(bytes: u64, file: Option<PathBuf>) -> Result<Duration> {
     let (a, b) = (bind().await?, bind().await?);
     let addr = b.addr();
     let receiver = tokio::spawn(async move {
-        let conn = b.accept().await.context("no connection")?.await?;
-        let (_, mut recv) = conn.accept_bi().await?;
-        let mut out = match &file {
-            Some(f) => Some(tokio::io::BufWriter::with_capacity(
-                RAW_WRITE,
-                tokio::fs::File::create(f).await?,
-            )),
-            None => None,
-        };
-        let mut n = 0u64;
-        while let Some(chunk) = recv.read_chunk(RAW_WRITE).await? {
-            n += chunk.len() as u64;
-            if let Some(o) = &mut out {
-                tokio::io::AsyncWriteExt::write_all(o, &chunk).await?;
-            }
-        }
-        if let Some(mut o) = out {
-            tokio::io::AsyncWriteExt::flush(&mut o).await?;
-            o.into_inner().sync_data().await?;
-        }
-        conn.close(0u32.into(), b"done");
+        let n = raw_receive(&b, file.as_deref()).await?;
         b.close().await;
         anyhow::Ok(n)
     });
     let conn = a.connect(addr, RAW_ALPN).await?;
-    let (mut send, _recv) = conn.open_bi().await?;
-    let block = bytes::Bytes::from(vec![0x5a; RAW_WRITE]);
     let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < bytes {
-        send.write_chunk(block.clone()).await?;
-        sent += RAW_WRITE as u64;
-    }
-    send.finish()?;
+    let (_, sent) = raw_send(&conn, bytes).await?;
     let got = receiver.await??;
     let took = start.elapsed();
     a.close().await;
@@ -133,6 +106,49 @@ pub async fn raw_iroh(bytes: u64, file: Option<PathBuf>) -> Result<Duration> {
         bail!("raw stream moved {got} of {sent} bytes");
     }
     Ok(took)
+}
+
+/// The receiving end of a raw stream: the next connection to `ep`, its first stream read to
+/// its end into `file` (written through a buffer and synced) or only counted; the bytes read.
+pub(crate) async fn raw_receive(ep: &Endpoint, file: Option<&Path>) -> Result<u64> {
+    let conn = ep.accept().await.context("no connection")?.await?;
+    let (_, mut recv) = conn.accept_bi().await?;
+    let mut out = match file {
+        Some(f) => {
+            Some(tokio::io::BufWriter::with_capacity(RAW_WRITE, tokio::fs::File::create(f).await?))
+        }
+        None => None,
+    };
+    let mut n = 0u64;
+    while let Some(chunk) = recv.read_chunk(RAW_WRITE).await? {
+        n += chunk.len() as u64;
+        if let Some(o) = &mut out {
+            tokio::io::AsyncWriteExt::write_all(o, &chunk).await?;
+        }
+    }
+    if let Some(mut o) = out {
+        tokio::io::AsyncWriteExt::flush(&mut o).await?;
+        o.into_inner().sync_data().await?;
+    }
+    conn.close(0u32.into(), b"done");
+    Ok(n)
+}
+
+/// The sending end of a raw stream: at least `bytes` in 1 MiB writes on a new stream of
+/// `conn`, finished; the stream and the bytes sent.
+pub(crate) async fn raw_send(
+    conn: &iroh::endpoint::Connection,
+    bytes: u64,
+) -> Result<(iroh::endpoint::SendStream, u64)> {
+    let (mut send, _recv) = conn.open_bi().await?;
+    let block = bytes::Bytes::from(vec![0x5a; RAW_WRITE]);
+    let mut sent = 0u64;
+    while sent < bytes {
+        send.write_chunk(block.clone()).await?;
+        sent += RAW_WRITE as u64;
+    }
+    send.finish()?;
+    Ok((send, sent))
 }
 
 /// Runs the rounds: raw iroh and kith alternating, then discovery rounds in namespaces.
