@@ -67,7 +67,13 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
         if !p.partners.is_empty() {
             println!(
                 "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}",
-                "PARTNER POOL", "HELD FOR IT", "HELD BY IT", "SENT IT", "RECEIVED", "", "OWES"
+                "PARTNER POOL",
+                "HELD FOR IT",
+                "HELD BY IT",
+                "SENT IT",
+                "RECEIVED",
+                "AUDITS",
+                "OWES"
             );
             for f in &p.partners {
                 let bh = |n: i64| format!("{}·h", fmt::bytes(n.max(0) as u64));
@@ -84,7 +90,7 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                     bh(f.held_by_byte_hours),
                     b(f.served_to_bytes),
                     b(f.received_from_bytes),
-                    "",
+                    format!("{}/{}", f.audits_passed, f.audits_failed),
                     owes,
                 );
             }

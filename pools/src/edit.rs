@@ -250,11 +250,14 @@ pub fn add_agreement(
 pub fn record_notice(
     d: &mut AutoCommit,
     n: &kith_federation::Notice,
+    now_ms: i64,
 ) -> Result<(), AutomergeError> {
     let f = map(d, &ROOT, "federation")?;
     let ags = map(d, &f, "agreements")?;
     let e = map(d, &ags, &hex(&n.agreement))?;
-    d.put(&e, "notice", ScalarValue::Bytes(n.to_bytes()))
+    d.put(&e, "notice", ScalarValue::Bytes(n.to_bytes()))?;
+    // When this pool learned of it: the notice period counts from here at the earliest.
+    d.put(&e, "noticed", now_ms)
 }
 
 /// Records this side's roster of an agreement (the newest replaces the last).

@@ -620,7 +620,7 @@ impl Pool {
         if e.notice.is_some() {
             return Ok(false);
         }
-        self.doc.change(signer, now_ms, &PoolRules, |d| edit::record_notice(d, n))?;
+        self.doc.change(signer, now_ms, &PoolRules, |d| edit::record_notice(d, n, now_ms))?;
         Ok(true)
     }
 

@@ -574,6 +574,25 @@ fn federation_ok(c: &Check<'_>, before: &PoolView, after: &PoolView) -> Result<(
         {
             return Err("notice on an agreement is given once".into());
         }
+        // When this pool recorded the notice: the time of the change that records it, written
+        // with it and never changed.
+        let was_noticed = old.and_then(|o| o.noticed_ms);
+        let new_notice = e.notice.is_some() && old.is_none_or(|o| o.notice.is_none());
+        if new_notice {
+            if e.noticed_ms != Some(c.time_ms) {
+                return Err(
+                    "a notice is recorded with the time of the change that records it".into()
+                );
+            }
+            let at = e.notice.as_ref().map_or(0, |n| n.at_ms);
+            if at > (c.time_ms.max(0) as u64).saturating_add(kith_federation::MAX_SKEW_MS) {
+                return Err(
+                    "a notice is signed at most a day after the change that records it".into()
+                );
+            }
+        } else if e.noticed_ms != was_noticed {
+            return Err("when a notice was recorded is written once, with the notice".into());
+        }
         if let Some(r) = &e.roster
             && old.is_none_or(|o| o.roster.as_ref() != Some(r))
         {

@@ -1154,10 +1154,13 @@ fn pools_federate_by_an_admins_offer_and_the_other_admins_acceptance_recorded_on
     })
     .unwrap_err();
     assert!(e.to_string().contains("given once"), "{e}");
-    for p in [&street, &hill] {
+    // Each side counts the 30 days from when it recorded the notice.
+    for (p, recorded) in [(&street, T0 + 100), (&hill, T0 + 101)] {
         let entry = p.view().federation.agreements[&ag.id()].clone();
-        assert_eq!(entry.state(&p.id(), T0 + 101), "leaving");
-        assert_eq!(entry.state(&p.id(), T0 + 100 + 30 * 86_400_000), "ended");
+        let end = recorded + 30 * 86_400_000;
+        assert_eq!(entry.ends_ms(), Some(end));
+        assert_eq!(entry.state(&p.id(), end - 1), "leaving");
+        assert_eq!(entry.state(&p.id(), end), "ended");
         assert_eq!(entry.notice_by(), Some(ada.author().key));
     }
     // A notice signed by someone who is neither hill's admin nor street's signer: refused.
@@ -1171,6 +1174,46 @@ fn pools_federate_by_an_admins_offer_and_the_other_admins_acceptance_recorded_on
     let m9 = kith_federation::Notice::sign(&person(5), ag9.id(), (T0 + 401) as u64);
     let e = hill.record_notice(&bea, &m9, T0 + 401).unwrap_err();
     assert!(e.to_string().contains("an admin of this pool or the partner's signer"), "{e}");
+    // A notice signed as of 29 days ago, recorded now: its 30 days count from now here, not
+    // from what its signer wrote (the agreement does not end tomorrow).
+    const DAY: i64 = 86_400_000;
+    let backdated = kith_federation::Notice::sign(&bea, ag9.id(), (T0 + 402 - 29 * DAY) as u64);
+    assert!(hill.record_notice(&bea, &backdated, T0 + 402).unwrap());
+    let e9 = hill.view().federation.agreements[&ag9.id()].clone();
+    assert_eq!(e9.ends_ms(), Some(T0 + 402 + 30 * DAY));
+    assert_eq!(e9.state(&h_id, T0 + 402 + 2 * DAY), "leaving");
+    // When it was recorded is written once, with the notice, at the change's time.
+    let at = |d: &mut kith_crdt::automerge::AutoCommit, id: &kith_crdt::Key| {
+        let f = d.get(ROOT, "federation").unwrap().unwrap().1;
+        let ags = d.get(&f, "agreements").unwrap().unwrap().1;
+        d.get(&ags, hex(id)).unwrap().unwrap().1
+    };
+    let e = forge(&mut copy(&mut hill), &mut hill, &bea, |d| {
+        let entry = at(d, &ag9.id());
+        d.put(&entry, "noticed", T0 - 40 * DAY).unwrap();
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("written once"), "{e}");
+    // A notice signed days ahead (to keep an agreement standing past its end): refused.
+    let o10 = offer(&ada, 10);
+    street.add_fed_offer(&ada, &o10, T0 + 500).unwrap();
+    let ag10 = Agreement {
+        offer: o10.clone(),
+        acceptance: Acceptance::sign(&bea, &o10, h_id, "hill", back, (T0 + 500) as u64, vec![]),
+    };
+    hill.add_agreement(&bea, &ag10, T0 + 500).unwrap();
+    let ahead = kith_federation::Notice::sign(&bea, ag10.id(), (T0 + 501 + 3 * DAY) as u64);
+    let e = hill.record_notice(&bea, &ahead, T0 + 501).unwrap_err();
+    assert!(e.to_string().contains("at most a day after"), "{e}");
+    // Recorded with another time than its change's: refused.
+    let n10 = kith_federation::Notice::sign(&bea, ag10.id(), (T0 + 502) as u64);
+    let e = forge(&mut copy(&mut hill), &mut hill, &bea, |d| {
+        let entry = at(d, &ag10.id());
+        d.put(&entry, "notice", kith_crdt::automerge::ScalarValue::Bytes(n10.to_bytes())).unwrap();
+        d.put(&entry, "noticed", T0 + 900 * DAY).unwrap();
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("time of the change"), "{e}");
 }
 
 #[test]

@@ -57,6 +57,9 @@ struct PartnerAccrual {
     served_to: u64,
     /// Bytes received from the partner's copies.
     received_from: u64,
+    /// Audits of copies held under the agreement, passed and failed.
+    audits_passed: u64,
+    audits_failed: u64,
 }
 
 /// Accruals per pool.
@@ -153,6 +156,18 @@ impl Usage {
         a.received_from += received;
     }
 
+    /// Counts an audit of copies held under `agreement` (of `pool`) that this node took part
+    /// in: as the auditor of a partner's holder, or as the holder the partner audited.
+    pub fn partner_audited(&self, pool: Key, agreement: Key, passed: bool) {
+        let mut ps = self.partners();
+        let a = ps.entry((pool, agreement)).or_default();
+        if passed {
+            a.audits_passed += 1;
+        } else {
+            a.audits_failed += 1;
+        }
+    }
+
     /// Takes what accrued with `pool`'s partners (whole byte-hours; the rest waits).
     pub fn take_partners(&self, pool: Key) -> Vec<(Key, crate::ledger::PartnerCounts)> {
         let mut out = Vec::new();
@@ -163,11 +178,15 @@ impl Usage {
                 held_by: (a.held_by / HOUR_MS) as i64,
                 served_to: a.served_to as i64,
                 received_from: a.received_from as i64,
+                audits_passed: a.audits_passed as i64,
+                audits_failed: a.audits_failed as i64,
             };
             a.held_for %= HOUR_MS;
             a.held_by %= HOUR_MS;
             a.served_to = 0;
             a.received_from = 0;
+            a.audits_passed = 0;
+            a.audits_failed = 0;
             if c.fields().iter().any(|(_, n)| *n > 0) {
                 out.push((*ag, c));
             }
@@ -184,6 +203,8 @@ impl Usage {
             a.held_by += c.held_by as u128 * HOUR_MS;
             a.served_to += c.served_to as u64;
             a.received_from += c.received_from as u64;
+            a.audits_passed += c.audits_passed as u64;
+            a.audits_failed += c.audits_failed as u64;
         }
     }
 

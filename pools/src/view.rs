@@ -453,6 +453,9 @@ pub struct FedEntry {
     pub agreement: kith_federation::Agreement,
     /// A side's signed notice, if one gave it.
     pub notice: Option<kith_federation::Notice>,
+    /// When this pool recorded the notice (the time of the change that did; none in documents
+    /// written before it was kept).
+    pub noticed_ms: Option<i64>,
     /// On the accepting side: when the offering pool was known to have recorded it too.
     pub confirmed_ms: Option<i64>,
     /// This side's latest roster: the members its signer vouches for to the partner.
@@ -460,9 +463,12 @@ pub struct FedEntry {
 }
 
 impl FedEntry {
-    /// When a side gave notice (ms since the epoch), if one did.
+    /// When the notice counts from (ms since the epoch), if a side gave one: the time its
+    /// signer wrote in it, or when this pool recorded it if that is later. A notice backdated
+    /// by its signer, or carried here late, does not shorten the notice this pool is given.
     pub fn notice_ms(&self) -> Option<i64> {
-        self.notice.as_ref().map(|n| n.at_ms as i64)
+        let at = self.notice.as_ref()?.at_ms as i64;
+        Some(self.noticed_ms.map_or(at, |r| r.max(at)))
     }
 
     /// The admin who gave notice.
@@ -596,6 +602,10 @@ fn read_federation(d: &impl Get) -> Result<Federation, String> {
                 Some((v, _)) => Some(v.as_i64().ok_or("`confirmed` is not a time")?),
                 None => None,
             };
+            let noticed_ms = match d.get_value(&e, "noticed")? {
+                Some((v, _)) => Some(v.as_i64().ok_or("`noticed` is not a time")?),
+                None => None,
+            };
             let roster = match d.get_value(&e, "roster")? {
                 Some((v, _)) => {
                     let r = kith_federation::Roster::from_bytes(
@@ -609,7 +619,10 @@ fn read_federation(d: &impl Get) -> Result<Federation, String> {
                 }
                 None => None,
             };
-            f.agreements.insert(a.id(), FedEntry { agreement: a, notice, confirmed_ms, roster });
+            f.agreements.insert(
+                a.id(),
+                FedEntry { agreement: a, notice, noticed_ms, confirmed_ms, roster },
+            );
         }
     }
     Ok(f)

@@ -113,6 +113,13 @@ pub struct PartnerOwed {
     pub served_to_bytes: i64,
     /// Bytes received from the partner's copies.
     pub received_from_bytes: i64,
+    /// Audits of the copies held between the two pools that this pool's nodes took part in
+    /// (of the partner's holders, and of this pool's nodes by the partner), passed.
+    #[serde(default)]
+    pub audits_passed: i64,
+    /// Such audits failed.
+    #[serde(default)]
+    pub audits_failed: i64,
     /// Units given (GiB-months held for it + GiB sent for it).
     pub given: f64,
     /// Units taken (GiB-months it held + GiB received from it).
@@ -133,6 +140,8 @@ impl PartnerOwed {
             held_by_byte_hours: l.counts.held_by,
             served_to_bytes: l.counts.served_to,
             received_from_bytes: l.counts.received_from,
+            audits_passed: l.counts.audits_passed,
+            audits_failed: l.counts.audits_failed,
             given: l.held_for + l.served_to,
             taken: l.held_by + l.received_from,
             priced: l.priced,

@@ -286,6 +286,17 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
             && q["held_bytes"] == q["placed_bytes"])
     })
     .unwrap();
+    // The audits are each ledger's evidence for its partner line: street's counts bob's
+    // audits of hill's holders, hill's the audits its nodes answered (cy's failure in both).
+    for (i, pool) in [(0, "street"), (2, "hill")] {
+        net.wait_for(CONVERGE, &format!("{pool}'s ledger to count the audits"), |net| {
+            let p = partner(net, i, pool)?;
+            Ok(p["audits_passed"].as_i64() > Some(0) && p["audits_failed"].as_i64() > Some(0))
+        })
+        .unwrap();
+    }
+    let shown = net.kith_ok(2, &["ledger", "--pool", "hill"]).unwrap();
+    assert!(shown.lines().any(|l| l.contains("PARTNER POOL") && l.contains("AUDITS")), "{shown}");
 
     // More than hill lends: its nodes refuse, and say why; nothing past the 8 MiB is held.
     let big = net.dir().join("films.bin");

@@ -244,33 +244,33 @@ impl PeerTable {
     /// saved tickets; it may be added again (and mDNS finds a neighbour again). Returns whether
     /// it was known.
     pub fn remove(&self, id: &EndpointId) -> Result<bool, SavePeersError> {
-        let known = self.write().remove(id).is_some();
-        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
-        let (saved, mut owner) = self.saved();
-        if saved.iter().any(|t| t.id == *id) || owner.contains(id) {
-            let rest: Vec<NodeTicket> = saved.into_iter().filter(|t| t.id != *id).collect();
-            owner.remove(id);
-            self.save(&rest, &owner)?;
-            return Ok(true);
-        }
-        Ok(known)
+        let (known, saved) = self.drop_entry(id)?;
+        Ok(known || saved)
     }
 
     /// Forgets a peer for good (a device its owner retired): out of the table and the saved
-    /// tickets, and never added again. Returns whether it was not forgotten already.
+    /// tickets, and never added again. Returns whether it was in the table (false once it
+    /// was forgotten already).
     pub fn forget(&self, id: &EndpointId) -> Result<bool, SavePeersError> {
         if !self.forgotten.write().unwrap_or_else(|p| p.into_inner()).insert(*id) {
             return Ok(false);
         }
+        Ok(self.drop_entry(id)?.0)
+    }
+
+    /// Takes a peer out of the table and out of the saved file: whether it was in the table,
+    /// and whether it was saved.
+    fn drop_entry(&self, id: &EndpointId) -> Result<(bool, bool), SavePeersError> {
         let known = self.write().remove(id).is_some();
         let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
         let (saved, mut owner) = self.saved();
-        if saved.iter().any(|t| t.id == *id) || owner.contains(id) {
-            let rest: Vec<NodeTicket> = saved.into_iter().filter(|t| t.id != *id).collect();
-            owner.remove(id);
-            self.save(&rest, &owner)?;
+        if !saved.iter().any(|t| t.id == *id) && !owner.contains(id) {
+            return Ok((known, false));
         }
-        Ok(known)
+        let rest: Vec<NodeTicket> = saved.into_iter().filter(|t| t.id != *id).collect();
+        owner.remove(id);
+        self.save(&rest, &owner)?;
+        Ok((known, true))
     }
 
     fn save(

@@ -260,19 +260,30 @@ pub struct PartnerCounts {
     /// Bytes this device received from the partner's nodes (copies it holds for them, its
     /// edge's copy of their sites).
     pub received_from: i64,
+    /// Audits of the copies held under the agreement that this device took part in and that
+    /// passed: of the partner's holders, run by this device on the copies it placed there (the
+    /// evidence for `held_by`), and of this device, run by the partner's nodes and answered
+    /// with a proof (the evidence for `held_for`).
+    pub audits_passed: i64,
+    /// Such audits failed: a partner's holder that could not prove a blob it confirmed, or
+    /// this device failing to prove one it holds for the partner.
+    pub audits_failed: i64,
 }
 
 impl PartnerCounts {
     /// Their keys in a row's `partners/<agreement>` map.
-    pub const KEYS: [&'static str; 4] = ["held_for", "held_by", "served_to", "received_from"];
+    pub const KEYS: [&'static str; 6] =
+        ["held_for", "held_by", "served_to", "received_from", "audits_passed", "audits_failed"];
 
     /// Each counter with its key.
-    pub fn fields(&self) -> [(&'static str, i64); 4] {
+    pub fn fields(&self) -> [(&'static str, i64); 6] {
         [
             ("held_for", self.held_for),
             ("held_by", self.held_by),
             ("served_to", self.served_to),
             ("received_from", self.received_from),
+            ("audits_passed", self.audits_passed),
+            ("audits_failed", self.audits_failed),
         ]
     }
 
@@ -281,6 +292,8 @@ impl PartnerCounts {
             "held_for" => self.held_for = n,
             "held_by" => self.held_by = n,
             "served_to" => self.served_to = n,
+            "audits_passed" => self.audits_passed = n,
+            "audits_failed" => self.audits_failed = n,
             _ => self.received_from = n,
         }
     }
@@ -291,6 +304,8 @@ impl PartnerCounts {
         self.held_by += o.held_by;
         self.served_to += o.served_to;
         self.received_from += o.received_from;
+        self.audits_passed += o.audits_passed;
+        self.audits_failed += o.audits_failed;
     }
 }
 

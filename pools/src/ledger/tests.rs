@@ -584,9 +584,18 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     let ada = PartnerCounts { held_for: gib_month, served_to: 2 << 30, ..Default::default() };
     l.record_partners(&a, &rules, &[(id, ada)], 11).unwrap();
     l.record_partners(&a, &rules, &[(id, ada)], 12).unwrap();
-    let bob =
-        PartnerCounts { held_by: 3 * gib_month, received_from: 1 << 30, ..Default::default() };
+    // Bob's node audited hill's holders 5 times, once failing; ada's node answered hill's
+    // audits twice.
+    let bob = PartnerCounts {
+        held_by: 3 * gib_month,
+        received_from: 1 << 30,
+        audits_passed: 4,
+        audits_failed: 1,
+        ..Default::default()
+    };
     l.record_partners(&m, &rules, &[(id, bob)], 13).unwrap();
+    let answered = PartnerCounts { audits_passed: 2, ..Default::default() };
+    l.record_partners(&a, &rules, &[(id, answered)], 14).unwrap();
     let v = l.view();
     let row = &v.rows[&(a.author().key, a.author().device)];
     assert_eq!(row.partners[&id].held_for, 2 * gib_month);
@@ -599,6 +608,8 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     assert_eq!((h.partner.as_str(), h.priced), ("hill", true));
     assert!((h.held_for - 2.0).abs() < 1e-9 && (h.held_by - 3.0).abs() < 1e-9, "{h:?}");
     assert_eq!(h.owes_cents, 39, "{h:?}");
+    // The audits are the line's evidence, summed over devices; they cost nothing.
+    assert_eq!((h.counts.audits_passed, h.counts.audits_failed), (6, 1), "{h:?}");
     assert!((h.credit - 2.0).abs() < 1e-9, "{h:?}");
     // Without prices, the same figures are credit both ways (an agreement this view lacks
     // is named by its id).
@@ -608,7 +619,7 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
 
     // Counts only grow; a device writes only its own; only known counts; only agreements.
     let down = PartnerCounts { held_for: -1, ..Default::default() };
-    assert!(l.record_partners(&a, &rules, &[(id, down)], 14).is_err());
+    assert!(l.record_partners(&a, &rules, &[(id, down)], 15).is_err());
     let path = |raw: &kith_crdt::automerge::AutoCommit, s: &Signer| {
         let rows = raw.get(ROOT, "rows").unwrap().unwrap().1;
         let r = raw.get(&rows, row_key(&s.author().key, &s.author().device)).unwrap().unwrap().1;

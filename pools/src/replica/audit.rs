@@ -138,12 +138,26 @@ impl Replicator {
         index: u64,
     ) -> Result<Reply, String> {
         self.member_view(peer, &pool)?;
+        let answer = self.prove_held(id, index, "not held here").await.map(Reply::Proof);
+        // A holder knows its own verdict: a proof from the blob it holds passes.
+        self.usage.audited(pool, answer.is_ok());
+        answer
+    }
+
+    /// The proof of chunk `index` of blob `id` as this node holds it, or why not (`missing`
+    /// when it is not in the store). A blob that no longer reads back starts a scrub, so the
+    /// next repair (or a partner's next `Hold`) fetches it again.
+    pub(super) async fn prove_held(
+        &self,
+        id: Key,
+        index: u64,
+        missing: &'static str,
+    ) -> Result<crate::proof::RangeProof, String> {
         let store = self.node()?.store().clone();
         let answer = tokio::task::spawn_blocking(move || match store.read_blob(&ChunkId(id)) {
             Ok(Some((_, blob))) => crate::proof::prove(&blob, index)
-                .map(Reply::Proof)
                 .ok_or_else(|| format!("the blob has no chunk {index}")),
-            Ok(None) => Err("not held here".into()),
+            Ok(None) => Err(missing.to_string()),
             Err(e) => Err(format!("damaged here: {e}")),
         })
         .await
@@ -151,8 +165,6 @@ impl Replicator {
         if answer.as_ref().is_err_and(|e| e.starts_with("damaged")) {
             self.scrub();
         }
-        // A holder knows its own verdict: a proof from the blob it holds passes.
-        self.usage.audited(pool, answer.is_ok());
         answer
     }
 

@@ -715,7 +715,9 @@ impl Replicator {
             let mut todo = todo;
             if !done.is_empty() && self.partner_audit_due(&holder, audit_every) {
                 let asking = self.asking(&e.agreement, roster);
-                if let Some(failed) = self.audit_partner(node, peer, partner, asking, &done).await {
+                if let Some(failed) =
+                    self.audit_partner(node, pool, peer, partner, asking, &done).await
+                {
                     // Its confirmations no longer count: held bytes drop, and its copies are
                     // asked for again (the holder fetches what it lost).
                     st.error
@@ -796,6 +798,7 @@ impl Replicator {
     async fn audit_partner(
         &self,
         node: &Arc<kith_node::net::Node>,
+        pool: Key,
         peer: EndpointId,
         partner: Key,
         asking: crate::fed::Asking,
@@ -803,6 +806,7 @@ impl Replicator {
     ) -> Option<String> {
         let (id, len) = held[(self.random() % held.len() as u64) as usize];
         let index = self.random() % crate::proof::chunks(len as u64);
+        let agreement = asking.agreement;
         let req = FedRequest::Audit { asking: Box::new(asking), id: id.into(), index };
         let verdict = match ask_fed(node, peer, &req, Duration::from_secs(30)).await {
             Ok(FedReply::Proof(p)) => {
@@ -820,6 +824,8 @@ impl Replicator {
                 return None;
             }
         };
+        // Evidence in the ledger: the partner line counts the audits of its holders.
+        self.usage.partner_audited(pool, agreement, verdict.is_ok());
         let mut audits = lock(&self.partner_audits);
         let a = audits.entry(*peer.as_bytes()).or_insert(PartnerAudit {
             partner,
@@ -1007,7 +1013,7 @@ impl Replicator {
                 Ok(FedReply::Recorded("noted".into()))
             }
             FedRequest::Audit { asking, id, index } => {
-                self.check_asking(&peer, &asking, false)?;
+                let (pool, ..) = self.check_asking(&peer, &asking, false)?;
                 // One audit at a time per agreement: each reads and hashes a whole blob.
                 let Some(_turn) = AuditTurn::take(&self.audits_serving, asking.agreement) else {
                     return Ok(FedReply::NotHere(
@@ -1018,23 +1024,12 @@ impl Replicator {
                 if !self.lent.has_many(&asking.agreement, &[id]).first().copied().unwrap_or(false) {
                     return Err("that blob is not held here for your pool".into());
                 }
-                let store = self.node()?.store().clone();
-                let answer =
-                    tokio::task::spawn_blocking(move || match store.read_blob(&ChunkId(id)) {
-                        Ok(Some((_, blob))) => crate::proof::prove(&blob, index)
-                            .map(FedReply::Proof)
-                            .ok_or_else(|| format!("the blob has no chunk {index}")),
-                        Ok(None) => Err("held for your pool but lost here".into()),
-                        Err(e) => Err(format!("damaged here: {e}")),
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
                 // As within a pool: what no longer reads back is forgotten, so the partner's
                 // next `Hold` has it fetched again.
-                if answer.as_ref().is_err_and(|e| e.starts_with("damaged")) {
-                    self.scrub();
-                }
-                answer
+                let answer = self.prove_held(id, index, "held for your pool but lost here").await;
+                // A holder knows its own verdict: a proof from the blob it holds passes.
+                self.usage.partner_audited(pool, asking.agreement, answer.is_ok());
+                answer.map(FedReply::Proof)
             }
             FedRequest::Has { asking, ids } => {
                 self.check_asking(&peer, &asking, false)?;
