@@ -83,8 +83,9 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                 } else {
                     format!("credit {:+.3}", f.given - f.taken)
                 };
+                let flag = if f.unaudited { " !" } else { "" };
                 println!(
-                    "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}",
+                    "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}{flag}",
                     f.partner.chars().take(16).collect::<String>(),
                     bh(f.held_for_byte_hours),
                     bh(f.held_by_byte_hours),
@@ -92,6 +93,17 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                     b(f.received_from_bytes),
                     format!("{}/{}", f.audits_passed, f.audits_failed),
                     owes,
+                );
+            }
+            for f in p.partners.iter().filter(|f| f.proofs_given + f.proofs_failed > 0) {
+                println!(
+                    "  (pool {} audited what this pool's nodes hold for it: {} proofs given, {} failed)",
+                    f.partner, f.proofs_given, f.proofs_failed
+                );
+            }
+            if p.partners.iter().any(|f| f.unaudited) {
+                println!(
+                    "  ! = held by the partner with no audit of its holders passed in this period yet"
                 );
             }
         }

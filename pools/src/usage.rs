@@ -57,9 +57,12 @@ struct PartnerAccrual {
     served_to: u64,
     /// Bytes received from the partner's copies.
     received_from: u64,
-    /// Audits of copies held under the agreement, passed and failed.
+    /// Audits this node ran on the partner's holders, passed and failed.
     audits_passed: u64,
     audits_failed: u64,
+    /// Audits of this node by the partner, answered with a proof and not.
+    proofs_given: u64,
+    proofs_failed: u64,
 }
 
 /// Accruals per pool.
@@ -156,15 +159,16 @@ impl Usage {
         a.received_from += received;
     }
 
-    /// Counts an audit of copies held under `agreement` (of `pool`) that this node took part
-    /// in: as the auditor of a partner's holder, or as the holder the partner audited.
-    pub fn partner_audited(&self, pool: Key, agreement: Key, passed: bool) {
+    /// Counts an audit of copies held under `agreement` (of `pool`): one this node ran on a
+    /// partner's holder (`by_me`), or one the partner ran on this node; `passed` its verdict.
+    pub fn partner_audited(&self, pool: Key, agreement: Key, by_me: bool, passed: bool) {
         let mut ps = self.partners();
         let a = ps.entry((pool, agreement)).or_default();
-        if passed {
-            a.audits_passed += 1;
-        } else {
-            a.audits_failed += 1;
+        match (by_me, passed) {
+            (true, true) => a.audits_passed += 1,
+            (true, false) => a.audits_failed += 1,
+            (false, true) => a.proofs_given += 1,
+            (false, false) => a.proofs_failed += 1,
         }
     }
 
@@ -180,6 +184,8 @@ impl Usage {
                 received_from: a.received_from as i64,
                 audits_passed: a.audits_passed as i64,
                 audits_failed: a.audits_failed as i64,
+                proofs_given: a.proofs_given as i64,
+                proofs_failed: a.proofs_failed as i64,
             };
             a.held_for %= HOUR_MS;
             a.held_by %= HOUR_MS;
@@ -187,6 +193,8 @@ impl Usage {
             a.received_from = 0;
             a.audits_passed = 0;
             a.audits_failed = 0;
+            a.proofs_given = 0;
+            a.proofs_failed = 0;
             if c.fields().iter().any(|(_, n)| *n > 0) {
                 out.push((*ag, c));
             }
@@ -205,6 +213,8 @@ impl Usage {
             a.received_from += c.received_from as u64;
             a.audits_passed += c.audits_passed as u64;
             a.audits_failed += c.audits_failed as u64;
+            a.proofs_given += c.proofs_given as u64;
+            a.proofs_failed += c.proofs_failed as u64;
         }
     }
 

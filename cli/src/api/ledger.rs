@@ -113,13 +113,25 @@ pub struct PartnerOwed {
     pub served_to_bytes: i64,
     /// Bytes received from the partner's copies.
     pub received_from_bytes: i64,
-    /// Audits of the copies held between the two pools that this pool's nodes took part in
-    /// (of the partner's holders, and of this pool's nodes by the partner), passed.
+    /// Audits this pool's nodes ran on the partner's holders that passed (the evidence behind
+    /// `held_by_byte_hours`).
     #[serde(default)]
     pub audits_passed: i64,
     /// Such audits failed.
     #[serde(default)]
     pub audits_failed: i64,
+    /// Audits by the partner that this pool's nodes answered with a proof (the evidence behind
+    /// `held_for_byte_hours`).
+    #[serde(default)]
+    pub proofs_given: i64,
+    /// Such audits they could not answer.
+    #[serde(default)]
+    pub proofs_failed: i64,
+    /// Whether the partner's nodes held copies for this pool in the period with no audit of
+    /// them passed: what this pool would owe for is the partner's word only (`!` in
+    /// `kith ledger`).
+    #[serde(default)]
+    pub unaudited: bool,
     /// Units given (GiB-months held for it + GiB sent for it).
     pub given: f64,
     /// Units taken (GiB-months it held + GiB received from it).
@@ -142,6 +154,9 @@ impl PartnerOwed {
             received_from_bytes: l.counts.received_from,
             audits_passed: l.counts.audits_passed,
             audits_failed: l.counts.audits_failed,
+            proofs_given: l.counts.proofs_given,
+            proofs_failed: l.counts.proofs_failed,
+            unaudited: l.counts.held_by > 0 && l.counts.audits_passed == 0,
             given: l.held_for + l.served_to,
             taken: l.held_by + l.received_from,
             priced: l.priced,

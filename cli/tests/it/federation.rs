@@ -287,10 +287,14 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
     .unwrap();
     // The audits are each ledger's evidence for its partner line: street's counts bob's
     // audits of hill's holders, hill's the audits its nodes answered (cy's failure in both).
-    for (i, pool) in [(0, "street"), (2, "hill")] {
+    for (i, pool, ok, failed) in [
+        (0, "street", "audits_passed", "audits_failed"),
+        (2, "hill", "proofs_given", "proofs_failed"),
+    ] {
         net.wait_for(CONVERGE, &format!("{pool}'s ledger to count the audits"), |net| {
             let p = partner(net, i, pool)?;
-            Ok(p["audits_passed"].as_i64() > Some(0) && p["audits_failed"].as_i64() > Some(0))
+            // Audited: street's line is not flagged as held on the partner's word only.
+            Ok(p[ok].as_i64() > Some(0) && p[failed].as_i64() > Some(0) && p["unaudited"] == false)
         })
         .unwrap();
     }

@@ -260,23 +260,33 @@ pub struct PartnerCounts {
     /// Bytes this device received from the partner's nodes (copies it holds for them, its
     /// edge's copy of their sites).
     pub received_from: i64,
-    /// Audits of the copies held under the agreement that this device took part in and that
-    /// passed: of the partner's holders, run by this device on the copies it placed there (the
-    /// evidence for `held_by`), and of this device, run by the partner's nodes and answered
-    /// with a proof (the evidence for `held_for`).
+    /// Audits this device ran on the partner's holders of the copies it placed there that
+    /// passed: the evidence behind `held_by`.
     pub audits_passed: i64,
-    /// Such audits failed: a partner's holder that could not prove a blob it confirmed, or
-    /// this device failing to prove one it holds for the partner.
+    /// Such audits failed: a partner's holder that could not prove a blob it confirmed.
     pub audits_failed: i64,
+    /// Audits the partner's nodes ran on this device that it answered with a proof: the
+    /// evidence behind `held_for` (a holder knows its own verdict, as within a pool).
+    pub proofs_given: i64,
+    /// Such audits it could not answer (a blob it holds for the partner lost or damaged).
+    pub proofs_failed: i64,
 }
 
 impl PartnerCounts {
     /// Their keys in a row's `partners/<agreement>` map.
-    pub const KEYS: [&'static str; 6] =
-        ["held_for", "held_by", "served_to", "received_from", "audits_passed", "audits_failed"];
+    pub const KEYS: [&'static str; 8] = [
+        "held_for",
+        "held_by",
+        "served_to",
+        "received_from",
+        "audits_passed",
+        "audits_failed",
+        "proofs_given",
+        "proofs_failed",
+    ];
 
     /// Each counter with its key.
-    pub fn fields(&self) -> [(&'static str, i64); 6] {
+    pub fn fields(&self) -> [(&'static str, i64); 8] {
         [
             ("held_for", self.held_for),
             ("held_by", self.held_by),
@@ -284,6 +294,8 @@ impl PartnerCounts {
             ("received_from", self.received_from),
             ("audits_passed", self.audits_passed),
             ("audits_failed", self.audits_failed),
+            ("proofs_given", self.proofs_given),
+            ("proofs_failed", self.proofs_failed),
         ]
     }
 
@@ -294,6 +306,8 @@ impl PartnerCounts {
             "served_to" => self.served_to = n,
             "audits_passed" => self.audits_passed = n,
             "audits_failed" => self.audits_failed = n,
+            "proofs_given" => self.proofs_given = n,
+            "proofs_failed" => self.proofs_failed = n,
             _ => self.received_from = n,
         }
     }
@@ -306,6 +320,8 @@ impl PartnerCounts {
         self.received_from += o.received_from;
         self.audits_passed += o.audits_passed;
         self.audits_failed += o.audits_failed;
+        self.proofs_given += o.proofs_given;
+        self.proofs_failed += o.proofs_failed;
     }
 }
 

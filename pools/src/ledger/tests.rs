@@ -594,7 +594,7 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
         ..Default::default()
     };
     l.record_partners(&m, &rules, &[(id, bob)], 13).unwrap();
-    let answered = PartnerCounts { audits_passed: 2, ..Default::default() };
+    let answered = PartnerCounts { proofs_given: 2, ..Default::default() };
     l.record_partners(&a, &rules, &[(id, answered)], 14).unwrap();
     let v = l.view();
     let row = &v.rows[&(a.author().key, a.author().device)];
@@ -609,7 +609,8 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     assert!((h.held_for - 2.0).abs() < 1e-9 && (h.held_by - 3.0).abs() < 1e-9, "{h:?}");
     assert_eq!(h.owes_cents, 39, "{h:?}");
     // The audits are the line's evidence, summed over devices; they cost nothing.
-    assert_eq!((h.counts.audits_passed, h.counts.audits_failed), (6, 1), "{h:?}");
+    assert_eq!((h.counts.audits_passed, h.counts.audits_failed), (4, 1), "{h:?}");
+    assert_eq!((h.counts.proofs_given, h.counts.proofs_failed), (2, 0), "{h:?}");
     assert!((h.credit - 2.0).abs() < 1e-9, "{h:?}");
     // Without prices, the same figures are credit both ways (an agreement this view lacks
     // is named by its id).

@@ -825,7 +825,7 @@ impl Replicator {
             }
         };
         // Evidence in the ledger: the partner line counts the audits of its holders.
-        self.usage.partner_audited(pool, agreement, verdict.is_ok());
+        self.usage.partner_audited(pool, agreement, true, verdict.is_ok());
         let mut audits = lock(&self.partner_audits);
         let a = audits.entry(*peer.as_bytes()).or_insert(PartnerAudit {
             partner,
@@ -1028,7 +1028,7 @@ impl Replicator {
                 // next `Hold` has it fetched again.
                 let answer = self.prove_held(id, index, "held for your pool but lost here").await;
                 // A holder knows its own verdict: a proof from the blob it holds passes.
-                self.usage.partner_audited(pool, asking.agreement, answer.is_ok());
+                self.usage.partner_audited(pool, asking.agreement, false, answer.is_ok());
                 answer.map(FedReply::Proof)
             }
             FedRequest::Has { asking, ids } => {
