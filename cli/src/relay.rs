@@ -74,6 +74,13 @@ const KEY_CACHE: usize = 4096;
 /// Refusals logged at most (then only counted).
 const MAX_SAID: usize = 1000;
 
+/// Relayed connections one node may hold at once: iroh keeps one per relay, a few for a moment
+/// while it reconnects. A node let in cannot tie up the relay with thousands.
+const MAX_PER_NODE: u32 = 4;
+
+/// Relayed connections in all (each holds a task and buffers in the relay server).
+const MAX_CLIENTS: u64 = 4096;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -94,8 +101,21 @@ impl AccessControl for Admit {
         }
         let allowed = self.allowed.read().unwrap_or_else(|e| e.into_inner()).contains(&id);
         if allowed {
+            let mut connected = lock(&self.connected);
+            let n = connected.entry(id).or_default();
+            if *n >= MAX_PER_NODE || self.clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                if *n == 0 {
+                    connected.remove(&id);
+                }
+                return Access::Deny {
+                    reason: Some(format!(
+                        "this relay holds at most {MAX_PER_NODE} connections of one node and {MAX_CLIENTS} in all"
+                    )),
+                };
+            }
+            *n += 1;
             self.clients.fetch_add(1, Ordering::Relaxed);
-            *lock(&self.connected).entry(id).or_default() += 1;
             Access::Allow
         } else {
             // Said once per node (a refused node retries every few seconds).
@@ -425,5 +445,48 @@ mod tests {
         assert_eq!(usage_month(&file), "");
         std::fs::write(&file, b"2026-12 lots").unwrap();
         assert_eq!(load_usage(&file, "2026-12"), (0, None));
+    }
+
+    #[tokio::test]
+    async fn a_node_let_in_holds_a_few_connections_at_most_and_a_stranger_none() {
+        let (ours, stranger) =
+            (iroh::SecretKey::generate().public(), iroh::SecretKey::generate().public());
+        let admit = Admit {
+            open: std::sync::atomic::AtomicBool::new(true),
+            allowed: RwLock::new(Arc::new(HashSet::from([ours]))),
+            connected: Mutex::default(),
+            clients: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            said: Mutex::default(),
+        };
+        let request = |id| {
+            let parts = http::Request::new(()).into_parts().0;
+            ClientRequest::new(id, iroh_relay::http::ProtocolVersion::default(), parts)
+        };
+        let denied = |a: Access| match a {
+            Access::Deny { reason } => reason.unwrap_or_default(),
+            Access::Allow => String::new(),
+        };
+        let mut held = Vec::new();
+        for _ in 0..MAX_PER_NODE {
+            let r = request(ours);
+            assert!(matches!(admit.on_connect(&r).await, Access::Allow));
+            held.push(r);
+        }
+        // One more of the same node: refused, and not counted as connected.
+        let why = denied(admit.on_connect(&request(ours)).await);
+        assert!(why.contains("at most 4 connections of one node"), "{why}");
+        assert_eq!(admit.clients.load(Ordering::Relaxed), MAX_PER_NODE as u64);
+        // One ends: another may come.
+        admit.on_disconnect(ours, held[0].connection_id());
+        assert!(matches!(admit.on_connect(&request(ours)).await, Access::Allow));
+        let why = denied(admit.on_connect(&request(stranger)).await);
+        assert!(why.contains("partners' only"), "{why}");
+        assert_eq!(admit.refused.load(Ordering::Relaxed), 2);
+        // The relay's bound used up: nobody, its own nodes neither.
+        admit.open.store(false, Ordering::Relaxed);
+        admit.on_disconnect(ours, held[1].connection_id());
+        let why = denied(admit.on_connect(&request(ours)).await);
+        assert!(why.contains("carried what its pool lends"), "{why}");
     }
 }
