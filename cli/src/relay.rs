@@ -152,12 +152,9 @@ fn allowed(node: &Node, pools: &Pools, rep: &Replicator) -> HashSet<EndpointId> 
     let mut set = HashSet::from([node.id()]);
     set.extend(node.peers().into_iter().filter(|p| p.owner).map(|p| p.id));
     let now = pools.now_ms();
-    let ids = |keys: &mut dyn Iterator<Item = [u8; 32]>| -> Vec<EndpointId> {
-        keys.filter_map(|k| EndpointId::from_bytes(&k).ok()).collect()
-    };
     for (pool, v) in pools.list() {
         for m in v.members.values().filter(|m| m.state == kith_pools::State::Active) {
-            set.extend(ids(&mut m.nodes.keys().copied()));
+            set.extend(m.nodes.keys().filter_map(|k| EndpointId::from_bytes(k).ok()));
         }
         for e in v.federation.agreements.values() {
             let lends = e.agreement.lending_of(&pool).is_some_and(|(l, _)| l.relay);
@@ -264,7 +261,7 @@ pub async fn serve(
         ..RelayStatus::default()
     }));
     let relay = Relay { status: status.clone() };
-    let who = Who { node, pools, rep };
+    let who = Who { node, rep };
     let task = tokio::spawn(watch(addr, server, admit, who, file, status, stop));
     Ok((relay, task))
 }
@@ -281,7 +278,6 @@ async fn spawn(addr: SocketAddr, admit: Arc<Admit>) -> Result<Server> {
 /// What the watch reads who may use the relay from.
 struct Who {
     node: Arc<Node>,
-    pools: Arc<Pools>,
     rep: Arc<Replicator>,
 }
 
@@ -289,7 +285,7 @@ impl Who {
     /// Reads again who may use the relay, and cuts the connections of the nodes that may no
     /// longer.
     fn admit_again(&self, admit: &Admit, server: Option<&Server>) {
-        let now = Arc::new(allowed(&self.node, &self.pools, &self.rep));
+        let now = Arc::new(allowed(&self.node, self.rep.pools(), &self.rep));
         *admit.allowed.write().unwrap_or_else(|e| e.into_inner()) = now.clone();
         let gone: Vec<EndpointId> =
             lock(&admit.connected).keys().filter(|id| !now.contains(*id)).copied().collect();
@@ -317,7 +313,7 @@ async fn watch(
     stop: CancellationToken,
 ) {
     let mut server = Some(server);
-    let pools = who.pools.clone();
+    let pools = who.rep.pools().clone();
     // The month only moves forward: a clock set back (a device booted without one) does not
     // start the count again.
     let mut month = Period::of(pools.now_ms()).to_string().max(usage_month(&file));
