@@ -12,9 +12,10 @@ use kith_node::net::blobs::{BlobGate, DeviceProof};
 
 use crate::replica::Replicator;
 
-/// The blobs each pool references, as of a pool-document generation, and when the set was
-/// made if a manifest was missing then (`None`: every manifest was here).
-type Referenced = HashMap<Key, (u64, Arc<HashSet<[u8; 32]>>, Option<std::time::Instant>)>;
+/// The blobs each pool references, as of a pool-document generation and a count of manifests
+/// known, and when the set was made if a manifest was missing then (`None`: every manifest was
+/// here).
+type Referenced = HashMap<Key, ((u64, usize), Arc<HashSet<[u8; 32]>>, Option<std::time::Instant>)>;
 
 /// How long a set made while a manifest was missing is used before it is made again.
 const INCOMPLETE_FOR: std::time::Duration = std::time::Duration::from_secs(2);
@@ -33,12 +34,14 @@ impl PoolsGate {
     }
 
     /// Every blob pool `id` references: each object's manifest and the blobs it lists. Kept
-    /// for the pool document's generation; when a manifest was missing (replication still
-    /// under way), made again after [`INCOMPLETE_FOR`]: the manifest's arrival changes the set
-    /// without changing the document, and a set kept without it refused its blobs until the
-    /// next change (seen after a link between two neighbourhoods healed).
+    /// for the pool document's generation and the count of manifests known; when a manifest
+    /// was missing (replication still under way), made again once another manifest is known
+    /// or after [`INCOMPLETE_FOR`]: the manifest's arrival changes the set without changing
+    /// the document, and a set kept without it refused its blobs until the next change (seen
+    /// after a link between two neighbourhoods healed, and when a holder passed on the blobs
+    /// of an object whose manifest it had just fetched: chain replication).
     fn referenced(&self, id: &Key, v: &crate::PoolView) -> Arc<HashSet<[u8; 32]>> {
-        let generation = self.rep.pools().generation();
+        let generation = (self.rep.pools().generation(), self.rep.manifests_known());
         if let Some((g, set, made)) = self.lock().get(id)
             && *g == generation
             && made.is_none_or(|t| t.elapsed() < INCOMPLETE_FOR)

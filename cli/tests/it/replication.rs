@@ -167,6 +167,54 @@ fn a_pool_object_outlives_its_writer_and_repair_restores_the_replicas() {
     assert_eq!(lost_holder["assigned_blobs"], 0, "{v}");
 }
 
+/// Bytes node `i` has served since it started.
+fn served(net: &Testnet, i: usize) -> u64 {
+    net.json(i, &["status"]).unwrap()["served"]["bytes"].as_u64().unwrap()
+}
+
+#[test]
+fn a_pool_put_sends_each_blob_once_and_the_holders_pass_it_on() {
+    let mut net = testnet(4, Layout::Loopback);
+    pool_of_four(&mut net);
+    net.kith_ok(0, &["pool", "set", "street", "replicas", "3"]).unwrap();
+    net.wait_for(CONVERGE, "every node to see three replicas", |net| {
+        Ok((0..4).all(|i| show(net, i)["charter"]["replicas"] == 3))
+    })
+    .unwrap();
+    let data = random_bytes(8 << 20, 43);
+    let src = net.dir().join("archive.bin");
+    write(&src, &data);
+    let before: Vec<u64> = (0..4).map(|i| served(&net, i)).collect();
+    let put = net.json(0, &["put", src.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let p = &put["pool"];
+    assert_eq!(p["complete"], true, "{put}");
+    let acks = p["acks"].as_array().unwrap();
+    assert!(acks.iter().all(|a| a["ok"] == true), "{put}");
+    let blobs = p["blobs"].as_u64().unwrap();
+    assert_eq!(acks.iter().map(|a| a["blobs"].as_u64().unwrap()).sum::<u64>(), 3 * blobs);
+    // Acknowledged means held: every node the put named has its blobs now.
+    assert_eq!(replication(&show(&net, 1)), (1, 0, 0), "{}", show(&net, 1));
+    let sent: Vec<u64> = (0..4).map(|i| served(&net, i) - before[i]).collect();
+    let bytes = p["bytes"].as_u64().unwrap();
+    let node0 = net.id(0).unwrap();
+    let to_others: u64 = acks
+        .iter()
+        .filter(|a| a["node"] != node0.as_str())
+        .map(|a| a["bytes"].as_u64().unwrap())
+        .sum();
+    // Four holders, three copies: the writer holds three quarters of the blobs and sending
+    // every other copy itself (as before chain replication) would be 2.25 copies. It sends
+    // each blob once (plus the manifest to each holder); the holders send the rest.
+    assert!(to_others > 2 * bytes, "{put}");
+    assert!(
+        sent[0] < bytes + bytes / 4,
+        "the writer sent {} of a {bytes}-byte object: {sent:?}",
+        sent[0]
+    );
+    let passed_on: u64 = sent[1..].iter().sum();
+    assert!(passed_on + sent[0] >= to_others, "copies unaccounted for: {sent:?}, {to_others}");
+}
+
 #[test]
 fn put_into_a_pool_reports_a_holder_that_cannot_hold() {
     let mut net = testnet(2, Layout::Loopback);

@@ -263,6 +263,12 @@ impl Replicator {
         self.pools.nodes_by_recency(v)
     }
 
+    /// How many manifests this node has read so far (only grows): a set of blobs made from the
+    /// manifests known at some count is whole again once the count moves.
+    pub fn manifests_known(&self) -> usize {
+        lock(&self.manifests).len()
+    }
+
     /// A manifest this node has (in memory, or in its store), without fetching.
     pub fn manifest_here(&self, id: &Key) -> Option<Arc<Manifest>> {
         if let Some(m) = lock(&self.manifests).get(id) {

@@ -22,6 +22,8 @@ pub const POOL_ALPN: &[u8] = b"kith/pool/1";
 const MAX_FRAME: usize = 4 << 20;
 /// Ids in one `Has`.
 pub const MAX_HAS: usize = 65_536;
+/// Holders named as upstream in one `Hold`.
+pub const MAX_UPSTREAM: usize = 16;
 /// Domain separation for `PoolsOf`.
 pub(super) const POOLS_OF_CONTEXT: &[u8] = b"kith-pools-of-v1";
 
@@ -40,6 +42,11 @@ pub enum Request {
         /// Positions of the blobs to hold.
         #[n(2)]
         positions: Vec<u32>,
+        /// Holders that already have these blobs (verified and synced), asked before the
+        /// writer: chain replication, so the writer sends each blob once. At most
+        /// [`MAX_UPSTREAM`]; absent from older writers.
+        #[n(3)]
+        upstream: Option<Vec<minicbor::bytes::ByteArray<32>>>,
     },
     /// Which of these blobs do you hold?
     #[n(1)]
@@ -125,8 +132,11 @@ impl Replicator {
     async fn serve(&self, peer: EndpointId, req: Request) -> Reply {
         let refused = |e: String| Reply::Refused(e);
         match req {
-            Request::Hold { pool, object, positions } => {
-                self.serve_hold(peer, pool, object, positions).await.unwrap_or_else(refused)
+            Request::Hold { pool, object, positions, upstream } => {
+                let upstream = upstream.unwrap_or_default().into_iter().map(|k| *k).collect();
+                self.serve_hold(peer, pool, object, positions, upstream)
+                    .await
+                    .unwrap_or_else(refused)
             }
             Request::Audit { pool, id, index } => {
                 self.serve_audit(peer, pool, id, index).await.unwrap_or_else(refused)
@@ -171,8 +181,19 @@ impl Replicator {
         pool: Key,
         object: Key,
         positions: Vec<u32>,
+        upstream: Vec<Key>,
     ) -> Result<Reply, String> {
         let (v, owner) = self.member_view(peer, &pool)?;
+        if upstream.len() > MAX_UPSTREAM {
+            return Err(format!("at most {MAX_UPSTREAM} upstream holders per request"));
+        }
+        // Only the pool's own nodes: a writer cannot send this node to fetch from strangers.
+        let mut upstream: Vec<EndpointId> = upstream
+            .iter()
+            .filter(|k| v.node_owner(k).is_some() && **k != self.pools.node())
+            .filter_map(|k| EndpointId::from_bytes(k).ok())
+            .collect();
+        upstream.dedup();
         let me = self.pools.node();
         if !v.holders().iter().any(|h| h.node == me && h.weight > 0) {
             return Err("this node offers no storage to the pool".into());
@@ -212,6 +233,22 @@ impl Replicator {
         let (mut blobs, mut bytes) = (0, 0);
         for round in ids.chunks(FETCH_ROUND) {
             let what = format!("object {} for the pool", hex(&object[..8]));
+            if !upstream.is_empty() {
+                // From the holders before this one in the chain first; what they lack or fail
+                // to send comes from the writer and the pool's other nodes just below.
+                match node
+                    .fetch_missing_shared(&what, round.to_vec(), None, Some(upstream.clone()), None)
+                    .await
+                {
+                    Ok(rep) => {
+                        blobs += rep.blobs;
+                        bytes += rep.bytes;
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "upstream holders fell short; asking the writer")
+                    }
+                }
+            }
             let rep = node
                 .fetch_missing_shared(&what, round.to_vec(), None, Some(from.clone()), None)
                 .await
@@ -278,17 +315,28 @@ pub(super) async fn ask(
     Ok(reply)
 }
 
-/// Asks `holder` to hold `positions` of `object`, after making sure it has the document
-/// that records the object.
+/// What one holder is asked to hold of an object.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Share {
+    /// Positions in the object's manifest.
+    pub(super) positions: Vec<u32>,
+    /// Holders that have these blobs already, asked before the writer.
+    pub(super) upstream: std::collections::BTreeSet<Key>,
+    /// Their bytes.
+    pub(super) bytes: u64,
+}
+
+/// Asks `holder` to hold its `share` of `object`, after making sure it has the document that
+/// records the object.
 pub(super) async fn hold(
     pools: &Pools,
     node: &Node,
     pool: Key,
     object: Key,
     holder: Key,
-    positions: Vec<u32>,
-    bytes: u64,
+    share: Share,
 ) -> Result<u64, String> {
+    let Share { positions, upstream, bytes } = share;
     let peer = EndpointId::from_bytes(&holder).map_err(|e| e.to_string())?;
     pools
         .sync_one(pool, peer, Proof::Member)
@@ -296,7 +344,8 @@ pub(super) async fn hold(
         .map_err(|e| format!("cannot sync the pool: {e}"))?;
     // Generous: the holder fetches at its own pace, and its fetch fails on a stall by itself.
     let limit = Duration::from_secs(600 + bytes / (1 << 20));
-    let req = Request::Hold { pool, object, positions };
+    let upstream = (!upstream.is_empty()).then(|| upstream.into_iter().map(Into::into).collect());
+    let req = Request::Hold { pool, object, positions, upstream };
     match tokio::time::timeout(limit, ask(pools, node, peer, &req)).await {
         Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
         Ok(Err(e)) => Err(e),

@@ -10,7 +10,7 @@ use kith_node::ChunkId;
 use kith_node::store::pack::BlobKind;
 
 use super::ReplicaError;
-use super::protocol::hold;
+use super::protocol::{Share, hold};
 use super::{Replicator, lock};
 use crate::manifest::Manifest;
 use crate::placement::place;
@@ -157,22 +157,37 @@ impl Replicator {
             .map_err(|e| e.to_string())?;
         let holders = self.placement_holders(&v);
         let r = v.charter.replicas as usize;
-        let mut assigned: BTreeMap<Key, (Vec<u32>, u64)> = BTreeMap::new();
+        let me = self.pools.node();
+        // Chain replication: each blob's targets other than this node, in placement order; the
+        // first fetches it from this node, each next one (a stage later) from the ones before,
+        // which hold it verified and synced by then. This node sends each blob once, and the
+        // holders' links carry the other copies.
+        let mut stages: Vec<BTreeMap<Key, Share>> = Vec::new();
+        let mut mine = (0u64, 0u64);
         let mut short_blobs = 0;
         for (i, (id, len)) in manifest.blobs.iter().enumerate() {
             let targets = place(id, &holders, r);
             if targets.len() < r {
                 short_blobs += 1;
             }
+            let mut before: Vec<Key> = Vec::new();
             for h in targets {
-                let e = assigned.entry(h.node).or_default();
-                e.0.push(i as u32);
-                e.1 += *len as u64;
+                if h.node == me {
+                    mine.0 += 1;
+                    mine.1 += *len as u64;
+                    continue;
+                }
+                if stages.len() <= before.len() {
+                    stages.push(BTreeMap::new());
+                }
+                let share = stages[before.len()].entry(h.node).or_default();
+                share.positions.push(i as u32);
+                share.bytes += *len as u64;
+                share.upstream.extend(before.iter().copied());
+                before.push(h.node);
             }
         }
-        let me = self.pools.node();
-        let to_others: u64 =
-            assigned.iter().filter(|(h, _)| **h != me).map(|(_, (_, bytes))| bytes).sum();
+        let to_others: u64 = stages.iter().flat_map(|s| s.values()).map(|s| s.bytes).sum();
         let watch = progress.map(|p| {
             use std::sync::atomic::Ordering::Relaxed;
             p.bytes_done.store(0, Relaxed);
@@ -193,36 +208,57 @@ impl Replicator {
             });
             (p, acked, ticker)
         });
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut acks = Vec::new();
-        for (holder, (positions, bytes)) in assigned {
-            let blobs = positions.len() as u64;
-            if holder == me {
-                acks.push(HolderAck { node: holder, blobs, bytes, result: Ok(0) });
-                continue;
-            }
-            let pools = self.pools.clone();
-            let node = node.clone();
-            tasks.spawn(async move {
-                let result = hold(&pools, &node, pool, object, holder, positions, bytes).await;
-                HolderAck { node: holder, blobs, bytes, result }
-            });
+        let mut by_holder: BTreeMap<Key, HolderAck> = BTreeMap::new();
+        if mine.0 > 0 {
+            by_holder
+                .insert(me, HolderAck { node: me, blobs: mine.0, bytes: mine.1, result: Ok(0) });
         }
-        while let Some(a) = tasks.join_next().await {
-            let a = a.map_err(|e| e.to_string())?;
-            if let Some((p, acked, _)) = &watch
-                && a.result.is_ok()
-            {
-                use std::sync::atomic::Ordering::Relaxed;
-                let now = acked.fetch_add(a.bytes, Relaxed) + a.bytes;
-                p.bytes_done.fetch_max(now.min(to_others), Relaxed);
+        // A stage starts once the one before has answered. A holder that failed is not asked
+        // again in this put (repair places its copies), nor named as upstream: the next ones
+        // fetch from this node what it would have passed on.
+        for stage in stages {
+            let mut tasks = tokio::task::JoinSet::new();
+            let failed = |k: &Key| by_holder.get(k).is_some_and(|a| a.result.is_err());
+            let stage: Vec<(Key, Share)> = stage.into_iter().filter(|(h, _)| !failed(h)).collect();
+            for (holder, mut share) in stage {
+                share.upstream.retain(|u| !failed(u));
+                let (pools, node) = (self.pools.clone(), node.clone());
+                let (blobs, bytes) = (share.positions.len() as u64, share.bytes);
+                tasks.spawn(async move {
+                    let result = hold(&pools, &node, pool, object, holder, share).await;
+                    HolderAck { node: holder, blobs, bytes, result }
+                });
             }
-            acks.push(a);
+            while let Some(a) = tasks.join_next().await {
+                let a = a.map_err(|e| e.to_string())?;
+                if let Some((p, acked, _)) = &watch
+                    && a.result.is_ok()
+                {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let now = acked.fetch_add(a.bytes, Relaxed) + a.bytes;
+                    p.bytes_done.fetch_max(now.min(to_others), Relaxed);
+                }
+                match by_holder.entry(a.node) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(a);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        let e = e.get_mut();
+                        e.blobs += a.blobs;
+                        e.bytes += a.bytes;
+                        e.result = match (&e.result, a.result) {
+                            (Ok(x), Ok(y)) => Ok(x + y),
+                            (Err(x), _) => Err(x.clone()),
+                            (Ok(_), Err(y)) => Err(y),
+                        };
+                    }
+                }
+            }
         }
         if let Some((_, _, ticker)) = watch {
             ticker.abort();
         }
-        acks.sort_by_key(|a| a.node);
+        let acks: Vec<HolderAck> = by_holder.into_values().collect();
         Ok(PoolPut {
             pool,
             manifest: mid,
