@@ -123,6 +123,10 @@ impl PoolsGate {
 }
 
 impl BlobGate for PoolsGate {
+    fn withheld(&self, peer: &EndpointId, ids: &[[u8; 32]]) -> Vec<bool> {
+        self.rep.withheld(peer.as_bytes(), ids)
+    }
+
     fn may_serve(
         &self,
         peer: &EndpointId,

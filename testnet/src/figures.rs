@@ -304,7 +304,16 @@ mod tests {
         assert_eq!(
             benches,
             [
-                "browser", "compute", "ledger", "mesh", "move", "pool", "relay", "site", "store",
+                "browser",
+                "compute",
+                "ledger",
+                "mesh",
+                "move",
+                "pool",
+                "pool_link",
+                "relay",
+                "site",
+                "store",
                 "transfer"
             ],
             "scripts/bench-check runs these"

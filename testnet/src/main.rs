@@ -100,6 +100,10 @@ enum Cmd {
         /// Nodes in the convergence run (0: skip it).
         #[arg(long, default_value_t = 10)]
         converge_nodes: usize,
+        /// Instead of the scenario on loopback: only the put, on five nodes in network
+        /// namespaces whose links are shaped to this many Mbit/s each way (needs root).
+        #[arg(long)]
+        link_mbit: Option<u32>,
         /// The kith binary [default: next to this one].
         #[arg(long)]
         kith: Option<PathBuf>,
@@ -309,7 +313,12 @@ fn main() -> Result<()> {
             println!("{}", kith_testnet::ledger_sim::markdown(members, &m));
             json_line(&kith_testnet::ledger_sim::figures(members, &m))?;
         }
-        Cmd::PoolBench { mib, converge_nodes, kith } => {
+        Cmd::PoolBench { mib, link_mbit: Some(mbit), kith, .. } => {
+            let f = kith_testnet::pool::linked(&sibling_kith(kith)?, mib, mbit)?;
+            println!("{}", f.markdown());
+            json_line(&f)?;
+        }
+        Cmd::PoolBench { mib, converge_nodes, link_mbit: None, kith } => {
             let report = kith_testnet::pool::scenario(&sibling_kith(kith)?, mib, converge_nodes)?;
             println!("{}", report.markdown());
             json_line(&report.figures())?;

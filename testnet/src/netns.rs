@@ -360,6 +360,25 @@ impl Lan {
         ip(&["-n", self.switch_of(i), "link", "set", &format!("p{i}"), "up"])
     }
 
+    /// Limits node `i`'s link to `mbit` Mbit/s each way (`tc tbf` on its side of the cable and
+    /// on the bridge's): a home's wired or wireless link, which the node's own traffic fills.
+    pub fn shape(&self, i: usize, mbit: u32) -> Result<()> {
+        let rate = format!("{mbit}mbit");
+        let tbf = |ns: &str, dev: &str| {
+            in_ns(
+                ns,
+                "tc",
+                &[
+                    "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", "64kb",
+                    "latency", "100ms",
+                ],
+            )
+        };
+        tbf(&self.nodes[i], "eth0")?;
+        tbf(self.switch_of(i), &format!("p{i}"))?;
+        Ok(())
+    }
+
     /// Adds delay or loss on node `i`'s link (`tc netem` syntax, e.g. `delay 50ms loss 1%`).
     pub fn netem(&self, i: usize, spec: &str) -> Result<()> {
         let mut args = vec!["qdisc", "replace", "dev", "eth0", "root", "netem"];

@@ -39,6 +39,8 @@ pub struct PoolReport {
     pub under_max: u64,
     /// The pool's repair_after (s).
     pub repair_after: u64,
+    /// Bytes the writer sent during the pool put.
+    pub writer_sent: u64,
     /// Convergence: nodes, seconds, and sync bytes sent by all nodes meanwhile.
     pub converge: Option<(usize, f64, u64)>,
 }
@@ -62,6 +64,8 @@ pub struct PoolFigures {
     pub pool_put_mbps: f64,
     /// Pool put throughput over local put throughput.
     pub pool_put_over_local: f64,
+    /// What the writer sent during the pool put (MB): one copy with chain replication.
+    pub writer_sent_mb: f64,
     /// The writer's identity restored on a new node: start to the pool found (s).
     pub pool_found_after_writer_loss_s: f64,
     /// `kith get` of the object on that node (s).
@@ -84,6 +88,109 @@ pub struct PoolFigures {
     pub converge_sync_kb: Option<f64>,
 }
 
+/// Bytes node `i` served since it started.
+fn served(net: &Testnet, i: usize) -> Result<u64> {
+    net.json(i, &["status"])?["served"]["bytes"].as_u64().context("served bytes")
+}
+
+/// A put into a pool of 5 whose nodes each have a link of `link_mbit` Mbit/s each way: what
+/// limits a put on a LAN of separate machines is the links, not the CPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkFigures {
+    /// `"pool_link"`.
+    pub bench: &'static str,
+    /// Object size (MiB).
+    pub mib: u64,
+    /// Each node's link (Mbit/s each way).
+    pub link_mbit: u32,
+    /// Put into the pool, 3 replicas, every holder acknowledged (s).
+    pub pool_put_s: f64,
+    /// What the writer sent meanwhile (MB).
+    pub writer_sent_mb: f64,
+    /// Copies the other nodes took (bytes over the object's).
+    pub copies_to_others: f64,
+    /// One copy through the writer's link at its rate (s): no put that sends every byte
+    /// from the writer at least once can be faster.
+    pub one_copy_at_link_s: f64,
+    /// Every other node's copy sent through the writer's link at its rate (s): a writer that
+    /// sends each holder its copy itself (kith before chain replication, or `scp` to each).
+    pub every_copy_from_writer_s: f64,
+    /// `one_copy_at_link_s` over the put's time.
+    pub put_over_one_copy: f64,
+    /// `every_copy_from_writer_s` over the put's time.
+    pub put_over_every_copy_from_writer: f64,
+}
+
+/// Runs [`LinkFigures`]'s put: five nodes in namespaces on one bridge, each link shaped to
+/// `mbit` Mbit/s with `tc tbf`, 3 replicas, `mib` MiB of random data put from node 0.
+pub fn linked(kith: &Path, mib: u64, mbit: u32) -> Result<LinkFigures> {
+    let bytes = mib << 20;
+    let mut net = pool_on(Testnet::new(kith, 5, Layout::Namespaces)?, 5, 3, "10m")?;
+    net.keep_dir();
+    eprintln!("DIR {}", net.dir().display());
+    net.wait_for(LONG, "every node to see three replicas", |net| {
+        Ok((0..5).all(|i| show(net, i).is_ok_and(|v| v["charter"]["replicas"] == 3)))
+    })?;
+    for i in 0..5 {
+        net.lan().context("namespaces")?.shape(i, mbit)?;
+    }
+    let src = net.dir().join("linked.bin");
+    crate::transfer::write_random_seeded(&src, bytes, 3)?;
+    crate::transfer::settle()?;
+    let sent = served(&net, 0)?;
+    let t = Instant::now();
+    let put = net.json(0, &["put", src.to_str().context("path")?, "--pool", "street"])?;
+    let secs = t.elapsed().as_secs_f64();
+    let writer_sent = served(&net, 0)? - sent;
+    if put["pool"]["complete"] != true {
+        bail!("the pool put was incomplete: {put}");
+    }
+    let me = net.id(0)?;
+    let to_others: u64 = put["pool"]["acks"]
+        .as_array()
+        .context("acks")?
+        .iter()
+        .filter(|a| a["node"] != me.as_str())
+        .filter_map(|a| a["bytes"].as_u64())
+        .sum();
+    let line = |b: u64| b as f64 * 8.0 / (mbit as f64 * 1e6);
+    let (one, every) = (line(bytes), line(to_others));
+    Ok(LinkFigures {
+        bench: "pool_link",
+        mib,
+        link_mbit: mbit,
+        pool_put_s: round(secs, 3),
+        writer_sent_mb: round(writer_sent as f64 / 1e6, 1),
+        copies_to_others: round(to_others as f64 / bytes as f64, 2),
+        one_copy_at_link_s: round(one, 3),
+        every_copy_from_writer_s: round(every, 3),
+        put_over_one_copy: round(one / secs, 3),
+        put_over_every_copy_from_writer: round(every / secs, 3),
+    })
+}
+
+impl LinkFigures {
+    /// A markdown summary.
+    pub fn markdown(&self) -> String {
+        format!(
+            "| {} MiB, pool of 5, 3 replicas, every link {} Mbit/s | s |\n| --- | ---: |\n\
+             | put --pool, every holder acknowledged | {:.2} |\n\
+             | one copy through the writer's link (the floor) | {:.2} |\n\
+             | every holder's copy through the writer's link ({:.2} copies) | {:.2} |\n\n\
+             The writer sent {:.1} MB. Put / one copy at the link's rate: {:.2}; put / every copy from the writer: {:.2}.\n",
+            self.mib,
+            self.link_mbit,
+            self.pool_put_s,
+            self.one_copy_at_link_s,
+            self.copies_to_others,
+            self.every_copy_from_writer_s,
+            self.writer_sent_mb,
+            self.put_over_one_copy,
+            self.put_over_every_copy_from_writer
+        )
+    }
+}
+
 fn show(net: &Testnet, i: usize) -> Result<Value> {
     net.json(i, &["pool", "show", "street"])
 }
@@ -95,7 +202,11 @@ fn under(v: &Value) -> u64 {
 /// Builds a pool of nodes `0..n` of a testnet of `total` (node 0 founds it); each offers
 /// storage in its own zone.
 fn pool(kith: &Path, n: usize, total: usize, replicas: u64, repair_after: &str) -> Result<Testnet> {
-    let mut net = Testnet::new(kith, total, Layout::Loopback)?;
+    pool_on(Testnet::new(kith, total, Layout::Loopback)?, n, replicas, repair_after)
+}
+
+/// [`pool`] on the testnet `net`.
+fn pool_on(mut net: Testnet, n: usize, replicas: u64, repair_after: &str) -> Result<Testnet> {
     for i in 0..n {
         net.kith_ok(i, &["init"])?;
         net.start(i)?;
@@ -133,9 +244,11 @@ pub fn scenario(kith: &Path, mib: u64, converge_nodes: usize) -> Result<PoolRepo
     net.kith_ok(0, &["put", local.to_str().context("path")?])?;
     r.local_put = t.elapsed().as_secs_f64();
     crate::transfer::settle()?;
+    let sent = served(&net, 0)?;
     let t = Instant::now();
     let put = net.json(0, &["put", pooled.to_str().context("path")?, "--pool", "street"])?;
     r.pool_put = t.elapsed().as_secs_f64();
+    r.writer_sent = served(&net, 0)? - sent;
     r.pool_replicate = put["pool"]["seconds"].as_f64().unwrap_or(0.0);
     if put["pool"]["complete"] != true {
         bail!("the pool put was incomplete: {put}");
@@ -263,6 +376,7 @@ impl PoolReport {
             local_put_mbps: round(mb / self.local_put, 1),
             pool_put_mbps: round(mb / self.pool_put, 1),
             pool_put_over_local: s3(self.local_put / self.pool_put),
+            writer_sent_mb: round(self.writer_sent as f64 / 1e6, 1),
             pool_found_after_writer_loss_s: s3(self.recover),
             restore_after_writer_loss_s: s3(self.restore),
             identical: self.identical,
@@ -303,6 +417,13 @@ impl PoolReport {
             "| of which replication | {:.2} | {:.0} |",
             self.pool_replicate,
             mb / self.pool_replicate
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "The writer sent {:.1} MB during the pool put ({:.2} copies of the object).",
+            self.writer_sent as f64 / 1e6,
+            self.writer_sent as f64 / self.bytes as f64
         );
         let _ = writeln!(out);
         let _ = writeln!(

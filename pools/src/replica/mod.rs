@@ -134,6 +134,8 @@ pub struct Replicator {
     pools: Arc<Pools>,
     node: OnceLock<Arc<Node>>,
     manifests: Mutex<HashMap<Key, Arc<Manifest>>>,
+    /// Puts under way on this node (chain replication).
+    putting: Mutex<Vec<Arc<put::Putting>>>,
     stats: Mutex<BTreeMap<Key, RepairStats>>,
     asked: Mutex<HashSet<EndpointId>>,
     serving: Arc<tokio::sync::Semaphore>,
@@ -197,6 +199,7 @@ impl Replicator {
             pools,
             node: OnceLock::new(),
             manifests: Mutex::new(HashMap::new()),
+            putting: Mutex::new(Vec::new()),
             stats: Mutex::new(BTreeMap::new()),
             asked: Mutex::new(HashSet::new()),
             serving: Arc::new(tokio::sync::Semaphore::new(MAX_SERVING)),

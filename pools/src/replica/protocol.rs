@@ -327,7 +327,7 @@ pub(super) struct Share {
 }
 
 /// Asks `holder` to hold its `share` of `object`, after making sure it has the document that
-/// records the object.
+/// records the object unless `synced` (this put synced it with `holder` already).
 pub(super) async fn hold(
     pools: &Pools,
     node: &Node,
@@ -335,13 +335,16 @@ pub(super) async fn hold(
     object: Key,
     holder: Key,
     share: Share,
+    synced: bool,
 ) -> Result<u64, String> {
     let Share { positions, upstream, bytes } = share;
     let peer = EndpointId::from_bytes(&holder).map_err(|e| e.to_string())?;
-    pools
-        .sync_one(pool, peer, Proof::Member)
-        .await
-        .map_err(|e| format!("cannot sync the pool: {e}"))?;
+    if !synced {
+        pools
+            .sync_one(pool, peer, Proof::Member)
+            .await
+            .map_err(|e| format!("cannot sync the pool: {e}"))?;
+    }
     // Generous: the holder fetches at its own pace, and its fetch fails on a stall by itself.
     let limit = Duration::from_secs(600 + bytes / (1 << 20));
     let upstream = (!upstream.is_empty()).then(|| upstream.into_iter().map(Into::into).collect());

@@ -50,7 +50,148 @@ pub struct PoolPut {
     pub short_blobs: u64,
 }
 
+/// A put under way on this node: its blobs, the holders it asks, and for each blob the holder
+/// that may fetch it from this node in the current stage. Until the put ends, the other
+/// holders are answered that this node does not have those blobs (a repair pass would
+/// otherwise fetch them from the writer before their stage): they get them from the holders
+/// before them.
+#[derive(Debug, Default)]
+pub(crate) struct Putting {
+    holders: HashSet<Key>,
+    blobs: HashSet<[u8; 32]>,
+    current: std::sync::Mutex<HashMap<[u8; 32], Key>>,
+}
+
+/// Removes its put from the replicator's puts under way when dropped, however the put ended.
+struct PutUnderWay<'a> {
+    rep: &'a Replicator,
+    put: Arc<Putting>,
+}
+
+impl Drop for PutUnderWay<'_> {
+    fn drop(&mut self) {
+        lock(&self.rep.putting).retain(|p| !Arc::ptr_eq(p, &self.put));
+    }
+}
+
+/// Bytes of an object in one segment of a put at least (see [`Chain`]).
+const SEGMENT_BYTES: u64 = 16 << 20;
+/// Segments whose first stage runs at once: two, so that the writer sends the next segment
+/// while the holders sync the last one to disk.
+const FIRST_STAGES: usize = 2;
+/// Segments of one put at most.
+const MAX_SEGMENTS: u64 = 8;
+
+/// One put's chain replication: each segment of the object goes through its stages in turn
+/// (a stage asks its holders at once and waits for every answer); the writer sends one
+/// segment at a time (its first stage), and a segment's later stages, carried by the holders,
+/// overlap with the next segment's first.
+struct Chain {
+    pools: Arc<crate::docs::Pools>,
+    node: Arc<kith_node::net::Node>,
+    pool: Key,
+    object: Key,
+    /// The object's blob ids, by position.
+    ids: Vec<[u8; 32]>,
+    put: Arc<Putting>,
+    /// Each holder's answers so far, summed.
+    acks: std::sync::Mutex<BTreeMap<Key, HolderAck>>,
+    /// Holders that have acknowledged a request of this put: they have the document that
+    /// records the object, and are not synced with again.
+    synced: std::sync::Mutex<HashSet<Key>>,
+    /// Held by the segments whose first stage runs ([`FIRST_STAGES`]).
+    first: tokio::sync::Semaphore,
+    /// Progress: what the holders acknowledged, and the total.
+    acked: Option<(Arc<kith_node::Progress>, Arc<std::sync::atomic::AtomicU64>, u64)>,
+}
+
+impl Chain {
+    /// Runs one segment's stages. A holder that failed is not asked again in this put (repair
+    /// places its copies), nor named as upstream: the next ones fetch from the writer what it
+    /// would have passed on.
+    async fn segment(self: Arc<Self>, stages: Vec<BTreeMap<Key, Share>>) {
+        for (k, stage) in stages.into_iter().enumerate() {
+            let _writer = if k == 0 { self.first.acquire().await.ok() } else { None };
+            let failed = |h: &Key| lock(&self.acks).get(h).is_some_and(|a| a.result.is_err());
+            let stage: Vec<(Key, Share)> = stage.into_iter().filter(|(h, _)| !failed(h)).collect();
+            {
+                let mut current = lock(&self.put.current);
+                for (holder, share) in &stage {
+                    for p in &share.positions {
+                        current.insert(self.ids[*p as usize], *holder);
+                    }
+                }
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for (holder, mut share) in stage {
+                share.upstream.retain(|u| !failed(u));
+                let (pools, node) = (self.pools.clone(), self.node.clone());
+                let (pool, object) = (self.pool, self.object);
+                let (blobs, bytes) = (share.positions.len() as u64, share.bytes);
+                let synced = lock(&self.synced).contains(&holder);
+                tasks.spawn(async move {
+                    let result = hold(&pools, &node, pool, object, holder, share, synced).await;
+                    HolderAck { node: holder, blobs, bytes, result }
+                });
+            }
+            while let Some(a) = tasks.join_next().await {
+                match a {
+                    Ok(a) => self.count(a),
+                    Err(e) => tracing::error!(error = %e, "a holder's request in a put failed"),
+                }
+            }
+        }
+    }
+
+    /// Adds one answer to its holder's.
+    fn count(&self, a: HolderAck) {
+        if a.result.is_ok() {
+            lock(&self.synced).insert(a.node);
+        }
+        if let Some((p, acked, total)) = &self.acked
+            && a.result.is_ok()
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let now = acked.fetch_add(a.bytes, Relaxed) + a.bytes;
+            p.bytes_done.fetch_max(now.min(*total), Relaxed);
+        }
+        match lock(&self.acks).entry(a.node) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(a);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let e = e.get_mut();
+                e.blobs += a.blobs;
+                e.bytes += a.bytes;
+                e.result = match (&e.result, a.result) {
+                    (Ok(x), Ok(y)) => Ok(x + y),
+                    (Err(x), _) => Err(x.clone()),
+                    (Ok(_), Err(y)) => Err(y),
+                };
+            }
+        }
+    }
+}
+
 impl Replicator {
+    /// Which of `ids` this node answers as missing to node `peer` for now: blobs of a put
+    /// under way that `peer` is to get from another holder (see [`Putting`]).
+    pub(crate) fn withheld(&self, peer: &Key, ids: &[[u8; 32]]) -> Vec<bool> {
+        let putting = lock(&self.putting);
+        if putting.iter().all(|p| !p.holders.contains(peer)) {
+            return Vec::new();
+        }
+        ids.iter()
+            .map(|id| {
+                putting.iter().any(|p| {
+                    p.holders.contains(peer)
+                        && p.blobs.contains(id)
+                        && lock(&p.current).get(id) != Some(peer)
+                })
+            })
+            .collect()
+    }
+
     /// Whether pool `spec` can take a new object at all, checked before anything is stored: this
     /// identity is a member, and some live holder offers storage (else: who can offer).
     pub fn ready_for_put(&self, spec: &str) -> Result<(), ReplicaError> {
@@ -161,11 +302,20 @@ impl Replicator {
         // Chain replication: each blob's targets other than this node, in placement order; the
         // first fetches it from this node, each next one (a stage later) from the ones before,
         // which hold it verified and synced by then. This node sends each blob once, and the
-        // holders' links carry the other copies.
-        let mut stages: Vec<BTreeMap<Key, Share>> = Vec::new();
+        // holders' links carry the other copies. The object goes in segments, so that the
+        // holders pass a segment on while this node sends the next.
+        let segment_bytes = SEGMENT_BYTES.max(manifest.bytes().div_ceil(MAX_SEGMENTS));
+        let mut segments: Vec<Vec<BTreeMap<Key, Share>>> = vec![Vec::new()];
+        let mut filled = 0u64;
         let mut mine = (0u64, 0u64);
         let mut short_blobs = 0;
         for (i, (id, len)) in manifest.blobs.iter().enumerate() {
+            if filled >= segment_bytes {
+                segments.push(Vec::new());
+                filled = 0;
+            }
+            filled += *len as u64;
+            let stages = segments.last_mut().expect("one segment at least");
             let targets = place(id, &holders, r);
             if targets.len() < r {
                 short_blobs += 1;
@@ -187,7 +337,8 @@ impl Replicator {
                 before.push(h.node);
             }
         }
-        let to_others: u64 = stages.iter().flat_map(|s| s.values()).map(|s| s.bytes).sum();
+        let shares = || segments.iter().flatten().flat_map(|s| s.iter());
+        let to_others: u64 = shares().map(|(_, s)| s.bytes).sum();
         let watch = progress.map(|p| {
             use std::sync::atomic::Ordering::Relaxed;
             p.bytes_done.store(0, Relaxed);
@@ -208,57 +359,43 @@ impl Replicator {
             });
             (p, acked, ticker)
         });
-        let mut by_holder: BTreeMap<Key, HolderAck> = BTreeMap::new();
+        let under_way = PutUnderWay {
+            rep: self,
+            put: Arc::new(Putting {
+                holders: shares().map(|(h, _)| *h).collect(),
+                blobs: manifest.blobs.iter().map(|(id, _)| **id).collect(),
+                current: Default::default(),
+            }),
+        };
+        lock(&self.putting).push(under_way.put.clone());
+        let chain = Arc::new(Chain {
+            pools: self.pools.clone(),
+            node: node.clone(),
+            pool,
+            object,
+            ids: manifest.blobs.iter().map(|(id, _)| **id).collect(),
+            put: under_way.put.clone(),
+            acks: Default::default(),
+            synced: Default::default(),
+            first: tokio::sync::Semaphore::new(FIRST_STAGES),
+            acked: watch.as_ref().map(|(p, acked, _)| (p.clone(), acked.clone(), to_others)),
+        });
         if mine.0 > 0 {
-            by_holder
-                .insert(me, HolderAck { node: me, blobs: mine.0, bytes: mine.1, result: Ok(0) });
+            let ack = HolderAck { node: me, blobs: mine.0, bytes: mine.1, result: Ok(0) };
+            lock(&chain.acks).insert(me, ack);
         }
-        // A stage starts once the one before has answered. A holder that failed is not asked
-        // again in this put (repair places its copies), nor named as upstream: the next ones
-        // fetch from this node what it would have passed on.
-        for stage in stages {
-            let mut tasks = tokio::task::JoinSet::new();
-            let failed = |k: &Key| by_holder.get(k).is_some_and(|a| a.result.is_err());
-            let stage: Vec<(Key, Share)> = stage.into_iter().filter(|(h, _)| !failed(h)).collect();
-            for (holder, mut share) in stage {
-                share.upstream.retain(|u| !failed(u));
-                let (pools, node) = (self.pools.clone(), node.clone());
-                let (blobs, bytes) = (share.positions.len() as u64, share.bytes);
-                tasks.spawn(async move {
-                    let result = hold(&pools, &node, pool, object, holder, share).await;
-                    HolderAck { node: holder, blobs, bytes, result }
-                });
-            }
-            while let Some(a) = tasks.join_next().await {
-                let a = a.map_err(|e| e.to_string())?;
-                if let Some((p, acked, _)) = &watch
-                    && a.result.is_ok()
-                {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    let now = acked.fetch_add(a.bytes, Relaxed) + a.bytes;
-                    p.bytes_done.fetch_max(now.min(to_others), Relaxed);
-                }
-                match by_holder.entry(a.node) {
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(a);
-                    }
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        let e = e.get_mut();
-                        e.blobs += a.blobs;
-                        e.bytes += a.bytes;
-                        e.result = match (&e.result, a.result) {
-                            (Ok(x), Ok(y)) => Ok(x + y),
-                            (Err(x), _) => Err(x.clone()),
-                            (Ok(_), Err(y)) => Err(y),
-                        };
-                    }
-                }
-            }
+        let mut tasks = tokio::task::JoinSet::new();
+        for stages in segments {
+            tasks.spawn(chain.clone().segment(stages));
         }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| e.to_string())?;
+        }
+        drop(under_way);
         if let Some((_, _, ticker)) = watch {
             ticker.abort();
         }
-        let acks: Vec<HolderAck> = by_holder.into_values().collect();
+        let acks: Vec<HolderAck> = std::mem::take(&mut *lock(&chain.acks)).into_values().collect();
         Ok(PoolPut {
             pool,
             manifest: mid,

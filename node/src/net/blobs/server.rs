@@ -27,6 +27,13 @@ pub trait BlobGate: Send + Sync + std::fmt::Debug {
         proof: Option<&super::DeviceProof>,
         ids: &[[u8; 32]],
     ) -> Result<(), String>;
+
+    /// Which of `ids` (which `peer` may have) this node answers as missing for now, in order:
+    /// blobs of an object it is putting into a pool, asked by a holder that gets them from
+    /// another holder (chain replication). None, unless the gate says so.
+    fn withheld(&self, _peer: &EndpointId, _ids: &[[u8; 32]]) -> Vec<bool> {
+        Vec::new()
+    }
 }
 
 /// Counts what this node served.
@@ -52,6 +59,13 @@ impl Served {
     /// the requester's; the layer above checks it.
     pub fn tagged(&self) -> &Tallies {
         &self.tagged
+    }
+
+    /// Which of `ids` to answer as missing to `peer` for now (see [`BlobGate::withheld`]).
+    pub fn withheld(&self, peer: &EndpointId, ids: &[ByteArray<32>]) -> Vec<bool> {
+        let Some(gate) = self.gate.get() else { return Vec::new() };
+        let ids: Vec<[u8; 32]> = ids.iter().map(|i| **i).collect();
+        gate.withheld(peer, &ids)
     }
 
     /// Sets who may fetch what (once).
@@ -125,15 +139,23 @@ impl BlobsProtocol {
 pub type ReadBlob = Option<(BlobKind, Vec<u8>, [u8; 32])>;
 
 /// Reads `ids` from `store` on a blocking thread, at most two blobs ahead of the receiver (the
-/// network), in order. A blob that does not read back is served as missing.
+/// network), in order. A blob that does not read back, or that `skip` marks, is served as
+/// missing.
 pub fn read_ahead(
     store: Arc<Store>,
     ids: Vec<ByteArray<32>>,
+    skip: Vec<bool>,
 ) -> (mpsc::Receiver<ReadBlob>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel::<ReadBlob>(2);
     let reader = tokio::task::spawn_blocking(move || {
         let mut blobs = store.blob_reader();
-        for id in ids {
+        for (i, id) in ids.into_iter().enumerate() {
+            if skip.get(i).copied().unwrap_or(false) {
+                if tx.blocking_send(None).is_err() {
+                    break;
+                }
+                continue;
+            }
             let blob = blobs.read_with_kind(&ChunkId(*id)).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "not serving a blob that does not read back");
                 None

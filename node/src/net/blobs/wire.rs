@@ -170,7 +170,9 @@ pub(crate) async fn answer<W: Wire>(
         Request::Get(ids, pool, proof) => match served.check(&peer, proof.as_ref(), &ids) {
             Err(why) => wire.send_frame(refuse(why)).await?,
             Ok(()) => {
-                return send_blobs(wire, store, served, ids, pool.map(|p| (*p, peer)), sent).await;
+                let skip = served.withheld(&peer, &ids);
+                let tag = pool.map(|p| (*p, peer));
+                return send_blobs(wire, store, served, ids, skip, tag, sent).await;
             }
         },
     }
@@ -182,10 +184,11 @@ async fn send_blobs<W: Wire>(
     store: &Arc<Store>,
     served: &Served,
     ids: Vec<ByteArray<32>>,
+    skip: Vec<bool>,
     tag: Option<([u8; 32], EndpointId)>,
     sent: &mut Sent,
 ) -> Result<(), ServeError> {
-    let (mut rx, reader) = read_ahead(store.clone(), ids);
+    let (mut rx, reader) = read_ahead(store.clone(), ids, skip);
     while let Some(blob) = rx.recv().await {
         let write = async {
             match blob {
