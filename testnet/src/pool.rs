@@ -126,8 +126,6 @@ pub struct LinkFigures {
 pub fn linked(kith: &Path, mib: u64, mbit: u32) -> Result<LinkFigures> {
     let bytes = mib << 20;
     let mut net = pool_on(Testnet::new(kith, 5, Layout::Namespaces)?, 5, 3, "10m")?;
-    net.keep_dir();
-    eprintln!("DIR {}", net.dir().display());
     net.wait_for(LONG, "every node to see three replicas", |net| {
         Ok((0..5).all(|i| show(net, i).is_ok_and(|v| v["charter"]["replicas"] == 3)))
     })?;
