@@ -44,7 +44,7 @@ pub enum Request {
         positions: Vec<u32>,
         /// Holders that already have these blobs (verified and synced), asked before the
         /// writer: chain replication, so the writer sends each blob once. At most
-        /// [`MAX_UPSTREAM`]; absent from older writers.
+        /// 16; absent from older writers.
         #[n(3)]
         upstream: Option<Vec<minicbor::bytes::ByteArray<32>>>,
     },
