@@ -213,6 +213,32 @@ fn a_pool_put_sends_each_blob_once_and_the_holders_pass_it_on() {
     );
     let passed_on: u64 = sent[1..].iter().sum();
     assert!(passed_on + sent[0] >= to_others, "copies unaccounted for: {sent:?}, {to_others}");
+
+    // Two puts at once whose objects share most of their blobs (the second is the first with
+    // more after it): each holder gets every blob it is given from one of them, so both
+    // complete.
+    let (a, b) = (net.dir().join("a.bin"), net.dir().join("b.bin"));
+    let base = random_bytes(24 << 20, 44);
+    write(&a, &base);
+    write(&b, &[&base[..], &random_bytes(4 << 20, 45)[..]].concat());
+    let put = |f: &std::path::Path| {
+        let mut c = net.cmd(0);
+        c.args(["put", f.to_str().unwrap(), "--pool", "street", "--json"]);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (pa, pb) = (put(&a), put(&b));
+    for p in [pa, pb] {
+        let out = p.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["pool"]["complete"], true, "{v}");
+        assert!(v["pool"]["acks"].as_array().unwrap().iter().all(|a| a["ok"] == true), "{v}");
+    }
+    net.wait_for(CONVERGE, "three objects fully replicated", |net| {
+        Ok(replication(&show(net, 2)) == (3, 0, 0))
+    })
+    .unwrap();
 }
 
 #[test]

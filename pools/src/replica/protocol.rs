@@ -22,8 +22,9 @@ pub const POOL_ALPN: &[u8] = b"kith/pool/1";
 const MAX_FRAME: usize = 4 << 20;
 /// Ids in one `Has`.
 pub const MAX_HAS: usize = 65_536;
-/// Holders named as upstream in one `Hold`.
-pub const MAX_UPSTREAM: usize = 16;
+/// Holders named as upstream in one `Hold` that are asked (a writer names at most these; a
+/// holder asks the first these of a longer list). A fetch asks at most 8 peers anyway.
+pub const MAX_UPSTREAM: usize = 8;
 /// Domain separation for `PoolsOf`.
 pub(super) const POOLS_OF_CONTEXT: &[u8] = b"kith-pools-of-v1";
 
@@ -43,8 +44,8 @@ pub enum Request {
         #[n(2)]
         positions: Vec<u32>,
         /// Holders that already have these blobs (verified and synced), asked before the
-        /// writer: chain replication, so the writer sends each blob once. At most
-        /// 16; absent from older writers.
+        /// writer: chain replication, so the writer sends each blob once. The first 8
+        /// are asked; absent from older writers.
         #[n(3)]
         upstream: Option<Vec<minicbor::bytes::ByteArray<32>>>,
     },
@@ -184,14 +185,13 @@ impl Replicator {
         upstream: Vec<Key>,
     ) -> Result<Reply, String> {
         let (v, owner) = self.member_view(peer, &pool)?;
-        if upstream.len() > MAX_UPSTREAM {
-            return Err(format!("at most {MAX_UPSTREAM} upstream holders per request"));
-        }
-        // Only the pool's own nodes: a writer cannot send this node to fetch from strangers.
+        // Only the pool's own nodes (a writer cannot send this node to fetch from strangers),
+        // and the first MAX_UPSTREAM: what the others would have sent comes from the writer.
         let mut upstream: Vec<EndpointId> = upstream
             .iter()
             .filter(|k| v.node_owner(k).is_some() && **k != self.pools.node())
             .filter_map(|k| EndpointId::from_bytes(k).ok())
+            .take(MAX_UPSTREAM)
             .collect();
         upstream.dedup();
         let me = self.pools.node();
@@ -320,8 +320,9 @@ pub(super) async fn ask(
 pub(super) struct Share {
     /// Positions in the object's manifest.
     pub(super) positions: Vec<u32>,
-    /// Holders that have these blobs already, asked before the writer.
-    pub(super) upstream: std::collections::BTreeSet<Key>,
+    /// Holders that have some of these blobs already, asked before the writer, with how many
+    /// each has.
+    pub(super) upstream: std::collections::BTreeMap<Key, u32>,
     /// Their bytes.
     pub(super) bytes: u64,
 }
@@ -347,7 +348,12 @@ pub(super) async fn hold(
     }
     // Generous: the holder fetches at its own pace, and its fetch fails on a stall by itself.
     let limit = Duration::from_secs(600 + bytes / (1 << 20));
-    let upstream = (!upstream.is_empty()).then(|| upstream.into_iter().map(Into::into).collect());
+    // The upstream holders that have the most of the share.
+    let mut upstream: Vec<(Key, u32)> = upstream.into_iter().collect();
+    upstream.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    upstream.truncate(MAX_UPSTREAM);
+    let upstream =
+        (!upstream.is_empty()).then(|| upstream.into_iter().map(|(k, _)| k.into()).collect());
     let req = Request::Hold { pool, object, positions, upstream };
     match tokio::time::timeout(limit, ask(pools, node, peer, &req)).await {
         Err(_) => Err(format!("no answer within {} s", limit.as_secs())),

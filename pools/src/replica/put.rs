@@ -50,15 +50,14 @@ pub struct PoolPut {
     pub short_blobs: u64,
 }
 
-/// A put under way on this node: its blobs, the holders it asks, and for each blob the holder
-/// that may fetch it from this node in the current stage. Until the put ends, the other
-/// holders are answered that this node does not have those blobs (a repair pass would
-/// otherwise fetch them from the writer before their stage): they get them from the holders
-/// before them.
+/// A put under way on this node: the holders it asks, and for each blob the holder that may
+/// fetch it from this node now (its first holder, then the holder of the stage its segment is
+/// at). Until the put ends, the other holders are answered that this node does not have those
+/// blobs (a repair pass would otherwise fetch them from the writer before their stage): they
+/// get them from the holders before them.
 #[derive(Debug, Default)]
 pub(crate) struct Putting {
     holders: HashSet<Key>,
-    blobs: HashSet<[u8; 32]>,
     current: std::sync::Mutex<HashMap<[u8; 32], Key>>,
 }
 
@@ -124,7 +123,7 @@ impl Chain {
             }
             let mut tasks = tokio::task::JoinSet::new();
             for (holder, mut share) in stage {
-                share.upstream.retain(|u| !failed(u));
+                share.upstream.retain(|u, _| !failed(u));
                 let (pools, node) = (self.pools.clone(), self.node.clone());
                 let (pool, object) = (self.pool, self.object);
                 let (blobs, bytes) = (share.positions.len() as u64, share.bytes);
@@ -178,16 +177,24 @@ impl Replicator {
     /// under way that `peer` is to get from another holder (see [`Putting`]).
     pub(crate) fn withheld(&self, peer: &Key, ids: &[[u8; 32]]) -> Vec<bool> {
         let putting = lock(&self.putting);
-        if putting.iter().all(|p| !p.holders.contains(peer)) {
+        let mine: Vec<&Arc<Putting>> =
+            putting.iter().filter(|p| p.holders.contains(peer)).collect();
+        if mine.is_empty() {
             return Vec::new();
         }
+        // Served when a put has it at `peer` now (two puts may share blobs); withheld when a
+        // put has it at another holder now.
         ids.iter()
             .map(|id| {
-                putting.iter().any(|p| {
-                    p.holders.contains(peer)
-                        && p.blobs.contains(id)
-                        && lock(&p.current).get(id) != Some(peer)
-                })
+                let mut elsewhere = false;
+                for p in &mine {
+                    match lock(&p.current).get(id) {
+                        Some(h) if h == peer => return false,
+                        Some(_) => elsewhere = true,
+                        None => {}
+                    }
+                }
+                elsewhere
             })
             .collect()
     }
@@ -308,6 +315,7 @@ impl Replicator {
         let mut segments: Vec<Vec<BTreeMap<Key, Share>>> = vec![Vec::new()];
         let mut filled = 0u64;
         let mut mine = (0u64, 0u64);
+        let mut first: HashMap<[u8; 32], Key> = HashMap::new();
         let mut short_blobs = 0;
         for (i, (id, len)) in manifest.blobs.iter().enumerate() {
             if filled >= segment_bytes {
@@ -330,10 +338,15 @@ impl Replicator {
                 if stages.len() <= before.len() {
                     stages.push(BTreeMap::new());
                 }
+                if before.is_empty() {
+                    first.insert(**id, h.node);
+                }
                 let share = stages[before.len()].entry(h.node).or_default();
                 share.positions.push(i as u32);
                 share.bytes += *len as u64;
-                share.upstream.extend(before.iter().copied());
+                for u in &before {
+                    *share.upstream.entry(*u).or_default() += 1;
+                }
                 before.push(h.node);
             }
         }
@@ -363,8 +376,7 @@ impl Replicator {
             rep: self,
             put: Arc::new(Putting {
                 holders: shares().map(|(h, _)| *h).collect(),
-                blobs: manifest.blobs.iter().map(|(id, _)| **id).collect(),
-                current: Default::default(),
+                current: std::sync::Mutex::new(first),
             }),
         };
         lock(&self.putting).push(under_way.put.clone());
