@@ -82,9 +82,9 @@ const FIRST_STAGES: usize = 2;
 const MAX_SEGMENTS: u64 = 8;
 
 /// One put's chain replication: each segment of the object goes through its stages in turn
-/// (a stage asks its holders at once and waits for every answer); the writer sends one
-/// segment at a time (its first stage), and a segment's later stages, carried by the holders,
-/// overlap with the next segment's first.
+/// (a stage asks its holders at once and waits for every answer); the writer sends
+/// [`FIRST_STAGES`] segments at a time (their first stage), and a segment's later stages,
+/// carried by the holders, overlap with the next segments' first.
 struct Chain {
     pools: Arc<crate::docs::Pools>,
     node: Arc<kith_node::net::Node>,
@@ -95,9 +95,6 @@ struct Chain {
     put: Arc<Putting>,
     /// Each holder's answers so far, summed.
     acks: std::sync::Mutex<BTreeMap<Key, HolderAck>>,
-    /// Holders that have acknowledged a request of this put: they have the document that
-    /// records the object, and are not synced with again.
-    synced: std::sync::Mutex<HashSet<Key>>,
     /// Held by the segments whose first stage runs ([`FIRST_STAGES`]).
     first: tokio::sync::Semaphore,
     /// Progress: what the holders acknowledged, and the total.
@@ -127,7 +124,9 @@ impl Chain {
                 let (pools, node) = (self.pools.clone(), self.node.clone());
                 let (pool, object) = (self.pool, self.object);
                 let (blobs, bytes) = (share.positions.len() as u64, share.bytes);
-                let synced = lock(&self.synced).contains(&holder);
+                // A holder that acknowledged a request of this put has the document that
+                // records the object: it is not synced with again.
+                let synced = lock(&self.acks).get(&holder).is_some_and(|a| a.result.is_ok());
                 tasks.spawn(async move {
                     let result = hold(&pools, &node, pool, object, holder, share, synced).await;
                     HolderAck { node: holder, blobs, bytes, result }
@@ -144,9 +143,6 @@ impl Chain {
 
     /// Adds one answer to its holder's.
     fn count(&self, a: HolderAck) {
-        if a.result.is_ok() {
-            lock(&self.synced).insert(a.node);
-        }
         if let Some((p, acked, total)) = &self.acked
             && a.result.is_ok()
         {
@@ -388,7 +384,6 @@ impl Replicator {
             ids: manifest.blobs.iter().map(|(id, _)| **id).collect(),
             put: under_way.put.clone(),
             acks: Default::default(),
-            synced: Default::default(),
             first: tokio::sync::Semaphore::new(FIRST_STAGES),
             acked: watch.as_ref().map(|(p, acked, _)| (p.clone(), acked.clone(), to_others)),
         });
