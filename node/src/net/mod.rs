@@ -159,9 +159,9 @@ pub struct Fetched {
     pub linked_bytes: std::sync::atomic::AtomicU64,
 }
 
-/// How long a shared fetch waits for another that is getting the same blobs, before it gets
-/// them itself.
-pub const SHARED_WAIT: Duration = Duration::from_secs(30);
+/// How long a shared fetch waits for another that is getting the same blobs and receives
+/// none, before it gets them itself (one that keeps receiving is waited for).
+pub const SHARED_QUIET: Duration = Duration::from_secs(5);
 
 /// Two fetch reports of one fetch as one.
 fn merge(mut a: FetchReport, b: FetchReport) -> FetchReport {
@@ -490,12 +490,13 @@ impl Node {
         if ids.is_empty() {
             return Ok(FetchReport::default());
         }
-        self.fetch_claimed(what, ids, &progress, &from, pool).await
+        self.fetch_claimed(what, ids, &progress, &from, pool, None).await
     }
 
     /// Like [`Node::fetch_missing_from`], for the pools' replication (holding a new object,
     /// repair): a blob another shared fetch of this node is getting now is waited for, not
-    /// fetched a second time, for at most [`SHARED_WAIT`] in all; then this fetch gets what is
+    /// fetched a second time, while that fetch receives blobs: once it has received none for
+    /// [`SHARED_QUIET`] (it waits on a peer that does not answer, say), this fetch gets what is
     /// still missing itself. `kith get` fetches objects with [`Node::fetch_missing_from`], which
     /// never waits behind this background work (pool manifests, which `put --pool` and
     /// `pool show` read, are fetched shared: they are small).
@@ -509,13 +510,14 @@ impl Node {
     ) -> Result<FetchReport, NetError> {
         let mut ids = self.lacking(ids).await?;
         let mut total: Option<FetchReport> = None;
-        let deadline = tokio::time::Instant::now() + SHARED_WAIT;
         while !ids.is_empty() {
             // What another fetch of this node is getting now is waited for, not fetched again.
             let (claim, theirs) = self.inflight.claim(ids);
             if !claim.ids.is_empty() {
-                let rep =
-                    self.fetch_claimed(what, claim.ids.clone(), &progress, &from, pool).await?;
+                let received = Some(claim.received.clone());
+                let rep = self
+                    .fetch_claimed(what, claim.ids.clone(), &progress, &from, pool, received)
+                    .await?;
                 total = Some(match total {
                     None => rep,
                     Some(t) => merge(t, rep),
@@ -525,11 +527,11 @@ impl Node {
             if theirs.is_empty() {
                 break;
             }
-            let waited = tokio::time::timeout_at(deadline, self.inflight.wait(&theirs)).await;
+            let let_go = self.inflight.wait(&theirs, SHARED_QUIET).await;
             // What the other fetch did not get, this one does.
             ids = self.lacking(theirs).await?;
-            if waited.is_err() && !ids.is_empty() {
-                let rep = self.fetch_claimed(what, ids, &progress, &from, pool).await?;
+            if !let_go && !ids.is_empty() {
+                let rep = self.fetch_claimed(what, ids, &progress, &from, pool, None).await?;
                 total = Some(match total {
                     None => rep,
                     Some(t) => merge(t, rep),
@@ -555,7 +557,8 @@ impl Node {
         .await??)
     }
 
-    /// Fetches `ids` (claimed by this fetch) into the store.
+    /// Fetches `ids` (claimed by this fetch) into the store, counting each blob received into
+    /// `received` (the claim's count its waiters watch), if given.
     async fn fetch_claimed(
         &self,
         what: &str,
@@ -563,6 +566,7 @@ impl Node {
         progress: &Option<Arc<Progress>>,
         from: &Option<Vec<EndpointId>>,
         pool: Option<[u8; 32]>,
+        received: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Result<FetchReport, NetError> {
         let (tx, mut rx) = mpsc::channel::<Blob>(INGEST_QUEUE);
         let store = self.store.clone();
@@ -574,6 +578,9 @@ impl Node {
                 let parts: Vec<&[u8]> = b.parts.iter().map(|p| &p[..]).collect();
                 ingest.add_verified_parts(b.id, b.kind, &parts)?;
                 bytes += b.len() as u64;
+                if let Some(r) = &received {
+                    r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if let Some(p) = &progress {
                     p.bytes_done.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 }
