@@ -456,11 +456,12 @@ pub async fn handle(
                 .federation
                 .agreements
                 .keys()
-                .filter_map(|a| edges.get(a))
-                .map(|s| crate::api::pools::EdgeServed {
+                .filter_map(|a| edges.get(a).map(|s| (a, s)))
+                .map(|(a, s)| crate::api::pools::EdgeServed {
                     partner: s.pool_name.clone(),
                     sites: s.sites.clone(),
                     bytes: s.bytes,
+                    egress: rep.edges().egress(a),
                     error: s.error.clone(),
                 })
                 .collect();

@@ -214,6 +214,15 @@ fn edges(edges: &[kith::api::pools::EdgeServed]) {
             let kept = if i == 0 { fmt::bytes(e.bytes) } else { String::new() };
             println!("{:<20}  {:<24}  {:>7}  {:>10}", e.partner, site, version, kept);
         }
+        if let Some((served, lent)) = e.egress {
+            println!(
+                "          {}: egress served this month {} of the {} lent a month{}",
+                e.partner,
+                fmt::bytes(served),
+                fmt::bytes(lent),
+                if served >= lent { " (all of it: not served here until next month)" } else { "" }
+            );
+        }
         if let Some(err) = &e.error {
             println!("          {}: {err}", e.partner);
         }

@@ -301,6 +301,10 @@ pub struct EdgeServed {
     pub sites: Vec<(String, u64)>,
     /// Stored bytes kept for them.
     pub bytes: u64,
+    /// Egress served to the partner this month by the pool (as this node knows it) and what
+    /// the agreement lends a month, when it states a bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<(u64, u64)>,
     /// Why the last ask or fetch failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

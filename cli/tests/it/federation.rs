@@ -601,7 +601,7 @@ fn a_partners_cdn_nodes_serve_its_public_site_take_new_versions_and_keep_serving
     use std::time::Duration;
     const CONVERGE: Duration = Duration::from_secs(60);
     // Street: ada (node 0), who publishes bakery. Hill: bea (node 2, its admin) and cy (node
-    // 3, run with --cdn). Hill lends street CDN.
+    // 3, run with --cdn). Hill lends street CDN, with 20 MB of egress a month.
     let mut net = testnet(4, kith_testnet::Layout::Loopback);
     net.nodes[3].up_args.push("--cdn".into());
     for i in [0, 2, 3] {
@@ -613,7 +613,9 @@ fn a_partners_cdn_nodes_serve_its_public_site_take_new_versions_and_keep_serving
     net.kith_ok(2, &["pool", "create", "hill", "--as", "bea"]).unwrap();
     let t = net.kith_ok(2, &["pool", "invite"]).unwrap();
     net.kith_ok(3, &["pool", "join", t.trim(), "--as", "cy"]).unwrap();
-    let offer = net.kith_ok(2, &["federation", "invite", "hill", "--cdn"]).unwrap();
+    let offer = net
+        .kith_ok(2, &["federation", "invite", "hill", "--cdn", "--lend-egress", "20MB"])
+        .unwrap();
     net.kith_ok(0, &["federation", "join", "street", offer.trim()]).unwrap();
 
     // Ada publishes bakery (a page and a 3 MiB picture, several chunks) and club, for
@@ -676,6 +678,45 @@ fn a_partners_cdn_nodes_serve_its_public_site_take_new_versions_and_keep_serving
     assert_eq!((r.status, r.body.as_slice()), (200, &b"<h1>Fresh bread and buns</h1>\n"[..]));
     let r = req(edge, "GET", "/loaf.jpg", &["Host: bakery.local"]);
     assert!(r.status == 200 && r.body == picture, "the picture is not served after a restart");
+
+    // The edge serves within the egress hill lends: once what hill served street this month
+    // (its ledger, with what was served before the restart, and what cy's node served since)
+    // would pass 20 MB, the picture is refused, saying why; a page that still fits is served.
+    let egress = |net: &kith_testnet::Testnet| -> anyhow::Result<(u64, u64)> {
+        let e = net.json(3, &["pool", "show", "hill"])?["edges"][0]["egress"].clone();
+        Ok((e[0].as_u64().unwrap_or(0), e[1].as_u64().unwrap_or(0)))
+    };
+    net.wait_for(CONVERGE, "the edge to read what hill lends street and served it", |net| {
+        Ok(egress(net)?.1 == 20_000_000)
+    })
+    .unwrap();
+    let (mut served, mut refused) = (0, None);
+    for _ in 0..10 {
+        let r = req(edge, "GET", "/loaf.jpg", &["Host: bakery.local"]);
+        if r.status == 503 {
+            refused = Some(String::from_utf8_lossy(&r.body).into_owned());
+            break;
+        }
+        assert!(r.status == 200 && r.body == picture, "status {}", r.status);
+        served += 1;
+    }
+    let why = refused.expect("the edge served street's picture past the egress hill lends");
+    assert!(why.contains("lends pool street") && why.contains("of egress a month"), "{why}");
+    assert!(served >= 1, "refused before the bound: {why}");
+    let (used, lent) = egress(&net).unwrap();
+    assert!(used <= lent && used + (3 << 20) > lent, "refused at {used} of {lent}");
+    let r = req(edge, "GET", "/", &["Host: bakery.local"]);
+    assert_eq!(r.status, 200, "a page that fits in what is left was refused");
+    let shown = net.kith_ok(3, &["pool", "show", "hill"]).unwrap();
+    assert!(shown.contains("street: egress served this month"), "{shown}");
+    // Hill's ledger ends with what the edge served, and no more than lent.
+    net.wait_for(CONVERGE, "hill's ledger to count what its edge served since", |net| {
+        let l = net.json(2, &["ledger", "--pool", "hill"])?;
+        let s = l["pools"][0]["partners"][0]["served_to_bytes"].as_u64().unwrap_or(0);
+        assert!(s <= lent, "hill's ledger counts {s} served, over the {lent} lent");
+        Ok(s >= used)
+    })
+    .unwrap();
 }
 
 #[test]

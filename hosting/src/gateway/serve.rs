@@ -286,11 +286,13 @@ impl Gateway {
             let none = n0_future::stream::empty::<Result<Bytes, std::io::Error>>();
             return b.no_chunking(len).streaming(none);
         }
-        // A partner's site served as its edge: counted for the cross-pool ledger.
+        // A partner's site served as its edge: counted for the cross-pool ledger, within the
+        // egress the agreement lends.
         if let Origin::Edge { agreement, .. } = &found.origin
             && let Some(edges) = self.edges.get()
+            && let Err(why) = edges.take_egress(agreement, len)
         {
-            edges.count_served(agreement, len);
+            return text(StatusCode::SERVICE_UNAVAILABLE, &why);
         }
         // The chunks that hold the range, and where in them it starts and ends.
         let mut parts = Vec::new();

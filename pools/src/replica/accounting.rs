@@ -123,6 +123,16 @@ impl Replicator {
         match result {
             Ok(()) => {
                 tracing::debug!(pool = %hex(&pool[..4]), %period, "recorded usage");
+                // What the edges served is in the ledger now: their bound reads it again.
+                if self.edges.enabled() {
+                    for e in v.federation.agreements.values() {
+                        let ag = &e.agreement;
+                        let lent = ag.lending_of(&pool).map_or(0, |(lends, _)| lends.egress);
+                        if lent > 0 && ag.lending_of(&pool).is_some_and(|(l, _)| l.cdn) {
+                            self.read_budget(&pool, &ag.id(), lent);
+                        }
+                    }
+                }
                 self.pools.wake();
             }
             Err(e) => {

@@ -219,6 +219,22 @@ pub struct EdgeStatus {
     pub error: Option<String>,
 }
 
+/// The egress an agreement lends the partner a month (its `--lend-egress`), as an edge sees it.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Bytes a month (0: no bound).
+    lent: u64,
+    /// Served to the partner this month by the pool's nodes, as the ledger said when read.
+    used: u64,
+    /// What this node recorded into the ledger since that read.
+    pending: u64,
+    /// When the ledger was read.
+    read: Instant,
+}
+
+/// How often an edge reads its pool's ledger for what was served of an agreement's egress.
+const BUDGET_EVERY: Duration = Duration::from_secs(10);
+
 /// What this node serves as an edge, by agreement.
 #[derive(Debug, Default)]
 pub struct Edges {
@@ -229,6 +245,8 @@ pub struct Edges {
     status: Mutex<HashMap<Key, EdgeStatus>>,
     /// Bytes of partners' sites served, by agreement, since the last record.
     served: Mutex<HashMap<Key, u64>>,
+    /// The egress each agreement lends the partner a month, and what was served of it.
+    budgets: Mutex<HashMap<Key, Budget>>,
     /// As an edge: when each agreement's partner was last asked, and whether it answered.
     asked: Mutex<HashMap<Key, (Instant, bool)>>,
     /// As an edge: agreements whose origin said its sites changed.
@@ -325,16 +343,67 @@ impl Edges {
         }
     }
 
-    /// Counts bytes of a partner's site served under `agreement` (for the ledger).
-    pub fn count_served(&self, agreement: &Key, bytes: u64) {
-        *lock(&self.served).entry(*agreement).or_default() += bytes;
+    /// Counts `bytes` of a partner's site about to be served under `agreement` (for the
+    /// ledger), unless that
+    /// would take what the pool served the partner this month past the egress the agreement
+    /// lends (the ledger's count when last read, and what this node served since; no bound
+    /// when it lends none, or before the edge has read its ledger once after starting).
+    pub fn take_egress(&self, agreement: &Key, bytes: u64) -> Result<(), String> {
+        let budgets = lock(&self.budgets);
+        let mut served = lock(&self.served);
+        let here = served.entry(*agreement).or_default();
+        if let Some(b) = budgets.get(agreement).filter(|b| b.lent > 0) {
+            let used = b.used + b.pending + *here;
+            if used.saturating_add(bytes) > b.lent {
+                let (lent, used) = (crate::fmt::size(b.lent), crate::fmt::size(used));
+                drop((served, budgets));
+                let partner = lock(&self.status)
+                    .get(agreement)
+                    .map_or_else(|| "the partner".to_string(), |s| format!("pool {}", s.pool_name));
+                return Err(format!(
+                    "this edge's pool lends {partner} {lent} of egress a month and has served \
+                     {used} of it this month: its sites are served here again next month"
+                ));
+            }
+        }
+        *here += bytes;
+        Ok(())
+    }
+
+    /// What the pool served the partner this month under `agreement` (as this node knows it)
+    /// and the egress it lends a month, when the agreement states one.
+    pub fn egress(&self, agreement: &Key) -> Option<(u64, u64)> {
+        let budgets = lock(&self.budgets);
+        let b = budgets.get(agreement).filter(|b| b.lent > 0)?;
+        let here = lock(&self.served).get(agreement).copied().unwrap_or(0);
+        Some((b.used + b.pending + here, b.lent))
+    }
+
+    /// Whether the egress of `agreement` is to be read from the ledger again.
+    pub(super) fn budget_due(&self, agreement: &Key) -> bool {
+        lock(&self.budgets).get(agreement).is_none_or(|b| b.read.elapsed() >= BUDGET_EVERY)
+    }
+
+    /// Sets what `agreement` lends a month and what the ledger counted served of it.
+    pub(super) fn set_budget(&self, agreement: &Key, lent: u64, used: u64) {
+        let b = Budget { lent, used, pending: 0, read: Instant::now() };
+        lock(&self.budgets).insert(*agreement, b);
     }
 
     /// Takes the bytes served under the agreements `keep` picks.
     pub(super) fn take_served(&self, keep: impl Fn(&Key) -> bool) -> Vec<(Key, u64)> {
+        let mut budgets = lock(&self.budgets);
         let mut s = lock(&self.served);
         let picked: Vec<Key> = s.keys().filter(|a| keep(a)).copied().collect();
-        picked.into_iter().filter_map(|a| s.remove(&a).map(|b| (a, b))).collect()
+        let taken: Vec<(Key, u64)> =
+            picked.into_iter().filter_map(|a| s.remove(&a).map(|b| (a, b))).collect();
+        // Recorded now, read from the ledger at the next read.
+        for (a, n) in &taken {
+            if let Some(b) = budgets.get_mut(a) {
+                b.pending += n;
+            }
+        }
+        taken
     }
 
     /// How the edge stands for each agreement of `pool`'s (for `kith pool show`).
@@ -379,6 +448,7 @@ impl Edges {
         for a in gone {
             let _ = std::fs::remove_file(edge_path(&self.dir, &a));
             lock(&self.status).remove(&a);
+            lock(&self.budgets).remove(&a);
             tracing::info!(agreement = %hex(&a[..8]), "no longer an edge under this agreement");
         }
     }
@@ -541,6 +611,10 @@ impl Replicator {
                 let Some(roster) = &e.roster else { continue };
                 let id = ag.id();
                 standing.insert(id);
+                if self.edges.budget_due(&id) {
+                    let lent = ag.lending_of(&pool).map_or(0, |(lends, _)| lends.egress);
+                    self.read_budget(&pool, &id, lent);
+                }
                 if !self.edges.due(&id) {
                     continue;
                 }
@@ -554,6 +628,24 @@ impl Replicator {
             }
         }
         self.edges.retain(&standing);
+    }
+
+    /// Reads from `pool`'s ledger of this month the egress its nodes served the partner of
+    /// `agreement`, which lends `lent` a month (0: no bound, nothing to read).
+    pub(super) fn read_budget(&self, pool: &Key, agreement: &Key, lent: u64) {
+        if lent == 0 {
+            return self.edges.set_budget(agreement, 0, 0);
+        }
+        let Some(snap) = self.pools.snapshot(pool) else { return };
+        let period = crate::ledger::Period::of(self.pools.now_ms());
+        match self.pools.ledgers().view(&snap, period) {
+            Ok(l) => {
+                let used = l.rows.values().filter_map(|r| r.partners.get(agreement));
+                let used = used.map(|c| c.served_to.max(0) as u64).sum();
+                self.edges.set_budget(agreement, lent, used);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the ledger for an edge's egress"),
+        }
     }
 
     async fn refresh_edge(
