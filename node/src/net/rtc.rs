@@ -19,6 +19,115 @@ pub use super::link::MAX_MESSAGE;
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Send-buffer limit per channel (back-pressure for senders).
 const SEND_BUFFER: usize = 16 << 20;
+/// Kernel receive and send buffers of a peer connection's UDP socket. The default (about
+/// 208 KiB) overflows under one SCTP burst on a LAN: webrtc-rs reads one datagram per wake,
+/// and every datagram the kernel drops costs the association a halved window or a
+/// retransmission timeout of a second or more.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Tokio, with larger socket buffers on every UDP socket a peer connection binds.
+#[derive(Debug)]
+struct Runtime;
+
+impl webrtc::runtime::Runtime for Runtime {
+    fn spawn(
+        &self,
+        future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Box<dyn webrtc::runtime::JoinHandle> {
+        webrtc::runtime::TokioRuntime.spawn(future)
+    }
+
+    fn spawn_reactor(
+        &self,
+        reactor_pool_size: usize,
+        future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) -> Box<dyn webrtc::runtime::JoinHandle> {
+        webrtc::runtime::TokioRuntime.spawn_reactor(reactor_pool_size, future)
+    }
+
+    fn wrap_udp_socket(
+        &self,
+        socket: std::net::UdpSocket,
+    ) -> std::io::Result<Arc<dyn webrtc::runtime::AsyncUdpSocket>> {
+        use std::os::fd::AsRawFd;
+        for (force, plain) in
+            [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
+        {
+            // The forced option needs CAP_NET_ADMIN; without it the kernel caps the plain one
+            // at net.core.[rw]mem_max. Either way the socket keeps working: a smaller buffer
+            // only costs speed.
+            if !set_buffer(socket.as_raw_fd(), force, SOCKET_BUFFER) {
+                set_buffer(socket.as_raw_fd(), plain, SOCKET_BUFFER);
+            }
+        }
+        webrtc::runtime::TokioRuntime.wrap_udp_socket(socket)
+    }
+
+    fn wrap_tcp_listener(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<Arc<dyn webrtc::runtime::AsyncTcpListener>> {
+        webrtc::runtime::TokioRuntime.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote: std::net::SocketAddr,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = std::io::Result<Arc<dyn webrtc::runtime::AsyncTcpStream>>,
+                > + Send
+                + 'a,
+        >,
+    > {
+        webrtc::runtime::TokioRuntime.connect_tcp(remote)
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>>
+                + Send
+                + 'a,
+        >,
+    > {
+        webrtc::runtime::TokioRuntime.resolve_host(host)
+    }
+
+    fn sleep(
+        &self,
+        duration: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        webrtc::runtime::TokioRuntime.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn webrtc::runtime::AsyncInterval> {
+        webrtc::runtime::TokioRuntime.interval(period)
+    }
+
+    fn block_on(&self, future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>) {
+        webrtc::runtime::TokioRuntime.block_on(future)
+    }
+}
+
+/// Sets the socket option `opt` (a buffer size) on `fd`; whether the kernel took it.
+fn set_buffer(fd: std::os::fd::RawFd, opt: libc::c_int, bytes: usize) -> bool {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is an open socket owned by the caller for the duration of the call, and
+    // the option value is a c_int living on this stack frame with its size passed alongside.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
 
 struct Handler {
     gathered: tokio::sync::mpsc::UnboundedSender<()>,
@@ -64,6 +173,7 @@ pub async fn peer_connection(
         .with_handler(handler)
         .with_udp_addrs(vec![bind.to_string()])
         .with_data_channel_send_buffer_limit(SEND_BUFFER)
+        .with_runtime(Arc::new(Runtime))
         .build()
         .await?;
     Ok((Arc::new(pc), Events { gathered: grx, channels: crx, state: srx }))
@@ -122,5 +232,48 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
         let _ = self.state.send(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webrtc::runtime::Runtime as _;
+
+    fn buffer(fd: std::os::fd::RawFd, opt: libc::c_int) -> usize {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `fd` is an open socket; `v` and `len` live on this frame and `len` holds the
+        // size of `v`.
+        let rc = unsafe {
+            libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &raw mut len)
+        };
+        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
+        usize::try_from(v).unwrap_or(0)
+    }
+
+    /// A peer connection's socket gets the large buffers (root may force them past
+    /// net.core.rmem_max; anyone else gets at most that), where the kernel's default is ~208 KiB.
+    #[tokio::test]
+    async fn peer_connection_sockets_get_large_buffers() {
+        use std::os::fd::AsRawFd;
+        let max = |name: &str| -> usize {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let probe = sock.try_clone().expect("clone");
+        let before = buffer(probe.as_raw_fd(), libc::SO_RCVBUF);
+        let _wrapped = Runtime.wrap_udp_socket(sock).expect("wrap");
+        for (opt, sysctl) in [(libc::SO_RCVBUF, "rmem_max"), (libc::SO_SNDBUF, "wmem_max")] {
+            let want = if root { SOCKET_BUFFER } else { SOCKET_BUFFER.min(max(sysctl)) };
+            // The kernel reports twice what was set (its bookkeeping overhead).
+            let got = buffer(probe.as_raw_fd(), opt);
+            assert!(got >= want, "{sysctl}: {got} bytes, wanted at least {want} (was {before})");
+        }
     }
 }
