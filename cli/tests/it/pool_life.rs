@@ -571,7 +571,7 @@ fn the_tour_says_what_to_do_next() {
             .filter(|w| w["passes"].as_u64() > Some(0))
             .map(|w| w["name"].as_str().unwrap_or("").to_string())
             .collect();
-        Ok(["sync", "identity", "repair street", "audit street", "usage street"]
+        Ok(["sync", "identity", "repair street", "off-site street", "audit street", "usage street"]
             .iter()
             .all(|n| names.iter().any(|x| x == n)))
     })

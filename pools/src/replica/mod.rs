@@ -433,9 +433,6 @@ impl Replicator {
                 async move {
                     this.repair_reporting(pool, Some(&w)).await;
                     this.forget_lost_if_due(pool).await;
-                    this.offsite(pool).await;
-                    this.share_sealed(pool).await;
-                    this.accrue_partners(pool);
                     let st = this.stats(&pool);
                     // At the end of a pass: the blobs this node should hold, and how many it
                     // does (during one, the blobs it fetched of those it lacked).
@@ -446,6 +443,27 @@ impl Replicator {
                         );
                     }
                     st.and_then(|s| s.error).map_or(Ok(()), Err)
+                }
+            },
+        ));
+        // Off-site copies in a worker of their own, which does not rest after a long pass:
+        // its passes wait on partners' holders fetching over the federation link, not on this
+        // machine, and resting as long as the last pass took (tranquility) left a new object
+        // without its off-site copy for that long (44 s after a 100 MiB copy that took 44 s,
+        // `testnet federation-bench`). A pass with nothing new to place takes milliseconds.
+        let this = self.clone();
+        let offsite_pace = Pace { interval: pace.interval, tranquility: 0 };
+        tasks.spawn(self.workers.clone().run(
+            format!("off-site {name}"),
+            offsite_pace,
+            stop.clone(),
+            move |_| {
+                let this = this.clone();
+                async move {
+                    this.offsite(pool).await;
+                    this.share_sealed(pool).await;
+                    this.accrue_partners(pool);
+                    Ok::<_, std::convert::Infallible>(())
                 }
             },
         ));
