@@ -89,10 +89,17 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                     f.partner.chars().take(16).collect::<String>(),
                     bh(f.held_for_byte_hours),
                     bh(f.held_by_byte_hours),
-                    b(f.served_to_bytes),
+                    b(f.served_to_bytes.saturating_add(f.relayed_for_bytes)),
                     b(f.received_from_bytes),
                     format!("{}/{}", f.audits_passed, f.audits_failed),
                     owes,
+                );
+            }
+            for f in p.partners.iter().filter(|f| f.relayed_for_bytes > 0) {
+                println!(
+                    "  (this pool's relays carried {} from pool {}'s nodes: in SENT IT)",
+                    fmt::bytes(f.relayed_for_bytes as u64),
+                    f.partner
                 );
             }
             for f in p.partners.iter().filter(|f| f.proofs_given + f.proofs_failed > 0) {

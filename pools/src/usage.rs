@@ -63,6 +63,8 @@ struct PartnerAccrual {
     /// Audits of this node by the partner, answered with a proof and not.
     proofs_given: u64,
     proofs_failed: u64,
+    /// Bytes this node's relay carried from the partner's nodes.
+    relayed_for: u64,
 }
 
 /// Accruals per pool.
@@ -159,6 +161,11 @@ impl Usage {
         a.received_from += received;
     }
 
+    /// Counts bytes this node's relay carried from the partner of `agreement`'s nodes.
+    pub fn partner_relayed(&self, pool: Key, agreement: Key, bytes: u64) {
+        self.partners().entry((pool, agreement)).or_default().relayed_for += bytes;
+    }
+
     /// Counts an audit of copies held under `agreement` (of `pool`): one this node ran on a
     /// partner's holder (`by_me`), or one the partner ran on this node; `passed` its verdict.
     pub fn partner_audited(&self, pool: Key, agreement: Key, by_me: bool, passed: bool) {
@@ -186,6 +193,7 @@ impl Usage {
                 audits_failed: a.audits_failed as i64,
                 proofs_given: a.proofs_given as i64,
                 proofs_failed: a.proofs_failed as i64,
+                relayed_for: a.relayed_for as i64,
             };
             a.held_for %= HOUR_MS;
             a.held_by %= HOUR_MS;
@@ -195,6 +203,7 @@ impl Usage {
             a.audits_failed = 0;
             a.proofs_given = 0;
             a.proofs_failed = 0;
+            a.relayed_for = 0;
             if c.fields().iter().any(|(_, n)| *n > 0) {
                 out.push((*ag, c));
             }
@@ -215,6 +224,7 @@ impl Usage {
             a.audits_failed += c.audits_failed as u64;
             a.proofs_given += c.proofs_given as u64;
             a.proofs_failed += c.proofs_failed as u64;
+            a.relayed_for += c.relayed_for as u64;
         }
     }
 

@@ -113,6 +113,10 @@ pub struct PartnerOwed {
     pub served_to_bytes: i64,
     /// Bytes received from the partner's copies.
     pub received_from_bytes: i64,
+    /// Bytes this pool's relays carried from the partner's nodes (priced as egress; in
+    /// `given`, and in the statement's egress column with `served_to_bytes`).
+    #[serde(default)]
+    pub relayed_for_bytes: i64,
     /// Audits this pool's nodes ran on the partner's holders that passed (the evidence behind
     /// `held_by_byte_hours`).
     #[serde(default)]
@@ -132,7 +136,7 @@ pub struct PartnerOwed {
     /// `kith ledger`).
     #[serde(default)]
     pub unaudited: bool,
-    /// Units given (GiB-months held for it + GiB sent for it).
+    /// Units given (GiB-months held for it + GiB sent and relayed for it).
     pub given: f64,
     /// Units taken (GiB-months it held + GiB received from it).
     pub taken: f64,
@@ -152,12 +156,13 @@ impl PartnerOwed {
             held_by_byte_hours: l.counts.held_by,
             served_to_bytes: l.counts.served_to,
             received_from_bytes: l.counts.received_from,
+            relayed_for_bytes: l.counts.relayed_for,
             audits_passed: l.counts.audits_passed,
             audits_failed: l.counts.audits_failed,
             proofs_given: l.counts.proofs_given,
             proofs_failed: l.counts.proofs_failed,
             unaudited: l.counts.held_by > 0 && l.counts.audits_passed == 0,
-            given: l.held_for + l.served_to,
+            given: l.held_for + l.served_to + l.relayed_for,
             taken: l.held_by + l.received_from,
             priced: l.priced,
             owes_cents: l.owes_cents,
@@ -435,7 +440,7 @@ impl Statements {
                     p.held_by_byte_hours.to_string(),
                     p.received_from_bytes.to_string(),
                     p.held_for_byte_hours.to_string(),
-                    p.served_to_bytes.to_string(),
+                    p.served_to_bytes.saturating_add(p.relayed_for_bytes).to_string(),
                     String::new(),
                     String::new(),
                     String::new(),

@@ -770,6 +770,7 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
     })
     .unwrap();
     net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "record_every", "5s"]).unwrap();
     // Bea's node reaches ada's at her uplink address (named in the offer): the agreement.
     let offer = net
         .kith_ok(0, &["federation", "invite", "street", "--relay", "--lend-egress", "64MB"])
@@ -811,6 +812,29 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
     // LAN sometimes count several MB there (11.4 MiB before the off-site copy crossed, once),
     // hence 64 MB lent for a 4 MiB copy.
     assert!(relayed > 4 << 20 && relayed < 64_000_000, "{r}");
+    // Street's ledger says what ada's relay carried for hill: the copy crossed to hill's
+    // nodes through it (bytes exchanged with hill's nodes; street's own nodes' traffic is
+    // not on the line).
+    net.wait_for(CONVERGE, "street's ledger to count what ada's relay carried for hill", |net| {
+        let l = net.json(0, &["ledger", "--pool", "street"])?;
+        let p = &l["pools"][0]["partners"][0];
+        Ok(p["partner"] == "hill" && p["relayed_for_bytes"].as_u64() > Some(4 << 20))
+    })
+    .unwrap();
+    // Counted once per packet (on hill's side), framing included: close to what the relay
+    // received in all, not double.
+    let l = net.json(0, &["ledger", "--pool", "street"]).unwrap();
+    let carried = l["pools"][0]["partners"][0]["relayed_for_bytes"].as_u64().unwrap();
+    let relayed = status(&net, 0).unwrap()["relay"]["relayed_bytes"].as_u64().unwrap();
+    assert!(
+        carried * 10 <= relayed * 12 + (1 << 20),
+        "{carried} carried for hill, {relayed} in all"
+    );
+    let shown = net.kith_ok(0, &["ledger", "--pool", "street"]).unwrap();
+    assert!(
+        shown.contains("relays carried") && shown.contains("from pool hill's nodes"),
+        "{shown}"
+    );
     // Hill's nodes use the relay; the stranger's node is refused (it is nobody ada knows).
     let dee = status(&net, 4).unwrap();
     assert_eq!(

@@ -11,7 +11,8 @@
 //!              receipts: { <server node hex>: <signed receipt> }
 //!              cpu_receipts?: { <runner node hex>: <signed CPU receipt> },
 //!              partners?: { <agreement hex>: { held_for, held_by      byte-hours
-//!                                              served_to, received_from   bytes } } } }
+//!                                              served_to, received_from,
+//!                                              relayed_for                bytes } } } }
 //! costs:   { <id>: { by, what, cents, at } }
 //! sealed:  <the previous period's seal, recorded by an admin>
 //! ```
@@ -270,11 +271,14 @@ pub struct PartnerCounts {
     pub proofs_given: i64,
     /// Such audits it could not answer (a blob it holds for the partner lost or damaged).
     pub proofs_failed: i64,
+    /// Bytes this device's relay (`kith up --serve-relay`) carried from the partner's nodes,
+    /// under an agreement where this pool lends relay.
+    pub relayed_for: i64,
 }
 
 impl PartnerCounts {
     /// Their keys in a row's `partners/<agreement>` map.
-    pub const KEYS: [&'static str; 8] = [
+    pub const KEYS: [&'static str; 9] = [
         "held_for",
         "held_by",
         "served_to",
@@ -283,10 +287,11 @@ impl PartnerCounts {
         "audits_failed",
         "proofs_given",
         "proofs_failed",
+        "relayed_for",
     ];
 
     /// Each counter with its key.
-    pub fn fields(&self) -> [(&'static str, i64); 8] {
+    pub fn fields(&self) -> [(&'static str, i64); 9] {
         [
             ("held_for", self.held_for),
             ("held_by", self.held_by),
@@ -296,6 +301,7 @@ impl PartnerCounts {
             ("audits_failed", self.audits_failed),
             ("proofs_given", self.proofs_given),
             ("proofs_failed", self.proofs_failed),
+            ("relayed_for", self.relayed_for),
         ]
     }
 
@@ -308,6 +314,7 @@ impl PartnerCounts {
             "audits_failed" => self.audits_failed = n,
             "proofs_given" => self.proofs_given = n,
             "proofs_failed" => self.proofs_failed = n,
+            "relayed_for" => self.relayed_for = n,
             _ => self.received_from = n,
         }
     }
@@ -322,6 +329,7 @@ impl PartnerCounts {
         self.audits_failed += o.audits_failed;
         self.proofs_given += o.proofs_given;
         self.proofs_failed += o.proofs_failed;
+        self.relayed_for += o.relayed_for;
     }
 }
 

@@ -179,6 +179,8 @@ pub struct PartnerLine {
     pub served_to: f64,
     /// GiB this pool's nodes received from the partner's copies.
     pub received_from: f64,
+    /// GiB this pool's relays carried from the partner's nodes (priced as egress).
+    pub relayed_for: f64,
     /// Whether the agreement prices lending.
     pub priced: bool,
     /// What this pool owes the partner at the agreement's prices, in cents (negative: the
@@ -214,7 +216,9 @@ pub fn partner_lines(l: &LedgerView, pool: &PoolView) -> Vec<PartnerLine> {
                 gm * price.storage_per_gib_month as f64
                     + bytes as f64 / 1e9 * price.egress_per_gb as f64
             };
-            let micro = cost(held_by, c.received_from) - cost(held_for, c.served_to);
+            let relayed_for = gib(c.relayed_for);
+            let sent = c.served_to.saturating_add(c.relayed_for);
+            let micro = cost(held_by, c.received_from) - cost(held_for, sent);
             PartnerLine {
                 agreement: ag,
                 partner,
@@ -223,9 +227,10 @@ pub fn partner_lines(l: &LedgerView, pool: &PoolView) -> Vec<PartnerLine> {
                 held_by,
                 served_to,
                 received_from,
+                relayed_for,
                 priced,
                 owes_cents: (micro / 10_000.0).round() as i64,
-                credit: (held_for + served_to) - (held_by + received_from),
+                credit: (held_for + served_to + relayed_for) - (held_by + received_from),
             }
         })
         .collect()

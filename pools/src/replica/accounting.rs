@@ -26,6 +26,12 @@ impl Replicator {
         }
     }
 
+    /// Counts bytes this node's relay carried from the nodes of the partner of `agreement` (an
+    /// agreement of `pool` that lends relay), for `pool`'s ledger (`relayed_for`).
+    pub fn relayed_for(&self, pool: Key, agreement: Key, bytes: u64) {
+        self.usage.partner_relayed(pool, agreement, bytes);
+    }
+
     /// Records what accrued in `pool` since the last record, at once (before leaving it).
     pub fn record_usage_of(&self, pool: Key) {
         self.record_usage(pool, true);

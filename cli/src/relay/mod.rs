@@ -19,6 +19,11 @@
 //!   pool's own traffic too. With no agreement in force that lends relay, or none that states
 //!   an egress, the relay carries its own pools' nodes and the peers added by ticket, unbounded
 //!   (its owner's own traffic).
+//! - For whom: what each partner's nodes sent through it goes into the pool's ledger, on the
+//!   partner's line (`relayed_for`), counted by the front door ([`gate`]) per connection.
+//!   The door also bounds connections before the relay's handshake (how many, how long).
+
+mod gate;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -32,6 +37,7 @@ use iroh::EndpointId;
 use iroh_relay::server::{
     Access, AccessControl, ClientRequest, ConnectionId, RelayConfig, Server, ServerConfig,
 };
+use kith_crdt::Key;
 use kith_node::net::Node;
 use kith_node::net::ticket::NodeTicket;
 use kith_pools::docs::Pools;
@@ -66,6 +72,8 @@ struct Admit {
     refused: AtomicU64,
     /// Nodes whose refusal was logged.
     said: Mutex<std::collections::HashSet<EndpointId>>,
+    /// The front door, told which node each connection it let in carries.
+    gate: Arc<gate::Gate>,
 }
 
 /// Node keys the relay server keeps parsed (iroh-relay's default is a million).
@@ -94,6 +102,11 @@ impl std::fmt::Debug for Admit {
 impl AccessControl for Admit {
     async fn on_connect(&self, request: &ClientRequest) -> Access {
         let id = request.endpoint_id();
+        let conn = request.headers().get(gate::HEADER).and_then(|v| v.to_str().ok()?.parse().ok());
+        let Some(conn) = conn else {
+            // The server listens on loopback: only a local program could come round the door.
+            return Access::Deny { reason: Some("connect through the relay's address".into()) };
+        };
         if !self.open.load(Ordering::Relaxed) {
             return Access::Deny {
                 reason: Some("this relay has carried what its pool lends this month".into()),
@@ -113,6 +126,12 @@ impl AccessControl for Admit {
                         "this relay holds at most {MAX_PER_NODE} connections of one node and {MAX_CLIENTS} in all"
                     )),
                 };
+            }
+            if !self.gate.admitted(conn, id) {
+                if *n == 0 {
+                    connected.remove(&id);
+                }
+                return Access::Deny { reason: Some("connection closed".into()) };
             }
             *n += 1;
             self.clients.fetch_add(1, Ordering::Relaxed);
@@ -147,27 +166,45 @@ impl AccessControl for Admit {
     }
 }
 
-/// Who may use the relay now (see the module's notes).
-fn allowed(node: &Node, pools: &Pools, rep: &Replicator) -> HashSet<EndpointId> {
+/// Who may use the relay now (see the module's notes); and of them, the federated partners'
+/// nodes, with the pool and agreement each is let in under (for the ledger).
+fn allowed(
+    node: &Node,
+    pools: &Pools,
+    rep: &Replicator,
+) -> (HashSet<EndpointId>, HashMap<EndpointId, (Key, Key)>) {
     let mut set = HashSet::from([node.id()]);
     set.extend(node.peers().into_iter().filter(|p| p.owner).map(|p| p.id));
     let now = pools.now_ms();
-    for (pool, v) in pools.list() {
+    let list = pools.list();
+    for (_, v) in &list {
         for m in v.members.values().filter(|m| m.state == kith_pools::State::Active) {
             set.extend(m.nodes.keys().filter_map(|k| EndpointId::from_bytes(k).ok()));
         }
-        for e in v.federation.agreements.values() {
-            let lends = e.agreement.lending_of(&pool).is_some_and(|(l, _)| l.relay);
-            if !(lends && matches!(e.state(&pool, now), "active" | "leaving")) {
+    }
+    let mut partners = HashMap::new();
+    for (pool, v) in &list {
+        for (ag, e) in &v.federation.agreements {
+            let lends = e.agreement.lending_of(pool).is_some_and(|(l, _)| l.relay);
+            if !(lends && matches!(e.state(pool, now), "active" | "leaving")) {
                 continue;
             }
             let a = &e.agreement;
             let contacts = a.offer.contact.iter().chain(&a.acceptance.contact);
-            set.extend(contacts.filter_map(|t| t.parse::<NodeTicket>().ok()).map(|t| t.id));
-            set.extend(rep.partner_holders(&a.id()));
+            let theirs = contacts
+                .filter_map(|t| t.parse::<NodeTicket>().ok())
+                .map(|t| t.id)
+                .chain(rep.partner_holders(&a.id()));
+            for id in theirs {
+                // A node of this node's own pools is not the partner's, whatever it says.
+                if !set.contains(&id) {
+                    partners.entry(id).or_insert((*pool, *ag));
+                }
+            }
         }
     }
-    set
+    set.extend(partners.keys().copied());
+    (set, partners)
 }
 
 /// The agreements in force where one of this node's pools lends relay: how many, and the
@@ -242,15 +279,21 @@ pub async fn serve(
     let url = format!("http://{addr}");
     let pools = rep.pools().clone();
     // Bind now, so a bad address fails `kith up` with a clear error.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve a relay on {addr}"))?;
+    let gate = Arc::new(gate::Gate::new(gate::HANDSHAKE));
+    tokio::spawn(gate::serve(gate.clone(), listener, stop.clone()));
     let admit = Arc::new(Admit {
         open: std::sync::atomic::AtomicBool::new(false),
-        allowed: RwLock::new(Arc::new(allowed(&node, &pools, &rep))),
+        allowed: RwLock::new(Arc::new(allowed(&node, &pools, &rep).0)),
         connected: Mutex::default(),
         clients: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         said: Mutex::default(),
+        gate,
     });
-    let server = spawn(addr, admit.clone()).await?;
+    let server = spawn(admit.clone()).await?;
     tracing::info!(%url, "relay: listening (nodes use it with `kith up --relay {url}`)");
     let file = home.join(USAGE_FILE);
     let month = Period::of(pools.now_ms()).to_string();
@@ -262,17 +305,20 @@ pub async fn serve(
     }));
     let relay = Relay { status: status.clone() };
     let who = Who { node, rep };
-    let task = tokio::spawn(watch(addr, server, admit, who, file, status, stop));
+    let task = tokio::spawn(watch(server, admit, who, file, status, stop));
     Ok((relay, task))
 }
 
-async fn spawn(addr: SocketAddr, admit: Arc<Admit>) -> Result<Server> {
-    let mut relay = RelayConfig::new(addr);
-    relay.access = admit;
+/// Starts iroh's relay server on a loopback port, behind the front door.
+async fn spawn(admit: Arc<Admit>) -> Result<Server> {
+    let mut relay = RelayConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    relay.access = admit.clone();
     relay.key_cache_capacity = Some(KEY_CACHE);
     let mut config = ServerConfig::default();
     config.relay = Some(relay);
-    Server::spawn(config).await.with_context(|| format!("cannot serve a relay on {addr}"))
+    let server = Server::spawn(config).await.context("cannot start the relay server")?;
+    admit.gate.set_inner(server.http_addr());
+    Ok(server)
 }
 
 /// What the watch reads who may use the relay from.
@@ -282,10 +328,16 @@ struct Who {
 }
 
 impl Who {
-    /// Reads again who may use the relay, and cuts the connections of the nodes that may no
-    /// longer.
+    /// Reads again who may use the relay, cuts the connections of the nodes that may no
+    /// longer, and counts what partners' nodes sent through it since the last time.
     fn admit_again(&self, admit: &Admit, server: Option<&Server>) {
-        let now = Arc::new(allowed(&self.node, self.rep.pools(), &self.rep));
+        let (now, partners) = allowed(&self.node, self.rep.pools(), &self.rep);
+        for (node, bytes) in admit.gate.take_bytes() {
+            if let Some((pool, agreement)) = partners.get(&node) {
+                self.rep.relayed_for(*pool, *agreement, bytes);
+            }
+        }
+        let now = Arc::new(now);
         *admit.allowed.write().unwrap_or_else(|e| e.into_inner()) = now.clone();
         let gone: Vec<EndpointId> =
             lock(&admit.connected).keys().filter(|id| !now.contains(*id)).copied().collect();
@@ -304,7 +356,6 @@ impl Who {
 
 /// Counts, bounds and restarts the relay (see the module's notes).
 async fn watch(
-    addr: SocketAddr,
     server: Server,
     admit: Arc<Admit>,
     who: Who,
@@ -368,6 +419,7 @@ async fn watch(
                 // again, admitting nobody.
                 admit.open.store(false, Ordering::Relaxed);
                 tracing::warn!(%why, "relay: stopped");
+                admit.gate.set_inner(None);
                 if let Some(s) = server.take() {
                     let _ = s.shutdown().await;
                 }
@@ -386,7 +438,7 @@ async fn watch(
             _ => {}
         }
         if server.is_none() {
-            match spawn(addr, admit.clone()).await {
+            match spawn(admit.clone()).await {
                 Ok(s) => {
                     let used = before.saturating_add(count(&counter).saturating_sub(offset));
                     (before, offset) = (used, 0);
@@ -404,7 +456,7 @@ async fn watch(
             s.bound_bytes = bound;
             s.serving = server.is_some() && admit.open.load(Ordering::Relaxed);
             s.clients = admit.clients.load(Ordering::Relaxed);
-            s.refused = admit.refused.load(Ordering::Relaxed);
+            s.refused = admit.refused.load(Ordering::Relaxed) + admit.gate.refused();
             s.why_not = why_not;
         }
         if used != saved.0 && saved.1.elapsed() >= SAVE_EVERY {
@@ -415,6 +467,9 @@ async fn watch(
     if let Some(s) = server {
         let _ = s.shutdown().await;
     }
+    // What partners' nodes sent since the last count, for the ledger the node records as it
+    // stops.
+    who.admit_again(&admit, None);
     save_usage(&file, &month, before.saturating_add(count(&counter).saturating_sub(offset)), spent);
 }
 
@@ -454,9 +509,13 @@ mod tests {
             clients: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             said: Mutex::default(),
+            gate: Arc::new(gate::Gate::new(gate::HANDSHAKE)),
         };
+        // Each request on a connection the door holds (as it names them).
         let request = |id| {
-            let parts = http::Request::new(()).into_parts().0;
+            let conn = admit.gate.open_for_test();
+            let mut parts = http::Request::new(()).into_parts().0;
+            parts.headers.insert(gate::HEADER, conn.to_string().parse().unwrap());
             ClientRequest::new(id, iroh_relay::http::ProtocolVersion::default(), parts)
         };
         let denied = |a: Access| match a {
