@@ -34,6 +34,8 @@ const MAX_PENDING_PER_IP: usize = 16;
 pub(super) const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Bytes of a request head at most.
 const MAX_HEAD: usize = 16 << 10;
+/// Time a write to either side may wait.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Buffer per direction of a connection: with at most 4096 connections let in (the relay's
 /// bound) and [`MAX_PENDING`] more, at most about 140 MiB in all, a few hundred KiB in use.
 const BUFFER: usize = 16 << 10;
@@ -41,8 +43,10 @@ const BUFFER: usize = 16 << 10;
 /// The connections the front door holds.
 #[derive(Debug)]
 pub(super) struct Gate {
-    next: AtomicU64,
-    conns: Mutex<HashMap<u64, Conn>>,
+    /// By the connection's name: a random 128-bit number, so that a client cannot name
+    /// another's connection in a request of its own (a second request on a kept-alive
+    /// connection reaches the server as the client wrote it).
+    conns: Mutex<HashMap<u128, Conn>>,
     /// Where iroh's relay server listens now (it is started again after a stop).
     inner: RwLock<Option<SocketAddr>>,
     /// What nodes' connections that ended had sent, not yet taken.
@@ -61,6 +65,23 @@ struct Conn {
     bytes: Arc<AtomicU64>,
 }
 
+/// Where a connection comes from, for the bound per source: an IPv4 address, or an IPv6
+/// address's /64 (one host commonly holds a whole /64).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let o = v6.octets();
+            let mut p = [0u8; 16];
+            p[..8].copy_from_slice(&o[..8]);
+            IpAddr::from(p)
+        }
+        IpAddr::V6(v6) => {
+            IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED))
+        }
+        v4 => v4,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -68,7 +89,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Gate {
     pub(super) fn new(handshake: Duration) -> Gate {
         Gate {
-            next: AtomicU64::new(1),
             conns: Mutex::default(),
             inner: RwLock::new(None),
             ended: Mutex::default(),
@@ -91,8 +111,9 @@ impl Gate {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// A new connection from `ip`, unless too many are pending: its number and byte counter.
-    fn open(&self, ip: IpAddr) -> Option<(u64, Arc<AtomicU64>)> {
+    /// A new connection from `ip`, unless too many are pending: its name and byte counter.
+    fn open(&self, ip: IpAddr) -> Option<(u128, Arc<AtomicU64>)> {
+        let ip = source(ip);
         let mut conns = lock(&self.conns);
         let pending = conns.values().filter(|c| c.node.is_none());
         let (mut all, mut from) = (0, 0);
@@ -104,7 +125,9 @@ impl Gate {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut b = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).ok()?;
+        let id = u128::from_le_bytes(b);
         let bytes = Arc::new(AtomicU64::new(0));
         conns.insert(id, Conn { ip, node: None, bytes: bytes.clone() });
         Some((id, bytes))
@@ -112,27 +135,27 @@ impl Gate {
 
     /// A connection held as if accepted (for tests of the admission).
     #[cfg(test)]
-    pub(super) fn open_for_test(&self) -> u64 {
+    pub(super) fn open_for_test(&self) -> u128 {
         self.open(IpAddr::from([127, 0, 0, 1])).map_or(0, |(id, _)| id)
     }
 
     /// The relay let `node` in on connection `conn`; false for a connection the door does not
-    /// hold.
-    pub(super) fn admitted(&self, conn: u64, node: EndpointId) -> bool {
+    /// hold or one already let in (one node per connection, once).
+    pub(super) fn admitted(&self, conn: u128, node: EndpointId) -> bool {
         match lock(&self.conns).get_mut(&conn) {
-            Some(c) => {
+            Some(c) if c.node.is_none() => {
                 c.node = Some(node);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    fn is_admitted(&self, conn: u64) -> bool {
+    fn is_admitted(&self, conn: u128) -> bool {
         lock(&self.conns).get(&conn).is_some_and(|c| c.node.is_some())
     }
 
-    fn close(&self, conn: u64) -> Option<(Option<EndpointId>, u64)> {
+    fn close(&self, conn: u128) -> Option<(Option<EndpointId>, u64)> {
         let c = lock(&self.conns).remove(&conn)?;
         Some((c.node, c.bytes.swap(0, Ordering::Relaxed)))
     }
@@ -181,19 +204,25 @@ pub(super) async fn serve(gate: Arc<Gate>, listener: TcpListener, stop: Cancella
 
 /// One connection: its request head named and passed on, then bytes both ways, cut at the
 /// handshake's deadline unless the relay let its node in.
-async fn one(gate: Arc<Gate>, mut client: TcpStream, id: u64, bytes: Arc<AtomicU64>) {
+async fn one(gate: Arc<Gate>, mut client: TcpStream, id: u128, bytes: Arc<AtomicU64>) {
     let deadline = tokio::time::Instant::now() + gate.handshake;
     // Err: refused, with the reason; Ok: ended (whichever side closed).
     let run = async {
-        let Some((head, rest)) = read_head(&mut client).await? else { return Ok(()) };
-        let head = name(&head, id).ok_or("not an HTTP request")?;
-        let Some(addr) = gate.inner() else { return Ok(()) };
-        let Ok(mut inner) = TcpStream::connect(addr).await else { return Ok(()) };
-        // Relay frames are small and latency-bound: no Nagle delay on either side (iroh's
-        // server and client set it too).
-        let _ = (client.set_nodelay(true), inner.set_nodelay(true));
-        bytes.fetch_add((head.len() + rest.len()) as u64, Ordering::Relaxed);
-        if inner.write_all(&head).await.is_ok() && inner.write_all(&rest).await.is_ok() {
+        // Up to the relay's own reading, all within the deadline, let in or not.
+        let start = async {
+            let Some((head, rest)) = read_head(&mut client).await? else { return Ok(None) };
+            let head = name(&head, id).ok_or("not an HTTP request")?;
+            let Some(addr) = gate.inner() else { return Ok(None) };
+            let Ok(mut inner) = TcpStream::connect(addr).await else { return Ok(None) };
+            // Relay frames are small and latency-bound: no Nagle delay on either side
+            // (iroh's server and client set it too).
+            let _ = (client.set_nodelay(true), inner.set_nodelay(true));
+            bytes.fetch_add((head.len() + rest.len()) as u64, Ordering::Relaxed);
+            let sent = inner.write_all(&head).await.is_ok() && inner.write_all(&rest).await.is_ok();
+            Ok::<_, &str>(sent.then_some(inner))
+        };
+        let inner = tokio::time::timeout_at(deadline, start).await.map_err(|_| "too slow")??;
+        if let Some(inner) = inner {
             pipe(client, inner, &bytes).await;
         }
         Ok::<(), &str>(())
@@ -244,8 +273,9 @@ async fn read_head(s: &mut TcpStream) -> Result<Option<(Vec<u8>, Vec<u8>)>, &'st
     }
 }
 
-/// The head with the connection's name set (any [`HEADER`] the client sent removed).
-fn name(head: &[u8], id: u64) -> Option<Vec<u8>> {
+/// The head with the connection's name set (any [`HEADER`] the client sent removed); `None`
+/// for what is not one request head (an empty line inside it would start another).
+fn name(head: &[u8], id: u128) -> Option<Vec<u8>> {
     let body = head.strip_suffix(b"\r\n\r\n")?;
     let mut lines = body.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = lines.next().filter(|l| !l.is_empty())?;
@@ -253,6 +283,9 @@ fn name(head: &[u8], id: u64) -> Option<Vec<u8>> {
     out.extend_from_slice(first);
     out.extend_from_slice(b"\r\n");
     for line in lines {
+        if line.is_empty() {
+            return None;
+        }
         let field = line.split(|b| *b == b':').next().unwrap_or_default();
         if field.trim_ascii().eq_ignore_ascii_case(HEADER.as_bytes()) {
             continue;
@@ -260,7 +293,7 @@ fn name(head: &[u8], id: u64) -> Option<Vec<u8>> {
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("{HEADER}: {id}\r\n\r\n").as_bytes());
+    out.extend_from_slice(format!("{HEADER}: {id:032x}\r\n\r\n").as_bytes());
     Some(out)
 }
 
@@ -287,8 +320,10 @@ async fn forward(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 bytes.fetch_add(n as u64, Ordering::Relaxed);
-                if w.write_all(&buf[..n]).await.is_err() {
-                    break;
+                // A side that stops reading does not hold the connection for ever.
+                match tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&buf[..n])).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
                 }
             }
         }
@@ -303,13 +338,20 @@ mod tests {
     fn a_connection_is_named_and_a_name_the_client_gave_is_dropped() {
         let head =
             b"GET /relay HTTP/1.1\r\nHost: a\r\nX-Kith-Conn: 7\r\nUpgrade: websocket\r\n\r\n";
-        let named = String::from_utf8(name(head, 42).unwrap()).unwrap();
+        let named = String::from_utf8(name(head, 0x42).unwrap()).unwrap();
         assert_eq!(
             named,
-            "GET /relay HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nx-kith-conn: 42\r\n\r\n"
+            "GET /relay HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nx-kith-conn: 00000000000000000000000000000042\r\n\r\n"
         );
         assert!(name(b"\r\n\r\n", 1).is_none());
         assert!(name(b"GET / HTTP/1.1\r\n", 1).is_none());
+        // Two requests in one head (an empty line inside): not one request.
+        assert!(name(b"GET / HTTP/1.1\r\n\nGET /relay HTTP/1.1\r\n\r\n", 1).is_none());
+        // IPv6 sources count by /64.
+        let a: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(source(a), source(b));
+        assert_ne!(source(a), source("2001:db8:1:3::5".parse().unwrap()));
     }
 
     /// A stranger that opens connections and says nothing: cut at the deadline, at most

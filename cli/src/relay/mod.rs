@@ -102,7 +102,8 @@ impl std::fmt::Debug for Admit {
 impl AccessControl for Admit {
     async fn on_connect(&self, request: &ClientRequest) -> Access {
         let id = request.endpoint_id();
-        let conn = request.headers().get(gate::HEADER).and_then(|v| v.to_str().ok()?.parse().ok());
+        let conn = request.headers().get(gate::HEADER);
+        let conn = conn.and_then(|v| u128::from_str_radix(v.to_str().ok()?, 16).ok());
         let Some(conn) = conn else {
             // The server listens on loopback: only a local program could come round the door.
             return Access::Deny { reason: Some("connect through the relay's address".into()) };
@@ -283,7 +284,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot serve a relay on {addr}"))?;
     let gate = Arc::new(gate::Gate::new(gate::HANDSHAKE));
-    tokio::spawn(gate::serve(gate.clone(), listener, stop.clone()));
+    let door = tokio::spawn(gate::serve(gate.clone(), listener, stop.clone()));
     let admit = Arc::new(Admit {
         open: std::sync::atomic::AtomicBool::new(false),
         allowed: RwLock::new(Arc::new(allowed(&node, &pools, &rep).0)),
@@ -305,7 +306,7 @@ pub async fn serve(
     }));
     let relay = Relay { status: status.clone() };
     let who = Who { node, rep };
-    let task = tokio::spawn(watch(server, admit, who, file, status, stop));
+    let task = tokio::spawn(watch(server, door, admit, who, file, status, stop));
     Ok((relay, task))
 }
 
@@ -357,6 +358,7 @@ impl Who {
 /// Counts, bounds and restarts the relay (see the module's notes).
 async fn watch(
     server: Server,
+    door: tokio::task::JoinHandle<()>,
     admit: Arc<Admit>,
     who: Who,
     file: PathBuf,
@@ -467,8 +469,9 @@ async fn watch(
     if let Some(s) = server {
         let _ = s.shutdown().await;
     }
-    // What partners' nodes sent since the last count, for the ledger the node records as it
-    // stops.
+    // What partners' nodes exchanged since the last count (the door's connections ended
+    // first), for the ledger the node records as it stops.
+    let _ = door.await;
     who.admit_again(&admit, None);
     save_usage(&file, &month, before.saturating_add(count(&counter).saturating_sub(offset)), spent);
 }
@@ -515,7 +518,7 @@ mod tests {
         let request = |id| {
             let conn = admit.gate.open_for_test();
             let mut parts = http::Request::new(()).into_parts().0;
-            parts.headers.insert(gate::HEADER, conn.to_string().parse().unwrap());
+            parts.headers.insert(gate::HEADER, format!("{conn:032x}").parse().unwrap());
             ClientRequest::new(id, iroh_relay::http::ProtocolVersion::default(), parts)
         };
         let denied = |a: Access| match a {
