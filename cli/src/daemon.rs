@@ -283,6 +283,12 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    tokio::spawn(crate::relay::follow(
+        node.clone(),
+        pools.clone(),
+        opts.relays.clone(),
+        pools_stop.clone(),
+    ));
     let (relay, relay_task) = match opts.serve_relay {
         Some(addr) => {
             let (r, t) = crate::relay::serve(

@@ -53,8 +53,20 @@ pub struct Ctx {
     pub job_book: crate::job_ops::JobBook,
     /// The relay this node serves, in the daemon with `--serve-relay`.
     pub relay: Option<crate::relay::Relay>,
-    /// The relays this node uses (`--relay`).
+    /// The relays this node was told to use (`--relay`); it also uses those its pools'
+    /// agreements name ([`crate::relay::follow`]).
     pub relays: Vec<iroh::RelayUrl>,
+}
+
+/// The relays an agreement where this node's pool lends relay names: the one this node serves
+/// (unless it listens on every address: no URL reaches that), else those it was told to use.
+fn own_relays(ctx: &Ctx) -> Vec<String> {
+    let served = ctx.relay.as_ref().map(|r| r.status().url);
+    let served = served.filter(|u| !u.contains("://0.0.0.0:") && !u.contains("://[::]:"));
+    match served {
+        Some(u) => vec![u],
+        None => ctx.relays.iter().map(|u| u.to_string()).collect(),
+    }
 }
 
 /// A long operation under way: what it is, and its progress as its frames report it.
@@ -407,7 +419,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             };
             let pools = ctx.pools.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
             let rep = ctx.replicator.as_ref().ok_or_else(|| anyhow!("pools are not running"))?;
-            crate::pool_ops::handle(pools, rep, node, req, out).await
+            crate::pool_ops::handle(pools, rep, node, &own_relays(ctx), req, out).await
         }
         Request::JobRun(r) => crate::job_ops::run(ctx, r, out).await,
         Request::JobLs => crate::job_ops::ls(ctx),

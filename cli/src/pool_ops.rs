@@ -95,6 +95,7 @@ pub async fn handle(
     pools: &Arc<Pools>,
     rep: &Arc<Replicator>,
     node: Option<&Arc<kith_node::net::Node>>,
+    own_relays: &[String],
     req: PoolReq,
     out: &Out,
 ) -> Result<Value> {
@@ -164,6 +165,7 @@ pub async fn handle(
                 bail!("--expires must be between 1s and 365d");
             }
             let lend = fed_lend(&lend)?;
+            let contact = contacts(running()?, &lend, own_relays);
             let price = kith_federation::Price {
                 storage_per_gib_month: price(&price_storage)?,
                 egress_per_gb: price(&price_egress)?,
@@ -171,7 +173,6 @@ pub async fn handle(
             let mut id = [0u8; 16];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
                 .map_err(|_| anyhow!("no randomness"))?;
-            let contact = vec![running()?.ticket().to_string()];
             let offer = pools.with_pool(&pool, |p| {
                 let v = p.view();
                 admin_here(&v, signer)?;
@@ -203,7 +204,7 @@ pub async fn handle(
             let offer = kith_federation::Offer::from_ticket(&ticket).map_err(|e| anyhow!(e))?;
             offer.check(now).map_err(|e| anyhow!(e))?;
             let lend = fed_lend(&lend)?;
-            let contact = vec![running()?.ticket().to_string()];
+            let contact = contacts(running()?, &lend, own_relays);
             let ag = pools.with_pool(&pool, |p| {
                 let v = p.view();
                 admin_here(&v, signer)?;
@@ -890,6 +891,22 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
 }
 
 /// What a pool lends, from the command line's sizes.
+/// What an offer or acceptance names to reach this pool's nodes: this node's ticket, and when
+/// the pool lends relay, the relays this node serves or uses (`own`; the partner's nodes and
+/// this pool's use them while the agreement stands: docs/federation.md "Relays").
+fn contacts(
+    node: &kith_node::net::Node,
+    lend: &kith_federation::Lend,
+    own: &[String],
+) -> Vec<String> {
+    let mut c = vec![node.ticket().to_string()];
+    if lend.relay {
+        let room = kith_federation::MAX_CONTACTS - c.len();
+        c.extend(own.iter().take(room).cloned());
+    }
+    c
+}
+
 fn fed_lend(l: &crate::api::pools::FedLend) -> Result<kith_federation::Lend> {
     let size = |s: &str| -> Result<u64> {
         if s.trim().is_empty() { Ok(0) } else { parse_size(s).map_err(|e| anyhow!(e)) }
@@ -955,5 +972,6 @@ fn fed_agreement(
         term_days: g.offer.term_days,
         notice_days: g.offer.notice_days,
         ends_ms: e.ends_ms(),
+        relays: g.relays().into_iter().map(str::to_string).collect(),
     }
 }

@@ -560,6 +560,9 @@ pub fn agreements(v: &[kith::api::pools::FedAgreement]) -> Result<ExitCode> {
             a.term_days,
             a.notice_days
         );
+        if !a.relays.is_empty() {
+            println!("    relay {} (both pools' nodes use it)", a.relays.join(", "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,10 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<Value> {
         browsers: None,
         mesh: None,
         relay: ctx.relay.as_ref().map(|r| r.status()),
-        relays: ctx.relays.iter().map(|u| u.to_string()).collect(),
+        relays: match &ctx.node {
+            Some(n) => n.relays().iter().map(|u| u.to_string()).collect(),
+            None => ctx.relays.iter().map(|u| u.to_string()).collect(),
+        },
         home_relay: None,
         relay_error: None,
         refused: Default::default(),

@@ -113,7 +113,8 @@ pub struct Offer {
     /// Until when it may be taken up (ms since the epoch).
     #[n(9)]
     pub expires_ms: u64,
-    /// How to reach the offering pool's nodes (node tickets).
+    /// How to reach the offering pool's nodes: node tickets, and where it lends relay, the
+    /// URLs of its relays (`http://…`, see [`relays_in`]).
     #[n(10)]
     pub contact: Vec<String>,
     /// The admin's signature over all of the above.
@@ -145,7 +146,7 @@ pub struct Acceptance {
     /// When the agreement starts (ms since the epoch): when it was accepted.
     #[n(6)]
     pub at_ms: u64,
-    /// How to reach the accepting pool's nodes.
+    /// How to reach the accepting pool's nodes (as [`Offer::contact`]).
     #[n(7)]
     pub contact: Vec<String>,
     /// The admin's signature over all of the above.
@@ -269,6 +270,17 @@ fn check_contacts(what: &'static str, c: &[String]) -> Result<(), FedError> {
         });
     }
     Ok(())
+}
+
+/// The relay URLs among contacts: those that start `http://` or `https://` (the others are
+/// node tickets). They travel with the contacts, which every kith since the first federation
+/// carries and signs whatever they hold, so an agreement naming a relay is read by older kith
+/// too (which ignores what is not a node ticket).
+pub fn relays_in(contacts: &[String]) -> impl Iterator<Item = &str> {
+    contacts
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.starts_with("http://") || c.starts_with("https://"))
 }
 
 fn check_name(what: &'static str, n: &str) -> Result<(), FedError> {
@@ -434,6 +446,17 @@ impl Agreement {
         } else {
             None
         }
+    }
+
+    /// The relays the pools that lend relay in this agreement name (their URLs, as given:
+    /// the caller parses them). Both pools' nodes use them: the lender's to be found there,
+    /// the borrower's to reach it.
+    pub fn relays(&self) -> Vec<&str> {
+        let sides = [
+            (&self.offer.lend, &self.offer.contact),
+            (&self.acceptance.lend, &self.acceptance.contact),
+        ];
+        sides.into_iter().filter(|(l, _)| l.relay).flat_map(|(_, c)| relays_in(c)).collect()
     }
 
     /// What `pool` lends, and what it is lent, in this agreement.

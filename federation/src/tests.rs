@@ -146,3 +146,68 @@ fn a_roster_is_the_capability_the_partner_checks_alone_and_it_runs_out() {
     assert!(other.check(&ag, NOW).is_err());
     assert!(Roster::from_bytes(&r.to_bytes()[..20]).is_err());
 }
+
+#[test]
+fn the_relays_an_agreement_names_are_those_of_the_sides_that_lend_relay() {
+    let (ada, bea) = (admin(1), admin(2));
+    // Street lends its relay and names it among its contacts; the URL is signed with them.
+    let mut o = offer(&ada);
+    o.contact.push("http://203.0.113.7:7790".into());
+    o = Offer::sign(
+        &ada,
+        o.id,
+        o.pool,
+        &o.pool_name,
+        o.lend,
+        o.price,
+        o.term_days,
+        o.notice_days,
+        o.expires_ms,
+        o.contact,
+    );
+    o.check(NOW).unwrap();
+    let mut moved = o.clone();
+    moved.contact[1] = "http://198.51.100.9:7790".into();
+    assert_eq!(moved.check(NOW), Err(FedError::Forged("offer")));
+    // Hill lends no relay: a URL among its contacts is not used.
+    let a = Acceptance::sign(
+        &bea,
+        &o,
+        [2; 32],
+        "hill",
+        Lend { storage: 1 << 30, ..Default::default() },
+        NOW,
+        vec!["kithnode1hill".into(), "https://relay.hill.example".into()],
+    );
+    let ag = Agreement { offer: o.clone(), acceptance: a.clone() };
+    ag.check().unwrap();
+    assert_eq!(ag.relays(), vec!["http://203.0.113.7:7790"]);
+    // Lending both ways, both relays; no relay lent, none.
+    let both = Acceptance::sign(
+        &bea,
+        &o,
+        [2; 32],
+        "hill",
+        Lend { relay: true, ..Default::default() },
+        NOW,
+        a.contact.clone(),
+    );
+    let ag = Agreement { offer: o.clone(), acceptance: both };
+    assert_eq!(ag.relays(), vec!["http://203.0.113.7:7790", "https://relay.hill.example"]);
+    let plain = Offer::sign(
+        &ada,
+        o.id,
+        o.pool,
+        &o.pool_name,
+        Lend { relay: false, ..o.lend },
+        o.price,
+        o.term_days,
+        o.notice_days,
+        o.expires_ms,
+        o.contact.clone(),
+    );
+    let a = Acceptance::sign(&bea, &plain, [2; 32], "hill", Lend::default(), NOW, vec![]);
+    assert!(Agreement { offer: plain, acceptance: a }.relays().is_empty());
+    // The node tickets are not relays.
+    assert_eq!(relays_in(&o.contact).count(), 1);
+}

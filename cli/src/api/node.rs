@@ -56,7 +56,8 @@ pub struct Status {
     /// The relay this node serves (`kith up --serve-relay`), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelayStatus>,
-    /// The relays this node uses (`kith up --relay`), and the one it is connected to.
+    /// The relays this node uses: those given (`kith up --relay`) and those its pools'
+    /// federation agreements name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<String>,
     /// The relay this node is connected to (its home relay), if it uses relays and is.

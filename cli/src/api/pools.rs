@@ -793,4 +793,8 @@ pub struct FedAgreement {
     /// When it ends, once notice was given.
     #[serde(default)]
     pub ends_ms: Option<i64>,
+    /// The relays named by the pools that lend relay in it: both pools' nodes use them
+    /// while it is in force.
+    #[serde(default)]
+    pub relays: Vec<String>,
 }

@@ -227,6 +227,61 @@ fn lent(pools: &Pools) -> (usize, Option<u64>) {
     (n, bound)
 }
 
+/// Relays taken from agreements at most (each names at most a few; a pool has few partners).
+const MAX_LEARNED: usize = 16;
+
+/// How often [`follow`] reads the agreements again.
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// The relays this node uses: those it was told to use (`configured`), and those named by the
+/// agreements of its pools (`list`) that have not ended where a side lends relay (at most
+/// [`MAX_LEARNED`]). One this pool accepted and the partner has not confirmed yet counts: its
+/// acceptance may reach the partner only through that relay.
+fn wanted(
+    list: &[(Key, kith_pools::PoolView)],
+    now_ms: i64,
+    configured: &[iroh::RelayUrl],
+) -> Vec<iroh::RelayUrl> {
+    let mut want = configured.to_vec();
+    let mut learned = 0;
+    for (pool, v) in list {
+        for e in v.federation.agreements.values() {
+            if e.state(pool, now_ms) == "ended" {
+                continue;
+            }
+            for url in e.agreement.relays() {
+                let Ok(url) = url.parse::<iroh::RelayUrl>() else { continue };
+                if !want.contains(&url) && learned < MAX_LEARNED {
+                    want.push(url);
+                    learned += 1;
+                }
+            }
+        }
+    }
+    want
+}
+
+/// Keeps this node's relays those [`wanted`] names until `stop`: a relay an agreement names is
+/// used within [`FOLLOW_EVERY`] of the agreement being recorded here, and dropped as it ends.
+pub async fn follow(
+    node: Arc<Node>,
+    pools: Arc<Pools>,
+    configured: Vec<iroh::RelayUrl>,
+    stop: CancellationToken,
+) {
+    loop {
+        let want = wanted(&pools.list(), pools.now_ms(), &configured);
+        if node.set_relays(&want).await {
+            let list: Vec<String> = want.iter().map(|u| u.to_string()).collect();
+            tracing::info!(relays = %list.join(", "), "relays: using those given and those the agreements name");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+        }
+    }
+}
+
 /// A running relay.
 #[derive(Debug, Clone)]
 pub struct Relay {
@@ -479,6 +534,65 @@ async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relays_used_are_those_given_and_those_an_agreement_names_until_it_ends() {
+        use kith_federation::{Acceptance, Agreement, Lend, Notice, Offer, Price};
+        use kith_pools::Pool;
+        const T0: i64 = 1_800_000_000_000;
+        let (ada, bea) =
+            (kith_crdt::Signer::new(&[1; 32], [0; 32]), kith_crdt::Signer::new(&[2; 32], [0; 32]));
+        let mut street = Pool::create(&ada, "ada", Pool::charter("street"), T0).unwrap();
+        let mut hill = Pool::create(&bea, "bea", Pool::charter("hill"), T0).unwrap();
+        let given: iroh::RelayUrl = "http://10.0.0.9:7790".parse().unwrap();
+        let lent: iroh::RelayUrl = "http://203.0.113.7:7790".parse().unwrap();
+        let list = |p: &Pool| vec![(p.id(), p.view())];
+        assert_eq!(wanted(&list(&street), T0, std::slice::from_ref(&given)), vec![given.clone()]);
+        // Street lends its relay and names it; hill names one too but lends none.
+        let o = Offer::sign(
+            &ada,
+            [1; 16],
+            street.id(),
+            "street",
+            Lend { relay: true, egress: 1 << 30, ..Lend::default() },
+            Price::default(),
+            365,
+            0,
+            (T0 + 3_600_000) as u64,
+            vec!["kithnode1street".into(), "http://203.0.113.7:7790".into()],
+        );
+        street.add_fed_offer(&ada, &o, T0 + 1).unwrap();
+        let contact = vec!["https://hill.example".into()];
+        let a = Acceptance::sign(
+            &bea,
+            &o,
+            hill.id(),
+            "hill",
+            Lend::default(),
+            (T0 + 2) as u64,
+            contact,
+        );
+        let ag = Agreement { offer: o, acceptance: a };
+        hill.add_agreement(&bea, &ag, T0 + 2).unwrap();
+        // Hill's nodes use it while street has not confirmed yet (the acceptance may reach
+        // street only through it), street's once recorded; what was given stays first.
+        assert_eq!(
+            hill.view().federation.agreements[&ag.id()].state(&hill.id(), T0 + 3),
+            "pending"
+        );
+        assert_eq!(wanted(&list(&hill), T0 + 3, &[]), vec![lent.clone()]);
+        street.add_agreement(&ada, &ag, T0 + 3).unwrap();
+        assert_eq!(
+            wanted(&list(&street), T0 + 4, std::slice::from_ref(&given)),
+            vec![given.clone(), lent.clone()]
+        );
+        assert_eq!(wanted(&list(&street), T0 + 4, std::slice::from_ref(&lent)), vec![lent.clone()]);
+        // Notice (none due): it ends, and its relay is no longer used.
+        let n = Notice::sign(&ada, ag.id(), (T0 + 5) as u64);
+        street.record_notice(&ada, &n, T0 + 5).unwrap();
+        assert!(wanted(&list(&street), T0 + 6, &[]).is_empty());
+        assert_eq!(wanted(&list(&street), T0 + 6, std::slice::from_ref(&given)), vec![given]);
+    }
 
     #[test]
     fn the_months_count_survives_a_restart_and_a_damaged_file_counts_from_zero() {

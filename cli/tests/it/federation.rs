@@ -731,7 +731,8 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
     // on another. The router between them is down: nothing crosses it. Ada's node has an
     // uplink both neighbourhoods reach and serves a relay there; street lends it to hill with
     // 64 MB of egress a month. Ada offers no storage, so street's copies (on bob's and cy's
-    // nodes) reach hill's nodes only through her relay.
+    // nodes) reach hill's nodes only through her relay. Bob, bea and the stranger are told to
+    // use it by hand; cy's and dee's nodes learn it from the agreement.
     let mut net = testnet(6, kith_testnet::Layout::Namespaces);
     net.split_lan(3, kith_testnet::netns::LinkShape { mbit: 1000, loss_permille: 0 }).unwrap();
     let up = net.add_uplink(0).unwrap();
@@ -739,7 +740,9 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
     let url = format!("http://{up}:7790");
     net.nodes[0].up_args.extend(["--serve-relay".to_string(), format!("{up}:7790")]);
     for i in 0..6 {
-        net.nodes[i].up_args.extend(["--relay".to_string(), url.clone()]);
+        if ![2, 4].contains(&i) {
+            net.nodes[i].up_args.extend(["--relay".to_string(), url.clone()]);
+        }
         net.kith_ok(i, &["init"]).unwrap();
         net.start(i).unwrap();
     }
@@ -765,6 +768,9 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
             && status(net, 3)?["relay_error"].as_str().is_some_and(|e| e.contains("refused")))
     })
     .unwrap();
+    // Cy's node, told no relay, uses none while no agreement names one.
+    let cy = status(&net, 2).unwrap();
+    assert!(cy["relays"].as_array().is_none_or(|r| r.is_empty()), "{cy}");
     net.wait_for(CONVERGE, "street's nodes to see both offers", |net| {
         Ok(net.json(1, &["pool", "show", "street"])?["capacity"]["offered"] == 2u64 << 30)
     })
@@ -783,6 +789,26 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
         Ok(r["serving"] == true && r["bound_bytes"] == 64_000_000u64)
     })
     .unwrap();
+    // The agreement names the relay (ada's node serves it): cy's and dee's nodes, told no
+    // relay, use it as soon as their pool's document holds the agreement (cy's is let in at
+    // once, as street's; dee's once ada's node learns hill's holders, below).
+    net.wait_for(CONVERGE, "dee's node to list the agreement with its relay", |net| {
+        Ok(net.kith_ok(4, &["federation", "ls"])?.contains(&format!("relay {url}")))
+    })
+    .unwrap();
+    for i in [2, 4] {
+        net.wait_for(
+            CONVERGE,
+            "cy's and dee's nodes to use the relay the agreement names",
+            |net| {
+                let s = status(net, i)?;
+                let named = s["relays"].as_array().is_some_and(|r| r.len() == 1);
+                let home = s["home_relay"].as_str().map(|u| u.trim_end_matches('/'));
+                Ok(named && (i == 4 || home == Some(&url[..])))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}: {}", status(&net, i).unwrap()));
+    }
     net.kith_ok(0, &["pool", "set", "street", "offsite_replicas", "1"]).unwrap();
 
     // Bob puts 4 MiB: its off-site copy crosses to hill's nodes through ada's relay.
@@ -835,7 +861,8 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
         shown.contains("relays carried") && shown.contains("from pool hill's nodes"),
         "{shown}"
     );
-    // Hill's nodes use the relay; the stranger's node is refused (it is nobody ada knows).
+    // Hill's nodes use the relay (dee's learned from the agreement); the stranger's node is
+    // refused (it is nobody ada knows).
     let dee = status(&net, 4).unwrap();
     assert_eq!(
         dee["home_relay"].as_str().map(|u| u.trim_end_matches('/')),

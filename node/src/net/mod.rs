@@ -3,7 +3,9 @@
 //!
 //! [`Node`] is one running node. Its endpoint has no relay, no port mapping, no DNS or pkarr
 //! lookup and no network probes: it dials only addresses it learned on the LAN (mDNS) or from a
-//! ticket, so with no configuration it sends nothing beyond the LAN.
+//! ticket, so with no configuration it sends nothing beyond the LAN. Relays are used only when
+//! given: at start (`kith up --relay`) or later ([`Node::set_relays`], the relays a federation
+//! agreement names).
 
 pub mod blobs;
 pub use blobs::{LinkError, connect_error};
@@ -113,8 +115,8 @@ fn failures(failed: &[String]) -> String {
 struct LanLookup {
     peers: Arc<PeerTable>,
     mdns: Option<Arc<Mdns>>,
-    /// The relays this node was told to use: every peer is also looked for there.
-    relays: Vec<iroh::RelayUrl>,
+    /// The relays this node uses now: every peer is also looked for there.
+    relays: Arc<std::sync::RwLock<Vec<iroh::RelayUrl>>>,
 }
 
 impl AddressLookup for LanLookup {
@@ -126,7 +128,8 @@ impl AddressLookup for LanLookup {
     }
 
     fn resolve(&self, id: EndpointId) -> Option<BoxStream<Result<Item, LookupError>>> {
-        self.peers.lookup(id, &self.relays)
+        let relays = self.relays.read().unwrap_or_else(|e| e.into_inner()).clone();
+        self.peers.lookup(id, &relays)
     }
 }
 
@@ -143,6 +146,10 @@ pub struct Node {
     received: Tallies,
     inflight: inflight::InFlight,
     fetched: Fetched,
+    /// The relays it uses now (shared with the address lookup).
+    relays: Arc<std::sync::RwLock<Vec<iroh::RelayUrl>>>,
+    /// Changes of them one at a time.
+    relays_change: tokio::sync::Mutex<()>,
 }
 
 /// Verified blobs this node fetched from peers since it started, by how the peer was reached
@@ -200,17 +207,15 @@ fn check_report(what: &str, report: &FetchReport) -> Result<(), NetError> {
     Ok(())
 }
 
-/// The relay mode for these relays: none, or these without QUIC address discovery.
+/// A relay as the endpoint's map holds it: no QUIC address discovery (kith's relays serve none).
+fn relay_config(url: &iroh::RelayUrl) -> Arc<iroh::RelayConfig> {
+    Arc::new(iroh::RelayConfig::new(url.clone(), None))
+}
+
+/// The relay mode for these relays: always a map (empty: the endpoint uses no relay and
+/// probes nothing), so that relays can be added later ([`Node::set_relays`]).
 fn relay_mode(relays: &[iroh::RelayUrl]) -> RelayMode {
-    if relays.is_empty() {
-        return RelayMode::Disabled;
-    }
-    RelayMode::Custom(
-        relays
-            .iter()
-            .map(|u| std::sync::Arc::new(iroh::RelayConfig::new(u.clone(), None)))
-            .collect(),
-    )
+    RelayMode::Custom(relays.iter().map(relay_config).collect())
 }
 
 impl Node {
@@ -234,12 +239,13 @@ impl Node {
             true => None,
             false => Some(Mdns::start(me, &cfg.mdns, peers.clone(), cancel.clone())?),
         };
-        let lookup =
-            LanLookup { peers: peers.clone(), mdns: mdns.clone(), relays: cfg.relays.clone() };
+        let relays = Arc::new(std::sync::RwLock::new(cfg.relays.clone()));
+        let lookup = LanLookup { peers: peers.clone(), mdns: mdns.clone(), relays: relays.clone() };
         // With relays, their latency is measured over plain HTTP (`/ping`), which is how a
-        // home relay is chosen; kith's relays serve no QUIC address discovery.
+        // home relay is chosen; kith's relays serve no QUIC address discovery. With none
+        // (an empty map), iroh runs no probe at all.
         let (relay_mode, mut report) = (relay_mode(&cfg.relays), NetReportConfig::minimal());
-        report.https_probes = !cfg.relays.is_empty();
+        report.https_probes = true;
         let mut builder = Endpoint::builder(presets::Minimal)
             .secret_key(key.secret().clone())
             .relay_mode(relay_mode)
@@ -292,7 +298,32 @@ impl Node {
             received: Tallies::default(),
             inflight: inflight::InFlight::default(),
             fetched: Fetched::default(),
+            relays,
+            relays_change: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The relays this node uses now.
+    pub fn relays(&self) -> Vec<iroh::RelayUrl> {
+        self.relays.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Uses these relays from now on (the endpoint's relay map changed in place: a relay no
+    /// longer named is dropped, its connection with it). Returns whether anything changed.
+    pub async fn set_relays(&self, want: &[iroh::RelayUrl]) -> bool {
+        let _one = self.relays_change.lock().await;
+        let now = self.relays();
+        if now == want {
+            return false;
+        }
+        for url in now.iter().filter(|u| !want.contains(u)) {
+            self.endpoint.remove_relay(url).await;
+        }
+        for url in want.iter().filter(|u| !now.contains(u)) {
+            self.endpoint.insert_relay(url.clone(), relay_config(url)).await;
+        }
+        *self.relays.write().unwrap_or_else(|e| e.into_inner()) = want.to_vec();
+        true
     }
 
     /// This node's id.
