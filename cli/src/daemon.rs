@@ -285,7 +285,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
     let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
     tokio::spawn(crate::relay::follow(
         node.clone(),
-        pools.clone(),
+        replicator.clone(),
         opts.relays.clone(),
         pools_stop.clone(),
     ));

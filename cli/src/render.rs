@@ -83,6 +83,19 @@ pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
                 r.month,
                 r.refused
             );
+            for p in &r.partners {
+                let lent = match p.lent_bytes {
+                    0 => String::new(),
+                    n if p.relayed_bytes >= n => {
+                        format!(
+                            " of {} lent: used up, its nodes refused until next month",
+                            fmt::bytes(n)
+                        )
+                    }
+                    n => format!(" of {} lent", fmt::bytes(n)),
+                };
+                println!("          for pool {}: {}{lent}", p.partner, fmt::bytes(p.relayed_bytes));
+            }
         }
         if let Some(at) = v.retired_ms {
             println!(

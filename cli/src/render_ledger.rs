@@ -90,7 +90,7 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                     bh(f.held_for_byte_hours),
                     bh(f.held_by_byte_hours),
                     b(f.served_to_bytes.saturating_add(f.relayed_for_bytes)),
-                    b(f.received_from_bytes),
+                    b(f.received_from_bytes.saturating_add(f.relayed_by_bytes)),
                     format!("{}/{}", f.audits_passed, f.audits_failed),
                     owes,
                 );
@@ -100,6 +100,13 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                     "  (this pool's relays carried {} from pool {}'s nodes: in SENT IT)",
                     fmt::bytes(f.relayed_for_bytes as u64),
                     f.partner
+                );
+            }
+            for f in p.partners.iter().filter(|f| f.relayed_by_bytes > 0) {
+                println!(
+                    "  (pool {}'s relay carried {} for this pool's nodes: in RECEIVED)",
+                    f.partner,
+                    fmt::bytes(f.relayed_by_bytes as u64)
                 );
             }
             for f in p.partners.iter().filter(|f| f.proofs_given + f.proofs_failed > 0) {

@@ -65,6 +65,8 @@ struct PartnerAccrual {
     proofs_failed: u64,
     /// Bytes this node's relay carried from the partner's nodes.
     relayed_for: u64,
+    /// Bytes this node sent and received through the partner's relay.
+    relayed_by: u64,
 }
 
 /// Accruals per pool.
@@ -166,6 +168,12 @@ impl Usage {
         self.partners().entry((pool, agreement)).or_default().relayed_for += bytes;
     }
 
+    /// Counts bytes this node sent and received through the relay of the partner of
+    /// `agreement`.
+    pub fn partner_relayed_by(&self, pool: Key, agreement: Key, bytes: u64) {
+        self.partners().entry((pool, agreement)).or_default().relayed_by += bytes;
+    }
+
     /// Counts an audit of copies held under `agreement` (of `pool`): one this node ran on a
     /// partner's holder (`by_me`), or one the partner ran on this node; `passed` its verdict.
     pub fn partner_audited(&self, pool: Key, agreement: Key, by_me: bool, passed: bool) {
@@ -194,6 +202,7 @@ impl Usage {
                 proofs_given: a.proofs_given as i64,
                 proofs_failed: a.proofs_failed as i64,
                 relayed_for: a.relayed_for as i64,
+                relayed_by: a.relayed_by as i64,
             };
             a.held_for %= HOUR_MS;
             a.held_by %= HOUR_MS;
@@ -204,6 +213,7 @@ impl Usage {
             a.proofs_given = 0;
             a.proofs_failed = 0;
             a.relayed_for = 0;
+            a.relayed_by = 0;
             if c.fields().iter().any(|(_, n)| *n > 0) {
                 out.push((*ag, c));
             }
@@ -225,6 +235,7 @@ impl Usage {
             a.proofs_given += c.proofs_given as u64;
             a.proofs_failed += c.proofs_failed as u64;
             a.relayed_for += c.relayed_for as u64;
+            a.relayed_by += c.relayed_by as u64;
         }
     }
 

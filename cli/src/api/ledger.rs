@@ -117,6 +117,10 @@ pub struct PartnerOwed {
     /// `given`, and in the statement's egress column with `served_to_bytes`).
     #[serde(default)]
     pub relayed_for_bytes: i64,
+    /// Bytes the partner's relay carried for this pool's nodes (priced as egress taken; in
+    /// `taken`, and in the statement's egress-used column with `received_from_bytes`).
+    #[serde(default)]
+    pub relayed_by_bytes: i64,
     /// Audits this pool's nodes ran on the partner's holders that passed (the evidence behind
     /// `held_by_byte_hours`).
     #[serde(default)]
@@ -138,7 +142,7 @@ pub struct PartnerOwed {
     pub unaudited: bool,
     /// Units given (GiB-months held for it + GiB sent and relayed for it).
     pub given: f64,
-    /// Units taken (GiB-months it held + GiB received from it).
+    /// Units taken (GiB-months it held + GiB received from it and relayed by it).
     pub taken: f64,
     /// Whether the agreement prices lending (else the line is credit both ways).
     pub priced: bool,
@@ -157,13 +161,14 @@ impl PartnerOwed {
             served_to_bytes: l.counts.served_to,
             received_from_bytes: l.counts.received_from,
             relayed_for_bytes: l.counts.relayed_for,
+            relayed_by_bytes: l.counts.relayed_by,
             audits_passed: l.counts.audits_passed,
             audits_failed: l.counts.audits_failed,
             proofs_given: l.counts.proofs_given,
             proofs_failed: l.counts.proofs_failed,
             unaudited: l.counts.held_by > 0 && l.counts.audits_passed == 0,
             given: l.held_for + l.served_to + l.relayed_for,
-            taken: l.held_by + l.received_from,
+            taken: l.held_by + l.received_from + l.relayed_by,
             priced: l.priced,
             owes_cents: l.owes_cents,
         }
@@ -438,7 +443,7 @@ impl Statements {
                     format!("partner:{}", p.agreement),
                     format!("partner pool {}", p.partner),
                     p.held_by_byte_hours.to_string(),
-                    p.received_from_bytes.to_string(),
+                    p.received_from_bytes.saturating_add(p.relayed_by_bytes).to_string(),
                     p.held_for_byte_hours.to_string(),
                     p.served_to_bytes.saturating_add(p.relayed_for_bytes).to_string(),
                     String::new(),

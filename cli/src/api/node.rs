@@ -220,4 +220,19 @@ pub struct RelayStatus {
     pub refused: u64,
     /// Why it does not serve, when it does not.
     pub why_not: Option<String>,
+    /// What each partner it is lent to exchanged through it this month.
+    #[serde(default)]
+    pub partners: Vec<RelayPartner>,
+}
+
+/// What a partner pool's nodes exchanged through a relay this month, against what its
+/// agreement lends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayPartner {
+    /// The partner pool's name.
+    pub partner: String,
+    /// Bytes its nodes exchanged through the relay this month (both ways).
+    pub relayed_bytes: u64,
+    /// The egress its agreement lends a month (0: none stated, no bound of its own).
+    pub lent_bytes: u64,
 }

@@ -21,6 +21,10 @@
 //!   (its owner's own traffic).
 //! - For whom: what each partner's nodes sent through it goes into the pool's ledger, on the
 //!   partner's line (`relayed_for`), counted by the front door ([`gate`]) per connection.
+//!   And bounded per partner: once a partner's nodes exchanged this month the egress its
+//!   agreement lends (when it states one), they are cut and refused until the next month,
+//!   while the pool's own nodes and other partners' go on (counted every check, kept in
+//!   `HOME/relay-partners`).
 //!   The door also bounds connections before the relay's handshake (how many, how long).
 
 mod gate;
@@ -49,6 +53,8 @@ use crate::api::node::RelayStatus;
 
 /// The file that keeps this month's count.
 const USAGE_FILE: &str = "relay-usage";
+/// The file that keeps this month's count per partner (per agreement).
+const PARTNERS_FILE: &str = "relay-partners";
 /// How often the count is read and checked against the bound. The relay stops once what it
 /// carried, plus what it carried in the last such interval, reaches the bound: at the rate
 /// of the moment it stops just before the bound, past it only by a sudden rise of traffic.
@@ -72,6 +78,8 @@ struct Admit {
     refused: AtomicU64,
     /// Nodes whose refusal was logged.
     said: Mutex<std::collections::HashSet<EndpointId>>,
+    /// Partners' nodes whose agreement's egress is used up this month, with why.
+    spent: RwLock<Arc<HashMap<EndpointId, String>>>,
     /// The front door, told which node each connection it let in carries.
     gate: Arc<gate::Gate>,
 }
@@ -112,6 +120,11 @@ impl AccessControl for Admit {
             return Access::Deny {
                 reason: Some("this relay has carried what its pool lends this month".into()),
             };
+        }
+        let spent = self.spent.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned();
+        if let Some(why) = spent {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Access::Deny { reason: Some(why) };
         }
         let allowed = self.allowed.read().unwrap_or_else(|e| e.into_inner()).contains(&id);
         if allowed {
@@ -167,13 +180,19 @@ impl AccessControl for Admit {
     }
 }
 
+/// The federated partners' nodes the relay lets in, and what their agreements lend.
+#[derive(Debug, Default)]
+struct Partners {
+    /// Each node, with the pool and agreement it is let in under.
+    nodes: HashMap<EndpointId, (Key, Key)>,
+    /// Each agreement that lends relay: the egress it lends a month (0: none stated) and the
+    /// partner's name.
+    lent: HashMap<Key, (u64, String)>,
+}
+
 /// Who may use the relay now (see the module's notes); and of them, the federated partners'
-/// nodes, with the pool and agreement each is let in under (for the ledger).
-fn allowed(
-    node: &Node,
-    pools: &Pools,
-    rep: &Replicator,
-) -> (HashSet<EndpointId>, HashMap<EndpointId, (Key, Key)>) {
+/// nodes, with the pool and agreement each is let in under (for the ledger and the bound).
+fn allowed(node: &Node, pools: &Pools, rep: &Replicator) -> (HashSet<EndpointId>, Partners) {
     let mut set = HashSet::from([node.id()]);
     set.extend(node.peers().into_iter().filter(|p| p.owner).map(|p| p.id));
     let now = pools.now_ms();
@@ -183,7 +202,7 @@ fn allowed(
             set.extend(m.nodes.keys().filter_map(|k| EndpointId::from_bytes(k).ok()));
         }
     }
-    let mut partners = HashMap::new();
+    let mut partners = Partners::default();
     for (pool, v) in &list {
         for (ag, e) in &v.federation.agreements {
             let lends = e.agreement.lending_of(pool).is_some_and(|(l, _)| l.relay);
@@ -191,6 +210,9 @@ fn allowed(
                 continue;
             }
             let a = &e.agreement;
+            let lends = a.lending_of(pool).map_or(0, |(l, _)| l.egress);
+            let name = a.partner_of(pool).map(|(_, n)| n.to_string()).unwrap_or_default();
+            partners.lent.insert(*ag, (lends, name));
             let contacts = a.offer.contact.iter().chain(&a.acceptance.contact);
             let theirs = contacts
                 .filter_map(|t| t.parse::<NodeTicket>().ok())
@@ -199,14 +221,58 @@ fn allowed(
             for id in theirs {
                 // A node of this node's own pools is not the partner's, whatever it says.
                 if !set.contains(&id) {
-                    partners.entry(id).or_insert((*pool, *ag));
+                    partners.nodes.entry(id).or_insert((*pool, *ag));
                 }
             }
         }
     }
-    set.extend(partners.keys().copied());
+    set.extend(partners.nodes.keys().copied());
     (set, partners)
 }
+
+/// This month's count per agreement in the partners file (`MONTH` on the first line, then
+/// `AGREEMENT-HEX BYTES` lines; nothing for another month, no file or a damaged one).
+fn load_partners(file: &std::path::Path, month: &str) -> HashMap<Key, u64> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut lines = text.lines();
+    if lines.next() != Some(month) {
+        return HashMap::new();
+    }
+    let mut out = HashMap::new();
+    for line in lines.take(MAX_PARTNER_LINES) {
+        let mut w = line.split_whitespace();
+        let key = w.next().and_then(key_of);
+        if let (Some(k), Some(n)) = (key, w.next().and_then(|n| n.parse().ok())) {
+            out.insert(k, n);
+        }
+    }
+    out
+}
+
+/// A key written in hex (64 digits).
+fn key_of(h: &str) -> Option<Key> {
+    if h.len() != 64 {
+        return None;
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(k)
+}
+
+fn save_partners(file: &std::path::Path, month: &str, used: &HashMap<Key, u64>) {
+    let mut text = format!("{month}\n");
+    for (k, n) in used.iter().take(MAX_PARTNER_LINES) {
+        text.push_str(&format!("{} {n}\n", kith_crdt::hex(k)));
+    }
+    if let Err(e) = kith_node::fsutil::write_atomic(file, text.as_bytes(), 0o600) {
+        tracing::warn!(error = %e, "relay: cannot save this month's count per partner");
+    }
+}
+
+/// Agreements kept in the partners file at most.
+const MAX_PARTNER_LINES: usize = 4096;
 
 /// The agreements in force where one of this node's pools lends relay: how many, and the
 /// egress they lend in all (`None` when none states one).
@@ -261,16 +327,57 @@ fn wanted(
     want
 }
 
+/// The pool and agreement under which a partner lends this node's pools the relay at `url`
+/// (named in the agreement, which has not ended), if any.
+fn lender_of(
+    list: &[(Key, kith_pools::PoolView)],
+    now_ms: i64,
+    url: &iroh::RelayUrl,
+) -> Option<(Key, Key)> {
+    list.iter().find_map(|(pool, v)| {
+        v.federation.agreements.iter().find_map(|(id, e)| {
+            let a = &e.agreement;
+            let (lend, contact) = if a.offer.pool == *pool {
+                (&a.acceptance.lend, &a.acceptance.contact)
+            } else {
+                (&a.offer.lend, &a.offer.contact)
+            };
+            let named = kith_federation::relays_in(contact)
+                .any(|u| u.parse::<iroh::RelayUrl>().is_ok_and(|u| u == *url));
+            (lend.relay && named && e.state(pool, now_ms) != "ended").then_some((*pool, *id))
+        })
+    })
+}
+
 /// Keeps this node's relays those [`wanted`] names until `stop`: a relay an agreement names is
 /// used within [`FOLLOW_EVERY`] of the agreement being recorded here, and dropped as it ends.
+/// What the node sends and receives through relays while its home relay is one a partner
+/// lends goes into the pool's ledger on that partner's line (`relayed_by`).
 pub async fn follow(
     node: Arc<Node>,
-    pools: Arc<Pools>,
+    rep: Arc<Replicator>,
     configured: Vec<iroh::RelayUrl>,
     stop: CancellationToken,
 ) {
+    let pools = rep.pools().clone();
+    let mut counted = node.relay_bytes();
     loop {
-        let want = wanted(&pools.list(), pools.now_ms(), &configured);
+        let list = pools.list();
+        let now = pools.now_ms();
+        // Since the last look, through the relay this node is connected to: counted on the
+        // line of the partner that lends it (iroh counts relayed bytes in all, not per
+        // relay: a node that uses several relays counts them all to its home relay's).
+        let bytes = node.relay_bytes();
+        let since = bytes.saturating_sub(counted);
+        counted = bytes;
+        let home =
+            node.home_relay().and_then(|(u, ok)| ok.ok().and(u.parse::<iroh::RelayUrl>().ok()));
+        if let Some((pool, agreement)) = home.and_then(|u| lender_of(&list, now, &u))
+            && since > 0
+        {
+            rep.relayed_by(pool, agreement, since);
+        }
+        let want = wanted(&list, now, &configured);
         if node.set_relays(&want).await {
             let list: Vec<String> = want.iter().map(|u| u.to_string()).collect();
             tracing::info!(relays = %list.join(", "), "relays: using those given and those the agreements name");
@@ -343,6 +450,7 @@ pub async fn serve(
     let admit = Arc::new(Admit {
         open: std::sync::atomic::AtomicBool::new(false),
         allowed: RwLock::new(Arc::new(allowed(&node, &pools, &rep).0)),
+        spent: RwLock::default(),
         connected: Mutex::default(),
         clients: AtomicU64::new(0),
         refused: AtomicU64::new(0),
@@ -360,7 +468,9 @@ pub async fn serve(
         ..RelayStatus::default()
     }));
     let relay = Relay { status: status.clone() };
-    let who = Who { node, rep };
+    let partners_file = home.join(PARTNERS_FILE);
+    let used = load_partners(&partners_file, &month);
+    let who = Who { node, rep, partners: Partners::default(), used, file: partners_file };
     let task = tokio::spawn(watch(server, door, admit, who, file, status, stop));
     Ok((relay, task))
 }
@@ -377,22 +487,81 @@ async fn spawn(admit: Arc<Admit>) -> Result<Server> {
     Ok(server)
 }
 
-/// What the watch reads who may use the relay from.
+/// What the watch reads who may use the relay from, and what it counts per partner.
 struct Who {
     node: Arc<Node>,
     rep: Arc<Replicator>,
+    /// The partners' nodes let in, as last read.
+    partners: Partners,
+    /// What each agreement's partner exchanged through the relay this month.
+    used: HashMap<Key, u64>,
+    /// Where `used` is kept.
+    file: PathBuf,
+}
+
+/// Whether a partner has exchanged what its agreement lends: the egress it states (none: no
+/// bound of its own).
+fn used_up(used: u64, lent: u64) -> bool {
+    lent > 0 && used >= lent
 }
 
 impl Who {
-    /// Reads again who may use the relay, cuts the connections of the nodes that may no
-    /// longer, and counts what partners' nodes sent through it since the last time.
-    fn admit_again(&self, admit: &Admit, server: Option<&Server>) {
-        let (now, partners) = allowed(&self.node, self.rep.pools(), &self.rep);
+    /// Counts what partners' nodes exchanged through the relay since the last time (for the
+    /// ledger and their bounds); true if a partner has now used up what it is lent.
+    fn count(&mut self, admit: &Admit) -> bool {
+        let mut newly = false;
         for (node, bytes) in admit.gate.take_bytes() {
-            if let Some((pool, agreement)) = partners.get(&node) {
+            if let Some((pool, agreement)) = self.partners.nodes.get(&node) {
                 self.rep.relayed_for(*pool, *agreement, bytes);
+                let used = self.used.entry(*agreement).or_default();
+                let lent = self.partners.lent.get(agreement).map_or(0, |l| l.0);
+                newly |= !used_up(*used, lent) && used_up(*used + bytes, lent);
+                *used += bytes;
             }
         }
+        newly
+    }
+
+    /// What each partner exchanged this month, against what it is lent (by name).
+    fn status(&self) -> Vec<crate::api::node::RelayPartner> {
+        let mut out: Vec<_> = self
+            .partners
+            .lent
+            .iter()
+            .map(|(ag, (lent, name))| crate::api::node::RelayPartner {
+                partner: name.clone(),
+                relayed_bytes: self.used.get(ag).copied().unwrap_or(0),
+                lent_bytes: *lent,
+            })
+            .collect();
+        out.sort_by(|a, b| a.partner.cmp(&b.partner));
+        out
+    }
+
+    /// Reads again who may use the relay, cuts the connections of the nodes that may no
+    /// longer (a partner's that used up what it is lent among them), and counts what
+    /// partners' nodes sent through it since the last time.
+    fn admit_again(&mut self, admit: &Admit, server: Option<&Server>) {
+        self.count(admit);
+        let (mut now, partners) = allowed(&self.node, self.rep.pools(), &self.rep);
+        self.partners = partners;
+        let mut spent = HashMap::new();
+        for (node, (_, agreement)) in &self.partners.nodes {
+            let (lent, name) = self.partners.lent.get(agreement).cloned().unwrap_or_default();
+            let used = self.used.get(agreement).copied().unwrap_or(0);
+            if used_up(used, lent) {
+                now.remove(node);
+                spent.insert(
+                    *node,
+                    format!(
+                        "this relay has carried what its pool lends pool {name} this month ({} of {}): it carries its nodes again next month",
+                        crate::fmt::bytes(used),
+                        crate::fmt::bytes(lent)
+                    ),
+                );
+            }
+        }
+        *admit.spent.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spent);
         let now = Arc::new(now);
         *admit.allowed.write().unwrap_or_else(|e| e.into_inner()) = now.clone();
         let gone: Vec<EndpointId> =
@@ -433,6 +602,8 @@ async fn watch(
     let mut offset = 0;
     let mut saved = (before, tokio::time::Instant::now());
     let (mut ticks, mut lending, mut last) = (0u32, (0, None), before);
+    let mut who = who;
+    let mut saved_partners = who.used.clone();
     let count = |c: &Option<Arc<iroh_relay::server::Metrics>>| {
         c.as_ref().map(|m| m.bytes_recv.get()).unwrap_or(0)
     };
@@ -445,12 +616,16 @@ async fn watch(
         if now_month > month {
             // A new month: the count starts again.
             (before, offset, month, spent) = (0, count(&counter), now_month, None);
+            who.used.clear();
         }
         let used = before.saturating_add(count(&counter).saturating_sub(offset));
         let step = used.saturating_sub(last);
         last = used;
         if ticks.is_multiple_of(AGREEMENTS_EVERY) {
             lending = lent(&pools);
+            who.admit_again(&admit, server.as_ref());
+        } else if who.count(&admit) {
+            // A partner used up what it is lent: its nodes are cut now, not within a second.
             who.admit_again(&admit, server.as_ref());
         }
         ticks = ticks.wrapping_add(1);
@@ -515,10 +690,17 @@ async fn watch(
             s.clients = admit.clients.load(Ordering::Relaxed);
             s.refused = admit.refused.load(Ordering::Relaxed) + admit.gate.refused();
             s.why_not = why_not;
+            if ticks % AGREEMENTS_EVERY == 1 {
+                s.partners = who.status();
+            }
         }
         if used != saved.0 && saved.1.elapsed() >= SAVE_EVERY {
             save_usage(&file, &month, used, spent);
             saved = (used, tokio::time::Instant::now());
+        }
+        if who.used != saved_partners && saved.1.elapsed() >= SAVE_EVERY / 2 {
+            save_partners(&who.file, &month, &who.used);
+            saved_partners = who.used.clone();
         }
     }
     if let Some(s) = server {
@@ -528,6 +710,7 @@ async fn watch(
     // first), for the ledger the node records as it stops.
     let _ = door.await;
     who.admit_again(&admit, None);
+    save_partners(&who.file, &month, &who.used);
     save_usage(&file, &month, before.saturating_add(count(&counter).saturating_sub(offset)), spent);
 }
 
@@ -615,6 +798,26 @@ mod tests {
         assert_eq!(load_usage(&file, "2026-12"), (0, None));
     }
 
+    #[test]
+    fn the_months_count_per_partner_survives_a_restart_and_bounds_only_what_states_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(PARTNERS_FILE);
+        assert!(load_partners(&file, "2026-12").is_empty(), "no file");
+        let used = HashMap::from([([1; 32], 24_000_000), ([2; 32], 5)]);
+        save_partners(&file, "2026-12", &used);
+        assert_eq!(load_partners(&file, "2026-12"), used);
+        // Another month starts from nothing; a damaged line is skipped, the others kept.
+        assert!(load_partners(&file, "2027-01").is_empty());
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, format!("{text}zz 12\n{} lots\n", "ab".repeat(32))).unwrap();
+        assert_eq!(load_partners(&file, "2026-12"), used);
+        std::fs::write(&file, b"\xff\x00garbage").unwrap();
+        assert!(load_partners(&file, "2026-12").is_empty());
+        // Bounded once what is lent is exchanged; an agreement stating no egress is not.
+        assert!(!used_up(23_999_999, 24_000_000) && used_up(24_000_000, 24_000_000));
+        assert!(!used_up(u64::MAX, 0));
+    }
+
     #[tokio::test]
     async fn a_node_let_in_holds_a_few_connections_at_most_and_a_stranger_none() {
         let (ours, stranger) =
@@ -626,6 +829,7 @@ mod tests {
             clients: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             said: Mutex::default(),
+            spent: RwLock::default(),
             gate: Arc::new(gate::Gate::new(gate::HANDSHAKE)),
         };
         // Each request on a connection the door holds (as it names them).
@@ -655,6 +859,16 @@ mod tests {
         let why = denied(admit.on_connect(&request(stranger)).await);
         assert!(why.contains("partners' only"), "{why}");
         assert_eq!(admit.refused.load(Ordering::Relaxed), 2);
+        // A partner that used up what its agreement lends: refused, saying so, while the
+        // others go on.
+        let partner = iroh::SecretKey::generate().public();
+        let why = "this relay has carried what its pool lends pool hill this month".to_string();
+        *admit.allowed.write().unwrap() = Arc::new(HashSet::from([ours]));
+        *admit.spent.write().unwrap() = Arc::new(HashMap::from([(partner, why)]));
+        let why = denied(admit.on_connect(&request(partner)).await);
+        assert!(why.contains("lends pool hill this month"), "{why}");
+        admit.on_disconnect(ours, held[2].connection_id());
+        assert!(matches!(admit.on_connect(&request(ours)).await, Access::Allow));
         // The relay's bound used up: nobody, its own nodes neither.
         admit.open.store(false, Ordering::Relaxed);
         admit.on_disconnect(ours, held[1].connection_id());

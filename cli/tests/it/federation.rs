@@ -777,6 +777,7 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
     .unwrap();
     net.kith_ok(0, &["pool", "set", "street", "replicas", "2"]).unwrap();
     net.kith_ok(0, &["pool", "set", "street", "record_every", "5s"]).unwrap();
+    net.kith_ok(3, &["pool", "set", "hill", "record_every", "5s"]).unwrap();
     // Bea's node reaches ada's at her uplink address (named in the offer): the agreement.
     let offer = net
         .kith_ok(0, &["federation", "invite", "street", "--relay", "--lend-egress", "64MB"])
@@ -861,6 +862,29 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
         shown.contains("relays carried") && shown.contains("from pool hill's nodes"),
         "{shown}"
     );
+    // Hill's ledger says it too, from what hill's nodes sent and received through street's
+    // relay: the mirror of street's line, counted on the other side.
+    net.wait_for(CONVERGE, "hill's ledger to count what street's relay carried for it", |net| {
+        let l = net.json(3, &["ledger", "--pool", "hill"])?;
+        let p = &l["pools"][0]["partners"][0];
+        Ok(p["partner"] == "street" && p["relayed_by_bytes"].as_u64() > Some(4 << 20))
+    })
+    .unwrap();
+    let l = net.json(3, &["ledger", "--pool", "hill"]).unwrap();
+    let through = l["pools"][0]["partners"][0]["relayed_by_bytes"].as_u64().unwrap();
+    let carried = net.json(0, &["ledger", "--pool", "street"]).unwrap()["pools"][0]["partners"][0]
+        ["relayed_for_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        through * 10 <= carried * 12 + (1 << 20),
+        "hill counts {through} through street's relay, street {carried}"
+    );
+    eprintln!(
+        "the relay's bytes for hill: {through} counted by hill's nodes, {carried} by street's relay"
+    );
+    let shown = net.kith_ok(3, &["ledger", "--pool", "hill"]).unwrap();
+    assert!(shown.contains("pool street's relay carried"), "{shown}");
     // Hill's nodes use the relay (dee's learned from the agreement); the stranger's node is
     // refused (it is nobody ada knows).
     let dee = status(&net, 4).unwrap();
@@ -881,6 +905,16 @@ fn two_neighbourhoods_with_no_path_between_them_reach_each_other_through_a_membe
     .unwrap();
     let shown = net.kith_ok(0, &["status"]).unwrap();
     assert!(shown.contains(&format!("relay     {url}")) && shown.contains("lent in"), "{shown}");
+    // What hill's nodes exchanged through it, against what street lends hill (its own bound).
+    net.wait_for(CONVERGE, "ada's relay to show what hill's nodes used of what is lent", |net| {
+        let p = &status(net, 0)?["relay"]["partners"][0];
+        Ok(p["partner"] == "hill"
+            && p["lent_bytes"] == 64_000_000u64
+            && p["relayed_bytes"].as_u64() > Some(4 << 20))
+    })
+    .unwrap();
+    let shown = net.kith_ok(0, &["status"]).unwrap();
+    assert!(shown.contains("for pool hill: ") && shown.contains("of 61.0 MiB lent"), "{shown}");
     // Ada adds the stranger's node by its ticket: her relay carries it (her own choice)...
     let ticket = net.kith_ok(5, &["id", "--ticket"]).unwrap();
     net.kith_ok(0, &["peer", "add", ticket.trim()]).unwrap();

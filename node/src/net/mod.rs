@@ -303,6 +303,12 @@ impl Node {
         })
     }
 
+    /// Bytes this node sent and received through relays since it started (QUIC datagrams).
+    pub fn relay_bytes(&self) -> u64 {
+        let m = &self.endpoint.metrics().socket;
+        m.send_relay.get().saturating_add(m.recv_data_relay.get())
+    }
+
     /// The relays this node uses now.
     pub fn relays(&self) -> Vec<iroh::RelayUrl> {
         self.relays.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -12,7 +12,7 @@
 //!              cpu_receipts?: { <runner node hex>: <signed CPU receipt> },
 //!              partners?: { <agreement hex>: { held_for, held_by      byte-hours
 //!                                              served_to, received_from,
-//!                                              relayed_for                bytes } } } }
+//!                                              relayed_for, relayed_by    bytes } } } }
 //! costs:   { <id>: { by, what, cents, at } }
 //! sealed:  <the previous period's seal, recorded by an admin>
 //! ```
@@ -274,11 +274,14 @@ pub struct PartnerCounts {
     /// Bytes this device's relay (`kith up --serve-relay`) carried from the partner's nodes,
     /// under an agreement where this pool lends relay.
     pub relayed_for: i64,
+    /// Bytes this device sent and received through the partner's relay (one the agreement
+    /// names, where the partner lends relay).
+    pub relayed_by: i64,
 }
 
 impl PartnerCounts {
     /// Their keys in a row's `partners/<agreement>` map.
-    pub const KEYS: [&'static str; 9] = [
+    pub const KEYS: [&'static str; 10] = [
         "held_for",
         "held_by",
         "served_to",
@@ -288,10 +291,11 @@ impl PartnerCounts {
         "proofs_given",
         "proofs_failed",
         "relayed_for",
+        "relayed_by",
     ];
 
     /// Each counter with its key.
-    pub fn fields(&self) -> [(&'static str, i64); 9] {
+    pub fn fields(&self) -> [(&'static str, i64); 10] {
         [
             ("held_for", self.held_for),
             ("held_by", self.held_by),
@@ -302,6 +306,7 @@ impl PartnerCounts {
             ("proofs_given", self.proofs_given),
             ("proofs_failed", self.proofs_failed),
             ("relayed_for", self.relayed_for),
+            ("relayed_by", self.relayed_by),
         ]
     }
 
@@ -315,6 +320,7 @@ impl PartnerCounts {
             "proofs_given" => self.proofs_given = n,
             "proofs_failed" => self.proofs_failed = n,
             "relayed_for" => self.relayed_for = n,
+            "relayed_by" => self.relayed_by = n,
             _ => self.received_from = n,
         }
     }
@@ -330,6 +336,7 @@ impl PartnerCounts {
         self.proofs_given += o.proofs_given;
         self.proofs_failed += o.proofs_failed;
         self.relayed_for += o.relayed_for;
+        self.relayed_by += o.relayed_by;
     }
 }
 

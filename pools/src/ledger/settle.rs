@@ -181,6 +181,8 @@ pub struct PartnerLine {
     pub received_from: f64,
     /// GiB this pool's relays carried from the partner's nodes (priced as egress).
     pub relayed_for: f64,
+    /// GiB the partner's relay carried for this pool's nodes (priced as egress taken).
+    pub relayed_by: f64,
     /// Whether the agreement prices lending.
     pub priced: bool,
     /// What this pool owes the partner at the agreement's prices, in cents (negative: the
@@ -218,7 +220,9 @@ pub fn partner_lines(l: &LedgerView, pool: &PoolView) -> Vec<PartnerLine> {
             };
             let relayed_for = gib(c.relayed_for);
             let sent = c.served_to.saturating_add(c.relayed_for);
-            let micro = cost(held_by, c.received_from) - cost(held_for, sent);
+            let relayed_by = gib(c.relayed_by);
+            let taken = c.received_from.saturating_add(c.relayed_by);
+            let micro = cost(held_by, taken) - cost(held_for, sent);
             PartnerLine {
                 agreement: ag,
                 partner,
@@ -228,9 +232,11 @@ pub fn partner_lines(l: &LedgerView, pool: &PoolView) -> Vec<PartnerLine> {
                 served_to,
                 received_from,
                 relayed_for,
+                relayed_by,
                 priced,
                 owes_cents: (micro / 10_000.0).round() as i64,
-                credit: (held_for + served_to + relayed_for) - (held_by + received_from),
+                credit: (held_for + served_to + relayed_for)
+                    - (held_by + received_from + relayed_by),
             }
         })
         .collect()

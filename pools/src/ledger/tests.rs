@@ -599,23 +599,28 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     // Ada's relay carried 1 GB from hill's nodes: priced as egress she gave.
     let relayed = PartnerCounts { relayed_for: 1_000_000_000, ..Default::default() };
     l.record_partners(&a, &rules, &[(id, relayed)], 15).unwrap();
+    // Bob's node reached hill's through hill's relay, 2 GB: priced as egress taken.
+    let through = PartnerCounts { relayed_by: 2_000_000_000, ..Default::default() };
+    l.record_partners(&m, &rules, &[(id, through)], 16).unwrap();
     let v = l.view();
     let row = &v.rows[&(a.author().key, a.author().device)];
     assert_eq!(row.partners[&id].held_for, 2 * gib_month);
     assert_eq!(row.partners[&id].served_to, 4 << 30);
-    // One line for hill: street owes it for 3 GiB-months and 1 GiB taken, less 2 GiB-months,
-    // 4 GiB sent and 1 GB relayed: 6.00 + 0.54 - 4.00 - 2.15 - 0.50 = -0.11 (hill owes).
+    // One line for hill: street owes it for 3 GiB-months, 1 GiB taken and 2 GB its relay
+    // carried, less 2 GiB-months, 4 GiB sent and 1 GB relayed for it:
+    // 6.00 + 0.54 + 1.00 - 4.00 - 2.15 - 0.50 = 0.89.
     let lines = partner_lines(&v, &p.view());
     assert_eq!(lines.len(), 1);
     let h = &lines[0];
     assert_eq!((h.partner.as_str(), h.priced), ("hill", true));
     assert!((h.held_for - 2.0).abs() < 1e-9 && (h.held_by - 3.0).abs() < 1e-9, "{h:?}");
-    assert_eq!(h.owes_cents, -11, "{h:?}");
+    assert_eq!(h.owes_cents, 89, "{h:?}");
     assert_eq!(h.counts.relayed_for, 1_000_000_000, "{h:?}");
+    assert_eq!(h.counts.relayed_by, 2_000_000_000, "{h:?}");
     // The audits are the line's evidence, summed over devices; they cost nothing.
     assert_eq!((h.counts.audits_passed, h.counts.audits_failed), (4, 1), "{h:?}");
     assert_eq!((h.counts.proofs_given, h.counts.proofs_failed), (2, 0), "{h:?}");
-    assert!((h.credit - (2.0 + 1e9 / (1u64 << 30) as f64)).abs() < 1e-9, "{h:?}");
+    assert!((h.credit - (2.0 - 1e9 / (1u64 << 30) as f64)).abs() < 1e-9, "{h:?}");
     // Without prices, the same figures are credit both ways (an agreement this view lacks
     // is named by its id).
     let lines = partner_lines(&v, &pool().0.view());
@@ -657,7 +662,8 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
         raw.put_object(&ps, "not-an-agreement", ObjType::Map).unwrap();
     });
     assert!(e.contains("is not an agreement"), "{e}");
-    assert_eq!(l.view().rows[&(m.author().key, m.author().device)].partners[&id], bob);
+    let kept = PartnerCounts { relayed_by: 2_000_000_000, ..bob };
+    assert_eq!(l.view().rows[&(m.author().key, m.author().device)].partners[&id], kept);
 }
 
 /// A balance carried in under a key that names no member (the reader needs a member key) is

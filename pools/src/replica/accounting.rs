@@ -32,6 +32,12 @@ impl Replicator {
         self.usage.partner_relayed(pool, agreement, bytes);
     }
 
+    /// Counts bytes this node sent and received through the relay of the partner of
+    /// `agreement` (of `pool`), which lends it relay, for `pool`'s ledger (`relayed_by`).
+    pub fn relayed_by(&self, pool: Key, agreement: Key, bytes: u64) {
+        self.usage.partner_relayed_by(pool, agreement, bytes);
+    }
+
     /// Records what accrued in `pool` since the last record, at once (before leaving it).
     pub fn record_usage_of(&self, pool: Key) {
         self.record_usage(pool, true);
