@@ -287,6 +287,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         node.clone(),
         replicator.clone(),
         opts.relays.clone(),
+        opts.serve_relay.and_then(|a| format!("http://{a}").parse().ok()),
         pools_stop.clone(),
     ));
     let (relay, relay_task) = match opts.serve_relay {

@@ -892,8 +892,9 @@ fn show(pools: &Pools, id: &[u8; 32], v: &PoolView) -> PoolDetail {
 
 /// What a pool lends, from the command line's sizes.
 /// What an offer or acceptance names to reach this pool's nodes: this node's ticket, and when
-/// the pool lends relay, the relays this node serves or uses (`own`; the partner's nodes and
-/// this pool's use them while the agreement stands: docs/federation.md "Relays").
+/// the pool lends relay, the relays this node serves or was given (`own`, those a partner's
+/// nodes may be sent to, at most two; this pool's nodes use them while the agreement stands,
+/// and the partner's when this pool made the offer: docs/federation.md "Relays").
 fn contacts(
     node: &kith_node::net::Node,
     lend: &kith_federation::Lend,
@@ -901,12 +902,13 @@ fn contacts(
 ) -> Vec<String> {
     let mut c = vec![node.ticket().to_string()];
     if lend.relay {
-        let room = kith_federation::MAX_CONTACTS - c.len();
-        c.extend(own.iter().take(room).cloned());
+        let ok = own.iter().filter(|u| kith_federation::relay_url_ok(u));
+        c.extend(ok.take(kith_federation::MAX_RELAYS).cloned());
     }
     c
 }
 
+/// What a pool lends, from the command's arguments.
 fn fed_lend(l: &crate::api::pools::FedLend) -> Result<kith_federation::Lend> {
     let size = |s: &str| -> Result<u64> {
         if s.trim().is_empty() { Ok(0) } else { parse_size(s).map_err(|e| anyhow!(e)) }
@@ -972,6 +974,10 @@ fn fed_agreement(
         term_days: g.offer.term_days,
         notice_days: g.offer.notice_days,
         ends_ms: e.ends_ms(),
-        relays: g.relays().into_iter().map(str::to_string).collect(),
+        relays: if e.state(id, now_ms) == "ended" {
+            Vec::new()
+        } else {
+            g.relays_for(id).into_iter().map(str::to_string).collect()
+        },
     }
 }

@@ -561,7 +561,7 @@ pub fn agreements(v: &[kith::api::pools::FedAgreement]) -> Result<ExitCode> {
             a.notice_days
         );
         if !a.relays.is_empty() {
-            println!("    relay {} (both pools' nodes use it)", a.relays.join(", "));
+            println!("    relay {} (this pool's nodes use it)", a.relays.join(", "));
         }
     }
     Ok(ExitCode::SUCCESS)

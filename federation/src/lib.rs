@@ -269,18 +269,49 @@ fn check_contacts(what: &'static str, c: &[String]) -> Result<(), FedError> {
             why: format!("at most {MAX_CONTACTS} contacts of {MAX_CONTACT} characters"),
         });
     }
+    let urls: Vec<&String> = c.iter().filter(|x| is_url(x)).collect();
+    if urls.len() > MAX_RELAYS || urls.iter().any(|u| !relay_url_ok(u)) {
+        return Err(FedError::Bounds {
+            what,
+            why: format!(
+                "at most {MAX_RELAYS} relay URLs, each http://IP:PORT of an address nodes may reach (not loopback, link-local, multicast or a host name)"
+            ),
+        });
+    }
     Ok(())
 }
 
-/// The relay URLs among contacts: those that start `http://` or `https://` (the others are
-/// node tickets). They travel with the contacts, which every kith since the first federation
-/// carries and signs whatever they hold, so an agreement naming a relay is read by older kith
-/// too (which ignores what is not a node ticket).
+/// Relay URLs one side of an agreement may name.
+pub const MAX_RELAYS: usize = 2;
+
+/// Whether a contact is a relay URL (the others are node tickets).
+fn is_url(c: &str) -> bool {
+    c.starts_with("http://") || c.starts_with("https://")
+}
+
+/// Whether a relay URL is one kith's nodes may be sent to: `http(s)://IP:PORT` with an
+/// optional `/`, the address neither loopback, unspecified, link-local, multicast nor
+/// broadcast. No host names (resolving one could leave the LAN), no user, path or query:
+/// a partner cannot make a pool's nodes ask anything of a host but a relay's handshake.
+pub fn relay_url_ok(c: &str) -> bool {
+    let rest = c.strip_prefix("http://").or_else(|| c.strip_prefix("https://"));
+    let Some(rest) = rest else { return false };
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    let Ok(addr) = host.parse::<std::net::SocketAddr>() else { return false };
+    let ip = addr.ip().to_canonical();
+    let bad = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local() || v4.is_broadcast(),
+        std::net::IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    addr.port() != 0 && !(bad || ip.is_loopback() || ip.is_unspecified() || ip.is_multicast())
+}
+
+/// The relay URLs among contacts that [`relay_url_ok`] lets through, at most [`MAX_RELAYS`].
+/// They travel with the contacts, which every kith since the first federation carries and
+/// signs whatever they hold, so an agreement naming a relay is read by older kith too (which
+/// ignores what is not a node ticket).
 pub fn relays_in(contacts: &[String]) -> impl Iterator<Item = &str> {
-    contacts
-        .iter()
-        .map(String::as_str)
-        .filter(|c| c.starts_with("http://") || c.starts_with("https://"))
+    contacts.iter().map(String::as_str).filter(|c| relay_url_ok(c)).take(MAX_RELAYS)
 }
 
 fn check_name(what: &'static str, n: &str) -> Result<(), FedError> {
@@ -448,15 +479,40 @@ impl Agreement {
         }
     }
 
-    /// The relays the pools that lend relay in this agreement name (their URLs, as given:
-    /// the caller parses them). Both pools' nodes use them: the lender's to be found there,
-    /// the borrower's to reach it.
-    pub fn relays(&self) -> Vec<&str> {
-        let sides = [
-            (&self.offer.lend, &self.offer.contact),
-            (&self.acceptance.lend, &self.acceptance.contact),
-        ];
-        sides.into_iter().filter(|(l, _)| l.relay).flat_map(|(_, c)| relays_in(c)).collect()
+    /// The relays `pool`'s nodes use under this agreement (URLs [`relay_url_ok`] lets
+    /// through; the caller parses them): those its own side names where it lends relay (its
+    /// nodes are found there), and those the partner names where it lends relay, when the
+    /// partner made the offer: `pool`'s admin saw the offer when taking it up. A relay the
+    /// accepting pool lends back was never shown to the offering pool's admin (an acceptance
+    /// is recorded as it comes), so the offering pool's nodes do not go to it by themselves.
+    pub fn relays_for(&self, pool: &Key) -> Vec<&str> {
+        let (o, a) = (&self.offer, &self.acceptance);
+        let sides: [(bool, &[String]); 2] = if *pool == o.pool {
+            [(o.lend.relay, &o.contact), (false, &a.contact)]
+        } else if *pool == a.pool {
+            [(a.lend.relay, &a.contact), (o.lend.relay, &o.contact)]
+        } else {
+            return Vec::new();
+        };
+        let mut out: Vec<&str> = Vec::new();
+        for url in sides.into_iter().filter(|(lends, _)| *lends).flat_map(|(_, c)| relays_in(c)) {
+            if !out.contains(&url) {
+                out.push(url);
+            }
+        }
+        out
+    }
+
+    /// The relays the partner of `pool` lends it and names, that `pool`'s nodes use (see
+    /// [`Agreement::relays_for`]: only an offering partner's) and `pool`'s side does not name
+    /// too: what its nodes send through them is counted as taken from the partner.
+    pub fn partner_relays_for(&self, pool: &Key) -> Vec<&str> {
+        let (o, a) = (&self.offer, &self.acceptance);
+        if *pool != a.pool || !o.lend.relay {
+            return Vec::new();
+        }
+        let ours: Vec<&str> = relays_in(&a.contact).collect();
+        relays_in(&o.contact).filter(|u| !ours.contains(u)).collect()
     }
 
     /// What `pool` lends, and what it is lent, in this agreement.

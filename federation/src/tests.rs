@@ -148,66 +148,129 @@ fn a_roster_is_the_capability_the_partner_checks_alone_and_it_runs_out() {
 }
 
 #[test]
-fn the_relays_an_agreement_names_are_those_of_the_sides_that_lend_relay() {
+fn the_relays_an_agreement_names_are_those_of_the_sides_that_lend_relay_and_were_seen() {
     let (ada, bea) = (admin(1), admin(2));
+    let (street, hill) = ([1; 32], [2; 32]);
     // Street lends its relay and names it among its contacts; the URL is signed with them.
-    let mut o = offer(&ada);
-    o.contact.push("http://203.0.113.7:7790".into());
-    o = Offer::sign(
-        &ada,
-        o.id,
-        o.pool,
-        &o.pool_name,
-        o.lend,
-        o.price,
-        o.term_days,
-        o.notice_days,
-        o.expires_ms,
-        o.contact,
-    );
+    let resign = |o: &Offer, lend: Lend, contact: Vec<String>| {
+        Offer::sign(
+            &ada,
+            o.id,
+            o.pool,
+            &o.pool_name,
+            lend,
+            o.price,
+            o.term_days,
+            o.notice_days,
+            o.expires_ms,
+            contact,
+        )
+    };
+    let base = offer(&ada);
+    let mut contact = base.contact.clone();
+    contact.push("http://203.0.113.7:7790".into());
+    let o = resign(&base, base.lend, contact);
     o.check(NOW).unwrap();
     let mut moved = o.clone();
     moved.contact[1] = "http://198.51.100.9:7790".into();
     assert_eq!(moved.check(NOW), Err(FedError::Forged("offer")));
     // Hill lends no relay: a URL among its contacts is not used.
+    let accept = |lend: Lend| {
+        let c = vec!["kithnode1hill".into(), "https://198.51.100.9:443/".into()];
+        Acceptance::sign(&bea, &o, hill, "hill", lend, NOW, c)
+    };
+    let ag = Agreement { offer: o.clone(), acceptance: accept(Lend::default()) };
+    ag.check().unwrap();
+    let lent = vec!["http://203.0.113.7:7790"];
+    assert_eq!(ag.relays_for(&street), lent);
+    assert_eq!(ag.relays_for(&hill), lent);
+    assert_eq!(ag.partner_relays_for(&hill), lent);
+    assert!(ag.partner_relays_for(&street).is_empty() && ag.relays_for(&[3; 32]).is_empty());
+    // Hill lends its relay back: hill's nodes use both; street's only its own (its admin
+    // never saw hill's, an acceptance is recorded as it comes).
+    let ag =
+        Agreement { offer: o.clone(), acceptance: accept(Lend { relay: true, ..Lend::default() }) };
+    assert_eq!(ag.relays_for(&hill), vec!["https://198.51.100.9:443/", "http://203.0.113.7:7790"]);
+    assert_eq!(ag.relays_for(&street), lent);
+    // No relay lent, none; a side naming the other's relay as its own is not charged for it.
+    let plain = resign(&o, Lend { relay: false, ..o.lend }, o.contact.clone());
+    let a = Acceptance::sign(&bea, &plain, hill, "hill", Lend::default(), NOW, vec![]);
+    let ag = Agreement { offer: plain, acceptance: a };
+    assert!(ag.relays_for(&street).is_empty() && ag.relays_for(&hill).is_empty());
+    let mine = vec!["http://203.0.113.7:7790".to_string()];
     let a = Acceptance::sign(
         &bea,
         &o,
-        [2; 32],
+        hill,
         "hill",
-        Lend { storage: 1 << 30, ..Default::default() },
+        Lend { relay: true, ..Lend::default() },
         NOW,
-        vec!["kithnode1hill".into(), "https://relay.hill.example".into()],
+        mine,
     );
-    let ag = Agreement { offer: o.clone(), acceptance: a.clone() };
-    ag.check().unwrap();
-    assert_eq!(ag.relays(), vec!["http://203.0.113.7:7790"]);
-    // Lending both ways, both relays; no relay lent, none.
-    let both = Acceptance::sign(
-        &bea,
-        &o,
-        [2; 32],
-        "hill",
-        Lend { relay: true, ..Default::default() },
-        NOW,
-        a.contact.clone(),
-    );
-    let ag = Agreement { offer: o.clone(), acceptance: both };
-    assert_eq!(ag.relays(), vec!["http://203.0.113.7:7790", "https://relay.hill.example"]);
-    let plain = Offer::sign(
-        &ada,
-        o.id,
-        o.pool,
-        &o.pool_name,
-        Lend { relay: false, ..o.lend },
-        o.price,
-        o.term_days,
-        o.notice_days,
-        o.expires_ms,
-        o.contact.clone(),
-    );
-    let a = Acceptance::sign(&bea, &plain, [2; 32], "hill", Lend::default(), NOW, vec![]);
-    assert!(Agreement { offer: plain, acceptance: a }.relays().is_empty());
+    assert!(Agreement { offer: o.clone(), acceptance: a }.partner_relays_for(&hill).is_empty());
     // The node tickets are not relays.
     assert_eq!(relays_in(&o.contact).count(), 1);
+}
+
+#[test]
+fn a_relay_url_a_partner_could_misuse_is_refused_with_why() {
+    let ada = admin(1);
+    let base = offer(&ada);
+    for bad in [
+        "http://127.0.0.1:7790",
+        "http://[::1]:7790",
+        "http://0.0.0.0:7790",
+        "http://169.254.1.1:7790",
+        "http://[fe80::1]:7790",
+        "http://224.0.0.251:5353",
+        "http://255.255.255.255:7790",
+        "http://relay.example:7790",
+        "http://user@203.0.113.7:7790",
+        "http://203.0.113.7:7790/admin?x=1",
+        "http://203.0.113.7",
+        "http://203.0.113.7:0",
+        "http://203.0.113.7:7790\u{1b}[2J",
+        "ftp://203.0.113.7:7790",
+    ] {
+        assert!(!relay_url_ok(bad), "{bad}");
+        if bad.starts_with("http") {
+            let mut c = base.contact.clone();
+            c.push(bad.into());
+            let o = Offer::sign(
+                &ada,
+                base.id,
+                base.pool,
+                "street",
+                base.lend,
+                base.price,
+                365,
+                30,
+                base.expires_ms,
+                c,
+            );
+            let e = o.check(NOW).unwrap_err().to_string();
+            assert!(e.contains("relay URLs"), "{bad}: {e}");
+        }
+    }
+    for good in
+        ["http://10.97.0.200:7790", "https://[2001:db8::7]:443/", "http://192.168.1.5:7790/"]
+    {
+        assert!(relay_url_ok(good), "{good}");
+    }
+    // At most two.
+    let mut c = base.contact.clone();
+    c.extend((1..=3).map(|i| format!("http://203.0.113.{i}:7790")));
+    let o = Offer::sign(
+        &ada,
+        base.id,
+        base.pool,
+        "street",
+        base.lend,
+        base.price,
+        365,
+        30,
+        base.expires_ms,
+        c,
+    );
+    assert!(o.check(NOW).unwrap_err().to_string().contains("at most 2 relay URLs"));
 }

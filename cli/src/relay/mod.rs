@@ -183,8 +183,9 @@ impl AccessControl for Admit {
 /// The federated partners' nodes the relay lets in, and what their agreements lend.
 #[derive(Debug, Default)]
 struct Partners {
-    /// Each node, with the pool and agreement it is let in under.
-    nodes: HashMap<EndpointId, (Key, Key)>,
+    /// Each node, with the pools and agreements it is let in under (all with one partner
+    /// pool: a node two partner pools both claim is let in under neither).
+    nodes: HashMap<EndpointId, Vec<(Key, Key)>>,
     /// Each agreement that lends relay: the egress it lends a month (0: none stated) and the
     /// partner's name.
     lent: HashMap<Key, (u64, String)>,
@@ -203,6 +204,8 @@ fn allowed(node: &Node, pools: &Pools, rep: &Replicator) -> (HashSet<EndpointId>
         }
     }
     let mut partners = Partners::default();
+    // Node → (pool, agreement, partner pool) for every agreement that names it.
+    let mut claims: HashMap<EndpointId, Vec<(Key, Key, Key)>> = HashMap::new();
     for (pool, v) in &list {
         for (ag, e) in &v.federation.agreements {
             let lends = e.agreement.lending_of(pool).is_some_and(|(l, _)| l.relay);
@@ -211,8 +214,8 @@ fn allowed(node: &Node, pools: &Pools, rep: &Replicator) -> (HashSet<EndpointId>
             }
             let a = &e.agreement;
             let lends = a.lending_of(pool).map_or(0, |(l, _)| l.egress);
-            let name = a.partner_of(pool).map(|(_, n)| n.to_string()).unwrap_or_default();
-            partners.lent.insert(*ag, (lends, name));
+            let Some((partner, name)) = a.partner_of(pool) else { continue };
+            partners.lent.insert(*ag, (lends, name.to_string()));
             let contacts = a.offer.contact.iter().chain(&a.acceptance.contact);
             let theirs = contacts
                 .filter_map(|t| t.parse::<NodeTicket>().ok())
@@ -221,9 +224,17 @@ fn allowed(node: &Node, pools: &Pools, rep: &Replicator) -> (HashSet<EndpointId>
             for id in theirs {
                 // A node of this node's own pools is not the partner's, whatever it says.
                 if !set.contains(&id) {
-                    partners.nodes.entry(id).or_insert((*pool, *ag));
+                    claims.entry(id).or_default().push((*pool, *ag, partner));
                 }
             }
+        }
+    }
+    // The contacts and holders a partner names are its word: a node two partner pools both
+    // name is nobody's (else one could have another's nodes counted against its own bound,
+    // or refused once it used up its own).
+    for (id, c) in claims {
+        if c.iter().all(|x| x.2 == c[0].2) {
+            partners.nodes.insert(id, c.into_iter().map(|(p, a, _)| (p, a)).collect());
         }
     }
     set.extend(partners.nodes.keys().copied());
@@ -299,10 +310,12 @@ const MAX_LEARNED: usize = 16;
 /// How often [`follow`] reads the agreements again.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
 
-/// The relays this node uses: those it was told to use (`configured`), and those named by the
-/// agreements of its pools (`list`) that have not ended where a side lends relay (at most
-/// [`MAX_LEARNED`]). One this pool accepted and the partner has not confirmed yet counts: its
-/// acceptance may reach the partner only through that relay.
+/// The relays this node uses: those it was told to use (`configured`), and those the
+/// agreements of its pools (`list`) that have not ended name for them
+/// ([`kith_federation::Agreement::relays_for`]: their own, and an offering partner's that it
+/// lends), at most [`MAX_LEARNED`]. One this pool accepted and the partner has not confirmed
+/// yet counts: when the acceptance was carried by hand, the partner's nodes may be reachable
+/// only through that relay once the partner recorded it.
 fn wanted(
     list: &[(Key, kith_pools::PoolView)],
     now_ms: i64,
@@ -315,7 +328,7 @@ fn wanted(
             if e.state(pool, now_ms) == "ended" {
                 continue;
             }
-            for url in e.agreement.relays() {
+            for url in e.agreement.relays_for(pool) {
                 let Ok(url) = url.parse::<iroh::RelayUrl>() else { continue };
                 if !want.contains(&url) && learned < MAX_LEARNED {
                     want.push(url);
@@ -328,7 +341,8 @@ fn wanted(
 }
 
 /// The pool and agreement under which a partner lends this node's pools the relay at `url`
-/// (named in the agreement, which has not ended), if any.
+/// ([`kith_federation::Agreement::partner_relays_for`]: named by the partner, not by this
+/// pool's side too) in an agreement in force, if any.
 fn lender_of(
     list: &[(Key, kith_pools::PoolView)],
     now_ms: i64,
@@ -336,27 +350,22 @@ fn lender_of(
 ) -> Option<(Key, Key)> {
     list.iter().find_map(|(pool, v)| {
         v.federation.agreements.iter().find_map(|(id, e)| {
-            let a = &e.agreement;
-            let (lend, contact) = if a.offer.pool == *pool {
-                (&a.acceptance.lend, &a.acceptance.contact)
-            } else {
-                (&a.offer.lend, &a.offer.contact)
-            };
-            let named = kith_federation::relays_in(contact)
-                .any(|u| u.parse::<iroh::RelayUrl>().is_ok_and(|u| u == *url));
-            (lend.relay && named && e.state(pool, now_ms) != "ended").then_some((*pool, *id))
+            let named = e.agreement.partner_relays_for(pool).into_iter();
+            let named = named.filter_map(|u| u.parse::<iroh::RelayUrl>().ok()).any(|u| u == *url);
+            (named && matches!(e.state(pool, now_ms), "active" | "leaving")).then_some((*pool, *id))
         })
     })
 }
 
 /// Keeps this node's relays those [`wanted`] names until `stop`: a relay an agreement names is
 /// used within [`FOLLOW_EVERY`] of the agreement being recorded here, and dropped as it ends.
-/// What the node sends and receives through relays while its home relay is one a partner
-/// lends goes into the pool's ledger on that partner's line (`relayed_by`).
+/// What the node sends and receives through relays while the only relay it uses is one a
+/// partner lends goes into the pool's ledger on that partner's line (`relayed_by`).
 pub async fn follow(
     node: Arc<Node>,
     rep: Arc<Replicator>,
     configured: Vec<iroh::RelayUrl>,
+    served: Option<iroh::RelayUrl>,
     stop: CancellationToken,
 ) {
     let pools = rep.pools().clone();
@@ -364,15 +373,19 @@ pub async fn follow(
     loop {
         let list = pools.list();
         let now = pools.now_ms();
-        // Since the last look, through the relay this node is connected to: counted on the
-        // line of the partner that lends it (iroh counts relayed bytes in all, not per
-        // relay: a node that uses several relays counts them all to its home relay's).
+        // Since the last look, through relays: counted on the line of the partner that lends
+        // the one relay this node uses (iroh counts relayed bytes in all, not per relay: a
+        // node using several counts nothing, rather than charge one partner for another's
+        // relay; nor is the relay this node serves a partner's, whatever it names).
         let bytes = node.relay_bytes();
         let since = bytes.saturating_sub(counted);
         counted = bytes;
-        let home =
-            node.home_relay().and_then(|(u, ok)| ok.ok().and(u.parse::<iroh::RelayUrl>().ok()));
-        if let Some((pool, agreement)) = home.and_then(|u| lender_of(&list, now, &u))
+        let relays = node.relays();
+        let only = match &relays[..] {
+            [one] if Some(one) != served.as_ref() => Some(one),
+            _ => None,
+        };
+        if let Some((pool, agreement)) = only.and_then(|u| lender_of(&list, now, u))
             && since > 0
         {
             rep.relayed_by(pool, agreement, since);
@@ -460,7 +473,8 @@ pub async fn serve(
     let server = spawn(admit.clone()).await?;
     tracing::info!(%url, "relay: listening (nodes use it with `kith up --relay {url}`)");
     let file = home.join(USAGE_FILE);
-    let month = Period::of(pools.now_ms()).to_string();
+    // As the watch counts it: the month only moves forward.
+    let month = Period::of(pools.now_ms()).to_string().max(usage_month(&file));
     let status = Arc::new(Mutex::new(RelayStatus {
         url,
         month: month.clone(),
@@ -511,15 +525,25 @@ impl Who {
     fn count(&mut self, admit: &Admit) -> bool {
         let mut newly = false;
         for (node, bytes) in admit.gate.take_bytes() {
-            if let Some((pool, agreement)) = self.partners.nodes.get(&node) {
-                self.rep.relayed_for(*pool, *agreement, bytes);
-                let used = self.used.entry(*agreement).or_default();
-                let lent = self.partners.lent.get(agreement).map_or(0, |l| l.0);
-                newly |= !used_up(*used, lent) && used_up(*used + bytes, lent);
-                *used += bytes;
-            }
+            let Some(under) = self.partners.nodes.get(&node) else { continue };
+            // Counted under the first of its agreements with something left to lend.
+            let left = under.iter().find(|(_, ag)| !used_up(self.used_of(ag), self.lent_of(ag)));
+            let Some((pool, agreement)) = left.or(under.first()).copied() else { continue };
+            self.rep.relayed_for(pool, agreement, bytes);
+            let lent = self.lent_of(&agreement);
+            let used = self.used.entry(agreement).or_default();
+            newly |= !used_up(*used, lent) && used_up(used.saturating_add(bytes), lent);
+            *used = used.saturating_add(bytes);
         }
         newly
+    }
+
+    fn used_of(&self, agreement: &Key) -> u64 {
+        self.used.get(agreement).copied().unwrap_or(0)
+    }
+
+    fn lent_of(&self, agreement: &Key) -> u64 {
+        self.partners.lent.get(agreement).map_or(0, |l| l.0)
     }
 
     /// What each partner exchanged this month, against what it is lent (by name).
@@ -546,11 +570,16 @@ impl Who {
         let (mut now, partners) = allowed(&self.node, self.rep.pools(), &self.rep);
         self.partners = partners;
         let mut spent = HashMap::new();
-        for (node, (_, agreement)) in &self.partners.nodes {
+        for (node, under) in &self.partners.nodes {
+            // Refused once every agreement it is let in under has lent what it lends.
+            if !under.iter().all(|(_, ag)| used_up(self.used_of(ag), self.lent_of(ag))) {
+                continue;
+            }
+            let Some((_, agreement)) = under.first() else { continue };
             let (lent, name) = self.partners.lent.get(agreement).cloned().unwrap_or_default();
-            let used = self.used.get(agreement).copied().unwrap_or(0);
-            if used_up(used, lent) {
-                now.remove(node);
+            let used = self.used_of(agreement);
+            now.remove(node);
+            {
                 spent.insert(
                     *node,
                     format!(
@@ -603,7 +632,7 @@ async fn watch(
     let mut saved = (before, tokio::time::Instant::now());
     let (mut ticks, mut lending, mut last) = (0u32, (0, None), before);
     let mut who = who;
-    let mut saved_partners = who.used.clone();
+    let mut saved_partners = (who.used.clone(), tokio::time::Instant::now());
     let count = |c: &Option<Arc<iroh_relay::server::Metrics>>| {
         c.as_ref().map(|m| m.bytes_recv.get()).unwrap_or(0)
     };
@@ -698,9 +727,9 @@ async fn watch(
             save_usage(&file, &month, used, spent);
             saved = (used, tokio::time::Instant::now());
         }
-        if who.used != saved_partners && saved.1.elapsed() >= SAVE_EVERY / 2 {
+        if who.used != saved_partners.0 && saved_partners.1.elapsed() >= SAVE_EVERY {
             save_partners(&who.file, &month, &who.used);
-            saved_partners = who.used.clone();
+            saved_partners = (who.used.clone(), tokio::time::Instant::now());
         }
     }
     if let Some(s) = server {
@@ -745,7 +774,7 @@ mod tests {
             vec!["kithnode1street".into(), "http://203.0.113.7:7790".into()],
         );
         street.add_fed_offer(&ada, &o, T0 + 1).unwrap();
-        let contact = vec!["https://hill.example".into()];
+        let contact = vec!["https://198.51.100.9:443".into()];
         let a = Acceptance::sign(
             &bea,
             &o,
