@@ -191,6 +191,17 @@ struct Partners {
     lent: HashMap<Key, (u64, String)>,
 }
 
+impl Partners {
+    /// The agreements in force where one of this node's pools lends relay: how many, and the
+    /// egress they lend in all (`None` when none states one).
+    fn lending(&self) -> (usize, Option<u64>) {
+        let stated = self.lent.values().map(|(egress, _)| *egress).filter(|e| *e > 0);
+        let bound =
+            stated.fold(None, |sum: Option<u64>, e| Some(sum.unwrap_or(0).saturating_add(e)));
+        (self.lent.len(), bound)
+    }
+}
+
 /// Who may use the relay now (see the module's notes); and of them, the federated partners'
 /// nodes, with the pool and agreement each is let in under (for the ledger and the bound).
 fn allowed(node: &Node, pools: &Pools, rep: &Replicator) -> (HashSet<EndpointId>, Partners) {
@@ -284,25 +295,6 @@ fn save_partners(file: &std::path::Path, month: &str, used: &HashMap<Key, u64>) 
 
 /// Agreements kept in the partners file at most.
 const MAX_PARTNER_LINES: usize = 4096;
-
-/// The agreements in force where one of this node's pools lends relay: how many, and the
-/// egress they lend in all (`None` when none states one).
-fn lent(pools: &Pools) -> (usize, Option<u64>) {
-    let now = pools.now_ms();
-    let (mut n, mut bound) = (0, None::<u64>);
-    for (pool, v) in pools.list() {
-        for e in v.federation.agreements.values() {
-            let Some((lends, _)) = e.agreement.lending_of(&pool) else { continue };
-            if lends.relay && matches!(e.state(&pool, now), "active" | "leaving") {
-                n += 1;
-                if lends.egress > 0 {
-                    bound = Some(bound.unwrap_or(0).saturating_add(lends.egress));
-                }
-            }
-        }
-    }
-    (n, bound)
-}
 
 /// Relays taken from agreements at most (each names at most a few; a pool has few partners).
 const MAX_LEARNED: usize = 16;
@@ -579,16 +571,14 @@ impl Who {
             let (lent, name) = self.partners.lent.get(agreement).cloned().unwrap_or_default();
             let used = self.used_of(agreement);
             now.remove(node);
-            {
-                spent.insert(
-                    *node,
-                    format!(
-                        "this relay has carried what its pool lends pool {name} this month ({} of {}): it carries its nodes again next month",
-                        crate::fmt::bytes(used),
-                        crate::fmt::bytes(lent)
-                    ),
-                );
-            }
+            spent.insert(
+                *node,
+                format!(
+                    "this relay has carried what its pool lends pool {name} this month ({} of {}): it carries its nodes again next month",
+                    crate::fmt::bytes(used),
+                    crate::fmt::bytes(lent)
+                ),
+            );
         }
         *admit.spent.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(spent);
         let now = Arc::new(now);
@@ -651,8 +641,8 @@ async fn watch(
         let step = used.saturating_sub(last);
         last = used;
         if ticks.is_multiple_of(AGREEMENTS_EVERY) {
-            lending = lent(&pools);
             who.admit_again(&admit, server.as_ref());
+            lending = who.partners.lending();
         } else if who.count(&admit) {
             // A partner used up what it is lent: its nodes are cut now, not within a second.
             who.admit_again(&admit, server.as_ref());
