@@ -298,9 +298,13 @@ pub async fn handle(
         }
         PoolReq::FedList => {
             let mut out = Vec::new();
+            let held = rep.lent().totals();
             for (id, v) in pools.list() {
                 for e in v.federation.agreements.values() {
-                    out.push(fed_agreement(&v, &id, e, now as i64));
+                    let mut a = fed_agreement(&v, &id, e, now as i64);
+                    (a.held_here_blobs, a.held_here_bytes) =
+                        held.get(&e.agreement.id()).copied().unwrap_or_default();
+                    out.push(a);
                 }
             }
             answer(out)
@@ -979,5 +983,7 @@ fn fed_agreement(
         } else {
             g.relays_for(id).into_iter().map(str::to_string).collect()
         },
+        held_here_blobs: 0,
+        held_here_bytes: 0,
     }
 }

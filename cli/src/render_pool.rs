@@ -563,6 +563,14 @@ pub fn agreements(v: &[kith::api::pools::FedAgreement]) -> Result<ExitCode> {
         if !a.relays.is_empty() {
             println!("    relay {} (this pool's nodes use it)", a.relays.join(", "));
         }
+        if a.held_here_bytes > 0 {
+            println!(
+                "    this node holds {} for {} ({} blobs)",
+                fmt::bytes(a.held_here_bytes),
+                a.partner_name,
+                a.held_here_blobs
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -108,6 +108,18 @@ pub enum FedRequest {
         #[n(2)]
         index: u64,
     },
+    /// My pool no longer lists these blobs (the objects that had them were taken out):
+    /// forget them (nodes before this request refuse it as malformed; the asker tries again
+    /// later, and what they hold goes when the agreement ends).
+    #[n(10)]
+    Release {
+        /// Who asks.
+        #[n(0)]
+        asking: Box<Asking>,
+        /// The blobs.
+        #[n(1)]
+        ids: Vec<ByteArray<32>>,
+    },
 }
 
 /// A sealed copy of a pool's documents a partner keeps.

@@ -797,4 +797,10 @@ pub struct FedAgreement {
     /// while it is in force.
     #[serde(default)]
     pub relays: Vec<String>,
+    /// What this node holds for the partner under it: blobs and their bytes.
+    #[serde(default)]
+    pub held_here_blobs: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub held_here_bytes: u64,
 }

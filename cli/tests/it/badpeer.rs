@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use iroh::endpoint::{Connection, presets};
+use iroh::Endpoint;
+use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
-use iroh::{Endpoint, EndpointAddr, RelayMode, TransportAddr};
 use kith_node::net::blobs::{ALPN, Reply, Request};
 use kith_node::net::frame;
 use kith_node::net::ticket::NodeTicket;
@@ -77,25 +77,8 @@ impl ProtocolHandler for Evil {
     }
 }
 
-async fn endpoint() -> Endpoint {
-    Endpoint::builder(presets::Minimal)
-        .relay_mode(RelayMode::Disabled)
-        .clear_address_lookup()
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0")
-        .unwrap()
-        .bind()
-        .await
-        .unwrap()
-}
-
 fn ticket_of(ep: &Endpoint) -> String {
     NodeTicket { id: ep.id(), addrs: ep.addr().ip_addrs().copied().collect() }.to_string()
-}
-
-fn addr_of(net: &Testnet, i: usize) -> EndpointAddr {
-    let t: NodeTicket = net.kith_ok(i, &["id", "--ticket"]).unwrap().trim().parse().unwrap();
-    EndpointAddr::from_parts(t.id, t.addrs.into_iter().map(TransportAddr::Ip))
 }
 
 /// Node 0 (honest) stores a tree of many small files; node 1 (same identity) will fetch it.

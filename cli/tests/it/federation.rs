@@ -169,6 +169,56 @@ fn bakery(net: &kith_testnet::Testnet, page: &[u8], picture: &[u8]) -> std::path
 }
 
 /// Street's sum of placed and held off-site bytes, as node `i` shows them.
+/// Asks node `i` to release every blob it holds for a partner, in the name of the first
+/// member of the partner's roster (as this node keeps it) but with no valid proof, from an
+/// endpoint of the test's own: the node's answer (why it refused, or what it did).
+fn forged_release(net: &kith_testnet::Testnet, i: usize) -> String {
+    use kith_pools::fed::{Asking, FED_ALPN, FedReply, FedRequest};
+    let dir = net.nodes[i].home.join("pools/offsite");
+    let file = |ext: &str| {
+        let f = files_under(&dir).into_iter().find(|f| f.extension().is_some_and(|e| e == ext));
+        std::fs::read(f.unwrap_or_else(|| panic!("no .{ext} file under {}", dir.display())))
+            .unwrap()
+    };
+    let roster = kith_federation::Roster::from_bytes(&file("roster")).unwrap();
+    let held = file("held");
+    let ids = held.chunks_exact(36).map(|r| <[u8; 32]>::try_from(&r[..32]).unwrap().into());
+    let req = FedRequest::Release {
+        asking: Box::new(Asking {
+            agreement: roster.agreement,
+            identity: *roster.members[0],
+            roster,
+            sig: vec![0; 64],
+        }),
+        ids: ids.collect(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let ep = endpoint().await;
+        let conn = ep.connect(addr_of(net, i), FED_ALPN).await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        kith_node::net::frame::write(&mut send, &req).await.unwrap();
+        send.finish().unwrap();
+        let reply = kith_node::net::frame::read::<FedReply>(&mut recv).await;
+        ep.close().await;
+        match reply {
+            Ok(Some(FedReply::Refused(why))) => why,
+            other => format!("{other:?}"),
+        }
+    })
+}
+
+/// Bytes node `i` holds for its partners, by `kith federation ls`.
+fn hill_holds_on(net: &kith_testnet::Testnet, i: usize) -> u64 {
+    let ls = net.json(i, &["federation", "ls"]).unwrap();
+    ls.as_array().unwrap().iter().map(|a| a["held_here_bytes"].as_u64().unwrap_or(0)).sum()
+}
+
+/// Bytes hill's nodes (2 and 3) hold for street.
+fn hill_holds(net: &kith_testnet::Testnet) -> u64 {
+    hill_holds_on(net, 2) + hill_holds_on(net, 3)
+}
+
 fn offsite(net: &kith_testnet::Testnet, i: usize) -> serde_json::Value {
     net.json(i, &["pool", "show", "street"]).unwrap()["offsite"].clone()
 }
@@ -226,6 +276,17 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
     .unwrap();
     let shown = net.kith_ok(0, &["pool", "show", "street"]).unwrap();
     assert!(shown.contains("off-site  1 copy(ies)") && shown.contains("100%"), "{shown}");
+    // What hill's nodes hold for street now: the photos' blobs.
+    let photos_held = hill_holds(&net);
+    assert!(photos_held > 2 << 20, "{photos_held}");
+    let i = if hill_holds_on(&net, 2) > 0 { 2 } else { 3 };
+    let shown = net.kith_ok(i, &["federation", "ls"]).unwrap();
+    assert!(shown.contains("this node holds") && shown.contains("for street"), "{shown}");
+    // A node that is not street's cannot have hill forget street's copies: a release in the
+    // name of a member street's roster names, without that member's proof, is refused.
+    let why = forged_release(&net, i);
+    assert!(why.contains("proof does not verify"), "{why}");
+    assert_eq!(hill_holds(&net), photos_held, "a forged release took copies away");
     // Both ledgers have a line for the other pool: street's for what hill holds for it, hill's
     // for what its nodes hold for street.
     net.kith_ok(0, &["pool", "set", "street", "record_every", "5s"]).unwrap();
@@ -304,7 +365,8 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
     // More than hill lends: its nodes refuse, and say why; nothing past the 8 MiB is held.
     let big = net.dir().join("films.bin");
     write(&big, &random_bytes(12 << 20, 8));
-    net.json(0, &["put", big.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let put = net.json(0, &["put", big.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let films = put["id"].as_str().unwrap().to_string();
     net.wait_for(CONVERGE, "hill's refusal to show on bob's node", |net| {
         let o = offsite(net, 1);
         Ok(o["error"].as_str().is_some_and(|e| e.contains("more than this node's share")))
@@ -313,6 +375,30 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
     let o = offsite(&net, 0);
     let held = o["partners"][0]["held_bytes"].as_u64().unwrap();
     assert!(held < 8 << 20 && held > 2 << 20, "{o}");
+
+    // Ada takes the films out and puts a smaller video in: hill's nodes forget whatever of the
+    // films they held (bob's node, which placed street's copies, tells them), the video fits
+    // within what hill lends; once she takes the video out too, hill's nodes hold exactly
+    // what they held for the photos.
+    net.kith_ok(0, &["rm", &films]).unwrap();
+    let video = net.dir().join("video.bin");
+    write(&video, &random_bytes(3 << 19, 9));
+    let put = net.json(0, &["put", video.to_str().unwrap(), "--pool", "street"]).unwrap();
+    let video = put["id"].as_str().unwrap().to_string();
+    net.wait_for(CONVERGE, "hill's nodes to hold the video, the films forgotten", |net| {
+        let o = offsite(net, 0);
+        let p = &o["partners"][0];
+        Ok(o["error"].is_null()
+            && p["held_bytes"] == p["placed_bytes"]
+            && p["placed_bytes"].as_u64() > Some(photos_held + (3 << 19))
+            && hill_holds(net) == p["held_bytes"].as_u64().unwrap_or(0))
+    })
+    .unwrap();
+    net.kith_ok(0, &["rm", &video]).unwrap();
+    net.wait_for(CONVERGE, "hill's nodes to forget the video", |net| {
+        Ok(hill_holds(net) == photos_held)
+    })
+    .unwrap();
 
     // Street loses every node: ada's machine and bob's. Her identity, restored on a fresh
     // machine (node 4) with only hill's nodes to reach, finds street in the sealed copy hill

@@ -389,3 +389,24 @@ pub fn street_of_three(replicas: u32) -> kith_testnet::Testnet {
     }
     net
 }
+
+/// An iroh endpoint of the test's own on loopback (a peer the test plays), with no relay and
+/// no address lookup.
+pub async fn endpoint() -> iroh::Endpoint {
+    iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_address_lookup()
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap()
+}
+
+/// How to reach node `i`, from its ticket.
+pub fn addr_of(net: &Testnet, i: usize) -> iroh::EndpointAddr {
+    let t: kith_node::net::ticket::NodeTicket =
+        net.kith_ok(i, &["id", "--ticket"]).unwrap().trim().parse().unwrap();
+    iroh::EndpointAddr::from_parts(t.id, t.addrs.into_iter().map(iroh::TransportAddr::Ip))
+}

@@ -156,6 +156,10 @@ pub struct Replicator {
     /// Manifests of objects its pools listed, as far as this node has seen since it started
     /// (the reclaim worker takes out those that are gone).
     listed: Mutex<HashSet<Key>>,
+    /// The pool each of those manifests was last listed in.
+    listed_in: Mutex<HashMap<Key, Key>>,
+    /// Blobs of objects taken out, to release at the partners' holders, by pool.
+    offsite_release: Mutex<HashMap<Key, offsite::Releasing>>,
     /// When this node last looked for its member's lost objects, per pool (see `lost.rs`).
     lost_checked: Mutex<HashMap<Key, lost::LastLook>>,
     /// What this node holds for federated pools (see `offsite.rs`).
@@ -214,6 +218,8 @@ impl Replicator {
             keeper: OnceLock::new(),
             workers,
             listed: Mutex::new(HashSet::new()),
+            listed_in: Mutex::new(HashMap::new()),
+            offsite_release: Mutex::new(HashMap::new()),
             lost_checked: Mutex::new(HashMap::new()),
             lent,
             partners: Mutex::new(HashMap::new()),
@@ -461,6 +467,7 @@ impl Replicator {
                 let this = this.clone();
                 async move {
                     this.offsite(pool).await;
+                    this.release_offsite(pool).await;
                     this.share_sealed(pool).await;
                     this.accrue_partners(pool);
                     Ok::<_, std::convert::Infallible>(())

@@ -64,6 +64,25 @@ const SEALED_PER_PARTNER: usize = 2;
 const SEAL_AFTER: Duration = Duration::from_secs(30);
 /// One record of a `.held` file: the blob id and its length.
 const RECORD: usize = 36;
+/// How many of a pool's nodes release the off-site copies of an object taken out: the first
+/// by the placement of its manifest among the pool's live holders (as for placing them), and
+/// the next, in case the first was down when it was taken out.
+const RELEASERS: usize = 2;
+/// Wait after a release a partner's holder did not take, doubled at each failure up to
+/// [`RELEASE_RETRY_MAX`].
+const RELEASE_RETRY: Duration = Duration::from_secs(30);
+const RELEASE_RETRY_MAX: Duration = Duration::from_secs(3600);
+/// Blobs waiting to be released at partners, per pool, at most (past it, the rest stay at
+/// the partner until the agreement ends).
+const MAX_RELEASING: usize = 1 << 18;
+
+/// Blobs of objects a pool took out, to be released at its partners' holders.
+#[derive(Debug, Default)]
+pub(super) struct Releasing {
+    ids: HashSet<[u8; 32]>,
+    failures: u32,
+    next: Option<Instant>,
+}
 
 /// What this node holds for partners, by agreement, as on disk.
 #[derive(Debug)]
@@ -228,6 +247,40 @@ impl Lent {
             }
         }
         out
+    }
+
+    /// Forgets blobs of `ids` held for `agreement` (the partner no longer lists them): the
+    /// record is written again without them, atomically. The blobs forgotten and their bytes.
+    fn forget(&self, agreement: &Key, ids: &[[u8; 32]]) -> Result<(Vec<[u8; 32]>, u64), String> {
+        let gone: Vec<[u8; 32]> = self.with(|m| {
+            let Some(h) = m.get(agreement) else { return Vec::new() };
+            ids.iter().filter(|id| h.blobs.contains_key(*id)).copied().collect()
+        });
+        if gone.is_empty() {
+            return Ok((gone, 0));
+        }
+        // The records that stay, as they will be read back.
+        let buf: Vec<u8> = self.with(|m| {
+            let drop: HashSet<&[u8; 32]> = gone.iter().collect();
+            let h = m.get(agreement).map(|h| &h.blobs).into_iter().flatten();
+            h.filter(|(id, _)| !drop.contains(id))
+                .flat_map(|(id, len)| id.iter().copied().chain(len.to_le_bytes()))
+                .collect()
+        });
+        let path = self.dir.join(format!("{}.held", hex(agreement)));
+        crate::fsutil::write_atomic(&path, &buf).map_err(|e| format!("{}: {e}", path.display()))?;
+        let freed = self.with(|m| {
+            let h = m.entry(*agreement).or_default();
+            let mut freed = 0;
+            for id in &gone {
+                if let Some(len) = h.blobs.remove(id) {
+                    freed += len as u64;
+                }
+            }
+            h.bytes -= freed;
+            freed
+        });
+        Ok((gone, freed))
     }
 
     /// Forgets everything held for `agreement` (it ended): its blobs go at the next `gc`.
@@ -600,6 +653,111 @@ impl Replicator {
             self.refresh_partners(&pool, &v).await;
         }
         self.find_object(spec)
+    }
+
+    /// Whether this node releases at the partners' holders the off-site copies of the object
+    /// with manifest `m`, taken out of `pool`: the pool borrows storage, and this node is one
+    /// of the first [`RELEASERS`] of its live holders by the manifest's placement.
+    pub(super) fn releases_offsite(&self, pool: &Key, m: &Key) -> bool {
+        let Some(v) = self.pools.view_of(pool) else { return false };
+        let me = self.pools.node();
+        !self.lending_agreements(pool, &v).is_empty()
+            && place(m, &self.placement_holders(&v), RELEASERS).iter().any(|h| h.node == me)
+    }
+
+    /// Queues blobs of objects `pool` took out, to release at its partners' holders.
+    pub(super) fn queue_release(&self, pool: Key, ids: Vec<[u8; 32]>) {
+        let mut r = lock(&self.offsite_release);
+        let e = r.entry(pool).or_default();
+        for id in ids {
+            if e.ids.len() >= MAX_RELEASING {
+                tracing::warn!(
+                    "too many off-site copies waiting to be released: the rest stay at the partner until the agreement ends"
+                );
+                break;
+            }
+            e.ids.insert(id);
+        }
+    }
+
+    /// Tells the partners' holders of `pool` to forget the blobs of objects it took out, but
+    /// those another object of its still lists; when due (a failed try waits, longer each
+    /// time). Partners that did not take it are asked again.
+    pub(super) async fn release_offsite(&self, pool: Key) {
+        let queued: Vec<[u8; 32]> = match lock(&self.offsite_release).get(&pool) {
+            Some(r) if !r.ids.is_empty() && r.next.is_none_or(|t| Instant::now() >= t) => {
+                r.ids.iter().copied().collect()
+            }
+            _ => return,
+        };
+        let (Some(v), Ok(node)) = (self.pools.view_of(&pool), self.node()) else { return };
+        // The store keeps one copy of a blob for every object listing it: a blob another
+        // object lists is not released. Unknown while a manifest cannot be read here.
+        let (store, pools) = (node.store().clone(), self.pools.clone());
+        let Ok((keep, unreadable)) =
+            tokio::task::spawn_blocking(move || super::keep_set(&pools, &store)).await
+        else {
+            return;
+        };
+        let mut ok = unreadable.is_empty();
+        if let Some(first) = unreadable.first() {
+            tracing::debug!(why = %first, "releasing off-site copies later");
+        }
+        let ids: Vec<[u8; 32]> =
+            queued.iter().filter(|id| !keep.contains(&ChunkId(**id))).copied().collect();
+        let mut told = 0;
+        for (ag, roster, _) in self.lending_agreements(&pool, &v) {
+            if !ok || ids.is_empty() {
+                break;
+            }
+            // The holders it named last (none known yet: asked again at the next pass).
+            let Some(holders) = lock(&self.partners)
+                .get(&ag.id())
+                .map(|p| p.holders.iter().map(|h| *h.node).collect::<Vec<Key>>())
+            else {
+                ok = false;
+                break;
+            };
+            for holder in holders {
+                let Ok(peer) = EndpointId::from_bytes(&holder) else { continue };
+                for batch in ids.chunks(MAX_OFFSITE_IDS) {
+                    let req = FedRequest::Release {
+                        asking: Box::new(self.asking(&ag, &roster)),
+                        ids: batch.iter().map(|id| (*id).into()).collect(),
+                    };
+                    match ask_fed(node, peer, &req, Duration::from_secs(60)).await {
+                        Ok(FedReply::Recorded(_)) => told += batch.len(),
+                        answer => {
+                            tracing::info!(holder = %peer.fmt_short(), answer = ?answer, "a partner's holder did not release copies: asked again later");
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let mut r = lock(&self.offsite_release);
+        let Some(e) = r.get_mut(&pool) else { return };
+        if ok {
+            for id in &queued {
+                e.ids.remove(id);
+            }
+            e.failures = 0;
+            e.next = None;
+            if !ids.is_empty() {
+                tracing::info!(
+                    blobs = ids.len(),
+                    told,
+                    "released off-site copies of objects taken out"
+                );
+                let gone: HashSet<[u8; 32]> = ids.into_iter().collect();
+                lock(&self.offsite_confirmed).retain(|(_, id), _| !gone.contains(id));
+            }
+        } else {
+            e.failures = e.failures.saturating_add(1);
+            let wait = RELEASE_RETRY.saturating_mul(1 << e.failures.min(8)).min(RELEASE_RETRY_MAX);
+            e.next = Some(Instant::now() + wait);
+        }
     }
 
     /// All off-site holders of `pool` this node knows, for fetching (a restore).
@@ -1174,6 +1332,43 @@ impl Replicator {
                 }
                 Ok(FedReply::Has(self.held_here(&ag.id(), all).await?))
             }
+            FedRequest::Release { asking, ids } => {
+                let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
+                // Dropping copies takes a roster in force (a removed member's old one cannot).
+                asking
+                    .roster
+                    .check(&ag, self.pools.now_ms().max(0) as u64)
+                    .map_err(|e| e.to_string())?;
+                // A member taken out of the partner pool keeps its older roster for a while: the
+                // newest this node has seen must name it too.
+                if self.lent.roster(&ag.id()).is_some_and(|r| !r.names(&asking.identity)) {
+                    return Err(
+                        "your pool's newest roster does not name the asking identity".into()
+                    );
+                }
+                if ids.len() > MAX_OFFSITE_IDS {
+                    return Err(format!("at most {MAX_OFFSITE_IDS} ids per request"));
+                }
+                let ids: Vec<[u8; 32]> = ids.iter().map(|id| **id).collect();
+                let gone = {
+                    let turn = self.lent.hold_lock(&ag.id());
+                    let _turn = turn.lock().await;
+                    self.lent.forget(&ag.id(), &ids)?
+                };
+                let (blobs, freed) = (gone.0.len(), gone.1);
+                if blobs > 0 {
+                    tracing::info!(
+                        blobs,
+                        bytes = freed,
+                        "a partner released copies it no longer lists"
+                    );
+                    // Their space now, not at the next `gc`: what nothing else here keeps.
+                    if let Err(e) = self.reclaim_blobs(gone.0).await {
+                        tracing::info!(error = %e, "released copies wait for the next gc");
+                    }
+                }
+                Ok(FedReply::Recorded(format!("released {blobs} blobs")))
+            }
             FedRequest::Keep { asking, sealed } => {
                 let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
                 // Replacing the copy a restore depends on takes a roster in force.
@@ -1685,5 +1880,36 @@ mod tests {
         // Forgetting an agreement removes its files.
         assert!(again.release(&ag).unwrap());
         assert!(held_on_disk(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn blobs_the_partner_released_are_forgotten_on_disk_and_what_stays_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let lent = Lent::new(dir.path().to_path_buf());
+        let (ag, other) = ([7; 32], [8; 32]);
+        lent.add(&ag, &[([1; 32], 100), ([2; 32], 200), ([3; 32], 300)]).unwrap();
+        lent.add(&other, &[([2; 32], 50)]).unwrap();
+        // Blob 2 and one never held: only blob 2 goes, and only under this agreement.
+        let (gone, freed) = lent.forget(&ag, &[[2; 32], [9; 32]]).unwrap();
+        assert_eq!((gone, freed), (vec![[2; 32]], 200));
+        assert_eq!(lent.bytes(&ag), 400);
+        let again = Lent::new(dir.path().to_path_buf());
+        assert_eq!(again.bytes(&ag), 400, "the record on disk says the same");
+        assert_eq!(again.has_many(&ag, &[[1; 32], [2; 32], [3; 32]]), [true, false, true]);
+        assert_eq!(again.bytes(&other), 50, "the other agreement's blob 2 stays");
+        // Appending after a rewrite, then forgetting everything of this agreement.
+        again.add(&ag, &[([4; 32], 400)]).unwrap();
+        let (gone, freed) = again.forget(&ag, &[[1; 32], [3; 32], [4; 32]]).unwrap();
+        assert_eq!((gone.len(), freed), (3, 800));
+        assert_eq!(Lent::new(dir.path().to_path_buf()).bytes(&ag), 0);
+        let kept = held_on_disk(dir.path());
+        assert_eq!(
+            kept,
+            HashSet::from([ChunkId([2; 32])]),
+            "only the other agreement's blob is kept"
+        );
+        // Nothing held for an agreement: nothing to forget, no file written.
+        assert_eq!(again.forget(&[5; 32], &[[1; 32]]).unwrap(), (Vec::new(), 0));
+        assert!(!dir.path().join(format!("{}.held", hex(&[5; 32]))).exists());
     }
 }
