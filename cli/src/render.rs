@@ -86,7 +86,7 @@ pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
             for p in &r.partners {
                 let lent = match p.lent_bytes {
                     0 => String::new(),
-                    n if p.relayed_bytes >= n => {
+                    n if p.relayed_bytes.saturating_add(p.elsewhere_bytes) >= n => {
                         format!(
                             " of {} lent: used up, its nodes refused until next month",
                             fmt::bytes(n)
@@ -94,7 +94,15 @@ pub fn status(v: &kith::api::node::Status) -> Result<ExitCode> {
                     }
                     n => format!(" of {} lent", fmt::bytes(n)),
                 };
-                println!("          for pool {}: {}{lent}", p.partner, fmt::bytes(p.relayed_bytes));
+                let otherwise = match p.elsewhere_bytes {
+                    0 => String::new(),
+                    n => format!(" (and {} served by the pool otherwise)", fmt::bytes(n)),
+                };
+                println!(
+                    "          for pool {}: {}{otherwise}{lent}",
+                    p.partner,
+                    fmt::bytes(p.relayed_bytes)
+                );
             }
         }
         if let Some(at) = v.retired_ms {

@@ -235,4 +235,8 @@ pub struct RelayPartner {
     pub relayed_bytes: u64,
     /// The egress its agreement lends a month (0: none stated, no bound of its own).
     pub lent_bytes: u64,
+    /// Of that egress, what the pool gave the partner otherwise this month (its edges'
+    /// responses, copies sent back, its other relays), by its ledger: one bound for all.
+    #[serde(default)]
+    pub elsewhere_bytes: u64,
 }

@@ -64,6 +64,8 @@ const CHECK_EVERY: Duration = Duration::from_millis(20);
 const AGREEMENTS_EVERY: u32 = 50;
 /// How often the count is saved while it grows.
 const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// How often what the pool gave partners otherwise (its ledger) is read again.
+const ELSEWHERE_EVERY: Duration = Duration::from_secs(10);
 
 /// Who may use the relay, counted.
 struct Admit {
@@ -189,6 +191,8 @@ struct Partners {
     /// Each agreement that lends relay: the egress it lends a month (0: none stated) and the
     /// partner's name.
     lent: HashMap<Key, (u64, String)>,
+    /// The pool of this node lending under each of those agreements.
+    pool_of: HashMap<Key, Key>,
 }
 
 impl Partners {
@@ -227,6 +231,7 @@ fn allowed(node: &Node, pools: &Pools, rep: &Replicator) -> (HashSet<EndpointId>
             let lends = a.lending_of(pool).map_or(0, |(l, _)| l.egress);
             let Some((partner, name)) = a.partner_of(pool) else { continue };
             partners.lent.insert(*ag, (lends, name.to_string()));
+            partners.pool_of.insert(*ag, *pool);
             let contacts = a.offer.contact.iter().chain(&a.acceptance.contact);
             let theirs = contacts
                 .filter_map(|t| t.parse::<NodeTicket>().ok())
@@ -476,7 +481,15 @@ pub async fn serve(
     let relay = Relay { status: status.clone() };
     let partners_file = home.join(PARTNERS_FILE);
     let used = load_partners(&partners_file, &month);
-    let who = Who { node, rep, partners: Partners::default(), used, file: partners_file };
+    let who = Who {
+        node,
+        rep,
+        partners: Partners::default(),
+        used,
+        elsewhere: HashMap::new(),
+        elsewhere_read: None,
+        file: partners_file,
+    };
     let task = tokio::spawn(watch(server, door, admit, who, file, status, stop));
     Ok((relay, task))
 }
@@ -501,6 +514,11 @@ struct Who {
     partners: Partners,
     /// What each agreement's partner exchanged through the relay this month.
     used: HashMap<Key, u64>,
+    /// What the pool gave the partner otherwise this month under each agreement (its edges'
+    /// responses, copies sent back, its other relays), by its ledger: the egress an agreement
+    /// lends bounds all of it together. Read every [`ELSEWHERE_EVERY`].
+    elsewhere: HashMap<Key, u64>,
+    elsewhere_read: Option<std::time::Instant>,
     /// Where `used` is kept.
     file: PathBuf,
 }
@@ -522,16 +540,39 @@ impl Who {
             let left = under.iter().find(|(_, ag)| !used_up(self.used_of(ag), self.lent_of(ag)));
             let Some((pool, agreement)) = left.or(under.first()).copied() else { continue };
             self.rep.relayed_for(pool, agreement, bytes);
-            let lent = self.lent_of(&agreement);
+            let (lent, before) = (self.lent_of(&agreement), self.used_of(&agreement));
+            newly |= !used_up(before, lent) && used_up(before.saturating_add(bytes), lent);
             let used = self.used.entry(agreement).or_default();
-            newly |= !used_up(*used, lent) && used_up(used.saturating_add(bytes), lent);
             *used = used.saturating_add(bytes);
         }
         newly
     }
 
+    /// The egress given the partner of `agreement` this month: relayed here, and otherwise.
     fn used_of(&self, agreement: &Key) -> u64 {
-        self.used.get(agreement).copied().unwrap_or(0)
+        let here = self.used.get(agreement).copied().unwrap_or(0);
+        here.saturating_add(self.elsewhere.get(agreement).copied().unwrap_or(0))
+    }
+
+    /// Reads again from the pools' ledgers what they gave each partner otherwise this month,
+    /// when due.
+    fn read_elsewhere(&mut self) {
+        if self.elsewhere_read.is_some_and(|t| t.elapsed() < ELSEWHERE_EVERY) {
+            return;
+        }
+        self.elsewhere_read = Some(std::time::Instant::now());
+        for (ag, pool) in &self.partners.pool_of {
+            if self.lent_of(ag) == 0 {
+                continue;
+            }
+            match self.rep.egress_given(pool, ag, true) {
+                Ok(n) => {
+                    self.elsewhere.insert(*ag, n);
+                }
+                Err(e) => tracing::debug!(error = %e, "relay: cannot read the ledger"),
+            }
+        }
+        self.elsewhere.retain(|ag, _| self.partners.pool_of.contains_key(ag));
     }
 
     fn lent_of(&self, agreement: &Key) -> u64 {
@@ -548,6 +589,7 @@ impl Who {
                 partner: name.clone(),
                 relayed_bytes: self.used.get(ag).copied().unwrap_or(0),
                 lent_bytes: *lent,
+                elsewhere_bytes: self.elsewhere.get(ag).copied().unwrap_or(0),
             })
             .collect();
         out.sort_by(|a, b| a.partner.cmp(&b.partner));
@@ -561,6 +603,7 @@ impl Who {
         self.count(admit);
         let (mut now, partners) = allowed(&self.node, self.rep.pools(), &self.rep);
         self.partners = partners;
+        self.read_elsewhere();
         let mut spent = HashMap::new();
         for (node, under) in &self.partners.nodes {
             // Refused once every agreement it is let in under has lent what it lends.
@@ -571,10 +614,14 @@ impl Who {
             let (lent, name) = self.partners.lent.get(agreement).cloned().unwrap_or_default();
             let used = self.used_of(agreement);
             now.remove(node);
+            let otherwise = match self.elsewhere.get(agreement).copied().unwrap_or(0) {
+                0 => String::new(),
+                n => format!(", {} of it served by its pool otherwise", crate::fmt::bytes(n)),
+            };
             spent.insert(
                 *node,
                 format!(
-                    "this relay has carried what its pool lends pool {name} this month ({} of {}): it carries its nodes again next month",
+                    "this relay has carried what its pool lends pool {name} this month ({} of {}{otherwise}): it carries its nodes again next month",
                     crate::fmt::bytes(used),
                     crate::fmt::bytes(lent)
                 ),

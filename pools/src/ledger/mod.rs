@@ -405,6 +405,20 @@ fn read_receipts(
 }
 
 impl LedgerView {
+    /// The egress this pool's devices gave the partner of `agreement` in the period, which its
+    /// `--lend-egress` bounds: bytes served (its edges' responses, copies sent back) and bytes
+    /// its relays carried, but for the relayed bytes of device `relay` (a relay that counts
+    /// its own as they pass, the ledger's figure of them being older).
+    pub fn egress_to(&self, agreement: &Key, relay: Option<&(Key, Key)>) -> u64 {
+        let by_device = self.rows.iter().filter_map(|(k, r)| Some((k, r.partners.get(agreement)?)));
+        by_device
+            .map(|(k, c)| {
+                let relayed = if relay == Some(k) { 0 } else { c.relayed_for.max(0) as u64 };
+                (c.served_to.max(0) as u64).saturating_add(relayed)
+            })
+            .fold(0, u64::saturating_add)
+    }
+
     /// Reads and checks the schema.
     pub fn read(d: &impl ReadDoc) -> Result<LedgerView, ShapeError> {
         let v = num(d, &ROOT, "v")?;

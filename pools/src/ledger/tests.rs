@@ -606,6 +606,15 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     let row = &v.rows[&(a.author().key, a.author().device)];
     assert_eq!(row.partners[&id].held_for, 2 * gib_month);
     assert_eq!(row.partners[&id].served_to, 4 << 30);
+    // The egress street gave hill, which one `--lend-egress` bounds: served and relayed
+    // together (what bob's node took through hill's relay is not street's egress); ada's
+    // relay, counting its own bytes live, reads the rest.
+    assert_eq!(v.egress_to(&id, None), (4u64 << 30) + 1_000_000_000);
+    let ada_row = (a.author().key, a.author().device);
+    assert_eq!(v.egress_to(&id, Some(&ada_row)), 4u64 << 30);
+    let bob_row = (m.author().key, m.author().device);
+    assert_eq!(v.egress_to(&id, Some(&bob_row)), (4u64 << 30) + 1_000_000_000);
+    assert_eq!(v.egress_to(&[0; 32], None), 0, "another agreement's egress is its own");
     // One line for hill: street owes it for 3 GiB-months, 1 GiB taken and 2 GB its relay
     // carried, less 2 GiB-months, 4 GiB sent and 1 GB relayed for it:
     // 6.00 + 0.54 + 1.00 - 4.00 - 2.15 - 0.50 = 0.89.

@@ -361,7 +361,7 @@ impl Edges {
                     .get(agreement)
                     .map_or_else(|| "the partner".to_string(), |s| format!("pool {}", s.pool_name));
                 return Err(format!(
-                    "this edge's pool lends {partner} {lent} of egress a month and has served \
+                    "this edge's pool lends {partner} {lent} of egress a month and has served or relayed \
                      {used} of it this month: its sites are served here again next month"
                 ));
             }
@@ -630,22 +630,29 @@ impl Replicator {
         self.edges.retain(&standing);
     }
 
-    /// Reads from `pool`'s ledger of this month the egress its nodes served the partner of
-    /// `agreement`, which lends `lent` a month (0: no bound, nothing to read).
+    /// Reads from `pool`'s ledger of this month the egress its nodes gave the partner of
+    /// `agreement` (served, and carried by its relays: one bound for both), which lends
+    /// `lent` a month (0: no bound, nothing to read).
     pub(super) fn read_budget(&self, pool: &Key, agreement: &Key, lent: u64) {
         if lent == 0 {
             return self.edges.set_budget(agreement, 0, 0);
         }
-        let Some(snap) = self.pools.snapshot(pool) else { return };
-        let period = crate::ledger::Period::of(self.pools.now_ms());
-        match self.pools.ledgers().view(&snap, period) {
-            Ok(l) => {
-                let used = l.rows.values().filter_map(|r| r.partners.get(agreement));
-                let used = used.map(|c| c.served_to.max(0) as u64).sum();
-                self.edges.set_budget(agreement, lent, used);
-            }
+        match self.egress_given(pool, agreement, false) {
+            Ok(used) => self.edges.set_budget(agreement, lent, used),
             Err(e) => tracing::warn!(error = %e, "cannot read the ledger for an edge's egress"),
         }
+    }
+
+    /// The egress `pool`'s nodes gave the partner of `agreement` this month, by its ledger
+    /// ([`crate::ledger::LedgerView::egress_to`]); with `relay`, but for what this node's own
+    /// relay carried (it counts that itself).
+    pub fn egress_given(&self, pool: &Key, agreement: &Key, relay: bool) -> Result<u64, String> {
+        let snap = self.pools.snapshot(pool).ok_or("no such pool")?;
+        let period = crate::ledger::Period::of(self.pools.now_ms());
+        let l = self.pools.ledgers().view(&snap, period).map_err(|e| e.to_string())?;
+        let a = self.pools.signer().author();
+        let me = (a.key, a.device);
+        Ok(l.egress_to(agreement, relay.then_some(&me)))
     }
 
     async fn refresh_edge(
