@@ -749,6 +749,9 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
                 expires,
             };
             let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;
+            if let Some(w) = v.warning.as_ref().filter(|_| !json) {
+                eprintln!("warning: {w}");
+            }
             ticket(
                 v,
                 json,
@@ -760,6 +763,9 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
             let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;
             if json {
                 return render_pool::json(&v);
+            }
+            if let Some(w) = &v.warning {
+                eprintln!("warning: {w}");
             }
             if let Some(by) = &v.recorded_by {
                 eprintln!("agreed: recorded in your pool, and by pool {by} (its node was reached)");

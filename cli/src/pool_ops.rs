@@ -198,6 +198,7 @@ pub async fn handle(
                 expires_ms: Some(now + life),
                 recorded_by: None,
                 not_delivered: None,
+                warning: no_relay_named(&lend, &offer.contact),
             })
         }
         PoolReq::FedJoin { pool, ticket, lend } => {
@@ -256,6 +257,7 @@ pub async fn handle(
                 Ok(())
             })?;
             answer(FedTicket {
+                warning: no_relay_named(&lend, &ag.acceptance.contact),
                 ticket: ag.to_ticket(),
                 agreement: Some(hex(&ag.id())),
                 expires_ms: None,
@@ -910,6 +912,15 @@ fn contacts(
         c.extend(ok.take(kith_federation::MAX_RELAYS).cloned());
     }
     c
+}
+
+/// When `lend` lends relay but `contact` names no relay's URL: what to do about it (the
+/// partner's nodes cannot find a relay nobody named).
+fn no_relay_named(lend: &kith_federation::Lend, contact: &[String]) -> Option<String> {
+    let named = contact.iter().any(|c| kith_federation::relay_url_ok(c));
+    (lend.relay && !named).then(|| {
+        "this lends relay but names no relay's URL (this node serves none a partner may be sent to, and was given none with `--relay`): the other pool's nodes will not find it. Run this on the node that serves the relay (`kith up --serve-relay ADDR:PORT`, at an address both neighbourhoods reach), or on a node started with `--relay URL`".to_string()
+    })
 }
 
 /// What a pool lends, from the command's arguments.

@@ -747,6 +747,9 @@ pub struct FedTicket {
     /// Why the acceptance could not be handed over (carry the ticket instead).
     #[serde(default)]
     pub not_delivered: Option<String>,
+    /// Something the admin should know about what it signed (a relay lent with no URL named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// One agreement, seen from one of its pools.

@@ -23,26 +23,27 @@ fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("only an admin of pool street"), "{err}");
 
-    // Ada offers 200 GiB, 50 GB of egress a month, CDN edges and her relay.
-    let offer = net
-        .kith_ok(
-            0,
-            &[
-                "federation",
-                "invite",
-                "street",
-                "--lend-storage",
-                "200GiB",
-                "--lend-egress",
-                "50GB",
-                "--cdn",
-                "--relay",
-                "--notice-days",
-                "30",
-            ],
-        )
-        .unwrap();
-    let offer = offer.trim().to_string();
+    // Ada offers 200 GiB, 50 GB of egress a month, CDN edges and her relay. Her node serves
+    // no relay and was given none: the offer names no relay's URL, and she is told so.
+    let out = net.kith(
+        0,
+        &[
+            "federation",
+            "invite",
+            "street",
+            "--lend-storage",
+            "200GiB",
+            "--lend-egress",
+            "50GB",
+            "--cdn",
+            "--relay",
+            "--notice-days",
+            "30",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("names no relay's URL"), "{err}");
+    let offer = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(offer.starts_with("kithfed1"), "{offer}");
     // Damaged or forged on the way: refused, saying so.
     let cut = &offer[..offer.len() - 9];
