@@ -449,6 +449,8 @@ pub async fn handle(
                                     audits_passed: passed,
                                     audits_failed: failed,
                                     audit_failing: failing,
+                                    leaving_ends_ms: p.leaving_ends_ms,
+                                    others_lend: p.others_lend,
                                 }
                             })
                             .collect(),

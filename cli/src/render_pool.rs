@@ -254,6 +254,17 @@ fn offsite(copies: u64, o: &kith::api::pools::Offsite) {
                 ),
                 None => String::new(),
             };
+            let note = match p.leaving_ends_ms {
+                Some(end) if p.others_lend => format!(
+                    "{note}  leaving (ends {}): its copies are placed with the other partners; it keeps what it holds until then",
+                    fmt::time(end.max(0) as u64)
+                ),
+                Some(end) => format!(
+                    "{note}  leaving (ends {}): no other partner lends this pool storage, so from then it has no off-site copy (`kith federation invite` another pool)",
+                    fmt::time(end.max(0) as u64)
+                ),
+                None => note,
+            };
             let audits = match (&p.audit_failing, p.audits_passed + p.audits_failed) {
                 (Some(why), _) => format!("  failing an audit: {why}"),
                 (None, 0) => String::new(),

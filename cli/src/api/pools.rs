@@ -349,6 +349,13 @@ pub struct OffsitePartner {
     /// Why one of its holders failed its last audit, while it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_failing: Option<String>,
+    /// When its agreement ends, once a side gave notice (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaving_ends_ms: Option<i64>,
+    /// Whether another partner, not leaving, lends this pool storage (a leaving partner's
+    /// copies are placed there; else they stay with it until the end, and then there are none).
+    #[serde(default)]
+    pub others_lend: bool,
 }
 
 /// A pool's rules.

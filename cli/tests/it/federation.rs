@@ -614,9 +614,9 @@ fn a_partner_silent_past_its_notice_is_given_up_and_its_copies_go_to_another_par
     // Street (node 0) keeps one off-site copy with two partners, hill (node 1) and dale
     // (node 2), each lending 1 GiB on a day's notice. Daemons in this process, on a clock the
     // test moves.
-    let mut d = kith_testnet::inproc::Daemons::new(3).unwrap();
+    let mut d = kith_testnet::inproc::Daemons::new(4).unwrap();
     d.start_all().unwrap();
-    for (i, name) in ["street", "hill", "dale"].iter().enumerate() {
+    for (i, name) in ["street", "hill", "dale", "vale"].iter().enumerate() {
         let create = PoolReq::Create {
             name: name.to_string(),
             replicas: Some(1),
@@ -632,7 +632,8 @@ fn a_partner_silent_past_its_notice_is_given_up_and_its_copies_go_to_another_par
         };
         let _: serde_json::Value = d.call(i, Request::Pool(offer)).unwrap();
     }
-    for (i, partner) in [(1, "hill"), (2, "dale")] {
+    // Pool `partner` (node `i`) lends street 1 GiB on a day's notice.
+    let federate = |d: &kith_testnet::inproc::Daemons, i: usize, partner: &str| {
         let invite = PoolReq::FedInvite {
             pool: "street".into(),
             lend: FedLend::default(),
@@ -647,7 +648,9 @@ fn a_partner_silent_past_its_notice_is_given_up_and_its_copies_go_to_another_par
         let join = PoolReq::FedJoin { pool: partner.into(), ticket: t.ticket, lend };
         let j: FedTicket = d.call(i, Request::Pool(join)).unwrap();
         assert!(j.recorded_by.is_some(), "{partner}: {:?}", j.not_delivered);
-    }
+    };
+    federate(&d, 1, "hill");
+    federate(&d, 2, "dale");
     let set =
         PoolReq::Set { pool: "street".into(), key: "offsite_replicas".into(), value: "1".into() };
     let _: serde_json::Value = d.call(0, Request::Pool(set)).unwrap();
@@ -678,6 +681,47 @@ fn a_partner_silent_past_its_notice_is_given_up_and_its_copies_go_to_another_par
         let dale = p.iter().find(|x| x.name == "dale");
         Ok(hill.is_some_and(|h| h.replaced && h.placed_bytes == 0)
             && dale.is_some_and(|x| x.placed_bytes > 3 << 20 && x.held_bytes == x.placed_bytes))
+    })
+    .unwrap();
+
+    // Dale gives notice while hill is still given up: no other partner lends street storage,
+    // so the copy stays at dale until the notice ends, and street is told what that means.
+    let leave = PoolReq::FedLeave { pool: "dale".into(), agreement: "street".into() };
+    let _: serde_json::Value = d.call(2, Request::Pool(leave)).unwrap();
+    d.wait_for(LIMIT, "street to see dale leaving, with no other partner", |d| {
+        let p = partners(d)?;
+        Ok(p.iter().any(|x| {
+            x.name == "dale"
+                && x.leaving_ends_ms.is_some()
+                && !x.others_lend
+                && x.placed_bytes > 3 << 20
+                && x.held_bytes == x.placed_bytes
+        }))
+    })
+    .unwrap();
+    // Street federates with vale, which stands: the copy goes to vale; dale keeps what it
+    // holds until its notice ends, then forgets it.
+    federate(&d, 3, "vale");
+    d.wait_for(LIMIT, "the copy to move to vale while dale leaves", |d| {
+        let p = partners(d)?;
+        let vale = p.iter().find(|x| x.name == "vale");
+        let dale = p.iter().find(|x| x.name == "dale");
+        Ok(vale.is_some_and(|h| h.placed_bytes > 3 << 20 && h.held_bytes == h.placed_bytes)
+            && dale.is_some_and(|x| {
+                x.leaving_ends_ms.is_some() && x.others_lend && x.placed_bytes == 0
+            }))
+    })
+    .unwrap();
+    let dale_holds = |d: &kith_testnet::inproc::Daemons| -> anyhow::Result<(u64, Vec<String>)> {
+        let ls: Vec<kith::api::pools::FedAgreement> = d.call(2, Request::Pool(PoolReq::FedList))?;
+        Ok((ls.iter().map(|a| a.held_here_bytes).sum(), ls.into_iter().map(|a| a.state).collect()))
+    };
+    let (held, states) = dale_holds(&d).unwrap();
+    assert!(held > 0 && states == ["leaving"], "{held} {states:?}");
+    d.clock.advance(Duration::from_secs(25 * 3600));
+    d.wait_for(LIMIT, "dale's node to forget street's copy once the notice ended", |d| {
+        let (held, states) = dale_holds(d)?;
+        Ok(held == 0 && states == ["ended"])
     })
     .unwrap();
 }

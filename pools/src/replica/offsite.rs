@@ -468,6 +468,10 @@ pub struct PartnerStats {
     pub silent_ms: Option<i64>,
     /// Whether it has been silent past its agreement's notice: its copies are placed elsewhere.
     pub replaced: bool,
+    /// When its agreement ends, once a side gave notice (ms since the epoch).
+    pub leaving_ends_ms: Option<i64>,
+    /// Whether a partner not leaving lends storage: a leaving one's copies are placed there.
+    pub others_lend: bool,
 }
 
 impl Replicator {
@@ -1490,6 +1494,21 @@ impl Replicator {
                     e.silent_ms = Some(silent);
                     e.replaced = silent > notice_ms(&fe.agreement);
                 }
+            }
+        }
+        // Partners in notice: until when, and whether the copies go to another (placement
+        // takes a leaving partner's holders only when no other lends).
+        let others_lend = holders.iter().any(|(a, _)| {
+            v.federation.agreements.get(a).is_some_and(|f| f.state(&pool, now) != "leaving")
+        });
+        for fe in v.federation.agreements.values() {
+            let Some((partner, name)) = fe.agreement.partner_of(&pool) else { continue };
+            let lends = fe.agreement.lending_of(&pool).is_some_and(|(_, l)| l.storage > 0);
+            if lends && fe.state(&pool, now) == "leaving" {
+                let e = st.partners.entry(partner).or_default();
+                e.name = name.to_string();
+                e.leaving_ends_ms = fe.ends_ms();
+                e.others_lend = others_lend;
             }
         }
         let plain: Vec<Holder> = holders.iter().map(|(_, h)| h.clone()).collect();
