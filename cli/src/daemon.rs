@@ -283,7 +283,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-    tokio::spawn(crate::relay::follow(
+    let follow_task = tokio::spawn(crate::relay::follow(
         node.clone(),
         replicator.clone(),
         opts.relays.clone(),
@@ -408,7 +408,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         "kith is up"
     );
 
-    let mut tasks = vec![pools_task, repair_task, stun_task, backups_task];
+    let mut tasks = vec![pools_task, repair_task, stun_task, backups_task, follow_task];
     tasks.extend(announce_task);
     tasks.extend(relay_task);
     Ok(Running {
