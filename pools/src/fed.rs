@@ -120,6 +120,23 @@ pub enum FedRequest {
         #[n(1)]
         ids: Vec<ByteArray<32>>,
     },
+    /// Which of the blobs you hold for my pool are not in this sieve (a Bloom filter of
+    /// every blob my pool lists; `crate::replica::Sieve`)? Answered [`FedReply::Ids`].
+    #[n(11)]
+    Unlisted {
+        /// Who asks.
+        #[n(0)]
+        asking: Box<Asking>,
+        /// The sieve's salt.
+        #[n(1)]
+        salt: u64,
+        /// Its hashes per blob.
+        #[n(2)]
+        k: u8,
+        /// Its bits.
+        #[cbor(n(3), with = "minicbor::bytes")]
+        bits: Vec<u8>,
+    },
 }
 
 /// A sealed copy of a pool's documents a partner keeps.
@@ -218,6 +235,9 @@ pub enum FedReply {
     /// The chunk an audit asked for, with its proof.
     #[n(8)]
     Proof(#[n(0)] crate::proof::RangeProof),
+    /// Blob ids (the answer to `Unlisted`).
+    #[n(9)]
+    Ids(#[n(0)] Vec<ByteArray<32>>),
 }
 
 impl FedReply {

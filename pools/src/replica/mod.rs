@@ -30,6 +30,7 @@ mod put;
 mod reclaim;
 mod recovery;
 mod repair;
+mod unlisted;
 
 #[cfg(test)]
 pub(crate) use edge::{Answer, check_sites, sign_sites};
@@ -160,6 +161,8 @@ pub struct Replicator {
     listed_in: Mutex<HashMap<Key, Key>>,
     /// Blobs of objects taken out, to release at the partners' holders, by pool.
     offsite_release: Mutex<HashMap<Key, offsite::Releasing>>,
+    /// The last look for what partners hold unlisted, by pool.
+    unlisted_looks: Mutex<HashMap<Key, unlisted::LastLook>>,
     /// When this node last looked for its member's lost objects, per pool (see `lost.rs`).
     lost_checked: Mutex<HashMap<Key, lost::LastLook>>,
     /// What this node holds for federated pools (see `offsite.rs`).
@@ -220,6 +223,7 @@ impl Replicator {
             listed: Mutex::new(HashSet::new()),
             listed_in: Mutex::new(HashMap::new()),
             offsite_release: Mutex::new(HashMap::new()),
+            unlisted_looks: Mutex::new(HashMap::new()),
             lost_checked: Mutex::new(HashMap::new()),
             lent,
             partners: Mutex::new(HashMap::new()),
@@ -468,6 +472,7 @@ impl Replicator {
                 async move {
                     this.offsite(pool).await;
                     this.release_offsite(pool).await;
+                    this.release_unlisted(pool).await;
                     this.share_sealed(pool).await;
                     this.accrue_partners(pool);
                     Ok::<_, std::convert::Infallible>(())

@@ -488,7 +488,11 @@ impl Replicator {
 
     /// The agreements of `v` that lend this pool storage and stand, with this side's roster;
     /// those in notice last (placement uses them only when no other partner lends).
-    fn lending_agreements(&self, pool: &Key, v: &PoolView) -> Vec<(Agreement, Roster, bool)> {
+    pub(super) fn lending_agreements(
+        &self,
+        pool: &Key,
+        v: &PoolView,
+    ) -> Vec<(Agreement, Roster, bool)> {
         let now = self.pools.now_ms();
         let mut out = Vec::new();
         for e in v.federation.agreements.values() {
@@ -1372,6 +1376,15 @@ impl Replicator {
                     }
                 }
                 Ok(FedReply::Recorded(format!("released {blobs} blobs")))
+            }
+            FedRequest::Unlisted { asking, salt, k, bits } => {
+                let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
+                asking
+                    .roster
+                    .check(&ag, self.pools.now_ms().max(0) as u64)
+                    .map_err(|e| e.to_string())?;
+                let sieve = super::unlisted::Sieve::from_parts(salt, k, bits)?;
+                Ok(FedReply::Ids(self.unlisted_here(&ag.id(), &sieve)))
             }
             FedRequest::Keep { asking, sealed } => {
                 let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
