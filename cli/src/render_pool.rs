@@ -260,7 +260,7 @@ fn offsite(copies: u64, o: &kith::api::pools::Offsite) {
                     fmt::time(end.max(0) as u64)
                 ),
                 Some(end) => format!(
-                    "{note}  leaving (ends {}): no other partner lends this pool storage, so from then it has no off-site copy (`kith federation invite` another pool)",
+                    "{note}  leaving (ends {}): no other partner lends this pool storage: new objects get no off-site copy, and from then none has one (`kith federation invite` another pool)",
                     fmt::time(end.max(0) as u64)
                 ),
                 None => note,

@@ -432,6 +432,20 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
         Ok(hill_holds(net) == photos_held)
     })
     .unwrap();
+    // She changes her mind and puts the same notes again: the same blobs, which hill's nodes
+    // keep a week after a release, so they hold them again (taken back, not refused as blobs
+    // they had for another reason).
+    let notes = net.dir().join("notes.bin");
+    net.json(0, &["put", notes.to_str().unwrap(), "--pool", "street"]).unwrap();
+    net.wait_for(CONVERGE, "hill's nodes to hold the notes again", |net| {
+        let o = offsite(net, 0);
+        let p = &o["partners"][0];
+        Ok(o["error"].is_null()
+            && p["held_bytes"] == p["placed_bytes"]
+            && p["placed_bytes"].as_u64() > Some(photos_held + (3 << 19))
+            && hill_holds(net) == p["held_bytes"].as_u64().unwrap_or(0))
+    })
+    .unwrap();
 
     // Street loses every node: ada's machine and bob's. Her identity, restored on a fresh
     // machine (node 4) with only hill's nodes to reach, finds street in the sealed copy hill

@@ -366,6 +366,7 @@ impl Replicator {
                 this.forget_retired();
                 this.renew_rosters();
                 this.release_ended();
+                this.sweep_released().await;
                 this.hand_over_federation().await;
                 Ok::<_, std::convert::Infallible>(())
             }

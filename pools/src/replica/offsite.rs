@@ -64,6 +64,11 @@ const SEALED_PER_PARTNER: usize = 2;
 const SEAL_AFTER: Duration = Duration::from_secs(30);
 /// One record of a `.held` file: the blob id and its length.
 const RECORD: usize = 36;
+/// One record of a `.released` file: the blob id and when it was released (ms, LE).
+const RELEASED_RECORD: usize = 40;
+/// How long a blob the partner released stays in the store (a `Hold` takes it back meanwhile;
+/// devices the partner's roster names may still fetch it).
+pub const RELEASED_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How many of a pool's nodes release the off-site copies of an object taken out: the first
 /// by the placement of its manifest among the pool's live holders (as for placing them), and
 /// the next, in case the first was down when it was taken out.
@@ -101,6 +106,11 @@ pub struct Held {
     pub bytes: u64,
     /// The partner's latest roster this node has seen.
     pub roster: Option<Roster>,
+    /// Blobs the partner released, with when (ms, the pools' clock): no longer held for it
+    /// nor counted, but kept in the store for [`RELEASED_KEEP`] (a release made on a stale
+    /// view is undone by the next `Hold`, which takes them back without a fetch), then
+    /// reclaimed.
+    pub released: HashMap<[u8; 32], i64>,
 }
 
 impl Lent {
@@ -200,6 +210,7 @@ impl Lent {
             let _ = f.set_len(whole);
             return Err(format!("{}: {e}", path.display()));
         }
+        let ids: Vec<[u8; 32]> = new.iter().map(|(id, _)| *id).collect();
         self.with(|m| {
             let h = m.entry(*agreement).or_default();
             for (id, len) in new {
@@ -208,6 +219,10 @@ impl Lent {
                 }
             }
         });
+        // Held again: no longer released (a failure here leaves it in both: held wins).
+        if let Err(e) = self.unrelease(agreement, &ids) {
+            tracing::warn!(error = %e, "cannot update what a partner released");
+        }
         Ok(())
     }
 
@@ -249,9 +264,15 @@ impl Lent {
         out
     }
 
-    /// Forgets blobs of `ids` held for `agreement` (the partner no longer lists them): the
-    /// record is written again without them, atomically. The blobs forgotten and their bytes.
-    fn forget(&self, agreement: &Key, ids: &[[u8; 32]]) -> Result<(Vec<[u8; 32]>, u64), String> {
+    /// Forgets blobs of `ids` held for `agreement` (the partner no longer lists them), at
+    /// `now_ms`: the record is written again without them, atomically, and they are kept as
+    /// released (see [`Held::released`]). The blobs forgotten and their bytes.
+    fn forget(
+        &self,
+        agreement: &Key,
+        ids: &[[u8; 32]],
+        now_ms: i64,
+    ) -> Result<(Vec<[u8; 32]>, u64), String> {
         let gone: Vec<[u8; 32]> = self.with(|m| {
             let Some(h) = m.get(agreement) else { return Vec::new() };
             ids.iter().filter(|id| h.blobs.contains_key(*id)).copied().collect()
@@ -267,6 +288,12 @@ impl Lent {
                 .flat_map(|(id, len)| id.iter().copied().chain(len.to_le_bytes()))
                 .collect()
         });
+        // Released first: a crash between the two writes leaves a blob both held and
+        // released (held wins), never neither (which `gc` would take at once).
+        let mut released = self.with(|m| m.get(agreement).map(|h| h.released.clone()));
+        let released = released.get_or_insert_default();
+        released.extend(gone.iter().map(|id| (*id, now_ms)));
+        self.write_released(agreement, released)?;
         let path = self.dir.join(format!("{}.held", hex(agreement)));
         crate::fsutil::write_atomic(&path, &buf).map_err(|e| format!("{}: {e}", path.display()))?;
         let freed = self.with(|m| {
@@ -276,6 +303,7 @@ impl Lent {
                 if let Some(len) = h.blobs.remove(id) {
                     freed += len as u64;
                 }
+                h.released.insert(*id, now_ms);
             }
             h.bytes -= freed;
             freed
@@ -283,10 +311,89 @@ impl Lent {
         Ok((gone, freed))
     }
 
+    /// Writes the `.released` record of `agreement` (atomically; none when empty).
+    fn write_released(
+        &self,
+        agreement: &Key,
+        released: &HashMap<[u8; 32], i64>,
+    ) -> Result<(), String> {
+        let path = self.dir.join(format!("{}.released", hex(agreement)));
+        if released.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("{}: {e}", path.display()))
+                }
+                _ => Ok(()),
+            };
+        }
+        let buf: Vec<u8> = released
+            .iter()
+            .flat_map(|(id, at)| id.iter().copied().chain(at.to_le_bytes()))
+            .collect();
+        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+        crate::fsutil::write_atomic(&path, &buf).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The blobs held for `agreement` that `listed` says are not listed (no copy of the map).
+    pub fn unlisted(&self, agreement: &Key, listed: impl Fn(&[u8; 32]) -> bool) -> Vec<[u8; 32]> {
+        self.with(|m| {
+            m.get(agreement)
+                .map(|h| h.blobs.keys().filter(|id| !listed(id)).copied().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Which of `ids` the partner of `agreement` released and this node still keeps.
+    pub fn released_of(&self, agreement: &Key, ids: &[[u8; 32]]) -> HashSet<[u8; 32]> {
+        self.with(|m| {
+            let Some(h) = m.get(agreement) else { return HashSet::new() };
+            ids.iter().filter(|id| h.released.contains_key(*id)).copied().collect()
+        })
+    }
+
+    /// Released blobs kept longer than `keep` at `now_ms`, by agreement.
+    pub fn released_past(&self, now_ms: i64, keep: Duration) -> Vec<(Key, Vec<[u8; 32]>)> {
+        let limit = now_ms.saturating_sub(keep.as_millis() as i64);
+        self.with(|m| {
+            m.iter()
+                .map(|(a, h)| {
+                    (*a, h.released.iter().filter(|(_, t)| **t <= limit).map(|(i, _)| *i).collect())
+                })
+                .filter(|(_, v): &(Key, Vec<[u8; 32]>)| !v.is_empty())
+                .collect()
+        })
+    }
+
+    /// Drops `ids` from what `agreement`'s partner released (to be reclaimed from the store,
+    /// or held again): those it had, with when they were released.
+    fn unrelease(&self, agreement: &Key, ids: &[[u8; 32]]) -> Result<Vec<([u8; 32], i64)>, String> {
+        let (dropped, left) = self.with(|m| {
+            let Some(h) = m.get_mut(agreement) else { return (Vec::new(), None) };
+            let dropped: Vec<([u8; 32], i64)> =
+                ids.iter().filter_map(|id| h.released.remove(id).map(|t| (*id, t))).collect();
+            let left = (!dropped.is_empty()).then(|| h.released.clone());
+            (dropped, left)
+        });
+        match left {
+            Some(left) => self.write_released(agreement, &left).map(|_| dropped),
+            None => Ok(dropped),
+        }
+    }
+
+    /// Records blobs as released by `agreement`'s partner at the given times.
+    fn mark_released(&self, agreement: &Key, at: &[([u8; 32], i64)]) -> Result<(), String> {
+        let all = self.with(|m| {
+            let h = m.entry(*agreement).or_default();
+            h.released.extend(at.iter().copied());
+            h.released.clone()
+        });
+        self.write_released(agreement, &all)
+    }
+
     /// Forgets everything held for `agreement` (it ended): its blobs go at the next `gc`.
     pub fn release(&self, agreement: &Key) -> Result<bool, String> {
         let had = self.with(|m| m.remove(agreement).is_some());
-        for ext in ["held", "roster", "sealed"] {
+        for ext in ["held", "roster", "sealed", "released"] {
             let p = self.dir.join(format!("{}.{ext}", hex(agreement)));
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
@@ -312,9 +419,10 @@ impl Lent {
                 // The latest roster, expired or not: a pool whose nodes are all gone cannot
                 // renew it, and its members restore from here (holding more needs one in force).
                 let _ = now_ms;
+                let kept = |id: &[u8; 32]| h.blobs.contains_key(id) || h.released.contains_key(id);
                 h.roster.as_ref().is_some_and(|r| r.names(identity))
-                    && !h.blobs.is_empty()
-                    && ids.iter().all(|id| h.blobs.contains_key(id) || !here(id))
+                    && !(h.blobs.is_empty() && h.released.is_empty())
+                    && ids.iter().all(|id| kept(id) || !here(id))
             })
         })
     }
@@ -322,7 +430,10 @@ impl Lent {
 
 /// Every blob held for partners under `dir` (for `gc`'s keep set).
 pub fn held_on_disk(dir: &Path) -> HashSet<ChunkId> {
-    read_dir(dir).values().flat_map(|h| h.blobs.keys().map(|id| ChunkId(*id))).collect()
+    read_dir(dir)
+        .values()
+        .flat_map(|h| h.blobs.keys().chain(h.released.keys()).map(|id| ChunkId(*id)))
+        .collect()
 }
 
 fn read_dir(dir: &Path) -> HashMap<Key, Held> {
@@ -343,6 +454,15 @@ fn read_dir(dir: &Path) -> HashMap<Key, Held> {
                     if h.blobs.insert(id, len).is_none() {
                         h.bytes += len as u64;
                     }
+                }
+            }
+            "released" => {
+                let Ok(b) = std::fs::read(e.path()) else { continue };
+                let h = out.entry(agreement).or_default();
+                for r in b.chunks_exact(RELEASED_RECORD) {
+                    let id: [u8; 32] = r[..32].try_into().unwrap_or([0; 32]);
+                    let at = i64::from_le_bytes(r[32..].try_into().unwrap_or([0; 8]));
+                    h.released.insert(id, at);
                 }
             }
             "roster" => {
@@ -762,8 +882,8 @@ impl Replicator {
                 lock(&self.offsite_confirmed).retain(|(_, id), _| !gone.contains(id));
             }
         } else {
-            e.failures = e.failures.saturating_add(1);
             let wait = RELEASE_RETRY.saturating_mul(1 << e.failures.min(8)).min(RELEASE_RETRY_MAX);
+            e.failures = e.failures.saturating_add(1);
             e.next = Some(Instant::now() + wait);
         }
     }
@@ -1121,6 +1241,18 @@ impl Replicator {
         Ok((pool, Arc::new(v), ag, lent))
     }
 
+    /// Refuses an identity the newest roster of `agreement` this node has seen does not name
+    /// (a member taken out of the partner pool keeps its older roster, in force for up to 30
+    /// days, until a node of that pool asks with a newer one).
+    fn newest_roster_names(&self, agreement: &Key, identity: &Key) -> Result<(), String> {
+        match self.lent.roster(agreement) {
+            Some(r) if !r.names(identity) => {
+                Err("your pool's newest roster does not name the asking identity".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// This pool's nodes that lend storage, each with its share of `lent` (by what it offers).
     fn shares(&self, v: &PoolView, lent: u64) -> Vec<OffsiteHolder> {
         let live = self.live_holders(v);
@@ -1250,9 +1382,15 @@ impl Replicator {
                 let store = node.store().clone();
                 let ids: Vec<[u8; 32]> = new.iter().map(|(id, _)| *id).collect();
                 let edge = self.edges.kept(&ag.id());
+                // Nor are those the partner released lately: taken back as they are.
+                let released = self.lent.released_of(&ag.id(), &ids);
                 let present = tokio::task::spawn_blocking(move || {
                     ids.iter()
-                        .map(|id| !edge.contains(id) && store.has(&ChunkId(*id)).unwrap_or(true))
+                        .map(|id| {
+                            !edge.contains(id)
+                                && !released.contains(id)
+                                && store.has(&ChunkId(*id)).unwrap_or(true)
+                        })
                         .collect::<Vec<_>>()
                 })
                 .await
@@ -1342,40 +1480,34 @@ impl Replicator {
             }
             FedRequest::Release { asking, ids } => {
                 let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
-                // Dropping copies takes a roster in force (a removed member's old one cannot).
+                // Dropping copies takes a roster in force, and the newest this node has seen.
                 asking
                     .roster
                     .check(&ag, self.pools.now_ms().max(0) as u64)
                     .map_err(|e| e.to_string())?;
-                // A member taken out of the partner pool keeps its older roster for a while: the
-                // newest this node has seen must name it too.
-                if self.lent.roster(&ag.id()).is_some_and(|r| !r.names(&asking.identity)) {
-                    return Err(
-                        "your pool's newest roster does not name the asking identity".into()
-                    );
-                }
+                self.newest_roster_names(&ag.id(), &asking.identity)?;
                 if ids.len() > MAX_OFFSITE_IDS {
                     return Err(format!("at most {MAX_OFFSITE_IDS} ids per request"));
                 }
                 let ids: Vec<[u8; 32]> = ids.iter().map(|id| **id).collect();
-                let gone = {
-                    let turn = self.lent.hold_lock(&ag.id());
-                    let _turn = turn.lock().await;
-                    self.lent.forget(&ag.id(), &ids)?
+                // Not waited for: a `Hold` may take minutes, and this request holds one of
+                // the few slots every partner's requests share.
+                let turn = self.lent.hold_lock(&ag.id());
+                let Ok(_turn) = turn.try_lock() else {
+                    return Ok(FedReply::NotHere(
+                        "busy holding copies for your pool; release again later".into(),
+                    ));
                 };
-                let (blobs, freed) = (gone.0.len(), gone.1);
-                if blobs > 0 {
+                let (gone, freed) = self.lent.forget(&ag.id(), &ids, self.pools.now_ms())?;
+                if !gone.is_empty() {
+                    // Their space is free at once; the blobs stay a while (RELEASED_KEEP).
                     tracing::info!(
-                        blobs,
+                        blobs = gone.len(),
                         bytes = freed,
                         "a partner released copies it no longer lists"
                     );
-                    // Their space now, not at the next `gc`: what nothing else here keeps.
-                    if let Err(e) = self.reclaim_blobs(gone.0).await {
-                        tracing::info!(error = %e, "released copies wait for the next gc");
-                    }
                 }
-                Ok(FedReply::Recorded(format!("released {blobs} blobs")))
+                Ok(FedReply::Recorded(format!("released {} blobs", gone.len())))
             }
             FedRequest::Unlisted { asking, salt, k, bits } => {
                 let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
@@ -1383,6 +1515,7 @@ impl Replicator {
                     .roster
                     .check(&ag, self.pools.now_ms().max(0) as u64)
                     .map_err(|e| e.to_string())?;
+                self.newest_roster_names(&ag.id(), &asking.identity)?;
                 let sieve = super::unlisted::Sieve::from_parts(salt, k, bits)?;
                 Ok(FedReply::Ids(self.unlisted_here(&ag.id(), &sieve)))
             }
@@ -1439,12 +1572,40 @@ impl Replicator {
             .copied()
             .collect();
         for a in ended {
+            // Not while a `Hold` or a release of it runs (it would write its record again
+            // after): the next pass.
+            let turn = self.lent.hold_lock(&a);
+            let Ok(_turn) = turn.try_lock() else { continue };
             match self.lent.release(&a) {
                 Ok(true) => {
                     tracing::info!(agreement = %hex(&a[..8]), "the federation agreement ended: released what this node held for the partner")
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot release off-site copies"),
+            }
+        }
+    }
+
+    /// Reclaims from the store what partners released longer than [`RELEASED_KEEP`] ago
+    /// (what nothing else here keeps); those the reclaim cannot take yet stay released.
+    pub(super) async fn sweep_released(&self) {
+        for (agreement, ids) in self.lent.released_past(self.pools.now_ms(), RELEASED_KEEP) {
+            let turn = self.lent.hold_lock(&agreement);
+            let Ok(_turn) = turn.try_lock() else { continue };
+            // Out of the keep set first (`held_on_disk` lists released blobs too).
+            let Ok(at) = self.lent.unrelease(&agreement, &ids) else { continue };
+            match self.reclaim_blobs(ids.clone()).await {
+                Ok(()) => tracing::info!(
+                    blobs = ids.len(),
+                    "reclaimed copies a partner released a week ago"
+                ),
+                Err(e) => {
+                    // Released again, as they were, so a `Hold` still takes them back.
+                    tracing::info!(error = %e, "released copies wait for the next sweep");
+                    if let Err(e) = self.lent.mark_released(&agreement, &at) {
+                        tracing::warn!(error = %e, "cannot update what a partner released");
+                    }
+                }
             }
         }
     }
@@ -1915,33 +2076,53 @@ mod tests {
     }
 
     #[test]
-    fn blobs_the_partner_released_are_forgotten_on_disk_and_what_stays_reads_back_whole() {
+    fn blobs_the_partner_released_are_forgotten_on_disk_kept_a_while_and_taken_back_by_a_hold() {
         let dir = tempfile::tempdir().unwrap();
         let lent = Lent::new(dir.path().to_path_buf());
         let (ag, other) = ([7; 32], [8; 32]);
         lent.add(&ag, &[([1; 32], 100), ([2; 32], 200), ([3; 32], 300)]).unwrap();
         lent.add(&other, &[([2; 32], 50)]).unwrap();
         // Blob 2 and one never held: only blob 2 goes, and only under this agreement.
-        let (gone, freed) = lent.forget(&ag, &[[2; 32], [9; 32]]).unwrap();
+        let (gone, freed) = lent.forget(&ag, &[[2; 32], [9; 32]], 1_000).unwrap();
         assert_eq!((gone, freed), (vec![[2; 32]], 200));
         assert_eq!(lent.bytes(&ag), 400);
         let again = Lent::new(dir.path().to_path_buf());
         assert_eq!(again.bytes(&ag), 400, "the record on disk says the same");
         assert_eq!(again.has_many(&ag, &[[1; 32], [2; 32], [3; 32]]), [true, false, true]);
         assert_eq!(again.bytes(&other), 50, "the other agreement's blob 2 stays");
-        // Appending after a rewrite, then forgetting everything of this agreement.
-        again.add(&ag, &[([4; 32], 400)]).unwrap();
-        let (gone, freed) = again.forget(&ag, &[[1; 32], [3; 32], [4; 32]]).unwrap();
-        assert_eq!((gone.len(), freed), (3, 800));
+        // Released, it is kept a while: in `gc`'s keep set, shown as released.
+        assert_eq!(again.released_of(&ag, &[[1; 32], [2; 32]]), HashSet::from([[2; 32]]));
+        assert!(held_on_disk(dir.path()).contains(&ChunkId([2; 32])));
+        let week = RELEASED_KEEP.as_millis() as i64;
+        assert!(again.released_past(1_000 + week - 1, RELEASED_KEEP).is_empty());
+        assert_eq!(again.released_past(1_000 + week, RELEASED_KEEP), vec![(ag, vec![[2; 32]])]);
+        // A `Hold` takes it back: held again, no longer released (on disk too).
+        again.add(&ag, &[([2; 32], 200)]).unwrap();
+        let back = Lent::new(dir.path().to_path_buf());
+        assert_eq!((back.bytes(&ag), back.released_of(&ag, &[[2; 32]]).len()), (600, 0));
+        // Forgetting everything of this agreement; after the week, out of the keep set.
+        let (gone, freed) = back.forget(&ag, &[[1; 32], [2; 32], [3; 32]], 2_000).unwrap();
+        assert_eq!((gone.len(), freed), (3, 600));
         assert_eq!(Lent::new(dir.path().to_path_buf()).bytes(&ag), 0);
+        let taken = back.unrelease(&ag, &[[1; 32], [3; 32]]).unwrap();
+        assert_eq!(taken.len(), 2);
         let kept = held_on_disk(dir.path());
         assert_eq!(
             kept,
             HashSet::from([ChunkId([2; 32])]),
-            "only the other agreement's blob is kept"
+            "blob 2: released here, held for the other"
+        );
+        // A reclaim that could not run puts them back as released, as they were.
+        back.mark_released(&ag, &taken).unwrap();
+        assert_eq!(
+            Lent::new(dir.path().to_path_buf()).released_of(&ag, &[[1; 32], [3; 32]]).len(),
+            2
         );
         // Nothing held for an agreement: nothing to forget, no file written.
-        assert_eq!(again.forget(&[5; 32], &[[1; 32]]).unwrap(), (Vec::new(), 0));
+        assert_eq!(back.forget(&[5; 32], &[[1; 32]], 3_000).unwrap(), (Vec::new(), 0));
         assert!(!dir.path().join(format!("{}.held", hex(&[5; 32]))).exists());
+        // The agreement ends: everything of it goes, released ones too.
+        assert!(back.release(&ag).unwrap());
+        assert!(!dir.path().join(format!("{}.released", hex(&ag))).exists());
     }
 }

@@ -23,12 +23,16 @@ pub const SIEVE_HASHES: u8 = 7;
 /// Bits per listed blob (with 7 hashes: about 1% of unlisted blobs pass as listed, and stay
 /// until the next look, whose salt differs).
 const SIEVE_BITS_PER_BLOB: usize = 10;
-/// Largest sieve (bytes; a `kith/fed/1` frame holds it with the roster): 3.3 million listed
-/// blobs; past that, more unlisted blobs pass as listed.
-pub const MAX_SIEVE: usize = 4 << 20;
+/// Largest sieve (bytes): 840 000 listed blobs; past that, more unlisted blobs pass as listed.
+/// It crosses within the 10 s a partner gives a request at 1 Mbit/s.
+pub const MAX_SIEVE: usize = 1 << 20;
 /// How many audit periods between two looks (and the least time between them).
 const LOOK_EVERY_AUDITS: u32 = 6;
 const LOOK_AT_LEAST: Duration = Duration::from_secs(30);
+/// A look takes another of the pool's nodes heard from (a document session) this recently:
+/// a node alone (restored from a sealed copy, cut off from its pool, just back) may hold an
+/// older view, which would call a newer object's copies unlisted.
+const LOOK_HEARD_MS: i64 = 60_000;
 
 /// A Bloom filter over blob ids. Blob ids are BLAKE3 hashes: each of its `k` 4-byte words,
 /// mixed with the salt, places one bit.
@@ -99,9 +103,7 @@ impl Replicator {
     /// As a partner's holder: the blobs this node holds for the asking pool's agreement that
     /// `sieve` does not hold, at most [`MAX_OFFSITE_IDS`].
     pub(super) fn unlisted_here(&self, agreement: &Key, sieve: &Sieve) -> Vec<ByteArray<32>> {
-        let held = self.lent().held(agreement);
-        let mut out: Vec<[u8; 32]> =
-            held.blobs.keys().filter(|id| !sieve.contains(id)).copied().collect();
+        let mut out = self.lent().unlisted(agreement, |id| sieve.contains(id));
         out.sort_unstable();
         out.truncate(MAX_OFFSITE_IDS);
         out.into_iter().map(Into::into).collect()
@@ -115,6 +117,10 @@ impl Replicator {
         let Some(v) = self.pools.view_of(&pool) else { return };
         let me = self.pools.node();
         if place(&pool, &self.placement_holders(&v), 1).first().map(|h| h.node) != Some(me) {
+            return;
+        }
+        let others = v.members.keys().filter_map(|m| v.active(m)).flat_map(|m| m.nodes.keys());
+        if !others.filter(|n| **n != me).any(|n| self.pools.is_up(n, LOOK_HEARD_MS)) {
             return;
         }
         let every = Duration::from_millis(v.charter.audit_every_ms)
