@@ -215,6 +215,17 @@ fn hill_holds_on(net: &kith_testnet::Testnet, i: usize) -> u64 {
     ls.as_array().unwrap().iter().map(|a| a["held_here_bytes"].as_u64().unwrap_or(0)).sum()
 }
 
+/// Whether street's off-site copy is whole at hill (its last pass placed more than `bytes`,
+/// hill's nodes confirmed all of it, with no error) and hill's nodes hold exactly that.
+fn whole_past(net: &kith_testnet::Testnet, bytes: u64) -> anyhow::Result<bool> {
+    let o = offsite(net, 0);
+    let p = &o["partners"][0];
+    Ok(o["error"].is_null()
+        && p["held_bytes"] == p["placed_bytes"]
+        && p["placed_bytes"].as_u64() > Some(bytes)
+        && hill_holds(net) == p["held_bytes"].as_u64().unwrap_or(0))
+}
+
 /// Bytes hill's nodes (2 and 3) hold for street.
 fn hill_holds(net: &kith_testnet::Testnet) -> u64 {
     hill_holds_on(net, 2) + hill_holds_on(net, 3)
@@ -387,12 +398,7 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
     let put = net.json(0, &["put", video.to_str().unwrap(), "--pool", "street"]).unwrap();
     let video = put["id"].as_str().unwrap().to_string();
     net.wait_for(CONVERGE, "hill's nodes to hold the video, the films forgotten", |net| {
-        let o = offsite(net, 0);
-        let p = &o["partners"][0];
-        Ok(o["error"].is_null()
-            && p["held_bytes"] == p["placed_bytes"]
-            && p["placed_bytes"].as_u64() > Some(photos_held + (3 << 19))
-            && hill_holds(net) == p["held_bytes"].as_u64().unwrap_or(0))
+        whole_past(net, photos_held + (3 << 19))
     })
     .unwrap();
     net.kith_ok(0, &["rm", &video]).unwrap();
@@ -409,11 +415,7 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
     let put = net.json(0, &["put", notes.to_str().unwrap(), "--pool", "street"]).unwrap();
     let notes = put["id"].as_str().unwrap().to_string();
     net.wait_for(CONVERGE, "hill's nodes to hold the notes", |net| {
-        let o = offsite(net, 0);
-        let p = &o["partners"][0];
-        Ok(p["held_bytes"] == p["placed_bytes"]
-            && p["placed_bytes"].as_u64() > Some(photos_held + (3 << 19))
-            && hill_holds(net) == p["held_bytes"].as_u64().unwrap_or(0))
+        whole_past(net, photos_held + (3 << 19))
     })
     .unwrap();
     net.stop(2).unwrap();
@@ -438,12 +440,7 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
     let notes = net.dir().join("notes.bin");
     net.json(0, &["put", notes.to_str().unwrap(), "--pool", "street"]).unwrap();
     net.wait_for(CONVERGE, "hill's nodes to hold the notes again", |net| {
-        let o = offsite(net, 0);
-        let p = &o["partners"][0];
-        Ok(o["error"].is_null()
-            && p["held_bytes"] == p["placed_bytes"]
-            && p["placed_bytes"].as_u64() > Some(photos_held + (3 << 19))
-            && hill_holds(net) == p["held_bytes"].as_u64().unwrap_or(0))
+        whole_past(net, photos_held + (3 << 19))
     })
     .unwrap();
 

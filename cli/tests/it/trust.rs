@@ -1,30 +1,11 @@
 //! The trust model, tried as an attacker would: strangers on the LAN, members taking what is
 //! not theirs.
 
-use iroh::endpoint::presets;
-use iroh::{Endpoint, EndpointAddr, RelayMode, TransportAddr};
+use iroh::{Endpoint, EndpointAddr};
 use kith_node::net::frame;
-use kith_node::net::ticket::NodeTicket;
 use kith_testnet::{Layout, Testnet};
 
 use crate::util::*;
-
-async fn endpoint() -> Endpoint {
-    Endpoint::builder(presets::Minimal)
-        .relay_mode(RelayMode::Disabled)
-        .clear_address_lookup()
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0")
-        .unwrap()
-        .bind()
-        .await
-        .unwrap()
-}
-
-fn addr_of(net: &Testnet, i: usize) -> EndpointAddr {
-    let t: NodeTicket = net.kith_ok(i, &["id", "--ticket"]).unwrap().trim().parse().unwrap();
-    EndpointAddr::from_parts(t.id, t.addrs.into_iter().map(TransportAddr::Ip))
-}
 
 /// Ada's pool `street` with bob's node in it, and a stranger's raw iroh endpoint aimed at
 /// ada's node.

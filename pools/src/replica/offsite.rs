@@ -1241,15 +1241,18 @@ impl Replicator {
         Ok((pool, Arc::new(v), ag, lent))
     }
 
-    /// Refuses an identity the newest roster of `agreement` this node has seen does not name
-    /// (a member taken out of the partner pool keeps its older roster, in force for up to 30
-    /// days, until a node of that pool asks with a newer one).
-    fn newest_roster_names(&self, agreement: &Key, identity: &Key) -> Result<(), String> {
-        match self.lent.roster(agreement) {
-            Some(r) if !r.names(identity) => {
+    /// [`Replicator::check_asking`] for a request that drops copies or lists them: the
+    /// roster must also be in force, and the newest of the agreement this node has seen must
+    /// name the asking identity too (a member taken out of the partner pool keeps its older
+    /// roster, in force for up to 30 days, until a node of that pool asks with a newer one).
+    fn check_current(&self, peer: &EndpointId, asking: &Asking) -> Result<Agreement, String> {
+        let (_, _, ag, _) = self.check_asking(peer, asking, false)?;
+        asking.roster.check(&ag, self.pools.now_ms().max(0) as u64).map_err(|e| e.to_string())?;
+        match self.lent.roster(&ag.id()) {
+            Some(r) if !r.names(&asking.identity) => {
                 Err("your pool's newest roster does not name the asking identity".into())
             }
-            _ => Ok(()),
+            _ => Ok(ag),
         }
     }
 
@@ -1479,13 +1482,7 @@ impl Replicator {
                 Ok(FedReply::Has(self.held_here(&ag.id(), all).await?))
             }
             FedRequest::Release { asking, ids } => {
-                let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
-                // Dropping copies takes a roster in force, and the newest this node has seen.
-                asking
-                    .roster
-                    .check(&ag, self.pools.now_ms().max(0) as u64)
-                    .map_err(|e| e.to_string())?;
-                self.newest_roster_names(&ag.id(), &asking.identity)?;
+                let ag = self.check_current(&peer, &asking)?;
                 if ids.len() > MAX_OFFSITE_IDS {
                     return Err(format!("at most {MAX_OFFSITE_IDS} ids per request"));
                 }
@@ -1510,12 +1507,7 @@ impl Replicator {
                 Ok(FedReply::Recorded(format!("released {} blobs", gone.len())))
             }
             FedRequest::Unlisted { asking, salt, k, bits } => {
-                let (_, _, ag, _) = self.check_asking(&peer, &asking, false)?;
-                asking
-                    .roster
-                    .check(&ag, self.pools.now_ms().max(0) as u64)
-                    .map_err(|e| e.to_string())?;
-                self.newest_roster_names(&ag.id(), &asking.identity)?;
+                let ag = self.check_current(&peer, &asking)?;
                 let sieve = super::unlisted::Sieve::from_parts(salt, k, bits)?;
                 Ok(FedReply::Ids(self.unlisted_here(&ag.id(), &sieve)))
             }
