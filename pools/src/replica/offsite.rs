@@ -107,8 +107,8 @@ pub struct Held {
     /// The partner's latest roster this node has seen.
     pub roster: Option<Roster>,
     /// Blobs the partner released, with when (ms, the pools' clock): no longer held for it
-    /// nor counted, but kept in the store for [`RELEASED_KEEP`] (a release made on a stale
-    /// view is undone by the next `Hold`, which takes them back without a fetch), then
+    /// nor counted, but kept in the store for a week (`RELEASED_KEEP`; a release made on a
+    /// stale view is undone by the next `Hold`, which takes them back without a fetch), then
     /// reclaimed.
     pub released: HashMap<[u8; 32], i64>,
 }
