@@ -69,6 +69,8 @@ const RELEASED_RECORD: usize = 40;
 /// How long a blob the partner released stays in the store (a `Hold` takes it back meanwhile;
 /// devices the partner's roster names may still fetch it).
 pub const RELEASED_KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often released blobs past [`RELEASED_KEEP`] are looked at for reclaiming.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// How many of a pool's nodes release the off-site copies of an object taken out: the first
 /// by the placement of its manifest among the pool's live holders (as for placing them), and
 /// the next, in case the first was down when it was taken out.
@@ -95,6 +97,8 @@ pub struct Lent {
     dir: PathBuf,
     held: Mutex<Option<HashMap<Key, Held>>>,
     holds: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// When released blobs were last looked at for reclaiming.
+    swept: Mutex<Option<Instant>>,
 }
 
 /// What this node holds for one agreement.
@@ -116,7 +120,12 @@ pub struct Held {
 impl Lent {
     /// What is recorded under `dir`.
     pub fn new(dir: PathBuf) -> Lent {
-        Lent { dir, held: Mutex::new(None), holds: Mutex::new(HashMap::new()) }
+        Lent {
+            dir,
+            held: Mutex::new(None),
+            holds: Mutex::new(HashMap::new()),
+            swept: Mutex::new(None),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<Key, Held>) -> T) -> T {
@@ -349,6 +358,18 @@ impl Lent {
             let Some(h) = m.get(agreement) else { return HashSet::new() };
             ids.iter().filter(|id| h.released.contains_key(*id)).copied().collect()
         })
+    }
+
+    /// Whether released blobs are due a look for reclaiming (every [`SWEEP_EVERY`]; a
+    /// reclaim reads every manifest this node keeps, and one that cannot run is tried again
+    /// then, not at every pass).
+    fn sweep_due(&self) -> bool {
+        let mut s = lock(&self.swept);
+        let due = s.is_none_or(|t| t.elapsed() >= SWEEP_EVERY);
+        if due {
+            *s = Some(Instant::now());
+        }
+        due
     }
 
     /// Released blobs kept longer than `keep` at `now_ms`, by agreement.
@@ -1581,6 +1602,9 @@ impl Replicator {
     /// Reclaims from the store what partners released longer than [`RELEASED_KEEP`] ago
     /// (what nothing else here keeps); those the reclaim cannot take yet stay released.
     pub(super) async fn sweep_released(&self) {
+        if !self.lent.sweep_due() {
+            return;
+        }
         for (agreement, ids) in self.lent.released_past(self.pools.now_ms(), RELEASED_KEEP) {
             let turn = self.lent.hold_lock(&agreement);
             let Ok(_turn) = turn.try_lock() else { continue };
@@ -2104,8 +2128,10 @@ mod tests {
             HashSet::from([ChunkId([2; 32])]),
             "blob 2: released here, held for the other"
         );
-        // A reclaim that could not run puts them back as released, as they were.
+        // A reclaim that could not run puts them back as released, as they were; the next
+        // look is a while later, not at every pass.
         back.mark_released(&ag, &taken).unwrap();
+        assert!(back.sweep_due() && !back.sweep_due());
         assert_eq!(
             Lent::new(dir.path().to_path_buf()).released_of(&ag, &[[1; 32], [3; 32]]).len(),
             2
