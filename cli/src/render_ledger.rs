@@ -87,7 +87,7 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                 println!(
                     "  {:<16} {:>12} {:>12} {:>10} {:>10} {:>9} {:>10}{flag}",
                     f.partner.chars().take(16).collect::<String>(),
-                    bh(f.held_for_byte_hours),
+                    bh(f.receipted_held_for_byte_hours),
                     bh(f.held_by_byte_hours),
                     b(f.served_to_bytes.saturating_add(f.relayed_for_bytes)),
                     b(f.received_from_bytes.saturating_add(f.relayed_by_bytes)),
@@ -107,6 +107,26 @@ pub fn render_show(v: &Tables) -> Result<ExitCode> {
                     "  (pool {}'s relay carried {} for this pool's nodes: in RECEIVED)",
                     f.partner,
                     fmt::bytes(f.relayed_by_bytes as u64)
+                );
+            }
+            for f in p
+                .partners
+                .iter()
+                .filter(|f| f.held_for_byte_hours > 0 || f.receipted_held_for_byte_hours > 0)
+            {
+                println!(
+                    "  (pool {} receipted {} of the {} this pool's nodes held for it{}: HELD FOR IT counts what it receipted)",
+                    f.partner,
+                    format_args!("{}·h", fmt::bytes(f.receipted_held_for_byte_hours.max(0) as u64)),
+                    format_args!("{}·h", fmt::bytes(f.held_for_byte_hours.max(0) as u64)),
+                    if f.receipted_sent_bytes > 0 {
+                        format!(
+                            ", and {} of its copies sent back",
+                            fmt::bytes(f.receipted_sent_bytes as u64)
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
             }
             for f in p.partners.iter().filter(|f| f.proofs_given + f.proofs_failed > 0) {

@@ -137,6 +137,19 @@ pub enum FedRequest {
         #[cbor(n(3), with = "minicbor::bytes")]
         bits: Vec<u8>,
     },
+    /// A partner receipt for you, my pool's holder (`crate::ledger::Receipt::sign_partner`):
+    /// what you held of what my node placed with you and sent it back this period, signed by
+    /// my member; file it in your pool's ledger (nodes before this request refuse it as
+    /// malformed).
+    #[n(12)]
+    Receipt {
+        /// Who asks (the signing member and node).
+        #[n(0)]
+        asking: Box<Asking>,
+        /// The receipt's bytes.
+        #[cbor(n(1), with = "minicbor::bytes")]
+        receipt: Vec<u8>,
+    },
 }
 
 /// A sealed copy of a pool's documents a partner keeps.

@@ -69,11 +69,26 @@ struct PartnerAccrual {
     relayed_by: u64,
 }
 
+/// What accrues with one holder node of a partner (for the partner receipt this node signs
+/// it): byte-ms it held of what this node placed there, bytes it sent back.
+#[derive(Debug, Default)]
+struct HolderAccrual {
+    at_ms: Option<i64>,
+    held: u128,
+    received: u64,
+}
+
+/// What is due one partner's holder node in a receipt: (agreement, holder, byte-hours held,
+/// bytes received from it).
+pub type HolderDue = (Key, Key, u64, u64);
+
 /// Accruals per pool.
 #[derive(Debug, Default)]
 pub struct Usage {
     pools: Mutex<HashMap<Key, Accrual>>,
     partners: Mutex<HashMap<(Key, Key), PartnerAccrual>>,
+    /// By (pool, agreement, holder node).
+    holders: Mutex<HashMap<(Key, Key, Key), HolderAccrual>>,
 }
 
 impl Usage {
@@ -153,6 +168,64 @@ impl Usage {
             a.held_by += held_by as u128 * dt;
         }
         a.at_ms = Some(now_ms);
+    }
+
+    fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<(Key, Key, Key), HolderAccrual>> {
+        self.holders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accrues what each holder node of the partner of `agreement` held of what this node
+    /// placed there (`held`: holder and bytes, as this node's last off-site pass confirmed
+    /// them), at `now_ms`; a holder not listed held nothing since the last accrual.
+    pub fn accrue_holders(&self, pool: Key, agreement: Key, held: &[(Key, u64)], now_ms: i64) {
+        let mut hs = self.holders();
+        for ((p, ag, h), a) in hs.iter_mut() {
+            if (*p, *ag) != (pool, agreement) {
+                continue;
+            }
+            if let Some(t) = a.at_ms {
+                let dt = (now_ms - t).clamp(0, MAX_GAP_MS) as u128;
+                let bytes = held.iter().find(|(k, _)| k == h).map_or(0, |(_, b)| *b);
+                a.held += bytes as u128 * dt;
+            }
+            a.at_ms = Some(now_ms);
+        }
+        for (h, _) in held {
+            hs.entry((pool, agreement, *h)).or_default().at_ms.get_or_insert(now_ms);
+        }
+    }
+
+    /// Counts bytes this node received from `holder`, a node of the partner of `agreement`
+    /// holding copies for `pool`.
+    pub fn holder_received(&self, pool: Key, agreement: Key, holder: Key, bytes: u64) {
+        self.holders().entry((pool, agreement, holder)).or_default().received += bytes;
+    }
+
+    /// Takes what is due `pool`'s partners' holder nodes (whole byte-hours; the rest waits).
+    pub fn take_holders(&self, pool: Key) -> Vec<HolderDue> {
+        let mut out = Vec::new();
+        for ((p, ag, h), a) in self.holders().iter_mut() {
+            if *p != pool {
+                continue;
+            }
+            let due = ((a.held / HOUR_MS) as u64, a.received);
+            a.held %= HOUR_MS;
+            a.received = 0;
+            if due != (0, 0) {
+                out.push((*ag, *h, due.0, due.1));
+            }
+        }
+        out
+    }
+
+    /// Puts back what was due holder nodes but could not be recorded.
+    pub fn put_back_holders(&self, pool: Key, due: &[HolderDue]) {
+        let mut hs = self.holders();
+        for (ag, h, bh, bytes) in due {
+            let a = hs.entry((pool, *ag, *h)).or_default();
+            a.held += *bh as u128 * HOUR_MS;
+            a.received += bytes;
+        }
     }
 
     /// Counts bytes sent for the partner of `agreement` and received from it.

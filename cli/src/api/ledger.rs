@@ -135,6 +135,21 @@ pub struct PartnerOwed {
     /// Such audits they could not answer.
     #[serde(default)]
     pub proofs_failed: i64,
+    /// Byte-hours held for the partner as the partner's nodes signed receipts for (each of
+    /// this pool's devices up to what it recorded): what storage lent is priced and credited
+    /// by (`given`).
+    #[serde(default)]
+    pub receipted_held_for_byte_hours: i64,
+    /// Bytes of the partner's copies its nodes signed they received back.
+    #[serde(default)]
+    pub receipted_sent_bytes: i64,
+    /// Byte-hours this pool's nodes signed receipts to the partner's holders for (what they
+    /// held of what each placed there).
+    #[serde(default)]
+    pub signed_held_by_byte_hours: i64,
+    /// Bytes this pool's nodes signed they received back from the partner's holders.
+    #[serde(default)]
+    pub signed_received_bytes: i64,
     /// Whether the partner's nodes held copies for this pool in the period with no audit of
     /// them passed: what this pool would owe for is the partner's word only (`!` in
     /// `kith ledger`).
@@ -166,6 +181,10 @@ impl PartnerOwed {
             audits_failed: l.counts.audits_failed,
             proofs_given: l.counts.proofs_given,
             proofs_failed: l.counts.proofs_failed,
+            receipted_held_for_byte_hours: l.receipted_held_for,
+            receipted_sent_bytes: l.receipted_sent,
+            signed_held_by_byte_hours: l.signed_held_by,
+            signed_received_bytes: l.signed_received,
             unaudited: l.counts.held_by > 0 && l.counts.audits_passed == 0,
             given: l.held_for + l.served_to + l.relayed_for,
             taken: l.held_by + l.received_from + l.relayed_by,
@@ -434,7 +453,8 @@ impl Statements {
                 t.push('\n');
             }
             // A partner pool on one line, in the members' columns: what it held for this pool
-            // and sent it as usage, what this pool held and sent for it as contribution, what
+            // and sent it as usage, what this pool held (as the partner receipted it) and sent
+            // for it as contribution, what
             // this pool owes it at the agreement's prices (credit when it has none).
             for p in &st.partners {
                 let cells = [
@@ -444,7 +464,7 @@ impl Statements {
                     format!("partner pool {}", p.partner),
                     p.held_by_byte_hours.to_string(),
                     p.received_from_bytes.saturating_add(p.relayed_by_bytes).to_string(),
-                    p.held_for_byte_hours.to_string(),
+                    p.receipted_held_for_byte_hours.to_string(),
                     p.served_to_bytes.saturating_add(p.relayed_for_bytes).to_string(),
                     String::new(),
                     String::new(),

@@ -174,7 +174,45 @@ fn bakery(net: &kith_testnet::Testnet, page: &[u8], picture: &[u8]) -> std::path
 /// member of the partner's roster (as this node keeps it) but with no valid proof, from an
 /// endpoint of the test's own: the node's answer (why it refused, or what it did).
 fn forged_release(net: &kith_testnet::Testnet, i: usize) -> String {
-    use kith_pools::fed::{Asking, FED_ALPN, FedReply, FedRequest};
+    forged(net, i, |asking, held| {
+        let ids = held.chunks_exact(36).map(|r| <[u8; 32]>::try_from(&r[..32]).unwrap().into());
+        kith_pools::fed::FedRequest::Release { asking, ids: ids.collect() }
+    })
+}
+
+/// The same stranger sends node `i` a partner receipt in the name of that member, for as many
+/// byte-hours as there are in a year of a terabyte, signed by no key of it.
+fn forged_receipt(net: &kith_testnet::Testnet, i: usize) -> String {
+    let holder = *addr_of(net, i).id.as_bytes();
+    forged(net, i, |asking, _| {
+        let r = kith_pools::ledger::Receipt {
+            pool: asking.agreement,
+            period: kith_pools::ledger::Period::of(now_ms()).to_string(),
+            server: holder,
+            receiver: asking.identity,
+            bytes: 1 << 40,
+            blobs: (1 << 40) * 8766,
+            last: [7; 32],
+            at_ms: now_ms(),
+            sig: vec![0; 64],
+        };
+        kith_pools::fed::FedRequest::Receipt { asking, receipt: r.to_bytes() }
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A node that is not street's asks node `i` (hill's) in the name of a member street's roster
+/// names, without that member's proof (`make` builds the request from the asking part and
+/// the node's `.held` record); what it answered.
+fn forged(
+    net: &kith_testnet::Testnet,
+    i: usize,
+    make: impl FnOnce(Box<kith_pools::fed::Asking>, Vec<u8>) -> kith_pools::fed::FedRequest,
+) -> String {
+    use kith_pools::fed::{Asking, FED_ALPN, FedReply};
     let dir = net.nodes[i].home.join("pools/offsite");
     let file = |ext: &str| {
         let f = files_under(&dir).into_iter().find(|f| f.extension().is_some_and(|e| e == ext));
@@ -183,16 +221,15 @@ fn forged_release(net: &kith_testnet::Testnet, i: usize) -> String {
     };
     let roster = kith_federation::Roster::from_bytes(&file("roster")).unwrap();
     let held = file("held");
-    let ids = held.chunks_exact(36).map(|r| <[u8; 32]>::try_from(&r[..32]).unwrap().into());
-    let req = FedRequest::Release {
-        asking: Box::new(Asking {
+    let req = make(
+        Box::new(Asking {
             agreement: roster.agreement,
             identity: *roster.members[0],
             roster,
             sig: vec![0; 64],
         }),
-        ids: ids.collect(),
-    };
+        held,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let ep = endpoint().await;
@@ -316,6 +353,27 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
         Ok(p["partner"] == "street" && p["held_for_byte_hours"].as_i64() > Some(0))
     })
     .unwrap();
+    // The evidence across the two pools: bob's node signs each hill holder a receipt for what
+    // it held of his placement at each record, files it in street's ledger and sends it to
+    // the holder, which files it in hill's; hill's line prices what street receipted. A
+    // receipt forged in a street member's name is refused and never counts.
+    let why = forged_receipt(&net, i);
+    assert!(why.contains("proof does not verify"), "{why}");
+    net.wait_for(CONVERGE, "street's receipts to hill's holders to reach hill's ledger", |net| {
+        let signed = partner(net, 0, "street")?["signed_held_by_byte_hours"].as_i64();
+        let p = partner(net, 2, "hill")?;
+        let receipted = p["receipted_held_for_byte_hours"].as_i64();
+        Ok(signed > Some(0) && receipted > Some(0))
+    })
+    .unwrap();
+    let p = partner(&net, 2, "hill").unwrap();
+    let (held, receipted) = (
+        p["held_for_byte_hours"].as_i64().unwrap(),
+        p["receipted_held_for_byte_hours"].as_i64().unwrap(),
+    );
+    assert!(receipted <= held && receipted < 1 << 40, "{p}");
+    let shown = net.kith_ok(2, &["ledger", "--pool", "hill"]).unwrap();
+    assert!(shown.contains("pool street receipted"), "{shown}");
     let csv =
         net.kith_ok(2, &["ledger", "statement", "--pool", "hill", "--format", "csv"]).unwrap();
     assert!(csv.contains("partner pool street"), "{csv}");

@@ -240,6 +240,54 @@ impl Ledger {
         Ok(())
     }
 
+    /// Files partner receipts in this device's row: those it `signed` for the partner's
+    /// holders (under `partners/<agreement>/signed/<holder>`) and those the partner's nodes
+    /// signed for it as their holder (`partners/<agreement>/receipts/<node>`). A receipt no
+    /// larger than the one filed is left out.
+    pub fn file_partner_receipts(
+        &mut self,
+        signer: &Signer,
+        rules: &LedgerRules<'_>,
+        signed: &[Receipt],
+        theirs: &[Receipt],
+        now_ms: i64,
+    ) -> Result<usize, DocError> {
+        let view = self.view();
+        let row = view.rows.get(&(signer.author().key, signer.author().device));
+        let grows = |r: &Receipt, prev: Option<&Receipt>| {
+            prev.is_none_or(|p| {
+                (r.bytes, r.blobs) != (p.bytes, p.blobs) && r.bytes >= p.bytes && r.blobs >= p.blobs
+            })
+        };
+        let signed: Vec<&Receipt> = signed
+            .iter()
+            .filter(|r| grows(r, row.and_then(|w| w.partner_signed.get(&(r.pool, r.server)))))
+            .collect();
+        let theirs: Vec<&Receipt> = theirs
+            .iter()
+            .filter(|r| grows(r, row.and_then(|w| w.partner_receipts.get(&(r.pool, r.last)))))
+            .collect();
+        let n = signed.len() + theirs.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
+            let row = Self::own_row(d, signer)?;
+            let ps = crate::edit::map_or_new(d, &row, "partners")?;
+            for (sub, r, under) in signed
+                .iter()
+                .map(|r| ("signed", r, r.server))
+                .chain(theirs.iter().map(|r| ("receipts", r, r.last)))
+            {
+                let m = crate::edit::map_or_new(d, &ps, &hex(&r.pool))?;
+                let rec = crate::edit::map_or_new(d, &m, sub)?;
+                d.put(&rec, hex(&under), ScalarValue::Bytes(r.to_bytes()))?;
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
     /// Adds `by` to counter `c` of `row`, making it in a row from before it existed.
     fn counter_or_new(
         d: &mut AutoCommit,

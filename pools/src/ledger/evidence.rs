@@ -14,6 +14,9 @@ const RECEIPT_CONTEXT: &[u8] = b"kith-receipt-v1";
 /// Domain separation of CPU receipts: the same fields, read as (runner node, taker, fuel,
 /// jobs, last job id), so one can never pass for the other.
 const CPU_RECEIPT_CONTEXT: &[u8] = b"kith-cpu-receipt-v1";
+/// Domain separation of partner receipts: the same fields, read as (agreement, holder node,
+/// partner member, bytes received back, byte-hours held, signing node).
+const PARTNER_RECEIPT_CONTEXT: &[u8] = b"kith-partner-receipt-v1";
 
 /// A receiver's signed, cumulative acknowledgement of what one server node sent it in a period.
 #[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
@@ -86,6 +89,44 @@ impl Receipt {
     /// Whether the signature verifies as a CPU receipt's.
     pub fn cpu_signature_ok(&self) -> bool {
         verify(&self.receiver, &self.message(CPU_RECEIPT_CONTEXT), &self.sig)
+    }
+
+    /// A partner receipt signed by `signer`, a member of the pool a federated partner lends
+    /// storage to, on its node `node`: cumulative for the period under `agreement`, the
+    /// partner's holder node `holder` held `byte_hours` of what `node` placed there (as
+    /// `node`'s off-site passes confirmed it and its audits passed) and sent `node` back
+    /// `bytes` of it. Stored as `pool` = agreement, `server` = holder, `bytes`, `blobs` =
+    /// byte-hours, `last` = the signing node; verified by
+    /// [`Receipt::partner_signature_ok`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_partner(
+        signer: &Signer,
+        agreement: Key,
+        period: Period,
+        holder: Key,
+        node: Key,
+        bytes: u64,
+        byte_hours: u64,
+        at_ms: i64,
+    ) -> Receipt {
+        let mut r = Receipt {
+            pool: agreement,
+            period: period.to_string(),
+            server: holder,
+            receiver: signer.author().key,
+            bytes,
+            blobs: byte_hours,
+            last: node,
+            at_ms,
+            sig: vec![0; 64],
+        };
+        r.sig = signer.sign(&r.message(PARTNER_RECEIPT_CONTEXT));
+        r
+    }
+
+    /// Whether the signature verifies as a partner receipt's.
+    pub fn partner_signature_ok(&self) -> bool {
+        verify(&self.receiver, &self.message(PARTNER_RECEIPT_CONTEXT), &self.sig)
     }
 
     /// A receipt signed by `signer` (the receiver).
@@ -216,6 +257,30 @@ pub fn check_evidence(l: &LedgerView, pool: &PoolView, now_ms: i64) -> Vec<Flag>
                     "reports {taken} units of CPU taken but signed CPU receipts for {cpu_signed}"
                 ),
             });
+        }
+        // Across pools, the same check per device and agreement: what it recorded the
+        // partner held for it and sent it back, against the partner receipts it signed.
+        for ((_, device), row) in l.rows.iter().filter(|((k, _), _)| *k == m) {
+            for (ag, c) in &row.partners {
+                let signed = row.partner_signed.range((*ag, [0; 32])..=(*ag, [0xff; 32]));
+                let (held, back) = signed
+                    .filter(|(_, r)| r.partner_signature_ok())
+                    .fold((0u64, 0u64), |(h, b), (_, r)| {
+                        (h.saturating_add(r.blobs), b.saturating_add(r.bytes))
+                    });
+                if (c.held_by.max(0) as u64) < held || (c.received_from.max(0) as u64) < back {
+                    flags.push(Flag {
+                        member: m,
+                        what: format!(
+                            "device {} reports {} byte-hours held and {} bytes received back by partner {} but signed it receipts for {held} and {back}",
+                            kith_crdt::hex(&device[..4]),
+                            c.held_by,
+                            c.received_from,
+                            kith_crdt::hex(&ag[..4]),
+                        ),
+                    });
+                }
+            }
         }
         let provided = l.total(&m, Counter::StorageProvided);
         let audited = pool

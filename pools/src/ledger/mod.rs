@@ -246,6 +246,14 @@ pub struct Row {
     pub cpu_receipts: BTreeMap<Key, Receipt>,
     /// What this device did for and with federated partners, by agreement.
     pub partners: BTreeMap<Key, PartnerCounts>,
+    /// Partner receipts this device signed for the partner's holders (what they held of what
+    /// it placed there and sent it back; [`Receipt::sign_partner`]), by (agreement, holder
+    /// node): `partners/<agreement>/signed/<holder>`.
+    pub partner_signed: BTreeMap<(Key, Key), Receipt>,
+    /// Partner receipts the partner's nodes signed for this device as their holder, by
+    /// (agreement, signing node): `partners/<agreement>/receipts/<node>`. The evidence behind
+    /// `held_for` and the copies in `served_to`.
+    pub partner_receipts: BTreeMap<(Key, Key), Receipt>,
 }
 
 /// What one device did for and with a federated partner pool (by agreement) in a period.
@@ -475,6 +483,17 @@ impl LedgerView {
                         }
                     }
                     row.partners.insert(ag, pc);
+                    for (sub, into) in [
+                        ("signed", &mut row.partner_signed),
+                        ("receipts", &mut row.partner_receipts),
+                    ] {
+                        if d.get(&m, sub).map_err(|e| e.to_string())?.is_some() {
+                            let rec = obj(d, &m, sub)?;
+                            for (node, r) in read_receipts(d, &rec, &k)? {
+                                into.insert((ag, node), r);
+                            }
+                        }
+                    }
                 }
             }
             rows.insert(key, row);

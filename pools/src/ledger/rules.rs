@@ -176,6 +176,20 @@ impl Authorizer for LedgerRules<'_> {
                         rows_made.push(k.to_string());
                     }
                 }
+                ["rows", _, "partners", _, "signed" | "receipts"] => {
+                    if !matches!(
+                        p.action,
+                        PatchAction::PutMap { value: (Value::Object(ObjType::Map), _), .. }
+                    ) {
+                        return Err(format!("`{}` is a map", path.join("/")));
+                    }
+                    if before(c, &path)?.is_some() {
+                        return Err(format!("`{}` cannot be made again", path.join("/")));
+                    }
+                }
+                ["rows", _, "partners", ag, sub @ ("signed" | "receipts"), node] => {
+                    partner_receipt(c, &path, ag, *sub == "signed", node, &period, &p.action)?
+                }
                 ["rows", _, "partners", _, key] => {
                     if !PartnerCounts::KEYS.contains(key) {
                         return Err(format!("a partner's counts have no `{key}`"));
@@ -318,6 +332,63 @@ impl Get for DocNow<'_> {
     }
 }
 
+/// A partner receipt written at `path` (`rows/<row>/partners/<ag>/<signed|receipts>/<node>`):
+/// whole, for agreement `ag` and this period, with a signature that verifies, and only
+/// growing. One this device `signed` is its member's, signed on this device, and filed under
+/// the holder it is for; one the partner signed for this device as its holder names this
+/// device as the holder and is filed under the node that signed it. Whether its signer is a
+/// member of the partner pool is checked by the holder that files it, against the partner's
+/// roster (the rules cannot read it: it is in the partner's document, not this pool's).
+fn partner_receipt(
+    c: &Check<'_>,
+    path: &[&str],
+    ag: &str,
+    signed: bool,
+    node: &str,
+    period: &str,
+    action: &PatchAction,
+) -> Result<(), String> {
+    let PatchAction::PutMap { value: (v, _), .. } = action else {
+        return Err("a partner receipt is written whole".into());
+    };
+    let bytes = v.as_scalar().and_then(|s| match s {
+        ScalarValue::Bytes(b) => Some(b.clone()),
+        _ => None,
+    });
+    let r = Receipt::from_bytes(&bytes.ok_or("a partner receipt is not bytes")?)
+        .map_err(|e| e.to_string())?;
+    if hex(&r.pool) != ag || r.period != period {
+        return Err("a partner receipt must be for its agreement and this period".into());
+    }
+    let (filed_under, this_device) = if signed {
+        if r.receiver != c.author.key {
+            return Err("a partner receipt this device signed must be its member's".into());
+        }
+        (r.server, r.last)
+    } else {
+        (r.last, r.server)
+    };
+    if hex(&filed_under) != node || this_device != c.author.device {
+        return Err("a partner receipt is filed under another node".into());
+    }
+    if !r.partner_signature_ok() {
+        return Err(format!("the partner receipt of node {} has a bad signature", &node[..16]));
+    }
+    if let Some((v, _)) = before(c, path)? {
+        let prev = v
+            .as_scalar()
+            .and_then(|s| match s {
+                ScalarValue::Bytes(b) => Receipt::from_bytes(b).ok(),
+                _ => None,
+            })
+            .ok_or("the earlier partner receipt is unreadable")?;
+        if r.bytes < prev.bytes || r.blobs < prev.blobs || r.receiver != prev.receiver {
+            return Err("a partner receipt may only grow".into());
+        }
+    }
+    Ok(())
+}
+
 /// The map at `key` of `obj`.
 fn map_at(d: &dyn Get, obj: &ObjId, key: &str) -> Result<ObjId, String> {
     match d.get_value(obj, key)? {
@@ -344,6 +415,18 @@ fn row_reads(d: &dyn Get, k: &str) -> Result<(), String> {
             for key in PartnerCounts::KEYS {
                 if let Some((v, _)) = d.get_value(&m, key)? {
                     v.as_i64().ok_or(format!("`{key}` is not a number"))?;
+                }
+            }
+            for sub in ["signed", "receipts"] {
+                if d.get_value(&m, sub)?.is_some() {
+                    let rec = map_at(d, &m, sub)?;
+                    for s in d.keys_of(&rec) {
+                        parse_key(&s).ok_or(format!("partner receipt `{s}` is not a node"))?;
+                        if let Some((v, _)) = d.get_value(&rec, &s)? {
+                            let b = v.as_bytes().ok_or("a partner receipt is not bytes")?;
+                            Receipt::from_bytes(b).map_err(|e| e.to_string())?;
+                        }
+                    }
                 }
             }
         }

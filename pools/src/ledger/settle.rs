@@ -170,7 +170,8 @@ pub struct PartnerLine {
     pub partner: String,
     /// The counts summed over this pool's devices.
     pub counts: super::PartnerCounts,
-    /// GiB-months this pool's nodes held for the partner.
+    /// GiB-months this pool's nodes held for the partner, as the partner receipted it
+    /// (`receipted_held_for`; what they recorded is `counts.held_for`).
     pub held_for: f64,
     /// GiB-months the partner's nodes held for this pool (as this pool's placement confirmed).
     pub held_by: f64,
@@ -183,6 +184,17 @@ pub struct PartnerLine {
     pub relayed_for: f64,
     /// GiB the partner's relay carried for this pool's nodes (priced as egress taken).
     pub relayed_by: f64,
+    /// Byte-hours this pool's nodes held for the partner as the partner's receipts say (each
+    /// device's `held_for` up to what the partner's nodes signed it held): what storage lent
+    /// is priced by, as serving is credited by receipts within a pool.
+    pub receipted_held_for: i64,
+    /// Bytes of the partner's copies its nodes signed they received back from this pool's.
+    pub receipted_sent: i64,
+    /// Byte-hours this pool's nodes signed the partner's held of what they placed there, and
+    /// bytes they signed they received back (the receipts they sent the partner).
+    pub signed_held_by: i64,
+    /// See `signed_held_by`.
+    pub signed_received: i64,
     /// Whether the agreement prices lending.
     pub priced: bool,
     /// What this pool owes the partner at the agreement's prices, in cents (negative: the
@@ -196,9 +208,39 @@ pub struct PartnerLine {
 /// The partner lines of a period: one per agreement this pool's nodes recorded anything under.
 pub fn partner_lines(l: &LedgerView, pool: &PoolView) -> Vec<PartnerLine> {
     let mut sums: std::collections::BTreeMap<Key, super::PartnerCounts> = Default::default();
+    // Per agreement: held_for as receipted, copies sent back as receipted, held_by and
+    // received as signed.
+    let mut evidence: std::collections::BTreeMap<Key, [i64; 4]> = Default::default();
     for row in l.rows.values() {
         for (ag, c) in &row.partners {
             sums.entry(*ag).or_default().add(c);
+            // The rules checked every receipt as it came in; checked again here, as the
+            // receipts within a pool are when they are credited.
+            let theirs = row
+                .partner_receipts
+                .range((*ag, [0; 32])..=(*ag, [0xff; 32]))
+                .filter(|(_, r)| r.partner_signature_ok());
+            let (held, sent) = theirs.fold((0i64, 0i64), |(h, s), (_, r)| {
+                (
+                    h.saturating_add(r.blobs.min(i64::MAX as u64) as i64),
+                    s.saturating_add(r.bytes.min(i64::MAX as u64) as i64),
+                )
+            });
+            let mine = row
+                .partner_signed
+                .range((*ag, [0; 32])..=(*ag, [0xff; 32]))
+                .filter(|(_, r)| r.partner_signature_ok());
+            let (held_by, received) = mine.fold((0i64, 0i64), |(h, s), (_, r)| {
+                (
+                    h.saturating_add(r.blobs.min(i64::MAX as u64) as i64),
+                    s.saturating_add(r.bytes.min(i64::MAX as u64) as i64),
+                )
+            });
+            let e = evidence.entry(*ag).or_default();
+            e[0] = e[0].saturating_add(held.min(c.held_for.max(0)));
+            e[1] = e[1].saturating_add(sent);
+            e[2] = e[2].saturating_add(held_by);
+            e[3] = e[3].saturating_add(received);
         }
     }
     let gib_months = |bh: i64| bh as f64 / GIB / HOURS_PER_MONTH;
@@ -210,7 +252,11 @@ pub fn partner_lines(l: &LedgerView, pool: &PoolView) -> Vec<PartnerLine> {
                 .and_then(|e| e.agreement.partner_of(&l.pool).map(|(_, n)| n.to_string()))
                 .unwrap_or_else(|| format!("agreement {}", kith_crdt::hex(&ag[..4])));
             let price = e.map(|e| e.agreement.offer.price).unwrap_or_default();
-            let (held_for, held_by) = (gib_months(c.held_for), gib_months(c.held_by));
+            let [receipted_held_for, receipted_sent, signed_held_by, signed_received] =
+                evidence.get(&ag).copied().unwrap_or_default();
+            // Storage lent counts as the partner receipted it; what this pool's nodes say
+            // they held beyond that earns nothing (the partner never acknowledged it).
+            let (held_for, held_by) = (gib_months(receipted_held_for), gib_months(c.held_by));
             let (served_to, received_from) = (gib(c.served_to), gib(c.received_from));
             let priced = price.storage_per_gib_month > 0 || price.egress_per_gb > 0;
             // Prices are in millionths of the currency; egress is priced per GB (10^9 bytes).
@@ -233,6 +279,10 @@ pub fn partner_lines(l: &LedgerView, pool: &PoolView) -> Vec<PartnerLine> {
                 received_from,
                 relayed_for,
                 relayed_by,
+                receipted_held_for,
+                receipted_sent,
+                signed_held_by,
+                signed_received,
                 priced,
                 owes_cents: (micro / 10_000.0).round() as i64,
                 credit: (held_for + served_to + relayed_for)

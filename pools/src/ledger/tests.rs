@@ -602,8 +602,52 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     // Bob's node reached hill's through hill's relay, 2 GB: priced as egress taken.
     let through = PartnerCounts { relayed_by: 2_000_000_000, ..Default::default() };
     l.record_partners(&m, &rules, &[(id, through)], 16).unwrap();
+    // Hill's member bea, on her node, signed ada's node (its holder) a receipt for 1.5 of the
+    // 2 GiB-months ada's node says it held, and 1 GiB sent back; ada's node files it. Bob's
+    // node signed hill's holder one for what it held of his placement, and files it too.
+    let bea_node = bea.author().device;
+    let theirs = Receipt::sign_partner(
+        &bea,
+        id,
+        period,
+        a.author().device,
+        bea_node,
+        1 << 30,
+        3 * gib_month as u64 / 2,
+        17,
+    );
+    assert!(theirs.partner_signature_ok() && !theirs.signature_ok() && !theirs.cpu_signature_ok());
+    assert_eq!(
+        l.file_partner_receipts(&a, &rules, &[], std::slice::from_ref(&theirs), 17).unwrap(),
+        1
+    );
+    let hill_holder = [8; 32];
+    let mine = Receipt::sign_partner(
+        &m,
+        id,
+        period,
+        hill_holder,
+        m.author().device,
+        1 << 30,
+        3 * gib_month as u64,
+        18,
+    );
+    assert_eq!(
+        l.file_partner_receipts(&m, &rules, std::slice::from_ref(&mine), &[], 18).unwrap(),
+        1
+    );
+    // The same receipts again are left out (nothing grew).
+    assert_eq!(
+        l.file_partner_receipts(&a, &rules, &[], std::slice::from_ref(&theirs), 19).unwrap(),
+        0
+    );
     let v = l.view();
     let row = &v.rows[&(a.author().key, a.author().device)];
+    assert_eq!(row.partner_receipts[&(id, bea_node)], theirs);
+    assert_eq!(
+        v.rows[&(m.author().key, m.author().device)].partner_signed[&(id, hill_holder)],
+        mine
+    );
     assert_eq!(row.partners[&id].held_for, 2 * gib_month);
     assert_eq!(row.partners[&id].served_to, 4 << 30);
     // The egress street gave hill, which one `--lend-egress` bounds: served and relayed
@@ -616,20 +660,25 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     assert_eq!(v.egress_to(&id, Some(&bob_row)), (4u64 << 30) + 1_000_000_000);
     assert_eq!(v.egress_to(&[0; 32], None), 0, "another agreement's egress is its own");
     // One line for hill: street owes it for 3 GiB-months, 1 GiB taken and 2 GB its relay
-    // carried, less 2 GiB-months, 4 GiB sent and 1 GB relayed for it:
-    // 6.00 + 0.54 + 1.00 - 4.00 - 2.15 - 0.50 = 0.89.
+    // carried, less the 1.5 GiB-months hill receipted of the 2 ada's node recorded, 4 GiB
+    // sent and 1 GB relayed for it: 6.00 + 0.54 + 1.00 - 3.00 - 2.15 - 0.50 = 1.89.
     let lines = partner_lines(&v, &p.view());
     assert_eq!(lines.len(), 1);
     let h = &lines[0];
     assert_eq!((h.partner.as_str(), h.priced), ("hill", true));
-    assert!((h.held_for - 2.0).abs() < 1e-9 && (h.held_by - 3.0).abs() < 1e-9, "{h:?}");
-    assert_eq!(h.owes_cents, 89, "{h:?}");
+    assert!((h.held_for - 1.5).abs() < 1e-9 && (h.held_by - 3.0).abs() < 1e-9, "{h:?}");
+    assert_eq!((h.counts.held_for, h.receipted_held_for), (2 * gib_month, 3 * gib_month / 2));
+    assert_eq!(
+        (h.receipted_sent, h.signed_held_by, h.signed_received),
+        (1 << 30, 3 * gib_month, 1 << 30)
+    );
+    assert_eq!(h.owes_cents, 189, "{h:?}");
     assert_eq!(h.counts.relayed_for, 1_000_000_000, "{h:?}");
     assert_eq!(h.counts.relayed_by, 2_000_000_000, "{h:?}");
     // The audits are the line's evidence, summed over devices; they cost nothing.
     assert_eq!((h.counts.audits_passed, h.counts.audits_failed), (4, 1), "{h:?}");
     assert_eq!((h.counts.proofs_given, h.counts.proofs_failed), (2, 0), "{h:?}");
-    assert!((h.credit - (2.0 - 1e9 / (1u64 << 30) as f64)).abs() < 1e-9, "{h:?}");
+    assert!((h.credit - (1.5 - 1e9 / (1u64 << 30) as f64)).abs() < 1e-9, "{h:?}");
     // Without prices, the same figures are credit both ways (an agreement this view lacks
     // is named by its id).
     let lines = partner_lines(&v, &pool().0.view());
@@ -671,8 +720,76 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
         raw.put_object(&ps, "not-an-agreement", ObjType::Map).unwrap();
     });
     assert!(e.contains("is not an agreement"), "{e}");
+    // Partner receipts: a bad signature, one filed under another node, one of another
+    // agreement, one passed off as this member's, one that shrinks: refused.
+    let put_receipt = |l: &mut Ledger, sub: &str, under: Key, r: &Receipt| {
+        let r = r.clone();
+        let sub = sub.to_string();
+        refused(l, &|raw| {
+            let at = path(raw, &m);
+            let rec = match raw.get(&at, sub.as_str()).unwrap() {
+                Some((_, o)) => o,
+                None => raw.put_object(&at, sub.as_str(), ObjType::Map).unwrap(),
+            };
+            raw.put(&rec, hex(&under), ScalarValue::Bytes(r.to_bytes())).unwrap();
+        })
+    };
+    let mut bad = mine.clone();
+    bad.blobs += 1;
+    let e = put_receipt(&mut l, "signed", hill_holder, &bad);
+    assert!(e.contains("bad signature"), "{e}");
+    let e = put_receipt(&mut l, "signed", [9; 32], &mine);
+    assert!(e.contains("filed under another node"), "{e}");
+    let other =
+        Receipt::sign_partner(&m, [5; 32], period, hill_holder, m.author().device, 1, 1, 19);
+    let e = put_receipt(&mut l, "signed", hill_holder, &other);
+    assert!(e.contains("for its agreement"), "{e}");
+    let e = put_receipt(
+        &mut l,
+        "signed",
+        [8; 32],
+        &Receipt::sign_partner(
+            &bea,
+            id,
+            period,
+            hill_holder,
+            m.author().device,
+            1 << 31,
+            1 << 50,
+            19,
+        ),
+    );
+    assert!(e.contains("must be its member's"), "{e}");
+    let less = Receipt::sign_partner(&m, id, period, hill_holder, m.author().device, 1, 1, 19);
+    let e = put_receipt(&mut l, "signed", hill_holder, &less);
+    assert!(e.contains("may only grow"), "{e}");
+    // One the partner signed for bob's node as its holder names his node as the holder.
+    let for_ada = Receipt::sign_partner(&bea, id, period, a.author().device, bea_node, 5, 5, 19);
+    let e = put_receipt(&mut l, "receipts", bea_node, &for_ada);
+    assert!(e.contains("filed under another node"), "{e}");
+    assert_eq!(l.view().rows[&(m.author().key, m.author().device)].partner_signed.len(), 1);
     let kept = PartnerCounts { relayed_by: 2_000_000_000, ..bob };
     assert_eq!(l.view().rows[&(m.author().key, m.author().device)].partners[&id], kept);
+    // `kith ledger verify`: bob's node recorded what it signed for; once it signs hill's
+    // holder for more than it recorded (under-reporting what it took), it is flagged.
+    let partner_flags = |l: &Ledger| -> Vec<String> {
+        let flags = check_evidence(&l.view(), &p.view(), 20);
+        flags.into_iter().filter(|f| f.what.contains("partner")).map(|f| f.what).collect()
+    };
+    assert_eq!(partner_flags(&l), Vec::<String>::new());
+    let more = Receipt::sign_partner(
+        &m,
+        id,
+        period,
+        hill_holder,
+        m.author().device,
+        1 << 30,
+        4 * gib_month as u64,
+        20,
+    );
+    l.file_partner_receipts(&m, &rules, &[more], &[], 20).unwrap();
+    let flags = partner_flags(&l);
+    assert!(flags.len() == 1 && flags[0].contains("signed it receipts for"), "{flags:?}");
 }
 
 /// A balance carried in under a key that names no member (the reader needs a member key) is

@@ -70,10 +70,14 @@ impl Replicator {
         let signer = self.pools.signer();
         let period = crate::ledger::Period::of(now);
         let partners = self.usage.take_partners(pool);
+        let holders = self.usage.take_holders(pool);
+        let theirs = self.take_partner_receipts(&v, period);
         let Some(snap) = self.pools.snapshot(&pool) else {
             self.usage.put_back_partners(pool, &partners);
+            self.usage.put_back_holders(pool, &holders);
             return;
         };
+        let mut to_send = Vec::new();
         let result = self.pools.ledgers().with(&snap, period, |l, rules| {
             let a = signer.author();
             let row = l.view().rows.remove(&(a.key, a.device)).unwrap_or_default();
@@ -130,7 +134,30 @@ impl Replicator {
             if !(adds.is_empty() && receipts.is_empty() && cpu_receipts.is_empty()) {
                 l.record(signer, rules, &adds, &receipts, &cpu_receipts, now)?;
             }
-            l.record_partners(signer, rules, &partners, now)
+            l.record_partners(signer, rules, &partners, now)?;
+            // The partner receipts this node signs its partners' holders (cumulative for the
+            // period: what the row has signed them so far, and what accrued since), and those
+            // the partners' nodes signed for it as their holder.
+            let signed: Vec<crate::ledger::Receipt> = holders
+                .iter()
+                .map(|(ag, h, bh, bytes)| {
+                    let (b, n) =
+                        row.partner_signed.get(&(*ag, *h)).map_or((0, 0), |r| (r.bytes, r.blobs));
+                    crate::ledger::Receipt::sign_partner(
+                        signer,
+                        *ag,
+                        period,
+                        *h,
+                        me,
+                        b + bytes,
+                        n + bh,
+                        now,
+                    )
+                })
+                .collect();
+            l.file_partner_receipts(signer, rules, &signed, &theirs, now)?;
+            to_send = signed;
+            Ok(())
         });
         match result {
             Ok(()) => {
@@ -146,11 +173,14 @@ impl Replicator {
                     }
                 }
                 self.pools.wake();
+                self.queue_partner_receipts(pool, to_send);
             }
             Err(e) => {
                 tracing::warn!(pool = %hex(&pool[..4]), error = %e, "cannot record usage in the ledger");
                 self.usage.put_back(pool, due);
                 self.usage.put_back_partners(pool, &partners);
+                self.usage.put_back_holders(pool, &holders);
+                self.put_back_partner_receipts(theirs);
                 node.served().tagged().add_all(served_tally);
                 node.received().add_all(received_tally);
                 self.pools.put_back_site_requests(&pool, requests);
@@ -196,7 +226,9 @@ impl Replicator {
             self.usage.partner_bytes(*pool, by_partner[&p], t.bytes, 0);
         }
         for ((_, peer), t) in received {
-            self.usage.partner_bytes(*pool, holders[peer.as_bytes()], 0, t.bytes);
+            let ag = holders[peer.as_bytes()];
+            self.usage.partner_bytes(*pool, ag, 0, t.bytes);
+            self.usage.holder_received(*pool, ag, *peer.as_bytes(), t.bytes);
         }
         for (ag, bytes) in self.edges.take_served(|a| v.federation.agreements.contains_key(a)) {
             self.usage.partner_bytes(*pool, ag, bytes, 0);
@@ -214,11 +246,12 @@ impl Replicator {
                 continue;
             }
             let partner = e.agreement.partner_of(&pool).map(|(p, _)| p);
-            let held_by = stats
-                .as_ref()
-                .and_then(|s| partner.and_then(|p| s.partners.get(&p)))
-                .map_or(0, |p| p.held_bytes);
+            let ps = stats.as_ref().and_then(|s| partner.and_then(|p| s.partners.get(&p)));
+            let held_by = ps.map_or(0, |p| p.held_bytes);
             self.usage.accrue_partner(pool, *ag, self.lent.bytes(ag), held_by, now);
+            let by_holder: Vec<(Key, u64)> =
+                ps.map(|p| p.by_holder.iter().map(|(h, b)| (*h, *b)).collect()).unwrap_or_default();
+            self.usage.accrue_holders(pool, *ag, &by_holder, now);
         }
     }
 }

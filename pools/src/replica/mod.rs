@@ -27,6 +27,7 @@ mod moving;
 mod offsite;
 mod protocol;
 mod put;
+mod receipts;
 mod reclaim;
 mod recovery;
 mod repair;
@@ -182,6 +183,10 @@ pub struct Replicator {
     hand_over_tried: Mutex<HashMap<Key, std::time::Instant>>,
     /// The latest off-site pass's figures, per pool.
     offsite_stats: Mutex<BTreeMap<Key, offsite::OffsiteStats>>,
+    /// Partner receipts this node signed, to deliver, by (pool, agreement, holder).
+    receipts_out: Mutex<HashMap<(Key, Key, Key), receipts::Outgoing>>,
+    /// Partner receipts received as a holder, to file, by (agreement, signing node).
+    receipts_in: Mutex<HashMap<(Key, Key), crate::ledger::Receipt>>,
     /// What this node serves as an edge of partners' sites (see `edge.rs`).
     edges: Arc<edge::Edges>,
 }
@@ -231,6 +236,8 @@ impl Replicator {
             partner_audits: Mutex::new(HashMap::new()),
             audits_serving: Mutex::new(Default::default()),
             offsite_stats: Mutex::new(BTreeMap::new()),
+            receipts_out: Mutex::new(HashMap::new()),
+            receipts_in: Mutex::new(HashMap::new()),
             sealed_sent: Mutex::new(HashMap::new()),
             handed_over: Mutex::new(HashSet::new()),
             hand_over_tried: Mutex::new(HashMap::new()),
@@ -474,6 +481,7 @@ impl Replicator {
                     this.offsite(pool).await;
                     this.release_offsite(pool).await;
                     this.release_unlisted(pool).await;
+                    this.send_partner_receipts(pool).await;
                     this.share_sealed(pool).await;
                     this.accrue_partners(pool);
                     Ok::<_, std::convert::Infallible>(())

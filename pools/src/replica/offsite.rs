@@ -605,6 +605,8 @@ pub struct PartnerStats {
     pub placed_bytes: u64,
     /// Of those, bytes its nodes confirmed they hold.
     pub held_bytes: u64,
+    /// `held_bytes` by holder node (what this node signs partner receipts for).
+    pub by_holder: BTreeMap<Key, u64>,
     /// How long it has not answered (ms), when it did not answer the last time it was asked.
     pub silent_ms: Option<i64>,
     /// Whether it has been silent past its agreement's notice: its copies are placed elsewhere.
@@ -988,6 +990,7 @@ impl Replicator {
             c.get(&(*n, *id)).is_some_and(|t| t.elapsed() < RECONFIRM)
         };
         let mut held_bytes: HashMap<Key, u64> = HashMap::new();
+        let mut held_at: HashMap<Key, u64> = HashMap::new();
         let member_of: HashMap<Key, Key> =
             holders.iter().map(|(_, h)| (h.node, h.member)).collect();
         let hint: Vec<ByteArray<32>> = std::iter::once(me)
@@ -1009,8 +1012,9 @@ impl Replicator {
             // (what it confirms meanwhile is its word only).
             let was_failing = self.partner_failing(&holder);
             if !was_failing {
-                *held_bytes.entry(partner).or_default() +=
-                    done.iter().map(|(_, l)| *l as u64).sum::<u64>();
+                let b: u64 = done.iter().map(|(_, l)| *l as u64).sum();
+                *held_bytes.entry(partner).or_default() += b;
+                *held_at.entry(holder).or_default() += b;
             }
             if unreachable.contains(&partner) {
                 continue;
@@ -1032,6 +1036,9 @@ impl Replicator {
                     lock(&self.offsite_confirmed).retain(|(n, _), _| *n != holder);
                     let lost: u64 = done.iter().map(|(_, l)| *l as u64).sum();
                     if !was_failing && let Some(b) = held_bytes.get_mut(&partner) {
+                        *b = b.saturating_sub(lost);
+                    }
+                    if !was_failing && let Some(b) = held_at.get_mut(&holder) {
                         *b = b.saturating_sub(lost);
                     }
                     todo.extend(done.iter().copied());
@@ -1057,6 +1064,7 @@ impl Replicator {
                                 c.insert((holder, *id), Instant::now());
                                 if !failing {
                                     *held_bytes.entry(partner).or_default() += *len as u64;
+                                    *held_at.entry(holder).or_default() += *len as u64;
                                 }
                             }
                         }
@@ -1079,6 +1087,11 @@ impl Replicator {
         for (p, s) in st.partners.iter_mut() {
             s.placed_bytes = placed_bytes.get(p).copied().unwrap_or(0);
             s.held_bytes = held_bytes.get(p).copied().unwrap_or(0);
+            s.by_holder = held_at
+                .iter()
+                .filter(|(h, _)| member_of.get(*h) == Some(p))
+                .map(|(h, b)| (*h, *b))
+                .collect();
         }
         if let Some(e) = &st.error {
             tracing::warn!(pool = %hex(&pool[..4]), error = %e, "off-site pass incomplete");
@@ -1266,7 +1279,11 @@ impl Replicator {
     /// roster must also be in force, and the newest of the agreement this node has seen must
     /// name the asking identity too (a member taken out of the partner pool keeps its older
     /// roster, in force for up to 30 days, until a node of that pool asks with a newer one).
-    fn check_current(&self, peer: &EndpointId, asking: &Asking) -> Result<Agreement, String> {
+    pub(super) fn check_current(
+        &self,
+        peer: &EndpointId,
+        asking: &Asking,
+    ) -> Result<Agreement, String> {
         let (_, _, ag, _) = self.check_asking(peer, asking, false)?;
         asking.roster.check(&ag, self.pools.now_ms().max(0) as u64).map_err(|e| e.to_string())?;
         match self.lent.roster(&ag.id()) {
@@ -1526,6 +1543,9 @@ impl Replicator {
                     );
                 }
                 Ok(FedReply::Recorded(format!("released {} blobs", gone.len())))
+            }
+            FedRequest::Receipt { asking, receipt } => {
+                self.accept_partner_receipt(&peer, &asking, &receipt)
             }
             FedRequest::Unlisted { asking, salt, k, bits } => {
                 let ag = self.check_current(&peer, &asking)?;

@@ -1,0 +1,172 @@
+//! Partner receipts: the evidence, across two pools, behind what one lends the other. A node
+//! that placed copies with a partner's holders signs each holder, at every record, a
+//! cumulative receipt for the month: the byte-hours it held of what the node placed there (as
+//! the node's off-site passes confirmed it, counting nothing while the holder fails its
+//! audits) and the bytes it sent the node back. The node files the receipt in its own row of
+//! its pool's ledger (`partners/<agreement>/signed/<holder>`) and sends it to the holder,
+//! which checks it against the partner's roster and files it in its own row of its pool's
+//! ledger at its next record (`partners/<agreement>/receipts/<node>`). The lending pool's
+//! statement prices the storage it lent by those receipts (docs/ledger.md, "Federated
+//! partners").
+
+use std::time::{Duration, Instant};
+
+use iroh::EndpointId;
+use kith_crdt::Key;
+
+use super::{Replicator, lock};
+use crate::fed::{Asking, FedReply, FedRequest, ask_fed};
+use crate::ledger::{Period, Receipt};
+
+/// Receipts from partners' nodes waiting for this node's next record, at most (each node of
+/// each partner keeps one, its latest, per agreement).
+pub const MAX_RECEIPTS_IN: usize = 4096;
+/// How long a receipt that could not be delivered waits before it is sent again.
+const RESEND: Duration = Duration::from_secs(60);
+/// How long a holder is given to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// A receipt to deliver: the latest signed for one holder, and when to try again.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    receipt: Receipt,
+    next: Option<Instant>,
+}
+
+impl Replicator {
+    /// Queues the partner receipts this node just signed for delivery to their holders (the
+    /// off-site worker sends them).
+    pub(super) fn queue_partner_receipts(&self, pool: Key, signed: Vec<Receipt>) {
+        let mut out = lock(&self.receipts_out);
+        for r in signed {
+            out.insert((pool, r.pool, r.server), Outgoing { receipt: r, next: None });
+        }
+    }
+
+    /// Sends `pool`'s queued partner receipts to their holders; what is not delivered is
+    /// tried again a minute later, and replaced by the next record's.
+    pub(super) async fn send_partner_receipts(&self, pool: Key) {
+        let now = Instant::now();
+        let due: Vec<((Key, Key, Key), Receipt)> = lock(&self.receipts_out)
+            .iter()
+            .filter(|((p, _, _), o)| *p == pool && o.next.is_none_or(|t| now >= t))
+            .map(|(k, o)| (*k, o.receipt.clone()))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let (Some(v), Ok(node)) = (self.pools.view_of(&pool), self.node()) else { return };
+        for (key, r) in due {
+            let sent = match v.federation.agreements.get(&r.pool) {
+                Some(e) if e.state(&pool, self.pools.now_ms()) != "ended" => match &e.roster {
+                    Some(roster) => match EndpointId::from_bytes(&r.server) {
+                        Ok(peer) => {
+                            let req = FedRequest::Receipt {
+                                asking: Box::new(self.asking(&e.agreement, roster)),
+                                receipt: r.to_bytes(),
+                            };
+                            ask_fed(node, peer, &req, ANSWER_WITHIN).await
+                        }
+                        Err(e) => Ok(FedReply::Refused(e.to_string())),
+                    },
+                    None => Err("this pool has no roster for the agreement yet".into()),
+                },
+                // An agreement that ended takes no more receipts.
+                _ => Ok(FedReply::Refused("the agreement has ended".into())),
+            };
+            let mut out = lock(&self.receipts_out);
+            // A newer receipt may have replaced this one meanwhile: it is sent next pass.
+            let same = out.get(&key).is_some_and(|o| o.receipt == r);
+            match sent {
+                Ok(FedReply::Recorded(_)) if same => {
+                    out.remove(&key);
+                }
+                Ok(FedReply::Refused(why)) if same => {
+                    tracing::info!(holder = %kith_crdt::hex(&r.server[..4]), %why, "a partner's holder refused a receipt");
+                    out.remove(&key);
+                }
+                answer => {
+                    tracing::debug!(holder = %kith_crdt::hex(&r.server[..4]), answer = ?answer, "a partner receipt not delivered: sent again later");
+                    if let Some(o) = out.get_mut(&key).filter(|_| same) {
+                        o.next = Some(Instant::now() + RESEND);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the partner receipts received for this node under `v`'s agreements for
+    /// `period`, to file at this record (older periods' are dropped: their month is over).
+    pub(super) fn take_partner_receipts(
+        &self,
+        v: &crate::PoolView,
+        period: Period,
+    ) -> Vec<Receipt> {
+        let p = period.to_string();
+        let mut inbox = lock(&self.receipts_in);
+        inbox.retain(|_, r| r.period >= p);
+        let keys: Vec<(Key, Key)> = inbox
+            .iter()
+            .filter(|(_, r)| r.period == p && v.federation.agreements.contains_key(&r.pool))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.iter().filter_map(|k| inbox.remove(k)).collect()
+    }
+
+    /// Puts back receipts that could not be filed (unless a newer one came meanwhile).
+    pub(super) fn put_back_partner_receipts(&self, rs: Vec<Receipt>) {
+        let mut inbox = lock(&self.receipts_in);
+        for r in rs {
+            inbox.entry((r.pool, r.last)).or_insert(r);
+        }
+    }
+
+    /// A partner's node sends this node, one of its holders, a receipt: checked (the asker
+    /// is a member the partner's newest roster names, asking from its own node, and signed
+    /// for this node, this agreement and this month or the last), then kept for the next
+    /// record.
+    pub(super) fn accept_partner_receipt(
+        &self,
+        peer: &EndpointId,
+        asking: &Asking,
+        bytes: &[u8],
+    ) -> Result<FedReply, String> {
+        let ag = self.check_current(peer, asking)?;
+        let r = Receipt::from_bytes(bytes).map_err(|e| e.to_string())?;
+        if r.pool != ag.id() {
+            return Err("the receipt is for another agreement".into());
+        }
+        if r.server != self.pools.node() {
+            return Err("the receipt is for another holder".into());
+        }
+        if r.receiver != asking.identity || r.last != *peer.as_bytes() {
+            return Err("the receipt is not the asking member's, signed on its node".into());
+        }
+        if !r.partner_signature_ok() {
+            return Err("the receipt's signature does not verify".into());
+        }
+        let now = Period::of(self.pools.now_ms());
+        if r.period != now.to_string() && r.period != now.prev().to_string() {
+            return Err(format!("the receipt is for {}, not this month or the last", r.period));
+        }
+        let mut inbox = lock(&self.receipts_in);
+        let key = (r.pool, r.last);
+        if !inbox.contains_key(&key) && inbox.len() >= MAX_RECEIPTS_IN {
+            return Ok(FedReply::NotHere(
+                "this node has too many receipts to file: send it again later".into(),
+            ));
+        }
+        match inbox.get(&key) {
+            Some(had) if had.period > r.period => {
+                Ok(FedReply::Recorded("a newer month's receipt from yours is here".into()))
+            }
+            Some(had) if had.period == r.period && (had.bytes > r.bytes || had.blobs > r.blobs) => {
+                Err("the receipt is smaller than one this node has from yours".into())
+            }
+            _ => {
+                inbox.insert(key, r);
+                Ok(FedReply::Recorded("filed at this node's next record".into()))
+            }
+        }
+    }
+}
