@@ -193,6 +193,14 @@ impl Usage {
         for (h, _) in held {
             hs.entry((pool, agreement, *h)).or_default().at_ms.get_or_insert(now_ms);
         }
+        // A holder that holds nothing here any more and has nothing due is forgotten (what
+        // it held, less than a byte-hour, is not signed for).
+        hs.retain(|(p, ag, h), a| {
+            (*p, *ag) != (pool, agreement)
+                || held.iter().any(|(k, _)| k == h)
+                || a.held >= HOUR_MS
+                || a.received > 0
+        });
     }
 
     /// Counts bytes this node received from `holder`, a node of the partner of `agreement`

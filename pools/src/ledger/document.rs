@@ -12,6 +12,10 @@ use super::rules::{LedgerRules, genesis_signer};
 use super::seal::Seal;
 use super::{Counter, LEDGER_KIND, LEDGER_SCHEMA_VERSION, LedgerView, Period, row_key};
 
+/// Signing nodes of one partner whose receipts a holder files in a month, at most (a
+/// member of the partner could certify any number of device keys).
+pub const MAX_PARTNER_NODES: usize = 256;
+
 /// The kind of ledger documents.
 #[derive(Debug)]
 pub struct LedgerKind;
@@ -242,31 +246,76 @@ impl Ledger {
 
     /// Files partner receipts in this device's row: those it `signed` for the partner's
     /// holders (under `partners/<agreement>/signed/<holder>`) and those the partner's nodes
-    /// signed for it as their holder (`partners/<agreement>/receipts/<node>`). A receipt no
-    /// larger than the one filed is left out.
+    /// signed for it as their holder (`partners/<agreement>/receipts/<node>`), with the
+    /// partner's roster each was taken under (`rosters`; the newest is filed beside them,
+    /// `partners/<agreement>/roster`, and must name their signers). A receipt no larger than
+    /// the one filed, signed by another member than it, or whose signer the roster filed
+    /// does not name, is left out; so is a new signing node past
+    /// [`MAX_PARTNER_NODES`] for one agreement.
     pub fn file_partner_receipts(
         &mut self,
         signer: &Signer,
         rules: &LedgerRules<'_>,
         signed: &[Receipt],
-        theirs: &[Receipt],
+        theirs: &[(Receipt, kith_federation::Roster)],
         now_ms: i64,
     ) -> Result<usize, DocError> {
         let view = self.view();
         let row = view.rows.get(&(signer.author().key, signer.author().device));
         let grows = |r: &Receipt, prev: Option<&Receipt>| {
             prev.is_none_or(|p| {
-                (r.bytes, r.blobs) != (p.bytes, p.blobs) && r.bytes >= p.bytes && r.blobs >= p.blobs
+                (r.bytes, r.blobs) != (p.bytes, p.blobs)
+                    && r.bytes >= p.bytes
+                    && r.blobs >= p.blobs
+                    && r.receiver == p.receiver
             })
         };
         let signed: Vec<&Receipt> = signed
             .iter()
             .filter(|r| grows(r, row.and_then(|w| w.partner_signed.get(&(r.pool, r.server)))))
             .collect();
-        let theirs: Vec<&Receipt> = theirs
-            .iter()
-            .filter(|r| grows(r, row.and_then(|w| w.partner_receipts.get(&(r.pool, r.last)))))
-            .collect();
+        // The roster to file per agreement: the newest of those given and the one filed.
+        let mut rosters: BTreeMap<Key, &kith_federation::Roster> = BTreeMap::new();
+        for (_, ro) in theirs {
+            let filed = row.and_then(|w| w.partner_rosters.get(&ro.agreement));
+            let best = rosters.entry(ro.agreement).or_insert(ro);
+            if ro.at_ms > best.at_ms {
+                *best = ro;
+            }
+            if filed.is_some_and(|f| f.at_ms >= best.at_ms) {
+                rosters.remove(&ro.agreement);
+            }
+        }
+        let named = |r: &Receipt| {
+            rosters
+                .get(&r.pool)
+                .copied()
+                .or_else(|| row.and_then(|w| w.partner_rosters.get(&r.pool)))
+                .is_some_and(|ro| ro.names(&r.receiver))
+        };
+        let mut nodes: BTreeMap<Key, usize> = BTreeMap::new();
+        if let Some(w) = row {
+            for (ag, _) in w.partner_receipts.keys() {
+                *nodes.entry(*ag).or_default() += 1;
+            }
+        }
+        let mut theirs_kept: Vec<&Receipt> = Vec::new();
+        for (r, _) in theirs {
+            let prev = row.and_then(|w| w.partner_receipts.get(&(r.pool, r.last)));
+            if !grows(r, prev) || !named(r) {
+                continue;
+            }
+            if prev.is_none() {
+                let n = nodes.entry(r.pool).or_default();
+                if *n >= MAX_PARTNER_NODES {
+                    continue;
+                }
+                *n += 1;
+            }
+            theirs_kept.push(r);
+        }
+        let theirs = theirs_kept;
+        rosters.retain(|ag, _| theirs.iter().any(|r| r.pool == *ag));
         let n = signed.len() + theirs.len();
         if n == 0 {
             return Ok(0);
@@ -274,6 +323,10 @@ impl Ledger {
         self.doc.change_noted(signer, now_ms, rules.note(), rules, |d| {
             let row = Self::own_row(d, signer)?;
             let ps = crate::edit::map_or_new(d, &row, "partners")?;
+            for (ag, ro) in &rosters {
+                let m = crate::edit::map_or_new(d, &ps, &hex(ag))?;
+                d.put(&m, "roster", ScalarValue::Bytes(ro.to_bytes()))?;
+            }
             for (sub, r, under) in signed
                 .iter()
                 .map(|r| ("signed", r, r.server))

@@ -268,7 +268,13 @@ pub fn check_evidence(l: &LedgerView, pool: &PoolView, now_ms: i64) -> Vec<Flag>
                     .fold((0u64, 0u64), |(h, b), (_, r)| {
                         (h.saturating_add(r.blobs), b.saturating_add(r.bytes))
                     });
-                if (c.held_by.max(0) as u64) < held || (c.received_from.max(0) as u64) < back {
+                // Each holder's byte-hours are signed in whole hours apart, and the record
+                // sums them before rounding: a byte-hour per holder either way.
+                let slack =
+                    row.partner_signed.range((*ag, [0; 32])..=(*ag, [0xff; 32])).count() as u64;
+                if (c.held_by.max(0) as u64).saturating_add(slack) < held
+                    || (c.received_from.max(0) as u64) < back
+                {
                     flags.push(Flag {
                         member: m,
                         what: format!(

@@ -254,6 +254,9 @@ pub struct Row {
     /// (agreement, signing node): `partners/<agreement>/receipts/<node>`. The evidence behind
     /// `held_for` and the copies in `served_to`.
     pub partner_receipts: BTreeMap<(Key, Key), Receipt>,
+    /// The partner's roster filed beside those receipts, by agreement
+    /// (`partners/<agreement>/roster`): it names every signer of them.
+    pub partner_rosters: BTreeMap<Key, kith_federation::Roster>,
 }
 
 /// What one device did for and with a federated partner pool (by agreement) in a period.
@@ -483,6 +486,14 @@ impl LedgerView {
                         }
                     }
                     row.partners.insert(ag, pc);
+                    if let Some((v, _)) = d.get(&m, "roster").map_err(|e| e.to_string())? {
+                        let b = v
+                            .as_bytes()
+                            .ok_or(format!("row {k}: a partner's roster is not bytes"))?;
+                        let r = kith_federation::Roster::from_bytes(b)
+                            .map_err(|e| format!("row {k}: a partner's roster: {e}"))?;
+                        row.partner_rosters.insert(ag, r);
+                    }
                     for (sub, into) in [
                         ("signed", &mut row.partner_signed),
                         ("receipts", &mut row.partner_receipts),

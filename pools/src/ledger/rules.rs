@@ -187,8 +187,37 @@ impl Authorizer for LedgerRules<'_> {
                         return Err(format!("`{}` cannot be made again", path.join("/")));
                     }
                 }
+                ["rows", _, "partners", ag, "roster"] => {
+                    self.partner_roster(c, &path, ag, &p.action)?
+                }
                 ["rows", _, "partners", ag, sub @ ("signed" | "receipts"), node] => {
-                    partner_receipt(c, &path, ag, *sub == "signed", node, &period, &p.action)?
+                    let r =
+                        partner_receipt(c, &path, ag, *sub == "signed", node, &period, &p.action)?;
+                    if *sub == "receipts" {
+                        // The signer must be a member of the partner pool: named by the
+                        // partner's roster filed beside it (in this change, or before).
+                        let at = ["rows", path[1], "partners", ag, "roster"];
+                        let written = c.patches.iter().rev().find_map(|q| {
+                            let qp = patch_path(q);
+                            (qp.len() == at.len()
+                                && qp.iter().zip(at).all(|(a, b)| a.as_str() == b))
+                            .then_some(&q.action)
+                        });
+                        let bytes = match written {
+                            Some(a) => put_bytes(a),
+                            None => {
+                                before(c, &at)?.and_then(|(v, _)| v.as_bytes().map(<[u8]>::to_vec))
+                            }
+                        };
+                        let roster = bytes
+                            .and_then(|b| kith_federation::Roster::from_bytes(&b).ok())
+                            .ok_or("a partner receipt is filed beside the partner's roster")?;
+                        if !roster.names(&r.receiver) {
+                            return Err(
+                                "the partner's roster does not name the receipt's signer".into()
+                            );
+                        }
+                    }
                 }
                 ["rows", _, "partners", _, key] => {
                     if !PartnerCounts::KEYS.contains(key) {
@@ -347,7 +376,7 @@ fn partner_receipt(
     node: &str,
     period: &str,
     action: &PatchAction,
-) -> Result<(), String> {
+) -> Result<Receipt, String> {
     let PatchAction::PutMap { value: (v, _), .. } = action else {
         return Err("a partner receipt is written whole".into());
     };
@@ -386,7 +415,55 @@ fn partner_receipt(
             return Err("a partner receipt may only grow".into());
         }
     }
-    Ok(())
+    Ok(r)
+}
+
+/// The bytes a patch puts, if it puts bytes.
+fn put_bytes(action: &PatchAction) -> Option<Vec<u8>> {
+    match action {
+        PatchAction::PutMap { value: (v, _), .. } => v.as_scalar().and_then(|s| match s {
+            ScalarValue::Bytes(b) => Some(b.clone()),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+impl LedgerRules<'_> {
+    /// The partner's roster a holder files beside the partner receipts
+    /// (`rows/<row>/partners/<ag>/roster`): of agreement `ag` (one of this pool's), of the
+    /// other side, signed by that side's signer of the agreement, signed before the change
+    /// (it may have run out since: it was in force when the holder took the receipts), and
+    /// never replaced by an older one.
+    fn partner_roster(
+        &self,
+        c: &Check<'_>,
+        path: &[&str],
+        ag: &str,
+        action: &PatchAction,
+    ) -> Result<(), String> {
+        let bytes = put_bytes(action).ok_or("a partner's roster is written whole, as bytes")?;
+        let roster = kith_federation::Roster::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let view = self.pool.view();
+        let e = parse_key(ag)
+            .and_then(|k| view.federation.agreements.get(&k))
+            .ok_or("a partner's roster is filed under an agreement of this pool")?;
+        if e.agreement.partner_of(self.pool_id()).map(|(p, _)| p) != Some(roster.pool) {
+            return Err("the roster filed is not the partner's".into());
+        }
+        match roster.check(&e.agreement, c.time_ms.max(0) as u64) {
+            Ok(()) | Err(kith_federation::FedError::RosterExpired(_)) => {}
+            Err(e) => return Err(format!("the partner's roster does not verify: {e}")),
+        }
+        if let Some(prev) = before(c, path)?
+            .and_then(|(v, _)| v.as_bytes().map(<[u8]>::to_vec))
+            .and_then(|b| kith_federation::Roster::from_bytes(&b).ok())
+            && prev.at_ms > roster.at_ms
+        {
+            return Err("a partner's roster is replaced only by a newer one".into());
+        }
+        Ok(())
+    }
 }
 
 /// The map at `key` of `obj`.
@@ -416,6 +493,10 @@ fn row_reads(d: &dyn Get, k: &str) -> Result<(), String> {
                 if let Some((v, _)) = d.get_value(&m, key)? {
                     v.as_i64().ok_or(format!("`{key}` is not a number"))?;
                 }
+            }
+            if let Some((v, _)) = d.get_value(&m, "roster")? {
+                let b = v.as_bytes().ok_or("a partner's roster is not bytes")?;
+                kith_federation::Roster::from_bytes(b).map_err(|e| e.to_string())?;
             }
             for sub in ["signed", "receipts"] {
                 if d.get_value(&m, sub)?.is_some() {

@@ -617,8 +617,22 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
         17,
     );
     assert!(theirs.partner_signature_ok() && !theirs.signature_ok() && !theirs.cpu_signature_ok());
+    // Filed beside hill's roster (signed by hill's signer of the agreement), which must name
+    // the signer: with a roster that does not, or with street's own, it is not filed.
+    let hill_roster =
+        kith_federation::Roster::sign(&bea, id, hill.id(), &[bea.author().key], 10, None);
+    let other_roster = kith_federation::Roster::sign(&bea, id, hill.id(), &[[1; 32]], 11, None);
+    let not_named = (theirs.clone(), other_roster.clone());
+    assert_eq!(l.file_partner_receipts(&a, &rules, &[], &[not_named], 17).unwrap(), 0);
+    let street_roster =
+        kith_federation::Roster::sign(&a, id, p.id(), &[bea.author().key], 10, None);
+    let e = l
+        .file_partner_receipts(&a, &rules, &[], &[(theirs.clone(), street_roster)], 17)
+        .unwrap_err();
+    assert!(e.to_string().contains("not the partner's"), "{e}");
     assert_eq!(
-        l.file_partner_receipts(&a, &rules, &[], std::slice::from_ref(&theirs), 17).unwrap(),
+        l.file_partner_receipts(&a, &rules, &[], &[(theirs.clone(), hill_roster.clone())], 17)
+            .unwrap(),
         1
     );
     let hill_holder = [8; 32];
@@ -638,7 +652,8 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     );
     // The same receipts again are left out (nothing grew).
     assert_eq!(
-        l.file_partner_receipts(&a, &rules, &[], std::slice::from_ref(&theirs), 19).unwrap(),
+        l.file_partner_receipts(&a, &rules, &[], &[(theirs.clone(), hill_roster.clone())], 19)
+            .unwrap(),
         0
     );
     let v = l.view();
@@ -767,6 +782,10 @@ fn a_devices_counts_with_federated_partners_only_grow_and_settle_at_the_agreemen
     let for_ada = Receipt::sign_partner(&bea, id, period, a.author().device, bea_node, 5, 5, 19);
     let e = put_receipt(&mut l, "receipts", bea_node, &for_ada);
     assert!(e.contains("filed under another node"), "{e}");
+    // One for bob's node with no roster beside it is refused, however well signed.
+    let for_bob = Receipt::sign_partner(&bea, id, period, m.author().device, bea_node, 5, 5, 19);
+    let e = put_receipt(&mut l, "receipts", bea_node, &for_bob);
+    assert!(e.contains("beside the partner's roster"), "{e}");
     assert_eq!(l.view().rows[&(m.author().key, m.author().device)].partner_signed.len(), 1);
     let kept = PartnerCounts { relayed_by: 2_000_000_000, ..bob };
     assert_eq!(l.view().rows[&(m.author().key, m.author().device)].partners[&id], kept);

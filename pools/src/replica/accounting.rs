@@ -75,6 +75,7 @@ impl Replicator {
         let Some(snap) = self.pools.snapshot(&pool) else {
             self.usage.put_back_partners(pool, &partners);
             self.usage.put_back_holders(pool, &holders);
+            self.put_back_partner_receipts(theirs);
             return;
         };
         let mut to_send = Vec::new();
@@ -155,7 +156,24 @@ impl Replicator {
                     )
                 })
                 .collect();
-            l.file_partner_receipts(signer, rules, &signed, &theirs, now)?;
+            // In changes of their own: a receipt the rules refuse (a partner's node that
+            // sent something odd) keeps none of the usage above out of the ledger, nor the
+            // other receipts.
+            if let Err(e) = l.file_partner_receipts(signer, rules, &signed, &theirs, now) {
+                tracing::warn!(error = %e, "partner receipts refused together: filing them one by one");
+                for one in &signed {
+                    let alone = std::slice::from_ref(one);
+                    if let Err(e) = l.file_partner_receipts(signer, rules, alone, &[], now) {
+                        tracing::warn!(error = %e, "a partner receipt this node signed was not filed");
+                    }
+                }
+                for one in &theirs {
+                    let alone = std::slice::from_ref(one);
+                    if let Err(e) = l.file_partner_receipts(signer, rules, &[], alone, now) {
+                        tracing::warn!(error = %e, "a partner's receipt was not filed");
+                    }
+                }
+            }
             to_send = signed;
             Ok(())
         });

@@ -186,7 +186,7 @@ pub struct Replicator {
     /// Partner receipts this node signed, to deliver, by (pool, agreement, holder).
     receipts_out: Mutex<HashMap<(Key, Key, Key), receipts::Outgoing>>,
     /// Partner receipts received as a holder, to file, by (agreement, signing node).
-    receipts_in: Mutex<HashMap<(Key, Key), crate::ledger::Receipt>>,
+    receipts_in: Mutex<HashMap<(Key, Key), receipts::Incoming>>,
     /// What this node serves as an edge of partners' sites (see `edge.rs`).
     edges: Arc<edge::Edges>,
 }

@@ -19,12 +19,22 @@ use crate::fed::{Asking, FedReply, FedRequest, ask_fed};
 use crate::ledger::{Period, Receipt};
 
 /// Receipts from partners' nodes waiting for this node's next record, at most (each node of
-/// each partner keeps one, its latest, per agreement).
+/// each partner keeps one, its latest, per agreement), in all and per agreement.
 pub const MAX_RECEIPTS_IN: usize = 4096;
+const MAX_RECEIPTS_IN_PER_AGREEMENT: usize = 1024;
+/// Signing nodes of one identity waiting, at most (a member may certify any number of device
+/// keys; its own devices are a few).
+const MAX_NODES_PER_IDENTITY: usize = 8;
+/// All the sends of one pass, at most: a partner whose holders stopped answering does not
+/// hold up the off-site worker.
+const SEND_WITHIN: Duration = Duration::from_secs(10);
+
+/// A receipt received as a holder, with the partner's roster it was taken under.
+pub(super) type Incoming = (Receipt, kith_federation::Roster);
 /// How long a receipt that could not be delivered waits before it is sent again.
 const RESEND: Duration = Duration::from_secs(60);
 /// How long a holder is given to answer.
-const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// A receipt to deliver: the latest signed for one holder, and when to try again.
 #[derive(Debug)]
@@ -46,7 +56,19 @@ impl Replicator {
     /// Sends `pool`'s queued partner receipts to their holders; what is not delivered is
     /// tried again a minute later, and replaced by the next record's.
     pub(super) async fn send_partner_receipts(&self, pool: Key) {
+        let _ = tokio::time::timeout(SEND_WITHIN, self.send_partner_receipts_now(pool)).await;
+    }
+
+    async fn send_partner_receipts_now(&self, pool: Key) {
         let now = Instant::now();
+        // Holders the partners no longer name are not sent anything more.
+        {
+            let partners = lock(&self.partners);
+            lock(&self.receipts_out).retain(|(p, ag, h), _| {
+                *p != pool
+                    || partners.get(ag).is_none_or(|x| x.holders.iter().any(|y| *y.node == *h))
+            });
+        }
         let due: Vec<((Key, Key, Key), Receipt)> = lock(&self.receipts_out)
             .iter()
             .filter(|((p, _, _), o)| *p == pool && o.next.is_none_or(|t| now >= t))
@@ -101,30 +123,31 @@ impl Replicator {
         &self,
         v: &crate::PoolView,
         period: Period,
-    ) -> Vec<Receipt> {
+    ) -> Vec<Incoming> {
         let p = period.to_string();
         let mut inbox = lock(&self.receipts_in);
-        inbox.retain(|_, r| r.period >= p);
+        inbox.retain(|_, (r, _)| r.period >= p);
         let keys: Vec<(Key, Key)> = inbox
             .iter()
-            .filter(|(_, r)| r.period == p && v.federation.agreements.contains_key(&r.pool))
+            .filter(|(_, (r, _))| r.period == p && v.federation.agreements.contains_key(&r.pool))
             .map(|(k, _)| *k)
             .collect();
         keys.iter().filter_map(|k| inbox.remove(k)).collect()
     }
 
     /// Puts back receipts that could not be filed (unless a newer one came meanwhile).
-    pub(super) fn put_back_partner_receipts(&self, rs: Vec<Receipt>) {
+    pub(super) fn put_back_partner_receipts(&self, rs: Vec<Incoming>) {
         let mut inbox = lock(&self.receipts_in);
-        for r in rs {
-            inbox.entry((r.pool, r.last)).or_insert(r);
+        for (r, ro) in rs {
+            inbox.entry((r.pool, r.last)).or_insert((r, ro));
         }
     }
 
     /// A partner's node sends this node, one of its holders, a receipt: checked (the asker
-    /// is a member the partner's newest roster names, asking from its own node, and signed
-    /// for this node, this agreement and this month or the last), then kept for the next
-    /// record.
+    /// is a member the partner's newest roster names, with its device proof for the asking
+    /// node; the receipt is that member's, names the asking node, and is for this node, this
+    /// agreement and this month, the last or the next), then kept with the roster for the
+    /// next record.
     pub(super) fn accept_partner_receipt(
         &self,
         peer: &EndpointId,
@@ -140,31 +163,49 @@ impl Replicator {
             return Err("the receipt is for another holder".into());
         }
         if r.receiver != asking.identity || r.last != *peer.as_bytes() {
-            return Err("the receipt is not the asking member's, signed on its node".into());
+            return Err("the receipt is not the asking member's for the asking node".into());
         }
         if !r.partner_signature_ok() {
             return Err("the receipt's signature does not verify".into());
         }
+        // This month, the last, or the next (a signer whose clock is a little ahead).
         let now = Period::of(self.pools.now_ms());
-        if r.period != now.to_string() && r.period != now.prev().to_string() {
+        if ![now.prev(), now, now.next()].iter().any(|p| r.period == p.to_string()) {
             return Err(format!("the receipt is for {}, not this month or the last", r.period));
         }
         let mut inbox = lock(&self.receipts_in);
         let key = (r.pool, r.last);
-        if !inbox.contains_key(&key) && inbox.len() >= MAX_RECEIPTS_IN {
-            return Ok(FedReply::NotHere(
-                "this node has too many receipts to file: send it again later".into(),
-            ));
+        if !inbox.contains_key(&key) {
+            let busy = inbox.len() >= MAX_RECEIPTS_IN
+                || inbox.values().filter(|(x, _)| x.pool == r.pool).count()
+                    >= MAX_RECEIPTS_IN_PER_AGREEMENT;
+            if busy {
+                return Ok(FedReply::NotHere(
+                    "this node has too many receipts to file: send it again later".into(),
+                ));
+            }
+            let of_identity = inbox.values().filter(|(x, _)| x.receiver == r.receiver).count();
+            if of_identity >= MAX_NODES_PER_IDENTITY {
+                return Err(format!(
+                    "this node takes receipts from at most {MAX_NODES_PER_IDENTITY} nodes of one member at a time"
+                ));
+            }
         }
         match inbox.get(&key) {
-            Some(had) if had.period > r.period => {
+            Some((had, _)) if had.period > r.period => {
                 Ok(FedReply::Recorded("a newer month's receipt from yours is here".into()))
             }
-            Some(had) if had.period == r.period && (had.bytes > r.bytes || had.blobs > r.blobs) => {
-                Err("the receipt is smaller than one this node has from yours".into())
+            Some((had, _))
+                if had.period == r.period
+                    && (had.bytes > r.bytes
+                        || had.blobs > r.blobs
+                        || had.receiver != r.receiver) =>
+            {
+                Err("the receipt is smaller than one this node has from yours, or another member's"
+                    .into())
             }
             _ => {
-                inbox.insert(key, r);
+                inbox.insert(key, (r, asking.roster.clone()));
                 Ok(FedReply::Recorded("filed at this node's next record".into()))
             }
         }
