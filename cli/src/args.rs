@@ -849,6 +849,17 @@ pub(crate) enum FedCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One agreement in full: what each side lends, its terms and state, this month's line
+    /// of the ledger with what the partner receipted, and the off-site copies there.
+    Show {
+        /// Your pool.
+        pool: String,
+        /// The partner pool's name, or a prefix of the agreement's id.
+        agreement: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Give notice on an agreement: it ends after its notice period.
     Leave {
         /// Your pool.

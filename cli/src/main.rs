@@ -789,6 +789,57 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
             let v: Vec<FedAgreement> = typed(execute(root, Request::Pool(PoolReq::FedList), "")?)?;
             if json { render_pool::json(&v) } else { render_pool::agreements(&v) }
         }
+        F::Show { pool, agreement, json } => {
+            let all: Vec<FedAgreement> =
+                typed(execute(root, Request::Pool(PoolReq::FedList), "")?)?;
+            let mine: Vec<&FedAgreement> = all.iter().filter(|a| a.pool == pool).collect();
+            if mine.is_empty() {
+                anyhow::bail!(
+                    "pool {pool} has no federation agreement on this node: `kith federation ls` lists them"
+                );
+            }
+            let by_name: Vec<&&FedAgreement> =
+                mine.iter().filter(|a| a.partner_name == agreement).collect();
+            let found: Vec<&&FedAgreement> = if by_name.is_empty() {
+                mine.iter().filter(|a| a.id.starts_with(&agreement.to_lowercase())).collect()
+            } else {
+                by_name
+            };
+            let a = match found.as_slice() {
+                [one] => (**one).clone(),
+                [] => anyhow::bail!(
+                    "no agreement of pool {pool} with a pool named {agreement}, nor with an id starting so: `kith federation ls` lists them"
+                ),
+                _ => anyhow::bail!(
+                    "{} agreements of pool {pool} match {agreement}: give more of the agreement's id",
+                    found.len()
+                ),
+            };
+            let req = kith::LedgerReq::Show { pool: Some(pool.clone()), period: None };
+            let tables: kith::api::ledger::Tables =
+                typed(execute(root, Request::Ledger(req), "")?)?;
+            let this_month = tables
+                .pools
+                .iter()
+                .flat_map(|t| t.partners.iter())
+                .find(|p| p.agreement == a.id)
+                .cloned();
+            let d: kith::api::pools::PoolDetail =
+                typed(execute(root, Request::Pool(PoolReq::Show { pool }), "")?)?;
+            let offsite = d
+                .offsite
+                .as_ref()
+                .and_then(|o| o.partners.iter().find(|p| p.pool == a.partner))
+                .cloned();
+            let v = kith::api::pools::FedShow {
+                agreement: a,
+                this_month,
+                period: tables.period,
+                offsite,
+                offsite_replicas: d.charter.offsite_replicas,
+            };
+            if json { render_pool::json(&v) } else { render_pool::fed_show(&v) }
+        }
         F::Leave { pool, agreement, json } => {
             let v: FedAgreement =
                 typed(execute(root, Request::Pool(PoolReq::FedLeave { pool, agreement }), "")?)?;

@@ -585,3 +585,89 @@ pub fn agreements(v: &[kith::api::pools::FedAgreement]) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `kith federation show`.
+pub fn fed_show(v: &kith::api::pools::FedShow) -> Result<ExitCode> {
+    let a = &v.agreement;
+    agreements(std::slice::from_ref(a))?;
+    let bh = |n: i64| format!("{}·h", fmt::bytes(n.max(0) as u64));
+    let b = |n: i64| fmt::bytes(n.max(0) as u64);
+    match &v.this_month {
+        None => println!(
+            "  {}: nothing recorded with {} yet (nodes record every `record_every`, an hour by default)",
+            v.period, a.partner_name
+        ),
+        Some(p) => {
+            println!("  {} in {}'s ledger:", v.period, a.pool);
+            println!(
+                "    held for {}: {} recorded, {} receipted by it (what is priced)",
+                a.partner_name,
+                bh(p.held_for_byte_hours),
+                bh(p.receipted_held_for_byte_hours)
+            );
+            println!(
+                "    held by {}: {} ({} signed to its holders), audits {} passed, {} failed{}",
+                a.partner_name,
+                bh(p.held_by_byte_hours),
+                bh(p.signed_held_by_byte_hours),
+                p.audits_passed,
+                p.audits_failed,
+                if p.unaudited { " (none passed yet: its word only)" } else { "" }
+            );
+            println!(
+                "    sent to {}: {} (copies back receipted by it: {}), relayed for it: {}",
+                a.partner_name,
+                b(p.served_to_bytes),
+                b(p.receipted_sent_bytes),
+                b(p.relayed_for_bytes)
+            );
+            println!(
+                "    received from {}: {} ({} signed for), relayed by it: {}",
+                a.partner_name,
+                b(p.received_from_bytes),
+                b(p.signed_received_bytes),
+                b(p.relayed_by_bytes)
+            );
+            if p.proofs_given + p.proofs_failed > 0 {
+                println!(
+                    "    its audits of this pool's nodes: {} proofs given, {} failed",
+                    p.proofs_given, p.proofs_failed
+                );
+            }
+            if p.priced {
+                let owes = p.owes_cents;
+                let (who, cents) = if owes >= 0 {
+                    (format!("{} owes {}", a.pool, a.partner_name), owes)
+                } else {
+                    (format!("{} owes {}", a.partner_name, a.pool), -owes)
+                };
+                println!("    so far: {who} {}.{:02}", cents / 100, cents % 100);
+            } else {
+                println!(
+                    "    so far: credit {:+.3} units to {} (given less taken; no prices)",
+                    p.given - p.taken,
+                    a.pool
+                );
+            }
+        }
+    }
+    match &v.offsite {
+        Some(o) => println!(
+            "  off-site copies at {}: {} placed, {} held by {} node(s){}",
+            a.partner_name,
+            fmt::bytes(o.placed_bytes),
+            fmt::bytes(o.held_bytes),
+            o.holders,
+            o.audit_failing
+                .as_ref()
+                .map(|w| format!("; failing an audit: {w}"))
+                .unwrap_or_default()
+        ),
+        None if v.offsite_replicas > 0 && a.lent_storage > 0 => println!(
+            "  off-site copies at {}: none seen by this node yet (its off-site pass places them)",
+            a.partner_name
+        ),
+        None => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}

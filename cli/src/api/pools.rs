@@ -759,6 +759,22 @@ pub struct FedTicket {
     pub warning: Option<String>,
 }
 
+/// `kith federation show`: one agreement, this month's line of the pool's ledger for it, and
+/// the pool's off-site copies at the partner (as this node's last pass saw them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FedShow {
+    /// The agreement.
+    pub agreement: FedAgreement,
+    /// The ledger's line for the partner this month, once anything was recorded.
+    pub this_month: Option<crate::api::ledger::PartnerOwed>,
+    /// The month.
+    pub period: String,
+    /// The off-site copies at the partner, when this pool keeps some there.
+    pub offsite: Option<OffsitePartner>,
+    /// Off-site copies of each chunk the pool keeps (`offsite_replicas`).
+    pub offsite_replicas: u64,
+}
+
 /// One agreement, seen from one of its pools.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FedAgreement {

@@ -374,6 +374,17 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
     assert!(receipted <= held && receipted < 1 << 40, "{p}");
     let shown = net.kith_ok(2, &["ledger", "--pool", "hill"]).unwrap();
     assert!(shown.contains("pool street receipted"), "{shown}");
+    // One agreement in full, from either side.
+    let shown = net.kith_ok(2, &["federation", "show", "hill", "street"]).unwrap();
+    assert!(shown.contains("held for street:") && shown.contains("receipted by it"), "{shown}");
+    let shown = net.kith_ok(0, &["federation", "show", "street", "hill"]).unwrap();
+    assert!(
+        shown.contains("off-site copies at hill:") && shown.contains("signed to its holders"),
+        "{shown}"
+    );
+    let out = net.kith(0, &["federation", "show", "street", "dale"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("federation ls` lists them"), "{err}");
     let csv =
         net.kith_ok(2, &["ledger", "statement", "--pool", "hill", "--format", "csv"]).unwrap();
     assert!(csv.contains("partner pool street"), "{csv}");
