@@ -833,6 +833,34 @@ pub(crate) enum FedCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Answer another pool's offer with your pool's own: a kithfed1 ticket for its admin,
+    /// with what your pool lends and the terms you want (each term not given is the offer's).
+    Counter {
+        /// Your pool.
+        pool: String,
+        /// The other pool's kithfed1 ticket.
+        ticket: String,
+        #[command(flatten)]
+        lend: FedLendArgs,
+        /// Price per GiB-month of storage held, both ways (default: the offer's; `0`: none).
+        #[arg(long, value_name = "PRICE")]
+        price_storage: Option<String>,
+        /// Price per GB sent, both ways (default: the offer's; `0`: none).
+        #[arg(long, value_name = "PRICE")]
+        price_egress: Option<String>,
+        /// The term (default: the offer's).
+        #[arg(long)]
+        term_days: Option<u32>,
+        /// The notice (default: the offer's).
+        #[arg(long)]
+        notice_days: Option<u32>,
+        /// How long your ticket may be taken up.
+        #[arg(long, default_value = "7d")]
+        expires: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Record the other pool's acceptance of your pool's offer (the kithfedok1 ticket).
     Accept {
         /// Your pool.

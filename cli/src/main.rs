@@ -758,6 +758,45 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
                 "give this ticket to an admin of the other pool: `kith federation join THEIR-POOL TICKET`",
             )
         }
+        F::Counter {
+            pool,
+            ticket: t,
+            lend,
+            price_storage,
+            price_egress,
+            term_days,
+            notice_days,
+            expires,
+            json,
+        } => {
+            // The offer answered: read, not taken up (its terms are the defaults of this one).
+            let offer = kith_federation::Offer::from_ticket(t.trim())
+                .map_err(|e| anyhow::anyhow!("that is not a federation offer ticket: {e}"))?;
+            let price = |given: Option<String>, micro: u64| {
+                given.unwrap_or_else(|| kith::api::ledger::price(micro))
+            };
+            let req = PoolReq::FedInvite {
+                pool,
+                lend: fed_lend(lend),
+                price_storage: price(price_storage, offer.price.storage_per_gib_month),
+                price_egress: price(price_egress, offer.price.egress_per_gb),
+                term_days: term_days.unwrap_or(offer.term_days),
+                notice_days: notice_days.unwrap_or(offer.notice_days),
+                expires,
+            };
+            let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;
+            if let Some(w) = v.warning.as_ref().filter(|_| !json) {
+                eprintln!("warning: {w}");
+            }
+            ticket(
+                v,
+                json,
+                &format!(
+                    "this answers pool {}'s offer (which stays open until it expires): give this ticket to its admin, who takes it up with `kith federation join {} TICKET --lend-storage SIZE`",
+                    offer.pool_name, offer.pool_name
+                ),
+            )
+        }
         F::Join { pool, ticket: t, lend, json } => {
             let req = PoolReq::FedJoin { pool, ticket: t, lend: fed_lend(lend) };
             let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;

@@ -150,6 +150,42 @@ fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
     // A ticket of dale's own making, accepted nowhere: street made no such offer.
     let out = net.kith(0, &["federation", "accept", "street", "kithfedok1aaaa"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("damaged"));
+    // Hill answers a priced offer of street's with its own (a counter-offer): hill lends
+    // storage, at a lower price, on street's term; street's admin takes it up, and the
+    // agreement has hill's terms.
+    let priced = net
+        .kith_ok(
+            0,
+            &["federation", "invite", "street", "--price-storage", "2.50", "--term-days", "90"],
+        )
+        .unwrap();
+    let out = net.kith(
+        2,
+        &[
+            "federation",
+            "counter",
+            "hill",
+            priced.trim(),
+            "--lend-storage",
+            "5MiB",
+            "--price-storage",
+            "1.25",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("answers pool street's offer"), "{err}");
+    let countered = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    net.kith_ok(0, &["federation", "join", "street", &countered, "--cdn"]).unwrap();
+    let ls = net.json(0, &["federation", "ls"]).unwrap();
+    let got = ls.as_array().unwrap().iter().find(|a| a["side"] == "accepted").cloned();
+    let got = got.unwrap_or_else(|| panic!("no agreement street accepted: {ls}"));
+    assert_eq!(
+        (&got["price_storage"], &got["term_days"], &got["lent_storage"]),
+        (&serde_json::json!("1.25"), &serde_json::json!(90), &serde_json::json!(5u64 << 20)),
+        "{got}"
+    );
+    let out = net.kith(2, &["federation", "counter", "hill", "kithfed1aaaa"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a federation offer ticket"));
     // An offer that expired before it was taken up.
     let short = net.kith_ok(0, &["federation", "invite", "street", "--expires", "1s"]).unwrap();
     net.wait_for(std::time::Duration::from_secs(10), "the short offer to expire", |net| {
