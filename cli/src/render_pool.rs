@@ -634,7 +634,9 @@ pub fn fed_show(v: &kith::api::pools::FedShow) -> Result<ExitCode> {
                     p.proofs_given, p.proofs_failed
                 );
             }
-            if p.priced {
+            if p.priced && p.owes_cents == 0 {
+                println!("    so far: nothing owed either way (under a cent)");
+            } else if p.priced {
                 let owes = p.owes_cents;
                 let (who, cents) = if owes >= 0 {
                     (format!("{} owes {}", a.pool, a.partner_name), owes)

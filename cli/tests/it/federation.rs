@@ -548,6 +548,23 @@ fn a_pool_keeps_copies_with_its_partner_within_what_is_lent_and_comes_back_from_
         whole_past(net, photos_held + (3 << 19))
     })
     .unwrap();
+    // Street stops keeping off-site copies: its looks list nothing with hill any more, and
+    // hill's nodes release everything they hold for street (keeping it a week); asked for
+    // off-site copies again, they take them back.
+    let all_held = hill_holds(&net);
+    net.kith_ok(0, &["pool", "set", "street", "offsite_replicas", "0"]).unwrap();
+    net.wait_for(
+        Duration::from_secs(150),
+        "hill's nodes to release every copy of street's",
+        |net| Ok(hill_holds(net) == 0),
+    )
+    .unwrap();
+    net.kith_ok(0, &["pool", "set", "street", "offsite_replicas", "1"]).unwrap();
+    net.wait_for(CONVERGE, "hill's nodes to hold street's copies again", |net| {
+        whole_past(net, photos_held + (3 << 19))
+    })
+    .unwrap();
+    assert_eq!(hill_holds(&net), all_held);
 
     // Street loses every node: ada's machine and bob's. Her identity, restored on a fresh
     // machine (node 4) with only hill's nodes to reach, finds street in the sealed copy hill

@@ -135,16 +135,25 @@ impl Replicator {
             return;
         }
         let Ok(node) = self.node() else { return };
-        let (store, pools) = (node.store().clone(), self.pools.clone());
-        let Ok((keep, unreadable)) =
-            tokio::task::spawn_blocking(move || super::keep_set(&pools, &store)).await
-        else {
-            return;
+        // A pool that keeps no off-site copies any more (`offsite_replicas 0`) lists nothing
+        // with its partners: every copy they hold for it goes, two looks apart (each holder
+        // keeps what is released a week, and takes it back without a fetch if the pool
+        // asks for off-site copies again meanwhile).
+        let keep = if v.charter.offsite_replicas == 0 {
+            HashSet::new()
+        } else {
+            let (store, pools) = (node.store().clone(), self.pools.clone());
+            let Ok((keep, unreadable)) =
+                tokio::task::spawn_blocking(move || super::keep_set(&pools, &store)).await
+            else {
+                return;
+            };
+            if let Some(first) = unreadable.first() {
+                tracing::debug!(why = %first, "looking for unlisted off-site copies later");
+                return;
+            }
+            keep
         };
-        if let Some(first) = unreadable.first() {
-            tracing::debug!(why = %first, "looking for unlisted off-site copies later");
-            return;
-        }
         let salt = rand_salt();
         let mut sieve = Sieve::new(keep.len(), salt);
         for id in &keep {
