@@ -728,6 +728,14 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
         eprintln!("{what}");
         Ok(ExitCode::SUCCESS)
     };
+    // An offer made: its ticket, with a warning when it names what it cannot carry.
+    let invite = |req: PoolReq, json: bool, what: &str| -> Result<ExitCode> {
+        let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;
+        if let Some(w) = v.warning.as_ref().filter(|_| !json) {
+            eprintln!("warning: {w}");
+        }
+        ticket(v, json, what)
+    };
     match command {
         F::Invite {
             pool,
@@ -748,12 +756,8 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
                 notice_days,
                 expires,
             };
-            let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;
-            if let Some(w) = v.warning.as_ref().filter(|_| !json) {
-                eprintln!("warning: {w}");
-            }
-            ticket(
-                v,
+            invite(
+                req,
                 json,
                 "give this ticket to an admin of the other pool: `kith federation join THEIR-POOL TICKET`",
             )
@@ -784,12 +788,8 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
                 notice_days: notice_days.unwrap_or(offer.notice_days),
                 expires,
             };
-            let v: FedTicket = typed(execute(root, Request::Pool(req), "")?)?;
-            if let Some(w) = v.warning.as_ref().filter(|_| !json) {
-                eprintln!("warning: {w}");
-            }
-            ticket(
-                v,
+            invite(
+                req,
                 json,
                 &format!(
                     "this answers pool {}'s offer (which stays open until it expires): give this ticket to its admin, who takes it up with `kith federation join {} TICKET --lend-storage SIZE`",

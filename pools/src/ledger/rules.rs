@@ -157,7 +157,8 @@ impl Authorizer for LedgerRules<'_> {
                 }
                 ["rows", _]
                 | ["rows", _, "receipts" | "cpu_receipts" | "partners"]
-                | ["rows", _, "partners", _] => {
+                | ["rows", _, "partners", _]
+                | ["rows", _, "partners", _, "signed" | "receipts"] => {
                     if let ["rows", _, "partners", ag] = path.as_slice()
                         && parse_key(ag).is_none()
                     {
@@ -174,17 +175,6 @@ impl Authorizer for LedgerRules<'_> {
                     }
                     if let ["rows", k] = path.as_slice() {
                         rows_made.push(k.to_string());
-                    }
-                }
-                ["rows", _, "partners", _, "signed" | "receipts"] => {
-                    if !matches!(
-                        p.action,
-                        PatchAction::PutMap { value: (Value::Object(ObjType::Map), _), .. }
-                    ) {
-                        return Err(format!("`{}` is a map", path.join("/")));
-                    }
-                    if before(c, &path)?.is_some() {
-                        return Err(format!("`{}` cannot be made again", path.join("/")));
                     }
                 }
                 ["rows", _, "partners", ag, "roster"] => {
