@@ -251,7 +251,7 @@ impl Ledger {
     /// `partners/<agreement>/roster`, and must name their signers). A receipt no larger than
     /// the one filed, signed by another member than it, or whose signer the roster filed
     /// does not name, is left out; so is a new signing node past
-    /// [`MAX_PARTNER_NODES`] for one agreement.
+    /// `MAX_PARTNER_NODES` (256) for one agreement.
     pub fn file_partner_receipts(
         &mut self,
         signer: &Signer,
