@@ -773,9 +773,21 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
             expires,
             json,
         } => {
-            // The offer answered: read, not taken up (its terms are the defaults of this one).
+            // The offer answered: read and checked, not taken up (its terms are the defaults
+            // of this one).
             let offer = kith_federation::Offer::from_ticket(t.trim())
                 .map_err(|e| anyhow::anyhow!("that is not a federation offer ticket: {e}"))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            offer.check(now).map_err(|e| anyhow::anyhow!("that offer cannot be answered: {e}"))?;
+            let d: kith::api::pools::PoolDetail =
+                typed(execute(root, Request::Pool(PoolReq::Show { pool: pool.clone() }), "")?)?;
+            if kith_crdt::hex(&offer.pool) == d.id {
+                anyhow::bail!(
+                    "that is an offer of pool {pool} itself: give it to the other pool's admin"
+                );
+            }
             let price = |given: Option<String>, micro: u64| {
                 given.unwrap_or_else(|| kith::api::ledger::price(micro))
             };
@@ -829,9 +841,12 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
             if json { render_pool::json(&v) } else { render_pool::agreements(&v) }
         }
         F::Show { pool, agreement, json } => {
+            // The pool by name or id prefix, as every pool command takes it.
+            let d: kith::api::pools::PoolDetail =
+                typed(execute(root, Request::Pool(PoolReq::Show { pool: pool.clone() }), "")?)?;
             let all: Vec<FedAgreement> =
                 typed(execute(root, Request::Pool(PoolReq::FedList), "")?)?;
-            let mine: Vec<&FedAgreement> = all.iter().filter(|a| a.pool == pool).collect();
+            let mine: Vec<&FedAgreement> = all.iter().filter(|a| a.pool_id == d.id).collect();
             if mine.is_empty() {
                 anyhow::bail!(
                     "pool {pool} has no federation agreement on this node: `kith federation ls` lists them"
@@ -854,7 +869,7 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
                     found.len()
                 ),
             };
-            let req = kith::LedgerReq::Show { pool: Some(pool.clone()), period: None };
+            let req = kith::LedgerReq::Show { pool: Some(d.id.clone()), period: None };
             let tables: kith::api::ledger::Tables =
                 typed(execute(root, Request::Ledger(req), "")?)?;
             let this_month = tables
@@ -863,8 +878,6 @@ fn federation(root: &Path, command: args::FedCommand) -> Result<ExitCode> {
                 .flat_map(|t| t.partners.iter())
                 .find(|p| p.agreement == a.id)
                 .cloned();
-            let d: kith::api::pools::PoolDetail =
-                typed(execute(root, Request::Pool(PoolReq::Show { pool }), "")?)?;
             let offsite = d
                 .offsite
                 .as_ref()

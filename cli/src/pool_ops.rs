@@ -973,6 +973,7 @@ fn fed_agreement(
     crate::api::pools::FedAgreement {
         id: hex(&g.id()),
         pool: v.charter.name.clone(),
+        pool_id: hex(id),
         partner: hex(&partner),
         partner_name: partner_name.to_string(),
         side: if g.offer.pool == *id { "offered" } else { "accepted" }.into(),

@@ -782,6 +782,9 @@ pub struct FedAgreement {
     pub id: String,
     /// This pool's name.
     pub pool: String,
+    /// This pool's id (hex).
+    #[serde(default)]
+    pub pool_id: String,
     /// The partner pool (hex) and its name.
     pub partner: String,
     /// The partner's name.

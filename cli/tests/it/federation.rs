@@ -184,6 +184,9 @@ fn two_pools_federate_by_two_tickets_and_bad_tickets_are_refused_with_why() {
         (&serde_json::json!("1.25"), &serde_json::json!(90), &serde_json::json!(5u64 << 20)),
         "{got}"
     );
+    let out = net.kith(0, &["federation", "counter", "street", priced.trim()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("offer of pool street itself"), "{err}");
     let out = net.kith(2, &["federation", "counter", "hill", "kithfed1aaaa"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a federation offer ticket"));
     // An offer that expired before it was taken up.

@@ -79,6 +79,7 @@ impl Replicator {
             return;
         };
         let mut to_send = Vec::new();
+        let mut unfiled: Vec<crate::usage::HolderDue> = Vec::new();
         let result = self.pools.ledgers().with(&snap, period, |l, rules| {
             let a = signer.author();
             let row = l.view().rows.remove(&(a.key, a.device)).unwrap_or_default();
@@ -159,12 +160,19 @@ impl Replicator {
             // In changes of their own: a receipt the rules refuse (a partner's node that
             // sent something odd) keeps none of the usage above out of the ledger, nor the
             // other receipts.
+            // Only receipts filed here are sent; what one refused counted is due again.
+            let mut sent = signed.clone();
             if let Err(e) = l.file_partner_receipts(signer, rules, &signed, &theirs, now) {
                 tracing::warn!(error = %e, "partner receipts refused together: filing them one by one");
-                for one in &signed {
+                sent.clear();
+                for (one, due) in signed.iter().zip(&holders) {
                     let alone = std::slice::from_ref(one);
-                    if let Err(e) = l.file_partner_receipts(signer, rules, alone, &[], now) {
-                        tracing::warn!(error = %e, "a partner receipt this node signed was not filed");
+                    match l.file_partner_receipts(signer, rules, alone, &[], now) {
+                        Ok(_) => sent.push(one.clone()),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a partner receipt this node signed was not filed");
+                            unfiled.push(*due);
+                        }
                     }
                 }
                 for one in &theirs {
@@ -174,9 +182,10 @@ impl Replicator {
                     }
                 }
             }
-            to_send = signed;
+            to_send = sent;
             Ok(())
         });
+        self.usage.put_back_holders(pool, &unfiled);
         match result {
             Ok(()) => {
                 tracing::debug!(pool = %hex(&pool[..4]), %period, "recorded usage");

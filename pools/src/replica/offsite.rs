@@ -650,6 +650,11 @@ impl Replicator {
         out
     }
 
+    /// [`Replicator::refresh_partners`], for the looks of `unlisted.rs`.
+    pub(super) async fn refresh_partners_for_looks(&self, pool: &Key, v: &PoolView) {
+        self.refresh_partners(pool, v).await
+    }
+
     /// Asks each standing partner for its holders, when not asked for [`PARTNERS_EVERY`]:
     /// the partner's nodes named in the agreement first, then the holders it named last time.
     async fn refresh_partners(&self, pool: &Key, v: &PoolView) {
@@ -923,7 +928,27 @@ impl Replicator {
         let Some(v) = self.pools.view_of(&pool) else { return };
         let k = v.charter.offsite_replicas as usize;
         let me = self.pools.node();
-        if k == 0 || v.node_owner(&me).is_none() {
+        if k == 0 {
+            // No off-site copies wanted: nothing is held for this pool any more as far as
+            // this node's counts go (its looks release what partners still hold), and a later
+            // `offsite_replicas 1` asks for every copy again.
+            if lock(&self.offsite_stats).remove(&pool).is_some() {
+                let holders: HashSet<Key> = v
+                    .federation
+                    .agreements
+                    .keys()
+                    .flat_map(|ag| {
+                        lock(&self.partners)
+                            .get(ag)
+                            .map(|p| p.holders.iter().map(|h| *h.node).collect::<Vec<Key>>())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                lock(&self.offsite_confirmed).retain(|(h, _), _| !holders.contains(h));
+            }
+            return;
+        }
+        if v.node_owner(&me).is_none() {
             return;
         }
         self.refresh_partners(&pool, &v).await;

@@ -69,10 +69,15 @@ impl Replicator {
                     || partners.get(ag).is_none_or(|x| x.holders.iter().any(|y| *y.node == *h))
             });
         }
+        // Each is due again a minute later unless delivered: a send cut short by the pass's
+        // bound (a holder that does not answer) leaves the others their turn next pass.
         let due: Vec<((Key, Key, Key), Receipt)> = lock(&self.receipts_out)
-            .iter()
+            .iter_mut()
             .filter(|((p, _, _), o)| *p == pool && o.next.is_none_or(|t| now >= t))
-            .map(|(k, o)| (*k, o.receipt.clone()))
+            .map(|(k, o)| {
+                o.next = Some(now + RESEND);
+                (*k, o.receipt.clone())
+            })
             .collect();
         if due.is_empty() {
             return;
@@ -87,7 +92,12 @@ impl Replicator {
                                 asking: Box::new(self.asking(&e.agreement, roster)),
                                 receipt: r.to_bytes(),
                             };
-                            ask_fed(node, peer, &req, ANSWER_WITHIN).await
+                            tokio::time::timeout(
+                                ANSWER_WITHIN,
+                                ask_fed(node, peer, &req, ANSWER_WITHIN),
+                            )
+                            .await
+                            .unwrap_or_else(|_| Err("no answer in time".into()))
                         }
                         Err(e) => Ok(FedReply::Refused(e.to_string())),
                     },
@@ -109,9 +119,6 @@ impl Replicator {
                 }
                 answer => {
                     tracing::debug!(holder = %kith_crdt::hex(&r.server[..4]), answer = ?answer, "a partner receipt not delivered: sent again later");
-                    if let Some(o) = out.get_mut(&key).filter(|_| same) {
-                        o.next = Some(Instant::now() + RESEND);
-                    }
                 }
             }
         }

@@ -160,6 +160,9 @@ impl Replicator {
             sieve.insert(&id.0);
         }
         let (salt, k, bits) = sieve.parts();
+        // The partners' holders, asked again if not lately (with no off-site copies wanted,
+        // the off-site pass does not ask them, and after a restart nobody has).
+        self.refresh_partners_for_looks(&pool, &v).await;
         let mut now: HashMap<Key, HashSet<[u8; 32]>> = HashMap::new();
         let last = lock(&self.unlisted_looks).remove(&pool).unwrap_or_default();
         for (ag, roster, _) in ags {
