@@ -262,16 +262,9 @@ pub fn check_evidence(l: &LedgerView, pool: &PoolView, now_ms: i64) -> Vec<Flag>
         // partner held for it and sent it back, against the partner receipts it signed.
         for ((_, device), row) in l.rows.iter().filter(|((k, _), _)| *k == m) {
             for (ag, c) in &row.partners {
-                let signed = row.partner_signed.range((*ag, [0; 32])..=(*ag, [0xff; 32]));
-                let (held, back) = signed
-                    .filter(|(_, r)| r.partner_signature_ok())
-                    .fold((0u64, 0u64), |(h, b), (_, r)| {
-                        (h.saturating_add(r.blobs), b.saturating_add(r.bytes))
-                    });
                 // Each holder's byte-hours are signed in whole hours apart, and the record
                 // sums them before rounding: a byte-hour per holder either way.
-                let slack =
-                    row.partner_signed.range((*ag, [0; 32])..=(*ag, [0xff; 32])).count() as u64;
+                let (held, back, slack) = row.partner_receipted(ag, true);
                 if (c.held_by.max(0) as u64).saturating_add(slack) < held
                     || (c.received_from.max(0) as u64) < back
                 {

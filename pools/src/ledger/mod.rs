@@ -259,6 +259,21 @@ pub struct Row {
     pub partner_rosters: BTreeMap<Key, kith_federation::Roster>,
 }
 
+impl Row {
+    /// The partner receipts of this row under `agreement` whose signatures verify (the rules
+    /// checked each as it came in; checked again where they are counted, as receipts within a
+    /// pool are), summed: (byte-hours held, bytes sent back, how many). `signed`: those this
+    /// device signed the partner's holders; else those the partner's nodes signed it.
+    pub fn partner_receipted(&self, agreement: &Key, signed: bool) -> (u64, u64, u64) {
+        let map = if signed { &self.partner_signed } else { &self.partner_receipts };
+        map.range((*agreement, [0; 32])..=(*agreement, [0xff; 32]))
+            .filter(|(_, r)| r.partner_signature_ok())
+            .fold((0, 0, 0), |(h, b, n), (_, r)| {
+                (h.saturating_add(r.blobs), b.saturating_add(r.bytes), n + 1)
+            })
+    }
+}
+
 /// What one device did for and with a federated partner pool (by agreement) in a period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PartnerCounts {

@@ -214,28 +214,11 @@ pub fn partner_lines(l: &LedgerView, pool: &PoolView) -> Vec<PartnerLine> {
     for row in l.rows.values() {
         for (ag, c) in &row.partners {
             sums.entry(*ag).or_default().add(c);
-            // The rules checked every receipt as it came in; checked again here, as the
-            // receipts within a pool are when they are credited.
-            let theirs = row
-                .partner_receipts
-                .range((*ag, [0; 32])..=(*ag, [0xff; 32]))
-                .filter(|(_, r)| r.partner_signature_ok());
-            let (held, sent) = theirs.fold((0i64, 0i64), |(h, s), (_, r)| {
-                (
-                    h.saturating_add(r.blobs.min(i64::MAX as u64) as i64),
-                    s.saturating_add(r.bytes.min(i64::MAX as u64) as i64),
-                )
-            });
-            let mine = row
-                .partner_signed
-                .range((*ag, [0; 32])..=(*ag, [0xff; 32]))
-                .filter(|(_, r)| r.partner_signature_ok());
-            let (held_by, received) = mine.fold((0i64, 0i64), |(h, s), (_, r)| {
-                (
-                    h.saturating_add(r.blobs.min(i64::MAX as u64) as i64),
-                    s.saturating_add(r.bytes.min(i64::MAX as u64) as i64),
-                )
-            });
+            let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
+            let (held, sent, _) = row.partner_receipted(ag, false);
+            let (held_by, received, _) = row.partner_receipted(ag, true);
+            let (held, sent, held_by, received) =
+                (clamp(held), clamp(sent), clamp(held_by), clamp(received));
             let e = evidence.entry(*ag).or_default();
             e[0] = e[0].saturating_add(held.min(c.held_for.max(0)));
             e[1] = e[1].saturating_add(sent);
