@@ -56,6 +56,47 @@ fn unchanged_files_are_not_read_again() {
     assert_eq!(again["bytes_new"], 0);
 }
 
+/// Small files are read and sealed in batches (by count, by bytes) with the folders, links and
+/// unchanged files listed between them, and a large file closes a batch: every entry must still
+/// come back in its place, in a first put and in the next, where most files are unchanged.
+#[test]
+fn many_small_files_between_folders_links_and_large_files_keep_their_order() {
+    let k = Kith::new();
+    let src = k.path("src");
+    for d in 0..6u64 {
+        for f in 0..70u64 {
+            let seed = d * 100 + f;
+            let len = if f % 7 == 0 { 90_000 } else { 300 + (seed as usize * 37) % 9_000 };
+            write(&src.join(format!("d{d}/f{f:02}.txt")), &text_bytes(len, seed));
+            if f % 23 == 0 {
+                std::os::unix::fs::symlink(
+                    format!("f{f:02}.txt"),
+                    src.join(format!("d{d}/l{f:02}")),
+                )
+                .unwrap();
+                fs::create_dir_all(src.join(format!("d{d}/e{f:02}"))).unwrap();
+            }
+        }
+        if d % 2 == 1 {
+            write(&src.join(format!("d{d}/f35-big.bin")), &random_bytes(1_500_000, d));
+        }
+    }
+    let first = k.put_json(&src);
+    assert_eq!(first["files"], 6 * 70 + 3, "{first}");
+    let v1 = describe(&src);
+    for d in [1u64, 4] {
+        write(&src.join(format!("d{d}/f10.txt")), &text_bytes(5_000, 9_000 + d));
+    }
+    let second = k.put_json(&src);
+    assert_eq!(second["files_unchanged"], 6 * 70 + 3 - 2, "{second}");
+    let v2 = describe(&src);
+    for (id, want, name) in [(&first["id"], &v1, "v1"), (&second["id"], &v2, "v2")] {
+        let out = k.path(name);
+        k.ok(&["get", id.as_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert_eq!(&describe(&out), want, "{name}");
+    }
+}
+
 #[test]
 fn rm_forgets_a_version_and_gc_reclaims_its_space() {
     let k = Kith::new();

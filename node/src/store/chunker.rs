@@ -97,14 +97,20 @@ impl Cutter {
 
     /// Cuts a whole in-memory stream into chunks.
     pub fn split(&self, data: &[u8]) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < data.len() {
-            let n = self.cut(&data[at..]);
-            out.push(data[at..at + n].to_vec());
-            at += n;
-        }
-        out
+        self.pieces(data).map(<[u8]>::to_vec).collect()
+    }
+
+    /// The chunks of a whole in-memory stream, as slices of it (no copy).
+    pub fn pieces<'d>(&self, data: &'d [u8]) -> impl Iterator<Item = &'d [u8]> {
+        let mut rest = data;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let (chunk, tail) = rest.split_at(self.cut(rest));
+            rest = tail;
+            Some(chunk)
+        })
     }
 
     /// Length of the first chunk of `data`. At the end of a stream the whole remainder is a

@@ -40,6 +40,7 @@ use super::{Progress, Store, StoreError, absolute, clear_dir};
 use crate::ids::ObjectId;
 use crate::keys::now_ms;
 use sealer::{SealJob, rollback, sealer};
+use walker::Batch;
 use walker::{CachedFile, WalkStats, Walker, load_cache, scan_total, unsupported};
 use workers::{Job, Pending, SealedChunk, SmallFile, worker};
 use writer::Writer;
@@ -55,6 +56,11 @@ const SLOT_BYTES: u64 = 64 << 10;
 const MAX_IN_FLIGHT: usize = 1024;
 /// Items waiting for the writer in tree order (cheap: chunk slots bound the heavy ones).
 const ORDER_QUEUE: usize = 1024;
+/// A batch of small files is sent to a worker once it holds this many bytes of files...
+const BATCH_BYTES: u64 = 256 << 10;
+/// ...or this many files, or this many entries in all.
+const BATCH_FILES: usize = 64;
+const BATCH_ENTRIES: usize = 1024;
 /// Full packs waiting to be synced and indexed.
 const SEAL_QUEUE: usize = 16;
 /// Packs recorded in the index per commit (128 MiB of data). Chunk ids are random, so each
@@ -108,14 +114,22 @@ enum Ordered {
         units: u64,
         receipt: Receiver<Result<SealedChunk, StoreError>>,
     },
-    /// A small file that a worker reads and seals; its `File` item is written on arrival.
-    SmallFile {
+    /// Small files that one worker reads and seals, with the items listed between them; each
+    /// file's `File` item is written when the batch arrives.
+    SmallFiles {
         units: u64,
-        header: Item,
-        path: PathBuf,
-        receipt: Receiver<Result<SmallFile, StoreError>>,
+        entries: Vec<Batched>,
+        receipt: Receiver<Vec<Result<SmallFile, StoreError>>>,
     },
     Fail(StoreError),
+}
+
+/// An entry of a batch of small files, in tree order.
+enum Batched {
+    /// An item listed while the batch was open (a folder, a symlink, an unchanged file).
+    Item(Item),
+    /// A small file: its header, and the path the worker reads.
+    File { header: Item, path: PathBuf },
 }
 
 pub(super) fn put(
@@ -230,6 +244,7 @@ fn run(
                 jobs: job_tx,
                 order: order_tx,
                 slots: slot_tx,
+                batch: Batch::default(),
                 stats: WalkStats::default(),
                 warnings: Vec::new(),
             };

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Sender, bounded};
 
-use super::{Job, Ordered, Progress, SLOT_BYTES, SMALL_FILE, Store, StoreError};
+use super::{
+    BATCH_BYTES, BATCH_ENTRIES, BATCH_FILES, Batched, Job, Ordered, Progress, SLOT_BYTES,
+    SMALL_FILE, Store, StoreError,
+};
 use crate::ids::ObjectId;
 use crate::store::chunker::{Chunker, Cutter};
 use crate::store::envelope::Compression;
@@ -126,6 +129,23 @@ impl From<StoreError> for Stop {
     }
 }
 
+/// Small files gathered for one worker, with the items listed between them.
+#[derive(Default)]
+pub(super) struct Batch {
+    entries: Vec<Batched>,
+    paths: Vec<PathBuf>,
+    bytes: u64,
+    units: u64,
+}
+
+impl Batch {
+    fn full(&self) -> bool {
+        self.bytes >= BATCH_BYTES
+            || self.paths.len() >= BATCH_FILES
+            || self.entries.len() >= BATCH_ENTRIES
+    }
+}
+
 pub(super) struct Walker<'a> {
     pub(super) cutter: &'a Cutter,
     pub(super) buf: Vec<u8>,
@@ -133,19 +153,38 @@ pub(super) struct Walker<'a> {
     pub(super) jobs: Sender<Job>,
     pub(super) order: Sender<Ordered>,
     pub(super) slots: Sender<()>,
+    /// Small files not yet sent; every item listed after the first of them joins it, so the
+    /// writer gets everything in tree order.
+    pub(super) batch: Batch,
     pub(super) stats: WalkStats,
     pub(super) warnings: Vec<String>,
 }
 
 impl Walker<'_> {
     pub(super) fn run(&mut self, root: &Path, md: Metadata) {
-        if let Err(Stop::Failed(e)) = self.walk(root, md) {
+        if let Err(Stop::Failed(e)) = self.walk(root, md).and_then(|()| self.flush()) {
             let _ = self.order.send(Ordered::Fail(e));
         }
     }
 
-    fn send(&self, item: Item) -> Result<(), Stop> {
-        self.order.send(Ordered::Item(item)).map_err(|_| Stop::WriterGone)
+    fn send(&mut self, item: Item) -> Result<(), Stop> {
+        if self.batch.entries.is_empty() {
+            return self.order.send(Ordered::Item(item)).map_err(|_| Stop::WriterGone);
+        }
+        self.batch.entries.push(Batched::Item(item));
+        if self.batch.full() { self.flush() } else { Ok(()) }
+    }
+
+    /// Sends the open batch of small files to a worker, and its place to the writer.
+    fn flush(&mut self) -> Result<(), Stop> {
+        if self.batch.entries.is_empty() {
+            return Ok(());
+        }
+        let Batch { entries, paths, units, .. } = std::mem::take(&mut self.batch);
+        let (reply, receipt) = bounded(1);
+        self.jobs.send(Job::Files { paths, reply }).map_err(|_| Stop::WriterGone)?;
+        let batch = Ordered::SmallFiles { units, entries, receipt };
+        self.order.send(batch).map_err(|_| Stop::WriterGone)
     }
 
     fn walk(&mut self, root: &Path, md: Metadata) -> Result<(), Stop> {
@@ -207,15 +246,15 @@ impl Walker<'_> {
         }
         if md.len() <= SMALL_FILE {
             // Most files are small: a worker reads and seals them, so file reads run in
-            // parallel and the walker only lists folders.
+            // parallel and the walker only lists folders. They go in batches: one job and
+            // one reply for many files.
             let units = self.acquire(md.len())?;
-            let (reply, receipt) = bounded(1);
             let header = Item::File { path: rel, meta: meta_of(md), change };
-            self.jobs
-                .send(Job::File { path: abs.to_path_buf(), reply })
-                .map_err(|_| Stop::WriterGone)?;
-            let item = Ordered::SmallFile { units, header, path: abs.to_path_buf(), receipt };
-            return self.order.send(item).map_err(|_| Stop::WriterGone);
+            self.batch.entries.push(Batched::File { header, path: abs.to_path_buf() });
+            self.batch.paths.push(abs.to_path_buf());
+            self.batch.bytes += md.len();
+            self.batch.units += units;
+            return if self.batch.full() { self.flush() } else { Ok(()) };
         }
         let file = match File::open(abs) {
             Ok(f) => f,
@@ -246,7 +285,8 @@ impl Walker<'_> {
         self.send(Item::FileEnd { size })
     }
 
-    fn submit(&self, data: Vec<u8>, compression: Compression) -> Result<(), Stop> {
+    fn submit(&mut self, data: Vec<u8>, compression: Compression) -> Result<(), Stop> {
+        self.flush()?;
         let units = self.acquire(data.len() as u64)?;
         let (reply, receipt) = bounded(1);
         self.jobs.send(Job::Chunk { data, compression, reply }).map_err(|_| Stop::WriterGone)?;

@@ -19,10 +19,9 @@ pub(super) enum Job {
         compression: Compression,
         reply: Sender<Result<SealedChunk, StoreError>>,
     },
-    File {
-        path: PathBuf,
-        reply: Sender<Result<SmallFile, StoreError>>,
-    },
+    /// Small files, read and sealed in order by one worker: one job, one reply and one
+    /// wake-up for many files (most files of a tree are a few KiB).
+    Files { paths: Vec<PathBuf>, reply: Sender<Vec<Result<SmallFile, StoreError>>> },
 }
 
 /// What a worker made of a small file.
@@ -69,8 +68,12 @@ pub(super) fn worker(store: &Store, pending: &Pending, cutter: &Cutter, jobs: Re
             Job::Chunk { data, compression, reply } => {
                 let _ = reply.send(seal_chunk(store, pending, &mut sealer, &data, compression));
             }
-            Job::File { path, reply } => {
-                let _ = reply.send(seal_small_file(store, pending, cutter, &mut sealer, &path));
+            Job::Files { paths, reply } => {
+                let read = paths
+                    .iter()
+                    .map(|path| seal_small_file(store, pending, cutter, &mut sealer, path))
+                    .collect();
+                let _ = reply.send(read);
             }
         }
     }
@@ -96,8 +99,7 @@ fn seal_small_file(
     }
     let compression = Compression::for_head(&data);
     let chunks = cutter
-        .split(&data)
-        .iter()
+        .pieces(&data)
         .map(|c| seal_chunk(store, pending, sealer, c, compression))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(SmallFile::Sealed { chunks, size: data.len() as u64 })

@@ -10,8 +10,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::workers::seal_chunk;
 use super::{
-    Ordered, Pending, Progress, PutStats, RootContext, SealJob, SealedChunk, SmallFile, Store,
-    StoreError,
+    Batched, Ordered, Pending, Progress, PutStats, RootContext, SealJob, SealedChunk, SmallFile,
+    Store, StoreError,
 };
 use crate::ids::{ChunkId, ObjectId};
 use crate::store::chunker::{CHUNKER_NAME, Chunker, Cutter, DATA_CHUNKS, TREE_CHUNKS};
@@ -51,12 +51,23 @@ impl Writer<'_> {
                     self.release(units);
                     self.chunk(sealed)?;
                 }
-                Ordered::SmallFile { units, header, path, receipt } => {
+                Ordered::SmallFiles { units, entries, receipt } => {
                     let read = receipt.recv().map_err(|_| {
                         StoreError::Internal("a chunk worker stopped unexpectedly".into())
-                    })??;
+                    })?;
                     self.release(units);
-                    self.small_file(header, &path, read)?;
+                    let mut read = read.into_iter();
+                    for entry in entries {
+                        match entry {
+                            Batched::Item(item) => self.item(item)?,
+                            Batched::File { header, path } => {
+                                let file = read.next().ok_or_else(|| {
+                                    StoreError::Internal("a batch came back short".into())
+                                })??;
+                                self.small_file(header, &path, file)?;
+                            }
+                        }
+                    }
                 }
                 Ordered::Fail(e) => return Err(e),
             }
