@@ -62,6 +62,34 @@ fn an_unreadable_file_fails_the_put_and_rolls_back_what_it_wrote() {
     assert_eq!(v["blobs"], 0);
 }
 
+/// Small files are read in batches; a folder that cannot be listed after an unreadable small
+/// file must not hide it: the put fails on the first unreadable entry in tree order.
+#[test]
+fn the_first_unreadable_entry_in_tree_order_is_the_one_named() {
+    let k = Kith::new();
+    let src = k.path("src");
+    write(&src.join("a-locked.txt"), b"private");
+    fs::set_permissions(src.join("a-locked.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+    write(&src.join("b-locked/inside.txt"), b"also private");
+    fs::set_permissions(src.join("b-locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    k.ok(&["id"]);
+    let out = Command::new("setpriv")
+        .args([
+            "--bounding-set=-dac_override,-dac_read_search",
+            "--inh-caps=-dac_override,-dac_read_search",
+        ])
+        .arg(kith_bin())
+        .arg("--home")
+        .arg(&k.home)
+        .args(["put", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("a-locked.txt") && stderr.contains("Permission denied"), "{stderr}");
+    assert!(k.packs().is_empty(), "packs of the failed put remain: {:?}", k.packs());
+}
+
 #[test]
 fn malformed_and_unknown_ids_are_explained() {
     let k = Kith::new();

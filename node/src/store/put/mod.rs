@@ -54,13 +54,20 @@ const SLOT_BYTES: u64 = 64 << 10;
 /// ...and at most this many units may be in flight: bounds memory to 64 MiB, while many
 /// small files still keep both workers busy.
 const MAX_IN_FLIGHT: usize = 1024;
-/// Items waiting for the writer in tree order (cheap: chunk slots bound the heavy ones).
+/// Items waiting for the writer in tree order (cheap: chunk slots bound the heavy ones). A
+/// batch of small files is one of them, with at most `BATCH_ENTRIES` entries: at most 64 Ki
+/// items (about 13 MiB of paths and metadata) wait beside the data in flight.
 const ORDER_QUEUE: usize = 1024;
 /// A batch of small files is sent to a worker once it holds this many bytes of files...
 const BATCH_BYTES: u64 = 256 << 10;
-/// ...or this many files, or this many entries in all.
+/// ...or this many files, or this many entries in all (files and the items listed between).
 const BATCH_FILES: usize = 64;
-const BATCH_ENTRIES: usize = 1024;
+const BATCH_ENTRIES: usize = 64;
+// A batch not yet sent holds its files' in-flight units: far fewer than the limit, so the
+// walker never waits for units that only its own batch holds.
+const _: () = assert!(
+    (BATCH_BYTES + SMALL_FILE).div_ceil(SLOT_BYTES) as usize + BATCH_FILES < MAX_IN_FLIGHT / 4
+);
 /// Full packs waiting to be synced and indexed.
 const SEAL_QUEUE: usize = 16;
 /// Packs recorded in the index per commit (128 MiB of data). Chunk ids are random, so each

@@ -162,7 +162,11 @@ pub(super) struct Walker<'a> {
 
 impl Walker<'_> {
     pub(super) fn run(&mut self, root: &Path, md: Metadata) {
-        if let Err(Stop::Failed(e)) = self.walk(root, md).and_then(|()| self.flush()) {
+        // The open batch goes first even when the walk failed: its files come earlier in the
+        // tree, so an error among them is the one to report.
+        let walked = self.walk(root, md);
+        let flushed = self.flush();
+        if let Err(Stop::Failed(e)) = walked.and(flushed) {
             let _ = self.order.send(Ordered::Fail(e));
         }
     }

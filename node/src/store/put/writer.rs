@@ -55,7 +55,6 @@ impl Writer<'_> {
                     let read = receipt.recv().map_err(|_| {
                         StoreError::Internal("a chunk worker stopped unexpectedly".into())
                     })?;
-                    self.release(units);
                     let mut read = read.into_iter();
                     for entry in entries {
                         match entry {
@@ -68,6 +67,7 @@ impl Writer<'_> {
                             }
                         }
                     }
+                    self.release(units);
                 }
                 Ordered::Fail(e) => return Err(e),
             }
