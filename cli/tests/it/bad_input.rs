@@ -40,17 +40,7 @@ fn an_unreadable_file_fails_the_put_and_rolls_back_what_it_wrote() {
     k.ok(&["id"]);
 
     // We run as root, which reads anything; drop the capabilities that bypass permissions.
-    let out = Command::new("setpriv")
-        .args([
-            "--bounding-set=-dac_override,-dac_read_search",
-            "--inh-caps=-dac_override,-dac_read_search",
-        ])
-        .arg(kith_bin())
-        .arg("--home")
-        .arg(&k.home)
-        .args(["put", src.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = put_without_root_reads(&k, &src);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("z-locked.txt") && stderr.contains("Permission denied"), "{stderr}");
@@ -73,7 +63,16 @@ fn the_first_unreadable_entry_in_tree_order_is_the_one_named() {
     write(&src.join("b-locked/inside.txt"), b"also private");
     fs::set_permissions(src.join("b-locked"), fs::Permissions::from_mode(0o000)).unwrap();
     k.ok(&["id"]);
-    let out = Command::new("setpriv")
+    let out = put_without_root_reads(&k, &src);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("a-locked.txt") && stderr.contains("Permission denied"), "{stderr}");
+    assert!(k.packs().is_empty(), "packs of the failed put remain: {:?}", k.packs());
+}
+
+/// `kith put` without the capabilities that let root read anything (we run as root).
+fn put_without_root_reads(k: &Kith, src: &std::path::Path) -> std::process::Output {
+    Command::new("setpriv")
         .args([
             "--bounding-set=-dac_override,-dac_read_search",
             "--inh-caps=-dac_override,-dac_read_search",
@@ -83,11 +82,7 @@ fn the_first_unreadable_entry_in_tree_order_is_the_one_named() {
         .arg(&k.home)
         .args(["put", src.to_str().unwrap()])
         .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("a-locked.txt") && stderr.contains("Permission denied"), "{stderr}");
-    assert!(k.packs().is_empty(), "packs of the failed put remain: {:?}", k.packs());
+        .unwrap()
 }
 
 #[test]
