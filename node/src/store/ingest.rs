@@ -10,8 +10,8 @@ use super::put::{INDEX_CHECKPOINT_PACKS, commit_packs};
 use super::{Store, StoreError};
 use crate::ids::ChunkId;
 
-/// Sealed packs an ingest keeps waiting for the writer lock before it waits for it (a batch is
-/// [`INDEX_CHECKPOINT_PACKS`]).
+/// Sealed packs an ingest keeps uncommitted (waiting for their syncs or the writer lock) before
+/// it waits for both (a batch is [`INDEX_CHECKPOINT_PACKS`]).
 const DEFERRED_COMMIT_PACKS: usize = 4 * INDEX_CHECKPOINT_PACKS;
 
 /// Writes blobs from elsewhere into the store. Each blob is checked against its id before it
@@ -39,10 +39,14 @@ pub struct Ingest<'s> {
 }
 
 /// Syncs finished packs on a thread of its own, so receiving goes on while the disk writes.
+/// Packs are synced in the order they were handed over.
 struct Syncer {
     tx: Option<SyncSender<File>>,
     done: Receiver<std::io::Result<()>>,
+    /// Packs handed over whose sync has not been heard of.
     pending: usize,
+    /// Packs heard of as synced and not yet committed: the first `synced` of the sealed packs.
+    synced: usize,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -60,7 +64,7 @@ impl Syncer {
                 }
             })
             .expect("the system can start a thread");
-        Self { tx: Some(tx), done, pending: 0, thread: Some(thread) }
+        Self { tx: Some(tx), done, pending: 0, synced: 0, thread: Some(thread) }
     }
 
     fn sync(&mut self, f: File) {
@@ -71,17 +75,36 @@ impl Syncer {
         }
     }
 
+    /// Counts the syncs done so far, without waiting; fails if one failed.
+    fn poll(&mut self) -> std::io::Result<()> {
+        while self.pending > 0 {
+            match self.done.try_recv() {
+                Ok(r) => self.heard(r)?,
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return Err(std::io::Error::other("the pack syncer stopped"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until every pack handed over is synced.
     fn wait(&mut self) -> std::io::Result<()> {
-        let mut result = Ok(());
         while self.pending > 0 {
-            self.pending -= 1;
             match self.done.recv() {
-                Ok(r) => result = result.and(r),
+                Ok(r) => self.heard(r)?,
                 Err(_) => return Err(std::io::Error::other("the pack syncer stopped")),
             }
         }
-        result
+        Ok(())
+    }
+
+    fn heard(&mut self, r: std::io::Result<()>) -> std::io::Result<()> {
+        self.pending -= 1;
+        r?;
+        self.synced += 1;
+        Ok(())
     }
 }
 
@@ -167,17 +190,20 @@ impl<'s> Ingest<'s> {
         self.added += 1;
         if pack.len() >= PACK_TARGET_BYTES {
             self.seal()?;
-            if self.sealed.len() >= INDEX_CHECKPOINT_PACKS {
-                // A put or gc holding the writer lock does not stall receiving (peers time out
-                // a receiver that stops reading): the sealed packs wait for the lock, up to a
-                // bound, and are committed with the next batch.
-                self.syncer.wait().map_err(StoreError::io(&self.dir))?;
+            // Receiving goes on while the disk syncs: a batch of packs is committed once its
+            // syncs are done, not waited for. Nor does a put or gc holding the writer lock
+            // stall receiving (peers time out a receiver that stops reading): the synced packs
+            // wait for the lock. Both waits are bounded: past `DEFERRED_COMMIT_PACKS` sealed
+            // packs, the ingest waits for the syncs and the lock.
+            self.syncer.poll().map_err(StoreError::io(&self.dir))?;
+            if self.syncer.synced >= INDEX_CHECKPOINT_PACKS {
                 let store = self.store;
                 if let Some(_writer) = store.try_write_lock() {
-                    self.commit_locked()?;
-                } else if self.sealed.len() >= DEFERRED_COMMIT_PACKS {
-                    self.commit()?;
+                    self.commit_locked(self.syncer.synced)?;
                 }
+            }
+            if self.sealed.len() >= DEFERRED_COMMIT_PACKS {
+                self.commit()?;
             }
         }
         Ok(true)
@@ -197,17 +223,18 @@ impl<'s> Ingest<'s> {
         Ok(())
     }
 
-    /// Commits the sealed packs, taking the store's writer lock for it.
+    /// Commits the sealed packs once synced, taking the store's writer lock for it.
     fn commit(&mut self) -> Result<(), StoreError> {
         self.syncer.wait().map_err(StoreError::io(&self.dir))?;
         let _writer = self.store.write_lock();
-        self.commit_locked()
+        self.commit_locked(self.sealed.len())
     }
 
-    /// Commits the sealed packs (synced) under the store's writer lock: each takes the
-    /// store's next pack number, and blobs another writer committed since this ingest took
+    /// Commits the first `n` sealed packs (synced) under the store's writer lock: each takes
+    /// the store's next pack number, and blobs another writer committed since this ingest took
     /// them are left out of the index (their bytes stay in the pack, as garbage).
-    fn commit_locked(&mut self) -> Result<(), StoreError> {
+    fn commit_locked(&mut self, n: usize) -> Result<(), StoreError> {
+        debug_assert!(n <= self.syncer.synced && n <= self.sealed.len());
         for id in self.relied.drain(..) {
             if !self.store.has(&id)? {
                 return Err(StoreError::Internal(format!(
@@ -218,7 +245,7 @@ impl<'s> Ingest<'s> {
         let mut number = self.store.next_pack_number()?;
         let mut ids = Vec::new();
         let mut empty = Vec::new();
-        for (i, pack) in self.sealed.iter_mut().enumerate() {
+        for (i, pack) in self.sealed[..n].iter_mut().enumerate() {
             let before = pack.entries.len();
             let mut kept = Vec::with_capacity(before);
             for entry in pack.entries.drain(..) {
@@ -240,13 +267,17 @@ impl<'s> Ingest<'s> {
             number += 1;
             ids.extend(pack.entries.iter().map(|(e, _)| ChunkId(e.id)));
         }
+        let mut n = n;
         for i in empty.into_iter().rev() {
             let pack = self.sealed.remove(i);
             let _ = std::fs::remove_file(&pack.tmp_path);
+            n -= 1;
+            self.syncer.synced -= 1;
         }
-        let packs: Vec<&FinishedPack> = self.sealed.iter().collect();
+        let packs: Vec<&FinishedPack> = self.sealed[..n].iter().collect();
         commit_packs(self.store, &packs, &[])?;
-        self.sealed.clear();
+        self.sealed.drain(..n);
+        self.syncer.synced -= n;
         self.store.pin(&ids);
         self.pinned.extend(ids);
         Ok(())
@@ -265,7 +296,7 @@ impl<'s> Ingest<'s> {
         self.seal()?;
         self.syncer.wait().map_err(StoreError::io(&self.dir))?;
         let _writer = self.store.write_lock();
-        self.commit_locked()?;
+        self.commit_locked(self.sealed.len())?;
         Ok((self.added, f()))
     }
 }
@@ -353,6 +384,54 @@ mod tests {
                 .next()
                 .is_none()
         );
+    }
+
+    /// Blobs of 4 MiB, distinct: four fill a pack.
+    fn big_blob(n: u32) -> (ChunkId, Vec<u8>) {
+        let mut bytes = vec![0u8; 4 << 20];
+        for (i, w) in bytes.chunks_mut(4).enumerate() {
+            w.copy_from_slice(&(n.wrapping_mul(0x9e37_79b9) ^ i as u32).to_le_bytes());
+        }
+        (ChunkId::of(&bytes), bytes)
+    }
+
+    /// Receiving does not wait for the disk: sealed packs are committed once synced, the first
+    /// ones first, and while another writer holds the lock they wait (up to the bound).
+    #[test]
+    fn synced_packs_are_committed_in_order_while_the_ingest_goes_on() {
+        let (_dir, store) = store();
+        let mut ingest = store.ingest().unwrap();
+        let blobs: Vec<(ChunkId, Vec<u8>)> =
+            (0..4 * (INDEX_CHECKPOINT_PACKS as u32 + 3)).map(big_blob).collect();
+        let per_pack = 4;
+        let (first, rest) = blobs.split_at(per_pack * (INDEX_CHECKPOINT_PACKS + 1));
+        {
+            // Another writer holds the lock: the sealed packs wait, uncommitted.
+            let _other = store.write_lock();
+            for (id, b) in first {
+                assert!(ingest.add(*id, BlobKind::Chunk, b).unwrap());
+            }
+            assert_eq!(ingest.sealed.len(), INDEX_CHECKPOINT_PACKS + 1);
+            assert!(!store.has(&first[0].0).unwrap());
+        }
+        ingest.syncer.wait().unwrap();
+        assert_eq!(ingest.syncer.synced, INDEX_CHECKPOINT_PACKS + 1);
+        // The next pack sealed commits every synced one; its own sync may not be done yet.
+        for (id, b) in &rest[..per_pack] {
+            assert!(ingest.add(*id, BlobKind::Chunk, b).unwrap());
+        }
+        assert!(ingest.sealed.len() <= 1, "{} packs left uncommitted", ingest.sealed.len());
+        for (id, _) in first {
+            assert!(store.has(id).unwrap(), "a synced pack was not committed");
+        }
+        assert!(!store.has(&rest[per_pack].0).unwrap());
+        for (id, b) in &rest[per_pack..] {
+            assert!(ingest.add(*id, BlobKind::Chunk, b).unwrap());
+        }
+        assert_eq!(ingest.finish().unwrap(), blobs.len() as u64);
+        for (id, b) in &blobs {
+            assert_eq!(&store.read_blob(id).unwrap().unwrap().1, b);
+        }
     }
 
     #[test]

@@ -287,39 +287,47 @@ async fn get_into<W: Wire>(
     Ok(missing)
 }
 
-/// Bytes gathered before one BLAKE3 update (a multiple of its 1 KiB chunk).
-const HASH_STAGE: usize = 64 << 10;
+/// Bytes gathered into one piece of a received blob (a multiple of BLAKE3's 1 KiB chunk).
+const STAGE: usize = 256 << 10;
 
-/// Reads a blob of `len` bytes as the pieces the transport delivers, hashing as it goes; fails
-/// if it ends early, stalls, or the bytes do not hash to `id`.
+/// Reads a blob of `len` bytes, hashing as it goes; fails if it ends early, stalls, or the
+/// bytes do not hash to `id`. The transport delivers pieces of about a packet each; they are
+/// gathered into pieces of [`STAGE`] bytes, each hashed in one update (BLAKE3 hashes many
+/// 1 KiB chunks at once, with SIMD, only when one update holds many) and kept as they are: the
+/// pack writes them without copying them again, and the transport's buffers go back at once.
 async fn read_blob<W: Wire>(wire: &mut W, len: usize, id: &ChunkId) -> Result<Vec<Bytes>, String> {
-    let mut parts = Vec::new();
+    let mut parts = Vec::with_capacity(len.div_ceil(STAGE));
     let mut hasher = blake3::Hasher::new();
-    // The transport's pieces are about a packet each; BLAKE3 hashes many 1 KiB chunks at once
-    // (SIMD) only when one update holds many, so small pieces are gathered before hashing (a
-    // copy costs far less than hashing a chunk at a time: about 4x the hashing time saved).
     let mut stage: Vec<u8> = Vec::new();
-    let mut got = 0;
-    while got < len {
-        let Some(part) = unstalled(wire.recv_part(len - got)).await? else {
+    let mut stage_len = 0;
+    // Bytes received and placed in `parts` or `stage`.
+    let mut at = 0;
+    while at < len {
+        let Some(part) = unstalled(wire.recv_part(len - at)).await? else {
             return Err("disconnected in the middle of a blob".into());
         };
-        got += part.len();
-        if stage.is_empty() && part.len() >= HASH_STAGE {
+        if stage.is_empty() && part.len() >= STAGE {
+            at += part.len();
             hasher.update(&part);
-        } else {
-            if stage.capacity() == 0 {
-                stage.reserve_exact(HASH_STAGE.min(len));
+            parts.push(part);
+            continue;
+        }
+        let mut rest = &part[..];
+        while !rest.is_empty() {
+            if stage.is_empty() {
+                stage_len = STAGE.min(len - at);
+                stage.reserve_exact(stage_len);
             }
-            stage.extend_from_slice(&part);
-            if stage.len() >= HASH_STAGE {
+            let take = (stage_len - stage.len()).min(rest.len());
+            stage.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            at += take;
+            if stage.len() == stage_len {
                 hasher.update(&stage);
-                stage.clear();
+                parts.push(Bytes::from(std::mem::take(&mut stage)));
             }
         }
-        parts.push(part);
     }
-    hasher.update(&stage);
     if ChunkId(*hasher.finalize().as_bytes()) != *id {
         return Err(format!("sent bytes that do not match chunk {id}"));
     }
