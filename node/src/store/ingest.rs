@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, channel, sync_channel};
 
 use super::pack::{BlobKind, FinishedPack, PACK_TARGET_BYTES, PackWriter};
 use super::put::{INDEX_CHECKPOINT_PACKS, commit_packs};
@@ -39,50 +39,82 @@ pub struct Ingest<'s> {
 }
 
 /// Syncs finished packs on a thread of its own, so receiving goes on while the disk writes.
-/// Packs are synced in the order they were handed over.
+/// Packs are synced in the order they were handed over; at most `INDEX_CHECKPOINT_PACKS` wait
+/// for the thread (the next hand-over waits for it). A failed sync fails every later call:
+/// an fsync that failed is not retried (Linux may have dropped the pages it did not write).
 struct Syncer {
     tx: Option<SyncSender<File>>,
+    /// Each sync's result, in order (unbounded: a result is small, and a syncer dropped early
+    /// must not leave its thread blocked on sending one).
     done: Receiver<std::io::Result<()>>,
     /// Packs handed over whose sync has not been heard of.
     pending: usize,
     /// Packs heard of as synced and not yet committed: the first `synced` of the sealed packs.
     synced: usize,
+    /// Why the syncer failed, once it has.
+    failed: Option<String>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Syncer {
     fn start() -> Self {
+        Self::start_gated(None)
+    }
+
+    /// A syncer whose thread takes a token from `gate`, if given, before each sync (tests hold
+    /// syncs back with it).
+    fn start_gated(gate: Option<Receiver<()>>) -> Self {
         let (tx, rx) = sync_channel::<File>(INDEX_CHECKPOINT_PACKS);
-        let (done_tx, done) = sync_channel(INDEX_CHECKPOINT_PACKS);
+        let (done_tx, done) = channel();
         let thread = std::thread::Builder::new()
             .name("kith-sync-packs".into())
             .spawn(move || {
                 for f in rx {
+                    if gate.as_ref().is_some_and(|g| g.recv().is_err()) {
+                        break;
+                    }
                     if done_tx.send(f.sync_data()).is_err() {
                         break;
                     }
                 }
             })
             .expect("the system can start a thread");
-        Self { tx: Some(tx), done, pending: 0, synced: 0, thread: Some(thread) }
+        Self { tx: Some(tx), done, pending: 0, synced: 0, failed: None, thread: Some(thread) }
     }
 
-    fn sync(&mut self, f: File) {
-        if let Some(tx) = &self.tx
-            && tx.send(f).is_ok()
-        {
-            self.pending += 1;
+    fn check(&self) -> std::io::Result<()> {
+        match &self.failed {
+            Some(why) => Err(std::io::Error::other(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, why: String) -> std::io::Error {
+        self.failed.get_or_insert(why.clone());
+        std::io::Error::other(why)
+    }
+
+    /// Hands a pack over to be synced.
+    fn sync(&mut self, f: File) -> std::io::Result<()> {
+        self.check()?;
+        match &self.tx {
+            Some(tx) if tx.send(f).is_ok() => {
+                self.pending += 1;
+                Ok(())
+            }
+            _ => Err(self.fail("the pack syncer stopped".into())),
         }
     }
 
     /// Counts the syncs done so far, without waiting; fails if one failed.
     fn poll(&mut self) -> std::io::Result<()> {
+        self.check()?;
         while self.pending > 0 {
             match self.done.try_recv() {
                 Ok(r) => self.heard(r)?,
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    return Err(std::io::Error::other("the pack syncer stopped"));
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    return Err(self.fail("the pack syncer stopped".into()));
                 }
             }
         }
@@ -91,10 +123,11 @@ impl Syncer {
 
     /// Waits until every pack handed over is synced.
     fn wait(&mut self) -> std::io::Result<()> {
+        self.check()?;
         while self.pending > 0 {
             match self.done.recv() {
                 Ok(r) => self.heard(r)?,
-                Err(_) => return Err(std::io::Error::other("the pack syncer stopped")),
+                Err(_) => return Err(self.fail("the pack syncer stopped".into())),
             }
         }
         Ok(())
@@ -102,7 +135,9 @@ impl Syncer {
 
     fn heard(&mut self, r: std::io::Result<()>) -> std::io::Result<()> {
         self.pending -= 1;
-        r?;
+        if let Err(e) = r {
+            return Err(self.fail(format!("syncing a pack: {e}")));
+        }
         self.synced += 1;
         Ok(())
     }
@@ -217,8 +252,9 @@ impl<'s> Ingest<'s> {
     fn seal(&mut self) -> Result<(), StoreError> {
         if let Some(pack) = self.pack.take() {
             let done = pack.finish().map_err(StoreError::io(&self.dir))?;
-            self.syncer.sync(done.file.try_clone().map_err(StoreError::io(&done.tmp_path))?);
+            let file = done.file.try_clone().map_err(StoreError::io(&done.tmp_path))?;
             self.sealed.push(done);
+            self.syncer.sync(file).map_err(StoreError::io(&self.dir))?;
         }
         Ok(())
     }
@@ -227,14 +263,32 @@ impl<'s> Ingest<'s> {
     fn commit(&mut self) -> Result<(), StoreError> {
         self.syncer.wait().map_err(StoreError::io(&self.dir))?;
         let _writer = self.store.write_lock();
-        self.commit_locked(self.sealed.len())
+        self.commit_all_locked()
+    }
+
+    /// Commits every sealed pack (all synced, checked) under the store's writer lock.
+    fn commit_all_locked(&mut self) -> Result<(), StoreError> {
+        if self.syncer.synced != self.sealed.len() {
+            return Err(StoreError::Internal(format!(
+                "{} packs sealed, {} synced",
+                self.sealed.len(),
+                self.syncer.synced
+            )));
+        }
+        self.commit_locked(self.syncer.synced)
     }
 
     /// Commits the first `n` sealed packs (synced) under the store's writer lock: each takes
     /// the store's next pack number, and blobs another writer committed since this ingest took
     /// them are left out of the index (their bytes stay in the pack, as garbage).
     fn commit_locked(&mut self, n: usize) -> Result<(), StoreError> {
-        debug_assert!(n <= self.syncer.synced && n <= self.sealed.len());
+        if n > self.syncer.synced || n > self.sealed.len() {
+            return Err(StoreError::Internal(format!(
+                "asked to commit {n} packs, {} sealed, {} synced",
+                self.sealed.len(),
+                self.syncer.synced
+            )));
+        }
         for id in self.relied.drain(..) {
             if !self.store.has(&id)? {
                 return Err(StoreError::Internal(format!(
@@ -296,7 +350,7 @@ impl<'s> Ingest<'s> {
         self.seal()?;
         self.syncer.wait().map_err(StoreError::io(&self.dir))?;
         let _writer = self.store.write_lock();
-        self.commit_locked(self.sealed.len())?;
+        self.commit_all_locked()?;
         Ok((self.added, f()))
     }
 }
@@ -386,7 +440,7 @@ mod tests {
         );
     }
 
-    /// Blobs of 4 MiB, distinct: four fill a pack.
+    /// Blob `n` of 4 MiB, distinct: four fill a pack.
     fn big_blob(n: u32) -> (ChunkId, Vec<u8>) {
         let mut bytes = vec![0u8; 4 << 20];
         for (i, w) in bytes.chunks_mut(4).enumerate() {
@@ -396,42 +450,73 @@ mod tests {
     }
 
     /// Receiving does not wait for the disk: sealed packs are committed once synced, the first
-    /// ones first, and while another writer holds the lock they wait (up to the bound).
+    /// ones first, never before their sync; while another writer holds the lock they wait.
     #[test]
     fn synced_packs_are_committed_in_order_while_the_ingest_goes_on() {
         let (_dir, store) = store();
         let mut ingest = store.ingest().unwrap();
-        let blobs: Vec<(ChunkId, Vec<u8>)> =
-            (0..4 * (INDEX_CHECKPOINT_PACKS as u32 + 3)).map(big_blob).collect();
+        // Syncs happen only as the test lets them.
+        let (let_sync, gate) = std::sync::mpsc::channel();
+        ingest.syncer = Syncer::start_gated(Some(gate));
         let per_pack = 4;
-        let (first, rest) = blobs.split_at(per_pack * (INDEX_CHECKPOINT_PACKS + 1));
-        {
-            // Another writer holds the lock: the sealed packs wait, uncommitted.
+        let held = INDEX_CHECKPOINT_PACKS + 1;
+        let add = |ingest: &mut Ingest<'_>, range: std::ops::Range<u32>| -> Vec<ChunkId> {
+            range
+                .map(|n| {
+                    let (id, b) = big_blob(n);
+                    assert!(ingest.add(id, BlobKind::Chunk, &b).unwrap());
+                    id
+                })
+                .collect()
+        };
+        let first = (per_pack * held) as u32;
+        let ids = {
+            // Another writer holds the lock: the sealed packs wait, synced but uncommitted.
             let _other = store.write_lock();
-            for (id, b) in first {
-                assert!(ingest.add(*id, BlobKind::Chunk, b).unwrap());
+            for _ in 0..held {
+                let_sync.send(()).unwrap();
             }
-            assert_eq!(ingest.sealed.len(), INDEX_CHECKPOINT_PACKS + 1);
-            assert!(!store.has(&first[0].0).unwrap());
-        }
-        ingest.syncer.wait().unwrap();
-        assert_eq!(ingest.syncer.synced, INDEX_CHECKPOINT_PACKS + 1);
-        // The next pack sealed commits every synced one; its own sync may not be done yet.
-        for (id, b) in &rest[..per_pack] {
-            assert!(ingest.add(*id, BlobKind::Chunk, b).unwrap());
-        }
-        assert!(ingest.sealed.len() <= 1, "{} packs left uncommitted", ingest.sealed.len());
-        for (id, _) in first {
+            let ids = add(&mut ingest, 0..first);
+            assert_eq!(ingest.sealed.len(), held);
+            ingest.syncer.wait().unwrap();
+            assert_eq!(ingest.syncer.synced, held);
+            assert!(!store.has(&ids[0]).unwrap());
+            ids
+        };
+        // The next pack is sealed with its sync held back: the add returns, and commits every
+        // synced pack but that one.
+        let next = add(&mut ingest, first..first + per_pack as u32);
+        assert_eq!(ingest.sealed.len(), 1);
+        for id in &ids {
             assert!(store.has(id).unwrap(), "a synced pack was not committed");
         }
-        assert!(!store.has(&rest[per_pack].0).unwrap());
-        for (id, b) in &rest[per_pack..] {
-            assert!(ingest.add(*id, BlobKind::Chunk, b).unwrap());
+        for id in &next {
+            assert!(!store.has(id).unwrap(), "a pack was committed before its sync");
         }
-        assert_eq!(ingest.finish().unwrap(), blobs.len() as u64);
-        for (id, b) in &blobs {
-            assert_eq!(&store.read_blob(id).unwrap().unwrap().1, b);
+        let_sync.send(()).unwrap();
+        let last = add(&mut ingest, first + per_pack as u32..first + per_pack as u32 + 1);
+        let_sync.send(()).unwrap();
+        assert_eq!(ingest.finish().unwrap(), u64::from(first) + per_pack as u64 + 1);
+        for (n, id) in ids.iter().chain(&next).chain(&last).enumerate() {
+            assert_eq!(store.read_blob(id).unwrap().unwrap().1, big_blob(n as u32).1);
         }
+    }
+
+    /// A failed sync fails the ingest, and nothing after it is committed.
+    #[test]
+    fn a_pack_whose_sync_is_not_heard_of_is_never_committed() {
+        let (_dir, store) = store();
+        let mut ingest = store.ingest().unwrap();
+        let (let_sync, gate) = std::sync::mpsc::channel::<()>();
+        ingest.syncer = Syncer::start_gated(Some(gate));
+        let (id, b) = big_blob(1);
+        ingest.add(id, BlobKind::Chunk, &b).unwrap();
+        ingest.seal().unwrap();
+        // The syncer's thread ends without syncing it.
+        drop(let_sync);
+        let err = ingest.finish().unwrap_err();
+        assert!(err.to_string().contains("syncer stopped"), "{err}");
+        assert!(!store.has(&id).unwrap());
     }
 
     #[test]

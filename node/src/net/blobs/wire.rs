@@ -306,6 +306,9 @@ async fn read_blob<W: Wire>(wire: &mut W, len: usize, id: &ChunkId) -> Result<Ve
         let Some(part) = unstalled(wire.recv_part(len - at)).await? else {
             return Err("disconnected in the middle of a blob".into());
         };
+        if part.len() > len - at {
+            return Err("sent more bytes than the blob has".into());
+        }
         if stage.is_empty() && part.len() >= STAGE {
             at += part.len();
             hasher.update(&part);
