@@ -73,3 +73,22 @@ fn a_4_gib_file_streams_through_put_and_get_in_bounded_memory() {
     assert!(put_rss < RSS_LIMIT, "put peaked at {} MiB", put_rss >> 20);
     assert!(get_rss < RSS_LIMIT, "get peaked at {} MiB", get_rss >> 20);
 }
+
+/// A large restore is written back a window at a time and leaves the page cache as it goes
+/// (docs/architecture.md, "The page cache"): the restored file is whole, and most of its
+/// pages are no longer cached when `get` returns; without the write-back all of them are.
+#[test]
+fn a_large_restore_is_written_back_as_it_goes_and_leaves_the_page_cache() {
+    let k = Kith::new();
+    let src = k.path("big.bin");
+    let bytes = random_bytes(100 << 20, 77);
+    std::fs::write(&src, &bytes).unwrap();
+    let id = k.put(&src);
+    let out = k.path("out.bin");
+    k.ok(&["get", &id, "-o", out.to_str().unwrap()]);
+    let f = File::open(&out).unwrap();
+    let pages = bytes.len() / 4096;
+    let cached = kith_node::fsutil::cached_pages(&f).unwrap();
+    assert!(cached < pages * 6 / 10, "{cached} of {pages} pages of the restored file cached");
+    assert!(std::fs::read(&out).unwrap() == bytes, "restored bytes differ");
+}

@@ -73,7 +73,7 @@ impl Syncer {
                     if gate.as_ref().is_some_and(|g| g.recv().is_err()) {
                         break;
                     }
-                    if done_tx.send(f.sync_data()).is_err() {
+                    if done_tx.send(crate::fsutil::sync_and_uncache(&f)).is_err() {
                         break;
                     }
                 }

@@ -399,7 +399,7 @@ fn rewrite(
     }
     let packs_dir = store.packs_dir();
     for p in &new_packs {
-        p.file.sync_data().map_err(StoreError::io(&p.tmp_path))?;
+        crate::fsutil::sync_and_uncache(&p.file).map_err(StoreError::io(&p.tmp_path))?;
         crate::fsutil::rename_noreplace(&p.tmp_path, &store.pack_path(p.number))
             .map_err(StoreError::io(&packs_dir))?;
     }

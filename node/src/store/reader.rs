@@ -17,11 +17,20 @@ const OPEN_PACKS: usize = 64;
 pub struct BlobReader<'s> {
     store: &'s Store,
     open: HashMap<u64, File>,
+    /// Drop each blob's pages from the page cache once read.
+    uncache: bool,
 }
 
 impl<'s> BlobReader<'s> {
     pub(crate) fn new(store: &'s Store) -> Self {
-        Self { store, open: HashMap::new() }
+        Self { store, open: HashMap::new(), uncache: false }
+    }
+
+    /// A reader for a bulk pass over the packs (a restore): each blob's pages leave the page
+    /// cache once read, so a restore of many GiB does not push everything else out of it
+    /// (and, on a machine whose host takes free pages back, reuses warm pages).
+    pub(crate) fn streaming(store: &'s Store) -> Self {
+        Self { store, open: HashMap::new(), uncache: true }
     }
 
     /// Reads the stored bytes of blob `id`, verified.
@@ -58,16 +67,21 @@ impl<'s> BlobReader<'s> {
         if loc.len > pack::MAX_BLOB_BYTES {
             return Err(StoreError::Damaged { chunk: *id, reason: "index entry too large".into() });
         }
-        let bytes = pack::read_at(self.file(loc.pack)?, loc.offset, loc.len).map_err(|e| {
+        let (uncache, store) = (self.uncache, self.store);
+        let file = self.file(loc.pack)?;
+        let bytes = pack::read_at(file, loc.offset, loc.len).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 StoreError::Damaged {
                     chunk: *id,
                     reason: format!("pack {} is truncated", loc.pack),
                 }
             } else {
-                StoreError::Io { path: self.store.pack_path(loc.pack), source: e }
+                StoreError::Io { path: store.pack_path(loc.pack), source: e }
             }
         })?;
+        if uncache {
+            crate::fsutil::uncache(file, loc.offset, u64::from(loc.len));
+        }
         if ChunkId::of(&bytes) != *id {
             return Err(StoreError::Damaged {
                 chunk: *id,

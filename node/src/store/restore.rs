@@ -27,6 +27,12 @@ use crate::ids::ObjectId;
 /// Chunks read ahead of the writer (each at most 1 MiB of plaintext).
 const MAX_IN_FLIGHT: usize = 32;
 
+/// A large file is written back to disk a window at a time while it is restored, and the
+/// windows already on disk leave the page cache: a restore of a large file then holds at most
+/// two windows of dirty pages and reuses their pages, instead of filling the cache with the
+/// whole file (docs/architecture.md, "The page cache").
+const WRITEBACK_WINDOW: u64 = 32 << 20;
+
 /// What a restore wrote.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreStats {
@@ -138,7 +144,7 @@ fn run(
         for _ in 0..workers {
             let jobs = job_rx.clone();
             super::put::named(s, "kith-open-chunks", move || {
-                let mut blobs = BlobReader::new(store);
+                let mut blobs = BlobReader::streaming(store);
                 for job in jobs {
                     let _ = job.reply.send(blobs.open_chunk(&job.chunk));
                 }
@@ -280,6 +286,50 @@ struct OpenFile {
     path: PathBuf,
     meta: Meta,
     written: u64,
+    /// Bytes handed to writeback so far (a multiple of the window); the window before them is
+    /// waited for and uncached when the next one is handed over.
+    writeback: u64,
+}
+
+impl OpenFile {
+    /// Once a whole window past the last one handed over is written: hands it to writeback,
+    /// waits for the window before it to reach the disk, and drops that one's pages.
+    fn write_back(&mut self) -> io::Result<()> {
+        if self.written - self.writeback < WRITEBACK_WINDOW {
+            return Ok(());
+        }
+        self.file.flush()?;
+        let f = self.file.get_ref();
+        let end = self.written - self.written % WRITEBACK_WINDOW;
+        sync_range(f, self.writeback, end - self.writeback, libc::SYNC_FILE_RANGE_WRITE)?;
+        if self.writeback >= WRITEBACK_WINDOW {
+            let prev = self.writeback - WRITEBACK_WINDOW;
+            sync_range(
+                f,
+                prev,
+                WRITEBACK_WINDOW,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            )?;
+            crate::fsutil::uncache(f, prev, WRITEBACK_WINDOW);
+        }
+        self.writeback = end;
+        Ok(())
+    }
+}
+
+fn sync_range(f: &File, offset: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(offset), libc::off64_t::try_from(len))
+    else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a range past 2^63"));
+    };
+    // SAFETY: sync_file_range only reads its arguments; a bad descriptor is an error return.
+    if unsafe { libc::sync_file_range(f.as_raw_fd(), offset, len, flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl TreeSink {
@@ -329,7 +379,8 @@ impl TreeSink {
                     .open(&target)
                     .map_err(Self::dest_err(&target))?;
                 let file = io::BufWriter::with_capacity(1 << 20, file);
-                self.current = Some(OpenFile { file, path: target, meta, written: 0 });
+                self.current =
+                    Some(OpenFile { file, path: target, meta, written: 0, writeback: 0 });
             }
             Item::FileEnd { size } => {
                 let f = self.current.take().ok_or(StoreError::Tree(
@@ -362,11 +413,11 @@ impl TreeSink {
             .ok_or(StoreError::Tree(super::tree::TreeError::Order("chunk outside a file")))?;
         f.file.write_all(data).map_err(Self::dest_err(&f.path))?;
         f.written += data.len() as u64;
-        Ok(())
+        f.write_back().map_err(Self::dest_err(&f.path))
     }
 
     fn close_file(&self, f: OpenFile, size: u64) -> Result<(), StoreError> {
-        let OpenFile { file, path, meta, written } = f;
+        let OpenFile { file, path, meta, written, .. } = f;
         if written != size {
             return Err(StoreError::Tree(super::tree::TreeError::Malformed(format!(
                 "file {} has {written} bytes of chunks but records {size}",

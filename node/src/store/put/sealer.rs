@@ -40,7 +40,8 @@ pub(super) fn sealer(
             continue;
         }
         // Sync as packs arrive; rename and index them a batch at a time.
-        let synced = job.pack.file.sync_data().map_err(StoreError::io(&job.pack.tmp_path));
+        let synced = crate::fsutil::sync_and_uncache(&job.pack.file)
+            .map_err(StoreError::io(&job.pack.tmp_path));
         batch.push(job);
         if let Err(e) = synced {
             fail(e, &mut batch, &mut error);
