@@ -39,9 +39,10 @@ pub(super) fn sealer(
             let _ = fs::remove_file(&job.pack.tmp_path);
             continue;
         }
-        // Sync as packs arrive; rename and index them a batch at a time.
-        let synced = crate::fsutil::sync_and_uncache(&job.pack.file)
-            .map_err(StoreError::io(&job.pack.tmp_path));
+        // Sync as packs arrive; rename and index them a batch at a time. A put's packs stay
+        // in the page cache: a listing or restore soon after reads them (an ingest's packs,
+        // another device's or member's data, leave it: docs/architecture.md, "The page cache").
+        let synced = job.pack.file.sync_data().map_err(StoreError::io(&job.pack.tmp_path));
         batch.push(job);
         if let Err(e) = synced {
             fail(e, &mut batch, &mut error);
