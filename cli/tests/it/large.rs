@@ -75,8 +75,9 @@ fn a_4_gib_file_streams_through_put_and_get_in_bounded_memory() {
 }
 
 /// A large restore is written back a window at a time and leaves the page cache as it goes
-/// (docs/architecture.md, "The page cache"): the restored file is whole, and most of its
-/// pages are no longer cached when `get` returns; without the write-back all of them are.
+/// (docs/architecture.md, "The page cache"): the restored file is whole, most of its pages
+/// are no longer cached when `get` returns (without the write-back all of them are), and
+/// neither are the packs it read, which the put left cached.
 #[test]
 fn a_large_restore_is_written_back_as_it_goes_and_leaves_the_page_cache() {
     let k = Kith::new();
@@ -84,8 +85,22 @@ fn a_large_restore_is_written_back_as_it_goes_and_leaves_the_page_cache() {
     let bytes = random_bytes(100 << 20, 77);
     std::fs::write(&src, &bytes).unwrap();
     let id = k.put(&src);
+    // A put's packs stay cached; the restore drops what it reads of a large file.
+    let packs = || -> (usize, usize) {
+        let mut cached_and_all = (0, 0);
+        for e in std::fs::read_dir(k.home.join("store/packs")).unwrap() {
+            let f = File::open(e.unwrap().path()).unwrap();
+            cached_and_all.0 += kith_node::fsutil::cached_pages(&f).unwrap();
+            cached_and_all.1 += (f.metadata().unwrap().len() as usize).div_ceil(4096);
+        }
+        cached_and_all
+    };
+    let (cached, all) = packs();
+    assert!(cached > all * 9 / 10, "{cached} of {all} pages of the packs cached after the put");
     let out = k.path("out.bin");
     k.ok(&["get", &id, "-o", out.to_str().unwrap()]);
+    let (cached, all) = packs();
+    assert!(cached < all / 10, "{cached} of {all} pages of the packs cached after the restore");
     let f = File::open(&out).unwrap();
     let pages = bytes.len() / 4096;
     let cached = kith_node::fsutil::cached_pages(&f).unwrap();

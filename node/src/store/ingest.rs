@@ -480,6 +480,13 @@ mod tests {
             assert_eq!(ingest.sealed.len(), held);
             ingest.syncer.wait().unwrap();
             assert_eq!(ingest.syncer.synced, held);
+            // Synced packs left the page cache (docs/architecture.md, "The page cache").
+            for p in &ingest.sealed {
+                let pages = p.size.div_ceil(4096) as usize;
+                let f = std::fs::File::open(&p.tmp_path).unwrap();
+                let left = crate::fsutil::cached_pages(&f).unwrap();
+                assert!(left < pages / 8, "{left} of {pages} pages of a synced pack cached");
+            }
             assert!(!store.has(&ids[0]).unwrap());
             ids
         };

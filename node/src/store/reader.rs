@@ -13,11 +13,6 @@ use crate::ids::ChunkId;
 /// Open pack files a blob reader keeps.
 const OPEN_PACKS: usize = 64;
 
-/// A streaming reader drops the pages of blobs at least this large (a large file's chunks).
-/// Small files' blobs keep theirs: dropping costs a system call and a drain of the page lists,
-/// which per small blob made a restore of 87 000 small files more than twice as slow.
-const UNCACHE_MIN_BLOB: u32 = 256 << 10;
-
 /// Reads blobs, verifying each against its id; keeps a few packs open. One per thread.
 pub struct BlobReader<'s> {
     store: &'s Store,
@@ -31,11 +26,12 @@ impl<'s> BlobReader<'s> {
         Self { store, open: HashMap::new(), uncache: false }
     }
 
-    /// A reader for a bulk pass over the packs (a restore): each large blob's pages leave the
-    /// page cache once read, so a restore of many GiB does not push everything else out of it
-    /// (and, on a machine whose host takes free pages back, reuses warm pages).
-    pub(crate) fn streaming(store: &'s Store) -> Self {
-        Self { store, open: HashMap::new(), uncache: true }
+    /// Whether the blobs read next leave the page cache once read: a restore turns it on for
+    /// a large file's chunks, so a restore of many GiB does not push everything else out of
+    /// the cache (and, on a machine whose host takes free pages back, reuses warm pages). Not
+    /// for small files: a drop costs a system call and a drain of the page lists.
+    pub(crate) fn set_uncache(&mut self, on: bool) {
+        self.uncache = on;
     }
 
     /// Reads the stored bytes of blob `id`, verified.
@@ -84,7 +80,7 @@ impl<'s> BlobReader<'s> {
                 StoreError::Io { path: store.pack_path(loc.pack), source: e }
             }
         })?;
-        if uncache && loc.len >= UNCACHE_MIN_BLOB {
+        if uncache {
             crate::fsutil::uncache(file, loc.offset, u64::from(loc.len));
         }
         if ChunkId::of(&bytes) != *id {

@@ -56,6 +56,9 @@ enum Ordered {
 
 struct Job {
     chunk: ChunkRef,
+    /// Drop the chunk's pages from the page cache once read: a chunk of a file after its
+    /// first (a large file's); a small file's one chunk keeps them.
+    uncache: bool,
     reply: Sender<Result<Vec<u8>, StoreError>>,
 }
 
@@ -144,8 +147,9 @@ fn run(
         for _ in 0..workers {
             let jobs = job_rx.clone();
             super::put::named(s, "kith-open-chunks", move || {
-                let mut blobs = BlobReader::streaming(store);
+                let mut blobs = BlobReader::new(store);
                 for job in jobs {
+                    blobs.set_uncache(job.uncache);
                     let _ = job.reply.send(blobs.open_chunk(&job.chunk));
                 }
             });
@@ -198,6 +202,8 @@ fn read_tree(
     slots: Sender<()>,
 ) {
     let mut reader = store.tree_reader(root);
+    // Chunks of the current file so far.
+    let mut nth = 0u64;
     loop {
         let next = match reader.next_item().map(|i| i.map(|i| part.pick(i))) {
             // Outside the part: its chunks are never read.
@@ -207,12 +213,19 @@ fn read_tree(
                     return;
                 }
                 let (reply, receipt) = bounded(1);
-                if jobs.send(Job { chunk, reply }).is_err() {
+                let uncache = nth > 0;
+                nth += 1;
+                if jobs.send(Job { chunk, uncache, reply }).is_err() {
                     return;
                 }
                 Ordered::Data(receipt)
             }
-            Ok(Some(Some(item))) => Ordered::Item(item),
+            Ok(Some(Some(item))) => {
+                if matches!(item, Item::File { .. }) {
+                    nth = 0;
+                }
+                Ordered::Item(item)
+            }
             Ok(None) if !part.found() => Ordered::Fail(StoreError::NotFound(format!(
                 "there is no `{}` inside the object",
                 part.path()
@@ -286,34 +299,55 @@ struct OpenFile {
     path: PathBuf,
     meta: Meta,
     written: u64,
-    /// Bytes handed to writeback so far (a multiple of the window); the window before them is
-    /// waited for and uncached when the next one is handed over.
+    /// Bytes handed to writeback so far (a multiple of the window), and bytes waited for and
+    /// dropped from the cache (the window handed over before, or 0).
     writeback: u64,
+    waited: u64,
+    /// The filesystem does not take `sync_file_range`: the file is written as before.
+    no_windows: bool,
 }
 
 impl OpenFile {
     /// Once a whole window past the last one handed over is written: hands it to writeback,
-    /// waits for the window before it to reach the disk, and drops that one's pages.
+    /// waits for what was handed over before to reach the disk, and drops its pages. An
+    /// error writing back fails the restore; a filesystem that does not support the call
+    /// turns the windows off for this file.
     fn write_back(&mut self) -> io::Result<()> {
-        if self.written - self.writeback < WRITEBACK_WINDOW {
+        if self.no_windows || self.written - self.writeback < WRITEBACK_WINDOW {
             return Ok(());
         }
         self.file.flush()?;
         let f = self.file.get_ref();
         let end = self.written - self.written % WRITEBACK_WINDOW;
-        sync_range(f, self.writeback, end - self.writeback, libc::SYNC_FILE_RANGE_WRITE)?;
-        if self.writeback >= WRITEBACK_WINDOW {
-            let prev = self.writeback - WRITEBACK_WINDOW;
-            sync_range(
-                f,
-                prev,
-                WRITEBACK_WINDOW,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            )?;
-            crate::fsutil::uncache(f, prev, WRITEBACK_WINDOW);
+        let started =
+            sync_range(f, self.writeback, end - self.writeback, libc::SYNC_FILE_RANGE_WRITE)
+                .and_then(|()| {
+                    if self.waited < self.writeback {
+                        sync_range(
+                            f,
+                            self.waited,
+                            self.writeback - self.waited,
+                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                                | libc::SYNC_FILE_RANGE_WRITE
+                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                        )?;
+                        crate::fsutil::uncache(f, self.waited, self.writeback - self.waited);
+                    }
+                    Ok(())
+                });
+        match started {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                ) =>
+            {
+                self.no_windows = true;
+                return Ok(());
+            }
+            other => other?,
         }
+        self.waited = self.writeback;
         self.writeback = end;
         Ok(())
     }
@@ -379,8 +413,15 @@ impl TreeSink {
                     .open(&target)
                     .map_err(Self::dest_err(&target))?;
                 let file = io::BufWriter::with_capacity(1 << 20, file);
-                self.current =
-                    Some(OpenFile { file, path: target, meta, written: 0, writeback: 0 });
+                self.current = Some(OpenFile {
+                    file,
+                    path: target,
+                    meta,
+                    written: 0,
+                    writeback: 0,
+                    waited: 0,
+                    no_windows: false,
+                });
             }
             Item::FileEnd { size } => {
                 let f = self.current.take().ok_or(StoreError::Tree(
