@@ -100,6 +100,8 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<Value> {
             blobs: served.blobs.load(Ordering::Relaxed),
             bytes: served.bytes.load(Ordering::Relaxed),
             bad_requests: served.bad_requests.load(Ordering::Relaxed),
+            connections: served.connections.load(Ordering::Relaxed),
+            open_connections: served.open_connections.load(Ordering::Relaxed),
         });
     }
     Ok(serde_json::to_value(v)?)

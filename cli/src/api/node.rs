@@ -176,6 +176,12 @@ pub struct Served {
     pub bytes: u64,
     /// Requests dropped as malformed, oversized or stalled.
     pub bad_requests: u64,
+    /// Connections peers opened to fetch blobs.
+    #[serde(default)]
+    pub connections: u64,
+    /// Of those, the ones open now.
+    #[serde(default)]
+    pub open_connections: u64,
 }
 
 /// A long operation under way on the node, as its progress reports say.

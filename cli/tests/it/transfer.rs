@@ -30,6 +30,34 @@ fn a_second_device_gets_a_tree_across_the_network() {
     assert_eq!(v["damaged"], false, "{v}");
 }
 
+/// A fetch of many batches spreads its streams over several connections to the peer (one
+/// connection's packet work runs on one core at a time), and closes the extra ones when done.
+#[test]
+fn a_large_fetch_uses_several_connections_and_closes_the_extra_ones_after() {
+    let mut net = devices(2, Layout::Loopback);
+    let src = net.dir().join("many");
+    for i in 0..600 {
+        write(&src.join(format!("f{i:04}.bin")), &random_bytes(4096, 7000 + i));
+    }
+    let id = net.kith_ok(0, &["put", src.to_str().unwrap()]).unwrap().trim().to_string();
+    let served = |net: &kith_testnet::Testnet| net.json(0, &["status"]).unwrap()["served"].clone();
+    let before = served(&net)["connections"].as_u64().unwrap();
+
+    let out = net.dir().join("restored");
+    let got = net.kith(1, &["get", &id, "-o", out.to_str().unwrap()]);
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    assert_eq!(describe(&out), describe(&src));
+
+    let s = served(&net);
+    let opened = s["connections"].as_u64().unwrap() - before;
+    assert!(opened >= 3, "the fetch opened {opened} connections besides the one kept: {s}");
+    // The extra connections close with the fetch; the one kept for pings may stay.
+    net.wait_for(TRANSFER, "the extra connections to close", |n| {
+        Ok(served(n)["open_connections"].as_u64().unwrap() <= 1)
+    })
+    .unwrap();
+}
+
 #[test]
 fn fetch_uses_several_peers_and_finishes_when_one_dies() {
     let mut net = devices(3, Layout::Loopback);

@@ -11,7 +11,10 @@ use iroh::{Endpoint, EndpointId};
 use tokio::sync::mpsc;
 
 use super::wire::{GetResult, LinkWire, StreamWire};
-use super::{ALPN, LINK_RETRY, LINK_TIMEOUT, REQUEST_TIMEOUT, STALL_TIMEOUT};
+use super::{
+    ALPN, LANE_DIAL_TIMEOUT, LANES_PER_PEER, LINK_RETRY, LINK_TIMEOUT, REQUEST_TIMEOUT,
+    STALL_TIMEOUT,
+};
 use crate::ids::ChunkId;
 use crate::net::frame::FrameError;
 use crate::net::link::{Link, Linker};
@@ -83,6 +86,33 @@ impl LinkClient {
     }
 }
 
+/// The further connections to one peer (lanes 1 and up), and how many leases use them.
+#[derive(Default)]
+struct Lanes {
+    users: usize,
+    conns: [Option<Connection>; LANES_PER_PEER - 1],
+}
+
+/// A fetch's use of a peer's further connections; the last lease of a peer closes them.
+pub struct LaneLease {
+    conns: Arc<Connections>,
+    peer: EndpointId,
+}
+
+impl Drop for LaneLease {
+    fn drop(&mut self) {
+        let mut lanes = lock_map(&self.conns.lanes);
+        let Some(l) = lanes.get_mut(&self.peer) else { return };
+        l.users -= 1;
+        if l.users == 0 {
+            for c in l.conns.iter_mut().filter_map(Option::take) {
+                c.close(0u32.into(), b"done");
+            }
+            lanes.remove(&self.peer);
+        }
+    }
+}
+
 /// The last attempt to link a peer.
 struct LinkAttempt {
     at: Instant,
@@ -97,6 +127,8 @@ struct LinkAttempt {
 pub struct Connections {
     endpoint: Endpoint,
     conns: Mutex<HashMap<EndpointId, Connection>>,
+    /// Further connections to peers whose lanes are leased (see [`Connections::lease_lanes`]).
+    lanes: Mutex<HashMap<EndpointId, Lanes>>,
     links: Mutex<HashMap<EndpointId, Arc<LinkClient>>>,
     attempts: Mutex<HashMap<EndpointId, LinkAttempt>>,
     linker: OnceLock<Arc<dyn Linker>>,
@@ -237,6 +269,7 @@ impl Connections {
         Self {
             endpoint,
             conns: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             other_keys: Mutex::new(HashMap::new()),
@@ -351,6 +384,53 @@ impl Connections {
         }
     }
 
+    /// Lets fetches use up to [`LANES_PER_PEER`] connections to `peer` until the lease is
+    /// dropped; the extra connections are closed when the last lease of the peer goes.
+    pub fn lease_lanes(self: &Arc<Self>, peer: EndpointId) -> LaneLease {
+        lock_map(&self.lanes).entry(peer).or_default().users += 1;
+        LaneLease { conns: self.clone(), peer }
+    }
+
+    /// Like [`Connections::route`], on connection `lane` of a direct route while the peer's
+    /// lanes are leased (lane 0, a link, or no lease: the one connection every request uses).
+    /// A lane that cannot be dialed within [`LANE_DIAL_TIMEOUT`] falls back to lane 0.
+    pub async fn route_lane(&self, peer: EndpointId, lane: usize) -> Result<Route, LinkError> {
+        let route = self.route(peer, false).await?;
+        let Route::Direct(first) = &route else { return Ok(route) };
+        if lane == 0 || lane >= LANES_PER_PEER {
+            return Ok(route);
+        }
+        let cached = match lock_map(&self.lanes).get(&peer) {
+            None => return Ok(route),
+            Some(l) => l.conns[lane - 1].clone(),
+        };
+        if let Some(c) = cached.filter(|c| c.close_reason().is_none()) {
+            return Ok(Route::Direct(c));
+        }
+        let dialed = tokio::time::timeout(LANE_DIAL_TIMEOUT, self.endpoint.connect(peer, ALPN));
+        let conn = match dialed.await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %peer.fmt_short(), lane, error = %e, "a further connection failed; using the first");
+                return Ok(Route::Direct(first.clone()));
+            }
+            Err(_) => {
+                tracing::debug!(peer = %peer.fmt_short(), lane, "a further connection timed out; using the first");
+                return Ok(Route::Direct(first.clone()));
+            }
+        };
+        let mut lanes = lock_map(&self.lanes);
+        // The lease ended while dialing: the new connection is dropped (and so closed).
+        let Some(l) = lanes.get_mut(&peer) else { return Ok(route) };
+        let slot = &mut l.conns[lane - 1];
+        // Another fetch dialed the same lane meanwhile: keep one (the other closes when dropped).
+        if let Some(c) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(Route::Direct(c.clone()));
+        }
+        *slot = Some(conn.clone());
+        Ok(Route::Direct(conn))
+    }
+
     /// An open connection to `peer`, dialed by id (addresses from the peer table).
     pub async fn get(&self, peer: EndpointId) -> Result<Connection, LinkError> {
         let cached = self.lock().get(&peer).cloned();
@@ -409,6 +489,11 @@ impl Connections {
     pub fn drop_peer(&self, peer: &EndpointId) {
         if let Some(c) = self.lock().remove(peer) {
             c.close(0u32.into(), b"dropped");
+        }
+        if let Some(l) = lock_map(&self.lanes).get_mut(peer) {
+            for c in l.conns.iter_mut().filter_map(Option::take) {
+                c.close(0u32.into(), b"dropped");
+            }
         }
         if let Some(l) = lock_map(&self.links).remove(peer) {
             l.link.close();

@@ -9,7 +9,8 @@ use tokio::sync::{Notify, mpsc};
 
 use super::wire::{self, GetResult, StreamWire};
 use super::{
-    Blob, Connections, FETCH_BATCH, MAX_FETCH_PEERS, Route, STALL_TIMEOUT, STREAMS_PER_PEER, Tally,
+    Blob, Connections, FETCH_BATCH, LANES_PER_PEER, MAX_FETCH_PEERS, Route, STALL_TIMEOUT,
+    STREAMS_PER_PEER, Tally,
 };
 use crate::ids::ChunkId;
 use crate::net::peers::PeerTable;
@@ -97,16 +98,25 @@ pub async fn fetch_from(
         st.report.missing = ids;
         return st.report;
     }
+    // A fetch of a batch or two gains nothing from further connections; a large one spreads
+    // its streams over up to `LANES_PER_PEER` connections to each peer (leased until it ends).
+    let lanes = ids.len().div_ceil(FETCH_BATCH).clamp(1, LANES_PER_PEER);
+    let _leases: Vec<_> = match lanes {
+        1 => Vec::new(),
+        _ => candidates.iter().map(|p| conns.lease_lanes(*p)).collect(),
+    };
     st.pending = ids.into();
     let state = Arc::new(Mutex::new(st));
     let wake = Arc::new(Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     for peer in candidates {
-        for _ in 0..STREAMS_PER_PEER {
+        for worker in 0..STREAMS_PER_PEER {
+            let lane = worker % lanes;
             let (conns, state, wake, sink) =
                 (conns.clone(), state.clone(), wake.clone(), sink.clone());
-            tasks
-                .spawn(async move { fetch_worker(&conns, peer, pool, &state, &wake, &sink).await });
+            tasks.spawn(async move {
+                fetch_worker(&conns, peer, lane, pool, &state, &wake, &sink).await
+            });
         }
     }
     drop(sink);
@@ -149,6 +159,7 @@ fn lock(state: &Mutex<FetchState>) -> std::sync::MutexGuard<'_, FetchState> {
 async fn fetch_worker(
     conns: &Connections,
     peer: EndpointId,
+    lane: usize,
     pool: Option<[u8; 32]>,
     state: &Mutex<FetchState>,
     wake: &Notify,
@@ -156,7 +167,7 @@ async fn fetch_worker(
 ) {
     // Reach the peer before taking any work: a peer that cannot be reached holds no blobs back
     // from the others while it times out.
-    if let Err(why) = conns.route(peer, false).await {
+    if let Err(why) = conns.route_lane(peer, lane).await {
         tracing::info!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
         let mut st = lock(state);
         if st.live.remove(&peer) {
@@ -191,7 +202,7 @@ async fn fetch_worker(
             continue;
         }
         let mut taken = Taken { state, wake, peer, batch: Some(batch.clone()) };
-        let result = get_batch(conns, peer, pool, &batch, sink).await;
+        let result = get_batch(conns, peer, lane, pool, &batch, sink).await;
         taken.batch = None;
         {
             let mut st = lock(state);
@@ -258,12 +269,13 @@ impl Drop for Taken<'_> {
 async fn get_batch(
     conns: &Connections,
     peer: EndpointId,
+    lane: usize,
     pool: Option<[u8; 32]>,
     ids: &[ChunkId],
     sink: &mpsc::Sender<Blob>,
 ) -> GetResult {
     let proof = conns.device_proof();
-    let conn = match conns.route(peer, false).await.map_err(|e| (Vec::new(), e.to_string()))? {
+    let conn = match conns.route_lane(peer, lane).await.map_err(|e| (Vec::new(), e.to_string()))? {
         Route::Direct(c) => c,
         Route::Link(l) => return l.get(ids, pool, proof, sink).await,
     };

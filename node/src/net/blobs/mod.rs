@@ -27,7 +27,7 @@ use minicbor::{Decode, Encode};
 use crate::ids::ChunkId;
 use crate::store::pack::BlobKind;
 
-pub use conns::{Connections, LinkClient, LinkError, Pinged, Route, connect_error};
+pub use conns::{Connections, LaneLease, LinkClient, LinkError, Pinged, Route, connect_error};
 pub use fetch::{FetchReport, fetch, fetch_from};
 pub use server::{BlobGate, BlobsProtocol, ReadBlob, Served, read_ahead};
 pub use tally::{MAX_TALLIES, Tallies, Tally};
@@ -50,6 +50,14 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 const FETCH_BATCH: usize = 64;
 /// Streams the fetcher keeps open to one peer.
 const STREAMS_PER_PEER: usize = 4;
+/// Connections a large fetch uses to one peer (its streams spread over them). One
+/// connection's packet work runs on one core at a time (noq seals and opens a connection's
+/// packets under its lock), so a fetch over one connection leaves the other cores waiting;
+/// see docs/benchmarks.md, "Lanes".
+const LANES_PER_PEER: usize = 4;
+/// Time to dial a further connection to a peer that answers on its first; past it the fetch
+/// uses the first.
+const LANE_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Peers one fetch uses at most.
 const MAX_FETCH_PEERS: usize = 8;
 /// After a failed attempt to link a peer through a neighbour, how long before the next.

@@ -45,6 +45,11 @@ pub struct Served {
     pub bytes: AtomicU64,
     /// Requests dropped as malformed, oversized or stalled.
     pub bad_requests: AtomicU64,
+    /// Connections peers opened to fetch blobs (a large fetch opens several, see
+    /// `LANES_PER_PEER`).
+    pub connections: AtomicU64,
+    /// Of those, the ones open now.
+    pub open_connections: AtomicU64,
     /// What was sent for requests that named a pool, by pool and peer, since last taken.
     tagged: Tallies,
     /// Requests refused by the gate.
@@ -135,6 +140,23 @@ impl BlobsProtocol {
     }
 }
 
+/// Counts a connection as open while it lives (however its handler ends).
+struct OpenConnection<'a>(&'a Served);
+
+impl<'a> OpenConnection<'a> {
+    fn new(served: &'a Served) -> Self {
+        served.connections.fetch_add(1, Ordering::Relaxed);
+        served.open_connections.fetch_add(1, Ordering::Relaxed);
+        Self(served)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A blob read for serving: its kind, bytes and id; `None` when the store lacks it.
 pub type ReadBlob = Option<(BlobKind, Vec<u8>, [u8; 32])>;
 
@@ -171,6 +193,7 @@ pub fn read_ahead(
 impl ProtocolHandler for BlobsProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         conn.set_max_concurrent_bi_streams(MAX_STREAMS_PER_CONN.into());
+        let _open = OpenConnection::new(&self.served);
         let peer = conn.remote_id();
         if let Some(peers) = &self.peers {
             let addrs: Vec<std::net::SocketAddr> = conn
