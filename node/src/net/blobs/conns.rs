@@ -86,11 +86,27 @@ impl LinkClient {
     }
 }
 
+/// One further connection: dialled once per lease (by whichever stream asks first; the
+/// others wait for it), `None` if the dial failed, so the lease's streams use the first
+/// connection without dialling again.
+type Lane = Arc<tokio::sync::OnceCell<Option<Connection>>>;
+
 /// The further connections to one peer (lanes 1 and up), and how many leases use them.
 #[derive(Default)]
 struct Lanes {
     users: usize,
-    conns: [Option<Connection>; LANES_PER_PEER - 1],
+    lanes: [Lane; LANES_PER_PEER - 1],
+}
+
+impl Lanes {
+    /// Closes the lanes' connections and starts afresh.
+    fn close(&mut self, why: &'static [u8]) {
+        for lane in std::mem::take(&mut self.lanes) {
+            if let Some(Some(c)) = lane.get() {
+                c.close(0u32.into(), why);
+            }
+        }
+    }
 }
 
 /// A fetch's use of a peer's further connections; the last lease of a peer closes them.
@@ -105,9 +121,7 @@ impl Drop for LaneLease {
         let Some(l) = lanes.get_mut(&self.peer) else { return };
         l.users -= 1;
         if l.users == 0 {
-            for c in l.conns.iter_mut().filter_map(Option::take) {
-                c.close(0u32.into(), b"done");
-            }
+            l.close(b"done");
             lanes.remove(&self.peer);
         }
     }
@@ -392,43 +406,39 @@ impl Connections {
     }
 
     /// Like [`Connections::route`], on connection `lane` of a direct route while the peer's
-    /// lanes are leased (lane 0, a link, or no lease: the one connection every request uses).
-    /// A lane that cannot be dialed within [`LANE_DIAL_TIMEOUT`] falls back to lane 0.
+    /// lanes are leased (lane 0, a link, or no lease: the connection pings and small fetches
+    /// use). A lane is dialled once per lease; one that cannot be dialled within
+    /// [`LANE_DIAL_TIMEOUT`] leaves its streams on lane 0 until the lease ends.
     pub async fn route_lane(&self, peer: EndpointId, lane: usize) -> Result<Route, LinkError> {
         let route = self.route(peer, false).await?;
-        let Route::Direct(first) = &route else { return Ok(route) };
-        if lane == 0 || lane >= LANES_PER_PEER {
+        if lane == 0 || lane >= LANES_PER_PEER || !matches!(route, Route::Direct(_)) {
             return Ok(route);
         }
-        let cached = match lock_map(&self.lanes).get(&peer) {
+        let lane = match lock_map(&self.lanes).get(&peer) {
             None => return Ok(route),
-            Some(l) => l.conns[lane - 1].clone(),
+            Some(l) => l.lanes[lane - 1].clone(),
         };
-        if let Some(c) = cached.filter(|c| c.close_reason().is_none()) {
-            return Ok(Route::Direct(c));
+        let conn = lane
+            .get_or_init(|| async {
+                let dial = self.endpoint.connect(peer, ALPN);
+                match tokio::time::timeout(LANE_DIAL_TIMEOUT, dial).await {
+                    Ok(Ok(c)) => Some(c),
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer.fmt_short(), error = %e, "a further connection failed; this fetch uses the first");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer.fmt_short(), "a further connection timed out; this fetch uses the first");
+                        None
+                    }
+                }
+            })
+            .await;
+        match conn {
+            Some(c) if c.close_reason().is_none() => Ok(Route::Direct(c.clone())),
+            // Failed, or closed since: the first connection carries the stream.
+            _ => Ok(route),
         }
-        let dialed = tokio::time::timeout(LANE_DIAL_TIMEOUT, self.endpoint.connect(peer, ALPN));
-        let conn = match dialed.await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %peer.fmt_short(), lane, error = %e, "a further connection failed; using the first");
-                return Ok(Route::Direct(first.clone()));
-            }
-            Err(_) => {
-                tracing::debug!(peer = %peer.fmt_short(), lane, "a further connection timed out; using the first");
-                return Ok(Route::Direct(first.clone()));
-            }
-        };
-        let mut lanes = lock_map(&self.lanes);
-        // The lease ended while dialing: the new connection is dropped (and so closed).
-        let Some(l) = lanes.get_mut(&peer) else { return Ok(route) };
-        let slot = &mut l.conns[lane - 1];
-        // Another fetch dialed the same lane meanwhile: keep one (the other closes when dropped).
-        if let Some(c) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
-            return Ok(Route::Direct(c.clone()));
-        }
-        *slot = Some(conn.clone());
-        Ok(Route::Direct(conn))
     }
 
     /// An open connection to `peer`, dialed by id (addresses from the peer table).
@@ -491,9 +501,7 @@ impl Connections {
             c.close(0u32.into(), b"dropped");
         }
         if let Some(l) = lock_map(&self.lanes).get_mut(peer) {
-            for c in l.conns.iter_mut().filter_map(Option::take) {
-                c.close(0u32.into(), b"dropped");
-            }
+            l.close(b"dropped");
         }
         if let Some(l) = lock_map(&self.links).remove(peer) {
             l.link.close();
