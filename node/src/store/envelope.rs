@@ -289,7 +289,8 @@ pub fn open_with_key(
 
 thread_local! {
     /// Each thread's zstd decompression context, reused: making one per chunk (about 100 KiB
-    /// of tables, allocated and cleared) cost 4% of a restore of many small files.
+    /// of tables, allocated and cleared) made a restore of many small files a quarter slower
+    /// (docs/benchmarks.md, Store).
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
 }

@@ -398,7 +398,7 @@ impl Connections {
         }
     }
 
-    /// Lets fetches use up to [`LANES_PER_PEER`] connections to `peer` until the lease is
+    /// Lets fetches use up to `LANES_PER_PEER` (4) connections to `peer` until the lease is
     /// dropped; the extra connections are closed when the last lease of the peer goes.
     pub fn lease_lanes(self: &Arc<Self>, peer: EndpointId) -> LaneLease {
         lock_map(&self.lanes).entry(peer).or_default().users += 1;
@@ -408,7 +408,7 @@ impl Connections {
     /// Like [`Connections::route`], on connection `lane` of a direct route while the peer's
     /// lanes are leased (lane 0, a link, or no lease: the connection pings and small fetches
     /// use). A lane is dialled once per lease; one that cannot be dialled within
-    /// [`LANE_DIAL_TIMEOUT`] leaves its streams on lane 0 until the lease ends.
+    /// `LANE_DIAL_TIMEOUT` (2 s) leaves its streams on lane 0 until the lease ends.
     pub async fn route_lane(&self, peer: EndpointId, lane: usize) -> Result<Route, LinkError> {
         let route = self.route(peer, false).await?;
         if lane == 0 || lane >= LANES_PER_PEER || !matches!(route, Route::Direct(_)) {
