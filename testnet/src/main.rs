@@ -30,6 +30,9 @@ enum Cmd {
         /// Rounds; figures are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Run in the scratch folder itself, not on a fresh ext4 per round (which needs root).
+        #[arg(long)]
+        in_place: bool,
     },
     /// A kith object between two nodes against a raw iroh stream; discovery time.
     TransferBench {
@@ -373,13 +376,14 @@ fn main() -> Result<()> {
         Cmd::Up { nodes, pool, keep, kith } => {
             kith_testnet::up::run(&sibling_kith(kith)?, nodes, pool.as_deref(), keep)?;
         }
-        Cmd::StoreBench { data, scratch, kith, runs } => {
+        Cmd::StoreBench { data, scratch, kith, runs, in_place } => {
             let kith = sibling_kith(kith)?;
             let bench = StoreBench {
                 data: std::path::absolute(data)?,
                 kith,
                 scratch: std::path::absolute(scratch)?,
                 runs,
+                in_place,
             };
             let report = bench.run()?;
             println!("{}", report.markdown());
