@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
 use crate::daemon::{Config, DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT};
+use kith_node::net::blobs::MAX_CONNECTIONS_PER_PEER;
 
 /// The config file's name in the home.
 pub const FILE: &str = "kith.toml";
@@ -38,6 +39,8 @@ pub struct FileConfig {
     pub relay: Option<Vec<String>>,
     /// Serve a relay on this address.
     pub serve_relay: Option<SocketAddr>,
+    /// Connections one node may hold open to this one for blobs.
+    pub max_connections_per_peer: Option<usize>,
 }
 
 /// What the command line says (absent or default flags are `None`, empty or `false`).
@@ -151,6 +154,11 @@ impl FileConfig {
             site_cache,
             metrics: flags.metrics.or(self.metrics),
             cdn: flags.cdn || self.cdn == Some(true),
+            max_connections_per_peer: match self.max_connections_per_peer {
+                Some(0) => return Err(anyhow!("max_connections_per_peer: at least 1")),
+                Some(n) => n,
+                None => d.max_connections_per_peer,
+            },
             ..d
         })
     }
@@ -223,6 +231,10 @@ pub fn example() -> String {
 # Serve a relay on this address, which both neighbourhoods reach, for this node's pools and
 # the partners they lend relay (kith federation invite/join --relay); off when absent.
 # serve_relay = \"10.0.0.5:7790\"
+
+# Connections one node may hold open to this one to fetch blobs; those past it are refused
+# and its fetches use the ones it has (a large fetch uses up to 4).
+# max_connections_per_peer = {MAX_CONNECTIONS_PER_PEER}
 "
     )
 }
@@ -298,6 +310,10 @@ mod tests {
         assert!(e.to_string().contains("site_cache `lots`"), "{e}");
         let e = parse("listen = []\n").unwrap().merge(Flags::default()).unwrap_err();
         assert!(e.to_string().contains("listen"), "{e}");
+        let e = parse("max_connections_per_peer = 0\n").unwrap().merge(Flags::default());
+        assert!(e.unwrap_err().to_string().contains("max_connections_per_peer: at least 1"));
+        let c = parse("max_connections_per_peer = 2\n").unwrap().merge(Flags::default()).unwrap();
+        assert_eq!(c.max_connections_per_peer, 2);
         let e = parse("[http\n").unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
     }

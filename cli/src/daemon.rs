@@ -55,6 +55,8 @@ pub struct Config {
     pub relays: Vec<iroh::RelayUrl>,
     /// Where to serve a relay (`--serve-relay`; nowhere by default).
     pub serve_relay: Option<SocketAddr>,
+    /// Connections one node may hold open to this one for blobs.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             cdn: false,
             relays: Vec::new(),
             serve_relay: None,
+            max_connections_per_peer: kith_node::net::blobs::MAX_CONNECTIONS_PER_PEER,
         }
     }
 }
@@ -202,6 +205,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         listen: opts.listen.clone(),
         mdns: opts.mdns.clone(),
         relays: opts.relays.clone(),
+        max_connections_per_peer: opts.max_connections_per_peer,
     };
     let pools = crate::pool_ops::open(&home, opts.clock.clone())?;
     crate::pool_ops::keep_data_keys(&pools, &store);

@@ -102,6 +102,7 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<Value> {
             bad_requests: served.bad_requests.load(Ordering::Relaxed),
             connections: served.connections.load(Ordering::Relaxed),
             open_connections: served.open_connections.load(Ordering::Relaxed),
+            refused_connections: served.refused_connections.load(Ordering::Relaxed),
         });
     }
     Ok(serde_json::to_value(v)?)

@@ -340,7 +340,7 @@ impl FreshFs {
         run(Command::new("mkfs.ext4")
             .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
             .arg(&fs.image))
-            .context("cannot make the round's file system (mkfs.ext4, from e2fsprogs)")?;
+        .context("cannot make the round's file system (mkfs.ext4, from e2fsprogs)")?;
         run(Command::new("mount").arg("-o").arg("loop").arg(&fs.image).arg(&fs.mount)).context(
             "cannot mount the round's file system: store-bench needs root for a fresh ext4 \
              per round, or --in-place to run in the scratch folder itself",

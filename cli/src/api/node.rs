@@ -182,6 +182,9 @@ pub struct Served {
     /// Of those, the ones open now.
     #[serde(default)]
     pub open_connections: u64,
+    /// Connections refused because their node had `max_connections_per_peer` open already.
+    #[serde(default)]
+    pub refused_connections: u64,
 }
 
 /// A long operation under way on the node, as its progress reports say.

@@ -64,6 +64,40 @@ fn a_large_fetch_uses_several_connections_and_closes_the_extra_ones_after() {
     .unwrap();
 }
 
+/// A peer that lets a node hold one connection to it refuses a large fetch's further ones; the
+/// fetch carries on over the first and gets everything.
+#[test]
+fn a_fetch_whose_further_connections_are_refused_uses_the_first() {
+    let mut net = testnet(2, Layout::Loopback);
+    net.kith_ok(0, &["init"]).unwrap();
+    net.share_identity(1, 0).unwrap();
+    write(&net.nodes[0].home.join("kith.toml"), b"max_connections_per_peer = 1\n");
+    net.start_all().unwrap();
+    let served = |net: &kith_testnet::Testnet| net.json(0, &["status"]).unwrap()["served"].clone();
+    net.wait_for(TRANSFER, "node 1's first connection to node 0", |n| {
+        Ok(served(n)["open_connections"].as_u64().unwrap() >= 1)
+    })
+    .unwrap();
+    let src = net.dir().join("many");
+    for i in 0..600 {
+        write(&src.join(format!("f{i:04}.bin")), &random_bytes(4096, 9000 + i));
+    }
+    let id = net.kith_ok(0, &["put", src.to_str().unwrap()]).unwrap().trim().to_string();
+
+    let out = net.dir().join("restored");
+    let got = net.kith(1, &["get", &id, "-o", out.to_str().unwrap()]);
+    assert!(got.status.success(), "{}\n{}", String::from_utf8_lossy(&got.stderr), net.log(1));
+    assert_eq!(describe(&out), describe(&src));
+
+    let status = net.json(0, &["status"]).unwrap();
+    let s = &status["served"];
+    assert!(s["refused_connections"].as_u64().unwrap() >= 1, "no connection refused: {s}");
+    assert!(
+        status["refused"]["connection past the cap per node"].as_u64().unwrap_or(0) >= 1,
+        "{status}"
+    );
+}
+
 #[test]
 fn fetch_uses_several_peers_and_finishes_when_one_dies() {
     let mut net = devices(3, Layout::Loopback);

@@ -62,6 +62,9 @@ pub struct NetConfig {
     /// and looks for any peer it cannot reach directly there too. Empty: no relay, nothing
     /// leaves the LAN (docs/federation.md "Relays").
     pub relays: Vec<iroh::RelayUrl>,
+    /// Connections one node may hold open to this one for blobs (see
+    /// [`blobs::MAX_CONNECTIONS_PER_PEER`]).
+    pub max_connections_per_peer: usize,
 }
 
 /// Why the network failed.
@@ -264,7 +267,9 @@ impl Node {
         let listen = cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
         let endpoint = builder.bind().await.map_err(|e| bind_err(&listen, &e))?;
         let served = Arc::new(Served::default());
-        let protocol = BlobsProtocol::new(store.clone(), served.clone()).with_peers(peers.clone());
+        let protocol = BlobsProtocol::new(store.clone(), served.clone())
+            .with_peers(peers.clone())
+            .with_max_connections_per_peer(cfg.max_connections_per_peer);
         let mut router = Router::builder(endpoint.clone()).accept(blobs::ALPN, protocol);
         for (alpn, handler) in protocols {
             router = router.accept(alpn, handler);

@@ -9,7 +9,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::wire::{self, GetResult, StreamWire};
 use super::{
-    Blob, Connections, FETCH_BATCH, LANES_PER_PEER, MAX_FETCH_PEERS, Route, STALL_TIMEOUT,
+    BUSY, Blob, Connections, FETCH_BATCH, LANES_PER_PEER, MAX_FETCH_PEERS, Route, STALL_TIMEOUT,
     STREAMS_PER_PEER, Tally,
 };
 use crate::ids::ChunkId;
@@ -269,20 +269,47 @@ impl Drop for Taken<'_> {
 async fn get_batch(
     conns: &Connections,
     peer: EndpointId,
-    lane: usize,
+    mut lane: usize,
     pool: Option<[u8; 32]>,
     ids: &[ChunkId],
     sink: &mpsc::Sender<Blob>,
 ) -> GetResult {
-    let proof = conns.device_proof();
-    let conn = match conns.route_lane(peer, lane).await.map_err(|e| (Vec::new(), e.to_string()))? {
-        Route::Direct(c) => c,
-        Route::Link(l) => return l.get(ids, pool, proof, sink).await,
-    };
+    loop {
+        let proof = conns.device_proof();
+        let conn =
+            match conns.route_lane(peer, lane).await.map_err(|e| (Vec::new(), e.to_string()))? {
+                Route::Direct(c) => c,
+                Route::Link(l) => return l.get(ids, pool, proof, sink).await,
+            };
+        match get_on(&conn, ids, pool, proof, sink).await {
+            // A further connection the peer refused (it has as many of ours open as it
+            // allows): the first connection carries this batch, and the lane's next ones.
+            Err((got, _)) if lane != 0 && got.is_empty() && refused(&conn) => lane = 0,
+            result => return result,
+        }
+    }
+}
+
+/// Asks for `ids` on a stream of `conn`.
+async fn get_on(
+    conn: &iroh::endpoint::Connection,
+    ids: &[ChunkId],
+    pool: Option<[u8; 32]>,
+    proof: Option<super::DeviceProof>,
+    sink: &mpsc::Sender<Blob>,
+) -> GetResult {
     // A peer that grants no new stream (it reads none of the ones open) is a stalled peer.
     let (send, recv) = tokio::time::timeout(STALL_TIMEOUT, conn.open_bi())
         .await
         .map_err(|_| (Vec::new(), "opened no stream in time".to_string()))?
         .map_err(|e| (Vec::new(), e.to_string()))?;
     wire::get(&mut StreamWire { send, recv }, ids, pool, proof, sink).await
+}
+
+/// Whether the peer closed `conn` as one connection too many (see [`BUSY`]).
+fn refused(conn: &iroh::endpoint::Connection) -> bool {
+    matches!(
+        conn.close_reason(),
+        Some(iroh::endpoint::ConnectionError::ApplicationClosed(c)) if c.error_code == BUSY.into()
+    )
 }

@@ -40,6 +40,14 @@ pub const ALPN: &[u8] = b"kith/blobs/1";
 pub const MAX_IDS: usize = 256;
 /// Requests served at once, over all peers (bounds memory: each holds at most two blobs).
 const MAX_SERVING: usize = 32;
+/// Requests of one peer served at once (over all its connections): one node fetching
+/// several large objects at once leaves the other half to the others.
+const MAX_SERVING_PER_PEER: usize = 16;
+/// Connections one node may hold open to this one by default (a fetch uses up to
+/// `LANES_PER_PEER`; the rest is room for a reconnection while an old one closes).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
+/// The code a connection past [`MAX_CONNECTIONS_PER_PEER`] is closed with.
+pub const BUSY: u32 = 2;
 /// Streams a peer may open at once on one connection.
 const MAX_STREAMS_PER_CONN: u32 = 8;
 /// Time for a peer to send its request, or for us to connect to one.

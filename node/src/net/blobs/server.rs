@@ -1,7 +1,8 @@
 //! The server side: answers pings and serves blobs from the store, counting what it sends.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use iroh::EndpointId;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
@@ -10,7 +11,10 @@ use minicbor::bytes::ByteArray;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::wire::{self, ServeError, StreamWire, Wire};
-use super::{MAX_SERVING, MAX_STREAMS_PER_CONN, REQUEST_TIMEOUT, Request, Tallies};
+use super::{
+    BUSY, MAX_CONNECTIONS_PER_PEER, MAX_SERVING, MAX_SERVING_PER_PEER, MAX_STREAMS_PER_CONN,
+    REQUEST_TIMEOUT, Request, Tallies,
+};
 use crate::ids::ChunkId;
 use crate::net::frame::{self, FrameError};
 use crate::store::Store;
@@ -50,6 +54,8 @@ pub struct Served {
     pub connections: AtomicU64,
     /// Of those, the ones open now.
     pub open_connections: AtomicU64,
+    /// Connections closed at once because their node had the most allowed open already.
+    pub refused_connections: AtomicU64,
     /// What was sent for requests that named a pool, by pool and peer, since last taken.
     tagged: Tallies,
     /// Requests refused by the gate.
@@ -105,12 +111,71 @@ pub struct BlobsProtocol {
     serving: Arc<Semaphore>,
     served: Arc<Served>,
     peers: Option<Arc<crate::net::peers::PeerTable>>,
+    /// What each peer with an open connection uses (no entry once its last one closes).
+    by_peer: Arc<Mutex<HashMap<EndpointId, PeerUse>>>,
+    max_connections_per_peer: usize,
+}
+
+/// One peer's open connections, and its share of the requests served at once.
+#[derive(Debug)]
+struct PeerUse {
+    connections: usize,
+    serving: Arc<Semaphore>,
+}
+
+/// A connection admitted for a peer; gives its place back when dropped.
+struct Admitted {
+    by_peer: Arc<Mutex<HashMap<EndpointId, PeerUse>>>,
+    peer: EndpointId,
+    serving: Arc<Semaphore>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut map = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(u) = map.get_mut(&self.peer) {
+            u.connections -= 1;
+            if u.connections == 0 {
+                map.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl BlobsProtocol {
     /// Serves from `store`, counting into `served`.
     pub fn new(store: Arc<Store>, served: Arc<Served>) -> Self {
-        Self { store, serving: Arc::new(Semaphore::new(MAX_SERVING)), served, peers: None }
+        Self {
+            store,
+            serving: Arc::new(Semaphore::new(MAX_SERVING)),
+            served,
+            peers: None,
+            by_peer: Arc::default(),
+            max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
+        }
+    }
+
+    /// Accepts at most `n` connections at once from one node (at least 1; the default is
+    /// [`MAX_CONNECTIONS_PER_PEER`]); the ones past it are closed at once with [`BUSY`], and a
+    /// fetch then uses the connections it has.
+    pub fn with_max_connections_per_peer(mut self, n: usize) -> Self {
+        self.max_connections_per_peer = n.max(1);
+        self
+    }
+
+    /// A place for one more connection of `peer`, if it has fewer than the cap open.
+    fn admit(&self, peer: EndpointId) -> Option<Admitted> {
+        let mut map = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let u = map.entry(peer).or_insert_with(|| PeerUse {
+            connections: 0,
+            serving: Arc::new(Semaphore::new(MAX_SERVING_PER_PEER)),
+        });
+        if u.connections >= self.max_connections_per_peer {
+            return None;
+        }
+        u.connections += 1;
+        let serving = u.serving.clone();
+        Some(Admitted { by_peer: self.by_peer.clone(), peer, serving })
     }
 
     /// Also notes in `peers` the nodes that dial this one directly (at the address they came
@@ -192,9 +257,19 @@ pub fn read_ahead(
 
 impl ProtocolHandler for BlobsProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let peer = conn.remote_id();
+        let Some(admitted) = self.admit(peer) else {
+            self.served.refused_connections.fetch_add(1, Ordering::Relaxed);
+            self.served.refusals.refuse(
+                peer.as_bytes(),
+                "connection past the cap per node",
+                &format!("{} connections open already", self.max_connections_per_peer),
+            );
+            conn.close(BUSY.into(), b"too many connections from this node");
+            return Ok(());
+        };
         conn.set_max_concurrent_bi_streams(MAX_STREAMS_PER_CONN.into());
         let _open = OpenConnection::new(&self.served);
-        let peer = conn.remote_id();
         if let Some(peers) = &self.peers {
             let addrs: Vec<std::net::SocketAddr> = conn
                 .paths()
@@ -210,6 +285,9 @@ impl ProtocolHandler for BlobsProtocol {
             }
         }
         while let Ok((send, recv)) = conn.accept_bi().await {
+            // The peer's share first, so a peer at its share waits without holding a place
+            // another peer could use.
+            let Ok(mine) = admitted.serving.clone().acquire_owned().await else { break };
             let Ok(permit) = self.serving.clone().acquire_owned().await else { break };
             let this = self.clone();
             tokio::spawn(async move {
@@ -217,7 +295,7 @@ impl ProtocolHandler for BlobsProtocol {
                     this.served.bad_requests.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(peer = %peer.fmt_short(), error = %e, "dropped a bad blob request");
                 }
-                drop(permit);
+                drop((permit, mine));
             });
         }
         Ok(())
