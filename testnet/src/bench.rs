@@ -5,11 +5,13 @@
 //! times, as on a real disk between two backups) and store it again; restore both versions and
 //! check every file against the dataset's checksums (first round). Figures are medians.
 //!
-//! Each round runs on a journaled ext4 made fresh for it (a loop file in the scratch folder),
-//! unless asked to run in place: on an ext4 without a journal, every file created after a mass
-//! delete skips the inodes deleted in the last minutes one buffer lookup at a time
+//! Each round runs on a journaled ext4 made fresh for it, in memory (a loop file in
+//! `/dev/shm`), unless asked to run in place: on an ext4 without a journal, every file created
+//! after a mass delete skips the inodes deleted in the last minutes one buffer lookup at a time
 //! (`recently_deleted`), so restores of 87 000 files measured how long ago the previous round's
-//! folders were deleted (3 s to 16 s for the same restore). See docs/benchmarks.md, "Store".
+//! folders were deleted (3 s to 16 s for the same restore); and a loop file on the disk made
+//! the next step wait for the write-back of the last one. The figures are the tools' work on
+//! ext4, not this machine's disk. See docs/benchmarks.md, "Store".
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -318,8 +320,9 @@ impl Tools<'_> {
     }
 }
 
-/// A journaled ext4 (`mkfs.ext4` defaults, initialised eagerly) on a sparse loop file in the scratch folder, mounted
-/// at `scratch/round`; unmounted and deleted when dropped. Needs root.
+/// A journaled ext4 (`mkfs.ext4` defaults, initialised eagerly) on a sparse loop file in
+/// `/dev/shm` (memory: about four times the dataset by the end of a round), mounted at
+/// `scratch/round`; unmounted and deleted when dropped. Needs root.
 struct FreshFs {
     image: PathBuf,
     mount: PathBuf,
@@ -327,7 +330,11 @@ struct FreshFs {
 
 impl FreshFs {
     fn make(scratch: &Path, bytes: u64) -> Result<Self> {
-        let fs = Self { image: scratch.join("round.img"), mount: scratch.join("round") };
+        let fs = Self {
+            image: Path::new("/dev/shm")
+                .join(format!("kith-store-bench-{}.img", std::process::id())),
+            mount: scratch.join("round"),
+        };
         // What an interrupted run left behind.
         fs.unmount();
         std::fs::create_dir_all(&fs.mount)?;
