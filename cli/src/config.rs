@@ -232,8 +232,8 @@ pub fn example() -> String {
 # the partners they lend relay (kith federation invite/join --relay); off when absent.
 # serve_relay = \"10.0.0.5:7790\"
 
-# Connections one node may hold open to this one to fetch blobs; those past it are refused
-# and its fetches use the ones it has (a large fetch uses up to 4).
+# Connections one node may hold open to this one to fetch blobs; those past it are refused,
+# and a fetch whose further connections are refused uses its first (a large fetch uses 4).
 # max_connections_per_peer = {MAX_CONNECTIONS_PER_PEER}
 "
     )

@@ -105,6 +105,15 @@ impl Browser {
         let mut b = Browser { ns: ns.map(str::to_string), addr, session: String::new(), driver };
         let t = Instant::now();
         while b.call("GET", "/status", None).ok().and_then(|v| v["ready"].as_bool()) != Some(true) {
+            if let Some(status) = b.driver.try_wait()? {
+                let said =
+                    std::fs::read_to_string(dir.join("chromedriver.log")).unwrap_or_default();
+                bail!(
+                    "chromedriver exited ({status}) before it was ready (scripts/test installs \
+                     Debian's chromium-driver); it said: {}",
+                    said.trim()
+                );
+            }
             if t.elapsed() > Duration::from_secs(30) {
                 bail!("chromedriver did not get ready in 30 s");
             }

@@ -91,6 +91,9 @@ impl LinkClient {
 /// connection without dialling again.
 type Lane = Arc<tokio::sync::OnceCell<Option<Connection>>>;
 
+/// One dial of a peer, its outcome shared by every caller that waited for it.
+type Dial = Arc<tokio::sync::OnceCell<Result<Connection, String>>>;
+
 /// The further connections to one peer (lanes 1 and up), and how many leases use them.
 #[derive(Default)]
 struct Lanes {
@@ -143,6 +146,8 @@ pub struct Connections {
     conns: Mutex<HashMap<EndpointId, Connection>>,
     /// Further connections to peers whose lanes are leased (see [`Connections::lease_lanes`]).
     lanes: Mutex<HashMap<EndpointId, Lanes>>,
+    /// The dial under way to each peer (see [`Connections::get`]).
+    dials: Mutex<HashMap<EndpointId, Dial>>,
     links: Mutex<HashMap<EndpointId, Arc<LinkClient>>>,
     attempts: Mutex<HashMap<EndpointId, LinkAttempt>>,
     linker: OnceLock<Arc<dyn Linker>>,
@@ -246,6 +251,9 @@ pub enum LinkError {
     /// The link failed (in the link's words).
     #[error("{0}")]
     Link(String),
+    /// Another request's dial of the peer, which this one waited for, failed (in its words).
+    #[error("{0}")]
+    Dial(String),
     /// The connection failed during the request.
     #[error(transparent)]
     Connection(#[from] ConnectionError),
@@ -284,6 +292,7 @@ impl Connections {
             endpoint,
             conns: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),
+            dials: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
             attempts: Mutex::new(HashMap::new()),
             other_keys: Mutex::new(HashMap::new()),
@@ -441,12 +450,50 @@ impl Connections {
         }
     }
 
-    /// An open connection to `peer`, dialed by id (addresses from the peer table).
+    /// An open connection to `peer`, dialed by id (addresses from the peer table). One dial
+    /// per peer at a time: callers that arrive while it runs share its outcome, so a peer sees
+    /// one connection from us, not one per stream that wanted it (it refuses those past its cap
+    /// per node), and a dead peer costs one timeout, not one each.
     pub async fn get(&self, peer: EndpointId) -> Result<Connection, LinkError> {
-        let cached = self.lock().get(&peer).cloned();
-        if let Some(c) = cached.filter(|c| c.close_reason().is_none()) {
+        if let Some(c) = self.cached(&peer) {
             return Ok(c);
         }
+        let dial = lock_map(&self.dials).entry(peer).or_default().clone();
+        let mut mine = None;
+        let shared = dial
+            .get_or_init(|| async {
+                // A dial that ended while this caller looked up the gate.
+                if let Some(c) = self.cached(&peer) {
+                    return Ok(c);
+                }
+                self.dial(peer).await.map_err(|e| {
+                    let said = e.to_string();
+                    mine = Some(e);
+                    said
+                })
+            })
+            .await
+            .clone();
+        {
+            let mut dials = lock_map(&self.dials);
+            if dials.get(&peer).is_some_and(|d| Arc::ptr_eq(d, &dial)) {
+                dials.remove(&peer);
+            }
+        }
+        match (shared, mine) {
+            (Ok(c), _) => Ok(c),
+            (Err(_), Some(e)) => Err(e),
+            (Err(said), None) => Err(LinkError::Dial(said)),
+        }
+    }
+
+    /// The open connection to `peer` kept for pings and small fetches, if any.
+    fn cached(&self, peer: &EndpointId) -> Option<Connection> {
+        self.lock().get(peer).filter(|c| c.close_reason().is_none()).cloned()
+    }
+
+    /// Dials `peer` and keeps the connection.
+    async fn dial(&self, peer: EndpointId) -> Result<Connection, LinkError> {
         let conn = tokio::time::timeout(REQUEST_TIMEOUT, self.endpoint.connect(peer, ALPN))
             .await
             .map_err(|_| LinkError::ConnectTimeout)?

@@ -187,16 +187,29 @@ impl BlobsProtocol {
         self
     }
 
+    /// Answers one stream's request. A `Get` waits for a place among the peer's and then
+    /// among everyone's requests served at once; a `Ping` is answered at once, so a node
+    /// fetching a lot still answers pings in time (a missed ping drops the peer).
     async fn serve(
         &self,
-        peer: EndpointId,
+        admitted: &Admitted,
         send: SendStream,
         mut recv: RecvStream,
     ) -> Result<(), ServeError> {
+        let peer = admitted.peer;
         let req: Request = tokio::time::timeout(REQUEST_TIMEOUT, frame::read(&mut recv))
             .await
             .map_err(|_| ServeError::Timeout)??
             .ok_or(ServeError::Frame(FrameError::Truncated))?;
+        // The peer's share first, so a peer at its share waits without holding a place
+        // another peer could use. (Neither semaphore is ever closed.)
+        let _permits = match req {
+            Request::Ping(_) => None,
+            Request::Get(..) => Some((
+                admitted.serving.clone().acquire_owned().await,
+                self.serving.clone().acquire_owned().await,
+            )),
+        };
         let mut wire = StreamWire { send, recv };
         let mut sent = wire::Sent::default();
         wire::answer(&mut wire, &self.store, &self.served, peer, req, &mut sent).await?;
@@ -284,18 +297,17 @@ impl ProtocolHandler for BlobsProtocol {
                 peers.note_dialler(peer, &addrs);
             }
         }
+        // Each stream's task holds the connection's place (and so the peer's share) until
+        // it ends. At most MAX_STREAMS_PER_CONN streams of a connection are open at once, so
+        // at most that many tasks per connection.
+        let admitted = Arc::new(admitted);
         while let Ok((send, recv)) = conn.accept_bi().await {
-            // The peer's share first, so a peer at its share waits without holding a place
-            // another peer could use.
-            let Ok(mine) = admitted.serving.clone().acquire_owned().await else { break };
-            let Ok(permit) = self.serving.clone().acquire_owned().await else { break };
-            let this = self.clone();
+            let (this, admitted) = (self.clone(), admitted.clone());
             tokio::spawn(async move {
-                if let Err(e) = this.serve(peer, send, recv).await {
+                if let Err(e) = this.serve(&admitted, send, recv).await {
                     this.served.bad_requests.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(peer = %peer.fmt_short(), error = %e, "dropped a bad blob request");
+                    tracing::info!(peer = %admitted.peer.fmt_short(), error = %e, "dropped a bad blob request");
                 }
-                drop((permit, mine));
             });
         }
         Ok(())
