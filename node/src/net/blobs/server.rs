@@ -12,8 +12,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::wire::{self, ServeError, StreamWire, Wire};
 use super::{
-    BUSY, MAX_CONNECTIONS_PER_PEER, MAX_SERVING, MAX_SERVING_PER_PEER, MAX_STREAMS_PER_CONN,
-    REQUEST_TIMEOUT, Request, Tallies,
+    BUSY, MAX_CONNECTIONS_PER_PEER, MAX_IDS, MAX_SERVING, MAX_SERVING_PER_PEER,
+    MAX_STREAMS_PER_CONN, REQUEST_TIMEOUT, Request, Tallies,
 };
 use crate::ids::ChunkId;
 use crate::net::frame::{self, FrameError};
@@ -202,13 +202,21 @@ impl BlobsProtocol {
             .map_err(|_| ServeError::Timeout)??
             .ok_or(ServeError::Frame(FrameError::Truncated))?;
         // The peer's share first, so a peer at its share waits without holding a place
-        // another peer could use. (Neither semaphore is ever closed.)
-        let _permits = match req {
-            Request::Ping(_) => None,
-            Request::Get(..) => Some((
-                admitted.serving.clone().acquire_owned().await,
-                self.serving.clone().acquire_owned().await,
-            )),
+        // another peer could use. (Neither semaphore is ever closed.) A request that gives up
+        // while it waits (its stream stopped, its connection gone) ends there.
+        let _permits = match &req {
+            Request::Get(ids, ..) if ids.len() <= MAX_IDS => {
+                let places = async {
+                    let mine = admitted.serving.clone().acquire_owned().await;
+                    (mine, self.serving.clone().acquire_owned().await)
+                };
+                tokio::select! {
+                    places = places => Some(places),
+                    _ = send.stopped() => return Ok(()),
+                }
+            }
+            // A ping, or a request refused at once.
+            _ => None,
         };
         let mut wire = StreamWire { send, recv };
         let mut sent = wire::Sent::default();
@@ -298,12 +306,19 @@ impl ProtocolHandler for BlobsProtocol {
             }
         }
         // Each stream's task holds the connection's place (and so the peer's share) until
-        // it ends. At most MAX_STREAMS_PER_CONN streams of a connection are open at once, so
-        // at most that many tasks per connection.
+        // it ends, and one of the connection's MAX_STREAMS_PER_CONN places for streams: the
+        // transport grants a new connection more streams than that before the limit above
+        // takes effect, and those wait, unaccepted, until a place frees. So at most
+        // MAX_STREAMS_PER_CONN tasks per connection, each holding one request of at most
+        // 64 KiB (MAX_FRAME) while it waits for a place among the peer's requests served.
         let admitted = Arc::new(admitted);
-        while let Ok((send, recv)) = conn.accept_bi().await {
+        let streams = Arc::new(Semaphore::new(MAX_STREAMS_PER_CONN as usize));
+        loop {
+            let Ok(stream) = streams.clone().acquire_owned().await else { break };
+            let Ok((send, recv)) = conn.accept_bi().await else { break };
             let (this, admitted) = (self.clone(), admitted.clone());
             tokio::spawn(async move {
+                let _stream = stream;
                 if let Err(e) = this.serve(&admitted, send, recv).await {
                     this.served.bad_requests.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(peer = %admitted.peer.fmt_short(), error = %e, "dropped a bad blob request");

@@ -160,15 +160,22 @@ pub(crate) async fn answer<W: Wire>(
     sent: &mut Sent,
 ) -> Result<(), ServeError> {
     let refuse = |why: String| encode(&Reply::Refused(why));
+    // A peer that does not read its pong or refusal fails the request within the stall
+    // timeout, as one that does not read its blobs does.
+    let stalled = |_| ServeError::Timeout;
     match req {
         Request::Ping(n) => {
-            wire.send_frame(encode(&Reply::Pong(n, Some(super::Facts::here())))).await?
+            let pong = encode(&Reply::Pong(n, Some(super::Facts::here())));
+            tokio::time::timeout(STALL_TIMEOUT, wire.send_frame(pong)).await.map_err(stalled)??
         }
         Request::Get(ids, ..) if ids.len() > MAX_IDS => {
-            wire.send_frame(refuse(format!("at most {MAX_IDS} ids per request"))).await?
+            let no = refuse(format!("at most {MAX_IDS} ids per request"));
+            tokio::time::timeout(STALL_TIMEOUT, wire.send_frame(no)).await.map_err(stalled)??
         }
         Request::Get(ids, pool, proof) => match served.check(&peer, proof.as_ref(), &ids) {
-            Err(why) => wire.send_frame(refuse(why)).await?,
+            Err(why) => tokio::time::timeout(STALL_TIMEOUT, wire.send_frame(refuse(why)))
+                .await
+                .map_err(stalled)??,
             Ok(()) => {
                 let skip = served.withheld(&peer, &ids);
                 let tag = pool.map(|p| (*p, peer));
