@@ -28,13 +28,19 @@ async fn node(root: &std::path::Path) -> Node {
     Node::start(&home, store, cfg).await.unwrap()
 }
 
+/// A server and a client that knows it (its peer table has the server's addresses, and the
+/// client's node holds one connection to it), with homes in `dir`.
+async fn pair(dir: &std::path::Path) -> (Node, Node) {
+    let server = node(&dir.join("server")).await;
+    let client = node(&dir.join("client")).await;
+    client.add_peer(&server.ticket()).await.unwrap();
+    (server, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_that_want_a_connection_at_once_share_one_dial() {
     let dir = tempfile::tempdir().unwrap();
-    let server = node(&dir.path().join("server")).await;
-    let client = node(&dir.path().join("client")).await;
-    // The client's peer table now has the server's addresses (and its node one connection).
-    client.add_peer(&server.ticket()).await.unwrap();
+    let (server, client) = pair(dir.path()).await;
     let admitted = || server.served().connections.load(Ordering::Relaxed);
     let before = admitted();
 
@@ -65,9 +71,7 @@ async fn callers_that_want_a_connection_at_once_share_one_dial() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_served_all_it_may_at_once_still_gets_its_pings_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let server = node(&dir.path().join("server")).await;
-    let client = node(&dir.path().join("client")).await;
-    client.add_peer(&server.ticket()).await.unwrap();
+    let (server, client) = pair(dir.path()).await;
 
     // 32 MiB the store cannot shrink: each request below asks for all of it, more than a
     // connection buffers, so its reply waits on the client, which does not read.

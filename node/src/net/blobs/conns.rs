@@ -281,7 +281,7 @@ pub fn connect_error(peer: &EndpointId, error: ConnectError) -> LinkError {
     }
 }
 
-fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+pub(super) fn lock_map<K, V>(m: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

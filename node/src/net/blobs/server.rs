@@ -10,6 +10,7 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use minicbor::bytes::ByteArray;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::conns::lock_map;
 use super::wire::{self, ServeError, StreamWire, Wire};
 use super::{
     BUSY, MAX_CONNECTIONS_PER_PEER, MAX_IDS, MAX_SERVING, MAX_SERVING_PER_PEER,
@@ -132,7 +133,7 @@ struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut map = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock_map(&self.by_peer);
         if let Some(u) = map.get_mut(&self.peer) {
             u.connections -= 1;
             if u.connections == 0 {
@@ -165,7 +166,7 @@ impl BlobsProtocol {
 
     /// A place for one more connection of `peer`, if it has fewer than the cap open.
     fn admit(&self, peer: EndpointId) -> Option<Admitted> {
-        let mut map = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock_map(&self.by_peer);
         let u = map.entry(peer).or_insert_with(|| PeerUse {
             connections: 0,
             serving: Arc::new(Semaphore::new(MAX_SERVING_PER_PEER)),
@@ -207,8 +208,8 @@ impl BlobsProtocol {
         let _permits = match &req {
             Request::Get(ids, ..) if ids.len() <= MAX_IDS => {
                 let places = async {
-                    let mine = admitted.serving.clone().acquire_owned().await;
-                    (mine, self.serving.clone().acquire_owned().await)
+                    let mine = admitted.serving.acquire().await;
+                    (mine, self.serving.acquire().await)
                 };
                 tokio::select! {
                     places = places => Some(places),
