@@ -133,7 +133,7 @@ impl From<StoreError> for Stop {
 #[derive(Default)]
 pub(super) struct Batch {
     entries: Vec<Batched>,
-    paths: Vec<PathBuf>,
+    files: Vec<(PathBuf, u64)>,
     bytes: u64,
     units: u64,
 }
@@ -141,7 +141,7 @@ pub(super) struct Batch {
 impl Batch {
     fn full(&self) -> bool {
         self.bytes >= BATCH_BYTES
-            || self.paths.len() >= BATCH_FILES
+            || self.files.len() >= BATCH_FILES
             || self.entries.len() >= BATCH_ENTRIES
     }
 }
@@ -184,9 +184,9 @@ impl Walker<'_> {
         if self.batch.entries.is_empty() {
             return Ok(());
         }
-        let Batch { entries, paths, units, .. } = std::mem::take(&mut self.batch);
+        let Batch { entries, files, units, .. } = std::mem::take(&mut self.batch);
         let (reply, receipt) = bounded(1);
-        self.jobs.send(Job::Files { paths, reply }).map_err(|_| Stop::WriterGone)?;
+        self.jobs.send(Job::Files { files, reply }).map_err(|_| Stop::WriterGone)?;
         let batch = Ordered::SmallFiles { units, entries, receipt };
         self.order.send(batch).map_err(|_| Stop::WriterGone)
     }
@@ -212,15 +212,15 @@ impl Walker<'_> {
             let ft = md.file_type();
             if ft.is_dir() {
                 self.send(Item::Dir { path: rel.clone(), meta: meta_of(&md) })?;
-                let mut names = read_names(&abs)?;
-                names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-                for name in names.into_iter().rev() {
+                let mut entries = read_entries(&abs)?;
+                entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                for (name, md) in entries.into_iter().rev() {
                     let mut child = rel.clone();
                     if !child.is_empty() {
                         child.push(b'/');
                     }
                     child.extend_from_slice(name.as_bytes());
-                    stack.push((abs.join(&name), child, None));
+                    stack.push((abs.join(&name), child, md));
                 }
             } else if ft.is_file() {
                 self.file(&abs, rel, &md)?;
@@ -255,7 +255,7 @@ impl Walker<'_> {
             let units = self.acquire(md.len())?;
             let header = Item::File { path: rel, meta: meta_of(md), change };
             self.batch.entries.push(Batched::File { header, path: abs.to_path_buf() });
-            self.batch.paths.push(abs.to_path_buf());
+            self.batch.files.push((abs.to_path_buf(), md.len()));
             self.batch.bytes += md.len();
             self.batch.units += units;
             return if self.batch.full() { self.flush() } else { Ok(()) };
@@ -307,7 +307,13 @@ impl Walker<'_> {
     }
 }
 
-fn read_names(dir: &Path) -> Result<Vec<OsString>, StoreError> {
+/// A folder's entries with their metadata, read relative to the folder (`fstatat` on its
+/// descriptor: no walk of the whole path for each file). An entry whose metadata could not be
+/// read comes without it; the walk reads it again by path and reports what went wrong.
+fn read_entries(dir: &Path) -> Result<Vec<(OsString, Option<Metadata>)>, StoreError> {
     let err = |e| StoreError::Source { path: dir.to_path_buf(), source: e };
-    fs::read_dir(dir).map_err(err)?.map(|e| e.map(|e| e.file_name()).map_err(err)).collect()
+    fs::read_dir(dir)
+        .map_err(err)?
+        .map(|e| e.map(|e| (e.file_name(), e.metadata().ok())).map_err(err))
+        .collect()
 }
