@@ -50,6 +50,15 @@ const FETCH_ROUND: usize = 16_384;
 /// File in the home listing peers added by ticket.
 /// The saved peers, in the home.
 pub const PEERS_FILE: &str = "peers.cbor";
+/// What a peer may make this node hold, per connection, of data it sent that the node has not
+/// read yet (QUIC's connection flow-control window; noq's default has no limit, only 1.25 MB
+/// per stream over 100 streams). 16 MiB covers a LAN's bandwidth-delay product many times
+/// over and the blob fetch's 8 streams of 1.25 MB each.
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 16 << 20;
+/// Streams a peer may open at once on a new connection before its protocol's handler lowers
+/// it (the blob server to 8, signalling to 4; the others read one stream at a time). noq's
+/// default grants 100.
+pub const INITIAL_STREAMS: u32 = 16;
 
 /// How a node listens and discovers.
 #[derive(Debug, Clone)]
@@ -221,6 +230,16 @@ fn relay_mode(relays: &[iroh::RelayUrl]) -> RelayMode {
     RelayMode::Custom(relays.iter().map(relay_config).collect())
 }
 
+/// iroh's transport settings with the bounds above; no unidirectional streams (kith's
+/// protocols use none, and each would be another 1.25 MB a peer could make us buffer).
+fn transport_config() -> iroh::endpoint::QuicTransportConfig {
+    iroh::endpoint::QuicTransportConfig::builder()
+        .receive_window(CONNECTION_RECEIVE_WINDOW.into())
+        .max_concurrent_bidi_streams(INITIAL_STREAMS.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .build()
+}
+
 impl Node {
     /// Binds the endpoint, starts discovery, serving and pinging.
     pub async fn start(home: &Home, store: Arc<Store>, cfg: NetConfig) -> Result<Node, NetError> {
@@ -256,7 +275,8 @@ impl Node {
             .net_report_config(report)
             .clear_address_lookup()
             .address_lookup(lookup)
-            .clear_ip_transports();
+            .clear_ip_transports()
+            .transport_config(transport_config());
         let bind_err = |addr: &dyn std::fmt::Display, e: &dyn std::fmt::Display| NetError::Bind {
             addr: addr.to_string(),
             reason: e.to_string(),
