@@ -103,6 +103,7 @@ pub(crate) async fn status(ctx: &Ctx) -> Result<Value> {
             connections: served.connections.load(Ordering::Relaxed),
             open_connections: served.open_connections.load(Ordering::Relaxed),
             refused_connections: served.refused_connections.load(Ordering::Relaxed),
+            replaced_connections: served.replaced_connections.load(Ordering::Relaxed),
         });
     }
     Ok(serde_json::to_value(v)?)

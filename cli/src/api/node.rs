@@ -185,6 +185,9 @@ pub struct Served {
     /// Connections refused because their node had `max_connections_per_peer` open already.
     #[serde(default)]
     pub refused_connections: u64,
+    /// Stale connections closed to make room for a newer one of the same node.
+    #[serde(default)]
+    pub replaced_connections: u64,
 }
 
 /// A long operation under way on the node, as its progress reports say.

@@ -48,6 +48,15 @@ const MAX_SERVING_PER_PEER: usize = 16;
 pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
 /// The code a connection past [`MAX_CONNECTIONS_PER_PEER`] is closed with.
 pub const BUSY: u32 = 2;
+/// The code a stale connection is closed with when a newer one of the same node takes its
+/// place at the cap (see [`STALE_AFTER`]).
+pub const REPLACED: u32 = 3;
+/// A connection with no stream for this long is stale: at the cap, a newer connection of the
+/// same node takes its place instead of being refused. A live node pings over its first
+/// connection every `PING_INTERVAL` (2 s) and closes its further ones when its fetch ends;
+/// one that restarted left its old connections open here until the transport's idle timeout
+/// (30 s), and twice within that would have filled the cap.
+pub const STALE_AFTER: Duration = Duration::from_secs(10);
 /// Streams a peer may open at once on one connection.
 const MAX_STREAMS_PER_CONN: u32 = 8;
 /// Time for a peer to send its request, or for us to connect to one.

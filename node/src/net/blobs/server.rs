@@ -1,8 +1,9 @@
 //! The server side: answers pings and serves blobs from the store, counting what it sends.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use iroh::EndpointId;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
@@ -14,7 +15,7 @@ use super::conns::lock_map;
 use super::wire::{self, ServeError, StreamWire, Wire};
 use super::{
     BUSY, MAX_CONNECTIONS_PER_PEER, MAX_IDS, MAX_SERVING, MAX_SERVING_PER_PEER,
-    MAX_STREAMS_PER_CONN, REQUEST_TIMEOUT, Request, Tallies,
+    MAX_STREAMS_PER_CONN, REPLACED, REQUEST_TIMEOUT, Request, STALE_AFTER, Tallies,
 };
 use crate::ids::ChunkId;
 use crate::net::frame::{self, FrameError};
@@ -57,6 +58,8 @@ pub struct Served {
     pub open_connections: AtomicU64,
     /// Connections closed at once because their node had the most allowed open already.
     pub refused_connections: AtomicU64,
+    /// Stale connections closed to make room for a newer one of the same node.
+    pub replaced_connections: AtomicU64,
     /// What was sent for requests that named a pool, by pool and peer, since last taken.
     tagged: Tallies,
     /// Requests refused by the gate.
@@ -115,13 +118,53 @@ pub struct BlobsProtocol {
     /// What each peer with an open connection uses (no entry once its last one closes).
     by_peer: Arc<Mutex<HashMap<EndpointId, PeerUse>>>,
     max_connections_per_peer: usize,
+    stale_after: Duration,
 }
 
 /// One peer's open connections, and its share of the requests served at once.
 #[derive(Debug)]
 struct PeerUse {
-    connections: usize,
+    connections: Vec<Arc<Slot>>,
     serving: Arc<Semaphore>,
+}
+
+/// An admitted connection as the cap sees it: how many of its streams are being served, and
+/// since when it has had none.
+#[derive(Debug)]
+struct Slot {
+    conn: Connection,
+    streams: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Slot {
+    /// How long it has had no stream; `None` while one is being served.
+    fn idle(&self) -> Option<Duration> {
+        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        (self.streams.load(Ordering::SeqCst) == 0).then(|| last.elapsed())
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+}
+
+/// A stream being served: counted on its connection's slot while it lives.
+struct StreamUse(Arc<Slot>);
+
+impl StreamUse {
+    fn new(slot: &Arc<Slot>) -> Self {
+        slot.streams.fetch_add(1, Ordering::SeqCst);
+        slot.touch();
+        Self(slot.clone())
+    }
+}
+
+impl Drop for StreamUse {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.streams.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A connection admitted for a peer; gives its place back when dropped.
@@ -129,18 +172,28 @@ struct Admitted {
     by_peer: Arc<Mutex<HashMap<EndpointId, PeerUse>>>,
     peer: EndpointId,
     serving: Arc<Semaphore>,
+    slot: Arc<Slot>,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut map = lock_map(&self.by_peer);
         if let Some(u) = map.get_mut(&self.peer) {
-            u.connections -= 1;
-            if u.connections == 0 {
+            // A replaced connection gave its place up already.
+            u.connections.retain(|s| !Arc::ptr_eq(s, &self.slot));
+            if u.connections.is_empty() {
                 map.remove(&self.peer);
             }
         }
     }
+}
+
+/// What [`BlobsProtocol::admit`] decided.
+enum Admission {
+    In(Admitted),
+    /// In, in the place of this stale connection (to be closed).
+    Replacing(Admitted, Connection),
+    Refused,
 }
 
 impl BlobsProtocol {
@@ -153,7 +206,15 @@ impl BlobsProtocol {
             peers: None,
             by_peer: Arc::default(),
             max_connections_per_peer: MAX_CONNECTIONS_PER_PEER,
+            stale_after: STALE_AFTER,
         }
+    }
+
+    /// How long a connection must have had no stream before a newer one of the same node
+    /// may take its place at the cap (default [`STALE_AFTER`]).
+    pub fn with_stale_after(mut self, after: Duration) -> Self {
+        self.stale_after = after;
+        self
     }
 
     /// Accepts at most `n` connections at once from one node (at least 1; the default is
@@ -164,19 +225,38 @@ impl BlobsProtocol {
         self
     }
 
-    /// A place for one more connection of `peer`, if it has fewer than the cap open.
-    fn admit(&self, peer: EndpointId) -> Option<Admitted> {
+    /// A place for `conn` of `peer`: if the peer has fewer than the cap open, or else in the
+    /// place of its connection idle longest, if that one is stale.
+    fn admit(&self, peer: EndpointId, conn: &Connection) -> Admission {
         let mut map = lock_map(&self.by_peer);
         let u = map.entry(peer).or_insert_with(|| PeerUse {
-            connections: 0,
+            connections: Vec::new(),
             serving: Arc::new(Semaphore::new(MAX_SERVING_PER_PEER)),
         });
-        if u.connections >= self.max_connections_per_peer {
-            return None;
+        let mut replaced = None;
+        if u.connections.len() >= self.max_connections_per_peer {
+            let stalest = u
+                .connections
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.idle().map(|d| (i, d)))
+                .filter(|(_, d)| *d >= self.stale_after)
+                .max_by_key(|(_, d)| *d);
+            let Some((i, _)) = stalest else { return Admission::Refused };
+            replaced = Some(u.connections.swap_remove(i).conn.clone());
         }
-        u.connections += 1;
-        let serving = u.serving.clone();
-        Some(Admitted { by_peer: self.by_peer.clone(), peer, serving })
+        let slot = Arc::new(Slot {
+            conn: conn.clone(),
+            streams: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        });
+        u.connections.push(slot.clone());
+        let admitted =
+            Admitted { by_peer: self.by_peer.clone(), peer, serving: u.serving.clone(), slot };
+        match replaced {
+            Some(old) => Admission::Replacing(admitted, old),
+            None => Admission::In(admitted),
+        }
     }
 
     /// Also notes in `peers` the nodes that dial this one directly (at the address they came
@@ -280,15 +360,24 @@ pub fn read_ahead(
 impl ProtocolHandler for BlobsProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let peer = conn.remote_id();
-        let Some(admitted) = self.admit(peer) else {
-            self.served.refused_connections.fetch_add(1, Ordering::Relaxed);
-            self.served.refusals.refuse(
-                peer.as_bytes(),
-                "connection past the cap per node",
-                &format!("{} connections open already", self.max_connections_per_peer),
-            );
-            conn.close(BUSY.into(), b"too many connections from this node");
-            return Ok(());
+        let admitted = match self.admit(peer, &conn) {
+            Admission::In(a) => a,
+            Admission::Replacing(a, old) => {
+                self.served.replaced_connections.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %peer.fmt_short(), "a stale connection gave its place to a newer one");
+                old.close(REPLACED.into(), b"replaced by a newer connection from this node");
+                a
+            }
+            Admission::Refused => {
+                self.served.refused_connections.fetch_add(1, Ordering::Relaxed);
+                self.served.refusals.refuse(
+                    peer.as_bytes(),
+                    "connection past the cap per node",
+                    &format!("{} connections open already", self.max_connections_per_peer),
+                );
+                conn.close(BUSY.into(), b"too many connections from this node");
+                return Ok(());
+            }
         };
         conn.set_max_concurrent_bi_streams(MAX_STREAMS_PER_CONN.into());
         let _open = OpenConnection::new(&self.served);
@@ -318,8 +407,9 @@ impl ProtocolHandler for BlobsProtocol {
             let Ok(stream) = streams.clone().acquire_owned().await else { break };
             let Ok((send, recv)) = conn.accept_bi().await else { break };
             let (this, admitted) = (self.clone(), admitted.clone());
+            let in_use = StreamUse::new(&admitted.slot);
             tokio::spawn(async move {
-                let _stream = stream;
+                let _stream = (stream, in_use);
                 if let Err(e) = this.serve(&admitted, send, recv).await {
                     this.served.bad_requests.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(peer = %admitted.peer.fmt_short(), error = %e, "dropped a bad blob request");
