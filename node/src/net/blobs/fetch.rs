@@ -285,6 +285,10 @@ async fn get_batch(
             // A further connection the peer refused (it has as many of ours open as it
             // allows): the first connection carries this batch, and the lane's next ones.
             Err((got, _)) if lane != 0 && got.is_empty() && refused(&conn) => lane = 0,
+            // The first refused too: said in words, not as a lost connection.
+            Err((got, _)) if got.is_empty() && refused(&conn) => {
+                return Err((got, REFUSED_FIRST.to_string()));
+            }
             result => return result,
         }
     }
@@ -305,6 +309,11 @@ async fn get_on(
         .map_err(|e| (Vec::new(), e.to_string()))?;
     wire::get(&mut StreamWire { send, recv }, ids, pool, proof, sink).await
 }
+
+/// Why a peer that refused even the first connection failed the fetch.
+const REFUSED_FIRST: &str = "it refused our connection: it holds as many of this node's \
+     connections as it allows (a crashed run's stay until they have been silent for 10 s); \
+     try again shortly";
 
 /// Whether the peer closed `conn` as one connection too many (see [`BUSY`]).
 fn refused(conn: &iroh::endpoint::Connection) -> bool {

@@ -51,11 +51,11 @@ pub const BUSY: u32 = 2;
 /// The code a stale connection is closed with when a newer one of the same node takes its
 /// place at the cap (see [`STALE_AFTER`]).
 pub const REPLACED: u32 = 3;
-/// A connection with no stream for this long is stale: at the cap, a newer connection of the
-/// same node takes its place instead of being refused. A live node pings over its first
-/// connection every `PING_INTERVAL` (2 s) and closes its further ones when its fetch ends;
-/// one that restarted left its old connections open here until the transport's idle timeout
-/// (30 s), and twice within that would have filled the cap.
+/// A connection on which the peer has sent nothing for this long is stale: at the cap, a
+/// newer connection of the same node takes its place instead of being refused. A live node
+/// sends on each of its connections at least every 5 s (iroh's keep-alive); one that crashed
+/// left its connections open here until the transport's idle timeout (30 s), and a few crashes
+/// within it (or one with a fetch's four connections open, on a low cap) would fill the cap.
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
 /// Streams a peer may open at once on one connection.
 const MAX_STREAMS_PER_CONN: u32 = 8;

@@ -1,7 +1,7 @@
 //! The server side: answers pings and serves blobs from the store, counting what it sends.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -128,42 +128,30 @@ struct PeerUse {
     serving: Arc<Semaphore>,
 }
 
-/// An admitted connection as the cap sees it: how many of its streams are being served, and
-/// since when it has had none.
+/// An admitted connection as the cap sees it: how many datagrams the peer had sent on it when
+/// this node last looked, and since when that count has stood still.
 #[derive(Debug)]
 struct Slot {
     conn: Connection,
-    streams: AtomicUsize,
-    last: Mutex<Instant>,
+    heard: Mutex<(u64, Instant)>,
 }
 
 impl Slot {
-    /// How long it has had no stream; `None` while one is being served.
-    fn idle(&self) -> Option<Duration> {
-        let last = *self.last.lock().unwrap_or_else(|p| p.into_inner());
-        (self.streams.load(Ordering::SeqCst) == 0).then(|| last.elapsed())
+    fn new(conn: &Connection) -> Self {
+        let seen = conn.stats().udp_rx.datagrams;
+        Self { conn: conn.clone(), heard: Mutex::new((seen, Instant::now())) }
     }
 
-    fn touch(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-    }
-}
-
-/// A stream being served: counted on its connection's slot while it lives.
-struct StreamUse(Arc<Slot>);
-
-impl StreamUse {
-    fn new(slot: &Arc<Slot>) -> Self {
-        slot.streams.fetch_add(1, Ordering::SeqCst);
-        slot.touch();
-        Self(slot.clone())
-    }
-}
-
-impl Drop for StreamUse {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.streams.fetch_sub(1, Ordering::SeqCst);
+    /// For how long the peer has sent nothing on this connection, at least: a live one sends
+    /// a keep-alive every 5 s (iroh's), acknowledgements and requests more often. Measured
+    /// from when this node last saw the count move, so it never says more than the truth.
+    fn silent_for(&self) -> Duration {
+        let seen = self.conn.stats().udp_rx.datagrams;
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        if heard.0 != seen {
+            *heard = (seen, Instant::now());
+        }
+        heard.1.elapsed()
     }
 }
 
@@ -239,17 +227,13 @@ impl BlobsProtocol {
                 .connections
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| s.idle().map(|d| (i, d)))
+                .map(|(i, s)| (i, s.silent_for()))
                 .filter(|(_, d)| *d >= self.stale_after)
                 .max_by_key(|(_, d)| *d);
             let Some((i, _)) = stalest else { return Admission::Refused };
             replaced = Some(u.connections.swap_remove(i).conn.clone());
         }
-        let slot = Arc::new(Slot {
-            conn: conn.clone(),
-            streams: AtomicUsize::new(0),
-            last: Mutex::new(Instant::now()),
-        });
+        let slot = Arc::new(Slot::new(conn));
         u.connections.push(slot.clone());
         let admitted =
             Admitted { by_peer: self.by_peer.clone(), peer, serving: u.serving.clone(), slot };
@@ -407,9 +391,8 @@ impl ProtocolHandler for BlobsProtocol {
             let Ok(stream) = streams.clone().acquire_owned().await else { break };
             let Ok((send, recv)) = conn.accept_bi().await else { break };
             let (this, admitted) = (self.clone(), admitted.clone());
-            let in_use = StreamUse::new(&admitted.slot);
             tokio::spawn(async move {
-                let _stream = (stream, in_use);
+                let _stream = stream;
                 if let Err(e) = this.serve(&admitted, send, recv).await {
                     this.served.bad_requests.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(peer = %admitted.peer.fmt_short(), error = %e, "dropped a bad blob request");
