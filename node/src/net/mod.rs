@@ -230,13 +230,15 @@ fn relay_mode(relays: &[iroh::RelayUrl]) -> RelayMode {
     RelayMode::Custom(relays.iter().map(relay_config).collect())
 }
 
-/// iroh's transport settings with the bounds above; no unidirectional streams (kith's
-/// protocols use none, and each would be another 1.25 MB a peer could make us buffer).
+/// iroh's transport settings with the bounds above; no unidirectional streams and no QUIC
+/// datagrams (kith's protocols use neither, and noq would buffer 1.25 MB of each that a peer
+/// sent).
 fn transport_config() -> iroh::endpoint::QuicTransportConfig {
     iroh::endpoint::QuicTransportConfig::builder()
         .receive_window(CONNECTION_RECEIVE_WINDOW.into())
         .max_concurrent_bidi_streams(INITIAL_STREAMS.into())
         .max_concurrent_uni_streams(0u32.into())
+        .datagram_receive_buffer_size(None)
         .build()
 }
 

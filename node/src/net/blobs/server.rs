@@ -134,17 +134,19 @@ struct PeerUse {
 struct Slot {
     conn: Connection,
     heard: Mutex<(u64, Instant)>,
+    stale_after: Duration,
 }
 
 impl Slot {
-    fn new(conn: &Connection) -> Self {
+    fn new(conn: &Connection, stale_after: Duration) -> Self {
         let seen = conn.stats().udp_rx.datagrams;
-        Self { conn: conn.clone(), heard: Mutex::new((seen, Instant::now())) }
+        Self { conn: conn.clone(), heard: Mutex::new((seen, Instant::now())), stale_after }
     }
 
     /// For how long the peer has sent nothing on this connection, at least: a live one sends
     /// a keep-alive every 5 s (iroh's), acknowledgements and requests more often. Measured
-    /// from when this node last saw the count move, so it never says more than the truth.
+    /// from when this node last saw the count move (it looks every quarter of `stale_after`,
+    /// and at the cap), so it never says more than the truth.
     fn silent_for(&self) -> Duration {
         let seen = self.conn.stats().udp_rx.datagrams;
         let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
@@ -233,7 +235,7 @@ impl BlobsProtocol {
             let Some((i, _)) = stalest else { return Admission::Refused };
             replaced = Some(u.connections.swap_remove(i).conn.clone());
         }
-        let slot = Arc::new(Slot::new(conn));
+        let slot = Arc::new(Slot::new(conn, self.stale_after));
         u.connections.push(slot.clone());
         let admitted =
             Admitted { by_peer: self.by_peer.clone(), peer, serving: u.serving.clone(), slot };
@@ -386,6 +388,17 @@ impl ProtocolHandler for BlobsProtocol {
         // MAX_STREAMS_PER_CONN tasks per connection, each holding one request of at most
         // 64 KiB (MAX_FRAME) while it waits for a place among the peer's requests served.
         let admitted = Arc::new(admitted);
+        // Looks at what the peer sent every quarter of STALE_AFTER, so a crashed node's
+        // connection counts as silent from about when it fell silent, not from the first
+        // attempt to take its place.
+        let slot = admitted.slot.clone();
+        let _sampler = n0_future::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(slot.stale_after / 4);
+            loop {
+                tick.tick().await;
+                slot.silent_for();
+            }
+        }));
         let streams = Arc::new(Semaphore::new(MAX_STREAMS_PER_CONN as usize));
         loop {
             let Ok(stream) = streams.clone().acquire_owned().await else { break };
