@@ -200,10 +200,11 @@ impl BlobsProtocol {
         }
     }
 
-    /// How long a connection must have had no stream before a newer one of the same node
-    /// may take its place at the cap (default [`STALE_AFTER`]).
+    /// How long a connection's node must have sent nothing on it before a newer connection
+    /// of the same node may take its place at the cap (default [`STALE_AFTER`]; at least
+    /// 100 ms).
     pub fn with_stale_after(mut self, after: Duration) -> Self {
-        self.stale_after = after;
+        self.stale_after = after.max(Duration::from_millis(100));
         self
     }
 
@@ -216,7 +217,7 @@ impl BlobsProtocol {
     }
 
     /// A place for `conn` of `peer`: if the peer has fewer than the cap open, or else in the
-    /// place of its connection idle longest, if that one is stale.
+    /// place of its connection silent longest, if that one is stale.
     fn admit(&self, peer: EndpointId, conn: &Connection) -> Admission {
         let mut map = lock_map(&self.by_peer);
         let u = map.entry(peer).or_insert_with(|| PeerUse {
