@@ -9,30 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use kith_node::home::Home;
+use kith_node::net::Node;
 use kith_node::net::blobs::{ALPN, Connections, Reply, Request};
 use kith_node::net::frame;
-use kith_node::net::mdns::MdnsConfig;
-use kith_node::net::{NetConfig, Node};
-use kith_node::store::Store;
 
-async fn node(root: &std::path::Path) -> Node {
-    let home = Home::open_or_init(root).unwrap().0;
-    let store = Arc::new(Store::open(&home, "dial test").unwrap());
-    let cfg = NetConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        mdns: MdnsConfig { disabled: true, interfaces: Vec::new() },
-        relays: Vec::new(),
-        max_connections_per_peer: 8,
-    };
-    Node::start(&home, store, cfg).await.unwrap()
-}
+mod common;
 
 /// A server and a client that knows it (its peer table has the server's addresses, and the
 /// client's node holds one connection to it), with homes in `dir`.
 async fn pair(dir: &std::path::Path) -> (Node, Node) {
-    let server = node(&dir.join("server")).await;
-    let client = node(&dir.join("client")).await;
+    let server = common::node(&dir.join("server"), Vec::new()).await;
+    let client = common::node(&dir.join("client"), Vec::new()).await;
     client.add_peer(&server.ticket()).await.unwrap();
     (server, client)
 }

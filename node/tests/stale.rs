@@ -57,6 +57,23 @@ async fn admitted(conn: &Connection) -> Option<u64> {
     }
 }
 
+/// Dials until the server lets a connection in (each refusal must be `BUSY`), by `deadline`.
+async fn let_in<F, Fut>(dial: &F, deadline: Instant, why: &str) -> Connection
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Connection>,
+{
+    loop {
+        let c = dial().await;
+        match admitted(&c).await {
+            None => return c,
+            Some(code) => assert_eq!(code, u64::from(BUSY), "refused otherwise"),
+        }
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_back_from_a_crash_gets_in_in_the_place_of_its_dead_connections() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,28 +115,12 @@ async fn a_node_back_from_a_crash_gets_in_in_the_place_of_its_dead_connections()
     let dial = || async { client.connect(to.clone(), ALPN).await.unwrap() };
     let started = Instant::now();
     let deadline = started + Duration::from_secs(30);
-    let one = loop {
-        let c = dial().await;
-        match admitted(&c).await {
-            None => break c,
-            Some(code) => assert_eq!(code, u64::from(BUSY), "refused otherwise"),
-        }
-        assert!(Instant::now() < deadline, "the node was never let in after its crash");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let one = let_in(&dial, deadline, "the node was never let in after its crash").await;
     assert!(started.elapsed() < Duration::from_secs(25), "let in only after the idle timeout");
     assert_eq!(served.replaced_connections.load(Ordering::Relaxed), 1);
     // A second connection takes the other dead one's place (at once, unless a last packet of
     // the crashed run arrived late and restarted its count).
-    let two = loop {
-        let c = dial().await;
-        match admitted(&c).await {
-            None => break c,
-            Some(code) => assert_eq!(code, u64::from(BUSY), "refused otherwise"),
-        }
-        assert!(Instant::now() < deadline, "the second dead connection kept its place");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let two = let_in(&dial, deadline, "the second dead connection kept its place").await;
     assert_eq!(served.replaced_connections.load(Ordering::Relaxed), 2);
 
     // Two live connections: a third is refused, however long they have been open.

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, DynProtocolHandler, ProtocolHandler};
-use kith_node::home::Home;
-use kith_node::net::mdns::MdnsConfig;
-use kith_node::net::{CONNECTION_RECEIVE_WINDOW, INITIAL_STREAMS, NetConfig, Node};
-use kith_node::store::Store;
+use kith_node::net::{CONNECTION_RECEIVE_WINDOW, INITIAL_STREAMS, Node};
+
+mod common;
 
 /// A protocol that reads every stream to its end and counts the bytes.
 #[derive(Debug, Clone, Default)]
@@ -39,16 +38,8 @@ impl ProtocolHandler for Sink {
 const SINK_ALPN: &[u8] = b"kith-test/sink";
 
 async fn node(root: &std::path::Path, sink: &Sink) -> Node {
-    let home = Home::open_or_init(root).unwrap().0;
-    let store = Arc::new(Store::open(&home, "window test").unwrap());
-    let cfg = NetConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
-        mdns: MdnsConfig { disabled: true, interfaces: Vec::new() },
-        relays: Vec::new(),
-        max_connections_per_peer: 8,
-    };
     let sink: Box<dyn DynProtocolHandler> = Box::new(sink.clone());
-    Node::start_with(&home, store, cfg, vec![(SINK_ALPN.to_vec(), sink)]).await.unwrap()
+    common::node(root, vec![(SINK_ALPN.to_vec(), sink)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
