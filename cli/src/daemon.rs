@@ -321,6 +321,7 @@ async fn start(home: Home, opts: Config) -> Result<Running> {
         mesh: Some(mesh),
         metrics: metrics_addr,
         operations: Default::default(),
+        watched: true,
         jobs: Some(jobs),
         job_book: crate::job_ops::JobBook::open(home.root()),
         relay,

@@ -27,8 +27,9 @@ impl Frames {
 }
 
 /// Starts `req` on `home` in this process: it holds the home's store (and reads the pool
-/// documents on disk, for the commands that only read them) while it runs.
-pub fn run(home: Home, req: Request) -> Result<Frames> {
+/// documents on disk, for the commands that only read them) while it runs. `watched`: whether
+/// its progress is shown (see [`Ctx::watched`](crate::ops::Ctx)).
+pub fn run(home: Home, req: Request, watched: bool) -> Result<Frames> {
     let what = format!("kith {}", serde_json::to_value(&req)?["op"].as_str().unwrap_or("command"));
     let store = Arc::new(Store::open(&home, &what)?);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -50,6 +51,7 @@ pub fn run(home: Home, req: Request) -> Result<Frames> {
         gateway: None,
         metrics: None,
         operations: Default::default(),
+        watched,
         jobs: None,
         job_book,
         relay: None,

@@ -666,7 +666,7 @@ fn open_home(root: &Path) -> Result<Home> {
 fn execute(root: &Path, req: Request, label: &'static str) -> Result<Value> {
     let mut next: Box<dyn FnMut() -> Result<Option<Frame>>> = match client::send(root, &req)? {
         Some(mut body) => Box::new(move || Frame::read(&mut body)),
-        None => local(root, req)?,
+        None => local(root, req, progress::shown(label))?,
     };
     let bar = progress::Bar::new(label);
     let mut stdout = std::io::stdout().lock();
@@ -692,9 +692,13 @@ fn execute(root: &Path, req: Request, label: &'static str) -> Result<Value> {
     result
 }
 
-/// Runs a request in this process, with the home's store.
-fn local(root: &Path, req: Request) -> Result<Box<dyn FnMut() -> Result<Option<Frame>>>> {
-    let mut frames = kith::local::run(open_home(root)?, req)?;
+/// Runs a request in this process, with the home's store; `shown`: whether its progress is.
+fn local(
+    root: &Path,
+    req: Request,
+    shown: bool,
+) -> Result<Box<dyn FnMut() -> Result<Option<Frame>>>> {
+    let mut frames = kith::local::run(open_home(root)?, req, shown)?;
     Ok(Box::new(move || frames.next_frame()))
 }
 

@@ -47,6 +47,10 @@ pub struct Ctx {
     pub metrics: Option<std::net::SocketAddr>,
     /// Long operations under way (puts, gets, exports, imports, moves, hand-offs).
     pub operations: Operations,
+    /// Whether someone may watch a long operation's progress: a daemon's status lists them,
+    /// and a command run in this process draws a bar on a terminal. When nobody can, a put
+    /// does not count a folder's bytes first (a second walk of the tree).
+    pub watched: bool,
     /// This node's runner of the pools' jobs, in the daemon.
     pub jobs: Option<std::sync::Arc<kith_compute::jobs::JobProtocol>>,
     /// The jobs asked for here.
@@ -244,7 +248,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             answer(crate::api::node::DashboardUrl { local, lan })
         }
         Request::Put { path, pool: None } => {
-            let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
+            let r = reporting(out, put_progress(ctx), move |p| store.put(&path, Some(p))).await?;
             for w in &r.warnings {
                 out.send(Frame::Warning(w.clone())).await;
             }
@@ -257,7 +261,7 @@ async fn handle(ctx: &Ctx, req: Request, out: &Out) -> Result<Value> {
             rep.ready_for_put(&pool).map_err(|e| anyhow!(e))?;
             let name =
                 path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let r = with_progress(out, move |p| store.put(&path, Some(p))).await?;
+            let r = reporting(out, put_progress(ctx), move |p| store.put(&path, Some(p))).await?;
             for w in &r.warnings {
                 out.send(Frame::Warning(w.clone())).await;
             }
@@ -469,7 +473,21 @@ pub(crate) async fn with_progress<T: Send + 'static>(
     out: &Out,
     f: impl FnOnce(Arc<Progress>) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T> {
-    let p = Arc::new(Progress::default());
+    reporting(out, Progress::default(), f).await
+}
+
+/// A put's counters: with a total unless nobody can watch (see [`Ctx::watched`]).
+fn put_progress(ctx: &Ctx) -> Progress {
+    if ctx.watched { Progress::default() } else { Progress::without_total() }
+}
+
+/// Runs a blocking store operation, reporting the counters `p` as frames.
+async fn reporting<T: Send + 'static>(
+    out: &Out,
+    p: Progress,
+    f: impl FnOnce(Arc<Progress>) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T> {
+    let p = Arc::new(p);
     let task = tokio::task::spawn_blocking({
         let p = p.clone();
         move || f(p)

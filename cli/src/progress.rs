@@ -12,6 +12,11 @@ pub struct Bar {
     bar: std::cell::OnceCell<Option<ProgressBar>>,
 }
 
+/// Whether a bar labelled `what` is drawn: on a terminal, for a command with a label.
+pub fn shown(what: &str) -> bool {
+    !what.is_empty() && std::io::stderr().is_terminal()
+}
+
 impl Bar {
     /// A bar labelled `what`, drawn only on a terminal.
     pub fn new(what: &'static str) -> Bar {
@@ -21,7 +26,7 @@ impl Bar {
     fn drawn(&self) -> Option<&ProgressBar> {
         self.bar
             .get_or_init(|| {
-                if self.what.is_empty() || !std::io::stderr().is_terminal() {
+                if !shown(self.what) {
                     return None;
                 }
                 let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());

@@ -232,12 +232,17 @@ fn run(
             named(s, "kith-seal-chunks", move || worker(store, pending, cutter, jobs));
         }
         drop(job_rx);
-        if let Some(p) = progress.clone().filter(|_| md.is_dir()) {
-            let done = &walk_done;
-            named(s, "kith-scan", move || scan_total(source, &p, done));
-        } else if let Some(p) = &progress {
-            p.bytes_total.store(md.len(), Ordering::Relaxed);
-            p.total_known.store(true, Ordering::Relaxed);
+        match progress.clone() {
+            Some(p) if p.skip_total => {}
+            Some(p) if md.is_dir() => {
+                let done = &walk_done;
+                named(s, "kith-scan", move || scan_total(source, &p, done));
+            }
+            Some(p) => {
+                p.bytes_total.store(md.len(), Ordering::Relaxed);
+                p.total_known.store(true, Ordering::Relaxed);
+            }
+            None => {}
         }
         let sealer_handle = {
             let (pending, failed, aborted) = (&pending, &seal_failed, &aborted);
@@ -324,4 +329,38 @@ fn merge_stats(mut s: PutStats, t: TreeStats, w: WalkStats) -> PutStats {
     s.bytes_scanned = w.bytes_scanned;
     s.bytes_read += w.bytes_read;
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use crate::{Home, Progress, Store};
+
+    /// A put whose counters need no total counts the files it stores, and does not walk the
+    /// folder a second time to count their bytes first.
+    #[test]
+    fn a_put_without_a_total_counts_what_it_stores_and_nothing_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, _) = Home::open_or_init(&dir.path().join("home")).unwrap();
+        let store = Store::open(&home, "test").unwrap();
+        let src = dir.path().join("src");
+        let mut bytes = 0;
+        for d in 0..20 {
+            std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+            for f in 0..10 {
+                let data = vec![(d * 10 + f) as u8; 1000 + d * 100 + f];
+                bytes += data.len() as u64;
+                std::fs::write(src.join(format!("d{d}/f{f}")), data).unwrap();
+            }
+        }
+        let p = Arc::new(Progress::without_total());
+        let report = store.put(&src, Some(p.clone())).unwrap();
+        assert_eq!(report.stats.files, 200);
+        assert_eq!(p.files_done.load(Ordering::Relaxed), 200);
+        assert_eq!(p.bytes_done.load(Ordering::Relaxed), bytes);
+        assert_eq!(p.bytes_total.load(Ordering::Relaxed), 0, "the folder was counted");
+        assert!(!p.total_known.load(Ordering::Relaxed));
+    }
 }
