@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use iroh::endpoint::{Connection, ConnectionError};
 use iroh::protocol::Router;
 use kith_node::home::Home;
-use kith_node::net::blobs::{ALPN, BUSY, BlobsProtocol, Reply, Request, Served};
+use kith_node::net::blobs::{
+    ALPN, BUSY, BlobsProtocol, Connections, Reply, Request, Served, fetch_from,
+};
 use kith_node::net::frame;
 use kith_node::store::Store;
 
@@ -22,10 +24,16 @@ const STALE: Duration = Duration::from_secs(3);
 
 /// An endpoint of the node with this key, on loopback.
 async fn endpoint(key: iroh::SecretKey) -> iroh::Endpoint {
+    endpoint_knowing(key, Vec::new()).await
+}
+
+/// An endpoint of the node with this key, on loopback, that can dial `known` by their ids.
+async fn endpoint_knowing(key: iroh::SecretKey, known: Vec<iroh::EndpointAddr>) -> iroh::Endpoint {
     iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
         .secret_key(key)
         .relay_mode(iroh::RelayMode::Disabled)
         .clear_address_lookup()
+        .address_lookup(iroh::address_lookup::MemoryLookup::from_endpoint_info(known))
         .clear_ip_transports()
         .bind_addr("127.0.0.1:0")
         .unwrap()
@@ -74,32 +82,32 @@ where
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_back_from_a_crash_gets_in_in_the_place_of_its_dead_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = Home::open_or_init(dir.path()).unwrap().0;
+/// A blob server that takes two connections from one node and counts one as stale after
+/// [`STALE`], with its store and what it served.
+async fn server(dir: &std::path::Path) -> (Router, Arc<Store>, Arc<Served>) {
+    let home = Home::open_or_init(dir).unwrap().0;
     let store = Arc::new(Store::open(&home, "stale test").unwrap());
     let served = Arc::new(Served::default());
-    let protocol = BlobsProtocol::new(store, served.clone())
+    let protocol = BlobsProtocol::new(store.clone(), served.clone())
         .with_max_connections_per_peer(2)
         .with_stale_after(STALE);
     let server = endpoint(iroh::SecretKey::generate()).await;
-    let router = Router::builder(server.clone()).accept(ALPN, protocol).spawn();
-    let (to, key) = (server.addr(), iroh::SecretKey::generate());
+    let router = Router::builder(server).accept(ALPN, protocol).spawn();
+    (router, store, served)
+}
 
-    // The node's first run, on a runtime of its own: two connections, as many as the server
-    // takes from one node, both answered. Then it crashes: its runtime stops at once, nothing
-    // is closed or sent, and the server still holds both connections.
+/// The first run of the node with `key`, on a runtime of its own: two connections to `to`, as
+/// many as the server takes from one node, both answered. Then it crashes: its runtime stops
+/// at once, nothing is closed or sent, and the server still holds both connections. Returns
+/// what the run left behind (to be dropped at the end of the test).
+async fn crashed_run(key: iroh::SecretKey, to: iroh::EndpointAddr) -> impl Sized {
     let first_run =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let (addr, k) = (to.clone(), key.clone());
     let old = first_run
         .spawn(async move {
-            let ep = endpoint(k).await;
-            let (a, b) = (
-                ep.connect(addr.clone(), ALPN).await.unwrap(),
-                ep.connect(addr, ALPN).await.unwrap(),
-            );
+            let ep = endpoint(key).await;
+            let (a, b) =
+                (ep.connect(to.clone(), ALPN).await.unwrap(), ep.connect(to, ALPN).await.unwrap());
             ping(&a).await.unwrap();
             ping(&b).await.unwrap();
             (ep, a, b)
@@ -107,6 +115,15 @@ async fn a_node_back_from_a_crash_gets_in_in_the_place_of_its_dead_connections()
         .await
         .unwrap();
     first_run.shutdown_background();
+    old
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_a_crash_gets_in_in_the_place_of_its_dead_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _, served) = server(dir.path()).await;
+    let (to, key) = (router.endpoint().addr(), iroh::SecretKey::generate());
+    let old = crashed_run(key.clone(), to.clone()).await;
     assert_eq!(served.open_connections.load(Ordering::Relaxed), 2);
 
     // Its next run, the same node: refused while the old connections may still be alive,
@@ -133,6 +150,42 @@ async fn a_node_back_from_a_crash_gets_in_in_the_place_of_its_dead_connections()
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(served.replaced_connections.load(Ordering::Relaxed), 2);
+    drop(old);
+    client.close().await;
+    router.shutdown().await.unwrap();
+}
+
+/// A fetch started right after a crash, while the server still holds the crashed run's
+/// connections: it is refused at first, keeps asking, and gets every blob once the dead
+/// connections have gone silent for long enough (no "try again" left to its user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_right_after_a_crash_waits_to_be_let_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, store, served) = server(&dir.path().join("server")).await;
+    let file = dir.path().join("letter");
+    std::fs::write(&file, b"dear neighbour, ".repeat(40_000)).unwrap();
+    let object = store.put(&file, None).unwrap().id;
+    let ids: Vec<_> = store.object_blobs(&object).unwrap().into_iter().map(|(id, _)| id).collect();
+    let (to, key) = (router.endpoint().addr(), iroh::SecretKey::generate());
+    let old = crashed_run(key.clone(), to.clone()).await;
+
+    let client = endpoint_knowing(key, vec![to.clone()]).await;
+    let conns = Arc::new(Connections::new(client.clone()));
+    let (sink, mut blobs) = tokio::sync::mpsc::channel(64);
+    let fetch = tokio::spawn(fetch_from(conns, vec![to.id], ids.clone(), None, sink));
+    let mut got = Vec::new();
+    while let Some(blob) = blobs.recv().await {
+        got.push(blob.id);
+    }
+    let report = fetch.await.unwrap();
+    assert!(report.failed_peers.is_empty(), "{:?}", report.failed_peers);
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    got.sort();
+    let mut want = ids;
+    want.sort();
+    assert_eq!(got, want);
+    assert!(served.refused_connections.load(Ordering::Relaxed) > 0, "never refused");
+    assert!(served.replaced_connections.load(Ordering::Relaxed) > 0, "let in otherwise");
     drop(old);
     client.close().await;
     router.shutdown().await.unwrap();

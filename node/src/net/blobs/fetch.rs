@@ -3,14 +3,15 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use iroh::EndpointId;
 use tokio::sync::{Notify, mpsc};
 
 use super::wire::{self, GetResult, StreamWire};
 use super::{
-    BUSY, Blob, Connections, FETCH_BATCH, LANES_PER_PEER, MAX_FETCH_PEERS, Route, STALL_TIMEOUT,
-    STREAMS_PER_PEER, Tally,
+    BUSY, Blob, Connections, FETCH_BATCH, LANES_PER_PEER, MAX_FETCH_PEERS, REFUSED_PATIENCE, Route,
+    STALL_TIMEOUT, STREAMS_PER_PEER, Tally,
 };
 use crate::ids::ChunkId;
 use crate::net::peers::PeerTable;
@@ -178,6 +179,11 @@ async fn fetch_worker(
         wake.notify_waiters();
         return;
     }
+    // Since when the peer has refused our connections (it holds as many of this node's as it
+    // allows, such as a crashed run's it has not yet seen go silent), and how long to wait
+    // before asking again.
+    let mut refused_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(250);
     loop {
         // Registered before looking, so a change made after the look still wakes us.
         let notified = wake.notified();
@@ -204,6 +210,15 @@ async fn fetch_worker(
         let mut taken = Taken { state, wake, peer, batch: Some(batch.clone()) };
         let result = get_batch(conns, peer, lane, pool, &batch, sink).await;
         taken.batch = None;
+        let wait = match &result {
+            Err((got, why)) if got.is_empty() && why == REFUSED_FIRST => {
+                refused_since.get_or_insert_with(Instant::now).elapsed() < REFUSED_PATIENCE
+            }
+            _ => {
+                refused_since = None;
+                false
+            }
+        };
         {
             let mut st = lock(state);
             st.in_flight -= 1;
@@ -224,6 +239,8 @@ async fn fetch_worker(
                     }
                     st.pending.extend(missing);
                 }
+                // The batch goes back (another peer may serve it meanwhile); this peer stays.
+                Err(_) if wait => st.pending.extend(batch),
                 Err((done, why)) => {
                     tracing::info!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
                     st.live.remove(&peer);
@@ -237,6 +254,11 @@ async fn fetch_worker(
             st.give_up_hopeless();
         }
         wake.notify_waiters();
+        if wait {
+            tracing::info!(peer = %peer.fmt_short(), "the peer refused our connection (too many of this node's); asking again in {backoff:?}");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
     }
 }
 
@@ -310,10 +332,11 @@ async fn get_on(
     wire::get(&mut StreamWire { send, recv }, ids, pool, proof, sink).await
 }
 
-/// Why a peer that refused even the first connection failed the fetch.
-const REFUSED_FIRST: &str = "it refused our connection: it holds as many of this node's \
-     connections as it allows (a crashed run's stay until they have been silent for 10 s); \
-     try again shortly";
+/// Why a peer that refused even the first connection failed the batch; the fetch asks it
+/// again for [`REFUSED_PATIENCE`] before it gives up on the peer with these words.
+const REFUSED_FIRST: &str = "it refused our connections: it holds as many of this node's \
+     connections as it allows (a crashed run's stay until they have been silent for 10 s), and \
+     still did after 20 s";
 
 /// Whether the peer closed `conn` as one connection too many (see [`BUSY`]).
 fn refused(conn: &iroh::endpoint::Connection) -> bool {

@@ -63,6 +63,10 @@ const MAX_STREAMS_PER_CONN: u32 = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time without progress on one reply before a peer counts as stalled.
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a fetch keeps asking a peer that refuses our connections as too many (see
+/// [`BUSY`]): twice [`STALE_AFTER`], time for the peer to see a crashed run's connections go
+/// silent and give their places to ours.
+const REFUSED_PATIENCE: Duration = Duration::from_secs(20);
 /// Ids the fetcher asks one peer for in one request.
 const FETCH_BATCH: usize = 64;
 /// Streams the fetcher keeps open to one peer.
