@@ -171,6 +171,17 @@ async fn a_fetch_right_after_a_crash_waits_to_be_let_in() {
 
     let client = endpoint_knowing(key, vec![to.clone()]).await;
     let conns = Arc::new(Connections::new(client.clone()));
+    // As in a running node, a pinger shares the fetch's connections: its pings fail while the
+    // peer refuses, and must not close the connection the fetch is let in on.
+    let pinger = {
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = conns.ping(to.id, false).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let (sink, mut blobs) = tokio::sync::mpsc::channel(64);
     let fetch = tokio::spawn(fetch_from(conns, vec![to.id], ids.clone(), None, sink));
     let mut got = Vec::new();
@@ -178,6 +189,7 @@ async fn a_fetch_right_after_a_crash_waits_to_be_let_in() {
         got.push(blob.id);
     }
     let report = fetch.await.unwrap();
+    pinger.abort();
     assert!(report.failed_peers.is_empty(), "{:?}", report.failed_peers);
     assert!(report.missing.is_empty(), "{:?}", report.missing);
     got.sort();

@@ -106,7 +106,7 @@ impl Lanes {
     fn close(&mut self, why: &'static [u8]) {
         for lane in std::mem::take(&mut self.lanes) {
             if let Some(Some(c)) = lane.get() {
-                c.close(0u32.into(), why);
+                close(c, why);
             }
         }
     }
@@ -545,7 +545,7 @@ impl Connections {
     /// Forgets a connection (and a link) that misbehaved.
     pub fn drop_peer(&self, peer: &EndpointId) {
         if let Some(c) = self.lock().remove(peer) {
-            c.close(0u32.into(), b"dropped");
+            close(&c, b"dropped");
         }
         if let Some(l) = lock_map(&self.lanes).get_mut(peer) {
             l.close(b"dropped");
@@ -625,4 +625,12 @@ fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     u64::from_le_bytes(b)
+}
+
+/// Closes `conn` unless it is closed already: closing again would replace the reason the peer
+/// gave (such as [`BUSY`](super::BUSY)) with "locally closed" for everyone who reads it.
+fn close(conn: &Connection, why: &[u8]) {
+    if conn.close_reason().is_none() {
+        conn.close(0u32.into(), why);
+    }
 }
