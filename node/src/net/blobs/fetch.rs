@@ -212,6 +212,9 @@ async fn fetch_worker(
         taken.batch = None;
         let wait = match &result {
             Err((got, why)) if got.is_empty() && why == REFUSED_FIRST => {
+                if refused_since.is_none() {
+                    tracing::info!(peer = %peer.fmt_short(), "the peer refused our connection (it holds as many of this node's as it allows); asking again for up to {REFUSED_PATIENCE:?}");
+                }
                 refused_since.get_or_insert_with(Instant::now).elapsed() < REFUSED_PATIENCE
             }
             _ => {
@@ -255,7 +258,7 @@ async fn fetch_worker(
         }
         wake.notify_waiters();
         if wait {
-            tracing::info!(peer = %peer.fmt_short(), "the peer refused our connection (too many of this node's); asking again in {backoff:?}");
+            tracing::debug!(peer = %peer.fmt_short(), "asking a peer that refused our connection again in {backoff:?}");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
