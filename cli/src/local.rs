@@ -28,7 +28,7 @@ impl Frames {
 
 /// Starts `req` on `home` in this process: it holds the home's store (and reads the pool
 /// documents on disk, for the commands that only read them) while it runs. `watched`: whether
-/// its progress is shown (see [`Ctx::watched`](crate::ops::Ctx)).
+/// its progress is shown (a put then counts a folder's bytes first, for the bar's total).
 pub fn run(home: Home, req: Request, watched: bool) -> Result<Frames> {
     let what = format!("kith {}", serde_json::to_value(&req)?["op"].as_str().unwrap_or("command"));
     let store = Arc::new(Store::open(&home, &what)?);

@@ -185,9 +185,12 @@ async fn a_fetch_right_after_a_crash_waits_to_be_let_in() {
     let (sink, mut blobs) = tokio::sync::mpsc::channel(64);
     let fetch = tokio::spawn(fetch_from(conns, vec![to.id], ids.clone(), None, sink));
     let mut got = Vec::new();
-    while let Some(blob) = blobs.recv().await {
-        got.push(blob.id);
-    }
+    let received = async {
+        while let Some(blob) = blobs.recv().await {
+            got.push(blob.id);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), received).await.expect("the fetch hangs");
     let report = fetch.await.unwrap();
     pinger.abort();
     assert!(report.failed_peers.is_empty(), "{:?}", report.failed_peers);
@@ -198,6 +201,30 @@ async fn a_fetch_right_after_a_crash_waits_to_be_let_in() {
     assert_eq!(got, want);
     assert!(served.refused_connections.load(Ordering::Relaxed) > 0, "never refused");
     assert!(served.replaced_connections.load(Ordering::Relaxed) > 0, "let in otherwise");
+    drop(old);
+    client.close().await;
+    router.shutdown().await.unwrap();
+}
+
+/// Closing a connection the peer refused (as a node does when it drops a peer whose ping
+/// failed) keeps the peer's reason: a fetch sharing that connection reads it to know it was
+/// refused, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_refused_connection_keeps_the_peers_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _, served) = server(dir.path()).await;
+    let (to, key) = (router.endpoint().addr(), iroh::SecretKey::generate());
+    let old = crashed_run(key.clone(), to.clone()).await;
+
+    let client = endpoint_knowing(key, vec![to.clone()]).await;
+    let conns = Connections::new(client.clone());
+    let conn = conns.get(to.id).await.unwrap();
+    let refused = |c: &Connection| matches!(c.close_reason(), Some(ConnectionError::ApplicationClosed(c)) if c.error_code == BUSY.into());
+    tokio::time::timeout(Duration::from_secs(20), conn.closed()).await.expect("never closed");
+    assert!(refused(&conn), "{:?}", conn.close_reason());
+    assert!(served.refused_connections.load(Ordering::Relaxed) > 0);
+    conns.drop_peer(&to.id);
+    assert!(refused(&conn), "dropping it replaced the reason: {:?}", conn.close_reason());
     drop(old);
     client.close().await;
     router.shutdown().await.unwrap();

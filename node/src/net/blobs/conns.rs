@@ -584,7 +584,15 @@ impl Connections {
         .await
         .unwrap_or(Err(LinkError::NoAnswer));
         if result.is_err() {
-            self.drop_peer(&peer);
+            let kept = self.lock().get(&peer).is_some_and(|c| c.stable_id() == conn.stable_id());
+            if kept {
+                self.drop_peer(&peer);
+            } else {
+                // A newer connection took its place while this ping failed (the peer refused
+                // this one as too many, and a fetch dialled again and was let in): not this
+                // ping's to close.
+                close(&conn, b"dropped");
+            }
         }
         result
     }

@@ -43,7 +43,39 @@ struct FetchState {
     in_flight: usize,
     /// Peers still in this fetch.
     live: HashSet<EndpointId>,
+    /// Peers refusing our connections as too many, and when to ask them again.
+    refused: HashMap<EndpointId, Refused>,
     report: FetchReport,
+}
+
+/// A peer that refuses our connections (it holds as many of this node's as it allows, such
+/// as a crashed run's it has not yet seen go silent): asked again after 0.25 s, 0.5 s, 1 s,
+/// then every 2 s, the last time [`REFUSED_PATIENCE`] after the first refusal. Kept for the
+/// peer, not for each of its workers, so they ask in step.
+struct Refused {
+    since: Instant,
+    next: Instant,
+    backoff: Duration,
+}
+
+impl Refused {
+    fn new(now: Instant) -> Refused {
+        Refused { since: now, next: now, backoff: Duration::from_millis(250) }
+    }
+
+    /// Takes a refusal at `now`: whether to ask again. A refusal of a try made before the
+    /// next one was scheduled (a sibling's, in the same round) does not push it further.
+    fn refused(&mut self, now: Instant) -> bool {
+        let last = self.since + REFUSED_PATIENCE;
+        if now >= last {
+            return false;
+        }
+        if self.next <= now {
+            self.next = (now + self.backoff).min(last);
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+        }
+        true
+    }
 }
 
 impl FetchState {
@@ -179,11 +211,6 @@ async fn fetch_worker(
         wake.notify_waiters();
         return;
     }
-    // Since when the peer has refused our connections (it holds as many of this node's as it
-    // allows, such as a crashed run's it has not yet seen go silent), and how long to wait
-    // before asking again.
-    let mut refused_since: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(250);
     loop {
         // Registered before looking, so a change made after the look still wakes us.
         let notified = wake.notified();
@@ -192,16 +219,29 @@ async fn fetch_worker(
             if !st.live.contains(&peer) {
                 return;
             }
-            let batch = st.take_for(&peer);
-            if batch.is_empty() && st.in_flight == 0 {
-                // Nothing this peer can do, and nothing in flight that could change that.
-                wake.notify_waiters();
-                return;
+            // A peer refusing us is asked again when its schedule says, by whichever worker.
+            let next = st.refused.get(&peer).map(|r| r.next);
+            if let Some(wait) = next.and_then(|n| n.checked_duration_since(Instant::now())) {
+                Err(wait)
+            } else {
+                let batch = st.take_for(&peer);
+                if batch.is_empty() && st.in_flight == 0 {
+                    // Nothing this peer can do, and nothing in flight that could change that.
+                    wake.notify_waiters();
+                    return;
+                }
+                if !batch.is_empty() {
+                    st.in_flight += 1;
+                }
+                Ok(batch)
             }
-            if !batch.is_empty() {
-                st.in_flight += 1;
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(wait) => {
+                tokio::time::sleep(wait).await;
+                continue;
             }
-            batch
         };
         if batch.is_empty() {
             notified.await;
@@ -210,21 +250,23 @@ async fn fetch_worker(
         let mut taken = Taken { state, wake, peer, batch: Some(batch.clone()) };
         let result = get_batch(conns, peer, lane, pool, &batch, sink).await;
         taken.batch = None;
-        let wait = match &result {
-            Err((got, why)) if got.is_empty() && why == REFUSED_FIRST => {
-                if refused_since.is_none() {
-                    tracing::info!(peer = %peer.fmt_short(), "the peer refused our connection (it holds as many of this node's as it allows); asking again for up to {REFUSED_PATIENCE:?}");
-                }
-                refused_since.get_or_insert_with(Instant::now).elapsed() < REFUSED_PATIENCE
-            }
-            _ => {
-                refused_since = None;
-                false
-            }
-        };
         {
             let mut st = lock(state);
             st.in_flight -= 1;
+            let now = Instant::now();
+            let wait = match &result {
+                Err((got, why)) if got.is_empty() && why == REFUSED_FIRST => {
+                    let r = st.refused.entry(peer).or_insert_with(|| {
+                        tracing::info!(peer = %peer.fmt_short(), "the peer refused our connection (it holds as many of this node's as it allows); asking again for up to {REFUSED_PATIENCE:?}");
+                        Refused::new(now)
+                    });
+                    r.refused(now)
+                }
+                _ => {
+                    st.refused.remove(&peer);
+                    false
+                }
+            };
             let got = match &result {
                 Ok((_, got)) | Err((got, _)) => got,
             };
@@ -246,8 +288,9 @@ async fn fetch_worker(
                 Err(_) if wait => st.pending.extend(batch),
                 Err((done, why)) => {
                     tracing::info!(peer = %peer.fmt_short(), error = %why, "dropping peer from this fetch");
-                    st.live.remove(&peer);
-                    st.report.failed_peers.push((peer, why));
+                    if st.live.remove(&peer) {
+                        st.report.failed_peers.push((peer, why));
+                    }
                     st.report.blobs += done.len() as u64;
                     let done: HashSet<ChunkId> = done.into_iter().map(|(id, _)| id).collect();
                     st.pending.extend(batch.into_iter().filter(|id| !done.contains(id)));
@@ -257,11 +300,6 @@ async fn fetch_worker(
             st.give_up_hopeless();
         }
         wake.notify_waiters();
-        if wait {
-            tracing::debug!(peer = %peer.fmt_short(), "asking a peer that refused our connection again in {backoff:?}");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-        }
     }
 }
 
@@ -347,4 +385,35 @@ fn refused(conn: &iroh::endpoint::Connection) -> bool {
         conn.close_reason(),
         Some(iroh::endpoint::ConnectionError::ApplicationClosed(c)) if c.error_code == BUSY.into()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{REFUSED_PATIENCE, Refused};
+
+    /// The peer is asked again after 0.25 s, 0.5 s, 1 s, then every 2 s, the last time
+    /// exactly at the end of the patience; the siblings refused in the same round do not push
+    /// the schedule; a refusal after the last try ends it.
+    #[test]
+    fn a_refusing_peer_is_asked_on_one_schedule_until_the_patience_ends() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut r = Refused::new(t0);
+        let mut at = t0;
+        let mut tries = Vec::new();
+        while r.refused(at) {
+            // Three siblings refused a moment later, in the same round.
+            for _ in 0..3 {
+                assert!(r.refused(at + Duration::from_millis(1)));
+            }
+            at = r.next;
+            tries.push(at.duration_since(t0).as_millis());
+        }
+        assert_eq!(tries[..4], [250, 750, 1750, 3750]);
+        assert!(tries.windows(2).all(|w| w[1] - w[0] <= 2000), "{tries:?}");
+        assert_eq!(*tries.last().unwrap(), REFUSED_PATIENCE.as_millis(), "{tries:?}");
+        assert_eq!(at, ms(REFUSED_PATIENCE.as_millis() as u64));
+    }
 }
