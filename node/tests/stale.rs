@@ -118,6 +118,16 @@ async fn crashed_run(key: iroh::SecretKey, to: iroh::EndpointAddr) -> impl Sized
     old
 }
 
+/// A node that crashed holding the cap of `router`'s server, and its next run: the server's
+/// address, what the crashed run left behind (to be dropped at the end of the test), and the
+/// next run's endpoint (same key), which can dial the server by its id.
+async fn back_from_a_crash(router: &Router) -> (iroh::EndpointAddr, impl Sized, iroh::Endpoint) {
+    let (to, key) = (router.endpoint().addr(), iroh::SecretKey::generate());
+    let old = crashed_run(key.clone(), to.clone()).await;
+    let client = endpoint_knowing(key, vec![to.clone()]).await;
+    (to, old, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_back_from_a_crash_gets_in_in_the_place_of_its_dead_connections() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,10 +176,7 @@ async fn a_fetch_right_after_a_crash_waits_to_be_let_in() {
     std::fs::write(&file, b"dear neighbour, ".repeat(40_000)).unwrap();
     let object = store.put(&file, None).unwrap().id;
     let ids: Vec<_> = store.object_blobs(&object).unwrap().into_iter().map(|(id, _)| id).collect();
-    let (to, key) = (router.endpoint().addr(), iroh::SecretKey::generate());
-    let old = crashed_run(key.clone(), to.clone()).await;
-
-    let client = endpoint_knowing(key, vec![to.clone()]).await;
+    let (to, old, client) = back_from_a_crash(&router).await;
     let conns = Arc::new(Connections::new(client.clone()));
     // As in a running node, a pinger shares the fetch's connections: its pings fail while the
     // peer refuses, and must not close the connection the fetch is let in on.
@@ -213,10 +220,7 @@ async fn a_fetch_right_after_a_crash_waits_to_be_let_in() {
 async fn dropping_a_refused_connection_keeps_the_peers_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (router, _, served) = server(dir.path()).await;
-    let (to, key) = (router.endpoint().addr(), iroh::SecretKey::generate());
-    let old = crashed_run(key.clone(), to.clone()).await;
-
-    let client = endpoint_knowing(key, vec![to.clone()]).await;
+    let (to, old, client) = back_from_a_crash(&router).await;
     let conns = Connections::new(client.clone());
     let conn = conns.get(to.id).await.unwrap();
     let refused = |c: &Connection| matches!(c.close_reason(), Some(ConnectionError::ApplicationClosed(c)) if c.error_code == BUSY.into());
